@@ -1,0 +1,63 @@
+/* log.c — the TC_LOG sink: text or JSON lines on stderr. */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+int tc_log_level_cur = TC_LOG_WARN;
+static int tc_log_json = 0;
+static const char *tc_level_names[] = {"error", "warn", "info", "debug", "trace"};
+
+int tc_log_parse_level(const char *s, tc_log_level *out) {
+    for (int i = 0; i <= TC_LOG_TRACE; i++)
+        if (strcasecmp(s, tc_level_names[i]) == 0) { *out = (tc_log_level)i; return 0; }
+    return -1;
+}
+
+void tc_log_set_level(tc_log_level l) { tc_log_level_cur = (int)l; }
+
+void tc_log_init(void) {
+    const char *lv = getenv("TC_LOG_LEVEL");
+    tc_log_level l;
+    if (lv && tc_log_parse_level(lv, &l) == 0) tc_log_level_cur = (int)l;
+    const char *fmt = getenv("TC_LOG_FORMAT");
+    tc_log_json = fmt && strcasecmp(fmt, "json") == 0;
+}
+
+static void json_escape(FILE *f, const char *s) {
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+}
+
+void tc_log_write(tc_log_level l, const char *subsys, const char *file, int line, const char *fmt, ...) {
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char tbuf[32];
+    strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%S", &tm);
+    const char *base = strrchr(file, '/');
+    base = base ? base + 1 : file;
+    if (tc_log_json) {
+        fprintf(stderr, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"subsys\":\"%s\",\"src\":\"%s:%d\",\"msg\":\"",
+                tbuf, ts.tv_nsec / 1000000, tc_level_names[l], subsys, base, line);
+        json_escape(stderr, msg);
+        fputs("\"}\n", stderr);
+    } else {
+        fprintf(stderr, "%s.%03ldZ %-5s [%s] %s (%s:%d)\n", tbuf, ts.tv_nsec / 1000000, tc_level_names[l],
+                subsys, msg, base, line);
+    }
+}

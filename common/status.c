@@ -1,0 +1,38 @@
+/* status.c — status strings and the per-thread last-error message. */
+#include "status.h"
+#include "log.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+static _Thread_local char tc_err_buf[1024];
+
+const char *tc_status_str(tc_status s) {
+    switch (s) {
+    case TC_OK: return "ok";
+    case TC_ERR_INVALID: return "invalid argument";
+    case TC_ERR_IO: return "i/o error";
+    case TC_ERR_NOMEM: return "out of memory";
+    case TC_ERR_UNSUPPORTED: return "unsupported";
+    case TC_ERR_INTERNAL: return "internal error";
+    case TC_ERR_EXHAUSTED: return "resource exhausted";
+    }
+    return "unknown status";
+}
+
+void tc_error_set(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tc_err_buf, sizeof tc_err_buf, fmt, ap);
+    va_end(ap);
+    /* one line: a message must never smuggle a newline into the log */
+    for (char *p = tc_err_buf; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+}
+
+const char *tc_error_get(void) { return tc_err_buf[0] ? tc_err_buf : NULL; }
+void tc_error_clear(void) { tc_err_buf[0] = 0; }
+
+void tc_check_trace(const char *file, int line, const char *expr, tc_status s) {
+    TC_LOG(TC_LOG_DEBUG, "check", "%s:%d %s -> %s", file, line, expr, tc_status_str(s));
+}
