@@ -1,0 +1,40 @@
+/* cli.h — shared helpers of the `tconst` command-line tool. */
+#ifndef TC_CLI_H
+#define TC_CLI_H
+
+#include <stdint.h>
+
+#include "../common/status.h"
+#include "../kernels/backend.h"
+#include "../model/weights.h"
+
+/* Prints "tconst <cmd>: <last error>" on one line and returns 1. */
+int tc_cli_fail(const char *cmd, tc_status st);
+
+/* Parses an integer / float flag value strictly, naming the flag. */
+tc_status tc_cli_int(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out);
+tc_status tc_cli_float(const char *flag, const char *v, double lo, double hi, double *out);
+
+/* "DIR", or empty/"builtin:tiny" for the built-in tiny tconstformer
+ * (materialized once under $TMPDIR). Writes the directory to use. */
+tc_status tc_cli_model_dir(const char *arg, char *out, size_t n);
+
+/* Loads a model on the CPU backend. */
+tc_status tc_cli_load(const char *dir, tc_backend *be, tc_model **m);
+
+/* Reads whitespace-separated token ids from a file ("-" = stdin) or a
+ * string; errors name the offending token. */
+tc_status tc_read_ids_file(const char *path, int32_t **ids, int64_t *n);
+tc_status tc_parse_ids(const char *text, const char *label, int32_t **ids, int64_t *n);
+
+int tc_cli_init_model(int argc, char **argv);
+int tc_cli_logits(int argc, char **argv);
+int tc_cli_generate(int argc, char **argv);
+int tc_cli_info(int argc, char **argv);
+int tc_cli_sync_bench(int argc, char **argv);
+#ifdef TC_HAVE_TOKENIZER
+int tc_cli_tokenize(int argc, char **argv);
+int tc_cli_detokenize(int argc, char **argv);
+#endif
+
+#endif

@@ -1,0 +1,285 @@
+/* cmd_model.c — `tconst init-model | info | logits | generate | sync-bench`. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "../model/sampler.h"
+#include "../model/session.h"
+#include "cli.h"
+
+#define ARG_IS(s) (!strcmp(argv[i], (s)))
+#define NEXT() (i + 1 < argc ? argv[++i] : NULL)
+#define CHECK_CLI(cmd, call)                          \
+    do {                                              \
+        tc_status st_ = (call);                       \
+        if (st_ != TC_OK) { rc = tc_cli_fail(cmd, st_); goto done; } \
+    } while (0)
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int tc_cli_init_model(int argc, char **argv) {
+    const char *arch = "tconstformer", *preset = "tiny", *dtype = "f32", *out = NULL;
+    int64_t seed = 0, v;
+    struct { const char *flag; int64_t val; } ov[] = {
+        {"--vocab-size", -1}, {"--n-embd", -1}, {"--n-head", -1}, {"--n-block", -1}, {"--inner-depth", -1},
+        {"--ffn-hidden", -1}, {"--history-window", -1}, {"--generate-window", -1},
+    };
+    const int nov = (int)(sizeof ov / sizeof ov[0]);
+    int rc = 0;
+    for (int i = 1; i < argc; i++) {
+        if (ARG_IS("--help") || ARG_IS("-h")) {
+            printf("usage: tconst init-model --arch tconstformer|tlinformer|transformer --preset tiny|small|paper-41m\n"
+                   "                         [--seed S] [--dtype f32|f16|bf16] --out DIR\n"
+                   "                         [--vocab-size V --n-embd D --n-head H --n-block B --inner-depth K\n"
+                   "                          --ffn-hidden F --history-window W --generate-window W]  (overrides)\n"
+                   "Writes config.json + model.safetensors with seeded random weights and prints the\n"
+                   "parameter count. Presets: see docs/models.md.\n");
+            return 0;
+        } else if (ARG_IS("--arch")) arch = NEXT();
+        else if (ARG_IS("--preset")) preset = NEXT();
+        else if (ARG_IS("--dtype")) dtype = NEXT();
+        else if (ARG_IS("--out")) out = NEXT();
+        else if (ARG_IS("--seed")) CHECK_CLI("init-model", tc_cli_int("--seed", NEXT(), 0, INT64_MAX, &seed));
+        else {
+            int k = 0;
+            for (; k < nov; k++)
+                if (ARG_IS(ov[k].flag)) break;
+            if (k == nov) { fprintf(stderr, "tconst init-model: error: unknown flag '%s'\n", argv[i]); return 2; }
+            CHECK_CLI("init-model", tc_cli_int(ov[k].flag, NEXT(), 1, 1 << 24, &v));
+            ov[k].val = v;
+        }
+    }
+    if (!arch || !preset || !dtype) { fprintf(stderr, "tconst init-model: error: a flag is missing its value\n"); return 2; }
+    if (!out) { fprintf(stderr, "tconst init-model: error: --out DIR is required\n"); return 2; }
+    tc_arch a;
+    tc_model_config c;
+    CHECK_CLI("init-model", tc_arch_parse(arch, &a));
+    CHECK_CLI("init-model", tc_config_preset(&c, preset, a));
+    if (ov[0].val > 0) c.vocab_size = (int)ov[0].val;
+    if (ov[1].val > 0) c.n_embd = (int)ov[1].val;
+    if (ov[2].val > 0) c.n_head = (int)ov[2].val;
+    if (ov[3].val > 0) c.n_block = (int)ov[3].val;
+    if (ov[4].val > 0) {
+        if (a == TC_ARCH_TRANSFORMER) { fprintf(stderr, "tconst init-model: error: --inner-depth does not apply to the transformer\n"); return 2; }
+        c.inner_depth = (int)ov[4].val;
+    }
+    if (ov[5].val > 0) c.ffn_hidden = (int)ov[5].val;
+    if (ov[6].val > 0) c.history_window = (int)ov[6].val;
+    if (ov[7].val > 0) c.generate_window = (int)ov[7].val;
+    c.head_dim = c.n_head > 0 ? c.n_embd / c.n_head : 0;
+    if (c.bos_token_id >= c.vocab_size) c.bos_token_id = 0;
+    if (c.eos_token_id >= c.vocab_size) c.eos_token_id = c.vocab_size - 1;
+    CHECK_CLI("init-model", tc_model_init_random(&c, (uint64_t)seed, dtype, out));
+    printf("%s: %s, %lld parameters (%s)\n", out, tc_arch_name(c.arch), (long long)tc_config_n_params(&c), dtype);
+done:
+    return rc;
+}
+
+int tc_cli_info(int argc, char **argv) {
+    const char *model = NULL;
+    int rc = 0;
+    for (int i = 1; i < argc; i++) {
+        if (ARG_IS("--model")) model = NEXT();
+        else if (ARG_IS("--help") || ARG_IS("-h")) { printf("usage: tconst info --model DIR\n"); return 0; }
+        else { fprintf(stderr, "tconst info: error: unknown flag '%s'\n", argv[i]); return 2; }
+    }
+    char dir[4096];
+    tc_backend be;
+    tc_model *m = NULL;
+    CHECK_CLI("info", tc_cli_model_dir(model, dir, sizeof dir));
+    CHECK_CLI("info", tc_cli_load(dir, &be, &m));
+    const tc_model_config *c = &m->cfg;
+    printf("model: %s\narchitecture: %s\nparameters: %lld\ndtype: %s\nvocab_size: %d\nn_embd: %d\nn_head: %d\n"
+           "n_block: %d\n", dir, tc_arch_name(c->arch), (long long)m->n_params, m->dtype_name, c->vocab_size,
+           c->n_embd, c->n_head, c->n_block);
+    if (c->arch != TC_ARCH_TRANSFORMER)
+        printf("block_inner_depth: %d\nhistory_window: %d\ngenerate_window: %d\n", c->inner_depth,
+               c->history_window, c->generate_window);
+    printf("ffn_hidden: %d\n", c->ffn_hidden);
+done:
+    tc_model_free(m);
+    return rc;
+}
+
+int tc_cli_logits(int argc, char **argv) {
+    const char *model = NULL, *tokf = NULL, *outf = NULL;
+    int64_t prompt = 0, n = 0;
+    int rc = 0;
+    int32_t *ids = NULL;
+    float *lg = NULL;
+    FILE *fo = NULL;
+    tc_backend be;
+    tc_model *m = NULL;
+    tc_session *s = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (ARG_IS("--model")) model = NEXT();
+        else if (ARG_IS("--tokens")) tokf = NEXT();
+        else if (ARG_IS("--out")) outf = NEXT();
+        else if (ARG_IS("--prompt")) CHECK_CLI("logits", tc_cli_int("--prompt", NEXT(), 1, INT64_MAX, &prompt));
+        else if (ARG_IS("--help") || ARG_IS("-h")) {
+            printf("usage: tconst logits --model DIR --tokens FILE [--prompt P] --out FILE.f32\n"
+                   "Feeds the ids of FILE one at a time (the first P as one prefill with --prompt) and writes\n"
+                   "little-endian float32 logits, one row of vocab_size per step: row i follows token i\n"
+                   "(with --prompt P the first row follows token P-1).\n");
+            return 0;
+        } else { fprintf(stderr, "tconst logits: error: unknown flag '%s'\n", argv[i]); return 2; }
+    }
+    if (!tokf || !outf) { fprintf(stderr, "tconst logits: error: --tokens FILE and --out FILE are required\n"); return 2; }
+    char dir[4096];
+    CHECK_CLI("logits", tc_cli_model_dir(model, dir, sizeof dir));
+    CHECK_CLI("logits", tc_read_ids_file(tokf, &ids, &n));
+    if (n == 0) { fprintf(stderr, "tconst logits: error: %s holds no token ids\n", tokf); rc = 1; goto done; }
+    if (prompt > n) { fprintf(stderr, "tconst logits: error: --prompt %lld exceeds the %lld tokens of %s\n", (long long)prompt, (long long)n, tokf); rc = 1; goto done; }
+    CHECK_CLI("logits", tc_cli_load(dir, &be, &m));
+    CHECK_CLI("logits", tc_session_new(m, &s));
+    int V = m->cfg.vocab_size;
+    lg = malloc((size_t)V * 4);
+    fo = fopen(outf, "wb");
+    if (!lg || !fo) { fprintf(stderr, "tconst logits: error: %s: %s\n", outf, strerror(errno)); rc = 1; goto done; }
+    int64_t i0 = 0;
+    if (prompt > 0) {
+        CHECK_CLI("logits", tc_session_append(s, ids, prompt, lg));
+        if (fwrite(lg, 4, (size_t)V, fo) != (size_t)V) { fprintf(stderr, "tconst logits: error: write failed\n"); rc = 1; goto done; }
+        i0 = prompt;
+    }
+    for (int64_t i = i0; i < n; i++) {
+        tc_session *one = s;
+        CHECK_CLI("logits", tc_step_batch(&one, &ids[i], 1, lg));
+        if (fwrite(lg, 4, (size_t)V, fo) != (size_t)V) { fprintf(stderr, "tconst logits: error: write failed\n"); rc = 1; goto done; }
+    }
+    fprintf(stderr, "tconst logits: %lld steps, %lld syncs, state %zu bytes\n", (long long)(n - i0 + (prompt > 0)),
+            (long long)s->n_syncs, tc_session_state_bytes(s));
+done:
+    if (fo && fclose(fo) != 0 && rc == 0) { fprintf(stderr, "tconst logits: error: %s: write failed\n", outf); rc = 1; }
+    free(lg);
+    free(ids);
+    tc_session_free(s);
+    tc_model_free(m);
+    return rc;
+}
+
+int tc_cli_generate(int argc, char **argv) {
+    const char *model = NULL, *toks = NULL;
+    int64_t n = 16, topk = 0, seed = 0;
+    double temp = 0.0, topp = 1.0;
+    int ignore_eos = 0, rc = 0;
+    int32_t *ids = NULL;
+    int64_t np = 0;
+    float *lg = NULL;
+    tc_backend be;
+    tc_model *m = NULL;
+    tc_session *s = NULL;
+    tc_sampler smp = {0};
+    for (int i = 1; i < argc; i++) {
+        if (ARG_IS("--model")) model = NEXT();
+        else if (ARG_IS("--tokens")) toks = NEXT();
+        else if (ARG_IS("-n")) CHECK_CLI("generate", tc_cli_int("-n", NEXT(), 0, INT32_MAX, &n));
+        else if (ARG_IS("--temperature")) CHECK_CLI("generate", tc_cli_float("--temperature", NEXT(), 0, 1e6, &temp));
+        else if (ARG_IS("--top-k")) CHECK_CLI("generate", tc_cli_int("--top-k", NEXT(), 0, INT32_MAX, &topk));
+        else if (ARG_IS("--top-p")) CHECK_CLI("generate", tc_cli_float("--top-p", NEXT(), 1e-9, 1.0, &topp));
+        else if (ARG_IS("--seed")) CHECK_CLI("generate", tc_cli_int("--seed", NEXT(), 0, INT64_MAX, &seed));
+        else if (ARG_IS("--ignore-eos")) ignore_eos = 1;
+        else if (ARG_IS("--help") || ARG_IS("-h")) {
+            printf("usage: tconst generate [--model DIR] --tokens \"ids...\" [-n N] [--temperature T] [--top-k K]\n"
+                   "                       [--top-p P] [--seed S] [--ignore-eos]\n"
+                   "Prints the generated ids on one line as they are produced (greedy when T = 0). Stops after\n"
+                   "N tokens or at the model's eos_token_id. Without --model: the built-in tiny model.\n");
+            return 0;
+        } else { fprintf(stderr, "tconst generate: error: unknown flag '%s'\n", argv[i]); return 2; }
+    }
+    if (!toks) { fprintf(stderr, "tconst generate: error: --tokens \"ids...\" is required\n"); return 2; }
+    CHECK_CLI("generate", tc_parse_ids(toks, "--tokens", &ids, &np));
+    if (np == 0) { fprintf(stderr, "tconst generate: error: --tokens: empty prompt\n"); rc = 1; goto done; }
+    char dir[4096];
+    CHECK_CLI("generate", tc_cli_model_dir(model, dir, sizeof dir));
+    CHECK_CLI("generate", tc_cli_load(dir, &be, &m));
+    tc_sampling_params sp = {.temperature = (float)temp, .top_k = (int)topk, .top_p = (float)topp, .seed = (uint64_t)seed};
+    CHECK_CLI("generate", tc_sampler_init(&smp, &sp, m->cfg.vocab_size));
+    CHECK_CLI("generate", tc_session_new(m, &s));
+    lg = malloc((size_t)m->cfg.vocab_size * 4);
+    if (!lg) { rc = tc_cli_fail("generate", TC_FAIL(TC_ERR_NOMEM, "out of memory")); goto done; }
+    CHECK_CLI("generate", tc_session_append(s, ids, np, lg));
+    for (int64_t k = 0; k < n; k++) {
+        int32_t t = tc_sampler_sample(&smp, lg);
+        printf(k ? " %d" : "%d", t);
+        fflush(stdout);
+        if (!ignore_eos && t == m->cfg.eos_token_id) break;
+        if (k + 1 == n) break;
+        tc_session *one = s;
+        CHECK_CLI("generate", tc_step_batch(&one, &t, 1, lg));
+    }
+    printf("\n");
+done:
+    tc_sampler_free(&smp);
+    free(lg);
+    free(ids);
+    tc_session_free(s);
+    tc_model_free(m);
+    return rc;
+}
+
+int tc_cli_sync_bench(int argc, char **argv) {
+    const char *model = NULL;
+    int64_t n = 65536, seed = 1;
+    int rc = 0;
+    tc_backend be;
+    tc_model *m = NULL;
+    tc_session *s = NULL;
+    int32_t *ids = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (ARG_IS("--model")) model = NEXT();
+        else if (ARG_IS("-n")) CHECK_CLI("sync-bench", tc_cli_int("-n", NEXT(), 1, (int64_t)1 << 31, &n));
+        else if (ARG_IS("--seed")) CHECK_CLI("sync-bench", tc_cli_int("--seed", NEXT(), 0, INT64_MAX, &seed));
+        else if (ARG_IS("--help") || ARG_IS("-h")) {
+            printf("usage: tconst sync-bench [--model DIR] [-n N]\n"
+                   "Appends N random history tokens (N rounded down to a multiple of generate_window), runs one\n"
+                   "global synchronization over them, then one hit step; prints times, state bytes, peak RSS.\n");
+            return 0;
+        } else { fprintf(stderr, "tconst sync-bench: error: unknown flag '%s'\n", argv[i]); return 2; }
+    }
+    char dir[4096];
+    CHECK_CLI("sync-bench", tc_cli_model_dir(model, dir, sizeof dir));
+    CHECK_CLI("sync-bench", tc_cli_load(dir, &be, &m));
+    if (m->cfg.arch == TC_ARCH_TRANSFORMER) { fprintf(stderr, "tconst sync-bench: error: the transformer has no sync\n"); rc = 1; goto done; }
+    n -= n % m->cfg.generate_window;
+    if (n == 0) n = m->cfg.generate_window;
+    ids = malloc((size_t)n * 4);
+    if (!ids) { rc = tc_cli_fail("sync-bench", TC_FAIL(TC_ERR_NOMEM, "out of memory")); goto done; }
+    uint64_t x = (uint64_t)seed;
+    for (int64_t i = 0; i < n; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int32_t)((x >> 33) % (uint64_t)m->cfg.vocab_size);
+    }
+    CHECK_CLI("sync-bench", tc_session_new(m, &s));
+    /* history only: the window of the last token is then empty */
+    double t0 = now_s();
+    CHECK_CLI("sync-bench", tc_session_append(s, ids, n - 1, NULL));
+    double t1 = now_s();
+    tc_session *one = s;
+    float *lg = malloc((size_t)m->cfg.vocab_size * 4);
+    CHECK_CLI("sync-bench", tc_step_batch(&one, &ids[n - 1], 1, lg)); /* hit at position n-1 */
+    int32_t t = tc_argmax(lg, m->cfg.vocab_size);
+    double t2 = now_s();
+    CHECK_CLI("sync-bench", tc_step_batch(&one, &t, 1, lg)); /* position n: a sync over n tokens */
+    double t3 = now_s();
+    free(lg);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("sync-bench: model %s, history %lld tokens\n", dir, (long long)n);
+    printf("  prefill (sync over %lld + window)  %.3f s\n", (long long)(n - m->cfg.generate_window), t1 - t0);
+    printf("  sync over %lld tokens + hit step  %.3f s\n", (long long)n, t3 - t2);
+    printf("  syncs %lld, state %zu bytes, peak RSS %ld MiB\n", (long long)s->n_syncs, tc_session_state_bytes(s),
+           ru.ru_maxrss / 1024);
+done:
+    free(ids);
+    tc_session_free(s);
+    tc_model_free(m);
+    return rc;
+}

@@ -1,0 +1,121 @@
+/* util.c — argument parsing, id files and model loading for the CLI. */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+int tc_cli_fail(const char *cmd, tc_status st) {
+    const char *e = tc_error_get();
+    fprintf(stderr, "tconst %s: error: %s\n", cmd, e ? e : tc_status_str(st));
+    return 1;
+}
+
+tc_status tc_cli_int(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out) {
+    if (!v) return TC_FAIL(TC_ERR_INVALID, "%s needs a value", flag);
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end) return TC_FAIL(TC_ERR_INVALID, "%s: '%s' is not an integer", flag, v);
+    if (x < lo || x > hi) return TC_FAIL(TC_ERR_INVALID, "%s: %lld out of range [%lld, %lld]", flag, x, (long long)lo, (long long)hi);
+    *out = x;
+    return TC_OK;
+}
+
+tc_status tc_cli_float(const char *flag, const char *v, double lo, double hi, double *out) {
+    if (!v) return TC_FAIL(TC_ERR_INVALID, "%s needs a value", flag);
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !isfinite(x)) return TC_FAIL(TC_ERR_INVALID, "%s: '%s' is not a number", flag, v);
+    if (x < lo || x > hi) return TC_FAIL(TC_ERR_INVALID, "%s: %g out of range [%g, %g]", flag, x, lo, hi);
+    *out = x;
+    return TC_OK;
+}
+
+tc_status tc_cli_model_dir(const char *arg, char *out, size_t n) {
+    if (arg && *arg && strcmp(arg, "builtin:tiny") != 0) {
+        snprintf(out, n, "%s", arg);
+        return TC_OK;
+    }
+    const char *tmp = getenv("TMPDIR");
+    snprintf(out, n, "%s/tconst-builtin-tiny-v1-%u", tmp && *tmp ? tmp : "/tmp", (unsigned)getuid());
+    char cfg[4200];
+    snprintf(cfg, sizeof cfg, "%s/model.safetensors", out);
+    struct stat sb;
+    if (stat(cfg, &sb) == 0) return TC_OK;
+    tc_model_config c;
+    TC_CHECK(tc_config_preset(&c, "tiny", TC_ARCH_TCONST));
+    /* write to a private temp dir, then rename: concurrent first uses race safely */
+    char tmpd[4200];
+    snprintf(tmpd, sizeof tmpd, "%s.tmp%d", out, (int)getpid());
+    TC_CHECK(tc_model_init_random(&c, 1234, "f32", tmpd));
+    if (rename(tmpd, out) != 0 && stat(cfg, &sb) != 0)
+        return TC_FAIL(TC_ERR_IO, "cannot create built-in model at %s: %s", out, strerror(errno));
+    return TC_OK;
+}
+
+tc_status tc_cli_load(const char *dir, tc_backend *be, tc_model **m) {
+    TC_CHECK(tc_backend_cpu_init(be, 0));
+    return tc_model_load(m, dir, be);
+}
+
+tc_status tc_parse_ids(const char *text, const char *label, int32_t **ids, int64_t *n) {
+    int64_t cap = 256, k = 0;
+    int32_t *v = malloc((size_t)cap * 4);
+    if (!v) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    const char *p = text;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ',') p++;
+        if (!*p) break;
+        char *end;
+        errno = 0;
+        long long x = strtoll(p, &end, 10);
+        if (end == p || errno || (*end && !strchr(" \t\r\n,", *end)) || x < 0 || x > INT32_MAX) {
+            int len = 0;
+            while (p[len] && !strchr(" \t\r\n,", p[len]) && len < 32) len++;
+            free(v);
+            return TC_FAIL(TC_ERR_INVALID, "%s: token %lld '%.*s' is not a non-negative 32-bit integer", label,
+                           (long long)k, len, p);
+        }
+        if (k == cap) {
+            cap *= 2;
+            int32_t *nv = realloc(v, (size_t)cap * 4);
+            if (!nv) { free(v); return TC_FAIL(TC_ERR_NOMEM, "out of memory"); }
+            v = nv;
+        }
+        v[k++] = (int32_t)x;
+        p = end;
+    }
+    *ids = v;
+    *n = k;
+    return TC_OK;
+}
+
+tc_status tc_read_ids_file(const char *path, int32_t **ids, int64_t *n) {
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f) return TC_FAIL(TC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    size_t r;
+    while (buf && (r = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += r;
+        if (len + 1 == cap) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb) { free(buf); buf = NULL; }
+            buf = nb;
+        }
+    }
+    if (f != stdin) fclose(f);
+    if (!buf) return TC_FAIL(TC_ERR_NOMEM, "out of memory reading %s", path);
+    buf[len] = 0;
+    if (strlen(buf) != len) { free(buf); return TC_FAIL(TC_ERR_INVALID, "%s: contains a NUL byte", path); }
+    tc_status st = tc_parse_ids(buf, path, ids, n);
+    free(buf);
+    return st;
+}

@@ -1,0 +1,66 @@
+/* backend.h — the one interface the model code is written against.
+ *
+ * A backend owns a device's memory and implements the ops the three
+ * architectures need. All pointers passed to ops are backend memory
+ * (host memory for the CPU backend, device memory for CUDA). Ops never
+ * allocate and never fail on valid shapes: shapes are validated by the
+ * caller (model/), so an op receiving nonsense is a bug (TC_ASSERT).
+ *
+ * Matrices are row-major with an explicit leading dimension (ld, in
+ * elements) so heads and Q|K|V column blocks can be addressed in place.
+ * Not here: sessions, sampling, scheduling. */
+#ifndef TC_BACKEND_H
+#define TC_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/status.h"
+
+typedef struct tc_backend tc_backend;
+
+struct tc_backend {
+    const char *name;
+    void *ctx;
+
+    void *(*alloc)(tc_backend *be, size_t bytes);  /* NULL on failure */
+    void (*free)(tc_backend *be, void *p);
+    void (*upload)(tc_backend *be, void *dst, const void *src, size_t bytes);
+    void (*download)(tc_backend *be, void *dst, const void *src, size_t bytes);
+    void (*copy2d)(tc_backend *be, float *dst, int ldd, const float *src, int lds, int rows, int cols);
+
+    /* out[i,:] = E[ids[i],:]                           out [n, d], E [V, d] */
+    void (*embed)(tc_backend *be, float *out, const float *E, const int32_t *ids, int n, int d);
+    /* out = LN(x) * w + b, per row                       x, out [n, d] (ld d) */
+    void (*layernorm)(tc_backend *be, float *out, const float *x, const float *w, const float *b, int n, int d,
+                      float eps);
+    /* y = beta*y + x W^T (+ bias)   y [n, m] (ldy), x [n, k] (ldx), W [m, k] */
+    void (*linear)(tc_backend *be, float *y, int ldy, const float *x, int ldx, const float *W, const float *bias,
+                   int n, int m, int k, float beta);
+    /* In-place interleaved RoPE on n rows of n_head*head_dim columns, row i
+     * at absolute position pos0 + i: (x[2j], x[2j+1]) rotated by
+     * (float)pos * theta_j, theta_j = (float)(base^(-2j/hd)).             */
+    void (*rope)(tc_backend *be, float *x, int ld, int n, int n_head, int head_dim, int64_t pos0, float base);
+    /* out = beta*out + concat_h softmax(q_h k_h^T / sqrt(hd)) v_h
+     * q [nq, *] (ldq) at positions qpos0.., k,v [nk, *] at kpos0..;
+     * causal: query at position a sees keys at positions <= a. Tiled with an
+     * online softmax: never holds an nq x nk score matrix.               */
+    void (*attention)(tc_backend *be, float *out, int ldo, const float *q, int ldq, const float *k, int ldk,
+                      const float *v, int ldv, int nq, int nk, int n_head, int head_dim, int64_t qpos0,
+                      int64_t kpos0, int causal, float beta);
+    /* out[i,j] = silu(h[i,j]) * h[i,F+j]        h [n, 2F] (ldh), out [n, F] */
+    void (*swiglu)(tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F);
+};
+
+/* The CPU backend (OpenBLAS). Thread count: OpenBLAS's own, or n_threads
+ * when > 0. */
+tc_status tc_backend_cpu_init(tc_backend *be, int n_threads);
+void tc_backend_cpu_free(tc_backend *be);
+
+/* Naive reference versions of every CPU op, plain loops, for tests only. */
+tc_status tc_backend_naive_init(tc_backend *be);
+
+/* RoPE frequency for pair j of a head of size hd (shared by all backends). */
+float tc_rope_theta(float base, int j, int head_dim);
+
+#endif

@@ -1,0 +1,183 @@
+/* forward.c — the workspace, the shared layer pieces (proj, Post, head)
+ * and the window pass: hit steps of many sessions batched into one set of
+ * GEMMs, window prefills, and the baseline's prefill/decode.
+ * Written only against kernels/backend.h. The sync lives in sync.c. */
+#include "forward.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+tc_status tc_workspace_init(tc_model *m) {
+    m->ws = calloc(1, sizeof *m->ws);
+    if (!m->ws) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    return TC_OK;
+}
+
+void tc_workspace_free(tc_model *m) {
+    if (!m || !m->ws) return;
+    for (int i = 0; i < TC_WS_N; i++)
+        if (m->ws->buf[i]) m->be->free(m->be, m->ws->buf[i]);
+    free(m->ws);
+    m->ws = NULL;
+}
+
+tc_status tc_ws_get(tc_model *m, int slot, size_t n, float **out) {
+    tc_workspace *ws = m->ws;
+    if (n > ws->cap[slot]) {
+        size_t want = n + n / 4;
+        void *p = m->be->alloc(m->be, want * 4);
+        if (!p) return TC_FAIL(TC_ERR_NOMEM, "out of memory: workspace of %zu bytes", want * 4);
+        if (ws->buf[slot]) m->be->free(m->be, ws->buf[slot]);
+        ws->buf[slot] = p;
+        ws->cap[slot] = want;
+    }
+    *out = ws->buf[slot];
+    return TC_OK;
+}
+
+void tc_fwd_proj(tc_model *m, const tc_layer_weights *L, const float *Y, int64_t n, float *QKV, int64_t pos0,
+                 float *ln_tile) {
+    tc_backend *be = m->be;
+    const tc_model_config *c = &m->cfg;
+    int d = c->n_embd;
+    for (int64_t r0 = 0; r0 < n; r0 += TC_ROW_TILE) {
+        int t = (int)(n - r0 < TC_ROW_TILE ? n - r0 : TC_ROW_TILE);
+        float *qkv = QKV + (size_t)r0 * 3 * d;
+        be->layernorm(be, ln_tile, Y + (size_t)r0 * d, L->norm1_w, L->norm1_b, t, d, c->norm_eps);
+        be->linear(be, qkv, 3 * d, ln_tile, d, L->qkv_w, L->qkv_b, t, 3 * d, d, 0.f);
+        be->rope(be, qkv, 3 * d, t, c->n_head, c->head_dim, pos0 + r0, c->rope_base);
+        be->rope(be, qkv + d, 3 * d, t, c->n_head, c->head_dim, pos0 + r0, c->rope_base);
+    }
+}
+
+void tc_fwd_post(tc_model *m, const tc_layer_weights *L, float *R, const float *A, int64_t n, float *ln_tile,
+                 float *h_tile, float *g_tile) {
+    tc_backend *be = m->be;
+    const tc_model_config *c = &m->cfg;
+    int d = c->n_embd, F = c->ffn_hidden;
+    for (int64_t r0 = 0; r0 < n; r0 += TC_ROW_TILE) {
+        int t = (int)(n - r0 < TC_ROW_TILE ? n - r0 : TC_ROW_TILE);
+        float *r = R + (size_t)r0 * d;
+        /* R' = R + A out^T + b */
+        be->linear(be, r, d, A + (size_t)r0 * d, d, L->out_w, L->out_b, t, d, d, 1.f);
+        /* R' + w2(silu(w1 n2) * w3 n2) */
+        be->layernorm(be, ln_tile, r, L->norm2_w, L->norm2_b, t, d, c->norm_eps);
+        be->linear(be, h_tile, 2 * F, ln_tile, d, L->w13, NULL, t, 2 * F, d, 0.f);
+        be->swiglu(be, g_tile, F, h_tile, 2 * F, t, F);
+        be->linear(be, r, d, g_tile, F, L->w2, NULL, t, d, F, 1.f);
+    }
+}
+
+void tc_fwd_head(tc_model *m, const float *X, int n, float *logits) {
+    tc_backend *be = m->be;
+    const tc_model_config *c = &m->cfg;
+    float *ln;
+    /* LAST slot is free to reuse: callers pass rows gathered there only
+     * when n is small; normalize into LN (>= TC_ROW_TILE rows) tiles */
+    for (int r0 = 0; r0 < n; r0 += TC_ROW_TILE) {
+        int t = n - r0 < TC_ROW_TILE ? n - r0 : TC_ROW_TILE;
+        TC_ASSERT(tc_ws_get(m, TC_WS_LN, (size_t)TC_ROW_TILE * c->n_embd, &ln) == TC_OK, "workspace");
+        be->layernorm(be, ln, X + (size_t)r0 * c->n_embd, m->normf_w, m->normf_b, t, c->n_embd, c->norm_eps);
+        be->linear(be, logits + (size_t)r0 * c->vocab_size, c->vocab_size, ln, c->n_embd, m->embedding, NULL, t,
+                   c->vocab_size, c->n_embd, 0.f);
+    }
+}
+
+/* K or V rows of flat layer li in the window cache */
+static float *win_kv(const tc_session *s, int li, int which) {
+    const tc_model_config *c = &s->m->cfg;
+    return s->win + ((size_t)li * 2 + which) * (size_t)s->win_cap * c->n_embd;
+}
+
+tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, float *logits) {
+    tc_model *m = ss[0]->m;
+    tc_backend *be = m->be;
+    const tc_model_config *c = &m->cfg;
+    const int d = c->n_embd, F = c->ffn_hidden, depth = c->inner_depth;
+    int64_t M = 0;
+    for (int i = 0; i < B; i++) {
+        TC_ASSERT(cnt[i] >= 1 && cnt[i] <= ss[i]->n_tokens, "window: bad count");
+        M += cnt[i];
+        if (c->arch == TC_ARCH_TRANSFORMER) TC_CHECK(tc_session_win_reserve(ss[i], ss[i]->win_len + cnt[i]));
+        else
+            TC_ASSERT(ss[i]->win_len + cnt[i] <= ss[i]->win_cap, "window overflow: %lld + %lld > %lld",
+                      (long long)ss[i]->win_len, (long long)cnt[i], (long long)ss[i]->win_cap);
+    }
+    float *X, *QKV, *A, *LN, *H, *G;
+    int32_t *ids;
+    TC_CHECK(tc_ws_get(m, TC_WS_X, (size_t)M * d, &X));
+    TC_CHECK(tc_ws_get(m, TC_WS_QKV, (size_t)M * 3 * d, &QKV));
+    TC_CHECK(tc_ws_get(m, TC_WS_A, (size_t)M * d, &A));
+    TC_CHECK(tc_ws_get(m, TC_WS_LN, (size_t)TC_ROW_TILE * d, &LN));
+    TC_CHECK(tc_ws_get(m, TC_WS_H, (size_t)TC_ROW_TILE * 2 * F, &H));
+    TC_CHECK(tc_ws_get(m, TC_WS_G, (size_t)TC_ROW_TILE * F, &G));
+    TC_CHECK(tc_ws_get(m, TC_WS_IDS, (size_t)M, (float **)&ids));
+    {
+        int64_t row = 0;
+        for (int i = 0; i < B; i++) {
+            be->upload(be, ids + row, ss[i]->tokens + ss[i]->n_tokens - cnt[i], (size_t)cnt[i] * 4);
+            row += cnt[i];
+        }
+    }
+    be->embed(be, X, m->embedding, ids, (int)M, d);
+
+    for (int b = 0; b < c->n_block; b++) {
+        for (int l = 0; l < depth; l++) {
+            int li = b * depth + l;
+            const tc_layer_weights *L = &m->layers[li];
+            /* proj without RoPE position: rows of different sessions sit at
+             * different positions, so rotate per session below */
+            for (int64_t r0 = 0; r0 < M; r0 += TC_ROW_TILE) {
+                int t = (int)(M - r0 < TC_ROW_TILE ? M - r0 : TC_ROW_TILE);
+                be->layernorm(be, LN, X + (size_t)r0 * d, L->norm1_w, L->norm1_b, t, d, c->norm_eps);
+                be->linear(be, QKV + (size_t)r0 * 3 * d, 3 * d, LN, d, L->qkv_w, L->qkv_b, t, 3 * d, d, 0.f);
+            }
+            int64_t row = 0;
+            for (int i = 0; i < B; i++) {
+                tc_session *s = ss[i];
+                int64_t n = cnt[i], p0 = s->n_tokens - n;
+                float *q = QKV + (size_t)row * 3 * d, *a = A + (size_t)row * d;
+                be->rope(be, q, 3 * d, (int)n, c->n_head, c->head_dim, p0, c->rope_base);
+                be->rope(be, q + d, 3 * d, (int)n, c->n_head, c->head_dim, p0, c->rope_base);
+                float *wk = win_kv(s, li, 0), *wv = win_kv(s, li, 1);
+                be->copy2d(be, wk + (size_t)s->win_len * d, d, q + d, 3 * d, (int)n, d);
+                be->copy2d(be, wv + (size_t)s->win_len * d, d, q + 2 * d, 3 * d, (int)n, d);
+                TC_ASSERT(s->win_start + s->win_len == p0, "window position mismatch");
+                /* causal self-attention over the window (baseline: the cache) */
+                be->attention(be, a, d, q, 3 * d, wk, d, wv, d, (int)n, (int)(s->win_len + n), c->n_head,
+                              c->head_dim, p0, s->win_start, 1, 0.f);
+                if (c->arch != TC_ARCH_TRANSFORMER) {
+                    if (l >= 1 && s->zip_len > 0) {
+                        /* second softmax over the zip of this layer's input */
+                        size_t zoff = ((size_t)b * (depth - 1) + (l - 1)) * 2 * c->history_window * (size_t)d;
+                        const float *zk = s->zip + zoff, *zv = zk + (size_t)c->history_window * d;
+                        be->attention(be, a, d, q, 3 * d, zk, d, zv, d, (int)n, (int)s->zip_len, c->n_head,
+                                      c->head_dim, p0, s->zip_pos, 0, 1.f);
+                    } else if (l == 0 && c->arch == TC_ARCH_TLIN && s->hist_len > 0) {
+                        const float *hk = s->hist + (size_t)b * 2 * s->hist_cap * d;
+                        const float *hv = hk + (size_t)s->hist_cap * d;
+                        be->attention(be, a, d, q, 3 * d, hk, d, hv, d, (int)n, (int)s->hist_len, c->n_head,
+                                      c->head_dim, p0, 0, 0, 1.f);
+                    }
+                }
+                row += n;
+            }
+            tc_fwd_post(m, L, X, A, M, LN, H, G);
+        }
+    }
+    for (int i = 0; i < B; i++) ss[i]->win_len += cnt[i];
+
+    if (logits) {
+        float *last, *lg;
+        TC_CHECK(tc_ws_get(m, TC_WS_LAST, (size_t)B * d, &last));
+        TC_CHECK(tc_ws_get(m, TC_WS_LOGITS, (size_t)B * c->vocab_size, &lg));
+        int64_t row = 0;
+        for (int i = 0; i < B; i++) {
+            row += cnt[i];
+            be->copy2d(be, last + (size_t)i * d, d, X + (size_t)(row - 1) * d, d, 1, d);
+        }
+        tc_fwd_head(m, last, B, lg);
+        be->download(be, logits, lg, (size_t)B * c->vocab_size * 4);
+    }
+    return TC_OK;
+}

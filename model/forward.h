@@ -1,0 +1,61 @@
+/* forward.h — internal: the workspace and the two forward passes shared by
+ * the session API: the window pass (hit steps, window prefill, baseline
+ * decode/prefill) and the sync (model/sync.c). Not a public API. */
+#ifndef TC_MODEL_FORWARD_H
+#define TC_MODEL_FORWARD_H
+
+#include "session.h"
+
+enum {
+    TC_WS_X,    /* window rows          [M, d]   */
+    TC_WS_QKV,  /* window projections   [M, 3d]  */
+    TC_WS_A,    /* attention outputs    [M, d]   */
+    TC_WS_LN,   /* normed tile          [T, d]   */
+    TC_WS_H,    /* w1|w3 tile           [T, 2F]  */
+    TC_WS_G,    /* swiglu tile          [T, F]   */
+    TC_WS_C,    /* sync: block input C  [N, d]   */
+    TC_WS_QKVC, /* sync: proj(C)        [N, 3d]  */
+    TC_WS_Z,    /* sync: zip            [Wz, d]  */
+    TC_WS_QKVZ, /* sync: proj(Z)        [Wz, 3d] */
+    TC_WS_AT,   /* sync: attention tile [T, d]   */
+    TC_WS_LAST, /* last rows for the head [B, d] */
+    TC_WS_IDS,  /* token ids                     */
+    TC_WS_LOGITS, /* head output       [B, V]    */
+    TC_WS_N
+};
+
+#define TC_ROW_TILE 128 /* rows per FFN / projection tile */
+
+typedef struct tc_workspace {
+    void *buf[TC_WS_N];
+    size_t cap[TC_WS_N];
+} tc_workspace;
+
+tc_status tc_workspace_init(tc_model *m);
+void tc_workspace_free(tc_model *m);
+/* Grow-only scratch slot of at least n floats (backend memory). */
+tc_status tc_ws_get(tc_model *m, int slot, size_t n, float **out);
+
+/* proj: QKV = norm1(Y) qkv^T + b for n rows, RoPE on Q and K at pos0. */
+void tc_fwd_proj(tc_model *m, const tc_layer_weights *L, const float *Y, int64_t n, float *QKV, int64_t pos0,
+                 float *ln_tile);
+/* Post(R, A) in place on R, n rows, in row tiles. */
+void tc_fwd_post(tc_model *m, const tc_layer_weights *L, float *R, const float *A, int64_t n, float *ln_tile,
+                 float *h_tile, float *g_tile);
+
+/* The window pass for B distinct sessions, cnt[i] new tokens each at
+ * positions [s->n_tokens - cnt[i], s->n_tokens) (history already pushed),
+ * all inside the session's current window. logits [B, V] or NULL. */
+tc_status tc_fwd_window(tc_session **s, const int64_t *cnt, int B, float *logits);
+
+/* The sync: recompute zip (and TLin history) of s from tokens[0:n_ctx]. */
+tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx);
+
+/* Capacity of the baseline's KV cache / TLin's history K/V, in rows. */
+tc_status tc_session_win_reserve(tc_session *s, int64_t rows);
+tc_status tc_session_hist_reserve(tc_session *s, int64_t rows);
+
+/* LN_f + tied head on n rows of X -> logits [n, V]. */
+void tc_fwd_head(tc_model *m, const float *X, int n, float *logits);
+
+#endif

@@ -1,0 +1,111 @@
+/* sampler.c — see sampler.h. Top-k and top-p are applied to the
+ * temperature-scaled distribution, top-k first, as in HF transformers and
+ * vLLM; the kept candidates are renormalized and drawn with one uniform. */
+#include "sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t xoshiro_next(uint64_t s[4]) {
+    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return r;
+}
+
+double tc_rng_uniform(uint64_t st[4]) { return (double)(xoshiro_next(st) >> 11) * (1.0 / 9007199254740992.0); }
+
+tc_status tc_sampling_validate(const tc_sampling_params *p) {
+    if (!(p->temperature >= 0.f) || !isfinite(p->temperature))
+        return TC_FAIL(TC_ERR_INVALID, "temperature %g must be a finite number >= 0", p->temperature);
+    if (p->top_k < 0) return TC_FAIL(TC_ERR_INVALID, "top_k %d must be >= 0 (0 = off)", p->top_k);
+    if (!(p->top_p > 0.f && p->top_p <= 1.f)) return TC_FAIL(TC_ERR_INVALID, "top_p %g must be in (0, 1]", p->top_p);
+    return TC_OK;
+}
+
+tc_status tc_sampler_init(tc_sampler *s, const tc_sampling_params *p, int vocab) {
+    memset(s, 0, sizeof *s);
+    TC_CHECK(tc_sampling_validate(p));
+    s->p = *p;
+    s->vocab = vocab;
+    uint64_t x = p->seed;
+    for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
+    s->scratch = malloc((size_t)vocab * sizeof *s->scratch);
+    s->index = malloc((size_t)vocab * sizeof *s->index);
+    if (!s->scratch || !s->index) {
+        tc_sampler_free(s);
+        return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    }
+    return TC_OK;
+}
+
+void tc_sampler_free(tc_sampler *s) {
+    free(s->scratch);
+    free(s->index);
+    s->scratch = NULL;
+    s->index = NULL;
+}
+
+int32_t tc_argmax(const float *x, int n) {
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+static int cmp_desc(const void *a, const void *b, void *keys) {
+    const float *k = keys;
+    float x = k[*(const int32_t *)a], y = k[*(const int32_t *)b];
+    if (x != y) return x > y ? -1 : 1;
+    return *(const int32_t *)a - *(const int32_t *)b; /* stable by id */
+}
+
+int32_t tc_sampler_sample(tc_sampler *s, const float *logits) {
+    const int V = s->vocab;
+    if (s->p.temperature == 0.f) return tc_argmax(logits, V);
+    float mx = logits[tc_argmax(logits, V)];
+    float *pr = s->scratch;
+    for (int i = 0; i < V; i++) {
+        pr[i] = expf((logits[i] - mx) / s->p.temperature);
+        s->index[i] = i;
+    }
+    int n = V;
+    int need_sort = (s->p.top_k > 0 && s->p.top_k < V) || s->p.top_p < 1.f;
+    if (need_sort) {
+        qsort_r(s->index, (size_t)V, sizeof *s->index, cmp_desc, pr);
+        if (s->p.top_k > 0 && s->p.top_k < n) n = s->p.top_k;
+    }
+    double total = 0;
+    for (int i = 0; i < n; i++) total += pr[s->index[i]];
+    if (s->p.top_p < 1.f) {
+        double cum = 0;
+        int keep = n;
+        for (int i = 0; i < n; i++) {
+            cum += pr[s->index[i]] / total;
+            if (cum >= s->p.top_p) { keep = i + 1; break; }
+        }
+        n = keep;
+        total = 0;
+        for (int i = 0; i < n; i++) total += pr[s->index[i]];
+    }
+    double u = tc_rng_uniform(s->rng) * total, acc = 0;
+    for (int i = 0; i < n; i++) {
+        acc += pr[s->index[i]];
+        if (u < acc) return s->index[i];
+    }
+    return s->index[n - 1];
+}

@@ -1,0 +1,34 @@
+/* sampler.h — token sampling from logits: greedy, temperature, top-k,
+ * top-p, with a seeded, serializable RNG (xoshiro256**, seeded by
+ * splitmix64), so a journaled session resumes with the same draws. */
+#ifndef TC_MODEL_SAMPLER_H
+#define TC_MODEL_SAMPLER_H
+
+#include <stdint.h>
+
+#include "../common/status.h"
+
+typedef struct {
+    float temperature; /* 0: greedy */
+    int top_k;         /* 0: off */
+    float top_p;       /* 1: off; (0, 1] */
+    uint64_t seed;
+} tc_sampling_params;
+
+typedef struct {
+    tc_sampling_params p;
+    uint64_t rng[4];
+    float *scratch;  /* [V] probabilities */
+    int32_t *index;  /* [V] */
+    int vocab;
+} tc_sampler;
+
+tc_status tc_sampling_validate(const tc_sampling_params *p);
+tc_status tc_sampler_init(tc_sampler *s, const tc_sampling_params *p, int vocab);
+void tc_sampler_free(tc_sampler *s);
+int32_t tc_sampler_sample(tc_sampler *s, const float *logits);
+/* Index of the largest logit, the first on ties. */
+int32_t tc_argmax(const float *x, int n);
+double tc_rng_uniform(uint64_t st[4]);
+
+#endif

@@ -1,0 +1,61 @@
+/* session.h — the public engine API: per-session state (DESIGN.md §2) and
+ * its three operations, for all three architectures.
+ *
+ *   tc_session_append  feeds tokens (a prefill when the session is empty):
+ *                      at most one sync, then the window rows as one
+ *                      causal batch; optionally the logits of the last one.
+ *   tc_step_batch      one token for each of B sessions: the hit steps of
+ *                      all of them share every GEMM (continuous batching);
+ *                      sessions at a window boundary are synced first.
+ *   tc_session_sync    the global synchronization alone, for schedulers
+ *                      that run it apart from the hit steps.
+ *
+ * State: token history (host, 4 B/token), window K/V per layer, zip K/V
+ * per hidden/restore layer, TLin history K/V, the baseline's KV cache.
+ * Not thread-safe: one model + its sessions belong to one thread. */
+#ifndef TC_MODEL_SESSION_H
+#define TC_MODEL_SESSION_H
+
+#include <stdint.h>
+
+#include "weights.h"
+
+typedef struct tc_session {
+    tc_model *m;
+    int32_t *tokens;      /* history [n_tokens] */
+    int64_t n_tokens, tok_cap;
+    /* window K/V: [n_layers][2][win_cap][d]; rows [0, win_len) hold
+     * positions [win_start, win_start + win_len). The transformer's whole
+     * KV cache is its "window" (win_start 0, grows). */
+    float *win;
+    int64_t win_cap, win_len, win_start;
+    /* zip K/V: [n_block][inner_depth-1][2][W_oh][d]; zip_len rows at
+     * positions [zip_pos, zip_pos + zip_len). */
+    float *zip;
+    int64_t zip_len, zip_pos;
+    /* TLin compress-layer history K/V: [n_block][2][hist_cap][d] */
+    float *hist;
+    int64_t hist_len, hist_cap;
+    int64_t n_syncs;
+} tc_session;
+
+tc_status tc_session_new(tc_model *m, tc_session **out);
+void tc_session_free(tc_session *s);
+
+/* Appends n tokens; logits (may be NULL) receives vocab_size floats: the
+ * logits after the last appended token. Token ids are validated. */
+tc_status tc_session_append(tc_session *s, const int32_t *tokens, int64_t n, float *logits);
+
+/* One token per session (sessions distinct); logits [B, vocab] or NULL. */
+tc_status tc_step_batch(tc_session **s, const int32_t *tokens, int B, float *logits);
+
+/* True when the next token starts a new window (a sync is due first). */
+int tc_session_sync_due(const tc_session *s);
+/* Recomputes the zip from tokens[0:n_ctx] (n_ctx a multiple of W_og, at
+ * most n_tokens) and clears the window. */
+tc_status tc_session_sync(tc_session *s, int64_t n_ctx);
+
+/* Bytes of device state, the token history excluded. */
+size_t tc_session_state_bytes(const tc_session *s);
+
+#endif

@@ -1,0 +1,98 @@
+/* sync.c — the global synchronization (DESIGN.md §1, §2): recompute every
+ * block's zip K/V from the raw history tokens[0:N_ctx], a full O(N_ctx)
+ * pass, never a recurrence.
+ *
+ * Memory: C [N, d] and proj(C) [N, 3d] (O(N d)) plus tiles. The focused
+ * attention (Wz queries over N keys) and the restore attention (N queries
+ * over Wz keys) are tiled inside the backend's attention; the FFN runs in
+ * row tiles, so no N x N, N x F or N x vocab tensor ever exists. */
+#include "forward.h"
+
+#include <string.h>
+
+#include "../common/log.h"
+
+tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx) {
+    tc_model *m = s->m;
+    tc_backend *be = m->be;
+    const tc_model_config *c = &m->cfg;
+    const int d = c->n_embd, F = c->ffn_hidden, depth = c->inner_depth, Woh = c->history_window;
+    TC_ASSERT(c->arch != TC_ARCH_TRANSFORMER, "sync on a transformer");
+    TC_ASSERT(n_ctx >= 0 && n_ctx <= s->n_tokens && n_ctx % c->generate_window == 0, "sync: bad n_ctx %lld",
+              (long long)n_ctx);
+    if (n_ctx > (int64_t)1 << 31) return TC_FAIL(TC_ERR_EXHAUSTED, "sync: %lld history tokens exceed 2^31", (long long)n_ctx);
+    const int64_t hs = n_ctx > Woh ? n_ctx - Woh : 0, Wz = n_ctx - hs;
+
+    s->win_len = 0;
+    s->win_start = n_ctx;
+    s->zip_len = Wz;
+    s->zip_pos = hs;
+    s->n_syncs++;
+    if (c->arch == TC_ARCH_TLIN) {
+        TC_CHECK(tc_session_hist_reserve(s, n_ctx));
+        s->hist_len = n_ctx;
+    }
+    if (n_ctx == 0) return TC_OK;
+
+    float *C, *QKVC, *Z, *QKVZ, *AT, *LN, *H, *G;
+    int32_t *ids;
+    TC_CHECK(tc_ws_get(m, TC_WS_C, (size_t)n_ctx * d, &C));
+    TC_CHECK(tc_ws_get(m, TC_WS_QKVC, (size_t)n_ctx * 3 * d, &QKVC));
+    TC_CHECK(tc_ws_get(m, TC_WS_Z, (size_t)Wz * d, &Z));
+    TC_CHECK(tc_ws_get(m, TC_WS_QKVZ, (size_t)Wz * 3 * d, &QKVZ));
+    TC_CHECK(tc_ws_get(m, TC_WS_AT, (size_t)(Wz > TC_ROW_TILE ? Wz : TC_ROW_TILE) * d, &AT));
+    TC_CHECK(tc_ws_get(m, TC_WS_LN, (size_t)TC_ROW_TILE * d, &LN));
+    TC_CHECK(tc_ws_get(m, TC_WS_H, (size_t)TC_ROW_TILE * 2 * F, &H));
+    TC_CHECK(tc_ws_get(m, TC_WS_G, (size_t)TC_ROW_TILE * F, &G));
+    TC_CHECK(tc_ws_get(m, TC_WS_IDS, (size_t)(n_ctx < 65536 ? n_ctx : 65536), (float **)&ids));
+    /* block 1 input: E[tokens[0:N_ctx]], gathered in chunks of ids */
+    for (int64_t r0 = 0; r0 < n_ctx; r0 += 65536) {
+        int64_t t = n_ctx - r0 < 65536 ? n_ctx - r0 : 65536;
+        be->upload(be, ids, s->tokens + r0, (size_t)t * 4);
+        be->embed(be, C + (size_t)r0 * d, m->embedding, ids, (int)t, d);
+    }
+
+    for (int b = 0; b < c->n_block; b++) {
+        const tc_layer_weights *Lc = &m->layers[b * depth];
+        /* compress: (Qc, Kc, Vc) = proj(C) at positions 0.. */
+        tc_fwd_proj(m, Lc, C, n_ctx, QKVC, 0, LN);
+        if (c->arch == TC_ARCH_TLIN) {
+            float *hk = s->hist + (size_t)b * 2 * s->hist_cap * d, *hv = hk + (size_t)s->hist_cap * d;
+            be->copy2d(be, hk, d, QKVC + d, 3 * d, (int)n_ctx, d);
+            be->copy2d(be, hv, d, QKVC + 2 * d, 3 * d, (int)n_ctx, d);
+        }
+        /* Z = Post(C[hs:], Att(Qc[hs:]@hs, Kc, Vc@0)) — focused, non-causal */
+        be->copy2d(be, Z, d, C + (size_t)hs * d, d, (int)Wz, d);
+        be->attention(be, AT, d, QKVC + (size_t)hs * 3 * d, 3 * d, QKVC + d, 3 * d, QKVC + 2 * d, 3 * d, (int)Wz,
+                      (int)n_ctx, c->n_head, c->head_dim, hs, 0, 0, 0.f);
+        tc_fwd_post(m, Lc, Z, AT, Wz, LN, H, G);
+        /* hidden layers, then the restore layer's K/V: the zip of each
+         * layer's input Z is what the window attends to */
+        for (int l = 1; l < depth; l++) {
+            const tc_layer_weights *L = &m->layers[b * depth + l];
+            tc_fwd_proj(m, L, Z, Wz, QKVZ, hs, LN);
+            float *zk = s->zip + ((size_t)b * (depth - 1) + (l - 1)) * 2 * (size_t)Woh * d;
+            float *zv = zk + (size_t)Woh * d;
+            be->copy2d(be, zk, d, QKVZ + d, 3 * d, (int)Wz, d);
+            be->copy2d(be, zv, d, QKVZ + 2 * d, 3 * d, (int)Wz, d);
+            if (l == depth - 1) break; /* restore: only its K/V of Z */
+            be->attention(be, AT, d, QKVZ, 3 * d, QKVZ + d, 3 * d, QKVZ + 2 * d, 3 * d, (int)Wz, (int)Wz, c->n_head,
+                          c->head_dim, hs, hs, 0, 0.f);
+            tc_fwd_post(m, L, Z, AT, Wz, LN, H, G);
+        }
+        if (b == c->n_block - 1) break; /* the last block's C' is never used */
+        /* restore: C' = Post(C, Att(Qc@0, Kz, Vz@hs)), in row tiles */
+        const tc_layer_weights *Lr = &m->layers[b * depth + depth - 1];
+        const float *zk = s->zip + ((size_t)b * (depth - 1) + (depth - 2)) * 2 * (size_t)Woh * d;
+        const float *zv = zk + (size_t)Woh * d;
+        for (int64_t r0 = 0; r0 < n_ctx; r0 += TC_ROW_TILE) {
+            int t = (int)(n_ctx - r0 < TC_ROW_TILE ? n_ctx - r0 : TC_ROW_TILE);
+            be->attention(be, AT, d, QKVC + (size_t)r0 * 3 * d, 3 * d, zk, d, zv, d, t, (int)Wz, c->n_head,
+                          c->head_dim, r0, hs, 0, 0.f);
+            tc_fwd_post(m, Lr, C + (size_t)r0 * d, AT, t, LN, H, G);
+        }
+    }
+    TC_LOG(TC_LOG_DEBUG, "sync", "synced %lld tokens (zip %lld rows at %lld)", (long long)n_ctx, (long long)Wz,
+           (long long)hs);
+    return TC_OK;
+}

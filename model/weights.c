@@ -1,0 +1,169 @@
+/* weights.c — loading a model directory onto a backend, with validation of
+ * every tensor against the config before any use. */
+#include "weights.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../common/log.h"
+#include "../common/safetensors.h"
+#include "forward.h"
+
+static const char *PARAMS[] = {"norm1.weight", "norm1.bias", "qkv_proj.weight", "qkv_proj.bias",
+                               "out_proj.weight", "out_proj.bias", "norm2.weight", "norm2.bias",
+                               "ffn.w1.weight", "ffn.w3.weight", "ffn.w2.weight"};
+#define N_PARAMS ((int)(sizeof PARAMS / sizeof PARAMS[0]))
+
+void tc_layer_tensor_name(const tc_model_config *c, int li, const char *p, char *buf, size_t n) {
+    if (c->arch == TC_ARCH_TRANSFORMER) {
+        snprintf(buf, n, "transformer.transformer_layers.%d.%s", li, p);
+        return;
+    }
+    int b = li / c->inner_depth, l = li % c->inner_depth;
+    if (l == 0) snprintf(buf, n, "transformer.transformer_layers.%d.compress_context_layer.%s", b, p);
+    else if (l == c->inner_depth - 1)
+        snprintf(buf, n, "transformer.transformer_layers.%d.restore_context_shape_layer.%s", b, p);
+    else snprintf(buf, n, "transformer.transformer_layers.%d.hidden_layers.%d.%s", b, l - 1, p);
+}
+
+/* expected shape of parameter p: rows x cols (cols 0 = vector) */
+static void param_shape(const tc_model_config *c, const char *p, int64_t *r, int64_t *k) {
+    int64_t d = c->n_embd, F = c->ffn_hidden;
+    *k = 0;
+    if (strstr(p, "norm")) *r = d;
+    else if (!strcmp(p, "qkv_proj.weight")) { *r = 3 * d; *k = d; }
+    else if (!strcmp(p, "qkv_proj.bias")) *r = 3 * d;
+    else if (!strcmp(p, "out_proj.weight")) { *r = d; *k = d; }
+    else if (!strcmp(p, "out_proj.bias")) *r = d;
+    else if (!strcmp(p, "ffn.w2.weight")) { *r = d; *k = F; }
+    else { *r = F; *k = d; } /* w1, w3 */
+}
+
+static tc_status check_tensor(const tc_st_file *f, const char *path, const char *name, int64_t r, int64_t k,
+                              const tc_st_tensor **out) {
+    const tc_st_tensor *t = tc_st_find(f, name);
+    if (!t) return TC_FAIL(TC_ERR_INVALID, "%s: missing tensor '%s'", path, name);
+    if (t->dtype == TC_DT_OTHER)
+        return TC_FAIL(TC_ERR_INVALID, "%s: tensor '%s' has dtype %s (expected F32, F16 or BF16)", path, name,
+                       t->dtype_name);
+    int ok = k ? (t->n_dims == 2 && t->shape[0] == r && t->shape[1] == k) : (t->n_dims == 1 && t->shape[0] == r);
+    if (!ok) {
+        char got[128] = "[";
+        for (int i = 0; i < t->n_dims; i++) {
+            size_t l = strlen(got);
+            snprintf(got + l, sizeof got - l, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+        }
+        strncat(got, "]", sizeof got - strlen(got) - 1);
+        if (k)
+            return TC_FAIL(TC_ERR_INVALID, "%s: tensor '%s' has shape %s, expected [%lld, %lld]", path, name, got,
+                           (long long)r, (long long)k);
+        return TC_FAIL(TC_ERR_INVALID, "%s: tensor '%s' has shape %s, expected [%lld]", path, name, got,
+                       (long long)r);
+    }
+    *out = t;
+    return TC_OK;
+}
+
+static void put(tc_backend *be, float *dst, const tc_st_tensor *t, float *tmp) {
+    tc_convert_to_f32(tmp, t->data, t->dtype, (size_t)t->n_elem);
+    be->upload(be, dst, tmp, (size_t)t->n_elem * 4);
+}
+
+tc_status tc_model_load(tc_model **out, const char *dir, tc_backend *be) {
+    tc_status st = TC_OK;
+    tc_st_file f = {0};
+    tc_model *m = NULL;
+    float *tmp = NULL;
+    char path[4096], stpath[4096], name[256];
+    *out = NULL;
+    struct stat sb;
+    if (stat(dir, &sb) != 0) return TC_FAIL(TC_ERR_IO, "model directory %s: %s", dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) return TC_FAIL(TC_ERR_INVALID, "model directory %s: not a directory", dir);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    m = calloc(1, sizeof *m);
+    if (!m) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    m->be = be;
+    TC_CHECK_GOTO(tc_config_load(&m->cfg, path));
+    const tc_model_config *c = &m->cfg;
+    snprintf(stpath, sizeof stpath, "%s/model.safetensors", dir);
+    TC_CHECK_GOTO(tc_st_open(&f, stpath));
+
+    int64_t d = c->n_embd, F = c->ffn_hidden, V = c->vocab_size;
+    int nl = tc_config_n_layers(c);
+    const tc_st_tensor *temb, *tnw, *tnb;
+    TC_CHECK_GOTO(check_tensor(&f, stpath, "embedding.weight", V, d, &temb));
+    /* vocab mismatch gets its own message: the commonest conversion slip */
+    TC_CHECK_GOTO(check_tensor(&f, stpath, "transformer.norm.weight", d, 0, &tnw));
+    TC_CHECK_GOTO(check_tensor(&f, stpath, "transformer.norm.bias", d, 0, &tnb));
+    const tc_st_tensor *lh = tc_st_find(&f, "transformer.lm_head.weight");
+    if (lh) {
+        const tc_st_tensor *tl;
+        TC_CHECK_GOTO(check_tensor(&f, stpath, "transformer.lm_head.weight", V, d, &tl));
+        (void)tl; /* tied: must equal the embedding; we use the embedding */
+    }
+    const tc_st_tensor **lt = calloc((size_t)nl * N_PARAMS, sizeof *lt);
+    if (!lt) { st = TC_FAIL(TC_ERR_NOMEM, "out of memory"); goto fail; }
+    for (int li = 0; li < nl && st == TC_OK; li++)
+        for (int p = 0; p < N_PARAMS && st == TC_OK; p++) {
+            int64_t r, k;
+            param_shape(c, PARAMS[p], &r, &k);
+            tc_layer_tensor_name(c, li, PARAMS[p], name, sizeof name);
+            st = check_tensor(&f, stpath, name, r, k, &lt[(size_t)li * N_PARAMS + p]);
+        }
+    if (st != TC_OK) { free(lt); goto fail; }
+    snprintf(m->dtype_name, sizeof m->dtype_name, "%s", temb->dtype_name);
+
+    /* one blob: embedding, final norm, then per layer in PARAMS order */
+    size_t layer_floats = (size_t)(2 * d + 3 * d * d + 3 * d + d * d + d + 2 * d + 2 * F * d + d * F);
+    size_t total = (size_t)(V * d + 2 * d) + (size_t)nl * layer_floats;
+    m->blob_bytes = total * 4;
+    m->blob = be->alloc(be, m->blob_bytes);
+    m->layers = calloc((size_t)nl, sizeof *m->layers);
+    tmp = malloc((size_t)(V * d > 3 * d * d ? V * d : 3 * d * d) * 4 + (size_t)(F * d) * 4 + 64);
+    if (!m->blob || !m->layers || !tmp) { free(lt); st = TC_FAIL(TC_ERR_NOMEM, "out of memory for %zu bytes of weights", m->blob_bytes); goto fail; }
+    float *p = m->blob;
+    m->embedding = p; put(be, p, temb, tmp); p += V * d;
+    m->normf_w = p; put(be, p, tnw, tmp); p += d;
+    m->normf_b = p; put(be, p, tnb, tmp); p += d;
+    for (int li = 0; li < nl; li++) {
+        const tc_st_tensor **T = &lt[(size_t)li * N_PARAMS];
+        tc_layer_weights *L = &m->layers[li];
+        L->norm1_w = p; put(be, p, T[0], tmp); p += d;
+        L->norm1_b = p; put(be, p, T[1], tmp); p += d;
+        L->qkv_w = p; put(be, p, T[2], tmp); p += 3 * d * d;
+        L->qkv_b = p; put(be, p, T[3], tmp); p += 3 * d;
+        L->out_w = p; put(be, p, T[4], tmp); p += d * d;
+        L->out_b = p; put(be, p, T[5], tmp); p += d;
+        L->norm2_w = p; put(be, p, T[6], tmp); p += d;
+        L->norm2_b = p; put(be, p, T[7], tmp); p += d;
+        L->w13 = p; put(be, p, T[8], tmp); put(be, p + F * d, T[9], tmp); p += 2 * F * d;
+        L->w2 = p; put(be, p, T[10], tmp); p += d * F;
+    }
+    TC_ASSERT((size_t)(p - (float *)m->blob) == total, "weights layout mismatch");
+    free(lt);
+    free(tmp);
+    tmp = NULL;
+    m->n_params = tc_config_n_params(c);
+    tc_st_close(&f);
+    TC_CHECK_GOTO(tc_workspace_init(m));
+    TC_LOG(TC_LOG_INFO, "model", "loaded %s: %s, %lld parameters, dtype %s", dir, tc_arch_name(c->arch),
+           (long long)m->n_params, m->dtype_name);
+    *out = m;
+    return TC_OK;
+fail:
+    free(tmp);
+    tc_st_close(&f);
+    tc_model_free(m);
+    return st;
+}
+
+void tc_model_free(tc_model *m) {
+    if (!m) return;
+    tc_workspace_free(m);
+    if (m->blob) m->be->free(m->be, m->blob);
+    free(m->layers);
+    free(m);
+}

@@ -1,0 +1,50 @@
+/* weights.h — a model loaded onto a backend: config + fp32 weights.
+ *
+ * Layers are numbered flat: layer (b, l) of a block is index
+ * b * inner_depth + l, with l = 0 the compress layer, 1..H the hidden
+ * layers and H+1 the restore layer (the transformer: one layer per block).
+ * ffn.w1 and ffn.w3 are stored stacked as one [2F, d] matrix so the
+ * SwiGLU input is one GEMM. */
+#ifndef TC_MODEL_WEIGHTS_H
+#define TC_MODEL_WEIGHTS_H
+
+#include "../kernels/backend.h"
+#include "config.h"
+
+typedef struct {
+    float *norm1_w, *norm1_b; // [d]
+    float *qkv_w, *qkv_b;     // [3d, d], [3d]
+    float *out_w, *out_b;     // [d, d], [d]
+    float *norm2_w, *norm2_b; // [d]
+    float *w13;               // [2F, d]  (w1 rows then w3 rows)
+    float *w2;                // [d, F]
+} tc_layer_weights;
+
+typedef struct tc_model {
+    tc_model_config cfg;
+    tc_backend *be;
+    char dtype_name[16];    /* dtype of the file on disk */
+    float *embedding;       // [V, d]
+    float *normf_w, *normf_b; // [d]
+    tc_layer_weights *layers; // [n_block * inner_depth]
+    void *blob;             /* one backend allocation holding everything */
+    size_t blob_bytes;
+    int64_t n_params;
+    struct tc_workspace *ws; /* scratch for forward passes (model/forward.c) */
+} tc_model;
+
+/* Loads DIR/config.json and DIR/model.safetensors onto `be`. Every tensor
+ * is checked for presence, shape and dtype before use; errors name the
+ * file and tensor. */
+tc_status tc_model_load(tc_model **out, const char *dir, tc_backend *be);
+void tc_model_free(tc_model *m);
+
+/* Tensor name of parameter `p` (e.g. "qkv_proj.weight") of flat layer li. */
+void tc_layer_tensor_name(const tc_model_config *c, int li, const char *p, char *buf, size_t n);
+
+/* Writes a seeded random-init model directory (config.json +
+ * model.safetensors). Deterministic across machines: integer PRNG, exact
+ * float scaling. */
+tc_status tc_model_init_random(const tc_model_config *c, uint64_t seed, const char *dtype, const char *dir);
+
+#endif
