@@ -1,0 +1,159 @@
+/* test_engine.c — the engine against itself, for all three architectures:
+ * streaming one token at a time == a fresh prefill over the same prefix
+ * (the model's definition: sync over N_ctx + the window as one batch) ==
+ * appends in random chunks == batched hit steps of several sessions at
+ * different positions. Also: bad token ids are rejected and leave the
+ * session usable. Label: unit. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../model/session.h"
+
+static int g_fail = 0;
+static uint64_t g_rng = 7;
+static uint32_t rnd(uint32_t n) {
+    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(g_rng >> 33) % n;
+}
+
+static double rel_err(const float *a, const float *b, int V) {
+    double mx = 1, md = 0;
+    for (int j = 0; j < V; j++) {
+        if (fabs(b[j]) > mx) mx = fabs(b[j]);
+        double d = fabs((double)a[j] - b[j]);
+        if (!(d <= md)) md = d; /* NaN-safe */
+    }
+    return md / mx;
+}
+
+#define EXPECT(cond, ...)                                   \
+    do {                                                    \
+        if (!(cond)) {                                      \
+            g_fail++;                                       \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);     \
+            printf(__VA_ARGS__);                            \
+            printf("\n");                                   \
+        }                                                   \
+    } while (0)
+
+static void run_arch(tc_arch arch, int nb, int depth, int woh, int wog, int L) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/tc_test_engine_%d_%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid(), (int)arch);
+    tc_model_config c;
+    tc_config_preset(&c, "tiny", arch);
+    c.vocab_size = 53; c.n_embd = 24; c.n_head = 3; c.head_dim = 8; c.ffn_hidden = 40;
+    c.n_block = nb; c.eos_token_id = 1;
+    if (arch != TC_ARCH_TRANSFORMER) { c.inner_depth = depth; c.history_window = woh; c.generate_window = wog; }
+    if (tc_model_init_random(&c, 99, "f32", dir) != TC_OK) { printf("FAIL init: %s\n", tc_error_get()); g_fail++; return; }
+    tc_backend be;
+    tc_backend_cpu_init(&be, 1);
+    tc_model *m;
+    if (tc_model_load(&m, dir, &be) != TC_OK) { printf("FAIL load: %s\n", tc_error_get()); g_fail++; return; }
+    const int V = c.vocab_size;
+    int32_t *tok = malloc((size_t)L * 4);
+    for (int i = 0; i < L; i++) tok[i] = (int32_t)rnd((uint32_t)V);
+    float *ref = malloc((size_t)L * V * 4), *lg = malloc((size_t)V * 8 * 4);
+
+    /* (a) one at a time */
+    tc_session *s;
+    tc_session_new(m, &s);
+    for (int i = 0; i < L; i++) {
+        tc_session *one = s;
+        EXPECT(tc_step_batch(&one, &tok[i], 1, ref + (size_t)i * V) == TC_OK, "step %d", i);
+    }
+    size_t state0 = tc_session_state_bytes(s);
+    if (arch == TC_ARCH_TCONST) EXPECT(s->n_syncs == (L - 1) / wog, "syncs %lld", (long long)s->n_syncs);
+    tc_session_free(s);
+
+    /* (b) fresh prefill over every prefix */
+    double worst = 0;
+    for (int n = 1; n <= L; n++) {
+        tc_session_new(m, &s);
+        EXPECT(tc_session_append(s, tok, n, lg) == TC_OK, "prefill %d", n);
+        double e = rel_err(lg, ref + (size_t)(n - 1) * V, V);
+        if (e > worst) worst = e;
+        EXPECT(e < 1e-4, "prefill of %d tokens differs from streaming: rel %.3e", n, e);
+        if (arch == TC_ARCH_TCONST && n == L) EXPECT(tc_session_state_bytes(s) == state0, "state bytes differ");
+        tc_session_free(s);
+    }
+    /* (c) appends in random chunks */
+    tc_session_new(m, &s);
+    for (int n = 0; n < L;) {
+        int k = 1 + (int)rnd(3 * (uint32_t)(wog + 1));
+        if (n + k > L) k = L - n;
+        EXPECT(tc_session_append(s, tok + n, k, lg) == TC_OK, "chunk");
+        n += k;
+        double e = rel_err(lg, ref + (size_t)(n - 1) * V, V);
+        if (e > worst) worst = e;
+        EXPECT(e < 1e-4, "chunked append to %d differs: rel %.3e", n, e);
+    }
+    /* (e) a bad id is rejected and the session is untouched */
+    int32_t bad[2] = {3, V};
+    int64_t before = s->n_tokens;
+    EXPECT(tc_session_append(s, bad, 2, lg) == TC_ERR_INVALID, "bad id accepted");
+    EXPECT(s->n_tokens == before, "bad id changed the history");
+    int32_t neg = -1;
+    tc_session *one = s;
+    EXPECT(tc_step_batch(&one, &neg, 1, lg) == TC_ERR_INVALID, "negative id accepted");
+    tc_session_free(s);
+
+    /* (d) batched: 5 sessions at staggered positions, stepped together */
+    enum { B = 5 };
+    tc_session *ss[B];
+    int pos[B];
+    for (int b = 0; b < B; b++) {
+        tc_session_new(m, &ss[b]);
+        pos[b] = b * 3 + (b == 4 ? wog - 1 : 0);
+        if (pos[b] > 0) tc_session_append(ss[b], tok, pos[b], NULL);
+    }
+    for (int step = 0; pos[0] < L - 20; step++) {
+        int32_t t[B];
+        int nb2 = 0;
+        tc_session *act[B];
+        int idx[B];
+        for (int b = 0; b < B; b++) {
+            if (pos[b] >= L) continue;
+            if ((step + b) % 7 == 6) continue; /* a session sits out now and then */
+            act[nb2] = ss[b];
+            idx[nb2] = b;
+            t[nb2++] = tok[pos[b]];
+        }
+        EXPECT(tc_step_batch(act, t, nb2, lg) == TC_OK, "batched step");
+        for (int k = 0; k < nb2; k++) {
+            int b = idx[k];
+            double e = rel_err(lg + (size_t)k * V, ref + (size_t)pos[b] * V, V);
+            if (e > worst) worst = e;
+            EXPECT(e < 1e-4, "batched session %d at %d differs: rel %.3e", b, pos[b], e);
+            pos[b]++;
+        }
+    }
+    for (int b = 0; b < B; b++) tc_session_free(ss[b]);
+    tc_session *dupb[2];
+    tc_session_new(m, &dupb[0]);
+    dupb[1] = dupb[0];
+    int32_t two[2] = {1, 2};
+    EXPECT(tc_step_batch(dupb, two, 2, lg) == TC_ERR_INVALID, "a session twice in a batch accepted");
+    tc_session_free(dupb[0]);
+
+    printf("%-12s blocks %d depth %d W_oh %d W_og %d, %d tokens: worst rel err %.2e\n", tc_arch_name(arch), nb,
+           depth, woh, wog, L, worst);
+    free(tok); free(ref); free(lg);
+    tc_model_free(m);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);
+}
+
+int main(void) {
+    run_arch(TC_ARCH_TCONST, 2, 4, 8, 8, 90);
+    run_arch(TC_ARCH_TCONST, 3, 5, 5, 7, 90);
+    run_arch(TC_ARCH_TCONST, 2, 3, 13, 6, 90);
+    run_arch(TC_ARCH_TLIN, 2, 4, 8, 8, 90);
+    run_arch(TC_ARCH_TLIN, 2, 5, 5, 9, 90);
+    run_arch(TC_ARCH_TRANSFORMER, 3, 1, 0, 0, 300);
+    printf(g_fail ? "engine: %d failures\n" : "engine: all checks passed\n", g_fail);
+    return g_fail ? 1 : 0;
+}
