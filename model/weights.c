@@ -94,8 +94,14 @@ tc_status tc_model_load(tc_model **out, const char *dir, tc_backend *be) {
     int64_t d = c->n_embd, F = c->ffn_hidden, V = c->vocab_size;
     int nl = tc_config_n_layers(c);
     const tc_st_tensor *temb, *tnw, *tnb;
-    TC_CHECK_GOTO(check_tensor(&f, stpath, "embedding.weight", V, d, &temb));
     /* vocab mismatch gets its own message: the commonest conversion slip */
+    temb = tc_st_find(&f, "embedding.weight");
+    if (temb && temb->n_dims == 2 && temb->shape[1] == d && temb->shape[0] != V) {
+        st = TC_FAIL(TC_ERR_INVALID, "%s: vocab mismatch: config.json vocab_size is %lld but embedding.weight has %lld rows",
+                     stpath, (long long)V, (long long)temb->shape[0]);
+        goto fail;
+    }
+    TC_CHECK_GOTO(check_tensor(&f, stpath, "embedding.weight", V, d, &temb));
     TC_CHECK_GOTO(check_tensor(&f, stpath, "transformer.norm.weight", d, 0, &tnw));
     TC_CHECK_GOTO(check_tensor(&f, stpath, "transformer.norm.bias", d, 0, &tnb));
     const tc_st_tensor *lh = tc_st_find(&f, "transformer.lm_head.weight");

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""test_bad_model.py TCONST — every kind of broken model directory gets a
+one-line error naming the problem, exit code 1, and no crash (no signal).
+Builds a good tiny model with `tconst init-model`, then breaks a copy of it
+per case. Standard library only. Label: unit."""
+import json, os, shutil, struct, subprocess, sys, tempfile
+
+TCONST = sys.argv[1]
+tmp = tempfile.mkdtemp(prefix="tc_bad_")
+good = os.path.join(tmp, "good")
+subprocess.run([TCONST, "init-model", "--arch", "tconstformer", "--preset", "tiny", "--vocab-size", "61",
+                "--n-embd", "16", "--n-head", "2", "--ffn-hidden", "24", "--out", good], check=True,
+               stdout=subprocess.DEVNULL)
+tokens = os.path.join(tmp, "tokens.txt")
+open(tokens, "w").write("1 2 3 4 5\n")
+
+def read_st(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    return json.loads(b[8:8 + n]), b[8 + n:]
+
+def write_st(path, hdr, data, hlen=None):
+    h = json.dumps(hdr).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h) if hlen is None else hlen))
+        f.write(h)
+        f.write(data)
+
+def case(name):
+    d = os.path.join(tmp, name)
+    shutil.copytree(good, d)
+    return d
+
+def edit_config(d, fn):
+    p = os.path.join(d, "config.json")
+    c = json.load(open(p))
+    fn(c)
+    json.dump(c, open(p, "w"))
+
+def edit_st(d, fn, hlen=None):
+    p = os.path.join(d, "model.safetensors")
+    hdr, data = read_st(p)
+    data = fn(hdr, data) or data
+    write_st(p, hdr, data, hlen)
+
+L0 = "transformer.transformer_layers.0.compress_context_layer."
+cases = []
+def add(name, expect, setup):
+    cases.append((name, expect, setup))
+
+add("missing directory", "no such file", lambda d: shutil.rmtree(d))
+add("missing config.json", "config.json", lambda d: os.remove(os.path.join(d, "config.json")))
+add("missing model.safetensors", "model.safetensors", lambda d: os.remove(os.path.join(d, "model.safetensors")))
+add("config not json", "not a valid json", lambda d: open(os.path.join(d, "config.json"), "w").write("{oops"))
+add("missing config key", "'n_embd'", lambda d: edit_config(d, lambda c: c.pop("n_embd")))
+add("config key wrong type", "'vocab_size'", lambda d: edit_config(d, lambda c: c.update(vocab_size="many")))
+add("inconsistent n_head", "n_head", lambda d: edit_config(d, lambda c: c.update(n_head=3)))
+add("window out of range", "history_window", lambda d: edit_config(d, lambda c: c.update(history_window=0)))
+add("unknown architecture", "unknown architecture", lambda d: edit_config(d, lambda c: c.update(architecture="mamba")))
+add("missing block_inner_depth", "'block_inner_depth'", lambda d: edit_config(d, lambda c: c.pop("block_inner_depth")))
+add("vocab mismatch", "vocab mismatch", lambda d: edit_config(d, lambda c: c.update(vocab_size=60)))
+def drop(h, data): h.pop(L0 + "qkv_proj.bias")
+add("missing tensor", "missing tensor '" + L0 + "qkv_proj.bias'", lambda d: edit_st(d, drop))
+def reshape(h, data):
+    t = h[L0 + "out_proj.weight"]; t["shape"] = [t["shape"][1] // 2, t["shape"][0] * 2]
+add("wrong shape", "has shape [8, 32], expected [16, 16]", lambda d: edit_st(d, reshape))
+def i32(h, data): h[L0 + "norm1.bias"]["dtype"] = "I32"
+add("wrong dtype", "dtype i32", lambda d: edit_st(d, i32))
+def unk(h, data): h[L0 + "norm1.bias"]["dtype"] = "Q4_K"
+add("unknown dtype", "unknown dtype", lambda d: edit_st(d, unk))
+def trunc(h, data): return data[: len(data) - 100]
+add("truncated file", "truncated", lambda d: edit_st(d, trunc))
+add("header length past end of file", "past end of file", lambda d: edit_st(d, lambda h, x: None, hlen=1 << 40))
+def overlap(h, data):
+    a = h[L0 + "norm1.weight"]["data_offsets"]; b = h[L0 + "norm1.bias"]
+    b["data_offsets"] = [a[0] + 4, a[1] + 4]
+add("overlapping offsets", "overlap", lambda d: edit_st(d, overlap))
+def bad_sz(h, data):
+    o = h[L0 + "norm1.bias"]["data_offsets"]; o[1] -= 4
+add("size mismatch", "data_offsets give", lambda d: edit_st(d, bad_sz))
+add("header not json", "not valid json", lambda d: open(os.path.join(d, "model.safetensors"), "wb").write(struct.pack("<Q", 5) + b"{abc}" + b"\0" * 64))
+add("empty file", "shorter than the 8-byte", lambda d: open(os.path.join(d, "model.safetensors"), "wb").close())
+def neg(h, data): h[L0 + "norm1.bias"]["data_offsets"] = [-4, 60]
+add("negative offset", "data_offsets", lambda d: edit_st(d, neg))
+def tie(h, data): h["transformer.lm_head.weight"] = {"dtype": "F32", "shape": [61, 8], "data_offsets": [0, 61 * 8 * 4]}
+add("lm_head wrong shape", "transformer.lm_head.weight", lambda d: edit_st(d, tie))
+
+fails = 0
+for name, expect, setup in cases:
+    d = case(name.replace(" ", "_"))
+    setup(d)
+    for cmd in (["info", "--model", d], ["logits", "--model", d, "--tokens", tokens, "--out", os.path.join(tmp, "o.f32")]):
+        r = subprocess.run([TCONST] + cmd, capture_output=True, text=True, timeout=60)
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        ok = r.returncode == 1 and len(lines) == 1 and expect.lower() in lines[0].lower()
+        print(("ok   " if ok else "FAIL ") + f"{name:32s} rc={r.returncode} {lines[0] if lines else '(no message)'}")
+        if not ok:
+            fails += 1
+            if len(lines) != 1: print("     stderr:", r.stderr)
+shutil.rmtree(tmp)
+print(f"{len(cases) * 2 - fails}/{len(cases) * 2} bad-model checks passed")
+sys.exit(1 if fails else 0)
