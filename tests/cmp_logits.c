@@ -30,6 +30,8 @@ int main(int argc, char **argv) {
     long rows_e = ne / V, rows_r = nr / V;
     if (rows_e + skip != rows_r || rows_e == 0) {
         fprintf(stderr, "cmp_logits: engine has %ld rows, reference %ld, skip %ld\n", rows_e, rows_r, skip);
+        free(e);
+        free(r);
         return 1;
     }
     int bad = 0;
@@ -55,5 +57,7 @@ int main(int argc, char **argv) {
         }
     }
     printf("cmp_logits: %ld rows, worst rel err %.3e, %d bad rows\n", rows_e, worst, bad);
+    free(e);
+    free(r);
     return bad ? 1 : 0;
 }
