@@ -1,0 +1,834 @@
+/* engine.c — the engine thread: session table, admission, and the step
+ * loop (see engine.h). One mutex guards the table and the job lists; the
+ * model runs with it released, on sessions marked busy, so the RPC thread
+ * can answer GetSession and admit work while a step or a sync runs.
+ *
+ * Per iteration: start at most one queued job (its append / prefill and
+ * first token), then one batched hit step over every running generation
+ * whose client keeps up (backpressure pauses the others; they do not block
+ * anyone). A session at a window boundary is synced first, inside the
+ * iteration (the worker split moves syncs to the context worker). */
+#include "engine.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../common/log.h"
+#include "../tokenizer/bpe.h"
+#include "metrics.h"
+
+enum { J_QUEUED = 0, J_RUNNING, J_DONE };
+
+typedef struct dsess {
+    char id[TC_ID_MAX];
+    tc_wc_session *ws;
+    int32_t pending; /* sampled but not yet fed, or -1 */
+    float *logits;   /* [V] after the last fed token */
+    int has_logits;
+    uint64_t busy_job;
+    int ephemeral, close_when_idle;
+    int64_t created_ms, last_used_ms;
+    tc_wc_session_stats st;
+} dsess;
+
+typedef struct job {
+    uint64_t id;
+    char request_id[TC_ID_MAX];
+    dsess *s;
+    int32_t *tokens;
+    int64_t n_tokens;
+    int generate;
+    tc_sampler smp;
+    int max_tokens, ignore_eos;
+    int32_t *stop_ids;
+    int n_stop_ids;
+    char **stop;
+    int n_stop;
+    void *user;
+    int phase, cancel, cancel_code;
+    int32_t next_tok;
+    int64_t generated, prompt_tokens;
+    double t_arrive, t_start, t_prefill, t_first, t_last, sync_s;
+    tc_bpe_stream bs;
+    char *held;
+    size_t held_len, held_cap;
+    struct job *next;
+} job;
+
+struct tc_engine {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* wakes the engine thread */
+    pthread_cond_t idle_cv; /* signalled when a job retires */
+    pthread_t thread;
+    int stop, draining;
+    tc_worker_client *wc;
+    struct tc_bpe *bpe;
+    tc_engine_limits lim;
+    tc_engine_sink sink;
+    dsess **sess;
+    int n_sess, cap_sess;
+    job *jobs; /* all live jobs, queued and running */
+    int n_queued, n_running;
+    uint64_t next_job_id, next_sess_id;
+    int V;
+    char *piece;
+    size_t piece_cap;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static dsess *find_sess(tc_engine *e, const char *id) {
+    for (int i = 0; i < e->n_sess; i++)
+        if (!strcmp(e->sess[i]->id, id)) return e->sess[i];
+    return NULL;
+}
+
+static job *find_job(tc_engine *e, uint64_t id) {
+    for (job *j = e->jobs; j; j = j->next)
+        if (j->id == id) return j;
+    return NULL;
+}
+
+static void sess_info(tc_engine *e, const dsess *s, tc_session_info *o) {
+    memset(o, 0, sizeof *o);
+    snprintf(o->id, sizeof o->id, "%s", s->id);
+    o->length = s->st.length + (s->pending >= 0);
+    o->syncs = s->st.syncs;
+    o->state_bytes = s->st.state_bytes;
+    o->windows = e->wc->cfg->arch == TC_ARCH_TRANSFORMER ? 0 : o->length / e->wc->cfg->generate_window;
+    o->created_ms = s->created_ms;
+    o->last_used_ms = s->last_used_ms;
+    o->busy = s->busy_job != 0;
+}
+
+static void gauges_locked(tc_engine *e) {
+    int64_t bytes = 0;
+    for (int i = 0; i < e->n_sess; i++) bytes += e->sess[i]->st.state_bytes;
+    tc_metric_set(TC_G_sessions_active, e->n_sess);
+    tc_metric_set(TC_G_requests_running, e->n_running);
+    tc_metric_set(TC_G_requests_queued, e->n_queued);
+    tc_metric_set(TC_G_state_bytes, (double)bytes);
+}
+
+/* caller holds mu; the session must be idle */
+static void sess_remove_locked(tc_engine *e, dsess *s) {
+    for (int i = 0; i < e->n_sess; i++)
+        if (e->sess[i] == s) {
+            e->sess[i] = e->sess[--e->n_sess];
+            break;
+        }
+    if (s->ws) e->wc->session_free(e->wc, s->ws);
+    free(s->logits);
+    free(s);
+    tc_metric_inc(TC_M_sessions_closed_total, 1);
+    gauges_locked(e);
+}
+
+static dsess *sess_add_locked(tc_engine *e, const char *id) {
+    if (e->n_sess == e->cap_sess) {
+        int cap = e->cap_sess ? e->cap_sess * 2 : 64;
+        dsess **ns = realloc(e->sess, (size_t)cap * sizeof *ns);
+        if (!ns) return NULL;
+        e->sess = ns;
+        e->cap_sess = cap;
+    }
+    dsess *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->logits = malloc((size_t)e->V * sizeof(float));
+    if (!s->logits) {
+        free(s);
+        return NULL;
+    }
+    if (id && *id) snprintf(s->id, sizeof s->id, "%s", id);
+    else snprintf(s->id, sizeof s->id, "s-%llu-%llx", (unsigned long long)++e->next_sess_id,
+                  (unsigned long long)(now_ms() & 0xffffff));
+    s->pending = -1;
+    s->created_ms = s->last_used_ms = now_ms();
+    e->sess[e->n_sess++] = s;
+    tc_metric_inc(TC_M_sessions_opened_total, 1);
+    return s;
+}
+
+static void job_free(job *j) {
+    free(j->tokens);
+    free(j->stop_ids);
+    for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
+    free(j->stop);
+    free(j->held);
+    tc_sampler_free(&j->smp);
+    free(j);
+}
+
+/* Unlinks a finished job, releases its session; caller holds mu. Returns
+ * the user pointer for the done callback. */
+static void *job_retire_locked(tc_engine *e, job *j) {
+    job **pp = &e->jobs;
+    while (*pp && *pp != j) pp = &(*pp)->next;
+    if (*pp) *pp = j->next;
+    if (j->phase == J_QUEUED) e->n_queued--;
+    else if (j->phase == J_RUNNING) e->n_running--;
+    j->phase = J_DONE;
+    dsess *s = j->s;
+    if (s) {
+        s->busy_job = 0;
+        s->last_used_ms = now_ms();
+        if (s->ephemeral || s->close_when_idle) sess_remove_locked(e, s);
+    }
+    gauges_locked(e);
+    pthread_cond_broadcast(&e->idle_cv);
+    void *u = j->user;
+    job_free(j);
+    return u;
+}
+
+static void stats_of(const job *j, tc_job_stats *st, int64_t session_len) {
+    memset(st, 0, sizeof *st);
+    double t = now_s();
+    st->prompt_tokens = j->prompt_tokens;
+    st->completion_tokens = j->generated;
+    st->session_tokens = session_len;
+    st->queue_s = j->t_start > 0 ? j->t_start - j->t_arrive : t - j->t_arrive;
+    st->prefill_s = j->t_prefill > 0 ? j->t_prefill - j->t_start : 0;
+    st->sync_s = j->sync_s;
+    st->ttft_s = j->t_first > 0 ? j->t_first - j->t_arrive : 0;
+    st->total_s = t - j->t_arrive;
+}
+
+/* ---- text pieces and stop strings ---- */
+
+static int held_push(job *j, const char *p, size_t n) {
+    if (j->held_len + n + 1 > j->held_cap) {
+        size_t cap = (j->held_len + n + 1) * 2;
+        char *nh = realloc(j->held, cap);
+        if (!nh) return -1;
+        j->held = nh;
+        j->held_cap = cap;
+    }
+    memcpy(j->held + j->held_len, p, n);
+    j->held_len += n;
+    j->held[j->held_len] = 0;
+    return 0;
+}
+
+/* How many held bytes may go out now: all but a tail that could still grow
+ * into a stop string. Sets *hit when a stop string appears (cut there). */
+static size_t held_releasable(const job *j, int *hit) {
+    *hit = 0;
+    size_t cut = j->held_len;
+    for (int k = 0; k < j->n_stop; k++) {
+        const char *f = memmem(j->held, j->held_len, j->stop[k], strlen(j->stop[k]));
+        if (f && (size_t)(f - j->held) <= cut) {
+            cut = (size_t)(f - j->held);
+            *hit = 1;
+        }
+    }
+    if (*hit) return cut;
+    for (int k = 0; k < j->n_stop; k++) {
+        size_t L = strlen(j->stop[k]);
+        for (size_t t = L - 1; t > 0; t--) /* longest suffix that is a prefix */
+            if (t <= j->held_len && !memcmp(j->held + j->held_len - t, j->stop[k], t)) {
+                if (j->held_len - t < cut) cut = j->held_len - t;
+                break;
+            }
+    }
+    return cut;
+}
+
+/* Emits token `tok` of job j (engine thread, mu not held). Returns the
+ * finish reason (NONE: keep generating). */
+static tc_finish emit_token(tc_engine *e, job *j, int32_t tok) {
+    tc_finish fin = TC_FINISH_NONE;
+    double t = now_s();
+    j->generated++;
+    if (j->generated == 1) {
+        j->t_first = t;
+        tc_metric_observe(TC_H_time_to_first_token_seconds, t - j->t_arrive);
+    } else tc_metric_observe(TC_H_inter_token_latency_seconds, t - j->t_last);
+    j->t_last = t;
+    tc_metric_inc(TC_M_generated_tokens_total, 1);
+    if (!j->ignore_eos && tok == e->wc->cfg->eos_token_id) fin = TC_FINISH_EOS;
+    for (int k = 0; k < j->n_stop_ids && fin == TC_FINISH_NONE; k++)
+        if (tok == j->stop_ids[k]) fin = TC_FINISH_STOP;
+    size_t out_len = 0;
+    const char *out = "";
+    if (e->bpe) {
+        size_t n = 0;
+        if (tc_bpe_stream_push(&j->bs, tok, e->piece, e->piece_cap, &n) == TC_OK) held_push(j, e->piece, n);
+        int hit = 0;
+        size_t rel = held_releasable(j, &hit);
+        if (hit && fin == TC_FINISH_NONE) fin = TC_FINISH_STOP;
+        if (fin == TC_FINISH_NONE && j->generated >= j->max_tokens) fin = TC_FINISH_LENGTH;
+        if (fin != TC_FINISH_NONE && !hit) {
+            char tail[8];
+            size_t tn = tc_bpe_stream_flush(&j->bs, tail);
+            held_push(j, tail, tn);
+            rel = j->held_len;
+        }
+        out = j->held;
+        out_len = rel;
+    } else if (fin == TC_FINISH_NONE && j->generated >= j->max_tokens) fin = TC_FINISH_LENGTH;
+    tc_job_stats st;
+    if (fin != TC_FINISH_NONE) stats_of(j, &st, j->s->st.length + 1);
+    e->sink.tokens(j->user, &tok, 1, out, out_len, fin, fin != TC_FINISH_NONE ? &st : NULL, NULL);
+    if (e->bpe && out_len) {
+        memmove(j->held, j->held + out_len, j->held_len - out_len);
+        j->held_len -= out_len;
+    }
+    return fin;
+}
+
+static void finish_job(tc_engine *e, job *j, tc_finish fin, const char *err) {
+    if (fin == TC_FINISH_CANCELLED || fin == TC_FINISH_ERROR) {
+        tc_job_stats st;
+        stats_of(j, &st, j->s ? j->s->st.length + (j->s->pending >= 0) : 0);
+        e->sink.tokens(j->user, NULL, 0, "", 0, fin, &st, err);
+    }
+    tc_metric_inc(fin == TC_FINISH_ERROR            ? TC_M_requests_total_error
+                  : j->cancel && j->cancel_code == 4 ? TC_M_requests_total_deadline
+                  : j->cancel                         ? TC_M_requests_total_cancelled
+                                                      : TC_M_requests_total_ok,
+                  1);
+    tc_metric_observe(TC_H_request_duration_seconds, now_s() - j->t_arrive);
+    pthread_mutex_lock(&e->mu);
+    void *u = job_retire_locked(e, j);
+    pthread_mutex_unlock(&e->mu);
+    e->sink.done(u);
+}
+
+static void refresh_stats(tc_engine *e, dsess *s) {
+    tc_wc_session_stats st;
+    e->wc->stats(e->wc, s->ws, &st);
+    pthread_mutex_lock(&e->mu);
+    s->st = st;
+    s->last_used_ms = now_ms();
+    gauges_locked(e);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Starts job j: append (the session's pending token first), then the first
+ * token. Engine thread, mu not held. */
+static void start_job(tc_engine *e, job *j) {
+    dsess *s = j->s;
+    j->t_start = now_s();
+    tc_metric_observe(TC_H_request_queue_seconds, j->t_start - j->t_arrive);
+    if (!s->ws && e->wc->session_new(e->wc, &s->ws) != TC_OK) {
+        e->sink.failed(j->user, 13, "cannot allocate session state (out of memory)");
+        finish_job(e, j, TC_FINISH_NONE, NULL);
+        return;
+    }
+    int64_t n = j->n_tokens + (s->pending >= 0);
+    if (n > 0) {
+        int32_t *feed = j->tokens;
+        int32_t *tmp = NULL;
+        if (s->pending >= 0) {
+            tmp = malloc((size_t)n * 4);
+            if (!tmp) {
+                e->sink.failed(j->user, 13, "out of memory");
+                finish_job(e, j, TC_FINISH_NONE, NULL);
+                return;
+            }
+            tmp[0] = s->pending;
+            if (j->n_tokens) memcpy(tmp + 1, j->tokens, (size_t)j->n_tokens * 4);
+            feed = tmp;
+        }
+        int64_t syncs0 = s->st.syncs;
+        double t0 = now_s();
+        tc_status st = e->wc->append(e->wc, s->ws, feed, n, s->logits);
+        free(tmp);
+        if (st != TC_OK) {
+            char msg[600];
+            snprintf(msg, sizeof msg, "append failed: %s", tc_error_get() ? tc_error_get() : tc_status_str(st));
+            e->sink.failed(j->user, st == TC_ERR_INVALID ? 3 : 13, msg);
+            finish_job(e, j, TC_FINISH_NONE, NULL);
+            return;
+        }
+        s->pending = -1;
+        s->has_logits = 1;
+        refresh_stats(e, s);
+        tc_metric_observe(TC_H_prefill_duration_seconds, now_s() - t0);
+        tc_metric_inc(TC_M_prompt_tokens_total, (double)j->n_tokens);
+        if (s->st.syncs > syncs0) tc_metric_inc(TC_M_syncs_total, (double)(s->st.syncs - syncs0));
+    }
+    j->t_prefill = now_s();
+    if (j->n_tokens > 0 || !j->generate) {
+        tc_session_info si;
+        pthread_mutex_lock(&e->mu);
+        sess_info(e, s, &si);
+        pthread_mutex_unlock(&e->mu);
+        si.busy = j->generate; /* an append-only job ends here */
+        e->sink.appended(j->user, &si, j->n_tokens);
+    }
+    if (!j->generate) {
+        finish_job(e, j, TC_FINISH_NONE, NULL);
+        return;
+    }
+    if (!s->has_logits) {
+        e->sink.failed(j->user, 3, "prompt: empty (give text or token_ids; the session has no tokens yet)");
+        finish_job(e, j, TC_FINISH_NONE, NULL);
+        return;
+    }
+    if (j->max_tokens == 0) {
+        tc_job_stats st;
+        stats_of(j, &st, s->st.length);
+        e->sink.tokens(j->user, NULL, 0, "", 0, TC_FINISH_LENGTH, &st, NULL);
+        finish_job(e, j, TC_FINISH_NONE, NULL);
+        return;
+    }
+    int32_t tok = tc_sampler_sample(&j->smp, s->logits);
+    s->has_logits = 0;
+    tc_finish fin = emit_token(e, j, tok);
+    if (fin != TC_FINISH_NONE) {
+        s->pending = tok;
+        finish_job(e, j, fin, NULL);
+        return;
+    }
+    j->next_tok = tok;
+    pthread_mutex_lock(&e->mu);
+    j->phase = J_RUNNING;
+    e->n_queued--;
+    e->n_running++;
+    gauges_locked(e);
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void *engine_thread(void *arg) {
+    tc_engine *e = arg;
+    int cap = e->lim.max_batch;
+    job **batch = calloc((size_t)cap, sizeof *batch);
+    tc_wc_session **bs = calloc((size_t)cap, sizeof *bs);
+    int32_t *bt = calloc((size_t)cap, sizeof *bt);
+    float *lg = malloc((size_t)cap * e->V * sizeof(float));
+    job **dead = calloc((size_t)e->lim.max_batch + (size_t)e->lim.max_queued + 1, sizeof *dead);
+    TC_ASSERT(batch && bs && bt && lg && dead, "engine: out of memory");
+    double next_idle_check = now_s() + 1.0;
+    pthread_mutex_lock(&e->mu);
+    while (!e->stop) {
+        /* idle sessions expire */
+        if (e->lim.idle_timeout_s > 0 && now_s() >= next_idle_check) {
+            next_idle_check = now_s() + 1.0;
+            int64_t lim_ms = now_ms() - (int64_t)(e->lim.idle_timeout_s * 1000);
+            for (int i = e->n_sess - 1; i >= 0; i--)
+                if (!e->sess[i]->busy_job && e->sess[i]->last_used_ms < lim_ms) {
+                    TC_LOG(TC_LOG_INFO, "engine", "session %s idle, closed", e->sess[i]->id);
+                    sess_remove_locked(e, e->sess[i]);
+                }
+        }
+        /* cancelled jobs and expired deadlines end first */
+        int nd = 0;
+        for (job *j = e->jobs; j; j = j->next) {
+            if (!j->cancel && e->sink.deadline_left(j->user) <= 0) {
+                j->cancel = 1;
+                j->cancel_code = 4;
+            }
+            if (j->cancel) dead[nd++] = j;
+        }
+        if (nd) {
+            pthread_mutex_unlock(&e->mu);
+            for (int i = 0; i < nd; i++) {
+                job *j = dead[i];
+                if (j->phase == J_QUEUED) {
+                    e->sink.failed(j->user, j->cancel_code, j->cancel_code == 14 ? "server shutting down"
+                                                          : j->cancel_code == 4 ? "deadline exceeded" : "cancelled");
+                    finish_job(e, j, TC_FINISH_NONE, NULL);
+                } else {
+                    if (j->s) j->s->pending = j->next_tok; /* keep what the client saw */
+                    tc_metric_inc(TC_M_cancelled_steps_total, 1);
+                    finish_job(e, j, TC_FINISH_CANCELLED,
+                               j->cancel_code == 4 ? "deadline exceeded"
+                               : j->cancel_code == 14 ? "server shutting down" : "cancelled");
+                }
+            }
+            pthread_mutex_lock(&e->mu);
+            continue;
+        }
+        /* one queued job starts, if the batch has room */
+        job *start = NULL;
+        if (e->n_running < e->lim.max_batch)
+            for (job *j = e->jobs; j; j = j->next)
+                if (j->phase == J_QUEUED) start = j; /* list is LIFO: last = oldest */
+        /* the batch: running generations whose client keeps up */
+        int B = 0;
+        for (job *j = e->jobs; j && B < cap; j = j->next)
+            if (j->phase == J_RUNNING && e->sink.backlog(j->user) < (size_t)e->lim.stream_queue) batch[B++] = j;
+        if (!start && B == 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&e->cv, &e->mu, &ts);
+            continue;
+        }
+        pthread_mutex_unlock(&e->mu);
+        if (start) start_job(e, start);
+        if (B > 0) {
+            /* syncs due at a window boundary run first (timed per job) */
+            for (int i = 0; i < B; i++) {
+                tc_wc_session_stats st;
+                e->wc->stats(e->wc, batch[i]->s->ws, &st);
+                if (st.sync_due) {
+                    double t0 = now_s();
+                    tc_status s = e->wc->sync(e->wc, batch[i]->s->ws);
+                    double dt = now_s() - t0;
+                    batch[i]->sync_s += dt;
+                    tc_metric_observe(TC_H_sync_duration_seconds, dt);
+                    tc_metric_inc(TC_M_syncs_total, 1);
+                    if (s != TC_OK) TC_LOG(TC_LOG_ERROR, "engine", "sync failed: %s", tc_error_get());
+                }
+            }
+            for (int i = 0; i < B; i++) {
+                bs[i] = batch[i]->s->ws;
+                bt[i] = batch[i]->next_tok;
+            }
+            tc_status st = e->wc->step(e->wc, bs, bt, B, lg);
+            tc_metric_inc(TC_M_steps_total, 1);
+            for (int i = 0; i < B; i++) {
+                job *j = batch[i];
+                if (st != TC_OK) {
+                    j->s->pending = j->next_tok;
+                    finish_job(e, j, TC_FINISH_ERROR, tc_error_get() ? tc_error_get() : "step failed");
+                    continue;
+                }
+                refresh_stats(e, j->s);
+                int32_t tok = tc_sampler_sample(&j->smp, lg + (size_t)i * e->V);
+                tc_finish fin = emit_token(e, j, tok);
+                if (fin != TC_FINISH_NONE) {
+                    j->s->pending = tok;
+                    finish_job(e, j, fin, NULL);
+                } else j->next_tok = tok;
+            }
+        }
+        pthread_mutex_lock(&e->mu);
+    }
+    pthread_mutex_unlock(&e->mu);
+    free(batch);
+    free(bs);
+    free(bt);
+    free(lg);
+    free(dead);
+    return NULL;
+}
+
+tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *bpe, const tc_engine_limits *lim,
+                          const tc_engine_sink *sink) {
+    tc_engine *e = calloc(1, sizeof *e);
+    if (!e) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_cond_init(&e->cv, &ca);
+    pthread_cond_init(&e->idle_cv, &ca);
+    e->wc = wc;
+    e->bpe = bpe;
+    e->lim = *lim;
+    if (e->lim.max_batch < 1) e->lim.max_batch = 1;
+    if (e->lim.stream_queue < 1) e->lim.stream_queue = 1;
+    e->sink = *sink;
+    e->V = wc->cfg->vocab_size;
+    if (bpe) {
+        e->piece_cap = tc_bpe_stream_max_out(bpe) + 16;
+        e->piece = malloc(e->piece_cap);
+    }
+    if (pthread_create(&e->thread, NULL, engine_thread, e) != 0) {
+        free(e->piece);
+        free(e);
+        return TC_FAIL(TC_ERR_INTERNAL, "cannot start the engine thread");
+    }
+    *out = e;
+    return TC_OK;
+}
+
+void tc_engine_cancel_all(tc_engine *e) {
+    pthread_mutex_lock(&e->mu);
+    for (job *j = e->jobs; j; j = j->next)
+        if (!j->cancel) {
+            j->cancel = 1;
+            j->cancel_code = 14;
+        }
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+void tc_engine_stop(tc_engine *e) {
+    if (!e) return;
+    /* let the loop end every job first, then stop it */
+    tc_engine_drain(e);
+    tc_engine_cancel_all(e);
+    pthread_mutex_lock(&e->mu);
+    while (e->jobs) pthread_cond_wait(&e->idle_cv, &e->mu);
+    e->stop = 1;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    pthread_join(e->thread, NULL);
+    while (e->n_sess) sess_remove_locked(e, e->sess[e->n_sess - 1]);
+    free(e->sess);
+    free(e->piece);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->cv);
+    pthread_cond_destroy(&e->idle_cv);
+    free(e);
+}
+
+static int refuse(char *msg, size_t n, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int refuse(char *msg, size_t n, int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, n, fmt, ap);
+    va_end(ap);
+    tc_metric_inc(code == 8 || code == 14 ? TC_M_requests_total_rejected : TC_M_requests_total_error, 1);
+    return code;
+}
+
+int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char *rid_out, char *msg, size_t msglen) {
+    const tc_model_config *c = e->wc->cfg;
+    int32_t *toks = NULL;
+    size_t nt = 0;
+    if (sp->n_tokens > 0 && sp->text_len > 0)
+        return refuse(msg, msglen, 3, "prompt: set text or token_ids, not both");
+    if (sp->text_len > 0) {
+        if (!e->bpe) return refuse(msg, msglen, 3, "text: this model has no tokenizer; send token_ids");
+        if (tc_bpe_encode(e->bpe, sp->text, sp->text_len, &toks, &nt) != TC_OK)
+            return refuse(msg, msglen, 3, "text: %s", tc_error_get() ? tc_error_get() : "cannot tokenize");
+        for (size_t i = 0; i < nt; i++)
+            if (toks[i] >= c->vocab_size) {
+                int r = refuse(msg, msglen, 3, "text: token %d of the tokenizer is outside the model's vocab_size %d",
+                               toks[i], c->vocab_size);
+                free(toks);
+                return r;
+            }
+    } else if (sp->n_tokens > 0) {
+        for (int64_t i = 0; i < sp->n_tokens; i++)
+            if (sp->tokens[i] < 0 || sp->tokens[i] >= c->vocab_size)
+                return refuse(msg, msglen, 3, "token_ids[%lld]: %d is outside the vocabulary [0, %d)", (long long)i,
+                              sp->tokens[i], c->vocab_size);
+        toks = malloc((size_t)sp->n_tokens * 4);
+        if (!toks) return refuse(msg, msglen, 13, "out of memory");
+        memcpy(toks, sp->tokens, (size_t)sp->n_tokens * 4);
+        nt = (size_t)sp->n_tokens;
+    }
+    job *j = calloc(1, sizeof *j);
+    if (!j) {
+        free(toks);
+        return refuse(msg, msglen, 13, "out of memory");
+    }
+    j->tokens = toks;
+    j->n_tokens = (int64_t)nt;
+    j->prompt_tokens = (int64_t)nt;
+    j->generate = sp->generate;
+    j->user = sp->user;
+    j->ignore_eos = sp->ignore_eos;
+    j->t_arrive = now_s();
+    int code = 0;
+    if (sp->generate) {
+        if (tc_sampling_validate(&sp->sp) != TC_OK) {
+            const char *m = tc_error_get();
+            code = refuse(msg, msglen, 3, "sampling.%s", m ? m : "invalid");
+            goto reject;
+        }
+        if (sp->max_tokens < 0 || sp->max_tokens > e->lim.max_tokens) {
+            code = refuse(msg, msglen, 3, "sampling.max_tokens: %d out of range [0, %d]", sp->max_tokens,
+                          e->lim.max_tokens);
+            goto reject;
+        }
+        if (sp->n_stop > 0 && !e->bpe) {
+            code = refuse(msg, msglen, 3, "sampling.stop: stop strings need a tokenizer; use stop_token_ids");
+            goto reject;
+        }
+        for (int k = 0; k < sp->n_stop; k++)
+            if (!sp->stop[k][0] || strlen(sp->stop[k]) > 256) {
+                code = refuse(msg, msglen, 3, "sampling.stop[%d]: must be 1..256 bytes", k);
+                goto reject;
+            }
+        j->max_tokens = sp->max_tokens;
+        if (tc_sampler_init(&j->smp, &sp->sp, c->vocab_size) != TC_OK) {
+            code = refuse(msg, msglen, 13, "out of memory");
+            goto reject;
+        }
+        if (sp->n_stop_ids) {
+            j->stop_ids = malloc((size_t)sp->n_stop_ids * 4);
+            if (!j->stop_ids) { code = refuse(msg, msglen, 13, "out of memory"); goto reject; }
+            memcpy(j->stop_ids, sp->stop_ids, (size_t)sp->n_stop_ids * 4);
+            j->n_stop_ids = sp->n_stop_ids;
+        }
+        if (sp->n_stop) {
+            j->stop = calloc((size_t)sp->n_stop, sizeof *j->stop);
+            if (!j->stop) { code = refuse(msg, msglen, 13, "out of memory"); goto reject; }
+            for (int k = 0; k < sp->n_stop; k++) j->stop[k] = strdup(sp->stop[k]);
+            j->n_stop = sp->n_stop;
+        }
+        if (e->bpe) tc_bpe_stream_init(&j->bs, e->bpe);
+    }
+    pthread_mutex_lock(&e->mu);
+    if (e->draining) {
+        pthread_mutex_unlock(&e->mu);
+        code = refuse(msg, msglen, 14, "server is draining; retry on another replica");
+        goto reject;
+    }
+    if (e->n_queued >= e->lim.max_queued) {
+        pthread_mutex_unlock(&e->mu);
+        code = refuse(msg, msglen, 8, "too many queued requests (max_queued_requests %d)", e->lim.max_queued);
+        goto reject;
+    }
+    dsess *s = NULL;
+    const char *sid = sp->session_id ? sp->session_id : "";
+    if (strlen(sid) >= TC_ID_MAX) {
+        pthread_mutex_unlock(&e->mu);
+        code = refuse(msg, msglen, 3, "session_id: longer than %d bytes", TC_ID_MAX - 1);
+        goto reject;
+    }
+    if (sp->create || (sp->ephemeral && !*sid)) {
+        if (*sid && find_sess(e, sid)) {
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 6, "session_id: '%s' already exists", sid);
+            goto reject;
+        }
+        if (e->n_sess >= e->lim.max_sessions) {
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 8, "too many sessions (max_sessions %d)", e->lim.max_sessions);
+            goto reject;
+        }
+        s = sess_add_locked(e, sid);
+        if (!s) {
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 13, "out of memory");
+            goto reject;
+        }
+        s->ephemeral = sp->ephemeral;
+    } else {
+        s = find_sess(e, sid);
+        if (!s) {
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 5, "session_id: no open session '%s'", sid);
+            goto reject;
+        }
+        if (s->busy_job) {
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 9, "session_id: session '%s' is busy with another request", sid);
+            goto reject;
+        }
+        if (s->close_when_idle) {
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 5, "session_id: session '%s' is closing", sid);
+            goto reject;
+        }
+    }
+    j->s = s;
+    j->id = ++e->next_job_id;
+    s->busy_job = j->id;
+    if (sp->request_id && *sp->request_id) snprintf(j->request_id, sizeof j->request_id, "%s", sp->request_id);
+    else snprintf(j->request_id, sizeof j->request_id, "r-%llu", (unsigned long long)j->id);
+    j->phase = J_QUEUED;
+    j->next = e->jobs;
+    e->jobs = j;
+    e->n_queued++;
+    gauges_locked(e);
+    *job_id = j->id;
+    if (rid_out) snprintf(rid_out, TC_ID_MAX, "%s", j->request_id);
+    if (sp->session_id_out) snprintf(sp->session_id_out, TC_ID_MAX, "%s", s->id);
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    return 0;
+reject:
+    job_free(j);
+    return code;
+}
+
+void tc_engine_cancel(tc_engine *e, uint64_t id) {
+    pthread_mutex_lock(&e->mu);
+    job *j = find_job(e, id);
+    if (j && !j->cancel) {
+        j->cancel = 1;
+        j->cancel_code = 1;
+        pthread_cond_signal(&e->cv);
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+int tc_engine_abort(tc_engine *e, const char *rid) {
+    int found = 0;
+    pthread_mutex_lock(&e->mu);
+    for (job *j = e->jobs; j; j = j->next)
+        if (!strcmp(j->request_id, rid)) {
+            j->cancel = 1;
+            j->cancel_code = 1;
+            found = 1;
+        }
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    return found;
+}
+
+void tc_engine_wake(tc_engine *e) {
+    pthread_mutex_lock(&e->mu);
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+int tc_engine_session_get(tc_engine *e, const char *id, tc_session_info *out) {
+    pthread_mutex_lock(&e->mu);
+    dsess *s = find_sess(e, id);
+    if (s) sess_info(e, s, out);
+    pthread_mutex_unlock(&e->mu);
+    return s != NULL;
+}
+
+int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out) {
+    pthread_mutex_lock(&e->mu);
+    dsess *s = find_sess(e, id);
+    if (s) {
+        sess_info(e, s, out);
+        if (s->busy_job) {
+            s->close_when_idle = 1;
+            job *j = find_job(e, s->busy_job);
+            if (j) {
+                j->cancel = 1;
+                j->cancel_code = 1;
+            }
+            pthread_cond_signal(&e->cv);
+        } else sess_remove_locked(e, s);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return s != NULL;
+}
+
+void tc_engine_counts(tc_engine *e, int *sessions, int *running, int *queued) {
+    pthread_mutex_lock(&e->mu);
+    *sessions = e->n_sess;
+    *running = e->n_running;
+    *queued = e->n_queued;
+    pthread_mutex_unlock(&e->mu);
+}
+
+void tc_engine_drain(tc_engine *e) {
+    pthread_mutex_lock(&e->mu);
+    e->draining = 1;
+    pthread_mutex_unlock(&e->mu);
+}
+
+const tc_engine_limits *tc_engine_get_limits(const tc_engine *e) { return &e->lim; }
+
+int tc_engine_wait_idle(tc_engine *e, double timeout_s) {
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    double t = (double)dl.tv_sec + dl.tv_nsec * 1e-9 + (timeout_s > 0 ? timeout_s : 0);
+    dl.tv_sec = (time_t)t;
+    dl.tv_nsec = (long)((t - (double)dl.tv_sec) * 1e9);
+    pthread_mutex_lock(&e->mu);
+    while (e->jobs && pthread_cond_timedwait(&e->idle_cv, &e->mu, &dl) == 0) {
+    }
+    int idle = e->jobs == NULL;
+    pthread_mutex_unlock(&e->mu);
+    return idle;
+}

@@ -1,0 +1,114 @@
+/* engine.h — the daemon's engine thread: the session table, admission,
+ * and the step loop that batches the hit steps of every running
+ * generation (continuous batching).
+ *
+ * The RPC side submits jobs (append and/or generate in a session) and
+ * receives results through a sink of callbacks, called on the engine
+ * thread without the engine lock held. Jobs are named by id so a late
+ * cancel can never touch a freed job. The model runs behind the worker
+ * client interface (worker_client.h); this file knows no protobuf and no
+ * gRPC. */
+#ifndef TC_DAEMON_ENGINE_H
+#define TC_DAEMON_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../model/sampler.h"
+#include "worker_client.h"
+
+typedef struct tc_engine tc_engine;
+struct tc_bpe;
+
+#define TC_ID_MAX 64
+
+typedef struct {
+    char id[TC_ID_MAX];
+    int64_t length, windows, syncs, state_bytes, created_ms, last_used_ms;
+    int busy;
+} tc_session_info;
+
+typedef struct {
+    int64_t prompt_tokens, completion_tokens, session_tokens;
+    double queue_s, prefill_s, sync_s, ttft_s, total_s;
+} tc_job_stats;
+
+typedef enum {
+    TC_FINISH_NONE = 0, TC_FINISH_LENGTH, TC_FINISH_EOS, TC_FINISH_STOP, TC_FINISH_CANCELLED, TC_FINISH_ERROR,
+} tc_finish;
+
+typedef struct {
+    /* the append part is done; for a job without generation, the end */
+    void (*appended)(void *user, const tc_session_info *si, int64_t n_appended);
+    /* generated tokens and their text; fin != NONE on the last message */
+    void (*tokens)(void *user, const int32_t *ids, int n, const char *text, size_t tlen, tc_finish fin,
+                   const tc_job_stats *st, const char *error);
+    /* failed before generating anything: a gRPC status */
+    void (*failed)(void *user, int grpc_code, const char *msg);
+    /* the job is gone; `user` will not be used again */
+    void (*done)(void *user);
+    /* messages the client has not read yet (backpressure) */
+    size_t (*backlog)(void *user);
+    /* seconds left before the client's deadline (INFINITY: none) */
+    double (*deadline_left)(void *user);
+} tc_engine_sink;
+
+typedef struct {
+    int max_sessions;
+    int max_queued;       /* jobs waiting to start */
+    int max_batch;        /* generations stepped together */
+    int max_tokens;       /* per request */
+    int stream_queue;     /* unread messages per stream before it pauses */
+    double idle_timeout_s;
+} tc_engine_limits;
+
+typedef struct {
+    const char *session_id; /* NULL/"" with ephemeral: a fresh session */
+    int create;             /* OpenSession: create it (error if it exists) */
+    int ephemeral;          /* closed when this job ends */
+    const int32_t *tokens;  /* appended first (copied) */
+    int64_t n_tokens;
+    const char *text;       /* or text, tokenized by the engine */
+    size_t text_len;
+    int generate;
+    tc_sampling_params sp;
+    int max_tokens;
+    int ignore_eos;
+    const int32_t *stop_ids;
+    int n_stop_ids;
+    const char *const *stop; /* stop strings */
+    int n_stop;
+    const char *request_id;  /* "" = assign */
+    char *session_id_out;    /* [TC_ID_MAX] or NULL: the session's id */
+    void *user;
+} tc_job_spec;
+
+tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *bpe, const tc_engine_limits *lim,
+                          const tc_engine_sink *sink);
+/* Cancels what runs (reason: UNAVAILABLE), joins the thread, frees. */
+void tc_engine_stop(tc_engine *e);
+
+/* Admission. On refusal returns nonzero with a gRPC code and a message
+ * naming the field or the limit; on success *job_id and the assigned
+ * request id (may be NULL). */
+int tc_engine_submit(tc_engine *e, const tc_job_spec *spec, uint64_t *job_id, char *request_id_out, char *msg,
+                     size_t msglen);
+void tc_engine_cancel(tc_engine *e, uint64_t job_id);
+/* Abort by request id: 1 if found. */
+int tc_engine_abort(tc_engine *e, const char *request_id);
+void tc_engine_wake(tc_engine *e);
+
+int tc_engine_session_get(tc_engine *e, const char *id, tc_session_info *out);
+/* Closes now, or when its running job ends (that job is cancelled). */
+int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out);
+
+void tc_engine_counts(tc_engine *e, int *sessions, int *running, int *queued);
+/* Waits until no job is queued or running, up to timeout_s: 1 if idle. */
+int tc_engine_wait_idle(tc_engine *e, double timeout_s);
+/* Stops admission (new jobs get UNAVAILABLE). */
+void tc_engine_drain(tc_engine *e);
+/* Cancels every job with UNAVAILABLE "server shutting down". */
+void tc_engine_cancel_all(tc_engine *e);
+const tc_engine_limits *tc_engine_get_limits(const tc_engine *e);
+
+#endif

@@ -1,0 +1,213 @@
+/* http.c — /metrics, /healthz, /readyz on libmicrohttpd. We bind the
+ * listening socket ourselves (so the address is honoured exactly and bind
+ * errors are ours to word) and hand it to MHD, which runs its own polling
+ * thread. No request body is ever read. */
+#include "http.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "daemon/metrics.h"
+
+#define TC_HTTP_MAX_CONNECTIONS 64u
+#define TC_HTTP_TIMEOUT_S 10u /* idle connection timeout: no slowloris */
+
+struct tc_http_server {
+    struct MHD_Daemon *mhd;
+    tc_http_hooks hooks;
+    int port;
+};
+
+/* ---- address --------------------------------------------------------- */
+
+/* "host:port" / "[v6]:port" -> host (may be "") and port text; *literal
+ * is set for the bracketed form, which must not go to DNS. */
+static tc_status split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap, int *literal) {
+    const char *p, *orig = addr;
+    size_t hl;
+    if (!addr || !*addr) return TC_FAIL(TC_ERR_INVALID, "http listen address is empty (want HOST:PORT)");
+    if (addr[0] == '[') {
+        const char *rb = strchr(addr, ']');
+        if (!rb || rb[1] != ':')
+            return TC_FAIL(TC_ERR_INVALID, "http listen address \"%s\": want [IPV6]:PORT", addr);
+        hl = (size_t)(rb - addr - 1);
+        *literal = 1;
+        if (hl == 0) return TC_FAIL(TC_ERR_INVALID, "http listen address \"%s\": empty IPv6 address", addr);
+        p = addr + 1;
+        addr = rb + 2; /* the port */
+    } else {
+        const char *colon = strrchr(addr, ':');
+        if (!colon) return TC_FAIL(TC_ERR_INVALID, "http listen address \"%s\": no port (want HOST:PORT)", addr);
+        if (memchr(addr, ':', (size_t)(colon - addr)))
+            return TC_FAIL(TC_ERR_INVALID, "http listen address \"%s\": put an IPv6 address in brackets, [::1]:9180",
+                           addr);
+        hl = (size_t)(colon - addr);
+        p = addr;
+        addr = colon + 1;
+    }
+    if (hl >= hcap) return TC_FAIL(TC_ERR_INVALID, "http listen address \"%s\": host part too long", orig);
+    memcpy(host, p, hl);
+    host[hl] = '\0';
+    size_t pl = strlen(addr);
+    if (pl == 0 || pl > 5 || pl >= pcap || strspn(addr, "0123456789") != pl || atoi(addr) > 65535)
+        return TC_FAIL(TC_ERR_INVALID, "http listen address \"%s\": port \"%s\" is not a number in 0..65535", orig,
+                       addr);
+    memcpy(port, addr, pl + 1);
+    return TC_OK;
+}
+
+static const char *bind_reason(int e) {
+    switch (e) {
+    case EADDRINUSE: return "port already in use";
+    case EADDRNOTAVAIL: return "address not available on this host";
+    case EACCES: return "permission denied (ports below 1024 need privileges)";
+    default: return strerror(e);
+    }
+}
+
+static tc_status bind_listen(const char *listen_addr, int *fd_out, int *port_out) {
+    char host[256], port[8];
+    int literal = 0;
+    TC_CHECK(split_addr(listen_addr, host, sizeof host, port, sizeof port, &literal));
+
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV | (literal ? AI_NUMERICHOST : 0);
+    if (literal) hints.ai_family = AF_INET6;
+    int rc = getaddrinfo(*host ? host : "0.0.0.0", port, &hints, &res);
+    if (rc != 0)
+        return TC_FAIL(TC_ERR_INVALID, "http listen address \"%s\": cannot resolve \"%s\": %s", listen_addr, host,
+                       gai_strerror(rc));
+
+    int fd = -1, err = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) { if (!err) err = errno; continue; }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* restart while TIME_WAIT lingers */
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 64) == 0) break;
+        if (!err) err = errno; /* the first address's reason is the one people expect */
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return TC_FAIL(TC_ERR_IO, "http listen address \"%s\": cannot listen: %s", listen_addr, bind_reason(err));
+
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
+        int e = errno;
+        close(fd);
+        return TC_FAIL(TC_ERR_IO, "http listen address \"%s\": getsockname: %s", listen_addr, strerror(e));
+    }
+    *port_out = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                         : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    *fd_out = fd;
+    return TC_OK;
+}
+
+/* ---- requests -------------------------------------------------------- */
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *body) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (code == MHD_HTTP_METHOD_NOT_ALLOWED) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    enum MHD_Result ret = MHD_queue_response(c, code, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static int hook(int (*fn)(void *), void *ud) { return fn ? fn(ud) == 1 : 1; }
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                              const char *version, const char *upload_data, size_t *upload_data_size,
+                              void **con_cls) {
+    (void)version;
+    (void)upload_data;
+    (void)upload_data_size;
+    (void)con_cls;
+    tc_http_server *s = cls;
+    int is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+
+    if (strcmp(url, "/metrics") == 0) {
+        if (!is_get) return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+        char *text = tc_metrics_render();
+        if (!text) return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+        struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+        if (!r) { free(text); return MHD_NO; }
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+        enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
+    if (strcmp(url, "/healthz") == 0) {
+        if (!is_get) return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+        return hook(s->hooks.alive, s->hooks.ud) ? reply(c, MHD_HTTP_OK, "ok\n")
+                                                 : reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not alive\n");
+    }
+    if (strcmp(url, "/readyz") == 0) {
+        if (!is_get) return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+        return hook(s->hooks.ready, s->hooks.ud) ? reply(c, MHD_HTTP_OK, "ready\n")
+                                                 : reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready\n");
+    }
+    if (!is_get) return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+    return reply(c, MHD_HTTP_NOT_FOUND, "not found (try /metrics, /healthz, /readyz)\n");
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+    TC_LOG(TC_LOG_WARN, "http", "libmicrohttpd: %s", msg);
+}
+
+/* ---- lifecycle ------------------------------------------------------- */
+
+tc_status tc_http_start(tc_http_server **out, const char *listen_addr, const tc_http_hooks *hooks) {
+    *out = NULL;
+    tc_http_server *s = calloc(1, sizeof *s);
+    if (!s) return TC_FAIL(TC_ERR_NOMEM, "http: out of memory");
+    if (hooks) s->hooks = *hooks;
+    int fd = -1;
+    tc_status st = bind_listen(listen_addr, &fd, &s->port);
+    if (st != TC_OK) { free(s); return st; }
+
+    s->mhd = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL, NULL, handle,
+                              s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
+                              MHD_OPTION_CONNECTION_LIMIT, TC_HTTP_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
+                              TC_HTTP_TIMEOUT_S, MHD_OPTION_END);
+    if (!s->mhd) {
+        /* MHD may or may not have closed the socket on its failure path. */
+        if (fcntl(fd, F_GETFD) != -1) close(fd);
+        free(s);
+        return TC_FAIL(TC_ERR_IO, "http listen address \"%s\": libmicrohttpd failed to start", listen_addr);
+    }
+    TC_LOG(TC_LOG_INFO, "http", "ops endpoint on %s (port %d): /metrics /healthz /readyz", listen_addr, s->port);
+    *out = s;
+    return TC_OK;
+}
+
+int tc_http_port(const tc_http_server *s) { return s ? s->port : 0; }
+
+void tc_http_stop(tc_http_server *s) {
+    if (!s) return;
+    MHD_stop_daemon(s->mhd); /* joins the thread and closes the listening socket */
+    free(s);
+}

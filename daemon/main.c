@@ -1,0 +1,240 @@
+/* main.c — tconstd, the coordinator: knobs, model, engine, gRPC API, ops
+ * endpoints, signals. Start-up: HTTP first (/healthz answers while the
+ * model loads, /readyz says 503), then the model, the gRPC server (Health
+ * NOT_SERVING), a warm-up, and only then readiness. SIGTERM/SIGINT drain:
+ * readiness flips, admission stops (UNAVAILABLE), running streams get
+ * --drain-timeout seconds, the rest are cancelled with UNAVAILABLE, exit 0.
+ * Signals are taken synchronously by this thread (sigwait); no handler. */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/knobs.h"
+#include "../common/log.h"
+#include "../model/config.h"
+#include "../model/weights.h"
+#include "../tokenizer/bpe.h"
+#include "engine.h"
+#include "http.h"
+#include "metrics.h"
+#include "service.h"
+
+#define TC_VERSION "0.1.0"
+
+typedef struct {
+    char *listen, *http_listen, *model, *data_dir, *log_level, *log_format;
+    int64_t max_sessions, max_queued, max_batch, max_tokens, stream_queue, max_message_bytes, threads,
+        warmup_tokens;
+    double idle_timeout, drain_timeout;
+} dcfg;
+
+#define K(name, type, def, lo, hi, help, field) {name, type, def, lo, hi, help, offsetof(dcfg, field)}
+static const tc_knob KNOBS[] = {
+    K("listen", TC_KNOB_STR, "127.0.0.1:50051", 0, 0, "gRPC address (host:port; port 0 picks one)", listen),
+    K("http-listen", TC_KNOB_STR, "127.0.0.1:9180", 0, 0, "ops HTTP address for /metrics /healthz /readyz", http_listen),
+    K("model", TC_KNOB_STR, "", 0, 0, "model directory (empty: the built-in tiny tconstformer)", model),
+    K("data-dir", TC_KNOB_STR, "", 0, 0, "data directory for the session journal (reserved; journal not yet written)", data_dir),
+    K("max-sessions", TC_KNOB_INT, "256", 1, 1e6, "open sessions at most (more: RESOURCE_EXHAUSTED)", max_sessions),
+    K("max-queued-requests", TC_KNOB_INT, "256", 1, 1e6, "requests waiting to start at most (more: RESOURCE_EXHAUSTED)", max_queued),
+    K("max-batch", TC_KNOB_INT, "64", 1, 4096, "generations stepped together in one batched hit step", max_batch),
+    K("max-tokens", TC_KNOB_INT, "1000000", 1, 2147483647.0, "largest max_tokens a request may ask for", max_tokens),
+    K("stream-queue", TC_KNOB_INT, "64", 1, 1e6, "unread messages per stream before its generation pauses", stream_queue),
+    K("max-message-bytes", TC_KNOB_INT, "4194304", 1024, 1073741824.0, "largest request message (larger: RESOURCE_EXHAUSTED)", max_message_bytes),
+    K("idle-timeout", TC_KNOB_DOUBLE, "3600", 0, 1e9, "seconds before an idle session is closed (0: never)", idle_timeout),
+    K("drain-timeout", TC_KNOB_DOUBLE, "30", 0, 86400, "seconds running streams get to finish after SIGTERM", drain_timeout),
+    K("threads", TC_KNOB_INT, "0", 0, 1024, "BLAS threads (0: OpenBLAS default)", threads),
+    K("warmup-tokens", TC_KNOB_INT, "0", 0, 1e8, "history tokens synced once before readiness (0: one window)", warmup_tokens),
+    K("log-level", TC_KNOB_STR, "info", 0, 0, "error, warn, info, debug or trace", log_level),
+    K("log-format", TC_KNOB_STR, "text", 0, 0, "text or json", log_format),
+};
+#define N_KNOBS ((int)(sizeof KNOBS / sizeof KNOBS[0]))
+
+static tc_service *g_svc; /* read by the HTTP hooks */
+
+static int hook_ready(void *ud) {
+    (void)ud;
+    return g_svc && tc_service_serving(g_svc);
+}
+static int hook_alive(void *ud) {
+    (void)ud;
+    return 1;
+}
+
+static tc_status warm_up(tc_worker_client *wc, int64_t n) {
+    const tc_model_config *c = wc->cfg;
+    int W = c->arch == TC_ARCH_TRANSFORMER ? 32 : c->generate_window;
+    if (n <= 0) n = W + 1;
+    int32_t *t = malloc((size_t)n * 4);
+    float *lg = malloc((size_t)c->vocab_size * 4);
+    tc_wc_session *s = NULL;
+    tc_status st = TC_ERR_NOMEM;
+    if (t && lg) {
+        for (int64_t i = 0; i < n; i++) t[i] = (int32_t)((i * 7919) % c->vocab_size);
+        st = wc->session_new(wc, &s);
+        if (st == TC_OK) st = wc->append(wc, s, t, n, lg);
+        if (st == TC_OK) st = wc->step(wc, &s, t, 1, lg);
+        if (s) wc->session_free(wc, s);
+    }
+    free(t);
+    free(lg);
+    return st;
+}
+
+static double mono(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv) {
+    tc_log_init();
+    dcfg cfg;
+    int help = 0;
+    if (tc_knobs_parse(KNOBS, N_KNOBS, &cfg, argc, argv, "tconstd",
+                       "The tconst coordinator: gRPC API (tconst.v1) over constant-state streaming models.",
+                       &help) != TC_OK) {
+        fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
+        return 2;
+    }
+    if (help) {
+        tc_knobs_free(KNOBS, N_KNOBS, &cfg);
+        return 0;
+    }
+    tc_log_level lv;
+    if (tc_log_parse_level(cfg.log_level, &lv) != 0) {
+        fprintf(stderr, "tconstd: error: --log-level '%s': expected error, warn, info, debug or trace\n", cfg.log_level);
+        return 2;
+    }
+    if (getenv("TC_LOG_LEVEL") == NULL) tc_log_set_level(lv);
+    if (strcmp(cfg.log_format, "json") == 0) setenv("TC_LOG_FORMAT", "json", 1), tc_log_init(), tc_log_set_level(lv);
+    else if (strcmp(cfg.log_format, "text") != 0) {
+        fprintf(stderr, "tconstd: error: --log-format '%s': expected text or json\n", cfg.log_format);
+        return 2;
+    }
+    if (cfg.data_dir[0]) {
+        struct stat sb;
+        if (stat(cfg.data_dir, &sb) != 0 && mkdir(cfg.data_dir, 0755) != 0) {
+            fprintf(stderr, "tconstd: error: --data-dir %s: %s\n", cfg.data_dir, strerror(errno));
+            return 2;
+        }
+    }
+    /* every thread inherits a blocked SIGTERM/SIGINT; main takes them */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int rc = 1;
+    tc_http_server *http = NULL;
+    tc_worker_client *wc = NULL;
+    tc_bpe *bpe = NULL;
+    tc_engine *eng = NULL;
+    tc_rpc_server *rpc = NULL;
+    tc_service *svc = NULL;
+    tc_metric_set(TC_G_ready, 0);
+    tc_http_hooks hooks = {hook_ready, hook_alive, NULL};
+    if (tc_http_start(&http, cfg.http_listen, &hooks) != TC_OK) {
+        fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
+        goto out;
+    }
+    /* model directory: given, or the built-in tiny model */
+    char dir[4096];
+    if (cfg.model[0]) snprintf(dir, sizeof dir, "%s", cfg.model);
+    else {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(dir, sizeof dir, "%s/tconst-builtin-tiny-v1-%u", tmp && *tmp ? tmp : "/tmp", (unsigned)getuid());
+        struct stat sb;
+        char st[4200];
+        snprintf(st, sizeof st, "%s/model.safetensors", dir);
+        if (stat(st, &sb) != 0) {
+            tc_model_config c;
+            char tmpd[4200];
+            snprintf(tmpd, sizeof tmpd, "%s.tmp%d", dir, (int)getpid());
+            if (tc_config_preset(&c, "tiny", TC_ARCH_TCONST) != TC_OK || tc_model_init_random(&c, 1234, "f32", tmpd) != TC_OK ||
+                (rename(tmpd, dir) != 0 && stat(st, &sb) != 0)) {
+                fprintf(stderr, "tconstd: error: cannot create the built-in model: %s\n", tc_error_get());
+                goto out;
+            }
+        }
+    }
+    TC_LOG(TC_LOG_INFO, "main", "loading model %s", dir);
+    if (tc_worker_local_open(&wc, dir, (int)cfg.threads) != TC_OK) {
+        fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
+        goto out;
+    }
+    tc_status bst = tc_bpe_load(&bpe, dir);
+    if (bst == TC_ERR_UNSUPPORTED) bpe = NULL;
+    else if (bst != TC_OK) {
+        fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
+        goto out;
+    }
+    tc_service_info info = {dir, TC_VERSION, (int)cfg.max_message_bytes};
+    if (tc_service_init(&svc, NULL, wc, bpe, &info) != TC_OK) goto out;
+    tc_engine_limits lim = {(int)cfg.max_sessions, (int)cfg.max_queued, (int)cfg.max_batch, (int)cfg.max_tokens,
+                            (int)cfg.stream_queue, cfg.idle_timeout};
+    if (tc_engine_start(&eng, wc, bpe, &lim, tc_service_sink()) != TC_OK) {
+        fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
+        goto out;
+    }
+    tc_service_bind_engine(svc, eng);
+    g_svc = svc;
+    if (tc_rpc_server_start(&rpc, cfg.listen, (int)cfg.max_message_bytes, tc_service_handlers(), svc) != TC_OK) {
+        fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
+        goto out;
+    }
+    /* warm-up: first touch of weights, BLAS threads, one sync */
+    double tw = mono();
+    if (warm_up(wc, cfg.warmup_tokens) != TC_OK) {
+        fprintf(stderr, "tconstd: error: warm-up failed: %s\n", tc_error_get());
+        goto out;
+    }
+    TC_LOG(TC_LOG_INFO, "main", "warm-up done in %.3f s", mono() - tw);
+    tc_service_set_serving(svc, 1, 0);
+    tc_metric_set(TC_G_ready, 1);
+    {
+        char host[256];
+        snprintf(host, sizeof host, "%s", cfg.listen);
+        char *colon = strrchr(host, ':');
+        if (colon) *colon = 0;
+        char hh[256];
+        snprintf(hh, sizeof hh, "%s", cfg.http_listen);
+        colon = strrchr(hh, ':');
+        if (colon) *colon = 0;
+        printf("tconstd %s ready: grpc %s:%d http %s:%d model %s (%s, %s)\n", TC_VERSION, host,
+               tc_rpc_server_port(rpc), hh, tc_http_port(http), dir, tc_arch_name(wc->cfg->arch),
+               bpe ? "text+ids" : "ids only");
+        fflush(stdout);
+    }
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    TC_LOG(TC_LOG_INFO, "main", "signal %d: draining (up to %.1f s)", sig, cfg.drain_timeout);
+    tc_service_set_serving(svc, 1, 1);
+    tc_metric_set(TC_G_ready, 0);
+    tc_metric_set(TC_G_draining, 1);
+    tc_engine_drain(eng);
+    if (!tc_engine_wait_idle(eng, cfg.drain_timeout))
+        TC_LOG(TC_LOG_WARN, "main", "drain timeout: cancelling what still runs (UNAVAILABLE)");
+    rc = 0;
+out:
+    if (svc) tc_service_end_watchers(svc);
+    if (eng) tc_engine_stop(eng); /* cancels the rest with UNAVAILABLE */
+    if (rpc) tc_rpc_server_stop(rpc);
+    g_svc = NULL;
+    if (http) tc_http_stop(http);
+    tc_service_free(svc);
+    if (bpe) tc_bpe_free(bpe);
+    if (wc) wc->free(wc);
+    tc_knobs_free(KNOBS, N_KNOBS, &cfg);
+    TC_LOG(TC_LOG_INFO, "main", "exit %d", rc);
+    return rc;
+}

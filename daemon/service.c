@@ -1,0 +1,754 @@
+/* service.c — tconst.v1 + grpc.health.v1 + server reflection over the
+ * callback server of rpc.h. Each call gets a context (ctx) shared by the
+ * RPC side and, while a job runs, the engine; it is freed when both let
+ * go. Unknown methods get UNIMPLEMENTED, undecodable messages
+ * INVALID_ARGUMENT naming the message type. */
+#include "service.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../common/log.h"
+#include "../tokenizer/bpe.h"
+#include "descriptors.h"
+#include "health.pb-c.h"
+#include "reflection.pb-c.h"
+#include "tconst.pb-c.h"
+
+#define SVC "/tconst.v1.TConst/"
+
+enum { K_UNARY = 0, K_GENERATE, K_STREAM, K_APPEND, K_OPEN, K_WATCH, K_REFLECT };
+
+typedef struct ctx {
+    tc_service *svc;
+    tc_call *call;
+    atomic_int refs;
+    int kind;
+    pthread_mutex_t mu;
+    uint64_t job_id;   /* 0 when no job runs */
+    char request_id[TC_ID_MAX];
+    char session_id[TC_ID_MAX]; /* streams: their session */
+    int owns_session, half_closed, failed, rpc_done;
+    struct ctx *next_watch;
+} ctx;
+
+struct tc_service {
+    tc_engine *e;
+    tc_worker_client *wc;
+    struct tc_bpe *bpe;
+    tc_service_info info;
+    pthread_mutex_t mu;
+    int serving, draining;
+    ctx *watchers;
+    double t_start;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void ctx_unref(ctx *c) {
+    if (atomic_fetch_sub(&c->refs, 1) == 1) {
+        tc_call_unref(c->call);
+        pthread_mutex_destroy(&c->mu);
+        free(c);
+    }
+}
+
+/* pack any protobuf-c message and queue it */
+static void send_msg(tc_call *call, const ProtobufCMessage *m) {
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t stackbuf[1024];
+    uint8_t *buf = n <= sizeof stackbuf ? stackbuf : malloc(n);
+    if (!buf) return;
+    protobuf_c_message_pack(m, buf);
+    tc_call_send(call, buf, n);
+    if (buf != stackbuf) free(buf);
+}
+
+static void reply(tc_call *call, const ProtobufCMessage *m) {
+    send_msg(call, m);
+    tc_call_finish(call, TC_GRPC_OK, "");
+}
+
+static void session_info_pb(const tc_session_info *si, Tconst__V1__SessionInfo *o) {
+    tconst__v1__session_info__init(o);
+    o->session_id = (char *)si->id;
+    o->length = si->length;
+    o->windows = si->windows;
+    o->syncs = si->syncs;
+    o->state_bytes = si->state_bytes;
+    o->created_unix_ms = si->created_ms;
+    o->last_used_unix_ms = si->last_used_ms;
+    o->busy = si->busy;
+}
+
+/* ---- engine sink (engine thread) ---- */
+
+static void sk_appended(void *user, const tc_session_info *si, int64_t n) {
+    ctx *c = user;
+    Tconst__V1__SessionInfo pi;
+    session_info_pb(si, &pi);
+    if (c->kind == K_APPEND) {
+        Tconst__V1__AppendResponse r = TCONST__V1__APPEND_RESPONSE__INIT;
+        r.session = &pi;
+        r.appended_tokens = n;
+        reply(c->call, &r.base);
+    } else if (c->kind == K_OPEN) {
+        reply(c->call, &pi.base);
+    } else if (c->kind == K_STREAM) {
+        Tconst__V1__StreamResponse r = TCONST__V1__STREAM_RESPONSE__INIT;
+        r.event_case = TCONST__V1__STREAM_RESPONSE__EVENT_APPENDED;
+        r.appended = &pi;
+        send_msg(c->call, &r.base);
+    }
+}
+
+static const Tconst__V1__FinishReason FIN_PB[] = {
+    TCONST__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED, TCONST__V1__FINISH_REASON__FINISH_REASON_LENGTH,
+    TCONST__V1__FINISH_REASON__FINISH_REASON_EOS,         TCONST__V1__FINISH_REASON__FINISH_REASON_STOP,
+    TCONST__V1__FINISH_REASON__FINISH_REASON_CANCELLED,   TCONST__V1__FINISH_REASON__FINISH_REASON_ERROR,
+};
+
+static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, size_t tlen, tc_finish fin,
+                      const tc_job_stats *st, const char *error) {
+    ctx *c = user;
+    Tconst__V1__GenerateResponse r = TCONST__V1__GENERATE_RESPONSE__INIT;
+    Tconst__V1__Usage u = TCONST__V1__USAGE__INIT;
+    Tconst__V1__Timings t = TCONST__V1__TIMINGS__INIT;
+    char stackbuf[512];
+    char *txt = tlen < sizeof stackbuf ? stackbuf : malloc(tlen + 1);
+    if (!txt) return;
+    memcpy(txt, text, tlen);
+    txt[tlen] = 0;
+    r.request_id = c->request_id;
+    r.n_token_ids = (size_t)n;
+    r.token_ids = (int32_t *)ids;
+    r.text = txt;
+    r.finish_reason = FIN_PB[fin];
+    if (error) r.error = (char *)error;
+    if (st) {
+        u.prompt_tokens = st->prompt_tokens;
+        u.completion_tokens = st->completion_tokens;
+        u.session_tokens = st->session_tokens;
+        t.queue_seconds = st->queue_s;
+        t.prefill_seconds = st->prefill_s;
+        t.sync_seconds = st->sync_s;
+        t.time_to_first_token_seconds = st->ttft_s;
+        t.total_seconds = st->total_s;
+        r.usage = &u;
+        r.timings = &t;
+    }
+    if (c->kind == K_STREAM) {
+        Tconst__V1__StreamResponse sr = TCONST__V1__STREAM_RESPONSE__INIT;
+        sr.event_case = TCONST__V1__STREAM_RESPONSE__EVENT_GENERATION;
+        sr.generation = &r;
+        send_msg(c->call, &sr.base);
+    } else {
+        send_msg(c->call, &r.base);
+        if (fin != TC_FINISH_NONE) {
+            if (fin == TC_FINISH_CANCELLED) {
+                int code = error && strstr(error, "shutting down") ? TC_GRPC_UNAVAILABLE
+                           : error && strstr(error, "deadline")    ? TC_GRPC_DEADLINE_EXCEEDED
+                                                                   : TC_GRPC_CANCELLED;
+                tc_call_finish(c->call, code, error ? error : "cancelled");
+            } else if (fin == TC_FINISH_ERROR) tc_call_finish(c->call, TC_GRPC_INTERNAL, error ? error : "error");
+            else tc_call_finish(c->call, TC_GRPC_OK, "");
+        }
+    }
+    if (txt != stackbuf) free(txt);
+}
+
+static void sk_failed(void *user, int code, const char *msg) {
+    ctx *c = user;
+    pthread_mutex_lock(&c->mu);
+    c->failed = 1;
+    pthread_mutex_unlock(&c->mu);
+    tc_call_finish(c->call, code, msg);
+}
+
+static void sk_done(void *user) {
+    ctx *c = user;
+    pthread_mutex_lock(&c->mu);
+    c->job_id = 0;
+    int next = c->kind == K_STREAM && !c->failed && !c->rpc_done;
+    int fin = next && c->half_closed;
+    pthread_mutex_unlock(&c->mu);
+    if (fin) tc_call_finish(c->call, TC_GRPC_OK, "");
+    else if (next) tc_call_recv_next(c->call);
+    ctx_unref(c);
+}
+
+static size_t sk_backlog(void *user) { return tc_call_pending(((ctx *)user)->call); }
+static double sk_deadline(void *user) { return tc_call_deadline_left(((ctx *)user)->call); }
+
+static const tc_engine_sink SINK = {sk_appended, sk_tokens, sk_failed, sk_done, sk_backlog, sk_deadline};
+const tc_engine_sink *tc_service_sink(void) { return &SINK; }
+
+/* ---- request handling (RPC thread) ---- */
+
+static void finishf(tc_call *call, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void finishf(tc_call *call, int code, const char *fmt, ...) {
+    char m[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m, sizeof m, fmt, ap);
+    va_end(ap);
+    tc_call_finish(call, code, m);
+}
+
+static int sampling_from(const Tconst__V1__SamplingParams *p, tc_job_spec *sp, int max_default) {
+    sp->sp.temperature = 0.f;
+    sp->sp.top_k = 0;
+    sp->sp.top_p = 1.f;
+    sp->sp.seed = 0;
+    sp->max_tokens = max_default;
+    if (!p) return 0;
+    if (p->_temperature_case == TCONST__V1__SAMPLING_PARAMS___TEMPERATURE_TEMPERATURE) sp->sp.temperature = p->temperature;
+    if (p->_top_k_case == TCONST__V1__SAMPLING_PARAMS___TOP_K_TOP_K) sp->sp.top_k = p->top_k;
+    if (p->_top_p_case == TCONST__V1__SAMPLING_PARAMS___TOP_P_TOP_P) sp->sp.top_p = p->top_p;
+    if (p->_seed_case == TCONST__V1__SAMPLING_PARAMS___SEED_SEED) sp->sp.seed = p->seed;
+    if (p->_max_tokens_case == TCONST__V1__SAMPLING_PARAMS___MAX_TOKENS_MAX_TOKENS) sp->max_tokens = p->max_tokens;
+    sp->stop_ids = p->stop_token_ids;
+    sp->n_stop_ids = (int)p->n_stop_token_ids;
+    sp->stop = (const char *const *)p->stop;
+    sp->n_stop = (int)p->n_stop;
+    sp->ignore_eos = p->ignore_eos;
+    return 0;
+}
+
+/* Submits spec for ctx c; on refusal finishes the call. The engine holds
+ * one ctx reference while the job lives. */
+static int submit(ctx *c, tc_job_spec *spec) {
+    char msg[600];
+    uint64_t jid = 0;
+    spec->user = c;
+    atomic_fetch_add(&c->refs, 1);
+    pthread_mutex_lock(&c->mu); /* sk_done may not run before job_id is set */
+    int code = tc_engine_submit(c->svc->e, spec, &jid, c->request_id, msg, sizeof msg);
+    if (code == 0) c->job_id = jid;
+    pthread_mutex_unlock(&c->mu);
+    if (code != 0) {
+        atomic_fetch_sub(&c->refs, 1);
+        tc_call_finish(c->call, code, msg);
+        return -1;
+    }
+    return 0;
+}
+
+#define DECODE(type, fn, var, m, len)                                                                  \
+    type *var = fn##__unpack(NULL, len, m);                                                            \
+    if (!var) {                                                                                        \
+        finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "malformed request: cannot decode %s", #type);       \
+        return;                                                                                        \
+    }
+
+static void h_generate(ctx *c, const uint8_t *m, size_t len, int in_session) {
+    tc_job_spec sp = {0};
+    c->kind = K_GENERATE;
+    if (!in_session) {
+        DECODE(Tconst__V1__GenerateRequest, tconst__v1__generate_request, rq, m, len);
+        sp.session_id = rq->session_id;
+        sp.ephemeral = !rq->session_id[0];
+        sp.tokens = rq->token_ids;
+        sp.n_tokens = (int64_t)rq->n_token_ids;
+        sp.text = rq->text;
+        sp.text_len = strlen(rq->text);
+        sp.request_id = rq->request_id;
+        sampling_from(rq->sampling, &sp, 16);
+        if (!sp.n_tokens && !sp.text_len && sp.ephemeral)
+            finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "prompt: empty (set text or token_ids)");
+        else {
+            sp.generate = 1;
+            submit(c, &sp);
+        }
+        tconst__v1__generate_request__free_unpacked(rq, NULL);
+    } else {
+        DECODE(Tconst__V1__GenerateInSessionRequest, tconst__v1__generate_in_session_request, rq, m, len);
+        if (!rq->session_id[0]) finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
+        else {
+            sp.session_id = rq->session_id;
+            sp.tokens = rq->token_ids;
+            sp.n_tokens = (int64_t)rq->n_token_ids;
+            sp.text = rq->text;
+            sp.text_len = strlen(rq->text);
+            sp.request_id = rq->request_id;
+            sampling_from(rq->sampling, &sp, 16);
+            sp.generate = 1;
+            submit(c, &sp);
+        }
+        tconst__v1__generate_in_session_request__free_unpacked(rq, NULL);
+    }
+}
+
+static void h_open(ctx *c, const uint8_t *m, size_t len) {
+    DECODE(Tconst__V1__OpenSessionRequest, tconst__v1__open_session_request, rq, m, len);
+    c->kind = K_OPEN;
+    tc_job_spec sp = {0};
+    sp.create = 1;
+    sp.session_id = rq->session_id;
+    sp.tokens = rq->token_ids;
+    sp.n_tokens = (int64_t)rq->n_token_ids;
+    sp.text = rq->text;
+    sp.text_len = strlen(rq->text);
+    submit(c, &sp);
+    tconst__v1__open_session_request__free_unpacked(rq, NULL);
+}
+
+static void h_append(ctx *c, const uint8_t *m, size_t len) {
+    DECODE(Tconst__V1__AppendRequest, tconst__v1__append_request, rq, m, len);
+    c->kind = K_APPEND;
+    if (!rq->session_id[0]) finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
+    else if (!rq->n_token_ids && !rq->text[0])
+        finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "append: empty (set text or token_ids)");
+    else {
+        tc_job_spec sp = {0};
+        sp.session_id = rq->session_id;
+        sp.tokens = rq->token_ids;
+        sp.n_tokens = (int64_t)rq->n_token_ids;
+        sp.text = rq->text;
+        sp.text_len = strlen(rq->text);
+        submit(c, &sp);
+    }
+    tconst__v1__append_request__free_unpacked(rq, NULL);
+}
+
+static void stream_msg(ctx *c, const uint8_t *m, size_t len) {
+    DECODE(Tconst__V1__StreamRequest, tconst__v1__stream_request, rq, m, len);
+    tc_job_spec sp = {0};
+    int first = !c->session_id[0];
+    if (first) {
+        if (rq->session_id[0]) sp.session_id = rq->session_id;
+        else {
+            sp.create = 1;
+            sp.session_id = "";
+            c->owns_session = 1;
+        }
+        sp.session_id_out = c->session_id;
+    } else {
+        if (rq->session_id[0] && strcmp(rq->session_id, c->session_id) != 0) {
+            finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: a stream stays in session '%s'", c->session_id);
+            tconst__v1__stream_request__free_unpacked(rq, NULL);
+            return;
+        }
+        sp.session_id = c->session_id;
+    }
+    sp.tokens = rq->token_ids;
+    sp.n_tokens = (int64_t)rq->n_token_ids;
+    sp.text = rq->text;
+    sp.text_len = strlen(rq->text);
+    sp.generate = rq->generate;
+    sampling_from(rq->sampling, &sp, 16);
+    if (submit(c, &sp) != 0 && first) c->owns_session = 0;
+    tconst__v1__stream_request__free_unpacked(rq, NULL);
+}
+
+static void h_get(ctx *c, const uint8_t *m, size_t len, int close) {
+    DECODE(Tconst__V1__GetSessionRequest, tconst__v1__get_session_request, rq, m, len);
+    tc_session_info si;
+    int ok = close ? tc_engine_session_close(c->svc->e, rq->session_id, &si)
+                   : tc_engine_session_get(c->svc->e, rq->session_id, &si);
+    if (!rq->session_id[0]) finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
+    else if (!ok) finishf(c->call, TC_GRPC_NOT_FOUND, "session_id: no open session '%s'", rq->session_id);
+    else {
+        Tconst__V1__SessionInfo pi;
+        session_info_pb(&si, &pi);
+        reply(c->call, &pi.base);
+    }
+    tconst__v1__get_session_request__free_unpacked(rq, NULL);
+}
+
+static void h_abort(ctx *c, const uint8_t *m, size_t len) {
+    DECODE(Tconst__V1__AbortRequest, tconst__v1__abort_request, rq, m, len);
+    if (!rq->request_id[0]) finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "request_id: required");
+    else {
+        Tconst__V1__AbortResponse r = TCONST__V1__ABORT_RESPONSE__INIT;
+        r.found = tc_engine_abort(c->svc->e, rq->request_id);
+        reply(c->call, &r.base);
+    }
+    tconst__v1__abort_request__free_unpacked(rq, NULL);
+}
+
+static void h_tokenize(ctx *c, const uint8_t *m, size_t len) {
+    DECODE(Tconst__V1__TokenizeRequest, tconst__v1__tokenize_request, rq, m, len);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (!c->svc->bpe) finishf(c->call, TC_GRPC_FAILED_PRECONDITION, "text: this model has no tokenizer");
+    else if (tc_bpe_encode(c->svc->bpe, rq->text, strlen(rq->text), &ids, &n) != TC_OK)
+        finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "text: %s", tc_error_get() ? tc_error_get() : "cannot tokenize");
+    else {
+        Tconst__V1__TokenizeResponse r = TCONST__V1__TOKENIZE_RESPONSE__INIT;
+        r.token_ids = ids;
+        r.n_token_ids = n;
+        reply(c->call, &r.base);
+    }
+    free(ids);
+    tconst__v1__tokenize_request__free_unpacked(rq, NULL);
+}
+
+static void h_detokenize(ctx *c, const uint8_t *m, size_t len) {
+    DECODE(Tconst__V1__DetokenizeRequest, tconst__v1__detokenize_request, rq, m, len);
+    char *out = NULL;
+    size_t n = 0;
+    if (!c->svc->bpe) finishf(c->call, TC_GRPC_FAILED_PRECONDITION, "token_ids: this model has no tokenizer");
+    else if (tc_bpe_decode(c->svc->bpe, rq->token_ids, rq->n_token_ids, &out, &n) != TC_OK)
+        finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "token_ids: %s", tc_error_get() ? tc_error_get() : "invalid id");
+    else {
+        /* proto3 strings are UTF-8: ill-formed bytes become U+FFFD */
+        uint8_t *clean = malloc(n * 3 + 1);
+        size_t cn = clean ? tc_utf8_sanitize((const uint8_t *)out, n, clean) : 0;
+        if (clean) clean[cn] = 0;
+        Tconst__V1__DetokenizeResponse r = TCONST__V1__DETOKENIZE_RESPONSE__INIT;
+        r.text = clean ? (char *)clean : "";
+        reply(c->call, &r.base);
+        free(clean);
+    }
+    free(out);
+    tconst__v1__detokenize_request__free_unpacked(rq, NULL);
+}
+
+static void h_model_info(ctx *c) {
+    const tc_model_config *mc = c->svc->wc->cfg;
+    Tconst__V1__ModelInfoResponse r = TCONST__V1__MODEL_INFO_RESPONSE__INIT;
+    r.architecture = (char *)tc_arch_name(mc->arch);
+    r.vocab_size = mc->vocab_size;
+    r.n_embd = mc->n_embd;
+    r.n_head = mc->n_head;
+    r.n_block = mc->n_block;
+    r.block_inner_depth = mc->arch == TC_ARCH_TRANSFORMER ? 0 : mc->inner_depth;
+    r.ffn_hidden = mc->ffn_hidden;
+    r.history_window = mc->history_window;
+    r.generate_window = mc->generate_window;
+    r.dtype = (char *)c->svc->wc->dtype;
+    r.device = (char *)c->svc->wc->device;
+    r.n_params = c->svc->wc->n_params;
+    r.bos_token_id = mc->bos_token_id;
+    r.eos_token_id = mc->eos_token_id;
+    r.has_tokenizer = c->svc->bpe != NULL;
+    int64_t d = mc->n_embd, nl = (int64_t)mc->n_block * mc->inner_depth;
+    r.state_bytes_per_session =
+        mc->arch == TC_ARCH_TRANSFORMER ? 0
+                                        : nl * 2 * mc->generate_window * d * 4 +
+                                              (int64_t)mc->n_block * (mc->inner_depth - 1) * 2 * mc->history_window * d * 4;
+    r.model_path = (char *)c->svc->info.model_path;
+    reply(c->call, &r.base);
+}
+
+static void h_server_info(ctx *c) {
+    tc_service *s = c->svc;
+    const tc_engine_limits *lim = tc_engine_get_limits(s->e);
+    Tconst__V1__ServerInfoResponse r = TCONST__V1__SERVER_INFO_RESPONSE__INIT;
+    Tconst__V1__Limits l = TCONST__V1__LIMITS__INIT;
+    Tconst__V1__WorkerInfo w = TCONST__V1__WORKER_INFO__INIT;
+    Tconst__V1__WorkerInfo *wp = &w;
+    char *backends[] = {"cpu"};
+    r.version = (char *)s->info.version;
+    r.build = "C11 " __DATE__ " " __TIME__;
+    r.backends = backends;
+    r.n_backends = 1;
+    w.role = "both";
+    w.device = (char *)s->wc->device;
+    w.address = "in-process";
+    w.ready = 1;
+    r.workers = &wp;
+    r.n_workers = 1;
+    l.max_sessions = lim->max_sessions;
+    l.max_queued_requests = lim->max_queued;
+    l.max_tokens = lim->max_tokens;
+    l.idle_timeout_seconds = (int32_t)lim->idle_timeout_s;
+    l.max_message_bytes = s->info.max_message_bytes;
+    l.stream_queue_messages = lim->stream_queue;
+    r.limits = &l;
+    r.uptime_seconds = now_s() - s->t_start;
+    int ns, nr, nq;
+    tc_engine_counts(s->e, &ns, &nr, &nq);
+    r.sessions_active = ns;
+    r.requests_running = nr;
+    pthread_mutex_lock(&s->mu);
+    r.draining = s->draining;
+    pthread_mutex_unlock(&s->mu);
+    reply(c->call, &r.base);
+}
+
+/* ---- health ---- */
+
+static Grpc__Health__V1__HealthCheckResponse__ServingStatus health_of(tc_service *s, const char *svc) {
+    if (svc[0] && strcmp(svc, "tconst.v1.TConst") != 0)
+        return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
+    pthread_mutex_lock(&s->mu);
+    int ok = s->serving && !s->draining;
+    pthread_mutex_unlock(&s->mu);
+    return ok ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+              : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+}
+
+static void h_health(ctx *c, const uint8_t *m, size_t len, int watch) {
+    DECODE(Grpc__Health__V1__HealthCheckRequest, grpc__health__v1__health_check_request, rq, m, len);
+    Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    r.status = health_of(c->svc, rq->service);
+    if (!watch) {
+        if (r.status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN)
+            finishf(c->call, TC_GRPC_NOT_FOUND, "service: unknown service '%s'", rq->service);
+        else reply(c->call, &r.base);
+    } else {
+        c->kind = K_WATCH;
+        snprintf(c->session_id, sizeof c->session_id, "%s", rq->service); /* the watched service */
+        send_msg(c->call, &r.base);
+        pthread_mutex_lock(&c->svc->mu);
+        atomic_fetch_add(&c->refs, 1);
+        c->next_watch = c->svc->watchers;
+        c->svc->watchers = c;
+        pthread_mutex_unlock(&c->svc->mu);
+    }
+    grpc__health__v1__health_check_request__free_unpacked(rq, NULL);
+}
+
+static void notify_watchers(tc_service *s) {
+    pthread_mutex_lock(&s->mu);
+    ctx *list = s->watchers;
+    for (ctx *w = list; w; w = w->next_watch) atomic_fetch_add(&w->refs, 1);
+    pthread_mutex_unlock(&s->mu);
+    for (ctx *w = list; w;) {
+        ctx *nx = w->next_watch;
+        Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+        r.status = health_of(s, w->session_id);
+        send_msg(w->call, &r.base);
+        ctx_unref(w);
+        w = nx;
+    }
+}
+
+static void unwatch(tc_service *s, ctx *c) {
+    pthread_mutex_lock(&s->mu);
+    int found = 0;
+    for (ctx **pp = &s->watchers; *pp; pp = &(*pp)->next_watch)
+        if (*pp == c) {
+            *pp = c->next_watch;
+            found = 1;
+            break;
+        }
+    pthread_mutex_unlock(&s->mu);
+    if (found) ctx_unref(c);
+}
+
+void tc_service_end_watchers(tc_service *s) {
+    pthread_mutex_lock(&s->mu);
+    ctx *list = s->watchers;
+    s->watchers = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (list) {
+        ctx *nx = list->next_watch;
+        tc_call_finish(list->call, TC_GRPC_UNAVAILABLE, "server shutting down");
+        ctx_unref(list);
+        list = nx;
+    }
+}
+
+void tc_service_set_serving(tc_service *s, int serving, int draining) {
+    pthread_mutex_lock(&s->mu);
+    int changed = s->serving != serving || s->draining != draining;
+    s->serving = serving;
+    s->draining = draining;
+    pthread_mutex_unlock(&s->mu);
+    if (changed) notify_watchers(s);
+}
+
+int tc_service_serving(tc_service *s) {
+    pthread_mutex_lock(&s->mu);
+    int r = s->serving && !s->draining;
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+/* ---- reflection ---- */
+
+static void h_reflect(ctx *c, const uint8_t *m, size_t len) {
+    DECODE(Grpc__Reflection__V1alpha__ServerReflectionRequest, grpc__reflection__v1alpha__server_reflection_request,
+           rq, m, len);
+    Grpc__Reflection__V1alpha__ServerReflectionResponse r = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__INIT;
+    Grpc__Reflection__V1alpha__ListServiceResponse ls = GRPC__REFLECTION__V1ALPHA__LIST_SERVICE_RESPONSE__INIT;
+    Grpc__Reflection__V1alpha__ServiceResponse sv[3];
+    Grpc__Reflection__V1alpha__ServiceResponse *svp[3];
+    Grpc__Reflection__V1alpha__FileDescriptorResponse fd = GRPC__REFLECTION__V1ALPHA__FILE_DESCRIPTOR_RESPONSE__INIT;
+    Grpc__Reflection__V1alpha__ErrorResponse er = GRPC__REFLECTION__V1ALPHA__ERROR_RESPONSE__INIT;
+    ProtobufCBinaryData blob;
+    const char *names[3] = {"tconst.v1.TConst", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"};
+    r.valid_host = rq->host;
+    r.original_request = rq;
+    const tc_descriptor *d = NULL;
+    switch (rq->message_request_case) {
+    case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES:
+        for (int i = 0; i < 3; i++) {
+            grpc__reflection__v1alpha__service_response__init(&sv[i]);
+            sv[i].name = (char *)names[i];
+            svp[i] = &sv[i];
+        }
+        ls.service = svp;
+        ls.n_service = 3;
+        r.message_response_case = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE;
+        r.list_services_response = &ls;
+        break;
+    case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME:
+        d = tc_descriptor_by_file(rq->file_by_filename);
+        break;
+    case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL:
+        d = tc_descriptor_by_symbol(rq->file_containing_symbol);
+        break;
+    default:
+        break;
+    }
+    if (rq->message_request_case != GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES) {
+        if (d) {
+            blob.data = (uint8_t *)d->data;
+            blob.len = d->len;
+            fd.file_descriptor_proto = &blob;
+            fd.n_file_descriptor_proto = 1;
+            r.message_response_case =
+                GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE;
+            r.file_descriptor_response = &fd;
+        } else {
+            er.error_code = TC_GRPC_NOT_FOUND;
+            er.error_message = rq->message_request_case ==
+                                       GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME ||
+                                       rq->message_request_case ==
+                                           GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL
+                                   ? "not found"
+                                   : "unsupported request";
+            r.message_response_case = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE;
+            r.error_response = &er;
+        }
+    }
+    send_msg(c->call, &r.base);
+    grpc__reflection__v1alpha__server_reflection_request__free_unpacked(rq, NULL);
+    tc_call_recv_next(c->call);
+}
+
+/* ---- rpc handlers ---- */
+
+static void on_start(void *ud, tc_call *call, const char *method, const uint8_t *m, size_t len) {
+    tc_service *s = ud;
+    ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        tc_call_finish(call, TC_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        tc_call_unref(call);
+        return;
+    }
+    c->svc = s;
+    c->call = call; /* takes on_start's reference */
+    atomic_init(&c->refs, 1);
+    pthread_mutex_init(&c->mu, NULL);
+    tc_call_set_user(call, c);
+    if (!m && tc_call_is_done(call)) return; /* cancelled before a message */
+    static const uint8_t none = 0;
+    const uint8_t *msg = m ? m : &none;
+    size_t n = m ? len : 0;
+    int is_stream = !strcmp(method, SVC "Stream");
+    int is_reflect = !strcmp(method, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo");
+    if (!m && !is_stream && !is_reflect) {
+        finishf(call, TC_GRPC_INVALID_ARGUMENT, "missing request message");
+        return;
+    }
+    if (!strncmp(method, SVC, strlen(SVC))) {
+        const char *r = method + strlen(SVC);
+        if (!strcmp(r, "Generate")) h_generate(c, msg, n, 0);
+        else if (!strcmp(r, "GenerateInSession")) h_generate(c, msg, n, 1);
+        else if (!strcmp(r, "OpenSession")) h_open(c, msg, n);
+        else if (!strcmp(r, "Append")) h_append(c, msg, n);
+        else if (!strcmp(r, "Stream")) {
+            c->kind = K_STREAM;
+            if (m) stream_msg(c, msg, n);
+            else tc_call_finish(call, TC_GRPC_OK, "");
+        } else if (!strcmp(r, "GetSession")) h_get(c, msg, n, 0);
+        else if (!strcmp(r, "CloseSession")) h_get(c, msg, n, 1);
+        else if (!strcmp(r, "Abort")) h_abort(c, msg, n);
+        else if (!strcmp(r, "Tokenize")) h_tokenize(c, msg, n);
+        else if (!strcmp(r, "Detokenize")) h_detokenize(c, msg, n);
+        else if (!strcmp(r, "ModelInfo")) h_model_info(c);
+        else if (!strcmp(r, "ServerInfo")) h_server_info(c);
+        else finishf(call, TC_GRPC_UNIMPLEMENTED, "unknown method %s", method);
+    } else if (!strcmp(method, "/grpc.health.v1.Health/Check")) h_health(c, msg, n, 0);
+    else if (!strcmp(method, "/grpc.health.v1.Health/Watch")) h_health(c, msg, n, 1);
+    else if (is_reflect) {
+        c->kind = K_REFLECT;
+        if (m) h_reflect(c, msg, n);
+        else tc_call_finish(call, TC_GRPC_OK, "");
+    } else finishf(call, TC_GRPC_UNIMPLEMENTED, "unknown method %s", method);
+}
+
+static void on_message(void *ud, tc_call *call, const uint8_t *m, size_t len) {
+    (void)ud;
+    ctx *c = tc_call_user(call);
+    if (!c) return;
+    if (c->kind == K_REFLECT) {
+        if (m) h_reflect(c, m, len);
+        else tc_call_finish(call, TC_GRPC_OK, "");
+        return;
+    }
+    if (c->kind != K_STREAM) return;
+    if (!m) { /* half-close: finish once the running job (if any) ends */
+        pthread_mutex_lock(&c->mu);
+        c->half_closed = 1;
+        int idle = c->job_id == 0;
+        pthread_mutex_unlock(&c->mu);
+        if (idle) tc_call_finish(call, TC_GRPC_OK, "");
+        return;
+    }
+    static const uint8_t none = 0;
+    stream_msg(c, len ? m : &none, len);
+}
+
+static void on_done(void *ud, tc_call *call, int cancelled) {
+    tc_service *s = ud;
+    ctx *c = tc_call_user(call);
+    if (!c) return;
+    pthread_mutex_lock(&c->mu);
+    c->rpc_done = 1;
+    uint64_t jid = c->job_id;
+    pthread_mutex_unlock(&c->mu);
+    if (jid && cancelled) tc_engine_cancel(s->e, jid);
+    if (c->kind == K_STREAM && c->owns_session && c->session_id[0]) {
+        tc_session_info si;
+        tc_engine_session_close(s->e, c->session_id, &si);
+    }
+    if (c->kind == K_WATCH) unwatch(s, c);
+    ctx_unref(c);
+}
+
+static void on_sent(void *ud, tc_call *call) {
+    (void)call;
+    tc_service *s = ud;
+    if (s->e) tc_engine_wake(s->e);
+}
+
+static const tc_rpc_handlers HANDLERS = {on_start, on_message, on_done, on_sent};
+const tc_rpc_handlers *tc_service_handlers(void) { return &HANDLERS; }
+
+tc_status tc_service_init(tc_service **out, tc_engine *e, tc_worker_client *wc, struct tc_bpe *bpe,
+                          const tc_service_info *info) {
+    tc_service *s = calloc(1, sizeof *s);
+    if (!s) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    s->e = e;
+    s->wc = wc;
+    s->bpe = bpe;
+    s->info = *info;
+    s->t_start = now_s();
+    pthread_mutex_init(&s->mu, NULL);
+    *out = s;
+    return TC_OK;
+}
+
+void tc_service_bind_engine(tc_service *s, tc_engine *e) { s->e = e; }
+
+void tc_service_free(tc_service *s) {
+    if (!s) return;
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}

@@ -1,0 +1,32 @@
+/* service.h — the public API (tconst.v1, grpc.health.v1, reflection) on
+ * top of rpc.h and engine.h: decodes and validates requests, submits jobs,
+ * encodes responses. Errors are gRPC statuses whose message names the
+ * field. Not the transport (rpc.c) nor the scheduling (engine.c). */
+#ifndef TC_DAEMON_SERVICE_H
+#define TC_DAEMON_SERVICE_H
+
+#include "engine.h"
+#include "rpc.h"
+
+typedef struct tc_service tc_service;
+
+typedef struct {
+    const char *model_path;
+    const char *version;
+    int max_message_bytes;
+} tc_service_info;
+
+tc_status tc_service_init(tc_service **out, tc_engine *e, tc_worker_client *wc, struct tc_bpe *bpe,
+                          const tc_service_info *info);
+void tc_service_free(tc_service *s);
+/* The sink the engine reports to, and the handlers the RPC server calls. */
+const tc_engine_sink *tc_service_sink(void);
+const tc_rpc_handlers *tc_service_handlers(void);
+void tc_service_bind_engine(tc_service *s, tc_engine *e);
+/* Health: serving flips readiness for Check/Watch (and /readyz). */
+void tc_service_set_serving(tc_service *s, int serving, int draining);
+int tc_service_serving(tc_service *s);
+/* Ends every Health.Watch stream (shutdown). */
+void tc_service_end_watchers(tc_service *s);
+
+#endif

@@ -1,0 +1,44 @@
+/* worker_client.h — how the coordinator drives the engine: sessions,
+ * appends, batched hit steps, syncs. This issue's implementation runs the
+ * model in-process (worker_local.c); the worker-process split swaps in a
+ * remote one behind the same table of functions. Not thread-safe: called
+ * from the engine thread only. */
+#ifndef TC_DAEMON_WORKER_CLIENT_H
+#define TC_DAEMON_WORKER_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/status.h"
+#include "../model/config.h"
+
+typedef struct tc_wc_session tc_wc_session;
+typedef struct tc_worker_client tc_worker_client;
+
+typedef struct {
+    int64_t length, syncs, state_bytes;
+    int sync_due;
+} tc_wc_session_stats;
+
+struct tc_worker_client {
+    const tc_model_config *cfg;
+    const char *device;     /* "cpu", "cuda:0" */
+    const char *dtype;      /* of the weights file */
+    int64_t n_params;
+    void *impl;
+    tc_status (*session_new)(tc_worker_client *w, tc_wc_session **out);
+    void (*session_free)(tc_worker_client *w, tc_wc_session *s);
+    /* append n tokens; logits of the last one into logits [V] (or NULL) */
+    tc_status (*append)(tc_worker_client *w, tc_wc_session *s, const int32_t *t, int64_t n, float *logits);
+    /* run the sync that the next token of s needs (no-op when none) */
+    tc_status (*sync)(tc_worker_client *w, tc_wc_session *s);
+    /* one token per session, logits [B, V] */
+    tc_status (*step)(tc_worker_client *w, tc_wc_session **s, const int32_t *t, int B, float *logits);
+    void (*stats)(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_stats *out);
+    void (*free)(tc_worker_client *w);
+};
+
+/* In-process worker on the CPU backend over model directory `dir`. */
+tc_status tc_worker_local_open(tc_worker_client **out, const char *dir, int n_threads);
+
+#endif

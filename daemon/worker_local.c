@@ -1,0 +1,83 @@
+/* worker_local.c — the in-process worker client: the model and its
+ * sessions live in the coordinator's process (CPU backend). */
+#include <stdlib.h>
+
+#include "../model/session.h"
+#include "worker_client.h"
+
+typedef struct {
+    tc_backend be;
+    tc_model *m;
+} local_impl;
+
+static tc_status l_new(tc_worker_client *w, tc_wc_session **out) {
+    local_impl *L = w->impl;
+    tc_session *s;
+    TC_CHECK(tc_session_new(L->m, &s));
+    *out = (tc_wc_session *)s;
+    return TC_OK;
+}
+static void l_free_s(tc_worker_client *w, tc_wc_session *s) {
+    (void)w;
+    tc_session_free((tc_session *)s);
+}
+static tc_status l_append(tc_worker_client *w, tc_wc_session *s, const int32_t *t, int64_t n, float *logits) {
+    (void)w;
+    return tc_session_append((tc_session *)s, t, n, logits);
+}
+static tc_status l_sync(tc_worker_client *w, tc_wc_session *s) {
+    (void)w;
+    tc_session *x = (tc_session *)s;
+    if (!tc_session_sync_due(x)) return TC_OK;
+    return tc_session_sync(x, x->n_tokens);
+}
+static tc_status l_step(tc_worker_client *w, tc_wc_session **s, const int32_t *t, int B, float *logits) {
+    (void)w;
+    return tc_step_batch((tc_session **)s, t, B, logits);
+}
+static void l_stats(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_stats *o) {
+    (void)w;
+    const tc_session *x = (const tc_session *)s;
+    o->length = x->n_tokens;
+    o->syncs = x->n_syncs;
+    o->state_bytes = (int64_t)tc_session_state_bytes(x);
+    o->sync_due = tc_session_sync_due(x);
+}
+static void l_free(tc_worker_client *w) {
+    local_impl *L = w->impl;
+    tc_model_free(L->m);
+    tc_backend_cpu_free(&L->be);
+    free(L);
+    free(w);
+}
+
+tc_status tc_worker_local_open(tc_worker_client **out, const char *dir, int n_threads) {
+    tc_worker_client *w = calloc(1, sizeof *w);
+    local_impl *L = calloc(1, sizeof *L);
+    if (!w || !L) {
+        free(w);
+        free(L);
+        return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    }
+    tc_status st = tc_backend_cpu_init(&L->be, n_threads);
+    if (st == TC_OK) st = tc_model_load(&L->m, dir, &L->be);
+    if (st != TC_OK) {
+        free(w);
+        free(L);
+        return st;
+    }
+    w->impl = L;
+    w->cfg = &L->m->cfg;
+    w->device = "cpu";
+    w->dtype = L->m->dtype_name;
+    w->n_params = L->m->n_params;
+    w->session_new = l_new;
+    w->session_free = l_free_s;
+    w->append = l_append;
+    w->sync = l_sync;
+    w->step = l_step;
+    w->stats = l_stats;
+    w->free = l_free;
+    *out = w;
+    return TC_OK;
+}
