@@ -1,0 +1,426 @@
+/* test_bpe_unit.c — tc_tokenizer_unit WORKDIR: tokenizer tests that need no
+ * network and no node. The U+FFFD rule and the stream against ref_utf8.c
+ * (fixed cases and random bytes split at random points), pre-tokenizer
+ * splits that depend on ECMAScript's \s, the merge order on a synthetic
+ * vocabulary (overlapping pairs, gpt-3-encoder's "a,b" aliasing), every
+ * malformed vocab/merges file with the message it must give, directory
+ * detection, decode and stream errors, the word cache under threads.
+ * Files are written under WORKDIR. Prints "N passed, M failed". */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "tests/tokenizer/ref_utf8.h"
+#include "tokenizer/bpe.h"
+#include "tokenizer/pretok.h"
+
+static int n_pass, n_fail;
+static const char *work;
+
+#define EXPECT(cond, ...)                                                     \
+    do {                                                                      \
+        if (cond) n_pass++;                                                   \
+        else {                                                                \
+            n_fail++;                                                         \
+            fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);             \
+            fprintf(stderr, __VA_ARGS__);                                     \
+            fprintf(stderr, "\n");                                            \
+        }                                                                     \
+    } while (0)
+
+/* ---- UTF-8 -------------------------------------------------------------- */
+
+static void test_utf8_cases(void) {
+    static const struct { const char *in, *out; } c[] = {
+        {"abc", "abc"},
+        {"caf\xC3\xA9", "caf\xC3\xA9"},
+        {"\xF0\x9F\x98\x80", "\xF0\x9F\x98\x80"},
+        {"\x80", "\xEF\xBF\xBD"},
+        {"\xC0\xAF", "\xEF\xBF\xBD\xEF\xBF\xBD"},                         /* overlong: 2 */
+        {"\xE0\x80\xAF", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"},         /* overlong: 3 */
+        {"\xED\xA0\x80", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"},         /* surrogate */
+        {"\xF4\x90\x80\x80", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"}, /* > U+10FFFF */
+        {"\xE2\x82" "A", "\xEF\xBF\xBD" "A"},                             /* one subpart */
+        {"\xF0\x9F\x98", "\xEF\xBF\xBD"},                                  /* truncated at end */
+        {"\xF0\x9F\x98" "\xF0\x9F\x98\x80", "\xEF\xBF\xBD\xF0\x9F\x98\x80"},
+        {"\xF5\x80", "\xEF\xBF\xBD\xEF\xBF\xBD"},
+        {"\xE1\x80\xE2\xF0\x91\x92\xF1\xBF\x41", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD" "A"}, /* WHATWG */
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        uint8_t out[64];
+        size_t n = tc_utf8_sanitize((const uint8_t *)c[i].in, strlen(c[i].in), out);
+        EXPECT(n == strlen(c[i].out) && memcmp(out, c[i].out, n) == 0, "sanitize case %zu", i);
+        n = ref_utf8_sanitize((const uint8_t *)c[i].in, strlen(c[i].in), out);
+        EXPECT(n == strlen(c[i].out) && memcmp(out, c[i].out, n) == 0, "reference sanitize case %zu", i);
+    }
+}
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static uint32_t rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 16);
+}
+
+/* Random bytes shaped like UTF-8 (leads, continuations, ASCII), sanitized
+ * whole vs the reference, and streamed in random pieces. */
+static void test_utf8_random(void) {
+    static const uint8_t pool[] = {'a', ' ', 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC2, 0xDF, 0xE0,
+                                   0xE1, 0xED, 0xEE, 0xEF, 0xF0, 0xF1, 0xF3, 0xF4, 0xF5, 0xFF};
+    int bad_whole = 0, bad_stream = 0, bad_valid = 0;
+    for (int t = 0; t < 20000; t++) {
+        uint8_t in[24], want[96], got[96 + 16], piece[TC_UTF8_STREAM_OUT_MAX(24)];
+        size_t n = 1 + rnd() % 20;
+        for (size_t i = 0; i < n; i++) in[i] = pool[rnd() % sizeof pool];
+        size_t wl = ref_utf8_sanitize(in, n, want);
+        size_t gl = tc_utf8_sanitize(in, n, got);
+        bad_whole += gl != wl || memcmp(got, want, wl) != 0;
+        tc_utf8_stream s;
+        tc_utf8_stream_init(&s);
+        size_t o = 0;
+        for (size_t i = 0; i < n;) {
+            size_t k = 1 + rnd() % 4;
+            if (k > n - i) k = n - i;
+            size_t pl = tc_utf8_stream_push(&s, in + i, k, piece);
+            bad_valid += !ref_utf8_valid(piece, pl);
+            memcpy(got + o, piece, pl);
+            o += pl;
+            i += k;
+        }
+        o += tc_utf8_stream_flush(&s, got + o);
+        bad_stream += o != wl || memcmp(got, want, wl) != 0;
+    }
+    EXPECT(bad_whole == 0, "tc_utf8_sanitize differs from the reference on %d inputs", bad_whole);
+    EXPECT(bad_stream == 0, "stream concatenation differs from the reference on %d inputs", bad_stream);
+    EXPECT(bad_valid == 0, "stream emitted ill-formed UTF-8 %d times", bad_valid);
+}
+
+/* ---- pre-tokenizer ------------------------------------------------------ */
+
+typedef struct {
+    char buf[512];
+    size_t n;
+} split_out;
+
+static tc_status collect(void *ctx, const uint8_t *w, size_t n) {
+    split_out *o = ctx;
+    if (o->n + n + 1 < sizeof o->buf) {
+        memcpy(o->buf + o->n, w, n);
+        o->n += n;
+        o->buf[o->n++] = '|';
+        o->buf[o->n] = 0;
+    }
+    return TC_OK;
+}
+
+static void test_pretok(void) {
+    static const struct { const char *in, *out; } c[] = {
+        {"Hello world", "Hello| world|"},
+        {"it's I'LL we've", "it|'s| I|'|LL| we|'ve|"},
+        {"a  b", "a| | b|"},
+        {"a\n\nb", "a|\n|\n|b|"},
+        {"x   ", "x|   |"},
+        {"abc123def", "abc|123|def|"},
+        {" \xC2\xB2\xC2\xBD", " \xC2\xB2\xC2\xBD|"},            /* superscript, fraction: \p{N} */
+        {"\xE3\x80\x80" "a", "\xE3\x80\x80|a|"},                /* U+3000 is \s */
+        {"a\xEF\xBB\xBF" "b", "a|\xEF\xBB\xBF|b|"},             /* U+FEFF is \s in JS, not in PCRE2 */
+        {"a\xC2\x85" "b", "a|\xC2\x85|b|"},                     /* U+0085 is \s in PCRE2, not in JS */
+        {"!\xC2\x85?", "!\xC2\x85?|"},                          /* ... so it joins punctuation */
+        {"a \xE1\xA0\x8E", "a| \xE1\xA0\x8E|"},                 /* U+180E: other in JS */
+        {"x\xFF y", "x|\xFF| y|"},                              /* ill-formed byte: other */
+        {" \xFF!\xE2\x82", " \xFF!\xE2\x82|"},
+        {"\xF0\x9F\x98\x80\xF0\x9F\x98\x80 ok", "\xF0\x9F\x98\x80\xF0\x9F\x98\x80| ok|"},
+        {"e\xCC\x81t\xC3\xA9", "e|\xCC\x81|t\xC3\xA9|"},        /* combining mark is not \p{L} */
+    };
+    tc_pretok *p;
+    EXPECT(tc_pretok_init(&p) == TC_OK, "pretok init: %s", tc_error_get());
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        split_out o = {.n = 0};
+        o.buf[0] = 0;
+        tc_status st = tc_pretok_run(p, (const uint8_t *)c[i].in, strlen(c[i].in), collect, &o);
+        EXPECT(st == TC_OK && strcmp(o.buf, c[i].out) == 0, "split %zu: got \"%s\" want \"%s\"", i, o.buf, c[i].out);
+    }
+    tc_pretok_free(p);
+}
+
+/* ---- synthetic vocabulary ------------------------------------------------ */
+
+static void byte_char(int b, char *out) { /* GPT-2 bytes_to_unicode, as UTF-8 */
+    static int cp[256], init;
+    if (!init) {
+        int n = 0;
+        for (int i = 0; i < 256; i++) {
+            int pr = (i >= 0x21 && i <= 0x7E) || (i >= 0xA1 && i <= 0xAC) || (i >= 0xAE && i <= 0xFF);
+            cp[i] = pr ? i : 256 + n++;
+        }
+        init = 1;
+    }
+    int c = cp[b];
+    if (c < 0x80) { out[0] = (char)c; out[1] = 0; }
+    else { out[0] = (char)(0xC0 | c >> 6); out[1] = (char)(0x80 | (c & 63)); out[2] = 0; }
+}
+
+static void write_file(const char *dir, const char *name, const char *text) {
+    char p[1024];
+    mkdir(dir, 0755);
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "wb");
+    if (!f) { perror(p); exit(2); }
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A vocab.json of the 256 byte tokens (ids 0..255), then `extra` keys
+ * (JSON-escaped already) from id 256, then `tail` raw JSON. */
+static char *vocab_json(const char *const *extra, int n_extra, const char *tail) {
+    static char buf[1 << 16];
+    size_t o = 0;
+    o += (size_t)snprintf(buf + o, sizeof buf - o, "{");
+    for (int b = 0; b < 256; b++) {
+        char ch[4];
+        byte_char(b, ch);
+        if (b == '"' || b == '\\') o += (size_t)snprintf(buf + o, sizeof buf - o, "\"\\%s\": %d,", ch, b);
+        else o += (size_t)snprintf(buf + o, sizeof buf - o, "\"%s\": %d,", ch, b);
+    }
+    for (int i = 0; i < n_extra; i++) o += (size_t)snprintf(buf + o, sizeof buf - o, "\"%s\": %d,", extra[i], 256 + i);
+    o += (size_t)snprintf(buf + o, sizeof buf - o, "%s", tail);
+    if (buf[o - 1] == ',') o--;
+    snprintf(buf + o, sizeof buf - o, "}");
+    return buf;
+}
+
+static const char *syn_tokens[] = {"aa", "aaa", "\\\",", "\\\",\\\"", ",\\\"", "Ġa", "Ġaa"};
+/* merge order: '" ,' first, then the aliased key '",,"', then ', "' */
+static const char syn_merges[] = "#version: 0.2\n"
+                                 "a a\n"
+                                 "aa a\n"
+                                 "\" ,\n"
+                                 "\" ,\"\n"
+                                 ", \"\n"
+                                 "Ġ a\n"
+                                 "Ġ aa\n";
+
+static void expect_encode(tc_bpe *bpe, const char *text, const int32_t *want, size_t nw) {
+    int32_t *ids;
+    size_t n;
+    tc_status st = tc_bpe_encode(bpe, text, strlen(text), &ids, &n);
+    int ok = st == TC_OK && n == nw && memcmp(ids, want, n * sizeof *ids) == 0;
+    char got[256] = "";
+    for (size_t i = 0; st == TC_OK && i < n && strlen(got) < 200; i++)
+        snprintf(got + strlen(got), sizeof got - strlen(got), " %d", ids[i]);
+    EXPECT(ok, "encode \"%s\": got%s", text, got);
+    if (st == TC_OK) free(ids);
+}
+
+static void test_synthetic(void) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/synthetic", work);
+    write_file(dir, "vocab.json", vocab_json(syn_tokens, 7, ""));
+    write_file(dir, "merges.txt", syn_merges);
+    tc_bpe *bpe;
+    tc_status st = tc_bpe_load(&bpe, dir);
+    EXPECT(st == TC_OK, "load synthetic: %s", tc_error_get());
+    if (st != TC_OK) return;
+    EXPECT(tc_bpe_vocab_size(bpe) == 263, "vocab size %d", tc_bpe_vocab_size(bpe));
+    enum { AA = 256, AAA, DQC, DQCDQ, CDQ, SP_A, SP_AA };
+    /* overlapping pairs merge left to right: aaaa -> aa aa; aaaaa -> aa aaa */
+    expect_encode(bpe, "aaaa", (int32_t[]){AA, AA}, 2);
+    expect_encode(bpe, "aaaaa", (int32_t[]){AA, AAA}, 2);
+    expect_encode(bpe, "aaa", (int32_t[]){AAA}, 1);
+    expect_encode(bpe, " aa b", (int32_t[]){SP_AA, ' ', 'b'}, 3);
+    expect_encode(bpe, " a", (int32_t[]){SP_A}, 1);
+    /* '","': '" ,' merges first; then ('",', '"') is no merge, but its key
+     * '",,"' is that of ('"', ',"'), so gpt-3-encoder merges it too */
+    expect_encode(bpe, "\",\"", (int32_t[]){DQCDQ}, 1);
+    expect_encode(bpe, ",\"", (int32_t[]){CDQ}, 1);
+    /* lossless and decode */
+    const char *t = "aa \xFF\",\"\xE2\x82";
+    int32_t *ids;
+    size_t n;
+    if (tc_bpe_encode(bpe, t, strlen(t), &ids, &n) == TC_OK) {
+        char *back;
+        size_t bl;
+        EXPECT(tc_bpe_decode(bpe, ids, n, &back, &bl) == TC_OK && bl == strlen(t) && memcmp(back, t, bl) == 0,
+               "decode(encode(x)) == x");
+        free(back);
+        free(ids);
+    }
+    int32_t bad[] = {1, 263};
+    char *out;
+    size_t ol;
+    st = tc_bpe_decode(bpe, bad, 2, &out, &ol);
+    EXPECT(st == TC_ERR_INVALID && strstr(tc_error_get(), "token id 263 (position 1) out of range [0, 263)"),
+           "decode bad id: %s", tc_error_get());
+    tc_bpe_stream s;
+    tc_bpe_stream_init(&s, bpe);
+    char piece[64];
+    size_t pl;
+    st = tc_bpe_stream_push(&s, -1, piece, sizeof piece, &pl);
+    EXPECT(st == TC_ERR_INVALID && strstr(tc_error_get(), "token id -1 out of range"), "stream bad id");
+    st = tc_bpe_stream_push(&s, 'a', piece, 2, &pl);
+    EXPECT(st == TC_ERR_INVALID && strstr(tc_error_get(), "stream buffer of 2 bytes"), "stream small buffer");
+    /* a character split across tokens is held back, then completed */
+    EXPECT(tc_bpe_stream_push(&s, 0xE2, piece, sizeof piece, &pl) == TC_OK && pl == 0, "hold 1/3");
+    EXPECT(tc_bpe_stream_push(&s, 0x82, piece, sizeof piece, &pl) == TC_OK && pl == 0, "hold 2/3");
+    EXPECT(tc_bpe_stream_push(&s, 0xAC, piece, sizeof piece, &pl) == TC_OK && pl == 3 &&
+               memcmp(piece, "\xE2\x82\xAC", 3) == 0, "emit the euro sign");
+    EXPECT(tc_bpe_stream_push(&s, 0xE2, piece, sizeof piece, &pl) == TC_OK && pl == 0, "hold again");
+    EXPECT(tc_bpe_stream_push(&s, 'x', piece, sizeof piece, &pl) == TC_OK && pl == 4 &&
+               memcmp(piece, "\xEF\xBF\xBDx", 4) == 0, "broken sequence -> U+FFFD then x");
+    EXPECT(tc_bpe_stream_push(&s, 0xF0, piece, sizeof piece, &pl) == TC_OK && pl == 0, "hold at end");
+    EXPECT(tc_bpe_stream_flush(&s, piece) == 3 && memcmp(piece, "\xEF\xBF\xBD", 3) == 0, "flush -> U+FFFD");
+    EXPECT(tc_bpe_stream_flush(&s, piece) == 0, "flush twice -> nothing");
+    tc_bpe_free(bpe);
+}
+
+/* ---- the word cache under threads -------------------------------------- */
+
+typedef struct {
+    tc_bpe *bpe;
+    int bad;
+} thr_arg;
+
+static void *thr_encode(void *p) {
+    thr_arg *a = p;
+    static const char text[] = "aaaa aa aaa \",\" aaaaa aa a aaaa";
+    int32_t *first = NULL;
+    size_t nfirst = 0;
+    for (int i = 0; i < 2000; i++) {
+        int32_t *ids;
+        size_t n;
+        if (tc_bpe_encode(a->bpe, text, sizeof text - 1, &ids, &n) != TC_OK) { a->bad++; continue; }
+        if (!first) { first = ids; nfirst = n; continue; }
+        a->bad += n != nfirst || memcmp(ids, first, n * sizeof *ids) != 0;
+        free(ids);
+    }
+    free(first);
+    return NULL;
+}
+
+static void test_threads(void) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/synthetic", work);
+    tc_bpe *bpe;
+    if (tc_bpe_load(&bpe, dir) != TC_OK) return;
+    pthread_t t[4];
+    thr_arg a[4];
+    for (int i = 0; i < 4; i++) {
+        a[i] = (thr_arg){bpe, 0};
+        pthread_create(&t[i], NULL, thr_encode, &a[i]);
+    }
+    int bad = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        bad += a[i].bad;
+    }
+    EXPECT(bad == 0, "concurrent encodes disagree %d times", bad);
+    tc_bpe_free(bpe);
+}
+
+/* ---- malformed files ---------------------------------------------------- */
+
+static int case_no;
+
+/* Writes vocab + merges into a fresh directory, loads it, and checks the
+ * status and that the message contains every `want` fragment. */
+static void expect_load_error(const char *vocab_name, const char *vocab, const char *merges_name, const char *merges,
+                              tc_status want_st, const char *want1, const char *want2) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/bad%02d", work, case_no++);
+    mkdir(dir, 0755);
+    if (vocab) write_file(dir, vocab_name, vocab);
+    if (merges) write_file(dir, merges_name, merges);
+    tc_bpe *bpe = NULL;
+    tc_error_clear();
+    tc_status st = tc_bpe_load(&bpe, dir);
+    const char *m = tc_error_get() ? tc_error_get() : "";
+    EXPECT(st == want_st && strstr(m, want1) && (!want2 || strstr(m, want2)),
+           "case %d: status %s, message \"%s\"; want %s with \"%s\"%s%s", case_no - 1, tc_status_str(st), m,
+           tc_status_str(want_st), want1, want2 ? " and " : "", want2 ? want2 : "");
+    tc_bpe_free(bpe);
+}
+
+static void test_malformed(void) {
+    const char *ok_merges = "#version: 0.2\na a\n";
+    const char *aa[] = {"aa"};
+    char v[1 << 16];
+    /* vocab.json */
+    expect_load_error("vocab.json", "{\"a\": 1,\n \"b\": }", "merges.txt", ok_merges, TC_ERR_INVALID,
+                      "vocab.json:2:", "not valid JSON");
+    expect_load_error("vocab.json", "[1, 2, 3]", "merges.txt", ok_merges, TC_ERR_INVALID, "vocab.json: top level is not a JSON object", NULL);
+    expect_load_error("vocab.json", "{}", "merges.txt", ok_merges, TC_ERR_INVALID, "vocab.json: no tokens", NULL);
+    snprintf(v, sizeof v, "%s", vocab_json(aa, 1, "\"zz\": \"7\","));
+    expect_load_error("vocab.json", v, "merges.txt", ok_merges, TC_ERR_INVALID, "vocab.json: key \"zz\": id is not a number", NULL);
+    snprintf(v, sizeof v, "%s", vocab_json(aa, 1, "\"zz\": 257.5,"));
+    expect_load_error("vocab.json", v, "merges.txt", ok_merges, TC_ERR_INVALID, "key \"zz\": id 257.5 is not an integer", NULL);
+    snprintf(v, sizeof v, "%s", vocab_json(aa, 1, "\"zz\": 256,"));
+    expect_load_error("vocab.json", v, "merges.txt", ok_merges, TC_ERR_INVALID, "key \"zz\": id 256 is also the id of key \"aa\"", NULL);
+    snprintf(v, sizeof v, "%s", vocab_json(aa, 1, "\"zz\": 4000,"));
+    expect_load_error("vocab.json", v, "merges.txt", ok_merges, TC_ERR_INVALID, "key \"zz\": id 4000 out of range [0, 258)", NULL);
+    snprintf(v, sizeof v, "%s", vocab_json(aa, 1, "\"zz\": -1,"));
+    expect_load_error("vocab.json", v, "merges.txt", ok_merges, TC_ERR_INVALID, "key \"zz\": id -1 out of range", NULL);
+    snprintf(v, sizeof v, "%s", vocab_json(aa, 1, "\"aa\": 257,"));
+    expect_load_error("vocab.json", v, "merges.txt", ok_merges, TC_ERR_INVALID, "key \"aa\" appears twice", NULL);
+    snprintf(v, sizeof v, "%s", vocab_json(aa, 1, "\"a b\": 257,"));
+    expect_load_error("vocab.json", v, "merges.txt", ok_merges, TC_ERR_INVALID,
+                      "key \"a b\": character U+0020 is outside the GPT-2 byte alphabet", NULL);
+    snprintf(v, sizeof v, "%s", vocab_json(aa, 1, "\"x\\u4e2d\": 257,"));
+    expect_load_error("vocab.json", v, "merges.txt", ok_merges, TC_ERR_INVALID, "character U+4E2D is outside", NULL);
+    snprintf(v, sizeof v, "%s", vocab_json(aa, 1, "\"\": 257,"));
+    expect_load_error("vocab.json", v, "merges.txt", ok_merges, TC_ERR_INVALID, "vocab.json: empty key (id 257)", NULL);
+    expect_load_error("vocab.json", "{\"a\": 0, \"b\": 1}", "merges.txt", ok_merges, TC_ERR_INVALID,
+                      "vocab.json: no token for byte 0x00 (key \"\\u0100\")", NULL);
+    /* merges.txt */
+    const char *vocab = vocab_json(aa, 1, "");
+    expect_load_error("vocab.json", vocab, "merges.txt", "#version: 0.2\na a\na a a\n", TC_ERR_INVALID,
+                      "merges.txt:3: expected two symbols separated by a space, found 3: \"a a a\"", NULL);
+    expect_load_error("vocab.json", vocab, "merges.txt", "#version: 0.2\nab\n", TC_ERR_INVALID,
+                      "merges.txt:2: expected two symbols", "found 1");
+    expect_load_error("vocab.json", vocab, "merges.txt", "#version: 0.2\na a\n\nb b\n", TC_ERR_INVALID,
+                      "merges.txt:3: empty line", NULL);
+    expect_load_error("vocab.json", vocab, "merges.txt", "#version: 0.2\na a\naa xyz\n", TC_ERR_INVALID,
+                      "merges.txt:3: unknown symbol \"xyz\" (not a key of the vocabulary)", NULL);
+    expect_load_error("vocab.json", vocab, "merges.txt", "#version: 0.2\nb c\n", TC_ERR_INVALID,
+                      "merges.txt:2: merge result of \"b\" + \"c\" is not a key of the vocabulary", NULL);
+    expect_load_error("vocab.json", vocab, "merges.txt", "#version: 0.2\na a\na a\n", TC_ERR_INVALID,
+                      "merges.txt:3: duplicate merge \"a a\" (first on line 2)", NULL);
+    expect_load_error("vocab.json", vocab, "merges.txt", "a \xE4\xB8\xAD\n", TC_ERR_INVALID,
+                      "merges.txt:1: symbol", "character U+4E2D is outside the GPT-2 byte alphabet");
+    expect_load_error("vocab.json", vocab, "merges.txt", "a \xFF\n", TC_ERR_INVALID, "merges.txt:1: symbol", "ill-formed UTF-8");
+    /* the other file names, and the directory itself */
+    expect_load_error("encoder.json", "[]", "vocab.bpe", ok_merges, TC_ERR_INVALID, "encoder.json: top level is not", NULL);
+    expect_load_error("encoder.json", vocab, "vocab.bpe", "x yq\n", TC_ERR_INVALID, "vocab.bpe:1: unknown symbol \"yq\"", NULL);
+    expect_load_error("vocab.json", vocab, "merges.txt", NULL, TC_ERR_INVALID, "has vocab.json but not merges.txt", NULL);
+    expect_load_error("encoder.json", NULL, "vocab.bpe", ok_merges, TC_ERR_INVALID, "has vocab.bpe but not encoder.json", NULL);
+    expect_load_error("vocab.json", NULL, "merges.txt", NULL, TC_ERR_UNSUPPORTED, "no tokenizer", "token ids only");
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/bad%02d", work, case_no - 1);
+    EXPECT(!tc_bpe_exists(dir), "tc_bpe_exists on an empty directory");
+    snprintf(dir, sizeof dir, "%s/synthetic", work);
+    EXPECT(tc_bpe_exists(dir), "tc_bpe_exists on the synthetic tokenizer");
+    /* CRLF line ends, extra blank lines at the end, tabs: accepted */
+    expect_load_error("vocab.json", vocab, "merges.txt", "#version: 0.2\r\na\ta\r\n\n\n", TC_OK, "", NULL);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s WORKDIR\n", argv[0]);
+        return 2;
+    }
+    work = argv[1];
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", work);
+    if (system(cmd) != 0) return 2;
+    test_utf8_cases();
+    test_utf8_random();
+    test_pretok();
+    test_synthetic();
+    test_threads();
+    test_malformed();
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}
