@@ -35,6 +35,11 @@ typedef struct ctx {
     char request_id[TC_ID_MAX];
     char session_id[TC_ID_MAX]; /* streams: their session */
     int owns_session, half_closed, failed, rpc_done;
+    /* a job's final status, held until the engine lets go of the job
+     * (sk_done): by then its session is no longer busy, so a client may
+     * use the session again as soon as its call has ended */
+    int end_set, end_code;
+    char end_msg[600];
     struct ctx *next_watch;
 } ctx;
 
@@ -93,6 +98,17 @@ static void session_info_pb(const tc_session_info *si, Tconst__V1__SessionInfo *
 
 /* ---- engine sink (engine thread) ---- */
 
+/* the call's status, sent by sk_done (first one wins) */
+static void end_later(ctx *c, int code, const char *msg) {
+    pthread_mutex_lock(&c->mu);
+    if (!c->end_set) {
+        c->end_set = 1;
+        c->end_code = code;
+        snprintf(c->end_msg, sizeof c->end_msg, "%s", msg ? msg : "");
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
 static void sk_appended(void *user, const tc_session_info *si, int64_t n) {
     ctx *c = user;
     Tconst__V1__SessionInfo pi;
@@ -101,9 +117,11 @@ static void sk_appended(void *user, const tc_session_info *si, int64_t n) {
         Tconst__V1__AppendResponse r = TCONST__V1__APPEND_RESPONSE__INIT;
         r.session = &pi;
         r.appended_tokens = n;
-        reply(c->call, &r.base);
+        send_msg(c->call, &r.base);
+        end_later(c, TC_GRPC_OK, "");
     } else if (c->kind == K_OPEN) {
-        reply(c->call, &pi.base);
+        send_msg(c->call, &pi.base);
+        end_later(c, TC_GRPC_OK, "");
     } else if (c->kind == K_STREAM) {
         Tconst__V1__StreamResponse r = TCONST__V1__STREAM_RESPONSE__INIT;
         r.event_case = TCONST__V1__STREAM_RESPONSE__EVENT_APPENDED;
@@ -159,9 +177,9 @@ static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, s
                 int code = error && strstr(error, "shutting down") ? TC_GRPC_UNAVAILABLE
                            : error && strstr(error, "deadline")    ? TC_GRPC_DEADLINE_EXCEEDED
                                                                    : TC_GRPC_CANCELLED;
-                tc_call_finish(c->call, code, error ? error : "cancelled");
-            } else if (fin == TC_FINISH_ERROR) tc_call_finish(c->call, TC_GRPC_INTERNAL, error ? error : "error");
-            else tc_call_finish(c->call, TC_GRPC_OK, "");
+                end_later(c, code, error ? error : "cancelled");
+            } else if (fin == TC_FINISH_ERROR) end_later(c, TC_GRPC_INTERNAL, error ? error : "error");
+            else end_later(c, TC_GRPC_OK, "");
         }
     }
     if (txt != stackbuf) free(txt);
@@ -172,7 +190,7 @@ static void sk_failed(void *user, int code, const char *msg) {
     pthread_mutex_lock(&c->mu);
     c->failed = 1;
     pthread_mutex_unlock(&c->mu);
-    tc_call_finish(c->call, code, msg);
+    end_later(c, code, msg);
 }
 
 static void sk_done(void *user) {
@@ -181,8 +199,10 @@ static void sk_done(void *user) {
     c->job_id = 0;
     int next = c->kind == K_STREAM && !c->failed && !c->rpc_done;
     int fin = next && c->half_closed;
+    int end = c->end_set;
     pthread_mutex_unlock(&c->mu);
-    if (fin) tc_call_finish(c->call, TC_GRPC_OK, "");
+    if (end) tc_call_finish(c->call, c->end_code, c->end_msg);
+    else if (fin) tc_call_finish(c->call, TC_GRPC_OK, "");
     else if (next) tc_call_recv_next(c->call);
     ctx_unref(c);
 }
