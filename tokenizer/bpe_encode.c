@@ -190,7 +190,7 @@ static tc_status encode_word(void *ctx, const uint8_t *w, size_t n) {
     }
     size_t start = c->n;
     TC_CHECK(bpe_word(c, w, n));
-    if (slot && pthread_mutex_trylock(&bpe->cache_mu) == 0) {
+    if (slot && c->n - start <= TC_BPE_CACHE_IDS && pthread_mutex_trylock(&bpe->cache_mu) == 0) {
         slot->hash = h;
         slot->len = (uint8_t)n;
         slot->n_ids = (uint8_t)(c->n - start);

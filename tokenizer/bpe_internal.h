@@ -10,16 +10,18 @@
 #include "tokenizer/pretok.h"
 
 /* Word cache: direct-mapped, fixed size, so memory is bounded
- * (TC_BPE_CACHE_SLOTS * sizeof(tc_bpe_cache_slot), about 2 MiB). Words
- * longer than TC_BPE_CACHE_WORD bytes are not cached. */
-#define TC_BPE_CACHE_SLOTS 16384
+ * (TC_BPE_CACHE_SLOTS * sizeof(tc_bpe_cache_slot), about 3.3 MiB). Words
+ * longer than TC_BPE_CACHE_WORD bytes or of more than TC_BPE_CACHE_IDS
+ * tokens are not cached. */
+#define TC_BPE_CACHE_SLOTS 32768
 #define TC_BPE_CACHE_WORD 24
+#define TC_BPE_CACHE_IDS 16
 
 typedef struct {
     uint64_t hash; /* 0: empty */
     uint8_t len, n_ids;
     uint8_t word[TC_BPE_CACHE_WORD];
-    int32_t ids[TC_BPE_CACHE_WORD];
+    int32_t ids[TC_BPE_CACHE_IDS];
 } tc_bpe_cache_slot;
 
 typedef struct {

@@ -36,6 +36,9 @@ int main(int argc, char **argv) {
     if (tc_bpe_load(&bpe, argv[1]) != TC_OK) { fprintf(stderr, "%s\n", tc_error_get()); return 1; }
     double t_load = now() - t0;
 
+    static const char *kinds[] = {"prose", "code", "unicode", "whitespace", "punct", "invalid", "sweep"};
+    double kt[7] = {0};
+    size_t kb[7] = {0};
     double best = 1e30, cold = 0;
     size_t bytes = 0, ids_total = 0;
     for (int r = 0; r <= repeat; r++) {
@@ -46,9 +49,15 @@ int main(int argc, char **argv) {
                           (unsigned)buf[off + 3] << 24;
             int32_t *ids;
             size_t n;
+            int kind = buf[off + 4] < 7 ? buf[off + 4] : 0;
+            double tk = now();
             if (tc_bpe_encode(bpe, (const char *)buf + off + 5, rl, &ids, &n) != TC_OK) {
                 fprintf(stderr, "%s\n", tc_error_get());
                 return 1;
+            }
+            if (r > 0) {
+                kt[kind] += now() - tk;
+                kb[kind] += rl;
             }
             free(ids);
             bytes += rl;
@@ -61,6 +70,10 @@ int main(int argc, char **argv) {
     }
     printf("C    tc_bpe_encode: load %.0f ms; %zu bytes -> %zu ids; cold %.2f MB/s, warm %.2f MB/s (best of %d)\n",
            1e3 * t_load, bytes, ids_total, bytes / cold / 1e6, bytes / best / 1e6, repeat);
+    printf("C    warm MB/s by kind:");
+    for (int k = 0; k < 7; k++)
+        if (kb[k]) printf(" %s %.1f", kinds[k], kb[k] / kt[k] / 1e6);
+    printf("\n");
     tc_bpe_free(bpe);
     free(buf);
     return 0;

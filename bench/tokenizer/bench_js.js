@@ -16,17 +16,24 @@ const recs = [];
 let bytes = 0;
 for (let off = 0; off + 5 <= buf.length;) {
   const len = buf.readUInt32LE(off);
-  recs.push(buf.toString('utf8', off + 5, off + 5 + len));
+  recs.push([buf[off + 4], buf.toString('utf8', off + 5, off + 5 + len), len]);
   bytes += len;
   off += 5 + len;
 }
+const kinds = ['prose', 'code', 'unicode', 'whitespace', 'punct', 'invalid', 'sweep'];
+const kt = kinds.map(() => 0), kb = kinds.map(() => 0);
 let best = Infinity, cold = 0, ids = 0;
 for (let r = 0; r <= repeat; r++) {
   ids = 0;
   const t = process.hrtime.bigint();
-  for (const s of recs) ids += enc.encode(s).length;
+  for (const [k, s, len] of recs) {
+    const tk = process.hrtime.bigint();
+    ids += enc.encode(s).length;
+    if (r > 0) { kt[k] += Number(process.hrtime.bigint() - tk) / 1e9; kb[k] += len; }
+  }
   const dt = Number(process.hrtime.bigint() - t) / 1e9;
   if (r === 0) cold = dt; else best = Math.min(best, dt);
 }
 console.log(`JS   gpt-3-encoder (node ${process.version}): load ${tLoad.toFixed(0)} ms; ${bytes} bytes -> ${ids} ids; ` +
   `cold ${(bytes / cold / 1e6).toFixed(2)} MB/s, warm ${(bytes / best / 1e6).toFixed(2)} MB/s (best of ${repeat})`);
+console.log('JS   warm MB/s by kind:' + kinds.map((k, i) => kb[i] ? ` ${k} ${(kb[i] / kt[i] / 1e6).toFixed(1)}` : '').join(''));

@@ -17,6 +17,7 @@ c=$("$bench" "$work/gpt2" "$work/corpus.bin" 5)
 js=$(node "$repo/bench/tokenizer/bench_js.js" "$work/npm/node_modules/gpt-3-encoder" "$work/corpus.bin" 3)
 echo "$c"
 echo "$js"
+c=$(head -n 1 <<<"$c") js=$(head -n 1 <<<"$js")
 mbs() { sed -n "s/.*$1 \([0-9.]*\) MB\/s.*/\1/p"; }
 for k in cold warm; do
   awk -v k=$k -v c="$(mbs $k <<<"$c")" -v j="$(mbs $k <<<"$js")" \
