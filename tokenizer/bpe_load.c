@@ -132,9 +132,9 @@ static tc_status parse_vocab(tc_bpe *bpe, const char *path, const char *text, si
     tc_status st = TC_OK;
     char q[256], why[96];
     const cJSON **by_id = NULL;
-    cJSON *root = cJSON_ParseWithLength(text, text_len);
+    const char *at = NULL; /* where parsing stopped; cJSON_GetErrorPtr is a global */
+    cJSON *root = cJSON_ParseWithLengthOpts(text, text_len, &at, 0);
     if (!root) {
-        const char *at = cJSON_GetErrorPtr();
         int line = 1, col = 1;
         for (const char *p = text; at && p < at && p < text + text_len; p++) {
             if (*p == '\n') { line++; col = 1; } else col++;

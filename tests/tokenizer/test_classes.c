@@ -64,6 +64,7 @@ int main(int argc, char **argv) {
     pcre2_match_data *md = pcre2_match_data_create(4, NULL);
     if (pretok && tc_pretok_init(&p) != TC_OK) {
         fprintf(stderr, "%s\n", tc_error_get());
+        fclose(f);
         return 1;
     }
     int bad = 0;
