@@ -587,7 +587,9 @@ static int refuse(char *msg, size_t n, int code, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, n, fmt, ap);
     va_end(ap);
-    tc_metric_inc(code == 8 || code == 14 ? TC_M_requests_total_rejected : TC_M_requests_total_error, 1);
+    /* refused at admission (invalid, unknown or busy session, overloaded,
+     * draining) is "rejected"; only an internal failure is an "error" */
+    tc_metric_inc(code == 13 ? TC_M_requests_total_error : TC_M_requests_total_rejected, 1);
     return code;
 }
 
