@@ -440,7 +440,7 @@ struct tc_rpc_bidi {
     grpc_metadata_array init_md, trail_md;
     grpc_status_code status;
     grpc_slice details;
-    int tag_seq;
+    int got_md;
 };
 
 tc_status tc_rpc_client_open(tc_rpc_client **out, const char *addr) {
@@ -499,11 +499,9 @@ tc_status tc_rpc_bidi_open(tc_rpc_client *c, const char *method, double timeout_
     }
     grpc_metadata_array_init(&b->init_md);
     grpc_metadata_array_init(&b->trail_md);
-    grpc_op ops[2];
+    grpc_op ops[1];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[1].data.recv_initial_metadata.recv_initial_metadata = &b->init_md;
     void *tag = (void *)(intptr_t)1;
     if (grpc_call_start_batch(b->call, ops, 1, tag, NULL) != GRPC_CALL_OK || !pluck(c, tag)) {
         /* connection problems surface at finish as a status */
@@ -537,14 +535,20 @@ tc_status tc_rpc_bidi_close_send(tc_rpc_bidi *b) {
 
 tc_status tc_rpc_bidi_recv(tc_rpc_bidi *b, uint8_t **msg, size_t *len) {
     grpc_byte_buffer *bb = NULL;
-    grpc_op op;
-    memset(&op, 0, sizeof op);
-    op.op = GRPC_OP_RECV_MESSAGE;
-    op.data.recv_message.recv_message = &bb;
+    grpc_op ops[2];
+    size_t n = 0;
+    memset(ops, 0, sizeof ops);
+    if (!b->got_md) { /* the server's initial metadata comes first */
+        ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+        ops[n++].data.recv_initial_metadata.recv_initial_metadata = &b->init_md;
+        b->got_md = 1;
+    }
+    ops[n].op = GRPC_OP_RECV_MESSAGE;
+    ops[n++].data.recv_message.recv_message = &bb;
     void *tag = (void *)(intptr_t)4;
     *msg = NULL;
     *len = 0;
-    if (grpc_call_start_batch(b->call, &op, 1, tag, NULL) != GRPC_CALL_OK) return TC_FAIL(TC_ERR_IO, "recv failed");
+    if (grpc_call_start_batch(b->call, ops, n, tag, NULL) != GRPC_CALL_OK) return TC_FAIL(TC_ERR_IO, "recv failed");
     pluck(b->cl, tag);
     if (bb) {
         read_bb(bb, msg, len);
