@@ -98,6 +98,10 @@ int main(int argc, char **argv) {
     tc_log_init();
     dcfg cfg;
     int help = 0;
+    if (argc == 2 && !strcmp(argv[1], "--config-markdown")) { /* docs/config.md comes from the table */
+        tc_knobs_markdown(KNOBS, N_KNOBS, stdout, "tconstd");
+        return 0;
+    }
     if (tc_knobs_parse(KNOBS, N_KNOBS, &cfg, argc, argv, "tconstd",
                        "The tconst coordinator: gRPC API (tconst.v1) over constant-state streaming models.",
                        &help) != TC_OK) {
