@@ -20,6 +20,7 @@
 
 #include "../common/log.h"
 #include "../tokenizer/bpe.h"
+#include "journal.h"
 #include "metrics.h"
 
 enum { J_QUEUED = 0, J_RUNNING, J_DONE };
@@ -34,6 +35,8 @@ typedef struct dsess {
     int ephemeral, close_when_idle;
     int64_t created_ms, last_used_ms;
     tc_wc_session_stats st;
+    int32_t *restore; /* journaled history not yet fed (after a restart) */
+    int64_t n_restore;
 } dsess;
 
 typedef struct job {
@@ -70,6 +73,7 @@ struct tc_engine {
     struct tc_bpe *bpe;
     tc_engine_limits lim;
     tc_engine_sink sink;
+    tc_journal *journal; /* NULL: sessions do not outlive the process */
     dsess **sess;
     int n_sess, cap_sess;
     job *jobs; /* all live jobs, queued and running */
@@ -124,14 +128,18 @@ static void gauges_locked(tc_engine *e) {
     tc_metric_set(TC_G_state_bytes, (double)bytes);
 }
 
-/* caller holds mu; the session must be idle */
-static void sess_remove_locked(tc_engine *e, dsess *s) {
+/* caller holds mu; the session must be idle. forget: also drop it from
+ * the journal (closed or expired, not a shutdown) */
+static void sess_remove_locked(tc_engine *e, dsess *s, int forget) {
     for (int i = 0; i < e->n_sess; i++)
         if (e->sess[i] == s) {
             e->sess[i] = e->sess[--e->n_sess];
             break;
         }
+    if (forget && e->journal && !s->ephemeral && tc_journal_session_delete(e->journal, s->id) != TC_OK)
+        TC_LOG(TC_LOG_ERROR, "engine", "%s", tc_error_get());
     if (s->ws) e->wc->session_free(e->wc, s->ws);
+    free(s->restore);
     free(s->logits);
     free(s);
     tc_metric_inc(TC_M_sessions_closed_total, 1);
@@ -186,7 +194,7 @@ static void *job_retire_locked(tc_engine *e, job *j) {
     if (s) {
         s->busy_job = 0;
         s->last_used_ms = now_ms();
-        if (s->ephemeral || s->close_when_idle) sess_remove_locked(e, s);
+        if (s->ephemeral || s->close_when_idle) sess_remove_locked(e, s, 1);
     }
     gauges_locked(e);
     pthread_cond_broadcast(&e->idle_cv);
@@ -281,9 +289,16 @@ static tc_finish emit_token(tc_engine *e, job *j, int32_t tok) {
         out = j->held;
         out_len = rel;
     } else if (fin == TC_FINISH_NONE && j->generated >= j->max_tokens) fin = TC_FINISH_LENGTH;
+    /* journal before the token goes out: the client may rely on it */
+    const char *jerr = NULL;
+    if (e->journal && !j->s->ephemeral && tc_journal_append(e->journal, j->s->id, &tok, 1) != TC_OK) {
+        jerr = tc_error_get();
+        TC_LOG(TC_LOG_ERROR, "engine", "%s", jerr);
+        fin = TC_FINISH_ERROR;
+    }
     tc_job_stats st;
     if (fin != TC_FINISH_NONE) stats_of(j, &st, j->s->st.length + 1);
-    e->sink.tokens(j->user, &tok, 1, out, out_len, fin, fin != TC_FINISH_NONE ? &st : NULL, NULL);
+    e->sink.tokens(j->user, &tok, 1, out, out_len, fin, fin != TC_FINISH_NONE ? &st : NULL, jerr);
     if (e->bpe && out_len) {
         memmove(j->held, j->held + out_len, j->held_len - out_len);
         j->held_len -= out_len;
@@ -330,19 +345,30 @@ static void start_job(tc_engine *e, job *j) {
         finish_job(e, j, TC_FINISH_NONE, NULL);
         return;
     }
-    int64_t n = j->n_tokens + (s->pending >= 0);
+    /* journal first: the reply to an append depends on it */
+    if (e->journal && !s->ephemeral && j->n_tokens > 0 &&
+        tc_journal_append(e->journal, s->id, j->tokens, j->n_tokens) != TC_OK) {
+        e->sink.failed(j->user, 13, tc_error_get());
+        finish_job(e, j, TC_FINISH_NONE, NULL);
+        return;
+    }
+    /* what the worker has not seen: a restored history, the pending
+     * (sampled, journaled, not yet fed) token, then the new tokens */
+    int64_t n = s->n_restore + (s->pending >= 0) + j->n_tokens;
     if (n > 0) {
         int32_t *feed = j->tokens;
         int32_t *tmp = NULL;
-        if (s->pending >= 0) {
+        if (n != j->n_tokens) {
             tmp = malloc((size_t)n * 4);
             if (!tmp) {
                 e->sink.failed(j->user, 13, "out of memory");
                 finish_job(e, j, TC_FINISH_NONE, NULL);
                 return;
             }
-            tmp[0] = s->pending;
-            if (j->n_tokens) memcpy(tmp + 1, j->tokens, (size_t)j->n_tokens * 4);
+            int64_t k = 0;
+            if (s->n_restore) memcpy(tmp, s->restore, (size_t)s->n_restore * 4), k = s->n_restore;
+            if (s->pending >= 0) tmp[k++] = s->pending;
+            if (j->n_tokens) memcpy(tmp + k, j->tokens, (size_t)j->n_tokens * 4);
             feed = tmp;
         }
         int64_t syncs0 = s->st.syncs;
@@ -358,6 +384,9 @@ static void start_job(tc_engine *e, job *j) {
         }
         s->pending = -1;
         s->has_logits = 1;
+        free(s->restore);
+        s->restore = NULL;
+        s->n_restore = 0;
         refresh_stats(e, s);
         tc_metric_observe(TC_H_prefill_duration_seconds, now_s() - t0);
         tc_metric_inc(TC_M_prompt_tokens_total, (double)j->n_tokens);
@@ -424,7 +453,7 @@ static void *engine_thread(void *arg) {
             for (int i = e->n_sess - 1; i >= 0; i--)
                 if (!e->sess[i]->busy_job && e->sess[i]->last_used_ms < lim_ms) {
                     TC_LOG(TC_LOG_INFO, "engine", "session %s idle, closed", e->sess[i]->id);
-                    sess_remove_locked(e, e->sess[i]);
+                    sess_remove_locked(e, e->sess[i], 1);
                 }
         }
         /* cancelled jobs and expired deadlines end first */
@@ -572,7 +601,7 @@ void tc_engine_stop(tc_engine *e) {
     pthread_cond_signal(&e->cv);
     pthread_mutex_unlock(&e->mu);
     pthread_join(e->thread, NULL);
-    while (e->n_sess) sess_remove_locked(e, e->sess[e->n_sess - 1]);
+    while (e->n_sess) sess_remove_locked(e, e->sess[e->n_sess - 1], 0); /* the journal keeps them */
     free(e->sess);
     free(e->piece);
     pthread_mutex_destroy(&e->mu);
@@ -708,6 +737,14 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
             goto reject;
         }
         s->ephemeral = sp->ephemeral;
+        if (e->journal && !s->ephemeral && tc_journal_session_open(e->journal, s->id, s->created_ms) != TC_OK) {
+            char m[600];
+            snprintf(m, sizeof m, "%s", tc_error_get());
+            sess_remove_locked(e, s, 0);
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 13, "%s", m);
+            goto reject;
+        }
     } else {
         s = find_sess(e, sid);
         if (!s) {
@@ -799,7 +836,7 @@ int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out) 
                 j->cancel_code = 1;
             }
             pthread_cond_signal(&e->cv);
-        } else sess_remove_locked(e, s);
+        } else sess_remove_locked(e, s, 1);
     }
     pthread_mutex_unlock(&e->mu);
     return s != NULL;
@@ -833,4 +870,47 @@ int tc_engine_wait_idle(tc_engine *e, double timeout_s) {
     int idle = e->jobs == NULL;
     pthread_mutex_unlock(&e->mu);
     return idle;
+}
+
+typedef struct {
+    tc_engine *e;
+    int n;
+} restore_ctx;
+
+static tc_status restore_one(void *ud, const char *id, int64_t created_ms, const int32_t *tokens, int64_t n) {
+    restore_ctx *rc = ud;
+    tc_engine *e = rc->e;
+    if (strlen(id) >= TC_ID_MAX) return TC_FAIL(TC_ERR_INVALID, "journal: session id '%.40s...' too long", id);
+    for (int64_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= e->V)
+            return TC_FAIL(TC_ERR_INVALID, "journal: session '%s' holds token %d outside this model's vocabulary (%d);"
+                                           " was the journal written by another model?", id, tokens[i], e->V);
+    pthread_mutex_lock(&e->mu);
+    dsess *s = find_sess(e, id) ? NULL : sess_add_locked(e, id);
+    if (s) {
+        s->created_ms = created_ms;
+        if (n > 0) {
+            s->restore = malloc((size_t)n * 4);
+            if (!s->restore) {
+                sess_remove_locked(e, s, 0);
+                pthread_mutex_unlock(&e->mu);
+                return TC_FAIL(TC_ERR_NOMEM, "out of memory restoring session '%s'", id);
+            }
+            memcpy(s->restore, tokens, (size_t)n * 4);
+            s->n_restore = n;
+            s->st.length = n;
+        }
+        rc->n++;
+    }
+    gauges_locked(e);
+    pthread_mutex_unlock(&e->mu);
+    return TC_OK;
+}
+
+tc_status tc_engine_attach_journal(tc_engine *e, tc_journal *j, int *n_restored) {
+    e->journal = j;
+    restore_ctx rc = {e, 0};
+    tc_status st = tc_journal_load(j, restore_one, &rc);
+    if (n_restored) *n_restored = rc.n;
+    return st;
 }

@@ -85,6 +85,11 @@ typedef struct {
 
 tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *bpe, const tc_engine_limits *lim,
                           const tc_engine_sink *sink);
+/* Journals sessions from now on and restores those journaled before (they
+ * resume by re-syncing from their history on first use). Call before the
+ * RPC server starts. */
+struct tc_journal;
+tc_status tc_engine_attach_journal(tc_engine *e, struct tc_journal *j, int *n_restored);
 /* Cancels what runs (reason: UNAVAILABLE), joins the thread, frees. */
 void tc_engine_stop(tc_engine *e);
 

@@ -24,6 +24,7 @@
 #include "../tokenizer/bpe.h"
 #include "engine.h"
 #include "http.h"
+#include "journal.h"
 #include "metrics.h"
 #include "service.h"
 
@@ -41,7 +42,7 @@ static const tc_knob KNOBS[] = {
     K("listen", TC_KNOB_STR, "127.0.0.1:50051", 0, 0, "gRPC address (host:port; port 0 picks one)", listen),
     K("http-listen", TC_KNOB_STR, "127.0.0.1:9180", 0, 0, "ops HTTP address for /metrics /healthz /readyz", http_listen),
     K("model", TC_KNOB_STR, "", 0, 0, "model directory (empty: the built-in tiny tconstformer)", model),
-    K("data-dir", TC_KNOB_STR, "", 0, 0, "data directory for the session journal (reserved; journal not yet written)", data_dir),
+    K("data-dir", TC_KNOB_STR, "", 0, 0, "data directory: the SQLite session journal (empty: sessions do not survive a restart)", data_dir),
     K("max-sessions", TC_KNOB_INT, "256", 1, 1e6, "open sessions at most (more: RESOURCE_EXHAUSTED)", max_sessions),
     K("max-queued-requests", TC_KNOB_INT, "256", 1, 1e6, "requests waiting to start at most (more: RESOURCE_EXHAUSTED)", max_queued),
     K("max-batch", TC_KNOB_INT, "64", 1, 4096, "generations stepped together in one batched hit step", max_batch),
@@ -145,6 +146,7 @@ int main(int argc, char **argv) {
     tc_engine *eng = NULL;
     tc_rpc_server *rpc = NULL;
     tc_service *svc = NULL;
+    tc_journal *journal = NULL;
     tc_metric_set(TC_G_ready, 0);
     tc_http_hooks hooks = {hook_ready, hook_alive, NULL};
     if (tc_http_start(&http, cfg.http_listen, &hooks) != TC_OK) {
@@ -191,6 +193,14 @@ int main(int argc, char **argv) {
         goto out;
     }
     tc_service_bind_engine(svc, eng);
+    if (cfg.data_dir[0]) {
+        int n = 0;
+        if (tc_journal_open(&journal, cfg.data_dir) != TC_OK || tc_engine_attach_journal(eng, journal, &n) != TC_OK) {
+            fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
+            goto out;
+        }
+        TC_LOG(TC_LOG_INFO, "main", "restored %d sessions from %s", n, cfg.data_dir);
+    }
     g_svc = svc;
     if (tc_rpc_server_start(&rpc, cfg.listen, (int)cfg.max_message_bytes, tc_service_handlers(), svc) != TC_OK) {
         fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
@@ -236,6 +246,7 @@ out:
     g_svc = NULL;
     if (http) tc_http_stop(http);
     tc_service_free(svc);
+    tc_journal_close(journal); /* after the engine: it writes to it */
     if (bpe) tc_bpe_free(bpe);
     if (wc) wc->free(wc);
     tc_knobs_free(KNOBS, N_KNOBS, &cfg);

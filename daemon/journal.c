@@ -1,0 +1,157 @@
+/* journal.c — SQLite journal of session histories (see journal.h).
+ * Schema: sessions(id, created_ms); chunks(session, tokens BLOB of
+ * little-endian int32) in rowid order. A session's history is the
+ * concatenation of its chunks. */
+#include "journal.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/log.h"
+
+struct tc_journal {
+    sqlite3 *db;
+    sqlite3_stmt *ins_sess, *del_sess, *del_chunks, *ins_chunk;
+};
+
+static tc_status db_fail(tc_journal *j, const char *what) {
+    return TC_FAIL(TC_ERR_IO, "journal: %s: %s", what, j->db ? sqlite3_errmsg(j->db) : "no database");
+}
+
+tc_status tc_journal_open(tc_journal **out, const char *data_dir) {
+    tc_journal *j = calloc(1, sizeof *j);
+    if (!j) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/journal.db", data_dir);
+    tc_status st = TC_OK;
+    if (sqlite3_open_v2(path, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
+        SQLITE_OK) {
+        st = TC_FAIL(TC_ERR_IO, "journal %s: %s", path, j->db ? sqlite3_errmsg(j->db) : "cannot open");
+        goto fail;
+    }
+    sqlite3_busy_timeout(j->db, 5000);
+    char *err = NULL;
+    if (sqlite3_exec(j->db,
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                     "CREATE TABLE IF NOT EXISTS sessions(id TEXT PRIMARY KEY, created_ms INTEGER NOT NULL);"
+                     "CREATE TABLE IF NOT EXISTS chunks(session TEXT NOT NULL, tokens BLOB NOT NULL);"
+                     "CREATE INDEX IF NOT EXISTS chunks_by_session ON chunks(session);",
+                     NULL, NULL, &err) != SQLITE_OK) {
+        st = TC_FAIL(TC_ERR_IO, "journal %s: %s (is it a tconst journal?)", path, err ? err : "schema");
+        sqlite3_free(err);
+        goto fail;
+    }
+    if (sqlite3_prepare_v2(j->db, "INSERT OR REPLACE INTO sessions(id, created_ms) VALUES(?, ?)", -1, &j->ins_sess, NULL) ||
+        sqlite3_prepare_v2(j->db, "DELETE FROM sessions WHERE id = ?", -1, &j->del_sess, NULL) ||
+        sqlite3_prepare_v2(j->db, "DELETE FROM chunks WHERE session = ?", -1, &j->del_chunks, NULL) ||
+        sqlite3_prepare_v2(j->db, "INSERT INTO chunks(session, tokens) VALUES(?, ?)", -1, &j->ins_chunk, NULL)) {
+        st = db_fail(j, "prepare");
+        goto fail;
+    }
+    TC_LOG(TC_LOG_INFO, "journal", "journal at %s (WAL)", path);
+    *out = j;
+    return TC_OK;
+fail:
+    tc_journal_close(j);
+    return st;
+}
+
+void tc_journal_close(tc_journal *j) {
+    if (!j) return;
+    sqlite3_finalize(j->ins_sess);
+    sqlite3_finalize(j->del_sess);
+    sqlite3_finalize(j->del_chunks);
+    sqlite3_finalize(j->ins_chunk);
+    if (j->db) sqlite3_close(j->db);
+    free(j);
+}
+
+/* one statement under the connection's mutex */
+static tc_status run(tc_journal *j, sqlite3_stmt *s, const char *what) {
+    sqlite3_mutex *mx = sqlite3_db_mutex(j->db);
+    sqlite3_mutex_enter(mx);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    tc_status st = rc == SQLITE_DONE ? TC_OK : db_fail(j, what);
+    sqlite3_mutex_leave(mx);
+    return st;
+}
+
+tc_status tc_journal_session_open(tc_journal *j, const char *id, int64_t created_ms) {
+    sqlite3_mutex_enter(sqlite3_db_mutex(j->db));
+    sqlite3_bind_text(j->ins_sess, 1, id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(j->ins_sess, 2, created_ms);
+    tc_status st = run(j, j->ins_sess, "open session");
+    sqlite3_mutex_leave(sqlite3_db_mutex(j->db));
+    return st;
+}
+
+tc_status tc_journal_session_delete(tc_journal *j, const char *id) {
+    sqlite3_mutex *mx = sqlite3_db_mutex(j->db);
+    sqlite3_mutex_enter(mx);
+    sqlite3_exec(j->db, "BEGIN", NULL, NULL, NULL);
+    sqlite3_bind_text(j->del_sess, 1, id, -1, SQLITE_TRANSIENT);
+    tc_status st = run(j, j->del_sess, "delete session");
+    sqlite3_bind_text(j->del_chunks, 1, id, -1, SQLITE_TRANSIENT);
+    if (st == TC_OK) st = run(j, j->del_chunks, "delete history");
+    sqlite3_exec(j->db, st == TC_OK ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_mutex_leave(mx);
+    return st;
+}
+
+tc_status tc_journal_append(tc_journal *j, const char *id, const int32_t *tokens, int64_t n) {
+    if (n <= 0) return TC_OK;
+    sqlite3_mutex_enter(sqlite3_db_mutex(j->db));
+    sqlite3_bind_text(j->ins_chunk, 1, id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob64(j->ins_chunk, 2, tokens, (sqlite3_uint64)n * 4, SQLITE_TRANSIENT);
+    tc_status st = run(j, j->ins_chunk, "append tokens");
+    sqlite3_mutex_leave(sqlite3_db_mutex(j->db));
+    return st;
+}
+
+tc_status tc_journal_load(tc_journal *j, tc_journal_visit visit, void *ud) {
+    sqlite3_stmt *ss = NULL, *cs = NULL;
+    tc_status st = TC_OK;
+    int32_t *buf = NULL;
+    size_t cap = 0;
+    if (sqlite3_prepare_v2(j->db, "SELECT id, created_ms FROM sessions ORDER BY created_ms", -1, &ss, NULL) ||
+        sqlite3_prepare_v2(j->db, "SELECT tokens FROM chunks WHERE session = ? ORDER BY rowid", -1, &cs, NULL)) {
+        st = db_fail(j, "load");
+        goto done;
+    }
+    int rc;
+    while ((rc = sqlite3_step(ss)) == SQLITE_ROW) {
+        char id[256];
+        snprintf(id, sizeof id, "%s", (const char *)sqlite3_column_text(ss, 0));
+        int64_t created = sqlite3_column_int64(ss, 1);
+        size_t n = 0;
+        sqlite3_bind_text(cs, 1, id, -1, SQLITE_TRANSIENT);
+        while ((rc = sqlite3_step(cs)) == SQLITE_ROW) {
+            size_t b = (size_t)sqlite3_column_bytes(cs, 0);
+            if (b % 4) {
+                st = TC_FAIL(TC_ERR_INVALID, "journal: session '%s' has a history chunk of %zu bytes (corrupt)", id, b);
+                goto done;
+            }
+            if (n + b / 4 > cap) {
+                cap = (n + b / 4) * 2;
+                int32_t *nb = realloc(buf, cap * 4);
+                if (!nb) { st = TC_FAIL(TC_ERR_NOMEM, "out of memory loading the journal"); goto done; }
+                buf = nb;
+            }
+            if (b) memcpy(buf + n, sqlite3_column_blob(cs, 0), b);
+            n += b / 4;
+        }
+        sqlite3_reset(cs);
+        if (rc != SQLITE_DONE) { st = db_fail(j, "load history"); goto done; }
+        if ((st = visit(ud, id, created, buf, (int64_t)n)) != TC_OK) goto done;
+    }
+    if (rc != SQLITE_DONE) st = db_fail(j, "load sessions");
+done:
+    sqlite3_finalize(ss);
+    sqlite3_finalize(cs);
+    free(buf);
+    return st;
+}

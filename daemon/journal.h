@@ -1,0 +1,33 @@
+/* journal.h — the session journal: every non-ephemeral session's token
+ * history in SQLite (WAL mode) under --data-dir, so sessions survive a
+ * coordinator restart (they resume by re-syncing from their history).
+ *
+ * Written before any acknowledgement that depends on it: an Append is
+ * journaled before its reply, a generated token before it is streamed.
+ * synchronous=NORMAL: a commit survives the process being killed (kill -9);
+ * an OS crash may lose the last commits. Thread-safe (one connection in
+ * SQLite's serialized mode). Not here: sampler state of a generation cut by
+ * a crash (the client re-issues it), the worker split's re-sync. */
+#ifndef TC_DAEMON_JOURNAL_H
+#define TC_DAEMON_JOURNAL_H
+
+#include <stdint.h>
+
+#include "../common/status.h"
+
+typedef struct tc_journal tc_journal;
+
+tc_status tc_journal_open(tc_journal **out, const char *data_dir);
+void tc_journal_close(tc_journal *j);
+
+tc_status tc_journal_session_open(tc_journal *j, const char *id, int64_t created_ms);
+tc_status tc_journal_session_delete(tc_journal *j, const char *id);
+/* Appends tokens to a session's history, in order. */
+tc_status tc_journal_append(tc_journal *j, const char *id, const int32_t *tokens, int64_t n);
+
+/* Calls visit once per journaled session with its whole history (tokens
+ * valid during the call). */
+typedef tc_status (*tc_journal_visit)(void *ud, const char *id, int64_t created_ms, const int32_t *tokens, int64_t n);
+tc_status tc_journal_load(tc_journal *j, tc_journal_visit visit, void *ud);
+
+#endif
