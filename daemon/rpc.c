@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../common/log.h"
 
@@ -64,6 +65,9 @@ struct tc_rpc_server {
     grpc_metadata_array md;
     rpc_tag t_new, t_shutdown;
     atomic_int live_calls;
+    pthread_mutex_t stop_mu;
+    pthread_cond_t stop_cv;
+    int shutdown_seen; /* the server's shutdown tag arrived: no call left */
 };
 
 static void post_request(tc_rpc_server *s) {
@@ -221,12 +225,9 @@ static void handle_call_event(tc_rpc_server *s, rpc_tag *t, int ok) {
         }
         atomic_fetch_add(&c->refs, 1); /* the handler's reference */
         pthread_mutex_unlock(&c->mu);
-        static const uint8_t empty = 0;
-        const uint8_t *m = msg ? msg : (ok && len == 0 && msg == NULL ? NULL : msg);
-        (void)empty;
-        if (first) s->h.on_start(s->ud, c, c->method, m, len);
+        if (first) s->h.on_start(s->ud, c, c->method, msg, len);
         else {
-            s->h.on_message(s->ud, c, m, len);
+            s->h.on_message(s->ud, c, msg, len);
             tc_call_unref(c); /* on_message borrows */
         }
         free(msg);
@@ -259,11 +260,11 @@ static void handle_call_event(tc_rpc_server *s, rpc_tag *t, int ok) {
     case TAG_CLOSE: {
         pthread_mutex_lock(&c->mu);
         c->close_done = 1;
-        int cancelled = c->close_cancelled || !c->status_done;
-        if (c->close_cancelled) c->cancelled_flag = 1;
+        int cancelled = c->close_cancelled;
+        if (cancelled) c->cancelled_flag = 1;
         atomic_fetch_add(&c->refs, 1);
         pthread_mutex_unlock(&c->mu);
-        s->h.on_done(s->ud, c, cancelled && c->cancelled_flag);
+        s->h.on_done(s->ud, c, cancelled);
         tc_call_unref(c);
         return;
     }
@@ -280,7 +281,10 @@ static void *rpc_thread(void *arg) {
         rpc_tag *t = ev.tag;
         if (t->kind == TAG_NEW) handle_new(s, ev.success);
         else if (t->kind == TAG_SHUTDOWN) {
-            /* all calls drained below by the stopper; nothing here */
+            pthread_mutex_lock(&s->stop_mu);
+            s->shutdown_seen = 1;
+            pthread_cond_broadcast(&s->stop_cv);
+            pthread_mutex_unlock(&s->stop_mu);
         } else handle_call_event(s, t, ev.success);
     }
     return NULL;
@@ -294,6 +298,8 @@ tc_status tc_rpc_server_start(tc_rpc_server **out, const char *addr, int max_mes
     s->h = *h;
     s->ud = ud;
     atomic_init(&s->live_calls, 0);
+    pthread_mutex_init(&s->stop_mu, NULL);
+    pthread_cond_init(&s->stop_cv, NULL);
     grpc_arg args[2];
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;
@@ -337,13 +343,24 @@ void tc_rpc_server_stop(tc_rpc_server *s) {
     s->t_shutdown = (rpc_tag){TAG_SHUTDOWN, s};
     grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
     grpc_server_cancel_all_calls(s->server);
-    /* calls still referenced by the daemon keep the queue alive; the daemon
-     * releases them as their on_done arrives */
+    /* the queue may only shut down once no call can start a batch: wait for
+     * the shutdown tag (every call completed), bounded in case a handler
+     * still holds a call */
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 10;
+    pthread_mutex_lock(&s->stop_mu);
+    while (!s->shutdown_seen && pthread_cond_timedwait(&s->stop_cv, &s->stop_mu, &dl) == 0) {
+    }
+    if (!s->shutdown_seen) TC_LOG(TC_LOG_WARN, "rpc", "calls still open at shutdown");
+    pthread_mutex_unlock(&s->stop_mu);
     grpc_completion_queue *cq = s->cq;
     grpc_completion_queue_shutdown(cq);
     pthread_join(s->thread, NULL);
     grpc_server_destroy(s->server);
     grpc_completion_queue_destroy(cq);
+    pthread_mutex_destroy(&s->stop_mu);
+    pthread_cond_destroy(&s->stop_cv);
     free(s);
     grpc_shutdown();
 }
