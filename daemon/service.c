@@ -245,6 +245,16 @@ static int sampling_from(const Tconst__V1__SamplingParams *p, tc_job_spec *sp, i
     return 0;
 }
 
+/* the prompt part of a job: session, ids or text (the engine checks that
+ * not both are set) */
+static void set_prompt(tc_job_spec *sp, const char *session_id, const int32_t *ids, size_t n, const char *text) {
+    sp->session_id = session_id;
+    sp->tokens = ids;
+    sp->n_tokens = (int64_t)n;
+    sp->text = text;
+    sp->text_len = strlen(text);
+}
+
 /* Submits spec for ctx c; on refusal finishes the call. The engine holds
  * one ctx reference while the job lives. */
 static int submit(ctx *c, tc_job_spec *spec) {
@@ -276,12 +286,8 @@ static void h_generate(ctx *c, const uint8_t *m, size_t len, int in_session) {
     c->kind = K_GENERATE;
     if (!in_session) {
         DECODE(Tconst__V1__GenerateRequest, tconst__v1__generate_request, rq, m, len);
-        sp.session_id = rq->session_id;
+        set_prompt(&sp, rq->session_id, rq->token_ids, rq->n_token_ids, rq->text);
         sp.ephemeral = !rq->session_id[0];
-        sp.tokens = rq->token_ids;
-        sp.n_tokens = (int64_t)rq->n_token_ids;
-        sp.text = rq->text;
-        sp.text_len = strlen(rq->text);
         sp.request_id = rq->request_id;
         sampling_from(rq->sampling, &sp, 16);
         if (!sp.n_tokens && !sp.text_len && sp.ephemeral)
@@ -295,11 +301,7 @@ static void h_generate(ctx *c, const uint8_t *m, size_t len, int in_session) {
         DECODE(Tconst__V1__GenerateInSessionRequest, tconst__v1__generate_in_session_request, rq, m, len);
         if (!rq->session_id[0]) finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
         else {
-            sp.session_id = rq->session_id;
-            sp.tokens = rq->token_ids;
-            sp.n_tokens = (int64_t)rq->n_token_ids;
-            sp.text = rq->text;
-            sp.text_len = strlen(rq->text);
+            set_prompt(&sp, rq->session_id, rq->token_ids, rq->n_token_ids, rq->text);
             sp.request_id = rq->request_id;
             sampling_from(rq->sampling, &sp, 16);
             sp.generate = 1;
@@ -314,11 +316,7 @@ static void h_open(ctx *c, const uint8_t *m, size_t len) {
     c->kind = K_OPEN;
     tc_job_spec sp = {0};
     sp.create = 1;
-    sp.session_id = rq->session_id;
-    sp.tokens = rq->token_ids;
-    sp.n_tokens = (int64_t)rq->n_token_ids;
-    sp.text = rq->text;
-    sp.text_len = strlen(rq->text);
+    set_prompt(&sp, rq->session_id, rq->token_ids, rq->n_token_ids, rq->text);
     submit(c, &sp);
     tconst__v1__open_session_request__free_unpacked(rq, NULL);
 }
@@ -331,11 +329,7 @@ static void h_append(ctx *c, const uint8_t *m, size_t len) {
         finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "append: empty (set text or token_ids)");
     else {
         tc_job_spec sp = {0};
-        sp.session_id = rq->session_id;
-        sp.tokens = rq->token_ids;
-        sp.n_tokens = (int64_t)rq->n_token_ids;
-        sp.text = rq->text;
-        sp.text_len = strlen(rq->text);
+        set_prompt(&sp, rq->session_id, rq->token_ids, rq->n_token_ids, rq->text);
         submit(c, &sp);
     }
     tconst__v1__append_request__free_unpacked(rq, NULL);
@@ -361,10 +355,7 @@ static void stream_msg(ctx *c, const uint8_t *m, size_t len) {
         }
         sp.session_id = c->session_id;
     }
-    sp.tokens = rq->token_ids;
-    sp.n_tokens = (int64_t)rq->n_token_ids;
-    sp.text = rq->text;
-    sp.text_len = strlen(rq->text);
+    set_prompt(&sp, sp.session_id, rq->token_ids, rq->n_token_ids, rq->text);
     sp.generate = rq->generate;
     sampling_from(rq->sampling, &sp, 16);
     if (submit(c, &sp) != 0 && first) c->owns_session = 0;
