@@ -7,22 +7,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Which workspace this thread computes in (see tc_model_bind_workspace). */
+static _Thread_local int tc_ws_cur = 0;
+
+void tc_model_bind_workspace(int idx) {
+    TC_ASSERT(idx >= 0 && idx < TC_WS_THREADS, "workspace index %d out of range", idx);
+    tc_ws_cur = idx;
+}
+
 tc_status tc_workspace_init(tc_model *m) {
-    m->ws = calloc(1, sizeof *m->ws);
+    m->ws = calloc(TC_WS_THREADS, sizeof *m->ws);
     if (!m->ws) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
     return TC_OK;
 }
 
 void tc_workspace_free(tc_model *m) {
     if (!m || !m->ws) return;
-    for (int i = 0; i < TC_WS_N; i++)
-        if (m->ws->buf[i]) m->be->free(m->be, m->ws->buf[i]);
+    for (int w = 0; w < TC_WS_THREADS; w++)
+        for (int i = 0; i < TC_WS_N; i++)
+            if (m->ws[w].buf[i]) m->be->free(m->be, m->ws[w].buf[i]);
     free(m->ws);
     m->ws = NULL;
 }
 
 tc_status tc_ws_get(tc_model *m, int slot, size_t n, float **out) {
-    tc_workspace *ws = m->ws;
+    tc_workspace *ws = &m->ws[tc_ws_cur];
     if (n > ws->cap[slot]) {
         size_t want = n + n / 4;
         void *p = m->be->alloc(m->be, want * 4);

@@ -12,7 +12,11 @@
  *
  * State: token history (host, 4 B/token), window K/V per layer, zip K/V
  * per hidden/restore layer, TLin history K/V, the baseline's KV cache.
- * Not thread-safe: one model + its sessions belong to one thread. */
+ * Threads: a model's weights are shared read-only; each thread computing
+ * with it binds its own workspace (tc_model_bind_workspace: 0, the default,
+ * or 1), and a session is used by one thread at a time. So a context
+ * thread may sync or prefill some sessions while a generation thread steps
+ * the others. */
 #ifndef TC_MODEL_SESSION_H
 #define TC_MODEL_SESSION_H
 
@@ -54,6 +58,11 @@ int tc_session_sync_due(const tc_session *s);
 /* Recomputes the zip from tokens[0:n_ctx] (n_ctx a multiple of W_og, at
  * most n_tokens) and clears the window. */
 tc_status tc_session_sync(tc_session *s, int64_t n_ctx);
+
+/* Scratch workspaces per model, one per computing thread. */
+#define TC_WS_THREADS 2
+/* Binds the calling thread to workspace idx (0 .. TC_WS_THREADS-1). */
+void tc_model_bind_workspace(int idx);
 
 /* Bytes of device state, the token history excluded. */
 size_t tc_session_state_bytes(const tc_session *s);

@@ -30,7 +30,7 @@ typedef struct tc_model {
     void *blob;             /* one backend allocation holding everything */
     size_t blob_bytes;
     int64_t n_params;
-    struct tc_workspace *ws; /* scratch for forward passes (model/forward.c) */
+    struct tc_workspace *ws; /* [TC_WS_THREADS] scratch (model/forward.c) */
 } tc_model;
 
 /* Loads DIR/config.json and DIR/model.safetensors onto `be`. Every tensor

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "../model/session.h"
@@ -147,6 +148,92 @@ static void run_arch(tc_arch arch, int nb, int depth, int woh, int wog, int L) {
     if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);
 }
 
+/* Two threads on one model, each with its own workspace: thread 1 prefills
+ * and syncs fresh sessions while thread 0 steps others; every result equals
+ * the single-threaded stream. */
+typedef struct {
+    tc_model *m;
+    const int32_t *tok;
+    int L, V, ws, fails;
+    const float *ref;
+} thr_arg;
+
+static void *thr_prefill(void *p) {
+    thr_arg *a = p;
+    tc_model_bind_workspace(a->ws);
+    float *lg = malloc((size_t)a->V * 4);
+    for (int n = a->L / 2; n <= a->L; n += 3) {
+        tc_session *s;
+        tc_session_new(a->m, &s);
+        if (tc_session_append(s, a->tok, n, lg) != TC_OK || rel_err(lg, a->ref + (size_t)(n - 1) * a->V, a->V) > 1e-4)
+            a->fails++;
+        tc_session_free(s);
+    }
+    free(lg);
+    return NULL;
+}
+
+static void *thr_step(void *p) {
+    thr_arg *a = p;
+    tc_model_bind_workspace(a->ws);
+    float *lg = malloc((size_t)a->V * 4);
+    for (int rep = 0; rep < 3; rep++) {
+        tc_session *s;
+        tc_session_new(a->m, &s);
+        for (int i = 0; i < a->L; i++) {
+            tc_session *one = s;
+            if (tc_step_batch(&one, &a->tok[i], 1, lg) != TC_OK || rel_err(lg, a->ref + (size_t)i * a->V, a->V) > 1e-4)
+                a->fails++;
+        }
+        tc_session_free(s);
+    }
+    free(lg);
+    return NULL;
+}
+
+static void run_threads(void) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/tc_test_threads_%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+    tc_model_config c;
+    tc_config_preset(&c, "tiny", TC_ARCH_TCONST);
+    c.vocab_size = 53; c.n_embd = 24; c.n_head = 3; c.head_dim = 8; c.ffn_hidden = 40;
+    c.history_window = 6; c.generate_window = 5; c.eos_token_id = 1;
+    tc_backend be;
+    tc_model *m = NULL;
+    if (tc_model_init_random(&c, 5, "f32", dir) != TC_OK || tc_backend_cpu_init(&be, 1) != TC_OK ||
+        tc_model_load(&m, dir, &be) != TC_OK) {
+        printf("FAIL threads setup: %s\n", tc_error_get());
+        g_fail++;
+        return;
+    }
+    const int L = 120, V = c.vocab_size;
+    int32_t *tok = malloc((size_t)L * 4);
+    float *ref = malloc((size_t)L * V * 4);
+    for (int i = 0; i < L; i++) tok[i] = (int32_t)rnd((uint32_t)V);
+    tc_session *s;
+    tc_session_new(m, &s);
+    for (int i = 0; i < L; i++) {
+        tc_session *one = s;
+        tc_step_batch(&one, &tok[i], 1, ref + (size_t)i * V);
+    }
+    tc_session_free(s);
+    thr_arg a0 = {m, tok, L, V, 0, 0, ref}, a1 = {m, tok, L, V, 1, 0, ref};
+    pthread_t t0, t1;
+    pthread_create(&t0, NULL, thr_step, &a0);
+    pthread_create(&t1, NULL, thr_prefill, &a1);
+    pthread_join(t0, NULL);
+    pthread_join(t1, NULL);
+    EXPECT(a0.fails == 0, "stepping thread: %d mismatches while another thread synced", a0.fails);
+    EXPECT(a1.fails == 0, "prefill thread: %d mismatches while another thread stepped", a1.fails);
+    printf("threads: stepping and prefilling concurrently on one model: %s\n", a0.fails + a1.fails ? "MISMATCH" : "identical");
+    free(tok);
+    free(ref);
+    tc_model_free(m);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);
+}
+
 int main(void) {
     run_arch(TC_ARCH_TCONST, 2, 4, 8, 8, 90);
     run_arch(TC_ARCH_TCONST, 3, 5, 5, 7, 90);
@@ -154,6 +241,7 @@ int main(void) {
     run_arch(TC_ARCH_TLIN, 2, 4, 8, 8, 90);
     run_arch(TC_ARCH_TLIN, 2, 5, 5, 9, 90);
     run_arch(TC_ARCH_TRANSFORMER, 3, 1, 0, 0, 300);
+    run_threads();
     printf(g_fail ? "engine: %d failures\n" : "engine: all checks passed\n", g_fail);
     return g_fail ? 1 : 0;
 }
