@@ -23,7 +23,9 @@
 #include "journal.h"
 #include "metrics.h"
 
-enum { J_QUEUED = 0, J_RUNNING, J_DONE };
+/* QUEUED: admitted; STARTING: the context thread runs its append/prefill
+ * and first token; RUNNING: in the generation thread's batch. */
+enum { J_QUEUED = 0, J_STARTING, J_RUNNING, J_DONE };
 
 typedef struct dsess {
     char id[TC_ID_MAX];
@@ -37,6 +39,10 @@ typedef struct dsess {
     tc_wc_session_stats st;
     int32_t *restore; /* journaled history not yet fed (after a restart) */
     int64_t n_restore;
+    int syncing;      /* at a window boundary: queued for or in a sync on the
+                         context thread; out of the batch meanwhile */
+    double boundary_t0;
+    struct dsess *next_sync;
 } dsess;
 
 typedef struct job {
@@ -65,10 +71,14 @@ typedef struct job {
 
 struct tc_engine {
     pthread_mutex_t mu;
-    pthread_cond_t cv;      /* wakes the engine thread */
+    pthread_cond_t cv;      /* wakes both engine threads (broadcast) */
     pthread_cond_t idle_cv; /* signalled when a job retires */
-    pthread_t thread;
+    pthread_t thread, ctx_thread; /* generation (hit steps), context (syncs, prefills) */
     int stop, draining;
+    dsess *sync_head, *sync_tail; /* sessions waiting for their sync, FIFO =
+                                     earliest deadline first (all wait now) */
+    int n_sync_queued, n_starting;
+    double busy_s, busy_t0;      /* generation thread busy fraction */
     tc_worker_client *wc;
     struct tc_bpe *bpe;
     tc_engine_limits lim;
@@ -188,6 +198,7 @@ static void *job_retire_locked(tc_engine *e, job *j) {
     while (*pp && *pp != j) pp = &(*pp)->next;
     if (*pp) *pp = j->next;
     if (j->phase == J_QUEUED) e->n_queued--;
+    else if (j->phase == J_STARTING) e->n_starting--;
     else if (j->phase == J_RUNNING) e->n_running--;
     j->phase = J_DONE;
     dsess *s = j->s;
@@ -428,10 +439,61 @@ static void start_job(tc_engine *e, job *j) {
     j->next_tok = tok;
     pthread_mutex_lock(&e->mu);
     j->phase = J_RUNNING;
-    e->n_queued--;
+    e->n_starting--;
     e->n_running++;
     gauges_locked(e);
+    pthread_cond_broadcast(&e->cv);
     pthread_mutex_unlock(&e->mu);
+}
+
+/* The context thread: syncs of sessions at a window boundary first (they
+ * stall a running generation), then the start of queued jobs (append /
+ * prefill and first token). It computes in the model's second workspace,
+ * so it overlaps the generation thread's hit steps. */
+static void *context_thread(void *arg) {
+    tc_engine *e = arg;
+    if (e->wc->bind_thread) e->wc->bind_thread(e->wc, 1);
+    pthread_mutex_lock(&e->mu);
+    while (!e->stop) {
+        if (e->sync_head) {
+            dsess *s = e->sync_head;
+            e->sync_head = s->next_sync;
+            if (!e->sync_head) e->sync_tail = NULL;
+            e->n_sync_queued--;
+            tc_metric_set(TC_G_sync_queue_depth, e->n_sync_queued);
+            job *j = find_job(e, s->busy_job);
+            pthread_mutex_unlock(&e->mu);
+            double t0 = now_s();
+            tc_status st = e->wc->sync(e->wc, s->ws);
+            double t1 = now_s();
+            if (st != TC_OK) TC_LOG(TC_LOG_ERROR, "engine", "sync of %s failed: %s", s->id, tc_error_get());
+            tc_metric_observe(TC_H_sync_duration_seconds, t1 - t0);
+            tc_metric_observe(TC_H_boundary_stall_seconds, t1 - s->boundary_t0);
+            tc_metric_inc(TC_M_syncs_total, 1);
+            refresh_stats(e, s);
+            pthread_mutex_lock(&e->mu);
+            if (j) j->sync_s += t1 - t0;
+            s->syncing = 0;
+            pthread_cond_broadcast(&e->cv);
+            continue;
+        }
+        job *start = NULL;
+        if (e->n_running + e->n_starting < e->lim.max_batch)
+            for (job *j = e->jobs; j; j = j->next)
+                if (j->phase == J_QUEUED && !j->cancel) start = j; /* the list is LIFO: last = oldest */
+        if (start) {
+            start->phase = J_STARTING;
+            e->n_queued--;
+            e->n_starting++;
+            pthread_mutex_unlock(&e->mu);
+            start_job(e, start);
+            pthread_mutex_lock(&e->mu);
+            continue;
+        }
+        pthread_cond_wait(&e->cv, &e->mu);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
 }
 
 static void *engine_thread(void *arg) {
@@ -443,6 +505,8 @@ static void *engine_thread(void *arg) {
     float *lg = malloc((size_t)cap * e->V * sizeof(float));
     job **dead = calloc((size_t)e->lim.max_batch + (size_t)e->lim.max_queued + 1, sizeof *dead);
     TC_ASSERT(batch && bs && bt && lg && dead, "engine: out of memory");
+    if (e->wc->bind_thread) e->wc->bind_thread(e->wc, 0);
+    e->busy_t0 = now_s();
     double next_idle_check = now_s() + 1.0;
     pthread_mutex_lock(&e->mu);
     while (!e->stop) {
@@ -463,7 +527,8 @@ static void *engine_thread(void *arg) {
                 j->cancel = 1;
                 j->cancel_code = 4;
             }
-            if (j->cancel) dead[nd++] = j;
+            /* the context thread owns STARTING jobs and syncing sessions */
+            if (j->cancel && j->phase != J_STARTING && !(j->s && j->s->syncing)) dead[nd++] = j;
         }
         if (nd) {
             pthread_mutex_unlock(&e->mu);
@@ -484,16 +549,36 @@ static void *engine_thread(void *arg) {
             pthread_mutex_lock(&e->mu);
             continue;
         }
-        /* one queued job starts, if the batch has room */
-        job *start = NULL;
-        if (e->n_running < e->lim.max_batch)
-            for (job *j = e->jobs; j; j = j->next)
-                if (j->phase == J_QUEUED) start = j; /* list is LIFO: last = oldest */
-        /* the batch: running generations whose client keeps up */
+        /* the batch: running generations whose client keeps up; a session
+         * whose next token starts a window leaves it for its sync */
         int B = 0;
-        for (job *j = e->jobs; j && B < cap; j = j->next)
-            if (j->phase == J_RUNNING && e->sink.backlog(j->user) < (size_t)e->lim.stream_queue) batch[B++] = j;
-        if (!start && B == 0) {
+        for (job *j = e->jobs; j && B < cap; j = j->next) {
+            if (j->phase != J_RUNNING || j->s->syncing) continue;
+            if (e->sink.backlog(j->user) >= (size_t)e->lim.stream_queue) continue;
+            tc_wc_session_stats st;
+            e->wc->stats(e->wc, j->s->ws, &st);
+            if (st.sync_due) {
+                dsess *s = j->s;
+                s->syncing = 1;
+                s->boundary_t0 = now_s();
+                s->next_sync = NULL;
+                if (e->sync_tail) e->sync_tail->next_sync = s;
+                else e->sync_head = s;
+                e->sync_tail = s;
+                e->n_sync_queued++;
+                tc_metric_set(TC_G_sync_queue_depth, e->n_sync_queued);
+                pthread_cond_broadcast(&e->cv);
+                continue;
+            }
+            batch[B++] = j;
+        }
+        double tnow = now_s();
+        if (tnow - e->busy_t0 >= 1.0) { /* busy fraction over the last second or so */
+            tc_metric_set(TC_G_generation_worker_busy_ratio, e->busy_s / (tnow - e->busy_t0));
+            e->busy_s = 0;
+            e->busy_t0 = tnow;
+        }
+        if (B == 0) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += 1;
@@ -501,22 +586,8 @@ static void *engine_thread(void *arg) {
             continue;
         }
         pthread_mutex_unlock(&e->mu);
-        if (start) start_job(e, start);
         if (B > 0) {
-            /* syncs due at a window boundary run first (timed per job) */
-            for (int i = 0; i < B; i++) {
-                tc_wc_session_stats st;
-                e->wc->stats(e->wc, batch[i]->s->ws, &st);
-                if (st.sync_due) {
-                    double t0 = now_s();
-                    tc_status s = e->wc->sync(e->wc, batch[i]->s->ws);
-                    double dt = now_s() - t0;
-                    batch[i]->sync_s += dt;
-                    tc_metric_observe(TC_H_sync_duration_seconds, dt);
-                    tc_metric_inc(TC_M_syncs_total, 1);
-                    if (s != TC_OK) TC_LOG(TC_LOG_ERROR, "engine", "sync failed: %s", tc_error_get());
-                }
-            }
+            double tb0 = now_s();
             for (int i = 0; i < B; i++) {
                 bs[i] = batch[i]->s->ws;
                 bt[i] = batch[i]->next_tok;
@@ -538,6 +609,7 @@ static void *engine_thread(void *arg) {
                     finish_job(e, j, fin, NULL);
                 } else j->next_tok = tok;
             }
+            e->busy_s += now_s() - tb0;
         }
         pthread_mutex_lock(&e->mu);
     }
@@ -575,6 +647,16 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
         free(e);
         return TC_FAIL(TC_ERR_INTERNAL, "cannot start the engine thread");
     }
+    if (pthread_create(&e->ctx_thread, NULL, context_thread, e) != 0) {
+        pthread_mutex_lock(&e->mu);
+        e->stop = 1;
+        pthread_cond_broadcast(&e->cv);
+        pthread_mutex_unlock(&e->mu);
+        pthread_join(e->thread, NULL);
+        free(e->piece);
+        free(e);
+        return TC_FAIL(TC_ERR_INTERNAL, "cannot start the context thread");
+    }
     *out = e;
     return TC_OK;
 }
@@ -586,7 +668,7 @@ void tc_engine_cancel_all(tc_engine *e) {
             j->cancel = 1;
             j->cancel_code = 14;
         }
-    pthread_cond_signal(&e->cv);
+    pthread_cond_broadcast(&e->cv);
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -598,9 +680,10 @@ void tc_engine_stop(tc_engine *e) {
     pthread_mutex_lock(&e->mu);
     while (e->jobs) pthread_cond_wait(&e->idle_cv, &e->mu);
     e->stop = 1;
-    pthread_cond_signal(&e->cv);
+    pthread_cond_broadcast(&e->cv);
     pthread_mutex_unlock(&e->mu);
     pthread_join(e->thread, NULL);
+    pthread_join(e->ctx_thread, NULL);
     while (e->n_sess) sess_remove_locked(e, e->sess[e->n_sess - 1], 0); /* the journal keeps them */
     free(e->sess);
     free(e->piece);
@@ -776,7 +859,7 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
     *job_id = j->id;
     if (rid_out) snprintf(rid_out, TC_ID_MAX, "%s", j->request_id);
     if (sp->session_id_out) snprintf(sp->session_id_out, TC_ID_MAX, "%s", s->id);
-    pthread_cond_signal(&e->cv);
+    pthread_cond_broadcast(&e->cv);
     pthread_mutex_unlock(&e->mu);
     return 0;
 reject:
@@ -790,7 +873,7 @@ void tc_engine_cancel(tc_engine *e, uint64_t id) {
     if (j && !j->cancel) {
         j->cancel = 1;
         j->cancel_code = 1;
-        pthread_cond_signal(&e->cv);
+        pthread_cond_broadcast(&e->cv);
     }
     pthread_mutex_unlock(&e->mu);
 }
@@ -804,14 +887,14 @@ int tc_engine_abort(tc_engine *e, const char *rid) {
             j->cancel_code = 1;
             found = 1;
         }
-    pthread_cond_signal(&e->cv);
+    pthread_cond_broadcast(&e->cv);
     pthread_mutex_unlock(&e->mu);
     return found;
 }
 
 void tc_engine_wake(tc_engine *e) {
     pthread_mutex_lock(&e->mu);
-    pthread_cond_signal(&e->cv);
+    pthread_cond_broadcast(&e->cv);
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -835,7 +918,7 @@ int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out) 
                 j->cancel = 1;
                 j->cancel_code = 1;
             }
-            pthread_cond_signal(&e->cv);
+            pthread_cond_broadcast(&e->cv);
         } else sess_remove_locked(e, s, 1);
     }
     pthread_mutex_unlock(&e->mu);

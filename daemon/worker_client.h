@@ -1,8 +1,9 @@
 /* worker_client.h — how the coordinator drives the engine: sessions,
  * appends, batched hit steps, syncs. This issue's implementation runs the
  * model in-process (worker_local.c); the worker-process split swaps in a
- * remote one behind the same table of functions. Not thread-safe: called
- * from the engine thread only. */
+ * remote one behind the same table of functions. Two threads call it: the
+ * generation thread (step) and the context thread (sync, append), on
+ * different sessions, each after bind_thread. */
 #ifndef TC_DAEMON_WORKER_CLIENT_H
 #define TC_DAEMON_WORKER_CLIENT_H
 
@@ -35,6 +36,9 @@ struct tc_worker_client {
     /* one token per session, logits [B, V] */
     tc_status (*step)(tc_worker_client *w, tc_wc_session **s, const int32_t *t, int B, float *logits);
     void (*stats)(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_stats *out);
+    /* the calling thread's role: 0 generation (hit steps), 1 context
+     * (syncs, prefills); each role computes in its own workspace */
+    void (*bind_thread)(tc_worker_client *w, int role);
     void (*free)(tc_worker_client *w);
 };
 

@@ -43,6 +43,10 @@ static void l_stats(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_s
     o->state_bytes = (int64_t)tc_session_state_bytes(x);
     o->sync_due = tc_session_sync_due(x);
 }
+static void l_bind(tc_worker_client *w, int role) {
+    (void)w;
+    tc_model_bind_workspace(role);
+}
 static void l_free(tc_worker_client *w) {
     local_impl *L = w->impl;
     tc_model_free(L->m);
@@ -77,6 +81,7 @@ tc_status tc_worker_local_open(tc_worker_client **out, const char *dir, int n_th
     w->sync = l_sync;
     w->step = l_step;
     w->stats = l_stats;
+    w->bind_thread = l_bind;
     w->free = l_free;
     *out = w;
     return TC_OK;
