@@ -33,6 +33,7 @@ int tc_cli_generate(int argc, char **argv);
 int tc_cli_info(int argc, char **argv);
 int tc_cli_sync_bench(int argc, char **argv);
 int tc_cli_client(int argc, char **argv);
+int tc_cli_bench(int argc, char **argv);
 #ifdef TC_HAVE_TOKENIZER
 int tc_cli_tokenize(int argc, char **argv);
 int tc_cli_detokenize(int argc, char **argv);

@@ -54,8 +54,9 @@ void tc_fwd_proj(tc_model *m, const tc_layer_weights *L, const float *Y, int64_t
         float *qkv = QKV + (size_t)r0 * 3 * d;
         be->layernorm(be, ln_tile, Y + (size_t)r0 * d, L->norm1_w, L->norm1_b, t, d, c->norm_eps);
         be->linear(be, qkv, 3 * d, ln_tile, d, L->qkv_w, L->qkv_b, t, 3 * d, d, 0.f);
-        be->rope(be, qkv, 3 * d, t, c->n_head, c->head_dim, pos0 + r0, c->rope_base);
-        be->rope(be, qkv + d, 3 * d, t, c->n_head, c->head_dim, pos0 + r0, c->rope_base);
+        /* Q and K are adjacent column blocks: rotate them as 2*nh heads,
+         * one cos/sin per (position, pair) for both */
+        be->rope(be, qkv, 3 * d, t, 2 * c->n_head, c->head_dim, pos0 + r0, c->rope_base);
     }
 }
 
@@ -146,8 +147,7 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, float *logit
                 tc_session *s = ss[i];
                 int64_t n = cnt[i], p0 = s->n_tokens - n;
                 float *q = QKV + (size_t)row * 3 * d, *a = A + (size_t)row * d;
-                be->rope(be, q, 3 * d, (int)n, c->n_head, c->head_dim, p0, c->rope_base);
-                be->rope(be, q + d, 3 * d, (int)n, c->n_head, c->head_dim, p0, c->rope_base);
+                be->rope(be, q, 3 * d, (int)n, 2 * c->n_head, c->head_dim, p0, c->rope_base); /* Q|K */
                 float *wk = win_kv(s, li, 0), *wv = win_kv(s, li, 1);
                 be->copy2d(be, wk + (size_t)s->win_len * d, d, q + d, 3 * d, (int)n, d);
                 be->copy2d(be, wv + (size_t)s->win_len * d, d, q + 2 * d, 3 * d, (int)n, d);

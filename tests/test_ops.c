@@ -108,6 +108,47 @@ int main(void) {
         }
         free(q); free(k); free(v);
     }
+    /* attention at model head sizes (hd 16, 36: the direct 1-row path's
+     * vector body and tail), 1..4-row query tiles, keys across tiles, and
+     * enough work to be split over the thread pool */
+    struct { int nq, nk, causal, nh, hd; int64_t qp, kp; } at2[] = {
+        {1, 700, 0, 12, 36, 5000, 0}, {3, 300, 1, 12, 36, 297, 0}, {4, 260, 1, 4, 16, 255, 0},
+        {2, 33, 1, 8, 32, 40, 8},     {200, 257, 0, 12, 36, 0, 9},  {130, 130, 1, 4, 16, 7, 7},
+    };
+    for (size_t t = 0; t < sizeof at2 / sizeof at2[0]; t++) {
+        int nh = at2[t].nh, hd = at2[t].hd, d = nh * hd, ldq = 3 * d;
+        int nq = at2[t].nq, nk = at2[t].nk;
+        float *q = rnd((size_t)nq * ldq, 2), *k = rnd((size_t)nk * ldq, 2), *v = rnd((size_t)nk * ldq, 1);
+        float *o0 = rnd((size_t)nq * d, 1), *o1 = dup(o0, (size_t)nq * d);
+        cpu.attention(&cpu, o0, d, q, ldq, k, ldq, v, ldq, nq, nk, nh, hd, at2[t].qp, at2[t].kp, at2[t].causal, 1.f);
+        nv.attention(&nv, o1, d, q, ldq, k, ldq, v, ldq, nq, nk, nh, hd, at2[t].qp, at2[t].kp, at2[t].causal, 1.f);
+        snprintf(sh, sizeof sh, "nq=%d nk=%d c=%d nh=%d hd=%d", nq, nk, at2[t].causal, nh, hd);
+        compare("attention", sh, o0, o1, (size_t)nq * d, 1e-10);
+        free(q); free(k); free(v); free(o0); free(o1);
+    }
+    /* swiglu with large |h| (the exp's clamps) and a pool-split size */
+    {
+        int n = 130, F = 257;
+        float *h = rnd((size_t)n * 2 * F, 100), *o0 = rnd((size_t)n * F, 1), *o1 = dup(o0, (size_t)n * F);
+        cpu.swiglu(&cpu, o0, F, h, 2 * F, n, F);
+        nv.swiglu(&nv, o1, F, h, 2 * F, n, F);
+        compare("swiglu", "n=130 F=257 |h|<=100", o0, o1, (size_t)n * F, 1e-12);
+        free(h); free(o0); free(o1);
+    }
+    /* layernorm and rope on pool-split sizes */
+    {
+        int n = 300, d = 432, nh = 24, hd = 36;
+        float *x = rnd((size_t)n * d, 3), *w = rnd(d, 1), *b = rnd(d, 1);
+        float *o0 = rnd((size_t)n * d, 1), *o1 = rnd((size_t)n * d, 1);
+        cpu.layernorm(&cpu, o0, x, w, b, n, d, 1e-5f);
+        nv.layernorm(&nv, o1, x, w, b, n, d, 1e-5f);
+        compare("layernorm", "n=300 d=432", o0, o1, (size_t)n * d, 1e-10);
+        float *r0 = rnd((size_t)n * 3 * d, 1), *r1 = dup(r0, (size_t)n * 3 * d);
+        cpu.rope(&cpu, r0, 3 * d, n, nh, hd, 1048000, 10000.f);
+        nv.rope(&nv, r1, 3 * d, n, nh, hd, 1048000, 10000.f);
+        compare("rope", "n=300 nh=24 hd=36 pos0=1048000", r0, r1, (size_t)n * 3 * d, 1e-12);
+        free(x); free(w); free(b); free(o0); free(o1); free(r0); free(r1);
+    }
     /* swiglu, strided */
     for (int a = 0; a < 4; a++) {
         int n = odd[a], F = odd[(a + 1) % 4];

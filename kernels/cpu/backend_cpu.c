@@ -1,15 +1,149 @@
 /* backend_cpu.c — the CPU backend: OpenBLAS SGEMM plus plain C loops the
  * compiler vectorizes. Attention is tiled flash-style (online softmax over
- * key tiles, SGEMMs per tile) so memory stays O(tile) for any context. */
+ * key tiles, SGEMMs per tile) so memory stays O(tile) for any context; a
+ * query tile of a few rows (hit steps, decode) skips SGEMM for direct dot
+ * products.
+ *
+ * Threading, chosen for small machines (2 cores here): OpenBLAS runs
+ * single-threaded and this file splits each op itself over a small pool
+ * (output columns of a GEMM, heads of an attention, rows of element-wise
+ * ops). Everything runs in parallel then, softmax/LayerNorm/SwiGLU
+ * included, and no idle OpenBLAS thread spins in sched_yield while the
+ * caller does element-wise work (25% of a sync's cycles before). Ops too
+ * small to pay a wake-up (~10 us) run on the caller's thread. */
 #include "../backend.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-#define TC_ATT_TQ 64  /* query rows per tile */
+#define TC_ATT_TQ 128 /* query rows per tile */
 #define TC_ATT_TK 256 /* key rows per tile   */
+#define TC_ATT_DIRECT 4 /* query tiles up to this many rows: dot products */
+#define TC_POOL_MAX 8
+#define TC_PAR_MIN_FLOPS (1 << 18) /* below this an op runs on the caller's thread */
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+/* AVX2+FMA clone of the hot loops, picked at load time (ifunc) */
+#define TC_HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define TC_HOT
+#endif
+
+/* ---- the pool: one per process, shared by every CPU backend ----------
+ * fn(arg, i, n) runs for i = 0..n-1, i = 0 on the caller. A second caller
+ * arriving while the pool is busy runs its op serially (trylock). */
+typedef void (*tc_par_fn)(void *arg, int i, int n);
+
+static struct {
+    pthread_once_t once;
+    pthread_mutex_t busy, mu;
+    pthread_cond_t cv;
+    int size; /* threads including the caller */
+    atomic_uint gen;
+    atomic_int pending;
+    tc_par_fn fn;
+    void *arg;
+    int n;
+} g_pool = {.once = PTHREAD_ONCE_INIT, .busy = PTHREAD_MUTEX_INITIALIZER, .mu = PTHREAD_MUTEX_INITIALIZER,
+            .cv = PTHREAD_COND_INITIALIZER};
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void *pool_worker(void *p) {
+    int id = (int)(intptr_t)p;
+    unsigned seen = 0;
+    for (;;) {
+        unsigned g;
+        int spins = 0;
+        /* spin briefly (ops come in bursts), then sleep */
+        while ((g = atomic_load_explicit(&g_pool.gen, memory_order_acquire)) == seen && ++spins < 20000) cpu_relax();
+        if (g == seen) {
+            pthread_mutex_lock(&g_pool.mu);
+            while ((g = atomic_load(&g_pool.gen)) == seen) pthread_cond_wait(&g_pool.cv, &g_pool.mu);
+            pthread_mutex_unlock(&g_pool.mu);
+        }
+        seen = g;
+        if (id < g_pool.n) g_pool.fn(g_pool.arg, id, g_pool.n);
+        atomic_fetch_sub_explicit(&g_pool.pending, 1, memory_order_acq_rel);
+    }
+    return NULL;
+}
+
+static void pool_start(void) {
+    long nc = sysconf(_SC_NPROCESSORS_ONLN);
+    g_pool.size = nc < 1 ? 1 : nc > TC_POOL_MAX ? TC_POOL_MAX : (int)nc;
+    for (int i = 1; i < g_pool.size; i++) {
+        pthread_t t;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &at, pool_worker, (void *)(intptr_t)i) != 0) { g_pool.size = i; break; }
+        pthread_attr_destroy(&at);
+    }
+}
+
+/* threads an op of `flops` work gets on backend be */
+static int par_width(tc_backend *be, double flops) {
+    int want = (int)(intptr_t)be->ctx;
+    if (flops < TC_PAR_MIN_FLOPS) return 1;
+    return want < g_pool.size ? want : g_pool.size;
+}
+
+static void par_run(int n, tc_par_fn fn, void *arg) {
+    if (n <= 1 || pthread_mutex_trylock(&g_pool.busy) != 0) {
+        fn(arg, 0, 1);
+        return;
+    }
+    g_pool.fn = fn;
+    g_pool.arg = arg;
+    g_pool.n = n;
+    atomic_store(&g_pool.pending, g_pool.size - 1);
+    pthread_mutex_lock(&g_pool.mu);
+    atomic_fetch_add_explicit(&g_pool.gen, 1, memory_order_release);
+    pthread_cond_broadcast(&g_pool.cv);
+    pthread_mutex_unlock(&g_pool.mu);
+    fn(arg, 0, n);
+    for (int spins = 0; atomic_load_explicit(&g_pool.pending, memory_order_acquire) > 0; spins++)
+        if (spins < 100000) cpu_relax();
+        else sched_yield();
+    pthread_mutex_unlock(&g_pool.busy);
+}
+
+/* [lo, hi) of part i of n over `len` items, in multiples of `align` */
+static void par_range(int len, int align, int i, int n, int *lo, int *hi) {
+    int units = (len + align - 1) / align;
+    *lo = (int)((long)units * i / n) * align;
+    *hi = (int)((long)units * (i + 1) / n) * align;
+    if (*hi > len) *hi = len;
+    if (*lo > len) *lo = len;
+}
+
+/* ---- vector exp: Cephes-style, ~1 ulp, vectorizable (no libm call) ---- */
+static inline float exp_approx(float x) {
+    x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+    float fx = x * 1.44269504088896341f;
+    float n = (fx + 12582912.f) - 12582912.f; /* round to nearest: 1.5 * 2^23 */
+    float r = x - n * 0.693359375f;
+    r -= n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } u = {.i = ((int32_t)n + 127) << 23};
+    return p * u.f;
+}
 
 float tc_rope_theta(float base, int j, int head_dim) {
     return (float)pow((double)base, -2.0 * (double)j / (double)head_dim);
@@ -37,12 +171,19 @@ static void cpu_embed(tc_backend *be, float *out, const float *E, const int32_t 
     for (int i = 0; i < n; i++) memcpy(out + (size_t)i * d, E + (size_t)ids[i] * d, (size_t)d * 4);
 }
 
-static void cpu_layernorm(tc_backend *be, float *out, const float *x, const float *w, const float *b, int n, int d,
-                          float eps) {
-    (void)be;
-    for (int i = 0; i < n; i++) {
-        const float *xi = x + (size_t)i * d;
-        float *oi = out + (size_t)i * d;
+/* ---- layernorm, rows split over the pool ------------------------------ */
+typedef struct {
+    float *out;
+    const float *x, *w, *b;
+    int n, d;
+    float eps;
+} ln_args;
+
+TC_HOT static void ln_rows(const ln_args *a, int r0, int r1) {
+    const int d = a->d;
+    for (int i = r0; i < r1; i++) {
+        const float *xi = a->x + (size_t)i * d;
+        float *oi = a->out + (size_t)i * d;
         float mean = 0.f;
         for (int j = 0; j < d; j++) mean += xi[j];
         mean /= (float)d;
@@ -52,54 +193,158 @@ static void cpu_layernorm(tc_backend *be, float *out, const float *x, const floa
             var += t * t;
         }
         var /= (float)d;
-        float rs = 1.0f / sqrtf(var + eps);
-        for (int j = 0; j < d; j++) oi[j] = (xi[j] - mean) * rs * w[j] + b[j];
+        float rs = 1.0f / sqrtf(var + a->eps);
+        for (int j = 0; j < d; j++) oi[j] = (xi[j] - mean) * rs * a->w[j] + a->b[j];
     }
 }
+static void ln_task(void *p, int i, int n) {
+    ln_args *a = p;
+    int lo, hi;
+    par_range(a->n, 1, i, n, &lo, &hi);
+    ln_rows(a, lo, hi);
+}
+static void cpu_layernorm(tc_backend *be, float *out, const float *x, const float *w, const float *b, int n, int d,
+                          float eps) {
+    ln_args a = {out, x, w, b, n, d, eps};
+    par_run(n > 1 ? par_width(be, 8.0 * n * d) : 1, ln_task, &a);
+}
 
-static void cpu_linear(tc_backend *be, float *y, int ldy, const float *x, int ldx, const float *W, const float *bias,
-                       int n, int m, int k, float beta) {
-    (void)be;
-    if (n <= 0 || m <= 0) return;
-    if (bias) {
-        if (beta == 0.f) {
-            for (int i = 0; i < n; i++) memcpy(y + (size_t)i * ldy, bias, (size_t)m * 4);
-        } else {
-            for (int i = 0; i < n; i++) {
-                float *yi = y + (size_t)i * ldy;
-                for (int j = 0; j < m; j++) yi[j] = beta * yi[j] + bias[j];
-            }
+/* ---- linear: output columns split over the pool ------------------------ */
+typedef struct {
+    float *y;
+    const float *x, *W, *bias;
+    int ldy, ldx, n, m, k;
+    float beta;
+} lin_args;
+
+static void lin_cols(const lin_args *a, int j0, int j1) {
+    int mm = j1 - j0;
+    if (mm <= 0) return;
+    float beta = a->beta;
+    float *y = a->y + j0;
+    if (a->bias) {
+        const float *bias = a->bias + j0;
+        for (int i = 0; i < a->n; i++) {
+            float *yi = y + (size_t)i * a->ldy;
+            if (beta == 0.f) memcpy(yi, bias, (size_t)mm * 4);
+            else
+                for (int j = 0; j < mm; j++) yi[j] = beta * yi[j] + bias[j];
         }
         beta = 1.f;
     }
-    if (n == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, m, k, 1.f, W, k, x, 1, beta, y, 1);
+    const float *W = a->W + (size_t)j0 * a->k;
+    if (a->n == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, mm, a->k, 1.f, W, a->k, a->x, 1, beta, y, 1);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, m, k, 1.f, x, ldx, W, k, beta, y, ldy);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, mm, a->k, 1.f, a->x, a->ldx, W, a->k, beta, y,
+                    a->ldy);
+}
+static void lin_task(void *p, int i, int n) {
+    lin_args *a = p;
+    int lo, hi;
+    par_range(a->m, 16, i, n, &lo, &hi);
+    lin_cols(a, lo, hi);
+}
+static void cpu_linear(tc_backend *be, float *y, int ldy, const float *x, int ldx, const float *W, const float *bias,
+                       int n, int m, int k, float beta) {
+    if (n <= 0 || m <= 0) return;
+    lin_args a = {y, x, W, bias, ldy, ldx, n, m, k, beta};
+    /* a GEMV is bandwidth-bound: one thread saturates memory here, and
+     * splitting it only adds a wake-up; split GEMMs and huge GEMVs */
+    double work = n == 1 ? (m * (double)k > (1 << 22) ? 2.0 * m * k : 0) : 2.0 * n * m * (double)k;
+    par_run(m >= 32 ? par_width(be, work) : 1, lin_task, &a);
 }
 
-static void cpu_rope(tc_backend *be, float *x, int ld, int n, int n_head, int head_dim, int64_t pos0, float base) {
-    (void)be;
-    int half = head_dim / 2;
-    float theta[512];
-    float *th = half <= 512 ? theta : malloc((size_t)half * 4);
-    TC_ASSERT(th, "rope: out of memory");
-    for (int j = 0; j < half; j++) th[j] = tc_rope_theta(base, j, head_dim);
-    for (int i = 0; i < n; i++) {
-        float p = (float)(pos0 + i);
-        float *xi = x + (size_t)i * ld;
+/* ---- rope -------------------------------------------------------------- */
+typedef struct {
+    float *x;
+    int ld, n, n_head, head_dim;
+    int64_t pos0;
+    const float *theta;
+} rope_args;
+
+static void rope_task(void *p, int ti, int tn) {
+    rope_args *a = p;
+    int lo, hi, half = a->head_dim / 2;
+    par_range(a->n, 1, ti, tn, &lo, &hi);
+    for (int i = lo; i < hi; i++) {
+        float pf = (float)(a->pos0 + i);
+        float *xi = a->x + (size_t)i * a->ld;
+        /* cos/sin once per (position, pair), reused by every head; the
+         * angle in fp32 exactly as the reference computes it */
         for (int j = 0; j < half; j++) {
-            float a = p * th[j];
-            float c = cosf(a), s = sinf(a);
-            for (int h = 0; h < n_head; h++) {
-                float *pr = xi + (size_t)h * head_dim + 2 * j;
+            float ang = pf * a->theta[j];
+            float c = cosf(ang), s = sinf(ang);
+            for (int h = 0; h < a->n_head; h++) {
+                float *pr = xi + (size_t)h * a->head_dim + 2 * j;
                 float x0 = pr[0], x1 = pr[1];
                 pr[0] = x0 * c - x1 * s;
                 pr[1] = x0 * s + x1 * c;
             }
         }
     }
+}
+
+static void cpu_rope(tc_backend *be, float *x, int ld, int n, int n_head, int head_dim, int64_t pos0, float base) {
+    int half = head_dim / 2;
+    float theta[512];
+    float *th = half <= 512 ? theta : malloc((size_t)half * 4);
+    TC_ASSERT(th, "rope: out of memory");
+    for (int j = 0; j < half; j++) th[j] = tc_rope_theta(base, j, head_dim);
+    rope_args a = {x, ld, n, n_head, head_dim, pos0, th};
+    par_run(par_width(be, 40.0 * n * half + 6.0 * n * half * n_head), rope_task, &a);
     if (th != theta) free(th);
+}
+
+/* ---- attention --------------------------------------------------------- */
+
+/* softmax numerators of one score row over `lim` visible keys, online:
+ * updates m, l, returns the factor the accumulator must be scaled by */
+TC_HOT static float softmax_tile(float *si, int lim, int tk, float *mrow, float *lrow) {
+    float mx = *mrow;
+    for (int j = 0; j < lim; j++) mx = si[j] > mx ? si[j] : mx;
+    float corr = *mrow == -INFINITY ? 0.f : expf(*mrow - mx);
+    float sum = 0.f;
+    for (int j = 0; j < lim; j++) {
+        float e = exp_approx(si[j] - mx);
+        si[j] = e;
+        sum += e;
+    }
+    for (int j = lim; j < tk; j++) si[j] = 0.f;
+    *lrow = *lrow * corr + sum;
+    *mrow = mx;
+    return corr;
+}
+
+TC_HOT static void scale_row(float *a, int n, float s) {
+    for (int c = 0; c < n; c++) a[c] *= s;
+}
+
+/* one query row, direct: scores by dot products, p.V by axpy; no SGEMM
+ * call overhead for a 1-row problem. S has TC_ATT_TK floats. */
+TC_HOT static void att_row(float *acc, const float *q, const float *k, int ldk, const float *v, int ldv, int nk_vis,
+                           int hd, float scale, float *S, float *mrow, float *lrow) {
+    for (int k0 = 0; k0 < nk_vis; k0 += TC_ATT_TK) {
+        int tk = nk_vis - k0 < TC_ATT_TK ? nk_vis - k0 : TC_ATT_TK;
+        for (int j = 0; j < tk; j++) {
+            const float *kj = k + (size_t)(k0 + j) * ldk;
+            float part[8] = {0};
+            int c = 0;
+            for (; c + 8 <= hd; c += 8)
+                for (int u = 0; u < 8; u++) part[u] += q[c + u] * kj[c + u];
+            float t = 0.f;
+            for (; c < hd; c++) t += q[c] * kj[c];
+            t += ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+            S[j] = t * scale;
+        }
+        float corr = softmax_tile(S, tk, tk, mrow, lrow);
+        for (int c = 0; c < hd; c++) acc[c] *= corr;
+        for (int j = 0; j < tk; j++) {
+            const float *vj = v + (size_t)(k0 + j) * ldv;
+            float p = S[j];
+            for (int c = 0; c < hd; c++) acc[c] += p * vj[c];
+        }
+    }
 }
 
 /* Flash-style attention for one head. Scratch: S [TQ, TK], acc [TQ, hd],
@@ -112,44 +357,40 @@ static void att_head(float *out, int ldo, const float *q, int ldq, const float *
         int tq = nq - q0 < TC_ATT_TQ ? nq - q0 : TC_ATT_TQ;
         for (int i = 0; i < tq; i++) { mrow[i] = -INFINITY; lrow[i] = 0.f; }
         memset(acc, 0, (size_t)tq * hd * 4);
-        /* causal: keys visible to the last query of this tile */
-        int nk_vis = nk;
-        if (causal) {
-            int64_t lim = qpos0 + q0 + tq - 1 - kpos0 + 1;
-            nk_vis = lim < 0 ? 0 : (lim < nk ? (int)lim : nk);
-        }
-        for (int k0 = 0; k0 < nk_vis; k0 += TC_ATT_TK) {
-            int tk = nk_vis - k0 < TC_ATT_TK ? nk_vis - k0 : TC_ATT_TK;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, tk, hd, scale, q + (size_t)q0 * ldq, ldq,
-                        k + (size_t)k0 * ldk, ldk, 0.f, S, TC_ATT_TK);
+        if (tq <= TC_ATT_DIRECT) {
             for (int i = 0; i < tq; i++) {
-                float *si = S + (size_t)i * TC_ATT_TK;
-                int lim = tk;
-                if (causal) {
-                    int64_t l = qpos0 + q0 + i - (kpos0 + k0) + 1;
-                    lim = l < 0 ? 0 : (l < tk ? (int)l : tk);
-                }
-                float mx = mrow[i];
-                for (int j = 0; j < lim; j++) mx = si[j] > mx ? si[j] : mx;
-                if (lim == 0) {
-                    for (int j = 0; j < tk; j++) si[j] = 0.f;
-                    continue;
-                }
-                float corr = mrow[i] == -INFINITY ? 0.f : expf(mrow[i] - mx);
-                float sum = 0.f;
-                for (int j = 0; j < lim; j++) {
-                    float e = expf(si[j] - mx);
-                    si[j] = e;
-                    sum += e;
-                }
-                for (int j = lim; j < tk; j++) si[j] = 0.f;
-                lrow[i] = lrow[i] * corr + sum;
-                mrow[i] = mx;
-                float *ai = acc + (size_t)i * hd;
-                for (int c = 0; c < hd; c++) ai[c] *= corr;
+                int64_t lim = causal ? qpos0 + q0 + i - kpos0 + 1 : nk;
+                int vis = lim < 0 ? 0 : (lim < nk ? (int)lim : nk);
+                att_row(acc + (size_t)i * hd, q + (size_t)(q0 + i) * ldq, k, ldk, v, ldv, vis, hd, scale, S,
+                        &mrow[i], &lrow[i]);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, hd, tk, 1.f, S, TC_ATT_TK,
-                        v + (size_t)k0 * ldv, ldv, 1.f, acc, hd);
+        } else {
+            /* causal: keys visible to the last query of this tile */
+            int nk_vis = nk;
+            if (causal) {
+                int64_t lim = qpos0 + q0 + tq - 1 - kpos0 + 1;
+                nk_vis = lim < 0 ? 0 : (lim < nk ? (int)lim : nk);
+            }
+            for (int k0 = 0; k0 < nk_vis; k0 += TC_ATT_TK) {
+                int tk = nk_vis - k0 < TC_ATT_TK ? nk_vis - k0 : TC_ATT_TK;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, tk, hd, scale, q + (size_t)q0 * ldq, ldq,
+                            k + (size_t)k0 * ldk, ldk, 0.f, S, TC_ATT_TK);
+                for (int i = 0; i < tq; i++) {
+                    float *si = S + (size_t)i * TC_ATT_TK;
+                    int lim = tk;
+                    if (causal) {
+                        int64_t l = qpos0 + q0 + i - (kpos0 + k0) + 1;
+                        lim = l < 0 ? 0 : (l < tk ? (int)l : tk);
+                    }
+                    if (lim == 0) {
+                        memset(si, 0, (size_t)tk * 4);
+                        continue;
+                    }
+                    scale_row(acc + (size_t)i * hd, hd, softmax_tile(si, lim, tk, &mrow[i], &lrow[i]));
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, hd, tk, 1.f, S, TC_ATT_TK,
+                            v + (size_t)k0 * ldv, ldv, 1.f, acc, hd);
+            }
         }
         for (int i = 0; i < tq; i++) {
             float *oi = out + (size_t)(q0 + i) * ldo;
@@ -163,32 +404,64 @@ static void att_head(float *out, int ldo, const float *q, int ldq, const float *
     }
 }
 
-static void cpu_attention(tc_backend *be, float *out, int ldo, const float *q, int ldq, const float *k, int ldk,
-                          const float *v, int ldv, int nq, int nk, int n_head, int head_dim, int64_t qpos0,
-                          int64_t kpos0, int causal, float beta) {
-    (void)be;
-    if (nq <= 0) return;
-    size_t need = (size_t)TC_ATT_TQ * TC_ATT_TK + (size_t)TC_ATT_TQ * head_dim + 2 * TC_ATT_TQ;
+typedef struct {
+    float *out;
+    const float *q, *k, *v;
+    int ldo, ldq, ldk, ldv, nq, nk, n_head, head_dim, causal;
+    int64_t qpos0, kpos0;
+    float beta;
+} att_args;
+
+/* heads split over the pool; each thread has its own scratch */
+static void att_task(void *p, int ti, int tn) {
+    att_args *a = p;
+    int hd = a->head_dim, lo, hi;
+    par_range(a->n_head, 1, ti, tn, &lo, &hi);
+    if (lo >= hi) return;
+    size_t need = (size_t)TC_ATT_TQ * TC_ATT_TK + (size_t)TC_ATT_TQ * hd + 2 * TC_ATT_TQ;
     float stackbuf[TC_ATT_TQ * TC_ATT_TK + TC_ATT_TQ * 128 + 2 * TC_ATT_TQ];
     float *scr = need <= sizeof stackbuf / sizeof stackbuf[0] ? stackbuf : malloc(need * 4);
     TC_ASSERT(scr, "attention: out of memory for scratch");
-    float *S = scr, *acc = S + (size_t)TC_ATT_TQ * TC_ATT_TK, *mrow = acc + (size_t)TC_ATT_TQ * head_dim,
+    float *S = scr, *acc = S + (size_t)TC_ATT_TQ * TC_ATT_TK, *mrow = acc + (size_t)TC_ATT_TQ * hd,
           *lrow = mrow + TC_ATT_TQ;
-    for (int h = 0; h < n_head; h++) {
-        size_t o = (size_t)h * head_dim;
-        att_head(out + o, ldo, q + o, ldq, k + o, ldk, v + o, ldv, nq, nk, head_dim, qpos0, kpos0, causal, beta, S,
-                 acc, mrow, lrow);
+    for (int h = lo; h < hi; h++) {
+        size_t o = (size_t)h * hd;
+        att_head(a->out + o, a->ldo, a->q + o, a->ldq, a->k + o, a->ldk, a->v + o, a->ldv, a->nq, a->nk, hd,
+                 a->qpos0, a->kpos0, a->causal, a->beta, S, acc, mrow, lrow);
     }
     if (scr != stackbuf) free(scr);
 }
 
-static void cpu_swiglu(tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F) {
-    (void)be;
-    for (int i = 0; i < n; i++) {
-        const float *a = h + (size_t)i * ldh, *b = a + F;
-        float *o = out + (size_t)i * ldo;
-        for (int j = 0; j < F; j++) o[j] = a[j] / (1.0f + expf(-a[j])) * b[j];
+static void cpu_attention(tc_backend *be, float *out, int ldo, const float *q, int ldq, const float *k, int ldk,
+                          const float *v, int ldv, int nq, int nk, int n_head, int head_dim, int64_t qpos0,
+                          int64_t kpos0, int causal, float beta) {
+    if (nq <= 0) return;
+    att_args a = {out, q, k, v, ldo, ldq, ldk, ldv, nq, nk, n_head, head_dim, causal, qpos0, kpos0, beta};
+    par_run(par_width(be, 4.0 * nq * (double)nk * n_head * head_dim), att_task, &a);
+}
+
+/* ---- swiglu ------------------------------------------------------------ */
+typedef struct {
+    float *out;
+    const float *h;
+    int ldo, ldh, n, F;
+} sw_args;
+
+TC_HOT static void swiglu_row(float *o, const float *a, const float *b, int F) {
+    for (int j = 0; j < F; j++) o[j] = a[j] / (1.0f + exp_approx(-a[j])) * b[j];
+}
+static void sw_task(void *p, int ti, int tn) {
+    sw_args *s = p;
+    int lo, hi;
+    par_range(s->n, 1, ti, tn, &lo, &hi);
+    for (int i = lo; i < hi; i++) {
+        const float *a = s->h + (size_t)i * s->ldh;
+        swiglu_row(s->out + (size_t)i * s->ldo, a, a + s->F, s->F);
     }
+}
+static void cpu_swiglu(tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F) {
+    sw_args a = {out, h, ldo, ldh, n, F};
+    par_run(par_width(be, 20.0 * n * F), sw_task, &a);
 }
 
 tc_status tc_backend_cpu_init(tc_backend *be, int n_threads) {
@@ -205,7 +478,10 @@ tc_status tc_backend_cpu_init(tc_backend *be, int n_threads) {
     be->rope = cpu_rope;
     be->attention = cpu_attention;
     be->swiglu = cpu_swiglu;
-    if (n_threads > 0) openblas_set_num_threads(n_threads);
+    /* OpenBLAS single-threaded; the pool splits ops (see the top) */
+    pthread_once(&g_pool.once, pool_start);
+    openblas_set_num_threads(1);
+    be->ctx = (void *)(intptr_t)(n_threads > 0 ? n_threads : g_pool.size);
     return TC_OK;
 }
 

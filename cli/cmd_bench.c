@@ -1,0 +1,588 @@
+/* cmd_bench.c — `tconst bench <sub>`: the engine benchmarks of issue 3
+ * (DESIGN.md §8). Each sub-benchmark prints a table and, with --csv FILE,
+ * writes the same rows as CSV. Every figure is measured in the same run as
+ * what it is compared with (ratios side by side); medians of repetitions.
+ *
+ *   itl      hit-step p50/p90, sync step, amortized per token vs context N
+ *   state    session state bytes (history excluded) and process RSS vs N
+ *   prefill  time to first token for prompts of N tokens
+ *   batch    aggregate hit-step tokens/s at B concurrent sessions
+ *   floor    memory bandwidth (triad) and SGEMM rate, and the hit step /
+ *            sync of the model as ratios to those floors
+ *
+ * A context of N is reached with one tc_session_append of N tokens (one
+ * sync + the window), never N hit steps. The baseline transformer's prefill
+ * is O(N^2): a context is skipped when its predicted time or memory exceeds
+ * the budget (--budget seconds), and the table says so.
+ * Not here: the daemon, tokenization, GPU figures. */
+#include <cblas.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../model/sampler.h"
+#include "../model/session.h"
+#include "cli.h"
+
+#define MAX_CTX 16
+
+typedef struct {
+    const char *preset, *model;
+    int arch_mask; /* bit 0 tconstformer, bit 1 transformer */
+    int64_t ctx[MAX_CTX];
+    int n_ctx;
+    int64_t batch[MAX_CTX];
+    int n_batch;
+    int64_t reps, threads, batch_ctx;
+    double budget;
+    FILE *csv;
+} bench_opts;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_dbl(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+/* q-quantile (0..1) of n values; sorts them in place */
+static double quantile(double *v, int n, double q) {
+    if (n <= 0) return NAN;
+    qsort(v, (size_t)n, sizeof *v, cmp_dbl);
+    int i = (int)floor(q * (n - 1) + 0.5);
+    return v[i];
+}
+
+static double rss_mib(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, res = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &res) != 2) res = 0;
+        fclose(f);
+    }
+    return (double)res * (double)sysconf(_SC_PAGESIZE) / (1024.0 * 1024.0);
+}
+
+static double mem_available_bytes(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    double kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb * 1024.0;
+}
+
+static void rand_ids(int32_t *ids, int64_t n, int V, uint64_t *x) {
+    for (int64_t i = 0; i < n; i++) {
+        *x = *x * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int32_t)((*x >> 33) % (uint64_t)V);
+    }
+}
+
+/* ---- models: a preset materialized once per (preset, arch) under $TMPDIR */
+
+static tc_status bench_load(const bench_opts *o, tc_arch arch, tc_backend *be, tc_model **m) {
+    char dir[4096];
+    if (o->model) {
+        snprintf(dir, sizeof dir, "%s", o->model);
+    } else {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(dir, sizeof dir, "%s/tconst-bench-%s-%s-v1-%u", tmp && *tmp ? tmp : "/tmp", o->preset,
+                 tc_arch_name(arch), (unsigned)getuid());
+        char st[4200];
+        snprintf(st, sizeof st, "%s/model.safetensors", dir);
+        struct stat sb;
+        if (stat(st, &sb) != 0) {
+            tc_model_config c;
+            TC_CHECK(tc_config_preset(&c, o->preset, arch));
+            char tmpd[4200];
+            snprintf(tmpd, sizeof tmpd, "%s.tmp%d", dir, (int)getpid());
+            TC_CHECK(tc_model_init_random(&c, 1, "f32", tmpd));
+            if (rename(tmpd, dir) != 0 && stat(st, &sb) != 0)
+                return TC_FAIL(TC_ERR_IO, "cannot create bench model at %s", dir);
+        }
+    }
+    TC_CHECK(tc_backend_cpu_init(be, (int)o->threads));
+    return tc_model_load(m, dir, be);
+}
+
+/* ---- analytic costs ---------------------------------------------------- */
+
+/* fp32 bytes a batch-1 hit step must read: every layer's weights + the
+ * tied head (the embedding row gather is negligible) */
+static double hit_weight_bytes(const tc_model_config *c) {
+    double d = c->n_embd, F = c->ffn_hidden;
+    double layer = 3 * d * d + 3 * d + d * d + d + 3 * d * F + 4 * d;
+    return 4.0 * (layer * tc_config_n_layers(c) + (double)c->vocab_size * d);
+}
+
+/* FLOPs of one sync over n_ctx tokens (GEMMs and attention matmuls, which
+ * are all of it but O(N d) element-wise work), following model/sync.c */
+static double sync_flops(const tc_model_config *c, int64_t n_ctx) {
+    double d = c->n_embd, F = c->ffn_hidden, N = (double)n_ctx;
+    double Wz = n_ctx < c->history_window ? N : c->history_window;
+    double post = 2 * (d * d + 2 * F * d + F * d), proj = 2 * d * 3 * d;
+    double f = 0;
+    for (int b = 0; b < c->n_block; b++) {
+        f += N * proj + 4 * Wz * N * d + Wz * post; /* compress */
+        f += (c->inner_depth - 2) * (Wz * proj + 4 * Wz * Wz * d + Wz * post);
+        f += Wz * proj; /* restore K/V of Z */
+        if (b < c->n_block - 1) f += 4 * N * Wz * d + N * post;
+    }
+    return f;
+}
+
+/* ---- floors: memory bandwidth (STREAM triad) and SGEMM rate ------------ */
+
+typedef struct {
+    float *a, *b, *c;
+    size_t n;
+} triad_arg;
+
+static void *triad_run(void *p) {
+    triad_arg *t = p;
+    for (size_t i = 0; i < t->n; i++) t->a[i] = t->b[i] + 3.0f * t->c[i];
+    return NULL;
+}
+
+/* bytes/s of a = b + s*c over 3 x 64 MiB arrays, split over nt threads,
+ * median of reps; counted as STREAM does (3 arrays, no write-allocate) */
+static double floor_bandwidth(int nt, int reps) {
+    const size_t n = (size_t)16 << 20;
+    float *a = malloc(n * 4), *b = malloc(n * 4), *c = malloc(n * 4);
+    double t[16], bw = NAN;
+    if (!a || !b || !c) goto done;
+    for (size_t i = 0; i < n; i++) { a[i] = 0; b[i] = 1; c[i] = 2; }
+    if (nt < 1) nt = 1;
+    if (nt > 8) nt = 8;
+    if (reps > 16) reps = 16;
+    for (int r = 0; r < reps; r++) {
+        pthread_t th[8];
+        triad_arg ar[8];
+        double t0 = now_s();
+        for (int i = 0; i < nt; i++) {
+            size_t lo = n * i / nt, hi = n * (i + 1) / nt;
+            ar[i] = (triad_arg){a + lo, b + lo, c + lo, hi - lo};
+            if (i) pthread_create(&th[i], NULL, triad_run, &ar[i]);
+        }
+        triad_run(&ar[0]);
+        for (int i = 1; i < nt; i++) pthread_join(th[i], NULL);
+        t[r] = now_s() - t0;
+    }
+    bw = 3.0 * n * 4 / quantile(t, reps, 0.5);
+done:
+    free(a); free(b); free(c);
+    return bw;
+}
+
+/* FLOP/s of one square SGEMM (OpenBLAS, its current thread count) */
+static double floor_sgemm(int n, int reps) {
+    float *A = malloc((size_t)n * n * 4), *B = malloc((size_t)n * n * 4), *C = malloc((size_t)n * n * 4);
+    double t[16], r = NAN;
+    if (!A || !B || !C) goto done;
+    for (size_t i = 0; i < (size_t)n * n; i++) { A[i] = (float)(i % 7) * 0.1f; B[i] = (float)(i % 5) * 0.1f; }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.f, A, n, B, n, 0.f, C, n); /* warm */
+    if (reps > 16) reps = 16;
+    for (int i = 0; i < reps; i++) {
+        double t0 = now_s();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.f, A, n, B, n, 0.f, C, n);
+        t[i] = now_s() - t0;
+    }
+    r = 2.0 * n * n * (double)n / quantile(t, reps, 0.5);
+done:
+    free(A); free(B); free(C);
+    return r;
+}
+
+/* ---- one context point: prefill, hit steps, sync steps ------------------ */
+
+typedef struct {
+    int ok;
+    char note[160];
+    double prefill_s, hit_p50, hit_p90, sync_s, amort_s, rss;
+    size_t state;
+} point;
+
+/* Builds a session at context n (one append of n tokens + 1, so the
+ * window holds one token), then, when steps > 0, times `windows` windows
+ * of single steps: W_og - 1 hit steps and the sync step that follows
+ * (transformer: W_og decode steps per "window"). */
+static tc_status run_point(tc_model *m, int64_t n, int windows, int steps, point *p) {
+    const tc_model_config *c = &m->cfg;
+    const int W = c->generate_window;
+    tc_session *s = NULL;
+    int32_t *ids = NULL;
+    float *lg = NULL;
+    double *hit = NULL, *syn = NULL;
+    int nh = 0, ns = 0;
+    tc_status st = TC_OK;
+    uint64_t x = 12345 + (uint64_t)n;
+    memset(p, 0, sizeof *p);
+    int64_t n0 = n - n % W + 1;
+    ids = malloc((size_t)n0 * 4);
+    lg = malloc((size_t)c->vocab_size * 4);
+    hit = malloc(sizeof *hit * (size_t)(windows * W + 1));
+    syn = malloc(sizeof *syn * (size_t)(windows + 1));
+    if (!ids || !lg || !hit || !syn) { st = TC_FAIL(TC_ERR_NOMEM, "out of memory"); goto fail; }
+    rand_ids(ids, n0, c->vocab_size, &x);
+    if ((st = tc_session_new(m, &s)) != TC_OK) goto fail;
+    double t0 = now_s();
+    if ((st = tc_session_append(s, ids, n0, lg)) != TC_OK) goto fail;
+    p->prefill_s = now_s() - t0;
+    p->state = tc_session_state_bytes(s);
+    for (int w = 0; steps && w < windows; w++)
+        for (int i = 0; i < W; i++) {
+            int32_t t = tc_argmax(lg, c->vocab_size);
+            int is_sync = tc_session_sync_due(s);
+            double a = now_s();
+            if ((st = tc_step_batch(&s, &t, 1, lg)) != TC_OK) goto fail;
+            double e = now_s() - a;
+            if (is_sync) syn[ns++] = e;
+            else hit[nh++] = e;
+        }
+    p->rss = rss_mib();
+    if (steps) {
+        double sum = 0;
+        for (int i = 0; i < nh; i++) sum += hit[i];
+        for (int i = 0; i < ns; i++) sum += syn[i];
+        p->amort_s = sum / (nh + ns);
+        p->hit_p50 = quantile(hit, nh, 0.5);
+        p->hit_p90 = quantile(hit, nh, 0.9);
+        p->sync_s = ns ? quantile(syn, ns, 0.5) : NAN;
+    }
+    p->ok = 1;
+fail:
+    tc_session_free(s);
+    free(ids); free(lg); free(hit); free(syn);
+    return st;
+}
+
+/* bytes one more context point needs beyond the model: the baseline's
+ * KV cache (capacity doubles) + the prefill workspace; TConst's sync
+ * workspace C, proj(C) and the ids */
+static double point_bytes(const tc_model_config *c, int64_t n) {
+    double d = c->n_embd;
+    if (c->arch == TC_ARCH_TRANSFORMER) return 2.0 * 2 * tc_config_n_layers(c) * d * 4 * n + 5.0 * d * 4 * n;
+    return 4.0 * d * 4 * n + 8.0 * n;
+}
+
+/* ---- the sub-benchmarks ------------------------------------------------- */
+
+static const char *fmt_n(int64_t n, char *buf, size_t len) {
+    if (n >= 1048576 && n % 1048576 == 0) snprintf(buf, len, "%lldM", (long long)(n >> 20));
+    else if (n >= 1024 && n % 1024 == 0) snprintf(buf, len, "%lldK", (long long)(n >> 10));
+    else snprintf(buf, len, "%lld", (long long)n);
+    return buf;
+}
+
+/* itl, state and prefill share one loop over (arch, N): `what` picks the
+ * columns. Prediction for skipping: the last measured time scaled by N
+ * (tconstformer: linear sync) or N^2 (transformer prefill). */
+enum { SUB_ITL, SUB_STATE, SUB_PREFILL };
+
+static int bench_context(const bench_opts *o, int what) {
+    if (what == SUB_ITL) {
+        printf("%-10s %-12s %6s %10s %10s %10s %10s %10s %12s %8s  %s\n", "preset", "arch", "N", "prefill_s",
+               "hit_p50_ms", "hit_p90_ms", "sync_ms", "amort_ms", "state_B", "rss_MiB", "note");
+        if (o->csv) fprintf(o->csv, "preset,arch,n_ctx,prefill_s,hit_p50_ms,hit_p90_ms,sync_ms,amort_ms,state_bytes,rss_mib,note\n");
+    } else if (what == SUB_STATE) {
+        printf("%-10s %-12s %8s %14s %10s  %s\n", "preset", "arch", "N", "state_bytes", "rss_MiB", "note");
+        if (o->csv) fprintf(o->csv, "preset,arch,n_ctx,state_bytes,rss_mib,note\n");
+    } else {
+        printf("%-10s %-12s %8s %12s  %s\n", "preset", "arch", "prompt", "ttft_s", "note");
+        if (o->csv) fprintf(o->csv, "preset,arch,prompt,ttft_s,note\n");
+    }
+    const char *label = o->model ? o->model : o->preset;
+    for (int ai = 0; ai < 2; ai++) {
+        if (!(o->arch_mask & (1 << ai))) continue;
+        tc_arch arch = ai == 0 ? TC_ARCH_TCONST : TC_ARCH_TRANSFORMER;
+        tc_backend be;
+        tc_model *m = NULL;
+        tc_status st = bench_load(o, arch, &be, &m);
+        if (st != TC_OK) return tc_cli_fail("bench", st);
+        if (o->model) arch = m->cfg.arch;
+        int64_t prev_n = 0;
+        double prev_t = 0;
+        for (int ci = 0; ci < o->n_ctx; ci++) {
+            int64_t n = o->ctx[ci];
+            char nb[32], note[200] = "";
+            point p = {0};
+            double pred = 0;
+            if (prev_n) {
+                double r = (double)n / prev_n;
+                pred = prev_t * (arch == TC_ARCH_TRANSFORMER ? r * r : r);
+            }
+            double need = point_bytes(&m->cfg, n);
+            if (need > 0.8 * mem_available_bytes())
+                snprintf(note, sizeof note, "skipped: needs ~%.1f GiB, %.1f GiB available", need / 1073741824.0,
+                         mem_available_bytes() / 1073741824.0);
+            else if (pred > o->budget)
+                snprintf(note, sizeof note, "skipped: predicted %.0f s > budget %.0f s", pred, o->budget);
+            else {
+                double t0 = now_s();
+                st = run_point(m, n, (int)o->reps, what == SUB_ITL, &p);
+                if (st != TC_OK) snprintf(note, sizeof note, "failed: %s", tc_error_get());
+                prev_n = n;
+                prev_t = now_s() - t0;
+            }
+            fmt_n(n, nb, sizeof nb);
+            const char *an = tc_arch_name(arch);
+            if (!p.ok) {
+                printf("%-10s %-12s %8s  %s\n", label, an, nb, note);
+                if (o->csv) {
+                    if (what == SUB_ITL) fprintf(o->csv, "%s,%s,%lld,,,,,,,,%s\n", label, an, (long long)n, note);
+                    else if (what == SUB_STATE) fprintf(o->csv, "%s,%s,%lld,,,%s\n", label, an, (long long)n, note);
+                    else fprintf(o->csv, "%s,%s,%lld,,%s\n", label, an, (long long)n, note);
+                }
+            } else if (what == SUB_ITL) {
+                printf("%-10s %-12s %6s %10.3f %10.4f %10.4f %10.2f %10.4f %12zu %8.0f\n", label, an, nb,
+                       p.prefill_s, p.hit_p50 * 1e3, p.hit_p90 * 1e3, p.sync_s * 1e3, p.amort_s * 1e3, p.state,
+                       p.rss);
+                if (o->csv)
+                    fprintf(o->csv, "%s,%s,%lld,%.6f,%.6f,%.6f,%.4f,%.6f,%zu,%.1f,\n", label, an, (long long)n,
+                            p.prefill_s, p.hit_p50 * 1e3, p.hit_p90 * 1e3, p.sync_s * 1e3, p.amort_s * 1e3, p.state,
+                            p.rss);
+            } else if (what == SUB_STATE) {
+                printf("%-10s %-12s %8s %14zu %10.0f\n", label, an, nb, p.state, p.rss);
+                if (o->csv) fprintf(o->csv, "%s,%s,%lld,%zu,%.1f,\n", label, an, (long long)n, p.state, p.rss);
+            } else {
+                printf("%-10s %-12s %8s %12.4f\n", label, an, nb, p.prefill_s);
+                if (o->csv) fprintf(o->csv, "%s,%s,%lld,%.6f,\n", label, an, (long long)n, p.prefill_s);
+            }
+            fflush(stdout);
+        }
+        tc_model_free(m);
+        tc_backend_cpu_free(&be);
+    }
+    return 0;
+}
+
+/* Median time of one batched step of B sessions at context batch_ctx (all
+ * in the same window phase, so no step syncs). */
+static tc_status time_batch(tc_model *m, int B, int64_t ctx, int steps, double *step_s) {
+    const tc_model_config *c = &m->cfg;
+    const int W = c->generate_window;
+    tc_session **ss = calloc((size_t)B, sizeof *ss);
+    int32_t *ids = NULL, *tok = malloc((size_t)B * 4);
+    float *lg = malloc((size_t)B * c->vocab_size * 4);
+    double *t = malloc(sizeof *t * (size_t)(steps + 1));
+    uint64_t x = 777;
+    tc_status st = TC_OK;
+    int64_t n0 = ctx - ctx % W + 1;
+    if (steps > W - 2 && c->arch != TC_ARCH_TRANSFORMER) steps = W - 2;
+    ids = malloc((size_t)n0 * 4);
+    if (!ss || !ids || !tok || !lg || !t) { st = TC_FAIL(TC_ERR_NOMEM, "out of memory"); goto fail; }
+    for (int i = 0; i < B; i++) {
+        rand_ids(ids, n0, c->vocab_size, &x);
+        if ((st = tc_session_new(m, &ss[i])) != TC_OK) goto fail;
+        if ((st = tc_session_append(ss[i], ids, n0, NULL)) != TC_OK) goto fail;
+    }
+    for (int k = 0; k < steps; k++) {
+        rand_ids(tok, B, c->vocab_size, &x);
+        double a = now_s();
+        if ((st = tc_step_batch(ss, tok, B, lg)) != TC_OK) goto fail;
+        t[k] = now_s() - a;
+    }
+    *step_s = quantile(t, steps, 0.5);
+fail:
+    for (int i = 0; ss && i < B; i++) tc_session_free(ss[i]);
+    free(ss); free(ids); free(tok); free(lg); free(t);
+    return st;
+}
+
+static int bench_batch(const bench_opts *o) {
+    printf("%-10s %-12s %4s %8s %10s %12s %10s\n", "preset", "arch", "B", "ctx", "step_ms", "tokens_s", "vs_B1");
+    if (o->csv) fprintf(o->csv, "preset,arch,B,ctx,step_ms,tokens_s,speedup_vs_b1\n");
+    const char *label = o->model ? o->model : o->preset;
+    for (int ai = 0; ai < 2; ai++) {
+        if (!(o->arch_mask & (1 << ai))) continue;
+        tc_backend be;
+        tc_model *m = NULL;
+        tc_status st = bench_load(o, ai == 0 ? TC_ARCH_TCONST : TC_ARCH_TRANSFORMER, &be, &m);
+        if (st != TC_OK) return tc_cli_fail("bench", st);
+        double base = 0;
+        char nb[32];
+        for (int bi = 0; bi < o->n_batch; bi++) {
+            int B = (int)o->batch[bi];
+            double t = NAN;
+            st = time_batch(m, B, o->batch_ctx, 8 * (int)o->reps, &t);
+            if (st != TC_OK) { tc_model_free(m); return tc_cli_fail("bench", st); }
+            double tps = B / t;
+            if (B == 1 || base == 0) base = tps / B;
+            printf("%-10s %-12s %4d %8s %10.3f %12.1f %10.2f\n", label, tc_arch_name(m->cfg.arch), B,
+                   fmt_n(o->batch_ctx, nb, sizeof nb), t * 1e3, tps, tps / base);
+            if (o->csv)
+                fprintf(o->csv, "%s,%s,%d,%lld,%.6f,%.3f,%.4f\n", label, tc_arch_name(m->cfg.arch), B,
+                        (long long)o->batch_ctx, t * 1e3, tps, tps / base);
+            fflush(stdout);
+        }
+        tc_model_free(m);
+        tc_backend_cpu_free(&be);
+    }
+    return 0;
+}
+
+static int bench_floor(const bench_opts *o) {
+    tc_backend be;
+    tc_model *m = NULL;
+    tc_status st = bench_load(o, TC_ARCH_TCONST, &be, &m);
+    if (st != TC_OK) return tc_cli_fail("bench", st);
+    /* the engine runs OpenBLAS single-threaded and splits ops over its own
+     * pool (kernels/cpu/backend_cpu.c); the SGEMM floor is OpenBLAS's own
+     * multi-threaded rate on all cores */
+    int nt = o->threads > 0 ? (int)o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    openblas_set_num_threads(nt);
+    int reps = (int)o->reps, freps = reps < 5 ? 5 : reps;
+    double bw1 = floor_bandwidth(1, freps), bw = floor_bandwidth(nt, freps);
+    if (bw1 > bw) bw = bw1;
+    double gemm = floor_sgemm(1536, freps);
+    openblas_set_num_threads(1);
+    const tc_model_config *c = &m->cfg;
+    int64_t n = o->n_ctx ? o->ctx[0] : 65536;
+    point p;
+    /* hit steps at a short context (flat in N), then the sync at n */
+    double hit = NAN, syn = NAN;
+    if ((st = run_point(m, 1024 > c->generate_window ? 1024 : c->generate_window, 1, 1, &p)) == TC_OK) hit = p.hit_p50;
+    if (st == TC_OK) {
+        tc_session *s = NULL;
+        int32_t *ids = malloc((size_t)n * 4);
+        uint64_t x = 99;
+        double ts[16];
+        int r = 0;
+        if (!ids) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
+        else rand_ids(ids, n, c->vocab_size, &x);
+        if (st == TC_OK) st = tc_session_new(m, &s);
+        if (st == TC_OK) st = tc_session_append(s, ids, n, NULL);
+        for (r = 0; st == TC_OK && r < reps && r < 16; r++) {
+            double a = now_s();
+            st = tc_session_sync(s, n);
+            ts[r] = now_s() - a;
+        }
+        if (st == TC_OK) syn = quantile(ts, r, 0.5);
+        tc_session_free(s);
+        free(ids);
+    }
+    if (st != TC_OK) { tc_model_free(m); return tc_cli_fail("bench", st); }
+    double wb = hit_weight_bytes(c), fl = sync_flops(c, n);
+    double hit_floor = wb / bw, sync_floor = fl / gemm;
+    char nb[32];
+    printf("machine floors (median of %d; model figures median of %d; threads %d)\n", freps, reps, nt);
+    printf("  triad bandwidth       %8.2f GB/s (1 thread %.2f)\n", bw / 1e9, bw1 / 1e9);
+    printf("  SGEMM 1536^3          %8.2f GFLOP/s\n", gemm / 1e9);
+    printf("%-32s %12s %12s %8s\n", "figure", "measured", "floor", "ratio");
+    printf("%-32s %10.3f ms %10.3f ms %8.2f   (%.1f MB of fp32 weights)\n", "hit step, batch 1", hit * 1e3,
+           hit_floor * 1e3, hit / hit_floor, wb / 1e6);
+    char lab[64];
+    snprintf(lab, sizeof lab, "sync over %s tokens", fmt_n(n, nb, sizeof nb));
+    printf("%-32s %10.3f s  %10.3f s  %8.2f   (%.1f GFLOP; %.0f%% of the SGEMM rate)\n", lab, syn, sync_floor,
+           syn / sync_floor, fl / 1e9, 100.0 * sync_floor / syn);
+    if (o->csv) {
+        const char *label = o->model ? o->model : o->preset;
+        fprintf(o->csv, "preset,figure,measured,floor,ratio,unit\n");
+        fprintf(o->csv, "%s,triad_bandwidth,%.4f,,,GB/s\n", label, bw / 1e9);
+        fprintf(o->csv, "%s,sgemm_rate,%.4f,,,GFLOP/s\n", label, gemm / 1e9);
+        fprintf(o->csv, "%s,hit_step_b1,%.6f,%.6f,%.4f,ms\n", label, hit * 1e3, hit_floor * 1e3, hit / hit_floor);
+        fprintf(o->csv, "%s,sync_%lld,%.6f,%.6f,%.4f,s\n", label, (long long)n, syn, sync_floor, syn / sync_floor);
+    }
+    tc_model_free(m);
+    tc_backend_cpu_free(&be);
+    return 0;
+}
+
+/* "1K,4K,16K,1M" -> counts */
+static tc_status parse_list(const char *flag, const char *v, int64_t *out, int *n) {
+    if (!v) return TC_FAIL(TC_ERR_INVALID, "%s: missing value", flag);
+    *n = 0;
+    const char *p = v;
+    while (*p) {
+        char *e;
+        long long x = strtoll(p, &e, 10);
+        if (e == p || x <= 0) return TC_FAIL(TC_ERR_INVALID, "%s: '%s' is not a list of positive counts", flag, v);
+        if (*e == 'K' || *e == 'k') { x <<= 10; e++; }
+        else if (*e == 'M' || *e == 'm') { x <<= 20; e++; }
+        if (*n >= MAX_CTX) return TC_FAIL(TC_ERR_INVALID, "%s: at most %d values", flag, MAX_CTX);
+        out[(*n)++] = x;
+        if (*e == ',') e++;
+        else if (*e) return TC_FAIL(TC_ERR_INVALID, "%s: unexpected '%c' in '%s'", flag, *e, v);
+        p = e;
+    }
+    return TC_OK;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: tconst bench itl|state|prefill|batch|floor [options]\n"
+            "  --preset tiny|small|paper-41m   random-init model of that preset (cached under $TMPDIR)\n"
+            "  --model DIR                     a model directory instead (its own architecture)\n"
+            "  --arch tconstformer|transformer|both   (default both; floor: tconstformer)\n"
+            "  --ctx LIST      contexts, e.g. 1K,4K,16K,64K,256K,1M (floor: the sync's N, default 64K)\n"
+            "  --batch LIST    batch sizes for `batch` (default 1,4,16,64); --batch-ctx N (default 1K)\n"
+            "  --reps R        windows timed per context / repetitions (default 2)\n"
+            "  --budget S      skip a context whose predicted time exceeds S seconds (default 120)\n"
+            "  --threads T     OpenBLAS threads (default: OpenBLAS's own, i.e. all cores)\n"
+            "  --csv FILE      also write the rows as CSV\n");
+}
+
+int tc_cli_bench(int argc, char **argv) {
+    bench_opts o = {.preset = "tiny", .arch_mask = 3, .reps = 2, .budget = 120, .batch_ctx = 1024};
+    static const int64_t def_ctx[] = {1024, 4096, 16384, 65536, 262144, 1048576};
+    static const int64_t def_batch[] = {1, 4, 16, 64};
+    const char *csv = NULL;
+    int rc = 0;
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *sub = argv[1];
+    memcpy(o.ctx, def_ctx, sizeof def_ctx);
+    o.n_ctx = 6;
+    memcpy(o.batch, def_batch, sizeof def_batch);
+    o.n_batch = 4;
+    int ctx_given = 0;
+    tc_status st = TC_OK;
+    for (int i = 2; i < argc && st == TC_OK; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int used = 1;
+        if (!strcmp(a, "--preset") && v) o.preset = v;
+        else if (!strcmp(a, "--model") && v) o.model = v;
+        else if (!strcmp(a, "--csv") && v) csv = v;
+        else if (!strcmp(a, "--arch") && v) {
+            if (!strcmp(v, "both")) o.arch_mask = 3;
+            else if (!strcmp(v, "tconstformer")) o.arch_mask = 1;
+            else if (!strcmp(v, "transformer")) o.arch_mask = 2;
+            else st = TC_FAIL(TC_ERR_INVALID, "--arch '%s': expected tconstformer, transformer or both", v);
+        } else if (!strcmp(a, "--ctx")) { st = parse_list("--ctx", v, o.ctx, &o.n_ctx); ctx_given = 1; }
+        else if (!strcmp(a, "--batch")) st = parse_list("--batch", v, o.batch, &o.n_batch);
+        else if (!strcmp(a, "--batch-ctx")) st = tc_cli_int(a, v, 1, (int64_t)1 << 30, &o.batch_ctx);
+        else if (!strcmp(a, "--reps")) st = tc_cli_int(a, v, 1, 1000, &o.reps);
+        else if (!strcmp(a, "--threads")) st = tc_cli_int(a, v, 0, 256, &o.threads);
+        else if (!strcmp(a, "--budget")) st = tc_cli_float(a, v, 0, 1e9, &o.budget);
+        else { fprintf(stderr, "tconst bench: error: unknown flag '%s' (or missing value)\n", a); return 2; }
+        i += used;
+    }
+    if (st != TC_OK) return tc_cli_fail("bench", st);
+    if (!strcmp(sub, "floor") && !ctx_given) { o.ctx[0] = 65536; o.n_ctx = 1; }
+    if (o.model) o.arch_mask = 1; /* the directory's own architecture */
+    if (csv && !(o.csv = fopen(csv, "w"))) return tc_cli_fail("bench", TC_FAIL(TC_ERR_IO, "%s: cannot write", csv));
+    if (!strcmp(sub, "itl")) rc = bench_context(&o, SUB_ITL);
+    else if (!strcmp(sub, "state")) rc = bench_context(&o, SUB_STATE);
+    else if (!strcmp(sub, "prefill")) rc = bench_context(&o, SUB_PREFILL);
+    else if (!strcmp(sub, "batch")) rc = bench_batch(&o);
+    else if (!strcmp(sub, "floor")) rc = bench_floor(&o);
+    else {
+        fprintf(stderr, "tconst bench: error: unknown sub-benchmark '%s'\n", sub);
+        usage(stderr);
+        rc = 2;
+    }
+    if (o.csv && fclose(o.csv) != 0 && rc == 0) rc = tc_cli_fail("bench", TC_FAIL(TC_ERR_IO, "%s: write failed", csv));
+    return rc;
+}
