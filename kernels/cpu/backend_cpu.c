@@ -29,7 +29,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 /* AVX2+FMA clone of the hot loops, picked at load time (ifunc) */
-#define TC_HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define TC_HOT __attribute__((target_clones("arch=x86-64-v3", "default"), optimize("O3")))
 #else
 #define TC_HOT
 #endif
@@ -65,7 +65,7 @@ static void *pool_worker(void *p) {
         unsigned g;
         int spins = 0;
         /* spin briefly (ops come in bursts), then sleep */
-        while ((g = atomic_load_explicit(&g_pool.gen, memory_order_acquire)) == seen && ++spins < 20000) cpu_relax();
+        while ((g = atomic_load_explicit(&g_pool.gen, memory_order_acquire)) == seen && ++spins < 4000) cpu_relax();
         if (g == seen) {
             pthread_mutex_lock(&g_pool.mu);
             while ((g = atomic_load(&g_pool.gen)) == seen) pthread_cond_wait(&g_pool.cv, &g_pool.mu);
@@ -113,7 +113,7 @@ static void par_run(int n, tc_par_fn fn, void *arg) {
     pthread_mutex_unlock(&g_pool.mu);
     fn(arg, 0, n);
     for (int spins = 0; atomic_load_explicit(&g_pool.pending, memory_order_acquire) > 0; spins++)
-        if (spins < 100000) cpu_relax();
+        if (spins < 4000) cpu_relax();
         else sched_yield();
     pthread_mutex_unlock(&g_pool.busy);
 }
@@ -129,7 +129,6 @@ static void par_range(int len, int align, int i, int n, int *lo, int *hi) {
 
 /* ---- vector exp: Cephes-style, ~1 ulp, vectorizable (no libm call) ---- */
 static inline float exp_approx(float x) {
-    x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
     float fx = x * 1.44269504088896341f;
     float n = (fx + 12582912.f) - 12582912.f; /* round to nearest: 1.5 * 2^23 */
     float r = x - n * 0.693359375f;
@@ -141,8 +140,16 @@ static inline float exp_approx(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    union { int32_t i; float f; } u = {.i = ((int32_t)n + 127) << 23};
-    return p * u.f;
+    /* 2^n with n clamped in the integer domain (a float select would
+     * keep the loop from vectorizing): below e^-87 the result is ~1e-38
+     * instead of 0, above e^88 ~1e38 instead of inf; inputs are finite */
+    int32_t ni = (int32_t)n;
+    ni = ni < -126 ? -126 : ni;
+    ni = ni > 127 ? 127 : ni;
+    int32_t bits = (ni + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return p * scale;
 }
 
 float tc_rope_theta(float base, int j, int head_dim) {
@@ -301,16 +308,24 @@ static void cpu_rope(tc_backend *be, float *x, int ld, int n, int n_head, int he
 /* softmax numerators of one score row over `lim` visible keys, online:
  * updates m, l, returns the factor the accumulator must be scaled by */
 TC_HOT static float softmax_tile(float *si, int lim, int tk, float *mrow, float *lrow) {
+    /* reductions in 8 lanes: GCC does not vectorize a float max/sum
+     * reduction on its own without -ffast-math */
+    float m8[8], s8[8];
+    for (int u = 0; u < 8; u++) m8[u] = *mrow;
+    int j = 0;
+    for (; j + 8 <= lim; j += 8)
+        for (int u = 0; u < 8; u++) m8[u] = si[j + u] > m8[u] ? si[j + u] : m8[u];
     float mx = *mrow;
-    for (int j = 0; j < lim; j++) mx = si[j] > mx ? si[j] : mx;
+    for (; j < lim; j++) mx = si[j] > mx ? si[j] : mx;
+    for (int u = 0; u < 8; u++) mx = m8[u] > mx ? m8[u] : mx;
     float corr = *mrow == -INFINITY ? 0.f : expf(*mrow - mx);
-    float sum = 0.f;
-    for (int j = 0; j < lim; j++) {
-        float e = exp_approx(si[j] - mx);
-        si[j] = e;
-        sum += e;
-    }
-    for (int j = lim; j < tk; j++) si[j] = 0.f;
+    for (j = 0; j < lim; j++) si[j] = exp_approx(si[j] - mx);
+    for (int u = 0; u < 8; u++) s8[u] = 0.f;
+    for (j = 0; j + 8 <= lim; j += 8)
+        for (int u = 0; u < 8; u++) s8[u] += si[j + u];
+    float sum = ((s8[0] + s8[4]) + (s8[1] + s8[5])) + ((s8[2] + s8[6]) + (s8[3] + s8[7]));
+    for (; j < lim; j++) sum += si[j];
+    for (j = lim; j < tk; j++) si[j] = 0.f;
     *lrow = *lrow * corr + sum;
     *mrow = mx;
     return corr;
