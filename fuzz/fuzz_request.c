@@ -10,7 +10,8 @@
  * (a short last frame takes what is left). Frame 0 is the first request
  * message (none: the client half-closed at once); later frames go to
  * client-streaming methods whenever the service asks for the next message,
- * then a half-close. flags bit 0: the client cancels after frame 0.
+ * then a half-close. flags bit 0: the client cancels after frame 0; bit 1:
+ * the call is over before its first message (on_done, then on_start NULL).
  *
  * Checked besides memory safety and leaks: every call the client did not
  * cancel ends with exactly one status once the engine is quiet (a unary
@@ -151,7 +152,9 @@ static void w_stats(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_s
     o->sync_due = 0;
 }
 
-static tc_worker_client g_wc = {&g_cfg, "cpu", "F32", 1000, NULL, w_new, w_free_s, w_append, w_sync, w_step, w_stats, NULL};
+static tc_worker_client g_wc = {.cfg = &g_cfg, .device = "cpu", .dtype = "F32", .n_params = 1000,
+                                .session_new = w_new, .session_free = w_free_s, .append = w_append,
+                                .sync = w_sync, .step = w_step, .stats = w_stats};
 
 /* ---- a small tokenizer: the 256 byte tokens and 256 two-letter merges,
  * 512 ids like the tiny preset ---- */
@@ -310,6 +313,16 @@ static void run_call(const tc_rpc_handlers *h, int method, int flags, const fram
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     static const uint8_t none = 0;
+    if (flags & 2) {
+        /* the call ends before its first message arrives (an oversized
+         * message, a client gone at once): rpc.c reports the close first,
+         * while the call has no user yet, then the failed receive */
+        c->done = 1;
+        h->on_done(g_svc, c, 1);
+        h->on_start(g_svc, c, c->method, NULL, 0);
+        tc_call_unref(c);
+        return;
+    }
     /* rpc.c hands an empty message as a non-NULL pointer of length 0 */
     h->on_start(g_svc, c, c->method, nf ? (fr[0].n ? fr[0].p : &none) : NULL, nf ? fr[0].n : 0);
     int next = 1, half_closed = nf == 0, cancel = flags & 1;
