@@ -1,0 +1,273 @@
+/* attention.cu — multi-head attention, fp32, flash-style: keys are visited in
+ * tiles with an online softmax (running max m, running sum l, rescaled
+ * accumulator), so no nq x nk score matrix ever exists and memory is O(tile)
+ * for any context length. Causal masking uses absolute positions (a query at
+ * qpos0 + i sees keys at kpos0 + j <= qpos0 + i); strided q/k/v/out address
+ * Q|K|V column blocks in place; beta accumulates (the window's second
+ * softmax over the zip is added to the first, DESIGN.md §1).
+ *
+ * Two kernels:
+ *   tile: many query rows (prefill, sync). Block = 4 warps x 4 query rows of
+ *         one head; K/V tiles of 32 keys staged in shared memory; lane j
+ *         scores key j of the tile for the warp's rows.
+ *   row:  nq <= TC_CUDA_ATT_ROW_MAX (the hit step). Block = 8 warps for one
+ *         (query row, head); warps split the keys, each key's dot product is
+ *         a coalesced warp reduction, and the 8 partial softmaxes are merged
+ *         at the end through shared memory.
+ * Not here (issue 7): split-K across blocks for the sync's long key ranges,
+ * the batched multi-session hit-step kernel, half-precision K/V. */
+#include <math.h>
+
+#include "common.cuh"
+#include "kernels_cuda.h"
+
+#define ATT_WARPS 4
+#define ATT_ROWS 4 /* query rows per warp */
+#define ATT_BQ (ATT_WARPS * ATT_ROWS)
+#define ATT_BK 32 /* keys per tile = lanes of a warp */
+#define ROW_WARPS 8
+
+/* First key index NOT visible to a query at absolute position qpos, clamped
+ * to [0, nk]. */
+__device__ __forceinline__ int att_key_limit(int64_t qpos, int64_t kpos0, int nk, int causal) {
+    if (!causal) return nk;
+    int64_t lim = qpos - kpos0 + 1;
+    return lim <= 0 ? 0 : (lim >= nk ? nk : (int)lim);
+}
+
+__device__ __forceinline__ void att_store(float *o, float val, float beta) {
+    *o = beta == 0.f ? val : beta * *o + val; /* beta 0 never reads out */
+}
+
+/* Shared memory of the tile kernel for head_dim hd: Q [BQ][hd], K [BK][kst]
+ * (kst odd: lanes reading rows of the same column hit distinct banks),
+ * V [BK][hd]. */
+static size_t att_tile_smem(int hd) {
+    int kst = hd | 1;
+    return ((size_t)ATT_BQ * hd + (size_t)ATT_BK * kst + (size_t)ATT_BK * hd) * sizeof(float);
+}
+
+// out [nq, *] (ldo); q [nq, *] (ldq); k, v [nk, *] (ldk, ldv); head h at columns h*hd
+// grid (ceil(nq / ATT_BQ), n_head), block ATT_WARPS*32; NC = ceil(hd/32) rounded up to a power of 2
+template <int NC>
+__global__ static void __launch_bounds__(ATT_WARPS * 32)
+    att_tile_kernel(float *out, int ldo, const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
+                    int nq, int nk, int hd, int64_t qpos0, int64_t kpos0, int causal, float beta, float scale) {
+    extern __shared__ float smem[];
+    const int kst = hd | 1;
+    float *Qs = smem, *Ks = Qs + ATT_BQ * hd, *Vs = Ks + ATT_BK * kst;
+    const int h = blockIdx.y, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const int q0 = blockIdx.x * ATT_BQ;
+    const size_t col = (size_t)h * hd;
+
+    for (int t = threadIdx.x; t < ATT_BQ * hd; t += blockDim.x) {
+        int r = t / hd, c = t % hd;
+        Qs[t] = q0 + r < nq ? q[(size_t)(q0 + r) * ldq + col + c] : 0.f;
+    }
+    /* keys any row of this block can see */
+    int last = (q0 + ATT_BQ < nq ? q0 + ATT_BQ : nq) - 1;
+    int nk_blk = att_key_limit(qpos0 + last, kpos0, nk, causal);
+
+    int lim[ATT_ROWS];
+    float m[ATT_ROWS], l[ATT_ROWS], acc[ATT_ROWS][NC];
+#pragma unroll
+    for (int rr = 0; rr < ATT_ROWS; rr++) {
+        int row = q0 + w * ATT_ROWS + rr;
+        lim[rr] = row < nq ? att_key_limit(qpos0 + row, kpos0, nk, causal) : 0;
+        m[rr] = -INFINITY;
+        l[rr] = 0.f;
+#pragma unroll
+        for (int i = 0; i < NC; i++) acc[rr][i] = 0.f;
+    }
+
+    for (int k0 = 0; k0 < nk_blk; k0 += ATT_BK) {
+        const int tk = nk_blk - k0 < ATT_BK ? nk_blk - k0 : ATT_BK;
+        __syncthreads(); /* previous tile fully consumed (and Qs loaded, first time) */
+        for (int t = threadIdx.x; t < ATT_BK * hd; t += blockDim.x) {
+            int r = t / hd, c = t % hd;
+            bool in = r < tk;
+            Ks[r * kst + c] = in ? k[(size_t)(k0 + r) * ldk + col + c] : 0.f;
+            Vs[r * hd + c] = in ? v[(size_t)(k0 + r) * ldv + col + c] : 0.f;
+        }
+        __syncthreads();
+
+        /* scores: lane = key k0 + lane, for the warp's ATT_ROWS rows */
+        float s[ATT_ROWS];
+#pragma unroll
+        for (int rr = 0; rr < ATT_ROWS; rr++) s[rr] = 0.f;
+        const float *kr = Ks + lane * kst, *qw = Qs + (w * ATT_ROWS) * hd;
+        for (int c = 0; c < hd; c++) {
+            float kc = kr[c];
+#pragma unroll
+            for (int rr = 0; rr < ATT_ROWS; rr++) s[rr] += qw[rr * hd + c] * kc;
+        }
+        float p[ATT_ROWS];
+#pragma unroll
+        for (int rr = 0; rr < ATT_ROWS; rr++) {
+            bool vis = k0 + lane < lim[rr];
+            float sc = vis ? s[rr] * scale : -INFINITY;
+            float mx = fmaxf(m[rr], tc_warp_max(sc));
+            if (mx == -INFINITY) { /* nothing visible yet for this row (warp-uniform) */
+                p[rr] = 0.f;
+                continue;
+            }
+            float corr = m[rr] == -INFINITY ? 0.f : expf(m[rr] - mx);
+            p[rr] = vis ? expf(sc - mx) : 0.f;
+            l[rr] = l[rr] * corr + tc_warp_sum(p[rr]);
+            m[rr] = mx;
+#pragma unroll
+            for (int i = 0; i < NC; i++) acc[rr][i] *= corr;
+        }
+        /* acc[row][c] += sum_j p[row][j] * V[j][c], lane owns c = lane + 32 i */
+        for (int j = 0; j < tk; j++) {
+            float vj[NC];
+#pragma unroll
+            for (int i = 0; i < NC; i++) {
+                int c = lane + 32 * i;
+                vj[i] = c < hd ? Vs[j * hd + c] : 0.f;
+            }
+#pragma unroll
+            for (int rr = 0; rr < ATT_ROWS; rr++) {
+                float pj = __shfl_sync(0xffffffffu, p[rr], j);
+#pragma unroll
+                for (int i = 0; i < NC; i++) acc[rr][i] += pj * vj[i];
+            }
+        }
+    }
+
+#pragma unroll
+    for (int rr = 0; rr < ATT_ROWS; rr++) {
+        int row = q0 + w * ATT_ROWS + rr;
+        if (row >= nq) continue;
+        float inv = l[rr] > 0.f ? 1.0f / l[rr] : 0.f; /* no visible key: zero, as on the CPU */
+        float *o = out + (size_t)row * ldo + col;
+#pragma unroll
+        for (int i = 0; i < NC; i++) {
+            int c = lane + 32 * i;
+            if (c < hd) att_store(o + c, acc[rr][i] * inv, beta);
+        }
+    }
+}
+
+// grid (n_head, nq), block ROW_WARPS*32; dynamic smem: ROW_WARPS * (hd + 2) floats
+template <int NC>
+__global__ static void __launch_bounds__(ROW_WARPS * 32)
+    att_row_kernel(float *out, int ldo, const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
+                   int nk, int hd, int64_t qpos0, int64_t kpos0, int causal, float beta, float scale) {
+    extern __shared__ float smem[]; /* per warp: m, l, acc[hd] */
+    const int h = blockIdx.x, row = blockIdx.y, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const size_t col = (size_t)h * hd;
+    const int lim = att_key_limit(qpos0 + row, kpos0, nk, causal);
+
+    float qv[NC], acc[NC];
+#pragma unroll
+    for (int i = 0; i < NC; i++) {
+        int c = lane + 32 * i;
+        qv[i] = c < hd ? q[(size_t)row * ldq + col + c] : 0.f;
+        acc[i] = 0.f;
+    }
+    float m = -INFINITY, l = 0.f;
+    for (int k0 = w * 32; k0 < lim; k0 += ROW_WARPS * 32) {
+        const int tk = lim - k0 < 32 ? lim - k0 : 32;
+        float mine = -INFINITY; /* lane j keeps the score of key k0 + j */
+        for (int j = 0; j < tk; j++) {
+            const float *kr = k + (size_t)(k0 + j) * ldk + col;
+            float part = 0.f;
+#pragma unroll
+            for (int i = 0; i < NC; i++) {
+                int c = lane + 32 * i;
+                if (c < hd) part += qv[i] * kr[c];
+            }
+            float sc = tc_warp_sum(part) * scale;
+            if (lane == j) mine = sc;
+        }
+        float mx = fmaxf(m, tc_warp_max(mine)); /* tk >= 1: finite */
+        float corr = m == -INFINITY ? 0.f : expf(m - mx);
+        float p = lane < tk ? expf(mine - mx) : 0.f;
+        l = l * corr + tc_warp_sum(p);
+        m = mx;
+#pragma unroll
+        for (int i = 0; i < NC; i++) acc[i] *= corr;
+        for (int j = 0; j < tk; j++) {
+            float pj = __shfl_sync(0xffffffffu, p, j);
+            const float *vr = v + (size_t)(k0 + j) * ldv + col;
+#pragma unroll
+            for (int i = 0; i < NC; i++) {
+                int c = lane + 32 * i;
+                if (c < hd) acc[i] += pj * vr[c];
+            }
+        }
+    }
+    /* merge the warps' partial softmaxes */
+    float *mine_s = smem + w * (hd + 2);
+    if (lane == 0) { mine_s[0] = m; mine_s[1] = l; }
+#pragma unroll
+    for (int i = 0; i < NC; i++) {
+        int c = lane + 32 * i;
+        if (c < hd) mine_s[2 + c] = acc[i];
+    }
+    __syncthreads();
+    float M = -INFINITY;
+    for (int ww = 0; ww < ROW_WARPS; ww++) M = fmaxf(M, smem[ww * (hd + 2)]);
+    float L = 0.f;
+    for (int ww = 0; ww < ROW_WARPS; ww++) {
+        float mw = smem[ww * (hd + 2)];
+        if (mw != -INFINITY) L += smem[ww * (hd + 2) + 1] * expf(mw - M);
+    }
+    float inv = L > 0.f ? 1.0f / L : 0.f;
+    float *o = out + (size_t)row * ldo + col;
+    for (int c = threadIdx.x; c < hd; c += blockDim.x) {
+        float a = 0.f;
+        for (int ww = 0; ww < ROW_WARPS; ww++) {
+            float mw = smem[ww * (hd + 2)];
+            if (mw != -INFINITY) a += smem[ww * (hd + 2) + 2 + c] * expf(mw - M);
+        }
+        att_store(o + c, a * inv, beta);
+    }
+}
+
+template <int NC>
+static cudaError_t att_launch(cudaStream_t st, float *out, int ldo, const float *q, int ldq, const float *k, int ldk,
+                              const float *v, int ldv, int nq, int nk, int n_head, int hd, int64_t qpos0,
+                              int64_t kpos0, int causal, float beta) {
+    const float scale = 1.0f / sqrtf((float)hd);
+    if (nq <= TC_CUDA_ATT_ROW_MAX) {
+        dim3 grid((unsigned)n_head, (unsigned)nq);
+        size_t smem = (size_t)ROW_WARPS * (hd + 2) * sizeof(float);
+        att_row_kernel<NC><<<grid, ROW_WARPS * 32, smem, st>>>(out, ldo, q, ldq, k, ldk, v, ldv, nk, hd, qpos0,
+                                                                kpos0, causal, beta, scale);
+    } else {
+        dim3 grid((unsigned)((nq + ATT_BQ - 1) / ATT_BQ), (unsigned)n_head);
+        att_tile_kernel<NC><<<grid, ATT_WARPS * 32, att_tile_smem(hd), st>>>(
+            out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, hd, qpos0, kpos0, causal, beta, scale);
+    }
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t tc_cuda_attention(cudaStream_t st, float *out, int ldo, const float *q, int ldq,
+                                         const float *k, int ldk, const float *v, int ldv, int nq, int nk,
+                                         int n_head, int head_dim, int64_t qpos0, int64_t kpos0, int causal,
+                                         float beta) {
+    if (nq <= 0 || n_head <= 0 || head_dim <= 0) return cudaSuccess;
+    if (head_dim > TC_CUDA_ATT_MAX_HD || n_head > 65535) return cudaErrorInvalidValue;
+    if (head_dim <= 32)
+        return att_launch<1>(st, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, n_head, head_dim, qpos0, kpos0, causal,
+                             beta);
+    if (head_dim <= 64)
+        return att_launch<2>(st, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, n_head, head_dim, qpos0, kpos0, causal,
+                             beta);
+    if (head_dim <= 128)
+        return att_launch<4>(st, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, n_head, head_dim, qpos0, kpos0, causal,
+                             beta);
+    return att_launch<8>(st, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, n_head, head_dim, qpos0, kpos0, causal, beta);
+}
+
+extern "C" cudaError_t tc_cuda_attention_setup(void) {
+    /* the tile kernel at head_dim 256 needs ~80 KiB of shared memory */
+    cudaError_t e;
+    if ((e = cudaFuncSetAttribute(att_tile_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  (int)att_tile_smem(128))) != cudaSuccess)
+        return e;
+    return cudaFuncSetAttribute(att_tile_kernel<8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)att_tile_smem(256));
+}

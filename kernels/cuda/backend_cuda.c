@@ -1,0 +1,266 @@
+/* backend_cuda.c — the CUDA backend's host side: the tc_backend vtable,
+ * device memory and transfers, linear through cuBLAS, and the launchers of
+ * the kernels/cuda .cu files on the backend's stream. C11; device code lives only
+ * in the .cu files.
+ *
+ * linear is row-major y[n,m] = beta*y + x[n,k] W[m,k]^T (+ bias); cuBLAS is
+ * column-major, so it computes the transpose y^T = W x^T: W read as the
+ * column-major [k,m] matrix with OP_T, x as column-major [k,n] (ld ldx),
+ * y as column-major [m,n] (ld ldy). No copies, no transposes in memory.
+ * Nothing here allocates after init except alloc itself (model/ grows its
+ * workspace through it, never on a steady-state step). */
+#include "backend_cuda.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../common/log.h"
+#include "kernels_cuda.h"
+
+/* cuBLAS's own scratch, given to it once so it never allocates on the step
+ * path (and so the stream stays capturable as a graph later): 32 MiB is
+ * NVIDIA's recommendation for Hopper, ample for Ampere. */
+#define TC_CUBLAS_WS_BYTES ((size_t)32 << 20)
+
+typedef struct {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *blas_ws;
+    int poisoned; /* first failure latched: every later op is a no-op */
+} tc_cuda_ctx;
+
+static tc_cuda_ctx *ctx_of(tc_backend *be) { return (tc_cuda_ctx *)be->ctx; }
+
+/* Latches the first failure; logs it with the call site so the log reads
+ * as a backtrace. */
+static void cuda_fail(tc_cuda_ctx *c, const char *what, const char *detail, const char *file, int line) {
+    if (c->poisoned) return;
+    c->poisoned = 1;
+    tc_error_set("cuda device %d: %s failed: %s", c->device, what, detail);
+    TC_LOG(TC_LOG_ERROR, "cuda", "%s:%d: %s failed: %s (device %d poisoned; ops disabled)", file, line, what, detail,
+           c->device);
+}
+static int cu_ok(tc_cuda_ctx *c, cudaError_t e, const char *what, const char *file, int line) {
+    if (e == cudaSuccess) return 1;
+    cuda_fail(c, what, cudaGetErrorString(e), file, line);
+    return 0;
+}
+static int blas_ok(tc_cuda_ctx *c, cublasStatus_t e, const char *what, const char *file, int line) {
+    if (e == CUBLAS_STATUS_SUCCESS) return 1;
+    cuda_fail(c, what, cublasGetStatusString(e), file, line);
+    return 0;
+}
+/* 1 when the call succeeded; else latches, logs and gives 0 */
+#define CU_OK(c, call) cu_ok((c), (call), #call, __FILE__, __LINE__)
+#define BLAS_OK(c, call) blas_ok((c), (call), #call, __FILE__, __LINE__)
+
+/* Makes the backend's device current for this thread (one model belongs to
+ * one thread, but not necessarily the one that called init). 0 when the
+ * op must not run. */
+static int cuda_enter(tc_cuda_ctx *c) {
+    if (c->poisoned) return 0;
+    return CU_OK(c, cudaSetDevice(c->device));
+}
+
+static void *cuda_alloc(tc_backend *be, size_t bytes) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (!cuda_enter(c)) return NULL;
+    void *p = NULL;
+    /* cudaMalloc(0) yields NULL, which model/ reads as out of memory */
+    if (cudaMalloc(&p, bytes ? bytes : 256) != cudaSuccess) {
+        (void)cudaGetLastError(); /* out of memory is not sticky: clear it */
+        TC_LOG(TC_LOG_WARN, "cuda", "cudaMalloc of %zu bytes failed on device %d", bytes, c->device);
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_free(tc_backend *be, void *p) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (!p) return;
+    /* freeing is still attempted on a poisoned device: it may succeed and
+     * there is nothing better to do with the memory */
+    (void)cudaSetDevice(c->device);
+    if (cudaFree(p) != cudaSuccess) (void)cudaGetLastError();
+}
+
+/* Synchronous on purpose: model/ reuses its host buffers right away. The
+ * hit step uploads only its token ids, first thing, when the stream is idle
+ * after the previous step's download. */
+static void cuda_upload(tc_backend *be, void *dst, const void *src, size_t bytes) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (!bytes || !cuda_enter(c)) return;
+    if (!CU_OK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, c->stream))) return;
+    (void)CU_OK(c, cudaStreamSynchronize(c->stream));
+}
+
+static void cuda_download(tc_backend *be, void *dst, const void *src, size_t bytes) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (!bytes) return;
+    if (cuda_enter(c) && CU_OK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, c->stream)) &&
+        CU_OK(c, cudaStreamSynchronize(c->stream)))
+        return;
+    memset(dst, 0xff, bytes); /* NaN: never hand back stale numbers */
+}
+
+static void cuda_copy2d(tc_backend *be, float *dst, int ldd, const float *src, int lds, int rows, int cols) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (rows <= 0 || cols <= 0 || !cuda_enter(c)) return;
+    (void)CU_OK(c, cudaMemcpy2DAsync(dst, (size_t)ldd * 4, src, (size_t)lds * 4, (size_t)cols * 4, (size_t)rows,
+                                     cudaMemcpyDeviceToDevice, c->stream));
+}
+
+static void cuda_embed(tc_backend *be, float *out, const float *E, const int32_t *ids, int n, int d) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (!cuda_enter(c)) return;
+    (void)CU_OK(c, tc_cuda_embed(c->stream, out, E, ids, n, d));
+}
+
+static void cuda_layernorm(tc_backend *be, float *out, const float *x, const float *w, const float *b, int n, int d,
+                           float eps) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (!cuda_enter(c)) return;
+    (void)CU_OK(c, tc_cuda_layernorm(c->stream, out, x, w, b, n, d, eps));
+}
+
+static void cuda_linear(tc_backend *be, float *y, int ldy, const float *x, int ldx, const float *W,
+                        const float *bias, int n, int m, int k, float beta) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (n <= 0 || m <= 0 || !cuda_enter(c)) return;
+    if (bias) {
+        if (!CU_OK(c, tc_cuda_bias(c->stream, y, ldy, bias, n, m, beta))) return;
+        beta = 1.f;
+    }
+    const float one = 1.f;
+    const int lda = k > 0 ? k : 1;
+    if (n == 1) /* the hit step at batch 1: a GEMV, memory-bound */
+        (void)BLAS_OK(c, cublasSgemv(c->blas, CUBLAS_OP_T, k, m, &one, W, lda, x, 1, &beta, y, 1));
+    else
+        (void)BLAS_OK(c, cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, W, lda, x, ldx, &beta, y,
+                                     ldy));
+}
+
+static void cuda_rope(tc_backend *be, float *x, int ld, int n, int n_head, int head_dim, int64_t pos0, float base) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (!cuda_enter(c)) return;
+    (void)CU_OK(c, tc_cuda_rope(c->stream, x, ld, n, n_head, head_dim, pos0, base));
+}
+
+static void cuda_attention(tc_backend *be, float *out, int ldo, const float *q, int ldq, const float *k, int ldk,
+                           const float *v, int ldv, int nq, int nk, int n_head, int head_dim, int64_t qpos0,
+                           int64_t kpos0, int causal, float beta) {
+    tc_cuda_ctx *c = ctx_of(be);
+    TC_ASSERT(head_dim <= TC_CUDA_ATT_MAX_HD, "cuda attention: head_dim %d > %d", head_dim, TC_CUDA_ATT_MAX_HD);
+    if (!cuda_enter(c)) return;
+    (void)CU_OK(c, tc_cuda_attention(c->stream, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, n_head, head_dim, qpos0,
+                                     kpos0, causal, beta));
+}
+
+static void cuda_swiglu(tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (!cuda_enter(c)) return;
+    (void)CU_OK(c, tc_cuda_swiglu(c->stream, out, ldo, h, ldh, n, F));
+}
+
+int tc_backend_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError(); /* no driver / no device: not an error here */
+        return 0;
+    }
+    return n;
+}
+
+tc_status tc_backend_cuda_init(tc_backend *be, int device) {
+    tc_status st = TC_OK;
+    memset(be, 0, sizeof *be);
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+        (void)cudaGetLastError();
+        return TC_FAIL(TC_ERR_UNSUPPORTED, "cuda: no usable device (%s)",
+                       e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+    }
+    if (device < 0 || device >= n)
+        return TC_FAIL(TC_ERR_INVALID, "cuda: device %d out of range (%d device%s)", device, n, n == 1 ? "" : "s");
+    tc_cuda_ctx *c = calloc(1, sizeof *c);
+    if (!c) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    c->device = device;
+    be->ctx = c;
+#define INIT_CU(call) do { if (!CU_OK(c, call)) { st = TC_ERR_INTERNAL; goto fail; } } while (0)
+#define INIT_BLAS(call) do { if (!BLAS_OK(c, call)) { st = TC_ERR_INTERNAL; goto fail; } } while (0)
+    INIT_CU(cudaSetDevice(device));
+    INIT_CU(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    INIT_BLAS(cublasCreate(&c->blas));
+    /* order matters: cublasSetStream resets the workspace to cuBLAS's pool */
+    INIT_BLAS(cublasSetStream(c->blas, c->stream));
+    INIT_CU(cudaMalloc(&c->blas_ws, TC_CUBLAS_WS_BYTES));
+    INIT_BLAS(cublasSetWorkspace(c->blas, c->blas_ws, TC_CUBLAS_WS_BYTES));
+    /* fp32 compute, no TF32: exact against the CPU backend first */
+    INIT_BLAS(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH));
+    INIT_CU(tc_cuda_attention_setup());
+#undef INIT_CU
+#undef INIT_BLAS
+
+    be->name = "cuda";
+    be->alloc = cuda_alloc;
+    be->free = cuda_free;
+    be->upload = cuda_upload;
+    be->download = cuda_download;
+    be->copy2d = cuda_copy2d;
+    be->embed = cuda_embed;
+    be->layernorm = cuda_layernorm;
+    be->linear = cuda_linear;
+    be->rope = cuda_rope;
+    be->attention = cuda_attention;
+    be->swiglu = cuda_swiglu;
+    {
+        struct cudaDeviceProp prop;
+        if (cudaGetDeviceProperties(&prop, device) == cudaSuccess)
+            TC_LOG(TC_LOG_INFO, "cuda", "device %d: %s, sm_%d%d, %.1f GiB", device, prop.name, prop.major,
+                   prop.minor, (double)prop.totalGlobalMem / (double)(1u << 30));
+    }
+    return TC_OK;
+fail:
+    tc_backend_cuda_free(be);
+    return st;
+}
+
+void tc_backend_cuda_free(tc_backend *be) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (c) {
+        (void)cudaSetDevice(c->device);
+        if (c->stream) (void)cudaStreamSynchronize(c->stream);
+        if (c->blas) (void)cublasDestroy(c->blas);
+        if (c->blas_ws) (void)cudaFree(c->blas_ws);
+        if (c->stream) (void)cudaStreamDestroy(c->stream);
+        (void)cudaGetLastError();
+        free(c);
+    }
+    memset(be, 0, sizeof *be);
+}
+
+tc_status tc_backend_cuda_status(tc_backend *be) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (!c) return TC_FAIL(TC_ERR_INVALID, "cuda: backend not initialized");
+    return c->poisoned ? TC_ERR_INTERNAL : TC_OK;
+}
+
+tc_status tc_backend_cuda_sync(tc_backend *be) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (!c) return TC_FAIL(TC_ERR_INVALID, "cuda: backend not initialized");
+    if (cuda_enter(c)) {
+        (void)CU_OK(c, cudaStreamSynchronize(c->stream));
+        (void)CU_OK(c, cudaGetLastError()); /* a kernel fault surfaces here */
+    }
+    return tc_backend_cuda_status(be);
+}
+
+void *tc_backend_cuda_stream(tc_backend *be) {
+    tc_cuda_ctx *c = ctx_of(be);
+    return c ? (void *)c->stream : NULL;
+}

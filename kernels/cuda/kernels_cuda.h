@@ -1,0 +1,61 @@
+/* kernels_cuda.h — internal: the CUDA launchers behind backend_cuda.c, one
+ * op family per .cu file. Not a public API (model/ sees only backend.h).
+ *
+ * Every launcher takes the stream first, never allocates, never
+ * synchronizes, checks its launch (cudaGetLastError) and returns the CUDA
+ * error (cudaSuccess when fine). Its CPU twin is the op of the same name in
+ * kernels/cpu/backend_cpu.c: same arguments, `tc_backend *` in place of the
+ * stream. All pointers are device memory; shapes as in kernels/backend.h.
+ * fp32 throughout: no fast-math, so results track the CPU backend to a few
+ * ulps (see the tolerance table in tests/gpu/test_backend_ops_gpu.c). */
+#ifndef TC_KERNELS_CUDA_H
+#define TC_KERNELS_CUDA_H
+
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* embed.cu: out[i,:] = E[ids[i],:]                 out [n, d], E [V, d] */
+cudaError_t tc_cuda_embed(cudaStream_t st, float *out, const float *E, const int32_t *ids, int n, int d);
+
+/* layernorm.cu: out = LN(x) * w + b per row (two-pass mean/variance, as
+ * the CPU backend)                               x, out [n, d] (ld d) */
+cudaError_t tc_cuda_layernorm(cudaStream_t st, float *out, const float *x, const float *w, const float *b, int n,
+                              int d, float eps);
+
+/* linear.cu: the non-GEMM part of linear: y = beta*y + bias (broadcast over
+ * n rows). The GEMM itself is cuBLAS, in backend_cuda.c.  y [n, m] (ldy) */
+cudaError_t tc_cuda_bias(cudaStream_t st, float *y, int ldy, const float *bias, int n, int m, float beta);
+
+/* rope.cu: in-place interleaved RoPE, row i at position pos0 + i; angle
+ * (float)pos * theta_j, theta_j = (float)pow(base, -2j/hd) in double as
+ * tc_rope_theta does.                            x [n, n_head*head_dim] (ld) */
+cudaError_t tc_cuda_rope(cudaStream_t st, float *x, int ld, int n, int n_head, int head_dim, int64_t pos0,
+                         float base);
+
+/* swiglu.cu: out[i,j] = silu(h[i,j]) * h[i,F+j]     h [n, 2F] (ldh), out [n, F] */
+cudaError_t tc_cuda_swiglu(cudaStream_t st, float *out, int ldo, const float *h, int ldh, int n, int F);
+
+/* attention.cu: out = beta*out + concat_h softmax(q_h k_h^T/sqrt(hd)) v_h,
+ * causal with absolute position offsets, strided q/k/v/out. Flash-style:
+ * K/V tiles through shared memory, online softmax in registers, never an
+ * nq x nk score matrix; a row kernel (keys split across warps) for
+ * nq <= TC_CUDA_ATT_ROW_MAX (the hit step). head_dim <= TC_CUDA_ATT_MAX_HD. */
+#define TC_CUDA_ATT_MAX_HD 256
+#define TC_CUDA_ATT_ROW_MAX 4
+cudaError_t tc_cuda_attention(cudaStream_t st, float *out, int ldo, const float *q, int ldq, const float *k,
+                              int ldk, const float *v, int ldv, int nq, int nk, int n_head, int head_dim,
+                              int64_t qpos0, int64_t kpos0, int causal, float beta);
+/* One-time setup (opt-in to > 48 KiB dynamic shared memory); called by
+ * tc_backend_cuda_init, never on the step path. */
+cudaError_t tc_cuda_attention_setup(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,22 @@
+/* swiglu.cu — out[i,j] = silu(h[i,j]) * h[i,F+j], the FFN gate. Same
+ * formula as the CPU backend (a / (1 + exp(-a)) * b, expf not __expf). */
+#include "common.cuh"
+#include "kernels_cuda.h"
+
+// h [n, 2F] (ldh), out [n, F] (ldo)
+__global__ static void swiglu_kernel(float *out, int ldo, const float *h, int ldh, int n, int F) {
+    size_t total = (size_t)n * F;
+    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total; t += (size_t)gridDim.x * blockDim.x) {
+        size_t i = t / F, j = t % F;
+        const float *hi = h + i * ldh;
+        float a = hi[j], b = hi[F + j];
+        out[i * ldo + j] = a / (1.0f + expf(-a)) * b;
+    }
+}
+
+extern "C" cudaError_t tc_cuda_swiglu(cudaStream_t st, float *out, int ldo, const float *h, int ldh, int n, int F) {
+    if (n <= 0 || F <= 0) return cudaSuccess;
+    const unsigned th = 256;
+    swiglu_kernel<<<tc_cuda_blocks((size_t)n * F, th), th, 0, st>>>(out, ldo, h, ldh, n, F);
+    return cudaGetLastError();
+}

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# gpu-check.sh — the whole GPU check in one command, for a machine with an
+# NVIDIA GPU and the CUDA toolkit: configure with the CUDA backend required
+# (TC_CUDA=ON), build, run the gpu-labelled tests (which must PASS, not
+# skip: a skip on a machine with a GPU is a failure here), then the unit
+# and parity suites of the same build. Logs go to $OUT (or ./gpu-logs):
+#   env.txt       nvidia-smi, nvcc, cmake, compiler, commit
+#   configure.log build.log
+#   gpu.log       ctest -L gpu (per-op NMSE table, greedy parity)
+#   cpu.log       ctest -L 'unit|parity'
+#   bench.log     GPU benchmarks, once bench/gpu.sh exists (issue 7: none yet)
+#   summary.txt   one line per stage, and the verdict
+# Exit status: 0 when every stage passed.
+#
+# Knobs (environment): BUILD (build dir, default build-gpu), JOBS (default
+# nproc), CUDA_ARCH (default "80;90"; e.g. "90" to halve compile time on
+# an H100), CTEST_TIMEOUT (default 1800 s per test).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUTDIR=${OUT:-./gpu-logs}
+BUILD=${BUILD:-build-gpu}
+JOBS=${JOBS:-$(nproc)}
+CUDA_ARCH=${CUDA_ARCH:-80;90}
+CTEST_TIMEOUT=${CTEST_TIMEOUT:-1800}
+mkdir -p "$OUTDIR"
+SUMMARY="$OUTDIR/summary.txt"
+: >"$SUMMARY"
+fail=0
+stage() { # stage NAME STATUS
+    printf '%-10s %s\n' "$1" "$2" | tee -a "$SUMMARY"
+    [ "$2" = ok ] || fail=1
+}
+
+# CMake finds nvcc on PATH or in /usr/local/cuda; make the usual place visible
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+    export PATH=/usr/local/cuda/bin:$PATH
+fi
+
+{
+    echo "date: $(date -u +%FT%TZ)"
+    echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown) $(git status --porcelain 2>/dev/null | wc -l) dirty paths"
+    echo "host: $(uname -a)"
+    echo "cpus: $(nproc)"
+    echo "--- nvidia-smi"
+    nvidia-smi 2>&1 || echo "(nvidia-smi unavailable)"
+    nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv 2>&1 || true
+    echo "--- nvcc"
+    nvcc --version 2>&1 || echo "(nvcc not found)"
+    echo "--- cmake"
+    cmake --version 2>&1 | head -1
+    echo "--- cc"
+    cc --version 2>&1 | head -1
+} >"$OUTDIR/env.txt" 2>&1
+have_gpu=0
+if nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then have_gpu=1; fi
+stage gpu "$([ $have_gpu = 1 ] && echo ok || echo 'none visible (nvidia-smi -L)')"
+
+if cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTC_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH" \
+    >"$OUTDIR/configure.log" 2>&1; then
+    stage configure ok
+else
+    stage configure "FAILED (configure.log; missing Debian packages? scripts/deps.sh)"
+    echo "verdict: FAILED" | tee -a "$SUMMARY"
+    exit 1
+fi
+
+if nice -n 5 cmake --build "$BUILD" -j "$JOBS" >"$OUTDIR/build.log" 2>&1; then
+    stage build ok
+else
+    stage build "FAILED (build.log)"
+    echo "verdict: FAILED" | tee -a "$SUMMARY"
+    exit 1
+fi
+
+# GPU tests: with a GPU present, SKIPPED counts as failure
+(cd "$BUILD" && ctest -L gpu --output-on-failure -V --timeout "$CTEST_TIMEOUT") >"$OUTDIR/gpu.log" 2>&1
+rc=$?
+n_skip=$(grep -c 'SKIPPED: no CUDA device' "$OUTDIR/gpu.log" || true)
+n_tests=$(grep -cE 'Test +#[0-9]+: gpu_' "$OUTDIR/gpu.log" || true)
+if [ "$n_tests" = 0 ]; then
+    stage gpu-tests "FAILED (no gpu tests registered: was the CUDA backend built?)"
+elif [ $rc -ne 0 ]; then
+    stage gpu-tests "FAILED (gpu.log)"
+elif [ "$n_skip" != 0 ]; then
+    stage gpu-tests "FAILED ($n_skip skipped: the tests saw no CUDA device; nvidia-smi saw one: $([ $have_gpu = 1 ] && echo yes || echo no))"
+else
+    stage gpu-tests ok
+fi
+
+(cd "$BUILD" && ctest -L 'unit|parity' --output-on-failure -j "$JOBS" --timeout "$CTEST_TIMEOUT") \
+    >"$OUTDIR/cpu.log" 2>&1
+stage unit+parity "$([ $? = 0 ] && echo ok || echo 'FAILED (cpu.log)')"
+
+if [ -x bench/gpu.sh ] || [ -f bench/gpu.sh ]; then
+    BUILD="$BUILD" OUT="$OUTDIR" bash bench/gpu.sh >"$OUTDIR/bench.log" 2>&1
+    stage bench "$([ $? = 0 ] && echo ok || echo 'FAILED (bench.log)')"
+else
+    echo "no GPU benchmarks yet (bench/gpu.sh; issue 7)" >"$OUTDIR/bench.log"
+    printf '%-10s %s\n' bench "not present (issue 7)" | tee -a "$SUMMARY"
+fi
+
+echo "verdict: $([ $fail = 0 ] && echo PASSED || echo FAILED)" | tee -a "$SUMMARY"
+exit $fail

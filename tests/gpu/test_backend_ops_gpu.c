@@ -1,0 +1,293 @@
+/* test_backend_ops_gpu.c — every CUDA op against the CPU backend, ggml
+ * test-backend-ops style: the same random inputs through both, normalized
+ * MSE (sum (a-b)^2 / sum b^2) against a per-op threshold from ONE table
+ * with the reason for each number. Odd shapes (1, 7, 19, 111, ...),
+ * strided inputs and outputs, both attention kernels (row: nq <= 4; tile),
+ * every head_dim class (<=32, <=64, <=128, <=256), causal with offsets,
+ * fully masked rows, beta 0 / 1. Outputs are pre-filled with NaN on the GPU
+ * so an op that reads what it should overwrite fails, and the padding
+ * columns of strided outputs must come back untouched.
+ *
+ * Without a CUDA device: prints "SKIPPED: no CUDA device", exits 77
+ * (ctest SKIP_RETURN_CODE). Label: gpu. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../kernels/backend.h"
+#include "../../kernels/cuda/backend_cuda.h"
+
+#define TC_SKIP 77
+
+/* Thresholds: normalized MSE, CUDA vs CPU, both fp32. fp32 rounding is
+ * ~6e-8 relative, so a result that differs only in summation order sits
+ * near 1e-14; the thresholds leave 2-4 orders of headroom and are still
+ * ~6 orders below what a real bug (a wrong row, a missing term) gives. */
+static const struct {
+    const char *op;
+    double nmse;
+    const char *why;
+} TOL[] = {
+    {"embed", 0.0, "a gather: must be bit-exact"},
+    {"copy2d", 0.0, "a copy: must be bit-exact"},
+    {"layernorm", 1e-11, "same two-pass fp32 algorithm; block-tree vs sequential sums of d terms"},
+    {"linear", 1e-10, "cuBLAS fp32 (TF32 off) vs OpenBLAS: k-term dot products summed in another order"},
+    {"rope", 1e-11, "same fp32 theta and unfused products; CUDA sinf/cosf are within 2 ulp of glibc"},
+    {"attention", 1e-10, "online softmax over 32-key tiles vs 256-key tiles; expf within 2 ulp; FMA contraction"},
+    {"swiglu", 1e-11, "expf and the division within 2 ulp of glibc"},
+};
+
+static int g_fail = 0, g_n = 0;
+static uint64_t g_rng = 4242;
+
+static double tol_of(const char *op) {
+    for (size_t i = 0; i < sizeof TOL / sizeof TOL[0]; i++)
+        if (strcmp(TOL[i].op, op) == 0) return TOL[i].nmse;
+    fprintf(stderr, "no threshold for op %s\n", op);
+    abort();
+}
+
+static float frand(void) {
+    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((g_rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+static float *rnd(size_t n, float scale) {
+    float *x = malloc(n * 4 + 4);
+    if (!x) abort();
+    for (size_t i = 0; i < n; i++) x[i] = frand() * scale;
+    return x;
+}
+static float *nans(size_t n) {
+    float *x = malloc(n * 4 + 4);
+    if (!x) abort();
+    for (size_t i = 0; i < n; i++) x[i] = NAN;
+    return x;
+}
+
+static tc_backend g_gpu, g_cpu;
+
+/* device copy of n floats of host memory */
+static float *dev(const float *h, size_t n) {
+    float *d = g_gpu.alloc(&g_gpu, n * 4 + 4);
+    if (!d) {
+        fprintf(stderr, "cuda alloc of %zu bytes failed\n", n * 4);
+        abort();
+    }
+    g_gpu.upload(&g_gpu, d, h, n * 4);
+    return d;
+}
+/* host copy of n floats of device memory; frees the device buffer */
+static float *host(float *d, size_t n) {
+    float *h = malloc(n * 4 + 4);
+    if (!h) abort();
+    g_gpu.download(&g_gpu, h, d, n * 4);
+    g_gpu.free(&g_gpu, d);
+    return h;
+}
+
+/* Compares rows x cols of gpu against cpu (leading dimension ld); the
+ * columns [cols, ld) of gpu must still equal `init` (nothing written past
+ * the op's columns). */
+static void compare(const char *op, const char *shape, const float *gpu, const float *cpu, const float *init,
+                    int rows, int cols, int ld) {
+    double num = 0, den = 0, mx = 0;
+    int pad_bad = 0;
+    for (int i = 0; i < rows; i++) {
+        for (int j = 0; j < cols; j++) {
+            double e = (double)gpu[(size_t)i * ld + j] - cpu[(size_t)i * ld + j];
+            num += e * e;
+            den += (double)cpu[(size_t)i * ld + j] * cpu[(size_t)i * ld + j];
+            if (!(fabs(e) <= mx)) mx = fabs(e); /* NaN-safe */
+        }
+        for (int j = cols; init && j < ld; j++) {
+            float a = gpu[(size_t)i * ld + j], b = init[(size_t)i * ld + j];
+            if (memcmp(&a, &b, 4) != 0) pad_bad++;
+        }
+    }
+    double nmse = den > 0 ? num / den : num, tol = tol_of(op);
+    int ok = isfinite(nmse) && nmse <= tol && pad_bad == 0;
+    g_n++;
+    if (!ok) g_fail++;
+    printf("%-5s %-10s %-48s nmse %.3e (<= %.0e)  max|err| %.3e%s\n", ok ? "ok" : "FAIL", op, shape, nmse, tol,
+           mx, pad_bad ? "  PADDING WRITTEN" : "");
+}
+
+static void test_linear(void) {
+    const int odd[] = {1, 7, 19, 111};
+    char sh[128];
+    for (int a = 0; a < 5; a++)
+        for (int b = 0; b < 5; b++) {
+            /* a == 4 / b == 4: a larger GEMM of the paper-41m's width */
+            int n = a < 4 ? odd[a] : 257, m = b < 4 ? odd[b] : 1297;
+            int k = (a == 4 || b == 4) ? 432 : odd[(a + b + 1) % 4] + 3, ldy = m + 5, ldx = k + 2;
+            int has_bias = a % 2;
+            float beta = (a + b) % 2 ? 1.f : 0.f;
+            float *x = rnd((size_t)n * ldx, 1), *W = rnd((size_t)m * k, 1), *bias = rnd(m, 1);
+            float *y = rnd((size_t)n * ldy, 1);
+            /* beta 0 must not read y: give the GPU NaN there */
+            float *yg0 = nans((size_t)n * ldy);
+            if (beta != 0.f) memcpy(yg0, y, (size_t)n * ldy * 4);
+            float *dx = dev(x, (size_t)n * ldx), *dW = dev(W, (size_t)m * k), *db = dev(bias, m);
+            float *dy = dev(yg0, (size_t)n * ldy);
+            g_gpu.linear(&g_gpu, dy, ldy, dx, ldx, dW, has_bias ? db : NULL, n, m, k, beta);
+            g_cpu.linear(&g_cpu, y, ldy, x, ldx, W, has_bias ? bias : NULL, n, m, k, beta);
+            float *yg = host(dy, (size_t)n * ldy);
+            snprintf(sh, sizeof sh, "n=%d m=%d k=%d beta=%g bias=%d", n, m, k, beta, has_bias);
+            compare("linear", sh, yg, y, yg0, n, m, ldy);
+            g_gpu.free(&g_gpu, dx); g_gpu.free(&g_gpu, dW); g_gpu.free(&g_gpu, db);
+            free(x); free(W); free(bias); free(y); free(yg0); free(yg);
+        }
+}
+
+static void test_layernorm(void) {
+    const int n_[] = {1, 7, 19, 111, 128}, d_[] = {8, 20, 112, 432, 1297};
+    char sh[128];
+    for (int a = 0; a < 5; a++) {
+        int n = n_[a], d = d_[(a + 2) % 5];
+        float *x = rnd((size_t)n * d, 3), *w = rnd(d, 1), *b = rnd(d, 1);
+        for (int i = 0; i < n * d; i++) x[i] += 5.0f; /* non-zero mean */
+        float *o = rnd((size_t)n * d, 1), *og0 = nans((size_t)n * d);
+        float *dx = dev(x, (size_t)n * d), *dw = dev(w, d), *db = dev(b, d), *dout = dev(og0, (size_t)n * d);
+        g_gpu.layernorm(&g_gpu, dout, dx, dw, db, n, d, 1e-5f);
+        g_cpu.layernorm(&g_cpu, o, x, w, b, n, d, 1e-5f);
+        float *og = host(dout, (size_t)n * d);
+        snprintf(sh, sizeof sh, "n=%d d=%d", n, d);
+        compare("layernorm", sh, og, o, NULL, n, d, d);
+        g_gpu.free(&g_gpu, dx); g_gpu.free(&g_gpu, dw); g_gpu.free(&g_gpu, db);
+        free(x); free(w); free(b); free(o); free(og0); free(og);
+    }
+}
+
+static void test_rope(void) {
+    char sh[128];
+    struct { int n, nh, hd; int64_t pos0; } c[] = {
+        {1, 3, 4, 0}, {7, 3, 6, 5}, {19, 3, 8, 10}, {111, 3, 10, 999983}, {5, 12, 36, 1000000},
+        {3, 2, 256, 123456789}, {128, 4, 16, 65536},
+    };
+    for (size_t t = 0; t < sizeof c / sizeof c[0]; t++) {
+        int n = c[t].n, nh = c[t].nh, hd = c[t].hd, ld = nh * hd + 7;
+        float *x = rnd((size_t)n * ld, 1), *init = malloc((size_t)n * ld * 4);
+        memcpy(init, x, (size_t)n * ld * 4);
+        float *dx = dev(x, (size_t)n * ld);
+        g_gpu.rope(&g_gpu, dx, ld, n, nh, hd, c[t].pos0, 10000.f);
+        g_cpu.rope(&g_cpu, x, ld, n, nh, hd, c[t].pos0, 10000.f);
+        float *xg = host(dx, (size_t)n * ld);
+        snprintf(sh, sizeof sh, "n=%d nh=%d hd=%d pos0=%lld", n, nh, hd, (long long)c[t].pos0);
+        compare("rope", sh, xg, x, init, n, nh * hd, ld);
+        free(x); free(init); free(xg);
+    }
+}
+
+static void test_attention(void) {
+    char sh[160];
+    /* row kernel: nq <= 4; tile kernel: above. nk > 256 crosses the row
+     * kernel's 8-warp stride, nk > 32 the tile kernel's key tile. */
+    struct { int nq, nk, causal, nh, hd; int64_t qp, kp; } at[] = {
+        {1, 1, 1, 3, 6, 0, 0},          {1, 7, 1, 3, 6, 6, 0},          {1, 600, 0, 3, 6, 999, 0},
+        {1, 1000, 1, 12, 36, 700, 0},   {1, 19, 0, 2, 256, 0, 0},       {3, 300, 1, 4, 64, 298, 0},
+        {4, 9, 1, 3, 8, 0, 2},          {1, 5, 1, 3, 8, 0, 10},         {2, 0, 0, 3, 8, 0, 0},
+        {7, 19, 1, 3, 6, 12, 0},        {19, 7, 0, 3, 6, 100, 3},       {111, 111, 1, 3, 6, 0, 0},
+        {111, 300, 0, 3, 6, 5, 0},      {70, 519, 1, 3, 6, 449, 0},     {19, 19, 1, 3, 6, 50, 40},
+        {7, 111, 0, 3, 6, 0, 999},      {65, 65, 1, 3, 6, 1000, 1000},  {5, 9, 1, 3, 6, 0, 2},
+        {33, 77, 1, 4, 100, 44, 0},     {17, 45, 0, 2, 256, 0, 0},      {256, 2000, 0, 12, 36, 1744, 0},
+        {513, 513, 1, 4, 64, 0, 0},     {40, 64, 1, 3, 128, 24, 0},     {9, 3, 0, 5, 31, 0, 0},
+    };
+    for (size_t t = 0; t < sizeof at / sizeof at[0]; t++) {
+        int nh = at[t].nh, hd = at[t].hd, d = nh * hd, ldq = 3 * d + 1, ldo = d + 3;
+        int nq = at[t].nq, nk = at[t].nk;
+        size_t nkr = nk > 0 ? (size_t)nk : 1;
+        float *q = rnd((size_t)nq * ldq, 2), *k = rnd(nkr * ldq, 2), *v = rnd(nkr * ldq, 1);
+        float *dq = dev(q, (size_t)nq * ldq), *dk = dev(k, nkr * ldq), *dv = dev(v, nkr * ldq);
+        for (int beta = 0; beta < 2; beta++) {
+            float *o = rnd((size_t)nq * ldo, 1), *og0;
+            if (beta) { og0 = malloc((size_t)nq * ldo * 4); memcpy(og0, o, (size_t)nq * ldo * 4); }
+            else og0 = nans((size_t)nq * ldo);
+            float *dout = dev(og0, (size_t)nq * ldo);
+            /* q, k, v as column blocks of one strided buffer, as model/ does */
+            g_gpu.attention(&g_gpu, dout, ldo, dq, ldq, dk + d, ldq, dv + 2 * d, ldq, nq, nk, nh, hd, at[t].qp,
+                            at[t].kp, at[t].causal, (float)beta);
+            g_cpu.attention(&g_cpu, o, ldo, q, ldq, k + d, ldq, v + 2 * d, ldq, nq, nk, nh, hd, at[t].qp, at[t].kp,
+                            at[t].causal, (float)beta);
+            float *og = host(dout, (size_t)nq * ldo);
+            snprintf(sh, sizeof sh, "nq=%d nk=%d nh=%d hd=%d c=%d qp=%lld kp=%lld b=%d", nq, nk, nh, hd,
+                     at[t].causal, (long long)at[t].qp, (long long)at[t].kp, beta);
+            compare("attention", sh, og, o, og0, nq, d, ldo);
+            free(o); free(og0); free(og);
+        }
+        g_gpu.free(&g_gpu, dq); g_gpu.free(&g_gpu, dk); g_gpu.free(&g_gpu, dv);
+        free(q); free(k); free(v);
+    }
+}
+
+static void test_swiglu(void) {
+    const int odd[] = {1, 7, 19, 111, 128};
+    char sh[128];
+    for (int a = 0; a < 5; a++) {
+        int n = odd[a], F = a == 4 ? 1280 : odd[(a + 1) % 4], ldh = 2 * F + 1, ldo = F + 2;
+        float *h = rnd((size_t)n * ldh, 4), *o = rnd((size_t)n * ldo, 1);
+        float *og0 = malloc((size_t)n * ldo * 4);
+        memcpy(og0, o, (size_t)n * ldo * 4);
+        float *dh = dev(h, (size_t)n * ldh), *dout = dev(og0, (size_t)n * ldo);
+        g_gpu.swiglu(&g_gpu, dout, ldo, dh, ldh, n, F);
+        g_cpu.swiglu(&g_cpu, o, ldo, h, ldh, n, F);
+        float *og = host(dout, (size_t)n * ldo);
+        snprintf(sh, sizeof sh, "n=%d F=%d", n, F);
+        compare("swiglu", sh, og, o, og0, n, F, ldo);
+        g_gpu.free(&g_gpu, dh);
+        free(h); free(o); free(og0); free(og);
+    }
+}
+
+static void test_embed_copy2d(void) {
+    int V = 19, d = 7, n = 111;
+    float *E = rnd((size_t)V * d, 1), *o = rnd((size_t)n * d, 1);
+    int32_t ids[111];
+    for (int i = 0; i < n; i++) ids[i] = (i * 7) % V;
+    float *dE = dev(E, (size_t)V * d), *dout = dev(o, (size_t)n * d);
+    int32_t *dids = g_gpu.alloc(&g_gpu, sizeof ids);
+    g_gpu.upload(&g_gpu, dids, ids, sizeof ids);
+    g_gpu.embed(&g_gpu, dout, dE, dids, n, d);
+    g_cpu.embed(&g_cpu, o, E, ids, n, d);
+    float *og = host(dout, (size_t)n * d);
+    compare("embed", "V=19 d=7 n=111", og, o, NULL, n, d, d);
+    free(og);
+    /* copy2d: 5 of 7 columns of E into a wider strided destination */
+    int ldd = 9;
+    float *dst = rnd((size_t)V * ldd, 1), *init = malloc((size_t)V * ldd * 4);
+    memcpy(init, dst, (size_t)V * ldd * 4);
+    float *ddst = dev(dst, (size_t)V * ldd);
+    g_gpu.copy2d(&g_gpu, ddst, ldd, dE + 1, d, V, 5);
+    g_cpu.copy2d(&g_cpu, dst, ldd, E + 1, d, V, 5);
+    float *dg = host(ddst, (size_t)V * ldd);
+    compare("copy2d", "rows=19 cols=5 lds=7 ldd=9", dg, dst, init, V, 5, ldd);
+    g_gpu.free(&g_gpu, dE); g_gpu.free(&g_gpu, dids);
+    free(E); free(o); free(dst); free(init); free(dg);
+}
+
+int main(void) {
+    int ndev = tc_backend_cuda_device_count();
+    if (ndev == 0) {
+        printf("SKIPPED: no CUDA device\n");
+        return TC_SKIP;
+    }
+    if (tc_backend_cuda_init(&g_gpu, 0) != TC_OK) {
+        printf("FAIL: cuda init on a machine with %d device(s): %s\n", ndev, tc_error_get());
+        return 1;
+    }
+    tc_backend_cpu_init(&g_cpu, 0);
+    test_embed_copy2d();
+    test_layernorm();
+    test_linear();
+    test_rope();
+    test_swiglu();
+    test_attention();
+    if (tc_backend_cuda_sync(&g_gpu) != TC_OK) {
+        printf("FAIL: cuda backend reported an error: %s\n", tc_error_get());
+        g_fail++;
+    }
+    tc_backend_cuda_free(&g_gpu);
+    tc_backend_cpu_free(&g_cpu);
+    printf("%d/%d gpu op checks passed\n", g_n - g_fail, g_n);
+    return g_fail ? 1 : 0;
+}
