@@ -646,6 +646,13 @@ static void h_reflect(ctx *c, const uint8_t *m, size_t len) {
 
 static void on_start(void *ud, tc_call *call, const char *method, const uint8_t *m, size_t len) {
     tc_service *s = ud;
+    /* over before its first message (an oversized message, a client gone
+     * at once): on_done has already run and found no context, so nothing
+     * else would release the call */
+    if (!m && tc_call_is_done(call)) {
+        tc_call_unref(call);
+        return;
+    }
     ctx *c = calloc(1, sizeof *c);
     if (!c) {
         tc_call_finish(call, TC_GRPC_RESOURCE_EXHAUSTED, "out of memory");
@@ -657,7 +664,6 @@ static void on_start(void *ud, tc_call *call, const char *method, const uint8_t 
     atomic_init(&c->refs, 1);
     pthread_mutex_init(&c->mu, NULL);
     tc_call_set_user(call, c);
-    if (!m && tc_call_is_done(call)) return; /* cancelled before a message */
     static const uint8_t none = 0;
     const uint8_t *msg = m ? m : &none;
     size_t n = m ? len : 0;
