@@ -115,6 +115,15 @@ static tc_status bench_load(const bench_opts *o, tc_arch arch, tc_backend *be, t
     return tc_model_load(m, dir, be);
 }
 
+/* Steps per timed "window": W_og; the baseline has none and uses its
+ * preset's tconstformer W_og so both amortize over the same span. */
+static int bench_window(const bench_opts *o, const tc_model_config *c) {
+    if (c->generate_window > 0) return c->generate_window;
+    tc_model_config t;
+    if (!o->model && tc_config_preset(&t, o->preset, TC_ARCH_TCONST) == TC_OK) return t.generate_window;
+    return 128;
+}
+
 /* ---- analytic costs ---------------------------------------------------- */
 
 /* fp32 bytes a batch-1 hit step must read: every layer's weights + the
@@ -216,9 +225,8 @@ typedef struct {
  * window holds one token), then, when steps > 0, times `windows` windows
  * of single steps: W_og - 1 hit steps and the sync step that follows
  * (transformer: W_og decode steps per "window"). */
-static tc_status run_point(tc_model *m, int64_t n, int windows, int steps, point *p) {
+static tc_status run_point(tc_model *m, int64_t n, int W, int windows, int steps, point *p) {
     const tc_model_config *c = &m->cfg;
-    const int W = c->generate_window;
     tc_session *s = NULL;
     int32_t *ids = NULL;
     float *lg = NULL;
@@ -329,7 +337,7 @@ static int bench_context(const bench_opts *o, int what) {
                 snprintf(note, sizeof note, "skipped: predicted %.0f s > budget %.0f s", pred, o->budget);
             else {
                 double t0 = now_s();
-                st = run_point(m, n, (int)o->reps, what == SUB_ITL, &p);
+                st = run_point(m, n, bench_window(o, &m->cfg), (int)o->reps, what == SUB_ITL, &p);
                 if (st != TC_OK) snprintf(note, sizeof note, "failed: %s", tc_error_get());
                 prev_n = n;
                 prev_t = now_s() - t0;
@@ -368,9 +376,8 @@ static int bench_context(const bench_opts *o, int what) {
 
 /* Median time of one batched step of B sessions at context batch_ctx (all
  * in the same window phase, so no step syncs). */
-static tc_status time_batch(tc_model *m, int B, int64_t ctx, int steps, double *step_s) {
+static tc_status time_batch(tc_model *m, int B, int64_t ctx, int W, int steps, double *step_s) {
     const tc_model_config *c = &m->cfg;
-    const int W = c->generate_window;
     tc_session **ss = calloc((size_t)B, sizeof *ss);
     int32_t *ids = NULL, *tok = malloc((size_t)B * 4);
     float *lg = malloc((size_t)B * c->vocab_size * 4);
@@ -414,7 +421,7 @@ static int bench_batch(const bench_opts *o) {
         for (int bi = 0; bi < o->n_batch; bi++) {
             int B = (int)o->batch[bi];
             double t = NAN;
-            st = time_batch(m, B, o->batch_ctx, 8 * (int)o->reps, &t);
+            st = time_batch(m, B, o->batch_ctx, bench_window(o, &m->cfg), 8 * (int)o->reps, &t);
             if (st != TC_OK) { tc_model_free(m); return tc_cli_fail("bench", st); }
             double tps = B / t;
             if (B == 1 || base == 0) base = tps / B;
@@ -451,7 +458,8 @@ static int bench_floor(const bench_opts *o) {
     point p;
     /* hit steps at a short context (flat in N), then the sync at n */
     double hit = NAN, syn = NAN;
-    if ((st = run_point(m, 1024 > c->generate_window ? 1024 : c->generate_window, 1, 1, &p)) == TC_OK) hit = p.hit_p50;
+    if ((st = run_point(m, 1024 > c->generate_window ? 1024 : c->generate_window, c->generate_window, 1, 1, &p)) == TC_OK)
+        hit = p.hit_p50;
     if (st == TC_OK) {
         tc_session *s = NULL;
         int32_t *ids = malloc((size_t)n * 4);

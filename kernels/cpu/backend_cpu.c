@@ -25,7 +25,7 @@
 #define TC_ATT_TK 256 /* key rows per tile   */
 #define TC_ATT_DIRECT 4 /* query tiles up to this many rows: dot products */
 #define TC_POOL_MAX 8
-#define TC_PAR_MIN_FLOPS (1 << 18) /* below this an op runs on the caller's thread */
+#define TC_PAR_MIN_FLOPS (1 << 20) /* below this an op runs on the caller's thread */
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 /* AVX2+FMA clone of the hot loops, picked at load time (ifunc) */
@@ -35,20 +35,24 @@
 #endif
 
 /* ---- the pool: one per process, shared by every CPU backend ----------
- * fn(arg, i, n) runs for i = 0..n-1, i = 0 on the caller. A second caller
- * arriving while the pool is busy runs its op serially (trylock). */
+ * par_run(n, fn, arg) runs fn(arg, i, n) for tasks i = 0..n-1. Tasks are
+ * claimed from a shared counter by the caller and the workers alike, so a
+ * worker that the OS has not scheduled yet (a busy, shared machine) costs
+ * nothing: the caller runs its tasks. The counter carries the generation
+ * in its high half, so a late worker can never claim a task of a later op.
+ * A second caller arriving while the pool is busy runs serially. */
 typedef void (*tc_par_fn)(void *arg, int i, int n);
 
 static struct {
     pthread_once_t once;
     pthread_mutex_t busy, mu;
     pthread_cond_t cv;
-    int size; /* threads including the caller */
-    atomic_uint gen;
-    atomic_int pending;
-    tc_par_fn fn;
-    void *arg;
-    int n;
+    int size;               /* threads including the caller */
+    _Atomic uint64_t state; /* generation << 32 | next task */
+    atomic_int done;
+    _Atomic(tc_par_fn) fn;
+    _Atomic(void *) arg;
+    atomic_int n;
 } g_pool = {.once = PTHREAD_ONCE_INIT, .busy = PTHREAD_MUTEX_INITIALIZER, .mu = PTHREAD_MUTEX_INITIALIZER,
             .cv = PTHREAD_COND_INITIALIZER};
 
@@ -58,22 +62,43 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-static void *pool_worker(void *p) {
-    int id = (int)(intptr_t)p;
-    unsigned seen = 0;
+/* claims and runs tasks of generation gen until none is left */
+static void pool_drain(uint32_t gen) {
     for (;;) {
-        unsigned g;
+        uint64_t st = atomic_load_explicit(&g_pool.state, memory_order_acquire);
+        if ((uint32_t)(st >> 32) != gen) return;
+        tc_par_fn fn = atomic_load_explicit(&g_pool.fn, memory_order_acquire);
+        void *arg = atomic_load_explicit(&g_pool.arg, memory_order_acquire);
+        int n = atomic_load_explicit(&g_pool.n, memory_order_acquire);
+        int i = (int)(uint32_t)st;
+        if (i >= n) return;
+        /* success proves fn/arg/n were read while gen was current */
+        if (!atomic_compare_exchange_weak_explicit(&g_pool.state, &st, st + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        fn(arg, i, n);
+        atomic_fetch_add_explicit(&g_pool.done, 1, memory_order_acq_rel);
+    }
+}
+
+static void *pool_worker(void *p) {
+    (void)p;
+    uint32_t seen = 0;
+    for (;;) {
+        uint32_t g;
         int spins = 0;
         /* spin briefly (ops come in bursts), then sleep */
-        while ((g = atomic_load_explicit(&g_pool.gen, memory_order_acquire)) == seen && ++spins < 4000) cpu_relax();
+        while ((g = (uint32_t)(atomic_load_explicit(&g_pool.state, memory_order_acquire) >> 32)) == seen &&
+               ++spins < 4000)
+            cpu_relax();
         if (g == seen) {
             pthread_mutex_lock(&g_pool.mu);
-            while ((g = atomic_load(&g_pool.gen)) == seen) pthread_cond_wait(&g_pool.cv, &g_pool.mu);
+            while ((g = (uint32_t)(atomic_load(&g_pool.state) >> 32)) == seen)
+                pthread_cond_wait(&g_pool.cv, &g_pool.mu);
             pthread_mutex_unlock(&g_pool.mu);
         }
         seen = g;
-        if (id < g_pool.n) g_pool.fn(g_pool.arg, id, g_pool.n);
-        atomic_fetch_sub_explicit(&g_pool.pending, 1, memory_order_acq_rel);
+        pool_drain(g);
     }
     return NULL;
 }
@@ -86,33 +111,39 @@ static void pool_start(void) {
         pthread_attr_t at;
         pthread_attr_init(&at);
         pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        if (pthread_create(&t, &at, pool_worker, (void *)(intptr_t)i) != 0) { g_pool.size = i; break; }
+        int rc = pthread_create(&t, &at, pool_worker, NULL);
         pthread_attr_destroy(&at);
+        if (rc != 0) { g_pool.size = i; break; }
     }
 }
 
-/* threads an op of `flops` work gets on backend be */
+/* tasks an op of `flops` work is cut into on backend be: 1 (the caller's
+ * thread) below TC_PAR_MIN_FLOPS, else two per thread for balance */
 static int par_width(tc_backend *be, double flops) {
     int want = (int)(intptr_t)be->ctx;
-    if (flops < TC_PAR_MIN_FLOPS) return 1;
-    return want < g_pool.size ? want : g_pool.size;
+    int w = want < g_pool.size ? want : g_pool.size;
+    if (flops < TC_PAR_MIN_FLOPS || w <= 1) return 1;
+    return 2 * w;
 }
 
 static void par_run(int n, tc_par_fn fn, void *arg) {
     if (n <= 1 || pthread_mutex_trylock(&g_pool.busy) != 0) {
-        fn(arg, 0, 1);
+        for (int i = 0; i < n; i++) fn(arg, i, n);
+        if (n < 1) fn(arg, 0, 1);
         return;
     }
-    g_pool.fn = fn;
-    g_pool.arg = arg;
-    g_pool.n = n;
-    atomic_store(&g_pool.pending, g_pool.size - 1);
+    /* every task of the previous generation is done: nobody can claim */
+    atomic_store_explicit(&g_pool.fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&g_pool.arg, arg, memory_order_relaxed);
+    atomic_store_explicit(&g_pool.n, n, memory_order_relaxed);
+    atomic_store_explicit(&g_pool.done, 0, memory_order_relaxed);
+    uint32_t gen = (uint32_t)(atomic_load(&g_pool.state) >> 32) + 1;
     pthread_mutex_lock(&g_pool.mu);
-    atomic_fetch_add_explicit(&g_pool.gen, 1, memory_order_release);
+    atomic_store_explicit(&g_pool.state, (uint64_t)gen << 32, memory_order_release);
     pthread_cond_broadcast(&g_pool.cv);
     pthread_mutex_unlock(&g_pool.mu);
-    fn(arg, 0, n);
-    for (int spins = 0; atomic_load_explicit(&g_pool.pending, memory_order_acquire) > 0; spins++)
+    pool_drain(gen);
+    for (int spins = 0; atomic_load_explicit(&g_pool.done, memory_order_acquire) < n; spins++)
         if (spins < 4000) cpu_relax();
         else sched_yield();
     pthread_mutex_unlock(&g_pool.busy);
