@@ -557,7 +557,7 @@ static void *engine_thread(void *arg) {
             if (e->sink.backlog(j->user) >= (size_t)e->lim.stream_queue) continue;
             tc_wc_session_stats st;
             e->wc->stats(e->wc, j->s->ws, &st);
-            if (st.sync_due) {
+            if (st.sync_due && e->lim.overlap_syncs) {
                 dsess *s = j->s;
                 s->syncing = 1;
                 s->boundary_t0 = now_s();
@@ -569,6 +569,10 @@ static void *engine_thread(void *arg) {
                 tc_metric_set(TC_G_sync_queue_depth, e->n_sync_queued);
                 pthread_cond_broadcast(&e->cv);
                 continue;
+            }
+            if (st.sync_due) { /* --no-overlap-syncs: the step syncs it inline */
+                tc_metric_inc(TC_M_syncs_total, 1);
+                tc_metric_observe(TC_H_boundary_stall_seconds, 0);
             }
             batch[B++] = j;
         }

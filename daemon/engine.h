@@ -60,6 +60,7 @@ typedef struct {
     int max_tokens;       /* per request */
     int stream_queue;     /* unread messages per stream before it pauses */
     double idle_timeout_s;
+    int overlap_syncs;    /* 1: syncs on the context thread; 0: inline in the batch */
 } tc_engine_limits;
 
 typedef struct {
