@@ -1,0 +1,167 @@
+#!/usr/bin/python3
+"""test_bad_input.py — bad input gets the right status code and a message
+naming the field, and the daemon keeps serving after each (a correct
+Generate follows every case): unknown session (NOT_FOUND), empty prompt,
+token ids outside the vocabulary, negative / too large max_tokens, top_p
+outside (0, 1], other sampling fields, text on an ids-only model
+(INVALID_ARGUMENT), an oversized message (RESOURCE_EXHAUSTED), malformed
+protobuf bytes (INVALID_ARGUMENT), unknown methods (UNIMPLEMENTED), a
+second generation in a busy session (FAILED_PRECONDITION), more sessions
+than --max-sessions (RESOURCE_EXHAUSTED at once; opening works again once
+some are closed).
+"""
+import grpc
+
+from harness import Daemon, run, wait_for
+
+MAX_MSG = 65536
+MAX_SESSIONS = 6
+IA = grpc.StatusCode.INVALID_ARGUMENT
+
+
+def body(env, ck):
+    pb = env.pb
+    model = env.model("tconstformer", seed=61)
+    ref = env.generate(model, [9, 8, 7], 12, ignore_eos=True)
+    with Daemon(env, "--max-message-bytes", str(MAX_MSG), "--max-sessions", str(MAX_SESSIONS),
+                "--max-tokens", "100000", model=model) as d:
+        ch = d.channel()
+        s = d.stub(ch)
+        n_alive = [0, 0]
+
+        def serves():
+            """A correct Generate right after a bad request."""
+            ids, _ = d.generate_ids(s, [9, 8, 7], env.sampling(max_tokens=12, ignore_eos=True), timeout=30)
+            n_alive[0] += 1
+            n_alive[1] += ids == ref
+
+        def gen(tokens=None, text="", session_id="", **sp):
+            def f():
+                return s.Generate(pb.GenerateRequest(token_ids=tokens or [], text=text, session_id=session_id,
+                                                     sampling=env.sampling(**sp)), timeout=30)
+            return f
+
+        # unknown session
+        NF = grpc.StatusCode.NOT_FOUND
+        ck.rpc_error(gen([5], session_id="no-such-session"), NF, "Generate in an unknown session", "session_id")
+        ck.rpc_error(lambda: s.GenerateInSession(pb.GenerateInSessionRequest(session_id="nope"), timeout=30), NF,
+                     "GenerateInSession in an unknown session", "session_id")
+        ck.rpc_error(lambda: s.Append(pb.AppendRequest(session_id="nope", token_ids=[1]), timeout=30), NF,
+                     "Append to an unknown session", "session_id")
+        ck.rpc_error(lambda: s.GetSession(pb.GetSessionRequest(session_id="nope"), timeout=30), NF,
+                     "GetSession of an unknown session", "session_id")
+        ck.rpc_error(lambda: s.CloseSession(pb.CloseSessionRequest(session_id="nope"), timeout=30), NF,
+                     "CloseSession of an unknown session", "session_id")
+        serves()
+
+        # prompts
+        ck.rpc_error(gen(), IA, "Generate with an empty prompt", "prompt")
+        ck.rpc_error(gen([5, 512]), IA, "token id 512 >= vocab 512", "token_ids")
+        ck.rpc_error(gen([5, 1 << 30]), IA, "token id 2^30", "token_ids")
+        ck.rpc_error(gen([-1]), IA, "token id -1", "token_ids")
+        ck.rpc_error(gen(text="hello"), IA, "text prompt on an ids-only model", "text")
+        ck.rpc_error(gen([5], text="hello"), IA, "both text and token_ids", "prompt")
+        ck.rpc_error(lambda: s.Append(pb.AppendRequest(session_id="x"), timeout=30), IA, "empty Append", "append")
+        ck.rpc_error(lambda: s.GenerateInSession(pb.GenerateInSessionRequest(), timeout=30), IA,
+                     "GenerateInSession without a session_id", "session_id")
+        ck.rpc_error(lambda: s.OpenSession(pb.OpenSessionRequest(session_id="x" * 100), timeout=30), IA,
+                     "a 100-byte session_id", "session_id")
+        ck.rpc_error(lambda: s.Tokenize(pb.TokenizeRequest(text="hi"), timeout=30),
+                     grpc.StatusCode.FAILED_PRECONDITION, "Tokenize on an ids-only model", "text")
+        ck.rpc_error(lambda: s.Abort(pb.AbortRequest(), timeout=30), IA, "Abort without a request_id", "request_id")
+        serves()
+
+        # sampling
+        ck.rpc_error(gen([5], max_tokens=-1), IA, "max_tokens -1", "sampling.max_tokens")
+        ck.rpc_error(gen([5], max_tokens=100001), IA, "max_tokens above --max-tokens", "sampling.max_tokens")
+        for tp in (0.0, 1.5, -0.1, float("nan")):
+            ck.rpc_error(gen([5], top_p=tp), IA, f"top_p {tp}", "top_p")
+        ck.rpc_error(gen([5], temperature=-0.5), IA, "temperature -0.5", "temperature")
+        ck.rpc_error(gen([5], top_k=-3), IA, "top_k -3", "top_k")
+        ck.rpc_error(lambda: s.Generate(pb.GenerateRequest(token_ids=[5], sampling=pb.SamplingParams(stop=["x"])),
+                                        timeout=30), IA, "stop strings on an ids-only model", "sampling.stop")
+        ids, last = d.generate_ids(s, [9, 8, 7], env.sampling(max_tokens=0))
+        ck.check(ids == [] and last.finish_reason == pb.FINISH_REASON_LENGTH, "max_tokens 0 is valid: no ids, LENGTH")
+        ids, _ = d.generate_ids(s, [9, 8, 7], env.sampling(top_p=1.0, max_tokens=12, ignore_eos=True))
+        ck.equal(ids, ref, "top_p 1 is valid (and greedy)")
+        serves()
+
+        # an oversized message
+        big = [300] * (MAX_MSG // 2 + 100)  # 2 bytes a packed id
+        ck.rpc_error(gen(big), grpc.StatusCode.RESOURCE_EXHAUSTED, f"a message over --max-message-bytes {MAX_MSG}")
+        ck.rpc_error(lambda: s.Append(pb.AppendRequest(session_id="x", token_ids=big), timeout=30),
+                     grpc.StatusCode.RESOURCE_EXHAUSTED, "an oversized Append")
+        serves()
+        ids, _ = d.generate_ids(s, [300] * (MAX_MSG // 4), env.sampling(max_tokens=3), timeout=60)
+        ck.equal(len(ids), 3, "a large message under the limit is served")
+
+        # malformed protobuf bytes through raw (unserialized) calls
+        raw_gen = ch.unary_stream("/tconst.v1.TConst/Generate", request_serializer=None,
+                                  response_deserializer=None)
+        raw_app = ch.unary_unary("/tconst.v1.TConst/Append", request_serializer=None, response_deserializer=None)
+        garbage = [b"\xff\xff\xff\xff", b"\x1a\x05\x01\x02", b"\x0a\xff\x01abc", b"\x08"]
+        for i, g in enumerate(garbage):
+            ck.rpc_error(lambda: raw_gen(g, timeout=30), IA, f"Generate with garbage bytes #{i} {g!r}",
+                         "GenerateRequest")
+        ck.rpc_error(lambda: raw_app(b"\xff\xff", timeout=30), IA, "Append with garbage bytes", "AppendRequest")
+        good = pb.GenerateRequest(token_ids=[9, 8, 7], sampling=env.sampling(max_tokens=12, ignore_eos=True))
+        raw_ids = [t for m in raw_gen(good.SerializeToString(), timeout=30)
+                   for t in pb.GenerateResponse.FromString(m).token_ids]
+        ck.equal(raw_ids, ref, "the raw channel serves well-formed bytes")
+        serves()
+
+        # unknown methods
+        for m in ("/tconst.v1.TConst/NoSuchMethod", "/tconst.v2.TConst/Generate", "/foo.Bar/Baz"):
+            ck.rpc_error(lambda: ch.unary_unary(m, request_serializer=None, response_deserializer=None)(
+                b"", timeout=30), grpc.StatusCode.UNIMPLEMENTED, f"unknown method {m}")
+        serves()
+
+        # a busy session: a second generation (or an append) is refused
+        sid = s.OpenSession(pb.OpenSessionRequest(token_ids=[5, 6, 7]), timeout=30).session_id
+        long_call = s.GenerateInSession(pb.GenerateInSessionRequest(
+            session_id=sid, sampling=env.sampling(max_tokens=100000, ignore_eos=True)), timeout=120)
+        next(long_call)  # it runs
+        FP = grpc.StatusCode.FAILED_PRECONDITION
+        ck.rpc_error(lambda: s.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid), timeout=30), FP,
+                     "a second GenerateInSession in a busy session", "busy")
+        ck.rpc_error(gen([5], session_id=sid), FP, "a Generate in a busy session", "busy")
+        ck.rpc_error(lambda: s.Append(pb.AppendRequest(session_id=sid, token_ids=[3]), timeout=30), FP,
+                     "an Append to a busy session", "busy")
+        ck.check(s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30).busy, "GetSession says busy")
+        long_call.cancel()
+        ck.check(wait_for(lambda: not s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30).busy, 30,
+                          "the session to be idle"), "the cancelled generation releases the session")
+        ids = [t for r in s.GenerateInSession(pb.GenerateInSessionRequest(
+            session_id=sid, sampling=env.sampling(max_tokens=4)), timeout=30) for t in r.token_ids]
+        ck.equal(len(ids), 4, "then the session generates again")
+        s.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=30)
+        serves()
+
+        # more sessions than --max-sessions
+        RE = grpc.StatusCode.RESOURCE_EXHAUSTED
+        sids = [s.OpenSession(pb.OpenSessionRequest(token_ids=[i + 2]), timeout=30).session_id
+                for i in range(MAX_SESSIONS)]
+        ck.equal(len(set(sids)), MAX_SESSIONS, f"{MAX_SESSIONS} sessions open")
+        ck.rpc_error(lambda: s.OpenSession(pb.OpenSessionRequest(token_ids=[2]), timeout=10), RE,
+                     f"session {MAX_SESSIONS + 1} (within a 10 s deadline)", "max_sessions")
+        ck.rpc_error(gen([9, 8, 7], max_tokens=3), RE, "a one-shot Generate (needs a session) while full",
+                     "max_sessions")
+        ck.rpc_error(lambda: list(s.Stream(iter([pb.StreamRequest(token_ids=[3])]), timeout=10)), RE,
+                     "a Stream while full", "max_sessions")
+        for x in sids[:2]:
+            s.CloseSession(pb.CloseSessionRequest(session_id=x), timeout=30)
+        more = s.OpenSession(pb.OpenSessionRequest(token_ids=[2]), timeout=30)
+        ck.check(more.session_id != "", "after closing two, OpenSession works again")
+        ids, _ = d.generate_ids(s, [9, 8, 7], env.sampling(max_tokens=12, ignore_eos=True))
+        ck.equal(ids, ref, "and a one-shot Generate too")
+        for x in sids[2:] + [more.session_id]:
+            s.CloseSession(pb.CloseSessionRequest(session_id=x), timeout=30)
+
+        serves()
+        ck.equal(n_alive, [n_alive[0], n_alive[0]], f"the daemon served a correct Generate after each group "
+                                                    f"({n_alive[0]} times)")
+        ck.check(d.proc.poll() is None, "the daemon is still running")
+
+
+if __name__ == "__main__":
+    run("e2e bad input", body)

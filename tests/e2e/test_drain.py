@@ -1,0 +1,173 @@
+#!/usr/bin/python3
+"""test_drain.py — SIGTERM with streams in flight.
+
+1. --drain-timeout 60: a stream whose client has stopped reading (so it is
+   paused by backpressure and cannot finish) keeps the daemon draining.
+   Meanwhile: a Health Watch receives NOT_SERVING, Check says NOT_SERVING,
+   /readyz is 503 (/healthz still 200), new Generate / OpenSession get
+   UNAVAILABLE, and an open session cannot take new work. Then the client
+   reads on: its stream completes normally with every token (== tconst
+   generate), as does a second stream that kept reading; the daemon exits 0.
+2. --drain-timeout 1: a generation of max_tokens 1000000 cannot finish; once
+   the drain timeout expires it ends with UNAVAILABLE (the ids it got are
+   right), so does a paused one, and the daemon exits 0.
+"""
+import queue
+import signal
+import threading
+
+import grpc
+
+from harness import Daemon, run, wait_for
+
+N_PAUSED = 400
+N_READING = 1000
+
+
+def drain_completes(env, ck):
+    pb, hpb = env.pb, env.health_pb
+    model = env.model("tconstformer", seed=71)
+    with Daemon(env, "--drain-timeout", "60", "--stream-queue", "16", model=model) as d:
+        ch = d.channel()
+        s, h = d.stub(ch), d.health(ch)
+        sid = s.OpenSession(pb.OpenSessionRequest(token_ids=[7, 7, 7]), timeout=30).session_id
+
+        watch_ev = queue.Queue()
+        watch = h.Watch(hpb.HealthCheckRequest(), timeout=120)
+
+        def watcher():
+            try:
+                for m in watch:
+                    watch_ev.put(m.status)
+            except grpc.RpcError as e:
+                watch_ev.put(e.code())
+
+        threading.Thread(target=watcher, daemon=True).start()
+        ck.equal(watch_ev.get(timeout=30), hpb.HealthCheckResponse.SERVING, "Watch starts SERVING")
+
+        # stream 1: read one message, then stop reading (paused by backpressure)
+        paused = s.Generate(pb.GenerateRequest(token_ids=[1, 2, 3], sampling=env.sampling(
+            max_tokens=N_PAUSED, ignore_eos=True)), timeout=120)
+        first = next(paused)
+        # stream 2: read throughout, in a thread
+        reading_res = {}
+        reading_started = threading.Event()
+
+        def reading():
+            ids = []
+            try:
+                for r in s.Generate(pb.GenerateRequest(token_ids=[4, 5, 6], sampling=env.sampling(
+                        max_tokens=N_READING, ignore_eos=True)), timeout=120):
+                    ids += r.token_ids
+                    reading_started.set()
+                    reading_res["last"] = r
+                reading_res["status"] = "OK"
+            except grpc.RpcError as e:
+                reading_res["status"] = e.code()
+            reading_res["ids"] = ids
+            reading_started.set()
+
+        rt = threading.Thread(target=reading)
+        rt.start()
+        reading_started.wait(60)
+
+        d.signal(signal.SIGTERM)
+        ck.equal(watch_ev.get(timeout=30), hpb.HealthCheckResponse.NOT_SERVING,
+                 "on SIGTERM the Watch receives NOT_SERVING")
+        ck.check(wait_for(lambda: d.http("/readyz")[0] == 503, 30, "/readyz 503"), "/readyz flips to 503")
+        ck.equal(d.http("/healthz")[0], 200, "/healthz stays 200 while draining")
+        ck.equal(h.Check(hpb.HealthCheckRequest(), timeout=30).status, hpb.HealthCheckResponse.NOT_SERVING,
+                 "Health/Check says NOT_SERVING while draining")
+        UN = grpc.StatusCode.UNAVAILABLE
+        ck.rpc_error(lambda: s.Generate(pb.GenerateRequest(token_ids=[1], sampling=env.sampling(max_tokens=2)),
+                                        timeout=30), UN, "a new Generate while draining", "draining")
+        ck.rpc_error(lambda: s.OpenSession(pb.OpenSessionRequest(token_ids=[1]), timeout=30), UN,
+                     "a new OpenSession while draining", "draining")
+        ck.rpc_error(lambda: s.Append(pb.AppendRequest(session_id=sid, token_ids=[1]), timeout=30), UN,
+                     "an Append to an open session while draining", "draining")
+        info = s.ServerInfo(pb.ServerInfoRequest(), timeout=30)
+        ck.check(info.draining and info.requests_running >= 1, "ServerInfo says draining, a request running",
+                 str(info))
+        m = d.metrics()
+        ck.equal((m.get(("tconst_draining", ())), m.get(("tconst_ready", ()))), (1.0, 0.0),
+                 "metrics: tconst_draining 1, tconst_ready 0")
+        ck.check(d.proc.poll() is None, "the daemon waits for the paused stream")
+
+        # the paused client reads on: its stream completes normally
+        ids = list(first.token_ids)
+        last = first
+        status = "OK"
+        try:
+            for r in paused:
+                ids += r.token_ids
+                last = r
+        except grpc.RpcError as e:
+            status = e.code()
+        ck.equal(status, "OK", "the paused stream ends OK after SIGTERM")
+        want = env.generate(model, [1, 2, 3], N_PAUSED, ignore_eos=True)
+        ck.equal(ids, want, f"it delivered all {N_PAUSED} ids (== tconst generate)")
+        ck.equal(last.finish_reason, pb.FINISH_REASON_LENGTH, "its finish_reason is LENGTH")
+        rt.join(120)
+        ck.equal(reading_res.get("status"), "OK", "the reading stream ends OK")
+        ck.equal(reading_res.get("ids"), env.generate(model, [4, 5, 6], N_READING, ignore_eos=True),
+                 f"it delivered all {N_READING} ids (== tconst generate)")
+        rc = d.wait_exit()
+        ck.equal(rc, 0, "the daemon exits 0 once the streams are done")
+        try:
+            while True:
+                ev = watch_ev.get(timeout=30)
+                if not isinstance(ev, int):
+                    break
+        except queue.Empty:
+            ev = None
+        ck.equal(ev, UN, "the Watch ends with UNAVAILABLE at shutdown")
+
+
+def drain_timeout(env, ck):
+    pb = env.pb
+    model = env.model("tconstformer", seed=71)
+    with Daemon(env, "--drain-timeout", "1", model=model) as d:
+        s = d.stub()
+        call = s.Generate(pb.GenerateRequest(token_ids=[1, 2, 3], sampling=env.sampling(
+            max_tokens=1000000, ignore_eos=True)), timeout=300)
+        ids = list(next(call).token_ids)
+        paused = s.Generate(pb.GenerateRequest(token_ids=[1, 2, 3], sampling=env.sampling(
+            max_tokens=1000000, ignore_eos=True)), timeout=300)
+        next(paused)  # running, then unread: paused by backpressure
+        d.signal(signal.SIGTERM)
+        status, details, last = "OK", "", None
+        try:
+            for r in call:
+                ids += r.token_ids
+                last = r
+        except grpc.RpcError as e:
+            status, details = e.code(), e.details()
+        ck.equal(status, grpc.StatusCode.UNAVAILABLE, "a stream still running at the drain timeout gets "
+                                                      "UNAVAILABLE")
+        # the engine ends it with a last message (finish_reason CANCELLED)
+        # and "server shutting down"; when its status is still queued behind
+        # unsent messages as the gRPC server stops, the client sees gRPC's
+        # own "Cancelling all calls" instead: either way UNAVAILABLE
+        print(f"     ({details!r}; last finish_reason {last.finish_reason if last else None})")
+        ck.check(0 < len(ids) < 1000000, f"it stopped early ({len(ids)} ids)")
+        n = min(len(ids), 500)
+        ck.equal(ids[:n], env.generate(model, [1, 2, 3], n, ignore_eos=True), "the ids it got were right")
+        ck.equal(d.wait_exit(), 0, "the daemon exits 0 after the drain timeout")
+        status, details, n = "OK", "", 0
+        try:
+            for r in paused:
+                n += len(r.token_ids)
+        except grpc.RpcError as e:
+            status, details = e.code(), e.details()
+        ck.equal(status, grpc.StatusCode.UNAVAILABLE, f"a paused stream ends with UNAVAILABLE too "
+                                                      f"(after {n} more ids)")
+        print(f"     ({details!r})")
+
+
+def body(env, ck):
+    drain_completes(env, ck)
+    drain_timeout(env, ck)
+
+
+if __name__ == "__main__":
+    run("e2e drain", body)

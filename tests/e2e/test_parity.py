@@ -1,0 +1,67 @@
+#!/usr/bin/python3
+"""test_parity.py — streamed Generate over gRPC == `tconst generate` for the
+same model, prompt and sampling parameters: greedy and seeded sampling, on
+tiny tconstformer, tlinformer and transformer models, 100 tokens (several
+generate windows of 32) with ignore_eos; plus the default eos stop, the
+finish reasons, usage, and the built-in model.
+"""
+from harness import Daemon, run
+
+PROMPT = [5, 17, 42, 99, 3, 250, 511, 7, 64, 128, 300, 2]
+N = 100
+SAMPLED = dict(temperature=0.8, top_k=40, top_p=0.9, seed=7)
+
+
+def body(env, ck):
+    pb = env.pb
+    for arch in ("tconstformer", "tlinformer", "transformer"):
+        model = env.model(arch, seed=21)
+        with Daemon(env, model=model) as d:
+            stub = d.stub()
+            for label, params in (("greedy", {}), ("sampled", SAMPLED)):
+                want = env.generate(model, PROMPT, N, ignore_eos=True, **params)
+                ck.equal(len(want), N, f"{arch} {label}: tconst generate gave {N} ids")
+                got, last = d.generate_ids(stub, PROMPT, env.sampling(max_tokens=N, ignore_eos=True, **params))
+                ck.equal(got, want, f"{arch} {label}: {N} streamed ids == tconst generate")
+                ck.equal(last.finish_reason, pb.FINISH_REASON_LENGTH, f"{arch} {label}: finish_reason LENGTH")
+                ck.equal((last.usage.prompt_tokens, last.usage.completion_tokens), (len(PROMPT), N),
+                         f"{arch} {label}: usage prompt/completion tokens")
+                ck.check(last.request_id != "", f"{arch} {label}: a request_id is assigned")
+            # the same request twice gives the same ids (seeded sampling is
+            # a function of the seed, not of the server's history)
+            again, _ = d.generate_ids(stub, PROMPT, env.sampling(max_tokens=N, ignore_eos=True, **SAMPLED))
+            ck.equal(again, env.generate(model, PROMPT, N, ignore_eos=True, **SAMPLED),
+                     f"{arch}: a repeated seeded request gives the same ids")
+            # without ignore_eos both stop at the eos id: find seeds whose
+            # reference stops early (T=3 makes eos likely), compare those
+            eos = d.stub().ModelInfo(pb.ModelInfoRequest(), timeout=30).eos_token_id
+            found = 0
+            for seed in range(1, 60):
+                params = dict(temperature=3.0, seed=seed)
+                want = env.generate(model, PROMPT, 200, **params)
+                if len(want) == 200:
+                    continue
+                found += 1
+                got, last = d.generate_ids(stub, PROMPT, env.sampling(max_tokens=200, **params))
+                ck.equal(got, want, f"{arch} T=3 seed {seed}: eos-stopped ids == tconst generate ({len(want)})")
+                ck.check(got and got[-1] == eos and last.finish_reason == pb.FINISH_REASON_EOS,
+                         f"{arch} T=3 seed {seed}: ends with eos id {eos}, finish_reason EOS",
+                         f"last id {got[-1:]} finish {last.finish_reason}")
+                if found == 2:
+                    break
+            ck.check(found == 2, f"{arch}: found 2 seeds whose reference stops at eos")
+
+    # the built-in model (no --model): same ids as tconst generate on it
+    with Daemon(env) as d:
+        ck.check("(tconstformer, ids only)" in d.ready_line,
+                 "built-in model: the ready line names a tiny ids-only tconstformer", d.ready_line)
+        info = d.stub().ModelInfo(pb.ModelInfoRequest(), timeout=30)
+        ck.equal((info.architecture, info.vocab_size, info.generate_window), ("tconstformer", 512, 32),
+                 "built-in model: ModelInfo architecture, vocab, W_og")
+        want = env.generate(d.model_dir, PROMPT, N, ignore_eos=True, **SAMPLED)
+        got, _ = d.generate_ids(d.stub(), PROMPT, env.sampling(max_tokens=N, ignore_eos=True, **SAMPLED))
+        ck.equal(got, want, "built-in model: sampled ids == tconst generate")
+
+
+if __name__ == "__main__":
+    run("e2e parity", body)

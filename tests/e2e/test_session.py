@@ -1,0 +1,131 @@
+#!/usr/bin/python3
+"""test_session.py — sessions: OpenSession, Appends in uneven chunks and
+generations across >= 10 syncs give the same ids as one `tconst generate`
+over the concatenation (generated ids included: they become part of the
+session); GetSession's length / windows / syncs are consistent; a session
+is usable again as soon as a call on it has returned; CloseSession, then
+the session is NOT_FOUND.
+"""
+import random
+
+import grpc
+
+from harness import Daemon, run
+
+SAMPLED = dict(temperature=0.8, top_k=40, top_p=0.9, seed=7)
+SIZES1 = [1, 7, 33, 64, 5, 100, 31, 32, 2, 45, 17, 3]  # 340 tokens
+SIZES2 = [50, 13, 77]
+
+
+def body(env, ck):
+    pb = env.pb
+    for arch in ("tconstformer", "tlinformer", "transformer"):
+        model = env.model(arch, seed=31)
+        rng = random.Random(arch)
+        with Daemon(env, model=model) as d:
+            s = d.stub()
+            W = s.ModelInfo(pb.ModelInfoRequest(), timeout=30).generate_window
+            chunks = [[rng.randrange(2, 512) for _ in range(n)] for n in SIZES1]
+            si = s.OpenSession(pb.OpenSessionRequest(token_ids=chunks[0]), timeout=30)
+            sid = si.session_id
+            ck.check(sid != "" and si.length == len(chunks[0]), f"{arch}: OpenSession assigns an id, length 1",
+                     str(si))
+            history = list(chunks[0])
+            lengths_ok = True
+            for c in chunks[1:]:
+                r = s.Append(pb.AppendRequest(session_id=sid, token_ids=c), timeout=30)
+                history += c
+                lengths_ok &= r.appended_tokens == len(c) and r.session.length == len(history)
+            ck.check(lengths_ok, f"{arch}: each AppendResponse counts its chunk and the session's length")
+
+            # generation 1 (seeded sampling) after 12 uneven appends
+            ids = []
+            for r in s.GenerateInSession(pb.GenerateInSessionRequest(
+                    session_id=sid, sampling=env.sampling(max_tokens=60, ignore_eos=True, **SAMPLED)), timeout=60):
+                ids += r.token_ids
+                last = r
+            want = env.generate(model, history, 60, ignore_eos=True, **SAMPLED)
+            ck.equal(ids, want, f"{arch}: GenerateInSession (sampled) == tconst generate over the {len(history)} "
+                                f"appended tokens")
+            history += ids
+            info = s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30)
+            ck.equal((last.usage.session_tokens, info.length), (len(history), len(history)),
+                     f"{arch}: usage.session_tokens and GetSession.length count the generated ids")
+
+            # more appends, then a Generate inside the session with a prompt
+            for c in ([rng.randrange(2, 512) for _ in range(n)] for n in SIZES2):
+                s.Append(pb.AppendRequest(session_id=sid, token_ids=c), timeout=30)
+                history += c
+            tail = [rng.randrange(2, 512) for _ in range(9)]
+            ids = []
+            for r in s.Generate(pb.GenerateRequest(session_id=sid, token_ids=tail,
+                                                   sampling=env.sampling(max_tokens=40, ignore_eos=True)),
+                                timeout=60):
+                ids += r.token_ids
+            history += tail
+            want = env.generate(model, history, 40, ignore_eos=True)
+            ck.equal(ids, want, f"{arch}: Generate(session_id, prompt) (greedy) == tconst generate over "
+                                f"chunks + generated + chunks ({len(history)} tokens)")
+            history += ids
+
+            # back to back: a call on the session may follow the previous
+            # one at once (the session is free when a call has returned)
+            busy = 0
+            for i in range(40):
+                try:
+                    s.Append(pb.AppendRequest(session_id=sid, token_ids=[2 + i]), timeout=30)
+                    history.append(2 + i)
+                    if i % 4 == 3:
+                        g = list(s.GenerateInSession(pb.GenerateInSessionRequest(
+                            session_id=sid, sampling=env.sampling(max_tokens=1, ignore_eos=True)), timeout=30))
+                        history += [t for r in g for t in r.token_ids]
+                except grpc.RpcError as e:
+                    busy += 1
+                    print(f"     call {i}: {e.code().name} {e.details()}")
+            ck.equal(busy, 0, f"{arch}: 40 back-to-back Appends / 10 one-token generations, none refused")
+            ids = []
+            for r in s.GenerateInSession(pb.GenerateInSessionRequest(
+                    session_id=sid, sampling=env.sampling(max_tokens=30, ignore_eos=True, **SAMPLED)), timeout=60):
+                ids += r.token_ids
+            want = env.generate(model, history, 30, ignore_eos=True, **SAMPLED)
+            ck.equal(ids, want, f"{arch}: after them, generation == tconst generate over all "
+                                f"{len(history)} tokens")
+            history += ids
+
+            info = s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30)
+            ck.equal(info.length, len(history), f"{arch}: GetSession.length == tokens appended + generated")
+            ck.check(not info.busy and info.state_bytes > 0 and info.created_unix_ms <= info.last_used_unix_ms,
+                     f"{arch}: GetSession not busy, state_bytes > 0, created <= last_used", str(info))
+            if arch == "transformer":
+                ck.equal((info.windows, info.syncs), (0, 0), f"{arch}: no windows, no syncs")
+            else:
+                ck.equal(info.windows, info.length // W, f"{arch}: windows == length // W_og ({W})")
+                # a multi-window append syncs once; each boundary crossed
+                # while generating or appending a short chunk syncs once
+                ck.check(10 <= info.syncs <= info.windows, f"{arch}: 10 <= syncs <= windows",
+                         f"syncs {info.syncs} windows {info.windows}")
+
+            closed = s.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=30)
+            ck.equal((closed.session_id, closed.length), (sid, len(history)),
+                     f"{arch}: CloseSession returns the session's last info")
+            ck.rpc_error(lambda: s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30),
+                         grpc.StatusCode.NOT_FOUND, f"{arch}: GetSession after close", "session_id")
+            ck.rpc_error(lambda: s.Append(pb.AppendRequest(session_id=sid, token_ids=[3]), timeout=30),
+                         grpc.StatusCode.NOT_FOUND, f"{arch}: Append after close", "session_id")
+            ck.rpc_error(lambda: s.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=30),
+                         grpc.StatusCode.NOT_FOUND, f"{arch}: CloseSession twice", "session_id")
+
+            # a client-chosen id: usable, and unique
+            named = s.OpenSession(pb.OpenSessionRequest(session_id="user-42", token_ids=[5, 6]), timeout=30)
+            ck.equal(named.session_id, "user-42", f"{arch}: OpenSession keeps a client-chosen id")
+            ck.rpc_error(lambda: s.OpenSession(pb.OpenSessionRequest(session_id="user-42", token_ids=[5]),
+                                               timeout=30),
+                         grpc.StatusCode.ALREADY_EXISTS, f"{arch}: OpenSession with an id in use", "session_id")
+            ids = [t for r in s.GenerateInSession(pb.GenerateInSessionRequest(
+                session_id="user-42", sampling=env.sampling(max_tokens=8, ignore_eos=True)), timeout=30)
+                   for t in r.token_ids]
+            ck.equal(ids, env.generate(model, [5, 6], 8, ignore_eos=True), f"{arch}: generation in the named session")
+
+
+if __name__ == "__main__":
+    run("e2e session", body)

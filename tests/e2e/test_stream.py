@@ -1,0 +1,150 @@
+#!/usr/bin/python3
+"""test_stream.py — the bidirectional Stream: a sequence of requests
+(appends, append + generate, generate alone) on one stream gives the same
+appended acks (length, windows, syncs) and the same generated ids as the
+equivalent OpenSession / Append / GenerateInSession calls, and as
+`tconst generate` over the history. The stream's own session lives as long
+as the stream; a stream can also attach to an open session; a bad request
+ends the stream with INVALID_ARGUMENT.
+"""
+import queue
+import random
+
+import grpc
+
+from harness import Daemon, run
+
+SAMPLED = dict(temperature=0.8, top_k=40, top_p=0.9, seed=7)
+
+
+class BidiStream:
+    """One Stream call driven request by request."""
+
+    def __init__(self, stub, timeout=60):
+        self.q = queue.Queue()
+        self.it = stub.Stream(iter(self.q.get, None), timeout=timeout)
+
+    def send(self, req):
+        self.q.put(req)
+
+    def close(self):
+        self.q.put(None)
+
+    def next(self):
+        return next(self.it)
+
+    def rest(self):
+        return list(self.it)
+
+    def request(self, req, appended, generate):
+        """Sends req and reads its events: (appended SessionInfo or None,
+        generated ids, last GenerateResponse or None)."""
+        self.send(req)
+        ack, ids, last = None, [], None
+        if appended:
+            ev = self.next()
+            assert ev.WhichOneof("event") == "appended", ev
+            ack = ev.appended
+        if generate:
+            while True:
+                ev = self.next()
+                assert ev.WhichOneof("event") == "generation", ev
+                ids += ev.generation.token_ids
+                if ev.generation.finish_reason:
+                    last = ev.generation
+                    break
+        return ack, ids, last
+
+
+def body(env, ck):
+    pb = env.pb
+    rng = random.Random(3)
+    for arch in ("tconstformer", "tlinformer"):
+        model = env.model(arch, seed=41)
+        c = [[rng.randrange(2, 512) for _ in range(n)] for n in (40, 3, 70, 21, 5)]
+        # (token_ids, generate, sampling)
+        plan = [(c[0], False, None),
+                (c[1], False, None),
+                (c[2], True, env.sampling(max_tokens=50, ignore_eos=True, **SAMPLED)),
+                ([], True, env.sampling(max_tokens=40, ignore_eos=True)),
+                (c[3], False, None),
+                (c[4], True, env.sampling(max_tokens=30, ignore_eos=True, **SAMPLED))]
+        with Daemon(env, model=model) as d:
+            s = d.stub()
+            # the reference: the same plan through session calls
+            ref = []
+            sid = None
+            for toks, gen, sp in plan:
+                ack, ids = None, []
+                if sid is None:
+                    info = s.OpenSession(pb.OpenSessionRequest(token_ids=toks), timeout=30)
+                    sid, ack = info.session_id, info
+                elif toks and not gen:
+                    ack = s.Append(pb.AppendRequest(session_id=sid, token_ids=toks), timeout=30).session
+                if gen:
+                    for r in s.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid, token_ids=toks,
+                                                                              sampling=sp), timeout=60):
+                        ids += r.token_ids
+                    if toks:  # the ack of the stream is the state after the append: ask for it
+                        ack = None
+                ref.append((ack, ids))
+            s.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=30)
+
+            # the stream
+            st = BidiStream(s)
+            history, stream_sid = [], None
+            for i, ((toks, gen, sp), (rack, rids)) in enumerate(zip(plan, ref)):
+                req = pb.StreamRequest(token_ids=toks, generate=gen)
+                if sp is not None:
+                    req.sampling.CopyFrom(sp)
+                ack, ids, last = st.request(req, appended=bool(toks) or not gen, generate=gen)
+                history += toks
+                if ack is not None:
+                    stream_sid = stream_sid or ack.session_id
+                    ck.check(ack.length == len(history) and ack.session_id == stream_sid,
+                             f"{arch} request {i}: appended ack length {len(history)}, same session",
+                             str(ack))
+                    if rack is not None:
+                        ck.equal((ack.length, ack.windows, ack.syncs), (rack.length, rack.windows, rack.syncs),
+                                 f"{arch} request {i}: ack == the session call's SessionInfo (length, windows, syncs)")
+                if gen:
+                    ck.equal(ids, rids, f"{arch} request {i}: {len(ids)} generated ids == GenerateInSession's")
+                    want = env.generate(model, history, len(rids), ignore_eos=True,
+                                        **({k: getattr(sp, k) for k in SAMPLED} if sp.HasField("seed") else {}))
+                    ck.equal(ids, want, f"{arch} request {i}: == tconst generate over the stream's history")
+                    ck.equal(last.finish_reason, pb.FINISH_REASON_LENGTH, f"{arch} request {i}: finish LENGTH")
+                    history += ids
+                    ck.equal(last.usage.session_tokens, len(history), f"{arch} request {i}: usage.session_tokens")
+            info = s.GetSession(pb.GetSessionRequest(session_id=stream_sid), timeout=30)
+            ck.equal(info.length, len(history), f"{arch}: GetSession sees the stream's session while it is open")
+            st.close()
+            ck.equal(st.rest(), [], f"{arch}: half-close ends the stream with OK and no more events")
+            ck.rpc_error(lambda: s.GetSession(pb.GetSessionRequest(session_id=stream_sid), timeout=30),
+                         grpc.StatusCode.NOT_FOUND, f"{arch}: the stream's session is closed with the stream",
+                         "session_id")
+
+            # attach to an open session
+            s.OpenSession(pb.OpenSessionRequest(session_id="shared", token_ids=c[0]), timeout=30)
+            st = BidiStream(s)
+            ack, _, _ = st.request(pb.StreamRequest(session_id="shared", token_ids=c[1]), True, False)
+            ck.equal((ack.session_id, ack.length), ("shared", len(c[0]) + len(c[1])),
+                     f"{arch}: a stream attaches to an open session")
+            sp = env.sampling(max_tokens=20, ignore_eos=True)
+            _, ids, _ = st.request(pb.StreamRequest(generate=True, sampling=sp), False, True)
+            ck.equal(ids, env.generate(model, c[0] + c[1], 20, ignore_eos=True), f"{arch}: generation in it")
+            st.close()
+            st.rest()
+            info = s.GetSession(pb.GetSessionRequest(session_id="shared"), timeout=30)
+            ck.equal(info.length, len(c[0]) + len(c[1]) + 20,
+                     f"{arch}: an attached session outlives the stream, with its history")
+
+            # a bad request ends the stream with INVALID_ARGUMENT
+            st = BidiStream(s)
+            st.request(pb.StreamRequest(token_ids=[4, 5]), True, False)
+            st.send(pb.StreamRequest(token_ids=[4, 9999]))
+            ck.rpc_error(st.rest, grpc.StatusCode.INVALID_ARGUMENT, f"{arch}: a stream request with id 9999",
+                         "token_ids")
+
+
+if __name__ == "__main__":
+    run("e2e stream", body)
