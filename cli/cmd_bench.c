@@ -319,15 +319,17 @@ static int bench_context(const bench_opts *o, int what) {
         if (st != TC_OK) return tc_cli_fail("bench", st);
         if (o->model) arch = m->cfg.arch;
         int64_t prev_n = 0;
-        double prev_t = 0;
+        double prev_pre = 0, prev_rest = 0;
         for (int ci = 0; ci < o->n_ctx; ci++) {
             int64_t n = o->ctx[ci];
             char nb[32], note[200] = "";
             point p = {0};
             double pred = 0;
             if (prev_n) {
+                /* prefill: O(N^2) baseline, O(N) tconstformer; the steps:
+                 * O(N) baseline, flat + one O(N) sync per window */
                 double r = (double)n / prev_n;
-                pred = prev_t * (arch == TC_ARCH_TRANSFORMER ? r * r : r);
+                pred = prev_pre * (arch == TC_ARCH_TRANSFORMER ? r * r : r) + prev_rest * r;
             }
             double need = point_bytes(&m->cfg, n);
             if (need > 0.8 * mem_available_bytes())
@@ -340,7 +342,8 @@ static int bench_context(const bench_opts *o, int what) {
                 st = run_point(m, n, bench_window(o, &m->cfg), (int)o->reps, what == SUB_ITL, &p);
                 if (st != TC_OK) snprintf(note, sizeof note, "failed: %s", tc_error_get());
                 prev_n = n;
-                prev_t = now_s() - t0;
+                prev_pre = p.prefill_s;
+                prev_rest = now_s() - t0 - p.prefill_s;
             }
             fmt_n(n, nb, sizeof nb);
             const char *an = tc_arch_name(arch);
