@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/results"
 for p in tiny small paper; do
-  [ -f itl-$p.csv ] || continue
+  ls itl-$p*.csv >/dev/null 2>&1 || continue
+  # every itl CSV of the preset (extra runs such as itl-small-1m.csv too)
   for a in tconstformer transformer; do
-    awk -F, -v a=$a 'NR>1 && $2==a && $5!="" {print $3, $5, $8, $9}' itl-$p.csv > itl-$p-$a.dat
+    awk -F, -v a=$a 'FNR>1 && $2==a && $5!="" {print $3, $5, $8, $9}' itl-$p*.csv | sort -n -u -k1,1 > itl-$p-$a.dat
   done
 done
 gnuplot <<'GP'
