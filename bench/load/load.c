@@ -4,7 +4,9 @@
  * in it: append a prompt of P random ids, generate N tokens. Turns start
  * on a request-rate schedule shared by all sessions (--rate R turns/s,
  * evenly spaced; 0: closed loop, each session starts its next turn at
- * once), sessions start over --ramp seconds.
+ * once), sessions start over --ramp seconds. With --turns-per-session K
+ * a session ends its Stream after K turns (closing its daemon session)
+ * and opens a new one, so histories stay bounded as in real traffic.
  *
  * Reports, over the turns that start after --warmup seconds: TTFT (turn
  * sent -> first generated token), ITL (between tokens), end-to-end latency,
@@ -28,7 +30,7 @@
 
 typedef struct {
     const char *addr;
-    int sessions, prompt, max_tokens, pid;
+    int sessions, prompt, max_tokens, pid, turns_per_session;
     double duration, rate, ramp, warmup, rss_every;
 } opts;
 
@@ -85,10 +87,9 @@ static uint64_t rng_next(uint64_t *s) {
     return *s;
 }
 
-static void *session_main(void *arg) {
-    worker *w = arg;
-    uint64_t rng = 0x9E3779B97F4A7C15ull * (uint64_t)(w->id + 1);
-    sleep_until(T0 + O.ramp * w->id / (O.sessions > 1 ? O.sessions : 1));
+/* One Stream (so one daemon session) for up to --turns-per-session turns;
+ * 1 when it ended normally and the run goes on. */
+static int run_stream(worker *w, uint64_t *rng) {
     tc_rpc_client *cl = NULL;
     tc_rpc_bidi *b = NULL;
     if (tc_rpc_client_open(&cl, O.addr) != TC_OK ||
@@ -96,20 +97,20 @@ static void *session_main(void *arg) {
         w->codes[TC_GRPC_UNAVAILABLE]++;
         snprintf(w->last_err, sizeof w->last_err, "cannot open the stream");
         if (cl) tc_rpc_client_close(cl);
-        return NULL;
+        return 0;
     }
     int32_t *ids = malloc((size_t)O.prompt * sizeof *ids);
     Tconst__V1__SamplingParams sp = TCONST__V1__SAMPLING_PARAMS__INIT;
     sp._max_tokens_case = TCONST__V1__SAMPLING_PARAMS___MAX_TOKENS_MAX_TOKENS;
     sp.max_tokens = O.max_tokens;
     sp.ignore_eos = 1;
-    int alive = 1;
-    while (alive && !atomic_load(&g_stop)) {
+    int alive = 1, turns = 0;
+    while (alive && !atomic_load(&g_stop) && (O.turns_per_session <= 0 || turns < O.turns_per_session)) {
         double t0 = next_slot();
         if (t0 < 0) break;
         sleep_until(t0);
         t0 = tc_bench_now();
-        for (int i = 0; i < O.prompt; i++) ids[i] = (int32_t)(rng_next(&rng) % 512);
+        for (int i = 0; i < O.prompt; i++) ids[i] = (int32_t)(rng_next(rng) % 512);
         Tconst__V1__StreamRequest rq = TCONST__V1__STREAM_REQUEST__INIT;
         rq.token_ids = ids;
         rq.n_token_ids = (size_t)O.prompt;
@@ -161,6 +162,7 @@ static void *session_main(void *arg) {
         }
         if (!alive) break;
         w->turns++;
+        turns++;
         w->codes[0]++;
         if (measured) {
             push(&w->e2e, tc_bench_now() - t0);
@@ -182,6 +184,15 @@ static void *session_main(void *arg) {
         snprintf(w->last_err, sizeof w->last_err, "stream status %d: %s", res.code, res.message);
     }
     tc_rpc_client_close(cl);
+    return alive && res.code == 0 && turns > 0;
+}
+
+static void *session_main(void *arg) {
+    worker *w = arg;
+    uint64_t rng = 0x9E3779B97F4A7C15ull * (uint64_t)(w->id + 1);
+    sleep_until(T0 + O.ramp * w->id / (O.sessions > 1 ? O.sessions : 1));
+    while (!atomic_load(&g_stop) && tc_bench_now() - T0 < O.duration && run_stream(w, &rng)) {
+    }
     return NULL;
 }
 
@@ -204,11 +215,12 @@ static void merge(series *dst, const series *src) {
 static void usage(void) {
     fprintf(stderr,
             "usage: tconst-load --addr HOST:PORT [--sessions C] [--duration S] [--rate R] [--ramp S]\n"
-            "                   [--warmup S] [--prompt P] [--max-tokens N] [--pid PID] [--rss-every S]\n");
+            "                   [--warmup S] [--prompt P] [--max-tokens N] [--pid PID] [--rss-every S]\n"
+            "                   [--turns-per-session K]\n");
 }
 
 int main(int argc, char **argv) {
-    O = (opts){"127.0.0.1:50051", 16, 16, 32, 0, 60, 0, 5, 10, 30};
+    O = (opts){"127.0.0.1:50051", 16, 16, 32, 0, 0, 60, 0, 5, 10, 30};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
@@ -224,6 +236,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--prompt")) O.prompt = atoi(v);
         else if (!strcmp(a, "--max-tokens")) O.max_tokens = atoi(v);
         else if (!strcmp(a, "--pid")) O.pid = atoi(v);
+        else if (!strcmp(a, "--turns-per-session")) O.turns_per_session = atoi(v);
         else if (!strcmp(a, "--rss-every")) O.rss_every = atof(v);
         else {
             usage();
@@ -249,8 +262,9 @@ int main(int argc, char **argv) {
     /* RSS of the daemon, once a second */
     long rss0 = -1, rss_peak = -1, rss_end = -1, rss_first = -1;
     double next_line = T0 + O.rss_every;
-    printf("# tconst-load: %d sessions, %.0f s, rate %s, prompt %d, max_tokens %d, warm-up %.0f s\n", O.sessions,
-           O.duration, O.rate > 0 ? "fixed" : "closed loop", O.prompt, O.max_tokens, O.warmup);
+    printf("# tconst-load: %d sessions, %.0f s, rate %s, prompt %d, max_tokens %d, warm-up %.0f s, turns/session %d\n",
+           O.sessions, O.duration, O.rate > 0 ? "fixed" : "closed loop", O.prompt, O.max_tokens, O.warmup,
+           O.turns_per_session);
     if (O.rate > 0) printf("# rate %.1f turns/s\n", O.rate);
     while (tc_bench_now() - T0 < O.duration) {
         sleep_until(tc_bench_now() + 1.0);

@@ -33,7 +33,8 @@ def body(d, ck):
     l1 = length()
     time.sleep(2)
     l2 = length()
-    ck.check(l2 < SLOW_TOKENS / 2, f"the unread stream's generation is paused (length {l1} -> {l2})")
+    ck.check(l2 < SLOW_TOKENS / 2,
+             f"the unread stream is held back to what the transport buffers (length {l1} -> {l2})")
 
     results = []
 
