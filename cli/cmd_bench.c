@@ -9,6 +9,7 @@
  *   batch    aggregate hit-step tokens/s at B concurrent sessions
  *   floor    memory bandwidth (triad) and SGEMM rate, and the hit step /
  *            sync of the model as ratios to those floors
+ *   flat     hit steps at a short and a long context, alternated
  *
  * A context of N is reached with one tc_session_append of N tokens (one
  * sync + the window), never N hit steps. The baseline transformer's prefill
@@ -509,6 +510,64 @@ static int bench_floor(const bench_opts *o) {
     return 0;
 }
 
+/* Hit-step flatness, side by side: a session at the first context and one
+ * at the last, their hit steps alternated (A, B, A, B, ...) so both see
+ * the same machine load; --reps fresh pairs, W_og - 2 steps each. */
+static int bench_flat(const bench_opts *o) {
+    tc_backend be;
+    tc_model *m = NULL;
+    tc_status st = bench_load(o, TC_ARCH_TCONST, &be, &m);
+    if (st != TC_OK) return tc_cli_fail("bench", st);
+    const tc_model_config *c = &m->cfg;
+    const int W = bench_window(o, c), per = W > 2 ? W - 2 : 1;
+    int64_t nc[2] = {o->ctx[0], o->ctx[o->n_ctx - 1]};
+    size_t cap = (size_t)o->reps * per;
+    double *t[2] = {malloc(cap * sizeof(double)), malloc(cap * sizeof(double))};
+    float *lg = malloc((size_t)c->vocab_size * 4);
+    int32_t *ids = malloc((size_t)(nc[1] > nc[0] ? nc[1] : nc[0]) * 4 + 8);
+    uint64_t x = 4242;
+    int cnt = 0;
+    if (!t[0] || !t[1] || !lg || !ids) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    for (int r = 0; st == TC_OK && r < o->reps; r++) {
+        tc_session *s[2] = {NULL, NULL};
+        for (int k = 0; k < 2 && st == TC_OK; k++) {
+            int64_t n0 = nc[k] - nc[k] % W + 1;
+            rand_ids(ids, n0, c->vocab_size, &x);
+            st = tc_session_new(m, &s[k]);
+            if (st == TC_OK) st = tc_session_append(s[k], ids, n0, lg);
+        }
+        for (int i = 0; i < per && st == TC_OK; i++, cnt++)
+            for (int k = 0; k < 2 && st == TC_OK; k++) {
+                int32_t tok;
+                rand_ids(&tok, 1, c->vocab_size, &x);
+                double a = now_s();
+                st = tc_step_batch(&s[k], &tok, 1, lg);
+                t[k][cnt] = now_s() - a;
+            }
+        tc_session_free(s[0]);
+        tc_session_free(s[1]);
+    }
+    if (st == TC_OK) {
+        char b0[32], b1[32];
+        const char *label = o->model ? o->model : o->preset;
+        double p0 = quantile(t[0], cnt, 0.5), p1 = quantile(t[1], cnt, 0.5);
+        double q0 = quantile(t[0], cnt, 0.9), q1 = quantile(t[1], cnt, 0.9);
+        printf("%-10s %8s %8s %12s %12s %12s %12s %8s  (%d hit steps each, alternated)\n", "preset", "N_short",
+               "N_long", "p50_short_ms", "p50_long_ms", "p90_short_ms", "p90_long_ms", "ratio", cnt);
+        printf("%-10s %8s %8s %12.4f %12.4f %12.4f %12.4f %8.3f\n", label, fmt_n(nc[0], b0, sizeof b0),
+               fmt_n(nc[1], b1, sizeof b1), p0 * 1e3, p1 * 1e3, q0 * 1e3, q1 * 1e3, p1 / p0);
+        if (o->csv) {
+            fprintf(o->csv, "preset,n_short,n_long,p50_short_ms,p50_long_ms,p90_short_ms,p90_long_ms,ratio,steps\n");
+            fprintf(o->csv, "%s,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.4f,%d\n", label, (long long)nc[0], (long long)nc[1],
+                    p0 * 1e3, p1 * 1e3, q0 * 1e3, q1 * 1e3, p1 / p0, cnt);
+        }
+    }
+    free(t[0]); free(t[1]); free(lg); free(ids);
+    tc_model_free(m);
+    tc_backend_cpu_free(&be);
+    return st == TC_OK ? 0 : tc_cli_fail("bench", st);
+}
+
 /* "1K,4K,16K,1M" -> counts */
 static tc_status parse_list(const char *flag, const char *v, int64_t *out, int *n) {
     if (!v) return TC_FAIL(TC_ERR_INVALID, "%s: missing value", flag);
@@ -531,7 +590,8 @@ static tc_status parse_list(const char *flag, const char *v, int64_t *out, int *
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: tconst bench itl|state|prefill|batch|floor [options]\n"
+            "usage: tconst bench itl|state|prefill|batch|floor|flat [options]\n"
+            "  (flat: hit steps at the first and last --ctx, alternated side by side)\n"
             "  --preset tiny|small|paper-41m   random-init model of that preset (cached under $TMPDIR)\n"
             "  --model DIR                     a model directory instead (its own architecture)\n"
             "  --arch tconstformer|transformer|both   (default both; floor: tconstformer)\n"
@@ -589,6 +649,7 @@ int tc_cli_bench(int argc, char **argv) {
     else if (!strcmp(sub, "prefill")) rc = bench_context(&o, SUB_PREFILL);
     else if (!strcmp(sub, "batch")) rc = bench_batch(&o);
     else if (!strcmp(sub, "floor")) rc = bench_floor(&o);
+    else if (!strcmp(sub, "flat")) rc = bench_flat(&o);
     else {
         fprintf(stderr, "tconst bench: error: unknown sub-benchmark '%s'\n", sub);
         usage(stderr);

@@ -18,4 +18,6 @@ run batch-paper   batch --preset paper-41m --arch tconstformer --batch 1,4,16,64
 run batch-small   batch --preset small --arch both --batch 1,4,16,64 --reps 2
 run state-tiny    state --preset tiny --ctx 1K,4K,16K,64K,256K,1M --budget 120
 run prefill-tiny  prefill --preset tiny --ctx 1K,4K,16K,64K,256K,1M --budget 120
+run flat-tiny     flat --preset tiny --ctx 1K,1M --reps 4
+run flat-small    flat --preset small --ctx 1K,1M --reps 2
 bash bench/engine/plot.sh
