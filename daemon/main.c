@@ -6,6 +6,7 @@
  * --drain-timeout seconds, the rest are cancelled with UNAVAILABLE, exit 0.
  * Signals are taken synchronously by this thread (sigwait); no handler. */
 #include <errno.h>
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -98,6 +99,11 @@ static double mono(void) {
 }
 
 int main(int argc, char **argv) {
+    /* Large buffers (a long context's sync workspace, 1 KB per history
+     * token) always come from mmap, so freeing them returns the memory:
+     * glibc's dynamic threshold would otherwise move them onto the heap
+     * after the first free and keep the peak resident for good. */
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
     tc_log_init();
     dcfg cfg;
     int help = 0;

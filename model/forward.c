@@ -44,6 +44,15 @@ tc_status tc_ws_get(tc_model *m, int slot, size_t n, float **out) {
     return TC_OK;
 }
 
+void tc_ws_release_above(tc_model *m, int slot, size_t max_floats) {
+    tc_workspace *ws = &m->ws[tc_ws_cur];
+    if (ws->cap[slot] > max_floats) {
+        m->be->free(m->be, ws->buf[slot]);
+        ws->buf[slot] = NULL;
+        ws->cap[slot] = 0;
+    }
+}
+
 void tc_fwd_proj(tc_model *m, const tc_layer_weights *L, const float *Y, int64_t n, float *QKV, int64_t pos0,
                  float *ln_tile) {
     tc_backend *be = m->be;

@@ -35,6 +35,10 @@ tc_status tc_workspace_init(tc_model *m);
 void tc_workspace_free(tc_model *m);
 /* Grow-only scratch slot of at least n floats (backend memory). */
 tc_status tc_ws_get(tc_model *m, int slot, size_t n, float **out);
+/* Frees this thread's slot when it holds more than max_floats (the next
+ * tc_ws_get allocates again). */
+void tc_ws_release_above(tc_model *m, int slot, size_t max_floats);
+#define TC_WS_KEEP_FLOATS ((size_t)16 << 20) /* 64 MiB per slot stays mapped */
 
 /* proj: QKV = norm1(Y) qkv^T + b for n rows, RoPE on Q and K at pos0. */
 void tc_fwd_proj(tc_model *m, const tc_layer_weights *L, const float *Y, int64_t n, float *QKV, int64_t pos0,

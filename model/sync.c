@@ -94,5 +94,10 @@ tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx) {
     }
     TC_LOG(TC_LOG_DEBUG, "sync", "synced %lld tokens (zip %lld rows at %lld)", (long long)n_ctx, (long long)Wz,
            (long long)hs);
+    /* O(N d) is the sync's working memory, not the session's: give large
+     * buffers back so the process does not keep a long context's peak
+     * between syncs (re-mapping costs far less than the sync itself) */
+    tc_ws_release_above(m, TC_WS_C, TC_WS_KEEP_FLOATS);
+    tc_ws_release_above(m, TC_WS_QKVC, TC_WS_KEEP_FLOATS);
     return TC_OK;
 }
