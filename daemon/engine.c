@@ -453,9 +453,17 @@ static void start_job(tc_engine *e, job *j) {
 static void *context_thread(void *arg) {
     tc_engine *e = arg;
     if (e->wc->bind_thread) e->wc->bind_thread(e->wc, 1);
+    int last_was_sync = 0;
     pthread_mutex_lock(&e->mu);
     while (!e->stop) {
-        if (e->sync_head) {
+        job *start = NULL;
+        if (e->n_running + e->n_starting < e->lim.max_batch)
+            for (job *j = e->jobs; j; j = j->next)
+                if (j->phase == J_QUEUED && !j->cancel) start = j; /* the list is LIFO: last = oldest */
+        /* syncs and starts alternate when both wait: a stream of syncs
+         * (long contexts at their boundaries) must not starve admission */
+        if (e->sync_head && !(start && last_was_sync)) {
+            last_was_sync = 1;
             dsess *s = e->sync_head;
             e->sync_head = s->next_sync;
             if (!e->sync_head) e->sync_tail = NULL;
@@ -477,11 +485,8 @@ static void *context_thread(void *arg) {
             pthread_cond_broadcast(&e->cv);
             continue;
         }
-        job *start = NULL;
-        if (e->n_running + e->n_starting < e->lim.max_batch)
-            for (job *j = e->jobs; j; j = j->next)
-                if (j->phase == J_QUEUED && !j->cancel) start = j; /* the list is LIFO: last = oldest */
         if (start) {
+            last_was_sync = 0;
             start->phase = J_STARTING;
             e->n_queued--;
             e->n_starting++;

@@ -52,6 +52,9 @@ def light_phase(stub):
 
 
 rows = []
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
 for mode in ("--overlap-syncs", "--no-overlap-syncs"):
     with Daemon(env, mode, "--max-batch", "64", *os.environ.get("DAEMON_ARGS", "").split()) as d:
         stub = d.stub()
@@ -62,7 +65,7 @@ for mode in ("--overlap-syncs", "--no-overlap-syncs"):
             # staggered lengths: their window boundaries fall on different steps
             s = stub.OpenSession(pb.OpenSessionRequest(token_ids=ids[: HIST - 8 * k - 1]))
             heavy.append(s.session_id)
-        r_alone = light_phase(stub)
+        log(mode, "heavy sessions open"); r_alone = light_phase(stub); log("alone", r_alone)
         sync_n0, sync_s0 = metric(d, "tconst_sync_duration_seconds_count"), metric(d, "tconst_sync_duration_seconds_sum")
         stall_n0, stall_s0 = metric(d, "tconst_boundary_stall_seconds_count"), metric(d, "tconst_boundary_stall_seconds_sum")
         streams = [stub.GenerateInSession(pb.GenerateInSessionRequest(
@@ -70,7 +73,7 @@ for mode in ("--overlap-syncs", "--no-overlap-syncs"):
         readers = [threading.Thread(target=lambda it=it: [None for _ in it], daemon=True) for it in streams]
         for t in readers:
             t.start()
-        r_sync = light_phase(stub)
+        log("heavy streams started"); r_sync = light_phase(stub); log("with syncs", r_sync)
         sync_n = metric(d, "tconst_sync_duration_seconds_count") - sync_n0
         sync_s = metric(d, "tconst_sync_duration_seconds_sum") - sync_s0
         stall_n = metric(d, "tconst_boundary_stall_seconds_count") - stall_n0
