@@ -353,6 +353,7 @@ void tc_rpc_server_stop(tc_rpc_server *s) {
     while (!s->shutdown_seen && pthread_cond_timedwait(&s->stop_cv, &s->stop_mu, &dl) == 0) {
     }
     if (!s->shutdown_seen) TC_LOG(TC_LOG_WARN, "rpc", "calls still open at shutdown");
+    TC_LOG(TC_LOG_INFO, "rpc", "%d calls not yet released at shutdown", atomic_load(&s->live_calls));
     pthread_mutex_unlock(&s->stop_mu);
     grpc_completion_queue *cq = s->cq;
     grpc_completion_queue_shutdown(cq);
