@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "../common/clock.h"
 #include "../model/sampler.h"
 #include "../tokenizer/bpe.h"
 #include "../model/session.h"
@@ -19,11 +20,6 @@
         if (st_ != TC_OK) { rc = tc_cli_fail(cmd, st_); goto done; } \
     } while (0)
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* --vocab gpt2|DIR: a directory holding a GPT-2 BPE vocabulary */
 static tc_status find_vocab(const char *arg, char *out, size_t n) {
@@ -361,16 +357,16 @@ int tc_cli_sync_bench(int argc, char **argv) {
     }
     CHECK_CLI("sync-bench", tc_session_new(m, &s));
     /* history only: the window of the last token is then empty */
-    double t0 = now_s();
+    double t0 = tc_now_s();
     CHECK_CLI("sync-bench", tc_session_append(s, ids, n - 1, NULL));
-    double t1 = now_s();
+    double t1 = tc_now_s();
     tc_session *one = s;
     float *lg = malloc((size_t)m->cfg.vocab_size * 4);
     CHECK_CLI("sync-bench", tc_step_batch(&one, &ids[n - 1], 1, lg)); /* hit at position n-1 */
     int32_t t = tc_argmax(lg, m->cfg.vocab_size);
-    double t2 = now_s();
+    double t2 = tc_now_s();
     CHECK_CLI("sync-bench", tc_step_batch(&one, &t, 1, lg)); /* position n: a sync over n tokens */
-    double t3 = now_s();
+    double t3 = tc_now_s();
     free(lg);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);

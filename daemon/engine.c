@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../common/clock.h"
 #include "../common/log.h"
 #include "../tokenizer/bpe.h"
 #include "journal.h"
@@ -94,16 +95,6 @@ struct tc_engine {
     size_t piece_cap;
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static dsess *find_sess(tc_engine *e, const char *id) {
     for (int i = 0; i < e->n_sess; i++)
@@ -173,9 +164,9 @@ static dsess *sess_add_locked(tc_engine *e, const char *id) {
     }
     if (id && *id) snprintf(s->id, sizeof s->id, "%s", id);
     else snprintf(s->id, sizeof s->id, "s-%llu-%llx", (unsigned long long)++e->next_sess_id,
-                  (unsigned long long)(now_ms() & 0xffffff));
+                  (unsigned long long)(tc_wall_ms() & 0xffffff));
     s->pending = -1;
-    s->created_ms = s->last_used_ms = now_ms();
+    s->created_ms = s->last_used_ms = tc_wall_ms();
     e->sess[e->n_sess++] = s;
     tc_metric_inc(TC_M_sessions_opened_total, 1);
     return s;
@@ -204,7 +195,7 @@ static void *job_retire_locked(tc_engine *e, job *j) {
     dsess *s = j->s;
     if (s) {
         s->busy_job = 0;
-        s->last_used_ms = now_ms();
+        s->last_used_ms = tc_wall_ms();
         if (s->ephemeral || s->close_when_idle) sess_remove_locked(e, s, 1);
     }
     gauges_locked(e);
@@ -216,7 +207,7 @@ static void *job_retire_locked(tc_engine *e, job *j) {
 
 static void stats_of(const job *j, tc_job_stats *st, int64_t session_len) {
     memset(st, 0, sizeof *st);
-    double t = now_s();
+    double t = tc_now_s();
     st->prompt_tokens = j->prompt_tokens;
     st->completion_tokens = j->generated;
     st->session_tokens = session_len;
@@ -271,7 +262,7 @@ static size_t held_releasable(const job *j, int *hit) {
  * finish reason (NONE: keep generating). */
 static tc_finish emit_token(tc_engine *e, job *j, int32_t tok) {
     tc_finish fin = TC_FINISH_NONE;
-    double t = now_s();
+    double t = tc_now_s();
     j->generated++;
     if (j->generated == 1) {
         j->t_first = t;
@@ -328,7 +319,7 @@ static void finish_job(tc_engine *e, job *j, tc_finish fin, const char *err) {
                   : j->cancel                         ? TC_M_requests_total_cancelled
                                                       : TC_M_requests_total_ok,
                   1);
-    tc_metric_observe(TC_H_request_duration_seconds, now_s() - j->t_arrive);
+    tc_metric_observe(TC_H_request_duration_seconds, tc_now_s() - j->t_arrive);
     pthread_mutex_lock(&e->mu);
     void *u = job_retire_locked(e, j);
     pthread_mutex_unlock(&e->mu);
@@ -340,7 +331,7 @@ static void refresh_stats(tc_engine *e, dsess *s) {
     e->wc->stats(e->wc, s->ws, &st);
     pthread_mutex_lock(&e->mu);
     s->st = st;
-    s->last_used_ms = now_ms();
+    s->last_used_ms = tc_wall_ms();
     gauges_locked(e);
     pthread_mutex_unlock(&e->mu);
 }
@@ -349,7 +340,7 @@ static void refresh_stats(tc_engine *e, dsess *s) {
  * token. Engine thread, mu not held. */
 static void start_job(tc_engine *e, job *j) {
     dsess *s = j->s;
-    j->t_start = now_s();
+    j->t_start = tc_now_s();
     tc_metric_observe(TC_H_request_queue_seconds, j->t_start - j->t_arrive);
     if (!s->ws && e->wc->session_new(e->wc, &s->ws) != TC_OK) {
         e->sink.failed(j->user, 13, "cannot allocate session state (out of memory)");
@@ -383,7 +374,7 @@ static void start_job(tc_engine *e, job *j) {
             feed = tmp;
         }
         int64_t syncs0 = s->st.syncs;
-        double t0 = now_s();
+        double t0 = tc_now_s();
         tc_status st = e->wc->append(e->wc, s->ws, feed, n, s->logits);
         free(tmp);
         if (st != TC_OK) {
@@ -399,11 +390,11 @@ static void start_job(tc_engine *e, job *j) {
         s->restore = NULL;
         s->n_restore = 0;
         refresh_stats(e, s);
-        tc_metric_observe(TC_H_prefill_duration_seconds, now_s() - t0);
+        tc_metric_observe(TC_H_prefill_duration_seconds, tc_now_s() - t0);
         tc_metric_inc(TC_M_prompt_tokens_total, (double)j->n_tokens);
         if (s->st.syncs > syncs0) tc_metric_inc(TC_M_syncs_total, (double)(s->st.syncs - syncs0));
     }
-    j->t_prefill = now_s();
+    j->t_prefill = tc_now_s();
     if (j->n_tokens > 0 || !j->generate) {
         tc_session_info si;
         pthread_mutex_lock(&e->mu);
@@ -471,9 +462,9 @@ static void *context_thread(void *arg) {
             tc_metric_set(TC_G_sync_queue_depth, e->n_sync_queued);
             job *j = find_job(e, s->busy_job);
             pthread_mutex_unlock(&e->mu);
-            double t0 = now_s();
+            double t0 = tc_now_s();
             tc_status st = e->wc->sync(e->wc, s->ws);
-            double t1 = now_s();
+            double t1 = tc_now_s();
             if (st != TC_OK) TC_LOG(TC_LOG_ERROR, "engine", "sync of %s failed: %s", s->id, tc_error_get());
             tc_metric_observe(TC_H_sync_duration_seconds, t1 - t0);
             tc_metric_observe(TC_H_boundary_stall_seconds, t1 - s->boundary_t0);
@@ -511,14 +502,14 @@ static void *engine_thread(void *arg) {
     job **dead = calloc((size_t)e->lim.max_batch + (size_t)e->lim.max_queued + 1, sizeof *dead);
     TC_ASSERT(batch && bs && bt && lg && dead, "engine: out of memory");
     if (e->wc->bind_thread) e->wc->bind_thread(e->wc, 0);
-    e->busy_t0 = now_s();
-    double next_idle_check = now_s() + 1.0;
+    e->busy_t0 = tc_now_s();
+    double next_idle_check = tc_now_s() + 1.0;
     pthread_mutex_lock(&e->mu);
     while (!e->stop) {
         /* idle sessions expire */
-        if (e->lim.idle_timeout_s > 0 && now_s() >= next_idle_check) {
-            next_idle_check = now_s() + 1.0;
-            int64_t lim_ms = now_ms() - (int64_t)(e->lim.idle_timeout_s * 1000);
+        if (e->lim.idle_timeout_s > 0 && tc_now_s() >= next_idle_check) {
+            next_idle_check = tc_now_s() + 1.0;
+            int64_t lim_ms = tc_wall_ms() - (int64_t)(e->lim.idle_timeout_s * 1000);
             for (int i = e->n_sess - 1; i >= 0; i--)
                 if (!e->sess[i]->busy_job && e->sess[i]->last_used_ms < lim_ms) {
                     TC_LOG(TC_LOG_INFO, "engine", "session %s idle, closed", e->sess[i]->id);
@@ -565,7 +556,7 @@ static void *engine_thread(void *arg) {
             if (st.sync_due && e->lim.overlap_syncs) {
                 dsess *s = j->s;
                 s->syncing = 1;
-                s->boundary_t0 = now_s();
+                s->boundary_t0 = tc_now_s();
                 s->next_sync = NULL;
                 if (e->sync_tail) e->sync_tail->next_sync = s;
                 else e->sync_head = s;
@@ -581,7 +572,7 @@ static void *engine_thread(void *arg) {
             }
             batch[B++] = j;
         }
-        double tnow = now_s();
+        double tnow = tc_now_s();
         if (tnow - e->busy_t0 >= 1.0) { /* busy fraction over the last second or so */
             tc_metric_set(TC_G_generation_worker_busy_ratio, e->busy_s / (tnow - e->busy_t0));
             e->busy_s = 0;
@@ -596,7 +587,7 @@ static void *engine_thread(void *arg) {
         }
         pthread_mutex_unlock(&e->mu);
         if (B > 0) {
-            double tb0 = now_s();
+            double tb0 = tc_now_s();
             for (int i = 0; i < B; i++) {
                 bs[i] = batch[i]->s->ws;
                 bt[i] = batch[i]->next_tok;
@@ -618,7 +609,7 @@ static void *engine_thread(void *arg) {
                     finish_job(e, j, fin, NULL);
                 } else j->next_tok = tok;
             }
-            e->busy_s += now_s() - tb0;
+            e->busy_s += tc_now_s() - tb0;
         }
         pthread_mutex_lock(&e->mu);
     }
@@ -752,7 +743,7 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
     j->generate = sp->generate;
     j->user = sp->user;
     j->ignore_eos = sp->ignore_eos;
-    j->t_arrive = now_s();
+    j->t_arrive = tc_now_s();
     int code = 0;
     if (sp->generate) {
         if (tc_sampling_validate(&sp->sp) != TC_OK) {

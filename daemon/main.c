@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/clock.h"
 #include "../common/knobs.h"
 #include "../common/log.h"
 #include "../model/config.h"
@@ -92,11 +93,6 @@ static tc_status warm_up(tc_worker_client *wc, int64_t n) {
     return st;
 }
 
-static double mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 int main(int argc, char **argv) {
     /* Large buffers (a long context's sync workspace, 1 KB per history
@@ -155,6 +151,7 @@ int main(int argc, char **argv) {
     tc_rpc_server *rpc = NULL;
     tc_service *svc = NULL;
     tc_journal *journal = NULL;
+    double rpc_grace = 0;
     tc_metric_set(TC_G_ready, 0);
     tc_http_hooks hooks = {hook_ready, hook_alive, NULL};
     if (tc_http_start(&http, cfg.http_listen, &hooks) != TC_OK) {
@@ -215,12 +212,12 @@ int main(int argc, char **argv) {
         goto out;
     }
     /* warm-up: first touch of weights, BLAS threads, one sync */
-    double tw = mono();
+    double tw = tc_now_s();
     if (warm_up(wc, cfg.warmup_tokens) != TC_OK) {
         fprintf(stderr, "tconstd: error: warm-up failed: %s\n", tc_error_get());
         goto out;
     }
-    TC_LOG(TC_LOG_INFO, "main", "warm-up done in %.3f s", mono() - tw);
+    TC_LOG(TC_LOG_INFO, "main", "warm-up done in %.3f s", tc_now_s() - tw);
     tc_service_set_serving(svc, 1, 0);
     tc_metric_set(TC_G_ready, 1);
     {
@@ -244,13 +241,17 @@ int main(int argc, char **argv) {
     tc_metric_set(TC_G_ready, 0);
     tc_metric_set(TC_G_draining, 1);
     tc_engine_drain(eng);
+    double drain_end = tc_now_s() + cfg.drain_timeout;
     if (!tc_engine_wait_idle(eng, cfg.drain_timeout))
         TC_LOG(TC_LOG_WARN, "main", "drain timeout: cancelling what still runs (UNAVAILABLE)");
+    /* what the streams queued (their last tokens, statuses) still goes out */
+    rpc_grace = drain_end - tc_now_s();
+    if (rpc_grace < 2.0) rpc_grace = 2.0;
     rc = 0;
 out:
     if (svc) tc_service_end_watchers(svc);
     if (eng) tc_engine_stop(eng); /* cancels the rest with UNAVAILABLE */
-    if (rpc) tc_rpc_server_stop(rpc);
+    if (rpc) tc_rpc_server_stop(rpc, rpc_grace);
     g_svc = NULL;
     if (http) tc_http_stop(http);
     tc_service_free(svc);

@@ -80,6 +80,14 @@ static void post_request(tc_rpc_server *s) {
     if (e != GRPC_CALL_OK) TC_LOG(TC_LOG_ERROR, "rpc", "grpc_server_request_call failed: %d", (int)e);
 }
 
+/* one message as a byte buffer (the caller destroys it) */
+static grpc_byte_buffer *bytes_to_bb(const uint8_t *data, size_t len) {
+    grpc_slice sl = grpc_slice_from_copied_buffer((const char *)data, len);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    return bb;
+}
+
 /* caller holds c->mu */
 static void maybe_release_locked(tc_call *c, int *release) {
     *release = c->close_done && (c->status_done || c->cancelled_flag) && !c->recv_inflight && !c->send_inflight &&
@@ -122,9 +130,7 @@ static void pump_locked(tc_call *c) {
     if (c->send_inflight || c->status_inflight || c->status_done) return;
     if (c->q_head) {
         msg_node *n = c->q_head;
-        grpc_slice sl = grpc_slice_from_copied_buffer((const char *)n->data, n->len);
-        grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
-        grpc_slice_unref(sl);
+        grpc_byte_buffer *bb = bytes_to_bb(n->data, n->len);
         grpc_op op;
         memset(&op, 0, sizeof op);
         op.op = GRPC_OP_SEND_MESSAGE;
@@ -328,7 +334,7 @@ tc_status tc_rpc_server_start(tc_rpc_server **out, const char *addr, int max_mes
     grpc_server_start(s->server);
     post_request(s);
     if (pthread_create(&s->thread, NULL, rpc_thread, s) != 0) {
-        tc_rpc_server_stop(s);
+        tc_rpc_server_stop(s, 0);
         return TC_FAIL(TC_ERR_INTERNAL, "cannot start the RPC thread");
     }
     *out = s;
@@ -337,24 +343,36 @@ tc_status tc_rpc_server_start(tc_rpc_server **out, const char *addr, int max_mes
 
 int tc_rpc_server_port(const tc_rpc_server *s) { return s->port; }
 
-void tc_rpc_server_stop(tc_rpc_server *s) {
-    if (!s) return;
-    s->shutting_down = 1;
-    s->t_shutdown = (rpc_tag){TAG_SHUTDOWN, s};
-    grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
-    grpc_server_cancel_all_calls(s->server);
-    /* the queue may only shut down once no call can start a batch: wait for
-     * the shutdown tag (every call completed), bounded in case a handler
-     * still holds a call */
+/* waits up to secs for the shutdown tag; 1 when it came */
+static int wait_shutdown_tag(tc_rpc_server *s, double secs) {
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += 10;
+    double t = (double)dl.tv_sec + dl.tv_nsec * 1e-9 + (secs > 0 ? secs : 0);
+    dl.tv_sec = (time_t)t;
+    dl.tv_nsec = (long)((t - (double)dl.tv_sec) * 1e9);
     pthread_mutex_lock(&s->stop_mu);
     while (!s->shutdown_seen && pthread_cond_timedwait(&s->stop_cv, &s->stop_mu, &dl) == 0) {
     }
-    if (!s->shutdown_seen) TC_LOG(TC_LOG_WARN, "rpc", "calls still open at shutdown");
-    TC_LOG(TC_LOG_INFO, "rpc", "%d calls not yet released at shutdown", atomic_load(&s->live_calls));
+    int seen = s->shutdown_seen;
     pthread_mutex_unlock(&s->stop_mu);
+    return seen;
+}
+
+void tc_rpc_server_stop(tc_rpc_server *s, double grace_s) {
+    if (!s) return;
+    s->shutting_down = 1;
+    s->t_shutdown = (rpc_tag){TAG_SHUTDOWN, s};
+    /* no new calls; the running ones may still write what they queued
+     * (a finished generation's last messages and status) for grace_s */
+    grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
+    if (!wait_shutdown_tag(s, grace_s)) {
+        TC_LOG(TC_LOG_WARN, "rpc", "%d calls still open after %.1f s: cancelling them", atomic_load(&s->live_calls),
+               grace_s);
+        grpc_server_cancel_all_calls(s->server);
+        /* the queue may only shut down once no call can start a batch */
+        if (!wait_shutdown_tag(s, 10.0)) TC_LOG(TC_LOG_WARN, "rpc", "calls still open at shutdown");
+    }
+    TC_LOG(TC_LOG_INFO, "rpc", "%d calls not yet released at shutdown", atomic_load(&s->live_calls));
     grpc_completion_queue *cq = s->cq;
     grpc_completion_queue_shutdown(cq);
     pthread_join(s->thread, NULL);
@@ -529,9 +547,7 @@ tc_status tc_rpc_bidi_open(tc_rpc_client *c, const char *method, double timeout_
 }
 
 tc_status tc_rpc_bidi_send(tc_rpc_bidi *b, const uint8_t *msg, size_t len) {
-    grpc_slice sl = grpc_slice_from_copied_buffer((const char *)msg, len);
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
-    grpc_slice_unref(sl);
+    grpc_byte_buffer *bb = bytes_to_bb(msg, len);
     grpc_op op;
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_SEND_MESSAGE;

@@ -44,9 +44,10 @@ typedef struct {
 tc_status tc_rpc_server_start(tc_rpc_server **out, const char *addr, int max_message_bytes,
                               const tc_rpc_handlers *h, void *ud);
 int tc_rpc_server_port(const tc_rpc_server *s);
-/* Stops accepting calls, cancels those still running, waits for the RPC
- * thread and frees everything. */
-void tc_rpc_server_stop(tc_rpc_server *s);
+/* Stops accepting calls, lets running calls finish for up to grace_s
+ * seconds (their queued messages and status go out), cancels the rest,
+ * waits for the RPC thread and frees everything. */
+void tc_rpc_server_stop(tc_rpc_server *s, double grace_s);
 
 void tc_call_ref(tc_call *c);
 void tc_call_unref(tc_call *c);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../common/clock.h"
 #include "../common/log.h"
 #include "../tokenizer/bpe.h"
 #include "descriptors.h"
@@ -54,11 +55,6 @@ struct tc_service {
     double t_start;
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void ctx_unref(ctx *c) {
     if (atomic_fetch_sub(&c->refs, 1) == 1) {
@@ -478,7 +474,7 @@ static void h_server_info(ctx *c) {
     l.max_message_bytes = s->info.max_message_bytes;
     l.stream_queue_messages = lim->stream_queue;
     r.limits = &l;
-    r.uptime_seconds = now_s() - s->t_start;
+    r.uptime_seconds = tc_now_s() - s->t_start;
     int ns, nr, nq;
     tc_engine_counts(s->e, &ns, &nr, &nq);
     r.sessions_active = ns;
@@ -756,7 +752,7 @@ tc_status tc_service_init(tc_service **out, tc_engine *e, tc_worker_client *wc, 
     s->wc = wc;
     s->bpe = bpe;
     s->info = *info;
-    s->t_start = now_s();
+    s->t_start = tc_now_s();
     pthread_mutex_init(&s->mu, NULL);
     *out = s;
     return TC_OK;
