@@ -577,6 +577,95 @@ int tc_service_serving(tc_service *s) {
 
 /* ---- reflection ---- */
 
+/* A minimal protobuf wire reader over a serialized FileDescriptorProto,
+ * enough to tell whether it declares a symbol: messages (nested too),
+ * enums, services and their methods. */
+static int pb_field(const uint8_t **p, const uint8_t *end, int *field, const uint8_t **val, size_t *len) {
+    uint64_t key = 0, v = 0;
+    int sh = 0;
+    while (*p < end && sh < 64) {
+        uint8_t b = *(*p)++;
+        key |= (uint64_t)(b & 0x7f) << sh;
+        sh += 7;
+        if (!(b & 0x80)) break;
+    }
+    if (sh == 0 || sh >= 64) return 0;
+    *field = (int)(key >> 3);
+    int wt = (int)(key & 7);
+    *val = NULL;
+    *len = 0;
+    if (wt == 0) {
+        while (*p < end && (*(*p)++ & 0x80)) {
+        }
+    } else if (wt == 1 || wt == 5) {
+        size_t n = wt == 1 ? 8 : 4;
+        if ((size_t)(end - *p) < n) return 0;
+        *p += n;
+    } else if (wt == 2) {
+        sh = 0;
+        while (*p < end && sh < 64) {
+            uint8_t b = *(*p)++;
+            v |= (uint64_t)(b & 0x7f) << sh;
+            sh += 7;
+            if (!(b & 0x80)) break;
+        }
+        if (v > (uint64_t)(end - *p)) return 0;
+        *val = *p;
+        *len = (size_t)v;
+        *p += v;
+    } else return 0;
+    return 1;
+}
+
+/* field 1 (name) of a message */
+static size_t pb_name(const uint8_t *m, size_t n, const uint8_t **name) {
+    const uint8_t *p = m, *end = m + n, *v;
+    size_t l;
+    int f;
+    while (pb_field(&p, end, &f, &v, &l))
+        if (f == 1 && v) {
+            *name = v;
+            return l;
+        }
+    *name = (const uint8_t *)"";
+    return 0;
+}
+
+/* rel: the symbol without the package; kids: field numbers of nested
+ * messages / enums inside a DescriptorProto (3, 4) or a file (4, 5) */
+static int pb_declares(const uint8_t *m, size_t n, const char *rel, int msg_f, int enum_f, int svc_f) {
+    const uint8_t *p = m, *end = m + n, *v;
+    size_t l;
+    int f;
+    while (pb_field(&p, end, &f, &v, &l)) {
+        if (!v || (f != msg_f && f != enum_f && f != svc_f)) continue;
+        const uint8_t *nm;
+        size_t nl = pb_name(v, l, &nm);
+        if (nl == 0 || strncmp(rel, (const char *)nm, nl) != 0) continue;
+        if (rel[nl] == 0) return 1;
+        if (rel[nl] != '.') continue;
+        if (f == msg_f && pb_declares(v, l, rel + nl + 1, 3, 4, -1)) return 1;
+        if (f == svc_f) { /* Service.Method */
+            const uint8_t *q = v, *qe = v + l, *mv;
+            size_t ml;
+            int mf;
+            while (pb_field(&q, qe, &mf, &mv, &ml)) {
+                const uint8_t *mn;
+                size_t mnl = mv && mf == 2 ? pb_name(mv, ml, &mn) : 0;
+                if (mnl && strlen(rel + nl + 1) == mnl && !strncmp(rel + nl + 1, (const char *)mn, mnl)) return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+static const tc_descriptor *descriptor_for_symbol(const char *sym) {
+    const tc_descriptor *d = tc_descriptor_by_symbol(sym);
+    if (!d) return NULL;
+    const char *rel = sym + strlen(d->package) + 1;
+    return pb_declares(d->data, d->len, rel, 4, 5, 6) ? d : NULL;
+}
+
 static void h_reflect(ctx *c, const uint8_t *m, size_t len) {
     DECODE(Grpc__Reflection__V1alpha__ServerReflectionRequest, grpc__reflection__v1alpha__server_reflection_request,
            rq, m, len);
@@ -607,7 +696,7 @@ static void h_reflect(ctx *c, const uint8_t *m, size_t len) {
         d = tc_descriptor_by_file(rq->file_by_filename);
         break;
     case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL:
-        d = tc_descriptor_by_symbol(rq->file_containing_symbol);
+        d = descriptor_for_symbol(rq->file_containing_symbol);
         break;
     default:
         break;

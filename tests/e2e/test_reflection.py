@@ -74,6 +74,15 @@ def body(env, ck):
         r = ask(file_containing_symbol="no.such.Service")
         ck.check(r.WhichOneof("message_response") == "error_response" and r.error_response.error_code == 5,
                  "an unknown symbol gets error_response NOT_FOUND", str(r))
+        for sym in ("tconst.v1.NoSuch", "tconst.v1.TConst.Nope", "tconst.v1.GenerateRequest.Nope"):
+            r = ask(file_containing_symbol=sym)
+            ck.check(r.WhichOneof("message_response") == "error_response" and r.error_response.error_code == 5,
+                     f"an unknown symbol in a known package ({sym}) gets NOT_FOUND", str(r))
+        for sym in ("tconst.v1.TConst.Generate", "tconst.v1.FinishReason",
+                    "grpc.health.v1.HealthCheckResponse.ServingStatus"):
+            r = ask(file_containing_symbol=sym)
+            ck.check(r.WhichOneof("message_response") == "file_descriptor_response",
+                     f"{sym} (method, enum, nested enum) resolves to its file", str(r))
         r = ask(file_by_filename="nope.proto")
         ck.check(r.WhichOneof("message_response") == "error_response" and r.error_response.error_code == 5,
                  "an unknown file gets error_response NOT_FOUND", str(r))
