@@ -113,7 +113,9 @@ tc_status tc_session_sync(tc_session *s, int64_t n_ctx) {
     if (n_ctx < 0 || n_ctx > s->n_tokens || n_ctx % c->generate_window != 0)
         return TC_FAIL(TC_ERR_INVALID, "sync: n_ctx %lld must be a multiple of generate_window %d within 0..%lld",
                        (long long)n_ctx, c->generate_window, (long long)s->n_tokens);
-    return tc_fwd_sync(s, n_ctx);
+    TC_CHECK(tc_fwd_sync(s, n_ctx));
+    s->win_stale = n_ctx != s->n_tokens; /* rows [n_ctx, n_tokens) are not in the window */
+    return TC_OK;
 }
 
 tc_status tc_session_append(tc_session *s, const int32_t *tokens, int64_t n, float *logits) {
@@ -123,15 +125,18 @@ tc_status tc_session_append(tc_session *s, const int32_t *tokens, int64_t n, flo
     TC_CHECK(push_tokens(s, tokens, n));
     const int64_t N1 = s->n_tokens;
     int64_t start = N0;
+    /* extended history: the window rows from win_start are recomputed */
+    if (s->win_stale) s->win_len = 0, start = s->win_start;
     if (c->arch != TC_ARCH_TRANSFORMER) {
         /* window of the last token; one sync covers every boundary crossed */
         int64_t w1 = ((N1 - 1) / c->generate_window) * c->generate_window;
         if (w1 != s->win_start) {
             tc_status st = tc_fwd_sync(s, w1);
             if (st != TC_OK) { s->n_tokens = N0; return st; }
-            start = w1 > N0 ? w1 : N0;
+            start = w1; /* the sync cleared the window; w1 >= N0 unless stale */
         }
     }
+    s->win_stale = 0;
     int64_t cnt = N1 - start;
     tc_session *one = s;
     /* the history keeps the tokens only when the pass succeeds */
@@ -152,6 +157,7 @@ tc_status tc_step_batch(tc_session **ss, const int32_t *tokens, int B, float *lo
             st = TC_FAIL(TC_ERR_INVALID, "token id %d of batch row %d is outside the vocabulary [0, %d)", tokens[i],
                          i, ss[0]->m->cfg.vocab_size);
         else if (ss[i]->m != ss[0]->m) st = TC_FAIL(TC_ERR_INVALID, "step: sessions of different models in one batch");
+        else if (ss[i]->win_stale) st = TC_FAIL(TC_ERR_INVALID, "step: session history was extended without its window rows");
         for (int j = 0; j < i && st == TC_OK; j++)
             if (ss[j] == ss[i]) st = TC_FAIL(TC_ERR_INVALID, "step: session appears twice in one batch");
     }

@@ -41,6 +41,9 @@ typedef struct tc_session {
     float *hist;
     int64_t hist_len, hist_cap;
     int64_t n_syncs;
+    /* history extended without its window rows (tc_session_extend): the
+     * next append recomputes the window from win_start */
+    int win_stale;
 } tc_session;
 
 tc_status tc_session_new(tc_model *m, tc_session **out);
@@ -63,6 +66,18 @@ tc_status tc_session_sync(tc_session *s, int64_t n_ctx);
 #define TC_WS_THREADS 2
 /* Binds the calling thread to workspace idx (0 .. TC_WS_THREADS-1). */
 void tc_model_bind_workspace(int idx);
+
+/* Moving state between workers (model/state.c). Extend adds history
+ * tokens without computing them (a context worker's copy of a session);
+ * the next append or sync catches up. Export: TC_STATE_SYNC right after a
+ * sync (zip, TLin history: what a generation worker needs to go on),
+ * TC_STATE_FULL everything incl. tokens and window rows (a prefill, a
+ * rebuild after a worker restart, the baseline's KV cache). Import
+ * validates the blob against the session's model before touching it. */
+enum { TC_STATE_SYNC = 1, TC_STATE_FULL = 2 };
+tc_status tc_session_extend(tc_session *s, const int32_t *tokens, int64_t n);
+tc_status tc_session_export(const tc_session *s, int kind, void **blob, size_t *len);
+tc_status tc_session_import(tc_session *s, const void *blob, size_t len);
 
 /* Bytes of device state, the token history excluded. */
 size_t tc_session_state_bytes(const tc_session *s);

@@ -132,6 +132,68 @@ static void run_arch(tc_arch arch, int nb, int depth, int woh, int wog, int L) {
         }
     }
     for (int b = 0; b < B; b++) tc_session_free(ss[b]);
+
+    /* (f) the worker split: a context copy (history extended, synced,
+     * exported) and a generation copy (prefilled by import, hit steps,
+     * sync state imported at each boundary); appends crossing a boundary
+     * go through the context copy and a full export */
+    {
+        tc_session *cx, *gn;
+        tc_session_new(m, &cx);
+        tc_session_new(m, &gn);
+        int P = 2 * (wog ? wog : 8) + 3, fed = 0; /* the context copy has tok[0:fed] */
+        void *blob;
+        size_t bl;
+        EXPECT(tc_session_append(cx, tok, P, lg) == TC_OK, "split: prefill");
+        fed = P;
+        EXPECT(tc_session_export(cx, TC_STATE_FULL, &blob, &bl) == TC_OK, "split: export full");
+        EXPECT(tc_session_import(gn, blob, bl) == TC_OK, "split: import full: %s", tc_error_get());
+        free(blob);
+        int n_imports = 0;
+        for (int i = P; i < L; i++) {
+            if (tc_session_sync_due(gn)) {
+                EXPECT(tc_session_extend(cx, tok + fed, i - fed) == TC_OK, "split: extend");
+                fed = i;
+                EXPECT(tc_session_sync(cx, i) == TC_OK, "split: sync");
+                EXPECT(tc_session_export(cx, TC_STATE_SYNC, &blob, &bl) == TC_OK, "split: export sync: %s", tc_error_get());
+                /* a blob for the wrong position is refused, the session untouched */
+                if (n_imports == 0) {
+                    tc_session *other;
+                    tc_session_new(m, &other);
+                    EXPECT(tc_session_import(other, blob, bl) == TC_ERR_INVALID, "split: sync state at the wrong length accepted");
+                    EXPECT(tc_session_import(gn, blob, bl - 4) == TC_ERR_INVALID, "split: truncated blob accepted");
+                    tc_session_free(other);
+                }
+                EXPECT(tc_session_import(gn, blob, bl) == TC_OK, "split: import sync: %s", tc_error_get());
+                free(blob);
+                n_imports++;
+            }
+            if (i == L / 2) { /* an append of several windows through the context copy */
+                int k = 2 * (wog ? wog : 8) + 1;
+                if (i + k > L) k = L - i;
+                EXPECT(tc_session_extend(cx, tok + fed, i - fed) == TC_OK, "split: extend");
+                EXPECT(tc_session_append(cx, tok + i, k, lg) == TC_OK, "split: append via context");
+                fed = i + k;
+                EXPECT(tc_session_export(cx, TC_STATE_FULL, &blob, &bl) == TC_OK, "split: export full 2");
+                EXPECT(tc_session_import(gn, blob, bl) == TC_OK, "split: import full 2");
+                free(blob);
+                double e = rel_err(lg, ref + (size_t)(i + k - 1) * V, V);
+                EXPECT(e < 1e-4, "split: append at %d differs: rel %.3e", i + k, e);
+                i += k - 1;
+                continue;
+            }
+            tc_session *g1 = gn;
+            EXPECT(tc_step_batch(&g1, &tok[i], 1, lg) == TC_OK, "split: step %d", i);
+            double e = rel_err(lg, ref + (size_t)i * V, V);
+            if (e > worst) worst = e;
+            EXPECT(e < 1e-4, "split: step at %d differs: rel %.3e", i, e);
+        }
+        if (arch != TC_ARCH_TRANSFORMER) EXPECT(n_imports >= 2, "split: only %d syncs crossed", n_imports);
+        int32_t bogus[4] = {0};
+        EXPECT(tc_session_import(gn, bogus, sizeof bogus) == TC_ERR_INVALID, "split: garbage blob accepted");
+        tc_session_free(cx);
+        tc_session_free(gn);
+    }
     tc_session *dupb[2];
     tc_session_new(m, &dupb[0]);
     dupb[1] = dupb[0];
