@@ -498,9 +498,10 @@ static void *engine_thread(void *arg) {
     job **batch = calloc((size_t)cap, sizeof *batch);
     tc_wc_session **bs = calloc((size_t)cap, sizeof *bs);
     int32_t *bt = calloc((size_t)cap, sizeof *bt);
-    float *lg = malloc((size_t)cap * e->V * sizeof(float));
+    tc_sampler **bsmp = calloc((size_t)cap, sizeof *bsmp);
+    int32_t *bnext = calloc((size_t)cap, sizeof *bnext);
     job **dead = calloc((size_t)e->lim.max_batch + (size_t)e->lim.max_queued + 1, sizeof *dead);
-    TC_ASSERT(batch && bs && bt && lg && dead, "engine: out of memory");
+    TC_ASSERT(batch && bs && bt && bsmp && bnext && dead, "engine: out of memory");
     if (e->wc->bind_thread) e->wc->bind_thread(e->wc, 0);
     e->busy_t0 = tc_now_s();
     double next_idle_check = tc_now_s() + 1.0;
@@ -592,7 +593,8 @@ static void *engine_thread(void *arg) {
                 bs[i] = batch[i]->s->ws;
                 bt[i] = batch[i]->next_tok;
             }
-            tc_status st = e->wc->step(e->wc, bs, bt, B, lg);
+            for (int i = 0; i < B; i++) bsmp[i] = &batch[i]->smp;
+            tc_status st = e->wc->step(e->wc, bs, bt, B, bsmp, bnext, NULL);
             tc_metric_inc(TC_M_steps_total, 1);
             for (int i = 0; i < B; i++) {
                 job *j = batch[i];
@@ -602,7 +604,7 @@ static void *engine_thread(void *arg) {
                     continue;
                 }
                 refresh_stats(e, j->s);
-                int32_t tok = tc_sampler_sample(&j->smp, lg + (size_t)i * e->V);
+                int32_t tok = bnext[i];
                 tc_finish fin = emit_token(e, j, tok);
                 if (fin != TC_FINISH_NONE) {
                     j->s->pending = tok;
@@ -617,7 +619,8 @@ static void *engine_thread(void *arg) {
     free(batch);
     free(bs);
     free(bt);
-    free(lg);
+    free(bsmp);
+    free(bnext);
     free(dead);
     return NULL;
 }

@@ -27,6 +27,7 @@
 #include "engine.h"
 #include "http.h"
 #include "journal.h"
+#include "worker_remote.h"
 #include "metrics.h"
 #include "service.h"
 
@@ -34,6 +35,8 @@
 
 typedef struct {
     char *listen, *http_listen, *model, *data_dir, *log_level, *log_format;
+    char *workers, *worker_mode, *worker_binary, *device;
+    double worker_timeout, worker_start_timeout;
     int64_t max_sessions, max_queued, max_batch, max_tokens, stream_queue, max_message_bytes, threads,
         warmup_tokens;
     int overlap_syncs;
@@ -46,6 +49,12 @@ static const tc_knob KNOBS[] = {
     K("http-listen", TC_KNOB_STR, "127.0.0.1:9180", 0, 0, "ops HTTP address for /metrics /healthz /readyz", http_listen),
     K("model", TC_KNOB_STR, "", 0, 0, "model directory (empty: the built-in tiny tconstformer)", model),
     K("data-dir", TC_KNOB_STR, "", 0, 0, "data directory: the SQLite session journal (empty: sessions do not survive a restart)", data_dir),
+    K("worker-mode", TC_KNOB_STR, "split", 0, 0, "without --workers: split (spawn a context and a generation worker), both (one worker, both roles) or inprocess (no worker processes)", worker_mode),
+    K("workers", TC_KNOB_STR, "", 0, 0, "tconst-worker control addresses to attach to (host:port,...; context and generation workers pair up in order); empty: spawn workers", workers),
+    K("worker-binary", TC_KNOB_STR, "", 0, 0, "tconst-worker to spawn (empty: next to tconstd)", worker_binary),
+    K("device", TC_KNOB_STR, "cpu", 0, 0, "device of spawned workers: cpu or cuda:N", device),
+    K("worker-timeout", TC_KNOB_DOUBLE, "10", 0.5, 3600, "seconds a worker may leave pings unanswered before it is killed and restarted (spawned) or marked down (attached)", worker_timeout),
+    K("worker-start-timeout", TC_KNOB_DOUBLE, "120", 1, 86400, "seconds a starting worker gets to load its model", worker_start_timeout),
     K("max-sessions", TC_KNOB_INT, "256", 1, 1e6, "open sessions at most (more: RESOURCE_EXHAUSTED)", max_sessions),
     K("max-queued-requests", TC_KNOB_INT, "256", 1, 1e6, "requests waiting to start at most (more: RESOURCE_EXHAUSTED)", max_queued),
     K("max-batch", TC_KNOB_INT, "64", 1, 4096, "generations stepped together in one batched hit step", max_batch),
@@ -85,7 +94,7 @@ static tc_status warm_up(tc_worker_client *wc, int64_t n) {
         for (int64_t i = 0; i < n; i++) t[i] = (int32_t)((i * 7919) % c->vocab_size);
         st = wc->session_new(wc, &s);
         if (st == TC_OK) st = wc->append(wc, s, t, n, lg);
-        if (st == TC_OK) st = wc->step(wc, &s, t, 1, lg);
+        if (st == TC_OK) st = wc->step(wc, &s, t, 1, NULL, NULL, lg);
         if (s) wc->session_free(wc, s);
     }
     free(t);
@@ -93,6 +102,26 @@ static tc_status warm_up(tc_worker_client *wc, int64_t n) {
     return st;
 }
 
+
+/* tconst-worker next to this binary (installed side by side), or in the
+ * build tree's worker/ directory */
+static void find_worker_binary(char out[4200], size_t n) {
+    char self[3800];
+    ssize_t l = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (l <= 0) {
+        snprintf(out, n, "tconst-worker");
+        return;
+    }
+    self[l] = 0;
+    char *slash = strrchr(self, '/');
+    if (slash) *slash = 0;
+    const char *cand[2] = {"%s/tconst-worker", "%s/worker/tconst-worker"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(out, n, cand[i], self);
+        if (access(out, X_OK) == 0) return;
+    }
+    snprintf(out, n, "%s/tconst-worker", self);
+}
 
 int main(int argc, char **argv) {
     /* Large buffers (a long context's sync workspace, 1 KB per history
@@ -161,27 +190,27 @@ int main(int argc, char **argv) {
     /* model directory: given, or the built-in tiny model */
     char dir[4096];
     if (cfg.model[0]) snprintf(dir, sizeof dir, "%s", cfg.model);
-    else {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(dir, sizeof dir, "%s/tconst-builtin-tiny-v1-%u", tmp && *tmp ? tmp : "/tmp", (unsigned)getuid());
-        struct stat sb;
-        char st[4200];
-        snprintf(st, sizeof st, "%s/model.safetensors", dir);
-        if (stat(st, &sb) != 0) {
-            tc_model_config c;
-            char tmpd[4200];
-            snprintf(tmpd, sizeof tmpd, "%s.tmp%d", dir, (int)getpid());
-            if (tc_config_preset(&c, "tiny", TC_ARCH_TCONST) != TC_OK || tc_model_init_random(&c, 1234, "f32", tmpd) != TC_OK ||
-                (rename(tmpd, dir) != 0 && stat(st, &sb) != 0)) {
-                fprintf(stderr, "tconstd: error: cannot create the built-in model: %s\n", tc_error_get());
-                goto out;
-            }
-        }
-    }
-    TC_LOG(TC_LOG_INFO, "main", "loading model %s", dir);
-    if (tc_worker_local_open(&wc, dir, (int)cfg.threads) != TC_OK) {
-        fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
+    else if (tc_model_builtin_dir(dir, sizeof dir) != TC_OK) {
+        fprintf(stderr, "tconstd: error: cannot create the built-in model: %s\n", tc_error_get());
         goto out;
+    }
+    if (!cfg.workers[0] && !strcmp(cfg.worker_mode, "inprocess")) {
+        TC_LOG(TC_LOG_INFO, "main", "loading model %s (in-process worker)", dir);
+        if (tc_worker_local_open(&wc, dir, (int)cfg.threads) != TC_OK) {
+            fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
+            goto out;
+        }
+    } else {
+        char bin[4200];
+        if (cfg.worker_binary[0]) snprintf(bin, sizeof bin, "%s", cfg.worker_binary);
+        else find_worker_binary(bin, sizeof bin);
+        tc_remote_opts ro = {cfg.workers, cfg.worker_mode, bin, dir, cfg.device, cfg.log_level, cfg.log_format,
+                             (int)cfg.threads, cfg.worker_timeout, cfg.worker_start_timeout, 3600};
+        TC_LOG(TC_LOG_INFO, "main", "model %s on %s", dir, cfg.workers[0] ? cfg.workers : "spawned workers");
+        if (tc_worker_remote_open(&wc, &ro) != TC_OK) {
+            fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
+            goto out;
+        }
     }
     tc_status bst = tc_bpe_load(&bpe, dir);
     if (bst == TC_ERR_UNSUPPORTED) bpe = NULL;

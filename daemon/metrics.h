@@ -24,7 +24,9 @@
     X(sessions_closed_total, "Sessions closed, by the client or by expiry")                   \
     X(data_plane_bytes_total, "Bytes moved between workers on the data plane")                \
     X(steps_total, "Generation steps executed (one batched hit step each)")                   \
-    X(cancelled_steps_total, "Steps whose result was dropped because the request was cancelled or past its deadline")
+    X(cancelled_steps_total, "Steps whose result was dropped because the request was cancelled or past its deadline") \
+    X(worker_restarts_total, "Worker processes restarted by tconstd after they exited or stopped answering") \
+    X(worker_rebuilds_total, "Session copies rebuilt from the journaled history on a restarted worker")
 
 /* Labelled counters: X(name, label, VALUES, help), where VALUES(V, name)
  * expands V(name, value) once per allowed label value. Each (name, value)
@@ -45,7 +47,8 @@
     X(sync_queue_depth, "Syncs waiting for a context worker")                                 \
     X(ready, "1 when the server accepts new requests, else 0")                                \
     X(draining, "1 while draining after SIGTERM, else 0")                                     \
-    X(generation_worker_busy_ratio, "Fraction of recent wall time the generation worker spent executing steps")
+    X(generation_worker_busy_ratio, "Fraction of recent wall time the generation worker spent executing steps") \
+    X(workers_up, "Worker processes answering their supervisor (0 with in-process workers)")
 
 /* X(name, help) — histograms, all in seconds, buckets TC_METRICS_BUCKETS. */
 #define TC_METRICS_HISTOGRAMS(X)                                                              \
@@ -55,7 +58,8 @@
     X(sync_duration_seconds, "Duration of one sync on the context worker")                    \
     X(request_duration_seconds, "Time from request arrival to its last response")             \
     X(prefill_duration_seconds, "Duration of one window prefill")                             \
-    X(boundary_stall_seconds, "Time a generating session waited at a window boundary for its sync")
+    X(boundary_stall_seconds, "Time a generating session waited at a window boundary for its sync") \
+    X(data_plane_transfer_seconds, "Time to ship one session state from a context worker to its generation peer and install it")
 
 /* Upper bounds (le) of the latency buckets, seconds; +Inf is implicit. */
 #define TC_METRICS_BUCKETS \

@@ -12,6 +12,7 @@
 
 #include "../common/status.h"
 #include "../model/config.h"
+#include "../model/sampler.h"
 
 typedef struct tc_wc_session tc_wc_session;
 typedef struct tc_worker_client tc_worker_client;
@@ -33,8 +34,12 @@ struct tc_worker_client {
     tc_status (*append)(tc_worker_client *w, tc_wc_session *s, const int32_t *t, int64_t n, float *logits);
     /* run the sync that the next token of s needs (no-op when none) */
     tc_status (*sync)(tc_worker_client *w, tc_wc_session *s);
-    /* one token per session, logits [B, V] */
-    tc_status (*step)(tc_worker_client *w, tc_wc_session **s, const int32_t *t, int B, float *logits);
+    /* one token per session (a session at a window boundary is synced
+     * first); when smp != NULL, next[i] is sampled with smp[i], whose RNG
+     * advances (a remote worker samples where the logits are); logits
+     * [B, V] when not NULL */
+    tc_status (*step)(tc_worker_client *w, tc_wc_session **s, const int32_t *t, int B, tc_sampler **smp,
+                      int32_t *next, float *logits);
     void (*stats)(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_stats *out);
     /* the calling thread's role: 0 generation (hit steps), 1 context
      * (syncs, prefills); each role computes in its own workspace */

@@ -8,6 +8,8 @@
 typedef struct {
     tc_backend be;
     tc_model *m;
+    float *lg; /* step logits when the caller only wants tokens (the generation thread's) */
+    size_t lg_cap;
 } local_impl;
 
 static tc_status l_new(tc_worker_client *w, tc_wc_session **out) {
@@ -31,9 +33,21 @@ static tc_status l_sync(tc_worker_client *w, tc_wc_session *s) {
     if (!tc_session_sync_due(x)) return TC_OK;
     return tc_session_sync(x, x->n_tokens);
 }
-static tc_status l_step(tc_worker_client *w, tc_wc_session **s, const int32_t *t, int B, float *logits) {
-    (void)w;
-    return tc_step_batch((tc_session **)s, t, B, logits);
+static tc_status l_step(tc_worker_client *w, tc_wc_session **s, const int32_t *t, int B, tc_sampler **smp,
+                        int32_t *next, float *logits) {
+    local_impl *L = w->impl;
+    if (!logits && smp) {
+        size_t need = (size_t)B * w->cfg->vocab_size;
+        if (need > L->lg_cap) {
+            float *nl = realloc(L->lg, need * sizeof *nl);
+            if (!nl) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+            L->lg = nl, L->lg_cap = need;
+        }
+        logits = L->lg;
+    }
+    TC_CHECK(tc_step_batch((tc_session **)s, t, B, logits));
+    for (int i = 0; smp && i < B; i++) next[i] = tc_sampler_sample(smp[i], logits + (size_t)i * w->cfg->vocab_size);
+    return TC_OK;
 }
 static void l_stats(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_stats *o) {
     (void)w;
@@ -51,6 +65,7 @@ static void l_free(tc_worker_client *w) {
     local_impl *L = w->impl;
     tc_model_free(L->m);
     tc_backend_cpu_free(&L->be);
+    free(L->lg);
     free(L);
     free(w);
 }

@@ -134,13 +134,17 @@ static tc_status w_sync(tc_worker_client *w, tc_wc_session *s) {
     (void)s;
     return TC_OK;
 }
-static tc_status w_step(tc_worker_client *w, tc_wc_session **s, const int32_t *t, int B, float *logits) {
+static tc_status w_step(tc_worker_client *w, tc_wc_session **s, const int32_t *t, int B, tc_sampler **smp,
+                        int32_t *next, float *logits) {
     (void)w;
+    static float lg[1 << 16];
     for (int b = 0; b < B; b++) {
         stub_sess *x = (stub_sess *)s[b];
         if (t[b] < 0 || t[b] >= g_cfg.vocab_size) abort();
         x->len++;
-        fill(logits + (size_t)b * g_cfg.vocab_size, x->len, t[b]);
+        float *l = logits ? logits + (size_t)b * g_cfg.vocab_size : lg;
+        fill(l, x->len, t[b]);
+        if (smp) next[b] = tc_sampler_sample(smp[b], l);
     }
     return TC_OK;
 }

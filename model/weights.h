@@ -47,4 +47,7 @@ void tc_layer_tensor_name(const tc_model_config *c, int li, const char *p, char 
  * float scaling. */
 tc_status tc_model_init_random(const tc_model_config *c, uint64_t seed, const char *dtype, const char *dir);
 
+/* The built-in tiny model's directory, created on first use. */
+tc_status tc_model_builtin_dir(char *dir, size_t n);
+
 #endif

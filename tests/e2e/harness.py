@@ -19,6 +19,7 @@ No check asserts on time.
 import http.client
 import os
 import queue
+import shlex
 import shutil
 import signal
 import socket
@@ -232,8 +233,11 @@ class Daemon:
     def start(self):
         self.log_path = os.path.join(self.env.tmp, f"tconstd-{time.monotonic_ns()}.log")
         self.log = open(self.log_path, "wb")
+        # TC_E2E_DAEMON_ARGS: the same test against another worker layout
+        # (ctest registers e2e_both_* with --worker-mode both, ...)
+        extra = shlex.split(os.environ.get("TC_E2E_DAEMON_ARGS", ""))
         cmd = [self.env.tconstd, "--listen", f"127.0.0.1:{self.grpc_port}",
-               "--http-listen", f"127.0.0.1:{self.http_port}"] + self.args
+               "--http-listen", f"127.0.0.1:{self.http_port}"] + extra + self.args
         envv = dict(os.environ, TMPDIR=self.env.tmp)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=envv)
         threading.Thread(target=self._read_stdout, daemon=True).start()

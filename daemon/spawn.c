@@ -1,0 +1,115 @@
+/* spawn.c — child worker processes: fork/exec with the death signal set
+ * (a worker never outlives tconstd), wait for the one-line "ready" banner
+ * on its stdout, reap, kill. Not here: what the worker is for
+ * (worker_remote.c). */
+#include "spawn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../common/clock.h"
+
+tc_status tc_spawn(char *const argv[], double ready_timeout_s, pid_t *pid_out, char *line, size_t n) {
+    int p[2];
+    *pid_out = -1;
+    if (pipe2(p, O_CLOEXEC) != 0) return TC_FAIL(TC_ERR_IO, "spawn %s: pipe: %s", argv[0], strerror(errno));
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(p[0]), close(p[1]);
+        return TC_FAIL(TC_ERR_IO, "spawn %s: fork: %s", argv[0], strerror(errno));
+    }
+    if (pid == 0) {
+        /* child: die with the parent; stdout is the banner pipe; signals
+         * the parent blocked are unblocked again */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(127);
+        sigset_t all;
+        sigemptyset(&all);
+        sigprocmask(SIG_SETMASK, &all, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        dup2(p[1], 1);
+        execv(argv[0], argv);
+        fprintf(stderr, "tconstd: cannot execute %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(p[1]);
+    size_t got = 0;
+    line[0] = 0;
+    double end = tc_now_s() + ready_timeout_s;
+    tc_status st = TC_OK;
+    for (;;) {
+        double left = end - tc_now_s();
+        if (left <= 0) {
+            st = TC_FAIL(TC_ERR_IO, "worker %s did not report ready within %.0f s", argv[0], ready_timeout_s);
+            break;
+        }
+        struct pollfd pf = {p[0], POLLIN, 0};
+        int r = poll(&pf, 1, (int)(left * 1000) + 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) continue;
+        ssize_t k = read(p[0], line + got, n - 1 - got);
+        if (k <= 0) {
+            int status = 0;
+            waitpid(pid, &status, 0);
+            pid = -1;
+            st = TC_FAIL(TC_ERR_IO, "worker %s exited before it was ready (%s %d; its error is in the log above)",
+                         argv[0], WIFEXITED(status) ? "exit code" : "signal",
+                         WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+            break;
+        }
+        got += (size_t)k;
+        line[got] = 0;
+        char *nl = strchr(line, '\n');
+        if (nl) {
+            *nl = 0;
+            break;
+        }
+        if (got >= n - 1) break;
+    }
+    close(p[0]); /* the worker prints nothing more on stdout */
+    if (st != TC_OK) {
+        if (pid > 0) tc_child_kill(pid);
+        return st;
+    }
+    *pid_out = pid;
+    return TC_OK;
+}
+
+int tc_child_exited(pid_t pid, int *status) {
+    if (pid <= 0) return 1;
+    int s = 0;
+    pid_t r = waitpid(pid, &s, WNOHANG);
+    if (r == pid || (r < 0 && errno == ECHILD)) {
+        if (status) *status = s;
+        return 1;
+    }
+    return 0;
+}
+
+void tc_child_kill(pid_t pid) {
+    if (pid <= 0) return;
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+}
+
+void tc_child_stop(pid_t pid, double grace_s) {
+    if (pid <= 0) return;
+    kill(pid, SIGTERM);
+    double end = tc_now_s() + grace_s;
+    while (tc_now_s() < end) {
+        if (tc_child_exited(pid, NULL)) return;
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    tc_child_kill(pid);
+}

@@ -1,0 +1,933 @@
+/* worker_remote.c — the worker client over tconst-worker processes
+ * (DESIGN.md §4): the same table of functions as worker_local.c, so the
+ * engine does not know whether the model runs in-process or in workers.
+ *
+ * Placement: each session lives on one worker pair (context + generation,
+ * or one worker with both roles), chosen by the scheduler library
+ * (least-loaded live pair). Routing:
+ *   step     generation worker; tokens sampled there (one message per
+ *            batched step carries every session's next token and RNG)
+ *   sync     context worker (history since it last saw the session goes
+ *            along), state shipped over the data plane, Import on the
+ *            generation worker
+ *   append   inside a window: generation worker; crossing a boundary (or
+ *            the baseline's first prefill): context worker, full state
+ *            shipped, Import
+ * The coordinator keeps every session's token history, so a worker's copy
+ * can always be rebuilt: after a worker restart (new boot id) a session is
+ * re-opened and re-prefilled from its history on first use, and the
+ * operation that failed is retried — the stream goes on, token for token.
+ *
+ * Supervision (one thread): spawned workers are restarted with backoff
+ * when they exit; every worker is pinged, and one that does not answer for
+ * --worker-timeout seconds is killed (spawned) or marked down (attached);
+ * a generation worker's new data-plane address is handed to its context
+ * peer. Operations wait for a worker that is down, at most the recovery
+ * time, then fail (the client sees UNAVAILABLE through the engine). */
+#include "worker_remote.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/clock.h"
+#include "../common/log.h"
+#include "../scheduler/sched.h"
+#include "metrics.h"
+#include "rpc.h"
+#include "spawn.h"
+#include "worker.pb-c.h"
+
+#define MAX_PROCS 32
+#define MAX_ARGS 32
+#define M(x) "/tconst.worker.v1.Worker/" x
+
+typedef struct wproc {
+    char name[48], role[16], addr[512], data_addr[320];
+    int spawned;
+    pid_t pid;
+    char *argv[MAX_ARGS];
+    uint64_t boot;  /* of the process we last talked to; 0: never up */
+    int up;
+    double last_ok, next_restart, backoff, up_since;
+    int restarts;
+    /* one client per calling thread kind: 0 generation thread, 1 context
+     * thread, 2 supervisor, 3 any other thread; each used under its lock
+     * (a client runs one call at a time) */
+    tc_rpc_client *cli[4];
+    pthread_mutex_t cli_mu[4];
+    struct wproc *peer;    /* context worker: its generation peer */
+} wproc;
+
+typedef struct {
+    wproc *ctx, *gen; /* same pointer for a both-roles worker */
+} wpair;
+
+struct tc_wc_session {
+    uint64_t sid;
+    int pair;
+    int32_t *hist; /* every token the model has consumed */
+    int64_t n, cap;
+    int64_t ctx_len;           /* tokens the context worker's copy has */
+    uint64_t gen_boot, ctx_boot; /* boot ids the copies were built on (0: none) */
+    int64_t synced_at, syncs, state_bytes;
+    uint64_t seq;
+};
+
+typedef struct {
+    tc_remote_opts o;
+    tc_model_config cfg;
+    char dtype[16], device[32];
+    int64_t n_params;
+    wproc *procs[MAX_PROCS];
+    int n_procs;
+    wpair pairs[MAX_PROCS];
+    int n_pairs;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t sup;
+    int sup_started, stop;
+    uint64_t next_sid;
+    tc_sched *sched;
+} remote;
+
+static __thread int t_role = 3; /* set by bind_thread */
+
+/* ---- control-plane calls ---- */
+
+/* Transport-level failures (the worker may be gone) and data-plane
+ * failures come back as TC_ERR_IO: the caller recovers and retries. */
+static tc_status call(remote *R, wproc *p, int role, const char *method, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp, double timeout_s) {
+    (void)R;
+    *resp = NULL;
+    size_t n = protobuf_c_message_get_packed_size(req);
+    uint8_t *b = malloc(n ? n : 1), *out = NULL;
+    if (!b) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    protobuf_c_message_pack(req, b);
+    size_t ol = 0;
+    tc_rpc_result res = {0};
+    pthread_mutex_lock(&p->cli_mu[role]);
+    tc_status st = TC_ERR_IO;
+    if (p->cli[role] || tc_rpc_client_open(&p->cli[role], p->addr) == TC_OK)
+        st = tc_rpc_client_unary(p->cli[role], method, b, n, &out, &ol, timeout_s, &res);
+    pthread_mutex_unlock(&p->cli_mu[role]);
+    free(b);
+    if (st != TC_OK) {
+        free(out);
+        return TC_ERR_IO;
+    }
+    if (res.code == TC_GRPC_UNAVAILABLE || res.code == TC_GRPC_DEADLINE_EXCEEDED || res.code == TC_GRPC_CANCELLED ||
+        res.code == TC_GRPC_ABORTED) {
+        free(out);
+        TC_LOG(TC_LOG_WARN, "workers", "%s %s: %s (code %d)", p->name, method + 25, res.message, res.code);
+        tc_error_set("worker %s: %s: %s", p->name, method + 25, res.message);
+        return TC_ERR_IO;
+    }
+    if (res.code != TC_GRPC_OK) {
+        free(out);
+        return TC_FAIL(res.code == TC_GRPC_INVALID_ARGUMENT ? TC_ERR_INVALID : TC_ERR_INTERNAL, "worker %s: %s",
+                       p->name, res.message);
+    }
+    *resp = protobuf_c_message_unpack(rd, NULL, ol, out ? out : (const uint8_t *)"");
+    free(out);
+    if (!*resp) return TC_FAIL(TC_ERR_INTERNAL, "worker %s: %s: undecodable response", p->name, method + 25);
+    return TC_OK;
+}
+
+/* Host of a control address, for a data address bound to all interfaces. */
+static void fix_data_addr(const wproc *p, const char *given, char *out, size_t n) {
+    char host[256];
+    int port = 0;
+    const char *c = strrchr(given, ':');
+    if (!c) {
+        snprintf(out, n, "%s", given);
+        return;
+    }
+    port = atoi(c + 1);
+    snprintf(host, sizeof host, "%.*s", (int)(c - given), given);
+    if (host[0] && strcmp(host, "0.0.0.0") && strcmp(host, "[::]") && strcmp(host, "::")) {
+        snprintf(out, n, "%s", given);
+        return;
+    }
+    if (!strncmp(p->addr, "unix:", 5)) snprintf(out, n, "127.0.0.1:%d", port);
+    else {
+        const char *pc = strrchr(p->addr, ':');
+        snprintf(out, n, "%.*s:%d", pc ? (int)(pc - p->addr) : 0, p->addr, port);
+    }
+}
+
+/* Info on a worker that just answered: boot id, role, data address. */
+static tc_status refresh_info(remote *R, wproc *p, Tconst__Worker__V1__InfoResponse **keep) {
+    Tconst__Worker__V1__InfoRequest rq = TCONST__WORKER__V1__INFO_REQUEST__INIT;
+    ProtobufCMessage *r;
+    TC_CHECK(call(R, p, 2, M("Info"), &rq.base, &tconst__worker__v1__info_response__descriptor, &r, 10.0));
+    Tconst__Worker__V1__InfoResponse *ir = (Tconst__Worker__V1__InfoResponse *)r;
+    snprintf(p->role, sizeof p->role, "%s", ir->role);
+    fix_data_addr(p, ir->data_address, p->data_addr, sizeof p->data_addr);
+    p->boot = ir->boot_id;
+    if (keep) *keep = ir;
+    else tconst__worker__v1__info_response__free_unpacked(ir, NULL);
+    return TC_OK;
+}
+
+/* Hands the generation peer's data address to the context worker of the
+ * pair p belongs to (after either restarted). Supervisor thread. */
+static void connect_pair(remote *R, wproc *p) {
+    for (int i = 0; i < R->n_pairs; i++) {
+        wpair *pr = &R->pairs[i];
+        if (pr->ctx == pr->gen || (pr->ctx != p && pr->gen != p)) continue;
+        if (!pr->ctx->up || !pr->gen->up || !pr->gen->data_addr[0]) continue;
+        Tconst__Worker__V1__ConnectRequest rq = TCONST__WORKER__V1__CONNECT_REQUEST__INIT;
+        rq.peer_data_address = pr->gen->data_addr;
+        ProtobufCMessage *r;
+        if (call(R, pr->ctx, 2, M("Connect"), &rq.base, &tconst__worker__v1__connect_response__descriptor, &r, 10.0) ==
+            TC_OK) {
+            protobuf_c_message_free_unpacked(r, NULL);
+            TC_LOG(TC_LOG_INFO, "workers", "%s sends to %s at %s", pr->ctx->name, pr->gen->name, pr->gen->data_addr);
+        } else TC_LOG(TC_LOG_WARN, "workers", "cannot connect %s to %s: %s", pr->ctx->name, pr->gen->name, tc_error_get());
+    }
+}
+
+static void set_gauges(remote *R) {
+    int up = 0;
+    for (int i = 0; i < R->n_procs; i++) up += R->procs[i]->up;
+    tc_metric_set(TC_G_workers_up, up);
+}
+
+/* ---- supervision ---- */
+static tc_status start_proc(remote *R, wproc *p) {
+    char line[512];
+    pid_t pid;
+    TC_CHECK(tc_spawn(p->argv, R->o.start_timeout_s, &pid, line, sizeof line));
+    p->pid = pid;
+    TC_LOG(TC_LOG_INFO, "workers", "%s started (pid %d): %s", p->name, (int)pid, line);
+    return TC_OK;
+}
+
+static void mark_down(remote *R, wproc *p, const char *why) {
+    pthread_mutex_lock(&R->mu);
+    if (p->up) TC_LOG(TC_LOG_WARN, "workers", "%s down: %s", p->name, why);
+    p->up = 0;
+    for (int i = 0; i < R->n_pairs; i++)
+        if (R->pairs[i].ctx == p || R->pairs[i].gen == p) tc_sched_pair_set_live(R->sched, i, 0);
+    set_gauges(R);
+    pthread_cond_broadcast(&R->cv);
+    pthread_mutex_unlock(&R->mu);
+}
+
+static void supervise_one(remote *R, wproc *p) {
+    double now = tc_now_s();
+    int status;
+    if (p->spawned && p->pid > 0 && tc_child_exited(p->pid, &status)) {
+        char why[96];
+        snprintf(why, sizeof why, "process exited (%s %d)", WIFEXITED(status) ? "code" : "signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+        p->pid = -1;
+        mark_down(R, p, why);
+    }
+    if (p->spawned && p->pid <= 0) {
+        if (now < p->next_restart) return;
+        if (start_proc(R, p) != TC_OK) {
+            TC_LOG(TC_LOG_ERROR, "workers", "%s: restart failed: %s", p->name, tc_error_get());
+            p->backoff = p->backoff > 0 ? fmin(p->backoff * 2, 10.0) : 0.25;
+            p->next_restart = now + p->backoff;
+            return;
+        }
+        p->restarts++;
+        tc_metric_inc(TC_M_worker_restarts_total, 1);
+        pthread_mutex_lock(&p->cli_mu[2]);
+        tc_rpc_client_close(p->cli[2]); /* a fresh channel connects at once */
+        p->cli[2] = NULL;
+        pthread_mutex_unlock(&p->cli_mu[2]);
+    }
+    Tconst__Worker__V1__PingRequest rq = TCONST__WORKER__V1__PING_REQUEST__INIT;
+    ProtobufCMessage *r;
+    double dl = fmin(1.0, R->o.timeout_s);
+    if (call(R, p, 2, M("Ping"), &rq.base, &tconst__worker__v1__ping_response__descriptor, &r, dl) == TC_OK) {
+        uint64_t boot = ((Tconst__Worker__V1__PingResponse *)r)->boot_id;
+        protobuf_c_message_free_unpacked(r, NULL);
+        int fresh = boot != p->boot || !p->up;
+        if (boot != p->boot && refresh_info(R, p, NULL) != TC_OK) return;
+        pthread_mutex_lock(&R->mu);
+        if (!p->up) {
+            TC_LOG(TC_LOG_INFO, "workers", "%s up (boot %016llx)", p->name, (unsigned long long)p->boot);
+            p->up_since = now;
+        }
+        p->up = 1;
+        p->last_ok = now;
+        for (int i = 0; i < R->n_pairs; i++)
+            if (R->pairs[i].ctx->up && R->pairs[i].gen->up) tc_sched_pair_set_live(R->sched, i, 1);
+        set_gauges(R);
+        pthread_mutex_unlock(&R->mu);
+        if (fresh) connect_pair(R, p);
+        pthread_mutex_lock(&R->mu);
+        pthread_cond_broadcast(&R->cv);
+        pthread_mutex_unlock(&R->mu);
+        if (now - p->up_since > 30) p->backoff = 0;
+        return;
+    }
+    if (now - p->last_ok < R->o.timeout_s) return;
+    if (p->spawned && p->pid > 0) {
+        TC_LOG(TC_LOG_ERROR, "workers", "%s (pid %d) has not answered for %.1f s: killing it", p->name, (int)p->pid,
+               now - p->last_ok);
+        tc_child_kill(p->pid);
+        p->pid = -1;
+        p->backoff = p->backoff > 0 ? fmin(p->backoff * 2, 10.0) : 0.1;
+        p->next_restart = now + p->backoff;
+    }
+    mark_down(R, p, "not answering pings");
+}
+
+static void *supervisor_main(void *arg) {
+    remote *R = arg;
+    pthread_mutex_lock(&R->mu);
+    while (!R->stop) {
+        pthread_mutex_unlock(&R->mu);
+        for (int i = 0; i < R->n_procs; i++) supervise_one(R, R->procs[i]);
+        pthread_mutex_lock(&R->mu);
+        if (R->stop) break;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        double iv = fmin(0.2, R->o.timeout_s / 4);
+        ts.tv_nsec += (long)(iv * 1e9);
+        while (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&R->cv, &R->mu, &ts);
+    }
+    pthread_mutex_unlock(&R->mu);
+    return NULL;
+}
+
+/* After a failed call on p: waits until p answers again (a restart, or
+ * the same process back), at most the recovery budget. */
+static tc_status wait_up(remote *R, wproc *p, double since) {
+    double end = tc_now_s() + R->o.timeout_s + R->o.start_timeout_s + 5;
+    pthread_mutex_lock(&R->mu);
+    while (!R->stop && tc_now_s() < end && !(p->up && p->last_ok > since)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 100 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&R->cv, &R->mu, &ts);
+    }
+    int ok = p->up && p->last_ok > since && !R->stop;
+    pthread_mutex_unlock(&R->mu);
+    if (!ok) return TC_FAIL(TC_ERR_IO, "worker %s is unavailable (not back within %.0f s)", p->name,
+                            R->o.timeout_s + R->o.start_timeout_s + 5);
+    return TC_OK;
+}
+
+/* ---- session copies ---- */
+static int is_both(remote *R, const tc_wc_session *s) { return R->pairs[s->pair].ctx == R->pairs[s->pair].gen; }
+
+static tc_status open_on(remote *R, wproc *p, uint64_t sid) {
+    Tconst__Worker__V1__SessionRef rq = TCONST__WORKER__V1__SESSION_REF__INIT;
+    rq.sid = sid;
+    ProtobufCMessage *r;
+    TC_CHECK(call(R, p, t_role, M("Open"), &rq.base, &tconst__worker__v1__session_reply__descriptor, &r, R->o.timeout_s));
+    protobuf_c_message_free_unpacked(r, NULL);
+    return TC_OK;
+}
+
+static uint64_t boot_of(remote *R, wproc *p) {
+    pthread_mutex_lock(&R->mu);
+    uint64_t b = p->boot;
+    pthread_mutex_unlock(&R->mu);
+    return b;
+}
+
+/* The context copy exists on the context worker's current process. */
+static tc_status ensure_ctx(remote *R, tc_wc_session *s) {
+    wproc *c = R->pairs[s->pair].ctx;
+    uint64_t b = boot_of(R, c);
+    if (s->ctx_boot == b && b) return TC_OK;
+    TC_CHECK(open_on(R, c, s->sid));
+    s->ctx_boot = b;
+    s->ctx_len = 0;
+    return TC_OK;
+}
+
+/* Ships the full state of the context copy (with `tokens` appended) to the
+ * generation worker; logits of the last token when asked. */
+static tc_status append_via_ctx(remote *R, tc_wc_session *s, const int32_t *t, int64_t n, float *logits) {
+    wpair *pr = &R->pairs[s->pair];
+    TC_CHECK(ensure_ctx(R, s));
+    uint64_t gb = boot_of(R, pr->gen);
+    if (s->gen_boot != gb || !gb) { /* an empty copy to import into */
+        TC_CHECK(open_on(R, pr->gen, s->sid));
+        s->gen_boot = gb;
+    }
+    Tconst__Worker__V1__AppendRequest rq = TCONST__WORKER__V1__APPEND_REQUEST__INIT;
+    rq.sid = s->sid;
+    rq.extend = s->hist + s->ctx_len;
+    rq.n_extend = (size_t)(s->n - s->ctx_len);
+    rq.tokens = (int32_t *)t;
+    rq.n_tokens = (size_t)n;
+    rq.want_logits = logits != NULL;
+    rq.send_seq = ++s->seq;
+    ProtobufCMessage *r;
+    double t0 = tc_now_s();
+    tc_status st = call(R, pr->ctx, t_role, M("Append"), &rq.base, &tconst__worker__v1__append_response__descriptor,
+                        &r, R->o.compute_timeout_s);
+    if (st != TC_OK) {
+        s->ctx_boot = 0; /* its copy is unknown now */
+        return st;
+    }
+    Tconst__Worker__V1__AppendResponse *ar = (Tconst__Worker__V1__AppendResponse *)r;
+    if (logits && ar->n_logits == (size_t)R->cfg.vocab_size) memcpy(logits, ar->logits, ar->n_logits * 4);
+    else if (logits) st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: append returned %zu logits", pr->ctx->name, ar->n_logits);
+    tc_metric_inc(TC_M_data_plane_bytes_total, (double)ar->sent_bytes);
+    tconst__worker__v1__append_response__free_unpacked(ar, NULL);
+    TC_CHECK(st);
+    s->ctx_len = s->n + n;
+    Tconst__Worker__V1__ImportRequest iq = TCONST__WORKER__V1__IMPORT_REQUEST__INIT;
+    iq.sid = s->sid;
+    iq.seq = s->seq;
+    iq.timeout_s = R->o.timeout_s;
+    st = call(R, pr->gen, t_role, M("Import"), &iq.base, &tconst__worker__v1__session_reply__descriptor, &r,
+              R->o.timeout_s + 5);
+    if (st != TC_OK) {
+        s->gen_boot = 0;
+        return st;
+    }
+    s->state_bytes = ((Tconst__Worker__V1__SessionReply *)r)->state_bytes;
+    protobuf_c_message_free_unpacked(r, NULL);
+    tc_metric_observe(TC_H_data_plane_transfer_seconds, tc_now_s() - t0);
+    return TC_OK;
+}
+
+/* Appends directly on the generation worker (both roles, or inside a
+ * window). */
+static tc_status append_on_gen(remote *R, tc_wc_session *s, const int32_t *t, int64_t n, float *logits) {
+    wproc *g = R->pairs[s->pair].gen;
+    Tconst__Worker__V1__AppendRequest rq = TCONST__WORKER__V1__APPEND_REQUEST__INIT;
+    rq.sid = s->sid;
+    rq.tokens = (int32_t *)t;
+    rq.n_tokens = (size_t)n;
+    rq.want_logits = logits != NULL;
+    ProtobufCMessage *r;
+    tc_status st = call(R, g, t_role, M("Append"), &rq.base, &tconst__worker__v1__append_response__descriptor, &r,
+                        R->o.compute_timeout_s);
+    if (st != TC_OK) {
+        s->gen_boot = 0;
+        return st;
+    }
+    Tconst__Worker__V1__AppendResponse *ar = (Tconst__Worker__V1__AppendResponse *)r;
+    if (logits && ar->n_logits == (size_t)R->cfg.vocab_size) memcpy(logits, ar->logits, ar->n_logits * 4);
+    else if (logits) st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: append returned %zu logits", g->name, ar->n_logits);
+    if (ar->s) s->state_bytes = ar->s->state_bytes;
+    tconst__worker__v1__append_response__free_unpacked(ar, NULL);
+    return st;
+}
+
+/* The generation copy exists on the generation worker's current process
+ * and holds the whole history (rebuilt after a restart). */
+static tc_status ensure_gen(remote *R, tc_wc_session *s) {
+    wproc *g = R->pairs[s->pair].gen;
+    uint64_t b = boot_of(R, g);
+    if (s->gen_boot == b && b) return TC_OK;
+    if (s->n > 0) tc_metric_inc(TC_M_worker_rebuilds_total, 1);
+    if (s->n > 0 && !is_both(R, s)) {
+        /* rebuild through a fresh context copy: a prefill of the history */
+        s->ctx_boot = 0;
+        TC_CHECK(ensure_ctx(R, s));
+        int64_t n = s->n;
+        s->n = 0; /* append_via_ctx appends hist[0:n] as new tokens */
+        tc_status st = append_via_ctx(R, s, s->hist, n, NULL);
+        s->n = n;
+        TC_CHECK(st);
+    } else {
+        TC_CHECK(open_on(R, g, s->sid));
+        s->gen_boot = b;
+        if (s->n > 0) {
+            tc_status st = append_on_gen(R, s, s->hist, s->n, NULL);
+            if (st != TC_OK) s->gen_boot = 0;
+            TC_CHECK(st);
+        }
+    }
+    /* a prefill of n tokens leaves the window of token n-1: a sync at a
+     * boundary is due again */
+    if (s->n > 0 && R->cfg.arch != TC_ARCH_TRANSFORMER)
+        s->synced_at = ((s->n - 1) / R->cfg.generate_window) * R->cfg.generate_window;
+    return TC_OK;
+}
+
+static tc_status hist_push(tc_wc_session *s, const int32_t *t, int64_t n) {
+    if (s->n + n > s->cap) {
+        int64_t cap = s->cap ? s->cap : 1024;
+        while (cap < s->n + n) cap *= 2;
+        int32_t *nh = realloc(s->hist, (size_t)cap * 4);
+        if (!nh) return TC_FAIL(TC_ERR_NOMEM, "out of memory for %lld history tokens", (long long)cap);
+        s->hist = nh, s->cap = cap;
+    }
+    memcpy(s->hist + s->n, t, (size_t)n * 4);
+    s->n += n;
+    return TC_OK;
+}
+
+static int sync_due(remote *R, const tc_wc_session *s) {
+    int64_t W = R->cfg.generate_window;
+    return R->cfg.arch != TC_ARCH_TRANSFORMER && s->n > 0 && s->n % W == 0 && s->synced_at != s->n;
+}
+
+/* Runs op until it succeeds, fails for a reason other than a worker, or
+ * the worker does not come back. */
+#define RETRY(R, s, expr)                                                   \
+    do {                                                                        \
+        tc_status st_;                                                          \
+        for (int attempt_ = 0;; attempt_++) {                                   \
+            double t_ = tc_now_s();                                             \
+            st_ = (expr);                                                       \
+            if (st_ != TC_ERR_IO || attempt_ == 3) break;                       \
+            TC_LOG(TC_LOG_WARN, "workers", "session %llu: %s; recovering",      \
+                   (unsigned long long)(s)->sid, tc_error_get());               \
+            for (int k_ = 0; k_ < 2; k_++) {                                    \
+                wproc *w_ = k_ ? R->pairs[(s)->pair].ctx : R->pairs[(s)->pair].gen; \
+                if (wait_up(R, w_, t_) != TC_OK) return TC_ERR_IO;              \
+            }                                                                   \
+        }                                                                       \
+        if (st_ != TC_OK) return st_;                                           \
+    } while (0)
+
+/* ---- the table ---- */
+static tc_status r_new(tc_worker_client *w, tc_wc_session **out) {
+    remote *R = w->impl;
+    tc_wc_session *s = calloc(1, sizeof *s);
+    if (!s) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    pthread_mutex_lock(&R->mu);
+    s->sid = R->next_sid++;
+    tc_status st = tc_sched_admit(R->sched, s->sid, 0, &s->pair);
+    pthread_mutex_unlock(&R->mu);
+    if (st != TC_OK) {
+        free(s);
+        return TC_FAIL(TC_ERR_EXHAUSTED, "no worker to place the session on: %s", tc_error_get());
+    }
+    *out = s;
+    return TC_OK;
+}
+
+static void r_free_s(tc_worker_client *w, tc_wc_session *s) {
+    remote *R = w->impl;
+    if (!s) return;
+    Tconst__Worker__V1__SessionRef rq = TCONST__WORKER__V1__SESSION_REF__INIT;
+    rq.sid = s->sid;
+    wpair *pr = &R->pairs[s->pair];
+    for (int k = 0; k < 2; k++) {
+        wproc *p = k ? pr->ctx : pr->gen;
+        uint64_t copy = k ? s->ctx_boot : s->gen_boot;
+        if (k && pr->ctx == pr->gen) break;
+        if (!copy || copy != boot_of(R, p)) continue; /* nothing there */
+        ProtobufCMessage *r;
+        if (call(R, p, t_role, M("Close"), &rq.base, &tconst__worker__v1__session_reply__descriptor, &r, 5.0) == TC_OK)
+            protobuf_c_message_free_unpacked(r, NULL);
+    }
+    pthread_mutex_lock(&R->mu);
+    tc_sched_close(R->sched, s->sid);
+    pthread_mutex_unlock(&R->mu);
+    free(s->hist);
+    free(s);
+}
+
+static tc_status do_append(remote *R, tc_wc_session *s, const int32_t *t, int64_t n, float *logits) {
+    if (is_both(R, s)) {
+        TC_CHECK(ensure_gen(R, s));
+        return append_on_gen(R, s, t, n, logits);
+    }
+    int64_t W = R->cfg.generate_window, N1 = s->n + n;
+    int crosses = R->cfg.arch == TC_ARCH_TRANSFORMER ? s->n == 0 : ((N1 - 1) / W) * W != s->synced_at;
+    if (crosses) return append_via_ctx(R, s, t, n, logits);
+    TC_CHECK(ensure_gen(R, s));
+    return append_on_gen(R, s, t, n, logits);
+}
+
+static tc_status r_append(tc_worker_client *w, tc_wc_session *s, const int32_t *t, int64_t n, float *logits) {
+    remote *R = w->impl;
+    if (n <= 0) return TC_FAIL(TC_ERR_INVALID, "append: no tokens");
+    for (int64_t i = 0; i < n; i++)
+        if (t[i] < 0 || t[i] >= R->cfg.vocab_size)
+            return TC_FAIL(TC_ERR_INVALID, "token id %d at index %lld is outside the vocabulary [0, %d)", t[i],
+                           (long long)i, R->cfg.vocab_size);
+    RETRY(R, s, do_append(R, s, t, n, logits));
+    TC_CHECK(hist_push(s, t, n));
+    if (R->cfg.arch != TC_ARCH_TRANSFORMER) {
+        int64_t W = R->cfg.generate_window, w1 = ((s->n - 1) / W) * W;
+        if (w1 != s->synced_at) s->syncs++;
+        s->synced_at = w1;
+    }
+    return TC_OK;
+}
+
+static tc_status do_sync(remote *R, tc_wc_session *s) {
+    wpair *pr = &R->pairs[s->pair];
+    TC_CHECK(ensure_gen(R, s));
+    if (!sync_due(R, s)) return TC_OK; /* a rebuild may have done it */
+    Tconst__Worker__V1__SyncRequest rq = TCONST__WORKER__V1__SYNC_REQUEST__INIT;
+    rq.sid = s->sid;
+    wproc *c = pr->ctx;
+    if (!is_both(R, s)) {
+        TC_CHECK(ensure_ctx(R, s));
+        rq.extend = s->hist + s->ctx_len;
+        rq.n_extend = (size_t)(s->n - s->ctx_len);
+        rq.send_seq = ++s->seq;
+    }
+    ProtobufCMessage *r;
+    double t0 = tc_now_s();
+    tc_status st = call(R, c, t_role, M("Sync"), &rq.base, &tconst__worker__v1__sync_response__descriptor, &r,
+                        R->o.compute_timeout_s);
+    if (st != TC_OK) {
+        if (is_both(R, s)) s->gen_boot = 0;
+        else s->ctx_boot = 0;
+        return st;
+    }
+    Tconst__Worker__V1__SyncResponse *sr = (Tconst__Worker__V1__SyncResponse *)r;
+    double sync_s = sr->compute_s;
+    tc_metric_inc(TC_M_data_plane_bytes_total, (double)sr->sent_bytes);
+    if (sr->s) s->state_bytes = sr->s->state_bytes;
+    tconst__worker__v1__sync_response__free_unpacked(sr, NULL);
+    if (!is_both(R, s)) {
+        s->ctx_len = s->n;
+        Tconst__Worker__V1__ImportRequest iq = TCONST__WORKER__V1__IMPORT_REQUEST__INIT;
+        iq.sid = s->sid;
+        iq.seq = s->seq;
+        iq.timeout_s = R->o.timeout_s;
+        st = call(R, pr->gen, t_role, M("Import"), &iq.base, &tconst__worker__v1__session_reply__descriptor, &r,
+                  R->o.timeout_s + 5);
+        if (st != TC_OK) {
+            s->gen_boot = 0;
+            return st;
+        }
+        s->state_bytes = ((Tconst__Worker__V1__SessionReply *)r)->state_bytes;
+        protobuf_c_message_free_unpacked(r, NULL);
+        tc_metric_observe(TC_H_data_plane_transfer_seconds, tc_now_s() - t0 - sync_s);
+    }
+    s->synced_at = s->n;
+    s->syncs++;
+    return TC_OK;
+}
+
+static tc_status r_sync(tc_worker_client *w, tc_wc_session *s) {
+    remote *R = w->impl;
+    if (!sync_due(R, s)) return TC_OK;
+    RETRY(R, s, do_sync(R, s));
+    return TC_OK;
+}
+
+static tc_status do_step(remote *R, tc_wc_session **ss, const int32_t *t, int B, tc_sampler **smp, int32_t *next,
+                         float *logits, int pair) {
+    wproc *g = R->pairs[pair].gen;
+    uint64_t *sids = malloc((size_t)B * 8);
+    Tconst__Worker__V1__Sampler *sm = calloc((size_t)B, sizeof *sm), **smpp = calloc((size_t)B, sizeof *smpp);
+    tc_status st = TC_OK;
+    if (!sids || !sm || !smpp) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < B && st == TC_OK; i++) {
+        st = ensure_gen(R, ss[i]);
+        if (st == TC_OK && sync_due(R, ss[i])) st = do_sync(R, ss[i]); /* inline (--no-overlap-syncs) */
+        sids[i] = ss[i]->sid;
+        if (smp) {
+            tconst__worker__v1__sampler__init(&sm[i]);
+            sm[i].temperature = smp[i]->p.temperature;
+            sm[i].top_k = smp[i]->p.top_k;
+            sm[i].top_p = smp[i]->p.top_p;
+            sm[i].rng = smp[i]->rng;
+            sm[i].n_rng = 4;
+            smpp[i] = &sm[i];
+        }
+    }
+    ProtobufCMessage *r = NULL;
+    if (st == TC_OK) {
+        Tconst__Worker__V1__StepRequest rq = TCONST__WORKER__V1__STEP_REQUEST__INIT;
+        rq.sids = sids, rq.n_sids = (size_t)B;
+        rq.tokens = (int32_t *)t, rq.n_tokens = (size_t)B;
+        if (smp) rq.samplers = smpp, rq.n_samplers = (size_t)B;
+        rq.want_logits = logits != NULL;
+        st = call(R, g, t_role, M("Step"), &rq.base, &tconst__worker__v1__step_response__descriptor, &r, R->o.timeout_s);
+        if (st == TC_ERR_IO)
+            for (int i = 0; i < B; i++) ss[i]->gen_boot = 0; /* did the step happen? rebuild to be sure */
+    }
+    if (st == TC_OK) {
+        Tconst__Worker__V1__StepResponse *sr = (Tconst__Worker__V1__StepResponse *)r;
+        if ((smp && (sr->n_next != (size_t)B || sr->n_samplers != (size_t)B)) || sr->n_state_bytes != (size_t)B ||
+            (logits && sr->n_logits != (size_t)B * R->cfg.vocab_size))
+            st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: malformed step response", g->name);
+        for (int i = 0; i < B && st == TC_OK; i++) {
+            if (smp) {
+                if (sr->samplers[i]->n_rng != 4) {
+                    st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: malformed sampler state", g->name);
+                    break;
+                }
+                next[i] = sr->next[i];
+                memcpy(smp[i]->rng, sr->samplers[i]->rng, 32);
+            }
+            ss[i]->state_bytes = sr->state_bytes[i];
+        }
+        if (st == TC_OK && logits) memcpy(logits, sr->logits, sr->n_logits * 4);
+        tconst__worker__v1__step_response__free_unpacked(sr, NULL);
+    }
+    free(sids), free(sm), free(smpp);
+    return st;
+}
+
+static tc_status r_step(tc_worker_client *w, tc_wc_session **ss, const int32_t *t, int B, tc_sampler **smp,
+                        int32_t *next, float *logits) {
+    remote *R = w->impl;
+    if (B <= 0) return TC_OK;
+    for (int i = 0; i < B; i++)
+        if (t[i] < 0 || t[i] >= R->cfg.vocab_size)
+            return TC_FAIL(TC_ERR_INVALID, "token id %d of batch row %d is outside the vocabulary [0, %d)", t[i], i,
+                           R->cfg.vocab_size);
+    /* sessions of one pair in one message; pairs one after another (a
+     * session's pair never changes; most deployments have one pair) */
+    tc_wc_session **grp = malloc((size_t)B * sizeof *grp);
+    tc_sampler **gs = malloc((size_t)B * sizeof *gs);
+    int32_t *gt = malloc((size_t)B * 4), *gn = malloc((size_t)B * 4);
+    int *idx = malloc((size_t)B * sizeof *idx);
+    char *done = calloc((size_t)B, 1);
+    float *gl = logits ? malloc((size_t)B * R->cfg.vocab_size * 4) : NULL;
+    tc_status st = TC_OK;
+    if (!grp || !gs || !gt || !gn || !idx || !done || (logits && !gl)) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < B && st == TC_OK; i++) {
+        if (done[i]) continue;
+        int pair = ss[i]->pair, k = 0;
+        for (int j = i; j < B; j++)
+            if (!done[j] && ss[j]->pair == pair) {
+                grp[k] = ss[j], gt[k] = t[j], gs[k] = smp ? smp[j] : NULL, idx[k++] = j;
+                done[j] = 1;
+            }
+        tc_wc_session *s0 = grp[0];
+        st = TC_OK;
+        for (int attempt = 0;; attempt++) {
+            double t0 = tc_now_s();
+            st = do_step(R, grp, gt, k, smp ? gs : NULL, gn, gl, pair);
+            if (st != TC_ERR_IO || attempt == 3) break;
+            TC_LOG(TC_LOG_WARN, "workers", "step of %d sessions: %s; recovering", k, tc_error_get());
+            if (wait_up(R, R->pairs[pair].gen, t0) != TC_OK || wait_up(R, R->pairs[pair].ctx, t0) != TC_OK) break;
+        }
+        (void)s0;
+        if (st != TC_OK) break;
+        for (int m = 0; m < k; m++) {
+            int j = idx[m];
+            if (smp) next[j] = gn[m];
+            if (logits) memcpy(logits + (size_t)j * R->cfg.vocab_size, gl + (size_t)m * R->cfg.vocab_size,
+                               (size_t)R->cfg.vocab_size * 4);
+            st = hist_push(ss[j], &t[j], 1);
+            if (st != TC_OK) break;
+        }
+    }
+    free(grp), free(gs), free(gt), free(gn), free(idx), free(done), free(gl);
+    return st;
+}
+
+static void r_stats(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_stats *o) {
+    remote *R = w->impl;
+    o->length = s->n;
+    o->syncs = s->syncs;
+    o->state_bytes = s->state_bytes;
+    o->sync_due = sync_due(R, s);
+}
+
+static void r_bind(tc_worker_client *w, int role) {
+    (void)w;
+    t_role = role == 1 ? 1 : 0;
+}
+
+static void r_free(tc_worker_client *w) {
+    remote *R = w->impl;
+    if (R->sup_started) {
+        pthread_mutex_lock(&R->mu);
+        R->stop = 1;
+        pthread_cond_broadcast(&R->cv);
+        pthread_mutex_unlock(&R->mu);
+        pthread_join(R->sup, NULL);
+    }
+    for (int i = 0; i < R->n_procs; i++) {
+        wproc *p = R->procs[i];
+        if (p->spawned && p->pid > 0) tc_child_stop(p->pid, 5.0);
+        for (int k = 0; k < 4; k++) tc_rpc_client_close(p->cli[k]), pthread_mutex_destroy(&p->cli_mu[k]);
+        for (int k = 0; k < MAX_ARGS && p->argv[k]; k++) free(p->argv[k]);
+        free(p);
+    }
+    tc_sched_free(R->sched);
+    free(R);
+    free(w);
+}
+
+/* ---- set-up ---- */
+static wproc *new_proc(remote *R, const char *name, const char *role) {
+    if (R->n_procs == MAX_PROCS) return NULL;
+    wproc *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    snprintf(p->name, sizeof p->name, "%s", name);
+    snprintf(p->role, sizeof p->role, "%s", role);
+    p->pid = -1;
+    for (int k = 0; k < 4; k++) pthread_mutex_init(&p->cli_mu[k], NULL);
+    R->procs[R->n_procs++] = p;
+    return p;
+}
+
+static int add_arg(wproc *p, int *k, const char *a) {
+    if (*k >= MAX_ARGS - 1 || !(p->argv[*k] = strdup(a))) return -1;
+    (*k)++;
+    return 0;
+}
+
+static tc_status spawn_args(remote *R, wproc *p, const char *role, int idx) {
+    char sock[300];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(sock, sizeof sock, "unix:%s/tconstd-%d-worker-%d.sock", tmp && *tmp ? tmp : "/tmp", (int)getpid(), idx);
+    snprintf(p->addr, sizeof p->addr, "%s", sock);
+    char th[32];
+    snprintf(th, sizeof th, "%d", R->o.threads);
+    const char *args[] = {R->o.binary, "--role", role, "--listen", sock, "--data-listen", "127.0.0.1:0", "--device",
+                          R->o.device, "--threads", th, "--log-level", R->o.log_level, "--log-format", R->o.log_format,
+                          "--model", R->o.model, NULL};
+    int k = 0;
+    for (int i = 0; args[i]; i++)
+        if (add_arg(p, &k, args[i]) != 0) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    p->spawned = 1;
+    return TC_OK;
+}
+
+static tc_status first_contact(remote *R, wproc *p, int *have_cfg) {
+    /* attached workers may still be loading: give them the start budget */
+    double end = tc_now_s() + (p->spawned ? 10.0 : R->o.start_timeout_s);
+    Tconst__Worker__V1__InfoResponse *ir = NULL;
+    tc_status st;
+    while ((st = refresh_info(R, p, &ir)) == TC_ERR_IO && tc_now_s() < end) {
+        struct timespec ts = {0, 200 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (st != TC_OK) return TC_FAIL(TC_ERR_IO, "worker %s at %s does not answer: %s", p->name, p->addr, tc_error_get());
+    if (!*have_cfg) {
+        st = tc_config_from_json(&R->cfg, ir->config_json, p->name);
+        snprintf(R->dtype, sizeof R->dtype, "%s", ir->dtype);
+        snprintf(R->device, sizeof R->device, "%s", ir->device);
+        *have_cfg = st == TC_OK;
+    } else {
+        tc_model_config c2;
+        st = tc_config_from_json(&c2, ir->config_json, p->name);
+        if (st == TC_OK && memcmp(&c2, &R->cfg, sizeof c2) != 0)
+            st = TC_FAIL(TC_ERR_INVALID, "worker %s serves a different model than the first worker", p->name);
+    }
+    R->n_params = ir->n_params;
+    tconst__worker__v1__info_response__free_unpacked(ir, NULL);
+    TC_CHECK(st);
+    p->up = 1;
+    p->last_ok = p->up_since = tc_now_s();
+    return TC_OK;
+}
+
+tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o) {
+    *out = NULL;
+    remote *R = calloc(1, sizeof *R);
+    tc_worker_client *w = calloc(1, sizeof *w);
+    if (!R || !w) {
+        free(R), free(w);
+        return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    }
+    R->o = *o;
+    pthread_mutex_init(&R->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&R->cv, &ca);
+    R->next_sid = ((uint64_t)tc_wall_ms() << 16) | 1; /* never reused across coordinator restarts */
+    w->impl = R;
+    tc_status st = TC_OK;
+    if (o->workers && o->workers[0]) {
+        /* attached: each address's role comes from its Info */
+        char *list = strdup(o->workers), *save = NULL;
+        int i = 0;
+        for (char *a = strtok_r(list, ",", &save); a && st == TC_OK; a = strtok_r(NULL, ",", &save), i++) {
+            while (*a == ' ') a++;
+            char nm[48];
+            snprintf(nm, sizeof nm, "worker-%d", i);
+            wproc *p = new_proc(R, nm, "?");
+            if (!p) st = TC_FAIL(TC_ERR_INVALID, "--workers: more than %d workers", MAX_PROCS);
+            else snprintf(p->addr, sizeof p->addr, "%s", a);
+        }
+        free(list);
+        if (st == TC_OK && R->n_procs == 0) st = TC_FAIL(TC_ERR_INVALID, "--workers: no address given");
+    } else {
+        int both = !strcmp(o->mode, "both");
+        if (!both && strcmp(o->mode, "split") != 0)
+            st = TC_FAIL(TC_ERR_INVALID, "--worker-mode '%s': expected split, both or inprocess", o->mode);
+        for (int i = 0; i < (both ? 1 : 2) && st == TC_OK; i++) {
+            const char *role = both ? "both" : i == 0 ? "context" : "generation";
+            char nm[48];
+            snprintf(nm, sizeof nm, "%s-0", role);
+            wproc *p = new_proc(R, nm, role);
+            if (!p) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
+            else st = spawn_args(R, p, role, i);
+            if (st == TC_OK) st = start_proc(R, p);
+        }
+    }
+    int have_cfg = 0;
+    for (int i = 0; i < R->n_procs && st == TC_OK; i++) st = first_contact(R, R->procs[i], &have_cfg);
+    /* pairs: both-role workers alone; context and generation workers
+     * matched in the order given */
+    wproc *ctxq[MAX_PROCS], *genq[MAX_PROCS];
+    int nc = 0, ng = 0;
+    for (int i = 0; i < R->n_procs && st == TC_OK; i++) {
+        wproc *p = R->procs[i];
+        snprintf(p->name, sizeof p->name, "%s-%d", p->role, i);
+        if (!strcmp(p->role, "both")) R->pairs[R->n_pairs].ctx = R->pairs[R->n_pairs].gen = p, R->n_pairs++;
+        else if (!strcmp(p->role, "context")) ctxq[nc++] = p;
+        else if (!strcmp(p->role, "generation")) genq[ng++] = p;
+        else st = TC_FAIL(TC_ERR_INVALID, "worker at %s reports an unknown role '%s'", p->addr, p->role);
+    }
+    if (st == TC_OK && nc != ng)
+        st = TC_FAIL(TC_ERR_INVALID, "--workers: %d context and %d generation workers; they pair up one to one", nc, ng);
+    for (int i = 0; i < nc && st == TC_OK; i++) {
+        R->pairs[R->n_pairs].ctx = ctxq[i], R->pairs[R->n_pairs].gen = genq[i], R->n_pairs++;
+        ctxq[i]->peer = genq[i];
+        connect_pair(R, ctxq[i]);
+    }
+    if (st == TC_OK) {
+        tc_sched_limits lim = {1000000, 1000000, 0, 1, 0, R->n_pairs};
+        st = tc_sched_new(&R->sched, &lim);
+    }
+    if (st == TC_OK && pthread_create(&R->sup, NULL, supervisor_main, R) != 0)
+        st = TC_FAIL(TC_ERR_INTERNAL, "cannot start the supervisor thread");
+    else if (st == TC_OK) R->sup_started = 1;
+    if (st != TC_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", tc_error_get() ? tc_error_get() : tc_status_str(st));
+        r_free(w);
+        tc_error_set("%s", msg);
+        return st;
+    }
+    set_gauges(R);
+    w->cfg = &R->cfg;
+    w->device = R->device;
+    w->dtype = R->dtype;
+    w->n_params = R->n_params;
+    w->session_new = r_new;
+    w->session_free = r_free_s;
+    w->append = r_append;
+    w->sync = r_sync;
+    w->step = r_step;
+    w->stats = r_stats;
+    w->bind_thread = r_bind;
+    w->free = r_free;
+    TC_LOG(TC_LOG_INFO, "workers", "%d worker pair(s), %d process(es)%s", R->n_pairs, R->n_procs,
+           o->workers && o->workers[0] ? " (attached)" : " (spawned)");
+    *out = w;
+    return TC_OK;
+}
+
+int tc_worker_remote_pids(tc_worker_client *w, int *pids, const char **roles, int max) {
+    remote *R = w->impl;
+    int n = 0;
+    pthread_mutex_lock(&R->mu);
+    for (int i = 0; i < R->n_procs && n < max; i++) {
+        pids[n] = R->procs[i]->pid;
+        roles[n++] = R->procs[i]->role;
+    }
+    pthread_mutex_unlock(&R->mu);
+    return n;
+}

@@ -1,0 +1,25 @@
+/* worker_remote.h — the worker client over tconst-worker processes
+ * (worker_remote.c): spawned by tconstd, or attached with --workers. */
+#ifndef TC_DAEMON_WORKER_REMOTE_H
+#define TC_DAEMON_WORKER_REMOTE_H
+
+#include "worker_client.h"
+
+typedef struct {
+    const char *workers;  /* "host:port,..." to attach to; NULL/"" = spawn */
+    const char *mode;     /* spawn: "split" (a context + a generation worker) or "both" */
+    const char *binary;   /* tconst-worker to spawn */
+    const char *model;    /* model directory for spawned workers */
+    const char *device;   /* for spawned workers */
+    const char *log_level, *log_format;
+    int threads;
+    double timeout_s;         /* a worker silent this long is killed / marked down */
+    double start_timeout_s;   /* model load budget of a (re)started worker */
+    double compute_timeout_s; /* deadline of one sync or prefill call */
+} tc_remote_opts;
+
+tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o);
+/* Spawned workers' pids (-1 while down) and roles, for tests and logs. */
+int tc_worker_remote_pids(tc_worker_client *w, int *pids, const char **roles, int max);
+
+#endif

@@ -1,0 +1,210 @@
+/* main.c — tconst-worker: flags, the model on its device, the data plane,
+ * the control-plane gRPC server, signals. It prints one line when ready:
+ *   tconst-worker ready: role R control HOST:PORT data ADDR pid P
+ * (tconstd reads it to learn a port picked with :0). SIGTERM/SIGINT stop
+ * it; a worker spawned by tconstd also dies with its parent
+ * (PR_SET_PDEATHSIG, set by the spawner). Exit codes: 0 clean, 2 bad
+ * flags or model, 3 device poisoned (STYLE.md: the coordinator restarts). */
+#include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../common/knobs.h"
+#include "../common/log.h"
+#include "../model/session.h"
+#include "worker.h"
+#ifdef TC_HAVE_CUDA
+#include "../kernels/cuda/backend_cuda.h"
+#endif
+
+typedef struct {
+    char *role, *device, *listen, *data_listen, *transport, *model, *log_level, *log_format;
+    int64_t threads, max_message_bytes;
+    double peer_timeout;
+} wcfg;
+
+#define K(name, type, def, lo, hi, help, field) {name, type, def, lo, hi, help, offsetof(wcfg, field)}
+static const tc_knob KNOBS[] = {
+    K("role", TC_KNOB_STR, "both", 0, 0, "context (syncs, boundary-crossing prefills), generation (batched hit steps) or both", role),
+    K("device", TC_KNOB_STR, "cpu", 0, 0, "cpu or cuda:N", device),
+    K("listen", TC_KNOB_STR, "127.0.0.1:50061", 0, 0, "control-plane gRPC address (host:port; port 0 picks one)", listen),
+    K("data-listen", TC_KNOB_STR, "127.0.0.1:0", 0, 0, "data-plane (host transport) address a context peer sends to", data_listen),
+    K("transport", TC_KNOB_STR, "host", 0, 0, "data plane: host (TCP) or nccl (GPU workers, when built with NCCL)", transport),
+    K("model", TC_KNOB_STR, "", 0, 0, "model directory (empty: the built-in tiny tconstformer)", model),
+    K("threads", TC_KNOB_INT, "0", 0, 1024, "BLAS threads (0: OpenBLAS default)", threads),
+    K("max-message-bytes", TC_KNOB_INT, "268435456", 1024, 4294967295.0, "largest control or data-plane message", max_message_bytes),
+    K("peer-timeout", TC_KNOB_DOUBLE, "30", 0.1, 86400, "seconds a data-plane send or an Import waits for the peer", peer_timeout),
+    K("log-level", TC_KNOB_STR, "info", 0, 0, "error, warn, info, debug or trace", log_level),
+    K("log-format", TC_KNOB_STR, "text", 0, 0, "text or json", log_format),
+};
+#define N_KNOBS ((int)(sizeof KNOBS / sizeof KNOBS[0]))
+
+static char *read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *b = NULL;
+    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (n >= 0 && n < (1 << 20) && fseek(f, 0, SEEK_SET) == 0 && (b = malloc((size_t)n + 1))) {
+        if (fread(b, 1, (size_t)n, f) != (size_t)n) free(b), b = NULL;
+        else b[n] = 0;
+    }
+    fclose(f);
+    return b;
+}
+
+int main(int argc, char **argv) {
+    mallopt(M_MMAP_THRESHOLD, 4 << 20); /* as tconstd: a long sync's workspace goes back to the OS */
+    tc_log_init();
+    wcfg cfg;
+    int help = 0;
+    if (argc == 2 && !strcmp(argv[1], "--config-markdown")) {
+        tc_knobs_markdown(KNOBS, N_KNOBS, stdout, "tconst-worker");
+        return 0;
+    }
+    if (tc_knobs_parse(KNOBS, N_KNOBS, &cfg, argc, argv, "tconst-worker",
+                       "A tconst worker: one device, the model on it, syncs and/or batched hit steps for tconstd.",
+                       &help) != TC_OK) {
+        fprintf(stderr, "tconst-worker: error: %s\n", tc_error_get());
+        return 2;
+    }
+    if (help) {
+        tc_knobs_free(KNOBS, N_KNOBS, &cfg);
+        return 0;
+    }
+    int rc = 2;
+    tc_log_level lv;
+    if (tc_log_parse_level(cfg.log_level, &lv) != 0) {
+        fprintf(stderr, "tconst-worker: error: --log-level '%s': expected error, warn, info, debug or trace\n", cfg.log_level);
+        goto done;
+    }
+    if (getenv("TC_LOG_LEVEL") == NULL) tc_log_set_level(lv);
+    if (!strcmp(cfg.log_format, "json")) setenv("TC_LOG_FORMAT", "json", 1), tc_log_init(), tc_log_set_level(lv);
+    else if (strcmp(cfg.log_format, "text") != 0) {
+        fprintf(stderr, "tconst-worker: error: --log-format '%s': expected text or json\n", cfg.log_format);
+        goto done;
+    }
+    if (strcmp(cfg.role, "context") && strcmp(cfg.role, "generation") && strcmp(cfg.role, "both")) {
+        fprintf(stderr, "tconst-worker: error: --role '%s': expected context, generation or both\n", cfg.role);
+        goto done;
+    }
+    int cuda_dev = -1;
+    if (!strncmp(cfg.device, "cuda:", 5)) {
+        char *end;
+        long dv = strtol(cfg.device + 5, &end, 10);
+        if (*end || end == cfg.device + 5 || dv < 0 || dv > 255) {
+            fprintf(stderr, "tconst-worker: error: --device '%s': expected cpu or cuda:N\n", cfg.device);
+            goto done;
+        }
+        cuda_dev = (int)dv;
+    } else if (strcmp(cfg.device, "cpu") != 0) {
+        fprintf(stderr, "tconst-worker: error: --device '%s': expected cpu or cuda:N\n", cfg.device);
+        goto done;
+    }
+    if (strcmp(cfg.transport, "host") && strcmp(cfg.transport, "nccl")) {
+        fprintf(stderr, "tconst-worker: error: --transport '%s': expected host or nccl\n", cfg.transport);
+        goto done;
+    }
+    if (!strcmp(cfg.transport, "nccl")) {
+        /* transport_nccl.c exists for GPU builds; the control-plane
+         * bootstrap (ncclUniqueId through Connect) is not wired yet */
+        fprintf(stderr, "tconst-worker: error: --transport nccl: not available in this build's control plane yet; use host\n");
+        goto done;
+    }
+
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    tc_backend be;
+    int be_ok = 0;
+    tc_model *m = NULL;
+    tc_transport *tp = NULL;
+    tc_worker *w = NULL;
+    tc_rpc_server *rpc = NULL;
+    char *config_json = NULL;
+    char dir[4096];
+    if (cuda_dev >= 0) {
+#ifdef TC_HAVE_CUDA
+        if (tc_backend_cuda_init(&be, cuda_dev) != TC_OK) {
+            fprintf(stderr, "tconst-worker: error: --device %s: %s\n", cfg.device, tc_error_get());
+            goto out;
+        }
+#else
+        fprintf(stderr, "tconst-worker: error: --device %s: this build has no CUDA backend\n", cfg.device);
+        goto out;
+#endif
+    } else if (tc_backend_cpu_init(&be, (int)cfg.threads) != TC_OK) {
+        fprintf(stderr, "tconst-worker: error: %s\n", tc_error_get());
+        goto out;
+    }
+    be_ok = 1;
+    if (cfg.model[0]) snprintf(dir, sizeof dir, "%s", cfg.model);
+    else if (tc_model_builtin_dir(dir, sizeof dir) != TC_OK) {
+        fprintf(stderr, "tconst-worker: error: cannot create the built-in model: %s\n", tc_error_get());
+        goto out;
+    }
+    if (tc_model_load(&m, dir, &be) != TC_OK) {
+        fprintf(stderr, "tconst-worker: error: %s\n", tc_error_get());
+        goto out;
+    }
+    char cp[4200];
+    snprintf(cp, sizeof cp, "%s/config.json", dir);
+    if (!(config_json = read_file(cp))) {
+        fprintf(stderr, "tconst-worker: error: cannot read %s\n", cp);
+        goto out;
+    }
+    if (strcmp(cfg.role, "both") != 0 &&
+        tc_transport_host_open(&tp, !strcmp(cfg.role, "generation") ? cfg.data_listen : "",
+                               (uint64_t)cfg.max_message_bytes) != TC_OK) {
+        fprintf(stderr, "tconst-worker: error: --data-listen %s: %s\n", cfg.data_listen, tc_error_get());
+        goto out;
+    }
+    tc_worker_opts o = {cfg.role, cfg.device, cfg.peer_timeout};
+    if (tc_worker_new(&w, m, tp, config_json, &o) != TC_OK) {
+        fprintf(stderr, "tconst-worker: error: %s\n", tc_error_get());
+        goto out;
+    }
+    int mm = cfg.max_message_bytes > 2147483647 ? 2147483647 : (int)cfg.max_message_bytes;
+    if (tc_rpc_server_start(&rpc, cfg.listen, mm, tc_worker_handlers(), w) != TC_OK) {
+        fprintf(stderr, "tconst-worker: error: --listen %s: %s\n", cfg.listen, tc_error_get());
+        goto out;
+    }
+    {
+        char host[300];
+        snprintf(host, sizeof host, "%s", cfg.listen);
+        char *colon = strrchr(host, ':');
+        if (colon && strncmp(host, "unix:", 5) != 0) snprintf(colon, sizeof host - (size_t)(colon - host), ":%d", tc_rpc_server_port(rpc));
+        printf("tconst-worker ready: role %s control %s data %s pid %d\n", cfg.role, host,
+               tp && tp->address(tp)[0] ? tp->address(tp) : "-", (int)getpid());
+        fflush(stdout);
+    }
+    TC_LOG(TC_LOG_INFO, "worker", "role %s device %s model %s (%s)", cfg.role, cfg.device, dir, tc_arch_name(m->cfg.arch));
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    TC_LOG(TC_LOG_INFO, "worker", "signal %d: stopping", sig);
+    rc = 0;
+out:
+    if (rpc) tc_rpc_server_stop(rpc, 1.0);
+    tc_worker_free(w);
+    if (tp) tp->free(tp);
+    if (m) tc_model_free(m);
+    if (be_ok) {
+#ifdef TC_HAVE_CUDA
+        if (cuda_dev >= 0) tc_backend_cuda_free(&be);
+        else
+#endif
+            tc_backend_cpu_free(&be);
+    }
+    free(config_json);
+done:
+    tc_knobs_free(KNOBS, N_KNOBS, &cfg);
+    return rc;
+}

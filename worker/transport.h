@@ -1,0 +1,57 @@
+/* transport.h — the data plane between a context worker and its
+ * generation peer (DESIGN.md §4): whole messages (a session's state after
+ * a sync or a prefill) tagged (sid, seq). One interface, two transports:
+ *
+ *   host  TCP between processes (CPU workers, tests); the receiver keeps
+ *         arrived messages in a mailbox until recv asks for them, so the
+ *         order of posting does not matter.
+ *   nccl  ncclSend/ncclRecv between two ranks of one communicator
+ *         (transport_nccl.c, built when NCCL is present). NCCL calls must
+ *         match in order on both sides: the coordinator issues each Sync on
+ *         the context worker and the Import on the generation worker in the
+ *         same order, one at a time per pair.
+ *
+ * Not here: what a message means (model/state.c), when to send (the
+ * coordinator). */
+#ifndef TC_WORKER_TRANSPORT_H
+#define TC_WORKER_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/status.h"
+
+typedef struct tc_transport tc_transport;
+struct tc_transport {
+    const char *kind;
+    /* sender: where the peer receives (host: "host:port") */
+    tc_status (*connect)(tc_transport *t, const char *peer);
+    tc_status (*send)(tc_transport *t, uint64_t sid, uint64_t seq, const void *buf, size_t len, double timeout_s);
+    /* receiver: waits up to timeout_s for (sid, seq); *buf is malloc'd */
+    tc_status (*recv)(tc_transport *t, uint64_t sid, uint64_t seq, void **buf, size_t *len, double timeout_s);
+    /* receiver: forget what arrived for sid (the session closed) */
+    void (*drop)(tc_transport *t, uint64_t sid);
+    /* where peers connect ("" when not listening) */
+    const char *(*address)(const tc_transport *t);
+    void (*free)(tc_transport *t);
+    /* counters */
+    uint64_t bytes_sent, bytes_received, messages_sent;
+    double send_s;
+};
+
+/* Host transport listening on listen_addr ("host:port"; port 0 picks
+ * one). max_message bounds what a peer may send (a larger frame closes the
+ * connection with an error logged). */
+tc_status tc_transport_host_open(tc_transport **out, const char *listen_addr, uint64_t max_message);
+
+#ifdef TC_HAVE_NCCL
+/* NCCL transport: rank 0 sends (context), rank 1 receives (generation).
+ * id: the 128-byte ncclUniqueId created by rank 0 (tc_transport_nccl_id). */
+tc_status tc_transport_nccl_id(uint8_t id[128]);
+tc_status tc_transport_nccl_open(tc_transport **out, const uint8_t id[128], int rank, int device);
+#endif
+
+/* Splits "host:port" (IPv4 name or address; "[v6]:port" too). */
+tc_status tc_addr_split(const char *addr, char *host, size_t hn, int *port);
+
+#endif

@@ -1,0 +1,535 @@
+/* worker.c — tconst-worker's service (proto/worker.proto): the model on
+ * one device, a table of session copies, and two compute threads:
+ *
+ *   generation thread  Step (batched hit steps, sampled here)
+ *   context thread     Sync, Append, Import, Open, Close
+ *
+ * The RPC thread decodes and queues; Info and Ping are answered on it at
+ * once, so a worker busy with a long sync still answers its supervisor.
+ * Each compute thread computes in its own model workspace. Sessions are
+ * used by one thread at a time because the coordinator never steps a
+ * session it is syncing or appending to. Not here: flags, signals
+ * (worker/main.c), the data plane (worker/transport_host.c). */
+#include "worker.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../common/clock.h"
+#include "../common/log.h"
+#include "../daemon/rpc.h"
+#include "../model/sampler.h"
+#include "../model/session.h"
+#include "health.pb-c.h"
+#include "worker.pb-c.h"
+
+#define M_PREFIX "/tconst.worker.v1.Worker/"
+
+typedef struct wjob {
+    tc_call *call;
+    char method[32];
+    uint8_t *msg;
+    size_t len;
+    struct wjob *next;
+} wjob;
+
+typedef struct {
+    uint64_t sid;
+    tc_session *s;
+} wsess;
+
+typedef struct {
+    wjob *head, *tail;
+} wqueue;
+
+struct tc_worker {
+    tc_worker_opts o;
+    tc_model *m;
+    tc_transport *tp;
+    uint64_t boot_id;
+    char *config_json;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    wqueue q[2]; /* 0 generation, 1 context */
+    pthread_t thr[2];
+    int stop;
+    wsess *sess; /* sorted by sid */
+    int n_sess, cap_sess;
+    tc_sampler smp; /* generation thread's scratch */
+};
+
+/* ---- session table (mu held) ---- */
+static int sess_find(tc_worker *w, uint64_t sid) {
+    int lo = 0, hi = w->n_sess;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (w->sess[mid].sid < sid) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < w->n_sess && w->sess[lo].sid == sid ? lo : -lo - 1;
+}
+static tc_session *sess_get(tc_worker *w, uint64_t sid) {
+    pthread_mutex_lock(&w->mu);
+    int i = sess_find(w, sid);
+    tc_session *s = i >= 0 ? w->sess[i].s : NULL;
+    pthread_mutex_unlock(&w->mu);
+    return s;
+}
+
+static void reply_session(const tc_session *s, Tconst__Worker__V1__SessionReply *r) {
+    r->n_tokens = s->n_tokens;
+    r->syncs = s->n_syncs;
+    r->state_bytes = (int64_t)tc_session_state_bytes(s);
+}
+
+static void send_msg(tc_call *c, const ProtobufCMessage *m) {
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *b = malloc(n ? n : 1);
+    if (!b) {
+        tc_call_finish(c, TC_GRPC_RESOURCE_EXHAUSTED, "worker: out of memory");
+        return;
+    }
+    protobuf_c_message_pack(m, b);
+    if (tc_call_send(c, b, n) == TC_OK) tc_call_finish(c, TC_GRPC_OK, "");
+    free(b);
+}
+
+static int code_of(tc_status st) {
+    return st == TC_ERR_INVALID ? TC_GRPC_INVALID_ARGUMENT
+           : st == TC_ERR_NOMEM || st == TC_ERR_EXHAUSTED ? TC_GRPC_RESOURCE_EXHAUSTED
+           : st == TC_ERR_IO ? TC_GRPC_ABORTED /* the data plane: retry, not a dead worker */
+                                : TC_GRPC_INTERNAL;
+}
+static void fail(tc_call *c, int code, const char *fmt, const char *arg) {
+    char m[600];
+    snprintf(m, sizeof m, fmt, arg ? arg : "");
+    tc_call_finish(c, code, m);
+}
+static void fail_st(tc_call *c, tc_status st, const char *what) {
+    char m[700];
+    snprintf(m, sizeof m, "%s: %s", what, tc_error_get() ? tc_error_get() : tc_status_str(st));
+    tc_call_finish(c, code_of(st), m);
+}
+
+/* Ships s to the peer under seq; kind TC_STATE_SYNC or TC_STATE_FULL. */
+static tc_status ship(tc_worker *w, uint64_t sid, uint64_t seq, const tc_session *s, int kind, int64_t *bytes,
+                      double *secs) {
+    if (!w->tp) return TC_FAIL(TC_ERR_INVALID, "this worker has no data plane (role both): send_seq must be 0");
+    void *blob;
+    size_t len;
+    double t0 = tc_now_s();
+    TC_CHECK(tc_session_export(s, kind, &blob, &len));
+    tc_status st = w->tp->send(w->tp, sid, seq, blob, len, w->o.peer_timeout_s);
+    free(blob);
+    *bytes = (int64_t)len;
+    *secs = tc_now_s() - t0;
+    return st;
+}
+
+/* ---- handlers on the compute threads ---- */
+static void do_open_close(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len, int open) {
+    Tconst__Worker__V1__SessionRef *rq = tconst__worker__v1__session_ref__unpack(NULL, len, msg);
+    if (!rq) return fail(c, TC_GRPC_INVALID_ARGUMENT, "SessionRef: cannot decode the request", NULL);
+    uint64_t sid = rq->sid;
+    tconst__worker__v1__session_ref__free_unpacked(rq, NULL);
+    Tconst__Worker__V1__SessionReply r = TCONST__WORKER__V1__SESSION_REPLY__INIT;
+    pthread_mutex_lock(&w->mu);
+    int i = sess_find(w, sid);
+    if (open) {
+        if (i >= 0) { /* re-open replaces: the coordinator rebuilds it */
+            tc_session_free(w->sess[i].s);
+            memmove(&w->sess[i], &w->sess[i + 1], (size_t)(w->n_sess - i - 1) * sizeof *w->sess);
+            w->n_sess--;
+            i = sess_find(w, sid);
+        }
+        if (w->n_sess == w->cap_sess) {
+            int nc = w->cap_sess ? w->cap_sess * 2 : 64;
+            wsess *ns = realloc(w->sess, (size_t)nc * sizeof *ns);
+            if (!ns) {
+                pthread_mutex_unlock(&w->mu);
+                return fail(c, TC_GRPC_RESOURCE_EXHAUSTED, "Open: out of memory", NULL);
+            }
+            w->sess = ns, w->cap_sess = nc;
+        }
+        tc_session *s;
+        tc_status st = tc_session_new(w->m, &s);
+        if (st != TC_OK) {
+            pthread_mutex_unlock(&w->mu);
+            return fail_st(c, st, "Open");
+        }
+        int at = -i - 1;
+        memmove(&w->sess[at + 1], &w->sess[at], (size_t)(w->n_sess - at) * sizeof *w->sess);
+        w->sess[at].sid = sid, w->sess[at].s = s;
+        w->n_sess++;
+        reply_session(s, &r);
+    } else if (i >= 0) {
+        tc_session_free(w->sess[i].s);
+        memmove(&w->sess[i], &w->sess[i + 1], (size_t)(w->n_sess - i - 1) * sizeof *w->sess);
+        w->n_sess--;
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (!open && w->tp) w->tp->drop(w->tp, sid);
+    send_msg(c, &r.base);
+}
+
+static void do_append(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
+    Tconst__Worker__V1__AppendRequest *rq = tconst__worker__v1__append_request__unpack(NULL, len, msg);
+    if (!rq) return fail(c, TC_GRPC_INVALID_ARGUMENT, "AppendRequest: cannot decode the request", NULL);
+    tc_session *s = sess_get(w, rq->sid);
+    Tconst__Worker__V1__AppendResponse r = TCONST__WORKER__V1__APPEND_RESPONSE__INIT;
+    Tconst__Worker__V1__SessionReply sr = TCONST__WORKER__V1__SESSION_REPLY__INIT;
+    float *lg = NULL;
+    tc_status st = TC_OK;
+    if (!s) {
+        fail(c, TC_GRPC_NOT_FOUND, "Append: no such session on this worker%s", "");
+        goto out;
+    }
+    if (rq->n_extend && (st = tc_session_extend(s, rq->extend, (int64_t)rq->n_extend)) != TC_OK) {
+        fail_st(c, st, "Append: extend");
+        goto out;
+    }
+    double t0 = tc_now_s();
+    if (rq->n_tokens) {
+        if (rq->want_logits && !(lg = malloc((size_t)w->m->cfg.vocab_size * 4))) {
+            fail(c, TC_GRPC_RESOURCE_EXHAUSTED, "Append: out of memory", NULL);
+            goto out;
+        }
+        if ((st = tc_session_append(s, rq->tokens, (int64_t)rq->n_tokens, lg)) != TC_OK) {
+            fail_st(c, st, "Append");
+            goto out;
+        }
+        if (lg) r.logits = lg, r.n_logits = (size_t)w->m->cfg.vocab_size;
+    }
+    r.compute_s = tc_now_s() - t0;
+    if (rq->send_seq && (st = ship(w, rq->sid, rq->send_seq, s, TC_STATE_FULL, &r.sent_bytes, &r.send_s)) != TC_OK) {
+        fail_st(c, st, "Append: data plane");
+        goto out;
+    }
+    reply_session(s, &sr);
+    r.s = &sr;
+    send_msg(c, &r.base);
+out:
+    free(lg);
+    tconst__worker__v1__append_request__free_unpacked(rq, NULL);
+}
+
+static void do_sync(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
+    Tconst__Worker__V1__SyncRequest *rq = tconst__worker__v1__sync_request__unpack(NULL, len, msg);
+    if (!rq) return fail(c, TC_GRPC_INVALID_ARGUMENT, "SyncRequest: cannot decode the request", NULL);
+    tc_session *s = sess_get(w, rq->sid);
+    Tconst__Worker__V1__SyncResponse r = TCONST__WORKER__V1__SYNC_RESPONSE__INIT;
+    Tconst__Worker__V1__SessionReply sr = TCONST__WORKER__V1__SESSION_REPLY__INIT;
+    tc_status st;
+    if (!s) {
+        fail(c, TC_GRPC_NOT_FOUND, "Sync: no such session on this worker%s", "");
+        goto out;
+    }
+    if (rq->n_extend && (st = tc_session_extend(s, rq->extend, (int64_t)rq->n_extend)) != TC_OK) {
+        fail_st(c, st, "Sync: extend");
+        goto out;
+    }
+    if (w->m->cfg.arch == TC_ARCH_TRANSFORMER || s->n_tokens % w->m->cfg.generate_window != 0) {
+        fail(c, TC_GRPC_FAILED_PRECONDITION, "Sync: the session is not at a window boundary%s", "");
+        goto out;
+    }
+    double t0 = tc_now_s();
+    if ((st = tc_session_sync(s, s->n_tokens)) != TC_OK) {
+        fail_st(c, st, "Sync");
+        goto out;
+    }
+    r.compute_s = tc_now_s() - t0;
+    if (rq->send_seq && (st = ship(w, rq->sid, rq->send_seq, s, TC_STATE_SYNC, &r.sent_bytes, &r.send_s)) != TC_OK) {
+        fail_st(c, st, "Sync: data plane");
+        goto out;
+    }
+    reply_session(s, &sr);
+    r.s = &sr;
+    send_msg(c, &r.base);
+out:
+    tconst__worker__v1__sync_request__free_unpacked(rq, NULL);
+}
+
+static void do_import(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
+    Tconst__Worker__V1__ImportRequest *rq = tconst__worker__v1__import_request__unpack(NULL, len, msg);
+    if (!rq) return fail(c, TC_GRPC_INVALID_ARGUMENT, "ImportRequest: cannot decode the request", NULL);
+    tc_session *s = sess_get(w, rq->sid);
+    Tconst__Worker__V1__SessionReply sr = TCONST__WORKER__V1__SESSION_REPLY__INIT;
+    void *blob = NULL;
+    size_t bl = 0;
+    tc_status st;
+    double to = rq->timeout_s > 0 && rq->timeout_s < 3600 ? rq->timeout_s : w->o.peer_timeout_s;
+    if (!s) fail(c, TC_GRPC_NOT_FOUND, "Import: no such session on this worker%s", "");
+    else if (!w->tp) fail(c, TC_GRPC_FAILED_PRECONDITION, "Import: this worker has no data plane (role both)%s", "");
+    else if ((st = w->tp->recv(w->tp, rq->sid, rq->seq, &blob, &bl, to)) != TC_OK) fail_st(c, st, "Import");
+    else if ((st = tc_session_import(s, blob, bl)) != TC_OK) fail_st(c, st, "Import");
+    else {
+        reply_session(s, &sr);
+        send_msg(c, &sr.base);
+    }
+    free(blob);
+    tconst__worker__v1__import_request__free_unpacked(rq, NULL);
+}
+
+static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
+    Tconst__Worker__V1__StepRequest *rq = tconst__worker__v1__step_request__unpack(NULL, len, msg);
+    if (!rq) return fail(c, TC_GRPC_INVALID_ARGUMENT, "StepRequest: cannot decode the request", NULL);
+    const int B = (int)rq->n_sids, V = w->m->cfg.vocab_size;
+    tc_session **ss = calloc((size_t)B + 1, sizeof *ss);
+    float *lg = malloc((size_t)(B ? B : 1) * V * 4);
+    int32_t *next = calloc((size_t)B + 1, 4);
+    Tconst__Worker__V1__Sampler *so = calloc((size_t)B + 1, sizeof *so), **sop = calloc((size_t)B + 1, sizeof *sop);
+    int64_t *nt = calloc((size_t)B + 1, 8), *sb = calloc((size_t)B + 1, 8);
+    uint64_t *rng = calloc((size_t)B * 4 + 1, 8);
+    tc_status st;
+    if (!ss || !lg || !next || !so || !sop || !nt || !sb || !rng) {
+        fail(c, TC_GRPC_RESOURCE_EXHAUSTED, "Step: out of memory%s", "");
+        goto out;
+    }
+    if (rq->n_tokens != rq->n_sids || (rq->n_samplers && rq->n_samplers != rq->n_sids) || B > 65536) {
+        fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: sids, tokens and samplers must have one entry per session%s", "");
+        goto out;
+    }
+    for (int i = 0; i < B; i++)
+        if (!(ss[i] = sess_get(w, rq->sids[i]))) {
+            fail(c, TC_GRPC_NOT_FOUND, "Step: a session of the batch is not on this worker%s", "");
+            goto out;
+        }
+    if ((st = tc_step_batch(ss, rq->tokens, B, lg)) != TC_OK) {
+        fail_st(c, st, "Step");
+        goto out;
+    }
+    Tconst__Worker__V1__StepResponse r = TCONST__WORKER__V1__STEP_RESPONSE__INIT;
+    for (int i = 0; i < B; i++) {
+        nt[i] = ss[i]->n_tokens;
+        sb[i] = (int64_t)tc_session_state_bytes(ss[i]);
+        if (!rq->n_samplers) continue;
+        const Tconst__Worker__V1__Sampler *in = rq->samplers[i];
+        tc_sampling_params p = {in->temperature, in->top_k, in->top_p, 0};
+        if (in->n_rng != 4 || tc_sampling_validate(&p) != TC_OK) {
+            fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: bad sampler: %s", in->n_rng != 4 ? "rng must be 4 words" : tc_error_get());
+            goto out;
+        }
+        w->smp.p = p;
+        memcpy(w->smp.rng, in->rng, sizeof w->smp.rng);
+        next[i] = tc_sampler_sample(&w->smp, lg + (size_t)i * V);
+        tconst__worker__v1__sampler__init(&so[i]);
+        memcpy(rng + 4 * i, w->smp.rng, 32);
+        so[i].rng = rng + 4 * i;
+        so[i].n_rng = 4;
+        sop[i] = &so[i];
+    }
+    if (rq->n_samplers) r.next = next, r.n_next = (size_t)B, r.samplers = sop, r.n_samplers = (size_t)B;
+    if (rq->want_logits) r.logits = lg, r.n_logits = (size_t)B * V;
+    r.n_tokens = nt, r.n_n_tokens = (size_t)B;
+    r.state_bytes = sb, r.n_state_bytes = (size_t)B;
+    send_msg(c, &r.base);
+out:
+    free(ss), free(lg), free(next), free(so), free(sop), free(nt), free(sb), free(rng);
+    tconst__worker__v1__step_request__free_unpacked(rq, NULL);
+}
+
+static void run_job(tc_worker *w, wjob *j) {
+    const char *m = j->method;
+    if (!strcmp(m, "Step")) do_step(w, j->call, j->msg, j->len);
+    else if (!strcmp(m, "Sync")) do_sync(w, j->call, j->msg, j->len);
+    else if (!strcmp(m, "Append")) do_append(w, j->call, j->msg, j->len);
+    else if (!strcmp(m, "Import")) do_import(w, j->call, j->msg, j->len);
+    else if (!strcmp(m, "Open")) do_open_close(w, j->call, j->msg, j->len, 1);
+    else if (!strcmp(m, "Close")) do_open_close(w, j->call, j->msg, j->len, 0);
+    tc_call_unref(j->call);
+    free(j->msg);
+    free(j);
+}
+
+typedef struct {
+    tc_worker *w;
+    int role;
+} thr_arg;
+
+static void *compute_main(void *arg) {
+    thr_arg a = *(thr_arg *)arg;
+    free(arg);
+    tc_worker *w = a.w;
+    tc_model_bind_workspace(a.role);
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        wqueue *q = &w->q[a.role];
+        if (q->head) {
+            wjob *j = q->head;
+            q->head = j->next;
+            if (!q->head) q->tail = NULL;
+            pthread_mutex_unlock(&w->mu);
+            run_job(w, j);
+            pthread_mutex_lock(&w->mu);
+            continue;
+        }
+        if (w->stop) break;
+        pthread_cond_wait(&w->cv, &w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* ---- the RPC thread ---- */
+static void do_info(tc_worker *w, tc_call *c, int ping) {
+    pthread_mutex_lock(&w->mu);
+    int n = w->n_sess;
+    pthread_mutex_unlock(&w->mu);
+    if (ping) {
+        Tconst__Worker__V1__PingResponse r = TCONST__WORKER__V1__PING_RESPONSE__INIT;
+        r.boot_id = w->boot_id;
+        r.sessions = n;
+        return send_msg(c, &r.base);
+    }
+    Tconst__Worker__V1__InfoResponse r = TCONST__WORKER__V1__INFO_RESPONSE__INIT;
+    char role[32], device[64], dtype[32], addr[300], ver[32];
+    snprintf(role, sizeof role, "%s", w->o.role);
+    snprintf(device, sizeof device, "%s", w->o.device);
+    snprintf(dtype, sizeof dtype, "%s", w->m->dtype_name);
+    snprintf(addr, sizeof addr, "%s", w->tp ? w->tp->address(w->tp) : "");
+    snprintf(ver, sizeof ver, "%s", TC_WORKER_VERSION);
+    r.role = role, r.device = device, r.dtype = dtype, r.data_address = addr, r.version = ver;
+    r.config_json = w->config_json;
+    r.n_params = w->m->n_params;
+    r.pid = (int32_t)getpid();
+    r.boot_id = w->boot_id;
+    r.transport = w->tp ? (char *)w->tp->kind : (char *)"none";
+    r.sessions = n;
+    send_msg(c, &r.base);
+}
+
+static void do_connect(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
+    Tconst__Worker__V1__ConnectRequest *rq = tconst__worker__v1__connect_request__unpack(NULL, len, msg);
+    if (!rq) return fail(c, TC_GRPC_INVALID_ARGUMENT, "ConnectRequest: cannot decode the request", NULL);
+    tc_status st;
+    if (!w->tp) fail(c, TC_GRPC_FAILED_PRECONDITION, "Connect: this worker has no data plane (role both)%s", "");
+    else if (!rq->peer_data_address || !rq->peer_data_address[0])
+        fail(c, TC_GRPC_INVALID_ARGUMENT, "Connect: peer_data_address is empty%s", "");
+    else if ((st = w->tp->connect(w->tp, rq->peer_data_address)) != TC_OK) fail_st(c, st, "Connect");
+    else {
+        TC_LOG(TC_LOG_INFO, "worker", "data plane peer: %s", rq->peer_data_address);
+        Tconst__Worker__V1__ConnectResponse r = TCONST__WORKER__V1__CONNECT_RESPONSE__INIT;
+        send_msg(c, &r.base);
+    }
+    tconst__worker__v1__connect_request__free_unpacked(rq, NULL);
+}
+
+static void on_start(void *ud, tc_call *c, const char *method, const uint8_t *msg, size_t len) {
+    tc_worker *w = ud;
+    if (!strcmp(method, "/grpc.health.v1.Health/Check")) { /* Kubernetes' grpc probe */
+        Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+        r.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+        send_msg(c, &r.base);
+        tc_call_unref(c);
+        return;
+    }
+    if (strncmp(method, M_PREFIX, strlen(M_PREFIX)) != 0) {
+        fail(c, TC_GRPC_UNIMPLEMENTED, "unknown method %s", method);
+        tc_call_unref(c);
+        return;
+    }
+    const char *m = method + strlen(M_PREFIX);
+    if (!msg) msg = (const uint8_t *)"", len = 0;
+    if (!strcmp(m, "Info") || !strcmp(m, "Ping")) {
+        do_info(w, c, m[0] == 'P');
+        tc_call_unref(c);
+        return;
+    }
+    if (!strcmp(m, "Connect")) {
+        do_connect(w, c, msg, len);
+        tc_call_unref(c);
+        return;
+    }
+    int role = !strcmp(m, "Step") ? 0 : 1;
+    if (role == 1 && strcmp(m, "Sync") && strcmp(m, "Append") && strcmp(m, "Import") && strcmp(m, "Open") &&
+        strcmp(m, "Close")) {
+        fail(c, TC_GRPC_UNIMPLEMENTED, "unknown method %s", method);
+        tc_call_unref(c);
+        return;
+    }
+    /* a role's worker refuses the other role's work: a misrouted call is a
+     * coordinator bug, better loud than slow */
+    int is_ctx = !strcmp(w->o.role, "context"), is_gen = !strcmp(w->o.role, "generation");
+    if ((is_ctx && (!strcmp(m, "Step") || !strcmp(m, "Import"))) || (is_gen && !strcmp(m, "Sync"))) {
+        char e[200];
+        snprintf(e, sizeof e, "%s is not served by a %s worker", m, w->o.role);
+        tc_call_finish(c, TC_GRPC_FAILED_PRECONDITION, e);
+        tc_call_unref(c);
+        return;
+    }
+    wjob *j = calloc(1, sizeof *j);
+    if (j) j->msg = malloc(len ? len : 1);
+    if (!j || !j->msg) {
+        if (j) free(j);
+        tc_call_finish(c, TC_GRPC_RESOURCE_EXHAUSTED, "worker: out of memory");
+        tc_call_unref(c);
+        return;
+    }
+    memcpy(j->msg, msg, len);
+    j->len = len;
+    j->call = c;
+    snprintf(j->method, sizeof j->method, "%s", m);
+    pthread_mutex_lock(&w->mu);
+    wqueue *q = &w->q[role];
+    if (q->tail) q->tail->next = j;
+    else q->head = j;
+    q->tail = j;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+static void on_message(void *ud, tc_call *c, const uint8_t *msg, size_t len) { (void)ud, (void)c, (void)msg, (void)len; }
+static void on_done(void *ud, tc_call *c, int cancelled) { (void)ud, (void)c, (void)cancelled; }
+static void on_sent(void *ud, tc_call *c) { (void)ud, (void)c; }
+
+static const tc_rpc_handlers HANDLERS = {on_start, on_message, on_done, on_sent};
+const tc_rpc_handlers *tc_worker_handlers(void) { return &HANDLERS; }
+
+tc_status tc_worker_new(tc_worker **out, tc_model *m, tc_transport *tp, const char *config_json,
+                        const tc_worker_opts *o) {
+    tc_worker *w = calloc(1, sizeof *w);
+    if (!w) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    w->o = *o;
+    w->m = m;
+    w->tp = tp;
+    w->config_json = strdup(config_json);
+    uint64_t seed = (uint64_t)getpid() ^ ((uint64_t)tc_wall_ms() << 20) ^ (uint64_t)(uintptr_t)w;
+    w->boot_id = seed ? seed : 1;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    tc_sampling_params p = {0, 0, 1, 0};
+    if (!w->config_json || tc_sampler_init(&w->smp, &p, m->cfg.vocab_size) != TC_OK) {
+        free(w->config_json);
+        free(w);
+        return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    }
+    for (int r = 0; r < 2; r++) {
+        thr_arg *a = malloc(sizeof *a);
+        if (!a) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+        a->w = w, a->role = r;
+        if (pthread_create(&w->thr[r], NULL, compute_main, a) != 0) return TC_FAIL(TC_ERR_INTERNAL, "cannot start threads");
+    }
+    *out = w;
+    return TC_OK;
+}
+
+/* After the RPC server stopped: finishes queued work (the calls are gone,
+ * sends fail harmlessly), joins, frees the sessions. */
+void tc_worker_free(tc_worker *w) {
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    for (int r = 0; r < 2; r++) pthread_join(w->thr[r], NULL);
+    for (int i = 0; i < w->n_sess; i++) tc_session_free(w->sess[i].s);
+    free(w->sess);
+    tc_sampler_free(&w->smp);
+    free(w->config_json);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+}

@@ -1,0 +1,27 @@
+/* worker.h — the worker service behind tconst-worker (worker.c): session
+ * copies, compute threads, the RPC handlers for proto/worker.proto. */
+#ifndef TC_WORKER_WORKER_H
+#define TC_WORKER_WORKER_H
+
+#include "../common/status.h"
+#include "../daemon/rpc.h"
+#include "../model/weights.h"
+#include "transport.h"
+
+#define TC_WORKER_VERSION "0.1.0"
+
+typedef struct {
+    const char *role;      /* context | generation | both */
+    const char *device;    /* cpu | cuda:N */
+    double peer_timeout_s; /* data-plane send and Import waits */
+} tc_worker_opts;
+
+typedef struct tc_worker tc_worker;
+
+/* tp may be NULL (role both). The worker does not own m or tp. */
+tc_status tc_worker_new(tc_worker **out, tc_model *m, tc_transport *tp, const char *config_json,
+                        const tc_worker_opts *o);
+void tc_worker_free(tc_worker *w);
+const tc_rpc_handlers *tc_worker_handlers(void);
+
+#endif
