@@ -380,7 +380,8 @@ static void start_job(tc_engine *e, job *j) {
         if (st != TC_OK) {
             char msg[600];
             snprintf(msg, sizeof msg, "append failed: %s", tc_error_get() ? tc_error_get() : tc_status_str(st));
-            e->sink.failed(j->user, st == TC_ERR_INVALID ? 3 : 13, msg);
+            /* TC_ERR_IO: a worker that did not come back — UNAVAILABLE, retryable */
+            e->sink.failed(j->user, st == TC_ERR_INVALID ? 3 : st == TC_ERR_IO ? 14 : 13, msg);
             finish_job(e, j, TC_FINISH_NONE, NULL);
             return;
         }

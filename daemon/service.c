@@ -174,7 +174,9 @@ static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, s
                            : error && strstr(error, "deadline")    ? TC_GRPC_DEADLINE_EXCEEDED
                                                                    : TC_GRPC_CANCELLED;
                 end_later(c, code, error ? error : "cancelled");
-            } else if (fin == TC_FINISH_ERROR) end_later(c, TC_GRPC_INTERNAL, error ? error : "error");
+            } else if (fin == TC_FINISH_ERROR) /* a worker that did not come back: retry elsewhere/later */
+                end_later(c, error && strstr(error, "unavailable") ? TC_GRPC_UNAVAILABLE : TC_GRPC_INTERNAL,
+                          error ? error : "error");
             else end_later(c, TC_GRPC_OK, "");
         }
     }

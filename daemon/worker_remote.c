@@ -306,7 +306,10 @@ static void *supervisor_main(void *arg) {
 /* After a failed call on p: waits until p answers again (a restart, or
  * the same process back), at most the recovery budget. */
 static tc_status wait_up(remote *R, wproc *p, double since) {
-    double end = tc_now_s() + R->o.timeout_s + R->o.start_timeout_s + 5;
+    /* a spawned worker is restarted here (model load included); an attached
+     * one must come back by itself (its orchestrator restarts it) */
+    double budget = p->spawned ? R->o.timeout_s + R->o.start_timeout_s + 5 : 2 * R->o.timeout_s;
+    double end = tc_now_s() + budget;
     pthread_mutex_lock(&R->mu);
     while (!R->stop && tc_now_s() < end && !(p->up && p->last_ok > since)) {
         struct timespec ts;
@@ -317,8 +320,7 @@ static tc_status wait_up(remote *R, wproc *p, double since) {
     }
     int ok = p->up && p->last_ok > since && !R->stop;
     pthread_mutex_unlock(&R->mu);
-    if (!ok) return TC_FAIL(TC_ERR_IO, "worker %s is unavailable (not back within %.0f s)", p->name,
-                            R->o.timeout_s + R->o.start_timeout_s + 5);
+    if (!ok) return TC_FAIL(TC_ERR_IO, "worker %s is unavailable (not back within %.0f s)", p->name, budget);
     return TC_OK;
 }
 

@@ -40,6 +40,7 @@ typedef struct wjob {
 typedef struct {
     uint64_t sid;
     tc_session *s;
+    int busy; /* calls computing on it; Open/Close wait for 0 */
 } wsess;
 
 typedef struct {
@@ -72,12 +73,23 @@ static int sess_find(tc_worker *w, uint64_t sid) {
     }
     return lo < w->n_sess && w->sess[lo].sid == sid ? lo : -lo - 1;
 }
+/* A session for one call: marked busy until sess_put, so a re-Open or a
+ * Close (say, a rebuild after the coordinator gave up on a stopped worker
+ * whose queued call runs late) never frees it under a computing thread. */
 static tc_session *sess_get(tc_worker *w, uint64_t sid) {
     pthread_mutex_lock(&w->mu);
     int i = sess_find(w, sid);
     tc_session *s = i >= 0 ? w->sess[i].s : NULL;
+    if (s) w->sess[i].busy++;
     pthread_mutex_unlock(&w->mu);
     return s;
+}
+static void sess_put(tc_worker *w, uint64_t sid) {
+    pthread_mutex_lock(&w->mu);
+    int i = sess_find(w, sid);
+    if (i >= 0 && w->sess[i].busy > 0) w->sess[i].busy--;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
 }
 
 static void reply_session(const tc_session *s, Tconst__Worker__V1__SessionReply *r) {
@@ -138,7 +150,8 @@ static void do_open_close(tc_worker *w, tc_call *c, const uint8_t *msg, size_t l
     tconst__worker__v1__session_ref__free_unpacked(rq, NULL);
     Tconst__Worker__V1__SessionReply r = TCONST__WORKER__V1__SESSION_REPLY__INIT;
     pthread_mutex_lock(&w->mu);
-    int i = sess_find(w, sid);
+    int i;
+    while ((i = sess_find(w, sid)) >= 0 && w->sess[i].busy) pthread_cond_wait(&w->cv, &w->mu);
     if (open) {
         if (i >= 0) { /* re-open replaces: the coordinator rebuilds it */
             tc_session_free(w->sess[i].s);
@@ -163,7 +176,7 @@ static void do_open_close(tc_worker *w, tc_call *c, const uint8_t *msg, size_t l
         }
         int at = -i - 1;
         memmove(&w->sess[at + 1], &w->sess[at], (size_t)(w->n_sess - at) * sizeof *w->sess);
-        w->sess[at].sid = sid, w->sess[at].s = s;
+        w->sess[at].sid = sid, w->sess[at].s = s, w->sess[at].busy = 0;
         w->n_sess++;
         reply_session(s, &r);
     } else if (i >= 0) {
@@ -213,6 +226,7 @@ static void do_append(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) 
     r.s = &sr;
     send_msg(c, &r.base);
 out:
+    if (s) sess_put(w, rq->sid);
     free(lg);
     tconst__worker__v1__append_request__free_unpacked(rq, NULL);
 }
@@ -250,6 +264,7 @@ static void do_sync(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     r.s = &sr;
     send_msg(c, &r.base);
 out:
+    if (s) sess_put(w, rq->sid);
     tconst__worker__v1__sync_request__free_unpacked(rq, NULL);
 }
 
@@ -271,6 +286,7 @@ static void do_import(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) 
         send_msg(c, &sr.base);
     }
     free(blob);
+    if (s) sess_put(w, rq->sid);
     tconst__worker__v1__import_request__free_unpacked(rq, NULL);
 }
 
@@ -328,6 +344,8 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     r.state_bytes = sb, r.n_state_bytes = (size_t)B;
     send_msg(c, &r.base);
 out:
+    for (int i = 0; ss && i < B; i++)
+        if (ss[i]) sess_put(w, rq->sids[i]);
     free(ss), free(lg), free(next), free(so), free(sop), free(nt), free(sb), free(rng);
     tconst__worker__v1__step_request__free_unpacked(rq, NULL);
 }

@@ -1,0 +1,133 @@
+#!/usr/bin/python3
+"""test_faults.py — the worker split loses nothing (issue #6).
+
+With tconstd's default layout (a context and a generation worker, spawned),
+four sessions stream seeded, sampled generations of 400 tokens each
+(crossing 12 window boundaries). In the middle of the streams the test
+  1. kill -9s the generation worker,
+  2. kill -9s the context worker,
+  3. SIGSTOPs the generation worker (it must be detected within
+     --worker-timeout, killed and replaced),
+  4. SIGSTOPs the context worker,
+and after each, every stream must run to its end with no error and its
+token ids must equal `tconst generate` with the same seed — an
+uninterrupted run. The worker's pid must change (a new process) and
+tconst_worker_restarts_total must count each restart. (kill -9 of tconstd
+itself is tests/test_journal.py, which runs against this same default
+layout.)
+
+Streams are paused by backpressure while the fault is injected: each
+reader stops reading after 30 tokens, so its generation stops at
+--stream-queue unread messages; the fault happens; the readers go on.
+"""
+import os
+import signal
+import threading
+import time
+
+from harness import Daemon, run, wait_for
+
+N_TOK = 400
+SAMPLED = dict(temperature=0.9, top_k=50, top_p=0.95)
+
+
+def children(pid):
+    """{role: pid} of tconst-worker processes whose parent is pid."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+            ppid = int(st[st.rindex(")") + 2:].split()[1])
+            if ppid != pid:
+                continue
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if any(a.endswith(b"tconst-worker") for a in argv[:1]) and b"--role" in argv:
+            out[argv[argv.index(b"--role") + 1].decode()] = int(d)
+    return out
+
+
+def metric(d, name):
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=10)
+    c.request("GET", "/metrics")
+    body = c.getresponse().read().decode()
+    c.close()
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def body(env, ck):
+    pb = env.pb
+    model = env.model("tconstformer", seed=5)
+    prompts = [[(i * 37 + k * 11) % 500 + 2 for i in range(n)] for k, n in enumerate((5, 40, 70, 101))]
+    want = [env.generate(model, p, N_TOK, ignore_eos=True, seed=100 + k, **SAMPLED) for k, p in enumerate(prompts)]
+    with Daemon(env, "--worker-mode", "split", "--worker-timeout", "2", "--stream-queue", "8", model=model) as d:
+        s = d.stub()
+        restarts = 0
+        for fault in ("kill-generation", "kill-context", "stop-generation", "stop-context"):
+            kind, role = fault.split("-")
+            kids = wait_for(lambda: (lambda c: c if len(c) == 2 else None)(children(d.proc.pid)), 30,
+                            "both workers running")
+            if not ck.check(kids is not None, f"{fault}: tconstd has a context and a generation worker"):
+                return
+            got = [[] for _ in prompts]
+            errors = [None] * len(prompts)
+            paused = [threading.Event() for _ in prompts]
+            go = threading.Event()
+
+            def reader(k):
+                try:
+                    req = pb.GenerateRequest(token_ids=prompts[k], sampling=env.sampling(
+                        max_tokens=N_TOK, ignore_eos=True, seed=100 + k, **SAMPLED))
+                    for r in s.Generate(req, timeout=240):
+                        got[k] += r.token_ids
+                        if len(got[k]) >= 30 and not go.is_set():
+                            paused[k].set()
+                            go.wait(120)
+                except Exception as e:  # grpc.RpcError: reported below
+                    errors[k] = e
+                paused[k].set()
+
+            th = [threading.Thread(target=reader, args=(k,), daemon=True) for k in range(len(prompts))]
+            for t in th:
+                t.start()
+            ok = all(p.wait(120) for p in paused)
+            ck.check(ok, f"{fault}: every stream reached 30 tokens and paused")
+            victim = kids[role]
+            os.kill(victim, signal.SIGKILL if kind == "kill" else signal.SIGSTOP)
+            go.set()
+            for t in th:
+                t.join(300)
+            ck.check(not any(t.is_alive() for t in th), f"{fault}: every stream ended (no hang)")
+            ck.equal([repr(e) if e else None for e in errors], [None] * len(prompts),
+                     f"{fault}: no stream saw an error")
+            for k in range(len(prompts)):
+                ck.equal(got[k], want[k], f"{fault}: session {k} ({len(prompts[k])}-token prompt) == uninterrupted "
+                                          f"tconst generate, {N_TOK} tokens")
+            now = wait_for(lambda: (lambda c: c if len(c) == 2 and c.get(role) != victim else None)(
+                children(d.proc.pid)), 30, "a new worker")
+            ck.check(now is not None, f"{fault}: the {role} worker was replaced by a new process")
+            restarts += 1
+            n = wait_for(lambda: (lambda v: v if v is not None and v >= restarts else None)(
+                metric(d, "tconst_worker_restarts_total")), 30, "restart counter")
+            ck.equal(n, float(restarts), f"{fault}: tconst_worker_restarts_total counts it")
+            if kind == "stop":
+                try:
+                    os.kill(victim, signal.SIGCONT)  # already killed: ESRCH
+                except ProcessLookupError:
+                    pass
+        rb = metric(d, "tconst_worker_rebuilds_total")
+        ck.check(rb is not None and rb >= 4, f"session copies were rebuilt from history ({rb})")
+        ck.equal(metric(d, "tconst_workers_up"), 2.0, "tconst_workers_up is 2 at the end")
+
+
+if __name__ == "__main__":
+    run("faults", body)
