@@ -13,12 +13,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 # The metric set of DESIGN/STYLE: adding or renaming one must be deliberate.
 COUNTERS = ["generated_tokens", "prompt_tokens", "syncs", "requests", "sessions_opened",
-            "sessions_closed", "data_plane_bytes", "steps", "cancelled_steps"]
+            "sessions_closed", "data_plane_bytes", "steps", "cancelled_steps", "worker_restarts",
+            "worker_rebuilds"]
 GAUGES = ["sessions_active", "requests_running", "requests_queued", "state_bytes",
-          "sync_queue_depth", "ready", "draining", "generation_worker_busy_ratio"]
+          "sync_queue_depth", "ready", "draining", "generation_worker_busy_ratio", "workers_up"]
 HISTOGRAMS = ["time_to_first_token_seconds", "inter_token_latency_seconds", "request_queue_seconds",
               "sync_duration_seconds", "request_duration_seconds", "prefill_duration_seconds",
-              "boundary_stall_seconds"]
+              "boundary_stall_seconds", "data_plane_transfer_seconds"]
 BUCKETS = ["0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
            "1", "2.5", "5", "10", "30", "60", "+Inf"]  # Go client style (shortest form)
 

@@ -1,0 +1,169 @@
+/* transport_nccl.c — the GPU data plane: a two-rank NCCL communicator,
+ * rank 0 the context worker (sends), rank 1 its generation peer
+ * (receives). Each message is two NCCL operations in a fixed order — a
+ * 32-byte header (sid, seq, length), then the payload — through a device
+ * staging buffer, on the transport's own stream. NCCL matches operations
+ * by order only, so the coordinator must issue a pair's transfers one at a
+ * time in the same order on both sides (DESIGN.md §4); a header whose
+ * (sid, seq) is not the one asked for is reported as a protocol error
+ * rather than silently installed. Built only when NCCL is present; its
+ * test needs two GPUs (tests/gpu, SKIPPED otherwise).
+ *
+ * Not here: the bootstrap — the coordinator asks rank 0 for the unique id
+ * (tc_transport_nccl_id) and hands it to both workers; wiring that into
+ * proto/worker.proto's Connect is not done yet (tconst-worker refuses
+ * --transport nccl). Host buffers in, host buffers out: the session state
+ * of the CPU worker path is in host memory. */
+#include <cuda_runtime.h>
+#include <nccl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/clock.h"
+#include "transport.h"
+
+typedef struct {
+    tc_transport t;
+    ncclComm_t comm;
+    cudaStream_t stream;
+    int rank, device;
+    void *dbuf;
+    size_t dcap;
+    pthread_mutex_t mu;
+} nccl_tp;
+
+typedef struct {
+    uint64_t magic, sid, seq, len;
+} nccl_hdr;
+#define NCCL_MAGIC 0x4c43434e50444354ull
+
+#define NCCLCHK(x)                                                                                     \
+    do {                                                                                               \
+        ncclResult_t r_ = (x);                                                                         \
+        if (r_ != ncclSuccess) return TC_FAIL(TC_ERR_IO, "nccl: %s: %s", #x, ncclGetErrorString(r_)); \
+    } while (0)
+#define CUDACHK(x)                                                                                      \
+    do {                                                                                                \
+        cudaError_t e_ = (x);                                                                           \
+        if (e_ != cudaSuccess) return TC_FAIL(TC_ERR_IO, "cuda: %s: %s", #x, cudaGetErrorString(e_));  \
+    } while (0)
+
+static tc_status reserve(nccl_tp *N, size_t n) {
+    if (n <= N->dcap) return TC_OK;
+    if (N->dbuf) cudaFree(N->dbuf);
+    N->dbuf = NULL;
+    N->dcap = 0;
+    CUDACHK(cudaMalloc(&N->dbuf, n));
+    N->dcap = n;
+    return TC_OK;
+}
+
+static tc_status n_connect(tc_transport *t, const char *peer) {
+    (void)t, (void)peer; /* the communicator is the connection */
+    return TC_OK;
+}
+
+static tc_status xfer(nccl_tp *N, void *host, size_t n, int send) {
+    TC_CHECK(reserve(N, n ? n : 1));
+    if (send) CUDACHK(cudaMemcpyAsync(N->dbuf, host, n, cudaMemcpyHostToDevice, N->stream));
+    if (send) NCCLCHK(ncclSend(N->dbuf, n, ncclUint8, 1 - N->rank, N->comm, N->stream));
+    else NCCLCHK(ncclRecv(N->dbuf, n, ncclUint8, 1 - N->rank, N->comm, N->stream));
+    if (!send) CUDACHK(cudaMemcpyAsync(host, N->dbuf, n, cudaMemcpyDeviceToHost, N->stream));
+    CUDACHK(cudaStreamSynchronize(N->stream));
+    return TC_OK;
+}
+
+static tc_status n_send(tc_transport *t, uint64_t sid, uint64_t seq, const void *buf, size_t len, double timeout_s) {
+    nccl_tp *N = (nccl_tp *)t;
+    (void)timeout_s; /* a peer that never posts its recv is the supervisor's to detect */
+    if (N->rank != 0) return TC_FAIL(TC_ERR_INVALID, "nccl transport: rank %d does not send", N->rank);
+    double t0 = tc_now_s();
+    pthread_mutex_lock(&N->mu);
+    nccl_hdr h = {NCCL_MAGIC, sid, seq, len};
+    tc_status st = xfer(N, &h, sizeof h, 1);
+    if (st == TC_OK && len) st = xfer(N, (void *)buf, len, 1);
+    pthread_mutex_unlock(&N->mu);
+    if (st == TC_OK) t->bytes_sent += len, t->messages_sent++, t->send_s += tc_now_s() - t0;
+    return st;
+}
+
+static tc_status n_recv(tc_transport *t, uint64_t sid, uint64_t seq, void **buf, size_t *len, double timeout_s) {
+    nccl_tp *N = (nccl_tp *)t;
+    (void)timeout_s;
+    if (N->rank != 1) return TC_FAIL(TC_ERR_INVALID, "nccl transport: rank %d does not receive", N->rank);
+    pthread_mutex_lock(&N->mu);
+    nccl_hdr h;
+    tc_status st = xfer(N, &h, sizeof h, 0);
+    void *b = NULL;
+    if (st == TC_OK && (h.magic != NCCL_MAGIC || h.len > ((uint64_t)1 << 36)))
+        st = TC_FAIL(TC_ERR_IO, "nccl transport: bad header (the two sides are out of step)");
+    if (st == TC_OK && !(b = malloc(h.len ? h.len : 1))) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    if (st == TC_OK && h.len) st = xfer(N, b, h.len, 0);
+    pthread_mutex_unlock(&N->mu);
+    if (st == TC_OK && (h.sid != sid || h.seq != seq))
+        st = TC_FAIL(TC_ERR_IO, "nccl transport: got message %llu of session %llu, expected %llu of %llu",
+                     (unsigned long long)h.seq, (unsigned long long)h.sid, (unsigned long long)seq,
+                     (unsigned long long)sid);
+    if (st != TC_OK) {
+        free(b);
+        return st;
+    }
+    t->bytes_received += h.len;
+    *buf = b;
+    *len = h.len;
+    return TC_OK;
+}
+
+static void n_drop(tc_transport *t, uint64_t sid) { (void)t, (void)sid; }
+static const char *n_address(const tc_transport *t) {
+    (void)t;
+    return "";
+}
+static void n_free(tc_transport *t) {
+    nccl_tp *N = (nccl_tp *)t;
+    if (!N) return;
+    if (N->comm) ncclCommDestroy(N->comm);
+    if (N->dbuf) cudaFree(N->dbuf);
+    if (N->stream) cudaStreamDestroy(N->stream);
+    pthread_mutex_destroy(&N->mu);
+    free(N);
+}
+
+tc_status tc_transport_nccl_id(uint8_t id[128]) {
+    ncclUniqueId u;
+    NCCLCHK(ncclGetUniqueId(&u));
+    memcpy(id, u.internal, 128);
+    return TC_OK;
+}
+
+tc_status tc_transport_nccl_open(tc_transport **out, const uint8_t id[128], int rank, int device) {
+    *out = NULL;
+    if (rank != 0 && rank != 1) return TC_FAIL(TC_ERR_INVALID, "nccl transport: rank %d (expected 0 or 1)", rank);
+    nccl_tp *N = calloc(1, sizeof *N);
+    if (!N) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&N->mu, NULL);
+    N->rank = rank, N->device = device;
+    N->t.kind = "nccl";
+    N->t.connect = n_connect;
+    N->t.send = n_send;
+    N->t.recv = n_recv;
+    N->t.drop = n_drop;
+    N->t.address = n_address;
+    N->t.free = n_free;
+    ncclUniqueId u;
+    memcpy(u.internal, id, 128);
+    tc_status st = TC_OK;
+    if (cudaSetDevice(device) != cudaSuccess || cudaStreamCreateWithFlags(&N->stream, cudaStreamNonBlocking) != cudaSuccess)
+        st = TC_FAIL(TC_ERR_IO, "nccl transport: cannot use cuda:%d", device);
+    else {
+        ncclResult_t r = ncclCommInitRank(&N->comm, 2, u, rank);
+        if (r != ncclSuccess) st = TC_FAIL(TC_ERR_IO, "nccl: ncclCommInitRank: %s", ncclGetErrorString(r)), N->comm = NULL;
+    }
+    if (st != TC_OK) {
+        n_free(&N->t);
+        return st;
+    }
+    *out = &N->t;
+    return TC_OK;
+}
