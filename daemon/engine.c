@@ -44,6 +44,11 @@ typedef struct dsess {
                          context thread; out of the batch meanwhile */
     double boundary_t0;
     struct dsess *next_sync;
+    /* a generation a crash cut, journaled: the same request_id resumes it
+     * while the session is as the journal left it (length resume_len) */
+    tc_journal_gen resume;
+    int has_resume;
+    int64_t resume_len;
 } dsess;
 
 typedef struct job {
@@ -61,6 +66,8 @@ typedef struct job {
     int n_stop;
     void *user;
     int phase, cancel, cancel_code;
+    int resume;    /* continues a journaled generation (see dsess.resume) */
+    int replaying; /* re-sending journaled tokens: not journaled again */
     int32_t next_tok;
     int64_t generated, prompt_tokens;
     double t_arrive, t_start, t_prefill, t_first, t_last, sync_s;
@@ -293,7 +300,7 @@ static tc_finish emit_token(tc_engine *e, job *j, int32_t tok) {
     } else if (fin == TC_FINISH_NONE && j->generated >= j->max_tokens) fin = TC_FINISH_LENGTH;
     /* journal before the token goes out: the client may rely on it */
     const char *jerr = NULL;
-    if (e->journal && !j->s->ephemeral && tc_journal_append(e->journal, j->s->id, &tok, 1) != TC_OK) {
+    if (e->journal && !j->s->ephemeral && !j->replaying && tc_journal_append(e->journal, j->s->id, &tok, 1) != TC_OK) {
         jerr = tc_error_get();
         TC_LOG(TC_LOG_ERROR, "engine", "%s", jerr);
         fin = TC_FINISH_ERROR;
@@ -309,6 +316,10 @@ static tc_finish emit_token(tc_engine *e, job *j, int32_t tok) {
 }
 
 static void finish_job(tc_engine *e, job *j, tc_finish fin, const char *err) {
+    /* a generation cut by a shutdown stays resumable; any other end is final */
+    if (j->generate && j->s && e->journal && !j->s->ephemeral && j->t_prefill > 0 &&
+        !(fin == TC_FINISH_CANCELLED && j->cancel_code == 14) && tc_journal_gen_end(e->journal, j->s->id) != TC_OK)
+        TC_LOG(TC_LOG_ERROR, "engine", "%s", tc_error_get());
     if (fin == TC_FINISH_CANCELLED || fin == TC_FINISH_ERROR) {
         tc_job_stats st;
         stats_of(j, &st, j->s ? j->s->st.length + (j->s->pending >= 0) : 0);
@@ -354,6 +365,21 @@ static void start_job(tc_engine *e, job *j) {
         finish_job(e, j, TC_FINISH_NONE, NULL);
         return;
     }
+    /* a resumed generation re-sends what it had generated (the client may
+     * not have received all of it): tokens [start_len, resume_len) */
+    int32_t *replay = NULL;
+    int64_t n_replay = 0;
+    if (j->resume && s->n_restore >= s->resume_len && s->resume.start_len <= s->resume_len) {
+        n_replay = s->resume_len - s->resume.start_len;
+        replay = malloc((size_t)(n_replay ? n_replay : 1) * 4);
+        if (replay && n_replay) memcpy(replay, s->restore + s->resume.start_len, (size_t)n_replay * 4);
+    }
+    if (!j->resume && s->has_resume) { /* another request: the cut generation is abandoned */
+        s->has_resume = 0;
+        if (e->journal && tc_journal_gen_end(e->journal, s->id) != TC_OK)
+            TC_LOG(TC_LOG_ERROR, "engine", "%s", tc_error_get());
+    }
+    s->has_resume = 0;
     /* what the worker has not seen: a restored history, the pending
      * (sampled, journaled, not yet fed) token, then the new tokens */
     int64_t n = s->n_restore + (s->pending >= 0) + j->n_tokens;
@@ -380,6 +406,7 @@ static void start_job(tc_engine *e, job *j) {
         if (st != TC_OK) {
             char msg[600];
             snprintf(msg, sizeof msg, "append failed: %s", tc_error_get() ? tc_error_get() : tc_status_str(st));
+            free(replay);
             /* TC_ERR_IO: a worker that did not come back — UNAVAILABLE, retryable */
             e->sink.failed(j->user, st == TC_ERR_INVALID ? 3 : st == TC_ERR_IO ? 14 : 13, msg);
             finish_job(e, j, TC_FINISH_NONE, NULL);
@@ -409,10 +436,41 @@ static void start_job(tc_engine *e, job *j) {
         return;
     }
     if (!s->has_logits) {
+        free(replay);
         e->sink.failed(j->user, 3, "prompt: empty (give text or token_ids; the session has no tokens yet)");
         finish_job(e, j, TC_FINISH_NONE, NULL);
         return;
     }
+    if (j->resume) {
+        j->replaying = 1;
+        for (int64_t i = 0; i < n_replay; i++) {
+            tc_finish f = emit_token(e, j, replay[i]);
+            if (f != TC_FINISH_NONE) { /* it had ended, the end not yet journaled */
+                free(replay);
+                j->replaying = 0;
+                finish_job(e, j, f, NULL);
+                return;
+            }
+        }
+        j->replaying = 0;
+        TC_LOG(TC_LOG_INFO, "engine", "session %s: request %s resumed after %lld journaled tokens", s->id,
+               j->request_id, (long long)n_replay);
+    } else if (e->journal && !s->ephemeral) {
+        tc_journal_gen g;
+        memset(&g, 0, sizeof g);
+        snprintf(g.request_id, sizeof g.request_id, "%s", j->request_id);
+        g.start_len = s->st.length;
+        g.sp = j->smp.p;
+        g.max_tokens = j->max_tokens;
+        g.ignore_eos = j->ignore_eos;
+        if (tc_journal_gen_begin(e->journal, s->id, &g) != TC_OK) {
+            free(replay);
+            e->sink.failed(j->user, 13, tc_error_get());
+            finish_job(e, j, TC_FINISH_NONE, NULL);
+            return;
+        }
+    }
+    free(replay);
     if (j->max_tokens == 0) {
         tc_job_stats st;
         stats_of(j, &st, s->st.length);
@@ -555,7 +613,7 @@ static void *engine_thread(void *arg) {
             if (e->sink.backlog(j->user) >= (size_t)e->lim.stream_queue) continue;
             tc_wc_session_stats st;
             e->wc->stats(e->wc, j->s->ws, &st);
-            if (st.sync_due && e->lim.overlap_syncs) {
+            if (st.sync_due && e->lim.overlap_syncs && st.length > e->lim.sync_inline_max) {
                 dsess *s = j->s;
                 s->syncing = 1;
                 s->boundary_t0 = tc_now_s();
@@ -850,6 +908,25 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
             goto reject;
         }
     }
+    /* the same request again after a crash cut it: resume, don't restart */
+    if (sp->generate && s->has_resume && sp->request_id && !strcmp(sp->request_id, s->resume.request_id) &&
+        s->st.length == s->resume_len) {
+        int64_t k = s->resume_len - s->resume.start_len;
+        tc_sampler_free(&j->smp);
+        if (k < 0 || tc_sampler_init(&j->smp, &s->resume.sp, c->vocab_size) != TC_OK) {
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 13, "cannot resume request '%s'", sp->request_id);
+            goto reject;
+        }
+        if (s->resume.sp.temperature > 0) /* one draw per sampled token */
+            for (int64_t i = 0; i < k; i++) tc_rng_uniform(j->smp.rng);
+        j->resume = 1;
+        j->max_tokens = s->resume.max_tokens;
+        j->ignore_eos = s->resume.ignore_eos;
+        free(j->tokens);
+        j->tokens = NULL;
+        j->n_tokens = j->prompt_tokens = 0;
+    }
     j->s = s;
     j->id = ++e->next_job_id;
     s->busy_job = j->id;
@@ -994,10 +1071,27 @@ static tc_status restore_one(void *ud, const char *id, int64_t created_ms, const
     return TC_OK;
 }
 
+static tc_status restore_gen(void *ud, const char *id, const tc_journal_gen *g) {
+    tc_engine *e = ud;
+    pthread_mutex_lock(&e->mu);
+    dsess *s = find_sess(e, id);
+    if (s && g->start_len >= 0 && g->start_len <= s->n_restore && g->max_tokens >= 0 &&
+        tc_sampling_validate(&g->sp) == TC_OK && g->request_id[0]) {
+        s->resume = *g;
+        s->has_resume = 1;
+        s->resume_len = s->n_restore;
+        TC_LOG(TC_LOG_INFO, "engine", "session %s: request %s was cut after %lld tokens; the same request resumes it",
+               id, g->request_id, (long long)(s->n_restore - g->start_len));
+    } else TC_LOG(TC_LOG_WARN, "engine", "journal: ignoring the unusable cut generation of session '%s'", id);
+    pthread_mutex_unlock(&e->mu);
+    return TC_OK;
+}
+
 tc_status tc_engine_attach_journal(tc_engine *e, tc_journal *j, int *n_restored) {
     e->journal = j;
     restore_ctx rc = {e, 0};
     tc_status st = tc_journal_load(j, restore_one, &rc);
+    if (st == TC_OK) st = tc_journal_load_gens(j, restore_gen, e);
     if (n_restored) *n_restored = rc.n;
     return st;
 }

@@ -61,6 +61,9 @@ typedef struct {
     int stream_queue;     /* unread messages per stream before it pauses */
     double idle_timeout_s;
     int overlap_syncs;    /* 1: syncs on the context thread; 0: inline in the batch */
+    int64_t sync_inline_max; /* syncs over at most this many history tokens run inline in the
+                                batch even when overlapping (cheaper than a context-worker round
+                                trip, and never queued behind a long context's sync) */
 } tc_engine_limits;
 
 typedef struct {

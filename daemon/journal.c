@@ -13,7 +13,7 @@
 
 struct tc_journal {
     sqlite3 *db;
-    sqlite3_stmt *ins_sess, *del_sess, *del_chunks, *ins_chunk;
+    sqlite3_stmt *ins_sess, *del_sess, *del_chunks, *ins_chunk, *ins_gen, *del_gen;
 };
 
 static tc_status db_fail(tc_journal *j, const char *what) {
@@ -37,6 +37,10 @@ tc_status tc_journal_open(tc_journal **out, const char *data_dir) {
                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                      "CREATE TABLE IF NOT EXISTS sessions(id TEXT PRIMARY KEY, created_ms INTEGER NOT NULL);"
                      "CREATE TABLE IF NOT EXISTS chunks(session TEXT NOT NULL, tokens BLOB NOT NULL);"
+                     "CREATE TABLE IF NOT EXISTS gens(session TEXT PRIMARY KEY, request_id TEXT NOT NULL,"
+                     " start_len INTEGER NOT NULL, temperature REAL NOT NULL, top_k INTEGER NOT NULL,"
+                     " top_p REAL NOT NULL, seed INTEGER NOT NULL, max_tokens INTEGER NOT NULL,"
+                     " ignore_eos INTEGER NOT NULL);"
                      "CREATE INDEX IF NOT EXISTS chunks_by_session ON chunks(session);",
                      NULL, NULL, &err) != SQLITE_OK) {
         st = TC_FAIL(TC_ERR_IO, "journal %s: %s (is it a tconst journal?)", path, err ? err : "schema");
@@ -46,7 +50,9 @@ tc_status tc_journal_open(tc_journal **out, const char *data_dir) {
     if (sqlite3_prepare_v2(j->db, "INSERT OR REPLACE INTO sessions(id, created_ms) VALUES(?, ?)", -1, &j->ins_sess, NULL) ||
         sqlite3_prepare_v2(j->db, "DELETE FROM sessions WHERE id = ?", -1, &j->del_sess, NULL) ||
         sqlite3_prepare_v2(j->db, "DELETE FROM chunks WHERE session = ?", -1, &j->del_chunks, NULL) ||
-        sqlite3_prepare_v2(j->db, "INSERT INTO chunks(session, tokens) VALUES(?, ?)", -1, &j->ins_chunk, NULL)) {
+        sqlite3_prepare_v2(j->db, "INSERT INTO chunks(session, tokens) VALUES(?, ?)", -1, &j->ins_chunk, NULL) ||
+        sqlite3_prepare_v2(j->db, "INSERT OR REPLACE INTO gens VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)", -1, &j->ins_gen, NULL) ||
+        sqlite3_prepare_v2(j->db, "DELETE FROM gens WHERE session = ?", -1, &j->del_gen, NULL)) {
         st = db_fail(j, "prepare");
         goto fail;
     }
@@ -64,6 +70,8 @@ void tc_journal_close(tc_journal *j) {
     sqlite3_finalize(j->del_sess);
     sqlite3_finalize(j->del_chunks);
     sqlite3_finalize(j->ins_chunk);
+    sqlite3_finalize(j->ins_gen);
+    sqlite3_finalize(j->del_gen);
     if (j->db) sqlite3_close(j->db);
     free(j);
 }
@@ -97,6 +105,8 @@ tc_status tc_journal_session_delete(tc_journal *j, const char *id) {
     tc_status st = run(j, j->del_sess, "delete session");
     sqlite3_bind_text(j->del_chunks, 1, id, -1, SQLITE_TRANSIENT);
     if (st == TC_OK) st = run(j, j->del_chunks, "delete history");
+    sqlite3_bind_text(j->del_gen, 1, id, -1, SQLITE_TRANSIENT);
+    if (st == TC_OK) st = run(j, j->del_gen, "delete generation");
     sqlite3_exec(j->db, st == TC_OK ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
     sqlite3_mutex_leave(mx);
     return st;
@@ -153,5 +163,52 @@ done:
     sqlite3_finalize(ss);
     sqlite3_finalize(cs);
     free(buf);
+    return st;
+}
+
+tc_status tc_journal_gen_begin(tc_journal *j, const char *id, const tc_journal_gen *g) {
+    sqlite3_mutex_enter(sqlite3_db_mutex(j->db));
+    sqlite3_bind_text(j->ins_gen, 1, id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(j->ins_gen, 2, g->request_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(j->ins_gen, 3, g->start_len);
+    sqlite3_bind_double(j->ins_gen, 4, g->sp.temperature);
+    sqlite3_bind_int64(j->ins_gen, 5, g->sp.top_k);
+    sqlite3_bind_double(j->ins_gen, 6, g->sp.top_p);
+    sqlite3_bind_int64(j->ins_gen, 7, (sqlite3_int64)g->sp.seed);
+    sqlite3_bind_int64(j->ins_gen, 8, g->max_tokens);
+    sqlite3_bind_int64(j->ins_gen, 9, g->ignore_eos);
+    tc_status st = run(j, j->ins_gen, "record generation");
+    sqlite3_mutex_leave(sqlite3_db_mutex(j->db));
+    return st;
+}
+
+tc_status tc_journal_gen_end(tc_journal *j, const char *id) {
+    sqlite3_mutex_enter(sqlite3_db_mutex(j->db));
+    sqlite3_bind_text(j->del_gen, 1, id, -1, SQLITE_TRANSIENT);
+    tc_status st = run(j, j->del_gen, "end generation");
+    sqlite3_mutex_leave(sqlite3_db_mutex(j->db));
+    return st;
+}
+
+tc_status tc_journal_load_gens(tc_journal *j, tc_journal_gen_visit visit, void *ud) {
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(j->db, "SELECT * FROM gens", -1, &q, NULL)) return db_fail(j, "load generations");
+    tc_status st = TC_OK;
+    int rc;
+    while (st == TC_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        tc_journal_gen g;
+        memset(&g, 0, sizeof g);
+        const char *sid = (const char *)sqlite3_column_text(q, 0), *rid = (const char *)sqlite3_column_text(q, 1);
+        snprintf(g.request_id, sizeof g.request_id, "%s", rid ? rid : "");
+        g.start_len = sqlite3_column_int64(q, 2);
+        g.sp.temperature = (float)sqlite3_column_double(q, 3);
+        g.sp.top_k = (int)sqlite3_column_int64(q, 4);
+        g.sp.top_p = (float)sqlite3_column_double(q, 5);
+        g.sp.seed = (uint64_t)sqlite3_column_int64(q, 6);
+        g.max_tokens = (int)sqlite3_column_int64(q, 7);
+        g.ignore_eos = (int)sqlite3_column_int64(q, 8);
+        st = visit(ud, sid ? sid : "", &g);
+    }
+    sqlite3_finalize(q);
     return st;
 }

@@ -6,14 +6,18 @@
  * journaled before its reply, a generated token before it is streamed.
  * synchronous=NORMAL: a commit survives the process being killed (kill -9);
  * an OS crash may lose the last commits. Thread-safe (one connection in
- * SQLite's serialized mode). Not here: sampler state of a generation cut by
- * a crash (the client re-issues it), the worker split's re-sync. */
+ * SQLite's serialized mode). A running generation's request id, sampling
+ * parameters and starting length are recorded too, so after a crash the
+ * same request (same request_id) resumes it exactly: the sampler's RNG
+ * takes one draw per sampled token, so its state is the seed advanced by
+ * the number of tokens journaled since the start. */
 #ifndef TC_DAEMON_JOURNAL_H
 #define TC_DAEMON_JOURNAL_H
 
 #include <stdint.h>
 
 #include "../common/status.h"
+#include "../model/sampler.h"
 
 typedef struct tc_journal tc_journal;
 
@@ -29,5 +33,17 @@ tc_status tc_journal_append(tc_journal *j, const char *id, const int32_t *tokens
  * valid during the call). */
 typedef tc_status (*tc_journal_visit)(void *ud, const char *id, int64_t created_ms, const int32_t *tokens, int64_t n);
 tc_status tc_journal_load(tc_journal *j, tc_journal_visit visit, void *ud);
+
+/* The running generation of a session (at most one). */
+typedef struct {
+    char request_id[64];
+    int64_t start_len; /* session length when its first token was sampled */
+    tc_sampling_params sp;
+    int max_tokens, ignore_eos;
+} tc_journal_gen;
+tc_status tc_journal_gen_begin(tc_journal *j, const char *id, const tc_journal_gen *g);
+tc_status tc_journal_gen_end(tc_journal *j, const char *id);
+typedef tc_status (*tc_journal_gen_visit)(void *ud, const char *id, const tc_journal_gen *g);
+tc_status tc_journal_load_gens(tc_journal *j, tc_journal_gen_visit visit, void *ud);
 
 #endif

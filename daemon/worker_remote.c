@@ -623,12 +623,16 @@ static tc_status do_step(remote *R, tc_wc_session **ss, const int32_t *t, int B,
                          float *logits, int pair) {
     wproc *g = R->pairs[pair].gen;
     uint64_t *sids = malloc((size_t)B * 8);
+    char *inline_sync = calloc((size_t)B, 1);
     Tconst__Worker__V1__Sampler *sm = calloc((size_t)B, sizeof *sm), **smpp = calloc((size_t)B, sizeof *smpp);
     tc_status st = TC_OK;
-    if (!sids || !sm || !smpp) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    if (!sids || !sm || !smpp || !inline_sync) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
     for (int i = 0; i < B && st == TC_OK; i++) {
         st = ensure_gen(R, ss[i]);
-        if (st == TC_OK && sync_due(R, ss[i])) st = do_sync(R, ss[i]); /* inline (--no-overlap-syncs) */
+        /* a session the engine left in the batch at a boundary is synced
+         * inline by the generation worker itself (it holds the history):
+         * short contexts, --no-overlap-syncs */
+        inline_sync[i] = st == TC_OK && sync_due(R, ss[i]);
         sids[i] = ss[i]->sid;
         if (smp) {
             tconst__worker__v1__sampler__init(&sm[i]);
@@ -666,11 +670,12 @@ static tc_status do_step(remote *R, tc_wc_session **ss, const int32_t *t, int B,
                 memcpy(smp[i]->rng, sr->samplers[i]->rng, 32);
             }
             ss[i]->state_bytes = sr->state_bytes[i];
+            if (inline_sync[i]) ss[i]->synced_at = ss[i]->n, ss[i]->syncs++;
         }
         if (st == TC_OK && logits) memcpy(logits, sr->logits, sr->n_logits * 4);
         tconst__worker__v1__step_response__free_unpacked(sr, NULL);
     }
-    free(sids), free(sm), free(smpp);
+    free(sids), free(sm), free(smpp), free(inline_sync);
     return st;
 }
 

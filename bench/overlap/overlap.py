@@ -5,9 +5,10 @@ generation? (DESIGN.md §5: generation throughput while syncs run vs none.)
 16 light sessions generate concurrently, first alone, then while 4 heavy
 sessions with a long history (a sync costs ~0.1-1 s each) generate beside
 them, so a heavy sync is due every few steps. The light sessions' aggregate
-token rate in the second phase over the first is the overlap ratio. Both
-engine modes run side by side in one invocation: --overlap-syncs (syncs on
-the context thread) and --no-overlap-syncs (inline in the batch). Also
+token rate in the second phase over the first is the overlap ratio. The
+layouts run side by side in one invocation: split worker processes (the
+default), one both-roles worker, the in-process context thread, and
+in-process with --no-overlap-syncs (syncs inline in the batch). Also
 prints the heavy sessions' boundary stall vs their sync time, from /metrics.
 A benchmark, not a test: it prints figures and asserts nothing.
 Run: /usr/bin/python3 bench/overlap/overlap.py build/tconstd build/tconst"""
@@ -55,8 +56,17 @@ rows = []
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
-for mode in ("--overlap-syncs", "--no-overlap-syncs"):
-    with Daemon(env, mode, "--max-batch", "64", *os.environ.get("DAEMON_ARGS", "").split()) as d:
+# layouts side by side: worker processes (the default), the in-process
+# context thread, and syncs inline in the batch (the no-overlap baseline)
+LAYOUTS = [("split workers", ["--worker-mode", "split"]),
+           ("both-roles worker", ["--worker-mode", "both"]),
+           ("in-process threads", ["--worker-mode", "inprocess"]),
+           ("in-process inline", ["--worker-mode", "inprocess", "--no-overlap-syncs"])]
+only = os.environ.get("LAYOUTS")
+for mode, flags in LAYOUTS:
+    if only and mode.split()[0] not in only.split(","):
+        continue
+    with Daemon(env, *flags, "--max-batch", "64", *os.environ.get("DAEMON_ARGS", "").split()) as d:
         stub = d.stub()
         # heavy sessions: a long history each (its prefill is one sync)
         ids = [(i * 7919) % 500 + 2 for i in range(HIST)]
@@ -84,7 +94,7 @@ for mode in ("--overlap-syncs", "--no-overlap-syncs"):
 
 print(f"\noverlap benchmark: {LIGHT} light sessions x {TOKENS} tokens; {HEAVY} heavy sessions with {HIST}-token "
       f"histories generating beside them (tiny model, {os.cpu_count()} CPUs)\n")
-print(f"{'mode':22s} {'light tok/s alone':>18s} {'with heavy syncs':>17s} {'ratio':>7s} {'syncs':>6s} "
+print(f"{'layout':22s} {'light tok/s alone':>18s} {'with heavy syncs':>17s} {'ratio':>7s} {'syncs':>6s} "
       f"{'mean sync s':>12s} {'mean stall s':>13s}")
 for mode, a, b, n, ms, st in rows:
     print(f"{mode:22s} {a:18.1f} {b:17.1f} {b / a:7.2f} {n:6.0f} {ms:12.3f} {st:13.3f}")

@@ -12,9 +12,14 @@ four sessions stream seeded, sampled generations of 400 tokens each
 and after each, every stream must run to its end with no error and its
 token ids must equal `tconst generate` with the same seed — an
 uninterrupted run. The worker's pid must change (a new process) and
-tconst_worker_restarts_total must count each restart. (kill -9 of tconstd
-itself is tests/test_journal.py, which runs against this same default
-layout.)
+tconst_worker_restarts_total must count each restart.
+
+Then tconstd itself is kill -9ed (with --data-dir) in the middle of a
+seeded generation inside a session: its workers die with it; after a
+restart the same request (same request_id) resumes from the journal, and
+its stream — the journaled tokens re-sent, then the rest — equals the
+uninterrupted run, all 400 tokens. (tests/test_journal.py covers greedy
+sessions across restarts.)
 
 Streams are paused by backpressure while the fault is injected: each
 reader stops reading after 30 tokens, so its generation stops at
@@ -69,7 +74,9 @@ def body(env, ck):
     model = env.model("tconstformer", seed=5)
     prompts = [[(i * 37 + k * 11) % 500 + 2 for i in range(n)] for k, n in enumerate((5, 40, 70, 101))]
     want = [env.generate(model, p, N_TOK, ignore_eos=True, seed=100 + k, **SAMPLED) for k, p in enumerate(prompts)]
-    with Daemon(env, "--worker-mode", "split", "--worker-timeout", "2", "--stream-queue", "8", model=model) as d:
+    # --sync-inline-max 0: every sync goes through the context worker and the data plane
+    with Daemon(env, "--worker-mode", "split", "--worker-timeout", "2", "--stream-queue", "8", "--sync-inline-max", "0",
+                model=model) as d:
         s = d.stub()
         restarts = 0
         for fault in ("kill-generation", "kill-context", "stop-generation", "stop-context"):
@@ -129,5 +136,58 @@ def body(env, ck):
         ck.equal(metric(d, "tconst_workers_up"), 2.0, "tconst_workers_up is 2 at the end")
 
 
+def gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] == "Z"  # a zombie not yet reaped by init
+    except OSError:
+        return True
+
+
+def coordinator_kill(env, ck):
+    pb = env.pb
+    model = env.model("tconstformer", seed=5)
+    data = os.path.join(env.tmp, "journal-data")
+    prompt = [(i * 29) % 500 + 2 for i in range(70)]
+    samp = dict(max_tokens=N_TOK, ignore_eos=True, seed=77, **SAMPLED)
+    want = env.generate(model, prompt, N_TOK, ignore_eos=True, seed=77, **SAMPLED)
+    req = pb.GenerateInSessionRequest(session_id="cut", request_id="gen-1", sampling=env.sampling(**samp))
+    with Daemon(env, "--data-dir", data, "--stream-queue", "8", "--sync-inline-max", "0", model=model) as d:
+        s = d.stub()
+        s.OpenSession(pb.OpenSessionRequest(session_id="cut", token_ids=prompt), timeout=30)
+        kids = wait_for(lambda: (lambda c: c if len(c) == 2 else None)(children(d.proc.pid)), 30, "workers")
+        seen = []
+        for r in s.GenerateInSession(req, timeout=120):
+            seen += r.token_ids
+            if len(seen) >= 30:
+                break  # stop reading: the generation stops at --stream-queue unread messages
+        d.proc.kill()
+        d.proc.wait()
+    ck.equal(seen, want[:len(seen)], "kill-tconstd: the tokens streamed before the kill match the reference")
+    ck.check(kids and wait_for(lambda: all(gone(p) for p in kids.values()), 30, "workers gone"),
+             "kill-tconstd: its workers died with it")
+    with Daemon(env, "--data-dir", data, "--sync-inline-max", "0", model=model) as d:
+        s = d.stub()
+        got = []
+        for r in s.GenerateInSession(req, timeout=120):
+            got += r.token_ids
+        ck.equal(got, want, f"kill-tconstd: the same request_id resumes; its stream (journaled tokens re-sent, then "
+                            f"the rest) == the uninterrupted run, {N_TOK} tokens")
+        info = s.GetSession(pb.GetSessionRequest(session_id="cut"), timeout=30)
+        ck.equal(info.length, len(prompt) + N_TOK, "kill-tconstd: the session holds prompt + every generated token")
+        # the generation is over: the same id again is a new generation, not a replay
+        more = []
+        for r in s.GenerateInSession(pb.GenerateInSessionRequest(session_id="cut", request_id="gen-1", sampling=(
+                env.sampling(max_tokens=5, ignore_eos=True))), timeout=60):
+            more += r.token_ids
+        want2 = env.generate(model, prompt + want, 5, ignore_eos=True)
+        ck.equal(more, want2, "kill-tconstd: a finished request id does not replay; it generates anew")
+
+
+def all_faults(env, ck):
+    body(env, ck)
+    coordinator_kill(env, ck)
+
+
 if __name__ == "__main__":
-    run("faults", body)
+    run("faults", all_faults)
