@@ -10,6 +10,7 @@
  * iteration (the worker split moves syncs to the context worker). */
 #include "engine.h"
 
+#include <malloc.h>
 #include <math.h>
 #include <stdarg.h>
 #include <pthread.h>
@@ -563,10 +564,17 @@ static void *engine_thread(void *arg) {
     TC_ASSERT(batch && bs && bt && bsmp && bnext && dead, "engine: out of memory");
     if (e->wc->bind_thread) e->wc->bind_thread(e->wc, 0);
     e->busy_t0 = tc_now_s();
-    double next_idle_check = tc_now_s() + 1.0;
+    double next_idle_check = tc_now_s() + 1.0, next_trim = tc_now_s() + 10.0;
     pthread_mutex_lock(&e->mu);
     while (!e->stop) {
         /* idle sessions expire */
+        if (tc_now_s() >= next_trim) { /* hand freed heap pages back (glibc keeps them otherwise) */
+            next_trim = tc_now_s() + 10.0;
+            pthread_mutex_unlock(&e->mu);
+            malloc_trim(0);
+            pthread_mutex_lock(&e->mu);
+            continue;
+        }
         if (e->lim.idle_timeout_s > 0 && tc_now_s() >= next_idle_check) {
             next_idle_check = tc_now_s() + 1.0;
             int64_t lim_ms = tc_wall_ms() - (int64_t)(e->lim.idle_timeout_s * 1000);

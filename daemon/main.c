@@ -37,6 +37,7 @@ typedef struct {
     char *listen, *http_listen, *model, *data_dir, *log_level, *log_format;
     char *workers, *worker_mode, *worker_binary, *device;
     double worker_timeout, worker_start_timeout;
+    int64_t context_nice;
     int64_t max_sessions, max_queued, max_batch, max_tokens, stream_queue, max_message_bytes, threads,
         warmup_tokens;
     int overlap_syncs;
@@ -54,6 +55,7 @@ static const tc_knob KNOBS[] = {
     K("workers", TC_KNOB_STR, "", 0, 0, "tconst-worker control addresses to attach to (host:port,...; context and generation workers pair up in order); empty: spawn workers", workers),
     K("worker-binary", TC_KNOB_STR, "", 0, 0, "tconst-worker to spawn (empty: next to tconstd)", worker_binary),
     K("device", TC_KNOB_STR, "cpu", 0, 0, "device of spawned workers: cpu or cuda:N", device),
+    K("context-nice", TC_KNOB_INT, "0", 0, 19, "niceness of spawned context workers: where both workers share CPU cores, syncs yield to generation (longer boundary stalls, steadier token rate)", context_nice),
     K("worker-timeout", TC_KNOB_DOUBLE, "10", 0.5, 3600, "seconds a worker may leave pings unanswered before it is killed and restarted (spawned) or marked down (attached)", worker_timeout),
     K("worker-start-timeout", TC_KNOB_DOUBLE, "120", 1, 86400, "seconds a starting worker gets to load its model", worker_start_timeout),
     K("max-sessions", TC_KNOB_INT, "256", 1, 1e6, "open sessions at most (more: RESOURCE_EXHAUSTED)", max_sessions),
@@ -131,6 +133,10 @@ int main(int argc, char **argv) {
      * glibc's dynamic threshold would otherwise move them onto the heap
      * after the first free and keep the peak resident for good. */
     mallopt(M_MMAP_THRESHOLD, 4 << 20);
+    /* gRPC's completion threads and the engine threads otherwise each get
+     * an arena, and freed memory scattered over many arenas stays resident
+     * (the slow creep of the 256-session load run) */
+    mallopt(M_ARENA_MAX, 2);
     tc_log_init();
     dcfg cfg;
     int help = 0;
@@ -207,7 +213,8 @@ int main(int argc, char **argv) {
         if (cfg.worker_binary[0]) snprintf(bin, sizeof bin, "%s", cfg.worker_binary);
         else find_worker_binary(bin, sizeof bin);
         tc_remote_opts ro = {cfg.workers, cfg.worker_mode, bin, dir, cfg.device, cfg.log_level, cfg.log_format,
-                             (int)cfg.threads, cfg.worker_timeout, cfg.worker_start_timeout, 3600};
+                             (int)cfg.threads, cfg.worker_timeout, cfg.worker_start_timeout, 3600,
+                             (int)cfg.context_nice};
         TC_LOG(TC_LOG_INFO, "main", "model %s on %s", dir, cfg.workers[0] ? cfg.workers : "spawned workers");
         if (tc_worker_remote_open(&wc, &ro) != TC_OK) {
             fprintf(stderr, "tconstd: error: %s\n", tc_error_get());

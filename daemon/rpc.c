@@ -485,14 +485,16 @@ tc_status tc_rpc_client_open(tc_rpc_client **out, const char *addr) {
     if (!c) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
     grpc_channel_credentials *cr = grpc_insecure_credentials_create();
     /* a restarted worker (or server) is reached again within a second,
-     * not after gRPC's default exponential reconnect backoff (up to 120 s) */
-    grpc_arg arg[4];
+     * not after gRPC's default exponential reconnect backoff (up to 120 s).
+     * Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: gRPC core takes it as the
+     * minimum connect timeout, and 100 ms fails handshakes under load. */
+    grpc_arg arg[3];
     memset(arg, 0, sizeof arg);
-    const char *keys[4] = {GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
-                           GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS};
-    int vals[4] = {256 << 20, 100, 100, 1000};
-    for (int i = 0; i < 4; i++) arg[i].type = GRPC_ARG_INTEGER, arg[i].key = (char *)keys[i], arg[i].value.integer = vals[i];
-    grpc_channel_args ca = {4, arg};
+    const char *keys[3] = {GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+                           GRPC_ARG_MAX_RECONNECT_BACKOFF_MS};
+    int vals[3] = {256 << 20, 100, 1000};
+    for (int i = 0; i < 3; i++) arg[i].type = GRPC_ARG_INTEGER, arg[i].key = (char *)keys[i], arg[i].value.integer = vals[i];
+    grpc_channel_args ca = {3, arg};
     c->ch = grpc_channel_create(addr, cr, &ca);
     grpc_channel_credentials_release(cr);
     c->cq = grpc_completion_queue_create_for_pluck(NULL);

@@ -787,11 +787,12 @@ static tc_status spawn_args(remote *R, wproc *p, const char *role, int idx) {
     const char *tmp = getenv("TMPDIR");
     snprintf(sock, sizeof sock, "unix:%s/tconstd-%d-worker-%d.sock", tmp && *tmp ? tmp : "/tmp", (int)getpid(), idx);
     snprintf(p->addr, sizeof p->addr, "%s", sock);
-    char th[32];
+    char th[32], nice[32];
     snprintf(th, sizeof th, "%d", R->o.threads);
+    snprintf(nice, sizeof nice, "%d", strcmp(role, "context") ? 0 : R->o.context_nice);
     const char *args[] = {R->o.binary, "--role", role, "--listen", sock, "--data-listen", "127.0.0.1:0", "--device",
                           R->o.device, "--threads", th, "--log-level", R->o.log_level, "--log-format", R->o.log_format,
-                          "--model", R->o.model, NULL};
+                          "--model", R->o.model, "--nice", nice, NULL};
     int k = 0;
     for (int i = 0; args[i]; i++)
         if (add_arg(p, &k, args[i]) != 0) return TC_FAIL(TC_ERR_NOMEM, "out of memory");

@@ -16,6 +16,7 @@ typedef struct {
     double timeout_s;         /* a worker silent this long is killed / marked down */
     double start_timeout_s;   /* model load budget of a (re)started worker */
     double compute_timeout_s; /* deadline of one sync or prefill call */
+    int context_nice;         /* --nice of spawned context workers */
 } tc_remote_opts;
 
 tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o);

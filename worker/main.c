@@ -5,7 +5,9 @@
  * it; a worker spawned by tconstd also dies with its parent
  * (PR_SET_PDEATHSIG, set by the spawner). Exit codes: 0 clean, 2 bad
  * flags or model, 3 device poisoned (STYLE.md: the coordinator restarts). */
+#include <errno.h>
 #include <malloc.h>
+#include <sys/resource.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -24,7 +26,7 @@
 
 typedef struct {
     char *role, *device, *listen, *data_listen, *transport, *model, *log_level, *log_format;
-    int64_t threads, max_message_bytes;
+    int64_t threads, max_message_bytes, nice;
     double peer_timeout;
 } wcfg;
 
@@ -39,6 +41,7 @@ static const tc_knob KNOBS[] = {
     K("threads", TC_KNOB_INT, "0", 0, 1024, "BLAS threads (0: OpenBLAS default)", threads),
     K("max-message-bytes", TC_KNOB_INT, "268435456", 1024, 4294967295.0, "largest control or data-plane message", max_message_bytes),
     K("peer-timeout", TC_KNOB_DOUBLE, "30", 0.1, 86400, "seconds a data-plane send or an Import waits for the peer", peer_timeout),
+    K("nice", TC_KNOB_INT, "0", 0, 19, "CPU scheduling niceness of this worker (a context worker sharing cores with its generation peer yields to it)", nice),
     K("log-level", TC_KNOB_STR, "info", 0, 0, "error, warn, info, debug or trace", log_level),
     K("log-format", TC_KNOB_STR, "text", 0, 0, "text or json", log_format),
 };
@@ -116,6 +119,8 @@ int main(int argc, char **argv) {
         goto done;
     }
 
+    if (cfg.nice > 0 && setpriority(PRIO_PROCESS, 0, (int)cfg.nice) != 0)
+        TC_LOG(TC_LOG_WARN, "worker", "--nice %d: %s", (int)cfg.nice, strerror(errno));
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);

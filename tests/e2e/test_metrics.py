@@ -22,7 +22,8 @@ COUNTERS = ["generated_tokens", "prompt_tokens", "syncs", "steps", "requests", "
 def body(env, ck):
     pb = env.pb
     model = env.model("tconstformer", seed=81)
-    with Daemon(env, model=model) as d:
+    # syncs on the context worker (not inline), so sync_duration counts each one
+    with Daemon(env, "--sync-inline-max", "0", model=model) as d:
         s = d.stub()
         st, text, hdr = d.http("/metrics", headers=True)
         ck.equal(st, 200, "GET /metrics is 200")
