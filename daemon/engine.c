@@ -22,6 +22,7 @@
 #include "../common/clock.h"
 #include "../common/log.h"
 #include "../tokenizer/bpe.h"
+#include "../scheduler/sched.h"
 #include "journal.h"
 #include "metrics.h"
 
@@ -44,7 +45,7 @@ typedef struct dsess {
     int syncing;      /* at a window boundary: queued for or in a sync on the
                          context thread; out of the batch meanwhile */
     double boundary_t0;
-    struct dsess *next_sync;
+    uint64_t qid; /* its id in the scheduler */
     /* a generation a crash cut, journaled: the same request_id resumes it
      * while the session is as the journal left it (length resume_len) */
     tc_journal_gen resume;
@@ -84,8 +85,13 @@ struct tc_engine {
     pthread_cond_t idle_cv; /* signalled when a job retires */
     pthread_t thread, ctx_thread; /* generation (hit steps), context (syncs, prefills) */
     int stop, draining;
-    dsess *sync_head, *sync_tail; /* sessions waiting for their sync, FIFO =
-                                     earliest deadline first (all wait now) */
+    /* sessions waiting for their sync: the scheduler's EDF queue, deadline
+     * = arrival at the boundary + the sync's expected cost (its history
+     * length x the measured seconds per token), so a short context's sync
+     * is not stuck behind a long one's and mean boundary stall is low */
+    tc_sched *sched;
+    uint64_t next_qid;
+    double sync_s_per_tok;
     int n_sync_queued, n_starting;
     double busy_s, busy_t0;      /* generation thread busy fraction */
     tc_worker_client *wc;
@@ -148,6 +154,7 @@ static void sess_remove_locked(tc_engine *e, dsess *s, int forget) {
     if (forget && e->journal && !s->ephemeral && tc_journal_session_delete(e->journal, s->id) != TC_OK)
         TC_LOG(TC_LOG_ERROR, "engine", "%s", tc_error_get());
     if (s->ws) e->wc->session_free(e->wc, s->ws);
+    tc_sched_close(e->sched, s->qid);
     free(s->restore);
     free(s->logits);
     free(s);
@@ -175,6 +182,10 @@ static dsess *sess_add_locked(tc_engine *e, const char *id) {
                   (unsigned long long)(tc_wall_ms() & 0xffffff));
     s->pending = -1;
     s->created_ms = s->last_used_ms = tc_wall_ms();
+    s->qid = ++e->next_qid;
+    int pair;
+    if (tc_sched_admit(e->sched, s->qid, 0, &pair) != TC_OK)
+        TC_LOG(TC_LOG_ERROR, "engine", "scheduler: %s", tc_error_get()); /* limits above the engine's: a bug */
     e->sess[e->n_sess++] = s;
     tc_metric_inc(TC_M_sessions_opened_total, 1);
     return s;
@@ -513,11 +524,14 @@ static void *context_thread(void *arg) {
                 if (j->phase == J_QUEUED && !j->cancel) start = j; /* the list is LIFO: last = oldest */
         /* syncs and starts alternate when both wait: a stream of syncs
          * (long contexts at their boundaries) must not starve admission */
-        if (e->sync_head && !(start && last_was_sync)) {
+        uint64_t qid = 0;
+        if (tc_sched_sync_queued(e->sched, 0) > 0 && !(start && last_was_sync) &&
+            tc_sched_sync_next(e->sched, 0, tc_now_s(), &qid, 1) == 1) {
             last_was_sync = 1;
-            dsess *s = e->sync_head;
-            e->sync_head = s->next_sync;
-            if (!e->sync_head) e->sync_tail = NULL;
+            dsess *s = NULL;
+            for (int i = 0; i < e->n_sess && !s; i++)
+                if (e->sess[i]->qid == qid) s = e->sess[i];
+            TC_ASSERT(s, "engine: a queued sync of no session");
             e->n_sync_queued--;
             tc_metric_set(TC_G_sync_queue_depth, e->n_sync_queued);
             job *j = find_job(e, s->busy_job);
@@ -532,6 +546,9 @@ static void *context_thread(void *arg) {
             refresh_stats(e, s);
             pthread_mutex_lock(&e->mu);
             if (j) j->sync_s += t1 - t0;
+            if (s->st.length > 0) /* seconds per history token, smoothed: the next deadlines */
+                e->sync_s_per_tok = 0.8 * e->sync_s_per_tok + 0.2 * (t1 - t0) / (double)s->st.length;
+            tc_sched_sync_done(e->sched, s->qid, t1);
             s->syncing = 0;
             pthread_cond_broadcast(&e->cv);
             continue;
@@ -623,12 +640,17 @@ static void *engine_thread(void *arg) {
             e->wc->stats(e->wc, j->s->ws, &st);
             if (st.sync_due && e->lim.overlap_syncs && st.length > e->lim.sync_inline_max) {
                 dsess *s = j->s;
+                double now = tc_now_s();
+                if (tc_sched_state(e->sched, s->qid) != TC_SS_GENERATING)
+                    tc_sched_transition(e->sched, s->qid, TC_SS_GENERATING);
+                if (tc_sched_transition(e->sched, s->qid, TC_SS_AT_BOUNDARY) != TC_OK ||
+                    tc_sched_sync_enqueue(e->sched, s->qid, now, now + e->sync_s_per_tok * (double)st.length) != TC_OK) {
+                    TC_LOG(TC_LOG_ERROR, "engine", "scheduler: %s; syncing %s inline", tc_error_get(), s->id);
+                    batch[B++] = j;
+                    continue;
+                }
                 s->syncing = 1;
-                s->boundary_t0 = tc_now_s();
-                s->next_sync = NULL;
-                if (e->sync_tail) e->sync_tail->next_sync = s;
-                else e->sync_head = s;
-                e->sync_tail = s;
+                s->boundary_t0 = now;
                 e->n_sync_queued++;
                 tc_metric_set(TC_G_sync_queue_depth, e->n_sync_queued);
                 pthread_cond_broadcast(&e->cv);
@@ -708,6 +730,12 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
     if (e->lim.stream_queue < 1) e->lim.stream_queue = 1;
     e->sink = *sink;
     e->V = wc->cfg->vocab_size;
+    e->sync_s_per_tok = 5e-6;
+    tc_sched_limits sl = {1000000, 1000000, 0, 1, 0, 1};
+    if (tc_sched_new(&e->sched, &sl) != TC_OK) {
+        free(e);
+        return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    }
     if (bpe) {
         e->piece_cap = tc_bpe_stream_max_out(bpe) + 16;
         e->piece = malloc(e->piece_cap);
@@ -756,6 +784,7 @@ void tc_engine_stop(tc_engine *e) {
     pthread_join(e->ctx_thread, NULL);
     while (e->n_sess) sess_remove_locked(e, e->sess[e->n_sess - 1], 0); /* the journal keeps them */
     free(e->sess);
+    tc_sched_free(e->sched);
     free(e->piece);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
