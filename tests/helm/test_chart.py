@@ -683,7 +683,7 @@ def main():
         ("negative drain timeout", {"coordinator": {"drainTimeout": -1}}),
         ("zero worker pairs", {"workers": {"pairs": 0}}),
         ("worker layout", {"workers": {"layout": "mesh"}}),
-        ("NCCL on CPU workers", {"workers": {"device": "cpu"}}),
+        ("NCCL on CPU workers", {"workers": {"device": "cpu", "transport": "nccl"}}),
         ("device pattern", {"coordinator": {"embedded": {"device": "gpu0"}}}),
         ("worker mode", {"coordinator": {"embedded": {"workerMode": "remote"}}}),
         ("chart-owned config key", {"coordinator": {"config": {"listen": "127.0.0.1:1"}}}),
