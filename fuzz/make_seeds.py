@@ -2,8 +2,9 @@
 """make_seeds.py — writes the small seed corpora under fuzz/corpus/<target>/.
 
 Run once when a format changes (the output is checked in). No dependencies:
-protobuf messages are encoded by hand (varint and length-delimited fields),
-which is all the tconst.v1 requests use."""
+protobuf messages are encoded by hand (varint, fixed and length-delimited
+fields), which is all the tconst.v1 and worker requests use; the worker's
+state blobs follow model/state.c's layout."""
 import json
 import os
 import struct
@@ -134,3 +135,109 @@ put("request", "health", call("HealthCheck", [fs(1, "tconst.v1.TConst")]) + call
 put("request", "reflection", call("Reflection", [fs(7, b"") , fs(3, "tconst.proto"), fs(4, "tconst.v1.TConst"),
                                                  fs(5, "x")]))
 put("request", "garbage", call("Generate", [b"\xff\xff\xff\xff\x0f"]) + call("Append", [b"\x0a\x80"]))
+
+
+# ---- worker: [select] then calls [method][u16 len][message][u16 blob len][blob] ----
+WM = ["Info", "Ping", "Connect", "Open", "Close", "Append", "Sync", "Import", "Step", "HealthCheck", "Unknown",
+      "Foreign"]
+ROLE = {"both": 0, "context": 1, "generation": 2}
+ARCH = {"tconst": 0, "tlin": 1, "transformer": 2}
+NO_MSG, NO_WAIT = 0x80, 0x40
+
+
+def wsel(role, arch):
+    return bytes([ROLE[role] + 3 * ARCH[arch]])
+
+
+def wcall(method, msg=b"", blob=b"", flags=0):
+    return bytes([WM.index(method) | flags]) + struct.pack("<H", len(msg)) + msg + struct.pack("<H", len(blob)) + blob
+
+
+def fd(n, x):
+    return varint(n << 3 | 1) + struct.pack("<d", x)
+
+
+def fx64(n, v):
+    return varint(n << 3 | 1) + struct.pack("<Q", v)
+
+
+def sref(sid):
+    return fv(1, sid)
+
+
+def append(sid, tokens=(), extend=(), logits=False, send_seq=0):
+    m = fv(1, sid) + (packed(2, extend) if extend else b"") + (packed(3, tokens) if tokens else b"")
+    return m + (fv(4, 1) if logits else b"") + (fv(5, send_seq) if send_seq else b"")
+
+
+def sync(sid, extend=(), send_seq=0):
+    return fv(1, sid) + (packed(2, extend) if extend else b"") + (fv(3, send_seq) if send_seq else b"")
+
+
+def imp(sid, seq, timeout=0.0):
+    return fv(1, sid) + fv(2, seq) + (fd(3, timeout) if timeout else b"")
+
+
+def sampler(t=0.7, k=5, p=0.9, rng=(1, 2, 3, 4)):
+    return ff(1, t) + fv(2, k) + ff(3, p) + b"".join(fx64(4, r) for r in rng)
+
+
+def step(sids, tokens, samplers=(), logits=False):
+    return (packed(1, sids) + packed(2, tokens) + b"".join(fs(3, s) for s in samplers) +
+            (fv(4, 1) if logits else b""))
+
+
+# model/state.c's blob for the fuzzer's models (vocab 53, d 24, 2 blocks;
+# depth 3, W_oh 8, W_og 8): header, tokens (full), zip, TLin history, window (full)
+def state(arch, kind, n_tokens, win_start, win_len, zip_len, zip_pos, hist_len, syncs=0, tokens=None):
+    d, nb, depth = 24, 2, 1 if arch == "transformer" else 3
+    nl, zl = nb * depth, 0 if arch == "transformer" else nb * (depth - 1)
+    b = struct.pack("<II6i7q", 0x54535431, kind, ARCH[arch], d, nl, nb, depth, 53, n_tokens, win_start, win_len,
+                    zip_len, zip_pos, hist_len, syncs)
+    if kind == 2:
+        b += struct.pack("<%di" % n_tokens, *(tokens or [(7 * i + 3) % 53 for i in range(n_tokens)]))
+    rows = zl * 2 * zip_len + nb * 2 * hist_len + (nl * 2 * win_len if kind == 2 else 0)
+    return b + struct.pack("<%df" % (rows * d), *[((i * 37) % 19 - 9) * 0.01 for i in range(rows * d)])
+
+
+T = lambda n, s=1: [(s + 5 * i) % 53 for i in range(n)]
+put("worker", "info", wsel("both", "tconst") + wcall("Info") + wcall("Ping") + wcall("HealthCheck", fs(1, "")) +
+    wcall("Unknown") + wcall("Foreign", flags=NO_MSG))
+put("worker", "both_session", wsel("both", "tconst") + wcall("Open", sref(5)) +
+    wcall("Append", append(5, T(10), logits=True)) +
+    wcall("Step", step([5], [3], [sampler()], logits=True)) + wcall("Sync", sync(5, extend=T(5, 2))) +
+    wcall("Step", step([5], [4])) + wcall("Info") + wcall("Close", sref(5)))
+put("worker", "gen_ship_import", wsel("generation", "tconst") + wcall("Open", sref(1)) +
+    wcall("Append", append(1, T(12), send_seq=1)) + wcall("Open", sref(2)) +
+    wcall("Import", imp(2, 1, 5.0), blob=b"\x01") + wcall("Step", step([1, 2], [4, 4], [sampler(), sampler(0)])))
+put("worker", "ctx_sync_ship", wsel("context", "tlin") + wcall("Connect", fs(1, "127.0.0.1:1")) +
+    wcall("Open", sref(3)) + wcall("Sync", sync(3, extend=T(16), send_seq=2)) +
+    wcall("Append", append(3, T(3), send_seq=3)) + wcall("Connect", fs(1, "!x")) +
+    wcall("Step", step([3], [1])) + wcall("Import", imp(3, 2)))
+put("worker", "gen_import_full", wsel("generation", "tconst") + wcall("Open", sref(9)) +
+    wcall("Import", imp(9, 1), blob=state("tconst", 2, 3, 0, 3, 0, 0, 0)) +
+    wcall("Step", step([9], [8], [sampler(1.0, 0, 1.0)])) + wcall("Append", append(9, T(6), logits=True)))
+put("worker", "gen_import_sync_tlin", wsel("generation", "tlin") + wcall("Open", sref(4)) +
+    wcall("Append", append(4, extend=T(16))) +
+    wcall("Import", imp(4, 7), blob=state("tlin", 1, 16, 16, 0, 8, 8, 16, syncs=2)) +
+    wcall("Step", step([4], [2])))
+put("worker", "gen_import_sync_tconst", wsel("generation", "tconst") + wcall("Open", sref(6)) +
+    wcall("Append", append(6, extend=T(8))) +
+    wcall("Import", imp(6, 1), blob=state("tconst", 1, 8, 8, 0, 8, 0, 0, syncs=1)) +
+    wcall("Step", step([6], [2], logits=True)))
+put("worker", "transformer", wsel("both", "transformer") + wcall("Open", sref(1)) +
+    wcall("Append", append(1, T(20), logits=True)) + wcall("Step", step([1], [5])) +
+    wcall("Sync", sync(1)) + wcall("Append", append(1, T(2), extend=T(3))) + wcall("Close", sref(1)))
+put("worker", "transformer_import", wsel("generation", "transformer") + wcall("Open", sref(2)) +
+    wcall("Import", imp(2, 1), blob=state("transformer", 2, 2, 0, 2, 0, 0, 0)) +
+    wcall("Step", step([2], [1], [sampler()])) + wcall("Append", append(2, T(4), send_seq=9)))
+put("worker", "race", wsel("generation", "tconst") + wcall("Open", sref(7), flags=NO_WAIT) +
+    wcall("Step", step([7], [1])) + wcall("Close", sref(7), flags=NO_WAIT) + wcall("Step", step([7], [2])) +
+    wcall("Open", sref(7), flags=NO_WAIT) + wcall("Ping"))
+put("worker", "refused", wsel("context", "tconst") + wcall("Import", imp(1, 1)) + wcall("Step", step([1], [1])) +
+    wcall("Open", flags=NO_MSG) + wcall("Append", append(0, T(2), send_seq=1 << 62)) +
+    wcall("Import", imp(0, 1), blob=b"\x01"))
+put("worker", "bad", wsel("both", "tlin") + wcall("Open", sref(2)) + wcall("Append", append(2, [99], extend=[-1])) +
+    wcall("Step", step([2, 2], [1, 1])) + wcall("Step", step([2], [1], [sampler(float("nan"), rng=(1, 2, 3))])) +
+    wcall("Append", b"\x0a\x80") + wcall("Import", imp(2, 1), blob=b"TST1") + wcall("Connect", fs(1, "a:1")) +
+    wcall("Sync", sync(2, extend=T(5))))

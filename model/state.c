@@ -11,6 +11,7 @@
  *   hist    f32 [n_block][2][hist_len][d]           (TLin)
  *   window  f32 [n_layers][2][win_len][d]           (TC_STATE_FULL only)
  * Not here: transport, framing, who sends what when (worker/). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,10 @@
 #include "session.h"
 
 #define TC_STATE_MAGIC 0x54535431u /* "TST1" */
+/* Import refuses K/V values beyond this (NaN and inf included): a working
+ * model's rows are orders of magnitude smaller, and a larger one can make
+ * an attention score inf, then NaN, which the kernels do not expect. */
+#define TC_STATE_MAX_ABS 1e6f
 
 typedef struct {
     uint32_t magic, kind;
@@ -101,11 +106,14 @@ tc_status tc_session_import(tc_session *s, const void *blob, size_t len) {
                        h.d, h.n_layers, h.vocab);
     const int zl = c->arch == TC_ARCH_TRANSFORMER ? 0 : c->n_block * (c->inner_depth - 1);
     int64_t W = c->arch == TC_ARCH_TRANSFORMER ? 0 : c->generate_window;
-    int ok = h.n_tokens >= 0 && h.n_tokens <= ((int64_t)1 << 40) && h.win_len >= 0 && h.win_start >= 0 &&
-             h.win_start + h.win_len == h.n_tokens && h.zip_len >= 0 && h.zip_len <= (zl ? c->history_window : 0) &&
-             h.zip_pos >= 0 && h.zip_pos + h.zip_len == (zl ? h.win_start : 0) && h.hist_len >= 0 &&
+    /* each term bounded before a sum uses it: no signed overflow */
+    int ok = h.n_tokens >= 0 && h.n_tokens <= ((int64_t)1 << 40) && h.win_len >= 0 && h.win_len <= h.n_tokens &&
+             h.win_start >= 0 && h.win_start <= h.n_tokens && h.win_start + h.win_len == h.n_tokens &&
+             h.zip_len >= 0 && h.zip_len <= (zl ? c->history_window : 0) && h.zip_pos >= 0 &&
+             h.zip_pos <= h.n_tokens && h.zip_pos + h.zip_len == (zl ? h.win_start : 0) && h.hist_len >= 0 &&
              h.hist_len == (c->arch == TC_ARCH_TLIN ? h.win_start : 0) && (W == 0 || h.win_start % W == 0) &&
-             (W == 0 || h.win_len <= W) && h.n_syncs >= 0;
+             (W == 0 || h.win_len <= W) && h.n_syncs >= 0 &&
+             (W != 0 || (h.kind == TC_STATE_FULL && h.win_start == 0)); /* the transformer: its whole cache */
     if (!ok) return TC_FAIL(TC_ERR_INVALID, "import: inconsistent state header (n_tokens %lld window %lld+%lld zip %lld@%lld)",
                             (long long)h.n_tokens, (long long)h.win_start, (long long)h.win_len, (long long)h.zip_len,
                             (long long)h.zip_pos);
@@ -117,6 +125,14 @@ tc_status tc_session_import(tc_session *s, const void *blob, size_t len) {
                   (size_t)nl * 2 * rows_bytes(h.win_len, d);
     if (len != need) return TC_FAIL(TC_ERR_INVALID, "import: %zu bytes, the header says %zu", len, need);
     const uint8_t *p = (const uint8_t *)blob + sizeof h;
+    const size_t f0 = sizeof h + (h.kind == TC_STATE_FULL ? (size_t)h.n_tokens * 4 : 0);
+    for (size_t i = f0; i < len; i += 4) {
+        float x;
+        memcpy(&x, (const uint8_t *)blob + i, 4);
+        if (!(fabsf(x) <= TC_STATE_MAX_ABS))
+            return TC_FAIL(TC_ERR_INVALID, "import: K/V value %g at byte %zu is not finite or beyond %g", x, i,
+                           TC_STATE_MAX_ABS);
+    }
     if (h.kind == TC_STATE_FULL) {
         for (int64_t i = 0; i < h.n_tokens; i++) {
             int32_t t;
