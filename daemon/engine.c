@@ -731,7 +731,9 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
     e->sink = *sink;
     e->V = wc->cfg->vocab_size;
     e->sync_s_per_tok = 5e-6;
-    tc_sched_limits sl = {1000000, 1000000, 0, 1, 0, 1};
+    /* the scheduler preallocates for its limits: the engine's own */
+    tc_sched_limits sl = {e->lim.max_sessions > 0 ? e->lim.max_sessions : 1,
+                          e->lim.max_sessions > 0 ? e->lim.max_sessions : 1, 0, 1, 0, 1};
     if (tc_sched_new(&e->sched, &sl) != TC_OK) {
         free(e);
         return TC_FAIL(TC_ERR_NOMEM, "out of memory");

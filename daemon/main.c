@@ -214,7 +214,7 @@ int main(int argc, char **argv) {
         else find_worker_binary(bin, sizeof bin);
         tc_remote_opts ro = {cfg.workers, cfg.worker_mode, bin, dir, cfg.device, cfg.log_level, cfg.log_format,
                              (int)cfg.threads, cfg.worker_timeout, cfg.worker_start_timeout, 3600,
-                             (int)cfg.context_nice};
+                             (int)cfg.context_nice, (int)cfg.max_sessions};
         TC_LOG(TC_LOG_INFO, "main", "model %s on %s", dir, cfg.workers[0] ? cfg.workers : "spawned workers");
         if (tc_worker_remote_open(&wc, &ro) != TC_OK) {
             fprintf(stderr, "tconstd: error: %s\n", tc_error_get());

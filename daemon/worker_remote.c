@@ -48,7 +48,7 @@
 #define M(x) "/tconst.worker.v1.Worker/" x
 
 typedef struct wproc {
-    char name[48], role[16], addr[512], data_addr[320];
+    char name[48], role[16], addr[512], data_addr[320], transport[16];
     int spawned;
     pid_t pid;
     char *argv[MAX_ARGS];
@@ -169,6 +169,7 @@ static tc_status refresh_info(remote *R, wproc *p, Tconst__Worker__V1__InfoRespo
     TC_CHECK(call(R, p, 2, M("Info"), &rq.base, &tconst__worker__v1__info_response__descriptor, &r, 10.0));
     Tconst__Worker__V1__InfoResponse *ir = (Tconst__Worker__V1__InfoResponse *)r;
     snprintf(p->role, sizeof p->role, "%s", ir->role);
+    snprintf(p->transport, sizeof p->transport, "%s", ir->transport);
     fix_data_addr(p, ir->data_address, p->data_addr, sizeof p->data_addr);
     p->boot = ir->boot_id;
     if (keep) *keep = ir;
@@ -178,19 +179,61 @@ static tc_status refresh_info(remote *R, wproc *p, Tconst__Worker__V1__InfoRespo
 
 /* Hands the generation peer's data address to the context worker of the
  * pair p belongs to (after either restarted). Supervisor thread. */
+typedef struct {
+    remote *R;
+    wproc *p;
+    Tconst__Worker__V1__ConnectRequest *rq;
+    tc_status st;
+} connect_arg;
+
+static void *connect_main(void *arg) {
+    connect_arg *a = arg;
+    ProtobufCMessage *r;
+    a->st = call(a->R, a->p, 2, M("Connect"), &a->rq->base, &tconst__worker__v1__connect_response__descriptor, &r, 120.0);
+    if (a->st == TC_OK) protobuf_c_message_free_unpacked(r, NULL);
+    return NULL;
+}
+
+/* Points the context worker of p's pair at its generation peer (after
+ * either restarted): the host transport's address, or a new NCCL
+ * communicator — a fresh id from the context worker's Info, then Connect
+ * on both at once (each blocks until the other joins). Supervisor thread. */
 static void connect_pair(remote *R, wproc *p) {
     for (int i = 0; i < R->n_pairs; i++) {
         wpair *pr = &R->pairs[i];
         if (pr->ctx == pr->gen || (pr->ctx != p && pr->gen != p)) continue;
-        if (!pr->ctx->up || !pr->gen->up || !pr->gen->data_addr[0]) continue;
+        if (!pr->ctx->up || !pr->gen->up) continue;
         Tconst__Worker__V1__ConnectRequest rq = TCONST__WORKER__V1__CONNECT_REQUEST__INIT;
-        rq.peer_data_address = pr->gen->data_addr;
-        ProtobufCMessage *r;
-        if (call(R, pr->ctx, 2, M("Connect"), &rq.base, &tconst__worker__v1__connect_response__descriptor, &r, 10.0) ==
-            TC_OK) {
-            protobuf_c_message_free_unpacked(r, NULL);
-            TC_LOG(TC_LOG_INFO, "workers", "%s sends to %s at %s", pr->ctx->name, pr->gen->name, pr->gen->data_addr);
-        } else TC_LOG(TC_LOG_WARN, "workers", "cannot connect %s to %s: %s", pr->ctx->name, pr->gen->name, tc_error_get());
+        tc_status st;
+        if (!strcmp(pr->ctx->transport, "nccl")) {
+            Tconst__Worker__V1__InfoResponse *ir = NULL;
+            if (refresh_info(R, pr->ctx, &ir) != TC_OK || ir->nccl_id.len != 128) {
+                TC_LOG(TC_LOG_WARN, "workers", "%s: no NCCL id to connect with", pr->ctx->name);
+                if (ir) tconst__worker__v1__info_response__free_unpacked(ir, NULL);
+                continue;
+            }
+            Tconst__Worker__V1__ConnectRequest rg = TCONST__WORKER__V1__CONNECT_REQUEST__INIT;
+            rq.nccl_id = rg.nccl_id = ir->nccl_id;
+            rq.nccl_rank = 0, rg.nccl_rank = 1;
+            connect_arg ga = {R, pr->gen, &rg, TC_OK};
+            pthread_t th;
+            int started = pthread_create(&th, NULL, connect_main, &ga) == 0;
+            connect_arg ca = {R, pr->ctx, &rq, TC_OK};
+            connect_main(&ca);
+            if (started) pthread_join(th, NULL);
+            tconst__worker__v1__info_response__free_unpacked(ir, NULL);
+            st = ca.st != TC_OK ? ca.st : started ? ga.st : TC_ERR_INTERNAL;
+        } else {
+            if (!pr->gen->data_addr[0]) continue;
+            rq.peer_data_address = pr->gen->data_addr;
+            connect_arg ca = {R, pr->ctx, &rq, TC_OK};
+            connect_main(&ca);
+            st = ca.st;
+        }
+        if (st == TC_OK)
+            TC_LOG(TC_LOG_INFO, "workers", "%s sends to %s (%s)", pr->ctx->name, pr->gen->name,
+                   !strcmp(pr->ctx->transport, "nccl") ? "nccl" : pr->gen->data_addr);
+        else TC_LOG(TC_LOG_WARN, "workers", "cannot connect %s to %s: %s", pr->ctx->name, pr->gen->name, tc_error_get());
     }
 }
 
@@ -896,7 +939,9 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
         connect_pair(R, ctxq[i]);
     }
     if (st == TC_OK) {
-        tc_sched_limits lim = {1000000, 1000000, 0, 1, 0, R->n_pairs};
+        /* placement only; the scheduler preallocates for max_sessions */
+        int ms = o->max_sessions > 0 ? o->max_sessions : 1024;
+        tc_sched_limits lim = {ms, 1, 0, 1, 0, R->n_pairs};
         st = tc_sched_new(&R->sched, &lim);
     }
     if (st == TC_OK && pthread_create(&R->sup, NULL, supervisor_main, R) != 0)

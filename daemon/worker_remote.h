@@ -17,6 +17,7 @@ typedef struct {
     double start_timeout_s;   /* model load budget of a (re)started worker */
     double compute_timeout_s; /* deadline of one sync or prefill call */
     int context_nice;         /* --nice of spawned context workers */
+    int max_sessions;         /* sessions placed at most (the engine's limit) */
 } tc_remote_opts;
 
 tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o);

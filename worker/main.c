@@ -113,10 +113,15 @@ int main(int argc, char **argv) {
         goto done;
     }
     if (!strcmp(cfg.transport, "nccl")) {
-        /* transport_nccl.c exists for GPU builds; the control-plane
-         * bootstrap (ncclUniqueId through Connect) is not wired yet */
-        fprintf(stderr, "tconst-worker: error: --transport nccl: not available in this build's control plane yet; use host\n");
+#ifdef TC_HAVE_NCCL
+        if (cuda_dev < 0) {
+            fprintf(stderr, "tconst-worker: error: --transport nccl needs --device cuda:N\n");
+            goto done;
+        }
+#else
+        fprintf(stderr, "tconst-worker: error: --transport nccl: this build has no NCCL; use host\n");
         goto done;
+#endif
     }
 
     if (cfg.nice > 0 && setpriority(PRIO_PROCESS, 0, (int)cfg.nice) != 0)
@@ -166,13 +171,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "tconst-worker: error: cannot read %s\n", cp);
         goto out;
     }
-    if (strcmp(cfg.role, "both") != 0 &&
+    if (strcmp(cfg.role, "both") != 0 && strcmp(cfg.transport, "host") == 0 &&
         tc_transport_host_open(&tp, !strcmp(cfg.role, "generation") ? cfg.data_listen : "",
                                (uint64_t)cfg.max_message_bytes) != TC_OK) {
         fprintf(stderr, "tconst-worker: error: --data-listen %s: %s\n", cfg.data_listen, tc_error_get());
         goto out;
     }
-    tc_worker_opts o = {cfg.role, cfg.device, cfg.peer_timeout};
+    tc_worker_opts o = {cfg.role, cfg.device, cfg.peer_timeout, cfg.transport, cuda_dev};
     if (tc_worker_new(&w, m, tp, config_json, &o) != TC_OK) {
         fprintf(stderr, "tconst-worker: error: %s\n", tc_error_get());
         goto out;

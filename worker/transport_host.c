@@ -22,6 +22,7 @@
 
 #include "../common/clock.h"
 #include "../common/log.h"
+#include "mailbox.h"
 #include "transport.h"
 
 #define FRAME_MAGIC 0x50444354u /* "TCDP" */
@@ -32,22 +33,14 @@ typedef struct {
     uint64_t sid, seq, len;
 } frame_hdr;
 
-typedef struct mail {
-    uint64_t sid, seq;
-    void *buf;
-    size_t len;
-    struct mail *next;
-} mail;
-
 typedef struct {
     tc_transport t;
     char addr[300];
     uint64_t max_message;
     int lfd, wake[2];
     pthread_t acceptor;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    mail *box;
+    pthread_mutex_t mu; /* the connection table */
+    tc_mailbox *mb;
     int conns[MAX_CONNS], cstate[MAX_CONNS]; /* cstate: 0 free, 1 reading, 2 ended (join me) */
     pthread_t readers[MAX_CONNS];
     int stopping;
@@ -117,39 +110,26 @@ static void *reader_main(void *arg) {
                    (unsigned long long)h.len, (unsigned long long)H->max_message);
             break;
         }
-        mail *m = calloc(1, sizeof *m);
         void *buf = malloc(h.len ? h.len : 1);
-        if (!m || !buf) {
-            free(m), free(buf);
+        if (!buf) {
             TC_LOG(TC_LOG_ERROR, "transport", "data plane: out of memory for %llu bytes", (unsigned long long)h.len);
             break;
         }
         if (read_all(ra.fd, buf, h.len) != 0) {
-            free(m), free(buf);
+            free(buf);
             TC_LOG(TC_LOG_WARN, "transport", "data plane: connection closed inside a frame");
             break;
         }
         /* the ack tells the sender the frame is here (a write into a
          * connection whose reader died would otherwise look sent) */
         if (write_all(ra.fd, &h.seq, sizeof h.seq) != 0) {
-            free(m), free(buf);
+            free(buf);
             break;
         }
-        m->sid = h.sid, m->seq = h.seq, m->buf = buf, m->len = h.len;
         pthread_mutex_lock(&H->mu);
-        /* an older message of the same session is superseded */
-        for (mail **pp = &H->box; *pp;) {
-            if ((*pp)->sid == h.sid && (*pp)->seq < h.seq) {
-                mail *x = *pp;
-                *pp = x->next;
-                free(x->buf), free(x);
-            } else pp = &(*pp)->next;
-        }
-        m->next = H->box;
-        H->box = m;
         H->t.bytes_received += h.len;
-        pthread_cond_broadcast(&H->cv);
         pthread_mutex_unlock(&H->mu);
+        tc_mailbox_put(H->mb, h.sid, h.seq, buf, h.len);
     }
     shutdown(ra.fd, SHUT_RDWR); /* the peer sees the close now; the fd is closed when reaped */
     pthread_mutex_lock(&H->mu);
@@ -275,42 +255,10 @@ out:
 }
 
 static tc_status h_recv(tc_transport *t, uint64_t sid, uint64_t seq, void **buf, size_t *len, double timeout_s) {
-    host_tp *H = (host_tp *)t;
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    double end = (double)dl.tv_sec + dl.tv_nsec * 1e-9 + timeout_s;
-    dl.tv_sec = (time_t)end;
-    dl.tv_nsec = (long)((end - (double)dl.tv_sec) * 1e9);
-    pthread_mutex_lock(&H->mu);
-    for (;;) {
-        for (mail **pp = &H->box; *pp; pp = &(*pp)->next)
-            if ((*pp)->sid == sid && (*pp)->seq == seq) {
-                mail *m = *pp;
-                *pp = m->next;
-                pthread_mutex_unlock(&H->mu);
-                *buf = m->buf, *len = m->len;
-                free(m);
-                return TC_OK;
-            }
-        if (H->stopping || pthread_cond_timedwait(&H->cv, &H->mu, &dl) == ETIMEDOUT) break;
-    }
-    pthread_mutex_unlock(&H->mu);
-    return TC_FAIL(TC_ERR_IO, "data plane: message %llu of session %llu did not arrive within %.1f s",
-                   (unsigned long long)seq, (unsigned long long)sid, timeout_s);
+    return tc_mailbox_take(((host_tp *)t)->mb, sid, seq, buf, len, timeout_s);
 }
 
-static void h_drop(tc_transport *t, uint64_t sid) {
-    host_tp *H = (host_tp *)t;
-    pthread_mutex_lock(&H->mu);
-    for (mail **pp = &H->box; *pp;) {
-        if ((*pp)->sid == sid) {
-            mail *x = *pp;
-            *pp = x->next;
-            free(x->buf), free(x);
-        } else pp = &(*pp)->next;
-    }
-    pthread_mutex_unlock(&H->mu);
-}
+static void h_drop(tc_transport *t, uint64_t sid) { tc_mailbox_drop(((host_tp *)t)->mb, sid); }
 
 static const char *h_address(const tc_transport *t) { return ((const host_tp *)t)->addr; }
 
@@ -320,8 +268,8 @@ static void h_free(tc_transport *t) {
     if (H->lfd >= 0) {
         pthread_mutex_lock(&H->mu);
         H->stopping = 1;
-        pthread_cond_broadcast(&H->cv);
         pthread_mutex_unlock(&H->mu);
+        tc_mailbox_close(H->mb);
         if (write(H->wake[1], "x", 1) != 1) TC_LOG(TC_LOG_WARN, "transport", "wake pipe write failed");
         pthread_join(H->acceptor, NULL);
         for (int i = 0; i < MAX_CONNS; i++)
@@ -334,14 +282,9 @@ static void h_free(tc_transport *t) {
         close(H->wake[0]), close(H->wake[1]);
     }
     if (H->sfd >= 0) close(H->sfd);
-    while (H->box) {
-        mail *x = H->box;
-        H->box = x->next;
-        free(x->buf), free(x);
-    }
+    tc_mailbox_free(H->mb);
     pthread_mutex_destroy(&H->mu);
     pthread_mutex_destroy(&H->send_mu);
-    pthread_cond_destroy(&H->cv);
     free(H);
 }
 
@@ -352,10 +295,10 @@ tc_status tc_transport_host_open(tc_transport **out, const char *listen_addr, ui
     H->lfd = -1, H->sfd = -1, H->max_message = max_message;
     pthread_mutex_init(&H->mu, NULL);
     pthread_mutex_init(&H->send_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&H->cv, &ca);
+    if (tc_mailbox_new(&H->mb) != TC_OK) {
+        free(H);
+        return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    }
     H->t.kind = "host";
     H->t.connect = h_connect;
     H->t.send = h_send;

@@ -3,17 +3,15 @@
  * (receives). Each message is two NCCL operations in a fixed order — a
  * 32-byte header (sid, seq, length), then the payload — through a device
  * staging buffer, on the transport's own stream. NCCL matches operations
- * by order only, so the coordinator must issue a pair's transfers one at a
- * time in the same order on both sides (DESIGN.md §4); a header whose
- * (sid, seq) is not the one asked for is reported as a protocol error
- * rather than silently installed. Built only when NCCL is present; its
- * test needs two GPUs (tests/gpu, SKIPPED otherwise).
- *
- * Not here: the bootstrap — the coordinator asks rank 0 for the unique id
- * (tc_transport_nccl_id) and hands it to both workers; wiring that into
- * proto/worker.proto's Connect is not done yet (tconst-worker refuses
- * --transport nccl). Host buffers in, host buffers out: the session state
- * of the CPU worker path is in host memory. */
+ * by order only: rank 1 keeps a receive posted at all times (a thread
+ * that receives header, then payload, into the mailbox), so a send never
+ * waits for the generation worker's Import and both sides stay in step
+ * whatever order the coordinator issues Syncs and Imports in.
+ * The bootstrap: a context worker started with --transport nccl reports a
+ * fresh ncclUniqueId in its Info; the coordinator hands it to both workers
+ * of the pair in Connect (rank 0 and 1, at the same time), again after
+ * either restarts. Built only when NCCL is present; its test needs two GPUs
+ * (tests/gpu, SKIPPED otherwise). Host buffers in, host buffers out. */
 #include <cuda_runtime.h>
 #include <nccl.h>
 #include <pthread.h>
@@ -21,6 +19,8 @@
 #include <string.h>
 
 #include "../common/clock.h"
+#include "../common/log.h"
+#include "mailbox.h"
 #include "transport.h"
 
 typedef struct {
@@ -31,6 +31,9 @@ typedef struct {
     void *dbuf;
     size_t dcap;
     pthread_mutex_t mu;
+    tc_mailbox *mb;       /* rank 1 */
+    pthread_t rx;
+    int rx_started, stopping;
 } nccl_tp;
 
 typedef struct {
@@ -88,34 +91,40 @@ static tc_status n_send(tc_transport *t, uint64_t sid, uint64_t seq, const void 
     return st;
 }
 
-static tc_status n_recv(tc_transport *t, uint64_t sid, uint64_t seq, void **buf, size_t *len, double timeout_s) {
-    nccl_tp *N = (nccl_tp *)t;
-    (void)timeout_s;
-    if (N->rank != 1) return TC_FAIL(TC_ERR_INVALID, "nccl transport: rank %d does not receive", N->rank);
-    pthread_mutex_lock(&N->mu);
-    nccl_hdr h;
-    tc_status st = xfer(N, &h, sizeof h, 0);
-    void *b = NULL;
-    if (st == TC_OK && (h.magic != NCCL_MAGIC || h.len > ((uint64_t)1 << 36)))
-        st = TC_FAIL(TC_ERR_IO, "nccl transport: bad header (the two sides are out of step)");
-    if (st == TC_OK && !(b = malloc(h.len ? h.len : 1))) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
-    if (st == TC_OK && h.len) st = xfer(N, b, h.len, 0);
-    pthread_mutex_unlock(&N->mu);
-    if (st == TC_OK && (h.sid != sid || h.seq != seq))
-        st = TC_FAIL(TC_ERR_IO, "nccl transport: got message %llu of session %llu, expected %llu of %llu",
-                     (unsigned long long)h.seq, (unsigned long long)h.sid, (unsigned long long)seq,
-                     (unsigned long long)sid);
-    if (st != TC_OK) {
-        free(b);
-        return st;
+/* rank 1: receive the next message whatever it is, into the mailbox */
+static void *rx_main(void *arg) {
+    nccl_tp *N = arg;
+    cudaSetDevice(N->device);
+    for (;;) {
+        nccl_hdr h;
+        tc_status st = xfer(N, &h, sizeof h, 0);
+        if (st == TC_OK && (h.magic != NCCL_MAGIC || h.len > ((uint64_t)1 << 36)))
+            st = TC_FAIL(TC_ERR_IO, "nccl transport: bad header (the two sides are out of step)");
+        void *b = NULL;
+        if (st == TC_OK && !(b = malloc(h.len ? h.len : 1))) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
+        if (st == TC_OK && h.len) st = xfer(N, b, h.len, 0);
+        if (st != TC_OK) {
+            free(b);
+            if (!N->stopping) TC_LOG(TC_LOG_ERROR, "transport", "%s; the receiver stops", tc_error_get());
+            break;
+        }
+        N->t.bytes_received += h.len;
+        tc_mailbox_put(N->mb, h.sid, h.seq, b, h.len);
     }
-    t->bytes_received += h.len;
-    *buf = b;
-    *len = h.len;
-    return TC_OK;
+    tc_mailbox_close(N->mb); /* Imports fail now instead of waiting */
+    return NULL;
 }
 
-static void n_drop(tc_transport *t, uint64_t sid) { (void)t, (void)sid; }
+static tc_status n_recv(tc_transport *t, uint64_t sid, uint64_t seq, void **buf, size_t *len, double timeout_s) {
+    nccl_tp *N = (nccl_tp *)t;
+    if (N->rank != 1) return TC_FAIL(TC_ERR_INVALID, "nccl transport: rank %d does not receive", N->rank);
+    return tc_mailbox_take(N->mb, sid, seq, buf, len, timeout_s);
+}
+
+static void n_drop(tc_transport *t, uint64_t sid) {
+    nccl_tp *N = (nccl_tp *)t;
+    if (N->mb) tc_mailbox_drop(N->mb, sid);
+}
 static const char *n_address(const tc_transport *t) {
     (void)t;
     return "";
@@ -123,7 +132,14 @@ static const char *n_address(const tc_transport *t) {
 static void n_free(tc_transport *t) {
     nccl_tp *N = (nccl_tp *)t;
     if (!N) return;
+    N->stopping = 1;
+    if (N->rx_started) { /* abort unblocks the posted receive */
+        ncclCommAbort(N->comm);
+        N->comm = NULL;
+        pthread_join(N->rx, NULL);
+    }
     if (N->comm) ncclCommDestroy(N->comm);
+    tc_mailbox_free(N->mb);
     if (N->dbuf) cudaFree(N->dbuf);
     if (N->stream) cudaStreamDestroy(N->stream);
     pthread_mutex_destroy(&N->mu);
@@ -159,6 +175,11 @@ tc_status tc_transport_nccl_open(tc_transport **out, const uint8_t id[128], int 
     else {
         ncclResult_t r = ncclCommInitRank(&N->comm, 2, u, rank);
         if (r != ncclSuccess) st = TC_FAIL(TC_ERR_IO, "nccl: ncclCommInitRank: %s", ncclGetErrorString(r)), N->comm = NULL;
+    }
+    if (st == TC_OK && rank == 1) {
+        if (tc_mailbox_new(&N->mb) != TC_OK) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
+        else if (pthread_create(&N->rx, NULL, rx_main, N) != 0) st = TC_FAIL(TC_ERR_INTERNAL, "cannot start the receiver");
+        else N->rx_started = 1;
     }
     if (st != TC_OK) {
         n_free(&N->t);

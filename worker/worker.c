@@ -51,6 +51,7 @@ struct tc_worker {
     tc_worker_opts o;
     tc_model *m;
     tc_transport *tp;
+    int tp_owned; /* made by Connect (nccl) */
     uint64_t boot_id;
     char *config_json;
     pthread_mutex_t mu;
@@ -350,6 +351,8 @@ out:
     tconst__worker__v1__step_request__free_unpacked(rq, NULL);
 }
 
+static void do_connect(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len);
+
 static void run_job(tc_worker *w, wjob *j) {
     const char *m = j->method;
     if (!strcmp(m, "Step")) do_step(w, j->call, j->msg, j->len);
@@ -358,6 +361,7 @@ static void run_job(tc_worker *w, wjob *j) {
     else if (!strcmp(m, "Import")) do_import(w, j->call, j->msg, j->len);
     else if (!strcmp(m, "Open")) do_open_close(w, j->call, j->msg, j->len, 1);
     else if (!strcmp(m, "Close")) do_open_close(w, j->call, j->msg, j->len, 0);
+    else if (!strcmp(m, "Connect")) do_connect(w, j->call, j->msg, j->len);
     tc_call_unref(j->call);
     free(j->msg);
     free(j);
@@ -415,16 +419,45 @@ static void do_info(tc_worker *w, tc_call *c, int ping) {
     r.n_params = w->m->n_params;
     r.pid = (int32_t)getpid();
     r.boot_id = w->boot_id;
-    r.transport = w->tp ? (char *)w->tp->kind : (char *)"none";
+    r.transport = !strcmp(w->o.transport, "nccl") ? (char *)"nccl" : w->tp ? (char *)w->tp->kind : (char *)"none";
     r.sessions = n;
+#ifdef TC_HAVE_NCCL
+    uint8_t id[128];
+    if (!strcmp(w->o.transport, "nccl") && !strcmp(w->o.role, "context") && tc_transport_nccl_id(id) == TC_OK) {
+        r.nccl_id.data = id;
+        r.nccl_id.len = 128;
+    }
+#endif
     send_msg(c, &r.base);
 }
 
+/* Context thread: (re)points the data plane — the host transport's peer
+ * address, or a new NCCL communicator (blocks until the peer joins with
+ * the same id; the coordinator calls both workers at once). */
 static void do_connect(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     Tconst__Worker__V1__ConnectRequest *rq = tconst__worker__v1__connect_request__unpack(NULL, len, msg);
     if (!rq) return fail(c, TC_GRPC_INVALID_ARGUMENT, "ConnectRequest: cannot decode the request", NULL);
     tc_status st;
-    if (!w->tp) fail(c, TC_GRPC_FAILED_PRECONDITION, "Connect: this worker has no data plane (role both)%s", "");
+    if (!strcmp(w->o.transport, "nccl") && strcmp(w->o.role, "both") != 0) {
+#ifdef TC_HAVE_NCCL
+        tc_transport *tp = NULL;
+        if (rq->nccl_id.len != 128 || (rq->nccl_rank != 0 && rq->nccl_rank != 1) ||
+            rq->nccl_rank != (strcmp(w->o.role, "context") == 0 ? 0 : 1))
+            fail(c, TC_GRPC_INVALID_ARGUMENT, "Connect: nccl_id must be 128 bytes and nccl_rank 0 (context) or 1 (generation)%s", "");
+        else if ((st = tc_transport_nccl_open(&tp, rq->nccl_id.data, rq->nccl_rank, w->o.cuda_device)) != TC_OK)
+            fail_st(c, st, "Connect");
+        else {
+            if (w->tp && w->tp_owned) w->tp->free(w->tp);
+            w->tp = tp;
+            w->tp_owned = 1;
+            TC_LOG(TC_LOG_INFO, "worker", "NCCL data plane up (rank %d)", rq->nccl_rank);
+            Tconst__Worker__V1__ConnectResponse r = TCONST__WORKER__V1__CONNECT_RESPONSE__INIT;
+            send_msg(c, &r.base);
+        }
+#else
+        fail(c, TC_GRPC_FAILED_PRECONDITION, "Connect: this build has no NCCL%s", "");
+#endif
+    } else if (!w->tp) fail(c, TC_GRPC_FAILED_PRECONDITION, "Connect: this worker has no data plane (role both)%s", "");
     else if (!rq->peer_data_address || !rq->peer_data_address[0])
         fail(c, TC_GRPC_INVALID_ARGUMENT, "Connect: peer_data_address is empty%s", "");
     else if ((st = w->tp->connect(w->tp, rq->peer_data_address)) != TC_OK) fail_st(c, st, "Connect");
@@ -457,14 +490,9 @@ static void on_start(void *ud, tc_call *c, const char *method, const uint8_t *ms
         tc_call_unref(c);
         return;
     }
-    if (!strcmp(m, "Connect")) {
-        do_connect(w, c, msg, len);
-        tc_call_unref(c);
-        return;
-    }
     int role = !strcmp(m, "Step") ? 0 : 1;
     if (role == 1 && strcmp(m, "Sync") && strcmp(m, "Append") && strcmp(m, "Import") && strcmp(m, "Open") &&
-        strcmp(m, "Close")) {
+        strcmp(m, "Close") && strcmp(m, "Connect")) {
         fail(c, TC_GRPC_UNIMPLEMENTED, "unknown method %s", method);
         tc_call_unref(c);
         return;
@@ -544,6 +572,7 @@ void tc_worker_free(tc_worker *w) {
     pthread_mutex_unlock(&w->mu);
     for (int r = 0; r < 2; r++) pthread_join(w->thr[r], NULL);
     for (int i = 0; i < w->n_sess; i++) tc_session_free(w->sess[i].s);
+    if (w->tp && w->tp_owned) w->tp->free(w->tp);
     free(w->sess);
     tc_sampler_free(&w->smp);
     free(w->config_json);

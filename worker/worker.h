@@ -14,11 +14,14 @@ typedef struct {
     const char *role;      /* context | generation | both */
     const char *device;    /* cpu | cuda:N */
     double peer_timeout_s; /* data-plane send and Import waits */
+    const char *transport; /* host | nccl (then the data plane starts at Connect) */
+    int cuda_device;       /* nccl: the device of the communicator */
 } tc_worker_opts;
 
 typedef struct tc_worker tc_worker;
 
-/* tp may be NULL (role both). The worker does not own m or tp. */
+/* tp may be NULL (role both; nccl until the first Connect). The worker
+ * does not own m or a tp given here; one made by Connect it frees. */
 tc_status tc_worker_new(tc_worker **out, tc_model *m, tc_transport *tp, const char *config_json,
                         const tc_worker_opts *o);
 void tc_worker_free(tc_worker *w);
