@@ -61,3 +61,18 @@ void tc_log_write(tc_log_level l, const char *subsys, const char *file, int line
                 subsys, msg, base, line);
     }
 }
+
+int tc_log_configure(const char *prog, const char *level, const char *format) {
+    tc_log_level lv;
+    if (tc_log_parse_level(level, &lv) != 0) {
+        fprintf(stderr, "%s: error: --log-level '%s': expected error, warn, info, debug or trace\n", prog, level);
+        return -1;
+    }
+    if (strcmp(format, "json") != 0 && strcmp(format, "text") != 0) {
+        fprintf(stderr, "%s: error: --log-format '%s': expected text or json\n", prog, format);
+        return -1;
+    }
+    if (!strcmp(format, "json")) setenv("TC_LOG_FORMAT", "json", 1), tc_log_init();
+    if (getenv("TC_LOG_LEVEL") == NULL) tc_log_set_level(lv); /* the environment wins, as in every binary */
+    return 0;
+}

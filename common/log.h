@@ -12,6 +12,9 @@ extern int tc_log_level_cur; /* read by the macro; set by tc_log_init */
 void tc_log_init(void); /* reads TC_LOG_LEVEL / TC_LOG_FORMAT */
 void tc_log_set_level(tc_log_level l);
 int tc_log_parse_level(const char *s, tc_log_level *out);
+/* A daemon's --log-level / --log-format: prints "<prog>: error: ..." and
+ * returns -1 when either is not valid. TC_LOG_LEVEL still wins. */
+int tc_log_configure(const char *prog, const char *level, const char *format);
 void tc_log_write(tc_log_level l, const char *subsys, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 

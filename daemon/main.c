@@ -154,17 +154,7 @@ int main(int argc, char **argv) {
         tc_knobs_free(KNOBS, N_KNOBS, &cfg);
         return 0;
     }
-    tc_log_level lv;
-    if (tc_log_parse_level(cfg.log_level, &lv) != 0) {
-        fprintf(stderr, "tconstd: error: --log-level '%s': expected error, warn, info, debug or trace\n", cfg.log_level);
-        return 2;
-    }
-    if (getenv("TC_LOG_LEVEL") == NULL) tc_log_set_level(lv);
-    if (strcmp(cfg.log_format, "json") == 0) setenv("TC_LOG_FORMAT", "json", 1), tc_log_init(), tc_log_set_level(lv);
-    else if (strcmp(cfg.log_format, "text") != 0) {
-        fprintf(stderr, "tconstd: error: --log-format '%s': expected text or json\n", cfg.log_format);
-        return 2;
-    }
+    if (tc_log_configure("tconstd", cfg.log_level, cfg.log_format) != 0) return 2;
     if (cfg.data_dir[0]) {
         struct stat sb;
         if (stat(cfg.data_dir, &sb) != 0 && mkdir(cfg.data_dir, 0755) != 0) {

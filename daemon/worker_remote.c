@@ -397,6 +397,27 @@ static tc_status ensure_ctx(remote *R, tc_wc_session *s) {
     return TC_OK;
 }
 
+/* Installs what the context worker shipped under s->seq on the generation
+ * worker; shipped_s: the sending side's share of the transfer time. */
+static tc_status import_on_gen(remote *R, tc_wc_session *s, double shipped_s) {
+    Tconst__Worker__V1__ImportRequest iq = TCONST__WORKER__V1__IMPORT_REQUEST__INIT;
+    iq.sid = s->sid;
+    iq.seq = s->seq;
+    iq.timeout_s = R->o.timeout_s;
+    ProtobufCMessage *r;
+    double t0 = tc_now_s();
+    tc_status st = call(R, R->pairs[s->pair].gen, t_role, M("Import"), &iq.base,
+                        &tconst__worker__v1__session_reply__descriptor, &r, R->o.timeout_s + 5);
+    if (st != TC_OK) {
+        s->gen_boot = 0;
+        return st;
+    }
+    s->state_bytes = ((Tconst__Worker__V1__SessionReply *)r)->state_bytes;
+    protobuf_c_message_free_unpacked(r, NULL);
+    tc_metric_observe(TC_H_data_plane_transfer_seconds, shipped_s + (tc_now_s() - t0));
+    return TC_OK;
+}
+
 /* Ships the full state of the context copy (with `tokens` appended) to the
  * generation worker; logits of the last token when asked. */
 static tc_status append_via_ctx(remote *R, tc_wc_session *s, const int32_t *t, int64_t n, float *logits) {
@@ -430,20 +451,7 @@ static tc_status append_via_ctx(remote *R, tc_wc_session *s, const int32_t *t, i
     tconst__worker__v1__append_response__free_unpacked(ar, NULL);
     TC_CHECK(st);
     s->ctx_len = s->n + n;
-    Tconst__Worker__V1__ImportRequest iq = TCONST__WORKER__V1__IMPORT_REQUEST__INIT;
-    iq.sid = s->sid;
-    iq.seq = s->seq;
-    iq.timeout_s = R->o.timeout_s;
-    st = call(R, pr->gen, t_role, M("Import"), &iq.base, &tconst__worker__v1__session_reply__descriptor, &r,
-              R->o.timeout_s + 5);
-    if (st != TC_OK) {
-        s->gen_boot = 0;
-        return st;
-    }
-    s->state_bytes = ((Tconst__Worker__V1__SessionReply *)r)->state_bytes;
-    protobuf_c_message_free_unpacked(r, NULL);
-    tc_metric_observe(TC_H_data_plane_transfer_seconds, tc_now_s() - t0);
-    return TC_OK;
+    return import_on_gen(R, s, tc_now_s() - t0);
 }
 
 /* Appends directly on the generation worker (both roles, or inside a
@@ -636,19 +644,7 @@ static tc_status do_sync(remote *R, tc_wc_session *s) {
     tconst__worker__v1__sync_response__free_unpacked(sr, NULL);
     if (!is_both(R, s)) {
         s->ctx_len = s->n;
-        Tconst__Worker__V1__ImportRequest iq = TCONST__WORKER__V1__IMPORT_REQUEST__INIT;
-        iq.sid = s->sid;
-        iq.seq = s->seq;
-        iq.timeout_s = R->o.timeout_s;
-        st = call(R, pr->gen, t_role, M("Import"), &iq.base, &tconst__worker__v1__session_reply__descriptor, &r,
-                  R->o.timeout_s + 5);
-        if (st != TC_OK) {
-            s->gen_boot = 0;
-            return st;
-        }
-        s->state_bytes = ((Tconst__Worker__V1__SessionReply *)r)->state_bytes;
-        protobuf_c_message_free_unpacked(r, NULL);
-        tc_metric_observe(TC_H_data_plane_transfer_seconds, tc_now_s() - t0 - sync_s);
+        TC_CHECK(import_on_gen(R, s, tc_now_s() - t0 - sync_s));
     }
     s->synced_at = s->n;
     s->syncs++;

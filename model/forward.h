@@ -57,6 +57,8 @@ tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx);
 
 /* Capacity of the baseline's KV cache / TLin's history K/V, in rows. */
 tc_status tc_session_win_reserve(tc_session *s, int64_t rows);
+/* Validates ids and appends them to the history (no compute). */
+tc_status tc_session_push_tokens(tc_session *s, const int32_t *t, int64_t n);
 tc_status tc_session_hist_reserve(tc_session *s, int64_t rows);
 
 /* LN_f + tied head on n rows of X -> logits [n, V]. */

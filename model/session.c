@@ -82,7 +82,7 @@ tc_status tc_session_hist_reserve(tc_session *s, int64_t rows) {
     return TC_OK;
 }
 
-static tc_status push_tokens(tc_session *s, const int32_t *t, int64_t n) {
+tc_status tc_session_push_tokens(tc_session *s, const int32_t *t, int64_t n) {
     const tc_model_config *c = &s->m->cfg;
     for (int64_t i = 0; i < n; i++)
         if (t[i] < 0 || t[i] >= c->vocab_size)
@@ -122,7 +122,7 @@ tc_status tc_session_append(tc_session *s, const int32_t *tokens, int64_t n, flo
     const tc_model_config *c = &s->m->cfg;
     if (n <= 0) return TC_FAIL(TC_ERR_INVALID, "append: no tokens");
     const int64_t N0 = s->n_tokens;
-    TC_CHECK(push_tokens(s, tokens, n));
+    TC_CHECK(tc_session_push_tokens(s, tokens, n));
     const int64_t N1 = s->n_tokens;
     int64_t start = N0;
     /* extended history: the window rows from win_start are recomputed */
@@ -164,7 +164,7 @@ tc_status tc_step_batch(tc_session **ss, const int32_t *tokens, int B, float *lo
     for (int i = 0; i < B && st == TC_OK; i++, pushed++) {
         cnt[i] = 1;
         if (tc_session_sync_due(ss[i])) st = tc_fwd_sync(ss[i], ss[i]->n_tokens);
-        if (st == TC_OK) st = push_tokens(ss[i], &tokens[i], 1);
+        if (st == TC_OK) st = tc_session_push_tokens(ss[i], &tokens[i], 1);
         if (st != TC_OK) break;
     }
     if (st == TC_OK) st = tc_fwd_window(ss, cnt, B, logits);

@@ -33,22 +33,8 @@ typedef struct {
 static size_t rows_bytes(int64_t rows, int d) { return (size_t)rows * (size_t)d * 4; }
 
 tc_status tc_session_extend(tc_session *s, const int32_t *t, int64_t n) {
-    const tc_model_config *c = &s->m->cfg;
-    for (int64_t i = 0; i < n; i++)
-        if (t[i] < 0 || t[i] >= c->vocab_size)
-            return TC_FAIL(TC_ERR_INVALID, "token id %d at index %lld is outside the vocabulary [0, %d)", t[i],
-                           (long long)i, c->vocab_size);
     if (n <= 0) return TC_OK;
-    if (s->n_tokens + n > s->tok_cap) {
-        int64_t cap = s->tok_cap;
-        while (cap < s->n_tokens + n) cap *= 2;
-        int32_t *nt = realloc(s->tokens, (size_t)cap * 4);
-        if (!nt) return TC_FAIL(TC_ERR_NOMEM, "out of memory for %lld history tokens", (long long)cap);
-        s->tokens = nt;
-        s->tok_cap = cap;
-    }
-    memcpy(s->tokens + s->n_tokens, t, (size_t)n * 4);
-    s->n_tokens += n;
+    TC_CHECK(tc_session_push_tokens(s, t, n));
     s->win_stale = 1; /* the window rows of these tokens were not computed */
     return TC_OK;
 }

@@ -80,17 +80,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     int rc = 2;
-    tc_log_level lv;
-    if (tc_log_parse_level(cfg.log_level, &lv) != 0) {
-        fprintf(stderr, "tconst-worker: error: --log-level '%s': expected error, warn, info, debug or trace\n", cfg.log_level);
-        goto done;
-    }
-    if (getenv("TC_LOG_LEVEL") == NULL) tc_log_set_level(lv);
-    if (!strcmp(cfg.log_format, "json")) setenv("TC_LOG_FORMAT", "json", 1), tc_log_init(), tc_log_set_level(lv);
-    else if (strcmp(cfg.log_format, "text") != 0) {
-        fprintf(stderr, "tconst-worker: error: --log-format '%s': expected text or json\n", cfg.log_format);
-        goto done;
-    }
+    if (tc_log_configure("tconst-worker", cfg.log_level, cfg.log_format) != 0) goto done;
     if (strcmp(cfg.role, "context") && strcmp(cfg.role, "generation") && strcmp(cfg.role, "both")) {
         fprintf(stderr, "tconst-worker: error: --role '%s': expected context, generation or both\n", cfg.role);
         goto done;

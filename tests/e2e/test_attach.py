@@ -37,18 +37,6 @@ class Worker:
             self.p.wait(30)
 
 
-def metric(d, name):
-    import http.client
-    c = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=10)
-    c.request("GET", "/metrics")
-    body = c.getresponse().read().decode()
-    c.close()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
-
-
 def body(env, ck):
     pb = env.pb
     model = env.model("tconstformer", seed=8)
@@ -69,17 +57,17 @@ def body(env, ck):
                 return ids
 
             ck.equal(gen(), want, "attached workers: seeded generation == tconst generate")
-            ck.equal(metric(d, "tconst_workers_up"), 2.0, "tconst_workers_up is 2")
+            ck.equal(d.metric("tconst_workers_up"), 2.0, "tconst_workers_up is 2")
             os.kill(ws[1].p.pid, signal.SIGSTOP)
             ck.rpc_error(gen, grpc.StatusCode.UNAVAILABLE, "a stopped generation worker: the request",
                          needle="unavailable")
-            up = wait_for(lambda: metric(d, "tconst_workers_up") == 1.0, 30, "the worker marked down")
+            up = wait_for(lambda: d.metric("tconst_workers_up") == 1.0, 30, "the worker marked down")
             ck.check(up, "tconst_workers_up drops to 1")
             os.kill(ws[1].p.pid, signal.SIGCONT)
-            back = wait_for(lambda: metric(d, "tconst_workers_up") == 2.0, 30, "the worker back")
+            back = wait_for(lambda: d.metric("tconst_workers_up") == 2.0, 30, "the worker back")
             ck.check(back, "after SIGCONT the worker is up again")
             ck.equal(gen(), want, "after it came back: the same generation, token for token")
-            ck.equal(metric(d, "tconst_worker_restarts_total"), 0.0, "tconstd restarted nothing it did not start")
+            ck.equal(d.metric("tconst_worker_restarts_total"), 0.0, "tconstd restarted nothing it did not start")
     finally:
         for w in ws:
             w.stop()

@@ -57,18 +57,6 @@ def children(pid):
     return out
 
 
-def metric(d, name):
-    import http.client
-    c = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=10)
-    c.request("GET", "/metrics")
-    body = c.getresponse().read().decode()
-    c.close()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
-
-
 def body(env, ck):
     pb = env.pb
     model = env.model("tconstformer", seed=5)
@@ -124,16 +112,16 @@ def body(env, ck):
             ck.check(now is not None, f"{fault}: the {role} worker was replaced by a new process")
             restarts += 1
             n = wait_for(lambda: (lambda v: v if v is not None and v >= restarts else None)(
-                metric(d, "tconst_worker_restarts_total")), 30, "restart counter")
+                d.metric("tconst_worker_restarts_total")), 30, "restart counter")
             ck.equal(n, float(restarts), f"{fault}: tconst_worker_restarts_total counts it")
             if kind == "stop":
                 try:
                     os.kill(victim, signal.SIGCONT)  # already killed: ESRCH
                 except ProcessLookupError:
                     pass
-        rb = metric(d, "tconst_worker_rebuilds_total")
+        rb = d.metric("tconst_worker_rebuilds_total")
         ck.check(rb is not None and rb >= 4, f"session copies were rebuilt from history ({rb})")
-        ck.equal(metric(d, "tconst_workers_up"), 2.0, "tconst_workers_up is 2 at the end")
+        ck.equal(d.metric("tconst_workers_up"), 2.0, "tconst_workers_up is 2 at the end")
 
 
 def gone(pid):
