@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# run.sh BUILD — the README's run command: starts tconstd with its built-in
+# run.sh BUILD — the README's run command: starts tconstd (which spawns its
+# context and generation workers) with its built-in
 # tiny model, streams a generation through `tconst client`, then drains the
 # daemon with SIGTERM.
 set -euo pipefail
@@ -30,7 +31,7 @@ echo "== a few metrics from http://$http/metrics"
 /usr/bin/python3 - "$http" <<'PY'
 import sys, urllib.request
 for line in urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=5).read().decode().splitlines():
-    if line.startswith(("tconst_generated_tokens_total", "tconst_syncs_total", "tconst_time_to_first_token_seconds_count", "tconst_sessions_active")):
+    if line.startswith(("tconst_generated_tokens_total", "tconst_syncs_total", "tconst_time_to_first_token_seconds_count", "tconst_sessions_active", "tconst_workers_up")):
         print("  " + line)
 PY
 kill -TERM $pid
