@@ -90,8 +90,11 @@ def body(env, ck):
         ck.check(wait_for(lambda: d.metric("tconst_requests_running") == 1, 30, "requests_running 1"),
                  "while a generation runs: requests_running 1")
         call.cancel()
-        m3 = wait_for(lambda: (lambda m: m if m[("tconst_requests_running", ())] == 0 else None)(d.metrics()), 30,
-                      "requests_running 0")
+        # one scrape is not atomic (counters are read before gauges): wait
+        # for a snapshot where both the gauge and the counter have moved
+        m3 = wait_for(lambda: (lambda m: m if m[("tconst_requests_running", ())] == 0 and
+                               delta(m, "tconst_requests_total", status="cancelled") >= 1 else None)(d.metrics()), 30,
+                      "requests_running 0 and the cancel counted")
         ck.check(m3 is not None, "cancelled: requests_running back to 0")
         if m3:
             ck.equal(delta(m3, "tconst_requests_total", status="cancelled"), 1, "requests_total{cancelled} += 1")
