@@ -718,53 +718,104 @@ static tc_status do_step(remote *R, tc_wc_session **ss, const int32_t *t, int B,
     return st;
 }
 
+/* One pair's share of a batched step, with recovery; may run on a thread
+ * of its own (pairs step at the same time). */
+typedef struct {
+    remote *R;
+    tc_wc_session **ss;
+    const int32_t *t;
+    tc_sampler **smp;
+    int32_t *next;
+    float *logits;
+    int k, pair, role;
+    tc_status st;
+    char err[512];
+} pair_step;
+
+static void *pair_step_run(void *arg) {
+    pair_step *a = arg;
+    t_role = a->role; /* this pair's clients for the caller's role: no other thread uses them now */
+    remote *R = a->R;
+    for (int attempt = 0;; attempt++) {
+        double t0 = tc_now_s();
+        a->st = do_step(R, a->ss, a->t, a->k, a->smp, a->next, a->logits, a->pair);
+        if (a->st != TC_ERR_IO || attempt == 3) break;
+        TC_LOG(TC_LOG_WARN, "workers", "step of %d sessions: %s; recovering", a->k, tc_error_get());
+        if (wait_up(R, R->pairs[a->pair].gen, t0) != TC_OK || wait_up(R, R->pairs[a->pair].ctx, t0) != TC_OK) break;
+    }
+    if (a->st != TC_OK) snprintf(a->err, sizeof a->err, "%s", tc_error_get() ? tc_error_get() : tc_status_str(a->st));
+    return NULL;
+}
+
 static tc_status r_step(tc_worker_client *w, tc_wc_session **ss, const int32_t *t, int B, tc_sampler **smp,
                         int32_t *next, float *logits) {
     remote *R = w->impl;
+    const int V = R->cfg.vocab_size;
     if (B <= 0) return TC_OK;
     for (int i = 0; i < B; i++)
-        if (t[i] < 0 || t[i] >= R->cfg.vocab_size)
-            return TC_FAIL(TC_ERR_INVALID, "token id %d of batch row %d is outside the vocabulary [0, %d)", t[i], i,
-                           R->cfg.vocab_size);
-    /* sessions of one pair in one message; pairs one after another (a
-     * session's pair never changes; most deployments have one pair) */
+        if (t[i] < 0 || t[i] >= V)
+            return TC_FAIL(TC_ERR_INVALID, "token id %d of batch row %d is outside the vocabulary [0, %d)", t[i], i, V);
+    /* the sessions of each pair in one message; the pairs' messages at the
+     * same time, one thread per extra pair (a session's pair never changes) */
     tc_wc_session **grp = malloc((size_t)B * sizeof *grp);
     tc_sampler **gs = malloc((size_t)B * sizeof *gs);
     int32_t *gt = malloc((size_t)B * 4), *gn = malloc((size_t)B * 4);
     int *idx = malloc((size_t)B * sizeof *idx);
-    char *done = calloc((size_t)B, 1);
-    float *gl = logits ? malloc((size_t)B * R->cfg.vocab_size * 4) : NULL;
+    pair_step *ps = calloc((size_t)R->n_pairs, sizeof *ps);
+    pthread_t *th = calloc((size_t)R->n_pairs, sizeof *th);
+    char *started = calloc((size_t)R->n_pairs, 1);
+    float *gl = logits ? malloc((size_t)B * V * 4) : NULL;
     tc_status st = TC_OK;
-    if (!grp || !gs || !gt || !gn || !idx || !done || (logits && !gl)) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < B && st == TC_OK; i++) {
-        if (done[i]) continue;
-        int pair = ss[i]->pair, k = 0;
-        for (int j = i; j < B; j++)
-            if (!done[j] && ss[j]->pair == pair) {
-                grp[k] = ss[j], gt[k] = t[j], gs[k] = smp ? smp[j] : NULL, idx[k++] = j;
-                done[j] = 1;
-            }
-        tc_wc_session *s0 = grp[0];
-        st = TC_OK;
-        for (int attempt = 0;; attempt++) {
-            double t0 = tc_now_s();
-            st = do_step(R, grp, gt, k, smp ? gs : NULL, gn, gl, pair);
-            if (st != TC_ERR_IO || attempt == 3) break;
-            TC_LOG(TC_LOG_WARN, "workers", "step of %d sessions: %s; recovering", k, tc_error_get());
-            if (wait_up(R, R->pairs[pair].gen, t0) != TC_OK || wait_up(R, R->pairs[pair].ctx, t0) != TC_OK) break;
+    if (!grp || !gs || !gt || !gn || !idx || !ps || !th || !started || (logits && !gl))
+        st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    int n_grp = 0, k = 0;
+    for (int p = 0; p < R->n_pairs && st == TC_OK; p++) {
+        int k0 = k;
+        for (int j = 0; j < B; j++)
+            if (ss[j]->pair == p) grp[k] = ss[j], gt[k] = t[j], gs[k] = smp ? smp[j] : NULL, idx[k++] = j;
+        if (k == k0) continue;
+        pair_step *a = &ps[n_grp++];
+        a->R = R, a->ss = grp + k0, a->t = gt + k0, a->smp = smp ? gs + k0 : NULL, a->next = gn + k0;
+        a->logits = gl ? gl + (size_t)k0 * V : NULL, a->k = k - k0, a->pair = p, a->role = t_role;
+    }
+    /* room for each session's token first, so that after the step the
+     * history can always take it */
+    for (int j = 0; j < B && st == TC_OK; j++)
+        if (ss[j]->n + 1 > ss[j]->cap) {
+            int64_t cap = ss[j]->cap ? ss[j]->cap * 2 : 1024;
+            int32_t *nh = realloc(ss[j]->hist, (size_t)cap * 4);
+            if (!nh) st = TC_FAIL(TC_ERR_NOMEM, "out of memory for the history");
+            else ss[j]->hist = nh, ss[j]->cap = cap;
         }
-        (void)s0;
-        if (st != TC_OK) break;
-        for (int m = 0; m < k; m++) {
-            int j = idx[m];
-            if (smp) next[j] = gn[m];
-            if (logits) memcpy(logits + (size_t)j * R->cfg.vocab_size, gl + (size_t)m * R->cfg.vocab_size,
-                               (size_t)R->cfg.vocab_size * 4);
-            st = hist_push(ss[j], &t[j], 1);
-            if (st != TC_OK) break;
+    if (st != TC_OK) n_grp = 0;
+    for (int g = 1; g < n_grp; g++) started[g] = pthread_create(&th[g], NULL, pair_step_run, &ps[g]) == 0;
+    if (n_grp > 0) pair_step_run(&ps[0]);
+    for (int g = 1; g < n_grp; g++) {
+        if (started[g]) pthread_join(th[g], NULL);
+        else pair_step_run(&ps[g]); /* no thread: in turn */
+    }
+    for (int g = 0; g < n_grp && st == TC_OK; g++)
+        if (ps[g].st != TC_OK) {
+            st = ps[g].st;
+            tc_error_set("%s", ps[g].err);
+        }
+    /* all or nothing, as the engine sees it: when a pair failed, the engine
+     * keeps every token of the batch as not fed, so the pairs that did step
+     * are rebuilt from the history (which does not have the token) */
+    for (int g = 0; g < n_grp; g++) {
+        int k0 = (int)(ps[g].ss - grp);
+        for (int m = 0; m < ps[g].k; m++) {
+            int j = idx[k0 + m];
+            if (st != TC_OK) {
+                ss[j]->gen_boot = 0;
+                continue;
+            }
+            if (smp) next[j] = gn[k0 + m];
+            if (logits) memcpy(logits + (size_t)j * V, gl + (size_t)(k0 + m) * V, (size_t)V * 4);
+            hist_push(ss[j], &t[j], 1); /* capacity reserved above: cannot fail */
         }
     }
-    free(grp), free(gs), free(gt), free(gn), free(idx), free(done), free(gl);
+    free(grp), free(gs), free(gt), free(gn), free(idx), free(ps), free(th), free(started), free(gl);
     return st;
 }
 
