@@ -277,54 +277,70 @@ static size_t held_releasable(const job *j, int *hit) {
     return cut;
 }
 
-/* Emits token `tok` of job j (engine thread, mu not held). Returns the
- * finish reason (NONE: keep generating). */
-static tc_finish emit_token(tc_engine *e, job *j, int32_t tok) {
+/* Emits tokens toks[0..n) of job j in one message (engine thread, mu not
+ * held), up to the first that ends it; *used says how many went out.
+ * Returns the finish reason (NONE: keep generating). A token that is
+ * fed already but not used (a multi-step run went past the end) is the
+ * caller's to take back from the history. */
+static tc_finish emit_tokens(tc_engine *e, job *j, const int32_t *toks, int n, int *used) {
     tc_finish fin = TC_FINISH_NONE;
     double t = tc_now_s();
-    j->generated++;
-    if (j->generated == 1) {
-        j->t_first = t;
-        tc_metric_observe(TC_H_time_to_first_token_seconds, t - j->t_arrive);
-    } else tc_metric_observe(TC_H_inter_token_latency_seconds, t - j->t_last);
-    j->t_last = t;
-    tc_metric_inc(TC_M_generated_tokens_total, 1);
-    if (!j->ignore_eos && tok == e->wc->cfg->eos_token_id) fin = TC_FINISH_EOS;
-    for (int k = 0; k < j->n_stop_ids && fin == TC_FINISH_NONE; k++)
-        if (tok == j->stop_ids[k]) fin = TC_FINISH_STOP;
+    /* inter-token latency: the time since the stream's last message, shared
+     * by the tokens of this one (a multi-step run delivers several at once) */
+    double itl = j->generated > 0 ? (t - j->t_last) / n : 0;
     size_t out_len = 0;
+    int hit = 0, m = 0;
+    while (m < n && fin == TC_FINISH_NONE) {
+        int32_t tok = toks[m++];
+        j->generated++;
+        if (j->generated == 1) {
+            j->t_first = t;
+            tc_metric_observe(TC_H_time_to_first_token_seconds, t - j->t_arrive);
+        } else tc_metric_observe(TC_H_inter_token_latency_seconds, itl);
+        if (!j->ignore_eos && tok == e->wc->cfg->eos_token_id) fin = TC_FINISH_EOS;
+        for (int k = 0; k < j->n_stop_ids && fin == TC_FINISH_NONE; k++)
+            if (tok == j->stop_ids[k]) fin = TC_FINISH_STOP;
+        if (e->bpe) {
+            size_t np = 0;
+            if (tc_bpe_stream_push(&j->bs, tok, e->piece, e->piece_cap, &np) == TC_OK) held_push(j, e->piece, np);
+            out_len = held_releasable(j, &hit);
+            if (hit && fin == TC_FINISH_NONE) fin = TC_FINISH_STOP;
+        }
+        if (fin == TC_FINISH_NONE && j->generated >= j->max_tokens) fin = TC_FINISH_LENGTH;
+    }
+    j->t_last = t;
+    tc_metric_inc(TC_M_generated_tokens_total, m);
     const char *out = "";
     if (e->bpe) {
-        size_t n = 0;
-        if (tc_bpe_stream_push(&j->bs, tok, e->piece, e->piece_cap, &n) == TC_OK) held_push(j, e->piece, n);
-        int hit = 0;
-        size_t rel = held_releasable(j, &hit);
-        if (hit && fin == TC_FINISH_NONE) fin = TC_FINISH_STOP;
-        if (fin == TC_FINISH_NONE && j->generated >= j->max_tokens) fin = TC_FINISH_LENGTH;
         if (fin != TC_FINISH_NONE && !hit) {
             char tail[8];
             size_t tn = tc_bpe_stream_flush(&j->bs, tail);
             held_push(j, tail, tn);
-            rel = j->held_len;
+            out_len = j->held_len;
         }
         out = j->held;
-        out_len = rel;
-    } else if (fin == TC_FINISH_NONE && j->generated >= j->max_tokens) fin = TC_FINISH_LENGTH;
-    /* journal before the token goes out: the client may rely on it */
+    }
+    /* journal before the tokens go out: the client may rely on them */
     const char *jerr = NULL;
-    if (e->journal && !j->s->ephemeral && !j->replaying && tc_journal_append(e->journal, j->s->id, &tok, 1) != TC_OK) {
+    if (e->journal && !j->s->ephemeral && !j->replaying && tc_journal_append(e->journal, j->s->id, toks, m) != TC_OK) {
         jerr = tc_error_get();
         TC_LOG(TC_LOG_ERROR, "engine", "%s", jerr);
         fin = TC_FINISH_ERROR;
     }
     tc_job_stats st;
-    if (fin != TC_FINISH_NONE) stats_of(j, &st, j->s->st.length + 1);
-    e->sink.tokens(j->user, &tok, 1, out, out_len, fin, fin != TC_FINISH_NONE ? &st : NULL, jerr);
+    if (fin != TC_FINISH_NONE) stats_of(j, &st, j->s->st.length + 1 - (n - m));
+    e->sink.tokens(j->user, toks, m, out, out_len, fin, fin != TC_FINISH_NONE ? &st : NULL, jerr);
     if (e->bpe && out_len) {
         memmove(j->held, j->held + out_len, j->held_len - out_len);
         j->held_len -= out_len;
     }
+    *used = m;
     return fin;
+}
+
+static tc_finish emit_token(tc_engine *e, job *j, int32_t tok) {
+    int used;
+    return emit_tokens(e, j, &tok, 1, &used);
 }
 
 static void finish_job(tc_engine *e, job *j, tc_finish fin, const char *err) {
@@ -576,9 +592,12 @@ static void *engine_thread(void *arg) {
     tc_wc_session **bs = calloc((size_t)cap, sizeof *bs);
     int32_t *bt = calloc((size_t)cap, sizeof *bt);
     tc_sampler **bsmp = calloc((size_t)cap, sizeof *bsmp);
-    int32_t *bnext = calloc((size_t)cap, sizeof *bnext);
+    const int K = e->wc->step_multi && e->lim.multi_step > 1 ? e->lim.multi_step : 1;
+    int32_t *bnext = calloc((size_t)cap * K, sizeof *bnext);
+    tc_wc_burst *bb = calloc((size_t)cap, sizeof *bb);
+    int *bcnt = calloc((size_t)cap, sizeof *bcnt);
     job **dead = calloc((size_t)e->lim.max_batch + (size_t)e->lim.max_queued + 1, sizeof *dead);
-    TC_ASSERT(batch && bs && bt && bsmp && bnext && dead, "engine: out of memory");
+    TC_ASSERT(batch && bs && bt && bsmp && bnext && bb && bcnt && dead, "engine: out of memory");
     if (e->wc->bind_thread) e->wc->bind_thread(e->wc, 0);
     e->busy_t0 = tc_now_s();
     double next_idle_check = tc_now_s() + 1.0, next_trim = tc_now_s() + 10.0;
@@ -683,8 +702,27 @@ static void *engine_thread(void *arg) {
                 bt[i] = batch[i]->next_tok;
             }
             for (int i = 0; i < B; i++) bsmp[i] = &batch[i]->smp;
-            tc_status st = e->wc->step(e->wc, bs, bt, B, bsmp, bnext, NULL);
-            tc_metric_inc(TC_M_steps_total, 1);
+            /* multi-step: each session's run is cut where the engine would
+             * end it anyway (max_tokens; EOS and stop ids on the worker);
+             * stop strings are matched on text here, so they step singly */
+            int multi = 0;
+            for (int i = 0; i < B && K > 1; i++) {
+                job *j = batch[i];
+                int64_t left = j->max_tokens - j->generated;
+                bb[i].max_steps = j->n_stop ? 1 : (int)(left < K ? (left > 1 ? left : 1) : K);
+                bb[i].stop = j->stop_ids;
+                bb[i].n_stop = j->n_stop_ids + !j->ignore_eos;
+                multi |= bb[i].max_steps > 1;
+            }
+            tc_status st;
+            if (multi) st = e->wc->step_multi(e->wc, bs, bt, B, bsmp, bb, e->lim.multi_step_s, bnext, K, bcnt);
+            else {
+                st = e->wc->step(e->wc, bs, bt, B, bsmp, bnext, NULL);
+                for (int i = B - 1; i >= 0; i--) bnext[(size_t)i * K] = bnext[i], bcnt[i] = 1;
+            }
+            int n_steps = 1; /* batched hit steps: a multi-step call made as many as its longest run */
+            for (int i = 0; i < B && st == TC_OK; i++) n_steps = bcnt[i] > n_steps ? bcnt[i] : n_steps;
+            tc_metric_inc(TC_M_steps_total, n_steps);
             for (int i = 0; i < B; i++) {
                 job *j = batch[i];
                 if (st != TC_OK) {
@@ -693,12 +731,19 @@ static void *engine_thread(void *arg) {
                     continue;
                 }
                 refresh_stats(e, j->s);
-                int32_t tok = bnext[i];
-                tc_finish fin = emit_token(e, j, tok);
+                const int32_t *toks = bnext + (size_t)i * K;
+                int used = 0;
+                tc_finish fin = emit_tokens(e, j, toks, bcnt[i], &used);
                 if (fin != TC_FINISH_NONE) {
-                    j->s->pending = tok;
+                    j->s->pending = toks[used - 1];
+                    if (used < bcnt[i]) { /* the run went past the end: those tokens were never sent */
+                        tc_status tst = e->wc->truncate ? e->wc->truncate(e->wc, j->s->ws, j->s->st.length - (bcnt[i] - used))
+                                                        : TC_FAIL(TC_ERR_INTERNAL, "worker cannot take tokens back");
+                        if (tst != TC_OK) TC_LOG(TC_LOG_ERROR, "engine", "session %s: %s", j->s->id, tc_error_get());
+                        refresh_stats(e, j->s);
+                    }
                     finish_job(e, j, fin, NULL);
-                } else j->next_tok = tok;
+                } else j->next_tok = toks[bcnt[i] - 1];
             }
             e->busy_s += tc_now_s() - tb0;
         }
@@ -710,6 +755,8 @@ static void *engine_thread(void *arg) {
     free(bt);
     free(bsmp);
     free(bnext);
+    free(bb);
+    free(bcnt);
     free(dead);
     return NULL;
 }
@@ -871,12 +918,12 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
             code = refuse(msg, msglen, 13, "out of memory");
             goto reject;
         }
-        if (sp->n_stop_ids) {
-            j->stop_ids = malloc((size_t)sp->n_stop_ids * 4);
-            if (!j->stop_ids) { code = refuse(msg, msglen, 13, "out of memory"); goto reject; }
-            memcpy(j->stop_ids, sp->stop_ids, (size_t)sp->n_stop_ids * 4);
-            j->n_stop_ids = sp->n_stop_ids;
-        }
+        /* the stop ids, then EOS: what ends a multi-step run on the worker */
+        j->stop_ids = malloc((size_t)(sp->n_stop_ids + 1) * 4);
+        if (!j->stop_ids) { code = refuse(msg, msglen, 13, "out of memory"); goto reject; }
+        if (sp->n_stop_ids) memcpy(j->stop_ids, sp->stop_ids, (size_t)sp->n_stop_ids * 4);
+        j->n_stop_ids = sp->n_stop_ids;
+        j->stop_ids[j->n_stop_ids] = c->eos_token_id;
         if (sp->n_stop) {
             j->stop = calloc((size_t)sp->n_stop, sizeof *j->stop);
             if (!j->stop) { code = refuse(msg, msglen, 13, "out of memory"); goto reject; }

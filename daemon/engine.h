@@ -64,6 +64,8 @@ typedef struct {
     int64_t sync_inline_max; /* syncs over at most this many history tokens run inline in the
                                 batch even when overlapping (cheaper than a context-worker round
                                 trip, and never queued behind a long context's sync) */
+    int multi_step;       /* tokens per generation-worker call, its own loop (1: a call per token) */
+    double multi_step_s;  /* ... and seconds one such call may compute */
 } tc_engine_limits;
 
 typedef struct {

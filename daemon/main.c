@@ -41,7 +41,8 @@ typedef struct {
     int64_t max_sessions, max_queued, max_batch, max_tokens, stream_queue, max_message_bytes, threads,
         warmup_tokens;
     int overlap_syncs;
-    int64_t sync_inline_max;
+    int64_t sync_inline_max, multi_step;
+    double multi_step_ms;
     double idle_timeout, drain_timeout;
 } dcfg;
 
@@ -66,6 +67,8 @@ static const tc_knob KNOBS[] = {
     K("max-message-bytes", TC_KNOB_INT, "4194304", 1024, 1073741824.0, "largest request message (larger: RESOURCE_EXHAUSTED)", max_message_bytes),
     K("overlap-syncs", TC_KNOB_BOOL, "true", 0, 0, "run syncs on the context thread, overlapping other sessions' steps (false: inline in the batch)", overlap_syncs),
     K("sync-inline-max", TC_KNOB_INT, "512", 0, 1e9, "a sync over at most this many history tokens runs inline in the generation batch instead of on the context worker (short syncs cost less than the hand-off and never wait behind a long one; 0: all go to the context worker)", sync_inline_max),
+    K("multi-step", TC_KNOB_INT, "8", 1, 1024, "tokens a generation worker makes per session in one Step call, feeding back what it samples (its own step loop: one round trip per run, not per token; tokens reach the stream in runs). 1: a call per token. Requests with stop strings, and in-process workers, step one token at a time", multi_step),
+    K("multi-step-ms", TC_KNOB_DOUBLE, "10", 0, 60000, "milliseconds one multi-step call may compute before it returns what it has (bounds the delay of cancels and of new sessions joining the batch; 0: no limit)", multi_step_ms),
     K("idle-timeout", TC_KNOB_DOUBLE, "3600", 0, 1e9, "seconds before an idle session is closed (0: never)", idle_timeout),
     K("drain-timeout", TC_KNOB_DOUBLE, "30", 0, 86400, "seconds running streams get to finish after SIGTERM", drain_timeout),
     K("threads", TC_KNOB_INT, "0", 0, 1024, "BLAS threads (0: OpenBLAS default)", threads),
@@ -220,7 +223,8 @@ int main(int argc, char **argv) {
     tc_service_info info = {dir, TC_VERSION, (int)cfg.max_message_bytes};
     if (tc_service_init(&svc, NULL, wc, bpe, &info) != TC_OK) goto out;
     tc_engine_limits lim = {(int)cfg.max_sessions, (int)cfg.max_queued, (int)cfg.max_batch, (int)cfg.max_tokens,
-                            (int)cfg.stream_queue, cfg.idle_timeout, cfg.overlap_syncs, cfg.sync_inline_max};
+                            (int)cfg.stream_queue, cfg.idle_timeout, cfg.overlap_syncs, cfg.sync_inline_max,
+                            (int)cfg.multi_step, cfg.multi_step_ms / 1000.0};
     if (tc_engine_start(&eng, wc, bpe, &lim, tc_service_sink()) != TC_OK) {
         fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
         goto out;

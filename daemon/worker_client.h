@@ -22,6 +22,13 @@ typedef struct {
     int sync_due;
 } tc_wc_session_stats;
 
+/* What one session wants from a multi-step call (step_multi). */
+typedef struct {
+    int max_steps;       /* tokens at most (>= 1) */
+    const int32_t *stop; /* sampling one of these ends its run (EOS, stop ids) */
+    int n_stop;
+} tc_wc_burst;
+
 struct tc_worker_client {
     const tc_model_config *cfg;
     const char *device;     /* "cpu", "cuda:0" */
@@ -40,6 +47,20 @@ struct tc_worker_client {
      * [B, V] when not NULL */
     tc_status (*step)(tc_worker_client *w, tc_wc_session **s, const int32_t *t, int B, tc_sampler **smp,
                       int32_t *next, float *logits);
+    /* optional (NULL: one step call per token): the worker's own step
+     * loop, as vLLM's multi-step scheduling -- it feeds each session what
+     * it sampled and steps again, sparing a round trip per token. Session
+     * i gets n_out[i] tokens (1 ..= b[i].max_steps) at next + i * kstride:
+     * fewer when it sampled one of b[i].stop, reached a window boundary
+     * (the next token needs a sync), or the call computed max_s seconds
+     * (0: no limit). Its history then holds t[i] and all but the last of
+     * them; the last is not fed. Sampled only (smp != NULL). */
+    tc_status (*step_multi)(tc_worker_client *w, tc_wc_session **s, const int32_t *t, int B, tc_sampler **smp,
+                            const tc_wc_burst *b, double max_s, int32_t *next, int kstride, int *n_out);
+    /* optional: forget all but the first n_keep tokens of s's history (a
+     * multi-step run went past where the engine stopped); the worker
+     * copies are rebuilt from what is kept on next use */
+    tc_status (*truncate)(tc_worker_client *w, tc_wc_session *s, int64_t n_keep);
     void (*stats)(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_stats *out);
     /* the calling thread's role: 0 generation (hit steps), 1 context
      * (syncs, prefills); each role computes in its own workspace */

@@ -658,8 +658,16 @@ static tc_status r_sync(tc_worker_client *w, tc_wc_session *s) {
     return TC_OK;
 }
 
+/* burst args of one pair's share of a step (NULL b: one token each) */
+typedef struct {
+    const tc_wc_burst *b;
+    double max_s;
+    int kstride;
+    int *n_out;
+} burst_args;
+
 static tc_status do_step(remote *R, tc_wc_session **ss, const int32_t *t, int B, tc_sampler **smp, int32_t *next,
-                         float *logits, int pair) {
+                         float *logits, int pair, const burst_args *ba) {
     wproc *g = R->pairs[pair].gen;
     uint64_t *sids = malloc((size_t)B * 8);
     char *inline_sync = calloc((size_t)B, 1);
@@ -680,6 +688,11 @@ static tc_status do_step(remote *R, tc_wc_session **ss, const int32_t *t, int B,
             sm[i].top_p = smp[i]->p.top_p;
             sm[i].rng = smp[i]->rng;
             sm[i].n_rng = 4;
+            if (ba) {
+                sm[i].max_steps = ba->b[i].max_steps;
+                sm[i].stop = (int32_t *)ba->b[i].stop;
+                sm[i].n_stop = (size_t)ba->b[i].n_stop;
+            }
             smpp[i] = &sm[i];
         }
     }
@@ -690,24 +703,42 @@ static tc_status do_step(remote *R, tc_wc_session **ss, const int32_t *t, int B,
         rq.tokens = (int32_t *)t, rq.n_tokens = (size_t)B;
         if (smp) rq.samplers = smpp, rq.n_samplers = (size_t)B;
         rq.want_logits = logits != NULL;
+        if (ba) rq.max_seconds = ba->max_s;
         st = call(R, g, t_role, M("Step"), &rq.base, &tconst__worker__v1__step_response__descriptor, &r, R->o.timeout_s);
         if (st == TC_ERR_IO)
             for (int i = 0; i < B; i++) ss[i]->gen_boot = 0; /* did the step happen? rebuild to be sure */
     }
     if (st == TC_OK) {
         Tconst__Worker__V1__StepResponse *sr = (Tconst__Worker__V1__StepResponse *)r;
-        if ((smp && (sr->n_next != (size_t)B || sr->n_samplers != (size_t)B)) || sr->n_state_bytes != (size_t)B ||
-            (logits && sr->n_logits != (size_t)B * R->cfg.vocab_size))
+        size_t want_next = (size_t)B, multi = 0;
+        if (ba && sr->n_counts) { /* multi-step reply: counts within what each session asked */
+            want_next = 0;
+            multi = sr->n_counts == (size_t)B;
+            for (int i = 0; i < B && multi; i++) {
+                multi = sr->counts[i] >= 1 && sr->counts[i] <= (ba->b[i].max_steps > 1 ? ba->b[i].max_steps : 1);
+                want_next += (size_t)sr->counts[i];
+            }
+            if (!multi) st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: malformed step counts", g->name);
+        }
+        if (st == TC_OK && ((smp && (sr->n_next != want_next || sr->n_samplers != (size_t)B)) ||
+                            sr->n_state_bytes != (size_t)B || (logits && sr->n_logits != (size_t)B * R->cfg.vocab_size)))
             st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: malformed step response", g->name);
         for (int i = 0; i < B && st == TC_OK; i++) {
+            if (smp && sr->samplers[i]->n_rng != 4) {
+                st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: malformed sampler state", g->name);
+                break;
+            }
+        }
+        for (size_t i = 0, o = 0; i < (size_t)B && st == TC_OK; i++) {
+            int c = multi ? sr->counts[i] : 1;
             if (smp) {
-                if (sr->samplers[i]->n_rng != 4) {
-                    st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: malformed sampler state", g->name);
-                    break;
-                }
-                next[i] = sr->next[i];
+                if (ba) {
+                    for (int q = 0; q < c; q++) next[i * (size_t)ba->kstride + q] = sr->next[o + q];
+                    ba->n_out[i] = c;
+                } else next[i] = sr->next[o];
                 memcpy(smp[i]->rng, sr->samplers[i]->rng, 32);
             }
+            o += (size_t)c;
             ss[i]->state_bytes = sr->state_bytes[i];
             if (inline_sync[i]) ss[i]->synced_at = ss[i]->n, ss[i]->syncs++;
         }
@@ -728,6 +759,7 @@ typedef struct {
     int32_t *next;
     float *logits;
     int k, pair, role;
+    burst_args ba, *bap;
     tc_status st;
     char err[512];
 } pair_step;
@@ -738,7 +770,7 @@ static void *pair_step_run(void *arg) {
     remote *R = a->R;
     for (int attempt = 0;; attempt++) {
         double t0 = tc_now_s();
-        a->st = do_step(R, a->ss, a->t, a->k, a->smp, a->next, a->logits, a->pair);
+        a->st = do_step(R, a->ss, a->t, a->k, a->smp, a->next, a->logits, a->pair, a->bap);
         if (a->st != TC_ERR_IO || attempt == 3) break;
         TC_LOG(TC_LOG_WARN, "workers", "step of %d sessions: %s; recovering", a->k, tc_error_get());
         if (wait_up(R, R->pairs[a->pair].gen, t0) != TC_OK || wait_up(R, R->pairs[a->pair].ctx, t0) != TC_OK) break;
@@ -747,42 +779,58 @@ static void *pair_step_run(void *arg) {
     return NULL;
 }
 
-static tc_status r_step(tc_worker_client *w, tc_wc_session **ss, const int32_t *t, int B, tc_sampler **smp,
-                        int32_t *next, float *logits) {
-    remote *R = w->impl;
+/* A batched step (b == NULL: one token each) or a multi-step call
+ * (step_multi): the sessions of each pair in one message, the pairs'
+ * messages at the same time, one thread per extra pair (a session's pair
+ * never changes). */
+static tc_status step_any(remote *R, tc_wc_session **ss, const int32_t *t, int B, tc_sampler **smp, int32_t *next,
+                          float *logits, const tc_wc_burst *b, double max_s, int kstride, int *n_out) {
     const int V = R->cfg.vocab_size;
     if (B <= 0) return TC_OK;
     for (int i = 0; i < B; i++)
         if (t[i] < 0 || t[i] >= V)
             return TC_FAIL(TC_ERR_INVALID, "token id %d of batch row %d is outside the vocabulary [0, %d)", t[i], i, V);
-    /* the sessions of each pair in one message; the pairs' messages at the
-     * same time, one thread per extra pair (a session's pair never changes) */
+    if (b && (!smp || kstride < 1)) return TC_FAIL(TC_ERR_INVALID, "step_multi: needs samplers and kstride >= 1");
+    const int ks = b ? kstride : 1;
+    for (int i = 0; b && i < B; i++)
+        if (b[i].max_steps < 1 || b[i].max_steps > ks)
+            return TC_FAIL(TC_ERR_INVALID, "step_multi: max_steps %d of batch row %d outside 1..%d", b[i].max_steps, i, ks);
     tc_wc_session **grp = malloc((size_t)B * sizeof *grp);
     tc_sampler **gs = malloc((size_t)B * sizeof *gs);
-    int32_t *gt = malloc((size_t)B * 4), *gn = malloc((size_t)B * 4);
-    int *idx = malloc((size_t)B * sizeof *idx);
+    tc_wc_burst *gb = b ? malloc((size_t)B * sizeof *gb) : NULL;
+    int32_t *gt = malloc((size_t)B * 4), *gn = malloc((size_t)B * ks * 4);
+    int *idx = malloc((size_t)B * sizeof *idx), *gc = calloc((size_t)B, sizeof *gc);
     pair_step *ps = calloc((size_t)R->n_pairs, sizeof *ps);
     pthread_t *th = calloc((size_t)R->n_pairs, sizeof *th);
     char *started = calloc((size_t)R->n_pairs, 1);
     float *gl = logits ? malloc((size_t)B * V * 4) : NULL;
     tc_status st = TC_OK;
-    if (!grp || !gs || !gt || !gn || !idx || !ps || !th || !started || (logits && !gl))
+    if (!grp || !gs || (b && !gb) || !gt || !gn || !idx || !gc || !ps || !th || !started || (logits && !gl))
         st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
     int n_grp = 0, k = 0;
     for (int p = 0; p < R->n_pairs && st == TC_OK; p++) {
         int k0 = k;
         for (int j = 0; j < B; j++)
-            if (ss[j]->pair == p) grp[k] = ss[j], gt[k] = t[j], gs[k] = smp ? smp[j] : NULL, idx[k++] = j;
+            if (ss[j]->pair == p) {
+                grp[k] = ss[j], gt[k] = t[j], gs[k] = smp ? smp[j] : NULL, idx[k] = j;
+                if (b) gb[k] = b[j];
+                k++;
+            }
         if (k == k0) continue;
         pair_step *a = &ps[n_grp++];
-        a->R = R, a->ss = grp + k0, a->t = gt + k0, a->smp = smp ? gs + k0 : NULL, a->next = gn + k0;
+        a->R = R, a->ss = grp + k0, a->t = gt + k0, a->smp = smp ? gs + k0 : NULL, a->next = gn + (size_t)k0 * ks;
         a->logits = gl ? gl + (size_t)k0 * V : NULL, a->k = k - k0, a->pair = p, a->role = t_role;
+        if (b) {
+            a->ba = (burst_args){gb + k0, max_s, ks, gc + k0};
+            a->bap = &a->ba;
+        }
     }
-    /* room for each session's token first, so that after the step the
-     * history can always take it */
+    /* room for each session's tokens first, so that after the step the
+     * history can always take them */
     for (int j = 0; j < B && st == TC_OK; j++)
-        if (ss[j]->n + 1 > ss[j]->cap) {
+        if (ss[j]->n + ks > ss[j]->cap) {
             int64_t cap = ss[j]->cap ? ss[j]->cap * 2 : 1024;
+            while (cap < ss[j]->n + ks) cap *= 2;
             int32_t *nh = realloc(ss[j]->hist, (size_t)cap * 4);
             if (!nh) st = TC_FAIL(TC_ERR_NOMEM, "out of memory for the history");
             else ss[j]->hist = nh, ss[j]->cap = cap;
@@ -801,7 +849,7 @@ static tc_status r_step(tc_worker_client *w, tc_wc_session **ss, const int32_t *
         }
     /* all or nothing, as the engine sees it: when a pair failed, the engine
      * keeps every token of the batch as not fed, so the pairs that did step
-     * are rebuilt from the history (which does not have the token) */
+     * are rebuilt from the history (which does not have the tokens) */
     for (int g = 0; g < n_grp; g++) {
         int k0 = (int)(ps[g].ss - grp);
         for (int m = 0; m < ps[g].k; m++) {
@@ -810,13 +858,41 @@ static tc_status r_step(tc_worker_client *w, tc_wc_session **ss, const int32_t *
                 ss[j]->gen_boot = 0;
                 continue;
             }
-            if (smp) next[j] = gn[k0 + m];
+            const int32_t *o = gn + (size_t)(k0 + m) * ks;
+            int c = b ? gc[k0 + m] : 1;
+            if (b) {
+                memcpy(next + (size_t)j * ks, o, (size_t)c * 4);
+                n_out[j] = c;
+            } else if (smp) next[j] = o[0];
             if (logits) memcpy(logits + (size_t)j * V, gl + (size_t)(k0 + m) * V, (size_t)V * 4);
-            hist_push(ss[j], &t[j], 1); /* capacity reserved above: cannot fail */
+            /* capacity reserved above: cannot fail */
+            hist_push(ss[j], &t[j], 1);
+            if (c > 1) hist_push(ss[j], o, c - 1);
         }
     }
-    free(grp), free(gs), free(gt), free(gn), free(idx), free(ps), free(th), free(started), free(gl);
+    free(grp), free(gs), free(gb), free(gt), free(gn), free(idx), free(gc), free(ps), free(th), free(started), free(gl);
     return st;
+}
+
+static tc_status r_step(tc_worker_client *w, tc_wc_session **ss, const int32_t *t, int B, tc_sampler **smp,
+                        int32_t *next, float *logits) {
+    return step_any(w->impl, ss, t, B, smp, next, logits, NULL, 0, 1, NULL);
+}
+
+static tc_status r_step_multi(tc_worker_client *w, tc_wc_session **ss, const int32_t *t, int B, tc_sampler **smp,
+                              const tc_wc_burst *b, double max_s, int32_t *next, int kstride, int *n_out) {
+    return step_any(w->impl, ss, t, B, smp, next, NULL, b, max_s, kstride, n_out);
+}
+
+static tc_status r_truncate(tc_worker_client *w, tc_wc_session *s, int64_t n_keep) {
+    (void)w;
+    if (n_keep < 0 || n_keep > s->n)
+        return TC_FAIL(TC_ERR_INVALID, "truncate: %lld tokens kept of %lld", (long long)n_keep, (long long)s->n);
+    if (n_keep == s->n) return TC_OK;
+    s->n = n_keep;
+    if (s->ctx_len > n_keep) s->ctx_len = n_keep;
+    s->gen_boot = s->ctx_boot = 0; /* both copies are ahead: rebuilt from the history on next use */
+    return TC_OK;
 }
 
 static void r_stats(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_stats *o) {
@@ -1011,6 +1087,8 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
     w->append = r_append;
     w->sync = r_sync;
     w->step = r_step;
+    w->step_multi = r_step_multi;
+    w->truncate = r_truncate;
     w->stats = r_stats;
     w->bind_thread = r_bind;
     w->free = r_free;

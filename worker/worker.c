@@ -291,23 +291,58 @@ static void do_import(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) 
     tconst__worker__v1__import_request__free_unpacked(rq, NULL);
 }
 
+/* Step: one batched hit step, or the worker's own step loop when a
+ * session asks for more than one token (Sampler.max_steps): each session
+ * is fed what it just sampled and stepped again, in one batch with the
+ * others still going, until it has its tokens, sampled a stop token, or
+ * reached a window boundary, or the call has computed max_seconds. */
 static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     Tconst__Worker__V1__StepRequest *rq = tconst__worker__v1__step_request__unpack(NULL, len, msg);
     if (!rq) return fail(c, TC_GRPC_INVALID_ARGUMENT, "StepRequest: cannot decode the request", NULL);
     const int B = (int)rq->n_sids, V = w->m->cfg.vocab_size;
-    tc_session **ss = calloc((size_t)B + 1, sizeof *ss);
-    float *lg = malloc((size_t)(B ? B : 1) * V * 4);
-    int32_t *next = calloc((size_t)B + 1, 4);
-    Tconst__Worker__V1__Sampler *so = calloc((size_t)B + 1, sizeof *so), **sop = calloc((size_t)B + 1, sizeof *sop);
-    int64_t *nt = calloc((size_t)B + 1, 8), *sb = calloc((size_t)B + 1, 8);
-    uint64_t *rng = calloc((size_t)B * 4 + 1, 8);
+    int multi = 0;
+    int64_t tot = 0;
+    tc_session **ss = NULL, **as = NULL;
+    float *lg = NULL;
+    int32_t *next = NULL, *feed = NULL, *out = NULL;
+    int32_t *cnt = NULL;
+    int *act = NULL;
+    int64_t *off = NULL, *nt = NULL, *sb = NULL;
+    Tconst__Worker__V1__Sampler *so = NULL, **sop = NULL;
+    uint64_t *rng = NULL;
     tc_status st;
-    if (!ss || !lg || !next || !so || !sop || !nt || !sb || !rng) {
-        fail(c, TC_GRPC_RESOURCE_EXHAUSTED, "Step: out of memory%s", "");
-        goto out;
-    }
     if (rq->n_tokens != rq->n_sids || (rq->n_samplers && rq->n_samplers != rq->n_sids) || B > 65536) {
         fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: sids, tokens and samplers must have one entry per session%s", "");
+        goto out;
+    }
+    for (int i = 0; i < (int)rq->n_samplers; i++) {
+        const Tconst__Worker__V1__Sampler *in = rq->samplers[i];
+        tc_sampling_params p = {in->temperature, in->top_k, in->top_p, 0};
+        if (in->n_rng != 4 || tc_sampling_validate(&p) != TC_OK) {
+            fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: bad sampler: %s", in->n_rng != 4 ? "rng must be 4 words" : tc_error_get());
+            goto out;
+        }
+        if (in->max_steps < 0 || in->max_steps > 65536) {
+            fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: sampler max_steps must be within 0..65536%s", "");
+            goto out;
+        }
+        multi |= in->max_steps > 1;
+        tot += in->max_steps > 1 ? in->max_steps : 1;
+    }
+    if (multi && rq->want_logits) {
+        fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: logits are one step's; max_steps > 1 cannot return them%s", "");
+        goto out;
+    }
+    if (!rq->n_samplers) tot = B;
+    ss = calloc((size_t)B + 1, sizeof *ss), as = calloc((size_t)B + 1, sizeof *as);
+    lg = malloc((size_t)(B ? B : 1) * V * 4);
+    next = calloc((size_t)tot + 1, 4), out = calloc((size_t)tot + 1, 4), feed = calloc((size_t)B + 1, 4);
+    cnt = calloc((size_t)B + 1, sizeof *cnt), act = calloc((size_t)B + 1, sizeof *act);
+    off = calloc((size_t)B + 1, 8), nt = calloc((size_t)B + 1, 8), sb = calloc((size_t)B + 1, 8);
+    so = calloc((size_t)B + 1, sizeof *so), sop = calloc((size_t)B + 1, sizeof *sop);
+    rng = calloc((size_t)B * 4 + 1, 8);
+    if (!ss || !as || !lg || !next || !out || !feed || !cnt || !act || !off || !nt || !sb || !so || !sop || !rng) {
+        fail(c, TC_GRPC_RESOURCE_EXHAUSTED, "Step: out of memory%s", "");
         goto out;
     }
     for (int i = 0; i < B; i++)
@@ -315,31 +350,59 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
             fail(c, TC_GRPC_NOT_FOUND, "Step: a session of the batch is not on this worker%s", "");
             goto out;
         }
-    if ((st = tc_step_batch(ss, rq->tokens, B, lg)) != TC_OK) {
-        fail_st(c, st, "Step");
-        goto out;
+    int nact = B;
+    for (int i = 0, o = 0; i < B; i++) {
+        act[i] = i;
+        feed[i] = rq->tokens[i];
+        off[i] = o;
+        o += rq->n_samplers && rq->samplers[i]->max_steps > 1 ? rq->samplers[i]->max_steps : 1;
+        if (rq->n_samplers) memcpy(rng + 4 * i, rq->samplers[i]->rng, 32);
+    }
+    const double t0 = tc_now_s();
+    for (int it = 0; nact > 0; it++) {
+        for (int k = 0; k < nact; k++) as[k] = ss[act[k]], out[k] = feed[act[k]];
+        if ((st = tc_step_batch(as, out, nact, lg)) != TC_OK) {
+            if (it == 0) {
+                fail_st(c, st, "Step");
+                goto out;
+            }
+            /* the steps before stand (this one was rolled back): return
+             * them; the next call meets the error again if it persists */
+            TC_LOG(TC_LOG_WARN, "worker", "step loop ended after %d steps: %s", it, tc_error_get());
+            break;
+        }
+        if (!rq->n_samplers) break;
+        int more_time = rq->max_seconds <= 0 || tc_now_s() - t0 < rq->max_seconds, keep = 0;
+        for (int k = 0; k < nact; k++) {
+            const int i = act[k];
+            const Tconst__Worker__V1__Sampler *in = rq->samplers[i];
+            w->smp.p = (tc_sampling_params){in->temperature, in->top_k, in->top_p, 0};
+            memcpy(w->smp.rng, rng + 4 * i, sizeof w->smp.rng);
+            int32_t tok = tc_sampler_sample(&w->smp, lg + (size_t)k * V);
+            memcpy(rng + 4 * i, w->smp.rng, 32);
+            next[off[i] + cnt[i]++] = tok;
+            int go = more_time && cnt[i] < in->max_steps && !tc_session_sync_due(ss[i]);
+            for (size_t q = 0; go && q < in->n_stop; q++) go = tok != in->stop[q];
+            feed[i] = tok;
+            if (go) act[keep++] = i;
+        }
+        if (it == 0 && rq->want_logits) break; /* lg holds this step's logits */
+        nact = keep;
     }
     Tconst__Worker__V1__StepResponse r = TCONST__WORKER__V1__STEP_RESPONSE__INIT;
+    size_t n_out = 0;
     for (int i = 0; i < B; i++) {
         nt[i] = ss[i]->n_tokens;
         sb[i] = (int64_t)tc_session_state_bytes(ss[i]);
         if (!rq->n_samplers) continue;
-        const Tconst__Worker__V1__Sampler *in = rq->samplers[i];
-        tc_sampling_params p = {in->temperature, in->top_k, in->top_p, 0};
-        if (in->n_rng != 4 || tc_sampling_validate(&p) != TC_OK) {
-            fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: bad sampler: %s", in->n_rng != 4 ? "rng must be 4 words" : tc_error_get());
-            goto out;
-        }
-        w->smp.p = p;
-        memcpy(w->smp.rng, in->rng, sizeof w->smp.rng);
-        next[i] = tc_sampler_sample(&w->smp, lg + (size_t)i * V);
+        for (int q = 0; q < cnt[i]; q++) out[n_out++] = next[off[i] + q];
         tconst__worker__v1__sampler__init(&so[i]);
-        memcpy(rng + 4 * i, w->smp.rng, 32);
         so[i].rng = rng + 4 * i;
         so[i].n_rng = 4;
         sop[i] = &so[i];
     }
-    if (rq->n_samplers) r.next = next, r.n_next = (size_t)B, r.samplers = sop, r.n_samplers = (size_t)B;
+    if (rq->n_samplers) r.next = out, r.n_next = n_out, r.samplers = sop, r.n_samplers = (size_t)B;
+    if (multi) r.counts = cnt, r.n_counts = (size_t)B;
     if (rq->want_logits) r.logits = lg, r.n_logits = (size_t)B * V;
     r.n_tokens = nt, r.n_n_tokens = (size_t)B;
     r.state_bytes = sb, r.n_state_bytes = (size_t)B;
@@ -347,7 +410,8 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
 out:
     for (int i = 0; ss && i < B; i++)
         if (ss[i]) sess_put(w, rq->sids[i]);
-    free(ss), free(lg), free(next), free(so), free(sop), free(nt), free(sb), free(rng);
+    free(ss), free(as), free(lg), free(next), free(out), free(feed), free(cnt), free(act), free(off), free(nt);
+    free(sb), free(so), free(sop), free(rng);
     tconst__worker__v1__step_request__free_unpacked(rq, NULL);
 }
 

@@ -334,11 +334,13 @@ class Daemon:
 
     # ---- convenience ----
     def generate_ids(self, stub, tokens, sampling, timeout=RPC_TIMEOUT, **kw):
-        """Streams one Generate; returns (ids, last response)."""
-        ids, last = [], None
+        """Streams one Generate; returns (ids, last response). The ids per
+        message stay in self.msg_sizes."""
+        ids, last, self.msg_sizes = [], None, []
         for r in stub.Generate(self.env.pb.GenerateRequest(token_ids=tokens, sampling=sampling, **kw),
                                timeout=timeout):
             ids.extend(r.token_ids)
+            self.msg_sizes.append(len(r.token_ids))
             last = r
         return ids, last
 

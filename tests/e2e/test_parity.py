@@ -3,13 +3,18 @@
 same model, prompt and sampling parameters: greedy and seeded sampling, on
 tiny tconstformer, tlinformer and transformer models, 100 tokens (several
 generate windows of 32) with ignore_eos; plus the default eos stop, the
-finish reasons, usage, and the built-in model.
+finish reasons, usage, and the built-in model. Worker layouts step
+--multi-step tokens per Step call (the worker's own loop): the ids are the
+same, several arrive per message; a stop id ends the run on the worker.
 """
+import os
+
 from harness import Daemon, run
 
 PROMPT = [5, 17, 42, 99, 3, 250, 511, 7, 64, 128, 300, 2]
 N = 100
 SAMPLED = dict(temperature=0.8, top_k=40, top_p=0.9, seed=7)
+INPROCESS = "inprocess" in os.environ.get("TC_E2E_DAEMON_ARGS", "")
 
 
 def body(env, ck):
@@ -27,6 +32,30 @@ def body(env, ck):
                 ck.equal((last.usage.prompt_tokens, last.usage.completion_tokens), (len(PROMPT), N),
                          f"{arch} {label}: usage prompt/completion tokens")
                 ck.check(last.request_id != "", f"{arch} {label}: a request_id is assigned")
+                # the first id comes from the prefill; the rest from steps
+                if INPROCESS:
+                    ck.check(max(d.msg_sizes) == 1, f"{arch} {label}: in-process, one id per message",
+                             f"sizes {d.msg_sizes}")
+                else:
+                    ck.check(max(d.msg_sizes) > 1, f"{arch} {label}: worker multi-step, runs of ids per message",
+                             f"sizes {d.msg_sizes}")
+            # a stop id ends the stream there (on the worker's step loop:
+            # nothing past it is sent or fed) and the session goes on
+            want = env.generate(model, PROMPT, N, ignore_eos=True, **SAMPLED)
+            stop = want[N // 2]
+            p = want.index(stop)
+            sp = env.sampling(max_tokens=N, ignore_eos=True, **SAMPLED)
+            sp.stop_token_ids.append(stop)
+            sid = stub.OpenSession(pb.OpenSessionRequest(token_ids=PROMPT), timeout=30).session_id
+            got, last = d.generate_ids(stub, [], sp, session_id=sid)
+            ck.equal(got, want[:p + 1], f"{arch}: stop id {stop} ends the stream after {p + 1} ids")
+            ck.equal(last.finish_reason, pb.FINISH_REASON_STOP, f"{arch}: stop id: finish_reason STOP")
+            ck.equal(stub.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30).length, len(PROMPT) + p + 1,
+                     f"{arch}: after the stop id the session holds prompt + {p + 1} ids")
+            more, _ = d.generate_ids(stub, [], env.sampling(max_tokens=40, ignore_eos=True, **SAMPLED), session_id=sid)
+            ck.equal(more, env.generate(model, PROMPT + got, 40, ignore_eos=True, **SAMPLED),
+                     f"{arch}: the session goes on from the stop id exactly")
+            stub.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=30)
             # the same request twice gives the same ids (seeded sampling is
             # a function of the seed, not of the server's history)
             again, _ = d.generate_ids(stub, PROMPT, env.sampling(max_tokens=N, ignore_eos=True, **SAMPLED))
