@@ -84,6 +84,12 @@ struct tc_engine {
     pthread_cond_t cv;      /* wakes both engine threads (broadcast) */
     pthread_cond_t idle_cv; /* signalled when a job retires */
     pthread_t thread, ctx_thread; /* generation (hit steps), context (syncs, prefills) */
+    pthread_t start_thread;       /* starts, apart from syncs when the worker client allows */
+    int has_start_thread;
+    struct ctx_arg {
+        struct tc_engine *e;
+        int kind; /* 0 syncs and starts, 1 syncs, 2 starts */
+    } ctx_args[2];
     int stop, draining;
     /* sessions waiting for their sync: the scheduler's EDF queue, deadline
      * = arrival at the boundary + the sync's expected cost (its history
@@ -527,21 +533,26 @@ static void start_job(tc_engine *e, job *j) {
 /* The context thread: syncs of sessions at a window boundary first (they
  * stall a running generation), then the start of queued jobs (append /
  * prefill and first token). It computes in the model's second workspace,
- * so it overlaps the generation thread's hit steps. */
+ * so it overlaps the generation thread's hit steps. With worker processes
+ * (ctx_threads >= 2) starts get a thread of their own (kind 2) and this
+ * one runs syncs only (kind 1): a new request's first token does not wait
+ * behind a long context's sync, which only the context worker computes. */
 static void *context_thread(void *arg) {
-    tc_engine *e = arg;
+    struct ctx_arg *ca = arg;
+    tc_engine *e = ca->e;
+    const int do_syncs = ca->kind != 2, do_starts = ca->kind != 1;
     if (e->wc->bind_thread) e->wc->bind_thread(e->wc, 1);
     int last_was_sync = 0;
     pthread_mutex_lock(&e->mu);
     while (!e->stop) {
         job *start = NULL;
-        if (e->n_running + e->n_starting < e->lim.max_batch)
+        if (do_starts && e->n_running + e->n_starting < e->lim.max_batch)
             for (job *j = e->jobs; j; j = j->next)
                 if (j->phase == J_QUEUED && !j->cancel) start = j; /* the list is LIFO: last = oldest */
         /* syncs and starts alternate when both wait: a stream of syncs
          * (long contexts at their boundaries) must not starve admission */
         uint64_t qid = 0;
-        if (tc_sched_sync_queued(e->sched, 0) > 0 && !(start && last_was_sync) &&
+        if (do_syncs && tc_sched_sync_queued(e->sched, 0) > 0 && !(start && last_was_sync) &&
             tc_sched_sync_next(e->sched, 0, tc_now_s(), &qid, 1) == 1) {
             last_was_sync = 1;
             dsess *s = NULL;
@@ -794,12 +805,19 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
         free(e);
         return TC_FAIL(TC_ERR_INTERNAL, "cannot start the engine thread");
     }
-    if (pthread_create(&e->ctx_thread, NULL, context_thread, e) != 0) {
+    const int split_starts = wc->ctx_threads >= 2;
+    e->ctx_args[0] = (struct ctx_arg){e, split_starts ? 1 : 0};
+    e->ctx_args[1] = (struct ctx_arg){e, 2};
+    int ctx_ok = pthread_create(&e->ctx_thread, NULL, context_thread, &e->ctx_args[0]) == 0;
+    if (ctx_ok && split_starts)
+        e->has_start_thread = pthread_create(&e->start_thread, NULL, context_thread, &e->ctx_args[1]) == 0;
+    if (!ctx_ok || (split_starts && !e->has_start_thread)) {
         pthread_mutex_lock(&e->mu);
         e->stop = 1;
         pthread_cond_broadcast(&e->cv);
         pthread_mutex_unlock(&e->mu);
         pthread_join(e->thread, NULL);
+        if (ctx_ok) pthread_join(e->ctx_thread, NULL);
         free(e->piece);
         free(e);
         return TC_FAIL(TC_ERR_INTERNAL, "cannot start the context thread");
@@ -831,6 +849,7 @@ void tc_engine_stop(tc_engine *e) {
     pthread_mutex_unlock(&e->mu);
     pthread_join(e->thread, NULL);
     pthread_join(e->ctx_thread, NULL);
+    if (e->has_start_thread) pthread_join(e->start_thread, NULL);
     while (e->n_sess) sess_remove_locked(e, e->sess[e->n_sess - 1], 0); /* the journal keeps them */
     free(e->sess);
     tc_sched_free(e->sched);

@@ -35,6 +35,10 @@ struct tc_worker_client {
     const char *dtype;      /* of the weights file */
     int64_t n_params;
     void *impl;
+    /* context-role threads (bind_thread 1) that may call at the same time
+     * on different sessions: 1 in-process (one context workspace), 2 with
+     * worker processes (syncs on one, starts on another) */
+    int ctx_threads;
     tc_status (*session_new)(tc_worker_client *w, tc_wc_session **out);
     void (*session_free)(tc_worker_client *w, tc_wc_session *s);
     /* append n tokens; logits of the last one into logits [V] (or NULL) */

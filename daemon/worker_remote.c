@@ -1086,6 +1086,7 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
     w->session_free = r_free_s;
     w->append = r_append;
     w->sync = r_sync;
+    w->ctx_threads = 2;
     w->step = r_step;
     w->step_multi = r_step_multi;
     w->truncate = r_truncate;
