@@ -83,13 +83,16 @@ struct tc_engine {
     pthread_mutex_t mu;
     pthread_cond_t cv;      /* wakes both engine threads (broadcast) */
     pthread_cond_t idle_cv; /* signalled when a job retires */
-    pthread_t thread, ctx_thread; /* generation (hit steps), context (syncs, prefills) */
-    pthread_t start_thread;       /* starts, apart from syncs when the worker client allows */
-    int has_start_thread;
+    pthread_t thread; /* generation (hit steps) */
+    /* context threads (syncs, prefills): in-process one for both; with
+     * worker processes one for starts and one per worker pair for syncs */
     struct ctx_arg {
         struct tc_engine *e;
-        int kind; /* 0 syncs and starts, 1 syncs, 2 starts */
-    } ctx_args[2];
+        int kind; /* 0 syncs and starts, 1 syncs of `pair`, 2 starts */
+        int pair;
+        pthread_t th;
+    } *ctx;
+    int n_ctx;
     int stop, draining;
     /* sessions waiting for their sync: the scheduler's EDF queue, deadline
      * = arrival at the boundary + the sync's expected cost (its history
@@ -99,6 +102,7 @@ struct tc_engine {
     uint64_t next_qid;
     double sync_s_per_tok;
     int n_sync_queued, n_starting;
+    int n_pairs; /* worker pairs: a sync queue and context thread each */
     double busy_s, busy_t0;      /* generation thread busy fraction */
     tc_worker_client *wc;
     struct tc_bpe *bpe;
@@ -372,7 +376,7 @@ static void finish_job(tc_engine *e, job *j, tc_finish fin, const char *err) {
 }
 
 static void refresh_stats(tc_engine *e, dsess *s) {
-    tc_wc_session_stats st;
+    tc_wc_session_stats st = {0};
     e->wc->stats(e->wc, s->ws, &st);
     pthread_mutex_lock(&e->mu);
     s->st = st;
@@ -534,9 +538,10 @@ static void start_job(tc_engine *e, job *j) {
  * stall a running generation), then the start of queued jobs (append /
  * prefill and first token). It computes in the model's second workspace,
  * so it overlaps the generation thread's hit steps. With worker processes
- * (ctx_threads >= 2) starts get a thread of their own (kind 2) and this
- * one runs syncs only (kind 1): a new request's first token does not wait
- * behind a long context's sync, which only the context worker computes. */
+ * (ctx_threads >= 2) starts get a thread of their own (kind 2) and each
+ * worker pair a thread for its syncs (kind 1): a new request's first token
+ * does not wait behind a long context's sync, which only the context
+ * worker computes, and pairs sync at the same time. */
 static void *context_thread(void *arg) {
     struct ctx_arg *ca = arg;
     tc_engine *e = ca->e;
@@ -552,8 +557,8 @@ static void *context_thread(void *arg) {
         /* syncs and starts alternate when both wait: a stream of syncs
          * (long contexts at their boundaries) must not starve admission */
         uint64_t qid = 0;
-        if (do_syncs && tc_sched_sync_queued(e->sched, 0) > 0 && !(start && last_was_sync) &&
-            tc_sched_sync_next(e->sched, 0, tc_now_s(), &qid, 1) == 1) {
+        if (do_syncs && tc_sched_sync_queued(e->sched, ca->pair) > 0 && !(start && last_was_sync) &&
+            tc_sched_sync_next(e->sched, ca->pair, tc_now_s(), &qid, 1) == 1) {
             last_was_sync = 1;
             dsess *s = NULL;
             for (int i = 0; i < e->n_sess && !s; i++)
@@ -666,13 +671,17 @@ static void *engine_thread(void *arg) {
         for (job *j = e->jobs; j && B < cap; j = j->next) {
             if (j->phase != J_RUNNING || j->s->syncing) continue;
             if (e->sink.backlog(j->user) >= (size_t)e->lim.stream_queue) continue;
-            tc_wc_session_stats st;
+            tc_wc_session_stats st = {0};
             e->wc->stats(e->wc, j->s->ws, &st);
             if (st.sync_due && e->lim.overlap_syncs && st.length > e->lim.sync_inline_max) {
                 dsess *s = j->s;
                 double now = tc_now_s();
                 if (tc_sched_state(e->sched, s->qid) != TC_SS_GENERATING)
                     tc_sched_transition(e->sched, s->qid, TC_SS_GENERATING);
+                /* its sync waits in its pair's queue, for that pair's thread */
+                if (e->n_pairs > 1 && tc_sched_pair_of(e->sched, s->qid) != st.pair &&
+                    tc_sched_move(e->sched, s->qid, st.pair) != TC_OK)
+                    TC_LOG(TC_LOG_ERROR, "engine", "scheduler: %s", tc_error_get());
                 if (tc_sched_transition(e->sched, s->qid, TC_SS_AT_BOUNDARY) != TC_OK ||
                     tc_sched_sync_enqueue(e->sched, s->qid, now, now + e->sync_s_per_tok * (double)st.length) != TC_OK) {
                     TC_LOG(TC_LOG_ERROR, "engine", "scheduler: %s; syncing %s inline", tc_error_get(), s->id);
@@ -790,8 +799,9 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
     e->V = wc->cfg->vocab_size;
     e->sync_s_per_tok = 5e-6;
     /* the scheduler preallocates for its limits: the engine's own */
+    e->n_pairs = wc->n_pairs > 1 ? wc->n_pairs : 1;
     tc_sched_limits sl = {e->lim.max_sessions > 0 ? e->lim.max_sessions : 1,
-                          e->lim.max_sessions > 0 ? e->lim.max_sessions : 1, 0, 1, 0, 1};
+                          e->lim.max_sessions > 0 ? e->lim.max_sessions : 1, 0, 1, 0, e->n_pairs};
     if (tc_sched_new(&e->sched, &sl) != TC_OK) {
         free(e);
         return TC_FAIL(TC_ERR_NOMEM, "out of memory");
@@ -805,19 +815,23 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
         free(e);
         return TC_FAIL(TC_ERR_INTERNAL, "cannot start the engine thread");
     }
-    const int split_starts = wc->ctx_threads >= 2;
-    e->ctx_args[0] = (struct ctx_arg){e, split_starts ? 1 : 0};
-    e->ctx_args[1] = (struct ctx_arg){e, 2};
-    int ctx_ok = pthread_create(&e->ctx_thread, NULL, context_thread, &e->ctx_args[0]) == 0;
-    if (ctx_ok && split_starts)
-        e->has_start_thread = pthread_create(&e->start_thread, NULL, context_thread, &e->ctx_args[1]) == 0;
-    if (!ctx_ok || (split_starts && !e->has_start_thread)) {
+    const int split = wc->ctx_threads >= 2;
+    e->n_ctx = split ? 1 + e->n_pairs : 1;
+    e->ctx = calloc((size_t)e->n_ctx, sizeof *e->ctx);
+    int started = 0;
+    if (e->ctx) {
+        for (int i = 0; i < e->n_ctx; i++) e->ctx[i] = (struct ctx_arg){e, !split ? 0 : i == 0 ? 2 : 1, i ? i - 1 : 0, 0};
+        while (started < e->n_ctx && pthread_create(&e->ctx[started].th, NULL, context_thread, &e->ctx[started]) == 0)
+            started++;
+    }
+    if (started < e->n_ctx) {
         pthread_mutex_lock(&e->mu);
         e->stop = 1;
         pthread_cond_broadcast(&e->cv);
         pthread_mutex_unlock(&e->mu);
         pthread_join(e->thread, NULL);
-        if (ctx_ok) pthread_join(e->ctx_thread, NULL);
+        for (int i = 0; i < started; i++) pthread_join(e->ctx[i].th, NULL);
+        free(e->ctx);
         free(e->piece);
         free(e);
         return TC_FAIL(TC_ERR_INTERNAL, "cannot start the context thread");
@@ -848,8 +862,8 @@ void tc_engine_stop(tc_engine *e) {
     pthread_cond_broadcast(&e->cv);
     pthread_mutex_unlock(&e->mu);
     pthread_join(e->thread, NULL);
-    pthread_join(e->ctx_thread, NULL);
-    if (e->has_start_thread) pthread_join(e->start_thread, NULL);
+    for (int i = 0; i < e->n_ctx; i++) pthread_join(e->ctx[i].th, NULL);
+    free(e->ctx);
     while (e->n_sess) sess_remove_locked(e, e->sess[e->n_sess - 1], 0); /* the journal keeps them */
     free(e->sess);
     tc_sched_free(e->sched);

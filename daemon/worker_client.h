@@ -20,6 +20,7 @@ typedef struct tc_worker_client tc_worker_client;
 typedef struct {
     int64_t length, syncs, state_bytes;
     int sync_due;
+    int pair; /* the worker pair holding it (0 in-process) */
 } tc_wc_session_stats;
 
 /* What one session wants from a multi-step call (step_multi). */
@@ -39,6 +40,7 @@ struct tc_worker_client {
      * on different sessions: 1 in-process (one context workspace), 2 with
      * worker processes (syncs on one, starts on another) */
     int ctx_threads;
+    int n_pairs; /* worker pairs (0 or 1: one); a session stays on its pair */
     tc_status (*session_new)(tc_worker_client *w, tc_wc_session **out);
     void (*session_free)(tc_worker_client *w, tc_wc_session *s);
     /* append n tokens; logits of the last one into logits [V] (or NULL) */

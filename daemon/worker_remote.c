@@ -901,6 +901,7 @@ static void r_stats(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_s
     o->syncs = s->syncs;
     o->state_bytes = s->state_bytes;
     o->sync_due = sync_due(R, s);
+    o->pair = s->pair;
 }
 
 static void r_bind(tc_worker_client *w, int role) {
@@ -1087,6 +1088,7 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
     w->append = r_append;
     w->sync = r_sync;
     w->ctx_threads = 2;
+    w->n_pairs = R->n_pairs;
     w->step = r_step;
     w->step_multi = r_step_multi;
     w->truncate = r_truncate;
