@@ -93,6 +93,7 @@ typedef struct {
     pthread_t sup;
     int sup_started, stop;
     uint64_t next_sid;
+    uint64_t instance; /* sent in Info and Ping: the worker's owner */
     tc_sched *sched;
 } remote;
 
@@ -131,8 +132,12 @@ static tc_status call(remote *R, wproc *p, int role, const char *method, const P
     }
     if (res.code != TC_GRPC_OK) {
         free(out);
-        return TC_FAIL(res.code == TC_GRPC_INVALID_ARGUMENT ? TC_ERR_INVALID : TC_ERR_INTERNAL, "worker %s: %s",
-                       p->name, res.message);
+        /* RESOURCE_EXHAUSTED: out of memory there, or (Info, Ping) the
+         * worker serves another coordinator */
+        return TC_FAIL(res.code == TC_GRPC_INVALID_ARGUMENT      ? TC_ERR_INVALID
+                       : res.code == TC_GRPC_RESOURCE_EXHAUSTED ? TC_ERR_EXHAUSTED
+                                                                : TC_ERR_INTERNAL,
+                       "worker %s: %s", p->name, res.message);
     }
     *resp = protobuf_c_message_unpack(rd, NULL, ol, out ? out : (const uint8_t *)"");
     free(out);
@@ -165,6 +170,7 @@ static void fix_data_addr(const wproc *p, const char *given, char *out, size_t n
 /* Info on a worker that just answered: boot id, role, data address. */
 static tc_status refresh_info(remote *R, wproc *p, Tconst__Worker__V1__InfoResponse **keep) {
     Tconst__Worker__V1__InfoRequest rq = TCONST__WORKER__V1__INFO_REQUEST__INIT;
+    rq.coordinator = R->instance;
     ProtobufCMessage *r;
     TC_CHECK(call(R, p, 2, M("Info"), &rq.base, &tconst__worker__v1__info_response__descriptor, &r, 10.0));
     Tconst__Worker__V1__InfoResponse *ir = (Tconst__Worker__V1__InfoResponse *)r;
@@ -290,6 +296,7 @@ static void supervise_one(remote *R, wproc *p) {
         pthread_mutex_unlock(&p->cli_mu[2]);
     }
     Tconst__Worker__V1__PingRequest rq = TCONST__WORKER__V1__PING_REQUEST__INIT;
+    rq.coordinator = R->instance;
     ProtobufCMessage *r;
     double dl = fmin(1.0, R->o.timeout_s);
     if (call(R, p, 2, M("Ping"), &rq.base, &tconst__worker__v1__ping_response__descriptor, &r, dl) == TC_OK) {
@@ -920,6 +927,14 @@ static void r_free(tc_worker_client *w) {
     }
     for (int i = 0; i < R->n_procs; i++) {
         wproc *p = R->procs[i];
+        if (!p->spawned && p->boot) { /* attached: free it for the next coordinator now */
+            Tconst__Worker__V1__PingRequest rq = TCONST__WORKER__V1__PING_REQUEST__INIT;
+            rq.coordinator = R->instance;
+            rq.release = 1;
+            ProtobufCMessage *r;
+            if (call(R, p, 2, M("Ping"), &rq.base, &tconst__worker__v1__ping_response__descriptor, &r, 2.0) == TC_OK)
+                protobuf_c_message_free_unpacked(r, NULL);
+        }
         if (p->spawned && p->pid > 0) tc_child_stop(p->pid, 5.0);
         for (int k = 0; k < 4; k++) tc_rpc_client_close(p->cli[k]), pthread_mutex_destroy(&p->cli_mu[k]);
         for (int k = 0; k < MAX_ARGS && p->argv[k]; k++) free(p->argv[k]);
@@ -972,11 +987,19 @@ static tc_status first_contact(remote *R, wproc *p, int *have_cfg) {
     double end = tc_now_s() + (p->spawned ? 10.0 : R->o.start_timeout_s);
     Tconst__Worker__V1__InfoResponse *ir = NULL;
     tc_status st;
-    while ((st = refresh_info(R, p, &ir)) == TC_ERR_IO && tc_now_s() < end) {
+    int said = 0;
+    while (((st = refresh_info(R, p, &ir)) == TC_ERR_IO || st == TC_ERR_EXHAUSTED) && tc_now_s() < end) {
+        if (st == TC_ERR_EXHAUSTED && !said++) /* a coordinator before us: it takes the worker when silent */
+            TC_LOG(TC_LOG_WARN, "workers", "waiting for %s: %s", p->name, tc_error_get());
         struct timespec ts = {0, 200 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    if (st != TC_OK) return TC_FAIL(TC_ERR_IO, "worker %s at %s does not answer: %s", p->name, p->addr, tc_error_get());
+    if (st != TC_OK) {
+        char why[600]; /* tc_error_get() is the buffer TC_FAIL writes */
+        snprintf(why, sizeof why, "%s", tc_error_get() ? tc_error_get() : tc_status_str(st));
+        return TC_FAIL(TC_ERR_IO, "worker %s at %s %s: %s", p->name, p->addr,
+                       st == TC_ERR_EXHAUSTED ? "is not free" : "does not answer", why);
+    }
     if (!*have_cfg) {
         st = tc_config_from_json(&R->cfg, ir->config_json, p->name);
         snprintf(R->dtype, sizeof R->dtype, "%s", ir->dtype);
@@ -1011,6 +1034,9 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&R->cv, &ca);
     R->next_sid = ((uint64_t)tc_wall_ms() << 16) | 1; /* never reused across coordinator restarts */
+    /* this coordinator's instance id: a worker serves one at a time */
+    R->instance = ((uint64_t)tc_wall_ms() << 20) ^ ((uint64_t)getpid() << 1) ^ (uint64_t)(uintptr_t)R;
+    if (!R->instance) R->instance = 1;
     w->impl = R;
     tc_status st = TC_OK;
     if (o->workers && o->workers[0]) {

@@ -27,7 +27,7 @@
 typedef struct {
     char *role, *device, *listen, *data_listen, *transport, *model, *log_level, *log_format;
     int64_t threads, max_message_bytes, nice;
-    double peer_timeout;
+    double peer_timeout, orphan_timeout;
 } wcfg;
 
 #define K(name, type, def, lo, hi, help, field) {name, type, def, lo, hi, help, offsetof(wcfg, field)}
@@ -40,6 +40,7 @@ static const tc_knob KNOBS[] = {
     K("model", TC_KNOB_STR, "", 0, 0, "model directory (empty: the built-in tiny tconstformer)", model),
     K("threads", TC_KNOB_INT, "0", 0, 1024, "BLAS threads (0: OpenBLAS default)", threads),
     K("max-message-bytes", TC_KNOB_INT, "268435456", 1024, 4294967295.0, "largest control or data-plane message", max_message_bytes),
+    K("orphan-timeout", TC_KNOB_DOUBLE, "30", 0.5, 86400, "seconds the coordinator this worker serves may stay silent before another coordinator may take the worker over (its session copies are then dropped: a coordinator that died leaves none behind); until then another is refused", orphan_timeout),
     K("peer-timeout", TC_KNOB_DOUBLE, "30", 0.1, 86400, "seconds a data-plane send or an Import waits for the peer", peer_timeout),
     K("nice", TC_KNOB_INT, "0", 0, 19, "CPU scheduling niceness of this worker (a context worker sharing cores with its generation peer yields to it)", nice),
     K("log-level", TC_KNOB_STR, "info", 0, 0, "error, warn, info, debug or trace", log_level),
@@ -167,7 +168,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "tconst-worker: error: --data-listen %s: %s\n", cfg.data_listen, tc_error_get());
         goto out;
     }
-    tc_worker_opts o = {cfg.role, cfg.device, cfg.peer_timeout, cfg.transport, cuda_dev};
+    tc_worker_opts o = {cfg.role, cfg.device, cfg.peer_timeout, cfg.transport, cuda_dev, cfg.orphan_timeout};
     if (tc_worker_new(&w, m, tp, config_json, &o) != TC_OK) {
         fprintf(stderr, "tconst-worker: error: %s\n", tc_error_get());
         goto out;

@@ -40,7 +40,8 @@ typedef struct wjob {
 typedef struct {
     uint64_t sid;
     tc_session *s;
-    int busy; /* calls computing on it; Open/Close wait for 0 */
+    int busy;   /* calls computing on it; Open/Close wait for 0 */
+    int orphan; /* its coordinator is gone: freed when no call computes on it */
 } wsess;
 
 typedef struct {
@@ -53,6 +54,8 @@ struct tc_worker {
     tc_transport *tp;
     int tp_owned; /* made by Connect (nccl) */
     uint64_t boot_id;
+    uint64_t owner;    /* the coordinator served (0: none yet) */
+    double owner_seen; /* when it last called Info or Ping */
     char *config_json;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -80,17 +83,61 @@ static int sess_find(tc_worker *w, uint64_t sid) {
 static tc_session *sess_get(tc_worker *w, uint64_t sid) {
     pthread_mutex_lock(&w->mu);
     int i = sess_find(w, sid);
-    tc_session *s = i >= 0 ? w->sess[i].s : NULL;
+    tc_session *s = i >= 0 && !w->sess[i].orphan ? w->sess[i].s : NULL;
     if (s) w->sess[i].busy++;
     pthread_mutex_unlock(&w->mu);
     return s;
+}
+static void sess_remove_at(tc_worker *w, int i) {
+    tc_session_free(w->sess[i].s);
+    memmove(&w->sess[i], &w->sess[i + 1], (size_t)(w->n_sess - i - 1) * sizeof *w->sess);
+    w->n_sess--;
 }
 static void sess_put(tc_worker *w, uint64_t sid) {
     pthread_mutex_lock(&w->mu);
     int i = sess_find(w, sid);
     if (i >= 0 && w->sess[i].busy > 0) w->sess[i].busy--;
+    if (i >= 0 && w->sess[i].orphan && !w->sess[i].busy) sess_remove_at(w, i);
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
+}
+
+/* One coordinator per worker (mu held): `id` may call when it owns the
+ * worker, when nobody does, or when the owner has been silent for the
+ * orphan timeout -- then the owner is taken for dead and its session
+ * copies are dropped (they would otherwise stay until this worker
+ * restarts). 0: a caller that only looks. Returns 0, or -1 with why. */
+static void drop_all(tc_worker *w) {
+    for (int i = w->n_sess - 1; i >= 0; i--) {
+        if (w->tp) w->tp->drop(w->tp, w->sess[i].sid); /* its frames in the mailbox */
+        if (w->sess[i].busy) w->sess[i].orphan = 1;  /* freed by the last sess_put */
+        else sess_remove_at(w, i);
+    }
+}
+static int claim(tc_worker *w, uint64_t id, int release, char *why, size_t n) {
+    if (!id) return 0;
+    double now = tc_now_s(), silent = now - w->owner_seen;
+    if (w->owner && w->owner != id) {
+        if (silent < w->o.orphan_timeout_s) {
+            snprintf(why, n, "it serves coordinator %016llx (heard from %.1f s ago; a worker serves one "
+                     "coordinator, another may take over after --orphan-timeout %.0f s of silence)",
+                     (unsigned long long)w->owner, silent, w->o.orphan_timeout_s);
+            return -1;
+        }
+        TC_LOG(TC_LOG_WARN, "worker", "coordinator %016llx takes over from %016llx (silent %.1f s): %d session "
+               "copies of the old one dropped", (unsigned long long)id, (unsigned long long)w->owner, silent, w->n_sess);
+        drop_all(w);
+    }
+    if (release) { /* the owner leaves cleanly: free at once */
+        TC_LOG(TC_LOG_INFO, "worker", "coordinator %016llx released this worker: %d session copies dropped",
+               (unsigned long long)id, w->n_sess);
+        drop_all(w);
+        w->owner = 0;
+        return 0;
+    }
+    w->owner = id;
+    w->owner_seen = now;
+    return 0;
 }
 
 static void reply_session(const tc_session *s, Tconst__Worker__V1__SessionReply *r) {
@@ -155,9 +202,7 @@ static void do_open_close(tc_worker *w, tc_call *c, const uint8_t *msg, size_t l
     while ((i = sess_find(w, sid)) >= 0 && w->sess[i].busy) pthread_cond_wait(&w->cv, &w->mu);
     if (open) {
         if (i >= 0) { /* re-open replaces: the coordinator rebuilds it */
-            tc_session_free(w->sess[i].s);
-            memmove(&w->sess[i], &w->sess[i + 1], (size_t)(w->n_sess - i - 1) * sizeof *w->sess);
-            w->n_sess--;
+            sess_remove_at(w, i);
             i = sess_find(w, sid);
         }
         if (w->n_sess == w->cap_sess) {
@@ -177,14 +222,10 @@ static void do_open_close(tc_worker *w, tc_call *c, const uint8_t *msg, size_t l
         }
         int at = -i - 1;
         memmove(&w->sess[at + 1], &w->sess[at], (size_t)(w->n_sess - at) * sizeof *w->sess);
-        w->sess[at].sid = sid, w->sess[at].s = s, w->sess[at].busy = 0;
+        w->sess[at].sid = sid, w->sess[at].s = s, w->sess[at].busy = 0, w->sess[at].orphan = 0;
         w->n_sess++;
         reply_session(s, &r);
-    } else if (i >= 0) {
-        tc_session_free(w->sess[i].s);
-        memmove(&w->sess[i], &w->sess[i + 1], (size_t)(w->n_sess - i - 1) * sizeof *w->sess);
-        w->n_sess--;
-    }
+    } else if (i >= 0) sess_remove_at(w, i);
     pthread_mutex_unlock(&w->mu);
     if (!open && w->tp) w->tp->drop(w->tp, sid);
     send_msg(c, &r.base);
@@ -461,10 +502,32 @@ static void *compute_main(void *arg) {
 }
 
 /* ---- the RPC thread ---- */
-static void do_info(tc_worker *w, tc_call *c, int ping) {
+static void do_info(tc_worker *w, tc_call *c, int ping, const uint8_t *msg, size_t len) {
+    uint64_t caller = 0;
+    int release = 0;
+    if (ping) {
+        Tconst__Worker__V1__PingRequest *rq = tconst__worker__v1__ping_request__unpack(NULL, len, msg);
+        if (!rq) return fail(c, TC_GRPC_INVALID_ARGUMENT, "PingRequest: cannot decode the request", NULL);
+        caller = rq->coordinator;
+        release = rq->release;
+        tconst__worker__v1__ping_request__free_unpacked(rq, NULL);
+    } else {
+        Tconst__Worker__V1__InfoRequest *rq = tconst__worker__v1__info_request__unpack(NULL, len, msg);
+        if (!rq) return fail(c, TC_GRPC_INVALID_ARGUMENT, "InfoRequest: cannot decode the request", NULL);
+        caller = rq->coordinator;
+        tconst__worker__v1__info_request__free_unpacked(rq, NULL);
+    }
+    char why[300];
     pthread_mutex_lock(&w->mu);
-    int n = w->n_sess;
+    int refused = claim(w, caller, release, why, sizeof why);
+    int n = 0;
+    for (int i = 0; i < w->n_sess; i++) n += !w->sess[i].orphan;
+    uint64_t owner = w->owner;
     pthread_mutex_unlock(&w->mu);
+    if (refused) {
+        tc_call_finish(c, TC_GRPC_RESOURCE_EXHAUSTED, why);
+        return;
+    }
     if (ping) {
         Tconst__Worker__V1__PingResponse r = TCONST__WORKER__V1__PING_RESPONSE__INIT;
         r.boot_id = w->boot_id;
@@ -485,6 +548,7 @@ static void do_info(tc_worker *w, tc_call *c, int ping) {
     r.boot_id = w->boot_id;
     r.transport = !strcmp(w->o.transport, "nccl") ? (char *)"nccl" : w->tp ? (char *)w->tp->kind : (char *)"none";
     r.sessions = n;
+    r.coordinator = owner;
 #ifdef TC_HAVE_NCCL
     uint8_t id[128];
     if (!strcmp(w->o.transport, "nccl") && !strcmp(w->o.role, "context") && tc_transport_nccl_id(id) == TC_OK) {
@@ -550,7 +614,7 @@ static void on_start(void *ud, tc_call *c, const char *method, const uint8_t *ms
     const char *m = method + strlen(M_PREFIX);
     if (!msg) msg = (const uint8_t *)"", len = 0;
     if (!strcmp(m, "Info") || !strcmp(m, "Ping")) {
-        do_info(w, c, m[0] == 'P');
+        do_info(w, c, m[0] == 'P', msg, len);
         tc_call_unref(c);
         return;
     }
@@ -603,6 +667,7 @@ tc_status tc_worker_new(tc_worker **out, tc_model *m, tc_transport *tp, const ch
     tc_worker *w = calloc(1, sizeof *w);
     if (!w) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
     w->o = *o;
+    if (w->o.orphan_timeout_s <= 0) w->o.orphan_timeout_s = 30;
     w->m = m;
     w->tp = tp;
     w->config_json = strdup(config_json);

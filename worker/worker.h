@@ -16,6 +16,7 @@ typedef struct {
     double peer_timeout_s; /* data-plane send and Import waits */
     const char *transport; /* host | nccl (then the data plane starts at Connect) */
     int cuda_device;       /* nccl: the device of the communicator */
+    double orphan_timeout_s; /* an owner silent this long is dead: another coordinator may take over (0: 30) */
 } tc_worker_opts;
 
 typedef struct tc_worker tc_worker;

@@ -13,6 +13,10 @@
     stopped (SIGSTOP) in the middle of a sync, a session on the other pair
     goes on syncing and finishes its generation, exact, while the first
     waits; after SIGCONT the first finishes too, exact;
+  - one coordinator per worker: a second live coordinator is refused
+    ("is not free"); one killed with -9 leaves session copies behind, which
+    the next coordinator drops when it takes over (after --orphan-timeout
+    of silence); a clean exit releases the workers at once;
   - bad worker lists are start-up errors naming the problem: an address
     nobody answers on, an unpaired context worker, a worker serving another
     model.
@@ -27,10 +31,10 @@ from harness import Daemon, run, wait_for
 
 
 class Worker:
-    def __init__(self, env, role, model):
+    def __init__(self, env, role, model, *extra):
         worker = os.path.join(os.path.dirname(env.tconstd), "worker", "tconst-worker")
         self.p = subprocess.Popen([worker, "--role", role, "--listen", "127.0.0.1:0", "--model", model,
-                                   "--log-level", "warn"], stdout=subprocess.PIPE, text=True)
+                                   "--log-level", "warn", *extra], stdout=subprocess.PIPE, text=True)
         line = self.p.stdout.readline()
         if " ready: " not in line:
             raise RuntimeError(f"tconst-worker --role {role} did not start: {line!r}")
@@ -169,6 +173,45 @@ def body(env, ck):
             os.kill(pairs[0].p.pid, signal.SIGCONT)
             ta.join(120)
             ck.equal(got_a, want_a, "after SIGCONT session A finishes == tconst generate")
+    finally:
+        for w in pairs:
+            w.stop()
+
+    # one coordinator per worker; orphans of a dead one are dropped
+    pairs = [Worker(env, r, model, "--orphan-timeout", "2") for r in ("context", "generation")]
+
+    def info(w):
+        with grpc.insecure_channel(w.addr) as ch:
+            return worker_pb2_grpc.WorkerStub(ch).Info(worker_pb2.InfoRequest(), timeout=10)
+    try:
+        wl = ",".join(w.addr for w in pairs)
+        d1 = Daemon(env, "--workers", wl, model=model)
+        with d1:
+            s = d1.stub()
+            for k in range(3):
+                s.OpenSession(pb.OpenSessionRequest(token_ids=prompt[: 10 + k]), timeout=30)
+            ck.equal(info(pairs[1]).sessions, 3, "coordinator 1: 3 session copies on the generation worker")
+            owner1 = info(pairs[1]).coordinator
+            ck.check(owner1 != 0, "the worker names its coordinator", str(owner1))
+            r = subprocess.run([env.tconstd, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+                                "--workers", wl, "--worker-start-timeout", "1"], capture_output=True, text=True,
+                               timeout=60)
+            ck.check(r.returncode != 0 and "is not free" in r.stderr and "serves coordinator" in r.stderr,
+                     "a second coordinator while the first lives: start-up error 'is not free'", r.stderr[-300:])
+            ck.equal(info(pairs[1]).sessions, 3, "the refused coordinator dropped nothing")
+            d1.proc.kill()  # kill -9: no release
+            d1.proc.wait()
+            d1.proc.returncode = 0  # expected; keep the log quiet
+        ck.equal(info(pairs[1]).sessions, 3, "after kill -9 the copies are still there (orphans)")
+        with Daemon(env, "--workers", wl, model=model) as d2:
+            ck.equal(info(pairs[1]).sessions, 0, "the next coordinator took over: the orphans are dropped")
+            ck.check(info(pairs[1]).coordinator not in (0, owner1), "the worker now names the new coordinator")
+            got, _ = d2.generate_ids(d2.stub(), prompt, env.sampling(max_tokens=150, ignore_eos=True, **samp))
+            ck.equal(got, want, "the new coordinator: seeded generation == tconst generate")
+            d2.stub().OpenSession(pb.OpenSessionRequest(token_ids=prompt), timeout=30)
+            ck.equal(info(pairs[1]).sessions, 1, "its own session is on the worker")
+        i = info(pairs[1])
+        ck.equal((i.coordinator, i.sessions), (0, 0), "a clean exit (SIGTERM) released the worker and its copies")
     finally:
         for w in pairs:
             w.stop()
