@@ -442,6 +442,11 @@ static int bench_batch(const bench_opts *o) {
     return 0;
 }
 
+/* The floors and the model figures side by side: each repetition times
+ * the triad, a block of hit steps, an SGEMM and one sync back to back, and
+ * its ratios use that repetition's own floors (a shared machine's load
+ * moves within a minute; floors measured apart made a sync look 118% of
+ * the SGEMM rate). Reported: the per-repetition rows and the medians. */
 static int bench_floor(const bench_opts *o) {
     tc_backend be;
     tc_model *m = NULL;
@@ -451,59 +456,66 @@ static int bench_floor(const bench_opts *o) {
      * pool (kernels/cpu/backend_cpu.c); the SGEMM floor is OpenBLAS's own
      * multi-threaded rate on all cores */
     int nt = o->threads > 0 ? (int)o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    openblas_set_num_threads(nt);
-    int reps = (int)o->reps, freps = reps < 5 ? 5 : reps;
-    double bw1 = floor_bandwidth(1, freps), bw = floor_bandwidth(nt, freps);
-    if (bw1 > bw) bw = bw1;
-    double gemm = floor_sgemm(1536, freps);
-    openblas_set_num_threads(1);
+    int reps = (int)o->reps < 3 ? 3 : o->reps > 16 ? 16 : (int)o->reps;
     const tc_model_config *c = &m->cfg;
-    int64_t n = o->n_ctx ? o->ctx[0] : 65536;
-    point p;
-    /* hit steps at a short context (flat in N), then the sync at n */
-    double hit = NAN, syn = NAN;
-    if ((st = run_point(m, 1024 > c->generate_window ? 1024 : c->generate_window, c->generate_window, 1, 1, &p)) == TC_OK)
-        hit = p.hit_p50;
-    if (st == TC_OK) {
-        tc_session *s = NULL;
-        int32_t *ids = malloc((size_t)n * 4);
-        uint64_t x = 99;
-        double ts[16];
-        int r = 0;
-        if (!ids) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
-        else rand_ids(ids, n, c->vocab_size, &x);
-        if (st == TC_OK) st = tc_session_new(m, &s);
-        if (st == TC_OK) st = tc_session_append(s, ids, n, NULL);
-        for (r = 0; st == TC_OK && r < reps && r < 16; r++) {
+    const int W = c->generate_window, V = c->vocab_size;
+    int64_t n = o->n_ctx ? o->ctx[0] : 65536, nh0 = 1024 > W ? 1024 : W;
+    tc_session *h = NULL, *s = NULL;
+    int32_t *ids = malloc((size_t)(n > nh0 ? n : nh0) * 4);
+    float *lg = malloc((size_t)V * 4);
+    double bw[16], gemm[16], hit[16], syn[16], rh[16], rs[16], hs[32];
+    uint64_t x = 99;
+    if (!ids || !lg) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    /* h: a short context for hit steps (flat in N); s: the sync at n */
+    if (st == TC_OK) rand_ids(ids, nh0 + 1, V, &x), st = tc_session_new(m, &h);
+    if (st == TC_OK) st = tc_session_append(h, ids, nh0 + 1, lg);
+    if (st == TC_OK) rand_ids(ids, n, V, &x), st = tc_session_new(m, &s);
+    if (st == TC_OK) st = tc_session_append(s, ids, n, NULL);
+    const double wb = hit_weight_bytes(c), fl = sync_flops(c, n);
+    for (int r = 0; st == TC_OK && r < reps; r++) {
+        double b1 = floor_bandwidth(1, 3), bn = floor_bandwidth(nt, 3);
+        bw[r] = b1 > bn ? b1 : bn;
+        int k = 0;
+        while (st == TC_OK && k < 32) { /* 32 hit steps; a due sync (1K context) untimed */
+            int32_t t = tc_argmax(lg, V);
+            if (tc_session_sync_due(h)) { st = tc_session_sync(h, h->n_tokens); continue; }
             double a = now_s();
-            st = tc_session_sync(s, n);
-            ts[r] = now_s() - a;
+            st = tc_step_batch(&h, &t, 1, lg);
+            hs[k++] = now_s() - a;
         }
-        if (st == TC_OK) syn = quantile(ts, r, 0.5);
-        tc_session_free(s);
-        free(ids);
+        if (st != TC_OK) break;
+        hit[r] = quantile(hs, k, 0.5);
+        openblas_set_num_threads(nt);
+        gemm[r] = floor_sgemm(1536, 3);
+        openblas_set_num_threads(1);
+        double a = now_s();
+        st = tc_session_sync(s, n);
+        syn[r] = now_s() - a;
+        rh[r] = hit[r] / (wb / bw[r]);
+        rs[r] = (fl / gemm[r]) / syn[r];
     }
+    tc_session_free(h);
+    tc_session_free(s);
+    free(ids);
+    free(lg);
     if (st != TC_OK) { tc_model_free(m); return tc_cli_fail("bench", st); }
-    double wb = hit_weight_bytes(c), fl = sync_flops(c, n);
-    double hit_floor = wb / bw, sync_floor = fl / gemm;
     char nb[32];
-    printf("machine floors (median of %d; model figures median of %d; threads %d)\n", freps, reps, nt);
-    printf("  triad bandwidth       %8.2f GB/s (1 thread %.2f)\n", bw / 1e9, bw1 / 1e9);
-    printf("  SGEMM 1536^3          %8.2f GFLOP/s\n", gemm / 1e9);
-    printf("%-32s %12s %12s %8s\n", "figure", "measured", "floor", "ratio");
-    printf("%-32s %10.3f ms %10.3f ms %8.2f   (%.1f MB of fp32 weights)\n", "hit step, batch 1", hit * 1e3,
-           hit_floor * 1e3, hit / hit_floor, wb / 1e6);
-    char lab[64];
-    snprintf(lab, sizeof lab, "sync over %s tokens", fmt_n(n, nb, sizeof nb));
-    printf("%-32s %10.3f s  %10.3f s  %8.2f   (%.1f GFLOP; %.0f%% of the SGEMM rate)\n", lab, syn, sync_floor,
-           syn / sync_floor, fl / 1e9, 100.0 * sync_floor / syn);
+    printf("floors and model figures side by side, %d repetitions (threads %d; %.1f MB of fp32 weights per hit "
+           "step; sync over %s tokens = %.1f GFLOP)\n", reps, nt, wb / 1e6, fmt_n(n, nb, sizeof nb), fl / 1e9);
+    printf("%4s %12s %10s %12s %12s %12s %10s %12s\n", "rep", "triad_GB/s", "hit_ms", "hit/floor", "SGEMM_GF/s",
+           "sync_s", "sync_GF/s", "sync/SGEMM");
+    for (int r = 0; r < reps; r++)
+        printf("%4d %12.2f %10.3f %12.2f %12.2f %12.3f %10.2f %11.0f%%\n", r + 1, bw[r] / 1e9, hit[r] * 1e3, rh[r],
+               gemm[r] / 1e9, syn[r], fl / syn[r] / 1e9, 100 * rs[r]);
+    double mrh = quantile(rh, reps, 0.5), mrs = quantile(rs, reps, 0.5);
+    printf("median: hit step, batch 1 = %.2f x the bandwidth floor; sync = %.0f%% of the SGEMM rate\n", mrh, 100 * mrs);
     if (o->csv) {
         const char *label = o->model ? o->model : o->preset;
-        fprintf(o->csv, "preset,figure,measured,floor,ratio,unit\n");
-        fprintf(o->csv, "%s,triad_bandwidth,%.4f,,,GB/s\n", label, bw / 1e9);
-        fprintf(o->csv, "%s,sgemm_rate,%.4f,,,GFLOP/s\n", label, gemm / 1e9);
-        fprintf(o->csv, "%s,hit_step_b1,%.6f,%.6f,%.4f,ms\n", label, hit * 1e3, hit_floor * 1e3, hit / hit_floor);
-        fprintf(o->csv, "%s,sync_%lld,%.6f,%.6f,%.4f,s\n", label, (long long)n, syn, sync_floor, syn / sync_floor);
+        fprintf(o->csv, "preset,rep,triad_gbs,hit_ms,hit_over_floor,sgemm_gflops,sync_s,sync_gflops,sync_over_sgemm\n");
+        for (int r = 0; r < reps; r++)
+            fprintf(o->csv, "%s,%d,%.4f,%.6f,%.4f,%.4f,%.6f,%.4f,%.4f\n", label, r + 1, bw[r] / 1e9, hit[r] * 1e3,
+                    rh[r], gemm[r] / 1e9, syn[r], fl / syn[r] / 1e9, rs[r]);
+        fprintf(o->csv, "%s,median,,,%.4f,,,,%.4f\n", label, mrh, mrs);
     }
     tc_model_free(m);
     tc_backend_cpu_free(&be);

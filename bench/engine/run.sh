@@ -10,7 +10,7 @@ R=bench/engine/results
 mkdir -p "$R"
 run() { local name=$1; shift; echo "== tconst bench $*" | tee "$R/$name.txt"; "$T" bench "$@" --csv "$R/$name.csv" | tee -a "$R/$name.txt"; }
 
-run floor-paper   floor --preset paper-41m --ctx 64K --reps 1
+run floor-paper   floor --preset paper-41m --ctx 64K --reps 3
 run itl-tiny      itl --preset tiny  --ctx 1K,4K,16K,64K,256K,1M --reps 2 --budget 120
 run itl-small     itl --preset small --ctx 1K,4K,16K,64K,256K,1M --reps 1 --budget 240
 run itl-paper     itl --preset paper-41m --ctx 1K,4K,16K,64K --reps 1 --budget 120
