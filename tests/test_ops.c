@@ -61,6 +61,21 @@ int main(void) {
             compare("linear", sh, y0, y1, (size_t)n * ldy, 1e-10);
             free(x); free(W); free(bias); free(y0); free(y1);
         }
+    /* a batched hit step does not depend on its batch: a row of x gives
+     * bitwise the same output in a batch of 16 as in a batch of 3 (the
+     * row-batch kernel for 2..32 rows sums each output in one order) */
+    {
+        int m = 300, k = 432, ld = k;
+        float *x = rnd((size_t)16 * ld, 1), *W = rnd((size_t)m * k, 1), *bias = rnd(m, 1);
+        float *y16 = rnd((size_t)16 * m, 1), *y3 = rnd((size_t)3 * m, 1);
+        cpu.linear(&cpu, y16, m, x, ld, W, bias, 16, m, k, 0.f);
+        cpu.linear(&cpu, y3, m, x + (size_t)13 * ld, ld, W, bias, 3, m, k, 0.f); /* rows 13, 14, 15 */
+        int same = !memcmp(y16 + (size_t)13 * m, y3, (size_t)3 * m * 4);
+        g_n++;
+        if (!same) g_fail++;
+        printf("%-5s %-10s %-40s\n", same ? "ok" : "FAIL", "linear", "rows 13-15: batch 16 == batch 3 bitwise");
+        free(x); free(W); free(bias); free(y16); free(y3);
+    }
     /* layernorm */
     for (int a = 0; a < 4; a++) {
         int n = odd[a], d = odd[(a + 2) % 4] + 1;

@@ -34,6 +34,11 @@
 #define TC_HOT
 #endif
 
+typedef float tc_v8 __attribute__((vector_size(32)));
+/* macros, not functions: a vector argument or return value outside the
+ * AVX clone would change the calling convention */
+#define v8_load(p) __extension__({ tc_v8 v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define v8_sum(a) (((a)[0] + (a)[4]) + ((a)[1] + (a)[5])) + (((a)[2] + (a)[6]) + ((a)[3] + (a)[7]))
 /* ---- the pool: one per process, shared by every CPU backend ----------
  * par_run(n, fn, arg) runs fn(arg, i, n) for tasks i = 0..n-1. Tasks are
  * claimed from a shared counter by the caller and the workers alike, so a
@@ -255,6 +260,80 @@ typedef struct {
     float beta;
 } lin_args;
 
+/* y = beta y + x W^T for a few rows of x (the hit step of a batch): W is
+ * read once, four rows at a time, and each 4-row block is reused from L1
+ * for every row of x. OpenBLAS would pack W for each call (a copy of the
+ * whole weight matrix per step: 17% of a batch-16 step of the small
+ * preset). Each output sums its k products in the same order whatever n
+ * is. */
+#define TC_SKINNY_MAX 32
+TC_HOT static void skinny_gemm(float *y, int ldy, const float *x, int ldx, const float *W, int n, int m, int k,
+                               float beta) {
+    const int k8 = k & ~7;
+    int j = 0;
+    for (; j + 4 <= m; j += 4) {
+        const float *w0 = W + (size_t)j * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
+        int i = 0;
+        for (; i + 2 <= n; i += 2) { /* two rows of x: each W load feeds two FMAs */
+            const float *xa = x + (size_t)i * ldx, *xb = xa + ldx;
+            tc_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+            for (int c = 0; c < k8; c += 8) {
+                tc_v8 xu = v8_load(xa + c), xv = v8_load(xb + c), w;
+                w = v8_load(w0 + c), a0 += xu * w, b0 += xv * w;
+                w = v8_load(w1 + c), a1 += xu * w, b1 += xv * w;
+                w = v8_load(w2 + c), a2 += xu * w, b2 += xv * w;
+                w = v8_load(w3 + c), a3 += xu * w, b3 += xv * w;
+            }
+            float t[8] = {0};
+            for (int c = k8; c < k; c++) {
+                t[0] += xa[c] * w0[c], t[1] += xa[c] * w1[c], t[2] += xa[c] * w2[c], t[3] += xa[c] * w3[c];
+                t[4] += xb[c] * w0[c], t[5] += xb[c] * w1[c], t[6] += xb[c] * w2[c], t[7] += xb[c] * w3[c];
+            }
+            t[0] += v8_sum(a0), t[1] += v8_sum(a1), t[2] += v8_sum(a2), t[3] += v8_sum(a3);
+            t[4] += v8_sum(b0), t[5] += v8_sum(b1), t[6] += v8_sum(b2), t[7] += v8_sum(b3);
+            for (int r = 0; r < 2; r++) {
+                float *yi = y + (size_t)(i + r) * ldy + j;
+                for (int q = 0; q < 4; q++) yi[q] = beta == 0.f ? t[4 * r + q] : beta * yi[q] + t[4 * r + q];
+            }
+        }
+        for (; i < n; i++) {
+            const float *xi = x + (size_t)i * ldx;
+            tc_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            for (int c = 0; c < k8; c += 8) {
+                tc_v8 xv = v8_load(xi + c);
+                a0 += xv * v8_load(w0 + c);
+                a1 += xv * v8_load(w1 + c);
+                a2 += xv * v8_load(w2 + c);
+                a3 += xv * v8_load(w3 + c);
+            }
+            float t0 = 0.f, t1 = 0.f, t2 = 0.f, t3 = 0.f;
+            for (int c = k8; c < k; c++) {
+                t0 += xi[c] * w0[c];
+                t1 += xi[c] * w1[c];
+                t2 += xi[c] * w2[c];
+                t3 += xi[c] * w3[c];
+            }
+            t0 += v8_sum(a0), t1 += v8_sum(a1), t2 += v8_sum(a2), t3 += v8_sum(a3);
+            float *yi = y + (size_t)i * ldy + j;
+            if (beta == 0.f) yi[0] = t0, yi[1] = t1, yi[2] = t2, yi[3] = t3;
+            else yi[0] = beta * yi[0] + t0, yi[1] = beta * yi[1] + t1, yi[2] = beta * yi[2] + t2, yi[3] = beta * yi[3] + t3;
+        }
+    }
+    for (; j < m; j++) {
+        const float *w0 = W + (size_t)j * k;
+        for (int i = 0; i < n; i++) {
+            const float *xi = x + (size_t)i * ldx;
+            tc_v8 a0 = {0};
+            for (int c = 0; c < k8; c += 8) a0 += v8_load(xi + c) * v8_load(w0 + c);
+            float t0 = 0.f;
+            for (int c = k8; c < k; c++) t0 += xi[c] * w0[c];
+            t0 += v8_sum(a0);
+            float *yi = y + (size_t)i * ldy + j;
+            *yi = beta == 0.f ? t0 : beta * *yi + t0;
+        }
+    }
+}
+
 static void lin_cols(const lin_args *a, int j0, int j1) {
     int mm = j1 - j0;
     if (mm <= 0) return;
@@ -271,7 +350,8 @@ static void lin_cols(const lin_args *a, int j0, int j1) {
         beta = 1.f;
     }
     const float *W = a->W + (size_t)j0 * a->k;
-    if (a->n == 1)
+    if (a->n > 1 && a->n <= TC_SKINNY_MAX) skinny_gemm(y, a->ldy, a->x, a->ldx, W, a->n, mm, a->k, beta);
+    else if (a->n == 1)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, mm, a->k, 1.f, W, a->k, a->x, 1, beta, y, 1);
     else
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, mm, a->k, 1.f, a->x, a->ldx, W, a->k, beta, y,
@@ -369,24 +449,55 @@ TC_HOT static void scale_row(float *a, int n, float s) {
 
 /* one query row, direct: scores by dot products, p.V by axpy; no SGEMM
  * call overhead for a 1-row problem. S has TC_ATT_TK floats. */
+/* One query row over nk_vis keys (the hit step's attention). Four keys
+ * at a time: their dot products run side by side (the latency of one
+ * chain hides behind the others) and each pass over acc adds four value
+ * rows. Every score and every acc element sums in the same order as one
+ * key at a time would. */
 TC_HOT static void att_row(float *acc, const float *q, const float *k, int ldk, const float *v, int ldv, int nk_vis,
                            int hd, float scale, float *S, float *mrow, float *lrow) {
+    const int h8 = hd & ~7;
     for (int k0 = 0; k0 < nk_vis; k0 += TC_ATT_TK) {
         int tk = nk_vis - k0 < TC_ATT_TK ? nk_vis - k0 : TC_ATT_TK;
-        for (int j = 0; j < tk; j++) {
+        int j = 0;
+        for (; j + 4 <= tk; j += 4) {
+            const float *ka = k + (size_t)(k0 + j) * ldk, *kb = ka + ldk, *kc = kb + ldk, *kd = kc + ldk;
+            tc_v8 pa = {0}, pb = {0}, pc = {0}, pd = {0};
+            for (int c = 0; c < h8; c += 8) {
+                tc_v8 qv = v8_load(q + c);
+                pa += qv * v8_load(ka + c), pb += qv * v8_load(kb + c);
+                pc += qv * v8_load(kc + c), pd += qv * v8_load(kd + c);
+            }
+            float ta = 0.f, tb = 0.f, tc = 0.f, td = 0.f;
+            for (int c = h8; c < hd; c++) ta += q[c] * ka[c], tb += q[c] * kb[c], tc += q[c] * kc[c], td += q[c] * kd[c];
+            ta += v8_sum(pa), tb += v8_sum(pb), tc += v8_sum(pc), td += v8_sum(pd);
+            S[j] = ta * scale, S[j + 1] = tb * scale, S[j + 2] = tc * scale, S[j + 3] = td * scale;
+        }
+        for (; j < tk; j++) {
             const float *kj = k + (size_t)(k0 + j) * ldk;
-            float part[8] = {0};
-            int c = 0;
-            for (; c + 8 <= hd; c += 8)
-                for (int u = 0; u < 8; u++) part[u] += q[c + u] * kj[c + u];
+            tc_v8 pa = {0};
+            for (int c = 0; c < h8; c += 8) pa += v8_load(q + c) * v8_load(kj + c);
             float t = 0.f;
-            for (; c < hd; c++) t += q[c] * kj[c];
-            t += ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+            for (int c = h8; c < hd; c++) t += q[c] * kj[c];
+            t += v8_sum(pa);
             S[j] = t * scale;
         }
         float corr = softmax_tile(S, tk, tk, mrow, lrow);
         for (int c = 0; c < hd; c++) acc[c] *= corr;
-        for (int j = 0; j < tk; j++) {
+        j = 0;
+        for (; j + 4 <= tk; j += 4) {
+            const float *va = v + (size_t)(k0 + j) * ldv, *vb = va + ldv, *vc = vb + ldv, *vd = vc + ldv;
+            float pa = S[j], pb = S[j + 1], pc = S[j + 2], pd = S[j + 3];
+            for (int c = 0; c < hd; c++) {
+                float x = acc[c];
+                x += pa * va[c];
+                x += pb * vb[c];
+                x += pc * vc[c];
+                x += pd * vd[c];
+                acc[c] = x;
+            }
+        }
+        for (; j < tk; j++) {
             const float *vj = v + (size_t)(k0 + j) * ldv;
             float p = S[j];
             for (int c = 0; c < hd; c++) acc[c] += p * vj[c];
