@@ -350,7 +350,10 @@ static void lin_cols(const lin_args *a, int j0, int j1) {
         beta = 1.f;
     }
     const float *W = a->W + (size_t)j0 * a->k;
-    if (a->n > 1 && a->n <= TC_SKINNY_MAX) skinny_gemm(y, a->ldy, a->x, a->ldx, W, a->n, mm, a->k, beta);
+    /* small weights (in cache, packing is cheap) stay with OpenBLAS: the
+     * tiny preset's batch-16 step is faster there */
+    if (a->n > 1 && a->n <= TC_SKINNY_MAX && (size_t)a->m * a->k >= 65536)
+        skinny_gemm(y, a->ldy, a->x, a->ldx, W, a->n, mm, a->k, beta);
     else if (a->n == 1)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, mm, a->k, 1.f, W, a->k, a->x, 1, beta, y, 1);
     else
