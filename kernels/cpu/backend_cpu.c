@@ -598,7 +598,12 @@ static void cpu_attention(tc_backend *be, float *out, int ldo, const float *q, i
                           int64_t kpos0, int causal, float beta) {
     if (nq <= 0) return;
     att_args a = {out, q, k, v, ldo, ldq, ldk, ldv, nq, nk, n_head, head_dim, causal, qpos0, kpos0, beta};
-    par_run(par_width(be, 4.0 * nq * (double)nk * n_head * head_dim), att_task, &a);
+    /* a few query rows (the hit step) are bound by reading K and V, not by
+     * their flops: split over the heads once that read is ~256 KB or more
+     * (the batch-16 step of small / paper-41m ran its attention on one core) */
+    double work = 4.0 * nq * (double)nk * n_head * head_dim;
+    if (nq <= TC_ATT_DIRECT) work *= 32.0 / nq;
+    par_run(par_width(be, work), att_task, &a);
 }
 
 /* ---- swiglu ------------------------------------------------------------ */
