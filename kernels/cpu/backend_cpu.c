@@ -277,7 +277,12 @@ TC_HOT static void skinny_gemm(float *y, int ldy, const float *x, int ldx, const
         for (; i + 2 <= n; i += 2) { /* two rows of x: each W load feeds two FMAs */
             const float *xa = x + (size_t)i * ldx, *xb = xa + ldx;
             tc_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+            /* W comes from memory once per block, the rows of x reuse it
+             * from L1: fetch the next block's rows meanwhile (pair p
+             * fetches row p % 4), or memory idles while the pairs compute */
+            const float *pf = j + 8 <= m ? w0 + (size_t)(4 + (i / 2) % 4) * k : NULL;
             for (int c = 0; c < k8; c += 8) {
+                if (pf && !(c & 8)) __builtin_prefetch(pf + c, 0, 3);
                 tc_v8 xu = v8_load(xa + c), xv = v8_load(xb + c), w;
                 w = v8_load(w0 + c), a0 += xu * w, b0 += xv * w;
                 w = v8_load(w1 + c), a1 += xu * w, b1 += xv * w;
