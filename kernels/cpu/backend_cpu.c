@@ -304,7 +304,9 @@ TC_HOT static void skinny_gemm(float *y, int ldy, const float *x, int ldx, const
         for (; i < n; i++) {
             const float *xi = x + (size_t)i * ldx;
             tc_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            const float *pf = j + 8 <= m ? w0 + (size_t)4 * k : NULL; /* the next block's first row */
             for (int c = 0; c < k8; c += 8) {
+                if (pf && !(c & 8)) __builtin_prefetch(pf + c, 0, 3);
                 tc_v8 xv = v8_load(xi + c);
                 a0 += xv * v8_load(w0 + c);
                 a1 += xv * v8_load(w1 + c);
