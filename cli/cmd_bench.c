@@ -507,7 +507,11 @@ static int bench_floor(const bench_opts *o) {
     for (int r = 0; r < reps; r++)
         printf("%4d %12.2f %10.3f %12.2f %12.2f %12.3f %10.2f %11.0f%%\n", r + 1, bw[r] / 1e9, hit[r] * 1e3, rh[r],
                gemm[r] / 1e9, syn[r], fl / syn[r] / 1e9, 100 * rs[r]);
-    double mrh = quantile(rh, reps, 0.5), mrs = quantile(rs, reps, 0.5);
+    double tmp[16]; /* quantile sorts its input: medians of copies, the rows stay aligned */
+    memcpy(tmp, rh, sizeof(double) * (size_t)reps);
+    double mrh = quantile(tmp, reps, 0.5);
+    memcpy(tmp, rs, sizeof(double) * (size_t)reps);
+    double mrs = quantile(tmp, reps, 0.5);
     printf("median: hit step, batch 1 = %.2f x the bandwidth floor; sync = %.0f%% of the SGEMM rate\n", mrh, 100 * mrs);
     if (o->csv) {
         const char *label = o->model ? o->model : o->preset;
