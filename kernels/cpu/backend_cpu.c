@@ -472,6 +472,11 @@ TC_HOT static void att_row(float *acc, const float *q, const float *k, int ldk, 
         int j = 0;
         for (; j + 4 <= tk; j += 4) {
             const float *ka = k + (size_t)(k0 + j) * ldk, *kb = ka + ldk, *kc = kb + ldk, *kd = kc + ldk;
+            /* this head's slice of a K row is a few cache lines a row
+             * apart: fetch the rows two blocks ahead */
+            if (j + 12 <= tk)
+                for (int r = 8; r < 12; r++)
+                    for (int c = 0; c < hd; c += 16) __builtin_prefetch(ka + (size_t)r * ldk + c, 0, 3);
             tc_v8 pa = {0}, pb = {0}, pc = {0}, pd = {0};
             for (int c = 0; c < h8; c += 8) {
                 tc_v8 qv = v8_load(q + c);
@@ -498,6 +503,9 @@ TC_HOT static void att_row(float *acc, const float *q, const float *k, int ldk, 
         for (; j + 4 <= tk; j += 4) {
             const float *va = v + (size_t)(k0 + j) * ldv, *vb = va + ldv, *vc = vb + ldv, *vd = vc + ldv;
             float pa = S[j], pb = S[j + 1], pc = S[j + 2], pd = S[j + 3];
+            if (j + 12 <= tk)
+                for (int r = 8; r < 12; r++)
+                    for (int c = 0; c < hd; c += 16) __builtin_prefetch(va + (size_t)r * ldv + c, 0, 3);
             for (int c = 0; c < hd; c++) {
                 float x = acc[c];
                 x += pa * va[c];
