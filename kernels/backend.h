@@ -19,6 +19,16 @@
 
 typedef struct tc_backend tc_backend;
 
+/* one attention of a batch (see attention_batch) */
+typedef struct tc_att_item {
+    float *out;
+    const float *q, *k, *v;
+    int ldo, ldq, ldk, ldv, nq, nk;
+    int64_t qpos0, kpos0;
+    int causal;
+    float beta;
+} tc_att_item;
+
 struct tc_backend {
     const char *name;
     void *ctx;
@@ -48,6 +58,10 @@ struct tc_backend {
     void (*attention)(tc_backend *be, float *out, int ldo, const float *q, int ldq, const float *k, int ldk,
                       const float *v, int ldv, int nq, int nk, int n_head, int head_dim, int64_t qpos0,
                       int64_t kpos0, int causal, float beta);
+    /* Optional (NULL: call attention once per item): n independent
+     * attentions of the same head layout, as attention() computes each;
+     * one dispatch for a batch's sessions instead of one per session. */
+    void (*attention_batch)(tc_backend *be, const struct tc_att_item *it, int n, int n_head, int head_dim);
     /* out[i,j] = silu(h[i,j]) * h[i,F+j]        h [n, 2F] (ldh), out [n, F] */
     void (*swiglu)(tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F);
 };

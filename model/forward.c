@@ -108,6 +108,17 @@ static float *win_kv(const tc_session *s, int li, int which) {
     return s->win + ((size_t)li * 2 + which) * (size_t)s->win_cap * c->n_embd;
 }
 
+/* a batch of attentions: one dispatch when the backend has it */
+static void att_run(tc_backend *be, const tc_att_item *it, int n, int n_head, int head_dim) {
+    if (be->attention_batch) {
+        be->attention_batch(be, it, n, n_head, head_dim);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        be->attention(be, it[i].out, it[i].ldo, it[i].q, it[i].ldq, it[i].k, it[i].ldk, it[i].v, it[i].ldv, it[i].nq,
+                      it[i].nk, n_head, head_dim, it[i].qpos0, it[i].kpos0, it[i].causal, it[i].beta);
+}
+
 tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, float *logits) {
     tc_model *m = ss[0]->m;
     tc_backend *be = m->be;
@@ -131,6 +142,14 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, float *logit
     TC_CHECK(tc_ws_get(m, TC_WS_H, (size_t)TC_ROW_TILE * 2 * F, &H));
     TC_CHECK(tc_ws_get(m, TC_WS_G, (size_t)TC_ROW_TILE * F, &G));
     TC_CHECK(tc_ws_get(m, TC_WS_IDS, (size_t)M, (float **)&ids));
+    tc_att_item aw_stack[64], az_stack[64];
+    tc_att_item *AW = B <= 64 ? aw_stack : malloc(sizeof *AW * (size_t)B);
+    tc_att_item *AZ = B <= 64 ? az_stack : malloc(sizeof *AZ * (size_t)B);
+    if (!AW || !AZ) {
+        if (AW != aw_stack) free(AW);
+        if (AZ != az_stack) free(AZ);
+        return TC_FAIL(TC_ERR_NOMEM, "out of memory for %d attention items", B);
+    }
     {
         int64_t row = 0;
         for (int i = 0; i < B; i++) {
@@ -151,7 +170,11 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, float *logit
                 be->layernorm(be, LN, X + (size_t)r0 * d, L->norm1_w, L->norm1_b, t, d, c->norm_eps);
                 be->linear(be, QKV + (size_t)r0 * 3 * d, 3 * d, LN, d, L->qkv_w, L->qkv_b, t, 3 * d, d, 0.f);
             }
+            /* per session: RoPE at its positions and its window rows; then
+             * every session's window attention in one batch, then the
+             * second softmax (zip, TLin history) added in a second one */
             int64_t row = 0;
+            int nw = 0, nz = 0;
             for (int i = 0; i < B; i++) {
                 tc_session *s = ss[i];
                 int64_t n = cnt[i], p0 = s->n_tokens - n;
@@ -162,28 +185,32 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, float *logit
                 be->copy2d(be, wv + (size_t)s->win_len * d, d, q + 2 * d, 3 * d, (int)n, d);
                 TC_ASSERT(s->win_start + s->win_len == p0, "window position mismatch");
                 /* causal self-attention over the window (baseline: the cache) */
-                be->attention(be, a, d, q, 3 * d, wk, d, wv, d, (int)n, (int)(s->win_len + n), c->n_head,
-                              c->head_dim, p0, s->win_start, 1, 0.f);
+                AW[nw++] = (tc_att_item){a, q, wk, wv, d, 3 * d, d, d, (int)n, (int)(s->win_len + n), p0,
+                                         s->win_start, 1, 0.f};
                 if (c->arch != TC_ARCH_TRANSFORMER) {
                     if (l >= 1 && s->zip_len > 0) {
                         /* second softmax over the zip of this layer's input */
                         size_t zoff = ((size_t)b * (depth - 1) + (l - 1)) * 2 * c->history_window * (size_t)d;
                         const float *zk = s->zip + zoff, *zv = zk + (size_t)c->history_window * d;
-                        be->attention(be, a, d, q, 3 * d, zk, d, zv, d, (int)n, (int)s->zip_len, c->n_head,
-                                      c->head_dim, p0, s->zip_pos, 0, 1.f);
+                        AZ[nz++] = (tc_att_item){a, q, zk, zv, d, 3 * d, d, d, (int)n, (int)s->zip_len, p0,
+                                                 s->zip_pos, 0, 1.f};
                     } else if (l == 0 && c->arch == TC_ARCH_TLIN && s->hist_len > 0) {
                         const float *hk = s->hist + (size_t)b * 2 * s->hist_cap * d;
                         const float *hv = hk + (size_t)s->hist_cap * d;
-                        be->attention(be, a, d, q, 3 * d, hk, d, hv, d, (int)n, (int)s->hist_len, c->n_head,
-                                      c->head_dim, p0, 0, 0, 1.f);
+                        AZ[nz++] = (tc_att_item){a, q, hk, hv, d, 3 * d, d, d, (int)n, (int)s->hist_len, p0, 0, 0,
+                                                 1.f};
                     }
                 }
                 row += n;
             }
+            att_run(be, AW, nw, c->n_head, c->head_dim);
+            att_run(be, AZ, nz, c->n_head, c->head_dim);
             tc_fwd_post(m, L, X, A, M, LN, H, G);
         }
     }
     for (int i = 0; i < B; i++) ss[i]->win_len += cnt[i];
+    if (AW != aw_stack) free(AW);
+    if (AZ != az_stack) free(AZ);
 
     if (logits) {
         float *last, *lg;

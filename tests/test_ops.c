@@ -123,6 +123,33 @@ int main(void) {
         }
         free(q); free(k); free(v);
     }
+    /* a batch of attentions (a batch's sessions: one dispatch) == each
+     * alone: one query row or two, causal windows and a zip with beta 1,
+     * different key counts, 12 heads of 36 */
+    {
+        const int nh = 12, hd = 36, d = nh * hd, ldq = 3 * d, n = 5;
+        struct { int nq, nk, causal; int64_t qp, kp; float beta; } bt[5] = {
+            {1, 257, 1, 1256, 1000, 0.f}, {1, 256, 0, 1256, 1000, 1.f}, {2, 40, 1, 1039, 1001, 0.f},
+            {1, 5, 1, 4, 0, 0.f},         {1, 300, 0, 9, 0, 1.f}};
+        tc_att_item it[5];
+        float *bufs[5][5];
+        for (int i = 0; i < n; i++) {
+            float *q = rnd((size_t)bt[i].nq * ldq, 2), *k = rnd((size_t)bt[i].nk * d, 2), *v = rnd((size_t)bt[i].nk * d, 1);
+            float *o0 = rnd((size_t)bt[i].nq * d, 1), *o1 = dup(o0, (size_t)bt[i].nq * d);
+            bufs[i][0] = q, bufs[i][1] = k, bufs[i][2] = v, bufs[i][3] = o0, bufs[i][4] = o1;
+            it[i] = (tc_att_item){o0, q, k, v, d, ldq, d, d, bt[i].nq, bt[i].nk, bt[i].qp, bt[i].kp, bt[i].causal,
+                                  bt[i].beta};
+        }
+        cpu.attention_batch(&cpu, it, n, nh, hd);
+        for (int i = 0; i < n; i++) {
+            nv.attention(&nv, bufs[i][4], d, bufs[i][0], ldq, bufs[i][1], d, bufs[i][2], d, bt[i].nq, bt[i].nk, nh, hd,
+                         bt[i].qp, bt[i].kp, bt[i].causal, bt[i].beta);
+            snprintf(sh, sizeof sh, "batch item %d: nq=%d nk=%d c=%d beta=%g", i, bt[i].nq, bt[i].nk, bt[i].causal,
+                     bt[i].beta);
+            compare("att_batch", sh, bufs[i][3], bufs[i][4], (size_t)bt[i].nq * d, 1e-10);
+            for (int k = 0; k < 5; k++) free(bufs[i][k]);
+        }
+    }
     /* attention at model head sizes (hd 16, 36: the direct 1-row path's
      * vector body and tail), 1..4-row query tiles, keys across tiles, and
      * enough work to be split over the thread pool */

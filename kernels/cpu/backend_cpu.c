@@ -621,6 +621,45 @@ static void cpu_attention(tc_backend *be, float *out, int ldo, const float *q, i
     par_run(par_width(be, work), att_task, &a);
 }
 
+/* A batch of attentions: (item, head) pairs split over the pool in one
+ * dispatch; each pair computes exactly as cpu_attention's would. */
+typedef struct {
+    const tc_att_item *it;
+    int n, n_head, head_dim;
+} attb_args;
+
+static void attb_task(void *p, int ti, int tn) {
+    attb_args *a = p;
+    int hd = a->head_dim, lo, hi;
+    par_range(a->n * a->n_head, 1, ti, tn, &lo, &hi);
+    if (lo >= hi) return;
+    size_t need = (size_t)TC_ATT_TQ * TC_ATT_TK + (size_t)TC_ATT_TQ * hd + 2 * TC_ATT_TQ;
+    float stackbuf[TC_ATT_TQ * TC_ATT_TK + TC_ATT_TQ * 128 + 2 * TC_ATT_TQ];
+    float *scr = need <= sizeof stackbuf / sizeof stackbuf[0] ? stackbuf : malloc(need * 4);
+    TC_ASSERT(scr, "attention: out of memory for scratch");
+    float *S = scr, *acc = S + (size_t)TC_ATT_TQ * TC_ATT_TK, *mrow = acc + (size_t)TC_ATT_TQ * hd,
+          *lrow = mrow + TC_ATT_TQ;
+    for (int x = lo; x < hi; x++) {
+        const tc_att_item *t = &a->it[x / a->n_head];
+        size_t o = (size_t)(x % a->n_head) * hd;
+        if (t->nq > 0)
+            att_head(t->out + o, t->ldo, t->q + o, t->ldq, t->k + o, t->ldk, t->v + o, t->ldv, t->nq, t->nk, hd,
+                     t->qpos0, t->kpos0, t->causal, t->beta, S, acc, mrow, lrow);
+    }
+    if (scr != stackbuf) free(scr);
+}
+
+static void cpu_attention_batch(tc_backend *be, const tc_att_item *it, int n, int n_head, int head_dim) {
+    if (n <= 0) return;
+    double work = 0;
+    for (int i = 0; i < n; i++) {
+        double w = 4.0 * it[i].nq * (double)it[i].nk * n_head * head_dim;
+        work += it[i].nq <= TC_ATT_DIRECT && it[i].nq > 0 ? w * 32.0 / it[i].nq : w;
+    }
+    attb_args a = {it, n, n_head, head_dim};
+    par_run(par_width(be, work), attb_task, &a);
+}
+
 /* ---- swiglu ------------------------------------------------------------ */
 typedef struct {
     float *out;
@@ -658,6 +697,7 @@ tc_status tc_backend_cpu_init(tc_backend *be, int n_threads) {
     be->linear = cpu_linear;
     be->rope = cpu_rope;
     be->attention = cpu_attention;
+    be->attention_batch = cpu_attention_batch;
     be->swiglu = cpu_swiglu;
     /* OpenBLAS single-threaded; the pool splits ops (see the top) */
     pthread_once(&g_pool.once, pool_start);
