@@ -580,47 +580,6 @@ static void att_head(float *out, int ldo, const float *q, int ldq, const float *
     }
 }
 
-typedef struct {
-    float *out;
-    const float *q, *k, *v;
-    int ldo, ldq, ldk, ldv, nq, nk, n_head, head_dim, causal;
-    int64_t qpos0, kpos0;
-    float beta;
-} att_args;
-
-/* heads split over the pool; each thread has its own scratch */
-static void att_task(void *p, int ti, int tn) {
-    att_args *a = p;
-    int hd = a->head_dim, lo, hi;
-    par_range(a->n_head, 1, ti, tn, &lo, &hi);
-    if (lo >= hi) return;
-    size_t need = (size_t)TC_ATT_TQ * TC_ATT_TK + (size_t)TC_ATT_TQ * hd + 2 * TC_ATT_TQ;
-    float stackbuf[TC_ATT_TQ * TC_ATT_TK + TC_ATT_TQ * 128 + 2 * TC_ATT_TQ];
-    float *scr = need <= sizeof stackbuf / sizeof stackbuf[0] ? stackbuf : malloc(need * 4);
-    TC_ASSERT(scr, "attention: out of memory for scratch");
-    float *S = scr, *acc = S + (size_t)TC_ATT_TQ * TC_ATT_TK, *mrow = acc + (size_t)TC_ATT_TQ * hd,
-          *lrow = mrow + TC_ATT_TQ;
-    for (int h = lo; h < hi; h++) {
-        size_t o = (size_t)h * hd;
-        att_head(a->out + o, a->ldo, a->q + o, a->ldq, a->k + o, a->ldk, a->v + o, a->ldv, a->nq, a->nk, hd,
-                 a->qpos0, a->kpos0, a->causal, a->beta, S, acc, mrow, lrow);
-    }
-    if (scr != stackbuf) free(scr);
-}
-
-static void cpu_attention(tc_backend *be, float *out, int ldo, const float *q, int ldq, const float *k, int ldk,
-                          const float *v, int ldv, int nq, int nk, int n_head, int head_dim, int64_t qpos0,
-                          int64_t kpos0, int causal, float beta) {
-    if (nq <= 0) return;
-    att_args a = {out, q, k, v, ldo, ldq, ldk, ldv, nq, nk, n_head, head_dim, causal, qpos0, kpos0, beta};
-    /* a few query rows (the hit step) are bound by reading K and V, not by
-     * their flops: split over the heads once that read is ~256 KB or more
-     * (the batch-16 step of small / paper-41m ran its attention on one core) */
-    double work = 4.0 * nq * (double)nk * n_head * head_dim;
-    if (nq <= TC_ATT_DIRECT) work *= 32.0 / nq;
-    par_run(par_width(be, work), att_task, &a);
-}
-
 /* A batch of attentions: (item, head) pairs split over the pool in one
  * dispatch; each pair computes exactly as cpu_attention's would. */
 typedef struct {
@@ -651,6 +610,9 @@ static void attb_task(void *p, int ti, int tn) {
 
 static void cpu_attention_batch(tc_backend *be, const tc_att_item *it, int n, int n_head, int head_dim) {
     if (n <= 0) return;
+    /* a few query rows (the hit step) are bound by reading K and V, not by
+     * their flops: split over the pool once that read is ~256 KB or more
+     * (the batch-16 step of small / paper-41m ran its attention on one core) */
     double work = 0;
     for (int i = 0; i < n; i++) {
         double w = 4.0 * it[i].nq * (double)it[i].nk * n_head * head_dim;
@@ -658,6 +620,15 @@ static void cpu_attention_batch(tc_backend *be, const tc_att_item *it, int n, in
     }
     attb_args a = {it, n, n_head, head_dim};
     par_run(par_width(be, work), attb_task, &a);
+}
+
+/* one attention: a batch of one (heads split over the pool) */
+static void cpu_attention(tc_backend *be, float *out, int ldo, const float *q, int ldq, const float *k, int ldk,
+                          const float *v, int ldv, int nq, int nk, int n_head, int head_dim, int64_t qpos0,
+                          int64_t kpos0, int causal, float beta) {
+    if (nq <= 0) return;
+    tc_att_item it = {out, q, k, v, ldo, ldq, ldk, ldv, nq, nk, qpos0, kpos0, causal, beta};
+    cpu_attention_batch(be, &it, 1, n_head, head_dim);
 }
 
 /* ---- swiglu ------------------------------------------------------------ */
