@@ -63,7 +63,13 @@ int main(void) {
         }
     /* a batched hit step does not depend on its batch: a row of x gives
      * bitwise the same output in a batch of 16 as in a batch of 3 (the
-     * row-batch kernel for 2..32 rows sums each output in one order) */
+     * row-batch kernel for 2..32 rows sums each output in one order;
+     * x86 CPUs without AVX2+FMA use OpenBLAS instead, which does not) */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        printf("%-5s %-10s %-40s\n", "skip", "linear", "batch invariance: no AVX2+FMA (OpenBLAS path)");
+    else
+#endif
     {
         int m = 300, k = 432, ld = k;
         float *x = rnd((size_t)16 * ld, 1), *W = rnd((size_t)m * k, 1), *bias = rnd(m, 1);

@@ -30,8 +30,19 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 /* AVX2+FMA clone of the hot loops, picked at load time (ifunc) */
 #define TC_HOT __attribute__((target_clones("arch=x86-64-v3", "default"), optimize("O3")))
+/* AVX2+FMA only (no default clone): the row-batch GEMM, which pins
+ * vectors in registers (v8_reg); other x86 CPUs use OpenBLAS instead */
+#define TC_AVX2 __attribute__((target("arch=x86-64-v3"), optimize("O3")))
+#define tc_have_avx2() (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+/* keep a loaded vector in a register: an empty asm that "may change" it,
+ * so GCC cannot fold its load into each FMA that uses it (it does, and
+ * then a value used twice is loaded twice) */
+#define v8_reg(v) __asm__("" : "+x"(v))
 #else
 #define TC_HOT
+#define TC_AVX2
+#define tc_have_avx2() 1
+#define v8_reg(v) ((void)0)
 #endif
 
 typedef float tc_v8 __attribute__((vector_size(32)));
@@ -267,27 +278,30 @@ typedef struct {
  * preset). Each output sums its k products in the same order whatever n
  * is. */
 #define TC_SKINNY_MAX 32
-TC_HOT static void skinny_gemm(float *y, int ldy, const float *x, int ldx, const float *W, int n, int m, int k,
+TC_AVX2 static void skinny_gemm(float *y, int ldy, const float *x, int ldx, const float *W, int n, int m, int k,
                                float beta) {
     const int k8 = k & ~7;
     int j = 0;
     for (; j + 4 <= m; j += 4) {
         const float *w0 = W + (size_t)j * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
-        int i = 0;
-        for (; i + 2 <= n; i += 2) { /* two rows of x: each W load feeds two FMAs */
+        int i = 0, g = 0;
+        for (; i + 2 <= n; i += 2, g++) { /* two rows of x: each W load feeds two FMAs */
             const float *xa = x + (size_t)i * ldx, *xb = xa + ldx;
             tc_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
             /* W comes from memory once per block, the rows of x reuse it
              * from L1: fetch the next block's rows meanwhile (pair p
              * fetches row p % 4), or memory idles while the pairs compute */
-            const float *pf = j + 8 <= m ? w0 + (size_t)(4 + (i / 2) % 4) * k : NULL;
+            const float *pf = j + 8 <= m ? w0 + (size_t)(4 + g % 4) * k : NULL;
             for (int c = 0; c < k8; c += 8) {
                 if (pf && !(c & 8)) __builtin_prefetch(pf + c, 0, 3);
                 tc_v8 xu = v8_load(xa + c), xv = v8_load(xb + c), w;
-                w = v8_load(w0 + c), a0 += xu * w, b0 += xv * w;
-                w = v8_load(w1 + c), a1 += xu * w, b1 += xv * w;
-                w = v8_load(w2 + c), a2 += xu * w, b2 += xv * w;
-                w = v8_load(w3 + c), a3 += xu * w, b3 += xv * w;
+                /* v8_reg: GCC would fold each W load into both FMAs
+                 * (10 loads per 8 FMAs, load-port bound); held in a
+                 * register it is 6 loads per 8 FMAs */
+                w = v8_load(w0 + c); v8_reg(w); a0 += xu * w, b0 += xv * w;
+                w = v8_load(w1 + c); v8_reg(w); a1 += xu * w, b1 += xv * w;
+                w = v8_load(w2 + c); v8_reg(w); a2 += xu * w, b2 += xv * w;
+                w = v8_load(w3 + c); v8_reg(w); a3 += xu * w, b3 += xv * w;
             }
             float t[8] = {0};
             for (int c = k8; c < k; c++) {
@@ -359,7 +373,7 @@ static void lin_cols(const lin_args *a, int j0, int j1) {
     const float *W = a->W + (size_t)j0 * a->k;
     /* small weights (in cache, packing is cheap) stay with OpenBLAS: the
      * tiny preset's batch-16 step is faster there */
-    if (a->n > 1 && a->n <= TC_SKINNY_MAX && (size_t)a->m * a->k >= 65536)
+    if (a->n > 1 && a->n <= TC_SKINNY_MAX && (size_t)a->m * a->k >= 65536 && tc_have_avx2())
         skinny_gemm(y, a->ldy, a->x, a->ldx, W, a->n, mm, a->k, beta);
     else if (a->n == 1)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, mm, a->k, 1.f, W, a->k, a->x, 1, beta, y, 1);
@@ -580,8 +594,93 @@ static void att_head(float *out, int ldo, const float *q, int ldq, const float *
     }
 }
 
+/* One query row over nk_vis keys for heads [0, nh) at once (the hit
+ * step): K and V rows are read front to back, all heads of a row
+ * together, instead of one head's 144 bytes per 1.7 KB row per pass (12
+ * strided passes over each cache; the per-head version missed cache on
+ * most K/V lines at batch 16). Each head computes exactly what att_row
+ * computes: the same dot products, the same softmax tiles, the same
+ * order of value rows. S [nh, TC_ATT_TK], acc [nh * hd], m, l [nh]. */
+TC_HOT static void att_row_heads(float *acc, const float *q, const float *k, int ldk, const float *v, int ldv,
+                                 int nk_vis, int nh, int hd, float scale, float *S, float *mrow, float *lrow) {
+    const int h8 = hd & ~7;
+    for (int k0 = 0; k0 < nk_vis; k0 += TC_ATT_TK) {
+        int tk = nk_vis - k0 < TC_ATT_TK ? nk_vis - k0 : TC_ATT_TK;
+        for (int j = 0; j < tk; j++) {
+            const float *kj = k + (size_t)(k0 + j) * ldk;
+            for (int h = 0; h < nh; h++) {
+                const float *qh = q + (size_t)h * hd, *kh = kj + (size_t)h * hd;
+                tc_v8 pa = {0};
+                for (int c = 0; c < h8; c += 8) pa += v8_load(qh + c) * v8_load(kh + c);
+                float t = 0.f;
+                for (int c = h8; c < hd; c++) t += qh[c] * kh[c];
+                t += v8_sum(pa);
+                S[(size_t)h * TC_ATT_TK + j] = t * scale;
+            }
+        }
+        for (int h = 0; h < nh; h++) {
+            float corr = softmax_tile(S + (size_t)h * TC_ATT_TK, tk, tk, &mrow[h], &lrow[h]);
+            scale_row(acc + (size_t)h * hd, hd, corr);
+        }
+        int j = 0;
+        for (; j + 4 <= tk; j += 4) {
+            const float *va = v + (size_t)(k0 + j) * ldv, *vb = va + ldv, *vc = vb + ldv, *vd = vc + ldv;
+            for (int h = 0; h < nh; h++) {
+                const float *sh = S + (size_t)h * TC_ATT_TK + j;
+                float pa = sh[0], pb = sh[1], pc = sh[2], pd = sh[3];
+                float *ah = acc + (size_t)h * hd;
+                size_t o = (size_t)h * hd;
+                for (int c = 0; c < hd; c++) {
+                    float x = ah[c];
+                    x += pa * va[o + c];
+                    x += pb * vb[o + c];
+                    x += pc * vc[o + c];
+                    x += pd * vd[o + c];
+                    ah[c] = x;
+                }
+            }
+        }
+        for (; j < tk; j++) {
+            const float *vj = v + (size_t)(k0 + j) * ldv;
+            for (int h = 0; h < nh; h++) {
+                float p = S[(size_t)h * TC_ATT_TK + j];
+                float *ah = acc + (size_t)h * hd;
+                const float *vh = vj + (size_t)h * hd;
+                for (int c = 0; c < hd; c++) ah[c] += p * vh[c];
+            }
+        }
+    }
+}
+
+/* heads [h0, h0 + nh) of a few query rows, each row all those heads at once */
+static void att_direct(const tc_att_item *t, int h0, int nh, int hd, float *S, float *acc, float *mrow,
+                       float *lrow) {
+    const float scale = 1.0f / sqrtf((float)hd);
+    size_t o = (size_t)h0 * hd;
+    for (int i = 0; i < t->nq; i++) {
+        int64_t lim = t->causal ? t->qpos0 + i - t->kpos0 + 1 : t->nk;
+        int vis = lim < 0 ? 0 : (lim < t->nk ? (int)lim : t->nk);
+        for (int h = 0; h < nh; h++) { mrow[h] = -INFINITY; lrow[h] = 0.f; }
+        memset(acc, 0, (size_t)nh * hd * 4);
+        att_row_heads(acc, t->q + (size_t)i * t->ldq + o, t->k + o, t->ldk, t->v + o, t->ldv, vis, nh, hd, scale, S,
+                      mrow, lrow);
+        float *oi = t->out + (size_t)i * t->ldo + o;
+        for (int h = 0; h < nh; h++) {
+            const float *ai = acc + (size_t)h * hd;
+            float inv = lrow[h] > 0.f ? 1.0f / lrow[h] : 0.f; /* no visible key: zero */
+            float *oh = oi + (size_t)h * hd;
+            if (t->beta == 0.f)
+                for (int c = 0; c < hd; c++) oh[c] = ai[c] * inv;
+            else
+                for (int c = 0; c < hd; c++) oh[c] = t->beta * oh[c] + ai[c] * inv;
+        }
+    }
+}
+
 /* A batch of attentions: (item, head) pairs split over the pool in one
- * dispatch; each pair computes exactly as cpu_attention's would. */
+ * dispatch; each pair computes exactly as cpu_attention's would. A task's
+ * consecutive heads of one item with a few query rows (the hit step) run
+ * together, reading each K/V row once for all of them. */
 typedef struct {
     const tc_att_item *it;
     int n, n_head, head_dim;
@@ -589,21 +688,31 @@ typedef struct {
 
 static void attb_task(void *p, int ti, int tn) {
     attb_args *a = p;
-    int hd = a->head_dim, lo, hi;
-    par_range(a->n * a->n_head, 1, ti, tn, &lo, &hi);
+    int hd = a->head_dim, nhd = a->n_head, lo, hi;
+    par_range(a->n * nhd, 1, ti, tn, &lo, &hi);
     if (lo >= hi) return;
-    size_t need = (size_t)TC_ATT_TQ * TC_ATT_TK + (size_t)TC_ATT_TQ * hd + 2 * TC_ATT_TQ;
+    size_t ns = (size_t)TC_ATT_TQ * TC_ATT_TK, na = (size_t)TC_ATT_TQ * hd, nm = TC_ATT_TQ;
+    if ((size_t)nhd * TC_ATT_TK > ns) ns = (size_t)nhd * TC_ATT_TK;
+    if ((size_t)nhd * hd > na) na = (size_t)nhd * hd;
+    if ((size_t)nhd > nm) nm = (size_t)nhd;
+    size_t need = ns + na + 2 * nm;
     float stackbuf[TC_ATT_TQ * TC_ATT_TK + TC_ATT_TQ * 128 + 2 * TC_ATT_TQ];
     float *scr = need <= sizeof stackbuf / sizeof stackbuf[0] ? stackbuf : malloc(need * 4);
     TC_ASSERT(scr, "attention: out of memory for scratch");
-    float *S = scr, *acc = S + (size_t)TC_ATT_TQ * TC_ATT_TK, *mrow = acc + (size_t)TC_ATT_TQ * hd,
-          *lrow = mrow + TC_ATT_TQ;
-    for (int x = lo; x < hi; x++) {
-        const tc_att_item *t = &a->it[x / a->n_head];
-        size_t o = (size_t)(x % a->n_head) * hd;
-        if (t->nq > 0)
-            att_head(t->out + o, t->ldo, t->q + o, t->ldq, t->k + o, t->ldk, t->v + o, t->ldv, t->nq, t->nk, hd,
-                     t->qpos0, t->kpos0, t->causal, t->beta, S, acc, mrow, lrow);
+    float *S = scr, *acc = S + ns, *mrow = acc + na, *lrow = mrow + nm;
+    for (int x = lo; x < hi;) {
+        const tc_att_item *t = &a->it[x / nhd];
+        int h0 = x % nhd, nh = nhd - h0 < hi - x ? nhd - h0 : hi - x;
+        if (t->nq > 0 && t->nq <= TC_ATT_DIRECT) {
+            att_direct(t, h0, nh, hd, S, acc, mrow, lrow);
+        } else if (t->nq > 0) {
+            for (int h = h0; h < h0 + nh; h++) {
+                size_t o = (size_t)h * hd;
+                att_head(t->out + o, t->ldo, t->q + o, t->ldq, t->k + o, t->ldk, t->v + o, t->ldv, t->nq, t->nk, hd,
+                         t->qpos0, t->kpos0, t->causal, t->beta, S, acc, mrow, lrow);
+            }
+        }
+        x += nh;
     }
     if (scr != stackbuf) free(scr);
 }
