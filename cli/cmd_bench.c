@@ -378,34 +378,50 @@ static int bench_context(const bench_opts *o, int what) {
     return 0;
 }
 
-/* Median time of one batched step of B sessions at context batch_ctx (all
- * in the same window phase, so no step syncs). */
-static tc_status time_batch(tc_model *m, int B, int64_t ctx, int W, int steps, double *step_s) {
+/* Median time of one batched step for each batch size of Bs, at context
+ * ctx (all sessions in the same window phase, so no step syncs). The
+ * sizes are timed side by side: every round runs a block of steps of each
+ * size in turn, so a ratio to B = 1 compares steps taken under the same
+ * machine conditions (on a shared VM, runs of one size a minute apart
+ * differed by 30%). */
+#define TC_BATCH_BLOCK 4
+static tc_status time_batches(tc_model *m, const int64_t *Bs, int nb, int64_t ctx, int W, int steps, double *step_s) {
     const tc_model_config *c = &m->cfg;
-    tc_session **ss = calloc((size_t)B, sizeof *ss);
-    int32_t *ids = NULL, *tok = malloc((size_t)B * 4);
-    float *lg = malloc((size_t)B * c->vocab_size * 4);
-    double *t = malloc(sizeof *t * (size_t)(steps + 1));
+    int total = 0, maxb = 0;
+    for (int b = 0; b < nb; b++) {
+        total += (int)Bs[b];
+        if (Bs[b] > maxb) maxb = (int)Bs[b];
+    }
+    tc_session **ss = calloc((size_t)total, sizeof *ss);
+    int32_t *ids = NULL, *tok = malloc((size_t)maxb * 4);
+    float *lg = malloc((size_t)maxb * c->vocab_size * 4);
+    double *t = malloc(sizeof *t * (size_t)(steps + 1) * (size_t)nb);
     uint64_t x = 777;
     tc_status st = TC_OK;
     int64_t n0 = ctx - ctx % W + 1;
     if (steps > W - 2 && c->arch != TC_ARCH_TRANSFORMER) steps = W - 2;
     ids = malloc((size_t)n0 * 4);
     if (!ss || !ids || !tok || !lg || !t) { st = TC_FAIL(TC_ERR_NOMEM, "out of memory"); goto fail; }
-    for (int i = 0; i < B; i++) {
+    for (int i = 0; i < total; i++) {
         rand_ids(ids, n0, c->vocab_size, &x);
         if ((st = tc_session_new(m, &ss[i])) != TC_OK) goto fail;
         if ((st = tc_session_append(ss[i], ids, n0, NULL)) != TC_OK) goto fail;
     }
-    for (int k = 0; k < steps; k++) {
-        rand_ids(tok, B, c->vocab_size, &x);
-        double a = now_s();
-        if ((st = tc_step_batch(ss, tok, B, lg)) != TC_OK) goto fail;
-        t[k] = now_s() - a;
+    for (int k0 = 0; k0 < steps; k0 += TC_BATCH_BLOCK) {
+        int off = 0;
+        for (int b = 0; b < nb; off += (int)Bs[b], b++) {
+            int B = (int)Bs[b];
+            for (int k = k0; k < k0 + TC_BATCH_BLOCK && k < steps; k++) {
+                rand_ids(tok, B, c->vocab_size, &x);
+                double a = now_s();
+                if ((st = tc_step_batch(ss + off, tok, B, lg)) != TC_OK) goto fail;
+                t[(size_t)b * steps + k] = now_s() - a;
+            }
+        }
     }
-    *step_s = quantile(t, steps, 0.5);
+    for (int b = 0; b < nb; b++) step_s[b] = quantile(t + (size_t)b * steps, steps, 0.5);
 fail:
-    for (int i = 0; ss && i < B; i++) tc_session_free(ss[i]);
+    for (int i = 0; ss && i < total; i++) tc_session_free(ss[i]);
     free(ss); free(ids); free(tok); free(lg); free(t);
     return st;
 }
@@ -420,20 +436,19 @@ static int bench_batch(const bench_opts *o) {
         tc_model *m = NULL;
         tc_status st = bench_load(o, ai == 0 ? TC_ARCH_TCONST : TC_ARCH_TRANSFORMER, &be, &m);
         if (st != TC_OK) return tc_cli_fail("bench", st);
-        double base = 0;
+        double t[MAX_CTX], base = 0;
         char nb[32];
+        st = time_batches(m, o->batch, o->n_batch, o->batch_ctx, bench_window(o, &m->cfg), 8 * (int)o->reps, t);
+        if (st != TC_OK) { tc_model_free(m); tc_backend_cpu_free(&be); return tc_cli_fail("bench", st); }
         for (int bi = 0; bi < o->n_batch; bi++) {
             int B = (int)o->batch[bi];
-            double t = NAN;
-            st = time_batch(m, B, o->batch_ctx, bench_window(o, &m->cfg), 8 * (int)o->reps, &t);
-            if (st != TC_OK) { tc_model_free(m); return tc_cli_fail("bench", st); }
-            double tps = B / t;
+            double tps = B / t[bi];
             if (B == 1 || base == 0) base = tps / B;
             printf("%-10s %-12s %4d %8s %10.3f %12.1f %10.2f\n", label, tc_arch_name(m->cfg.arch), B,
-                   fmt_n(o->batch_ctx, nb, sizeof nb), t * 1e3, tps, tps / base);
+                   fmt_n(o->batch_ctx, nb, sizeof nb), t[bi] * 1e3, tps, tps / base);
             if (o->csv)
                 fprintf(o->csv, "%s,%s,%d,%lld,%.6f,%.3f,%.4f\n", label, tc_arch_name(m->cfg.arch), B,
-                        (long long)o->batch_ctx, t * 1e3, tps, tps / base);
+                        (long long)o->batch_ctx, t[bi] * 1e3, tps, tps / base);
             fflush(stdout);
         }
         tc_model_free(m);
@@ -612,7 +627,7 @@ static void usage(FILE *f) {
             "  --model DIR                     a model directory instead (its own architecture)\n"
             "  --arch tconstformer|transformer|both   (default both; floor: tconstformer)\n"
             "  --ctx LIST      contexts, e.g. 1K,4K,16K,64K,256K,1M (floor: the sync's N, default 64K)\n"
-            "  --batch LIST    batch sizes for `batch` (default 1,4,16,64); --batch-ctx N (default 1K)\n"
+            "  --batch LIST    batch sizes for `batch`, timed side by side (default 1,4,16,64); --batch-ctx N (default 1K)\n"
             "  --reps R        windows timed per context / repetitions (default 2)\n"
             "  --budget S      skip a context whose predicted time exceeds S seconds (default 120)\n"
             "  --threads T     OpenBLAS threads (default: OpenBLAS's own, i.e. all cores)\n"
@@ -648,7 +663,14 @@ int tc_cli_bench(int argc, char **argv) {
             else if (!strcmp(v, "transformer")) o.arch_mask = 2;
             else st = TC_FAIL(TC_ERR_INVALID, "--arch '%s': expected tconstformer, transformer or both", v);
         } else if (!strcmp(a, "--ctx")) { st = parse_list("--ctx", v, o.ctx, &o.n_ctx); ctx_given = 1; }
-        else if (!strcmp(a, "--batch")) st = parse_list("--batch", v, o.batch, &o.n_batch);
+        else if (!strcmp(a, "--batch")) {
+            int64_t sum = 0;
+            if ((st = parse_list("--batch", v, o.batch, &o.n_batch)) == TC_OK)
+                for (int b = 0; b < o.n_batch; b++) sum += o.batch[b];
+            /* every size's sessions live at once (timed side by side) */
+            if (st == TC_OK && sum > 4096)
+                st = TC_FAIL(TC_ERR_INVALID, "--batch '%s': %lld sessions in all, at most 4096", v, (long long)sum);
+        }
         else if (!strcmp(a, "--batch-ctx")) st = tc_cli_int(a, v, 1, (int64_t)1 << 30, &o.batch_ctx);
         else if (!strcmp(a, "--reps")) st = tc_cli_int(a, v, 1, 1000, &o.reps);
         else if (!strcmp(a, "--threads")) st = tc_cli_int(a, v, 0, 256, &o.threads);

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# test_bench.sh TCONST — `tconst bench` on the tiny preset: the CSVs are
+# complete and consistent (not timed: no assertion on speed), the state
+# figures show the design's promise (tconstformer's state bytes the same at
+# every N, the baseline's KV cache linear in N), and bad flags get clear
+# errors. Label: unit.
+set -euo pipefail
+T=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export TMPDIR=$tmp
+fail() { echo "FAIL $*"; exit 1; }
+
+"$T" bench state --preset tiny --ctx 1K,4K,16K --csv "$tmp/state.csv" >/dev/null
+[ "$(wc -l <"$tmp/state.csv")" -eq 7 ] || fail "state.csv: $(cat "$tmp/state.csv")"
+awk -F, 'NR > 1 && $2 == "tconstformer" { s[$3] = $4 } END {
+    if (s[1024] <= 0 || s[1024] != s[4096] || s[4096] != s[16384]) { print "tconstformer state not flat:", s[1024], s[4096], s[16384]; exit 1 } }' \
+    "$tmp/state.csv" || fail "state flatness"
+awk -F, 'NR > 1 && $2 == "transformer" { s[$3] = $4 } END {
+    if (s[1024] <= 0 || s[4096] != 4 * s[1024] || s[16384] != 16 * s[1024]) { print "baseline KV not linear:", s[1024], s[4096], s[16384]; exit 1 } }' \
+    "$tmp/state.csv" || fail "baseline state"
+echo "ok   state: tconstformer bytes equal at 1K/4K/16K, baseline KV cache linear in N"
+
+"$T" bench batch --preset tiny --batch 1,2,4 --reps 1 --csv "$tmp/batch.csv" >"$tmp/batch.txt"
+[ "$(wc -l <"$tmp/batch.csv")" -eq 7 ] || fail "batch.csv: $(cat "$tmp/batch.csv")"
+awk -F, 'NR > 1 {
+    n++
+    if ($5 <= 0) { print "step_ms <= 0:", $0; exit 1 }
+    tps = $3 / ($5 / 1e3)
+    if (tps / $6 < 0.999 || tps / $6 > 1.001) { print "tokens_s != B / step:", $0; exit 1 }
+    if ($3 == 1) base = $6
+    if ($6 / base / $7 < 0.999 || $6 / base / $7 > 1.001) { print "speedup != tokens_s / tokens_s at B=1:", $0; exit 1 } }
+    END { if (n != 6) { print "rows:", n; exit 1 } }' "$tmp/batch.csv" || fail "batch.csv inconsistent"
+grep -q "tconstformer *1 .* 1.00$" "$tmp/batch.txt" || fail "no B=1 row: $(cat "$tmp/batch.txt")"
+echo "ok   batch: 2 archs x 3 sizes, tokens_s = B / step, speedup relative to B=1"
+
+"$T" bench flat --preset tiny --ctx 1K,4K --reps 1 --csv "$tmp/flat.csv" >/dev/null
+awk -F, 'NR == 2 { if ($2 != 1024 || $3 != 4096 || $4 <= 0 || $5 <= 0 || $8 <= 0 || $9 < 1) { print; exit 1 }; ok = 1 }
+    END { if (!ok) exit 1 }' "$tmp/flat.csv" || fail "flat.csv: $(cat "$tmp/flat.csv")"
+echo "ok   flat: both contexts timed"
+
+expect_err() { # expect_err PATTERN ARGS...: exit 1 or 2 and PATTERN on stderr
+    local pat=$1
+    shift
+    local rc=0
+    "$T" bench "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
+    [ "$rc" -eq 1 ] || [ "$rc" -eq 2 ] || fail "bench $*: exit $rc, want an error"
+    grep -q -- "$pat" "$tmp/err" || fail "bench $*: stderr '$(cat "$tmp/err")' lacks '$pat'"
+}
+expect_err "not a list of positive counts" batch --preset tiny --batch 0
+expect_err "at most 4096" batch --preset tiny --batch 1,4000,100
+expect_err "unexpected 'x'" batch --preset tiny --batch 4x
+expect_err "unknown preset" state --preset huge --ctx 1K
+expect_err "unknown sub-benchmark" nosuch
+expect_err "cannot write" state --preset tiny --ctx 1K --csv "$tmp/no/such/dir/x.csv"
+echo "ok   bad flags: clear errors"
