@@ -429,6 +429,7 @@ static tc_status import_on_gen(remote *R, tc_wc_session *s, double shipped_s) {
  * generation worker; logits of the last token when asked. */
 static tc_status append_via_ctx(remote *R, tc_wc_session *s, const int32_t *t, int64_t n, float *logits) {
     wpair *pr = &R->pairs[s->pair];
+    if (s->ctx_len > s->n) s->ctx_boot = 0; /* ahead of the history: unknown, rebuild it */
     TC_CHECK(ensure_ctx(R, s));
     uint64_t gb = boot_of(R, pr->gen);
     if (s->gen_boot != gb || !gb) { /* an empty copy to import into */
@@ -458,7 +459,13 @@ static tc_status append_via_ctx(remote *R, tc_wc_session *s, const int32_t *t, i
     tconst__worker__v1__append_response__free_unpacked(ar, NULL);
     TC_CHECK(st);
     s->ctx_len = s->n + n;
-    return import_on_gen(R, s, tc_now_s() - t0);
+    st = import_on_gen(R, s, tc_now_s() - t0);
+    /* the context copy now holds tokens the history gets only when the
+     * whole append succeeds: a retry must start that copy over (it read
+     * hist past its end: a crash when the generation worker died between
+     * the two calls) */
+    if (st != TC_OK) s->ctx_boot = 0;
+    return st;
 }
 
 /* Appends directly on the generation worker (both roles, or inside a

@@ -9,7 +9,9 @@
 #include <malloc.h>
 #include <sys/resource.h>
 #include <pthread.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,61 @@ typedef struct {
     int64_t threads, max_message_bytes, nice;
     double peer_timeout, orphan_timeout;
 } wcfg;
+
+/* The device's health for the worker (tc_worker_opts.device_status): the
+ * CUDA backend's sticky error, and a fault for the tests. The environment
+ * variable TC_FAULT_DEVICE_POISON=ROLE:N:MARKER makes the worker of that
+ * role report a poisoned device from its N-th check on, once per MARKER
+ * file (created then; a restarted worker finds it and runs clean):
+ * tests/e2e/test_poison.py exercises the exit-3-and-restart path with no
+ * GPU. */
+typedef struct {
+    tc_backend *be;
+    int cuda;
+    long fault_after; /* 0: no fault armed */
+    char fault_marker[1024];
+    atomic_long checks;
+    atomic_int fired;
+} dev_health;
+
+static tc_status dev_status(void *arg) {
+    dev_health *h = arg;
+    if (h->fault_after > 0 && !atomic_load(&h->fired) && atomic_fetch_add(&h->checks, 1) + 1 >= h->fault_after) {
+        int fd = open(h->fault_marker, O_CREAT | O_EXCL | O_WRONLY, 0644);
+        if (fd >= 0) {
+            close(fd);
+            atomic_store(&h->fired, 1);
+        } else {
+            h->fault_after = 0; /* fired before, by an earlier process */
+        }
+    }
+    if (atomic_load(&h->fired)) return TC_FAIL(TC_ERR_INTERNAL, "injected device fault (TC_FAULT_DEVICE_POISON)");
+#ifdef TC_HAVE_CUDA
+    if (h->cuda) return tc_backend_cuda_status(h->be);
+#endif
+    return TC_OK;
+}
+
+/* TC_FAULT_DEVICE_POISON=ROLE:N:MARKER, armed when ROLE is this worker's */
+static int dev_fault_parse(dev_health *h, const char *role) {
+    const char *v = getenv("TC_FAULT_DEVICE_POISON");
+    if (!v || !*v) return 0;
+    char r[32];
+    long n = 0;
+    int used = 0;
+    if (sscanf(v, "%31[^:]:%ld:%n", r, &n, &used) != 2 || used == 0 || n < 1 || !v[used] ||
+        strlen(v + used) >= sizeof h->fault_marker) {
+        fprintf(stderr, "tconst-worker: error: TC_FAULT_DEVICE_POISON '%s': expected ROLE:N:MARKER_FILE\n", v);
+        return -1;
+    }
+    if (strcmp(r, role) != 0) return 0;
+    if (access(v + used, F_OK) == 0) return 0; /* fired in an earlier process: run clean */
+    h->fault_after = n;
+    snprintf(h->fault_marker, sizeof h->fault_marker, "%s", v + used);
+    TC_LOG(TC_LOG_WARN, "worker", "fault injection armed: device poisoned at check %ld (marker %s)", n,
+           h->fault_marker);
+    return 0;
+}
 
 #define K(name, type, def, lo, hi, help, field) {name, type, def, lo, hi, help, offsetof(wcfg, field)}
 static const tc_knob KNOBS[] = {
@@ -168,7 +225,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "tconst-worker: error: --data-listen %s: %s\n", cfg.data_listen, tc_error_get());
         goto out;
     }
-    tc_worker_opts o = {cfg.role, cfg.device, cfg.peer_timeout, cfg.transport, cuda_dev, cfg.orphan_timeout};
+    static dev_health health; /* outlives the worker (its threads read it) */
+    health.be = &be;
+    health.cuda = cuda_dev >= 0;
+    if (dev_fault_parse(&health, cfg.role) != 0) goto out;
+    tc_worker_opts o = {cfg.role, cfg.device, cfg.peer_timeout, cfg.transport, cuda_dev, cfg.orphan_timeout,
+                        health.cuda || health.fault_after ? dev_status : NULL, &health};
     if (tc_worker_new(&w, m, tp, config_json, &o) != TC_OK) {
         fprintf(stderr, "tconst-worker: error: %s\n", tc_error_get());
         goto out;
@@ -190,8 +252,17 @@ int main(int argc, char **argv) {
     TC_LOG(TC_LOG_INFO, "worker", "role %s device %s model %s (%s)", cfg.role, cfg.device, dir, tc_arch_name(m->cfg.arch));
     int sig = 0;
     sigwait(&sigs, &sig);
-    TC_LOG(TC_LOG_INFO, "worker", "signal %d: stopping", sig);
-    rc = 0;
+    if (tc_worker_poisoned(w)) {
+        /* no teardown: a compute thread may be blocked (an Import waiting
+         * for its peer, a hung device), and freeing device memory on a
+         * failed device can hang too; the supervisor needs the exit now */
+        TC_LOG(TC_LOG_ERROR, "worker", "stopping: device %s poisoned (exit status 3)", cfg.device);
+        fflush(NULL);
+        _exit(3);
+    } else {
+        TC_LOG(TC_LOG_INFO, "worker", "signal %d: stopping", sig);
+        rc = 0;
+    }
 out:
     if (rpc) tc_rpc_server_stop(rpc, 1.0);
     tc_worker_free(w);

@@ -14,6 +14,8 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +67,7 @@ struct tc_worker {
     wsess *sess; /* sorted by sid */
     int n_sess, cap_sess;
     tc_sampler smp; /* generation thread's scratch */
+    atomic_int poisoned; /* the device failed: no result leaves this process */
 };
 
 /* ---- session table (mu held) ---- */
@@ -146,7 +149,32 @@ static void reply_session(const tc_session *s, Tconst__Worker__V1__SessionReply 
     r->state_bytes = (int64_t)tc_session_state_bytes(s);
 }
 
-static void send_msg(tc_call *c, const ProtobufCMessage *m) {
+/* Whether the device has failed (o.device_status: a sticky CUDA error).
+ * A poisoned device's results are garbage, so none may leave the worker:
+ * the first time, it logs, and SIGTERMs itself; main then exits with
+ * status 3 and the supervisor (tconstd, or Kubernetes) restarts it, and
+ * the coordinator rebuilds the sessions from their history (DESIGN §9). */
+static int device_bad(tc_worker *w) {
+    if (atomic_load(&w->poisoned)) return 1;
+    if (!w->o.device_status || w->o.device_status(w->o.device_arg) == TC_OK) return 0;
+    if (!atomic_exchange(&w->poisoned, 1)) {
+        TC_LOG(TC_LOG_ERROR, "worker", "device %s poisoned: %s; failing every call and exiting (status 3)",
+               w->o.device, tc_error_get() ? tc_error_get() : "device error");
+        kill(getpid(), SIGTERM);
+    }
+    return 1;
+}
+int tc_worker_poisoned(tc_worker *w) { return atomic_load(&w->poisoned); }
+
+#define POISONED_MSG "worker: device poisoned; this worker exits to be restarted"
+
+/* Every successful reply goes through here: none leaves a poisoned device
+ * (UNAVAILABLE: the coordinator waits for the restart and retries). */
+static void send_msg(tc_worker *w, tc_call *c, const ProtobufCMessage *m) {
+    if (device_bad(w)) {
+        tc_call_finish(c, TC_GRPC_UNAVAILABLE, POISONED_MSG);
+        return;
+    }
     size_t n = protobuf_c_message_get_packed_size(m);
     uint8_t *b = malloc(n ? n : 1);
     if (!b) {
@@ -179,6 +207,7 @@ static void fail_st(tc_call *c, tc_status st, const char *what) {
 static tc_status ship(tc_worker *w, uint64_t sid, uint64_t seq, const tc_session *s, int kind, int64_t *bytes,
                       double *secs) {
     if (!w->tp) return TC_FAIL(TC_ERR_INVALID, "this worker has no data plane (role both): send_seq must be 0");
+    if (device_bad(w)) return TC_FAIL(TC_ERR_IO, "%s", POISONED_MSG); /* no garbage state to the peer */
     void *blob;
     size_t len;
     double t0 = tc_now_s();
@@ -228,7 +257,7 @@ static void do_open_close(tc_worker *w, tc_call *c, const uint8_t *msg, size_t l
     } else if (i >= 0) sess_remove_at(w, i);
     pthread_mutex_unlock(&w->mu);
     if (!open && w->tp) w->tp->drop(w->tp, sid);
-    send_msg(c, &r.base);
+    send_msg(w, c, &r.base);
 }
 
 static void do_append(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
@@ -266,7 +295,7 @@ static void do_append(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) 
     }
     reply_session(s, &sr);
     r.s = &sr;
-    send_msg(c, &r.base);
+    send_msg(w, c, &r.base);
 out:
     if (s) sess_put(w, rq->sid);
     free(lg);
@@ -304,7 +333,7 @@ static void do_sync(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     }
     reply_session(s, &sr);
     r.s = &sr;
-    send_msg(c, &r.base);
+    send_msg(w, c, &r.base);
 out:
     if (s) sess_put(w, rq->sid);
     tconst__worker__v1__sync_request__free_unpacked(rq, NULL);
@@ -325,7 +354,7 @@ static void do_import(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) 
     else if ((st = tc_session_import(s, blob, bl)) != TC_OK) fail_st(c, st, "Import");
     else {
         reply_session(s, &sr);
-        send_msg(c, &sr.base);
+        send_msg(w, c, &sr.base);
     }
     free(blob);
     if (s) sess_put(w, rq->sid);
@@ -447,7 +476,7 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     if (rq->want_logits) r.logits = lg, r.n_logits = (size_t)B * V;
     r.n_tokens = nt, r.n_n_tokens = (size_t)B;
     r.state_bytes = sb, r.n_state_bytes = (size_t)B;
-    send_msg(c, &r.base);
+    send_msg(w, c, &r.base);
 out:
     for (int i = 0; ss && i < B; i++)
         if (ss[i]) sess_put(w, rq->sids[i]);
@@ -532,7 +561,7 @@ static void do_info(tc_worker *w, tc_call *c, int ping, const uint8_t *msg, size
         Tconst__Worker__V1__PingResponse r = TCONST__WORKER__V1__PING_RESPONSE__INIT;
         r.boot_id = w->boot_id;
         r.sessions = n;
-        return send_msg(c, &r.base);
+        return send_msg(w, c, &r.base);
     }
     Tconst__Worker__V1__InfoResponse r = TCONST__WORKER__V1__INFO_RESPONSE__INIT;
     char role[32], device[64], dtype[32], addr[300], ver[32];
@@ -556,7 +585,7 @@ static void do_info(tc_worker *w, tc_call *c, int ping, const uint8_t *msg, size
         r.nccl_id.len = 128;
     }
 #endif
-    send_msg(c, &r.base);
+    send_msg(w, c, &r.base);
 }
 
 /* Context thread: (re)points the data plane — the host transport's peer
@@ -580,7 +609,7 @@ static void do_connect(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len)
             w->tp_owned = 1;
             TC_LOG(TC_LOG_INFO, "worker", "NCCL data plane up (rank %d)", rq->nccl_rank);
             Tconst__Worker__V1__ConnectResponse r = TCONST__WORKER__V1__CONNECT_RESPONSE__INIT;
-            send_msg(c, &r.base);
+            send_msg(w, c, &r.base);
         }
 #else
         fail(c, TC_GRPC_FAILED_PRECONDITION, "Connect: this build has no NCCL%s", "");
@@ -592,7 +621,7 @@ static void do_connect(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len)
     else {
         TC_LOG(TC_LOG_INFO, "worker", "data plane peer: %s", rq->peer_data_address);
         Tconst__Worker__V1__ConnectResponse r = TCONST__WORKER__V1__CONNECT_RESPONSE__INIT;
-        send_msg(c, &r.base);
+        send_msg(w, c, &r.base);
     }
     tconst__worker__v1__connect_request__free_unpacked(rq, NULL);
 }
@@ -602,7 +631,7 @@ static void on_start(void *ud, tc_call *c, const char *method, const uint8_t *ms
     if (!strcmp(method, "/grpc.health.v1.Health/Check")) { /* Kubernetes' grpc probe */
         Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
         r.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-        send_msg(c, &r.base);
+        send_msg(w, c, &r.base);
         tc_call_unref(c);
         return;
     }

@@ -17,6 +17,11 @@ typedef struct {
     const char *transport; /* host | nccl (then the data plane starts at Connect) */
     int cuda_device;       /* nccl: the device of the communicator */
     double orphan_timeout_s; /* an owner silent this long is dead: another coordinator may take over (0: 30) */
+    /* the device's health, checked before any result leaves the worker;
+     * NULL: always healthy (the CPU). Not TC_OK: the worker fails every
+     * call with UNAVAILABLE and SIGTERMs itself (see tc_worker_poisoned). */
+    tc_status (*device_status)(void *arg);
+    void *device_arg;
 } tc_worker_opts;
 
 typedef struct tc_worker tc_worker;
@@ -26,6 +31,8 @@ typedef struct tc_worker tc_worker;
 tc_status tc_worker_new(tc_worker **out, tc_model *m, tc_transport *tp, const char *config_json,
                         const tc_worker_opts *o);
 void tc_worker_free(tc_worker *w);
+/* 1 once device_status failed: main exits with status 3 after its stop */
+int tc_worker_poisoned(tc_worker *w);
 const tc_rpc_handlers *tc_worker_handlers(void);
 
 #endif
