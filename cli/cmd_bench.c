@@ -15,7 +15,12 @@
  * sync + the window), never N hit steps. The baseline transformer's prefill
  * is O(N^2): a context is skipped when its predicted time or memory exceeds
  * the budget (--budget seconds), and the table says so.
- * Not here: the daemon, tokenization, GPU figures. */
+ * --device cuda:N runs the model on the CUDA backend (the tconst-cuda
+ * binary, built with kernels/cuda); floor then measures the device: copy bandwidth (bytes
+ * read + written by a device-to-device copy of 256 MiB) and the cuBLAS
+ * SGEMM rate (4096^3, fp32), and waits for the device before reading a
+ * clock after a sync (steps end with a logits download, which waits).
+ * Not here: the daemon, tokenization. */
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
@@ -26,6 +31,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef TC_HAVE_CUDA
+#include "../kernels/cuda/backend_cuda.h"
+#endif
 #include "../model/sampler.h"
 #include "../model/session.h"
 #include "cli.h"
@@ -41,6 +49,7 @@ typedef struct {
     int n_batch;
     int64_t reps, threads, batch_ctx;
     double budget;
+    int cuda; /* --device cuda:N: N; -1 for the CPU */
     FILE *csv;
 } bench_opts;
 
@@ -91,6 +100,28 @@ static void rand_ids(int32_t *ids, int64_t n, int V, uint64_t *x) {
 
 /* ---- models: a preset materialized once per (preset, arch) under $TMPDIR */
 
+/* frees the model (when given) and the backend bench_load chose */
+static void bench_free(const bench_opts *o, tc_backend *be, tc_model *m) {
+    if (m) tc_model_free(m);
+#ifdef TC_HAVE_CUDA
+    if (o->cuda >= 0) {
+        tc_backend_cuda_free(be);
+        return;
+    }
+#endif
+    (void)o;
+    tc_backend_cpu_free(be);
+}
+
+/* waits for the device's queued work (CUDA); its status. CPU: TC_OK */
+static tc_status bench_wait(const bench_opts *o, tc_backend *be) {
+#ifdef TC_HAVE_CUDA
+    if (o->cuda >= 0) return tc_backend_cuda_sync(be);
+#endif
+    (void)o; (void)be;
+    return TC_OK;
+}
+
 static tc_status bench_load(const bench_opts *o, tc_arch arch, tc_backend *be, tc_model **m) {
     char dir[4096];
     if (o->model) {
@@ -112,8 +143,19 @@ static tc_status bench_load(const bench_opts *o, tc_arch arch, tc_backend *be, t
                 return TC_FAIL(TC_ERR_IO, "cannot create bench model at %s", dir);
         }
     }
-    TC_CHECK(tc_backend_cpu_init(be, (int)o->threads));
-    return tc_model_load(m, dir, be);
+    if (o->cuda >= 0) {
+#ifdef TC_HAVE_CUDA
+        TC_CHECK(tc_backend_cuda_init(be, o->cuda));
+#else
+        return TC_FAIL(TC_ERR_UNSUPPORTED, "--device cuda:%d: this binary has no CUDA backend; use tconst-cuda (built when CMake finds nvcc)",
+                       o->cuda);
+#endif
+    } else {
+        TC_CHECK(tc_backend_cpu_init(be, (int)o->threads));
+    }
+    tc_status st = tc_model_load(m, dir, be);
+    if (st != TC_OK) bench_free(o, be, NULL);
+    return st;
 }
 
 /* Steps per timed "window": W_og; the baseline has none and uses its
@@ -211,6 +253,50 @@ static double floor_sgemm(int n, int reps) {
 done:
     free(A); free(B); free(C);
     return r;
+}
+
+/* The device's floors through the backend's own ops (CUDA): bytes/s of a
+ * device-to-device copy of 256 MiB (read + written), and FLOP/s of one
+ * n^3 linear (cuBLAS SGEMM, fp32); medians of reps, after a warm-up. */
+static tc_status floor_device(const bench_opts *o, tc_backend *be, int reps, double *bw, double *gemm) {
+    const int rows = 65536, cols = 1024, n = 4096; /* 256 MiB; 4096^3 */
+    float *a = be->alloc(be, (size_t)rows * cols * 4), *b = be->alloc(be, (size_t)rows * cols * 4);
+    float *A = be->alloc(be, (size_t)n * n * 4), *B = be->alloc(be, (size_t)n * n * 4);
+    float *C = be->alloc(be, (size_t)n * n * 4), *h = malloc((size_t)n * n * 4);
+    double t[2][16];
+    tc_status st = TC_OK;
+    if (reps > 16) reps = 16;
+    if (!a || !b || !A || !B || !C || !h) st = TC_FAIL(TC_ERR_NOMEM, "floor: out of device or host memory");
+    if (st == TC_OK) {
+        for (size_t i = 0; i < (size_t)n * n; i++) h[i] = (float)(i % 7) * 0.1f;
+        be->upload(be, A, h, (size_t)n * n * 4);
+        be->upload(be, B, h, (size_t)n * n * 4);
+        be->copy2d(be, b, cols, A, cols, n * n / cols, cols); /* b's first 64 MiB from A, the rest as allocated */
+        be->copy2d(be, a, cols, b, cols, rows, cols);         /* warm-ups */
+        be->linear(be, C, n, A, n, B, NULL, n, n, n, 0.f);
+        st = bench_wait(o, be);
+    }
+    for (int r = 0; st == TC_OK && r < reps; r++) {
+        double t0 = now_s();
+        be->copy2d(be, a, cols, b, cols, rows, cols);
+        if ((st = bench_wait(o, be)) != TC_OK) break;
+        t[0][r] = now_s() - t0;
+        t0 = now_s();
+        be->linear(be, C, n, A, n, B, NULL, n, n, n, 0.f);
+        if ((st = bench_wait(o, be)) != TC_OK) break;
+        t[1][r] = now_s() - t0;
+    }
+    if (st == TC_OK) {
+        *bw = 2.0 * rows * (double)cols * 4 / quantile(t[0], reps, 0.5);
+        *gemm = 2.0 * n * n * (double)n / quantile(t[1], reps, 0.5);
+    }
+    if (a) be->free(be, a);
+    if (b) be->free(be, b);
+    if (A) be->free(be, A);
+    if (B) be->free(be, B);
+    if (C) be->free(be, C);
+    free(h);
+    return st;
 }
 
 /* ---- one context point: prefill, hit steps, sync steps ------------------ */
@@ -341,6 +427,7 @@ static int bench_context(const bench_opts *o, int what) {
             else {
                 double t0 = now_s();
                 st = run_point(m, n, bench_window(o, &m->cfg), (int)o->reps, what == SUB_ITL, &p);
+                if (st == TC_OK && (st = bench_wait(o, &be)) != TC_OK) p.ok = 0; /* device fault */
                 if (st != TC_OK) snprintf(note, sizeof note, "failed: %s", tc_error_get());
                 prev_n = n;
                 prev_pre = p.prefill_s;
@@ -372,8 +459,7 @@ static int bench_context(const bench_opts *o, int what) {
             }
             fflush(stdout);
         }
-        tc_model_free(m);
-        tc_backend_cpu_free(&be);
+        bench_free(o, &be, m);
     }
     return 0;
 }
@@ -439,7 +525,8 @@ static int bench_batch(const bench_opts *o) {
         double t[MAX_CTX], base = 0;
         char nb[32];
         st = time_batches(m, o->batch, o->n_batch, o->batch_ctx, bench_window(o, &m->cfg), 8 * (int)o->reps, t);
-        if (st != TC_OK) { tc_model_free(m); tc_backend_cpu_free(&be); return tc_cli_fail("bench", st); }
+        if (st == TC_OK) st = bench_wait(o, &be); /* a device fault: an error, not figures */
+        if (st != TC_OK) { bench_free(o, &be, m); return tc_cli_fail("bench", st); }
         for (int bi = 0; bi < o->n_batch; bi++) {
             int B = (int)o->batch[bi];
             double tps = B / t[bi];
@@ -451,8 +538,7 @@ static int bench_batch(const bench_opts *o) {
                         (long long)o->batch_ctx, t[bi] * 1e3, tps, tps / base);
             fflush(stdout);
         }
-        tc_model_free(m);
-        tc_backend_cpu_free(&be);
+        bench_free(o, &be, m);
     }
     return 0;
 }
@@ -488,8 +574,12 @@ static int bench_floor(const bench_opts *o) {
     if (st == TC_OK) st = tc_session_append(s, ids, n, NULL);
     const double wb = hit_weight_bytes(c), fl = sync_flops(c, n);
     for (int r = 0; st == TC_OK && r < reps; r++) {
-        double b1 = floor_bandwidth(1, 3), bn = floor_bandwidth(nt, 3);
-        bw[r] = b1 > bn ? b1 : bn;
+        if (o->cuda >= 0) {
+            st = floor_device(o, &be, 3, &bw[r], &gemm[r]);
+        } else {
+            double b1 = floor_bandwidth(1, 3), bn = floor_bandwidth(nt, 3);
+            bw[r] = b1 > bn ? b1 : bn;
+        }
         int k = 0;
         while (st == TC_OK && k < 32) { /* 32 hit steps; a due sync (1K context) untimed */
             int32_t t = tc_argmax(lg, V);
@@ -500,11 +590,14 @@ static int bench_floor(const bench_opts *o) {
         }
         if (st != TC_OK) break;
         hit[r] = quantile(hs, k, 0.5);
-        openblas_set_num_threads(nt);
-        gemm[r] = floor_sgemm(1536, 3);
-        openblas_set_num_threads(1);
+        if (o->cuda < 0) {
+            openblas_set_num_threads(nt);
+            gemm[r] = floor_sgemm(1536, 3);
+            openblas_set_num_threads(1);
+        }
         double a = now_s();
         st = tc_session_sync(s, n);
+        if (st == TC_OK) st = bench_wait(o, &be);
         syn[r] = now_s() - a;
         rh[r] = hit[r] / (wb / bw[r]);
         rs[r] = (fl / gemm[r]) / syn[r];
@@ -513,12 +606,12 @@ static int bench_floor(const bench_opts *o) {
     tc_session_free(s);
     free(ids);
     free(lg);
-    if (st != TC_OK) { tc_model_free(m); return tc_cli_fail("bench", st); }
+    if (st != TC_OK) { bench_free(o, &be, m); return tc_cli_fail("bench", st); }
     char nb[32];
     printf("floors and model figures side by side, %d repetitions (threads %d; %.1f MB of fp32 weights per hit "
            "step; sync over %s tokens = %.1f GFLOP)\n", reps, nt, wb / 1e6, fmt_n(n, nb, sizeof nb), fl / 1e9);
-    printf("%4s %12s %10s %12s %12s %12s %10s %12s\n", "rep", "triad_GB/s", "hit_ms", "hit/floor", "SGEMM_GF/s",
-           "sync_s", "sync_GF/s", "sync/SGEMM");
+    printf("%4s %12s %10s %12s %12s %12s %10s %12s\n", "rep", o->cuda >= 0 ? "copy_GB/s" : "triad_GB/s", "hit_ms",
+           "hit/floor", o->cuda >= 0 ? "cuBLAS_GF/s" : "SGEMM_GF/s", "sync_s", "sync_GF/s", "sync/SGEMM");
     for (int r = 0; r < reps; r++)
         printf("%4d %12.2f %10.3f %12.2f %12.2f %12.3f %10.2f %11.0f%%\n", r + 1, bw[r] / 1e9, hit[r] * 1e3, rh[r],
                gemm[r] / 1e9, syn[r], fl / syn[r] / 1e9, 100 * rs[r]);
@@ -536,8 +629,7 @@ static int bench_floor(const bench_opts *o) {
                     rh[r], gemm[r] / 1e9, syn[r], fl / syn[r] / 1e9, rs[r]);
         fprintf(o->csv, "%s,median,,,%.4f,,,,%.4f\n", label, mrh, mrs);
     }
-    tc_model_free(m);
-    tc_backend_cpu_free(&be);
+    bench_free(o, &be, m);
     return 0;
 }
 
@@ -578,6 +670,7 @@ static int bench_flat(const bench_opts *o) {
         tc_session_free(s[0]);
         tc_session_free(s[1]);
     }
+    if (st == TC_OK) st = bench_wait(o, &be);
     if (st == TC_OK) {
         char b0[32], b1[32];
         const char *label = o->model ? o->model : o->preset;
@@ -594,8 +687,7 @@ static int bench_flat(const bench_opts *o) {
         }
     }
     free(t[0]); free(t[1]); free(lg); free(ids);
-    tc_model_free(m);
-    tc_backend_cpu_free(&be);
+    bench_free(o, &be, m);
     return st == TC_OK ? 0 : tc_cli_fail("bench", st);
 }
 
@@ -631,11 +723,13 @@ static void usage(FILE *f) {
             "  --reps R        windows timed per context / repetitions (default 2)\n"
             "  --budget S      skip a context whose predicted time exceeds S seconds (default 120)\n"
             "  --threads T     OpenBLAS threads (default: OpenBLAS's own, i.e. all cores)\n"
+            "  --device D      cpu (default) or cuda:N (tconst-cuda only; floor: device copy\n"
+            "                  bandwidth and cuBLAS SGEMM instead of the triad and OpenBLAS)\n"
             "  --csv FILE      also write the rows as CSV\n");
 }
 
 int tc_cli_bench(int argc, char **argv) {
-    bench_opts o = {.preset = "tiny", .arch_mask = 3, .reps = 2, .budget = 120, .batch_ctx = 1024};
+    bench_opts o = {.preset = "tiny", .arch_mask = 3, .reps = 2, .budget = 120, .batch_ctx = 1024, .cuda = -1};
     static const int64_t def_ctx[] = {1024, 4096, 16384, 65536, 262144, 1048576};
     static const int64_t def_batch[] = {1, 4, 16, 64};
     const char *csv = NULL;
@@ -673,6 +767,13 @@ int tc_cli_bench(int argc, char **argv) {
         }
         else if (!strcmp(a, "--batch-ctx")) st = tc_cli_int(a, v, 1, (int64_t)1 << 30, &o.batch_ctx);
         else if (!strcmp(a, "--reps")) st = tc_cli_int(a, v, 1, 1000, &o.reps);
+        else if (!strcmp(a, "--device") && v) {
+            char *e = NULL;
+            long dv = !strncmp(v, "cuda:", 5) ? strtol(v + 5, &e, 10) : -1;
+            if (!strcmp(v, "cpu")) o.cuda = -1;
+            else if (e && e != v + 5 && !*e && dv >= 0 && dv <= 255) o.cuda = (int)dv;
+            else st = TC_FAIL(TC_ERR_INVALID, "--device '%s': expected cpu or cuda:N", v);
+        }
         else if (!strcmp(a, "--threads")) st = tc_cli_int(a, v, 0, 256, &o.threads);
         else if (!strcmp(a, "--budget")) st = tc_cli_float(a, v, 0, 1e9, &o.budget);
         else { fprintf(stderr, "tconst bench: error: unknown flag '%s' (or missing value)\n", a); return 2; }

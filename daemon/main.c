@@ -130,6 +130,35 @@ static void find_worker_binary(char out[4200], size_t n) {
     snprintf(out, n, "%s/tconst-worker", self);
 }
 
+/* --device names the spawned workers' device: "cpu" or "cuda:N". It
+ * cannot apply to the in-process worker (CPU only) or to attached workers
+ * (each picks its own --device): refuse instead of running on the CPU. */
+static int check_device(const dcfg *c) {
+    const char *d = c->device;
+    if (strncmp(d, "cuda:", 5) == 0) {
+        char *end;
+        long n = strtol(d + 5, &end, 10);
+        if (end == d + 5 || *end || n < 0 || n > 255) {
+            fprintf(stderr, "tconstd: error: --device '%s': expected cpu or cuda:N\n", d);
+            return -1;
+        }
+        if (c->workers[0]) {
+            fprintf(stderr, "tconstd: error: --device %s: attached workers (--workers) choose their own device "
+                            "(tconst-worker --device)\n", d);
+            return -1;
+        }
+        if (!strcmp(c->worker_mode, "inprocess")) {
+            fprintf(stderr, "tconstd: error: --device %s: the in-process worker runs on the CPU; use "
+                            "--worker-mode split or both for a GPU\n", d);
+            return -1;
+        }
+    } else if (strcmp(d, "cpu") != 0) {
+        fprintf(stderr, "tconstd: error: --device '%s': expected cpu or cuda:N\n", d);
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     /* Large buffers (a long context's sync workspace, 1 KB per history
      * token) always come from mmap, so freeing them returns the memory:
@@ -158,6 +187,10 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (tc_log_configure("tconstd", cfg.log_level, cfg.log_format) != 0) return 2;
+    if (check_device(&cfg) != 0) {
+        tc_knobs_free(KNOBS, N_KNOBS, &cfg);
+        return 2;
+    }
     if (cfg.data_dir[0]) {
         struct stat sb;
         if (stat(cfg.data_dir, &sb) != 0 && mkdir(cfg.data_dir, 0755) != 0) {

@@ -8,12 +8,14 @@
 #   configure.log build.log
 #   gpu.log       ctest -L gpu (per-op NMSE table, greedy parity)
 #   cpu.log       ctest -L 'unit|parity'
-#   bench.log     GPU benchmarks, once bench/gpu.sh exists (issue 7: none yet)
+#   e2e.log       ctest -L e2e with spawned workers on the GPU (TC_E2E_DEVICE)
+#   bench.log     bench/gpu.sh (paper-41m floors, flatness, batch, itl);
+#                 tables and CSVs in bench/
 #   summary.txt   one line per stage, and the verdict
 # Exit status: 0 when every stage passed.
 #
-# Knobs (environment): BUILD (build dir, default build-gpu), JOBS (default
-# nproc), CUDA_ARCH (default "80;90"; e.g. "90" to halve compile time on
+# Knobs (environment): BUILD (build dir, default build-gpu), DEV (default
+# cuda:0), JOBS (default nproc), CUDA_ARCH (default "80;90"; e.g. "90" to halve compile time on
 # an H100), CTEST_TIMEOUT (default 1800 s per test).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -91,8 +93,14 @@ fi
     >"$OUTDIR/cpu.log" 2>&1
 stage unit+parity "$([ $? = 0 ] && echo ok || echo 'FAILED (cpu.log)')"
 
+# the e2e suite with tconstd's spawned workers on the GPU (--device); the
+# in-process layout and attached-worker tests stay on the CPU (harness.py)
+(cd "$BUILD" && TC_E2E_DEVICE="${DEV:-cuda:0}" ctest -L e2e --output-on-failure -j 4 --timeout "$CTEST_TIMEOUT") \
+    >"$OUTDIR/e2e.log" 2>&1
+stage e2e-cuda "$([ $? = 0 ] && echo ok || echo 'FAILED (e2e.log)')"
+
 if [ -x bench/gpu.sh ] || [ -f bench/gpu.sh ]; then
-    BUILD="$BUILD" OUT="$OUTDIR" bash bench/gpu.sh >"$OUTDIR/bench.log" 2>&1
+    BUILD="$BUILD" OUT="$OUTDIR" DEV="${DEV:-cuda:0}" bash bench/gpu.sh >"$OUTDIR/bench.log" 2>&1
     stage bench "$([ $? = 0 ] && echo ok || echo 'FAILED (bench.log)')"
 else
     echo "no GPU benchmarks yet (bench/gpu.sh; issue 7)" >"$OUTDIR/bench.log"

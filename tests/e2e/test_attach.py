@@ -33,7 +33,8 @@ from harness import Daemon, run, wait_for
 class Worker:
     def __init__(self, env, role, model, *extra):
         worker = os.path.join(os.path.dirname(env.tconstd), "worker", "tconst-worker")
-        self.p = subprocess.Popen([worker, "--role", role, "--listen", "127.0.0.1:0", "--model", model,
+        dev = ["--device", os.environ["TC_E2E_DEVICE"]] if os.environ.get("TC_E2E_DEVICE") else []
+        self.p = subprocess.Popen([worker, "--role", role, "--listen", "127.0.0.1:0", "--model", model] + dev + [
                                    "--log-level", "warn", *extra], stdout=subprocess.PIPE, text=True)
         line = self.p.stdout.readline()
         if " ready: " not in line:

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# bench/gpu.sh — the GPU benchmarks of issue 7, run by scripts/gpu-check.sh
+# after the GPU tests pass (or by hand on a GPU machine). Each figure is
+# measured side by side with its floor in the same process (`bench floor`:
+# device copy bandwidth and cuBLAS SGEMM), as on the CPU (docs/benchmarks.md).
+#   floor   paper-41m: hit step at batch 1 vs weight bytes / bandwidth,
+#           sync at N = 64K, 256K, 1M vs the cuBLAS SGEMM rate
+#   flat    hit-step p50 at 1K and 1M, alternated
+#   batch   aggregate tokens/s at B = 1, 16, 256, both architectures
+#   itl     per-token latency vs N, tconstformer and the baseline of equal
+#           size (the baseline until --budget stops it)
+# Output: $OUT/bench/<name>.txt and .csv. Knobs: BUILD (default build-gpu),
+# OUT (default ./gpu-logs), DEV (default cuda:0), BENCH_TIMEOUT (s per
+# benchmark, default 900). Exit status 0 when every benchmark ran.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build-gpu}
+OUT=${OUT:-./gpu-logs}
+DEV=${DEV:-cuda:0}
+T=$BUILD/tconst-cuda
+R=$OUT/bench
+mkdir -p "$R"
+if [ ! -x "$T" ]; then
+    echo "bench/gpu.sh: $T not found: configure with -DTC_CUDA=ON (scripts/gpu-check.sh does)" >&2
+    exit 1
+fi
+fail=0
+run() { # run NAME SUB ARGS...
+    local name=$1
+    shift
+    echo "== tconst-cuda bench $* --device $DEV" | tee "$R/$name.txt"
+    timeout "${BENCH_TIMEOUT:-900}" "$T" bench "$@" --device "$DEV" --csv "$R/$name.csv" 2>&1 | tee -a "$R/$name.txt"
+    local rc=${PIPESTATUS[0]}
+    [ "$rc" = 0 ] || { echo "FAILED ($rc): $name" | tee -a "$R/$name.txt"; fail=1; }
+}
+run floor-64k floor --preset paper-41m --ctx 64K --reps 3
+run floor-256k floor --preset paper-41m --ctx 256K --reps 3
+run floor-1m floor --preset paper-41m --ctx 1M --reps 3
+run flat flat --preset paper-41m --ctx 1K,1M --reps 2
+run batch batch --preset paper-41m --batch 1,16,256 --reps 2
+run itl itl --preset paper-41m --arch both --ctx 1K,16K,64K,256K,1M --reps 1 --budget 120
+exit $fail
