@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_bench.sh TCONST — `tconst bench` on the tiny preset: the CSVs are
+# test_bench.sh TCONST [TCONST_CUDA] — `tconst bench` on the tiny preset: the CSVs are
 # complete and consistent (not timed: no assertion on speed), the state
 # figures show the design's promise (tconstformer's state bytes the same at
 # every N, the baseline's KV cache linear in N), and bad flags get clear
@@ -52,5 +52,16 @@ expect_err "at most 4096" batch --preset tiny --batch 1,4000,100
 expect_err "unexpected 'x'" batch --preset tiny --batch 4x
 expect_err "unknown preset" state --preset huge --ctx 1K
 expect_err "unknown sub-benchmark" nosuch
+expect_err "expected cpu or cuda:N" batch --preset tiny --device gpu0
+expect_err "expected cpu or cuda:N" batch --preset tiny --device cuda:-1
+expect_err "no CUDA backend; use tconst-cuda" floor --preset tiny --device cuda:0
 expect_err "cannot write" state --preset tiny --ctx 1K --csv "$tmp/no/such/dir/x.csv"
 echo "ok   bad flags: clear errors"
+
+# tconst-cuda (built with the CUDA backend): a device that is not there is
+# a clear error, with or without a GPU on this machine
+if [ -n "${2:-}" ]; then
+    T=$2
+    expect_err "cuda" batch --preset tiny --batch 1 --device cuda:255
+    echo "ok   tconst-cuda: --device cuda:255 refused"
+fi
