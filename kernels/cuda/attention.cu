@@ -14,8 +14,10 @@
  *         (query row, head); warps split the keys, each key's dot product is
  *         a coalesced warp reduction, and the 8 partial softmaxes are merged
  *         at the end through shared memory.
+ * tc_cuda_attention_rows runs the row kernel for up to TC_CUDA_ATT_BATCH
+ * attentions of a batch (the sessions of a hit step) in one launch.
  * Not here (issue 7): split-K across blocks for the sync's long key ranges,
- * the batched multi-session hit-step kernel, half-precision K/V. */
+ * half-precision K/V. */
 #include <math.h>
 
 #include "common.cuh"
@@ -149,13 +151,14 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
     }
 }
 
-// grid (n_head, nq), block ROW_WARPS*32; dynamic smem: ROW_WARPS * (hd + 2) floats
+// one (head h, query row) per block of ROW_WARPS*32 threads; dynamic smem:
+// ROW_WARPS * (hd + 2) floats
 template <int NC>
-__global__ static void __launch_bounds__(ROW_WARPS * 32)
-    att_row_kernel(float *out, int ldo, const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
-                   int nk, int hd, int64_t qpos0, int64_t kpos0, int causal, float beta, float scale) {
+__device__ __forceinline__ void att_row_body(int h, int row, float *out, int ldo, const float *q, int ldq,
+                                             const float *k, int ldk, const float *v, int ldv, int nk, int hd,
+                                             int64_t qpos0, int64_t kpos0, int causal, float beta, float scale) {
     extern __shared__ float smem[]; /* per warp: m, l, acc[hd] */
-    const int h = blockIdx.x, row = blockIdx.y, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const size_t col = (size_t)h * hd;
     const int lim = att_key_limit(qpos0 + row, kpos0, nk, causal);
 
@@ -224,6 +227,59 @@ __global__ static void __launch_bounds__(ROW_WARPS * 32)
         }
         att_store(o + c, a * inv, beta);
     }
+}
+
+// grid (n_head, nq), block ROW_WARPS*32
+template <int NC>
+__global__ static void __launch_bounds__(ROW_WARPS * 32)
+    att_row_kernel(float *out, int ldo, const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
+                   int nk, int hd, int64_t qpos0, int64_t kpos0, int causal, float beta, float scale) {
+    att_row_body<NC>(blockIdx.x, blockIdx.y, out, ldo, q, ldq, k, ldk, v, ldv, nk, hd, qpos0, kpos0, causal, beta,
+                     scale);
+}
+
+/* A batch's hit-step attentions in one launch: the items travel in the
+ * kernel's parameter space (TC_CUDA_ATT_BATCH x 80 bytes, under the 4 KiB
+ * limit), read in place (__grid_constant__, no per-thread copy). */
+struct att_rows_batch {
+    tc_cuda_att_item it[TC_CUDA_ATT_BATCH];
+};
+
+// grid (n_head, max nq of the items, items), block ROW_WARPS*32; each block
+// exactly as att_row_kernel's for its item (the same results, bit for bit)
+template <int NC>
+__global__ static void __launch_bounds__(ROW_WARPS * 32)
+    att_rows_kernel(const __grid_constant__ att_rows_batch b, int hd, float scale) {
+    const tc_cuda_att_item &t = b.it[blockIdx.z];
+    if ((int)blockIdx.y >= t.nq) return; /* the whole block: no barrier is skipped by part of it */
+    att_row_body<NC>(blockIdx.x, blockIdx.y, t.out, t.ldo, t.q, t.ldq, t.k, t.ldk, t.v, t.ldv, t.nk, hd, t.qpos0,
+                     t.kpos0, t.causal, t.beta, scale);
+}
+
+template <int NC>
+static cudaError_t att_rows_launch(cudaStream_t st, const tc_cuda_att_item *it, int n, int n_head, int hd) {
+    att_rows_batch b;
+    int mq = 1;
+    for (int i = 0; i < n; i++) {
+        b.it[i] = it[i];
+        if (it[i].nq > mq) mq = it[i].nq;
+    }
+    dim3 grid((unsigned)n_head, (unsigned)mq, (unsigned)n);
+    size_t smem = (size_t)ROW_WARPS * (hd + 2) * sizeof(float);
+    att_rows_kernel<NC><<<grid, ROW_WARPS * 32, smem, st>>>(b, hd, 1.0f / sqrtf((float)hd));
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t tc_cuda_attention_rows(cudaStream_t st, const tc_cuda_att_item *it, int n, int n_head,
+                                              int head_dim) {
+    if (n <= 0 || n_head <= 0 || head_dim <= 0) return cudaSuccess;
+    if (n > TC_CUDA_ATT_BATCH || head_dim > TC_CUDA_ATT_MAX_HD || n_head > 65535) return cudaErrorInvalidValue;
+    for (int i = 0; i < n; i++)
+        if (it[i].nq < 1 || it[i].nq > TC_CUDA_ATT_ROW_MAX) return cudaErrorInvalidValue;
+    if (head_dim <= 32) return att_rows_launch<1>(st, it, n, n_head, head_dim);
+    if (head_dim <= 64) return att_rows_launch<2>(st, it, n, n_head, head_dim);
+    if (head_dim <= 128) return att_rows_launch<4>(st, it, n, n_head, head_dim);
+    return att_rows_launch<8>(st, it, n, n_head, head_dim);
 }
 
 template <int NC>

@@ -160,6 +160,34 @@ static void cuda_attention(tc_backend *be, float *out, int ldo, const float *q, 
                                      kpos0, causal, beta));
 }
 
+/* the hit step's attentions of a batch: items of 1..4 query rows go to the
+ * row kernel TC_CUDA_ATT_BATCH at a time (one launch instead of one per
+ * session), larger ones one by one */
+static void cuda_attention_batch(tc_backend *be, const tc_att_item *it, int n, int n_head, int head_dim) {
+    tc_cuda_ctx *c = ctx_of(be);
+    TC_ASSERT(head_dim <= TC_CUDA_ATT_MAX_HD, "cuda attention: head_dim %d > %d", head_dim, TC_CUDA_ATT_MAX_HD);
+    if (!cuda_enter(c)) return;
+    tc_cuda_att_item rows[TC_CUDA_ATT_BATCH];
+    int nr = 0;
+    for (int i = 0; i < n; i++) {
+        const tc_att_item *t = &it[i];
+        if (t->nq <= 0) continue;
+        if (t->nq > TC_CUDA_ATT_ROW_MAX) {
+            if (!CU_OK(c, tc_cuda_attention(c->stream, t->out, t->ldo, t->q, t->ldq, t->k, t->ldk, t->v, t->ldv, t->nq,
+                                            t->nk, n_head, head_dim, t->qpos0, t->kpos0, t->causal, t->beta)))
+                return;
+            continue;
+        }
+        rows[nr++] = (tc_cuda_att_item){t->out, t->q,  t->k,     t->v,     t->ldo,    t->ldq,   t->ldk,
+                                        t->ldv, t->nq, t->nk,    t->qpos0, t->kpos0,  t->causal, t->beta};
+        if (nr == TC_CUDA_ATT_BATCH) {
+            if (!CU_OK(c, tc_cuda_attention_rows(c->stream, rows, nr, n_head, head_dim))) return;
+            nr = 0;
+        }
+    }
+    if (nr) (void)CU_OK(c, tc_cuda_attention_rows(c->stream, rows, nr, n_head, head_dim));
+}
+
 static void cuda_swiglu(tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!cuda_enter(c)) return;
@@ -217,6 +245,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     be->linear = cuda_linear;
     be->rope = cuda_rope;
     be->attention = cuda_attention;
+    be->attention_batch = cuda_attention_batch;
     be->swiglu = cuda_swiglu;
     {
         struct cudaDeviceProp prop;

@@ -220,6 +220,56 @@ static void test_attention(void) {
     }
 }
 
+/* attention_batch: 40 items (more than one launch of TC_CUDA_ATT_BATCH),
+ * 1..4 query rows through the batched row kernel and 7 rows through the
+ * tile kernel, per-item lengths, causal or not, beta 0 or 1. Each item
+ * against the CPU backend (NMSE), and bitwise against the single-item
+ * attention op on the GPU (the batched kernel runs the same code). */
+static void test_attention_batch(void) {
+    enum { N = 40 };
+    const int cfg[2][2] = {{12, 36}, {3, 100}};
+    for (int cf = 0; cf < 2; cf++) {
+        int nh = cfg[cf][0], hd = cfg[cf][1], d = nh * hd, ldq = 3 * d + 1, ldo = d + 3;
+        tc_att_item gi[N];
+        float *hq[N], *hk[N], *hv[N], *ho[N], *hinit[N], *dq[N], *dk[N], *dv[N], *dout[N], *dsingle[N];
+        int bitwise = 1;
+        for (int i = 0; i < N; i++) {
+            int nq = i % 5 == 4 ? 7 : 1 + i % 4, nk = 1 + (i * 37) % 300, causal = i % 2;
+            int64_t kp = i % 3, qp = kp + nk - 1 + (i % 4);
+            float beta = i % 3 == 0 ? 1.f : 0.f;
+            size_t nkr = (size_t)nk;
+            hq[i] = rnd((size_t)nq * ldq, 2), hk[i] = rnd(nkr * d, 2), hv[i] = rnd(nkr * d, 1);
+            ho[i] = rnd((size_t)nq * ldo, 1);
+            hinit[i] = malloc((size_t)nq * ldo * 4);
+            if (!hinit[i]) abort();
+            if (beta != 0.f) memcpy(hinit[i], ho[i], (size_t)nq * ldo * 4);
+            else for (size_t j = 0; j < (size_t)nq * ldo; j++) hinit[i][j] = NAN;
+            dq[i] = dev(hq[i], (size_t)nq * ldq), dk[i] = dev(hk[i], nkr * d), dv[i] = dev(hv[i], nkr * d);
+            dout[i] = dev(hinit[i], (size_t)nq * ldo), dsingle[i] = dev(hinit[i], (size_t)nq * ldo);
+            gi[i] = (tc_att_item){dout[i], dq[i], dk[i], dv[i], ldo, ldq, d, d, nq, nk, qp, kp, causal, beta};
+            g_cpu.attention(&g_cpu, ho[i], ldo, hq[i], ldq, hk[i], d, hv[i], d, nq, nk, nh, hd, qp, kp, causal, beta);
+            g_gpu.attention(&g_gpu, dsingle[i], ldo, dq[i], ldq, dk[i], d, dv[i], d, nq, nk, nh, hd, qp, kp, causal,
+                            beta);
+        }
+        g_gpu.attention_batch(&g_gpu, gi, N, nh, hd);
+        for (int i = 0; i < N; i++) {
+            int nq = gi[i].nq;
+            float *og = host(dout[i], (size_t)nq * ldo), *os = host(dsingle[i], (size_t)nq * ldo);
+            if (memcmp(og, os, (size_t)nq * ldo * 4) != 0) bitwise = 0;
+            char sh[160];
+            snprintf(sh, sizeof sh, "batch item %d: nq=%d nk=%d nh=%d hd=%d c=%d b=%g", i, nq, gi[i].nk, nh, hd,
+                     gi[i].causal, gi[i].beta);
+            compare("attention", sh, og, ho[i], hinit[i], nq, d, ldo);
+            g_gpu.free(&g_gpu, dq[i]); g_gpu.free(&g_gpu, dk[i]); g_gpu.free(&g_gpu, dv[i]);
+            free(og); free(os); free(hq[i]); free(hk[i]); free(hv[i]); free(ho[i]); free(hinit[i]);
+        }
+        g_n++;
+        if (!bitwise) g_fail++;
+        printf("%-5s %-10s nh=%d hd=%d: %d items, attention_batch == attention bitwise\n", bitwise ? "ok" : "FAIL",
+               "att_batch", nh, hd, N);
+    }
+}
+
 static void test_swiglu(void) {
     const int odd[] = {1, 7, 19, 111, 128};
     char sh[128];
@@ -282,6 +332,7 @@ int main(void) {
     test_rope();
     test_swiglu();
     test_attention();
+    test_attention_batch();
     if (tc_backend_cuda_sync(&g_gpu) != TC_OK) {
         printf("FAIL: cuda backend reported an error: %s\n", tc_error_get());
         g_fail++;
