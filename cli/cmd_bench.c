@@ -771,7 +771,7 @@ int tc_cli_bench(int argc, char **argv) {
             char *e = NULL;
             long dv = !strncmp(v, "cuda:", 5) ? strtol(v + 5, &e, 10) : -1;
             if (!strcmp(v, "cpu")) o.cuda = -1;
-            else if (e && e != v + 5 && !*e && dv >= 0 && dv <= 255) o.cuda = (int)dv;
+            else if (e && v[5] >= '0' && v[5] <= '9' && !*e && dv <= 255) o.cuda = (int)dv;
             else st = TC_FAIL(TC_ERR_INVALID, "--device '%s': expected cpu or cuda:N", v);
         }
         else if (!strcmp(a, "--threads")) st = tc_cli_int(a, v, 0, 256, &o.threads);

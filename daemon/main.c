@@ -138,7 +138,7 @@ static int check_device(const dcfg *c) {
     if (strncmp(d, "cuda:", 5) == 0) {
         char *end;
         long n = strtol(d + 5, &end, 10);
-        if (end == d + 5 || *end || n < 0 || n > 255) {
+        if (d[5] < '0' || d[5] > '9' || *end || n > 255) { /* digits only: not "cuda: 1", "cuda:+1" */
             fprintf(stderr, "tconstd: error: --device '%s': expected cpu or cuda:N\n", d);
             return -1;
         }

@@ -397,6 +397,9 @@ static uint64_t boot_of(remote *R, wproc *p) {
 static tc_status ensure_ctx(remote *R, tc_wc_session *s) {
     wproc *c = R->pairs[s->pair].ctx;
     uint64_t b = boot_of(R, c);
+    /* a copy ahead of the history (an append that failed after the context
+     * worker took it) is unknown: start it over, never send hist past n */
+    if (s->ctx_len > s->n) s->ctx_boot = 0;
     if (s->ctx_boot == b && b) return TC_OK;
     TC_CHECK(open_on(R, c, s->sid));
     s->ctx_boot = b;
@@ -429,12 +432,13 @@ static tc_status import_on_gen(remote *R, tc_wc_session *s, double shipped_s) {
  * generation worker; logits of the last token when asked. */
 static tc_status append_via_ctx(remote *R, tc_wc_session *s, const int32_t *t, int64_t n, float *logits) {
     wpair *pr = &R->pairs[s->pair];
-    if (s->ctx_len > s->n) s->ctx_boot = 0; /* ahead of the history: unknown, rebuild it */
     TC_CHECK(ensure_ctx(R, s));
     uint64_t gb = boot_of(R, pr->gen);
+    int opened = 0;
     if (s->gen_boot != gb || !gb) { /* an empty copy to import into */
         TC_CHECK(open_on(R, pr->gen, s->sid));
         s->gen_boot = gb;
+        opened = 1;
     }
     Tconst__Worker__V1__AppendRequest rq = TCONST__WORKER__V1__APPEND_REQUEST__INIT;
     rq.sid = s->sid;
@@ -450,6 +454,7 @@ static tc_status append_via_ctx(remote *R, tc_wc_session *s, const int32_t *t, i
                         &r, R->o.compute_timeout_s);
     if (st != TC_OK) {
         s->ctx_boot = 0; /* its copy is unknown now */
+        if (opened) s->gen_boot = 0; /* and the new generation copy is empty */
         return st;
     }
     Tconst__Worker__V1__AppendResponse *ar = (Tconst__Worker__V1__AppendResponse *)r;
@@ -457,7 +462,11 @@ static tc_status append_via_ctx(remote *R, tc_wc_session *s, const int32_t *t, i
     else if (logits) st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: append returned %zu logits", pr->ctx->name, ar->n_logits);
     tc_metric_inc(TC_M_data_plane_bytes_total, (double)ar->sent_bytes);
     tconst__worker__v1__append_response__free_unpacked(ar, NULL);
-    TC_CHECK(st);
+    if (st != TC_OK) { /* the context copy took the tokens; the history did not */
+        s->ctx_boot = 0;
+        if (opened) s->gen_boot = 0;
+        return st;
+    }
     s->ctx_len = s->n + n;
     st = import_on_gen(R, s, tc_now_s() - t0);
     /* the context copy now holds tokens the history gets only when the

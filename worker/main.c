@@ -42,21 +42,28 @@ typedef struct {
 typedef struct {
     tc_backend *be;
     int cuda;
-    long fault_after; /* 0: no fault armed */
+    atomic_long fault_after; /* 0: no fault armed */
     char fault_marker[1024];
     atomic_long checks;
     atomic_int fired;
 } dev_health;
 
-static tc_status dev_status(void *arg) {
+/* compute: the fault counts only checks of the compute threads (replies
+ * to Open/Append/Sync/Step/Import...), not the supervisor's pings, so it
+ * fires in the middle of the work, not after a fixed time */
+static tc_status dev_status(void *arg, int compute) {
     dev_health *h = arg;
-    if (h->fault_after > 0 && !atomic_load(&h->fired) && atomic_fetch_add(&h->checks, 1) + 1 >= h->fault_after) {
+    long after = atomic_load(&h->fault_after);
+    if (compute && after > 0 && !atomic_load(&h->fired) && atomic_fetch_add(&h->checks, 1) + 1 >= after) {
         int fd = open(h->fault_marker, O_CREAT | O_EXCL | O_WRONLY, 0644);
         if (fd >= 0) {
             close(fd);
             atomic_store(&h->fired, 1);
         } else {
-            h->fault_after = 0; /* fired before, by an earlier process */
+            if (errno != EEXIST)
+                TC_LOG(TC_LOG_ERROR, "worker", "fault injection: cannot create %s: %s; disarmed", h->fault_marker,
+                       strerror(errno));
+            atomic_store(&h->fault_after, 0); /* fired before, by an earlier process */
         }
     }
     if (atomic_load(&h->fired)) return TC_FAIL(TC_ERR_INTERNAL, "injected device fault (TC_FAULT_DEVICE_POISON)");
@@ -80,7 +87,7 @@ static int dev_fault_parse(dev_health *h, const char *role) {
     }
     if (strcmp(r, role) != 0) return 0;
     if (access(v + used, F_OK) == 0) return 0; /* fired in an earlier process: run clean */
-    h->fault_after = n;
+    atomic_store(&h->fault_after, n);
     snprintf(h->fault_marker, sizeof h->fault_marker, "%s", v + used);
     TC_LOG(TC_LOG_WARN, "worker", "fault injection armed: device poisoned at check %ld (marker %s)", n,
            h->fault_marker);
@@ -230,7 +237,7 @@ int main(int argc, char **argv) {
     health.cuda = cuda_dev >= 0;
     if (dev_fault_parse(&health, cfg.role) != 0) goto out;
     tc_worker_opts o = {cfg.role, cfg.device, cfg.peer_timeout, cfg.transport, cuda_dev, cfg.orphan_timeout,
-                        health.cuda || health.fault_after ? dev_status : NULL, &health};
+                        health.cuda || atomic_load(&health.fault_after) ? dev_status : NULL, &health};
     if (tc_worker_new(&w, m, tp, config_json, &o) != TC_OK) {
         fprintf(stderr, "tconst-worker: error: %s\n", tc_error_get());
         goto out;
@@ -257,8 +264,7 @@ int main(int argc, char **argv) {
          * for its peer, a hung device), and freeing device memory on a
          * failed device can hang too; the supervisor needs the exit now */
         TC_LOG(TC_LOG_ERROR, "worker", "stopping: device %s poisoned (exit status 3)", cfg.device);
-        fflush(NULL);
-        _exit(3);
+        _exit(3); /* no fflush either: another thread may hold a stdio lock */
     } else {
         TC_LOG(TC_LOG_INFO, "worker", "signal %d: stopping", sig);
         rc = 0;

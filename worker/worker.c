@@ -154,9 +154,10 @@ static void reply_session(const tc_session *s, Tconst__Worker__V1__SessionReply 
  * the first time, it logs, and SIGTERMs itself; main then exits with
  * status 3 and the supervisor (tconstd, or Kubernetes) restarts it, and
  * the coordinator rebuilds the sessions from their history (DESIGN §9). */
+static _Thread_local int t_compute; /* 1 on the compute threads */
 static int device_bad(tc_worker *w) {
     if (atomic_load(&w->poisoned)) return 1;
-    if (!w->o.device_status || w->o.device_status(w->o.device_arg) == TC_OK) return 0;
+    if (!w->o.device_status || w->o.device_status(w->o.device_arg, t_compute) == TC_OK) return 0;
     if (!atomic_exchange(&w->poisoned, 1)) {
         TC_LOG(TC_LOG_ERROR, "worker", "device %s poisoned: %s; failing every call and exiting (status 3)",
                w->o.device, tc_error_get() ? tc_error_get() : "device error");
@@ -212,6 +213,10 @@ static tc_status ship(tc_worker *w, uint64_t sid, uint64_t seq, const tc_session
     size_t len;
     double t0 = tc_now_s();
     TC_CHECK(tc_session_export(s, kind, &blob, &len));
+    if (device_bad(w)) { /* a fault often surfaces in the export's own downloads */
+        free(blob);
+        return TC_FAIL(TC_ERR_IO, "%s", POISONED_MSG);
+    }
     tc_status st = w->tp->send(w->tp, sid, seq, blob, len, w->o.peer_timeout_s);
     free(blob);
     *bytes = (int64_t)len;
@@ -510,6 +515,7 @@ static void *compute_main(void *arg) {
     thr_arg a = *(thr_arg *)arg;
     free(arg);
     tc_worker *w = a.w;
+    t_compute = 1;
     tc_model_bind_workspace(a.role);
     pthread_mutex_lock(&w->mu);
     for (;;) {

@@ -17,10 +17,12 @@ typedef struct {
     const char *transport; /* host | nccl (then the data plane starts at Connect) */
     int cuda_device;       /* nccl: the device of the communicator */
     double orphan_timeout_s; /* an owner silent this long is dead: another coordinator may take over (0: 30) */
-    /* the device's health, checked before any result leaves the worker;
-     * NULL: always healthy (the CPU). Not TC_OK: the worker fails every
-     * call with UNAVAILABLE and SIGTERMs itself (see tc_worker_poisoned). */
-    tc_status (*device_status)(void *arg);
+    /* the device's health, checked before any result leaves the worker
+     * (compute: 1 from the compute threads, 0 for Info/Ping/health on the
+     * RPC thread); NULL: always healthy (the CPU). Not TC_OK: the worker
+     * fails every call with UNAVAILABLE and SIGTERMs itself (see
+     * tc_worker_poisoned). */
+    tc_status (*device_status)(void *arg, int compute);
     void *device_arg;
 } tc_worker_opts;
 

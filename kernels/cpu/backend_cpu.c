@@ -32,7 +32,7 @@
 #define TC_HOT __attribute__((target_clones("arch=x86-64-v3", "default"), optimize("O3")))
 /* AVX2+FMA only (no default clone): the row-batch GEMM, which pins
  * vectors in registers (v8_reg); other x86 CPUs use OpenBLAS instead */
-#define TC_AVX2 __attribute__((target("arch=x86-64-v3"), optimize("O3")))
+#define TC_AVX2 __attribute__((target("avx2,fma"), optimize("O3"))) /* exactly what tc_have_avx2 checks */
 #define tc_have_avx2() (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
 /* keep a loaded vector in a register: an empty asm that "may change" it,
  * so GCC cannot fold its load into each FMA that uses it (it does, and

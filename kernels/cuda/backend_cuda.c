@@ -14,6 +14,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,7 +32,8 @@ typedef struct {
     cudaStream_t stream;
     cublasHandle_t blas;
     void *blas_ws;
-    int poisoned; /* first failure latched: every later op is a no-op */
+    atomic_int poisoned; /* first failure latched: every later op is a no-op (read by any thread) */
+    char first_error[256]; /* its message, written once before poisoned is set */
 } tc_cuda_ctx;
 
 static tc_cuda_ctx *ctx_of(tc_backend *be) { return (tc_cuda_ctx *)be->ctx; }
@@ -38,9 +41,10 @@ static tc_cuda_ctx *ctx_of(tc_backend *be) { return (tc_cuda_ctx *)be->ctx; }
 /* Latches the first failure; logs it with the call site so the log reads
  * as a backtrace. */
 static void cuda_fail(tc_cuda_ctx *c, const char *what, const char *detail, const char *file, int line) {
-    if (c->poisoned) return;
-    c->poisoned = 1;
-    tc_error_set("cuda device %d: %s failed: %s", c->device, what, detail);
+    if (atomic_load(&c->poisoned)) return;
+    snprintf(c->first_error, sizeof c->first_error, "cuda device %d: %s failed: %s", c->device, what, detail);
+    atomic_store(&c->poisoned, 1);
+    tc_error_set("%s", c->first_error);
     TC_LOG(TC_LOG_ERROR, "cuda", "%s:%d: %s failed: %s (device %d poisoned; ops disabled)", file, line, what, detail,
            c->device);
 }
@@ -276,7 +280,8 @@ void tc_backend_cuda_free(tc_backend *be) {
 tc_status tc_backend_cuda_status(tc_backend *be) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!c) return TC_FAIL(TC_ERR_INVALID, "cuda: backend not initialized");
-    return c->poisoned ? TC_ERR_INTERNAL : TC_OK;
+    if (!atomic_load(&c->poisoned)) return TC_OK;
+    return TC_FAIL(TC_ERR_INTERNAL, "%s (device poisoned)", c->first_error);
 }
 
 tc_status tc_backend_cuda_sync(tc_backend *be) {

@@ -33,7 +33,7 @@ def body(env, ck):
     model = env.model("tconstformer", seed=7)
     prompts = [[(i * 31 + k * 7) % 500 + 2 for i in range(n)] for k, n in enumerate((4, 33, 60))]
     want = [env.generate(model, p, N_TOK, ignore_eos=True, seed=200 + k, **SAMPLED) for k, p in enumerate(prompts)]
-    for role, after in (("generation", 12), ("context", 6)):
+    for role, after in (("generation", 12), ("context", 3)):
         marker = os.path.join(env.tmp, f"poison-{role}")
         os.environ["TC_FAULT_DEVICE_POISON"] = f"{role}:{after}:{marker}"
         try:
@@ -73,6 +73,13 @@ def body(env, ck):
 
             ck.check(wait_for(exited, 30, "exit status 3 in tconstd's log") is True,
                      f"{role}: the poisoned worker exited with status 3 (tconstd's log)")
+            # the fault hit the streams' work: one of their calls failed
+            # (with UNAVAILABLE, or the connection dropped when the worker
+            # exited first) and was retried after the restart; no other
+            # fault is injected here
+            log = open(d.log_path, "rb").read().decode(errors="replace")
+            ck.check(re.search(r"(session \d+|step of \d+ sessions): .*; recovering", log) is not None,
+                     f"{role}: a stream's call failed on the poisoned worker and was recovered")
             n = wait_for(lambda: (lambda v: v if v is not None and v >= 1 else None)(
                 d.metric("tconst_worker_restarts_total")), 30, "restart counter")
             ck.equal(n, 1.0, f"{role}: tconst_worker_restarts_total counts the one restart")

@@ -235,7 +235,9 @@ static void test_attention_batch(void) {
         int bitwise = 1;
         for (int i = 0; i < N; i++) {
             int nq = i % 5 == 4 ? 7 : 1 + i % 4, nk = 1 + (i * 37) % 300, causal = i % 2;
-            int64_t kp = i % 3, qp = kp + nk - 1 + (i % 4);
+            /* causal items: row 0 sees (i * 13) % (nk + 1) keys, from none to
+             * all; later rows one more each */
+            int64_t kp = i % 3, qp = causal ? kp - 1 + (i * 13) % (nk + 1) : kp + nk - 1;
             float beta = i % 3 == 0 ? 1.f : 0.f;
             size_t nkr = (size_t)nk;
             hq[i] = rnd((size_t)nq * ldq, 2), hk[i] = rnd(nkr * d, 2), hv[i] = rnd(nkr * d, 1);
