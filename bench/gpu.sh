@@ -11,7 +11,9 @@
 #           size (the baseline until --budget stops it)
 # Output: $OUT/bench/<name>.txt and .csv. Knobs: BUILD (default build-gpu),
 # OUT (default ./gpu-logs), DEV (default cuda:0), BENCH_TIMEOUT (s per
-# benchmark, default 900). Exit status 0 when every benchmark ran.
+# benchmark, default 900), ITL_BUDGET (itl's --budget, default 60 s: the
+# baseline's O(N^2) prefill stops there). Exit status 0 when every
+# benchmark ran. A device call is limited to 10 minutes: run it on its own.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-gpu}
@@ -38,5 +40,5 @@ run floor-256k floor --preset paper-41m --ctx 256K --reps 3
 run floor-1m floor --preset paper-41m --ctx 1M --reps 3
 run flat flat --preset paper-41m --ctx 1K,1M --reps 2
 run batch batch --preset paper-41m --batch 1,16,256 --reps 2
-run itl itl --preset paper-41m --arch both --ctx 1K,16K,64K,256K,1M --reps 1 --budget 120
+run itl itl --preset paper-41m --arch both --ctx 1K,16K,64K,256K,1M --reps 1 --budget "${ITL_BUDGET:-60}"
 exit $fail
