@@ -242,7 +242,7 @@ __global__ static void __launch_bounds__(ROW_WARPS * 32)
  * kernel's parameter space (TC_CUDA_ATT_BATCH x 80 bytes, under the 4 KiB
  * limit), read in place (__grid_constant__, no per-thread copy). */
 struct att_rows_batch {
-    tc_cuda_att_item it[TC_CUDA_ATT_BATCH];
+    tc_att_item it[TC_CUDA_ATT_BATCH];
 };
 
 // grid (n_head, max nq of the items, items), block ROW_WARPS*32; each block
@@ -250,14 +250,14 @@ struct att_rows_batch {
 template <int NC>
 __global__ static void __launch_bounds__(ROW_WARPS * 32)
     att_rows_kernel(const __grid_constant__ att_rows_batch b, int hd, float scale) {
-    const tc_cuda_att_item &t = b.it[blockIdx.z];
+    const tc_att_item &t = b.it[blockIdx.z];
     if ((int)blockIdx.y >= t.nq) return; /* the whole block: no barrier is skipped by part of it */
     att_row_body<NC>(blockIdx.x, blockIdx.y, t.out, t.ldo, t.q, t.ldq, t.k, t.ldk, t.v, t.ldv, t.nk, hd, t.qpos0,
                      t.kpos0, t.causal, t.beta, scale);
 }
 
 template <int NC>
-static cudaError_t att_rows_launch(cudaStream_t st, const tc_cuda_att_item *it, int n, int n_head, int hd) {
+static cudaError_t att_rows_launch(cudaStream_t st, const tc_att_item *it, int n, int n_head, int hd) {
     att_rows_batch b;
     int mq = 1;
     for (int i = 0; i < n; i++) {
@@ -270,7 +270,7 @@ static cudaError_t att_rows_launch(cudaStream_t st, const tc_cuda_att_item *it, 
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t tc_cuda_attention_rows(cudaStream_t st, const tc_cuda_att_item *it, int n, int n_head,
+extern "C" cudaError_t tc_cuda_attention_rows(cudaStream_t st, const tc_att_item *it, int n, int n_head,
                                               int head_dim) {
     if (n <= 0 || n_head <= 0 || head_dim <= 0) return cudaSuccess;
     if (n > TC_CUDA_ATT_BATCH || head_dim > TC_CUDA_ATT_MAX_HD || n_head > 65535) return cudaErrorInvalidValue;

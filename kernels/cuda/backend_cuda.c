@@ -171,7 +171,7 @@ static void cuda_attention_batch(tc_backend *be, const tc_att_item *it, int n, i
     tc_cuda_ctx *c = ctx_of(be);
     TC_ASSERT(head_dim <= TC_CUDA_ATT_MAX_HD, "cuda attention: head_dim %d > %d", head_dim, TC_CUDA_ATT_MAX_HD);
     if (!cuda_enter(c)) return;
-    tc_cuda_att_item rows[TC_CUDA_ATT_BATCH];
+    tc_att_item rows[TC_CUDA_ATT_BATCH];
     int nr = 0;
     for (int i = 0; i < n; i++) {
         const tc_att_item *t = &it[i];
@@ -182,8 +182,7 @@ static void cuda_attention_batch(tc_backend *be, const tc_att_item *it, int n, i
                 return;
             continue;
         }
-        rows[nr++] = (tc_cuda_att_item){t->out, t->q,  t->k,     t->v,     t->ldo,    t->ldq,   t->ldk,
-                                        t->ldv, t->nq, t->nk,    t->qpos0, t->kpos0,  t->causal, t->beta};
+        rows[nr++] = *t;
         if (nr == TC_CUDA_ATT_BATCH) {
             if (!CU_OK(c, tc_cuda_attention_rows(c->stream, rows, nr, n_head, head_dim))) return;
             nr = 0;

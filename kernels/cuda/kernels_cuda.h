@@ -15,6 +15,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "../backend.h" /* tc_att_item */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -50,20 +52,11 @@ cudaError_t tc_cuda_swiglu(cudaStream_t st, float *out, int ldo, const float *h,
 cudaError_t tc_cuda_attention(cudaStream_t st, float *out, int ldo, const float *q, int ldq, const float *k,
                               int ldk, const float *v, int ldv, int nq, int nk, int n_head, int head_dim,
                               int64_t qpos0, int64_t kpos0, int causal, float beta);
-/* One attention of a batch (backend.h's tc_att_item, restated for the .cu
- * side), and up to TC_CUDA_ATT_BATCH of them with 1..TC_CUDA_ATT_ROW_MAX
- * query rows each in one launch of the row kernel, each item computed
- * exactly as tc_cuda_attention would. */
-typedef struct {
-    float *out;
-    const float *q, *k, *v;
-    int ldo, ldq, ldk, ldv, nq, nk;
-    int64_t qpos0, kpos0;
-    int causal;
-    float beta;
-} tc_cuda_att_item;
+/* Up to TC_CUDA_ATT_BATCH attentions of a batch (backend.h's tc_att_item)
+ * with 1..TC_CUDA_ATT_ROW_MAX query rows each in one launch of the row
+ * kernel, each item computed exactly as tc_cuda_attention would. */
 #define TC_CUDA_ATT_BATCH 32
-cudaError_t tc_cuda_attention_rows(cudaStream_t st, const tc_cuda_att_item *it, int n, int n_head, int head_dim);
+cudaError_t tc_cuda_attention_rows(cudaStream_t st, const tc_att_item *it, int n, int n_head, int head_dim);
 /* One-time setup (opt-in to > 48 KiB dynamic shared memory); called by
  * tc_backend_cuda_init, never on the step path. */
 cudaError_t tc_cuda_attention_setup(void);
