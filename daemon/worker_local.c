@@ -10,6 +10,9 @@ typedef struct {
     tc_model *m;
     float *lg; /* step logits when the caller only wants tokens (the generation thread's) */
     size_t lg_cap;
+    int32_t *cid; /* top-k candidates [B, k] when every sampler draws from them */
+    float *cval;
+    size_t c_cap;
 } local_impl;
 
 static tc_status l_new(tc_worker_client *w, tc_wc_session **out) {
@@ -36,6 +39,28 @@ static tc_status l_sync(tc_worker_client *w, tc_wc_session *s) {
 static tc_status l_step(tc_worker_client *w, tc_wc_session **s, const int32_t *t, int B, tc_sampler **smp,
                         int32_t *next, float *logits) {
     local_impl *L = w->impl;
+    const int V = w->cfg->vocab_size;
+    int K = 0, dense = logits != NULL || !smp;
+    for (int i = 0; !dense && i < B; i++) {
+        int need = tc_sampler_topk_need(&smp[i]->p, V);
+        dense |= need == 0;
+        if (need > K) K = need;
+    }
+    if (!dense && B > 0) {
+        /* greedy / top-k: the backend hands back K candidates per row */
+        size_t need = (size_t)B * K;
+        if (need > L->c_cap) {
+            int32_t *ni = realloc(L->cid, need * sizeof *ni);
+            if (ni) L->cid = ni;
+            float *nv = ni ? realloc(L->cval, need * sizeof *nv) : NULL;
+            if (!nv) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+            L->cval = nv, L->c_cap = need;
+        }
+        TC_CHECK(tc_step_batch_topk((tc_session **)s, t, B, K, L->cid, L->cval));
+        for (int i = 0; i < B; i++)
+            next[i] = tc_sampler_sample_topk(smp[i], L->cid + (size_t)i * K, L->cval + (size_t)i * K, K);
+        return TC_OK;
+    }
     if (!logits && smp) {
         size_t need = (size_t)B * w->cfg->vocab_size;
         if (need > L->lg_cap) {
@@ -66,6 +91,8 @@ static void l_free(tc_worker_client *w) {
     tc_model_free(L->m);
     tc_backend_cpu_free(&L->be);
     free(L->lg);
+    free(L->cid);
+    free(L->cval);
     free(L);
     free(w);
 }

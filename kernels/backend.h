@@ -64,7 +64,32 @@ struct tc_backend {
     void (*attention_batch)(tc_backend *be, const struct tc_att_item *it, int n, int n_head, int head_dim);
     /* out[i,j] = silu(h[i,j]) * h[i,F+j]        h [n, 2F] (ldh), out [n, F] */
     void (*swiglu)(tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F);
+    /* Optional (NULL: the caller downloads the rows and runs tc_topk_rows).
+     * Per row i of x [n, V] (contiguous): the k largest, ids[i*k + j] and
+     * vals[i*k + j] = x[i*V + ids[..]], in tc_topk_rows's order, which it
+     * must match exactly. 1 <= k <= min(V, TC_TOPK_MAX). ids, vals are
+     * backend memory. */
+    void (*topk)(tc_backend *be, int32_t *ids, float *vals, const float *x, int n, int V, int k);
 };
+
+/* Largest k a topk op serves (the sampler's candidate list). */
+#define TC_TOPK_MAX 1024
+
+/* The order every topk implementation uses: value descending by
+ * tc_topk_key (which sorts -0 with +0 and NaN below -inf), ties to the
+ * lower id. Integer comparisons only, so host and device agree bit for bit. */
+#ifdef __CUDACC__
+__host__ __device__
+#endif
+static inline uint32_t tc_topk_key(uint32_t bits) {
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return 0; /* NaN */
+    if (bits == 0x80000000u) bits = 0;                /* -0 == +0 */
+    return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+/* The host implementation (the CPU backends' op, the fallback, the GPU
+ * tests' reference): host pointers. */
+void tc_topk_rows(int32_t *ids, float *vals, const float *x, int n, int V, int k);
 
 /* The CPU backend (OpenBLAS). Thread count: OpenBLAS's own, or n_threads
  * when > 0. */

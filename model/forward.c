@@ -119,7 +119,35 @@ static void att_run(tc_backend *be, const tc_att_item *it, int n, int n_head, in
                       it[i].nk, n_head, head_dim, it[i].qpos0, it[i].kpos0, it[i].causal, it[i].beta);
 }
 
-tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, float *logits) {
+/* logits lg [B, V] (backend memory) -> out: the full rows, or the top k
+ * of each, selected where they are when the backend can */
+static tc_status head_out(tc_model *m, const float *lg, int B, const tc_fwd_out *out) {
+    tc_backend *be = m->be;
+    const int V = m->cfg.vocab_size, k = out->k;
+    if (out->logits) {
+        be->download(be, out->logits, lg, (size_t)B * V * 4);
+        return TC_OK;
+    }
+    TC_ASSERT(k >= 1 && k <= V && k <= TC_TOPK_MAX, "head: top k %d outside 1..%d", k, V);
+    if (be->topk) {
+        float *buf;
+        TC_CHECK(tc_ws_get(m, TC_WS_TOPK, (size_t)2 * B * k, &buf));
+        int32_t *ids = (int32_t *)buf;
+        float *vals = buf + (size_t)B * k;
+        be->topk(be, ids, vals, lg, B, V, k);
+        be->download(be, out->ids, ids, (size_t)B * k * 4);
+        be->download(be, out->vals, vals, (size_t)B * k * 4);
+        return TC_OK;
+    }
+    float *h = malloc((size_t)B * V * sizeof *h);
+    if (!h) return TC_FAIL(TC_ERR_NOMEM, "out of memory for %d rows of logits", B);
+    be->download(be, h, lg, (size_t)B * V * 4);
+    tc_topk_rows(out->ids, out->vals, h, B, V, k);
+    free(h);
+    return TC_OK;
+}
+
+tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd_out *out) {
     tc_model *m = ss[0]->m;
     tc_backend *be = m->be;
     const tc_model_config *c = &m->cfg;
@@ -212,7 +240,7 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, float *logit
     if (AW != aw_stack) free(AW);
     if (AZ != az_stack) free(AZ);
 
-    if (logits) {
+    if (out && (out->logits || out->k)) {
         float *last, *lg;
         TC_CHECK(tc_ws_get(m, TC_WS_LAST, (size_t)B * d, &last));
         TC_CHECK(tc_ws_get(m, TC_WS_LOGITS, (size_t)B * c->vocab_size, &lg));
@@ -222,7 +250,7 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, float *logit
             be->copy2d(be, last + (size_t)i * d, d, X + (size_t)(row - 1) * d, d, 1, d);
         }
         tc_fwd_head(m, last, B, lg);
-        be->download(be, logits, lg, (size_t)B * c->vocab_size * 4);
+        TC_CHECK(head_out(m, lg, B, out));
     }
     return TC_OK;
 }

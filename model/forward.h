@@ -21,6 +21,7 @@ enum {
     TC_WS_LAST, /* last rows for the head [B, d] */
     TC_WS_IDS,  /* token ids                     */
     TC_WS_LOGITS, /* head output       [B, V]    */
+    TC_WS_TOPK, /* topk ids | values  [2, B, k] */
     TC_WS_N
 };
 
@@ -51,10 +52,21 @@ void tc_fwd_proj(tc_model *m, const tc_layer_weights *L, const float *Y, int64_t
 void tc_fwd_post(tc_model *m, const tc_layer_weights *L, float *R, const float *A, int64_t n, float *ln_tile,
                  float *h_tile, float *g_tile);
 
+/* What the window pass hands back for each session's last row (host
+ * memory): nothing (NULL), the logits [B, V], or (k >= 1) only the k
+ * largest logits, ids [B, k] and vals [B, k] in tc_topk_rows's order, the
+ * selection made by the backend's topk so [B, V] stays on the device. */
+typedef struct {
+    float *logits;
+    int k;
+    int32_t *ids;
+    float *vals;
+} tc_fwd_out;
+
 /* The window pass for B distinct sessions, cnt[i] new tokens each at
  * positions [s->n_tokens - cnt[i], s->n_tokens) (history already pushed),
- * all inside the session's current window. logits [B, V] or NULL. */
-tc_status tc_fwd_window(tc_session **s, const int64_t *cnt, int B, float *logits);
+ * all inside the session's current window. */
+tc_status tc_fwd_window(tc_session **s, const int64_t *cnt, int B, const tc_fwd_out *out);
 
 /* The sync: recompute zip (and TLin history) of s from tokens[0:n_ctx]. */
 tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx);

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../kernels/backend.h"
+
 static uint64_t splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -67,11 +69,53 @@ int32_t tc_argmax(const float *x, int n) {
     return best;
 }
 
+/* The candidate order of every sampling path: logit descending in
+ * tc_topk_key order, ties to the lower id -- the order the backends' topk
+ * hands back, so the sparse path walks the same list. (The probabilities
+ * are a monotone function of the logits, so this is also descending
+ * probability; sorting by logit keeps logits that expf rounds to the
+ * same probability in logit order.) */
 static int cmp_desc(const void *a, const void *b, void *keys) {
     const float *k = keys;
-    float x = k[*(const int32_t *)a], y = k[*(const int32_t *)b];
+    int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    uint32_t bi, bj;
+    memcpy(&bi, &k[i], 4);
+    memcpy(&bj, &k[j], 4);
+    uint32_t x = tc_topk_key(bi), y = tc_topk_key(bj);
     if (x != y) return x > y ? -1 : 1;
-    return *(const int32_t *)a - *(const int32_t *)b; /* stable by id */
+    return i < j ? -1 : i > j; /* the lower id first */
+}
+
+/* The draw over candidates pr[order[0..n)] in that order (top-k already
+ * applied): top-p, then one uniform. Gives a position in order. Dense and
+ * sparse paths pass the same probabilities in the same order, so they sum
+ * in the same order and pick the same position. */
+static int draw(tc_sampler *s, const float *pr, const int32_t *order, int n) {
+    double total = 0;
+    for (int i = 0; i < n; i++) total += pr[order[i]];
+    if (s->p.top_p < 1.f) {
+        double cum = 0;
+        int keep = n;
+        for (int i = 0; i < n; i++) {
+            cum += pr[order[i]] / total;
+            if (cum >= s->p.top_p) { keep = i + 1; break; }
+        }
+        n = keep;
+        total = 0;
+        for (int i = 0; i < n; i++) total += pr[order[i]];
+    }
+    double u = tc_rng_uniform(s->rng) * total, acc = 0;
+    for (int i = 0; i < n; i++) {
+        acc += pr[order[i]];
+        if (u < acc) return i;
+    }
+    return n - 1;
+}
+
+int tc_sampler_topk_need(const tc_sampling_params *p, int vocab) {
+    if (p->temperature == 0.f) return 1;
+    if (p->top_k > 0 && p->top_k < vocab && p->top_k <= TC_TOPK_MAX) return p->top_k;
+    return 0;
 }
 
 int32_t tc_sampler_sample(tc_sampler *s, const float *logits) {
@@ -84,28 +128,23 @@ int32_t tc_sampler_sample(tc_sampler *s, const float *logits) {
         s->index[i] = i;
     }
     int n = V;
-    int need_sort = (s->p.top_k > 0 && s->p.top_k < V) || s->p.top_p < 1.f;
-    if (need_sort) {
-        qsort_r(s->index, (size_t)V, sizeof *s->index, cmp_desc, pr);
+    if ((s->p.top_k > 0 && s->p.top_k < V) || s->p.top_p < 1.f) {
+        qsort_r(s->index, (size_t)V, sizeof *s->index, cmp_desc, (void *)logits);
         if (s->p.top_k > 0 && s->p.top_k < n) n = s->p.top_k;
     }
-    double total = 0;
-    for (int i = 0; i < n; i++) total += pr[s->index[i]];
-    if (s->p.top_p < 1.f) {
-        double cum = 0;
-        int keep = n;
-        for (int i = 0; i < n; i++) {
-            cum += pr[s->index[i]] / total;
-            if (cum >= s->p.top_p) { keep = i + 1; break; }
-        }
-        n = keep;
-        total = 0;
-        for (int i = 0; i < n; i++) total += pr[s->index[i]];
-    }
-    double u = tc_rng_uniform(s->rng) * total, acc = 0;
+    return s->index[draw(s, pr, s->index, n)];
+}
+
+int32_t tc_sampler_sample_topk(tc_sampler *s, const int32_t *ids, const float *vals, int k) {
+    const int n = tc_sampler_topk_need(&s->p, s->vocab);
+    TC_ASSERT(n >= 1 && n <= k, "sample_topk: sampler needs %d candidates, %d given", n, k);
+    if (s->p.temperature == 0.f) return ids[0];
+    /* the same arithmetic as tc_sampler_sample on the same floats: mx is
+     * the row's max (candidate 0), pr in candidate order */
+    const float mx = vals[0];
     for (int i = 0; i < n; i++) {
-        acc += pr[s->index[i]];
-        if (u < acc) return s->index[i];
+        s->scratch[i] = expf((vals[i] - mx) / s->p.temperature);
+        s->index[i] = i;
     }
-    return s->index[n - 1];
+    return ids[draw(s, s->scratch, s->index, n)];
 }

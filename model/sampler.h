@@ -27,6 +27,14 @@ tc_status tc_sampling_validate(const tc_sampling_params *p);
 tc_status tc_sampler_init(tc_sampler *s, const tc_sampling_params *p, int vocab);
 void tc_sampler_free(tc_sampler *s);
 int32_t tc_sampler_sample(tc_sampler *s, const float *logits);
+/* How many of a row's largest logits (tc_topk_rows's order) the sampler
+ * needs to draw exactly what tc_sampler_sample draws from the full row:
+ * 1 for greedy, top_k when 0 < top_k < min(vocab, TC_TOPK_MAX + 1), else 0
+ * (the full logits are needed: top_p alone or plain temperature). */
+int tc_sampler_topk_need(const tc_sampling_params *p, int vocab);
+/* tc_sampler_sample from only the candidates ids/vals [k] (k >= the need
+ * above): the same token and the same RNG advance, bit for bit. */
+int32_t tc_sampler_sample_topk(tc_sampler *s, const int32_t *ids, const float *vals, int k);
 /* Index of the largest logit, the first on ties. */
 int32_t tc_argmax(const float *x, int n);
 double tc_rng_uniform(uint64_t st[4]);

@@ -140,12 +140,13 @@ tc_status tc_session_append(tc_session *s, const int32_t *tokens, int64_t n, flo
     int64_t cnt = N1 - start;
     tc_session *one = s;
     /* the history keeps the tokens only when the pass succeeds */
-    tc_status st = tc_fwd_window(&one, &cnt, 1, logits);
+    tc_fwd_out out = {.logits = logits};
+    tc_status st = tc_fwd_window(&one, &cnt, 1, &out);
     if (st != TC_OK) s->n_tokens = N0;
     return st;
 }
 
-tc_status tc_step_batch(tc_session **ss, const int32_t *tokens, int B, float *logits) {
+static tc_status step_batch(tc_session **ss, const int32_t *tokens, int B, const tc_fwd_out *out) {
     if (B <= 0) return TC_OK;
     int64_t cnt_stack[64];
     int64_t *cnt = B <= 64 ? cnt_stack : malloc((size_t)B * sizeof *cnt);
@@ -167,11 +168,25 @@ tc_status tc_step_batch(tc_session **ss, const int32_t *tokens, int B, float *lo
         if (st == TC_OK) st = tc_session_push_tokens(ss[i], &tokens[i], 1);
         if (st != TC_OK) break;
     }
-    if (st == TC_OK) st = tc_fwd_window(ss, cnt, B, logits);
+    if (st == TC_OK) st = tc_fwd_window(ss, cnt, B, out);
     if (st != TC_OK)
         for (int i = 0; i < pushed; i++) ss[i]->n_tokens--; /* roll back the history */
     if (cnt != cnt_stack) free(cnt);
     return st;
+}
+
+tc_status tc_step_batch(tc_session **ss, const int32_t *tokens, int B, float *logits) {
+    tc_fwd_out out = {.logits = logits};
+    return step_batch(ss, tokens, B, &out);
+}
+
+tc_status tc_step_batch_topk(tc_session **ss, const int32_t *tokens, int B, int k, int32_t *ids, float *vals) {
+    if (B <= 0) return TC_OK;
+    const int V = ss[0]->m->cfg.vocab_size;
+    if (k < 1 || k > V || k > TC_TOPK_MAX)
+        return TC_FAIL(TC_ERR_INVALID, "step: top k %d outside 1..%d", k, V < TC_TOPK_MAX ? V : TC_TOPK_MAX);
+    tc_fwd_out out = {.k = k, .ids = ids, .vals = vals};
+    return step_batch(ss, tokens, B, &out);
 }
 
 size_t tc_session_state_bytes(const tc_session *s) {

@@ -55,6 +55,12 @@ tc_status tc_session_append(tc_session *s, const int32_t *tokens, int64_t n, flo
 
 /* One token per session (sessions distinct); logits [B, vocab] or NULL. */
 tc_status tc_step_batch(tc_session **s, const int32_t *tokens, int B, float *logits);
+/* The same step, handing back only the k largest logits of each row: ids
+ * [B, k] and vals [B, k] (host memory) in tc_topk_rows's order (value
+ * descending, ties to the lower id), selected by the backend so the
+ * [B, vocab] logits never leave the device. 1 <= k <= min(vocab,
+ * TC_TOPK_MAX). What tc_sampler_sample_topk draws from. */
+tc_status tc_step_batch_topk(tc_session **s, const int32_t *tokens, int B, int k, int32_t *ids, float *vals);
 
 /* True when the next token starts a new window (a sync is due first). */
 int tc_session_sync_due(const tc_session *s);

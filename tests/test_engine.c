@@ -101,37 +101,61 @@ static void run_arch(tc_arch arch, int nb, int depth, int woh, int wog, int L) {
     EXPECT(tc_step_batch(&one, &neg, 1, lg) == TC_ERR_INVALID, "negative id accepted");
     tc_session_free(s);
 
-    /* (d) batched: 5 sessions at staggered positions, stepped together */
+    /* (d) batched: 5 sessions at staggered positions, stepped together;
+     * twins step in lockstep through tc_step_batch_topk (the backend's topk
+     * on even steps, the download-and-select fallback on odd ones) and
+     * must hand back exactly tc_topk_rows of the full logits */
     enum { B = 5 };
-    tc_session *ss[B];
+    tc_session *ss[B], *tw[B];
     int pos[B];
+    const int K = V < 7 ? V : 7;
+    int32_t cid[B * 7], want_id[B * 7];
+    float cval[B * 7], want_val[B * 7];
     for (int b = 0; b < B; b++) {
         tc_session_new(m, &ss[b]);
+        tc_session_new(m, &tw[b]);
         pos[b] = b * 3 + (b == 4 ? wog - 1 : 0);
-        if (pos[b] > 0) tc_session_append(ss[b], tok, pos[b], NULL);
+        if (pos[b] > 0) tc_session_append(ss[b], tok, pos[b], NULL), tc_session_append(tw[b], tok, pos[b], NULL);
     }
+    void (*topk_op)(tc_backend *, int32_t *, float *, const float *, int, int, int) = be.topk;
+    EXPECT(topk_op != NULL, "the CPU backend has no topk op");
     for (int step = 0; pos[0] < L - 20; step++) {
         int32_t t[B];
         int nb2 = 0;
-        tc_session *act[B];
+        tc_session *act[B], *act2[B];
         int idx[B];
         for (int b = 0; b < B; b++) {
             if (pos[b] >= L) continue;
             if ((step + b) % 7 == 6) continue; /* a session sits out now and then */
             act[nb2] = ss[b];
+            act2[nb2] = tw[b];
             idx[nb2] = b;
             t[nb2++] = tok[pos[b]];
         }
         EXPECT(tc_step_batch(act, t, nb2, lg) == TC_OK, "batched step");
-        for (int k = 0; k < nb2; k++) {
-            int b = idx[k];
-            double e = rel_err(lg + (size_t)k * V, ref + (size_t)pos[b] * V, V);
+        be.topk = step % 2 ? NULL : topk_op;
+        const int k = 1 + step % K;
+        EXPECT(tc_step_batch_topk(act2, t, nb2, k, cid, cval) == TC_OK, "batched top-k step");
+        be.topk = topk_op;
+        tc_topk_rows(want_id, want_val, lg, nb2, V, k);
+        EXPECT(!memcmp(cid, want_id, (size_t)nb2 * k * 4) && !memcmp(cval, want_val, (size_t)nb2 * k * 4),
+               "step %d: top %d of the batch differs from the full logits' (%s)", step, k,
+               step % 2 ? "fallback" : "backend op");
+        for (int k2 = 0; k2 < nb2; k2++) {
+            int b = idx[k2];
+            double e = rel_err(lg + (size_t)k2 * V, ref + (size_t)pos[b] * V, V);
             if (e > worst) worst = e;
             EXPECT(e < 1e-4, "batched session %d at %d differs: rel %.3e", b, pos[b], e);
             pos[b]++;
         }
     }
-    for (int b = 0; b < B; b++) tc_session_free(ss[b]);
+    {
+        tc_session *one2 = tw[0];
+        int32_t t0 = 0;
+        EXPECT(tc_step_batch_topk(&one2, &t0, 1, 0, cid, cval) == TC_ERR_INVALID, "top k 0 accepted");
+        EXPECT(tc_step_batch_topk(&one2, &t0, 1, V + 1, cid, cval) == TC_ERR_INVALID, "top k > vocab accepted");
+    }
+    for (int b = 0; b < B; b++) tc_session_free(ss[b]), tc_session_free(tw[b]);
 
     /* (f) the worker split: a context copy (history extended, synced,
      * exported) and a generation copy (prefilled by import, hit steps,

@@ -385,6 +385,9 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     int64_t *off = NULL, *nt = NULL, *sb = NULL;
     Tconst__Worker__V1__Sampler *so = NULL, **sop = NULL;
     uint64_t *rng = NULL;
+    int32_t *cid = NULL; /* candidates [B, K] when every sampler can draw from the top K */
+    float *cval = NULL;
+    int K = 0, dense = 0;
     tc_status st;
     if (rq->n_tokens != rq->n_sids || (rq->n_samplers && rq->n_samplers != rq->n_sids) || B > 65536) {
         fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: sids, tokens and samplers must have one entry per session%s", "");
@@ -403,20 +406,29 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
         }
         multi |= in->max_steps > 1;
         tot += in->max_steps > 1 ? in->max_steps : 1;
+        int need = tc_sampler_topk_need(&p, V);
+        dense |= need == 0;
+        if (need > K) K = need;
     }
+    if (dense || rq->want_logits) K = 0; /* some sampler (or the caller) needs the full rows */
     if (multi && rq->want_logits) {
         fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: logits are one step's; max_steps > 1 cannot return them%s", "");
         goto out;
     }
     if (!rq->n_samplers) tot = B;
     ss = calloc((size_t)B + 1, sizeof *ss), as = calloc((size_t)B + 1, sizeof *as);
-    lg = malloc((size_t)(B ? B : 1) * V * 4);
+    if (K > 0) {
+        /* greedy / top-k: only K candidates per row leave the backend */
+        cid = malloc((size_t)(B ? B : 1) * K * 4), cval = malloc((size_t)(B ? B : 1) * K * 4);
+    } else
+        lg = malloc((size_t)(B ? B : 1) * V * 4);
     next = calloc((size_t)tot + 1, 4), out = calloc((size_t)tot + 1, 4), feed = calloc((size_t)B + 1, 4);
     cnt = calloc((size_t)B + 1, sizeof *cnt), act = calloc((size_t)B + 1, sizeof *act);
     off = calloc((size_t)B + 1, 8), nt = calloc((size_t)B + 1, 8), sb = calloc((size_t)B + 1, 8);
     so = calloc((size_t)B + 1, sizeof *so), sop = calloc((size_t)B + 1, sizeof *sop);
     rng = calloc((size_t)B * 4 + 1, 8);
-    if (!ss || !as || !lg || !next || !out || !feed || !cnt || !act || !off || !nt || !sb || !so || !sop || !rng) {
+    if (!ss || !as || (K > 0 ? !cid || !cval : !lg) || !next || !out || !feed || !cnt || !act || !off || !nt || !sb ||
+        !so || !sop || !rng) {
         fail(c, TC_GRPC_RESOURCE_EXHAUSTED, "Step: out of memory%s", "");
         goto out;
     }
@@ -436,7 +448,8 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     const double t0 = tc_now_s();
     for (int it = 0; nact > 0; it++) {
         for (int k = 0; k < nact; k++) as[k] = ss[act[k]], out[k] = feed[act[k]];
-        if ((st = tc_step_batch(as, out, nact, lg)) != TC_OK) {
+        st = K > 0 ? tc_step_batch_topk(as, out, nact, K, cid, cval) : tc_step_batch(as, out, nact, lg);
+        if (st != TC_OK) {
             if (it == 0) {
                 fail_st(c, st, "Step");
                 goto out;
@@ -453,7 +466,8 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
             const Tconst__Worker__V1__Sampler *in = rq->samplers[i];
             w->smp.p = (tc_sampling_params){in->temperature, in->top_k, in->top_p, 0};
             memcpy(w->smp.rng, rng + 4 * i, sizeof w->smp.rng);
-            int32_t tok = tc_sampler_sample(&w->smp, lg + (size_t)k * V);
+            int32_t tok = K > 0 ? tc_sampler_sample_topk(&w->smp, cid + (size_t)k * K, cval + (size_t)k * K, K)
+                                : tc_sampler_sample(&w->smp, lg + (size_t)k * V);
             memcpy(rng + 4 * i, w->smp.rng, 32);
             next[off[i] + cnt[i]++] = tok;
             int go = more_time && cnt[i] < in->max_steps && !tc_session_sync_due(ss[i]);
@@ -485,6 +499,7 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
 out:
     for (int i = 0; ss && i < B; i++)
         if (ss[i]) sess_put(w, rq->sids[i]);
+    free(cid), free(cval);
     free(ss), free(as), free(lg), free(next), free(out), free(feed), free(cnt), free(act), free(off), free(nt);
     free(sb), free(so), free(sop), free(rng);
     tconst__worker__v1__step_request__free_unpacked(rq, NULL);

@@ -717,6 +717,12 @@ static void attb_task(void *p, int ti, int tn) {
     if (scr != stackbuf) free(scr);
 }
 
+/* rows are a step's sessions (tens): one thread's scan of V each */
+static void cpu_topk(tc_backend *be, int32_t *ids, float *vals, const float *x, int n, int V, int k) {
+    (void)be;
+    tc_topk_rows(ids, vals, x, n, V, k);
+}
+
 static void cpu_attention_batch(tc_backend *be, const tc_att_item *it, int n, int n_head, int head_dim) {
     if (n <= 0) return;
     /* a few query rows (the hit step) are bound by reading K and V, not by
@@ -779,6 +785,7 @@ tc_status tc_backend_cpu_init(tc_backend *be, int n_threads) {
     be->attention = cpu_attention;
     be->attention_batch = cpu_attention_batch;
     be->swiglu = cpu_swiglu;
+    be->topk = cpu_topk;
     /* OpenBLAS single-threaded; the pool splits ops (see the top) */
     pthread_once(&g_pool.once, pool_start);
     openblas_set_num_threads(1);

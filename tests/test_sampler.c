@@ -1,0 +1,216 @@
+/* test_sampler.c — the sampler and the top-k selection it can draw from.
+ *
+ * (a) tc_topk_rows against a full sort of the row by the documented order
+ *     (tc_topk_key descending, ties to the lower id), on rows full of ties,
+ *     ±0, ±inf and NaN, for k from 1 to TC_TOPK_MAX and V from 1 to 50257.
+ * (b) tc_sampler_sample_topk on a row's candidates draws exactly what
+ *     tc_sampler_sample draws from the full row (token and RNG state),
+ *     for greedy, temperature + top-k (+ top-p), on rows built to collide:
+ *     exact ties, logits that expf rounds to one probability, one huge
+ *     logit, and at temperatures from 0.05 to 1000.
+ * (c) tc_sampler_topk_need and the samplers' statistics: a seeded top-k
+ *     draw never leaves the top k, and frequencies follow the softmax.
+ * Label: unit. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/backend.h"
+#include "../model/sampler.h"
+
+static int g_fail = 0;
+#define EXPECT(cond, ...)                               \
+    do {                                                \
+        if (!(cond)) {                                  \
+            g_fail++;                                   \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__); \
+            printf(__VA_ARGS__);                        \
+            printf("\n");                               \
+        }                                               \
+    } while (0)
+
+static uint64_t g_rng = 12345;
+static uint32_t rnd(uint32_t n) {
+    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(g_rng >> 33) % n;
+}
+static float frnd(void) { return (float)rnd(1u << 24) / (float)(1u << 24); }
+
+static const float *g_row;
+static uint32_t key_of(const float *x, int i) {
+    uint32_t b;
+    memcpy(&b, &x[i], 4);
+    return tc_topk_key(b);
+}
+static int by_order(const void *a, const void *b) {
+    int i = *(const int *)a, j = *(const int *)b;
+    uint32_t x = key_of(g_row, i), y = key_of(g_row, j);
+    if (x != y) return x > y ? -1 : 1;
+    return i - j;
+}
+
+/* kinds of rows */
+enum { ROW_RANDOM, ROW_TIES, ROW_SPECIAL, ROW_TINY, ROW_SPIKE, ROW_N };
+static void fill_row(float *x, int V, int kind) {
+    for (int i = 0; i < V; i++) {
+        switch (kind) {
+        case ROW_RANDOM: x[i] = 20.f * frnd() - 10.f; break;
+        case ROW_TIES: x[i] = (float)((int)rnd(9) - 4) * 0.5f; break; /* 9 values, many exact ties */
+        case ROW_SPECIAL: {
+            static const float sp[] = {0.f, -0.f, 1.f, -1.f, INFINITY, -INFINITY, 3.5f, -2.25f};
+            x[i] = rnd(4) ? sp[rnd(8)] : NAN;
+            break;
+        }
+        case ROW_TINY: x[i] = (frnd() - 0.5f) * 1e-6f; break; /* expf rounds neighbours to one probability */
+        case ROW_SPIKE: x[i] = frnd(); break;
+        }
+    }
+    if (kind == ROW_SPIKE) x[rnd((uint32_t)V)] = 80.f;
+}
+
+static void test_topk_rows(void) {
+    static const int Vs[] = {1, 2, 5, 64, 1000, 3001, 50257};
+    const int ks[] = {1, 2, 3, 17, 256, TC_TOPK_MAX};
+    int checked = 0;
+    for (size_t vi = 0; vi < sizeof Vs / sizeof *Vs; vi++) {
+        const int V = Vs[vi];
+        float *x = malloc((size_t)V * 2 * sizeof *x);
+        int *order = malloc((size_t)V * sizeof *order);
+        int32_t *ids = malloc((size_t)2 * TC_TOPK_MAX * 4);
+        float *vals = malloc((size_t)2 * TC_TOPK_MAX * 4);
+        for (int kind = 0; kind < ROW_N; kind++) {
+            if (kind == ROW_SPECIAL && V > 64) continue; /* NaN rows: small ones suffice */
+            fill_row(x, V, kind);
+            fill_row(x + V, V, (kind + 1) % ROW_N); /* a second row: rows are independent */
+            for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++) {
+                const int k = ks[ki] < V ? ks[ki] : V;
+                tc_topk_rows(ids, vals, x, 2, V, k);
+                for (int r = 0; r < 2; r++) {
+                    g_row = x + (size_t)r * V;
+                    for (int i = 0; i < V; i++) order[i] = i;
+                    qsort(order, (size_t)V, sizeof *order, by_order);
+                    int bad = -1;
+                    for (int j = 0; j < k && bad < 0; j++) {
+                        uint32_t a, b;
+                        memcpy(&a, &vals[r * k + j], 4);
+                        memcpy(&b, &g_row[order[j]], 4);
+                        if (ids[r * k + j] != order[j] || a != b) bad = j;
+                    }
+                    EXPECT(bad < 0, "topk V %d k %d kind %d row %d: entry %d is id %d, the sorted row has %d", V, k,
+                           kind, r, bad, bad < 0 ? 0 : ids[r * k + bad], bad < 0 ? 0 : order[bad]);
+                    checked++;
+                }
+            }
+        }
+        free(x), free(order), free(ids), free(vals);
+    }
+    printf("topk: %d rows match the full sort\n", checked);
+}
+
+/* dense and sparse samplers on one row, from one seed, draw after draw */
+static int same_draws(const float *x, int V, tc_sampling_params p, int draws, int *diffs) {
+    tc_sampler a, b;
+    if (tc_sampler_init(&a, &p, V) != TC_OK || tc_sampler_init(&b, &p, V) != TC_OK) {
+        printf("FAIL sampler init: %s\n", tc_error_get());
+        g_fail++;
+        return 0;
+    }
+    int need = tc_sampler_topk_need(&p, V);
+    int k = need + (int)rnd(3); /* more candidates than needed must not matter */
+    if (k > V) k = V;
+    if (k > TC_TOPK_MAX) k = TC_TOPK_MAX;
+    int32_t *ids = malloc((size_t)k * 4);
+    float *vals = malloc((size_t)k * 4);
+    tc_topk_rows(ids, vals, x, 1, V, k);
+    int ok = 1;
+    for (int d = 0; d < draws; d++) {
+        int32_t ta = tc_sampler_sample(&a, x), tb = tc_sampler_sample_topk(&b, ids, vals, k);
+        if (ta != tb || memcmp(a.rng, b.rng, sizeof a.rng)) {
+            ok = 0;
+            (*diffs)++;
+            break;
+        }
+    }
+    free(ids), free(vals);
+    tc_sampler_free(&a), tc_sampler_free(&b);
+    return ok;
+}
+
+static void test_sparse_equals_dense(void) {
+    static const float temps[] = {0.f, 0.05f, 0.7f, 1.f, 3.f, 1000.f};
+    static const int topks[] = {1, 2, 5, 40, 333, TC_TOPK_MAX};
+    static const float topps[] = {1.f, 0.9f, 0.5f, 1e-6f};
+    static const int Vs[] = {50, 1000, 50257};
+    int runs = 0, diffs = 0;
+    for (size_t vi = 0; vi < sizeof Vs / sizeof *Vs; vi++) {
+        const int V = Vs[vi];
+        float *x = malloc((size_t)V * sizeof *x);
+        for (int kind = 0; kind < ROW_N; kind++) {
+            if (kind == ROW_SPECIAL) continue; /* the samplers take finite logits */
+            fill_row(x, V, kind);
+            for (size_t ti = 0; ti < sizeof temps / sizeof *temps; ti++)
+                for (size_t ki = 0; ki < sizeof topks / sizeof *topks; ki++)
+                    for (size_t pi = 0; pi < sizeof topps / sizeof *topps; pi++) {
+                        tc_sampling_params p = {temps[ti], topks[ki], topps[pi], rnd(1u << 30)};
+                        if (tc_sampler_topk_need(&p, V) == 0) continue; /* dense only: nothing to compare */
+                        if (V > 1000 && rnd(8)) continue; /* a full-vocabulary dense draw sorts 50K: sample */
+                        if (!same_draws(x, V, p, V > 1000 ? 3 : 40, &diffs))
+                            printf("FAIL sparse != dense: V %d kind %d T %g top_k %d top_p %g\n", V, kind,
+                                   p.temperature, p.top_k, p.top_p);
+                        runs++;
+                    }
+        }
+        free(x);
+    }
+    EXPECT(diffs == 0, "%d of %d sampler runs drew differently from the candidates", diffs, runs);
+    printf("sampler: %d runs, sparse == dense in all but %d\n", runs, diffs);
+}
+
+static void test_need_and_stats(void) {
+    const int V = 100;
+    tc_sampling_params greedy = {0.f, 0, 1.f, 1}, tk = {1.f, 10, 1.f, 1}, full = {1.f, 0, 1.f, 1},
+                       topp = {1.f, 0, 0.9f, 1}, kbig = {1.f, V, 1.f, 1}, kmax = {1.f, TC_TOPK_MAX + 1, 1.f, 1};
+    EXPECT(tc_sampler_topk_need(&greedy, V) == 1, "greedy needs 1");
+    EXPECT(tc_sampler_topk_need(&tk, V) == 10, "top_k 10 needs 10");
+    EXPECT(tc_sampler_topk_need(&full, V) == 0, "plain temperature needs the full row");
+    EXPECT(tc_sampler_topk_need(&topp, V) == 0, "top_p alone needs the full row");
+    EXPECT(tc_sampler_topk_need(&kbig, V) == 0, "top_k >= vocab is off: the full row");
+    EXPECT(tc_sampler_topk_need(&kmax, 1 << 20) == 0, "top_k past TC_TOPK_MAX: the full row");
+
+    /* softmax frequencies over 4 candidates: logits log(1..4), T = 1, top-k 4 of 100 */
+    float x[100];
+    for (int i = 0; i < V; i++) x[i] = -30.f;
+    const int hot[4] = {17, 3, 88, 41};
+    for (int j = 0; j < 4; j++) x[hot[j]] = logf((float)(j + 1));
+    tc_sampling_params p = {1.f, 4, 1.f, 99};
+    tc_sampler s;
+    EXPECT(tc_sampler_init(&s, &p, V) == TC_OK, "init");
+    int32_t ids[4];
+    float vals[4];
+    tc_topk_rows(ids, vals, x, 1, V, 4);
+    EXPECT(ids[0] == 41 && ids[1] == 88 && ids[2] == 3 && ids[3] == 17, "top-4 order: %d %d %d %d", ids[0], ids[1], ids[2], ids[3]);
+    int cnt[4] = {0}, n = 20000, outside = 0;
+    for (int d = 0; d < n; d++) {
+        int32_t t = tc_sampler_sample_topk(&s, ids, vals, 4);
+        int j = 0;
+        while (j < 4 && hot[j] != t) j++;
+        if (j == 4) outside++;
+        else cnt[j]++;
+    }
+    EXPECT(outside == 0, "%d draws outside the top 4", outside);
+    for (int j = 0; j < 4; j++) {
+        double want = (j + 1) / 10.0, got = (double)cnt[j] / n;
+        /* 6 sigma of a binomial at n = 20000: < 0.022 */
+        EXPECT(fabs(got - want) < 0.022, "candidate %d drawn %.4f of the time, softmax says %.4f", j, got, want);
+    }
+    tc_sampler_free(&s);
+}
+
+int main(void) {
+    test_topk_rows();
+    test_sparse_equals_dense();
+    test_need_and_stats();
+    printf(g_fail ? "sampler: %d failures\n" : "sampler: all checks passed\n", g_fail);
+    return g_fail ? 1 : 0;
+}
