@@ -197,6 +197,13 @@ static void cuda_swiglu(tc_backend *be, float *out, int ldo, const float *h, int
     (void)CU_OK(c, tc_cuda_swiglu(c->stream, out, ldo, h, ldh, n, F));
 }
 
+static void cuda_topk(tc_backend *be, int32_t *ids, float *vals, const float *x, int n, int V, int k) {
+    tc_cuda_ctx *c = ctx_of(be);
+    TC_ASSERT(k >= 1 && k <= V && k <= TC_TOPK_MAX, "cuda topk: k %d outside 1..%d", k, V);
+    if (!cuda_enter(c)) return;
+    (void)CU_OK(c, tc_cuda_topk(c->stream, ids, vals, x, n, V, k));
+}
+
 int tc_backend_cuda_device_count(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -250,6 +257,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     be->attention = cuda_attention;
     be->attention_batch = cuda_attention_batch;
     be->swiglu = cuda_swiglu;
+    be->topk = cuda_topk;
     {
         struct cudaDeviceProp prop;
         if (cudaGetDeviceProperties(&prop, device) == cudaSuccess)

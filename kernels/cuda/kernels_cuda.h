@@ -42,6 +42,10 @@ cudaError_t tc_cuda_rope(cudaStream_t st, float *x, int ld, int n, int n_head, i
 /* swiglu.cu: out[i,j] = silu(h[i,j]) * h[i,F+j]     h [n, 2F] (ldh), out [n, F] */
 cudaError_t tc_cuda_swiglu(cudaStream_t st, float *out, int ldo, const float *h, int ldh, int n, int F);
 
+/* topk.cu: per row of x [n, V], the k largest as backend.h's topk (the
+ * order of tc_topk_rows, bit for bit).        ids, vals [n, k]; k <= TC_TOPK_MAX */
+cudaError_t tc_cuda_topk(cudaStream_t st, int32_t *ids, float *vals, const float *x, int n, int V, int k);
+
 /* attention.cu: out = beta*out + concat_h softmax(q_h k_h^T/sqrt(hd)) v_h,
  * causal with absolute position offsets, strided q/k/v/out. Flash-style:
  * K/V tiles through shared memory, online softmax in registers, never an

@@ -36,6 +36,7 @@ static const struct {
     {"rope", 1e-11, "same fp32 theta and unfused products; CUDA sinf/cosf are within 2 ulp of glibc"},
     {"attention", 1e-10, "online softmax over 32-key tiles vs 256-key tiles; expf within 2 ulp; FMA contraction"},
     {"swiglu", 1e-11, "expf and the division within 2 ulp of glibc"},
+    {"topk", 0.0, "a selection by integer keys: ids and values must be bit-exact (checked with memcmp)"},
 };
 
 static int g_fail = 0, g_n = 0;
@@ -317,6 +318,56 @@ static void test_embed_copy2d(void) {
     free(E); free(o); free(dst); free(init); free(dg);
 }
 
+/* topk: the same rows through the CUDA op and tc_topk_rows must give the
+ * same ids and bit-identical values: random rows, rows of 5 distinct values
+ * (ties decided by id), ±0 / ±inf / NaN, a spike, for k = 1 (the argmax
+ * path) up to TC_TOPK_MAX and V = 1 .. 50257 */
+static void test_topk(void) {
+    static const int Vs[] = {1, 7, 1000, 50257};
+    static const int ks[] = {1, 2, 40, 1000, TC_TOPK_MAX};
+    const int n = 5;
+    for (size_t vi = 0; vi < sizeof Vs / sizeof *Vs; vi++) {
+        const int V = Vs[vi];
+        float *x = rnd((size_t)n * V, 10.f);
+        for (int j = 0; j < V; j++) {
+            x[V + j] = (float)(j * 7 % 5) - 2.f; /* row 1: 5 values */
+            /* row 2: NaN, -0, +0, -inf */
+            x[2 * V + j] = j % 11 == 0 ? NAN : j % 3 == 0 ? -0.f : (j % 3 == 1 ? 0.f : -INFINITY);
+            x[3 * V + j] = 1e-7f * (float)(j % 13); /* row 3: tiny, tied */
+        }
+        x[4 * V + V / 2] = INFINITY; /* row 4: random with a spike */
+        float *dx = dev(x, (size_t)n * V);
+        for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++) {
+            const int k = ks[ki] < V ? ks[ki] : V;
+            int32_t *hid = malloc((size_t)n * k * 4), *gid = malloc((size_t)n * k * 4);
+            float *hv = malloc((size_t)n * k * 4), *gv = malloc((size_t)n * k * 4);
+            int32_t *did = g_gpu.alloc(&g_gpu, (size_t)n * k * 4);
+            float *dv = g_gpu.alloc(&g_gpu, (size_t)n * k * 4);
+            if (!hid || !gid || !hv || !gv || !did || !dv) abort();
+            tc_topk_rows(hid, hv, x, n, V, k);
+            g_gpu.topk(&g_gpu, did, dv, dx, n, V, k);
+            g_gpu.download(&g_gpu, gid, did, (size_t)n * k * 4);
+            g_gpu.download(&g_gpu, gv, dv, (size_t)n * k * 4);
+            int bad = -1;
+            for (int i = 0; i < n * k && bad < 0; i++)
+                if (gid[i] != hid[i] || memcmp(&gv[i], &hv[i], 4)) bad = i;
+            g_n++;
+            if (bad >= 0) g_fail++;
+            char shape[64];
+            snprintf(shape, sizeof shape, "%d rows, V %d, k %d", n, V, k);
+            printf("%-5s %-10s %-48s", bad < 0 ? "ok" : "FAIL", "topk", shape);
+            if (bad >= 0)
+                printf(" row %d entry %d: gpu id %d (%a), cpu id %d (%a)", bad / k, bad % k, gid[bad], gv[bad],
+                       hid[bad], hv[bad]);
+            printf("\n");
+            g_gpu.free(&g_gpu, did), g_gpu.free(&g_gpu, dv);
+            free(hid), free(gid), free(hv), free(gv);
+        }
+        g_gpu.free(&g_gpu, dx);
+        free(x);
+    }
+}
+
 int main(void) {
     int ndev = tc_backend_cuda_device_count();
     if (ndev == 0) {
@@ -335,6 +386,7 @@ int main(void) {
     test_swiglu();
     test_attention();
     test_attention_batch();
+    test_topk();
     if (tc_backend_cuda_sync(&g_gpu) != TC_OK) {
         printf("FAIL: cuda backend reported an error: %s\n", tc_error_get());
         g_fail++;

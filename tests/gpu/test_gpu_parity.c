@@ -78,8 +78,13 @@ static void run_case(tc_backend *gpu, tc_backend *cpu, const parity_case *pc) {
         c.generate_window = pc->wog;
     }
     tc_model *mg = NULL, *mc = NULL;
-    tc_session *sg = NULL, *sc = NULL;
+    tc_session *sg = NULL, *sc = NULL, *sk = NULL;
     const int V = c.vocab_size, L = pc->prompt + pc->decode;
+    /* sk: a twin of sg stepped through tc_step_batch_topk (the device's topk
+     * on the device's logits) must hand back tc_topk_rows of sg's logits */
+    int32_t kid[64], wid[64];
+    float kval[64], wval[64];
+    int topk_bad = 0;
     int32_t *tg = malloc((size_t)L * 4), *tcpu = malloc((size_t)L * 4);
     float *lg = malloc((size_t)V * 4), *lc = malloc((size_t)V * 4);
     double worst = 0;
@@ -95,7 +100,9 @@ static void run_case(tc_backend *gpu, tc_backend *cpu, const parity_case *pc) {
     for (int i = 0; i < pc->prompt; i++) tg[i] = tcpu[i] = (int32_t)((i * 131 + 17) % V);
     tc_session_new(mg, &sg);
     tc_session_new(mc, &sc);
+    tc_session_new(mg, &sk);
     EXPECT(tc_session_append(sg, tg, pc->prompt, lg) == TC_OK, "gpu prefill");
+    EXPECT(tc_session_append(sk, tg, pc->prompt, NULL) == TC_OK, "gpu prefill (top-k twin)");
     EXPECT(tc_session_append(sc, tcpu, pc->prompt, lc) == TC_OK, "cpu prefill");
     for (int i = pc->prompt; i < L; i++) {
         double e = rel_err(lg, lc, V);
@@ -111,6 +118,13 @@ static void run_case(tc_backend *gpu, tc_backend *cpu, const parity_case *pc) {
         if (diverged >= 0) break;
         tc_session *one = sg;
         EXPECT(tc_step_batch(&one, &tg[i], 1, lg) == TC_OK, "gpu step %d", i);
+        const int k = 1 + i % (V < 64 ? V : 64);
+        one = sk;
+        EXPECT(tc_step_batch_topk(&one, &tg[i], 1, k, kid, kval) == TC_OK, "gpu top-k step %d", i);
+        tc_topk_rows(wid, wval, lg, 1, V, k);
+        if ((memcmp(kid, wid, (size_t)k * 4) || memcmp(kval, wval, (size_t)k * 4)) && !topk_bad++)
+            EXPECT(0, "%s: step %d: the device's top %d differs from tc_topk_rows of the logits (first id %d vs %d)",
+                   tc_arch_name(pc->arch), i, k, kid[0], wid[0]);
         one = sc;
         EXPECT(tc_step_batch(&one, &tcpu[i], 1, lc) == TC_OK, "cpu step %d", i);
     }
@@ -133,10 +147,13 @@ static void run_case(tc_backend *gpu, tc_backend *cpu, const parity_case *pc) {
         EXPECT(e <= 1e-3, "%s: gpu prefill of %d tokens vs cpu stream: rel %.3e", tc_arch_name(pc->arch), L, e);
         tc_session_free(fresh);
     }
-    printf("%-5s %-12s W_oh %d W_og %d, %d + %d tokens, %lld syncs: streams %s, worst rel logit err %.2e\n",
-           diverged < 0 ? "ok" : "FAIL", tc_arch_name(pc->arch), c.history_window, c.generate_window, pc->prompt,
-           pc->decode, sg ? (long long)sg->n_syncs : 0LL, diverged < 0 ? "identical" : "DIVERGED", worst);
+    printf("%-5s %-12s W_oh %d W_og %d, %d + %d tokens, %lld syncs: streams %s, worst rel logit err %.2e, "
+           "device top-k %s\n",
+           diverged < 0 && !topk_bad ? "ok" : "FAIL", tc_arch_name(pc->arch), c.history_window, c.generate_window, pc->prompt,
+           pc->decode, sg ? (long long)sg->n_syncs : 0LL, diverged < 0 ? "identical" : "DIVERGED", worst,
+           topk_bad ? "DIFFERS" : "exact");
 done:
+    tc_session_free(sk);
     tc_session_free(sg);
     tc_session_free(sc);
     tc_model_free(mg);
