@@ -29,6 +29,14 @@ typedef struct tc_att_item {
     float beta;
 } tc_att_item;
 
+/* one session's rows of a window pass (see rope_kv_batch) */
+typedef struct tc_rope_kv_item {
+    float *qkv;           /* n rows (ld: the call's ldq), Q | K | V blocks of d columns */
+    float *k_dst, *v_dst; /* n rows each, ld d */
+    int n;
+    int64_t pos0; /* position of row 0 */
+} tc_rope_kv_item;
+
 struct tc_backend {
     const char *name;
     void *ctx;
@@ -51,6 +59,13 @@ struct tc_backend {
      * at absolute position pos0 + i: (x[2j], x[2j+1]) rotated by
      * (float)pos * theta_j, theta_j = (float)(base^(-2j/hd)).             */
     void (*rope)(tc_backend *be, float *x, int ld, int n, int n_head, int head_dim, int64_t pos0, float base);
+    /* Optional (NULL: rope on Q|K as 2*n_head heads, then copy2d of K and
+     * of V, per item): the window pass's per-session work in one dispatch.
+     * Each item's Q and K blocks are rotated in place at positions pos0..,
+     * exactly as rope() does, and its K and V rows copied to k_dst, v_dst.
+     * d = n_head * head_dim. */
+    void (*rope_kv_batch)(tc_backend *be, const struct tc_rope_kv_item *it, int n, int ldq, int n_head, int head_dim,
+                          float base);
     /* out = beta*out + concat_h softmax(q_h k_h^T / sqrt(hd)) v_h
      * q [nq, *] (ldq) at positions qpos0.., k,v [nk, *] at kpos0..;
      * causal: query at position a sees keys at positions <= a. Tiled with an

@@ -119,6 +119,21 @@ static void att_run(tc_backend *be, const tc_att_item *it, int n, int n_head, in
                       it[i].nk, n_head, head_dim, it[i].qpos0, it[i].kpos0, it[i].causal, it[i].beta);
 }
 
+/* the sessions' RoPE + window appends: one dispatch when the backend has it */
+static void rope_kv_run(tc_backend *be, const tc_rope_kv_item *it, int n, int ldq, int n_head, int head_dim,
+                        float base) {
+    if (be->rope_kv_batch) {
+        be->rope_kv_batch(be, it, n, ldq, n_head, head_dim, base);
+        return;
+    }
+    const int d = n_head * head_dim;
+    for (int i = 0; i < n; i++) {
+        be->rope(be, it[i].qkv, ldq, it[i].n, 2 * n_head, head_dim, it[i].pos0, base); /* Q|K */
+        be->copy2d(be, it[i].k_dst, d, it[i].qkv + d, ldq, it[i].n, d);
+        be->copy2d(be, it[i].v_dst, d, it[i].qkv + 2 * d, ldq, it[i].n, d);
+    }
+}
+
 /* logits lg [B, V] (backend memory) -> out: the full rows, or the top k
  * of each, selected where they are when the backend can */
 static tc_status head_out(tc_model *m, const float *lg, int B, const tc_fwd_out *out) {
@@ -171,11 +186,14 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
     TC_CHECK(tc_ws_get(m, TC_WS_G, (size_t)TC_ROW_TILE * F, &G));
     TC_CHECK(tc_ws_get(m, TC_WS_IDS, (size_t)M, (float **)&ids));
     tc_att_item aw_stack[64], az_stack[64];
+    tc_rope_kv_item rk_stack[64];
     tc_att_item *AW = B <= 64 ? aw_stack : malloc(sizeof *AW * (size_t)B);
     tc_att_item *AZ = B <= 64 ? az_stack : malloc(sizeof *AZ * (size_t)B);
-    if (!AW || !AZ) {
+    tc_rope_kv_item *RK = B <= 64 ? rk_stack : malloc(sizeof *RK * (size_t)B);
+    if (!AW || !AZ || !RK) {
         if (AW != aw_stack) free(AW);
         if (AZ != az_stack) free(AZ);
+        if (RK != rk_stack) free(RK);
         return TC_FAIL(TC_ERR_NOMEM, "out of memory for %d attention items", B);
     }
     {
@@ -207,10 +225,9 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
                 tc_session *s = ss[i];
                 int64_t n = cnt[i], p0 = s->n_tokens - n;
                 float *q = QKV + (size_t)row * 3 * d, *a = A + (size_t)row * d;
-                be->rope(be, q, 3 * d, (int)n, 2 * c->n_head, c->head_dim, p0, c->rope_base); /* Q|K */
                 float *wk = win_kv(s, li, 0), *wv = win_kv(s, li, 1);
-                be->copy2d(be, wk + (size_t)s->win_len * d, d, q + d, 3 * d, (int)n, d);
-                be->copy2d(be, wv + (size_t)s->win_len * d, d, q + 2 * d, 3 * d, (int)n, d);
+                /* RoPE on Q|K at its positions, K and V rows into the window */
+                RK[i] = (tc_rope_kv_item){q, wk + (size_t)s->win_len * d, wv + (size_t)s->win_len * d, (int)n, p0};
                 TC_ASSERT(s->win_start + s->win_len == p0, "window position mismatch");
                 /* causal self-attention over the window (baseline: the cache) */
                 AW[nw++] = (tc_att_item){a, q, wk, wv, d, 3 * d, d, d, (int)n, (int)(s->win_len + n), p0,
@@ -231,6 +248,7 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
                 }
                 row += n;
             }
+            rope_kv_run(be, RK, B, 3 * d, c->n_head, c->head_dim, c->rope_base);
             att_run(be, AW, nw, c->n_head, c->head_dim);
             att_run(be, AZ, nz, c->n_head, c->head_dim);
             tc_fwd_post(m, L, X, A, M, LN, H, G);
@@ -239,6 +257,7 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
     for (int i = 0; i < B; i++) ss[i]->win_len += cnt[i];
     if (AW != aw_stack) free(AW);
     if (AZ != az_stack) free(AZ);
+    if (RK != rk_stack) free(RK);
 
     if (out && (out->logits || out->k)) {
         float *last, *lg;

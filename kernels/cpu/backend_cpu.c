@@ -439,6 +439,18 @@ static void cpu_rope(tc_backend *be, float *x, int ld, int n, int n_head, int he
     if (th != theta) free(th);
 }
 
+/* the fused op is the unfused ops on the CPU (there is no launch to save);
+ * it exists so the model's batched path runs in the CPU tests too */
+static void cpu_rope_kv_batch(tc_backend *be, const tc_rope_kv_item *it, int n, int ldq, int n_head, int head_dim,
+                              float base) {
+    const int d = n_head * head_dim;
+    for (int i = 0; i < n; i++) {
+        cpu_rope(be, it[i].qkv, ldq, it[i].n, 2 * n_head, head_dim, it[i].pos0, base);
+        cpu_copy2d(be, it[i].k_dst, d, it[i].qkv + d, ldq, it[i].n, d);
+        cpu_copy2d(be, it[i].v_dst, d, it[i].qkv + 2 * d, ldq, it[i].n, d);
+    }
+}
+
 /* ---- attention --------------------------------------------------------- */
 
 /* softmax numerators of one score row over `lim` visible keys, online:
@@ -782,6 +794,7 @@ tc_status tc_backend_cpu_init(tc_backend *be, int n_threads) {
     be->layernorm = cpu_layernorm;
     be->linear = cpu_linear;
     be->rope = cpu_rope;
+    be->rope_kv_batch = cpu_rope_kv_batch;
     be->attention = cpu_attention;
     be->attention_batch = cpu_attention_batch;
     be->swiglu = cpu_swiglu;

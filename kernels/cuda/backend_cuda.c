@@ -154,6 +154,18 @@ static void cuda_rope(tc_backend *be, float *x, int ld, int n, int n_head, int h
     (void)CU_OK(c, tc_cuda_rope(c->stream, x, ld, n, n_head, head_dim, pos0, base));
 }
 
+/* the window pass's RoPE + K/V appends of a batch, TC_CUDA_ROPE_BATCH
+ * sessions a launch (instead of three launches per session) */
+static void cuda_rope_kv_batch(tc_backend *be, const tc_rope_kv_item *it, int n, int ldq, int n_head, int head_dim,
+                               float base) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (!cuda_enter(c)) return;
+    for (int i = 0; i < n; i += TC_CUDA_ROPE_BATCH)
+        if (!CU_OK(c, tc_cuda_rope_kv(c->stream, it + i, n - i < TC_CUDA_ROPE_BATCH ? n - i : TC_CUDA_ROPE_BATCH,
+                                      ldq, n_head, head_dim, base)))
+            return;
+}
+
 static void cuda_attention(tc_backend *be, float *out, int ldo, const float *q, int ldq, const float *k, int ldk,
                            const float *v, int ldv, int nq, int nk, int n_head, int head_dim, int64_t qpos0,
                            int64_t kpos0, int causal, float beta) {
@@ -254,6 +266,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     be->layernorm = cuda_layernorm;
     be->linear = cuda_linear;
     be->rope = cuda_rope;
+    be->rope_kv_batch = cuda_rope_kv_batch;
     be->attention = cuda_attention;
     be->attention_batch = cuda_attention_batch;
     be->swiglu = cuda_swiglu;

@@ -39,6 +39,13 @@ cudaError_t tc_cuda_bias(cudaStream_t st, float *y, int ldy, const float *bias, 
 cudaError_t tc_cuda_rope(cudaStream_t st, float *x, int ld, int n, int n_head, int head_dim, int64_t pos0,
                          float base);
 
+/* rope.cu: up to TC_CUDA_ROPE_BATCH items of backend.h's rope_kv_batch in
+ * one launch: each item's Q|K rotated in place as tc_cuda_rope would (with
+ * 2*n_head heads), its K and V rows copied to k_dst / v_dst. */
+#define TC_CUDA_ROPE_BATCH 64
+cudaError_t tc_cuda_rope_kv(cudaStream_t st, const tc_rope_kv_item *it, int n, int ldq, int n_head, int head_dim,
+                            float base);
+
 /* swiglu.cu: out[i,j] = silu(h[i,j]) * h[i,F+j]     h [n, 2F] (ldh), out [n, F] */
 cudaError_t tc_cuda_swiglu(cudaStream_t st, float *out, int ldo, const float *h, int ldh, int n, int F);
 

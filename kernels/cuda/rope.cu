@@ -7,23 +7,60 @@
 #include "common.cuh"
 #include "kernels_cuda.h"
 
+__device__ __forceinline__ void theta_fill(float *theta, int head_dim, float base) {
+    for (int j = threadIdx.x; j < head_dim / 2; j += blockDim.x)
+        theta[j] = (float)pow((double)base, -2.0 * (double)j / (double)head_dim);
+    __syncthreads();
+}
+
+/* rotates the pair at pr by (float)pos * theta: the one formula of both kernels */
+__device__ __forceinline__ void rotate(float *pr, int64_t pos, float theta) {
+    float a = __fmul_rn((float)pos, theta);
+    float c = cosf(a), s = sinf(a);
+    float x0 = pr[0], x1 = pr[1];
+    pr[0] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+    pr[1] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+}
+
 // x [n, n_head*head_dim] (ld); theta: head_dim/2 floats of dynamic smem
 __global__ static void rope_kernel(float *x, int ld, int n, int n_head, int head_dim, int64_t pos0, float base) {
     extern __shared__ float theta[];
+    theta_fill(theta, head_dim, base);
     const int half = head_dim / 2;
-    for (int j = threadIdx.x; j < half; j += blockDim.x)
-        theta[j] = (float)pow((double)base, -2.0 * (double)j / (double)head_dim);
-    __syncthreads();
     const size_t per_row = (size_t)n_head * half, total = (size_t)n * per_row;
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total; t += (size_t)gridDim.x * blockDim.x) {
         size_t i = t / per_row, r = t % per_row;
         int h = (int)(r / half), j = (int)(r % half);
-        float a = __fmul_rn((float)(pos0 + (int64_t)i), theta[j]);
-        float c = cosf(a), s = sinf(a);
-        float *pr = x + i * ld + (size_t)h * head_dim + 2 * j;
-        float x0 = pr[0], x1 = pr[1];
-        pr[0] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
-        pr[1] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+        rotate(x + i * ld + (size_t)h * head_dim + 2 * j, pos0 + (int64_t)i, theta[j]);
+    }
+}
+
+/* The window pass's per-session work, blockIdx.y = item: Q|K pairs of each
+ * row rotated in place (as rope_kernel with 2*n_head heads), the rotated K
+ * pair also stored to k_dst, and V copied to v_dst. */
+typedef struct {
+    tc_rope_kv_item it[TC_CUDA_ROPE_BATCH];
+} rope_kv_batch;
+
+__global__ static void rope_kv_kernel(const __grid_constant__ rope_kv_batch b, int ldq, int n_head, int head_dim,
+                                      float base) {
+    extern __shared__ float theta[];
+    theta_fill(theta, head_dim, base);
+    const tc_rope_kv_item it = b.it[blockIdx.y];
+    const int half = head_dim / 2, d = n_head * head_dim;
+    /* d units a row: Q|K has d pairs (Q's first), V has d columns */
+    const size_t total = (size_t)it.n * d;
+    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total; t += (size_t)gridDim.x * blockDim.x) {
+        const size_t i = t / d;
+        const int p = (int)(t % d), j = p % half;
+        float *row = it.qkv + i * ldq;
+        /* pair p of Q|K (h = p / half of 2*n_head heads) is columns 2p, 2p+1 */
+        rotate(row + 2 * p, it.pos0 + (int64_t)i, theta[j]);
+        if (2 * p >= d) { /* a K pair: into the window as well */
+            it.k_dst[i * d + 2 * p - d] = row[2 * p];
+            it.k_dst[i * d + 2 * p - d + 1] = row[2 * p + 1];
+        }
+        it.v_dst[i * d + p] = row[2 * d + p]; /* and V column p */
     }
 }
 
@@ -34,5 +71,24 @@ extern "C" cudaError_t tc_cuda_rope(cudaStream_t st, float *x, int ld, int n, in
     size_t smem = (size_t)(head_dim / 2) * sizeof(float); /* head_dim <= 24576 fits 48 KiB */
     rope_kernel<<<tc_cuda_blocks((size_t)n * n_head * (head_dim / 2), th), th, smem, st>>>(x, ld, n, n_head,
                                                                                           head_dim, pos0, base);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t tc_cuda_rope_kv(cudaStream_t st, const tc_rope_kv_item *it, int n, int ldq, int n_head,
+                                       int head_dim, float base) {
+    if (n <= 0 || n_head <= 0 || head_dim < 2) return cudaSuccess;
+    if (n > TC_CUDA_ROPE_BATCH) return cudaErrorInvalidValue;
+    rope_kv_batch b;
+    size_t most = 0;
+    for (int i = 0; i < n; i++) {
+        b.it[i] = it[i];
+        if ((size_t)it[i].n > most) most = (size_t)it[i].n;
+    }
+    const unsigned th = 256;
+    const int d = n_head * head_dim;
+    unsigned gx = tc_cuda_blocks(most * d, th);
+    if (gx > 1024) gx = 1024; /* grid-stride: y already multiplies by the items */
+    size_t smem = (size_t)(head_dim / 2) * sizeof(float);
+    rope_kv_kernel<<<dim3(gx, (unsigned)n), th, smem, st>>>(b, ldq, n_head, head_dim, base);
     return cudaGetLastError();
 }

@@ -318,6 +318,50 @@ static void test_embed_copy2d(void) {
     free(E); free(o); free(dst); free(init); free(dg);
 }
 
+/* rope_kv_batch: 70 sessions (two launches of TC_CUDA_ROPE_BATCH) of 1-3
+ * rows, one of 9, at positions up to 10^6, QKV rows padded (ldq > 3d);
+ * against the CPU backend's op (rope + two copy2d per item): Q|K within
+ * rope's bound, the padding untouched, V copied exactly, K in the window
+ * equal to K in QKV */
+static void test_rope_kv_batch(void) {
+    enum { NI = 70 };
+    const int nh = 12, hd = 36, d = nh * hd, ldq = 3 * d + 5;
+    int rows[NI], off[NI + 1];
+    int64_t pos[NI];
+    off[0] = 0;
+    for (int i = 0; i < NI; i++) {
+        rows[i] = i == 33 ? 9 : 1 + (int)(frand() * 2.999f);
+        pos[i] = (int64_t)(frand() * 1e6f);
+        off[i + 1] = off[i] + rows[i];
+    }
+    const int M = off[NI];
+    float *q = rnd((size_t)M * ldq, 1), *init = malloc((size_t)M * ldq * 4);
+    float *kc = nans((size_t)M * d), *vc = nans((size_t)M * d);
+    memcpy(init, q, (size_t)M * ldq * 4);
+    float *dq = dev(q, (size_t)M * ldq), *dk = dev(kc, (size_t)M * d), *dv = dev(vc, (size_t)M * d);
+    tc_rope_kv_item ig[NI], ic[NI];
+    for (int i = 0; i < NI; i++) {
+        ig[i] = (tc_rope_kv_item){dq + (size_t)off[i] * ldq, dk + (size_t)off[i] * d, dv + (size_t)off[i] * d, rows[i],
+                                  pos[i]};
+        ic[i] = (tc_rope_kv_item){q + (size_t)off[i] * ldq, kc + (size_t)off[i] * d, vc + (size_t)off[i] * d, rows[i],
+                                  pos[i]};
+    }
+    g_gpu.rope_kv_batch(&g_gpu, ig, NI, ldq, nh, hd, 10000.f);
+    g_cpu.rope_kv_batch(&g_cpu, ic, NI, ldq, nh, hd, 10000.f);
+    float *qg = host(dq, (size_t)M * ldq), *kg = host(dk, (size_t)M * d), *vg = host(dv, (size_t)M * d);
+    char sh[128];
+    snprintf(sh, sizeof sh, "rope_kv: %d items, %d rows, nh=%d hd=%d", NI, M, nh, hd);
+    compare("rope", sh, qg, q, init, M, 2 * d, ldq);
+    compare("rope", "rope_kv: K in the window", kg, kc, NULL, M, d, d);
+    compare("copy2d", "rope_kv: V in the window", vg, vc, NULL, M, d, d);
+    int kq = 0; /* the window's K is the rotated K of QKV, bit for bit */
+    for (int r = 0; r < M; r++) kq += memcmp(kg + (size_t)r * d, qg + (size_t)r * ldq + d, (size_t)d * 4) != 0;
+    g_n++;
+    if (kq) g_fail++;
+    printf("%-5s %-10s %-48s %d rows differ\n", kq ? "FAIL" : "ok", "rope_kv", "window K == QKV's K", kq);
+    free(q), free(init), free(kc), free(vc), free(qg), free(kg), free(vg);
+}
+
 /* topk: the same rows through the CUDA op and tc_topk_rows must give the
  * same ids and bit-identical values: random rows, rows of 5 distinct values
  * (ties decided by id), ±0 / ±inf / NaN, a spike, for k = 1 (the argmax
@@ -383,6 +427,7 @@ int main(void) {
     test_layernorm();
     test_linear();
     test_rope();
+    test_rope_kv_batch();
     test_swiglu();
     test_attention();
     test_attention_batch();
