@@ -6,13 +6,15 @@
 #   floor   paper-41m: hit step at batch 1 vs weight bytes / bandwidth,
 #           sync at N = 64K, 256K, 1M vs the cuBLAS SGEMM rate
 #   flat    hit-step p50 at 1K and 1M, alternated
-#   batch   aggregate tokens/s at B = 1, 16, 256, both architectures
+#   batch   aggregate tokens/s at B = 1, 16, 256, both architectures;
+#           again with TC_CUDA_GRAPHS=1 (batch-graphs, floor-64k-graphs)
 #   itl     per-token latency vs N, tconstformer and the baseline of equal
 #           size (the baseline until --budget stops it)
 # Output: $OUT/bench/<name>.txt and .csv. Knobs: BUILD (default build-gpu),
 # OUT (default ./gpu-logs), DEV (default cuda:0), BENCH_TIMEOUT (s per
 # benchmark, default 900), ITL_BUDGET (itl's --budget, default 60 s: the
-# baseline's O(N^2) prefill stops there). Exit status 0 when every
+# baseline's O(N^2) prefill stops there), ONLY (names to run, e.g.
+# ONLY="batch batch-graphs": a 10-minute device call fits a few). Exit status 0 when every
 # benchmark ran. A device call is limited to 10 minutes: run it on its own.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +32,7 @@ fail=0
 run() { # run NAME SUB ARGS...
     local name=$1
     shift
+    case " ${ONLY:-$name} " in *" $name "*) ;; *) return 0 ;; esac
     echo "== tconst-cuda bench $* --device $DEV" | tee "$R/$name.txt"
     timeout "${BENCH_TIMEOUT:-900}" "$T" bench "$@" --device "$DEV" --csv "$R/$name.csv" 2>&1 | tee -a "$R/$name.txt"
     local rc=${PIPESTATUS[0]}
@@ -40,5 +43,12 @@ run floor-256k floor --preset paper-41m --ctx 256K --reps 3
 run floor-1m floor --preset paper-41m --ctx 1M --reps 3
 run flat flat --preset paper-41m --ctx 1K,1M --reps 2
 run batch batch --preset paper-41m --batch 1,16,256 --reps 2
+# the hit step captured as a CUDA graph (off by default until these say
+# otherwise): the same batch and floor runs, graphs on; compare with the
+# two above (separate processes, run back to back)
+export TC_CUDA_GRAPHS=1
+run batch-graphs batch --preset paper-41m --batch 1,16,256 --reps 2
+run floor-64k-graphs floor --preset paper-41m --ctx 64K --reps 3
+unset TC_CUDA_GRAPHS
 run itl itl --preset paper-41m --arch both --ctx 1K,16K,64K,256K,1M --reps 1 --budget "${ITL_BUDGET:-60}"
 exit $fail

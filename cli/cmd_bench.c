@@ -105,6 +105,10 @@ static void bench_free(const bench_opts *o, tc_backend *be, tc_model *m) {
     if (m) tc_model_free(m);
 #ifdef TC_HAVE_CUDA
     if (o->cuda >= 0) {
+        long launches, inst;
+        tc_backend_cuda_graph_stats(be, &launches, &inst);
+        printf("# cuda graphs: %s (TC_CUDA_GRAPHS): %ld hit steps launched as graphs, %ld instantiated\n",
+               launches ? "on" : "off", launches, inst);
         tc_backend_cuda_free(be);
         return;
     }

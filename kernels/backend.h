@@ -85,6 +85,11 @@ struct tc_backend {
      * must match exactly. 1 <= k <= min(V, TC_TOPK_MAX). ids, vals are
      * backend memory. */
     void (*topk)(tc_backend *be, int32_t *ids, float *vals, const float *x, int n, int V, int k);
+    /* Optional (NULL: ops run as called): the ops issued between the two,
+     * by one thread, with no upload, download, alloc or free among them,
+     * may be recorded and run as one unit at capture_end (CUDA graphs). */
+    void (*capture_begin)(tc_backend *be);
+    void (*capture_end)(tc_backend *be);
 };
 
 /* Largest k a topk op serves (the sampler's candidate list). */

@@ -134,31 +134,50 @@ static void rope_kv_run(tc_backend *be, const tc_rope_kv_item *it, int n, int ld
     }
 }
 
-/* logits lg [B, V] (backend memory) -> out: the full rows, or the top k
- * of each, selected where they are when the backend can */
-static tc_status head_out(tc_model *m, const float *lg, int B, const tc_fwd_out *out) {
+/* the head's output buffers (backend memory), reserved before the step
+ * so nothing allocates between capture_begin and capture_end */
+typedef struct {
+    float *last, *lg, *topk;
+} head_bufs;
+
+static tc_status head_reserve(tc_model *m, int B, const tc_fwd_out *out, head_bufs *h) {
+    const int V = m->cfg.vocab_size;
+    memset(h, 0, sizeof *h);
+    if (!out || (!out->logits && !out->k)) return TC_OK;
+    TC_ASSERT(out->logits || (out->k >= 1 && out->k <= V && out->k <= TC_TOPK_MAX), "head: top k %d outside 1..%d",
+              out->k, V);
+    TC_CHECK(tc_ws_get(m, TC_WS_LAST, (size_t)B * m->cfg.n_embd, &h->last));
+    TC_CHECK(tc_ws_get(m, TC_WS_LOGITS, (size_t)B * V, &h->lg));
+    if (!out->logits && m->be->topk) TC_CHECK(tc_ws_get(m, TC_WS_TOPK, (size_t)2 * B * out->k, &h->topk));
+    return TC_OK;
+}
+
+/* logits of the rows in h->last, and the device's top k of them */
+static void head_compute(tc_model *m, int B, const tc_fwd_out *out, const head_bufs *h) {
+    tc_fwd_head(m, h->last, B, h->lg);
+    if (h->topk) m->be->topk(m->be, (int32_t *)h->topk, h->topk + (size_t)B * out->k, h->lg, B, m->cfg.vocab_size,
+                             out->k);
+}
+
+/* -> out (host): the full rows, the device's top k, or (no topk op) the
+ * top k of the downloaded rows */
+static tc_status head_fetch(tc_model *m, int B, const tc_fwd_out *out, const head_bufs *h) {
     tc_backend *be = m->be;
     const int V = m->cfg.vocab_size, k = out->k;
     if (out->logits) {
-        be->download(be, out->logits, lg, (size_t)B * V * 4);
+        be->download(be, out->logits, h->lg, (size_t)B * V * 4);
         return TC_OK;
     }
-    TC_ASSERT(k >= 1 && k <= V && k <= TC_TOPK_MAX, "head: top k %d outside 1..%d", k, V);
-    if (be->topk) {
-        float *buf;
-        TC_CHECK(tc_ws_get(m, TC_WS_TOPK, (size_t)2 * B * k, &buf));
-        int32_t *ids = (int32_t *)buf;
-        float *vals = buf + (size_t)B * k;
-        be->topk(be, ids, vals, lg, B, V, k);
-        be->download(be, out->ids, ids, (size_t)B * k * 4);
-        be->download(be, out->vals, vals, (size_t)B * k * 4);
+    if (h->topk) {
+        be->download(be, out->ids, h->topk, (size_t)B * k * 4);
+        be->download(be, out->vals, h->topk + (size_t)B * k, (size_t)B * k * 4);
         return TC_OK;
     }
-    float *h = malloc((size_t)B * V * sizeof *h);
-    if (!h) return TC_FAIL(TC_ERR_NOMEM, "out of memory for %d rows of logits", B);
-    be->download(be, h, lg, (size_t)B * V * 4);
-    tc_topk_rows(out->ids, out->vals, h, B, V, k);
-    free(h);
+    float *x = malloc((size_t)B * V * sizeof *x);
+    if (!x) return TC_FAIL(TC_ERR_NOMEM, "out of memory for %d rows of logits", B);
+    be->download(be, x, h->lg, (size_t)B * V * 4);
+    tc_topk_rows(out->ids, out->vals, x, B, V, k);
+    free(x);
     return TC_OK;
 }
 
@@ -185,6 +204,9 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
     TC_CHECK(tc_ws_get(m, TC_WS_H, (size_t)TC_ROW_TILE * 2 * F, &H));
     TC_CHECK(tc_ws_get(m, TC_WS_G, (size_t)TC_ROW_TILE * F, &G));
     TC_CHECK(tc_ws_get(m, TC_WS_IDS, (size_t)M, (float **)&ids));
+    const int want_head = out && (out->logits || out->k);
+    head_bufs hb;
+    TC_CHECK(head_reserve(m, B, out, &hb));
     tc_att_item aw_stack[64], az_stack[64];
     tc_rope_kv_item rk_stack[64];
     tc_att_item *AW = B <= 64 ? aw_stack : malloc(sizeof *AW * (size_t)B);
@@ -203,6 +225,12 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
             row += cnt[i];
         }
     }
+    /* from here to the head: device work only (no transfer, no allocation),
+     * which the backend may capture and replay as one graph -- for hit steps
+     * (one row a session), whose shape repeats step after step; a prefill
+     * runs as called */
+    const int capture = M == B && be->capture_begin && be->capture_end;
+    if (capture) be->capture_begin(be);
     be->embed(be, X, m->embedding, ids, (int)M, d);
 
     for (int b = 0; b < c->n_block; b++) {
@@ -259,17 +287,15 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
     if (AZ != az_stack) free(AZ);
     if (RK != rk_stack) free(RK);
 
-    if (out && (out->logits || out->k)) {
-        float *last, *lg;
-        TC_CHECK(tc_ws_get(m, TC_WS_LAST, (size_t)B * d, &last));
-        TC_CHECK(tc_ws_get(m, TC_WS_LOGITS, (size_t)B * c->vocab_size, &lg));
+    if (want_head) {
         int64_t row = 0;
         for (int i = 0; i < B; i++) {
             row += cnt[i];
-            be->copy2d(be, last + (size_t)i * d, d, X + (size_t)(row - 1) * d, d, 1, d);
+            be->copy2d(be, hb.last + (size_t)i * d, d, X + (size_t)(row - 1) * d, d, 1, d);
         }
-        tc_fwd_head(m, last, B, lg);
-        TC_CHECK(head_out(m, lg, B, out));
+        head_compute(m, B, out, &hb);
     }
+    if (capture) be->capture_end(be);
+    if (want_head) TC_CHECK(head_fetch(m, B, out, &hb));
     return TC_OK;
 }

@@ -68,9 +68,22 @@ static tc_status dev_status(void *arg, int compute) {
     }
     if (atomic_load(&h->fired)) return TC_FAIL(TC_ERR_INTERNAL, "injected device fault (TC_FAULT_DEVICE_POISON)");
 #ifdef TC_HAVE_CUDA
-    if (h->cuda) return tc_backend_cuda_status(h->be);
+    /* a compute thread's reply waits for its lane's work: the next call on
+     * the session may run on the other thread's lane (backend_cuda.h) */
+    if (h->cuda) return compute ? tc_backend_cuda_sync(h->be) : tc_backend_cuda_status(h->be);
 #endif
     return TC_OK;
+}
+
+/* each compute thread on its own CUDA lane: the context thread's syncs
+ * overlap the generation thread's hit steps */
+static void dev_thread_init(void *arg, int role) {
+    dev_health *h = arg;
+#ifdef TC_HAVE_CUDA
+    if (h->cuda) tc_backend_cuda_bind_lane(role);
+#else
+    (void)h, (void)role;
+#endif
 }
 
 /* TC_FAULT_DEVICE_POISON=ROLE:N:MARKER, armed when ROLE is this worker's */
@@ -237,7 +250,8 @@ int main(int argc, char **argv) {
     health.cuda = cuda_dev >= 0;
     if (dev_fault_parse(&health, cfg.role) != 0) goto out;
     tc_worker_opts o = {cfg.role, cfg.device, cfg.peer_timeout, cfg.transport, cuda_dev, cfg.orphan_timeout,
-                        health.cuda || atomic_load(&health.fault_after) ? dev_status : NULL, &health};
+                        health.cuda || atomic_load(&health.fault_after) ? dev_status : NULL, &health,
+                        dev_thread_init};
     if (tc_worker_new(&w, m, tp, config_json, &o) != TC_OK) {
         fprintf(stderr, "tconst-worker: error: %s\n", tc_error_get());
         goto out;

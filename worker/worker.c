@@ -532,6 +532,7 @@ static void *compute_main(void *arg) {
     tc_worker *w = a.w;
     t_compute = 1;
     tc_model_bind_workspace(a.role);
+    if (w->o.thread_init) w->o.thread_init(w->o.device_arg, a.role);
     pthread_mutex_lock(&w->mu);
     for (;;) {
         wqueue *q = &w->q[a.role];

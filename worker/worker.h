@@ -24,6 +24,9 @@ typedef struct {
      * tc_worker_poisoned). */
     tc_status (*device_status)(void *arg, int compute);
     void *device_arg;
+    /* called first on each compute thread (role 0 generation, 1 context)
+     * with device_arg, e.g. to give each its own CUDA stream; NULL: none */
+    void (*thread_init)(void *arg, int role);
 } tc_worker_opts;
 
 typedef struct tc_worker tc_worker;

@@ -27,16 +27,35 @@
  * NVIDIA's recommendation for Hopper, ample for Ampere. */
 #define TC_CUBLAS_WS_BYTES ((size_t)32 << 20)
 
+/* One lane per computing thread (backend_cuda.h): its own stream, cuBLAS
+ * handle (a handle is bound to one stream) and workspace, and the graph it
+ * replays its hit steps with. */
 typedef struct {
-    int device;
     cudaStream_t stream;
     cublasHandle_t blas;
     void *blas_ws;
+    cudaGraphExec_t exec; /* the last captured step, updated in place */
+    int capturing;
+    long n_launch, n_instantiate; /* graph launches, instantiations (the rest were updates) */
+} tc_cuda_lane;
+
+typedef struct {
+    int device;
+    int graphs; /* capture hit steps as graphs (TC_CUDA_GRAPHS=1 / tc_backend_cuda_set_graphs) */
+    tc_cuda_lane lane[TC_CUDA_LANES];
     atomic_int poisoned; /* first failure latched: every later op is a no-op (read by any thread) */
     char first_error[256]; /* its message, written once before poisoned is set */
 } tc_cuda_ctx;
 
+static _Thread_local int t_lane; /* the calling thread's lane (tc_backend_cuda_bind_lane) */
+
 static tc_cuda_ctx *ctx_of(tc_backend *be) { return (tc_cuda_ctx *)be->ctx; }
+static tc_cuda_lane *lane_of(tc_cuda_ctx *c) { return &c->lane[t_lane]; }
+
+void tc_backend_cuda_bind_lane(int lane) {
+    TC_ASSERT(lane >= 0 && lane < TC_CUDA_LANES, "cuda lane %d out of range", lane);
+    t_lane = lane;
+}
 
 /* Latches the first failure; logs it with the call site so the log reads
  * as a backtrace. */
@@ -72,6 +91,7 @@ static int cuda_enter(tc_cuda_ctx *c) {
 
 static void *cuda_alloc(tc_backend *be, size_t bytes) {
     tc_cuda_ctx *c = ctx_of(be);
+    TC_ASSERT(!lane_of(c)->capturing, "cuda: alloc inside a captured step");
     if (!cuda_enter(c)) return NULL;
     void *p = NULL;
     /* cudaMalloc(0) yields NULL, which model/ reads as out of memory */
@@ -86,6 +106,7 @@ static void *cuda_alloc(tc_backend *be, size_t bytes) {
 static void cuda_free(tc_backend *be, void *p) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!p) return;
+    TC_ASSERT(!lane_of(c)->capturing, "cuda: free inside a captured step");
     /* freeing is still attempted on a poisoned device: it may succeed and
      * there is nothing better to do with the memory */
     (void)cudaSetDevice(c->device);
@@ -97,16 +118,18 @@ static void cuda_free(tc_backend *be, void *p) {
  * after the previous step's download. */
 static void cuda_upload(tc_backend *be, void *dst, const void *src, size_t bytes) {
     tc_cuda_ctx *c = ctx_of(be);
+    TC_ASSERT(!lane_of(c)->capturing, "cuda: upload inside a captured step");
     if (!bytes || !cuda_enter(c)) return;
-    if (!CU_OK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, c->stream))) return;
-    (void)CU_OK(c, cudaStreamSynchronize(c->stream));
+    if (!CU_OK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, lane_of(c)->stream))) return;
+    (void)CU_OK(c, cudaStreamSynchronize(lane_of(c)->stream));
 }
 
 static void cuda_download(tc_backend *be, void *dst, const void *src, size_t bytes) {
     tc_cuda_ctx *c = ctx_of(be);
+    TC_ASSERT(!lane_of(c)->capturing, "cuda: download inside a captured step");
     if (!bytes) return;
-    if (cuda_enter(c) && CU_OK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, c->stream)) &&
-        CU_OK(c, cudaStreamSynchronize(c->stream)))
+    if (cuda_enter(c) && CU_OK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, lane_of(c)->stream)) &&
+        CU_OK(c, cudaStreamSynchronize(lane_of(c)->stream)))
         return;
     memset(dst, 0xff, bytes); /* NaN: never hand back stale numbers */
 }
@@ -115,20 +138,20 @@ static void cuda_copy2d(tc_backend *be, float *dst, int ldd, const float *src, i
     tc_cuda_ctx *c = ctx_of(be);
     if (rows <= 0 || cols <= 0 || !cuda_enter(c)) return;
     (void)CU_OK(c, cudaMemcpy2DAsync(dst, (size_t)ldd * 4, src, (size_t)lds * 4, (size_t)cols * 4, (size_t)rows,
-                                     cudaMemcpyDeviceToDevice, c->stream));
+                                     cudaMemcpyDeviceToDevice, lane_of(c)->stream));
 }
 
 static void cuda_embed(tc_backend *be, float *out, const float *E, const int32_t *ids, int n, int d) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!cuda_enter(c)) return;
-    (void)CU_OK(c, tc_cuda_embed(c->stream, out, E, ids, n, d));
+    (void)CU_OK(c, tc_cuda_embed(lane_of(c)->stream, out, E, ids, n, d));
 }
 
 static void cuda_layernorm(tc_backend *be, float *out, const float *x, const float *w, const float *b, int n, int d,
                            float eps) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!cuda_enter(c)) return;
-    (void)CU_OK(c, tc_cuda_layernorm(c->stream, out, x, w, b, n, d, eps));
+    (void)CU_OK(c, tc_cuda_layernorm(lane_of(c)->stream, out, x, w, b, n, d, eps));
 }
 
 static void cuda_linear(tc_backend *be, float *y, int ldy, const float *x, int ldx, const float *W,
@@ -136,22 +159,22 @@ static void cuda_linear(tc_backend *be, float *y, int ldy, const float *x, int l
     tc_cuda_ctx *c = ctx_of(be);
     if (n <= 0 || m <= 0 || !cuda_enter(c)) return;
     if (bias) {
-        if (!CU_OK(c, tc_cuda_bias(c->stream, y, ldy, bias, n, m, beta))) return;
+        if (!CU_OK(c, tc_cuda_bias(lane_of(c)->stream, y, ldy, bias, n, m, beta))) return;
         beta = 1.f;
     }
     const float one = 1.f;
     const int lda = k > 0 ? k : 1;
     if (n == 1) /* the hit step at batch 1: a GEMV, memory-bound */
-        (void)BLAS_OK(c, cublasSgemv(c->blas, CUBLAS_OP_T, k, m, &one, W, lda, x, 1, &beta, y, 1));
+        (void)BLAS_OK(c, cublasSgemv(lane_of(c)->blas, CUBLAS_OP_T, k, m, &one, W, lda, x, 1, &beta, y, 1));
     else
-        (void)BLAS_OK(c, cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, W, lda, x, ldx, &beta, y,
+        (void)BLAS_OK(c, cublasSgemm(lane_of(c)->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, W, lda, x, ldx, &beta, y,
                                      ldy));
 }
 
 static void cuda_rope(tc_backend *be, float *x, int ld, int n, int n_head, int head_dim, int64_t pos0, float base) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!cuda_enter(c)) return;
-    (void)CU_OK(c, tc_cuda_rope(c->stream, x, ld, n, n_head, head_dim, pos0, base));
+    (void)CU_OK(c, tc_cuda_rope(lane_of(c)->stream, x, ld, n, n_head, head_dim, pos0, base));
 }
 
 /* the window pass's RoPE + K/V appends of a batch, TC_CUDA_ROPE_BATCH
@@ -161,7 +184,7 @@ static void cuda_rope_kv_batch(tc_backend *be, const tc_rope_kv_item *it, int n,
     tc_cuda_ctx *c = ctx_of(be);
     if (!cuda_enter(c)) return;
     for (int i = 0; i < n; i += TC_CUDA_ROPE_BATCH)
-        if (!CU_OK(c, tc_cuda_rope_kv(c->stream, it + i, n - i < TC_CUDA_ROPE_BATCH ? n - i : TC_CUDA_ROPE_BATCH,
+        if (!CU_OK(c, tc_cuda_rope_kv(lane_of(c)->stream, it + i, n - i < TC_CUDA_ROPE_BATCH ? n - i : TC_CUDA_ROPE_BATCH,
                                       ldq, n_head, head_dim, base)))
             return;
 }
@@ -172,7 +195,7 @@ static void cuda_attention(tc_backend *be, float *out, int ldo, const float *q, 
     tc_cuda_ctx *c = ctx_of(be);
     TC_ASSERT(head_dim <= TC_CUDA_ATT_MAX_HD, "cuda attention: head_dim %d > %d", head_dim, TC_CUDA_ATT_MAX_HD);
     if (!cuda_enter(c)) return;
-    (void)CU_OK(c, tc_cuda_attention(c->stream, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, n_head, head_dim, qpos0,
+    (void)CU_OK(c, tc_cuda_attention(lane_of(c)->stream, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, n_head, head_dim, qpos0,
                                      kpos0, causal, beta));
 }
 
@@ -189,31 +212,81 @@ static void cuda_attention_batch(tc_backend *be, const tc_att_item *it, int n, i
         const tc_att_item *t = &it[i];
         if (t->nq <= 0) continue;
         if (t->nq > TC_CUDA_ATT_ROW_MAX) {
-            if (!CU_OK(c, tc_cuda_attention(c->stream, t->out, t->ldo, t->q, t->ldq, t->k, t->ldk, t->v, t->ldv, t->nq,
+            if (!CU_OK(c, tc_cuda_attention(lane_of(c)->stream, t->out, t->ldo, t->q, t->ldq, t->k, t->ldk, t->v, t->ldv, t->nq,
                                             t->nk, n_head, head_dim, t->qpos0, t->kpos0, t->causal, t->beta)))
                 return;
             continue;
         }
         rows[nr++] = *t;
         if (nr == TC_CUDA_ATT_BATCH) {
-            if (!CU_OK(c, tc_cuda_attention_rows(c->stream, rows, nr, n_head, head_dim))) return;
+            if (!CU_OK(c, tc_cuda_attention_rows(lane_of(c)->stream, rows, nr, n_head, head_dim))) return;
             nr = 0;
         }
     }
-    if (nr) (void)CU_OK(c, tc_cuda_attention_rows(c->stream, rows, nr, n_head, head_dim));
+    if (nr) (void)CU_OK(c, tc_cuda_attention_rows(lane_of(c)->stream, rows, nr, n_head, head_dim));
 }
 
 static void cuda_swiglu(tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!cuda_enter(c)) return;
-    (void)CU_OK(c, tc_cuda_swiglu(c->stream, out, ldo, h, ldh, n, F));
+    (void)CU_OK(c, tc_cuda_swiglu(lane_of(c)->stream, out, ldo, h, ldh, n, F));
 }
 
 static void cuda_topk(tc_backend *be, int32_t *ids, float *vals, const float *x, int n, int V, int k) {
     tc_cuda_ctx *c = ctx_of(be);
     TC_ASSERT(k >= 1 && k <= V && k <= TC_TOPK_MAX, "cuda topk: k %d outside 1..%d", k, V);
     if (!cuda_enter(c)) return;
-    (void)CU_OK(c, tc_cuda_topk(c->stream, ids, vals, x, n, V, k));
+    (void)CU_OK(c, tc_cuda_topk(lane_of(c)->stream, ids, vals, x, n, V, k));
+}
+
+/* ---- CUDA graphs (TC_CUDA_GRAPHS=1) ------------------------------------
+ * model/ brackets a hit step's ops (after the token upload, before the
+ * download) with capture_begin / capture_end. With graphs on, the lane's
+ * stream records them instead of running them; capture_end turns the
+ * recording into the lane's executable graph -- updated in place when the
+ * launch sequence has the same shape as the last step's (the common case:
+ * only lengths, positions and pointers moved), instantiated anew when not
+ * -- and launches it: one submission for the whole step instead of one per
+ * kernel. Thread-local capture mode: the other lane's thread may allocate
+ * or synchronize meanwhile. */
+static void cuda_capture_begin(tc_backend *be) {
+    tc_cuda_ctx *c = ctx_of(be);
+    tc_cuda_lane *L = lane_of(c);
+    TC_ASSERT(!L->capturing, "cuda: capture_begin inside a capture");
+    if (!c->graphs || !cuda_enter(c)) return;
+    if (CU_OK(c, cudaStreamBeginCapture(L->stream, cudaStreamCaptureModeThreadLocal))) L->capturing = 1;
+}
+
+static void cuda_capture_end(tc_backend *be) {
+    tc_cuda_ctx *c = ctx_of(be);
+    tc_cuda_lane *L = lane_of(c);
+    if (!L->capturing) return;
+    L->capturing = 0;
+    cudaGraph_t g = NULL;
+    /* ended even on a poisoned device, so the stream leaves capture mode */
+    cudaError_t e = cudaStreamEndCapture(L->stream, &g);
+    if (!CU_OK(c, e) || atomic_load(&c->poisoned)) {
+        if (g) (void)cudaGraphDestroy(g);
+        return;
+    }
+    if (L->exec) {
+        cudaGraphExecUpdateResultInfo info;
+        if (cudaGraphExecUpdate(L->exec, g, &info) != cudaSuccess) {
+            (void)cudaGetLastError(); /* a topology change is not an error: instantiate */
+            (void)cudaGraphExecDestroy(L->exec);
+            L->exec = NULL;
+        }
+    }
+    if (!L->exec) {
+        if (!CU_OK(c, cudaGraphInstantiate(&L->exec, g, 0))) {
+            L->exec = NULL;
+            (void)cudaGraphDestroy(g);
+            return;
+        }
+        L->n_instantiate++;
+    }
+    if (CU_OK(c, cudaGraphLaunch(L->exec, L->stream))) L->n_launch++;
+    (void)cudaGraphDestroy(g); /* the exec keeps what it needs */
 }
 
 int tc_backend_cuda_device_count(void) {
@@ -244,15 +317,22 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
 #define INIT_CU(call) do { if (!CU_OK(c, call)) { st = TC_ERR_INTERNAL; goto fail; } } while (0)
 #define INIT_BLAS(call) do { if (!BLAS_OK(c, call)) { st = TC_ERR_INTERNAL; goto fail; } } while (0)
     INIT_CU(cudaSetDevice(device));
-    INIT_CU(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
-    INIT_BLAS(cublasCreate(&c->blas));
-    /* order matters: cublasSetStream resets the workspace to cuBLAS's pool */
-    INIT_BLAS(cublasSetStream(c->blas, c->stream));
-    INIT_CU(cudaMalloc(&c->blas_ws, TC_CUBLAS_WS_BYTES));
-    INIT_BLAS(cublasSetWorkspace(c->blas, c->blas_ws, TC_CUBLAS_WS_BYTES));
-    /* fp32 compute, no TF32: exact against the CPU backend first */
-    INIT_BLAS(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH));
+    for (int l = 0; l < TC_CUDA_LANES; l++) {
+        tc_cuda_lane *L = &c->lane[l];
+        INIT_CU(cudaStreamCreateWithFlags(&L->stream, cudaStreamNonBlocking));
+        INIT_BLAS(cublasCreate(&L->blas));
+        /* order matters: cublasSetStream resets the workspace to cuBLAS's pool */
+        INIT_BLAS(cublasSetStream(L->blas, L->stream));
+        INIT_CU(cudaMalloc(&L->blas_ws, TC_CUBLAS_WS_BYTES));
+        INIT_BLAS(cublasSetWorkspace(L->blas, L->blas_ws, TC_CUBLAS_WS_BYTES));
+        /* fp32 compute, no TF32: exact against the CPU backend first */
+        INIT_BLAS(cublasSetMathMode(L->blas, CUBLAS_DEFAULT_MATH));
+    }
     INIT_CU(tc_cuda_attention_setup());
+    {
+        const char *g = getenv("TC_CUDA_GRAPHS");
+        c->graphs = g && !strcmp(g, "1");
+    }
 #undef INIT_CU
 #undef INIT_BLAS
 
@@ -271,6 +351,8 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     be->attention_batch = cuda_attention_batch;
     be->swiglu = cuda_swiglu;
     be->topk = cuda_topk;
+    be->capture_begin = cuda_capture_begin;
+    be->capture_end = cuda_capture_end;
     {
         struct cudaDeviceProp prop;
         if (cudaGetDeviceProperties(&prop, device) == cudaSuccess)
@@ -287,10 +369,17 @@ void tc_backend_cuda_free(tc_backend *be) {
     tc_cuda_ctx *c = ctx_of(be);
     if (c) {
         (void)cudaSetDevice(c->device);
-        if (c->stream) (void)cudaStreamSynchronize(c->stream);
-        if (c->blas) (void)cublasDestroy(c->blas);
-        if (c->blas_ws) (void)cudaFree(c->blas_ws);
-        if (c->stream) (void)cudaStreamDestroy(c->stream);
+        for (int l = 0; l < TC_CUDA_LANES; l++) {
+            tc_cuda_lane *L = &c->lane[l];
+            if (L->stream) (void)cudaStreamSynchronize(L->stream);
+            if (L->exec) (void)cudaGraphExecDestroy(L->exec);
+            if (L->blas) (void)cublasDestroy(L->blas);
+            if (L->blas_ws) (void)cudaFree(L->blas_ws);
+            if (L->stream) (void)cudaStreamDestroy(L->stream);
+            if (L->n_launch)
+                TC_LOG(TC_LOG_DEBUG, "cuda", "lane %d: %ld graph launches, %ld instantiations", l, L->n_launch,
+                       L->n_instantiate);
+        }
         (void)cudaGetLastError();
         free(c);
     }
@@ -308,7 +397,7 @@ tc_status tc_backend_cuda_sync(tc_backend *be) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!c) return TC_FAIL(TC_ERR_INVALID, "cuda: backend not initialized");
     if (cuda_enter(c)) {
-        (void)CU_OK(c, cudaStreamSynchronize(c->stream));
+        (void)CU_OK(c, cudaStreamSynchronize(lane_of(c)->stream));
         (void)CU_OK(c, cudaGetLastError()); /* a kernel fault surfaces here */
     }
     return tc_backend_cuda_status(be);
@@ -316,5 +405,19 @@ tc_status tc_backend_cuda_sync(tc_backend *be) {
 
 void *tc_backend_cuda_stream(tc_backend *be) {
     tc_cuda_ctx *c = ctx_of(be);
-    return c ? (void *)c->stream : NULL;
+    return c ? (void *)lane_of(c)->stream : NULL;
+}
+
+void tc_backend_cuda_set_graphs(tc_backend *be, int on) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (c) c->graphs = on != 0;
+}
+
+void tc_backend_cuda_graph_stats(tc_backend *be, long *launches, long *instantiations) {
+    tc_cuda_ctx *c = ctx_of(be);
+    *launches = *instantiations = 0;
+    for (int l = 0; c && l < TC_CUDA_LANES; l++) {
+        *launches += c->lane[l].n_launch;
+        *instantiations += c->lane[l].n_instantiate;
+    }
 }

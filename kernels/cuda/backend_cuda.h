@@ -1,10 +1,22 @@
 /* backend_cuda.h — the CUDA backend behind kernels/backend.h (C API).
  *
  * fp32 weights and activations, GEMMs through cuBLAS (fp32 compute, no
- * TF32), the other ops as kernels in the kernels/cuda .cu files. Everything runs
- * in order on one non-blocking stream owned by the backend; upload and
- * download are synchronous (the host buffer may be reused or read on
- * return, as with the CPU backend), the ops are asynchronous.
+ * TF32), the other ops as kernels in the kernels/cuda .cu files.
+ *
+ * Lanes: the backend owns TC_CUDA_LANES non-blocking streams, each with
+ * its own cuBLAS handle and workspace. A thread's ops run in order on its
+ * lane (tc_backend_cuda_bind_lane; lane 0 unless bound), so a worker's
+ * context thread (syncs, lane 1) and generation thread (hit steps, lane 0)
+ * overlap on one GPU. Work of two lanes is not ordered: a thread hands a
+ * session to another only after tc_backend_cuda_sync (the worker does so
+ * before every reply). Upload and download are synchronous on the lane
+ * (the host buffer may be reused or read on return, as with the CPU
+ * backend); the ops are asynchronous.
+ *
+ * Graphs: with TC_CUDA_GRAPHS=1 in the environment (or
+ * tc_backend_cuda_set_graphs), the ops a hit step brackets with
+ * capture_begin / capture_end are recorded and launched as one CUDA graph,
+ * updated in place from step to step. Off by default until measured.
  *
  * Errors: the ops of backend.h return nothing, so the first CUDA or cuBLAS
  * failure is logged, latched (the device counts as poisoned, STYLE.md
@@ -13,8 +25,7 @@
  * result. Callers poll tc_backend_cuda_status() (a worker then exits and
  * is restarted).
  *
- * Not here (issue 7, see docs/gpu.md): bf16/fp16 weights, CUDA graphs, a
- * second stream for syncs, the batched hit-step attention, NCCL. */
+ * Not here (issue 7, see docs/gpu.md): bf16/fp16 weights. */
 #ifndef TC_BACKEND_CUDA_H
 #define TC_BACKEND_CUDA_H
 
@@ -37,11 +48,23 @@ void tc_backend_cuda_free(tc_backend *be);
 /* TC_OK, or TC_ERR_INTERNAL once any CUDA/cuBLAS call of this backend
  * failed (sticky; tc_error_get() names the first failure). Does not wait. */
 tc_status tc_backend_cuda_status(tc_backend *be);
-/* Waits for all queued work of the backend, then returns its status. */
+/* Waits for the queued work of the calling thread's lane, then returns the
+ * backend's status. */
 tc_status tc_backend_cuda_sync(tc_backend *be);
-/* The backend's stream (a cudaStream_t), for callers that capture graphs
- * or order their own work after the backend's. */
+/* The calling thread's lane's stream (a cudaStream_t), for callers that
+ * order their own work after the backend's. */
 void *tc_backend_cuda_stream(tc_backend *be);
+
+/* Lanes (see the top): 0 for the generation thread and anything unbound,
+ * 1 for the context thread. Per thread, for every CUDA backend. */
+#define TC_CUDA_LANES 2
+void tc_backend_cuda_bind_lane(int lane);
+
+/* Graph capture of hit steps on or off (default: TC_CUDA_GRAPHS=1 in the
+ * environment at init), and how many graphs were launched and how many
+ * instantiated (the rest were updated in place) so far. */
+void tc_backend_cuda_set_graphs(tc_backend *be, int on);
+void tc_backend_cuda_graph_stats(tc_backend *be, long *launches, long *instantiations);
 
 #ifdef __cplusplus
 }

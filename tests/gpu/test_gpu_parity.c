@@ -7,10 +7,13 @@
  * TConstFormer / TLinFormer streams must cross >= 8 syncs (W_oh != W_og for
  * one of them). A fresh prefill over the whole stream on the GPU must give
  * the same last logits as the CPU stream (sync + window batch path).
+ * Three passes: as called; hit steps captured as CUDA graphs; graphs with
+ * two threads at once on the backend's two lanes (the worker's layout).
  *
  * Without a CUDA device: prints "SKIPPED: no CUDA device", exits 77
  * (ctest SKIP_RETURN_CODE). Label: gpu. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +30,7 @@ static int g_fail = 0;
 #define EXPECT(cond, ...)                               \
     do {                                                \
         if (!(cond)) {                                  \
-            g_fail++;                                   \
+            __atomic_add_fetch(&g_fail, 1, __ATOMIC_RELAXED); \
             printf("FAIL %s:%d: ", __FILE__, __LINE__); \
             printf(__VA_ARGS__);                        \
             printf("\n");                               \
@@ -67,10 +70,10 @@ typedef struct {
     int prompt, decode;
 } parity_case;
 
-static void run_case(tc_backend *gpu, tc_backend *cpu, const parity_case *pc) {
+static void run_case(tc_backend *gpu, tc_backend *cpu, const parity_case *pc, const char *pass) {
     char dir[256];
-    snprintf(dir, sizeof dir, "%s/tc_gpu_parity_%d_%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid(),
-             (int)pc->arch);
+    snprintf(dir, sizeof dir, "%s/tc_gpu_parity_%d_%d_%s", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid(),
+             (int)pc->arch, pass);
     tc_model_config c;
     tc_config_preset(&c, "tiny", pc->arch);
     if (pc->arch != TC_ARCH_TRANSFORMER) {
@@ -147,9 +150,9 @@ static void run_case(tc_backend *gpu, tc_backend *cpu, const parity_case *pc) {
         EXPECT(e <= 1e-3, "%s: gpu prefill of %d tokens vs cpu stream: rel %.3e", tc_arch_name(pc->arch), L, e);
         tc_session_free(fresh);
     }
-    printf("%-5s %-12s W_oh %d W_og %d, %d + %d tokens, %lld syncs: streams %s, worst rel logit err %.2e, "
+    printf("%-5s [%s] %-12s W_oh %d W_og %d, %d + %d tokens, %lld syncs: streams %s, worst rel logit err %.2e, "
            "device top-k %s\n",
-           diverged < 0 && !topk_bad ? "ok" : "FAIL", tc_arch_name(pc->arch), c.history_window, c.generate_window, pc->prompt,
+           diverged < 0 && !topk_bad ? "ok" : "FAIL", pass, tc_arch_name(pc->arch), c.history_window, c.generate_window, pc->prompt,
            pc->decode, sg ? (long long)sg->n_syncs : 0LL, diverged < 0 ? "identical" : "DIVERGED", worst,
            topk_bad ? "DIFFERS" : "exact");
 done:
@@ -164,6 +167,26 @@ done:
     if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);
 }
 
+/* >= 8 syncs: (prompt + decode - 1) / W_og >= 8 for the two constant-state ones */
+static const parity_case CASES[] = {
+    {TC_ARCH_TCONST, 24, 8, 5, 80},      /* W_oh != W_og, zip longer than the window */
+    {TC_ARCH_TLIN, 16, 16, 21, 140},     /* history K/V grows with N */
+    {TC_ARCH_TRANSFORMER, 0, 0, 5, 120}, /* KV cache grows; no syncs */
+};
+static tc_backend *g_gpu, *g_cpu;
+
+static void run_all(const char *pass) {
+    for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) run_case(g_gpu, g_cpu, &CASES[i], pass);
+}
+
+static void *lane1_main(void *arg) {
+    (void)arg;
+    tc_backend_cuda_bind_lane(1);
+    tc_model_bind_workspace(1);
+    run_all("lane1");
+    return NULL;
+}
+
 int main(void) {
     int ndev = tc_backend_cuda_device_count();
     if (ndev == 0) {
@@ -176,13 +199,25 @@ int main(void) {
         return 1;
     }
     tc_backend_cpu_init(&cpu, 0);
-    /* >= 8 syncs: (prompt + decode - 1) / W_og >= 8 for the two constant-state ones */
-    const parity_case cases[] = {
-        {TC_ARCH_TCONST, 24, 8, 5, 80},      /* W_oh != W_og, zip longer than the window */
-        {TC_ARCH_TLIN, 16, 16, 21, 140},     /* history K/V grows with N */
-        {TC_ARCH_TRANSFORMER, 0, 0, 5, 120}, /* KV cache grows; no syncs */
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&gpu, &cpu, &cases[i]);
+    g_gpu = &gpu, g_cpu = &cpu;
+    tc_backend_cuda_set_graphs(&gpu, 0);
+    run_all("plain");
+    tc_backend_cuda_set_graphs(&gpu, 1);
+    run_all("graphs");
+    long launches, inst;
+    tc_backend_cuda_graph_stats(&gpu, &launches, &inst);
+    EXPECT(launches > 0 && inst >= 1 && inst <= launches, "graphs on: %ld launches, %ld instantiations", launches,
+           inst);
+    printf("graphs: %ld hit steps launched as graphs, %ld instantiated, the rest updated in place\n", launches, inst);
+    /* lanes: a second thread on lane 1 (the worker's context thread)
+     * while this one runs lane 0, both capturing */
+    pthread_t th;
+    if (pthread_create(&th, NULL, lane1_main, NULL) != 0) {
+        EXPECT(0, "pthread_create");
+    } else {
+        run_all("lane0");
+        pthread_join(th, NULL);
+    }
     tc_backend_cuda_free(&gpu);
     tc_backend_cpu_free(&cpu);
     printf("%s\n", g_fail ? "gpu parity FAILED" : "gpu parity passed");
