@@ -173,12 +173,13 @@ static int bench_window(const bench_opts *o, const tc_model_config *c) {
 
 /* ---- analytic costs ---------------------------------------------------- */
 
-/* fp32 bytes a batch-1 hit step must read: every layer's weights + the
- * tied head (the embedding row gather is negligible) */
-static double hit_weight_bytes(const tc_model_config *c) {
-    double d = c->n_embd, F = c->ffn_hidden;
-    double layer = 3 * d * d + 3 * d + d * d + d + 3 * d * F + 4 * d;
-    return 4.0 * (layer * tc_config_n_layers(c) + (double)c->vocab_size * d);
+/* bytes a batch-1 hit step must read: every layer's weights + the tied
+ * head (the embedding row gather is negligible); matrices in the
+ * backend's weight format (wtype: 4 or 2 bytes), vectors fp32 */
+static double hit_weight_bytes(const tc_model_config *c, int wtype) {
+    double d = c->n_embd, F = c->ffn_hidden, w = (double)tc_wt_bytes(wtype, 1);
+    double mats = 3 * d * d + d * d + 3 * d * F, vecs = 3 * d + d + 4 * d;
+    return (w * mats + 4.0 * vecs) * tc_config_n_layers(c) + w * (double)c->vocab_size * d;
 }
 
 /* FLOPs of one sync over n_ctx tokens (GEMMs and attention matmuls, which
@@ -576,7 +577,7 @@ static int bench_floor(const bench_opts *o) {
     if (st == TC_OK) st = tc_session_append(h, ids, nh0 + 1, lg);
     if (st == TC_OK) rand_ids(ids, n, V, &x), st = tc_session_new(m, &s);
     if (st == TC_OK) st = tc_session_append(s, ids, n, NULL);
-    const double wb = hit_weight_bytes(c), fl = sync_flops(c, n);
+    const double wb = hit_weight_bytes(c, be.wtype), fl = sync_flops(c, n);
     for (int r = 0; st == TC_OK && r < reps; r++) {
         if (o->cuda >= 0) {
             st = floor_device(o, &be, 3, &bw[r], &gemm[r]);

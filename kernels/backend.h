@@ -19,6 +19,10 @@
 
 typedef struct tc_backend tc_backend;
 
+/* weight formats (tc_backend.wtype) */
+enum { TC_WT_F32 = 0, TC_WT_BF16 = 1, TC_WT_F16 = 2 };
+static inline size_t tc_wt_bytes(int wtype, size_t n) { return n * (wtype == TC_WT_F32 ? 4 : 2); }
+
 /* one attention of a batch (see attention_batch) */
 typedef struct tc_att_item {
     float *out;
@@ -47,13 +51,23 @@ struct tc_backend {
     void (*download)(tc_backend *be, void *dst, const void *src, size_t bytes);
     void (*copy2d)(tc_backend *be, float *dst, int ldd, const float *src, int lds, int rows, int cols);
 
+    /* Weight matrices (embed's E, linear's W) are in the backend's weight
+     * format wtype: TC_WT_F32 (plain floats; every backend), or 16-bit
+     * (the CUDA backend when asked), which the model allocates at
+     * tc_wt_bytes and fills with upload_weight. Vectors (norms, biases)
+     * and activations are always fp32. */
+    int wtype;
+    /* n = rows * cols weights from fp32 host memory into dst in wtype
+     * (rounded to nearest even). NULL when wtype is TC_WT_F32 (upload). */
+    void (*upload_weight)(tc_backend *be, void *dst, const float *src, size_t rows, size_t cols);
+
     /* out[i,:] = E[ids[i],:]                           out [n, d], E [V, d] */
-    void (*embed)(tc_backend *be, float *out, const float *E, const int32_t *ids, int n, int d);
+    void (*embed)(tc_backend *be, float *out, const void *E, const int32_t *ids, int n, int d);
     /* out = LN(x) * w + b, per row                       x, out [n, d] (ld d) */
     void (*layernorm)(tc_backend *be, float *out, const float *x, const float *w, const float *b, int n, int d,
                       float eps);
     /* y = beta*y + x W^T (+ bias)   y [n, m] (ldy), x [n, k] (ldx), W [m, k] */
-    void (*linear)(tc_backend *be, float *y, int ldy, const float *x, int ldx, const float *W, const float *bias,
+    void (*linear)(tc_backend *be, float *y, int ldy, const float *x, int ldx, const void *W, const float *bias,
                    int n, int m, int k, float beta);
     /* In-place interleaved RoPE on n rows of n_head*head_dim columns, row i
      * at absolute position pos0 + i: (x[2j], x[2j+1]) rotated by
@@ -116,8 +130,11 @@ void tc_topk_rows(int32_t *ids, float *vals, const float *x, int n, int V, int k
 tc_status tc_backend_cpu_init(tc_backend *be, int n_threads);
 void tc_backend_cpu_free(tc_backend *be);
 
-/* Naive reference versions of every CPU op, plain loops, for tests only. */
+/* Naive reference versions of every CPU op, plain loops, for tests only;
+ * _wt: with weight matrices stored in format wtype (TC_WT_*), the host
+ * twin of the CUDA backend's 16-bit weights. */
 tc_status tc_backend_naive_init(tc_backend *be);
+tc_status tc_backend_naive_init_wt(tc_backend *be, int wtype);
 
 /* RoPE frequency for pair j of a head of size hd (shared by all backends). */
 float tc_rope_theta(float base, int j, int head_dim);

@@ -67,9 +67,19 @@ static tc_status check_tensor(const tc_st_file *f, const char *path, const char 
     return TC_OK;
 }
 
-static void put(tc_backend *be, float *dst, const tc_st_tensor *t, float *tmp) {
+/* tensor t (any file dtype) -> fp32 in tmp -> the backend at dst: a
+ * matrix (cols > 0) in the backend's weight format, a vector as fp32 */
+static void put(tc_backend *be, void *dst, const tc_st_tensor *t, float *tmp, int64_t rows, int64_t cols) {
     tc_convert_to_f32(tmp, t->data, t->dtype, (size_t)t->n_elem);
-    be->upload(be, dst, tmp, (size_t)t->n_elem * 4);
+    if (cols && be->wtype != TC_WT_F32) be->upload_weight(be, dst, tmp, (size_t)rows, (size_t)cols);
+    else be->upload(be, dst, tmp, (size_t)t->n_elem * 4);
+}
+
+/* bump allocation in the blob, each tensor 256-byte aligned (vector loads) */
+static void *take(char **cur, size_t bytes) {
+    void *p = *cur;
+    *cur += (bytes + 255) & ~(size_t)255;
+    return p;
 }
 
 tc_status tc_model_load(tc_model **out, const char *dir, tc_backend *be) {
@@ -122,33 +132,48 @@ tc_status tc_model_load(tc_model **out, const char *dir, tc_backend *be) {
     if (st != TC_OK) { free(lt); goto fail; }
     snprintf(m->dtype_name, sizeof m->dtype_name, "%s", temb->dtype_name);
 
-    /* one blob: embedding, final norm, then per layer in PARAMS order */
-    size_t layer_floats = (size_t)(2 * d + 3 * d * d + 3 * d + d * d + d + 2 * d + 2 * F * d + d * F);
-    size_t total = (size_t)(V * d + 2 * d) + (size_t)nl * layer_floats;
-    m->blob_bytes = total * 4;
+    /* one blob: embedding, final norm, then per layer in PARAMS order;
+     * matrices in the backend's weight format */
+    if (be->wtype != TC_WT_F32 && !be->upload_weight) {
+        free(lt);
+        st = TC_FAIL(TC_ERR_INVALID, "backend %s: 16-bit weights without upload_weight", be->name);
+        goto fail;
+    }
+    const int wt = be->wtype;
+#define MAT(n_) ((tc_wt_bytes(wt, (size_t)(n_)) + 255) & ~(size_t)255)
+#define VEC(n_) (((size_t)(n_) * 4 + 255) & ~(size_t)255)
+    size_t layer_bytes = 2 * VEC(d) + MAT(3 * d * d) + VEC(3 * d) + MAT(d * d) + VEC(d) + 2 * VEC(d) +
+                         MAT(2 * F * d) + MAT(d * F);
+    size_t total = MAT(V * d) + 2 * VEC(d) + (size_t)nl * layer_bytes;
+#undef MAT
+#undef VEC
+    m->blob_bytes = total;
     m->blob = be->alloc(be, m->blob_bytes);
     m->layers = calloc((size_t)nl, sizeof *m->layers);
     tmp = malloc((size_t)(V * d > 3 * d * d ? V * d : 3 * d * d) * 4 + (size_t)(F * d) * 4 + 64);
     if (!m->blob || !m->layers || !tmp) { free(lt); st = TC_FAIL(TC_ERR_NOMEM, "out of memory for %zu bytes of weights", m->blob_bytes); goto fail; }
-    float *p = m->blob;
-    m->embedding = p; put(be, p, temb, tmp); p += V * d;
-    m->normf_w = p; put(be, p, tnw, tmp); p += d;
-    m->normf_b = p; put(be, p, tnb, tmp); p += d;
+    char *cur = m->blob;
+    const size_t w = tc_wt_bytes(wt, 1);
+    m->embedding = take(&cur, V * d * w); put(be, m->embedding, temb, tmp, V, d);
+    m->normf_w = take(&cur, d * 4); put(be, m->normf_w, tnw, tmp, d, 0);
+    m->normf_b = take(&cur, d * 4); put(be, m->normf_b, tnb, tmp, d, 0);
     for (int li = 0; li < nl; li++) {
         const tc_st_tensor **T = &lt[(size_t)li * N_PARAMS];
         tc_layer_weights *L = &m->layers[li];
-        L->norm1_w = p; put(be, p, T[0], tmp); p += d;
-        L->norm1_b = p; put(be, p, T[1], tmp); p += d;
-        L->qkv_w = p; put(be, p, T[2], tmp); p += 3 * d * d;
-        L->qkv_b = p; put(be, p, T[3], tmp); p += 3 * d;
-        L->out_w = p; put(be, p, T[4], tmp); p += d * d;
-        L->out_b = p; put(be, p, T[5], tmp); p += d;
-        L->norm2_w = p; put(be, p, T[6], tmp); p += d;
-        L->norm2_b = p; put(be, p, T[7], tmp); p += d;
-        L->w13 = p; put(be, p, T[8], tmp); put(be, p + F * d, T[9], tmp); p += 2 * F * d;
-        L->w2 = p; put(be, p, T[10], tmp); p += d * F;
+        L->norm1_w = take(&cur, d * 4); put(be, L->norm1_w, T[0], tmp, d, 0);
+        L->norm1_b = take(&cur, d * 4); put(be, L->norm1_b, T[1], tmp, d, 0);
+        L->qkv_w = take(&cur, 3 * d * d * w); put(be, L->qkv_w, T[2], tmp, 3 * d, d);
+        L->qkv_b = take(&cur, 3 * d * 4); put(be, L->qkv_b, T[3], tmp, 3 * d, 0);
+        L->out_w = take(&cur, d * d * w); put(be, L->out_w, T[4], tmp, d, d);
+        L->out_b = take(&cur, d * 4); put(be, L->out_b, T[5], tmp, d, 0);
+        L->norm2_w = take(&cur, d * 4); put(be, L->norm2_w, T[6], tmp, d, 0);
+        L->norm2_b = take(&cur, d * 4); put(be, L->norm2_b, T[7], tmp, d, 0);
+        L->w13 = take(&cur, 2 * F * d * w);
+        put(be, L->w13, T[8], tmp, F, d);
+        put(be, (char *)L->w13 + F * d * w, T[9], tmp, F, d);
+        L->w2 = take(&cur, d * F * w); put(be, L->w2, T[10], tmp, d, F);
     }
-    TC_ASSERT((size_t)(p - (float *)m->blob) == total, "weights layout mismatch");
+    TC_ASSERT((size_t)(cur - (char *)m->blob) == total, "weights layout mismatch");
     free(lt);
     free(tmp);
     tmp = NULL;

@@ -1,4 +1,5 @@
-/* weights.h — a model loaded onto a backend: config + fp32 weights.
+/* weights.h — a model loaded onto a backend: config + weights (fp32, or
+ * the backend's 16-bit weight format for the matrices).
  *
  * Layers are numbered flat: layer (b, l) of a block is index
  * b * inner_depth + l, with l = 0 the compress layer, 1..H the hidden
@@ -11,20 +12,24 @@
 #include "../kernels/backend.h"
 #include "config.h"
 
+/* Matrices are in the backend's weight format (be->wtype: fp32, or 16-bit
+ * on a GPU when asked), hence void *; vectors are fp32. */
 typedef struct {
     float *norm1_w, *norm1_b; // [d]
-    float *qkv_w, *qkv_b;     // [3d, d], [3d]
-    float *out_w, *out_b;     // [d, d], [d]
+    void *qkv_w;              // [3d, d]
+    float *qkv_b;             // [3d]
+    void *out_w;              // [d, d]
+    float *out_b;             // [d]
     float *norm2_w, *norm2_b; // [d]
-    float *w13;               // [2F, d]  (w1 rows then w3 rows)
-    float *w2;                // [d, F]
+    void *w13;                // [2F, d]  (w1 rows then w3 rows)
+    void *w2;                 // [d, F]
 } tc_layer_weights;
 
 typedef struct tc_model {
     tc_model_config cfg;
     tc_backend *be;
     char dtype_name[16];    /* dtype of the file on disk */
-    float *embedding;       // [V, d]
+    void *embedding;        // [V, d], be->wtype
     float *normf_w, *normf_b; // [d]
     tc_layer_weights *layers; // [n_block * inner_depth]
     void *blob;             /* one backend allocation holding everything */

@@ -320,6 +320,56 @@ static void run_threads(void) {
     if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);
 }
 
+/* (g) 16-bit weights: a model stored as bf16 / f16 loaded onto the naive
+ * backend keeping its matrices in 16 bits (the layout the CUDA backend
+ * uses: model/weights.c's byte blob, w1|w3 halves, the tied head) must
+ * stream the same logits as the CPU backend's fp32 copy of the same
+ * values, in about half the bytes */
+static void run_wt16(const char *dtype, int wtype) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/tc_test_engine_wt_%d_%s", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+             (int)getpid(), dtype);
+    tc_model_config c;
+    tc_config_preset(&c, "tiny", TC_ARCH_TCONST);
+    c.vocab_size = 53; c.n_embd = 24; c.n_head = 3; c.head_dim = 8; c.ffn_hidden = 40;
+    c.n_block = 2; c.inner_depth = 4; c.history_window = 8; c.generate_window = 8; c.eos_token_id = 1;
+    if (tc_model_init_random(&c, 5, dtype, dir) != TC_OK) { printf("FAIL init: %s\n", tc_error_get()); g_fail++; return; }
+    tc_backend cpu, nv;
+    tc_backend_cpu_init(&cpu, 1);
+    EXPECT(tc_backend_naive_init_wt(&nv, wtype) == TC_OK, "naive init %s", dtype);
+    tc_model *mc = NULL, *mn = NULL;
+    if (tc_model_load(&mc, dir, &cpu) != TC_OK || tc_model_load(&mn, dir, &nv) != TC_OK) {
+        printf("FAIL load %s: %s\n", dtype, tc_error_get());
+        g_fail++;
+        tc_model_free(mc);
+        return;
+    }
+    EXPECT(mn->blob_bytes < mc->blob_bytes * 6 / 10, "%s: %zu bytes of weights, fp32 has %zu", dtype, mn->blob_bytes,
+           mc->blob_bytes);
+    const int V = c.vocab_size, L = 40;
+    float *a = malloc((size_t)V * 4), *b = malloc((size_t)V * 4);
+    tc_session *sc, *sn;
+    tc_session_new(mc, &sc);
+    tc_session_new(mn, &sn);
+    double worst = 0;
+    for (int i = 0; i < L; i++) {
+        int32_t t = (int32_t)rnd((uint32_t)V);
+        EXPECT(tc_session_append(sc, &t, 1, a) == TC_OK && tc_session_append(sn, &t, 1, b) == TC_OK, "append %d", i);
+        double e = rel_err(b, a, V);
+        if (!(e <= worst)) worst = e;
+    }
+    EXPECT(worst < 1e-4, "%s weights: naive 16-bit vs cpu fp32 logits differ: rel %.3e", dtype, worst);
+    EXPECT(sn->n_syncs >= 4, "%s: only %lld syncs", dtype, (long long)sn->n_syncs);
+    printf("16-bit weights %s: %zu vs %zu bytes, %d tokens, %lld syncs: worst rel err %.2e\n", dtype, mn->blob_bytes,
+           mc->blob_bytes, L, (long long)sn->n_syncs, worst);
+    tc_session_free(sc), tc_session_free(sn);
+    tc_model_free(mc), tc_model_free(mn);
+    free(a), free(b);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);
+}
+
 int main(void) {
     run_arch(TC_ARCH_TCONST, 2, 4, 8, 8, 90);
     run_arch(TC_ARCH_TCONST, 3, 5, 5, 7, 90);
@@ -328,6 +378,8 @@ int main(void) {
     run_arch(TC_ARCH_TLIN, 2, 5, 5, 9, 90);
     run_arch(TC_ARCH_TRANSFORMER, 3, 1, 0, 0, 300);
     run_threads();
+    run_wt16("bf16", TC_WT_BF16);
+    run_wt16("f16", TC_WT_F16);
     printf(g_fail ? "engine: %d failures\n" : "engine: all checks passed\n", g_fail);
     return g_fail ? 1 : 0;
 }

@@ -220,8 +220,9 @@ static void cpu_copy2d(tc_backend *be, float *dst, int ldd, const float *src, in
     for (int i = 0; i < rows; i++) memmove(dst + (size_t)i * ldd, src + (size_t)i * lds, (size_t)cols * 4);
 }
 
-static void cpu_embed(tc_backend *be, float *out, const float *E, const int32_t *ids, int n, int d) {
+static void cpu_embed(tc_backend *be, float *out, const void *Ev, const int32_t *ids, int n, int d) {
     (void)be;
+    const float *E = Ev;
     for (int i = 0; i < n; i++) memcpy(out + (size_t)i * d, E + (size_t)ids[i] * d, (size_t)d * 4);
 }
 
@@ -387,8 +388,9 @@ static void lin_task(void *p, int i, int n) {
     par_range(a->m, 16, i, n, &lo, &hi);
     lin_cols(a, lo, hi);
 }
-static void cpu_linear(tc_backend *be, float *y, int ldy, const float *x, int ldx, const float *W, const float *bias,
+static void cpu_linear(tc_backend *be, float *y, int ldy, const float *x, int ldx, const void *Wv, const float *bias,
                        int n, int m, int k, float beta) {
+    const float *W = Wv;
     if (n <= 0 || m <= 0) return;
     lin_args a = {y, x, W, bias, ldy, ldx, n, m, k, beta};
     /* a GEMV is bandwidth-bound; a small one (in cache) only pays a

@@ -7,6 +7,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../common/safetensors.h"
+
+/* weight i of a matrix in the backend's weight format */
+static float wget(const tc_backend *be, const void *W, size_t i) {
+    switch (be->wtype) {
+    case TC_WT_BF16: return tc_bf16_to_f32(((const uint16_t *)W)[i]);
+    case TC_WT_F16: return tc_f16_to_f32(((const uint16_t *)W)[i]);
+    default: return ((const float *)W)[i];
+    }
+}
+
+static void nv_upload_weight(tc_backend *be, void *dst, const float *src, size_t rows, size_t cols) {
+    uint16_t *d = dst;
+    for (size_t i = 0; i < rows * cols; i++) d[i] = be->wtype == TC_WT_BF16 ? tc_f32_to_bf16(src[i]) : tc_f32_to_f16(src[i]);
+}
+
 static void *nv_alloc(tc_backend *be, size_t bytes) { (void)be; return malloc(bytes ? bytes : 1); }
 static void nv_free(tc_backend *be, void *p) { (void)be; free(p); }
 static void nv_copy(tc_backend *be, void *dst, const void *src, size_t bytes) { (void)be; memmove(dst, src, bytes); }
@@ -16,10 +32,9 @@ static void nv_copy2d(tc_backend *be, float *dst, int ldd, const float *src, int
         for (int j = 0; j < cols; j++) dst[(size_t)i * ldd + j] = src[(size_t)i * lds + j];
 }
 
-static void nv_embed(tc_backend *be, float *out, const float *E, const int32_t *ids, int n, int d) {
-    (void)be;
+static void nv_embed(tc_backend *be, float *out, const void *E, const int32_t *ids, int n, int d) {
     for (int i = 0; i < n; i++)
-        for (int j = 0; j < d; j++) out[(size_t)i * d + j] = E[(size_t)ids[i] * d + j];
+        for (int j = 0; j < d; j++) out[(size_t)i * d + j] = wget(be, E, (size_t)ids[i] * d + j);
 }
 
 static void nv_layernorm(tc_backend *be, float *out, const float *x, const float *w, const float *b, int n, int d,
@@ -36,13 +51,12 @@ static void nv_layernorm(tc_backend *be, float *out, const float *x, const float
     }
 }
 
-static void nv_linear(tc_backend *be, float *y, int ldy, const float *x, int ldx, const float *W, const float *bias,
+static void nv_linear(tc_backend *be, float *y, int ldy, const float *x, int ldx, const void *W, const float *bias,
                       int n, int m, int k, float beta) {
-    (void)be;
     for (int i = 0; i < n; i++)
         for (int j = 0; j < m; j++) {
             double s = bias ? bias[j] : 0.0;
-            for (int t = 0; t < k; t++) s += (double)x[(size_t)i * ldx + t] * W[(size_t)j * k + t];
+            for (int t = 0; t < k; t++) s += (double)x[(size_t)i * ldx + t] * wget(be, W, (size_t)j * k + t);
             float *yy = &y[(size_t)i * ldy + j];
             *yy = (float)(beta == 0.f ? s : beta * *yy + s);
         }
@@ -116,5 +130,14 @@ tc_status tc_backend_naive_init(tc_backend *be) {
     be->rope = nv_rope;
     be->attention = nv_attention;
     be->swiglu = nv_swiglu;
+    return TC_OK;
+}
+
+tc_status tc_backend_naive_init_wt(tc_backend *be, int wtype) {
+    if (wtype != TC_WT_F32 && wtype != TC_WT_BF16 && wtype != TC_WT_F16)
+        return TC_FAIL(TC_ERR_INVALID, "naive backend: unknown weight format %d", wtype);
+    tc_backend_naive_init(be);
+    be->wtype = wtype;
+    if (wtype != TC_WT_F32) be->upload_weight = nv_upload_weight;
     return TC_OK;
 }

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "../../common/log.h"
+#include "../../common/safetensors.h"
 #include "kernels_cuda.h"
 
 /* cuBLAS's own scratch, given to it once so it never allocates on the step
@@ -35,6 +36,8 @@ typedef struct {
     cublasHandle_t blas;
     void *blas_ws;
     cudaGraphExec_t exec; /* the last captured step, updated in place */
+    void *xconv; /* 16-bit weights: activations rounded for the GEMM, TC_CUDA_CONV_ROWS x widest k */
+    size_t xconv_elems;
     int capturing;
     long n_launch, n_instantiate; /* graph launches, instantiations (the rest were updates) */
 } tc_cuda_lane;
@@ -46,6 +49,10 @@ typedef struct {
     atomic_int poisoned; /* first failure latched: every later op is a no-op (read by any thread) */
     char first_error[256]; /* its message, written once before poisoned is set */
 } tc_cuda_ctx;
+
+/* rows of activations a lane rounds to 16 bits per GEMM (model/ tiles
+ * rows by 512; more rows are done in chunks) */
+#define TC_CUDA_CONV_ROWS 512
 
 static _Thread_local int t_lane; /* the calling thread's lane (tc_backend_cuda_bind_lane) */
 
@@ -141,10 +148,10 @@ static void cuda_copy2d(tc_backend *be, float *dst, int ldd, const float *src, i
                                      cudaMemcpyDeviceToDevice, lane_of(c)->stream));
 }
 
-static void cuda_embed(tc_backend *be, float *out, const float *E, const int32_t *ids, int n, int d) {
+static void cuda_embed(tc_backend *be, float *out, const void *E, const int32_t *ids, int n, int d) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!cuda_enter(c)) return;
-    (void)CU_OK(c, tc_cuda_embed(lane_of(c)->stream, out, E, ids, n, d));
+    (void)CU_OK(c, tc_cuda_embed(lane_of(c)->stream, out, E, be->wtype, ids, n, d));
 }
 
 static void cuda_layernorm(tc_backend *be, float *out, const float *x, const float *w, const float *b, int n, int d,
@@ -154,21 +161,68 @@ static void cuda_layernorm(tc_backend *be, float *out, const float *x, const flo
     (void)CU_OK(c, tc_cuda_layernorm(lane_of(c)->stream, out, x, w, b, n, d, eps));
 }
 
-static void cuda_linear(tc_backend *be, float *y, int ldy, const float *x, int ldx, const float *W,
+static void cuda_linear(tc_backend *be, float *y, int ldy, const float *x, int ldx, const void *W,
                         const float *bias, int n, int m, int k, float beta) {
     tc_cuda_ctx *c = ctx_of(be);
     if (n <= 0 || m <= 0 || !cuda_enter(c)) return;
+    tc_cuda_lane *L = lane_of(c);
     if (bias) {
-        if (!CU_OK(c, tc_cuda_bias(lane_of(c)->stream, y, ldy, bias, n, m, beta))) return;
+        if (!CU_OK(c, tc_cuda_bias(L->stream, y, ldy, bias, n, m, beta))) return;
         beta = 1.f;
     }
     const float one = 1.f;
     const int lda = k > 0 ? k : 1;
-    if (n == 1) /* the hit step at batch 1: a GEMV, memory-bound */
-        (void)BLAS_OK(c, cublasSgemv(lane_of(c)->blas, CUBLAS_OP_T, k, m, &one, W, lda, x, 1, &beta, y, 1));
-    else
-        (void)BLAS_OK(c, cublasSgemm(lane_of(c)->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, W, lda, x, ldx, &beta, y,
-                                     ldy));
+    if (be->wtype == TC_WT_F32) {
+        if (n == 1) /* the hit step at batch 1: a GEMV, memory-bound */
+            (void)BLAS_OK(c, cublasSgemv(L->blas, CUBLAS_OP_T, k, m, &one, W, lda, x, 1, &beta, y, 1));
+        else
+            (void)BLAS_OK(c, cublasSgemm(L->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, W, lda, x, ldx, &beta, y,
+                                         ldy));
+        return;
+    }
+    /* 16-bit weights: few rows read the weights once with fp32 activations;
+     * more rows go to the tensor cores, activations rounded to 16 bits */
+    if (n <= TC_CUDA_SKINNY_MAX) {
+        (void)CU_OK(c, tc_cuda_linear_skinny(L->stream, y, ldy, x, ldx, W, be->wtype, n, m, k, beta));
+        return;
+    }
+    TC_ASSERT(L->xconv_elems >= (size_t)k, "cuda linear: k %d wider than any weight uploaded", k);
+    const cudaDataType_t dt = be->wtype == TC_WT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    const int chunk = (int)(L->xconv_elems / (size_t)k);
+    for (int r0 = 0; r0 < n; r0 += chunk) {
+        const int t = n - r0 < chunk ? n - r0 : chunk;
+        if (!CU_OK(c, tc_cuda_narrow(L->stream, L->xconv, be->wtype, x + (size_t)r0 * ldx, ldx, t, k))) return;
+        if (!BLAS_OK(c, cublasGemmEx(L->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, t, k, &one, W, dt, lda, L->xconv, dt, lda,
+                                     &beta, y + (size_t)r0 * ldy, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT)))
+            return;
+    }
+}
+
+/* a weight matrix in the backend's 16-bit format: rounded to nearest even
+ * on the host, copied synchronously; each lane's activation buffer grows
+ * to the widest k here, at load, never on the step path */
+static void cuda_upload_weight(tc_backend *be, void *dst, const float *src, size_t rows, size_t cols) {
+    tc_cuda_ctx *c = ctx_of(be);
+    const size_t n = rows * cols;
+    if (!n || !cuda_enter(c)) return;
+    uint16_t *h = malloc(n * 2);
+    if (!h) {
+        cuda_fail(c, "upload_weight", "out of host memory", __FILE__, __LINE__);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) h[i] = be->wtype == TC_WT_BF16 ? tc_f32_to_bf16(src[i]) : tc_f32_to_f16(src[i]);
+    cuda_upload(be, dst, h, n * 2);
+    free(h);
+    for (int l = 0; l < TC_CUDA_LANES; l++) {
+        tc_cuda_lane *L = &c->lane[l];
+        const size_t want = (size_t)TC_CUDA_CONV_ROWS * cols;
+        if (L->xconv_elems >= want) continue;
+        void *p = NULL;
+        if (!CU_OK(c, cudaMalloc(&p, want * 2))) return;
+        if (L->xconv) (void)cudaFree(L->xconv);
+        L->xconv = p, L->xconv_elems = want;
+    }
 }
 
 static void cuda_rope(tc_backend *be, float *x, int ld, int n, int n_head, int head_dim, int64_t pos0, float base) {
@@ -333,10 +387,21 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
         const char *g = getenv("TC_CUDA_GRAPHS");
         c->graphs = g && !strcmp(g, "1");
     }
+    {
+        const char *w = getenv("TC_CUDA_WEIGHTS");
+        if (!w || !*w || !strcmp(w, "f32")) be->wtype = TC_WT_F32;
+        else if (!strcmp(w, "bf16")) be->wtype = TC_WT_BF16;
+        else if (!strcmp(w, "f16")) be->wtype = TC_WT_F16;
+        else {
+            st = TC_FAIL(TC_ERR_INVALID, "TC_CUDA_WEIGHTS '%s': expected f32, bf16 or f16", w);
+            goto fail;
+        }
+    }
 #undef INIT_CU
 #undef INIT_BLAS
 
     be->name = "cuda";
+    if (be->wtype != TC_WT_F32) be->upload_weight = cuda_upload_weight;
     be->alloc = cuda_alloc;
     be->free = cuda_free;
     be->upload = cuda_upload;
@@ -373,6 +438,7 @@ void tc_backend_cuda_free(tc_backend *be) {
             tc_cuda_lane *L = &c->lane[l];
             if (L->stream) (void)cudaStreamSynchronize(L->stream);
             if (L->exec) (void)cudaGraphExecDestroy(L->exec);
+            if (L->xconv) (void)cudaFree(L->xconv);
             if (L->blas) (void)cublasDestroy(L->blas);
             if (L->blas_ws) (void)cudaFree(L->blas_ws);
             if (L->stream) (void)cudaStreamDestroy(L->stream);

@@ -3,6 +3,8 @@
 #ifndef TC_CUDA_COMMON_CUH
 #define TC_CUDA_COMMON_CUH
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stddef.h>
 
@@ -23,5 +25,16 @@ __device__ __forceinline__ float tc_warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
+
+/* weights in 16 bits (backend.h's TC_WT_*): to fp32 exactly, from fp32
+ * rounded to nearest even */
+__device__ __forceinline__ float tc_to_f32(float v) { return v; }
+__device__ __forceinline__ float tc_to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float tc_to_f32(__half v) { return __half2float(v); }
+template <typename T> __device__ __forceinline__ T tc_from_f32(float v);
+template <> __device__ __forceinline__ __nv_bfloat16 tc_from_f32<__nv_bfloat16>(float v) {
+    return __float2bfloat16_rn(v);
+}
+template <> __device__ __forceinline__ __half tc_from_f32<__half>(float v) { return __float2half_rn(v); }
 
 #endif

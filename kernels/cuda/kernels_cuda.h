@@ -21,8 +21,9 @@
 extern "C" {
 #endif
 
-/* embed.cu: out[i,:] = E[ids[i],:]                 out [n, d], E [V, d] */
-cudaError_t tc_cuda_embed(cudaStream_t st, float *out, const float *E, const int32_t *ids, int n, int d);
+/* embed.cu: out[i,:] = E[ids[i],:], E in weight format wtype (TC_WT_*)
+ *                                                  out [n, d], E [V, d] */
+cudaError_t tc_cuda_embed(cudaStream_t st, float *out, const void *E, int wtype, const int32_t *ids, int n, int d);
 
 /* layernorm.cu: out = LN(x) * w + b per row (two-pass mean/variance, as
  * the CPU backend)                               x, out [n, d] (ld d) */
@@ -32,6 +33,14 @@ cudaError_t tc_cuda_layernorm(cudaStream_t st, float *out, const float *x, const
 /* linear.cu: the non-GEMM part of linear: y = beta*y + bias (broadcast over
  * n rows). The GEMM itself is cuBLAS, in backend_cuda.c.  y [n, m] (ldy) */
 cudaError_t tc_cuda_bias(cudaStream_t st, float *y, int ldy, const float *bias, int n, int m, float beta);
+/* linear.cu, 16-bit weights (wtype TC_WT_BF16 / TC_WT_F16): y = beta*y +
+ * x W^T for n <= TC_CUDA_SKINNY_MAX rows, fp32 activations and
+ * accumulation; and dst [n, k] = x rounded to wtype, the GEMM's input for
+ * larger n.                         y [n, m] (ldy), x [n, k] (ldx), W [m, k] */
+#define TC_CUDA_SKINNY_MAX 8
+cudaError_t tc_cuda_linear_skinny(cudaStream_t st, float *y, int ldy, const float *x, int ldx, const void *W,
+                                  int wtype, int n, int m, int k, float beta);
+cudaError_t tc_cuda_narrow(cudaStream_t st, void *dst, int wtype, const float *x, int ldx, int n, int k);
 
 /* rope.cu: in-place interleaved RoPE, row i at position pos0 + i; angle
  * (float)pos * theta_j, theta_j = (float)pow(base, -2j/hd) in double as

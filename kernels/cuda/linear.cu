@@ -1,6 +1,10 @@
-/* linear.cu — the elementwise half of linear: y = beta*y + bias before the
- * cuBLAS GEMM accumulates x W^T into it with beta 1 (backend_cuda.c). The
- * GEMM is not here: cuBLAS owns it. */
+/* linear.cu — the parts of linear that are not cuBLAS's (backend_cuda.c):
+ *  - y = beta*y + bias, before the GEMM accumulates x W^T with beta 1;
+ *  - with 16-bit weights, the skinny product for n <= TC_CUDA_SKINNY_MAX
+ *    rows (the hit step: memory-bound, so it reads the 16-bit weights once
+ *    and multiplies them with the fp32 activations in fp32, one warp per
+ *    output column), and the rounding of activations to 16 bits for the
+ *    tensor-core GEMM of larger n. */
 #include "common.cuh"
 #include "kernels_cuda.h"
 
@@ -20,5 +24,88 @@ extern "C" cudaError_t tc_cuda_bias(cudaStream_t st, float *y, int ldy, const fl
     if (n <= 0 || m <= 0) return cudaSuccess;
     const unsigned th = 256;
     bias_kernel<<<tc_cuda_blocks((size_t)n * m, th), th, 0, st>>>(y, ldy, bias, n, m, beta);
+    return cudaGetLastError();
+}
+
+/* y[i, j] = beta*y[i, j] + sum_t x[i, t] W[j, t] for i < n <= TC_CUDA_SKINNY_MAX:
+ * warp w of the block owns column j, lanes stride over k 8 weights (16
+ * bytes) at a time when rows are 16-byte aligned, fp32 FMAs, a warp sum. */
+template <typename T>
+__global__ __launch_bounds__(256) static void skinny_kernel(float *y, int ldy, const float *x, int ldx, const T *W,
+                                                            int n, int m, int k, float beta) {
+    const int lane = threadIdx.x & 31;
+    const int j = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (j >= m) return; /* whole warps */
+    const T *w = W + (size_t)j * k;
+    float acc[TC_CUDA_SKINNY_MAX];
+#pragma unroll
+    for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++) acc[i] = 0.f;
+    if (k % 8 == 0 && ((uintptr_t)W & 15) == 0) {
+        for (int t = lane * 8; t < k; t += 32 * 8) {
+            const uint4 raw = *(const uint4 *)(w + t);
+            T h[8];
+            memcpy(h, &raw, sizeof raw);
+            float wf[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++) wf[u] = tc_to_f32(h[u]);
+#pragma unroll
+            for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++)
+                if (i < n) {
+                    const float *xr = x + (size_t)i * ldx + t;
+#pragma unroll
+                    for (int u = 0; u < 8; u++) acc[i] = fmaf(wf[u], xr[u], acc[i]);
+                }
+        }
+    } else {
+        for (int t = lane; t < k; t += 32) {
+            const float wf = tc_to_f32(w[t]);
+#pragma unroll
+            for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++)
+                if (i < n) acc[i] = fmaf(wf, x[(size_t)i * ldx + t], acc[i]);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++)
+        if (i < n) {
+            const float v = tc_warp_sum(acc[i]);
+            if (lane == 0) {
+                float *yy = y + (size_t)i * ldy + j;
+                *yy = beta == 0.f ? v : beta * *yy + v; /* beta 0 must not read y */
+            }
+        }
+}
+
+extern "C" cudaError_t tc_cuda_linear_skinny(cudaStream_t st, float *y, int ldy, const float *x, int ldx,
+                                             const void *W, int wtype, int n, int m, int k, float beta) {
+    if (n <= 0 || m <= 0) return cudaSuccess;
+    if (n > TC_CUDA_SKINNY_MAX) return cudaErrorInvalidValue;
+    const unsigned th = 256, b = (unsigned)((m + 7) / 8);
+    switch (wtype) {
+    case TC_WT_BF16:
+        skinny_kernel<<<b, th, 0, st>>>(y, ldy, x, ldx, (const __nv_bfloat16 *)W, n, m, k, beta);
+        break;
+    case TC_WT_F16: skinny_kernel<<<b, th, 0, st>>>(y, ldy, x, ldx, (const __half *)W, n, m, k, beta); break;
+    default: return cudaErrorInvalidValue;
+    }
+    return cudaGetLastError();
+}
+
+// dst [n, k] (contiguous) = x [n, k] (ldx) rounded to T
+template <typename T> __global__ static void narrow_kernel(T *dst, const float *x, int ldx, int n, int k) {
+    size_t total = (size_t)n * k;
+    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total; t += (size_t)gridDim.x * blockDim.x) {
+        size_t i = t / k, j = t % k;
+        dst[t] = tc_from_f32<T>(x[i * ldx + j]);
+    }
+}
+
+extern "C" cudaError_t tc_cuda_narrow(cudaStream_t st, void *dst, int wtype, const float *x, int ldx, int n, int k) {
+    if (n <= 0 || k <= 0) return cudaSuccess;
+    const unsigned th = 256, b = tc_cuda_blocks((size_t)n * k, th);
+    switch (wtype) {
+    case TC_WT_BF16: narrow_kernel<<<b, th, 0, st>>>((__nv_bfloat16 *)dst, x, ldx, n, k); break;
+    case TC_WT_F16: narrow_kernel<<<b, th, 0, st>>>((__half *)dst, x, ldx, n, k); break;
+    default: return cudaErrorInvalidValue;
+    }
     return cudaGetLastError();
 }

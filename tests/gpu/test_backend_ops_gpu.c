@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../common/safetensors.h"
 #include "../../kernels/backend.h"
 #include "../../kernels/cuda/backend_cuda.h"
 
@@ -36,6 +37,7 @@ static const struct {
     {"rope", 1e-11, "same fp32 theta and unfused products; CUDA sinf/cosf are within 2 ulp of glibc"},
     {"attention", 1e-10, "online softmax over 32-key tiles vs 256-key tiles; expf within 2 ulp; FMA contraction"},
     {"swiglu", 1e-11, "expf and the division within 2 ulp of glibc"},
+    {"linear16", 1e-4, "16-bit weights, n > 8: activations rounded to bf16 (2^-9) for the tensor cores; nmse ~1e-6"},
     {"topk", 0.0, "a selection by integer keys: ids and values must be bit-exact (checked with memcmp)"},
 };
 
@@ -318,6 +320,73 @@ static void test_embed_copy2d(void) {
     free(E); free(o); free(dst); free(init); free(dg);
 }
 
+/* 16-bit weights (TC_CUDA_WEIGHTS=bf16 / f16): linear and embed of a
+ * backend holding its matrices in 16 bits against the CPU on the same
+ * rounded values. n <= 8 is the skinny kernel (fp32 activations: the fp32
+ * bound), larger n the tensor-core GEMM (activations rounded: linear16),
+ * 700 rows in two chunks; k = 432 and 1280 take the 16-byte loads, 19 the
+ * scalar loop. */
+static void test_weights16(int wtype) {
+    const char *name = wtype == TC_WT_BF16 ? "bf16" : "f16";
+    tc_backend g16;
+    setenv("TC_CUDA_WEIGHTS", name, 1);
+    tc_status st = tc_backend_cuda_init(&g16, 0);
+    unsetenv("TC_CUDA_WEIGHTS");
+    g_n++;
+    if (st != TC_OK || g16.wtype != wtype || !g16.upload_weight) {
+        g_fail++;
+        printf("FAIL  cuda init with TC_CUDA_WEIGHTS=%s: %s\n", name, st != TC_OK ? tc_error_get() : "wrong wtype");
+        return;
+    }
+    const int ns[] = {1, 3, 8, 9, 257, 700}, ms[] = {7, 1297}, ks[] = {432, 19, 1280};
+    char sh[128];
+    for (int a = 0; a < 6; a++)
+        for (int b = 0; b < 2; b++)
+            for (int kk = 0; kk < 3; kk++) {
+                const int n = ns[a], m = ms[b], k = ks[kk], ldy = m + 3, ldx = k + 4, has_bias = (a + kk) % 2;
+                const float beta = (a + b) % 2 ? 1.f : 0.f;
+                float *x = rnd((size_t)n * ldx, 1), *W = rnd((size_t)m * k, 1), *bias = rnd(m, 1);
+                float *y = rnd((size_t)n * ldy, 1), *yg0 = nans((size_t)n * ldy);
+                if (beta != 0.f) memcpy(yg0, y, (size_t)n * ldy * 4);
+                for (size_t i = 0; i < (size_t)m * k; i++) /* the CPU gets the values the GPU will hold */
+                    W[i] = wtype == TC_WT_BF16 ? tc_bf16_to_f32(tc_f32_to_bf16(W[i])) : tc_f16_to_f32(tc_f32_to_f16(W[i]));
+                void *dW = g16.alloc(&g16, tc_wt_bytes(wtype, (size_t)m * k));
+                if (!dW) abort();
+                g16.upload_weight(&g16, dW, W, (size_t)m, (size_t)k);
+                float *dx = g16.alloc(&g16, (size_t)n * ldx * 4), *db = g16.alloc(&g16, (size_t)m * 4);
+                float *dy = g16.alloc(&g16, (size_t)n * ldy * 4);
+                g16.upload(&g16, dx, x, (size_t)n * ldx * 4);
+                g16.upload(&g16, db, bias, (size_t)m * 4);
+                g16.upload(&g16, dy, yg0, (size_t)n * ldy * 4);
+                g16.linear(&g16, dy, ldy, dx, ldx, dW, has_bias ? db : NULL, n, m, k, beta);
+                g_cpu.linear(&g_cpu, y, ldy, x, ldx, W, has_bias ? bias : NULL, n, m, k, beta);
+                float *yg = malloc((size_t)n * ldy * 4);
+                g16.download(&g16, yg, dy, (size_t)n * ldy * 4);
+                snprintf(sh, sizeof sh, "%s n=%d m=%d k=%d beta=%g bias=%d", name, n, m, k, beta, has_bias);
+                compare(n <= 8 ? "linear" : "linear16", sh, yg, y, yg0, n, m, ldy);
+                if (n == 1 && b == 1 && kk == 0) { /* embed from the same matrix: rows of E are rows of W */
+                    int32_t ids[5] = {0, 1296, 5, 5, 640}, *did = g16.alloc(&g16, sizeof ids);
+                    float *out = nans((size_t)5 * k), *want = malloc((size_t)5 * k * 4);
+                    float *dout = g16.alloc(&g16, (size_t)5 * k * 4);
+                    g16.upload(&g16, did, ids, sizeof ids);
+                    g16.embed(&g16, dout, dW, did, 5, k);
+                    g16.download(&g16, out, dout, (size_t)5 * k * 4);
+                    g_cpu.embed(&g_cpu, want, W, ids, 5, k);
+                    snprintf(sh, sizeof sh, "%s embed 5 rows of [%d, %d]", name, m, k);
+                    compare("embed", sh, out, want, NULL, 5, k, k);
+                    g16.free(&g16, did), g16.free(&g16, dout);
+                    free(out), free(want);
+                }
+                g16.free(&g16, dW), g16.free(&g16, dx), g16.free(&g16, db), g16.free(&g16, dy);
+                free(x), free(W), free(bias), free(y), free(yg0), free(yg);
+            }
+    if (tc_backend_cuda_sync(&g16) != TC_OK) {
+        g_fail++;
+        printf("FAIL  %s backend error: %s\n", name, tc_error_get());
+    }
+    tc_backend_cuda_free(&g16);
+}
+
 /* rope_kv_batch: 70 sessions (two launches of TC_CUDA_ROPE_BATCH) of 1-3
  * rows, one of 9, at positions up to 10^6, QKV rows padded (ldq > 3d);
  * against the CPU backend's op (rope + two copy2d per item): Q|K within
@@ -432,6 +501,8 @@ int main(void) {
     test_attention();
     test_attention_batch();
     test_topk();
+    test_weights16(TC_WT_BF16);
+    test_weights16(TC_WT_F16);
     if (tc_backend_cuda_sync(&g_gpu) != TC_OK) {
         printf("FAIL: cuda backend reported an error: %s\n", tc_error_get());
         g_fail++;

@@ -7,8 +7,9 @@
  * TConstFormer / TLinFormer streams must cross >= 8 syncs (W_oh != W_og for
  * one of them). A fresh prefill over the whole stream on the GPU must give
  * the same last logits as the CPU stream (sync + window batch path).
- * Three passes: as called; hit steps captured as CUDA graphs; graphs with
- * two threads at once on the backend's two lanes (the worker's layout).
+ * Passes: as called; hit steps captured as CUDA graphs; graphs with two
+ * threads at once on the backend's two lanes (the worker's layout); and
+ * 16-bit weights (bf16, f16) against the CPU on the same rounded values.
  *
  * Without a CUDA device: prints "SKIPPED: no CUDA device", exits 77
  * (ctest SKIP_RETURN_CODE). Label: gpu. */
@@ -70,7 +71,22 @@ typedef struct {
     int prompt, decode;
 } parity_case;
 
-static void run_case(tc_backend *gpu, tc_backend *cpu, const parity_case *pc, const char *pass) {
+/* a pass: its GPU backend, the model file's dtype (both backends load
+ * the same values) and the logit bound (DESIGN §7's 1e-3 for fp32; wider
+ * for 16-bit weights, whose GEMMs round the activations too, where a
+ * greedy divergence at a near-tie of the CPU's logits is allowed) */
+typedef struct {
+    const char *name;
+    tc_backend *gpu;
+    const char *dtype;
+    double tol;
+} pass_t;
+
+static void run_case(tc_backend *cpu, const parity_case *pc, const pass_t *ps) {
+    tc_backend *gpu = ps->gpu;
+    const char *pass = ps->name;
+    const double tol = ps->tol;
+    int near_tie = 0;
     char dir[256];
     snprintf(dir, sizeof dir, "%s/tc_gpu_parity_%d_%d_%s", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid(),
              (int)pc->arch, pass);
@@ -92,7 +108,7 @@ static void run_case(tc_backend *gpu, tc_backend *cpu, const parity_case *pc, co
     float *lg = malloc((size_t)V * 4), *lc = malloc((size_t)V * 4);
     double worst = 0;
     int diverged = -1;
-    if (tc_model_init_random(&c, 7, "f32", dir) != TC_OK) {
+    if (tc_model_init_random(&c, 7, ps->dtype, dir) != TC_OK) {
         EXPECT(0, "%s: init: %s", tc_arch_name(pc->arch), tc_error_get());
         goto done;
     }
@@ -110,11 +126,19 @@ static void run_case(tc_backend *gpu, tc_backend *cpu, const parity_case *pc, co
     for (int i = pc->prompt; i < L; i++) {
         double e = rel_err(lg, lc, V);
         if (!(e <= worst)) worst = e;
-        EXPECT(e <= 1e-3, "%s: logits before token %d: rel %.3e > 1e-3", tc_arch_name(pc->arch), i, e);
+        EXPECT(e <= tol, "%s: logits before token %d: rel %.3e > %.0e", tc_arch_name(pc->arch), i, e, tol);
         tg[i] = argmax(lg, V);
         tcpu[i] = argmax(lc, V);
         if (tg[i] != tcpu[i] && diverged < 0) {
             diverged = i;
+            double mx = 1;
+            for (int j = 0; j < V; j++) mx = fabs(lc[j]) > mx ? fabs(lc[j]) : mx;
+            if (tol > 1e-3 && top2_gap(lc, V) <= 2 * tol * mx) { /* 16-bit: a near-tie may flip */
+                near_tie = 1;
+                printf("note  [%s] %s: greedy streams part at token %d on a near-tie (cpu top-2 gap %.3e)\n", pass,
+                       tc_arch_name(pc->arch), i, top2_gap(lc, V));
+                break;
+            }
             EXPECT(0, "%s: greedy streams diverge at token %d: gpu %d, cpu %d (cpu top-2 gap %.3e)",
                    tc_arch_name(pc->arch), i, tg[i], tcpu[i], top2_gap(lc, V));
         }
@@ -131,7 +155,7 @@ static void run_case(tc_backend *gpu, tc_backend *cpu, const parity_case *pc, co
         one = sc;
         EXPECT(tc_step_batch(&one, &tcpu[i], 1, lc) == TC_OK, "cpu step %d", i);
     }
-    if (pc->arch != TC_ARCH_TRANSFORMER)
+    if (pc->arch != TC_ARCH_TRANSFORMER && !near_tie)
         EXPECT(sg->n_syncs >= MIN_SYNCS && sg->n_syncs == sc->n_syncs, "%s: %lld gpu / %lld cpu syncs, want >= %d",
                tc_arch_name(pc->arch), (long long)sg->n_syncs, (long long)sc->n_syncs, MIN_SYNCS);
     EXPECT(tc_backend_cuda_sync(gpu) == TC_OK, "cuda backend error: %s", tc_error_get());
@@ -139,7 +163,7 @@ static void run_case(tc_backend *gpu, tc_backend *cpu, const parity_case *pc, co
         /* the logits after the last token, streamed ... */
         double e = rel_err(lg, lc, V);
         if (!(e <= worst)) worst = e;
-        EXPECT(e <= 1e-3, "%s: logits after %d tokens: rel %.3e > 1e-3", tc_arch_name(pc->arch), L, e);
+        EXPECT(e <= tol, "%s: logits after %d tokens: rel %.3e > %.0e", tc_arch_name(pc->arch), L, e, tol);
         /* ... and the whole stream as one prefill on the GPU (one sync +
          * the window as a causal batch) against the CPU's stream */
         tc_session *fresh = NULL;
@@ -147,13 +171,13 @@ static void run_case(tc_backend *gpu, tc_backend *cpu, const parity_case *pc, co
         EXPECT(tc_session_append(fresh, tg, L, lg) == TC_OK, "gpu prefill of %d tokens", L);
         e = rel_err(lg, lc, V);
         if (!(e <= worst)) worst = e;
-        EXPECT(e <= 1e-3, "%s: gpu prefill of %d tokens vs cpu stream: rel %.3e", tc_arch_name(pc->arch), L, e);
+        EXPECT(e <= tol, "%s: gpu prefill of %d tokens vs cpu stream: rel %.3e", tc_arch_name(pc->arch), L, e);
         tc_session_free(fresh);
     }
     printf("%-5s [%s] %-12s W_oh %d W_og %d, %d + %d tokens, %lld syncs: streams %s, worst rel logit err %.2e, "
            "device top-k %s\n",
-           diverged < 0 && !topk_bad ? "ok" : "FAIL", pass, tc_arch_name(pc->arch), c.history_window, c.generate_window, pc->prompt,
-           pc->decode, sg ? (long long)sg->n_syncs : 0LL, diverged < 0 ? "identical" : "DIVERGED", worst,
+           (diverged < 0 || near_tie) && !topk_bad ? "ok" : "FAIL", pass, tc_arch_name(pc->arch), c.history_window, c.generate_window, pc->prompt,
+           pc->decode, sg ? (long long)sg->n_syncs : 0LL, diverged < 0 ? "identical" : near_tie ? "part at a near-tie" : "DIVERGED", worst,
            topk_bad ? "DIFFERS" : "exact");
 done:
     tc_session_free(sk);
@@ -175,8 +199,12 @@ static const parity_case CASES[] = {
 };
 static tc_backend *g_gpu, *g_cpu;
 
-static void run_all(const char *pass) {
-    for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) run_case(g_gpu, g_cpu, &CASES[i], pass);
+static void run_pass(const pass_t *ps) {
+    for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) run_case(g_cpu, &CASES[i], ps);
+}
+static void run_all(const char *name) {
+    pass_t ps = {name, g_gpu, "f32", 1e-3};
+    run_pass(&ps);
 }
 
 static void *lane1_main(void *arg) {
@@ -217,6 +245,26 @@ int main(void) {
     } else {
         run_all("lane0");
         pthread_join(th, NULL);
+    }
+    /* 16-bit weights: the model stored in bf16 / f16, so the CPU computes
+     * with the very values the GPU holds; a first-guess bound of 3e-2
+     * (activations rounded to 16 bits in the sync's GEMMs), to be replaced
+     * by what a GPU run measures */
+    static const struct { const char *dtype; int wt; } W16[] = {{"bf16", TC_WT_BF16}, {"f16", TC_WT_F16}};
+    for (int w = 0; w < 2; w++) {
+        tc_backend g16;
+        setenv("TC_CUDA_WEIGHTS", W16[w].dtype, 1);
+        tc_status st = tc_backend_cuda_init(&g16, 0);
+        unsetenv("TC_CUDA_WEIGHTS");
+        if (st != TC_OK || g16.wtype != W16[w].wt) {
+            EXPECT(0, "cuda init with TC_CUDA_WEIGHTS=%s: %s", W16[w].dtype, st != TC_OK ? tc_error_get() : "wtype");
+            continue;
+        }
+        tc_backend_cuda_set_graphs(&g16, 1);
+        pass_t ps = {W16[w].dtype, &g16, W16[w].dtype, 3e-2};
+        run_pass(&ps);
+        EXPECT(tc_backend_cuda_sync(&g16) == TC_OK, "%s backend: %s", W16[w].dtype, tc_error_get());
+        tc_backend_cuda_free(&g16);
     }
     tc_backend_cuda_free(&gpu);
     tc_backend_cpu_free(&cpu);
