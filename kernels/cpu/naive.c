@@ -20,7 +20,8 @@ static float wget(const tc_backend *be, const void *W, size_t i) {
 
 static void nv_upload_weight(tc_backend *be, void *dst, const float *src, size_t rows, size_t cols) {
     uint16_t *d = dst;
-    for (size_t i = 0; i < rows * cols; i++) d[i] = be->wtype == TC_WT_BF16 ? tc_f32_to_bf16(src[i]) : tc_f32_to_f16(src[i]);
+    for (size_t i = 0; i < rows * cols; i++)
+        d[i] = be->wtype == TC_WT_BF16 ? tc_f32_to_bf16(src[i]) : tc_f32_to_f16(src[i]);
 }
 
 static void *nv_alloc(tc_backend *be, size_t bytes) { (void)be; return malloc(bytes ? bytes : 1); }

@@ -349,7 +349,8 @@ static void test_weights16(int wtype) {
                 float *y = rnd((size_t)n * ldy, 1), *yg0 = nans((size_t)n * ldy);
                 if (beta != 0.f) memcpy(yg0, y, (size_t)n * ldy * 4);
                 for (size_t i = 0; i < (size_t)m * k; i++) /* the CPU gets the values the GPU will hold */
-                    W[i] = wtype == TC_WT_BF16 ? tc_bf16_to_f32(tc_f32_to_bf16(W[i])) : tc_f16_to_f32(tc_f32_to_f16(W[i]));
+                    W[i] = wtype == TC_WT_BF16 ? tc_bf16_to_f32(tc_f32_to_bf16(W[i]))
+                                               : tc_f16_to_f32(tc_f32_to_f16(W[i]));
                 void *dW = g16.alloc(&g16, tc_wt_bytes(wtype, (size_t)m * k));
                 if (!dW) abort();
                 g16.upload_weight(&g16, dW, W, (size_t)m, (size_t)k);
