@@ -64,4 +64,8 @@ if [ -n "${2:-}" ]; then
     T=$2
     expect_err "cuda" batch --preset tiny --batch 1 --device cuda:255
     echo "ok   tconst-cuda: --device cuda:255 refused"
+    # the CUDA knobs are checked before the device is looked for
+    TC_CUDA_WEIGHTS=bf8 expect_err "TC_CUDA_WEIGHTS 'bf8': expected f32, bf16 or f16" batch --preset tiny --device cuda:0
+    TC_CUDA_GRAPHS=yes expect_err "TC_CUDA_GRAPHS 'yes': expected 0 or 1" batch --preset tiny --device cuda:0
+    echo "ok   tconst-cuda: bad TC_CUDA_WEIGHTS / TC_CUDA_GRAPHS refused"
 fi

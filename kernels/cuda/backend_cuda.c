@@ -355,6 +355,18 @@ int tc_backend_cuda_device_count(void) {
 tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     tc_status st = TC_OK;
     memset(be, 0, sizeof *be);
+    /* the knobs first: a bad value is an error on any machine */
+    int wtype = TC_WT_F32, graphs = 0;
+    const char *w = getenv("TC_CUDA_WEIGHTS"), *g = getenv("TC_CUDA_GRAPHS");
+    if (w && *w && strcmp(w, "f32")) {
+        if (!strcmp(w, "bf16")) wtype = TC_WT_BF16;
+        else if (!strcmp(w, "f16")) wtype = TC_WT_F16;
+        else return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_WEIGHTS '%s': expected f32, bf16 or f16", w);
+    }
+    if (g && *g) {
+        if (!strcmp(g, "1")) graphs = 1;
+        else if (strcmp(g, "0")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_GRAPHS '%s': expected 0 or 1", g);
+    }
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {
@@ -383,20 +395,8 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
         INIT_BLAS(cublasSetMathMode(L->blas, CUBLAS_DEFAULT_MATH));
     }
     INIT_CU(tc_cuda_attention_setup());
-    {
-        const char *g = getenv("TC_CUDA_GRAPHS");
-        c->graphs = g && !strcmp(g, "1");
-    }
-    {
-        const char *w = getenv("TC_CUDA_WEIGHTS");
-        if (!w || !*w || !strcmp(w, "f32")) be->wtype = TC_WT_F32;
-        else if (!strcmp(w, "bf16")) be->wtype = TC_WT_BF16;
-        else if (!strcmp(w, "f16")) be->wtype = TC_WT_F16;
-        else {
-            st = TC_FAIL(TC_ERR_INVALID, "TC_CUDA_WEIGHTS '%s': expected f32, bf16 or f16", w);
-            goto fail;
-        }
-    }
+    c->graphs = graphs;
+    be->wtype = wtype;
 #undef INIT_CU
 #undef INIT_BLAS
 
