@@ -54,8 +54,9 @@ struct tc_backend {
     /* Weight matrices (embed's E, linear's W) are in the backend's weight
      * format wtype: TC_WT_F32 (plain floats; every backend), or 16-bit
      * (the CUDA backend when asked), which the model allocates at
-     * tc_wt_bytes and fills with upload_weight. Vectors (norms, biases)
-     * and activations are always fp32. */
+     * tc_wt_bytes and fills with upload_weight. With 16-bit weights linear
+     * rounds its input x to the same format (fp32 accumulation, fp32 y).
+     * Vectors (norms, biases) and all other activations are fp32. */
     int wtype;
     /* n = rows * cols weights from fp32 host memory into dst in wtype
      * (rounded to nearest even). NULL when wtype is TC_WT_F32 (upload). */
@@ -124,6 +125,10 @@ static inline uint32_t tc_topk_key(uint32_t bits) {
 /* The host implementation (the CPU backends' op, the fallback, the GPU
  * tests' reference): host pointers. */
 void tc_topk_rows(int32_t *ids, float *vals, const float *x, int n, int V, int k);
+/* Quickselect in the same order: rearranges idx[0..n) (a permutation of
+ * ids of x) so its first k are the k best, unordered; any k <= n. -1 after
+ * 64 partition rounds (an adversarial row; idx is still a permutation). */
+int tc_topk_select(int32_t *idx, int n, int k, const float *x);
 
 /* The CPU backend (OpenBLAS). Thread count: OpenBLAS's own, or n_threads
  * when > 0. */

@@ -87,12 +87,12 @@ static int cmp_desc(const void *a, const void *b, void *keys) {
 }
 
 /* The draw over candidates pr[order[0..n)] in that order (top-k already
- * applied): top-p, then one uniform. Gives a position in order. Dense and
- * sparse paths pass the same probabilities in the same order, so they sum
- * in the same order and pick the same position. */
-static int draw(tc_sampler *s, const float *pr, const int32_t *order, int n) {
-    double total = 0;
-    for (int i = 0; i < n; i++) total += pr[order[i]];
+ * applied; for top-p alone, a prefix of the sorted vocabulary long enough
+ * to hold the top-p cut): top-p, then one uniform. `total` is the mass of
+ * all the candidates. Gives a position in order. Dense and sparse paths
+ * pass the same probabilities in the same order, so they sum in the same
+ * order and pick the same position. */
+static int draw(tc_sampler *s, const float *pr, const int32_t *order, int n, double total) {
     if (s->p.top_p < 1.f) {
         double cum = 0;
         int keep = n;
@@ -112,6 +112,33 @@ static int draw(tc_sampler *s, const float *pr, const int32_t *order, int n) {
     return n - 1;
 }
 
+static double mass(const float *pr, const int32_t *order, int n) {
+    double t = 0;
+    for (int i = 0; i < n; i++) t += pr[order[i]];
+    return t;
+}
+
+/* top-p without top-k: given the vocabulary's mass (summed in id order),
+ * the sorted candidates only as far as the cut -- the 64, 256, 1024, ...
+ * best by quickselect, then sorted (the full sort's prefix, since the
+ * order is total); a full sort only when the nucleus is most of the
+ * vocabulary. Gives the prefix length; s->index holds the prefix. */
+static int nucleus(tc_sampler *s, const float *logits, const float *pr, double total) {
+    const int V = s->vocab;
+    for (int K = 64; K < V / 2; K *= 4) {
+        if (tc_topk_select(s->index, V, K, logits) != 0) break;
+        qsort_r(s->index, (size_t)K, sizeof *s->index, cmp_desc, (void *)logits);
+        double cum = 0;
+        for (int i = 0; i < K; i++) {
+            cum += pr[s->index[i]] / total;
+            if (cum >= s->p.top_p) return K;
+        }
+    }
+    for (int i = 0; i < V; i++) s->index[i] = i;
+    qsort_r(s->index, (size_t)V, sizeof *s->index, cmp_desc, (void *)logits);
+    return V;
+}
+
 int tc_sampler_topk_need(const tc_sampling_params *p, int vocab) {
     if (p->temperature == 0.f) return 1;
     if (p->top_k > 0 && p->top_k < vocab && p->top_k <= TC_TOPK_MAX) return p->top_k;
@@ -128,11 +155,16 @@ int32_t tc_sampler_sample(tc_sampler *s, const float *logits) {
         s->index[i] = i;
     }
     int n = V;
-    if ((s->p.top_k > 0 && s->p.top_k < V) || s->p.top_p < 1.f) {
+    double total;
+    if (s->p.top_k > 0 && s->p.top_k < V) {
         qsort_r(s->index, (size_t)V, sizeof *s->index, cmp_desc, (void *)logits);
-        if (s->p.top_k > 0 && s->p.top_k < n) n = s->p.top_k;
+        n = s->p.top_k;
+        total = mass(pr, s->index, n);
+    } else {
+        total = mass(pr, s->index, V); /* the whole vocabulary, in id order */
+        if (s->p.top_p < 1.f) n = nucleus(s, logits, pr, total);
     }
-    return s->index[draw(s, pr, s->index, n)];
+    return s->index[draw(s, pr, s->index, n, total)];
 }
 
 int32_t tc_sampler_sample_topk(tc_sampler *s, const int32_t *ids, const float *vals, int k) {
@@ -146,5 +178,5 @@ int32_t tc_sampler_sample_topk(tc_sampler *s, const int32_t *ids, const float *v
         s->scratch[i] = expf((vals[i] - mx) / s->p.temperature);
         s->index[i] = i;
     }
-    return ids[draw(s, s->scratch, s->index, n)];
+    return ids[draw(s, s->scratch, s->index, n, mass(s->scratch, s->index, n))];
 }

@@ -323,8 +323,8 @@ static void run_threads(void) {
 /* (g) 16-bit weights: a model stored as bf16 / f16 loaded onto the naive
  * backend keeping its matrices in 16 bits (the layout the CUDA backend
  * uses: model/weights.c's byte blob, w1|w3 halves, the tied head) must
- * stream the same logits as the CPU backend's fp32 copy of the same
- * values, in about half the bytes */
+ * stream the logits of the CPU backend's fp32 copy of the same values
+ * (up to the 16-bit rounding of linear inputs), in about half the bytes */
 static void run_wt16(const char *dtype, int wtype) {
     char dir[256];
     snprintf(dir, sizeof dir, "%s/tc_test_engine_wt_%d_%s", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
@@ -358,7 +358,10 @@ static void run_wt16(const char *dtype, int wtype) {
         double e = rel_err(b, a, V);
         if (!(e <= worst)) worst = e;
     }
-    EXPECT(worst < 1e-4, "%s weights: naive 16-bit vs cpu fp32 logits differ: rel %.3e", dtype, worst);
+    /* the same weights; the naive backend also rounds every linear's input
+     * to 16 bits (bf16: 2^-9 relative), so a few 1e-3; a layout slip
+     * (a matrix at the wrong offset) gives ~1 */
+    EXPECT(worst < 5e-2, "%s weights: naive 16-bit vs cpu fp32 logits differ: rel %.3e", dtype, worst);
     EXPECT(sn->n_syncs >= 4, "%s: only %lld syncs", dtype, (long long)sn->n_syncs);
     printf("16-bit weights %s: %zu vs %zu bytes, %d tokens, %lld syncs: worst rel err %.2e\n", dtype, mn->blob_bytes,
            mc->blob_bytes, L, (long long)sn->n_syncs, worst);

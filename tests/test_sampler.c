@@ -8,7 +8,9 @@
  *     for greedy, temperature + top-k (+ top-p), on rows built to collide:
  *     exact ties, logits that expf rounds to one probability, one huge
  *     logit, and at temperatures from 0.05 to 1000.
- * (c) tc_sampler_topk_need and the samplers' statistics: a seeded top-k
+ * (c) top-p alone (the nucleus found by quickselect) draws what the
+ *     definition (full sort, mass in id order) draws, nuclei 1 .. 45K.
+ * (d) tc_sampler_topk_need and the samplers' statistics: a seeded top-k
  *     draw never leaves the top k, and frequencies follow the softmax.
  * Label: unit. */
 #include <math.h>
@@ -167,6 +169,82 @@ static void test_sparse_equals_dense(void) {
     printf("sampler: %d runs, sparse == dense in all but %d\n", runs, diffs);
 }
 
+/* top-p alone, the definition written out plainly: the whole vocabulary
+ * sorted, its mass summed in id order, the shortest prefix whose mass
+ * reaches top_p, one draw over it. The sampler finds the prefix by
+ * quickselect of the 64, 256, 1024, ... best and must draw the same. */
+static int32_t ref_topp(const float *x, int V, float T, float top_p, uint64_t rng[4], int *nucleus) {
+    int mx = 0;
+    for (int i = 1; i < V; i++)
+        if (x[i] > x[mx]) mx = i;
+    float *pr = malloc((size_t)V * sizeof *pr);
+    int *order = malloc((size_t)V * sizeof *order);
+    double total = 0;
+    for (int i = 0; i < V; i++) {
+        pr[i] = expf((x[i] - x[mx]) / T);
+        total += pr[i];
+        order[i] = i;
+    }
+    g_row = x;
+    qsort(order, (size_t)V, sizeof *order, by_order);
+    double cum = 0;
+    int keep = V;
+    for (int i = 0; i < V; i++) {
+        cum += pr[order[i]] / total;
+        if (cum >= top_p) { keep = i + 1; break; }
+    }
+    double kept = 0;
+    for (int i = 0; i < keep; i++) kept += pr[order[i]];
+    double u = tc_rng_uniform(rng) * kept, acc = 0;
+    int32_t tok = order[keep - 1];
+    for (int i = 0; i < keep; i++) {
+        acc += pr[order[i]];
+        if (u < acc) { tok = order[i]; break; }
+    }
+    *nucleus = keep;
+    free(pr), free(order);
+    return tok;
+}
+
+static void test_top_p_alone(void) {
+    static const float temps[] = {0.01f, 0.1f, 0.8f, 5.f};
+    static const float topps[] = {0.5f, 0.9f, 0.99f};
+    const int V = 50257;
+    float *x = malloc((size_t)V * sizeof *x);
+    int runs = 0, bad = 0, widest = 0, narrowest = V;
+    for (int kind = 0; kind < ROW_N; kind++) {
+        if (kind == ROW_SPECIAL) continue;
+        fill_row(x, V, kind);
+        for (size_t ti = 0; ti < sizeof temps / sizeof *temps; ti++)
+            for (size_t pi = 0; pi < sizeof topps / sizeof *topps; pi++) {
+                tc_sampling_params p = {temps[ti], 0, topps[pi], rnd(1u << 30)};
+                tc_sampler s;
+                if (tc_sampler_init(&s, &p, V) != TC_OK) { g_fail++; continue; }
+                uint64_t rng[4];
+                memcpy(rng, s.rng, sizeof rng);
+                for (int d = 0; d < 2; d++) {
+                    int nuc;
+                    int32_t want = ref_topp(x, V, p.temperature, p.top_p, rng, &nuc), got = tc_sampler_sample(&s, x);
+                    if (nuc > widest) widest = nuc;
+                    if (nuc < narrowest) narrowest = nuc;
+                    if (got != want || memcmp(rng, s.rng, sizeof rng)) {
+                        bad++;
+                        printf("FAIL top-p alone: kind %d T %g top_p %g draw %d: token %d, the definition says %d "
+                               "(nucleus %d)\n", kind, p.temperature, p.top_p, d, got, want, nuc);
+                        break;
+                    }
+                }
+                tc_sampler_free(&s);
+                runs++;
+            }
+    }
+    free(x);
+    EXPECT(bad == 0, "%d of %d top-p runs differ from the definition", bad, runs);
+    EXPECT(narrowest < 64 && widest > 4096, "nuclei %d..%d do not reach every selection size", narrowest, widest);
+    printf("top-p alone: %d runs equal the full-sort definition, nuclei of %d to %d tokens\n", runs, narrowest,
+           widest);
+}
+
 static void test_need_and_stats(void) {
     const int V = 100;
     tc_sampling_params greedy = {0.f, 0, 1.f, 1}, tk = {1.f, 10, 1.f, 1}, full = {1.f, 0, 1.f, 1},
@@ -210,6 +288,7 @@ static void test_need_and_stats(void) {
 int main(void) {
     test_topk_rows();
     test_sparse_equals_dense();
+    test_top_p_alone();
     test_need_and_stats();
     printf(g_fail ? "sampler: %d failures\n" : "sampler: all checks passed\n", g_fail);
     return g_fail ? 1 : 0;

@@ -193,14 +193,20 @@ static int code_of(tc_status st) {
            : st == TC_ERR_IO ? TC_GRPC_ABORTED /* the data plane: retry, not a dead worker */
                                 : TC_GRPC_INTERNAL;
 }
+/* An error reply from a compute thread also waits for the thread's device
+ * work first (device_bad: a GPU lane's queued kernels may still be writing
+ * the session the coordinator hands on next), as every reply does. */
+static _Thread_local tc_worker *t_worker; /* set on the compute threads */
 static void fail(tc_call *c, int code, const char *fmt, const char *arg) {
     char m[600];
     snprintf(m, sizeof m, fmt, arg ? arg : "");
+    if (t_compute && t_worker) (void)device_bad(t_worker);
     tc_call_finish(c, code, m);
 }
 static void fail_st(tc_call *c, tc_status st, const char *what) {
     char m[700];
     snprintf(m, sizeof m, "%s: %s", what, tc_error_get() ? tc_error_get() : tc_status_str(st));
+    if (t_compute && t_worker) (void)device_bad(t_worker);
     tc_call_finish(c, code_of(st), m);
 }
 
@@ -531,6 +537,7 @@ static void *compute_main(void *arg) {
     free(arg);
     tc_worker *w = a.w;
     t_compute = 1;
+    t_worker = w;
     tc_model_bind_workspace(a.role);
     if (w->o.thread_init) w->o.thread_init(w->o.device_arg, a.role);
     pthread_mutex_lock(&w->mu);

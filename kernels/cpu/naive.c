@@ -18,6 +18,16 @@ static float wget(const tc_backend *be, const void *W, size_t i) {
     }
 }
 
+/* an activation as a 16-bit-weight linear multiplies it (the CUDA
+ * backend's skinny and tensor-core paths alike): rounded to that format */
+static float xget(const tc_backend *be, float v) {
+    switch (be->wtype) {
+    case TC_WT_BF16: return tc_bf16_to_f32(tc_f32_to_bf16(v));
+    case TC_WT_F16: return tc_f16_to_f32(tc_f32_to_f16(v));
+    default: return v;
+    }
+}
+
 static void nv_upload_weight(tc_backend *be, void *dst, const float *src, size_t rows, size_t cols) {
     uint16_t *d = dst;
     for (size_t i = 0; i < rows * cols; i++)
@@ -57,7 +67,7 @@ static void nv_linear(tc_backend *be, float *y, int ldy, const float *x, int ldx
     for (int i = 0; i < n; i++)
         for (int j = 0; j < m; j++) {
             double s = bias ? bias[j] : 0.0;
-            for (int t = 0; t < k; t++) s += (double)x[(size_t)i * ldx + t] * wget(be, W, (size_t)j * k + t);
+            for (int t = 0; t < k; t++) s += (double)xget(be, x[(size_t)i * ldx + t]) * wget(be, W, (size_t)j * k + t);
             float *yy = &y[(size_t)i * ldy + j];
             *yy = (float)(beta == 0.f ? s : beta * *yy + s);
         }

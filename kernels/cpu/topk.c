@@ -65,3 +65,42 @@ void tc_topk_rows(int32_t *ids, float *vals, const float *x, int n, int V, int k
     for (int i = 0; i < n; i++)
         topk_row(ids + (size_t)i * k, vals + (size_t)i * k, x + (size_t)i * V, V, k);
 }
+
+static uint32_t key_at(const float *logits, int32_t i) {
+    uint32_t b;
+    memcpy(&b, &logits[i], 4);
+    return tc_topk_key(b);
+}
+/* i ranks before j in cmp_desc's order (a total order: ids are distinct) */
+static int before(const float *logits, int32_t i, int32_t j) {
+    uint32_t a = key_at(logits, i), b = key_at(logits, j);
+    return a > b || (a == b && i < j);
+}
+
+/* see backend.h: Hoare quickselect, median-of-three pivots */
+int tc_topk_select(int32_t *idx, int n, int k, const float *logits) {
+    int lo = 0, hi = n - 1, rounds = 0;
+    while (hi > lo) {
+        if (++rounds > 64) return -1;
+        int mid = lo + (hi - lo) / 2;
+        /* median of three as the pivot */
+        if (before(logits, idx[mid], idx[lo])) { int32_t t = idx[mid]; idx[mid] = idx[lo]; idx[lo] = t; }
+        if (before(logits, idx[hi], idx[lo])) { int32_t t = idx[hi]; idx[hi] = idx[lo]; idx[lo] = t; }
+        if (before(logits, idx[hi], idx[mid])) { int32_t t = idx[hi]; idx[hi] = idx[mid]; idx[mid] = t; }
+        const int32_t pv = idx[mid];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (before(logits, idx[i], pv)) i++;
+            while (before(logits, pv, idx[j])) j--;
+            if (i <= j) {
+                int32_t t = idx[i];
+                idx[i++] = idx[j];
+                idx[j--] = t;
+            }
+        }
+        if (k - 1 <= j) hi = j;
+        else if (k - 1 >= i) lo = i;
+        else break;
+    }
+    return 0;
+}

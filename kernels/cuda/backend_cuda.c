@@ -38,7 +38,6 @@ typedef struct {
     cudaGraphExec_t exec; /* the last captured step, updated in place */
     void *xconv; /* 16-bit weights: activations rounded for the GEMM, TC_CUDA_CONV_ROWS x widest k */
     size_t xconv_elems;
-    int capturing;
     long n_launch, n_instantiate; /* graph launches, instantiations (the rest were updates) */
 } tc_cuda_lane;
 
@@ -47,6 +46,7 @@ typedef struct {
     int graphs; /* capture hit steps as graphs (TC_CUDA_GRAPHS=1 / tc_backend_cuda_set_graphs) */
     tc_cuda_lane lane[TC_CUDA_LANES];
     atomic_int poisoned; /* first failure latched: every later op is a no-op (read by any thread) */
+    atomic_int claimed;    /* the thread that writes first_error (two lanes may fail at once) */
     char first_error[256]; /* its message, written once before poisoned is set */
 } tc_cuda_ctx;
 
@@ -55,6 +55,11 @@ typedef struct {
 #define TC_CUDA_CONV_ROWS 512
 
 static _Thread_local int t_lane; /* the calling thread's lane (tc_backend_cuda_bind_lane) */
+/* this thread is between capture_begin and capture_end: it must not
+ * allocate, free or transfer (the rule is per thread -- thread-local
+ * capture mode -- so another thread may, e.g. the worker's RPC thread
+ * freeing a released session) */
+static _Thread_local int t_capturing;
 
 static tc_cuda_ctx *ctx_of(tc_backend *be) { return (tc_cuda_ctx *)be->ctx; }
 static tc_cuda_lane *lane_of(tc_cuda_ctx *c) { return &c->lane[t_lane]; }
@@ -67,7 +72,7 @@ void tc_backend_cuda_bind_lane(int lane) {
 /* Latches the first failure; logs it with the call site so the log reads
  * as a backtrace. */
 static void cuda_fail(tc_cuda_ctx *c, const char *what, const char *detail, const char *file, int line) {
-    if (atomic_load(&c->poisoned)) return;
+    if (atomic_exchange(&c->claimed, 1)) return; /* another thread is latching its failure */
     snprintf(c->first_error, sizeof c->first_error, "cuda device %d: %s failed: %s", c->device, what, detail);
     atomic_store(&c->poisoned, 1);
     tc_error_set("%s", c->first_error);
@@ -98,7 +103,7 @@ static int cuda_enter(tc_cuda_ctx *c) {
 
 static void *cuda_alloc(tc_backend *be, size_t bytes) {
     tc_cuda_ctx *c = ctx_of(be);
-    TC_ASSERT(!lane_of(c)->capturing, "cuda: alloc inside a captured step");
+    TC_ASSERT(!t_capturing, "cuda: alloc inside a captured step");
     if (!cuda_enter(c)) return NULL;
     void *p = NULL;
     /* cudaMalloc(0) yields NULL, which model/ reads as out of memory */
@@ -113,7 +118,7 @@ static void *cuda_alloc(tc_backend *be, size_t bytes) {
 static void cuda_free(tc_backend *be, void *p) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!p) return;
-    TC_ASSERT(!lane_of(c)->capturing, "cuda: free inside a captured step");
+    TC_ASSERT(!t_capturing, "cuda: free inside a captured step");
     /* freeing is still attempted on a poisoned device: it may succeed and
      * there is nothing better to do with the memory */
     (void)cudaSetDevice(c->device);
@@ -125,7 +130,7 @@ static void cuda_free(tc_backend *be, void *p) {
  * after the previous step's download. */
 static void cuda_upload(tc_backend *be, void *dst, const void *src, size_t bytes) {
     tc_cuda_ctx *c = ctx_of(be);
-    TC_ASSERT(!lane_of(c)->capturing, "cuda: upload inside a captured step");
+    TC_ASSERT(!t_capturing, "cuda: upload inside a captured step");
     if (!bytes || !cuda_enter(c)) return;
     if (!CU_OK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, lane_of(c)->stream))) return;
     (void)CU_OK(c, cudaStreamSynchronize(lane_of(c)->stream));
@@ -133,7 +138,7 @@ static void cuda_upload(tc_backend *be, void *dst, const void *src, size_t bytes
 
 static void cuda_download(tc_backend *be, void *dst, const void *src, size_t bytes) {
     tc_cuda_ctx *c = ctx_of(be);
-    TC_ASSERT(!lane_of(c)->capturing, "cuda: download inside a captured step");
+    TC_ASSERT(!t_capturing, "cuda: download inside a captured step");
     if (!bytes) return;
     if (cuda_enter(c) && CU_OK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, lane_of(c)->stream)) &&
         CU_OK(c, cudaStreamSynchronize(lane_of(c)->stream)))
@@ -306,16 +311,16 @@ static void cuda_topk(tc_backend *be, int32_t *ids, float *vals, const float *x,
 static void cuda_capture_begin(tc_backend *be) {
     tc_cuda_ctx *c = ctx_of(be);
     tc_cuda_lane *L = lane_of(c);
-    TC_ASSERT(!L->capturing, "cuda: capture_begin inside a capture");
+    TC_ASSERT(!t_capturing, "cuda: capture_begin inside a capture");
     if (!c->graphs || !cuda_enter(c)) return;
-    if (CU_OK(c, cudaStreamBeginCapture(L->stream, cudaStreamCaptureModeThreadLocal))) L->capturing = 1;
+    if (CU_OK(c, cudaStreamBeginCapture(L->stream, cudaStreamCaptureModeThreadLocal))) t_capturing = 1;
 }
 
 static void cuda_capture_end(tc_backend *be) {
     tc_cuda_ctx *c = ctx_of(be);
     tc_cuda_lane *L = lane_of(c);
-    if (!L->capturing) return;
-    L->capturing = 0;
+    if (!t_capturing) return;
+    t_capturing = 0;
     cudaGraph_t g = NULL;
     /* ended even on a poisoned device, so the stream leaves capture mode */
     cudaError_t e = cudaStreamEndCapture(L->stream, &g);
@@ -462,10 +467,10 @@ tc_status tc_backend_cuda_status(tc_backend *be) {
 tc_status tc_backend_cuda_sync(tc_backend *be) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!c) return TC_FAIL(TC_ERR_INVALID, "cuda: backend not initialized");
-    if (cuda_enter(c)) {
-        (void)CU_OK(c, cudaStreamSynchronize(lane_of(c)->stream));
-        (void)CU_OK(c, cudaGetLastError()); /* a kernel fault surfaces here */
-    }
+    /* a kernel fault surfaces here; any "last error" left after a clean
+     * synchronize is a stale, non-sticky one (every launch is checked at
+     * once): cleared, not latched */
+    if (cuda_enter(c) && CU_OK(c, cudaStreamSynchronize(lane_of(c)->stream))) (void)cudaGetLastError();
     return tc_backend_cuda_status(be);
 }
 

@@ -1,10 +1,11 @@
 /* linear.cu — the parts of linear that are not cuBLAS's (backend_cuda.c):
  *  - y = beta*y + bias, before the GEMM accumulates x W^T with beta 1;
  *  - with 16-bit weights, the skinny product for n <= TC_CUDA_SKINNY_MAX
- *    rows (the hit step: memory-bound, so it reads the 16-bit weights once
- *    and multiplies them with the fp32 activations in fp32, one warp per
- *    output column), and the rounding of activations to 16 bits for the
- *    tensor-core GEMM of larger n. */
+ *    rows (the hit step: memory-bound, so it reads the 16-bit weights once,
+ *    one warp per output column), and the rounding of activations to 16
+ *    bits for the tensor-core GEMM of larger n. Both round the activations
+ *    the same way and accumulate in fp32, so they differ only in summation
+ *    order. */
 #include "common.cuh"
 #include "kernels_cuda.h"
 
@@ -27,9 +28,14 @@ extern "C" cudaError_t tc_cuda_bias(cudaStream_t st, float *y, int ldy, const fl
     return cudaGetLastError();
 }
 
-/* y[i, j] = beta*y[i, j] + sum_t x[i, t] W[j, t] for i < n <= TC_CUDA_SKINNY_MAX:
- * warp w of the block owns column j, lanes stride over k 8 weights (16
- * bytes) at a time when rows are 16-byte aligned, fp32 FMAs, a warp sum. */
+/* an activation as the GEMM path sees it: rounded to the weights' format */
+template <typename T> __device__ __forceinline__ float narrow(float v) { return tc_to_f32(tc_from_f32<T>(v)); }
+
+/* y[i, j] = beta*y[i, j] + sum_t x16[i, t] W[j, t] for i < n <= TC_CUDA_SKINNY_MAX,
+ * x16 = x rounded to T as the tensor-core path rounds it (so a session's
+ * result does not depend on how many rows share the step): warp w of the
+ * block owns column j, lanes stride over k 8 weights (16 bytes) at a time
+ * when rows are 16-byte aligned, exact products in fp32 FMAs, a warp sum. */
 template <typename T>
 __global__ __launch_bounds__(256) static void skinny_kernel(float *y, int ldy, const float *x, int ldx, const T *W,
                                                             int n, int m, int k, float beta) {
@@ -53,7 +59,7 @@ __global__ __launch_bounds__(256) static void skinny_kernel(float *y, int ldy, c
                 if (i < n) {
                     const float *xr = x + (size_t)i * ldx + t;
 #pragma unroll
-                    for (int u = 0; u < 8; u++) acc[i] = fmaf(wf[u], xr[u], acc[i]);
+                    for (int u = 0; u < 8; u++) acc[i] = fmaf(wf[u], narrow<T>(xr[u]), acc[i]);
                 }
         }
     } else {
@@ -61,7 +67,7 @@ __global__ __launch_bounds__(256) static void skinny_kernel(float *y, int ldy, c
             const float wf = tc_to_f32(w[t]);
 #pragma unroll
             for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++)
-                if (i < n) acc[i] = fmaf(wf, x[(size_t)i * ldx + t], acc[i]);
+                if (i < n) acc[i] = fmaf(wf, narrow<T>(x[(size_t)i * ldx + t]), acc[i]);
         }
     }
 #pragma unroll
