@@ -92,6 +92,12 @@ struct tc_backend {
      * attentions of the same head layout, as attention() computes each;
      * one dispatch for a batch's sessions instead of one per session. */
     void (*attention_batch)(tc_backend *be, const struct tc_att_item *it, int n, int n_head, int head_dim);
+    /* Optional (NULL: attention_batch of w, then of the z with nq > 0): the
+     * hit step's two softmaxes per session in one dispatch -- w[i], then
+     * z[i] (beta 1, into the same out) when z[i].nq > 0 -- each computed
+     * exactly as attention() computes it. */
+    void (*attention_pairs)(tc_backend *be, const struct tc_att_item *w, const struct tc_att_item *z, int n,
+                            int n_head, int head_dim);
     /* out[i,j] = silu(h[i,j]) * h[i,F+j]        h [n, 2F] (ldh), out [n, F] */
     void (*swiglu)(tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F);
     /* Optional (NULL: the caller downloads the rows and runs tc_topk_rows).

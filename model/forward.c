@@ -260,25 +260,32 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
                 /* causal self-attention over the window (baseline: the cache) */
                 AW[nw++] = (tc_att_item){a, q, wk, wv, d, 3 * d, d, d, (int)n, (int)(s->win_len + n), p0,
                                          s->win_start, 1, 0.f};
+                if (be->attention_pairs) AZ[i] = (tc_att_item){0}; /* aligned with AW: nq 0 = no second softmax */
                 if (c->arch != TC_ARCH_TRANSFORMER) {
                     if (l >= 1 && s->zip_len > 0) {
                         /* second softmax over the zip of this layer's input */
                         size_t zoff = ((size_t)b * (depth - 1) + (l - 1)) * 2 * c->history_window * (size_t)d;
                         const float *zk = s->zip + zoff, *zv = zk + (size_t)c->history_window * d;
-                        AZ[nz++] = (tc_att_item){a, q, zk, zv, d, 3 * d, d, d, (int)n, (int)s->zip_len, p0,
-                                                 s->zip_pos, 0, 1.f};
+                        AZ[be->attention_pairs ? i : nz] = (tc_att_item){a, q, zk, zv, d, 3 * d, d, d, (int)n,
+                                                                         (int)s->zip_len, p0, s->zip_pos, 0, 1.f};
+                        nz++;
                     } else if (l == 0 && c->arch == TC_ARCH_TLIN && s->hist_len > 0) {
                         const float *hk = s->hist + (size_t)b * 2 * s->hist_cap * d;
                         const float *hv = hk + (size_t)s->hist_cap * d;
-                        AZ[nz++] = (tc_att_item){a, q, hk, hv, d, 3 * d, d, d, (int)n, (int)s->hist_len, p0, 0, 0,
-                                                 1.f};
+                        AZ[be->attention_pairs ? i : nz] = (tc_att_item){a, q, hk, hv, d, 3 * d, d, d, (int)n,
+                                                                         (int)s->hist_len, p0, 0, 0, 1.f};
+                        nz++;
                     }
                 }
                 row += n;
             }
             rope_kv_run(be, RK, B, 3 * d, c->n_head, c->head_dim, c->rope_base);
-            att_run(be, AW, nw, c->n_head, c->head_dim);
-            att_run(be, AZ, nz, c->n_head, c->head_dim);
+            if (be->attention_pairs && nz > 0) { /* both softmaxes of every session, one dispatch */
+                be->attention_pairs(be, AW, AZ, nw, c->n_head, c->head_dim);
+            } else { /* AZ is compact here, or empty */
+                att_run(be, AW, nw, c->n_head, c->head_dim);
+                att_run(be, AZ, nz, c->n_head, c->head_dim);
+            }
             tc_fwd_post(m, L, X, A, M, LN, H, G);
         }
     }

@@ -751,6 +751,20 @@ static void cpu_attention_batch(tc_backend *be, const tc_att_item *it, int n, in
     par_run(par_width(be, work), attb_task, &a);
 }
 
+/* the pair op is the two batches on the CPU (one pool dispatch each, as
+ * before); it exists so the model's paired path runs in the CPU tests */
+static void cpu_attention_pairs(tc_backend *be, const tc_att_item *w, const tc_att_item *z, int n, int n_head,
+                                int head_dim) {
+    tc_att_item stack[64], *zc = n <= 64 ? stack : malloc(sizeof *zc * (size_t)n);
+    TC_ASSERT(zc, "attention_pairs: out of memory");
+    int nz = 0;
+    for (int i = 0; i < n; i++)
+        if (z[i].nq > 0) zc[nz++] = z[i];
+    cpu_attention_batch(be, w, n, n_head, head_dim);
+    cpu_attention_batch(be, zc, nz, n_head, head_dim);
+    if (zc != stack) free(zc);
+}
+
 /* one attention: a batch of one (heads split over the pool) */
 static void cpu_attention(tc_backend *be, float *out, int ldo, const float *q, int ldq, const float *k, int ldk,
                           const float *v, int ldv, int nq, int nk, int n_head, int head_dim, int64_t qpos0,
@@ -799,6 +813,7 @@ tc_status tc_backend_cpu_init(tc_backend *be, int n_threads) {
     be->rope_kv_batch = cpu_rope_kv_batch;
     be->attention = cpu_attention;
     be->attention_batch = cpu_attention_batch;
+    be->attention_pairs = cpu_attention_pairs;
     be->swiglu = cpu_swiglu;
     be->topk = cpu_topk;
     /* OpenBLAS single-threaded; the pool splits ops (see the top) */

@@ -282,6 +282,57 @@ extern "C" cudaError_t tc_cuda_attention_rows(cudaStream_t st, const tc_att_item
     return att_rows_launch<8>(st, it, n, n_head, head_dim);
 }
 
+/* The hit step's two softmaxes of up to TC_CUDA_ATT_PAIRS sessions in one
+ * launch: block (head, row, session) computes the window's attention, then
+ * -- the same threads, after a barrier for the shared scratch -- adds the
+ * zip's (or TLin history's) into the same output, each exactly as
+ * att_row_kernel would. 2 x 16 items = 2.5 KiB of parameters. */
+struct att_pairs_batch {
+    tc_att_item w[TC_CUDA_ATT_PAIRS], z[TC_CUDA_ATT_PAIRS];
+};
+
+template <int NC>
+__global__ static void __launch_bounds__(ROW_WARPS * 32)
+    att_pairs_kernel(const __grid_constant__ att_pairs_batch b, int hd, float scale) {
+    const tc_att_item &w = b.w[blockIdx.z], &z = b.z[blockIdx.z];
+    if ((int)blockIdx.y >= w.nq) return; /* the whole block */
+    att_row_body<NC>(blockIdx.x, blockIdx.y, w.out, w.ldo, w.q, w.ldq, w.k, w.ldk, w.v, w.ldv, w.nk, hd, w.qpos0,
+                     w.kpos0, w.causal, w.beta, scale);
+    if (z.nq <= 0) return; /* uniform over the block */
+    __syncthreads(); /* the scratch is reused; each output element stays with its thread */
+    att_row_body<NC>(blockIdx.x, blockIdx.y, z.out, z.ldo, z.q, z.ldq, z.k, z.ldk, z.v, z.ldv, z.nk, hd, z.qpos0,
+                     z.kpos0, z.causal, z.beta, scale);
+}
+
+template <int NC>
+static cudaError_t att_pairs_launch(cudaStream_t st, const tc_att_item *w, const tc_att_item *z, int n, int n_head,
+                                    int hd) {
+    att_pairs_batch b;
+    int mq = 1;
+    for (int i = 0; i < n; i++) {
+        b.w[i] = w[i];
+        b.z[i] = z[i];
+        if (w[i].nq > mq) mq = w[i].nq;
+    }
+    dim3 grid((unsigned)n_head, (unsigned)mq, (unsigned)n);
+    size_t smem = (size_t)ROW_WARPS * (hd + 2) * sizeof(float);
+    att_pairs_kernel<NC><<<grid, ROW_WARPS * 32, smem, st>>>(b, hd, 1.0f / sqrtf((float)hd));
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t tc_cuda_attention_pairs(cudaStream_t st, const tc_att_item *w, const tc_att_item *z, int n,
+                                               int n_head, int head_dim) {
+    if (n <= 0 || n_head <= 0 || head_dim <= 0) return cudaSuccess;
+    if (n > TC_CUDA_ATT_PAIRS || head_dim > TC_CUDA_ATT_MAX_HD || n_head > 65535) return cudaErrorInvalidValue;
+    for (int i = 0; i < n; i++)
+        if (w[i].nq < 1 || w[i].nq > TC_CUDA_ATT_ROW_MAX || (z[i].nq != 0 && z[i].nq != w[i].nq))
+            return cudaErrorInvalidValue;
+    if (head_dim <= 32) return att_pairs_launch<1>(st, w, z, n, n_head, head_dim);
+    if (head_dim <= 64) return att_pairs_launch<2>(st, w, z, n, n_head, head_dim);
+    if (head_dim <= 128) return att_pairs_launch<4>(st, w, z, n, n_head, head_dim);
+    return att_pairs_launch<8>(st, w, z, n, n_head, head_dim);
+}
+
 template <int NC>
 static cudaError_t att_launch(cudaStream_t st, float *out, int ldo, const float *q, int ldq, const float *k, int ldk,
                               const float *v, int ldv, int nq, int nk, int n_head, int hd, int64_t qpos0,

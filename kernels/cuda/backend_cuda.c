@@ -285,6 +285,38 @@ static void cuda_attention_batch(tc_backend *be, const tc_att_item *it, int n, i
     if (nr) (void)CU_OK(c, tc_cuda_attention_rows(lane_of(c)->stream, rows, nr, n_head, head_dim));
 }
 
+/* both softmaxes of the hit step: pairs of 1..4 query rows go to the pair
+ * kernel TC_CUDA_ATT_PAIRS at a time, larger ones (a prefill's window) one
+ * attention at a time, in the same order (w, then z) */
+static void cuda_attention_pairs(tc_backend *be, const tc_att_item *w, const tc_att_item *z, int n, int n_head,
+                                 int head_dim) {
+    tc_cuda_ctx *c = ctx_of(be);
+    TC_ASSERT(head_dim <= TC_CUDA_ATT_MAX_HD, "cuda attention: head_dim %d > %d", head_dim, TC_CUDA_ATT_MAX_HD);
+    if (!cuda_enter(c)) return;
+    cudaStream_t st = lane_of(c)->stream;
+    tc_att_item pw[TC_CUDA_ATT_PAIRS], pz[TC_CUDA_ATT_PAIRS];
+    int np = 0;
+    for (int i = 0; i < n; i++) {
+        if (w[i].nq <= 0) continue;
+        if (w[i].nq > TC_CUDA_ATT_ROW_MAX) {
+            for (int r = 0; r < 2; r++) {
+                const tc_att_item *t = r ? &z[i] : &w[i];
+                if (t->nq > 0 &&
+                    !CU_OK(c, tc_cuda_attention(st, t->out, t->ldo, t->q, t->ldq, t->k, t->ldk, t->v, t->ldv, t->nq,
+                                                t->nk, n_head, head_dim, t->qpos0, t->kpos0, t->causal, t->beta)))
+                    return;
+            }
+            continue;
+        }
+        pw[np] = w[i], pz[np] = z[i];
+        if (++np == TC_CUDA_ATT_PAIRS) {
+            if (!CU_OK(c, tc_cuda_attention_pairs(st, pw, pz, np, n_head, head_dim))) return;
+            np = 0;
+        }
+    }
+    if (np) (void)CU_OK(c, tc_cuda_attention_pairs(st, pw, pz, np, n_head, head_dim));
+}
+
 static void cuda_swiglu(tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!cuda_enter(c)) return;
@@ -419,6 +451,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     be->rope_kv_batch = cuda_rope_kv_batch;
     be->attention = cuda_attention;
     be->attention_batch = cuda_attention_batch;
+    be->attention_pairs = cuda_attention_pairs;
     be->swiglu = cuda_swiglu;
     be->topk = cuda_topk;
     be->capture_begin = cuda_capture_begin;

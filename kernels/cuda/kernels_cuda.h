@@ -77,6 +77,13 @@ cudaError_t tc_cuda_attention(cudaStream_t st, float *out, int ldo, const float 
  * kernel, each item computed exactly as tc_cuda_attention would. */
 #define TC_CUDA_ATT_BATCH 32
 cudaError_t tc_cuda_attention_rows(cudaStream_t st, const tc_att_item *it, int n, int n_head, int head_dim);
+/* Up to TC_CUDA_ATT_PAIRS sessions' two hit-step softmaxes (backend.h's
+ * attention_pairs: w[i], then z[i] into the same output when z[i].nq > 0,
+ * z[i].nq == w[i].nq <= TC_CUDA_ATT_ROW_MAX) in one launch, each as
+ * tc_cuda_attention computes it. */
+#define TC_CUDA_ATT_PAIRS 16
+cudaError_t tc_cuda_attention_pairs(cudaStream_t st, const tc_att_item *w, const tc_att_item *z, int n, int n_head,
+                                    int head_dim);
 /* One-time setup (opt-in to > 48 KiB dynamic shared memory); called by
  * tc_backend_cuda_init, never on the step path. */
 cudaError_t tc_cuda_attention_setup(void);

@@ -319,6 +319,56 @@ static void test_embed_copy2d(void) {
     free(E); free(o); free(dst); free(init); free(dg);
 }
 
+/* attention_pairs: 20 sessions (two launches of TC_CUDA_ATT_PAIRS), a
+ * causal window softmax each and, for most, a second non-causal one over a
+ * zip added into the same output; one session with 7 query rows (the
+ * one-by-one path). Must equal, bit for bit, the window batch followed by
+ * the zip batch (what the model ran before), and the CPU within the
+ * attention bound. */
+static void test_attention_pairs(void) {
+    enum { N = 20 };
+    const int nh = 12, hd = 36, d = nh * hd, ldq = 3 * d + 1, ldo = d + 3;
+    tc_att_item w[N], z[N], w2[N], zc[N];
+    float *hq[N], *hk[N], *hv[N], *hzk[N], *hzv[N], *ho[N], *dq[N], *dk[N], *dv[N], *dzk[N], *dzv[N], *d1[N], *d2[N];
+    int nz = 0;
+    for (int i = 0; i < N; i++) {
+        const int nq = i == 10 ? 7 : 1, nk = 1 + (i * 37) % 300, zl = i % 4 == 3 ? 0 : 8 + (i * 11) % 60;
+        const int64_t kp = 500 + i, qp = kp + nk - nq; /* the window's last rows */
+        hq[i] = rnd((size_t)nq * ldq, 2), hk[i] = rnd((size_t)nk * d, 2), hv[i] = rnd((size_t)nk * d, 1);
+        hzk[i] = rnd((size_t)(zl + 1) * d, 2), hzv[i] = rnd((size_t)(zl + 1) * d, 1);
+        ho[i] = nans((size_t)nq * ldo);
+        dq[i] = dev(hq[i], (size_t)nq * ldq), dk[i] = dev(hk[i], (size_t)nk * d), dv[i] = dev(hv[i], (size_t)nk * d);
+        dzk[i] = dev(hzk[i], (size_t)(zl + 1) * d), dzv[i] = dev(hzv[i], (size_t)(zl + 1) * d);
+        d1[i] = dev(ho[i], (size_t)nq * ldo), d2[i] = dev(ho[i], (size_t)nq * ldo);
+        w[i] = (tc_att_item){d1[i], dq[i], dk[i], dv[i], ldo, ldq, d, d, nq, nk, qp, kp, 1, 0.f};
+        w2[i] = w[i], w2[i].out = d2[i];
+        z[i] = zl ? (tc_att_item){d1[i], dq[i], dzk[i], dzv[i], ldo, ldq, d, d, nq, zl, qp, 0, 0, 1.f}
+                  : (tc_att_item){0};
+        if (zl) zc[nz] = z[i], zc[nz++].out = d2[i];
+        g_cpu.attention(&g_cpu, ho[i], ldo, hq[i], ldq, hk[i], d, hv[i], d, nq, nk, nh, hd, qp, kp, 1, 0.f);
+        if (zl) g_cpu.attention(&g_cpu, ho[i], ldo, hq[i], ldq, hzk[i], d, hzv[i], d, nq, zl, nh, hd, qp, 0, 0, 1.f);
+    }
+    g_gpu.attention_pairs(&g_gpu, w, z, N, nh, hd);
+    g_gpu.attention_batch(&g_gpu, w2, N, nh, hd);
+    g_gpu.attention_batch(&g_gpu, zc, nz, nh, hd);
+    int bitwise = 1;
+    for (int i = 0; i < N; i++) {
+        const int nq = w[i].nq;
+        float *o1 = host(d1[i], (size_t)nq * ldo), *o2 = host(d2[i], (size_t)nq * ldo);
+        if (memcmp(o1, o2, (size_t)nq * ldo * 4) != 0) bitwise = 0;
+        char sh[160];
+        snprintf(sh, sizeof sh, "pair %d: nq=%d window %d zip %d", i, nq, w[i].nk, z[i].nq ? z[i].nk : 0);
+        compare("attention", sh, o1, ho[i], NULL, nq, d, ldo);
+        g_gpu.free(&g_gpu, dq[i]), g_gpu.free(&g_gpu, dk[i]), g_gpu.free(&g_gpu, dv[i]);
+        g_gpu.free(&g_gpu, dzk[i]), g_gpu.free(&g_gpu, dzv[i]);
+        free(o1), free(o2), free(hq[i]), free(hk[i]), free(hv[i]), free(hzk[i]), free(hzv[i]), free(ho[i]);
+    }
+    g_n++;
+    if (!bitwise) g_fail++;
+    printf("%-5s %-10s %d sessions (%d with a zip): attention_pairs == window batch + zip batch, bitwise\n",
+           bitwise ? "ok" : "FAIL", "att_pairs", N, nz);
+}
+
 /* 16-bit weights (TC_CUDA_WEIGHTS=bf16 / f16): linear and embed of a
  * backend holding its matrices in 16 bits against the CPU on the same
  * rounded values -- weights and inputs (the GPU rounds x itself, to
@@ -506,6 +556,7 @@ int main(void) {
     test_swiglu();
     test_attention();
     test_attention_batch();
+    test_attention_pairs();
     test_topk();
     test_weights16(TC_WT_BF16);
     test_weights16(TC_WT_F16);
