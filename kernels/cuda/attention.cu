@@ -15,7 +15,9 @@
  *         a coalesced warp reduction, and the 8 partial softmaxes are merged
  *         at the end through shared memory.
  * tc_cuda_attention_rows runs the row kernel for up to TC_CUDA_ATT_BATCH
- * attentions of a batch (the sessions of a hit step) in one launch.
+ * attentions of a batch (the sessions of a hit step) in one launch;
+ * tc_cuda_attention_pairs both softmaxes of up to TC_CUDA_ATT_PAIRS
+ * sessions (window, then zip into the same output) in one.
  * Not here (issue 7): split-K across blocks for the sync's long key ranges,
  * half-precision K/V. */
 #include <math.h>
