@@ -30,15 +30,7 @@ static double rel_err(const float *a, const float *b, int V) {
     return md / mx;
 }
 
-#define EXPECT(cond, ...)                                   \
-    do {                                                    \
-        if (!(cond)) {                                      \
-            g_fail++;                                       \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);     \
-            printf(__VA_ARGS__);                            \
-            printf("\n");                                   \
-        }                                                   \
-    } while (0)
+#include "expect.h"
 
 static void run_arch(tc_arch arch, int nb, int depth, int woh, int wog, int L) {
     char dir[256];

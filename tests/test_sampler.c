@@ -22,15 +22,7 @@
 #include "../model/sampler.h"
 
 static int g_fail = 0;
-#define EXPECT(cond, ...)                               \
-    do {                                                \
-        if (!(cond)) {                                  \
-            g_fail++;                                   \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-            printf(__VA_ARGS__);                        \
-            printf("\n");                               \
-        }                                               \
-    } while (0)
+#include "expect.h"
 
 static uint64_t g_rng = 12345;
 static uint32_t rnd(uint32_t n) {

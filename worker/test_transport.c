@@ -14,15 +14,7 @@
 #include "transport.h"
 
 static int g_fail;
-#define EXPECT(c, ...)                                              \
-    do {                                                            \
-        if (!(c)) {                                                 \
-            g_fail++;                                               \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);             \
-            printf(__VA_ARGS__);                                    \
-            printf("\n");                                           \
-        }                                                           \
-    } while (0)
+#include "../tests/expect.h"
 
 static int check(tc_transport *rx, uint64_t sid, uint64_t seq, const uint8_t *want, size_t n) {
     void *b = NULL;

@@ -28,15 +28,7 @@
 
 static int g_fail = 0;
 
-#define EXPECT(cond, ...)                               \
-    do {                                                \
-        if (!(cond)) {                                  \
-            __atomic_add_fetch(&g_fail, 1, __ATOMIC_RELAXED); \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-            printf(__VA_ARGS__);                        \
-            printf("\n");                               \
-        }                                               \
-    } while (0)
+#include "../expect.h"
 
 static double rel_err(const float *a, const float *ref, int V) {
     double mx = 1, md = 0;
