@@ -44,6 +44,7 @@ typedef struct {
 typedef struct {
     int device;
     int graphs; /* capture hit steps as graphs (TC_CUDA_GRAPHS=1 / tc_backend_cuda_set_graphs) */
+    int pooled; /* allocations from the device's stream-ordered pool (cudaMallocAsync) */
     tc_cuda_lane lane[TC_CUDA_LANES];
     atomic_int poisoned; /* first failure latched: every later op is a no-op (read by any thread) */
     atomic_int claimed;    /* the thread that writes first_error (two lanes may fail at once) */
@@ -101,28 +102,42 @@ static int cuda_enter(tc_cuda_ctx *c) {
     return CU_OK(c, cudaSetDevice(c->device));
 }
 
+/* Device memory (weights, session state, workspaces) comes from the
+ * device's stream-ordered pool when it has one: cudaMallocAsync /
+ * cudaFreeAsync on the calling thread's lane, the pool keeping freed
+ * memory for the next session (release threshold: never) -- unlike
+ * cudaMalloc / cudaFree, which synchronize the whole device, so opening or
+ * closing a session on the context thread would stall the generation
+ * thread's hit steps. An allocation is waited for on its lane before it is
+ * returned, so any lane may use it at once. */
 static void *cuda_alloc(tc_backend *be, size_t bytes) {
     tc_cuda_ctx *c = ctx_of(be);
     TC_ASSERT(!t_capturing, "cuda: alloc inside a captured step");
     if (!cuda_enter(c)) return NULL;
     void *p = NULL;
-    /* cudaMalloc(0) yields NULL, which model/ reads as out of memory */
-    if (cudaMalloc(&p, bytes ? bytes : 256) != cudaSuccess) {
+    const size_t n = bytes ? bytes : 256; /* a NULL result reads as out of memory in model/ */
+    cudaStream_t st = lane_of(c)->stream;
+    cudaError_t e = c->pooled ? cudaMallocAsync(&p, n, st) : cudaMalloc(&p, n);
+    if (e == cudaSuccess && c->pooled) e = cudaStreamSynchronize(st);
+    if (e != cudaSuccess) {
         (void)cudaGetLastError(); /* out of memory is not sticky: clear it */
-        TC_LOG(TC_LOG_WARN, "cuda", "cudaMalloc of %zu bytes failed on device %d", bytes, c->device);
+        TC_LOG(TC_LOG_WARN, "cuda", "allocation of %zu bytes failed on device %d: %s", bytes, c->device,
+               cudaGetErrorString(e));
         return NULL;
     }
     return p;
 }
-
 static void cuda_free(tc_backend *be, void *p) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!p) return;
     TC_ASSERT(!t_capturing, "cuda: free inside a captured step");
     /* freeing is still attempted on a poisoned device: it may succeed and
-     * there is nothing better to do with the memory */
+     * there is nothing better to do with the memory. Stream-ordered: after
+     * the lane's queued work; the caller has no work of another lane on it
+     * (a session is handed over only after a lane sync) */
     (void)cudaSetDevice(c->device);
-    if (cudaFree(p) != cudaSuccess) (void)cudaGetLastError();
+    cudaError_t e = c->pooled ? cudaFreeAsync(p, lane_of(c)->stream) : cudaFree(p);
+    if (e != cudaSuccess) (void)cudaGetLastError();
 }
 
 /* Synchronous on purpose: model/ reuses its host buffers right away. The
@@ -432,6 +447,17 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
         INIT_BLAS(cublasSetMathMode(L->blas, CUBLAS_DEFAULT_MATH));
     }
     INIT_CU(tc_cuda_attention_setup());
+    {
+        int pools = 0;
+        if (cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device) == cudaSuccess && pools) {
+            cudaMemPool_t pool;
+            uint64_t keep = UINT64_MAX; /* freed memory stays in the pool for the next session */
+            INIT_CU(cudaDeviceGetDefaultMemPool(&pool, device));
+            INIT_CU(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+            c->pooled = 1;
+        }
+        (void)cudaGetLastError();
+    }
     c->graphs = graphs;
     be->wtype = wtype;
 #undef INIT_CU
