@@ -15,7 +15,8 @@
 # Exit status: 0 when every stage passed.
 #
 # Knobs (environment): BUILD (build dir, default build-gpu), DEV (default
-# cuda:0), E2E=0 / BENCH=0 skip those stages (a device call is limited to
+# cuda:0), E2E_GRAPHS=1 adds an e2e run with TC_CUDA_GRAPHS=1 (e2e-graphs.log),
+# E2E=0 / BENCH=0 skip those stages (a device call is limited to
 # 10 minutes: run the build and tests in one call, then `BENCH=1 bash
 # bench/gpu.sh` in a second on the same warm machine), JOBS (default nproc), CUDA_ARCH (default "80;90"; e.g. "90" to halve compile time on
 # an H100), CTEST_TIMEOUT (default 1800 s per test).
@@ -106,6 +107,13 @@ if [ "${E2E:-1}" != 0 ]; then
     stage e2e-cuda "$([ $? = 0 ] && echo ok || echo 'FAILED (e2e.log)')"
 else
     printf '%-10s %s\n' e2e-cuda "skipped (E2E=0)" | tee -a "$SUMMARY"
+fi
+# E2E_GRAPHS=1: the e2e suite again with the workers' hit steps captured as
+# CUDA graphs (TC_CUDA_GRAPHS=1, inherited by the spawned workers)
+if [ "${E2E_GRAPHS:-0}" = 1 ]; then
+    (cd "$BUILD" && TC_CUDA_GRAPHS=1 TC_E2E_DEVICE="${DEV:-cuda:0}" ctest -L e2e --output-on-failure -j 4 \
+        --timeout "$CTEST_TIMEOUT") >"$OUTDIR/e2e-graphs.log" 2>&1
+    stage e2e-graphs "$([ $? = 0 ] && echo ok || echo 'FAILED (e2e-graphs.log)')"
 fi
 
 if [ "${BENCH:-1}" = 0 ]; then
