@@ -186,6 +186,11 @@ static void cuda_linear(tc_backend *be, float *y, int ldy, const float *x, int l
     tc_cuda_ctx *c = ctx_of(be);
     if (n <= 0 || m <= 0 || !cuda_enter(c)) return;
     tc_cuda_lane *L = lane_of(c);
+    if (be->wtype != TC_WT_F32 && n <= TC_CUDA_SKINNY_MAX) {
+        /* 16-bit weights, few rows: one kernel, bias folded in */
+        (void)CU_OK(c, tc_cuda_linear_skinny(L->stream, y, ldy, x, ldx, W, bias, be->wtype, n, m, k, beta));
+        return;
+    }
     if (bias) {
         if (!CU_OK(c, tc_cuda_bias(L->stream, y, ldy, bias, n, m, beta))) return;
         beta = 1.f;
@@ -200,12 +205,7 @@ static void cuda_linear(tc_backend *be, float *y, int ldy, const float *x, int l
                                          ldy));
         return;
     }
-    /* 16-bit weights: few rows read the weights once with fp32 activations;
-     * more rows go to the tensor cores, activations rounded to 16 bits */
-    if (n <= TC_CUDA_SKINNY_MAX) {
-        (void)CU_OK(c, tc_cuda_linear_skinny(L->stream, y, ldy, x, ldx, W, be->wtype, n, m, k, beta));
-        return;
-    }
+    /* 16-bit weights, more rows: the tensor cores, activations rounded */
     TC_ASSERT(L->xconv_elems >= (size_t)k, "cuda linear: k %d wider than any weight uploaded", k);
     const cudaDataType_t dt = be->wtype == TC_WT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
     const int chunk = (int)(L->xconv_elems / (size_t)k);

@@ -34,12 +34,13 @@ cudaError_t tc_cuda_layernorm(cudaStream_t st, float *out, const float *x, const
  * n rows). The GEMM itself is cuBLAS, in backend_cuda.c.  y [n, m] (ldy) */
 cudaError_t tc_cuda_bias(cudaStream_t st, float *y, int ldy, const float *bias, int n, int m, float beta);
 /* linear.cu, 16-bit weights (wtype TC_WT_BF16 / TC_WT_F16): y = beta*y +
- * x W^T for n <= TC_CUDA_SKINNY_MAX rows, x rounded to wtype, fp32
+ * bias (NULL: none) + x W^T for n <= TC_CUDA_SKINNY_MAX rows, the bias
+ * folded in (one launch), x rounded to wtype, fp32
  * accumulation; and dst [n, k] = x rounded to wtype, the GEMM's input for
  * larger n.                         y [n, m] (ldy), x [n, k] (ldx), W [m, k] */
 #define TC_CUDA_SKINNY_MAX 8
 cudaError_t tc_cuda_linear_skinny(cudaStream_t st, float *y, int ldy, const float *x, int ldx, const void *W,
-                                  int wtype, int n, int m, int k, float beta);
+                                  const float *bias, int wtype, int n, int m, int k, float beta);
 cudaError_t tc_cuda_narrow(cudaStream_t st, void *dst, int wtype, const float *x, int ldx, int n, int k);
 
 /* rope.cu: in-place interleaved RoPE, row i at position pos0 + i; angle

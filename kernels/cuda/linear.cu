@@ -38,7 +38,7 @@ template <typename T> __device__ __forceinline__ float narrow(float v) { return 
  * when rows are 16-byte aligned, exact products in fp32 FMAs, a warp sum. */
 template <typename T>
 __global__ __launch_bounds__(256) static void skinny_kernel(float *y, int ldy, const float *x, int ldx, const T *W,
-                                                            int n, int m, int k, float beta) {
+                                                            const float *bias, int n, int m, int k, float beta) {
     const int lane = threadIdx.x & 31;
     const int j = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (j >= m) return; /* whole warps */
@@ -76,21 +76,25 @@ __global__ __launch_bounds__(256) static void skinny_kernel(float *y, int ldy, c
             const float v = tc_warp_sum(acc[i]);
             if (lane == 0) {
                 float *yy = y + (size_t)i * ldy + j;
-                *yy = beta == 0.f ? v : beta * *yy + v; /* beta 0 must not read y */
+                /* as bias_kernel then a beta-1 GEMM would: (beta*y + bias) + xW;
+                 * beta 0 must not read y */
+                float base = beta == 0.f ? (bias ? bias[j] : 0.f) : (bias ? beta * *yy + bias[j] : beta * *yy);
+                *yy = beta == 0.f && !bias ? v : base + v;
             }
         }
 }
 
 extern "C" cudaError_t tc_cuda_linear_skinny(cudaStream_t st, float *y, int ldy, const float *x, int ldx,
-                                             const void *W, int wtype, int n, int m, int k, float beta) {
+                                             const void *W, const float *bias, int wtype, int n, int m, int k,
+                                             float beta) {
     if (n <= 0 || m <= 0) return cudaSuccess;
     if (n > TC_CUDA_SKINNY_MAX) return cudaErrorInvalidValue;
     const unsigned th = 256, b = (unsigned)((m + 7) / 8);
     switch (wtype) {
     case TC_WT_BF16:
-        skinny_kernel<<<b, th, 0, st>>>(y, ldy, x, ldx, (const __nv_bfloat16 *)W, n, m, k, beta);
+        skinny_kernel<<<b, th, 0, st>>>(y, ldy, x, ldx, (const __nv_bfloat16 *)W, bias, n, m, k, beta);
         break;
-    case TC_WT_F16: skinny_kernel<<<b, th, 0, st>>>(y, ldy, x, ldx, (const __half *)W, n, m, k, beta); break;
+    case TC_WT_F16: skinny_kernel<<<b, th, 0, st>>>(y, ldy, x, ldx, (const __half *)W, bias, n, m, k, beta); break;
     default: return cudaErrorInvalidValue;
     }
     return cudaGetLastError();
