@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# gpu-bundle.sh — pack a GPU build made HERE (Debian 12, CUDA toolkit, no GPU)
+# for a GPU machine that has the driver and the CUDA libraries but none of
+# our Debian packages (gRPC, OpenBLAS, protobuf-c, cJSON, ...) and no
+# network: the lent device machines of this workplace. Builds $BUILD with
+# TC_CUDA=ON, then writes .gpu-bundle/bundle.tar.xz (git-ignored; xz keeps
+# it under the device tool's 64 MiB) holding:
+#   build-gpu/   the binaries, in the build tree's layout (tconstd finds
+#                tconst-worker beside it or in worker/)
+#   lib/         every shared library they load except glibc, libstdc++,
+#                libgcc_s and the big CUDA ones (cuBLAS, cuBLASLt, NCCL),
+#                which scripts/gpu-run-bundle.sh finds on the GPU machine
+#   stubs/       the e2e suite's Python gRPC stubs (TC_E2E_STUBS), since the
+#                GPU machine has grpcio but no protoc
+# Then `bash scripts/gpu-run-bundle.sh` there (carry .gpu-bundle).
+# Knobs: BUILD (default build-gpu), CUDA_ARCH (default "80;90"), JOBS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build-gpu}
+CUDA_ARCH=${CUDA_ARCH:-80;90}
+D=$(mktemp -d)/bundle
+trap 'rm -rf "$(dirname "$D")"' EXIT
+if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+    cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTC_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH" >/dev/null
+fi
+cmake --build "$BUILD" -j "${JOBS:-$(nproc)}" >/dev/null
+mkdir -p "$D/build-gpu/worker" "$D/build-gpu/tests/gpu" "$D/lib" "$D/stubs"
+bins="tconstd tconst tconst-cuda worker/tconst-worker tests/gpu/test_backend_ops_gpu tests/gpu/test_gpu_parity"
+for b in $bins; do
+    [ -x "$BUILD/$b" ] || { echo "gpu-bundle.sh: $BUILD/$b missing (built with TC_CUDA=ON?)" >&2; exit 1; }
+    cp "$BUILD/$b" "$D/build-gpu/$b"
+    # keep the debug info out: it is most of the size
+    strip --strip-debug "$D/build-gpu/$b"
+done
+for b in $bins; do ldd "$BUILD/$b"; done | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u |
+while read -r name path; do
+    case "$name" in
+    libc.so.*|libm.so.*|libdl.so.*|libpthread.so.*|librt.so.*|ld-linux*|libgcc_s.so.*|libstdc++.so.*) ;;
+    libcublas.so.*|libcublasLt.so.*|libnccl.so.*) ;;
+    *) cp -L "$path" "$D/lib/$name" ;;
+    esac
+done
+strip --strip-unneeded "$D"/lib/*.so* 2>/dev/null || true
+protoc --python_out="$D/stubs" --grpc_python_out="$D/stubs" \
+    --plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin -I proto proto/*.proto
+git rev-parse HEAD >"$D/commit"
+mkdir -p .gpu-bundle
+tar -C "$D" -cJf .gpu-bundle/bundle.tar.xz .
+du -sh "$D" .gpu-bundle/bundle.tar.xz
