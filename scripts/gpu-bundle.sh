@@ -44,6 +44,6 @@ strip --strip-unneeded "$D"/lib/*.so* 2>/dev/null || true
 protoc --python_out="$D/stubs" --grpc_python_out="$D/stubs" \
     --plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin -I proto proto/*.proto
 git rev-parse HEAD >"$D/commit"
-mkdir -p .gpu-bundle
+rm -rf .gpu-bundle && mkdir -p .gpu-bundle
 tar -C "$D" -cJf .gpu-bundle/bundle.tar.xz .
 du -sh "$D" .gpu-bundle/bundle.tar.xz
