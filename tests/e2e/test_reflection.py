@@ -52,9 +52,14 @@ def body(env, ck):
         # a client built only from the reflected descriptor
         pool = descriptor_pool.DescriptorPool()
         pool.Add(fdp)
-        fac = message_factory.MessageFactory(pool)
-        Req = fac.GetPrototype(pool.FindMessageTypeByName("tconst.v1.GenerateRequest"))
-        Resp = fac.GetPrototype(pool.FindMessageTypeByName("tconst.v1.GenerateResponse"))
+        # GetMessageClass (protobuf >= 4.22) replaced MessageFactory.GetPrototype
+        # (gone in 5.x); Debian 12 has 3.21
+        if hasattr(message_factory, "GetMessageClass"):
+            msg_class = message_factory.GetMessageClass
+        else:
+            msg_class = message_factory.MessageFactory(pool).GetPrototype
+        Req = msg_class(pool.FindMessageTypeByName("tconst.v1.GenerateRequest"))
+        Resp = msg_class(pool.FindMessageTypeByName("tconst.v1.GenerateResponse"))
         req = Req(token_ids=[3, 1, 4, 1, 5])
         req.sampling.max_tokens = 20
         req.sampling.ignore_eos = True

@@ -538,6 +538,9 @@ static void test_topk(void) {
 }
 
 int main(void) {
+    /* line-buffered: an abort (a poisoned device) must not lose the lines
+     * that say how far the test got */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     int ndev = tc_backend_cuda_device_count();
     if (ndev == 0) {
         printf("SKIPPED: no CUDA device\n");
