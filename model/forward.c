@@ -152,9 +152,9 @@ static tc_status head_reserve(tc_model *m, int B, const tc_fwd_out *out, head_bu
     return TC_OK;
 }
 
-/* logits of the rows in h->last, and the device's top k of them */
-static void head_compute(tc_model *m, int B, const tc_fwd_out *out, const head_bufs *h) {
-    tc_fwd_head(m, h->last, B, h->lg);
+/* logits of the B rows at last [B, d], and the device's top k of them */
+static void head_compute(tc_model *m, int B, const tc_fwd_out *out, const head_bufs *h, const float *last) {
+    tc_fwd_head(m, last, B, h->lg);
     if (h->topk) m->be->topk(m->be, (int32_t *)h->topk, h->topk + (size_t)B * out->k, h->lg, B, m->cfg.vocab_size,
                              out->k);
 }
@@ -168,9 +168,14 @@ static tc_status head_fetch(tc_model *m, int B, const tc_fwd_out *out, const hea
         be->download(be, out->logits, h->lg, (size_t)B * V * 4);
         return TC_OK;
     }
-    if (h->topk) {
-        be->download(be, out->ids, h->topk, (size_t)B * k * 4);
-        be->download(be, out->vals, h->topk + (size_t)B * k, (size_t)B * k * 4);
+    if (h->topk) { /* ids then values, one transfer */
+        const size_t n = (size_t)B * k;
+        int32_t stack[2 * 64], *buf = 2 * n <= 2 * 64 ? stack : malloc(2 * n * 4);
+        if (!buf) return TC_FAIL(TC_ERR_NOMEM, "out of memory for %d rows of top-%d candidates", B, k);
+        be->download(be, buf, h->topk, 2 * n * 4);
+        memcpy(out->ids, buf, n * 4);
+        memcpy(out->vals, buf + n, n * 4);
+        if (buf != stack) free(buf);
         return TC_OK;
     }
     float *x = malloc((size_t)B * V * sizeof *x);
@@ -219,11 +224,22 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
         return TC_FAIL(TC_ERR_NOMEM, "out of memory for %d attention items", B);
     }
     {
+        /* every session's new tokens in one upload (one synchronous copy a
+         * step instead of B) */
+        int32_t ids_stack[256], *hid = M <= 256 ? ids_stack : malloc((size_t)M * sizeof *hid);
+        if (!hid) {
+            if (AW != aw_stack) free(AW);
+            if (AZ != az_stack) free(AZ);
+            if (RK != rk_stack) free(RK);
+            return TC_FAIL(TC_ERR_NOMEM, "out of memory for %lld token ids", (long long)M);
+        }
         int64_t row = 0;
         for (int i = 0; i < B; i++) {
-            be->upload(be, ids + row, ss[i]->tokens + ss[i]->n_tokens - cnt[i], (size_t)cnt[i] * 4);
+            memcpy(hid + row, ss[i]->tokens + ss[i]->n_tokens - cnt[i], (size_t)cnt[i] * sizeof *hid);
             row += cnt[i];
         }
+        be->upload(be, ids, hid, (size_t)M * sizeof *hid);
+        if (hid != ids_stack) free(hid);
     }
     /* from here to the head: device work only (no transfer, no allocation),
      * which the backend may capture and replay as one graph -- for hit steps
@@ -295,12 +311,17 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
     if (RK != rk_stack) free(RK);
 
     if (want_head) {
-        int64_t row = 0;
-        for (int i = 0; i < B; i++) {
-            row += cnt[i];
-            be->copy2d(be, hb.last + (size_t)i * d, d, X + (size_t)(row - 1) * d, d, 1, d);
+        /* each session's last row; a hit step's rows already are (one a session) */
+        const float *last = X;
+        if (M != B) {
+            int64_t row = 0;
+            for (int i = 0; i < B; i++) {
+                row += cnt[i];
+                be->copy2d(be, hb.last + (size_t)i * d, d, X + (size_t)(row - 1) * d, d, 1, d);
+            }
+            last = hb.last;
         }
-        head_compute(m, B, out, &hb);
+        head_compute(m, B, out, &hb, last);
     }
     if (capture) be->capture_end(be);
     if (want_head) TC_CHECK(head_fetch(m, B, out, &hb));

@@ -18,8 +18,11 @@
  * attentions of a batch (the sessions of a hit step) in one launch;
  * tc_cuda_attention_pairs both softmaxes of up to TC_CUDA_ATT_PAIRS
  * sessions (window, then zip into the same output) in one.
- * Not here (issue 7): split-K across blocks for the sync's long key ranges,
- * half-precision K/V. */
+ * The tile kernel splits long key ranges across blocks (grid z) when the
+ * query blocks alone would leave SMs idle -- the sync's focused attention,
+ * 256 queries over all N keys -- each split writing a partial (m, l, acc)
+ * that att_combine_kernel merges (flash-decoding's split-K).
+ * Not here (issue 7): half-precision K/V. */
 #include <math.h>
 
 #include "common.cuh"
@@ -56,7 +59,8 @@ static size_t att_tile_smem(int hd) {
 template <int NC>
 __global__ static void __launch_bounds__(ATT_WARPS * 32)
     att_tile_kernel(float *out, int ldo, const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
-                    int nq, int nk, int hd, int64_t qpos0, int64_t kpos0, int causal, float beta, float scale) {
+                    int nq, int nk, int hd, int64_t qpos0, int64_t kpos0, int causal, float beta, float scale,
+                    int kchunk, float *part) {
     extern __shared__ float smem[];
     const int kst = hd | 1;
     float *Qs = smem, *Ks = Qs + ATT_BQ * hd, *Vs = Ks + ATT_BK * kst;
@@ -71,6 +75,9 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
     /* keys any row of this block can see */
     int last = (q0 + ATT_BQ < nq ? q0 + ATT_BQ : nq) - 1;
     int nk_blk = att_key_limit(qpos0 + last, kpos0, nk, causal);
+    /* split over keys (blockIdx.z, part != NULL): this block's share */
+    const int kbeg = part ? (int)blockIdx.z * kchunk : 0;
+    if (part && kbeg + kchunk < nk_blk) nk_blk = kbeg + kchunk;
 
     int lim[ATT_ROWS];
     float m[ATT_ROWS], l[ATT_ROWS], acc[ATT_ROWS][NC];
@@ -84,7 +91,7 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
         for (int i = 0; i < NC; i++) acc[rr][i] = 0.f;
     }
 
-    for (int k0 = 0; k0 < nk_blk; k0 += ATT_BK) {
+    for (int k0 = kbeg; k0 < nk_blk; k0 += ATT_BK) {
         const int tk = nk_blk - k0 < ATT_BK ? nk_blk - k0 : ATT_BK;
         __syncthreads(); /* previous tile fully consumed (and Qs loaded, first time) */
         for (int t = threadIdx.x; t < ATT_BK * hd; t += blockDim.x) {
@@ -139,6 +146,22 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
         }
     }
 
+    if (part) { /* the split's partial softmax: m, l, unnormalized acc; att_combine_kernel merges */
+        const int H = gridDim.y;
+#pragma unroll
+        for (int rr = 0; rr < ATT_ROWS; rr++) {
+            int row = q0 + w * ATT_ROWS + rr;
+            if (row >= nq) continue;
+            float *pp = part + (((size_t)blockIdx.z * nq + row) * H + h) * (hd + 2);
+            if (lane == 0) pp[0] = m[rr], pp[1] = l[rr];
+#pragma unroll
+            for (int i = 0; i < NC; i++) {
+                int c = lane + 32 * i;
+                if (c < hd) pp[2 + c] = acc[rr][i];
+            }
+        }
+        return;
+    }
 #pragma unroll
     for (int rr = 0; rr < ATT_ROWS; rr++) {
         int row = q0 + w * ATT_ROWS + rr;
@@ -335,10 +358,53 @@ extern "C" cudaError_t tc_cuda_attention_pairs(cudaStream_t st, const tc_att_ite
     return att_pairs_launch<8>(st, w, z, n, n_head, head_dim);
 }
 
+/* merges the splits' partial softmaxes of one (query row, head) per block:
+ * out = beta*out + sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M) */
+__global__ static void att_combine_kernel(float *out, int ldo, const float *part, int nq, int hd, int splits,
+                                          float beta) {
+    const int row = blockIdx.x, h = blockIdx.y, H = gridDim.y;
+    const size_t stride = (size_t)nq * H * (hd + 2);
+    const float *p0 = part + ((size_t)row * H + h) * (hd + 2);
+    float M = -INFINITY;
+    for (int sp = 0; sp < splits; sp++) M = fmaxf(M, p0[sp * stride]);
+    float L = 0.f;
+    for (int sp = 0; sp < splits; sp++) {
+        float ms = p0[sp * stride];
+        if (ms != -INFINITY) L += p0[sp * stride + 1] * expf(ms - M);
+    }
+    const float inv = L > 0.f ? 1.0f / L : 0.f; /* no visible key: zero, as unsplit */
+    float *o = out + (size_t)row * ldo + (size_t)h * hd;
+    for (int c = threadIdx.x; c < hd; c += blockDim.x) {
+        float a = 0.f;
+        for (int sp = 0; sp < splits; sp++) {
+            float ms = p0[sp * stride];
+            if (ms != -INFINITY) a += p0[sp * stride + 2 + c] * expf(ms - M);
+        }
+        att_store(o + c, a * inv, beta);
+    }
+}
+
+/* Key splits for the tile kernel: enough blocks to give every SM
+ * ATT_SPLIT_OCC of them when the query blocks x heads alone do not (the
+ * sync's focused attention: Wz = 256 queries over all N keys is 16 x 12
+ * blocks on paper-41m), each split at least ATT_SPLIT_MIN keys. 1: no split. */
+#define ATT_SPLIT_OCC 8
+#define ATT_SPLIT_MIN 1024
+#define ATT_SPLIT_MAX 64
+extern "C" int tc_cuda_attention_splits(int nq, int nk, int n_head, int sms) {
+    if (nq <= TC_CUDA_ATT_ROW_MAX || nk < 2 * ATT_SPLIT_MIN || sms <= 0) return 1;
+    const long blocks = (long)((nq + ATT_BQ - 1) / ATT_BQ) * n_head, want = (long)sms * ATT_SPLIT_OCC;
+    if (blocks >= want) return 1;
+    long s = (want + blocks - 1) / blocks, by_keys = nk / ATT_SPLIT_MIN;
+    if (s > by_keys) s = by_keys;
+    if (s > ATT_SPLIT_MAX) s = ATT_SPLIT_MAX;
+    return s < 2 ? 1 : (int)s;
+}
+
 template <int NC>
 static cudaError_t att_launch(cudaStream_t st, float *out, int ldo, const float *q, int ldq, const float *k, int ldk,
                               const float *v, int ldv, int nq, int nk, int n_head, int hd, int64_t qpos0,
-                              int64_t kpos0, int causal, float beta) {
+                              int64_t kpos0, int causal, float beta, int splits, float *part) {
     const float scale = 1.0f / sqrtf((float)hd);
     if (nq <= TC_CUDA_ATT_ROW_MAX) {
         dim3 grid((unsigned)n_head, (unsigned)nq);
@@ -346,9 +412,16 @@ static cudaError_t att_launch(cudaStream_t st, float *out, int ldo, const float 
         att_row_kernel<NC><<<grid, ROW_WARPS * 32, smem, st>>>(out, ldo, q, ldq, k, ldk, v, ldv, nk, hd, qpos0,
                                                                 kpos0, causal, beta, scale);
     } else {
-        dim3 grid((unsigned)((nq + ATT_BQ - 1) / ATT_BQ), (unsigned)n_head);
+        if (splits < 2 || !part) splits = 1;
+        /* keys per split, whole tiles */
+        const int kchunk = ((nk + splits - 1) / splits + ATT_BK - 1) / ATT_BK * ATT_BK;
+        dim3 grid((unsigned)((nq + ATT_BQ - 1) / ATT_BQ), (unsigned)n_head, (unsigned)splits);
         att_tile_kernel<NC><<<grid, ATT_WARPS * 32, att_tile_smem(hd), st>>>(
-            out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, hd, qpos0, kpos0, causal, beta, scale);
+            out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, hd, qpos0, kpos0, causal, beta, scale, kchunk,
+            splits > 1 ? part : NULL);
+        if (splits > 1)
+            att_combine_kernel<<<dim3((unsigned)nq, (unsigned)n_head), 64, 0, st>>>(out, ldo, part, nq, hd, splits,
+                                                                                 beta);
     }
     return cudaGetLastError();
 }
@@ -356,19 +429,20 @@ static cudaError_t att_launch(cudaStream_t st, float *out, int ldo, const float 
 extern "C" cudaError_t tc_cuda_attention(cudaStream_t st, float *out, int ldo, const float *q, int ldq,
                                          const float *k, int ldk, const float *v, int ldv, int nq, int nk,
                                          int n_head, int head_dim, int64_t qpos0, int64_t kpos0, int causal,
-                                         float beta) {
+                                         float beta, int splits, float *part) {
     if (nq <= 0 || n_head <= 0 || head_dim <= 0) return cudaSuccess;
     if (head_dim > TC_CUDA_ATT_MAX_HD || n_head > 65535) return cudaErrorInvalidValue;
     if (head_dim <= 32)
         return att_launch<1>(st, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, n_head, head_dim, qpos0, kpos0, causal,
-                             beta);
+                             beta, splits, part);
     if (head_dim <= 64)
         return att_launch<2>(st, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, n_head, head_dim, qpos0, kpos0, causal,
-                             beta);
+                             beta, splits, part);
     if (head_dim <= 128)
         return att_launch<4>(st, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, n_head, head_dim, qpos0, kpos0, causal,
-                             beta);
-    return att_launch<8>(st, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, n_head, head_dim, qpos0, kpos0, causal, beta);
+                             beta, splits, part);
+    return att_launch<8>(st, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, n_head, head_dim, qpos0, kpos0, causal, beta,
+                         splits, part);
 }
 
 extern "C" cudaError_t tc_cuda_attention_setup(void) {

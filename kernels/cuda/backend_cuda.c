@@ -38,6 +38,8 @@ typedef struct {
     cudaGraphExec_t exec; /* the last captured step, updated in place */
     void *xconv; /* 16-bit weights: activations rounded for the GEMM, TC_CUDA_CONV_ROWS x widest k */
     size_t xconv_elems;
+    float *att_part; /* split-key attention partials (tc_cuda_attention_splits), grown on demand */
+    size_t att_part_floats;
     long n_launch, n_instantiate; /* graph launches, instantiations (the rest were updates) */
 } tc_cuda_lane;
 
@@ -45,6 +47,7 @@ typedef struct {
     int device;
     int graphs; /* capture hit steps as graphs (TC_CUDA_GRAPHS=1 / tc_backend_cuda_set_graphs) */
     int pooled; /* allocations from the device's stream-ordered pool (cudaMallocAsync) */
+    int sms;    /* multiprocessors: how far the sync's attention splits its keys */
     tc_cuda_lane lane[TC_CUDA_LANES];
     atomic_int poisoned; /* first failure latched: every later op is a no-op (read by any thread) */
     atomic_int claimed;    /* the thread that writes first_error (two lanes may fail at once) */
@@ -186,8 +189,8 @@ static void cuda_linear(tc_backend *be, float *y, int ldy, const float *x, int l
     tc_cuda_ctx *c = ctx_of(be);
     if (n <= 0 || m <= 0 || !cuda_enter(c)) return;
     tc_cuda_lane *L = lane_of(c);
-    if (be->wtype != TC_WT_F32 && n <= TC_CUDA_SKINNY_MAX) {
-        /* 16-bit weights, few rows: one kernel, bias folded in */
+    if (n <= TC_CUDA_SKINNY_MAX) {
+        /* few rows (the hit step): one kernel, bias folded in */
         (void)CU_OK(c, tc_cuda_linear_skinny(L->stream, y, ldy, x, ldx, W, bias, be->wtype, n, m, k, beta));
         return;
     }
@@ -198,11 +201,8 @@ static void cuda_linear(tc_backend *be, float *y, int ldy, const float *x, int l
     const float one = 1.f;
     const int lda = k > 0 ? k : 1;
     if (be->wtype == TC_WT_F32) {
-        if (n == 1) /* the hit step at batch 1: a GEMV, memory-bound */
-            (void)BLAS_OK(c, cublasSgemv(L->blas, CUBLAS_OP_T, k, m, &one, W, lda, x, 1, &beta, y, 1));
-        else
-            (void)BLAS_OK(c, cublasSgemm(L->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, W, lda, x, ldx, &beta, y,
-                                         ldy));
+        (void)BLAS_OK(c, cublasSgemm(L->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, W, lda, x, ldx, &beta, y,
+                                     ldy));
         return;
     }
     /* 16-bit weights, more rows: the tensor cores, activations rounded */
@@ -263,14 +263,41 @@ static void cuda_rope_kv_batch(tc_backend *be, const tc_rope_kv_item *it, int n,
             return;
 }
 
+/* tc_cuda_attention on the calling thread's lane, its keys split across
+ * blocks where the device would otherwise idle; the partials' scratch is the
+ * lane's, grown here (never inside a captured step: there, and if growing
+ * fails, the attention runs unsplit -- the same result up to summation
+ * order) */
+static cudaError_t att_call(tc_cuda_ctx *c, float *out, int ldo, const float *q, int ldq, const float *k, int ldk,
+                            const float *v, int ldv, int nq, int nk, int n_head, int head_dim, int64_t qpos0,
+                            int64_t kpos0, int causal, float beta) {
+    tc_cuda_lane *L = lane_of(c);
+    int splits = t_capturing ? 1 : tc_cuda_attention_splits(nq, nk, n_head, c->sms);
+    if (splits > 1) {
+        const size_t need = TC_CUDA_ATT_PART_FLOATS(splits, nq, n_head, head_dim);
+        if (L->att_part_floats < need) {
+            void *p = NULL;
+            /* stream-ordered: the old scratch is freed after the lane's work on it */
+            if (L->att_part) (void)(c->pooled ? cudaFreeAsync(L->att_part, L->stream) : cudaFree(L->att_part));
+            L->att_part = NULL, L->att_part_floats = 0;
+            cudaError_t e = c->pooled ? cudaMallocAsync(&p, need * sizeof(float), L->stream)
+                                      : cudaMalloc(&p, need * sizeof(float));
+            if (e == cudaSuccess) L->att_part = p, L->att_part_floats = need;
+            else (void)cudaGetLastError(); /* out of memory is not sticky: run unsplit */
+        }
+        if (!L->att_part) splits = 1;
+    }
+    return tc_cuda_attention(L->stream, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, n_head, head_dim, qpos0, kpos0,
+                             causal, beta, splits, L->att_part);
+}
+
 static void cuda_attention(tc_backend *be, float *out, int ldo, const float *q, int ldq, const float *k, int ldk,
                            const float *v, int ldv, int nq, int nk, int n_head, int head_dim, int64_t qpos0,
                            int64_t kpos0, int causal, float beta) {
     tc_cuda_ctx *c = ctx_of(be);
     TC_ASSERT(head_dim <= TC_CUDA_ATT_MAX_HD, "cuda attention: head_dim %d > %d", head_dim, TC_CUDA_ATT_MAX_HD);
     if (!cuda_enter(c)) return;
-    (void)CU_OK(c, tc_cuda_attention(lane_of(c)->stream, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, n_head, head_dim, qpos0,
-                                     kpos0, causal, beta));
+    (void)CU_OK(c, att_call(c, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, n_head, head_dim, qpos0, kpos0, causal, beta));
 }
 
 /* the hit step's attentions of a batch: items of 1..4 query rows go to the
@@ -286,8 +313,8 @@ static void cuda_attention_batch(tc_backend *be, const tc_att_item *it, int n, i
         const tc_att_item *t = &it[i];
         if (t->nq <= 0) continue;
         if (t->nq > TC_CUDA_ATT_ROW_MAX) {
-            if (!CU_OK(c, tc_cuda_attention(lane_of(c)->stream, t->out, t->ldo, t->q, t->ldq, t->k, t->ldk, t->v, t->ldv, t->nq,
-                                            t->nk, n_head, head_dim, t->qpos0, t->kpos0, t->causal, t->beta)))
+            if (!CU_OK(c, att_call(c, t->out, t->ldo, t->q, t->ldq, t->k, t->ldk, t->v, t->ldv, t->nq, t->nk, n_head,
+                                   head_dim, t->qpos0, t->kpos0, t->causal, t->beta)))
                 return;
             continue;
         }
@@ -317,8 +344,8 @@ static void cuda_attention_pairs(tc_backend *be, const tc_att_item *w, const tc_
             for (int r = 0; r < 2; r++) {
                 const tc_att_item *t = r ? &z[i] : &w[i];
                 if (t->nq > 0 &&
-                    !CU_OK(c, tc_cuda_attention(st, t->out, t->ldo, t->q, t->ldq, t->k, t->ldk, t->v, t->ldv, t->nq,
-                                                t->nk, n_head, head_dim, t->qpos0, t->kpos0, t->causal, t->beta)))
+                    !CU_OK(c, att_call(c, t->out, t->ldo, t->q, t->ldq, t->k, t->ldk, t->v, t->ldv, t->nq, t->nk,
+                                       n_head, head_dim, t->qpos0, t->kpos0, t->causal, t->beta)))
                     return;
             }
             continue;
@@ -484,7 +511,8 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     be->capture_end = cuda_capture_end;
     {
         struct cudaDeviceProp prop;
-        if (cudaGetDeviceProperties(&prop, device) == cudaSuccess)
+        if (cudaGetDeviceProperties(&prop, device) == cudaSuccess) c->sms = prop.multiProcessorCount;
+        if (c->sms > 0)
             TC_LOG(TC_LOG_INFO, "cuda", "device %d: %s, sm_%d%d, %.1f GiB", device, prop.name, prop.major,
                    prop.minor, (double)prop.totalGlobalMem / (double)(1u << 30));
     }
@@ -503,6 +531,7 @@ void tc_backend_cuda_free(tc_backend *be) {
             if (L->stream) (void)cudaStreamSynchronize(L->stream);
             if (L->exec) (void)cudaGraphExecDestroy(L->exec);
             if (L->xconv) (void)cudaFree(L->xconv);
+            if (L->att_part) (void)cudaFree(L->att_part);
             if (L->blas) (void)cublasDestroy(L->blas);
             if (L->blas_ws) (void)cudaFree(L->blas_ws);
             if (L->stream) (void)cudaStreamDestroy(L->stream);

@@ -32,6 +32,7 @@ __device__ __forceinline__ float tc_to_f32(float v) { return v; }
 __device__ __forceinline__ float tc_to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ float tc_to_f32(__half v) { return __half2float(v); }
 template <typename T> __device__ __forceinline__ T tc_from_f32(float v);
+template <> __device__ __forceinline__ float tc_from_f32<float>(float v) { return v; }
 template <> __device__ __forceinline__ __nv_bfloat16 tc_from_f32<__nv_bfloat16>(float v) {
     return __float2bfloat16_rn(v);
 }

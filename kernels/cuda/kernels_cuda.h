@@ -33,11 +33,11 @@ cudaError_t tc_cuda_layernorm(cudaStream_t st, float *out, const float *x, const
 /* linear.cu: the non-GEMM part of linear: y = beta*y + bias (broadcast over
  * n rows). The GEMM itself is cuBLAS, in backend_cuda.c.  y [n, m] (ldy) */
 cudaError_t tc_cuda_bias(cudaStream_t st, float *y, int ldy, const float *bias, int n, int m, float beta);
-/* linear.cu, 16-bit weights (wtype TC_WT_BF16 / TC_WT_F16): y = beta*y +
- * bias (NULL: none) + x W^T for n <= TC_CUDA_SKINNY_MAX rows, the bias
- * folded in (one launch), x rounded to wtype, fp32
- * accumulation; and dst [n, k] = x rounded to wtype, the GEMM's input for
- * larger n.                         y [n, m] (ldy), x [n, k] (ldx), W [m, k] */
+/* linear.cu, any wtype: y = beta*y + bias (NULL: none) + x W^T for
+ * n <= TC_CUDA_SKINNY_MAX rows, the bias folded in (one launch), x rounded
+ * to wtype, fp32 accumulation; and (16-bit wtypes) dst [n, k] = x rounded
+ * to wtype, the GEMM's input for larger n.
+ *                                   y [n, m] (ldy), x [n, k] (ldx), W [m, k] */
 #define TC_CUDA_SKINNY_MAX 8
 cudaError_t tc_cuda_linear_skinny(cudaStream_t st, float *y, int ldy, const float *x, int ldx, const void *W,
                                   const float *bias, int wtype, int n, int m, int k, float beta);
@@ -72,7 +72,13 @@ cudaError_t tc_cuda_topk(cudaStream_t st, int32_t *ids, float *vals, const float
 #define TC_CUDA_ATT_ROW_MAX 4
 cudaError_t tc_cuda_attention(cudaStream_t st, float *out, int ldo, const float *q, int ldq, const float *k,
                               int ldk, const float *v, int ldv, int nq, int nk, int n_head, int head_dim,
-                              int64_t qpos0, int64_t kpos0, int causal, float beta);
+                              int64_t qpos0, int64_t kpos0, int causal, float beta, int splits, float *part);
+/* Key splits tc_cuda_attention should use on a device of `sms`
+ * multiprocessors (1: none); splits > 1 needs `part` of
+ * TC_CUDA_ATT_PART_FLOATS floats, a scratch the call owns until the stream
+ * reaches it. */
+int tc_cuda_attention_splits(int nq, int nk, int n_head, int sms);
+#define TC_CUDA_ATT_PART_FLOATS(splits, nq, n_head, hd) ((size_t)(splits) * (nq) * (n_head) * ((hd) + 2))
 /* Up to TC_CUDA_ATT_BATCH attentions of a batch (backend.h's tc_att_item)
  * with 1..TC_CUDA_ATT_ROW_MAX query rows each in one launch of the row
  * kernel, each item computed exactly as tc_cuda_attention would. */

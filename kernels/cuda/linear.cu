@@ -1,10 +1,12 @@
 /* linear.cu — the parts of linear that are not cuBLAS's (backend_cuda.c):
  *  - y = beta*y + bias, before the GEMM accumulates x W^T with beta 1;
- *  - with 16-bit weights, the skinny product for n <= TC_CUDA_SKINNY_MAX
- *    rows (the hit step: memory-bound, so it reads the 16-bit weights once,
- *    one warp per output column), and the rounding of activations to 16
- *    bits for the tensor-core GEMM of larger n. Both round the activations
- *    the same way and accumulate in fp32, so they differ only in summation
+ *  - the skinny product for n <= TC_CUDA_SKINNY_MAX rows (the hit step:
+ *    memory-bound, so it reads the weights once, one warp per output
+ *    column, bias folded in: one launch where cuBLAS took a bias kernel and
+ *    a GEMV with its host-side heuristics);
+ *  - with 16-bit weights, the rounding of activations to 16 bits for the
+ *    tensor-core GEMM of larger n. The skinny kernel rounds them the same
+ *    way and accumulates in fp32, so the two differ only in summation
  *    order. */
 #include "common.cuh"
 #include "kernels_cuda.h"
@@ -35,7 +37,8 @@ template <typename T> __device__ __forceinline__ float narrow(float v) { return 
  * x16 = x rounded to T as the tensor-core path rounds it (so a session's
  * result does not depend on how many rows share the step): warp w of the
  * block owns column j, lanes stride over k 8 weights (16 bytes) at a time
- * when rows are 16-byte aligned, exact products in fp32 FMAs, a warp sum. */
+ * when rows are 16-byte aligned, exact products in fp32 FMAs, a warp sum.
+ * T = float: fp32 weights, x as is. */
 template <typename T>
 __global__ __launch_bounds__(256) static void skinny_kernel(float *y, int ldy, const float *x, int ldx, const T *W,
                                                             const float *bias, int n, int m, int k, float beta) {
@@ -46,20 +49,21 @@ __global__ __launch_bounds__(256) static void skinny_kernel(float *y, int ldy, c
     float acc[TC_CUDA_SKINNY_MAX];
 #pragma unroll
     for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++) acc[i] = 0.f;
-    if (k % 8 == 0 && ((uintptr_t)W & 15) == 0) {
-        for (int t = lane * 8; t < k; t += 32 * 8) {
+    constexpr int VEC = 16 / sizeof(T); /* weights in one 16-byte load */
+    if (k % VEC == 0 && ((uintptr_t)W & 15) == 0) {
+        for (int t = lane * VEC; t < k; t += 32 * VEC) {
             const uint4 raw = *(const uint4 *)(w + t);
-            T h[8];
+            T h[VEC];
             memcpy(h, &raw, sizeof raw);
-            float wf[8];
+            float wf[VEC];
 #pragma unroll
-            for (int u = 0; u < 8; u++) wf[u] = tc_to_f32(h[u]);
+            for (int u = 0; u < VEC; u++) wf[u] = tc_to_f32(h[u]);
 #pragma unroll
             for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++)
                 if (i < n) {
                     const float *xr = x + (size_t)i * ldx + t;
 #pragma unroll
-                    for (int u = 0; u < 8; u++) acc[i] = fmaf(wf[u], narrow<T>(xr[u]), acc[i]);
+                    for (int u = 0; u < VEC; u++) acc[i] = fmaf(wf[u], narrow<T>(xr[u]), acc[i]);
                 }
         }
     } else {
@@ -95,6 +99,7 @@ extern "C" cudaError_t tc_cuda_linear_skinny(cudaStream_t st, float *y, int ldy,
         skinny_kernel<<<b, th, 0, st>>>(y, ldy, x, ldx, (const __nv_bfloat16 *)W, bias, n, m, k, beta);
         break;
     case TC_WT_F16: skinny_kernel<<<b, th, 0, st>>>(y, ldy, x, ldx, (const __half *)W, bias, n, m, k, beta); break;
+    case TC_WT_F32: skinny_kernel<<<b, th, 0, st>>>(y, ldy, x, ldx, (const float *)W, bias, n, m, k, beta); break;
     default: return cudaErrorInvalidValue;
     }
     return cudaGetLastError();

@@ -194,6 +194,11 @@ static void test_attention(void) {
         {7, 111, 0, 3, 6, 0, 999},      {65, 65, 1, 3, 6, 1000, 1000},  {5, 9, 1, 3, 6, 0, 2},
         {33, 77, 1, 4, 100, 44, 0},     {17, 45, 0, 2, 256, 0, 0},      {256, 2000, 0, 12, 36, 1744, 0},
         {513, 513, 1, 4, 64, 0, 0},     {40, 64, 1, 3, 128, 24, 0},     {9, 3, 0, 5, 31, 0, 0},
+        /* keys split across blocks (tc_cuda_attention_splits): the sync's
+         * focused shape; causal rows that see none of the later splits;
+         * a split boundary inside the visible range */
+        {256, 40000, 0, 12, 36, 39744, 0}, {64, 8192, 1, 2, 32, 0, 0}, {64, 8192, 1, 2, 32, 4000, 0},
+        {20, 5000, 1, 3, 100, 4990, 0},
     };
     for (size_t t = 0; t < sizeof at / sizeof at[0]; t++) {
         int nh = at[t].nh, hd = at[t].hd, d = nh * hd, ldq = 3 * d + 1, ldo = d + 3;
