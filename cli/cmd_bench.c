@@ -91,6 +91,20 @@ static double mem_available_bytes(void) {
     return kb * 1024.0;
 }
 
+/* One timed step of B sessions, sampled as the worker samples greedily:
+ * the head's top 1 on the backend (on a GPU the [B, vocab] logits never
+ * leave it), the picks into next (NULL: not wanted). */
+static tc_status bench_step(tc_session **ss, const int32_t *tok, int B, int32_t *next) {
+    int32_t ids_stack[256], *ids = B <= 256 ? ids_stack : malloc((size_t)B * sizeof *ids);
+    float vals_stack[256], *vals = B <= 256 ? vals_stack : malloc((size_t)B * sizeof *vals);
+    tc_status st = ids && vals ? tc_step_batch_topk(ss, tok, B, 1, ids, vals)
+                               : TC_FAIL(TC_ERR_NOMEM, "out of memory for %d picks", B);
+    if (st == TC_OK && next) memcpy(next, ids, (size_t)B * sizeof *ids);
+    if (ids != ids_stack) free(ids);
+    if (vals != vals_stack) free(vals);
+    return st;
+}
+
 static void rand_ids(int32_t *ids, int64_t n, int V, uint64_t *x) {
     for (int64_t i = 0; i < n; i++) {
         *x = *x * 6364136223846793005ull + 1442695040888963407ull;
@@ -115,6 +129,16 @@ static void bench_free(const bench_opts *o, tc_backend *be, tc_model *m) {
 #endif
     (void)o;
     tc_backend_cpu_free(be);
+}
+
+/* TC_CUDA_PROFILE=1 (CUDA): the device time by op since the last call,
+ * printed under title (NULL: only reset) */
+static void bench_profile(const bench_opts *o, tc_backend *be, const char *title) {
+#ifdef TC_HAVE_CUDA
+    if (o->cuda >= 0) (void)tc_backend_cuda_profile(be, title, title ? stdout : NULL);
+#else
+    (void)o, (void)be, (void)title;
+#endif
 }
 
 /* waits for the device's queued work (CUDA); its status. CPU: TC_OK */
@@ -339,12 +363,12 @@ static tc_status run_point(tc_model *m, int64_t n, int W, int windows, int steps
     if ((st = tc_session_append(s, ids, n0, lg)) != TC_OK) goto fail;
     p->prefill_s = now_s() - t0;
     p->state = tc_session_state_bytes(s);
+    int32_t t = tc_argmax(lg, c->vocab_size);
     for (int w = 0; steps && w < windows; w++)
         for (int i = 0; i < W; i++) {
-            int32_t t = tc_argmax(lg, c->vocab_size);
             int is_sync = tc_session_sync_due(s);
             double a = now_s();
-            if ((st = tc_step_batch(&s, &t, 1, lg)) != TC_OK) goto fail;
+            if ((st = bench_step(&s, &t, 1, &t)) != TC_OK) goto fail;
             double e = now_s() - a;
             if (is_sync) syn[ns++] = e;
             else hit[nh++] = e;
@@ -505,7 +529,7 @@ static tc_status time_batches(tc_model *m, const int64_t *Bs, int nb, int64_t ct
             for (int k = k0; k < k0 + TC_BATCH_BLOCK && k < steps; k++) {
                 rand_ids(tok, B, c->vocab_size, &x);
                 double a = now_s();
-                if ((st = tc_step_batch(ss + off, tok, B, lg)) != TC_OK) goto fail;
+                if ((st = bench_step(ss + off, tok, B, NULL)) != TC_OK) goto fail;
                 t[(size_t)b * steps + k] = now_s() - a;
             }
         }
@@ -586,24 +610,28 @@ static int bench_floor(const bench_opts *o) {
             bw[r] = b1 > bn ? b1 : bn;
         }
         int k = 0;
+        int32_t t = tc_argmax(lg, V);
+        bench_profile(o, &be, NULL);
         while (st == TC_OK && k < 32) { /* 32 hit steps; a due sync (1K context) untimed */
-            int32_t t = tc_argmax(lg, V);
             if (tc_session_sync_due(h)) { st = tc_session_sync(h, h->n_tokens); continue; }
             double a = now_s();
-            st = tc_step_batch(&h, &t, 1, lg);
+            st = bench_step(&h, &t, 1, &t);
             hs[k++] = now_s() - a;
         }
         if (st != TC_OK) break;
+        bench_profile(o, &be, r == reps - 1 ? "hit steps at batch 1 (32, and any sync due among them)" : NULL);
         hit[r] = quantile(hs, k, 0.5);
         if (o->cuda < 0) {
             openblas_set_num_threads(nt);
             gemm[r] = floor_sgemm(1536, 3);
             openblas_set_num_threads(1);
         }
+        bench_profile(o, &be, NULL);
         double a = now_s();
         st = tc_session_sync(s, n);
         if (st == TC_OK) st = bench_wait(o, &be);
         syn[r] = now_s() - a;
+        if (st == TC_OK) bench_profile(o, &be, r == reps - 1 ? "one sync" : NULL);
         rh[r] = hit[r] / (wb / bw[r]);
         rs[r] = (fl / gemm[r]) / syn[r];
     }
@@ -669,7 +697,7 @@ static int bench_flat(const bench_opts *o) {
                 int32_t tok;
                 rand_ids(&tok, 1, c->vocab_size, &x);
                 double a = now_s();
-                st = tc_step_batch(&s[k], &tok, 1, lg);
+                st = bench_step(&s[k], &tok, 1, NULL);
                 t[k][cnt] = now_s() - a;
             }
         tc_session_free(s[0]);

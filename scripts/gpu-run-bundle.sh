@@ -10,7 +10,8 @@
 # STAGES picks and orders stages (default: all, in the order below):
 #   ops parity floor64k batch e2e flat batchg floor1m floor256k floor64kg e2eg itl
 # and, only when named: sanitize (the op tests under compute-sanitizer),
-# batchbf16 floor64kbf16 (TC_CUDA_WEIGHTS=bf16)
+# batchbf16 floor64kbf16 (TC_CUDA_WEIGHTS=bf16), prof profbf16 (floor at
+# 64K with TC_CUDA_PROFILE=1: device time by op, hit step and sync)
 # A library that cannot be found stops the run at once (exit 3), before any
 # device time is spent on tests. Exit status: 0 when every stage run passed.
 set -uo pipefail
@@ -116,6 +117,8 @@ for st in $STAGES; do
     sanitize) # the op tests under compute-sanitizer's memcheck: the kernel and line of a bad access
         cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
         run_stage sanitize 150 "$OUTDIR/gpu.log" "$cs" --tool memcheck --print-limit 20 "$B/tests/gpu/test_backend_ops_gpu" ;;
+    prof) TC_CUDA_PROFILE=1 bench floor-64k-profile 60 floor --preset paper-41m --ctx 64K --reps 1 ;;
+    profbf16) TC_CUDA_PROFILE=1 TC_CUDA_WEIGHTS=bf16 bench floor-64k-profile-bf16 60 floor --preset paper-41m --ctx 64K --reps 1 ;;
     batchbf16) TC_CUDA_WEIGHTS=bf16 bench batch-bf16 90 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
     floor64kbf16) TC_CUDA_WEIGHTS=bf16 bench floor-64k-bf16 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
     floor64k) bench floor-64k 60 floor --preset paper-41m --ctx 64K --reps 3 ;;

@@ -38,6 +38,7 @@ typedef struct {
     cudaGraphExec_t exec; /* the last captured step, updated in place */
     void *xconv; /* 16-bit weights: activations rounded for the GEMM, TC_CUDA_CONV_ROWS x widest k */
     size_t xconv_elems;
+    struct tc_prof *prof; /* TC_CUDA_PROFILE=1: GPU time per op class (NULL: off) */
     float *att_part; /* split-key attention partials (tc_cuda_attention_splits), grown on demand */
     size_t att_part_floats;
     long n_launch, n_instantiate; /* graph launches, instantiations (the rest were updates) */
@@ -422,6 +423,147 @@ static void cuda_capture_end(tc_backend *be) {
     (void)cudaGraphDestroy(g); /* the exec keeps what it needs */
 }
 
+/* ---- TC_CUDA_PROFILE=1: where the GPU time goes, per op class ----
+ * A pair of CUDA events around every op a lane runs outside a captured
+ * graph; tc_backend_cuda_profile reads them back. Events serialize nothing
+ * on the device but cost host time (two records an op), so this is a
+ * measuring mode, off by default. */
+enum { P_EMBED, P_COPY, P_LAYERNORM, P_SKINNY, P_GEMM, P_ROPE, P_ATT_TILED, P_ATT_STEP, P_SWIGLU, P_TOPK, P_N };
+static const char *const prof_name[P_N] = {
+    "embed", "copy2d", "layernorm", "linear, <= 8 rows", "linear, GEMM", "rope (+ K/V append)",
+    "attention, tiled", "attention, step rows", "swiglu", "topk",
+};
+#define TC_PROF_CAP 2048
+typedef struct tc_prof {
+    cudaEvent_t a[TC_PROF_CAP], b[TC_PROF_CAP];
+    unsigned char op[TC_PROF_CAP];
+    int n;
+    double ms[P_N];
+    long cnt[P_N];
+} tc_prof;
+
+static void prof_drain(tc_prof *P) {
+    if (!P->n) return;
+    if (cudaEventSynchronize(P->b[P->n - 1]) == cudaSuccess)
+        for (int i = 0; i < P->n; i++) {
+            float ms;
+            if (cudaEventElapsedTime(&ms, P->a[i], P->b[i]) == cudaSuccess) P->ms[P->op[i]] += ms, P->cnt[P->op[i]]++;
+        }
+    (void)cudaGetLastError(); /* a failed read-back loses a sample, nothing else */
+    P->n = 0;
+}
+static int prof_begin(tc_cuda_ctx *c) {
+    tc_cuda_lane *L = lane_of(c);
+    tc_prof *P = L->prof;
+    if (!P || t_capturing || atomic_load(&c->poisoned)) return -1;
+    if (P->n == TC_PROF_CAP) prof_drain(P);
+    if (cudaEventRecord(P->a[P->n], L->stream) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -1;
+    }
+    return P->n;
+}
+static void prof_end(tc_cuda_ctx *c, int i, int op) {
+    if (i < 0) return;
+    tc_cuda_lane *L = lane_of(c);
+    if (cudaEventRecord(L->prof->b[i], L->stream) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return;
+    }
+    L->prof->op[i] = (unsigned char)op;
+    L->prof->n = i + 1;
+}
+#define PROF_OP(fn, OP, PARAMS, ARGS)                                                                                   \
+    static void fn##_prof PARAMS {                                                                                      \
+        tc_cuda_ctx *c_ = ctx_of(be);                                                                                   \
+        int i_ = prof_begin(c_);                                                                                        \
+        fn ARGS;                                                                                                        \
+        prof_end(c_, i_, (OP));                                                                                         \
+    }
+PROF_OP(cuda_copy2d, P_COPY, (tc_backend *be, float *dst, int ldd, const float *src, int lds, int rows, int cols),
+        (be, dst, ldd, src, lds, rows, cols))
+PROF_OP(cuda_embed, P_EMBED, (tc_backend *be, float *out, const void *E, const int32_t *ids, int n, int d),
+        (be, out, E, ids, n, d))
+PROF_OP(cuda_layernorm, P_LAYERNORM,
+        (tc_backend *be, float *out, const float *x, const float *w, const float *b, int n, int d, float eps),
+        (be, out, x, w, b, n, d, eps))
+PROF_OP(cuda_linear, n <= TC_CUDA_SKINNY_MAX ? P_SKINNY : P_GEMM,
+        (tc_backend *be, float *y, int ldy, const float *x, int ldx, const void *W, const float *bias, int n, int m,
+         int k, float beta),
+        (be, y, ldy, x, ldx, W, bias, n, m, k, beta))
+PROF_OP(cuda_rope, P_ROPE,
+        (tc_backend *be, float *x, int ld, int n, int n_head, int head_dim, int64_t pos0, float base),
+        (be, x, ld, n, n_head, head_dim, pos0, base))
+PROF_OP(cuda_rope_kv_batch, P_ROPE,
+        (tc_backend *be, const tc_rope_kv_item *it, int n, int ldq, int n_head, int head_dim, float base),
+        (be, it, n, ldq, n_head, head_dim, base))
+PROF_OP(cuda_attention, nq <= TC_CUDA_ATT_ROW_MAX ? P_ATT_STEP : P_ATT_TILED,
+        (tc_backend *be, float *out, int ldo, const float *q, int ldq, const float *k, int ldk, const float *v,
+         int ldv, int nq, int nk, int n_head, int head_dim, int64_t qpos0, int64_t kpos0, int causal, float beta),
+        (be, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, n_head, head_dim, qpos0, kpos0, causal, beta))
+PROF_OP(cuda_attention_batch, P_ATT_STEP, (tc_backend *be, const tc_att_item *it, int n, int n_head, int head_dim),
+        (be, it, n, n_head, head_dim))
+PROF_OP(cuda_attention_pairs, P_ATT_STEP,
+        (tc_backend *be, const tc_att_item *w, const tc_att_item *z, int n, int n_head, int head_dim),
+        (be, w, z, n, n_head, head_dim))
+PROF_OP(cuda_swiglu, P_SWIGLU, (tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F),
+        (be, out, ldo, h, ldh, n, F))
+PROF_OP(cuda_topk, P_TOPK, (tc_backend *be, int32_t *ids, float *vals, const float *x, int n, int V, int k),
+        (be, ids, vals, x, n, V, k))
+
+static void prof_install(tc_backend *be) {
+    be->copy2d = cuda_copy2d_prof;
+    be->embed = cuda_embed_prof;
+    be->layernorm = cuda_layernorm_prof;
+    be->linear = cuda_linear_prof;
+    be->rope = cuda_rope_prof;
+    be->rope_kv_batch = cuda_rope_kv_batch_prof;
+    be->attention = cuda_attention_prof;
+    be->attention_batch = cuda_attention_batch_prof;
+    be->attention_pairs = cuda_attention_pairs_prof;
+    be->swiglu = cuda_swiglu_prof;
+    be->topk = cuda_topk_prof;
+}
+
+static void prof_free(tc_prof *P) {
+    if (!P) return;
+    for (int i = 0; i < TC_PROF_CAP; i++) {
+        if (P->a[i]) (void)cudaEventDestroy(P->a[i]);
+        if (P->b[i]) (void)cudaEventDestroy(P->b[i]);
+    }
+    free(P);
+}
+
+int tc_backend_cuda_profile(tc_backend *be, const char *title, FILE *out) {
+    tc_cuda_ctx *c = ctx_of(be);
+    tc_prof *P = c ? lane_of(c)->prof : NULL;
+    if (!P) return 0;
+    (void)cudaSetDevice(c->device);
+    prof_drain(P);
+    double total = 0;
+    for (int i = 0; i < P_N; i++) total += P->ms[i];
+    if (out && total > 0) {
+        int ord[P_N];
+        for (int i = 0; i < P_N; i++) ord[i] = i;
+        for (int i = 1; i < P_N; i++) /* by time, largest first */
+            for (int j = i; j > 0 && P->ms[ord[j]] > P->ms[ord[j - 1]]; j--) {
+                int t = ord[j];
+                ord[j] = ord[j - 1], ord[j - 1] = t;
+            }
+        fprintf(out, "# GPU time by op (TC_CUDA_PROFILE, lane %d): %s: %.3f ms in all\n", t_lane, title, total);
+        fprintf(out, "#   %-22s %10s %6s %8s %10s\n", "op", "ms", "%", "calls", "us/call");
+        for (int i = 0; i < P_N; i++) {
+            int o = ord[i];
+            if (!P->cnt[o]) continue;
+            fprintf(out, "#   %-22s %10.3f %5.1f%% %8ld %10.2f\n", prof_name[o], P->ms[o], 100.0 * P->ms[o] / total,
+                    P->cnt[o], 1000.0 * P->ms[o] / (double)P->cnt[o]);
+        }
+    }
+    memset(P->ms, 0, sizeof P->ms);
+    memset(P->cnt, 0, sizeof P->cnt);
+    return 1;
+}
+
 int tc_backend_cuda_device_count(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -436,7 +578,12 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     memset(be, 0, sizeof *be);
     /* the knobs first: a bad value is an error on any machine */
     int wtype = TC_WT_F32, graphs = 0;
-    const char *w = getenv("TC_CUDA_WEIGHTS"), *g = getenv("TC_CUDA_GRAPHS");
+    const char *w = getenv("TC_CUDA_WEIGHTS"), *g = getenv("TC_CUDA_GRAPHS"), *pr = getenv("TC_CUDA_PROFILE");
+    int profile = 0;
+    if (pr && *pr) {
+        if (!strcmp(pr, "1")) profile = 1;
+        else if (strcmp(pr, "0")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_PROFILE '%s': expected 0 or 1", pr);
+    }
     if (w && *w && strcmp(w, "f32")) {
         if (!strcmp(w, "bf16")) wtype = TC_WT_BF16;
         else if (!strcmp(w, "f16")) wtype = TC_WT_F16;
@@ -509,6 +656,23 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     be->topk = cuda_topk;
     be->capture_begin = cuda_capture_begin;
     be->capture_end = cuda_capture_end;
+    if (profile) {
+        for (int l = 0; l < TC_CUDA_LANES; l++) {
+            tc_prof *P = calloc(1, sizeof *P);
+            if (!P) {
+                st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
+                goto fail;
+            }
+            c->lane[l].prof = P;
+            for (int i = 0; i < TC_PROF_CAP; i++) {
+                if (!CU_OK(c, cudaEventCreate(&P->a[i])) || !CU_OK(c, cudaEventCreate(&P->b[i]))) {
+                    st = TC_ERR_INTERNAL;
+                    goto fail;
+                }
+            }
+        }
+        prof_install(be);
+    }
     {
         struct cudaDeviceProp prop;
         if (cudaGetDeviceProperties(&prop, device) == cudaSuccess) c->sms = prop.multiProcessorCount;
@@ -532,6 +696,7 @@ void tc_backend_cuda_free(tc_backend *be) {
             if (L->exec) (void)cudaGraphExecDestroy(L->exec);
             if (L->xconv) (void)cudaFree(L->xconv);
             if (L->att_part) (void)cudaFree(L->att_part);
+            prof_free(L->prof);
             if (L->blas) (void)cublasDestroy(L->blas);
             if (L->blas_ws) (void)cudaFree(L->blas_ws);
             if (L->stream) (void)cudaStreamDestroy(L->stream);

@@ -29,6 +29,8 @@
 #ifndef TC_BACKEND_CUDA_H
 #define TC_BACKEND_CUDA_H
 
+#include <stdio.h>
+
 #include "../backend.h"
 
 #ifdef __cplusplus
@@ -65,6 +67,14 @@ void tc_backend_cuda_bind_lane(int lane);
  * instantiated (the rest were updated in place) so far. */
 void tc_backend_cuda_set_graphs(tc_backend *be, int on);
 void tc_backend_cuda_graph_stats(tc_backend *be, long *launches, long *instantiations);
+
+/* TC_CUDA_PROFILE=1 in the environment at init: the device time of every
+ * op outside a captured graph, from CUDA events around it, summed per op
+ * class on each lane. Writes the calling thread's lane's table under
+ * `title` to `out` (NULL: nothing) and zeroes it. 0 when profiling is off
+ * (nothing written). A measuring mode: two event records an op of host
+ * time. */
+int tc_backend_cuda_profile(tc_backend *be, const char *title, FILE *out);
 
 #ifdef __cplusplus
 }

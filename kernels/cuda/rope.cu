@@ -49,7 +49,7 @@ __global__ static void rope_kv_kernel(const __grid_constant__ rope_kv_batch b, i
     const tc_rope_kv_item it = b.it[blockIdx.y];
     const int half = head_dim / 2, d = n_head * head_dim;
     /* d units a row: Q|K has d pairs (Q's first), V has d columns */
-    const size_t total = (size_t)it.n * d;
+    const size_t total = it.n > 0 ? (size_t)it.n * d : 0; /* n <= 0: nothing, as on the CPU */
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total; t += (size_t)gridDim.x * blockDim.x) {
         const size_t i = t / d;
         const int p = (int)(t % d), j = p % half;
@@ -82,7 +82,7 @@ extern "C" cudaError_t tc_cuda_rope_kv(cudaStream_t st, const tc_rope_kv_item *i
     size_t most = 0;
     for (int i = 0; i < n; i++) {
         b.it[i] = it[i];
-        if ((size_t)it[i].n > most) most = (size_t)it[i].n;
+        if (it[i].n > 0 && (size_t)it[i].n > most) most = (size_t)it[i].n;
     }
     const unsigned th = 256;
     const int d = n_head * head_dim;

@@ -460,8 +460,9 @@ static void test_rope_kv_batch(void) {
     int64_t pos[NI];
     off[0] = 0;
     for (int i = 0; i < NI; i++) {
-        rows[i] = i == 33 ? 9 : 1 + (int)(frand() * 2.999f);
-        pos[i] = (int64_t)(frand() * 1e6f);
+        /* frand is in [-1, 1): rows 1..3, positions 0..1e6 */
+        rows[i] = i == 33 ? 9 : 1 + (int)((frand() + 1.f) * 1.4995f);
+        pos[i] = (int64_t)((frand() + 1.f) * 5e5f);
         off[i + 1] = off[i] + rows[i];
     }
     const int M = off[NI];
