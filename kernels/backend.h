@@ -58,6 +58,11 @@ struct tc_backend {
      * rounds its input x to the same format (fp32 accumulation, fp32 y).
      * Vectors (norms, biases) and all other activations are fp32. */
     int wtype;
+    /* Rows a model tiles its long passes by (the sync's restore and FFN,
+     * a prefill's projections): larger tiles make larger GEMMs and
+     * attention launches, at O(tile x ffn) of workspace. 0: the model's
+     * default (TC_ROW_TILE_DEFAULT, what OpenBLAS likes). */
+    int row_tile;
     /* n = rows * cols weights from fp32 host memory into dst in wtype
      * (rounded to nearest even). NULL when wtype is TC_WT_F32 (upload). */
     void (*upload_weight)(tc_backend *be, void *dst, const float *src, size_t rows, size_t cols);

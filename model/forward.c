@@ -58,8 +58,8 @@ void tc_fwd_proj(tc_model *m, const tc_layer_weights *L, const float *Y, int64_t
     tc_backend *be = m->be;
     const tc_model_config *c = &m->cfg;
     int d = c->n_embd;
-    for (int64_t r0 = 0; r0 < n; r0 += TC_ROW_TILE) {
-        int t = (int)(n - r0 < TC_ROW_TILE ? n - r0 : TC_ROW_TILE);
+    for (int64_t r0 = 0; r0 < n; r0 += tc_row_tile(m)) {
+        int t = (int)(n - r0 < tc_row_tile(m) ? n - r0 : tc_row_tile(m));
         float *qkv = QKV + (size_t)r0 * 3 * d;
         be->layernorm(be, ln_tile, Y + (size_t)r0 * d, L->norm1_w, L->norm1_b, t, d, c->norm_eps);
         be->linear(be, qkv, 3 * d, ln_tile, d, L->qkv_w, L->qkv_b, t, 3 * d, d, 0.f);
@@ -74,8 +74,8 @@ void tc_fwd_post(tc_model *m, const tc_layer_weights *L, float *R, const float *
     tc_backend *be = m->be;
     const tc_model_config *c = &m->cfg;
     int d = c->n_embd, F = c->ffn_hidden;
-    for (int64_t r0 = 0; r0 < n; r0 += TC_ROW_TILE) {
-        int t = (int)(n - r0 < TC_ROW_TILE ? n - r0 : TC_ROW_TILE);
+    for (int64_t r0 = 0; r0 < n; r0 += tc_row_tile(m)) {
+        int t = (int)(n - r0 < tc_row_tile(m) ? n - r0 : tc_row_tile(m));
         float *r = R + (size_t)r0 * d;
         /* R' = R + A out^T + b */
         be->linear(be, r, d, A + (size_t)r0 * d, d, L->out_w, L->out_b, t, d, d, 1.f);
@@ -92,10 +92,10 @@ void tc_fwd_head(tc_model *m, const float *X, int n, float *logits) {
     const tc_model_config *c = &m->cfg;
     float *ln;
     /* LAST slot is free to reuse: callers pass rows gathered there only
-     * when n is small; normalize into LN (>= TC_ROW_TILE rows) tiles */
-    for (int r0 = 0; r0 < n; r0 += TC_ROW_TILE) {
-        int t = n - r0 < TC_ROW_TILE ? n - r0 : TC_ROW_TILE;
-        TC_ASSERT(tc_ws_get(m, TC_WS_LN, (size_t)TC_ROW_TILE * c->n_embd, &ln) == TC_OK, "workspace");
+     * when n is small; normalize into LN (>= tc_row_tile(m) rows) tiles */
+    for (int r0 = 0; r0 < n; r0 += tc_row_tile(m)) {
+        int t = n - r0 < tc_row_tile(m) ? n - r0 : tc_row_tile(m);
+        TC_ASSERT(tc_ws_get(m, TC_WS_LN, (size_t)tc_row_tile(m) * c->n_embd, &ln) == TC_OK, "workspace");
         be->layernorm(be, ln, X + (size_t)r0 * c->n_embd, m->normf_w, m->normf_b, t, c->n_embd, c->norm_eps);
         be->linear(be, logits + (size_t)r0 * c->vocab_size, c->vocab_size, ln, c->n_embd, m->embedding, NULL, t,
                    c->vocab_size, c->n_embd, 0.f);
@@ -205,9 +205,9 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
     TC_CHECK(tc_ws_get(m, TC_WS_X, (size_t)M * d, &X));
     TC_CHECK(tc_ws_get(m, TC_WS_QKV, (size_t)M * 3 * d, &QKV));
     TC_CHECK(tc_ws_get(m, TC_WS_A, (size_t)M * d, &A));
-    TC_CHECK(tc_ws_get(m, TC_WS_LN, (size_t)TC_ROW_TILE * d, &LN));
-    TC_CHECK(tc_ws_get(m, TC_WS_H, (size_t)TC_ROW_TILE * 2 * F, &H));
-    TC_CHECK(tc_ws_get(m, TC_WS_G, (size_t)TC_ROW_TILE * F, &G));
+    TC_CHECK(tc_ws_get(m, TC_WS_LN, (size_t)tc_row_tile(m) * d, &LN));
+    TC_CHECK(tc_ws_get(m, TC_WS_H, (size_t)tc_row_tile(m) * 2 * F, &H));
+    TC_CHECK(tc_ws_get(m, TC_WS_G, (size_t)tc_row_tile(m) * F, &G));
     TC_CHECK(tc_ws_get(m, TC_WS_IDS, (size_t)M, (float **)&ids));
     const int want_head = out && (out->logits || out->k);
     head_bufs hb;
@@ -255,8 +255,8 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
             const tc_layer_weights *L = &m->layers[li];
             /* proj without RoPE position: rows of different sessions sit at
              * different positions, so rotate per session below */
-            for (int64_t r0 = 0; r0 < M; r0 += TC_ROW_TILE) {
-                int t = (int)(M - r0 < TC_ROW_TILE ? M - r0 : TC_ROW_TILE);
+            for (int64_t r0 = 0; r0 < M; r0 += tc_row_tile(m)) {
+                int t = (int)(M - r0 < tc_row_tile(m) ? M - r0 : tc_row_tile(m));
                 be->layernorm(be, LN, X + (size_t)r0 * d, L->norm1_w, L->norm1_b, t, d, c->norm_eps);
                 be->linear(be, QKV + (size_t)r0 * 3 * d, 3 * d, LN, d, L->qkv_w, L->qkv_b, t, 3 * d, d, 0.f);
             }

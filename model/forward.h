@@ -29,7 +29,9 @@ enum {
  * weight panel over more rows (paper-41m sync over 16K: 1.67 s at 128,
  * 1.43 s at 256, 1.30 s at 512, 1.39 s at 1024); the tile buffers are
  * O(tile x ffn) */
-#define TC_ROW_TILE 512
+#define TC_ROW_TILE_DEFAULT 512
+/* the backend's row tile (backend.h's row_tile), else the default */
+#define tc_row_tile(m) ((m)->be->row_tile > 0 ? (m)->be->row_tile : TC_ROW_TILE_DEFAULT)
 
 typedef struct tc_workspace {
     void *buf[TC_WS_N];

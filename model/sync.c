@@ -40,10 +40,10 @@ tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx) {
     TC_CHECK(tc_ws_get(m, TC_WS_QKVC, (size_t)n_ctx * 3 * d, &QKVC));
     TC_CHECK(tc_ws_get(m, TC_WS_Z, (size_t)Wz * d, &Z));
     TC_CHECK(tc_ws_get(m, TC_WS_QKVZ, (size_t)Wz * 3 * d, &QKVZ));
-    TC_CHECK(tc_ws_get(m, TC_WS_AT, (size_t)(Wz > TC_ROW_TILE ? Wz : TC_ROW_TILE) * d, &AT));
-    TC_CHECK(tc_ws_get(m, TC_WS_LN, (size_t)TC_ROW_TILE * d, &LN));
-    TC_CHECK(tc_ws_get(m, TC_WS_H, (size_t)TC_ROW_TILE * 2 * F, &H));
-    TC_CHECK(tc_ws_get(m, TC_WS_G, (size_t)TC_ROW_TILE * F, &G));
+    TC_CHECK(tc_ws_get(m, TC_WS_AT, (size_t)(Wz > tc_row_tile(m) ? Wz : tc_row_tile(m)) * d, &AT));
+    TC_CHECK(tc_ws_get(m, TC_WS_LN, (size_t)tc_row_tile(m) * d, &LN));
+    TC_CHECK(tc_ws_get(m, TC_WS_H, (size_t)tc_row_tile(m) * 2 * F, &H));
+    TC_CHECK(tc_ws_get(m, TC_WS_G, (size_t)tc_row_tile(m) * F, &G));
     TC_CHECK(tc_ws_get(m, TC_WS_IDS, (size_t)(n_ctx < 65536 ? n_ctx : 65536), (float **)&ids));
     /* block 1 input: E[tokens[0:N_ctx]], gathered in chunks of ids */
     for (int64_t r0 = 0; r0 < n_ctx; r0 += 65536) {
@@ -85,8 +85,8 @@ tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx) {
         const tc_layer_weights *Lr = &m->layers[b * depth + depth - 1];
         const float *zk = s->zip + ((size_t)b * (depth - 1) + (depth - 2)) * 2 * (size_t)Woh * d;
         const float *zv = zk + (size_t)Woh * d;
-        for (int64_t r0 = 0; r0 < n_ctx; r0 += TC_ROW_TILE) {
-            int t = (int)(n_ctx - r0 < TC_ROW_TILE ? n_ctx - r0 : TC_ROW_TILE);
+        for (int64_t r0 = 0; r0 < n_ctx; r0 += tc_row_tile(m)) {
+            int t = (int)(n_ctx - r0 < tc_row_tile(m) ? n_ctx - r0 : tc_row_tile(m));
             be->attention(be, AT, d, QKVC + (size_t)r0 * 3 * d, 3 * d, zk, d, zv, d, t, (int)Wz, c->n_head,
                           c->head_dim, r0, hs, 0, 0.f);
             tc_fwd_post(m, Lr, C + (size_t)r0 * d, AT, t, LN, H, G);

@@ -22,6 +22,9 @@
  * query blocks alone would leave SMs idle -- the sync's focused attention,
  * 256 queries over all N keys -- each split writing a partial (m, l, acc)
  * that att_combine_kernel merges (flash-decoding's split-K).
+ * Every multiply-add is an explicit fmaf: what nvcc may contract is then
+ * not a choice it can make differently in the kernels that share a body,
+ * so a batched launch gives each item exactly the single call's bits.
  * Not here (issue 7): half-precision K/V. */
 #include <math.h>
 
@@ -43,7 +46,7 @@ __device__ __forceinline__ int att_key_limit(int64_t qpos, int64_t kpos0, int nk
 }
 
 __device__ __forceinline__ void att_store(float *o, float val, float beta) {
-    *o = beta == 0.f ? val : beta * *o + val; /* beta 0 never reads out */
+    *o = beta == 0.f ? val : fmaf(beta, *o, val); /* beta 0 never reads out */
 }
 
 /* Shared memory of the tile kernel for head_dim hd: Q [BQ][hd], K [BK][kst]
@@ -110,7 +113,7 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
         for (int c = 0; c < hd; c++) {
             float kc = kr[c];
 #pragma unroll
-            for (int rr = 0; rr < ATT_ROWS; rr++) s[rr] += qw[rr * hd + c] * kc;
+            for (int rr = 0; rr < ATT_ROWS; rr++) s[rr] = fmaf(qw[rr * hd + c], kc, s[rr]);
         }
         float p[ATT_ROWS];
 #pragma unroll
@@ -124,7 +127,7 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
             }
             float corr = m[rr] == -INFINITY ? 0.f : expf(m[rr] - mx);
             p[rr] = vis ? expf(sc - mx) : 0.f;
-            l[rr] = l[rr] * corr + tc_warp_sum(p[rr]);
+            l[rr] = fmaf(l[rr], corr, tc_warp_sum(p[rr]));
             m[rr] = mx;
 #pragma unroll
             for (int i = 0; i < NC; i++) acc[rr][i] *= corr;
@@ -141,7 +144,7 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
             for (int rr = 0; rr < ATT_ROWS; rr++) {
                 float pj = __shfl_sync(0xffffffffu, p[rr], j);
 #pragma unroll
-                for (int i = 0; i < NC; i++) acc[rr][i] += pj * vj[i];
+                for (int i = 0; i < NC; i++) acc[rr][i] = fmaf(pj, vj[i], acc[rr][i]);
             }
         }
     }
@@ -177,57 +180,58 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
 }
 
 // one (head h, query row) per block of ROW_WARPS*32 threads; dynamic smem:
-// ROW_WARPS * (hd + 2) floats
+// att_row_smem(hd). Warps take 32 keys at a time; lane j owns key k0 + j
+// and computes its whole dot product (no warp reduction per key: the 32
+// K rows are loaded in parallel, which is what a hit step waits on), then
+// lane c of the warp owns output columns c, c + 32, ...
+static size_t att_row_smem(int hd) { return ((size_t)hd + (size_t)ROW_WARPS * (hd + 2)) * sizeof(float); }
 template <int NC>
 __device__ __forceinline__ void att_row_body(int h, int row, float *out, int ldo, const float *q, int ldq,
                                              const float *k, int ldk, const float *v, int ldv, int nk, int hd,
                                              int64_t qpos0, int64_t kpos0, int causal, float beta, float scale) {
-    extern __shared__ float smem[]; /* per warp: m, l, acc[hd] */
+    extern __shared__ float smem[]; /* q [hd], then per warp: m, l, acc[hd] */
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const size_t col = (size_t)h * hd;
     const int lim = att_key_limit(qpos0 + row, kpos0, nk, causal);
+    float *qs = smem;
+    for (int c = threadIdx.x; c < hd; c += blockDim.x) qs[c] = q[(size_t)row * ldq + col + c];
+    __syncthreads();
 
-    float qv[NC], acc[NC];
+    float acc[NC];
 #pragma unroll
-    for (int i = 0; i < NC; i++) {
-        int c = lane + 32 * i;
-        qv[i] = c < hd ? q[(size_t)row * ldq + col + c] : 0.f;
-        acc[i] = 0.f;
-    }
+    for (int i = 0; i < NC; i++) acc[i] = 0.f;
     float m = -INFINITY, l = 0.f;
     for (int k0 = w * 32; k0 < lim; k0 += ROW_WARPS * 32) {
-        const int tk = lim - k0 < 32 ? lim - k0 : 32;
-        float mine = -INFINITY; /* lane j keeps the score of key k0 + j */
-        for (int j = 0; j < tk; j++) {
-            const float *kr = k + (size_t)(k0 + j) * ldk + col;
+        const int tk = lim - k0 < 32 ? lim - k0 : 32, key = k0 + lane;
+        float sc = -INFINITY;
+        if (lane < tk) {
+            const float *kr = k + (size_t)key * ldk + col;
             float part = 0.f;
-#pragma unroll
-            for (int i = 0; i < NC; i++) {
-                int c = lane + 32 * i;
-                if (c < hd) part += qv[i] * kr[c];
-            }
-            float sc = tc_warp_sum(part) * scale;
-            if (lane == j) mine = sc;
+#pragma unroll 8
+            for (int c = 0; c < hd; c++) part = fmaf(qs[c], kr[c], part);
+            sc = part * scale;
         }
-        float mx = fmaxf(m, tc_warp_max(mine)); /* tk >= 1: finite */
+        float mx = fmaxf(m, tc_warp_max(sc)); /* tk >= 1: finite */
         float corr = m == -INFINITY ? 0.f : expf(m - mx);
-        float p = lane < tk ? expf(mine - mx) : 0.f;
-        l = l * corr + tc_warp_sum(p);
+        float p = lane < tk ? expf(sc - mx) : 0.f;
+        l = fmaf(l, corr, tc_warp_sum(p));
         m = mx;
 #pragma unroll
         for (int i = 0; i < NC; i++) acc[i] *= corr;
+#pragma unroll 4
         for (int j = 0; j < tk; j++) {
             float pj = __shfl_sync(0xffffffffu, p, j);
             const float *vr = v + (size_t)(k0 + j) * ldv + col;
 #pragma unroll
             for (int i = 0; i < NC; i++) {
                 int c = lane + 32 * i;
-                if (c < hd) acc[i] += pj * vr[c];
+                if (c < hd) acc[i] = fmaf(pj, vr[c], acc[i]);
             }
         }
     }
     /* merge the warps' partial softmaxes */
-    float *mine_s = smem + w * (hd + 2);
+    float *ws = smem + hd; /* after q */
+    float *mine_s = ws + w * (hd + 2);
     if (lane == 0) { mine_s[0] = m; mine_s[1] = l; }
 #pragma unroll
     for (int i = 0; i < NC; i++) {
@@ -236,19 +240,19 @@ __device__ __forceinline__ void att_row_body(int h, int row, float *out, int ldo
     }
     __syncthreads();
     float M = -INFINITY;
-    for (int ww = 0; ww < ROW_WARPS; ww++) M = fmaxf(M, smem[ww * (hd + 2)]);
+    for (int ww = 0; ww < ROW_WARPS; ww++) M = fmaxf(M, ws[ww * (hd + 2)]);
     float L = 0.f;
     for (int ww = 0; ww < ROW_WARPS; ww++) {
-        float mw = smem[ww * (hd + 2)];
-        if (mw != -INFINITY) L += smem[ww * (hd + 2) + 1] * expf(mw - M);
+        float mw = ws[ww * (hd + 2)];
+        if (mw != -INFINITY) L = fmaf(ws[ww * (hd + 2) + 1], expf(mw - M), L);
     }
     float inv = L > 0.f ? 1.0f / L : 0.f;
     float *o = out + (size_t)row * ldo + col;
     for (int c = threadIdx.x; c < hd; c += blockDim.x) {
         float a = 0.f;
         for (int ww = 0; ww < ROW_WARPS; ww++) {
-            float mw = smem[ww * (hd + 2)];
-            if (mw != -INFINITY) a += smem[ww * (hd + 2) + 2 + c] * expf(mw - M);
+            float mw = ws[ww * (hd + 2)];
+            if (mw != -INFINITY) a = fmaf(ws[ww * (hd + 2) + 2 + c], expf(mw - M), a);
         }
         att_store(o + c, a * inv, beta);
     }
@@ -290,7 +294,7 @@ static cudaError_t att_rows_launch(cudaStream_t st, const tc_att_item *it, int n
         if (it[i].nq > mq) mq = it[i].nq;
     }
     dim3 grid((unsigned)n_head, (unsigned)mq, (unsigned)n);
-    size_t smem = (size_t)ROW_WARPS * (hd + 2) * sizeof(float);
+    size_t smem = att_row_smem(hd);
     att_rows_kernel<NC><<<grid, ROW_WARPS * 32, smem, st>>>(b, hd, 1.0f / sqrtf((float)hd));
     return cudaGetLastError();
 }
@@ -340,7 +344,7 @@ static cudaError_t att_pairs_launch(cudaStream_t st, const tc_att_item *w, const
         if (w[i].nq > mq) mq = w[i].nq;
     }
     dim3 grid((unsigned)n_head, (unsigned)mq, (unsigned)n);
-    size_t smem = (size_t)ROW_WARPS * (hd + 2) * sizeof(float);
+    size_t smem = att_row_smem(hd);
     att_pairs_kernel<NC><<<grid, ROW_WARPS * 32, smem, st>>>(b, hd, 1.0f / sqrtf((float)hd));
     return cudaGetLastError();
 }
@@ -370,7 +374,7 @@ __global__ static void att_combine_kernel(float *out, int ldo, const float *part
     float L = 0.f;
     for (int sp = 0; sp < splits; sp++) {
         float ms = p0[sp * stride];
-        if (ms != -INFINITY) L += p0[sp * stride + 1] * expf(ms - M);
+        if (ms != -INFINITY) L = fmaf(p0[sp * stride + 1], expf(ms - M), L);
     }
     const float inv = L > 0.f ? 1.0f / L : 0.f; /* no visible key: zero, as unsplit */
     float *o = out + (size_t)row * ldo + (size_t)h * hd;
@@ -378,7 +382,7 @@ __global__ static void att_combine_kernel(float *out, int ldo, const float *part
         float a = 0.f;
         for (int sp = 0; sp < splits; sp++) {
             float ms = p0[sp * stride];
-            if (ms != -INFINITY) a += p0[sp * stride + 2 + c] * expf(ms - M);
+            if (ms != -INFINITY) a = fmaf(p0[sp * stride + 2 + c], expf(ms - M), a);
         }
         att_store(o + c, a * inv, beta);
     }
@@ -408,7 +412,7 @@ static cudaError_t att_launch(cudaStream_t st, float *out, int ldo, const float 
     const float scale = 1.0f / sqrtf((float)hd);
     if (nq <= TC_CUDA_ATT_ROW_MAX) {
         dim3 grid((unsigned)n_head, (unsigned)nq);
-        size_t smem = (size_t)ROW_WARPS * (hd + 2) * sizeof(float);
+        size_t smem = att_row_smem(hd);
         att_row_kernel<NC><<<grid, ROW_WARPS * 32, smem, st>>>(out, ldo, q, ldq, k, ldk, v, ldv, nk, hd, qpos0,
                                                                 kpos0, causal, beta, scale);
     } else {

@@ -55,9 +55,14 @@ typedef struct {
     char first_error[256]; /* its message, written once before poisoned is set */
 } tc_cuda_ctx;
 
-/* rows of activations a lane rounds to 16 bits per GEMM (model/ tiles
- * rows by 512; more rows are done in chunks) */
-#define TC_CUDA_CONV_ROWS 512
+/* the model's row tile on this backend (backend.h's row_tile): a sync's
+ * restore pass and FFN in 8192-row GEMMs and attention launches (at 512,
+ * the CPU's tile, paper-41m's sync spent 43% of its device time in GEMMs
+ * averaging 30 us); workspace ~130 MB on paper-41m */
+#define TC_CUDA_ROW_TILE 8192
+/* rows of activations a lane rounds to 16 bits per GEMM (more rows are
+ * done in chunks) */
+#define TC_CUDA_CONV_ROWS TC_CUDA_ROW_TILE
 
 static _Thread_local int t_lane; /* the calling thread's lane (tc_backend_cuda_bind_lane) */
 /* this thread is between capture_begin and capture_end: it must not
@@ -656,6 +661,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     be->topk = cuda_topk;
     be->capture_begin = cuda_capture_begin;
     be->capture_end = cuda_capture_end;
+    be->row_tile = TC_CUDA_ROW_TILE;
     if (profile) {
         for (int l = 0; l < TC_CUDA_LANES; l++) {
             tc_prof *P = calloc(1, sizeof *P);

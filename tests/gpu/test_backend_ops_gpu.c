@@ -264,7 +264,16 @@ static void test_attention_batch(void) {
         for (int i = 0; i < N; i++) {
             int nq = gi[i].nq;
             float *og = host(dout[i], (size_t)nq * ldo), *os = host(dsingle[i], (size_t)nq * ldo);
-            if (memcmp(og, os, (size_t)nq * ldo * 4) != 0) bitwise = 0;
+            if (memcmp(og, os, (size_t)nq * ldo * 4) != 0) {
+                if (bitwise) /* the first differing item, for the log */
+                    for (size_t j = 0; j < (size_t)nq * ldo; j++)
+                        if (memcmp(&og[j], &os[j], 4)) {
+                            printf("      item %d (nq %d nk %d causal %d beta %g): element %zu: batch %a, single %a\n",
+                                   i, nq, gi[i].nk, gi[i].causal, gi[i].beta, j, og[j], os[j]);
+                            break;
+                        }
+                bitwise = 0;
+            }
             char sh[160];
             snprintf(sh, sizeof sh, "batch item %d: nq=%d nk=%d nh=%d hd=%d c=%d b=%g", i, nq, gi[i].nk, nh, hd,
                      gi[i].causal, gi[i].beta);
