@@ -7,9 +7,10 @@
  * softmax over the zip is added to the first, DESIGN.md §1).
  *
  * Two kernels:
- *   tile: many query rows (prefill, sync). Block = 4 warps x 4 query rows of
+ *   tile: many query rows (prefill, sync). Block = 4 warps x 8 query rows of
  *         one head; K/V tiles of 32 keys staged in shared memory; lane j
- *         scores key j of the tile for the warp's rows.
+ *         scores key j of the tile for the warp's rows, register-blocked
+ *         (float4 broadcasts of Q and of the probabilities).
  *   row:  nq <= TC_CUDA_ATT_ROW_MAX (the hit step). Block = 8 warps for one
  *         (query row, head); warps split the keys, each key's dot product is
  *         a coalesced warp reduction, and the 8 partial softmaxes are merged
@@ -32,7 +33,7 @@
 #include "kernels_cuda.h"
 
 #define ATT_WARPS 4
-#define ATT_ROWS 4 /* query rows per warp */
+#define ATT_ROWS 8 /* query rows per warp */
 #define ATT_BQ (ATT_WARPS * ATT_ROWS)
 #define ATT_BK 32 /* keys per tile = lanes of a warp */
 #define ROW_WARPS 8
@@ -49,32 +50,42 @@ __device__ __forceinline__ void att_store(float *o, float val, float beta) {
     *o = beta == 0.f ? val : fmaf(beta, *o, val); /* beta 0 never reads out */
 }
 
-/* Shared memory of the tile kernel for head_dim hd: Q [BQ][hd], K [BK][kst]
- * (kst odd: lanes reading rows of the same column hit distinct banks),
- * V [BK][hd]. */
+/* Shared memory of the tile kernel for head_dim hd (hdp = hd rounded up
+ * to 4, zero-padded): Q [BQ][hdp] (rows read as float4 broadcasts), P
+ * [warps][rows][BK] (each warp's probabilities, float4 broadcasts in the
+ * PV product), K^T [hdp][BK + 1] (lane = key reads a column; the odd
+ * stride keeps the transposing stores conflict-free), V [BK][hd]. */
 static size_t att_tile_smem(int hd) {
-    int kst = hd | 1;
-    return ((size_t)ATT_BQ * hd + (size_t)ATT_BK * kst + (size_t)ATT_BK * hd) * sizeof(float);
+    const size_t hdp = (size_t)(hd + 3) / 4 * 4;
+    return (ATT_BQ * hdp + (size_t)ATT_WARPS * ATT_ROWS * ATT_BK + hdp * (ATT_BK + 1) + (size_t)ATT_BK * hd) *
+           sizeof(float);
 }
 
 // out [nq, *] (ldo); q [nq, *] (ldq); k, v [nk, *] (ldk, ldv); head h at columns h*hd
-// grid (ceil(nq / ATT_BQ), n_head), block ATT_WARPS*32; NC = ceil(hd/32) rounded up to a power of 2
+// grid (ceil(nq / ATT_BQ), n_head, splits), block ATT_WARPS*32; NC = ceil(hd/32) rounded up to a power of 2.
+// Register-blocked: a warp owns ATT_ROWS query rows; per key tile, lane j
+// scores key j for all of them (4 head dims per float4 of Q), and lane c
+// accumulates output columns c, c + 32, ... for all of them (4 keys per
+// float4 of P) -- several FMAs per shared-memory load, where one row at a
+// time was one.
 template <int NC>
 __global__ static void __launch_bounds__(ATT_WARPS * 32)
     att_tile_kernel(float *out, int ldo, const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
                     int nq, int nk, int hd, int64_t qpos0, int64_t kpos0, int causal, float beta, float scale,
                     int kchunk, float *part) {
-    extern __shared__ float smem[];
-    const int kst = hd | 1;
-    float *Qs = smem, *Ks = Qs + ATT_BQ * hd, *Vs = Ks + ATT_BK * kst;
+    extern __shared__ float4 smem4[]; /* float4: 16-byte aligned */
+    float *smem = (float *)smem4;
+    const int hdp = (hd + 3) / 4 * 4, kts = ATT_BK + 1;
+    float *Qs = smem, *Ps = Qs + ATT_BQ * hdp, *Kt = Ps + ATT_WARPS * ATT_ROWS * ATT_BK, *Vs = Kt + hdp * kts;
     const int h = blockIdx.y, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const int q0 = blockIdx.x * ATT_BQ;
     const size_t col = (size_t)h * hd;
 
-    for (int t = threadIdx.x; t < ATT_BQ * hd; t += blockDim.x) {
-        int r = t / hd, c = t % hd;
-        Qs[t] = q0 + r < nq ? q[(size_t)(q0 + r) * ldq + col + c] : 0.f;
+    for (int t = threadIdx.x; t < ATT_BQ * hdp; t += blockDim.x) {
+        int r = t / hdp, c = t % hdp;
+        Qs[t] = q0 + r < nq && c < hd ? q[(size_t)(q0 + r) * ldq + col + c] : 0.f;
     }
+    for (int t = threadIdx.x; t < (hdp - hd) * kts; t += blockDim.x) Kt[hd * kts + t] = 0.f; /* padding */
     /* keys any row of this block can see */
     int last = (q0 + ATT_BQ < nq ? q0 + ATT_BQ : nq) - 1;
     int nk_blk = att_key_limit(qpos0 + last, kpos0, nk, causal);
@@ -93,6 +104,8 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
 #pragma unroll
         for (int i = 0; i < NC; i++) acc[rr][i] = 0.f;
     }
+    float *Pw = Ps + w * ATT_ROWS * ATT_BK;
+    const float *Qw = Qs + (w * ATT_ROWS) * hdp;
 
     for (int k0 = kbeg; k0 < nk_blk; k0 += ATT_BK) {
         const int tk = nk_blk - k0 < ATT_BK ? nk_blk - k0 : ATT_BK;
@@ -100,7 +113,7 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
         for (int t = threadIdx.x; t < ATT_BK * hd; t += blockDim.x) {
             int r = t / hd, c = t % hd;
             bool in = r < tk;
-            Ks[r * kst + c] = in ? k[(size_t)(k0 + r) * ldk + col + c] : 0.f;
+            Kt[c * kts + r] = in ? k[(size_t)(k0 + r) * ldk + col + c] : 0.f;
             Vs[r * hd + c] = in ? v[(size_t)(k0 + r) * ldv + col + c] : 0.f;
         }
         __syncthreads();
@@ -109,44 +122,59 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
         float s[ATT_ROWS];
 #pragma unroll
         for (int rr = 0; rr < ATT_ROWS; rr++) s[rr] = 0.f;
-        const float *kr = Ks + lane * kst, *qw = Qs + (w * ATT_ROWS) * hd;
-        for (int c = 0; c < hd; c++) {
-            float kc = kr[c];
-#pragma unroll
-            for (int rr = 0; rr < ATT_ROWS; rr++) s[rr] = fmaf(qw[rr * hd + c], kc, s[rr]);
-        }
-        float p[ATT_ROWS];
-#pragma unroll
-        for (int rr = 0; rr < ATT_ROWS; rr++) {
-            bool vis = k0 + lane < lim[rr];
-            float sc = vis ? s[rr] * scale : -INFINITY;
-            float mx = fmaxf(m[rr], tc_warp_max(sc));
-            if (mx == -INFINITY) { /* nothing visible yet for this row (warp-uniform) */
-                p[rr] = 0.f;
-                continue;
-            }
-            float corr = m[rr] == -INFINITY ? 0.f : expf(m[rr] - mx);
-            p[rr] = vis ? expf(sc - mx) : 0.f;
-            l[rr] = fmaf(l[rr], corr, tc_warp_sum(p[rr]));
-            m[rr] = mx;
-#pragma unroll
-            for (int i = 0; i < NC; i++) acc[rr][i] *= corr;
-        }
-        /* acc[row][c] += sum_j p[row][j] * V[j][c], lane owns c = lane + 32 i */
-        for (int j = 0; j < tk; j++) {
-            float vj[NC];
-#pragma unroll
-            for (int i = 0; i < NC; i++) {
-                int c = lane + 32 * i;
-                vj[i] = c < hd ? Vs[j * hd + c] : 0.f;
-            }
+        for (int c = 0; c < hdp; c += 4) {
+            const float k0v = Kt[c * kts + lane], k1v = Kt[(c + 1) * kts + lane], k2v = Kt[(c + 2) * kts + lane],
+                        k3v = Kt[(c + 3) * kts + lane];
 #pragma unroll
             for (int rr = 0; rr < ATT_ROWS; rr++) {
-                float pj = __shfl_sync(0xffffffffu, p[rr], j);
-#pragma unroll
-                for (int i = 0; i < NC; i++) acc[rr][i] = fmaf(pj, vj[i], acc[rr][i]);
+                const float4 qv = *(const float4 *)(Qw + rr * hdp + c);
+                s[rr] = fmaf(qv.x, k0v, s[rr]);
+                s[rr] = fmaf(qv.y, k1v, s[rr]);
+                s[rr] = fmaf(qv.z, k2v, s[rr]);
+                s[rr] = fmaf(qv.w, k3v, s[rr]);
             }
         }
+#pragma unroll
+        for (int rr = 0; rr < ATT_ROWS; rr++) {
+            bool vis = lane < tk && k0 + lane < lim[rr];
+            float sc = vis ? s[rr] * scale : -INFINITY;
+            float mx = fmaxf(m[rr], tc_warp_max(sc));
+            float p = 0.f;
+            if (mx != -INFINITY) { /* else nothing visible yet for this row (warp-uniform) */
+                float corr = m[rr] == -INFINITY ? 0.f : expf(m[rr] - mx);
+                p = vis ? expf(sc - mx) : 0.f;
+                l[rr] = fmaf(l[rr], corr, tc_warp_sum(p));
+                m[rr] = mx;
+#pragma unroll
+                for (int i = 0; i < NC; i++) acc[rr][i] *= corr;
+            }
+            Pw[rr * ATT_BK + lane] = p;
+        }
+        __syncwarp();
+        /* acc[row][c] += sum_j p[row][j] * V[j][c], lane owns c = lane + 32 i;
+         * keys past tk have p = 0 and V = 0: whole float4s of keys */
+        for (int j = 0; j < tk; j += 4) {
+            float vj[4][NC];
+#pragma unroll
+            for (int u = 0; u < 4; u++)
+#pragma unroll
+                for (int i = 0; i < NC; i++) {
+                    int c = lane + 32 * i;
+                    vj[u][i] = c < hd ? Vs[(j + u) * hd + c] : 0.f;
+                }
+#pragma unroll
+            for (int rr = 0; rr < ATT_ROWS; rr++) {
+                const float4 pp = *(const float4 *)(Pw + rr * ATT_BK + j);
+#pragma unroll
+                for (int i = 0; i < NC; i++) {
+                    acc[rr][i] = fmaf(pp.x, vj[0][i], acc[rr][i]);
+                    acc[rr][i] = fmaf(pp.y, vj[1][i], acc[rr][i]);
+                    acc[rr][i] = fmaf(pp.z, vj[2][i], acc[rr][i]);
+                    acc[rr][i] = fmaf(pp.w, vj[3][i], acc[rr][i]);
+                }
+            }
+        }
+        __syncwarp(); /* Pw is rewritten by the next tile */
     }
 
     if (part) { /* the split's partial softmax: m, l, unnormalized acc; att_combine_kernel merges */
