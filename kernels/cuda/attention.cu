@@ -106,15 +106,20 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
     }
     float *Pw = Ps + w * ATT_ROWS * ATT_BK;
     const float *Qw = Qs + (w * ATT_ROWS) * hdp;
+    /* this thread's (key, column) walk over a K/V tile, stepping blockDim.x
+     * elements: divisions once here, not per element per tile */
+    const int r_first = threadIdx.x / hd, c_first = threadIdx.x % hd;
+    const int r_step = (ATT_WARPS * 32) / hd, c_step = (ATT_WARPS * 32) % hd;
 
     for (int k0 = kbeg; k0 < nk_blk; k0 += ATT_BK) {
         const int tk = nk_blk - k0 < ATT_BK ? nk_blk - k0 : ATT_BK;
         __syncthreads(); /* previous tile fully consumed (and Qs loaded, first time) */
-        for (int t = threadIdx.x; t < ATT_BK * hd; t += blockDim.x) {
-            int r = t / hd, c = t % hd;
+        for (int r = r_first, c = c_first; r < ATT_BK;) {
             bool in = r < tk;
             Kt[c * kts + r] = in ? k[(size_t)(k0 + r) * ldk + col + c] : 0.f;
             Vs[r * hd + c] = in ? v[(size_t)(k0 + r) * ldv + col + c] : 0.f;
+            r += r_step, c += c_step;
+            if (c >= hd) c -= hd, r++;
         }
         __syncthreads();
 
