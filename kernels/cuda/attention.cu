@@ -7,7 +7,7 @@
  * softmax over the zip is added to the first, DESIGN.md §1).
  *
  * Two kernels:
- *   tile: many query rows (prefill, sync). Block = 4 warps x 8 query rows of
+ *   tile: many query rows (prefill, sync). Block = 8 warps x 8 query rows of
  *         one head; K/V tiles of 32 keys staged in shared memory; lane j
  *         scores key j of the tile for the warp's rows, register-blocked
  *         (float4 broadcasts of Q and of the probabilities).
@@ -32,7 +32,9 @@
 #include "common.cuh"
 #include "kernels_cuda.h"
 
-#define ATT_WARPS 4
+#ifndef ATT_WARPS
+#define ATT_WARPS 8 /* 64 query rows a block: each K/V tile loaded once for more rows */
+#endif
 #define ATT_ROWS 8 /* query rows per warp */
 #define ATT_BQ (ATT_WARPS * ATT_ROWS)
 #define ATT_BK 32 /* keys per tile = lanes of a warp */
@@ -69,7 +71,7 @@ static size_t att_tile_smem(int hd) {
 // float4 of P) -- several FMAs per shared-memory load, where one row at a
 // time was one.
 template <int NC>
-__global__ static void __launch_bounds__(ATT_WARPS * 32)
+__global__ static void __launch_bounds__(ATT_WARPS * 32, 2)
     att_tile_kernel(float *out, int ldo, const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
                     int nq, int nk, int hd, int64_t qpos0, int64_t kpos0, int causal, float beta, float scale,
                     int kchunk, float *part) {

@@ -433,10 +433,10 @@ static void cuda_capture_end(tc_backend *be) {
  * graph; tc_backend_cuda_profile reads them back. Events serialize nothing
  * on the device but cost host time (two records an op), so this is a
  * measuring mode, off by default. */
-enum { P_EMBED, P_COPY, P_LAYERNORM, P_SKINNY, P_GEMM, P_ROPE, P_ATT_TILED, P_ATT_STEP, P_SWIGLU, P_TOPK, P_N };
+enum { P_EMBED, P_COPY, P_LAYERNORM, P_SKINNY, P_GEMM, P_ROPE, P_ATT_QK, P_ATT_KQ, P_ATT_STEP, P_SWIGLU, P_TOPK, P_N };
 static const char *const prof_name[P_N] = {
     "embed", "copy2d", "layernorm", "linear, <= 8 rows", "linear, GEMM", "rope (+ K/V append)",
-    "attention, tiled", "attention, step rows", "swiglu", "topk",
+    "attention, queries>=keys", "attention, keys>queries", "attention, step rows", "swiglu", "topk",
 };
 #define TC_PROF_CAP 2048
 typedef struct tc_prof {
@@ -502,7 +502,7 @@ PROF_OP(cuda_rope, P_ROPE,
 PROF_OP(cuda_rope_kv_batch, P_ROPE,
         (tc_backend *be, const tc_rope_kv_item *it, int n, int ldq, int n_head, int head_dim, float base),
         (be, it, n, ldq, n_head, head_dim, base))
-PROF_OP(cuda_attention, nq <= TC_CUDA_ATT_ROW_MAX ? P_ATT_STEP : P_ATT_TILED,
+PROF_OP(cuda_attention, nq <= TC_CUDA_ATT_ROW_MAX ? P_ATT_STEP : nk > nq ? P_ATT_KQ : P_ATT_QK,
         (tc_backend *be, float *out, int ldo, const float *q, int ldq, const float *k, int ldk, const float *v,
          int ldv, int nq, int nk, int n_head, int head_dim, int64_t qpos0, int64_t kpos0, int causal, float beta),
         (be, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, n_head, head_dim, qpos0, kpos0, causal, beta))
@@ -556,11 +556,11 @@ int tc_backend_cuda_profile(tc_backend *be, const char *title, FILE *out) {
                 ord[j] = ord[j - 1], ord[j - 1] = t;
             }
         fprintf(out, "# GPU time by op (TC_CUDA_PROFILE, lane %d): %s: %.3f ms in all\n", t_lane, title, total);
-        fprintf(out, "#   %-22s %10s %6s %8s %10s\n", "op", "ms", "%", "calls", "us/call");
+        fprintf(out, "#   %-26s %10s %6s %8s %10s\n", "op", "ms", "%", "calls", "us/call");
         for (int i = 0; i < P_N; i++) {
             int o = ord[i];
             if (!P->cnt[o]) continue;
-            fprintf(out, "#   %-22s %10.3f %5.1f%% %8ld %10.2f\n", prof_name[o], P->ms[o], 100.0 * P->ms[o] / total,
+            fprintf(out, "#   %-26s %10.3f %5.1f%% %8ld %10.2f\n", prof_name[o], P->ms[o], 100.0 * P->ms[o] / total,
                     P->cnt[o], 1000.0 * P->ms[o] / (double)P->cnt[o]);
         }
     }
