@@ -1,7 +1,8 @@
 /* backend_cuda.h — the CUDA backend behind kernels/backend.h (C API).
  *
- * fp32 weights and activations, GEMMs through cuBLAS (fp32 compute, no
- * TF32), the other ops as kernels in the kernels/cuda .cu files.
+ * fp32 activations; weights fp32, or bf16 / f16 with TC_CUDA_WEIGHTS;
+ * GEMMs of more than 8 rows through cuBLAS (fp32 compute, no TF32), fewer
+ * rows and the other ops as kernels in the kernels/cuda .cu files.
  *
  * Lanes: the backend owns TC_CUDA_LANES non-blocking streams, each with
  * its own cuBLAS handle and workspace. A thread's ops run in order on its
@@ -25,7 +26,8 @@
  * result. Callers poll tc_backend_cuda_status() (a worker then exits and
  * is restarted).
  *
- * Not here (issue 7, see docs/gpu.md): bf16/fp16 weights. */
+ * Not here (issue 7, see docs/gpu.md): graphs that replay without
+ * re-capture, tensor-core attention, 16-bit activations. */
 #ifndef TC_BACKEND_CUDA_H
 #define TC_BACKEND_CUDA_H
 
