@@ -49,6 +49,11 @@ run batch batch --preset paper-41m --batch 1,16,256 --reps 2
 export TC_CUDA_GRAPHS=1
 run batch-graphs batch --preset paper-41m --batch 1,16,256 --reps 2
 run floor-64k-graphs floor --preset paper-41m --ctx 64K --reps 3
+# replayed graphs (TC_CUDA_GRAPHS=2): a step whose launches match the kept
+# graph launches it as is
+export TC_CUDA_GRAPHS=2
+run batch-replay batch --preset paper-41m --batch 1,16,256 --reps 2
+run floor-64k-replay floor --preset paper-41m --ctx 64K --reps 3
 unset TC_CUDA_GRAPHS
 run itl itl --preset paper-41m --arch both --ctx 1K,16K,64K,256K,1M --reps 1 --budget "${ITL_BUDGET:-60}"
 exit $fail

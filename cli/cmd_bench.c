@@ -121,7 +121,8 @@ static void bench_free(const bench_opts *o, tc_backend *be, tc_model *m) {
     if (o->cuda >= 0) {
         long launches, inst;
         tc_backend_cuda_graph_stats(be, &launches, &inst);
-        printf("# cuda graphs: %s (TC_CUDA_GRAPHS): %ld hit steps launched as graphs, %ld instantiated\n",
+        printf("# cuda graphs: %s (TC_CUDA_GRAPHS): %ld hit steps launched as graphs, %ld instantiated (the rest "
+               "updated in place, or replayed as kept)\n",
                launches ? "on" : "off", launches, inst);
         tc_backend_cuda_free(be);
         return;

@@ -113,9 +113,13 @@ struct tc_backend {
     void (*topk)(tc_backend *be, int32_t *ids, float *vals, const float *x, int n, int V, int k);
     /* Optional (NULL: ops run as called): the ops issued between the two,
      * by one thread, with no upload, download, alloc or free among them,
-     * may be recorded and run as one unit at capture_end (CUDA graphs). */
+     * may be recorded and run as one unit at capture_end (CUDA graphs).
+     * capture_end returns 1 when the ops ran (or were launched), 0 when the
+     * backend only looked at them: the caller issues the same ops again,
+     * between a new capture_begin and capture_end (a replaying backend
+     * first checks whether its kept graph is that sequence). */
     void (*capture_begin)(tc_backend *be);
-    void (*capture_end)(tc_backend *be);
+    int (*capture_end)(tc_backend *be);
 };
 
 /* Largest k a topk op serves (the sampler's candidate list). */

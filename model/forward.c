@@ -246,84 +246,88 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
      * (one row a session), whose shape repeats step after step; a prefill
      * runs as called */
     const int capture = M == B && be->capture_begin && be->capture_end;
-    if (capture) be->capture_begin(be);
-    be->embed(be, X, m->embedding, ids, (int)M, d);
+    /* a replaying backend may only look at the first pass (capture_end 0)
+     * and ask for the same ops again: nothing here changes host state */
+    for (int pass = 0;; pass++) {
+        TC_ASSERT(pass < 2, "window: the backend asked for the step's ops a third time");
+        if (capture) be->capture_begin(be);
+        be->embed(be, X, m->embedding, ids, (int)M, d);
 
-    for (int b = 0; b < c->n_block; b++) {
-        for (int l = 0; l < depth; l++) {
-            int li = b * depth + l;
-            const tc_layer_weights *L = &m->layers[li];
-            /* proj without RoPE position: rows of different sessions sit at
-             * different positions, so rotate per session below */
-            for (int64_t r0 = 0; r0 < M; r0 += tc_row_tile(m)) {
-                int t = (int)(M - r0 < tc_row_tile(m) ? M - r0 : tc_row_tile(m));
-                be->layernorm(be, LN, X + (size_t)r0 * d, L->norm1_w, L->norm1_b, t, d, c->norm_eps);
-                be->linear(be, QKV + (size_t)r0 * 3 * d, 3 * d, LN, d, L->qkv_w, L->qkv_b, t, 3 * d, d, 0.f);
-            }
-            /* per session: RoPE at its positions and its window rows; then
-             * every session's window attention in one batch, then the
-             * second softmax (zip, TLin history) added in a second one */
-            int64_t row = 0;
-            int nw = 0, nz = 0;
-            for (int i = 0; i < B; i++) {
-                tc_session *s = ss[i];
-                int64_t n = cnt[i], p0 = s->n_tokens - n;
-                float *q = QKV + (size_t)row * 3 * d, *a = A + (size_t)row * d;
-                float *wk = win_kv(s, li, 0), *wv = win_kv(s, li, 1);
-                /* RoPE on Q|K at its positions, K and V rows into the window */
-                RK[i] = (tc_rope_kv_item){q, wk + (size_t)s->win_len * d, wv + (size_t)s->win_len * d, (int)n, p0};
-                TC_ASSERT(s->win_start + s->win_len == p0, "window position mismatch");
-                /* causal self-attention over the window (baseline: the cache) */
-                AW[nw++] = (tc_att_item){a, q, wk, wv, d, 3 * d, d, d, (int)n, (int)(s->win_len + n), p0,
-                                         s->win_start, 1, 0.f};
-                if (be->attention_pairs) AZ[i] = (tc_att_item){0}; /* aligned with AW: nq 0 = no second softmax */
-                if (c->arch != TC_ARCH_TRANSFORMER) {
-                    if (l >= 1 && s->zip_len > 0) {
-                        /* second softmax over the zip of this layer's input */
-                        size_t zoff = ((size_t)b * (depth - 1) + (l - 1)) * 2 * c->history_window * (size_t)d;
-                        const float *zk = s->zip + zoff, *zv = zk + (size_t)c->history_window * d;
-                        AZ[be->attention_pairs ? i : nz] = (tc_att_item){a, q, zk, zv, d, 3 * d, d, d, (int)n,
-                                                                         (int)s->zip_len, p0, s->zip_pos, 0, 1.f};
-                        nz++;
-                    } else if (l == 0 && c->arch == TC_ARCH_TLIN && s->hist_len > 0) {
-                        const float *hk = s->hist + (size_t)b * 2 * s->hist_cap * d;
-                        const float *hv = hk + (size_t)s->hist_cap * d;
-                        AZ[be->attention_pairs ? i : nz] = (tc_att_item){a, q, hk, hv, d, 3 * d, d, d, (int)n,
-                                                                         (int)s->hist_len, p0, 0, 0, 1.f};
-                        nz++;
-                    }
+        for (int b = 0; b < c->n_block; b++) {
+            for (int l = 0; l < depth; l++) {
+                int li = b * depth + l;
+                const tc_layer_weights *L = &m->layers[li];
+                /* proj without RoPE position: rows of different sessions sit at
+                 * different positions, so rotate per session below */
+                for (int64_t r0 = 0; r0 < M; r0 += tc_row_tile(m)) {
+                    int t = (int)(M - r0 < tc_row_tile(m) ? M - r0 : tc_row_tile(m));
+                    be->layernorm(be, LN, X + (size_t)r0 * d, L->norm1_w, L->norm1_b, t, d, c->norm_eps);
+                    be->linear(be, QKV + (size_t)r0 * 3 * d, 3 * d, LN, d, L->qkv_w, L->qkv_b, t, 3 * d, d, 0.f);
                 }
-                row += n;
+                /* per session: RoPE at its positions and its window rows; then
+                 * every session's window attention in one batch, then the
+                 * second softmax (zip, TLin history) added in a second one */
+                int64_t row = 0;
+                int nw = 0, nz = 0;
+                for (int i = 0; i < B; i++) {
+                    tc_session *s = ss[i];
+                    int64_t n = cnt[i], p0 = s->n_tokens - n;
+                    float *q = QKV + (size_t)row * 3 * d, *a = A + (size_t)row * d;
+                    float *wk = win_kv(s, li, 0), *wv = win_kv(s, li, 1);
+                    /* RoPE on Q|K at its positions, K and V rows into the window */
+                    RK[i] = (tc_rope_kv_item){q, wk + (size_t)s->win_len * d, wv + (size_t)s->win_len * d, (int)n, p0};
+                    TC_ASSERT(s->win_start + s->win_len == p0, "window position mismatch");
+                    /* causal self-attention over the window (baseline: the cache) */
+                    AW[nw++] = (tc_att_item){a, q, wk, wv, d, 3 * d, d, d, (int)n, (int)(s->win_len + n), p0,
+                                             s->win_start, 1, 0.f};
+                    if (be->attention_pairs) AZ[i] = (tc_att_item){0}; /* aligned with AW: nq 0 = no second softmax */
+                    if (c->arch != TC_ARCH_TRANSFORMER) {
+                        if (l >= 1 && s->zip_len > 0) {
+                            /* second softmax over the zip of this layer's input */
+                            size_t zoff = ((size_t)b * (depth - 1) + (l - 1)) * 2 * c->history_window * (size_t)d;
+                            const float *zk = s->zip + zoff, *zv = zk + (size_t)c->history_window * d;
+                            AZ[be->attention_pairs ? i : nz] = (tc_att_item){a, q, zk, zv, d, 3 * d, d, d, (int)n,
+                                                                             (int)s->zip_len, p0, s->zip_pos, 0, 1.f};
+                            nz++;
+                        } else if (l == 0 && c->arch == TC_ARCH_TLIN && s->hist_len > 0) {
+                            const float *hk = s->hist + (size_t)b * 2 * s->hist_cap * d;
+                            const float *hv = hk + (size_t)s->hist_cap * d;
+                            AZ[be->attention_pairs ? i : nz] = (tc_att_item){a, q, hk, hv, d, 3 * d, d, d, (int)n,
+                                                                             (int)s->hist_len, p0, 0, 0, 1.f};
+                            nz++;
+                        }
+                    }
+                    row += n;
+                }
+                rope_kv_run(be, RK, B, 3 * d, c->n_head, c->head_dim, c->rope_base);
+                if (be->attention_pairs && nz > 0) { /* both softmaxes of every session, one dispatch */
+                    be->attention_pairs(be, AW, AZ, nw, c->n_head, c->head_dim);
+                } else { /* AZ is compact here, or empty */
+                    att_run(be, AW, nw, c->n_head, c->head_dim);
+                    att_run(be, AZ, nz, c->n_head, c->head_dim);
+                }
+                tc_fwd_post(m, L, X, A, M, LN, H, G);
             }
-            rope_kv_run(be, RK, B, 3 * d, c->n_head, c->head_dim, c->rope_base);
-            if (be->attention_pairs && nz > 0) { /* both softmaxes of every session, one dispatch */
-                be->attention_pairs(be, AW, AZ, nw, c->n_head, c->head_dim);
-            } else { /* AZ is compact here, or empty */
-                att_run(be, AW, nw, c->n_head, c->head_dim);
-                att_run(be, AZ, nz, c->n_head, c->head_dim);
-            }
-            tc_fwd_post(m, L, X, A, M, LN, H, G);
         }
+        if (want_head) {
+            /* each session's last row; a hit step's rows already are (one a session) */
+            const float *last = X;
+            if (M != B) {
+                int64_t row = 0;
+                for (int i = 0; i < B; i++) {
+                    row += cnt[i];
+                    be->copy2d(be, hb.last + (size_t)i * d, d, X + (size_t)(row - 1) * d, d, 1, d);
+                }
+                last = hb.last;
+            }
+            head_compute(m, B, out, &hb, last);
+        }
+        if (!capture || be->capture_end(be)) break;
     }
     for (int i = 0; i < B; i++) ss[i]->win_len += cnt[i];
     if (AW != aw_stack) free(AW);
     if (AZ != az_stack) free(AZ);
     if (RK != rk_stack) free(RK);
-
-    if (want_head) {
-        /* each session's last row; a hit step's rows already are (one a session) */
-        const float *last = X;
-        if (M != B) {
-            int64_t row = 0;
-            for (int i = 0; i < B; i++) {
-                row += cnt[i];
-                be->copy2d(be, hb.last + (size_t)i * d, d, X + (size_t)(row - 1) * d, d, 1, d);
-            }
-            last = hb.last;
-        }
-        head_compute(m, B, out, &hb, last);
-    }
-    if (capture) be->capture_end(be);
     if (want_head) TC_CHECK(head_fetch(m, B, out, &hb));
     return TC_OK;
 }

@@ -11,7 +11,8 @@
 #   ops parity floor64k batch e2e flat batchg floor1m floor256k floor64kg e2eg itl
 # and, only when named: sanitize (the op tests under compute-sanitizer),
 # batchbf16 floor64kbf16 (TC_CUDA_WEIGHTS=bf16), prof profbf16 (floor at
-# 64K with TC_CUDA_PROFILE=1: device time by op, hit step and sync)
+# 64K with TC_CUDA_PROFILE=1: device time by op, hit step and sync),
+# batchr floor64kr flatr e2er (TC_CUDA_GRAPHS=2: replayed graphs)
 # A library that cannot be found stops the run at once (exit 3), before any
 # device time is spent on tests. Exit status: 0 when every stage run passed.
 set -uo pipefail
@@ -117,6 +118,10 @@ for st in $STAGES; do
     sanitize) # the op tests under compute-sanitizer's memcheck: the kernel and line of a bad access
         cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
         run_stage sanitize 150 "$OUTDIR/gpu.log" "$cs" --tool memcheck --print-limit 20 "$B/tests/gpu/test_backend_ops_gpu" ;;
+    batchr) TC_CUDA_GRAPHS=2 bench batch-replay 60 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
+    floor64kr) TC_CUDA_GRAPHS=2 bench floor-64k-replay 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
+    flatr) TC_CUDA_GRAPHS=2 bench flat-replay 90 flat --preset paper-41m --ctx 1K,1M --reps 2 ;;
+    e2er) TC_CUDA_GRAPHS=2 run_stage e2e-replay 200 "$OUTDIR/e2e.log" bash "$SRC/scripts/gpu-run-bundle.sh" __e2e replay ;;
     prof) TC_CUDA_PROFILE=1 bench floor-64k-profile 60 floor --preset paper-41m --ctx 64K --reps 1 ;;
     profbf16) TC_CUDA_PROFILE=1 TC_CUDA_WEIGHTS=bf16 bench floor-64k-profile-bf16 60 floor --preset paper-41m --ctx 64K --reps 1 ;;
     batchbf16) TC_CUDA_WEIGHTS=bf16 bench batch-bf16 90 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;

@@ -66,7 +66,7 @@ if [ -n "${2:-}" ]; then
     echo "ok   tconst-cuda: --device cuda:255 refused"
     # the CUDA knobs are checked before the device is looked for
     TC_CUDA_WEIGHTS=bf8 expect_err "TC_CUDA_WEIGHTS 'bf8': expected f32, bf16 or f16" batch --preset tiny --device cuda:0
-    TC_CUDA_GRAPHS=yes expect_err "TC_CUDA_GRAPHS 'yes': expected 0 or 1" batch --preset tiny --device cuda:0
+    TC_CUDA_GRAPHS=yes expect_err "TC_CUDA_GRAPHS 'yes': expected 0, 1 or 2" batch --preset tiny --device cuda:0
     TC_CUDA_PROFILE=on expect_err "TC_CUDA_PROFILE 'on': expected 0 or 1" batch --preset tiny --device cuda:0
     echo "ok   tconst-cuda: bad TC_CUDA_WEIGHTS / TC_CUDA_GRAPHS / TC_CUDA_PROFILE refused"
 fi

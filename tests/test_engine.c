@@ -365,6 +365,155 @@ static void run_wt16(const char *dtype, int wtype) {
     if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);
 }
 
+/* (h) capture passes: a backend that, like CUDA's replay mode
+ * (TC_CUDA_GRAPHS=2), only looks at a hit step's ops in a first pass
+ * (capture_end 0: nothing ran) and runs them in a second. model/ must then
+ * issue the very same ops again without having changed anything: the
+ * streams stay bit-identical to the plain CPU backend's, and both passes
+ * hash the same op sequence. */
+static tc_backend g_inner;   /* the CPU backend's own ops */
+static int g_probing;        /* 1: the first pass, ops only hashed */
+static uint64_t g_hash;      /* of the ops of the current pass */
+static int g_next_probe = 1; /* what capture_begin starts */
+static uint64_t g_probe_hash;
+static int g_captures, g_pass_mismatch;
+static void ph(uint64_t op, uint64_t a, uint64_t b) {
+    const uint64_t v[3] = {op, a, b};
+    const unsigned char *p = (const unsigned char *)v;
+    for (size_t i = 0; i < sizeof v; i++) g_hash = (g_hash ^ p[i]) * 1099511628211ull;
+}
+#define PU(p) ((uint64_t)(uintptr_t)(p))
+static void pr_embed(tc_backend *be, float *out, const void *E, const int32_t *ids, int n, int d) {
+    ph(1, PU(out), (uint64_t)n);
+    if (!g_probing) g_inner.embed(be, out, E, ids, n, d);
+}
+static void pr_layernorm(tc_backend *be, float *out, const float *x, const float *w, const float *b, int n, int d,
+                         float eps) {
+    ph(2, PU(x), (uint64_t)n);
+    if (!g_probing) g_inner.layernorm(be, out, x, w, b, n, d, eps);
+}
+static void pr_linear(tc_backend *be, float *y, int ldy, const float *x, int ldx, const void *W, const float *bias,
+                      int n, int m, int k, float beta) {
+    ph(3, PU(W), (uint64_t)n * 65536u + (uint64_t)m);
+    if (!g_probing) g_inner.linear(be, y, ldy, x, ldx, W, bias, n, m, k, beta);
+}
+static void pr_rope_kv(tc_backend *be, const tc_rope_kv_item *it, int n, int ldq, int n_head, int head_dim,
+                       float base) {
+    ph(4, (uint64_t)n, n > 0 ? (uint64_t)it[0].pos0 : 0);
+    if (!g_probing) g_inner.rope_kv_batch(be, it, n, ldq, n_head, head_dim, base);
+}
+static void pr_att_batch(tc_backend *be, const tc_att_item *it, int n, int n_head, int head_dim) {
+    ph(5, (uint64_t)n, n > 0 ? (uint64_t)it[0].nk : 0);
+    if (!g_probing) g_inner.attention_batch(be, it, n, n_head, head_dim);
+}
+static void pr_att_pairs(tc_backend *be, const tc_att_item *w, const tc_att_item *z, int n, int n_head,
+                         int head_dim) {
+    ph(6, (uint64_t)n, n > 0 ? (uint64_t)w[0].nk * 65536u + (uint64_t)z[0].nk : 0);
+    if (!g_probing) g_inner.attention_pairs(be, w, z, n, n_head, head_dim);
+}
+static void pr_swiglu(tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F) {
+    ph(7, PU(out), (uint64_t)n);
+    if (!g_probing) g_inner.swiglu(be, out, ldo, h, ldh, n, F);
+}
+static void pr_copy2d(tc_backend *be, float *dst, int ldd, const float *src, int lds, int rows, int cols) {
+    ph(8, PU(dst), (uint64_t)rows);
+    if (!g_probing) g_inner.copy2d(be, dst, ldd, src, lds, rows, cols);
+}
+static void pr_topk(tc_backend *be, int32_t *ids, float *vals, const float *x, int n, int V, int k) {
+    ph(9, (uint64_t)n, (uint64_t)k);
+    if (!g_probing) g_inner.topk(be, ids, vals, x, n, V, k);
+}
+static void pr_begin(tc_backend *be) {
+    (void)be;
+    g_hash = 1469598103934665603ull;
+    g_probing = g_next_probe;
+}
+static int pr_end(tc_backend *be) {
+    (void)be;
+    if (g_probing) {
+        g_probing = 0;
+        g_probe_hash = g_hash;
+        g_next_probe = 0;
+        return 0;
+    }
+    g_captures++;
+    if (g_hash != g_probe_hash) g_pass_mismatch++;
+    g_next_probe = 1;
+    return 1;
+}
+
+static void run_probe(void) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/tc_test_engine_probe_%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+             (int)getpid());
+    tc_model_config c;
+    tc_config_preset(&c, "tiny", TC_ARCH_TCONST);
+    c.vocab_size = 53; c.n_embd = 24; c.n_head = 3; c.head_dim = 8; c.ffn_hidden = 40;
+    c.n_block = 2; c.inner_depth = 3; c.history_window = 8; c.generate_window = 6; c.eos_token_id = 1;
+    if (tc_model_init_random(&c, 7, "f32", dir) != TC_OK) { printf("FAIL init: %s\n", tc_error_get()); g_fail++; return; }
+    tc_backend cpu, pb;
+    tc_backend_cpu_init(&cpu, 1);
+    tc_backend_cpu_init(&pb, 1);
+    g_inner = pb;
+    pb.embed = pr_embed, pb.layernorm = pr_layernorm, pb.linear = pr_linear, pb.swiglu = pr_swiglu;
+    pb.copy2d = pr_copy2d;
+    if (g_inner.rope_kv_batch) pb.rope_kv_batch = pr_rope_kv;
+    if (g_inner.attention_batch) pb.attention_batch = pr_att_batch;
+    if (g_inner.attention_pairs) pb.attention_pairs = pr_att_pairs;
+    if (g_inner.topk) pb.topk = pr_topk;
+    pb.capture_begin = pr_begin, pb.capture_end = pr_end;
+    tc_model *ma = NULL, *mb = NULL;
+    if (tc_model_load(&ma, dir, &cpu) != TC_OK || tc_model_load(&mb, dir, &pb) != TC_OK) {
+        printf("FAIL load: %s\n", tc_error_get());
+        g_fail++;
+        tc_model_free(ma);
+        return;
+    }
+    enum { B = 3, STEPS = 40 };
+    const int V = c.vocab_size;
+    tc_session *sa[B], *sb[B];
+    float *la = malloc((size_t)B * V * 4), *lb = malloc((size_t)B * V * 4);
+    int32_t ia[B], ib[B];
+    float va[B], vb[B];
+    int diff = 0;
+    for (int i = 0; i < B; i++) {
+        int32_t p[5];
+        for (int j = 0; j < 5 + i; j++) p[j % 5] = (int32_t)rnd((uint32_t)V);
+        tc_session_new(ma, &sa[i]), tc_session_new(mb, &sb[i]);
+        tc_session_append(sa[i], p, 1 + i, NULL), tc_session_append(sb[i], p, 1 + i, NULL);
+    }
+    g_captures = 0; /* the prefills above may have been captured too (one token, one row) */
+    for (int k = 0; k < STEPS; k++) {
+        int32_t tok[B];
+        for (int i = 0; i < B; i++) tok[i] = (int32_t)rnd((uint32_t)V);
+        for (int i = 0; i < B; i++) /* a due sync runs as called, outside any capture */
+            if (tc_session_sync_due(sa[i])) {
+                tc_session_sync(sa[i], sa[i]->n_tokens), tc_session_sync(sb[i], sb[i]->n_tokens);
+            }
+        if (k % 2) { /* full rows, then top 2 */
+            EXPECT(tc_step_batch(sa, tok, B, la) == TC_OK && tc_step_batch(sb, tok, B, lb) == TC_OK, "step %d", k);
+            diff += memcmp(la, lb, (size_t)B * V * 4) != 0;
+        } else {
+            EXPECT(tc_step_batch_topk(sa, tok, B, 1, ia, va) == TC_OK &&
+                       tc_step_batch_topk(sb, tok, B, 1, ib, vb) == TC_OK,
+                   "topk step %d", k);
+            diff += memcmp(ia, ib, sizeof ia) != 0 || memcmp(va, vb, sizeof va) != 0;
+        }
+    }
+    EXPECT(diff == 0, "probe-then-run backend: %d of %d steps differ from the plain CPU backend", diff, STEPS);
+    EXPECT(g_captures == STEPS, "%d captured steps of %d", g_captures, STEPS);
+    EXPECT(g_pass_mismatch == 0, "%d steps issued other ops in their second pass", g_pass_mismatch);
+    EXPECT(sb[0]->n_syncs >= 3, "only %lld syncs", (long long)sb[0]->n_syncs);
+    printf("capture passes: %d steps of %d sessions probed then run, %lld syncs: %s\n", g_captures, B,
+           (long long)sb[0]->n_syncs, diff || g_pass_mismatch ? "MISMATCH" : "identical to the plain backend");
+    for (int i = 0; i < B; i++) tc_session_free(sa[i]), tc_session_free(sb[i]);
+    tc_model_free(ma), tc_model_free(mb);
+    free(la), free(lb);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);
+}
+
 int main(void) {
     run_arch(TC_ARCH_TCONST, 2, 4, 8, 8, 90);
     run_arch(TC_ARCH_TCONST, 3, 5, 5, 7, 90);
@@ -375,6 +524,7 @@ int main(void) {
     run_threads();
     run_wt16("bf16", TC_WT_BF16);
     run_wt16("f16", TC_WT_F16);
+    run_probe();
     printf(g_fail ? "engine: %d failures\n" : "engine: all checks passed\n", g_fail);
     return g_fail ? 1 : 0;
 }

@@ -313,15 +313,17 @@ struct att_rows_batch {
 // exactly as att_row_kernel's for its item (the same results, bit for bit)
 template <int NC>
 __global__ static void __launch_bounds__(ROW_WARPS * 32)
-    att_rows_kernel(const __grid_constant__ att_rows_batch b, int hd, float scale) {
-    const tc_att_item &t = b.it[blockIdx.z];
+    att_rows_kernel(const __grid_constant__ att_rows_batch b, const tc_att_item *dit, int hd, float scale) {
+    /* the items: in the parameters, or (dit: a replayed graph) in device memory */
+    const tc_att_item t = dit ? dit[blockIdx.z] : b.it[blockIdx.z];
     if ((int)blockIdx.y >= t.nq) return; /* the whole block: no barrier is skipped by part of it */
     att_row_body<NC>(blockIdx.x, blockIdx.y, t.out, t.ldo, t.q, t.ldq, t.k, t.ldk, t.v, t.ldv, t.nk, hd, t.qpos0,
                      t.kpos0, t.causal, t.beta, scale);
 }
 
 template <int NC>
-static cudaError_t att_rows_launch(cudaStream_t st, const tc_att_item *it, int n, int n_head, int hd) {
+static cudaError_t att_rows_launch(cudaStream_t st, const tc_att_item *it, int n, int n_head, int hd,
+                                   const tc_att_item *dev) {
     att_rows_batch b;
     int mq = 1;
     for (int i = 0; i < n; i++) {
@@ -330,20 +332,20 @@ static cudaError_t att_rows_launch(cudaStream_t st, const tc_att_item *it, int n
     }
     dim3 grid((unsigned)n_head, (unsigned)mq, (unsigned)n);
     size_t smem = att_row_smem(hd);
-    att_rows_kernel<NC><<<grid, ROW_WARPS * 32, smem, st>>>(b, hd, 1.0f / sqrtf((float)hd));
+    att_rows_kernel<NC><<<grid, ROW_WARPS * 32, smem, st>>>(b, dev, hd, 1.0f / sqrtf((float)hd));
     return cudaGetLastError();
 }
 
 extern "C" cudaError_t tc_cuda_attention_rows(cudaStream_t st, const tc_att_item *it, int n, int n_head,
-                                              int head_dim) {
+                                              int head_dim, const tc_att_item *dev) {
     if (n <= 0 || n_head <= 0 || head_dim <= 0) return cudaSuccess;
     if (n > TC_CUDA_ATT_BATCH || head_dim > TC_CUDA_ATT_MAX_HD || n_head > 65535) return cudaErrorInvalidValue;
     for (int i = 0; i < n; i++)
         if (it[i].nq < 1 || it[i].nq > TC_CUDA_ATT_ROW_MAX) return cudaErrorInvalidValue;
-    if (head_dim <= 32) return att_rows_launch<1>(st, it, n, n_head, head_dim);
-    if (head_dim <= 64) return att_rows_launch<2>(st, it, n, n_head, head_dim);
-    if (head_dim <= 128) return att_rows_launch<4>(st, it, n, n_head, head_dim);
-    return att_rows_launch<8>(st, it, n, n_head, head_dim);
+    if (head_dim <= 32) return att_rows_launch<1>(st, it, n, n_head, head_dim, dev);
+    if (head_dim <= 64) return att_rows_launch<2>(st, it, n, n_head, head_dim, dev);
+    if (head_dim <= 128) return att_rows_launch<4>(st, it, n, n_head, head_dim, dev);
+    return att_rows_launch<8>(st, it, n, n_head, head_dim, dev);
 }
 
 /* The hit step's two softmaxes of up to TC_CUDA_ATT_PAIRS sessions in one
@@ -357,8 +359,10 @@ struct att_pairs_batch {
 
 template <int NC>
 __global__ static void __launch_bounds__(ROW_WARPS * 32)
-    att_pairs_kernel(const __grid_constant__ att_pairs_batch b, int hd, float scale) {
-    const tc_att_item &w = b.w[blockIdx.z], &z = b.z[blockIdx.z];
+    att_pairs_kernel(const __grid_constant__ att_pairs_batch b, const tc_att_item *dw, const tc_att_item *dz, int hd,
+                     float scale) {
+    /* the items: in the parameters, or (dw, dz: a replayed graph) in device memory */
+    const tc_att_item w = dw ? dw[blockIdx.z] : b.w[blockIdx.z], z = dw ? dz[blockIdx.z] : b.z[blockIdx.z];
     if ((int)blockIdx.y >= w.nq) return; /* the whole block */
     att_row_body<NC>(blockIdx.x, blockIdx.y, w.out, w.ldo, w.q, w.ldq, w.k, w.ldk, w.v, w.ldv, w.nk, hd, w.qpos0,
                      w.kpos0, w.causal, w.beta, scale);
@@ -370,7 +374,7 @@ __global__ static void __launch_bounds__(ROW_WARPS * 32)
 
 template <int NC>
 static cudaError_t att_pairs_launch(cudaStream_t st, const tc_att_item *w, const tc_att_item *z, int n, int n_head,
-                                    int hd) {
+                                    int hd, const tc_att_item *dw, const tc_att_item *dz) {
     att_pairs_batch b;
     int mq = 1;
     for (int i = 0; i < n; i++) {
@@ -380,21 +384,22 @@ static cudaError_t att_pairs_launch(cudaStream_t st, const tc_att_item *w, const
     }
     dim3 grid((unsigned)n_head, (unsigned)mq, (unsigned)n);
     size_t smem = att_row_smem(hd);
-    att_pairs_kernel<NC><<<grid, ROW_WARPS * 32, smem, st>>>(b, hd, 1.0f / sqrtf((float)hd));
+    att_pairs_kernel<NC><<<grid, ROW_WARPS * 32, smem, st>>>(b, dw, dz, hd, 1.0f / sqrtf((float)hd));
     return cudaGetLastError();
 }
 
 extern "C" cudaError_t tc_cuda_attention_pairs(cudaStream_t st, const tc_att_item *w, const tc_att_item *z, int n,
-                                               int n_head, int head_dim) {
+                                               int n_head, int head_dim, const tc_att_item *dw,
+                                               const tc_att_item *dz) {
     if (n <= 0 || n_head <= 0 || head_dim <= 0) return cudaSuccess;
     if (n > TC_CUDA_ATT_PAIRS || head_dim > TC_CUDA_ATT_MAX_HD || n_head > 65535) return cudaErrorInvalidValue;
     for (int i = 0; i < n; i++)
         if (w[i].nq < 1 || w[i].nq > TC_CUDA_ATT_ROW_MAX || (z[i].nq != 0 && z[i].nq != w[i].nq))
             return cudaErrorInvalidValue;
-    if (head_dim <= 32) return att_pairs_launch<1>(st, w, z, n, n_head, head_dim);
-    if (head_dim <= 64) return att_pairs_launch<2>(st, w, z, n, n_head, head_dim);
-    if (head_dim <= 128) return att_pairs_launch<4>(st, w, z, n, n_head, head_dim);
-    return att_pairs_launch<8>(st, w, z, n, n_head, head_dim);
+    if (head_dim <= 32) return att_pairs_launch<1>(st, w, z, n, n_head, head_dim, dw, dz);
+    if (head_dim <= 64) return att_pairs_launch<2>(st, w, z, n, n_head, head_dim, dw, dz);
+    if (head_dim <= 128) return att_pairs_launch<4>(st, w, z, n, n_head, head_dim, dw, dz);
+    return att_pairs_launch<8>(st, w, z, n, n_head, head_dim, dw, dz);
 }
 
 /* merges the splits' partial softmaxes of one (query row, head) per block:

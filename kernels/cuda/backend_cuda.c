@@ -15,6 +15,7 @@
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,12 +42,23 @@ typedef struct {
     struct tc_prof *prof; /* TC_CUDA_PROFILE=1: GPU time per op class (NULL: off) */
     float *att_part; /* split-key attention partials (tc_cuda_attention_splits), grown on demand */
     size_t att_part_floats;
-    long n_launch, n_instantiate; /* graph launches, instantiations (the rest were updates) */
+    long n_launch, n_instantiate; /* graph launches, instantiations (the rest were updates / replays) */
+    /* TC_CUDA_GRAPHS=2 (replay; see capture_begin): the step's batch items
+     * staged in pinned host memory, copied to stage_d by the graph's first
+     * node; a hash of the pass's launches; the graph kept while it matches */
+    void *stage_h, *stage_d;
+    size_t stage_cap, stage_used;
+    int stage_overflow, direct_pass, next;
+    uint64_t hash, probe_hash;
+    size_t probe_used;
+    cudaGraphExec_t rexec;
+    uint64_t rhash;
+    size_t rused;
 } tc_cuda_lane;
 
 typedef struct {
     int device;
-    int graphs; /* capture hit steps as graphs (TC_CUDA_GRAPHS=1 / tc_backend_cuda_set_graphs) */
+    int graphs; /* hit steps as graphs: 1 captured each step, 2 replayed (TC_CUDA_GRAPHS / tc_backend_cuda_set_graphs) */
     int pooled; /* allocations from the device's stream-ordered pool (cudaMallocAsync) */
     int sms;    /* multiprocessors: how far the sync's attention splits its keys */
     tc_cuda_lane lane[TC_CUDA_LANES];
@@ -70,6 +82,13 @@ static _Thread_local int t_lane; /* the calling thread's lane (tc_backend_cuda_b
  * capture mode -- so another thread may, e.g. the worker's RPC thread
  * freeing a released session) */
 static _Thread_local int t_capturing;
+/* what this thread's ops do between capture_begin and capture_end:
+ * M_DIRECT launch; M_PROBE only hash the launches they would make (and
+ * stage their items); M_CAPTURE hash, stage and launch into a stream
+ * capture (replay mode); M_LEGACY launch into a stream capture
+ * (TC_CUDA_GRAPHS=1) */
+enum { M_DIRECT, M_PROBE, M_CAPTURE, M_LEGACY };
+static _Thread_local int t_mode;
 
 static tc_cuda_ctx *ctx_of(tc_backend *be) { return (tc_cuda_ctx *)be->ctx; }
 static tc_cuda_lane *lane_of(tc_cuda_ctx *c) { return &c->lane[t_lane]; }
@@ -102,6 +121,49 @@ static int blas_ok(tc_cuda_ctx *c, cublasStatus_t e, const char *what, const cha
 /* 1 when the call succeeded; else latches, logs and gives 0 */
 #define CU_OK(c, call) cu_ok((c), (call), #call, __FILE__, __LINE__)
 #define BLAS_OK(c, call) blas_ok((c), (call), #call, __FILE__, __LINE__)
+
+/* ---- replay mode: the launch hash and the item staging ---- */
+#define TC_CUDA_STAGE_BYTES ((size_t)4 << 20) /* a batch of 1024 sessions needs ~1.7 MB */
+enum { OP_COPY2D = 1, OP_EMBED, OP_LN, OP_LINEAR, OP_ROPE, OP_ROPE_KV, OP_ATT, OP_ATT_ROWS, OP_ATT_PAIRS, OP_SWIGLU,
+       OP_TOPK };
+static void hash_mix(tc_cuda_lane *L, const void *p, size_t n) { /* FNV-1a */
+    const unsigned char *b = p;
+    uint64_t h = L->hash;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    L->hash = h;
+}
+static uint64_t fbits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+#define P64(p) ((uint64_t)(uintptr_t)(p))
+/* In a probe or replay-capture pass: mixes the launch's arguments into the
+ * lane's hash; 1 when the op must stop there (probe: nothing is launched). */
+static int replay_mix(tc_cuda_lane *L, const uint64_t *a, size_t bytes) {
+    if (t_mode != M_PROBE && t_mode != M_CAPTURE) return 0;
+    hash_mix(L, a, bytes);
+    return t_mode == M_PROBE;
+}
+#define REPLAY_MIX(L, ...) replay_mix((L), (const uint64_t[]){__VA_ARGS__}, sizeof((const uint64_t[]){__VA_ARGS__}))
+/* A launch's items, copied into the lane's staging (probe and capture
+ * passes: the same offsets in both, the content of this step): their
+ * device address once the graph's first node has copied the staging. NULL
+ * outside those passes, or when the staging is full (the step then runs
+ * without a graph). The offset joins the hash. */
+static const void *stage_items(tc_cuda_lane *L, const void *items, size_t bytes) {
+    if (t_mode != M_PROBE && t_mode != M_CAPTURE) return NULL;
+    const size_t off = (L->stage_used + 15) & ~(size_t)15;
+    if (!L->stage_h || off + bytes > L->stage_cap) {
+        L->stage_overflow = 1;
+        return NULL;
+    }
+    memcpy((char *)L->stage_h + off, items, bytes);
+    L->stage_used = off + bytes;
+    const uint64_t o = off;
+    hash_mix(L, &o, sizeof o);
+    return (const char *)L->stage_d + off;
+}
 
 /* Makes the backend's device current for this thread (one model belongs to
  * one thread, but not necessarily the one that called init). 0 when the
@@ -173,6 +235,7 @@ static void cuda_download(tc_backend *be, void *dst, const void *src, size_t byt
 static void cuda_copy2d(tc_backend *be, float *dst, int ldd, const float *src, int lds, int rows, int cols) {
     tc_cuda_ctx *c = ctx_of(be);
     if (rows <= 0 || cols <= 0 || !cuda_enter(c)) return;
+    if (REPLAY_MIX(lane_of(c), OP_COPY2D, P64(dst), ldd, P64(src), lds, rows, cols)) return;
     (void)CU_OK(c, cudaMemcpy2DAsync(dst, (size_t)ldd * 4, src, (size_t)lds * 4, (size_t)cols * 4, (size_t)rows,
                                      cudaMemcpyDeviceToDevice, lane_of(c)->stream));
 }
@@ -180,6 +243,7 @@ static void cuda_copy2d(tc_backend *be, float *dst, int ldd, const float *src, i
 static void cuda_embed(tc_backend *be, float *out, const void *E, const int32_t *ids, int n, int d) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!cuda_enter(c)) return;
+    if (REPLAY_MIX(lane_of(c), OP_EMBED, P64(out), P64(E), P64(ids), n, d)) return;
     (void)CU_OK(c, tc_cuda_embed(lane_of(c)->stream, out, E, be->wtype, ids, n, d));
 }
 
@@ -187,6 +251,7 @@ static void cuda_layernorm(tc_backend *be, float *out, const float *x, const flo
                            float eps) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!cuda_enter(c)) return;
+    if (REPLAY_MIX(lane_of(c), OP_LN, P64(out), P64(x), P64(w), P64(b), n, d, fbits(eps))) return;
     (void)CU_OK(c, tc_cuda_layernorm(lane_of(c)->stream, out, x, w, b, n, d, eps));
 }
 
@@ -195,6 +260,7 @@ static void cuda_linear(tc_backend *be, float *y, int ldy, const float *x, int l
     tc_cuda_ctx *c = ctx_of(be);
     if (n <= 0 || m <= 0 || !cuda_enter(c)) return;
     tc_cuda_lane *L = lane_of(c);
+    if (REPLAY_MIX(L, OP_LINEAR, P64(y), ldy, P64(x), ldx, P64(W), P64(bias), n, m, k, fbits(beta))) return;
     if (n <= TC_CUDA_SKINNY_MAX) {
         /* few rows (the hit step): one kernel, bias folded in */
         (void)CU_OK(c, tc_cuda_linear_skinny(L->stream, y, ldy, x, ldx, W, bias, be->wtype, n, m, k, beta));
@@ -254,6 +320,7 @@ static void cuda_upload_weight(tc_backend *be, void *dst, const float *src, size
 static void cuda_rope(tc_backend *be, float *x, int ld, int n, int n_head, int head_dim, int64_t pos0, float base) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!cuda_enter(c)) return;
+    if (REPLAY_MIX(lane_of(c), OP_ROPE, P64(x), ld, n, n_head, head_dim, (uint64_t)pos0, fbits(base))) return;
     (void)CU_OK(c, tc_cuda_rope(lane_of(c)->stream, x, ld, n, n_head, head_dim, pos0, base));
 }
 
@@ -263,10 +330,17 @@ static void cuda_rope_kv_batch(tc_backend *be, const tc_rope_kv_item *it, int n,
                                float base) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!cuda_enter(c)) return;
-    for (int i = 0; i < n; i += TC_CUDA_ROPE_BATCH)
-        if (!CU_OK(c, tc_cuda_rope_kv(lane_of(c)->stream, it + i, n - i < TC_CUDA_ROPE_BATCH ? n - i : TC_CUDA_ROPE_BATCH,
-                                      ldq, n_head, head_dim, base)))
-            return;
+    tc_cuda_lane *L = lane_of(c);
+    for (int i = 0; i < n; i += TC_CUDA_ROPE_BATCH) {
+        const int cnt = n - i < TC_CUDA_ROPE_BATCH ? n - i : TC_CUDA_ROPE_BATCH;
+        /* replay: the items from device memory; the grid (most rows) is the launch's own */
+        const tc_rope_kv_item *dev = stage_items(L, it + i, (size_t)cnt * sizeof *it);
+        int most = 0;
+        for (int j = 0; j < cnt; j++)
+            if (it[i + j].n > most) most = it[i + j].n;
+        if (REPLAY_MIX(L, OP_ROPE_KV, cnt, ldq, n_head, head_dim, fbits(base), (uint64_t)most)) continue;
+        if (!CU_OK(c, tc_cuda_rope_kv(L->stream, it + i, cnt, ldq, n_head, head_dim, base, dev))) return;
+    }
 }
 
 /* tc_cuda_attention on the calling thread's lane, its keys split across
@@ -278,6 +352,9 @@ static cudaError_t att_call(tc_cuda_ctx *c, float *out, int ldo, const float *q,
                             const float *v, int ldv, int nq, int nk, int n_head, int head_dim, int64_t qpos0,
                             int64_t kpos0, int causal, float beta) {
     tc_cuda_lane *L = lane_of(c);
+    if (REPLAY_MIX(L, OP_ATT, P64(out), ldo, P64(q), ldq, P64(k), ldk, P64(v), ldv, nq, nk, n_head, head_dim,
+                   (uint64_t)qpos0, (uint64_t)kpos0, causal, fbits(beta)))
+        return cudaSuccess;
     int splits = t_capturing ? 1 : tc_cuda_attention_splits(nq, nk, n_head, c->sms);
     if (splits > 1) {
         const size_t need = TC_CUDA_ATT_PART_FLOATS(splits, nq, n_head, head_dim);
@@ -306,6 +383,31 @@ static void cuda_attention(tc_backend *be, float *out, int ldo, const float *q, 
     (void)CU_OK(c, att_call(c, out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, n_head, head_dim, qpos0, kpos0, causal, beta));
 }
 
+/* one launch of the row kernel (or, replaying, its hash and staged items) */
+static cudaError_t att_rows_call(tc_cuda_ctx *c, const tc_att_item *rows, int nr, int n_head, int head_dim) {
+    tc_cuda_lane *L = lane_of(c);
+    const tc_att_item *dev = stage_items(L, rows, (size_t)nr * sizeof *rows);
+    int mq = 1;
+    for (int i = 0; i < nr; i++)
+        if (rows[i].nq > mq) mq = rows[i].nq;
+    if (REPLAY_MIX(L, OP_ATT_ROWS, nr, n_head, head_dim, (uint64_t)mq)) return cudaSuccess;
+    return tc_cuda_attention_rows(L->stream, rows, nr, n_head, head_dim, dev);
+}
+
+/* one launch of the pair kernel (or, replaying, its hash and staged items) */
+static cudaError_t att_pairs_call(tc_cuda_ctx *c, const tc_att_item *w, const tc_att_item *z, int np, int n_head,
+                                  int head_dim) {
+    tc_cuda_lane *L = lane_of(c);
+    const tc_att_item *dw = stage_items(L, w, (size_t)np * sizeof *w);
+    const tc_att_item *dz = stage_items(L, z, (size_t)np * sizeof *z);
+    int mq = 1;
+    for (int i = 0; i < np; i++)
+        if (w[i].nq > mq) mq = w[i].nq;
+    if (REPLAY_MIX(L, OP_ATT_PAIRS, np, n_head, head_dim, (uint64_t)mq)) return cudaSuccess;
+    if (!dw || !dz) dw = dz = NULL; /* staging full: the parameters */
+    return tc_cuda_attention_pairs(L->stream, w, z, np, n_head, head_dim, dw, dz);
+}
+
 /* the hit step's attentions of a batch: items of 1..4 query rows go to the
  * row kernel TC_CUDA_ATT_BATCH at a time (one launch instead of one per
  * session), larger ones one by one */
@@ -326,11 +428,11 @@ static void cuda_attention_batch(tc_backend *be, const tc_att_item *it, int n, i
         }
         rows[nr++] = *t;
         if (nr == TC_CUDA_ATT_BATCH) {
-            if (!CU_OK(c, tc_cuda_attention_rows(lane_of(c)->stream, rows, nr, n_head, head_dim))) return;
+            if (!CU_OK(c, att_rows_call(c, rows, nr, n_head, head_dim))) return;
             nr = 0;
         }
     }
-    if (nr) (void)CU_OK(c, tc_cuda_attention_rows(lane_of(c)->stream, rows, nr, n_head, head_dim));
+    if (nr) (void)CU_OK(c, att_rows_call(c, rows, nr, n_head, head_dim));
 }
 
 /* both softmaxes of the hit step: pairs of 1..4 query rows go to the pair
@@ -341,7 +443,6 @@ static void cuda_attention_pairs(tc_backend *be, const tc_att_item *w, const tc_
     tc_cuda_ctx *c = ctx_of(be);
     TC_ASSERT(head_dim <= TC_CUDA_ATT_MAX_HD, "cuda attention: head_dim %d > %d", head_dim, TC_CUDA_ATT_MAX_HD);
     if (!cuda_enter(c)) return;
-    cudaStream_t st = lane_of(c)->stream;
     tc_att_item pw[TC_CUDA_ATT_PAIRS], pz[TC_CUDA_ATT_PAIRS];
     int np = 0;
     for (int i = 0; i < n; i++) {
@@ -358,16 +459,17 @@ static void cuda_attention_pairs(tc_backend *be, const tc_att_item *w, const tc_
         }
         pw[np] = w[i], pz[np] = z[i];
         if (++np == TC_CUDA_ATT_PAIRS) {
-            if (!CU_OK(c, tc_cuda_attention_pairs(st, pw, pz, np, n_head, head_dim))) return;
+            if (!CU_OK(c, att_pairs_call(c, pw, pz, np, n_head, head_dim))) return;
             np = 0;
         }
     }
-    if (np) (void)CU_OK(c, tc_cuda_attention_pairs(st, pw, pz, np, n_head, head_dim));
+    if (np) (void)CU_OK(c, att_pairs_call(c, pw, pz, np, n_head, head_dim));
 }
 
 static void cuda_swiglu(tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!cuda_enter(c)) return;
+    if (REPLAY_MIX(lane_of(c), OP_SWIGLU, P64(out), ldo, P64(h), ldh, n, F)) return;
     (void)CU_OK(c, tc_cuda_swiglu(lane_of(c)->stream, out, ldo, h, ldh, n, F));
 }
 
@@ -375,32 +477,82 @@ static void cuda_topk(tc_backend *be, int32_t *ids, float *vals, const float *x,
     tc_cuda_ctx *c = ctx_of(be);
     TC_ASSERT(k >= 1 && k <= V && k <= TC_TOPK_MAX, "cuda topk: k %d outside 1..%d", k, V);
     if (!cuda_enter(c)) return;
+    if (REPLAY_MIX(lane_of(c), OP_TOPK, P64(ids), P64(vals), P64(x), n, V, k)) return;
     (void)CU_OK(c, tc_cuda_topk(lane_of(c)->stream, ids, vals, x, n, V, k));
 }
 
-/* ---- CUDA graphs (TC_CUDA_GRAPHS=1) ------------------------------------
+/* ---- CUDA graphs ---------------------------------------------------------
  * model/ brackets a hit step's ops (after the token upload, before the
- * download) with capture_begin / capture_end. With graphs on, the lane's
- * stream records them instead of running them; capture_end turns the
- * recording into the lane's executable graph -- updated in place when the
- * launch sequence has the same shape as the last step's (the common case:
- * only lengths, positions and pointers moved), instantiated anew when not
- * -- and launches it: one submission for the whole step instead of one per
- * kernel. Thread-local capture mode: the other lane's thread may allocate
- * or synchronize meanwhile. */
+ * download) with capture_begin / capture_end, and issues them again while
+ * capture_end says 0.
+ *
+ * TC_CUDA_GRAPHS=1 (capture): the lane's stream records the ops; capture_end
+ * turns the recording into the lane's executable graph -- updated in place
+ * when the launch sequence has the last step's shape, instantiated anew
+ * when not -- and launches it. Recording costs about what launching does.
+ *
+ * TC_CUDA_GRAPHS=2 (replay): a first pass only *probes*: each op hashes the
+ * launches it would make (kernel, grid, every pointer and scalar) and
+ * copies the per-session items of the batched kernels (rope_kv, attention
+ * rows and pairs: positions, lengths, window pointers -- what changes from
+ * step to step) into the lane's pinned staging; nothing is launched. If
+ * the hash is that of the lane's kept graph, capture_end launches that
+ * graph as is: its first node copies the staging to the device, where the
+ * batched kernels read their items. The host cost of a step is then the
+ * model's own bookkeeping plus one launch. Otherwise capture_end says 0,
+ * and the second pass captures the step (the staging copy first, then the
+ * kernels reading their items from device memory), keeps the graph under
+ * this hash and launches it. Thread-local capture mode: the other lane's
+ * thread may allocate or synchronize meanwhile. */
 static void cuda_capture_begin(tc_backend *be) {
     tc_cuda_ctx *c = ctx_of(be);
     tc_cuda_lane *L = lane_of(c);
     TC_ASSERT(!t_capturing, "cuda: capture_begin inside a capture");
     if (!c->graphs || !cuda_enter(c)) return;
-    if (CU_OK(c, cudaStreamBeginCapture(L->stream, cudaStreamCaptureModeThreadLocal))) t_capturing = 1;
+    if (c->graphs == 1) {
+        if (CU_OK(c, cudaStreamBeginCapture(L->stream, cudaStreamCaptureModeThreadLocal))) {
+            t_capturing = 1;
+            t_mode = M_LEGACY;
+        }
+        return;
+    }
+    if (!L->stage_h) { /* once per lane, before any capture */
+        void *h = NULL, *d = NULL;
+        if (cudaHostAlloc(&h, TC_CUDA_STAGE_BYTES, cudaHostAllocDefault) == cudaSuccess &&
+            cudaMalloc(&d, TC_CUDA_STAGE_BYTES) == cudaSuccess) {
+            L->stage_h = h, L->stage_d = d, L->stage_cap = TC_CUDA_STAGE_BYTES;
+        } else {
+            (void)cudaGetLastError(); /* no staging: every step runs as called */
+            if (h) (void)cudaFreeHost(h);
+            L->stage_cap = 0;
+        }
+    }
+    L->hash = 1469598103934665603ull; /* FNV offset basis */
+    L->stage_used = 0;
+    L->stage_overflow = 0;
+    if (L->next == M_DIRECT || !L->stage_h) { /* the staging overflowed last pass: run as called */
+        L->direct_pass = 1;
+        return;
+    }
+    if (L->next == M_CAPTURE) {
+        if (!CU_OK(c, cudaStreamBeginCapture(L->stream, cudaStreamCaptureModeThreadLocal))) return;
+        /* the graph's first node: this step's items, staged by the ops below */
+        if (L->probe_used &&
+            !CU_OK(c, cudaMemcpyAsync(L->stage_d, L->stage_h, L->probe_used, cudaMemcpyHostToDevice, L->stream))) {
+            cudaGraph_t g = NULL;
+            (void)cudaStreamEndCapture(L->stream, &g);
+            if (g) (void)cudaGraphDestroy(g);
+            return;
+        }
+        t_mode = M_CAPTURE;
+    } else {
+        t_mode = M_PROBE;
+    }
+    t_capturing = 1;
 }
 
-static void cuda_capture_end(tc_backend *be) {
-    tc_cuda_ctx *c = ctx_of(be);
-    tc_cuda_lane *L = lane_of(c);
-    if (!t_capturing) return;
-    t_capturing = 0;
+/* TC_CUDA_GRAPHS=1: the recording into the lane's graph, launched */
+static void legacy_end(tc_cuda_ctx *c, tc_cuda_lane *L) {
     cudaGraph_t g = NULL;
     /* ended even on a poisoned device, so the stream leaves capture mode */
     cudaError_t e = cudaStreamEndCapture(L->stream, &g);
@@ -426,6 +578,66 @@ static void cuda_capture_end(tc_backend *be) {
     }
     if (CU_OK(c, cudaGraphLaunch(L->exec, L->stream))) L->n_launch++;
     (void)cudaGraphDestroy(g); /* the exec keeps what it needs */
+}
+
+/* 1: the step's ops ran (or were launched as a graph); 0: issue them again */
+static int cuda_capture_end(tc_backend *be) {
+    tc_cuda_ctx *c = ctx_of(be);
+    tc_cuda_lane *L = lane_of(c);
+    if (L->direct_pass) {
+        L->direct_pass = 0;
+        L->next = M_PROBE;
+        return 1;
+    }
+    if (!t_capturing) return 1;
+    const int mode = t_mode;
+    t_capturing = 0;
+    t_mode = M_DIRECT;
+    if (mode == M_LEGACY) {
+        legacy_end(c, L);
+        return 1;
+    }
+    if (mode == M_PROBE) {
+        if (atomic_load(&c->poisoned)) return 1; /* nothing more will run */
+        if (L->stage_overflow) {
+            L->next = M_DIRECT;
+            return 0;
+        }
+        if (L->rexec && L->hash == L->rhash && L->stage_used == L->rused) {
+            if (CU_OK(c, cudaGraphLaunch(L->rexec, L->stream))) L->n_launch++;
+            return 1;
+        }
+        L->probe_hash = L->hash, L->probe_used = L->stage_used;
+        L->next = M_CAPTURE;
+        return 0;
+    }
+    /* M_CAPTURE: keep the graph under the probe's hash, launch it */
+    L->next = M_PROBE;
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(L->stream, &g);
+    if (!CU_OK(c, e) || atomic_load(&c->poisoned)) {
+        if (g) (void)cudaGraphDestroy(g);
+        return 1;
+    }
+    cudaGraphExec_t x = NULL;
+    if (!CU_OK(c, cudaGraphInstantiate(&x, g, 0))) {
+        (void)cudaGraphDestroy(g);
+        return 1;
+    }
+    (void)cudaGraphDestroy(g);
+    L->n_instantiate++;
+    if (CU_OK(c, cudaGraphLaunch(x, L->stream))) L->n_launch++;
+    if (L->rexec) (void)cudaGraphExecDestroy(L->rexec);
+    L->rexec = NULL;
+    /* kept only if this pass made the launches the probe hashed, all
+     * reading staged items (else a replay would use this step's values) */
+    if (L->hash == L->probe_hash && L->stage_used == L->probe_used && !L->stage_overflow) {
+        L->rexec = x, L->rhash = L->hash, L->rused = L->stage_used;
+    } else {
+        TC_LOG(TC_LOG_DEBUG, "cuda", "lane step graph not kept: the capture pass differed from its probe");
+        (void)cudaGraphExecDestroy(x); /* after the launch: the launch keeps what it needs */
+    }
+    return 1;
 }
 
 /* ---- TC_CUDA_PROFILE=1: where the GPU time goes, per op class ----
@@ -596,7 +808,8 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     }
     if (g && *g) {
         if (!strcmp(g, "1")) graphs = 1;
-        else if (strcmp(g, "0")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_GRAPHS '%s': expected 0 or 1", g);
+        else if (!strcmp(g, "2")) graphs = 2;
+        else if (strcmp(g, "0")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_GRAPHS '%s': expected 0, 1 or 2", g);
     }
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
@@ -700,6 +913,9 @@ void tc_backend_cuda_free(tc_backend *be) {
             tc_cuda_lane *L = &c->lane[l];
             if (L->stream) (void)cudaStreamSynchronize(L->stream);
             if (L->exec) (void)cudaGraphExecDestroy(L->exec);
+            if (L->rexec) (void)cudaGraphExecDestroy(L->rexec);
+            if (L->stage_h) (void)cudaFreeHost(L->stage_h);
+            if (L->stage_d) (void)cudaFree(L->stage_d);
             if (L->xconv) (void)cudaFree(L->xconv);
             if (L->att_part) (void)cudaFree(L->att_part);
             prof_free(L->prof);
@@ -740,7 +956,7 @@ void *tc_backend_cuda_stream(tc_backend *be) {
 
 void tc_backend_cuda_set_graphs(tc_backend *be, int on) {
     tc_cuda_ctx *c = ctx_of(be);
-    if (c) c->graphs = on != 0;
+    if (c) c->graphs = on == 2 ? 2 : on != 0;
 }
 
 void tc_backend_cuda_graph_stats(tc_backend *be, long *launches, long *instantiations) {

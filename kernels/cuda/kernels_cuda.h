@@ -51,10 +51,14 @@ cudaError_t tc_cuda_rope(cudaStream_t st, float *x, int ld, int n, int n_head, i
 
 /* rope.cu: up to TC_CUDA_ROPE_BATCH items of backend.h's rope_kv_batch in
  * one launch: each item's Q|K rotated in place as tc_cuda_rope would (with
- * 2*n_head heads), its K and V rows copied to k_dst / v_dst. */
+ * 2*n_head heads), its K and V rows copied to k_dst / v_dst. The kernel
+ * reads the items from its parameters, or, when dev_it is given (a graph
+ * replayed with new items: backend_cuda.c), from dev_it in device memory,
+ * a copy of `it` by the time the kernel runs. The same for dev / dw, dz
+ * of the two attention batches below. */
 #define TC_CUDA_ROPE_BATCH 64
 cudaError_t tc_cuda_rope_kv(cudaStream_t st, const tc_rope_kv_item *it, int n, int ldq, int n_head, int head_dim,
-                            float base);
+                            float base, const tc_rope_kv_item *dev_it);
 
 /* swiglu.cu: out[i,j] = silu(h[i,j]) * h[i,F+j]     h [n, 2F] (ldh), out [n, F] */
 cudaError_t tc_cuda_swiglu(cudaStream_t st, float *out, int ldo, const float *h, int ldh, int n, int F);
@@ -83,14 +87,15 @@ int tc_cuda_attention_splits(int nq, int nk, int n_head, int sms);
  * with 1..TC_CUDA_ATT_ROW_MAX query rows each in one launch of the row
  * kernel, each item computed exactly as tc_cuda_attention would. */
 #define TC_CUDA_ATT_BATCH 32
-cudaError_t tc_cuda_attention_rows(cudaStream_t st, const tc_att_item *it, int n, int n_head, int head_dim);
+cudaError_t tc_cuda_attention_rows(cudaStream_t st, const tc_att_item *it, int n, int n_head, int head_dim,
+                                   const tc_att_item *dev);
 /* Up to TC_CUDA_ATT_PAIRS sessions' two hit-step softmaxes (backend.h's
  * attention_pairs: w[i], then z[i] into the same output when z[i].nq > 0,
  * z[i].nq == w[i].nq <= TC_CUDA_ATT_ROW_MAX) in one launch, each as
  * tc_cuda_attention computes it. */
 #define TC_CUDA_ATT_PAIRS 16
 cudaError_t tc_cuda_attention_pairs(cudaStream_t st, const tc_att_item *w, const tc_att_item *z, int n, int n_head,
-                                    int head_dim);
+                                    int head_dim, const tc_att_item *dw, const tc_att_item *dz);
 /* One-time setup (opt-in to > 48 KiB dynamic shared memory); called by
  * tc_backend_cuda_init, never on the step path. */
 cudaError_t tc_cuda_attention_setup(void);

@@ -42,11 +42,12 @@ typedef struct {
     tc_rope_kv_item it[TC_CUDA_ROPE_BATCH];
 } rope_kv_batch;
 
-__global__ static void rope_kv_kernel(const __grid_constant__ rope_kv_batch b, int ldq, int n_head, int head_dim,
-                                      float base) {
+__global__ static void rope_kv_kernel(const __grid_constant__ rope_kv_batch b, const tc_rope_kv_item *dit, int ldq,
+                                      int n_head, int head_dim, float base) {
     extern __shared__ float theta[];
     theta_fill(theta, head_dim, base);
-    const tc_rope_kv_item it = b.it[blockIdx.y];
+    /* the items: in the parameters, or (dit: a replayed graph) in device memory */
+    const tc_rope_kv_item it = dit ? dit[blockIdx.y] : b.it[blockIdx.y];
     const int half = head_dim / 2, d = n_head * head_dim;
     /* d units a row: Q|K has d pairs (Q's first), V has d columns */
     const size_t total = it.n > 0 ? (size_t)it.n * d : 0; /* n <= 0: nothing, as on the CPU */
@@ -75,7 +76,7 @@ extern "C" cudaError_t tc_cuda_rope(cudaStream_t st, float *x, int ld, int n, in
 }
 
 extern "C" cudaError_t tc_cuda_rope_kv(cudaStream_t st, const tc_rope_kv_item *it, int n, int ldq, int n_head,
-                                       int head_dim, float base) {
+                                       int head_dim, float base, const tc_rope_kv_item *dev_it) {
     if (n <= 0 || n_head <= 0 || head_dim < 2) return cudaSuccess;
     if (n > TC_CUDA_ROPE_BATCH) return cudaErrorInvalidValue;
     rope_kv_batch b;
@@ -89,6 +90,6 @@ extern "C" cudaError_t tc_cuda_rope_kv(cudaStream_t st, const tc_rope_kv_item *i
     unsigned gx = tc_cuda_blocks(most * d, th);
     if (gx > 1024) gx = 1024; /* grid-stride: y already multiplies by the items */
     size_t smem = (size_t)(head_dim / 2) * sizeof(float);
-    rope_kv_kernel<<<dim3(gx, (unsigned)n), th, smem, st>>>(b, ldq, n_head, head_dim, base);
+    rope_kv_kernel<<<dim3(gx, (unsigned)n), th, smem, st>>>(b, dev_it, ldq, n_head, head_dim, base);
     return cudaGetLastError();
 }

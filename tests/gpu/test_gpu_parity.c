@@ -7,7 +7,8 @@
  * TConstFormer / TLinFormer streams must cross >= 8 syncs (W_oh != W_og for
  * one of them). A fresh prefill over the whole stream on the GPU must give
  * the same last logits as the CPU stream (sync + window batch path).
- * Passes: as called; hit steps captured as CUDA graphs; graphs with two
+ * Passes: as called; hit steps captured as CUDA graphs; replayed graphs
+ * (TC_CUDA_GRAPHS=2); graphs with two
  * threads at once on the backend's two lanes (the worker's layout); and
  * 16-bit weights (bf16, f16) against the naive backend's 16-bit twin.
  *
@@ -234,6 +235,18 @@ int main(void) {
     EXPECT(launches > 0 && inst >= 1 && inst <= launches, "graphs on: %ld launches, %ld instantiations", launches,
            inst);
     printf("graphs: %ld hit steps launched as graphs, %ld instantiated, the rest updated in place\n", launches, inst);
+    /* replay (TC_CUDA_GRAPHS=2): a step whose launches hash as the kept
+     * graph's is that graph, launched as is with the step's items */
+    tc_backend_cuda_set_graphs(&gpu, 2);
+    run_all("replay");
+    long launches2, inst2;
+    tc_backend_cuda_graph_stats(&gpu, &launches2, &inst2);
+    launches2 -= launches, inst2 -= inst;
+    EXPECT(launches2 > 0 && inst2 >= 1 && inst2 < launches2, "replay: %ld launches, %ld instantiations", launches2,
+           inst2);
+    printf("replay: %ld hit steps launched as graphs, %ld captured, %ld replayed as kept\n", launches2, inst2,
+           launches2 - inst2);
+    tc_backend_cuda_set_graphs(&gpu, 1);
     /* lanes: a second thread on lane 1 (the worker's context thread)
      * while this one runs lane 0, both capturing */
     pthread_t th;
