@@ -11,8 +11,12 @@
 #   ops parity floor64k batch e2e flat batchg floor1m floor256k floor64kg e2eg itl
 # and, only when named: sanitize (the op tests under compute-sanitizer),
 # batchbf16 floor64kbf16 (TC_CUDA_WEIGHTS=bf16), prof profbf16 (floor at
-# 64K with TC_CUDA_PROFILE=1: device time by op, hit step and sync),
-# batchr floor64kr flatr e2er (TC_CUDA_GRAPHS=2: replayed graphs)
+# 64K with TC_CUDA_PROFILE=1: device time by op, hit step and sync; prof2
+# with TC_CUDA_PROFILE=2: device time alone, without the host's launches),
+# batchr floor64kr flatr e2er (TC_CUDA_GRAPHS=2: replayed graphs),
+# floor64kx profx (TC_CUDA_ATT_MMA=0: attention on the CUDA cores, the A/B
+# of the tensor-core path), nsys (per-kernel device time of replayed hit
+# steps at batch 1, where the machine has Nsight Systems)
 # A library that cannot be found stops the run at once (exit 3), before any
 # device time is spent on tests. Exit status: 0 when every stage run passed.
 set -uo pipefail
@@ -127,6 +131,18 @@ for st in $STAGES; do
     batchbf16) TC_CUDA_WEIGHTS=bf16 bench batch-bf16 90 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
     floor64kbf16) TC_CUDA_WEIGHTS=bf16 bench floor-64k-bf16 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
     floor64k) bench floor-64k 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
+    floor64kx) TC_CUDA_ATT_MMA=0 bench floor-64k-simt 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
+    prof2) TC_CUDA_PROFILE=2 bench floor-64k-profile-exact 60 floor --preset paper-41m --ctx 64K --reps 1 ;;
+    profx) TC_CUDA_ATT_MMA=0 TC_CUDA_PROFILE=1 bench floor-64k-profile-simt 60 floor --preset paper-41m --ctx 64K --reps 1 ;;
+    nsys) # kernel durations inside replayed hit-step graphs (Nsight Systems, where the machine has it)
+        ns=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems*/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys 2>/dev/null | head -1)
+        if [ -z "$ns" ]; then
+            printf '%-10s skipped (no nsys on this machine)\n' nsys | tee -a "$S"
+        else
+            TC_CUDA_GRAPHS=2 run_stage nsys 90 "$OUTDIR/gpu.log" "$ns" profile -t cuda --cuda-graph-trace=node -f true \
+                -o "$W/nsys" "$B/tconst-cuda" bench batch --preset paper-41m --batch 1 --reps 1 --device "$DEV"
+            run_stage nsys-stats 60 "$OUTDIR/gpu.log" "$ns" stats -r cuda_gpu_kern_sum,cuda_api_sum -f column "$W/nsys.nsys-rep"
+        fi ;;
     floor256k) bench floor-256k 60 floor --preset paper-41m --ctx 256K --reps 3 ;;
     floor1m) bench floor-1m 90 floor --preset paper-41m --ctx 1M --reps 3 ;;
     batch) bench batch 90 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;

@@ -67,6 +67,7 @@ if [ -n "${2:-}" ]; then
     # the CUDA knobs are checked before the device is looked for
     TC_CUDA_WEIGHTS=bf8 expect_err "TC_CUDA_WEIGHTS 'bf8': expected f32, bf16 or f16" batch --preset tiny --device cuda:0
     TC_CUDA_GRAPHS=yes expect_err "TC_CUDA_GRAPHS 'yes': expected 0, 1 or 2" batch --preset tiny --device cuda:0
-    TC_CUDA_PROFILE=on expect_err "TC_CUDA_PROFILE 'on': expected 0 or 1" batch --preset tiny --device cuda:0
-    echo "ok   tconst-cuda: bad TC_CUDA_WEIGHTS / TC_CUDA_GRAPHS / TC_CUDA_PROFILE refused"
+    TC_CUDA_PROFILE=on expect_err "TC_CUDA_PROFILE 'on': expected 0, 1 or 2" batch --preset tiny --device cuda:0
+    TC_CUDA_ATT_MMA=yes expect_err "TC_CUDA_ATT_MMA 'yes': expected 0 or 1" batch --preset tiny --device cuda:0
+    echo "ok   tconst-cuda: bad TC_CUDA_WEIGHTS / TC_CUDA_GRAPHS / TC_CUDA_PROFILE / TC_CUDA_ATT_MMA refused"
 fi

@@ -32,6 +32,8 @@
 /* One lane per computing thread (backend_cuda.h): its own stream, cuBLAS
  * handle (a handle is bound to one stream) and workspace, and the graph it
  * replays its hit steps with. */
+#define TC_CUDA_KEPT 4 /* replayable step graphs a lane keeps (TC_CUDA_GRAPHS=2) */
+
 typedef struct {
     cudaStream_t stream;
     cublasHandle_t blas;
@@ -51,9 +53,15 @@ typedef struct {
     int stage_overflow, direct_pass, next;
     uint64_t hash, probe_hash;
     size_t probe_used;
-    cudaGraphExec_t rexec;
-    uint64_t rhash;
-    size_t rused;
+    struct { /* kept graphs (TC_CUDA_GRAPHS=2), least recently used replaced:
+              * a worker's step shapes come and go (batch 3, 4, 3 as sessions
+              * join and leave; full logits or top-k) */
+        cudaGraphExec_t exec;
+        uint64_t hash;
+        size_t used;
+        long last;
+    } kept[TC_CUDA_KEPT];
+    long n_probe;
 } tc_cuda_lane;
 
 typedef struct {
@@ -603,10 +611,13 @@ static int cuda_capture_end(tc_backend *be) {
             L->next = M_DIRECT;
             return 0;
         }
-        if (L->rexec && L->hash == L->rhash && L->stage_used == L->rused) {
-            if (CU_OK(c, cudaGraphLaunch(L->rexec, L->stream))) L->n_launch++;
-            return 1;
-        }
+        L->n_probe++;
+        for (int i = 0; i < TC_CUDA_KEPT; i++)
+            if (L->kept[i].exec && L->hash == L->kept[i].hash && L->stage_used == L->kept[i].used) {
+                L->kept[i].last = L->n_probe;
+                if (CU_OK(c, cudaGraphLaunch(L->kept[i].exec, L->stream))) L->n_launch++;
+                return 1;
+            }
         L->probe_hash = L->hash, L->probe_used = L->stage_used;
         L->next = M_CAPTURE;
         return 0;
@@ -627,12 +638,17 @@ static int cuda_capture_end(tc_backend *be) {
     (void)cudaGraphDestroy(g);
     L->n_instantiate++;
     if (CU_OK(c, cudaGraphLaunch(x, L->stream))) L->n_launch++;
-    if (L->rexec) (void)cudaGraphExecDestroy(L->rexec);
-    L->rexec = NULL;
     /* kept only if this pass made the launches the probe hashed, all
-     * reading staged items (else a replay would use this step's values) */
+     * reading staged items (else a replay would use this step's values);
+     * in the slot of the least recently used graph */
     if (L->hash == L->probe_hash && L->stage_used == L->probe_used && !L->stage_overflow) {
-        L->rexec = x, L->rhash = L->hash, L->rused = L->stage_used;
+        int v = 0;
+        for (int i = 1; i < TC_CUDA_KEPT; i++)
+            if (!L->kept[i].exec ? L->kept[v].exec != NULL : L->kept[v].exec && L->kept[i].last < L->kept[v].last)
+                v = i;
+        if (L->kept[v].exec) (void)cudaGraphExecDestroy(L->kept[v].exec);
+        L->kept[v].exec = x, L->kept[v].hash = L->hash, L->kept[v].used = L->stage_used;
+        L->kept[v].last = L->n_probe;
     } else {
         TC_LOG(TC_LOG_DEBUG, "cuda", "lane step graph not kept: the capture pass differed from its probe");
         (void)cudaGraphExecDestroy(x); /* after the launch: the launch keeps what it needs */
@@ -644,7 +660,11 @@ static int cuda_capture_end(tc_backend *be) {
  * A pair of CUDA events around every op a lane runs outside a captured
  * graph; tc_backend_cuda_profile reads them back. Events serialize nothing
  * on the device but cost host time (two records an op), so this is a
- * measuring mode, off by default. */
+ * measuring mode, off by default. With 1 the interval includes the host's
+ * launch of the op when the stream is idle (a host-bound step shows every
+ * small op at the launch cost); with 2 a 40 us spin kernel goes ahead of
+ * each op, so the interval is the op's device time alone (the step then
+ * runs ~40 us an op slower: per-op figures only). */
 enum { P_EMBED, P_COPY, P_LAYERNORM, P_SKINNY, P_GEMM, P_ROPE, P_ATT_QK, P_ATT_KQ, P_ATT_STEP, P_SWIGLU, P_TOPK, P_N };
 static const char *const prof_name[P_N] = {
     "embed", "copy2d", "layernorm", "linear, <= 8 rows", "linear, GEMM", "rope (+ K/V append)",
@@ -654,7 +674,7 @@ static const char *const prof_name[P_N] = {
 typedef struct tc_prof {
     cudaEvent_t a[TC_PROF_CAP], b[TC_PROF_CAP];
     unsigned char op[TC_PROF_CAP];
-    int n;
+    int n, exact; /* exact (TC_CUDA_PROFILE=2): a spin ahead of each op, see prof_begin */
     double ms[P_N];
     long cnt[P_N];
 } tc_prof;
@@ -674,6 +694,12 @@ static int prof_begin(tc_cuda_ctx *c) {
     tc_prof *P = L->prof;
     if (!P || t_capturing || atomic_load(&c->poisoned)) return -1;
     if (P->n == TC_PROF_CAP) prof_drain(P);
+    /* exact: 40 us of spinning first, longer than the host takes to queue
+     * the event and the op's launches, so they start together after it */
+    if (P->exact && tc_cuda_spin(L->stream, 40000) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -1;
+    }
     if (cudaEventRecord(P->a[P->n], L->stream) != cudaSuccess) {
         (void)cudaGetLastError();
         return -1;
@@ -767,7 +793,8 @@ int tc_backend_cuda_profile(tc_backend *be, const char *title, FILE *out) {
                 int t = ord[j];
                 ord[j] = ord[j - 1], ord[j - 1] = t;
             }
-        fprintf(out, "# GPU time by op (TC_CUDA_PROFILE, lane %d): %s: %.3f ms in all\n", t_lane, title, total);
+        fprintf(out, "# GPU time by op (TC_CUDA_PROFILE=%d%s, lane %d): %s: %.3f ms in all\n", P->exact ? 2 : 1,
+                P->exact ? ", device time alone" : ", with launch", t_lane, title, total);
         fprintf(out, "#   %-26s %10s %6s %8s %10s\n", "op", "ms", "%", "calls", "us/call");
         for (int i = 0; i < P_N; i++) {
             int o = ord[i];
@@ -796,10 +823,16 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     /* the knobs first: a bad value is an error on any machine */
     int wtype = TC_WT_F32, graphs = 0;
     const char *w = getenv("TC_CUDA_WEIGHTS"), *g = getenv("TC_CUDA_GRAPHS"), *pr = getenv("TC_CUDA_PROFILE");
-    int profile = 0;
+    const char *am = getenv("TC_CUDA_ATT_MMA");
+    int profile = 0, att_mma = 1;
+    if (am && *am) {
+        if (!strcmp(am, "0")) att_mma = 0;
+        else if (strcmp(am, "1")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_ATT_MMA '%s': expected 0 or 1", am);
+    }
     if (pr && *pr) {
         if (!strcmp(pr, "1")) profile = 1;
-        else if (strcmp(pr, "0")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_PROFILE '%s': expected 0 or 1", pr);
+        else if (!strcmp(pr, "2")) profile = 2;
+        else if (strcmp(pr, "0")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_PROFILE '%s': expected 0, 1 or 2", pr);
     }
     if (w && *w && strcmp(w, "f32")) {
         if (!strcmp(w, "bf16")) wtype = TC_WT_BF16;
@@ -838,7 +871,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
         /* fp32 compute, no TF32: exact against the CPU backend first */
         INIT_BLAS(cublasSetMathMode(L->blas, CUBLAS_DEFAULT_MATH));
     }
-    INIT_CU(tc_cuda_attention_setup());
+    INIT_CU(tc_cuda_attention_setup(att_mma));
     {
         int pools = 0;
         if (cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device) == cudaSuccess && pools) {
@@ -883,6 +916,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
                 goto fail;
             }
             c->lane[l].prof = P;
+            P->exact = profile == 2;
             for (int i = 0; i < TC_PROF_CAP; i++) {
                 if (!CU_OK(c, cudaEventCreate(&P->a[i])) || !CU_OK(c, cudaEventCreate(&P->b[i]))) {
                     st = TC_ERR_INTERNAL;
@@ -913,7 +947,8 @@ void tc_backend_cuda_free(tc_backend *be) {
             tc_cuda_lane *L = &c->lane[l];
             if (L->stream) (void)cudaStreamSynchronize(L->stream);
             if (L->exec) (void)cudaGraphExecDestroy(L->exec);
-            if (L->rexec) (void)cudaGraphExecDestroy(L->rexec);
+            for (int i = 0; i < TC_CUDA_KEPT; i++)
+                if (L->kept[i].exec) (void)cudaGraphExecDestroy(L->kept[i].exec);
             if (L->stage_h) (void)cudaFreeHost(L->stage_h);
             if (L->stage_d) (void)cudaFree(L->stage_d);
             if (L->xconv) (void)cudaFree(L->xconv);
@@ -958,6 +993,8 @@ void tc_backend_cuda_set_graphs(tc_backend *be, int on) {
     tc_cuda_ctx *c = ctx_of(be);
     if (c) c->graphs = on == 2 ? 2 : on != 0;
 }
+
+int tc_backend_cuda_set_att_mma(int on) { return tc_cuda_attention_set_mma(on); }
 
 void tc_backend_cuda_graph_stats(tc_backend *be, long *launches, long *instantiations) {
     tc_cuda_ctx *c = ctx_of(be);

@@ -70,9 +70,17 @@ void tc_backend_cuda_bind_lane(int lane);
 void tc_backend_cuda_set_graphs(tc_backend *be, int on);
 void tc_backend_cuda_graph_stats(tc_backend *be, long *launches, long *instantiations);
 
+/* Prefill and sync attention (head_dim <= 64) on the tensor cores, 3xTF32
+ * (default where the device is sm_80 or later; TC_CUDA_ATT_MMA=0 at init
+ * turns it off), or on the CUDA cores: on or off for every CUDA backend of
+ * the process; returns whether it is on. For tests and A/B benchmarks. */
+int tc_backend_cuda_set_att_mma(int on);
+
 /* TC_CUDA_PROFILE=1 in the environment at init: the device time of every
  * op outside a captured graph, from CUDA events around it, summed per op
- * class on each lane. Writes the calling thread's lane's table under
+ * class on each lane (with 1 the host's launch cost is inside the interval
+ * when the stream is idle; with 2 a spin kernel ahead of each op keeps it
+ * out: device time alone, the step itself slowed down). Writes the calling thread's lane's table under
  * `title` to `out` (NULL: nothing) and zeroes it. 0 when profiling is off
  * (nothing written). A measuring mode: two event records an op of host
  * time. */

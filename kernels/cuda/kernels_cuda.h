@@ -63,6 +63,10 @@ cudaError_t tc_cuda_rope_kv(cudaStream_t st, const tc_rope_kv_item *it, int n, i
 /* swiglu.cu: out[i,j] = silu(h[i,j]) * h[i,F+j]     h [n, 2F] (ldh), out [n, F] */
 cudaError_t tc_cuda_swiglu(cudaStream_t st, float *out, int ldo, const float *h, int ldh, int n, int F);
 
+/* swiglu.cu: a one-thread kernel that keeps the stream busy for ns
+ * nanoseconds (TC_CUDA_PROFILE=2) */
+cudaError_t tc_cuda_spin(cudaStream_t st, long long ns);
+
 /* topk.cu: per row of x [n, V], the k largest as backend.h's topk (the
  * order of tc_topk_rows, bit for bit).        ids, vals [n, k]; k <= TC_TOPK_MAX */
 cudaError_t tc_cuda_topk(cudaStream_t st, int32_t *ids, float *vals, const float *x, int n, int V, int k);
@@ -96,9 +100,14 @@ cudaError_t tc_cuda_attention_rows(cudaStream_t st, const tc_att_item *it, int n
 #define TC_CUDA_ATT_PAIRS 16
 cudaError_t tc_cuda_attention_pairs(cudaStream_t st, const tc_att_item *w, const tc_att_item *z, int n, int n_head,
                                     int head_dim, const tc_att_item *dw, const tc_att_item *dz);
-/* One-time setup (opt-in to > 48 KiB dynamic shared memory); called by
- * tc_backend_cuda_init, never on the step path. */
-cudaError_t tc_cuda_attention_setup(void);
+/* One-time setup (opt-in to > 48 KiB dynamic shared memory; mma != 0:
+ * prefills' and syncs' attentions with head_dim <= 64 on the tensor cores,
+ * 3xTF32, where the device is sm_80 or later); called by
+ * tc_backend_cuda_init, never on the step path. Process-wide. */
+cudaError_t tc_cuda_attention_setup(int mma);
+/* the tensor-core path on (on != 0; where the device has it) or off; returns
+ * whether it is on. For tests and A/B runs, between steps. */
+int tc_cuda_attention_set_mma(int on);
 
 #ifdef __cplusplus
 }

@@ -20,3 +20,20 @@ extern "C" cudaError_t tc_cuda_swiglu(cudaStream_t st, float *out, int ldo, cons
     swiglu_kernel<<<tc_cuda_blocks((size_t)n * F, th), th, 0, st>>>(out, ldo, h, ldh, n, F);
     return cudaGetLastError();
 }
+
+/* TC_CUDA_PROFILE=2: holds the stream for `ns` nanoseconds of device time,
+ * so the profiler's start event, the op and its end event queue up behind
+ * it and then run back to back: their interval is the op's device time,
+ * without the host's launch cost (backend_cuda.c prof_begin). One thread. */
+__global__ static void spin_kernel(long long ns) {
+    unsigned long long t0, t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    do {
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    } while ((long long)(t - t0) < ns);
+}
+
+extern "C" cudaError_t tc_cuda_spin(cudaStream_t st, long long ns) {
+    spin_kernel<<<1, 1, 0, st>>>(ns);
+    return cudaGetLastError();
+}

@@ -181,7 +181,19 @@ static void test_rope(void) {
     }
 }
 
+/* the prefill/sync tile attention runs on the tensor cores (3xTF32) for
+ * head_dim <= 64 on sm_80+, on the CUDA cores otherwise: each case through
+ * both where the device has both (mma = 1, 0) */
+static void test_attention_mode(int mma);
 static void test_attention(void) {
+    int on = tc_backend_cuda_set_att_mma(1);
+    printf("attention: tensor-core tile path %s\n", on ? "on (cases run with it, then without)" : "unavailable");
+    if (on) test_attention_mode(1);
+    tc_backend_cuda_set_att_mma(0);
+    test_attention_mode(0);
+    tc_backend_cuda_set_att_mma(1);
+}
+static void test_attention_mode(int mma) {
     char sh[160];
     /* row kernel: nq <= 4; tile kernel: above. nk > 256 crosses the row
      * kernel's 8-warp stride, nk > 32 the tile kernel's key tile. */
@@ -199,6 +211,11 @@ static void test_attention(void) {
          * a split boundary inside the visible range */
         {256, 40000, 0, 12, 36, 39744, 0}, {64, 8192, 1, 2, 32, 0, 0}, {64, 8192, 1, 2, 32, 4000, 0},
         {20, 5000, 1, 3, 100, 4990, 0},
+        /* the tensor-core path: every head_dim class it instantiates
+         * (8 x 1, 2, 4, 5, 6, 8), rows not a multiple of 16, a causal
+         * diagonal crossing key tiles, keys split with 16-row warps past nq */
+        {50, 77, 1, 2, 12, 30, 0},      {33, 200, 1, 3, 24, 170, 3},    {100, 300, 0, 2, 40, 0, 0},
+        {17, 100, 1, 2, 48, 90, 5},     {130, 4100, 1, 2, 64, 3990, 0}, {5, 3000, 0, 12, 36, 0, 0},
     };
     for (size_t t = 0; t < sizeof at / sizeof at[0]; t++) {
         int nh = at[t].nh, hd = at[t].hd, d = nh * hd, ldq = 3 * d + 1, ldo = d + 3;
@@ -217,8 +234,9 @@ static void test_attention(void) {
             g_cpu.attention(&g_cpu, o, ldo, q, ldq, k + d, ldq, v + 2 * d, ldq, nq, nk, nh, hd, at[t].qp, at[t].kp,
                             at[t].causal, (float)beta);
             float *og = host(dout, (size_t)nq * ldo);
-            snprintf(sh, sizeof sh, "nq=%d nk=%d nh=%d hd=%d c=%d qp=%lld kp=%lld b=%d", nq, nk, nh, hd,
-                     at[t].causal, (long long)at[t].qp, (long long)at[t].kp, beta);
+            snprintf(sh, sizeof sh, "nq=%d nk=%d nh=%d hd=%d c=%d qp=%lld kp=%lld b=%d%s", nq, nk, nh, hd,
+                     at[t].causal, (long long)at[t].qp, (long long)at[t].kp, beta,
+                     nq > 4 && hd <= 64 ? (mma ? " mma" : " simt") : "");
             compare("attention", sh, og, o, og0, nq, d, ldo);
             free(o); free(og0); free(og);
         }
