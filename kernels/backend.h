@@ -105,6 +105,17 @@ struct tc_backend {
                             int n_head, int head_dim);
     /* out[i,j] = silu(h[i,j]) * h[i,F+j]        h [n, 2F] (ldh), out [n, F] */
     void (*swiglu)(tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F);
+    /* Optional (NULL: the caller runs layernorm or swiglu into tmp, then
+     * linear): linear of a transformed input, y = beta*y + pre(x) W^T
+     * (+ bias), the transform exactly as its op computes it:
+     *   TC_PRE_LN      x [n, k] (ldx): layernorm(x) with ln_w, ln_b, eps
+     *   TC_PRE_SWIGLU  x [n, 2k] (ldx): swiglu(x), F = k (ln_* unused)
+     * tmp [n, k] (ld k) is the caller's scratch, the backend's to use or
+     * not (e.g. for n past what it fuses). The CUDA backend fuses up to 8
+     * rows (the hit step), so the step launches no LayerNorm or SwiGLU. */
+    void (*linear_pre)(tc_backend *be, int pre, float *y, int ldy, const float *x, int ldx, float *tmp,
+                       const void *W, const float *bias, int n, int m, int k, float beta, const float *ln_w,
+                       const float *ln_b, float eps);
     /* Optional (NULL: the caller downloads the rows and runs tc_topk_rows).
      * Per row i of x [n, V] (contiguous): the k largest, ids[i*k + j] and
      * vals[i*k + j] = x[i*V + ids[..]], in tc_topk_rows's order, which it
@@ -121,6 +132,10 @@ struct tc_backend {
     void (*capture_begin)(tc_backend *be);
     int (*capture_end)(tc_backend *be);
 };
+
+/* linear_pre's transforms */
+#define TC_PRE_LN 1
+#define TC_PRE_SWIGLU 2
 
 /* Largest k a topk op serves (the sampler's candidate list). */
 #define TC_TOPK_MAX 1024

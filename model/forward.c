@@ -53,6 +53,21 @@ void tc_ws_release_above(tc_model *m, int slot, size_t max_floats) {
     }
 }
 
+/* y = beta*y + pre(x) W^T (+ bias), pre = LayerNorm (TC_PRE_LN, x [n, k])
+ * or SwiGLU (TC_PRE_SWIGLU, x [n, 2k]): one op where the backend fuses
+ * them (linear_pre), else the transform into tmp [n, k] and a linear */
+static void lin_pre(tc_backend *be, int pre, float *y, int ldy, const float *x, int ldx, float *tmp, const void *W,
+                    const float *bias, int n, int mm, int k, float beta, const float *ln_w, const float *ln_b,
+                    float eps) {
+    if (be->linear_pre) {
+        be->linear_pre(be, pre, y, ldy, x, ldx, tmp, W, bias, n, mm, k, beta, ln_w, ln_b, eps);
+        return;
+    }
+    if (pre == TC_PRE_LN) be->layernorm(be, tmp, x, ln_w, ln_b, n, k, eps); /* x rows are k wide (ld k) */
+    else be->swiglu(be, tmp, k, x, ldx, n, k);
+    be->linear(be, y, ldy, tmp, k, W, bias, n, mm, k, beta);
+}
+
 void tc_fwd_proj(tc_model *m, const tc_layer_weights *L, const float *Y, int64_t n, float *QKV, int64_t pos0,
                  float *ln_tile) {
     tc_backend *be = m->be;
@@ -61,8 +76,8 @@ void tc_fwd_proj(tc_model *m, const tc_layer_weights *L, const float *Y, int64_t
     for (int64_t r0 = 0; r0 < n; r0 += tc_row_tile(m)) {
         int t = (int)(n - r0 < tc_row_tile(m) ? n - r0 : tc_row_tile(m));
         float *qkv = QKV + (size_t)r0 * 3 * d;
-        be->layernorm(be, ln_tile, Y + (size_t)r0 * d, L->norm1_w, L->norm1_b, t, d, c->norm_eps);
-        be->linear(be, qkv, 3 * d, ln_tile, d, L->qkv_w, L->qkv_b, t, 3 * d, d, 0.f);
+        lin_pre(be, TC_PRE_LN, qkv, 3 * d, Y + (size_t)r0 * d, d, ln_tile, L->qkv_w, L->qkv_b, t, 3 * d, d, 0.f,
+                L->norm1_w, L->norm1_b, c->norm_eps);
         /* Q and K are adjacent column blocks: rotate them as 2*nh heads,
          * one cos/sin per (position, pair) for both */
         be->rope(be, qkv, 3 * d, t, 2 * c->n_head, c->head_dim, pos0 + r0, c->rope_base);
@@ -80,10 +95,9 @@ void tc_fwd_post(tc_model *m, const tc_layer_weights *L, float *R, const float *
         /* R' = R + A out^T + b */
         be->linear(be, r, d, A + (size_t)r0 * d, d, L->out_w, L->out_b, t, d, d, 1.f);
         /* R' + w2(silu(w1 n2) * w3 n2) */
-        be->layernorm(be, ln_tile, r, L->norm2_w, L->norm2_b, t, d, c->norm_eps);
-        be->linear(be, h_tile, 2 * F, ln_tile, d, L->w13, NULL, t, 2 * F, d, 0.f);
-        be->swiglu(be, g_tile, F, h_tile, 2 * F, t, F);
-        be->linear(be, r, d, g_tile, F, L->w2, NULL, t, d, F, 1.f);
+        lin_pre(be, TC_PRE_LN, h_tile, 2 * F, r, d, ln_tile, L->w13, NULL, t, 2 * F, d, 0.f, L->norm2_w,
+                L->norm2_b, c->norm_eps);
+        lin_pre(be, TC_PRE_SWIGLU, r, d, h_tile, 2 * F, g_tile, L->w2, NULL, t, d, F, 1.f, NULL, NULL, 0.f);
     }
 }
 
@@ -261,8 +275,8 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
                  * different positions, so rotate per session below */
                 for (int64_t r0 = 0; r0 < M; r0 += tc_row_tile(m)) {
                     int t = (int)(M - r0 < tc_row_tile(m) ? M - r0 : tc_row_tile(m));
-                    be->layernorm(be, LN, X + (size_t)r0 * d, L->norm1_w, L->norm1_b, t, d, c->norm_eps);
-                    be->linear(be, QKV + (size_t)r0 * 3 * d, 3 * d, LN, d, L->qkv_w, L->qkv_b, t, 3 * d, d, 0.f);
+                    lin_pre(be, TC_PRE_LN, QKV + (size_t)r0 * 3 * d, 3 * d, X + (size_t)r0 * d, d, LN, L->qkv_w,
+                            L->qkv_b, t, 3 * d, d, 0.f, L->norm1_w, L->norm1_b, c->norm_eps);
                 }
                 /* per session: RoPE at its positions and its window rows; then
                  * every session's window attention in one batch, then the

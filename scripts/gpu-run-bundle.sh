@@ -13,9 +13,11 @@
 # batchbf16 floor64kbf16 (TC_CUDA_WEIGHTS=bf16), prof profbf16 (floor at
 # 64K with TC_CUDA_PROFILE=1: device time by op, hit step and sync; prof2
 # with TC_CUDA_PROFILE=2: device time alone, without the host's launches),
-# batchr floor64kr flatr e2er (TC_CUDA_GRAPHS=2: replayed graphs),
+# batchr floor64kr flatr e2er (TC_CUDA_GRAPHS=2: replayed graphs, the
+# default since session 16), batch0 e2e0 (TC_CUDA_GRAPHS=0: no graphs),
 # floor64kx profx (TC_CUDA_ATT_MMA=0: attention on the CUDA cores, the A/B
-# of the tensor-core path), nsys (per-kernel device time of replayed hit
+# of the tensor-core path), floor64knf (TC_CUDA_FUSE=0: LayerNorm and
+# SwiGLU as their own launches), nsys (per-kernel device time of replayed hit
 # steps at batch 1, where the machine has Nsight Systems)
 # A library that cannot be found stops the run at once (exit 3), before any
 # device time is spent on tests. Exit status: 0 when every stage run passed.
@@ -121,7 +123,7 @@ for st in $STAGES; do
     parity) run_stage parity 150 "$OUTDIR/gpu.log" "$B/tests/gpu/test_gpu_parity" ;;
     sanitize) # the op tests under compute-sanitizer's memcheck: the kernel and line of a bad access
         cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-        run_stage sanitize 150 "$OUTDIR/gpu.log" "$cs" --tool memcheck --print-limit 20 "$B/tests/gpu/test_backend_ops_gpu" ;;
+        run_stage sanitize 150 "$OUTDIR/gpu.log" "$cs" --tool memcheck --error-exitcode 1 --print-limit 20 "$B/tests/gpu/test_backend_ops_gpu" ;;
     batchr) TC_CUDA_GRAPHS=2 bench batch-replay 60 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
     floor64kr) TC_CUDA_GRAPHS=2 bench floor-64k-replay 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
     flatr) TC_CUDA_GRAPHS=2 bench flat-replay 90 flat --preset paper-41m --ctx 1K,1M --reps 2 ;;
@@ -131,6 +133,7 @@ for st in $STAGES; do
     batchbf16) TC_CUDA_WEIGHTS=bf16 bench batch-bf16 90 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
     floor64kbf16) TC_CUDA_WEIGHTS=bf16 bench floor-64k-bf16 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
     floor64k) bench floor-64k 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
+    floor64knf) TC_CUDA_FUSE=0 bench floor-64k-nofuse 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
     floor64kx) TC_CUDA_ATT_MMA=0 bench floor-64k-simt 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
     prof2) TC_CUDA_PROFILE=2 bench floor-64k-profile-exact 60 floor --preset paper-41m --ctx 64K --reps 1 ;;
     profx) TC_CUDA_ATT_MMA=0 TC_CUDA_PROFILE=1 bench floor-64k-profile-simt 60 floor --preset paper-41m --ctx 64K --reps 1 ;;
@@ -150,6 +153,8 @@ for st in $STAGES; do
     batchg) TC_CUDA_GRAPHS=1 bench batch-graphs 60 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
     floor64kg) TC_CUDA_GRAPHS=1 bench floor-64k-graphs 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
     itl) bench itl 120 itl --preset paper-41m --arch both --ctx 1K,16K,64K,256K,1M --reps 1 --budget 30 ;;
+    e2e0) TC_CUDA_GRAPHS=0 run_stage e2e-nographs 200 "$OUTDIR/e2e.log" bash "$SRC/scripts/gpu-run-bundle.sh" __e2e nographs ;;
+    batch0) TC_CUDA_GRAPHS=0 bench batch-nographs 90 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
     e2e) run_stage e2e 200 "$OUTDIR/e2e.log" bash "$SRC/scripts/gpu-run-bundle.sh" __e2e plain ;;
     e2eg) TC_CUDA_GRAPHS=1 run_stage e2e-graphs 200 "$OUTDIR/e2e.log" bash "$SRC/scripts/gpu-run-bundle.sh" __e2e graphs ;;
     *) echo "unknown stage $st" | tee -a "$S"; fail=1 ;;

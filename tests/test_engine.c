@@ -415,6 +415,19 @@ static void pr_swiglu(tc_backend *be, float *out, int ldo, const float *h, int l
     ph(7, PU(out), (uint64_t)n);
     if (!g_probing) g_inner.swiglu(be, out, ldo, h, ldh, n, F);
 }
+/* linear_pre as a backend may do it: the transform into tmp, then linear
+ * (model/ must pass what its own fallback would use) */
+static int g_pre_calls;
+static void pr_linear_pre(tc_backend *be, int pre, float *y, int ldy, const float *x, int ldx, float *tmp,
+                          const void *W, const float *bias, int n, int m, int k, float beta, const float *ln_w,
+                          const float *ln_b, float eps) {
+    ph(10, PU(W), (uint64_t)pre * 65536u + (uint64_t)n);
+    if (g_probing) return;
+    g_pre_calls++;
+    if (pre == TC_PRE_LN) g_inner.layernorm(be, tmp, x, ln_w, ln_b, n, k, eps);
+    else g_inner.swiglu(be, tmp, k, x, ldx, n, k);
+    g_inner.linear(be, y, ldy, tmp, k, W, bias, n, m, k, beta);
+}
 static void pr_copy2d(tc_backend *be, float *dst, int ldd, const float *src, int lds, int rows, int cols) {
     ph(8, PU(dst), (uint64_t)rows);
     if (!g_probing) g_inner.copy2d(be, dst, ldd, src, lds, rows, cols);
@@ -456,7 +469,7 @@ static void run_probe(void) {
     tc_backend_cpu_init(&pb, 1);
     g_inner = pb;
     pb.embed = pr_embed, pb.layernorm = pr_layernorm, pb.linear = pr_linear, pb.swiglu = pr_swiglu;
-    pb.copy2d = pr_copy2d;
+    pb.copy2d = pr_copy2d, pb.linear_pre = pr_linear_pre;
     if (g_inner.rope_kv_batch) pb.rope_kv_batch = pr_rope_kv;
     if (g_inner.attention_batch) pb.attention_batch = pr_att_batch;
     if (g_inner.attention_pairs) pb.attention_pairs = pr_att_pairs;
@@ -504,8 +517,9 @@ static void run_probe(void) {
     EXPECT(g_captures == STEPS, "%d captured steps of %d", g_captures, STEPS);
     EXPECT(g_pass_mismatch == 0, "%d steps issued other ops in their second pass", g_pass_mismatch);
     EXPECT(sb[0]->n_syncs >= 3, "only %lld syncs", (long long)sb[0]->n_syncs);
-    printf("capture passes: %d steps of %d sessions probed then run, %lld syncs: %s\n", g_captures, B,
-           (long long)sb[0]->n_syncs, diff || g_pass_mismatch ? "MISMATCH" : "identical to the plain backend");
+    EXPECT(g_pre_calls > 0, "model/ never used the backend's linear_pre");
+    printf("capture passes: %d steps of %d sessions probed then run, %lld syncs, %d fused linears: %s\n",
+           g_captures, B, (long long)sb[0]->n_syncs, g_pre_calls, diff || g_pass_mismatch ? "MISMATCH" : "identical to the plain backend");
     for (int i = 0; i < B; i++) tc_session_free(sa[i]), tc_session_free(sb[i]);
     tc_model_free(ma), tc_model_free(mb);
     free(la), free(lb);

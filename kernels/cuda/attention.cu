@@ -39,6 +39,9 @@
 #define ATT_BQ (ATT_WARPS * ATT_ROWS)
 #define ATT_BK 32 /* keys per tile = lanes of a warp */
 #define ROW_WARPS 8
+/* V rows a row-kernel warp loads before using them (fewer with wide heads:
+ * registers) */
+#define ROW_VB(NC) ((NC) <= 2 ? 16 : 32 / (NC))
 #define MMA_KT_MAX 8 /* the tensor-core tile kernel takes head_dim <= 64 */
 
 /* the tile kernel's work on the tensor cores (att_mma_kernel) when the
@@ -252,8 +255,17 @@ __device__ __forceinline__ void att_row_body(int h, int row, float *out, int ldo
         if (lane < tk) {
             const float *kr = k + (size_t)key * ldk + col;
             float part = 0.f;
+            if (NC <= 2) { /* the whole K row's loads in flight at once, then the FMAs in order */
+                float kv[32 * NC];
+#pragma unroll
+                for (int c = 0; c < 32 * NC; c++) kv[c] = c < hd ? kr[c] : 0.f;
+#pragma unroll
+                for (int c = 0; c < 32 * NC; c++)
+                    if (c < hd) part = fmaf(qs[c], kv[c], part);
+            } else {
 #pragma unroll 8
-            for (int c = 0; c < hd; c++) part = fmaf(qs[c], kr[c], part);
+                for (int c = 0; c < hd; c++) part = fmaf(qs[c], kr[c], part);
+            }
             sc = part * scale;
         }
         float mx = fmaxf(m, tc_warp_max(sc)); /* tk >= 1: finite */
@@ -263,14 +275,30 @@ __device__ __forceinline__ void att_row_body(int h, int row, float *out, int ldo
         m = mx;
 #pragma unroll
         for (int i = 0; i < NC; i++) acc[i] *= corr;
-#pragma unroll 4
-        for (int j = 0; j < tk; j++) {
-            float pj = __shfl_sync(0xffffffffu, p, j);
-            const float *vr = v + (size_t)(k0 + j) * ldv + col;
+        /* V rows of the warp's keys, ROW_VB at a time: their loads issued
+         * together, then the FMAs in key order */
+        constexpr int VB = ROW_VB(NC);
+        for (int j0 = 0; j0 < tk; j0 += VB) {
+            float vv[VB][NC];
 #pragma unroll
-            for (int i = 0; i < NC; i++) {
-                int c = lane + 32 * i;
-                if (c < hd) acc[i] = fmaf(pj, vr[c], acc[i]);
+            for (int u = 0; u < VB; u++) {
+                const float *vr = v + (size_t)(k0 + j0 + u) * ldv + col;
+#pragma unroll
+                for (int i = 0; i < NC; i++) {
+                    int c = lane + 32 * i;
+                    vv[u][i] = j0 + u < tk && c < hd ? vr[c] : 0.f;
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < VB; u++) {
+                const float pj = __shfl_sync(0xffffffffu, p, (j0 + u) & 31);
+                if (j0 + u < tk) {
+#pragma unroll
+                    for (int i = 0; i < NC; i++) {
+                        int c = lane + 32 * i;
+                        if (c < hd) acc[i] = fmaf(pj, vv[u][i], acc[i]);
+                    }
+                }
             }
         }
     }

@@ -42,6 +42,8 @@ typedef struct {
     void *xconv; /* 16-bit weights: activations rounded for the GEMM, TC_CUDA_CONV_ROWS x widest k */
     size_t xconv_elems;
     struct tc_prof *prof; /* TC_CUDA_PROFILE=1: GPU time per op class (NULL: off) */
+    unsigned long long *am_part; /* argmax over several blocks a row (tc_cuda_topk k = 1) */
+    unsigned *am_count;
     float *att_part; /* split-key attention partials (tc_cuda_attention_splits), grown on demand */
     size_t att_part_floats;
     long n_launch, n_instantiate; /* graph launches, instantiations (the rest were updates / replays) */
@@ -132,7 +134,7 @@ static int blas_ok(tc_cuda_ctx *c, cublasStatus_t e, const char *what, const cha
 
 /* ---- replay mode: the launch hash and the item staging ---- */
 #define TC_CUDA_STAGE_BYTES ((size_t)4 << 20) /* a batch of 1024 sessions needs ~1.7 MB */
-enum { OP_COPY2D = 1, OP_EMBED, OP_LN, OP_LINEAR, OP_ROPE, OP_ROPE_KV, OP_ATT, OP_ATT_ROWS, OP_ATT_PAIRS, OP_SWIGLU,
+enum { OP_COPY2D = 1, OP_EMBED, OP_LN, OP_LINEAR, OP_ROPE, OP_ROPE_KV, OP_ATT, OP_ATT_ROWS, OP_ATT_PAIRS, OP_SWIGLU, OP_LINEAR_PRE,
        OP_TOPK };
 static void hash_mix(tc_cuda_lane *L, const void *p, size_t n) { /* FNV-1a */
     const unsigned char *b = p;
@@ -474,6 +476,29 @@ static void cuda_attention_pairs(tc_backend *be, const tc_att_item *w, const tc_
     if (np) (void)CU_OK(c, att_pairs_call(c, pw, pz, np, n_head, head_dim));
 }
 
+/* backend.h linear_pre: up to TC_CUDA_SKINNY_MAX rows whose transformed
+ * input fits the kernel's shared memory in one launch (the hit step), more
+ * as the two ops through tmp */
+static void cuda_swiglu(tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F);
+static void cuda_linear_pre(tc_backend *be, int pre, float *y, int ldy, const float *x, int ldx, float *tmp,
+                            const void *W, const float *bias, int n, int m, int k, float beta, const float *ln_w,
+                            const float *ln_b, float eps) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (n <= 0 || m <= 0 || !cuda_enter(c)) return;
+    if (n > TC_CUDA_SKINNY_MAX || tc_cuda_linear_pre_smem(n, k) > TC_CUDA_PRE_SMEM) {
+        if (pre == TC_PRE_LN) cuda_layernorm(be, tmp, x, ln_w, ln_b, n, k, eps);
+        else cuda_swiglu(be, tmp, k, x, ldx, n, k);
+        cuda_linear(be, y, ldy, tmp, k, W, bias, n, m, k, beta);
+        return;
+    }
+    tc_cuda_lane *L = lane_of(c);
+    if (REPLAY_MIX(L, OP_LINEAR_PRE, (uint64_t)pre, P64(y), ldy, P64(x), ldx, P64(W), P64(bias), n, m, k,
+                   fbits(beta), P64(ln_w), P64(ln_b), fbits(eps)))
+        return;
+    (void)CU_OK(c, tc_cuda_linear_pre(L->stream, pre, y, ldy, x, ldx, W, bias, be->wtype, n, m, k, beta, ln_w, ln_b,
+                                      eps));
+}
+
 static void cuda_swiglu(tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!cuda_enter(c)) return;
@@ -486,7 +511,8 @@ static void cuda_topk(tc_backend *be, int32_t *ids, float *vals, const float *x,
     TC_ASSERT(k >= 1 && k <= V && k <= TC_TOPK_MAX, "cuda topk: k %d outside 1..%d", k, V);
     if (!cuda_enter(c)) return;
     if (REPLAY_MIX(lane_of(c), OP_TOPK, P64(ids), P64(vals), P64(x), n, V, k)) return;
-    (void)CU_OK(c, tc_cuda_topk(lane_of(c)->stream, ids, vals, x, n, V, k));
+    tc_cuda_lane *L = lane_of(c);
+    (void)CU_OK(c, tc_cuda_topk(L->stream, ids, vals, x, n, V, k, L->am_part, L->am_count));
 }
 
 /* ---- CUDA graphs ---------------------------------------------------------
@@ -665,9 +691,12 @@ static int cuda_capture_end(tc_backend *be) {
  * small op at the launch cost); with 2 a 40 us spin kernel goes ahead of
  * each op, so the interval is the op's device time alone (the step then
  * runs ~40 us an op slower: per-op figures only). */
-enum { P_EMBED, P_COPY, P_LAYERNORM, P_SKINNY, P_GEMM, P_ROPE, P_ATT_QK, P_ATT_KQ, P_ATT_STEP, P_SWIGLU, P_TOPK, P_N };
+enum {
+    P_EMBED, P_COPY, P_LAYERNORM, P_SKINNY, P_PRE, P_GEMM, P_ROPE, P_ATT_QK, P_ATT_KQ, P_ATT_STEP, P_SWIGLU, P_TOPK,
+    P_N
+};
 static const char *const prof_name[P_N] = {
-    "embed", "copy2d", "layernorm", "linear, <= 8 rows", "linear, GEMM", "rope (+ K/V append)",
+    "embed", "copy2d", "layernorm", "linear, <= 8 rows", "LN/SwiGLU + linear", "linear, GEMM", "rope (+ K/V append)",
     "attention, queries>=keys", "attention, keys>queries", "attention, step rows", "swiglu", "topk",
 };
 #define TC_PROF_CAP 2048
@@ -734,6 +763,10 @@ PROF_OP(cuda_linear, n <= TC_CUDA_SKINNY_MAX ? P_SKINNY : P_GEMM,
         (tc_backend *be, float *y, int ldy, const float *x, int ldx, const void *W, const float *bias, int n, int m,
          int k, float beta),
         (be, y, ldy, x, ldx, W, bias, n, m, k, beta))
+PROF_OP(cuda_linear_pre, n <= TC_CUDA_SKINNY_MAX ? P_PRE : P_GEMM,
+        (tc_backend *be, int pre, float *y, int ldy, const float *x, int ldx, float *tmp, const void *W,
+         const float *bias, int n, int m, int k, float beta, const float *ln_w, const float *ln_b, float eps),
+        (be, pre, y, ldy, x, ldx, tmp, W, bias, n, m, k, beta, ln_w, ln_b, eps))
 PROF_OP(cuda_rope, P_ROPE,
         (tc_backend *be, float *x, int ld, int n, int n_head, int head_dim, int64_t pos0, float base),
         (be, x, ld, n, n_head, head_dim, pos0, base))
@@ -759,6 +792,7 @@ static void prof_install(tc_backend *be) {
     be->embed = cuda_embed_prof;
     be->layernorm = cuda_layernorm_prof;
     be->linear = cuda_linear_prof;
+    if (be->linear_pre) be->linear_pre = cuda_linear_pre_prof;
     be->rope = cuda_rope_prof;
     be->rope_kv_batch = cuda_rope_kv_batch_prof;
     be->attention = cuda_attention_prof;
@@ -821,13 +855,17 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     tc_status st = TC_OK;
     memset(be, 0, sizeof *be);
     /* the knobs first: a bad value is an error on any machine */
-    int wtype = TC_WT_F32, graphs = 0;
+    int wtype = TC_WT_F32, graphs = 2; /* replayed graphs: measured faster, exact (gpu.md) */
     const char *w = getenv("TC_CUDA_WEIGHTS"), *g = getenv("TC_CUDA_GRAPHS"), *pr = getenv("TC_CUDA_PROFILE");
-    const char *am = getenv("TC_CUDA_ATT_MMA");
-    int profile = 0, att_mma = 1;
+    const char *am = getenv("TC_CUDA_ATT_MMA"), *fu = getenv("TC_CUDA_FUSE");
+    int profile = 0, att_mma = 1, fuse = 1;
     if (am && *am) {
         if (!strcmp(am, "0")) att_mma = 0;
         else if (strcmp(am, "1")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_ATT_MMA '%s': expected 0 or 1", am);
+    }
+    if (fu && *fu) {
+        if (!strcmp(fu, "0")) fuse = 0;
+        else if (strcmp(fu, "1")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_FUSE '%s': expected 0 or 1", fu);
     }
     if (pr && *pr) {
         if (!strcmp(pr, "1")) profile = 1;
@@ -840,9 +878,12 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
         else return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_WEIGHTS '%s': expected f32, bf16 or f16", w);
     }
     if (g && *g) {
-        if (!strcmp(g, "1")) graphs = 1;
+        if (!strcmp(g, "0")) graphs = 0;
+        else if (!strcmp(g, "1")) graphs = 1;
         else if (!strcmp(g, "2")) graphs = 2;
-        else if (strcmp(g, "0")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_GRAPHS '%s': expected 0, 1 or 2", g);
+        else return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_GRAPHS '%s': expected 0, 1 or 2", g);
+    } else if (profile) {
+        graphs = 0; /* the profile times ops, which a replayed graph hides: graphs only when asked for */
     }
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
@@ -867,6 +908,10 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
         /* order matters: cublasSetStream resets the workspace to cuBLAS's pool */
         INIT_BLAS(cublasSetStream(L->blas, L->stream));
         INIT_CU(cudaMalloc(&L->blas_ws, TC_CUBLAS_WS_BYTES));
+        INIT_CU(cudaMalloc((void **)&L->am_part,
+                           (size_t)TC_CUDA_ARGMAX_ROWS * TC_CUDA_ARGMAX_SPLIT * sizeof *L->am_part));
+        INIT_CU(cudaMalloc((void **)&L->am_count, (size_t)TC_CUDA_ARGMAX_ROWS * sizeof *L->am_count));
+        INIT_CU(cudaMemset(L->am_count, 0, (size_t)TC_CUDA_ARGMAX_ROWS * sizeof *L->am_count));
         INIT_BLAS(cublasSetWorkspace(L->blas, L->blas_ws, TC_CUBLAS_WS_BYTES));
         /* fp32 compute, no TF32: exact against the CPU backend first */
         INIT_BLAS(cublasSetMathMode(L->blas, CUBLAS_DEFAULT_MATH));
@@ -904,6 +949,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     be->attention_batch = cuda_attention_batch;
     be->attention_pairs = cuda_attention_pairs;
     be->swiglu = cuda_swiglu;
+    be->linear_pre = fuse ? cuda_linear_pre : NULL;
     be->topk = cuda_topk;
     be->capture_begin = cuda_capture_begin;
     be->capture_end = cuda_capture_end;
@@ -953,6 +999,8 @@ void tc_backend_cuda_free(tc_backend *be) {
             if (L->stage_d) (void)cudaFree(L->stage_d);
             if (L->xconv) (void)cudaFree(L->xconv);
             if (L->att_part) (void)cudaFree(L->att_part);
+            if (L->am_part) (void)cudaFree(L->am_part);
+            if (L->am_count) (void)cudaFree(L->am_count);
             prof_free(L->prof);
             if (L->blas) (void)cublasDestroy(L->blas);
             if (L->blas_ws) (void)cudaFree(L->blas_ws);

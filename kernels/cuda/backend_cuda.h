@@ -14,10 +14,11 @@
  * (the host buffer may be reused or read on return, as with the CPU
  * backend); the ops are asynchronous.
  *
- * Graphs: with TC_CUDA_GRAPHS=1 in the environment (or
- * tc_backend_cuda_set_graphs), the ops a hit step brackets with
- * capture_begin / capture_end are recorded and launched as one CUDA graph,
- * updated in place from step to step. Off by default until measured.
+ * Graphs: the ops a hit step brackets with capture_begin / capture_end run
+ * as one CUDA graph: by default (TC_CUDA_GRAPHS=2) a kept graph replayed
+ * while the step's launches stay the same (up to 4 a lane), its per-session
+ * items staged; TC_CUDA_GRAPHS=1 captures every step, 0 launches each op
+ * (or tc_backend_cuda_set_graphs).
  *
  * Errors: the ops of backend.h return nothing, so the first CUDA or cuBLAS
  * failure is logged, latched (the device counts as poisoned, STYLE.md
@@ -64,9 +65,10 @@ void *tc_backend_cuda_stream(tc_backend *be);
 #define TC_CUDA_LANES 2
 void tc_backend_cuda_bind_lane(int lane);
 
-/* Graph capture of hit steps on or off (default: TC_CUDA_GRAPHS=1 in the
- * environment at init), and how many graphs were launched and how many
- * instantiated (the rest were updated in place) so far. */
+/* Hit steps as graphs: 0 off, 1 captured every step, 2 replayed (default;
+ * TC_CUDA_GRAPHS in the environment at init), and how many graphs were
+ * launched and how many instantiated (the rest were updated in place or
+ * replayed as kept) so far. */
 void tc_backend_cuda_set_graphs(tc_backend *be, int on);
 void tc_backend_cuda_graph_stats(tc_backend *be, long *launches, long *instantiations);
 

@@ -26,6 +26,44 @@ __device__ __forceinline__ float tc_warp_max(float v) {
     return v;
 }
 
+/* LayerNorm's row statistics, the one arithmetic of the layernorm kernel
+ * and of the skinny linear's LN prologue (so the fused op gives the
+ * unfused bits): threads 0..TC_LN_THREADS-1 of the block take columns
+ * j, j + TC_LN_THREADS, ...; warp sums; the warps' sums added in order.
+ * Two passes (mean, then the variance of x - mean). Every thread of the
+ * block (blockDim.x >= TC_LN_THREADS, a multiple of 32) must call it; red:
+ * TC_LN_THREADS / 32 floats of shared memory. */
+#define TC_LN_THREADS 128
+__device__ __forceinline__ float tc_ln_sum(float v, float *red) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    v = tc_warp_sum(v);
+    __syncthreads(); /* red is reused between calls */
+    if (lane == 0 && w < TC_LN_THREADS / 32) red[w] = v;
+    __syncthreads();
+    float s = 0.f;
+    for (int i = 0; i < TC_LN_THREADS / 32; i++) s += red[i];
+    return s;
+}
+__device__ __forceinline__ void tc_ln_stats(const float *xi, int d, float eps, float *red, float &mean, float &rs) {
+    float s = 0.f;
+    if (threadIdx.x < TC_LN_THREADS)
+        for (int j = threadIdx.x; j < d; j += TC_LN_THREADS) s += xi[j];
+    mean = tc_ln_sum(s, red) / (float)d;
+    float v = 0.f;
+    if (threadIdx.x < TC_LN_THREADS)
+        for (int j = threadIdx.x; j < d; j += TC_LN_THREADS) {
+            const float t = xi[j] - mean;
+            v = fmaf(t, t, v);
+        }
+    const float var = tc_ln_sum(v, red) / (float)d;
+    rs = 1.0f / sqrtf(var + eps);
+}
+__device__ __forceinline__ float tc_ln_apply(float x, float mean, float rs, float w, float b) {
+    return fmaf((x - mean) * rs, w, b);
+}
+/* SwiGLU's gate, as the CPU backend computes it (expf, not __expf) */
+__device__ __forceinline__ float tc_swiglu1(float a, float b) { return a / (1.0f + expf(-a)) * b; }
+
 /* weights in 16 bits (backend.h's TC_WT_*): to fp32 exactly, from fp32
  * rounded to nearest even */
 __device__ __forceinline__ float tc_to_f32(float v) { return v; }

@@ -41,6 +41,16 @@ cudaError_t tc_cuda_bias(cudaStream_t st, float *y, int ldy, const float *bias, 
 #define TC_CUDA_SKINNY_MAX 8
 cudaError_t tc_cuda_linear_skinny(cudaStream_t st, float *y, int ldy, const float *x, int ldx, const void *W,
                                   const float *bias, int wtype, int n, int m, int k, float beta);
+/* tc_cuda_linear_skinny of a transformed input (backend.h linear_pre):
+ * pre TC_PRE_LN, x [n, k] layer-normalized with (lw, lb, eps); TC_PRE_SWIGLU,
+ * x [n, 2k] gated; bit for bit tc_cuda_layernorm / tc_cuda_swiglu then
+ * tc_cuda_linear_skinny. n <= TC_CUDA_SKINNY_MAX and
+ * n * k * 4 <= TC_CUDA_PRE_SMEM (the transformed rows in shared memory). */
+#define TC_CUDA_PRE_SMEM (48 * 1024)
+cudaError_t tc_cuda_linear_pre(cudaStream_t st, int pre, float *y, int ldy, const float *x, int ldx, const void *W,
+                               const float *bias, int wtype, int n, int m, int k, float beta, const float *lw,
+                               const float *lb, float eps);
+size_t tc_cuda_linear_pre_smem(int n, int k);
 cudaError_t tc_cuda_narrow(cudaStream_t st, void *dst, int wtype, const float *x, int ldx, int n, int k);
 
 /* rope.cu: in-place interleaved RoPE, row i at position pos0 + i; angle
@@ -69,7 +79,15 @@ cudaError_t tc_cuda_spin(cudaStream_t st, long long ns);
 
 /* topk.cu: per row of x [n, V], the k largest as backend.h's topk (the
  * order of tc_topk_rows, bit for bit).        ids, vals [n, k]; k <= TC_TOPK_MAX */
-cudaError_t tc_cuda_topk(cudaStream_t st, int32_t *ids, float *vals, const float *x, int n, int V, int k);
+cudaError_t tc_cuda_topk(cudaStream_t st, int32_t *ids, float *vals, const float *x, int n, int V, int k,
+                         unsigned long long *am_part, unsigned *am_count);
+/* k = 1 with am_part (TC_CUDA_ARGMAX_ROWS x TC_CUDA_ARGMAX_SPLIT) and
+ * am_count (TC_CUDA_ARGMAX_ROWS, zero before the first call; every call
+ * leaves it zero) for n <= TC_CUDA_ARGMAX_ROWS: each row's argmax over
+ * several blocks. A stream's calls must not share the scratch with another
+ * stream's. */
+#define TC_CUDA_ARGMAX_ROWS 1024
+#define TC_CUDA_ARGMAX_SPLIT 16
 
 /* attention.cu: out = beta*out + concat_h softmax(q_h k_h^T/sqrt(hd)) v_h,
  * causal with absolute position offsets, strided q/k/v/out. Flash-style:

@@ -9,8 +9,7 @@ __global__ static void swiglu_kernel(float *out, int ldo, const float *h, int ld
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total; t += (size_t)gridDim.x * blockDim.x) {
         size_t i = t / F, j = t % F;
         const float *hi = h + i * ldh;
-        float a = hi[j], b = hi[F + j];
-        out[i * ldo + j] = a / (1.0f + expf(-a)) * b;
+        out[i * ldo + j] = tc_swiglu1(hi[j], hi[F + j]);
     }
 }
 

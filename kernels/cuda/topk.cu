@@ -19,6 +19,7 @@
 
 #define TOPK_THREADS 1024 /* = TC_TOPK_MAX: one sort slot per thread */
 #define FULL 0xffffffffu
+#define ARGMAX_BATCH 16
 
 static_assert(TOPK_THREADS >= TC_TOPK_MAX, "the bitonic sort gives one slot to each thread");
 
@@ -41,9 +42,21 @@ __global__ __launch_bounds__(TOPK_THREADS) static void topk_kernel(int32_t *ids,
 
     if (k == 1) { /* argmax: the largest composite (composites of real ids are > 0) */
         unsigned long long best = 0;
-        for (int i = tid; i < V; i += blockDim.x) {
-            unsigned long long c = comp(key_at(xr, i), i);
-            if (c > best) best = c;
+        /* ARGMAX_BATCH loads in flight per thread (a row is ~50 loads a
+         * thread at V = 50,257: one at a time, the pass waited on each) */
+        for (int i0 = tid; i0 < V; i0 += ARGMAX_BATCH * TOPK_THREADS) {
+            uint32_t kk[ARGMAX_BATCH];
+#pragma unroll
+            for (int u = 0; u < ARGMAX_BATCH; u++) {
+                const int i = i0 + u * TOPK_THREADS;
+                kk[u] = i < V ? key_at(xr, i) : 0u;
+            }
+#pragma unroll
+            for (int u = 0; u < ARGMAX_BATCH; u++) {
+                const int i = i0 + u * TOPK_THREADS;
+                const unsigned long long c = comp(kk[u], i);
+                if (i < V && c > best) best = c;
+            }
         }
         for (int o = 16; o > 0; o >>= 1) {
             unsigned long long b = __shfl_xor_sync(FULL, best, o);
@@ -140,10 +153,79 @@ __global__ __launch_bounds__(TOPK_THREADS) static void topk_kernel(int32_t *ids,
     }
 }
 
-extern "C" cudaError_t tc_cuda_topk(cudaStream_t st, int32_t *ids, float *vals, const float *x, int n, int V,
-                                    int k) {
+/* k = 1 over several blocks a row (grid (G, n)): a hit step at batch 1
+ * had one block reading the 50,257 logits. Each block's largest composite
+ * goes to part[row][block]; the row's last block to finish (a counter,
+ * after a fence: the CUDA samples' threadfence reduction) takes the max of
+ * the G and writes the id and value, and resets the counter for the next
+ * launch. The same composites and the same max as the one-block pass. */
+#define AM_THREADS 256
+__global__ __launch_bounds__(AM_THREADS) static void argmax_kernel(int32_t *ids, float *vals, const float *x, int V,
+                                                                   unsigned long long *part, unsigned *count) {
+    __shared__ unsigned long long wb[AM_THREADS / 32];
+    __shared__ int last;
+    const int row = blockIdx.y, G = gridDim.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const float *xr = x + (size_t)row * V;
+    const int stride = G * AM_THREADS;
+    unsigned long long best = 0;
+    for (int i0 = blockIdx.x * AM_THREADS + tid; i0 < V; i0 += ARGMAX_BATCH * stride) {
+        uint32_t kk[ARGMAX_BATCH];
+#pragma unroll
+        for (int u = 0; u < ARGMAX_BATCH; u++) {
+            const int i = i0 + u * stride;
+            kk[u] = i < V ? key_at(xr, i) : 0u;
+        }
+#pragma unroll
+        for (int u = 0; u < ARGMAX_BATCH; u++) {
+            const int i = i0 + u * stride;
+            const unsigned long long c = comp(kk[u], i);
+            if (i < V && c > best) best = c;
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        unsigned long long b = __shfl_xor_sync(FULL, best, o);
+        if (b > best) best = b;
+    }
+    if (lane == 0) wb[warp] = best;
+    __syncthreads();
+    if (tid == 0) {
+        for (int w = 1; w < AM_THREADS / 32; w++)
+            if (wb[w] > best) best = wb[w];
+        part[(size_t)row * G + blockIdx.x] = best;
+        __threadfence(); /* the partial is visible before the count says so */
+        last = atomicAdd(&count[row], 1u) == (unsigned)G - 1;
+    }
+    __syncthreads();
+    if (!last || tid >= 32) return;
+    __threadfence();
+    unsigned long long b = 0;
+    for (int g = lane; g < G; g += 32) {
+        const unsigned long long v = ((volatile unsigned long long *)part)[(size_t)row * G + g];
+        if (v > b) b = v;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        unsigned long long t = __shfl_xor_sync(FULL, b, o);
+        if (t > b) b = t;
+    }
+    if (lane == 0) {
+        const int id = (int)(0xffffffffu - (uint32_t)b);
+        ids[row] = id;
+        vals[row] = xr[id];
+        count[row] = 0;
+    }
+}
+
+extern "C" cudaError_t tc_cuda_topk(cudaStream_t st, int32_t *ids, float *vals, const float *x, int n, int V, int k,
+                                    unsigned long long *am_part, unsigned *am_count) {
     if (n <= 0) return cudaSuccess;
     if (k < 1 || k > V || k > TC_TOPK_MAX) return cudaErrorInvalidValue;
+    if (k == 1 && am_part && am_count && n <= TC_CUDA_ARGMAX_ROWS) {
+        int G = 2 * 132 / n; /* about two blocks an SM of an H100 / H200 */
+        if (G > TC_CUDA_ARGMAX_SPLIT) G = TC_CUDA_ARGMAX_SPLIT;
+        if (G < 1) G = 1;
+        argmax_kernel<<<dim3((unsigned)G, (unsigned)n), AM_THREADS, 0, st>>>(ids, vals, x, V, am_part, am_count);
+        return cudaGetLastError();
+    }
     topk_kernel<<<(unsigned)n, TOPK_THREADS, 0, st>>>(ids, vals, x, V, k);
     return cudaGetLastError();
 }

@@ -142,6 +142,60 @@ static void test_linear(void) {
         }
 }
 
+/* linear_pre (LayerNorm or SwiGLU fused into the skinny linear): bit for
+ * bit the GPU's own two ops (the op and linear, through a scratch), and
+ * the CPU's two ops at the linear bound; n = 9 and a k too wide for the
+ * kernel's shared memory take the backend's two-op path */
+static void test_linear_pre(void) {
+    struct { int pre, n, m, k; } cs[] = {
+        {TC_PRE_LN, 1, 1296, 432},     {TC_PRE_LN, 3, 7, 19},        {TC_PRE_LN, 8, 2560, 432},
+        {TC_PRE_LN, 9, 100, 432},      {TC_PRE_LN, 2, 33, 8000},     {TC_PRE_SWIGLU, 1, 432, 1280},
+        {TC_PRE_SWIGLU, 5, 17, 37},    {TC_PRE_SWIGLU, 8, 432, 1280}, {TC_PRE_SWIGLU, 12, 40, 64},
+    };
+    if (!g_gpu.linear_pre) {
+        printf("FAIL  linear_pre: the CUDA backend has none (TC_CUDA_FUSE=0?)\n");
+        g_fail++, g_n++;
+        return;
+    }
+    char sh[160];
+    for (size_t t = 0; t < sizeof cs / sizeof cs[0]; t++)
+        for (int beta = 0; beta < 2; beta++) {
+            const int pre = cs[t].pre, n = cs[t].n, m = cs[t].m, k = cs[t].k, has_bias = (int)(t + beta) % 2;
+            const int xw = pre == TC_PRE_LN ? k : 2 * k, ldx = pre == TC_PRE_LN ? k : xw + 3, ldy = m + 2;
+            float *x = rnd((size_t)n * ldx, 2), *W = rnd((size_t)m * k, 1), *bias = rnd(m, 1), *lw = rnd(k, 1),
+                  *lb = rnd(k, 1), *y = rnd((size_t)n * ldy, 1), *tmp = malloc((size_t)n * k * 4 + 4);
+            for (int i = 0; i < n * ldx; i++) x[i] += pre == TC_PRE_LN ? 3.0f : 0.f; /* LN: non-zero mean */
+            float *yg0 = nans((size_t)n * ldy), *tnan = nans((size_t)n * k);
+            if (beta) memcpy(yg0, y, (size_t)n * ldy * 4);
+            float *dx = dev(x, (size_t)n * ldx), *dW = dev(W, (size_t)m * k), *db = dev(bias, m), *dlw = dev(lw, k),
+                  *dlb = dev(lb, k), *dy = dev(yg0, (size_t)n * ldy), *dy2 = dev(yg0, (size_t)n * ldy),
+                  *dt = dev(tnan, (size_t)n * k), *dt2 = dev(tnan, (size_t)n * k);
+            const float *bb = has_bias ? db : NULL;
+            g_gpu.linear_pre(&g_gpu, pre, dy, ldy, dx, ldx, dt, dW, bb, n, m, k, (float)beta, dlw, dlb, 1e-5f);
+            if (pre == TC_PRE_LN) {
+                g_gpu.layernorm(&g_gpu, dt2, dx, dlw, dlb, n, k, 1e-5f);
+                g_cpu.layernorm(&g_cpu, tmp, x, lw, lb, n, k, 1e-5f);
+            } else {
+                g_gpu.swiglu(&g_gpu, dt2, k, dx, ldx, n, k);
+                g_cpu.swiglu(&g_cpu, tmp, k, x, ldx, n, k);
+            }
+            g_gpu.linear(&g_gpu, dy2, ldy, dt2, k, dW, bb, n, m, k, (float)beta);
+            g_cpu.linear(&g_cpu, y, ldy, tmp, k, W, has_bias ? bias : NULL, n, m, k, (float)beta);
+            float *yg = host(dy, (size_t)n * ldy), *yg2 = host(dy2, (size_t)n * ldy);
+            snprintf(sh, sizeof sh, "%s n=%d m=%d k=%d beta=%d bias=%d", pre == TC_PRE_LN ? "LN" : "SwiGLU", n, m, k,
+                     beta, has_bias);
+            compare("linear", sh, yg, y, yg0, n, m, ldy);
+            int same = memcmp(yg, yg2, (size_t)n * ldy * 4) == 0;
+            g_n++;
+            if (!same) g_fail++;
+            printf("%-5s linear_pre %s: == the two GPU ops, bitwise\n", same ? "ok" : "FAIL", sh);
+            g_gpu.free(&g_gpu, dx); g_gpu.free(&g_gpu, dW); g_gpu.free(&g_gpu, db); g_gpu.free(&g_gpu, dlw);
+            g_gpu.free(&g_gpu, dlb); g_gpu.free(&g_gpu, dt); g_gpu.free(&g_gpu, dt2); /* host() freed dy, dy2 */
+            free(x); free(W); free(bias); free(lw); free(lb); free(y); free(tmp); free(yg0); free(tnan); free(yg);
+            free(yg2);
+        }
+}
+
 static void test_layernorm(void) {
     const int n_[] = {1, 7, 19, 111, 128}, d_[] = {8, 20, 112, 432, 1297};
     char sh[128];
@@ -587,6 +641,7 @@ int main(void) {
     test_embed_copy2d();
     test_layernorm();
     test_linear();
+    test_linear_pre();
     test_rope();
     test_rope_kv_batch();
     test_swiglu();
