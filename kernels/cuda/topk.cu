@@ -28,6 +28,35 @@ __device__ __forceinline__ unsigned long long comp(uint32_t key, int i) {
     return (unsigned long long)key << 32 | (0xffffffffu - (uint32_t)i);
 }
 
+/* The largest composite among x[i], i = start, start + stride, ... < V:
+ * ARGMAX_BATCH loads in flight a thread (a row is ~50 loads a thread at
+ * V = 50,257 in one block of 1024: one at a time, the pass waited on each) */
+__device__ __forceinline__ unsigned long long argmax_scan(const float *xr, int V, int start, int stride) {
+    unsigned long long best = 0;
+    for (int i0 = start; i0 < V; i0 += ARGMAX_BATCH * stride) {
+        uint32_t kk[ARGMAX_BATCH];
+#pragma unroll
+        for (int u = 0; u < ARGMAX_BATCH; u++) {
+            const int i = i0 + u * stride;
+            kk[u] = i < V ? key_at(xr, i) : 0u;
+        }
+#pragma unroll
+        for (int u = 0; u < ARGMAX_BATCH; u++) {
+            const int i = i0 + u * stride;
+            const unsigned long long c = comp(kk[u], i);
+            if (i < V && c > best) best = c;
+        }
+    }
+    return best;
+}
+__device__ __forceinline__ unsigned long long warp_max64(unsigned long long v) {
+    for (int o = 16; o > 0; o >>= 1) {
+        const unsigned long long t = __shfl_xor_sync(FULL, v, o);
+        if (t > v) v = t;
+    }
+    return v;
+}
+
 __global__ __launch_bounds__(TOPK_THREADS) static void topk_kernel(int32_t *ids, float *vals, const float *x, int V,
                                                                    int k) {
     __shared__ unsigned hist[256];
@@ -41,27 +70,7 @@ __global__ __launch_bounds__(TOPK_THREADS) static void topk_kernel(int32_t *ids,
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nwarp = blockDim.x >> 5;
 
     if (k == 1) { /* argmax: the largest composite (composites of real ids are > 0) */
-        unsigned long long best = 0;
-        /* ARGMAX_BATCH loads in flight per thread (a row is ~50 loads a
-         * thread at V = 50,257: one at a time, the pass waited on each) */
-        for (int i0 = tid; i0 < V; i0 += ARGMAX_BATCH * TOPK_THREADS) {
-            uint32_t kk[ARGMAX_BATCH];
-#pragma unroll
-            for (int u = 0; u < ARGMAX_BATCH; u++) {
-                const int i = i0 + u * TOPK_THREADS;
-                kk[u] = i < V ? key_at(xr, i) : 0u;
-            }
-#pragma unroll
-            for (int u = 0; u < ARGMAX_BATCH; u++) {
-                const int i = i0 + u * TOPK_THREADS;
-                const unsigned long long c = comp(kk[u], i);
-                if (i < V && c > best) best = c;
-            }
-        }
-        for (int o = 16; o > 0; o >>= 1) {
-            unsigned long long b = __shfl_xor_sync(FULL, best, o);
-            if (b > best) best = b;
-        }
+        unsigned long long best = warp_max64(argmax_scan(xr, V, tid, TOPK_THREADS));
         if (lane == 0) warp_best[warp] = best;
         __syncthreads();
         if (tid == 0) {
@@ -167,25 +176,7 @@ __global__ __launch_bounds__(AM_THREADS) static void argmax_kernel(int32_t *ids,
     const int row = blockIdx.y, G = gridDim.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const float *xr = x + (size_t)row * V;
     const int stride = G * AM_THREADS;
-    unsigned long long best = 0;
-    for (int i0 = blockIdx.x * AM_THREADS + tid; i0 < V; i0 += ARGMAX_BATCH * stride) {
-        uint32_t kk[ARGMAX_BATCH];
-#pragma unroll
-        for (int u = 0; u < ARGMAX_BATCH; u++) {
-            const int i = i0 + u * stride;
-            kk[u] = i < V ? key_at(xr, i) : 0u;
-        }
-#pragma unroll
-        for (int u = 0; u < ARGMAX_BATCH; u++) {
-            const int i = i0 + u * stride;
-            const unsigned long long c = comp(kk[u], i);
-            if (i < V && c > best) best = c;
-        }
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-        unsigned long long b = __shfl_xor_sync(FULL, best, o);
-        if (b > best) best = b;
-    }
+    unsigned long long best = warp_max64(argmax_scan(xr, V, blockIdx.x * AM_THREADS + tid, stride));
     if (lane == 0) wb[warp] = best;
     __syncthreads();
     if (tid == 0) {
@@ -203,10 +194,7 @@ __global__ __launch_bounds__(AM_THREADS) static void argmax_kernel(int32_t *ids,
         const unsigned long long v = ((volatile unsigned long long *)part)[(size_t)row * G + g];
         if (v > b) b = v;
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        unsigned long long t = __shfl_xor_sync(FULL, b, o);
-        if (t > b) b = t;
-    }
+    b = warp_max64(b);
     if (lane == 0) {
         const int id = (int)(0xffffffffu - (uint32_t)b);
         ids[row] = id;
