@@ -6,8 +6,12 @@
 #   floor   paper-41m: hit step at batch 1 vs weight bytes / bandwidth,
 #           sync at N = 64K, 256K, 1M vs the cuBLAS SGEMM rate
 #   flat    hit-step p50 at 1K and 1M, alternated
-#   batch   aggregate tokens/s at B = 1, 16, 256, both architectures;
-#           again with TC_CUDA_GRAPHS=1 (batch-graphs, floor-64k-graphs)
+#   batch   aggregate tokens/s at B = 1, 16, 256, both architectures
+#           (replayed graphs, the default); again with TC_CUDA_GRAPHS=0
+#   (batch-nographs, floor-64k-nographs) and =1 (batch-graphs,
+#   floor-64k-graphs); floor-64k-simt (TC_CUDA_ATT_MMA=0) and
+#   floor-64k-nofuse (TC_CUDA_FUSE=0): the A/B of the tensor-core
+#   attention and of the fused LayerNorm / SwiGLU
 #   itl     per-token latency vs N, tconstformer and the baseline of equal
 #           size (the baseline until --budget stops it)
 # Output: $OUT/bench/<name>.txt and .csv. Knobs: BUILD (default build-gpu),
@@ -43,17 +47,13 @@ run floor-256k floor --preset paper-41m --ctx 256K --reps 3
 run floor-1m floor --preset paper-41m --ctx 1M --reps 3
 run flat flat --preset paper-41m --ctx 1K,1M --reps 2
 run batch batch --preset paper-41m --batch 1,16,256 --reps 2
-# the hit step captured as a CUDA graph (off by default until these say
-# otherwise): the same batch and floor runs, graphs on; compare with the
-# two above (separate processes, run back to back)
-export TC_CUDA_GRAPHS=1
-run batch-graphs batch --preset paper-41m --batch 1,16,256 --reps 2
-run floor-64k-graphs floor --preset paper-41m --ctx 64K --reps 3
-# replayed graphs (TC_CUDA_GRAPHS=2): a step whose launches match the kept
-# graph launches it as is
-export TC_CUDA_GRAPHS=2
-run batch-replay batch --preset paper-41m --batch 1,16,256 --reps 2
-run floor-64k-replay floor --preset paper-41m --ctx 64K --reps 3
-unset TC_CUDA_GRAPHS
+# the A/B runs: each default against its alternative, separate processes
+# run back to back (compare with the two above)
+TC_CUDA_GRAPHS=0 run batch-nographs batch --preset paper-41m --batch 1,16,256 --reps 2
+TC_CUDA_GRAPHS=0 run floor-64k-nographs floor --preset paper-41m --ctx 64K --reps 3
+TC_CUDA_GRAPHS=1 run batch-graphs batch --preset paper-41m --batch 1,16,256 --reps 2
+TC_CUDA_GRAPHS=1 run floor-64k-graphs floor --preset paper-41m --ctx 64K --reps 3
+TC_CUDA_ATT_MMA=0 run floor-64k-simt floor --preset paper-41m --ctx 64K --reps 3
+TC_CUDA_FUSE=0 run floor-64k-nofuse floor --preset paper-41m --ctx 64K --reps 3
 run itl itl --preset paper-41m --arch both --ctx 1K,16K,64K,256K,1M --reps 1 --budget "${ITL_BUDGET:-60}"
 exit $fail

@@ -823,6 +823,11 @@ static void on_done(void *ud, tc_call *call, int cancelled) {
         tc_engine_session_close(s->e, c->session_id, &si);
     }
     if (c->kind == K_WATCH) unwatch(s, c);
+    /* a receive still queued behind the close (a client that cancels with
+     * a message in flight) reaches on_message after this: it must find no
+     * context, not this one freed (ASan saw exactly that under load). The
+     * RPC thread runs the handlers one at a time, so this is ordered. */
+    tc_call_set_user(call, NULL);
     ctx_unref(c);
 }
 
