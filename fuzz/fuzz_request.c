@@ -11,7 +11,9 @@
  * message (none: the client half-closed at once); later frames go to
  * client-streaming methods whenever the service asks for the next message,
  * then a half-close. flags bit 0: the client cancels after frame 0; bit 1:
- * the call is over before its first message (on_done, then on_start NULL).
+ * the call is over before its first message (on_done, then on_start NULL);
+ * bit 2: a receive still queued behind the close completes after on_done
+ * (on_message NULL), an order rpc.c's one completion queue can deliver.
  *
  * Checked besides memory safety and leaks: every call the client did not
  * cancel ends with exactly one status once the engine is quiet (a unary
@@ -364,6 +366,10 @@ static void run_call(const tc_rpc_handlers *h, int method, int flags, const fram
     pthread_mutex_unlock(&c->mu);
     h->on_done(g_svc, c, cancel);
     wait_quiet();
+    if (flags & 4) { /* the failed receive, after the close: must find no context */
+        h->on_message(g_svc, c, NULL, 0);
+        wait_quiet();
+    }
     if (g_verbose)
         fprintf(stderr, "call %s: %s code %d, %zu messages\n", c->method, c->finished ? "status" : "cancelled", c->code,
                 c->n_sent);
