@@ -8,13 +8,14 @@
 # and what ran is logged. Logs (at most 6 files) go to $OUT (or ./gpu-logs):
 #   env.txt summary.txt gpu.log bench.log e2e.log bench-csv.tar
 # STAGES picks and orders stages (default: all, in the order below):
-#   ops parity floor64k batch e2e flat batchg floor1m floor256k floor64kg e2eg itl
-# and, only when named: sanitize (the op tests under compute-sanitizer),
+#   ops parity sanitize floor64k batch batch0 e2e flat batchg floor1m floor256k floor64kg e2eg itl
+# (sanitize: the op tests under compute-sanitizer memcheck) and, only when
+# named:
 # batchbf16 floor64kbf16 (TC_CUDA_WEIGHTS=bf16), prof profbf16 (floor at
 # 64K with TC_CUDA_PROFILE=1: device time by op, hit step and sync; prof2
 # with TC_CUDA_PROFILE=2: device time alone, without the host's launches),
 # batchr floor64kr flatr e2er (TC_CUDA_GRAPHS=2: replayed graphs, the
-# default since session 16), batch0 e2e0 (TC_CUDA_GRAPHS=0: no graphs),
+# default since session 16, named), e2e0 (TC_CUDA_GRAPHS=0: no graphs),
 # floor64kx profx (TC_CUDA_ATT_MMA=0: attention on the CUDA cores, the A/B
 # of the tensor-core path), floor64knf (TC_CUDA_FUSE=0: LayerNorm and
 # SwiGLU as their own launches), nsys (per-kernel device time of replayed hit
@@ -30,7 +31,7 @@ mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
 T0=$(date +%s)
 BUDGET=${BUDGET:-420}
-STAGES=${STAGES:-ops parity floor64k batch e2e flat batchg floor1m floor256k floor64kg e2eg itl}
+STAGES=${STAGES:-ops parity sanitize floor64k batch batch0 e2e flat batchg floor1m floor256k floor64kg e2eg itl}
 DEV=${DEV:-cuda:0}
 W=${W:-${TMPDIR:-/tmp}/tc-gpu-bundle}
 B=$W/build-gpu
