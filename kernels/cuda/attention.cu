@@ -44,14 +44,26 @@
 #define ROW_VB(NC) ((NC) <= 2 ? 16 : 32 / (NC))
 #define MMA_KT_MAX 8 /* the tensor-core tile kernel takes head_dim <= 64 */
 
-/* the tile kernel's work on the tensor cores (att_mma_kernel) when the
- * device has them and TC_CUDA_ATT_MMA is not 0: tc_cuda_attention_setup */
-static int g_att_mma, g_att_mma_ok;
+/* the tile kernel's work on the tensor cores (att_mma_kernel) when
+ * TC_CUDA_ATT_MMA is not 0 (g_att_mma_want) and the current device can run
+ * it: bit d of g_att_mma_devs, set by tc_cuda_attention_setup on device d
+ * when it is sm_80+ and the kernel's code for it was compiled for sm_80+
+ * (a PTX of an older target, JIT-compiled, would reach its __trap). Devices
+ * past 63 use the CUDA-core kernel. */
+static int g_att_mma_want;
+static unsigned long long g_att_mma_devs;
+
+static int att_mma_on(void) {
+    int d = 0;
+    return g_att_mma_want && cudaGetDevice(&d) == cudaSuccess && d >= 0 && d < 64 && (g_att_mma_devs >> d & 1ull);
+}
 
 extern "C" int tc_cuda_attention_set_mma(int on) {
-    g_att_mma = on && g_att_mma_ok;
-    return g_att_mma;
+    g_att_mma_want = on != 0;
+    return att_mma_on();
 }
+
+extern "C" int tc_cuda_attention_mma_on(void) { return att_mma_on(); }
 
 /* First key index NOT visible to a query at absolute position qpos, clamped
  * to [0, nk]. */
@@ -723,7 +735,7 @@ static cudaError_t att_launch(cudaStream_t st, float *out, int ldo, const float 
         const int kchunk = ((nk + splits - 1) / splits + ATT_BK - 1) / ATT_BK * ATT_BK;
         dim3 grid((unsigned)((nq + ATT_BQ - 1) / ATT_BQ), (unsigned)n_head, (unsigned)splits);
         float *pt = splits > 1 ? part : NULL;
-        if (g_att_mma && hd <= 8 * MMA_KT_MAX) {
+        if (hd <= 8 * MMA_KT_MAX && att_mma_on()) {
             const int kt = (hd + 7) / 8;
 #define MMA_GO(KT)                                                                                                  \
     att_mma_kernel<KT><<<grid, MMA_WARPS * 32, 0, st>>>(out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, hd, qpos0, kpos0, \
@@ -772,8 +784,10 @@ extern "C" cudaError_t tc_cuda_attention_setup(int mma) {
     if ((e = cudaGetDevice(&dev)) != cudaSuccess ||
         (e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev)) != cudaSuccess)
         return e;
-    g_att_mma_ok = major >= 8; /* mma.sync .tf32: sm_80 and later */
-    g_att_mma = mma && g_att_mma_ok;
+    cudaFuncAttributes fa;
+    if ((e = cudaFuncGetAttributes(&fa, att_mma_kernel<5>)) != cudaSuccess) return e;
+    if (major >= 8 && fa.ptxVersion >= 80 && dev >= 0 && dev < 64) g_att_mma_devs |= 1ull << dev;
+    g_att_mma_want = mma != 0;
     if ((e = cudaFuncSetAttribute(att_tile_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   (int)att_tile_smem(128))) != cudaSuccess)
         return e;

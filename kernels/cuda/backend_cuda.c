@@ -363,7 +363,7 @@ static cudaError_t att_call(tc_cuda_ctx *c, float *out, int ldo, const float *q,
                             int64_t kpos0, int causal, float beta) {
     tc_cuda_lane *L = lane_of(c);
     if (REPLAY_MIX(L, OP_ATT, P64(out), ldo, P64(q), ldq, P64(k), ldk, P64(v), ldv, nq, nk, n_head, head_dim,
-                   (uint64_t)qpos0, (uint64_t)kpos0, causal, fbits(beta)))
+                   (uint64_t)qpos0, (uint64_t)kpos0, causal, fbits(beta), (uint64_t)tc_cuda_attention_mma_on()))
         return cudaSuccess;
     int splits = t_capturing ? 1 : tc_cuda_attention_splits(nq, nk, n_head, c->sms);
     if (splits > 1) {
@@ -911,7 +911,9 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
         INIT_CU(cudaMalloc((void **)&L->am_part,
                            (size_t)TC_CUDA_ARGMAX_ROWS * TC_CUDA_ARGMAX_SPLIT * sizeof *L->am_part));
         INIT_CU(cudaMalloc((void **)&L->am_count, (size_t)TC_CUDA_ARGMAX_ROWS * sizeof *L->am_count));
-        INIT_CU(cudaMemset(L->am_count, 0, (size_t)TC_CUDA_ARGMAX_ROWS * sizeof *L->am_count));
+        /* on the lane's own (non-blocking) stream, done before any kernel reads it */
+        INIT_CU(cudaMemsetAsync(L->am_count, 0, (size_t)TC_CUDA_ARGMAX_ROWS * sizeof *L->am_count, L->stream));
+        INIT_CU(cudaStreamSynchronize(L->stream));
         INIT_BLAS(cublasSetWorkspace(L->blas, L->blas_ws, TC_CUBLAS_WS_BYTES));
         /* fp32 compute, no TF32: exact against the CPU backend first */
         INIT_BLAS(cublasSetMathMode(L->blas, CUBLAS_DEFAULT_MATH));

@@ -46,7 +46,7 @@ cudaError_t tc_cuda_linear_skinny(cudaStream_t st, float *y, int ldy, const floa
  * x [n, 2k] gated; bit for bit tc_cuda_layernorm / tc_cuda_swiglu then
  * tc_cuda_linear_skinny. n <= TC_CUDA_SKINNY_MAX and
  * n * k * 4 <= TC_CUDA_PRE_SMEM (the transformed rows in shared memory). */
-#define TC_CUDA_PRE_SMEM (48 * 1024)
+#define TC_CUDA_PRE_SMEM (48 * 1024 - 256) /* the default dynamic limit, less room for the kernel's static red[] */
 cudaError_t tc_cuda_linear_pre(cudaStream_t st, int pre, float *y, int ldy, const float *x, int ldx, const void *W,
                                const float *bias, int wtype, int n, int m, int k, float beta, const float *lw,
                                const float *lb, float eps);
@@ -126,6 +126,9 @@ cudaError_t tc_cuda_attention_setup(int mma);
 /* the tensor-core path on (on != 0; where the device has it) or off; returns
  * whether it is on. For tests and A/B runs, between steps. */
 int tc_cuda_attention_set_mma(int on);
+/* whether the current device's prefill/sync attention (head_dim <= 64)
+ * takes the tensor-core path now (joins the replay hash) */
+int tc_cuda_attention_mma_on(void);
 
 #ifdef __cplusplus
 }

@@ -151,6 +151,9 @@ static void test_linear_pre(void) {
         {TC_PRE_LN, 1, 1296, 432},     {TC_PRE_LN, 3, 7, 19},        {TC_PRE_LN, 8, 2560, 432},
         {TC_PRE_LN, 9, 100, 432},      {TC_PRE_LN, 2, 33, 8000},     {TC_PRE_SWIGLU, 1, 432, 1280},
         {TC_PRE_SWIGLU, 5, 17, 37},    {TC_PRE_SWIGLU, 8, 432, 1280}, {TC_PRE_SWIGLU, 12, 40, 64},
+        /* at the fused kernel's shared-memory bound (8 x 1528 floats:
+         * fused) and just past it (4 x 3072: 48 KiB exactly, the two ops) */
+        {TC_PRE_LN, 8, 50, 1528},      {TC_PRE_SWIGLU, 4, 40, 3072},
     };
     if (!g_gpu.linear_pre) {
         printf("FAIL  linear_pre: the CUDA backend has none (TC_CUDA_FUSE=0?)\n");
