@@ -851,13 +851,21 @@ void tc_engine_cancel_all(tc_engine *e) {
     pthread_mutex_unlock(&e->mu);
 }
 
-void tc_engine_stop(tc_engine *e) {
+void tc_engine_quiesce(tc_engine *e) {
     if (!e) return;
-    /* let the loop end every job first, then stop it */
     tc_engine_drain(e);
     tc_engine_cancel_all(e);
     pthread_mutex_lock(&e->mu);
     while (e->jobs) pthread_cond_wait(&e->idle_cv, &e->mu);
+    pthread_mutex_unlock(&e->mu);
+}
+
+void tc_engine_stop(tc_engine *e) {
+    if (!e) return;
+    /* let the loop end every job first, then stop it */
+    tc_engine_quiesce(e);
+    pthread_mutex_lock(&e->mu);
+    while (e->jobs) pthread_cond_wait(&e->idle_cv, &e->mu); /* none can start: draining */
     e->stop = 1;
     pthread_cond_broadcast(&e->cv);
     pthread_mutex_unlock(&e->mu);

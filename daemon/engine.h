@@ -96,7 +96,13 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
  * RPC server starts. */
 struct tc_journal;
 tc_status tc_engine_attach_journal(tc_engine *e, struct tc_journal *j, int *n_restored);
-/* Cancels what runs (reason: UNAVAILABLE), joins the thread, frees. */
+/* Stops admission, cancels what runs (reason: UNAVAILABLE) and waits until
+ * every job has ended (its sink's done called). The engine stays usable
+ * for everything but new work: the RPC thread may still call it while the
+ * gRPC server winds down. */
+void tc_engine_quiesce(tc_engine *e);
+/* tc_engine_quiesce, then joins the threads and frees. Nothing may call
+ * the engine after (stop the RPC server first). */
 void tc_engine_stop(tc_engine *e);
 
 /* Admission. On refusal returns nonzero with a gRPC code and a message

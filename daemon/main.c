@@ -315,8 +315,16 @@ int main(int argc, char **argv) {
     rc = 0;
 out:
     if (svc) tc_service_end_watchers(svc);
-    if (eng) tc_engine_stop(eng); /* cancels the rest with UNAVAILABLE */
+    /* cancels the rest with UNAVAILABLE; the engine stays allocated while
+     * the RPC thread may still reach it (a send completing calls on_sent,
+     * a cancelled stream's on_done closes its session): freed only after
+     * the RPC server has stopped (it was freed first, and a wake on the
+     * freed engine could hang the RPC thread and the shutdown with it) */
+    if (eng) tc_engine_quiesce(eng);
     if (rpc) tc_rpc_server_stop(rpc, rpc_grace);
+    if (eng) tc_engine_stop(eng);
+    eng = NULL;
+    if (svc) tc_service_bind_engine(svc, NULL);
     g_svc = NULL;
     if (http) tc_http_stop(http);
     tc_service_free(svc);
