@@ -82,7 +82,8 @@ typedef struct job {
 struct tc_engine {
     pthread_mutex_t mu;
     pthread_cond_t cv;      /* wakes both engine threads (broadcast) */
-    pthread_cond_t idle_cv; /* signalled when a job retires */
+    pthread_cond_t idle_cv; /* signalled when a job retires, and when its done callback has returned */
+    int n_finishing;        /* retired jobs whose done callback is still running (tc_engine_quiesce waits) */
     pthread_t thread; /* generation (hit steps) */
     /* context threads (syncs, prefills): in-process one for both; with
      * worker processes one for starts and one per worker pair for syncs */
@@ -371,8 +372,13 @@ static void finish_job(tc_engine *e, job *j, tc_finish fin, const char *err) {
     tc_metric_observe(TC_H_request_duration_seconds, tc_now_s() - j->t_arrive);
     pthread_mutex_lock(&e->mu);
     void *u = job_retire_locked(e, j);
+    e->n_finishing++;
     pthread_mutex_unlock(&e->mu);
     e->sink.done(u);
+    pthread_mutex_lock(&e->mu);
+    e->n_finishing--;
+    pthread_cond_broadcast(&e->idle_cv);
+    pthread_mutex_unlock(&e->mu);
 }
 
 static void refresh_stats(tc_engine *e, dsess *s) {
@@ -856,7 +862,9 @@ void tc_engine_quiesce(tc_engine *e) {
     tc_engine_drain(e);
     tc_engine_cancel_all(e);
     pthread_mutex_lock(&e->mu);
-    while (e->jobs) pthread_cond_wait(&e->idle_cv, &e->mu);
+    /* and every done callback returned: the service drops its call
+     * references there, which must happen before the RPC server goes */
+    while (e->jobs || e->n_finishing) pthread_cond_wait(&e->idle_cv, &e->mu);
     pthread_mutex_unlock(&e->mu);
 }
 

@@ -97,7 +97,7 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
 struct tc_journal;
 tc_status tc_engine_attach_journal(tc_engine *e, struct tc_journal *j, int *n_restored);
 /* Stops admission, cancels what runs (reason: UNAVAILABLE) and waits until
- * every job has ended (its sink's done called). The engine stays usable
+ * every job has ended (its sink's done called and returned). The engine stays usable
  * for everything but new work: the RPC thread may still call it while the
  * gRPC server winds down. */
 void tc_engine_quiesce(tc_engine *e);
