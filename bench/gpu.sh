@@ -10,8 +10,9 @@
 #           (replayed graphs, the default); again with TC_CUDA_GRAPHS=0
 #   (batch-nographs, floor-64k-nographs) and =1 (batch-graphs,
 #   floor-64k-graphs); floor-64k-simt (TC_CUDA_ATT_MMA=0) and
-#   floor-64k-nofuse (TC_CUDA_FUSE=0): the A/B of the tensor-core
-#   attention and of the fused LayerNorm / SwiGLU
+#   floor-64k-nofuse (TC_CUDA_FUSE=0), batch-nopdl and floor-64k-nopdl
+#   (TC_CUDA_PDL=0): the A/B of the tensor-core attention, of the fused
+#   LayerNorm / SwiGLU and of programmatic dependent launch
 #   itl     per-token latency vs N, tconstformer and the baseline of equal
 #           size (the baseline until --budget stops it)
 # Output: $OUT/bench/<name>.txt and .csv. Knobs: BUILD (default build-gpu),
@@ -55,5 +56,7 @@ TC_CUDA_GRAPHS=1 run batch-graphs batch --preset paper-41m --batch 1,16,256 --re
 TC_CUDA_GRAPHS=1 run floor-64k-graphs floor --preset paper-41m --ctx 64K --reps 3
 TC_CUDA_ATT_MMA=0 run floor-64k-simt floor --preset paper-41m --ctx 64K --reps 3
 TC_CUDA_FUSE=0 run floor-64k-nofuse floor --preset paper-41m --ctx 64K --reps 3
+TC_CUDA_PDL=0 run batch-nopdl batch --preset paper-41m --batch 1,16,256 --reps 2
+TC_CUDA_PDL=0 run floor-64k-nopdl floor --preset paper-41m --ctx 64K --reps 3
 run itl itl --preset paper-41m --arch both --ctx 1K,16K,64K,256K,1M --reps 1 --budget "${ITL_BUDGET:-60}"
 exit $fail

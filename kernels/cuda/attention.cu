@@ -364,6 +364,8 @@ struct att_rows_batch {
 template <int NC>
 __global__ static void __launch_bounds__(ROW_WARPS * 32)
     att_rows_kernel(const __grid_constant__ att_rows_batch b, const tc_att_item *dit, int hd, float scale) {
+    tc_pdl_wait(); /* launched with tc_launch: everything below reads the step's data */
+    tc_pdl_trigger();
     /* the items: in the parameters, or (dit: a replayed graph) in device memory */
     const tc_att_item t = dit ? dit[blockIdx.z] : b.it[blockIdx.z];
     if ((int)blockIdx.y >= t.nq) return; /* the whole block: no barrier is skipped by part of it */
@@ -382,8 +384,7 @@ static cudaError_t att_rows_launch(cudaStream_t st, const tc_att_item *it, int n
     }
     dim3 grid((unsigned)n_head, (unsigned)mq, (unsigned)n);
     size_t smem = att_row_smem(hd);
-    att_rows_kernel<NC><<<grid, ROW_WARPS * 32, smem, st>>>(b, dev, hd, 1.0f / sqrtf((float)hd));
-    return cudaGetLastError();
+    return tc_launch(att_rows_kernel<NC>, grid, dim3(ROW_WARPS * 32), smem, st, b, dev, hd, 1.0f / sqrtf((float)hd));
 }
 
 extern "C" cudaError_t tc_cuda_attention_rows(cudaStream_t st, const tc_att_item *it, int n, int n_head,
@@ -411,6 +412,8 @@ template <int NC>
 __global__ static void __launch_bounds__(ROW_WARPS * 32)
     att_pairs_kernel(const __grid_constant__ att_pairs_batch b, const tc_att_item *dw, const tc_att_item *dz, int hd,
                      float scale) {
+    tc_pdl_wait(); /* launched with tc_launch: everything below reads the step's data */
+    tc_pdl_trigger();
     /* the items: in the parameters, or (dw, dz: a replayed graph) in device memory */
     const tc_att_item w = dw ? dw[blockIdx.z] : b.w[blockIdx.z], z = dw ? dz[blockIdx.z] : b.z[blockIdx.z];
     if ((int)blockIdx.y >= w.nq) return; /* the whole block */
@@ -434,8 +437,8 @@ static cudaError_t att_pairs_launch(cudaStream_t st, const tc_att_item *w, const
     }
     dim3 grid((unsigned)n_head, (unsigned)mq, (unsigned)n);
     size_t smem = att_row_smem(hd);
-    att_pairs_kernel<NC><<<grid, ROW_WARPS * 32, smem, st>>>(b, dw, dz, hd, 1.0f / sqrtf((float)hd));
-    return cudaGetLastError();
+    return tc_launch(att_pairs_kernel<NC>, grid, dim3(ROW_WARPS * 32), smem, st, b, dw, dz, hd,
+                     1.0f / sqrtf((float)hd));
 }
 
 extern "C" cudaError_t tc_cuda_attention_pairs(cudaStream_t st, const tc_att_item *w, const tc_att_item *z, int n,

@@ -562,6 +562,11 @@ static void cuda_capture_begin(tc_backend *be) {
         }
     }
     L->hash = 1469598103934665603ull; /* FNV offset basis */
+    {
+        /* a graph captured with programmatic launches is not the one without */
+        const uint64_t pdl = (uint64_t)tc_cuda_pdl_on();
+        hash_mix(L, &pdl, sizeof pdl);
+    }
     L->stage_used = 0;
     L->stage_overflow = 0;
     if (L->next == M_DIRECT || !L->stage_h) { /* the staging overflowed last pass: run as called */
@@ -857,11 +862,15 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     /* the knobs first: a bad value is an error on any machine */
     int wtype = TC_WT_F32, graphs = 2; /* replayed graphs: measured faster, exact (gpu.md) */
     const char *w = getenv("TC_CUDA_WEIGHTS"), *g = getenv("TC_CUDA_GRAPHS"), *pr = getenv("TC_CUDA_PROFILE");
-    const char *am = getenv("TC_CUDA_ATT_MMA"), *fu = getenv("TC_CUDA_FUSE");
-    int profile = 0, att_mma = 1, fuse = 1;
+    const char *am = getenv("TC_CUDA_ATT_MMA"), *fu = getenv("TC_CUDA_FUSE"), *pd = getenv("TC_CUDA_PDL");
+    int profile = 0, att_mma = 1, fuse = 1, pdl = 1;
     if (am && *am) {
         if (!strcmp(am, "0")) att_mma = 0;
         else if (strcmp(am, "1")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_ATT_MMA '%s': expected 0 or 1", am);
+    }
+    if (pd && *pd) {
+        if (!strcmp(pd, "0")) pdl = 0;
+        else if (strcmp(pd, "1")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_PDL '%s': expected 0 or 1", pd);
     }
     if (fu && *fu) {
         if (!strcmp(fu, "0")) fuse = 0;
@@ -885,6 +894,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     } else if (profile) {
         graphs = 0; /* the profile times ops, which a replayed graph hides: graphs only when asked for */
     }
+    if (profile && !(pd && *pd)) pdl = 0; /* and ops that overlap their neighbours: PDL only when asked for */
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {
@@ -919,6 +929,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
         INIT_BLAS(cublasSetMathMode(L->blas, CUBLAS_DEFAULT_MATH));
     }
     INIT_CU(tc_cuda_attention_setup(att_mma));
+    INIT_CU(tc_cuda_pdl_setup(pdl));
     {
         int pools = 0;
         if (cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device) == cudaSuccess && pools) {
@@ -1045,6 +1056,9 @@ void tc_backend_cuda_set_graphs(tc_backend *be, int on) {
 }
 
 int tc_backend_cuda_set_att_mma(int on) { return tc_cuda_attention_set_mma(on); }
+
+int tc_backend_cuda_set_pdl(int on) { return tc_cuda_pdl_set(on); }
+int tc_backend_cuda_pdl_on(void) { return tc_cuda_pdl_on(); }
 
 void tc_backend_cuda_graph_stats(tc_backend *be, long *launches, long *instantiations) {
     tc_cuda_ctx *c = ctx_of(be);

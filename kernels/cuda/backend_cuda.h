@@ -78,6 +78,17 @@ void tc_backend_cuda_graph_stats(tc_backend *be, long *launches, long *instantia
  * the process; returns whether it is on. For tests and A/B benchmarks. */
 int tc_backend_cuda_set_att_mma(int on);
 
+/* The hit step's kernels launched with programmatic dependent launch
+ * (sm_90+: each may start, and load its weights, while the kernel before it
+ * finishes; the results are the same bits), default on where the device
+ * has it (TC_CUDA_PDL=0 at init turns it off; TC_CUDA_PROFILE turns it off
+ * unless TC_CUDA_PDL is set): on or off for every CUDA backend of the
+ * process, between steps; returns whether the current device runs it. For
+ * tests and A/B benchmarks. */
+int tc_backend_cuda_set_pdl(int on);
+/* whether the current device runs it now (for reports) */
+int tc_backend_cuda_pdl_on(void);
+
 /* TC_CUDA_PROFILE=1 in the environment at init: the device time of every
  * op outside a captured graph, from CUDA events around it, summed per op
  * class on each lane (with 1 the host's launch cost is inside the interval

@@ -76,4 +76,44 @@ template <> __device__ __forceinline__ __nv_bfloat16 tc_from_f32<__nv_bfloat16>(
 }
 template <> __device__ __forceinline__ __half tc_from_f32<__half>(float v) { return __float2half_rn(v); }
 
+/* Programmatic dependent launch (sm_90+, docs/gpu.md "PDL"): a kernel
+ * launched with tc_launch may start while the kernel before it on the
+ * stream still runs. Each such kernel reads nothing another kernel writes
+ * and writes nothing before tc_pdl_wait() (which returns once the previous
+ * grid has completed and its memory is visible): only model weights, which
+ * no step writes, may be read before it. Every thread passes the wait
+ * before it exits, so the grid cannot complete before its predecessor and
+ * the order stays transitive. tc_pdl_trigger() then lets the next kernel
+ * launch. Both are no-ops when the kernel was launched without the
+ * attribute, and compiled out below sm_90. */
+__device__ __forceinline__ void tc_pdl_wait(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void tc_pdl_trigger(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+/* the bit of the current device in pdl.cu's mask, and the knob */
+extern "C" int tc_cuda_pdl_on(void);
+
+/* A launch of a kernel that calls tc_pdl_wait() before touching what
+ * another kernel writes: with the programmatic-serialization attribute
+ * where the current device runs PDL (tc_cuda_pdl_on), a plain launch
+ * otherwise. */
+template <typename... KArgs, typename... Args>
+static inline cudaError_t tc_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                                    Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = tc_cuda_pdl_on() ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kernel, ((KArgs)args)...);
+}
+
 #endif

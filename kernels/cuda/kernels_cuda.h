@@ -130,6 +130,15 @@ int tc_cuda_attention_set_mma(int on);
  * takes the tensor-core path now (joins the replay hash) */
 int tc_cuda_attention_mma_on(void);
 
+/* Programmatic dependent launch (pdl.cu, common.cuh tc_launch): the hit
+ * step's kernels start while the one before them finishes, prefetching
+ * their weights. Setup once per device at backend init (want: TC_CUDA_PDL);
+ * set turns it on or off between steps (tests, A/B runs) and returns
+ * whether the current device now runs it; on says whether it does. */
+cudaError_t tc_cuda_pdl_setup(int want);
+int tc_cuda_pdl_set(int on);
+int tc_cuda_pdl_on(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -14,6 +14,8 @@ __global__ static void __launch_bounds__(TC_LN_THREADS)
     const float *xi = x + (size_t)blockIdx.x * d;
     float *oi = out + (size_t)blockIdx.x * d;
     float mean, rs;
+    tc_pdl_wait(); /* launched with tc_launch: the previous kernel's x */
+    tc_pdl_trigger();
     tc_ln_stats(xi, d, eps, red, mean, rs);
     for (int j = threadIdx.x; j < d; j += TC_LN_THREADS) oi[j] = tc_ln_apply(xi[j], mean, rs, w[j], b[j]);
 }
@@ -21,6 +23,5 @@ __global__ static void __launch_bounds__(TC_LN_THREADS)
 extern "C" cudaError_t tc_cuda_layernorm(cudaStream_t st, float *out, const float *x, const float *w,
                                          const float *b, int n, int d, float eps) {
     if (n <= 0 || d <= 0) return cudaSuccess;
-    layernorm_kernel<<<(unsigned)n, TC_LN_THREADS, 0, st>>>(out, x, w, b, d, eps);
-    return cudaGetLastError();
+    return tc_launch(layernorm_kernel, dim3((unsigned)n), dim3(TC_LN_THREADS), 0, st, out, x, w, b, d, eps);
 }

@@ -46,9 +46,67 @@ template <typename T> __device__ __forceinline__ float narrow(float v) { return 
  * T = float: fp32 weights, x as is. x may be shared memory (the prologue
  * kernel below). */
 #define SKINNY_UNROLL 4
+/* whether column j's weights take the 16-byte path */
+template <typename T> __device__ __forceinline__ bool skinny_vec(const T *W, int k) {
+    constexpr int VEC = 16 / sizeof(T);
+    return k % VEC == 0 && ((uintptr_t)W & 15) == 0;
+}
+/* The first SKINNY_UNROLL strides of the calling lane's weights of its
+ * warp's column, into raw (the 16-byte path; zeros otherwise), and the rest
+ * of the column's row asked into L2. Weights only: this runs before
+ * tc_pdl_wait(), while the previous kernel may still run. */
+template <typename T>
+__device__ __forceinline__ void skinny_prefetch(uint4 (&raw)[SKINNY_UNROLL], const T *W, int m, int k) {
+    constexpr int VEC = 16 / sizeof(T);
+    const int lane = threadIdx.x & 31;
+    const int j = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+#pragma unroll
+    for (int u = 0; u < SKINNY_UNROLL; u++) raw[u] = make_uint4(0, 0, 0, 0);
+    if (j >= m || !skinny_vec(W, k)) return;
+    const T *w = W + (size_t)j * k;
+#pragma unroll
+    for (int u = 0; u < SKINNY_UNROLL; u++) {
+        const int t = lane * VEC + u * 32 * VEC;
+        if (t < k) raw[u] = *(const uint4 *)(w + t);
+    }
+    /* the rest of the row (wide k, e.g. the FFN's down projection): one
+     * 128-byte line a lane */
+    const char *row = (const char *)w;
+    const size_t bytes = (size_t)k * sizeof(T);
+    for (size_t off = (size_t)SKINNY_UNROLL * 32 * 16 + (size_t)lane * 128; off < bytes; off += 32 * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(row + off));
+}
+
+/* the FMAs of SKINNY_UNROLL strides from t0 (the 16-byte path) */
+template <typename T>
+__device__ __forceinline__ void skinny_fma(float (&acc)[TC_CUDA_SKINNY_MAX], const float *x, int ldx, int n, int k,
+                                           int t0, const uint4 (&raw)[SKINNY_UNROLL]) {
+    constexpr int VEC = 16 / sizeof(T);
+#pragma unroll
+    for (int u = 0; u < SKINNY_UNROLL; u++) {
+        const int t = t0 + u * 32 * VEC;
+        if (t >= k) break;
+        T h[VEC];
+        memcpy(h, &raw[u], sizeof raw[u]);
+        float wf[VEC];
+#pragma unroll
+        for (int e = 0; e < VEC; e++) wf[e] = tc_to_f32(h[e]);
+#pragma unroll
+        for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++)
+            if (i < n) {
+                const float *xr = x + (size_t)i * ldx + t;
+#pragma unroll
+                for (int e = 0; e < VEC; e++) acc[i] = fmaf(wf[e], narrow<T>(xr[e]), acc[i]);
+            }
+    }
+}
+
+/* The product itself, raw holding what skinny_prefetch loaded: the first
+ * strides from raw, the rest loaded SKINNY_UNROLL strides at a time. */
 template <typename T>
 __device__ __forceinline__ void skinny_body(float *y, int ldy, const float *x, int ldx, const T *W,
-                                            const float *bias, int n, int m, int k, float beta) {
+                                            const float *bias, int n, int m, int k, float beta,
+                                            const uint4 (&raw0)[SKINNY_UNROLL]) {
     const int lane = threadIdx.x & 31;
     const int j = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (j >= m) return; /* whole warps */
@@ -57,31 +115,16 @@ __device__ __forceinline__ void skinny_body(float *y, int ldy, const float *x, i
 #pragma unroll
     for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++) acc[i] = 0.f;
     constexpr int VEC = 16 / sizeof(T); /* weights in one 16-byte load */
-    if (k % VEC == 0 && ((uintptr_t)W & 15) == 0) {
-        for (int t0 = lane * VEC; t0 < k; t0 += SKINNY_UNROLL * 32 * VEC) {
+    if (skinny_vec(W, k)) {
+        skinny_fma<T>(acc, x, ldx, n, k, lane * VEC, raw0);
+        for (int t0 = lane * VEC + SKINNY_UNROLL * 32 * VEC; t0 < k; t0 += SKINNY_UNROLL * 32 * VEC) {
             uint4 raw[SKINNY_UNROLL];
 #pragma unroll
             for (int u = 0; u < SKINNY_UNROLL; u++) {
                 const int t = t0 + u * 32 * VEC;
                 raw[u] = t < k ? *(const uint4 *)(w + t) : make_uint4(0, 0, 0, 0);
             }
-#pragma unroll
-            for (int u = 0; u < SKINNY_UNROLL; u++) {
-                const int t = t0 + u * 32 * VEC;
-                if (t >= k) break;
-                T h[VEC];
-                memcpy(h, &raw[u], sizeof raw[u]);
-                float wf[VEC];
-#pragma unroll
-                for (int e = 0; e < VEC; e++) wf[e] = tc_to_f32(h[e]);
-#pragma unroll
-                for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++)
-                    if (i < n) {
-                        const float *xr = x + (size_t)i * ldx + t;
-#pragma unroll
-                        for (int e = 0; e < VEC; e++) acc[i] = fmaf(wf[e], narrow<T>(xr[e]), acc[i]);
-                    }
-            }
+            skinny_fma<T>(acc, x, ldx, n, k, t0, raw);
         }
     } else {
         for (int t = lane; t < k; t += 32) {
@@ -105,10 +148,16 @@ __device__ __forceinline__ void skinny_body(float *y, int ldy, const float *x, i
         }
 }
 
+/* Both kernels load their weights first, then wait for the previous kernel
+ * (common.cuh, PDL): with programmatic launch the loads overlap its tail. */
 template <typename T>
 __global__ __launch_bounds__(256) static void skinny_kernel(float *y, int ldy, const float *x, int ldx, const T *W,
                                                             const float *bias, int n, int m, int k, float beta) {
-    skinny_body<T>(y, ldy, x, ldx, W, bias, n, m, k, beta);
+    uint4 raw[SKINNY_UNROLL];
+    skinny_prefetch<T>(raw, W, m, k);
+    tc_pdl_wait();
+    tc_pdl_trigger();
+    skinny_body<T>(y, ldy, x, ldx, W, bias, n, m, k, beta, raw);
 }
 
 /* The same product of a transformed input, the transform done by every
@@ -125,6 +174,10 @@ __global__ __launch_bounds__(256) static void skinny_pre_kernel(float *y, int ld
                                                                 const float *lb, float eps) {
     extern __shared__ float xs[];
     __shared__ float red[TC_LN_THREADS / 32];
+    uint4 raw[SKINNY_UNROLL];
+    skinny_prefetch<T>(raw, W, m, k);
+    tc_pdl_wait();
+    tc_pdl_trigger();
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * ldx;
         float *oi = xs + (size_t)i * k;
@@ -137,7 +190,7 @@ __global__ __launch_bounds__(256) static void skinny_pre_kernel(float *y, int ld
         }
     }
     __syncthreads();
-    skinny_body<T>(y, ldy, xs, k, W, bias, n, m, k, beta);
+    skinny_body<T>(y, ldy, xs, k, W, bias, n, m, k, beta, raw);
 }
 
 extern "C" size_t tc_cuda_linear_pre_smem(int n, int k) { return (size_t)n * (size_t)k * sizeof(float); }
@@ -150,15 +203,14 @@ extern "C" cudaError_t tc_cuda_linear_skinny(cudaStream_t st, float *y, int ldy,
     const unsigned th = 256, b = (unsigned)((m + 7) / 8);
     switch (wtype) {
     case TC_WT_BF16:
-        skinny_kernel<<<b, th, 0, st>>>(y, ldy, x, ldx, (const __nv_bfloat16 *)W, bias, n, m, k, beta);
-        break;
+        return tc_launch(skinny_kernel<__nv_bfloat16>, b, th, 0, st, y, ldy, x, ldx, (const __nv_bfloat16 *)W, bias, n,
+                         m, k, beta);
     case TC_WT_F16:
-        skinny_kernel<<<b, th, 0, st>>>(y, ldy, x, ldx, (const __half *)W, bias, n, m, k, beta);
-        break;
-    case TC_WT_F32: skinny_kernel<<<b, th, 0, st>>>(y, ldy, x, ldx, (const float *)W, bias, n, m, k, beta); break;
+        return tc_launch(skinny_kernel<__half>, b, th, 0, st, y, ldy, x, ldx, (const __half *)W, bias, n, m, k, beta);
+    case TC_WT_F32:
+        return tc_launch(skinny_kernel<float>, b, th, 0, st, y, ldy, x, ldx, (const float *)W, bias, n, m, k, beta);
     default: return cudaErrorInvalidValue;
     }
-    return cudaGetLastError();
 }
 
 extern "C" cudaError_t tc_cuda_linear_pre(cudaStream_t st, int pre, float *y, int ldy, const float *x, int ldx,
@@ -171,20 +223,16 @@ extern "C" cudaError_t tc_cuda_linear_pre(cudaStream_t st, int pre, float *y, in
     const unsigned th = 256, b = (unsigned)((m + 7) / 8);
     switch (wtype) {
     case TC_WT_BF16:
-        skinny_pre_kernel<<<b, th, smem, st>>>(y, ldy, x, ldx, (const __nv_bfloat16 *)W, bias, n, m, k, beta, pre,
-                                               lw, lb, eps);
-        break;
+        return tc_launch(skinny_pre_kernel<__nv_bfloat16>, b, th, smem, st, y, ldy, x, ldx, (const __nv_bfloat16 *)W,
+                         bias, n, m, k, beta, pre, lw, lb, eps);
     case TC_WT_F16:
-        skinny_pre_kernel<<<b, th, smem, st>>>(y, ldy, x, ldx, (const __half *)W, bias, n, m, k, beta, pre, lw, lb,
-                                               eps);
-        break;
+        return tc_launch(skinny_pre_kernel<__half>, b, th, smem, st, y, ldy, x, ldx, (const __half *)W, bias, n, m, k,
+                         beta, pre, lw, lb, eps);
     case TC_WT_F32:
-        skinny_pre_kernel<<<b, th, smem, st>>>(y, ldy, x, ldx, (const float *)W, bias, n, m, k, beta, pre, lw, lb,
-                                               eps);
-        break;
+        return tc_launch(skinny_pre_kernel<float>, b, th, smem, st, y, ldy, x, ldx, (const float *)W, bias, n, m, k,
+                         beta, pre, lw, lb, eps);
     default: return cudaErrorInvalidValue;
     }
-    return cudaGetLastError();
 }
 
 // dst [n, k] (contiguous) = x [n, k] (ldx) rounded to T

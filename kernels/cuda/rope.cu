@@ -46,6 +46,8 @@ __global__ static void rope_kv_kernel(const __grid_constant__ rope_kv_batch b, c
                                       int n_head, int head_dim, float base) {
     extern __shared__ float theta[];
     theta_fill(theta, head_dim, base);
+    tc_pdl_wait(); /* launched with tc_launch: nothing above reads device memory */
+    tc_pdl_trigger();
     /* the items: in the parameters, or (dit: a replayed graph) in device memory */
     const tc_rope_kv_item it = dit ? dit[blockIdx.y] : b.it[blockIdx.y];
     const int half = head_dim / 2, d = n_head * head_dim;
@@ -90,6 +92,5 @@ extern "C" cudaError_t tc_cuda_rope_kv(cudaStream_t st, const tc_rope_kv_item *i
     unsigned gx = tc_cuda_blocks(most * d, th);
     if (gx > 1024) gx = 1024; /* grid-stride: y already multiplies by the items */
     size_t smem = (size_t)(head_dim / 2) * sizeof(float);
-    rope_kv_kernel<<<dim3(gx, (unsigned)n), th, smem, st>>>(b, dev_it, ldq, n_head, head_dim, base);
-    return cudaGetLastError();
+    return tc_launch(rope_kv_kernel, dim3(gx, (unsigned)n), dim3(th), smem, st, b, dev_it, ldq, n_head, head_dim, base);
 }

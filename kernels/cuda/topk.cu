@@ -176,6 +176,8 @@ __global__ __launch_bounds__(AM_THREADS) static void argmax_kernel(int32_t *ids,
     const int row = blockIdx.y, G = gridDim.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const float *xr = x + (size_t)row * V;
     const int stride = G * AM_THREADS;
+    tc_pdl_wait(); /* launched with tc_launch: the previous kernel's logits */
+    tc_pdl_trigger();
     unsigned long long best = warp_max64(argmax_scan(xr, V, blockIdx.x * AM_THREADS + tid, stride));
     if (lane == 0) wb[warp] = best;
     __syncthreads();
@@ -211,8 +213,8 @@ extern "C" cudaError_t tc_cuda_topk(cudaStream_t st, int32_t *ids, float *vals, 
         int G = 2 * 132 / n; /* about two blocks an SM of an H100 / H200 */
         if (G > TC_CUDA_ARGMAX_SPLIT) G = TC_CUDA_ARGMAX_SPLIT;
         if (G < 1) G = 1;
-        argmax_kernel<<<dim3((unsigned)G, (unsigned)n), AM_THREADS, 0, st>>>(ids, vals, x, V, am_part, am_count);
-        return cudaGetLastError();
+        return tc_launch(argmax_kernel, dim3((unsigned)G, (unsigned)n), dim3(AM_THREADS), 0, st, ids, vals, x, V, am_part,
+                         am_count);
     }
     topk_kernel<<<(unsigned)n, TOPK_THREADS, 0, st>>>(ids, vals, x, V, k);
     return cudaGetLastError();

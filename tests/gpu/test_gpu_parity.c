@@ -7,8 +7,12 @@
  * TConstFormer / TLinFormer streams must cross >= 8 syncs (W_oh != W_og for
  * one of them). A fresh prefill over the whole stream on the GPU must give
  * the same last logits as the CPU stream (sync + window batch path).
- * Passes: as called; hit steps captured as CUDA graphs; replayed graphs
- * (TC_CUDA_GRAPHS=2); graphs with two
+ * Passes: as called, without programmatic dependent launch (the reference
+ * for the bitwise checks below); as called with it (PDL; must give the
+ * first pass's logits bit for bit: the same kernels, only launched
+ * overlapping); hit steps captured as CUDA graphs; replayed graphs
+ * (TC_CUDA_GRAPHS=2), both compared bit for bit with the first pass and
+ * the result reported; graphs with two
  * threads at once on the backend's two lanes (the worker's layout); and
  * 16-bit weights (bf16, f16) against the naive backend's 16-bit twin.
  *
@@ -74,10 +78,20 @@ typedef struct {
     const char *dtype;
     double tol;
     tc_backend *ref; /* NULL: the CPU backend */
+    int bits;        /* BITS_*: this pass's GPU logits against the first pass's */
 } pass_t;
+enum { BITS_NONE, BITS_RECORD, BITS_MUST, BITS_REPORT };
 
-static void run_case(tc_backend *cpu, const parity_case *pc, const pass_t *ps) {
+/* the first pass's GPU logits, per case: every step's, in order */
+#define N_CASES 3
+static float *g_bits[N_CASES];
+static size_t g_bits_n[N_CASES];
+
+static void run_case(tc_backend *cpu, const parity_case *pc, int ci, const pass_t *ps) {
     tc_backend *gpu = ps->gpu;
+    size_t nbits = 0;
+    long bits_diff = -1; /* first differing logit of the bitwise check */
+
     if (ps->ref) cpu = ps->ref;
     const char *pass = ps->name;
     const double tol = ps->tol;
@@ -118,7 +132,22 @@ static void run_case(tc_backend *cpu, const parity_case *pc, const pass_t *ps) {
     EXPECT(tc_session_append(sg, tg, pc->prompt, lg) == TC_OK, "gpu prefill");
     EXPECT(tc_session_append(sk, tg, pc->prompt, NULL) == TC_OK, "gpu prefill (top-k twin)");
     EXPECT(tc_session_append(sc, tcpu, pc->prompt, lc) == TC_OK, "cpu prefill");
+    if (ps->bits == BITS_RECORD) {
+        free(g_bits[ci]);
+        g_bits[ci] = malloc((size_t)(pc->prompt + pc->decode) * (size_t)V * 4);
+        g_bits_n[ci] = 0;
+    }
     for (int i = pc->prompt; i < L; i++) {
+        if (ps->bits == BITS_RECORD && g_bits[ci]) {
+            memcpy(g_bits[ci] + nbits, lg, (size_t)V * 4);
+            g_bits_n[ci] = nbits + (size_t)V;
+        } else if (ps->bits != BITS_NONE && g_bits[ci] && bits_diff < 0) {
+            if (nbits + (size_t)V > g_bits_n[ci]) bits_diff = (long)nbits;
+            else
+                for (int j = 0; j < V && bits_diff < 0; j++)
+                    if (memcmp(&lg[j], &g_bits[ci][nbits + (size_t)j], 4)) bits_diff = (long)(nbits + (size_t)j);
+        }
+        nbits += (size_t)V;
         double e = rel_err(lg, lc, V);
         if (!(e <= worst)) worst = e;
         EXPECT(e <= tol, "%s: logits before token %d: rel %.3e > %.0e", tc_arch_name(pc->arch), i, e, tol);
@@ -169,6 +198,15 @@ static void run_case(tc_backend *cpu, const parity_case *pc, const pass_t *ps) {
         EXPECT(e <= tol, "%s: gpu prefill of %d tokens vs cpu stream: rel %.3e", tc_arch_name(pc->arch), L, e);
         tc_session_free(fresh);
     }
+    if (ps->bits == BITS_MUST || ps->bits == BITS_REPORT) {
+        if (!g_bits[ci]) bits_diff = 0;
+        else if (bits_diff < 0 && nbits != g_bits_n[ci]) bits_diff = (long)nbits; /* a different number of steps */
+        if (ps->bits == BITS_MUST)
+            EXPECT(bits_diff < 0, "%s: [%s] logits differ from the first pass's in bits (first at step %ld, logit %ld)",
+                   tc_arch_name(pc->arch), pass, bits_diff / V, bits_diff % V);
+        printf("bits  [%s] %-12s %s the first pass's logits bit for bit%s\n", pass, tc_arch_name(pc->arch),
+               bits_diff < 0 ? "equal to" : "DIFFER from", ps->bits == BITS_MUST ? " (required)" : " (reported)");
+    }
     printf("%-5s [%s] %-12s W_oh %d W_og %d, %d + %d tokens, %lld syncs: streams %s, worst rel logit err %.2e, "
            "device top-k %s\n",
            (diverged < 0 || near_tie) && !topk_bad ? "ok" : "FAIL", pass, tc_arch_name(pc->arch), c.history_window, c.generate_window, pc->prompt,
@@ -187,7 +225,7 @@ done:
 }
 
 /* >= 8 syncs: (prompt + decode - 1) / W_og >= 8 for the two constant-state ones */
-static const parity_case CASES[] = {
+static const parity_case CASES[N_CASES] = {
     {TC_ARCH_TCONST, 24, 8, 5, 80},      /* W_oh != W_og, zip longer than the window */
     {TC_ARCH_TLIN, 16, 16, 21, 140},     /* history K/V grows with N */
     {TC_ARCH_TRANSFORMER, 0, 0, 5, 120}, /* KV cache grows; no syncs */
@@ -195,10 +233,10 @@ static const parity_case CASES[] = {
 static tc_backend *g_gpu, *g_cpu;
 
 static void run_pass(const pass_t *ps) {
-    for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) run_case(g_cpu, &CASES[i], ps);
+    for (int i = 0; i < N_CASES; i++) run_case(g_cpu, &CASES[i], i, ps);
 }
-static void run_all(const char *name) {
-    pass_t ps = {name, g_gpu, "f32", 1e-3, NULL};
+static void run_all(const char *name, int bits) {
+    pass_t ps = {name, g_gpu, "f32", 1e-3, NULL, bits};
     run_pass(&ps);
 }
 
@@ -206,7 +244,7 @@ static void *lane1_main(void *arg) {
     (void)arg;
     tc_backend_cuda_bind_lane(1);
     tc_model_bind_workspace(1);
-    run_all("lane1");
+    run_all("lane1", BITS_REPORT);
     return NULL;
 }
 
@@ -227,9 +265,14 @@ int main(void) {
     tc_backend_cpu_init(&cpu, 0);
     g_gpu = &gpu, g_cpu = &cpu;
     tc_backend_cuda_set_graphs(&gpu, 0);
-    run_all("plain");
+    const int pdl = tc_backend_cuda_set_pdl(1);
+    tc_backend_cuda_set_pdl(0);
+    run_all("plain", BITS_RECORD);
+    tc_backend_cuda_set_pdl(1);
+    if (pdl) run_all("pdl", BITS_MUST);
+    else printf("note  programmatic dependent launch: not on this device (sm_90+): pass skipped\n");
     tc_backend_cuda_set_graphs(&gpu, 1);
-    run_all("graphs");
+    run_all("graphs", BITS_REPORT);
     long launches, inst;
     tc_backend_cuda_graph_stats(&gpu, &launches, &inst);
     EXPECT(launches > 0 && inst >= 1 && inst <= launches, "graphs on: %ld launches, %ld instantiations", launches,
@@ -238,7 +281,7 @@ int main(void) {
     /* replay (TC_CUDA_GRAPHS=2): a step whose launches hash as the kept
      * graph's is that graph, launched as is with the step's items */
     tc_backend_cuda_set_graphs(&gpu, 2);
-    run_all("replay");
+    run_all("replay", BITS_REPORT);
     long launches2, inst2;
     tc_backend_cuda_graph_stats(&gpu, &launches2, &inst2);
     launches2 -= launches, inst2 -= inst;
@@ -253,7 +296,7 @@ int main(void) {
     if (pthread_create(&th, NULL, lane1_main, NULL) != 0) {
         EXPECT(0, "pthread_create");
     } else {
-        run_all("lane0");
+        run_all("lane0", BITS_REPORT);
         pthread_join(th, NULL);
     }
     /* 16-bit weights: the model stored in bf16 / f16, the reference the
@@ -274,11 +317,12 @@ int main(void) {
         tc_backend_cuda_set_graphs(&g16, 1);
         tc_backend nv;
         tc_backend_naive_init_wt(&nv, W16[w].wt);
-        pass_t ps = {W16[w].dtype, &g16, W16[w].dtype, 1e-2, &nv};
+        pass_t ps = {W16[w].dtype, &g16, W16[w].dtype, 1e-2, &nv, BITS_NONE};
         run_pass(&ps);
         EXPECT(tc_backend_cuda_sync(&g16) == TC_OK, "%s backend: %s", W16[w].dtype, tc_error_get());
         tc_backend_cuda_free(&g16);
     }
+    for (int i = 0; i < N_CASES; i++) free(g_bits[i]);
     tc_backend_cuda_free(&gpu);
     tc_backend_cpu_free(&cpu);
     printf("%s\n", g_fail ? "gpu parity FAILED" : "gpu parity passed");
