@@ -11,8 +11,9 @@
 #   (batch-nographs, floor-64k-nographs) and =1 (batch-graphs,
 #   floor-64k-graphs); floor-64k-simt (TC_CUDA_ATT_MMA=0) and
 #   floor-64k-nofuse (TC_CUDA_FUSE=0), batch-nopdl and floor-64k-nopdl
-#   (TC_CUDA_PDL=0): the A/B of the tensor-core attention, of the fused
-#   LayerNorm / SwiGLU and of programmatic dependent launch
+#   (TC_CUDA_PDL=0), batch-nopairs (TC_CUDA_PAIRS=0): the A/B of the
+#   tensor-core attention, of the fused LayerNorm / SwiGLU, of programmatic
+#   dependent launch and of the hit step's softmax pairs in two blocks
 #   itl     per-token latency vs N, tconstformer and the baseline of equal
 #           size (the baseline until --budget stops it)
 # Output: $OUT/bench/<name>.txt and .csv. Knobs: BUILD (default build-gpu),
@@ -58,5 +59,6 @@ TC_CUDA_ATT_MMA=0 run floor-64k-simt floor --preset paper-41m --ctx 64K --reps 3
 TC_CUDA_FUSE=0 run floor-64k-nofuse floor --preset paper-41m --ctx 64K --reps 3
 TC_CUDA_PDL=0 run batch-nopdl batch --preset paper-41m --batch 1,16,256 --reps 2
 TC_CUDA_PDL=0 run floor-64k-nopdl floor --preset paper-41m --ctx 64K --reps 3
+TC_CUDA_PAIRS=0 run batch-nopairs batch --preset paper-41m --batch 1,16,256 --reps 2
 run itl itl --preset paper-41m --arch both --ctx 1K,16K,64K,256K,1M --reps 1 --budget "${ITL_BUDGET:-60}"
 exit $fail

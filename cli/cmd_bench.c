@@ -124,7 +124,10 @@ static void bench_free(const bench_opts *o, tc_backend *be, tc_model *m) {
         printf("# cuda graphs: %s (TC_CUDA_GRAPHS): %ld hit steps launched as graphs, %ld instantiated (the rest "
                "updated in place, or replayed as kept)\n",
                launches ? "on" : "off", launches, inst);
-        printf("# programmatic dependent launch (TC_CUDA_PDL): %s\n", tc_backend_cuda_pdl_on() ? "on" : "off");
+        const char *pairs = getenv("TC_CUDA_PAIRS");
+        printf("# programmatic dependent launch (TC_CUDA_PDL): %s; softmax pairs (TC_CUDA_PAIRS): %s\n",
+               tc_backend_cuda_pdl_on() ? "on" : "off",
+               pairs && !strcmp(pairs, "0") ? "one block" : "two blocks");
         tc_backend_cuda_free(be);
         return;
     }

@@ -19,7 +19,8 @@
 # floor64kx profx (TC_CUDA_ATT_MMA=0: attention on the CUDA cores, the A/B
 # of the tensor-core path), floor64knf (TC_CUDA_FUSE=0: LayerNorm and
 # SwiGLU as their own launches), batchnp floor64knp (TC_CUDA_PDL=0: no
-# programmatic dependent launch, the A/B of PDL), nsys (per-kernel device time of replayed hit
+# programmatic dependent launch, the A/B of PDL), batchnpr floor64knpr
+# (TC_CUDA_PAIRS=0: a session's two hit-step softmaxes in one block), nsys (per-kernel device time of replayed hit
 # steps at batch 1, where the machine has Nsight Systems)
 # A library that cannot be found stops the run at once (exit 3), before any
 # device time is spent on tests. Exit status: 0 when every stage run passed.
@@ -136,6 +137,8 @@ for st in $STAGES; do
     floor64kbf16) TC_CUDA_WEIGHTS=bf16 bench floor-64k-bf16 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
     floor64k) bench floor-64k 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
     floor64knp) TC_CUDA_PDL=0 bench floor-64k-nopdl 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
+    floor64knpr) TC_CUDA_PAIRS=0 bench floor-64k-nopairs 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
+    batchnpr) TC_CUDA_PAIRS=0 bench batch-nopairs 90 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
     batchnp) TC_CUDA_PDL=0 bench batch-nopdl 90 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
     floor64knf) TC_CUDA_FUSE=0 bench floor-64k-nofuse 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
     floor64kx) TC_CUDA_ATT_MMA=0 bench floor-64k-simt 60 floor --preset paper-41m --ctx 64K --reps 3 ;;

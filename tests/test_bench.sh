@@ -71,5 +71,6 @@ if [ -n "${2:-}" ]; then
     TC_CUDA_ATT_MMA=yes expect_err "TC_CUDA_ATT_MMA 'yes': expected 0 or 1" batch --preset tiny --device cuda:0
     TC_CUDA_FUSE=2 expect_err "TC_CUDA_FUSE '2': expected 0 or 1" batch --preset tiny --device cuda:0
     TC_CUDA_PDL=x expect_err "TC_CUDA_PDL 'x': expected 0 or 1" batch --preset tiny --device cuda:0
-    echo "ok   tconst-cuda: bad TC_CUDA_WEIGHTS / GRAPHS / PROFILE / ATT_MMA / FUSE refused"
+    TC_CUDA_PAIRS=no expect_err "TC_CUDA_PAIRS 'no': expected 0 or 1" batch --preset tiny --device cuda:0
+    echo "ok   tconst-cuda: bad TC_CUDA_WEIGHTS / GRAPHS / PROFILE / ATT_MMA / FUSE / PDL / PAIRS refused"
 fi

@@ -248,7 +248,10 @@ static size_t att_row_smem(int hd) { return ((size_t)hd + (size_t)ROW_WARPS * (h
 template <int NC>
 __device__ __forceinline__ void att_row_body(int h, int row, float *out, int ldo, const float *q, int ldq,
                                              const float *k, int ldk, const float *v, int ldv, int nk, int hd,
-                                             int64_t qpos0, int64_t kpos0, int causal, float beta, float scale) {
+                                             int64_t qpos0, int64_t kpos0, int causal, float beta, float scale,
+                                             float *plain = nullptr) {
+    /* plain: the normalized result stored there as is ([hd], no beta),
+     * instead of into out (the split pair kernel's partner slot) */
     extern __shared__ float smem[]; /* q [hd], then per warp: m, l, acc[hd] */
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const size_t col = (size_t)h * hd;
@@ -332,14 +335,15 @@ __device__ __forceinline__ void att_row_body(int h, int row, float *out, int ldo
         if (mw != -INFINITY) L = fmaf(ws[ww * (hd + 2) + 1], expf(mw - M), L);
     }
     float inv = L > 0.f ? 1.0f / L : 0.f;
-    float *o = out + (size_t)row * ldo + col;
+    float *o = plain ? plain : out + (size_t)row * ldo + col;
     for (int c = threadIdx.x; c < hd; c += blockDim.x) {
         float a = 0.f;
         for (int ww = 0; ww < ROW_WARPS; ww++) {
             float mw = ws[ww * (hd + 2)];
             if (mw != -INFINITY) a = fmaf(ws[ww * (hd + 2) + 2 + c], expf(mw - M), a);
         }
-        att_store(o + c, a * inv, beta);
+        if (plain) o[c] = a * inv;
+        else att_store(o + c, a * inv, beta);
     }
 }
 
@@ -425,9 +429,57 @@ __global__ static void __launch_bounds__(ROW_WARPS * 32)
                      z.kpos0, z.causal, z.beta, scale);
 }
 
+/* The same two softmaxes in two blocks at once (grid z = 2 x sessions:
+ * block 2i the window's, 2i + 1 the zip's), each writing its normalized
+ * result to its slot of part; the pair's second block to finish (a
+ * counter after a fence, as topk.cu's argmax) stores both into out in the
+ * sequential kernel's order -- the window's with its beta, then the zip's
+ * onto it -- so out gets the same bits, with half the dependent latency
+ * (a hit step waits on it). Slot of (session i, row r, head h, which):
+ * part + (((i * ROW_MAX + r) * n_head + h) * 2 + which) * hd; counter
+ * (i * ROW_MAX + r) * n_head + h, left zero. A session without a zip
+ * (z.nq == 0) is its window block alone, straight into out. */
+template <int NC>
+__global__ static void __launch_bounds__(ROW_WARPS * 32)
+    att_pairs_split_kernel(const __grid_constant__ att_pairs_batch b, const tc_att_item *dw, const tc_att_item *dz,
+                           int hd, float scale, float *part, unsigned *count) {
+    __shared__ int last;
+    tc_pdl_wait(); /* launched with tc_launch: everything below reads the step's data */
+    tc_pdl_trigger();
+    const int i = blockIdx.z >> 1, which = blockIdx.z & 1;
+    const tc_att_item w = dw ? dw[i] : b.w[i], z = dw ? dz[i] : b.z[i];
+    if ((int)blockIdx.y >= w.nq) return; /* the whole block */
+    if (z.nq <= 0) {
+        if (which == 0)
+            att_row_body<NC>(blockIdx.x, blockIdx.y, w.out, w.ldo, w.q, w.ldq, w.k, w.ldk, w.v, w.ldv, w.nk, hd,
+                             w.qpos0, w.kpos0, w.causal, w.beta, scale);
+        return;
+    }
+    const size_t cell = ((size_t)i * TC_CUDA_ATT_ROW_MAX + blockIdx.y) * gridDim.x + blockIdx.x;
+    float *slot = part + (cell * 2 + which) * hd;
+    const tc_att_item &t = which ? z : w;
+    att_row_body<NC>(blockIdx.x, blockIdx.y, t.out, t.ldo, t.q, t.ldq, t.k, t.ldk, t.v, t.ldv, t.nk, hd, t.qpos0,
+                     t.kpos0, t.causal, t.beta, scale, slot);
+    __threadfence(); /* the slot is visible before the counter says so */
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(&count[cell], 1u) == 1u;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const volatile float *pw = part + cell * 2 * hd, *pz = pw + hd;
+    const size_t col = (size_t)blockIdx.x * hd;
+    float *ow = w.out + (size_t)blockIdx.y * w.ldo + col, *oz = z.out + (size_t)blockIdx.y * z.ldo + col;
+    for (int c = threadIdx.x; c < hd; c += blockDim.x) {
+        att_store(ow + c, pw[c], w.beta);
+        att_store(oz + c, pz[c], z.beta); /* after the window's store of the same thread: its sum */
+    }
+    if (threadIdx.x == 0) count[cell] = 0;
+}
+
 template <int NC>
 static cudaError_t att_pairs_launch(cudaStream_t st, const tc_att_item *w, const tc_att_item *z, int n, int n_head,
-                                    int hd, const tc_att_item *dw, const tc_att_item *dz) {
+                                    int hd, const tc_att_item *dw, const tc_att_item *dz, float *part,
+                                    unsigned *count) {
     att_pairs_batch b;
     int mq = 1;
     for (int i = 0; i < n; i++) {
@@ -435,24 +487,33 @@ static cudaError_t att_pairs_launch(cudaStream_t st, const tc_att_item *w, const
         b.z[i] = z[i];
         if (w[i].nq > mq) mq = w[i].nq;
     }
-    dim3 grid((unsigned)n_head, (unsigned)mq, (unsigned)n);
     size_t smem = att_row_smem(hd);
+    if (part && count)
+        return tc_launch(att_pairs_split_kernel<NC>, dim3((unsigned)n_head, (unsigned)mq, (unsigned)(2 * n)),
+                         dim3(ROW_WARPS * 32), smem, st, b, dw, dz, hd, 1.0f / sqrtf((float)hd), part, count);
+    dim3 grid((unsigned)n_head, (unsigned)mq, (unsigned)n);
     return tc_launch(att_pairs_kernel<NC>, grid, dim3(ROW_WARPS * 32), smem, st, b, dw, dz, hd,
                      1.0f / sqrtf((float)hd));
 }
 
 extern "C" cudaError_t tc_cuda_attention_pairs(cudaStream_t st, const tc_att_item *w, const tc_att_item *z, int n,
                                                int n_head, int head_dim, const tc_att_item *dw,
-                                               const tc_att_item *dz) {
+                                               const tc_att_item *dz, float *part, unsigned *count) {
     if (n <= 0 || n_head <= 0 || head_dim <= 0) return cudaSuccess;
     if (n > TC_CUDA_ATT_PAIRS || head_dim > TC_CUDA_ATT_MAX_HD || n_head > 65535) return cudaErrorInvalidValue;
     for (int i = 0; i < n; i++)
         if (w[i].nq < 1 || w[i].nq > TC_CUDA_ATT_ROW_MAX || (z[i].nq != 0 && z[i].nq != w[i].nq))
             return cudaErrorInvalidValue;
-    if (head_dim <= 32) return att_pairs_launch<1>(st, w, z, n, n_head, head_dim, dw, dz);
-    if (head_dim <= 64) return att_pairs_launch<2>(st, w, z, n, n_head, head_dim, dw, dz);
-    if (head_dim <= 128) return att_pairs_launch<4>(st, w, z, n, n_head, head_dim, dw, dz);
-    return att_pairs_launch<8>(st, w, z, n, n_head, head_dim, dw, dz);
+    if (!tc_cuda_attention_pairs_split_fits(n_head, head_dim)) part = NULL, count = NULL;
+    if (head_dim <= 32) return att_pairs_launch<1>(st, w, z, n, n_head, head_dim, dw, dz, part, count);
+    if (head_dim <= 64) return att_pairs_launch<2>(st, w, z, n, n_head, head_dim, dw, dz, part, count);
+    if (head_dim <= 128) return att_pairs_launch<4>(st, w, z, n, n_head, head_dim, dw, dz, part, count);
+    return att_pairs_launch<8>(st, w, z, n, n_head, head_dim, dw, dz, part, count);
+}
+
+extern "C" int tc_cuda_attention_pairs_split_fits(int n_head, int head_dim) {
+    return n_head > 0 && head_dim > 0 && n_head <= TC_CUDA_PAIR_HEADS &&
+           (size_t)n_head * (size_t)head_dim <= TC_CUDA_PAIR_D;
 }
 
 /* ---- tensor-core tile kernel (sm_80+, head_dim <= 64): 3xTF32 ----

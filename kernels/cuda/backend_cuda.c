@@ -44,6 +44,8 @@ typedef struct {
     struct tc_prof *prof; /* TC_CUDA_PROFILE=1: GPU time per op class (NULL: off) */
     unsigned long long *am_part; /* argmax over several blocks a row (tc_cuda_topk k = 1) */
     unsigned *am_count;
+    float *pair_part; /* the hit step's two softmaxes in two blocks (tc_cuda_attention_pairs) */
+    unsigned *pair_count;
     float *att_part; /* split-key attention partials (tc_cuda_attention_splits), grown on demand */
     size_t att_part_floats;
     long n_launch, n_instantiate; /* graph launches, instantiations (the rest were updates / replays) */
@@ -71,6 +73,7 @@ typedef struct {
     int graphs; /* hit steps as graphs: 1 captured each step, 2 replayed (TC_CUDA_GRAPHS / tc_backend_cuda_set_graphs) */
     int pooled; /* allocations from the device's stream-ordered pool (cudaMallocAsync) */
     int sms;    /* multiprocessors: how far the sync's attention splits its keys */
+    int pairs;  /* the hit step's softmax pairs in two blocks at once (TC_CUDA_PAIRS / tc_backend_cuda_set_pairs) */
     tc_cuda_lane lane[TC_CUDA_LANES];
     atomic_int poisoned; /* first failure latched: every later op is a no-op (read by any thread) */
     atomic_int claimed;    /* the thread that writes first_error (two lanes may fail at once) */
@@ -413,9 +416,11 @@ static cudaError_t att_pairs_call(tc_cuda_ctx *c, const tc_att_item *w, const tc
     int mq = 1;
     for (int i = 0; i < np; i++)
         if (w[i].nq > mq) mq = w[i].nq;
-    if (REPLAY_MIX(L, OP_ATT_PAIRS, np, n_head, head_dim, (uint64_t)mq)) return cudaSuccess;
+    if (REPLAY_MIX(L, OP_ATT_PAIRS, np, n_head, head_dim, (uint64_t)mq, (uint64_t)c->pairs)) return cudaSuccess;
     if (!dw || !dz) dw = dz = NULL; /* staging full: the parameters */
-    return tc_cuda_attention_pairs(L->stream, w, z, np, n_head, head_dim, dw, dz);
+    const int split = c->pairs && tc_cuda_attention_pairs_split_fits(n_head, head_dim);
+    return tc_cuda_attention_pairs(L->stream, w, z, np, n_head, head_dim, dw, dz, split ? L->pair_part : NULL,
+                                   split ? L->pair_count : NULL);
 }
 
 /* the hit step's attentions of a batch: items of 1..4 query rows go to the
@@ -863,7 +868,8 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     int wtype = TC_WT_F32, graphs = 2; /* replayed graphs: measured faster, exact (gpu.md) */
     const char *w = getenv("TC_CUDA_WEIGHTS"), *g = getenv("TC_CUDA_GRAPHS"), *pr = getenv("TC_CUDA_PROFILE");
     const char *am = getenv("TC_CUDA_ATT_MMA"), *fu = getenv("TC_CUDA_FUSE"), *pd = getenv("TC_CUDA_PDL");
-    int profile = 0, att_mma = 1, fuse = 1, pdl = 1;
+    const char *pp = getenv("TC_CUDA_PAIRS");
+    int profile = 0, att_mma = 1, fuse = 1, pdl = 1, pairs = 1;
     if (am && *am) {
         if (!strcmp(am, "0")) att_mma = 0;
         else if (strcmp(am, "1")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_ATT_MMA '%s': expected 0 or 1", am);
@@ -871,6 +877,10 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     if (pd && *pd) {
         if (!strcmp(pd, "0")) pdl = 0;
         else if (strcmp(pd, "1")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_PDL '%s': expected 0 or 1", pd);
+    }
+    if (pp && *pp) {
+        if (!strcmp(pp, "0")) pairs = 0;
+        else if (strcmp(pp, "1")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_PAIRS '%s': expected 0 or 1", pp);
     }
     if (fu && *fu) {
         if (!strcmp(fu, "0")) fuse = 0;
@@ -923,6 +933,9 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
         INIT_CU(cudaMalloc((void **)&L->am_count, (size_t)TC_CUDA_ARGMAX_ROWS * sizeof *L->am_count));
         /* on the lane's own (non-blocking) stream, done before any kernel reads it */
         INIT_CU(cudaMemsetAsync(L->am_count, 0, (size_t)TC_CUDA_ARGMAX_ROWS * sizeof *L->am_count, L->stream));
+        INIT_CU(cudaMalloc((void **)&L->pair_part, TC_CUDA_PAIR_PART_FLOATS * sizeof *L->pair_part));
+        INIT_CU(cudaMalloc((void **)&L->pair_count, TC_CUDA_PAIR_COUNTS * sizeof *L->pair_count));
+        INIT_CU(cudaMemsetAsync(L->pair_count, 0, TC_CUDA_PAIR_COUNTS * sizeof *L->pair_count, L->stream));
         INIT_CU(cudaStreamSynchronize(L->stream));
         INIT_BLAS(cublasSetWorkspace(L->blas, L->blas_ws, TC_CUBLAS_WS_BYTES));
         /* fp32 compute, no TF32: exact against the CPU backend first */
@@ -942,6 +955,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
         (void)cudaGetLastError();
     }
     c->graphs = graphs;
+    c->pairs = pairs;
     be->wtype = wtype;
 #undef INIT_CU
 #undef INIT_BLAS
@@ -1014,6 +1028,8 @@ void tc_backend_cuda_free(tc_backend *be) {
             if (L->att_part) (void)cudaFree(L->att_part);
             if (L->am_part) (void)cudaFree(L->am_part);
             if (L->am_count) (void)cudaFree(L->am_count);
+            if (L->pair_part) (void)cudaFree(L->pair_part);
+            if (L->pair_count) (void)cudaFree(L->pair_count);
             prof_free(L->prof);
             if (L->blas) (void)cublasDestroy(L->blas);
             if (L->blas_ws) (void)cudaFree(L->blas_ws);
@@ -1059,6 +1075,11 @@ int tc_backend_cuda_set_att_mma(int on) { return tc_cuda_attention_set_mma(on); 
 
 int tc_backend_cuda_set_pdl(int on) { return tc_cuda_pdl_set(on); }
 int tc_backend_cuda_pdl_on(void) { return tc_cuda_pdl_on(); }
+
+void tc_backend_cuda_set_pairs(tc_backend *be, int on) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (c) c->pairs = on != 0;
+}
 
 void tc_backend_cuda_graph_stats(tc_backend *be, long *launches, long *instantiations) {
     tc_cuda_ctx *c = ctx_of(be);

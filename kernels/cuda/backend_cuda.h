@@ -89,6 +89,12 @@ int tc_backend_cuda_set_pdl(int on);
 /* whether the current device runs it now (for reports) */
 int tc_backend_cuda_pdl_on(void);
 
+/* The hit step's two softmaxes of a session (attention_pairs) in two
+ * blocks at once, the second to finish storing both (default;
+ * TC_CUDA_PAIRS=0 at init: one block after the other); the same bits
+ * either way. For tests and A/B benchmarks, between steps. */
+void tc_backend_cuda_set_pairs(tc_backend *be, int on);
+
 /* TC_CUDA_PROFILE=1 in the environment at init: the device time of every
  * op outside a captured graph, from CUDA events around it, summed per op
  * class on each lane (with 1 the host's launch cost is inside the interval

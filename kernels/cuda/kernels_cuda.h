@@ -114,10 +114,22 @@ cudaError_t tc_cuda_attention_rows(cudaStream_t st, const tc_att_item *it, int n
 /* Up to TC_CUDA_ATT_PAIRS sessions' two hit-step softmaxes (backend.h's
  * attention_pairs: w[i], then z[i] into the same output when z[i].nq > 0,
  * z[i].nq == w[i].nq <= TC_CUDA_ATT_ROW_MAX) in one launch, each as
- * tc_cuda_attention computes it. */
+ * tc_cuda_attention computes it. With part (TC_CUDA_PAIR_PART_FLOATS) and
+ * count (TC_CUDA_PAIR_COUNTS, zero before the first call; every call
+ * leaves it zero), where n_head * head_dim <= TC_CUDA_PAIR_D and n_head <=
+ * TC_CUDA_PAIR_HEADS (tc_cuda_attention_pairs_split_fits): the two
+ * softmaxes of a session in two blocks at once, the same bits; the
+ * scratch is the call's until the stream reaches it. Else (NULL) one
+ * block after the other. */
 #define TC_CUDA_ATT_PAIRS 16
+#define TC_CUDA_PAIR_D 8192
+#define TC_CUDA_PAIR_HEADS 256
+#define TC_CUDA_PAIR_PART_FLOATS ((size_t)TC_CUDA_ATT_PAIRS * TC_CUDA_ATT_ROW_MAX * 2 * TC_CUDA_PAIR_D)
+#define TC_CUDA_PAIR_COUNTS ((size_t)TC_CUDA_ATT_PAIRS * TC_CUDA_ATT_ROW_MAX * TC_CUDA_PAIR_HEADS)
 cudaError_t tc_cuda_attention_pairs(cudaStream_t st, const tc_att_item *w, const tc_att_item *z, int n, int n_head,
-                                    int head_dim, const tc_att_item *dw, const tc_att_item *dz);
+                                    int head_dim, const tc_att_item *dw, const tc_att_item *dz, float *part,
+                                    unsigned *count);
+int tc_cuda_attention_pairs_split_fits(int n_head, int head_dim);
 /* One-time setup (opt-in to > 48 KiB dynamic shared memory; mma != 0:
  * prefills' and syncs' attentions with head_dim <= 64 on the tensor cores,
  * 3xTF32, where the device is sm_80 or later); called by

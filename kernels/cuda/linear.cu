@@ -111,9 +111,19 @@ __device__ __forceinline__ void skinny_body(float *y, int ldy, const float *x, i
     const int j = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (j >= m) return; /* whole warps */
     const T *w = W + (size_t)j * k;
-    float acc[TC_CUDA_SKINNY_MAX];
+    float acc[TC_CUDA_SKINNY_MAX], base[TC_CUDA_SKINNY_MAX];
+    /* what the sum is added to, loaded now rather than after it (the
+     * residual of a beta-1 linear is another memory latency): as
+     * bias_kernel then a beta-1 GEMM would, (beta*y + bias); beta 0 must
+     * not read y */
 #pragma unroll
-    for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++) acc[i] = 0.f;
+    for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++) {
+        acc[i] = 0.f, base[i] = 0.f;
+        if (i < n && lane == 0) {
+            const float *yy = y + (size_t)i * ldy + j;
+            base[i] = beta == 0.f ? (bias ? bias[j] : 0.f) : (bias ? beta * *yy + bias[j] : beta * *yy);
+        }
+    }
     constexpr int VEC = 16 / sizeof(T); /* weights in one 16-byte load */
     if (skinny_vec(W, k)) {
         skinny_fma<T>(acc, x, ldx, n, k, lane * VEC, raw0);
@@ -138,13 +148,7 @@ __device__ __forceinline__ void skinny_body(float *y, int ldy, const float *x, i
     for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++)
         if (i < n) {
             const float v = tc_warp_sum(acc[i]);
-            if (lane == 0) {
-                float *yy = y + (size_t)i * ldy + j;
-                /* as bias_kernel then a beta-1 GEMM would: (beta*y + bias) + xW;
-                 * beta 0 must not read y */
-                float base = beta == 0.f ? (bias ? bias[j] : 0.f) : (bias ? beta * *yy + bias[j] : beta * *yy);
-                *yy = beta == 0.f && !bias ? v : base + v;
-            }
+            if (lane == 0) y[(size_t)i * ldy + j] = beta == 0.f && !bias ? v : base[i] + v;
         }
 }
 
@@ -176,17 +180,43 @@ __global__ __launch_bounds__(256) static void skinny_pre_kernel(float *y, int ld
     __shared__ float red[TC_LN_THREADS / 32];
     uint4 raw[SKINNY_UNROLL];
     skinny_prefetch<T>(raw, W, m, k);
+    /* the LayerNorm's weights are weights too: this thread's columns j =
+     * tid + q * blockDim.x, the first PRE_LW of them */
+    constexpr int PRE_LW = 4;
+    float lwr[PRE_LW], lbr[PRE_LW];
+#pragma unroll
+    for (int q = 0; q < PRE_LW; q++) {
+        const int j = threadIdx.x + q * blockDim.x;
+        const bool in = pre == TC_PRE_LN && j < k;
+        lwr[q] = in ? lw[j] : 0.f, lbr[q] = in ? lb[j] : 0.f;
+    }
     tc_pdl_wait();
     tc_pdl_trigger();
-    for (int i = 0; i < n; i++) {
-        const float *xi = x + (size_t)i * ldx;
-        float *oi = xs + (size_t)i * k;
-        if (pre == TC_PRE_LN) {
+    /* every row's input in one pass (one memory latency for all of them) */
+    const int nk = n * k;
+    if (pre == TC_PRE_LN) {
+        for (int t = threadIdx.x; t < nk; t += blockDim.x) xs[t] = x[(size_t)(t / k) * ldx + t % k];
+        __syncthreads();
+        for (int i = 0; i < n; i++) {
+            float *oi = xs + (size_t)i * k;
             float mean, rs;
-            tc_ln_stats(xi, k, eps, red, mean, rs);
-            for (int j = threadIdx.x; j < k; j += blockDim.x) oi[j] = tc_ln_apply(xi[j], mean, rs, lw[j], lb[j]);
-        } else {
-            for (int j = threadIdx.x; j < k; j += blockDim.x) oi[j] = tc_swiglu1(xi[j], xi[k + j]);
+            /* the statistics over the shared copy: the same values, so the
+             * layernorm kernel's bits; it returns after every thread's
+             * reads of the row, so the in-place writes below are safe */
+            tc_ln_stats(oi, k, eps, red, mean, rs);
+#pragma unroll
+            for (int q = 0; q < PRE_LW; q++) {
+                const int j = threadIdx.x + q * blockDim.x;
+                if (j < k) oi[j] = tc_ln_apply(oi[j], mean, rs, lwr[q], lbr[q]);
+            }
+            for (int j = threadIdx.x + PRE_LW * blockDim.x; j < k; j += blockDim.x)
+                oi[j] = tc_ln_apply(oi[j], mean, rs, lw[j], lb[j]);
+        }
+    } else {
+        for (int t = threadIdx.x; t < nk; t += blockDim.x) {
+            const float *xi = x + (size_t)(t / k) * ldx;
+            const int j = t % k;
+            xs[t] = tc_swiglu1(xi[j], xi[k + j]);
         }
     }
     __syncthreads();

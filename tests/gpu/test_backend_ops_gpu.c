@@ -410,18 +410,21 @@ static void test_embed_copy2d(void) {
 
 /* attention_pairs: 20 sessions (two launches of TC_CUDA_ATT_PAIRS), a
  * causal window softmax each and, for most, a second non-causal one over a
- * zip added into the same output; one session with 7 query rows (the
- * one-by-one path). Must equal, bit for bit, the window batch followed by
- * the zip batch (what the model ran before), and the CPU within the
- * attention bound. */
-static void test_attention_pairs(void) {
+ * zip added into the same output; one session with 3 query rows, one with
+ * 7 (the one-by-one path). Must equal, bit for bit, the window batch
+ * followed by the zip batch (what the model ran before), and the CPU
+ * within the attention bound. split: the two softmaxes in two blocks at
+ * once (tc_backend_cuda_set_pairs), else one block after the other; run
+ * split, sequential, split again (the pair counters must be left zero). */
+static void test_attention_pairs(int split) {
+    tc_backend_cuda_set_pairs(&g_gpu, split);
     enum { N = 20 };
     const int nh = 12, hd = 36, d = nh * hd, ldq = 3 * d + 1, ldo = d + 3;
     tc_att_item w[N], z[N], w2[N], zc[N];
     float *hq[N], *hk[N], *hv[N], *hzk[N], *hzv[N], *ho[N], *dq[N], *dk[N], *dv[N], *dzk[N], *dzv[N], *d1[N], *d2[N];
     int nz = 0;
     for (int i = 0; i < N; i++) {
-        const int nq = i == 10 ? 7 : 1, nk = 1 + (i * 37) % 300, zl = i % 4 == 3 ? 0 : 8 + (i * 11) % 60;
+        const int nq = i == 10 ? 7 : i == 5 ? 3 : 1, nk = 1 + (i * 37) % 300, zl = i % 4 == 3 ? 0 : 8 + (i * 11) % 60;
         const int64_t kp = 500 + i, qp = kp + nk - nq; /* the window's last rows */
         hq[i] = rnd((size_t)nq * ldq, 2), hk[i] = rnd((size_t)nk * d, 2), hv[i] = rnd((size_t)nk * d, 1);
         hzk[i] = rnd((size_t)(zl + 1) * d, 2), hzv[i] = rnd((size_t)(zl + 1) * d, 1);
@@ -454,8 +457,9 @@ static void test_attention_pairs(void) {
     }
     g_n++;
     if (!bitwise) g_fail++;
-    printf("%-5s %-10s %d sessions (%d with a zip): attention_pairs == window batch + zip batch, bitwise\n",
-           bitwise ? "ok" : "FAIL", "att_pairs", N, nz);
+    printf("%-5s %-10s %d sessions (%d with a zip), %s: attention_pairs == window batch + zip batch, bitwise\n",
+           bitwise ? "ok" : "FAIL", "att_pairs", N, nz, split ? "two blocks a pair" : "one block a pair");
+    tc_backend_cuda_set_pairs(&g_gpu, 1);
 }
 
 /* 16-bit weights (TC_CUDA_WEIGHTS=bf16 / f16): linear and embed of a
@@ -650,7 +654,9 @@ int main(void) {
     test_swiglu();
     test_attention();
     test_attention_batch();
-    test_attention_pairs();
+    test_attention_pairs(1);
+    test_attention_pairs(0);
+    test_attention_pairs(1);
     test_topk();
     test_weights16(TC_WT_BF16);
     test_weights16(TC_WT_F16);
