@@ -116,6 +116,17 @@ struct tc_backend {
     void (*linear_pre)(tc_backend *be, int pre, float *y, int ldy, const float *x, int ldx, float *tmp,
                        const void *W, const float *bias, int n, int m, int k, float beta, const float *ln_w,
                        const float *ln_b, float eps);
+    /* Optional (NULL: linear_pre or layernorm + linear, then rope_kv_batch):
+     * the window pass's projection and RoPE in one op. qkv [rows, 3d] (ldq)
+     * = layernorm(x [rows, d], ln_w, ln_b, eps) W^T + bias, then the items
+     * exactly as rope_kv_batch(it, n, ldq, n_head, head_dim, base) treats
+     * them; rows = the items' n summed, item i's rows following item
+     * i - 1's (it[i].qkv = qkv + its first row * ldq). d = n_head *
+     * head_dim; tmp [rows, d] is the caller's scratch, as for linear_pre.
+     * The CUDA backend does up to 8 rows (the hit step) in one launch. */
+    void (*qkv_rope)(tc_backend *be, const struct tc_rope_kv_item *it, int n, float *qkv, int ldq, const float *x,
+                     float *tmp, const void *W, const float *bias, int rows, const float *ln_w, const float *ln_b,
+                     float eps, int n_head, int head_dim, float base);
     /* Optional (NULL: the caller downloads the rows and runs tc_topk_rows).
      * Per row i of x [n, V] (contiguous): the k largest, ids[i*k + j] and
      * vals[i*k + j] = x[i*V + ids[..]], in tc_topk_rows's order, which it

@@ -271,16 +271,10 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
             for (int l = 0; l < depth; l++) {
                 int li = b * depth + l;
                 const tc_layer_weights *L = &m->layers[li];
-                /* proj without RoPE position: rows of different sessions sit at
-                 * different positions, so rotate per session below */
-                for (int64_t r0 = 0; r0 < M; r0 += tc_row_tile(m)) {
-                    int t = (int)(M - r0 < tc_row_tile(m) ? M - r0 : tc_row_tile(m));
-                    lin_pre(be, TC_PRE_LN, QKV + (size_t)r0 * 3 * d, 3 * d, X + (size_t)r0 * d, d, LN, L->qkv_w,
-                            L->qkv_b, t, 3 * d, d, 0.f, L->norm1_w, L->norm1_b, c->norm_eps);
-                }
-                /* per session: RoPE at its positions and its window rows; then
-                 * every session's window attention in one batch, then the
-                 * second softmax (zip, TLin history) added in a second one */
+                /* per session (no device work yet): RoPE at its positions and
+                 * its window rows; then every session's window attention in
+                 * one batch, then the second softmax (zip, TLin history) added
+                 * in a second one */
                 int64_t row = 0;
                 int nw = 0, nz = 0;
                 for (int i = 0; i < B; i++) {
@@ -313,7 +307,19 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
                     }
                     row += n;
                 }
-                rope_kv_run(be, RK, B, 3 * d, c->n_head, c->head_dim, c->rope_base);
+                if (be->qkv_rope && M <= tc_row_tile(m)) { /* the projection and the RoPE in one op */
+                    be->qkv_rope(be, RK, B, QKV, 3 * d, X, LN, L->qkv_w, L->qkv_b, (int)M, L->norm1_w, L->norm1_b,
+                                 c->norm_eps, c->n_head, c->head_dim, c->rope_base);
+                } else {
+                    /* proj without RoPE position: rows of different sessions
+                     * sit at different positions, so rotate per session */
+                    for (int64_t r0 = 0; r0 < M; r0 += tc_row_tile(m)) {
+                        int t = (int)(M - r0 < tc_row_tile(m) ? M - r0 : tc_row_tile(m));
+                        lin_pre(be, TC_PRE_LN, QKV + (size_t)r0 * 3 * d, 3 * d, X + (size_t)r0 * d, d, LN,
+                                L->qkv_w, L->qkv_b, t, 3 * d, d, 0.f, L->norm1_w, L->norm1_b, c->norm_eps);
+                    }
+                    rope_kv_run(be, RK, B, 3 * d, c->n_head, c->head_dim, c->rope_base);
+                }
                 if (be->attention_pairs && nz > 0) { /* both softmaxes of every session, one dispatch */
                     be->attention_pairs(be, AW, AZ, nw, c->n_head, c->head_dim);
                 } else { /* AZ is compact here, or empty */

@@ -69,8 +69,9 @@ if [ -n "${2:-}" ]; then
     TC_CUDA_GRAPHS=yes expect_err "TC_CUDA_GRAPHS 'yes': expected 0, 1 or 2" batch --preset tiny --device cuda:0
     TC_CUDA_PROFILE=on expect_err "TC_CUDA_PROFILE 'on': expected 0, 1 or 2" batch --preset tiny --device cuda:0
     TC_CUDA_ATT_MMA=yes expect_err "TC_CUDA_ATT_MMA 'yes': expected 0 or 1" batch --preset tiny --device cuda:0
-    TC_CUDA_FUSE=2 expect_err "TC_CUDA_FUSE '2': expected 0 or 1" batch --preset tiny --device cuda:0
+    TC_CUDA_FUSE=3 expect_err "TC_CUDA_FUSE '3': expected 0, 1 or 2" batch --preset tiny --device cuda:0
     TC_CUDA_PDL=x expect_err "TC_CUDA_PDL 'x': expected 0 or 1" batch --preset tiny --device cuda:0
     TC_CUDA_PAIRS=no expect_err "TC_CUDA_PAIRS 'no': expected 0 or 1" batch --preset tiny --device cuda:0
-    echo "ok   tconst-cuda: bad TC_CUDA_WEIGHTS / GRAPHS / PROFILE / ATT_MMA / FUSE / PDL / PAIRS refused"
+    TC_CUDA_SKINNY_WARPS=3 expect_err "TC_CUDA_SKINNY_WARPS '3': expected 2, 4 or 8" batch --preset tiny --device cuda:0
+    echo "ok   tconst-cuda: bad TC_CUDA_WEIGHTS / GRAPHS / PROFILE / ATT_MMA / FUSE / PDL / PAIRS / SKINNY_WARPS refused"
 fi

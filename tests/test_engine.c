@@ -428,6 +428,34 @@ static void pr_linear_pre(tc_backend *be, int pre, float *y, int ldy, const floa
     else g_inner.swiglu(be, tmp, k, x, ldx, n, k);
     g_inner.linear(be, y, ldy, tmp, k, W, bias, n, m, k, beta);
 }
+/* qkv_rope as its contract reads: the items' rows follow one another from
+ * qkv's first, and add up to rows; then the ops it stands for */
+static int g_qkv_calls, g_qkv_bad;
+static void pr_qkv_rope(tc_backend *be, const tc_rope_kv_item *it, int n, float *qkv, int ldq, const float *x,
+                        float *tmp, const void *W, const float *bias, int rows, const float *ln_w, const float *ln_b,
+                        float eps, int n_head, int head_dim, float base) {
+    const int d = n_head * head_dim;
+    ph(11, PU(W), (uint64_t)rows);
+    if (g_probing) return;
+    g_qkv_calls++;
+    int r = 0;
+    for (int i = 0; i < n; i++) {
+        if (it[i].n > 0 && it[i].qkv != qkv + (size_t)r * ldq) g_qkv_bad++;
+        r += it[i].n > 0 ? it[i].n : 0;
+    }
+    if (r != rows) g_qkv_bad++;
+    g_inner.layernorm(be, tmp, x, ln_w, ln_b, rows, d, eps);
+    g_inner.linear(be, qkv, ldq, tmp, d, W, bias, rows, 3 * d, d, 0.f);
+    if (g_inner.rope_kv_batch) {
+        g_inner.rope_kv_batch(be, it, n, ldq, n_head, head_dim, base);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        g_inner.rope(be, it[i].qkv, ldq, it[i].n, 2 * n_head, head_dim, it[i].pos0, base);
+        g_inner.copy2d(be, it[i].k_dst, d, it[i].qkv + d, ldq, it[i].n, d);
+        g_inner.copy2d(be, it[i].v_dst, d, it[i].qkv + 2 * d, ldq, it[i].n, d);
+    }
+}
 static void pr_copy2d(tc_backend *be, float *dst, int ldd, const float *src, int lds, int rows, int cols) {
     ph(8, PU(dst), (uint64_t)rows);
     if (!g_probing) g_inner.copy2d(be, dst, ldd, src, lds, rows, cols);
@@ -469,7 +497,7 @@ static void run_probe(void) {
     tc_backend_cpu_init(&pb, 1);
     g_inner = pb;
     pb.embed = pr_embed, pb.layernorm = pr_layernorm, pb.linear = pr_linear, pb.swiglu = pr_swiglu;
-    pb.copy2d = pr_copy2d, pb.linear_pre = pr_linear_pre;
+    pb.copy2d = pr_copy2d, pb.linear_pre = pr_linear_pre, pb.qkv_rope = pr_qkv_rope;
     if (g_inner.rope_kv_batch) pb.rope_kv_batch = pr_rope_kv;
     if (g_inner.attention_batch) pb.attention_batch = pr_att_batch;
     if (g_inner.attention_pairs) pb.attention_pairs = pr_att_pairs;
@@ -518,6 +546,8 @@ static void run_probe(void) {
     EXPECT(g_pass_mismatch == 0, "%d steps issued other ops in their second pass", g_pass_mismatch);
     EXPECT(sb[0]->n_syncs >= 3, "only %lld syncs", (long long)sb[0]->n_syncs);
     EXPECT(g_pre_calls > 0, "model/ never used the backend's linear_pre");
+    EXPECT(g_qkv_calls > 0 && g_qkv_bad == 0, "model/'s qkv_rope calls: %d, %d off its contract", g_qkv_calls,
+           g_qkv_bad);
     printf("capture passes: %d steps of %d sessions probed then run, %lld syncs, %d fused linears: %s\n",
            g_captures, B, (long long)sb[0]->n_syncs, g_pre_calls, diff || g_pass_mismatch ? "MISMATCH" : "identical to the plain backend");
     for (int i = 0; i < B; i++) tc_session_free(sa[i]), tc_session_free(sb[i]);

@@ -73,7 +73,9 @@ typedef struct {
     int graphs; /* hit steps as graphs: 1 captured each step, 2 replayed (TC_CUDA_GRAPHS / tc_backend_cuda_set_graphs) */
     int pooled; /* allocations from the device's stream-ordered pool (cudaMallocAsync) */
     int sms;    /* multiprocessors: how far the sync's attention splits its keys */
-    int pairs;  /* the hit step's softmax pairs in two blocks at once (TC_CUDA_PAIRS / tc_backend_cuda_set_pairs) */
+    int fuse;   /* 1: linear_pre and qkv_rope fused, 2: linear_pre only (TC_CUDA_FUSE; 0: neither is installed) */
+    int pairs;  /* the hit step's softmax pairs in two blocks at once: 1 where the device would idle, 2 always, 0
+                 * never (TC_CUDA_PAIRS / tc_backend_cuda_set_pairs) */
     tc_cuda_lane lane[TC_CUDA_LANES];
     atomic_int poisoned; /* first failure latched: every later op is a no-op (read by any thread) */
     atomic_int claimed;    /* the thread that writes first_error (two lanes may fail at once) */
@@ -138,7 +140,7 @@ static int blas_ok(tc_cuda_ctx *c, cublasStatus_t e, const char *what, const cha
 /* ---- replay mode: the launch hash and the item staging ---- */
 #define TC_CUDA_STAGE_BYTES ((size_t)4 << 20) /* a batch of 1024 sessions needs ~1.7 MB */
 enum { OP_COPY2D = 1, OP_EMBED, OP_LN, OP_LINEAR, OP_ROPE, OP_ROPE_KV, OP_ATT, OP_ATT_ROWS, OP_ATT_PAIRS, OP_SWIGLU, OP_LINEAR_PRE,
-       OP_TOPK };
+       OP_TOPK, OP_QKV_ROPE };
 static void hash_mix(tc_cuda_lane *L, const void *p, size_t n) { /* FNV-1a */
     const unsigned char *b = p;
     uint64_t h = L->hash;
@@ -418,7 +420,11 @@ static cudaError_t att_pairs_call(tc_cuda_ctx *c, const tc_att_item *w, const tc
         if (w[i].nq > mq) mq = w[i].nq;
     if (REPLAY_MIX(L, OP_ATT_PAIRS, np, n_head, head_dim, (uint64_t)mq, (uint64_t)c->pairs)) return cudaSuccess;
     if (!dw || !dz) dw = dz = NULL; /* staging full: the parameters */
-    const int split = c->pairs && tc_cuda_attention_pairs_split_fits(n_head, head_dim);
+    /* two blocks a pair only while one a pair leaves multiprocessors idle:
+     * at batch 256 (192 blocks a launch) the split measured 9% slower
+     * (session 17), at batch 1 (12 blocks) 7% faster a step */
+    const int split = c->pairs && tc_cuda_attention_pairs_split_fits(n_head, head_dim) &&
+                      (c->pairs == 2 || (long)np * mq * n_head < (long)c->sms);
     return tc_cuda_attention_pairs(L->stream, w, z, np, n_head, head_dim, dw, dz, split ? L->pair_part : NULL,
                                    split ? L->pair_count : NULL);
 }
@@ -502,6 +508,50 @@ static void cuda_linear_pre(tc_backend *be, int pre, float *y, int ldy, const fl
         return;
     (void)CU_OK(c, tc_cuda_linear_pre(L->stream, pre, y, ldy, x, ldx, W, bias, be->wtype, n, m, k, beta, ln_w, ln_b,
                                       eps));
+}
+
+/* backend.h qkv_rope: up to TC_CUDA_SKINNY_MAX rows in one launch (the
+ * hit step: the projection, its rotation and the window appends), the
+ * rows' positions and window pointers staged like rope_kv_batch's items;
+ * more rows, items not in row order, or TC_CUDA_FUSE=2: the ops it stands
+ * for */
+static void cuda_qkv_rope(tc_backend *be, const tc_rope_kv_item *it, int n, float *qkv, int ldq, const float *x,
+                          float *tmp, const void *W, const float *bias, int rows, const float *ln_w,
+                          const float *ln_b, float eps, int n_head, int head_dim, float base) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (rows <= 0 || !cuda_enter(c)) return;
+    const int d = n_head * head_dim;
+    tc_rope_row rr[TC_CUDA_SKINNY_MAX];
+    int ok = c->fuse == 1 && rows <= TC_CUDA_SKINNY_MAX && head_dim >= 2 && head_dim % 2 == 0 &&
+             tc_cuda_qkv_rope_smem(rows, d) <= TC_CUDA_PRE_SMEM, r = 0;
+    for (int i = 0; ok && i < n; i++) {
+        if (it[i].n <= 0) continue; /* no rows, nothing to rotate (as rope_kv_batch) */
+        if (it[i].qkv != qkv + (size_t)r * ldq || r + it[i].n > rows) {
+            ok = 0;
+            break;
+        }
+        for (int q = 0; q < it[i].n; q++)
+            rr[r + q] = (tc_rope_row){it[i].k_dst + (size_t)q * d, it[i].v_dst + (size_t)q * d, it[i].pos0 + q};
+        r += it[i].n;
+    }
+    if (!ok || r != rows) {
+        if (be->linear_pre) {
+            cuda_linear_pre(be, TC_PRE_LN, qkv, ldq, x, d, tmp, W, bias, rows, 3 * d, d, 0.f, ln_w, ln_b, eps);
+        } else {
+            cuda_layernorm(be, tmp, x, ln_w, ln_b, rows, d, eps);
+            cuda_linear(be, qkv, ldq, tmp, d, W, bias, rows, 3 * d, d, 0.f);
+        }
+        cuda_rope_kv_batch(be, it, n, ldq, n_head, head_dim, base);
+        return;
+    }
+    tc_cuda_lane *L = lane_of(c);
+    /* replay: the rows from device memory; everything else is the launch's own */
+    const tc_rope_row *dev = stage_items(L, rr, (size_t)rows * sizeof *rr);
+    if (REPLAY_MIX(L, OP_QKV_ROPE, P64(qkv), ldq, P64(x), P64(W), P64(bias), rows, P64(ln_w), P64(ln_b), fbits(eps),
+                   n_head, head_dim, fbits(base)))
+        return;
+    (void)CU_OK(c, tc_cuda_qkv_rope(L->stream, qkv, ldq, x, d, W, bias, be->wtype, rows, n_head, head_dim, ln_w, ln_b,
+                                    eps, rr, dev, base));
 }
 
 static void cuda_swiglu(tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F) {
@@ -703,11 +753,12 @@ static int cuda_capture_end(tc_backend *be) {
  * runs ~40 us an op slower: per-op figures only). */
 enum {
     P_EMBED, P_COPY, P_LAYERNORM, P_SKINNY, P_PRE, P_GEMM, P_ROPE, P_ATT_QK, P_ATT_KQ, P_ATT_STEP, P_SWIGLU, P_TOPK,
-    P_N
+    P_QKV_ROPE, P_N
 };
 static const char *const prof_name[P_N] = {
     "embed", "copy2d", "layernorm", "linear, <= 8 rows", "LN/SwiGLU + linear", "linear, GEMM", "rope (+ K/V append)",
     "attention, queries>=keys", "attention, keys>queries", "attention, step rows", "swiglu", "topk",
+    "LN + QKV + rope (+ K/V)",
 };
 #define TC_PROF_CAP 2048
 typedef struct tc_prof {
@@ -792,6 +843,11 @@ PROF_OP(cuda_attention_batch, P_ATT_STEP, (tc_backend *be, const tc_att_item *it
 PROF_OP(cuda_attention_pairs, P_ATT_STEP,
         (tc_backend *be, const tc_att_item *w, const tc_att_item *z, int n, int n_head, int head_dim),
         (be, w, z, n, n_head, head_dim))
+PROF_OP(cuda_qkv_rope, rows <= TC_CUDA_SKINNY_MAX ? P_QKV_ROPE : P_GEMM,
+        (tc_backend *be, const tc_rope_kv_item *it, int n, float *qkv, int ldq, const float *x, float *tmp,
+         const void *W, const float *bias, int rows, const float *ln_w, const float *ln_b, float eps, int n_head,
+         int head_dim, float base),
+        (be, it, n, qkv, ldq, x, tmp, W, bias, rows, ln_w, ln_b, eps, n_head, head_dim, base))
 PROF_OP(cuda_swiglu, P_SWIGLU, (tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F),
         (be, out, ldo, h, ldh, n, F))
 PROF_OP(cuda_topk, P_TOPK, (tc_backend *be, int32_t *ids, float *vals, const float *x, int n, int V, int k),
@@ -803,6 +859,7 @@ static void prof_install(tc_backend *be) {
     be->layernorm = cuda_layernorm_prof;
     be->linear = cuda_linear_prof;
     if (be->linear_pre) be->linear_pre = cuda_linear_pre_prof;
+    if (be->qkv_rope) be->qkv_rope = cuda_qkv_rope_prof;
     be->rope = cuda_rope_prof;
     be->rope_kv_batch = cuda_rope_kv_batch_prof;
     be->attention = cuda_attention_prof;
@@ -868,8 +925,8 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     int wtype = TC_WT_F32, graphs = 2; /* replayed graphs: measured faster, exact (gpu.md) */
     const char *w = getenv("TC_CUDA_WEIGHTS"), *g = getenv("TC_CUDA_GRAPHS"), *pr = getenv("TC_CUDA_PROFILE");
     const char *am = getenv("TC_CUDA_ATT_MMA"), *fu = getenv("TC_CUDA_FUSE"), *pd = getenv("TC_CUDA_PDL");
-    const char *pp = getenv("TC_CUDA_PAIRS");
-    int profile = 0, att_mma = 1, fuse = 1, pdl = 1, pairs = 1;
+    const char *pp = getenv("TC_CUDA_PAIRS"), *sw = getenv("TC_CUDA_SKINNY_WARPS");
+    int profile = 0, att_mma = 1, fuse = 1, pdl = 1, pairs = 1, skinny_warps = 8;
     if (am && *am) {
         if (!strcmp(am, "0")) att_mma = 0;
         else if (strcmp(am, "1")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_ATT_MMA '%s': expected 0 or 1", am);
@@ -878,13 +935,19 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
         if (!strcmp(pd, "0")) pdl = 0;
         else if (strcmp(pd, "1")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_PDL '%s': expected 0 or 1", pd);
     }
+    if (sw && *sw) {
+        if (!strcmp(sw, "2")) skinny_warps = 2;
+        else if (!strcmp(sw, "4")) skinny_warps = 4;
+        else if (strcmp(sw, "8")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_SKINNY_WARPS '%s': expected 2, 4 or 8", sw);
+    }
     if (pp && *pp) {
         if (!strcmp(pp, "0")) pairs = 0;
         else if (strcmp(pp, "1")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_PAIRS '%s': expected 0 or 1", pp);
     }
     if (fu && *fu) {
         if (!strcmp(fu, "0")) fuse = 0;
-        else if (strcmp(fu, "1")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_FUSE '%s': expected 0 or 1", fu);
+        else if (!strcmp(fu, "2")) fuse = 2;
+        else if (strcmp(fu, "1")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_FUSE '%s': expected 0, 1 or 2", fu);
     }
     if (pr && *pr) {
         if (!strcmp(pr, "1")) profile = 1;
@@ -943,6 +1006,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     }
     INIT_CU(tc_cuda_attention_setup(att_mma));
     INIT_CU(tc_cuda_pdl_setup(pdl));
+    TC_ASSERT(tc_cuda_linear_set_warps(skinny_warps) == 0, "skinny warps %d", skinny_warps);
     {
         int pools = 0;
         if (cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device) == cudaSuccess && pools) {
@@ -956,6 +1020,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     }
     c->graphs = graphs;
     c->pairs = pairs;
+    c->fuse = fuse;
     be->wtype = wtype;
 #undef INIT_CU
 #undef INIT_BLAS
@@ -977,6 +1042,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     be->attention_pairs = cuda_attention_pairs;
     be->swiglu = cuda_swiglu;
     be->linear_pre = fuse ? cuda_linear_pre : NULL;
+    be->qkv_rope = fuse ? cuda_qkv_rope : NULL;
     be->topk = cuda_topk;
     be->capture_begin = cuda_capture_begin;
     be->capture_end = cuda_capture_end;
@@ -1076,9 +1142,19 @@ int tc_backend_cuda_set_att_mma(int on) { return tc_cuda_attention_set_mma(on); 
 int tc_backend_cuda_set_pdl(int on) { return tc_cuda_pdl_set(on); }
 int tc_backend_cuda_pdl_on(void) { return tc_cuda_pdl_on(); }
 
+int tc_backend_cuda_set_skinny_warps(int warps) { return tc_cuda_linear_set_warps(warps); }
+
+void tc_backend_cuda_set_fuse(tc_backend *be, int mode) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (!c) return;
+    c->fuse = mode == 1 || mode == 2 ? mode : 0;
+    be->linear_pre = c->fuse ? cuda_linear_pre : NULL;
+    be->qkv_rope = c->fuse ? cuda_qkv_rope : NULL;
+}
+
 void tc_backend_cuda_set_pairs(tc_backend *be, int on) {
     tc_cuda_ctx *c = ctx_of(be);
-    if (c) c->pairs = on != 0;
+    if (c) c->pairs = on == 2 ? 2 : on != 0;
 }
 
 void tc_backend_cuda_graph_stats(tc_backend *be, long *launches, long *instantiations) {

@@ -90,10 +90,24 @@ int tc_backend_cuda_set_pdl(int on);
 int tc_backend_cuda_pdl_on(void);
 
 /* The hit step's two softmaxes of a session (attention_pairs) in two
- * blocks at once, the second to finish storing both (default;
- * TC_CUDA_PAIRS=0 at init: one block after the other); the same bits
- * either way. For tests and A/B benchmarks, between steps. */
+ * blocks at once, the second to finish storing both: 1 (default) while one
+ * block a pair would leave multiprocessors idle (small batches), 2 always
+ * (tests), 0 never (TC_CUDA_PAIRS=0 at init: one block after the other);
+ * the same bits in every mode. For tests and A/B benchmarks, between
+ * steps. */
 void tc_backend_cuda_set_pairs(tc_backend *be, int on);
+
+/* Columns (warps) a block of the hit step's skinny linears: 2, 4 or 8
+ * (TC_CUDA_SKINNY_WARPS at init, default 8); the results do not depend on
+ * it. Process-wide, between steps; -1 for another value. For tests and
+ * A/B benchmarks. */
+int tc_backend_cuda_set_skinny_warps(int warps);
+
+/* The hit step's fusions (TC_CUDA_FUSE at init): 1 LN / SwiGLU into the
+ * skinny linears and the RoPE + window appends into the QKV linear, 2 the
+ * first only, 0 neither; the same bits in every mode. For tests and A/B
+ * runs, between steps, not with TC_CUDA_PROFILE. */
+void tc_backend_cuda_set_fuse(tc_backend *be, int mode);
 
 /* TC_CUDA_PROFILE=1 in the environment at init: the device time of every
  * op outside a captured graph, from CUDA events around it, summed per op

@@ -64,6 +64,21 @@ __device__ __forceinline__ float tc_ln_apply(float x, float mean, float rs, floa
 /* SwiGLU's gate, as the CPU backend computes it (expf, not __expf) */
 __device__ __forceinline__ float tc_swiglu1(float a, float b) { return a / (1.0f + expf(-a)) * b; }
 
+/* RoPE's theta_j = (float)pow(base, -2j/hd) in double (as the host's
+ * tc_rope_theta), and the rotation of a pair by (float)pos * theta with
+ * explicit round-to-nearest products (no FMA contraction): the one formula
+ * of rope.cu's kernels and of the QKV linear's fused rotation */
+__device__ __forceinline__ float tc_rope_theta(int j, int head_dim, float base) {
+    return (float)pow((double)base, -2.0 * (double)j / (double)head_dim);
+}
+__device__ __forceinline__ void tc_rope_rot(float &x0, float &x1, int64_t pos, float theta) {
+    const float a = __fmul_rn((float)pos, theta);
+    const float c = cosf(a), s = sinf(a);
+    const float r0 = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+    const float r1 = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+    x0 = r0, x1 = r1;
+}
+
 /* weights in 16 bits (backend.h's TC_WT_*): to fp32 exactly, from fp32
  * rounded to nearest even */
 __device__ __forceinline__ float tc_to_f32(float v) { return v; }

@@ -51,6 +51,26 @@ cudaError_t tc_cuda_linear_pre(cudaStream_t st, int pre, float *y, int ldy, cons
                                const float *bias, int wtype, int n, int m, int k, float beta, const float *lw,
                                const float *lb, float eps);
 size_t tc_cuda_linear_pre_smem(int n, int k);
+/* columns (warps) a block of the skinny kernels: 2, 4 or 8 (default);
+ * the LN / SwiGLU prologue kernel takes at least 4. -1 for another value.
+ * Process-wide; the results do not depend on it. */
+int tc_cuda_linear_set_warps(int warps);
+/* backend.h qkv_rope for n <= TC_CUDA_SKINNY_MAX rows: y [n, 3d] (ldy) =
+ * LN(x [n, d]) W^T + bias as tc_cuda_linear_pre (TC_PRE_LN) computes it,
+ * then row i's Q|K pairs rotated at rows[i].pos and its K, V columns
+ * copied to rows[i].k_dst / v_dst, as tc_cuda_rope_kv does: the same bits
+ * as the two launches, in one. d = n_head * head_dim (head_dim even);
+ * tc_cuda_qkv_rope_smem(n, d) <= TC_CUDA_PRE_SMEM. Rows from `rows`, or
+ * (drows: a replayed graph) from device memory holding a copy. */
+typedef struct {
+    float *k_dst, *v_dst; /* the row's K and V in its window (d floats each) */
+    int64_t pos;
+} tc_rope_row;
+size_t tc_cuda_qkv_rope_smem(int n, int d);
+cudaError_t tc_cuda_qkv_rope(cudaStream_t st, float *y, int ldy, const float *x, int ldx, const void *W,
+                             const float *bias, int wtype, int n, int n_head, int head_dim, const float *lw,
+                             const float *lb, float eps, const tc_rope_row *rows, const tc_rope_row *drows,
+                             float base);
 cudaError_t tc_cuda_narrow(cudaStream_t st, void *dst, int wtype, const float *x, int ldx, int n, int k);
 
 /* rope.cu: in-place interleaved RoPE, row i at position pos0 + i; angle

@@ -46,6 +46,15 @@ template <typename T> __device__ __forceinline__ float narrow(float v) { return 
  * T = float: fp32 weights, x as is. x may be shared memory (the prologue
  * kernel below). */
 #define SKINNY_UNROLL 4
+/* warps (columns) a block of the skinny kernels (TC_CUDA_SKINNY_WARPS):
+ * fewer spread a narrow linear (m = 432: 54 blocks of 8) over more
+ * multiprocessors; each warp's work and result are the same */
+static int g_skinny_warps = 8;
+extern "C" int tc_cuda_linear_set_warps(int warps) {
+    if (warps != 2 && warps != 4 && warps != 8) return -1;
+    g_skinny_warps = warps;
+    return 0;
+}
 /* whether column j's weights take the 16-byte path */
 template <typename T> __device__ __forceinline__ bool skinny_vec(const T *W, int k) {
     constexpr int VEC = 16 / sizeof(T);
@@ -101,29 +110,14 @@ __device__ __forceinline__ void skinny_fma(float (&acc)[TC_CUDA_SKINNY_MAX], con
     }
 }
 
-/* The product itself, raw holding what skinny_prefetch loaded: the first
- * strides from raw, the rest loaded SKINNY_UNROLL strides at a time. */
+/* Column j's sums for rows i < n (every lane holds them after the warp
+ * sums), raw holding what skinny_prefetch loaded: the first strides from
+ * raw, the rest loaded SKINNY_UNROLL strides at a time. */
 template <typename T>
-__device__ __forceinline__ void skinny_body(float *y, int ldy, const float *x, int ldx, const T *W,
-                                            const float *bias, int n, int m, int k, float beta,
-                                            const uint4 (&raw0)[SKINNY_UNROLL]) {
+__device__ __forceinline__ void skinny_dot(float (&acc)[TC_CUDA_SKINNY_MAX], const float *x, int ldx, const T *W,
+                                           int n, int k, int j, const uint4 (&raw0)[SKINNY_UNROLL]) {
     const int lane = threadIdx.x & 31;
-    const int j = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (j >= m) return; /* whole warps */
     const T *w = W + (size_t)j * k;
-    float acc[TC_CUDA_SKINNY_MAX], base[TC_CUDA_SKINNY_MAX];
-    /* what the sum is added to, loaded now rather than after it (the
-     * residual of a beta-1 linear is another memory latency): as
-     * bias_kernel then a beta-1 GEMM would, (beta*y + bias); beta 0 must
-     * not read y */
-#pragma unroll
-    for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++) {
-        acc[i] = 0.f, base[i] = 0.f;
-        if (i < n && lane == 0) {
-            const float *yy = y + (size_t)i * ldy + j;
-            base[i] = beta == 0.f ? (bias ? bias[j] : 0.f) : (bias ? beta * *yy + bias[j] : beta * *yy);
-        }
-    }
     constexpr int VEC = 16 / sizeof(T); /* weights in one 16-byte load */
     if (skinny_vec(W, k)) {
         skinny_fma<T>(acc, x, ldx, n, k, lane * VEC, raw0);
@@ -146,10 +140,35 @@ __device__ __forceinline__ void skinny_body(float *y, int ldy, const float *x, i
     }
 #pragma unroll
     for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++)
-        if (i < n) {
-            const float v = tc_warp_sum(acc[i]);
-            if (lane == 0) y[(size_t)i * ldy + j] = beta == 0.f && !bias ? v : base[i] + v;
+        if (i < n) acc[i] = tc_warp_sum(acc[i]);
+}
+
+/* y[i, j] = beta*y[i, j] + bias[j] + column j's sums, for the calling
+ * warp's column */
+template <typename T>
+__device__ __forceinline__ void skinny_body(float *y, int ldy, const float *x, int ldx, const T *W,
+                                            const float *bias, int n, int m, int k, float beta,
+                                            const uint4 (&raw0)[SKINNY_UNROLL]) {
+    const int lane = threadIdx.x & 31;
+    const int j = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (j >= m) return; /* whole warps */
+    float acc[TC_CUDA_SKINNY_MAX], base[TC_CUDA_SKINNY_MAX];
+    /* what the sum is added to, loaded now rather than after it (the
+     * residual of a beta-1 linear is another memory latency): as
+     * bias_kernel then a beta-1 GEMM would, (beta*y + bias); beta 0 must
+     * not read y */
+#pragma unroll
+    for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++) {
+        acc[i] = 0.f, base[i] = 0.f;
+        if (i < n && lane == 0) {
+            const float *yy = y + (size_t)i * ldy + j;
+            base[i] = beta == 0.f ? (bias ? bias[j] : 0.f) : (bias ? beta * *yy + bias[j] : beta * *yy);
         }
+    }
+    skinny_dot<T>(acc, x, ldx, W, n, k, j, raw0);
+#pragma unroll
+    for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++)
+        if (i < n && lane == 0) y[(size_t)i * ldy + j] = beta == 0.f && !bias ? acc[i] : base[i] + acc[i];
 }
 
 /* Both kernels load their weights first, then wait for the previous kernel
@@ -164,34 +183,28 @@ __global__ __launch_bounds__(256) static void skinny_kernel(float *y, int ldy, c
     skinny_body<T>(y, ldy, x, ldx, W, bias, n, m, k, beta, raw);
 }
 
-/* The same product of a transformed input, the transform done by every
- * block into shared memory first (xs [n, k]): TC_PRE_LN, x's rows
- * layer-normalized with the layernorm kernel's arithmetic (common.cuh);
- * TC_PRE_SWIGLU, x [n, 2k] gated as the swiglu kernel gates it. Each
- * block repeats the transform (n x k floats from L2: cheap next to a
- * launch), so the result is bit for bit the two ops' and the step has no
- * LayerNorm or SwiGLU launch of its own. */
-template <typename T>
-__global__ __launch_bounds__(256) static void skinny_pre_kernel(float *y, int ldy, const float *x, int ldx,
-                                                                const T *W, const float *bias, int n, int m, int k,
-                                                                float beta, int pre, const float *lw,
-                                                                const float *lb, float eps) {
-    extern __shared__ float xs[];
-    __shared__ float red[TC_LN_THREADS / 32];
-    uint4 raw[SKINNY_UNROLL];
-    skinny_prefetch<T>(raw, W, m, k);
-    /* the LayerNorm's weights are weights too: this thread's columns j =
-     * tid + q * blockDim.x, the first PRE_LW of them */
-    constexpr int PRE_LW = 4;
-    float lwr[PRE_LW], lbr[PRE_LW];
+/* The transformed input of the prologue kernels, every block's own copy
+ * in shared memory (xs [n, k]): TC_PRE_LN, x's rows layer-normalized with
+ * the layernorm kernel's arithmetic (common.cuh); TC_PRE_SWIGLU, x [n, 2k]
+ * gated as the swiglu kernel gates it. Each block repeats the transform
+ * (n x k floats from L2: cheap next to a launch), so the result is bit
+ * for bit the two ops' and the step has no LayerNorm or SwiGLU launch of
+ * its own. pre_weights runs before tc_pdl_wait (the LayerNorm's weights are
+ * weights too: this thread's columns j = tid + q * blockDim.x, the first
+ * PRE_LW of them), pre_apply after it. */
+#define PRE_LW 4
+__device__ __forceinline__ void pre_weights(float (&lwr)[PRE_LW], float (&lbr)[PRE_LW], int pre, const float *lw,
+                                            const float *lb, int k) {
 #pragma unroll
     for (int q = 0; q < PRE_LW; q++) {
         const int j = threadIdx.x + q * blockDim.x;
         const bool in = pre == TC_PRE_LN && j < k;
         lwr[q] = in ? lw[j] : 0.f, lbr[q] = in ? lb[j] : 0.f;
     }
-    tc_pdl_wait();
-    tc_pdl_trigger();
+}
+__device__ __forceinline__ void pre_apply(float *xs, float *red, const float *x, int ldx, int n, int k, int pre,
+                                          const float *lw, const float *lb, float eps, const float (&lwr)[PRE_LW],
+                                          const float (&lbr)[PRE_LW]) {
     /* every row's input in one pass (one memory latency for all of them) */
     const int nk = n * k;
     if (pre == TC_PRE_LN) {
@@ -220,7 +233,80 @@ __global__ __launch_bounds__(256) static void skinny_pre_kernel(float *y, int ld
         }
     }
     __syncthreads();
+}
+
+template <typename T>
+__global__ __launch_bounds__(256) static void skinny_pre_kernel(float *y, int ldy, const float *x, int ldx,
+                                                                const T *W, const float *bias, int n, int m, int k,
+                                                                float beta, int pre, const float *lw,
+                                                                const float *lb, float eps) {
+    extern __shared__ float xs[];
+    __shared__ float red[TC_LN_THREADS / 32];
+    uint4 raw[SKINNY_UNROLL];
+    skinny_prefetch<T>(raw, W, m, k);
+    float lwr[PRE_LW], lbr[PRE_LW];
+    pre_weights(lwr, lbr, pre, lw, lb, k);
+    tc_pdl_wait();
+    tc_pdl_trigger();
+    pre_apply(xs, red, x, ldx, n, k, pre, lw, lb, eps, lwr, lbr);
     skinny_body<T>(y, ldy, xs, k, W, bias, n, m, k, beta, raw);
+}
+
+/* The window pass's projection and rotation in one (backend.h qkv_rope):
+ * qkv [n, 3d] = LN(x) W^T + bias as skinny_pre_kernel computes it, then,
+ * the block's columns being whole pairs (an even number of warps from an
+ * even column), each row's Q|K pairs rotated at its position and its K and
+ * V columns copied to its window rows, as rope_kv_kernel does: the same
+ * bits as the three ops. Rows from the parameters, or (drows: a replayed
+ * graph) device memory. Dynamic shared memory: xs [n, d], then the block's
+ * sums [warps][TC_CUDA_SKINNY_MAX]. */
+struct qkv_rope_rows {
+    tc_rope_row r[TC_CUDA_SKINNY_MAX];
+};
+template <typename T>
+__global__ __launch_bounds__(256) static void skinny_rope_kernel(float *y, int ldy, const float *x, int ldx,
+                                                                 const T *W, const float *bias, int n, int d,
+                                                                 const float *lw, const float *lb, float eps,
+                                                                 const __grid_constant__ qkv_rope_rows rows,
+                                                                 const tc_rope_row *drows, int head_dim, float base) {
+    extern __shared__ float xs[];
+    __shared__ float red[TC_LN_THREADS / 32];
+    const int m = 3 * d, nw = blockDim.x >> 5, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const int j0 = blockIdx.x * nw, j = j0 + w;
+    float *res = xs + (size_t)n * d;
+    uint4 raw[SKINNY_UNROLL];
+    skinny_prefetch<T>(raw, W, m, d);
+    float lwr[PRE_LW], lbr[PRE_LW];
+    pre_weights(lwr, lbr, TC_PRE_LN, lw, lb, d);
+    tc_pdl_wait();
+    tc_pdl_trigger();
+    pre_apply(xs, red, x, ldx, n, d, TC_PRE_LN, lw, lb, eps, lwr, lbr);
+    if (j < m) {
+        float acc[TC_CUDA_SKINNY_MAX];
+#pragma unroll
+        for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++) acc[i] = 0.f;
+        skinny_dot<T>(acc, xs, d, W, n, d, j, raw);
+        if (lane == 0)
+#pragma unroll
+            for (int i = 0; i < TC_CUDA_SKINNY_MAX; i++)
+                if (i < n) res[w * TC_CUDA_SKINNY_MAX + i] = bias ? bias[j] + acc[i] : acc[i];
+    }
+    __syncthreads();
+    const int half = head_dim / 2, np = nw / 2;
+    for (int t = threadIdx.x; t < n * np; t += blockDim.x) {
+        const int i = t / np, q = t % np, c = j0 + 2 * q; /* the pair's first column */
+        if (c >= m) continue;
+        float a = res[2 * q * TC_CUDA_SKINNY_MAX + i], b = res[(2 * q + 1) * TC_CUDA_SKINNY_MAX + i];
+        const tc_rope_row r = drows ? drows[i] : rows.r[i];
+        if (c < 2 * d) { /* Q|K: pair p = c / 2 of 2 * n_head heads */
+            tc_rope_rot(a, b, r.pos, tc_rope_theta((c / 2) % half, head_dim, base));
+            if (c >= d) r.k_dst[c - d] = a, r.k_dst[c - d + 1] = b;
+        } else {
+            r.v_dst[c - 2 * d] = a, r.v_dst[c - 2 * d + 1] = b;
+        }
+        float *yy = y + (size_t)i * ldy + c;
+        yy[0] = a, yy[1] = b;
+    }
 }
 
 extern "C" size_t tc_cuda_linear_pre_smem(int n, int k) { return (size_t)n * (size_t)k * sizeof(float); }
@@ -230,7 +316,7 @@ extern "C" cudaError_t tc_cuda_linear_skinny(cudaStream_t st, float *y, int ldy,
                                              float beta) {
     if (n <= 0 || m <= 0) return cudaSuccess;
     if (n > TC_CUDA_SKINNY_MAX) return cudaErrorInvalidValue;
-    const unsigned th = 256, b = (unsigned)((m + 7) / 8);
+    const unsigned wb = (unsigned)g_skinny_warps, th = 32 * wb, b = (unsigned)((m + wb - 1) / wb);
     switch (wtype) {
     case TC_WT_BF16:
         return tc_launch(skinny_kernel<__nv_bfloat16>, b, th, 0, st, y, ldy, x, ldx, (const __nv_bfloat16 *)W, bias, n,
@@ -250,7 +336,9 @@ extern "C" cudaError_t tc_cuda_linear_pre(cudaStream_t st, int pre, float *y, in
     const size_t smem = tc_cuda_linear_pre_smem(n, k);
     if (n > TC_CUDA_SKINNY_MAX || smem > TC_CUDA_PRE_SMEM || k <= 0 || (pre != TC_PRE_LN && pre != TC_PRE_SWIGLU))
         return cudaErrorInvalidValue;
-    const unsigned th = 256, b = (unsigned)((m + 7) / 8);
+    /* the prologue's statistics take TC_LN_THREADS threads */
+    const unsigned wb = (unsigned)(g_skinny_warps < TC_LN_THREADS / 32 ? TC_LN_THREADS / 32 : g_skinny_warps);
+    const unsigned th = 32 * wb, b = (unsigned)((m + wb - 1) / wb);
     switch (wtype) {
     case TC_WT_BF16:
         return tc_launch(skinny_pre_kernel<__nv_bfloat16>, b, th, smem, st, y, ldy, x, ldx, (const __nv_bfloat16 *)W,
@@ -261,6 +349,40 @@ extern "C" cudaError_t tc_cuda_linear_pre(cudaStream_t st, int pre, float *y, in
     case TC_WT_F32:
         return tc_launch(skinny_pre_kernel<float>, b, th, smem, st, y, ldy, x, ldx, (const float *)W, bias, n, m, k,
                          beta, pre, lw, lb, eps);
+    default: return cudaErrorInvalidValue;
+    }
+}
+
+extern "C" size_t tc_cuda_qkv_rope_smem(int n, int d) {
+    return ((size_t)n * (size_t)d + 8 * TC_CUDA_SKINNY_MAX) * sizeof(float);
+}
+
+extern "C" cudaError_t tc_cuda_qkv_rope(cudaStream_t st, float *y, int ldy, const float *x, int ldx, const void *W,
+                                        const float *bias, int wtype, int n, int n_head, int head_dim,
+                                        const float *lw, const float *lb, float eps, const tc_rope_row *rows,
+                                        const tc_rope_row *drows, float base) {
+    if (n <= 0) return cudaSuccess;
+    const int d = n_head * head_dim;
+    const size_t smem = tc_cuda_qkv_rope_smem(n, d);
+    if (n > TC_CUDA_SKINNY_MAX || n_head <= 0 || head_dim < 2 || head_dim % 2 || smem > TC_CUDA_PRE_SMEM)
+        return cudaErrorInvalidValue;
+    qkv_rope_rows rr;
+    memset(&rr, 0, sizeof rr);
+    for (int i = 0; i < n; i++) rr.r[i] = rows[i];
+    /* whole pairs a block: an even number of warps, at least the
+     * prologue's 4 */
+    const unsigned wb = (unsigned)(g_skinny_warps < TC_LN_THREADS / 32 ? TC_LN_THREADS / 32 : g_skinny_warps);
+    const unsigned th = 32 * wb, b = (unsigned)((3 * d + (int)wb - 1) / (int)wb);
+    switch (wtype) {
+    case TC_WT_BF16:
+        return tc_launch(skinny_rope_kernel<__nv_bfloat16>, b, th, smem, st, y, ldy, x, ldx,
+                         (const __nv_bfloat16 *)W, bias, n, d, lw, lb, eps, rr, drows, head_dim, base);
+    case TC_WT_F16:
+        return tc_launch(skinny_rope_kernel<__half>, b, th, smem, st, y, ldy, x, ldx, (const __half *)W, bias, n, d,
+                         lw, lb, eps, rr, drows, head_dim, base);
+    case TC_WT_F32:
+        return tc_launch(skinny_rope_kernel<float>, b, th, smem, st, y, ldy, x, ldx, (const float *)W, bias, n, d,
+                         lw, lb, eps, rr, drows, head_dim, base);
     default: return cudaErrorInvalidValue;
     }
 }

@@ -8,18 +8,16 @@
 #include "kernels_cuda.h"
 
 __device__ __forceinline__ void theta_fill(float *theta, int head_dim, float base) {
-    for (int j = threadIdx.x; j < head_dim / 2; j += blockDim.x)
-        theta[j] = (float)pow((double)base, -2.0 * (double)j / (double)head_dim);
+    for (int j = threadIdx.x; j < head_dim / 2; j += blockDim.x) theta[j] = tc_rope_theta(j, head_dim, base);
     __syncthreads();
 }
 
-/* rotates the pair at pr by (float)pos * theta: the one formula of both kernels */
+/* rotates the pair at pr (common.cuh's formula, shared with linear.cu's
+ * fused QKV rotation) */
 __device__ __forceinline__ void rotate(float *pr, int64_t pos, float theta) {
-    float a = __fmul_rn((float)pos, theta);
-    float c = cosf(a), s = sinf(a);
     float x0 = pr[0], x1 = pr[1];
-    pr[0] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
-    pr[1] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+    tc_rope_rot(x0, x1, pos, theta);
+    pr[0] = x0, pr[1] = x1;
 }
 
 // x [n, n_head*head_dim] (ld); theta: head_dim/2 floats of dynamic smem

@@ -414,10 +414,11 @@ static void test_embed_copy2d(void) {
  * 7 (the one-by-one path). Must equal, bit for bit, the window batch
  * followed by the zip batch (what the model ran before), and the CPU
  * within the attention bound. split: the two softmaxes in two blocks at
- * once (tc_backend_cuda_set_pairs), else one block after the other; run
- * split, sequential, split again (the pair counters must be left zero). */
+ * once (tc_backend_cuda_set_pairs 2: every launch), else one block after
+ * the other; run split, sequential, split again (the pair counters must be
+ * left zero). */
 static void test_attention_pairs(int split) {
-    tc_backend_cuda_set_pairs(&g_gpu, split);
+    tc_backend_cuda_set_pairs(&g_gpu, split ? 2 : 0);
     enum { N = 20 };
     const int nh = 12, hd = 36, d = nh * hd, ldq = 3 * d + 1, ldo = d + 3;
     tc_att_item w[N], z[N], w2[N], zc[N];
@@ -581,6 +582,59 @@ static void test_rope_kv_batch(void) {
     free(q), free(init), free(kc), free(vc), free(qg), free(kg), free(vg);
 }
 
+/* qkv_rope (the projection, RoPE and window appends in one launch, up to 8
+ * rows): bit for bit the GPU's linear_pre then rope_kv_batch -- QKV (its
+ * padding untouched), K and V in the windows (rows around them left as
+ * they were). Items of 1, 0 and several rows; 9 rows and items out of row
+ * order take the backend's two-op path, the same bits by construction. */
+static void test_qkv_rope(void) {
+    static const struct { int nh, hd, ni, n[6]; int reverse; } cs[] = {
+        {12, 36, 1, {1}, 0},          {12, 36, 4, {2, 0, 1, 2}, 0}, {12, 36, 6, {1, 1, 2, 1, 2, 1}, 0},
+        {4, 16, 3, {3, 3, 3}, 0},     {4, 16, 2, {1, 2}, 1},        {2, 64, 2, {4, 4}, 0},
+    };
+    char sh[160];
+    for (size_t t = 0; t < sizeof cs / sizeof cs[0]; t++) {
+        const int nh = cs[t].nh, hd = cs[t].hd, d = nh * hd, ldq = 3 * d + 3, ni = cs[t].ni;
+        int rows = 0, off[6];
+        for (int i = 0; i < ni; i++) off[i] = rows, rows += cs[t].n[i];
+        const int wrows = rows + 2; /* a window of the items' rows with a spare row either side */
+        float *x = rnd((size_t)rows * d, 2), *W = rnd((size_t)3 * d * d, 1), *bias = rnd((size_t)3 * d, 1),
+              *lw = rnd(d, 1), *lb = rnd(d, 1), *q0 = nans((size_t)rows * ldq), *w0 = rnd((size_t)wrows * d, 1);
+        for (int i = 0; i < rows * d; i++) x[i] += 3.0f;
+        float *dx = dev(x, (size_t)rows * d), *dW = dev(W, (size_t)3 * d * d), *db = dev(bias, 3 * d),
+              *dlw = dev(lw, d), *dlb = dev(lb, d), *dt = dev(q0, (size_t)rows * d);
+        float *dq[2], *dk[2], *dv[2];
+        tc_rope_kv_item it[2][6];
+        for (int a = 0; a < 2; a++) {
+            dq[a] = dev(q0, (size_t)rows * ldq), dk[a] = dev(w0, (size_t)wrows * d), dv[a] = dev(w0, (size_t)wrows * d);
+            for (int i = 0; i < ni; i++) {
+                const int ii = cs[t].reverse ? ni - 1 - i : i; /* reversed: item i's rows are not next */
+                it[a][i] = (tc_rope_kv_item){dq[a] + (size_t)off[ii] * ldq, dk[a] + (size_t)(off[ii] + 1) * d,
+                                             dv[a] + (size_t)(off[ii] + 1) * d, cs[t].n[ii], 1000 + 97 * ii};
+            }
+        }
+        g_gpu.qkv_rope(&g_gpu, it[0], ni, dq[0], ldq, dx, dt, dW, db, rows, dlw, dlb, 1e-5f, nh, hd, 10000.f);
+        g_gpu.linear_pre(&g_gpu, TC_PRE_LN, dq[1], ldq, dx, d, dt, dW, db, rows, 3 * d, d, 0.f, dlw, dlb, 1e-5f);
+        g_gpu.rope_kv_batch(&g_gpu, it[1], ni, ldq, nh, hd, 10000.f);
+        float *q1 = host(dq[0], (size_t)rows * ldq), *q2 = host(dq[1], (size_t)rows * ldq);
+        float *k1 = host(dk[0], (size_t)wrows * d), *k2 = host(dk[1], (size_t)wrows * d);
+        float *v1 = host(dv[0], (size_t)wrows * d), *v2 = host(dv[1], (size_t)wrows * d);
+        int same = !memcmp(q1, q2, (size_t)rows * ldq * 4) && !memcmp(k1, k2, (size_t)wrows * d * 4) &&
+               !memcmp(v1, v2, (size_t)wrows * d * 4);
+        /* and the window's spare rows are as they were */
+        same = same && !memcmp(k1, w0, (size_t)d * 4) && !memcmp(v1 + (size_t)(wrows - 1) * d, w0 + (size_t)(wrows - 1) * d, (size_t)d * 4);
+        snprintf(sh, sizeof sh, "%d items, %d rows, nh=%d hd=%d%s", ni, rows, nh, hd,
+                 cs[t].reverse ? ", out of row order" : rows > 8 ? ", two-op path" : "");
+        g_n++;
+        if (!same) g_fail++;
+        printf("%-5s qkv_rope   %-48s == linear_pre + rope_kv_batch, bitwise\n", same ? "ok" : "FAIL", sh);
+        g_gpu.free(&g_gpu, dx), g_gpu.free(&g_gpu, dW), g_gpu.free(&g_gpu, db), g_gpu.free(&g_gpu, dlw);
+        g_gpu.free(&g_gpu, dlb), g_gpu.free(&g_gpu, dt);
+        free(x), free(W), free(bias), free(lw), free(lb), free(q0), free(w0);
+        free(q1), free(q2), free(k1), free(k2), free(v1), free(v2);
+    }
+}
+
 /* topk: the same rows through the CUDA op and tc_topk_rows must give the
  * same ids and bit-identical values: random rows, rows of 5 distinct values
  * (ties decided by id), ±0 / ±inf / NaN, a spike, for k = 1 (the argmax
@@ -649,8 +703,18 @@ int main(void) {
     test_layernorm();
     test_linear();
     test_linear_pre();
+    /* the skinny kernels with 2 and 4 columns a block (the default is 8) */
+    for (int w = 2; w <= 4; w += 2) {
+        printf("--    skinny linears with %d warps a block\n", w);
+        tc_backend_cuda_set_skinny_warps(w);
+        test_linear();
+        test_linear_pre();
+        test_qkv_rope();
+    }
+    tc_backend_cuda_set_skinny_warps(8);
     test_rope();
     test_rope_kv_batch();
+    test_qkv_rope();
     test_swiglu();
     test_attention();
     test_attention_batch();

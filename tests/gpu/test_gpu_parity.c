@@ -7,11 +7,11 @@
  * TConstFormer / TLinFormer streams must cross >= 8 syncs (W_oh != W_og for
  * one of them). A fresh prefill over the whole stream on the GPU must give
  * the same last logits as the CPU stream (sync + window batch path).
- * Passes: as called, without programmatic dependent launch and with each
- * session's two hit-step softmaxes in one block (the reference for the
- * bitwise checks below); as called with both (the defaults: must give the
- * first pass's logits bit for bit -- the same arithmetic, launched
- * overlapping and split over two blocks); hit steps captured as CUDA graphs; replayed graphs
+ * Passes: as called, without programmatic dependent launch, with each
+ * session's two hit-step softmaxes in one block and no fused ops (the
+ * reference for the bitwise checks below); as called with all three (the
+ * defaults: must give the first pass's logits bit for bit -- the same
+ * arithmetic, launched overlapping, split over two blocks, fused); hit steps captured as CUDA graphs; replayed graphs
  * (TC_CUDA_GRAPHS=2), both compared bit for bit with the first pass and
  * the result reported; graphs with two
  * threads at once on the backend's two lanes (the worker's layout); and
@@ -269,11 +269,13 @@ int main(void) {
     const int pdl = tc_backend_cuda_set_pdl(1);
     tc_backend_cuda_set_pdl(0);
     tc_backend_cuda_set_pairs(&gpu, 0);
+    tc_backend_cuda_set_fuse(&gpu, 0);
     run_all("plain", BITS_RECORD);
     tc_backend_cuda_set_pdl(1);
     tc_backend_cuda_set_pairs(&gpu, 1);
+    tc_backend_cuda_set_fuse(&gpu, 1);
     if (!pdl) printf("note  programmatic dependent launch: not on this device (sm_90+)\n");
-    run_all("pdl+pairs", BITS_MUST);
+    run_all("fast", BITS_MUST);
     tc_backend_cuda_set_graphs(&gpu, 1);
     run_all("graphs", BITS_REPORT);
     long launches, inst;
