@@ -41,7 +41,7 @@
 #define ROW_WARPS 8
 /* V rows a row-kernel warp loads before using them (fewer with wide heads:
  * registers) */
-#define ROW_VB(NC) ((NC) <= 2 ? 32 : 32 / (NC))
+#define ROW_VB(NC) ((NC) <= 2 ? 16 : 32 / (NC))
 #define MMA_KT_MAX 8 /* the tensor-core tile kernel takes head_dim <= 64 */
 
 /* the tile kernel's work on the tensor cores (att_mma_kernel) when
@@ -264,23 +264,8 @@ __device__ __forceinline__ void att_row_body(int h, int row, float *out, int ldo
 #pragma unroll
     for (int i = 0; i < NC; i++) acc[i] = 0.f;
     float m = -INFINITY, l = 0.f;
-    constexpr int VB = ROW_VB(NC);
     for (int k0 = w * 32; k0 < lim; k0 += ROW_WARPS * 32) {
         const int tk = lim - k0 < 32 ? lim - k0 : 32, key = k0 + lane;
-        /* V rows of the warp's keys, VB at a time: their loads issued
-         * together, then the FMAs in key order; the first VB rows (all 32
-         * for head_dim <= 64) before the scores, which they do not need,
-         * so their latency overlaps the K loads' */
-        float vv[VB][NC];
-#pragma unroll
-        for (int u = 0; u < VB; u++) {
-            const float *vr = v + (size_t)(k0 + u) * ldv + col;
-#pragma unroll
-            for (int i = 0; i < NC; i++) {
-                int c = lane + 32 * i;
-                vv[u][i] = u < tk && c < hd ? vr[c] : 0.f;
-            }
-        }
         float sc = -INFINITY;
         if (lane < tk) {
             const float *kr = k + (size_t)key * ldk + col;
@@ -305,16 +290,18 @@ __device__ __forceinline__ void att_row_body(int h, int row, float *out, int ldo
         m = mx;
 #pragma unroll
         for (int i = 0; i < NC; i++) acc[i] *= corr;
+        /* V rows of the warp's keys, ROW_VB at a time: their loads issued
+         * together, then the FMAs in key order */
+        constexpr int VB = ROW_VB(NC);
         for (int j0 = 0; j0 < tk; j0 += VB) {
-            if (j0 > 0) {
+            float vv[VB][NC];
 #pragma unroll
-                for (int u = 0; u < VB; u++) {
-                    const float *vr = v + (size_t)(k0 + j0 + u) * ldv + col;
+            for (int u = 0; u < VB; u++) {
+                const float *vr = v + (size_t)(k0 + j0 + u) * ldv + col;
 #pragma unroll
-                    for (int i = 0; i < NC; i++) {
-                        int c = lane + 32 * i;
-                        vv[u][i] = j0 + u < tk && c < hd ? vr[c] : 0.f;
-                    }
+                for (int i = 0; i < NC; i++) {
+                    int c = lane + 32 * i;
+                    vv[u][i] = j0 + u < tk && c < hd ? vr[c] : 0.f;
                 }
             }
 #pragma unroll
