@@ -357,17 +357,21 @@ __global__ static void __launch_bounds__(ROW_WARPS * 32)
 }
 
 /* A batch's hit-step attentions in one launch: the items travel in the
- * kernel's parameter space (TC_CUDA_ATT_BATCH x 80 bytes, under the 4 KiB
- * limit), read in place (__grid_constant__, no per-thread copy). */
-struct att_rows_batch {
-    tc_att_item it[TC_CUDA_ATT_BATCH];
+ * kernel's parameter space, read in place (__grid_constant__, no
+ * per-thread copy): CAP x 80 bytes, a small struct (TC_CUDA_BATCH_SMALL
+ * items: 2.5 KiB) for a small batch, the large one (TC_CUDA_ATT_BATCH:
+ * 20 KiB, past the old 4 KiB limit: CUDA 12.1+ and Volta+ take 32 KiB)
+ * only when the batch needs it, so a small step does not copy 20 KiB of
+ * parameters per launch. */
+template <int CAP> struct att_rows_batch {
+    tc_att_item it[CAP];
 };
 
 // grid (n_head, max nq of the items, items), block ROW_WARPS*32; each block
 // exactly as att_row_kernel's for its item (the same results, bit for bit)
-template <int NC>
+template <int NC, int CAP>
 __global__ static void __launch_bounds__(ROW_WARPS * 32)
-    att_rows_kernel(const __grid_constant__ att_rows_batch b, const tc_att_item *dit, int hd, float scale) {
+    att_rows_kernel(const __grid_constant__ att_rows_batch<CAP> b, const tc_att_item *dit, int hd, float scale) {
     tc_pdl_wait(); /* launched with tc_launch: everything below reads the step's data */
     tc_pdl_trigger();
     /* the items: in the parameters, or (dit: a replayed graph) in device memory */
@@ -377,10 +381,12 @@ __global__ static void __launch_bounds__(ROW_WARPS * 32)
                      t.kpos0, t.causal, t.beta, scale);
 }
 
-template <int NC>
+template <int NC, int CAP>
 static cudaError_t att_rows_launch(cudaStream_t st, const tc_att_item *it, int n, int n_head, int hd,
                                    const tc_att_item *dev) {
-    att_rows_batch b;
+    if constexpr (CAP < TC_CUDA_ATT_BATCH)
+        if (n > CAP) return att_rows_launch<NC, TC_CUDA_ATT_BATCH>(st, it, n, n_head, hd, dev);
+    att_rows_batch<CAP> b;
     int mq = 1;
     for (int i = 0; i < n; i++) {
         b.it[i] = it[i];
@@ -388,7 +394,8 @@ static cudaError_t att_rows_launch(cudaStream_t st, const tc_att_item *it, int n
     }
     dim3 grid((unsigned)n_head, (unsigned)mq, (unsigned)n);
     size_t smem = att_row_smem(hd);
-    return tc_launch(att_rows_kernel<NC>, grid, dim3(ROW_WARPS * 32), smem, st, b, dev, hd, 1.0f / sqrtf((float)hd));
+    return tc_launch(att_rows_kernel<NC, CAP>, grid, dim3(ROW_WARPS * 32), smem, st, b, dev, hd,
+                     1.0f / sqrtf((float)hd));
 }
 
 extern "C" cudaError_t tc_cuda_attention_rows(cudaStream_t st, const tc_att_item *it, int n, int n_head,
@@ -397,24 +404,24 @@ extern "C" cudaError_t tc_cuda_attention_rows(cudaStream_t st, const tc_att_item
     if (n > TC_CUDA_ATT_BATCH || head_dim > TC_CUDA_ATT_MAX_HD || n_head > 65535) return cudaErrorInvalidValue;
     for (int i = 0; i < n; i++)
         if (it[i].nq < 1 || it[i].nq > TC_CUDA_ATT_ROW_MAX) return cudaErrorInvalidValue;
-    if (head_dim <= 32) return att_rows_launch<1>(st, it, n, n_head, head_dim, dev);
-    if (head_dim <= 64) return att_rows_launch<2>(st, it, n, n_head, head_dim, dev);
-    if (head_dim <= 128) return att_rows_launch<4>(st, it, n, n_head, head_dim, dev);
-    return att_rows_launch<8>(st, it, n, n_head, head_dim, dev);
+    if (head_dim <= 32) return att_rows_launch<1, TC_CUDA_BATCH_SMALL>(st, it, n, n_head, head_dim, dev);
+    if (head_dim <= 64) return att_rows_launch<2, TC_CUDA_BATCH_SMALL>(st, it, n, n_head, head_dim, dev);
+    if (head_dim <= 128) return att_rows_launch<4, TC_CUDA_BATCH_SMALL>(st, it, n, n_head, head_dim, dev);
+    return att_rows_launch<8, TC_CUDA_BATCH_SMALL>(st, it, n, n_head, head_dim, dev);
 }
 
 /* The hit step's two softmaxes of up to TC_CUDA_ATT_PAIRS sessions in one
  * launch: block (head, row, session) computes the window's attention, then
  * -- the same threads, after a barrier for the shared scratch -- adds the
  * zip's (or TLin history's) into the same output, each exactly as
- * att_row_kernel would. 2 x 16 items = 2.5 KiB of parameters. */
-struct att_pairs_batch {
-    tc_att_item w[TC_CUDA_ATT_PAIRS], z[TC_CUDA_ATT_PAIRS];
+ * att_row_kernel would. 2 x CAP items of parameters (att_rows_batch). */
+template <int CAP> struct att_pairs_batch {
+    tc_att_item w[CAP], z[CAP];
 };
 
-template <int NC>
+template <int NC, int CAP>
 __global__ static void __launch_bounds__(ROW_WARPS * 32)
-    att_pairs_kernel(const __grid_constant__ att_pairs_batch b, const tc_att_item *dw, const tc_att_item *dz, int hd,
+    att_pairs_kernel(const __grid_constant__ att_pairs_batch<CAP> b, const tc_att_item *dw, const tc_att_item *dz, int hd,
                      float scale) {
     tc_pdl_wait(); /* launched with tc_launch: everything below reads the step's data */
     tc_pdl_trigger();
@@ -439,9 +446,9 @@ __global__ static void __launch_bounds__(ROW_WARPS * 32)
  * part + (((i * ROW_MAX + r) * n_head + h) * 2 + which) * hd; counter
  * (i * ROW_MAX + r) * n_head + h, left zero. A session without a zip
  * (z.nq == 0) is its window block alone, straight into out. */
-template <int NC>
+template <int NC, int CAP>
 __global__ static void __launch_bounds__(ROW_WARPS * 32)
-    att_pairs_split_kernel(const __grid_constant__ att_pairs_batch b, const tc_att_item *dw, const tc_att_item *dz,
+    att_pairs_split_kernel(const __grid_constant__ att_pairs_batch<CAP> b, const tc_att_item *dw, const tc_att_item *dz,
                            int hd, float scale, float *part, unsigned *count) {
     __shared__ int last;
     tc_pdl_wait(); /* launched with tc_launch: everything below reads the step's data */
@@ -476,11 +483,13 @@ __global__ static void __launch_bounds__(ROW_WARPS * 32)
     if (threadIdx.x == 0) count[cell] = 0;
 }
 
-template <int NC>
+template <int NC, int CAP>
 static cudaError_t att_pairs_launch(cudaStream_t st, const tc_att_item *w, const tc_att_item *z, int n, int n_head,
                                     int hd, const tc_att_item *dw, const tc_att_item *dz, float *part,
                                     unsigned *count) {
-    att_pairs_batch b;
+    if constexpr (CAP < TC_CUDA_ATT_PAIRS)
+        if (n > CAP) return att_pairs_launch<NC, TC_CUDA_ATT_PAIRS>(st, w, z, n, n_head, hd, dw, dz, part, count);
+    att_pairs_batch<CAP> b;
     int mq = 1;
     for (int i = 0; i < n; i++) {
         b.w[i] = w[i];
@@ -489,10 +498,10 @@ static cudaError_t att_pairs_launch(cudaStream_t st, const tc_att_item *w, const
     }
     size_t smem = att_row_smem(hd);
     if (part && count)
-        return tc_launch(att_pairs_split_kernel<NC>, dim3((unsigned)n_head, (unsigned)mq, (unsigned)(2 * n)),
+        return tc_launch(att_pairs_split_kernel<NC, CAP>, dim3((unsigned)n_head, (unsigned)mq, (unsigned)(2 * n)),
                          dim3(ROW_WARPS * 32), smem, st, b, dw, dz, hd, 1.0f / sqrtf((float)hd), part, count);
     dim3 grid((unsigned)n_head, (unsigned)mq, (unsigned)n);
-    return tc_launch(att_pairs_kernel<NC>, grid, dim3(ROW_WARPS * 32), smem, st, b, dw, dz, hd,
+    return tc_launch(att_pairs_kernel<NC, CAP>, grid, dim3(ROW_WARPS * 32), smem, st, b, dw, dz, hd,
                      1.0f / sqrtf((float)hd));
 }
 
@@ -504,11 +513,11 @@ extern "C" cudaError_t tc_cuda_attention_pairs(cudaStream_t st, const tc_att_ite
     for (int i = 0; i < n; i++)
         if (w[i].nq < 1 || w[i].nq > TC_CUDA_ATT_ROW_MAX || (z[i].nq != 0 && z[i].nq != w[i].nq))
             return cudaErrorInvalidValue;
-    if (!tc_cuda_attention_pairs_split_fits(n_head, head_dim)) part = NULL, count = NULL;
-    if (head_dim <= 32) return att_pairs_launch<1>(st, w, z, n, n_head, head_dim, dw, dz, part, count);
-    if (head_dim <= 64) return att_pairs_launch<2>(st, w, z, n, n_head, head_dim, dw, dz, part, count);
-    if (head_dim <= 128) return att_pairs_launch<4>(st, w, z, n, n_head, head_dim, dw, dz, part, count);
-    return att_pairs_launch<8>(st, w, z, n, n_head, head_dim, dw, dz, part, count);
+    if (!tc_cuda_attention_pairs_split_fits(n_head, head_dim) || n > TC_CUDA_PAIR_SPLIT_MAX) part = NULL, count = NULL;
+    if (head_dim <= 32) return att_pairs_launch<1, TC_CUDA_BATCH_SMALL>(st, w, z, n, n_head, head_dim, dw, dz, part, count);
+    if (head_dim <= 64) return att_pairs_launch<2, TC_CUDA_BATCH_SMALL>(st, w, z, n, n_head, head_dim, dw, dz, part, count);
+    if (head_dim <= 128) return att_pairs_launch<4, TC_CUDA_BATCH_SMALL>(st, w, z, n, n_head, head_dim, dw, dz, part, count);
+    return att_pairs_launch<8, TC_CUDA_BATCH_SMALL>(st, w, z, n, n_head, head_dim, dw, dz, part, count);
 }
 
 extern "C" int tc_cuda_attention_pairs_split_fits(int n_head, int head_dim) {

@@ -73,6 +73,7 @@ typedef struct {
     int graphs; /* hit steps as graphs: 1 captured each step, 2 replayed (TC_CUDA_GRAPHS / tc_backend_cuda_set_graphs) */
     int pooled; /* allocations from the device's stream-ordered pool (cudaMallocAsync) */
     int sms;    /* multiprocessors: how far the sync's attention splits its keys */
+    int batch_items; /* at most this many items a batched launch (TC_CUDA_BATCH_ITEMS; 0: the kernels' capacity) */
     int fuse;   /* 1: linear_pre and qkv_rope fused, 2: linear_pre only (TC_CUDA_FUSE; 0: neither is installed) */
     int pairs;  /* the hit step's softmax pairs in two blocks at once: 1 where the device would idle, 2 always, 0
                  * never (TC_CUDA_PAIRS / tc_backend_cuda_set_pairs) */
@@ -339,6 +340,12 @@ static void cuda_rope(tc_backend *be, float *x, int ld, int n, int n_head, int h
     (void)CU_OK(c, tc_cuda_rope(lane_of(c)->stream, x, ld, n, n_head, head_dim, pos0, base));
 }
 
+/* items a batched launch takes (rows, pairs, rope_kv): the kernel's
+ * capacity, or fewer (TC_CUDA_BATCH_ITEMS, an A/B knob) */
+static int batch_cap(const tc_cuda_ctx *c, int kernel_cap) {
+    return c->batch_items > 0 && c->batch_items < kernel_cap ? c->batch_items : kernel_cap;
+}
+
 /* the window pass's RoPE + K/V appends of a batch, TC_CUDA_ROPE_BATCH
  * sessions a launch (instead of three launches per session) */
 static void cuda_rope_kv_batch(tc_backend *be, const tc_rope_kv_item *it, int n, int ldq, int n_head, int head_dim,
@@ -346,8 +353,9 @@ static void cuda_rope_kv_batch(tc_backend *be, const tc_rope_kv_item *it, int n,
     tc_cuda_ctx *c = ctx_of(be);
     if (!cuda_enter(c)) return;
     tc_cuda_lane *L = lane_of(c);
-    for (int i = 0; i < n; i += TC_CUDA_ROPE_BATCH) {
-        const int cnt = n - i < TC_CUDA_ROPE_BATCH ? n - i : TC_CUDA_ROPE_BATCH;
+    const int cap = batch_cap(c, TC_CUDA_ROPE_BATCH);
+    for (int i = 0; i < n; i += cap) {
+        const int cnt = n - i < cap ? n - i : cap;
         /* replay: the items from device memory; the grid (most rows) is the launch's own */
         const tc_rope_kv_item *dev = stage_items(L, it + i, (size_t)cnt * sizeof *it);
         int most = 0;
@@ -423,7 +431,7 @@ static cudaError_t att_pairs_call(tc_cuda_ctx *c, const tc_att_item *w, const tc
     /* two blocks a pair only while one a pair leaves multiprocessors idle:
      * at batch 256 (192 blocks a launch) the split measured 9% slower
      * (session 17), at batch 1 (12 blocks) 7% faster a step */
-    const int split = c->pairs && tc_cuda_attention_pairs_split_fits(n_head, head_dim) &&
+    const int split = c->pairs && np <= TC_CUDA_PAIR_SPLIT_MAX && tc_cuda_attention_pairs_split_fits(n_head, head_dim) &&
                       (c->pairs == 2 || (long)np * mq * n_head < (long)c->sms);
     return tc_cuda_attention_pairs(L->stream, w, z, np, n_head, head_dim, dw, dz, split ? L->pair_part : NULL,
                                    split ? L->pair_count : NULL);
@@ -437,6 +445,7 @@ static void cuda_attention_batch(tc_backend *be, const tc_att_item *it, int n, i
     TC_ASSERT(head_dim <= TC_CUDA_ATT_MAX_HD, "cuda attention: head_dim %d > %d", head_dim, TC_CUDA_ATT_MAX_HD);
     if (!cuda_enter(c)) return;
     tc_att_item rows[TC_CUDA_ATT_BATCH];
+    const int cap = batch_cap(c, TC_CUDA_ATT_BATCH);
     int nr = 0;
     for (int i = 0; i < n; i++) {
         const tc_att_item *t = &it[i];
@@ -448,7 +457,7 @@ static void cuda_attention_batch(tc_backend *be, const tc_att_item *it, int n, i
             continue;
         }
         rows[nr++] = *t;
-        if (nr == TC_CUDA_ATT_BATCH) {
+        if (nr == cap) {
             if (!CU_OK(c, att_rows_call(c, rows, nr, n_head, head_dim))) return;
             nr = 0;
         }
@@ -465,6 +474,8 @@ static void cuda_attention_pairs(tc_backend *be, const tc_att_item *w, const tc_
     TC_ASSERT(head_dim <= TC_CUDA_ATT_MAX_HD, "cuda attention: head_dim %d > %d", head_dim, TC_CUDA_ATT_MAX_HD);
     if (!cuda_enter(c)) return;
     tc_att_item pw[TC_CUDA_ATT_PAIRS], pz[TC_CUDA_ATT_PAIRS];
+    /* pairs always split (a test) go TC_CUDA_PAIR_SPLIT_MAX to a launch */
+    const int cap = batch_cap(c, c->pairs == 2 ? TC_CUDA_PAIR_SPLIT_MAX : TC_CUDA_ATT_PAIRS);
     int np = 0;
     for (int i = 0; i < n; i++) {
         if (w[i].nq <= 0) continue;
@@ -479,7 +490,7 @@ static void cuda_attention_pairs(tc_backend *be, const tc_att_item *w, const tc_
             continue;
         }
         pw[np] = w[i], pz[np] = z[i];
-        if (++np == TC_CUDA_ATT_PAIRS) {
+        if (++np == cap) {
             if (!CU_OK(c, att_pairs_call(c, pw, pz, np, n_head, head_dim))) return;
             np = 0;
         }
@@ -925,7 +936,15 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     int wtype = TC_WT_F32, graphs = 2; /* replayed graphs: measured faster, exact (gpu.md) */
     const char *w = getenv("TC_CUDA_WEIGHTS"), *g = getenv("TC_CUDA_GRAPHS"), *pr = getenv("TC_CUDA_PROFILE");
     const char *am = getenv("TC_CUDA_ATT_MMA"), *fu = getenv("TC_CUDA_FUSE"), *pd = getenv("TC_CUDA_PDL");
-    const char *pp = getenv("TC_CUDA_PAIRS"), *sw = getenv("TC_CUDA_SKINNY_WARPS");
+    const char *pp = getenv("TC_CUDA_PAIRS"), *sw = getenv("TC_CUDA_SKINNY_WARPS"), *bi = getenv("TC_CUDA_BATCH_ITEMS");
+    int batch_items = 0;
+    if (bi && *bi) {
+        char *end = NULL;
+        const long v = strtol(bi, &end, 10);
+        if (*end || v < 1 || v > TC_CUDA_ATT_BATCH)
+            return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_BATCH_ITEMS '%s': expected 1 to %d", bi, TC_CUDA_ATT_BATCH);
+        batch_items = (int)v;
+    }
     int profile = 0, att_mma = 1, fuse = 1, pdl = 1, pairs = 1, skinny_warps = 8;
     if (am && *am) {
         if (!strcmp(am, "0")) att_mma = 0;
@@ -1021,6 +1040,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     c->graphs = graphs;
     c->pairs = pairs;
     c->fuse = fuse;
+    c->batch_items = batch_items;
     be->wtype = wtype;
 #undef INIT_CU
 #undef INIT_BLAS

@@ -86,7 +86,7 @@ cudaError_t tc_cuda_rope(cudaStream_t st, float *x, int ld, int n, int n_head, i
  * replayed with new items: backend_cuda.c), from dev_it in device memory,
  * a copy of `it` by the time the kernel runs. The same for dev / dw, dz
  * of the two attention batches below. */
-#define TC_CUDA_ROPE_BATCH 64
+#define TC_CUDA_ROPE_BATCH 256
 cudaError_t tc_cuda_rope_kv(cudaStream_t st, const tc_rope_kv_item *it, int n, int ldq, int n_head, int head_dim,
                             float base, const tc_rope_kv_item *dev_it);
 
@@ -128,7 +128,7 @@ int tc_cuda_attention_splits(int nq, int nk, int n_head, int sms);
 /* Up to TC_CUDA_ATT_BATCH attentions of a batch (backend.h's tc_att_item)
  * with 1..TC_CUDA_ATT_ROW_MAX query rows each in one launch of the row
  * kernel, each item computed exactly as tc_cuda_attention would. */
-#define TC_CUDA_ATT_BATCH 32
+#define TC_CUDA_ATT_BATCH 256
 cudaError_t tc_cuda_attention_rows(cudaStream_t st, const tc_att_item *it, int n, int n_head, int head_dim,
                                    const tc_att_item *dev);
 /* Up to TC_CUDA_ATT_PAIRS sessions' two hit-step softmaxes (backend.h's
@@ -141,11 +141,15 @@ cudaError_t tc_cuda_attention_rows(cudaStream_t st, const tc_att_item *it, int n
  * softmaxes of a session in two blocks at once, the same bits; the
  * scratch is the call's until the stream reaches it. Else (NULL) one
  * block after the other. */
-#define TC_CUDA_ATT_PAIRS 16
+#define TC_CUDA_ATT_PAIRS 128
+#define TC_CUDA_PAIR_SPLIT_MAX 16 /* sessions a split launch takes (the scratch's size) */
 #define TC_CUDA_PAIR_D 8192
 #define TC_CUDA_PAIR_HEADS 256
-#define TC_CUDA_PAIR_PART_FLOATS ((size_t)TC_CUDA_ATT_PAIRS * TC_CUDA_ATT_ROW_MAX * 2 * TC_CUDA_PAIR_D)
-#define TC_CUDA_PAIR_COUNTS ((size_t)TC_CUDA_ATT_PAIRS * TC_CUDA_ATT_ROW_MAX * TC_CUDA_PAIR_HEADS)
+#define TC_CUDA_PAIR_PART_FLOATS ((size_t)TC_CUDA_PAIR_SPLIT_MAX * TC_CUDA_ATT_ROW_MAX * 2 * TC_CUDA_PAIR_D)
+#define TC_CUDA_PAIR_COUNTS ((size_t)TC_CUDA_PAIR_SPLIT_MAX * TC_CUDA_ATT_ROW_MAX * TC_CUDA_PAIR_HEADS)
+/* items a launch's small parameter struct holds (rows, pairs, rope_kv):
+ * larger batches take the TC_CUDA_*_BATCH / _PAIRS struct */
+#define TC_CUDA_BATCH_SMALL 16
 cudaError_t tc_cuda_attention_pairs(cudaStream_t st, const tc_att_item *w, const tc_att_item *z, int n, int n_head,
                                     int head_dim, const tc_att_item *dw, const tc_att_item *dz, float *part,
                                     unsigned *count);

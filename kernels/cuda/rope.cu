@@ -36,11 +36,12 @@ __global__ static void rope_kernel(float *x, int ld, int n, int n_head, int head
 /* The window pass's per-session work, blockIdx.y = item: Q|K pairs of each
  * row rotated in place (as rope_kernel with 2*n_head heads), the rotated K
  * pair also stored to k_dst, and V copied to v_dst. */
-typedef struct {
-    tc_rope_kv_item it[TC_CUDA_ROPE_BATCH];
-} rope_kv_batch;
+template <int CAP> struct rope_kv_batch {
+    tc_rope_kv_item it[CAP]; /* as attention.cu's batches: a small struct unless the batch needs the large */
+};
 
-__global__ static void rope_kv_kernel(const __grid_constant__ rope_kv_batch b, const tc_rope_kv_item *dit, int ldq,
+template <int CAP>
+__global__ static void rope_kv_kernel(const __grid_constant__ rope_kv_batch<CAP> b, const tc_rope_kv_item *dit, int ldq,
                                       int n_head, int head_dim, float base) {
     extern __shared__ float theta[];
     theta_fill(theta, head_dim, base);
@@ -75,11 +76,10 @@ extern "C" cudaError_t tc_cuda_rope(cudaStream_t st, float *x, int ld, int n, in
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t tc_cuda_rope_kv(cudaStream_t st, const tc_rope_kv_item *it, int n, int ldq, int n_head,
-                                       int head_dim, float base, const tc_rope_kv_item *dev_it) {
-    if (n <= 0 || n_head <= 0 || head_dim < 2) return cudaSuccess;
-    if (n > TC_CUDA_ROPE_BATCH) return cudaErrorInvalidValue;
-    rope_kv_batch b;
+template <int CAP>
+static cudaError_t rope_kv_launch(cudaStream_t st, const tc_rope_kv_item *it, int n, int ldq, int n_head,
+                                  int head_dim, float base, const tc_rope_kv_item *dev_it) {
+    rope_kv_batch<CAP> b;
     size_t most = 0;
     for (int i = 0; i < n; i++) {
         b.it[i] = it[i];
@@ -90,5 +90,14 @@ extern "C" cudaError_t tc_cuda_rope_kv(cudaStream_t st, const tc_rope_kv_item *i
     unsigned gx = tc_cuda_blocks(most * d, th);
     if (gx > 1024) gx = 1024; /* grid-stride: y already multiplies by the items */
     size_t smem = (size_t)(head_dim / 2) * sizeof(float);
-    return tc_launch(rope_kv_kernel, dim3(gx, (unsigned)n), dim3(th), smem, st, b, dev_it, ldq, n_head, head_dim, base);
+    return tc_launch(rope_kv_kernel<CAP>, dim3(gx, (unsigned)n), dim3(th), smem, st, b, dev_it, ldq, n_head, head_dim,
+                     base);
+}
+
+extern "C" cudaError_t tc_cuda_rope_kv(cudaStream_t st, const tc_rope_kv_item *it, int n, int ldq, int n_head,
+                                       int head_dim, float base, const tc_rope_kv_item *dev_it) {
+    if (n <= 0 || n_head <= 0 || head_dim < 2) return cudaSuccess;
+    if (n > TC_CUDA_ROPE_BATCH) return cudaErrorInvalidValue;
+    if (n > TC_CUDA_BATCH_SMALL) return rope_kv_launch<TC_CUDA_ROPE_BATCH>(st, it, n, ldq, n_head, head_dim, base, dev_it);
+    return rope_kv_launch<TC_CUDA_BATCH_SMALL>(st, it, n, ldq, n_head, head_dim, base, dev_it);
 }

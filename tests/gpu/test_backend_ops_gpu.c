@@ -18,6 +18,7 @@
 #include "../../common/safetensors.h"
 #include "../../kernels/backend.h"
 #include "../../kernels/cuda/backend_cuda.h"
+#include "../../kernels/cuda/kernels_cuda.h" /* the batch launches' capacities */
 
 #define TC_SKIP 77
 
@@ -302,13 +303,14 @@ static void test_attention_mode(int mma) {
     }
 }
 
-/* attention_batch: 40 items (more than one launch of TC_CUDA_ATT_BATCH),
+/* attention_batch: TC_CUDA_ATT_BATCH + 40 items (a launch of the large
+ * parameter struct, then one of the small),
  * 1..4 query rows through the batched row kernel and 7 rows through the
  * tile kernel, per-item lengths, causal or not, beta 0 or 1. Each item
  * against the CPU backend (NMSE), and bitwise against the single-item
  * attention op on the GPU (the batched kernel runs the same code). */
 static void test_attention_batch(void) {
-    enum { N = 40 };
+    enum { N = TC_CUDA_ATT_BATCH + 40 };
     const int cfg[2][2] = {{12, 36}, {3, 100}};
     for (int cf = 0; cf < 2; cf++) {
         int nh = cfg[cf][0], hd = cfg[cf][1], d = nh * hd, ldq = 3 * d + 1, ldo = d + 3;
@@ -408,7 +410,9 @@ static void test_embed_copy2d(void) {
     free(E); free(o); free(dst); free(init); free(dg);
 }
 
-/* attention_pairs: 20 sessions (two launches of TC_CUDA_ATT_PAIRS), a
+/* attention_pairs: TC_CUDA_ATT_PAIRS + 12 sessions (a launch of the large
+ * parameter struct, then one of the small; split: launches of
+ * TC_CUDA_PAIR_SPLIT_MAX), a
  * causal window softmax each and, for most, a second non-causal one over a
  * zip added into the same output; one session with 3 query rows, one with
  * 7 (the one-by-one path). Must equal, bit for bit, the window batch
@@ -419,7 +423,7 @@ static void test_embed_copy2d(void) {
  * left zero). */
 static void test_attention_pairs(int split) {
     tc_backend_cuda_set_pairs(&g_gpu, split ? 2 : 0);
-    enum { N = 20 };
+    enum { N = TC_CUDA_ATT_PAIRS + 12 };
     const int nh = 12, hd = 36, d = nh * hd, ldq = 3 * d + 1, ldo = d + 3;
     tc_att_item w[N], z[N], w2[N], zc[N];
     float *hq[N], *hk[N], *hv[N], *hzk[N], *hzv[N], *ho[N], *dq[N], *dk[N], *dv[N], *dzk[N], *dzv[N], *d1[N], *d2[N];
@@ -537,13 +541,14 @@ static void test_weights16(int wtype) {
     tc_backend_cuda_free(&g16);
 }
 
-/* rope_kv_batch: 70 sessions (two launches of TC_CUDA_ROPE_BATCH) of 1-3
+/* rope_kv_batch: TC_CUDA_ROPE_BATCH + 14 sessions (a launch of the large
+ * parameter struct, then one of the small) of 1-3
  * rows, one of 9, at positions up to 10^6, QKV rows padded (ldq > 3d);
  * against the CPU backend's op (rope + two copy2d per item): Q|K within
  * rope's bound, the padding untouched, V copied exactly, K in the window
  * equal to K in QKV */
 static void test_rope_kv_batch(void) {
-    enum { NI = 70 };
+    enum { NI = TC_CUDA_ROPE_BATCH + 14 };
     const int nh = 12, hd = 36, d = nh * hd, ldq = 3 * d + 5;
     int rows[NI], off[NI + 1];
     int64_t pos[NI];
