@@ -24,8 +24,7 @@
 # batchw2 batchw4 floor64kw4 (TC_CUDA_SKINNY_WARPS=2 / 4), batchf2
 # floor64kf2 (TC_CUDA_FUSE=2: RoPE not fused into the QKV linear),
 # batchi16 (TC_CUDA_BATCH_ITEMS=16: batched launches of 16 items, the
-# A/B of the large parameter structs), batchs8 (TC_CUDA_SKINNY_ROWS=8:
-# cuBLAS from 9 rows), nsys (per-kernel device time of replayed hit
+# A/B of the large parameter structs), nsys (per-kernel device time of replayed hit
 # steps at batch 1, where the machine has Nsight Systems)
 # A library that cannot be found stops the run at once (exit 3), before any
 # device time is spent on tests. Exit status: 0 when every stage run passed.
@@ -142,7 +141,6 @@ for st in $STAGES; do
     floor64kbf16) TC_CUDA_WEIGHTS=bf16 bench floor-64k-bf16 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
     floor64k) bench floor-64k 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
     floor64knp) TC_CUDA_PDL=0 bench floor-64k-nopdl 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
-    batchs8) TC_CUDA_SKINNY_ROWS=8 bench batch-skinny8 90 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
     batchi16) TC_CUDA_BATCH_ITEMS=16 bench batch-items16 90 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
     batchf2) TC_CUDA_FUSE=2 bench batch-fuse2 90 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
     floor64kf2) TC_CUDA_FUSE=2 bench floor-64k-fuse2 60 floor --preset paper-41m --ctx 64K --reps 3 ;;

@@ -74,7 +74,6 @@ if [ -n "${2:-}" ]; then
     TC_CUDA_PAIRS=no expect_err "TC_CUDA_PAIRS 'no': expected 0 or 1" batch --preset tiny --device cuda:0
     TC_CUDA_BATCH_ITEMS=0 expect_err "TC_CUDA_BATCH_ITEMS '0': expected 1 to 256" batch --preset tiny --device cuda:0
     TC_CUDA_BATCH_ITEMS=12x expect_err "TC_CUDA_BATCH_ITEMS '12x': expected 1 to 256" batch --preset tiny --device cuda:0
-    TC_CUDA_SKINNY_ROWS=9 expect_err "TC_CUDA_SKINNY_ROWS '9': expected 8 or 16" batch --preset tiny --device cuda:0
     TC_CUDA_SKINNY_WARPS=3 expect_err "TC_CUDA_SKINNY_WARPS '3': expected 2, 4 or 8" batch --preset tiny --device cuda:0
-    echo "ok   tconst-cuda: bad TC_CUDA_WEIGHTS / GRAPHS / PROFILE / ATT_MMA / FUSE / PDL / PAIRS / SKINNY_WARPS / BATCH_ITEMS / SKINNY_ROWS refused"
+    echo "ok   tconst-cuda: bad TC_CUDA_WEIGHTS / GRAPHS / PROFILE / ATT_MMA / FUSE / PDL / PAIRS / SKINNY_WARPS / BATCH_ITEMS refused"
 fi

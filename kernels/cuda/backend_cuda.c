@@ -73,8 +73,6 @@ typedef struct {
     int graphs; /* hit steps as graphs: 1 captured each step, 2 replayed (TC_CUDA_GRAPHS / tc_backend_cuda_set_graphs) */
     int pooled; /* allocations from the device's stream-ordered pool (cudaMallocAsync) */
     int sms;    /* multiprocessors: how far the sync's attention splits its keys */
-    int skinny_rows; /* linears of at most this many rows (8 or TC_CUDA_SKINNY_MAX: TC_CUDA_SKINNY_ROWS) take the
-                      * skinny kernels, more cuBLAS */
     int batch_items; /* at most this many items a batched launch (TC_CUDA_BATCH_ITEMS; 0: the kernels' capacity) */
     int fuse;   /* 1: linear_pre and qkv_rope fused, 2: linear_pre only (TC_CUDA_FUSE; 0: neither is installed) */
     int pairs;  /* the hit step's softmax pairs in two blocks at once: 1 where the device would idle, 2 always, 0
@@ -279,7 +277,7 @@ static void cuda_linear(tc_backend *be, float *y, int ldy, const float *x, int l
     if (n <= 0 || m <= 0 || !cuda_enter(c)) return;
     tc_cuda_lane *L = lane_of(c);
     if (REPLAY_MIX(L, OP_LINEAR, P64(y), ldy, P64(x), ldx, P64(W), P64(bias), n, m, k, fbits(beta))) return;
-    if (n <= c->skinny_rows) {
+    if (n <= TC_CUDA_SKINNY_MAX) {
         /* few rows (the hit step): one kernel, bias folded in */
         (void)CU_OK(c, tc_cuda_linear_skinny(L->stream, y, ldy, x, ldx, W, bias, be->wtype, n, m, k, beta));
         return;
@@ -509,7 +507,7 @@ static void cuda_linear_pre(tc_backend *be, int pre, float *y, int ldy, const fl
                             const float *ln_b, float eps) {
     tc_cuda_ctx *c = ctx_of(be);
     if (n <= 0 || m <= 0 || !cuda_enter(c)) return;
-    if (n > c->skinny_rows || tc_cuda_linear_pre_smem(n, k) > TC_CUDA_PRE_SMEM) {
+    if (n > TC_CUDA_SKINNY_MAX || tc_cuda_linear_pre_smem(n, k) > TC_CUDA_PRE_SMEM) {
         if (pre == TC_PRE_LN) cuda_layernorm(be, tmp, x, ln_w, ln_b, n, k, eps);
         else cuda_swiglu(be, tmp, k, x, ldx, n, k);
         cuda_linear(be, y, ldy, tmp, k, W, bias, n, m, k, beta);
@@ -535,7 +533,7 @@ static void cuda_qkv_rope(tc_backend *be, const tc_rope_kv_item *it, int n, floa
     if (rows <= 0 || !cuda_enter(c)) return;
     const int d = n_head * head_dim;
     tc_rope_row rr[TC_CUDA_SKINNY_MAX];
-    int ok = c->fuse == 1 && rows <= c->skinny_rows && head_dim >= 2 && head_dim % 2 == 0 &&
+    int ok = c->fuse == 1 && rows <= TC_CUDA_SKINNY_MAX && head_dim >= 2 && head_dim % 2 == 0 &&
              tc_cuda_qkv_rope_smem(rows, d) <= TC_CUDA_PRE_SMEM, r = 0;
     for (int i = 0; ok && i < n; i++) {
         if (it[i].n <= 0) continue; /* no rows, nothing to rotate (as rope_kv_batch) */
@@ -833,11 +831,11 @@ PROF_OP(cuda_embed, P_EMBED, (tc_backend *be, float *out, const void *E, const i
 PROF_OP(cuda_layernorm, P_LAYERNORM,
         (tc_backend *be, float *out, const float *x, const float *w, const float *b, int n, int d, float eps),
         (be, out, x, w, b, n, d, eps))
-PROF_OP(cuda_linear, n <= ctx_of(be)->skinny_rows ? P_SKINNY : P_GEMM,
+PROF_OP(cuda_linear, n <= TC_CUDA_SKINNY_MAX ? P_SKINNY : P_GEMM,
         (tc_backend *be, float *y, int ldy, const float *x, int ldx, const void *W, const float *bias, int n, int m,
          int k, float beta),
         (be, y, ldy, x, ldx, W, bias, n, m, k, beta))
-PROF_OP(cuda_linear_pre, n <= ctx_of(be)->skinny_rows ? P_PRE : P_GEMM,
+PROF_OP(cuda_linear_pre, n <= TC_CUDA_SKINNY_MAX ? P_PRE : P_GEMM,
         (tc_backend *be, int pre, float *y, int ldy, const float *x, int ldx, float *tmp, const void *W,
          const float *bias, int n, int m, int k, float beta, const float *ln_w, const float *ln_b, float eps),
         (be, pre, y, ldy, x, ldx, tmp, W, bias, n, m, k, beta, ln_w, ln_b, eps))
@@ -856,7 +854,7 @@ PROF_OP(cuda_attention_batch, P_ATT_STEP, (tc_backend *be, const tc_att_item *it
 PROF_OP(cuda_attention_pairs, P_ATT_STEP,
         (tc_backend *be, const tc_att_item *w, const tc_att_item *z, int n, int n_head, int head_dim),
         (be, w, z, n, n_head, head_dim))
-PROF_OP(cuda_qkv_rope, rows <= ctx_of(be)->skinny_rows ? P_QKV_ROPE : P_GEMM,
+PROF_OP(cuda_qkv_rope, rows <= TC_CUDA_SKINNY_MAX ? P_QKV_ROPE : P_GEMM,
         (tc_backend *be, const tc_rope_kv_item *it, int n, float *qkv, int ldq, const float *x, float *tmp,
          const void *W, const float *bias, int rows, const float *ln_w, const float *ln_b, float eps, int n_head,
          int head_dim, float base),
@@ -939,13 +937,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     const char *w = getenv("TC_CUDA_WEIGHTS"), *g = getenv("TC_CUDA_GRAPHS"), *pr = getenv("TC_CUDA_PROFILE");
     const char *am = getenv("TC_CUDA_ATT_MMA"), *fu = getenv("TC_CUDA_FUSE"), *pd = getenv("TC_CUDA_PDL");
     const char *pp = getenv("TC_CUDA_PAIRS"), *sw = getenv("TC_CUDA_SKINNY_WARPS"), *bi = getenv("TC_CUDA_BATCH_ITEMS");
-    const char *sr = getenv("TC_CUDA_SKINNY_ROWS");
-    int batch_items = 0, skinny_rows = TC_CUDA_SKINNY_MAX;
-    if (sr && *sr) {
-        if (!strcmp(sr, "8")) skinny_rows = 8;
-        else if (strcmp(sr, "16"))
-            return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_SKINNY_ROWS '%s': expected 8 or 16", sr);
-    }
+    int batch_items = 0;
     if (bi && *bi) {
         char *end = NULL;
         const long v = strtol(bi, &end, 10);
@@ -1049,7 +1041,6 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     c->pairs = pairs;
     c->fuse = fuse;
     c->batch_items = batch_items;
-    c->skinny_rows = skinny_rows;
     be->wtype = wtype;
 #undef INIT_CU
 #undef INIT_BLAS

@@ -38,7 +38,7 @@ cudaError_t tc_cuda_bias(cudaStream_t st, float *y, int ldy, const float *bias, 
  * to wtype, fp32 accumulation; and (16-bit wtypes) dst [n, k] = x rounded
  * to wtype, the GEMM's input for larger n.
  *                                   y [n, m] (ldy), x [n, k] (ldx), W [m, k] */
-#define TC_CUDA_SKINNY_MAX 16
+#define TC_CUDA_SKINNY_MAX 8
 cudaError_t tc_cuda_linear_skinny(cudaStream_t st, float *y, int ldy, const float *x, int ldx, const void *W,
                                   const float *bias, int wtype, int n, int m, int k, float beta);
 /* tc_cuda_linear_skinny of a transformed input (backend.h linear_pre):

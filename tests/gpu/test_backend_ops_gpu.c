@@ -145,15 +145,13 @@ static void test_linear(void) {
 
 /* linear_pre (LayerNorm or SwiGLU fused into the skinny linear): bit for
  * bit the GPU's own two ops (the op and linear, through a scratch), and
- * the CPU's two ops at the linear bound; n = 17 and 20 (past the skinny
- * kernels' 16 rows) and a k too wide for the kernel's shared memory take
- * the backend's two-op path */
+ * the CPU's two ops at the linear bound; n = 9 and a k too wide for the
+ * kernel's shared memory take the backend's two-op path */
 static void test_linear_pre(void) {
     struct { int pre, n, m, k; } cs[] = {
         {TC_PRE_LN, 1, 1296, 432},     {TC_PRE_LN, 3, 7, 19},        {TC_PRE_LN, 8, 2560, 432},
-        {TC_PRE_LN, 17, 100, 432},     {TC_PRE_LN, 2, 33, 8000},     {TC_PRE_SWIGLU, 1, 432, 1280},
-        {TC_PRE_SWIGLU, 5, 17, 37},    {TC_PRE_SWIGLU, 8, 432, 1280}, {TC_PRE_SWIGLU, 20, 40, 64},
-        {TC_PRE_LN, 16, 300, 432},     {TC_PRE_SWIGLU, 9, 432, 1280}, {TC_PRE_LN, 12, 1296, 432},
+        {TC_PRE_LN, 9, 100, 432},      {TC_PRE_LN, 2, 33, 8000},     {TC_PRE_SWIGLU, 1, 432, 1280},
+        {TC_PRE_SWIGLU, 5, 17, 37},    {TC_PRE_SWIGLU, 8, 432, 1280}, {TC_PRE_SWIGLU, 12, 40, 64},
         /* at the fused kernel's shared-memory bound (8 x 1528 floats:
          * fused) and just past it (4 x 3072: 48 KiB exactly, the two ops) */
         {TC_PRE_LN, 8, 50, 1528},      {TC_PRE_SWIGLU, 4, 40, 3072},
@@ -473,7 +471,7 @@ static void test_attention_pairs(int split) {
  * backend holding its matrices in 16 bits against the CPU on the same
  * rounded values -- weights and inputs (the GPU rounds x itself, to
  * nearest even as the host does), so only the summation order differs:
- * the fp32 bound. n <= 16 is the skinny kernel, larger n the tensor-core
+ * the fp32 bound. n <= 8 is the skinny kernel, larger n the tensor-core
  * GEMM, 700 rows in two chunks; k = 432 and 1280 take the 16-byte loads,
  * 19 the scalar loop. */
 static float round16(int wtype, float v) {
@@ -492,9 +490,9 @@ static void test_weights16(int wtype) {
         printf("FAIL  cuda init with TC_CUDA_WEIGHTS=%s: %s\n", name, st != TC_OK ? tc_error_get() : "wrong wtype");
         return;
     }
-    const int ns[] = {1, 3, 8, 9, 16, 17, 257, 700}, ms[] = {7, 1297}, ks[] = {432, 19, 1280};
+    const int ns[] = {1, 3, 8, 9, 257, 700}, ms[] = {7, 1297}, ks[] = {432, 19, 1280};
     char sh[128];
-    for (int a = 0; a < 8; a++)
+    for (int a = 0; a < 6; a++)
         for (int b = 0; b < 2; b++)
             for (int kk = 0; kk < 3; kk++) {
                 const int n = ns[a], m = ms[b], k = ks[kk], ldy = m + 3, ldx = k + 4, has_bias = (a + kk) % 2;
@@ -592,14 +590,12 @@ static void test_rope_kv_batch(void) {
 /* qkv_rope (the projection, RoPE and window appends in one launch, up to 8
  * rows): bit for bit the GPU's linear_pre then rope_kv_batch -- QKV (its
  * padding untouched), K and V in the windows (rows around them left as
- * they were). Items of 1, 0 and several rows; 18 rows (past the skinny
- * kernels' 16) and items out of row order take the backend's two-op path,
- * the same bits by construction. */
+ * they were). Items of 1, 0 and several rows; 9 rows and items out of row
+ * order take the backend's two-op path, the same bits by construction. */
 static void test_qkv_rope(void) {
     static const struct { int nh, hd, ni, n[6]; int reverse; } cs[] = {
         {12, 36, 1, {1}, 0},          {12, 36, 4, {2, 0, 1, 2}, 0}, {12, 36, 6, {1, 1, 2, 1, 2, 1}, 0},
-        {4, 16, 6, {3, 3, 3, 3, 3, 3}, 0}, {4, 16, 2, {1, 2}, 1}, {2, 64, 2, {4, 4}, 0},
-        {12, 36, 6, {4, 2, 3, 1, 4, 2}, 0},
+        {4, 16, 3, {3, 3, 3}, 0},     {4, 16, 2, {1, 2}, 1},        {2, 64, 2, {4, 4}, 0},
     };
     char sh[160];
     for (size_t t = 0; t < sizeof cs / sizeof cs[0]; t++) {
@@ -633,7 +629,7 @@ static void test_qkv_rope(void) {
         /* and the window's spare rows are as they were */
         same = same && !memcmp(k1, w0, (size_t)d * 4) && !memcmp(v1 + (size_t)(wrows - 1) * d, w0 + (size_t)(wrows - 1) * d, (size_t)d * 4);
         snprintf(sh, sizeof sh, "%d items, %d rows, nh=%d hd=%d%s", ni, rows, nh, hd,
-                 cs[t].reverse ? ", out of row order" : rows > TC_CUDA_SKINNY_MAX ? ", two-op path" : "");
+                 cs[t].reverse ? ", out of row order" : rows > 8 ? ", two-op path" : "");
         g_n++;
         if (!same) g_fail++;
         printf("%-5s qkv_rope   %-48s == linear_pre + rope_kv_batch, bitwise\n", same ? "ok" : "FAIL", sh);
