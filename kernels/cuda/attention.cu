@@ -53,10 +53,7 @@
 static int g_att_mma_want;
 static unsigned long long g_att_mma_devs;
 
-static int att_mma_on(void) {
-    int d = 0;
-    return g_att_mma_want && cudaGetDevice(&d) == cudaSuccess && d >= 0 && d < 64 && (g_att_mma_devs >> d & 1ull);
-}
+static int att_mma_on(void) { return g_att_mma_want && tc_cuda_arch_has(g_att_mma_devs); }
 
 extern "C" int tc_cuda_attention_set_mma(int on) {
     g_att_mma_want = on != 0;
@@ -853,13 +850,7 @@ extern "C" cudaError_t tc_cuda_attention(cudaStream_t st, float *out, int ldo, c
 extern "C" cudaError_t tc_cuda_attention_setup(int mma) {
     /* the tile kernel at head_dim 256 needs ~80 KiB of shared memory */
     cudaError_t e;
-    int dev = 0, major = 0;
-    if ((e = cudaGetDevice(&dev)) != cudaSuccess ||
-        (e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev)) != cudaSuccess)
-        return e;
-    cudaFuncAttributes fa;
-    if ((e = cudaFuncGetAttributes(&fa, att_mma_kernel<5>)) != cudaSuccess) return e;
-    if (major >= 8 && fa.ptxVersion >= 80 && dev >= 0 && dev < 64) g_att_mma_devs |= 1ull << dev;
+    if ((e = tc_cuda_arch_bit(att_mma_kernel<5>, 8, 80, &g_att_mma_devs)) != cudaSuccess) return e;
     g_att_mma_want = mma != 0;
     if ((e = cudaFuncSetAttribute(att_tile_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   (int)att_tile_smem(128))) != cudaSuccess)

@@ -111,6 +111,27 @@ __device__ __forceinline__ void tc_pdl_trigger(void) {
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+/* Per-device capability masks (bit d: device d, devices past 63 never):
+ * tc_cuda_arch_bit sets the current device's bit when it is at least
+ * sm_<min_major>x and the code `kernel` runs there was built for at least
+ * PTX min_ptx (a JIT of older PTX lacks what the newer code needs);
+ * tc_cuda_arch_has reads it for the current device. Host code. */
+template <typename K>
+static inline cudaError_t tc_cuda_arch_bit(K kernel, int min_major, int min_ptx, unsigned long long *mask) {
+    cudaError_t e;
+    int dev = 0, major = 0;
+    if ((e = cudaGetDevice(&dev)) != cudaSuccess ||
+        (e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev)) != cudaSuccess)
+        return e;
+    cudaFuncAttributes fa;
+    if ((e = cudaFuncGetAttributes(&fa, kernel)) != cudaSuccess) return e;
+    if (major >= min_major && fa.ptxVersion >= min_ptx && dev >= 0 && dev < 64) *mask |= 1ull << dev;
+    return cudaSuccess;
+}
+static inline int tc_cuda_arch_has(unsigned long long mask) {
+    int d = 0;
+    return mask && cudaGetDevice(&d) == cudaSuccess && d >= 0 && d < 64 && (mask >> d & 1ull);
+}
 /* the bit of the current device in pdl.cu's mask, and the knob */
 extern "C" int tc_cuda_pdl_on(void);
 

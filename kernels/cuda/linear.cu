@@ -235,6 +235,21 @@ __device__ __forceinline__ void pre_apply(float *xs, float *red, const float *x,
     __syncthreads();
 }
 
+/* The prologue kernels' start: the column's weights and the LayerNorm's
+ * loaded, the wait for the previous kernel (PDL), the transformed rows
+ * into xs. */
+template <typename T>
+__device__ __forceinline__ void pre_start(uint4 (&raw)[SKINNY_UNROLL], float *xs, float *red, const T *W, int m,
+                                          int k, const float *x, int ldx, int n, int pre, const float *lw,
+                                          const float *lb, float eps) {
+    skinny_prefetch<T>(raw, W, m, k);
+    float lwr[PRE_LW], lbr[PRE_LW];
+    pre_weights(lwr, lbr, pre, lw, lb, k);
+    tc_pdl_wait();
+    tc_pdl_trigger();
+    pre_apply(xs, red, x, ldx, n, k, pre, lw, lb, eps, lwr, lbr);
+}
+
 template <typename T>
 __global__ __launch_bounds__(256) static void skinny_pre_kernel(float *y, int ldy, const float *x, int ldx,
                                                                 const T *W, const float *bias, int n, int m, int k,
@@ -243,12 +258,7 @@ __global__ __launch_bounds__(256) static void skinny_pre_kernel(float *y, int ld
     extern __shared__ float xs[];
     __shared__ float red[TC_LN_THREADS / 32];
     uint4 raw[SKINNY_UNROLL];
-    skinny_prefetch<T>(raw, W, m, k);
-    float lwr[PRE_LW], lbr[PRE_LW];
-    pre_weights(lwr, lbr, pre, lw, lb, k);
-    tc_pdl_wait();
-    tc_pdl_trigger();
-    pre_apply(xs, red, x, ldx, n, k, pre, lw, lb, eps, lwr, lbr);
+    pre_start<T>(raw, xs, red, W, m, k, x, ldx, n, pre, lw, lb, eps);
     skinny_body<T>(y, ldy, xs, k, W, bias, n, m, k, beta, raw);
 }
 
@@ -275,12 +285,7 @@ __global__ __launch_bounds__(256) static void skinny_rope_kernel(float *y, int l
     const int j0 = blockIdx.x * nw, j = j0 + w;
     float *res = xs + (size_t)n * d;
     uint4 raw[SKINNY_UNROLL];
-    skinny_prefetch<T>(raw, W, m, d);
-    float lwr[PRE_LW], lbr[PRE_LW];
-    pre_weights(lwr, lbr, TC_PRE_LN, lw, lb, d);
-    tc_pdl_wait();
-    tc_pdl_trigger();
-    pre_apply(xs, red, x, ldx, n, d, TC_PRE_LN, lw, lb, eps, lwr, lbr);
+    pre_start<T>(raw, xs, red, W, m, d, x, ldx, n, TC_PRE_LN, lw, lb, eps);
     if (j < m) {
         float acc[TC_CUDA_SKINNY_MAX];
 #pragma unroll

@@ -17,23 +17,12 @@ __global__ static void pdl_probe_kernel(int *p) {
     if (p) *p = 0;
 }
 
-extern "C" int tc_cuda_pdl_on(void) {
-    int d = 0;
-    return g_pdl_want && g_pdl_devs && cudaGetDevice(&d) == cudaSuccess && d >= 0 && d < 64 &&
-           (g_pdl_devs >> d & 1ull);
-}
+extern "C" int tc_cuda_pdl_on(void) { return g_pdl_want && tc_cuda_arch_has(g_pdl_devs); }
 
 extern "C" cudaError_t tc_cuda_pdl_setup(int want) {
-    cudaError_t e;
-    int dev = 0, major = 0;
-    if ((e = cudaGetDevice(&dev)) != cudaSuccess ||
-        (e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev)) != cudaSuccess)
-        return e;
-    cudaFuncAttributes fa;
-    if ((e = cudaFuncGetAttributes(&fa, pdl_probe_kernel)) != cudaSuccess) return e;
-    if (major >= 9 && fa.ptxVersion >= 90 && dev >= 0 && dev < 64) g_pdl_devs |= 1ull << dev;
-    g_pdl_want = want != 0;
-    return cudaSuccess;
+    const cudaError_t e = tc_cuda_arch_bit(pdl_probe_kernel, 9, 90, &g_pdl_devs);
+    if (e == cudaSuccess) g_pdl_want = want != 0;
+    return e;
 }
 
 extern "C" int tc_cuda_pdl_set(int on) {
