@@ -8,7 +8,8 @@
  *
  * Matrices are row-major with an explicit leading dimension (ld, in
  * elements) so heads and Q|K|V column blocks can be addressed in place.
- * Not here: sessions, sampling, scheduling. */
+ * Not here: sessions, the sampler's state (its RNG), scheduling; the one
+ * sampling op (sample) draws with bits the sampler hands it. */
 #ifndef TC_BACKEND_H
 #define TC_BACKEND_H
 
@@ -16,6 +17,7 @@
 #include <stdint.h>
 
 #include "../common/status.h"
+#include "sample_math.h"
 
 typedef struct tc_backend tc_backend;
 
@@ -133,6 +135,13 @@ struct tc_backend {
      * must match exactly. 1 <= k <= min(V, TC_TOPK_MAX). ids, vals are
      * backend memory. */
     void (*topk)(tc_backend *be, int32_t *ids, float *vals, const float *x, int n, int V, int k);
+    /* Optional (NULL: the caller downloads the rows, or their top k, and
+     * the sampler draws on the host). Per row i of x [n, V] (contiguous):
+     * tokens[i] = the token model/sampler.h draws from the row with
+     * draws[i] (greedy, temperature, top-k of any size, top-p), exactly:
+     * tc_sample_rows is the reference. tokens: backend memory; draws: host
+     * memory, read during the call (a capturing backend stages them). */
+    void (*sample)(tc_backend *be, int32_t *tokens, const float *x, int n, int V, const tc_draw *draws);
     /* Optional (NULL: ops run as called): the ops issued between the two,
      * by one thread, with no upload, download, alloc or free among them,
      * may be recorded and run as one unit at capture_end (CUDA graphs).
@@ -166,6 +175,9 @@ static inline uint32_t tc_topk_key(uint32_t bits) {
 /* The host implementation (the CPU backends' op, the fallback, the GPU
  * tests' reference): host pointers. */
 void tc_topk_rows(int32_t *ids, float *vals, const float *x, int n, int V, int k);
+/* The host sample op (kernels/cpu/sample.c): the GPU kernel's algorithm
+ * on host pointers; the reference of every sample op. TC_ERR_NOMEM only. */
+tc_status tc_sample_rows(int32_t *tokens, const float *x, int n, int V, const tc_draw *draws);
 /* Quickselect in the same order: rearranges idx[0..n) (a permutation of
  * ids of x) so its first k are the k best, unordered; any k <= n. -1 after
  * 64 partition rounds (an adversarial row; idx is still a permutation). */

@@ -1,6 +1,8 @@
 /* sampler.c — see sampler.h. Top-k and top-p are applied to the
  * temperature-scaled distribution, top-k first, as in HF transformers and
- * vLLM; the kept candidates are renormalized and drawn with one uniform. */
+ * vLLM; the kept candidates are renormalized and drawn with one uniform.
+ * The arithmetic is kernels/sample_math.h's (integer masses), which the
+ * backends' sample op shares. */
 #include "sampler.h"
 
 #include <math.h>
@@ -29,7 +31,9 @@ static uint64_t xoshiro_next(uint64_t s[4]) {
     return r;
 }
 
-double tc_rng_uniform(uint64_t st[4]) { return (double)(xoshiro_next(st) >> 11) * (1.0 / 9007199254740992.0); }
+uint64_t tc_rng_bits53(uint64_t st[4]) { return xoshiro_next(st) >> 11; }
+
+double tc_rng_uniform(uint64_t st[4]) { return (double)tc_rng_bits53(st) * (1.0 / 9007199254740992.0); }
 
 tc_status tc_sampling_validate(const tc_sampling_params *p) {
     if (!(p->temperature >= 0.f) || !isfinite(p->temperature))
@@ -46,9 +50,9 @@ tc_status tc_sampler_init(tc_sampler *s, const tc_sampling_params *p, int vocab)
     s->vocab = vocab;
     uint64_t x = p->seed;
     for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
-    s->scratch = malloc((size_t)vocab * sizeof *s->scratch);
+    s->weight = malloc((size_t)vocab * sizeof *s->weight);
     s->index = malloc((size_t)vocab * sizeof *s->index);
-    if (!s->scratch || !s->index) {
+    if (!s->weight || !s->index) {
         tc_sampler_free(s);
         return TC_FAIL(TC_ERR_NOMEM, "out of memory");
     }
@@ -56,9 +60,9 @@ tc_status tc_sampler_init(tc_sampler *s, const tc_sampling_params *p, int vocab)
 }
 
 void tc_sampler_free(tc_sampler *s) {
-    free(s->scratch);
+    free(s->weight);
     free(s->index);
-    s->scratch = NULL;
+    s->weight = NULL;
     s->index = NULL;
 }
 
@@ -86,57 +90,63 @@ static int cmp_desc(const void *a, const void *b, void *keys) {
     return i < j ? -1 : i > j; /* the lower id first */
 }
 
-/* The draw over candidates pr[order[0..n)] in that order (top-k already
- * applied; for top-p alone, a prefix of the sorted vocabulary long enough
- * to hold the top-p cut): top-p, then one uniform. `total` is the mass of
- * all the candidates. Gives a position in order. Dense and sparse paths
- * pass the same probabilities in the same order, so they sum in the same
- * order and pick the same position. */
-static int draw(tc_sampler *s, const float *pr, const int32_t *order, int n, double total) {
+/* The draw over the candidates w[order[0..n)] in that order (top-k
+ * already applied; for top-p alone, a prefix of the sorted vocabulary long
+ * enough to hold the top-p cut): top-p, then one draw of 53 random bits
+ * (sample_math.h). `total` (>= 1) is the mass of all the candidates.
+ * Gives a position in order. Integer masses: the dense and sparse paths
+ * and the backends' sample op pick the same position. */
+static int draw(tc_sampler *s, const uint64_t *w, const int32_t *order, int n, uint64_t total) {
     if (s->p.top_p < 1.f) {
-        double cum = 0;
+        const uint64_t need = tc_draw_need(s->p.top_p, total);
+        uint64_t cum = 0;
         int keep = n;
         for (int i = 0; i < n; i++) {
-            cum += pr[order[i]] / total;
-            if (cum >= s->p.top_p) { keep = i + 1; break; }
+            cum += w[order[i]];
+            if (cum >= need) { keep = i + 1; break; }
         }
         n = keep;
-        total = 0;
-        for (int i = 0; i < n; i++) total += pr[order[i]];
+        total = cum;
     }
-    double u = tc_rng_uniform(s->rng) * total, acc = 0;
+    const uint64_t t = tc_draw_target(tc_rng_bits53(s->rng), total);
+    uint64_t acc = 0;
     for (int i = 0; i < n; i++) {
-        acc += pr[order[i]];
-        if (u < acc) return i;
+        acc += w[order[i]];
+        if (acc > t) return i;
     }
-    return n - 1;
+    return n - 1; /* not reached: t < total */
 }
 
-static double mass(const float *pr, const int32_t *order, int n) {
-    double t = 0;
-    for (int i = 0; i < n; i++) t += pr[order[i]];
+static uint64_t mass(const uint64_t *w, const int32_t *order, int n) {
+    uint64_t t = 0;
+    for (int i = 0; i < n; i++) t += w[order[i]];
     return t;
 }
 
-/* top-p without top-k: given the vocabulary's mass (summed in id order),
- * the sorted candidates only as far as the cut -- the 64, 256, 1024, ...
- * best by quickselect, then sorted (the full sort's prefix, since the
- * order is total); a full sort only when the nucleus is most of the
- * vocabulary. Gives the prefix length; s->index holds the prefix. */
-static int nucleus(tc_sampler *s, const float *logits, const float *pr, double total) {
+/* top-p without top-k: given the vocabulary's mass, the sorted candidates
+ * only as far as the cut -- the 64, 256, 1024, ... best by quickselect,
+ * then sorted (the full sort's prefix, since the order is total); a full
+ * sort only when the nucleus is most of the vocabulary. Gives the prefix
+ * length; s->index holds the prefix. */
+static int nucleus(tc_sampler *s, const float *logits, const uint64_t *w, uint64_t total) {
     const int V = s->vocab;
+    const uint64_t need = tc_draw_need(s->p.top_p, total);
     for (int K = 64; K < V / 2; K *= 4) {
         if (tc_topk_select(s->index, V, K, logits) != 0) break;
         qsort_r(s->index, (size_t)K, sizeof *s->index, cmp_desc, (void *)logits);
-        double cum = 0;
-        for (int i = 0; i < K; i++) {
-            cum += pr[s->index[i]] / total;
-            if (cum >= s->p.top_p) return K;
-        }
+        if (mass(w, s->index, K) >= need) return K;
     }
     for (int i = 0; i < V; i++) s->index[i] = i;
     qsort_r(s->index, (size_t)V, sizeof *s->index, cmp_desc, (void *)logits);
     return V;
+}
+
+/* the first id in topk order: the largest tc_topk_key, the lower id on ties */
+static int32_t key_argmax(const float *x, int V) {
+    int32_t best = 0;
+    for (int i = 1; i < V; i++)
+        if (cmp_desc(&i, &best, (void *)x) < 0) best = i;
+    return best;
 }
 
 int tc_sampler_topk_need(const tc_sampling_params *p, int vocab) {
@@ -148,23 +158,28 @@ int tc_sampler_topk_need(const tc_sampling_params *p, int vocab) {
 int32_t tc_sampler_sample(tc_sampler *s, const float *logits) {
     const int V = s->vocab;
     if (s->p.temperature == 0.f) return tc_argmax(logits, V);
-    float mx = logits[tc_argmax(logits, V)];
-    float *pr = s->scratch;
+    const int32_t top = key_argmax(logits, V);
+    const float mx = logits[top];
+    uint64_t *w = s->weight;
     for (int i = 0; i < V; i++) {
-        pr[i] = expf((logits[i] - mx) / s->p.temperature);
+        w[i] = tc_draw_weight(logits[i], mx, s->p.temperature);
         s->index[i] = i;
     }
     int n = V;
-    double total;
+    uint64_t total;
     if (s->p.top_k > 0 && s->p.top_k < V) {
         qsort_r(s->index, (size_t)V, sizeof *s->index, cmp_desc, (void *)logits);
         n = s->p.top_k;
-        total = mass(pr, s->index, n);
+        total = mass(w, s->index, n);
     } else {
-        total = mass(pr, s->index, V); /* the whole vocabulary, in id order */
-        if (s->p.top_p < 1.f) n = nucleus(s, logits, pr, total);
+        total = mass(w, s->index, V); /* the whole vocabulary: drawn in id order */
+        if (total && s->p.top_p < 1.f) n = nucleus(s, logits, w, total);
     }
-    return s->index[draw(s, pr, s->index, n, total)];
+    if (!total) { /* a row of NaN / +inf: no finite weight; the draw still takes its bits */
+        (void)tc_rng_bits53(s->rng);
+        return top;
+    }
+    return s->index[draw(s, w, s->index, n, total)];
 }
 
 int32_t tc_sampler_sample_topk(tc_sampler *s, const int32_t *ids, const float *vals, int k) {
@@ -172,11 +187,24 @@ int32_t tc_sampler_sample_topk(tc_sampler *s, const int32_t *ids, const float *v
     TC_ASSERT(n >= 1 && n <= k, "sample_topk: sampler needs %d candidates, %d given", n, k);
     if (s->p.temperature == 0.f) return ids[0];
     /* the same arithmetic as tc_sampler_sample on the same floats: mx is
-     * the row's max (candidate 0), pr in candidate order */
+     * the row's max (candidate 0), w in candidate order */
     const float mx = vals[0];
     for (int i = 0; i < n; i++) {
-        s->scratch[i] = expf((vals[i] - mx) / s->p.temperature);
+        s->weight[i] = tc_draw_weight(vals[i], mx, s->p.temperature);
         s->index[i] = i;
     }
-    return ids[draw(s, s->scratch, s->index, n, mass(s->scratch, s->index, n))];
+    const uint64_t total = mass(s->weight, s->index, n);
+    if (!total) {
+        (void)tc_rng_bits53(s->rng);
+        return ids[0];
+    }
+    return ids[draw(s, s->weight, s->index, n, total)];
+}
+
+void tc_sampler_draw_params(tc_sampler *s, tc_draw *d) {
+    memset(d, 0, sizeof *d);
+    d->temperature = s->p.temperature;
+    d->top_p = s->p.top_p;
+    d->top_k = s->p.top_k;
+    d->r = s->p.temperature == 0.f ? 0 : tc_rng_bits53(s->rng);
 }

@@ -1,12 +1,22 @@
 /* sampler.h — token sampling from logits: greedy, temperature, top-k,
  * top-p, with a seeded, serializable RNG (xoshiro256**, seeded by
- * splitmix64), so a journaled session resumes with the same draws. */
+ * splitmix64), so a journaled session resumes with the same draws.
+ *
+ * The draw's arithmetic is kernels/sample_math.h's: a deterministic exp
+ * and integer masses, so a backend's sample op (backend.h; the GPU's
+ * kernel) draws, from the logits where they are, exactly the token this
+ * file draws on the host. Orders: greedy, top-k and top-p walk the
+ * candidates in topk order (tc_topk_key descending, the lower id on
+ * ties); plain temperature (no top-k, top_p 1) walks the vocabulary in id
+ * order. A row without a finite weight (NaN / +inf max) gives the first
+ * candidate. Every non-greedy draw takes one RNG output. */
 #ifndef TC_MODEL_SAMPLER_H
 #define TC_MODEL_SAMPLER_H
 
 #include <stdint.h>
 
 #include "../common/status.h"
+#include "../kernels/sample_math.h"
 
 typedef struct {
     float temperature; /* 0: greedy */
@@ -18,7 +28,7 @@ typedef struct {
 typedef struct {
     tc_sampling_params p;
     uint64_t rng[4];
-    float *scratch;  /* [V] probabilities */
+    uint64_t *weight; /* [V] weights (sample_math.h) */
     int32_t *index;  /* [V] */
     int vocab;
 } tc_sampler;
@@ -35,8 +45,14 @@ int tc_sampler_topk_need(const tc_sampling_params *p, int vocab);
 /* tc_sampler_sample from only the candidates ids/vals [k] (k >= the need
  * above): the same token and the same RNG advance, bit for bit. */
 int32_t tc_sampler_sample_topk(tc_sampler *s, const int32_t *ids, const float *vals, int k);
+/* The sample op's draw for this sampler's next token (backend.h): its
+ * parameters and the random bits, advancing the RNG exactly as
+ * tc_sampler_sample would (by one output; greedy: not at all). */
+void tc_sampler_draw_params(tc_sampler *s, tc_draw *d);
 /* Index of the largest logit, the first on ties. */
 int32_t tc_argmax(const float *x, int n);
 double tc_rng_uniform(uint64_t st[4]);
+/* the top 53 bits of the next output (what a draw takes) */
+uint64_t tc_rng_bits53(uint64_t st[4]);
 
 #endif

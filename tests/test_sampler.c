@@ -12,6 +12,12 @@
  *     definition (full sort, mass in id order) draws, nuclei 1 .. 45K.
  * (d) tc_sampler_topk_need and the samplers' statistics: a seeded top-k
  *     draw never leaves the top k, and frequencies follow the softmax.
+ * (e) the deterministic exp (sample_math.h) against libm's: relative
+ *     error, monotonicity, the max's weight exactly 2^38.
+ * (f) the host sample op (tc_sample_rows: the radix walk the CUDA kernel
+ *     runs) draws what tc_sampler_sample draws, with the RNG bits
+ *     tc_sampler_draw_params hands it: every sampling mode, top-k past
+ *     TC_TOPK_MAX, rows of ties, NaN, +-inf, several rows at once.
  * Label: unit. */
 #include <math.h>
 #include <stdio.h>
@@ -161,40 +167,34 @@ static void test_sparse_equals_dense(void) {
     printf("sampler: %d runs, sparse == dense in all but %d\n", runs, diffs);
 }
 
-/* top-p alone, the definition written out plainly: the whole vocabulary
- * sorted, its mass summed in id order, the shortest prefix whose mass
- * reaches top_p, one draw over it. The sampler finds the prefix by
- * quickselect of the 64, 256, 1024, ... best and must draw the same. */
+/* top-p alone, the definition written out plainly (sampler.h and
+ * sample_math.h): the whole vocabulary sorted, the weights' integer mass,
+ * the shortest prefix whose mass reaches tc_draw_need, one draw over it.
+ * The sampler finds the prefix by quickselect of the 64, 256, 1024, ...
+ * best and must draw the same. */
 static int32_t ref_topp(const float *x, int V, float T, float top_p, uint64_t rng[4], int *nucleus) {
-    int mx = 0;
-    for (int i = 1; i < V; i++)
-        if (x[i] > x[mx]) mx = i;
-    float *pr = malloc((size_t)V * sizeof *pr);
     int *order = malloc((size_t)V * sizeof *order);
-    double total = 0;
-    for (int i = 0; i < V; i++) {
-        pr[i] = expf((x[i] - x[mx]) / T);
-        total += pr[i];
-        order[i] = i;
-    }
+    uint64_t *w = malloc((size_t)V * sizeof *w);
+    for (int i = 0; i < V; i++) order[i] = i;
     g_row = x;
     qsort(order, (size_t)V, sizeof *order, by_order);
-    double cum = 0;
+    const float mx = x[order[0]];
+    uint64_t total = 0;
+    for (int i = 0; i < V; i++) total += w[i] = tc_draw_weight(x[i], mx, T);
+    const uint64_t need = tc_draw_need(top_p, total);
+    uint64_t cum = 0;
     int keep = V;
     for (int i = 0; i < V; i++) {
-        cum += pr[order[i]] / total;
-        if (cum >= top_p) { keep = i + 1; break; }
+        cum += w[order[i]];
+        if (cum >= need) { keep = i + 1; break; }
     }
-    double kept = 0;
-    for (int i = 0; i < keep; i++) kept += pr[order[i]];
-    double u = tc_rng_uniform(rng) * kept, acc = 0;
-    int32_t tok = order[keep - 1];
-    for (int i = 0; i < keep; i++) {
-        acc += pr[order[i]];
-        if (u < acc) { tok = order[i]; break; }
-    }
+    const uint64_t t = tc_draw_target(tc_rng_bits53(rng), cum);
+    uint64_t acc = 0;
+    int32_t tok = -1;
+    for (int i = 0; i < keep && tok < 0; i++)
+        if ((acc += w[order[i]]) > t) tok = order[i];
     *nucleus = keep;
-    free(pr), free(order);
+    free(w), free(order);
     return tok;
 }
 
@@ -277,7 +277,91 @@ static void test_need_and_stats(void) {
     tc_sampler_free(&s);
 }
 
+static void test_draw_exp(void) {
+    int bad = 0, nonmono = 0, n = 0;
+    uint64_t prev = 0;
+    double worst = 0;
+    for (float x = -26.f; x <= 0.f; x += 1.f / 4096.f, n++) {
+        const uint64_t w = tc_draw_weight_x(x);
+        if (w < prev) nonmono++;
+        prev = w;
+        const double want = exp((double)x) * 0x1p38;
+        if (want < 0x1p24) continue; /* below, the floor to an integer dominates */
+        const double rel = fabs((double)w - want) / want;
+        if (rel > worst) worst = rel;
+        bad += rel > 1e-6;
+    }
+    EXPECT(bad == 0, "%d of %d weights off exp by more than 1e-6 (worst %.3g)", bad, n, worst);
+    EXPECT(nonmono == 0, "the weight decreases %d times as x grows", nonmono);
+    EXPECT(tc_draw_weight_x(0.f) == (1ull << 38) && tc_draw_weight(3.5f, 3.5f, 0.7f) == (1ull << 38),
+           "the max's weight is not 2^38");
+    EXPECT(tc_draw_weight_x(-27.f) == 0 && tc_draw_weight_x(NAN) == 0 && tc_draw_weight_x(-INFINITY) == 0,
+           "far tail / NaN / -inf must weigh 0");
+    EXPECT(tc_draw_need(1.f, 12345) == 12345 && tc_draw_need(0.5f, 3) == 2 && tc_draw_need(1e-9f, 5) == 1,
+           "tc_draw_need");
+    EXPECT(tc_draw_target((1ull << 53) - 1, 1000) == 999 && tc_draw_target(0, 1000) == 0 &&
+               tc_draw_target(1ull << 52, 1ull << 61) == 1ull << 60,
+           "tc_draw_target");
+    printf("draw exp: %d points, worst relative error %.3g\n", n, worst);
+}
+
+/* the host sample op against the sampler, row by row (several rows in one
+ * call), draw after draw */
+static void test_sample_op(void) {
+    static const float temps[] = {0.f, 0.05f, 0.7f, 1.f, 3.f, 1000.f};
+    static const int topks[] = {0, 1, 3, 40, 1500};
+    static const float topps[] = {1.f, 0.9f, 0.5f, 1e-6f};
+    static const int Vs[] = {2, 50, 1000, 50257};
+    enum { R = 3 };
+    int runs = 0, bad = 0;
+    for (size_t vi = 0; vi < sizeof Vs / sizeof *Vs; vi++) {
+        const int V = Vs[vi];
+        float *x = malloc((size_t)R * V * sizeof *x);
+        for (int kind = 0; kind < ROW_N; kind++) {
+            for (int r = 0; r < R; r++) fill_row(x + (size_t)r * V, V, (kind + r) % ROW_N);
+            for (size_t ti = 0; ti < sizeof temps / sizeof *temps; ti++)
+                for (size_t ki = 0; ki < sizeof topks / sizeof *topks; ki++)
+                    for (size_t pi = 0; pi < sizeof topps / sizeof *topps; pi++) {
+                        if (V > 1000 && rnd(6)) continue; /* the sort-based reference is slow at 50K */
+                        tc_sampler a[R], b[R];
+                        tc_draw d[R];
+                        int ok = 1;
+                        for (int r = 0; r < R; r++) {
+                            tc_sampling_params p = {temps[ti], topks[ki], topps[pi], rnd(1u << 30)};
+                            if (tc_sampler_init(&a[r], &p, V) != TC_OK || tc_sampler_init(&b[r], &p, V) != TC_OK)
+                                ok = 0;
+                        }
+                        for (int step = 0; ok && step < (V > 1000 ? 2 : 8); step++) {
+                            int32_t got[R];
+                            for (int r = 0; r < R; r++) tc_sampler_draw_params(&a[r], &d[r]);
+                            if (tc_sample_rows(got, x, R, V, d) != TC_OK) ok = 0;
+                            for (int r = 0; ok && r < R; r++) {
+                                const float *row = x + (size_t)r * V;
+                                const int32_t want = tc_sampler_sample(&b[r], row);
+                                /* greedy: the host's argmax and the op's topk order differ on NaN rows only */
+                                if (temps[ti] == 0.f && (kind + r) % ROW_N == ROW_SPECIAL) continue;
+                                if (got[r] != want || memcmp(a[r].rng, b[r].rng, sizeof a[r].rng)) {
+                                    printf("FAIL sample op: V %d kind %d row %d T %g top_k %d top_p %g step %d: "
+                                           "%d, the sampler drew %d\n", V, (kind + r) % ROW_N, r, temps[ti],
+                                           topks[ki], topps[pi], step, got[r], want);
+                                    ok = 0;
+                                }
+                            }
+                        }
+                        for (int r = 0; r < R; r++) tc_sampler_free(&a[r]), tc_sampler_free(&b[r]);
+                        bad += !ok;
+                        runs++;
+                    }
+        }
+        free(x);
+    }
+    EXPECT(bad == 0, "%d of %d sample-op runs differ from the sampler", bad, runs);
+    printf("sample op: %d runs of %d rows draw what the sampler draws\n", runs, R);
+}
+
 int main(void) {
+    test_draw_exp();
+    test_sample_op();
     test_topk_rows();
     test_sparse_equals_dense();
     test_top_p_alone();
