@@ -1,7 +1,9 @@
 /* worker_local.c — the in-process worker client: the model and its
  * sessions live in the coordinator's process (CPU backend). */
 #include <stdlib.h>
+#include <string.h>
 
+#include "../model/sampler.h"
 #include "../model/session.h"
 #include "worker_client.h"
 
@@ -60,6 +62,26 @@ static tc_status l_step(tc_worker_client *w, tc_wc_session **s, const int32_t *t
         for (int i = 0; i < B; i++)
             next[i] = tc_sampler_sample_topk(smp[i], L->cid + (size_t)i * K, L->cval + (size_t)i * K, K);
         return TC_OK;
+    }
+    if (!logits && smp && B > 0 && tc_model_draws_on_backend(L->m)) {
+        /* a sampler needs the full rows: the backend draws where they are */
+        tc_draw d_stack[64], *d = B <= 64 ? d_stack : malloc((size_t)B * sizeof *d);
+        uint64_t (*rng)[4] = malloc((size_t)B * sizeof *rng);
+        if (!d || !rng) {
+            if (d != d_stack) free(d);
+            free(rng);
+            return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+        }
+        for (int i = 0; i < B; i++) {
+            memcpy(rng[i], smp[i]->rng, sizeof rng[i]);
+            tc_sampler_draw_params(smp[i], &d[i]);
+        }
+        tc_status st = tc_step_batch_draw((tc_session **)s, t, B, d, next);
+        if (st != TC_OK) /* the step was rolled back: so are the draws */
+            for (int i = 0; i < B; i++) memcpy(smp[i]->rng, rng[i], sizeof rng[i]);
+        if (d != d_stack) free(d);
+        free(rng);
+        return st;
     }
     if (!logits && smp) {
         size_t need = (size_t)B * w->cfg->vocab_size;

@@ -157,29 +157,42 @@ typedef struct {
 static tc_status head_reserve(tc_model *m, int B, const tc_fwd_out *out, head_bufs *h) {
     const int V = m->cfg.vocab_size;
     memset(h, 0, sizeof *h);
-    if (!out || (!out->logits && !out->k)) return TC_OK;
-    TC_ASSERT(out->logits || (out->k >= 1 && out->k <= V && out->k <= TC_TOPK_MAX), "head: top k %d outside 1..%d",
+    if (!out || (!out->logits && !out->k && !out->draws)) return TC_OK;
+    TC_ASSERT(out->logits || out->draws || (out->k >= 1 && out->k <= V && out->k <= TC_TOPK_MAX), "head: top k %d outside 1..%d",
               out->k, V);
     TC_CHECK(tc_ws_get(m, TC_WS_LAST, (size_t)B * m->cfg.n_embd, &h->last));
     TC_CHECK(tc_ws_get(m, TC_WS_LOGITS, (size_t)B * V, &h->lg));
-    if (!out->logits && m->be->topk) TC_CHECK(tc_ws_get(m, TC_WS_TOPK, (size_t)2 * B * out->k, &h->topk));
+    if (!out->logits && out->draws && m->be->sample) TC_CHECK(tc_ws_get(m, TC_WS_TOPK, (size_t)B, &h->topk));
+    else if (!out->logits && !out->draws && m->be->topk)
+        TC_CHECK(tc_ws_get(m, TC_WS_TOPK, (size_t)2 * B * out->k, &h->topk));
     return TC_OK;
 }
 
-/* logits of the B rows at last [B, d], and the device's top k of them */
+/* logits of the B rows at last [B, d], and the device's top k of them or
+ * the tokens it draws from them */
 static void head_compute(tc_model *m, int B, const tc_fwd_out *out, const head_bufs *h, const float *last) {
     tc_fwd_head(m, last, B, h->lg);
-    if (h->topk) m->be->topk(m->be, (int32_t *)h->topk, h->topk + (size_t)B * out->k, h->lg, B, m->cfg.vocab_size,
+    if (h->topk && out->draws)
+        m->be->sample(m->be, (int32_t *)h->topk, h->lg, B, m->cfg.vocab_size, out->draws);
+    else if (h->topk) m->be->topk(m->be, (int32_t *)h->topk, h->topk + (size_t)B * out->k, h->lg, B, m->cfg.vocab_size,
                              out->k);
 }
 
-/* -> out (host): the full rows, the device's top k, or (no topk op) the
- * top k of the downloaded rows */
+/* -> out (host): the full rows, the device's top k or drawn tokens, or
+ * (no topk / sample op) those of the downloaded rows */
 static tc_status head_fetch(tc_model *m, int B, const tc_fwd_out *out, const head_bufs *h) {
     tc_backend *be = m->be;
     const int V = m->cfg.vocab_size, k = out->k;
     if (out->logits) {
         be->download(be, out->logits, h->lg, (size_t)B * V * 4);
+        return TC_OK;
+    }
+    if (out->draws && h->topk) {
+        be->download(be, out->tokens, h->topk, (size_t)B * 4);
+        for (int i = 0; i < B; i++) /* a device that failed hands back -1 (NaN bits): never pass it on */
+            if (out->tokens[i] < 0 || out->tokens[i] >= V)
+                return TC_FAIL(TC_ERR_INTERNAL, "sample op: row %d drew token %d outside [0, %d)", i,
+                               out->tokens[i], V);
         return TC_OK;
     }
     if (h->topk) { /* ids then values, one transfer */
@@ -195,9 +208,11 @@ static tc_status head_fetch(tc_model *m, int B, const tc_fwd_out *out, const hea
     float *x = malloc((size_t)B * V * sizeof *x);
     if (!x) return TC_FAIL(TC_ERR_NOMEM, "out of memory for %d rows of logits", B);
     be->download(be, x, h->lg, (size_t)B * V * 4);
-    tc_topk_rows(out->ids, out->vals, x, B, V, k);
+    tc_status st = TC_OK;
+    if (out->draws) st = tc_sample_rows(out->tokens, x, B, V, out->draws);
+    else tc_topk_rows(out->ids, out->vals, x, B, V, k);
     free(x);
-    return TC_OK;
+    return st;
 }
 
 tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd_out *out) {
@@ -223,7 +238,7 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
     TC_CHECK(tc_ws_get(m, TC_WS_H, (size_t)tc_row_tile(m) * 2 * F, &H));
     TC_CHECK(tc_ws_get(m, TC_WS_G, (size_t)tc_row_tile(m) * F, &G));
     TC_CHECK(tc_ws_get(m, TC_WS_IDS, (size_t)M, (float **)&ids));
-    const int want_head = out && (out->logits || out->k);
+    const int want_head = out && (out->logits || out->k || out->draws);
     head_bufs hb;
     TC_CHECK(head_reserve(m, B, out, &hb));
     tc_att_item aw_stack[64], az_stack[64];

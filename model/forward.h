@@ -21,7 +21,7 @@ enum {
     TC_WS_LAST, /* last rows for the head [B, d] */
     TC_WS_IDS,  /* token ids                     */
     TC_WS_LOGITS, /* head output       [B, V]    */
-    TC_WS_TOPK, /* topk ids | values  [2, B, k] */
+    TC_WS_TOPK, /* topk ids | values  [2, B, k]; drawn tokens [B] */
     TC_WS_N
 };
 
@@ -55,14 +55,18 @@ void tc_fwd_post(tc_model *m, const tc_layer_weights *L, float *R, const float *
                  float *h_tile, float *g_tile);
 
 /* What the window pass hands back for each session's last row (host
- * memory): nothing (NULL), the logits [B, V], or (k >= 1) only the k
- * largest logits, ids [B, k] and vals [B, k] in tc_topk_rows's order, the
- * selection made by the backend's topk so [B, V] stays on the device. */
+ * memory): nothing (NULL), the logits [B, V], (k >= 1) only the k largest
+ * logits, ids [B, k] and vals [B, k] in tc_topk_rows's order, the
+ * selection made by the backend's topk so [B, V] stays on the device, or
+ * (draws) the token drawn from each row with draws[i], tokens [B], by the
+ * backend's sample op (or, without one, tc_sample_rows on the rows). */
 typedef struct {
     float *logits;
     int k;
     int32_t *ids;
     float *vals;
+    const tc_draw *draws;
+    int32_t *tokens;
 } tc_fwd_out;
 
 /* The window pass for B distinct sessions, cnt[i] new tokens each at

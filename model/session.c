@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "forward.h"
+#include "sampler.h"
 
 static size_t layer_count(const tc_model_config *c) { return (size_t)tc_config_n_layers(c); }
 
@@ -188,6 +189,19 @@ tc_status tc_step_batch_topk(tc_session **ss, const int32_t *tokens, int B, int 
     tc_fwd_out out = {.k = k, .ids = ids, .vals = vals};
     return step_batch(ss, tokens, B, &out);
 }
+
+tc_status tc_step_batch_draw(tc_session **ss, const int32_t *tokens, int B, const tc_draw *draws, int32_t *next) {
+    if (B <= 0) return TC_OK;
+    for (int i = 0; i < B; i++) {
+        const tc_sampling_params p = {draws[i].temperature, draws[i].top_k, draws[i].top_p, 0};
+        if (tc_sampling_validate(&p) != TC_OK) return TC_FAIL(TC_ERR_INVALID, "step: draw %d: %s", i, tc_error_get());
+        if (draws[i].r >> 53) return TC_FAIL(TC_ERR_INVALID, "step: draw %d: random bits past 53", i);
+    }
+    tc_fwd_out out = {.draws = draws, .tokens = next};
+    return step_batch(ss, tokens, B, &out);
+}
+
+int tc_model_draws_on_backend(const tc_model *m) { return m->be->sample != NULL; }
 
 size_t tc_session_state_bytes(const tc_session *s) {
     const tc_model_config *c = &s->m->cfg;

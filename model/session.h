@@ -61,6 +61,16 @@ tc_status tc_step_batch(tc_session **s, const int32_t *tokens, int B, float *log
  * [B, vocab] logits never leave the device. 1 <= k <= min(vocab,
  * TC_TOPK_MAX). What tc_sampler_sample_topk draws from. */
 tc_status tc_step_batch_topk(tc_session **s, const int32_t *tokens, int B, int k, int32_t *ids, float *vals);
+/* The same step, handing back only the token drawn from each row with
+ * draws[i] (tc_sampler_draw_params), next [B] (host memory): what
+ * tc_sampler_sample would draw from the row, drawn where the logits are by
+ * the backend's sample op, so only B ids leave the device. Without the
+ * op, the rows are downloaded and drawn by tc_sample_rows. */
+tc_status tc_step_batch_draw(tc_session **s, const int32_t *tokens, int B, const tc_draw *draws, int32_t *next);
+/* 1 when the model's backend draws on its device (tc_step_batch_draw then
+ * moves B ids instead of [B, vocab] logits); 0: the host sampler is as
+ * fast (CPU backends). */
+int tc_model_draws_on_backend(const tc_model *m);
 
 /* True when the next token starts a new window (a sync is due first). */
 int tc_session_sync_due(const tc_session *s);

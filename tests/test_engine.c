@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include "../model/sampler.h"
 #include "../model/session.h"
 
 static int g_fail = 0;
@@ -464,6 +465,16 @@ static void pr_topk(tc_backend *be, int32_t *ids, float *vals, const float *x, i
     ph(9, (uint64_t)n, (uint64_t)k);
     if (!g_probing) g_inner.topk(be, ids, vals, x, n, V, k);
 }
+/* sample: the host op; checks the draws are whole in both passes */
+static int g_sample_calls, g_sample_bad;
+static void pr_sample(tc_backend *be, int32_t *tokens, const float *x, int n, int V, const tc_draw *d) {
+    (void)be;
+    ph(10, (uint64_t)n, (uint64_t)V);
+    for (int i = 0; i < n; i++) g_sample_bad += d[i].temperature < 0.f || d[i].r >> 53;
+    if (g_probing) return;
+    g_sample_calls++;
+    if (tc_sample_rows(tokens, x, n, V, d) != TC_OK) g_sample_bad++;
+}
 static void pr_begin(tc_backend *be) {
     (void)be;
     g_hash = 1469598103934665603ull;
@@ -502,6 +513,7 @@ static void run_probe(void) {
     if (g_inner.attention_batch) pb.attention_batch = pr_att_batch;
     if (g_inner.attention_pairs) pb.attention_pairs = pr_att_pairs;
     if (g_inner.topk) pb.topk = pr_topk;
+    pb.sample = pr_sample;
     pb.capture_begin = pr_begin, pb.capture_end = pr_end;
     tc_model *ma = NULL, *mb = NULL;
     if (tc_model_load(&ma, dir, &cpu) != TC_OK || tc_model_load(&mb, dir, &pb) != TC_OK) {
@@ -516,7 +528,12 @@ static void run_probe(void) {
     float *la = malloc((size_t)B * V * 4), *lb = malloc((size_t)B * V * 4);
     int32_t ia[B], ib[B];
     float va[B], vb[B];
-    int diff = 0;
+    int diff = 0, draw_diff = 0;
+    /* draw steps: the probing backend's sample op against the host sampler
+     * on the plain backend's full rows, one sampler pair a session */
+    tc_sampler qa[B], qb[B];
+    const tc_sampling_params qp[B] = {{0.8f, 0, 0.9f, 11}, {1.3f, 0, 1.f, 12}, {0.7f, 5, 0.95f, 13}};
+    for (int i = 0; i < B; i++) tc_sampler_init(&qa[i], &qp[i], V), tc_sampler_init(&qb[i], &qp[i], V);
     for (int i = 0; i < B; i++) {
         int32_t p[5];
         for (int j = 0; j < 5 + i; j++) p[j % 5] = (int32_t)rnd((uint32_t)V);
@@ -531,7 +548,15 @@ static void run_probe(void) {
             if (tc_session_sync_due(sa[i])) {
                 tc_session_sync(sa[i], sa[i]->n_tokens), tc_session_sync(sb[i], sb[i]->n_tokens);
             }
-        if (k % 2) { /* full rows, then top 2 */
+        if (k % 3 == 2) { /* full rows and the host sampler, then the sample op */
+            tc_draw dr[B];
+            int32_t na[B], nb[B];
+            for (int i = 0; i < B; i++) tc_sampler_draw_params(&qb[i], &dr[i]);
+            EXPECT(tc_step_batch(sa, tok, B, la) == TC_OK && tc_step_batch_draw(sb, tok, B, dr, nb) == TC_OK,
+                   "draw step %d", k);
+            for (int i = 0; i < B; i++) na[i] = tc_sampler_sample(&qa[i], la + (size_t)i * V);
+            for (int i = 0; i < B; i++) draw_diff += na[i] != nb[i] || memcmp(qa[i].rng, qb[i].rng, 32) != 0;
+        } else if (k % 3) { /* full rows, then top 2 */
             EXPECT(tc_step_batch(sa, tok, B, la) == TC_OK && tc_step_batch(sb, tok, B, lb) == TC_OK, "step %d", k);
             diff += memcmp(la, lb, (size_t)B * V * 4) != 0;
         } else {
@@ -542,6 +567,10 @@ static void run_probe(void) {
         }
     }
     EXPECT(diff == 0, "probe-then-run backend: %d of %d steps differ from the plain CPU backend", diff, STEPS);
+    EXPECT(draw_diff == 0, "sample op: %d draws differ from the host sampler's", draw_diff);
+    EXPECT(g_sample_calls == (STEPS + 1) / 3 && g_sample_bad == 0, "sample op: %d calls (want %d), %d bad",
+           g_sample_calls, (STEPS + 1) / 3, g_sample_bad);
+    for (int i = 0; i < B; i++) tc_sampler_free(&qa[i]), tc_sampler_free(&qb[i]);
     EXPECT(g_captures == STEPS, "%d captured steps of %d", g_captures, STEPS);
     EXPECT(g_pass_mismatch == 0, "%d steps issued other ops in their second pass", g_pass_mismatch);
     EXPECT(sb[0]->n_syncs >= 3, "only %lld syncs", (long long)sb[0]->n_syncs);

@@ -377,6 +377,8 @@ static void do_import(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) 
  * is fed what it just sampled and stepped again, in one batch with the
  * others still going, until it has its tokens, sampled a stop token, or
  * reached a window boundary, or the call has computed max_seconds. */
+static atomic_int g_draw_logged; /* the first step drawn by the backend's sample op is logged */
+
 static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     Tconst__Worker__V1__StepRequest *rq = tconst__worker__v1__step_request__unpack(NULL, len, msg);
     if (!rq) return fail(c, TC_GRPC_INVALID_ARGUMENT, "StepRequest: cannot decode the request", NULL);
@@ -393,7 +395,10 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     uint64_t *rng = NULL;
     int32_t *cid = NULL; /* candidates [B, K] when every sampler can draw from the top K */
     float *cval = NULL;
-    int K = 0, dense = 0;
+    tc_draw *dr = NULL;      /* draws [B] when the backend samples the full rows on its device */
+    int32_t *tk = NULL;      /* the tokens it drew [B] */
+    uint64_t *rng2 = NULL;   /* the RNGs after those draws [B, 4], kept once the step stands */
+    int K = 0, dense = 0, draw = 0;
     tc_status st;
     if (rq->n_tokens != rq->n_sids || (rq->n_samplers && rq->n_samplers != rq->n_sids) || B > 65536) {
         fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: sids, tokens and samplers must have one entry per session%s", "");
@@ -417,6 +422,10 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
         if (need > K) K = need;
     }
     if (dense || rq->want_logits) K = 0; /* some sampler (or the caller) needs the full rows */
+    /* ... which a sampling backend (the GPU) draws from where they are */
+    draw = dense && !rq->want_logits && rq->n_samplers && tc_model_draws_on_backend(w->m);
+    if (draw && !atomic_exchange(&g_draw_logged, 1))
+        TC_LOG(TC_LOG_INFO, "worker", "sampling on the backend (its sample op): steps hand back token ids, not logits");
     if (multi && rq->want_logits) {
         fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: logits are one step's; max_steps > 1 cannot return them%s", "");
         goto out;
@@ -426,6 +435,8 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     if (K > 0) {
         /* greedy / top-k: only K candidates per row leave the backend */
         cid = malloc((size_t)(B ? B : 1) * K * 4), cval = malloc((size_t)(B ? B : 1) * K * 4);
+    } else if (draw) {
+        dr = calloc((size_t)B + 1, sizeof *dr), tk = calloc((size_t)B + 1, 4), rng2 = calloc((size_t)B * 4 + 1, 8);
     } else
         lg = malloc((size_t)(B ? B : 1) * V * 4);
     next = calloc((size_t)tot + 1, 4), out = calloc((size_t)tot + 1, 4), feed = calloc((size_t)B + 1, 4);
@@ -433,7 +444,7 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     off = calloc((size_t)B + 1, 8), nt = calloc((size_t)B + 1, 8), sb = calloc((size_t)B + 1, 8);
     so = calloc((size_t)B + 1, sizeof *so), sop = calloc((size_t)B + 1, sizeof *sop);
     rng = calloc((size_t)B * 4 + 1, 8);
-    if (!ss || !as || (K > 0 ? !cid || !cval : !lg) || !next || !out || !feed || !cnt || !act || !off || !nt || !sb ||
+    if (!ss || !as || (K > 0 ? !cid || !cval : draw ? !dr || !tk || !rng2 : !lg) || !next || !out || !feed || !cnt || !act || !off || !nt || !sb ||
         !so || !sop || !rng) {
         fail(c, TC_GRPC_RESOURCE_EXHAUSTED, "Step: out of memory%s", "");
         goto out;
@@ -454,7 +465,17 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     const double t0 = tc_now_s();
     for (int it = 0; nact > 0; it++) {
         for (int k = 0; k < nact; k++) as[k] = ss[act[k]], out[k] = feed[act[k]];
-        st = K > 0 ? tc_step_batch_topk(as, out, nact, K, cid, cval) : tc_step_batch(as, out, nact, lg);
+        if (draw) /* the RNGs advance in rng2, kept only when the step stands */
+            for (int k = 0; k < nact; k++) {
+                const Tconst__Worker__V1__Sampler *in = rq->samplers[act[k]];
+                w->smp.p = (tc_sampling_params){in->temperature, in->top_k, in->top_p, 0};
+                memcpy(w->smp.rng, rng + 4 * act[k], sizeof w->smp.rng);
+                tc_sampler_draw_params(&w->smp, &dr[k]);
+                memcpy(rng2 + 4 * k, w->smp.rng, sizeof w->smp.rng);
+            }
+        st = K > 0   ? tc_step_batch_topk(as, out, nact, K, cid, cval)
+             : draw ? tc_step_batch_draw(as, out, nact, dr, tk)
+                    : tc_step_batch(as, out, nact, lg);
         if (st != TC_OK) {
             if (it == 0) {
                 fail_st(c, st, "Step");
@@ -472,9 +493,10 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
             const Tconst__Worker__V1__Sampler *in = rq->samplers[i];
             w->smp.p = (tc_sampling_params){in->temperature, in->top_k, in->top_p, 0};
             memcpy(w->smp.rng, rng + 4 * i, sizeof w->smp.rng);
-            int32_t tok = K > 0 ? tc_sampler_sample_topk(&w->smp, cid + (size_t)k * K, cval + (size_t)k * K, K)
-                                : tc_sampler_sample(&w->smp, lg + (size_t)k * V);
-            memcpy(rng + 4 * i, w->smp.rng, 32);
+            int32_t tok = draw    ? tk[k]
+                          : K > 0 ? tc_sampler_sample_topk(&w->smp, cid + (size_t)k * K, cval + (size_t)k * K, K)
+                                  : tc_sampler_sample(&w->smp, lg + (size_t)k * V);
+            memcpy(rng + 4 * i, draw ? rng2 + 4 * k : w->smp.rng, 32);
             next[off[i] + cnt[i]++] = tok;
             int go = more_time && cnt[i] < in->max_steps && !tc_session_sync_due(ss[i]);
             for (size_t q = 0; go && q < in->n_stop; q++) go = tok != in->stop[q];
@@ -505,7 +527,7 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
 out:
     for (int i = 0; ss && i < B; i++)
         if (ss[i]) sess_put(w, rq->sids[i]);
-    free(cid), free(cval);
+    free(cid), free(cval), free(dr), free(tk), free(rng2);
     free(ss), free(as), free(lg), free(next), free(out), free(feed), free(cnt), free(act), free(off), free(nt);
     free(sb), free(so), free(sop), free(rng);
     tconst__worker__v1__step_request__free_unpacked(rq, NULL);

@@ -737,6 +737,12 @@ static void cpu_topk(tc_backend *be, int32_t *ids, float *vals, const float *x, 
     tc_topk_rows(ids, vals, x, n, V, k);
 }
 
+/* TC_CPU_SAMPLE=1 only (tests): the host sampler's sort is faster here */
+static void cpu_sample(tc_backend *be, int32_t *tokens, const float *x, int n, int V, const tc_draw *draws) {
+    (void)be;
+    TC_ASSERT(tc_sample_rows(tokens, x, n, V, draws) == TC_OK, "cpu sample: %s", tc_error_get());
+}
+
 static void cpu_attention_batch(tc_backend *be, const tc_att_item *it, int n, int n_head, int head_dim) {
     if (n <= 0) return;
     /* a few query rows (the hit step) are bound by reading K and V, not by
@@ -800,6 +806,12 @@ static void cpu_swiglu(tc_backend *be, float *out, int ldo, const float *h, int 
 
 tc_status tc_backend_cpu_init(tc_backend *be, int n_threads) {
     memset(be, 0, sizeof *be);
+    /* TC_CPU_SAMPLE=1: hand sampling to the sample op (tc_sample_rows), so
+     * CPU machines run the path a GPU worker takes (tests) */
+    const char *cs = getenv("TC_CPU_SAMPLE");
+    if (cs && strcmp(cs, "0") && strcmp(cs, "1"))
+        return TC_FAIL(TC_ERR_INVALID, "TC_CPU_SAMPLE '%s': expected 0 or 1", cs);
+    if (cs && !strcmp(cs, "1")) be->sample = cpu_sample;
     be->name = "cpu";
     be->alloc = cpu_alloc;
     be->free = cpu_free;

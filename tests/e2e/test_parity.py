@@ -14,7 +14,12 @@ from harness import Daemon, run
 PROMPT = [5, 17, 42, 99, 3, 250, 511, 7, 64, 128, 300, 2]
 N = 100
 SAMPLED = dict(temperature=0.8, top_k=40, top_p=0.9, seed=7)
+# top-p alone: every row's draw needs the full vocabulary (a GPU worker
+# draws it on the device with its sample op; TC_CPU_SAMPLE=1 makes the CPU
+# backend do the same, which e2e_parity_sample_op runs)
+NUCLEUS = dict(temperature=0.9, top_p=0.8, seed=3)
 INPROCESS = "inprocess" in os.environ.get("TC_E2E_DAEMON_ARGS", "")
+SAMPLE_OP = os.environ.get("TC_CPU_SAMPLE") == "1" or bool(os.environ.get("TC_E2E_DEVICE"))
 
 
 def body(env, ck):
@@ -23,7 +28,7 @@ def body(env, ck):
         model = env.model(arch, seed=21)
         with Daemon(env, model=model) as d:
             stub = d.stub()
-            for label, params in (("greedy", {}), ("sampled", SAMPLED)):
+            for label, params in (("greedy", {}), ("sampled", SAMPLED), ("top-p", NUCLEUS)):
                 want = env.generate(model, PROMPT, N, ignore_eos=True, **params)
                 ck.equal(len(want), N, f"{arch} {label}: tconst generate gave {N} ids")
                 got, last = d.generate_ids(stub, PROMPT, env.sampling(max_tokens=N, ignore_eos=True, **params))
@@ -39,6 +44,12 @@ def body(env, ck):
                 else:
                     ck.check(max(d.msg_sizes) > 1, f"{arch} {label}: worker multi-step, runs of ids per message",
                              f"sizes {d.msg_sizes}")
+            if SAMPLE_OP and not INPROCESS:
+                with open(d.log_path, "rb") as f:
+                    log = f.read().decode(errors="replace")
+                ck.check("sampling on the backend (its sample op)" in log,
+                         f"{arch}: the worker drew the top-p tokens with its backend's sample op",
+                         "no such line in the daemon's log")
             # a stop id ends the stream there (on the worker's step loop:
             # nothing past it is sent or fed) and the session goes on
             want = env.generate(model, PROMPT, N, ignore_eos=True, **SAMPLED)
