@@ -77,6 +77,8 @@ typedef struct {
     int fuse;   /* 1: linear_pre and qkv_rope fused, 2: linear_pre only (TC_CUDA_FUSE; 0: neither is installed) */
     int pairs;  /* the hit step's softmax pairs in two blocks at once: 1 where the device would idle, 2 always, 0
                  * never (TC_CUDA_PAIRS / tc_backend_cuda_set_pairs) */
+    int sample; /* the sample op installed (TC_CUDA_SAMPLE / tc_backend_cuda_set_sample): off by default until
+                 * gpu_backend_ops has checked sample.cu on a GPU (written without one, session 18) */
     tc_cuda_lane lane[TC_CUDA_LANES];
     atomic_int poisoned; /* first failure latched: every later op is a no-op (read by any thread) */
     atomic_int claimed;    /* the thread that writes first_error (two lanes may fail at once) */
@@ -141,7 +143,7 @@ static int blas_ok(tc_cuda_ctx *c, cublasStatus_t e, const char *what, const cha
 /* ---- replay mode: the launch hash and the item staging ---- */
 #define TC_CUDA_STAGE_BYTES ((size_t)4 << 20) /* a batch of 1024 sessions needs ~1.7 MB */
 enum { OP_COPY2D = 1, OP_EMBED, OP_LN, OP_LINEAR, OP_ROPE, OP_ROPE_KV, OP_ATT, OP_ATT_ROWS, OP_ATT_PAIRS, OP_SWIGLU, OP_LINEAR_PRE,
-       OP_TOPK, OP_QKV_ROPE };
+       OP_TOPK, OP_QKV_ROPE, OP_SAMPLE };
 static void hash_mix(tc_cuda_lane *L, const void *p, size_t n) { /* FNV-1a */
     const unsigned char *b = p;
     uint64_t h = L->hash;
@@ -581,6 +583,17 @@ static void cuda_topk(tc_backend *be, int32_t *ids, float *vals, const float *x,
     (void)CU_OK(c, tc_cuda_topk(L->stream, ids, vals, x, n, V, k, L->am_part, L->am_count));
 }
 
+/* the rows' draws are items (they change every step: the random bits),
+ * staged like the attention items when replaying */
+static void cuda_sample(tc_backend *be, int32_t *tokens, const float *x, int n, int V, const tc_draw *draws) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (n <= 0 || !cuda_enter(c)) return;
+    tc_cuda_lane *L = lane_of(c);
+    const tc_draw *dev = stage_items(L, draws, (size_t)n * sizeof *draws);
+    if (REPLAY_MIX(L, OP_SAMPLE, P64(tokens), P64(x), n, V)) return;
+    (void)CU_OK(c, tc_cuda_sample(L->stream, tokens, x, n, V, draws, dev));
+}
+
 /* ---- CUDA graphs ---------------------------------------------------------
  * model/ brackets a hit step's ops (after the token upload, before the
  * download) with capture_begin / capture_end, and issues them again while
@@ -764,12 +777,12 @@ static int cuda_capture_end(tc_backend *be) {
  * runs ~40 us an op slower: per-op figures only). */
 enum {
     P_EMBED, P_COPY, P_LAYERNORM, P_SKINNY, P_PRE, P_GEMM, P_ROPE, P_ATT_QK, P_ATT_KQ, P_ATT_STEP, P_SWIGLU, P_TOPK,
-    P_QKV_ROPE, P_N
+    P_QKV_ROPE, P_SAMPLE, P_N
 };
 static const char *const prof_name[P_N] = {
     "embed", "copy2d", "layernorm", "linear, <= 8 rows", "LN/SwiGLU + linear", "linear, GEMM", "rope (+ K/V append)",
     "attention, queries>=keys", "attention, keys>queries", "attention, step rows", "swiglu", "topk",
-    "LN + QKV + rope (+ K/V)",
+    "LN + QKV + rope (+ K/V)", "sample",
 };
 #define TC_PROF_CAP 2048
 typedef struct tc_prof {
@@ -864,6 +877,9 @@ PROF_OP(cuda_swiglu, P_SWIGLU, (tc_backend *be, float *out, int ldo, const float
 PROF_OP(cuda_topk, P_TOPK, (tc_backend *be, int32_t *ids, float *vals, const float *x, int n, int V, int k),
         (be, ids, vals, x, n, V, k))
 
+PROF_OP(cuda_sample, P_SAMPLE, (tc_backend *be, int32_t *tokens, const float *x, int n, int V, const tc_draw *draws),
+        (be, tokens, x, n, V, draws))
+
 static void prof_install(tc_backend *be) {
     be->copy2d = cuda_copy2d_prof;
     be->embed = cuda_embed_prof;
@@ -878,6 +894,7 @@ static void prof_install(tc_backend *be) {
     be->attention_pairs = cuda_attention_pairs_prof;
     be->swiglu = cuda_swiglu_prof;
     be->topk = cuda_topk_prof;
+    if (be->sample) be->sample = cuda_sample_prof;
 }
 
 static void prof_free(tc_prof *P) {
@@ -937,7 +954,12 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     const char *w = getenv("TC_CUDA_WEIGHTS"), *g = getenv("TC_CUDA_GRAPHS"), *pr = getenv("TC_CUDA_PROFILE");
     const char *am = getenv("TC_CUDA_ATT_MMA"), *fu = getenv("TC_CUDA_FUSE"), *pd = getenv("TC_CUDA_PDL");
     const char *pp = getenv("TC_CUDA_PAIRS"), *sw = getenv("TC_CUDA_SKINNY_WARPS"), *bi = getenv("TC_CUDA_BATCH_ITEMS");
-    int batch_items = 0;
+    const char *sm = getenv("TC_CUDA_SAMPLE");
+    int batch_items = 0, sample = 0;
+    if (sm && *sm) {
+        if (!strcmp(sm, "1")) sample = 1;
+        else if (strcmp(sm, "0")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_SAMPLE '%s': expected 0 or 1", sm);
+    }
     if (bi && *bi) {
         char *end = NULL;
         const long v = strtol(bi, &end, 10);
@@ -1041,6 +1063,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     c->pairs = pairs;
     c->fuse = fuse;
     c->batch_items = batch_items;
+    c->sample = sample;
     be->wtype = wtype;
 #undef INIT_CU
 #undef INIT_BLAS
@@ -1064,6 +1087,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     be->linear_pre = fuse ? cuda_linear_pre : NULL;
     be->qkv_rope = fuse ? cuda_qkv_rope : NULL;
     be->topk = cuda_topk;
+    if (c->sample) be->sample = cuda_sample;
     be->capture_begin = cuda_capture_begin;
     be->capture_end = cuda_capture_end;
     be->row_tile = TC_CUDA_ROW_TILE;
@@ -1170,6 +1194,13 @@ void tc_backend_cuda_set_fuse(tc_backend *be, int mode) {
     c->fuse = mode == 1 || mode == 2 ? mode : 0;
     be->linear_pre = c->fuse ? cuda_linear_pre : NULL;
     be->qkv_rope = c->fuse ? cuda_qkv_rope : NULL;
+}
+
+void tc_backend_cuda_set_sample(tc_backend *be, int on) {
+    tc_cuda_ctx *c = ctx_of(be);
+    if (!c) return;
+    c->sample = on != 0;
+    be->sample = c->sample ? cuda_sample : NULL;
 }
 
 void tc_backend_cuda_set_pairs(tc_backend *be, int on) {

@@ -97,6 +97,13 @@ cudaError_t tc_cuda_swiglu(cudaStream_t st, float *out, int ldo, const float *h,
  * nanoseconds (TC_CUDA_PROFILE=2) */
 cudaError_t tc_cuda_spin(cudaStream_t st, long long ns);
 
+/* sample.cu: per row of x [n, V], the token backend.h's sample op draws
+ * (tc_sample_rows's, bit for bit) with draws[i] (host; up to 32 rows a
+ * launch in its parameters) or dev[i] (device memory, a replayed graph;
+ * then draws is unused).                                   tokens [n] */
+cudaError_t tc_cuda_sample(cudaStream_t st, int32_t *tokens, const float *x, int n, int V, const tc_draw *draws,
+                           const tc_draw *dev);
+
 /* topk.cu: per row of x [n, V], the k largest as backend.h's topk (the
  * order of tc_topk_rows, bit for bit).        ids, vals [n, k]; k <= TC_TOPK_MAX */
 cudaError_t tc_cuda_topk(cudaStream_t st, int32_t *ids, float *vals, const float *x, int n, int V, int k,

@@ -39,6 +39,7 @@ static const struct {
     {"attention", 1e-10, "online softmax over 32-key tiles vs 256-key tiles; expf within 2 ulp; FMA contraction"},
     {"swiglu", 1e-11, "expf and the division within 2 ulp of glibc"},
     {"topk", 0.0, "a selection by integer keys: ids and values must be bit-exact (checked with memcmp)"},
+    {"sample", 0.0, "sample_math.h's IEEE-exact weights and integer masses: the very token of tc_sample_rows"},
 };
 
 static int g_fail = 0, g_n = 0;
@@ -690,6 +691,73 @@ static void test_topk(void) {
     }
 }
 
+/* sample: rows of every kind through the CUDA op (draws in the launch's
+ * parameters, 32 rows a launch, and from device memory as a replayed graph
+ * reads them) and through tc_sample_rows must give the same tokens, for
+ * greedy, plain temperature, top-k (past TC_TOPK_MAX too), top-p and both,
+ * V = 1 .. 50257. */
+static void test_sample(void) {
+    static const int Vs[] = {1, 7, 1000, 50257};
+    static const float temps[] = {0.05f, 0.7f, 1.f, 3.f, 1000.f};
+    static const int topks[] = {0, 1, 3, 40, 1500};
+    static const float topps[] = {1.f, 0.9f, 0.5f, 1e-6f};
+    const int n = 45; /* two launches of 32 and 13 rows */
+    (void)tol_of("sample");
+    for (size_t vi = 0; vi < sizeof Vs / sizeof *Vs; vi++) {
+        const int V = Vs[vi];
+        float *x = rnd((size_t)n * V, 10.f);
+        for (int r = 0; r < n; r++)
+            for (int j = 0; j < V; j++) {
+                float *v = &x[(size_t)r * V + j];
+                switch (r % 6) {
+                case 1: *v = (float)(j * 7 % 5) - 2.f; break; /* 5 values, ties by id */
+                case 2: *v = j % 11 == 0 ? NAN : j % 3 == 0 ? -0.f : (j % 3 == 1 ? 0.f : -INFINITY); break;
+                case 3: *v = 1e-7f * (float)(j % 13); break; /* tiny, tied */
+                case 4: if (j == V / 2) *v = r % 12 == 4 ? INFINITY : 40.f; break; /* a spike */
+                case 5: *v = 0.25f; break; /* all equal */
+                default: break;
+                }
+            }
+        tc_draw *d = calloc((size_t)n, sizeof *d);
+        for (int r = 0; r < n; r++) {
+            d[r].temperature = r % 9 == 0 ? 0.f : temps[r % 5];
+            d[r].top_k = topks[(r / 5) % 5];
+            d[r].top_p = topps[(r / 2) % 4];
+            g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+            d[r].r = g_rng >> 11;
+        }
+        int32_t *want = malloc((size_t)n * 4), *got = malloc((size_t)n * 4), *got2 = malloc((size_t)n * 4);
+        float *dx = dev(x, (size_t)n * V);
+        int32_t *dt = g_gpu.alloc(&g_gpu, (size_t)n * 4), *dt2 = g_gpu.alloc(&g_gpu, (size_t)n * 4);
+        tc_draw *dd = g_gpu.alloc(&g_gpu, (size_t)n * sizeof *d);
+        if (!want || !got || !got2 || !dx || !dt || !dt2 || !dd) abort();
+        if (tc_sample_rows(want, x, n, V, d) != TC_OK) abort();
+        g_gpu.sample(&g_gpu, dt, dx, n, V, d);
+        g_gpu.download(&g_gpu, got, dt, (size_t)n * 4);
+        g_gpu.upload(&g_gpu, dd, d, (size_t)n * sizeof *d);
+        const cudaError_t e = tc_cuda_sample((cudaStream_t)tc_backend_cuda_stream(&g_gpu), dt2, dx, n, V, NULL, dd);
+        g_gpu.download(&g_gpu, got2, dt2, (size_t)n * 4);
+        for (int path = 0; path < 2; path++) {
+            const int32_t *g = path ? got2 : got;
+            int bad = path && e != cudaSuccess ? n : -1;
+            for (int r = 0; r < n && bad < 0; r++)
+                if (g[r] != want[r]) bad = r;
+            g_n++;
+            if (bad >= 0) g_fail++;
+            char shape[80];
+            snprintf(shape, sizeof shape, "%d rows, V %d, draws from %s", n, V, path ? "device memory" : "parameters");
+            printf("%-5s %-10s %-48s", bad < 0 ? "ok" : "FAIL", "sample", shape);
+            if (bad >= 0 && bad < n)
+                printf(" row %d (T %g top_k %d top_p %g): gpu %d, cpu %d", bad, d[bad].temperature, d[bad].top_k,
+                       d[bad].top_p, g[bad], want[bad]);
+            if (path && e != cudaSuccess) printf(" launch: %s", cudaGetErrorString(e));
+            printf("\n");
+        }
+        g_gpu.free(&g_gpu, dx), g_gpu.free(&g_gpu, dt), g_gpu.free(&g_gpu, dt2), g_gpu.free(&g_gpu, dd);
+        free(want), free(got), free(got2), free(d), free(x);
+    }
+}
+
 int main(void) {
     /* line-buffered: an abort (a poisoned device) must not lose the lines
      * that say how far the test got */
@@ -727,6 +795,8 @@ int main(void) {
     test_attention_pairs(0);
     test_attention_pairs(1);
     test_topk();
+    tc_backend_cuda_set_sample(&g_gpu, 1);
+    test_sample();
     test_weights16(TC_WT_BF16);
     test_weights16(TC_WT_F16);
     if (tc_backend_cuda_sync(&g_gpu) != TC_OK) {

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "../../kernels/cuda/backend_cuda.h"
+#include "../../model/sampler.h"
 #include "../../model/session.h"
 
 #define TC_SKIP 77
@@ -114,6 +115,15 @@ static void run_case(tc_backend *cpu, const parity_case *pc, int ci, const pass_
     int32_t kid[64], wid[64];
     float kval[64], wval[64];
     int topk_bad = 0;
+    /* sd: a twin stepped through tc_step_batch_draw (the device's sample
+     * op) must draw what the host sampler draws from sg's logits: a
+     * sampler pair a case, the mode changing step to step */
+    tc_session *sd = NULL;
+    tc_sampler qa, qb;
+    const tc_sampling_params qp[4] = {{0.9f, 0, 1.f, 5}, {1.1f, 0, 0.8f, 5}, {0.7f, 7, 0.9f, 5}, {0.f, 0, 1.f, 5}};
+    int draw_bad = 0, draws = 0;
+    tc_backend_cuda_set_sample(gpu, 1);
+    tc_sampler_init(&qa, &qp[0], V), tc_sampler_init(&qb, &qp[0], V);
     int32_t *tg = malloc((size_t)L * 4), *tcpu = malloc((size_t)L * 4);
     float *lg = malloc((size_t)V * 4), *lc = malloc((size_t)V * 4);
     double worst = 0;
@@ -130,6 +140,8 @@ static void run_case(tc_backend *cpu, const parity_case *pc, int ci, const pass_
     tc_session_new(mg, &sg);
     tc_session_new(mc, &sc);
     tc_session_new(mg, &sk);
+    tc_session_new(mg, &sd);
+    EXPECT(tc_session_append(sd, tg, pc->prompt, NULL) == TC_OK, "gpu prefill (draw twin)");
     EXPECT(tc_session_append(sg, tg, pc->prompt, lg) == TC_OK, "gpu prefill");
     EXPECT(tc_session_append(sk, tg, pc->prompt, NULL) == TC_OK, "gpu prefill (top-k twin)");
     EXPECT(tc_session_append(sc, tcpu, pc->prompt, lc) == TC_OK, "cpu prefill");
@@ -177,6 +189,17 @@ static void run_case(tc_backend *cpu, const parity_case *pc, int ci, const pass_
         if ((memcmp(kid, wid, (size_t)k * 4) || memcmp(kval, wval, (size_t)k * 4)) && !topk_bad++)
             EXPECT(0, "%s: step %d: the device's top %d differs from tc_topk_rows of the logits (first id %d vs %d)",
                    tc_arch_name(pc->arch), i, k, kid[0], wid[0]);
+        qa.p = qb.p = qp[i % 4];
+        tc_draw dr;
+        int32_t drawn = -1;
+        tc_sampler_draw_params(&qb, &dr);
+        one = sd;
+        EXPECT(tc_step_batch_draw(&one, &tg[i], 1, &dr, &drawn) == TC_OK, "gpu draw step %d", i);
+        const int32_t want = tc_sampler_sample(&qa, lg);
+        draws++;
+        if ((drawn != want || memcmp(qa.rng, qb.rng, sizeof qa.rng)) && !draw_bad++)
+            EXPECT(0, "%s: step %d: the device drew %d, the host sampler %d from the same logits (T %g top_k %d "
+                   "top_p %g)", tc_arch_name(pc->arch), i, drawn, want, qa.p.temperature, qa.p.top_k, qa.p.top_p);
         one = sc;
         EXPECT(tc_step_batch(&one, &tcpu[i], 1, lc) == TC_OK, "cpu step %d", i);
     }
@@ -209,12 +232,14 @@ static void run_case(tc_backend *cpu, const parity_case *pc, int ci, const pass_
                bits_diff < 0 ? "equal to" : "DIFFER from", ps->bits == BITS_MUST ? " (required)" : " (reported)");
     }
     printf("%-5s [%s] %-12s W_oh %d W_og %d, %d + %d tokens, %lld syncs: streams %s, worst rel logit err %.2e, "
-           "device top-k %s\n",
-           (diverged < 0 || near_tie) && !topk_bad ? "ok" : "FAIL", pass, tc_arch_name(pc->arch), c.history_window, c.generate_window, pc->prompt,
+           "device top-k %s, device draws %s (%d)\n",
+           (diverged < 0 || near_tie) && !topk_bad && !draw_bad ? "ok" : "FAIL", pass, tc_arch_name(pc->arch), c.history_window, c.generate_window, pc->prompt,
            pc->decode, sg ? (long long)sg->n_syncs : 0LL, diverged < 0 ? "identical" : near_tie ? "part at a near-tie" : "DIVERGED", worst,
-           topk_bad ? "DIFFERS" : "exact");
+           topk_bad ? "DIFFERS" : "exact", draw_bad ? "DIFFER" : "exact", draws);
 done:
     tc_session_free(sk);
+    tc_session_free(sd);
+    tc_sampler_free(&qa), tc_sampler_free(&qb);
     tc_session_free(sg);
     tc_session_free(sc);
     tc_model_free(mg);

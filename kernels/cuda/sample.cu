@@ -1,0 +1,234 @@
+/* sample.cu — backend.h's sample op: per row of the logits, the token the
+ * host sampler draws (model/sampler.h), drawn where the logits are, so a
+ * step downloads B ids instead of [B, V] floats. It must equal
+ * tc_sample_rows (kernels/cpu/sample.c) bit for bit; it runs the same
+ * algorithm, in parallel:
+ *
+ *   - one block a row; each token's 64-bit composite (tc_topk_key of the
+ *     value high, the inverted id low) and weight (sample_math.h: a fixed
+ *     sequence of IEEE single operations, so the device computes the
+ *     host's bits) are recomputed from the row wherever needed;
+ *   - masses are 64-bit integer sums: the block adds in any order and gets
+ *     the host's numbers;
+ *   - "the first candidate in topk order at which the running mass
+ *     reaches m" (the top-k cut, the top-p cut, the draw) is a radix walk
+ *     from the composite's top byte: a 256-bucket histogram of the masses
+ *     by the next byte among the tokens matching the bytes so far, then
+ *     warp 0 finds the byte where the mass from the top reaches m. Eight
+ *     passes a walk; each thread adds runs of one bucket before its atomic
+ *     (the top bytes of a row's keys are mostly equal);
+ *   - plain temperature draws in id order: a block prefix sum of the
+ *     threads' chunk masses, then one thread walks its chunk.
+ *
+ * A launch takes up to SAMPLE_CAP rows' draws in its parameters, or (a
+ * replayed graph) every row's from device memory. */
+#include <stdint.h>
+#include <string.h>
+
+#include "../sample_math.h"
+#include "common.cuh"
+#include "kernels_cuda.h"
+
+#define SAMPLE_THREADS 1024
+#define SAMPLE_CAP 32
+#define FULL 0xffffffffu
+
+struct sample_batch {
+    tc_draw d[SAMPLE_CAP];
+};
+
+/* one row's state, shared by the block */
+struct row_ctx {
+    const float *x;
+    int V;
+    float mx, T;
+    unsigned long long lo; /* candidates: composites >= lo */
+};
+
+__device__ __forceinline__ unsigned long long comp_at(const float *x, int i) {
+    return (unsigned long long)tc_topk_key(__float_as_uint(x[i])) << 32 | (0xffffffffu - (uint32_t)i);
+}
+__device__ __forceinline__ int comp_id(unsigned long long c) { return (int)(0xffffffffu - (uint32_t)c); }
+
+/* weight of token i (0 below the candidates' cut) */
+__device__ __forceinline__ unsigned long long weight_at(const row_ctx &r, int i, unsigned long long c) {
+    return c >= r.lo ? tc_draw_weight(r.x[i], r.mx, r.T) : 0ull;
+}
+
+/* block-wide max / sum of 64-bit integers; every thread gets the result.
+ * red: SAMPLE_THREADS / 32 words of shared memory */
+__device__ unsigned long long block_max(unsigned long long v, unsigned long long *red) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) {
+        const unsigned long long t = __shfl_xor_sync(FULL, v, o);
+        if (t > v) v = t;
+    }
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    v = red[0];
+    for (int i = 1; i < (int)(blockDim.x >> 5); i++)
+        if (red[i] > v) v = red[i];
+    return v;
+}
+__device__ unsigned long long block_sum(unsigned long long v, unsigned long long *red) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL, v, o);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    v = 0;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++) v += red[i];
+    return v;
+}
+
+/* The composite c* among the candidates with W(> c*) < m <= W(>= c*)
+ * (weighted: the tokens' weights; else 1 a token); *above = W(> c*).
+ * kernels/cpu/sample.c's walk, pass for pass. */
+__device__ unsigned long long walk(const row_ctx &r, int weighted, unsigned long long m, unsigned long long *above) {
+    __shared__ unsigned long long hist[256];
+    __shared__ unsigned long long s_prefix, s_acc;
+    const int tid = threadIdx.x, lane = tid & 31;
+    __syncthreads(); /* every thread has read the last walk's result */
+    if (tid == 0) s_prefix = 0, s_acc = 0;
+    for (int shift = 56; shift >= 0; shift -= 8) {
+        __syncthreads(); /* s_prefix / s_acc from the last pass; hist free */
+        if (tid < 256) hist[tid] = 0;
+        __syncthreads();
+        const unsigned long long prefix = s_prefix, hi = shift == 56 ? 0ull : ~0ull << (shift + 8);
+        int run_b = -1;
+        unsigned long long run = 0;
+        for (int i = tid; i < r.V; i += blockDim.x) {
+            const unsigned long long c = comp_at(r.x, i);
+            if (c < r.lo || (c & hi) != prefix) continue;
+            const unsigned long long w = weighted ? weight_at(r, i, c) : 1ull;
+            if (!w) continue;
+            const int b = (int)(c >> shift & 255);
+            if (b != run_b) {
+                if (run) atomicAdd(&hist[run_b], run);
+                run_b = b, run = 0;
+            }
+            run += w;
+        }
+        if (run) atomicAdd(&hist[run_b], run);
+        __syncthreads();
+        if (tid < 32) { /* lane L holds buckets 255 - 8L down to 248 - 8L */
+            const int top = 255 - 8 * lane;
+            unsigned long long mine = 0;
+            for (int j = 0; j < 8; j++) mine += hist[top - j];
+            unsigned long long inc = mine;
+            for (int o = 1; o < 32; o <<= 1) {
+                const unsigned long long t = __shfl_up_sync(FULL, inc, o);
+                if (lane >= o) inc += t;
+            }
+            const unsigned long long acc = s_acc;
+            const unsigned hit = __ballot_sync(FULL, acc + inc >= m);
+            const int f = hit ? __ffs((int)hit) - 1 : 31; /* none: bucket 0, as the host's walk ends */
+            if (lane == f) {
+                unsigned long long a = acc + inc - mine;
+                int b = top;
+                for (;; b--) {
+                    if (b == 0 || a + hist[b] >= m) break;
+                    a += hist[b];
+                }
+                s_prefix = prefix | (unsigned long long)b << shift;
+                s_acc = a;
+            }
+        }
+    }
+    __syncthreads();
+    *above = s_acc;
+    return s_prefix;
+}
+
+/* plain temperature: the first id at which the running mass in id order
+ * passes t (< the row's total) */
+__device__ int draw_by_id(const row_ctx &r, unsigned long long t, unsigned long long *red) {
+    __shared__ int s_tok;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int chunk = (r.V + (int)blockDim.x - 1) / (int)blockDim.x;
+    const int i0 = tid * chunk, i1 = min(r.V, i0 + chunk);
+    unsigned long long mine = 0;
+    for (int i = i0; i < i1; i++) mine += weight_at(r, i, comp_at(r.x, i));
+    unsigned long long inc = mine; /* the block's inclusive scan, thread order */
+    for (int o = 1; o < 32; o <<= 1) {
+        const unsigned long long v = __shfl_up_sync(FULL, inc, o);
+        if (lane >= o) inc += v;
+    }
+    if (tid == 0) s_tok = r.V - 1;
+    __syncthreads();
+    if (lane == 31) red[w] = inc;
+    __syncthreads();
+    unsigned long long before = 0;
+    for (int i = 0; i < w; i++) before += red[i];
+    const unsigned long long excl = before + inc - mine;
+    if (mine && excl <= t && t < excl + mine) {
+        unsigned long long acc = excl;
+        for (int i = i0; i < i1; i++)
+            if ((acc += weight_at(r, i, comp_at(r.x, i))) > t) {
+                s_tok = i;
+                break;
+            }
+    }
+    __syncthreads();
+    return s_tok;
+}
+
+__global__ __launch_bounds__(SAMPLE_THREADS) static void sample_kernel(int32_t *tokens, const float *x, int V,
+                                                                       const sample_batch p, const tc_draw *dev,
+                                                                       int row0) {
+    __shared__ unsigned long long red[SAMPLE_THREADS / 32];
+    const int row = row0 + (int)blockIdx.x;
+    const tc_draw d = dev ? dev[row] : p.d[blockIdx.x];
+    row_ctx r;
+    r.x = x + (size_t)row * V, r.V = V, r.T = d.temperature, r.lo = 0;
+    unsigned long long top = 0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        const unsigned long long c = comp_at(r.x, i);
+        if (c > top) top = c;
+    }
+    top = block_max(top, red);
+    int tok = comp_id(top);
+    if (d.temperature != 0.f) {
+        r.mx = r.x[tok];
+        unsigned long long above;
+        const int topk = d.top_k > 0 && d.top_k < V;
+        if (topk) r.lo = walk(r, 0, (unsigned long long)d.top_k, &above); /* the k-th composite */
+        unsigned long long part = 0;
+        for (int i = threadIdx.x; i < V; i += blockDim.x) part += weight_at(r, i, comp_at(r.x, i));
+        const unsigned long long total = block_sum(part, red);
+        if (total && !topk && d.top_p >= 1.f) {
+            tok = draw_by_id(r, tc_draw_target(d.r, total), red);
+        } else if (total) {
+            unsigned long long N = total;
+            if (d.top_p < 1.f) { /* the nucleus: down to the candidate where the mass reaches need */
+                const unsigned long long cut = walk(r, 1, tc_draw_need(d.top_p, total), &above);
+                const int ci = comp_id(cut);
+                N = above + weight_at(r, ci, cut);
+            }
+            tok = comp_id(walk(r, 1, tc_draw_target(d.r, N) + 1, &above));
+        }
+    }
+    if (threadIdx.x == 0) tokens[row] = tok;
+}
+
+extern "C" cudaError_t tc_cuda_sample(cudaStream_t st, int32_t *tokens, const float *x, int n, int V,
+                                      const tc_draw *draws, const tc_draw *dev) {
+    if (n <= 0) return cudaSuccess;
+    if (V < 1) return cudaErrorInvalidValue;
+    sample_batch p;
+    if (dev) { /* a replayed graph: every row's draw from device memory */
+        memset(&p, 0, sizeof p);
+        sample_kernel<<<(unsigned)n, SAMPLE_THREADS, 0, st>>>(tokens, x, V, p, dev, 0);
+        return cudaGetLastError();
+    }
+    for (int r0 = 0; r0 < n; r0 += SAMPLE_CAP) {
+        const int cnt = n - r0 < SAMPLE_CAP ? n - r0 : SAMPLE_CAP;
+        memset(&p, 0, sizeof p);
+        memcpy(p.d, draws + r0, (size_t)cnt * sizeof *draws);
+        sample_kernel<<<(unsigned)cnt, SAMPLE_THREADS, 0, st>>>(tokens, x, V, p, NULL, r0);
+        const cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) return e;
+    }
+    return cudaSuccess;
+}
