@@ -91,14 +91,51 @@ static double mem_available_bytes(void) {
     return kb * 1024.0;
 }
 
-/* One timed step of B sessions, sampled as the worker samples greedily:
+/* --sampling top-p: every row drawn with T 0.8, top_p 0.95 (no top-k), a
+ * sampler that needs the whole row: by the backend's sample op where it
+ * has one (tc_step_batch_draw: B ids leave the device), else from the
+ * downloaded [B, vocab] logits on the host, as a worker does */
+static int g_sampling; /* 0 greedy, 1 top-p */
+static tc_sampler g_smp;
+static float *g_lg;
+static size_t g_lg_cap;
+
+static tc_status bench_step_topp(tc_session **ss, const int32_t *tok, int B, int32_t *picks) {
+    tc_model *m = ss[0]->m;
+    const int V = m->cfg.vocab_size;
+    if (g_smp.vocab != V) {
+        tc_sampler_free(&g_smp);
+        const tc_sampling_params p = {0.8f, 0, 0.95f, 1};
+        TC_CHECK(tc_sampler_init(&g_smp, &p, V));
+    }
+    if (tc_model_draws_on_backend(m)) {
+        tc_draw *d = malloc((size_t)B * sizeof *d);
+        if (!d) return TC_FAIL(TC_ERR_NOMEM, "out of memory for %d draws", B);
+        for (int i = 0; i < B; i++) tc_sampler_draw_params(&g_smp, &d[i]);
+        tc_status st = tc_step_batch_draw(ss, tok, B, d, picks);
+        free(d);
+        return st;
+    }
+    if ((size_t)B * V > g_lg_cap) {
+        float *n = realloc(g_lg, (size_t)B * V * sizeof *n);
+        if (!n) return TC_FAIL(TC_ERR_NOMEM, "out of memory for %d rows of logits", B);
+        g_lg = n, g_lg_cap = (size_t)B * V;
+    }
+    TC_CHECK(tc_step_batch(ss, tok, B, g_lg));
+    for (int i = 0; i < B; i++) picks[i] = tc_sampler_sample(&g_smp, g_lg + (size_t)i * V);
+    return TC_OK;
+}
+
+/* One timed step of B sessions, sampled as the worker samples: greedily,
  * the head's top 1 on the backend (on a GPU the [B, vocab] logits never
- * leave it), the picks into next (NULL: not wanted). */
+ * leave it), or (--sampling top-p) as above; the picks into next (NULL:
+ * not wanted). */
 static tc_status bench_step(tc_session **ss, const int32_t *tok, int B, int32_t *next) {
     int32_t ids_stack[256], *ids = B <= 256 ? ids_stack : malloc((size_t)B * sizeof *ids);
     float vals_stack[256], *vals = B <= 256 ? vals_stack : malloc((size_t)B * sizeof *vals);
-    tc_status st = ids && vals ? tc_step_batch_topk(ss, tok, B, 1, ids, vals)
-                               : TC_FAIL(TC_ERR_NOMEM, "out of memory for %d picks", B);
+    tc_status st = !ids || !vals ? TC_FAIL(TC_ERR_NOMEM, "out of memory for %d picks", B)
+                   : g_sampling  ? bench_step_topp(ss, tok, B, ids)
+                                 : tc_step_batch_topk(ss, tok, B, 1, ids, vals);
     if (st == TC_OK && next) memcpy(next, ids, (size_t)B * sizeof *ids);
     if (ids != ids_stack) free(ids);
     if (vals != vals_stack) free(vals);
@@ -558,6 +595,10 @@ static int bench_batch(const bench_opts *o) {
         if (st != TC_OK) return tc_cli_fail("bench", st);
         double t[MAX_CTX], base = 0;
         char nb[32];
+        if (g_sampling)
+            printf("# sampling: top-p (T 0.8, top_p 0.95) %s\n",
+                   tc_model_draws_on_backend(m) ? "drawn by the backend's sample op"
+                                                : "on the host, from the downloaded logits");
         st = time_batches(m, o->batch, o->n_batch, o->batch_ctx, bench_window(o, &m->cfg), 8 * (int)o->reps, t);
         if (st == TC_OK) st = bench_wait(o, &be); /* a device fault: an error, not figures */
         if (st != TC_OK) { bench_free(o, &be, m); return tc_cli_fail("bench", st); }
@@ -763,6 +804,8 @@ static void usage(FILE *f) {
             "  --threads T     OpenBLAS threads (default: OpenBLAS's own, i.e. all cores)\n"
             "  --device D      cpu (default) or cuda:N (tconst-cuda only; floor: device copy\n"
             "                  bandwidth and cuBLAS SGEMM instead of the triad and OpenBLAS)\n"
+            "  --sampling S    greedy (default: the top 1 on the backend) or top-p (T 0.8, top_p 0.95:\n"
+            "                  the backend's sample op where it has one, else the host sampler on the rows)\n"
             "  --csv FILE      also write the rows as CSV\n");
 }
 
@@ -813,6 +856,11 @@ int tc_cli_bench(int argc, char **argv) {
             else st = TC_FAIL(TC_ERR_INVALID, "--device '%s': expected cpu or cuda:N", v);
         }
         else if (!strcmp(a, "--threads")) st = tc_cli_int(a, v, 0, 256, &o.threads);
+        else if (!strcmp(a, "--sampling") && v) {
+            if (!strcmp(v, "greedy")) g_sampling = 0;
+            else if (!strcmp(v, "top-p")) g_sampling = 1;
+            else st = TC_FAIL(TC_ERR_INVALID, "--sampling '%s': expected greedy or top-p", v);
+        }
         else if (!strcmp(a, "--budget")) st = tc_cli_float(a, v, 0, 1e9, &o.budget);
         else { fprintf(stderr, "tconst bench: error: unknown flag '%s' (or missing value)\n", a); return 2; }
         i += used;
@@ -833,5 +881,8 @@ int tc_cli_bench(int argc, char **argv) {
         rc = 2;
     }
     if (o.csv && fclose(o.csv) != 0 && rc == 0) rc = tc_cli_fail("bench", TC_FAIL(TC_ERR_IO, "%s: write failed", csv));
+    tc_sampler_free(&g_smp);
+    free(g_lg);
+    g_lg = NULL, g_lg_cap = 0;
     return rc;
 }

@@ -24,7 +24,9 @@
 # batchw2 batchw4 floor64kw4 (TC_CUDA_SKINNY_WARPS=2 / 4), batchf2
 # floor64kf2 (TC_CUDA_FUSE=2: RoPE not fused into the QKV linear),
 # batchi16 (TC_CUDA_BATCH_ITEMS=16: batched launches of 16 items, the
-# A/B of the large parameter structs), nsys (per-kernel device time of replayed hit
+# A/B of the large parameter structs), batchtp batchtp1 (batch steps
+# sampled top-p: TC_CUDA_SAMPLE=0 downloads the logits, 1 draws on the
+# device), e2es (the e2e suite with TC_CUDA_SAMPLE=1), nsys (per-kernel device time of replayed hit
 # steps at batch 1, where the machine has Nsight Systems)
 # A library that cannot be found stops the run at once (exit 3), before any
 # device time is spent on tests. Exit status: 0 when every stage run passed.
@@ -149,6 +151,9 @@ for st in $STAGES; do
     floor64kw4) TC_CUDA_SKINNY_WARPS=4 bench floor-64k-warps4 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
     floor64knpr) TC_CUDA_PAIRS=0 bench floor-64k-nopairs 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
     batchnpr) TC_CUDA_PAIRS=0 bench batch-nopairs 90 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
+    batchtp) TC_CUDA_SAMPLE=0 bench batch-topp-host 90 batch --preset paper-41m --batch 1,16,256 --reps 2 --sampling top-p ;;
+    batchtp1) TC_CUDA_SAMPLE=1 bench batch-topp-device 90 batch --preset paper-41m --batch 1,16,256 --reps 2 --sampling top-p ;;
+    e2es) TC_CUDA_SAMPLE=1 run_stage e2e-sample 200 "$OUTDIR/e2e.log" bash "$SRC/scripts/gpu-run-bundle.sh" __e2e sample ;;
     batchnp) TC_CUDA_PDL=0 bench batch-nopdl 90 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
     floor64knf) TC_CUDA_FUSE=0 bench floor-64k-nofuse 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
     floor64kx) TC_CUDA_ATT_MMA=0 bench floor-64k-simt 60 floor --preset paper-41m --ctx 64K --reps 3 ;;

@@ -58,6 +58,16 @@ expect_err "no CUDA backend; use tconst-cuda" floor --preset tiny --device cuda:
 expect_err "cannot write" state --preset tiny --ctx 1K --csv "$tmp/no/such/dir/x.csv"
 echo "ok   bad flags: clear errors"
 
+# --sampling top-p: the host sampler on the rows, or the backend's sample op
+"$T" bench batch --preset tiny --arch tconstformer --batch 1,3 --reps 1 --sampling top-p >"$tmp/topp.txt"
+grep -q "on the host, from the downloaded logits" "$tmp/topp.txt" || fail "top-p batch: $(cat "$tmp/topp.txt")"
+TC_CPU_SAMPLE=1 "$T" bench batch --preset tiny --arch tconstformer --batch 1,3 --reps 1 --sampling top-p >"$tmp/topp1.txt"
+grep -q "drawn by the backend's sample op" "$tmp/topp1.txt" || fail "top-p batch, sample op: $(cat "$tmp/topp1.txt")"
+[ "$(grep -c "tconstformer *[13] " "$tmp/topp1.txt")" -eq 2 ] || fail "top-p rows: $(cat "$tmp/topp1.txt")"
+expect_err "expected greedy or top-p" batch --preset tiny --sampling nucleus
+TC_CPU_SAMPLE=yes expect_err "TC_CPU_SAMPLE 'yes': expected 0 or 1" batch --preset tiny
+echo "ok   batch --sampling top-p: on the host, and through the sample op (TC_CPU_SAMPLE=1)"
+
 # tconst-cuda (built with the CUDA backend): a device that is not there is
 # a clear error, with or without a GPU on this machine
 if [ -n "${2:-}" ]; then
@@ -75,5 +85,6 @@ if [ -n "${2:-}" ]; then
     TC_CUDA_BATCH_ITEMS=0 expect_err "TC_CUDA_BATCH_ITEMS '0': expected 1 to 256" batch --preset tiny --device cuda:0
     TC_CUDA_BATCH_ITEMS=12x expect_err "TC_CUDA_BATCH_ITEMS '12x': expected 1 to 256" batch --preset tiny --device cuda:0
     TC_CUDA_SKINNY_WARPS=3 expect_err "TC_CUDA_SKINNY_WARPS '3': expected 2, 4 or 8" batch --preset tiny --device cuda:0
-    echo "ok   tconst-cuda: bad TC_CUDA_WEIGHTS / GRAPHS / PROFILE / ATT_MMA / FUSE / PDL / PAIRS / SKINNY_WARPS / BATCH_ITEMS refused"
+    TC_CUDA_SAMPLE=on expect_err "TC_CUDA_SAMPLE 'on': expected 0 or 1" batch --preset tiny --device cuda:0
+    echo "ok   tconst-cuda: bad TC_CUDA_WEIGHTS / GRAPHS / PROFILE / ATT_MMA / FUSE / PDL / PAIRS / SKINNY_WARPS / BATCH_ITEMS / SAMPLE refused"
 fi

@@ -19,7 +19,8 @@ SAMPLED = dict(temperature=0.8, top_k=40, top_p=0.9, seed=7)
 # backend do the same, which e2e_parity_sample_op runs)
 NUCLEUS = dict(temperature=0.9, top_p=0.8, seed=3)
 INPROCESS = "inprocess" in os.environ.get("TC_E2E_DAEMON_ARGS", "")
-SAMPLE_OP = os.environ.get("TC_CPU_SAMPLE") == "1" or bool(os.environ.get("TC_E2E_DEVICE"))
+SAMPLE_OP = os.environ.get("TC_CPU_SAMPLE") == "1" or (
+    bool(os.environ.get("TC_E2E_DEVICE")) and os.environ.get("TC_CUDA_SAMPLE") == "1")
 
 
 def body(env, ck):
