@@ -49,7 +49,11 @@ TC_HD static inline float tc_draw_pow2(int e) {
 TC_HD static inline uint64_t tc_draw_weight_x(float x) {
     if (!(x >= -26.5f)) return 0; /* NaN, -inf, and weights below 1 */
     if (x > 0.f) x = 0.f;         /* only when mx is not the max (+inf / NaN rows) */
+#ifdef __CUDA_ARCH__
+    const float kf = rintf(__fmul_rn(x, 1.44269504f));
+#else
     const float kf = rintf(x * 1.44269504f);
+#endif
     float r = fmaf(-kf, 0.693145751953125f, x);
     r = fmaf(-kf, 1.42860677e-06f, r);
     float p = 1.98412698e-04f; /* 1/7! */
@@ -60,7 +64,11 @@ TC_HD static inline uint64_t tc_draw_weight_x(float x) {
     p = fmaf(p, r, 0.5f);
     p = fmaf(p, r, 1.f);
     p = fmaf(p, r, 1.f);
+#ifdef __CUDA_ARCH__ /* the products feed no add, but an edit must never let them fuse */
+    const float w = __fmul_rn(p, tc_draw_pow2((int)kf + TC_DRAW_SCALE_LOG2));
+#else
     const float w = p * tc_draw_pow2((int)kf + TC_DRAW_SCALE_LOG2);
+#endif
     return w >= 1.f ? (uint64_t)w : 0;
 }
 
@@ -86,9 +94,11 @@ TC_HD static inline uint64_t tc_draw_need(float top_p, uint64_t total) {
     return need < total ? need : total;
 }
 
-/* The draw's position in a mass N >= 1: floor(r N / 2^53), in [0, N) for
- * r < 2^53 (r: the top 53 bits of one xoshiro256** output). */
+/* The draw's position in a mass N >= 1: floor(r N / 2^53), in [0, N)
+ * (r: the top 53 bits of one xoshiro256** output; higher bits are
+ * dropped, so a bad r can never point past the mass). */
 TC_HD static inline uint64_t tc_draw_target(uint64_t r, uint64_t N) {
+    r &= (1ull << 53) - 1;
 #ifdef __CUDA_ARCH__
     const uint64_t hi = __umul64hi(r, N), lo = r * N;
     return hi << 11 | lo >> 53;

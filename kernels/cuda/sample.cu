@@ -17,8 +17,9 @@
  *     warp 0 finds the byte where the mass from the top reaches m. Eight
  *     passes a walk; each thread adds runs of one bucket before its atomic
  *     (the top bytes of a row's keys are mostly equal);
- *   - plain temperature draws in id order: a block prefix sum of the
- *     threads' chunk masses, then one thread walks its chunk.
+ *   - plain temperature draws in id order: the warps' segment masses
+ *     scanned in order, then the one warp whose segment holds the draw
+ *     walks it with warp scans.
  *
  * A launch takes up to SAMPLE_CAP rows' draws in its parameters, or (a
  * replayed graph) every row's from device memory. */
@@ -142,33 +143,39 @@ __device__ unsigned long long walk(const row_ctx &r, int weighted, unsigned long
 }
 
 /* plain temperature: the first id at which the running mass in id order
- * passes t (< the row's total) */
+ * passes t (< the row's total). Warp w owns a contiguous segment of the
+ * ids, read 32 consecutive at a time (coalesced); the warps' masses are
+ * scanned in order, and the warp whose segment holds t walks it again
+ * with a warp scan a step, the first lane past t giving the token. */
 __device__ int draw_by_id(const row_ctx &r, unsigned long long t, unsigned long long *red) {
     __shared__ int s_tok;
-    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-    const int chunk = (r.V + (int)blockDim.x - 1) / (int)blockDim.x;
-    const int i0 = tid * chunk, i1 = min(r.V, i0 + chunk);
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, nw = (int)(blockDim.x >> 5);
+    const int seg = (r.V + nw - 1) / nw;
+    const int i0 = min(r.V, w * seg), i1 = min(r.V, i0 + seg);
     unsigned long long mine = 0;
-    for (int i = i0; i < i1; i++) mine += weight_at(r, i, comp_at(r.x, i));
-    unsigned long long inc = mine; /* the block's inclusive scan, thread order */
-    for (int o = 1; o < 32; o <<= 1) {
-        const unsigned long long v = __shfl_up_sync(FULL, inc, o);
-        if (lane >= o) inc += v;
-    }
+    for (int i = i0 + lane; i < i1; i += 32) mine += weight_at(r, i, comp_at(r.x, i));
+    for (int o = 16; o > 0; o >>= 1) mine += __shfl_xor_sync(FULL, mine, o); /* the warp's mass, every lane */
     if (tid == 0) s_tok = r.V - 1;
     __syncthreads();
-    if (lane == 31) red[w] = inc;
+    if (lane == 0) red[w] = mine;
     __syncthreads();
-    unsigned long long before = 0;
-    for (int i = 0; i < w; i++) before += red[i];
-    const unsigned long long excl = before + inc - mine;
-    if (mine && excl <= t && t < excl + mine) {
-        unsigned long long acc = excl;
-        for (int i = i0; i < i1; i++)
-            if ((acc += weight_at(r, i, comp_at(r.x, i))) > t) {
-                s_tok = i;
+    unsigned long long acc = 0;
+    for (int i = 0; i < w; i++) acc += red[i];
+    if (mine && acc <= t && t < acc + mine) { /* uniform in the warp */
+        for (int base = i0; base < i1; base += 32) {
+            const int i = base + lane;
+            unsigned long long inc = i < i1 ? weight_at(r, i, comp_at(r.x, i)) : 0ull;
+            for (int o = 1; o < 32; o <<= 1) {
+                const unsigned long long v = __shfl_up_sync(FULL, inc, o);
+                if (lane >= o) inc += v;
+            }
+            const unsigned hit = __ballot_sync(FULL, acc + inc > t);
+            if (hit) {
+                if (lane == __ffs((int)hit) - 1) s_tok = i;
                 break;
             }
+            acc += __shfl_sync(FULL, inc, 31);
+        }
     }
     __syncthreads();
     return s_tok;
