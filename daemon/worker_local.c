@@ -1,8 +1,10 @@
 /* worker_local.c — the in-process worker client: the model and its
  * sessions live in the coordinator's process (CPU backend). */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/log.h"
 #include "../model/sampler.h"
 #include "../model/session.h"
 #include "worker_client.h"
@@ -65,6 +67,9 @@ static tc_status l_step(tc_worker_client *w, tc_wc_session **s, const int32_t *t
     }
     if (!logits && smp && B > 0 && tc_model_draws_on_backend(L->m)) {
         /* a sampler needs the full rows: the backend draws where they are */
+        static atomic_int logged;
+        if (!atomic_exchange(&logged, 1))
+            TC_LOG(TC_LOG_INFO, "worker", "sampling on the backend (its sample op): steps hand back token ids, not logits");
         tc_draw d_stack[64], *d = B <= 64 ? d_stack : malloc((size_t)B * sizeof *d);
         uint64_t (*rng)[4] = malloc((size_t)B * sizeof *rng);
         if (!d || !rng) {

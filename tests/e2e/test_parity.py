@@ -45,7 +45,7 @@ def body(env, ck):
                 else:
                     ck.check(max(d.msg_sizes) > 1, f"{arch} {label}: worker multi-step, runs of ids per message",
                              f"sizes {d.msg_sizes}")
-            if SAMPLE_OP and not INPROCESS:
+            if SAMPLE_OP:
                 with open(d.log_path, "rb") as f:
                     log = f.read().decode(errors="replace")
                 ck.check("sampling on the backend (its sample op)" in log,
