@@ -207,6 +207,7 @@ static const char *const ROLES[3] = {"both", "context", "generation"};
 static const tc_arch ARCHS[3] = {TC_ARCH_TCONST, TC_ARCH_TLIN, TC_ARCH_TRANSFORMER};
 static char g_dir[3][160], g_root[128];
 static tc_backend g_be;
+static tc_backend g_be_s; /* the generation workers': the CPU backend with its sample op (TC_CPU_SAMPLE=1) */
 static tc_model *g_model[3][3]; /* [arch][role]: each worker its own workspaces */
 static tc_worker *g_w[3][3];
 static int g_verbose; /* TC_FUZZ_VERBOSE=1: one line per call */
@@ -240,6 +241,7 @@ static void cleanup(void) {
     free(g_tp.last);
     pthread_mutex_destroy(&g_tp.mu);
     tc_backend_cpu_free(&g_be);
+    tc_backend_cpu_free(&g_be_s);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -251,6 +253,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     snprintf(g_root, sizeof g_root, "%s/tc_fuzz_worker_XXXXXX", tmp);
     if (!mkdtemp(g_root)) abort();
     tc_backend_cpu_init(&g_be, 1);
+    setenv("TC_CPU_SAMPLE", "1", 1);
+    if (tc_backend_cpu_init(&g_be_s, 1) != TC_OK || !g_be_s.sample) abort();
+    unsetenv("TC_CPU_SAMPLE");
     pthread_mutex_init(&g_tp.mu, NULL);
     g_tp.t = (tc_transport){.kind = "fake", .connect = tp_connect, .send = tp_send, .recv = tp_recv,
                             .drop = tp_drop, .address = tp_address};
@@ -270,7 +275,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         }
         for (int r = 0; r < 3; r++) {
             tc_worker_opts o = {ROLES[r], "cpu", 1.0, "host", -1, 0.5, NULL, NULL, NULL};
-            if (tc_model_load(&g_model[a][r], g_dir[a], &g_be) != TC_OK ||
+            if (tc_model_load(&g_model[a][r], g_dir[a], r == 2 ? &g_be_s : &g_be) != TC_OK ||
                 tc_worker_new(&g_w[a][r], g_model[a][r], r ? &g_tp.t : NULL, json, &o) != TC_OK) {
                 fprintf(stderr, "fuzz_worker: worker %s: %s\n", ROLES[r], tc_error_get());
                 abort();
