@@ -178,6 +178,13 @@ void tc_topk_rows(int32_t *ids, float *vals, const float *x, int n, int V, int k
 /* The host sample op (kernels/cpu/sample.c): the GPU kernel's algorithm
  * on host pointers; the reference of every sample op. TC_ERR_NOMEM only. */
 tc_status tc_sample_rows(int32_t *tokens, const float *x, int n, int V, const tc_draw *draws);
+/* One row of it: the drawn token; scratch of tc_sample_scratch_bytes(V)
+ * (what the host sampler calls for every non-greedy full-row draw). */
+int32_t tc_sample_row(const float *x, int V, const tc_draw *d, void *scratch);
+size_t tc_sample_scratch_bytes(int V);
+/* w[i] = tc_draw_weight(x[i], mx, T) for i < n: the host's fast loop (an
+ * FMA clone where the CPU has the instruction; the same bits). */
+void tc_draw_weights(uint64_t *w, const float *x, int n, float mx, float T);
 /* Quickselect in the same order: rearranges idx[0..n) (a permutation of
  * ids of x) so its first k are the k best, unordered; any k <= n. -1 after
  * 64 partition rounds (an adversarial row; idx is still a permutation). */

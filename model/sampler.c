@@ -50,9 +50,8 @@ tc_status tc_sampler_init(tc_sampler *s, const tc_sampling_params *p, int vocab)
     s->vocab = vocab;
     uint64_t x = p->seed;
     for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
-    s->weight = malloc((size_t)vocab * sizeof *s->weight);
-    s->index = malloc((size_t)vocab * sizeof *s->index);
-    if (!s->weight || !s->index) {
+    s->scratch = malloc(tc_sample_scratch_bytes(vocab));
+    if (!s->scratch) {
         tc_sampler_free(s);
         return TC_FAIL(TC_ERR_NOMEM, "out of memory");
     }
@@ -60,10 +59,8 @@ tc_status tc_sampler_init(tc_sampler *s, const tc_sampling_params *p, int vocab)
 }
 
 void tc_sampler_free(tc_sampler *s) {
-    free(s->weight);
-    free(s->index);
-    s->weight = NULL;
-    s->index = NULL;
+    free(s->scratch);
+    s->scratch = NULL;
 }
 
 int32_t tc_argmax(const float *x, int n) {
@@ -71,23 +68,6 @@ int32_t tc_argmax(const float *x, int n) {
     for (int i = 1; i < n; i++)
         if (x[i] > x[best]) best = i;
     return best;
-}
-
-/* The candidate order of every sampling path: logit descending in
- * tc_topk_key order, ties to the lower id -- the order the backends' topk
- * hands back, so the sparse path walks the same list. (The probabilities
- * are a monotone function of the logits, so this is also descending
- * probability; sorting by logit keeps logits that expf rounds to the
- * same probability in logit order.) */
-static int cmp_desc(const void *a, const void *b, void *keys) {
-    const float *k = keys;
-    int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
-    uint32_t bi, bj;
-    memcpy(&bi, &k[i], 4);
-    memcpy(&bj, &k[j], 4);
-    uint32_t x = tc_topk_key(bi), y = tc_topk_key(bj);
-    if (x != y) return x > y ? -1 : 1;
-    return i < j ? -1 : i > j; /* the lower id first */
 }
 
 /* The draw over the candidates w[order[0..n)] in that order (top-k
@@ -123,63 +103,19 @@ static uint64_t mass(const uint64_t *w, const int32_t *order, int n) {
     return t;
 }
 
-/* top-p without top-k: given the vocabulary's mass, the sorted candidates
- * only as far as the cut -- the 64, 256, 1024, ... best by quickselect,
- * then sorted (the full sort's prefix, since the order is total); a full
- * sort only when the nucleus is most of the vocabulary. Gives the prefix
- * length; s->index holds the prefix. */
-static int nucleus(tc_sampler *s, const float *logits, const uint64_t *w, uint64_t total) {
-    const int V = s->vocab;
-    const uint64_t need = tc_draw_need(s->p.top_p, total);
-    for (int K = 64; K < V / 2; K *= 4) {
-        if (tc_topk_select(s->index, V, K, logits) != 0) break;
-        qsort_r(s->index, (size_t)K, sizeof *s->index, cmp_desc, (void *)logits);
-        if (mass(w, s->index, K) >= need) return K;
-    }
-    for (int i = 0; i < V; i++) s->index[i] = i;
-    qsort_r(s->index, (size_t)V, sizeof *s->index, cmp_desc, (void *)logits);
-    return V;
-}
-
-/* the first id in topk order: the largest tc_topk_key, the lower id on ties */
-static int32_t key_argmax(const float *x, int V) {
-    int32_t best = 0;
-    for (int i = 1; i < V; i++)
-        if (cmp_desc(&i, &best, (void *)x) < 0) best = i;
-    return best;
-}
-
 int tc_sampler_topk_need(const tc_sampling_params *p, int vocab) {
     if (p->temperature == 0.f) return 1;
     if (p->top_k > 0 && p->top_k < vocab && p->top_k <= TC_TOPK_MAX) return p->top_k;
     return 0;
 }
 
+/* The full row: the radix walk of kernels/cpu/sample.c (O(V); a GPU's
+ * sample op runs the same), on the bits tc_sampler_draw_params takes. */
 int32_t tc_sampler_sample(tc_sampler *s, const float *logits) {
-    const int V = s->vocab;
-    if (s->p.temperature == 0.f) return tc_argmax(logits, V);
-    const int32_t top = key_argmax(logits, V);
-    const float mx = logits[top];
-    uint64_t *w = s->weight;
-    for (int i = 0; i < V; i++) {
-        w[i] = tc_draw_weight(logits[i], mx, s->p.temperature);
-        s->index[i] = i;
-    }
-    int n = V;
-    uint64_t total;
-    if (s->p.top_k > 0 && s->p.top_k < V) {
-        qsort_r(s->index, (size_t)V, sizeof *s->index, cmp_desc, (void *)logits);
-        n = s->p.top_k;
-        total = mass(w, s->index, n);
-    } else {
-        total = mass(w, s->index, V); /* the whole vocabulary: drawn in id order */
-        if (total && s->p.top_p < 1.f) n = nucleus(s, logits, w, total);
-    }
-    if (!total) { /* a row of NaN / +inf: no finite weight; the draw still takes its bits */
-        (void)tc_rng_bits53(s->rng);
-        return top;
-    }
-    return s->index[draw(s, w, s->index, n, total)];
+    if (s->p.temperature == 0.f) return tc_argmax(logits, s->vocab);
+    tc_draw d;
+    tc_sampler_draw_params(s, &d);
+    return tc_sample_row(logits, s->vocab, &d, s->scratch);
 }
 
 int32_t tc_sampler_sample_topk(tc_sampler *s, const int32_t *ids, const float *vals, int k) {
@@ -189,16 +125,16 @@ int32_t tc_sampler_sample_topk(tc_sampler *s, const int32_t *ids, const float *v
     /* the same arithmetic as tc_sampler_sample on the same floats: mx is
      * the row's max (candidate 0), w in candidate order */
     const float mx = vals[0];
-    for (int i = 0; i < n; i++) {
-        s->weight[i] = tc_draw_weight(vals[i], mx, s->p.temperature);
-        s->index[i] = i;
-    }
-    const uint64_t total = mass(s->weight, s->index, n);
+    uint64_t *w = s->scratch;
+    int32_t *order = (int32_t *)(w + s->vocab);
+    tc_draw_weights(w, vals, n, mx, s->p.temperature);
+    for (int i = 0; i < n; i++) order[i] = i;
+    const uint64_t total = mass(w, order, n);
     if (!total) {
         (void)tc_rng_bits53(s->rng);
         return ids[0];
     }
-    return ids[draw(s, s->weight, s->index, n, total)];
+    return ids[draw(s, w, order, n, total)];
 }
 
 void tc_sampler_draw_params(tc_sampler *s, tc_draw *d) {

@@ -28,8 +28,7 @@ typedef struct {
 typedef struct {
     tc_sampling_params p;
     uint64_t rng[4];
-    uint64_t *weight; /* [V] weights (sample_math.h) */
-    int32_t *index;  /* [V] */
+    void *scratch; /* tc_sample_scratch_bytes(V): weights, candidate lists */
     int vocab;
 } tc_sampler;
 

@@ -8,14 +8,15 @@
  *     for greedy, temperature + top-k (+ top-p), on rows built to collide:
  *     exact ties, logits that expf rounds to one probability, one huge
  *     logit, and at temperatures from 0.05 to 1000.
- * (c) top-p alone (the nucleus found by quickselect) draws what the
- *     definition (full sort, mass in id order) draws, nuclei 1 .. 45K.
+ * (c) top-p alone (the nucleus found by the radix walk) draws what the
+ *     definition (full sort, integer mass) draws, nuclei 1 .. 45K.
  * (d) tc_sampler_topk_need and the samplers' statistics: a seeded top-k
  *     draw never leaves the top k, and frequencies follow the softmax.
  * (e) the deterministic exp (sample_math.h) against libm's: relative
  *     error, monotonicity, the max's weight exactly 2^38.
  * (f) the host sample op (tc_sample_rows: the radix walk the CUDA kernel
- *     runs) draws what tc_sampler_sample draws, with the RNG bits
+ *     runs, and the sampler's full-row path) draws what the contract,
+ *     written out with a full sort, draws with the RNG bits
  *     tc_sampler_draw_params hands it: every sampling mode, top-k past
  *     TC_TOPK_MAX, rows of ties, NaN, +-inf, several rows at once.
  * Label: unit. */
@@ -305,8 +306,48 @@ static void test_draw_exp(void) {
     printf("draw exp: %d points, worst relative error %.3g\n", n, worst);
 }
 
-/* the host sample op against the sampler, row by row (several rows in one
- * call), draw after draw */
+/* The whole contract written out plainly, with a full sort (independent
+ * of the radix walk that tc_sample_row, and so the sampler and the GPU
+ * kernel, run): the token drawn from row x with d. */
+static int32_t ref_draw(const float *x, int V, const tc_draw *d) {
+    int *order = malloc((size_t)V * sizeof *order);
+    uint64_t *w = malloc((size_t)V * sizeof *w);
+    for (int i = 0; i < V; i++) order[i] = i;
+    g_row = x;
+    qsort(order, (size_t)V, sizeof *order, by_order);
+    int32_t tok = order[0];
+    if (d->temperature == 0.f) goto out;
+    const float mx = x[order[0]];
+    for (int i = 0; i < V; i++) w[i] = tc_draw_weight(x[i], mx, d->temperature);
+    const int topk = d->top_k > 0 && d->top_k < V;
+    int n = topk ? d->top_k : V;
+    uint64_t total = 0, acc = 0;
+    for (int j = 0; j < n; j++) total += w[order[j]];
+    if (!total) goto out;
+    if (!topk && d->top_p >= 1.f) { /* plain temperature: the vocabulary in id order */
+        const uint64_t t = tc_draw_target(d->r, total);
+        for (int i = 0; i < V; i++)
+            if ((acc += w[i]) > t) { tok = i; break; }
+        goto out;
+    }
+    if (d->top_p < 1.f) {
+        const uint64_t need = tc_draw_need(d->top_p, total);
+        uint64_t cum = 0;
+        for (int j = 0; j < n; j++)
+            if ((cum += w[order[j]]) >= need) { n = j + 1; break; }
+        total = cum;
+    }
+    const uint64_t t = tc_draw_target(d->r, total);
+    for (int j = 0; j < n; j++)
+        if ((acc += w[order[j]]) > t) { tok = order[j]; break; }
+out:
+    free(w), free(order);
+    return tok;
+}
+
+/* the host sample op (the radix walk) against the sort-based definition,
+ * row by row (several rows in one call), draw after draw; and the sampler
+ * (which draws full rows through the same walk) takes the same bits */
 static void test_sample_op(void) {
     static const float temps[] = {0.f, 0.05f, 0.7f, 1.f, 3.f, 1000.f};
     static const int topks[] = {0, 1, 3, 40, 1500};
@@ -337,13 +378,14 @@ static void test_sample_op(void) {
                             if (tc_sample_rows(got, x, R, V, d) != TC_OK) ok = 0;
                             for (int r = 0; ok && r < R; r++) {
                                 const float *row = x + (size_t)r * V;
-                                const int32_t want = tc_sampler_sample(&b[r], row);
+                                const int32_t want = ref_draw(row, V, &d[r]), smp = tc_sampler_sample(&b[r], row);
                                 /* greedy: the host's argmax and the op's topk order differ on NaN rows only */
-                                if (temps[ti] == 0.f && (kind + r) % ROW_N == ROW_SPECIAL) continue;
-                                if (got[r] != want || memcmp(a[r].rng, b[r].rng, sizeof a[r].rng)) {
+                                const int greedy_nan = temps[ti] == 0.f && (kind + r) % ROW_N == ROW_SPECIAL;
+                                if (got[r] != want || (!greedy_nan && smp != got[r]) ||
+                                    memcmp(a[r].rng, b[r].rng, sizeof a[r].rng)) {
                                     printf("FAIL sample op: V %d kind %d row %d T %g top_k %d top_p %g step %d: "
-                                           "%d, the sampler drew %d\n", V, (kind + r) % ROW_N, r, temps[ti],
-                                           topks[ki], topps[pi], step, got[r], want);
+                                           "%d, the definition says %d, the sampler drew %d\n", V, (kind + r) % ROW_N,
+                                           r, temps[ti], topks[ki], topps[pi], step, got[r], want, smp);
                                     ok = 0;
                                 }
                             }
