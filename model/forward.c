@@ -359,10 +359,14 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
         }
         if (!capture || be->capture_end(be)) break;
     }
-    for (int i = 0; i < B; i++) ss[i]->win_len += cnt[i];
     if (AW != aw_stack) free(AW);
     if (AZ != az_stack) free(AZ);
     if (RK != rk_stack) free(RK);
+    /* the head's results first: a fetch that fails (memory, a device's
+     * bad token) leaves the windows as they were, so the caller's roll
+     * back of the history is the whole roll back (the rows written past
+     * win_len are overwritten by the next step) */
     if (want_head) TC_CHECK(head_fetch(m, B, out, &hb));
+    for (int i = 0; i < B; i++) ss[i]->win_len += cnt[i];
     return TC_OK;
 }

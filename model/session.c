@@ -3,6 +3,7 @@
  * sync.c; this file owns state, positions and input validation. */
 #include "session.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -126,15 +127,16 @@ tc_status tc_session_append(tc_session *s, const int32_t *tokens, int64_t n, flo
     TC_CHECK(tc_session_push_tokens(s, tokens, n));
     const int64_t N1 = s->n_tokens;
     int64_t start = N0;
+    int synced = 0;
     /* extended history: the window rows from win_start are recomputed */
     if (s->win_stale) s->win_len = 0, start = s->win_start;
     if (c->arch != TC_ARCH_TRANSFORMER) {
         /* window of the last token; one sync covers every boundary crossed */
         int64_t w1 = ((N1 - 1) / c->generate_window) * c->generate_window;
         if (w1 != s->win_start) {
-            tc_status st = tc_fwd_sync(s, w1);
+            tc_status st = tc_fwd_sync(s, w1); /* changes nothing when it fails */
             if (st != TC_OK) { s->n_tokens = N0; return st; }
-            start = w1; /* the sync cleared the window; w1 >= N0 unless stale */
+            start = w1, synced = 1; /* the sync cleared the window; w1 >= N0 unless stale */
         }
     }
     s->win_stale = 0;
@@ -143,7 +145,19 @@ tc_status tc_session_append(tc_session *s, const int32_t *tokens, int64_t n, flo
     /* the history keeps the tokens only when the pass succeeds */
     tc_fwd_out out = {.logits = logits};
     tc_status st = tc_fwd_window(&one, &cnt, 1, &out);
-    if (st != TC_OK) s->n_tokens = N0;
+    if (st != TC_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", tc_error_get());
+        s->n_tokens = N0;
+        if (synced) { /* the sync read tokens this append no longer keeps: redo it on the kept history */
+            const int64_t w0 = N0 > 0 ? ((N0 - 1) / c->generate_window) * c->generate_window : 0;
+            if (tc_fwd_sync(s, w0) != TC_OK) s->win_start = -1; /* the next append syncs again */
+        }
+        /* window rows missing: a step refuses the session with a clear
+         * error, the next append recomputes them */
+        s->win_stale = s->win_start + s->win_len != s->n_tokens;
+        st = TC_FAIL(st, "%s", why);
+    }
     return st;
 }
 

@@ -23,28 +23,31 @@ tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx) {
     if (n_ctx > (int64_t)1 << 31) return TC_FAIL(TC_ERR_EXHAUSTED, "sync: %lld history tokens exceed 2^31", (long long)n_ctx);
     const int64_t hs = n_ctx > Woh ? n_ctx - Woh : 0, Wz = n_ctx - hs;
 
+    /* everything that can fail first (the TLin history's room, the
+     * workspace), the session's fields after: a sync refused for memory
+     * leaves the session as it was, still due */
+    if (c->arch == TC_ARCH_TLIN) TC_CHECK(tc_session_hist_reserve(s, n_ctx));
+    float *C = NULL, *QKVC = NULL, *Z = NULL, *QKVZ = NULL, *AT = NULL, *LN = NULL, *H = NULL, *G = NULL;
+    int32_t *ids = NULL;
+    if (n_ctx > 0) {
+        TC_CHECK(tc_ws_get(m, TC_WS_C, (size_t)n_ctx * d, &C));
+        TC_CHECK(tc_ws_get(m, TC_WS_QKVC, (size_t)n_ctx * 3 * d, &QKVC));
+        TC_CHECK(tc_ws_get(m, TC_WS_Z, (size_t)Wz * d, &Z));
+        TC_CHECK(tc_ws_get(m, TC_WS_QKVZ, (size_t)Wz * 3 * d, &QKVZ));
+        TC_CHECK(tc_ws_get(m, TC_WS_AT, (size_t)(Wz > tc_row_tile(m) ? Wz : tc_row_tile(m)) * d, &AT));
+        TC_CHECK(tc_ws_get(m, TC_WS_LN, (size_t)tc_row_tile(m) * d, &LN));
+        TC_CHECK(tc_ws_get(m, TC_WS_H, (size_t)tc_row_tile(m) * 2 * F, &H));
+        TC_CHECK(tc_ws_get(m, TC_WS_G, (size_t)tc_row_tile(m) * F, &G));
+        TC_CHECK(tc_ws_get(m, TC_WS_IDS, (size_t)(n_ctx < 65536 ? n_ctx : 65536), (float **)&ids));
+    }
     s->win_len = 0;
     s->win_start = n_ctx;
     s->zip_len = Wz;
     s->zip_pos = hs;
     s->n_syncs++;
-    if (c->arch == TC_ARCH_TLIN) {
-        TC_CHECK(tc_session_hist_reserve(s, n_ctx));
-        s->hist_len = n_ctx;
-    }
+    if (c->arch == TC_ARCH_TLIN) s->hist_len = n_ctx;
     if (n_ctx == 0) return TC_OK;
 
-    float *C, *QKVC, *Z, *QKVZ, *AT, *LN, *H, *G;
-    int32_t *ids;
-    TC_CHECK(tc_ws_get(m, TC_WS_C, (size_t)n_ctx * d, &C));
-    TC_CHECK(tc_ws_get(m, TC_WS_QKVC, (size_t)n_ctx * 3 * d, &QKVC));
-    TC_CHECK(tc_ws_get(m, TC_WS_Z, (size_t)Wz * d, &Z));
-    TC_CHECK(tc_ws_get(m, TC_WS_QKVZ, (size_t)Wz * 3 * d, &QKVZ));
-    TC_CHECK(tc_ws_get(m, TC_WS_AT, (size_t)(Wz > tc_row_tile(m) ? Wz : tc_row_tile(m)) * d, &AT));
-    TC_CHECK(tc_ws_get(m, TC_WS_LN, (size_t)tc_row_tile(m) * d, &LN));
-    TC_CHECK(tc_ws_get(m, TC_WS_H, (size_t)tc_row_tile(m) * 2 * F, &H));
-    TC_CHECK(tc_ws_get(m, TC_WS_G, (size_t)tc_row_tile(m) * F, &G));
-    TC_CHECK(tc_ws_get(m, TC_WS_IDS, (size_t)(n_ctx < 65536 ? n_ctx : 65536), (float **)&ids));
     /* block 1 input: E[tokens[0:N_ctx]], gathered in chunks of ids */
     for (int64_t r0 = 0; r0 < n_ctx; r0 += 65536) {
         int64_t t = n_ctx - r0 < 65536 ? n_ctx - r0 : 65536;

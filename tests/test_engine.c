@@ -587,7 +587,115 @@ static void run_probe(void) {
     if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);
 }
 
+/* ---- failure paths: an op that fails (memory refused, a device handing
+ * back a bad token) leaves a session that later calls can use -- never an
+ * abort, never stale state -- and that computes what a clean session does */
+static int g_fail_alloc; /* 1: refuse allocations over 4 KiB, 2: refuse all */
+static void *(*g_real_alloc)(tc_backend *, size_t);
+static void *failing_alloc(tc_backend *be, size_t n) {
+    if (g_fail_alloc == 2 || (g_fail_alloc == 1 && n > 4096)) return NULL;
+    return g_real_alloc(be, n);
+}
+static void bad_sample(tc_backend *be, int32_t *tokens, const float *x, int n, int V, const tc_draw *d) {
+    (void)be, (void)x, (void)V, (void)d;
+    for (int i = 0; i < n; i++) tokens[i] = -1;
+}
+/* max |a - b| of the logits after one more step of each with token t */
+static float step_diff(tc_session *a, tc_session *b, int32_t t, int V, tc_status *st) {
+    float *la = malloc((size_t)V * 4), *lb = malloc((size_t)V * 4), md = INFINITY;
+    *st = tc_step_batch(&a, &t, 1, la);
+    if (*st == TC_OK && tc_step_batch(&b, &t, 1, lb) == TC_OK) {
+        md = 0;
+        for (int i = 0; i < V; i++) md = fmaxf(md, fabsf(la[i] - lb[i]));
+    }
+    free(la), free(lb);
+    return md;
+}
+static void run_failures(tc_arch arch) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/tc_test_engine_fail_%d_%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+             (int)getpid(), (int)arch);
+    tc_model_config c;
+    tc_config_preset(&c, "tiny", arch);
+    c.vocab_size = 53, c.n_embd = 24, c.n_head = 3, c.head_dim = 8, c.ffn_hidden = 40, c.eos_token_id = 1;
+    if (arch != TC_ARCH_TRANSFORMER) c.history_window = 6, c.generate_window = 5;
+    tc_backend be;
+    tc_model *m = NULL;
+    if (tc_model_init_random(&c, 5, "f32", dir) != TC_OK || tc_backend_cpu_init(&be, 1) != TC_OK ||
+        tc_model_load(&m, dir, &be) != TC_OK) {
+        printf("FAIL failures setup: %s\n", tc_error_get());
+        g_fail++;
+        return;
+    }
+    g_real_alloc = m->be->alloc;
+    m->be->alloc = failing_alloc;
+    const int V = c.vocab_size;
+    int32_t t[64];
+    for (int i = 0; i < 64; i++) t[i] = (int32_t)((i * 7 + 3) % V);
+    tc_status st;
+    float md;
+    /* (a) an append crossing windows, its sync's memory refused */
+    tc_session *s, *r;
+    tc_session_new(m, &s), tc_session_new(m, &r);
+    EXPECT(tc_session_append(s, t, 7, NULL) == TC_OK, "append 7");
+    g_fail_alloc = 1;
+    st = tc_session_append(s, t + 7, 30, NULL);
+    g_fail_alloc = 0;
+    EXPECT(st != TC_OK && s->n_tokens == 7, "append under refused memory: st %d, %lld tokens", st,
+           (long long)s->n_tokens);
+    EXPECT(tc_session_append(s, t + 7, 30, NULL) == TC_OK, "the same append again: %s", tc_error_get());
+    EXPECT(tc_session_append(r, t, 7, NULL) == TC_OK && tc_session_append(r, t + 7, 30, NULL) == TC_OK,
+           "clean twin");
+    md = step_diff(s, r, t[40], V, &st);
+    EXPECT(st == TC_OK && md == 0.f, "%s: after a refused append: step %d, max |dlogit| %g vs a clean session",
+           tc_arch_name(arch), st, md);
+    tc_session_free(s), tc_session_free(r);
+    /* (b) a sample op handing back a bad token */
+    tc_session_new(m, &s), tc_session_new(m, &r);
+    EXPECT(tc_session_append(s, t, 7, NULL) == TC_OK && tc_session_append(r, t, 7, NULL) == TC_OK, "append 7");
+    m->be->sample = bad_sample;
+    const tc_draw d = {1.f, 1.f, 0, 0, 12345};
+    int32_t nx;
+    st = tc_step_batch_draw(&s, t + 7, 1, &d, &nx);
+    m->be->sample = NULL;
+    EXPECT(st != TC_OK && s->n_tokens == 7, "a bad drawn token is an error: st %d, %lld tokens", st,
+           (long long)s->n_tokens);
+    md = step_diff(s, r, t[7], V, &st);
+    EXPECT(st == TC_OK && md == 0.f, "%s: after a failed draw: step %d, max |dlogit| %g vs a clean session",
+           tc_arch_name(arch), st, md);
+    tc_session_free(s), tc_session_free(r);
+    /* (c) a step whose due sync (45 tokens, past every workspace so far)
+     * gets no memory at all; the transformer's step may need none */
+    tc_session_new(m, &s), tc_session_new(m, &r);
+    EXPECT(tc_session_append(s, t, 45, NULL) == TC_OK && tc_session_append(r, t, 45, NULL) == TC_OK, "append 45");
+    g_fail_alloc = 2;
+    st = tc_step_batch(&s, t + 45, 1, NULL);
+    g_fail_alloc = 0;
+    if (st == TC_OK) {
+        EXPECT(arch == TC_ARCH_TRANSFORMER, "%s: a step with a due sync ran without memory", tc_arch_name(arch));
+        EXPECT(tc_step_batch(&r, t + 45, 1, NULL) == TC_OK, "twin step");
+    } else
+        EXPECT(s->n_tokens == 45, "step under refused memory: %lld tokens", (long long)s->n_tokens);
+    md = step_diff(s, r, t[46], V, &st);
+    EXPECT(st == TC_OK && md == 0.f, "%s: after a refused step: step %d, max |dlogit| %g vs a clean session",
+           tc_arch_name(arch), st, md);
+    EXPECT(s->n_syncs == r->n_syncs, "%s: %lld syncs vs %lld", tc_arch_name(arch), (long long)s->n_syncs,
+           (long long)r->n_syncs);
+    tc_session_free(s), tc_session_free(r);
+    m->be->alloc = g_real_alloc;
+    tc_model_free(m);
+    tc_backend_cpu_free(&be);
+    printf("failures %-12s refused memory in an append and a step, a bad drawn token: sessions recover exactly\n",
+           tc_arch_name(arch));
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);
+}
+
 int main(void) {
+    run_failures(TC_ARCH_TCONST);
+    run_failures(TC_ARCH_TLIN);
+    run_failures(TC_ARCH_TRANSFORMER);
     run_arch(TC_ARCH_TCONST, 2, 4, 8, 8, 90);
     run_arch(TC_ARCH_TCONST, 3, 5, 5, 7, 90);
     run_arch(TC_ARCH_TCONST, 2, 3, 13, 6, 90);

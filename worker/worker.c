@@ -377,6 +377,10 @@ static void do_import(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) 
  * is fed what it just sampled and stepped again, in one batch with the
  * others still going, until it has its tokens, sampled a stop token, or
  * reached a window boundary, or the call has computed max_seconds. */
+/* most tokens one Step call may produce (its sessions' max_steps summed):
+ * 16M ids, 64 MiB of reply; a coordinator asks for far fewer */
+#define TC_STEP_MAX_TOKENS (1 << 24)
+
 static atomic_int g_draw_logged; /* the first step drawn by the backend's sample op is logged */
 
 static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
@@ -431,6 +435,13 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
         goto out;
     }
     if (!rq->n_samplers) tot = B;
+    if (tot > TC_STEP_MAX_TOKENS) { /* B x max_steps: the reply's ids, reserved up front */
+        char why[128];
+        snprintf(why, sizeof why, "%lld tokens asked in one call (sessions x max_steps), at most %d", (long long)tot,
+                 TC_STEP_MAX_TOKENS);
+        fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: %s", why);
+        goto out;
+    }
     ss = calloc((size_t)B + 1, sizeof *ss), as = calloc((size_t)B + 1, sizeof *as);
     if (K > 0) {
         /* greedy / top-k: only K candidates per row leave the backend */
@@ -455,7 +466,8 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
             goto out;
         }
     int nact = B;
-    for (int i = 0, o = 0; i < B; i++) {
+    int64_t o = 0;
+    for (int i = 0; i < B; i++) {
         act[i] = i;
         feed[i] = rq->tokens[i];
         off[i] = o;
@@ -537,7 +549,14 @@ static void do_connect(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len)
 
 static void run_job(tc_worker *w, wjob *j) {
     const char *m = j->method;
-    if (!strcmp(m, "Step")) do_step(w, j->call, j->msg, j->len);
+    const int compute = !strcmp(m, "Step") || !strcmp(m, "Sync") || !strcmp(m, "Append") || !strcmp(m, "Import");
+    if (compute && (tc_call_is_done(j->call) || tc_call_deadline_left(j->call) <= 0)) {
+        /* queued past its deadline (or cancelled): the coordinator has
+         * given up on it and may be rebuilding these sessions -- running it
+         * now would change a session behind its back */
+        TC_LOG(TC_LOG_WARN, "worker", "%s dropped: its deadline passed while it was queued", m);
+        tc_call_finish(j->call, TC_GRPC_DEADLINE_EXCEEDED, "the deadline passed before the call ran");
+    } else if (!strcmp(m, "Step")) do_step(w, j->call, j->msg, j->len);
     else if (!strcmp(m, "Sync")) do_sync(w, j->call, j->msg, j->len);
     else if (!strcmp(m, "Append")) do_append(w, j->call, j->msg, j->len);
     else if (!strcmp(m, "Import")) do_import(w, j->call, j->msg, j->len);
