@@ -74,6 +74,7 @@ typedef struct job {
     int64_t generated, prompt_tokens;
     double t_arrive, t_start, t_prefill, t_first, t_last, sync_s;
     tc_bpe_stream bs;
+    char *piece; /* [piece_cap]: one token's decoded text */
     char *held;
     size_t held_len, held_cap;
     struct job *next;
@@ -116,8 +117,7 @@ struct tc_engine {
     int n_queued, n_running;
     uint64_t next_job_id, next_sess_id;
     int V;
-    char *piece;
-    size_t piece_cap;
+    size_t piece_cap; /* a job's piece buffer: the longest token's text */
 };
 
 
@@ -208,6 +208,7 @@ static void job_free(job *j) {
     for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
     free(j->stop);
     free(j->held);
+    free(j->piece);
     tc_sampler_free(&j->smp);
     free(j);
 }
@@ -230,6 +231,7 @@ static void *job_retire_locked(tc_engine *e, job *j) {
     }
     gauges_locked(e);
     pthread_cond_broadcast(&e->idle_cv);
+    pthread_cond_broadcast(&e->cv); /* a slot of the batch is free: a queued job may start */
     void *u = j->user;
     job_free(j);
     return u;
@@ -313,7 +315,7 @@ static tc_finish emit_tokens(tc_engine *e, job *j, const int32_t *toks, int n, i
             if (tok == j->stop_ids[k]) fin = TC_FINISH_STOP;
         if (e->bpe) {
             size_t np = 0;
-            if (tc_bpe_stream_push(&j->bs, tok, e->piece, e->piece_cap, &np) == TC_OK) held_push(j, e->piece, np);
+            if (tc_bpe_stream_push(&j->bs, tok, j->piece, e->piece_cap, &np) == TC_OK) held_push(j, j->piece, np);
             out_len = held_releasable(j, &hit);
             if (hit && fin == TC_FINISH_NONE) fin = TC_FINISH_STOP;
         }
@@ -814,10 +816,8 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
     }
     if (bpe) {
         e->piece_cap = tc_bpe_stream_max_out(bpe) + 16;
-        e->piece = malloc(e->piece_cap);
     }
     if (pthread_create(&e->thread, NULL, engine_thread, e) != 0) {
-        free(e->piece);
         free(e);
         return TC_FAIL(TC_ERR_INTERNAL, "cannot start the engine thread");
     }
@@ -838,7 +838,6 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
         pthread_join(e->thread, NULL);
         for (int i = 0; i < started; i++) pthread_join(e->ctx[i].th, NULL);
         free(e->ctx);
-        free(e->piece);
         free(e);
         return TC_FAIL(TC_ERR_INTERNAL, "cannot start the context thread");
     }
@@ -883,7 +882,6 @@ void tc_engine_stop(tc_engine *e) {
     while (e->n_sess) sess_remove_locked(e, e->sess[e->n_sess - 1], 0); /* the journal keeps them */
     free(e->sess);
     tc_sched_free(e->sched);
-    free(e->piece);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     pthread_cond_destroy(&e->idle_cv);
@@ -979,7 +977,12 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
             for (int k = 0; k < sp->n_stop; k++) j->stop[k] = strdup(sp->stop[k]);
             j->n_stop = sp->n_stop;
         }
-        if (e->bpe) tc_bpe_stream_init(&j->bs, e->bpe);
+        if (e->bpe) {
+            tc_bpe_stream_init(&j->bs, e->bpe);
+            /* the job's own: its tokens are decoded on the engine thread
+             * and (first token, resumed replays) on the context thread */
+            if (!(j->piece = malloc(e->piece_cap))) { code = refuse(msg, msglen, 13, "out of memory"); goto reject; }
+        }
     }
     pthread_mutex_lock(&e->mu);
     if (e->draining) {

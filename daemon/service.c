@@ -132,6 +132,22 @@ static const Tconst__V1__FinishReason FIN_PB[] = {
     TCONST__V1__FINISH_REASON__FINISH_REASON_CANCELLED,   TCONST__V1__FINISH_REASON__FINISH_REASON_ERROR,
 };
 
+/* Text for a response: protobuf-c sends strings up to their first NUL, so
+ * a generated U+0000 (GPT-2's byte-0 token) would cut the text there; it
+ * goes out as U+FFFD, as other bytes that are not text do. */
+static size_t text_out_len(const char *t, size_t n) {
+    size_t z = 0;
+    for (size_t i = 0; i < n; i++) z += t[i] == 0;
+    return n + 2 * z;
+}
+static void text_out(char *dst, const char *t, size_t n) { /* dst: text_out_len + 1 bytes */
+    for (size_t i = 0; i < n; i++) {
+        if (t[i]) *dst++ = t[i];
+        else *dst++ = (char)0xef, *dst++ = (char)0xbf, *dst++ = (char)0xbd;
+    }
+    *dst = 0;
+}
+
 static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, size_t tlen, tc_finish fin,
                       const tc_job_stats *st, const char *error) {
     ctx *c = user;
@@ -139,10 +155,10 @@ static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, s
     Tconst__V1__Usage u = TCONST__V1__USAGE__INIT;
     Tconst__V1__Timings t = TCONST__V1__TIMINGS__INIT;
     char stackbuf[512];
-    char *txt = tlen < sizeof stackbuf ? stackbuf : malloc(tlen + 1);
+    const size_t need = text_out_len(text, tlen);
+    char *txt = need < sizeof stackbuf ? stackbuf : malloc(need + 1);
     if (!txt) return;
-    memcpy(txt, text, tlen);
-    txt[tlen] = 0;
+    text_out(txt, text, tlen);
     r.request_id = c->request_id;
     r.n_token_ids = (size_t)n;
     r.token_ids = (int32_t *)ids;
@@ -272,11 +288,56 @@ static int submit(ctx *c, tc_job_spec *spec) {
     return 0;
 }
 
+/* The first string field (at any depth) of wire message m whose bytes
+ * hold a NUL, else NULL: protobuf-c hands strings over NUL-terminated, so
+ * "a\0b" would silently read as "a". The walk trusts the framing only as
+ * far as unpack already checked it (it runs after a successful unpack). */
+static const char *nul_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *m, size_t len, int depth) {
+    size_t i = 0;
+    while (i < len && depth < 32) {
+        uint64_t key = 0;
+        for (int sh = 0; i < len && sh < 64; sh += 7) {
+            key |= (uint64_t)(m[i] & 0x7f) << sh;
+            if (!(m[i++] & 0x80)) break;
+        }
+        const unsigned wt = (unsigned)(key & 7);
+        const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3));
+        if (wt == 0) {
+            while (i < len && (m[i++] & 0x80)) {}
+        } else if (wt == 1 || wt == 5) {
+            i += wt == 1 ? 8 : 4;
+        } else if (wt == 2) {
+            uint64_t n = 0;
+            for (int sh = 0; i < len && sh < 64; sh += 7) {
+                n |= (uint64_t)(m[i] & 0x7f) << sh;
+                if (!(m[i++] & 0x80)) break;
+            }
+            if (n > len - i) return NULL;
+            if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(m + i, 0, (size_t)n)) return f->name;
+            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+                const char *in = nul_string_field(f->descriptor, m + i, (size_t)n, depth + 1);
+                if (in) return in;
+            }
+            i += (size_t)n;
+        } else return NULL; /* groups: not in proto3 */
+    }
+    return NULL;
+}
+
 #define DECODE(type, fn, var, m, len)                                                                  \
     type *var = fn##__unpack(NULL, len, m);                                                            \
     if (!var) {                                                                                        \
         finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "malformed request: cannot decode %s", #type);       \
         return;                                                                                        \
+    }                                                                                                  \
+    {                                                                                                  \
+        const char *nul_ = nul_string_field(var->base.descriptor, m, len, 0);                          \
+        if (nul_) {                                                                                    \
+            finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "%s: a NUL character (U+0000) is not accepted", \
+                    nul_);                                                                             \
+            fn##__free_unpacked(var, NULL);                                                            \
+            return;                                                                                    \
+        }                                                                                              \
     }
 
 static void h_generate(ctx *c, const uint8_t *m, size_t len, int in_session) {
@@ -414,10 +475,15 @@ static void h_detokenize(ctx *c, const uint8_t *m, size_t len) {
         /* proto3 strings are UTF-8: ill-formed bytes become U+FFFD */
         uint8_t *clean = malloc(n * 3 + 1);
         size_t cn = clean ? tc_utf8_sanitize((const uint8_t *)out, n, clean) : 0;
-        if (clean) clean[cn] = 0;
-        Tconst__V1__DetokenizeResponse r = TCONST__V1__DETOKENIZE_RESPONSE__INIT;
-        r.text = clean ? (char *)clean : "";
-        reply(c->call, &r.base);
+        char *txt = clean ? malloc(text_out_len((const char *)clean, cn) + 1) : NULL;
+        if (!txt) finishf(c->call, TC_GRPC_RESOURCE_EXHAUSTED, "out of memory for %zu bytes of text", n);
+        else {
+            text_out(txt, (const char *)clean, cn);
+            Tconst__V1__DetokenizeResponse r = TCONST__V1__DETOKENIZE_RESPONSE__INIT;
+            r.text = txt;
+            reply(c->call, &r.base);
+        }
+        free(txt);
         free(clean);
     }
     free(out);
@@ -520,19 +586,33 @@ static void h_health(ctx *c, const uint8_t *m, size_t len, int watch) {
     grpc__health__v1__health_check_request__free_unpacked(rq, NULL);
 }
 
+/* The watchers are copied (and referenced) under the lock: an unwatch on
+ * the RPC thread may relink the list meanwhile, and a walk of next_watch
+ * outside the lock could skip a watcher it had referenced (its call then
+ * never released at shutdown). */
 static void notify_watchers(tc_service *s) {
+    ctx *stack[16], **ws = stack;
+    size_t n = 0, cap = sizeof stack / sizeof *stack;
     pthread_mutex_lock(&s->mu);
-    ctx *list = s->watchers;
-    for (ctx *w = list; w; w = w->next_watch) atomic_fetch_add(&w->refs, 1);
-    pthread_mutex_unlock(&s->mu);
-    for (ctx *w = list; w;) {
-        ctx *nx = w->next_watch;
-        Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-        r.status = health_of(s, w->session_id);
-        send_msg(w->call, &r.base);
-        ctx_unref(w);
-        w = nx;
+    for (ctx *w = s->watchers; w; w = w->next_watch) {
+        if (n == cap) {
+            ctx **g = malloc(2 * cap * sizeof *g);
+            if (!g) break; /* out of memory: the rest hear at their next change */
+            memcpy(g, ws, n * sizeof *g);
+            if (ws != stack) free(ws);
+            ws = g, cap *= 2;
+        }
+        atomic_fetch_add(&w->refs, 1);
+        ws[n++] = w;
     }
+    pthread_mutex_unlock(&s->mu);
+    for (size_t i = 0; i < n; i++) {
+        Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+        r.status = health_of(s, ws[i]->session_id);
+        send_msg(ws[i]->call, &r.base);
+        ctx_unref(ws[i]);
+    }
+    if (ws != stack) free(ws);
 }
 
 static void unwatch(tc_service *s, ctx *c) {

@@ -12,8 +12,21 @@ typedef struct mail {
     uint64_t sid, seq;
     void *buf;
     size_t len;
+    double at; /* arrival, CLOCK_MONOTONIC seconds */
     struct mail *next;
 } mail;
+
+/* A message nobody took for this long was given up on (its Import timed
+ * out and the session was closed or rebuilt): dropped at the next put, so
+ * a worker does not keep a session state per such event until it exits.
+ * Far above any take's timeout. */
+#define TC_MAIL_TTL_S 300.0
+
+static double mono_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
 
 struct tc_mailbox {
     pthread_mutex_t mu;
@@ -50,9 +63,16 @@ void tc_mailbox_put(tc_mailbox *m, uint64_t sid, uint64_t seq, void *buf, size_t
         free(buf);
         return;
     }
-    x->sid = sid, x->seq = seq, x->buf = buf, x->len = len;
+    x->sid = sid, x->seq = seq, x->buf = buf, x->len = len, x->at = mono_s();
     pthread_mutex_lock(&m->mu);
     drop_locked(m, sid, seq); /* superseded */
+    for (mail **pp = &m->box; *pp;) { /* abandoned */
+        if (x->at - (*pp)->at > TC_MAIL_TTL_S) {
+            mail *y = *pp;
+            *pp = y->next;
+            free(y->buf), free(y);
+        } else pp = &(*pp)->next;
+    }
     x->next = m->box;
     m->box = x;
     pthread_cond_broadcast(&m->cv);

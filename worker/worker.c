@@ -780,11 +780,28 @@ tc_status tc_worker_new(tc_worker **out, tc_model *m, tc_transport *tp, const ch
         free(w);
         return TC_FAIL(TC_ERR_NOMEM, "out of memory");
     }
-    for (int r = 0; r < 2; r++) {
+    int started = 0;
+    for (int r = 0; r < 2; r++, started++) {
         thr_arg *a = malloc(sizeof *a);
-        if (!a) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+        if (!a) break;
         a->w = w, a->role = r;
-        if (pthread_create(&w->thr[r], NULL, compute_main, a) != 0) return TC_FAIL(TC_ERR_INTERNAL, "cannot start threads");
+        if (pthread_create(&w->thr[r], NULL, compute_main, a) != 0) {
+            free(a);
+            break;
+        }
+    }
+    if (started < 2) { /* stop what started, give everything back */
+        pthread_mutex_lock(&w->mu);
+        w->stop = 1;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        for (int r = 0; r < started; r++) pthread_join(w->thr[r], NULL);
+        tc_sampler_free(&w->smp);
+        free(w->config_json);
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+        free(w);
+        return TC_FAIL(TC_ERR_INTERNAL, "cannot start the worker's compute threads");
     }
     *out = w;
     return TC_OK;

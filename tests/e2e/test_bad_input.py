@@ -69,6 +69,16 @@ def body(env, ck):
         ck.rpc_error(lambda: s.Tokenize(pb.TokenizeRequest(text="hi"), timeout=30),
                      grpc.StatusCode.FAILED_PRECONDITION, "Tokenize on an ids-only model", "text")
         ck.rpc_error(lambda: s.Abort(pb.AbortRequest(), timeout=30), IA, "Abort without a request_id", "request_id")
+        # a NUL inside a string would be cut there by protobuf-c: refused, naming the field (nested too)
+        ck.rpc_error(lambda: s.Tokenize(pb.TokenizeRequest(text="a\x00b"), timeout=30), IA, "Tokenize text with a NUL",
+                     "text: a NUL character")
+        ck.rpc_error(gen(text="hi\x00there"), IA, "a text prompt with a NUL", "text: a NUL character")
+        nul_stop = env.sampling()
+        nul_stop.stop.append("ab\x00")
+        ck.rpc_error(lambda: s.Generate(pb.GenerateRequest(token_ids=[5], sampling=nul_stop), timeout=30), IA,
+                     "a stop string with a NUL", "stop: a NUL character")
+        ck.rpc_error(lambda: s.OpenSession(pb.OpenSessionRequest(session_id="x\x00y"), timeout=30), IA,
+                     "a session_id with a NUL", "session_id: a NUL character")
         serves()
 
         # sampling
