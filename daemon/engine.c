@@ -80,9 +80,23 @@ typedef struct job {
     struct job *next;
 } job;
 
+/* a worker-side session copy to give back (reaper_thread) */
+typedef struct reap_node {
+    tc_wc_session *ws;
+    struct reap_node *next;
+} reap_node;
+
 struct tc_engine {
     pthread_mutex_t mu;
     pthread_cond_t cv;      /* wakes both engine threads (broadcast) */
+    /* the reaper: frees worker session copies outside mu -- a remote free
+     * is a blocking Close RPC that waits behind the worker's running sync
+     * (seconds), and mu is held where sessions end (the RPC thread's
+     * CloseSession, a job's retirement) */
+    pthread_cond_t reap_cv;
+    pthread_t reaper;
+    reap_node *reap;
+    int reaper_on, reap_stop;
     pthread_cond_t idle_cv; /* signalled when a job retires, and when its done callback has returned */
     int n_finishing;        /* retired jobs whose done callback is still running (tc_engine_quiesce waits) */
     pthread_t thread; /* generation (hit steps) */
@@ -154,6 +168,48 @@ static void gauges_locked(tc_engine *e) {
     tc_metric_set(TC_G_state_bytes, (double)bytes);
 }
 
+/* caller holds mu: ws to the reaper (or, without one, freed here) */
+static void reap_push_locked(tc_engine *e, tc_wc_session *ws) {
+    reap_node *n = e->reaper_on ? malloc(sizeof *n) : NULL;
+    if (!n) {
+        e->wc->session_free(e->wc, ws);
+        return;
+    }
+    n->ws = ws, n->next = e->reap, e->reap = n;
+    pthread_cond_signal(&e->reap_cv);
+}
+
+static void *reaper_thread(void *arg) {
+    tc_engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        while (!e->reap && !e->reap_stop) pthread_cond_wait(&e->reap_cv, &e->mu);
+        reap_node *list = e->reap;
+        e->reap = NULL;
+        if (!list) break; /* stopping, nothing left */
+        pthread_mutex_unlock(&e->mu);
+        while (list) {
+            reap_node *nx = list->next;
+            e->wc->session_free(e->wc, list->ws);
+            free(list);
+            list = nx;
+        }
+        pthread_mutex_lock(&e->mu);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+/* frees what is queued and ends the reaper (no session may end after) */
+static void reaper_stop(tc_engine *e) {
+    pthread_mutex_lock(&e->mu);
+    const int on = e->reaper_on;
+    e->reap_stop = 1, e->reaper_on = 0;
+    pthread_cond_signal(&e->reap_cv);
+    pthread_mutex_unlock(&e->mu);
+    if (on) pthread_join(e->reaper, NULL);
+}
+
 /* caller holds mu; the session must be idle. forget: also drop it from
  * the journal (closed or expired, not a shutdown) */
 static void sess_remove_locked(tc_engine *e, dsess *s, int forget) {
@@ -164,7 +220,7 @@ static void sess_remove_locked(tc_engine *e, dsess *s, int forget) {
         }
     if (forget && e->journal && !s->ephemeral && tc_journal_session_delete(e->journal, s->id) != TC_OK)
         TC_LOG(TC_LOG_ERROR, "engine", "%s", tc_error_get());
-    if (s->ws) e->wc->session_free(e->wc, s->ws);
+    if (s->ws) reap_push_locked(e, s->ws);
     tc_sched_close(e->sched, s->qid);
     free(s->restore);
     free(s->logits);
@@ -798,6 +854,7 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
     pthread_condattr_init(&ca);
     pthread_cond_init(&e->cv, &ca);
     pthread_cond_init(&e->idle_cv, &ca);
+    pthread_cond_init(&e->reap_cv, &ca);
     e->wc = wc;
     e->bpe = bpe;
     e->lim = *lim;
@@ -817,7 +874,10 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
     if (bpe) {
         e->piece_cap = tc_bpe_stream_max_out(bpe) + 16;
     }
+    e->reaper_on = pthread_create(&e->reaper, NULL, reaper_thread, e) == 0;
+    if (!e->reaper_on) TC_LOG(TC_LOG_WARN, "engine", "no reaper thread: worker session copies are freed inline");
     if (pthread_create(&e->thread, NULL, engine_thread, e) != 0) {
+        reaper_stop(e);
         free(e);
         return TC_FAIL(TC_ERR_INTERNAL, "cannot start the engine thread");
     }
@@ -837,6 +897,7 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
         pthread_mutex_unlock(&e->mu);
         pthread_join(e->thread, NULL);
         for (int i = 0; i < started; i++) pthread_join(e->ctx[i].th, NULL);
+        reaper_stop(e);
         free(e->ctx);
         free(e);
         return TC_FAIL(TC_ERR_INTERNAL, "cannot start the context thread");
@@ -879,12 +940,16 @@ void tc_engine_stop(tc_engine *e) {
     pthread_join(e->thread, NULL);
     for (int i = 0; i < e->n_ctx; i++) pthread_join(e->ctx[i].th, NULL);
     free(e->ctx);
+    pthread_mutex_lock(&e->mu);
     while (e->n_sess) sess_remove_locked(e, e->sess[e->n_sess - 1], 0); /* the journal keeps them */
+    pthread_mutex_unlock(&e->mu);
+    reaper_stop(e); /* every copy given back before the caller frees the workers */
     free(e->sess);
     tc_sched_free(e->sched);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     pthread_cond_destroy(&e->idle_cv);
+    pthread_cond_destroy(&e->reap_cv);
     free(e);
 }
 
