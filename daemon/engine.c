@@ -74,6 +74,7 @@ typedef struct job {
     int64_t generated, prompt_tokens;
     double t_arrive, t_start, t_prefill, t_first, t_last, sync_s;
     tc_bpe_stream bs;
+    int created; /* this job opened its session (OpenSession): it goes again if the job fails before its append */
     char *piece; /* [piece_cap]: one token's decoded text */
     char *held;
     size_t held_len, held_cap;
@@ -451,20 +452,33 @@ static void refresh_stats(tc_engine *e, dsess *s) {
 
 /* Starts job j: append (the session's pending token first), then the first
  * token. Engine thread, mu not held. */
+/* A start that failed before the session took its tokens: the caller
+ * gets the error, and a session this job opened goes with it (closed and
+ * forgotten by the journal when the job retires), so a retried
+ * OpenSession does not meet ALREADY_EXISTS or leave an empty session
+ * counting against max_sessions. */
+static void start_failed(tc_engine *e, job *j, int code, const char *msg) {
+    if (j->created) {
+        pthread_mutex_lock(&e->mu);
+        j->s->close_when_idle = 1;
+        pthread_mutex_unlock(&e->mu);
+    }
+    e->sink.failed(j->user, code, msg);
+    finish_job(e, j, TC_FINISH_NONE, NULL);
+}
+
 static void start_job(tc_engine *e, job *j) {
     dsess *s = j->s;
     j->t_start = tc_now_s();
     tc_metric_observe(TC_H_request_queue_seconds, j->t_start - j->t_arrive);
     if (!s->ws && e->wc->session_new(e->wc, &s->ws) != TC_OK) {
-        e->sink.failed(j->user, 13, "cannot allocate session state (out of memory)");
-        finish_job(e, j, TC_FINISH_NONE, NULL);
+        start_failed(e, j, 13, "cannot allocate session state (out of memory)");
         return;
     }
     /* journal first: the reply to an append depends on it */
     if (e->journal && !s->ephemeral && j->n_tokens > 0 &&
         tc_journal_append(e->journal, s->id, j->tokens, j->n_tokens) != TC_OK) {
-        e->sink.failed(j->user, 13, tc_error_get());
-        finish_job(e, j, TC_FINISH_NONE, NULL);
+        start_failed(e, j, 13, tc_error_get());
         return;
     }
     /* a resumed generation re-sends what it had generated (the client may
@@ -491,8 +505,8 @@ static void start_job(tc_engine *e, job *j) {
         if (n != j->n_tokens) {
             tmp = malloc((size_t)n * 4);
             if (!tmp) {
-                e->sink.failed(j->user, 13, "out of memory");
-                finish_job(e, j, TC_FINISH_NONE, NULL);
+                free(replay);
+                start_failed(e, j, 13, "out of memory");
                 return;
             }
             int64_t k = 0;
@@ -510,8 +524,7 @@ static void start_job(tc_engine *e, job *j) {
             snprintf(msg, sizeof msg, "append failed: %s", tc_error_get() ? tc_error_get() : tc_status_str(st));
             free(replay);
             /* TC_ERR_IO: a worker that did not come back — UNAVAILABLE, retryable */
-            e->sink.failed(j->user, st == TC_ERR_INVALID ? 3 : st == TC_ERR_IO ? 14 : 13, msg);
-            finish_job(e, j, TC_FINISH_NONE, NULL);
+            start_failed(e, j, st == TC_ERR_INVALID ? 3 : st == TC_ERR_IO ? 14 : 13, msg);
             return;
         }
         s->pending = -1;
@@ -1085,6 +1098,7 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
             goto reject;
         }
         s->ephemeral = sp->ephemeral;
+        j->created = 1;
         if (e->journal && !s->ephemeral && tc_journal_session_open(e->journal, s->id, s->created_ms) != TC_OK) {
             char m[600];
             snprintf(m, sizeof m, "%s", tc_error_get());
