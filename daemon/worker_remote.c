@@ -177,7 +177,9 @@ static tc_status refresh_info(remote *R, wproc *p, Tconst__Worker__V1__InfoRespo
     snprintf(p->role, sizeof p->role, "%s", ir->role);
     snprintf(p->transport, sizeof p->transport, "%s", ir->transport);
     fix_data_addr(p, ir->data_address, p->data_addr, sizeof p->data_addr);
+    pthread_mutex_lock(&R->mu); /* boot_of reads it under the lock from other threads */
     p->boot = ir->boot_id;
+    pthread_mutex_unlock(&R->mu);
     if (keep) *keep = ir;
     else tconst__worker__v1__info_response__free_unpacked(ir, NULL);
     return TC_OK;
