@@ -33,7 +33,7 @@ enum { J_QUEUED = 0, J_STARTING, J_RUNNING, J_DONE };
 typedef struct dsess {
     char id[TC_ID_MAX];
     tc_wc_session *ws;
-    int32_t pending; /* sampled but not yet fed, or -1 */
+    _Atomic int32_t pending; /* sampled but not yet fed, or -1 (set by the job's threads, read by GetSession under mu) */
     float *logits;   /* [V] after the last fed token */
     int has_logits;
     uint64_t busy_job;

@@ -320,6 +320,9 @@ out:
      * a cancelled stream's on_done closes its session): freed only after
      * the RPC server has stopped (it was freed first, and a wake on the
      * freed engine could hang the RPC thread and the shutdown with it) */
+    /* the drain is over: a job still waiting for a dead worker to come
+     * back gives up now instead of holding the exit for minutes */
+    if (wc && wc->abandon_waits) wc->abandon_waits(wc);
     if (eng) tc_engine_quiesce(eng);
     if (rpc) tc_rpc_server_stop(rpc, rpc_grace);
     if (eng) tc_engine_stop(eng);

@@ -71,6 +71,10 @@ struct tc_worker_client {
     /* the calling thread's role: 0 generation (hit steps), 1 context
      * (syncs, prefills); each role computes in its own workspace */
     void (*bind_thread)(tc_worker_client *w, int role);
+    /* optional: calls waiting for a worker to come back (a restart) fail
+     * now, and later ones at once -- shutdown, once the drain is over, so
+     * a job stuck on a dead worker does not hold the exit for minutes */
+    void (*abandon_waits)(tc_worker_client *w);
     void (*free)(tc_worker_client *w);
 };
 

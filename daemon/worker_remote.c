@@ -92,6 +92,7 @@ typedef struct {
     pthread_cond_t cv;
     pthread_t sup;
     int sup_started, stop;
+    int giveup; /* abandon_waits: waits for a restart fail at once (shutdown) */
     uint64_t next_sid;
     uint64_t instance; /* sent in Info and Ping: the worker's owner */
     tc_sched *sched;
@@ -363,15 +364,17 @@ static tc_status wait_up(remote *R, wproc *p, double since) {
     double budget = p->spawned ? R->o.timeout_s + R->o.start_timeout_s + 5 : 2 * R->o.timeout_s;
     double end = tc_now_s() + budget;
     pthread_mutex_lock(&R->mu);
-    while (!R->stop && tc_now_s() < end && !(p->up && p->last_ok > since)) {
+    while (!R->stop && !R->giveup && tc_now_s() < end && !(p->up && p->last_ok > since)) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += 100 * 1000 * 1000;
         if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
         pthread_cond_timedwait(&R->cv, &R->mu, &ts);
     }
-    int ok = p->up && p->last_ok > since && !R->stop;
+    int ok = p->up && p->last_ok > since && !R->stop && !R->giveup;
+    const int gave_up = R->giveup;
     pthread_mutex_unlock(&R->mu);
+    if (!ok && gave_up) return TC_FAIL(TC_ERR_IO, "worker %s is unavailable (shutting down)", p->name);
     if (!ok) return TC_FAIL(TC_ERR_IO, "worker %s is unavailable (not back within %.0f s)", p->name, budget);
     return TC_OK;
 }
@@ -934,6 +937,14 @@ static void r_bind(tc_worker_client *w, int role) {
     t_role = role == 1 ? 1 : 0;
 }
 
+static void r_abandon(tc_worker_client *w) {
+    remote *R = w->impl;
+    pthread_mutex_lock(&R->mu);
+    R->giveup = 1;
+    pthread_cond_broadcast(&R->cv);
+    pthread_mutex_unlock(&R->mu);
+}
+
 static void r_free(tc_worker_client *w) {
     remote *R = w->impl;
     if (R->sup_started) {
@@ -1138,6 +1149,7 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
     w->truncate = r_truncate;
     w->stats = r_stats;
     w->bind_thread = r_bind;
+    w->abandon_waits = r_abandon;
     w->free = r_free;
     TC_LOG(TC_LOG_INFO, "workers", "%d worker pair(s), %d process(es)%s", R->n_pairs, R->n_procs,
            o->workers && o->workers[0] ? " (attached)" : " (spawned)");
