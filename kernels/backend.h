@@ -167,9 +167,11 @@ struct tc_backend {
 __host__ __device__
 #endif
 static inline uint32_t tc_topk_key(uint32_t bits) {
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return 0; /* NaN */
-    if (bits == 0x80000000u) bits = 0;                /* -0 == +0 */
-    return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+    /* branch-free (a row's signs are random: branches mispredicted half
+     * the time): NaN -> 0, -0 -> +0, negative -> ~bits, else bits | sign */
+    const uint32_t b = bits == 0x80000000u ? 0u : bits;
+    const uint32_t k = b ^ ((uint32_t)((int32_t)b >> 31) | 0x80000000u);
+    return (bits & 0x7fffffffu) > 0x7f800000u ? 0u : k;
 }
 
 /* The host implementation (the CPU backends' op, the fallback, the GPU

@@ -69,7 +69,7 @@ TC_HD static inline uint64_t tc_draw_weight_x(float x) {
 #else
     const float w = p * tc_draw_pow2((int)kf + TC_DRAW_SCALE_LOG2);
 #endif
-    return w >= 1.f ? (uint64_t)(int64_t)w : 0; /* w <= 2^38: the signed conversion is exact and cheaper */
+    return (uint64_t)(int64_t)w; /* w in (0, 2^38]: the truncation (0 below 1) is exact in int64 */
 }
 
 /* w of logit l against the row's max mx at temperature T > 0 */

@@ -278,6 +278,27 @@ static void test_need_and_stats(void) {
     tc_sampler_free(&s);
 }
 
+/* tc_topk_key (branch-free) against its definition written plainly; the
+ * whole 2^32 range was checked once (session 18), here 2^24 patterns a
+ * run plus the boundaries */
+static uint32_t key_def(uint32_t bits) {
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return 0; /* NaN */
+    if (bits == 0x80000000u) bits = 0;                /* -0 == +0 */
+    return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+static void test_key(void) {
+    static const uint32_t edge[] = {0, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7f800001u, 0xff800001u, 0x7fffffffu,
+                                    0xffffffffu, 1, 0x80000001u, 0x7f7fffffu, 0xff7fffffu};
+    int bad = 0;
+    for (size_t i = 0; i < sizeof edge / sizeof *edge; i++) bad += tc_topk_key(edge[i]) != key_def(edge[i]);
+    uint32_t b = 0x9e3779b9u;
+    for (int i = 0; i < 1 << 24; i++) {
+        b = b * 1664525u + 1013904223u;
+        bad += tc_topk_key(b) != key_def(b);
+    }
+    EXPECT(bad == 0, "tc_topk_key differs from its definition on %d patterns", bad);
+}
+
 static void test_draw_exp(void) {
     int bad = 0, nonmono = 0, n = 0;
     uint64_t prev = 0;
@@ -304,6 +325,28 @@ static void test_draw_exp(void) {
                tc_draw_target(1ull << 52, 1ull << 61) == 1ull << 60,
            "tc_draw_target");
     printf("draw exp: %d points, worst relative error %.3g\n", n, worst);
+    /* the row loop (AVX2 + FMA lanes where the CPU has them) against the
+     * scalar definition, bit for bit: grids, specials, odd lengths */
+    enum { NW = 70001 };
+    float *xs = malloc(NW * sizeof *xs);
+    uint64_t *wv = malloc(NW * sizeof *wv);
+    static const float specials[] = {NAN, -NAN, INFINITY, -INFINITY, 0.f, -0.f, 1e-40f, -1e-40f, 3.4e38f, -3.4e38f,
+                                     -26.5f, -26.499998f, -26.500002f};
+    static const float mxs[] = {0.f, 5.25f, -3.f, 1e-30f, INFINITY};
+    static const float Ts[] = {1.f, 0.05f, 0.7f, 3.f, 1000.f, 1e-3f};
+    int diff = 0, checked = 0;
+    for (size_t a = 0; a < sizeof mxs / sizeof *mxs; a++)
+        for (size_t b = 0; b < sizeof Ts / sizeof *Ts; b++) {
+            for (int i = 0; i < NW; i++)
+                xs[i] = i % 97 == 0 ? specials[(i / 97) % (sizeof specials / sizeof *specials)]
+                                    : mxs[a] - (float)(i % 40000) * (30.f / 40000.f) * Ts[b] + (frnd() - 0.5f) * 1e-3f;
+            const int len = NW - (int)(a + b) % 7; /* tails of 0..7 lanes */
+            tc_draw_weights(wv, xs, len, mxs[a], Ts[b]);
+            for (int i = 0; i < len; i++, checked++) diff += wv[i] != tc_draw_weight(xs[i], mxs[a], Ts[b]);
+        }
+    free(xs), free(wv);
+    EXPECT(diff == 0, "tc_draw_weights differs from tc_draw_weight at %d of %d points", diff, checked);
+    printf("draw weights: the row loop equals the scalar weight at %d points\n", checked);
 }
 
 /* The whole contract written out plainly, with a full sort (independent
@@ -402,6 +445,7 @@ static void test_sample_op(void) {
 }
 
 int main(void) {
+    test_key();
     test_draw_exp();
     test_sample_op();
     test_topk_rows();

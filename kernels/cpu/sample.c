@@ -15,10 +15,13 @@
  *   - plain temperature walks the ids in order (a prefix sum).
  *
  * On the host each pass keeps only the tokens still in play, so a walk is
- * O(V) (a sort was O(V log V)): the host sampler draws every full row
- * through tc_sample_row too (paper vocabulary, flat logits: top-p 2.2 vs
- * 4.1 ms a row with the sort, top-k 40 1.4 vs 8.1 ms; plain temperature
- * 0.50 vs 0.29-0.42 ms, the exact exp costing more than libm's expf). */
+ * O(V) (a sort was O(V log V)), and the host sampler draws every full row
+ * through tc_sample_row too. Paper vocabulary (50,257), one core, per row,
+ * before (session 17's expf and sort) / after: uniform logits in [-6, 6]
+ * at T 0.8: top-p 0.95 4.3-4.6 / 0.96 ms, top-k 40 + top-p 7.8-8.5 / 0.62
+ * ms, plain T 1.0 0.30-0.35 / 0.25 ms; in [-30, 30]: 2.7 / 0.67, 9.3 /
+ * 0.41, 0.42 / 0.17 ms. The weights go 8 lanes at a time (AVX2 + FMA, the
+ * same IEEE operations), the key and the compaction without branches. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,8 +41,57 @@
 #define TC_FMA_CLONES
 #endif
 
-TC_FMA_CLONES void tc_draw_weights(uint64_t *w, const float *x, int n, float mx, float T) {
+TC_FMA_CLONES static void weights_scalar(uint64_t *w, const float *x, int n, float mx, float T) {
     for (int i = 0; i < n; i++) w[i] = tc_draw_weight(x[i], mx, T);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+/* tc_draw_weight_x eight at a time: the same IEEE operations lane by lane
+ * (sub, div, mul, round to nearest even, fnmadd = fma(-a, b, c) exactly,
+ * fmadd), the float -> integer step per lane as the scalar does it. */
+__attribute__((target("avx2,fma"))) static void weights_avx2(uint64_t *w, const float *x, int n, float mx, float T) {
+    const __m256 vmx = _mm256_set1_ps(mx), vT = _mm256_set1_ps(T), lim = _mm256_set1_ps(-26.5f);
+    const __m256 zero = _mm256_setzero_ps(), l2e = _mm256_set1_ps(1.44269504f);
+    const __m256 hi = _mm256_set1_ps(0.693145751953125f), lo = _mm256_set1_ps(1.42860677e-06f);
+    const __m256 c7 = _mm256_set1_ps(1.98412698e-04f), c6 = _mm256_set1_ps(1.38888889e-03f);
+    const __m256 c5 = _mm256_set1_ps(8.33333333e-03f), c4 = _mm256_set1_ps(4.16666667e-02f);
+    const __m256 c3 = _mm256_set1_ps(1.66666667e-01f), c2 = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.f);
+    const __m256i bias = _mm256_set1_epi32(127 + TC_DRAW_SCALE_LOG2);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_div_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx), vT);
+        const __m256 ok = _mm256_cmp_ps(v, lim, _CMP_GE_OQ); /* NaN, -inf, below -26.5: weight 0 */
+        v = _mm256_blendv_ps(v, zero, _mm256_cmp_ps(v, zero, _CMP_GT_OQ));
+        const __m256 kf = _mm256_round_ps(_mm256_mul_ps(v, l2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256 r = _mm256_fnmadd_ps(kf, hi, v);
+        r = _mm256_fnmadd_ps(kf, lo, r);
+        __m256 p = _mm256_fmadd_ps(c7, r, c6);
+        p = _mm256_fmadd_ps(p, r, c5);
+        p = _mm256_fmadd_ps(p, r, c4);
+        p = _mm256_fmadd_ps(p, r, c3);
+        p = _mm256_fmadd_ps(p, r, c2);
+        p = _mm256_fmadd_ps(p, r, one);
+        p = _mm256_fmadd_ps(p, r, one);
+        /* kf in [-38, 0] where ok: 2^(kf + 38) by its exponent bits */
+        const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(kf), bias), 23);
+        const __m256 wf = _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), ok);
+        float f[8];
+        _mm256_storeu_ps(f, wf);
+        for (int k = 0; k < 8; k++) w[i + k] = (uint64_t)(int64_t)f[k]; /* in [0, 2^38]: [0, 1) truncates to 0 */
+    }
+    for (; i < n; i++) w[i] = tc_draw_weight(x[i], mx, T);
+}
+#endif
+
+void tc_draw_weights(uint64_t *w, const float *x, int n, float mx, float T) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        weights_avx2(w, x, n, mx, T);
+        return;
+    }
+#endif
+    weights_scalar(w, x, n, mx, T);
 }
 
 static uint64_t comp_at(const float *x, int i) {
@@ -64,8 +116,10 @@ static uint64_t walk(const float *x, const uint64_t *w, int32_t *idx, int n, uin
         for (; b > 0 && acc + hist[b] < m; b--) acc += hist[b];
         prefix |= (uint64_t)b << shift;
         int k = 0;
-        for (int j = 0; j < n; j++)
-            if ((comp_at(x, idx[j]) >> shift & 255) == (uint64_t)b) idx[k++] = idx[j];
+        for (int j = 0; j < n; j++) { /* branch-free: which tokens match is a coin toss per token */
+            idx[k] = idx[j];
+            k += (comp_at(x, idx[j]) >> shift & 255) == (uint64_t)b;
+        }
         n = k;
     }
     *above = acc;
