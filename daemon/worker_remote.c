@@ -124,8 +124,13 @@ static tc_status call(remote *R, wproc *p, int role, const char *method, const P
         free(out);
         return TC_ERR_IO;
     }
+    /* NOT_FOUND: the worker has no copy of the session -- it restarted on
+     * the same address and gRPC reconnected before a ping saw its new boot
+     * id. An I/O error: the retry waits for that ping, which marks the
+     * copies stale, and rebuilds them (DESIGN: a worker restart loses no
+     * session) */
     if (res.code == TC_GRPC_UNAVAILABLE || res.code == TC_GRPC_DEADLINE_EXCEEDED || res.code == TC_GRPC_CANCELLED ||
-        res.code == TC_GRPC_ABORTED) {
+        res.code == TC_GRPC_ABORTED || res.code == TC_GRPC_NOT_FOUND) {
         free(out);
         TC_LOG(TC_LOG_WARN, "workers", "%s %s: %s (code %d)", p->name, method + 25, res.message, res.code);
         tc_error_set("worker %s: %s: %s", p->name, method + 25, res.message);

@@ -13,6 +13,8 @@
     stopped (SIGSTOP) in the middle of a sync, a session on the other pair
     goes on syncing and finishes its generation, exact, while the first
     waits; after SIGCONT the first finishes too, exact;
+  - a generation worker replaced on the same address (kill -9, a new
+    process): the session's copy is rebuilt and its generation is exact;
   - one coordinator per worker: a second live coordinator is refused
     ("is not free"); one killed with -9 leaves session copies behind, which
     the next coordinator drops when it takes over (after --orphan-timeout
@@ -31,10 +33,10 @@ from harness import Daemon, run, wait_for
 
 
 class Worker:
-    def __init__(self, env, role, model, *extra):
+    def __init__(self, env, role, model, *extra, listen="127.0.0.1:0"):
         worker = os.path.join(os.path.dirname(env.tconstd), "worker", "tconst-worker")
         dev = ["--device", os.environ["TC_E2E_DEVICE"]] if os.environ.get("TC_E2E_DEVICE") else []
-        self.p = subprocess.Popen([worker, "--role", role, "--listen", "127.0.0.1:0", "--model", model] + dev + [
+        self.p = subprocess.Popen([worker, "--role", role, "--listen", listen, "--model", model] + dev + [
                                    "--log-level", "warn", *extra], stdout=subprocess.PIPE, text=True)
         line = self.p.stdout.readline()
         if " ready: " not in line:
@@ -79,6 +81,25 @@ def body(env, ck):
             ck.check(back, "after SIGCONT the worker is up again")
             ck.equal(gen(), want, "after it came back: the same generation, token for token")
             ck.equal(d.metric("tconst_worker_restarts_total"), 0.0, "tconstd restarted nothing it did not start")
+            # the generation worker replaced on the same address (a pod
+            # restarted by its orchestrator): gRPC reconnects before a ping
+            # sees the new boot id; the session's copy must be rebuilt, not
+            # reported lost (the worker answers NOT_FOUND for it)
+            for trial in range(3):
+                sid = s.OpenSession(pb.OpenSessionRequest(token_ids=prompt), timeout=30).session_id
+                ws[1].p.kill()
+                ws[1].p.wait(30)
+                ws[1] = Worker(env, "generation", model, listen=ws[1].addr)
+                ids = []
+                try:
+                    for r in s.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid, sampling=env.sampling(
+                            max_tokens=150, ignore_eos=True, **samp)), timeout=120):
+                        ids += r.token_ids
+                except grpc.RpcError as e:
+                    ids = f"{e.code().name}: {e.details()}"
+                ck.equal(ids, want, f"generation worker replaced on its address ({trial + 1}/3): the session is "
+                                    "rebuilt, its generation == tconst generate")
+                s.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=30)
     finally:
         for w in ws:
             w.stop()
