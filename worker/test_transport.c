@@ -77,11 +77,36 @@ int main(void) {
         uint64_t *h64 = (uint64_t *)(void *)&hdr[2];
         h64[0] = 77, h64[1] = 1, h64[2] = k == 0 ? 3 : (1ull << 40);
         EXPECT(write(fd, hdr, 32) == 32, "raw write");
+        if (k == 1) { /* oversized: the refusal first, so the sender says why and does not retry */
+            uint64_t ack = 0;
+            EXPECT(read(fd, &ack, 8) == 8 && ack == UINT64_MAX, "no refusal for an oversized frame (got %llx)",
+                   (unsigned long long)ack);
+        }
         char c;
         EXPECT(read(fd, &c, 1) == 0, "connection not closed after a bad frame %d", k); /* EOF: closed */
         close(fd);
     }
     EXPECT(rx->recv(rx, 77, 1, &x, &xl, 0.2) == TC_ERR_IO, "bad frame delivered");
+
+    /* a state over the limit: the sender's own (the peers share the
+     * setting) and, when they differ, the receiver's refusal -- both
+     * TC_ERR_EXHAUSTED naming the flag, not an I/O error to retry */
+    {
+        tc_transport *small_rx, *small_tx;
+        EXPECT(tc_transport_host_open(&small_rx, "127.0.0.1:0", 64) == TC_OK, "open small rx");
+        EXPECT(tc_transport_host_open(&small_tx, "", 64) == TC_OK, "open small tx");
+        EXPECT(small_tx->connect(small_tx, small_rx->address(small_rx)) == TC_OK, "connect small");
+        EXPECT(small_tx->send(small_tx, 1, 1, b2, 65, 10) == TC_ERR_EXHAUSTED &&
+                   strstr(tc_error_get(), "--max-message-bytes"),
+               "own limit: %s", tc_error_get());
+        EXPECT(tx->connect(tx, small_rx->address(small_rx)) == TC_OK, "connect to the small peer");
+        EXPECT(tx->send(tx, 2, 1, b2, 1000, 10) == TC_ERR_EXHAUSTED && strstr(tc_error_get(), "refused"),
+               "the peer's refusal: %s", tc_error_get());
+        EXPECT(tx->send(tx, 3, 1, b2, 64, 10) == TC_OK, "a state at the limit after a refusal: %s", tc_error_get());
+        EXPECT(check(small_rx, 3, 1, b2, 64), "the state at the limit");
+        EXPECT(tx->connect(tx, addr) == TC_OK, "connect back");
+        small_tx->free(small_tx), small_rx->free(small_rx);
+    }
 
     /* the receiver restarts on the same port: the sender redials */
     rx->free(rx);

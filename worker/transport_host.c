@@ -26,6 +26,7 @@
 #include "transport.h"
 
 #define FRAME_MAGIC 0x50444354u /* "TCDP" */
+#define ACK_TOO_LARGE UINT64_MAX /* the receiver's answer to a frame over its limit, instead of the seq */
 #define MAX_CONNS 64
 
 typedef struct {
@@ -108,6 +109,8 @@ static void *reader_main(void *arg) {
         if (h.len > H->max_message) {
             TC_LOG(TC_LOG_ERROR, "transport", "data plane: frame of %llu bytes exceeds the limit %llu; closing",
                    (unsigned long long)h.len, (unsigned long long)H->max_message);
+            const uint64_t refused = ACK_TOO_LARGE; /* the sender says why, and does not retry */
+            (void)write_all(ra.fd, &refused, sizeof refused);
             break;
         }
         void *buf = malloc(h.len ? h.len : 1);
@@ -227,6 +230,12 @@ static tc_status h_send(tc_transport *t, uint64_t sid, uint64_t seq, const void 
         st = TC_FAIL(TC_ERR_INVALID, "data plane: no peer (Connect was not called)");
         goto out;
     }
+    if (len > H->max_message) { /* the peers share the setting: it would refuse it */
+        st = TC_FAIL(TC_ERR_EXHAUSTED,
+                     "data plane: a state of %zu bytes exceeds --max-message-bytes %llu (raise it on both workers)",
+                     len, (unsigned long long)H->max_message);
+        goto out;
+    }
     frame_hdr h = {FRAME_MAGIC, 1, sid, seq, len};
     for (int attempt = 0; attempt < 2; attempt++) { /* the peer may have restarted: redial once */
         if (H->sfd < 0) H->sfd = dial(H->peer, timeout_s);
@@ -235,14 +244,24 @@ static tc_status h_send(tc_transport *t, uint64_t sid, uint64_t seq, const void 
             continue;
         }
         uint64_t ack = 0;
-        if (write_all(H->sfd, &h, sizeof h) == 0 && write_all(H->sfd, buf, len) == 0 &&
-            read_all(H->sfd, &ack, sizeof ack) == 0 && ack == seq) {
+        errno = 0;
+        const int sent_hdr = write_all(H->sfd, &h, sizeof h) == 0;
+        /* a refusal comes back as soon as the header is read: look before the body */
+        if (sent_hdr && write_all(H->sfd, buf, len) == 0 && read_all(H->sfd, &ack, sizeof ack) == 0 && ack == seq) {
             st = TC_OK;
             break;
         }
-        st = TC_FAIL(TC_ERR_IO, "data plane: send to %s failed: %s", H->peer, strerror(errno));
+        if (sent_hdr && ack != ACK_TOO_LARGE) (void)read_all(H->sfd, &ack, sizeof ack); /* a refusal, if one came */
         close(H->sfd);
         H->sfd = -1;
+        if (ack == ACK_TOO_LARGE) {
+            st = TC_FAIL(TC_ERR_EXHAUSTED,
+                         "data plane: %s refused a state of %zu bytes: over its --max-message-bytes (raise it on "
+                         "both workers)", H->peer, len);
+            break;
+        }
+        st = TC_FAIL(TC_ERR_IO, "data plane: send to %s failed: %s", H->peer,
+                     errno ? strerror(errno) : "the peer closed the connection");
     }
     if (st == TC_OK) {
         t->bytes_sent += len;

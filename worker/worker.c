@@ -301,7 +301,7 @@ static void do_append(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) 
     }
     r.compute_s = tc_now_s() - t0;
     if (rq->send_seq && (st = ship(w, rq->sid, rq->send_seq, s, TC_STATE_FULL, &r.sent_bytes, &r.send_s)) != TC_OK) {
-        fail_st(c, st, "Append: data plane");
+        fail_st(c, st, "Append: shipping the state");
         goto out;
     }
     reply_session(s, &sr);
@@ -339,7 +339,7 @@ static void do_sync(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     }
     r.compute_s = tc_now_s() - t0;
     if (rq->send_seq && (st = ship(w, rq->sid, rq->send_seq, s, TC_STATE_SYNC, &r.sent_bytes, &r.send_s)) != TC_OK) {
-        fail_st(c, st, "Sync: data plane");
+        fail_st(c, st, "Sync: shipping the state");
         goto out;
     }
     reply_session(s, &sr);
