@@ -28,6 +28,7 @@
 #define FRAME_MAGIC 0x50444354u /* "TCDP" */
 #define ACK_TOO_LARGE UINT64_MAX /* the receiver's answer to a frame over its limit, instead of the seq */
 #define MAX_CONNS 64
+#define RECV_IDLE_S 120 /* a data-plane connection silent this long is closed */
 
 typedef struct {
     uint32_t magic, version;
@@ -154,6 +155,17 @@ static void *acceptor_main(void *arg) {
         if (fd < 0) continue;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        /* a peer that vanished without closing (a lost node, a partition)
+         * must not hold a reader slot for good: keepalive finds it in ~90
+         * s, and a connection silent for RECV_IDLE_S (idle or inside a
+         * frame) is closed -- the sender redials on its next state */
+        int idle = 60, intvl = 10, cnt = 3;
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+        struct timeval rt = {RECV_IDLE_S, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &rt, sizeof rt);
         pthread_mutex_lock(&H->mu);
         int slot = -1;
         for (int i = 0; i < MAX_CONNS && slot < 0; i++)
