@@ -55,6 +55,8 @@ struct tc_worker {
     tc_model *m;
     tc_transport *tp;
     int tp_owned; /* made by Connect (nccl) */
+    tc_transport **retired; /* replaced by a later Connect, freed with the worker */
+    int n_retired;
     uint64_t boot_id;
     uint64_t owner;    /* the coordinator served (0: none yet) */
     double owner_seen; /* when it last called Info or Ping */
@@ -674,9 +676,16 @@ static void do_connect(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len)
         else if ((st = tc_transport_nccl_open(&tp, rq->nccl_id.data, rq->nccl_rank, w->o.cuda_device)) != TC_OK)
             fail_st(c, st, "Connect");
         else {
-            if (w->tp && w->tp_owned) w->tp->free(w->tp);
+            /* the RPC thread (Info, Close) and the generation thread
+             * (Import) may hold the old one: it is retired, not freed,
+             * until the worker ends (a communicator per peer restart) */
+            pthread_mutex_lock(&w->mu);
+            tc_transport **rt = w->tp && w->tp_owned ? realloc(w->retired, (size_t)(w->n_retired + 1) * sizeof *rt) : NULL;
+            if (rt) w->retired = rt, w->retired[w->n_retired++] = w->tp;
+            else if (w->tp && w->tp_owned) TC_LOG(TC_LOG_WARN, "worker", "out of memory: the old data plane is leaked");
             w->tp = tp;
             w->tp_owned = 1;
+            pthread_mutex_unlock(&w->mu);
             TC_LOG(TC_LOG_INFO, "worker", "NCCL data plane up (rank %d)", rq->nccl_rank);
             Tconst__Worker__V1__ConnectResponse r = TCONST__WORKER__V1__CONNECT_RESPONSE__INIT;
             send_msg(w, c, &r.base);
@@ -818,6 +827,8 @@ void tc_worker_free(tc_worker *w) {
     for (int r = 0; r < 2; r++) pthread_join(w->thr[r], NULL);
     for (int i = 0; i < w->n_sess; i++) tc_session_free(w->sess[i].s);
     if (w->tp && w->tp_owned) w->tp->free(w->tp);
+    for (int i = 0; i < w->n_retired; i++) w->retired[i]->free(w->retired[i]);
+    free(w->retired);
     free(w->sess);
     tc_sampler_free(&w->smp);
     free(w->config_json);
