@@ -543,7 +543,7 @@ static tc_status ensure_gen(remote *R, tc_wc_session *s) {
     return TC_OK;
 }
 
-static tc_status hist_push(tc_wc_session *s, const int32_t *t, int64_t n) {
+static tc_status hist_reserve(tc_wc_session *s, int64_t n) {
     if (s->n + n > s->cap) {
         int64_t cap = s->cap ? s->cap : 1024;
         while (cap < s->n + n) cap *= 2;
@@ -551,6 +551,11 @@ static tc_status hist_push(tc_wc_session *s, const int32_t *t, int64_t n) {
         if (!nh) return TC_FAIL(TC_ERR_NOMEM, "out of memory for %lld history tokens", (long long)cap);
         s->hist = nh, s->cap = cap;
     }
+    return TC_OK;
+}
+
+static tc_status hist_push(tc_wc_session *s, const int32_t *t, int64_t n) {
+    TC_CHECK(hist_reserve(s, n));
     memcpy(s->hist + s->n, t, (size_t)n * 4);
     s->n += n;
     return TC_OK;
@@ -638,8 +643,11 @@ static tc_status r_append(tc_worker_client *w, tc_wc_session *s, const int32_t *
         if (t[i] < 0 || t[i] >= R->cfg.vocab_size)
             return TC_FAIL(TC_ERR_INVALID, "token id %d at index %lld is outside the vocabulary [0, %d)", t[i],
                            (long long)i, R->cfg.vocab_size);
+    /* the room first: once the workers hold the tokens, the history must
+     * take them (a retry would apply them twice) */
+    TC_CHECK(hist_reserve(s, n));
     RETRY(R, s, do_append(R, s, t, n, logits));
-    TC_CHECK(hist_push(s, t, n));
+    (void)hist_push(s, t, n); /* reserved: cannot fail */
     if (R->cfg.arch != TC_ARCH_TRANSFORMER) {
         int64_t W = R->cfg.generate_window, w1 = ((s->n - 1) / W) * W;
         if (w1 != s->synced_at) s->syncs++;
