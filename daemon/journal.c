@@ -4,14 +4,19 @@
  * concatenation of its chunks. */
 #include "journal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <sys/file.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../common/log.h"
 
 struct tc_journal {
+    int lock_fd; /* <data-dir>/LOCK, flock()ed for the process's life: one tconstd a directory */
     sqlite3 *db;
     sqlite3_stmt *ins_sess, *del_sess, *del_chunks, *ins_chunk, *ins_gen, *del_gen;
 };
@@ -23,9 +28,22 @@ static tc_status db_fail(tc_journal *j, const char *what) {
 tc_status tc_journal_open(tc_journal **out, const char *data_dir) {
     tc_journal *j = calloc(1, sizeof *j);
     if (!j) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    j->lock_fd = -1;
     char path[4200];
-    snprintf(path, sizeof path, "%s/journal.db", data_dir);
     tc_status st = TC_OK;
+    /* two daemons on one journal would merge their sessions under the same
+     * ids and expire each other's: the second is refused */
+    snprintf(path, sizeof path, "%s/LOCK", data_dir);
+    j->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (j->lock_fd < 0) {
+        st = TC_FAIL(TC_ERR_IO, "--data-dir %s: cannot open %s: %s", data_dir, path, strerror(errno));
+        goto fail;
+    }
+    if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        st = TC_FAIL(TC_ERR_INVALID, "--data-dir %s: in use by another tconstd (it holds %s)", data_dir, path);
+        goto fail;
+    }
+    snprintf(path, sizeof path, "%s/journal.db", data_dir);
     if (sqlite3_open_v2(path, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
         SQLITE_OK) {
         st = TC_FAIL(TC_ERR_IO, "journal %s: %s", path, j->db ? sqlite3_errmsg(j->db) : "cannot open");
@@ -73,6 +91,7 @@ void tc_journal_close(tc_journal *j) {
     sqlite3_finalize(j->ins_gen);
     sqlite3_finalize(j->del_gen);
     if (j->db) sqlite3_close(j->db);
+    if (j->lock_fd >= 0) close(j->lock_fd); /* releases the lock */
     free(j);
 }
 

@@ -98,6 +98,11 @@ with Daemon() as d:
     check(g == exp, "restored session generates what one run over its history generates")
     r = d.client("session", "get", "--id", "gone", check_rc=False)
     check(r.returncode != 0 and "NOT_FOUND" in r.stderr, "a closed session is not restored")
+    # a second daemon on the same --data-dir is refused (it would merge sessions under one id)
+    r = subprocess.run([TCONSTD, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir", data],
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode > 0 and "in use by another tconstd" in r.stderr,
+          f"a second tconstd on the same --data-dir: exit {r.returncode}, {r.stderr.strip().splitlines()[-1:]}")
 
 # 4. a corrupt journal is a clear error, not a crash
 with open(os.path.join(data, "journal.db"), "r+b") as f:
