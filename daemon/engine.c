@@ -1080,6 +1080,11 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
         code = refuse(msg, msglen, 3, "session_id: longer than %d bytes", TC_ID_MAX - 1);
         goto reject;
     }
+    if (sp->request_id && strlen(sp->request_id) >= TC_ID_MAX) { /* journaled whole: a cut id never resumes */
+        pthread_mutex_unlock(&e->mu);
+        code = refuse(msg, msglen, 3, "request_id: longer than %d bytes", TC_ID_MAX - 1);
+        goto reject;
+    }
     if (sp->create || (sp->ephemeral && !*sid)) {
         if (*sid && find_sess(e, sid)) {
             pthread_mutex_unlock(&e->mu);

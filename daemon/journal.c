@@ -119,14 +119,19 @@ tc_status tc_journal_session_open(tc_journal *j, const char *id, int64_t created
 tc_status tc_journal_session_delete(tc_journal *j, const char *id) {
     sqlite3_mutex *mx = sqlite3_db_mutex(j->db);
     sqlite3_mutex_enter(mx);
-    sqlite3_exec(j->db, "BEGIN", NULL, NULL, NULL);
+    if (sqlite3_exec(j->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+        tc_status st = db_fail(j, "delete (begin)");
+        sqlite3_mutex_leave(mx);
+        return st;
+    }
     sqlite3_bind_text(j->del_sess, 1, id, -1, SQLITE_TRANSIENT);
     tc_status st = run(j, j->del_sess, "delete session");
     sqlite3_bind_text(j->del_chunks, 1, id, -1, SQLITE_TRANSIENT);
     if (st == TC_OK) st = run(j, j->del_chunks, "delete history");
     sqlite3_bind_text(j->del_gen, 1, id, -1, SQLITE_TRANSIENT);
     if (st == TC_OK) st = run(j, j->del_gen, "delete generation");
-    sqlite3_exec(j->db, st == TC_OK ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
+    if (st == TC_OK && sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) st = db_fail(j, "delete (commit)");
+    if (st != TC_OK) sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
     sqlite3_mutex_leave(mx);
     return st;
 }
@@ -228,6 +233,7 @@ tc_status tc_journal_load_gens(tc_journal *j, tc_journal_gen_visit visit, void *
         g.ignore_eos = (int)sqlite3_column_int64(q, 8);
         st = visit(ud, sid ? sid : "", &g);
     }
+    if (st == TC_OK && rc != SQLITE_DONE) st = db_fail(j, "load generations"); /* not the end: an error */
     sqlite3_finalize(q);
     return st;
 }

@@ -69,6 +69,9 @@ def body(env, ck):
         ck.rpc_error(lambda: s.Tokenize(pb.TokenizeRequest(text="hi"), timeout=30),
                      grpc.StatusCode.FAILED_PRECONDITION, "Tokenize on an ids-only model", "text")
         ck.rpc_error(lambda: s.Abort(pb.AbortRequest(), timeout=30), IA, "Abort without a request_id", "request_id")
+        ck.rpc_error(lambda: s.Generate(pb.GenerateRequest(token_ids=[5], request_id="r" * 64,
+                                                           sampling=env.sampling()), timeout=30),
+                     IA, "a 64-byte request_id (journaled whole, or it could never resume)", "request_id")
         # a NUL inside a string would be cut there by protobuf-c: refused, naming the field (nested too)
         ck.rpc_error(lambda: s.Tokenize(pb.TokenizeRequest(text="a\x00b"), timeout=30), IA, "Tokenize text with a NUL",
                      "text: a NUL character")
