@@ -452,6 +452,24 @@ static void refresh_stats(tc_engine *e, dsess *s) {
 
 /* Starts job j: append (the session's pending token first), then the first
  * token. Engine thread, mu not held. */
+/* The workers took j's tokens but the journal did not: they are taken
+ * back (the session must hold what the journal holds), or, where the
+ * workers cannot forget, the session is dropped. */
+static void unappend(tc_engine *e, job *j) {
+    dsess *s = j->s;
+    if (j->n_tokens <= 0) return;
+    if (e->wc->truncate && e->wc->truncate(e->wc, s->ws, s->st.length - j->n_tokens) == TC_OK) {
+        s->has_logits = 0; /* the logits were the dropped tokens' */
+        refresh_stats(e, s);
+        return;
+    }
+    TC_LOG(TC_LOG_ERROR, "engine", "session %s: its tokens could not be taken back from the workers: closing it",
+           s->id);
+    pthread_mutex_lock(&e->mu);
+    s->close_when_idle = 1;
+    pthread_mutex_unlock(&e->mu);
+}
+
 /* A start that failed before the session took its tokens: the caller
  * gets the error, and a session this job opened goes with it (closed and
  * forgotten by the journal when the job retires), so a retried
@@ -473,12 +491,6 @@ static void start_job(tc_engine *e, job *j) {
     tc_metric_observe(TC_H_request_queue_seconds, j->t_start - j->t_arrive);
     if (!s->ws && e->wc->session_new(e->wc, &s->ws) != TC_OK) {
         start_failed(e, j, 13, "cannot allocate session state (out of memory)");
-        return;
-    }
-    /* journal first: the reply to an append depends on it */
-    if (e->journal && !s->ephemeral && j->n_tokens > 0 &&
-        tc_journal_append(e->journal, s->id, j->tokens, j->n_tokens) != TC_OK) {
-        start_failed(e, j, 13, tc_error_get());
         return;
     }
     /* a resumed generation re-sends what it had generated (the client may
@@ -533,6 +545,20 @@ static void start_job(tc_engine *e, job *j) {
         s->restore = NULL;
         s->n_restore = 0;
         refresh_stats(e, s);
+        /* the journal takes the tokens once the workers have: a failed
+         * prefill leaves nothing behind to resurface after a restart. A new
+         * generation journals its prompt with its record, below, in one
+         * transaction; everything else here, before any reply */
+        const int with_gen = j->generate && !j->resume && s->has_logits;
+        if (e->journal && !s->ephemeral && j->n_tokens > 0 && !with_gen &&
+            tc_journal_append(e->journal, s->id, j->tokens, j->n_tokens) != TC_OK) {
+            char m[600];
+            snprintf(m, sizeof m, "%s", tc_error_get());
+            free(replay);
+            unappend(e, j);
+            start_failed(e, j, 13, m);
+            return;
+        }
         tc_metric_observe(TC_H_prefill_duration_seconds, tc_now_s() - t0);
         tc_metric_inc(TC_M_prompt_tokens_total, (double)j->n_tokens);
         if (s->st.syncs > syncs0) tc_metric_inc(TC_M_syncs_total, (double)(s->st.syncs - syncs0));
@@ -578,10 +604,12 @@ static void start_job(tc_engine *e, job *j) {
         g.sp = j->smp.p;
         g.max_tokens = j->max_tokens;
         g.ignore_eos = j->ignore_eos;
-        if (tc_journal_gen_begin(e->journal, s->id, &g) != TC_OK) {
+        if (tc_journal_append_gen(e->journal, s->id, j->tokens, j->n_tokens, &g) != TC_OK) {
+            char m[600];
+            snprintf(m, sizeof m, "%s", tc_error_get());
             free(replay);
-            e->sink.failed(j->user, 13, tc_error_get());
-            finish_job(e, j, TC_FINISH_NONE, NULL);
+            unappend(e, j);
+            start_failed(e, j, 13, m);
             return;
         }
     }

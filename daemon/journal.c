@@ -206,6 +206,24 @@ tc_status tc_journal_gen_begin(tc_journal *j, const char *id, const tc_journal_g
     return st;
 }
 
+tc_status tc_journal_append_gen(tc_journal *j, const char *id, const int32_t *tokens, int64_t n,
+                                const tc_journal_gen *g) {
+    sqlite3_mutex *mx = sqlite3_db_mutex(j->db); /* recursive: the calls below take it again */
+    sqlite3_mutex_enter(mx);
+    if (sqlite3_exec(j->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+        tc_status st = db_fail(j, "prompt and generation (begin)");
+        sqlite3_mutex_leave(mx);
+        return st;
+    }
+    tc_status st = tc_journal_append(j, id, tokens, n);
+    if (st == TC_OK) st = tc_journal_gen_begin(j, id, g);
+    if (st == TC_OK && sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        st = db_fail(j, "prompt and generation (commit)");
+    if (st != TC_OK) sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_mutex_leave(mx);
+    return st;
+}
+
 tc_status tc_journal_gen_end(tc_journal *j, const char *id) {
     sqlite3_mutex_enter(sqlite3_db_mutex(j->db));
     sqlite3_bind_text(j->del_gen, 1, id, -1, SQLITE_TRANSIENT);

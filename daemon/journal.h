@@ -2,8 +2,10 @@
  * history in SQLite (WAL mode) under --data-dir, so sessions survive a
  * coordinator restart (they resume by re-syncing from their history).
  *
- * Written before any acknowledgement that depends on it: an Append is
- * journaled before its reply, a generated token before it is streamed.
+ * Written before any acknowledgement that depends on it, and only for what
+ * the workers took: an Append is journaled after its prefill and before
+ * its reply (a failed one leaves nothing), a request's prompt together with
+ * its generation's record, a generated token before it is streamed.
  * synchronous=NORMAL: a commit survives the process being killed (kill -9);
  * an OS crash may lose the last commits. Thread-safe (one connection in
  * SQLite's serialized mode). A running generation's request id, sampling
@@ -42,6 +44,11 @@ typedef struct {
     int max_tokens, ignore_eos;
 } tc_journal_gen;
 tc_status tc_journal_gen_begin(tc_journal *j, const char *id, const tc_journal_gen *g);
+/* A request's prompt tokens (n may be 0) and its generation, in one
+ * transaction: a crash leaves both or neither, so the same request_id
+ * either resumes or starts over, never appends its prompt twice. */
+tc_status tc_journal_append_gen(tc_journal *j, const char *id, const int32_t *tokens, int64_t n,
+                                const tc_journal_gen *g);
 tc_status tc_journal_gen_end(tc_journal *j, const char *id);
 typedef tc_status (*tc_journal_gen_visit)(void *ud, const char *id, const tc_journal_gen *g);
 tc_status tc_journal_load_gens(tc_journal *j, tc_journal_gen_visit visit, void *ud);
