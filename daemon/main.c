@@ -10,6 +10,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@
 #include "worker_remote.h"
 #include "metrics.h"
 #include "service.h"
+#include "spawn.h"
 
 #define TC_VERSION "0.1.0"
 
@@ -79,6 +81,32 @@ static const tc_knob KNOBS[] = {
 #define N_KNOBS ((int)(sizeof KNOBS / sizeof KNOBS[0]))
 
 static tc_service *g_svc; /* read by the HTTP hooks */
+
+/* SIGTERM / SIGINT: taken by one thread from the moment they are blocked,
+ * so a signal during the start-up (workers loading, a journal restore, the
+ * warm-up: minutes at worst) stops it at once instead of being held until
+ * the daemon is ready -- which it then never becomes */
+static pthread_mutex_t g_sig_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_sig_cv = PTHREAD_COND_INITIALIZER;
+static int g_sig;              /* the first signal (g_sig_mu) */
+static atomic_int g_starting = 1; /* cleared just before ready */
+
+static void *sig_main(void *arg) {
+    int sig = 0;
+    sigwait((sigset_t *)arg, &sig);
+    pthread_mutex_lock(&g_sig_mu);
+    g_sig = sig;
+    pthread_cond_broadcast(&g_sig_cv);
+    pthread_mutex_unlock(&g_sig_mu);
+    if (atomic_load(&g_starting)) tc_spawn_cancel(); /* the waits for workers give up */
+    return NULL;
+}
+static int sig_seen(void) {
+    pthread_mutex_lock(&g_sig_mu);
+    const int s = g_sig;
+    pthread_mutex_unlock(&g_sig_mu);
+    return s;
+}
 
 static int hook_ready(void *ud) {
     (void)ud;
@@ -205,6 +233,12 @@ int main(int argc, char **argv) {
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    pthread_t sig_th;
+    if (pthread_create(&sig_th, NULL, sig_main, &sigs) != 0) {
+        fprintf(stderr, "tconstd: error: cannot start the signal thread\n");
+        return 1;
+    }
+    pthread_detach(sig_th);
 
     int rc = 1;
     tc_http_server *http = NULL;
@@ -283,6 +317,12 @@ int main(int argc, char **argv) {
         goto out;
     }
     TC_LOG(TC_LOG_INFO, "main", "warm-up done in %.3f s", tc_now_s() - tw);
+    atomic_store(&g_starting, 0);
+    if (sig_seen()) { /* during the start-up: never ready, a clean stop */
+        TC_LOG(TC_LOG_INFO, "main", "signal %d during the start-up: stopping without serving", sig_seen());
+        rc = 0;
+        goto out;
+    }
     tc_service_set_serving(svc, 1, 0);
     tc_metric_set(TC_G_ready, 1);
     {
@@ -299,8 +339,10 @@ int main(int argc, char **argv) {
                bpe ? "text+ids" : "ids only");
         fflush(stdout);
     }
-    int sig = 0;
-    sigwait(&sigs, &sig);
+    pthread_mutex_lock(&g_sig_mu);
+    while (!g_sig) pthread_cond_wait(&g_sig_cv, &g_sig_mu);
+    const int sig = g_sig;
+    pthread_mutex_unlock(&g_sig_mu);
     TC_LOG(TC_LOG_INFO, "main", "signal %d: draining (up to %.1f s)", sig, cfg.drain_timeout);
     tc_service_set_serving(svc, 1, 1);
     tc_metric_set(TC_G_ready, 0);
@@ -314,6 +356,10 @@ int main(int argc, char **argv) {
     if (rpc_grace < 2.0) rpc_grace = 2.0;
     rc = 0;
 out:
+    if (rc != 0 && sig_seen() && atomic_load(&g_starting)) { /* a start-up step failed because it was cancelled */
+        TC_LOG(TC_LOG_INFO, "main", "signal %d during the start-up: stopping", sig_seen());
+        rc = 0;
+    }
     if (svc) tc_service_end_watchers(svc);
     /* cancels the rest with UNAVAILABLE; the engine stays allocated while
      * the RPC thread may still reach it (a send completing calls on_sent,

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,11 @@
 #include <unistd.h>
 
 #include "../common/clock.h"
+
+static atomic_int g_cancel; /* tc_spawn_cancel: a signal during the start-up */
+
+void tc_spawn_cancel(void) { atomic_store(&g_cancel, 1); }
+int tc_spawn_cancelled(void) { return atomic_load(&g_cancel); }
 
 tc_status tc_spawn(char *const argv[], double ready_timeout_s, pid_t *pid_out, char *line, size_t n) {
     int p[2];
@@ -52,8 +58,12 @@ tc_status tc_spawn(char *const argv[], double ready_timeout_s, pid_t *pid_out, c
             st = TC_FAIL(TC_ERR_IO, "worker %s did not report ready within %.0f s", argv[0], ready_timeout_s);
             break;
         }
+        if (tc_spawn_cancelled()) {
+            st = TC_FAIL(TC_ERR_IO, "worker %s: start-up cancelled (a signal)", argv[0]);
+            break;
+        }
         struct pollfd pf = {p[0], POLLIN, 0};
-        int r = poll(&pf, 1, (int)(left * 1000) + 1);
+        int r = poll(&pf, 1, left > 0.2 ? 201 : (int)(left * 1000) + 1); /* slices: a cancel is seen */
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) continue;
         ssize_t k = read(p[0], line + got, n - 1 - got);

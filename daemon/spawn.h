@@ -11,6 +11,10 @@
  * stdout line (copied to line). The child gets SIGKILL when this process
  * dies. On failure the child is gone. */
 tc_status tc_spawn(char *const argv[], double ready_timeout_s, pid_t *pid, char *line, size_t n);
+/* A SIGTERM/SIGINT during tconstd's start-up: tc_spawn and the waits for
+ * workers to answer give up at once (process-wide, never reset). */
+void tc_spawn_cancel(void);
+int tc_spawn_cancelled(void);
 /* 1 when pid has exited (reaped; *status set), 0 while it runs. */
 int tc_child_exited(pid_t pid, int *status);
 void tc_child_kill(pid_t pid);

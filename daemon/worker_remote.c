@@ -369,7 +369,7 @@ static tc_status wait_up(remote *R, wproc *p, double since) {
     double budget = p->spawned ? R->o.timeout_s + R->o.start_timeout_s + 5 : 2 * R->o.timeout_s;
     double end = tc_now_s() + budget;
     pthread_mutex_lock(&R->mu);
-    while (!R->stop && !R->giveup && tc_now_s() < end && !(p->up && p->last_ok > since)) {
+    while (!R->stop && !R->giveup && !tc_spawn_cancelled() && tc_now_s() < end && !(p->up && p->last_ok > since)) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += 100 * 1000 * 1000;
@@ -1030,7 +1030,8 @@ static tc_status first_contact(remote *R, wproc *p, int *have_cfg) {
     Tconst__Worker__V1__InfoResponse *ir = NULL;
     tc_status st;
     int said = 0;
-    while (((st = refresh_info(R, p, &ir)) == TC_ERR_IO || st == TC_ERR_EXHAUSTED) && tc_now_s() < end) {
+    while (((st = refresh_info(R, p, &ir)) == TC_ERR_IO || st == TC_ERR_EXHAUSTED) && tc_now_s() < end &&
+           !tc_spawn_cancelled()) {
         if (st == TC_ERR_EXHAUSTED && !said++) /* a coordinator before us: it takes the worker when silent */
             TC_LOG(TC_LOG_WARN, "workers", "waiting for %s: %s", p->name, tc_error_get());
         struct timespec ts = {0, 200 * 1000 * 1000};

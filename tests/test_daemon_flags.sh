@@ -25,3 +25,21 @@ refuse "in-process worker runs on the CPU" --worker-mode inprocess --device cuda
 refuse "choose their own device" --workers 127.0.0.1:1,127.0.0.1:2 --device cuda:0
 refuse "expected split, both or inprocess" --worker-mode sideways
 refuse "unknown" --no-such-flag 1
+
+# SIGTERM during the start-up (a worker that never reports ready, a start
+# budget of 10 minutes): taken at once, a clean exit, never "ready". The
+# 60 s bound only catches a hang.
+printf '#!/bin/sh\nexec sleep 1000\n' >"$tmp/slow-worker"
+chmod +x "$tmp/slow-worker"
+"$D" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --worker-binary "$tmp/slow-worker" \
+    --worker-start-timeout 600 >"$tmp/out" 2>"$tmp/err" &
+pid=$!
+for _ in $(seq 1 100); do grep -q "model .* on spawned workers" "$tmp/err" && break; sleep 0.1; done
+kill -TERM $pid
+timeout 60 tail --pid=$pid -f /dev/null || fail "SIGTERM during the start-up: tconstd still runs after 60 s"
+wait $pid
+rc=$?
+[ $rc -eq 0 ] || fail "SIGTERM during the start-up: exit $rc: $(tail -3 "$tmp/err")"
+grep -q " ready: " "$tmp/out" && fail "SIGTERM during the start-up: it still became ready"
+grep -q "during the start-up" "$tmp/err" || fail "no start-up stop in the log: $(tail -3 "$tmp/err")"
+echo "ok   SIGTERM during the start-up: stops at once, exit 0, never ready"
