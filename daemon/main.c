@@ -4,8 +4,9 @@
  * NOT_SERVING), a warm-up, and only then readiness. SIGTERM/SIGINT drain:
  * readiness flips, admission stops (UNAVAILABLE), running streams get
  * --drain-timeout seconds, the rest are cancelled with UNAVAILABLE, exit 0.
- * Signals are taken synchronously by this thread (sigwait); no handler. */
+ * Signals are taken by a signal thread (sig_main, below). */
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <math.h>
 #include <pthread.h>
@@ -85,17 +86,32 @@ static tc_service *g_svc; /* read by the HTTP hooks */
 /* SIGTERM / SIGINT: taken by one thread from the moment they are blocked,
  * so a signal during the start-up (workers loading, a journal restore, the
  * warm-up: minutes at worst) stops it at once instead of being held until
- * the daemon is ready -- which it then never becomes */
+ * the daemon is ready -- which it then never becomes. Our threads keep the
+ * signals blocked; a handler (writing the number to a pipe) runs in the
+ * signal thread, which unblocks them, or in a library thread created
+ * before main could block them (OpenBLAS's pool): either way the signal
+ * thread reads it. sigwait alone would let the kernel pick such a thread
+ * and the default action kill the process. */
 static pthread_mutex_t g_sig_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_sig_cv = PTHREAD_COND_INITIALIZER;
 static int g_sig;              /* the first signal (g_sig_mu) */
 static atomic_int g_starting = 1; /* cleared just before ready */
+static int g_sig_pipe[2] = {-1, -1};
+
+static void on_signal(int sig) {
+    const int saved = errno;
+    const unsigned char b = (unsigned char)sig;
+    ssize_t r = write(g_sig_pipe[1], &b, 1);
+    (void)r;
+    errno = saved;
+}
 
 static void *sig_main(void *arg) {
-    int sig = 0;
-    sigwait((sigset_t *)arg, &sig);
+    pthread_sigmask(SIG_UNBLOCK, (sigset_t *)arg, NULL);
+    unsigned char b = 0;
+    while (read(g_sig_pipe[0], &b, 1) != 1) {}
     pthread_mutex_lock(&g_sig_mu);
-    g_sig = sig;
+    g_sig = b;
     pthread_cond_broadcast(&g_sig_cv);
     pthread_mutex_unlock(&g_sig_mu);
     if (atomic_load(&g_starting)) tc_spawn_cancel(); /* the waits for workers give up */
@@ -233,8 +249,14 @@ int main(int argc, char **argv) {
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigfillset(&sa.sa_mask);
     pthread_t sig_th;
-    if (pthread_create(&sig_th, NULL, sig_main, &sigs) != 0) {
+    if (pipe2(g_sig_pipe, O_CLOEXEC) != 0 || sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0 ||
+        pthread_create(&sig_th, NULL, sig_main, &sigs) != 0) {
         fprintf(stderr, "tconstd: error: cannot start the signal thread\n");
         return 1;
     }

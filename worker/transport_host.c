@@ -47,8 +47,10 @@ typedef struct {
     pthread_t readers[MAX_CONNS];
     int stopping;
     /* sender */
-    pthread_mutex_t send_mu;
+    pthread_mutex_t send_mu; /* the sending side: sfd, one send at a time */
+    pthread_mutex_t peer_mu; /* peer and redial: Connect never waits for a send in flight */
     char peer[300];
+    int redial; /* Connect named a peer: the next send dials it */
     int sfd;
 } host_tp;
 
@@ -201,10 +203,10 @@ static tc_status h_connect(tc_transport *t, const char *peer) {
     char host[256];
     int port;
     TC_CHECK(tc_addr_split(peer, host, sizeof host, &port));
-    pthread_mutex_lock(&H->send_mu);
+    pthread_mutex_lock(&H->peer_mu);
     snprintf(H->peer, sizeof H->peer, "%s", peer);
-    if (H->sfd >= 0) close(H->sfd), H->sfd = -1; /* reconnect on the next send */
-    pthread_mutex_unlock(&H->send_mu);
+    H->redial = 1; /* the next send closes its connection and dials the new peer */
+    pthread_mutex_unlock(&H->peer_mu);
     return TC_OK;
 }
 
@@ -238,7 +240,14 @@ static tc_status h_send(tc_transport *t, uint64_t sid, uint64_t seq, const void 
     double t0 = tc_now_s();
     pthread_mutex_lock(&H->send_mu);
     tc_status st = TC_OK;
-    if (!H->peer[0]) {
+    char peer_now[sizeof H->peer];
+    pthread_mutex_lock(&H->peer_mu);
+    snprintf(peer_now, sizeof peer_now, "%s", H->peer);
+    const int redial = H->redial;
+    H->redial = 0;
+    pthread_mutex_unlock(&H->peer_mu);
+    if (redial && H->sfd >= 0) close(H->sfd), H->sfd = -1;
+    if (!peer_now[0]) {
         st = TC_FAIL(TC_ERR_INVALID, "data plane: no peer (Connect was not called)");
         goto out;
     }
@@ -250,9 +259,9 @@ static tc_status h_send(tc_transport *t, uint64_t sid, uint64_t seq, const void 
     }
     frame_hdr h = {FRAME_MAGIC, 1, sid, seq, len};
     for (int attempt = 0; attempt < 2; attempt++) { /* the peer may have restarted: redial once */
-        if (H->sfd < 0) H->sfd = dial(H->peer, timeout_s);
+        if (H->sfd < 0) H->sfd = dial(peer_now, timeout_s);
         if (H->sfd < 0) {
-            st = TC_FAIL(TC_ERR_IO, "data plane: cannot connect to %s: %s", H->peer, strerror(errno));
+            st = TC_FAIL(TC_ERR_IO, "data plane: cannot connect to %s: %s", peer_now, strerror(errno));
             continue;
         }
         uint64_t ack = 0;
@@ -269,10 +278,10 @@ static tc_status h_send(tc_transport *t, uint64_t sid, uint64_t seq, const void 
         if (ack == ACK_TOO_LARGE) {
             st = TC_FAIL(TC_ERR_EXHAUSTED,
                          "data plane: %s refused a state of %zu bytes: over its --max-message-bytes (raise it on "
-                         "both workers)", H->peer, len);
+                         "both workers)", peer_now, len);
             break;
         }
-        st = TC_FAIL(TC_ERR_IO, "data plane: send to %s failed: %s", H->peer,
+        st = TC_FAIL(TC_ERR_IO, "data plane: send to %s failed: %s", peer_now,
                      errno ? strerror(errno) : "the peer closed the connection");
     }
     if (st == TC_OK) {
@@ -316,6 +325,7 @@ static void h_free(tc_transport *t) {
     tc_mailbox_free(H->mb);
     pthread_mutex_destroy(&H->mu);
     pthread_mutex_destroy(&H->send_mu);
+    pthread_mutex_destroy(&H->peer_mu);
     free(H);
 }
 
@@ -326,6 +336,7 @@ tc_status tc_transport_host_open(tc_transport **out, const char *listen_addr, ui
     H->lfd = -1, H->sfd = -1, H->max_message = max_message;
     pthread_mutex_init(&H->mu, NULL);
     pthread_mutex_init(&H->send_mu, NULL);
+    pthread_mutex_init(&H->peer_mu, NULL);
     if (tc_mailbox_new(&H->mb) != TC_OK) {
         free(H);
         return TC_FAIL(TC_ERR_NOMEM, "out of memory");

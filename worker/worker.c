@@ -726,6 +726,15 @@ static void on_start(void *ud, tc_call *c, const char *method, const uint8_t *ms
         tc_call_unref(c);
         return;
     }
+    /* Connect on the host transport only records the peer's address: here,
+     * on the RPC thread, so a coordinator's supervisor does not wait (up to
+     * minutes) behind the context thread's running sync or prefill. NCCL's
+     * joins a communicator: the context thread, with the data it guards */
+    if (!strcmp(m, "Connect") && strcmp(w->o.transport, "nccl") != 0) {
+        do_connect(w, c, msg, len);
+        tc_call_unref(c);
+        return;
+    }
     int role = !strcmp(m, "Step") ? 0 : 1;
     if (role == 1 && strcmp(m, "Sync") && strcmp(m, "Append") && strcmp(m, "Import") && strcmp(m, "Open") &&
         strcmp(m, "Close") && strcmp(m, "Connect")) {
