@@ -485,6 +485,14 @@ static void start_failed(tc_engine *e, job *j, int code, const char *msg) {
     finish_job(e, j, TC_FINISH_NONE, NULL);
 }
 
+/* the journal refused what the workers took: taken back, the job fails */
+static void journal_refused(tc_engine *e, job *j) {
+    char m[600];
+    snprintf(m, sizeof m, "%s", tc_error_get());
+    unappend(e, j);
+    start_failed(e, j, 13, m);
+}
+
 static void start_job(tc_engine *e, job *j) {
     dsess *s = j->s;
     j->t_start = tc_now_s();
@@ -552,11 +560,8 @@ static void start_job(tc_engine *e, job *j) {
         const int with_gen = j->generate && !j->resume && s->has_logits;
         if (e->journal && !s->ephemeral && j->n_tokens > 0 && !with_gen &&
             tc_journal_append(e->journal, s->id, j->tokens, j->n_tokens) != TC_OK) {
-            char m[600];
-            snprintf(m, sizeof m, "%s", tc_error_get());
             free(replay);
-            unappend(e, j);
-            start_failed(e, j, 13, m);
+            journal_refused(e, j);
             return;
         }
         tc_metric_observe(TC_H_prefill_duration_seconds, tc_now_s() - t0);
@@ -605,11 +610,8 @@ static void start_job(tc_engine *e, job *j) {
         g.max_tokens = j->max_tokens;
         g.ignore_eos = j->ignore_eos;
         if (tc_journal_append_gen(e->journal, s->id, j->tokens, j->n_tokens, &g) != TC_OK) {
-            char m[600];
-            snprintf(m, sizeof m, "%s", tc_error_get());
             free(replay);
-            unappend(e, j);
-            start_failed(e, j, 13, m);
+            journal_refused(e, j);
             return;
         }
     }
