@@ -38,6 +38,7 @@ typedef struct dsess {
     int has_logits;
     uint64_t busy_job;
     int ephemeral, close_when_idle;
+    int keep_journal; /* closed live, but the journal keeps it (unappend without truncate) */
     int64_t created_ms, last_used_ms;
     tc_wc_session_stats st;
     int32_t *restore; /* journaled history not yet fed (after a restart) */
@@ -284,7 +285,7 @@ static void *job_retire_locked(tc_engine *e, job *j) {
     if (s) {
         s->busy_job = 0;
         s->last_used_ms = tc_wall_ms();
-        if (s->ephemeral || s->close_when_idle) sess_remove_locked(e, s, 1);
+        if (s->ephemeral || s->close_when_idle) sess_remove_locked(e, s, !s->keep_journal);
     }
     gauges_locked(e);
     pthread_cond_broadcast(&e->idle_cv);
@@ -463,10 +464,14 @@ static void unappend(tc_engine *e, job *j) {
         refresh_stats(e, s);
         return;
     }
-    TC_LOG(TC_LOG_ERROR, "engine", "session %s: its tokens could not be taken back from the workers: closing it",
-           s->id);
+    /* the journal still holds the session without them: closed here, kept
+     * there, it is back (as acknowledged) after a restart */
+    TC_LOG(TC_LOG_ERROR, "engine",
+           "session %s: its tokens could not be taken back from the workers: closed until a restart restores it "
+           "from the journal", s->id);
     pthread_mutex_lock(&e->mu);
     s->close_when_idle = 1;
+    s->keep_journal = 1;
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -568,6 +573,22 @@ static void start_job(tc_engine *e, job *j) {
         tc_metric_inc(TC_M_prompt_tokens_total, (double)j->n_tokens);
         if (s->st.syncs > syncs0) tc_metric_inc(TC_M_syncs_total, (double)(s->st.syncs - syncs0));
     }
+    /* a new generation: its prompt and its record, in one transaction,
+     * before anything is acknowledged (the appended event below) */
+    if (j->generate && !j->resume && s->has_logits && e->journal && !s->ephemeral) {
+        tc_journal_gen g;
+        memset(&g, 0, sizeof g);
+        snprintf(g.request_id, sizeof g.request_id, "%s", j->request_id);
+        g.start_len = s->st.length;
+        g.sp = j->smp.p;
+        g.max_tokens = j->max_tokens;
+        g.ignore_eos = j->ignore_eos;
+        if (tc_journal_append_gen(e->journal, s->id, j->tokens, j->n_tokens, &g) != TC_OK) {
+            free(replay);
+            journal_refused(e, j);
+            return;
+        }
+    }
     j->t_prefill = tc_now_s();
     if (j->n_tokens > 0 || !j->generate) {
         tc_session_info si;
@@ -601,19 +622,6 @@ static void start_job(tc_engine *e, job *j) {
         j->replaying = 0;
         TC_LOG(TC_LOG_INFO, "engine", "session %s: request %s resumed after %lld journaled tokens", s->id,
                j->request_id, (long long)n_replay);
-    } else if (e->journal && !s->ephemeral) {
-        tc_journal_gen g;
-        memset(&g, 0, sizeof g);
-        snprintf(g.request_id, sizeof g.request_id, "%s", j->request_id);
-        g.start_len = s->st.length;
-        g.sp = j->smp.p;
-        g.max_tokens = j->max_tokens;
-        g.ignore_eos = j->ignore_eos;
-        if (tc_journal_append_gen(e->journal, s->id, j->tokens, j->n_tokens, &g) != TC_OK) {
-            free(replay);
-            journal_refused(e, j);
-            return;
-        }
     }
     free(replay);
     if (j->max_tokens == 0) {
@@ -854,7 +862,16 @@ static void *engine_thread(void *arg) {
                 job *j = batch[i];
                 if (st != TC_OK) {
                     j->s->pending = j->next_tok;
-                    finish_job(e, j, TC_FINISH_ERROR, tc_error_get() ? tc_error_get() : "step failed");
+                    pthread_mutex_lock(&e->mu);
+                    const int draining = e->draining;
+                    pthread_mutex_unlock(&e->mu);
+                    if (draining && st == TC_ERR_IO) {
+                        /* a worker gone at shutdown (its waits abandoned): cut
+                         * like the drain cuts, so the request can resume */
+                        j->cancel_code = 14;
+                        finish_job(e, j, TC_FINISH_CANCELLED, "server shutting down (a worker is gone)");
+                    } else
+                        finish_job(e, j, TC_FINISH_ERROR, tc_error_get() ? tc_error_get() : "step failed");
                     continue;
                 }
                 refresh_stats(e, j->s);

@@ -38,6 +38,8 @@ tc_status tc_spawn(char *const argv[], double ready_timeout_s, pid_t *pid_out, c
          * the parent blocked are unblocked again */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent) _exit(127);
+        signal(SIGTERM, SIG_DFL); /* tconstd's handlers write to its signal pipe: not the child's */
+        signal(SIGINT, SIG_DFL);
         sigset_t all;
         sigemptyset(&all);
         sigprocmask(SIG_SETMASK, &all, NULL);

@@ -608,6 +608,12 @@ static void r_free_s(tc_worker_client *w, tc_wc_session *s) {
     Tconst__Worker__V1__SessionRef rq = TCONST__WORKER__V1__SESSION_REF__INIT;
     rq.sid = s->sid;
     wpair *pr = &R->pairs[s->pair];
+    /* its place first: the engine counts the session gone now, and the
+     * Closes below may wait behind a running sync (the engine's reaper
+     * thread runs them) -- a new session must not be refused meanwhile */
+    pthread_mutex_lock(&R->mu);
+    tc_sched_close(R->sched, s->sid);
+    pthread_mutex_unlock(&R->mu);
     for (int k = 0; k < 2; k++) {
         wproc *p = k ? pr->ctx : pr->gen;
         uint64_t copy = k ? s->ctx_boot : s->gen_boot;
@@ -617,9 +623,6 @@ static void r_free_s(tc_worker_client *w, tc_wc_session *s) {
         if (call(R, p, t_role, M("Close"), &rq.base, &tconst__worker__v1__session_reply__descriptor, &r, 5.0) == TC_OK)
             protobuf_c_message_free_unpacked(r, NULL);
     }
-    pthread_mutex_lock(&R->mu);
-    tc_sched_close(R->sched, s->sid);
-    pthread_mutex_unlock(&R->mu);
     free(s->hist);
     free(s);
 }

@@ -114,7 +114,17 @@ static void *reader_main(void *arg) {
                    (unsigned long long)h.len, (unsigned long long)H->max_message);
             const uint64_t refused = ACK_TOO_LARGE; /* the sender says why, and does not retry */
             (void)write_all(ra.fd, &refused, sizeof refused);
-            break;
+            /* closed now, with a reset (linger 0): a sender blocked writing
+             * the body into a full window sees it at once. The fd is ours
+             * to close here; the acceptor skips it */
+            struct linger lg = {1, 0};
+            setsockopt(ra.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+            pthread_mutex_lock(&H->mu);
+            close(ra.fd);
+            H->conns[ra.slot] = -1;
+            H->cstate[ra.slot] = 2;
+            pthread_mutex_unlock(&H->mu);
+            return NULL;
         }
         void *buf = malloc(h.len ? h.len : 1);
         if (!buf) {
@@ -174,7 +184,7 @@ static void *acceptor_main(void *arg) {
             if (H->cstate[i] != 1) slot = i;
         if (slot >= 0 && H->cstate[slot] == 2) { /* its reader ended: reap it */
             pthread_join(H->readers[slot], NULL);
-            close(H->conns[slot]);
+            if (H->conns[slot] >= 0) close(H->conns[slot]); /* -1: its reader closed it (a refusal) */
             H->cstate[slot] = 0;
         }
         reader_arg *ra = slot >= 0 ? malloc(sizeof *ra) : NULL;
@@ -267,12 +277,16 @@ static tc_status h_send(tc_transport *t, uint64_t sid, uint64_t seq, const void 
         uint64_t ack = 0;
         errno = 0;
         const int sent_hdr = write_all(H->sfd, &h, sizeof h) == 0;
-        /* a refusal comes back as soon as the header is read: look before the body */
-        if (sent_hdr && write_all(H->sfd, buf, len) == 0 && read_all(H->sfd, &ack, sizeof ack) == 0 && ack == seq) {
+        const int sent_body = sent_hdr && write_all(H->sfd, buf, len) == 0;
+        if (sent_body && read_all(H->sfd, &ack, sizeof ack) == 0 && ack == seq) {
             st = TC_OK;
             break;
         }
-        if (sent_hdr && ack != ACK_TOO_LARGE) (void)read_all(H->sfd, &ack, sizeof ack); /* a refusal, if one came */
+        const int why = errno;
+        /* the body's write failed: the receiver may have refused the frame
+         * and reset the connection -- its refusal can still be read */
+        if (sent_hdr && !sent_body) (void)read_all(H->sfd, &ack, sizeof ack);
+        errno = why;
         close(H->sfd);
         H->sfd = -1;
         if (ack == ACK_TOO_LARGE) {
@@ -314,9 +328,9 @@ static void h_free(tc_transport *t) {
         pthread_join(H->acceptor, NULL);
         for (int i = 0; i < MAX_CONNS; i++)
             if (H->cstate[i]) {
-                shutdown(H->conns[i], SHUT_RDWR);
+                if (H->conns[i] >= 0) shutdown(H->conns[i], SHUT_RDWR);
                 pthread_join(H->readers[i], NULL);
-                close(H->conns[i]);
+                if (H->conns[i] >= 0) close(H->conns[i]);
             }
         close(H->lfd);
         close(H->wake[0]), close(H->wake[1]);
