@@ -24,8 +24,8 @@ if [ ! -f "$BUILD/CMakeCache.txt" ]; then
     cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTC_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH" >/dev/null
 fi
 cmake --build "$BUILD" -j "${JOBS:-$(nproc)}" >/dev/null
-mkdir -p "$D/build-gpu/worker" "$D/build-gpu/tests/gpu" "$D/lib" "$D/stubs"
-bins="tconstd tconst tconst-cuda worker/tconst-worker tests/gpu/test_backend_ops_gpu tests/gpu/test_gpu_parity"
+mkdir -p "$D/build-gpu/worker" "$D/build-gpu/tests/gpu" "$D/build-gpu/bench" "$D/lib" "$D/stubs"
+bins="tconstd tconst tconst-cuda worker/tconst-worker tests/gpu/test_backend_ops_gpu tests/gpu/test_gpu_parity bench/bench_persist"
 for b in $bins; do
     [ -x "$BUILD/$b" ] || { echo "gpu-bundle.sh: $BUILD/$b missing (built with TC_CUDA=ON?)" >&2; exit 1; }
     cp "$BUILD/$b" "$D/build-gpu/$b"

@@ -27,7 +27,9 @@
 # A/B of the large parameter structs), batchtp batchtp1 (batch steps
 # sampled top-p: TC_CUDA_SAMPLE=0 downloads the logits, 1 draws on the
 # device), e2es (the e2e suite with TC_CUDA_SAMPLE=1), nsys (per-kernel device time of replayed hit
-# steps at batch 1, where the machine has Nsight Systems)
+# steps at batch 1, where the machine has Nsight Systems), persist (the
+# persistent hit-step probe, bench/persist: one kernel a phase against one
+# co-resident kernel with grid barriers, same arithmetic, checked bitwise)
 # A library that cannot be found stops the run at once (exit 3), before any
 # device time is spent on tests. Exit status: 0 when every stage run passed.
 set -uo pipefail
@@ -95,7 +97,7 @@ for b in tconstd tconst; do
     printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$LD_LIBRARY_PATH" "$B/$b" >"$W/wrap/$b"
     chmod +x "$W/wrap/$b"
 done
-missing=$(for b in "$B"/tconst* "$B"/worker/tconst-worker "$B"/tests/gpu/*; do ldd "$b" | grep 'not found' | sed "s|^|$(basename "$b"): |"; done)
+missing=$(for b in "$B"/tconst* "$B"/worker/tconst-worker "$B"/tests/gpu/* "$B"/bench/*; do ldd "$b" | grep 'not found' | sed "s|^|$(basename "$b"): |"; done)
 if [ -n "$missing" ]; then
     echo "missing libraries:" | tee -a "$S"
     echo "$missing" | tee -a "$S"
@@ -151,6 +153,7 @@ for st in $STAGES; do
     floor64kw4) TC_CUDA_SKINNY_WARPS=4 bench floor-64k-warps4 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
     floor64knpr) TC_CUDA_PAIRS=0 bench floor-64k-nopairs 60 floor --preset paper-41m --ctx 64K --reps 3 ;;
     batchnpr) TC_CUDA_PAIRS=0 bench batch-nopairs 90 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
+    persist) run_stage persist 60 "$OUTDIR/bench.log" "$B/bench/bench_persist" --device "$DEV" ;;
     batchtp) TC_CUDA_SAMPLE=0 bench batch-topp-host 90 batch --preset paper-41m --batch 1,16,256 --reps 2 --sampling top-p ;;
     batchtp1) TC_CUDA_SAMPLE=1 bench batch-topp-device 90 batch --preset paper-41m --batch 1,16,256 --reps 2 --sampling top-p ;;
     e2es) TC_CUDA_SAMPLE=1 run_stage e2e-sample 200 "$OUTDIR/e2e.log" bash "$SRC/scripts/gpu-run-bundle.sh" __e2e sample ;;
