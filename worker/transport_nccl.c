@@ -11,12 +11,21 @@
  * fresh ncclUniqueId in its Info; the coordinator hands it to both workers
  * of the pair in Connect (rank 0 and 1, at the same time), again after
  * either restarts. Built only when NCCL is present; its test needs two GPUs
- * (tests/gpu, SKIPPED otherwise). Host buffers in, host buffers out. */
+ * (tests/gpu, SKIPPED otherwise). Host buffers in, host buffers out.
+ * Waits: a send waits for its operations at most its timeout, polling the
+ * stream and the communicator's asynchronous error (a peer gone); on
+ * either the communicator is aborted and the transport is broken for good
+ * (every later send fails at once; the coordinator's next Connect gives
+ * the pair a fresh communicator). The receiver polls the same way, without
+ * a deadline (a posted receive waits for the next message), until the
+ * transport is freed. */
 #include <cuda_runtime.h>
 #include <nccl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../common/clock.h"
 #include "../common/log.h"
@@ -33,7 +42,9 @@ typedef struct {
     pthread_mutex_t mu;
     tc_mailbox *mb;       /* rank 1 */
     pthread_t rx;
-    int rx_started, stopping;
+    int rx_started;
+    _Atomic int stopping; /* n_free: the receiver returns */
+    int broken;           /* rank 0, under mu: the communicator was aborted */
 } nccl_tp;
 
 typedef struct {
@@ -67,25 +78,67 @@ static tc_status n_connect(tc_transport *t, const char *peer) {
     return TC_OK;
 }
 
-static tc_status xfer(nccl_tp *N, void *host, size_t n, int send) {
+/* Waits for the stream's work until deadline (tc_now_s() clock; 0: none)
+ * or until the transport stops. A timeout or an asynchronous NCCL error
+ * fails: *abort_it is set when the communicator must be aborted (the
+ * operation may still be posted). Polls: a few thousand yields, then 20 us
+ * sleeps (a send of a state is milliseconds; the receiver mostly idles). */
+static tc_status wait_stream(nccl_tp *N, double deadline, const char *what, int *abort_it) {
+    *abort_it = 0;
+    for (unsigned spin = 0;; spin++) {
+        const cudaError_t e = cudaStreamQuery(N->stream);
+        if (e == cudaSuccess) return TC_OK;
+        if (e != cudaErrorNotReady)
+            return *abort_it = 1, TC_FAIL(TC_ERR_IO, "nccl transport: %s: %s", what, cudaGetErrorString(e));
+        ncclResult_t ar = ncclSuccess;
+        if (ncclCommGetAsyncError(N->comm, &ar) == ncclSuccess && ar != ncclSuccess && ar != ncclInProgress)
+            return *abort_it = 1, TC_FAIL(TC_ERR_IO, "nccl transport: %s: %s (the peer is gone?)", what,
+                                          ncclGetErrorString(ar));
+        if (N->stopping) return TC_FAIL(TC_ERR_IO, "nccl transport: %s: the transport is closing", what);
+        if (deadline > 0 && tc_now_s() > deadline)
+            return *abort_it = 1, TC_FAIL(TC_ERR_IO, "nccl transport: %s: the peer did not receive in time", what);
+        if (spin < 4096) {
+            sched_yield();
+        } else {
+            const struct timespec ts = {0, 20000};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+static tc_status xfer(nccl_tp *N, void *host, size_t n, int send, double deadline, int *abort_it) {
+    *abort_it = 0;
     TC_CHECK(reserve(N, n ? n : 1));
     if (send) CUDACHK(cudaMemcpyAsync(N->dbuf, host, n, cudaMemcpyHostToDevice, N->stream));
     if (send) NCCLCHK(ncclSend(N->dbuf, n, ncclUint8, 1 - N->rank, N->comm, N->stream));
     else NCCLCHK(ncclRecv(N->dbuf, n, ncclUint8, 1 - N->rank, N->comm, N->stream));
     if (!send) CUDACHK(cudaMemcpyAsync(host, N->dbuf, n, cudaMemcpyDeviceToHost, N->stream));
-    CUDACHK(cudaStreamSynchronize(N->stream));
-    return TC_OK;
+    return wait_stream(N, deadline, send ? "send" : "receive", abort_it);
 }
 
 static tc_status n_send(tc_transport *t, uint64_t sid, uint64_t seq, const void *buf, size_t len, double timeout_s) {
     nccl_tp *N = (nccl_tp *)t;
-    (void)timeout_s; /* a peer that never posts its recv is the supervisor's to detect */
     if (N->rank != 0) return TC_FAIL(TC_ERR_INVALID, "nccl transport: rank %d does not send", N->rank);
     double t0 = tc_now_s();
+    const double deadline = timeout_s > 0 ? t0 + timeout_s : 0;
     pthread_mutex_lock(&N->mu);
-    nccl_hdr h = {NCCL_MAGIC, sid, seq, len};
-    tc_status st = xfer(N, &h, sizeof h, 1);
-    if (st == TC_OK && len) st = xfer(N, (void *)buf, len, 1);
+    tc_status st;
+    if (N->broken) {
+        st = TC_FAIL(TC_ERR_IO, "nccl transport: broken by an earlier failed send (awaiting a new Connect)");
+    } else {
+        nccl_hdr h = {NCCL_MAGIC, sid, seq, len};
+        int abort_it = 0;
+        st = xfer(N, &h, sizeof h, 1, deadline, &abort_it);
+        if (st == TC_OK && len) st = xfer(N, (void *)buf, len, 1, deadline, &abort_it);
+        if (st != TC_OK && abort_it) {
+            /* the receiver is out of step or gone: nothing more can go
+             * through this communicator */
+            TC_LOG(TC_LOG_ERROR, "transport", "%s; aborting the NCCL communicator", tc_error_get());
+            ncclCommAbort(N->comm);
+            N->comm = NULL;
+            N->broken = 1;
+        }
+    }
     pthread_mutex_unlock(&N->mu);
     if (st == TC_OK) t->bytes_sent += len, t->messages_sent++, t->send_s += tc_now_s() - t0;
     return st;
@@ -97,12 +150,13 @@ static void *rx_main(void *arg) {
     cudaSetDevice(N->device);
     for (;;) {
         nccl_hdr h;
-        tc_status st = xfer(N, &h, sizeof h, 0);
+        int abort_it = 0;
+        tc_status st = xfer(N, &h, sizeof h, 0, 0, &abort_it);
         if (st == TC_OK && (h.magic != NCCL_MAGIC || h.len > ((uint64_t)1 << 36)))
             st = TC_FAIL(TC_ERR_IO, "nccl transport: bad header (the two sides are out of step)");
         void *b = NULL;
         if (st == TC_OK && !(b = malloc(h.len ? h.len : 1))) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
-        if (st == TC_OK && h.len) st = xfer(N, b, h.len, 0);
+        if (st == TC_OK && h.len) st = xfer(N, b, h.len, 0, 0, &abort_it);
         if (st != TC_OK) {
             free(b);
             if (!N->stopping) TC_LOG(TC_LOG_ERROR, "transport", "%s; the receiver stops", tc_error_get());
@@ -133,12 +187,12 @@ static void n_free(tc_transport *t) {
     nccl_tp *N = (nccl_tp *)t;
     if (!N) return;
     N->stopping = 1;
-    if (N->rx_started) { /* abort unblocks the posted receive */
-        ncclCommAbort(N->comm);
-        N->comm = NULL;
-        pthread_join(N->rx, NULL);
-    }
-    if (N->comm) ncclCommDestroy(N->comm);
+    /* the receiver sees stopping at its next poll and returns (its receive
+     * may stay posted): then the abort tears the posted operation down */
+    if (N->rx_started) pthread_join(N->rx, NULL);
+    if (N->comm && N->rx_started) ncclCommAbort(N->comm);
+    else if (N->comm) ncclCommDestroy(N->comm);
+    N->comm = NULL;
     tc_mailbox_free(N->mb);
     if (N->dbuf) cudaFree(N->dbuf);
     if (N->stream) cudaStreamDestroy(N->stream);
