@@ -62,8 +62,9 @@ struct Net {
     const float *x0; /* the step's input row */
     float *x, *qkv, *att, *h13, *logits;
 };
-struct Barrier {
-    unsigned count, gen;
+struct Barrier { /* count and gen on lines of their own: the spinners poll gen */
+    alignas(128) unsigned count;
+    alignas(128) unsigned gen;
 };
 /* the chain's tensors: in constant memory, so a phase's dynamic index
  * into the layers costs a constant-cache read in both kernels (a kernel
@@ -119,7 +120,10 @@ __device__ __forceinline__ void grid_barrier(Barrier *b) {
             __threadfence();
             st_release(&b->gen, g + 1);
         } else {
-            while (ld_acquire(&b->gen) == g) __nanosleep(32);
+            /* relaxed polls (an acquire may invalidate L1 each time),
+             * one acquire once it moved */
+            while (*(volatile unsigned *)&b->gen == g) __nanosleep(32);
+            (void)ld_acquire(&b->gen);
         }
     }
     __syncthreads();
@@ -149,6 +153,35 @@ __device__ __forceinline__ float dot_row(const float *__restrict__ w, const floa
         }
     }
     return warp_sum(acc);
+}
+
+/* the same for two rows at once (a warp with several columns keeps two
+ * rows' loads in flight): each sum's FMAs in dot_row's order, so the bits
+ * are dot_row's */
+__device__ __forceinline__ void dot_row2(const float *__restrict__ w0, const float *__restrict__ w1,
+                                         const float *xs, int k, float &s0, float &s1) {
+    const int lane = threadIdx.x & 31;
+    float a0 = 0.f, a1 = 0.f;
+    for (int t0 = lane * 4; t0 < k; t0 += 4 * 128) {
+        float4 r0[4], r1[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int t = t0 + u * 128;
+            r0[u] = t < k ? __ldg((const float4 *)(w0 + t)) : make_float4(0.f, 0.f, 0.f, 0.f);
+            r1[u] = t < k ? __ldg((const float4 *)(w1 + t)) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int t = t0 + u * 128;
+            if (t < k) {
+                a0 = fmaf(r0[u].x, xs[t], a0), a1 = fmaf(r1[u].x, xs[t], a1);
+                a0 = fmaf(r0[u].y, xs[t + 1], a0), a1 = fmaf(r1[u].y, xs[t + 1], a1);
+                a0 = fmaf(r0[u].z, xs[t + 2], a0), a1 = fmaf(r1[u].z, xs[t + 2], a1);
+                a0 = fmaf(r0[u].w, xs[t + 3], a0), a1 = fmaf(r1[u].w, xs[t + 3], a1);
+            }
+        }
+    }
+    s0 = warp_sum(a0), s1 = warp_sum(a1);
 }
 
 enum Pre { PRE_NONE, PRE_LN, PRE_SWIGLU };
@@ -186,7 +219,16 @@ __device__ void linear_phase(Pre pre, const float *in, const float *lw, const fl
             __syncthreads();
         }
     }
-    for (int j = gw0 + warp * gw_step; j < m; j += nw) {
+    int j = gw0 + warp * gw_step;
+    for (; j + nw < m; j += 2 * nw) {
+        float s0, s1;
+        dot_row2(W + (size_t)j * k, W + (size_t)(j + nw) * k, xs, k, s0, s1);
+        if (lane == 0) {
+            out[j] = (res ? res[j] : 0.f) + (bias ? bias[j] : 0.f) + s0;
+            out[j + nw] = (res ? res[j + nw] : 0.f) + (bias ? bias[j + nw] : 0.f) + s1;
+        }
+    }
+    if (j < m) {
         const float s = dot_row(W + (size_t)j * k, xs, k);
         if (lane == 0) out[j] = (res ? res[j] : 0.f) + (bias ? bias[j] : 0.f) + s;
     }
@@ -246,7 +288,7 @@ __global__ __launch_bounds__(THREADS) void phase_kernel(int p) {
 /* persist: every phase in one kernel; global warp gw = warp * gridDim.x +
  * block (columns 0 .. grid-1 land on different blocks, so a narrow phase
  * spreads over the multiprocessors) */
-__global__ __launch_bounds__(THREADS, 1) void persist_kernel(Barrier *bar, int prefetch) {
+__global__ __launch_bounds__(THREADS, 4) void persist_kernel(Barrier *bar, int prefetch) {
     __shared__ __align__(16) float xs[MAXK];
     __shared__ float red[WARPS];
     const int nw = gridDim.x * WARPS, gw = (threadIdx.x >> 5) * gridDim.x + blockIdx.x;
@@ -360,9 +402,14 @@ int main(int argc, char **argv) {
         }
     }
     int ndev = 0;
-    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+    const cudaError_t de = cudaGetDeviceCount(&ndev);
+    if (de == cudaErrorNoDevice || (de == cudaSuccess && ndev == 0)) {
         printf("SKIPPED: no CUDA device\n");
         return 77;
+    }
+    if (de != cudaSuccess) { /* a broken driver is a failure, not a skip */
+        fprintf(stderr, "bench_persist: cudaGetDeviceCount: %s\n", cudaGetErrorString(de));
+        return 1;
     }
     if (dev < 0 || dev >= ndev) {
         fprintf(stderr, "bench_persist: --device cuda:%d: the machine has %d device(s)\n", dev, ndev);
@@ -440,6 +487,7 @@ int main(int argc, char **argv) {
     CK(cudaMalloc(&rbuf, rn * sizeof(float)));
     CK(cudaMemset(rbuf, 0, rn * sizeof(float)));
     CK(cudaMalloc(&sink, sizeof(float)));
+    CK(cudaDeviceSynchronize()); /* the setup ran on the legacy stream; st does not wait for it */
     const unsigned rblocks = prop.multiProcessorCount * 8;
     const double read_us = time_us([&] { read_kernel<<<rblocks, 512, 0, st>>>(rbuf, rn / 4, sink); });
     CK(cudaGetLastError());
@@ -456,8 +504,12 @@ int main(int argc, char **argv) {
         CK(cudaStreamSynchronize(st));
         CK(cudaMemcpy(got.data(), n.logits, n.v * sizeof(float), cudaMemcpyDeviceToHost));
         double err = 0;
-        for (int j = 0; j < n.v; j++) err = std::max(err, std::fabs(got[j] - want[j]));
-        bool ok = std::isfinite(err) && err <= 1e-4 * scale;
+        bool finite = true;
+        for (int j = 0; j < n.v; j++) {
+            finite = finite && std::isfinite(got[j]);
+            err = std::max(err, std::fabs(got[j] - want[j]));
+        }
+        bool ok = finite && err <= 1e-4 * scale;
         size_t diff = 0;
         if (bitwise_vs_first) {
             for (int j = 0; j < n.v; j++) diff += memcmp(&got[j], &first[j], sizeof(float)) != 0;
@@ -465,7 +517,7 @@ int main(int argc, char **argv) {
         } else {
             first = got;
         }
-        printf("  check %-16s max |err| %.3g (scale %.3g)%s%s\n", what, err, scale,
+        printf("  check %-24s max |err| %.3g (scale %.3g)%s%s%s\n", what, err, scale, finite ? "" : ", NON-FINITE",
                bitwise_vs_first ? (diff ? ", DIFFERS from graph" : ", bitwise = graph") : "", ok ? "" : "  FAIL");
         fail |= !ok;
     };
@@ -499,6 +551,7 @@ int main(int argc, char **argv) {
     CK(cudaGraphLaunch(gx, st));
     check("graph", false);
     const double graph_us = time_us([&] { CK(cudaGraphLaunch(gx, st)); });
+    check("graph, after timing", true);
     printf("graph    (%d kernels%s): %7.1f us a step, %.2fx the floor\n", np, pdl ? ", PDL" : "", graph_us,
            graph_us / floor_us);
 
@@ -530,22 +583,30 @@ int main(int argc, char **argv) {
             snprintf(what, sizeof what, "persist %ux%d pf%d", blocks / prop.multiProcessorCount, THREADS, pf);
             check(what, true);
             const double us = time_us(go);
+            check("  after timing", true);
             best = std::min(best, us);
             printf("persist  (%4u blocks, prefetch %d, direct): %7.1f us a step, %.2fx the floor\n", blocks, pf, us,
                    us / floor_us);
             /* the same from a graph, where a cooperative launch can be captured */
             cudaGraph_t pg;
             cudaGraphExec_t pgx;
-            if (cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) continue;
-            const cudaError_t le = cudaLaunchKernelEx(&cfg, persist_kernel, bar, pf);
-            const cudaError_t ce = cudaStreamEndCapture(st, &pg);
-            if (le != cudaSuccess || ce != cudaSuccess || cudaGraphInstantiate(&pgx, pg, 0) != cudaSuccess) {
+            const cudaError_t be = cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal);
+            const cudaError_t le = be == cudaSuccess ? cudaLaunchKernelEx(&cfg, persist_kernel, bar, pf) : be;
+            pg = nullptr;
+            const cudaError_t ce = be == cudaSuccess ? cudaStreamEndCapture(st, &pg) : be;
+            const cudaError_t ie = le == cudaSuccess && ce == cudaSuccess ? cudaGraphInstantiate(&pgx, pg, 0) : ce;
+            if (be != cudaSuccess || le != cudaSuccess || ce != cudaSuccess || ie != cudaSuccess) {
                 (void)cudaGetLastError();
+                if (pg) (void)cudaGraphDestroy(pg);
                 printf("persist  (%4u blocks, prefetch %d, graph): capture not supported (%s)\n", blocks, pf,
-                       cudaGetErrorString(le != cudaSuccess ? le : ce));
+                       cudaGetErrorString(be != cudaSuccess ? be : le != cudaSuccess ? le : ce != cudaSuccess ? ce : ie));
                 continue;
             }
+            CK(cudaMemsetAsync(n.logits, 0, n.v * sizeof(float), st));
+            CK(cudaGraphLaunch(pgx, st));
+            check("  from a graph", true);
             const double gus = time_us([&] { CK(cudaGraphLaunch(pgx, st)); });
+            check("  graph, after timing", true);
             best = std::min(best, gus);
             printf("persist  (%4u blocks, prefetch %d, graph):  %7.1f us a step, %.2fx the floor\n", blocks, pf, gus,
                    gus / floor_us);
