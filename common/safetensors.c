@@ -4,6 +4,7 @@
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
+#include "json_util.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -50,6 +51,10 @@ static int cmp_by_offset(const void *a, const void *b) {
     return x->data < y->data ? -1 : x->data > y->data;
 }
 
+static int cmp_by_name(const void *a, const void *b) {
+    return strcmp((*(const tc_st_tensor *const *)a)->name, (*(const tc_st_tensor *const *)b)->name);
+}
+
 static int json_is_uint(const cJSON *j, double max) {
     return cJSON_IsNumber(j) && j->valuedouble >= 0 && j->valuedouble <= max &&
            floor(j->valuedouble) == j->valuedouble;
@@ -61,6 +66,7 @@ tc_status tc_st_parse(tc_st_file *f, const uint8_t *buf, size_t size, const char
     tc_st_tensor **order = NULL;
     f->n_tensors = 0;
     f->tensors = NULL;
+    f->by_name = NULL;
     if (size < 8) return TC_FAIL(TC_ERR_INVALID, "%s: file is %zu bytes, shorter than the 8-byte header length", label, size);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | buf[i];
@@ -73,9 +79,20 @@ tc_status tc_st_parse(tc_st_file *f, const uint8_t *buf, size_t size, const char
     if (hlen < 2) return TC_FAIL(TC_ERR_INVALID, "%s: header of %llu bytes is not a JSON object", label, (unsigned long long)hlen);
     const uint8_t *data = buf + 8 + hlen;
     size_t data_size = size - 8 - hlen;
-    root = cJSON_ParseWithLength((const char *)buf + 8, hlen);
+    const char *htext = (const char *)buf + 8, *hend = NULL;
+    root = cJSON_ParseWithLengthOpts(htext, hlen, &hend, 0);
     if (!root || !cJSON_IsObject(root)) {
         tc_error_set("%s: header is not valid JSON object", label);
+        goto fail;
+    }
+    /* the format pads the header with spaces; anything else after the
+     * object is a damaged or concatenated header */
+    if (!hend || hend < htext || !tc_json_only_space(hend, (size_t)(htext + hlen - hend))) {
+        tc_error_set("%s: header has bytes after its JSON object (only space padding may follow)", label);
+        goto fail;
+    }
+    if (tc_json_has_nul_escape(htext, hlen)) {
+        tc_error_set("%s: header holds a \\u0000 escape (a tensor name cut short would shadow another)", label);
         goto fail;
     }
     int n = 0;
@@ -148,19 +165,46 @@ tc_status tc_st_parse(tc_st_file *f, const uint8_t *buf, size_t size, const char
         order[f->n_tensors] = t;
         f->n_tensors++;
     }
-    qsort(order, (size_t)f->n_tensors, sizeof *order, cmp_by_offset);
-    for (int i = 1; i < f->n_tensors; i++) {
-        const tc_st_tensor *p = order[i - 1], *q = order[i];
-        if (p->data + p->nbytes > q->data && q->nbytes > 0 && p->nbytes > 0) {
-            tc_error_set("%s: tensors '%s' and '%s' overlap in the data section", label, p->name, q->name);
+    /* by name: lookups are a binary search (a model of thousands of
+     * tensors looked up one by one was quadratic) and duplicates adjacent */
+    f->by_name = malloc((f->n_tensors ? (size_t)f->n_tensors : 1) * sizeof *f->by_name);
+    if (!f->by_name) { st = TC_FAIL(TC_ERR_NOMEM, "%s: out of memory", label); goto fail; }
+    memcpy(f->by_name, order, (size_t)f->n_tensors * sizeof *order);
+    qsort(f->by_name, (size_t)f->n_tensors, sizeof *f->by_name, cmp_by_name);
+    for (int i = 1; i < f->n_tensors; i++)
+        if (strcmp(f->by_name[i - 1]->name, f->by_name[i]->name) == 0) {
+            tc_error_set("%s: tensor '%s' appears twice in the header", label, f->by_name[i]->name);
             goto fail;
         }
+    /* overlap: each tensor against the furthest end of those before it in
+     * offset order (an empty tensor between two overlapping ones must not
+     * hide them from each other) */
+    qsort(order, (size_t)f->n_tensors, sizeof *order, cmp_by_offset);
+    const tc_st_tensor *reach = NULL; /* the non-empty tensor ending furthest so far */
+    for (int i = 0; i < f->n_tensors; i++) {
+        const tc_st_tensor *q = order[i];
+        if (q->nbytes == 0) continue;
+        if (reach && reach->data + reach->nbytes > q->data) {
+            tc_error_set("%s: tensors '%s' and '%s' overlap in the data section", label, reach->name, q->name);
+            goto fail;
+        }
+        if (!reach || q->data + q->nbytes > reach->data + reach->nbytes) reach = q;
+    }
+    /* the reference library refuses bytes past the last tensor: a header
+     * that describes less than the file holds is not the file's */
+    const size_t used = reach ? (size_t)(reach->data + reach->nbytes - data) : 0;
+    if (used != data_size) {
+        tc_error_set("%s: the data section is %zu bytes but its tensors end at byte %zu (trailing bytes: "
+                     "a damaged or mismatched header?)", label, data_size, used);
+        goto fail;
     }
     free(order);
     cJSON_Delete(root);
     return TC_OK;
 fail:
     free(order);
+    free(f->by_name);
+    f->by_name = NULL;
     cJSON_Delete(root);
     if (f->tensors) {
         for (int i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
@@ -173,7 +217,9 @@ fail:
 
 tc_status tc_st_open(tc_st_file *f, const char *path) {
     memset(f, 0, sizeof *f);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* non-blocking: a FIFO in the file's place must not hang the open
+     * (fstat refuses it next) */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return TC_FAIL(TC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
@@ -199,6 +245,7 @@ tc_status tc_st_open(tc_st_file *f, const char *path) {
 }
 
 void tc_st_close(tc_st_file *f) {
+    free(f->by_name);
     if (f->tensors) {
         for (int i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
         free(f->tensors);
@@ -208,8 +255,14 @@ void tc_st_close(tc_st_file *f) {
 }
 
 const tc_st_tensor *tc_st_find(const tc_st_file *f, const char *name) {
-    for (int i = 0; i < f->n_tensors; i++)
-        if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
+    int lo = 0, hi = f->n_tensors;
+    while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        const int c = strcmp(f->by_name[mid]->name, name);
+        if (c == 0) return f->by_name[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
     return NULL;
 }
 

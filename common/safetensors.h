@@ -5,8 +5,10 @@
  *  "__metadata__": {...}}, then the data section. Everything is checked
  * before any tensor is handed out: header length within the file, JSON
  * well-formed, known dtype, shape product * dtype size == e - b, offsets
- * within the data section, no two tensors overlapping.
- * Not a writer: tc_st_write lives in model/init.c's small writer helper. */
+ * within the data section, no two tensors overlapping, no bytes past the
+ * last tensor, no tensor name twice (nor a \u0000 in one), nothing but
+ * space padding after the header's object. tc_st_write (below) is the
+ * small writer of `tconst init-model`. */
 #ifndef TC_SAFETENSORS_H
 #define TC_SAFETENSORS_H
 
@@ -34,7 +36,8 @@ typedef struct {
     void *map;
     size_t map_size;
     int n_tensors;
-    tc_st_tensor *tensors;
+    tc_st_tensor *tensors;   /* in header order */
+    tc_st_tensor **by_name;  /* sorted by name, for tc_st_find */
 } tc_st_file;
 
 size_t tc_dtype_size(tc_dtype dt);

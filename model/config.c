@@ -3,10 +3,15 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../common/json_util.h"
 
 const char *tc_arch_name(tc_arch a) {
     switch (a) {
@@ -80,7 +85,7 @@ static tc_status get_int(const cJSON *root, const char *key, int *out, int requi
 
 static tc_status get_float(const cJSON *root, const char *key, float *out, float def, const char *label) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, key);
-    if (!j) { *out = def; return TC_OK; }
+    if (!j || cJSON_IsNull(j)) { *out = def; return TC_OK; } /* null: unset, as get_int */
     if (!cJSON_IsNumber(j)) return TC_FAIL(TC_ERR_INVALID, "%s: key '%s' must be a number", label, key);
     *out = (float)j->valuedouble;
     return TC_OK;
@@ -88,12 +93,20 @@ static tc_status get_float(const cJSON *root, const char *key, float *out, float
 
 tc_status tc_config_from_json(tc_model_config *c, const char *text, const char *label) {
     memset(c, 0, sizeof *c);
-    cJSON *root = cJSON_Parse(text);
+    /* 1: nothing but whitespace may follow the object (a concatenated or
+     * damaged file is not read as its first half) */
+    cJSON *root = cJSON_ParseWithOpts(text, NULL, 1);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        return TC_FAIL(TC_ERR_INVALID, "%s: not a valid JSON object", label);
+        return TC_FAIL(TC_ERR_INVALID, "%s: not a valid JSON object (or text follows it)", label);
     }
     tc_status st = TC_OK;
+    const char *dup = tc_json_dup_key(root);
+    if (dup) { st = TC_FAIL(TC_ERR_INVALID, "%s: key '%.64s' appears twice", label, dup); goto fail; }
+    if (tc_json_has_nul_escape(text, strlen(text))) {
+        st = TC_FAIL(TC_ERR_INVALID, "%s: holds a \\u0000 escape (a key or value cut short)", label);
+        goto fail;
+    }
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "architecture");
     if (!a) { st = TC_FAIL(TC_ERR_INVALID, "%s: missing key 'architecture'", label); goto fail; }
     if (!cJSON_IsString(a)) { st = TC_FAIL(TC_ERR_INVALID, "%s: key 'architecture' must be a string", label); goto fail; }
@@ -136,8 +149,20 @@ fail:
 }
 
 tc_status tc_config_load(tc_model_config *c, const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return TC_FAIL(TC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* non-blocking open, then a regular file only: a FIFO or a directory
+     * in its place is an error, not a hang or "not JSON" */
+    const int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return TC_FAIL(TC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return TC_FAIL(TC_ERR_INVALID, "%s: not a regular file", path);
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return TC_FAIL(TC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    }
     char *buf = NULL;
     size_t cap = 0, n = 0;
     for (;;) {
@@ -151,6 +176,12 @@ tc_status tc_config_load(tc_model_config *c, const char *path) {
         size_t r = fread(buf + n, 1, 4096, f);
         n += r;
         if (r < 4096) break;
+    }
+    if (ferror(f)) {
+        const int e = errno;
+        free(buf);
+        fclose(f);
+        return TC_FAIL(TC_ERR_IO, "%s: read error: %s", path, strerror(e));
     }
     fclose(f);
     buf[n] = 0;

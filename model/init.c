@@ -103,16 +103,45 @@ done:
     return st;
 }
 
+/* whether path is ours to trust: not a symlink, owned by this user, not
+ * writable by other users (group write only for the user's own primary
+ * group, as umask 002 with per-user groups makes it): a shared /tmp lets
+ * any user create the name first and plant another model there */
+static tc_status builtin_trusted(const char *path, int want_dir) {
+    struct stat sb;
+    if (lstat(path, &sb) != 0) return TC_FAIL(TC_ERR_IO, "built-in model: %s: %s", path, strerror(errno));
+    if (want_dir ? !S_ISDIR(sb.st_mode) : !S_ISREG(sb.st_mode))
+        return TC_FAIL(TC_ERR_INVALID, "built-in model: %s is not a %s (remove it, or set TMPDIR)", path,
+                       want_dir ? "directory" : "regular file");
+    if (sb.st_uid != getuid() || (sb.st_mode & S_IWOTH) || ((sb.st_mode & S_IWGRP) && sb.st_gid != getgid()))
+        return TC_FAIL(TC_ERR_INVALID, "built-in model: %s is owned by uid %u or writable by others: not trusted "
+                       "(remove it, or set TMPDIR to a private directory)", path, (unsigned)sb.st_uid);
+    return TC_OK;
+}
+
+static tc_status builtin_check(const char *dir) {
+    char p[4200];
+    TC_CHECK(builtin_trusted(dir, 1));
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    TC_CHECK(builtin_trusted(p, 0));
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    return builtin_trusted(p, 0);
+}
+
 /* The built-in model: the tiny tconstformer preset, seed 1234, written
  * once per user under $TMPDIR (or /tmp); a concurrent writer is fine (the
- * directory is renamed into place, the loser's copy is equal). */
+ * directory is renamed into place, the loser's copy is equal). What is
+ * found there is used only when builtin_trusted says this user made it. */
 tc_status tc_model_builtin_dir(char *dir, size_t n) {
     const char *tmp = getenv("TMPDIR");
     snprintf(dir, n, "%s/tconst-builtin-tiny-v1-%u", tmp && *tmp ? tmp : "/tmp", (unsigned)getuid());
     struct stat sb;
     char st[4200], tmpd[4200];
     snprintf(st, sizeof st, "%s/model.safetensors", dir);
-    if (stat(st, &sb) == 0) return TC_OK;
+    if (lstat(dir, &sb) == 0) {
+        TC_CHECK(builtin_trusted(dir, 1));
+        if (lstat(st, &sb) == 0) return builtin_check(dir);
+    }
     tc_model_config c;
     snprintf(tmpd, sizeof tmpd, "%s.tmp%d", dir, (int)getpid());
     TC_CHECK(tc_config_preset(&c, "tiny", TC_ARCH_TCONST));
@@ -125,5 +154,6 @@ tc_status tc_model_builtin_dir(char *dir, size_t n) {
         snprintf(p2, sizeof p2, "%s/config.json", tmpd), unlink(p2);
         rmdir(tmpd);
     }
-    return TC_OK;
+    /* whoever won the rename, what is there now must be ours */
+    return builtin_check(dir);
 }

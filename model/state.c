@@ -106,10 +106,14 @@ tc_status tc_session_import(tc_session *s, const void *blob, size_t len) {
     if (h.kind == TC_STATE_SYNC && (h.win_len != 0 || h.n_tokens != s->n_tokens))
         return TC_FAIL(TC_ERR_INVALID, "import: sync state at %lld tokens, the session has %lld", (long long)h.n_tokens,
                        (long long)s->n_tokens);
-    size_t need = sizeof h + (h.kind == TC_STATE_FULL ? (size_t)h.n_tokens * 4 : 0) +
-                  (size_t)zl * 2 * rows_bytes(h.zip_len, d) + (size_t)c->n_block * 2 * rows_bytes(h.hist_len, d) +
-                  (size_t)nl * 2 * rows_bytes(h.win_len, d);
-    if (len != need) return TC_FAIL(TC_ERR_INVALID, "import: %zu bytes, the header says %zu", len, need);
+    /* in 128 bits: a header's counts times a large model's rows must not
+     * wrap into a size that matches a short blob */
+    const unsigned __int128 need128 =
+        (unsigned __int128)sizeof h + (h.kind == TC_STATE_FULL ? (unsigned __int128)h.n_tokens * 4 : 0) +
+        (unsigned __int128)zl * 2 * h.zip_len * d * 4 + (unsigned __int128)c->n_block * 2 * h.hist_len * d * 4 +
+        (unsigned __int128)nl * 2 * h.win_len * d * 4;
+    if (need128 != len)
+        return TC_FAIL(TC_ERR_INVALID, "import: %zu bytes, the header says %.0f", len, (double)need128);
     const uint8_t *p = (const uint8_t *)blob + sizeof h;
     const size_t f0 = sizeof h + (h.kind == TC_STATE_FULL ? (size_t)h.n_tokens * 4 : 0);
     for (size_t i = f0; i < len; i += 4) {

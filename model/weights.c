@@ -3,6 +3,7 @@
 #include "weights.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,11 +69,79 @@ static tc_status check_tensor(const tc_st_file *f, const char *path, const char 
 }
 
 /* tensor t (any file dtype) -> fp32 in tmp -> the backend at dst: a
- * matrix (cols > 0) in the backend's weight format, a vector as fp32 */
-static void put(tc_backend *be, void *dst, const tc_st_tensor *t, float *tmp, int64_t rows, int64_t cols) {
+ * matrix (cols > 0) in the backend's weight format, a vector as fp32. A
+ * NaN or infinity is refused: it would turn every logit NaN and greedy
+ * decoding into a silent stream of token 0. */
+static tc_status put(tc_backend *be, void *dst, const tc_st_tensor *t, float *tmp, int64_t rows, int64_t cols,
+                     const char *path) {
     tc_convert_to_f32(tmp, t->data, t->dtype, (size_t)t->n_elem);
+    for (int64_t i = 0; i < t->n_elem; i++)
+        if (!isfinite(tmp[i]))
+            return TC_FAIL(TC_ERR_INVALID, "%s: tensor '%s' holds a non-finite value (%g) at element %lld", path,
+                           t->name, tmp[i], (long long)i);
     if (cols && be->wtype != TC_WT_F32) be->upload_weight(be, dst, tmp, (size_t)rows, (size_t)cols);
     else be->upload(be, dst, tmp, (size_t)t->n_elem * 4);
+    return TC_OK;
+}
+
+/* whether two tensors of equal shape hold the same values (the same bytes
+ * when their dtypes agree; else compared as fp32, a chunk at a time) */
+static int same_values(const tc_st_tensor *a, const tc_st_tensor *b) {
+    if (a->n_elem != b->n_elem) return 0;
+    if (a->dtype == b->dtype) return memcmp(a->data, b->data, a->nbytes) == 0;
+    enum { CH = 4096 };
+    float x[CH], y[CH];
+    const size_t ea = tc_dtype_size(a->dtype), eb = tc_dtype_size(b->dtype);
+    for (int64_t i = 0; i < a->n_elem; i += CH) {
+        const size_t n = (size_t)(a->n_elem - i < CH ? a->n_elem - i : CH);
+        tc_convert_to_f32(x, a->data + (size_t)i * ea, a->dtype, n);
+        tc_convert_to_f32(y, b->data + (size_t)i * eb, b->dtype, n);
+        if (memcmp(x, y, n * sizeof *x) != 0) return 0;
+    }
+    return 1;
+}
+
+/* A layer parameter the config does not ask for (a block, hidden layer
+ * or baseline layer past its counts) means config.json describes another
+ * model than the file: loading the first layers only would serve a
+ * truncated model. Other names (e.g. *.rope.inv_freq) stay ignored. */
+static tc_status check_no_extra_layers(const tc_st_file *f, const char *path, const tc_model_config *c) {
+    static const char pre[] = "transformer.transformer_layers.";
+    for (int i = 0; i < f->n_tensors; i++) {
+        const char *nm = f->tensors[i].name;
+        if (strncmp(nm, pre, sizeof pre - 1) != 0) continue;
+        const char *q = nm + sizeof pre - 1;
+        char *end;
+        errno = 0;
+        const unsigned long long b = strtoull(q, &end, 10);
+        if (end == q || *end != '.' || errno) continue;
+        const char *rest = end + 1, *param = rest;
+        const char *key = c->arch == TC_ARCH_TRANSFORMER ? "n_block (layers)" : "n_block";
+        unsigned long long j = 0;
+        int hidden = 0;
+        if (c->arch != TC_ARCH_TRANSFORMER) {
+            if (!strncmp(rest, "compress_context_layer.", 23)) param = rest + 23;
+            else if (!strncmp(rest, "restore_context_shape_layer.", 28)) param = rest + 28;
+            else if (!strncmp(rest, "hidden_layers.", 14)) {
+                const char *h = rest + 14;
+                errno = 0;
+                j = strtoull(h, &end, 10);
+                if (end == h || *end != '.' || errno) continue;
+                param = end + 1, hidden = 1;
+            } else continue;
+        }
+        int is_param = 0;
+        for (int p = 0; p < N_PARAMS; p++) is_param |= strcmp(param, PARAMS[p]) == 0;
+        if (!is_param) continue;
+        if (b >= (unsigned long long)c->n_block)
+            return TC_FAIL(TC_ERR_INVALID, "%s: tensor '%s' is past config.json's %s = %d: the file holds a "
+                           "larger model than the config describes", path, nm, key, c->n_block);
+        if (hidden && j + 2 >= (unsigned long long)c->inner_depth)
+            return TC_FAIL(TC_ERR_INVALID, "%s: tensor '%s' is past config.json's block_inner_depth = %d (hidden "
+                           "layers 0..%d): the file holds a deeper model than the config describes", path, nm,
+                           c->inner_depth, c->inner_depth - 3);
+    }
+    return TC_OK;
 }
 
 /* bump allocation in the blob, each tensor 256-byte aligned (vector loads) */
@@ -118,8 +187,15 @@ tc_status tc_model_load(tc_model **out, const char *dir, tc_backend *be) {
     if (lh) {
         const tc_st_tensor *tl;
         TC_CHECK_GOTO(check_tensor(&f, stpath, "transformer.lm_head.weight", V, d, &tl));
-        (void)tl; /* tied: must equal the embedding; we use the embedding */
+        /* tied (config.c refuses untied): the embedding serves as the
+         * head, so a different head in the file would be silently lost */
+        if (!same_values(tl, temb)) {
+            st = TC_FAIL(TC_ERR_INVALID, "%s: tie_word_embeddings is true but transformer.lm_head.weight differs from "
+                         "embedding.weight (untied heads are not supported)", stpath);
+            goto fail;
+        }
     }
+    TC_CHECK_GOTO(check_no_extra_layers(&f, stpath, c));
     const tc_st_tensor **lt = calloc((size_t)nl * N_PARAMS, sizeof *lt);
     if (!lt) { st = TC_FAIL(TC_ERR_NOMEM, "out of memory"); goto fail; }
     for (int li = 0; li < nl && st == TC_OK; li++)
@@ -153,26 +229,34 @@ tc_status tc_model_load(tc_model **out, const char *dir, tc_backend *be) {
     tmp = malloc((size_t)(V * d > 3 * d * d ? V * d : 3 * d * d) * 4 + (size_t)(F * d) * 4 + 64);
     if (!m->blob || !m->layers || !tmp) { free(lt); st = TC_FAIL(TC_ERR_NOMEM, "out of memory for %zu bytes of weights", m->blob_bytes); goto fail; }
     char *cur = m->blob;
+#define PUT(dst_, t_, r_, c_)                                                      \
+    do {                                                                           \
+        if ((st = put(be, (dst_), (t_), tmp, (r_), (c_), stpath)) != TC_OK) {      \
+            free(lt);                                                              \
+            goto fail;                                                             \
+        }                                                                          \
+    } while (0)
     const size_t w = tc_wt_bytes(wt, 1);
-    m->embedding = take(&cur, V * d * w); put(be, m->embedding, temb, tmp, V, d);
-    m->normf_w = take(&cur, d * 4); put(be, m->normf_w, tnw, tmp, d, 0);
-    m->normf_b = take(&cur, d * 4); put(be, m->normf_b, tnb, tmp, d, 0);
+    m->embedding = take(&cur, V * d * w); PUT(m->embedding, temb, V, d);
+    m->normf_w = take(&cur, d * 4); PUT(m->normf_w, tnw, d, 0);
+    m->normf_b = take(&cur, d * 4); PUT(m->normf_b, tnb, d, 0);
     for (int li = 0; li < nl; li++) {
         const tc_st_tensor **T = &lt[(size_t)li * N_PARAMS];
         tc_layer_weights *L = &m->layers[li];
-        L->norm1_w = take(&cur, d * 4); put(be, L->norm1_w, T[0], tmp, d, 0);
-        L->norm1_b = take(&cur, d * 4); put(be, L->norm1_b, T[1], tmp, d, 0);
-        L->qkv_w = take(&cur, 3 * d * d * w); put(be, L->qkv_w, T[2], tmp, 3 * d, d);
-        L->qkv_b = take(&cur, 3 * d * 4); put(be, L->qkv_b, T[3], tmp, 3 * d, 0);
-        L->out_w = take(&cur, d * d * w); put(be, L->out_w, T[4], tmp, d, d);
-        L->out_b = take(&cur, d * 4); put(be, L->out_b, T[5], tmp, d, 0);
-        L->norm2_w = take(&cur, d * 4); put(be, L->norm2_w, T[6], tmp, d, 0);
-        L->norm2_b = take(&cur, d * 4); put(be, L->norm2_b, T[7], tmp, d, 0);
+        L->norm1_w = take(&cur, d * 4); PUT(L->norm1_w, T[0], d, 0);
+        L->norm1_b = take(&cur, d * 4); PUT(L->norm1_b, T[1], d, 0);
+        L->qkv_w = take(&cur, 3 * d * d * w); PUT(L->qkv_w, T[2], 3 * d, d);
+        L->qkv_b = take(&cur, 3 * d * 4); PUT(L->qkv_b, T[3], 3 * d, 0);
+        L->out_w = take(&cur, d * d * w); PUT(L->out_w, T[4], d, d);
+        L->out_b = take(&cur, d * 4); PUT(L->out_b, T[5], d, 0);
+        L->norm2_w = take(&cur, d * 4); PUT(L->norm2_w, T[6], d, 0);
+        L->norm2_b = take(&cur, d * 4); PUT(L->norm2_b, T[7], d, 0);
         L->w13 = take(&cur, 2 * F * d * w);
-        put(be, L->w13, T[8], tmp, F, d);
-        put(be, (char *)L->w13 + F * d * w, T[9], tmp, F, d);
-        L->w2 = take(&cur, d * F * w); put(be, L->w2, T[10], tmp, d, F);
+        PUT(L->w13, T[8], F, d);
+        PUT((char *)L->w13 + F * d * w, T[9], F, d);
+        L->w2 = take(&cur, d * F * w); PUT(L->w2, T[10], d, F);
     }
+#undef PUT
     TC_ASSERT((size_t)(cur - (char *)m->blob) == total, "weights layout mismatch");
     free(lt);
     free(tmp);

@@ -85,7 +85,80 @@ add("negative offset", "data_offsets", lambda d: edit_st(d, neg))
 def tie(h, data): h["transformer.lm_head.weight"] = {"dtype": "F32", "shape": [61, 8], "data_offsets": [0, 61 * 8 * 4]}
 add("lm_head wrong shape", "transformer.lm_head.weight", lambda d: edit_st(d, tie))
 
-fails = 0
+# a config that describes a smaller model than the file: refused, not
+# loaded truncated
+add("fewer blocks in config", "larger model than the config", lambda d: edit_config(d, lambda c: c.update(n_block=1)))
+add("shallower blocks in config", "deeper model than the config",
+    lambda d: edit_config(d, lambda c: c.update(block_inner_depth=c["block_inner_depth"] - 1)))
+def raw_header(d, text):
+    p = os.path.join(d, "model.safetensors")
+    hdr, data = read_st(p)
+    with open(p, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        f.write(data)
+def dup_name(d):
+    hdr, _ = read_st(os.path.join(d, "model.safetensors"))
+    # the same name twice: the first would win in cJSON, the last in Python
+    k = L0 + "norm1.weight"
+    raw_header(d, (json.dumps({k: hdr[k]})[:-1] + ", " + json.dumps(hdr)[1:]).encode())
+add("duplicate tensor name", "appears twice", dup_name)
+def nul_name(d):
+    hdr, _ = read_st(os.path.join(d, "model.safetensors"))
+    k = L0 + "norm1.weight"
+    hdr[k + "\u0000x"] = hdr.pop(k)
+    raw_header(d, json.dumps(hdr).replace("\\\\u0000", "\\u0000").encode())
+add("NUL in a tensor name", "u0000", nul_name)
+def header_garbage(d):
+    hdr, _ = read_st(os.path.join(d, "model.safetensors"))
+    raw_header(d, json.dumps(hdr).encode() + b" garbage")
+add("bytes after the header", "after its json object", header_garbage)
+add("bytes after the last tensor", "trailing bytes", lambda d: edit_st(d, lambda h, x: x + b"\0" * 8))
+def hidden_overlap(h, data):
+    # weight [a, a+64), an empty tensor at a+8, bias [a+16, a+80): the
+    # empty one sits between the two that overlap
+    a = h[L0 + "norm1.weight"]["data_offsets"][0]
+    h["extra.empty"] = {"dtype": "F32", "shape": [0], "data_offsets": [a + 8, a + 8]}
+    h[L0 + "norm1.bias"]["data_offsets"] = [a + 16, a + 80]
+add("overlap behind an empty tensor", "overlap", lambda d: edit_st(d, hidden_overlap))
+def nan_weight(h, data):
+    o = h[L0 + "norm1.weight"]["data_offsets"][0]
+    return data[:o] + struct.pack("<f", float("nan")) + data[o + 4:]
+add("NaN weight", "non-finite", lambda d: edit_st(d, nan_weight))
+def head_differs(h, data):
+    e = h["embedding.weight"]
+    h["transformer.lm_head.weight"] = {"dtype": e["dtype"], "shape": e["shape"],
+                                       "data_offsets": [len(data), len(data) + e["data_offsets"][1] - e["data_offsets"][0]]}
+    return data + b"\0" * (e["data_offsets"][1] - e["data_offsets"][0])
+add("untied lm_head", "lm_head.weight differs", lambda d: edit_st(d, head_differs))
+add("config text after the object", "text follows", lambda d: open(os.path.join(d, "config.json"), "a").write(" garbage {"))
+def dup_key(d):
+    p = os.path.join(d, "config.json")
+    text = open(p).read().strip()
+    open(p, "w").write('{"n_block": 1, ' + text[1:])
+add("config key twice", "'n_block' appears twice", dup_key)
+def fifo(name):
+    def f(d):
+        p = os.path.join(d, name)
+        os.remove(p)
+        os.mkfifo(p)
+    return f
+add("config.json a FIFO", "not a regular file", fifo("config.json"))
+add("model.safetensors a FIFO", "not a regular file", fifo("model.safetensors"))
+
+# a tied head equal to the embedding is fine (the control of "untied lm_head")
+ctl = case("tied_head_equal")
+def head_equal(h, data):
+    e = h["embedding.weight"]
+    b0, b1 = e["data_offsets"]
+    h["transformer.lm_head.weight"] = {"dtype": e["dtype"], "shape": e["shape"], "data_offsets": [len(data), len(data) + b1 - b0]}
+    return data + data[b0:b1]
+edit_st(ctl, head_equal)
+r = subprocess.run([TCONST, "info", "--model", ctl], capture_output=True, text=True, timeout=60)
+ctl_ok = r.returncode == 0
+print(("ok   " if ctl_ok else "FAIL ") + f"{'tied lm_head equal (loads)':32s} rc={r.returncode} {r.stderr.strip()[:200]}")
+
+fails = 0 if ctl_ok else 1
 for name, expect, setup in cases:
     d = case(name.replace(" ", "_"))
     setup(d)
