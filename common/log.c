@@ -62,17 +62,32 @@ void tc_log_write(tc_log_level l, const char *subsys, const char *file, int line
     }
 }
 
+/* Precedence: the knob (default < config < TCONST_LOG_* < flag) when it
+ * was given, else TC_LOG_LEVEL / TC_LOG_FORMAT (every binary's variables),
+ * else info and text. A bad value is an error naming where it came from,
+ * never silently ignored. */
 int tc_log_configure(const char *prog, const char *level, const char *format) {
+    const char *env_lv = getenv("TC_LOG_LEVEL"), *env_fmt = getenv("TC_LOG_FORMAT");
     tc_log_level lv;
+    if (env_lv && tc_log_parse_level(env_lv, &lv) != 0) {
+        fprintf(stderr, "%s: error: TC_LOG_LEVEL '%s': expected error, warn, info, debug or trace\n", prog, env_lv);
+        return -1;
+    }
+    if (env_fmt && strcasecmp(env_fmt, "json") != 0 && strcasecmp(env_fmt, "text") != 0) {
+        fprintf(stderr, "%s: error: TC_LOG_FORMAT '%s': expected text or json\n", prog, env_fmt);
+        return -1;
+    }
+    if (!*level) level = env_lv ? env_lv : "info";
+    if (!*format) format = env_fmt ? env_fmt : "text";
     if (tc_log_parse_level(level, &lv) != 0) {
         fprintf(stderr, "%s: error: --log-level '%s': expected error, warn, info, debug or trace\n", prog, level);
         return -1;
     }
-    if (strcmp(format, "json") != 0 && strcmp(format, "text") != 0) {
+    if (strcasecmp(format, "json") != 0 && strcasecmp(format, "text") != 0) {
         fprintf(stderr, "%s: error: --log-format '%s': expected text or json\n", prog, format);
         return -1;
     }
-    if (!strcmp(format, "json")) setenv("TC_LOG_FORMAT", "json", 1), tc_log_init();
-    if (getenv("TC_LOG_LEVEL") == NULL) tc_log_set_level(lv); /* the environment wins, as in every binary */
+    tc_log_set_level(lv);
+    tc_log_json = strcasecmp(format, "json") == 0;
     return 0;
 }

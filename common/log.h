@@ -13,7 +13,8 @@ void tc_log_init(void); /* reads TC_LOG_LEVEL / TC_LOG_FORMAT */
 void tc_log_set_level(tc_log_level l);
 int tc_log_parse_level(const char *s, tc_log_level *out);
 /* A daemon's --log-level / --log-format: prints "<prog>: error: ..." and
- * returns -1 when either is not valid. TC_LOG_LEVEL still wins. */
+ * returns -1 when either (or TC_LOG_LEVEL / TC_LOG_FORMAT) is not valid. An
+ * empty value means TC_LOG_LEVEL / TC_LOG_FORMAT, else info / text. */
 int tc_log_configure(const char *prog, const char *level, const char *format);
 void tc_log_write(tc_log_level l, const char *subsys, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));

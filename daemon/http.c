@@ -16,11 +16,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/hostport.h"
 #include "common/log.h"
 #include "daemon/metrics.h"
 
-#define TC_HTTP_MAX_CONNECTIONS 64u
-#define TC_HTTP_TIMEOUT_S 10u /* idle connection timeout: no slowloris */
+/* Probes must get through whatever else connects: idle sockets held open
+ * by one peer (64 of them once blocked /healthz until they timed out, and
+ * a liveness probe failing restarts the pod) are capped per address, the
+ * total is high, and an idle connection is dropped after 3 s (a scrape
+ * or a probe is one request answered at once). */
+#define TC_HTTP_MAX_CONNECTIONS 1024u
+#define TC_HTTP_MAX_PER_IP 16u
+#define TC_HTTP_TIMEOUT_S 3u
 
 struct tc_http_server {
     struct MHD_Daemon *mhd;
@@ -32,38 +39,13 @@ struct tc_http_server {
 
 /* "host:port" / "[v6]:port" -> host (may be "") and port text; *literal
  * is set for the bracketed form, which must not go to DNS. */
+/* HOST:PORT through the common parser (common/hostport.h), its error
+ * prefixed with what the address is for */
 static tc_status split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap, int *literal) {
-    const char *p, *orig = addr;
-    size_t hl;
-    if (!addr || !*addr) return TC_FAIL(TC_ERR_INVALID, "http listen address is empty (want HOST:PORT)");
-    if (addr[0] == '[') {
-        const char *rb = strchr(addr, ']');
-        if (!rb || rb[1] != ':')
-            return TC_FAIL(TC_ERR_INVALID, "http listen address \"%s\": want [IPV6]:PORT", addr);
-        hl = (size_t)(rb - addr - 1);
-        *literal = 1;
-        if (hl == 0) return TC_FAIL(TC_ERR_INVALID, "http listen address \"%s\": empty IPv6 address", addr);
-        p = addr + 1;
-        addr = rb + 2; /* the port */
-    } else {
-        const char *colon = strrchr(addr, ':');
-        if (!colon) return TC_FAIL(TC_ERR_INVALID, "http listen address \"%s\": no port (want HOST:PORT)", addr);
-        if (memchr(addr, ':', (size_t)(colon - addr)))
-            return TC_FAIL(TC_ERR_INVALID, "http listen address \"%s\": put an IPv6 address in brackets, [::1]:9180",
-                           addr);
-        hl = (size_t)(colon - addr);
-        p = addr;
-        addr = colon + 1;
-    }
-    if (hl >= hcap) return TC_FAIL(TC_ERR_INVALID, "http listen address \"%s\": host part too long", orig);
-    memcpy(host, p, hl);
-    host[hl] = '\0';
-    size_t pl = strlen(addr);
-    if (pl == 0 || pl > 5 || pl >= pcap || strspn(addr, "0123456789") != pl || atoi(addr) > 65535)
-        return TC_FAIL(TC_ERR_INVALID, "http listen address \"%s\": port \"%s\" is not a number in 0..65535", orig,
-                       addr);
-    memcpy(port, addr, pl + 1);
-    return TC_OK;
+    if (tc_hostport_split(addr, host, hcap, port, pcap, literal) == TC_OK) return TC_OK;
+    char msg[600];
+    snprintf(msg, sizeof msg, "%s", tc_error_get());
+    return TC_FAIL(TC_ERR_INVALID, "http listen %s", msg);
 }
 
 static const char *bind_reason(int e) {
@@ -191,8 +173,8 @@ tc_status tc_http_start(tc_http_server **out, const char *listen_addr, const tc_
 
     s->mhd = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL, NULL, handle,
                               s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
-                              MHD_OPTION_CONNECTION_LIMIT, TC_HTTP_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
-                              TC_HTTP_TIMEOUT_S, MHD_OPTION_END);
+                              MHD_OPTION_CONNECTION_LIMIT, TC_HTTP_MAX_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                              TC_HTTP_MAX_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT, TC_HTTP_TIMEOUT_S, MHD_OPTION_END);
     if (!s->mhd) {
         /* MHD may or may not have closed the socket on its failure path. */
         if (fcntl(fd, F_GETFD) != -1) close(fd);

@@ -29,6 +29,7 @@
 #include "engine.h"
 #include "http.h"
 #include "journal.h"
+#include "../common/hostport.h"
 #include "worker_remote.h"
 #include "metrics.h"
 #include "service.h"
@@ -76,8 +77,8 @@ static const tc_knob KNOBS[] = {
     K("drain-timeout", TC_KNOB_DOUBLE, "30", 0, 86400, "seconds running streams get to finish after SIGTERM", drain_timeout),
     K("threads", TC_KNOB_INT, "0", 0, 1024, "BLAS threads (0: OpenBLAS default)", threads),
     K("warmup-tokens", TC_KNOB_INT, "0", 0, 1e8, "history tokens synced once before readiness (0: one window)", warmup_tokens),
-    K("log-level", TC_KNOB_STR, "info", 0, 0, "error, warn, info, debug or trace", log_level),
-    K("log-format", TC_KNOB_STR, "text", 0, 0, "text or json", log_format),
+    K("log-level", TC_KNOB_STR, "", 0, 0, "error, warn, info, debug or trace (empty: TC_LOG_LEVEL, else info)", log_level),
+    K("log-format", TC_KNOB_STR, "", 0, 0, "text or json (empty: TC_LOG_FORMAT, else text)", log_format),
 };
 #define N_KNOBS ((int)(sizeof KNOBS / sizeof KNOBS[0]))
 
@@ -231,6 +232,14 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (tc_log_configure("tconstd", cfg.log_level, cfg.log_format) != 0) return 2;
+    /* addresses before anything loads: a bad port is a flag error (2),
+     * not something found after the workers and the journal started */
+    if (tc_listen_addr_check("--listen", cfg.listen) != TC_OK ||
+        tc_listen_addr_check("--http-listen", cfg.http_listen) != TC_OK) {
+        fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
+        tc_knobs_free(KNOBS, N_KNOBS, &cfg);
+        return 2;
+    }
     if (check_device(&cfg) != 0) {
         tc_knobs_free(KNOBS, N_KNOBS, &cfg);
         return 2;

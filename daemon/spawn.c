@@ -23,14 +23,46 @@ static atomic_int g_cancel; /* tc_spawn_cancel: a signal during the start-up */
 void tc_spawn_cancel(void) { atomic_store(&g_cancel, 1); }
 int tc_spawn_cancelled(void) { return atomic_load(&g_cancel); }
 
+extern char **environ;
+
+/* The worker's environment: tconstd's, less the knobs both programs read
+ * under the same name but mean differently there: TCONST_CONFIG (tconstd's
+ * config file: its keys are not a worker's) and TCONST_MAX_MESSAGE_BYTES
+ * (the API's request limit, not the data plane's). Every other knob the
+ * worker takes from its flags (listen, model, device, threads, log) or is
+ * the operator's to set for spawned workers (TCONST_PEER_TIMEOUT, ...).
+ * Built before fork: after it only async-signal-safe calls are allowed. */
+static char **worker_env(void) {
+    static const char *drop[] = {"TCONST_CONFIG=", "TCONST_MAX_MESSAGE_BYTES="};
+    size_t n = 0;
+    while (environ && environ[n]) n++;
+    char **env = malloc((n + 1) * sizeof *env);
+    if (!env) return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        int keep = 1;
+        for (size_t d = 0; d < sizeof drop / sizeof drop[0]; d++)
+            keep &= strncmp(environ[i], drop[d], strlen(drop[d])) != 0;
+        if (keep) env[k++] = environ[i];
+    }
+    env[k] = NULL;
+    return env;
+}
+
 tc_status tc_spawn(char *const argv[], double ready_timeout_s, pid_t *pid_out, char *line, size_t n) {
     int p[2];
     *pid_out = -1;
-    if (pipe2(p, O_CLOEXEC) != 0) return TC_FAIL(TC_ERR_IO, "spawn %s: pipe: %s", argv[0], strerror(errno));
+    char **env = worker_env();
+    if (!env) return TC_FAIL(TC_ERR_NOMEM, "spawn %s: out of memory", argv[0]);
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        free(env);
+        return TC_FAIL(TC_ERR_IO, "spawn %s: pipe: %s", argv[0], strerror(errno));
+    }
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         close(p[0]), close(p[1]);
+        free(env);
         return TC_FAIL(TC_ERR_IO, "spawn %s: fork: %s", argv[0], strerror(errno));
     }
     if (pid == 0) {
@@ -45,11 +77,12 @@ tc_status tc_spawn(char *const argv[], double ready_timeout_s, pid_t *pid_out, c
         sigprocmask(SIG_SETMASK, &all, NULL);
         signal(SIGPIPE, SIG_DFL);
         dup2(p[1], 1);
-        execv(argv[0], argv);
+        execve(argv[0], argv, env);
         fprintf(stderr, "tconstd: cannot execute %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
     close(p[1]);
+    free(env);
     size_t got = 0;
     line[0] = 0;
     double end = tc_now_s() + ready_timeout_s;

@@ -26,11 +26,13 @@
  * time, then fail (the client sees UNAVAILABLE through the engine). */
 #include "worker_remote.h"
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -96,6 +98,7 @@ typedef struct {
     uint64_t next_sid;
     uint64_t instance; /* sent in Info and Ping: the worker's owner */
     tc_sched *sched;
+    char sockdir[256]; /* spawned workers' control sockets: a private mkdtemp directory */
 } remote;
 
 static __thread int t_role = 3; /* set by bind_thread */
@@ -985,6 +988,14 @@ static void r_free(tc_worker_client *w) {
         for (int k = 0; k < MAX_ARGS && p->argv[k]; k++) free(p->argv[k]);
         free(p);
     }
+    if (R->sockdir[0]) { /* the workers are gone: their sockets and the directory */
+        char path[400];
+        for (int i = 0; i < MAX_PROCS; i++) {
+            snprintf(path, sizeof path, "%s/worker-%d.sock", R->sockdir, i);
+            unlink(path);
+        }
+        rmdir(R->sockdir);
+    }
     tc_sched_free(R->sched);
     free(R);
     free(w);
@@ -1010,9 +1021,21 @@ static int add_arg(wproc *p, int *k, const char *a) {
 }
 
 static tc_status spawn_args(remote *R, wproc *p, const char *role, int idx) {
-    char sock[300];
-    const char *tmp = getenv("TMPDIR");
-    snprintf(sock, sizeof sock, "unix:%s/tconstd-%d-worker-%d.sock", tmp && *tmp ? tmp : "/tmp", (int)getpid(), idx);
+    /* in a directory of this run's own (0700): a name under the shared
+     * /tmp could be taken by a stale socket of another user (a pid reused
+     * after a crash) and make the bind fail */
+    if (!R->sockdir[0]) {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(R->sockdir, sizeof R->sockdir, "%s/tconstd-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(R->sockdir)) {
+            const int e = errno;
+            R->sockdir[0] = 0;
+            return TC_FAIL(TC_ERR_IO, "cannot create the workers' socket directory under %s: %s",
+                           tmp && *tmp ? tmp : "/tmp", strerror(e));
+        }
+    }
+    char sock[320];
+    snprintf(sock, sizeof sock, "unix:%s/worker-%d.sock", R->sockdir, idx);
     snprintf(p->addr, sizeof p->addr, "%s", sock);
     char th[32], nice[32];
     snprintf(th, sizeof th, "%d", R->o.threads);

@@ -2,7 +2,8 @@
 # test_daemon_flags.sh TCONSTD — flags tconstd must refuse before serving,
 # each with an error naming the flag: a malformed --device, a GPU asked of
 # the in-process worker (CPU only) or of attached workers (they choose
-# their own), an unknown --worker-mode, an unknown flag. Label: unit.
+# their own), an unknown --worker-mode, an unknown flag, a listen address
+# out of range. Label: unit.
 set -uo pipefail
 D=$1
 tmp=$(mktemp -d)
@@ -25,6 +26,16 @@ refuse "in-process worker runs on the CPU" --worker-mode inprocess --device cuda
 refuse "choose their own device" --workers 127.0.0.1:1,127.0.0.1:2 --device cuda:0
 refuse "expected split, both or inprocess" --worker-mode sideways
 refuse "unknown" --no-such-flag 1
+# listen addresses, checked before anything starts (gRPC wrapped 99999
+# into a random port)
+refuse '--listen: address "127.0.0.1:99999"' --listen 127.0.0.1:99999
+refuse "is not a number in 0..65535" --listen "127.0.0.1:+80"
+refuse "put an IPv6 address in brackets" --listen ::1:50051
+refuse "--http-listen: address" --http-listen 127.0.0.1:65536
+# the logging variables every binary reads: a bad value is named, not ignored
+TC_LOG_LEVEL=bogus refuse "TC_LOG_LEVEL 'bogus'"
+TC_LOG_FORMAT=yaml refuse "TC_LOG_FORMAT 'yaml'"
+refuse "--log-level 'loud'" --log-level loud
 
 # SIGTERM during the start-up (a worker that never reports ready, a start
 # budget of 10 minutes): taken at once, a clean exit, never "ready". The
@@ -43,3 +54,21 @@ rc=$?
 grep -q " ready: " "$tmp/out" && fail "SIGTERM during the start-up: it still became ready"
 grep -q "during the start-up" "$tmp/err" || fail "no start-up stop in the log: $(tail -3 "$tmp/err")"
 echo "ok   SIGTERM during the start-up: stops at once, exit 0, never ready"
+
+# tconstd's own config file and request limit in the environment do not
+# reach the spawned workers (TCONST_CONFIG's keys are not a worker's; a
+# 1 KB API limit is not the data plane's): the split daemon comes up
+echo '{"max_sessions": 8}' >"$tmp/c.json"
+TCONST_CONFIG=$tmp/c.json TCONST_MAX_MESSAGE_BYTES=1024 "$D" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+    --worker-mode split >"$tmp/out" 2>"$tmp/err" &
+pid=$!
+# wait for the banner or the exit, whichever comes first (bounded)
+for _ in $(seq 1 600); do
+    grep -q " ready: " "$tmp/out" && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.1
+done
+kill -TERM $pid 2>/dev/null
+wait $pid
+grep -q " ready: " "$tmp/out" || fail "TCONST_CONFIG/TCONST_MAX_MESSAGE_BYTES: split daemon never ready: $(tail -3 "$tmp/err")"
+echo "ok   tconstd's TCONST_CONFIG and TCONST_MAX_MESSAGE_BYTES stay out of spawned workers"

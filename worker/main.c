@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../common/hostport.h"
 #include "../common/knobs.h"
 #include "../common/log.h"
 #include "../model/session.h"
@@ -120,8 +121,8 @@ static const tc_knob KNOBS[] = {
     K("orphan-timeout", TC_KNOB_DOUBLE, "30", 0.5, 86400, "seconds the coordinator this worker serves may stay silent before another coordinator may take the worker over (its session copies are then dropped: a coordinator that died leaves none behind); until then another is refused", orphan_timeout),
     K("peer-timeout", TC_KNOB_DOUBLE, "30", 0.1, 86400, "seconds a data-plane send or an Import waits for the peer", peer_timeout),
     K("nice", TC_KNOB_INT, "0", 0, 19, "CPU scheduling niceness of this worker (a context worker sharing cores with its generation peer yields to it)", nice),
-    K("log-level", TC_KNOB_STR, "info", 0, 0, "error, warn, info, debug or trace", log_level),
-    K("log-format", TC_KNOB_STR, "text", 0, 0, "text or json", log_format),
+    K("log-level", TC_KNOB_STR, "", 0, 0, "error, warn, info, debug or trace (empty: TC_LOG_LEVEL, else info)", log_level),
+    K("log-format", TC_KNOB_STR, "", 0, 0, "text or json (empty: TC_LOG_FORMAT, else text)", log_format),
 };
 #define N_KNOBS ((int)(sizeof KNOBS / sizeof KNOBS[0]))
 
@@ -174,6 +175,10 @@ int main(int argc, char **argv) {
         cuda_dev = (int)dv;
     } else if (strcmp(cfg.device, "cpu") != 0) {
         fprintf(stderr, "tconst-worker: error: --device '%s': expected cpu or cuda:N\n", cfg.device);
+        goto done;
+    }
+    if (tc_listen_addr_check("--listen", cfg.listen) != TC_OK) {
+        fprintf(stderr, "tconst-worker: error: %s\n", tc_error_get());
         goto done;
     }
     if (strcmp(cfg.transport, "host") && strcmp(cfg.transport, "nccl")) {
