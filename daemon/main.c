@@ -39,7 +39,7 @@
 
 typedef struct {
     char *listen, *http_listen, *model, *data_dir, *log_level, *log_format;
-    char *workers, *worker_mode, *worker_binary, *device;
+    char *workers, *worker_mode, *worker_binary, *device, *context_device;
     double worker_timeout, worker_start_timeout;
     int64_t context_nice;
     int64_t max_sessions, max_queued, max_batch, max_tokens, stream_queue, max_message_bytes, threads,
@@ -60,6 +60,7 @@ static const tc_knob KNOBS[] = {
     K("workers", TC_KNOB_STR, "", 0, 0, "tconst-worker control addresses to attach to (host:port,...; context and generation workers pair up in order); empty: spawn workers", workers),
     K("worker-binary", TC_KNOB_STR, "", 0, 0, "tconst-worker to spawn (empty: next to tconstd)", worker_binary),
     K("device", TC_KNOB_STR, "cpu", 0, 0, "device of spawned workers: cpu or cuda:N", device),
+    K("context-device", TC_KNOB_STR, "", 0, 0, "device of the spawned context worker with --worker-mode split (empty: --device), e.g. cuda:1 beside a generation worker on cuda:0", context_device),
     K("context-nice", TC_KNOB_INT, "0", 0, 19, "niceness of spawned context workers: where both workers share CPU cores, syncs yield to generation (longer boundary stalls, steadier token rate)", context_nice),
     K("worker-timeout", TC_KNOB_DOUBLE, "10", 0.5, 3600, "seconds a worker may leave pings unanswered before it is killed and restarted (spawned) or marked down (attached)", worker_timeout),
     K("worker-start-timeout", TC_KNOB_DOUBLE, "120", 1, 86400, "seconds a starting worker gets to load its model", worker_start_timeout),
@@ -178,30 +179,39 @@ static void find_worker_binary(char out[4200], size_t n) {
 /* --device names the spawned workers' device: "cpu" or "cuda:N". It
  * cannot apply to the in-process worker (CPU only) or to attached workers
  * (each picks its own --device): refuse instead of running on the CPU. */
-static int check_device(const dcfg *c) {
-    const char *d = c->device;
+static int check_one_device(const dcfg *c, const char *flag, const char *d) {
     if (strncmp(d, "cuda:", 5) == 0) {
         char *end;
         long n = strtol(d + 5, &end, 10);
         if (d[5] < '0' || d[5] > '9' || *end || n > 255) { /* digits only: not "cuda: 1", "cuda:+1" */
-            fprintf(stderr, "tconstd: error: --device '%s': expected cpu or cuda:N\n", d);
+            fprintf(stderr, "tconstd: error: %s '%s': expected cpu or cuda:N\n", flag, d);
             return -1;
         }
         if (c->workers[0]) {
-            fprintf(stderr, "tconstd: error: --device %s: attached workers (--workers) choose their own device "
-                            "(tconst-worker --device)\n", d);
+            fprintf(stderr, "tconstd: error: %s %s: attached workers (--workers) choose their own device "
+                            "(tconst-worker --device)\n", flag, d);
             return -1;
         }
         if (!strcmp(c->worker_mode, "inprocess")) {
-            fprintf(stderr, "tconstd: error: --device %s: the in-process worker runs on the CPU; use "
-                            "--worker-mode split or both for a GPU\n", d);
+            fprintf(stderr, "tconstd: error: %s %s: the in-process worker runs on the CPU; use "
+                            "--worker-mode split or both for a GPU\n", flag, d);
             return -1;
         }
     } else if (strcmp(d, "cpu") != 0) {
-        fprintf(stderr, "tconstd: error: --device '%s': expected cpu or cuda:N\n", d);
+        fprintf(stderr, "tconstd: error: %s '%s': expected cpu or cuda:N\n", flag, d);
         return -1;
     }
     return 0;
+}
+static int check_device(const dcfg *c) {
+    if (check_one_device(c, "--device", c->device) != 0) return -1;
+    if (!c->context_device[0]) return 0;
+    if (strcmp(c->worker_mode, "split") != 0 || c->workers[0]) {
+        fprintf(stderr, "tconstd: error: --context-device %s: only spawned workers in --worker-mode split have a "
+                        "context worker of their own\n", c->context_device);
+        return -1;
+    }
+    return check_one_device(c, "--context-device", c->context_device);
 }
 
 int main(int argc, char **argv) {
@@ -303,7 +313,7 @@ int main(int argc, char **argv) {
         char bin[4200];
         if (cfg.worker_binary[0]) snprintf(bin, sizeof bin, "%s", cfg.worker_binary);
         else find_worker_binary(bin, sizeof bin);
-        tc_remote_opts ro = {cfg.workers, cfg.worker_mode, bin, dir, cfg.device, cfg.log_level, cfg.log_format,
+        tc_remote_opts ro = {cfg.workers, cfg.worker_mode, bin, dir, cfg.device, cfg.context_device, cfg.log_level, cfg.log_format,
                              (int)cfg.threads, cfg.worker_timeout, cfg.worker_start_timeout, 3600,
                              (int)cfg.context_nice, (int)cfg.max_sessions};
         TC_LOG(TC_LOG_INFO, "main", "model %s on %s", dir, cfg.workers[0] ? cfg.workers : "spawned workers");

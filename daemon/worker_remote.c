@@ -1040,8 +1040,10 @@ static tc_status spawn_args(remote *R, wproc *p, const char *role, int idx) {
     char th[32], nice[32];
     snprintf(th, sizeof th, "%d", R->o.threads);
     snprintf(nice, sizeof nice, "%d", strcmp(role, "context") ? 0 : R->o.context_nice);
+    const char *dev = !strcmp(role, "context") && R->o.context_device && R->o.context_device[0] ? R->o.context_device
+                                                                                             : R->o.device;
     const char *args[] = {R->o.binary, "--role", role, "--listen", sock, "--data-listen", "127.0.0.1:0", "--device",
-                          R->o.device, "--threads", th, "--log-level", R->o.log_level, "--log-format", R->o.log_format,
+                          dev, "--threads", th, "--log-level", R->o.log_level, "--log-format", R->o.log_format,
                           "--model", R->o.model, "--nice", nice, NULL};
     int k = 0;
     for (int i = 0; args[i]; i++)

@@ -11,6 +11,7 @@ typedef struct {
     const char *binary;   /* tconst-worker to spawn */
     const char *model;    /* model directory for spawned workers */
     const char *device;   /* for spawned workers */
+    const char *context_device; /* the spawned context worker's, when not "" (split mode) */
     const char *log_level, *log_format;
     int threads;
     double timeout_s;         /* a worker silent this long is killed / marked down */
