@@ -502,9 +502,18 @@ static void start_job(tc_engine *e, job *j) {
     dsess *s = j->s;
     j->t_start = tc_now_s();
     tc_metric_observe(TC_H_request_queue_seconds, j->t_start - j->t_arrive);
-    if (!s->ws && e->wc->session_new(e->wc, &s->ws) != TC_OK) {
-        start_failed(e, j, 13, "cannot allocate session state (out of memory)");
-        return;
+    if (!s->ws) {
+        const tc_status st = e->wc->session_new(e->wc, &s->ws);
+        if (st != TC_OK) {
+            /* no live worker to place it on (EXHAUSTED / IO: an outage,
+             * retryable, UNAVAILABLE) is not memory; the worker's words go
+             * to the client */
+            char msg[600];
+            snprintf(msg, sizeof msg, "cannot open the session on a worker: %s",
+                     tc_error_get() ? tc_error_get() : tc_status_str(st));
+            start_failed(e, j, st == TC_ERR_EXHAUSTED || st == TC_ERR_IO ? 14 : 13, msg);
+            return;
+        }
     }
     /* a resumed generation re-sends what it had generated (the client may
      * not have received all of it): tokens [start_len, resume_len) */

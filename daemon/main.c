@@ -126,6 +126,13 @@ static int sig_seen(void) {
     return s;
 }
 
+/* the worker supervisor: the number of live worker pairs moved */
+static void on_live_pairs(void *ud, int n) {
+    tc_service *svc = ud;
+    tc_service_set_workers_up(svc, n > 0);
+    tc_metric_set(TC_G_ready, tc_service_serving(svc));
+}
+
 static int hook_ready(void *ud) {
     (void)ud;
     return g_svc && tc_service_serving(g_svc);
@@ -330,6 +337,10 @@ int main(int argc, char **argv) {
     }
     tc_service_info info = {dir, TC_VERSION, (int)cfg.max_message_bytes};
     if (tc_service_init(&svc, NULL, wc, bpe, &info) != TC_OK) goto out;
+    if (wc->live_pairs) { /* worker processes: ready only while a pair is up */
+        tc_worker_remote_on_live(wc, on_live_pairs, svc);
+        tc_service_set_workers_up(svc, wc->live_pairs(wc) > 0);
+    }
     tc_engine_limits lim = {(int)cfg.max_sessions, (int)cfg.max_queued, (int)cfg.max_batch, (int)cfg.max_tokens,
                             (int)cfg.stream_queue, cfg.idle_timeout, cfg.overlap_syncs, cfg.sync_inline_max,
                             (int)cfg.multi_step, cfg.multi_step_ms / 1000.0};
@@ -365,7 +376,7 @@ int main(int argc, char **argv) {
         goto out;
     }
     tc_service_set_serving(svc, 1, 0);
-    tc_metric_set(TC_G_ready, 1);
+    tc_metric_set(TC_G_ready, tc_service_serving(svc));
     {
         char host[256];
         snprintf(host, sizeof host, "%s", cfg.listen);
@@ -417,6 +428,7 @@ out:
     if (svc) tc_service_bind_engine(svc, NULL);
     g_svc = NULL;
     if (http) tc_http_stop(http);
+    if (wc && wc->live_pairs) tc_worker_remote_on_live(wc, NULL, NULL); /* the supervisor outlives svc */
     tc_service_free(svc);
     tc_journal_close(journal); /* after the engine: it writes to it */
     if (bpe) tc_bpe_free(bpe);

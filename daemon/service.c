@@ -51,6 +51,7 @@ struct tc_service {
     tc_service_info info;
     pthread_mutex_t mu;
     int serving, draining;
+    int workers_down; /* no worker pair up (tc_service_set_workers_up) */
     ctx *watchers;
     double t_start;
 };
@@ -558,9 +559,7 @@ static void h_server_info(ctx *c) {
 static Grpc__Health__V1__HealthCheckResponse__ServingStatus health_of(tc_service *s, const char *svc) {
     if (svc[0] && strcmp(svc, "tconst.v1.TConst") != 0)
         return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
-    pthread_mutex_lock(&s->mu);
-    int ok = s->serving && !s->draining;
-    pthread_mutex_unlock(&s->mu);
+    const int ok = tc_service_serving(s);
     return ok ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
               : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
 }
@@ -652,9 +651,17 @@ void tc_service_set_serving(tc_service *s, int serving, int draining) {
 
 int tc_service_serving(tc_service *s) {
     pthread_mutex_lock(&s->mu);
-    int r = s->serving && !s->draining;
+    int r = s->serving && !s->draining && !s->workers_down;
     pthread_mutex_unlock(&s->mu);
     return r;
+}
+
+void tc_service_set_workers_up(tc_service *s, int up) {
+    pthread_mutex_lock(&s->mu);
+    const int changed = s->workers_down != !up;
+    s->workers_down = !up;
+    pthread_mutex_unlock(&s->mu);
+    if (changed) notify_watchers(s);
 }
 
 /* ---- reflection ---- */

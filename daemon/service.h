@@ -25,6 +25,10 @@ const tc_rpc_handlers *tc_service_handlers(void);
 void tc_service_bind_engine(tc_service *s, tc_engine *e);
 /* Health: serving flips readiness for Check/Watch (and /readyz). */
 void tc_service_set_serving(tc_service *s, int serving, int draining);
+/* Whether any worker pair is up: with none the service is not serving
+ * either (Check/Watch NOT_SERVING, /readyz 503) until one is back. */
+void tc_service_set_workers_up(tc_service *s, int up);
+/* serving, not draining, and workers up */
 int tc_service_serving(tc_service *s);
 /* Ends every Health.Watch stream (shutdown). */
 void tc_service_end_watchers(tc_service *s);

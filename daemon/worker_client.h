@@ -76,6 +76,11 @@ struct tc_worker_client {
      * a job stuck on a dead worker does not hold the exit for minutes */
     void (*abandon_waits)(tc_worker_client *w);
     void (*free)(tc_worker_client *w);
+    /* optional (NULL: always able to serve, as in-process): worker pairs
+     * up now, a pair counting when its context and generation workers
+     * both answer. With none the coordinator is not ready (/readyz,
+     * Health) -- new work would only fail. */
+    int (*live_pairs)(tc_worker_client *w);
 };
 
 /* In-process worker on the CPU backend over model directory `dir`. */

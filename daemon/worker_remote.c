@@ -99,6 +99,11 @@ typedef struct {
     uint64_t instance; /* sent in Info and Ping: the worker's owner */
     tc_sched *sched;
     char sockdir[256]; /* spawned workers' control sockets: a private mkdtemp directory */
+    int live;           /* pairs with both workers up (set_gauges, under mu) */
+    int live_reported;  /* what the supervisor last told live_cb */
+    void (*live_cb)(void *ud, int live_pairs); /* tc_worker_remote_on_live, under cb_mu */
+    void *live_ud;
+    pthread_mutex_t cb_mu; /* held across a call of live_cb: unsetting it waits for one in flight */
 } remote;
 
 static __thread int t_role = 3; /* set by bind_thread */
@@ -255,9 +260,41 @@ static void connect_pair(remote *R, wproc *p) {
 }
 
 static void set_gauges(remote *R) {
-    int up = 0;
+    int up = 0, live = 0;
     for (int i = 0; i < R->n_procs; i++) up += R->procs[i]->up;
+    for (int i = 0; i < R->n_pairs; i++) live += R->pairs[i].ctx->up && R->pairs[i].gen->up;
+    R->live = live;
     tc_metric_set(TC_G_workers_up, up);
+}
+
+static int r_live_pairs(tc_worker_client *w) {
+    remote *R = w->impl;
+    pthread_mutex_lock(&R->mu);
+    const int n = R->live;
+    pthread_mutex_unlock(&R->mu);
+    return n;
+}
+
+/* the supervisor, after a round: tell the owner when the live count moved
+ * (outside mu: the owner takes its own locks and notifies its watchers) */
+static void report_live(remote *R) {
+    pthread_mutex_lock(&R->mu);
+    const int n = R->live, changed = n != R->live_reported;
+    R->live_reported = n;
+    pthread_mutex_unlock(&R->mu);
+    if (!changed) return;
+    if (n == 0) TC_LOG(TC_LOG_WARN, "workers", "no worker pair is up: not ready until one is back");
+    else TC_LOG(TC_LOG_INFO, "workers", "%d worker pair(s) up", n);
+    pthread_mutex_lock(&R->cb_mu);
+    if (R->live_cb) R->live_cb(R->live_ud, n);
+    pthread_mutex_unlock(&R->cb_mu);
+}
+
+void tc_worker_remote_on_live(tc_worker_client *w, void (*cb)(void *ud, int live_pairs), void *ud) {
+    remote *R = w->impl;
+    pthread_mutex_lock(&R->cb_mu);
+    R->live_cb = cb, R->live_ud = ud;
+    pthread_mutex_unlock(&R->cb_mu);
 }
 
 /* ---- supervision ---- */
@@ -351,6 +388,7 @@ static void *supervisor_main(void *arg) {
     while (!R->stop) {
         pthread_mutex_unlock(&R->mu);
         for (int i = 0; i < R->n_procs; i++) supervise_one(R, R->procs[i]);
+        report_live(R);
         pthread_mutex_lock(&R->mu);
         if (R->stop) break;
         struct timespec ts;
@@ -1100,6 +1138,7 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
     }
     R->o = *o;
     pthread_mutex_init(&R->mu, NULL);
+    pthread_mutex_init(&R->cb_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1175,7 +1214,9 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
         tc_error_set("%s", msg);
         return st;
     }
+    pthread_mutex_lock(&R->mu);
     set_gauges(R);
+    pthread_mutex_unlock(&R->mu);
     w->cfg = &R->cfg;
     w->device = R->device;
     w->dtype = R->dtype;
@@ -1193,6 +1234,7 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
     w->bind_thread = r_bind;
     w->abandon_waits = r_abandon;
     w->free = r_free;
+    w->live_pairs = r_live_pairs;
     TC_LOG(TC_LOG_INFO, "workers", "%d worker pair(s), %d process(es)%s", R->n_pairs, R->n_procs,
            o->workers && o->workers[0] ? " (attached)" : " (spawned)");
     *out = w;

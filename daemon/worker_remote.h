@@ -22,6 +22,9 @@ typedef struct {
 } tc_remote_opts;
 
 tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o);
+/* cb(ud, n) whenever the number of live worker pairs (live_pairs) changes:
+ * from the supervisor thread, outside the client's locks */
+void tc_worker_remote_on_live(tc_worker_client *w, void (*cb)(void *ud, int live_pairs), void *ud);
 /* Spawned workers' pids (-1 while down) and roles, for tests and logs. */
 int tc_worker_remote_pids(tc_worker_client *w, int *pids, const char **roles, int max);
 

@@ -7,8 +7,9 @@
     six concurrent seeded streams are exact;
   - a stopped (SIGSTOP) generation worker is detected: a request fails with
     UNAVAILABLE (tconstd cannot restart what it did not start) instead of
-    hanging; after SIGCONT the worker answers again and requests succeed,
-    token for token;
+    hanging, and with no live pair /readyz is 503 and Health NOT_SERVING;
+    after SIGCONT the worker answers again, the daemon is ready again and
+    requests succeed, token for token;
   - two pairs sync at the same time: with one pair's context worker
     stopped (SIGSTOP) in the middle of a sync, a session on the other pair
     goes on syncing and finishes its generation, exact, while the first
@@ -76,9 +77,22 @@ def body(env, ck):
                          needle="unavailable")
             up = wait_for(lambda: d.metric("tconst_workers_up") == 1.0, 30, "the worker marked down")
             ck.check(up, "tconst_workers_up drops to 1")
+            # no pair can serve: not ready (/readyz, Health, tconst_ready)
+            # until one is back, so a load balancer sends work elsewhere
+            hp = env.health_pb
+            health = lambda: d.health().Check(hp.HealthCheckRequest(service=""), timeout=10).status
+            ck.check(wait_for(lambda: d.http("/readyz")[0] == 503, 30, "/readyz 503"),
+                     "no live worker pair: /readyz is 503")
+            ck.equal(health(), hp.HealthCheckResponse.NOT_SERVING, "no live worker pair: Health is NOT_SERVING")
+            ck.equal(d.metric("tconst_ready"), 0.0, "no live worker pair: tconst_ready is 0")
+            ck.rpc_error(gen, grpc.StatusCode.UNAVAILABLE, "no live worker pair: a new request (not INTERNAL "
+                         "'out of memory')", needle="no worker to place")
             os.kill(ws[1].p.pid, signal.SIGCONT)
             back = wait_for(lambda: d.metric("tconst_workers_up") == 2.0, 30, "the worker back")
             ck.check(back, "after SIGCONT the worker is up again")
+            ck.check(wait_for(lambda: d.http("/readyz")[0] == 200, 30, "/readyz 200"),
+                     "the pair back: /readyz is 200 again")
+            ck.equal(health(), hp.HealthCheckResponse.SERVING, "the pair back: Health is SERVING")
             ck.equal(gen(), want, "after it came back: the same generation, token for token")
             ck.equal(d.metric("tconst_worker_restarts_total"), 0.0, "tconstd restarted nothing it did not start")
             # the generation worker replaced on the same address (a pod
