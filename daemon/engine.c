@@ -1226,12 +1226,12 @@ reject:
     return code;
 }
 
-void tc_engine_cancel(tc_engine *e, uint64_t id) {
+void tc_engine_cancel(tc_engine *e, uint64_t id, int code) {
     pthread_mutex_lock(&e->mu);
     job *j = find_job(e, id);
     if (j && !j->cancel) {
         j->cancel = 1;
-        j->cancel_code = 1;
+        j->cancel_code = code;
         pthread_cond_broadcast(&e->cv);
     }
     pthread_mutex_unlock(&e->mu);

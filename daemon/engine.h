@@ -110,7 +110,9 @@ void tc_engine_stop(tc_engine *e);
  * request id (may be NULL). */
 int tc_engine_submit(tc_engine *e, const tc_job_spec *spec, uint64_t *job_id, char *request_id_out, char *msg,
                      size_t msglen);
-void tc_engine_cancel(tc_engine *e, uint64_t job_id);
+/* code: the gRPC status it ends with (1 CANCELLED: the client went away;
+ * 4 DEADLINE_EXCEEDED: its deadline passed, counted as such) */
+void tc_engine_cancel(tc_engine *e, uint64_t job_id, int code);
 /* Abort by request id: 1 if found. */
 int tc_engine_abort(tc_engine *e, const char *request_id);
 void tc_engine_wake(tc_engine *e);

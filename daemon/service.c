@@ -896,6 +896,9 @@ static void on_message(void *ud, tc_call *call, const uint8_t *m, size_t len) {
     stream_msg(c, len ? m : &none, len);
 }
 
+/* how close to its deadline a cancelled call counts as one that expired:
+ * the client's clock fires first, by about a one-way latency */
+#define TC_DEADLINE_SLACK_S 0.25
 static void on_done(void *ud, tc_call *call, int cancelled) {
     tc_service *s = ud;
     ctx *c = tc_call_user(call);
@@ -904,7 +907,12 @@ static void on_done(void *ud, tc_call *call, int cancelled) {
     c->rpc_done = 1;
     uint64_t jid = c->job_id;
     pthread_mutex_unlock(&c->mu);
-    if (jid && cancelled) tc_engine_cancel(s->e, jid);
+    /* A client whose deadline passes cancels the call itself (its RST
+     * arrives a few ms before the server's own deadline, which was set on
+     * receipt): a cancel that close to the deadline is the deadline, and
+     * is counted so, not as a client going away. */
+    if (jid && cancelled)
+        tc_engine_cancel(s->e, jid, tc_call_deadline_left(call) <= TC_DEADLINE_SLACK_S ? 4 : 1);
     if (c->kind == K_STREAM && c->owns_session && c->session_id[0]) {
         tc_session_info si;
         tc_engine_session_close(s->e, c->session_id, &si);

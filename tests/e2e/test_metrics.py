@@ -98,6 +98,20 @@ def body(env, ck):
         ck.check(m3 is not None, "cancelled: requests_running back to 0")
         if m3:
             ck.equal(delta(m3, "tconst_requests_total", status="cancelled"), 1, "requests_total{cancelled} += 1")
+        # a deadline that passes mid-generation counts as deadline, not as
+        # a cancel (gRPC core cancels the call before the engine looks)
+        try:
+            for _ in s.GenerateInSession(pb.GenerateInSessionRequest(
+                    session_id=a.session_id, sampling=env.sampling(max_tokens=100000, ignore_eos=True)), timeout=1.0):
+                pass
+        except grpc.RpcError as e:
+            ck.equal(e.code(), grpc.StatusCode.DEADLINE_EXCEEDED, "a 1 s deadline: DEADLINE_EXCEEDED")
+        md = wait_for(lambda: (lambda m: m if m[("tconst_requests_running", ())] == 0 and
+                               delta(m, "tconst_requests_total", status="deadline") >= 1 else None)(d.metrics()), 30,
+                      "the deadline counted")
+        ck.check(md is not None, "requests_total{deadline} += 1 for an expired deadline")
+        if md:
+            ck.equal(delta(md, "tconst_requests_total", status="cancelled"), 1, "... and cancelled stays at 1")
         for x in (a, b):
             s.CloseSession(pb.CloseSessionRequest(session_id=x.session_id), timeout=30)
         m4 = d.metrics()
