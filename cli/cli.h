@@ -11,7 +11,16 @@
 /* Prints "tconst <cmd>: <last error>" on one line and returns 1. */
 int tc_cli_fail(const char *cmd, tc_status st);
 
-/* Parses an integer / float flag value strictly, naming the flag. */
+/* Prints "tconst <cmd>: error: <flag> needs a value" and returns 2 (usage). */
+int tc_cli_missing_value(const char *cmd, const char *flag);
+
+/* Flushes standard output; a write that failed now or earlier (full disk,
+ * closed pipe) is TC_ERR_IO "writing standard output: ...". */
+tc_status tc_cli_stdout_flush(void);
+
+/* Parses an integer / float flag value strictly, naming the flag: digits
+ * (and a leading '-') only for an integer; a value past the type's range,
+ * or a float too small to tell from 0, is "out of range". */
 tc_status tc_cli_int(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out);
 tc_status tc_cli_float(const char *flag, const char *v, double lo, double hi, double *out);
 

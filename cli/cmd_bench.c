@@ -22,6 +22,7 @@
  * clock after a sync (steps end with a logits download, which waits).
  * Not here: the daemon, tokenization. */
 #include <cblas.h>
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -770,17 +771,27 @@ static int bench_flat(const bench_opts *o) {
     return st == TC_OK ? 0 : tc_cli_fail("bench", st);
 }
 
-/* "1K,4K,16K,1M" -> counts */
+/* "1K,4K,16K,1M" -> counts, each at most 2^40: far past any machine's
+ * memory, and low enough that sums and byte counts of them fit int64 */
 static tc_status parse_list(const char *flag, const char *v, int64_t *out, int *n) {
+    const long long max = 1LL << 40;
     if (!v) return TC_FAIL(TC_ERR_INVALID, "%s: missing value", flag);
     *n = 0;
     const char *p = v;
+    if (!*p) return TC_FAIL(TC_ERR_INVALID, "%s: '' is not a list of positive counts", flag);
     while (*p) {
         char *e;
+        errno = 0;
         long long x = strtoll(p, &e, 10);
-        if (e == p || x <= 0) return TC_FAIL(TC_ERR_INVALID, "%s: '%s' is not a list of positive counts", flag, v);
-        if (*e == 'K' || *e == 'k') { x <<= 10; e++; }
-        else if (*e == 'M' || *e == 'm') { x <<= 20; e++; }
+        /* digits first: strtoll would also take blanks and a sign */
+        if (*p < '0' || *p > '9' || e == p || x <= 0)
+            return TC_FAIL(TC_ERR_INVALID, "%s: '%s' is not a list of positive counts", flag, v);
+        int shift = *e == 'K' || *e == 'k' ? 10 : *e == 'M' || *e == 'm' ? 20 : 0;
+        if (errno == ERANGE || x > max >> shift) /* checked before the shift, which could overflow */
+            return TC_FAIL(TC_ERR_INVALID, "%s: '%.*s' in '%s' is out of range (at most 2^40)", flag,
+                           (int)(e - p) + (shift > 0), p, v);
+        x <<= shift;
+        e += shift > 0;
         if (*n >= MAX_CTX) return TC_FAIL(TC_ERR_INVALID, "%s: at most %d values", flag, MAX_CTX);
         out[(*n)++] = x;
         if (*e == ',') e++;

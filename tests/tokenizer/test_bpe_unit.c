@@ -3,7 +3,8 @@
  * (fixed cases and random bytes split at random points), pre-tokenizer
  * splits that depend on ECMAScript's \s, the merge order on a synthetic
  * vocabulary (overlapping pairs, gpt-3-encoder's "a,b" aliasing), every
- * malformed vocab/merges file with the message it must give, directory
+ * malformed vocab/merges file with the message it must give (trailing data,
+ * U+0000 in a key, the 1 GiB file limit included), directory
  * detection, decode and stream errors, the word cache under threads.
  * Files are written under WORKDIR. Prints "N passed, M failed". */
 #include <pthread.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "tests/tokenizer/ref_utf8.h"
 #include "tokenizer/bpe.h"
@@ -164,14 +166,18 @@ static void byte_char(int b, char *out) { /* GPT-2 bytes_to_unicode, as UTF-8 */
     else { out[0] = (char)(0xC0 | c >> 6); out[1] = (char)(0x80 | (c & 63)); out[2] = 0; }
 }
 
-static void write_file(const char *dir, const char *name, const char *text) {
+static void write_file_n(const char *dir, const char *name, const char *text, size_t n) {
     char p[1024];
     mkdir(dir, 0755);
     snprintf(p, sizeof p, "%s/%s", dir, name);
     FILE *f = fopen(p, "wb");
     if (!f) { perror(p); exit(2); }
-    fputs(text, f);
+    fwrite(text, 1, n, f);
     fclose(f);
+}
+
+static void write_file(const char *dir, const char *name, const char *text) {
+    write_file_n(dir, name, text, strlen(text));
 }
 
 /* A vocab.json of the 256 byte tokens (ids 0..255), then `extra` keys
@@ -325,14 +331,15 @@ static void test_threads(void) {
 
 static int case_no;
 
-/* Writes vocab + merges into a fresh directory, loads it, and checks the
- * status and that the message contains every `want` fragment. */
-static void expect_load_error(const char *vocab_name, const char *vocab, const char *merges_name, const char *merges,
-                              tc_status want_st, const char *want1, const char *want2) {
+/* Writes vocab (vocab_len bytes) + merges into a fresh directory, loads it,
+ * and checks the status and that the message contains every `want`
+ * fragment. */
+static void expect_load_error_n(const char *vocab_name, const char *vocab, size_t vocab_len, const char *merges_name,
+                                const char *merges, tc_status want_st, const char *want1, const char *want2) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/bad%02d", work, case_no++);
     mkdir(dir, 0755);
-    if (vocab) write_file(dir, vocab_name, vocab);
+    if (vocab) write_file_n(dir, vocab_name, vocab, vocab_len);
     if (merges) write_file(dir, merges_name, merges);
     tc_bpe *bpe = NULL;
     tc_error_clear();
@@ -342,6 +349,45 @@ static void expect_load_error(const char *vocab_name, const char *vocab, const c
            "case %d: status %s, message \"%s\"; want %s with \"%s\"%s%s", case_no - 1, tc_status_str(st), m,
            tc_status_str(want_st), want1, want2 ? " and " : "", want2 ? want2 : "");
     tc_bpe_free(bpe);
+}
+
+static void expect_load_error(const char *vocab_name, const char *vocab, const char *merges_name, const char *merges,
+                              tc_status want_st, const char *want1, const char *want2) {
+    expect_load_error_n(vocab_name, vocab, vocab ? strlen(vocab) : 0, merges_name, merges, want_st, want1, want2);
+}
+
+/* A file past the size limit is refused from its size, before it is read
+ * (sparse: no disk, no time); the hash tables sized from a file's counts
+ * rely on the limit. */
+static void test_file_limit(void) {
+    char dir[1024], p[1100];
+    snprintf(dir, sizeof dir, "%s/huge", work);
+    write_file(dir, "merges.txt", "#version: 0.2\n");
+    snprintf(p, sizeof p, "%s/vocab.json", dir);
+    FILE *f = fopen(p, "wb");
+    if (!f || ftruncate(fileno(f), ((off_t)1 << 30) + 1) != 0) { perror(p); exit(2); }
+    fclose(f);
+    tc_bpe *bpe = NULL;
+    tc_error_clear();
+    tc_status st = tc_bpe_load(&bpe, dir);
+    const char *m = tc_error_get() ? tc_error_get() : "";
+    EXPECT(st == TC_ERR_INVALID && strstr(m, "vocab.json: 1073741825 bytes, over the 1 GiB limit"),
+           "1 GiB vocab.json: status %s, message \"%s\"", tc_status_str(st), m);
+    tc_bpe_free(bpe);
+    unlink(p);
+    /* a directory where a file should be: an error naming it, not "read error" */
+    snprintf(p, sizeof p, "%s/merges.txt", dir);
+    unlink(p);
+    mkdir(p, 0755);
+    char v[1100];
+    snprintf(v, sizeof v, "%s/syn_vocab.json", dir);
+    write_file(dir, "syn_vocab.json", vocab_json(NULL, 0, ""));
+    st = tc_bpe_load_files(&bpe, v, p);
+    m = tc_error_get() ? tc_error_get() : "";
+    EXPECT(st == TC_ERR_IO && strstr(m, "merges.txt: is a directory"), "merges.txt a directory: %s, \"%s\"",
+           tc_status_str(st), m);
+    tc_bpe_free(bpe);
+    rmdir(p);
 }
 
 static void test_malformed(void) {
@@ -374,6 +420,27 @@ static void test_malformed(void) {
     expect_load_error("vocab.json", v, "merges.txt", ok_merges, TC_ERR_INVALID, "vocab.json: empty key (id 257)", NULL);
     expect_load_error("vocab.json", "{\"a\": 0, \"b\": 1}", "merges.txt", ok_merges, TC_ERR_INVALID,
                       "vocab.json: no token for byte 0x00 (key \"\\u0100\")", NULL);
+    /* only whitespace after the object (cJSON alone stops after it) */
+    snprintf(v, sizeof v, "%s\n{\"zz\": 9}", vocab_json(aa, 1, ""));
+    expect_load_error("vocab.json", v, "merges.txt", ok_merges, TC_ERR_INVALID,
+                      "vocab.json:2:1: data after the JSON object", NULL);
+    snprintf(v, sizeof v, "%s \r\n\t\n", vocab_json(aa, 1, ""));
+    expect_load_error("vocab.json", v, "merges.txt", ok_merges, TC_OK, "", NULL);
+    /* U+0000 in a key: cJSON's C string would cut the key there */
+    snprintf(v, sizeof v, "%s", vocab_json(aa, 1, "\"a\\u0000b\": 257,"));
+    expect_load_error("vocab.json", v, "merges.txt", ok_merges, TC_ERR_INVALID,
+                      "vocab.json: key #258 \"a\\u0000b\" (id 257): character U+0000 is outside the GPT-2 byte alphabet",
+                      NULL);
+    snprintf(v, sizeof v, "%s", vocab_json(aa, 1, "\"\\u0000\": 257,"));
+    expect_load_error("vocab.json", v, "merges.txt", ok_merges, TC_ERR_INVALID,
+                      "key #258 \"\\u0000\" (id 257): character U+0000 is outside", NULL);
+    snprintf(v, sizeof v, "%s", vocab_json(aa, 1, "\"\\\\u0000\": 257,")); /* a backslash, then "u0000" */
+    expect_load_error("vocab.json", v, "merges.txt", ok_merges, TC_OK, "", NULL);
+    snprintf(v, sizeof v, "%s", vocab_json(aa, 1, "\"a_b\": 257,"));
+    size_t vl = strlen(v);
+    strstr(v, "a_b")[1] = 0; /* a raw NUL byte in the key */
+    expect_load_error_n("vocab.json", v, vl, "merges.txt", ok_merges, TC_ERR_INVALID,
+                        "key #258 \"a\\x00b\" (id 257): character U+0000 is outside", NULL);
     /* merges.txt */
     const char *vocab = vocab_json(aa, 1, "");
     expect_load_error("vocab.json", vocab, "merges.txt", "#version: 0.2\na a\na a a\n", TC_ERR_INVALID,
@@ -404,6 +471,21 @@ static void test_malformed(void) {
     EXPECT(tc_bpe_exists(dir), "tc_bpe_exists on the synthetic tokenizer");
     /* CRLF line ends, extra blank lines at the end, tabs: accepted */
     expect_load_error("vocab.json", vocab, "merges.txt", "#version: 0.2\r\na\ta\r\n\n\n", TC_OK, "", NULL);
+    /* deliberately unlike gpt-3-encoder's lines.slice(1, -1) (docs/tokenizer.md):
+     * a first line that is no #version header and a last line without a
+     * newline are merges, not dropped */
+    snprintf(dir, sizeof dir, "%s/nohdr", work);
+    write_file(dir, "vocab.json", vocab);
+    write_file(dir, "merges.txt", "a a");
+    tc_bpe *bpe = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    tc_status st = tc_bpe_load(&bpe, dir);
+    if (st == TC_OK) st = tc_bpe_encode(bpe, "aa", 2, &ids, &n);
+    EXPECT(st == TC_OK && n == 1 && ids[0] == 256, "merges.txt \"a a\" without header or newline: \"aa\" -> [256] (%s)",
+           st == TC_OK ? "other ids" : tc_error_get());
+    free(ids);
+    tc_bpe_free(bpe);
 }
 
 int main(int argc, char **argv) {
@@ -421,6 +503,7 @@ int main(int argc, char **argv) {
     test_synthetic();
     test_threads();
     test_malformed();
+    test_file_limit();
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }
