@@ -8,8 +8,13 @@ render/main.go (Go text/template + sprig + helm's built-ins) and checked:
   * values: the chart's defaults, tests/helm/values-all.yaml (every key set)
     and one case per other topology validate against values.schema.json
     (draft 7, python3-jsonschema, as helm validates them); invalid values
-    are rejected (one case per rule); values.yaml and values-all.yaml cover
-    the same keys; every template renders in at least one case.
+    are rejected (one case per rule) and contradictions the schema cannot
+    express are refused by the templates; values.yaml and values-all.yaml
+    cover the same keys; every template renders in at least one case.
+  * schema vs binaries: every values key that becomes a knob, and every
+    tconstd knob in coordinator.config, takes exactly the type and range
+    `--help` states (probed at and just beyond the bounds); the keys the
+    chart renders itself are refused in coordinator.config.
   * manifests: YAML parses; kinds, names, labels and selectors; ports;
     probes; GPU requests; NCCL env; /dev/shm; drain timing; the journal
     and model volumes; --workers lists exactly the StatefulSets' pods by
@@ -18,9 +23,12 @@ render/main.go (Go text/template + sprig + helm's built-ins) and checked:
     to tconst-worker (args) appears in `tconstd --help` / `tconst-worker
     --help`, with a value of the type and range the help states; probe paths
     appear in tconstd's help and probe ports are the ports the binaries are
-    told to listen on; the chart's default ports are the binaries' defaults.
+    told to listen on; the chart's default ports are the binaries' defaults;
+    tconstd itself reads every rendered ConfigMap (preflight_tconstd);
+    spawned workers' devices match the pod's GPUs; worker_start_timeout
+    covers the startup probes; addresses follow ipFamily.
   * docker/: the Dockerfiles install the binaries where the chart runs
-    them, as a non-root user.
+    them, as a non-root user, and EXPOSE the chart's default ports.
 
 What it is not: a Kubernetes API-server validation (no OpenAPI schemas of
 the kinds) and not a deployment; see docs/kubernetes.md.
@@ -379,11 +387,17 @@ def check_release(case, docs, values, bins, notes):
               ann.get("prometheus.io/path") == "/metrics", "%s: prometheus.io annotations" % w)
     else:
         check("prometheus.io/scrape" not in ann, "%s: prometheus.io annotations while metrics.podAnnotations is false" % w)
+    v6 = values.get("ipFamily", "IPv4") == "IPv6"
+    any_host, pod_host = ("[::]", "[$(POD_IP)]") if v6 else ("0.0.0.0", "$(POD_IP)")
     for key, pname in (("listen", "grpc"), ("http_listen", "http")):
         addr = cfg.get(key, "")
         if check(addr != "", "%s: config sets no %s" % (w, key)):
             check(port_of(addr) == ports.get(pname), "%s: %s %s vs containerPort %s=%s" % (w, key, addr, pname, ports.get(pname)))
-            check(host_of(addr) in ("0.0.0.0", "[::]", ""), "%s: %s %s is not reachable from outside the pod" % (w, key, addr))
+            check(host_of(addr) == any_host, "%s: %s %s is not ipFamily %s's any-address %s" % (w, key, addr, values.get("ipFamily", "IPv4"), any_host))
+    for s in by_kind.get("Service", []):
+        fam = (s["spec"].get("ipFamilyPolicy"), s["spec"].get("ipFamilies"))
+        check(fam == (("SingleStack", ["IPv6"]) if v6 else (None, None)),
+              "%s: Service %s ipFamilyPolicy/ipFamilies %s with ipFamily %s" % (case, s["metadata"]["name"], fam, values.get("ipFamily", "IPv4")))
     # probes: paths the daemon serves (its help names them), on the http port
     for probe, path in (("startupProbe", "/readyz"), ("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
         pr = ctr.get(probe) or {}
@@ -393,6 +407,22 @@ def check_release(case, docs, values, bins, notes):
         check(g.get("port") in ("http", ports.get("http")), "%s: %s is not on the http port" % (w, probe))
     sp = ctr["startupProbe"]
     check(sp["periodSeconds"] * sp["failureThreshold"] >= 300, "%s: startupProbe allows < 5 min for model load" % w)
+    # --worker-start-timeout: tconstd exits 1 when a worker is not up by then,
+    # so by default it waits as long as the kubelet waits for the pods to
+    # start (the longest startup probe budget, capped to tconstd's range)
+    wst = cfg.get("worker_start_timeout")
+    if c.get("workerStartTimeout", 0):
+        check(wst == c.get("workerStartTimeout", 0), "%s: worker_start_timeout %r, coordinator.workerStartTimeout is %r" % (w, wst, c.get("workerStartTimeout", 0)))
+    elif check(isinstance(wst, (int, float)) and not isinstance(wst, bool), "%s: config sets no worker_start_timeout (tconstd's default %s s < the startup probes)" % (w, dflags.get("worker-start-timeout", {}).get("default"))):
+        hi = float(dflags.get("worker-start-timeout", {}).get("hi") or 86400)
+        budgets = [("coordinator", sp["periodSeconds"] * sp["failureThreshold"])]
+        for sts in by_kind.get("StatefulSet", []):
+            for wc in sts["spec"]["template"]["spec"]["containers"]:
+                wsp = wc["startupProbe"]
+                budgets.append((sts["metadata"]["name"], wsp["periodSeconds"] * wsp["failureThreshold"]))
+        for who, b in budgets:
+            check(wst >= min(b, hi), "%s: worker_start_timeout %s < the %s startup probe budget %s s: tconstd gives up (exit 1) while the pods may still start" % (w, wst, who, b))
+        check(wst == min(max(b for _, b in budgets), hi), "%s: worker_start_timeout %s is not the longest startup probe budget %s" % (w, wst, budgets))
     # drain: preStop sleep + --drain-timeout + >= 2 s flush < grace period
     drain = float(cfg.get("drain_timeout", dflags.get("drain-timeout", {}).get("default") or 30))
     pre = ctr["lifecycle"]["preStop"]["exec"]["command"]
@@ -454,6 +484,7 @@ def check_release(case, docs, values, bins, notes):
         check(cfg.get("worker_mode") == c["embedded"]["workerMode"] and "workers" not in cfg, "%s: embedded worker mode" % w)
         wb = cfg.get("worker_binary")
         check(wb is not None and os.path.basename(wb) == "tconst-worker", "%s: worker_binary %r" % (w, wb))
+        check_embedded_devices(w, c["embedded"], cfg, dflags)
         return
 
     # -- workers
@@ -490,9 +521,10 @@ def check_release(case, docs, values, bins, notes):
             check(role in (exp_roles or ["context", "generation"]), "%s: role %r in layout %s" % (wc, role, wv["layout"]))
             cports = {p["containerPort"] for p in ctr["ports"]}
             listen, data = a.get("listen", ""), a.get("data-listen", "")
-            check(listen and port_of(listen) in cports and host_of(listen) in ("0.0.0.0", "[::]", ""),
-                  "%s: --listen %r: not a reachable containerPort" % (wc, listen))
-            check(data and port_of(data) in cports and host_of(data) == "$(POD_IP)", "%s: --data-listen %r" % (wc, data))
+            check(listen and port_of(listen) in cports and host_of(listen) == any_host,
+                  "%s: --listen %r: not a containerPort on ipFamily %s's any-address %s" % (wc, listen, values.get("ipFamily", "IPv4"), any_host))
+            check(data and port_of(data) in cports and host_of(data) == pod_host,
+                  "%s: --data-listen %r: not a containerPort on %s (ipFamily %s)" % (wc, data, pod_host, values.get("ipFamily", "IPv4")))
             check("POD_IP" in env_of(ctr), "%s: POD_IP not in the environment" % wc)
             for pnum in cports:
                 check(pnum in hports, "%s: port %d not on the headless Service" % (wc, pnum))
@@ -550,6 +582,124 @@ def check_release(case, docs, values, bins, notes):
         check(order == ["context", "generation"] * wv["pairs"], "%s: --workers not pair by pair (context, generation): %s" % (case, order))
 
 
+def check_embedded_devices(w, e, cfg, dflags):
+    """tconstd's spawned workers run on the GPUs the pod requests: every
+    requested GPU is some worker's --device / --context-device, none beyond
+    them (the container sees its GPUs as cuda:0 and up), none without GPUs;
+    explicit values are passed through."""
+    gpus, mode = e["gpus"], cfg.get("worker_mode")
+    dev = cfg.get("device", dflags.get("device", {}).get("default") or "cpu")
+    ctxd = cfg.get("context_device") or dev
+    used = [] if mode == "inprocess" else [ctxd, dev] if mode == "split" else [dev]
+    for d in used:
+        check(d == "cpu" or re.fullmatch(r"cuda:[0-9]+", d), "%s: worker device %r" % (w, d))
+    idx = sorted({int(d[5:]) for d in used if d.startswith("cuda:")})
+    check(idx == list(range(gpus)),
+          "%s: the pod requests %d GPU(s) but the spawned workers (%s) run on %s" % (w, gpus, mode, ", ".join(used) or "the in-process CPU worker"))
+    if e["device"]:
+        check(cfg.get("device") == e["device"], "%s: device %r, coordinator.embedded.device is %r" % (w, cfg.get("device"), e["device"]))
+    if e.get("contextDevice", ""):
+        check(cfg.get("context_device") == e.get("contextDevice", ""), "%s: context_device %r, coordinator.embedded.contextDevice is %r" % (w, cfg.get("context_device"), e.get("contextDevice", "")))
+    check("context_device" not in cfg or mode == "split", "%s: context_device in worker mode %s (tconstd refuses it)" % (w, mode))
+
+
+PREFLIGHT_DIR = "/dev/null/tc-helm-preflight"
+
+
+def preflight_tconstd(binary, raw, where, tmp):
+    """tconstd itself reads a rendered config file: unknown keys, types and
+    ranges, the listen addresses and --device / --context-device against
+    the worker mode are all checked (exit 2) before it creates --data-dir,
+    so a --data-dir it cannot create stops it right after those checks,
+    before it binds or spawns anything. (rc, stderr, accepted)."""
+    f = os.path.join(tmp, "preflight.json")
+    with open(f, "w") as fh:
+        fh.write(raw)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TCONST_", "TC_LOG_"))}
+    try:
+        p = subprocess.run([binary, "--config", f, "--data-dir", PREFLIGHT_DIR], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    except subprocess.TimeoutExpired:
+        return None, "tconstd ran past its start-up checks (the preflight relies on --data-dir being checked before anything starts)", False
+    err = p.stderr.decode("utf-8", "replace").strip()
+    return p.returncode, err, p.returncode == 2 and ("--data-dir " + PREFLIGHT_DIR) in err
+
+
+# values paths that become a knob of a binary, and values the chart itself
+# resolves instead of passing them on (0: derive the start timeout)
+SCHEMA_KNOBS = [
+    ("coordinator.drainTimeout", "tconstd", "drain-timeout", ()),
+    ("coordinator.workerTimeout", "tconstd", "worker-timeout", ()),
+    ("coordinator.workerStartTimeout", "tconstd", "worker-start-timeout", (0,)),
+    ("workers.threads", "tconst-worker", "threads", ()),
+]
+
+
+def typed(info, text):
+    t = info["type"]
+    if t == "int":
+        return int(float(text))
+    if t == "number":
+        f = float(text)
+        return int(f) if f == int(f) else f
+    if t == "bool":
+        return text.lower() in ("true", "1", "yes", "on")
+    return text
+
+
+def check_schema_knobs(validator, defaults, dflags, wflags, owned):
+    """A value the schema accepts is one the binary accepts: each values key
+    that maps to a knob, and each key of coordinator.config (tconstd's JSON
+    config, where an unknown key or an out-of-range value is exit 2), takes
+    exactly the knob's type and range; the keys the chart renders itself are
+    refused in coordinator.config. Probes: the bounds are accepted, just
+    beyond them and the wrong type are refused."""
+    def accepts(path, value):
+        return not list(validator.iter_errors(deep(defaults, path, value)))
+    probes = [(path, (dflags if b == "tconstd" else wflags).get(flag), "%s --%s" % (b, flag), sentinels)
+              for path, b, flag, sentinels in SCHEMA_KNOBS]
+    n_cfg = 0
+    for flag, info in sorted(dflags.items()):
+        if info["type"] is None:  # --config, --help
+            continue
+        key = flag.replace("-", "_")
+        path = "coordinator.config." + key
+        if key in owned:
+            check(not accepts(path, typed(info, info["default"] or "")),
+                  "schema accepts coordinator.config.%s, which the chart renders itself" % key)
+            continue
+        n_cfg += 1
+        probes.append((path, info, "tconstd --%s" % flag, ()))
+        if "_" in key:
+            check(not accepts("coordinator.config." + flag, typed(info, info["default"] or "")),
+                  "schema accepts coordinator.config.%s: the config file's keys are spelled with '_' (%s)" % (flag, key))
+    check(n_cfg >= 10, "only %d tconstd knobs are left for coordinator.config" % n_cfg)
+    check(not accepts("coordinator.config.max_session", 5), "schema accepts a misspelled coordinator.config key (tconstd: unknown key)")
+    for path, info, name, sentinels in probes:
+        if not check(info is not None and info["type"] is not None, "%s: no such knob in --help (for %s)" % (name, path)):
+            continue
+        t = info["type"]
+        check(accepts(path, typed(info, info["default"] or "")), "schema refuses %s=%r, the default of %s" % (path, info["default"], name))
+        for v in sentinels:
+            check(accepts(path, v), "schema refuses %s=%r (the chart's own meaning)" % (path, v))
+        if t in ("int", "number"):
+            check(not accepts(path, str(typed(info, info["default"] or "0"))), "schema accepts a string for %s (%s)" % (path, name))
+            if info["lo"] is None:
+                continue
+            lo, hi = typed(info, info["lo"]), typed(info, info["hi"])
+            eps = (lambda b: 1) if t == "int" else (lambda b: 1e-3 * max(1.0, abs(b)))
+            check(accepts(path, lo) and accepts(path, hi), "schema refuses %s at the bounds [%s, %s] of %s" % (path, lo, hi, name))
+            for v in (lo - eps(lo), hi + eps(hi)):
+                check(not accepts(path, v), "schema accepts %s=%r, outside [%s, %s] of %s (the binary exits 2)" % (path, v, lo, hi, name))
+            if t == "int":
+                check(not accepts(path, lo + 0.5), "schema accepts %s=%r, not an integer (%s)" % (path, lo + 0.5, name))
+        elif t == "bool":
+            check(not accepts(path, "false"), "schema accepts a string for %s (%s is a JSON bool)" % (path, name))
+        else:
+            check(not accepts(path, 1), "schema accepts a number for %s (%s)" % (path, name))
+    return len(probes)
+
+
 # ---- cases --------------------------------------------------------------------
 
 def leaves(d, prefix=""):
@@ -585,6 +735,11 @@ def merge(a, b):
     for k, v in b.items():
         a[k] = merge(a[k], v) if isinstance(a.get(k), dict) and isinstance(v, dict) else v
     return a
+
+
+def emb(**kw):
+    """Values of self-contained coordinators (tconstd spawns its workers)."""
+    return {"workers": {"enabled": False}, "persistence": {"enabled": False}, "coordinator": {"embedded": kw}}
 
 
 def main():
@@ -646,7 +801,18 @@ def main():
                                                  "coordinator.embedded.device": "cpu",
                                                  "coordinator.podDisruptionBudget.enabled": False})]),
         ("values-all + split CPU", [a.values_all, nest(cpu_workers)]),
+        ("embedded, 1 GPU, both, IPv6", [nest({"workers.enabled": False, "persistence.enabled": False, "ipFamily": "IPv6",
+                                              "coordinator.embedded.gpus": 1, "coordinator.embedded.workerMode": "both"})]),
+        ("embedded, 1 GPU shared by split", [nest({"workers.enabled": False, "coordinator.embedded.gpus": 1})]),
+        ("embedded, 2 GPUs swapped", [nest({"workers.enabled": False, "coordinator.embedded.gpus": 2,
+                                            "coordinator.embedded.device": "cuda:1"})]),
+        ("embedded, 2 GPUs explicit", [nest({"workers.enabled": False, "coordinator.embedded.gpus": 2,
+                                             "coordinator.embedded.device": "cuda:1", "coordinator.embedded.contextDevice": "cuda:0",
+                                             "coordinator.startupProbe.failureThreshold": 60})]),
+        ("slow worker start, IPv6 pairs", [nest({"workers.layout": "pair", "ipFamily": "IPv6",
+                                                 "workers.startupProbe.periodSeconds": 20, "workers.startupProbe.failureThreshold": 270})]),
     ]
+    owned = set()  # tconstd config keys the chart renders itself
     for case, files in valid:
         rc, out, err, merged, notes = R.run(files)
         if not check(rc == 0, "%s: render failed: %s" % (case, err.strip())):
@@ -661,11 +827,28 @@ def main():
         rendered_sources |= {s for s, _ in docs}
         n0 = len(FAILS)
         check_release(case, docs, merged, bins, notes)
+        for _, d in docs:
+            if d["kind"] == "ConfigMap":
+                raw = d["data"]["tconstd.json"]
+                owned |= set(json.loads(raw)) - set(merged["coordinator"]["config"])
+                rc, err, ok = preflight_tconstd(a.tconstd, raw, case, tmp)
+                check(ok, "%s: tconstd refuses the rendered ConfigMap (rc %s): %s" % (case, rc, err))
         check("tc" in notes and str(merged["coordinator"]["service"]["grpcPort"]) in notes, "%s: NOTES.txt" % case)
         kinds = sorted({d["kind"] for _, d in docs})
         print("%-34s %s  %2d docs: %s" % (case, "ok  " if len(FAILS) == n0 else "FAIL", len(docs), ", ".join(kinds)))
         if case == "defaults" and os.environ.get("TC_HELM_DUMP"):
             print(out)
+
+    # the preflight tells a refused config from an accepted one
+    for bad in ({"worker_timeout": 0.25}, {"max_session": 5}, {"listen": "0.0.0.0"},
+                {"worker_mode": "split", "device": "cpu", "context_device": "cuda:1", "workers": "w:1"}):
+        rc, err, ok = preflight_tconstd(a.tconstd, json.dumps(bad), "preflight self-check", tmp)
+        check(not ok and rc == 2, "preflight: tconstd accepts %s (rc %s): %s" % (json.dumps(bad), rc, err))
+
+    # every numeric (and other) value that reaches a knob: the schema takes
+    # what the binary takes, and the chart's own config keys are refused
+    n = check_schema_knobs(validator, defaults, dflags, wflags, owned)
+    print("schema vs --help: %d knob values probed; chart-owned config keys: %s" % (n, ", ".join(sorted(owned))))
 
     # every template renders in some case
     tdir = os.path.join(a.chart, "templates")
@@ -699,6 +882,25 @@ def main():
         ("required key removed", {"workers": {"ports": None}}),
         ("access mode", {"persistence": {"accessModes": ["ReadOnlyMany"]}}),
         ("scrape interval", {"metrics": {"serviceMonitor": {"interval": "often"}}}),
+        ("worker timeout below tconstd's 0.5", {"coordinator": {"workerTimeout": 0.25}}),
+        ("worker timeout above tconstd's 3600", {"coordinator": {"workerTimeout": 7200}}),
+        ("zero worker timeout", {"coordinator": {"workerTimeout": 0}}),
+        ("worker start timeout below 1", {"coordinator": {"workerStartTimeout": 0.5}}),
+        ("worker start timeout above 86400", {"coordinator": {"workerStartTimeout": 100000}}),
+        ("worker start timeout as a duration", {"coordinator": {"workerStartTimeout": "30m"}}),
+        ("worker threads above 1024", {"workers": {"threads": 2048}}),
+        ("config key misspelled", {"coordinator": {"config": {"max_session": 512}}}),
+        ("config key in flag form", {"coordinator": {"config": {"max-sessions": 512}}}),
+        ("config value beyond tconstd's range", {"coordinator": {"config": {"max_batch": 5000}}}),
+        ("config value below tconstd's range", {"coordinator": {"config": {"max_message_bytes": 512}}}),
+        ("config int as a fraction", {"coordinator": {"config": {"multi_step": 1.5}}}),
+        ("config number as a string", {"coordinator": {"config": {"idle_timeout": "1h"}}}),
+        ("config bool as a string", {"coordinator": {"config": {"overlap_syncs": "false"}}}),
+        ("chart-owned context_device", {"coordinator": {"config": {"context_device": "cuda:1"}}}),
+        ("chart-owned worker_start_timeout", {"coordinator": {"config": {"worker_start_timeout": 600}}}),
+        ("3 embedded GPUs (2 workers at most)", {"coordinator": {"embedded": {"gpus": 3}}}),
+        ("context device pattern", {"coordinator": {"embedded": {"contextDevice": "gpu1"}}}),
+        ("ip family", {"ipFamily": "DualStack"}),
     ]
     for case, vals in invalid:
         rc, out, err, merged, notes = R.run([vals], values_only=True)
@@ -714,14 +916,23 @@ def main():
         ("grpc port == http port", [{"coordinator": {"ports": {"http": 50051}}}], [], "must differ"),
         ("worker ports collide", [{"workers": {"ports": {"generation": {"control": 50061}}}}], [], "must differ"),
         ("pvc model without a claim", [{"model": {"source": "pvc"}}], [], "model.pvc.claimName is required"),
+        ("embedded cuda device without GPUs", [emb(device="cuda:0")], [], "the pod requests 0 GPU(s)"),
+        ("embedded context device without GPUs", [emb(contextDevice="cuda:0")], [], "the pod requests 0 GPU(s)"),
+        ("embedded device beyond the pod's GPUs", [emb(gpus=2, device="cuda:2")], [], "the pod requests 2 GPU(s)"),
+        ("embedded GPUs on the CPU", [emb(gpus=1, device="cpu")], [], "GPU cuda:0 is requested but no spawned worker uses it"),
+        ("embedded 2 GPUs, one worker", [emb(gpus=2, workerMode="both")], [], "GPU cuda:1 is requested but no spawned worker uses it"),
+        ("embedded 2 GPUs, both roles on one", [emb(gpus=2, contextDevice="cuda:0")], [], "GPU cuda:1 is requested but no spawned worker uses it"),
+        ("embedded context device, mode both", [emb(gpus=1, workerMode="both", contextDevice="cuda:0")], [], "needs workerMode split"),
+        ("embedded in-process with a GPU", [emb(gpus=1, workerMode="inprocess")], [], "inprocess runs on the CPU"),
         ("Kubernetes 1.22", [], ["--kube-version", "v1.22.0"], "kubeVersion"),
     ]
+    check(len(refused) >= 12, "refused cases lost")
     for case, vals, extra, msg in refused:
         rc, out, err, merged, notes = R.run(vals, extra)
         check(rc != 0 and msg in err, "template does not refuse %s (rc %d): %s" % (case, rc, err.strip()))
         print("refused by template: %-37s %s" % (case, err.strip().splitlines()[-1][-70:] if err.strip() else "NOT REFUSED"))
 
-    check_docker(a.repo)
+    check_docker(a.repo, defaults)
 
     print("%d checks, %d failed" % (CHECKS[0], len(FAILS)))
     for f in FAILS:
@@ -729,8 +940,12 @@ def main():
     sys.exit(1 if FAILS else 0)
 
 
-def check_docker(repo):
-    """The images put the binaries where the chart runs them, as non-root."""
+def check_docker(repo, defaults):
+    """The images put the binaries where the chart runs them, as non-root,
+    and EXPOSE the ports the chart's pods listen on by default."""
+    c, wp = defaults["coordinator"]["ports"], defaults["workers"]["ports"]
+    chart_ports = {c["grpc"], c["http"], wp["context"]["control"], wp["context"]["data"],
+                   wp["generation"]["control"], wp["generation"]["data"]}
     for name in ("Dockerfile.cuda", "Dockerfile.cpu"):
         p = os.path.join(repo, "docker", name)
         if not check(os.path.exists(p), "docker/%s missing" % name):
@@ -741,6 +956,8 @@ def check_docker(repo):
         check(any(re.search(r"--from=build", l) for l in text.splitlines() if l.startswith("COPY")), "docker/%s: runtime stage copies nothing from build" % name)
         for b in ("tconstd", "tconst-worker", "tconst"):
             check(re.search(r"/usr/local/bin/%s\b" % re.escape(b), text) is not None, "docker/%s: no /usr/local/bin/%s" % (name, b))
+        exposed = {int(x.split("/")[0]) for l in re.findall(r"^EXPOSE\s+(.+)$", text, flags=re.M) for x in l.split()}
+        check(exposed == chart_ports, "docker/%s: EXPOSE %s, the chart's default ports are %s" % (name, sorted(exposed), sorted(chart_ports)))
         users = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
         check(users and users[-1].split(":")[0] == "10001", "docker/%s: last USER is not 10001 (the chart's runAsUser)" % name)
         if name.endswith("cuda"):

@@ -226,17 +226,78 @@ pair by itself).
 {{- join "," $addrs -}}
 {{- end -}}
 
+{{/* The any-address to listen on, and a container's own address for the
+data plane ($(POD_IP), expanded by the kubelet), of ipFamily. */}}
+{{- define "tconst.anyAddr" -}}
+{{- ternary "[::]" "0.0.0.0" (eq .Values.ipFamily "IPv6") -}}
+{{- end -}}
+
+{{- define "tconst.podIPAddr" -}}
+{{- ternary "[$(POD_IP)]" "$(POD_IP)" (eq .Values.ipFamily "IPv6") -}}
+{{- end -}}
+
+{{/* spec fields of every Service for ipFamily (none for IPv4: the
+cluster's default, as before ipFamily existed). */}}
+{{- define "tconst.serviceIPFamily" -}}
+{{- if eq .Values.ipFamily "IPv6" -}}
+ipFamilyPolicy: SingleStack
+ipFamilies: [IPv6]
+{{- end -}}
+{{- end -}}
+
+{{/*
+Devices of tconstd's spawned workers (workers.enabled false), as JSON
+{"device", "context"} ("" = leave tconstd's knob unset): device defaults to
+cuda:0 when the pod requests GPUs (tconstd's own default is cpu), and with
+2 GPUs in workerMode split the context worker takes the GPU the generation
+worker does not. tconst.validate refuses what cannot run.
+*/}}
+{{- define "tconst.embeddedDevices" -}}
+{{- $e := .Values.coordinator.embedded -}}
+{{- $gpus := int $e.gpus -}}
+{{- $dev := $e.device -}}
+{{- $ctx := $e.contextDevice -}}
+{{- if and (not $dev) (gt $gpus 0) (ne $e.workerMode "inprocess") -}}
+{{- $dev = "cuda:0" -}}
+{{- end -}}
+{{- if and (not $ctx) (ge $gpus 2) (eq $e.workerMode "split") -}}
+{{- $ctx = ternary "cuda:0" "cuda:1" (eq $dev "cuda:1") -}}
+{{- end -}}
+{{- toJson (dict "device" $dev "context" $ctx) -}}
+{{- end -}}
+
+{{/*
+--worker-start-timeout: coordinator.workerStartTimeout, or (0) the longest
+startup probe budget among the coordinator and, with workers.enabled, the
+workers (periodSeconds x failureThreshold), within tconstd's [1, 86400].
+*/}}
+{{- define "tconst.workerStartTimeout" -}}
+{{- $c := .Values.coordinator -}}
+{{- $t := $c.workerStartTimeout -}}
+{{- if not $t -}}
+{{- $t = mul (int $c.startupProbe.periodSeconds) (int $c.startupProbe.failureThreshold) -}}
+{{- if .Values.workers.enabled -}}
+{{- $w := .Values.workers.startupProbe -}}
+{{- $t = max $t (mul (int $w.periodSeconds) (int $w.failureThreshold)) -}}
+{{- end -}}
+{{- $t = min (max $t 1) 86400 -}}
+{{- end -}}
+{{- toJson (dict "seconds" $t) -}}
+{{- end -}}
+
 {{/*
 The coordinator's JSON config (tconstd --config): the keys the chart owns,
 over coordinator.config. Keys are tconstd knob names (docs/config.md).
 */}}
 {{- define "tconst.coordinatorConfig" -}}
 {{- $c := .Values.coordinator -}}
+{{- $any := include "tconst.anyAddr" . -}}
 {{- $cfg := dict
-  "listen" (printf "0.0.0.0:%d" (int $c.ports.grpc))
-  "http_listen" (printf "0.0.0.0:%d" (int $c.ports.http))
+  "listen" (printf "%s:%d" $any (int $c.ports.grpc))
+  "http_listen" (printf "%s:%d" $any (int $c.ports.http))
   "drain_timeout" $c.drainTimeout
   "worker_timeout" $c.workerTimeout
+  "worker_start_timeout" (include "tconst.workerStartTimeout" . | fromJson).seconds
   "log_level" .Values.log.level
   "log_format" .Values.log.format -}}
 {{- with include "tconst.modelPath" . }}
@@ -250,8 +311,12 @@ over coordinator.config. Keys are tconstd knob names (docs/config.md).
 {{- else }}
 {{- $_ := set $cfg "worker_mode" $c.embedded.workerMode -}}
 {{- $_ := set $cfg "worker_binary" "/usr/local/bin/tconst-worker" -}}
-{{- with $c.embedded.device }}
+{{- $d := include "tconst.embeddedDevices" . | fromJson -}}
+{{- with $d.device }}
 {{- $_ := set $cfg "device" . -}}
+{{- end }}
+{{- with $d.context }}
+{{- $_ := set $cfg "context_device" . -}}
 {{- end }}
 {{- end }}
 {{- merge $cfg (deepCopy $c.config) | toPrettyJson -}}
@@ -304,5 +369,48 @@ over coordinator.config. Keys are tconstd knob names (docs/config.md).
 {{- end -}}
 {{- if and $c.autoscaling.enabled (lt (int $c.autoscaling.maxReplicas) (int $c.autoscaling.minReplicas)) -}}
 {{- fail "coordinator.autoscaling.maxReplicas must be >= minReplicas" -}}
+{{- end -}}
+{{- if not .Values.workers.enabled -}}
+{{- include "tconst.validateEmbedded" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Spawned workers' devices against the pod's GPUs: tconstd refuses
+--context-device outside split mode and any cuda device in inprocess mode
+(exit 2); a cuda:N the container lacks fails the worker; a GPU no worker
+uses is a GPU the pod holds for nothing (the mistake of a pod that asks
+for GPUs and runs on the CPU). */}}
+{{- define "tconst.validateEmbedded" -}}
+{{- $e := .Values.coordinator.embedded -}}
+{{- $gpus := int $e.gpus -}}
+{{- $d := include "tconst.embeddedDevices" . | fromJson -}}
+{{- if and $e.contextDevice (ne $e.workerMode "split") -}}
+{{- fail (printf "coordinator.embedded.contextDevice %s needs workerMode split (workerMode %s spawns no context worker of its own)" $e.contextDevice $e.workerMode) -}}
+{{- end -}}
+{{- $used := list -}}
+{{- if eq $e.workerMode "inprocess" -}}
+{{- if or (gt $gpus 0) (hasPrefix "cuda:" $d.device) -}}
+{{- fail "coordinator.embedded.workerMode inprocess runs on the CPU: gpus must be 0 and device cpu or empty" -}}
+{{- end -}}
+{{- else -}}
+{{- $used = append $used (default "cpu" $d.device) -}}
+{{- if eq $e.workerMode "split" -}}
+{{- $used = append $used (default (default "cpu" $d.device) $d.context) -}}
+{{- end -}}
+{{- end -}}
+{{- $idx := list -}}
+{{- range $dev := $used -}}
+{{- if hasPrefix "cuda:" $dev -}}
+{{- $n := trimPrefix "cuda:" $dev | atoi -}}
+{{- if ge $n $gpus -}}
+{{- fail (printf "coordinator.embedded: device %s, but the pod requests %d GPU(s) (gpus), which its container sees as cuda:0 and up" $dev $gpus) -}}
+{{- end -}}
+{{- $idx = append $idx $n -}}
+{{- end -}}
+{{- end -}}
+{{- range $i := until $gpus -}}
+{{- if not (has $i $idx) -}}
+{{- fail (printf "coordinator.embedded.gpus %d: GPU cuda:%d is requested but no spawned worker uses it (workerMode %s, devices %s)" $gpus $i $e.workerMode (join "," $used)) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
