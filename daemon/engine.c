@@ -374,6 +374,9 @@ static tc_finish emit_tokens(tc_engine *e, job *j, const int32_t *toks, int n, i
         if (e->bpe) {
             size_t np = 0;
             if (tc_bpe_stream_push(&j->bs, tok, j->piece, e->piece_cap, &np) == TC_OK) held_push(j, j->piece, np);
+            else held_push(j, "\xEF\xBF\xBD", 3); /* an id past the tokenizer's vocabulary (a padded
+                                                     * head): U+FFFD in the text, never dropped; the id
+                                                     * itself still goes out in token_ids */
             out_len = held_releasable(j, &hit);
             if (hit && fin == TC_FINISH_NONE) fin = TC_FINISH_STOP;
         }

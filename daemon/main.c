@@ -335,6 +335,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
         goto out;
     }
+    if (bpe && tc_bpe_vocab_size(bpe) < wc->cfg->vocab_size) /* a head padded past the tokenizer */
+        TC_LOG(TC_LOG_WARN, "main", "the model's vocab_size %d exceeds the tokenizer's %d: generated ids %d..%d "
+               "stream as U+FFFD in text (their ids are sent as they are)", wc->cfg->vocab_size,
+               tc_bpe_vocab_size(bpe), tc_bpe_vocab_size(bpe), wc->cfg->vocab_size - 1);
     tc_service_info info = {dir, TC_VERSION, (int)cfg.max_message_bytes};
     if (tc_service_init(&svc, NULL, wc, bpe, &info) != TC_OK) goto out;
     if (wc->live_pairs) { /* worker processes: ready only while a pair is up */

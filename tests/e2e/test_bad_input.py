@@ -10,6 +10,8 @@ second generation in a busy session (FAILED_PRECONDITION), more sessions
 than --max-sessions (RESOURCE_EXHAUSTED at once; opening works again once
 some are closed).
 """
+import os
+
 import grpc
 
 from harness import Daemon, run, wait_for
@@ -174,6 +176,31 @@ def body(env, ck):
         ck.equal(n_alive, [n_alive[0], n_alive[0]], f"the daemon served a correct Generate after each group "
                                                     f"({n_alive[0]} times)")
         ck.check(d.proc.poll() is None, "the daemon is still running")
+
+    # a head wider than its tokenizer (vocab_size 512, 256 byte tokens): the
+    # ids past the tokenizer stream as U+FFFD in the text, never dropped
+    import json, shutil
+    padded = os.path.join(env.tmp, "model-padded")
+    shutil.copytree(model, padded)
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    cs, n = {}, 0
+    for b in range(256):  # GPT-2's byte -> printable character map
+        cs[b] = chr(b) if b in bs else chr(256 + n)
+        n += b not in bs
+    with open(os.path.join(padded, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump({cs[b]: b for b in range(256)}, f, ensure_ascii=False)
+    with open(os.path.join(padded, "merges.txt"), "w") as f:
+        f.write("#version: 0.2\n")
+    with Daemon(env, model=padded) as d:
+        ids, text = [], ""
+        for r in d.stub().Generate(pb.GenerateRequest(token_ids=[9, 8, 7], sampling=env.sampling(
+                max_tokens=200, ignore_eos=True, temperature=1.0, seed=3)), timeout=60):
+            ids += r.token_ids
+            text += r.text
+        past = sum(t >= 256 for t in ids)
+        ck.check(past > 0 and text.count("\ufffd") >= past,
+                 f"ids past a 256-token tokenizer stream as U+FFFD ({past} of {len(ids)} ids, "
+                 f"{text.count(chr(0xfffd))} U+FFFD)")
 
 
 if __name__ == "__main__":
