@@ -63,21 +63,9 @@ tc_status tc_cli_model_dir(const char *arg, char *out, size_t n) {
         snprintf(out, n, "%s", arg);
         return TC_OK;
     }
-    const char *tmp = getenv("TMPDIR");
-    snprintf(out, n, "%s/tconst-builtin-tiny-v1-%u", tmp && *tmp ? tmp : "/tmp", (unsigned)getuid());
-    char cfg[4200];
-    snprintf(cfg, sizeof cfg, "%s/model.safetensors", out);
-    struct stat sb;
-    if (stat(cfg, &sb) == 0) return TC_OK;
-    tc_model_config c;
-    TC_CHECK(tc_config_preset(&c, "tiny", TC_ARCH_TCONST));
-    /* write to a private temp dir, then rename: concurrent first uses race safely */
-    char tmpd[4200];
-    snprintf(tmpd, sizeof tmpd, "%s.tmp%d", out, (int)getpid());
-    TC_CHECK(tc_model_init_random(&c, 1234, "f32", tmpd));
-    if (rename(tmpd, out) != 0 && stat(cfg, &sb) != 0)
-        return TC_FAIL(TC_ERR_IO, "cannot create built-in model at %s: %s", out, strerror(errno));
-    return TC_OK;
+    /* the one built-in model of tconstd and the workers (model/init.c):
+     * made once per user, used only when this user made it */
+    return tc_model_builtin_dir(out, n);
 }
 
 tc_status tc_cli_load(const char *dir, tc_backend *be, tc_model **m) {

@@ -158,7 +158,36 @@ r = subprocess.run([TCONST, "info", "--model", ctl], capture_output=True, text=T
 ctl_ok = r.returncode == 0
 print(("ok   " if ctl_ok else "FAIL ") + f"{'tied lm_head equal (loads)':32s} rc={r.returncode} {r.stderr.strip()[:200]}")
 
-fails = 0 if ctl_ok else 1
+# the built-in model under TMPDIR: made once, then used only while this
+# user owns it and nobody else can write to it (a shared /tmp lets another
+# user create the name first and plant a model there)
+def builtin(tmpdir):
+    env = dict(os.environ, TMPDIR=tmpdir)
+    r = subprocess.run([TCONST, "info"], capture_output=True, text=True, timeout=120, env=env)
+    return r.returncode, r.stderr.strip()
+bdir = os.path.join(tmp, "bt")
+os.mkdir(bdir)
+rc1, _ = builtin(bdir)
+rc2, _ = builtin(bdir)
+bpath = os.path.join(bdir, f"tconst-builtin-tiny-v1-{os.getuid()}")
+os.chmod(bpath, 0o777)
+rc3, err3 = builtin(bdir)
+os.chmod(bpath, 0o755)
+os.chmod(os.path.join(bpath, "model.safetensors"), 0o666)
+rc4, err4 = builtin(bdir)
+os.chmod(os.path.join(bpath, "model.safetensors"), 0o644)
+ldir = os.path.join(tmp, "bt2")
+os.mkdir(ldir)
+os.symlink(bpath, os.path.join(ldir, f"tconst-builtin-tiny-v1-{os.getuid()}"))
+rc5, err5 = builtin(ldir)
+bt = [(rc1 == 0 and rc2 == 0, "built-in model made, then reused", ""),
+      (rc3 == 1 and "not trusted" in err3, "a world-writable built-in model directory is refused", err3),
+      (rc4 == 1 and "not trusted" in err4, "a world-writable built-in model file is refused", err4),
+      (rc5 == 1 and "not a directory" in err5, "a symlink in the built-in model's place is refused", err5)]
+for ok, what, detail in bt:
+    print(("ok   " if ok else "FAIL ") + f"{what:52s} {detail[:160]}")
+
+fails = (0 if ctl_ok else 1) + sum(not ok for ok, _, _ in bt)
 for name, expect, setup in cases:
     d = case(name.replace(" ", "_"))
     setup(d)
