@@ -30,6 +30,10 @@
  * and first token; RUNNING: in the generation thread's batch. */
 enum { J_QUEUED = 0, J_STARTING, J_RUNNING, J_DONE };
 
+/* syncs of one session failing in a row before its generation ends with
+ * the error (engine_ctx_thread) */
+#define TC_SYNC_TRIES 3
+
 typedef struct dsess {
     char id[TC_ID_MAX];
     tc_wc_session *ws;
@@ -45,6 +49,7 @@ typedef struct dsess {
     int64_t n_restore;
     int syncing;      /* at a window boundary: queued for or in a sync on the
                          context thread; out of the batch meanwhile */
+    int sync_failures; /* in a row: past TC_SYNC_TRIES its generation ends with an error */
     double boundary_t0;
     uint64_t qid; /* its id in the scheduler */
     /* a generation a crash cut, journaled: the same request_id resumes it
@@ -68,7 +73,8 @@ typedef struct job {
     char **stop;
     int n_stop;
     void *user;
-    int phase, cancel, cancel_code;
+    int phase, cancel, cancel_code; /* cancel_code 13: ends with FINISH_ERROR and err */
+    char err[256];
     int resume;    /* continues a journaled generation (see dsess.resume) */
     int replaying; /* re-sending journaled tokens: not journaled again */
     int32_t next_tok;
@@ -698,7 +704,11 @@ static void *context_thread(void *arg) {
             double t0 = tc_now_s();
             tc_status st = e->wc->sync(e->wc, s->ws);
             double t1 = tc_now_s();
-            if (st != TC_OK) TC_LOG(TC_LOG_ERROR, "engine", "sync of %s failed: %s", s->id, tc_error_get());
+            char why[256] = "";
+            if (st != TC_OK) {
+                snprintf(why, sizeof why, "%s", tc_error_get() ? tc_error_get() : tc_status_str(st));
+                TC_LOG(TC_LOG_ERROR, "engine", "sync of %s failed: %s", s->id, why);
+            }
             tc_metric_observe(TC_H_sync_duration_seconds, t1 - t0);
             tc_metric_observe(TC_H_boundary_stall_seconds, t1 - s->boundary_t0);
             tc_metric_inc(TC_M_syncs_total, 1);
@@ -709,6 +719,17 @@ static void *context_thread(void *arg) {
                 e->sync_s_per_tok = 0.8 * e->sync_s_per_tok + 0.2 * (t1 - t0) / (double)s->st.length;
             tc_sched_sync_done(e->sched, s->qid, t1);
             s->syncing = 0;
+            /* a sync that keeps failing (a worker that answers with an
+             * error, not one that is gone: those calls wait for its
+             * restart) ends the generation with the error instead of
+             * retrying it forever while the client waits */
+            s->sync_failures = st == TC_OK ? 0 : s->sync_failures + 1;
+            if (s->sync_failures >= TC_SYNC_TRIES && j && !j->cancel) {
+                j->cancel = 1;
+                j->cancel_code = 13;
+                snprintf(j->err, sizeof j->err, "sync failed %d times: %s", s->sync_failures, why);
+                s->sync_failures = 0;
+            }
             pthread_cond_broadcast(&e->cv);
             continue;
         }
@@ -781,6 +802,9 @@ static void *engine_thread(void *arg) {
                     e->sink.failed(j->user, j->cancel_code, j->cancel_code == 14 ? "server shutting down"
                                                           : j->cancel_code == 4 ? "deadline exceeded" : "cancelled");
                     finish_job(e, j, TC_FINISH_NONE, NULL);
+                } else if (j->cancel_code == 13) { /* a failure, not a cancel (the syncs above) */
+                    if (j->s) j->s->pending = j->next_tok;
+                    finish_job(e, j, TC_FINISH_ERROR, j->err);
                 } else {
                     if (j->s) j->s->pending = j->next_tok; /* keep what the client saw */
                     tc_metric_inc(TC_M_cancelled_steps_total, 1);

@@ -256,7 +256,21 @@ int main(int argc, char **argv) {
     if (dev_fault_parse(&health, cfg.role) != 0) goto out;
     tc_worker_opts o = {cfg.role, cfg.device, cfg.peer_timeout, cfg.transport, cuda_dev, cfg.orphan_timeout,
                         health.cuda || atomic_load(&health.fault_after) ? dev_status : NULL, &health,
-                        dev_thread_init};
+                        dev_thread_init, 0};
+    /* tests: TC_FAULT_SYNC_ERRORS=N fails this worker's first N Syncs
+     * (tests/e2e/test_poison.py: a sync that keeps failing ends the
+     * generation with the error) */
+    const char *fse = getenv("TC_FAULT_SYNC_ERRORS");
+    if (fse && *fse) {
+        char *end;
+        const long n = strtol(fse, &end, 10);
+        if (*end || n < 0 || n > 1000000) {
+            fprintf(stderr, "tconst-worker: error: TC_FAULT_SYNC_ERRORS '%s': expected a count 0..1000000\n", fse);
+            goto out;
+        }
+        o.fault_sync_errors = (int)n;
+        if (n) TC_LOG(TC_LOG_WARN, "worker", "fault injection armed: the first %ld Syncs fail", n);
+    }
     if (tc_worker_new(&w, m, tp, config_json, &o) != TC_OK) {
         fprintf(stderr, "tconst-worker: error: %s\n", tc_error_get());
         goto out;

@@ -52,6 +52,7 @@ typedef struct {
 
 struct tc_worker {
     tc_worker_opts o;
+    atomic_int fault_syncs; /* o.fault_sync_errors still to inject */
     tc_model *m;
     tc_transport *tp;
     int tp_owned; /* made by Connect (nccl) */
@@ -335,6 +336,10 @@ static void do_sync(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
         goto out;
     }
     double t0 = tc_now_s();
+    if (atomic_load(&w->fault_syncs) > 0 && atomic_fetch_sub(&w->fault_syncs, 1) > 0) {
+        fail(c, TC_GRPC_INTERNAL, "Sync: injected fault (TC_FAULT_SYNC_ERRORS)%s", "");
+        goto out;
+    }
     if ((st = tc_session_sync(s, s->n_tokens)) != TC_OK) {
         fail_st(c, st, "Sync");
         goto out;
@@ -784,6 +789,7 @@ tc_status tc_worker_new(tc_worker **out, tc_model *m, tc_transport *tp, const ch
     tc_worker *w = calloc(1, sizeof *w);
     if (!w) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
     w->o = *o;
+    atomic_init(&w->fault_syncs, o->fault_sync_errors);
     if (w->o.orphan_timeout_s <= 0) w->o.orphan_timeout_s = 30;
     w->m = m;
     w->tp = tp;

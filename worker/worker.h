@@ -27,6 +27,9 @@ typedef struct {
     /* called first on each compute thread (role 0 generation, 1 context)
      * with device_arg, e.g. to give each its own CUDA stream; NULL: none */
     void (*thread_init)(void *arg, int role);
+    /* tests: the first fault_sync_errors Sync calls fail with INTERNAL
+     * (TC_FAULT_SYNC_ERRORS, worker/main.c); 0 in production */
+    int fault_sync_errors;
 } tc_worker_opts;
 
 typedef struct tc_worker tc_worker;

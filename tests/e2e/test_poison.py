@@ -17,10 +17,14 @@ every sync goes through the context worker). Checked:
     the same seed (no garbage token reached a client);
   - the worker exited with status 3 (tconstd's log), a new process took its
     place, and tconst_worker_restarts_total counts it.
+Then a context worker whose first 3 Syncs fail with an error
+(TC_FAULT_SYNC_ERRORS=3): the generation ends with INTERNAL naming it, not retried forever, and the next request runs clean.
 """
 import os
 import re
 import threading
+
+import grpc
 
 from harness import Daemon, run, wait_for
 
@@ -86,6 +90,33 @@ def body(env, ck):
             up = wait_for(lambda: (lambda v: v if v == 2.0 else None)(d.metric("tconst_workers_up")), 60,
                           "both workers up")
             ck.equal(up, 2.0, f"{role}: both workers are up again")
+
+    # a sync that keeps failing with an error (not a worker that is gone:
+    # those calls wait for its restart) ends the generation with that error
+    # after 3 tries, instead of retrying it forever while the client waits;
+    # the next request runs clean
+    os.environ["TC_FAULT_SYNC_ERRORS"] = "3"
+    try:
+        d = Daemon(env, "--worker-mode", "split", "--sync-inline-max", "0", model=model)
+        d.start()
+    finally:
+        del os.environ["TC_FAULT_SYNC_ERRORS"]
+    with d:
+        s = d.stub()
+        ids, err = [], None
+        try:
+            for r in s.Generate(pb.GenerateRequest(token_ids=prompts[0], sampling=env.sampling(
+                    max_tokens=N_TOK, ignore_eos=True)), timeout=120):
+                ids += r.token_ids
+        except grpc.RpcError as e:
+            err = e
+        ck.check(err is not None and err.code() == grpc.StatusCode.INTERNAL and "sync failed 3 times" in err.details()
+                 and "injected" in err.details(), "3 failed syncs in a row: the generation ends with INTERNAL naming "
+                 "the sync's error", repr(err))
+        ck.check(0 < len(ids) < N_TOK, f"it ended at the window boundary ({len(ids)} of {N_TOK} tokens)")
+        again, _ = d.generate_ids(s, prompts[0], env.sampling(max_tokens=N_TOK, ignore_eos=True), timeout=120)
+        ck.equal(again, env.generate(model, prompts[0], N_TOK, ignore_eos=True),
+                 "the next request syncs fine and equals tconst generate")
 
 
 if __name__ == "__main__":
