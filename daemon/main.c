@@ -86,9 +86,10 @@ static const tc_knob KNOBS[] = {
 static tc_service *g_svc; /* read by the HTTP hooks */
 
 /* SIGTERM / SIGINT: taken by one thread from the moment they are blocked,
- * so a signal during the start-up (workers loading, a journal restore, the
- * warm-up: minutes at worst) stops it at once instead of being held until
- * the daemon is ready -- which it then never becomes. Our threads keep the
+ * so a signal during the start-up (workers loading, a journal restore)
+ * stops it at once instead of being held until the daemon is ready --
+ * which it then never becomes. The warm-up's one compute call is not
+ * interrupted: the stop comes when it returns (docs/operations.md). Our threads keep the
  * signals blocked; a handler (writing the number to a pipe) runs in the
  * signal thread, which unblocks them, or in a library thread created
  * before main could block them (OpenBLAS's pool): either way the signal
@@ -368,7 +369,7 @@ int main(int argc, char **argv) {
     }
     /* warm-up: first touch of weights, BLAS threads, one sync */
     double tw = tc_now_s();
-    if (warm_up(wc, cfg.warmup_tokens) != TC_OK) {
+    if (!sig_seen() && warm_up(wc, cfg.warmup_tokens) != TC_OK) { /* not begun after a signal */
         fprintf(stderr, "tconstd: error: warm-up failed: %s\n", tc_error_get());
         goto out;
     }
