@@ -83,7 +83,9 @@ static const tc_knob KNOBS[] = {
 };
 #define N_KNOBS ((int)(sizeof KNOBS / sizeof KNOBS[0]))
 
-static tc_service *g_svc; /* read by the HTTP hooks */
+/* read by the HTTP hooks (the ops server thread): loaded once per call;
+ * cleared before the ops server stops, and the service freed after */
+static _Atomic(tc_service *) g_svc;
 
 /* SIGTERM / SIGINT: taken by one thread from the moment they are blocked,
  * so a signal during the start-up (workers loading, a journal restore)
@@ -136,7 +138,8 @@ static void on_live_pairs(void *ud, int n) {
 
 static int hook_ready(void *ud) {
     (void)ud;
-    return g_svc && tc_service_serving(g_svc);
+    tc_service *s = atomic_load(&g_svc);
+    return s && tc_service_serving(s);
 }
 static int hook_alive(void *ud) {
     (void)ud;
@@ -362,7 +365,7 @@ int main(int argc, char **argv) {
         }
         TC_LOG(TC_LOG_INFO, "main", "restored %d sessions from %s", n, cfg.data_dir);
     }
-    g_svc = svc;
+    atomic_store(&g_svc, svc);
     if (tc_rpc_server_start(&rpc, cfg.listen, (int)cfg.max_message_bytes, tc_service_handlers(), svc) != TC_OK) {
         fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
         goto out;
@@ -431,7 +434,7 @@ out:
     if (eng) tc_engine_stop(eng);
     eng = NULL;
     if (svc) tc_service_bind_engine(svc, NULL);
-    g_svc = NULL;
+    atomic_store(&g_svc, NULL);
     if (http) tc_http_stop(http);
     if (wc && wc->live_pairs) tc_worker_remote_on_live(wc, NULL, NULL); /* the supervisor outlives svc */
     tc_service_free(svc);
