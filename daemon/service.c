@@ -523,19 +523,40 @@ static void h_server_info(ctx *c) {
     const tc_engine_limits *lim = tc_engine_get_limits(s->e);
     Tconst__V1__ServerInfoResponse r = TCONST__V1__SERVER_INFO_RESPONSE__INIT;
     Tconst__V1__Limits l = TCONST__V1__LIMITS__INIT;
-    Tconst__V1__WorkerInfo w = TCONST__V1__WORKER_INFO__INIT;
-    Tconst__V1__WorkerInfo *wp = &w;
-    char *backends[] = {"cpu"};
+    /* the workers as they are now: each process's role, device, address
+     * and whether it answers; the backends are the kinds of their devices */
+    enum { MAXW = 16 };
+    tc_wc_worker_info wi[MAXW];
+    int nw = s->wc->workers ? s->wc->workers(s->wc, wi, MAXW) : 0;
+    if (!s->wc->workers) {
+        memset(&wi[0], 0, sizeof wi[0]);
+        snprintf(wi[0].role, sizeof wi[0].role, "both");
+        snprintf(wi[0].device, sizeof wi[0].device, "%s", s->wc->device ? s->wc->device : "cpu");
+        snprintf(wi[0].address, sizeof wi[0].address, "in-process");
+        wi[0].ready = 1;
+        nw = 1;
+    }
+    Tconst__V1__WorkerInfo w[MAXW], *wp[MAXW];
+    char *backends[2];
+    int nb = 0, has_cpu = 0, has_cuda = 0;
+    for (int i = 0; i < nw; i++) {
+        tconst__v1__worker_info__init(&w[i]);
+        w[i].role = wi[i].role;
+        w[i].device = wi[i].device;
+        w[i].address = wi[i].address;
+        w[i].ready = wi[i].ready;
+        wp[i] = &w[i];
+        has_cuda |= !strncmp(wi[i].device, "cuda", 4);
+        has_cpu |= !strcmp(wi[i].device, "cpu");
+    }
+    if (has_cpu) backends[nb++] = "cpu";
+    if (has_cuda) backends[nb++] = "cuda";
     r.version = (char *)s->info.version;
     r.build = "C11 " __DATE__ " " __TIME__;
     r.backends = backends;
-    r.n_backends = 1;
-    w.role = "both";
-    w.device = (char *)s->wc->device;
-    w.address = "in-process";
-    w.ready = 1;
-    r.workers = &wp;
-    r.n_workers = 1;
+    r.n_backends = (size_t)nb;
+    r.workers = wp;
+    r.n_workers = (size_t)nw;
     l.max_sessions = lim->max_sessions;
     l.max_queued_requests = lim->max_queued;
     l.max_tokens = lim->max_tokens;

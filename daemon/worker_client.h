@@ -15,6 +15,11 @@
 #include "../model/sampler.h"
 
 typedef struct tc_wc_session tc_wc_session;
+/* one worker process, for ServerInfo */
+typedef struct {
+    char role[16], device[32], address[512];
+    int ready;
+} tc_wc_worker_info;
 typedef struct tc_worker_client tc_worker_client;
 
 typedef struct {
@@ -81,6 +86,9 @@ struct tc_worker_client {
      * both answer. With none the coordinator is not ready (/readyz,
      * Health) -- new work would only fail. */
     int (*live_pairs)(tc_worker_client *w);
+    /* optional (NULL: one in-process worker on `device`): the worker
+     * processes as they are now, at most max into out; returns how many */
+    int (*workers)(tc_worker_client *w, tc_wc_worker_info *out, int max);
 };
 
 /* In-process worker on the CPU backend over model directory `dir`. */

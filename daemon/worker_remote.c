@@ -51,6 +51,7 @@
 
 typedef struct wproc {
     char name[48], role[16], addr[512], data_addr[320], transport[16];
+    char device[32]; /* from its Info, under R->mu */
     int spawned;
     pid_t pid;
     char *argv[MAX_ARGS];
@@ -193,6 +194,7 @@ static tc_status refresh_info(remote *R, wproc *p, Tconst__Worker__V1__InfoRespo
     fix_data_addr(p, ir->data_address, p->data_addr, sizeof p->data_addr);
     pthread_mutex_lock(&R->mu); /* boot_of reads it under the lock from other threads */
     p->boot = ir->boot_id;
+    snprintf(p->device, sizeof p->device, "%s", ir->device);
     pthread_mutex_unlock(&R->mu);
     if (keep) *keep = ir;
     else tconst__worker__v1__info_response__free_unpacked(ir, NULL);
@@ -265,6 +267,21 @@ static void set_gauges(remote *R) {
     for (int i = 0; i < R->n_pairs; i++) live += R->pairs[i].ctx->up && R->pairs[i].gen->up;
     R->live = live;
     tc_metric_set(TC_G_workers_up, up);
+}
+
+static int r_workers(tc_worker_client *w, tc_wc_worker_info *out, int max) {
+    remote *R = w->impl;
+    int n = 0;
+    pthread_mutex_lock(&R->mu);
+    for (int i = 0; i < R->n_procs && n < max; i++, n++) {
+        const wproc *p = R->procs[i];
+        snprintf(out[n].role, sizeof out[n].role, "%s", p->role);
+        snprintf(out[n].device, sizeof out[n].device, "%s", p->device);
+        snprintf(out[n].address, sizeof out[n].address, "%s", p->addr);
+        out[n].ready = p->up;
+    }
+    pthread_mutex_unlock(&R->mu);
+    return n;
 }
 
 static int r_live_pairs(tc_worker_client *w) {
@@ -1235,6 +1252,7 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
     w->abandon_waits = r_abandon;
     w->free = r_free;
     w->live_pairs = r_live_pairs;
+    w->workers = r_workers;
     TC_LOG(TC_LOG_INFO, "workers", "%d worker pair(s), %d process(es)%s", R->n_pairs, R->n_procs,
            o->workers && o->workers[0] ? " (attached)" : " (spawned)");
     *out = w;

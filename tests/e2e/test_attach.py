@@ -85,6 +85,12 @@ def body(env, ck):
                      "no live worker pair: /readyz is 503")
             ck.equal(health(), hp.HealthCheckResponse.NOT_SERVING, "no live worker pair: Health is NOT_SERVING")
             ck.equal(d.metric("tconst_ready"), 0.0, "no live worker pair: tconst_ready is 0")
+            info = lambda: sorted((w.role, w.address, w.ready) for w in s.ServerInfo(pb.ServerInfoRequest(),
+                                                                                         timeout=30).workers)
+            ck.equal(info(), sorted([("context", ws[0].addr, True), ("generation", ws[1].addr, False)]),
+                     "ServerInfo lists both workers, the stopped one not ready")
+            ck.equal(list(s.ServerInfo(pb.ServerInfoRequest(), timeout=30).backends), ["cpu"] if not
+                     os.environ.get("TC_E2E_DEVICE", "").startswith("cuda") else ["cuda"], "ServerInfo's backends")
             ck.rpc_error(gen, grpc.StatusCode.UNAVAILABLE, "no live worker pair: a new request (not INTERNAL "
                          "'out of memory')", needle="no worker to place")
             os.kill(ws[1].p.pid, signal.SIGCONT)
@@ -93,6 +99,7 @@ def body(env, ck):
             ck.check(wait_for(lambda: d.http("/readyz")[0] == 200, 30, "/readyz 200"),
                      "the pair back: /readyz is 200 again")
             ck.equal(health(), hp.HealthCheckResponse.SERVING, "the pair back: Health is SERVING")
+            ck.equal([r for _, _, r in info()], [True, True], "ServerInfo: both workers ready again")
             ck.equal(gen(), want, "after it came back: the same generation, token for token")
             ck.equal(d.metric("tconst_worker_restarts_total"), 0.0, "tconstd restarted nothing it did not start")
             # the generation worker replaced on the same address (a pod
