@@ -105,6 +105,7 @@ struct tc_engine {
     pthread_t reaper;
     reap_node *reap;
     int reaper_on, reap_stop;
+    int restoring; /* tc_engine_attach_journal loading (mu) */
     pthread_cond_t idle_cv; /* signalled when a job retires, and when its done callback has returned */
     int n_finishing;        /* retired jobs whose done callback is still running (tc_engine_quiesce waits) */
     pthread_t thread; /* generation (hit steps) */
@@ -259,8 +260,10 @@ static dsess *sess_add_locked(tc_engine *e, const char *id) {
     s->created_ms = s->last_used_ms = tc_wall_ms();
     s->qid = ++e->next_qid;
     int pair;
-    if (tc_sched_admit(e->sched, s->qid, 0, &pair) != TC_OK)
-        TC_LOG(TC_LOG_ERROR, "engine", "scheduler: %s", tc_error_get()); /* limits above the engine's: a bug */
+    /* refused only past the engine's own limit, which a restore may pass
+     * (tc_engine_attach_journal then widens the scheduler); else a bug */
+    if (tc_sched_admit(e->sched, s->qid, 0, &pair) != TC_OK && !e->restoring)
+        TC_LOG(TC_LOG_ERROR, "engine", "scheduler: %s", tc_error_get());
     e->sess[e->n_sess++] = s;
     tc_metric_inc(TC_M_sessions_opened_total, 1);
     return s;
@@ -1395,8 +1398,31 @@ static tc_status restore_gen(void *ud, const char *id, const tc_journal_gen *g) 
 tc_status tc_engine_attach_journal(tc_engine *e, tc_journal *j, int *n_restored) {
     e->journal = j;
     restore_ctx rc = {e, 0};
+    pthread_mutex_lock(&e->mu);
+    e->restoring = 1;
+    pthread_mutex_unlock(&e->mu);
     tc_status st = tc_journal_load(j, restore_one, &rc);
     if (st == TC_OK) st = tc_journal_load_gens(j, restore_gen, e);
+    pthread_mutex_lock(&e->mu);
+    e->restoring = 0;
+    /* more sessions than --max-sessions (lowered since they were opened):
+     * all are kept -- nothing a client had is dropped -- and the scheduler
+     * is widened to hold them; new sessions are refused until closes or
+     * expiry bring the count under the limit */
+    if (st == TC_OK && e->n_sess > e->lim.max_sessions) {
+        TC_LOG(TC_LOG_WARN, "engine", "the journal holds %d sessions, more than --max-sessions %d: all are restored; "
+               "new sessions are refused until fewer are open", e->n_sess, e->lim.max_sessions);
+        tc_sched_limits sl = {e->n_sess, e->n_sess, 0, 1, 0, e->n_pairs};
+        tc_sched *ns = NULL;
+        int pair;
+        st = tc_sched_new(&ns, &sl);
+        for (int i = 0; i < e->n_sess && st == TC_OK; i++) st = tc_sched_admit(ns, e->sess[i]->qid, 0, &pair);
+        if (st == TC_OK) {
+            tc_sched_free(e->sched);
+            e->sched = ns;
+        } else tc_sched_free(ns);
+    }
+    pthread_mutex_unlock(&e->mu);
     if (n_restored) *n_restored = rc.n;
     return st;
 }

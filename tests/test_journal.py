@@ -20,9 +20,12 @@ def check(cond, what):
 
 
 class Daemon:
+    def __init__(self, *extra):
+        self.extra = list(extra)
+
     def __enter__(self):
         self.p = subprocess.Popen([TCONSTD, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-                                   "--data-dir", data, "--log-level", "warn"],
+                                   "--data-dir", data, "--log-level", "warn"] + self.extra,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.p.stdout.readline()  # the ready line (or EOF if it died)
         if " ready: " not in line:
@@ -103,6 +106,24 @@ with Daemon() as d:
                        capture_output=True, text=True, timeout=60)
     check(r.returncode > 0 and "in use by another tconstd" in r.stderr,
           f"a second tconstd on the same --data-dir: exit {r.returncode}, {r.stderr.strip().splitlines()[-1:]}")
+
+# 3b. restarted with --max-sessions below what the journal holds (s1, s2):
+# every session is back and works; new ones wait until fewer are open
+with Daemon("--max-sessions", "1") as d:
+    r1 = d.client("session", "get", "--id", "s1", check_rc=False)
+    r2 = d.client("session", "get", "--id", "s2", check_rc=False)
+    check(r1.returncode == 0 and r2.returncode == 0, "--max-sessions 1 with 2 journaled sessions: both restored")
+    g = d.client("session", "generate", "--id", "s2", "-n", "8", "--ignore-eos", check_rc=False).stdout.split()
+    check(g == exp, "... and the second generates as before")
+    r = d.client("session", "open", "--tokens", "5", check_rc=False)
+    check(r.returncode != 0 and "RESOURCE_EXHAUSTED" in r.stderr, "... a new session is refused (over the limit)")
+    d.client("session", "close", "--id", "s1")
+    d.client("session", "close", "--id", "s2")
+    r = d.client("session", "open", "--id", "s3", "--tokens", "5", check_rc=False)
+    check(r.returncode == 0, "... and accepted once they are closed")
+    d.p.send_signal(signal.SIGTERM)
+    err = d.p.communicate(timeout=60)[1]
+    check("scheduler:" not in err, "no scheduler error in the log" + (": " + err[-300:] if "scheduler:" in err else ""))
 
 # 4. a corrupt journal is a clear error, not a crash
 with open(os.path.join(data, "journal.db"), "r+b") as f:
