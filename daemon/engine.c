@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,7 @@ typedef struct job {
     int n_stop;
     void *user;
     int phase, cancel, cancel_code; /* cancel_code 13: ends with FINISH_ERROR and err */
+    atomic_int ended;               /* finish_job began: its request_id is free */
     char err[256];
     int resume;    /* continues a journaled generation (see dsess.resume) */
     int replaying; /* re-sending journaled tokens: not journaled again */
@@ -427,6 +429,7 @@ static tc_finish emit_token(tc_engine *e, job *j, int32_t tok) {
 }
 
 static void finish_job(tc_engine *e, job *j, tc_finish fin, const char *err) {
+    atomic_store(&j->ended, 1); /* its client may hear the end before it is unlinked */
     /* a generation cut by a shutdown stays resumable; any other end is final */
     if (j->generate && j->s && e->journal && !j->s->ephemeral && j->t_prefill > 0 &&
         !(fin == TC_FINISH_CANCELLED && j->cancel_code == 14) && tc_journal_gen_end(e->journal, j->s->id) != TC_OK)
@@ -1171,6 +1174,16 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
         code = refuse(msg, msglen, 3, "request_id: longer than %d bytes", TC_ID_MAX - 1);
         goto reject;
     }
+    /* a request_id names one live request: Abort cancels by it, so a
+     * second one under the same id could be cancelled by the first's
+     * client (a retry gets it once the first has ended) */
+    if (sp->request_id && *sp->request_id)
+        for (job *o = e->jobs; o; o = o->next)
+            if (!atomic_load(&o->ended) && !o->cancel && !strcmp(o->request_id, sp->request_id)) {
+                pthread_mutex_unlock(&e->mu);
+                code = refuse(msg, msglen, 6, "request_id: '%s' names a request still running", sp->request_id);
+                goto reject;
+            }
     if (sp->create || (sp->ephemeral && !*sid)) {
         if (*sid && find_sess(e, sid)) {
             pthread_mutex_unlock(&e->mu);

@@ -74,6 +74,24 @@ def body(env, ck):
         ck.rpc_error(lambda: s.Generate(pb.GenerateRequest(token_ids=[5], request_id="r" * 64,
                                                            sampling=env.sampling()), timeout=30),
                      IA, "a 64-byte request_id (journaled whole, or it could never resume)", "request_id")
+        # a request_id names one live request: a second one under it is
+        # refused (Abort by id would cancel both); Abort ends the first
+        first = s.Generate(pb.GenerateRequest(token_ids=[5, 6], request_id="dup", sampling=env.sampling(
+            max_tokens=100000, ignore_eos=True)), timeout=120)
+        next(first)
+        ck.rpc_error(lambda: list(s.Generate(pb.GenerateRequest(token_ids=[7], request_id="dup",
+                                                                sampling=env.sampling(max_tokens=3)), timeout=30)),
+                     grpc.StatusCode.ALREADY_EXISTS, "a second request under a running request_id", "request_id")
+        ck.check(s.Abort(pb.AbortRequest(request_id="dup"), timeout=30).found, "Abort finds the running request")
+        ends = None
+        try:
+            for _ in first:
+                pass
+        except grpc.RpcError as e:
+            ends = e.code()
+        ck.equal(ends, grpc.StatusCode.CANCELLED, "the aborted request ends CANCELLED")
+        ids, _ = d.generate_ids(s, [9, 8, 7], env.sampling(max_tokens=12, ignore_eos=True), request_id="dup")
+        ck.equal(ids, ref, "its request_id is free again once it ended")
         # a NUL inside a string would be cut there by protobuf-c: refused, naming the field (nested too)
         ck.rpc_error(lambda: s.Tokenize(pb.TokenizeRequest(text="a\x00b"), timeout=30), IA, "Tokenize text with a NUL",
                      "text: a NUL character")
