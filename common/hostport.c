@@ -38,11 +38,11 @@ tc_status tc_hostport_split(const char *addr, char *host, size_t hcap, char *por
     return TC_OK;
 }
 
-tc_status tc_listen_addr_check(const char *flag, const char *addr) {
+tc_status tc_listen_addr_check(const char *flag, const char *addr, int grpc_schemes) {
     static const char *schemes[] = {"unix:", "unix-abstract:", "vsock:"};
-    for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++)
+    for (size_t i = 0; grpc_schemes && i < sizeof schemes / sizeof schemes[0]; i++)
         if (!strncmp(addr, schemes[i], strlen(schemes[i]))) return TC_OK;
-    if (strstr(addr, "://")) return TC_OK;
+    if (grpc_schemes && strstr(addr, "://")) return TC_OK;
     char host[256], port[8];
     int br;
     if (tc_hostport_split(addr, host, sizeof host, port, sizeof port, &br) != TC_OK) {

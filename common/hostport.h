@@ -15,9 +15,9 @@
  * *bracketed says the host was an IPv6 literal. Errors name the address. */
 tc_status tc_hostport_split(const char *addr, char *host, size_t hcap, char *port, size_t pcap, int *bracketed);
 
-/* the check of a listen flag: gRPC's own schemes (unix:, unix-abstract:,
- * vsock:, or any "scheme://") pass through, anything else must split;
- * the error starts with the flag's name */
-tc_status tc_listen_addr_check(const char *flag, const char *addr);
+/* the check of a listen flag: with grpc_schemes, gRPC's own address
+ * forms (unix:, unix-abstract:, vsock:, any "scheme://") pass through;
+ * anything else must split; the error starts with the flag's name */
+tc_status tc_listen_addr_check(const char *flag, const char *addr, int grpc_schemes);
 
 #endif

@@ -385,9 +385,13 @@ static tc_finish emit_tokens(tc_engine *e, job *j, const int32_t *toks, int n, i
         if (e->bpe) {
             size_t np = 0;
             if (tc_bpe_stream_push(&j->bs, tok, j->piece, e->piece_cap, &np) == TC_OK) held_push(j, j->piece, np);
-            else held_push(j, "\xEF\xBF\xBD", 3); /* an id past the tokenizer's vocabulary (a padded
-                                                     * head): U+FFFD in the text, never dropped; the id
-                                                     * itself still goes out in token_ids */
+            else { /* an id past the tokenizer's vocabulary (a padded head): U+FFFD in the
+                    * text, after what the decoder holds of an unfinished character; never
+                    * dropped, and the id itself still goes out in token_ids */
+                char tail[8];
+                held_push(j, tail, tc_bpe_stream_flush(&j->bs, tail));
+                held_push(j, "\xEF\xBF\xBD", 3);
+            }
             out_len = held_releasable(j, &hit);
             if (hit && fin == TC_FINISH_NONE) fin = TC_FINISH_STOP;
         }
@@ -496,6 +500,7 @@ static void unappend(tc_engine *e, job *j) {
  * OpenSession does not meet ALREADY_EXISTS or leave an empty session
  * counting against max_sessions. */
 static void start_failed(tc_engine *e, job *j, int code, const char *msg) {
+    atomic_store(&j->ended, 1); /* a retry under its request_id may come as soon as the client hears */
     if (j->created) {
         pthread_mutex_lock(&e->mu);
         j->s->close_when_idle = 1;
@@ -1285,8 +1290,10 @@ int tc_engine_abort(tc_engine *e, const char *rid) {
     pthread_mutex_lock(&e->mu);
     for (job *j = e->jobs; j; j = j->next)
         if (!strcmp(j->request_id, rid)) {
-            j->cancel = 1;
-            j->cancel_code = 1;
+            if (!j->cancel) { /* one already ending keeps its reason (a deadline, a failed sync) */
+                j->cancel = 1;
+                j->cancel_code = 1;
+            }
             found = 1;
         }
     pthread_cond_broadcast(&e->cv);

@@ -255,8 +255,8 @@ int main(int argc, char **argv) {
     if (tc_log_configure("tconstd", cfg.log_level, cfg.log_format) != 0) return 2;
     /* addresses before anything loads: a bad port is a flag error (2),
      * not something found after the workers and the journal started */
-    if (tc_listen_addr_check("--listen", cfg.listen) != TC_OK ||
-        tc_listen_addr_check("--http-listen", cfg.http_listen) != TC_OK) {
+    if (tc_listen_addr_check("--listen", cfg.listen, 1) != TC_OK ||
+        tc_listen_addr_check("--http-listen", cfg.http_listen, 0) != TC_OK) { /* HTTP: HOST:PORT only */
         fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
         tc_knobs_free(KNOBS, N_KNOBS, &cfg);
         return 2;
@@ -345,10 +345,8 @@ int main(int argc, char **argv) {
                tc_bpe_vocab_size(bpe), tc_bpe_vocab_size(bpe), wc->cfg->vocab_size - 1);
     tc_service_info info = {dir, TC_VERSION, (int)cfg.max_message_bytes};
     if (tc_service_init(&svc, NULL, wc, bpe, &info) != TC_OK) goto out;
-    if (wc->live_pairs) { /* worker processes: ready only while a pair is up */
+    if (wc->live_pairs) /* worker processes: ready only while a pair is up (told the count now, then changes) */
         tc_worker_remote_on_live(wc, on_live_pairs, svc);
-        tc_service_set_workers_up(svc, wc->live_pairs(wc) > 0);
-    }
     tc_engine_limits lim = {(int)cfg.max_sessions, (int)cfg.max_queued, (int)cfg.max_batch, (int)cfg.max_tokens,
                             (int)cfg.stream_queue, cfg.idle_timeout, cfg.overlap_syncs, cfg.sync_inline_max,
                             (int)cfg.multi_step, cfg.multi_step_ms / 1000.0};
@@ -376,7 +374,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "tconstd: error: warm-up failed: %s\n", tc_error_get());
         goto out;
     }
-    TC_LOG(TC_LOG_INFO, "main", "warm-up done in %.3f s", tc_now_s() - tw);
+    if (!sig_seen()) TC_LOG(TC_LOG_INFO, "main", "warm-up done in %.3f s", tc_now_s() - tw);
     atomic_store(&g_starting, 0);
     if (sig_seen()) { /* during the start-up: never ready, a clean stop */
         TC_LOG(TC_LOG_INFO, "main", "signal %d during the start-up: stopping without serving", sig_seen());

@@ -525,7 +525,7 @@ static void h_server_info(ctx *c) {
     Tconst__V1__Limits l = TCONST__V1__LIMITS__INIT;
     /* the workers as they are now: each process's role, device, address
      * and whether it answers; the backends are the kinds of their devices */
-    enum { MAXW = 16 };
+    enum { MAXW = 64 }; /* above worker_remote's MAX_PROCS */
     tc_wc_worker_info wi[MAXW];
     int nw = s->wc->workers ? s->wc->workers(s->wc, wi, MAXW) : 0;
     if (!s->wc->workers) {

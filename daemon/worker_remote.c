@@ -102,6 +102,7 @@ typedef struct {
     char sockdir[256]; /* spawned workers' control sockets: a private mkdtemp directory */
     int live;           /* pairs with both workers up (set_gauges, under mu) */
     int live_reported;  /* what the supervisor last told live_cb */
+    int sched_cap; /* sessions R->sched holds at most */
     void (*live_cb)(void *ud, int live_pairs); /* tc_worker_remote_on_live, under cb_mu */
     void *live_ud;
     pthread_mutex_t cb_mu; /* held across a call of live_cb: unsetting it waits for one in flight */
@@ -294,23 +295,32 @@ static int r_live_pairs(tc_worker_client *w) {
 
 /* the supervisor, after a round: tell the owner when the live count moved
  * (outside mu: the owner takes its own locks and notifies its watchers) */
+/* cb_mu then mu: the count read and told in one piece, so the owner
+ * never hears an older count after a newer one */
 static void report_live(remote *R) {
+    pthread_mutex_lock(&R->cb_mu);
     pthread_mutex_lock(&R->mu);
     const int n = R->live, changed = n != R->live_reported;
     R->live_reported = n;
     pthread_mutex_unlock(&R->mu);
-    if (!changed) return;
-    if (n == 0) TC_LOG(TC_LOG_WARN, "workers", "no worker pair is up: not ready until one is back");
-    else TC_LOG(TC_LOG_INFO, "workers", "%d worker pair(s) up", n);
-    pthread_mutex_lock(&R->cb_mu);
-    if (R->live_cb) R->live_cb(R->live_ud, n);
+    if (changed) {
+        if (n == 0) TC_LOG(TC_LOG_WARN, "workers", "no worker pair is up: not ready until one is back");
+        else TC_LOG(TC_LOG_INFO, "workers", "%d worker pair(s) up", n);
+        if (R->live_cb) R->live_cb(R->live_ud, n);
+    }
     pthread_mutex_unlock(&R->cb_mu);
 }
 
+/* the callback hears the current count at once, then every change */
 void tc_worker_remote_on_live(tc_worker_client *w, void (*cb)(void *ud, int live_pairs), void *ud) {
     remote *R = w->impl;
     pthread_mutex_lock(&R->cb_mu);
     R->live_cb = cb, R->live_ud = ud;
+    pthread_mutex_lock(&R->mu);
+    const int n = R->live;
+    R->live_reported = n;
+    pthread_mutex_unlock(&R->mu);
+    if (cb) cb(ud, n);
     pthread_mutex_unlock(&R->cb_mu);
 }
 
@@ -344,6 +354,7 @@ static void supervise_one(remote *R, wproc *p) {
                  WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
         p->pid = -1;
         mark_down(R, p, why);
+        report_live(R); /* now: the restart below may take the whole start budget */
     }
     if (p->spawned && p->pid <= 0) {
         if (now < p->next_restart) return;
@@ -644,17 +655,51 @@ static int sync_due(remote *R, const tc_wc_session *s) {
     } while (0)
 
 /* ---- the table ---- */
+/* The placement scheduler full (admission is the engine's: a journal
+ * restored past a lowered --max-sessions brings more sessions than it was
+ * sized for): a twice larger one with every session on its pair and each
+ * pair's liveness as it was. Caller holds mu. */
+static tc_status grow_sched_locked(remote *R) {
+    tc_sched_limits lim = {R->sched_cap * 2, 1, 0, 1, 0, R->n_pairs};
+    tc_sched *ns;
+    TC_CHECK(tc_sched_new(&ns, &lim));
+    uint64_t *sids = malloc((size_t)R->sched_cap * sizeof *sids);
+    tc_status st = sids ? TC_OK : TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    for (int p = 0; p < R->n_pairs && st == TC_OK; p++) {
+        tc_sched_pair_set_live(ns, p, 1); /* admit and move need a live pair */
+        const int n = tc_sched_pair_sessions(R->sched, p, sids, R->sched_cap);
+        int got;
+        for (int i = 0; i < n && st == TC_OK; i++)
+            if ((st = tc_sched_admit(ns, sids[i], 0, &got)) == TC_OK && got != p) st = tc_sched_move(ns, sids[i], p);
+    }
+    for (int p = 0; p < R->n_pairs; p++) tc_sched_pair_set_live(ns, p, tc_sched_pair_live(R->sched, p));
+    free(sids);
+    if (st != TC_OK) {
+        tc_sched_free(ns);
+        return st;
+    }
+    tc_sched_free(R->sched);
+    R->sched = ns;
+    R->sched_cap *= 2;
+    return TC_OK;
+}
+
 static tc_status r_new(tc_worker_client *w, tc_wc_session **out) {
     remote *R = w->impl;
     tc_wc_session *s = calloc(1, sizeof *s);
     if (!s) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
     pthread_mutex_lock(&R->mu);
     s->sid = R->next_sid++;
-    tc_status st = tc_sched_admit(R->sched, s->sid, 0, &s->pair);
+    tc_sched_stats ss;
+    tc_sched_get_stats(R->sched, &ss);
+    tc_status st = ss.sessions >= R->sched_cap ? grow_sched_locked(R) : TC_OK;
+    if (st == TC_OK) st = tc_sched_admit(R->sched, s->sid, 0, &s->pair);
     pthread_mutex_unlock(&R->mu);
     if (st != TC_OK) {
+        char why[512]; /* tc_error_get() is the buffer TC_FAIL writes */
+        snprintf(why, sizeof why, "%s", tc_error_get() ? tc_error_get() : tc_status_str(st));
         free(s);
-        return TC_FAIL(TC_ERR_EXHAUSTED, "no worker to place the session on: %s", tc_error_get());
+        return TC_FAIL(TC_ERR_EXHAUSTED, "no worker to place the session on: %s", why);
     }
     *out = s;
     return TC_OK;
@@ -1137,6 +1182,10 @@ static tc_status first_contact(remote *R, wproc *p, int *have_cfg) {
         if (st == TC_OK && memcmp(&c2, &R->cfg, sizeof c2) != 0)
             st = TC_FAIL(TC_ERR_INVALID, "worker %s serves a different model than the first worker", p->name);
     }
+    /* the device ModelInfo shows: the generation side's (the hit steps), not a
+     * context worker's own (--context-device) */
+    if (st == TC_OK && (!strcmp(ir->role, "generation") || !strcmp(ir->role, "both")))
+        snprintf(R->device, sizeof R->device, "%s", ir->device);
     R->n_params = ir->n_params;
     tconst__worker__v1__info_response__free_unpacked(ir, NULL);
     TC_CHECK(st);
@@ -1220,6 +1269,7 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
         int ms = o->max_sessions > 0 ? o->max_sessions : 1024;
         tc_sched_limits lim = {ms, 1, 0, 1, 0, R->n_pairs};
         st = tc_sched_new(&R->sched, &lim);
+        R->sched_cap = ms; /* grown when full (grow_sched_locked) */
     }
     if (st == TC_OK && pthread_create(&R->sup, NULL, supervisor_main, R) != 0)
         st = TC_FAIL(TC_ERR_INTERNAL, "cannot start the supervisor thread");

@@ -22,8 +22,9 @@ typedef struct {
 } tc_remote_opts;
 
 tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o);
-/* cb(ud, n) whenever the number of live worker pairs (live_pairs) changes:
- * from the supervisor thread, outside the client's locks */
+/* cb(ud, n) with the number of live worker pairs now (from the calling
+ * thread), then whenever it changes (from the supervisor thread); never
+ * under the client's main lock. cb NULL: no more calls once it returns. */
 void tc_worker_remote_on_live(tc_worker_client *w, void (*cb)(void *ud, int live_pairs), void *ud);
 /* Spawned workers' pids (-1 while down) and roles, for tests and logs. */
 int tc_worker_remote_pids(tc_worker_client *w, int *pids, const char **roles, int max);

@@ -146,6 +146,12 @@ tc_status tc_model_builtin_dir(char *dir, size_t n) {
     snprintf(tmpd, sizeof tmpd, "%s.tmp%d", dir, (int)getpid());
     TC_CHECK(tc_config_preset(&c, "tiny", TC_ARCH_TCONST));
     TC_CHECK(tc_model_init_random(&c, 1234, "f32", tmpd));
+    /* modes of our own, whatever the umask (000 would leave them writable
+     * by all, and builtin_trusted would then refuse them on every run) */
+    char f[4300];
+    snprintf(f, sizeof f, "%s/model.safetensors", tmpd), chmod(f, 0644);
+    snprintf(f, sizeof f, "%s/config.json", tmpd), chmod(f, 0644);
+    chmod(tmpd, 0755);
     if (rename(tmpd, dir) != 0 && stat(st, &sb) != 0)
         return TC_FAIL(TC_ERR_IO, "cannot create the built-in model at %s: %s", dir, strerror(errno));
     if (stat(tmpd, &sb) == 0) { /* another process won the rename: remove ours */

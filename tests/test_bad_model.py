@@ -180,10 +180,20 @@ ldir = os.path.join(tmp, "bt2")
 os.mkdir(ldir)
 os.symlink(bpath, os.path.join(ldir, f"tconst-builtin-tiny-v1-{os.getuid()}"))
 rc5, err5 = builtin(ldir)
+# made under umask 000: its own modes, so it is trusted on the next run too
+udir = os.path.join(tmp, "bt3")
+os.mkdir(udir)
+def umask0_info():
+    r = subprocess.run([TCONST, "info"], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, TMPDIR=udir), preexec_fn=lambda: os.umask(0))
+    return r.returncode, r.stderr.strip()
+rc6a, _ = umask0_info()
+rc6, err6 = umask0_info()
 bt = [(rc1 == 0 and rc2 == 0, "built-in model made, then reused", ""),
       (rc3 == 1 and "not trusted" in err3, "a world-writable built-in model directory is refused", err3),
       (rc4 == 1 and "not trusted" in err4, "a world-writable built-in model file is refused", err4),
-      (rc5 == 1 and "not a directory" in err5, "a symlink in the built-in model's place is refused", err5)]
+      (rc5 == 1 and "not a directory" in err5, "a symlink in the built-in model's place is refused", err5),
+      (rc6a == 0 and rc6 == 0, "a built-in model made under umask 000 is used again", err6)]
 for ok, what, detail in bt:
     print(("ok   " if ok else "FAIL ") + f"{what:52s} {detail[:160]}")
 

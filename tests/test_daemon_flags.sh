@@ -32,6 +32,7 @@ refuse '--listen: address "127.0.0.1:99999"' --listen 127.0.0.1:99999
 refuse "is not a number in 0..65535" --listen "127.0.0.1:+80"
 refuse "put an IPv6 address in brackets" --listen ::1:50051
 refuse "--http-listen: address" --http-listen 127.0.0.1:65536
+refuse "--http-listen: address \"unix:/tmp/x\"" --http-listen unix:/tmp/x
 refuse "--context-device 'gpu1': expected cpu or cuda:N" --context-device gpu1
 refuse "only spawned workers in --worker-mode split" --context-device cuda:1 --worker-mode both
 # the logging variables every binary reads: a bad value is named, not ignored

@@ -177,7 +177,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "tconst-worker: error: --device '%s': expected cpu or cuda:N\n", cfg.device);
         goto done;
     }
-    if (tc_listen_addr_check("--listen", cfg.listen) != TC_OK) {
+    if (tc_listen_addr_check("--listen", cfg.listen, 1) != TC_OK ||
+        tc_listen_addr_check("--data-listen", cfg.data_listen, 0) != TC_OK) { /* the data plane: HOST:PORT */
         fprintf(stderr, "tconst-worker: error: %s\n", tc_error_get());
         goto done;
     }

@@ -106,14 +106,22 @@ static tc_status wait_stream(nccl_tp *N, double deadline, const char *what, int 
     }
 }
 
+/* A receive copies out only after the wait: a copy to pageable host
+ * memory returns once it has completed, so one queued behind the posted
+ * receive would block this thread until a message came, deaf to
+ * `stopping` (and n_free, which joins it, with it). */
 static tc_status xfer(nccl_tp *N, void *host, size_t n, int send, double deadline, int *abort_it) {
     *abort_it = 0;
     TC_CHECK(reserve(N, n ? n : 1));
-    if (send) CUDACHK(cudaMemcpyAsync(N->dbuf, host, n, cudaMemcpyHostToDevice, N->stream));
-    if (send) NCCLCHK(ncclSend(N->dbuf, n, ncclUint8, 1 - N->rank, N->comm, N->stream));
-    else NCCLCHK(ncclRecv(N->dbuf, n, ncclUint8, 1 - N->rank, N->comm, N->stream));
-    if (!send) CUDACHK(cudaMemcpyAsync(host, N->dbuf, n, cudaMemcpyDeviceToHost, N->stream));
-    return wait_stream(N, deadline, send ? "send" : "receive", abort_it);
+    if (send) {
+        CUDACHK(cudaMemcpyAsync(N->dbuf, host, n, cudaMemcpyHostToDevice, N->stream));
+        NCCLCHK(ncclSend(N->dbuf, n, ncclUint8, 1 - N->rank, N->comm, N->stream));
+        return wait_stream(N, deadline, "send", abort_it);
+    }
+    NCCLCHK(ncclRecv(N->dbuf, n, ncclUint8, 1 - N->rank, N->comm, N->stream));
+    TC_CHECK(wait_stream(N, deadline, "receive", abort_it));
+    CUDACHK(cudaMemcpyAsync(host, N->dbuf, n, cudaMemcpyDeviceToHost, N->stream)); /* returns when copied */
+    return TC_OK;
 }
 
 static tc_status n_send(tc_transport *t, uint64_t sid, uint64_t seq, const void *buf, size_t len, double timeout_s) {
@@ -188,9 +196,11 @@ static void n_free(tc_transport *t) {
     if (!N) return;
     N->stopping = 1;
     /* the receiver sees stopping at its next poll and returns (its receive
-     * may stay posted): then the abort tears the posted operation down */
+     * may stay posted); an operation still posted -- that receive, or a
+     * send a stop interrupted -- is torn down by an abort (a destroy would
+     * wait for it) */
     if (N->rx_started) pthread_join(N->rx, NULL);
-    if (N->comm && N->rx_started) ncclCommAbort(N->comm);
+    if (N->comm && (N->rx_started || cudaStreamQuery(N->stream) != cudaSuccess)) ncclCommAbort(N->comm);
     else if (N->comm) ncclCommDestroy(N->comm);
     N->comm = NULL;
     tc_mailbox_free(N->mb);
