@@ -252,7 +252,10 @@ int main(int argc, char **argv) {
         tc_knobs_free(KNOBS, N_KNOBS, &cfg);
         return 0;
     }
-    if (tc_log_configure("tconstd", cfg.log_level, cfg.log_format) != 0) return 2;
+    if (tc_log_configure("tconstd", cfg.log_level, cfg.log_format) != 0) {
+        tc_knobs_free(KNOBS, N_KNOBS, &cfg);
+        return 2;
+    }
     /* addresses before anything loads: a bad port is a flag error (2),
      * not something found after the workers and the journal started */
     if (tc_listen_addr_check("--listen", cfg.listen, 1) != TC_OK ||
@@ -269,6 +272,7 @@ int main(int argc, char **argv) {
         struct stat sb;
         if (stat(cfg.data_dir, &sb) != 0 && mkdir(cfg.data_dir, 0755) != 0) {
             fprintf(stderr, "tconstd: error: --data-dir %s: %s\n", cfg.data_dir, strerror(errno));
+            tc_knobs_free(KNOBS, N_KNOBS, &cfg);
             return 2;
         }
     }
@@ -288,6 +292,7 @@ int main(int argc, char **argv) {
     if (pipe2(g_sig_pipe, O_CLOEXEC) != 0 || sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0 ||
         pthread_create(&sig_th, NULL, sig_main, &sigs) != 0) {
         fprintf(stderr, "tconstd: error: cannot start the signal thread\n");
+        tc_knobs_free(KNOBS, N_KNOBS, &cfg);
         return 1;
     }
     pthread_detach(sig_th);
