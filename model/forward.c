@@ -368,5 +368,14 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
      * win_len are overwritten by the next step) */
     if (want_head) TC_CHECK(head_fetch(m, B, out, &hb));
     for (int i = 0; i < B; i++) ss[i]->win_len += cnt[i];
+    /* a long prefill's buffers (the baseline's whole prompt: O(M d)) go
+     * back, as the sync's do; a hit step (M == B, perhaps a captured
+     * graph's buffers) never reaches the threshold */
+    if (!capture && (size_t)M * 3 * d > TC_WS_KEEP_FLOATS) {
+        tc_ws_release_above(m, TC_WS_X, TC_WS_KEEP_FLOATS);
+        tc_ws_release_above(m, TC_WS_QKV, TC_WS_KEEP_FLOATS);
+        tc_ws_release_above(m, TC_WS_A, TC_WS_KEEP_FLOATS);
+        tc_ws_release_above(m, TC_WS_IDS, TC_WS_KEEP_FLOATS);
+    }
     return TC_OK;
 }

@@ -63,10 +63,19 @@ void tc_sampler_free(tc_sampler *s) {
     s->scratch = NULL;
 }
 
+/* greedy in the backends' order (backend.h's tc_topk_key: -0 with +0, NaN
+ * below -inf, ties to the lower id), so every path picks the same token:
+ * `x[i] > x[best]` never moved off a NaN in x[0] */
 int32_t tc_argmax(const float *x, int n) {
     int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
+    uint32_t u;
+    memcpy(&u, &x[0], 4);
+    uint32_t kb = tc_topk_key(u);
+    for (int i = 1; i < n; i++) {
+        memcpy(&u, &x[i], 4);
+        const uint32_t k = tc_topk_key(u);
+        if (k > kb) best = i, kb = k;
+    }
     return best;
 }
 

@@ -8,6 +8,7 @@
  * row tiles, so no N x N, N x F or N x vocab tensor ever exists. */
 #include "forward.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #include "../common/log.h"
@@ -20,13 +21,14 @@ tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx) {
     TC_ASSERT(c->arch != TC_ARCH_TRANSFORMER, "sync on a transformer");
     TC_ASSERT(n_ctx >= 0 && n_ctx <= s->n_tokens && n_ctx % c->generate_window == 0, "sync: bad n_ctx %lld",
               (long long)n_ctx);
-    if (n_ctx > (int64_t)1 << 31) return TC_FAIL(TC_ERR_EXHAUSTED, "sync: %lld history tokens exceed 2^31", (long long)n_ctx);
+    /* int key counts in the attention (and k0 + its key tile) must not wrap */
+    if (n_ctx > (int64_t)INT32_MAX - 4096)
+        return TC_FAIL(TC_ERR_EXHAUSTED, "sync: %lld history tokens exceed the 2^31 - 4096 limit", (long long)n_ctx);
     const int64_t hs = n_ctx > Woh ? n_ctx - Woh : 0, Wz = n_ctx - hs;
 
     /* everything that can fail first (the TLin history's room, the
      * workspace), the session's fields after: a sync refused for memory
      * leaves the session as it was, still due */
-    if (c->arch == TC_ARCH_TLIN) TC_CHECK(tc_session_hist_reserve(s, n_ctx));
     float *C = NULL, *QKVC = NULL, *Z = NULL, *QKVZ = NULL, *AT = NULL, *LN = NULL, *H = NULL, *G = NULL;
     int32_t *ids = NULL;
     if (n_ctx > 0) {
@@ -40,6 +42,10 @@ tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx) {
         TC_CHECK(tc_ws_get(m, TC_WS_G, (size_t)tc_row_tile(m) * F, &G));
         TC_CHECK(tc_ws_get(m, TC_WS_IDS, (size_t)(n_ctx < 65536 ? n_ctx : 65536), (float **)&ids));
     }
+    /* last: growing the TLin history drops its rows (the sync recomputes
+     * them), so nothing may fail after it -- a refused workspace above
+     * left the history a step still reads intact */
+    if (c->arch == TC_ARCH_TLIN) TC_CHECK(tc_session_hist_reserve(s, n_ctx));
     s->win_len = 0;
     s->win_start = n_ctx;
     s->zip_len = Wz;

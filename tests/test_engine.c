@@ -590,10 +590,12 @@ static void run_probe(void) {
 /* ---- failure paths: an op that fails (memory refused, a device handing
  * back a bad token) leaves a session that later calls can use -- never an
  * abort, never stale state -- and that computes what a clean session does */
-static int g_fail_alloc; /* 1: refuse allocations over 4 KiB, 2: refuse all */
+static int g_fail_alloc; /* 1: refuse allocations over 4 KiB, 2: refuse all, 3: refuse the g_fail_nth-th */
+static int g_fail_nth, g_alloc_seen;
 static void *(*g_real_alloc)(tc_backend *, size_t);
 static void *failing_alloc(tc_backend *be, size_t n) {
     if (g_fail_alloc == 2 || (g_fail_alloc == 1 && n > 4096)) return NULL;
+    if (g_fail_alloc == 3 && ++g_alloc_seen == g_fail_nth) return NULL;
     return g_real_alloc(be, n);
 }
 static void bad_sample(tc_backend *be, int32_t *tokens, const float *x, int n, int V, const tc_draw *d) {
@@ -682,6 +684,40 @@ static void run_failures(tc_arch arch) {
     EXPECT(s->n_syncs == r->n_syncs, "%s: %lld syncs vs %lld", tc_arch_name(arch), (long long)s->n_syncs,
            (long long)r->n_syncs);
     tc_session_free(s), tc_session_free(r);
+    /* (d) the k-th allocation of a window-crossing append refused, for
+     * each k it reaches: the session must be left as it was, so its next
+     * append inside the old window computes what a clean twin computes
+     * (a TLin sync grew its history -- dropping the rows -- before its
+     * workspace was refused, and the next pass ran without them) */
+    int refused = 0;
+    int32_t tl[400]; /* longer than every history before: its sync's workspace must grow too */
+    for (int i = 0; i < 400; i++) tl[i] = (int32_t)((i * 11 + 5) % V);
+    for (int k = 1; k <= 16; k++) {
+        tc_session_new(m, &s), tc_session_new(m, &r);
+        EXPECT(tc_session_append(s, t, 7, NULL) == TC_OK && tc_session_append(r, t, 7, NULL) == TC_OK, "append 7");
+        g_fail_alloc = 3, g_fail_nth = k, g_alloc_seen = 0;
+        st = tc_session_append(s, tl, 300 + 10 * k, NULL); /* each k past the last: it allocates again */
+        g_fail_alloc = 0;
+        if (st == TC_OK) { /* past the append's allocations */
+            tc_session_free(s), tc_session_free(r);
+            break;
+        }
+        refused++;
+        EXPECT(s->n_tokens == 7, "%s: allocation %d refused: %lld tokens kept", tc_arch_name(arch), k,
+               (long long)s->n_tokens);
+        float la[64], lb[64];
+        EXPECT(V <= 64, "logit buffers");
+        EXPECT(tc_session_append(s, t + 7, 1, la) == TC_OK && tc_session_append(r, t + 7, 1, lb) == TC_OK,
+               "append 1 after the refusal: %s", tc_error_get());
+        md = 0.f;
+        for (int v = 0; v < V; v++) md = fmaxf(md, fabsf(la[v] - lb[v]));
+        EXPECT(md == 0.f, "%s: allocation %d of a window-crossing append refused: the next append differs from a "
+               "clean session by %g", tc_arch_name(arch), k, md);
+        tc_session_free(s), tc_session_free(r);
+    }
+    /* TLin grows its history here; the others' workspaces may already be large enough */
+    EXPECT(refused > 0 || arch != TC_ARCH_TLIN, "%s: no allocation of the window-crossing append was refused",
+           tc_arch_name(arch));
     m->be->alloc = g_real_alloc;
     tc_model_free(m);
     tc_backend_cpu_free(&be);

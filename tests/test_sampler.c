@@ -299,6 +299,23 @@ static void test_key(void) {
     EXPECT(bad == 0, "tc_topk_key differs from its definition on %d patterns", bad);
 }
 
+/* greedy picks in the backends' order whatever the row holds: a NaN first
+ * (the host's argmax never moved off it) or among the others, -0 with +0 */
+static void test_greedy_order(void) {
+    const float nan = nanf("");
+    const float rows[][5] = {{nan, 1, 3, 2, -1}, {1, nan, 3, nan, 3}, {-0.f, 0.f, -1, nan, -INFINITY},
+                             {nan, nan, nan, nan, nan}, {-INFINITY, nan, -INFINITY, -5, nan}};
+    int bad = 0;
+    for (size_t r = 0; r < sizeof rows / sizeof *rows; r++) {
+        int32_t id;
+        float v;
+        tc_topk_rows(&id, &v, rows[r], 1, 5, 1);
+        bad += tc_argmax(rows[r], 5) != id;
+    }
+    EXPECT(bad == 0, "tc_argmax differs from tc_topk_rows (k 1) on %d of 5 rows with NaN, -0 and -inf", bad);
+    EXPECT(tc_argmax(rows[0], 5) == 2, "argmax of {NaN, 1, 3, 2, -1} is %d, want 2", tc_argmax(rows[0], 5));
+}
+
 static void test_draw_exp(void) {
     int bad = 0, nonmono = 0, n = 0;
     uint64_t prev = 0;
@@ -446,6 +463,7 @@ static void test_sample_op(void) {
 
 int main(void) {
     test_key();
+    test_greedy_order();
     test_draw_exp();
     test_sample_op();
     test_topk_rows();
