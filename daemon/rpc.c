@@ -65,6 +65,11 @@ struct tc_rpc_server {
     grpc_metadata_array md;
     rpc_tag t_new, t_shutdown;
     atomic_int live_calls;
+    /* 1 for the owner until tc_rpc_server_stop, plus one per live call:
+     * a call a compute thread still holds after the stop (a worker's
+     * running Append) is destroyed later, and must find the server (and
+     * gRPC) still there; the last reference frees it */
+    atomic_int refs;
     pthread_mutex_t stop_mu;
     pthread_cond_t stop_cv;
     int shutdown_seen; /* the server's shutdown tag arrived: no call left */
@@ -94,7 +99,14 @@ static void maybe_release_locked(tc_call *c, int *release) {
                !c->status_inflight && atomic_load(&c->refs) == 0;
 }
 
+static void server_unref(tc_rpc_server *s) {
+    if (atomic_fetch_sub(&s->refs, 1) != 1) return;
+    free(s);
+    grpc_shutdown();
+}
+
 static void call_destroy(tc_call *c) {
+    tc_rpc_server *srv = c->srv;
     msg_node *n = c->q_head;
     while (n) {
         msg_node *x = n->next;
@@ -105,8 +117,9 @@ static void call_destroy(tc_call *c) {
     grpc_call_unref(c->call);
     free(c->finish_msg);
     pthread_mutex_destroy(&c->mu);
-    atomic_fetch_sub(&c->srv->live_calls, 1);
+    atomic_fetch_sub(&srv->live_calls, 1);
     free(c);
+    server_unref(srv);
 }
 
 static void start_recv_locked(tc_call *c) {
@@ -186,6 +199,7 @@ static void handle_new(tc_rpc_server *s, int ok) {
     c->t_status = (rpc_tag){TAG_STATUS, c};
     c->t_close = (rpc_tag){TAG_CLOSE, c};
     atomic_fetch_add(&s->live_calls, 1);
+    atomic_fetch_add(&s->refs, 1);
     grpc_call_details_destroy(&s->details);
     grpc_metadata_array_destroy(&s->md);
     if (!s->shutting_down) post_request(s); /* keep the catch-all posted */
@@ -304,17 +318,19 @@ tc_status tc_rpc_server_start(tc_rpc_server **out, const char *addr, int max_mes
     s->h = *h;
     s->ud = ud;
     atomic_init(&s->live_calls, 0);
+    atomic_init(&s->refs, 1);
     pthread_mutex_init(&s->stop_mu, NULL);
     pthread_cond_init(&s->stop_cv, NULL);
-    grpc_arg args[2];
+    /* the clients' keepalive pings (every 10 s, tc_rpc_client_open) are
+     * welcome during a long call with no data on the wire -- a minutes-long
+     * prefill -- instead of counted as abuse and answered with GOAWAY */
+    grpc_arg args[4];
     memset(args, 0, sizeof args);
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = max_message_bytes;
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
-    args[1].value.integer = 0;
-    grpc_channel_args ca = {2, args};
+    const char *keys[4] = {GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, GRPC_ARG_ALLOW_REUSEPORT,
+                           GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, GRPC_ARG_HTTP2_MAX_PING_STRIKES};
+    const int vals[4] = {max_message_bytes, 0, 5000, 0};
+    for (int i = 0; i < 4; i++) args[i].type = GRPC_ARG_INTEGER, args[i].key = (char *)keys[i], args[i].value.integer = vals[i];
+    grpc_channel_args ca = {4, args};
     s->server = grpc_server_create(&ca, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
@@ -344,14 +360,22 @@ tc_status tc_rpc_server_start(tc_rpc_server **out, const char *addr, int max_mes
 int tc_rpc_server_port(const tc_rpc_server *s) { return s->port; }
 
 /* waits up to secs for the shutdown tag; 1 when it came */
-static int wait_shutdown_tag(tc_rpc_server *s, double secs) {
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    double t = (double)dl.tv_sec + dl.tv_nsec * 1e-9 + (secs > 0 ? secs : 0);
-    dl.tv_sec = (time_t)t;
-    dl.tv_nsec = (long)((t - (double)dl.tv_sec) * 1e9);
+/* Waits for the shutdown tag at most secs; with until_idle, returns early
+ * (0) once no call is live: an idle client connection holds the tag back
+ * until the calls are cancelled, and none is left to finish its sends. */
+static int wait_shutdown_tag(tc_rpc_server *s, double secs, int until_idle) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    const double end = (double)now.tv_sec + now.tv_nsec * 1e-9 + (secs > 0 ? secs : 0);
     pthread_mutex_lock(&s->stop_mu);
-    while (!s->shutdown_seen && pthread_cond_timedwait(&s->stop_cv, &s->stop_mu, &dl) == 0) {
+    for (;;) {
+        if (s->shutdown_seen || (until_idle && atomic_load(&s->live_calls) == 0)) break;
+        clock_gettime(CLOCK_REALTIME, &now);
+        double t = (double)now.tv_sec + now.tv_nsec * 1e-9;
+        if (t >= end) break;
+        t = t + 0.05 < end ? t + 0.05 : end; /* a poll of live_calls every 50 ms */
+        struct timespec dl = {(time_t)t, (long)((t - (double)(time_t)t) * 1e9)};
+        pthread_cond_timedwait(&s->stop_cv, &s->stop_mu, &dl);
     }
     int seen = s->shutdown_seen;
     pthread_mutex_unlock(&s->stop_mu);
@@ -365,12 +389,13 @@ void tc_rpc_server_stop(tc_rpc_server *s, double grace_s) {
     /* no new calls; the running ones may still write what they queued
      * (a finished generation's last messages and status) for grace_s */
     grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
-    if (!wait_shutdown_tag(s, grace_s)) {
-        TC_LOG(TC_LOG_WARN, "rpc", "%d calls still open after %.1f s: cancelling them", atomic_load(&s->live_calls),
-               grace_s);
+    if (!wait_shutdown_tag(s, grace_s, 1)) {
+        if (atomic_load(&s->live_calls) > 0)
+            TC_LOG(TC_LOG_WARN, "rpc", "%d calls still open after %.1f s: cancelling them",
+                   atomic_load(&s->live_calls), grace_s);
         grpc_server_cancel_all_calls(s->server);
         /* the queue may only shut down once no call can start a batch */
-        if (!wait_shutdown_tag(s, 10.0)) TC_LOG(TC_LOG_WARN, "rpc", "calls still open at shutdown");
+        if (!wait_shutdown_tag(s, 10.0, 0)) TC_LOG(TC_LOG_WARN, "rpc", "calls still open at shutdown");
     }
     TC_LOG(TC_LOG_INFO, "rpc", "%d calls not yet released at shutdown", atomic_load(&s->live_calls));
     grpc_completion_queue *cq = s->cq;
@@ -380,8 +405,7 @@ void tc_rpc_server_stop(tc_rpc_server *s, double grace_s) {
     grpc_completion_queue_destroy(cq);
     pthread_mutex_destroy(&s->stop_mu);
     pthread_cond_destroy(&s->stop_cv);
-    free(s);
-    grpc_shutdown();
+    server_unref(s); /* freed now, or by the last call a compute thread still holds */
 }
 
 void tc_call_ref(tc_call *c) { atomic_fetch_add(&c->refs, 1); }
@@ -488,13 +512,18 @@ tc_status tc_rpc_client_open(tc_rpc_client **out, const char *addr) {
      * not after gRPC's default exponential reconnect backoff (up to 120 s).
      * Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: gRPC core takes it as the
      * minimum connect timeout, and 100 ms fails handshakes under load. */
-    grpc_arg arg[3];
+    /* Keepalive pings on a call in flight: a peer that stops answering
+     * (a frozen worker, a dead host) fails the call within ~15 s instead
+     * of holding it to its deadline (an hour for a compute call); the
+     * servers accept pings that often (tc_rpc_server_start) */
+    grpc_arg arg[6];
     memset(arg, 0, sizeof arg);
-    const char *keys[3] = {GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
-                           GRPC_ARG_MAX_RECONNECT_BACKOFF_MS};
-    int vals[3] = {256 << 20, 100, 1000};
-    for (int i = 0; i < 3; i++) arg[i].type = GRPC_ARG_INTEGER, arg[i].key = (char *)keys[i], arg[i].value.integer = vals[i];
-    grpc_channel_args ca = {3, arg};
+    const char *keys[6] = {GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+                           GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, GRPC_ARG_KEEPALIVE_TIME_MS, GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                           GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA};
+    int vals[6] = {256 << 20, 100, 1000, 10000, 5000, 0};
+    for (int i = 0; i < 6; i++) arg[i].type = GRPC_ARG_INTEGER, arg[i].key = (char *)keys[i], arg[i].value.integer = vals[i];
+    grpc_channel_args ca = {6, arg};
     c->ch = grpc_channel_create(addr, cr, &ca);
     grpc_channel_credentials_release(cr);
     c->cq = grpc_completion_queue_create_for_pluck(NULL);

@@ -36,6 +36,7 @@ typedef struct ctx {
     char request_id[TC_ID_MAX];
     char session_id[TC_ID_MAX]; /* streams: their session */
     int owns_session, half_closed, failed, rpc_done;
+    int recv_deferred; /* the next receive waits for the client to read (recv_or_defer) */
     /* a job's final status, held until the engine lets go of the job
      * (sk_done): by then its session is no longer busy, so a client may
      * use the session again as soon as its call has ended */
@@ -208,6 +209,20 @@ static void sk_failed(void *user, int code, const char *msg) {
     end_later(c, code, msg);
 }
 
+/* A client that sends without reading must not grow the server's send
+ * queue without bound (a reflection request or a Stream append each
+ * queue a reply): the next receive is posted while fewer than
+ * TC_RECV_AHEAD replies wait, else when on_sent sees the queue drained
+ * to half of that. Generations have their own bound (--stream-queue). */
+#define TC_RECV_AHEAD 32
+static void recv_or_defer(ctx *c) {
+    pthread_mutex_lock(&c->mu);
+    const int go = tc_call_pending(c->call) < TC_RECV_AHEAD;
+    c->recv_deferred = !go;
+    pthread_mutex_unlock(&c->mu);
+    if (go) tc_call_recv_next(c->call);
+}
+
 static void sk_done(void *user) {
     ctx *c = user;
     pthread_mutex_lock(&c->mu);
@@ -218,7 +233,7 @@ static void sk_done(void *user) {
     pthread_mutex_unlock(&c->mu);
     if (end) tc_call_finish(c->call, c->end_code, c->end_msg);
     else if (fin) tc_call_finish(c->call, TC_GRPC_OK, "");
-    else if (next) tc_call_recv_next(c->call);
+    else if (next) recv_or_defer(c);
     ctx_unref(c);
 }
 
@@ -834,7 +849,7 @@ static void h_reflect(ctx *c, const uint8_t *m, size_t len) {
     }
     send_msg(c->call, &r.base);
     grpc__reflection__v1alpha__server_reflection_request__free_unpacked(rq, NULL);
-    tc_call_recv_next(c->call);
+    recv_or_defer(c);
 }
 
 /* ---- rpc handlers ---- */
@@ -844,7 +859,10 @@ static void on_start(void *ud, tc_call *call, const char *method, const uint8_t 
     /* over before its first message (an oversized message, a client gone
      * at once): on_done has already run and found no context, so nothing
      * else would release the call */
-    if (!m && tc_call_is_done(call)) {
+    if (tc_call_is_done(call)) {
+        /* also with its first message: the close can be handled before
+         * the receive that carried it (a client that cancels at once), and
+         * a job started now would never be cancelled or released */
         tc_call_unref(call);
         return;
     }
@@ -864,6 +882,19 @@ static void on_start(void *ud, tc_call *call, const char *method, const uint8_t 
     size_t n = m ? len : 0;
     int is_stream = !strcmp(method, SVC "Stream");
     int is_reflect = !strcmp(method, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo");
+    static const char *const known[] = {"Generate", "GenerateInSession", "OpenSession", "Append", "Stream",
+                                        "GetSession", "CloseSession", "Abort", "Tokenize", "Detokenize",
+                                        "ModelInfo", "ServerInfo"};
+    int is_known = is_reflect || !strcmp(method, "/grpc.health.v1.Health/Check") ||
+                   !strcmp(method, "/grpc.health.v1.Health/Watch");
+    for (size_t i = 0; !is_known && i < sizeof known / sizeof *known; i++)
+        is_known = !strncmp(method, SVC, strlen(SVC)) && !strcmp(method + strlen(SVC), known[i]);
+    /* an unknown method is UNIMPLEMENTED whether or not a message came (a
+     * bidi client may wait for the server before it sends) */
+    if (!is_known) {
+        finishf(call, TC_GRPC_UNIMPLEMENTED, "unknown method %s", method);
+        return;
+    }
     if (!m && !is_stream && !is_reflect) {
         finishf(call, TC_GRPC_INVALID_ARGUMENT, "missing request message");
         return;
@@ -948,8 +979,15 @@ static void on_done(void *ud, tc_call *call, int cancelled) {
 }
 
 static void on_sent(void *ud, tc_call *call) {
-    (void)call;
     tc_service *s = ud;
+    ctx *c = tc_call_user(call);
+    if (c) { /* a receive deferred for a client that did not read: resumed once it has read half */
+        pthread_mutex_lock(&c->mu);
+        const int go = c->recv_deferred && !c->rpc_done && tc_call_pending(call) <= TC_RECV_AHEAD / 2;
+        if (go) c->recv_deferred = 0;
+        pthread_mutex_unlock(&c->mu);
+        if (go) tc_call_recv_next(call);
+    }
     if (s->e) tc_engine_wake(s->e);
 }
 
