@@ -141,6 +141,20 @@ static void start_recv_locked(tc_call *c) {
 /* Starts the next send or the status; caller holds c->mu. */
 static void pump_locked(tc_call *c) {
     if (c->send_inflight || c->status_inflight || c->status_done) return;
+    if (c->cancelled_flag) {
+        /* a cancelled call sends nothing more: what is queued is dropped
+         * here, not started batch by batch (each failing at once) -- a
+         * chain that could outlive the server's shutdown tag and start a
+         * batch on a completion queue already shut down (gRPC aborts) */
+        while (c->q_head) {
+            msg_node *x = c->q_head;
+            c->q_head = x->next;
+            free(x);
+        }
+        c->q_tail = NULL;
+        c->q_len = 0;
+        return;
+    }
     if (c->q_head) {
         msg_node *n = c->q_head;
         grpc_byte_buffer *bb = bytes_to_bb(n->data, n->len);

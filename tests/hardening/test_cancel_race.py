@@ -13,7 +13,10 @@ grow the server's memory.
 2. A reflection stream whose client grants the server no send window and
    sends 20,000 requests: the server stops receiving once replies wait
    (its send queue is bounded), so its resident memory stays within 8 MB
-   of what it was (unbounded, it grew ~16 MB per 10,000 in this window)."""
+   of what it was (unbounded, it grew ~16 MB per 10,000 in this window).
+   Not under ASan (make test-asan), whose quarantine keeps freed memory
+   resident."""
+import os
 import random
 import sys
 import threading
@@ -64,6 +67,11 @@ def body(d, ck):
         now = counts()
     ck.check(now == (0, 0), f"after 1,600 calls cancelled as they start: sessions, running requests = {now}")
 
+    if "ASAN_OPTIONS" in os.environ:
+        # the sanitizer build keeps freed memory in quarantine (every frame
+        # gRPC parses, read or not): resident size says nothing there
+        print("SKIPPED the resident-size check under ASan (its quarantine holds freed memory)", flush=True)
+        return
     before = rss_kb(d.p.pid)
     c = Conn(d.addr, window=0)  # the server may never send this stream a byte
     req = f_bytes(3, "tconst.proto")  # file_by_filename
