@@ -16,6 +16,7 @@ const char *tc_status_str(tc_status s) {
     case TC_ERR_UNSUPPORTED: return "unsupported";
     case TC_ERR_INTERNAL: return "internal error";
     case TC_ERR_EXHAUSTED: return "resource exhausted";
+    case TC_ERR_CANCELLED: return "cancelled";
     }
     return "unknown status";
 }
@@ -29,6 +30,16 @@ void tc_error_set(const char *fmt, ...) {
     for (char *p = tc_err_buf; *p; p++)
         if (*p == '\n' || *p == '\r') *p = ' ';
 }
+
+static _Thread_local tc_cancel_hook tc_cancel_cur;
+
+tc_cancel_hook tc_cancel_arm(tc_cancel_fn fn, void *ud) {
+    tc_cancel_hook prev = tc_cancel_cur;
+    tc_cancel_cur = (tc_cancel_hook){fn, ud};
+    return prev;
+}
+void tc_cancel_restore(tc_cancel_hook prev) { tc_cancel_cur = prev; }
+int tc_cancelled(void) { return tc_cancel_cur.fn && tc_cancel_cur.fn(tc_cancel_cur.ud); }
 
 const char *tc_error_get(void) { return tc_err_buf[0] ? tc_err_buf : NULL; }
 void tc_error_clear(void) { tc_err_buf[0] = 0; }

@@ -18,6 +18,7 @@ typedef enum {
     TC_ERR_UNSUPPORTED = 4,
     TC_ERR_INTERNAL = 5,  /* a bug or a poisoned device                 */
     TC_ERR_EXHAUSTED = 6, /* a configured limit was reached             */
+    TC_ERR_CANCELLED = 7, /* the caller gave up (tc_cancelled() below)  */
 } tc_status;
 
 const char *tc_status_str(tc_status s);
@@ -27,6 +28,21 @@ const char *tc_status_str(tc_status s);
 void tc_error_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *tc_error_get(void);
 void tc_error_clear(void);
+
+/* Cancellation of long computations (a prefill's sync, a baseline
+ * prompt): the thread that starts one arms a predicate, the computation
+ * asks tc_cancelled() between its tiles and layers and returns
+ * TC_ERR_CANCELLED once it says yes. Per thread, so a compute thread's
+ * predicate never stops another thread's work. tc_cancel_arm returns the
+ * previous one, for tc_cancel_restore. */
+typedef int (*tc_cancel_fn)(void *ud);
+typedef struct {
+    tc_cancel_fn fn;
+    void *ud;
+} tc_cancel_hook;
+tc_cancel_hook tc_cancel_arm(tc_cancel_fn fn, void *ud);
+void tc_cancel_restore(tc_cancel_hook prev);
+int tc_cancelled(void);
 
 /* Set the message and return the code: `return TC_FAIL(TC_ERR_INVALID, "..." )`. */
 #define TC_FAIL(code, ...) (tc_error_set(__VA_ARGS__), (code))

@@ -518,6 +518,21 @@ static void journal_refused(tc_engine *e, job *j) {
     start_failed(e, j, 13, m);
 }
 
+/* The predicate a prefill asks between its layers and tiles (armed around
+ * the append when the workers can stop one): the job was cancelled or
+ * aborted, or its deadline passed. */
+typedef struct {
+    tc_engine *e;
+    job *j;
+} job_ref;
+static int job_gone(void *ud) {
+    const job_ref *x = ud;
+    pthread_mutex_lock(&x->e->mu);
+    const int c = x->j->cancel;
+    pthread_mutex_unlock(&x->e->mu);
+    return c || x->e->sink.deadline_left(x->j->user) <= 0;
+}
+
 static void start_job(tc_engine *e, job *j) {
     dsess *s = j->s;
     j->t_start = tc_now_s();
@@ -571,8 +586,24 @@ static void start_job(tc_engine *e, job *j) {
         }
         int64_t syncs0 = s->st.syncs;
         double t0 = tc_now_s();
+        job_ref ref = {e, j};
+        tc_cancel_hook prev = tc_cancel_arm(e->wc->cancellable ? job_gone : NULL, &ref);
         tc_status st = e->wc->append(e->wc, s->ws, feed, n, s->logits);
+        tc_cancel_restore(prev);
         free(tmp);
+        if (st == TC_ERR_CANCELLED) { /* stopped part way: the history is as it was */
+            free(replay);
+            tc_metric_inc(TC_M_cancelled_prefills_total, 1);
+            pthread_mutex_lock(&e->mu);
+            if (!j->cancel) j->cancel = 1, j->cancel_code = 4; /* the predicate saw the deadline */
+            const int code = j->cancel_code;
+            pthread_mutex_unlock(&e->mu);
+            TC_LOG(TC_LOG_INFO, "engine", "request %s: prefill of %lld tokens stopped: %s", j->request_id,
+                   (long long)n, tc_error_get() ? tc_error_get() : "cancelled");
+            start_failed(e, j, code == 13 ? 1 : code,
+                         code == 4 ? "deadline exceeded" : code == 14 ? "server shutting down" : "cancelled");
+            return;
+        }
         if (st != TC_OK) {
             char msg[600];
             snprintf(msg, sizeof msg, "append failed: %s", tc_error_get() ? tc_error_get() : tc_status_str(st));

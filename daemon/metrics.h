@@ -25,6 +25,7 @@
     X(data_plane_bytes_total, "Bytes moved between workers on the data plane")                \
     X(steps_total, "Generation steps executed (one batched hit step each)")                   \
     X(cancelled_steps_total, "Steps whose result was dropped because the request was cancelled or past its deadline") \
+    X(cancelled_prefills_total, "Prefills stopped part way because the request was cancelled or past its deadline") \
     X(worker_restarts_total, "Worker processes restarted by tconstd after they exited or stopped answering") \
     X(worker_rebuilds_total, "Session copies rebuilt from the journaled history on a restarted worker")
 

@@ -565,8 +565,26 @@ static gpr_timespec deadline_in(double s) {
     return gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis((int64_t)(s * 1000), GPR_TIMESPAN));
 }
 
+static _Thread_local void (*t_wait_poll)(void *ud);
+static _Thread_local void *t_wait_poll_ud;
+void tc_rpc_client_wait_poll(void (*fn)(void *ud), void *ud) {
+    t_wait_poll = fn;
+    t_wait_poll_ud = ud;
+}
+
 static int pluck(tc_rpc_client *c, void *tag) {
-    grpc_event ev = grpc_completion_queue_pluck(c->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    grpc_event ev;
+    if (!t_wait_poll) ev = grpc_completion_queue_pluck(c->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    else
+        for (;;) { /* the thread's poll every 20 ms of waiting (off while it runs: it may call too) */
+            gpr_timespec d = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(20, GPR_TIMESPAN));
+            ev = grpc_completion_queue_pluck(c->cq, tag, d, NULL);
+            if (ev.type != GRPC_QUEUE_TIMEOUT) break;
+            void (*fn)(void *) = t_wait_poll;
+            t_wait_poll = NULL;
+            fn(t_wait_poll_ud);
+            t_wait_poll = fn;
+        }
     return ev.type == GRPC_OP_COMPLETE && ev.success;
 }
 

@@ -76,6 +76,11 @@ typedef struct {
     char message[512]; /* status details */
 } tc_rpc_result;
 
+/* While this thread waits on a client call, fn(ud) runs every 20 ms
+ * (NULL: none). It may make calls of its own on another client (they do
+ * not poll): the coordinator's cancel of a worker's running prefill. */
+void tc_rpc_client_wait_poll(void (*fn)(void *ud), void *ud);
+
 /* Unary call: *resp is malloc'd (NULL when no message). */
 tc_status tc_rpc_client_unary(tc_rpc_client *c, const char *method, const uint8_t *req, size_t len, uint8_t **resp,
                               size_t *rlen, double timeout_s, tc_rpc_result *res);

@@ -60,10 +60,11 @@ typedef struct wproc {
     double last_ok, next_restart, backoff, up_since;
     int restarts;
     /* one client per calling thread kind: 0 generation thread, 1 context
-     * thread, 2 supervisor, 3 any other thread; each used under its lock
-     * (a client runs one call at a time) */
-    tc_rpc_client *cli[4];
-    pthread_mutex_t cli_mu[4];
+     * thread, 2 supervisor, 3 any other thread, 4 Cancel (sent while a
+     * context thread's client waits on the call it stops); each used
+     * under its lock (a client runs one call at a time) */
+    tc_rpc_client *cli[5];
+    pthread_mutex_t cli_mu[5];
     struct wproc *peer;    /* context worker: its generation peer */
 } wproc;
 
@@ -159,6 +160,43 @@ static tc_status call(remote *R, wproc *p, int role, const char *method, const P
     free(out);
     if (!*resp) return TC_FAIL(TC_ERR_INTERNAL, "worker %s: %s: undecodable response", p->name, method + 25);
     return TC_OK;
+}
+
+/* A compute call the calling thread's request may give up on (its
+ * tc_cancelled predicate, armed by the engine around a prefill): while it
+ * waits, a yes sends the worker a Cancel naming the call's cancel_id, and
+ * the worker stops at its next layer or tile. The call then fails with
+ * TC_ERR_CANCELLED -- unless the worker had finished computing: then it
+ * completes as usual (its state may already be on the data plane, and
+ * the Import must follow). */
+typedef struct {
+    remote *R;
+    wproc *p;
+    uint64_t id;
+    int sent;
+} cancel_poll;
+static void poll_cancel(void *ud) {
+    cancel_poll *x = ud;
+    if (x->sent || !tc_cancelled()) return;
+    x->sent = 1;
+    Tconst__Worker__V1__CancelRequest rq = TCONST__WORKER__V1__CANCEL_REQUEST__INIT;
+    rq.cancel_id = x->id;
+    ProtobufCMessage *r;
+    if (call(x->R, x->p, 4, M("Cancel"), &rq.base, &tconst__worker__v1__cancel_response__descriptor, &r, 5.0) == TC_OK)
+        protobuf_c_message_free_unpacked(r, NULL);
+    else TC_LOG(TC_LOG_WARN, "workers", "%s: Cancel not delivered: %s", x->p->name, tc_error_get());
+}
+static _Atomic uint64_t g_cancel_ids;
+static tc_status call_cancellable(remote *R, wproc *p, const char *method, const ProtobufCMessage *req,
+                                  uint64_t cancel_id, const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp,
+                                  double timeout_s) {
+    cancel_poll x = {R, p, cancel_id, 0};
+    tc_rpc_client_wait_poll(poll_cancel, &x);
+    tc_status st = call(R, p, t_role, method, req, rd, resp, timeout_s);
+    tc_rpc_client_wait_poll(NULL, NULL);
+    if (st != TC_OK && x.sent)
+        return TC_FAIL(TC_ERR_CANCELLED, "worker %s: %s cancelled by its request", p->name, method + 25);
+    return st;
 }
 
 /* Host of a control address, for a data address bound to all interfaces. */
@@ -527,10 +565,11 @@ static tc_status append_via_ctx(remote *R, tc_wc_session *s, const int32_t *t, i
     rq.n_tokens = (size_t)n;
     rq.want_logits = logits != NULL;
     rq.send_seq = ++s->seq;
+    rq.cancel_id = ++g_cancel_ids;
     ProtobufCMessage *r;
     double t0 = tc_now_s();
-    tc_status st = call(R, pr->ctx, t_role, M("Append"), &rq.base, &tconst__worker__v1__append_response__descriptor,
-                        &r, R->o.compute_timeout_s);
+    tc_status st = call_cancellable(R, pr->ctx, M("Append"), &rq.base, rq.cancel_id,
+                                    &tconst__worker__v1__append_response__descriptor, &r, R->o.compute_timeout_s);
     if (st != TC_OK) {
         s->ctx_boot = 0; /* its copy is unknown now */
         if (opened) s->gen_boot = 0; /* and the new generation copy is empty */
@@ -565,9 +604,12 @@ static tc_status append_on_gen(remote *R, tc_wc_session *s, const int32_t *t, in
     rq.tokens = (int32_t *)t;
     rq.n_tokens = (size_t)n;
     rq.want_logits = logits != NULL;
+    /* a both-roles worker prefills here; in a split pair these are a few
+     * rows inside a window, not worth a rebuild of the copy */
+    if (is_both(R, s)) rq.cancel_id = ++g_cancel_ids;
     ProtobufCMessage *r;
-    tc_status st = call(R, g, t_role, M("Append"), &rq.base, &tconst__worker__v1__append_response__descriptor, &r,
-                        R->o.compute_timeout_s);
+    tc_status st = call_cancellable(R, g, M("Append"), &rq.base, rq.cancel_id,
+                                    &tconst__worker__v1__append_response__descriptor, &r, R->o.compute_timeout_s);
     if (st != TC_OK) {
         s->gen_boot = 0;
         return st;
@@ -1084,7 +1126,7 @@ static void r_free(tc_worker_client *w) {
                 protobuf_c_message_free_unpacked(r, NULL);
         }
         if (p->spawned && p->pid > 0) tc_child_stop(p->pid, 5.0);
-        for (int k = 0; k < 4; k++) tc_rpc_client_close(p->cli[k]), pthread_mutex_destroy(&p->cli_mu[k]);
+        for (int k = 0; k < 5; k++) tc_rpc_client_close(p->cli[k]), pthread_mutex_destroy(&p->cli_mu[k]);
         for (int k = 0; k < MAX_ARGS && p->argv[k]; k++) free(p->argv[k]);
         free(p);
     }
@@ -1109,7 +1151,7 @@ static wproc *new_proc(remote *R, const char *name, const char *role) {
     snprintf(p->name, sizeof p->name, "%s", name);
     snprintf(p->role, sizeof p->role, "%s", role);
     p->pid = -1;
-    for (int k = 0; k < 4; k++) pthread_mutex_init(&p->cli_mu[k], NULL);
+    for (int k = 0; k < 5; k++) pthread_mutex_init(&p->cli_mu[k], NULL);
     R->procs[R->n_procs++] = p;
     return p;
 }
@@ -1299,6 +1341,7 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
     w->truncate = r_truncate;
     w->stats = r_stats;
     w->bind_thread = r_bind;
+    w->cancellable = 1;
     w->abandon_waits = r_abandon;
     w->free = r_free;
     w->live_pairs = r_live_pairs;

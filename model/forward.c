@@ -284,6 +284,16 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
 
         for (int b = 0; b < c->n_block; b++) {
             for (int l = 0; l < depth; l++) {
+                /* a prefill (never a captured step) stops between layers
+                 * when its caller gave up: the windows are as they were
+                 * (win_len moves last), so the caller's roll back of the
+                 * history is the whole roll back */
+                if (!capture && tc_cancelled()) {
+                    if (AW != aw_stack) free(AW);
+                    if (AZ != az_stack) free(AZ);
+                    if (RK != rk_stack) free(RK);
+                    return TC_FAIL(TC_ERR_CANCELLED, "prefill of %lld rows cancelled", (long long)M);
+                }
                 int li = b * depth + l;
                 const tc_layer_weights *L = &m->layers[li];
                 /* per session (no device work yet): RoPE at its positions and

@@ -115,9 +115,12 @@ tc_status tc_session_sync(tc_session *s, int64_t n_ctx) {
     if (n_ctx < 0 || n_ctx > s->n_tokens || n_ctx % c->generate_window != 0)
         return TC_FAIL(TC_ERR_INVALID, "sync: n_ctx %lld must be a multiple of generate_window %d within 0..%lld",
                        (long long)n_ctx, c->generate_window, (long long)s->n_tokens);
-    TC_CHECK(tc_fwd_sync(s, n_ctx));
-    s->win_stale = n_ctx != s->n_tokens; /* rows [n_ctx, n_tokens) are not in the window */
-    return TC_OK;
+    tc_status st = tc_fwd_sync(s, n_ctx);
+    /* rows [n_ctx, n_tokens) are not in the window; a cancelled sync left
+     * none (win_start -1): the next append recomputes them */
+    if (st == TC_OK) s->win_stale = n_ctx != s->n_tokens;
+    else s->win_stale = s->win_start + s->win_len != s->n_tokens;
+    return st;
 }
 
 tc_status tc_session_append(tc_session *s, const int32_t *tokens, int64_t n, float *logits) {
@@ -134,8 +137,14 @@ tc_status tc_session_append(tc_session *s, const int32_t *tokens, int64_t n, flo
         /* window of the last token; one sync covers every boundary crossed */
         int64_t w1 = ((N1 - 1) / c->generate_window) * c->generate_window;
         if (w1 != s->win_start) {
-            tc_status st = tc_fwd_sync(s, w1); /* changes nothing when it fails */
-            if (st != TC_OK) { s->n_tokens = N0; return st; }
+            /* changes nothing when refused memory; cancelled half way it
+             * leaves the session stale (win_start -1), to sync again */
+            tc_status st = tc_fwd_sync(s, w1);
+            if (st != TC_OK) {
+                s->n_tokens = N0;
+                s->win_stale = s->win_start + s->win_len != s->n_tokens;
+                return st;
+            }
             start = w1, synced = 1; /* the sync cleared the window; w1 >= N0 unless stale */
         }
     }

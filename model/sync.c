@@ -13,6 +13,17 @@
 
 #include "../common/log.h"
 
+/* A sync whose caller gave up (tc_cancelled) between two of its layers or
+ * tiles: the zip (and TLin history) are half written, so the session is
+ * left stale -- a step refuses it and the next append syncs again from
+ * the raw history, as after a failed window pass. */
+static tc_status cancelled(tc_session *s, int64_t n_ctx) {
+    s->win_start = -1;
+    s->win_len = 0;
+    s->n_syncs--;
+    return TC_FAIL(TC_ERR_CANCELLED, "sync over %lld history tokens cancelled", (long long)n_ctx);
+}
+
 tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx) {
     tc_model *m = s->m;
     tc_backend *be = m->be;
@@ -62,6 +73,7 @@ tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx) {
     }
 
     for (int b = 0; b < c->n_block; b++) {
+        if (tc_cancelled()) return cancelled(s, n_ctx);
         const tc_layer_weights *Lc = &m->layers[b * depth];
         /* compress: (Qc, Kc, Vc) = proj(C) at positions 0.. */
         tc_fwd_proj(m, Lc, C, n_ctx, QKVC, 0, LN);
@@ -75,6 +87,7 @@ tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx) {
         be->attention(be, AT, d, QKVC + (size_t)hs * 3 * d, 3 * d, QKVC + d, 3 * d, QKVC + 2 * d, 3 * d, (int)Wz,
                       (int)n_ctx, c->n_head, c->head_dim, hs, 0, 0, 0.f);
         tc_fwd_post(m, Lc, Z, AT, Wz, LN, H, G);
+        if (tc_cancelled()) return cancelled(s, n_ctx);
         /* hidden layers, then the restore layer's K/V: the zip of each
          * layer's input Z is what the window attends to */
         for (int l = 1; l < depth; l++) {
@@ -95,6 +108,7 @@ tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx) {
         const float *zk = s->zip + ((size_t)b * (depth - 1) + (depth - 2)) * 2 * (size_t)Woh * d;
         const float *zv = zk + (size_t)Woh * d;
         for (int64_t r0 = 0; r0 < n_ctx; r0 += tc_row_tile(m)) {
+            if (tc_cancelled()) return cancelled(s, n_ctx);
             int t = (int)(n_ctx - r0 < tc_row_tile(m) ? n_ctx - r0 : tc_row_tile(m));
             be->attention(be, AT, d, QKVC + (size_t)r0 * 3 * d, 3 * d, zk, d, zv, d, t, (int)Wz, c->n_head,
                           c->head_dim, r0, hs, 0, 0.f);

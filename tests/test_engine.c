@@ -613,6 +613,11 @@ static float step_diff(tc_session *a, tc_session *b, int32_t t, int V, tc_status
     free(la), free(lb);
     return md;
 }
+static int g_cancel_at, g_cancel_seen; /* the g_cancel_at-th cancel point says yes */
+static int cancel_kth(void *ud) {
+    (void)ud;
+    return ++g_cancel_seen >= g_cancel_at;
+}
 static void run_failures(tc_arch arch) {
     char dir[256];
     snprintf(dir, sizeof dir, "%s/tc_test_engine_fail_%d_%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
@@ -718,10 +723,80 @@ static void run_failures(tc_arch arch) {
     /* TLin grows its history here; the others' workspaces may already be large enough */
     EXPECT(refused > 0 || arch != TC_ARCH_TLIN, "%s: no allocation of the window-crossing append was refused",
            tc_arch_name(arch));
+    /* (e) a long append cancelled at its k-th cancel point, for each k it
+     * reaches (the sync's blocks, layers and restore tiles, then the
+     * window pass's layers): refused with TC_ERR_CANCELLED and the history
+     * as it was; a step refuses a session left stale, a Sync job's sync
+     * recovers it, and the next append computes what a clean twin does */
+    int cut = 0;
+    for (int k = 1; k <= 64; k++) {
+        tc_session_new(m, &s), tc_session_new(m, &r);
+        EXPECT(tc_session_append(s, t, 7, NULL) == TC_OK, "append 7");
+        g_cancel_at = k, g_cancel_seen = 0;
+        tc_cancel_hook prev = tc_cancel_arm(cancel_kth, NULL);
+        st = tc_session_append(s, tl, 390, NULL);
+        tc_cancel_restore(prev);
+        if (st == TC_OK) {
+            EXPECT(g_cancel_seen < k, "%s: cancel point %d said yes and the append went on", tc_arch_name(arch), k);
+            tc_session_free(s), tc_session_free(r);
+            break;
+        }
+        cut++;
+        EXPECT(st == TC_ERR_CANCELLED && s->n_tokens == 7, "%s: cancelled at point %d: st %d (%s), %lld tokens kept",
+               tc_arch_name(arch), k, st, tc_error_get(), (long long)s->n_tokens);
+        if (s->win_stale) { /* a cancelled sync: no step until rebuilt */
+            EXPECT(arch != TC_ARCH_TRANSFORMER, "the transformer has no sync to leave stale");
+            EXPECT(tc_step_batch(&s, t + 7, 1, NULL) == TC_ERR_INVALID && s->n_tokens == 7,
+                   "%s: cancelled at %d: a step on the stale session is refused", tc_arch_name(arch), k);
+        }
+        /* a stale session recomputes its window rows as one batch: its
+         * twin appends the 8 tokens at once (the same shapes, so the
+         * same bits); otherwise the twin appends 7 then 1 */
+        float la[64], lb[64];
+        const int stale = s->win_stale;
+        EXPECT(tc_session_append(s, t + 7, 1, la) == TC_OK, "append 1 after the cancel: %s", tc_error_get());
+        EXPECT(stale ? tc_session_append(r, t, 8, lb) == TC_OK
+                     : tc_session_append(r, t, 7, NULL) == TC_OK && tc_session_append(r, t + 7, 1, lb) == TC_OK,
+               "twin");
+        md = 0.f;
+        for (int v = 0; v < V; v++) md = fmaxf(md, fabsf(la[v] - lb[v]));
+        EXPECT(md == 0.f, "%s: cancelled at point %d: the next append differs from a clean session by %g",
+               tc_arch_name(arch), k, md);
+        md = step_diff(s, r, t[9], V, &st);
+        EXPECT(st == TC_OK && md == 0.f, "%s: cancelled at %d: step %d, max |dlogit| %g vs a clean session",
+               tc_arch_name(arch), k, st, md);
+        tc_session_free(s), tc_session_free(r);
+    }
+    /* the sync's cancel points (2 blocks) and the window pass's layers at least */
+    EXPECT(cut >= (arch == TC_ARCH_TRANSFORMER ? c.n_block : 2 * c.n_block), "%s: only %d cancel points reached",
+           tc_arch_name(arch), cut);
+    /* a Sync job cancelled half way: still due, and a sync then rebuilds it */
+    if (arch != TC_ARCH_TRANSFORMER) {
+        tc_session_new(m, &s), tc_session_new(m, &r);
+        const int64_t W = c.generate_window, n = 60 * W;
+        int32_t *h = malloc((size_t)n * 4);
+        for (int64_t i = 0; i < n; i++) h[i] = (int32_t)((i * 13 + 1) % V);
+        EXPECT(tc_session_append(s, h, n - 1, NULL) == TC_OK && tc_session_append(r, h, n - 1, NULL) == TC_OK,
+               "append");
+        EXPECT(tc_session_extend(s, h + n - 1, 1) == TC_OK && tc_session_extend(r, h + n - 1, 1) == TC_OK, "extend");
+        g_cancel_at = 2, g_cancel_seen = 0;
+        tc_cancel_hook prev = tc_cancel_arm(cancel_kth, NULL);
+        st = tc_session_sync(s, n);
+        tc_cancel_restore(prev);
+        EXPECT(st == TC_ERR_CANCELLED && tc_session_sync_due(s), "%s: a cancelled Sync: st %d, due %d",
+               tc_arch_name(arch), st, tc_session_sync_due(s));
+        EXPECT(tc_session_sync(s, n) == TC_OK && tc_session_sync(r, n) == TC_OK, "the syncs again: %s",
+               tc_error_get());
+        md = step_diff(s, r, t[3], V, &st);
+        EXPECT(st == TC_OK && md == 0.f, "%s: after a cancelled Sync: step %d, max |dlogit| %g vs a clean session",
+               tc_arch_name(arch), st, md);
+        free(h);
+        tc_session_free(s), tc_session_free(r);
+    }
     m->be->alloc = g_real_alloc;
     tc_model_free(m);
     tc_backend_cpu_free(&be);
-    printf("failures %-12s refused memory in an append and a step, a bad drawn token: sessions recover exactly\n",
+    printf("failures %-12s refused memory in an append and a step, a bad drawn token, cancelled appends and syncs: sessions recover exactly\n",
            tc_arch_name(arch));
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

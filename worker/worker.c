@@ -71,7 +71,30 @@ struct tc_worker {
     int n_sess, cap_sess;
     tc_sampler smp; /* generation thread's scratch */
     atomic_int poisoned; /* the device failed: no result leaves this process */
+    uint64_t cancels[16]; /* the latest Cancel ids (a ring), mu held */
+    int n_cancels;
 };
+
+/* ---- cancellation of a running Append / Sync (the Cancel RPC) ---- */
+typedef struct {
+    tc_worker *w;
+    tc_call *c;
+    uint64_t id;
+} cancel_ctx;
+/* asked between a computation's layers and tiles (tc_cancelled): a Cancel
+ * named it, or its caller is gone (the call ended, its deadline passed) --
+ * a result nobody reads would only be shipped to a peer nobody tells to
+ * import it */
+static int job_cancelled(void *ud) {
+    const cancel_ctx *x = ud;
+    if (tc_call_is_done(x->c) || tc_call_deadline_left(x->c) <= 0) return 1;
+    if (!x->id) return 0;
+    int hit = 0;
+    pthread_mutex_lock(&x->w->mu);
+    for (int i = 0; i < 16 && !hit; i++) hit = x->w->cancels[i] == x->id;
+    pthread_mutex_unlock(&x->w->mu);
+    return hit;
+}
 
 /* ---- session table (mu held) ---- */
 static int sess_find(tc_worker *w, uint64_t sid) {
@@ -194,6 +217,7 @@ static int code_of(tc_status st) {
     return st == TC_ERR_INVALID ? TC_GRPC_INVALID_ARGUMENT
            : st == TC_ERR_NOMEM || st == TC_ERR_EXHAUSTED ? TC_GRPC_RESOURCE_EXHAUSTED
            : st == TC_ERR_IO ? TC_GRPC_ABORTED /* the data plane: retry, not a dead worker */
+           : st == TC_ERR_CANCELLED ? TC_GRPC_CANCELLED
                                 : TC_GRPC_INTERNAL;
 }
 /* An error reply from a compute thread also waits for the thread's device
@@ -296,7 +320,13 @@ static void do_append(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) 
             fail(c, TC_GRPC_RESOURCE_EXHAUSTED, "Append: out of memory", NULL);
             goto out;
         }
-        if ((st = tc_session_append(s, rq->tokens, (int64_t)rq->n_tokens, lg)) != TC_OK) {
+        cancel_ctx cx = {w, c, rq->cancel_id};
+        tc_cancel_hook prev = tc_cancel_arm(job_cancelled, &cx);
+        st = tc_session_append(s, rq->tokens, (int64_t)rq->n_tokens, lg);
+        tc_cancel_restore(prev);
+        if (st != TC_OK) {
+            if (st == TC_ERR_CANCELLED) TC_LOG(TC_LOG_INFO, "worker", "Append of session %llu cancelled: %s",
+                                               (unsigned long long)rq->sid, tc_error_get());
             fail_st(c, st, "Append");
             goto out;
         }
@@ -340,7 +370,13 @@ static void do_sync(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
         fail(c, TC_GRPC_INTERNAL, "Sync: injected fault (TC_FAULT_SYNC_ERRORS)%s", "");
         goto out;
     }
-    if ((st = tc_session_sync(s, s->n_tokens)) != TC_OK) {
+    cancel_ctx cx = {w, c, rq->cancel_id};
+    tc_cancel_hook prev = tc_cancel_arm(job_cancelled, &cx);
+    st = tc_session_sync(s, s->n_tokens);
+    tc_cancel_restore(prev);
+    if (st != TC_OK) {
+        if (st == TC_ERR_CANCELLED) TC_LOG(TC_LOG_INFO, "worker", "Sync of session %llu cancelled: %s",
+                                           (unsigned long long)rq->sid, tc_error_get());
         fail_st(c, st, "Sync");
         goto out;
     }
@@ -665,6 +701,22 @@ static void do_info(tc_worker *w, tc_call *c, int ping, const uint8_t *msg, size
     send_msg(w, c, &r.base);
 }
 
+/* RPC thread: records a Cancel; the Append or Sync carrying its id stops at
+ * its next layer or tile, queued or running. */
+static void do_cancel(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
+    Tconst__Worker__V1__CancelRequest *rq = tconst__worker__v1__cancel_request__unpack(NULL, len, msg);
+    if (!rq) return fail(c, TC_GRPC_INVALID_ARGUMENT, "CancelRequest: cannot decode the request", NULL);
+    const uint64_t id = rq->cancel_id;
+    tconst__worker__v1__cancel_request__free_unpacked(rq, NULL);
+    if (!id) return fail(c, TC_GRPC_INVALID_ARGUMENT, "Cancel: cancel_id must be nonzero%s", "");
+    pthread_mutex_lock(&w->mu);
+    w->cancels[w->n_cancels] = id;
+    w->n_cancels = (w->n_cancels + 1) % 16;
+    pthread_mutex_unlock(&w->mu);
+    Tconst__Worker__V1__CancelResponse r = TCONST__WORKER__V1__CANCEL_RESPONSE__INIT;
+    send_msg(w, c, &r.base);
+}
+
 /* Context thread: (re)points the data plane — the host transport's peer
  * address, or a new NCCL communicator (blocks until the peer joins with
  * the same id; the coordinator calls both workers at once). */
@@ -728,6 +780,11 @@ static void on_start(void *ud, tc_call *c, const char *method, const uint8_t *ms
     if (!msg) msg = (const uint8_t *)"", len = 0;
     if (!strcmp(m, "Info") || !strcmp(m, "Ping")) {
         do_info(w, c, m[0] == 'P', msg, len);
+        tc_call_unref(c);
+        return;
+    }
+    if (!strcmp(m, "Cancel")) { /* here: the computation it stops holds the compute thread */
+        do_cancel(w, c, msg, len);
         tc_call_unref(c);
         return;
     }
