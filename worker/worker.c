@@ -42,7 +42,8 @@ typedef struct wjob {
 typedef struct {
     uint64_t sid;
     tc_session *s;
-    int busy;   /* calls computing on it; Open/Close wait for 0 */
+    int busy;   /* calls computing on it (all on one thread); Open/Close wait for 0 */
+    pthread_t holder; /* the thread computing on it while busy */
     int orphan; /* its coordinator is gone: freed when no call computes on it */
 } wsess;
 
@@ -108,12 +109,30 @@ static int sess_find(tc_worker *w, uint64_t sid) {
 }
 /* A session for one call: marked busy until sess_put, so a re-Open or a
  * Close (say, a rebuild after the coordinator gave up on a stopped worker
- * whose queued call runs late) never frees it under a computing thread. */
-static tc_session *sess_get(tc_worker *w, uint64_t sid) {
+ * whose queued call runs late) never frees it under a computing thread.
+ * One thread at a time computes on a session: the other thread's call
+ * waits for it (wait 1: the context thread's Append, Sync, Import) or is
+ * refused (wait 0: a Step, which must not stall the batch; *busy set). The
+ * coordinator never sends both at once; a stale or hostile call could,
+ * and two threads in one session's window rows abort the process. A
+ * thread may hold a session twice (a batch naming it twice is refused by
+ * the model, with its own message). */
+static tc_session *sess_get(tc_worker *w, uint64_t sid, int wait, int *busy) {
+    const pthread_t self = pthread_self();
+    if (busy) *busy = 0;
     pthread_mutex_lock(&w->mu);
-    int i = sess_find(w, sid);
+    int i;
+    while ((i = sess_find(w, sid)) >= 0 && !w->sess[i].orphan && w->sess[i].busy &&
+           !pthread_equal(w->sess[i].holder, self)) {
+        if (!wait) {
+            if (busy) *busy = 1;
+            pthread_mutex_unlock(&w->mu);
+            return NULL;
+        }
+        pthread_cond_wait(&w->cv, &w->mu);
+    }
     tc_session *s = i >= 0 && !w->sess[i].orphan ? w->sess[i].s : NULL;
-    if (s) w->sess[i].busy++;
+    if (s) w->sess[i].busy++, w->sess[i].holder = self;
     pthread_mutex_unlock(&w->mu);
     return s;
 }
@@ -301,7 +320,7 @@ static void do_open_close(tc_worker *w, tc_call *c, const uint8_t *msg, size_t l
 static void do_append(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     Tconst__Worker__V1__AppendRequest *rq = tconst__worker__v1__append_request__unpack(NULL, len, msg);
     if (!rq) return fail(c, TC_GRPC_INVALID_ARGUMENT, "AppendRequest: cannot decode the request", NULL);
-    tc_session *s = sess_get(w, rq->sid);
+    tc_session *s = sess_get(w, rq->sid, 1, NULL);
     Tconst__Worker__V1__AppendResponse r = TCONST__WORKER__V1__APPEND_RESPONSE__INIT;
     Tconst__Worker__V1__SessionReply sr = TCONST__WORKER__V1__SESSION_REPLY__INIT;
     float *lg = NULL;
@@ -349,7 +368,7 @@ out:
 static void do_sync(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     Tconst__Worker__V1__SyncRequest *rq = tconst__worker__v1__sync_request__unpack(NULL, len, msg);
     if (!rq) return fail(c, TC_GRPC_INVALID_ARGUMENT, "SyncRequest: cannot decode the request", NULL);
-    tc_session *s = sess_get(w, rq->sid);
+    tc_session *s = sess_get(w, rq->sid, 1, NULL);
     Tconst__Worker__V1__SyncResponse r = TCONST__WORKER__V1__SYNC_RESPONSE__INIT;
     Tconst__Worker__V1__SessionReply sr = TCONST__WORKER__V1__SESSION_REPLY__INIT;
     tc_status st;
@@ -396,7 +415,7 @@ out:
 static void do_import(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     Tconst__Worker__V1__ImportRequest *rq = tconst__worker__v1__import_request__unpack(NULL, len, msg);
     if (!rq) return fail(c, TC_GRPC_INVALID_ARGUMENT, "ImportRequest: cannot decode the request", NULL);
-    tc_session *s = sess_get(w, rq->sid);
+    tc_session *s = sess_get(w, rq->sid, 1, NULL);
     Tconst__Worker__V1__SessionReply sr = TCONST__WORKER__V1__SESSION_REPLY__INIT;
     void *blob = NULL;
     size_t bl = 0;
@@ -503,11 +522,14 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
         fail(c, TC_GRPC_RESOURCE_EXHAUSTED, "Step: out of memory%s", "");
         goto out;
     }
-    for (int i = 0; i < B; i++)
-        if (!(ss[i] = sess_get(w, rq->sids[i]))) {
-            fail(c, TC_GRPC_NOT_FOUND, "Step: a session of the batch is not on this worker%s", "");
+    for (int i = 0; i < B; i++) {
+        int busy;
+        if (!(ss[i] = sess_get(w, rq->sids[i], 0, &busy))) {
+            if (busy) fail(c, TC_GRPC_ABORTED, "Step: a session of the batch is busy with another call%s", "");
+            else fail(c, TC_GRPC_NOT_FOUND, "Step: a session of the batch is not on this worker%s", "");
             goto out;
         }
+    }
     int nact = B;
     int64_t o = 0;
     for (int i = 0; i < B; i++) {
