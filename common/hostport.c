@@ -1,6 +1,10 @@
 /* hostport.c — see hostport.h */
 #include "hostport.h"
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,4 +55,20 @@ tc_status tc_listen_addr_check(const char *flag, const char *addr, int grpc_sche
         return TC_FAIL(TC_ERR_INVALID, "%s: %s", flag, msg);
     }
     return TC_OK;
+}
+
+int tc_unix_socket_live(const char *addr) {
+    if (strncmp(addr, "unix:", 5) != 0) return 0;
+    const char *path = addr + 5;
+    if (!strncmp(path, "//", 2)) path += 2; /* unix:///abs -> /abs */
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    if (!*path || strlen(path) >= sizeof sa.sun_path) return 0;
+    memcpy(sa.sun_path, path, strlen(path));
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    int live = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return live;
 }

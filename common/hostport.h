@@ -20,4 +20,10 @@ tc_status tc_hostport_split(const char *addr, char *host, size_t hcap, char *por
  * anything else must split; the error starts with the flag's name */
 tc_status tc_listen_addr_check(const char *flag, const char *addr, int grpc_schemes);
 
+/* 1 when addr is a gRPC unix-socket address ("unix:PATH", "unix:///PATH")
+ * on which a process accepts connections now: binding there would unlink
+ * that server's socket and take its clients (gRPC removes an existing
+ * file). 0 otherwise (no such file, a stale one, another scheme). */
+int tc_unix_socket_live(const char *addr);
+
 #endif

@@ -5,6 +5,7 @@
  * status went out (or it was cancelled), its close notification arrived,
  * no batch is in flight, and every reference is dropped. */
 #include "rpc.h"
+#include "../common/hostport.h"
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -326,6 +327,8 @@ static void *rpc_thread(void *arg) {
 
 tc_status tc_rpc_server_start(tc_rpc_server **out, const char *addr, int max_message_bytes,
                               const tc_rpc_handlers *h, void *ud) {
+    if (tc_unix_socket_live(addr)) /* gRPC would unlink it and steal that server's clients */
+        return TC_FAIL(TC_ERR_INVALID, "--listen %s: another process is serving on this socket", addr);
     grpc_init();
     tc_rpc_server *s = calloc(1, sizeof *s);
     if (!s) return TC_FAIL(TC_ERR_NOMEM, "out of memory");

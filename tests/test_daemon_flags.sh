@@ -75,3 +75,24 @@ kill -TERM $pid 2>/dev/null
 wait $pid
 grep -q " ready: " "$tmp/out" || fail "TCONST_CONFIG/TCONST_MAX_MESSAGE_BYTES: split daemon never ready: $(tail -3 "$tmp/err")"
 echo "ok   tconstd's TCONST_CONFIG and TCONST_MAX_MESSAGE_BYTES stay out of spawned workers"
+# a unix socket another process serves on is refused (gRPC would unlink it
+# and take that server's clients); a stale socket file is replaced
+sock=$tmp/api.sock
+"$D" --listen "unix:$sock" --http-listen 127.0.0.1:0 >"$tmp/a.out" 2>"$tmp/a.err" &
+apid=$!
+for _ in $(seq 600); do grep -q " ready: " "$tmp/a.out" && break; kill -0 $apid 2>/dev/null || break; sleep 0.1; done
+grep -q " ready: " "$tmp/a.out" || fail "the first daemon on unix:$sock never ready: $(tail -3 "$tmp/a.err")"
+refuse "another process is serving on this socket" --listen "unix:$sock"
+refuse "another process is serving on this socket" --listen "unix://$sock"
+kill -0 $apid 2>/dev/null || fail "the first daemon died when a second one tried its socket"
+kill -TERM $apid
+wait $apid
+/usr/bin/python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.close()' "$sock"
+[ -S "$sock" ] || fail "no stale socket file made"
+"$D" --listen "unix:$sock" --http-listen 127.0.0.1:0 >"$tmp/b.out" 2>"$tmp/b.err" &
+bpid=$!
+for _ in $(seq 600); do grep -q " ready: " "$tmp/b.out" && break; kill -0 $bpid 2>/dev/null || break; sleep 0.1; done
+kill -TERM $bpid 2>/dev/null
+wait $bpid
+grep -q " ready: " "$tmp/b.out" || fail "a stale socket file kept tconstd from listening: $(tail -3 "$tmp/b.err")"
+echo "ok   a live unix socket is refused, a stale one replaced"
