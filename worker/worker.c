@@ -466,8 +466,16 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     uint64_t *rng2 = NULL;   /* the RNGs after those draws [B, 4], kept once the step stands */
     int K = 0, dense = 0, draw = 0;
     tc_status st;
-    if (rq->n_tokens != rq->n_sids || (rq->n_samplers && rq->n_samplers != rq->n_sids) || B > 65536) {
+    if (rq->n_tokens != rq->n_sids || (rq->n_samplers && rq->n_samplers != rq->n_sids)) {
         fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: sids, tokens and samplers must have one entry per session%s", "");
+        goto out;
+    }
+    if (B > 65536) {
+        fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: a batch holds at most 65536 sessions%s", "");
+        goto out;
+    }
+    if (!(rq->max_seconds >= 0) || isinf(rq->max_seconds)) {
+        fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: max_seconds must be a finite number >= 0 (0: no limit)%s", "");
         goto out;
     }
     for (int i = 0; i < (int)rq->n_samplers; i++) {
@@ -475,6 +483,10 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
         tc_sampling_params p = {in->temperature, in->top_k, in->top_p, 0};
         if (in->n_rng != 4 || tc_sampling_validate(&p) != TC_OK) {
             fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: bad sampler: %s", in->n_rng != 4 ? "rng must be 4 words" : tc_error_get());
+            goto out;
+        }
+        if (!(in->rng[0] | in->rng[1] | in->rng[2] | in->rng[3])) { /* xoshiro's fixed point: zeros forever */
+            fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: bad sampler: rng must not be all zero%s", "");
             goto out;
         }
         if (in->max_steps < 0 || in->max_steps > 65536) {

@@ -15,8 +15,8 @@ Two threads hammer session 1 for a fixed number of calls each (Step with a
 multi-step sampler; Append of 37 tokens with a 3-token extend, every fifth
 call a re-Open), then the worker must still be alive, every call must have
 ended OK or with one of the refusals named below, and the session must
-still compute: a fresh Open + Append + Step answers OK. SIGTERM must end it
-with status 0."""
+still compute: a fresh Open + Append + Step answers OK. Two bad Step
+fields are refused on the way. SIGTERM must end it with status 0."""
 import re
 import signal
 import struct
@@ -96,6 +96,13 @@ def main():
         ck.check(set(res["step"]) <= ok_step, f"Steps end OK or refused ({res['step']})")
         ck.check(set(res["ctx"]) <= {"OK"}, f"Appends and Opens all succeed ({res['ctx']})")
         ck.check(sum(res["step"].values()) == CALLS and sum(res["ctx"].values()) == CALLS, "every call answered")
+        # bad Step fields named, not taken: max_seconds NaN (field 5, double)
+        # read as "no time left", an all-zero RNG state drew zeros forever
+        nan = bytes([5 << 3 | 1]) + struct.pack("<d", float("nan"))
+        ck.check(call("Step", step + nan) == "INVALID_ARGUMENT", "a Step with max_seconds NaN is refused")
+        zero = bytes([3 << 3 | 5]) + struct.pack("<f", 1.0) + f_bytes(4, bytes(32)) + f_int(5, 8)
+        ck.check(call("Step", f_ids(1, [1]) + f_ids(2, [4]) + f_bytes(3, zero)) == "INVALID_ARGUMENT",
+                 "a Step with an all-zero RNG state is refused")
         ck.check(call("Open", f_int(1, 2)) == "OK" and call("Append", f_int(1, 2) + f_ids(3, [3] * 5)) == "OK" and
                  call("Step", f_ids(1, [2]) + f_ids(2, [4]) + f_bytes(3, sampler())) == "OK",
                  "a fresh session computes afterwards")
