@@ -85,6 +85,20 @@ static size_t att_tile_smem(int hd) {
            sizeof(float);
 }
 
+/* The dynamic shared memory the tile kernel of class NC may use on device
+ * d, set by tc_cuda_attention_setup (att_tile_setup): [d][0..3] for NC 1,
+ * 2, 4, 8; -1: none fits. 0 (a device setup has not seen, or past 63):
+ * 48 KiB, what a launch may use without opting in. */
+static int g_att_tile_smem[64][4];
+static constexpr int att_tile_class(int NC) { return NC <= 1 ? 0 : NC <= 2 ? 1 : NC <= 4 ? 2 : 3; }
+/* whether the tile for head_dim hd (class NC) fits the current device */
+static int att_tile_fits(int NC, int hd) {
+    int d = 0, cap = 0;
+    if (cudaGetDevice(&d) == cudaSuccess && d >= 0 && d < 64) cap = g_att_tile_smem[d][att_tile_class(NC)];
+    if (cap == 0) cap = 48 * 1024;
+    return cap > 0 && att_tile_smem(hd) <= (size_t)cap;
+}
+
 // out [nq, *] (ldo); q [nq, *] (ldq); k, v [nk, *] (ldk, ldv); head h at columns h*hd
 // grid (ceil(nq / ATT_BQ), n_head, splits), block ATT_WARPS*32; NC = ceil(hd/32) rounded up to a power of 2.
 // Register-blocked: a warp owns ATT_ROWS query rows; per key tile, lane j
@@ -817,9 +831,18 @@ static cudaError_t att_launch(cudaStream_t st, float *out, int ldo, const float 
             else if (kt <= 6) MMA_GO(6);
             else MMA_GO(8);
 #undef MMA_GO
-        } else {
+        } else if (att_tile_fits(NC, hd)) {
             att_tile_kernel<NC><<<grid, ATT_WARPS * 32, att_tile_smem(hd), st>>>(
                 out, ldo, q, ldq, k, ldk, v, ldv, nq, nk, hd, qpos0, kpos0, causal, beta, scale, kchunk, pt);
+        } else {
+            /* the tile does not fit this device's shared memory (head_dim
+             * 256 on sm_86 / sm_89: 99 KiB a block, the tile 137 KiB): the
+             * row kernel, one block a query row (the same result up to
+             * summation order; slower), never split */
+            if (nq > 65535) return cudaErrorInvalidValue;
+            att_row_kernel<NC><<<dim3((unsigned)n_head, (unsigned)nq), ROW_WARPS * 32, att_row_smem(hd), st>>>(
+                out, ldo, q, ldq, k, ldk, v, ldv, nk, hd, qpos0, kpos0, causal, beta, scale);
+            return cudaGetLastError();
         }
         if (splits > 1)
             att_combine_kernel<<<dim3((unsigned)nq, (unsigned)n_head), 64, 0, st>>>(out, ldo, part, nq, hd, splits,
@@ -847,14 +870,46 @@ extern "C" cudaError_t tc_cuda_attention(cudaStream_t st, float *out, int ldo, c
                          splits, part);
 }
 
+/* The tile kernel's widest tile per class (att_tile_smem(32 NC)) is 40 KiB
+ * at head_dim 64, 72.5 KiB at 128, 137 KiB at 256: past the default 48 KiB
+ * a block, within the opt-in maximum of sm_80 (163 KiB) and sm_90 (227
+ * KiB), not of sm_86 / sm_89 (99 KiB). Each class is raised to what the
+ * device allows (its opt-in maximum less the kernel's static shared
+ * memory), capped at its widest tile; att_tile_fits then sends a head_dim
+ * whose tile is larger to the row kernel. */
+template <int NC> static cudaError_t att_tile_setup(int dev, int optin) {
+    cudaFuncAttributes fa;
+    cudaError_t e = cudaFuncGetAttributes(&fa, att_tile_kernel<NC>);
+    if (e != cudaSuccess) return e;
+    const long limit = NC >= 4 ? optin : 48 * 1024, cap = limit - (long)fa.sharedSizeBytes;
+    const long want = (long)att_tile_smem(32 * NC), v = want < cap ? want : cap;
+    if (v <= 0) { /* nothing fits: every head_dim of the class to the row kernel */
+        if (dev >= 0 && dev < 64) g_att_tile_smem[dev][att_tile_class(NC)] = -1;
+        return cudaSuccess;
+    }
+    if (NC >= 4 &&
+        (e = cudaFuncSetAttribute(att_tile_kernel<NC>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)v)) !=
+            cudaSuccess)
+        return e;
+    if (dev >= 0 && dev < 64) g_att_tile_smem[dev][att_tile_class(NC)] = (int)v;
+    return cudaSuccess;
+}
+
+extern "C" int tc_cuda_attention_tile_fits(int head_dim) {
+    if (head_dim <= 0 || head_dim > TC_CUDA_ATT_MAX_HD) return 0;
+    return att_tile_fits(head_dim <= 32 ? 1 : head_dim <= 64 ? 2 : head_dim <= 128 ? 4 : 8, head_dim);
+}
+
 extern "C" cudaError_t tc_cuda_attention_setup(int mma) {
-    /* the tile kernel at head_dim 256 needs ~80 KiB of shared memory */
     cudaError_t e;
     if ((e = tc_cuda_arch_bit(att_mma_kernel<5>, 8, 80, &g_att_mma_devs)) != cudaSuccess) return e;
     g_att_mma_want = mma != 0;
-    if ((e = cudaFuncSetAttribute(att_tile_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  (int)att_tile_smem(128))) != cudaSuccess)
+    int dev = 0, optin = 0;
+    if ((e = cudaGetDevice(&dev)) != cudaSuccess ||
+        (e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) != cudaSuccess)
         return e;
-    return cudaFuncSetAttribute(att_tile_kernel<8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)att_tile_smem(256));
+    if ((e = att_tile_setup<1>(dev, optin)) != cudaSuccess || (e = att_tile_setup<2>(dev, optin)) != cudaSuccess ||
+        (e = att_tile_setup<4>(dev, optin)) != cudaSuccess)
+        return e;
+    return att_tile_setup<8>(dev, optin);
 }

@@ -14,6 +14,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -39,8 +40,14 @@ typedef struct {
     cublasHandle_t blas;
     void *blas_ws;
     cudaGraphExec_t exec; /* the last captured step, updated in place */
-    void *xconv; /* 16-bit weights: activations rounded for the GEMM, TC_CUDA_CONV_ROWS x widest k */
+    void *xconv; /* 16-bit weights: activations rounded for the GEMM, TC_CUDA_CONV_ROWS x widest k (fewer rows
+                  * when the device was short of memory at load: the GEMM then goes in more chunks) */
     size_t xconv_elems;
+    size_t xconv_k; /* the widest k it was sized for */
+    /* held by a memory op (alloc, free, upload, download) from its check of
+     * the stream's capture status to its last call on the stream, and by
+     * capture_begin around cudaStreamBeginCapture (mem_stream) */
+    pthread_mutex_t mem_mu;
     struct tc_prof *prof; /* TC_CUDA_PROFILE=1: GPU time per op class (NULL: off) */
     unsigned long long *am_part; /* argmax over several blocks a row (tc_cuda_topk k = 1) */
     unsigned *am_count;
@@ -54,6 +61,7 @@ typedef struct {
      * node; a hash of the pass's launches; the graph kept while it matches */
     void *stage_h, *stage_d;
     size_t stage_cap, stage_used;
+    int stage_failed; /* the staging could not be allocated: not tried again, every step runs as called */
     int stage_overflow, direct_pass, next;
     uint64_t hash, probe_hash;
     size_t probe_used;
@@ -80,6 +88,10 @@ typedef struct {
     int sample; /* the sample op installed (TC_CUDA_SAMPLE / tc_backend_cuda_set_sample): off by default until
                  * gpu_backend_ops has checked sample.cu on a GPU (written without one, session 18) */
     tc_cuda_lane lane[TC_CUDA_LANES];
+    /* never captured: the memory ops of a thread whose lane another thread
+     * is capturing (mem_stream) */
+    cudaStream_t side;
+    atomic_long n_side; /* memory ops that went there (tc_backend_cuda_side_ops) */
     atomic_int poisoned; /* first failure latched: every later op is a no-op (read by any thread) */
     atomic_int claimed;    /* the thread that writes first_error (two lanes may fail at once) */
     char first_error[256]; /* its message, written once before poisoned is set */
@@ -96,9 +108,14 @@ typedef struct {
 
 static _Thread_local int t_lane; /* the calling thread's lane (tc_backend_cuda_bind_lane) */
 /* this thread is between capture_begin and capture_end: it must not
- * allocate, free or transfer (the rule is per thread -- thread-local
- * capture mode -- so another thread may, e.g. the worker's RPC thread
- * freeing a released session) */
+ * allocate, free or transfer. Thread-local capture mode only restricts the
+ * API calls of the capturing thread; it does not protect its stream: work
+ * any thread enqueues on a stream under capture joins the capture (a
+ * stream-ordered free there needs a graph allocation and fails, and the
+ * capture is invalidated). A thread bound to no lane -- the worker's RPC
+ * thread, freeing the sessions of a coordinator that left -- shares lane 0
+ * with the generation thread, which captures its hit steps there; so every
+ * memory op picks its stream with mem_stream, never a lane under capture. */
 static _Thread_local int t_capturing;
 /* what this thread's ops do between capture_begin and capture_end:
  * M_DIRECT launch; M_PROBE only hash the launches they would make (and
@@ -191,29 +208,62 @@ static int cuda_enter(tc_cuda_ctx *c) {
     return CU_OK(c, cudaSetDevice(c->device));
 }
 
+/* The stream of a memory op (alloc, free, upload, download) of the calling
+ * thread, with L->mem_mu held from before the call until the op's last call
+ * on that stream: the thread's lane L's stream, or the side stream while
+ * another thread captures L (this one is not capturing: the ops assert
+ * it). capture_begin takes mem_mu around cudaStreamBeginCapture, so L
+ * cannot enter capture between the check and the op's calls on it.
+ * On the side stream the op is not ordered after the work queued on L: a
+ * thread whose lane another thread captures has no work of its own there
+ * (the worker's RPC thread computes nothing), and what it frees is idle
+ * (a session's work is waited for before its busy count drops: the worker
+ * syncs its lane before every reply, then releases the session). */
+static cudaStream_t mem_stream(tc_cuda_ctx *c, tc_cuda_lane *L) {
+    pthread_mutex_lock(&L->mem_mu);
+    enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(L->stream, &cs) != cudaSuccess) {
+        (void)cudaGetLastError();
+        cs = cudaStreamCaptureStatusActive; /* unknown: the stream that is never captured */
+    }
+    if (cs == cudaStreamCaptureStatusNone) return L->stream;
+    atomic_fetch_add(&c->n_side, 1);
+    return c->side;
+}
+static void mem_done(tc_cuda_lane *L) { pthread_mutex_unlock(&L->mem_mu); }
+
 /* Device memory (weights, session state, workspaces) comes from the
  * device's stream-ordered pool when it has one: cudaMallocAsync /
- * cudaFreeAsync on the calling thread's lane, the pool keeping freed
- * memory for the next session (release threshold: never) -- unlike
+ * cudaFreeAsync on the calling thread's lane (mem_stream), the pool keeping
+ * freed memory for the next session (release threshold: never) -- unlike
  * cudaMalloc / cudaFree, which synchronize the whole device, so opening or
  * closing a session on the context thread would stall the generation
- * thread's hit steps. An allocation is waited for on its lane before it is
- * returned, so any lane may use it at once. */
+ * thread's hit steps. An allocation is waited for on its stream before it
+ * is returned, so any lane may use it at once. */
 static void *cuda_alloc(tc_backend *be, size_t bytes) {
     tc_cuda_ctx *c = ctx_of(be);
     TC_ASSERT(!t_capturing, "cuda: alloc inside a captured step");
     if (!cuda_enter(c)) return NULL;
     void *p = NULL;
     const size_t n = bytes ? bytes : 256; /* a NULL result reads as out of memory in model/ */
-    cudaStream_t st = lane_of(c)->stream;
+    tc_cuda_lane *L = lane_of(c);
+    cudaStream_t st = mem_stream(c, L);
     cudaError_t e = c->pooled ? cudaMallocAsync(&p, n, st) : cudaMalloc(&p, n);
-    if (e == cudaSuccess && c->pooled) e = cudaStreamSynchronize(st);
     if (e != cudaSuccess) {
+        mem_done(L);
         (void)cudaGetLastError(); /* out of memory is not sticky: clear it */
         TC_LOG(TC_LOG_WARN, "cuda", "allocation of %zu bytes failed on device %d: %s", bytes, c->device,
                cudaGetErrorString(e));
         return NULL;
     }
+    /* the wait can only fail on a device error (a fault of earlier work on
+     * the stream): latched, and the buffer given back */
+    if (c->pooled && !CU_OK(c, cudaStreamSynchronize(st))) {
+        (void)cudaFreeAsync(p, st);
+        mem_done(L);
+        return NULL;
+    }
+    mem_done(L);
     return p;
 }
 static void cuda_free(tc_backend *be, void *p) {
@@ -222,10 +272,18 @@ static void cuda_free(tc_backend *be, void *p) {
     TC_ASSERT(!t_capturing, "cuda: free inside a captured step");
     /* freeing is still attempted on a poisoned device: it may succeed and
      * there is nothing better to do with the memory. Stream-ordered: after
-     * the lane's queued work; the caller has no work of another lane on it
-     * (a session is handed over only after a lane sync) */
+     * the lane's queued work (mem_stream: never on a lane another thread is
+     * capturing); the caller has no work of another lane on it (a session
+     * is handed over only after a lane sync) */
     (void)cudaSetDevice(c->device);
-    cudaError_t e = c->pooled ? cudaFreeAsync(p, lane_of(c)->stream) : cudaFree(p);
+    tc_cuda_lane *L = lane_of(c);
+    cudaError_t e;
+    if (c->pooled) {
+        e = cudaFreeAsync(p, mem_stream(c, L));
+        mem_done(L);
+    } else {
+        e = cudaFree(p);
+    }
     if (e != cudaSuccess) (void)cudaGetLastError();
 }
 
@@ -236,17 +294,24 @@ static void cuda_upload(tc_backend *be, void *dst, const void *src, size_t bytes
     tc_cuda_ctx *c = ctx_of(be);
     TC_ASSERT(!t_capturing, "cuda: upload inside a captured step");
     if (!bytes || !cuda_enter(c)) return;
-    if (!CU_OK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, lane_of(c)->stream))) return;
-    (void)CU_OK(c, cudaStreamSynchronize(lane_of(c)->stream));
+    tc_cuda_lane *L = lane_of(c);
+    cudaStream_t st = mem_stream(c, L);
+    if (CU_OK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, st))) (void)CU_OK(c, cudaStreamSynchronize(st));
+    mem_done(L);
 }
 
 static void cuda_download(tc_backend *be, void *dst, const void *src, size_t bytes) {
     tc_cuda_ctx *c = ctx_of(be);
     TC_ASSERT(!t_capturing, "cuda: download inside a captured step");
     if (!bytes) return;
-    if (cuda_enter(c) && CU_OK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, lane_of(c)->stream)) &&
-        CU_OK(c, cudaStreamSynchronize(lane_of(c)->stream)))
-        return;
+    if (cuda_enter(c)) {
+        tc_cuda_lane *L = lane_of(c);
+        cudaStream_t st = mem_stream(c, L);
+        const int ok = CU_OK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, st)) &&
+                       CU_OK(c, cudaStreamSynchronize(st));
+        mem_done(L);
+        if (ok) return;
+    }
     memset(dst, 0xff, bytes); /* NaN: never hand back stale numbers */
 }
 
@@ -296,7 +361,12 @@ static void cuda_linear(tc_backend *be, float *y, int ldy, const float *x, int l
         return;
     }
     /* 16-bit weights, more rows: the tensor cores, activations rounded */
-    TC_ASSERT(L->xconv_elems >= (size_t)k, "cuda linear: k %d wider than any weight uploaded", k);
+    if (L->xconv_elems < (size_t)k) { /* no weight that wide uploaded, or no device memory for it at load */
+        char why[96];
+        snprintf(why, sizeof why, "no buffer for %d-wide 16-bit activations (out of device memory at load)", k);
+        cuda_fail(c, "linear", why, __FILE__, __LINE__);
+        return;
+    }
     const cudaDataType_t dt = be->wtype == TC_WT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
     const int chunk = (int)(L->xconv_elems / (size_t)k);
     for (int r0 = 0; r0 < n; r0 += chunk) {
@@ -311,27 +381,55 @@ static void cuda_linear(tc_backend *be, float *y, int ldy, const float *x, int l
 
 /* a weight matrix in the backend's 16-bit format: rounded to nearest even
  * on the host, copied synchronously; each lane's activation buffer grows
- * to the widest k here, at load, never on the step path */
+ * to the widest k here, at load, never on the step path. Out of memory
+ * poisons nothing (backend.h's upload_weight returns nothing, and the
+ * loader reports out of memory from alloc): without a host buffer for the
+ * whole matrix it is rounded and copied a slice at a time; without device
+ * memory for TC_CUDA_CONV_ROWS rows of activations the buffer holds fewer
+ * (the GEMM goes in more chunks), and with none at all a GEMM of this
+ * width latches a clear error when it runs (cuda_linear). */
 static void cuda_upload_weight(tc_backend *be, void *dst, const float *src, size_t rows, size_t cols) {
     tc_cuda_ctx *c = ctx_of(be);
     const size_t n = rows * cols;
     if (!n || !cuda_enter(c)) return;
+    const int bf = be->wtype == TC_WT_BF16;
+    uint16_t slice[4096];
     uint16_t *h = malloc(n * 2);
-    if (!h) {
-        cuda_fail(c, "upload_weight", "out of host memory", __FILE__, __LINE__);
-        return;
+    const size_t step = h ? n : sizeof slice / sizeof *slice;
+    for (size_t i0 = 0; i0 < n && !atomic_load(&c->poisoned); i0 += step) {
+        const size_t m = n - i0 < step ? n - i0 : step;
+        uint16_t *b = h ? h : slice;
+        for (size_t i = 0; i < m; i++) b[i] = bf ? tc_f32_to_bf16(src[i0 + i]) : tc_f32_to_f16(src[i0 + i]);
+        cuda_upload(be, (uint16_t *)dst + i0, b, m * 2);
     }
-    for (size_t i = 0; i < n; i++) h[i] = be->wtype == TC_WT_BF16 ? tc_f32_to_bf16(src[i]) : tc_f32_to_f16(src[i]);
-    cuda_upload(be, dst, h, n * 2);
     free(h);
     for (int l = 0; l < TC_CUDA_LANES; l++) {
         tc_cuda_lane *L = &c->lane[l];
-        const size_t want = (size_t)TC_CUDA_CONV_ROWS * cols;
-        if (L->xconv_elems >= want) continue;
+        if (L->xconv_k >= cols) continue;
         void *p = NULL;
-        if (!CU_OK(c, cudaMalloc(&p, want * 2))) return;
+        size_t conv_rows = TC_CUDA_CONV_ROWS;
+        for (;;) {
+            const cudaError_t e = cudaMalloc(&p, conv_rows * cols * 2);
+            if (e == cudaSuccess) break;
+            p = NULL;
+            if (e != cudaErrorMemoryAllocation) { /* not a shortage: a device error */
+                (void)CU_OK(c, e);
+                return;
+            }
+            (void)cudaGetLastError(); /* out of memory is not sticky: clear it */
+            if (conv_rows == 1) break;
+            conv_rows /= 2;
+        }
+        if (!p) {
+            TC_LOG(TC_LOG_WARN, "cuda", "device %d: no memory for lane %d's 16-bit activations (k %zu): a GEMM of "
+                   "more than %d rows at that width will fail", c->device, l, cols, TC_CUDA_SKINNY_MAX);
+            continue;
+        }
+        if (conv_rows < TC_CUDA_CONV_ROWS)
+            TC_LOG(TC_LOG_WARN, "cuda", "device %d: lane %d's 16-bit activations in %zu rows, not %d (out of "
+                   "memory): larger GEMMs go in chunks", c->device, l, conv_rows, TC_CUDA_CONV_ROWS);
         if (L->xconv) (void)cudaFree(L->xconv);
-        L->xconv = p, L->xconv_elems = want;
+        L->xconv = p, L->xconv_elems = conv_rows * cols, L->xconv_k = cols;
     }
 }
 
@@ -615,29 +713,46 @@ static void cuda_sample(tc_backend *be, int32_t *tokens, const float *x, int n, 
  * model's own bookkeeping plus one launch. Otherwise capture_end says 0,
  * and the second pass captures the step (the staging copy first, then the
  * kernels reading their items from device memory), keeps the graph under
- * this hash and launches it. Thread-local capture mode: the other lane's
- * thread may allocate or synchronize meanwhile. */
+ * this hash and launches it. Thread-local capture mode: another thread may
+ * allocate or synchronize meanwhile (the mode restricts only the capturing
+ * thread's calls); what it enqueues goes on a stream no one is capturing
+ * (mem_stream), for anything enqueued on this lane's stream now would join
+ * the capture. */
+/* cudaStreamBeginCapture on the lane's stream, mem_mu held: a memory op of
+ * another thread (mem_stream) is enqueued either before the capture begins
+ * or, seeing it, on the side stream */
+static cudaError_t begin_capture(tc_cuda_lane *L) {
+    pthread_mutex_lock(&L->mem_mu);
+    cudaError_t e = cudaStreamBeginCapture(L->stream, cudaStreamCaptureModeThreadLocal);
+    pthread_mutex_unlock(&L->mem_mu);
+    return e;
+}
 static void cuda_capture_begin(tc_backend *be) {
     tc_cuda_ctx *c = ctx_of(be);
     tc_cuda_lane *L = lane_of(c);
     TC_ASSERT(!t_capturing, "cuda: capture_begin inside a capture");
     if (!c->graphs || !cuda_enter(c)) return;
     if (c->graphs == 1) {
-        if (CU_OK(c, cudaStreamBeginCapture(L->stream, cudaStreamCaptureModeThreadLocal))) {
+        if (CU_OK(c, begin_capture(L))) {
             t_capturing = 1;
             t_mode = M_LEGACY;
         }
         return;
     }
-    if (!L->stage_h) { /* once per lane, before any capture */
+    if (!L->stage_h && !L->stage_failed) { /* once per lane, before any capture */
         void *h = NULL, *d = NULL;
         if (cudaHostAlloc(&h, TC_CUDA_STAGE_BYTES, cudaHostAllocDefault) == cudaSuccess &&
             cudaMalloc(&d, TC_CUDA_STAGE_BYTES) == cudaSuccess) {
             L->stage_h = h, L->stage_d = d, L->stage_cap = TC_CUDA_STAGE_BYTES;
         } else {
-            (void)cudaGetLastError(); /* no staging: every step runs as called */
+            /* no staging: every step runs as called, and the allocations
+             * (the device one synchronizes the device) are not retried */
+            (void)cudaGetLastError();
             if (h) (void)cudaFreeHost(h);
             L->stage_cap = 0;
+            L->stage_failed = 1;
+            TC_LOG(TC_LOG_WARN, "cuda", "device %d: no memory for the replay staging (%zu bytes): hit steps run "
+                   "without graphs on this lane", c->device, TC_CUDA_STAGE_BYTES);
         }
     }
     L->hash = 1469598103934665603ull; /* FNV offset basis */
@@ -653,7 +768,7 @@ static void cuda_capture_begin(tc_backend *be) {
         return;
     }
     if (L->next == M_CAPTURE) {
-        if (!CU_OK(c, cudaStreamBeginCapture(L->stream, cudaStreamCaptureModeThreadLocal))) return;
+        if (!CU_OK(c, begin_capture(L))) return;
         /* the graph's first node: this step's items, staged by the ops below */
         if (L->probe_used &&
             !CU_OK(c, cudaMemcpyAsync(L->stage_d, L->stage_h, L->probe_used, cudaMemcpyHostToDevice, L->stream))) {
@@ -1021,10 +1136,12 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     tc_cuda_ctx *c = calloc(1, sizeof *c);
     if (!c) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
     c->device = device;
+    for (int l = 0; l < TC_CUDA_LANES; l++) pthread_mutex_init(&c->lane[l].mem_mu, NULL);
     be->ctx = c;
 #define INIT_CU(call) do { if (!CU_OK(c, call)) { st = TC_ERR_INTERNAL; goto fail; } } while (0)
 #define INIT_BLAS(call) do { if (!BLAS_OK(c, call)) { st = TC_ERR_INTERNAL; goto fail; } } while (0)
     INIT_CU(cudaSetDevice(device));
+    INIT_CU(cudaStreamCreateWithFlags(&c->side, cudaStreamNonBlocking));
     for (int l = 0; l < TC_CUDA_LANES; l++) {
         tc_cuda_lane *L = &c->lane[l];
         INIT_CU(cudaStreamCreateWithFlags(&L->stream, cudaStreamNonBlocking));
@@ -1046,6 +1163,12 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
         INIT_BLAS(cublasSetMathMode(L->blas, CUBLAS_DEFAULT_MATH));
     }
     INIT_CU(tc_cuda_attention_setup(att_mma));
+    if (!tc_cuda_attention_tile_fits(TC_CUDA_ATT_MAX_HD)) {
+        int hd = TC_CUDA_ATT_MAX_HD;
+        while (hd > 0 && !tc_cuda_attention_tile_fits(hd)) hd--;
+        TC_LOG(TC_LOG_INFO, "cuda", "device %d: the attention tile kernel's shared memory takes head_dim <= %d; "
+               "prefills and syncs of wider heads run the row kernel (slower)", device, hd);
+    }
     INIT_CU(tc_cuda_pdl_setup(pdl));
     TC_ASSERT(tc_cuda_linear_set_warps(skinny_warps) == 0, "skinny warps %d", skinny_warps);
     {
@@ -1144,9 +1267,14 @@ void tc_backend_cuda_free(tc_backend *be) {
             if (L->blas) (void)cublasDestroy(L->blas);
             if (L->blas_ws) (void)cudaFree(L->blas_ws);
             if (L->stream) (void)cudaStreamDestroy(L->stream);
+            pthread_mutex_destroy(&L->mem_mu);
             if (L->n_launch)
                 TC_LOG(TC_LOG_DEBUG, "cuda", "lane %d: %ld graph launches, %ld instantiations", l, L->n_launch,
                        L->n_instantiate);
+        }
+        if (c->side) {
+            (void)cudaStreamSynchronize(c->side);
+            (void)cudaStreamDestroy(c->side);
         }
         (void)cudaGetLastError();
         free(c);
@@ -1192,20 +1320,26 @@ void tc_backend_cuda_set_fuse(tc_backend *be, int mode) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!c) return;
     c->fuse = mode == 1 || mode == 2 ? mode : 0;
-    be->linear_pre = c->fuse ? cuda_linear_pre : NULL;
-    be->qkv_rope = c->fuse ? cuda_qkv_rope : NULL;
+    const int prof = c->lane[0].prof != NULL; /* TC_CUDA_PROFILE: the timed wrappers, as prof_install */
+    be->linear_pre = !c->fuse ? NULL : prof ? cuda_linear_pre_prof : cuda_linear_pre;
+    be->qkv_rope = !c->fuse ? NULL : prof ? cuda_qkv_rope_prof : cuda_qkv_rope;
 }
 
 void tc_backend_cuda_set_sample(tc_backend *be, int on) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!c) return;
     c->sample = on != 0;
-    be->sample = c->sample ? cuda_sample : NULL;
+    be->sample = !c->sample ? NULL : c->lane[0].prof ? cuda_sample_prof : cuda_sample;
 }
 
 void tc_backend_cuda_set_pairs(tc_backend *be, int on) {
     tc_cuda_ctx *c = ctx_of(be);
     if (c) c->pairs = on == 2 ? 2 : on != 0;
+}
+
+long tc_backend_cuda_side_ops(tc_backend *be) {
+    tc_cuda_ctx *c = ctx_of(be);
+    return c ? atomic_load(&c->n_side) : 0;
 }
 
 void tc_backend_cuda_graph_stats(tc_backend *be, long *launches, long *instantiations) {

@@ -64,6 +64,13 @@ void *tc_backend_cuda_stream(tc_backend *be);
  * 1 for the context thread. Per thread, for every CUDA backend. */
 #define TC_CUDA_LANES 2
 void tc_backend_cuda_bind_lane(int lane);
+/* Memory ops (alloc, free, upload, download) never go on a lane's stream
+ * while another thread captures it (anything enqueued there would join
+ * that capture): a thread bound to no lane, like the worker's RPC thread
+ * freeing the sessions of a coordinator that left, shares lane 0 with the
+ * generation thread's captured hit steps. Those ops go on a stream of the
+ * backend's that is never captured; how many did so far (for tests). */
+long tc_backend_cuda_side_ops(tc_backend *be);
 
 /* Hit steps as graphs: 0 off, 1 captured every step, 2 replayed (default;
  * TC_CUDA_GRAPHS in the environment at init), and how many graphs were

@@ -85,7 +85,8 @@ cudaError_t tc_cuda_rope(cudaStream_t st, float *x, int ld, int n, int n_head, i
  * reads the items from its parameters, or, when dev_it is given (a graph
  * replayed with new items: backend_cuda.c), from dev_it in device memory,
  * a copy of `it` by the time the kernel runs. The same for dev / dw, dz
- * of the two attention batches below. */
+ * of the two attention batches below. An odd head_dim is refused
+ * (cudaErrorInvalidValue), as tc_cuda_qkv_rope refuses it. */
 #define TC_CUDA_ROPE_BATCH 256
 cudaError_t tc_cuda_rope_kv(cudaStream_t st, const tc_rope_kv_item *it, int n, int ldq, int n_head, int head_dim,
                             float base, const tc_rope_kv_item *dev_it);
@@ -161,11 +162,18 @@ cudaError_t tc_cuda_attention_pairs(cudaStream_t st, const tc_att_item *w, const
                                     int head_dim, const tc_att_item *dw, const tc_att_item *dz, float *part,
                                     unsigned *count);
 int tc_cuda_attention_pairs_split_fits(int n_head, int head_dim);
-/* One-time setup (opt-in to > 48 KiB dynamic shared memory; mma != 0:
+/* One-time setup for the current device (the tile kernel's opt-in to more
+ * than 48 KiB of dynamic shared memory, up to the device's limit; mma != 0:
  * prefills' and syncs' attentions with head_dim <= 64 on the tensor cores,
  * 3xTF32, where the device is sm_80 or later); called by
  * tc_backend_cuda_init, never on the step path. Process-wide. */
 cudaError_t tc_cuda_attention_setup(int mma);
+/* whether the CUDA-core tile kernel's tile for head_dim fits the current
+ * device's shared memory (after setup); where not, tc_cuda_attention runs
+ * those prefills and syncs (nq > TC_CUDA_ATT_ROW_MAX) on the row kernel,
+ * one block a query row (nq <= 65535, else cudaErrorInvalidValue): head_dim
+ * 256 on sm_86 / sm_89 (99 KiB a block). */
+int tc_cuda_attention_tile_fits(int head_dim);
 /* the tensor-core path on (on != 0; where the device has it) or off; returns
  * whether it is on. For tests and A/B runs, between steps. */
 int tc_cuda_attention_set_mma(int on);

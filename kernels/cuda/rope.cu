@@ -96,8 +96,11 @@ static cudaError_t rope_kv_launch(cudaStream_t st, const tc_rope_kv_item *it, in
 
 extern "C" cudaError_t tc_cuda_rope_kv(cudaStream_t st, const tc_rope_kv_item *it, int n, int ldq, int n_head,
                                        int head_dim, float base, const tc_rope_kv_item *dev_it) {
-    if (n <= 0 || n_head <= 0 || head_dim < 2) return cudaSuccess;
-    if (n > TC_CUDA_ROPE_BATCH) return cudaErrorInvalidValue;
+    if (n <= 0 || n_head <= 0 || head_dim <= 0) return cudaSuccess;
+    /* the kernel walks the pairs of the whole Q|K row, which are each head's
+     * pairs only for an even head_dim (as tc_cuda_qkv_rope requires; the
+     * model's config does too) */
+    if (head_dim % 2 || n > TC_CUDA_ROPE_BATCH) return cudaErrorInvalidValue;
     if (n > TC_CUDA_BATCH_SMALL) return rope_kv_launch<TC_CUDA_ROPE_BATCH>(st, it, n, ldq, n_head, head_dim, base, dev_it);
     return rope_kv_launch<TC_CUDA_BATCH_SMALL>(st, it, n, ldq, n_head, head_dim, base, dev_it);
 }

@@ -247,6 +247,11 @@ static void test_attention_mode(int mma);
 static void test_attention(void) {
     int on = tc_backend_cuda_set_att_mma(1);
     printf("attention: tensor-core tile path %s\n", on ? "on (cases run with it, then without)" : "unavailable");
+    /* where the tile does not fit the device's shared memory (head_dim 256
+     * on sm_86 / sm_89), those cases run the row kernel */
+    printf("attention: CUDA-core tile kernel at head_dim 128: %s, 256: %s\n",
+           tc_cuda_attention_tile_fits(128) ? "fits" : "row kernel instead",
+           tc_cuda_attention_tile_fits(256) ? "fits" : "row kernel instead");
     if (on) test_attention_mode(1);
     tc_backend_cuda_set_att_mma(0);
     test_attention_mode(0);
@@ -585,6 +590,15 @@ static void test_rope_kv_batch(void) {
     g_n++;
     if (kq) g_fail++;
     printf("%-5s %-10s %-48s %d rows differ\n", kq ? "FAIL" : "ok", "rope_kv", "window K == QKV's K", kq);
+    /* an odd head_dim: the kernel walks the pairs of the whole Q|K row,
+     * not each head's, so the launcher refuses it before any launch */
+    tc_rope_kv_item odd = {dq, dk, dv, 1, 0};
+    const cudaError_t oe =
+        tc_cuda_rope_kv((cudaStream_t)tc_backend_cuda_stream(&g_gpu), &odd, 1, ldq, 1, 35, 10000.f, NULL);
+    g_n++;
+    if (oe != cudaErrorInvalidValue) g_fail++;
+    printf("%-5s %-10s %-48s %s\n", oe == cudaErrorInvalidValue ? "ok" : "FAIL", "rope_kv", "head_dim 35 refused",
+           cudaGetErrorString(oe));
     free(q), free(init), free(kc), free(vc), free(qg), free(kg), free(vg);
 }
 

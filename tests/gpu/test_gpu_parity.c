@@ -14,13 +14,18 @@
  * arithmetic, launched overlapping, split over two blocks, fused); hit steps captured as CUDA graphs; replayed graphs
  * (TC_CUDA_GRAPHS=2), both compared bit for bit with the first pass and
  * the result reported; graphs with two
- * threads at once on the backend's two lanes (the worker's layout); and
+ * threads at once on the backend's two lanes (the worker's layout);
+ * graphs captured on lane 0 while a thread bound to no lane (as the
+ * worker's RPC thread, which frees a departed coordinator's sessions)
+ * allocates, uploads, downloads and frees on the same lane: nothing may
+ * join the capture, no error may be latched; and
  * 16-bit weights (bf16, f16) against the naive backend's 16-bit twin.
  *
  * Without a CUDA device: prints "SKIPPED: no CUDA device", exits 77
  * (ctest SKIP_RETURN_CODE). Label: gpu. */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,6 +271,41 @@ static void run_all(const char *name, int bits) {
     run_pass(&ps);
 }
 
+/* the worker's RPC thread: bound to no lane (so lane 0, the generation
+ * thread's), freeing session memory while the generation thread captures
+ * its hit steps there. Each round: alloc (sizes vary), upload a pattern,
+ * read it back, free. */
+typedef struct {
+    atomic_int stop;
+    long rounds, bad;
+} foreign_t;
+static void *foreign_main(void *arg) {
+    foreign_t *f = arg;
+    enum { N = 16384 };
+    int32_t *h = malloc(N * sizeof *h), *back = malloc(N * sizeof *back);
+    if (!h || !back) {
+        f->bad++;
+        free(h), free(back);
+        return NULL;
+    }
+    while (!atomic_load(&f->stop)) {
+        void *p = g_gpu->alloc(g_gpu, N * sizeof *h + (size_t)(f->rounds % 7) * 4096);
+        if (!p) {
+            f->bad++;
+            break;
+        }
+        for (int i = 0; i < N; i++) h[i] = (int32_t)(f->rounds * 131 + i);
+        g_gpu->upload(g_gpu, p, h, N * sizeof *h);
+        g_gpu->download(g_gpu, back, p, N * sizeof *back);
+        if (memcmp(h, back, N * sizeof *h)) f->bad++;
+        g_gpu->free(g_gpu, p);
+        f->rounds++;
+        usleep(50);
+    }
+    free(h), free(back);
+    return NULL;
+}
+
 static void *lane1_main(void *arg) {
     (void)arg;
     tc_backend_cuda_bind_lane(1);
@@ -319,7 +359,28 @@ int main(void) {
            inst2);
     printf("replay: %ld hit steps launched as graphs, %ld captured, %ld replayed as kept\n", launches2, inst2,
            launches2 - inst2);
+    /* an unbound thread's memory ops while this one captures on lane 0
+     * (graphs 1: every hit step captured): they go on the backend's side
+     * stream while the lane is capturing, else on the lane */
     tc_backend_cuda_set_graphs(&gpu, 1);
+    {
+        foreign_t f = {0};
+        pthread_t tf;
+        const long side0 = tc_backend_cuda_side_ops(&gpu);
+        if (pthread_create(&tf, NULL, foreign_main, &f) != 0) {
+            EXPECT(0, "pthread_create");
+        } else {
+            run_all("foreign", BITS_REPORT);
+            atomic_store(&f.stop, 1);
+            pthread_join(tf, NULL);
+            EXPECT(f.rounds > 0 && f.bad == 0, "unbound thread during captures: %ld rounds, %ld bad", f.rounds,
+                   f.bad);
+            EXPECT(tc_backend_cuda_status(&gpu) == TC_OK, "unbound thread during captures: %s", tc_error_get());
+            printf("foreign: %ld alloc/upload/download/free rounds from an unbound thread, %ld ops on the side "
+                   "stream (a capture was running)\n",
+                   f.rounds, tc_backend_cuda_side_ops(&gpu) - side0);
+        }
+    }
     /* lanes: a second thread on lane 1 (the worker's context thread)
      * while this one runs lane 0, both capturing */
     pthread_t th;
