@@ -247,10 +247,13 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cfg.role, "both") != 0 && strcmp(cfg.transport, "host") == 0 &&
         tc_transport_host_open(&tp, !strcmp(cfg.role, "generation") ? cfg.data_listen : "",
-                               (uint64_t)cfg.max_message_bytes) != TC_OK) {
+                               (uint64_t)cfg.max_message_bytes, 0) != TC_OK) {
         fprintf(stderr, "tconst-worker: error: --data-listen %s: %s\n", cfg.data_listen, tc_error_get());
         goto out;
     }
+#ifdef TC_HAVE_NCCL
+    tc_transport_nccl_limits((uint64_t)cfg.max_message_bytes); /* for the transports Connect opens */
+#endif
     static dev_health health; /* outlives the worker (its threads read it) */
     health.be = &be;
     health.cuda = cuda_dev >= 0;
@@ -304,6 +307,11 @@ int main(int argc, char **argv) {
         rc = 0;
     }
 out:
+    /* first the data plane: an Import waiting for its message or a send to
+     * a stopped peer fails now (and its call is answered within the RPC
+     * server's grace) instead of holding tc_worker_free's join for up to
+     * --peer-timeout */
+    if (tp) tp->close(tp);
     if (rpc) tc_rpc_server_stop(rpc, 1.0);
     tc_worker_free(w);
     if (tp) tp->free(tp);

@@ -26,6 +26,8 @@ struct tc_transport {
     const char *kind;
     /* sender: where the peer receives (host: "host:port") */
     tc_status (*connect)(tc_transport *t, const char *peer);
+    /* waits at most timeout_s in all (dial, write, the receiver's ack, one
+     * redial of a peer that restarted) */
     tc_status (*send)(tc_transport *t, uint64_t sid, uint64_t seq, const void *buf, size_t len, double timeout_s);
     /* receiver: waits up to timeout_s for (sid, seq); *buf is malloc'd */
     tc_status (*recv)(tc_transport *t, uint64_t sid, uint64_t seq, void **buf, size_t *len, double timeout_s);
@@ -33,6 +35,11 @@ struct tc_transport {
     void (*drop)(tc_transport *t, uint64_t sid);
     /* where peers connect ("" when not listening) */
     const char *(*address)(const tc_transport *t);
+    /* stops the data plane, from any thread, without waiting for anything:
+     * a recv or send in progress fails promptly (TC_ERR_IO, "closing"),
+     * later ones at once. For a stop (SIGTERM) before joining the threads
+     * that may be blocked in them; free still follows. Idempotent. */
+    void (*close)(tc_transport *t);
     void (*free)(tc_transport *t);
     /* counters */
     uint64_t bytes_sent, bytes_received, messages_sent;
@@ -40,14 +47,25 @@ struct tc_transport {
 };
 
 /* Host transport listening on listen_addr ("host:port"; port 0 picks
- * one). max_message bounds what a peer may send (a larger frame closes the
- * connection with an error logged). */
-tc_status tc_transport_host_open(tc_transport **out, const char *listen_addr, uint64_t max_message);
+ * one). max_message bounds what a peer may send (a larger frame is refused:
+ * the sender fails with TC_ERR_EXHAUSTED). max_buffered bounds the bytes
+ * arrived and not yet taken by recv, over all sessions (0: 4 x
+ * max_message); a frame that does not fit is refused the same way. */
+tc_status tc_transport_host_open(tc_transport **out, const char *listen_addr, uint64_t max_message,
+                                 uint64_t max_buffered);
 
 #ifdef TC_HAVE_NCCL
 /* NCCL transport: rank 0 sends (context), rank 1 receives (generation).
- * id: the 128-byte ncclUniqueId created by rank 0 (tc_transport_nccl_id). */
+ * id: the 128-byte ncclUniqueId created by rank 0 (tc_transport_nccl_id).
+ * tc_transport_nccl_id hands out the same id until an open of rank 0 uses
+ * it (ncclGetUniqueId starts a bootstrap thread and socket that live until
+ * the ranks join: one per Info would leak them). */
 tc_status tc_transport_nccl_id(uint8_t id[128]);
+/* The process's limits for the transports opened after it (main, at
+ * start): a message over max_message is refused by the sender and stops
+ * the receiver; received messages not yet taken are bounded by 4 x
+ * max_message. Default 256 MiB. */
+void tc_transport_nccl_limits(uint64_t max_message);
 tc_status tc_transport_nccl_open(tc_transport **out, const uint8_t id[128], int rank, int device);
 #endif
 

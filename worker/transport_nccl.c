@@ -18,11 +18,17 @@
  * (every later send fails at once; the coordinator's next Connect gives
  * the pair a fresh communicator). The receiver polls the same way, without
  * a deadline (a posted receive waits for the next message), until the
- * transport is freed. */
+ * transport is closed or freed. Any failure once the header went through
+ * breaks the communicator too: the receiver then waits for a payload that
+ * never comes, out of step. Limits (tc_transport_nccl_limits): a message
+ * over --max-message-bytes is refused by the sender; the receiver, which
+ * cannot refuse (NCCL has no way back), stops on a larger header and
+ * discards a message its mailbox (4 x the limit) has no room for. */
 #include <cuda_runtime.h>
 #include <nccl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -43,9 +49,19 @@ typedef struct {
     tc_mailbox *mb;       /* rank 1 */
     pthread_t rx;
     int rx_started;
-    _Atomic int stopping; /* n_free: the receiver returns */
+    _Atomic int stopping; /* n_close, n_free: the receiver returns, sends fail */
     int broken;           /* rank 0, under mu: the communicator was aborted */
+    uint64_t max_message;
 } nccl_tp;
+
+static _Atomic uint64_t g_max_message = (uint64_t)256 << 20;
+
+void tc_transport_nccl_limits(uint64_t max_message) { atomic_store(&g_max_message, max_message); }
+
+/* the id Info hands out until an open of rank 0 uses it */
+static pthread_mutex_t g_id_mu = PTHREAD_MUTEX_INITIALIZER;
+static int g_id_valid;
+static uint8_t g_id[128];
 
 typedef struct {
     uint64_t magic, sid, seq, len;
@@ -110,17 +126,22 @@ static tc_status wait_stream(nccl_tp *N, double deadline, const char *what, int 
  * memory returns once it has completed, so one queued behind the posted
  * receive would block this thread until a message came, deaf to
  * `stopping` (and n_free, which joins it, with it). */
-static tc_status xfer(nccl_tp *N, void *host, size_t n, int send, double deadline, int *abort_it) {
+/* *posted: set once the NCCL operation was issued (the peer's matching
+ * one may have consumed it even when this fails). host NULL on a receive:
+ * discarded (not copied out). */
+static tc_status xfer(nccl_tp *N, void *host, size_t n, int send, double deadline, int *abort_it, int *posted) {
     *abort_it = 0;
     TC_CHECK(reserve(N, n ? n : 1));
     if (send) {
         CUDACHK(cudaMemcpyAsync(N->dbuf, host, n, cudaMemcpyHostToDevice, N->stream));
+        *posted = 1;
         NCCLCHK(ncclSend(N->dbuf, n, ncclUint8, 1 - N->rank, N->comm, N->stream));
         return wait_stream(N, deadline, "send", abort_it);
     }
+    *posted = 1;
     NCCLCHK(ncclRecv(N->dbuf, n, ncclUint8, 1 - N->rank, N->comm, N->stream));
     TC_CHECK(wait_stream(N, deadline, "receive", abort_it));
-    CUDACHK(cudaMemcpyAsync(host, N->dbuf, n, cudaMemcpyDeviceToHost, N->stream)); /* returns when copied */
+    if (host) CUDACHK(cudaMemcpyAsync(host, N->dbuf, n, cudaMemcpyDeviceToHost, N->stream)); /* returns when copied */
     return TC_OK;
 }
 
@@ -133,14 +154,21 @@ static tc_status n_send(tc_transport *t, uint64_t sid, uint64_t seq, const void 
     tc_status st;
     if (N->broken) {
         st = TC_FAIL(TC_ERR_IO, "nccl transport: broken by an earlier failed send (awaiting a new Connect)");
+    } else if (N->stopping) {
+        st = TC_FAIL(TC_ERR_IO, "nccl transport: the transport is closing");
+    } else if (len > N->max_message) { /* the receiver would stop on it */
+        st = TC_FAIL(TC_ERR_EXHAUSTED,
+                     "data plane: a state of %zu bytes exceeds --max-message-bytes %llu (raise it on both workers)", len,
+                     (unsigned long long)N->max_message);
     } else {
         nccl_hdr h = {NCCL_MAGIC, sid, seq, len};
-        int abort_it = 0;
-        st = xfer(N, &h, sizeof h, 1, deadline, &abort_it);
-        if (st == TC_OK && len) st = xfer(N, (void *)buf, len, 1, deadline, &abort_it);
-        if (st != TC_OK && abort_it) {
-            /* the receiver is out of step or gone: nothing more can go
-             * through this communicator */
+        int abort_it = 0, posted = 0;
+        st = xfer(N, &h, sizeof h, 1, deadline, &abort_it, &posted);
+        if (st == TC_OK && len) st = xfer(N, (void *)buf, len, 1, deadline, &abort_it, &posted);
+        if (st != TC_OK && (abort_it || posted)) {
+            /* the receiver is gone, or out of step (a header went through,
+             * its payload did not: it waits for one that never comes):
+             * nothing more can go through this communicator */
             TC_LOG(TC_LOG_ERROR, "transport", "%s; aborting the NCCL communicator", tc_error_get());
             ncclCommAbort(N->comm);
             N->comm = NULL;
@@ -158,20 +186,35 @@ static void *rx_main(void *arg) {
     cudaSetDevice(N->device);
     for (;;) {
         nccl_hdr h;
-        int abort_it = 0;
-        tc_status st = xfer(N, &h, sizeof h, 0, 0, &abort_it);
-        if (st == TC_OK && (h.magic != NCCL_MAGIC || h.len > ((uint64_t)1 << 36)))
+        int abort_it = 0, posted = 0;
+        tc_status st = xfer(N, &h, sizeof h, 0, 0, &abort_it, &posted);
+        if (st == TC_OK && h.magic != NCCL_MAGIC)
             st = TC_FAIL(TC_ERR_IO, "nccl transport: bad header (the two sides are out of step)");
+        else if (st == TC_OK && h.len > N->max_message) /* a sender with a larger setting */
+            st = TC_FAIL(TC_ERR_IO, "nccl transport: a message of %llu bytes exceeds --max-message-bytes %llu",
+                         (unsigned long long)h.len, (unsigned long long)N->max_message);
+        /* no room in the mailbox (messages nobody imports): received, to
+         * stay in step, and discarded -- its Import fails */
+        int keep = 1;
+        if (st == TC_OK && tc_mailbox_reserve(N->mb, h.sid, h.seq, (size_t)h.len) != TC_OK) {
+            if (!N->stopping) TC_LOG(TC_LOG_ERROR, "transport", "%s; discarded", tc_error_get());
+            keep = 0;
+        }
         void *b = NULL;
-        if (st == TC_OK && !(b = malloc(h.len ? h.len : 1))) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
-        if (st == TC_OK && h.len) st = xfer(N, b, h.len, 0, 0, &abort_it);
+        if (st == TC_OK && keep && !(b = malloc(h.len ? h.len : 1))) {
+            tc_mailbox_unreserve(N->mb, (size_t)h.len);
+            TC_LOG(TC_LOG_ERROR, "transport", "data plane: out of memory for %llu bytes; discarded", (unsigned long long)h.len);
+            keep = 0;
+        }
+        if (st == TC_OK && h.len) st = xfer(N, b, h.len, 0, 0, &abort_it, &posted);
         if (st != TC_OK) {
+            if (b) tc_mailbox_unreserve(N->mb, (size_t)h.len);
             free(b);
             if (!N->stopping) TC_LOG(TC_LOG_ERROR, "transport", "%s; the receiver stops", tc_error_get());
             break;
         }
         N->t.bytes_received += h.len;
-        tc_mailbox_put(N->mb, h.sid, h.seq, b, h.len);
+        if (keep) tc_mailbox_put(N->mb, h.sid, h.seq, b, h.len);
     }
     tc_mailbox_close(N->mb); /* Imports fail now instead of waiting */
     return NULL;
@@ -191,6 +234,12 @@ static const char *n_address(const tc_transport *t) {
     (void)t;
     return "";
 }
+static void n_close(tc_transport *t) {
+    nccl_tp *N = (nccl_tp *)t;
+    N->stopping = 1; /* a send's wait and the receiver return at their next poll */
+    if (N->mb) tc_mailbox_close(N->mb); /* a recv fails now */
+}
+
 static void n_free(tc_transport *t) {
     nccl_tp *N = (nccl_tp *)t;
     if (!N) return;
@@ -211,9 +260,19 @@ static void n_free(tc_transport *t) {
 }
 
 tc_status tc_transport_nccl_id(uint8_t id[128]) {
-    ncclUniqueId u;
-    NCCLCHK(ncclGetUniqueId(&u));
-    memcpy(id, u.internal, 128);
+    pthread_mutex_lock(&g_id_mu);
+    if (!g_id_valid) {
+        ncclUniqueId u;
+        const ncclResult_t r = ncclGetUniqueId(&u);
+        if (r != ncclSuccess) {
+            pthread_mutex_unlock(&g_id_mu);
+            return TC_FAIL(TC_ERR_IO, "nccl: ncclGetUniqueId: %s", ncclGetErrorString(r));
+        }
+        memcpy(g_id, u.internal, 128);
+        g_id_valid = 1;
+    }
+    memcpy(id, g_id, 128);
+    pthread_mutex_unlock(&g_id_mu);
     return TC_OK;
 }
 
@@ -224,12 +283,19 @@ tc_status tc_transport_nccl_open(tc_transport **out, const uint8_t id[128], int 
     if (!N) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&N->mu, NULL);
     N->rank = rank, N->device = device;
+    N->max_message = atomic_load(&g_max_message);
+    if (rank == 0) { /* the id Info handed out is used: the next Info makes a fresh one */
+        pthread_mutex_lock(&g_id_mu);
+        if (g_id_valid && memcmp(g_id, id, 128) == 0) g_id_valid = 0;
+        pthread_mutex_unlock(&g_id_mu);
+    }
     N->t.kind = "nccl";
     N->t.connect = n_connect;
     N->t.send = n_send;
     N->t.recv = n_recv;
     N->t.drop = n_drop;
     N->t.address = n_address;
+    N->t.close = n_close;
     N->t.free = n_free;
     ncclUniqueId u;
     memcpy(u.internal, id, 128);
@@ -241,7 +307,8 @@ tc_status tc_transport_nccl_open(tc_transport **out, const uint8_t id[128], int 
         if (r != ncclSuccess) st = TC_FAIL(TC_ERR_IO, "nccl: ncclCommInitRank: %s", ncclGetErrorString(r)), N->comm = NULL;
     }
     if (st == TC_OK && rank == 1) {
-        if (tc_mailbox_new(&N->mb) != TC_OK) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
+        const uint64_t cap = N->max_message > UINT64_MAX / 4 ? UINT64_MAX : 4 * N->max_message;
+        if (tc_mailbox_new(&N->mb, cap) != TC_OK) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
         else if (pthread_create(&N->rx, NULL, rx_main, N) != 0) st = TC_FAIL(TC_ERR_INTERNAL, "cannot start the receiver");
         else N->rx_started = 1;
     }

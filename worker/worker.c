@@ -420,7 +420,7 @@ static void do_import(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) 
     void *blob = NULL;
     size_t bl = 0;
     tc_status st;
-    double to = rq->timeout_s > 0 && rq->timeout_s < 3600 ? rq->timeout_s : w->o.peer_timeout_s;
+    double to = rq->timeout_s > 0 && rq->timeout_s < w->o.peer_timeout_s ? rq->timeout_s : w->o.peer_timeout_s;
     if (!s) fail(c, TC_GRPC_NOT_FOUND, "Import: no such session on this worker%s", "");
     else if (!w->tp) fail(c, TC_GRPC_FAILED_PRECONDITION, "Import: this worker has no data plane (role both)%s", "");
     else if ((st = w->tp->recv(w->tp, rq->sid, rq->seq, &blob, &bl, to)) != TC_OK) fail_st(c, st, "Import");
@@ -928,6 +928,13 @@ void tc_worker_free(tc_worker *w) {
     if (!w) return;
     pthread_mutex_lock(&w->mu);
     w->stop = 1;
+    /* a compute thread waiting on the data plane (an Import's receive, a
+     * send to a stopped peer) returns now, not at its timeout: the joins
+     * below would wait it out (main.c closes the host transport it owns;
+     * these are the NCCL ones Connect made) */
+    if (w->tp && w->tp_owned && w->tp->close) w->tp->close(w->tp);
+    for (int i = 0; i < w->n_retired; i++)
+        if (w->retired[i]->close) w->retired[i]->close(w->retired[i]);
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
     for (int r = 0; r < 2; r++) pthread_join(w->thr[r], NULL);
