@@ -16,19 +16,30 @@
 #   dependent launch and of the hit step's softmax pairs in two blocks
 #   itl     per-token latency vs N, tconstformer and the baseline of equal
 #           size (the baseline until --budget stops it)
-# Output: $OUT/bench/<name>.txt and .csv. Knobs: BUILD (default build-gpu),
-# OUT (default ./gpu-logs), DEV (default cuda:0), BENCH_TIMEOUT (s per
-# benchmark, default 900), ITL_BUDGET (itl's --budget, default 60 s: the
-# baseline's O(N^2) prefill stops there), ONLY (names to run, e.g.
-# ONLY="batch batch-graphs": a 10-minute device call fits a few). Exit status 0 when every
-# benchmark ran. A device call is limited to 10 minutes: run it on its own.
+# For a developer's own GPU box with the Debian build dependencies, like
+# scripts/gpu-check.sh: NOT for this workplace's lent device machines (no
+# Debian packages there, at most 8 files back from $OUT, 600 s a command,
+# below BENCH_TIMEOUT); there the same benchmarks are stages of
+# scripts/gpu-run-bundle.sh (docs/gpu.md).
+# Output: LOGS/bench/<name>.txt and .csv, LOGS default ./gpu-logs; when OUT
+# is set, one tarball $OUT/gpu-bench.tar.gz instead. Knobs: BUILD (default
+# build-gpu), DEV (default cuda:0), BENCH_TIMEOUT (s per benchmark, default
+# 900), ITL_BUDGET (itl's --budget, default 60 s: the baseline's O(N^2)
+# prefill stops there), ONLY (names to run, e.g. ONLY="batch
+# batch-graphs"). Exit status 0 when every benchmark ran.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-gpu}
-OUT=${OUT:-./gpu-logs}
+if [ -n "${OUT:-}" ]; then
+    mkdir -p "$OUT"
+    LOGS=$(mktemp -d)
+    trap 'tar -C "$LOGS" -czf "$OUT/gpu-bench.tar.gz" .; rm -rf "$LOGS"' EXIT
+else
+    LOGS=${LOGS:-./gpu-logs}
+fi
 DEV=${DEV:-cuda:0}
 T=$BUILD/tconst-cuda
-R=$OUT/bench
+R=$LOGS/bench
 mkdir -p "$R"
 if [ ! -x "$T" ]; then
     echo "bench/gpu.sh: $T not found: configure with -DTC_CUDA=ON (scripts/gpu-check.sh does)" >&2

@@ -10,8 +10,13 @@
 #   lib/         every shared library they load except glibc, libstdc++,
 #                libgcc_s and the big CUDA ones (cuBLAS, cuBLASLt, NCCL),
 #                which scripts/gpu-run-bundle.sh finds on the GPU machine
+#   cudart/      the CUDA runtime, a fallback: the machine's comes first
 #   stubs/       the e2e suite's Python gRPC stubs (TC_E2E_STUBS), since the
 #                GPU machine has grpcio but no protoc
+#   commit       the tree it was built from: `git describe --always --dirty`,
+#                and for a dirty tree a hash of `git diff HEAD` and of the
+#                untracked files (gpu-run-bundle.sh prints it in summary.txt)
+# Only the targets gpu-run-bundle.sh runs are built ($targets below).
 # Then `bash scripts/gpu-run-bundle.sh` there (carry .gpu-bundle).
 # Knobs: BUILD (default build-gpu), CUDA_ARCH (default "80;90"), JOBS.
 set -euo pipefail
@@ -23,8 +28,10 @@ trap 'rm -rf "$(dirname "$D")"' EXIT
 if [ ! -f "$BUILD/CMakeCache.txt" ]; then
     cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTC_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH" >/dev/null
 fi
-cmake --build "$BUILD" -j "${JOBS:-$(nproc)}" >/dev/null
-mkdir -p "$D/build-gpu/worker" "$D/build-gpu/tests/gpu" "$D/build-gpu/bench" "$D/lib" "$D/stubs"
+targets="tconstd tconst tconst-cuda tconst-worker test_backend_ops_gpu test_gpu_parity bench_persist"
+# shellcheck disable=SC2086
+cmake --build "$BUILD" -j "${JOBS:-$(nproc)}" --target $targets >/dev/null
+mkdir -p "$D/build-gpu/worker" "$D/build-gpu/tests/gpu" "$D/build-gpu/bench" "$D/lib" "$D/cudart" "$D/stubs"
 bins="tconstd tconst tconst-cuda worker/tconst-worker tests/gpu/test_backend_ops_gpu tests/gpu/test_gpu_parity bench/bench_persist"
 for b in $bins; do
     [ -x "$BUILD/$b" ] || { echo "gpu-bundle.sh: $BUILD/$b missing (built with TC_CUDA=ON?)" >&2; exit 1; }
@@ -37,13 +44,21 @@ while read -r name path; do
     case "$name" in
     libc.so.*|libm.so.*|libdl.so.*|libpthread.so.*|librt.so.*|ld-linux*|libgcc_s.so.*|libstdc++.so.*) ;;
     libcublas.so.*|libcublasLt.so.*|libnccl.so.*) ;;
+    libcudart.so.*) cp -L "$path" "$D/cudart/$name" ;;
     *) cp -L "$path" "$D/lib/$name" ;;
     esac
 done
-strip --strip-unneeded "$D"/lib/*.so* 2>/dev/null || true
+strip --strip-unneeded "$D"/lib/*.so* "$D"/cudart/*.so* 2>/dev/null || true
 protoc --python_out="$D/stubs" --grpc_python_out="$D/stubs" \
     --plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin -I proto proto/*.proto
-git rev-parse HEAD >"$D/commit"
+label=$(git describe --always --dirty)
+untracked=$(git ls-files --others --exclude-standard | wc -l)
+if [ "$label" != "${label%-dirty}" ] || [ "$untracked" != 0 ]; then
+    h=$({ git diff HEAD --binary; git ls-files -z --others --exclude-standard | xargs -0 -r sha256sum; } | sha256sum | cut -c1-12)
+    label="$label (diff $h:$(git diff HEAD --shortstat | sed 's/,//g'), $untracked untracked)"
+fi
+echo "$label" >"$D/commit"
+echo "bundle of $label"
 rm -rf .gpu-bundle && mkdir -p .gpu-bundle
 tar -C "$D" -cJf .gpu-bundle/bundle.tar.xz .
 du -sh "$D" .gpu-bundle/bundle.tar.xz

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# gpu-check.sh — the whole GPU check in one command, for a machine with an
-# NVIDIA GPU and the CUDA toolkit: configure with the CUDA backend required
+# gpu-check.sh — the whole GPU check in one command, for a developer's own
+# box with an NVIDIA GPU, the CUDA toolkit and the Debian build
+# dependencies (scripts/deps.sh): configure with the CUDA backend required
 # (TC_CUDA=ON), build, run the gpu-labelled tests (which must PASS, not
 # skip: a skip on a machine with a GPU is a failure here), then the unit
-# and parity suites of the same build. Logs go to $OUT (or ./gpu-logs):
+# and parity suites of the same build.
+# NOT for this workplace's lent device machines: they have none of our
+# Debian packages (the configure fails), bring back at most 8 files from
+# $OUT, and stop a command at 600 s, below CTEST_TIMEOUT and bench/gpu.sh's
+# BENCH_TIMEOUT. There: scripts/gpu-bundle.sh here, then
+# scripts/gpu-run-bundle.sh on the device (docs/gpu.md).
+# Logs go to ./gpu-logs, or, when OUT is set, into one tarball
+# $OUT/gpu-check-logs.tar.gz (summary.txt also beside it); the logs:
 #   env.txt       nvidia-smi, nvcc, cmake, compiler, commit
 #   configure.log build.log
 #   gpu.log       ctest -L gpu (per-op NMSE table, greedy parity)
@@ -16,13 +24,18 @@
 #
 # Knobs (environment): BUILD (build dir, default build-gpu), DEV (default
 # cuda:0), E2E_GRAPHS=1 adds an e2e run with TC_CUDA_GRAPHS=1 (e2e-graphs.log),
-# E2E=0 / BENCH=0 skip those stages (a device call is limited to
-# 10 minutes: run the build and tests in one call, then `BENCH=1 bash
-# bench/gpu.sh` in a second on the same warm machine), JOBS (default nproc), CUDA_ARCH (default "80;90"; e.g. "90" to halve compile time on
-# an H100), CTEST_TIMEOUT (default 1800 s per test).
+# E2E=0 / BENCH=0 skip those stages, JOBS (default nproc), CUDA_ARCH
+# (default "80;90"; e.g. "90" to halve compile time on an H100),
+# CTEST_TIMEOUT (default 1800 s per test).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUTDIR=${OUT:-./gpu-logs}
+if [ -n "${OUT:-}" ]; then
+    mkdir -p "$OUT"
+    OUTDIR=$(mktemp -d)
+    trap 'cp "$OUTDIR/summary.txt" "$OUT/"; tar -C "$OUTDIR" -czf "$OUT/gpu-check-logs.tar.gz" .; rm -rf "$OUTDIR"' EXIT
+else
+    OUTDIR=./gpu-logs
+fi
 BUILD=${BUILD:-build-gpu}
 JOBS=${JOBS:-$(nproc)}
 CUDA_ARCH=${CUDA_ARCH:-80;90}
@@ -47,8 +60,8 @@ fi
     echo "host: $(uname -a)"
     echo "cpus: $(nproc)"
     echo "--- nvidia-smi"
-    nvidia-smi 2>&1 || echo "(nvidia-smi unavailable)"
-    nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv 2>&1 || true
+    timeout 20 nvidia-smi 2>&1 || echo "(nvidia-smi unavailable)"
+    timeout 20 nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv 2>&1 || true
     echo "--- nvcc"
     nvcc --version 2>&1 || echo "(nvcc not found)"
     echo "--- cmake"
@@ -57,7 +70,7 @@ fi
     cc --version 2>&1 | head -1
 } >"$OUTDIR/env.txt" 2>&1
 have_gpu=0
-if nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then have_gpu=1; fi
+if timeout 20 nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then have_gpu=1; fi
 stage gpu "$([ $have_gpu = 1 ] && echo ok || echo 'none visible (nvidia-smi -L)')"
 
 if cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTC_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH" \
@@ -119,7 +132,7 @@ fi
 if [ "${BENCH:-1}" = 0 ]; then
     printf '%-10s %s\n' bench "skipped (BENCH=0)" | tee -a "$SUMMARY"
 elif [ -x bench/gpu.sh ] || [ -f bench/gpu.sh ]; then
-    BUILD="$BUILD" OUT="$OUTDIR" DEV="${DEV:-cuda:0}" bash bench/gpu.sh >"$OUTDIR/bench.log" 2>&1
+    BUILD="$BUILD" OUT= LOGS="$OUTDIR" DEV="${DEV:-cuda:0}" bash bench/gpu.sh >"$OUTDIR/bench.log" 2>&1
     stage bench "$([ $? = 0 ] && echo ok || echo 'FAILED (bench.log)')"
 else
     echo "no GPU benchmarks yet (bench/gpu.sh; issue 7)" >"$OUTDIR/bench.log"

@@ -1,5 +1,6 @@
 /* bench_util.h — the small helpers tconst-load and tconst-soak share: a
- * monotonic clock, the RSS of a process, a comparator for sorting. */
+ * monotonic clock, the RSS of a process, a comparator for sorting, strict
+ * parsing of numeric flag values. */
 #ifndef TC_BENCH_UTIL_H
 #define TC_BENCH_UTIL_H
 
@@ -30,6 +31,41 @@ static inline long tc_bench_rss_kb(int pid) {
 static inline int tc_bench_cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
+}
+
+/* the value of flag `name` as a number in [lo, hi]: the whole string (so
+ * "10s" or "" is refused); prints why to stderr and returns -1 when not */
+static inline int tc_bench_arg_num(const char *prog, const char *name, const char *v, double lo, double hi,
+                                   double *out) {
+    char *end;
+    double x = strtod(v, &end);
+    if (end == v || *end || x != x) {
+        fprintf(stderr, "%s: %s: '%s' is not a number\n", prog, name, v);
+        return -1;
+    }
+    if (x < lo || x > hi) {
+        fprintf(stderr, "%s: %s: %s is out of range [%g, %g]\n", prog, name, v, lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* the same for an integer flag */
+static inline int tc_bench_arg_int(const char *prog, const char *name, const char *v, long long lo, long long hi,
+                                   long long *out) {
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end) {
+        fprintf(stderr, "%s: %s: '%s' is not an integer\n", prog, name, v);
+        return -1;
+    }
+    if (x < lo || x > hi) {
+        fprintf(stderr, "%s: %s: %s is out of range [%lld, %lld]\n", prog, name, v, lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
 }
 
 #endif

@@ -212,8 +212,8 @@ static void merge(series *dst, const series *src) {
     for (size_t i = 0; i < src->n; i++) push(dst, src->v[i]);
 }
 
-static void usage(void) {
-    fprintf(stderr,
+static void usage(FILE *f) {
+    fprintf(f,
             "usage: tconst-load --addr HOST:PORT [--sessions C] [--duration S] [--rate R] [--ramp S]\n"
             "                   [--warmup S] [--prompt P] [--max-tokens N] [--pid PID] [--rss-every S]\n"
             "                   [--turns-per-session K]\n");
@@ -223,29 +223,55 @@ int main(int argc, char **argv) {
     O = (opts){"127.0.0.1:50051", 16, 16, 32, 0, 0, 60, 0, 5, 10, 30};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) {
-            usage();
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        /* integer flags, number flags: the field, and the smallest value */
+        static const struct {
+            const char *name;
+            int *i;
+            double *d;
+            double lo;
+        } F[] = {{"--sessions", &O.sessions, NULL, 1},   {"--prompt", &O.prompt, NULL, 1},
+                 {"--max-tokens", &O.max_tokens, NULL, 1}, {"--pid", &O.pid, NULL, 0},
+                 {"--turns-per-session", &O.turns_per_session, NULL, 0},
+                 {"--duration", NULL, &O.duration, 0},   {"--rate", NULL, &O.rate, 0},
+                 {"--ramp", NULL, &O.ramp, 0},           {"--warmup", NULL, &O.warmup, 0},
+                 {"--rss-every", NULL, &O.rss_every, 0}};
+        int k = -1;
+        for (int j = 0; j < (int)(sizeof F / sizeof F[0]); j++)
+            if (!strcmp(a, F[j].name)) k = j;
+        if (k < 0 && strcmp(a, "--addr")) {
+            fprintf(stderr, "tconst-load: unknown flag %s\n", a);
+            usage(stderr);
             return 2;
         }
-        if (!strcmp(a, "--addr")) O.addr = v;
-        else if (!strcmp(a, "--sessions")) O.sessions = atoi(v);
-        else if (!strcmp(a, "--duration")) O.duration = atof(v);
-        else if (!strcmp(a, "--rate")) O.rate = atof(v);
-        else if (!strcmp(a, "--ramp")) O.ramp = atof(v);
-        else if (!strcmp(a, "--warmup")) O.warmup = atof(v);
-        else if (!strcmp(a, "--prompt")) O.prompt = atoi(v);
-        else if (!strcmp(a, "--max-tokens")) O.max_tokens = atoi(v);
-        else if (!strcmp(a, "--pid")) O.pid = atoi(v);
-        else if (!strcmp(a, "--turns-per-session")) O.turns_per_session = atoi(v);
-        else if (!strcmp(a, "--rss-every")) O.rss_every = atof(v);
-        else {
-            usage();
+        if (!v) {
+            fprintf(stderr, "tconst-load: %s needs a value\n", a);
+            usage(stderr);
             return 2;
         }
         i++;
+        if (k < 0) {
+            O.addr = v;
+            continue;
+        }
+        if (F[k].i) {
+            long long x;
+            if (tc_bench_arg_int("tconst-load", a, v, (long long)F[k].lo, 1000000000, &x) != 0) return 2;
+            *F[k].i = (int)x;
+        } else if (tc_bench_arg_num("tconst-load", a, v, F[k].lo, 1e9, F[k].d) != 0) {
+            return 2;
+        }
     }
-    if (O.sessions < 1 || O.prompt < 1 || O.max_tokens < 1 || O.duration <= 0) {
-        usage();
+    if (O.duration <= 0 || O.rss_every <= 0) {
+        fprintf(stderr, "tconst-load: %s must be > 0\n", O.duration <= 0 ? "--duration" : "--rss-every");
+        return 2;
+    }
+    if (O.warmup >= O.duration) {
+        fprintf(stderr, "tconst-load: --warmup %g s leaves nothing of --duration %g s to measure\n", O.warmup,
+                O.duration);
         return 2;
     }
     worker *w = calloc((size_t)O.sessions, sizeof *w);

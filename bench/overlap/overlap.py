@@ -11,14 +11,28 @@ short-history phase is the overlap ratio: what the syncs cost everyone
 else. The layouts run side by side in one invocation: split worker
 processes (the default), split with the context worker at nice 19, one
 both-roles worker, the in-process context thread, and in-process with
---no-overlap-syncs (syncs inline in the batch). Also prints the companions'
-sync time and boundary stall, from /metrics.
+--no-overlap-syncs (syncs inline in the batch); LAYOUTS picks some of
+them by key: split, split-nice, both, inprocess, inline (comma-separated).
+Also prints the companions' sync time and boundary stall, from /metrics.
 A benchmark, not a test: it prints figures and asserts nothing.
 Run: /usr/bin/python3 bench/overlap/overlap.py build/tconstd build/tconst"""
 import os, sys, threading, time, urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "e2e"))
 from harness import Env, Daemon  # noqa: E402
+
+# layouts side by side: worker processes (the default), the in-process
+# context thread, and syncs inline in the batch (the no-overlap baseline);
+# LAYOUTS=key,key... (the first column) runs some of them, in this order
+LAYOUTS = [("split", "split workers", ["--worker-mode", "split"]),
+           ("split-nice", "split, context nice 19", ["--worker-mode", "split", "--context-nice", "19"]),
+           ("both", "both-roles worker", ["--worker-mode", "both"]),
+           ("inprocess", "in-process threads", ["--worker-mode", "inprocess"]),
+           ("inline", "in-process inline", ["--worker-mode", "inprocess", "--no-overlap-syncs"])]
+only = [k.strip() for k in os.environ.get("LAYOUTS", "").split(",") if k.strip()]
+bad = [k for k in only if k not in [key for key, _, _ in LAYOUTS]]
+if bad:
+    sys.exit(f"overlap.py: LAYOUTS: unknown layout {', '.join(bad)} (known: {','.join(k for k, _, _ in LAYOUTS)})")
 
 env = Env()
 pb = env.pb
@@ -61,16 +75,8 @@ rows = []
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
-# layouts side by side: worker processes (the default), the in-process
-# context thread, and syncs inline in the batch (the no-overlap baseline)
-LAYOUTS = [("split workers", ["--worker-mode", "split"]),
-           ("split, context nice 19", ["--worker-mode", "split", "--context-nice", "19"]),
-           ("both-roles worker", ["--worker-mode", "both"]),
-           ("in-process threads", ["--worker-mode", "inprocess"]),
-           ("in-process inline", ["--worker-mode", "inprocess", "--no-overlap-syncs"])]
-only = os.environ.get("LAYOUTS")
-for mode, flags in LAYOUTS:
-    if only and mode.split()[0] not in only.split(","):
+for key, mode, flags in LAYOUTS:
+    if only and key not in only:
         continue
     with Daemon(env, *flags, "--max-batch", "64", *os.environ.get("DAEMON_ARGS", "").split()) as d:
         stub = d.stub()
