@@ -744,9 +744,25 @@ static void *context_thread(void *arg) {
             job *j = find_job(e, s->busy_job);
             pthread_mutex_unlock(&e->mu);
             double t0 = tc_now_s();
+            /* the generation waiting for it was cancelled or ran past its
+             * deadline: the worker stops (the session stays due; a later
+             * request's step queues the sync again) */
+            job_ref ref = {e, j};
+            tc_cancel_hook prev = tc_cancel_arm(j && e->wc->cancellable ? job_gone : NULL, &ref);
             tc_status st = e->wc->sync(e->wc, s->ws);
+            tc_cancel_restore(prev);
             double t1 = tc_now_s();
             char why[256] = "";
+            if (st == TC_ERR_CANCELLED) {
+                TC_LOG(TC_LOG_INFO, "engine", "sync of %s stopped: %s", s->id, tc_error_get() ? tc_error_get() : "cancelled");
+                tc_metric_inc(TC_M_cancelled_syncs_total, 1);
+                pthread_mutex_lock(&e->mu);
+                tc_sched_sync_done(e->sched, s->qid, t1);
+                s->syncing = 0;
+                if (j && !j->cancel) j->cancel = 1, j->cancel_code = 4; /* the predicate saw the deadline */
+                pthread_cond_broadcast(&e->cv);
+                continue;
+            }
             if (st != TC_OK) {
                 snprintf(why, sizeof why, "%s", tc_error_get() ? tc_error_get() : tc_status_str(st));
                 TC_LOG(TC_LOG_ERROR, "engine", "sync of %s failed: %s", s->id, why);

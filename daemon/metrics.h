@@ -26,6 +26,7 @@
     X(steps_total, "Generation steps executed (one batched hit step each)")                   \
     X(cancelled_steps_total, "Steps whose result was dropped because the request was cancelled or past its deadline") \
     X(cancelled_prefills_total, "Prefills stopped part way because the request was cancelled or past its deadline") \
+    X(cancelled_syncs_total, "Syncs at a window boundary stopped part way because the generation waiting for them was cancelled or past its deadline") \
     X(worker_restarts_total, "Worker processes restarted by tconstd after they exited or stopped answering") \
     X(worker_rebuilds_total, "Session copies rebuilt from the journaled history on a restarted worker")
 

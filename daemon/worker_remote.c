@@ -817,10 +817,11 @@ static tc_status do_sync(remote *R, tc_wc_session *s) {
         rq.n_extend = (size_t)(s->n - s->ctx_len);
         rq.send_seq = ++s->seq;
     }
+    rq.cancel_id = ++g_cancel_ids; /* the engine stops the sync of a generation that was cancelled */
     ProtobufCMessage *r;
     double t0 = tc_now_s();
-    tc_status st = call(R, c, t_role, M("Sync"), &rq.base, &tconst__worker__v1__sync_response__descriptor, &r,
-                        R->o.compute_timeout_s);
+    tc_status st = call_cancellable(R, c, M("Sync"), &rq.base, rq.cancel_id,
+                                    &tconst__worker__v1__sync_response__descriptor, &r, R->o.compute_timeout_s);
     if (st != TC_OK) {
         if (is_both(R, s)) s->gen_boot = 0;
         else s->ctx_boot = 0;

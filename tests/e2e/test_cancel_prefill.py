@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""test_cancel_prefill.py — a prefill already running on a worker stops
-when its request is cancelled, aborted or past its deadline (DESIGN §6:
+"""test_cancel_prefill.py — a prefill (or a window boundary's sync)
+already running on a worker stops when its request is cancelled, aborted
+or past its deadline (DESIGN §6:
 cancellation stops work within one step). The coordinator tells the
 worker (the Cancel RPC of worker.proto); the worker stops at its sync's
 next layer or tile and ships nothing; its session copy is rebuilt on next
@@ -27,6 +28,7 @@ import grpc
 from harness import Daemon, run, wait_for
 
 P = 300_000  # prompt tokens: ~7 s of sync on 2 cores with the model below
+Q = 100_000  # history of the sync case: a multiple of the model's W_og (32)
 
 
 def started(d, n):
@@ -122,6 +124,35 @@ def body(env, ck):
             ck.check(d.metric("tconst_cancelled_prefills_total") in (2.0, 3.0),
                      "an expired prefill stops part way (or never starts)")
             resumes_exactly(sid, "after an expired Append")
+
+        # 4. a generation cancelled while its boundary sync runs on the
+        # context worker: Q (a multiple of W_og = 32) history tokens, so the
+        # first generated token (sampled from the prefill's logits) starts
+        # a window and the next step needs a sync over all of them
+        q_prompt = long_prompt[:Q]
+        sid = stub.OpenSession(pb.OpenSessionRequest(token_ids=q_prompt), timeout=120).session_id
+        twin = stub.OpenSession(pb.OpenSessionRequest(token_ids=q_prompt), timeout=120).session_id
+        call = stub.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid, sampling=samp), timeout=600)
+        first = next(call).token_ids[0]
+        call.cancel()
+        wait_for(lambda: (d.metric("tconst_cancelled_syncs_total") or 0) >= 1, 300,
+                 "the cancelled generation's sync stopping")
+        ck.equal(d.metric("tconst_cancelled_syncs_total"), 1.0, "the running sync was stopped part way")
+        wait_for(lambda: not stub.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30).busy, 120,
+                 "the session free again")
+        got1 = [m.token_ids[0] for m in stub.GenerateInSession(pb.GenerateInSessionRequest(
+            session_id=twin, sampling=env.sampling(max_tokens=1, ignore_eos=True)), timeout=300)]
+        ck.equal(got1, [first], "the twin session's first token")
+        after, twin_after = [], []
+        for m in stub.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid, token_ids=[7, 8], sampling=samp),
+                                        timeout=300):
+            after.extend(m.token_ids)
+        for m in stub.GenerateInSession(pb.GenerateInSessionRequest(session_id=twin, token_ids=[7, 8],
+                                                                    sampling=samp), timeout=300):
+            twin_after.extend(m.token_ids)
+        ck.check(len(after) == 12 and after == twin_after,
+                 "after a cancelled sync the session generates what its uncancelled twin does",
+                 f"{after} vs {twin_after}")
 
         # the workers still serve a fresh request
         ids, _ = d.generate_ids(stub, short + [7, 8], samp)
