@@ -76,6 +76,10 @@ if [ "${1:-}" = __e2e ]; then
     export TC_E2E_STUBS=$W/stubs TC_E2E_DEVICE=$DEV PYTHONDONTWRITEBYTECODE=1 E2E_DIR=$d E2E_LIMIT=$lim
     tests=$(e2e_tests)
     [ -n "$tests" ] || { echo "no TC_E2E_TESTS in $SRC/tests/e2e/CMakeLists.txt"; exit 1; }
+    # E2E_SKIP: cancel_prefill needs prefills that outlast a cancel (seconds
+    # on 2 CPU cores; a fraction of a second on a GPU, where its "stopped
+    # part way" checks could not hold)
+    tests=$(for t in $tests; do case " ${E2E_SKIP-cancel_prefill} " in *" $t "*) ;; *) echo "$t" ;; esac; done)
     {
         for t in $tests; do echo "split $t"; done
         for t in ${E2E_BOTH:-parity session stream concurrency}; do echo "both $t"; done
