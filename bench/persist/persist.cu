@@ -561,11 +561,18 @@ int main(int argc, char **argv) {
     /* persist */
     if (!coop) {
         printf("persist: SKIPPED (no cooperative launch on this device)\n");
+        printf("summary: floor %.1f us, graph %.1f us (%.2fx), persist not run (no cooperative launch)\n", floor_us,
+               graph_us, graph_us / floor_us);
         return fail;
     }
     int per_sm = 0;
     CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persist_kernel, THREADS, 0));
     printf("persist: up to %d blocks of %d threads a multiprocessor\n", per_sm, THREADS);
+    if (per_sm < 1) { /* registers or threads a block beyond what one multiprocessor holds */
+        printf("summary: floor %.1f us, graph %.1f us (%.2fx), persist not run (0 blocks fit a multiprocessor)\n",
+               floor_us, graph_us, graph_us / floor_us);
+        return fail;
+    }
     Barrier *bar;
     CK(cudaMalloc(&bar, sizeof *bar));
     CK(cudaMemset(bar, 0, sizeof *bar));
