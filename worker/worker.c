@@ -767,9 +767,10 @@ static void do_connect(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len)
         else if ((st = tc_transport_nccl_open(&tp, rq->nccl_id.data, rq->nccl_rank, w->o.cuda_device)) != TC_OK)
             fail_st(c, st, "Connect");
         else {
-            /* the RPC thread (Info, Close) and the generation thread
-             * (Import) may hold the old one: it is retired, not freed,
-             * until the worker ends (a communicator per peer restart) */
+            /* the RPC thread (Info, Close, drop_all) may hold the old
+             * one (Import and ship run on this thread, the context one):
+             * it is retired, not freed, until the worker ends (a
+             * communicator per peer restart) */
             pthread_mutex_lock(&w->mu);
             tc_transport **rt = w->tp && w->tp_owned ? realloc(w->retired, (size_t)(w->n_retired + 1) * sizeof *rt) : NULL;
             if (rt) w->retired = rt, w->retired[w->n_retired++] = w->tp;
