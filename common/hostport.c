@@ -1,6 +1,7 @@
 /* hostport.c — see hostport.h */
 #include "hostport.h"
 
+#include <errno.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -66,9 +67,11 @@ int tc_unix_socket_live(const char *addr) {
     sa.sun_family = AF_UNIX;
     if (!*path || strlen(path) >= sizeof sa.sun_path) return 0;
     memcpy(sa.sun_path, path, strlen(path));
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return 0;
-    int live = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    /* only "nobody there" means stale; anything else (a full backlog:
+     * EAGAIN, no permission: EACCES) may be a live server's socket */
+    int live = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 || (errno != ECONNREFUSED && errno != ENOENT);
     close(fd);
     return live;
 }

@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,7 +178,7 @@ typedef struct {
 } cancel_poll;
 static void poll_cancel(void *ud) {
     cancel_poll *x = ud;
-    if (x->sent || !tc_cancelled()) return;
+    if (!x->id || x->sent || !tc_cancelled()) return;
     x->sent = 1;
     Tconst__Worker__V1__CancelRequest rq = TCONST__WORKER__V1__CANCEL_REQUEST__INIT;
     rq.cancel_id = x->id;
@@ -686,6 +687,8 @@ static int sync_due(remote *R, const tc_wc_session *s) {
             double t_ = tc_now_s();                                             \
             st_ = (expr);                                                       \
             if (st_ != TC_ERR_IO || attempt_ == 3) break;                       \
+            if (tc_cancelled()) /* its request is gone: no wait for a restart */ \
+                return TC_FAIL(TC_ERR_CANCELLED, "%s (its request was cancelled)", tc_error_get()); \
             TC_LOG(TC_LOG_WARN, "workers", "session %llu: %s; recovering",      \
                    (unsigned long long)(s)->sid, tc_error_get());               \
             for (int k_ = 0; k_ < 2; k_++) {                                    \
@@ -1256,6 +1259,8 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
     /* this coordinator's instance id: a worker serves one at a time */
     R->instance = ((uint64_t)tc_wall_ms() << 20) ^ ((uint64_t)getpid() << 1) ^ (uint64_t)(uintptr_t)R;
     if (!R->instance) R->instance = 1;
+    /* Cancel ids unlike any an earlier coordinator of the same workers used */
+    atomic_store(&g_cancel_ids, R->instance << 16);
     w->impl = R;
     tc_status st = TC_OK;
     if (o->workers && o->workers[0]) {

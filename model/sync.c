@@ -21,6 +21,8 @@ static tc_status cancelled(tc_session *s, int64_t n_ctx) {
     s->win_start = -1;
     s->win_len = 0;
     s->n_syncs--;
+    tc_ws_release_above(s->m, TC_WS_C, TC_WS_KEEP_FLOATS); /* as a finished sync does */
+    tc_ws_release_above(s->m, TC_WS_QKVC, TC_WS_KEEP_FLOATS);
     return TC_FAIL(TC_ERR_CANCELLED, "sync over %lld history tokens cancelled", (long long)n_ctx);
 }
 

@@ -117,7 +117,21 @@ static int sess_find(tc_worker *w, uint64_t sid) {
  * and two threads in one session's window rows abort the process. A
  * thread may hold a session twice (a batch naming it twice is refused by
  * the model, with its own message). */
+/* The sessions this thread holds: given back (release_held) as soon as
+ * its device work is done, before its reply leaves -- the coordinator
+ * sends a session's next call the moment it has the reply, often to the
+ * other thread, which must find the session free (released after the
+ * reply, a Step racing it was refused ABORTED, retried and rebuilt) */
+static _Thread_local uint64_t *t_held;
+static _Thread_local int t_n_held, t_cap_held;
+
 static tc_session *sess_get(tc_worker *w, uint64_t sid, int wait, int *busy) {
+    if (t_n_held == t_cap_held) {
+        const int nc = t_cap_held ? 2 * t_cap_held : 64;
+        uint64_t *nh = realloc(t_held, (size_t)nc * sizeof *nh);
+        if (!nh) return NULL; /* the caller reports the session missing: out of memory, rare */
+        t_held = nh, t_cap_held = nc;
+    }
     const pthread_t self = pthread_self();
     if (busy) *busy = 0;
     pthread_mutex_lock(&w->mu);
@@ -132,7 +146,7 @@ static tc_session *sess_get(tc_worker *w, uint64_t sid, int wait, int *busy) {
         pthread_cond_wait(&w->cv, &w->mu);
     }
     tc_session *s = i >= 0 && !w->sess[i].orphan ? w->sess[i].s : NULL;
-    if (s) w->sess[i].busy++, w->sess[i].holder = self;
+    if (s) w->sess[i].busy++, w->sess[i].holder = self, t_held[t_n_held++] = sid;
     pthread_mutex_unlock(&w->mu);
     return s;
 }
@@ -141,11 +155,27 @@ static void sess_remove_at(tc_worker *w, int i) {
     memmove(&w->sess[i], &w->sess[i + 1], (size_t)(w->n_sess - i - 1) * sizeof *w->sess);
     w->n_sess--;
 }
-static void sess_put(tc_worker *w, uint64_t sid) {
-    pthread_mutex_lock(&w->mu);
+static void put_locked(tc_worker *w, uint64_t sid) {
     int i = sess_find(w, sid);
     if (i >= 0 && w->sess[i].busy > 0) w->sess[i].busy--;
     if (i >= 0 && w->sess[i].orphan && !w->sess[i].busy) sess_remove_at(w, i);
+}
+static void release_held(tc_worker *w) {
+    if (!t_n_held) return;
+    pthread_mutex_lock(&w->mu);
+    for (int k = 0; k < t_n_held; k++) put_locked(w, t_held[k]);
+    t_n_held = 0;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+/* gives back one hold of sid (none left after release_held: a no-op) */
+static void sess_put(tc_worker *w, uint64_t sid) {
+    int k = t_n_held - 1;
+    while (k >= 0 && t_held[k] != sid) k--;
+    if (k < 0) return;
+    t_held[k] = t_held[--t_n_held];
+    pthread_mutex_lock(&w->mu);
+    put_locked(w, sid);
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }
@@ -156,6 +186,10 @@ static void sess_put(tc_worker *w, uint64_t sid) {
  * copies are dropped (they would otherwise stay until this worker
  * restarts). 0: a caller that only looks. Returns 0, or -1 with why. */
 static void drop_all(tc_worker *w) {
+    /* the departing coordinator's Cancel ids mean nothing to the next one
+     * (whose ids may repeat them) */
+    memset(w->cancels, 0, sizeof w->cancels);
+    w->n_cancels = 0;
     for (int i = w->n_sess - 1; i >= 0; i--) {
         if (w->tp) w->tp->drop(w->tp, w->sess[i].sid); /* its frames in the mailbox */
         if (w->sess[i].busy) w->sess[i].orphan = 1;  /* freed by the last sess_put */
@@ -217,7 +251,9 @@ int tc_worker_poisoned(tc_worker *w) { return atomic_load(&w->poisoned); }
 /* Every successful reply goes through here: none leaves a poisoned device
  * (UNAVAILABLE: the coordinator waits for the restart and retries). */
 static void send_msg(tc_worker *w, tc_call *c, const ProtobufCMessage *m) {
-    if (device_bad(w)) {
+    const int bad = device_bad(w); /* waits for this thread's device work */
+    release_held(w);
+    if (bad) {
         tc_call_finish(c, TC_GRPC_UNAVAILABLE, POISONED_MSG);
         return;
     }
@@ -246,13 +282,13 @@ static _Thread_local tc_worker *t_worker; /* set on the compute threads */
 static void fail(tc_call *c, int code, const char *fmt, const char *arg) {
     char m[600];
     snprintf(m, sizeof m, fmt, arg ? arg : "");
-    if (t_compute && t_worker) (void)device_bad(t_worker);
+    if (t_compute && t_worker) (void)device_bad(t_worker), release_held(t_worker); /* as send_msg */
     tc_call_finish(c, code, m);
 }
 static void fail_st(tc_call *c, tc_status st, const char *what) {
     char m[700];
     snprintf(m, sizeof m, "%s: %s", what, tc_error_get() ? tc_error_get() : tc_status_str(st));
-    if (t_compute && t_worker) (void)device_bad(t_worker);
+    if (t_compute && t_worker) (void)device_bad(t_worker), release_held(t_worker); /* as send_msg */
     tc_call_finish(c, code_of(st), m);
 }
 

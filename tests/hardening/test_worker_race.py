@@ -103,9 +103,16 @@ def main():
         zero = bytes([3 << 3 | 5]) + struct.pack("<f", 1.0) + f_bytes(4, bytes(32)) + f_int(5, 8)
         ck.check(call("Step", f_ids(1, [1]) + f_ids(2, [4]) + f_bytes(3, zero)) == "INVALID_ARGUMENT",
                  "a Step with an all-zero RNG state is refused")
-        ck.check(call("Open", f_int(1, 2)) == "OK" and call("Append", f_int(1, 2) + f_ids(3, [3] * 5)) == "OK" and
-                 call("Step", f_ids(1, [2]) + f_ids(2, [4]) + f_bytes(3, sampler())) == "OK",
-                 "a fresh session computes afterwards")
+        # a coordinator's Cancel ids die with its ownership: A cancels its
+        # id 7 and leaves, B's own call 7 must run (the ring outlived A)
+        ck.check(call("Ping", f_int(1, 0xA)) == "OK" and call("Cancel", f_int(1, 7)) == "OK" and
+                 call("Ping", f_int(1, 0xA) + f_int(2, 1)) == "OK", "coordinator A: Cancel 7, then release")
+        b = [call("Info", f_int(1, 0xB)), call("Open", f_int(1, 3)),
+             call("Append", f_int(1, 3) + f_ids(3, [3] * 40) + f_int(6, 7))]
+        ck.check(b == ["OK"] * 3, f"coordinator B's Append with cancel_id 7 runs (Info, Open, Append: {b})")
+        fresh = [call("Open", f_int(1, 2)), call("Append", f_int(1, 2) + f_ids(3, [3] * 5)),
+                 call("Step", f_ids(1, [2]) + f_ids(2, [4]) + f_bytes(3, sampler()))]
+        ck.check(fresh == ["OK"] * 3, f"a fresh session computes afterwards (Open, Append, Step: {fresh})")
         ch.close()
     finally:
         if p.poll() is None:
