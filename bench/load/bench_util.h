@@ -51,20 +51,16 @@ static inline int tc_bench_arg_num(const char *prog, const char *name, const cha
     return 0;
 }
 
-/* the same for an integer flag */
+/* the same for an integer flag (a whole number within [lo, hi]) */
 static inline int tc_bench_arg_int(const char *prog, const char *name, const char *v, long long lo, long long hi,
                                    long long *out) {
-    char *end;
-    long long x = strtoll(v, &end, 10);
-    if (end == v || *end) {
+    double x;
+    if (tc_bench_arg_num(prog, name, v, (double)lo, (double)hi, &x)) return -1;
+    if (x != (double)(long long)x) {
         fprintf(stderr, "%s: %s: '%s' is not an integer\n", prog, name, v);
         return -1;
     }
-    if (x < lo || x > hi) {
-        fprintf(stderr, "%s: %s: %s is out of range [%lld, %lld]\n", prog, name, v, lo, hi);
-        return -1;
-    }
-    *out = x;
+    *out = (long long)x;
     return 0;
 }
 
