@@ -527,9 +527,15 @@ typedef struct {
 } job_ref;
 static int job_gone(void *ud) {
     const job_ref *x = ud;
-    pthread_mutex_lock(&x->e->mu);
-    const int c = x->j->cancel;
-    pthread_mutex_unlock(&x->e->mu);
+    /* asked every 20 ms while a worker call waits, its client's lock held:
+     * never wait for mu here (a thread holding mu may be waiting for that
+     * client -- a session freed under mu when the reaper is off); busy
+     * now, asked again in 20 ms */
+    int c = 0;
+    if (pthread_mutex_trylock(&x->e->mu) == 0) {
+        c = x->j->cancel;
+        pthread_mutex_unlock(&x->e->mu);
+    }
     return c || x->e->sink.deadline_left(x->j->user) <= 0;
 }
 
