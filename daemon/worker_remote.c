@@ -26,7 +26,9 @@
  * time, then fail (the client sees UNAVAILABLE through the engine). */
 #include "worker_remote.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -111,6 +113,20 @@ typedef struct {
 } remote;
 
 static __thread int t_role = 3; /* set by bind_thread */
+
+/* A socket directory (spawn_args): the workers' sockets, its owner file,
+ * the directory. */
+static void sockdir_remove(const char *dir) {
+    char path[400];
+    for (int i = 0; i < MAX_PROCS; i++) {
+        snprintf(path, sizeof path, "%s/worker-%d.sock", dir, i);
+        unlink(path);
+    }
+    snprintf(path, sizeof path, "%s/owner", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 
 /* ---- control-plane calls ---- */
 
@@ -1134,20 +1150,39 @@ static void r_free(tc_worker_client *w) {
         for (int k = 0; k < MAX_ARGS && p->argv[k]; k++) free(p->argv[k]);
         free(p);
     }
-    if (R->sockdir[0]) { /* the workers are gone: their sockets and the directory */
-        char path[400];
-        for (int i = 0; i < MAX_PROCS; i++) {
-            snprintf(path, sizeof path, "%s/worker-%d.sock", R->sockdir, i);
-            unlink(path);
-        }
-        rmdir(R->sockdir);
-    }
+    if (R->sockdir[0]) sockdir_remove(R->sockdir); /* the workers are gone */
     tc_sched_free(R->sched);
     free(R);
     free(w);
 }
 
 /* ---- set-up ---- */
+/* Socket directories a tconstd of this user left under tmp when it was
+ * killed (kill -9, OOM): its owner file names a process that is gone.
+ * Directories without one, of other users, or of a live process stay. */
+static void sockdir_sweep(const char *tmp) {
+    DIR *d = opendir(tmp);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "tconstd-", 8) != 0 || strlen(e->d_name) != 14) continue;
+        char dir[300], path[320];
+        snprintf(dir, sizeof dir, "%s/%s", tmp, e->d_name);
+        struct stat st;
+        if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid()) continue;
+        snprintf(path, sizeof path, "%s/owner", dir);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        long pid = 0;
+        const int got = fscanf(f, "%ld", &pid);
+        fclose(f);
+        if (got != 1 || pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        TC_LOG(TC_LOG_INFO, "workers", "removing %s, left by tconstd pid %ld (gone)", dir, pid);
+        sockdir_remove(dir);
+    }
+    closedir(d);
+}
+
 static wproc *new_proc(remote *R, const char *name, const char *role) {
     if (R->n_procs == MAX_PROCS) return NULL;
     wproc *p = calloc(1, sizeof *p);
@@ -1172,6 +1207,7 @@ static tc_status spawn_args(remote *R, wproc *p, const char *role, int idx) {
      * after a crash) and make the bind fail */
     if (!R->sockdir[0]) {
         const char *tmp = getenv("TMPDIR");
+        sockdir_sweep(tmp && *tmp ? tmp : "/tmp");
         snprintf(R->sockdir, sizeof R->sockdir, "%s/tconstd-XXXXXX", tmp && *tmp ? tmp : "/tmp");
         if (!mkdtemp(R->sockdir)) {
             const int e = errno;
@@ -1179,6 +1215,10 @@ static tc_status spawn_args(remote *R, wproc *p, const char *role, int idx) {
             return TC_FAIL(TC_ERR_IO, "cannot create the workers' socket directory under %s: %s",
                            tmp && *tmp ? tmp : "/tmp", strerror(e));
         }
+        char own[300];
+        snprintf(own, sizeof own, "%s/owner", R->sockdir);
+        FILE *f = fopen(own, "w"); /* this process: a later tconstd removes the directory if it dies */
+        if (f) fprintf(f, "%ld\n", (long)getpid()), fclose(f);
     }
     char sock[320];
     snprintf(sock, sizeof sock, "unix:%s/worker-%d.sock", R->sockdir, idx);

@@ -96,3 +96,23 @@ kill -TERM $bpid 2>/dev/null
 wait $bpid
 grep -q " ready: " "$tmp/b.out" || fail "a stale socket file kept tconstd from listening: $(tail -3 "$tmp/b.err")"
 echo "ok   a live unix socket is refused, a stale one replaced"
+# a socket directory a killed tconstd left (its owner file names a process
+# that is gone) is removed by the next one; one of a live process stays
+sleep 0 & deadpid=$!
+wait $deadpid
+mkdir -p "$tmp/tconstd-stale1" "$tmp/tconstd-alive1"
+echo $deadpid >"$tmp/tconstd-stale1/owner"
+: >"$tmp/tconstd-stale1/worker-0.sock"
+echo $$ >"$tmp/tconstd-alive1/owner"
+"$D" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 >"$tmp/c.out" 2>"$tmp/c.err" &
+cpid=$!
+for _ in $(seq 600); do grep -q " ready: " "$tmp/c.out" && break; kill -0 $cpid 2>/dev/null || break; sleep 0.1; done
+grep -q " ready: " "$tmp/c.out" || fail "tconstd with a stale socket directory never ready: $(tail -3 "$tmp/c.err")"
+[ ! -e "$tmp/tconstd-stale1" ] || fail "the stale socket directory of a dead tconstd is still there"
+[ -d "$tmp/tconstd-alive1" ] || fail "a live tconstd's socket directory was removed"
+own=$(ls -d "$tmp"/tconstd-?????? | grep -v -e stale1 -e alive1 | head -1)
+[ -n "$own" ] && [ "$(cat "$own/owner")" = "$cpid" ] || fail "no socket directory with this tconstd's owner file"
+kill -TERM $cpid
+wait $cpid
+[ ! -e "$own" ] || fail "tconstd left its socket directory $own at a clean exit"
+echo "ok   a killed tconstd's socket directory is removed by the next one; live ones and its own at exit handled"
