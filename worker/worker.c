@@ -710,6 +710,8 @@ static void *compute_main(void *arg) {
         pthread_cond_wait(&w->cv, &w->mu);
     }
     pthread_mutex_unlock(&w->mu);
+    free(t_held); /* this thread's list of held sessions (sess_get) */
+    t_held = NULL, t_n_held = t_cap_held = 0;
     return NULL;
 }
 
