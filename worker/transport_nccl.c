@@ -8,7 +8,7 @@
  * waits for the generation worker's Import and both sides stay in step
  * whatever order the coordinator issues Syncs and Imports in.
  * The bootstrap: a context worker started with --transport nccl reports a
- * fresh ncclUniqueId in its Info; the coordinator hands it to both workers
+ * ncclUniqueId in its Info (the same one until a Connect uses it); the coordinator hands it to both workers
  * of the pair in Connect (rank 0 and 1, at the same time), again after
  * either restarts. Built only when NCCL is present; its test needs two GPUs
  * (tests/gpu, SKIPPED otherwise). Host buffers in, host buffers out.
