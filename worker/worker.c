@@ -737,6 +737,7 @@ static void do_info(tc_worker *w, tc_call *c, int ping, const uint8_t *msg, size
     int n = 0;
     for (int i = 0; i < w->n_sess; i++) n += !w->sess[i].orphan;
     uint64_t owner = w->owner;
+    tc_transport *tp = w->tp; /* an NCCL Connect swaps it under mu (the old one retired, never freed) */
     pthread_mutex_unlock(&w->mu);
     if (refused) {
         tc_call_finish(c, TC_GRPC_RESOURCE_EXHAUSTED, why);
@@ -753,14 +754,14 @@ static void do_info(tc_worker *w, tc_call *c, int ping, const uint8_t *msg, size
     snprintf(role, sizeof role, "%s", w->o.role);
     snprintf(device, sizeof device, "%s", w->o.device);
     snprintf(dtype, sizeof dtype, "%s", w->m->dtype_name);
-    snprintf(addr, sizeof addr, "%s", w->tp ? w->tp->address(w->tp) : "");
+    snprintf(addr, sizeof addr, "%s", tp ? tp->address(tp) : "");
     snprintf(ver, sizeof ver, "%s", TC_WORKER_VERSION);
     r.role = role, r.device = device, r.dtype = dtype, r.data_address = addr, r.version = ver;
     r.config_json = w->config_json;
     r.n_params = w->m->n_params;
     r.pid = (int32_t)getpid();
     r.boot_id = w->boot_id;
-    r.transport = !strcmp(w->o.transport, "nccl") ? (char *)"nccl" : w->tp ? (char *)w->tp->kind : (char *)"none";
+    r.transport = !strcmp(w->o.transport, "nccl") ? (char *)"nccl" : tp ? (char *)tp->kind : (char *)"none";
     r.sessions = n;
     r.coordinator = owner;
 #ifdef TC_HAVE_NCCL
