@@ -48,11 +48,10 @@ struct tc_worker_client {
     int n_pairs; /* worker pairs (0 or 1: one); a session stays on its pair */
     tc_status (*session_new)(tc_worker_client *w, tc_wc_session **out);
     void (*session_free)(tc_worker_client *w, tc_wc_session *s);
-    /* 1: append stops when the calling thread's tc_cancelled() says yes
-     * (TC_ERR_CANCELLED, the session's history as it was, its worker
-     * copies rebuilt on next use). 0 (in-process): the thread's own
-     * session would be left to rebuild in the middle of its next step, so
-     * the engine never arms the predicate there */
+    /* 1: append and sync stop when the calling thread's tc_cancelled()
+     * says yes (TC_ERR_CANCELLED, the session's history as it was; worker
+     * copies are rebuilt on next use, an in-process session by its next
+     * append, sync or step) */
     int cancellable;
     /* append n tokens; logits of the last one into logits [V] (or NULL) */
     tc_status (*append)(tc_worker_client *w, tc_wc_session *s, const int32_t *t, int64_t n, float *logits);

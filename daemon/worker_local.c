@@ -44,6 +44,9 @@ static tc_status l_step(tc_worker_client *w, tc_wc_session **s, const int32_t *t
                         int32_t *next, float *logits) {
     local_impl *L = w->impl;
     const int V = w->cfg->vocab_size;
+    /* a session a cancelled append or sync left stale gets its sync and
+     * window rows back first (a no-op for the others) */
+    for (int i = 0; i < B; i++) TC_CHECK(tc_session_refresh((tc_session *)s[i]));
     int K = 0, dense = logits != NULL || !smp;
     for (int i = 0; !dense && i < B; i++) {
         int need = tc_sampler_topk_need(&smp[i]->p, V);
@@ -152,6 +155,7 @@ tc_status tc_worker_local_open(tc_worker_client **out, const char *dir, int n_th
     w->stats = l_stats;
     w->bind_thread = l_bind;
     w->free = l_free;
+    w->cancellable = 1; /* a stopped append or sync leaves its session stale: the next append, sync or step rebuilds it */
     *out = w;
     return TC_OK;
 }

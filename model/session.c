@@ -170,6 +170,17 @@ tc_status tc_session_append(tc_session *s, const int32_t *tokens, int64_t n, flo
     return st;
 }
 
+tc_status tc_session_refresh(tc_session *s) {
+    if (!s->win_stale || s->n_tokens == 0) return TC_OK;
+    /* the last token appended again: a stale append recomputes the sync
+     * and the window rows its history needs */
+    const int32_t last = s->tokens[s->n_tokens - 1];
+    s->n_tokens--;
+    tc_status st = tc_session_append(s, &last, 1, NULL);
+    if (st != TC_OK) s->n_tokens++; /* the append rolled back to n - 1: the token is still in place */
+    return st;
+}
+
 static tc_status step_batch(tc_session **ss, const int32_t *tokens, int B, const tc_fwd_out *out) {
     if (B <= 0) return TC_OK;
     int64_t cnt_stack[64];

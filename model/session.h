@@ -52,6 +52,10 @@ void tc_session_free(tc_session *s);
 /* Appends n tokens; logits (may be NULL) receives vocab_size floats: the
  * logits after the last appended token. Token ids are validated. */
 tc_status tc_session_append(tc_session *s, const int32_t *tokens, int64_t n, float *logits);
+/* A session left stale (a cancelled append or sync: win_stale) gets its
+ * sync and window rows recomputed from its history, adding no token, so a
+ * step takes it again; a session that is not stale is left as it is. */
+tc_status tc_session_refresh(tc_session *s);
 
 /* One token per session (sessions distinct); logits [B, vocab] or NULL. */
 tc_status tc_step_batch(tc_session **s, const int32_t *tokens, int B, float *logits);
