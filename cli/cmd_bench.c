@@ -109,7 +109,7 @@ static tc_status bench_step_topp(tc_session **ss, const int32_t *tok, int B, int
         const tc_sampling_params p = {0.8f, 0, 0.95f, 1};
         TC_CHECK(tc_sampler_init(&g_smp, &p, V));
     }
-    if (tc_model_draws_on_backend(m)) {
+    if (tc_model_draws_on_backend(m, B)) {
         tc_draw *d = malloc((size_t)B * sizeof *d);
         if (!d) return TC_FAIL(TC_ERR_NOMEM, "out of memory for %d draws", B);
         for (int i = 0; i < B; i++) tc_sampler_draw_params(&g_smp, &d[i]);
@@ -596,10 +596,14 @@ static int bench_batch(const bench_opts *o) {
         if (st != TC_OK) return tc_cli_fail("bench", st);
         double t[MAX_CTX], base = 0;
         char nb[32];
-        if (g_sampling)
-            printf("# sampling: top-p (T 0.8, top_p 0.95) %s\n",
-                   tc_model_draws_on_backend(m) ? "drawn by the backend's sample op"
-                                                : "on the host, from the downloaded logits");
+        if (g_sampling) {
+            const int from = !m->be->sample ? 0 : m->be->sample_min_rows > 1 ? m->be->sample_min_rows : 1;
+            if (!from) printf("# sampling: top-p (T 0.8, top_p 0.95) on the host, from the downloaded logits\n");
+            else if (from == 1) printf("# sampling: top-p (T 0.8, top_p 0.95) drawn by the backend's sample op\n");
+            else
+                printf("# sampling: top-p (T 0.8, top_p 0.95) drawn by the backend's sample op from batch %d, "
+                       "on the host below\n", from);
+        }
         st = time_batches(m, o->batch, o->n_batch, o->batch_ctx, bench_window(o, &m->cfg), 8 * (int)o->reps, t);
         if (st == TC_OK) st = bench_wait(o, &be); /* a device fault: an error, not figures */
         if (st != TC_OK) { bench_free(o, &be, m); return tc_cli_fail("bench", st); }

@@ -68,7 +68,7 @@ static tc_status l_step(tc_worker_client *w, tc_wc_session **s, const int32_t *t
             next[i] = tc_sampler_sample_topk(smp[i], L->cid + (size_t)i * K, L->cval + (size_t)i * K, K);
         return TC_OK;
     }
-    if (!logits && smp && B > 0 && tc_model_draws_on_backend(L->m)) {
+    if (!logits && smp && B > 0 && tc_model_draws_on_backend(L->m, B)) {
         /* a sampler needs the full rows: the backend draws where they are */
         static atomic_int logged;
         if (!atomic_exchange(&logged, 1))

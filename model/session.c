@@ -235,7 +235,9 @@ tc_status tc_step_batch_draw(tc_session **ss, const int32_t *tokens, int B, cons
     return step_batch(ss, tokens, B, &out);
 }
 
-int tc_model_draws_on_backend(const tc_model *m) { return m->be->sample != NULL; }
+int tc_model_draws_on_backend(const tc_model *m, int B) {
+    return m->be->sample != NULL && B >= (m->be->sample_min_rows > 1 ? m->be->sample_min_rows : 1);
+}
 
 size_t tc_session_state_bytes(const tc_session *s) {
     const tc_model_config *c = &s->m->cfg;

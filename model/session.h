@@ -71,10 +71,11 @@ tc_status tc_step_batch_topk(tc_session **s, const int32_t *tokens, int B, int k
  * the backend's sample op, so only B ids leave the device. Without the
  * op, the rows are downloaded and drawn by tc_sample_rows. */
 tc_status tc_step_batch_draw(tc_session **s, const int32_t *tokens, int B, const tc_draw *draws, int32_t *next);
-/* 1 when the model's backend draws on its device (tc_step_batch_draw then
- * moves B ids instead of [B, vocab] logits); 0: the host sampler is as
- * fast (CPU backends). */
-int tc_model_draws_on_backend(const tc_model *m);
+/* 1 when the model's backend draws a step of B rows on its device
+ * (tc_step_batch_draw then moves B ids instead of [B, vocab] logits); 0:
+ * the host sampler is as fast (CPU backends, or B below the backend's
+ * sample_min_rows). */
+int tc_model_draws_on_backend(const tc_model *m, int B);
 
 /* True when the next token starts a new window (a sync is due first). */
 int tc_session_sync_due(const tc_session *s);

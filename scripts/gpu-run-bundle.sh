@@ -38,7 +38,7 @@
 # batchi16 (TC_CUDA_BATCH_ITEMS=16: batched launches of 16 items, the
 # A/B of the large parameter structs), batchtp batchtp1 (batch steps
 # sampled top-p: TC_CUDA_SAMPLE=0 downloads the logits, 1 draws on the
-# device), e2es (the e2e suite with TC_CUDA_SAMPLE=1), nsys (per-kernel device time of replayed hit
+# device), batchtpa (the same with the default: the device from batch 2), e2es (the e2e suite with TC_CUDA_SAMPLE=1), nsys (per-kernel device time of replayed hit
 # steps at batch 1, where the machine has Nsight Systems), persist (the
 # persistent hit-step probe, bench/persist: one kernel a phase against one
 # co-resident kernel with grid barriers, same arithmetic, checked bitwise)
@@ -216,8 +216,9 @@ for st in $STAGES; do
     floor64knpr) TC_CUDA_PAIRS=0 bench floor-64k-nopairs 30 floor --preset paper-41m --ctx 64K --reps 3 ;;
     batchnpr) TC_CUDA_PAIRS=0 bench batch-nopairs 45 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
     persist) run_stage persist 45 "$OUTDIR/bench.log" "$W/wrap/bench_persist" --device "$DEV" ;;
-    batchtp) TC_CUDA_SAMPLE=0 bench batch-topp-host 45 batch --preset paper-41m --batch 1,16,256 --reps 2 --sampling top-p ;;
-    batchtp1) TC_CUDA_SAMPLE=1 bench batch-topp-device 45 batch --preset paper-41m --batch 1,16,256 --reps 2 --sampling top-p ;;
+    batchtp) TC_CUDA_SAMPLE=0 bench batch-topp-host 45 batch --preset paper-41m --batch 1,2,4,16,256 --reps 2 --sampling top-p ;;
+    batchtp1) TC_CUDA_SAMPLE=1 bench batch-topp-device 45 batch --preset paper-41m --batch 1,2,4,16,256 --reps 2 --sampling top-p ;;
+    batchtpa) TC_CUDA_SAMPLE= bench batch-topp-auto 45 batch --preset paper-41m --batch 1,2,4,16,256 --reps 2 --sampling top-p ;;
     e2es) TC_CUDA_SAMPLE=1 e2e_stage e2e-sample sample ;;
     batchnp) TC_CUDA_PDL=0 bench batch-nopdl 45 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
     floor64knf) TC_CUDA_FUSE=0 bench floor-64k-nofuse 30 floor --preset paper-41m --ctx 64K --reps 3 ;;

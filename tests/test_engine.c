@@ -661,6 +661,12 @@ static void run_failures(tc_arch arch) {
     tc_session_new(m, &s), tc_session_new(m, &r);
     EXPECT(tc_session_append(s, t, 7, NULL) == TC_OK && tc_session_append(r, t, 7, NULL) == TC_OK, "append 7");
     m->be->sample = bad_sample;
+    /* the rows from which a sample op pays (the CUDA backend's default: 2) */
+    m->be->sample_min_rows = 2;
+    EXPECT(!tc_model_draws_on_backend(m, 1) && tc_model_draws_on_backend(m, 2) && tc_model_draws_on_backend(m, 300),
+           "sample_min_rows 2: the host draws a lone row, the backend 2 rows or more");
+    m->be->sample_min_rows = 0;
+    EXPECT(tc_model_draws_on_backend(m, 1), "sample_min_rows 0: the backend draws every step");
     const tc_draw d = {1.f, 1.f, 0, 0, 12345};
     int32_t nx;
     st = tc_step_batch_draw(&s, t + 7, 1, &d, &nx);

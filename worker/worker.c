@@ -537,7 +537,7 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     }
     if (dense || rq->want_logits) K = 0; /* some sampler (or the caller) needs the full rows */
     /* ... which a sampling backend (the GPU) draws from where they are */
-    draw = dense && !rq->want_logits && rq->n_samplers && tc_model_draws_on_backend(w->m);
+    draw = dense && !rq->want_logits && rq->n_samplers && tc_model_draws_on_backend(w->m, B);
     if (draw && !atomic_exchange(&g_draw_logged, 1))
         TC_LOG(TC_LOG_INFO, "worker", "sampling on the backend (its sample op): steps hand back token ids, not logits");
     if (multi && rq->want_logits) {

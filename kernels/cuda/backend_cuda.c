@@ -85,8 +85,8 @@ typedef struct {
     int fuse;   /* 1: linear_pre and qkv_rope fused, 2: linear_pre only (TC_CUDA_FUSE; 0: neither is installed) */
     int pairs;  /* the hit step's softmax pairs in two blocks at once: 1 where the device would idle, 2 always, 0
                  * never (TC_CUDA_PAIRS / tc_backend_cuda_set_pairs) */
-    int sample; /* the sample op installed (TC_CUDA_SAMPLE / tc_backend_cuda_set_sample): off by default until
-                 * gpu_backend_ops has checked sample.cu on a GPU (written without one, session 18) */
+    int sample; /* the sample op (TC_CUDA_SAMPLE / tc_backend_cuda_set_sample): 0 off, 1 every step, 2 (default)
+                 * steps of 2 rows or more (one block a row: a lone row draws faster on the host; H200, session 21) */
     tc_cuda_lane lane[TC_CUDA_LANES];
     /* never captured: the memory ops of a thread whose lane another thread
      * is capturing (mem_stream) */
@@ -1070,10 +1070,11 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     const char *am = getenv("TC_CUDA_ATT_MMA"), *fu = getenv("TC_CUDA_FUSE"), *pd = getenv("TC_CUDA_PDL");
     const char *pp = getenv("TC_CUDA_PAIRS"), *sw = getenv("TC_CUDA_SKINNY_WARPS"), *bi = getenv("TC_CUDA_BATCH_ITEMS");
     const char *sm = getenv("TC_CUDA_SAMPLE");
-    int batch_items = 0, sample = 0;
+    int batch_items = 0, sample = 2;
     if (sm && *sm) {
-        if (!strcmp(sm, "1")) sample = 1;
-        else if (strcmp(sm, "0")) return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_SAMPLE '%s': expected 0 or 1", sm);
+        if (!strcmp(sm, "0") || !strcmp(sm, "1") || !strcmp(sm, "2")) sample = sm[0] - '0';
+        else if (!strcmp(sm, "auto")) sample = 2;
+        else return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_SAMPLE '%s': expected 0, 1, 2 or auto", sm);
     }
     if (bi && *bi) {
         char *end = NULL;
@@ -1211,6 +1212,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     be->qkv_rope = fuse ? cuda_qkv_rope : NULL;
     be->topk = cuda_topk;
     if (c->sample) be->sample = cuda_sample;
+    be->sample_min_rows = c->sample == 2 ? 2 : 1;
     be->capture_begin = cuda_capture_begin;
     be->capture_end = cuda_capture_end;
     be->row_tile = TC_CUDA_ROW_TILE;
@@ -1328,8 +1330,9 @@ void tc_backend_cuda_set_fuse(tc_backend *be, int mode) {
 void tc_backend_cuda_set_sample(tc_backend *be, int on) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!c) return;
-    c->sample = on != 0;
+    c->sample = on == 1 || on == 2 ? on : 0;
     be->sample = !c->sample ? NULL : c->lane[0].prof ? cuda_sample_prof : cuda_sample;
+    be->sample_min_rows = c->sample == 2 ? 2 : 1;
 }
 
 void tc_backend_cuda_set_pairs(tc_backend *be, int on) {

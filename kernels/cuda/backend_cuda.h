@@ -103,11 +103,12 @@ int tc_backend_cuda_pdl_on(void);
  * the same bits in every mode. For tests and A/B benchmarks, between
  * steps. */
 void tc_backend_cuda_set_pairs(tc_backend *be, int on);
-/* Installs (1) or removes (0) the sample op (sample.cu: the token drawn on
- * the device, so a dense sampler's step downloads ids, not [B, V] logits).
- * TC_CUDA_SAMPLE=1 at init does the same; off by default until the GPU
- * tests have passed on a GPU (written without one). */
-void tc_backend_cuda_set_sample(tc_backend *be, int on);
+/* The sample op (sample.cu: the token drawn on the device, so a dense
+ * sampler's step downloads ids, not [B, V] logits): 1 for every step, 2
+ * (the default; TC_CUDA_SAMPLE at init) for steps of 2 rows or more (one
+ * block a row takes ~1 ms on an H200; the host draws a lone row in ~0.65
+ * ms after its 200 KB download), 0 never. Between steps. */
+void tc_backend_cuda_set_sample(tc_backend *be, int mode);
 
 /* Columns (warps) a block of the hit step's skinny linears: 2, 4 or 8
  * (TC_CUDA_SKINNY_WARPS at init, default 8); the results do not depend on
