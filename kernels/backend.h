@@ -143,9 +143,9 @@ struct tc_backend {
      * memory, read during the call (a capturing backend stages them). */
     void (*sample)(tc_backend *be, int32_t *tokens, const float *x, int n, int V, const tc_draw *draws);
     /* Rows a step needs for the sample op to pay (0 or 1: any): below it
-     * the caller downloads the rows and the host draws (the CUDA op takes
-     * one block a row: ~1 ms a row on an H200 where the host draws one in
-     * ~0.65 ms, so its default is 2). Read by tc_model_draws_on_backend. */
+     * the caller downloads the rows and the host draws (the CUDA
+     * backend's TC_CUDA_SAMPLE=2: 2 rows). Read by
+     * tc_model_draws_on_backend. */
     int sample_min_rows;
     /* Optional (NULL: ops run as called): the ops issued between the two,
      * by one thread, with no upload, download, alloc or free among them,

@@ -38,7 +38,10 @@
 # batchi16 (TC_CUDA_BATCH_ITEMS=16: batched launches of 16 items, the
 # A/B of the large parameter structs), batchtp batchtp1 (batch steps
 # sampled top-p: TC_CUDA_SAMPLE=0 downloads the logits, 1 draws on the
-# device), batchtpa (the same with the default: the device from batch 2), e2es (the e2e suite with TC_CUDA_SAMPLE=1), nsys (per-kernel device time of replayed hit
+# device), batchtpa (the same with TC_CUDA_SAMPLE=2: the device from batch 2),
+# batchtpk0 batchtpk1 (the device's first and second walks: TC_CUDA_SAMPLE_KERNEL;
+# the default is 2), racecheck (the sample and top-k op tests under
+# compute-sanitizer's racecheck), e2es (the e2e suite with TC_CUDA_SAMPLE=1), nsys (per-kernel device time of replayed hit
 # steps at batch 1, where the machine has Nsight Systems), persist (the
 # persistent hit-step probe, bench/persist: one kernel a phase against one
 # co-resident kernel with grid barriers, same arithmetic, checked bitwise)
@@ -197,6 +200,11 @@ for st in $STAGES; do
     sanitize) # the op tests under compute-sanitizer's memcheck: the kernel and line of a bad access
         cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
         run_stage sanitize 60 "$OUTDIR/gpu.log" env LD_LIBRARY_PATH="$LIBPATH" "$cs" --tool memcheck --error-exitcode 1 --print-limit 20 "$B/tests/gpu/test_backend_ops_gpu" ;;
+    racecheck) # the sample and top-k ops under compute-sanitizer's racecheck: shared-memory hazards
+        cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+        run_stage racecheck 90 "$OUTDIR/gpu.log" env LD_LIBRARY_PATH="$LIBPATH" TC_GPU_OPS_ONLY=sample "$cs" --tool racecheck --error-exitcode 1 --print-limit 20 "$B/tests/gpu/test_backend_ops_gpu" ;;
+    batchtpk0) TC_CUDA_SAMPLE=1 TC_CUDA_SAMPLE_KERNEL=0 bench batch-topp-walk0 45 batch --preset paper-41m --batch 1,2,4,16,256 --reps 2 --sampling top-p ;;
+    batchtpk1) TC_CUDA_SAMPLE=1 TC_CUDA_SAMPLE_KERNEL=1 bench batch-topp-walk1 45 batch --preset paper-41m --batch 1,2,4,16,256 --reps 2 --sampling top-p ;;
     batchr) TC_CUDA_GRAPHS=2 bench batch-replay 45 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
     floor64kr) TC_CUDA_GRAPHS=2 bench floor-64k-replay 30 floor --preset paper-41m --ctx 64K --reps 3 ;;
     flatr) TC_CUDA_GRAPHS=2 bench flat-replay 30 flat --preset paper-41m --ctx 1K,1M --reps 2 ;;
@@ -218,7 +226,7 @@ for st in $STAGES; do
     persist) run_stage persist 45 "$OUTDIR/bench.log" "$W/wrap/bench_persist" --device "$DEV" ;;
     batchtp) TC_CUDA_SAMPLE=0 bench batch-topp-host 45 batch --preset paper-41m --batch 1,2,4,16,256 --reps 2 --sampling top-p ;;
     batchtp1) TC_CUDA_SAMPLE=1 bench batch-topp-device 45 batch --preset paper-41m --batch 1,2,4,16,256 --reps 2 --sampling top-p ;;
-    batchtpa) TC_CUDA_SAMPLE= bench batch-topp-auto 45 batch --preset paper-41m --batch 1,2,4,16,256 --reps 2 --sampling top-p ;;
+    batchtpa) TC_CUDA_SAMPLE=2 bench batch-topp-auto 45 batch --preset paper-41m --batch 1,2,4,16,256 --reps 2 --sampling top-p ;;
     e2es) TC_CUDA_SAMPLE=1 e2e_stage e2e-sample sample ;;
     batchnp) TC_CUDA_PDL=0 bench batch-nopdl 45 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
     floor64knf) TC_CUDA_FUSE=0 bench floor-64k-nofuse 30 floor --preset paper-41m --ctx 64K --reps 3 ;;

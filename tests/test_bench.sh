@@ -85,6 +85,8 @@ if [ -n "${2:-}" ]; then
     TC_CUDA_BATCH_ITEMS=0 expect_err "TC_CUDA_BATCH_ITEMS '0': expected 1 to 256" batch --preset tiny --device cuda:0
     TC_CUDA_BATCH_ITEMS=12x expect_err "TC_CUDA_BATCH_ITEMS '12x': expected 1 to 256" batch --preset tiny --device cuda:0
     TC_CUDA_SKINNY_WARPS=3 expect_err "TC_CUDA_SKINNY_WARPS '3': expected 2, 4 or 8" batch --preset tiny --device cuda:0
-    TC_CUDA_SAMPLE=on expect_err "TC_CUDA_SAMPLE 'on': expected 0, 1, 2 or auto" batch --preset tiny --device cuda:0
-    echo "ok   tconst-cuda: bad TC_CUDA_WEIGHTS / GRAPHS / PROFILE / ATT_MMA / FUSE / PDL / PAIRS / SKINNY_WARPS / BATCH_ITEMS / SAMPLE refused"
+    TC_CUDA_SAMPLE=on expect_err "TC_CUDA_SAMPLE 'on': expected 0, 1 or 2" batch --preset tiny --device cuda:0
+    TC_CUDA_SAMPLE_KERNEL=3 expect_err "TC_CUDA_SAMPLE_KERNEL '3': expected 0, 1 or 2" batch --preset tiny --device cuda:0
+    TC_CUDA_SAMPLE_KERNEL=12 expect_err "TC_CUDA_SAMPLE_KERNEL '12': expected 0, 1 or 2" batch --preset tiny --device cuda:0
+    echo "ok   tconst-cuda: bad TC_CUDA_WEIGHTS / GRAPHS / PROFILE / ATT_MMA / FUSE / PDL / PAIRS / SKINNY_WARPS / BATCH_ITEMS / SAMPLE / SAMPLE_KERNEL refused"
 fi

@@ -85,8 +85,9 @@ typedef struct {
     int fuse;   /* 1: linear_pre and qkv_rope fused, 2: linear_pre only (TC_CUDA_FUSE; 0: neither is installed) */
     int pairs;  /* the hit step's softmax pairs in two blocks at once: 1 where the device would idle, 2 always, 0
                  * never (TC_CUDA_PAIRS / tc_backend_cuda_set_pairs) */
-    int sample; /* the sample op (TC_CUDA_SAMPLE / tc_backend_cuda_set_sample): 0 off, 1 every step, 2 (default)
-                 * steps of 2 rows or more (one block a row: a lone row draws faster on the host; H200, session 21) */
+    int sample; /* the sample op (TC_CUDA_SAMPLE / tc_backend_cuda_set_sample): 0 off, 1 (default) every step, 2
+                 * steps of 2 rows or more (H200, session 21: with walk 2 a lone row draws in ~0.2 ms on the device,
+                 * ~0.6 ms after its download on the host; with walk 0 it was ~1 ms on the device) */
     tc_cuda_lane lane[TC_CUDA_LANES];
     /* never captured: the memory ops of a thread whose lane another thread
      * is capturing (mem_stream) */
@@ -1069,12 +1070,17 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     const char *w = getenv("TC_CUDA_WEIGHTS"), *g = getenv("TC_CUDA_GRAPHS"), *pr = getenv("TC_CUDA_PROFILE");
     const char *am = getenv("TC_CUDA_ATT_MMA"), *fu = getenv("TC_CUDA_FUSE"), *pd = getenv("TC_CUDA_PDL");
     const char *pp = getenv("TC_CUDA_PAIRS"), *sw = getenv("TC_CUDA_SKINNY_WARPS"), *bi = getenv("TC_CUDA_BATCH_ITEMS");
-    const char *sm = getenv("TC_CUDA_SAMPLE");
-    int batch_items = 0, sample = 2;
+    const char *sm = getenv("TC_CUDA_SAMPLE"), *sk = getenv("TC_CUDA_SAMPLE_KERNEL");
+    int sample_kernel = 2;
+    if (sk && *sk) {
+        if (strlen(sk) != 1 || sk[0] < '0' || sk[0] > '2')
+            return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_SAMPLE_KERNEL '%s': expected 0, 1 or 2", sk);
+        sample_kernel = sk[0] - '0';
+    }
+    int batch_items = 0, sample = 1;
     if (sm && *sm) {
         if (!strcmp(sm, "0") || !strcmp(sm, "1") || !strcmp(sm, "2")) sample = sm[0] - '0';
-        else if (!strcmp(sm, "auto")) sample = 2;
-        else return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_SAMPLE '%s': expected 0, 1, 2 or auto", sm);
+        else return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_SAMPLE '%s': expected 0, 1 or 2", sm);
     }
     if (bi && *bi) {
         char *end = NULL;
@@ -1188,6 +1194,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     c->fuse = fuse;
     c->batch_items = batch_items;
     c->sample = sample;
+    (void)tc_cuda_sample_set_kernel(sample_kernel);
     be->wtype = wtype;
 #undef INIT_CU
 #undef INIT_BLAS

@@ -104,10 +104,9 @@ int tc_backend_cuda_pdl_on(void);
  * steps. */
 void tc_backend_cuda_set_pairs(tc_backend *be, int on);
 /* The sample op (sample.cu: the token drawn on the device, so a dense
- * sampler's step downloads ids, not [B, V] logits): 1 for every step, 2
- * (the default; TC_CUDA_SAMPLE at init) for steps of 2 rows or more (one
- * block a row takes ~1 ms on an H200; the host draws a lone row in ~0.65
- * ms after its 200 KB download), 0 never. Between steps. */
+ * sampler's step downloads ids, not [B, V] logits): 1 (the default;
+ * TC_CUDA_SAMPLE at init) for every step, 2 for steps of 2 rows or more
+ * (the host draws a lone row), 0 never. Between steps. */
 void tc_backend_cuda_set_sample(tc_backend *be, int mode);
 
 /* Columns (warps) a block of the hit step's skinny linears: 2, 4 or 8

@@ -104,6 +104,9 @@ cudaError_t tc_cuda_spin(cudaStream_t st, long long ns);
  * then draws is unused).                                   tokens [n] */
 cudaError_t tc_cuda_sample(cudaStream_t st, int32_t *tokens, const float *x, int n, int V, const tc_draw *draws,
                            const tc_draw *dev);
+/* Which of sample.cu's walks runs (0, 1, 2: see there; default 2), process-
+ * wide, between steps; -1 for another value. The same tokens in each. */
+int tc_cuda_sample_set_kernel(int kind);
 
 /* topk.cu: per row of x [n, V], the k largest as backend.h's topk (the
  * order of tc_topk_rows, bit for bit).        ids, vals [n, k]; k <= TC_TOPK_MAX */

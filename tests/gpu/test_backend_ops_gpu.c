@@ -710,7 +710,7 @@ static void test_topk(void) {
  * reads them) and through tc_sample_rows must give the same tokens, for
  * greedy, plain temperature, top-k (past TC_TOPK_MAX too), top-p and both,
  * V = 1 .. 50257. */
-static void test_sample(void) {
+static void test_sample_kind(int kind) {
     static const int Vs[] = {1, 7, 1000, 50257};
     static const float temps[] = {0.05f, 0.7f, 1.f, 3.f, 1000.f};
     static const int topks[] = {0, 1, 3, 40, 1500};
@@ -759,7 +759,8 @@ static void test_sample(void) {
             g_n++;
             if (bad >= 0) g_fail++;
             char shape[80];
-            snprintf(shape, sizeof shape, "%d rows, V %d, draws from %s", n, V, path ? "device memory" : "parameters");
+            snprintf(shape, sizeof shape, "walk %d, %d rows, V %d, draws from %s", kind, n, V,
+                     path ? "device memory" : "parameters");
             printf("%-5s %-10s %-48s", bad < 0 ? "ok" : "FAIL", "sample", shape);
             if (bad >= 0 && bad < n)
                 printf(" row %d (T %g top_k %d top_p %g): gpu %d, cpu %d", bad, d[bad].temperature, d[bad].top_k,
@@ -770,6 +771,15 @@ static void test_sample(void) {
         g_gpu.free(&g_gpu, dx), g_gpu.free(&g_gpu, dt), g_gpu.free(&g_gpu, dt2), g_gpu.free(&g_gpu, dd);
         free(want), free(got), free(got2), free(d), free(x);
     }
+}
+
+/* every walk of sample.cu (TC_CUDA_SAMPLE_KERNEL), then the default back */
+static void test_sample(void) {
+    for (int kind = 0; kind <= 2; kind++) {
+        if (tc_cuda_sample_set_kernel(kind) != kind) abort();
+        test_sample_kind(kind);
+    }
+    (void)tc_cuda_sample_set_kernel(2);
 }
 
 int main(void) {
@@ -786,33 +796,51 @@ int main(void) {
         return 1;
     }
     tc_backend_cpu_init(&g_cpu, 0);
-    test_embed_copy2d();
-    test_layernorm();
-    test_linear();
-    test_linear_pre();
-    /* the skinny kernels with 2 and 4 columns a block (the default is 8) */
-    for (int w = 2; w <= 4; w += 2) {
-        printf("--    skinny linears with %d warps a block\n", w);
-        tc_backend_cuda_set_skinny_warps(w);
+    /* TC_GPU_OPS_ONLY=NAME runs one group (for the slower sanitizer tools:
+     * gpu-run-bundle's racecheck stage) */
+    const char *only = getenv("TC_GPU_OPS_ONLY");
+#define GROUP(name) if (!only || !*only || !strcmp(only, name))
+    GROUP("linear") {
+        test_embed_copy2d();
+        test_layernorm();
         test_linear();
         test_linear_pre();
+        /* the skinny kernels with 2 and 4 columns a block (the default is 8) */
+        for (int w = 2; w <= 4; w += 2) {
+            printf("--    skinny linears with %d warps a block\n", w);
+            tc_backend_cuda_set_skinny_warps(w);
+            test_linear();
+            test_linear_pre();
+            test_qkv_rope();
+        }
+        tc_backend_cuda_set_skinny_warps(8);
+        test_rope();
+        test_rope_kv_batch();
         test_qkv_rope();
+        test_swiglu();
     }
-    tc_backend_cuda_set_skinny_warps(8);
-    test_rope();
-    test_rope_kv_batch();
-    test_qkv_rope();
-    test_swiglu();
-    test_attention();
-    test_attention_batch();
-    test_attention_pairs(1);
-    test_attention_pairs(0);
-    test_attention_pairs(1);
-    test_topk();
-    tc_backend_cuda_set_sample(&g_gpu, 1);
-    test_sample();
-    test_weights16(TC_WT_BF16);
-    test_weights16(TC_WT_F16);
+    GROUP("attention") {
+        test_attention();
+        test_attention_batch();
+        test_attention_pairs(1);
+        test_attention_pairs(0);
+        test_attention_pairs(1);
+    }
+    GROUP("sample") {
+        test_topk();
+        tc_backend_cuda_set_sample(&g_gpu, 1);
+        test_sample();
+    }
+    GROUP("weights16") {
+        test_weights16(TC_WT_BF16);
+        test_weights16(TC_WT_F16);
+    }
+#undef GROUP
+    if (only && *only && strcmp(only, "linear") && strcmp(only, "attention") && strcmp(only, "sample") &&
+        strcmp(only, "weights16")) {
+        printf("FAIL: TC_GPU_OPS_ONLY '%s': expected linear, attention, sample or weights16\n", only);
+        g_fail++;
+    }
     if (tc_backend_cuda_sync(&g_gpu) != TC_OK) {
         printf("FAIL: cuda backend reported an error: %s\n", tc_error_get());
         g_fail++;
