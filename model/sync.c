@@ -17,6 +17,9 @@
  * tiles: the zip (and TLin history) are half written, so the session is
  * left stale -- a step refuses it and the next append syncs again from
  * the raw history, as after a failed window pass. */
+/* row tiles of the compress projection between two cancel points */
+#define PROJ_TILES 16
+
 static tc_status cancelled(tc_session *s, int64_t n_ctx) {
     s->win_start = -1;
     s->win_len = 0;
@@ -77,8 +80,16 @@ tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx) {
     for (int b = 0; b < c->n_block; b++) {
         if (tc_cancelled()) return cancelled(s, n_ctx);
         const tc_layer_weights *Lc = &m->layers[b * depth];
-        /* compress: (Qc, Kc, Vc) = proj(C) at positions 0.. */
-        tc_fwd_proj(m, Lc, C, n_ctx, QKVC, 0, LN);
+        /* compress: (Qc, Kc, Vc) = proj(C) at positions 0.., in chunks of
+         * PROJ_TILES row tiles with a cancel point between two (the same
+         * tiles as one call: the same bits; paper-41m at 1M tokens is ~1
+         * TFLOP a block, tens of seconds on a few cores) */
+        for (int64_t r0 = 0; r0 < n_ctx; r0 += PROJ_TILES * (int64_t)tc_row_tile(m)) {
+            if (r0 && tc_cancelled()) return cancelled(s, n_ctx);
+            const int64_t t = n_ctx - r0 < PROJ_TILES * (int64_t)tc_row_tile(m) ? n_ctx - r0
+                                                                                : PROJ_TILES * (int64_t)tc_row_tile(m);
+            tc_fwd_proj(m, Lc, C + (size_t)r0 * d, t, QKVC + (size_t)r0 * 3 * d, r0, LN);
+        }
         if (c->arch == TC_ARCH_TLIN) {
             float *hk = s->hist + (size_t)b * 2 * s->hist_cap * d, *hv = hk + (size_t)s->hist_cap * d;
             be->copy2d(be, hk, d, QKVC + d, 3 * d, (int)n_ctx, d);
