@@ -145,7 +145,8 @@ struct tc_backend {
     /* Rows a step needs for the sample op to pay (0 or 1: any): below it
      * the caller downloads the rows and the host draws (the CUDA
      * backend's TC_CUDA_SAMPLE=2: 2 rows). Read by
-     * tc_model_draws_on_backend. */
+     * tc_model_draws_on_backend; a worker's multi-step call decides once,
+     * for the call's batch, even as its sessions finish. */
     int sample_min_rows;
     /* Optional (NULL: ops run as called): the ops issued between the two,
      * by one thread, with no upload, download, alloc or free among them,

@@ -661,7 +661,7 @@ static void run_failures(tc_arch arch) {
     tc_session_new(m, &s), tc_session_new(m, &r);
     EXPECT(tc_session_append(s, t, 7, NULL) == TC_OK && tc_session_append(r, t, 7, NULL) == TC_OK, "append 7");
     m->be->sample = bad_sample;
-    /* the rows from which a sample op pays (the CUDA backend's default: 2) */
+    /* the rows from which a sample op pays (the CUDA backend's TC_CUDA_SAMPLE=2: 2) */
     m->be->sample_min_rows = 2;
     EXPECT(!tc_model_draws_on_backend(m, 1) && tc_model_draws_on_backend(m, 2) && tc_model_draws_on_backend(m, 300),
            "sample_min_rows 2: the host draws a lone row, the backend 2 rows or more");
