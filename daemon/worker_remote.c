@@ -82,6 +82,9 @@ struct tc_wc_session {
     int64_t n, cap;
     int64_t ctx_len;           /* tokens the context worker's copy has */
     uint64_t gen_boot, ctx_boot; /* boot ids the copies were built on (0: none) */
+    /* boot ids a copy was last opened on: a copy marked unknown (boot 0,
+     * after a failed or cancelled call) is still there until closed */
+    uint64_t gen_opened, ctx_opened;
     int64_t synced_at, syncs, state_bytes;
     uint64_t seq;
 };
@@ -536,7 +539,7 @@ static tc_status ensure_ctx(remote *R, tc_wc_session *s) {
     if (s->ctx_len > s->n) s->ctx_boot = 0;
     if (s->ctx_boot == b && b) return TC_OK;
     TC_CHECK(open_on(R, c, s->sid));
-    s->ctx_boot = b;
+    s->ctx_boot = s->ctx_opened = b;
     s->ctx_len = 0;
     return TC_OK;
 }
@@ -571,7 +574,7 @@ static tc_status append_via_ctx(remote *R, tc_wc_session *s, const int32_t *t, i
     int opened = 0;
     if (s->gen_boot != gb || !gb) { /* an empty copy to import into */
         TC_CHECK(open_on(R, pr->gen, s->sid));
-        s->gen_boot = gb;
+        s->gen_boot = s->gen_opened = gb;
         opened = 1;
     }
     Tconst__Worker__V1__AppendRequest rq = TCONST__WORKER__V1__APPEND_REQUEST__INIT;
@@ -657,7 +660,7 @@ static tc_status ensure_gen(remote *R, tc_wc_session *s) {
         TC_CHECK(st);
     } else {
         TC_CHECK(open_on(R, g, s->sid));
-        s->gen_boot = b;
+        s->gen_boot = s->gen_opened = b;
         if (s->n > 0) {
             tc_status st = append_on_gen(R, s, s->hist, s->n, NULL);
             if (st != TC_OK) s->gen_boot = 0;
@@ -780,9 +783,13 @@ static void r_free_s(tc_worker_client *w, tc_wc_session *s) {
     pthread_mutex_unlock(&R->mu);
     for (int k = 0; k < 2; k++) {
         wproc *p = k ? pr->ctx : pr->gen;
-        uint64_t copy = k ? s->ctx_boot : s->gen_boot;
+        const uint64_t copy = k ? s->ctx_boot : s->gen_boot, opened = k ? s->ctx_opened : s->gen_opened;
+        const uint64_t b = boot_of(R, p);
         if (k && pr->ctx == pr->gen) break;
-        if (!copy || copy != boot_of(R, p)) continue; /* nothing there */
+        /* a valid copy, or one a failed or cancelled call left unknown,
+         * on the worker's current process (a cancelled prefill's copy
+         * otherwise stayed there until the coordinator changed) */
+        if (!b || (copy != b && opened != b)) continue; /* nothing there */
         ProtobufCMessage *r;
         if (call(R, p, t_role, M("Close"), &rq.base, &tconst__worker__v1__session_reply__descriptor, &r, 5.0) == TC_OK)
             protobuf_c_message_free_unpacked(r, NULL);
