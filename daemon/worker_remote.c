@@ -193,12 +193,16 @@ typedef struct {
     remote *R;
     wproc *p;
     uint64_t id;
-    int sent;
+    double sent_at; /* 0: not sent */
 } cancel_poll;
+/* seconds between two Cancels of one call: one that was not delivered, or
+ * whose id another client of the control port pushed out of the worker's
+ * ring of recent ids, is sent again */
+#define CANCEL_RESEND_S 1.0
 static void poll_cancel(void *ud) {
     cancel_poll *x = ud;
-    if (!x->id || x->sent || !tc_cancelled()) return;
-    x->sent = 1;
+    if (!x->id || (x->sent_at > 0 && tc_now_s() - x->sent_at < CANCEL_RESEND_S) || !tc_cancelled()) return;
+    x->sent_at = tc_now_s();
     Tconst__Worker__V1__CancelRequest rq = TCONST__WORKER__V1__CANCEL_REQUEST__INIT;
     rq.cancel_id = x->id;
     ProtobufCMessage *r;
@@ -210,11 +214,11 @@ static _Atomic uint64_t g_cancel_ids;
 static tc_status call_cancellable(remote *R, wproc *p, const char *method, const ProtobufCMessage *req,
                                   uint64_t cancel_id, const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp,
                                   double timeout_s) {
-    cancel_poll x = {R, p, cancel_id, 0};
+    cancel_poll x = {R, p, cancel_id, 0.0};
     tc_rpc_client_wait_poll(poll_cancel, &x);
     tc_status st = call(R, p, t_role, method, req, rd, resp, timeout_s);
     tc_rpc_client_wait_poll(NULL, NULL);
-    if (st != TC_OK && x.sent)
+    if (st != TC_OK && x.sent_at > 0)
         return TC_FAIL(TC_ERR_CANCELLED, "worker %s: %s cancelled by its request", p->name, method + 25);
     return st;
 }
