@@ -638,6 +638,33 @@ static void start_job(tc_engine *e, job *j) {
         tc_metric_observe(TC_H_prefill_duration_seconds, tc_now_s() - t0);
         tc_metric_inc(TC_M_prompt_tokens_total, (double)j->n_tokens);
         if (s->st.syncs > syncs0) tc_metric_inc(TC_M_syncs_total, (double)(s->st.syncs - syncs0));
+    } else if (j->generate && e->wc->prepare) {
+        /* nothing to feed, but a copy that an earlier cancelled or failed
+         * call left unknown is rebuilt here, on this thread, not by the
+         * first step on the generation thread (every session's token would
+         * wait for that prefill of the whole history) */
+        job_ref ref = {e, j};
+        tc_cancel_hook prev = tc_cancel_arm(e->wc->cancellable ? job_gone : NULL, &ref);
+        tc_status st = e->wc->prepare(e->wc, s->ws);
+        tc_cancel_restore(prev);
+        if (st != TC_OK) {
+            char msg[600];
+            free(replay);
+            if (st == TC_ERR_CANCELLED) tc_metric_inc(TC_M_cancelled_prefills_total, 1);
+            pthread_mutex_lock(&e->mu);
+            if (st == TC_ERR_CANCELLED && !j->cancel) j->cancel = 1, j->cancel_code = 4; /* the deadline */
+            const int code = j->cancel_code;
+            pthread_mutex_unlock(&e->mu);
+            if (st == TC_ERR_CANCELLED)
+                start_failed(e, j, code == 13 ? 1 : code,
+                             code == 4 ? "deadline exceeded" : code == 14 ? "server shutting down" : "cancelled");
+            else {
+                snprintf(msg, sizeof msg, "rebuilding the session's worker copy failed: %s",
+                         tc_error_get() ? tc_error_get() : tc_status_str(st));
+                start_failed(e, j, st == TC_ERR_IO ? 14 : 13, msg);
+            }
+            return;
+        }
     }
     /* a new generation: its prompt and its record, in one transaction,
      * before anything is acknowledged (the appended event below) */
@@ -854,6 +881,16 @@ static void *engine_thread(void *arg) {
             if (!j->cancel && e->sink.deadline_left(j->user) <= 0) {
                 j->cancel = 1;
                 j->cancel_code = 4;
+            }
+            /* a cancelled job whose sync still waits in the queue (not
+             * popped, so no thread runs it): out of the queue, the session
+             * left due -- it no longer waits behind other sessions' syncs */
+            if (j->cancel && j->s && j->s->syncing && tc_sched_state(e->sched, j->s->qid) == TC_SS_AT_BOUNDARY &&
+                tc_sched_transition(e->sched, j->s->qid, TC_SS_SYNCING) == TC_OK &&
+                tc_sched_transition(e->sched, j->s->qid, TC_SS_GENERATING) == TC_OK) {
+                j->s->syncing = 0;
+                e->n_sync_queued--;
+                tc_metric_set(TC_G_sync_queue_depth, e->n_sync_queued);
             }
             /* the context thread owns STARTING jobs and syncing sessions */
             if (j->cancel && j->phase != J_STARTING && !(j->s && j->s->syncing)) dead[nd++] = j;

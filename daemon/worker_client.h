@@ -57,6 +57,12 @@ struct tc_worker_client {
     tc_status (*append)(tc_worker_client *w, tc_wc_session *s, const int32_t *t, int64_t n, float *logits);
     /* run the sync that the next token of s needs (no-op when none) */
     tc_status (*sync)(tc_worker_client *w, tc_wc_session *s);
+    /* optional: rebuild what a failed or cancelled call left unknown of
+     * s's copies (a no-op while they are valid), on the calling thread,
+     * stopping like append when cancellable -- so the step that follows
+     * does not rebuild them on the generation thread, holding up every
+     * other session's token meanwhile */
+    tc_status (*prepare)(tc_worker_client *w, tc_wc_session *s);
     /* one token per session (a session at a window boundary is synced
      * first); when smp != NULL, next[i] is sampled with smp[i], whose RNG
      * advances (a remote worker samples where the logits are); logits

@@ -34,6 +34,14 @@ static tc_status l_append(tc_worker_client *w, tc_wc_session *s, const int32_t *
     (void)w;
     return tc_session_append((tc_session *)s, t, n, logits);
 }
+static tc_status l_prepare(tc_worker_client *w, tc_wc_session *s) {
+    (void)w;
+    tc_session *x = (tc_session *)s;
+    if (!x->win_stale) return TC_OK;
+    TC_LOG(TC_LOG_INFO, "workers", "session: rebuilding its stale state (%lld tokens) before its generation",
+           (long long)x->n_tokens);
+    return tc_session_refresh(x);
+}
 static tc_status l_sync(tc_worker_client *w, tc_wc_session *s) {
     (void)w;
     tc_session *x = (tc_session *)s;
@@ -151,6 +159,7 @@ tc_status tc_worker_local_open(tc_worker_client **out, const char *dir, int n_th
     w->session_free = l_free_s;
     w->append = l_append;
     w->sync = l_sync;
+    w->prepare = l_prepare;
     w->step = l_step;
     w->stats = l_stats;
     w->bind_thread = l_bind;

@@ -871,6 +871,16 @@ static tc_status do_sync(remote *R, tc_wc_session *s) {
     return TC_OK;
 }
 
+static tc_status r_prepare(tc_worker_client *w, tc_wc_session *s) {
+    remote *R = w->impl;
+    const uint64_t b = boot_of(R, R->pairs[s->pair].gen);
+    if (s->gen_boot == b && b) return TC_OK;
+    TC_LOG(TC_LOG_INFO, "workers", "session %llu: rebuilding its generation copy (%lld tokens) before its generation",
+           (unsigned long long)s->sid, (long long)s->n);
+    RETRY(R, s, ensure_gen(R, s));
+    return TC_OK;
+}
+
 static tc_status r_sync(tc_worker_client *w, tc_wc_session *s) {
     remote *R = w->impl;
     if (!sync_due(R, s)) return TC_OK;
@@ -1391,6 +1401,7 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
     w->session_free = r_free_s;
     w->append = r_append;
     w->sync = r_sync;
+    w->prepare = r_prepare;
     w->ctx_threads = 2;
     w->n_pairs = R->n_pairs;
     w->step = r_step;

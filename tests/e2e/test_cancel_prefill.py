@@ -30,6 +30,8 @@ from harness import Daemon, run, wait_for
 # Under the sanitizers (make test-asan sets ASAN_OPTIONS) everything runs
 # several times slower: shorter prompts still outlast a cancel there.
 SLOW = bool(os.environ.get("ASAN_OPTIONS"))
+INPROCESS = "inprocess" in os.environ.get("TC_E2E_DAEMON_ARGS", "")
+LAYOUT = "inprocess" if INPROCESS else "both" if "both" in os.environ.get("TC_E2E_DAEMON_ARGS", "") else "split"
 P = 100_000 if SLOW else 300_000  # prompt tokens: ~7 s of sync on 2 cores with the model below
 Q = 32_000 if SLOW else 100_000  # history of the sync case: a multiple of the model's W_og (32)
 
@@ -130,6 +132,31 @@ def body(env, ck):
         ck.equal(d.metric("tconst_cancelled_prefills_total"), 2.0, "the aborted prefill was stopped part way")
         resumes_exactly(sid, "after an aborted prefill")
 
+        # 2b. after an aborted prefill, a generation with no prompt: the
+        # worker copy the abort left unknown (both-roles, in-process) is
+        # rebuilt when the generation starts, on the context thread, not by
+        # its first step on the generation thread, where every session's
+        # token would wait for that prefill of the whole history
+        sid = stub.OpenSession(pb.OpenSessionRequest(token_ids=short + [7, 8]), timeout=60).session_id
+        base = d.metric("tconst_request_queue_seconds_count") or 0  # every start so far, this Open's included
+        t, res = in_thread(lambda: list(stub.GenerateInSession(pb.GenerateInSessionRequest(
+            session_id=sid, token_ids=long_prompt, sampling=samp, request_id="rq-long-2"), timeout=600)))
+        wait_for(lambda: started(d, base + 1), 120, "the second long GenerateInSession's start")
+        ck.check(stub.Abort(pb.AbortRequest(request_id="rq-long-2"), timeout=30).found, "Abort finds it")
+        t.join(300)
+        ck.equal(res.get("code"), "CANCELLED", "the second aborted GenerateInSession ends CANCELLED")
+        wait_for(lambda: cancelled(d, 3), 300, "the second aborted prefill stopping")
+        got = []
+        for m in stub.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid, sampling=samp), timeout=120):
+            got.extend(m.token_ids)
+        ck.equal(got, want, "then a generation with no prompt continues the kept history exactly")
+        if LAYOUT in ("both", "inprocess"):
+            with open(d.log_path, "rb") as f:
+                log = f.read().decode(errors="replace")
+            ck.check("before its generation" in log, "the stale copy was rebuilt as the generation started",
+                     "no 'rebuilding ... before its generation' line in the daemon's log")
+        stub.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=30)
+
         # 3. an Append whose deadline passes while it prefills: far shorter
         # than the prefill, far longer than the time to start it
         sid = stub.OpenSession(pb.OpenSessionRequest(token_ids=short), timeout=60).session_id
@@ -145,7 +172,7 @@ def body(env, ck):
             ck.equal(code, "DEADLINE_EXCEEDED", "an Append past its deadline")
             wait_for(lambda: (d.metric("tconst_requests_total", status="deadline") or 0) >= 1, 300,
                      "the engine ending the expired Append")
-            ck.check(d.metric("tconst_cancelled_prefills_total") in (2.0, 3.0),
+            ck.check(d.metric("tconst_cancelled_prefills_total") in (3.0, 4.0),
                      "an expired prefill stops part way (or never starts)")
             resumes_exactly(sid, "after an expired Append")
 
@@ -177,6 +204,34 @@ def body(env, ck):
         ck.check(len(after) == 12 and after == twin_after,
                  "after a cancelled sync the session generates what its uncancelled twin does",
                  f"{after} vs {twin_after}")
+
+        # 5. a generation cancelled while its boundary sync still waits in
+        # the queue behind another session's running sync: it ends (its
+        # session free again) without waiting for that sync, and the
+        # queued sync never runs (worker processes only: in-process syncs
+        # do not queue)
+        if not INPROCESS:
+            a = stub.OpenSession(pb.OpenSessionRequest(token_ids=q_prompt), timeout=120).session_id
+            b = stub.OpenSession(pb.OpenSessionRequest(token_ids=q_prompt), timeout=120).session_id
+            depth0 = d.metric("tconst_sync_queue_depth") or 0
+            synced0 = d.metric("tconst_cancelled_syncs_total") or 0
+            call_a = stub.GenerateInSession(pb.GenerateInSessionRequest(session_id=a, sampling=samp), timeout=600)
+            next(call_a)  # A's first token; its sync starts on the context worker
+            call_b = stub.GenerateInSession(pb.GenerateInSessionRequest(session_id=b, sampling=samp), timeout=600)
+            next(call_b)
+            ck.check(wait_for(lambda: (d.metric("tconst_sync_queue_depth") or 0) > depth0, 120,
+                              "B's sync queued behind A's"), "B's sync waits in the queue")
+            call_b.cancel()
+            ck.check(wait_for(lambda: not stub.GetSession(pb.GetSessionRequest(session_id=b), timeout=30).busy,
+                              120, "B free again"), "the cancelled B is free again")
+            ck.check(stub.GetSession(pb.GetSessionRequest(session_id=a), timeout=30).busy,
+                     "... while A's sync still runs (B did not wait behind it)")
+            ck.equal(d.metric("tconst_sync_queue_depth") or 0, depth0, "B's sync left the queue")
+            a_ids = [t for m in call_a for t in m.token_ids]
+            ck.equal(len(a_ids), 11, "A's generation goes on to its end")
+            ck.equal(d.metric("tconst_cancelled_syncs_total") or 0, synced0, "B's queued sync never ran")
+            for x in (a, b):
+                stub.CloseSession(pb.CloseSessionRequest(session_id=x), timeout=30)
 
         # the workers still serve a fresh request
         ids, _ = d.generate_ids(stub, short + [7, 8], samp)
