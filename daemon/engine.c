@@ -413,8 +413,18 @@ static tc_finish emit_tokens(tc_engine *e, job *j, const int32_t *toks, int n, i
     const char *jerr = NULL;
     if (e->journal && !j->s->ephemeral && !j->replaying && tc_journal_append(e->journal, j->s->id, toks, m) != TC_OK) {
         jerr = tc_error_get();
-        TC_LOG(TC_LOG_ERROR, "engine", "%s", jerr);
+        TC_LOG(TC_LOG_ERROR, "engine", "session %s: %s: its generation ends, the session closes until a restart "
+               "restores it from the journal", j->s->id, jerr);
         fin = TC_FINISH_ERROR;
+        /* none of them goes out (the client must not hold tokens a restart
+         * would not have), and the live session, whose workers took them,
+         * closes: the journal keeps it as it was */
+        m = 0;
+        out_len = 0;
+        pthread_mutex_lock(&e->mu);
+        j->s->close_when_idle = 1;
+        j->s->keep_journal = 1;
+        pthread_mutex_unlock(&e->mu);
     }
     tc_job_stats st;
     if (fin != TC_FINISH_NONE) stats_of(j, &st, j->s->st.length + 1 - (n - m));
@@ -570,7 +580,6 @@ static void start_job(tc_engine *e, job *j) {
         if (e->journal && tc_journal_gen_end(e->journal, s->id) != TC_OK)
             TC_LOG(TC_LOG_ERROR, "engine", "%s", tc_error_get());
     }
-    s->has_resume = 0;
     /* what the worker has not seen: a restored history, the pending
      * (sampled, journaled, not yet fed) token, then the new tokens */
     int64_t n = s->n_restore + (s->pending >= 0) + j->n_tokens;
@@ -666,6 +675,11 @@ static void start_job(tc_engine *e, job *j) {
             return;
         }
     }
+    /* the resumed generation is under way only now: a start that failed
+     * above (its prefill cancelled, a worker down) leaves it resumable, so
+     * the client's retry under the same request_id resumes it rather than
+     * journaling its prompt a second time */
+    s->has_resume = 0;
     /* a new generation: its prompt and its record, in one transaction,
      * before anything is acknowledged (the appended event below) */
     if (j->generate && !j->resume && s->has_logits && e->journal && !s->ephemeral) {
@@ -1015,7 +1029,9 @@ static void *engine_thread(void *arg) {
                 const int32_t *toks = bnext + (size_t)i * K;
                 int used = 0;
                 tc_finish fin = emit_tokens(e, j, toks, bcnt[i], &used);
-                if (fin != TC_FINISH_NONE) {
+                if (fin != TC_FINISH_NONE && used == 0) { /* the journal refused them: the session closes */
+                    finish_job(e, j, fin, NULL);
+                } else if (fin != TC_FINISH_NONE) {
                     j->s->pending = toks[used - 1];
                     if (used < bcnt[i]) { /* the run went past the end: those tokens were never sent */
                         tc_status tst = e->wc->truncate ? e->wc->truncate(e->wc, j->s->ws, j->s->st.length - (bcnt[i] - used))
