@@ -1036,7 +1036,15 @@ static void *engine_thread(void *arg) {
                     if (used < bcnt[i]) { /* the run went past the end: those tokens were never sent */
                         tc_status tst = e->wc->truncate ? e->wc->truncate(e->wc, j->s->ws, j->s->st.length - (bcnt[i] - used))
                                                         : TC_FAIL(TC_ERR_INTERNAL, "worker cannot take tokens back");
-                        if (tst != TC_OK) TC_LOG(TC_LOG_ERROR, "engine", "session %s: %s", j->s->id, tc_error_get());
+                        if (tst != TC_OK) { /* the workers hold tokens nobody saw: closed, the journal keeps it */
+                            TC_LOG(TC_LOG_ERROR, "engine",
+                                   "session %s: %s: closed until a restart restores it from the journal", j->s->id,
+                                   tc_error_get());
+                            pthread_mutex_lock(&e->mu);
+                            j->s->close_when_idle = 1;
+                            j->s->keep_journal = 1;
+                            pthread_mutex_unlock(&e->mu);
+                        }
                         refresh_stats(e, j->s);
                     }
                     finish_job(e, j, fin, NULL);

@@ -107,34 +107,45 @@ static tc_status run(tc_journal *j, sqlite3_stmt *s, const char *what) {
     return st;
 }
 
-tc_status tc_journal_session_open(tc_journal *j, const char *id, int64_t created_ms) {
-    sqlite3_mutex_enter(sqlite3_db_mutex(j->db));
-    sqlite3_bind_text(j->ins_sess, 1, id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(j->ins_sess, 2, created_ms);
-    tc_status st = run(j, j->ins_sess, "open session");
-    sqlite3_mutex_leave(sqlite3_db_mutex(j->db));
-    return st;
-}
-
-tc_status tc_journal_session_delete(tc_journal *j, const char *id) {
+/* One transaction: the session's rows gone (history, generation record),
+ * then, when reopen, its row written afresh. A reopen clears what an
+ * earlier session under the same id may have left (a delete that failed:
+ * only logged, the session closed live): a new session never starts with
+ * an old one's tokens after a restart. */
+static tc_status reset_session(tc_journal *j, const char *id, int reopen, int64_t created_ms) {
     sqlite3_mutex *mx = sqlite3_db_mutex(j->db);
     sqlite3_mutex_enter(mx);
     if (sqlite3_exec(j->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
-        tc_status st = db_fail(j, "delete (begin)");
+        tc_status st = db_fail(j, reopen ? "open session (begin)" : "delete (begin)");
         sqlite3_mutex_leave(mx);
         return st;
     }
-    sqlite3_bind_text(j->del_sess, 1, id, -1, SQLITE_TRANSIENT);
-    tc_status st = run(j, j->del_sess, "delete session");
+    tc_status st = TC_OK;
+    if (!reopen) {
+        sqlite3_bind_text(j->del_sess, 1, id, -1, SQLITE_TRANSIENT);
+        st = run(j, j->del_sess, "delete session");
+    }
     sqlite3_bind_text(j->del_chunks, 1, id, -1, SQLITE_TRANSIENT);
     if (st == TC_OK) st = run(j, j->del_chunks, "delete history");
     sqlite3_bind_text(j->del_gen, 1, id, -1, SQLITE_TRANSIENT);
     if (st == TC_OK) st = run(j, j->del_gen, "delete generation");
-    if (st == TC_OK && sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) st = db_fail(j, "delete (commit)");
+    if (st == TC_OK && reopen) {
+        sqlite3_bind_text(j->ins_sess, 1, id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(j->ins_sess, 2, created_ms);
+        st = run(j, j->ins_sess, "open session");
+    }
+    if (st == TC_OK && sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        st = db_fail(j, reopen ? "open session (commit)" : "delete (commit)");
     if (st != TC_OK) sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
     sqlite3_mutex_leave(mx);
     return st;
 }
+
+tc_status tc_journal_session_open(tc_journal *j, const char *id, int64_t created_ms) {
+    return reset_session(j, id, 1, created_ms);
+}
+
+tc_status tc_journal_session_delete(tc_journal *j, const char *id) { return reset_session(j, id, 0, 0); }
 
 tc_status tc_journal_append(tc_journal *j, const char *id, const int32_t *tokens, int64_t n) {
     if (n <= 0) return TC_OK;
