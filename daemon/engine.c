@@ -128,7 +128,7 @@ struct tc_engine {
     tc_sched *sched;
     uint64_t next_qid;
     double sync_s_per_tok;
-    int n_sync_queued, n_starting;
+    int n_sync_queued, n_sync_running, n_starting;
     int n_pairs; /* worker pairs: a sync queue and context thread each */
     double busy_s, busy_t0;      /* generation thread busy fraction */
     tc_worker_client *wc;
@@ -788,6 +788,7 @@ static void *context_thread(void *arg) {
             TC_ASSERT(s, "engine: a queued sync of no session");
             e->n_sync_queued--;
             tc_metric_set(TC_G_sync_queue_depth, e->n_sync_queued);
+            tc_metric_set(TC_G_syncs_running, ++e->n_sync_running);
             job *j = find_job(e, s->busy_job);
             pthread_mutex_unlock(&e->mu);
             double t0 = tc_now_s();
@@ -799,6 +800,9 @@ static void *context_thread(void *arg) {
             tc_status st = e->wc->sync(e->wc, s->ws);
             tc_cancel_restore(prev);
             double t1 = tc_now_s();
+            pthread_mutex_lock(&e->mu);
+            tc_metric_set(TC_G_syncs_running, --e->n_sync_running);
+            pthread_mutex_unlock(&e->mu);
             char why[256] = "";
             if (st == TC_ERR_CANCELLED) {
                 TC_LOG(TC_LOG_INFO, "engine", "sync of %s stopped: %s", s->id, tc_error_get() ? tc_error_get() : "cancelled");

@@ -47,6 +47,7 @@
     X(requests_queued, "Requests admitted and waiting to run")                                \
     X(state_bytes, "Bytes of session state held (K/V windows and synced state)")              \
     X(sync_queue_depth, "Syncs waiting for a context worker")                                 \
+    X(syncs_running, "Syncs running now on context workers")                                  \
     X(ready, "1 when the server accepts new requests, else 0")                                \
     X(draining, "1 while draining after SIGTERM, else 0")                                     \
     X(generation_worker_busy_ratio, "Fraction of recent wall time the generation worker spent executing steps") \

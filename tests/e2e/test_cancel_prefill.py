@@ -185,12 +185,22 @@ def body(env, ck):
         twin = stub.OpenSession(pb.OpenSessionRequest(token_ids=q_prompt), timeout=120).session_id
         call = stub.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid, sampling=samp), timeout=600)
         first = next(call).token_ids[0]
+        # cancel only once the sync runs: a generation cancelled while its
+        # sync still waits in the queue drops it unrun (case 5), which is
+        # not what this case checks
+        ck.check(wait_for(lambda: (d.metric("tconst_syncs_running") or 0) >= 1, 120,
+                          "the boundary sync starting on the context worker"),
+                 "the boundary sync runs on the context worker (tconst_syncs_running)")
         call.cancel()
-        wait_for(lambda: (d.metric("tconst_cancelled_syncs_total") or 0) >= 1, 300,
+        # ends when the sync stops or the session is free (a sync that ran
+        # to its end: then the check below fails, it does not hang)
+        wait_for(lambda: (d.metric("tconst_cancelled_syncs_total") or 0) >= 1
+                 or not stub.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30).busy, 300,
                  "the cancelled generation's sync stopping")
         ck.equal(d.metric("tconst_cancelled_syncs_total"), 1.0, "the running sync was stopped part way")
-        wait_for(lambda: not stub.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30).busy, 120,
-                 "the session free again")
+        ck.check(wait_for(lambda: not stub.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30).busy, 120,
+                          "the session free again"), "the session is free again")
+        ck.equal(d.metric("tconst_syncs_running") or 0, 0, "no sync runs any more")
         got1 = [m.token_ids[0] for m in stub.GenerateInSession(pb.GenerateInSessionRequest(
             session_id=twin, sampling=env.sampling(max_tokens=1, ignore_eos=True)), timeout=300)]
         ck.equal(got1, [first], "the twin session's first token")
@@ -219,8 +229,9 @@ def body(env, ck):
             next(call_a)  # A's first token; its sync starts on the context worker
             call_b = stub.GenerateInSession(pb.GenerateInSessionRequest(session_id=b, sampling=samp), timeout=600)
             next(call_b)
-            ck.check(wait_for(lambda: (d.metric("tconst_sync_queue_depth") or 0) > depth0, 120,
-                              "B's sync queued behind A's"), "B's sync waits in the queue")
+            ck.check(wait_for(lambda: (d.metric("tconst_syncs_running") or 0) >= 1
+                              and (d.metric("tconst_sync_queue_depth") or 0) > depth0, 120,
+                              "B's sync queued behind A's running one"), "B's sync waits in the queue")
             call_b.cancel()
             ck.check(wait_for(lambda: not stub.GetSession(pb.GetSessionRequest(session_id=b), timeout=30).busy,
                               120, "B free again"), "the cancelled B is free again")
