@@ -1440,6 +1440,13 @@ int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out) 
         sess_info(e, s, out);
         if (s->busy_job) {
             s->close_when_idle = 1;
+            /* forgotten by the journal now, before the reply: a crash
+             * before the generation retires must not bring back a session
+             * its client closed; what the generation still emits is not
+             * journaled (as a Generate's own session) */
+            if (e->journal && !s->ephemeral && tc_journal_session_delete(e->journal, s->id) != TC_OK)
+                TC_LOG(TC_LOG_ERROR, "engine", "%s", tc_error_get());
+            s->ephemeral = 1;
             job *j = find_job(e, s->busy_job);
             if (j) {
                 j->cancel = 1;

@@ -65,11 +65,15 @@ tc_status tc_journal_open(tc_journal **out, const char *data_dir) {
         sqlite3_free(err);
         goto fail;
     }
+    /* appends to a session the journal no longer holds (closed while its
+     * last tokens were on their way) write nothing: no orphan rows */
     if (sqlite3_prepare_v2(j->db, "INSERT OR REPLACE INTO sessions(id, created_ms) VALUES(?, ?)", -1, &j->ins_sess, NULL) ||
         sqlite3_prepare_v2(j->db, "DELETE FROM sessions WHERE id = ?", -1, &j->del_sess, NULL) ||
         sqlite3_prepare_v2(j->db, "DELETE FROM chunks WHERE session = ?", -1, &j->del_chunks, NULL) ||
-        sqlite3_prepare_v2(j->db, "INSERT INTO chunks(session, tokens) VALUES(?, ?)", -1, &j->ins_chunk, NULL) ||
-        sqlite3_prepare_v2(j->db, "INSERT OR REPLACE INTO gens VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)", -1, &j->ins_gen, NULL) ||
+        sqlite3_prepare_v2(j->db, "INSERT INTO chunks(session, tokens) SELECT ?1, ?2"
+                                  " WHERE EXISTS(SELECT 1 FROM sessions WHERE id = ?1)", -1, &j->ins_chunk, NULL) ||
+        sqlite3_prepare_v2(j->db, "INSERT OR REPLACE INTO gens SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9"
+                                  " WHERE EXISTS(SELECT 1 FROM sessions WHERE id = ?1)", -1, &j->ins_gen, NULL) ||
         sqlite3_prepare_v2(j->db, "DELETE FROM gens WHERE session = ?", -1, &j->del_gen, NULL)) {
         st = db_fail(j, "prepare");
         goto fail;

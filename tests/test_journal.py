@@ -19,6 +19,14 @@ def check(cond, what):
         fails += 1
 
 
+def _ppid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class Daemon:
     def __init__(self, *extra):
         self.extra = list(extra)
@@ -127,6 +135,40 @@ with Daemon("--max-sessions", "1") as d:
     d.p.send_signal(signal.SIGTERM)
     err = d.p.communicate(timeout=60)[1]
     check("scheduler:" not in err, "no scheduler error in the log" + (": " + err[-300:] if "scheduler:" in err else ""))
+
+# 3c. a session closed while it generates is forgotten before CloseSession
+# answers: a kill -9 right after the answer (the cancelled generation not
+# necessarily retired yet) does not bring it back, and no rows of it remain
+with Daemon() as d:
+    d.client("session", "open", "--id", "busy", "--tokens", prompt)
+    cl = subprocess.Popen([TCONST, "client", "session", "generate", "--id", "busy", "-n", "100000", "--ignore-eos",
+                           "--server", d.addr], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    check(len(cl.stdout.read(40)) == 40, "the generation streams before its session is closed")
+    # the worker processes stopped: the step in flight cannot finish, so
+    # the cancelled generation cannot retire before the kill
+    kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == d.p.pid]
+    check(len(kids) >= 1, f"the daemon's worker processes ({len(kids)})")
+    for k in kids:
+        os.kill(k, signal.SIGSTOP)
+    r = d.client("session", "close", "--id", "busy", check_rc=False)
+    check(r.returncode == 0, "CloseSession on the busy session answers while its step is stuck: " + r.stderr.strip())
+    d.kill9()
+    for k in kids:
+        try:
+            os.kill(k, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    cl.wait(timeout=30)
+with Daemon() as d:
+    r = d.client("session", "get", "--id", "busy", check_rc=False)
+    check(r.returncode != 0 and "NOT_FOUND" in r.stderr, "a session closed while busy is not restored after kill -9")
+    r = d.client("session", "get", "--id", "s3", check_rc=False)
+    check(r.returncode == 0, "... while the other sessions are")
+import sqlite3
+with sqlite3.connect(os.path.join(data, "journal.db")) as db:
+    n = db.execute("SELECT (SELECT count(*) FROM chunks WHERE session = 'busy')"
+                   " + (SELECT count(*) FROM gens WHERE session = 'busy')").fetchone()[0]
+check(n == 0, f"the journal holds no rows of the closed session ({n})")
 
 # 4. a corrupt journal is a clear error, not a crash
 with open(os.path.join(data, "journal.db"), "r+b") as f:
