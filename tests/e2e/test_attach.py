@@ -60,7 +60,7 @@ def body(env, ck):
     want = env.generate(model, prompt, 150, ignore_eos=True, **samp)
     ws = [Worker(env, "context", model), Worker(env, "generation", model)]
     try:
-        with Daemon(env, "--workers", f"{ws[0].addr},{ws[1].addr}", "--worker-timeout", "1", model=model) as d:
+        with Daemon(env, "--workers", f"{ws[0].addr},{ws[1].addr}", "--worker-timeout", "3", model=model) as d:
             s = d.stub()
 
             def gen():
@@ -130,7 +130,7 @@ def body(env, ck):
     # acknowledged (it used to come back with the failed tokens too)
     import tempfile
     data = tempfile.mkdtemp(dir=env.tmp)
-    jargs = ["--worker-timeout", "1", "--worker-start-timeout", "3", "--data-dir", data]
+    jargs = ["--worker-timeout", "3", "--worker-start-timeout", "30", "--data-dir", data]
     ws = [Worker(env, "context", model), Worker(env, "generation", model)]
     try:
         with Daemon(env, "--workers", f"{ws[0].addr},{ws[1].addr}", *jargs, model=model) as d:

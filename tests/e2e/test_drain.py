@@ -20,7 +20,7 @@ import grpc
 
 from harness import Daemon, run, wait_for
 
-N_PAUSED = 400
+N_PAUSED = 3000  # far more than the stalled transport and --stream-queue hold (test_slow_reader: < 1000)
 N_READING = 1000
 
 
@@ -45,9 +45,15 @@ def drain_completes(env, ck):
         threading.Thread(target=watcher, daemon=True).start()
         ck.equal(watch_ev.get(timeout=30), hpb.HealthCheckResponse.SERVING, "Watch starts SERVING")
 
-        # stream 1: read one message, then stop reading (paused by backpressure)
-        paused = s.Generate(pb.GenerateRequest(token_ids=[1, 2, 3], sampling=env.sampling(
-            max_tokens=N_PAUSED, ignore_eos=True)), timeout=120)
+        # stream 1: read one message, then stop reading (paused by
+        # backpressure: on its own channel with a 4 KB stream window that
+        # never grows, and long messages (a 48-byte request_id), so its ids
+        # cannot all wait in the buffers and the generation cannot finish
+        # until the client reads)
+        pch = d.channel(**{"grpc.http2.lookahead_bytes": 4096, "grpc.http2.bdp_probe": 0})
+        paused = d.stub(pch).Generate(pb.GenerateRequest(token_ids=[1, 2, 3], request_id="paused-" + "x" * 40,
+                                                         sampling=env.sampling(max_tokens=N_PAUSED, ignore_eos=True)),
+                                      timeout=120)
         first = next(paused)
         # stream 2: read throughout, in a thread
         reading_res = {}
@@ -91,7 +97,13 @@ def drain_completes(env, ck):
         m = d.metrics()
         ck.equal((m.get(("tconst_draining", ())), m.get(("tconst_ready", ()))), (1.0, 0.0),
                  "metrics: tconst_draining 1, tconst_ready 0")
-        ck.check(d.proc.poll() is None, "the daemon waits for the paused stream")
+        rt.join(120)
+        ck.equal(reading_res.get("status"), "OK", "the reading stream ends OK")
+        ck.equal(reading_res.get("ids"), env.generate(model, [4, 5, 6], N_READING, ignore_eos=True),
+                 f"it delivered all {N_READING} ids (== tconst generate)")
+        info = s.ServerInfo(pb.ServerInfoRequest(), timeout=30)
+        ck.check(d.proc.poll() is None and info.requests_running == 1,
+                 "the daemon waits for the paused stream (the one request still running)", str(info))
 
         # the paused client reads on: its stream completes normally
         ids = list(first.token_ids)
@@ -107,10 +119,6 @@ def drain_completes(env, ck):
         want = env.generate(model, [1, 2, 3], N_PAUSED, ignore_eos=True)
         ck.equal(ids, want, f"it delivered all {N_PAUSED} ids (== tconst generate)")
         ck.equal(last.finish_reason, pb.FINISH_REASON_LENGTH, "its finish_reason is LENGTH")
-        rt.join(120)
-        ck.equal(reading_res.get("status"), "OK", "the reading stream ends OK")
-        ck.equal(reading_res.get("ids"), env.generate(model, [4, 5, 6], N_READING, ignore_eos=True),
-                 f"it delivered all {N_READING} ids (== tconst generate)")
         rc = d.wait_exit()
         ck.equal(rc, 0, "the daemon exits 0 once the streams are done")
         try:

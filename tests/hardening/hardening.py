@@ -165,6 +165,17 @@ def code_of(fn):
         return e.code(), time.monotonic() - t0
 
 
+def wait_for(pred, timeout, interval=0.02):
+    """Polls pred() until it returns a truthy value (returned) or timeout
+    seconds pass (None: the caller checks it)."""
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= end:
+            return v or None
+        time.sleep(interval)
+
+
 def run(name, body, tconstd, *flags):
     """Starts tconstd with flags, runs body(daemon, checker), stops the
     daemon (it must exit 0 on SIGTERM); -> the process exit code."""

@@ -4,10 +4,11 @@ the daemon recovers (issue 9):
 
 1. more sessions than --max-sessions: the sessions past the limit (Open,
    Stream, one-shot Generate, which needs a session too) get
-   RESOURCE_EXHAUSTED at once, while long generations keep the daemon busy;
+   RESOURCE_EXHAUSTED at once, while two generations that cannot end on
+   their own (a million tokens each) keep the daemon busy;
 2. a flood of 400 requests from 32 threads against a full daemon: each is
-   answered (RESOURCE_EXHAUSTED, none hangs, no other code), and the busy
-   generations still finish;
+   answered (RESOURCE_EXHAUSTED, none hangs, no other code), the busy
+   generations run through it, and an Abort then ends them;
 3. a flood of more one-shot Generates than --max-sessions +
    --max-queued-requests allow: every call ends OK or RESOURCE_EXHAUSTED,
    refusals come at once, the admitted ones all generate;
@@ -22,12 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from hardening import run, code_of, f_bytes, f_ids, f_int, sampling, decode
+from hardening import run, code_of, f_bytes, f_ids, f_int, sampling, decode, generation, wait_for
 
 MAX_SESSIONS = 8
 MAX_QUEUED = 4
 RE = grpc.StatusCode.RESOURCE_EXHAUSTED
 PROMPT_S = 5.0
+LONG_TOKENS = 1_000_000  # the daemon's default --max-tokens: cannot end during the test
 
 
 def body(d, ck):
@@ -37,18 +39,28 @@ def body(d, ck):
         info = decode(d.unary("OpenSession", f_ids(3, [1, 2, 3])))
         sids.append(info[1][0].decode())
     ck.check(len(sids) == MAX_SESSIONS - 2, f"{MAX_SESSIONS - 2} sessions open")
-    long_res = []
+    long_res = {}
 
-    def long_gen():
+    def long_gen(i):
+        n = 0
         try:
-            long_res.append(d.generate([5, 6, 7], 5000, timeout=600, ch=d.channel()))
+            for m in d.stream("Generate", f_bytes(1, f"long-{i}") + f_ids(3, [5, 6, 7]) +
+                              f_bytes(4, sampling(LONG_TOKENS)), timeout=600, ch=d.channel()):
+                n += generation(m)[0]
+            long_res[i] = ("OK", n)
         except grpc.RpcError as e:
-            long_res.append(e.code())
+            long_res[i] = (e.code().name, n)
 
-    busy = [threading.Thread(target=long_gen) for _ in range(2)]
+    busy = [threading.Thread(target=long_gen, args=(i,)) for i in range(2)]
     for t in busy:
         t.start()
-    time.sleep(0.5)
+
+    def server_info():
+        r = decode(d.unary("ServerInfo", b"", timeout=30))
+        return r.get(7, [0])[0], r.get(8, [0])[0]
+
+    full = wait_for(lambda: server_info() == (MAX_SESSIONS, 2), 60)
+    ck.check(full, f"the daemon is full: {MAX_SESSIONS} sessions, 2 generations running {server_info()}")
     code, dt = code_of(lambda: d.unary("OpenSession", b"", timeout=30))
     ck.check(code == RE and dt < PROMPT_S, f"OpenSession past --max-sessions -> {code.name} in {dt:.2f} s")
     code, dt = code_of(lambda: d.generate([1], 4, timeout=30))
@@ -74,15 +86,21 @@ def body(d, ck):
     worst = max(r[1] for r in res)
     ck.check(set(r[0] for r in res) == {RE}, f"flood of 400 while full: all RESOURCE_EXHAUSTED {codes}")
     ck.check(worst < PROMPT_S, f"slowest refusal {worst:.2f} s (flood took {wall:.1f} s)")
-    ck.check(all(t.is_alive() for t in busy), "the long generations are still running through the flood")
+    ck.check(all(t.is_alive() for t in busy) and server_info()[1] == 2,
+             "the long generations are still running through the flood")
 
     # 3. free the sessions, then a flood of one-shot generations
     for s in sids:
         d.unary("CloseSession", f_bytes(1, s))
-    d.unary("Abort", f_bytes(1, "none"))  # a no-op request in between
+    ck.check(decode(d.unary("Abort", f_bytes(1, "none"))).get(1, [0])[0] == 0, "Abort of an unknown id finds none")
+    for i in range(2):
+        ck.check(decode(d.unary("Abort", f_bytes(1, f"long-{i}"))).get(1, [0])[0] == 1,
+                 f"Abort finds long generation {i}")
     for t in busy:
-        t.join(600)
-    ck.check(long_res == [5000, 5000], f"the long generations finished with all their tokens {long_res}")
+        t.join(120)
+    ck.check(not any(t.is_alive() for t in busy), "the aborted generations end")
+    ck.check(all(long_res.get(i, ("", 0))[0] == "CANCELLED" and 0 < long_res[i][1] < LONG_TOKENS for i in range(2)),
+             f"the long generations streamed tokens, then ended CANCELLED on the Abort {long_res}")
 
     def gen_one(i):
         ch = chans[i % len(chans)]
