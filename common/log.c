@@ -57,8 +57,16 @@ void tc_log_write(tc_log_level l, const char *subsys, const char *file, int line
         json_escape(stderr, msg);
         fputs("\"}\n", stderr);
     } else {
+        /* one record a line: a control character a client put into an id
+         * (a session_id with a newline) must not forge a line of its own */
+        char esc[4 * sizeof msg];
+        size_t k = 0;
+        for (const unsigned char *p = (const unsigned char *)msg; *p; p++)
+            if (*p < 0x20 || *p == 0x7f) k += (size_t)snprintf(esc + k, sizeof esc - k, "\\x%02x", *p);
+            else esc[k++] = (char)*p;
+        esc[k] = 0;
         fprintf(stderr, "%s.%03ldZ %-5s [%s] %s (%s:%d)\n", tbuf, ts.tv_nsec / 1000000, tc_level_names[l],
-                subsys, msg, base, line);
+                subsys, esc, base, line);
     }
 }
 

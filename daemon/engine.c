@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "../common/clock.h"
@@ -67,6 +68,7 @@ typedef struct job {
     int32_t *tokens;
     int64_t n_tokens;
     int generate;
+    int final_sent; /* its last message (finish_reason set) went to the sink */
     tc_sampler smp;
     int max_tokens, ignore_eos;
     int32_t *stop_ids;
@@ -174,7 +176,7 @@ static void gauges_locked(tc_engine *e) {
     int64_t bytes = 0;
     for (int i = 0; i < e->n_sess; i++) bytes += e->sess[i]->st.state_bytes;
     tc_metric_set(TC_G_sessions_active, e->n_sess);
-    tc_metric_set(TC_G_requests_running, e->n_running);
+    tc_metric_set(TC_G_requests_running, e->n_running + e->n_starting); /* prefilling or generating */
     tc_metric_set(TC_G_requests_queued, e->n_queued);
     tc_metric_set(TC_G_state_bytes, (double)bytes);
 }
@@ -240,6 +242,17 @@ static void sess_remove_locked(tc_engine *e, dsess *s, int forget) {
     gauges_locked(e);
 }
 
+/* 48 random bits for an id the server assigns: a client can neither guess
+ * another client's request_id (Abort takes any) nor pick it in advance */
+static unsigned long long id_nonce(void) {
+    unsigned long long v = 0;
+    if (getrandom(&v, sizeof v, GRND_NONBLOCK) != (ssize_t)sizeof v) { /* no entropy yet: clock and address */
+        v = (unsigned long long)tc_wall_ms() * 0x9E3779B97F4A7C15ull ^ (unsigned long long)(uintptr_t)&v;
+        v ^= (unsigned long long)(tc_now_s() * 1e9) * 0xBF58476D1CE4E5B9ull;
+    }
+    return v & 0xffffffffffffull;
+}
+
 static dsess *sess_add_locked(tc_engine *e, const char *id) {
     if (e->n_sess == e->cap_sess) {
         int cap = e->cap_sess ? e->cap_sess * 2 : 64;
@@ -256,8 +269,9 @@ static dsess *sess_add_locked(tc_engine *e, const char *id) {
         return NULL;
     }
     if (id && *id) snprintf(s->id, sizeof s->id, "%s", id);
-    else snprintf(s->id, sizeof s->id, "s-%llu-%llx", (unsigned long long)++e->next_sess_id,
-                  (unsigned long long)(tc_wall_ms() & 0xffffff));
+    else /* unique among the sessions held, ids clients chose included */
+        do snprintf(s->id, sizeof s->id, "s-%llu-%012llx", (unsigned long long)++e->next_sess_id, id_nonce());
+        while (find_sess(e, s->id));
     s->pending = -1;
     s->created_ms = s->last_used_ms = tc_wall_ms();
     s->qid = ++e->next_qid;
@@ -429,6 +443,7 @@ static tc_finish emit_tokens(tc_engine *e, job *j, const int32_t *toks, int n, i
     tc_job_stats st;
     if (fin != TC_FINISH_NONE) stats_of(j, &st, j->s->st.length + 1 - (n - m));
     e->sink.tokens(j->user, toks, m, out, out_len, fin, fin != TC_FINISH_NONE ? &st : NULL, jerr);
+    if (fin != TC_FINISH_NONE) j->final_sent = 1; /* finish_job sends no second last message */
     if (e->bpe && out_len) {
         memmove(j->held, j->held + out_len, j->held_len - out_len);
         j->held_len -= out_len;
@@ -448,7 +463,7 @@ static void finish_job(tc_engine *e, job *j, tc_finish fin, const char *err) {
     if (j->generate && j->s && e->journal && !j->s->ephemeral && j->t_prefill > 0 &&
         !(fin == TC_FINISH_CANCELLED && j->cancel_code == 14) && tc_journal_gen_end(e->journal, j->s->id) != TC_OK)
         TC_LOG(TC_LOG_ERROR, "engine", "%s", tc_error_get());
-    if (fin == TC_FINISH_CANCELLED || fin == TC_FINISH_ERROR) {
+    if ((fin == TC_FINISH_CANCELLED || fin == TC_FINISH_ERROR) && !j->final_sent) {
         tc_job_stats st;
         stats_of(j, &st, j->s ? j->s->st.length + (j->s->pending >= 0) : 0);
         e->sink.tokens(j->user, NULL, 0, "", 0, fin, &st, err);
@@ -773,9 +788,16 @@ static void *context_thread(void *arg) {
     pthread_mutex_lock(&e->mu);
     while (!e->stop) {
         job *start = NULL;
-        if (do_starts && e->n_running + e->n_starting < e->lim.max_batch)
+        /* the oldest queued job that may start: one that generates takes a
+         * slot of the step batch (--max-batch), an OpenSession or an Append
+         * without generation never waits for one (generations whose
+         * clients stopped reading can hold every slot) */
+        if (do_starts) {
+            const int room = e->n_running + e->n_starting < e->lim.max_batch;
             for (job *j = e->jobs; j; j = j->next)
-                if (j->phase == J_QUEUED && !j->cancel) start = j; /* the list is LIFO: last = oldest */
+                if (j->phase == J_QUEUED && !j->cancel && (room || !j->generate))
+                    start = j; /* the list is LIFO: last = oldest */
+        }
         /* syncs and starts alternate when both wait: a stream of syncs
          * (long contexts at their boundaries) must not starve admission */
         uint64_t qid = 0;
@@ -788,8 +810,17 @@ static void *context_thread(void *arg) {
             TC_ASSERT(s, "engine: a queued sync of no session");
             e->n_sync_queued--;
             tc_metric_set(TC_G_sync_queue_depth, e->n_sync_queued);
-            tc_metric_set(TC_G_syncs_running, ++e->n_sync_running);
             job *j = find_job(e, s->busy_job);
+            if (j && (j->cancel || e->sink.deadline_left(j->user) <= 0)) {
+                /* its generation was cancelled (or expired) before the
+                 * generation thread took the sync out of the queue: not
+                 * started at all, the session left due (as that drop) */
+                tc_sched_sync_done(e->sched, s->qid, tc_now_s());
+                s->syncing = 0;
+                pthread_cond_broadcast(&e->cv);
+                continue;
+            }
+            tc_metric_set(TC_G_syncs_running, ++e->n_sync_running);
             pthread_mutex_unlock(&e->mu);
             double t0 = tc_now_s();
             /* the generation waiting for it was cancelled or ran past its
@@ -847,6 +878,7 @@ static void *context_thread(void *arg) {
             start->phase = J_STARTING;
             e->n_queued--;
             e->n_starting++;
+            gauges_locked(e);
             pthread_mutex_unlock(&e->mu);
             start_job(e, start);
             pthread_mutex_lock(&e->mu);
@@ -917,10 +949,9 @@ static void *engine_thread(void *arg) {
             pthread_mutex_unlock(&e->mu);
             for (int i = 0; i < nd; i++) {
                 job *j = dead[i];
-                if (j->phase == J_QUEUED) {
-                    e->sink.failed(j->user, j->cancel_code, j->cancel_code == 14 ? "server shutting down"
-                                                          : j->cancel_code == 4 ? "deadline exceeded" : "cancelled");
-                    finish_job(e, j, TC_FINISH_NONE, NULL);
+                if (j->phase == J_QUEUED) { /* never started: a session it opened goes with it */
+                    start_failed(e, j, j->cancel_code, j->cancel_code == 14 ? "server shutting down"
+                                                       : j->cancel_code == 4 ? "deadline exceeded" : "cancelled");
                 } else if (j->cancel_code == 13) { /* a failure, not a cancel (the syncs above) */
                     if (j->s) j->s->pending = j->next_tok;
                     finish_job(e, j, TC_FINISH_ERROR, j->err);
@@ -1236,7 +1267,10 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
             code = refuse(msg, msglen, 3, "sampling.%s", m ? m : "invalid");
             goto reject;
         }
-        if (sp->max_tokens < 0 || sp->max_tokens > e->lim.max_tokens) {
+        const int max_tokens = sp->max_tokens_unset ? (TC_MAX_TOKENS_DEFAULT < e->lim.max_tokens ? TC_MAX_TOKENS_DEFAULT
+                                                                                                 : e->lim.max_tokens)
+                                                    : sp->max_tokens;
+        if (max_tokens < 0 || max_tokens > e->lim.max_tokens) {
             code = refuse(msg, msglen, 3, "sampling.max_tokens: %d out of range [0, %d]", sp->max_tokens,
                           e->lim.max_tokens);
             goto reject;
@@ -1245,12 +1279,26 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
             code = refuse(msg, msglen, 3, "sampling.stop: stop strings need a tokenizer; use stop_token_ids");
             goto reject;
         }
+        if (sp->n_stop_ids > TC_MAX_STOP_IDS) {
+            code = refuse(msg, msglen, 3, "sampling.stop_token_ids: %d ids, at most %d", sp->n_stop_ids, TC_MAX_STOP_IDS);
+            goto reject;
+        }
+        for (int k = 0; k < sp->n_stop_ids; k++)
+            if (sp->stop_ids[k] < 0 || sp->stop_ids[k] >= c->vocab_size) {
+                code = refuse(msg, msglen, 3, "sampling.stop_token_ids[%d]: %d out of range [0, %d)", k,
+                              (int)sp->stop_ids[k], c->vocab_size);
+                goto reject;
+            }
+        if (sp->n_stop > TC_MAX_STOP_STRINGS) {
+            code = refuse(msg, msglen, 3, "sampling.stop: %d strings, at most %d", sp->n_stop, TC_MAX_STOP_STRINGS);
+            goto reject;
+        }
         for (int k = 0; k < sp->n_stop; k++)
             if (!sp->stop[k][0] || strlen(sp->stop[k]) > 256) {
                 code = refuse(msg, msglen, 3, "sampling.stop[%d]: must be 1..256 bytes", k);
                 goto reject;
             }
-        j->max_tokens = sp->max_tokens;
+        j->max_tokens = max_tokens;
         if (tc_sampler_init(&j->smp, &sp->sp, c->vocab_size) != TC_OK) {
             code = refuse(msg, msglen, 13, "out of memory");
             goto reject;
@@ -1273,6 +1321,17 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
              * and (first token, resumed replays) on the context thread */
             if (!(j->piece = malloc(e->piece_cap))) { code = refuse(msg, msglen, 13, "out of memory"); goto reject; }
         }
+    }
+    /* ids go into log lines and the journal: no
+     * control characters (a newline in an id would forge a log line) */
+    for (int k = 0; k < 2; k++) {
+        const char *id = k ? sp->request_id : sp->session_id;
+        for (size_t i = 0; id && id[i]; i++)
+            if ((unsigned char)id[i] < 0x20 || (unsigned char)id[i] == 0x7f) {
+                code = refuse(msg, msglen, 3, "%s: a control character (0x%02x) at byte %zu",
+                              k ? "request_id" : "session_id", (unsigned char)id[i], i);
+                goto reject;
+            }
     }
     pthread_mutex_lock(&e->mu);
     if (e->draining) {
@@ -1375,7 +1434,14 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
     j->id = ++e->next_job_id;
     s->busy_job = j->id;
     if (sp->request_id && *sp->request_id) snprintf(j->request_id, sizeof j->request_id, "%s", sp->request_id);
-    else snprintf(j->request_id, sizeof j->request_id, "r-%llu", (unsigned long long)j->id);
+    else { /* unique among the live requests, ids clients chose included */
+        int taken;
+        do {
+            snprintf(j->request_id, sizeof j->request_id, "r-%llu-%012llx", (unsigned long long)j->id, id_nonce());
+            taken = 0;
+            for (job *o = e->jobs; o && !taken; o = o->next) taken = !strcmp(o->request_id, j->request_id);
+        } while (taken);
+    }
     j->phase = J_QUEUED;
     j->next = e->jobs;
     e->jobs = j;
@@ -1462,7 +1528,7 @@ int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out) 
 void tc_engine_counts(tc_engine *e, int *sessions, int *running, int *queued) {
     pthread_mutex_lock(&e->mu);
     *sessions = e->n_sess;
-    *running = e->n_running;
+    *running = e->n_running + e->n_starting;
     *queued = e->n_queued;
     pthread_mutex_unlock(&e->mu);
 }

@@ -79,6 +79,7 @@ typedef struct {
     int generate;
     tc_sampling_params sp;
     int max_tokens;
+    int max_tokens_unset;   /* the client left max_tokens out: TC_MAX_TOKENS_DEFAULT, or --max-tokens when lower */
     int ignore_eos;
     const int32_t *stop_ids;
     int n_stop_ids;
@@ -88,6 +89,10 @@ typedef struct {
     char *session_id_out;    /* [TC_ID_MAX] or NULL: the session's id */
     void *user;
 } tc_job_spec;
+
+#define TC_MAX_TOKENS_DEFAULT 16 /* max_tokens of a request that leaves it out */
+#define TC_MAX_STOP_IDS 1024     /* stop_token_ids a request may give (each is checked every token) */
+#define TC_MAX_STOP_STRINGS 64   /* stop strings a request may give, each 1..256 bytes */
 
 tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *bpe, const tc_engine_limits *lim,
                           const tc_engine_sink *sink);

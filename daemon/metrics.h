@@ -43,7 +43,7 @@
 /* X(name, help) — gauges: current values, set or moved by deltas. */
 #define TC_METRICS_GAUGES(X)                                                                  \
     X(sessions_active, "Sessions currently open")                                             \
-    X(requests_running, "Requests currently generating")                                      \
+    X(requests_running, "Requests in their prefill or generating")                             \
     X(requests_queued, "Requests admitted and waiting to run")                                \
     X(state_bytes, "Bytes of session state held (K/V windows and synced state)")              \
     X(sync_queue_depth, "Syncs waiting for a context worker")                                 \

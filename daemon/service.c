@@ -255,18 +255,20 @@ static void finishf(tc_call *call, int code, const char *fmt, ...) {
     tc_call_finish(call, code, m);
 }
 
-static int sampling_from(const Tconst__V1__SamplingParams *p, tc_job_spec *sp, int max_default) {
+static int sampling_from(const Tconst__V1__SamplingParams *p, tc_job_spec *sp) {
     sp->sp.temperature = 0.f;
     sp->sp.top_k = 0;
     sp->sp.top_p = 1.f;
     sp->sp.seed = 0;
-    sp->max_tokens = max_default;
+    sp->max_tokens = 0;
+    sp->max_tokens_unset = 1; /* the engine resolves it against --max-tokens */
     if (!p) return 0;
     if (p->_temperature_case == TCONST__V1__SAMPLING_PARAMS___TEMPERATURE_TEMPERATURE) sp->sp.temperature = p->temperature;
     if (p->_top_k_case == TCONST__V1__SAMPLING_PARAMS___TOP_K_TOP_K) sp->sp.top_k = p->top_k;
     if (p->_top_p_case == TCONST__V1__SAMPLING_PARAMS___TOP_P_TOP_P) sp->sp.top_p = p->top_p;
     if (p->_seed_case == TCONST__V1__SAMPLING_PARAMS___SEED_SEED) sp->sp.seed = p->seed;
-    if (p->_max_tokens_case == TCONST__V1__SAMPLING_PARAMS___MAX_TOKENS_MAX_TOKENS) sp->max_tokens = p->max_tokens;
+    if (p->_max_tokens_case == TCONST__V1__SAMPLING_PARAMS___MAX_TOKENS_MAX_TOKENS)
+        sp->max_tokens = p->max_tokens, sp->max_tokens_unset = 0;
     sp->stop_ids = p->stop_token_ids;
     sp->n_stop_ids = (int)p->n_stop_token_ids;
     sp->stop = (const char *const *)p->stop;
@@ -364,7 +366,7 @@ static void h_generate(ctx *c, const uint8_t *m, size_t len, int in_session) {
         set_prompt(&sp, rq->session_id, rq->token_ids, rq->n_token_ids, rq->text);
         sp.ephemeral = !rq->session_id[0];
         sp.request_id = rq->request_id;
-        sampling_from(rq->sampling, &sp, 16);
+        sampling_from(rq->sampling, &sp);
         if (!sp.n_tokens && !sp.text_len && sp.ephemeral)
             finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "prompt: empty (set text or token_ids)");
         else {
@@ -378,7 +380,7 @@ static void h_generate(ctx *c, const uint8_t *m, size_t len, int in_session) {
         else {
             set_prompt(&sp, rq->session_id, rq->token_ids, rq->n_token_ids, rq->text);
             sp.request_id = rq->request_id;
-            sampling_from(rq->sampling, &sp, 16);
+            sampling_from(rq->sampling, &sp);
             sp.generate = 1;
             submit(c, &sp);
         }
@@ -432,7 +434,7 @@ static void stream_msg(ctx *c, const uint8_t *m, size_t len) {
     }
     set_prompt(&sp, sp.session_id, rq->token_ids, rq->n_token_ids, rq->text);
     sp.generate = rq->generate;
-    sampling_from(rq->sampling, &sp, 16);
+    sampling_from(rq->sampling, &sp);
     if (submit(c, &sp) != 0 && first) c->owns_session = 0;
     tconst__v1__stream_request__free_unpacked(rq, NULL);
 }
@@ -480,27 +482,72 @@ static void h_tokenize(ctx *c, const uint8_t *m, size_t len) {
     tconst__v1__tokenize_request__free_unpacked(rq, NULL);
 }
 
+/* ids -> text exactly as a generation streams it: an id the model can
+ * produce past its tokenizer's vocabulary (a padded head) is U+FFFD, as in
+ * a GenerateResponse's text; an id outside the model's vocabulary is an
+ * error naming it. *out is malloc'd (NUL-terminated); NULL with a message
+ * in err on failure. */
+static int detokenize(const tc_bpe *bpe, int32_t vocab, const int32_t *ids, size_t n, char **out, size_t *len,
+                      char *err, size_t errlen) {
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= vocab) {
+            snprintf(err, errlen, "token_ids[%zu]: %d out of range [0, %d)", i, (int)ids[i], (int)vocab);
+            return TC_GRPC_INVALID_ARGUMENT;
+        }
+    const size_t step = tc_bpe_stream_max_out(bpe) + 8;
+    size_t cap = 256 + step, n_out = 0;
+    char *buf = malloc(cap);
+    tc_bpe_stream st;
+    tc_bpe_stream_init(&st, bpe);
+    for (size_t i = 0; buf && i <= n; i++) {
+        if (n_out + step + 1 > cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb, cap *= 2;
+        }
+        size_t np = 0;
+        if (i == n) n_out += tc_bpe_stream_flush(&st, buf + n_out);
+        else if (tc_bpe_stream_push(&st, ids[i], buf + n_out, cap - n_out, &np) == TC_OK) n_out += np;
+        else { /* past the tokenizer: what the decoder holds, then U+FFFD */
+            n_out += tc_bpe_stream_flush(&st, buf + n_out);
+            memcpy(buf + n_out, "\xEF\xBF\xBD", 3);
+            n_out += 3;
+        }
+    }
+    if (!buf) {
+        snprintf(err, errlen, "out of memory for the text of %zu ids", n);
+        return TC_GRPC_RESOURCE_EXHAUSTED;
+    }
+    buf[n_out] = 0;
+    *out = buf;
+    *len = n_out;
+    return 0;
+}
+
 static void h_detokenize(ctx *c, const uint8_t *m, size_t len) {
     DECODE(Tconst__V1__DetokenizeRequest, tconst__v1__detokenize_request, rq, m, len);
-    char *out = NULL;
+    char *out = NULL, err[160];
     size_t n = 0;
+    int code;
     if (!c->svc->bpe) finishf(c->call, TC_GRPC_FAILED_PRECONDITION, "token_ids: this model has no tokenizer");
-    else if (tc_bpe_decode(c->svc->bpe, rq->token_ids, rq->n_token_ids, &out, &n) != TC_OK)
-        finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "token_ids: %s", tc_error_get() ? tc_error_get() : "invalid id");
+    else if ((code = detokenize(c->svc->bpe, c->svc->wc->cfg->vocab_size, rq->token_ids, rq->n_token_ids, &out, &n,
+                                err, sizeof err)))
+        finishf(c->call, code, "%s", err);
     else {
-        /* proto3 strings are UTF-8: ill-formed bytes become U+FFFD */
-        uint8_t *clean = malloc(n * 3 + 1);
-        size_t cn = clean ? tc_utf8_sanitize((const uint8_t *)out, n, clean) : 0;
-        char *txt = clean ? malloc(text_out_len((const char *)clean, cn) + 1) : NULL;
+        /* valid UTF-8 already (the stream decoder's output); a NUL is U+FFFD */
+        char *txt = malloc(text_out_len(out, n) + 1);
         if (!txt) finishf(c->call, TC_GRPC_RESOURCE_EXHAUSTED, "out of memory for %zu bytes of text", n);
         else {
-            text_out(txt, (const char *)clean, cn);
+            text_out(txt, out, n);
             Tconst__V1__DetokenizeResponse r = TCONST__V1__DETOKENIZE_RESPONSE__INIT;
             r.text = txt;
             reply(c->call, &r.base);
         }
         free(txt);
-        free(clean);
     }
     free(out);
     tconst__v1__detokenize_request__free_unpacked(rq, NULL);

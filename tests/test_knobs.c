@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/knobs.h"
+#include "common/log.h"
 
 typedef struct {
     char *listen;
@@ -369,6 +370,33 @@ static void test_dump(void) {
     printf("ok   dump\n");
 }
 
+/* a log line in text format is one line: control characters in the
+ * message (an id a client chose) are escaped, never written raw */
+static void test_log_one_line(void) {
+    char path[300];
+    snprintf(path, sizeof path, "%s/log.txt", g_dir);
+    fflush(stderr);
+    int saved = dup(2);
+    FILE *f = fopen(path, "w");
+    EXPECT(f && saved >= 0, "log: open %s", path);
+    if (!f || saved < 0) return;
+    dup2(fileno(f), 2);
+    tc_log_write(TC_LOG_ERROR, "test", "t.c", 1, "session %s closed", "evil\n2026-01-01T00:00:00Z error [x] forged\x7f");
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    fclose(f);
+    char buf[1024] = "";
+    f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = 0;
+    int lines = 0;
+    for (size_t i = 0; i < n; i++) lines += buf[i] == '\n';
+    EXPECT(lines == 1 && strstr(buf, "evil\\x0a2026") && strstr(buf, "forged\\x7f closed (t.c:1)"),
+           "log: a message with a newline and DEL is one escaped line: %s", buf);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* keep the log if a check crashes */
     const char *tmp = getenv("TMPDIR");
@@ -384,6 +412,7 @@ int main(void) {
     test_errors();
     test_help();
     test_dump();
+    test_log_one_line();
 
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);

@@ -176,8 +176,9 @@ class Env:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120).stdout
         return [int(x) for x in out.split()]
 
-    def sampling(self, temperature=None, top_k=None, top_p=None, seed=None, max_tokens=None, ignore_eos=False):
-        sp = self.pb.SamplingParams(ignore_eos=ignore_eos)
+    def sampling(self, temperature=None, top_k=None, top_p=None, seed=None, max_tokens=None, ignore_eos=False,
+                 stop_token_ids=()):
+        sp = self.pb.SamplingParams(ignore_eos=ignore_eos, stop_token_ids=list(stop_token_ids))
         if temperature is not None:
             sp.temperature = temperature
         if top_k is not None:
@@ -198,8 +199,9 @@ class Daemon:
 
     READY = "tconstd "
 
-    def __init__(self, env, *args, model=None, grpc_port=0, http_port=0, wait_ready=True):
+    def __init__(self, env, *args, model=None, grpc_port=0, http_port=0, wait_ready=True, preexec=None):
         self.env = env
+        self.preexec = preexec  # run in the child before exec (resource limits)
         self.args = list(args)
         if model:
             self.args += ["--model", model]
@@ -248,7 +250,7 @@ class Daemon:
         cmd = [self.env.tconstd, "--listen", f"127.0.0.1:{self.grpc_port}",
                "--http-listen", f"127.0.0.1:{self.http_port}"] + extra + self.args
         envv = dict(os.environ, TMPDIR=self.env.tmp)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=envv)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=envv, preexec_fn=self.preexec)
         threading.Thread(target=self._read_stdout, daemon=True).start()
         if self.wait_ready:
             self.wait_ready_line(START_TIMEOUT)

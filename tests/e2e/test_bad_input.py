@@ -8,9 +8,12 @@ outside (0, 1], other sampling fields, text on an ids-only model
 protobuf bytes (INVALID_ARGUMENT), unknown methods (UNIMPLEMENTED), a
 second generation in a busy session (FAILED_PRECONDITION), more sessions
 than --max-sessions (RESOURCE_EXHAUSTED at once; opening works again once
-some are closed).
+some are closed), stop_token_ids out of the vocabulary or over 1024,
+Detokenize past the model's vocabulary; a --max-tokens below the default
+16 caps a request that leaves max_tokens out.
 """
 import os
+import re
 
 import grpc
 
@@ -37,10 +40,10 @@ def body(env, ck):
             n_alive[0] += 1
             n_alive[1] += ids == ref
 
-        def gen(tokens=None, text="", session_id="", **sp):
+        def gen(tokens=None, text="", session_id="", request_id="", **sp):
             def f():
                 return s.Generate(pb.GenerateRequest(token_ids=tokens or [], text=text, session_id=session_id,
-                                                     sampling=env.sampling(**sp)), timeout=30)
+                                                     request_id=request_id, sampling=env.sampling(**sp)), timeout=30)
             return f
 
         # unknown session
@@ -92,6 +95,12 @@ def body(env, ck):
         ck.equal(ends, grpc.StatusCode.CANCELLED, "the aborted request ends CANCELLED")
         ids, _ = d.generate_ids(s, [9, 8, 7], env.sampling(max_tokens=12, ignore_eos=True), request_id="dup")
         ck.equal(ids, ref, "its request_id is free again once it ended")
+        # ids the server assigns: distinct, and not guessable from a counter
+        # (Abort takes any id: "r-3" must not reach another client's request)
+        rids = [m.request_id for m in (list(s.Generate(pb.GenerateRequest(token_ids=[5], sampling=env.sampling(
+            max_tokens=1)), timeout=30))[0] for _ in range(2))]
+        ck.check(len(set(rids)) == 2 and all(re.fullmatch(r"r-[0-9]+-[0-9a-f]{12}", r) for r in rids),
+                 "assigned request_ids are distinct, r-N-<48 random bits>", str(rids))
         # a NUL inside a string would be cut there by protobuf-c: refused, naming the field (nested too)
         ck.rpc_error(lambda: s.Tokenize(pb.TokenizeRequest(text="a\x00b"), timeout=30), IA, "Tokenize text with a NUL",
                      "text: a NUL character")
@@ -102,6 +111,9 @@ def body(env, ck):
                      "a stop string with a NUL", "stop: a NUL character")
         ck.rpc_error(lambda: s.OpenSession(pb.OpenSessionRequest(session_id="x\x00y"), timeout=30), IA,
                      "a session_id with a NUL", "session_id: a NUL character")
+        ck.rpc_error(lambda: s.OpenSession(pb.OpenSessionRequest(session_id="x\n2026-01-01T00:00:00Z error forged"),
+                                           timeout=30), IA, "a session_id with a newline", "session_id: a control")
+        ck.rpc_error(gen([5], request_id="r\tid"), IA, "a request_id with a tab", "request_id: a control")
         serves()
 
         # sampling
@@ -113,6 +125,14 @@ def body(env, ck):
         ck.rpc_error(gen([5], top_k=-3), IA, "top_k -3", "top_k")
         ck.rpc_error(lambda: s.Generate(pb.GenerateRequest(token_ids=[5], sampling=pb.SamplingParams(stop=["x"])),
                                         timeout=30), IA, "stop strings on an ids-only model", "sampling.stop")
+        vocab = s.ModelInfo(pb.ModelInfoRequest(), timeout=30).vocab_size
+        for bad in (-5, vocab):
+            ck.rpc_error(gen([5], stop_token_ids=[3, bad]), IA, f"stop_token_ids with {bad}",
+                         "sampling.stop_token_ids[1]")
+        ck.rpc_error(gen([5], stop_token_ids=[3] * 1025), IA, "1025 stop_token_ids", "sampling.stop_token_ids")
+        ids, _ = d.generate_ids(s, [9, 8, 7], env.sampling(max_tokens=12, ignore_eos=True, stop_token_ids=[3] * 1024))
+        ck.equal(ids[:ids.index(3) + 1] if 3 in ids else ids, ref[:ref.index(3) + 1] if 3 in ref else ref,
+                 "1024 stop_token_ids are taken")
         ids, last = d.generate_ids(s, [9, 8, 7], env.sampling(max_tokens=0))
         ck.check(ids == [] and last.finish_reason == pb.FINISH_REASON_LENGTH, "max_tokens 0 is valid: no ids, LENGTH")
         ids, _ = d.generate_ids(s, [9, 8, 7], env.sampling(top_p=1.0, max_tokens=12, ignore_eos=True))
@@ -219,6 +239,41 @@ def body(env, ck):
         ck.check(past > 0 and text.count("\ufffd") >= past,
                  f"ids past a 256-token tokenizer stream as U+FFFD ({past} of {len(ids)} ids, "
                  f"{text.count(chr(0xfffd))} U+FFFD)")
+        s = d.stub()
+        ck.equal(s.Detokenize(pb.DetokenizeRequest(token_ids=ids), timeout=30).text, text,
+                 "Detokenize of those ids gives the streamed text (U+FFFD past the tokenizer)")
+        for bad in (-1, 512):
+            ck.rpc_error(lambda: s.Detokenize(pb.DetokenizeRequest(token_ids=[65, bad]), timeout=30), IA,
+                         f"Detokenize of {bad} (outside the model's 512 ids)", "token_ids[1]")
+
+    # --max-tokens below the default of 16: a request that leaves
+    # max_tokens out gets the limit, not a refusal of a value it never sent
+    with Daemon(env, "--max-tokens", "8", model=model) as d:
+        s = d.stub()
+        ids, last = d.generate_ids(s, [9, 8, 7], env.sampling(ignore_eos=True))
+        ck.check(ids == ref[:8] and last.finish_reason == pb.FINISH_REASON_LENGTH,
+                 "max_tokens left out with --max-tokens 8: 8 ids, LENGTH", f"{len(ids)} ids")
+        ck.rpc_error(lambda: list(s.Generate(pb.GenerateRequest(token_ids=[5], sampling=env.sampling(max_tokens=9)),
+                                             timeout=30)), IA, "max_tokens 9 with --max-tokens 8",
+                     "sampling.max_tokens")
+
+    # --max-batch 1 held by a generation that does not end: a new
+    # generation waits for the slot (here past its deadline), but an
+    # OpenSession and an Append, which take no slot, do not wait
+    with Daemon(env, "--max-batch", "1", model=model) as d:
+        s = d.stub()
+        hold = s.Generate(pb.GenerateRequest(token_ids=[9, 8, 7], request_id="hold", sampling=env.sampling(
+            max_tokens=1000000, ignore_eos=True)), timeout=120)
+        next(hold)
+        sid = s.OpenSession(pb.OpenSessionRequest(token_ids=[1, 2, 3]), timeout=30).session_id
+        ck.equal(s.Append(pb.AppendRequest(session_id=sid, token_ids=[4, 5]), timeout=30).session.length, 5,
+                 "with the one batch slot held: OpenSession and Append still run")
+        ck.rpc_error(lambda: list(s.GenerateInSession(pb.GenerateInSessionRequest(
+            session_id=sid, sampling=env.sampling(max_tokens=2)), timeout=1.5)), grpc.StatusCode.DEADLINE_EXCEEDED,
+            "... while a second generation waits for the slot")
+        ck.check(s.Abort(pb.AbortRequest(request_id="hold"), timeout=30).found, "Abort frees the slot")
+        ids, _ = d.generate_ids(s, [9, 8, 7], env.sampling(max_tokens=12, ignore_eos=True))
+        ck.equal(ids, ref, "then a generation runs")
 
 
 if __name__ == "__main__":
