@@ -215,6 +215,13 @@ static int check_one_device(const dcfg *c, const char *flag, const char *d) {
     return 0;
 }
 static int check_device(const dcfg *c) {
+    /* before anything starts, with or without --workers (where the mode
+     * does not apply, a typo is still a typo) */
+    if (strcmp(c->worker_mode, "split") != 0 && strcmp(c->worker_mode, "both") != 0 &&
+        strcmp(c->worker_mode, "inprocess") != 0) {
+        fprintf(stderr, "tconstd: error: --worker-mode '%s': expected split, both or inprocess\n", c->worker_mode);
+        return -1;
+    }
     if (check_one_device(c, "--device", c->device) != 0) return -1;
     if (!c->context_device[0]) return 0;
     if (strcmp(c->worker_mode, "split") != 0 || c->workers[0]) {
@@ -389,17 +396,19 @@ int main(int argc, char **argv) {
     tc_service_set_serving(svc, 1, 0);
     tc_metric_set(TC_G_ready, tc_service_serving(svc));
     {
-        char host[256];
+        /* the addresses as bound: the port gRPC / the HTTP server picked
+         * for a ":0"; a unix: socket has no port, its path is the address */
+        char host[300];
         snprintf(host, sizeof host, "%s", cfg.listen);
         char *colon = strrchr(host, ':');
-        if (colon) *colon = 0;
-        char hh[256];
+        if (colon && strncmp(host, "unix:", 5) != 0)
+            snprintf(colon, sizeof host - (size_t)(colon - host), ":%d", tc_rpc_server_port(rpc));
+        char hh[300];
         snprintf(hh, sizeof hh, "%s", cfg.http_listen);
         colon = strrchr(hh, ':');
-        if (colon) *colon = 0;
-        printf("tconstd %s ready: grpc %s:%d http %s:%d model %s (%s, %s)\n", TC_VERSION, host,
-               tc_rpc_server_port(rpc), hh, tc_http_port(http), dir, tc_arch_name(wc->cfg->arch),
-               bpe ? "text+ids" : "ids only");
+        if (colon) snprintf(colon, sizeof hh - (size_t)(colon - hh), ":%d", tc_http_port(http));
+        printf("tconstd %s ready: grpc %s http %s model %s (%s, %s)\n", TC_VERSION, host, hh, dir,
+               tc_arch_name(wc->cfg->arch), bpe ? "text+ids" : "ids only");
         fflush(stdout);
     }
     pthread_mutex_lock(&g_sig_mu);

@@ -49,7 +49,8 @@ static char **worker_env(void) {
     return env;
 }
 
-tc_status tc_spawn(char *const argv[], double ready_timeout_s, pid_t *pid_out, char *line, size_t n) {
+tc_status tc_spawn(char *const argv[], double ready_timeout_s, const int *stop, pid_t *pid_out, char *line,
+                   size_t n) {
     int p[2];
     *pid_out = -1;
     char **env = worker_env();
@@ -70,6 +71,11 @@ tc_status tc_spawn(char *const argv[], double ready_timeout_s, pid_t *pid_out, c
          * the parent blocked are unblocked again */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent) _exit(127);
+        /* a process group of its own: a signal to tconstd's group (Ctrl-C
+         * in a terminal, kill -- -PGID) reaches tconstd, which drains and
+         * then stops its workers, not the workers mid-drain; and tconstd's
+         * stop reaches whatever a --worker-binary wrapper started */
+        setpgid(0, 0);
         signal(SIGTERM, SIG_DFL); /* tconstd's handlers write to its signal pipe: not the child's */
         signal(SIGINT, SIG_DFL);
         sigset_t all;
@@ -83,6 +89,7 @@ tc_status tc_spawn(char *const argv[], double ready_timeout_s, pid_t *pid_out, c
     }
     close(p[1]);
     free(env);
+    setpgid(pid, pid); /* as the child does: whichever runs first */
     size_t got = 0;
     line[0] = 0;
     double end = tc_now_s() + ready_timeout_s;
@@ -97,18 +104,34 @@ tc_status tc_spawn(char *const argv[], double ready_timeout_s, pid_t *pid_out, c
             st = TC_FAIL(TC_ERR_IO, "worker %s: start-up cancelled (a signal)", argv[0]);
             break;
         }
+        if (stop && __atomic_load_n(stop, __ATOMIC_RELAXED)) {
+            st = TC_FAIL(TC_ERR_IO, "worker %s: start abandoned (tconstd is stopping)", argv[0]);
+            break;
+        }
         struct pollfd pf = {p[0], POLLIN, 0};
         int r = poll(&pf, 1, left > 0.2 ? 201 : (int)(left * 1000) + 1); /* slices: a cancel is seen */
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) continue;
         ssize_t k = read(p[0], line + got, n - 1 - got);
+        if (k < 0 && errno == EINTR) continue;
         if (k <= 0) {
-            int status = 0;
-            waitpid(pid, &status, 0);
-            pid = -1;
-            st = TC_FAIL(TC_ERR_IO, "worker %s exited before it was ready (%s %d; its error is in the log above)",
-                         argv[0], WIFEXITED(status) ? "exit code" : "signal",
-                         WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+            /* its stdout closed: it exited (reaped here), or it runs on with
+             * stdout elsewhere (a wrapper that redirected it) and can never
+             * report ready: at most a second to tell which, never a
+             * blocking wait */
+            int status = 0, exited = 0;
+            for (double t_end = tc_now_s() + 1.0; !(exited = tc_child_exited(pid, &status)) && tc_now_s() < t_end;) {
+                struct timespec ts = {0, 10 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+            if (exited) {
+                pid = -1;
+                st = TC_FAIL(TC_ERR_IO, "worker %s exited before it was ready (%s %d; its error is in the log above)",
+                             argv[0], WIFEXITED(status) ? "exit code" : "signal",
+                             WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+            } else
+                st = TC_FAIL(TC_ERR_IO, "worker %s closed its stdout before its ready line (a wrapper must leave the "
+                             "worker's stdout to tconstd, and exec it)", argv[0]);
             break;
         }
         got += (size_t)k;
@@ -140,16 +163,39 @@ int tc_child_exited(pid_t pid, int *status) {
     return 0;
 }
 
+/* the worker's process group (its own since tc_spawn), so what a wrapper
+ * started goes too; the pid alone where the group is gone */
+static void signal_child(pid_t pid, int sig) {
+    if (kill(-pid, sig) != 0) kill(pid, sig);
+}
+
 void tc_child_kill(pid_t pid) {
     if (pid <= 0) return;
-    kill(pid, SIGKILL);
+    signal_child(pid, SIGKILL);
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
     }
 }
 
+void tc_children_stop(pid_t *pids, int n, double grace_s) {
+    for (int i = 0; i < n; i++)
+        if (pids[i] > 0) signal_child(pids[i], SIGTERM);
+    double end = tc_now_s() + grace_s;
+    for (;;) {
+        int left = 0;
+        for (int i = 0; i < n; i++)
+            if (pids[i] > 0 && tc_child_exited(pids[i], NULL)) pids[i] = -1;
+            else left += pids[i] > 0;
+        if (!left || tc_now_s() >= end) break;
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < n; i++)
+        if (pids[i] > 0) tc_child_kill(pids[i]), pids[i] = -1;
+}
+
 void tc_child_stop(pid_t pid, double grace_s) {
     if (pid <= 0) return;
-    kill(pid, SIGTERM);
+    signal_child(pid, SIGTERM);
     double end = tc_now_s() + grace_s;
     while (tc_now_s() < end) {
         if (tc_child_exited(pid, NULL)) return;

@@ -390,7 +390,7 @@ void tc_worker_remote_on_live(tc_worker_client *w, void (*cb)(void *ud, int live
 static tc_status start_proc(remote *R, wproc *p) {
     char line[512];
     pid_t pid;
-    TC_CHECK(tc_spawn(p->argv, R->o.start_timeout_s, &pid, line, sizeof line));
+    TC_CHECK(tc_spawn(p->argv, R->o.start_timeout_s, &R->stop, &pid, line, sizeof line));
     p->pid = pid;
     TC_LOG(TC_LOG_INFO, "workers", "%s started (pid %d): %s", p->name, (int)pid, line);
     return TC_OK;
@@ -472,6 +472,18 @@ static void supervise_one(remote *R, wproc *p) {
     mark_down(R, p, "not answering pings");
 }
 
+/* SIGTERM to every spawned worker at once, SIGKILL to those still there
+ * after 5 s (they close their data planes first) */
+static void stop_spawned(remote *R) {
+    pid_t pids[64];
+    int n = 0;
+    for (int i = 0; i < R->n_procs && n < 64; i++)
+        if (R->procs[i]->spawned && R->procs[i]->pid > 0) pids[n++] = R->procs[i]->pid;
+    tc_children_stop(pids, n, 5.0);
+    for (int i = 0; i < R->n_procs; i++)
+        if (R->procs[i]->spawned) R->procs[i]->pid = -1;
+}
+
 static void *supervisor_main(void *arg) {
     remote *R = arg;
     pthread_mutex_lock(&R->mu);
@@ -489,6 +501,7 @@ static void *supervisor_main(void *arg) {
         pthread_cond_timedwait(&R->cv, &R->mu, &ts);
     }
     pthread_mutex_unlock(&R->mu);
+    stop_spawned(R); /* before this thread ends: the workers it restarted die with it (PR_SET_PDEATHSIG) */
     return NULL;
 }
 
@@ -1154,8 +1167,9 @@ static void r_free(tc_worker_client *w) {
         R->stop = 1;
         pthread_cond_broadcast(&R->cv);
         pthread_mutex_unlock(&R->mu);
-        pthread_join(R->sup, NULL);
+        pthread_join(R->sup, NULL); /* it stopped the spawned workers */
     }
+    stop_spawned(R); /* (without a supervisor: a start-up that failed) */
     for (int i = 0; i < R->n_procs; i++) {
         wproc *p = R->procs[i];
         if (!p->spawned && p->boot) { /* attached: free it for the next coordinator now */
@@ -1166,7 +1180,6 @@ static void r_free(tc_worker_client *w) {
             if (call(R, p, 2, M("Ping"), &rq.base, &tconst__worker__v1__ping_response__descriptor, &r, 2.0) == TC_OK)
                 protobuf_c_message_free_unpacked(r, NULL);
         }
-        if (p->spawned && p->pid > 0) tc_child_stop(p->pid, 5.0);
         for (int k = 0; k < 5; k++) tc_rpc_client_close(p->cli[k]), pthread_mutex_destroy(&p->cli_mu[k]);
         for (int k = 0; k < MAX_ARGS && p->argv[k]; k++) free(p->argv[k]);
         free(p);

@@ -25,6 +25,7 @@ refuse "expected cpu or cuda:N" --device cuda:1x
 refuse "in-process worker runs on the CPU" --worker-mode inprocess --device cuda:0
 refuse "choose their own device" --workers 127.0.0.1:1,127.0.0.1:2 --device cuda:0
 refuse "expected split, both or inprocess" --worker-mode sideways
+refuse "expected split, both or inprocess" --worker-mode sideways --workers 127.0.0.1:1,127.0.0.1:2
 refuse "unknown" --no-such-flag 1
 # listen addresses, checked before anything starts (gRPC wrapped 99999
 # into a random port)
@@ -82,6 +83,8 @@ sock=$tmp/api.sock
 apid=$!
 for _ in $(seq 600); do grep -q " ready: " "$tmp/a.out" && break; kill -0 $apid 2>/dev/null || break; sleep 0.1; done
 grep -q " ready: " "$tmp/a.out" || fail "the first daemon on unix:$sock never ready: $(tail -3 "$tmp/a.err")"
+grep -q " ready: grpc unix:$sock http 127.0.0.1:[1-9][0-9]* " "$tmp/a.out" ||
+    fail "the ready line does not name the socket and the HTTP port: $(cat "$tmp/a.out")"
 refuse "another process is serving on this socket" --listen "unix:$sock"
 refuse "another process is serving on this socket" --listen "unix://$sock"
 kill -0 $apid 2>/dev/null || fail "the first daemon died when a second one tried its socket"
@@ -116,3 +119,61 @@ kill -TERM $cpid
 wait $cpid
 [ ! -e "$own" ] || fail "tconstd left its socket directory $own at a clean exit"
 echo "ok   a killed tconstd's socket directory is removed by the next one; live ones and its own at exit handled"
+
+# spawned workers run in process groups of their own (a signal to
+# tconstd's group, Ctrl-C in a terminal, reaches tconstd, which drains and
+# then stops them), and whatever a --worker-binary wrapper started stops
+# with them: here a wrapper that does not exec (the real worker is its child)
+W=$(dirname "$D")/tconst-worker
+[ -x "$W" ] || W=$(dirname "$D")/worker/tconst-worker # the build tree
+printf '#!/bin/sh\n"%s" "$@"\n' "$W" >"$tmp/wrap-noexec"
+chmod +x "$tmp/wrap-noexec"
+"$D" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --worker-binary "$tmp/wrap-noexec" >"$tmp/w.out" 2>"$tmp/w.err" &
+wpid=$!
+for _ in $(seq 600); do grep -q " ready: " "$tmp/w.out" && break; kill -0 $wpid 2>/dev/null || break; sleep 0.1; done
+grep -q " ready: " "$tmp/w.out" || fail "tconstd with a wrapper that does not exec never ready: $(tail -3 "$tmp/w.err")"
+real=""
+for k in $(pgrep -P $wpid); do
+    pg=$(ps -o pgid= -p "$k" | tr -d ' ')
+    [ "$pg" = "$k" ] || fail "spawned worker $k is in process group $pg, not one of its own"
+    real="$real $(pgrep -P "$k")"
+done
+[ -n "${real// /}" ] || fail "no worker under the wrappers"
+kill -TERM $wpid
+wait $wpid
+for r in $real; do
+    for _ in $(seq 100); do kill -0 "$r" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$r" 2>/dev/null && { kill -KILL "$r"; fail "worker $r, started by a wrapper, outlived tconstd"; }
+done
+echo "ok   spawned workers have process groups of their own; a wrapper's children stop with tconstd"
+# a wrapper that sends the worker's stdout elsewhere: the ready line can
+# never come; a clear error at once, not a wait for the start budget
+printf '#!/bin/sh\nexec "%s" "$@" >/dev/null\n' "$W" >"$tmp/wrap-redirect"
+chmod +x "$tmp/wrap-redirect"
+refuse "closed its stdout before its ready line" --worker-binary "$tmp/wrap-redirect" --worker-start-timeout 600
+# SIGTERM while a worker restart is under way (the restarted worker never
+# reports ready; a start budget of 10 minutes): tconstd abandons the
+# restart and exits at once. The 60 s bound only catches a hang.
+printf '#!/bin/sh\n[ -e "%s" ] && exec sleep 1001\nexec "%s" "$@"\n' "$tmp/hang" "$W" >"$tmp/wrap-hang"
+chmod +x "$tmp/wrap-hang"
+"$D" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --worker-binary "$tmp/wrap-hang" --worker-start-timeout 600 \
+    --drain-timeout 1 >"$tmp/h.out" 2>"$tmp/h.err" &
+hpid=$!
+for _ in $(seq 600); do grep -q " ready: " "$tmp/h.out" && break; kill -0 $hpid 2>/dev/null || break; sleep 0.1; done
+grep -q " ready: " "$tmp/h.out" || fail "tconstd with the hang wrapper never ready: $(tail -3 "$tmp/h.err")"
+: >"$tmp/hang"
+victim=$(pgrep -P $hpid | head -1)
+kill -KILL "$victim"
+for _ in $(seq 600); do grep -q "process exited" "$tmp/h.err" && break; sleep 0.1; done
+grep -q "process exited" "$tmp/h.err" || fail "the killed worker was not noticed: $(tail -3 "$tmp/h.err")"
+hung=""
+for _ in $(seq 600); do hung=$(pgrep -P $hpid -f "sleep 1001"); [ -n "$hung" ] && break; sleep 0.1; done
+[ -n "$hung" ] || fail "no restart under way: $(tail -3 "$tmp/h.err")"
+kill -TERM $hpid
+timeout 60 tail --pid=$hpid -f /dev/null || fail "SIGTERM during a worker restart: tconstd still runs after 60 s"
+wait $hpid
+rc=$?
+[ $rc -eq 0 ] || fail "SIGTERM during a worker restart: exit $rc: $(tail -3 "$tmp/h.err")"
+for _ in $(seq 100); do kill -0 "$hung" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$hung" 2>/dev/null && { kill -KILL "$hung"; fail "the abandoned restart's process outlived tconstd"; }
+echo "ok   SIGTERM during a worker restart: the restart is abandoned, exit 0"
