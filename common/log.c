@@ -88,11 +88,13 @@ int tc_log_configure(const char *prog, const char *level, const char *format) {
     if (!*level) level = env_lv ? env_lv : "info";
     if (!*format) format = env_fmt ? env_fmt : "text";
     if (tc_log_parse_level(level, &lv) != 0) {
-        fprintf(stderr, "%s: error: --log-level '%s': expected error, warn, info, debug or trace\n", prog, level);
+        fprintf(stderr, "%s: error: --log-level '%s' (the flag, TCONST_LOG_LEVEL or the config file's log-level): "
+                        "expected error, warn, info, debug or trace\n", prog, level);
         return -1;
     }
     if (strcasecmp(format, "json") != 0 && strcasecmp(format, "text") != 0) {
-        fprintf(stderr, "%s: error: --log-format '%s': expected text or json\n", prog, format);
+        fprintf(stderr, "%s: error: --log-format '%s' (the flag, TCONST_LOG_FORMAT or the config file's log-format): "
+                        "expected text or json\n", prog, format);
         return -1;
     }
     tc_log_set_level(lv);

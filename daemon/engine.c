@@ -783,7 +783,9 @@ static void *context_thread(void *arg) {
     struct ctx_arg *ca = arg;
     tc_engine *e = ca->e;
     const int do_syncs = ca->kind != 2, do_starts = ca->kind != 1;
-    if (e->wc->bind_thread) e->wc->bind_thread(e->wc, 1);
+    /* starts (prefills) in a workspace and on a client of their own (role
+     * 2): a long prefill computes beside the syncs, not in front of them */
+    if (e->wc->bind_thread) e->wc->bind_thread(e->wc, ca->kind == 2 ? 2 : 1);
     int last_was_sync = 0;
     pthread_mutex_lock(&e->mu);
     while (!e->stop) {

@@ -401,7 +401,7 @@ int main(int argc, char **argv) {
         char host[300];
         snprintf(host, sizeof host, "%s", cfg.listen);
         char *colon = strrchr(host, ':');
-        if (colon && strncmp(host, "unix:", 5) != 0)
+        if (colon && strncmp(host, "unix", 4) != 0) /* unix:PATH, unix-abstract:NAME */
             snprintf(colon, sizeof host - (size_t)(colon - host), ":%d", tc_rpc_server_port(rpc));
         char hh[300];
         snprintf(hh, sizeof hh, "%s", cfg.http_listen);

@@ -154,13 +154,23 @@ tc_status tc_spawn(char *const argv[], double ready_timeout_s, const int *stop, 
 
 int tc_child_exited(pid_t pid, int *status) {
     if (pid <= 0) return 1;
-    int s = 0;
-    pid_t r = waitpid(pid, &s, WNOHANG);
-    if (r == pid || (r < 0 && errno == ECHILD)) {
-        if (status) *status = s;
-        return 1;
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    /* seen exited but not reaped (WNOWAIT): its group id cannot be reused
+     * yet, so what is left in the group (a wrapper's child) is killed
+     * before the reap */
+    if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0) {
+        if (errno != ECHILD) return 0;
+        if (status) *status = 0;
+        return 1; /* reaped elsewhere */
     }
-    return 0;
+    if (si.si_pid != pid) return 0; /* still running */
+    kill(-pid, SIGKILL);
+    int s = 0;
+    while (waitpid(pid, &s, 0) < 0 && errno == EINTR) {
+    }
+    if (status) *status = s;
+    return 1;
 }
 
 /* the worker's process group (its own since tc_spawn), so what a wrapper

@@ -18,7 +18,8 @@ tc_status tc_spawn(char *const argv[], double ready_timeout_s, const int *stop, 
  * workers to answer give up at once (process-wide, never reset). */
 void tc_spawn_cancel(void);
 int tc_spawn_cancelled(void);
-/* 1 when pid has exited (reaped; *status set), 0 while it runs. */
+/* 1 when pid has exited (reaped; *status set), 0 while it runs. What is
+ * left in its process group (a wrapper's children) is killed first. */
 int tc_child_exited(pid_t pid, int *status);
 void tc_child_kill(pid_t pid);
 /* SIGTERM, then SIGKILL after grace_s; reaped. */

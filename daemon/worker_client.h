@@ -41,9 +41,10 @@ struct tc_worker_client {
     const char *dtype;      /* of the weights file */
     int64_t n_params;
     void *impl;
-    /* context-role threads (bind_thread 1) that may call at the same time
-     * on different sessions: 1 in-process (one context workspace), 2 with
-     * worker processes (syncs on one, starts on another) */
+    /* context-role threads that may call at the same time on different
+     * sessions: 2 (syncs on one, bind_thread 1; starts, prefills included,
+     * on another, bind_thread 2, each in a workspace of its own); 1: one
+     * context thread for both */
     int ctx_threads;
     int n_pairs; /* worker pairs (0 or 1: one); a session stays on its pair */
     tc_status (*session_new)(tc_worker_client *w, tc_wc_session **out);

@@ -163,6 +163,7 @@ tc_status tc_worker_local_open(tc_worker_client **out, const char *dir, int n_th
     w->step = l_step;
     w->stats = l_stats;
     w->bind_thread = l_bind;
+    w->ctx_threads = 2; /* starts in workspace 2, syncs in 1: a prefill does not hold up the syncs */
     w->free = l_free;
     w->cancellable = 1; /* a stopped append or sync leaves its session stale: the next append, sync or step rebuilds it */
     *out = w;

@@ -63,11 +63,12 @@ typedef struct wproc {
     double last_ok, next_restart, backoff, up_since;
     int restarts;
     /* one client per calling thread kind: 0 generation thread, 1 context
-     * thread, 2 supervisor, 3 any other thread, 4 Cancel (sent while a
-     * context thread's client waits on the call it stops); each used
+     * thread (syncs), 2 supervisor, 3 any other thread, 4 Cancel (sent
+     * while a context thread's client waits on the call it stops), 5 the
+     * start thread (prefills: beside a sync, not behind it); each used
      * under its lock (a client runs one call at a time) */
-    tc_rpc_client *cli[5];
-    pthread_mutex_t cli_mu[5];
+    tc_rpc_client *cli[6];
+    pthread_mutex_t cli_mu[6];
     struct wproc *peer;    /* context worker: its generation peer */
 } wproc;
 
@@ -1149,7 +1150,7 @@ static void r_stats(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_s
 
 static void r_bind(tc_worker_client *w, int role) {
     (void)w;
-    t_role = role == 1 ? 1 : 0;
+    t_role = role == 1 ? 1 : role == 2 ? 5 : 0;
 }
 
 static void r_abandon(tc_worker_client *w) {
@@ -1180,7 +1181,7 @@ static void r_free(tc_worker_client *w) {
             if (call(R, p, 2, M("Ping"), &rq.base, &tconst__worker__v1__ping_response__descriptor, &r, 2.0) == TC_OK)
                 protobuf_c_message_free_unpacked(r, NULL);
         }
-        for (int k = 0; k < 5; k++) tc_rpc_client_close(p->cli[k]), pthread_mutex_destroy(&p->cli_mu[k]);
+        for (int k = 0; k < 6; k++) tc_rpc_client_close(p->cli[k]), pthread_mutex_destroy(&p->cli_mu[k]);
         for (int k = 0; k < MAX_ARGS && p->argv[k]; k++) free(p->argv[k]);
         free(p);
     }
@@ -1224,7 +1225,7 @@ static wproc *new_proc(remote *R, const char *name, const char *role) {
     snprintf(p->name, sizeof p->name, "%s", name);
     snprintf(p->role, sizeof p->role, "%s", role);
     p->pid = -1;
-    for (int k = 0; k < 5; k++) pthread_mutex_init(&p->cli_mu[k], NULL);
+    for (int k = 0; k < 6; k++) pthread_mutex_init(&p->cli_mu[k], NULL);
     R->procs[R->n_procs++] = p;
     return p;
 }

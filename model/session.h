@@ -14,9 +14,9 @@
  * per hidden/restore layer, TLin history K/V, the baseline's KV cache.
  * Threads: a model's weights are shared read-only; each thread computing
  * with it binds its own workspace (tc_model_bind_workspace: 0, the default,
- * or 1), and a session is used by one thread at a time. So a context
- * thread may sync or prefill some sessions while a generation thread steps
- * the others. */
+ * 1 or 2), and a session is used by one thread at a time. So a context
+ * thread may sync some sessions, and a prefill thread prefill others,
+ * while a generation thread steps the rest. */
 #ifndef TC_MODEL_SESSION_H
 #define TC_MODEL_SESSION_H
 
@@ -84,7 +84,7 @@ int tc_session_sync_due(const tc_session *s);
 tc_status tc_session_sync(tc_session *s, int64_t n_ctx);
 
 /* Scratch workspaces per model, one per computing thread. */
-#define TC_WS_THREADS 2
+#define TC_WS_THREADS 3 /* generation, context (syncs), prefills */
 /* Binds the calling thread to workspace idx (0 .. TC_WS_THREADS-1). */
 void tc_model_bind_workspace(int idx);
 

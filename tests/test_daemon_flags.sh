@@ -177,3 +177,12 @@ rc=$?
 for _ in $(seq 100); do kill -0 "$hung" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$hung" 2>/dev/null && { kill -KILL "$hung"; fail "the abandoned restart's process outlived tconstd"; }
 echo "ok   SIGTERM during a worker restart: the restart is abandoned, exit 0"
+# the ready line names an abstract unix socket as it is (no port)
+"$D" --listen "unix-abstract:tconst-flags-$$" --http-listen 127.0.0.1:0 >"$tmp/u.out" 2>"$tmp/u.err" &
+upid=$!
+for _ in $(seq 600); do grep -q " ready: " "$tmp/u.out" && break; kill -0 $upid 2>/dev/null || break; sleep 0.1; done
+kill -TERM $upid 2>/dev/null
+wait $upid
+grep -q " ready: grpc unix-abstract:tconst-flags-$$ http 127.0.0.1:[1-9][0-9]* " "$tmp/u.out" ||
+    fail "the ready line does not name the abstract socket: $(cat "$tmp/u.out") $(tail -2 "$tmp/u.err")"
+echo "ok   the ready line names unix: and unix-abstract: sockets as given"

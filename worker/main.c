@@ -260,7 +260,7 @@ int main(int argc, char **argv) {
     if (dev_fault_parse(&health, cfg.role) != 0) goto out;
     tc_worker_opts o = {cfg.role, cfg.device, cfg.peer_timeout, cfg.transport, cuda_dev, cfg.orphan_timeout,
                         health.cuda || atomic_load(&health.fault_after) ? dev_status : NULL, &health,
-                        dev_thread_init, 0};
+                        dev_thread_init, 0, !health.cuda};
     /* tests: TC_FAULT_SYNC_ERRORS=N fails this worker's first N Syncs
      * (tests/e2e/test_poison.py: a sync that keeps failing ends the
      * generation with the error) */
@@ -288,7 +288,7 @@ int main(int argc, char **argv) {
         char host[300];
         snprintf(host, sizeof host, "%s", cfg.listen);
         char *colon = strrchr(host, ':');
-        if (colon && strncmp(host, "unix:", 5) != 0) snprintf(colon, sizeof host - (size_t)(colon - host), ":%d", tc_rpc_server_port(rpc));
+        if (colon && strncmp(host, "unix", 4) != 0) snprintf(colon, sizeof host - (size_t)(colon - host), ":%d", tc_rpc_server_port(rpc));
         printf("tconst-worker ready: role %s control %s data %s pid %d\n", cfg.role, host,
                tp && tp->address(tp)[0] ? tp->address(tp) : "-", (int)getpid());
         fflush(stdout);

@@ -1,8 +1,11 @@
 /* worker.c — tconst-worker's service (proto/worker.proto): the model on
- * one device, a table of session copies, and two compute threads:
+ * one device, a table of session copies, and two or three compute threads:
  *
  *   generation thread  Step (batched hit steps, sampled here)
- *   context thread     Sync, Append, Import, Open, Close
+ *   context thread     Sync, Import, Open, Close (and Append without
+ *                      a prefill thread)
+ *   prefill thread     Append (opts.prefill_thread: the CPU), so a long
+ *                      prefill does not hold up other sessions' Syncs
  *
  * The RPC thread decodes and queues; Info and Ping are answered on it at
  * once, so a worker busy with a long sync still answers its supervisor.
@@ -65,8 +68,9 @@ struct tc_worker {
     char *config_json;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    wqueue q[2]; /* 0 generation, 1 context */
-    pthread_t thr[2];
+    wqueue q[3]; /* 0 generation, 1 context, 2 prefill */
+    pthread_t thr[3];
+    int n_thr;
     int stop;
     wsess *sess; /* sorted by sid */
     int n_sess, cap_sess;
@@ -871,7 +875,7 @@ static void on_start(void *ud, tc_call *c, const char *method, const uint8_t *ms
         tc_call_unref(c);
         return;
     }
-    int role = !strcmp(m, "Step") ? 0 : 1;
+    int role = !strcmp(m, "Step") ? 0 : !strcmp(m, "Append") && w->n_thr == 3 ? 2 : 1;
     if (role == 1 && strcmp(m, "Sync") && strcmp(m, "Append") && strcmp(m, "Import") && strcmp(m, "Open") &&
         strcmp(m, "Close") && strcmp(m, "Connect")) {
         fail(c, TC_GRPC_UNIMPLEMENTED, "unknown method %s", method);
@@ -936,7 +940,8 @@ tc_status tc_worker_new(tc_worker **out, tc_model *m, tc_transport *tp, const ch
         return TC_FAIL(TC_ERR_NOMEM, "out of memory");
     }
     int started = 0;
-    for (int r = 0; r < 2; r++, started++) {
+    w->n_thr = w->o.prefill_thread ? 3 : 2;
+    for (int r = 0; r < w->n_thr; r++, started++) {
         thr_arg *a = malloc(sizeof *a);
         if (!a) break;
         a->w = w, a->role = r;
@@ -945,7 +950,7 @@ tc_status tc_worker_new(tc_worker **out, tc_model *m, tc_transport *tp, const ch
             break;
         }
     }
-    if (started < 2) { /* stop what started, give everything back */
+    if (started < w->n_thr) { /* stop what started, give everything back */
         pthread_mutex_lock(&w->mu);
         w->stop = 1;
         pthread_cond_broadcast(&w->cv);
@@ -977,7 +982,7 @@ void tc_worker_free(tc_worker *w) {
         if (w->retired[i]->close) w->retired[i]->close(w->retired[i]);
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
-    for (int r = 0; r < 2; r++) pthread_join(w->thr[r], NULL);
+    for (int r = 0; r < w->n_thr; r++) pthread_join(w->thr[r], NULL);
     for (int i = 0; i < w->n_sess; i++) tc_session_free(w->sess[i].s);
     if (w->tp && w->tp_owned) w->tp->free(w->tp);
     for (int i = 0; i < w->n_retired; i++) w->retired[i]->free(w->retired[i]);

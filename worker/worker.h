@@ -24,12 +24,18 @@ typedef struct {
      * tc_worker_poisoned). */
     tc_status (*device_status)(void *arg, int compute);
     void *device_arg;
-    /* called first on each compute thread (role 0 generation, 1 context)
+    /* called first on each compute thread (role 0 generation, 1 context,
+     * 2 prefill when prefill_thread)
      * with device_arg, e.g. to give each its own CUDA stream; NULL: none */
     void (*thread_init)(void *arg, int role);
     /* tests: the first fault_sync_errors Sync calls fail with INTERNAL
      * (TC_FAULT_SYNC_ERRORS, worker/main.c); 0 in production */
     int fault_sync_errors;
+    /* 1: Appends (prefills) on a compute thread of their own (role 2, its
+     * own model workspace), so a long prefill does not hold up other
+     * sessions' boundary Syncs on the context thread; 0: Appends on the
+     * context thread (a device with one lane for context work) */
+    int prefill_thread;
 } tc_worker_opts;
 
 typedef struct tc_worker tc_worker;

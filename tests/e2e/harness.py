@@ -150,13 +150,18 @@ class Env:
     def cleanup(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def model(self, arch="tconstformer", seed=11):
-        """A tiny model directory of `arch` (made once per Env)."""
-        key = (arch, seed)
+    def model(self, arch="tconstformer", seed=11, wide_zip=False):
+        """A tiny model directory of `arch` (made once per Env). wide_zip:
+        a 2048-token zip (W_og 32), so a sync's attentions cost 64x more
+        per history token while its memory (O(N d)) stays small: long
+        prefills and syncs of seconds, for the tests that cancel or
+        overlap them."""
+        key = (arch, seed, wide_zip)
         if key not in self.models:
-            d = os.path.join(self.tmp, f"model-{arch}-{seed}")
+            d = os.path.join(self.tmp, f"model-{arch}-{seed}{'-wide-zip' if wide_zip else ''}")
+            wide = ["--history-window", "2048", "--generate-window", "32"] if wide_zip else []
             subprocess.run([self.tconst, "init-model", "--arch", arch, "--preset", "tiny", "--seed", str(seed),
-                            "--out", d], check=True, stdout=subprocess.DEVNULL)
+                            *wide, "--out", d], check=True, stdout=subprocess.DEVNULL)
             self.models[key] = d
         return self.models[key]
 

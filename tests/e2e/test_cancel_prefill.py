@@ -20,7 +20,6 @@ Nothing here is timed: the waits poll observable state with generous
 bounds that only catch a hang.
 """
 import os
-import subprocess
 import threading
 
 import grpc
@@ -46,12 +45,7 @@ def cancelled(d, n):
 
 def body(env, ck):
     pb = env.pb
-    # the tiny preset with a 2048-token zip: the sync's attentions cost 64x
-    # more per token, its memory (O(N d)) stays small
-    model = os.path.join(env.tmp, "model-wide-zip")
-    subprocess.run([env.tconst, "init-model", "--arch", "tconstformer", "--preset", "tiny", "--seed", "5",
-                    "--history-window", "2048", "--generate-window", "32", "--out", model], check=True,
-                   stdout=subprocess.DEVNULL)
+    model = env.model("tconstformer", seed=5, wide_zip=True)
     long_prompt = [(i * 7919 + 13) % 500 + 7 for i in range(P)]
     short = [5, 17, 42, 99, 3]
     want = env.generate(model, short + [7, 8], 12, ignore_eos=True)
