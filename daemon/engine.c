@@ -774,11 +774,14 @@ static void start_job(tc_engine *e, job *j) {
 /* The context thread: syncs of sessions at a window boundary first (they
  * stall a running generation), then the start of queued jobs (append /
  * prefill and first token). It computes in the model's second workspace,
- * so it overlaps the generation thread's hit steps. With worker processes
- * (ctx_threads >= 2) starts get a thread of their own (kind 2) and each
- * worker pair a thread for its syncs (kind 1): a new request's first token
- * does not wait behind a long context's sync, which only the context
- * worker computes, and pairs sync at the same time. */
+ * so it overlaps the generation thread's hit steps. With ctx_threads >= 2
+ * (worker processes, and in-process) starts get threads of their own
+ * (kind 2, in the third workspace; one per worker pair, any of them takes
+ * the oldest queued job, so a start waiting for a dead pair does not hold
+ * up the starts placed on live ones) and each worker pair a thread for its
+ * syncs (kind 1): a new request's first token does not wait behind a long
+ * context's sync, a prefill does not hold up a boundary's sync, and pairs
+ * sync at the same time. */
 static void *context_thread(void *arg) {
     struct ctx_arg *ca = arg;
     tc_engine *e = ca->e;
@@ -1140,11 +1143,12 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
         return TC_FAIL(TC_ERR_INTERNAL, "cannot start the engine thread");
     }
     const int split = wc->ctx_threads >= 2;
-    e->n_ctx = split ? 1 + e->n_pairs : 1;
+    e->n_ctx = split ? 2 * e->n_pairs : 1; /* [0, n_pairs): starts; then one sync thread a pair */
     e->ctx = calloc((size_t)e->n_ctx, sizeof *e->ctx);
     int started = 0;
     if (e->ctx) {
-        for (int i = 0; i < e->n_ctx; i++) e->ctx[i] = (struct ctx_arg){e, !split ? 0 : i == 0 ? 2 : 1, i ? i - 1 : 0, 0};
+        for (int i = 0; i < e->n_ctx; i++)
+            e->ctx[i] = (struct ctx_arg){e, !split ? 0 : i < e->n_pairs ? 2 : 1, i < e->n_pairs ? 0 : i - e->n_pairs, 0};
         while (started < e->n_ctx && pthread_create(&e->ctx[started].th, NULL, context_thread, &e->ctx[started]) == 0)
             started++;
     }

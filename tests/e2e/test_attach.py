@@ -240,7 +240,32 @@ def body(env, ck):
                 got_b += r.token_ids
             ck.check(not a_done.is_set(), "session B finished while A still waits on the stopped context worker")
             ck.equal(got_b, want_b, "session B (pair 1, 3 syncs on its own context worker) == tconst generate")
+            # a start stuck on the stopped worker (session C, placed on pair
+            # 0) does not hold up a start placed on the live pair (D): the
+            # engine has a start thread per pair
+            c_res = {}
+
+            def open_c():
+                try:
+                    c_res["id"] = s.OpenSession(pb.OpenSessionRequest(token_ids=pa[:100]), timeout=300).session_id
+                except grpc.RpcError as e:
+                    c_res["err"] = f"{e.code().name}: {e.details()}"
+            tc_thread = threading.Thread(target=open_c)
+            tc_thread.start()
+            ck.check(wait_for(lambda: (d.metric("tconst_requests_running") or 0) >= 2, 60, "C's start"),
+                     "session C's start runs (on the stopped pair)")
+            try:
+                sd = s.OpenSession(pb.OpenSessionRequest(token_ids=pb_[:100]), timeout=30).session_id
+            except grpc.RpcError as e:
+                sd = None
+                print(f"     D: {e.code().name}: {e.details()}")
+            ck.check(sd is not None and tc_thread.is_alive(),
+                     "session D (pair 1) opens while C's start still waits on the stopped worker")
+            ck.equal(gen_sessions()[1], 2, "D is on pair 1")
             os.kill(pairs[0].p.pid, signal.SIGCONT)
+            tc_thread.join(120)
+            ck.check("id" in c_res and s.GetSession(pb.GetSessionRequest(session_id=c_res["id"]), timeout=30).length
+                     == 100, "after SIGCONT session C opens with its 100 tokens", str(c_res))
             ta.join(120)
             ck.equal(got_a, want_a, "after SIGCONT session A finishes == tconst generate")
     finally:
