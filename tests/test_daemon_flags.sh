@@ -7,7 +7,7 @@
 set -uo pipefail
 D=$1
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT # a failed check leaves no daemon behind
 export TMPDIR=$tmp
 fail() { echo "FAIL $*"; exit 1; }
 refuse() { # refuse PATTERN ARGS...
