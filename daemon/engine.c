@@ -1,13 +1,15 @@
-/* engine.c — the engine thread: session table, admission, and the step
- * loop (see engine.h). One mutex guards the table and the job lists; the
+/* engine.c — the engine's threads: session table, admission, and the step
+ * loops (see engine.h). One mutex guards the table and the job lists; the
  * model runs with it released, on sessions marked busy, so the RPC thread
  * can answer GetSession and admit work while a step or a sync runs.
  *
- * Per iteration: start at most one queued job (its append / prefill and
- * first token), then one batched hit step over every running generation
- * whose client keeps up (backpressure pauses the others; they do not block
- * anyone). A session at a window boundary is synced first, inside the
- * iteration (the worker split moves syncs to the context worker). */
+ * Start threads (one a worker pair) take queued jobs: their append /
+ * prefill and first token. Generation threads (one a worker pair) loop:
+ * one batched hit step over every running generation of their pair whose
+ * client keeps up (backpressure pauses the others; they do not block
+ * anyone). A session at a window boundary leaves the batch for its sync,
+ * which its pair's sync thread runs (or, short or with
+ * --no-overlap-syncs, the step runs inline). */
 #include "engine.h"
 
 #include <malloc.h>
@@ -28,9 +30,13 @@
 #include "journal.h"
 #include "metrics.h"
 
-/* QUEUED: admitted; STARTING: the context thread runs its append/prefill
- * and first token; RUNNING: in the generation thread's batch. */
+/* QUEUED: admitted; STARTING: a start thread runs its append/prefill
+ * and first token; RUNNING: in its pair's generation thread's batches. */
 enum { J_QUEUED = 0, J_STARTING, J_RUNNING, J_DONE };
+
+/* a generation whose client has not read for this long gives up its slot
+ * of --max-batch (a shorter stall keeps it) */
+#define TC_SLOT_RELEASE_S 1.0
 
 /* syncs of one session failing in a row before its generation ends with
  * the error (engine_ctx_thread) */
@@ -77,6 +83,12 @@ typedef struct job {
     int n_stop;
     void *user;
     int phase, cancel, cancel_code; /* cancel_code 13: ends with FINISH_ERROR and err */
+    int claimed; /* in a generation thread's step, or being ended by one (mu): no other thread touches it */
+    /* backpressure (mu): since when its client has not kept up (0: it
+     * does); slotless: paused past TC_SLOT_RELEASE_S, it gave up its slot
+     * of --max-batch; wants_slot: its client reads again, no slot free yet */
+    double behind_since;
+    int slotless, wants_slot;
     atomic_int ended;               /* finish_job began: its request_id is free */
     char err[256];
     int resume;    /* continues a journaled generation (see dsess.resume) */
@@ -100,7 +112,7 @@ typedef struct reap_node {
 
 struct tc_engine {
     pthread_mutex_t mu;
-    pthread_cond_t cv;      /* wakes both engine threads (broadcast) */
+    pthread_cond_t cv;      /* wakes the engine's threads (broadcast) */
     /* the reaper: frees worker session copies outside mu -- a remote free
      * is a blocking Close RPC that waits behind the worker's running sync
      * (seconds), and mu is held where sessions end (the RPC thread's
@@ -112,7 +124,17 @@ struct tc_engine {
     int restoring; /* tc_engine_attach_journal loading (mu) */
     pthread_cond_t idle_cv; /* signalled when a job retires, and when its done callback has returned */
     int n_finishing;        /* retired jobs whose done callback is still running (tc_engine_quiesce waits) */
-    pthread_t thread; /* generation (hit steps) */
+    /* generation threads (hit steps): one a worker pair, each stepping
+     * the sessions of its pair, so a pair that stops answering holds up
+     * only its own sessions' tokens */
+    struct gen_arg {
+        struct tc_engine *e;
+        int pair;
+        double busy_s, busy_t0, ratio; /* its busy fraction (ratio: last second or so, mu) */
+        pthread_t th;
+    } *gen;
+    int n_gen;
+    double next_idle_check, next_trim; /* housekeeping, done by whichever generation thread finds it due (mu) */
     /* context threads (syncs, prefills): in-process one for both; with
      * worker processes one for starts and one per worker pair for syncs */
     struct ctx_arg {
@@ -131,8 +153,8 @@ struct tc_engine {
     uint64_t next_qid;
     double sync_s_per_tok;
     int n_sync_queued, n_sync_running, n_starting;
+    int n_slotless, n_wanting; /* running jobs without a slot of --max-batch; those of them waiting for one */
     int n_pairs; /* worker pairs: a sync queue and context thread each */
-    double busy_s, busy_t0;      /* generation thread busy fraction */
     tc_worker_client *wc;
     struct tc_bpe *bpe;
     tc_engine_limits lim;
@@ -177,6 +199,7 @@ static void gauges_locked(tc_engine *e) {
     for (int i = 0; i < e->n_sess; i++) bytes += e->sess[i]->st.state_bytes;
     tc_metric_set(TC_G_sessions_active, e->n_sess);
     tc_metric_set(TC_G_requests_running, e->n_running + e->n_starting); /* prefilling or generating */
+    tc_metric_set(TC_G_requests_paused, e->n_slotless);
     tc_metric_set(TC_G_requests_queued, e->n_queued);
     tc_metric_set(TC_G_state_bytes, (double)bytes);
 }
@@ -305,6 +328,8 @@ static void *job_retire_locked(tc_engine *e, job *j) {
     if (j->phase == J_QUEUED) e->n_queued--;
     else if (j->phase == J_STARTING) e->n_starting--;
     else if (j->phase == J_RUNNING) e->n_running--;
+    e->n_slotless -= j->slotless;
+    e->n_wanting -= j->wants_slot;
     j->phase = J_DONE;
     dsess *s = j->s;
     if (s) {
@@ -373,7 +398,8 @@ static size_t held_releasable(const job *j, int *hit) {
     return cut;
 }
 
-/* Emits tokens toks[0..n) of job j in one message (engine thread, mu not
+/* Emits tokens toks[0..n) of job j in one message (the thread that holds
+ * it: its pair's generation thread, or a start thread for the first; mu not
  * held), up to the first that ends it; *used says how many went out.
  * Returns the finish reason (NONE: keep generating). A token that is
  * fed already but not used (a multi-step run went past the end) is the
@@ -665,8 +691,8 @@ static void start_job(tc_engine *e, job *j) {
     } else if (j->generate && e->wc->prepare) {
         /* nothing to feed, but a copy that an earlier cancelled or failed
          * call left unknown is rebuilt here, on this thread, not by the
-         * first step on the generation thread (every session's token would
-         * wait for that prefill of the whole history) */
+         * first step on its pair's generation thread (every session's token
+         * there would wait for that prefill of the whole history) */
         job_ref ref = {e, j};
         tc_cancel_hook prev = tc_cancel_arm(e->wc->cancellable ? job_gone : NULL, &ref);
         tc_status st = e->wc->prepare(e->wc, s->ws);
@@ -774,7 +800,7 @@ static void start_job(tc_engine *e, job *j) {
 /* The context thread: syncs of sessions at a window boundary first (they
  * stall a running generation), then the start of queued jobs (append /
  * prefill and first token). It computes in the model's second workspace,
- * so it overlaps the generation thread's hit steps. With ctx_threads >= 2
+ * so it overlaps the generation threads' hit steps. With ctx_threads >= 2
  * (worker processes, and in-process) starts get threads of their own
  * (kind 2, in the third workspace; one per worker pair, any of them takes
  * the oldest queued job, so a start waiting for a dead pair does not hold
@@ -782,6 +808,10 @@ static void start_job(tc_engine *e, job *j) {
  * syncs (kind 1): a new request's first token does not wait behind a long
  * context's sync, a prefill does not hold up a boundary's sync, and pairs
  * sync at the same time. */
+/* Slots of --max-batch held: generations, but for those paused (their
+ * client stopped reading) for over TC_SLOT_RELEASE_S, and starts. */
+static int slots_used_locked(const tc_engine *e) { return e->n_running - e->n_slotless + e->n_starting; }
+
 static void *context_thread(void *arg) {
     struct ctx_arg *ca = arg;
     tc_engine *e = ca->e;
@@ -794,11 +824,11 @@ static void *context_thread(void *arg) {
     while (!e->stop) {
         job *start = NULL;
         /* the oldest queued job that may start: one that generates takes a
-         * slot of the step batch (--max-batch), an OpenSession or an Append
-         * without generation never waits for one (generations whose
-         * clients stopped reading can hold every slot) */
+         * slot of the step batch (--max-batch), after the paused
+         * generations whose clients read again; an OpenSession or an
+         * Append without generation never waits for one */
         if (do_starts) {
-            const int room = e->n_running + e->n_starting < e->lim.max_batch;
+            const int room = slots_used_locked(e) + e->n_wanting < e->lim.max_batch;
             for (job *j = e->jobs; j; j = j->next)
                 if (j->phase == J_QUEUED && !j->cancel && (room || !j->generate))
                     start = j; /* the list is LIFO: last = oldest */
@@ -818,7 +848,7 @@ static void *context_thread(void *arg) {
             job *j = find_job(e, s->busy_job);
             if (j && (j->cancel || e->sink.deadline_left(j->user) <= 0)) {
                 /* its generation was cancelled (or expired) before the
-                 * generation thread took the sync out of the queue: not
+                 * sync thread took the sync out of the queue: not
                  * started at all, the session left due (as that drop) */
                 tc_sched_sync_done(e->sched, s->qid, tc_now_s());
                 s->syncing = 0;
@@ -895,8 +925,46 @@ static void *context_thread(void *arg) {
     return NULL;
 }
 
+/* Backpressure on running job j, under mu: 0 while it may not step -- its
+ * client has --stream-queue messages unread (paused; past
+ * TC_SLOT_RELEASE_S its slot of --max-batch goes to queued work), or it
+ * reads again but no slot is free (it goes before new requests). */
+static int keeps_slot_locked(tc_engine *e, job *j) {
+    const double now = tc_now_s();
+    if (e->sink.backlog(j->user) >= (size_t)e->lim.stream_queue) {
+        if (j->wants_slot) { /* the slot it waited for may go to a start */
+            j->wants_slot = 0;
+            e->n_wanting--;
+            pthread_cond_broadcast(&e->cv);
+        }
+        if (j->behind_since == 0) j->behind_since = now;
+        else if (!j->slotless && now - j->behind_since >= TC_SLOT_RELEASE_S) {
+            j->slotless = 1;
+            e->n_slotless++;
+            gauges_locked(e);
+            pthread_cond_broadcast(&e->cv); /* a start may take the slot */
+        }
+        return 0;
+    }
+    j->behind_since = 0;
+    if (!j->slotless) return 1;
+    if (slots_used_locked(e) >= e->lim.max_batch) {
+        if (!j->wants_slot) j->wants_slot = 1, e->n_wanting++;
+        return 0;
+    }
+    if (j->wants_slot) j->wants_slot = 0, e->n_wanting--;
+    j->slotless = 0;
+    e->n_slotless--;
+    gauges_locked(e);
+    return 1;
+}
+
+/* A generation thread: the batched hit steps of its worker pair's running
+ * generations (every generation with one pair), and the housekeeping any
+ * of them finds due: idle sessions, cancelled jobs. */
 static void *engine_thread(void *arg) {
-    tc_engine *e = arg;
+    struct gen_arg *ga = arg;
+    tc_engine *e = ga->e;
     int cap = e->lim.max_batch;
     job **batch = calloc((size_t)cap, sizeof *batch);
     tc_wc_session **bs = calloc((size_t)cap, sizeof *bs);
@@ -906,23 +974,25 @@ static void *engine_thread(void *arg) {
     int32_t *bnext = calloc((size_t)cap * K, sizeof *bnext);
     tc_wc_burst *bb = calloc((size_t)cap, sizeof *bb);
     int *bcnt = calloc((size_t)cap, sizeof *bcnt);
-    job **dead = calloc((size_t)e->lim.max_batch + (size_t)e->lim.max_queued + 1, sizeof *dead);
+    /* cancelled jobs ended per pass (more wait for the next pass: running
+     * jobs can outnumber --max-batch, paused ones holding no slot) */
+    const int dcap = e->lim.max_batch + e->lim.max_queued + 1;
+    job **dead = calloc((size_t)dcap, sizeof *dead);
     TC_ASSERT(batch && bs && bt && bsmp && bnext && bb && bcnt && dead, "engine: out of memory");
     if (e->wc->bind_thread) e->wc->bind_thread(e->wc, 0);
-    e->busy_t0 = tc_now_s();
-    double next_idle_check = tc_now_s() + 1.0, next_trim = tc_now_s() + 10.0;
+    ga->busy_t0 = tc_now_s();
     pthread_mutex_lock(&e->mu);
     while (!e->stop) {
         /* idle sessions expire */
-        if (tc_now_s() >= next_trim) { /* hand freed heap pages back (glibc keeps them otherwise) */
-            next_trim = tc_now_s() + 10.0;
+        if (tc_now_s() >= e->next_trim) { /* hand freed heap pages back (glibc keeps them otherwise) */
+            e->next_trim = tc_now_s() + 10.0;
             pthread_mutex_unlock(&e->mu);
             malloc_trim(0);
             pthread_mutex_lock(&e->mu);
             continue;
         }
-        if (e->lim.idle_timeout_s > 0 && tc_now_s() >= next_idle_check) {
-            next_idle_check = tc_now_s() + 1.0;
+        if (e->lim.idle_timeout_s > 0 && tc_now_s() >= e->next_idle_check) {
+            e->next_idle_check = tc_now_s() + 1.0;
             int64_t lim_ms = tc_wall_ms() - (int64_t)(e->lim.idle_timeout_s * 1000);
             for (int i = e->n_sess - 1; i >= 0; i--)
                 if (!e->sess[i]->busy_job && e->sess[i]->last_used_ms < lim_ms) {
@@ -932,8 +1002,8 @@ static void *engine_thread(void *arg) {
         }
         /* cancelled jobs and expired deadlines end first */
         int nd = 0;
-        for (job *j = e->jobs; j; j = j->next) {
-            if (!j->cancel && e->sink.deadline_left(j->user) <= 0) {
+        for (job *j = e->jobs; j && nd < dcap; j = j->next) {
+            if (!j->cancel && !j->claimed && e->sink.deadline_left(j->user) <= 0) {
                 j->cancel = 1;
                 j->cancel_code = 4;
             }
@@ -947,8 +1017,12 @@ static void *engine_thread(void *arg) {
                 e->n_sync_queued--;
                 tc_metric_set(TC_G_sync_queue_depth, e->n_sync_queued);
             }
-            /* the context thread owns STARTING jobs and syncing sessions */
-            if (j->cancel && j->phase != J_STARTING && !(j->s && j->s->syncing)) dead[nd++] = j;
+            /* the context thread owns STARTING jobs and syncing sessions,
+             * a generation thread the jobs of its step */
+            if (j->cancel && !j->claimed && j->phase != J_STARTING && !(j->s && j->s->syncing)) {
+                j->claimed = 1;
+                dead[nd++] = j;
+            }
         }
         if (nd) {
             pthread_mutex_unlock(&e->mu);
@@ -975,10 +1049,11 @@ static void *engine_thread(void *arg) {
          * whose next token starts a window leaves it for its sync */
         int B = 0;
         for (job *j = e->jobs; j && B < cap; j = j->next) {
-            if (j->phase != J_RUNNING || j->s->syncing) continue;
-            if (e->sink.backlog(j->user) >= (size_t)e->lim.stream_queue) continue;
+            if (j->phase != J_RUNNING || j->s->syncing || j->claimed) continue;
             tc_wc_session_stats st = {0};
             e->wc->stats(e->wc, j->s->ws, &st);
+            if (e->n_gen > 1 && st.pair != ga->pair) continue; /* another pair's thread steps it */
+            if (!keeps_slot_locked(e, j)) continue;
             if (st.sync_due && e->lim.overlap_syncs && st.length > e->lim.sync_inline_max) {
                 dsess *s = j->s;
                 double now = tc_now_s();
@@ -991,6 +1066,7 @@ static void *engine_thread(void *arg) {
                 if (tc_sched_transition(e->sched, s->qid, TC_SS_AT_BOUNDARY) != TC_OK ||
                     tc_sched_sync_enqueue(e->sched, s->qid, now, now + e->sync_s_per_tok * (double)st.length) != TC_OK) {
                     TC_LOG(TC_LOG_ERROR, "engine", "scheduler: %s; syncing %s inline", tc_error_get(), s->id);
+                    j->claimed = 1;
                     batch[B++] = j;
                     continue;
                 }
@@ -1005,13 +1081,17 @@ static void *engine_thread(void *arg) {
                 tc_metric_inc(TC_M_syncs_total, 1);
                 tc_metric_observe(TC_H_boundary_stall_seconds, 0);
             }
+            j->claimed = 1;
             batch[B++] = j;
         }
         double tnow = tc_now_s();
-        if (tnow - e->busy_t0 >= 1.0) { /* busy fraction over the last second or so */
-            tc_metric_set(TC_G_generation_worker_busy_ratio, e->busy_s / (tnow - e->busy_t0));
-            e->busy_s = 0;
-            e->busy_t0 = tnow;
+        if (tnow - ga->busy_t0 >= 1.0) { /* busy fraction over the last second or so: the threads' mean */
+            ga->ratio = ga->busy_s / (tnow - ga->busy_t0);
+            ga->busy_s = 0;
+            ga->busy_t0 = tnow;
+            double sum = 0;
+            for (int g = 0; g < e->n_gen; g++) sum += e->gen[g].ratio;
+            tc_metric_set(TC_G_generation_worker_busy_ratio, sum / e->n_gen);
         }
         if (B == 0) {
             struct timespec ts;
@@ -1021,6 +1101,7 @@ static void *engine_thread(void *arg) {
             continue;
         }
         pthread_mutex_unlock(&e->mu);
+        int n_kept = 0; /* jobs of the batch still running after it: unclaimed below */
         if (B > 0) {
             double tb0 = tc_now_s();
             for (int i = 0; i < B; i++) {
@@ -1051,15 +1132,16 @@ static void *engine_thread(void *arg) {
             tc_metric_inc(TC_M_steps_total, n_steps);
             for (int i = 0; i < B; i++) {
                 job *j = batch[i];
+                batch[i] = NULL;
                 if (st != TC_OK) {
                     j->s->pending = j->next_tok;
                     pthread_mutex_lock(&e->mu);
                     const int draining = e->draining;
+                    if (draining && st == TC_ERR_IO) j->cancel_code = 14;
                     pthread_mutex_unlock(&e->mu);
                     if (draining && st == TC_ERR_IO) {
                         /* a worker gone at shutdown (its waits abandoned): cut
                          * like the drain cuts, so the request can resume */
-                        j->cancel_code = 14;
                         finish_job(e, j, TC_FINISH_CANCELLED, "server shutting down (a worker is gone)");
                     } else
                         finish_job(e, j, TC_FINISH_ERROR, tc_error_get() ? tc_error_get() : "step failed");
@@ -1088,11 +1170,15 @@ static void *engine_thread(void *arg) {
                         refresh_stats(e, j->s);
                     }
                     finish_job(e, j, fin, NULL);
-                } else j->next_tok = toks[bcnt[i] - 1];
+                } else {
+                    j->next_tok = toks[bcnt[i] - 1];
+                    batch[n_kept++] = j; /* the others ended: freed */
+                }
             }
-            e->busy_s += tc_now_s() - tb0;
+            ga->busy_s += tc_now_s() - tb0;
         }
         pthread_mutex_lock(&e->mu);
+        for (int i = 0; i < n_kept; i++) batch[i]->claimed = 0; /* cancelled meanwhile: ended by the pass below */
     }
     pthread_mutex_unlock(&e->mu);
     free(batch);
@@ -1104,6 +1190,22 @@ static void *engine_thread(void *arg) {
     free(bcnt);
     free(dead);
     return NULL;
+}
+
+/* tc_engine_start failed: stops and joins the n_gen generation and n_ctx
+ * context threads it started, frees the engine. */
+static void start_undo(tc_engine *e, int n_gen, int n_ctx) {
+    pthread_mutex_lock(&e->mu);
+    e->stop = 1;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    for (int i = 0; i < n_gen; i++) pthread_join(e->gen[i].th, NULL);
+    for (int i = 0; i < n_ctx; i++) pthread_join(e->ctx[i].th, NULL);
+    reaper_stop(e);
+    tc_sched_free(e->sched);
+    free(e->ctx);
+    free(e->gen);
+    free(e);
 }
 
 tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *bpe, const tc_engine_limits *lim,
@@ -1137,10 +1239,19 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
     }
     e->reaper_on = pthread_create(&e->reaper, NULL, reaper_thread, e) == 0;
     if (!e->reaper_on) TC_LOG(TC_LOG_WARN, "engine", "no reaper thread: worker session copies are freed inline");
-    if (pthread_create(&e->thread, NULL, engine_thread, e) != 0) {
-        reaper_stop(e);
-        free(e);
-        return TC_FAIL(TC_ERR_INTERNAL, "cannot start the engine thread");
+    e->next_idle_check = tc_now_s() + 1.0;
+    e->next_trim = tc_now_s() + 10.0;
+    e->n_gen = e->n_pairs;
+    e->gen = calloc((size_t)e->n_gen, sizeof *e->gen);
+    int n_gen = 0;
+    if (e->gen) {
+        for (int i = 0; i < e->n_gen; i++) e->gen[i].e = e, e->gen[i].pair = i;
+        while (n_gen < e->n_gen && pthread_create(&e->gen[n_gen].th, NULL, engine_thread, &e->gen[n_gen]) == 0)
+            n_gen++;
+    }
+    if (n_gen < e->n_gen) {
+        start_undo(e, n_gen, 0);
+        return TC_FAIL(TC_ERR_INTERNAL, "cannot start the engine's generation threads");
     }
     const int split = wc->ctx_threads >= 2;
     e->n_ctx = split ? 2 * e->n_pairs : 1; /* [0, n_pairs): starts; then one sync thread a pair */
@@ -1153,15 +1264,7 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
             started++;
     }
     if (started < e->n_ctx) {
-        pthread_mutex_lock(&e->mu);
-        e->stop = 1;
-        pthread_cond_broadcast(&e->cv);
-        pthread_mutex_unlock(&e->mu);
-        pthread_join(e->thread, NULL);
-        for (int i = 0; i < started; i++) pthread_join(e->ctx[i].th, NULL);
-        reaper_stop(e);
-        free(e->ctx);
-        free(e);
+        start_undo(e, e->n_gen, started);
         return TC_FAIL(TC_ERR_INTERNAL, "cannot start the context thread");
     }
     *out = e;
@@ -1199,9 +1302,10 @@ void tc_engine_stop(tc_engine *e) {
     e->stop = 1;
     pthread_cond_broadcast(&e->cv);
     pthread_mutex_unlock(&e->mu);
-    pthread_join(e->thread, NULL);
+    for (int i = 0; i < e->n_gen; i++) pthread_join(e->gen[i].th, NULL);
     for (int i = 0; i < e->n_ctx; i++) pthread_join(e->ctx[i].th, NULL);
     free(e->ctx);
+    free(e->gen);
     pthread_mutex_lock(&e->mu);
     while (e->n_sess) sess_remove_locked(e, e->sess[e->n_sess - 1], 0); /* the journal keeps them */
     pthread_mutex_unlock(&e->mu);
@@ -1323,8 +1427,8 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
         }
         if (e->bpe) {
             tc_bpe_stream_init(&j->bs, e->bpe);
-            /* the job's own: its tokens are decoded on the engine thread
-             * and (first token, resumed replays) on the context thread */
+            /* the job's own: its tokens are decoded on its pair's generation
+             * thread and (first token, resumed replays) on a start thread */
             if (!(j->piece = malloc(e->piece_cap))) { code = refuse(msg, msglen, 13, "out of memory"); goto reject; }
         }
     }

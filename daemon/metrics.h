@@ -44,13 +44,14 @@
 #define TC_METRICS_GAUGES(X)                                                                  \
     X(sessions_active, "Sessions currently open")                                             \
     X(requests_running, "Requests in their prefill or generating")                             \
+    X(requests_paused, "Generations paused over a second by a client not reading: no batch slot held") \
     X(requests_queued, "Requests admitted and waiting to run")                                \
     X(state_bytes, "Bytes of session state held (K/V windows and synced state)")              \
     X(sync_queue_depth, "Syncs waiting for a context worker")                                 \
     X(syncs_running, "Syncs running now on context workers")                                  \
     X(ready, "1 when the server accepts new requests, else 0")                                \
     X(draining, "1 while draining after SIGTERM, else 0")                                     \
-    X(generation_worker_busy_ratio, "Fraction of recent wall time the generation worker spent executing steps") \
+    X(generation_worker_busy_ratio, "Fraction of recent wall time the generation threads spent executing steps (mean)") \
     X(workers_up, "Worker processes answering their supervisor (0 with in-process workers)")
 
 /* X(name, help) — histograms, all in seconds, buckets TC_METRICS_BUCKETS. */

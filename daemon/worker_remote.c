@@ -507,12 +507,14 @@ static void *supervisor_main(void *arg) {
 }
 
 /* After a failed call on p: waits until p answers again (a restart, or
- * the same process back), at most the recovery budget. */
+ * the same process back), at most the recovery budget -- or until the
+ * calling thread's request is cancelled (tc_cancelled: TC_ERR_CANCELLED). */
 static tc_status wait_up(remote *R, wproc *p, double since) {
     /* a spawned worker is restarted here (model load included); an attached
      * one must come back by itself (its orchestrator restarts it) */
     double budget = p->spawned ? R->o.timeout_s + R->o.start_timeout_s + 5 : 2 * R->o.timeout_s;
     double end = tc_now_s() + budget;
+    int cancelled = 0;
     pthread_mutex_lock(&R->mu);
     while (!R->stop && !R->giveup && !tc_spawn_cancelled() && tc_now_s() < end && !(p->up && p->last_ok > since)) {
         struct timespec ts;
@@ -520,10 +522,15 @@ static tc_status wait_up(remote *R, wproc *p, double since) {
         ts.tv_nsec += 100 * 1000 * 1000;
         if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
         pthread_cond_timedwait(&R->cv, &R->mu, &ts);
+        pthread_mutex_unlock(&R->mu); /* the predicate may take the engine's locks: not under mu */
+        cancelled = tc_cancelled();
+        pthread_mutex_lock(&R->mu);
+        if (cancelled) break;
     }
     int ok = p->up && p->last_ok > since && !R->stop && !R->giveup;
     const int gave_up = R->giveup;
     pthread_mutex_unlock(&R->mu);
+    if (!ok && cancelled) return TC_FAIL(TC_ERR_CANCELLED, "worker %s is unavailable; its request was cancelled", p->name);
     if (!ok && gave_up) return TC_FAIL(TC_ERR_IO, "worker %s is unavailable (shutting down)", p->name);
     if (!ok) return TC_FAIL(TC_ERR_IO, "worker %s is unavailable (not back within %.0f s)", p->name, budget);
     return TC_OK;
@@ -730,7 +737,8 @@ static int sync_due(remote *R, const tc_wc_session *s) {
                    (unsigned long long)(s)->sid, tc_error_get());               \
             for (int k_ = 0; k_ < 2; k_++) {                                    \
                 wproc *w_ = k_ ? R->pairs[(s)->pair].ctx : R->pairs[(s)->pair].gen; \
-                if (wait_up(R, w_, t_) != TC_OK) return TC_ERR_IO;              \
+                tc_status wst_ = wait_up(R, w_, t_);                             \
+                if (wst_ != TC_OK) return wst_ == TC_ERR_CANCELLED ? wst_ : TC_ERR_IO; \
             }                                                                   \
         }                                                                       \
         if (st_ != TC_OK) return st_;                                           \

@@ -3,6 +3,8 @@
 (--workers, as on Kubernetes):
   - a context and a generation worker started by the test serve a seeded
     generation equal to `tconst generate`;
+  - a start waiting for a killed worker to come back stops when its
+    request's deadline passes (not after the recovery budget);
   - two pairs: sessions are spread over them (least-loaded placement) and
     six concurrent seeded streams are exact;
   - a stopped (SIGSTOP) generation worker is detected: a request fails with
@@ -14,6 +16,10 @@
     stopped (SIGSTOP) in the middle of a sync, a session on the other pair
     goes on syncing and finishes its generation, exact, while the first
     waits; after SIGCONT the first finishes too, exact;
+  - two pairs step apart: with one pair's generation worker stopped under
+    a running generation, a session on the other pair streams its whole
+    generation, exact, while the first waits; after SIGCONT the first
+    finishes, exact;
   - a generation worker replaced on the same address (kill -9, a new
     process): the session's copy is rebuilt and its generation is exact;
   - one coordinator per worker: a second live coordinator is refused
@@ -49,6 +55,18 @@ class Worker:
             self.p.send_signal(signal.SIGCONT)
             self.p.terminate()
             self.p.wait(30)
+
+
+def stream_ids(pb, stub, sid, sampling, timeout):
+    """A GenerateInSession's ids, or its error as 'CODE: details'."""
+    ids = []
+    try:
+        for r in stub.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid, sampling=sampling),
+                                        timeout=timeout):
+            ids += r.token_ids
+    except grpc.RpcError as e:
+        return f"{e.code().name}: {e.details()}"
+    return ids
 
 
 def body(env, ck):
@@ -111,13 +129,7 @@ def body(env, ck):
                 ws[1].p.kill()
                 ws[1].p.wait(30)
                 ws[1] = Worker(env, "generation", model, listen=ws[1].addr)
-                ids = []
-                try:
-                    for r in s.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid, sampling=env.sampling(
-                            max_tokens=150, ignore_eos=True, **samp)), timeout=120):
-                        ids += r.token_ids
-                except grpc.RpcError as e:
-                    ids = f"{e.code().name}: {e.details()}"
+                ids = stream_ids(pb, s, sid, env.sampling(max_tokens=150, ignore_eos=True, **samp), 120)
                 ck.equal(ids, want, f"generation worker replaced on its address ({trial + 1}/3): the session is "
                                     "rebuilt, its generation == tconst generate")
                 s.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=30)
@@ -148,6 +160,27 @@ def body(env, ck):
             n = d.stub().GetSession(pb.GetSessionRequest(session_id="j"), timeout=30).length
             ck.equal(n, len(prompt), "after a coordinator restart the session holds what was acknowledged, "
                                      "not the failed Append")
+    finally:
+        for w in ws:
+            w.stop()
+
+    # a start waiting for a dead worker to come back ends with its
+    # request: an Append whose deadline passes while the coordinator waits
+    # for the killed generation worker (up to 2 x --worker-timeout = 60 s)
+    # leaves at once, its session free again, instead of waiting that out
+    ws = [Worker(env, "context", model), Worker(env, "generation", model)]
+    try:
+        with Daemon(env, "--workers", f"{ws[0].addr},{ws[1].addr}", "--worker-timeout", "30", model=model) as d:
+            s = d.stub()
+            sid = s.OpenSession(pb.OpenSessionRequest(token_ids=prompt[:20]), timeout=30).session_id
+            ws[1].p.kill()
+            ws[1].p.wait(30)
+            ck.rpc_error(lambda: s.Append(pb.AppendRequest(session_id=sid, token_ids=[4, 5]), timeout=2),
+                         grpc.StatusCode.DEADLINE_EXCEEDED, "an Append while the generation worker is dead")
+            ck.check(wait_for(lambda: d.metric("tconst_requests_running") == 0 and not
+                              s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=10).busy, 20,
+                              "the cancelled Append ends"),
+                     "the Append past its deadline stops waiting for the worker (not after the 60 s budget)")
     finally:
         for w in ws:
             w.stop()
@@ -268,6 +301,56 @@ def body(env, ck):
                      == 100, "after SIGCONT session C opens with its 100 tokens", str(c_res))
             ta.join(120)
             ck.equal(got_a, want_a, "after SIGCONT session A finishes == tconst generate")
+    finally:
+        for w in pairs:
+            w.stop()
+
+    # two pairs step apart: pair 0's generation worker stopped (SIGSTOP)
+    # under session A's running generation does not hold up session B's
+    # tokens on pair 1 (a generation thread a pair); with one thread B's
+    # tokens waited in A's batch for the stopped worker's whole timeout
+    pairs = [Worker(env, r, model) for r in ("context", "generation", "context", "generation")]
+    try:
+        with Daemon(env, "--workers", ",".join(w.addr for w in pairs), "--worker-timeout", "120", model=model) as d:
+            s = d.stub()
+            pa = [(i * 7) % 500 + 2 for i in range(60)]
+            pb_ = [(i * 11) % 500 + 2 for i in range(70)]
+            sa = s.OpenSession(pb.OpenSessionRequest(token_ids=pa), timeout=60).session_id
+            sb = s.OpenSession(pb.OpenSessionRequest(token_ids=pb_), timeout=60).session_id
+            ck.equal(gen_sessions(), [1, 1], "sessions A and B are on pairs 0 and 1")
+            samp3 = dict(temperature=0.9, top_k=40, seed=11)
+            NA = 3000
+            want_a = env.generate(model, pa, NA, ignore_eos=True, **samp3)
+            want_b = env.generate(model, pb_, 200, ignore_eos=True, **samp3)
+            got_a, a_two, a_done, a_err = [], threading.Event(), threading.Event(), []
+
+            def run_a2():
+                try:
+                    for r in s.GenerateInSession(pb.GenerateInSessionRequest(session_id=sa, sampling=env.sampling(
+                            max_tokens=NA, ignore_eos=True, **samp3)), timeout=300):
+                        got_a.extend(r.token_ids)
+                        if len(got_a) >= 2 and not a_two.is_set():
+                            os.kill(pairs[1].p.pid, signal.SIGSTOP)  # A is in the batch: its worker stops
+                            a_two.set()
+                except grpc.RpcError as e:
+                    a_err.append(f"{e.code().name}: {e.details()}")
+                finally:
+                    a_two.set()
+                    a_done.set()
+            ta = threading.Thread(target=run_a2)
+            ta.start()
+            ck.check(a_two.wait(60) and not a_done.is_set(), "session A generates, then its generation worker stops",
+                     f"{len(got_a)} ids, done {a_done.is_set()}, {a_err}")
+            n_stopped = len(got_a)
+            got_b = stream_ids(pb, s, sb, env.sampling(max_tokens=200, ignore_eos=True, **samp3), 60)
+            ck.equal(got_b, want_b, "session B (pair 1) generates its 200 tokens while pair 0's generation "
+                     "worker is stopped, == tconst generate")
+            ck.check(not a_done.is_set() and len(got_a) < NA, "session A still waits on its stopped worker",
+                     f"{len(got_a)} of {NA} ids ({n_stopped} at the stop), done {a_done.is_set()}")
+            os.kill(pairs[1].p.pid, signal.SIGCONT)
+            ta.join(240)
+            ck.check(not a_err and got_a == want_a, "after SIGCONT session A finishes == tconst generate",
+                     f"{len(got_a)} ids, {a_err}")
     finally:
         for w in pairs:
             w.stop()

@@ -10,10 +10,14 @@ second generation in a busy session (FAILED_PRECONDITION), more sessions
 than --max-sessions (RESOURCE_EXHAUSTED at once; opening works again once
 some are closed), stop_token_ids out of the vocabulary or over 1024,
 Detokenize past the model's vocabulary; a --max-tokens below the default
-16 caps a request that leaves max_tokens out.
+16 caps a request that leaves max_tokens out; --max-batch: a slot held by
+a generation that reads makes new generations wait (OpenSession and
+Append do not), one whose client stopped reading gives it up and resumes
+when read again.
 """
 import os
 import re
+import threading
 
 import grpc
 
@@ -257,14 +261,24 @@ def body(env, ck):
                                              timeout=30)), IA, "max_tokens 9 with --max-tokens 8",
                      "sampling.max_tokens")
 
-    # --max-batch 1 held by a generation that does not end: a new
-    # generation waits for the slot (here past its deadline), but an
-    # OpenSession and an Append, which take no slot, do not wait
-    with Daemon(env, "--max-batch", "1", model=model) as d:
+    # --max-batch 1 held by a generation that does not end (its client
+    # reads): a new generation waits for the slot (here past its
+    # deadline), but an OpenSession and an Append, which take no slot, do
+    # not wait
+    with Daemon(env, "--max-batch", "1", "--stream-queue", "4", model=model) as d:
         s = d.stub()
         hold = s.Generate(pb.GenerateRequest(token_ids=[9, 8, 7], request_id="hold", sampling=env.sampling(
             max_tokens=1000000, ignore_eos=True)), timeout=120)
         next(hold)
+
+        def read_hold():
+            try:
+                for _ in hold:
+                    pass
+            except grpc.RpcError:
+                pass
+        th = threading.Thread(target=read_hold)
+        th.start()
         sid = s.OpenSession(pb.OpenSessionRequest(token_ids=[1, 2, 3]), timeout=30).session_id
         ck.equal(s.Append(pb.AppendRequest(session_id=sid, token_ids=[4, 5]), timeout=30).session.length, 5,
                  "with the one batch slot held: OpenSession and Append still run")
@@ -272,9 +286,64 @@ def body(env, ck):
             session_id=sid, sampling=env.sampling(max_tokens=2)), timeout=1.5)), grpc.StatusCode.DEADLINE_EXCEEDED,
             "... while a second generation waits for the slot")
         ck.check(s.Abort(pb.AbortRequest(request_id="hold"), timeout=30).found, "Abort frees the slot")
+        th.join(60)
         ids, _ = d.generate_ids(s, [9, 8, 7], env.sampling(max_tokens=12, ignore_eos=True))
         ck.equal(ids, ref, "then a generation runs")
 
+        # a generation whose client stopped reading gives the slot up
+        # (paused over a second): a new generation runs meanwhile, and the
+        # paused one goes on once its client reads again (its own channel:
+        # a 4 KB stream window that never grows, long messages, so its ids
+        # cannot all wait in the buffers)
+        pch = d.channel(**{"grpc.http2.lookahead_bytes": 4096, "grpc.http2.bdp_probe": 0})
+        rid = "paused-" + "x" * 40
+        paused = d.stub(pch).Generate(pb.GenerateRequest(token_ids=[1, 2, 3], request_id=rid, sampling=env.sampling(
+            max_tokens=1000000, ignore_eos=True)), timeout=120)
+        next(paused)
+        ck.check(wait_for(lambda: d.metric("tconst_requests_paused") == 1, 60, "the paused generation"),
+                 "a generation whose client stopped reading is paused and gives up its slot (tconst_requests_paused)")
+        try:
+            ids, _ = d.generate_ids(s, [9, 8, 7], env.sampling(max_tokens=12, ignore_eos=True), timeout=30)
+        except grpc.RpcError as e:
+            ids = f"{e.code().name}: {e.details()}"
+        ck.equal(ids, ref, "meanwhile a new generation takes the slot and runs")
+        n = 0
+        for r in paused:
+            n += len(r.token_ids)
+            if n >= 3000:
+                break
+        ck.check(n >= 3000, "read again, the paused generation goes on", f"{n} ids")
+        ck.equal(d.metric("tconst_requests_paused"), 0.0, "... holding a slot again")
+        ck.check(s.Abort(pb.AbortRequest(request_id=rid), timeout=30).found, "Abort ends it")
+
+    # paused generations can outnumber --max-batch + --max-queued-requests
+    # (they hold no slot): a shutdown that cancels them all ends each one
+    # and exits 0 (the engine's list of jobs to end was sized by those
+    # limits: an overflow under ASan)
+    with Daemon(env, "--max-batch", "1", "--max-queued-requests", "1", "--stream-queue", "4", "--drain-timeout", "1",
+                model=model) as d:
+        streams = []
+        for k in range(5):
+            ch = d.channel(**{"grpc.http2.lookahead_bytes": 4096, "grpc.http2.bdp_probe": 0})
+            g = d.stub(ch).Generate(pb.GenerateRequest(token_ids=[1, 2, 3 + k], request_id=f"p{k}-" + "x" * 40,
+                                                       sampling=env.sampling(max_tokens=1000000, ignore_eos=True)),
+                                    timeout=120)
+            next(g)
+            streams.append(g)
+            ck.check(wait_for(lambda: d.metric("tconst_requests_paused") == k + 1, 60, f"{k + 1} paused"),
+                     f"paused generation {k + 1} of 5 gave up its slot for the next", str(d.metric("tconst_requests_paused")))
+        d.signal()
+        ck.equal(d.wait_exit(), 0, "SIGTERM with 5 paused generations (--max-batch 1, --max-queued-requests 1): exit 0")
+        ends = []
+        for g in streams:
+            try:
+                for _ in g:
+                    pass
+                ends.append("OK")
+            except grpc.RpcError as e:
+                ends.append(e.code().name)
+        ck.check(all(e in ("OK", "UNAVAILABLE") for e in ends), "each paused stream ends (cut by the shutdown)",
+                 str(ends))
 
 if __name__ == "__main__":
     run("e2e bad input", body)
