@@ -322,9 +322,11 @@ static int do_info(tc_rpc_client *cl, const opts *o) {
     printf("server: tconstd %s (%s), up %.1f s, %d sessions, %d running%s\n", si->version, si->build,
            si->uptime_seconds, si->sessions_active, si->requests_running, si->draining ? ", draining" : "");
     if (si->limits)
-        printf("limits: max_sessions %d, max_queued_requests %d, max_tokens %d, idle_timeout %d s, max_message %d B\n",
-               si->limits->max_sessions, si->limits->max_queued_requests, si->limits->max_tokens,
-               si->limits->idle_timeout_seconds, si->limits->max_message_bytes);
+        printf("limits: max_sessions %d, max_queued_requests %d, max_batch %d, max_tokens %d, max_session_tokens "
+               "%lld, idle_timeout %d s, max_message %d B, stream_queue %d\n",
+               si->limits->max_sessions, si->limits->max_queued_requests, si->limits->max_batch,
+               si->limits->max_tokens, (long long)si->limits->max_session_tokens, si->limits->idle_timeout_seconds,
+               si->limits->max_message_bytes, si->limits->stream_queue_messages);
     protobuf_c_message_free_unpacked(out, NULL);
     return 0;
 }

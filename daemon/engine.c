@@ -624,6 +624,22 @@ static void start_job(tc_engine *e, job *j) {
     /* what the worker has not seen: a restored history, the pending
      * (sampled, journaled, not yet fed) token, then the new tokens */
     int64_t n = s->n_restore + (s->pending >= 0) + j->n_tokens;
+    /* --max-session-tokens: the prompt must fit, with room for a first
+     * generated token when it generates (a resumed generation is cut by
+     * its length check instead) */
+    const int64_t have = s->st.length + n, lim = e->lim.max_session_tokens;
+    if (!j->resume && (j->n_tokens > 0 || j->generate) && have + (j->generate != 0) > lim) {
+        char msg[320];
+        if (j->n_tokens > 0 && have > lim)
+            snprintf(msg, sizeof msg, "prompt: %lld tokens would make session %s hold %lld, over --max-session-tokens %lld",
+                     (long long)j->n_tokens, s->id, (long long)have, (long long)lim);
+        else
+            snprintf(msg, sizeof msg, "session %s holds %lld tokens%s: no room to generate under --max-session-tokens %lld",
+                     s->id, (long long)have, j->n_tokens > 0 ? " with the prompt" : "", (long long)lim);
+        free(replay);
+        start_failed(e, j, 3, msg);
+        return;
+    }
     if (n > 0) {
         int32_t *feed = j->tokens;
         int32_t *tmp = NULL;
@@ -772,7 +788,10 @@ static void start_job(tc_engine *e, job *j) {
                j->request_id, (long long)n_replay);
     }
     free(replay);
-    if (j->max_tokens == 0) {
+    /* a generation ends (length) where the session reaches --max-session-tokens */
+    const int64_t room = lim - s->st.length;
+    if ((int64_t)j->max_tokens > j->generated + room) j->max_tokens = (int)(j->generated + (room > 0 ? room : 0));
+    if (j->max_tokens <= j->generated) {
         tc_job_stats st;
         stats_of(j, &st, s->st.length);
         e->sink.tokens(j->user, NULL, 0, "", 0, TC_FINISH_LENGTH, &st, NULL);
@@ -1222,6 +1241,8 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
     e->bpe = bpe;
     e->lim = *lim;
     if (e->lim.max_batch < 1) e->lim.max_batch = 1;
+    if (e->lim.max_session_tokens <= 0 || e->lim.max_session_tokens > TC_SESSION_TOKENS_MAX)
+        e->lim.max_session_tokens = TC_SESSION_TOKENS_MAX;
     if (e->lim.stream_queue < 1) e->lim.stream_queue = 1;
     e->sink = *sink;
     e->V = wc->cfg->vocab_size;
@@ -1357,6 +1378,11 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
         if (!toks) return refuse(msg, msglen, 13, "out of memory");
         memcpy(toks, sp->tokens, (size_t)sp->n_tokens * 4);
         nt = (size_t)sp->n_tokens;
+    }
+    if ((int64_t)nt > e->lim.max_session_tokens) { /* too long for any session: refused before it queues */
+        free(toks);
+        return refuse(msg, msglen, 3, "prompt: %zu tokens, over --max-session-tokens %lld", nt,
+                      (long long)e->lim.max_session_tokens);
     }
     job *j = calloc(1, sizeof *j);
     if (!j) {

@@ -66,7 +66,11 @@ typedef struct {
                                 trip, and never queued behind a long context's sync) */
     int multi_step;       /* tokens per generation-worker call, its own loop (1: a call per token) */
     double multi_step_s;  /* ... and seconds one such call may compute */
+    int64_t max_session_tokens; /* tokens a session may hold, prompt and generated (<= 0: TC_SESSION_TOKENS_MAX) */
 } tc_engine_limits;
+
+/* the most tokens a session can hold: a sync takes histories below 2^31 - 4096 */
+#define TC_SESSION_TOKENS_MAX (2147483647LL - 4096)
 
 typedef struct {
     const char *session_id; /* NULL/"" with ephemeral: a fresh session */

@@ -42,8 +42,8 @@ typedef struct {
     char *workers, *worker_mode, *worker_binary, *device, *context_device;
     double worker_timeout, worker_start_timeout;
     int64_t context_nice;
-    int64_t max_sessions, max_queued, max_batch, max_tokens, stream_queue, max_message_bytes, threads,
-        warmup_tokens;
+    int64_t max_sessions, max_queued, max_batch, max_tokens, max_session_tokens, stream_queue, max_message_bytes,
+        threads, warmup_tokens;
     int overlap_syncs;
     int64_t sync_inline_max, multi_step;
     double multi_step_ms;
@@ -68,6 +68,7 @@ static const tc_knob KNOBS[] = {
     K("max-queued-requests", TC_KNOB_INT, "256", 1, 1e6, "requests waiting to start at most (more: RESOURCE_EXHAUSTED)", max_queued),
     K("max-batch", TC_KNOB_INT, "64", 1, 4096, "generations stepped together in one batched hit step", max_batch),
     K("max-tokens", TC_KNOB_INT, "1000000", 1, 2147483647.0, "largest max_tokens a request may ask for", max_tokens),
+    K("max-session-tokens", TC_KNOB_INT, "0", 0, 2147479551.0, "tokens a session may hold, prompt and generated (0: 2^31 - 4097, the sync's limit); a generation reaching it ends with finish_reason length", max_session_tokens),
     K("stream-queue", TC_KNOB_INT, "64", 1, 1e6, "unread messages per stream before its generation pauses", stream_queue),
     K("max-message-bytes", TC_KNOB_INT, "4194304", 1024, 1073741824.0, "largest request message (larger: RESOURCE_EXHAUSTED)", max_message_bytes),
     K("overlap-syncs", TC_KNOB_BOOL, "true", 0, 0, "run syncs on the context thread, overlapping other sessions' steps (false: inline in the batch)", overlap_syncs),
@@ -361,7 +362,7 @@ int main(int argc, char **argv) {
         tc_worker_remote_on_live(wc, on_live_pairs, svc);
     tc_engine_limits lim = {(int)cfg.max_sessions, (int)cfg.max_queued, (int)cfg.max_batch, (int)cfg.max_tokens,
                             (int)cfg.stream_queue, cfg.idle_timeout, cfg.overlap_syncs, cfg.sync_inline_max,
-                            (int)cfg.multi_step, cfg.multi_step_ms / 1000.0};
+                            (int)cfg.multi_step, cfg.multi_step_ms / 1000.0, cfg.max_session_tokens};
     if (tc_engine_start(&eng, wc, bpe, &lim, tc_service_sink()) != TC_OK) {
         fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
         goto out;

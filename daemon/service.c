@@ -625,6 +625,8 @@ static void h_server_info(ctx *c) {
     l.idle_timeout_seconds = (int32_t)lim->idle_timeout_s;
     l.max_message_bytes = s->info.max_message_bytes;
     l.stream_queue_messages = lim->stream_queue;
+    l.max_session_tokens = lim->max_session_tokens;
+    l.max_batch = lim->max_batch;
     r.limits = &l;
     r.uptime_seconds = tc_now_s() - s->t_start;
     int ns, nr, nq;

@@ -13,7 +13,8 @@ Detokenize past the model's vocabulary; a --max-tokens below the default
 16 caps a request that leaves max_tokens out; --max-batch: a slot held by
 a generation that reads makes new generations wait (OpenSession and
 Append do not), one whose client stopped reading gives it up and resumes
-when read again.
+when read again; --max-session-tokens refuses prompts that do not fit and
+ends generations at the limit with LENGTH.
 """
 import os
 import re
@@ -344,6 +345,36 @@ def body(env, ck):
                 ends.append(e.code().name)
         ck.check(all(e in ("OK", "UNAVAILABLE") for e in ends), "each paused stream ends (cut by the shutdown)",
                  str(ends))
+
+    # --max-session-tokens 40: prompts that would not fit are refused
+    # naming the limit, a generation ends with LENGTH where its session
+    # reaches it, a full session takes no more tokens
+    p30 = [(i * 7) % 500 + 2 for i in range(30)]
+    ref30 = env.generate(model, p30, 10, ignore_eos=True)
+    with Daemon(env, "--max-session-tokens", "40", model=model) as d:
+        s = d.stub()
+        ck.equal(s.ServerInfo(pb.ServerInfoRequest(), timeout=30).limits.max_session_tokens, 40,
+                 "ServerInfo reports max_session_tokens")
+        ck.rpc_error(lambda: list(s.Generate(pb.GenerateRequest(token_ids=list(range(2, 43)), sampling=env.sampling(
+            max_tokens=1)), timeout=30)), IA, "a 41-token prompt with --max-session-tokens 40", "max-session-tokens")
+        ck.rpc_error(lambda: list(s.Generate(pb.GenerateRequest(token_ids=list(range(2, 42)), sampling=env.sampling(
+            max_tokens=1)), timeout=30)), IA, "a 40-token prompt that leaves no room to generate", "no room")
+        sid = s.OpenSession(pb.OpenSessionRequest(token_ids=p30), timeout=30).session_id
+        ids, last = [], None
+        for r in s.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid, sampling=env.sampling(
+                max_tokens=50, ignore_eos=True)), timeout=60):
+            ids += r.token_ids
+            last = r
+        ck.check(ids == ref30 and last.finish_reason == pb.FINISH_REASON_LENGTH,
+                 "max_tokens 50 from 30 tokens: 10 ids (== tconst generate), then LENGTH at the limit",
+                 f"{len(ids)} ids, {last.finish_reason if last else None}")
+        ck.equal(s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30).length, 40, "the session holds 40")
+        ck.rpc_error(lambda: s.Append(pb.AppendRequest(session_id=sid, token_ids=[4]), timeout=30), IA,
+                     "an Append to the full session", "max-session-tokens")
+        ck.rpc_error(lambda: list(s.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid, sampling=env.sampling(
+            max_tokens=1)), timeout=30)), IA, "a generation in the full session", "no room")
+        ck.equal(s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30).length, 40,
+                 "the refusals left the session as it was")
 
 if __name__ == "__main__":
     run("e2e bad input", body)
