@@ -3,7 +3,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run test test-asan fuzz-smoke clean goldens gpt2-vocab
+.PHONY: all deps build run test test-asan test-tsan fuzz-smoke clean goldens gpt2-vocab
 
 all: build
 
@@ -41,6 +41,22 @@ test-asan: deps
 	@cd build-asan && $(SAN_ENV) ctest --output-on-failure -j $(JOBS) -L 'unit|parity|e2e' --timeout 900
 	@if [ -n "$$(ls -A $(SAN_DIR))" ]; then echo "test-asan: sanitizer reports:"; head -n 60 $(SAN_DIR)/*; exit 1; fi
 	@echo "test-asan: no sanitizer reports"
+
+# ThreadSanitizer over the e2e tests that drive the engine's threads hardest
+# (not in `make test`: a developer's check, several minutes). Debian's gRPC
+# is not TSan-built, so its internal races are reported by the thousand:
+# tools/tsan_report.py keeps those in tconst's own code and fails on any.
+TSAN_DIR = $(CURDIR)/build-tsan/tsan
+TSAN_TESTS ?= attach bad_input concurrency cancel_prefill stream
+test-tsan: deps
+	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTC_TSAN=ON >/dev/null
+	@cmake --build build-tsan -j $(JOBS) --target tconstd tconst-worker tconst
+	@rm -rf $(TSAN_DIR) && mkdir -p $(TSAN_DIR)
+	@fail=0; for t in $(TSAN_TESTS); do \
+	  TSAN_OPTIONS=log_path=$(TSAN_DIR)/r:halt_on_error=0 PYTHONDONTWRITEBYTECODE=1 \
+	    /usr/bin/python3 tests/e2e/test_$$t.py build-tsan/tconstd build-tsan/tconst $(CURDIR) >build-tsan/e2e_$$t.log 2>&1 \
+	    && echo "test-tsan: e2e $$t passed" || { echo "test-tsan: e2e $$t FAILED (build-tsan/e2e_$$t.log)"; fail=1; }; \
+	done; /usr/bin/python3 tools/tsan_report.py $(TSAN_DIR) && exit $$fail
 
 FUZZ_SECONDS ?= 15
 fuzz-smoke: deps

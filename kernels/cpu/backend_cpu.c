@@ -27,7 +27,8 @@
 #define TC_POOL_MAX 8
 #define TC_PAR_MIN_FLOPS (1 << 20) /* below this an op runs on the caller's thread */
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__) /* ifunc resolvers run before the sanitizer runtime starts */
 /* AVX2+FMA clone of the hot loops, picked at load time (ifunc) */
 #define TC_HOT __attribute__((target_clones("arch=x86-64-v3", "default"), optimize("O3")))
 /* AVX2+FMA only (no default clone): the row-batch GEMM, which pins

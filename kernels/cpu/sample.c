@@ -37,7 +37,7 @@
  * instruction each is a libm call (the Debian x86-64 baseline has none):
  * 5x slower per row. A clone for CPUs with FMA, picked at load time; both
  * give the same bits (fma is exactly rounded either way). */
-#if defined(__x86_64__) && defined(__has_attribute)
+#if defined(__x86_64__) && defined(__has_attribute) && !defined(__SANITIZE_THREAD__) /* ifuncs run before TSan starts */
 #if __has_attribute(target_clones)
 #define TC_FMA_CLONES __attribute__((target_clones("fma", "default")))
 #endif
