@@ -41,6 +41,8 @@ static void usage(void) {
            "  session append --id ID (--tokens|--text)     add context without generating\n"
            "  session generate --id ID [--tokens|--text] [-n N] [sampling]\n"
            "  session get --id ID | session close --id ID\n"
+           "  session snapshot --id ID   the session's token history, ids on one line (session open --tokens\n"
+           "                             \"$(...)\" rebuilds it)\n"
            "  stream [-n N] [sampling]   interactive: each stdin line is appended (\"ids: 1 2 3\" for ids,\n"
            "                             else text) and N tokens are generated; one session per stream\n"
            "  info                       ModelInfo and ServerInfo\n"
@@ -124,6 +126,26 @@ static int on_gen(void *ud, const uint8_t *m, size_t len) {
     return 0;
 }
 
+typedef struct {
+    int64_t next; /* offset the next chunk must start at */
+    int bad;
+} snap_state;
+
+static int on_snap(void *ud, const uint8_t *m, size_t len) {
+    snap_state *g = ud;
+    Tconst__V1__SnapshotSessionResponse *r = tconst__v1__snapshot_session_response__unpack(NULL, len, m);
+    if (!r || r->offset != g->next) {
+        fprintf(stderr, "tconst client: malformed snapshot chunk%s\n", r ? " (out of order)" : "");
+        if (r) tconst__v1__snapshot_session_response__free_unpacked(r, NULL);
+        g->bad = 1;
+        return 1;
+    }
+    for (size_t i = 0; i < r->n_token_ids; i++) printf(g->next + (int64_t)i ? " %d" : "%d", r->token_ids[i]);
+    g->next += (int64_t)r->n_token_ids;
+    tconst__v1__snapshot_session_response__free_unpacked(r, NULL);
+    return 0;
+}
+
 static int do_generate(tc_rpc_client *cl, const opts *o, int in_session) {
     Tconst__V1__SamplingParams sp;
     fill_sampling(o, &sp);
@@ -181,8 +203,9 @@ static int do_session(tc_rpc_client *cl, const char *sub, const opts *o) {
     ProtobufCMessage *out = NULL;
     int rc;
     if (strcmp(sub, "open") && strcmp(sub, "generate") && strcmp(sub, "append") && strcmp(sub, "get") &&
-        strcmp(sub, "close")) {
-        fprintf(stderr, "tconst client: error: unknown session command '%s' (open, append, generate, get, close)\n", sub);
+        strcmp(sub, "close") && strcmp(sub, "snapshot")) {
+        fprintf(stderr, "tconst client: error: unknown session command '%s' (open, append, generate, get, close, snapshot)\n",
+                sub);
         return 2;
     }
     if (!strcmp(sub, "open")) {
@@ -196,6 +219,20 @@ static int do_session(tc_rpc_client *cl, const char *sub, const opts *o) {
     } else if (!strcmp(sub, "generate")) {
         if (!o->id) { fprintf(stderr, "tconst client: error: --id is required\n"); return 2; }
         return do_generate(cl, o, 1);
+    } else if (!strcmp(sub, "snapshot")) {
+        if (!o->id) { fprintf(stderr, "tconst client: error: --id is required\n"); return 2; }
+        Tconst__V1__SnapshotSessionRequest r = TCONST__V1__SNAPSHOT_SESSION_REQUEST__INIT;
+        r.session_id = (char *)o->id;
+        size_t len;
+        uint8_t *req = pack(&r.base, &len);
+        snap_state g = {0, 0};
+        tc_rpc_result res;
+        tc_rpc_client_stream(cl, M "SnapshotSession", req, len, on_snap, &g, o->timeout, &res);
+        free(req);
+        printf("\n");
+        if (res.code) return rpc_fail(&res);
+        if (g.bad) return 1;
+        return 0;
     } else {
         if (!o->id) { fprintf(stderr, "tconst client: error: --id is required\n"); return 2; }
         if (!strcmp(sub, "append")) {

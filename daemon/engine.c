@@ -1635,6 +1635,42 @@ int tc_engine_session_get(tc_engine *e, const char *id, tc_session_info *out) {
     return s != NULL;
 }
 
+int tc_engine_session_snapshot(tc_engine *e, const char *id, tc_session_info *info, int32_t **tokens, int64_t *n,
+                               char *msg, size_t msglen) {
+    *tokens = NULL;
+    *n = 0;
+    pthread_mutex_lock(&e->mu);
+    dsess *s = find_sess(e, id);
+    int code = 0;
+    if (!s) code = 5, snprintf(msg, msglen, "session_id: no open session '%s'", id);
+    else if (s->busy_job) /* its history changes under a running job, outside mu */
+        code = 9, snprintf(msg, msglen, "session_id: session '%s' is busy with another request", id);
+    else {
+        /* idle: no thread touches its worker-side history (jobs hold the
+         * session busy), so it is read here under mu */
+        const int64_t fed = s->ws ? e->wc->history(e->wc, s->ws, NULL, 0) : 0;
+        const int64_t total = fed + s->n_restore + (s->pending >= 0);
+        int32_t *t = malloc((size_t)(total > 0 ? total : 1) * 4);
+        if (!t) code = 8, snprintf(msg, msglen, "out of memory for a %lld-token snapshot", (long long)total);
+        else {
+            if (fed > 0) e->wc->history(e->wc, s->ws, t, fed);
+            if (s->n_restore) memcpy(t + fed, s->restore, (size_t)s->n_restore * 4);
+            if (s->pending >= 0) t[total - 1] = s->pending;
+            sess_info(e, s, info);
+            if (info->length != total) { /* the two counts disagree: a bug, not something to send */
+                free(t);
+                code = 13, snprintf(msg, msglen, "session '%s': history of %lld tokens, length %lld", id,
+                                    (long long)total, (long long)info->length);
+            } else {
+                s->last_used_ms = tc_wall_ms();
+                *tokens = t, *n = total;
+            }
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+    return code;
+}
+
 int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out) {
     pthread_mutex_lock(&e->mu);
     dsess *s = find_sess(e, id);

@@ -127,6 +127,12 @@ int tc_engine_abort(tc_engine *e, const char *request_id);
 void tc_engine_wake(tc_engine *e);
 
 int tc_engine_session_get(tc_engine *e, const char *id, tc_session_info *out);
+/* A copy of session id's history (every token it holds: fed, restored
+ * from the journal and not yet fed, the pending sampled one) into
+ * *tokens (malloc'd, *n of them) and its info. Returns 0, or a gRPC code
+ * with msg: NOT_FOUND, FAILED_PRECONDITION (busy), RESOURCE_EXHAUSTED. */
+int tc_engine_session_snapshot(tc_engine *e, const char *id, tc_session_info *info, int32_t **tokens, int64_t *n,
+                               char *msg, size_t msglen);
 /* Closes now, or when its running job ends (that job is cancelled). */
 int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out);
 

@@ -454,6 +454,43 @@ static void h_get(ctx *c, const uint8_t *m, size_t len, int close) {
     tconst__v1__get_session_request__free_unpacked(rq, NULL);
 }
 
+/* SnapshotSession: the history in chunks, all queued at once (the copy is
+ * the session's own size, bounded by --max-session-tokens) */
+#define SNAPSHOT_CHUNK 65536
+#define SNAPSHOT_CHUNK_MAX 262144
+static void h_snapshot(ctx *c, const uint8_t *m, size_t len) {
+    DECODE(Tconst__V1__SnapshotSessionRequest, tconst__v1__snapshot_session_request, rq, m, len);
+    const int chunk = rq->chunk_tokens ? rq->chunk_tokens : SNAPSHOT_CHUNK;
+    tc_session_info si;
+    int32_t *t = NULL;
+    int64_t n = 0;
+    char msg[300];
+    int code;
+    if (!rq->session_id[0]) finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
+    else if (chunk < 1 || chunk > SNAPSHOT_CHUNK_MAX)
+        finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "chunk_tokens: %d out of range [1, %d] (0: %d)", rq->chunk_tokens,
+                SNAPSHOT_CHUNK_MAX, SNAPSHOT_CHUNK);
+    else if ((code = tc_engine_session_snapshot(c->svc->e, rq->session_id, &si, &t, &n, msg, sizeof msg)))
+        finishf(c->call, code, "%s", msg);
+    else {
+        Tconst__V1__SessionInfo pi;
+        session_info_pb(&si, &pi);
+        int64_t off = 0;
+        do { /* one message even for an empty session: it carries the info */
+            Tconst__V1__SnapshotSessionResponse r = TCONST__V1__SNAPSHOT_SESSION_RESPONSE__INIT;
+            const int64_t k = n - off < chunk ? n - off : chunk;
+            r.session = off == 0 ? &pi : NULL;
+            r.offset = off;
+            r.token_ids = t + off, r.n_token_ids = (size_t)k;
+            send_msg(c->call, &r.base);
+            off += k;
+        } while (off < n);
+        tc_call_finish(c->call, TC_GRPC_OK, "");
+        free(t);
+    }
+    tconst__v1__snapshot_session_request__free_unpacked(rq, NULL);
+}
+
 static void h_abort(ctx *c, const uint8_t *m, size_t len) {
     DECODE(Tconst__V1__AbortRequest, tconst__v1__abort_request, rq, m, len);
     if (!rq->request_id[0]) finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "request_id: required");
@@ -932,7 +969,7 @@ static void on_start(void *ud, tc_call *call, const char *method, const uint8_t 
     int is_stream = !strcmp(method, SVC "Stream");
     int is_reflect = !strcmp(method, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo");
     static const char *const known[] = {"Generate", "GenerateInSession", "OpenSession", "Append", "Stream",
-                                        "GetSession", "CloseSession", "Abort", "Tokenize", "Detokenize",
+                                        "GetSession", "SnapshotSession", "CloseSession", "Abort", "Tokenize", "Detokenize",
                                         "ModelInfo", "ServerInfo"};
     int is_known = is_reflect || !strcmp(method, "/grpc.health.v1.Health/Check") ||
                    !strcmp(method, "/grpc.health.v1.Health/Watch");
@@ -959,6 +996,7 @@ static void on_start(void *ud, tc_call *call, const char *method, const uint8_t 
             if (m) stream_msg(c, msg, n);
             else tc_call_finish(call, TC_GRPC_OK, "");
         } else if (!strcmp(r, "GetSession")) h_get(c, msg, n, 0);
+        else if (!strcmp(r, "SnapshotSession")) h_snapshot(c, msg, n);
         else if (!strcmp(r, "CloseSession")) h_get(c, msg, n, 1);
         else if (!strcmp(r, "Abort")) h_abort(c, msg, n);
         else if (!strcmp(r, "Tokenize")) h_tokenize(c, msg, n);

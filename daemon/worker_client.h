@@ -85,6 +85,9 @@ struct tc_worker_client {
      * copies are rebuilt from what is kept on next use */
     tc_status (*truncate)(tc_worker_client *w, tc_wc_session *s, int64_t n_keep);
     void (*stats)(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_stats *out);
+    /* the tokens s's history holds (what it was fed), copied into out when
+     * it has room for all; returns how many there are */
+    int64_t (*history)(tc_worker_client *w, const tc_wc_session *s, int32_t *out, int64_t max);
     /* the calling thread's role: 0 generation (hit steps), 1 context
      * (syncs, prefills); each role computes in its own workspace */
     void (*bind_thread)(tc_worker_client *w, int role);

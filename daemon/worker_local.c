@@ -34,6 +34,12 @@ static tc_status l_append(tc_worker_client *w, tc_wc_session *s, const int32_t *
     (void)w;
     return tc_session_append((tc_session *)s, t, n, logits);
 }
+static int64_t l_history(tc_worker_client *w, const tc_wc_session *s, int32_t *out, int64_t max) {
+    (void)w;
+    const tc_session *x = (const tc_session *)s;
+    if (out && max >= x->n_tokens && x->n_tokens > 0) memcpy(out, x->tokens, (size_t)x->n_tokens * 4);
+    return x->n_tokens;
+}
 static tc_status l_prepare(tc_worker_client *w, tc_wc_session *s) {
     (void)w;
     tc_session *x = (tc_session *)s;
@@ -162,6 +168,7 @@ tc_status tc_worker_local_open(tc_worker_client **out, const char *dir, int n_th
     w->prepare = l_prepare;
     w->step = l_step;
     w->stats = l_stats;
+    w->history = l_history;
     w->bind_thread = l_bind;
     w->ctx_threads = 2; /* starts in workspace 2, syncs in 1: a prefill does not hold up the syncs */
     w->free = l_free;

@@ -1156,6 +1156,12 @@ static void r_stats(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_s
     o->pair = s->pair;
 }
 
+static int64_t r_history(tc_worker_client *w, const tc_wc_session *s, int32_t *out, int64_t max) {
+    (void)w;
+    if (out && max >= s->n && s->n > 0) memcpy(out, s->hist, (size_t)s->n * 4);
+    return s->n;
+}
+
 static void r_bind(tc_worker_client *w, int role) {
     (void)w;
     t_role = role == 1 ? 1 : role == 2 ? 5 : 0;
@@ -1430,6 +1436,7 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
     w->step_multi = r_step_multi;
     w->truncate = r_truncate;
     w->stats = r_stats;
+    w->history = r_history;
     w->bind_thread = r_bind;
     w->cancellable = 1;
     w->abandon_waits = r_abandon;

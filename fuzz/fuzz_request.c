@@ -158,9 +158,16 @@ static void w_stats(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_s
     o->sync_due = 0;
 }
 
+static int64_t w_history(tc_worker_client *w, const tc_wc_session *s, int32_t *out, int64_t max) {
+    (void)w;
+    const int64_t n = ((const stub_sess *)s)->len; /* the stub keeps no ids: zeros stand in */
+    if (out && max >= n && n > 0) memset(out, 0, (size_t)n * 4);
+    return n;
+}
+
 static tc_worker_client g_wc = {.cfg = &g_cfg, .device = "cpu", .dtype = "F32", .n_params = 1000,
                                 .session_new = w_new, .session_free = w_free_s, .append = w_append,
-                                .sync = w_sync, .step = w_step, .stats = w_stats};
+                                .sync = w_sync, .step = w_step, .stats = w_stats, .history = w_history};
 
 /* ---- a small tokenizer: the 256 byte tokens and 256 two-letter merges,
  * 512 ids like the tiny preset ---- */
@@ -284,6 +291,7 @@ static const char *const METHODS[] = {
     "/tconst.v1.TConst/Detokenize", "/tconst.v1.TConst/ModelInfo", "/tconst.v1.TConst/ServerInfo",
     "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch",
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", "/tconst.v1.TConst/NoSuchMethod",
+    "/tconst.v1.TConst/SnapshotSession", /* after the rest: the seeds' indices stay as they were */
 };
 #define N_METHODS (sizeof METHODS / sizeof METHODS[0])
 

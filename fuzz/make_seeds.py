@@ -105,7 +105,8 @@ def packed(n, ids):
 
 
 M = ["Generate", "GenerateInSession", "OpenSession", "Append", "Stream", "GetSession", "CloseSession", "Abort",
-     "Tokenize", "Detokenize", "ModelInfo", "ServerInfo", "HealthCheck", "HealthWatch", "Reflection", "Unknown"]
+     "Tokenize", "Detokenize", "ModelInfo", "ServerInfo", "HealthCheck", "HealthWatch", "Reflection", "Unknown",
+     "SnapshotSession"]
 
 
 def call(method, frames, flags=0):
@@ -128,6 +129,11 @@ put("request", "open_append_gen_close",
 put("request", "stream_multi", call("Stream", [packed(3, [4, 5]), fs(2, "xy") + fv(4, 1) + fs(5, fv(5, 3)),
                                                fv(4, 1) + fs(5, samp), fs(1, "other")]))
 put("request", "stream_cancel", call("Stream", [fv(4, 1) + packed(3, [9]) + fs(5, fv(5, 50) + fv(8, 1))], flags=1))
+put("request", "snapshot",
+    call("OpenSession", [fs(1, "s") + packed(3, [1, 2, 3])]) +
+    call("GenerateInSession", [fs(1, "s") + fs(4, fv(5, 4) + fv(8, 1))]) +
+    call("SnapshotSession", [fs(1, "s") + fv(2, 2)]) + call("SnapshotSession", [fs(1, "s") + fv(2, 999999)]) +
+    call("SnapshotSession", [fs(1, "nope")]))
 put("request", "get_abort", call("GetSession", [fs(1, "nope")]) + call("Abort", [fs(1, "r1")]))
 put("request", "tokenize", call("Tokenize", [fs(1, "the cat \xff")]) + call("Detokenize", [packed(1, [256, 300, 511, 600])]))
 put("request", "info", call("ModelInfo", [b""]) + call("ServerInfo", [b""]) + call("Unknown", [b""]))

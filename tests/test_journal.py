@@ -106,10 +106,16 @@ with Daemon() as d:
 with Daemon() as d:
     r2 = d.client("session", "get", "--id", "s2").stdout
     check("length 53," in r2, "appended session restored with its 53 tokens: " + r2.strip())
+    snap = d.client("session", "snapshot", "--id", "s2").stdout.split()
+    check(snap == ("1 2 3 " + " ".join(["4"] * 50)).split(),
+          f"a restored session's snapshot (its journaled history, not yet fed) is its 53 tokens: {len(snap)}")
     g = d.client("session", "generate", "--id", "s2", "-n", "8", "--ignore-eos").stdout.split()
     exp = subprocess.run([TCONST, "generate", "--tokens", "1 2 3 " + " ".join(["4"] * 50), "-n", "8", "--ignore-eos"],
                          capture_output=True, text=True, check=True).stdout.split()
     check(g == exp, "restored session generates what one run over its history generates")
+    snap = d.client("session", "snapshot", "--id", "s2").stdout.split()
+    check(snap == ("1 2 3 " + " ".join(["4"] * 50)).split() + g,
+          f"... and its snapshot then is the 53 tokens and the 8 generated: {len(snap)}")
     r = d.client("session", "get", "--id", "gone", check_rc=False)
     check(r.returncode != 0 and "NOT_FOUND" in r.stderr, "a closed session is not restored")
     # a second daemon on the same --data-dir is refused (it would merge sessions under one id)

@@ -3,8 +3,10 @@
 generations across >= 10 syncs give the same ids as one `tconst generate`
 over the concatenation (generated ids included: they become part of the
 session); GetSession's length / windows / syncs are consistent; a session
-is usable again as soon as a call on it has returned; CloseSession, then
-the session is NOT_FOUND.
+is usable again as soon as a call on it has returned; SnapshotSession
+gives the history in chunks and a session opened from it generates as
+the original (busy sessions refused); CloseSession, then the session is
+NOT_FOUND.
 """
 import random
 
@@ -104,6 +106,41 @@ def body(env, ck):
                 # while generating or appending a short chunk syncs once
                 ck.check(10 <= info.syncs <= info.windows, f"{arch}: 10 <= syncs <= windows",
                          f"syncs {info.syncs} windows {info.windows}")
+
+            # SnapshotSession: the history in chunks (the last generated id,
+            # sampled and not yet fed, included); a session opened from it
+            # generates what the original does
+            snap = list(s.SnapshotSession(pb.SnapshotSessionRequest(session_id=sid, chunk_tokens=100), timeout=30))
+            got = [t for m in snap for t in m.token_ids]
+            offs_ok = all(m.offset == 100 * k and len(m.token_ids) == min(100, len(history) - m.offset)
+                          for k, m in enumerate(snap))
+            ck.check(got == history and offs_ok and snap[0].session.length == len(history) and
+                     not any(m.HasField("session") for m in snap[1:]),
+                     f"{arch}: SnapshotSession == the {len(history)}-token history, 100 a message, offsets in order",
+                     f"{len(got)} ids, {len(snap)} messages")
+            fork = s.OpenSession(pb.OpenSessionRequest(token_ids=got), timeout=60).session_id
+            want = env.generate(model, history, 20, ignore_eos=True, **SAMPLED)
+            outs = []
+            for x in (sid, fork):
+                outs.append([t for r in s.GenerateInSession(pb.GenerateInSessionRequest(
+                    session_id=x, sampling=env.sampling(max_tokens=20, ignore_eos=True, **SAMPLED)), timeout=60)
+                    for t in r.token_ids])
+            ck.check(outs[0] == want and outs[1] == want,
+                     f"{arch}: a session opened from the snapshot generates as the original (== tconst generate)")
+            history += outs[0]
+            held = s.GenerateInSession(pb.GenerateInSessionRequest(session_id=fork, request_id=f"hold-{arch}",
+                sampling=env.sampling(max_tokens=1000000, ignore_eos=True)), timeout=60)
+            next(held)
+            ck.rpc_error(lambda: list(s.SnapshotSession(pb.SnapshotSessionRequest(session_id=fork), timeout=30)),
+                         grpc.StatusCode.FAILED_PRECONDITION, f"{arch}: SnapshotSession of a busy session", "busy")
+            ck.check(s.Abort(pb.AbortRequest(request_id=f"hold-{arch}"), timeout=30).found, f"{arch}: Abort ends it")
+            held.cancel()
+            ck.rpc_error(lambda: list(s.SnapshotSession(pb.SnapshotSessionRequest(session_id=sid, chunk_tokens=262145),
+                                                        timeout=30)),
+                         grpc.StatusCode.INVALID_ARGUMENT, f"{arch}: chunk_tokens 262145", "chunk_tokens")
+            ck.rpc_error(lambda: list(s.SnapshotSession(pb.SnapshotSessionRequest(session_id="nope"), timeout=30)),
+                         grpc.StatusCode.NOT_FOUND, f"{arch}: SnapshotSession of no session", "session_id")
+            s.CloseSession(pb.CloseSessionRequest(session_id=fork), timeout=30)
 
             closed = s.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=30)
             ck.equal((closed.session_id, closed.length), (sid, len(history)),
