@@ -24,7 +24,7 @@
 
 #define SVC "/tconst.v1.TConst/"
 
-enum { K_UNARY = 0, K_GENERATE, K_STREAM, K_APPEND, K_OPEN, K_WATCH, K_REFLECT };
+enum { K_UNARY = 0, K_GENERATE, K_STREAM, K_APPEND, K_OPEN, K_WATCH, K_REFLECT, K_SNAPSHOT };
 
 typedef struct ctx {
     tc_service *svc;
@@ -43,6 +43,12 @@ typedef struct ctx {
     int end_set, end_code;
     char end_msg[600];
     struct ctx *next_watch;
+    /* SnapshotSession: the copy being sent, a few chunks ahead of the
+     * client (the RPC thread's handlers only: no lock) */
+    int32_t *snap;
+    int64_t snap_n, snap_off;
+    int snap_chunk;
+    tc_session_info snap_info;
 } ctx;
 
 struct tc_service {
@@ -62,6 +68,7 @@ static void ctx_unref(ctx *c) {
     if (atomic_fetch_sub(&c->refs, 1) == 1) {
         tc_call_unref(c->call);
         pthread_mutex_destroy(&c->mu);
+        free(c->snap);
         free(c);
     }
 }
@@ -454,39 +461,49 @@ static void h_get(ctx *c, const uint8_t *m, size_t len, int close) {
     tconst__v1__get_session_request__free_unpacked(rq, NULL);
 }
 
-/* SnapshotSession: the history in chunks, all queued at once (the copy is
- * the session's own size, bounded by --max-session-tokens) */
+/* SnapshotSession: the history in chunks, SNAPSHOT_AHEAD of them queued
+ * ahead of the client (on_sent sends the next ones), so a long history is
+ * held once, as the copy, not again as queued messages */
 #define SNAPSHOT_CHUNK 65536
 #define SNAPSHOT_CHUNK_MAX 262144
+#define SNAPSHOT_AHEAD 4
+static void snapshot_pump(ctx *c) {
+    while (c->snap && tc_call_pending(c->call) < SNAPSHOT_AHEAD) {
+        Tconst__V1__SnapshotSessionResponse r = TCONST__V1__SNAPSHOT_SESSION_RESPONSE__INIT;
+        Tconst__V1__SessionInfo pi;
+        const int64_t k = c->snap_n - c->snap_off < c->snap_chunk ? c->snap_n - c->snap_off : c->snap_chunk;
+        if (c->snap_off == 0) { /* the first message, even for an empty session: it carries the info */
+            session_info_pb(&c->snap_info, &pi);
+            r.session = &pi;
+        }
+        r.offset = c->snap_off;
+        r.token_ids = c->snap + c->snap_off, r.n_token_ids = (size_t)k;
+        send_msg(c->call, &r.base);
+        c->snap_off += k;
+        if (c->snap_off >= c->snap_n) {
+            free(c->snap);
+            c->snap = NULL;
+            tc_call_finish(c->call, TC_GRPC_OK, "");
+        }
+    }
+}
+
 static void h_snapshot(ctx *c, const uint8_t *m, size_t len) {
     DECODE(Tconst__V1__SnapshotSessionRequest, tconst__v1__snapshot_session_request, rq, m, len);
     const int chunk = rq->chunk_tokens ? rq->chunk_tokens : SNAPSHOT_CHUNK;
-    tc_session_info si;
-    int32_t *t = NULL;
-    int64_t n = 0;
     char msg[300];
     int code;
     if (!rq->session_id[0]) finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
     else if (chunk < 1 || chunk > SNAPSHOT_CHUNK_MAX)
         finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "chunk_tokens: %d out of range [1, %d] (0: %d)", rq->chunk_tokens,
                 SNAPSHOT_CHUNK_MAX, SNAPSHOT_CHUNK);
-    else if ((code = tc_engine_session_snapshot(c->svc->e, rq->session_id, &si, &t, &n, msg, sizeof msg)))
+    else if ((code = tc_engine_session_snapshot(c->svc->e, rq->session_id, &c->snap_info, &c->snap, &c->snap_n, msg,
+                                                sizeof msg)))
         finishf(c->call, code, "%s", msg);
     else {
-        Tconst__V1__SessionInfo pi;
-        session_info_pb(&si, &pi);
-        int64_t off = 0;
-        do { /* one message even for an empty session: it carries the info */
-            Tconst__V1__SnapshotSessionResponse r = TCONST__V1__SNAPSHOT_SESSION_RESPONSE__INIT;
-            const int64_t k = n - off < chunk ? n - off : chunk;
-            r.session = off == 0 ? &pi : NULL;
-            r.offset = off;
-            r.token_ids = t + off, r.n_token_ids = (size_t)k;
-            send_msg(c->call, &r.base);
-            off += k;
-        } while (off < n);
-        tc_call_finish(c->call, TC_GRPC_OK, "");
-        free(t);
+        c->kind = K_SNAPSHOT;
+        c->snap_chunk = chunk;
+        snapshot_pump(c);
     }
     tconst__v1__snapshot_session_request__free_unpacked(rq, NULL);
 }
@@ -1068,6 +1085,10 @@ static void on_done(void *ud, tc_call *call, int cancelled) {
 static void on_sent(void *ud, tc_call *call) {
     tc_service *s = ud;
     ctx *c = tc_call_user(call);
+    if (c && c->kind == K_SNAPSHOT) {
+        snapshot_pump(c);
+        return;
+    }
     if (c) { /* a receive deferred for a client that did not read: resumed once it has read half */
         pthread_mutex_lock(&c->mu);
         const int go = c->recv_deferred && !c->rpc_done && tc_call_pending(call) <= TC_RECV_AHEAD / 2;
