@@ -16,7 +16,7 @@
 #define M "/tconst.v1.TConst/"
 
 typedef struct {
-    const char *server, *tokens, *text, *id;
+    const char *server, *tokens, *text, *id, *copy_from;
     int64_t n, top_k, seed;
     double temp, top_p, timeout;
     int ignore_eos, have_temp, have_top_k, have_top_p, have_seed;
@@ -37,7 +37,8 @@ static int rpc_fail(const tc_rpc_result *r) {
 static void usage(void) {
     printf("usage: tconst client <command> [--server ADDR] [options]   (default server 127.0.0.1:50051)\n"
            "  generate (--tokens \"ids\" | --text T) [-n N] [--session ID] [sampling]  stream a generation\n"
-           "  session open [--id ID] [--tokens|--text]     open a session (prints its id)\n"
+           "  session open [--id ID] [--copy-from ID] [--tokens|--text]   open a session (prints its id);\n"
+           "                             --copy-from: it starts with that session's history (a fork)\n"
            "  session append --id ID (--tokens|--text)     add context without generating\n"
            "  session generate --id ID [--tokens|--text] [-n N] [sampling]\n"
            "  session get --id ID | session close --id ID\n"
@@ -63,6 +64,7 @@ static int parse(int argc, char **argv, int start, opts *o) {
         else if (!strcmp(a, "--tokens")) o->tokens = v, i++;
         else if (!strcmp(a, "--text")) o->text = v, i++;
         else if (!strcmp(a, "--id") || !strcmp(a, "--session")) o->id = v, i++;
+        else if (!strcmp(a, "--copy-from")) o->copy_from = v, i++;
         else if (!strcmp(a, "-n")) st = tc_cli_int("-n", v, 0, INT32_MAX, &o->n), i++;
         else if (!strcmp(a, "--temperature")) st = tc_cli_float(a, v, 0, 1e6, &o->temp), o->have_temp = 1, i++;
         else if (!strcmp(a, "--top-k")) st = tc_cli_int(a, v, 0, INT32_MAX, &o->top_k), o->have_top_k = 1, i++;
@@ -74,7 +76,7 @@ static int parse(int argc, char **argv, int start, opts *o) {
         else { fprintf(stderr, "tconst client: error: unknown flag '%s'\n", a); return 2; }
         if (st != TC_OK) return tc_cli_fail("client", st) + 1;
         if ((!strcmp(a, "--server") || !strcmp(a, "--tokens") || !strcmp(a, "--text") || !strcmp(a, "--id") ||
-             !strcmp(a, "--session")) && !v) {
+             !strcmp(a, "--session") || !strcmp(a, "--copy-from")) && !v) {
             fprintf(stderr, "tconst client: error: %s needs a value\n", a);
             return 2;
         }
@@ -211,6 +213,7 @@ static int do_session(tc_rpc_client *cl, const char *sub, const opts *o) {
     if (!strcmp(sub, "open")) {
         Tconst__V1__OpenSessionRequest r = TCONST__V1__OPEN_SESSION_REQUEST__INIT;
         r.session_id = o->id ? (char *)o->id : "";
+        r.copy_from = o->copy_from ? (char *)o->copy_from : "";
         r.token_ids = o->ids;
         r.n_token_ids = (size_t)o->n_ids;
         r.text = o->text ? (char *)o->text : "";

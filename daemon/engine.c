@@ -194,6 +194,37 @@ static void sess_info(tc_engine *e, const dsess *s, tc_session_info *o) {
     o->busy = s->busy_job != 0;
 }
 
+/* A copy of idle session s's whole history (fed, restored from the
+ * journal and not yet fed, the pending sampled token) under mu; 0 or a
+ * gRPC code with msg. Idle: no thread touches its worker-side history
+ * (a job holds the session busy while it runs). */
+static int history_locked(tc_engine *e, dsess *s, int32_t **tokens, int64_t *n, char *msg, size_t msglen) {
+    *tokens = NULL;
+    *n = 0;
+    if (s->busy_job) {
+        snprintf(msg, msglen, "session '%s' is busy with another request", s->id);
+        return 9;
+    }
+    const int64_t fed = s->ws ? e->wc->history(e->wc, s->ws, NULL, 0) : 0;
+    const int64_t total = fed + s->n_restore + (s->pending >= 0);
+    int32_t *t = malloc((size_t)(total > 0 ? total : 1) * 4);
+    if (!t) {
+        snprintf(msg, msglen, "out of memory for a copy of %lld tokens", (long long)total);
+        return 8;
+    }
+    if (fed > 0) e->wc->history(e->wc, s->ws, t, fed);
+    if (s->n_restore) memcpy(t + fed, s->restore, (size_t)s->n_restore * 4);
+    if (s->pending >= 0) t[total - 1] = s->pending;
+    if (s->st.length + (s->pending >= 0) != total) { /* the two counts disagree: a bug, not something to send */
+        free(t);
+        snprintf(msg, msglen, "session '%s': history of %lld tokens, length %lld", s->id, (long long)total,
+                 (long long)(s->st.length + (s->pending >= 0)));
+        return 13;
+    }
+    *tokens = t, *n = total;
+    return 0;
+}
+
 static void gauges_locked(tc_engine *e) {
     int64_t bytes = 0;
     for (int i = 0; i < e->n_sess; i++) bytes += e->sess[i]->st.state_bytes;
@@ -1513,6 +1544,29 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
             code = refuse(msg, msglen, 8, "too many sessions (max_sessions %d)", e->lim.max_sessions);
             goto reject;
         }
+        if (sp->copy_from && *sp->copy_from) { /* a fork: its history first, then the request's tokens */
+            dsess *from = find_sess(e, sp->copy_from);
+            int32_t *h = NULL;
+            int64_t nh = 0;
+            char m[300];
+            int hc = from ? history_locked(e, from, &h, &nh, m, sizeof m) : 5;
+            int32_t *all = hc ? NULL : malloc((size_t)(nh + j->n_tokens > 0 ? nh + j->n_tokens : 1) * 4);
+            if (!hc && !all) hc = 8, snprintf(m, sizeof m, "out of memory for a copy of %lld tokens", (long long)nh);
+            if (hc) {
+                free(h);
+                pthread_mutex_unlock(&e->mu);
+                if (!from) code = refuse(msg, msglen, 5, "copy_from: no open session '%s'", sp->copy_from);
+                else code = refuse(msg, msglen, hc, "copy_from: %s", m);
+                goto reject;
+            }
+            if (nh) memcpy(all, h, (size_t)nh * 4);
+            if (j->n_tokens) memcpy(all + nh, j->tokens, (size_t)j->n_tokens * 4);
+            free(h);
+            free(j->tokens);
+            j->tokens = all;
+            j->n_tokens += nh;
+            j->prompt_tokens = j->n_tokens;
+        }
         s = sess_add_locked(e, sid);
         if (!s) {
             pthread_mutex_unlock(&e->mu);
@@ -1641,30 +1695,15 @@ int tc_engine_session_snapshot(tc_engine *e, const char *id, tc_session_info *in
     *n = 0;
     pthread_mutex_lock(&e->mu);
     dsess *s = find_sess(e, id);
-    int code = 0;
+    int code;
     if (!s) code = 5, snprintf(msg, msglen, "session_id: no open session '%s'", id);
-    else if (s->busy_job) /* its history changes under a running job, outside mu */
-        code = 9, snprintf(msg, msglen, "session_id: session '%s' is busy with another request", id);
     else {
-        /* idle: no thread touches its worker-side history (jobs hold the
-         * session busy), so it is read here under mu */
-        const int64_t fed = s->ws ? e->wc->history(e->wc, s->ws, NULL, 0) : 0;
-        const int64_t total = fed + s->n_restore + (s->pending >= 0);
-        int32_t *t = malloc((size_t)(total > 0 ? total : 1) * 4);
-        if (!t) code = 8, snprintf(msg, msglen, "out of memory for a %lld-token snapshot", (long long)total);
+        char m[300];
+        code = history_locked(e, s, tokens, n, m, sizeof m);
+        if (code) snprintf(msg, msglen, "session_id: %s", m);
         else {
-            if (fed > 0) e->wc->history(e->wc, s->ws, t, fed);
-            if (s->n_restore) memcpy(t + fed, s->restore, (size_t)s->n_restore * 4);
-            if (s->pending >= 0) t[total - 1] = s->pending;
             sess_info(e, s, info);
-            if (info->length != total) { /* the two counts disagree: a bug, not something to send */
-                free(t);
-                code = 13, snprintf(msg, msglen, "session '%s': history of %lld tokens, length %lld", id,
-                                    (long long)total, (long long)info->length);
-            } else {
-                s->last_used_ms = tc_wall_ms();
-                *tokens = t, *n = total;
-            }
+            s->last_used_ms = tc_wall_ms();
         }
     }
     pthread_mutex_unlock(&e->mu);

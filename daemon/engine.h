@@ -75,6 +75,7 @@ typedef struct {
 typedef struct {
     const char *session_id; /* NULL/"" with ephemeral: a fresh session */
     int create;             /* OpenSession: create it (error if it exists) */
+    const char *copy_from;  /* with create: the new session starts with this idle session's history */
     int ephemeral;          /* closed when this job ends */
     const int32_t *tokens;  /* appended first (copied) */
     int64_t n_tokens;

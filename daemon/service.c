@@ -400,6 +400,7 @@ static void h_open(ctx *c, const uint8_t *m, size_t len) {
     c->kind = K_OPEN;
     tc_job_spec sp = {0};
     sp.create = 1;
+    sp.copy_from = rq->copy_from;
     set_prompt(&sp, rq->session_id, rq->token_ids, rq->n_token_ids, rq->text);
     submit(c, &sp);
     tconst__v1__open_session_request__free_unpacked(rq, NULL);

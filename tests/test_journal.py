@@ -116,6 +116,10 @@ with Daemon() as d:
     snap = d.client("session", "snapshot", "--id", "s2").stdout.split()
     check(snap == ("1 2 3 " + " ".join(["4"] * 50)).split() + g,
           f"... and its snapshot then is the 53 tokens and the 8 generated: {len(snap)}")
+    d.client("session", "open", "--id", "s2copy", "--copy-from", "s2", "--tokens", "9 9")
+    check(d.client("session", "snapshot", "--id", "s2copy").stdout.split() == snap + ["9", "9"],
+          "session open --copy-from s2 --tokens '9 9': s2's history, then 9 9")
+    d.client("session", "close", "--id", "s2copy")
     r = d.client("session", "get", "--id", "gone", check_rc=False)
     check(r.returncode != 0 and "NOT_FOUND" in r.stderr, "a closed session is not restored")
     # a second daemon on the same --data-dir is refused (it would merge sessions under one id)

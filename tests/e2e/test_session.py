@@ -5,7 +5,7 @@ over the concatenation (generated ids included: they become part of the
 session); GetSession's length / windows / syncs are consistent; a session
 is usable again as soon as a call on it has returned; SnapshotSession
 gives the history in chunks and a session opened from it generates as
-the original (busy sessions refused); CloseSession, then the session is
+the original, as does one opened with copy_from (busy sessions refused); CloseSession, then the session is
 NOT_FOUND.
 """
 import random
@@ -119,6 +119,15 @@ def body(env, ck):
                      f"{arch}: SnapshotSession == the {len(history)}-token history, 100 a message, offsets in order",
                      f"{len(got)} ids, {len(snap)} messages")
             fork = s.OpenSession(pb.OpenSessionRequest(token_ids=got), timeout=60).session_id
+            # and a fork on the server: copy_from, then the request's own ids
+            fork2 = s.OpenSession(pb.OpenSessionRequest(copy_from=sid, token_ids=[7, 8]), timeout=60)
+            ck.equal(fork2.length, len(history) + 2, f"{arch}: OpenSession(copy_from) holds the history and its 2 ids")
+            want2 = env.generate(model, history + [7, 8], 20, ignore_eos=True, **SAMPLED)
+            got2 = [t for r in s.GenerateInSession(pb.GenerateInSessionRequest(
+                session_id=fork2.session_id, sampling=env.sampling(max_tokens=20, ignore_eos=True, **SAMPLED)),
+                timeout=60) for t in r.token_ids]
+            ck.equal(got2, want2, f"{arch}: the copy generates == tconst generate over history + [7, 8]")
+            s.CloseSession(pb.CloseSessionRequest(session_id=fork2.session_id), timeout=30)
             want = env.generate(model, history, 20, ignore_eos=True, **SAMPLED)
             outs = []
             for x in (sid, fork):
@@ -133,6 +142,8 @@ def body(env, ck):
             next(held)
             ck.rpc_error(lambda: list(s.SnapshotSession(pb.SnapshotSessionRequest(session_id=fork), timeout=30)),
                          grpc.StatusCode.FAILED_PRECONDITION, f"{arch}: SnapshotSession of a busy session", "busy")
+            ck.rpc_error(lambda: s.OpenSession(pb.OpenSessionRequest(copy_from=fork), timeout=30),
+                         grpc.StatusCode.FAILED_PRECONDITION, f"{arch}: OpenSession copying a busy session", "busy")
             ck.check(s.Abort(pb.AbortRequest(request_id=f"hold-{arch}"), timeout=30).found, f"{arch}: Abort ends it")
             held.cancel()
             ck.rpc_error(lambda: list(s.SnapshotSession(pb.SnapshotSessionRequest(session_id=sid, chunk_tokens=262145),
@@ -140,6 +151,8 @@ def body(env, ck):
                          grpc.StatusCode.INVALID_ARGUMENT, f"{arch}: chunk_tokens 262145", "chunk_tokens")
             ck.rpc_error(lambda: list(s.SnapshotSession(pb.SnapshotSessionRequest(session_id="nope"), timeout=30)),
                          grpc.StatusCode.NOT_FOUND, f"{arch}: SnapshotSession of no session", "session_id")
+            ck.rpc_error(lambda: s.OpenSession(pb.OpenSessionRequest(copy_from="nope"), timeout=30),
+                         grpc.StatusCode.NOT_FOUND, f"{arch}: OpenSession copying no session", "copy_from")
             s.CloseSession(pb.CloseSessionRequest(session_id=fork), timeout=30)
 
             closed = s.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=30)
