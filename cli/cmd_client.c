@@ -42,8 +42,8 @@ static void usage(void) {
            "  session append --id ID (--tokens|--text)     add context without generating\n"
            "  session generate --id ID [--tokens|--text] [-n N] [sampling]\n"
            "  session get --id ID | session close --id ID\n"
-           "  session snapshot --id ID   the session's token history, ids on one line (session open --tokens\n"
-           "                             \"$(...)\" rebuilds it)\n"
+           "  session snapshot --id ID   the session's token history, ids on one line (OpenSession with\n"
+           "                             them rebuilds it)\n"
            "  stream [-n N] [sampling]   interactive: each stdin line is appended (\"ids: 1 2 3\" for ids,\n"
            "                             else text) and N tokens are generated; one session per stream\n"
            "  info                       ModelInfo and ServerInfo\n"
@@ -129,7 +129,7 @@ static int on_gen(void *ud, const uint8_t *m, size_t len) {
 }
 
 typedef struct {
-    int64_t next; /* offset the next chunk must start at */
+    int64_t next, length; /* offset the next chunk must start at; the session's length (first message) */
     int bad;
 } snap_state;
 
@@ -142,6 +142,7 @@ static int on_snap(void *ud, const uint8_t *m, size_t len) {
         g->bad = 1;
         return 1;
     }
+    if (r->offset == 0) g->length = r->session ? r->session->length : -1;
     for (size_t i = 0; i < r->n_token_ids; i++) printf(g->next + (int64_t)i ? " %d" : "%d", r->token_ids[i]);
     g->next += (int64_t)r->n_token_ids;
     tconst__v1__snapshot_session_response__free_unpacked(r, NULL);
@@ -228,13 +229,18 @@ static int do_session(tc_rpc_client *cl, const char *sub, const opts *o) {
         r.session_id = (char *)o->id;
         size_t len;
         uint8_t *req = pack(&r.base, &len);
-        snap_state g = {0, 0};
+        snap_state g = {0, -1, 0};
         tc_rpc_result res;
         tc_rpc_client_stream(cl, M "SnapshotSession", req, len, on_snap, &g, o->timeout, &res);
         free(req);
         printf("\n");
         if (res.code) return rpc_fail(&res);
         if (g.bad) return 1;
+        if (g.next != g.length) {
+            fprintf(stderr, "tconst client: snapshot of %lld tokens, the session holds %lld\n", (long long)g.next,
+                    (long long)g.length);
+            return 1;
+        }
         return 0;
     } else {
         if (!o->id) { fprintf(stderr, "tconst client: error: --id is required\n"); return 2; }

@@ -196,9 +196,11 @@ static void sess_info(tc_engine *e, const dsess *s, tc_session_info *o) {
 
 /* A copy of idle session s's whole history (fed, restored from the
  * journal and not yet fed, the pending sampled token) under mu; 0 or a
- * gRPC code with msg. Idle: no thread touches its worker-side history
+ * gRPC code with msg; extra more ids of room after them. Idle: no thread
+ * touches its worker-side history
  * (a job holds the session busy while it runs). */
-static int history_locked(tc_engine *e, dsess *s, int32_t **tokens, int64_t *n, char *msg, size_t msglen) {
+static int history_locked(tc_engine *e, dsess *s, int64_t extra, int32_t **tokens, int64_t *n, char *msg,
+                          size_t msglen) {
     *tokens = NULL;
     *n = 0;
     if (s->busy_job) {
@@ -207,7 +209,7 @@ static int history_locked(tc_engine *e, dsess *s, int32_t **tokens, int64_t *n, 
     }
     const int64_t fed = s->ws ? e->wc->history(e->wc, s->ws, NULL, 0) : 0;
     const int64_t total = fed + s->n_restore + (s->pending >= 0);
-    int32_t *t = malloc((size_t)(total > 0 ? total : 1) * 4);
+    int32_t *t = malloc((size_t)(total + extra > 0 ? total + extra : 1) * 4); /* extra: room the caller fills */
     if (!t) {
         snprintf(msg, msglen, "out of memory for a copy of %lld tokens", (long long)total);
         return 8;
@@ -658,8 +660,11 @@ static void start_job(tc_engine *e, job *j) {
     /* --max-session-tokens: the prompt must fit, with room for a first
      * generated token when it generates (a resumed generation is cut by
      * its length check instead) */
-    const int64_t have = s->st.length + n, lim = e->lim.max_session_tokens;
-    if (!j->resume && (j->n_tokens > 0 || j->generate) && have + (j->generate != 0) > lim) {
+    /* the session's length (a journal-restored history is in st.length
+     * already, and in n as not yet fed) and the prompt */
+    const int64_t have = s->st.length + (s->pending >= 0) + j->n_tokens, lim = e->lim.max_session_tokens;
+    const int wants = j->generate && j->max_tokens > 0; /* max_tokens 0 ends LENGTH, no room needed */
+    if (!j->resume && (j->n_tokens > 0 || wants) && have + wants > lim) {
         char msg[320];
         if (j->n_tokens > 0 && have > lim)
             snprintf(msg, sizeof msg, "prompt: %lld tokens would make session %s hold %lld, over --max-session-tokens %lld",
@@ -1546,22 +1551,18 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
         }
         if (sp->copy_from && *sp->copy_from) { /* a fork: its history first, then the request's tokens */
             dsess *from = find_sess(e, sp->copy_from);
-            int32_t *h = NULL;
+            int32_t *all = NULL;
             int64_t nh = 0;
             char m[300];
-            int hc = from ? history_locked(e, from, &h, &nh, m, sizeof m) : 5;
-            int32_t *all = hc ? NULL : malloc((size_t)(nh + j->n_tokens > 0 ? nh + j->n_tokens : 1) * 4);
-            if (!hc && !all) hc = 8, snprintf(m, sizeof m, "out of memory for a copy of %lld tokens", (long long)nh);
+            const int hc = from ? history_locked(e, from, j->n_tokens, &all, &nh, m, sizeof m) : 5;
             if (hc) {
-                free(h);
                 pthread_mutex_unlock(&e->mu);
                 if (!from) code = refuse(msg, msglen, 5, "copy_from: no open session '%s'", sp->copy_from);
                 else code = refuse(msg, msglen, hc, "copy_from: %s", m);
                 goto reject;
             }
-            if (nh) memcpy(all, h, (size_t)nh * 4);
+            from->last_used_ms = tc_wall_ms(); /* a source of forks is in use: not idle */
             if (j->n_tokens) memcpy(all + nh, j->tokens, (size_t)j->n_tokens * 4);
-            free(h);
             free(j->tokens);
             j->tokens = all;
             j->n_tokens += nh;
@@ -1699,7 +1700,7 @@ int tc_engine_session_snapshot(tc_engine *e, const char *id, tc_session_info *in
     if (!s) code = 5, snprintf(msg, msglen, "session_id: no open session '%s'", id);
     else {
         char m[300];
-        code = history_locked(e, s, tokens, n, m, sizeof m);
+        code = history_locked(e, s, 0, tokens, n, m, sizeof m);
         if (code) snprintf(msg, msglen, "session_id: %s", m);
         else {
             sess_info(e, s, info);

@@ -73,15 +73,16 @@ static void ctx_unref(ctx *c) {
     }
 }
 
-/* pack any protobuf-c message and queue it */
-static void send_msg(tc_call *call, const ProtobufCMessage *m) {
+/* pack any protobuf-c message and queue it; 0 when it could not be */
+static int send_msg(tc_call *call, const ProtobufCMessage *m) {
     size_t n = protobuf_c_message_get_packed_size(m);
     uint8_t stackbuf[1024];
     uint8_t *buf = n <= sizeof stackbuf ? stackbuf : malloc(n);
-    if (!buf) return;
+    if (!buf) return 0;
     protobuf_c_message_pack(m, buf);
-    tc_call_send(call, buf, n);
+    const int ok = tc_call_send(call, buf, n) == TC_OK;
     if (buf != stackbuf) free(buf);
+    return ok;
 }
 
 static void reply(tc_call *call, const ProtobufCMessage *m) {
@@ -479,12 +480,13 @@ static void snapshot_pump(ctx *c) {
         }
         r.offset = c->snap_off;
         r.token_ids = c->snap + c->snap_off, r.n_token_ids = (size_t)k;
-        send_msg(c->call, &r.base);
+        const int sent = send_msg(c->call, &r.base);
         c->snap_off += k;
-        if (c->snap_off >= c->snap_n) {
+        if (!sent || c->snap_off >= c->snap_n) { /* a chunk not sent ends it: never a history with a hole */
             free(c->snap);
             c->snap = NULL;
-            tc_call_finish(c->call, TC_GRPC_OK, "");
+            if (sent) tc_call_finish(c->call, TC_GRPC_OK, "");
+            else tc_call_finish(c->call, TC_GRPC_INTERNAL, "a snapshot chunk could not be sent (out of memory?)");
         }
     }
 }

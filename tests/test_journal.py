@@ -183,6 +183,17 @@ with sqlite3.connect(os.path.join(data, "journal.db")) as db:
                    " + (SELECT count(*) FROM gens WHERE session = 'busy')").fetchone()[0]
 check(n == 0, f"the journal holds no rows of the closed session ({n})")
 
+# 3d. --max-session-tokens after a restart: a restored session's length
+# counts once (its history was counted twice and every request refused)
+with Daemon("--max-session-tokens", "60") as d:
+    d.client("session", "open", "--id", "lim", "--tokens", " ".join(["5"] * 50))
+with Daemon("--max-session-tokens", "60") as d:
+    r = d.client("session", "append", "--id", "lim", "--tokens", " ".join(["6"] * 5), check_rc=False)
+    check(r.returncode == 0 and "length 55," in r.stdout,
+          f"restored 50-token session + 5 under --max-session-tokens 60: {r.stdout.strip()} {r.stderr.strip()}")
+    g = d.client("session", "generate", "--id", "lim", "-n", "20", "--ignore-eos").stdout.split()
+    check(len(g) == 5, f"... and a generation of 20 ends at the limit after 5: {len(g)}")
+
 # 4. a corrupt journal is a clear error, not a crash
 with open(os.path.join(data, "journal.db"), "r+b") as f:
     f.seek(0)

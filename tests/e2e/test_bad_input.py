@@ -373,6 +373,10 @@ def body(env, ck):
                      "an Append to the full session", "max-session-tokens")
         ck.rpc_error(lambda: list(s.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid, sampling=env.sampling(
             max_tokens=1)), timeout=30)), IA, "a generation in the full session", "no room")
+        z = list(s.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid, sampling=env.sampling(
+            max_tokens=0)), timeout=30))
+        ck.check(z and not any(m.token_ids for m in z) and z[-1].finish_reason == pb.FINISH_REASON_LENGTH,
+                 "max_tokens 0 in the full session: no ids, LENGTH (it needs no room)")
         ck.equal(s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30).length, 40,
                  "the refusals left the session as it was")
 
