@@ -148,6 +148,21 @@ static void test_close(void) {
     tx->free(tx), rx->free(rx);
 }
 
+typedef struct {
+    tc_transport *tx;
+    uint64_t sid;
+    const void *p;
+    size_t n;
+    double timeout_s;
+    tc_status st;
+} send_arg;
+
+static void *send_thread(void *arg) {
+    send_arg *a = arg;
+    a->st = a->tx->send(a->tx, a->sid, 1, a->p, a->n, a->timeout_s);
+    return NULL;
+}
+
 /* the mailbox's bounds: frames nobody takes are refused past max_buffered
  * bytes or TC_MAILBOX_MAX_COUNT (4096) frames, with TC_ERR_EXHAUSTED at
  * the sender; taking one makes room; a resend of the same (sid, seq) and a
@@ -159,11 +174,25 @@ static void test_mailbox_bounds(void) {
     EXPECT(tc_transport_host_open(&rx, "127.0.0.1:0", 1 << 16, 4 << 16) == TC_OK, "open bounded rx");
     EXPECT(tc_transport_host_open(&tx, "", 1 << 16, 0) == TC_OK && tx->connect(tx, rx->address(rx)) == TC_OK, "open tx");
     for (uint64_t sid = 100; sid < 104; sid++) EXPECT(tx->send(tx, sid, 1, p, n, 10) == TC_OK, "send %llu: %s", (unsigned long long)sid, tc_error_get());
-    EXPECT(tx->send(tx, 104, 1, p, n, 10) == TC_ERR_EXHAUSTED && strstr(tc_error_get(), "mailbox"),
-           "a frame past the mailbox's bound: %s", tc_error_get());
+    EXPECT(tx->send(tx, 104, 1, p, n, 0.3) == TC_ERR_EXHAUSTED && strstr(tc_error_get(), "mailbox") &&
+               strstr(tc_error_get(), "stayed full"),
+           "a frame past the mailbox's bound, nobody taking: %s", tc_error_get());
+    EXPECT(tx->full_waits == 1, "full_waits %llu after one refused send", (unsigned long long)tx->full_waits);
     EXPECT(tx->send(tx, 101, 1, p, n, 10) == TC_OK, "a resend of the same frame: %s", tc_error_get());
+    /* a send into the full mailbox waits for room: the take below comes
+     * only once the sender has been refused, and the send then lands */
+    send_arg sa = {tx, 104, p, n, 60.0, TC_ERR_INTERNAL};
+    pthread_t th;
+    EXPECT(pthread_create(&th, NULL, send_thread, &sa) == 0, "send thread");
+    const double until = now_s() + 30.0;
+    while (__atomic_load_n(&tx->full_waits, __ATOMIC_RELAXED) < 2 && now_s() < until) {
+        const struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    EXPECT(__atomic_load_n(&tx->full_waits, __ATOMIC_RELAXED) == 2, "the send was never refused");
     EXPECT(check(rx, 100, 1, p, n), "take one");
-    EXPECT(tx->send(tx, 104, 1, p, n, 10) == TC_OK, "room after a take: %s", tc_error_get());
+    pthread_join(th, NULL);
+    EXPECT(sa.st == TC_OK, "a send waiting for room: %s", sa.st == TC_OK ? "" : "failed");
     for (uint64_t sid = 101; sid < 105; sid++) EXPECT(check(rx, sid, 1, p, n), "message %llu", (unsigned long long)sid);
 
     /* a frame cut short gives its room back (polled: its reader sees the
@@ -191,7 +220,7 @@ static void test_mailbox_bounds(void) {
     int ok = 0;
     for (uint64_t sid = 1; sid <= 4096; sid++) ok += tx->send(tx, sid, 1, "", 0, 10) == TC_OK;
     EXPECT(ok == 4096, "%d of 4096 empty frames", ok);
-    EXPECT(tx->send(tx, 5000, 1, "", 0, 10) == TC_ERR_EXHAUSTED, "frame 4097 accepted: %s", tc_error_get());
+    EXPECT(tx->send(tx, 5000, 1, "", 0, 0.3) == TC_ERR_EXHAUSTED, "frame 4097 accepted: %s", tc_error_get());
     rx->drop(rx, 7);
     EXPECT(tx->send(tx, 5000, 1, "", 0, 10) == TC_OK, "room after a drop: %s", tc_error_get());
     tx->free(tx), rx->free(rx);

@@ -44,6 +44,9 @@ struct tc_transport {
     /* counters */
     uint64_t bytes_sent, bytes_received, messages_sent;
     double send_s;
+    /* sends that found the receiver's mailbox full and waited for room
+     * (host transport; atomic: a reader may poll it while a send runs) */
+    uint64_t full_waits;
 };
 
 /* Host transport listening on listen_addr ("host:port"; port 0 picks

@@ -175,7 +175,7 @@ static void *reader_main(void *arg) {
          * worker without bound */
         const tc_status rs = tc_mailbox_reserve(H->mb, h.sid, h.seq, (size_t)h.len);
         if (rs == TC_ERR_EXHAUSTED) {
-            TC_LOG(TC_LOG_ERROR, "transport", "%s; refused", tc_error_get());
+            TC_LOG(TC_LOG_WARN, "transport", "%s; refused (the sender waits for room)", tc_error_get());
             refuse(&ra, ACK_FULL, fdl);
             return NULL;
         }
@@ -391,6 +391,7 @@ static tc_status h_send(tc_transport *t, uint64_t sid, uint64_t seq, const void 
         goto out;
     }
     frame_hdr h = {FRAME_MAGIC, 1, sid, seq, len};
+    int full_waits = 0;  /* refusals for a full mailbox, each waited out while the deadline allows */
     for (int attempt = 0; attempt < 2; attempt++) { /* the peer may have restarted: redial once */
         if (H->sfd < 0) {
             char why[400];
@@ -424,9 +425,25 @@ static tc_status h_send(tc_transport *t, uint64_t sid, uint64_t seq, const void 
             break;
         }
         if (ack == ACK_FULL) {
+            /* the receiver imports as its steps go: wait for room (backing
+             * off 2 ms .. 100 ms) while the deadline allows, then give up */
+            const double left = deadline > 0 ? deadline - tc_now_s() : 0;
+            double wait_s = 0.002 * (double)(1 << (full_waits < 6 ? full_waits : 6));
+            if (wait_s > 0.1) wait_s = 0.1;
+            if (left > wait_s) {
+                if (full_waits++ == 0) __atomic_fetch_add(&t->full_waits, 1, __ATOMIC_RELAXED);
+                struct pollfd pf = {H->swake[0], POLLIN, 0};
+                if (poll(&pf, 1, (int)(wait_s * 1000)) > 0) {
+                    st = TC_FAIL(TC_ERR_IO, "data plane: send to %s: the transport is closing", peer_now);
+                    break;
+                }
+                attempt = -1; /* a fresh pair of tries: the refusal was no dead connection */
+                continue;
+            }
             st = TC_FAIL(TC_ERR_EXHAUSTED,
-                         "data plane: %s refused a state of %zu bytes: its mailbox of states not yet imported is full",
-                         peer_now, len);
+                         "data plane: %s refused a state of %zu bytes: its mailbox of states not yet imported stayed "
+                         "full for %.1f s (%d refusals)",
+                         peer_now, len, tc_now_s() - t0, full_waits + 1);
             break;
         }
         if (why == ECANCELED) {
