@@ -233,6 +233,7 @@ static void gauges_locked(tc_engine *e) {
     tc_metric_set(TC_G_sessions_active, e->n_sess);
     tc_metric_set(TC_G_requests_running, e->n_running + e->n_starting); /* prefilling or generating */
     tc_metric_set(TC_G_requests_paused, e->n_slotless);
+    tc_metric_set(TC_G_requests_resuming, e->n_wanting);
     tc_metric_set(TC_G_requests_queued, e->n_queued);
     tc_metric_set(TC_G_state_bytes, (double)bytes);
 }
@@ -990,6 +991,7 @@ static int keeps_slot_locked(tc_engine *e, job *j) {
         if (j->wants_slot) { /* the slot it waited for may go to a start */
             j->wants_slot = 0;
             e->n_wanting--;
+            gauges_locked(e);
             pthread_cond_broadcast(&e->cv);
         }
         if (j->behind_since == 0) j->behind_since = now;
@@ -1004,7 +1006,7 @@ static int keeps_slot_locked(tc_engine *e, job *j) {
     j->behind_since = 0;
     if (!j->slotless) return 1;
     if (slots_used_locked(e) >= e->lim.max_batch) {
-        if (!j->wants_slot) j->wants_slot = 1, e->n_wanting++;
+        if (!j->wants_slot) j->wants_slot = 1, e->n_wanting++, gauges_locked(e);
         return 0;
     }
     if (j->wants_slot) j->wants_slot = 0, e->n_wanting--;

@@ -45,6 +45,7 @@
     X(sessions_active, "Sessions currently open")                                             \
     X(requests_running, "Requests in their prefill or generating")                             \
     X(requests_paused, "Generations paused over a second by a client not reading: no batch slot held") \
+    X(requests_resuming, "Paused generations whose client reads again, waiting for a batch slot before new requests") \
     X(requests_queued, "Requests admitted and waiting to run")                                \
     X(state_bytes, "Bytes of session state held (K/V windows and synced state)")              \
     X(sync_queue_depth, "Syncs waiting for a context worker")                                 \

@@ -13,10 +13,17 @@ steps eventually adds no token for the stalled stream (tconst_generated_tokens_t
 client's tokens); the stalled request stays running; the daemon's RSS stays
 small; reading on resumes the stream with the right ids.
 """
+import threading
+
+import grpc
 from harness import Daemon, run, wait_for
 
 ROUND = 300
 PROMPT = [11, 22, 33, 44]
+# ids past what the daemon can have generated ahead of a reader: 16 queued
+# messages (--stream-queue 16) of at most 8 ids (--multi-step 8) and a 4 KB
+# transport window, with room to spare
+RESUME_MARGIN = 4000
 
 
 def rss_kb(pid):
@@ -78,6 +85,79 @@ def body(env, ck):
         call.cancel()
         ck.check(wait_for(lambda: d.metric("tconst_requests_running") == 0, 30, "requests_running 0"),
                  "cancelled: requests_running back to 0")
+
+    # A paused generation whose client reads again goes before new
+    # requests: with one slot (--max-batch 1), A pauses and gives it up, B
+    # takes it, C queues behind B. A's client reads again while B holds
+    # the slot (tconst_requests_resuming 1); B ends; A takes the slot, not
+    # C. Checked by counting, not timing: A's server cannot run more than
+    # its unread queue ahead of its reader, so while A's reader is still
+    # RESUME_MARGIN ids from A's end, A has not ended and C (which needs
+    # the only slot) cannot have started.
+    n_a = 20000
+    with Daemon(env, "--max-batch", "1", "--stream-queue", "16", model=model) as d:
+        pch = d.channel(**{"grpc.http2.bdp_probe": 0, "grpc.http2.lookahead_bytes": 4096})
+        stub = d.stub(d.channel())
+        a = d.stub(pch).Generate(pb.GenerateRequest(token_ids=PROMPT, request_id="resume-a-" + "x" * 40,
+                                                    sampling=env.sampling(max_tokens=n_a, ignore_eos=True)),
+                                 timeout=300)
+        a_ids = list(next(a).token_ids)
+        ck.check(wait_for(lambda: d.metric("tconst_requests_paused") == 1, 60, "A paused"),
+                 "A, not read, pauses and gives up the only slot")
+        b = stub.Generate(pb.GenerateRequest(token_ids=[5, 6, 7], request_id="resume-b",
+                                             sampling=env.sampling(max_tokens=1000000, ignore_eos=True)), timeout=300)
+        ck.check(len(next(b).token_ids) > 0, "B takes the slot and runs")
+        b_end = []
+        tb = threading.Thread(target=lambda: b_end.append(drain(b)))
+        tb.start()
+        c_msgs = []
+        c = stub.Generate(pb.GenerateRequest(token_ids=[9, 8, 7], request_id="resume-c",
+                                             sampling=env.sampling(max_tokens=5, ignore_eos=True)), timeout=300)
+
+        def read_c():
+            try:
+                for r in c:
+                    c_msgs.append(list(r.token_ids))
+            except grpc.RpcError as e:
+                c_msgs.append(e.code().name)
+        tc = threading.Thread(target=read_c)
+        tc.start()
+        ck.check(wait_for(lambda: d.metric("tconst_requests_queued") == 1, 60, "C queued"),
+                 "C waits for the slot B holds (tconst_requests_queued 1)")
+        seen = {}
+
+        def read_a():  # A's client reads again, to the end
+            try:
+                for r in a:
+                    a_ids.extend(r.token_ids)
+                    if "c" not in seen and len(a_ids) >= n_a - RESUME_MARGIN:
+                        seen["c"] = list(c_msgs)
+                        seen["queued"] = d.metric("tconst_requests_queued")
+            except grpc.RpcError as e:
+                seen["error"] = e.code().name
+        ta = threading.Thread(target=read_a)
+        ta.start()
+        ck.check(wait_for(lambda: d.metric("tconst_requests_resuming") == 1, 60, "A resuming"),
+                 "A's client reads again while B holds the slot: A waits for it (tconst_requests_resuming 1)")
+        ck.check(stub.Abort(pb.AbortRequest(request_id="resume-b"), timeout=30).found, "Abort B")
+        ta.join(240)
+        tb.join(60)
+        tc.join(120)
+        ck.equal(a_ids, env.generate(model, PROMPT, n_a, ignore_eos=True), f"A resumes and ends: {n_a} ids == tconst generate")
+        ck.equal((seen.get("c"), seen.get("queued"), seen.get("error")), ([], 1.0, None),
+                 f"B's slot went to A, the resuming generation: {RESUME_MARGIN} ids before A's end, C has not started")
+        want_c = env.generate(model, [9, 8, 7], 5, ignore_eos=True)
+        ck.equal([t for m in c_msgs if isinstance(m, list) for t in m], want_c, "C runs after A: == tconst generate")
+        ck.equal(d.metric("tconst_requests_resuming"), 0.0, "tconst_requests_resuming back to 0")
+
+
+def drain(call):
+    try:
+        for _ in call:
+            pass
+        return "OK"
+    except grpc.RpcError as e:
+        return e.code().name
 
 
 if __name__ == "__main__":
