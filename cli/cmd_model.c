@@ -258,7 +258,8 @@ int tc_cli_info(int argc, char **argv) {
     if (c->arch != TC_ARCH_TRANSFORMER)
         printf("block_inner_depth: %d\nhistory_window: %d\ngenerate_window: %d\n", c->inner_depth,
                c->history_window, c->generate_window);
-    printf("ffn_hidden: %d\n", c->ffn_hidden);
+    printf("ffn_hidden: %d\nbos_token_id: %d\neos_token_id: %d%s\n", c->ffn_hidden, c->bos_token_id, c->eos_token_id,
+           c->eos_token_id < 0 ? " (none: generations end only at max_tokens or a stop)" : "");
 done:
     tc_model_free(m);
     return rc;

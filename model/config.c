@@ -134,8 +134,17 @@ tc_status tc_config_from_json(tc_model_config *c, const char *text, const char *
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
     if (tie && !cJSON_IsBool(tie)) { st = TC_FAIL(TC_ERR_INVALID, "%s: key 'tie_word_embeddings' must be true or false", label); goto fail; }
     c->tie_word_embeddings = tie ? cJSON_IsTrue(tie) : 1;
-    TC_CHECK_GOTO(get_int(root, "bos_token_id", &c->bos_token_id, 0, -1, label));
-    TC_CHECK_GOTO(get_int(root, "eos_token_id", &c->eos_token_id, 0, -1, label));
+    /* DESIGN §3 gives these no default: a config without them would run
+     * generations that never stop at EOS. -1 or null: the model has none */
+    static const char *const special[2] = {"bos_token_id", "eos_token_id"};
+    for (int k = 0; k < 2; k++) {
+        const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, special[k]);
+        if (!j) {
+            st = TC_FAIL(TC_ERR_INVALID, "%s: missing key '%s' (-1 or null: the model has none)", label, special[k]);
+            goto fail;
+        }
+        TC_CHECK_GOTO(get_int(root, special[k], k ? &c->eos_token_id : &c->bos_token_id, 0, -1, label));
+    }
     c->head_dim = c->n_head > 0 ? c->n_embd / c->n_head : 0;
     st = tc_config_validate(c);
     if (st != TC_OK) {

@@ -58,6 +58,9 @@ add("inconsistent n_head", "n_head", lambda d: edit_config(d, lambda c: c.update
 add("window out of range", "history_window", lambda d: edit_config(d, lambda c: c.update(history_window=0)))
 add("unknown architecture", "unknown architecture", lambda d: edit_config(d, lambda c: c.update(architecture="mamba")))
 add("missing block_inner_depth", "'block_inner_depth'", lambda d: edit_config(d, lambda c: c.pop("block_inner_depth")))
+add("missing eos_token_id", "missing key 'eos_token_id'", lambda d: edit_config(d, lambda c: c.pop("eos_token_id")))
+add("missing bos_token_id", "missing key 'bos_token_id'", lambda d: edit_config(d, lambda c: c.pop("bos_token_id")))
+add("eos_token_id not an integer", "'eos_token_id' must be an integer", lambda d: edit_config(d, lambda c: c.update(eos_token_id="2")))
 add("vocab mismatch", "vocab mismatch", lambda d: edit_config(d, lambda c: c.update(vocab_size=60)))
 def drop(h, data): h.pop(L0 + "qkv_proj.bias")
 add("missing tensor", "missing tensor '" + L0 + "qkv_proj.bias'", lambda d: edit_st(d, drop))
@@ -157,6 +160,13 @@ edit_st(ctl, head_equal)
 r = subprocess.run([TCONST, "info", "--model", ctl], capture_output=True, text=True, timeout=60)
 ctl_ok = r.returncode == 0
 print(("ok   " if ctl_ok else "FAIL ") + f"{'tied lm_head equal (loads)':32s} rc={r.returncode} {r.stderr.strip()[:200]}")
+# a model without an EOS says so explicitly: null (Hugging Face style) loads as none
+ctl2 = case("eos_null")
+edit_config(ctl2, lambda c: c.update(eos_token_id=None))
+r = subprocess.run([TCONST, "info", "--model", ctl2], capture_output=True, text=True, timeout=60)
+null_ok = r.returncode == 0 and "eos_token_id: -1 (none" in r.stdout
+print(("ok   " if null_ok else "FAIL ") + f"{'eos_token_id null (loads, none)':32s} rc={r.returncode} {r.stderr.strip()[:200]}")
+ctl_ok = ctl_ok and null_ok
 
 # the built-in model under TMPDIR: made once, then used only while this
 # user owns it and nobody else can write to it (a shared /tmp lets another
