@@ -59,7 +59,7 @@ static const tc_knob KNOBS[] = {
     K("worker-mode", TC_KNOB_STR, "split", 0, 0, "without --workers: split (spawn a context and a generation worker), both (one worker, both roles) or inprocess (no worker processes)", worker_mode),
     K("workers", TC_KNOB_STR, "", 0, 0, "tconst-worker control addresses to attach to (host:port,...; context and generation workers pair up in order); empty: spawn workers", workers),
     K("worker-binary", TC_KNOB_STR, "", 0, 0, "tconst-worker to spawn (empty: next to tconstd)", worker_binary),
-    K("device", TC_KNOB_STR, "cpu", 0, 0, "device of spawned workers: cpu or cuda:N", device),
+    K("device", TC_KNOB_STR, "auto", 0, 0, "device of spawned workers: auto (the GPUs the worker binary sees: none, cpu; one, cuda:0 for both workers; two or more with --worker-mode split, generation on cuda:0 and context on cuda:1), cpu or cuda:N", device),
     K("context-device", TC_KNOB_STR, "", 0, 0, "device of the spawned context worker with --worker-mode split (empty: --device), e.g. cuda:1 beside a generation worker on cuda:0", context_device),
     K("context-nice", TC_KNOB_INT, "0", 0, 19, "niceness of spawned context workers: where both workers share CPU cores, syncs yield to generation (longer boundary stalls, steadier token rate)", context_nice),
     K("worker-timeout", TC_KNOB_DOUBLE, "10", 0.5, 3600, "seconds a worker may leave pings unanswered before it is killed and restarted (spawned) or marked down (attached)", worker_timeout),
@@ -188,15 +188,18 @@ static void find_worker_binary(char out[4200], size_t n) {
     snprintf(out, n, "%s/tconst-worker", self);
 }
 
-/* --device names the spawned workers' device: "cpu" or "cuda:N". It
- * cannot apply to the in-process worker (CPU only) or to attached workers
- * (each picks its own --device): refuse instead of running on the CPU. */
+/* --device names the spawned workers' device: "auto", "cpu" or "cuda:N".
+ * A cuda:N cannot apply to the in-process worker (CPU only) or to attached
+ * workers (each picks its own --device): refuse instead of running on the
+ * CPU. auto means the CPU there. */
 static int check_one_device(const dcfg *c, const char *flag, const char *d) {
+    if (!strcmp(d, "auto") && !strcmp(flag, "--device")) return 0;
     if (strncmp(d, "cuda:", 5) == 0) {
         char *end;
         long n = strtol(d + 5, &end, 10);
         if (d[5] < '0' || d[5] > '9' || *end || n > 255) { /* digits only: not "cuda: 1", "cuda:+1" */
-            fprintf(stderr, "tconstd: error: %s '%s': expected cpu or cuda:N\n", flag, d);
+            fprintf(stderr, "tconstd: error: %s '%s': expected %scpu or cuda:N\n", flag, d,
+                    strcmp(flag, "--device") ? "" : "auto, ");
             return -1;
         }
         if (c->workers[0]) {
@@ -210,7 +213,8 @@ static int check_one_device(const dcfg *c, const char *flag, const char *d) {
             return -1;
         }
     } else if (strcmp(d, "cpu") != 0) {
-        fprintf(stderr, "tconstd: error: %s '%s': expected cpu or cuda:N\n", flag, d);
+        fprintf(stderr, "tconstd: error: %s '%s': expected %scpu or cuda:N\n", flag, d,
+                strcmp(flag, "--device") ? "" : "auto, ");
         return -1;
     }
     return 0;
@@ -231,6 +235,40 @@ static int check_device(const dcfg *c) {
         return -1;
     }
     return check_one_device(c, "--context-device", c->context_device);
+}
+
+/* --device auto (DESIGN §4: spawned workers on the best available
+ * devices, the CPU when there is no GPU): asks the worker binary how many
+ * GPUs it can use (tconst-worker --count-devices: 0 from a build without
+ * the CUDA backend, or without a driver or GPU). None: cpu. One: cuda:0
+ * for every worker. Two or more with --worker-mode split: the generation
+ * worker on cuda:0, the context worker on cuda:1 (its syncs beside the
+ * hit steps, not on the same GPU), unless --context-device names one. A
+ * probe that fails falls back to the CPU with a warning. */
+static void resolve_device(const dcfg *c, const char *bin, char *dev, size_t dn, char *ctx, size_t cn) {
+    snprintf(dev, dn, "%s", c->device);
+    snprintf(ctx, cn, "%s", c->context_device);
+    if (strcmp(c->device, "auto") != 0) return;
+    snprintf(dev, dn, "cpu");
+    char path[4200];
+    snprintf(path, sizeof path, "%s", bin);
+    char *argv[] = {path, "--count-devices", NULL};
+    char line[128];
+    pid_t pid = -1;
+    int n = -1;
+    tc_status st = tc_spawn(argv, 60.0, NULL, &pid, line, sizeof line);
+    if (pid > 0) tc_child_stop(pid, 5.0);
+    if (st != TC_OK || sscanf(line, "cuda-devices %d", &n) != 1 || n < 0) {
+        TC_LOG(TC_LOG_WARN, "main", "--device auto: cannot count GPUs with %s (%s): the workers run on the CPU", bin,
+               st != TC_OK ? (tc_error_get() ? tc_error_get() : "failed") : "unexpected answer");
+        return;
+    }
+    const int split = !strcmp(c->worker_mode, "split");
+    if (n > 0) snprintf(dev, dn, "cuda:0");
+    if (n > 1 && split && !ctx[0]) snprintf(ctx, cn, "cuda:1");
+    TC_LOG(TC_LOG_INFO, "main", "--device auto: %d GPU(s): %s worker%s on %s%s%s", n,
+           split ? "generation" : "both roles'", split ? "" : "s", dev, split ? ", context worker on " : "",
+           split ? (ctx[0] ? ctx : dev) : "");
 }
 
 int main(int argc, char **argv) {
@@ -342,7 +380,9 @@ int main(int argc, char **argv) {
         char bin[4200];
         if (cfg.worker_binary[0]) snprintf(bin, sizeof bin, "%s", cfg.worker_binary);
         else find_worker_binary(bin, sizeof bin);
-        tc_remote_opts ro = {cfg.workers, cfg.worker_mode, bin, dir, cfg.device, cfg.context_device, cfg.log_level, cfg.log_format,
+        static char dev[64] = "cpu", ctxdev[64]; /* the workers' options point here for good (respawns) */
+        if (!cfg.workers[0]) resolve_device(&cfg, bin, dev, sizeof dev, ctxdev, sizeof ctxdev);
+        tc_remote_opts ro = {cfg.workers, cfg.worker_mode, bin, dir, dev, ctxdev, cfg.log_level, cfg.log_format,
                              (int)cfg.threads, cfg.worker_timeout, cfg.worker_start_timeout, 3600,
                              (int)cfg.context_nice, (int)cfg.max_sessions};
         TC_LOG(TC_LOG_INFO, "main", "model %s on %s", dir, cfg.workers[0] ? cfg.workers : "spawned workers");

@@ -19,9 +19,9 @@ refuse() { # refuse PATTERN ARGS...
     grep -q -- "$pat" "$tmp/err" || fail "tconstd $*: stderr lacks '$pat': $(tail -3 "$tmp/err")"
     echo "ok   refused: $* ($pat)"
 }
-refuse "expected cpu or cuda:N" --device gpu7
-refuse "expected cpu or cuda:N" --device cuda:
-refuse "expected cpu or cuda:N" --device cuda:1x
+refuse "expected auto, cpu or cuda:N" --device gpu7
+refuse "expected auto, cpu or cuda:N" --device cuda:
+refuse "expected auto, cpu or cuda:N" --device cuda:1x
 refuse "in-process worker runs on the CPU" --worker-mode inprocess --device cuda:0
 refuse "choose their own device" --workers 127.0.0.1:1,127.0.0.1:2 --device cuda:0
 refuse "expected split, both or inprocess" --worker-mode sideways
@@ -36,6 +36,39 @@ refuse "--http-listen: address" --http-listen 127.0.0.1:65536
 refuse "--http-listen: address \"unix:/tmp/x\"" --http-listen unix:/tmp/x
 refuse "--context-device 'gpu1': expected cpu or cuda:N" --context-device gpu1
 refuse "only spawned workers in --worker-mode split" --context-device cuda:1 --worker-mode both
+refuse "--context-device 'auto': expected cpu or cuda:N" --context-device auto
+refuse "--device 'gpu': expected auto, cpu or cuda:N" --device gpu
+
+# --device auto (the default): the spawned workers' devices from the GPUs
+# the worker binary counts (tconst-worker --count-devices). A stand-in
+# worker answers the count and records how it was started.
+W=$(dirname "$D")/worker/tconst-worker
+[ -x "$W" ] || W=$(dirname "$D")/tconst-worker
+"$W" --count-devices | grep -qx "cuda-devices [0-9]*" || fail "tconst-worker --count-devices: $("$W" --count-devices 2>&1)"
+echo "ok   tconst-worker --count-devices: $("$W" --count-devices)"
+cat >"$tmp/gpu-worker" <<'EOS'
+#!/bin/sh
+if [ "$1" = "--count-devices" ]; then echo "$FAKE_COUNT"; exit 0; fi
+echo "$@" >>"$ARGS_FILE"
+exit 1
+EOS
+chmod +x "$tmp/gpu-worker"
+auto() { # auto COUNT_LINE WANT_LOG WANT_ARGS ARGS...
+    local count=$1 want=$2 wargs=$3
+    shift 3
+    : >"$tmp/args"
+    FAKE_COUNT=$count ARGS_FILE=$tmp/args timeout 60 "$D" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+        --worker-binary "$tmp/gpu-worker" "$@" >"$tmp/out" 2>"$tmp/err"
+    grep -q -- "$want" "$tmp/err" || fail "--device auto, '$count' $*: the log lacks '$want': $(grep -m2 'auto\|error' "$tmp/err")"
+    grep -q -- "$wargs" "$tmp/args" || fail "--device auto, '$count' $*: a worker started without '$wargs': $(cat "$tmp/args")"
+    echo "ok   --device auto, '$count' $*: $want"
+}
+auto "cuda-devices 0" "0 GPU(s): generation worker on cpu, context worker on cpu" "--device cpu"
+auto "cuda-devices 1" "1 GPU(s): generation worker on cuda:0, context worker on cuda:0" "--device cuda:0"
+auto "cuda-devices 2" "2 GPU(s): generation worker on cuda:0, context worker on cuda:1" "--role context .*--device cuda:1"
+auto "cuda-devices 8" "context worker on cuda:3" "--role context .*--device cuda:3" --context-device cuda:3
+auto "cuda-devices 2" "2 GPU(s): both roles' workers on cuda:0" "--role both .*--device cuda:0" --worker-mode both
+auto "no idea" "cannot count GPUs .*unexpected answer.*on the CPU" "--device cpu"
 # the logging variables every binary reads: a bad value is named, not ignored
 TC_LOG_LEVEL=bogus refuse "TC_LOG_LEVEL 'bogus'"
 TC_LOG_FORMAT=yaml refuse "TC_LOG_FORMAT 'yaml'"
@@ -46,7 +79,7 @@ refuse "--log-level 'loud'" --log-level loud
 # 60 s bound only catches a hang.
 printf '#!/bin/sh\nexec sleep 1000\n' >"$tmp/slow-worker"
 chmod +x "$tmp/slow-worker"
-"$D" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --worker-binary "$tmp/slow-worker" \
+"$D" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --worker-binary "$tmp/slow-worker" --device cpu \
     --worker-start-timeout 600 >"$tmp/out" 2>"$tmp/err" &
 pid=$!
 for _ in $(seq 1 100); do grep -q "model .* on spawned workers" "$tmp/err" && break; sleep 0.1; done

@@ -33,7 +33,7 @@ class Daemon:
 
     def __enter__(self):
         self.p = subprocess.Popen([TCONSTD, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-                                   "--data-dir", data, "--log-level", "warn"] + self.extra,
+                                   "--data-dir", data, "--log-level", "warn", "--device", "cpu"] + self.extra,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.p.stdout.readline()  # the ready line (or EOF if it died)
         if " ready: " not in line:

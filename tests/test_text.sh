@@ -18,7 +18,7 @@ gen=$("$T" generate --model "$tmp/m" --tokens "$ids" -n 24 --temperature 0.9 --s
 want=$(echo "$gen" | "$T" detokenize --model "$tmp/m" --stream)
 [ "$text" = "$want" ] || fail "generate --text '$text' != detokenize(generate --tokens) '$want'"
 echo "ok   generate --text == tokenize | generate --tokens | detokenize (${#text} chars)"
-"$D" --model "$tmp/m" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --log-level warn >"$tmp/log" 2>&1 &
+"$D" --model "$tmp/m" --device cpu --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --log-level warn >"$tmp/log" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do grep -q ' ready: ' "$tmp/log" && break; kill -0 $pid || fail "tconstd died: $(cat "$tmp/log")"; sleep 0.1; done
 addr=$(sed -n 's/.* ready: grpc \([^ ]*\) http.*/\1/p' "$tmp/log")

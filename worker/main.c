@@ -148,6 +148,16 @@ int main(int argc, char **argv) {
         tc_knobs_markdown(KNOBS, N_KNOBS, stdout, "tconst-worker");
         return 0;
     }
+    if (argc == 2 && !strcmp(argv[1], "--count-devices")) {
+        /* tconstd's --device auto asks this: "cuda-devices N", N the GPUs
+         * this build can use (0 without a CUDA backend, driver or GPU) */
+        int n = 0;
+#ifdef TC_HAVE_CUDA
+        n = tc_backend_cuda_device_count();
+#endif
+        printf("cuda-devices %d\n", n);
+        return 0;
+    }
     if (tc_knobs_parse(KNOBS, N_KNOBS, &cfg, argc, argv, "tconst-worker",
                        "A tconst worker: one device, the model on it, syncs and/or batched hit steps for tconstd.",
                        &help) != TC_OK) {

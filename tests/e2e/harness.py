@@ -248,10 +248,11 @@ class Daemon:
         # (ctest registers e2e_both_* with --worker-mode both, ...)
         extra = shlex.split(os.environ.get("TC_E2E_DAEMON_ARGS", ""))
         # TC_E2E_DEVICE=cuda:0: spawned workers on that GPU (scripts/gpu-check.sh);
-        # the in-process layout and attached workers (--workers) stay as they are
-        if os.environ.get("TC_E2E_DEVICE") and "inprocess" not in extra + self.args \
-                and "--workers" not in extra + self.args:
-            extra += ["--device", os.environ["TC_E2E_DEVICE"]]
+        # else the CPU (tconstd's default, auto, would take a GPU the host
+        # has); the in-process layout and attached workers (--workers) stay
+        # as they are
+        if "inprocess" not in extra + self.args and "--workers" not in extra + self.args:
+            extra += ["--device", os.environ.get("TC_E2E_DEVICE") or "cpu"]
         cmd = [self.env.tconstd, "--listen", f"127.0.0.1:{self.grpc_port}",
                "--http-listen", f"127.0.0.1:{self.http_port}"] + extra + self.args
         envv = dict(os.environ, TMPDIR=self.env.tmp)

@@ -94,7 +94,7 @@ def generation(msg):
 class Daemon:
     def __init__(self, tconstd, *flags):
         self.p = subprocess.Popen([tconstd, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-                                   "--log-level", "warn", *flags],
+                                   "--log-level", "warn", "--device", "cpu", *flags],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lines = queue.Queue()
         threading.Thread(target=lambda: [lines.put(l) for l in self.p.stdout], daemon=True).start()

@@ -248,7 +248,8 @@ ipFamilies: [IPv6]
 {{/*
 Devices of tconstd's spawned workers (workers.enabled false), as JSON
 {"device", "context"} ("" = leave tconstd's knob unset): device defaults to
-cuda:0 when the pod requests GPUs (tconstd's own default is cpu), and with
+cuda:0 when the pod requests GPUs, else cpu (tconstd's own default, auto,
+would take a GPU the container sees without having asked for it), and with
 2 GPUs in workerMode split the context worker takes the GPU the generation
 worker does not. tconst.validate refuses what cannot run.
 */}}
@@ -259,6 +260,8 @@ worker does not. tconst.validate refuses what cannot run.
 {{- $ctx := $e.contextDevice -}}
 {{- if and (not $dev) (gt $gpus 0) (ne $e.workerMode "inprocess") -}}
 {{- $dev = "cuda:0" -}}
+{{- else if not $dev -}}
+{{- $dev = "cpu" -}}
 {{- end -}}
 {{- if and (not $ctx) (ge $gpus 2) (eq $e.workerMode "split") -}}
 {{- $ctx = ternary "cuda:0" "cuda:1" (eq $dev "cuda:1") -}}
