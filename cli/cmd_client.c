@@ -276,20 +276,22 @@ static int do_stream(tc_rpc_client *cl, const opts *o) {
     ssize_t got;
     Tconst__V1__SamplingParams sp;
     fill_sampling(o, &sp);
-    int rc = 0;
+    int rc = 0, skipped = 0; /* lines that could not be sent: said, skipped, and the exit status 1 */
     while ((got = getline(&line, &line_cap, stdin)) >= 0) {
         size_t l = (size_t)got;
         if (l && line[l - 1] == '\n') line[--l] = 0;
         if (strlen(line) != l) { /* as a bad "ids:" line: said, and skipped */
             fprintf(stderr, "tconst client: error: standard input: a line holds a NUL byte\n");
+            skipped++;
             continue;
         }
         Tconst__V1__StreamRequest r = TCONST__V1__STREAM_REQUEST__INIT;
         int32_t *ids = NULL;
         int64_t n = 0;
         int is_ids = !strncmp(line, "ids:", 4);
-        if (is_ids && tc_parse_ids(line + 4, "ids:", &ids, &n) != TC_OK) {
+        if (is_ids && tc_parse_ids(line + 4, "ids", &ids, &n) != TC_OK) {
             tc_cli_fail("client", TC_ERR_INVALID);
+            skipped++;
             continue;
         }
         r.token_ids = ids;
@@ -345,6 +347,11 @@ static int do_stream(tc_rpc_client *cl, const opts *o) {
     if (res.code) return rpc_fail(&res);
     if (rc == -1) { /* an OK status does not make a cut-short reply whole */
         fprintf(stderr, "tconst client: the stream ended before the reply to a line was complete\n");
+        return 1;
+    }
+    if (!rc && skipped) {
+        fprintf(stderr, "tconst client: %d line%s of standard input could not be sent (said above)\n", skipped,
+                skipped == 1 ? "" : "s");
         return 1;
     }
     return rc;

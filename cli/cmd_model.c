@@ -223,6 +223,22 @@ int tc_cli_init_model(int argc, char **argv) {
     began = 1;
     CHECK_CLI("init-model", tc_model_init_random(&c, (uint64_t)seed, dtype, out));
     if (vocab) CHECK_CLI("init-model", copy_vocab(vdir, out, pair, n_vocab));
+    /* a tokenizer left in --out by an earlier model would be read with
+     * this one (whose vocabulary it does not match): gone */
+    for (int p = 0; p < 2; p++)
+        for (int k = 0; k < 2 && (!vocab || p != pair); k++)
+            if (file_in(out, VOCAB_PAIRS[p][k], 0)) {
+                char fp[4200];
+                snprintf(fp, sizeof fp, "%s/%s", out, VOCAB_PAIRS[p][k]);
+                if (unlink(fp) != 0) {
+                    fprintf(stderr, "tconst init-model: error: cannot remove %s, left from an earlier model: %s\n", fp,
+                            strerror(errno));
+                    rc = 1;
+                    goto done;
+                }
+                fprintf(stderr, "tconst init-model: removed %s, left from an earlier model (--vocab attaches a tokenizer)\n",
+                        fp);
+            }
     printf("%s: %s, %lld parameters (%s)\n", out, tc_arch_name(c.arch), (long long)tc_config_n_params(&c), dtype);
 done:
     if (rc != 0 && began) { /* no half-written model directory left behind */
@@ -374,6 +390,10 @@ int tc_cli_generate(int argc, char **argv) {
     }
     if (np == 0) { fprintf(stderr, "tconst generate: error: %s: empty prompt\n", toks ? "--tokens" : "--text"); rc = 1; goto done; }
     CHECK_CLI("generate", tc_cli_load(dir, &be, &m));
+    if (bpe && tc_bpe_vocab_size(bpe) > m->cfg.vocab_size)
+        CHECK_CLI("generate", TC_FAIL(TC_ERR_INVALID, "%s: the tokenizer has %d tokens, more than config.json's vocab_size "
+                                                      "%d (a tokenizer left from another model?)",
+                                      dir, tc_bpe_vocab_size(bpe), m->cfg.vocab_size));
     tc_sampling_params sp = {.temperature = (float)temp, .top_k = (int)topk, .top_p = (float)topp, .seed = (uint64_t)seed};
     CHECK_CLI("generate", tc_sampler_init(&smp, &sp, m->cfg.vocab_size));
     CHECK_CLI("generate", tc_session_new(m, &s));

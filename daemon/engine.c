@@ -50,6 +50,7 @@ typedef struct dsess {
     int has_logits;
     uint64_t busy_job;
     int ephemeral, close_when_idle;
+    int pins;         /* open Streams on it: no idle expiry meanwhile */
     int keep_journal; /* closed live, but the journal keeps it (unappend without truncate) */
     int64_t created_ms, last_used_ms;
     tc_wc_session_stats st;
@@ -1052,7 +1053,7 @@ static void *engine_thread(void *arg) {
             e->next_idle_check = tc_now_s() + 1.0;
             int64_t lim_ms = tc_wall_ms() - (int64_t)(e->lim.idle_timeout_s * 1000);
             for (int i = e->n_sess - 1; i >= 0; i--)
-                if (!e->sess[i]->busy_job && e->sess[i]->last_used_ms < lim_ms) {
+                if (!e->sess[i]->busy_job && !e->sess[i]->pins && e->sess[i]->last_used_ms < lim_ms) {
                     TC_LOG(TC_LOG_INFO, "engine", "session %s idle, closed", e->sess[i]->id);
                     sess_remove_locked(e, e->sess[i], 1);
                 }
@@ -1496,16 +1497,22 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
             if (!(j->piece = malloc(e->piece_cap))) { code = refuse(msg, msglen, 13, "out of memory"); goto reject; }
         }
     }
-    /* ids go into log lines and the journal: no
-     * control characters (a newline in an id would forge a log line) */
+    /* ids go into log lines and the journal: no control characters (a
+     * newline in an id would forge a log line), C1 (U+0080..U+009F, NEL
+     * among them) included */
     for (int k = 0; k < 2; k++) {
         const char *id = k ? sp->request_id : sp->session_id;
-        for (size_t i = 0; id && id[i]; i++)
-            if ((unsigned char)id[i] < 0x20 || (unsigned char)id[i] == 0x7f) {
-                code = refuse(msg, msglen, 3, "%s: a control character (0x%02x) at byte %zu",
-                              k ? "request_id" : "session_id", (unsigned char)id[i], i);
+        for (size_t i = 0; id && id[i]; i++) {
+            const unsigned char ch = (unsigned char)id[i];
+            const int c1 = ch == 0xc2 && (unsigned char)id[i + 1] >= 0x80 && (unsigned char)id[i + 1] <= 0x9f;
+            if (ch < 0x20 || ch == 0x7f || c1) {
+                code = c1 ? refuse(msg, msglen, 3, "%s: a control character (U+%04X) at byte %zu",
+                                   k ? "request_id" : "session_id", (unsigned char)id[i + 1], i)
+                          : refuse(msg, msglen, 3, "%s: a control character (0x%02x) at byte %zu",
+                                   k ? "request_id" : "session_id", ch, i);
                 goto reject;
             }
+        }
     }
     pthread_mutex_lock(&e->mu);
     if (e->draining) {
@@ -1643,6 +1650,7 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
     *job_id = j->id;
     if (rid_out) snprintf(rid_out, TC_ID_MAX, "%s", j->request_id);
     if (sp->session_id_out) snprintf(sp->session_id_out, TC_ID_MAX, "%s", s->id);
+    s->pins += sp->pin != 0;
     pthread_cond_broadcast(&e->cv);
     pthread_mutex_unlock(&e->mu);
     return 0;
@@ -1711,6 +1719,16 @@ int tc_engine_session_snapshot(tc_engine *e, const char *id, tc_session_info *in
     }
     pthread_mutex_unlock(&e->mu);
     return code;
+}
+
+void tc_engine_session_unpin(tc_engine *e, const char *id) {
+    pthread_mutex_lock(&e->mu);
+    dsess *s = find_sess(e, id);
+    if (s && s->pins > 0) {
+        s->pins--;
+        s->last_used_ms = tc_wall_ms(); /* its idle time starts when its stream ends */
+    }
+    pthread_mutex_unlock(&e->mu);
 }
 
 int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out) {

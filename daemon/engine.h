@@ -92,6 +92,7 @@ typedef struct {
     int n_stop;
     const char *request_id;  /* "" = assign */
     char *session_id_out;    /* [TC_ID_MAX] or NULL: the session's id */
+    int pin;                 /* accepted: the session does not expire idle until tc_engine_session_unpin (a Stream's) */
     void *user;
 } tc_job_spec;
 
@@ -136,6 +137,9 @@ int tc_engine_session_snapshot(tc_engine *e, const char *id, tc_session_info *in
                                char *msg, size_t msglen);
 /* Closes now, or when its running job ends (that job is cancelled). */
 int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out);
+/* Undoes a tc_job_spec.pin: the session may expire idle again (its
+ * Stream ended). A session gone meanwhile is no error. */
+void tc_engine_session_unpin(tc_engine *e, const char *id);
 
 void tc_engine_counts(tc_engine *e, int *sessions, int *running, int *queued);
 /* Waits until no job is queued or running, up to timeout_s: 1 if idle. */

@@ -1,7 +1,7 @@
 /* main.c — tconstd, the coordinator: knobs, model, engine, gRPC API, ops
  * endpoints, signals. Start-up: HTTP first (/healthz answers while the
  * model loads, /readyz says 503), then the model, the gRPC server (Health
- * NOT_SERVING), a warm-up, and only then readiness. SIGTERM/SIGINT drain:
+ * NOT_SERVING), a warm-up, and only then readiness. SIGTERM/SIGINT/SIGHUP drain:
  * readiness flips, admission stops (UNAVAILABLE), running streams get
  * --drain-timeout seconds, the rest are cancelled with UNAVAILABLE, exit 0.
  * Signals are taken by a signal thread (sig_main, below). */
@@ -322,11 +322,17 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    /* every thread inherits a blocked SIGTERM/SIGINT; main takes them */
+    /* every thread inherits a blocked SIGTERM/SIGINT/SIGHUP; main takes
+     * them. SIGHUP (the terminal went away) drains like SIGTERM rather than
+     * killing the daemon mid-stream -- unless it was ignored when tconstd
+     * started (nohup): then it stays ignored */
+    struct sigaction hup_was;
+    const int hup = sigaction(SIGHUP, NULL, &hup_was) == 0 && hup_was.sa_handler != SIG_IGN;
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    if (hup) sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa;
@@ -341,6 +347,7 @@ int main(int argc, char **argv) {
     sigfillset(&sa.sa_mask);
     pthread_t sig_th;
     if (pipe2(g_sig_pipe, O_CLOEXEC) != 0 || sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0 ||
+        (hup && sigaction(SIGHUP, &sa, NULL) != 0) ||
         pthread_create(&sig_th, NULL, sig_main, &sigs) != 0) {
         fprintf(stderr, "tconstd: error: cannot start the signal thread\n");
         tc_knobs_free(KNOBS, N_KNOBS, &cfg);
@@ -395,6 +402,11 @@ int main(int argc, char **argv) {
     if (bst == TC_ERR_UNSUPPORTED) bpe = NULL;
     else if (bst != TC_OK) {
         fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
+        goto out;
+    }
+    if (bpe && tc_bpe_vocab_size(bpe) > wc->cfg->vocab_size) { /* text would become ids the model lacks */
+        fprintf(stderr, "tconstd: error: %s: the tokenizer has %d tokens, more than config.json's vocab_size %d (a "
+                        "tokenizer left from another model?)\n", dir, tc_bpe_vocab_size(bpe), wc->cfg->vocab_size);
         goto out;
     }
     if (bpe && tc_bpe_vocab_size(bpe) < wc->cfg->vocab_size) /* a head padded past the tokenizer */
@@ -461,7 +473,7 @@ int main(int argc, char **argv) {
     while (!g_sig) pthread_cond_wait(&g_sig_cv, &g_sig_mu);
     const int sig = g_sig;
     pthread_mutex_unlock(&g_sig_mu);
-    TC_LOG(TC_LOG_INFO, "main", "signal %d: draining (up to %.1f s)", sig, cfg.drain_timeout);
+    TC_LOG(TC_LOG_INFO, "main", "signal %d (%s): draining (up to %.1f s)", sig, strsignal(sig), cfg.drain_timeout);
     tc_service_set_serving(svc, 1, 1);
     tc_metric_set(TC_G_ready, 0);
     tc_metric_set(TC_G_draining, 1);
@@ -489,6 +501,7 @@ out:
     if (wc && wc->abandon_waits) wc->abandon_waits(wc);
     if (eng) tc_engine_quiesce(eng);
     if (rpc) tc_rpc_server_stop(rpc, rpc_grace);
+    tc_service_stop_queue(svc);
     if (eng) tc_engine_stop(eng);
     eng = NULL;
     if (svc) tc_service_bind_engine(svc, NULL);

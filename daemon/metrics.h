@@ -47,6 +47,7 @@
     X(requests_paused, "Generations paused over a second by a client not reading: no batch slot held") \
     X(requests_resuming, "Paused generations whose client reads again, waiting for a batch slot before new requests") \
     X(requests_queued, "Requests admitted and waiting to run")                                \
+    X(large_requests, "Requests over 16 KiB handled off the RPC thread (text tokenized, ids checked): queued or running") \
     X(state_bytes, "Bytes of session state held (K/V windows and synced state)")              \
     X(sync_queue_depth, "Syncs waiting for a context worker")                                 \
     X(syncs_running, "Syncs running now on context workers")                                  \

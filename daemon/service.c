@@ -16,8 +16,11 @@
 
 #include "../common/clock.h"
 #include "../common/log.h"
+#include "../common/workq.h"
 #include "../tokenizer/bpe.h"
+#include "../tokenizer/utf8.h"
 #include "descriptors.h"
+#include "metrics.h"
 #include "health.pb-c.h"
 #include "reflection.pb-c.h"
 #include "tconst.pb-c.h"
@@ -35,7 +38,7 @@ typedef struct ctx {
     uint64_t job_id;   /* 0 when no job runs */
     char request_id[TC_ID_MAX];
     char session_id[TC_ID_MAX]; /* streams: their session */
-    int owns_session, half_closed, failed, rpc_done;
+    int owns_session, pinned, half_closed, failed, rpc_done;
     int recv_deferred; /* the next receive waits for the client to read (recv_or_defer) */
     /* a job's final status, held until the engine lets go of the job
      * (sk_done): by then its session is no longer busy, so a client may
@@ -61,7 +64,14 @@ struct tc_service {
     int workers_down; /* no worker pair up (tc_service_set_workers_up) */
     ctx *watchers;
     double t_start;
+    /* requests over TC_INLINE_MAX bytes (their text is tokenized, their
+     * ids copied and checked: work that grows with the request) run here,
+     * not on the RPC thread, which every other call waits for */
+    tc_workq *bigq;
 };
+
+/* the largest request message a handler takes on the RPC thread */
+#define TC_INLINE_MAX 16384
 
 
 static void ctx_unref(ctx *c) {
@@ -303,6 +313,11 @@ static int submit(ctx *c, tc_job_spec *spec) {
     spec->user = c;
     atomic_fetch_add(&c->refs, 1);
     pthread_mutex_lock(&c->mu); /* sk_done may not run before job_id is set */
+    if (c->rpc_done) { /* a large request's handler (bigq) ran after the client left: nothing to start */
+        pthread_mutex_unlock(&c->mu);
+        atomic_fetch_sub(&c->refs, 1);
+        return -1;
+    }
     int code = tc_engine_submit(c->svc->e, spec, &jid, c->request_id, msg, sizeof msg);
     if (code == 0) c->job_id = jid;
     pthread_mutex_unlock(&c->mu);
@@ -315,10 +330,14 @@ static int submit(ctx *c, tc_job_spec *spec) {
 }
 
 /* The first string field (at any depth) of wire message m whose bytes
- * hold a NUL, else NULL: protobuf-c hands strings over NUL-terminated, so
- * "a\0b" would silently read as "a". The walk trusts the framing only as
- * far as unpack already checked it (it runs after a successful unpack). */
-static const char *nul_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *m, size_t len, int depth) {
+ * hold a NUL (*nul 1) or are not well-formed UTF-8 (*nul 0, *at the byte
+ * offset), else NULL: protobuf-c hands strings over NUL-terminated, so
+ * "a\0b" would silently read as "a", and it does not check UTF-8, which
+ * proto3 strings must be (an id echoed back ill-formed fails the client's
+ * decoder). The walk trusts the framing only as far as unpack already
+ * checked it (it runs after a successful unpack). */
+static const char *bad_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *m, size_t len, int depth,
+                                    int *nul, size_t *at) {
     size_t i = 0;
     while (i < len && depth < 32) {
         uint64_t key = 0;
@@ -339,9 +358,12 @@ static const char *nul_string_field(const ProtobufCMessageDescriptor *d, const u
                 if (!(m[i++] & 0x80)) break;
             }
             if (n > len - i) return NULL;
-            if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(m + i, 0, (size_t)n)) return f->name;
+            if (f && f->type == PROTOBUF_C_TYPE_STRING) {
+                if (memchr(m + i, 0, (size_t)n)) return *nul = 1, f->name;
+                if ((*at = tc_utf8_first_invalid(m + i, (size_t)n)) < n) return *nul = 0, f->name;
+            }
             if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
-                const char *in = nul_string_field(f->descriptor, m + i, (size_t)n, depth + 1);
+                const char *in = bad_string_field(f->descriptor, m + i, (size_t)n, depth + 1, nul, at);
                 if (in) return in;
             }
             i += (size_t)n;
@@ -357,10 +379,15 @@ static const char *nul_string_field(const ProtobufCMessageDescriptor *d, const u
         return;                                                                                        \
     }                                                                                                  \
     {                                                                                                  \
-        const char *nul_ = nul_string_field(var->base.descriptor, m, len, 0);                          \
-        if (nul_) {                                                                                    \
-            finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "%s: a NUL character (U+0000) is not accepted", \
-                    nul_);                                                                             \
+        int nul_ = 0;                                                                                  \
+        size_t at_ = 0;                                                                                \
+        const char *bad_ = bad_string_field(var->base.descriptor, m, len, 0, &nul_, &at_);             \
+        if (bad_) {                                                                                    \
+            if (nul_)                                                                                  \
+                finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "%s: a NUL character (U+0000) is not accepted", \
+                        bad_);                                                                         \
+            else                                                                                       \
+                finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "%s: not valid UTF-8 (at byte %zu)", bad_, at_); \
             fn##__free_unpacked(var, NULL);                                                            \
             return;                                                                                    \
         }                                                                                              \
@@ -368,7 +395,6 @@ static const char *nul_string_field(const ProtobufCMessageDescriptor *d, const u
 
 static void h_generate(ctx *c, const uint8_t *m, size_t len, int in_session) {
     tc_job_spec sp = {0};
-    c->kind = K_GENERATE;
     if (!in_session) {
         DECODE(Tconst__V1__GenerateRequest, tconst__v1__generate_request, rq, m, len);
         set_prompt(&sp, rq->session_id, rq->token_ids, rq->n_token_ids, rq->text);
@@ -398,7 +424,6 @@ static void h_generate(ctx *c, const uint8_t *m, size_t len, int in_session) {
 
 static void h_open(ctx *c, const uint8_t *m, size_t len) {
     DECODE(Tconst__V1__OpenSessionRequest, tconst__v1__open_session_request, rq, m, len);
-    c->kind = K_OPEN;
     tc_job_spec sp = {0};
     sp.create = 1;
     sp.copy_from = rq->copy_from;
@@ -409,7 +434,6 @@ static void h_open(ctx *c, const uint8_t *m, size_t len) {
 
 static void h_append(ctx *c, const uint8_t *m, size_t len) {
     DECODE(Tconst__V1__AppendRequest, tconst__v1__append_request, rq, m, len);
-    c->kind = K_APPEND;
     if (!rq->session_id[0]) finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
     else if (!rq->n_token_ids && !rq->text[0])
         finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "append: empty (set text or token_ids)");
@@ -430,7 +454,9 @@ static void stream_msg(ctx *c, const uint8_t *m, size_t len) {
         else {
             sp.create = 1;
             sp.session_id = "";
+            pthread_mutex_lock(&c->mu); /* on_done reads it */
             c->owns_session = 1;
+            pthread_mutex_unlock(&c->mu);
         }
         sp.session_id_out = c->session_id;
     } else {
@@ -443,8 +469,15 @@ static void stream_msg(ctx *c, const uint8_t *m, size_t len) {
     }
     set_prompt(&sp, sp.session_id, rq->token_ids, rq->n_token_ids, rq->text);
     sp.generate = rq->generate;
+    sp.pin = first; /* its session does not expire idle while the stream is open */
     sampling_from(rq->sampling, &sp);
-    if (submit(c, &sp) != 0 && first) c->owns_session = 0;
+    const int ok = submit(c, &sp) == 0;
+    if (first) {
+        pthread_mutex_lock(&c->mu);
+        if (ok) c->pinned = 1;
+        else c->owns_session = 0;
+        pthread_mutex_unlock(&c->mu);
+    }
     tconst__v1__stream_request__free_unpacked(rq, NULL);
 }
 
@@ -960,6 +993,56 @@ static void h_reflect(ctx *c, const uint8_t *m, size_t len) {
 
 /* ---- rpc handlers ---- */
 
+/* The handlers whose work grows with the request, run on the RPC thread
+ * up to TC_INLINE_MAX bytes of request and on bigq past that. A Stream
+ * takes its next message only after the job of this one ended (sk_done),
+ * so its messages stay in order either way. */
+enum { B_GENERATE, B_GENERATE_IN, B_OPEN, B_APPEND, B_TOKENIZE, B_DETOKENIZE, B_STREAM };
+static void run_handler(ctx *c, int which, const uint8_t *m, size_t n) {
+    switch (which) {
+    case B_GENERATE: h_generate(c, m, n, 0); break;
+    case B_GENERATE_IN: h_generate(c, m, n, 1); break;
+    case B_OPEN: h_open(c, m, n); break;
+    case B_APPEND: h_append(c, m, n); break;
+    case B_TOKENIZE: h_tokenize(c, m, n); break;
+    case B_DETOKENIZE: h_detokenize(c, m, n); break;
+    default: stream_msg(c, m, n); break;
+    }
+}
+
+typedef struct {
+    ctx *c;
+    int which;
+    size_t len;
+    uint8_t m[];
+} big_item;
+
+static void big_run(void *arg, int cancelled) {
+    big_item *it = arg;
+    if (cancelled) tc_call_finish(it->c->call, TC_GRPC_UNAVAILABLE, "server shutting down");
+    else run_handler(it->c, it->which, it->m, it->len);
+    tc_metric_add(TC_G_large_requests, -1);
+    ctx_unref(it->c);
+    free(it);
+}
+
+static void run_or_queue(ctx *c, int which, const uint8_t *m, size_t n) {
+    if (n <= TC_INLINE_MAX || !c->svc->bigq) {
+        run_handler(c, which, m, n);
+        return;
+    }
+    big_item *it = malloc(sizeof *it + n);
+    if (!it) {
+        tc_call_finish(c->call, TC_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    it->c = c, it->which = which, it->len = n;
+    memcpy(it->m, m, n);
+    atomic_fetch_add(&c->refs, 1);
+    tc_metric_add(TC_G_large_requests, 1);
+    (void)tc_workq_post(c->svc->bigq, big_run, it); /* refused: big_run(it, 1) ran */
+}
+
 static void on_start(void *ud, tc_call *call, const char *method, const uint8_t *m, size_t len) {
     tc_service *s = ud;
     /* over before its first message (an oversized message, a client gone
@@ -1007,20 +1090,20 @@ static void on_start(void *ud, tc_call *call, const char *method, const uint8_t 
     }
     if (!strncmp(method, SVC, strlen(SVC))) {
         const char *r = method + strlen(SVC);
-        if (!strcmp(r, "Generate")) h_generate(c, msg, n, 0);
-        else if (!strcmp(r, "GenerateInSession")) h_generate(c, msg, n, 1);
-        else if (!strcmp(r, "OpenSession")) h_open(c, msg, n);
-        else if (!strcmp(r, "Append")) h_append(c, msg, n);
-        else if (!strcmp(r, "Stream")) {
-            c->kind = K_STREAM;
-            if (m) stream_msg(c, msg, n);
-            else tc_call_finish(call, TC_GRPC_OK, "");
-        } else if (!strcmp(r, "GetSession")) h_get(c, msg, n, 0);
+        int big = -1; /* the handlers whose work grows with the request: on bigq past TC_INLINE_MAX */
+        if (!strcmp(r, "Generate")) c->kind = K_GENERATE, big = B_GENERATE;
+        else if (!strcmp(r, "GenerateInSession")) c->kind = K_GENERATE, big = B_GENERATE_IN;
+        else if (!strcmp(r, "OpenSession")) c->kind = K_OPEN, big = B_OPEN;
+        else if (!strcmp(r, "Append")) c->kind = K_APPEND, big = B_APPEND;
+        else if (!strcmp(r, "Tokenize")) big = B_TOKENIZE;
+        else if (!strcmp(r, "Detokenize")) big = B_DETOKENIZE;
+        else if (!strcmp(r, "Stream")) c->kind = K_STREAM, big = m ? B_STREAM : -1;
+        if (big >= 0) run_or_queue(c, big, msg, n);
+        else if (!strcmp(r, "Stream")) tc_call_finish(call, TC_GRPC_OK, "");
+        else if (!strcmp(r, "GetSession")) h_get(c, msg, n, 0);
         else if (!strcmp(r, "SnapshotSession")) h_snapshot(c, msg, n);
         else if (!strcmp(r, "CloseSession")) h_get(c, msg, n, 1);
         else if (!strcmp(r, "Abort")) h_abort(c, msg, n);
-        else if (!strcmp(r, "Tokenize")) h_tokenize(c, msg, n);
-        else if (!strcmp(r, "Detokenize")) h_detokenize(c, msg, n);
         else if (!strcmp(r, "ModelInfo")) h_model_info(c);
         else if (!strcmp(r, "ServerInfo")) h_server_info(c);
         else finishf(call, TC_GRPC_UNIMPLEMENTED, "unknown method %s", method);
@@ -1052,7 +1135,7 @@ static void on_message(void *ud, tc_call *call, const uint8_t *m, size_t len) {
         return;
     }
     static const uint8_t none = 0;
-    stream_msg(c, len ? m : &none, len);
+    run_or_queue(c, B_STREAM, len ? m : &none, len);
 }
 
 /* how close to its deadline a cancelled call counts as one that expired:
@@ -1065,6 +1148,10 @@ static void on_done(void *ud, tc_call *call, int cancelled) {
     pthread_mutex_lock(&c->mu);
     c->rpc_done = 1;
     uint64_t jid = c->job_id;
+    const int close_session = c->kind == K_STREAM && c->owns_session && c->session_id[0];
+    const int unpin = c->kind == K_STREAM && c->pinned && c->session_id[0];
+    char sid[TC_ID_MAX];
+    memcpy(sid, c->session_id, sizeof sid);
     pthread_mutex_unlock(&c->mu);
     /* A client whose deadline passes cancels the call itself (its RST
      * arrives a few ms before the server's own deadline, which was set on
@@ -1072,9 +1159,10 @@ static void on_done(void *ud, tc_call *call, int cancelled) {
      * is counted so, not as a client going away. */
     if (jid && cancelled)
         tc_engine_cancel(s->e, jid, tc_call_deadline_left(call) <= TC_DEADLINE_SLACK_S ? 4 : 1);
-    if (c->kind == K_STREAM && c->owns_session && c->session_id[0]) {
+    if (unpin) tc_engine_session_unpin(s->e, sid);
+    if (close_session) {
         tc_session_info si;
-        tc_engine_session_close(s->e, c->session_id, &si);
+        tc_engine_session_close(s->e, sid, &si);
     }
     if (c->kind == K_WATCH) unwatch(s, c);
     /* a receive still queued behind the close (a client that cancels with
@@ -1115,14 +1203,27 @@ tc_status tc_service_init(tc_service **out, tc_engine *e, tc_worker_client *wc, 
     s->info = *info;
     s->t_start = tc_now_s();
     pthread_mutex_init(&s->mu, NULL);
+    const tc_status st = tc_workq_start(&s->bigq, 2, "large requests");
+    if (st != TC_OK) {
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return st;
+    }
     *out = s;
     return TC_OK;
 }
+
+void tc_service_stop_queue(tc_service *s) {
+    if (s) tc_workq_stop(s->bigq);
+}
+
+void tc_service_wait_queue(tc_service *s) { tc_workq_wait_idle(s->bigq); }
 
 void tc_service_bind_engine(tc_service *s, tc_engine *e) { s->e = e; }
 
 void tc_service_free(tc_service *s) {
     if (!s) return;
+    tc_workq_free(s->bigq);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }

@@ -19,6 +19,12 @@ typedef struct {
 tc_status tc_service_init(tc_service **out, tc_engine *e, tc_worker_client *wc, struct tc_bpe *bpe,
                           const tc_service_info *info);
 void tc_service_free(tc_service *s);
+/* Large requests still queued for a thread of their own end UNAVAILABLE;
+ * the one running finishes. After the RPC server stopped (no new ones),
+ * before the engine stops (they submit to it). */
+void tc_service_stop_queue(tc_service *s);
+/* Until no large request is queued or running (the fuzzer's quiet point). */
+void tc_service_wait_queue(tc_service *s);
 /* The sink the engine reports to, and the handlers the RPC server calls. */
 const tc_engine_sink *tc_service_sink(void);
 const tc_rpc_handlers *tc_service_handlers(void);

@@ -251,6 +251,15 @@ code, out, err = tc("client", "stream", "-n", "0", "--timeout", "120", "--server
 check(code == 0 and got == [long_ids, [1, 2]] and out == b"\n\n",
       "client stream: a 72 KB line is one request (8000 ids), the next line another",
       f"exit {code} {err!r}; requests of {[len(g) for g in got]} ids; stdout {out[:40]!r}")
+# a line that cannot be sent is said and skipped, the rest still go, and
+# the exit status says something was skipped
+got.clear()
+code, out, err = tc("client", "stream", "-n", "0", "--timeout", "120", "--server", addr,
+                    stdin=b"ids: 1\nids: x\nids: 5\n")
+check(code == 1 and got == [[1], [5]] and "ids: token 0 'x'" in err and "ids::" not in err
+      and "1 line of standard input could not be sent" in err,
+      "client stream: a bad ids: line is said, skipped, the next one still sent, exit 1",
+      f"exit {code} {err!r}; requests {got}")
 for m, needle in (("garbage", "malformed response"), ("cut", "stream ended before the reply")):
     mode[0] = m
     got.clear()

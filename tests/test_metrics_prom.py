@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 COUNTERS = ["generated_tokens", "prompt_tokens", "syncs", "requests", "sessions_opened",
             "sessions_closed", "data_plane_bytes", "steps", "cancelled_steps", "cancelled_prefills", "cancelled_syncs", "worker_restarts",
             "worker_rebuilds"]
-GAUGES = ["sessions_active", "requests_running", "requests_paused", "requests_resuming", "requests_queued", "state_bytes",
+GAUGES = ["sessions_active", "requests_running", "requests_paused", "requests_resuming", "requests_queued", "large_requests", "state_bytes",
           "sync_queue_depth", "syncs_running", "ready", "draining", "generation_worker_busy_ratio", "workers_up"]
 HISTOGRAMS = ["time_to_first_token_seconds", "inter_token_latency_seconds", "request_queue_seconds",
               "sync_duration_seconds", "request_duration_seconds", "prefill_duration_seconds",

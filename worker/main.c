@@ -214,6 +214,8 @@ int main(int argc, char **argv) {
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    struct sigaction hup_was; /* SIGHUP stops it as SIGTERM does, unless ignored from the start (nohup) */
+    if (sigaction(SIGHUP, NULL, &hup_was) == 0 && hup_was.sa_handler != SIG_IGN) sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 

@@ -119,6 +119,30 @@ def body(env, ck):
         ck.rpc_error(lambda: s.OpenSession(pb.OpenSessionRequest(session_id="x\n2026-01-01T00:00:00Z error forged"),
                                            timeout=30), IA, "a session_id with a newline", "session_id: a control")
         ck.rpc_error(gen([5], request_id="r\tid"), IA, "a request_id with a tab", "request_id: a control")
+        ck.rpc_error(lambda: s.OpenSession(pb.OpenSessionRequest(session_id="a\u0085b"), timeout=30), IA,
+                     "a session_id with U+0085 (a C1 control)", "session_id: a control character (U+0085)")
+
+        # ill-formed UTF-8 in a string field (a client that does not check
+        # what it sends; Python's own protobuf would refuse to encode it):
+        # refused naming the field, never echoed back
+        def raw(method, msg, old, new):
+            wire = msg.SerializeToString()
+            assert old in wire
+            call = d.channel().unary_stream if method == "Generate" else d.channel().unary_unary
+            rpc = call(f"/tconst.v1.TConst/{method}", request_serializer=lambda b: b,
+                       response_deserializer=lambda b: b)
+            return lambda: list(rpc(wire.replace(old, new), timeout=30)) if method == "Generate" else \
+                rpc(wire.replace(old, new), timeout=30)
+        ck.rpc_error(raw("OpenSession", pb.OpenSessionRequest(session_id="badX"), b"badX", b"bad\xff"), IA,
+                     "a session_id that is not UTF-8", "session_id: not valid UTF-8 (at byte 3)")
+        ck.rpc_error(raw("Generate", pb.GenerateRequest(token_ids=[5], request_id="rXY"), b"rXY", b"r\xc0\xaf"), IA,
+                     "a request_id with an overlong encoding", "request_id: not valid UTF-8 (at byte 1)")
+        ck.rpc_error(raw("Tokenize", pb.TokenizeRequest(text="okXYZ"), b"XYZ", b"\xed\xa0\x80"), IA,
+                     "Tokenize text with a surrogate", "text: not valid UTF-8 (at byte 2)")
+        stop_msg = pb.GenerateRequest(token_ids=[5], sampling=env.sampling())
+        stop_msg.sampling.stop.append("stXY")
+        ck.rpc_error(raw("Generate", stop_msg, b"stXY", b"st\xe2\x82"), IA, "a stop string cut inside a character",
+                     "stop: not valid UTF-8 (at byte 2)")
         serves()
 
         # sampling

@@ -8,7 +8,7 @@
    UNAVAILABLE, and an open session cannot take new work. Then the client
    reads on: its stream completes normally with every token (== tconst
    generate), as does a second stream that kept reading; the daemon exits 0.
-2. --drain-timeout 1: a generation of max_tokens 1000000 cannot finish; once
+2. --drain-timeout 1, SIGHUP: a generation of max_tokens 1000000 cannot finish; once
    the drain timeout expires it ends with UNAVAILABLE (the ids it got are
    right), so does a paused one, and the daemon exits 0.
 """
@@ -132,9 +132,13 @@ def drain_completes(env, ck):
 
 
 def drain_timeout(env, ck):
+    """The same drain, from SIGHUP (a closed terminal): not the default
+    kill mid-stream. (Its disposition set to the default in the child: a
+    run under nohup would have it ignored, and tconstd keeps it so.)"""
     pb = env.pb
     model = env.model("tconstformer", seed=71)
-    with Daemon(env, "--drain-timeout", "1", model=model) as d:
+    with Daemon(env, "--drain-timeout", "1", model=model,
+                preexec=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL)) as d:
         s = d.stub()
         call = s.Generate(pb.GenerateRequest(token_ids=[1, 2, 3], sampling=env.sampling(
             max_tokens=1000000, ignore_eos=True)), timeout=300)
@@ -142,7 +146,7 @@ def drain_timeout(env, ck):
         paused = s.Generate(pb.GenerateRequest(token_ids=[1, 2, 3], sampling=env.sampling(
             max_tokens=1000000, ignore_eos=True)), timeout=300)
         next(paused)  # running, then unread: paused by backpressure
-        d.signal(signal.SIGTERM)
+        d.signal(signal.SIGHUP)
         status, details, last = "OK", "", None
         try:
             for r in call:
@@ -161,6 +165,8 @@ def drain_timeout(env, ck):
         n = min(len(ids), 500)
         ck.equal(ids[:n], env.generate(model, [1, 2, 3], n, ignore_eos=True), "the ids it got were right")
         ck.equal(d.wait_exit(), 0, "the daemon exits 0 after the drain timeout")
+        with open(d.log_path, errors="replace") as f:
+            ck.check("(Hangup): draining" in f.read(), "SIGHUP drained it (the log names the signal)")
         status, details, n = "OK", "", 0
         try:
             for r in paused:

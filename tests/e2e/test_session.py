@@ -6,13 +6,15 @@ session); GetSession's length / windows / syncs are consistent; a session
 is usable again as soon as a call on it has returned; SnapshotSession
 gives the history in chunks and a session opened from it generates as
 the original, as does one opened with copy_from (busy sessions refused); CloseSession, then the session is
-NOT_FOUND.
+NOT_FOUND. With --idle-timeout, idle sessions expire, but not those of
+open Streams.
 """
+import queue
 import random
 
 import grpc
 
-from harness import Daemon, run
+from harness import Daemon, run, wait_for
 
 SAMPLED = dict(temperature=0.8, top_k=40, top_p=0.9, seed=7)
 SIZES1 = [1, 7, 33, 64, 5, 100, 31, 32, 2, 45, 17, 3]  # 340 tokens
@@ -175,6 +177,52 @@ def body(env, ck):
                 session_id="user-42", sampling=env.sampling(max_tokens=8, ignore_eos=True)), timeout=30)
                    for t in r.token_ids]
             ck.equal(ids, env.generate(model, [5, 6], 8, ignore_eos=True), f"{arch}: generation in the named session")
+
+    idle_expiry(env, ck)
+
+
+def idle_expiry(env, ck):
+    """--idle-timeout 1: an idle session closes; one a Stream opened or
+    attached to stays while the stream is open, however long it is idle
+    (checked by state: a session opened after it expires meanwhile), and
+    expires once the stream ended."""
+    pb = env.pb
+    with Daemon(env, "--idle-timeout", "1", model=env.model("tconstformer", seed=31)) as d:
+        s = d.stub()
+        gone = lambda sid: wait_for(lambda: not_found(s, pb, sid), 60, f"{sid} expired")
+        att = s.OpenSession(pb.OpenSessionRequest(session_id="attached", token_ids=[3]), timeout=30).session_id
+        streams = []
+        for first in (pb.StreamRequest(token_ids=[1, 2]), pb.StreamRequest(session_id=att, token_ids=[4])):
+            q = queue.Queue()
+            q.put(first)
+            call = s.Stream(iter(q.get, None), timeout=120)
+            ev = next(call)
+            streams.append((q, call, ev.appended.session_id))
+        own, att_sid = streams[0][2], streams[1][2]
+        ck.equal(att_sid, att, "a Stream attached to an open session")
+        other = s.OpenSession(pb.OpenSessionRequest(token_ids=[5]), timeout=30).session_id
+        ck.check(gone(other), "--idle-timeout 1: an idle session (opened after the streams' ones) expires")
+        alive = [not not_found(s, pb, x) for x in (own, att)]
+        ck.equal(alive, [True, True], "the sessions of open Streams stay, as idle as they are")
+        q, call, _ = streams[0]
+        q.put(pb.StreamRequest(token_ids=[6]))
+        ck.equal(next(call).appended.length, 3, "... and the stream goes on in its session")
+        for q, call, _ in streams:
+            q.put(None)  # half-close: the stream ends
+            for _ in call:
+                pass
+        ck.check(gone(att), "once its Stream ended, the attached session expires idle again")
+        ck.check(not_found(s, pb, own), "the session a Stream opened closes with it")
+
+
+def not_found(s, pb, sid):
+    try:
+        s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30)
+        return False
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        return True
 
 
 if __name__ == "__main__":

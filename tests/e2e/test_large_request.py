@@ -1,0 +1,108 @@
+#!/usr/bin/python3
+"""test_large_request.py — requests of over 16 KiB (a long text prompt, a
+big Tokenize) are handled on threads of their own, not on the RPC thread
+that answers every call: while one tokenizes megabytes of text, health
+checks, ModelInfo and a generation are answered (checked by state, not
+time: the tconst_large_requests gauge reads 1 before and after them, so
+the big request was still running). Large requests give the same answers
+as small ones (== `tconst tokenize`), a Stream message too, and a shutdown
+with large requests running and queued exits 0.
+
+Needs the GPT-2 vocabulary (TC_GPT2_DIR, the tokenizer.fetch_gpt2 fixture).
+"""
+import os
+import subprocess
+import threading
+
+import grpc
+from harness import Daemon, run, wait_for
+
+BIG = 24 << 20  # 24 MiB of "a": one word, seconds of BPE merges
+
+
+def body(env, ck):
+    pb = env.pb
+    gpt2 = os.environ.get("TC_GPT2_DIR", "")
+    if not os.path.isfile(os.path.join(gpt2, "encoder.json")):
+        raise SystemExit(f"TC_GPT2_DIR={gpt2!r}: no GPT-2 vocabulary (tokenizer.fetch_gpt2 makes it)")
+    model = os.path.join(env.tmp, "model-gpt2")
+    subprocess.run([env.tconst, "init-model", "--arch", "tconstformer", "--preset", "tiny", "--seed", "5",
+                    "--vocab", gpt2, "--out", model], check=True, stdout=subprocess.DEVNULL)
+    # 40 KB of varied text: over the 16 KiB line, so it takes the other threads
+    words = ["tconst", "streams", "ünïcode", "42", " ", "\n", "déjà-vu", "🙂", "don't", "A.B"]
+    text = "".join(words[(i * 7 + i // 3) % len(words)] + (" " if i % 3 else "") for i in range(8000))
+    assert len(text.encode()) > 16384
+    want = subprocess.run([env.tconst, "tokenize", "--model", model], input=text, capture_output=True, text=True,
+                          check=True).stdout.split()
+    want = [int(t) for t in want]
+
+    with Daemon(env, "--max-message-bytes", str(64 << 20), model=model) as d:
+        s = d.stub(d.channel(**{"grpc.max_receive_message_length": 64 << 20}))
+        got = list(s.Tokenize(pb.TokenizeRequest(text=text), timeout=60).token_ids)
+        ck.equal(got, want, f"a {len(text.encode())}-byte Tokenize == tconst tokenize ({len(want)} ids)")
+        ck.equal(d.metric("tconst_large_requests"), 0.0, "tconst_large_requests back to 0 after it")
+        back = s.Detokenize(pb.DetokenizeRequest(token_ids=want), timeout=60).text
+        ck.equal(back, text, f"a Detokenize of {len(want)} ids (over 16 KiB) gives the text back")
+        last = None
+        for r in s.Generate(pb.GenerateRequest(text=text, sampling=env.sampling(max_tokens=3, ignore_eos=True)),
+                            timeout=120):
+            last = r
+        ck.equal(last.usage.prompt_tokens if last else None, len(want), "a Generate with that text as its prompt")
+        sid = s.OpenSession(pb.OpenSessionRequest(text=text), timeout=120).session_id
+        info = s.Append(pb.AppendRequest(session_id=sid, text=text), timeout=120)
+        ck.equal(info.session.length, 2 * len(want), "OpenSession and Append with that text")
+
+        def stream_reqs():
+            yield pb.StreamRequest(text=text)
+            yield pb.StreamRequest(token_ids=[11], generate=True, sampling=env.sampling(max_tokens=2, ignore_eos=True))
+        lengths, gen = [], []
+        for r in s.Stream(stream_reqs(), timeout=120):
+            if r.HasField("appended"):
+                lengths.append(r.appended.length)
+            else:
+                gen.extend(r.generation.token_ids)
+        ck.equal((lengths, len(gen)), ([len(want), len(want) + 1], 2),
+                 "a Stream whose first message is over 16 KiB, then a small one: appended in order, then generated")
+
+        # a big Tokenize runs; meanwhile the RPC thread answers
+        res = {}
+
+        def big():
+            try:
+                res["n"] = len(s.Tokenize(pb.TokenizeRequest(text="a" * BIG), timeout=280).token_ids)
+            except grpc.RpcError as e:
+                res["err"] = f"{e.code().name}: {e.details()}"
+        th = threading.Thread(target=big)
+        th.start()
+        ck.check(wait_for(lambda: d.metric("tconst_large_requests") == 1, 60, "the big Tokenize on its thread"),
+                 f"a {BIG >> 20} MiB Tokenize is handled off the RPC thread (tconst_large_requests 1)")
+        hc = d.health().Check(env.health_pb.HealthCheckRequest(service=""), timeout=60).status
+        mi = s.ModelInfo(pb.ModelInfoRequest(), timeout=60)
+        ids, _ = d.generate_ids(s, [5, 6, 7], env.sampling(max_tokens=4, ignore_eos=True), timeout=60)
+        during = d.metric("tconst_large_requests")
+        ck.equal((hc, mi.vocab_size, len(ids), during), (env.health_pb.HealthCheckResponse.SERVING, 50257, 4, 1.0),
+                 "meanwhile Health, ModelInfo and a generation are answered, the big Tokenize still running")
+        th.join(300)
+        ck.check(res.get("n", 0) > 0, "the big Tokenize completes", str(res))
+
+        # a shutdown while large requests run (2 threads) and one waits
+        calls = []
+        for _ in range(3):
+            calls.append(s.Tokenize.future(pb.TokenizeRequest(text="a" * BIG), timeout=280))
+        ck.check(wait_for(lambda: d.metric("tconst_large_requests") == 3, 60, "3 large requests"),
+                 "3 big Tokenizes: 2 running, 1 queued")
+        d.signal()
+        ck.equal(d.wait_exit(), 0, "SIGTERM with large requests running and queued: exit 0")
+        ends = []
+        for f in calls:
+            try:
+                f.result()
+                ends.append("OK")
+            except grpc.RpcError as e:
+                ends.append(e.code().name)
+        ck.check(all(e in ("OK", "UNAVAILABLE", "CANCELLED") for e in ends), "each ends OK or UNAVAILABLE",
+                 str(ends))
+
+
+if __name__ == "__main__":
+    run("e2e large requests", body)
