@@ -22,6 +22,8 @@ tc_status tc_cli_stdout_flush(void);
  * (and a leading '-') only for an integer; a value past the type's range,
  * or a float too small to tell from 0, is "out of range". */
 tc_status tc_cli_int(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out);
+/* a seed: all of uint64, as the API's SamplingParams.seed */
+tc_status tc_cli_u64(const char *flag, const char *v, uint64_t *out);
 tc_status tc_cli_float(const char *flag, const char *v, double lo, double hi, double *out);
 
 /* "DIR", or empty/"builtin:tiny" for the built-in tiny tconstformer

@@ -17,7 +17,8 @@
 
 typedef struct {
     const char *server, *tokens, *text, *id, *copy_from;
-    int64_t n, top_k, seed;
+    int64_t n, top_k;
+    uint64_t seed;
     double temp, top_p, timeout;
     int ignore_eos, have_temp, have_top_k, have_top_p, have_seed;
     int32_t *ids;
@@ -69,7 +70,7 @@ static int parse(int argc, char **argv, int start, opts *o) {
         else if (!strcmp(a, "--temperature")) st = tc_cli_float(a, v, 0, 1e6, &o->temp), o->have_temp = 1, i++;
         else if (!strcmp(a, "--top-k")) st = tc_cli_int(a, v, 0, INT32_MAX, &o->top_k), o->have_top_k = 1, i++;
         else if (!strcmp(a, "--top-p")) st = tc_cli_float(a, v, -1e9, 1e9, &o->top_p), o->have_top_p = 1, i++;
-        else if (!strcmp(a, "--seed")) st = tc_cli_int(a, v, 0, INT64_MAX, &o->seed), o->have_seed = 1, i++;
+        else if (!strcmp(a, "--seed")) st = tc_cli_u64(a, v, &o->seed), o->have_seed = 1, i++;
         else if (!strcmp(a, "--timeout")) st = tc_cli_float(a, v, 0, 1e9, &o->timeout), i++;
         else if (!strcmp(a, "--ignore-eos")) o->ignore_eos = 1;
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(); exit(0); }
@@ -91,7 +92,7 @@ static void fill_sampling(const opts *o, Tconst__V1__SamplingParams *s) {
     if (o->have_temp) s->_temperature_case = TCONST__V1__SAMPLING_PARAMS___TEMPERATURE_TEMPERATURE, s->temperature = (float)o->temp;
     if (o->have_top_k) s->_top_k_case = TCONST__V1__SAMPLING_PARAMS___TOP_K_TOP_K, s->top_k = (int32_t)o->top_k;
     if (o->have_top_p) s->_top_p_case = TCONST__V1__SAMPLING_PARAMS___TOP_P_TOP_P, s->top_p = (float)o->top_p;
-    if (o->have_seed) s->_seed_case = TCONST__V1__SAMPLING_PARAMS___SEED_SEED, s->seed = (uint64_t)o->seed;
+    if (o->have_seed) s->_seed_case = TCONST__V1__SAMPLING_PARAMS___SEED_SEED, s->seed = o->seed;
     s->_max_tokens_case = TCONST__V1__SAMPLING_PARAMS___MAX_TOKENS_MAX_TOKENS;
     s->max_tokens = (int32_t)o->n;
     s->ignore_eos = o->ignore_eos;
@@ -376,9 +377,10 @@ static int do_info(tc_rpc_client *cl, const opts *o) {
            si->uptime_seconds, si->sessions_active, si->requests_running, si->draining ? ", draining" : "");
     if (si->limits)
         printf("limits: max_sessions %d, max_queued_requests %d, max_batch %d, max_tokens %d, max_session_tokens "
-               "%lld, idle_timeout %d s, max_message %d B, stream_queue %d\n",
+               "%lld, max_state_bytes %lld, idle_timeout %d s, max_message %d B, stream_queue %d\n",
                si->limits->max_sessions, si->limits->max_queued_requests, si->limits->max_batch,
-               si->limits->max_tokens, (long long)si->limits->max_session_tokens, si->limits->idle_timeout_seconds,
+               si->limits->max_tokens, (long long)si->limits->max_session_tokens,
+               (long long)si->limits->max_state_bytes, si->limits->idle_timeout_seconds,
                si->limits->max_message_bytes, si->limits->stream_queue_messages);
     protobuf_c_message_free_unpacked(out, NULL);
     return 0;

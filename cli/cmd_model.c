@@ -218,27 +218,30 @@ int tc_cli_init_model(int argc, char **argv) {
     }
     if (c.bos_token_id >= c.vocab_size) c.bos_token_id = 0;
     if (c.eos_token_id >= c.vocab_size) c.eos_token_id = c.vocab_size - 1;
+    /* without --vocab, a tokenizer already in --out (an earlier model's)
+     * would be read with this one: only one of the same vocabulary size
+     * may stay; anything else is the user's to remove, not ours */
+    if (!vocab && (file_in(out, VOCAB_PAIRS[0][0], 0) || file_in(out, VOCAB_PAIRS[1][0], 0))) {
+        tc_bpe *old = NULL;
+        const tc_status ls = tc_bpe_load(&old, out);
+        const int32_t n_old = ls == TC_OK ? tc_bpe_vocab_size(old) : -1;
+        tc_bpe_free(old);
+        if (n_old != c.vocab_size) {
+            char why[96];
+            if (ls == TC_OK) snprintf(why, sizeof why, "its %d tokens", n_old);
+            else snprintf(why, sizeof why, "it does not load");
+            fprintf(stderr, "tconst init-model: error: %s holds a tokenizer (%s) and the new model's vocab_size is %d: "
+                            "remove its tokenizer files, pass --vocab, or choose another --out\n", out, why,
+                    c.vocab_size);
+            rc = 1;
+            goto done;
+        }
+    }
     out_existed = access(out, F_OK) == 0;
     for (int k = 0; k < 4; k++) existed[k] = made[k] && file_in(out, made[k], 0);
     began = 1;
     CHECK_CLI("init-model", tc_model_init_random(&c, (uint64_t)seed, dtype, out));
     if (vocab) CHECK_CLI("init-model", copy_vocab(vdir, out, pair, n_vocab));
-    /* a tokenizer left in --out by an earlier model would be read with
-     * this one (whose vocabulary it does not match): gone */
-    for (int p = 0; p < 2; p++)
-        for (int k = 0; k < 2 && (!vocab || p != pair); k++)
-            if (file_in(out, VOCAB_PAIRS[p][k], 0)) {
-                char fp[4200];
-                snprintf(fp, sizeof fp, "%s/%s", out, VOCAB_PAIRS[p][k]);
-                if (unlink(fp) != 0) {
-                    fprintf(stderr, "tconst init-model: error: cannot remove %s, left from an earlier model: %s\n", fp,
-                            strerror(errno));
-                    rc = 1;
-                    goto done;
-                }
-                fprintf(stderr, "tconst init-model: removed %s, left from an earlier model (--vocab attaches a tokenizer)\n",
-                        fp);
-            }
     printf("%s: %s, %lld parameters (%s)\n", out, tc_arch_name(c.arch), (long long)tc_config_n_params(&c), dtype);
 done:
     if (rc != 0 && began) { /* no half-written model directory left behind */
@@ -319,18 +322,18 @@ int tc_cli_logits(int argc, char **argv) {
     int64_t i0 = 0;
     if (prompt > 0) {
         CHECK_CLI("logits", tc_session_append(s, ids, prompt, lg));
-        if (fwrite(lg, 4, (size_t)V, fo) != (size_t)V) { fprintf(stderr, "tconst logits: error: write failed\n"); rc = 1; goto done; }
+        if (fwrite(lg, 4, (size_t)V, fo) != (size_t)V) { fprintf(stderr, "tconst logits: error: %s: write failed: %s\n", outf, strerror(errno)); rc = 1; goto done; }
         i0 = prompt;
     }
     for (int64_t i = i0; i < n; i++) {
         tc_session *one = s;
         CHECK_CLI("logits", tc_step_batch(&one, &ids[i], 1, lg));
-        if (fwrite(lg, 4, (size_t)V, fo) != (size_t)V) { fprintf(stderr, "tconst logits: error: write failed\n"); rc = 1; goto done; }
+        if (fwrite(lg, 4, (size_t)V, fo) != (size_t)V) { fprintf(stderr, "tconst logits: error: %s: write failed: %s\n", outf, strerror(errno)); rc = 1; goto done; }
     }
     fprintf(stderr, "tconst logits: %lld steps, %lld syncs, state %zu bytes\n", (long long)(n - i0 + (prompt > 0)),
             (long long)s->n_syncs, tc_session_state_bytes(s));
 done:
-    if (fo && fclose(fo) != 0 && rc == 0) { fprintf(stderr, "tconst logits: error: %s: write failed\n", outf); rc = 1; }
+    if (fo && fclose(fo) != 0 && rc == 0) { fprintf(stderr, "tconst logits: error: %s: write failed: %s\n", outf, strerror(errno)); rc = 1; }
     free(lg);
     free(ids);
     tc_session_free(s);
@@ -340,7 +343,8 @@ done:
 
 int tc_cli_generate(int argc, char **argv) {
     const char *model = NULL, *toks = NULL, *text = NULL;
-    int64_t n = 16, topk = 0, seed = 0;
+    int64_t n = 16, topk = 0;
+    uint64_t seed = 0;
     double temp = 0.0, topp = 1.0;
     int ignore_eos = 0, rc = 0;
     int32_t *ids = NULL;
@@ -360,7 +364,11 @@ int tc_cli_generate(int argc, char **argv) {
         else if (ARG_IS("--temperature")) TAKE_FLOAT("generate", 0, 1e6, &temp);
         else if (ARG_IS("--top-k")) TAKE_INT("generate", 0, INT32_MAX, &topk);
         else if (ARG_IS("--top-p")) TAKE_FLOAT("generate", 1e-9, 1.0, &topp);
-        else if (ARG_IS("--seed")) TAKE_INT("generate", 0, INT64_MAX, &seed);
+        else if (ARG_IS("--seed")) {
+            const char *v_ = NULL;
+            TAKE("generate", v_);
+            CHECK_CLI("generate", tc_cli_u64("--seed", v_, &seed));
+        }
         else if (ARG_IS("--ignore-eos")) ignore_eos = 1;
         else if (ARG_IS("--help") || ARG_IS("-h")) {
             printf("usage: tconst generate [--model DIR] (--tokens \"ids...\" | --text T) [-n N] [--temperature T]\n"
@@ -371,7 +379,11 @@ int tc_cli_generate(int argc, char **argv) {
             return 0;
         } else { fprintf(stderr, "tconst generate: error: unknown flag '%s'\n", argv[i]); return 2; }
     }
-    if (!toks == !text) { fprintf(stderr, "tconst generate: error: give --tokens \"ids...\" or --text T\n"); return 2; }
+    if (!toks == !text) {
+        fprintf(stderr, "tconst generate: error: %s\n", toks ? "give --tokens or --text, not both"
+                                                           : "give --tokens \"ids...\" or --text T");
+        return 2;
+    }
     char dir[4096];
     CHECK_CLI("generate", tc_cli_model_dir(model, dir, sizeof dir));
     if (toks) CHECK_CLI("generate", tc_parse_ids(toks, "--tokens", &ids, &np));
@@ -394,7 +406,7 @@ int tc_cli_generate(int argc, char **argv) {
         CHECK_CLI("generate", TC_FAIL(TC_ERR_INVALID, "%s: the tokenizer has %d tokens, more than config.json's vocab_size "
                                                       "%d (a tokenizer left from another model?)",
                                       dir, tc_bpe_vocab_size(bpe), m->cfg.vocab_size));
-    tc_sampling_params sp = {.temperature = (float)temp, .top_k = (int)topk, .top_p = (float)topp, .seed = (uint64_t)seed};
+    tc_sampling_params sp = {.temperature = (float)temp, .top_k = (int)topk, .top_p = (float)topp, .seed = seed};
     CHECK_CLI("generate", tc_sampler_init(&smp, &sp, m->cfg.vocab_size));
     CHECK_CLI("generate", tc_session_new(m, &s));
     lg = malloc((size_t)m->cfg.vocab_size * 4);

@@ -44,6 +44,18 @@ tc_status tc_cli_int(const char *flag, const char *v, int64_t lo, int64_t hi, in
     return TC_OK;
 }
 
+tc_status tc_cli_u64(const char *flag, const char *v, uint64_t *out) {
+    if (!v) return TC_FAIL(TC_ERR_INVALID, "%s needs a value", flag);
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    /* strtoull would also take blanks, a '+' and a '-' (wrapping it) */
+    if (!(v[0] >= '0' && v[0] <= '9') || *end) return TC_FAIL(TC_ERR_INVALID, "%s: '%s' is not an integer in [0, 2^64)", flag, v);
+    if (errno == ERANGE) return TC_FAIL(TC_ERR_INVALID, "%s: %s out of range [0, 18446744073709551615]", flag, v);
+    *out = (uint64_t)x;
+    return TC_OK;
+}
+
 tc_status tc_cli_float(const char *flag, const char *v, double lo, double hi, double *out) {
     if (!v) return TC_FAIL(TC_ERR_INVALID, "%s needs a value", flag);
     char *end;

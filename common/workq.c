@@ -73,7 +73,6 @@ tc_status tc_workq_post(tc_workq *q, tc_workq_fn run, void *arg) {
     pthread_mutex_unlock(&q->mu);
     if (it && !stopped) return TC_OK;
     free(it);
-    run(arg, 1);
     return stopped ? TC_FAIL(TC_ERR_IO, "workq: stopped") : TC_FAIL(TC_ERR_NOMEM, "workq: out of memory");
 }
 

@@ -15,8 +15,8 @@ typedef struct tc_workq tc_workq;
 typedef void (*tc_workq_fn)(void *arg, int cancelled);
 
 tc_status tc_workq_start(tc_workq **out, int n_threads, const char *name);
-/* Queues run(arg); after tc_workq_stop, or without memory, runs
- * run(arg, 1) at once (in the caller) and returns an error. */
+/* Queues run(arg). After tc_workq_stop, or without memory, an error:
+ * nothing was queued and arg is still the caller's. */
 tc_status tc_workq_post(tc_workq *q, tc_workq_fn run, void *arg);
 /* Until nothing is queued or running (tests: a handler posted here has
  * run once this returns). */

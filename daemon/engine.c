@@ -74,6 +74,7 @@ typedef struct job {
     dsess *s;
     int32_t *tokens;
     int64_t n_tokens;
+    int64_t n_copied; /* of n_tokens, the copy_from history in front (error messages) */
     int generate;
     int final_sent; /* its last message (finish_reason set) went to the sink */
     tc_sampler smp;
@@ -667,10 +668,15 @@ static void start_job(tc_engine *e, job *j) {
     const int64_t have = s->st.length + (s->pending >= 0) + j->n_tokens, lim = e->lim.max_session_tokens;
     const int wants = j->generate && j->max_tokens > 0; /* max_tokens 0 ends LENGTH, no room needed */
     if (!j->resume && (j->n_tokens > 0 || wants) && have + wants > lim) {
-        char msg[320];
-        if (j->n_tokens > 0 && have > lim)
-            snprintf(msg, sizeof msg, "prompt: %lld tokens would make session %s hold %lld, over --max-session-tokens %lld",
-                     (long long)j->n_tokens, s->id, (long long)have, (long long)lim);
+        char msg[400], copied[96] = "";
+        if (j->n_copied)
+            snprintf(copied, sizeof copied, " (%lld of them copied from copy_from)", (long long)j->n_copied);
+        if (s->ephemeral) /* a plain Generate's session: the client never named it */
+            snprintf(msg, sizeof msg, "prompt: %lld tokens%s %s --max-session-tokens %lld", (long long)j->n_tokens,
+                     copied, have > lim ? "is over" : "leaves no room to generate under", (long long)lim);
+        else if (j->n_tokens > 0 && have > lim)
+            snprintf(msg, sizeof msg, "prompt: %lld tokens%s would make session %s hold %lld, over --max-session-tokens %lld",
+                     (long long)j->n_tokens, copied, s->id, (long long)have, (long long)lim);
         else
             snprintf(msg, sizeof msg, "session %s holds %lld tokens%s: no room to generate under --max-session-tokens %lld",
                      s->id, (long long)have, j->n_tokens > 0 ? " with the prompt" : "", (long long)lim);
@@ -1391,10 +1397,12 @@ static int refuse(char *msg, size_t n, int code, const char *fmt, ...) {
     return code;
 }
 
-int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char *rid_out, char *msg, size_t msglen) {
+int tc_engine_prepare(tc_engine *e, const tc_job_spec *sp, int32_t **toks_out, size_t *nt_out, char *msg,
+                      size_t msglen) {
     const tc_model_config *c = e->wc->cfg;
     int32_t *toks = NULL;
     size_t nt = 0;
+    *toks_out = NULL, *nt_out = 0;
     if (sp->n_tokens > 0 && sp->text_len > 0)
         return refuse(msg, msglen, 3, "prompt: set text or token_ids, not both");
     if (sp->text_len > 0) {
@@ -1423,6 +1431,20 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
         return refuse(msg, msglen, 3, "prompt: %zu tokens, over --max-session-tokens %lld", nt,
                       (long long)e->lim.max_session_tokens);
     }
+    *toks_out = toks, *nt_out = nt;
+    return 0;
+}
+
+int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char *rid_out, char *msg, size_t msglen) {
+    int32_t *toks;
+    size_t nt;
+    const int code = tc_engine_prepare(e, sp, &toks, &nt, msg, msglen);
+    return code ? code : tc_engine_submit_prepared(e, sp, toks, nt, job_id, rid_out, msg, msglen);
+}
+
+int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks, size_t nt, uint64_t *job_id,
+                              char *rid_out, char *msg, size_t msglen) {
+    const tc_model_config *c = e->wc->cfg;
     job *j = calloc(1, sizeof *j);
     if (!j) {
         free(toks);
@@ -1525,6 +1547,17 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
         code = refuse(msg, msglen, 8, "too many queued requests (max_queued_requests %d)", e->lim.max_queued);
         goto reject;
     }
+    if (e->lim.max_state_bytes > 0) { /* DESIGN §5: admission on state memory; new work waits for room */
+        int64_t held = 0;
+        for (int i = 0; i < e->n_sess; i++) held += e->sess[i]->st.state_bytes;
+        if (held >= e->lim.max_state_bytes) {
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 8,
+                          "sessions hold %lld bytes of state, --max-state-bytes %lld: close sessions or retry later",
+                          (long long)held, (long long)e->lim.max_state_bytes);
+            goto reject;
+        }
+    }
     dsess *s = NULL;
     const char *sid = sp->session_id ? sp->session_id : "";
     if (strlen(sid) >= TC_ID_MAX) {
@@ -1575,6 +1608,7 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
             free(j->tokens);
             j->tokens = all;
             j->n_tokens += nh;
+            j->n_copied = nh;
             j->prompt_tokens = j->n_tokens;
         }
         s = sess_add_locked(e, sid);

@@ -67,6 +67,7 @@ typedef struct {
     int multi_step;       /* tokens per generation-worker call, its own loop (1: a call per token) */
     double multi_step_s;  /* ... and seconds one such call may compute */
     int64_t max_session_tokens; /* tokens a session may hold, prompt and generated (<= 0: TC_SESSION_TOKENS_MAX) */
+    int64_t max_state_bytes;    /* sessions' state on the workers, summed: at or past it new work is refused (0: no limit) */
 } tc_engine_limits;
 
 /* the most tokens a session can hold: a sync takes histories below 2^31 - 4096 */
@@ -121,6 +122,14 @@ void tc_engine_stop(tc_engine *e);
  * request id (may be NULL). */
 int tc_engine_submit(tc_engine *e, const tc_job_spec *spec, uint64_t *job_id, char *request_id_out, char *msg,
                      size_t msglen);
+/* tc_engine_submit in two steps: prepare takes the prompt (text
+ * tokenized, ids range-checked, both copied to *toks, malloc'd) and takes
+ * no lock, so it may run long (megabytes of text) without holding up what
+ * waits for the caller's locks; submit_prepared admits the job and owns
+ * toks whatever it returns (spec's text and token_ids are not read). */
+int tc_engine_prepare(tc_engine *e, const tc_job_spec *spec, int32_t **toks, size_t *n_toks, char *msg, size_t msglen);
+int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *spec, int32_t *toks, size_t n_toks, uint64_t *job_id,
+                              char *request_id_out, char *msg, size_t msglen);
 /* code: the gRPC status it ends with (1 CANCELLED: the client went away;
  * 4 DEADLINE_EXCEEDED: its deadline passed, counted as such) */
 void tc_engine_cancel(tc_engine *e, uint64_t job_id, int code);

@@ -42,7 +42,7 @@ typedef struct {
     char *workers, *worker_mode, *worker_binary, *device, *context_device;
     double worker_timeout, worker_start_timeout;
     int64_t context_nice;
-    int64_t max_sessions, max_queued, max_batch, max_tokens, max_session_tokens, stream_queue, max_message_bytes,
+    int64_t max_sessions, max_queued, max_batch, max_tokens, max_session_tokens, max_state_bytes, stream_queue, max_message_bytes,
         threads, warmup_tokens;
     int overlap_syncs;
     int64_t sync_inline_max, multi_step;
@@ -68,6 +68,7 @@ static const tc_knob KNOBS[] = {
     K("max-queued-requests", TC_KNOB_INT, "256", 1, 1e6, "requests waiting to start at most (more: RESOURCE_EXHAUSTED)", max_queued),
     K("max-batch", TC_KNOB_INT, "64", 1, 4096, "generations stepped together in one batched hit step", max_batch),
     K("max-tokens", TC_KNOB_INT, "1000000", 1, 2147483647.0, "largest max_tokens a request may ask for", max_tokens),
+    K("max-state-bytes", TC_KNOB_INT, "0", 0, 1e18, "bytes of session state (K/V windows, zips, histories on the workers; tconst_state_bytes) the sessions may hold together: at or past it new requests get RESOURCE_EXHAUSTED until sessions close (0: no limit)", max_state_bytes),
     K("max-session-tokens", TC_KNOB_INT, "0", 0, 2147479551.0, "tokens a session may hold, prompt and generated (0: 2^31 - 4097, the sync's limit); a generation reaching it ends with finish_reason length", max_session_tokens),
     K("stream-queue", TC_KNOB_INT, "64", 1, 1e6, "unread messages per stream before its generation pauses", stream_queue),
     K("max-message-bytes", TC_KNOB_INT, "4194304", 1024, 1073741824.0, "largest request message (larger: RESOURCE_EXHAUSTED)", max_message_bytes),
@@ -414,12 +415,16 @@ int main(int argc, char **argv) {
                "stream as U+FFFD in text (their ids are sent as they are)", wc->cfg->vocab_size,
                tc_bpe_vocab_size(bpe), tc_bpe_vocab_size(bpe), wc->cfg->vocab_size - 1);
     tc_service_info info = {dir, TC_VERSION, (int)cfg.max_message_bytes};
-    if (tc_service_init(&svc, NULL, wc, bpe, &info) != TC_OK) goto out;
+    if (tc_service_init(&svc, NULL, wc, bpe, &info) != TC_OK) {
+        fprintf(stderr, "tconstd: error: %s\n", tc_error_get() ? tc_error_get() : "cannot start the service");
+        goto out;
+    }
     if (wc->live_pairs) /* worker processes: ready only while a pair is up (told the count now, then changes) */
         tc_worker_remote_on_live(wc, on_live_pairs, svc);
     tc_engine_limits lim = {(int)cfg.max_sessions, (int)cfg.max_queued, (int)cfg.max_batch, (int)cfg.max_tokens,
                             (int)cfg.stream_queue, cfg.idle_timeout, cfg.overlap_syncs, cfg.sync_inline_max,
-                            (int)cfg.multi_step, cfg.multi_step_ms / 1000.0, cfg.max_session_tokens};
+                            (int)cfg.multi_step, cfg.multi_step_ms / 1000.0, cfg.max_session_tokens,
+                            cfg.max_state_bytes};
     if (tc_engine_start(&eng, wc, bpe, &lim, tc_service_sink()) != TC_OK) {
         fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
         goto out;

@@ -66,12 +66,17 @@ struct tc_service {
     double t_start;
     /* requests over TC_INLINE_MAX bytes (their text is tokenized, their
      * ids copied and checked: work that grows with the request) run here,
-     * not on the RPC thread, which every other call waits for */
+     * not on the RPC thread, which every other call waits for; at most
+     * TC_BIG_QUEUED_BYTES of them wait (more: RESOURCE_EXHAUSTED) */
     tc_workq *bigq;
+    atomic_llong big_bytes;
 };
 
 /* the largest request message a handler takes on the RPC thread */
 #define TC_INLINE_MAX 16384
+/* large requests queued or running at once, in bytes: each is a copy of
+ * its message, and tokenizing takes ~100 B of scratch a byte of text */
+#define TC_BIG_QUEUED_BYTES (64ll << 20)
 
 
 static void ctx_unref(ctx *c) {
@@ -311,15 +316,26 @@ static int submit(ctx *c, tc_job_spec *spec) {
     char msg[600];
     uint64_t jid = 0;
     spec->user = c;
+    /* the prompt first, without c->mu: tokenizing a long text takes
+     * seconds, and on_done (the RPC thread) takes c->mu */
+    int32_t *toks;
+    size_t nt;
+    int code = tc_engine_prepare(c->svc->e, spec, &toks, &nt, msg, sizeof msg);
+    if (code != 0) {
+        tc_call_finish(c->call, code, msg);
+        return -1;
+    }
     atomic_fetch_add(&c->refs, 1);
     pthread_mutex_lock(&c->mu); /* sk_done may not run before job_id is set */
     if (c->rpc_done) { /* a large request's handler (bigq) ran after the client left: nothing to start */
         pthread_mutex_unlock(&c->mu);
         atomic_fetch_sub(&c->refs, 1);
+        free(toks);
         return -1;
     }
-    int code = tc_engine_submit(c->svc->e, spec, &jid, c->request_id, msg, sizeof msg);
+    code = tc_engine_submit_prepared(c->svc->e, spec, toks, nt, &jid, c->request_id, msg, sizeof msg);
     if (code == 0) c->job_id = jid;
+    if (code == 0 && spec->pin) c->pinned = 1; /* before on_done can look */
     pthread_mutex_unlock(&c->mu);
     if (code != 0) {
         atomic_fetch_sub(&c->refs, 1);
@@ -471,11 +487,9 @@ static void stream_msg(ctx *c, const uint8_t *m, size_t len) {
     sp.generate = rq->generate;
     sp.pin = first; /* its session does not expire idle while the stream is open */
     sampling_from(rq->sampling, &sp);
-    const int ok = submit(c, &sp) == 0;
-    if (first) {
+    if (submit(c, &sp) != 0 && first) {
         pthread_mutex_lock(&c->mu);
-        if (ok) c->pinned = 1;
-        else c->owns_session = 0;
+        c->owns_session = 0;
         pthread_mutex_unlock(&c->mu);
     }
     tconst__v1__stream_request__free_unpacked(rq, NULL);
@@ -717,6 +731,7 @@ static void h_server_info(ctx *c) {
     l.stream_queue_messages = lim->stream_queue;
     l.max_session_tokens = lim->max_session_tokens;
     l.max_batch = lim->max_batch;
+    l.max_state_bytes = lim->max_state_bytes;
     r.limits = &l;
     r.uptime_seconds = tc_now_s() - s->t_start;
     int ns, nr, nq;
@@ -1019,10 +1034,15 @@ typedef struct {
 
 static void big_run(void *arg, int cancelled) {
     big_item *it = arg;
-    if (cancelled) tc_call_finish(it->c->call, TC_GRPC_UNAVAILABLE, "server shutting down");
-    else run_handler(it->c, it->which, it->m, it->len);
+    ctx *c = it->c;
+    pthread_mutex_lock(&c->mu);
+    const int gone = c->rpc_done; /* the client left while it waited: no work for nobody */
+    pthread_mutex_unlock(&c->mu);
+    if (cancelled) tc_call_finish(c->call, TC_GRPC_UNAVAILABLE, "server shutting down");
+    else if (!gone) run_handler(c, it->which, it->m, it->len);
+    atomic_fetch_sub(&c->svc->big_bytes, (long long)it->len);
     tc_metric_add(TC_G_large_requests, -1);
-    ctx_unref(it->c);
+    ctx_unref(c);
     free(it);
 }
 
@@ -1031,8 +1051,17 @@ static void run_or_queue(ctx *c, int which, const uint8_t *m, size_t n) {
         run_handler(c, which, m, n);
         return;
     }
+    tc_service *s = c->svc;
+    if (atomic_fetch_add(&s->big_bytes, (long long)n) + (long long)n > TC_BIG_QUEUED_BYTES) {
+        atomic_fetch_sub(&s->big_bytes, (long long)n);
+        finishf(c->call, TC_GRPC_RESOURCE_EXHAUSTED,
+                "too many large requests at once (over %lld MiB of requests over 16 KiB wait); retry later",
+                TC_BIG_QUEUED_BYTES >> 20);
+        return;
+    }
     big_item *it = malloc(sizeof *it + n);
     if (!it) {
+        atomic_fetch_sub(&s->big_bytes, (long long)n);
         tc_call_finish(c->call, TC_GRPC_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
@@ -1040,7 +1069,15 @@ static void run_or_queue(ctx *c, int which, const uint8_t *m, size_t n) {
     memcpy(it->m, m, n);
     atomic_fetch_add(&c->refs, 1);
     tc_metric_add(TC_G_large_requests, 1);
-    (void)tc_workq_post(c->svc->bigq, big_run, it); /* refused: big_run(it, 1) ran */
+    const tc_status pst = tc_workq_post(s->bigq, big_run, it);
+    if (pst != TC_OK) { /* stopped (shutting down), or out of memory */
+        if (pst == TC_ERR_NOMEM) tc_call_finish(c->call, TC_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        else tc_call_finish(c->call, TC_GRPC_UNAVAILABLE, "server shutting down");
+        atomic_fetch_sub(&s->big_bytes, (long long)n);
+        tc_metric_add(TC_G_large_requests, -1);
+        ctx_unref(c);
+        free(it);
+    }
 }
 
 static void on_start(void *ud, tc_call *call, const char *method, const uint8_t *m, size_t len) {

@@ -78,6 +78,8 @@ tc_status tc_spawn(char *const argv[], double ready_timeout_s, const int *stop, 
         setpgid(0, 0);
         signal(SIGTERM, SIG_DFL); /* tconstd's handlers write to its signal pipe: not the child's */
         signal(SIGINT, SIG_DFL);
+        struct sigaction hup; /* the same for SIGHUP, unless ignored (nohup): that stays */
+        if (sigaction(SIGHUP, NULL, &hup) == 0 && hup.sa_handler != SIG_IGN) signal(SIGHUP, SIG_DFL);
         sigset_t all;
         sigemptyset(&all);
         sigprocmask(SIG_SETMASK, &all, NULL);

@@ -228,12 +228,14 @@ static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
 static long g_admitted, g_retired;
 
-int __real_tc_engine_submit(tc_engine *e, const tc_job_spec *spec, uint64_t *job_id, char *rid, char *msg, size_t n);
-int __wrap_tc_engine_submit(tc_engine *e, const tc_job_spec *spec, uint64_t *job_id, char *rid, char *msg, size_t n) {
+int __real_tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *spec, int32_t *toks, size_t nt,
+                                     uint64_t *job_id, char *rid, char *msg, size_t n);
+int __wrap_tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *spec, int32_t *toks, size_t nt,
+                                     uint64_t *job_id, char *rid, char *msg, size_t n) {
     pthread_mutex_lock(&g_mu); /* counted first: the job may retire before submit returns */
     g_admitted++;
     pthread_mutex_unlock(&g_mu);
-    int code = __real_tc_engine_submit(e, spec, job_id, rid, msg, n);
+    int code = __real_tc_engine_submit_prepared(e, spec, toks, nt, job_id, rid, msg, n);
     if (code != 0) {
         pthread_mutex_lock(&g_mu);
         g_admitted--;

@@ -172,6 +172,12 @@ for val, needle in ((" 5", "is not an integer"), ("+5", "is not an integer"),
                     ("99999999999999999999", "out of range")):
     expect(["generate", "--tokens", "1", "-n", val], 1, "-n: " + (f"'{val}' " if "integer" in needle else val + " ") +
            needle, f"generate -n {val!r}: error")
+# --seed takes every seed the API takes (uint64), nothing else
+code, out, err = tc("generate", "--tokens", "1 2", "-n", "3", "--temperature", "1", "--seed", "18446744073709551615")
+check(code == 0 and len(out.split()) == 3, "generate --seed 2^64-1 (the API's largest seed)", f"exit {code}: {err!r}")
+for val, needle in (("18446744073709551616", "out of range"), ("-1", "is not an integer"), ("+1", "is not an integer")):
+    expect(["generate", "--tokens", "1", "--seed", val], 1, "--seed: " + ("" if "range" in needle else f"'{val}' ")
+           + (val + " " if "range" in needle else "") + needle, f"generate --seed {val}: error")
 expect(["generate", "--tokens", "1", "--temperature", "1e-400"], 1, "--temperature: 1e-400 out of range",
        "generate --temperature 1e-400: out of range, not 'not a number'")
 

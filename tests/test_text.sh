@@ -30,19 +30,23 @@ r=$("$T" generate --model "$tmp/m" --text "" -n 3 2>&1) && fail "empty --text ac
 echo "$r" | grep -q "empty prompt" || fail "empty --text: $r"
 echo "ok   empty --text: $r"
 
-# init-model over a model directory that held a GPT-2 tokenizer: the
-# tokenizer goes (it would not match the new vocabulary), said on stderr
+# init-model over a model directory that holds a GPT-2 tokenizer, without
+# --vocab: refused (the tokenizer would not match the new vocabulary), the
+# directory left as it was; with --vocab it is replaced
 cp -r "$tmp/m" "$tmp/m2"
-"$T" init-model --arch transformer --preset tiny --seed 6 --out "$tmp/m2" >/dev/null 2>"$tmp/err"
-grep -q "removed .*encoder.json, left from an earlier model" "$tmp/err" || fail "init-model over a tokenizer: $(cat "$tmp/err")"
-[ ! -e "$tmp/m2/encoder.json" ] && [ ! -e "$tmp/m2/vocab.bpe" ] || fail "init-model left the old tokenizer"
-echo "ok   init-model over an earlier model removes its tokenizer: $(head -1 "$tmp/err")"
+r=$("$T" init-model --arch transformer --preset tiny --seed 6 --out "$tmp/m2" 2>&1) && fail "init-model over a tokenizer: accepted"
+echo "$r" | grep -q "holds a tokenizer (its 50257 tokens) and the new model's vocab_size is 512" || fail "init-model: $r"
+cmp -s "$tmp/m/config.json" "$tmp/m2/config.json" || fail "the refused init-model changed config.json"
+"$T" init-model --arch transformer --preset tiny --seed 6 --vocab "$V" --out "$tmp/m2" >/dev/null
+grep -q '"architecture":\s*"transformer"' "$tmp/m2/config.json" || fail "init-model --vocab over a model: not replaced"
+echo "ok   init-model over another model's tokenizer: refused without --vocab ($r), replaced with it"
+"$T" init-model --arch transformer --preset tiny --seed 6 --out "$tmp/m3" >/dev/null
 # a tokenizer larger than the model's vocabulary (copied in by hand) is refused where text is used
-cp "$V/encoder.json" "$V/vocab.bpe" "$tmp/m2/"
-r=$("$T" generate --model "$tmp/m2" --text "hi" -n 2 2>&1) && fail "generate --text with a 50257-token tokenizer on vocab 512"
+cp "$V/encoder.json" "$V/vocab.bpe" "$tmp/m3/"
+r=$("$T" generate --model "$tmp/m3" --text "hi" -n 2 2>&1) && fail "generate --text with a 50257-token tokenizer on vocab 512"
 echo "$r" | grep -q "the tokenizer has 50257 tokens, more than config.json's vocab_size 512" || fail "generate: $r"
 echo "ok   generate --text refuses a tokenizer larger than the model's vocabulary"
-r=$(timeout 120 "$D" --model "$tmp/m2" --device cpu --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 2>&1) &&
+r=$(timeout 120 "$D" --model "$tmp/m3" --device cpu --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 2>&1) &&
     fail "tconstd started with a 50257-token tokenizer on vocab 512"
 echo "$r" | grep -q "the tokenizer has 50257 tokens, more than config.json's vocab_size 512" || fail "tconstd: $(echo "$r" | tail -3)"
 echo "ok   tconstd refuses it too"

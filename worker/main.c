@@ -293,7 +293,9 @@ int main(int argc, char **argv) {
     }
     int mm = cfg.max_message_bytes > 2147483647 ? 2147483647 : (int)cfg.max_message_bytes;
     if (tc_rpc_server_start(&rpc, cfg.listen, mm, tc_worker_handlers(), w) != TC_OK) {
-        fprintf(stderr, "tconst-worker: error: --listen %s: %s\n", cfg.listen, tc_error_get());
+        const char *why = tc_error_get() ? tc_error_get() : "cannot start";
+        if (strstr(why, "--listen")) fprintf(stderr, "tconst-worker: error: %s\n", why);
+        else fprintf(stderr, "tconst-worker: error: --listen %s: %s\n", cfg.listen, why);
         goto out;
     }
     {

@@ -175,7 +175,14 @@ static void *reader_main(void *arg) {
          * worker without bound */
         const tc_status rs = tc_mailbox_reserve(H->mb, h.sid, h.seq, (size_t)h.len);
         if (rs == TC_ERR_EXHAUSTED) {
-            TC_LOG(TC_LOG_WARN, "transport", "%s; refused (the sender waits for room)", tc_error_get());
+            /* a waiting sender retries every 2-100 ms: one line in 5 s */
+            static _Atomic double last_said;
+            const double now = tc_now_s();
+            if (now - last_said >= 5.0) {
+                last_said = now;
+                TC_LOG(TC_LOG_WARN, "transport", "%s; refused (the sender waits for room; more refusals in the "
+                                                 "next 5 s are not logged)", tc_error_get());
+            }
             refuse(&ra, ACK_FULL, fdl);
             return NULL;
         }

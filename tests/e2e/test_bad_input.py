@@ -370,6 +370,24 @@ def body(env, ck):
         ck.check(all(e in ("OK", "UNAVAILABLE") for e in ends), "each paused stream ends (cut by the shutdown)",
                  str(ends))
 
+    # --max-state-bytes 1: once a session holds state, new work is
+    # refused (RESOURCE_EXHAUSTED naming the flag) until sessions close
+    with Daemon(env, "--max-state-bytes", "1", model=model) as d:
+        s = d.stub()
+        ck.equal(s.ServerInfo(pb.ServerInfoRequest(), timeout=30).limits.max_state_bytes, 1,
+                 "ServerInfo reports max_state_bytes")
+        a = s.OpenSession(pb.OpenSessionRequest(token_ids=[1, 2, 3]), timeout=30).session_id
+        held = d.metric("tconst_state_bytes")
+        ck.check(held > 0, "the first session opens and holds state", str(held))
+        ck.rpc_error(lambda: s.OpenSession(pb.OpenSessionRequest(token_ids=[4]), timeout=30),
+                     grpc.StatusCode.RESOURCE_EXHAUSTED, "a second session past --max-state-bytes", "--max-state-bytes 1")
+        ck.rpc_error(lambda: list(s.Generate(pb.GenerateRequest(token_ids=[4], sampling=env.sampling(max_tokens=2)),
+                                             timeout=30)),
+                     grpc.StatusCode.RESOURCE_EXHAUSTED, "a Generate past it", "--max-state-bytes")
+        s.CloseSession(pb.CloseSessionRequest(session_id=a), timeout=30)
+        ids, _ = d.generate_ids(s, [9, 8, 7], env.sampling(max_tokens=12, ignore_eos=True), timeout=30)
+        ck.equal(ids, ref, "its session closed, new work runs again")
+
     # --max-session-tokens 40: prompts that would not fit are refused
     # naming the limit, a generation ends with LENGTH where its session
     # reaches it, a full session takes no more tokens
@@ -382,7 +400,8 @@ def body(env, ck):
         ck.rpc_error(lambda: list(s.Generate(pb.GenerateRequest(token_ids=list(range(2, 43)), sampling=env.sampling(
             max_tokens=1)), timeout=30)), IA, "a 41-token prompt with --max-session-tokens 40", "max-session-tokens")
         ck.rpc_error(lambda: list(s.Generate(pb.GenerateRequest(token_ids=list(range(2, 42)), sampling=env.sampling(
-            max_tokens=1)), timeout=30)), IA, "a 40-token prompt that leaves no room to generate", "no room")
+            max_tokens=1)), timeout=30)), IA, "a 40-token prompt that leaves no room to generate (no session named)",
+            "prompt: 40 tokens leaves no room to generate under --max-session-tokens 40")
         sid = s.OpenSession(pb.OpenSessionRequest(token_ids=p30), timeout=30).session_id
         ids, last = [], None
         for r in s.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid, sampling=env.sampling(
@@ -393,6 +412,8 @@ def body(env, ck):
                  "max_tokens 50 from 30 tokens: 10 ids (== tconst generate), then LENGTH at the limit",
                  f"{len(ids)} ids, {last.finish_reason if last else None}")
         ck.equal(s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30).length, 40, "the session holds 40")
+        ck.rpc_error(lambda: s.OpenSession(pb.OpenSessionRequest(copy_from=sid, token_ids=[3]), timeout=30), IA,
+                     "a fork of the full session with one more token", "prompt: 41 tokens (40 of them copied from copy_from)")
         ck.rpc_error(lambda: s.Append(pb.AppendRequest(session_id=sid, token_ids=[4]), timeout=30), IA,
                      "an Append to the full session", "max-session-tokens")
         ck.rpc_error(lambda: list(s.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid, sampling=env.sampling(

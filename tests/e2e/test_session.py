@@ -182,12 +182,12 @@ def body(env, ck):
 
 
 def idle_expiry(env, ck):
-    """--idle-timeout 1: an idle session closes; one a Stream opened or
+    """--idle-timeout 2: an idle session closes; one a Stream opened or
     attached to stays while the stream is open, however long it is idle
     (checked by state: a session opened after it expires meanwhile), and
     expires once the stream ended."""
     pb = env.pb
-    with Daemon(env, "--idle-timeout", "1", model=env.model("tconstformer", seed=31)) as d:
+    with Daemon(env, "--idle-timeout", "2", model=env.model("tconstformer", seed=31)) as d:
         s = d.stub()
         gone = lambda sid: wait_for(lambda: not_found(s, pb, sid), 60, f"{sid} expired")
         att = s.OpenSession(pb.OpenSessionRequest(session_id="attached", token_ids=[3]), timeout=30).session_id
@@ -201,7 +201,7 @@ def idle_expiry(env, ck):
         own, att_sid = streams[0][2], streams[1][2]
         ck.equal(att_sid, att, "a Stream attached to an open session")
         other = s.OpenSession(pb.OpenSessionRequest(token_ids=[5]), timeout=30).session_id
-        ck.check(gone(other), "--idle-timeout 1: an idle session (opened after the streams' ones) expires")
+        ck.check(gone(other), "--idle-timeout 2: an idle session (opened after the streams' ones) expires")
         alive = [not not_found(s, pb, x) for x in (own, att)]
         ck.equal(alive, [True, True], "the sessions of open Streams stay, as idle as they are")
         q, call, _ = streams[0]
