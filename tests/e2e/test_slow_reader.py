@@ -23,7 +23,7 @@ PROMPT = [11, 22, 33, 44]
 # ids past what the daemon can have generated ahead of a reader: 16 queued
 # messages (--stream-queue 16) of at most 8 ids (--multi-step 8) and a 4 KB
 # transport window, with room to spare
-RESUME_MARGIN = 4000
+RESUME_MARGIN = 3000
 
 
 def rss_kb(pid):
@@ -94,7 +94,7 @@ def body(env, ck):
     # its unread queue ahead of its reader, so while A's reader is still
     # RESUME_MARGIN ids from A's end, A has not ended and C (which needs
     # the only slot) cannot have started.
-    n_a = 20000
+    n_a = 6000
     with Daemon(env, "--max-batch", "1", "--stream-queue", "16", model=model) as d:
         pch = d.channel(**{"grpc.http2.bdp_probe": 0, "grpc.http2.lookahead_bytes": 4096})
         stub = d.stub(d.channel())
