@@ -259,6 +259,7 @@ static void resolve_device(const dcfg *c, const char *bin, char *dev, size_t dn,
     int n = -1;
     tc_status st = tc_spawn(argv, 60.0, NULL, &pid, line, sizeof line);
     if (pid > 0) tc_child_stop(pid, 5.0);
+    if (st != TC_OK && tc_spawn_cancelled()) return; /* a signal during the start-up: it stops anyway */
     if (st != TC_OK || sscanf(line, "cuda-devices %d", &n) != 1 || n < 0) {
         TC_LOG(TC_LOG_WARN, "main", "--device auto: cannot count GPUs with %s (%s): the workers run on the CPU", bin,
                st != TC_OK ? (tc_error_get() ? tc_error_get() : "failed") : "unexpected answer");
