@@ -23,6 +23,13 @@ typedef enum {
 
 const char *tc_status_str(tc_status s);
 
+/* The outcome of one row of a batched call (a session of a batched step)
+ * that can fail a row without failing the rest: its code and message. */
+typedef struct {
+    tc_status st;
+    char msg[240];
+} tc_row_status;
+
 /* Last error message of this thread: set by tc_error_set where the error
  * is detected, read by the outermost caller (CLI prints it on one line). */
 void tc_error_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -1038,11 +1038,14 @@ static void *engine_thread(void *arg) {
     int32_t *bnext = calloc((size_t)cap * K, sizeof *bnext);
     tc_wc_burst *bb = calloc((size_t)cap, sizeof *bb);
     int *bcnt = calloc((size_t)cap, sizeof *bcnt);
+    /* each session's outcome: one whose own part failed (its inline sync)
+     * ends alone, the rest of the batch steps on */
+    tc_row_status *brow = calloc((size_t)cap, sizeof *brow);
     /* cancelled jobs ended per pass (more wait for the next pass: running
      * jobs can outnumber --max-batch, paused ones holding no slot) */
     const int dcap = e->lim.max_batch + e->lim.max_queued + 1;
     job **dead = calloc((size_t)dcap, sizeof *dead);
-    TC_ASSERT(batch && bs && bt && bsmp && bnext && bb && bcnt && dead, "engine: out of memory");
+    TC_ASSERT(batch && bs && bt && bsmp && bnext && bb && bcnt && brow && dead, "engine: out of memory");
     if (e->wc->bind_thread) e->wc->bind_thread(e->wc, 0);
     ga->busy_t0 = tc_now_s();
     pthread_mutex_lock(&e->mu);
@@ -1186,29 +1189,37 @@ static void *engine_thread(void *arg) {
                 multi |= bb[i].max_steps > 1;
             }
             tc_status st;
-            if (multi) st = e->wc->step_multi(e->wc, bs, bt, B, bsmp, bb, e->lim.multi_step_s, bnext, K, bcnt);
+            if (multi) st = e->wc->step_multi(e->wc, bs, bt, B, bsmp, bb, e->lim.multi_step_s, bnext, K, bcnt, brow);
             else {
-                st = e->wc->step(e->wc, bs, bt, B, bsmp, bnext, NULL);
+                st = e->wc->step(e->wc, bs, bt, B, bsmp, bnext, NULL, brow);
                 for (int i = B - 1; i >= 0; i--) bnext[(size_t)i * K] = bnext[i], bcnt[i] = 1;
             }
             int n_steps = 1; /* batched hit steps: a multi-step call made as many as its longest run */
-            for (int i = 0; i < B && st == TC_OK; i++) n_steps = bcnt[i] > n_steps ? bcnt[i] : n_steps;
+            for (int i = 0; i < B && st == TC_OK; i++)
+                if (brow[i].st == TC_OK) n_steps = bcnt[i] > n_steps ? bcnt[i] : n_steps;
             tc_metric_inc(TC_M_steps_total, n_steps);
+            char why[sizeof brow[0].msg];
+            snprintf(why, sizeof why, "%s", st == TC_OK ? "" : tc_error_get() ? tc_error_get() : "step failed");
             for (int i = 0; i < B; i++) {
                 job *j = batch[i];
                 batch[i] = NULL;
-                if (st != TC_OK) {
+                const tc_status sti = st != TC_OK ? st : brow[i].st; /* the call's, or this session's own */
+                if (sti != TC_OK) {
                     j->s->pending = j->next_tok;
                     pthread_mutex_lock(&e->mu);
                     const int draining = e->draining;
-                    if (draining && st == TC_ERR_IO) j->cancel_code = 14;
+                    if (draining && sti == TC_ERR_IO) j->cancel_code = 14;
                     pthread_mutex_unlock(&e->mu);
-                    if (draining && st == TC_ERR_IO) {
+                    if (draining && sti == TC_ERR_IO) {
                         /* a worker gone at shutdown (its waits abandoned): cut
                          * like the drain cuts, so the request can resume */
                         finish_job(e, j, TC_FINISH_CANCELLED, "server shutting down (a worker is gone)");
-                    } else
-                        finish_job(e, j, TC_FINISH_ERROR, tc_error_get() ? tc_error_get() : "step failed");
+                    } else {
+                        if (st == TC_OK)
+                            TC_LOG(TC_LOG_WARN, "engine", "session %s: its step failed, the rest of the batch of %d stepped: %s",
+                                   j->s->id, B, brow[i].msg);
+                        finish_job(e, j, TC_FINISH_ERROR, st != TC_OK ? why : brow[i].msg[0] ? brow[i].msg : "step failed");
+                    }
                     continue;
                 }
                 refresh_stats(e, j->s);
@@ -1252,6 +1263,7 @@ static void *engine_thread(void *arg) {
     free(bnext);
     free(bb);
     free(bcnt);
+    free(brow);
     free(dead);
     return NULL;
 }

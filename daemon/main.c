@@ -160,7 +160,7 @@ static tc_status warm_up(tc_worker_client *wc, int64_t n) {
         for (int64_t i = 0; i < n; i++) t[i] = (int32_t)((i * 7919) % c->vocab_size);
         st = wc->session_new(wc, &s);
         if (st == TC_OK) st = wc->append(wc, s, t, n, lg);
-        if (st == TC_OK) st = wc->step(wc, &s, t, 1, NULL, NULL, lg);
+        if (st == TC_OK) st = wc->step(wc, &s, t, 1, NULL, NULL, lg, NULL);
         if (s) wc->session_free(wc, s);
     }
     free(t);

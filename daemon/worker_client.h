@@ -67,9 +67,17 @@ struct tc_worker_client {
     /* one token per session (a session at a window boundary is synced
      * first); when smp != NULL, next[i] is sampled with smp[i], whose RNG
      * advances (a remote worker samples where the logits are); logits
-     * [B, V] when not NULL */
+     * [B, V] when not NULL.
+     * rows == NULL: all or nothing -- any session's failure fails the
+     * call, and no session took its token. rows != NULL: a session whose
+     * own part fails (its inline sync, the rebuild of its copy; a worker
+     * pair of its own that is gone) is left out, rows[i] saying why; the
+     * others step. Each rows[i] is set when the call returns TC_OK; a row
+     * that failed took no token, its sampler did not advance, its history
+     * is as it was. A call that fails as a whole (TC_OK not returned) is
+     * all or nothing as above, rows unset. */
     tc_status (*step)(tc_worker_client *w, tc_wc_session **s, const int32_t *t, int B, tc_sampler **smp,
-                      int32_t *next, float *logits);
+                      int32_t *next, float *logits, tc_row_status *rows);
     /* optional (NULL: one step call per token): the worker's own step
      * loop, as vLLM's multi-step scheduling -- it feeds each session what
      * it sampled and steps again, sparing a round trip per token. Session
@@ -77,9 +85,11 @@ struct tc_worker_client {
      * fewer when it sampled one of b[i].stop, reached a window boundary
      * (the next token needs a sync), or the call computed max_s seconds
      * (0: no limit). Its history then holds t[i] and all but the last of
-     * them; the last is not fed. Sampled only (smp != NULL). */
+     * them; the last is not fed. Sampled only (smp != NULL). rows as in
+     * step (a failed row: n_out[i] 0). */
     tc_status (*step_multi)(tc_worker_client *w, tc_wc_session **s, const int32_t *t, int B, tc_sampler **smp,
-                            const tc_wc_burst *b, double max_s, int32_t *next, int kstride, int *n_out);
+                            const tc_wc_burst *b, double max_s, int32_t *next, int kstride, int *n_out,
+                            tc_row_status *rows);
     /* optional: forget all but the first n_keep tokens of s's history (a
      * multi-step run went past where the engine stopped); the worker
      * copies are rebuilt from what is kept on next use */

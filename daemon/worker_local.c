@@ -1,9 +1,11 @@
 /* worker_local.c — the in-process worker client: the model and its
  * sessions live in the coordinator's process (CPU backend). */
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/fault.h"
 #include "../common/log.h"
 #include "../model/sampler.h"
 #include "../model/session.h"
@@ -17,6 +19,7 @@ typedef struct {
     int32_t *cid; /* top-k candidates [B, k] when every sampler draws from them */
     float *cval;
     size_t c_cap;
+    int64_t fault_at; /* tests: TC_FAULT_STEP_SYNC_AT (common/fault.h) */
 } local_impl;
 
 static tc_status l_new(tc_worker_client *w, tc_wc_session **out) {
@@ -54,8 +57,8 @@ static tc_status l_sync(tc_worker_client *w, tc_wc_session *s) {
     if (!tc_session_sync_due(x)) return TC_OK;
     return tc_session_sync(x, x->n_tokens);
 }
-static tc_status l_step(tc_worker_client *w, tc_wc_session **s, const int32_t *t, int B, tc_sampler **smp,
-                        int32_t *next, float *logits) {
+static tc_status step_all(tc_worker_client *w, tc_wc_session **s, const int32_t *t, int B, tc_sampler **smp,
+                         int32_t *next, float *logits) {
     local_impl *L = w->impl;
     const int V = w->cfg->vocab_size;
     /* a session a cancelled append or sync left stale gets its sync and
@@ -118,6 +121,56 @@ static tc_status l_step(tc_worker_client *w, tc_wc_session **s, const int32_t *t
     for (int i = 0; smp && i < B; i++) next[i] = tc_sampler_sample(smp[i], logits + (size_t)i * w->cfg->vocab_size);
     return TC_OK;
 }
+
+/* rows != NULL: each session's inline sync first, apart (tc_step_ready);
+ * one that fails is left out and the others step without it */
+static tc_status l_step(tc_worker_client *w, tc_wc_session **s, const int32_t *t, int B, tc_sampler **smp,
+                        int32_t *next, float *logits, tc_row_status *rows) {
+    local_impl *L = w->impl;
+    if (!rows) return step_all(w, s, t, B, smp, next, logits);
+    const int V = w->cfg->vocab_size;
+    for (int i = 0; i < B; i++) {
+        tc_session *x = (tc_session *)s[i];
+        rows[i].st = TC_OK;
+        rows[i].msg[0] = 0;
+        if (L->fault_at > 0 && x->n_tokens == L->fault_at && tc_session_sync_due(x)) {
+            rows[i].st = TC_ERR_INTERNAL;
+            snprintf(rows[i].msg, sizeof rows[i].msg, "inline sync at %lld tokens: injected fault (TC_FAULT_STEP_SYNC_AT)",
+                     (long long)x->n_tokens);
+        }
+    }
+    const int n_bad = tc_step_ready((tc_session **)s, B, rows);
+    if (!n_bad) return step_all(w, s, t, B, smp, next, logits);
+    for (int i = 0; i < B; i++)
+        if (rows[i].st != TC_OK) {
+            TC_LOG(TC_LOG_WARN, "worker", "step: %d of %d sessions left out of the batch (first: %s)", n_bad, B,
+                   rows[i].msg);
+            break;
+        }
+    const int n = B - n_bad;
+    if (n == 0) return TC_OK;
+    tc_wc_session **sc = malloc((size_t)n * sizeof *sc);
+    tc_sampler **mc = malloc((size_t)n * sizeof *mc);
+    int32_t *tc = malloc((size_t)n * 4), *nc = malloc((size_t)n * 4);
+    tc_status st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    if (sc && mc && tc && nc) {
+        for (int i = 0, k = 0; i < B; i++)
+            if (rows[i].st == TC_OK) sc[k] = s[i], tc[k] = t[i], mc[k] = smp ? smp[i] : NULL, k++;
+        st = step_all(w, sc, tc, n, smp ? mc : NULL, nc, logits);
+    }
+    if (st == TC_OK) /* back to each session's own row, from the last (k <= i) */
+        for (int i = B - 1, k = n - 1; i >= 0; i--) {
+            if (rows[i].st != TC_OK) {
+                if (logits) memset(logits + (size_t)i * V, 0, (size_t)V * 4);
+                continue;
+            }
+            if (smp) next[i] = nc[k];
+            if (logits && k != i) memmove(logits + (size_t)i * V, logits + (size_t)k * V, (size_t)V * 4);
+            k--;
+        }
+    free(sc), free(mc), free(tc), free(nc);
+    return st;
+}
 static void l_stats(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_stats *o) {
     (void)w;
     const tc_session *x = (const tc_session *)s;
@@ -151,6 +204,8 @@ tc_status tc_worker_local_open(tc_worker_client **out, const char *dir, int n_th
     }
     tc_status st = tc_backend_cpu_init(&L->be, n_threads);
     if (st == TC_OK) st = tc_model_load(&L->m, dir, &L->be);
+    if (st == TC_OK && (st = tc_fault_env_count("TC_FAULT_STEP_SYNC_AT", INT64_MAX, &L->fault_at)) != TC_OK)
+        tc_model_free(L->m);
     if (st != TC_OK) {
         free(w);
         free(L);

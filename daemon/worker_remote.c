@@ -918,86 +918,138 @@ typedef struct {
     int *n_out;
 } burst_args;
 
+/* Session i left out of a step: why, in rows[i]. */
+static void row_fail(tc_row_status *row, tc_status st, const char *msg) {
+    row->st = st;
+    snprintf(row->msg, sizeof row->msg, "%s", msg && *msg ? msg : tc_status_str(st));
+}
+
+/* One pair's batched step. rows != NULL: a session whose copy cannot be
+ * rebuilt (an error, not a worker gone) or that the worker left out (its
+ * inline sync failed) fails alone, rows[i] saying why; the request holds
+ * the others (at ix[k] of the batch). rows == NULL: all or nothing. */
 static tc_status do_step(remote *R, tc_wc_session **ss, const int32_t *t, int B, tc_sampler **smp, int32_t *next,
-                         float *logits, int pair, const burst_args *ba) {
+                         float *logits, int pair, const burst_args *ba, tc_row_status *rows) {
     wproc *g = R->pairs[pair].gen;
+    const int V = R->cfg.vocab_size;
     uint64_t *sids = malloc((size_t)B * 8);
+    int32_t *tk = malloc((size_t)B * 4);
+    int *ix = malloc((size_t)B * sizeof *ix);
     char *inline_sync = calloc((size_t)B, 1);
     Tconst__Worker__V1__Sampler *sm = calloc((size_t)B, sizeof *sm), **smpp = calloc((size_t)B, sizeof *smpp);
     tc_status st = TC_OK;
-    if (!sids || !sm || !smpp || !inline_sync) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    int n = 0; /* sessions in the request */
+    if (!sids || !tk || !ix || !sm || !smpp || !inline_sync) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < B && rows; i++) rows[i].st = TC_OK, rows[i].msg[0] = 0;
     for (int i = 0; i < B && st == TC_OK; i++) {
-        st = ensure_gen(R, ss[i]);
+        tc_status si = ensure_gen(R, ss[i]);
+        if (si != TC_OK && rows && si != TC_ERR_IO) { /* this session's own failure (a worker gone: the whole call's) */
+            TC_LOG(TC_LOG_WARN, "workers", "session %llu left out of a step: %s", (unsigned long long)ss[i]->sid,
+                   tc_error_get() ? tc_error_get() : tc_status_str(si));
+            row_fail(&rows[i], si, tc_error_get());
+            continue;
+        }
+        if ((st = si) != TC_OK) break;
         /* a session the engine left in the batch at a boundary is synced
          * inline by the generation worker itself (it holds the history):
          * short contexts, --no-overlap-syncs */
-        inline_sync[i] = st == TC_OK && sync_due(R, ss[i]);
-        sids[i] = ss[i]->sid;
+        inline_sync[i] = sync_due(R, ss[i]);
+        ix[n] = i;
+        sids[n] = ss[i]->sid;
+        tk[n] = t[i];
         if (smp) {
-            tconst__worker__v1__sampler__init(&sm[i]);
-            sm[i].temperature = smp[i]->p.temperature;
-            sm[i].top_k = smp[i]->p.top_k;
-            sm[i].top_p = smp[i]->p.top_p;
-            sm[i].rng = smp[i]->rng;
-            sm[i].n_rng = 4;
+            tconst__worker__v1__sampler__init(&sm[n]);
+            sm[n].temperature = smp[i]->p.temperature;
+            sm[n].top_k = smp[i]->p.top_k;
+            sm[n].top_p = smp[i]->p.top_p;
+            sm[n].rng = smp[i]->rng;
+            sm[n].n_rng = 4;
             if (ba) {
-                sm[i].max_steps = ba->b[i].max_steps;
-                sm[i].stop = (int32_t *)ba->b[i].stop;
-                sm[i].n_stop = (size_t)ba->b[i].n_stop;
+                sm[n].max_steps = ba->b[i].max_steps;
+                sm[n].stop = (int32_t *)ba->b[i].stop;
+                sm[n].n_stop = (size_t)ba->b[i].n_stop;
             }
-            smpp[i] = &sm[i];
+            smpp[n] = &sm[n];
         }
+        n++;
     }
     ProtobufCMessage *r = NULL;
-    if (st == TC_OK) {
+    if (st == TC_OK && n > 0) {
         Tconst__Worker__V1__StepRequest rq = TCONST__WORKER__V1__STEP_REQUEST__INIT;
-        rq.sids = sids, rq.n_sids = (size_t)B;
-        rq.tokens = (int32_t *)t, rq.n_tokens = (size_t)B;
-        if (smp) rq.samplers = smpp, rq.n_samplers = (size_t)B;
+        rq.sids = sids, rq.n_sids = (size_t)n;
+        rq.tokens = tk, rq.n_tokens = (size_t)n;
+        if (smp) rq.samplers = smpp, rq.n_samplers = (size_t)n;
         rq.want_logits = logits != NULL;
         if (ba) rq.max_seconds = ba->max_s;
         st = call(R, g, t_role, M("Step"), &rq.base, &tconst__worker__v1__step_response__descriptor, &r, R->o.timeout_s);
         if (st == TC_ERR_IO)
-            for (int i = 0; i < B; i++) ss[i]->gen_boot = 0; /* did the step happen? rebuild to be sure */
+            for (int k = 0; k < n; k++) ss[ix[k]]->gen_boot = 0; /* did the step happen? rebuild to be sure */
     }
-    if (st == TC_OK) {
+    if (st == TC_OK && n > 0) {
         Tconst__Worker__V1__StepResponse *sr = (Tconst__Worker__V1__StepResponse *)r;
-        size_t want_next = (size_t)B, multi = 0;
-        if (ba && sr->n_counts) { /* multi-step reply: counts within what each session asked */
+        /* the sessions the worker left out: index into the request */
+        char *out = calloc((size_t)n, 1);
+        if (!out) st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
+        for (size_t e = 0; e < sr->n_errors && st == TC_OK; e++) {
+            const Tconst__Worker__V1__StepError *se = sr->errors[e];
+            if (se->index >= (uint32_t)n || out[se->index] || se->code == 0 || !sr->n_counts)
+                st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: malformed step errors", g->name);
+            else out[se->index] = 1;
+        }
+        if (st == TC_OK && sr->n_errors && !rows) { /* all or nothing: the first one's error fails the call */
+            st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: Step: %s", g->name, sr->errors[0]->message);
+            for (int k = 0; k < n; k++) ss[ix[k]]->gen_boot = 0; /* the others did step: rebuilt without it */
+        }
+        size_t want_next = (size_t)n, multi = 0;
+        if (st == TC_OK && sr->n_counts) { /* counts within what each session asked; 0 for one left out */
             want_next = 0;
-            multi = sr->n_counts == (size_t)B;
-            for (int i = 0; i < B && multi; i++) {
-                multi = sr->counts[i] >= 1 && sr->counts[i] <= (ba->b[i].max_steps > 1 ? ba->b[i].max_steps : 1);
-                want_next += (size_t)sr->counts[i];
+            multi = sr->n_counts == (size_t)n && (ba || sr->n_errors);
+            for (int k = 0; k < n && multi; k++) {
+                const int most = ba && ba->b[ix[k]].max_steps > 1 ? ba->b[ix[k]].max_steps : 1;
+                multi = out[k] ? sr->counts[k] == 0 : sr->counts[k] >= 1 && sr->counts[k] <= most;
+                want_next += (size_t)sr->counts[k];
             }
             if (!multi) st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: malformed step counts", g->name);
         }
-        if (st == TC_OK && ((smp && (sr->n_next != want_next || sr->n_samplers != (size_t)B)) ||
-                            sr->n_state_bytes != (size_t)B || (logits && sr->n_logits != (size_t)B * R->cfg.vocab_size)))
+        if (st == TC_OK && ((smp && (sr->n_next != want_next || sr->n_samplers != (size_t)n)) ||
+                            sr->n_state_bytes != (size_t)n || (logits && sr->n_logits != (size_t)n * V)))
             st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: malformed step response", g->name);
-        for (int i = 0; i < B && st == TC_OK; i++) {
-            if (smp && sr->samplers[i]->n_rng != 4) {
+        for (int k = 0; k < n && st == TC_OK; k++) {
+            if (smp && sr->samplers[k]->n_rng != 4) {
                 st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: malformed sampler state", g->name);
                 break;
             }
         }
-        for (size_t i = 0, o = 0; i < (size_t)B && st == TC_OK; i++) {
-            int c = multi ? sr->counts[i] : 1;
-            if (smp) {
+        if (st != TC_OK) /* what the worker did is unknown: rebuilt on next use */
+            for (int k = 0; k < n; k++) ss[ix[k]]->gen_boot = 0;
+        for (size_t e = 0; e < sr->n_errors && st == TC_OK; e++) {
+            const int i = ix[sr->errors[e]->index];
+            TC_LOG(TC_LOG_WARN, "workers", "session %llu left out of a step: %s", (unsigned long long)ss[i]->sid,
+                   sr->errors[e]->message);
+            const int code = sr->errors[e]->code;
+            row_fail(&rows[i], code == TC_GRPC_INVALID_ARGUMENT ? TC_ERR_INVALID
+                               : code == TC_GRPC_RESOURCE_EXHAUSTED ? TC_ERR_EXHAUSTED : TC_ERR_INTERNAL,
+                     sr->errors[e]->message);
+        }
+        for (size_t k = 0, o = 0; k < (size_t)n && st == TC_OK; k++) {
+            const size_t i = (size_t)ix[k];
+            int c = multi ? sr->counts[k] : 1;
+            if (ba) ba->n_out[i] = c;
+            if (smp && c > 0) {
                 if (ba) {
                     for (int q = 0; q < c; q++) next[i * (size_t)ba->kstride + q] = sr->next[o + q];
-                    ba->n_out[i] = c;
                 } else next[i] = sr->next[o];
-                memcpy(smp[i]->rng, sr->samplers[i]->rng, 32);
+                memcpy(smp[i]->rng, sr->samplers[k]->rng, 32);
             }
             o += (size_t)c;
-            ss[i]->state_bytes = sr->state_bytes[i];
-            if (inline_sync[i]) ss[i]->synced_at = ss[i]->n, ss[i]->syncs++;
+            ss[i]->state_bytes = sr->state_bytes[k];
+            if (c > 0 && inline_sync[i]) ss[i]->synced_at = ss[i]->n, ss[i]->syncs++;
+            if (logits) memcpy(logits + i * V, sr->logits + k * V, (size_t)V * 4);
         }
-        if (st == TC_OK && logits) memcpy(logits, sr->logits, sr->n_logits * 4);
+        free(out);
         tconst__worker__v1__step_response__free_unpacked(sr, NULL);
     }
-    free(sids), free(sm), free(smpp), free(inline_sync);
+    free(sids), free(tk), free(ix), free(sm), free(smpp), free(inline_sync);
     return st;
 }
 
@@ -1012,6 +1064,7 @@ typedef struct {
     float *logits;
     int k, pair, role;
     burst_args ba, *bap;
+    tc_row_status *rows; /* this pair's rows, or NULL: all or nothing */
     tc_status st;
     char err[512];
 } pair_step;
@@ -1022,7 +1075,7 @@ static void *pair_step_run(void *arg) {
     remote *R = a->R;
     for (int attempt = 0;; attempt++) {
         double t0 = tc_now_s();
-        a->st = do_step(R, a->ss, a->t, a->k, a->smp, a->next, a->logits, a->pair, a->bap);
+        a->st = do_step(R, a->ss, a->t, a->k, a->smp, a->next, a->logits, a->pair, a->bap, a->rows);
         if (a->st != TC_ERR_IO || attempt == 3) break;
         TC_LOG(TC_LOG_WARN, "workers", "step of %d sessions: %s; recovering", a->k, tc_error_get());
         if (wait_up(R, R->pairs[a->pair].gen, t0) != TC_OK || wait_up(R, R->pairs[a->pair].ctx, t0) != TC_OK) break;
@@ -1036,7 +1089,8 @@ static void *pair_step_run(void *arg) {
  * messages at the same time, one thread per extra pair (a session's pair
  * never changes). */
 static tc_status step_any(remote *R, tc_wc_session **ss, const int32_t *t, int B, tc_sampler **smp, int32_t *next,
-                          float *logits, const tc_wc_burst *b, double max_s, int kstride, int *n_out) {
+                          float *logits, const tc_wc_burst *b, double max_s, int kstride, int *n_out,
+                          tc_row_status *rows) {
     const int V = R->cfg.vocab_size;
     if (B <= 0) return TC_OK;
     for (int i = 0; i < B; i++)
@@ -1056,8 +1110,10 @@ static tc_status step_any(remote *R, tc_wc_session **ss, const int32_t *t, int B
     pthread_t *th = calloc((size_t)R->n_pairs, sizeof *th);
     char *started = calloc((size_t)R->n_pairs, 1);
     float *gl = logits ? malloc((size_t)B * V * 4) : NULL;
+    tc_row_status *gr = rows ? calloc((size_t)B, sizeof *gr) : NULL;
     tc_status st = TC_OK;
-    if (!grp || !gs || (b && !gb) || !gt || !gn || !idx || !gc || !ps || !th || !started || (logits && !gl))
+    if (!grp || !gs || (b && !gb) || !gt || !gn || !idx || !gc || !ps || !th || !started || (logits && !gl) ||
+        (rows && !gr))
         st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
     int n_grp = 0, k = 0;
     for (int p = 0; p < R->n_pairs && st == TC_OK; p++) {
@@ -1072,6 +1128,7 @@ static tc_status step_any(remote *R, tc_wc_session **ss, const int32_t *t, int B
         pair_step *a = &ps[n_grp++];
         a->R = R, a->ss = grp + k0, a->t = gt + k0, a->smp = smp ? gs + k0 : NULL, a->next = gn + (size_t)k0 * ks;
         a->logits = gl ? gl + (size_t)k0 * V : NULL, a->k = k - k0, a->pair = p, a->role = t_role;
+        a->rows = gr ? gr + k0 : NULL;
         if (b) {
             a->ba = (burst_args){gb + k0, max_s, ks, gc + k0};
             a->bap = &a->ba;
@@ -1094,8 +1151,12 @@ static tc_status step_any(remote *R, tc_wc_session **ss, const int32_t *t, int B
         if (started[g]) pthread_join(th[g], NULL);
         else pair_step_run(&ps[g]); /* no thread: in turn */
     }
+    /* with rows, a pair that failed fails its own sessions while another
+     * pair stepped; otherwise (or when none stepped) the call fails */
+    int n_ok = 0;
+    for (int g = 0; g < n_grp; g++) n_ok += ps[g].st == TC_OK;
     for (int g = 0; g < n_grp && st == TC_OK; g++)
-        if (ps[g].st != TC_OK) {
+        if (ps[g].st != TC_OK && !(rows && n_ok > 0)) {
             st = ps[g].st;
             tc_error_set("%s", ps[g].err);
         }
@@ -1106,9 +1167,17 @@ static tc_status step_any(remote *R, tc_wc_session **ss, const int32_t *t, int B
         int k0 = (int)(ps[g].ss - grp);
         for (int m = 0; m < ps[g].k; m++) {
             int j = idx[k0 + m];
-            if (st != TC_OK) {
+            if (st != TC_OK || ps[g].st != TC_OK) {
                 ss[j]->gen_boot = 0;
+                if (st == TC_OK) row_fail(&rows[j], ps[g].st, ps[g].err);
                 continue;
+            }
+            if (rows) {
+                rows[j] = gr[k0 + m];
+                if (rows[j].st != TC_OK) { /* left out: took no token */
+                    if (b) n_out[j] = 0;
+                    continue;
+                }
             }
             const int32_t *o = gn + (size_t)(k0 + m) * ks;
             int c = b ? gc[k0 + m] : 1;
@@ -1123,17 +1192,19 @@ static tc_status step_any(remote *R, tc_wc_session **ss, const int32_t *t, int B
         }
     }
     free(grp), free(gs), free(gb), free(gt), free(gn), free(idx), free(gc), free(ps), free(th), free(started), free(gl);
+    free(gr);
     return st;
 }
 
 static tc_status r_step(tc_worker_client *w, tc_wc_session **ss, const int32_t *t, int B, tc_sampler **smp,
-                        int32_t *next, float *logits) {
-    return step_any(w->impl, ss, t, B, smp, next, logits, NULL, 0, 1, NULL);
+                        int32_t *next, float *logits, tc_row_status *rows) {
+    return step_any(w->impl, ss, t, B, smp, next, logits, NULL, 0, 1, NULL, rows);
 }
 
 static tc_status r_step_multi(tc_worker_client *w, tc_wc_session **ss, const int32_t *t, int B, tc_sampler **smp,
-                              const tc_wc_burst *b, double max_s, int32_t *next, int kstride, int *n_out) {
-    return step_any(w->impl, ss, t, B, smp, next, NULL, b, max_s, kstride, n_out);
+                              const tc_wc_burst *b, double max_s, int32_t *next, int kstride, int *n_out,
+                              tc_row_status *rows) {
+    return step_any(w->impl, ss, t, B, smp, next, NULL, b, max_s, kstride, n_out, rows);
 }
 
 static tc_status r_truncate(tc_worker_client *w, tc_wc_session *s, int64_t n_keep) {

@@ -181,6 +181,24 @@ tc_status tc_session_refresh(tc_session *s) {
     return st;
 }
 
+int tc_step_ready(tc_session **ss, int B, tc_row_status *rows) {
+    int n_bad = 0;
+    for (int i = 0; i < B; i++) {
+        if (rows[i].st != TC_OK) {
+            n_bad++;
+            continue;
+        }
+        tc_status st = tc_session_refresh(ss[i]);
+        if (st == TC_OK && tc_session_sync_due(ss[i])) st = tc_session_sync(ss[i], ss[i]->n_tokens);
+        if (st != TC_OK) {
+            rows[i].st = st;
+            snprintf(rows[i].msg, sizeof rows[i].msg, "%s", tc_error_get() ? tc_error_get() : tc_status_str(st));
+            n_bad++;
+        }
+    }
+    return n_bad;
+}
+
 static tc_status step_batch(tc_session **ss, const int32_t *tokens, int B, const tc_fwd_out *out) {
     if (B <= 0) return TC_OK;
     int64_t cnt_stack[64];

@@ -57,6 +57,15 @@ tc_status tc_session_append(tc_session *s, const int32_t *tokens, int64_t n, flo
  * step takes it again; a session that is not stale is left as it is. */
 tc_status tc_session_refresh(tc_session *s);
 
+/* Readies each session of a coming batched step: a stale one gets its
+ * window rows back (tc_session_refresh), one at a window boundary its sync
+ * (the work tc_step_batch would otherwise do inside, where one session's
+ * failure fails the whole batch). rows[i] says how session i fared; a row
+ * already failed on entry is skipped (a caller's own check). A failed
+ * row's history is as it was; only the rows still TC_OK may step.
+ * Returns how many rows failed. */
+int tc_step_ready(tc_session **s, int B, tc_row_status *rows);
+
 /* One token per session (sessions distinct); logits [B, vocab] or NULL. */
 tc_status tc_step_batch(tc_session **s, const int32_t *tokens, int B, float *logits);
 /* The same step, handing back only the k largest logits of each row: ids

@@ -811,10 +811,53 @@ static void run_failures(tc_arch arch) {
         tc_session_free(s), tc_session_free(r);
         m->be->row_tile = 0;
     }
+    /* (f) a batched step's rows readied apart (tc_step_ready): the
+     * session whose sync is refused memory (1000 tokens, past every
+     * workspace so far) fails alone, as it was; the other steps as its
+     * clean twin does; a row failed on entry is skipped; the failed one
+     * steps exactly once memory is back */
+    {
+        const int64_t n = 1000;
+        int32_t *h = malloc((size_t)n * 4);
+        for (int64_t i = 0; i < n; i++) h[i] = (int32_t)((i * 17 + 2) % V);
+        tc_session *q, *q2;
+        tc_session_new(m, &s), tc_session_new(m, &r), tc_session_new(m, &q), tc_session_new(m, &q2);
+        EXPECT(tc_session_append(s, h, 7, NULL) == TC_OK && tc_session_extend(s, h + 7, n - 7) == TC_OK &&
+               tc_session_append(r, h, 7, NULL) == TC_OK && tc_session_extend(r, h + 7, n - 7) == TC_OK &&
+               tc_session_append(q, t, 7, NULL) == TC_OK && tc_session_append(q2, t, 7, NULL) == TC_OK,
+               "rows setup: %s", tc_error_get());
+        tc_session *pair[2] = {s, q};
+        tc_row_status rows[2];
+        memset(rows, 0, sizeof rows);
+        const int64_t syncs0 = s->n_syncs;
+        g_fail_alloc = 1;
+        int n_bad = tc_step_ready(pair, 2, rows);
+        g_fail_alloc = 0;
+        EXPECT(n_bad == 1 && rows[0].st != TC_OK && rows[0].msg[0] && rows[1].st == TC_OK && s->n_tokens == n &&
+                   s->n_syncs == syncs0,
+               "%s: ready under refused memory: %d failed, row 0 st %d (%s), row 1 st %d, %lld tokens",
+               tc_arch_name(arch), n_bad, rows[0].st, rows[0].msg, rows[1].st, (long long)s->n_tokens);
+        md = step_diff(q, q2, t[7], V, &st);
+        EXPECT(st == TC_OK && md == 0.f, "%s: the row left in steps as a clean twin: step %d, max |dlogit| %g",
+               tc_arch_name(arch), st, md);
+        memset(rows, 0, sizeof rows);
+        rows[0].st = TC_ERR_INTERNAL;
+        EXPECT(tc_step_ready(&s, 1, rows) == 1 && s->win_stale && s->n_syncs == syncs0,
+               "%s: a row failed on entry is skipped", tc_arch_name(arch));
+        memset(rows, 0, sizeof rows);
+        pair[0] = s, pair[1] = r;
+        EXPECT(tc_step_ready(pair, 2, rows) == 0, "%s: ready with memory back: %s", tc_arch_name(arch), rows[0].msg);
+        md = step_diff(s, r, t[3], V, &st);
+        EXPECT(st == TC_OK && md == 0.f && s->n_syncs == r->n_syncs,
+               "%s: the failed row, readied again, steps as a clean twin: step %d, max |dlogit| %g", tc_arch_name(arch),
+               st, md);
+        free(h);
+        tc_session_free(s), tc_session_free(r), tc_session_free(q), tc_session_free(q2);
+    }
     m->be->alloc = g_real_alloc;
     tc_model_free(m);
     tc_backend_cpu_free(&be);
-    printf("failures %-12s refused memory in an append and a step, a bad drawn token, cancelled appends and syncs: sessions recover exactly\n",
+    printf("failures %-12s refused memory in an append, a step and a batch's row, a bad drawn token, cancelled appends and syncs: sessions recover exactly\n",
            tc_arch_name(arch));
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

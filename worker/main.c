@@ -20,6 +20,7 @@
 
 #include "../common/hostport.h"
 #include "../common/knobs.h"
+#include "../common/fault.h"
 #include "../common/log.h"
 #include "../model/session.h"
 #include "worker.h"
@@ -272,21 +273,23 @@ int main(int argc, char **argv) {
     if (dev_fault_parse(&health, cfg.role) != 0) goto out;
     tc_worker_opts o = {cfg.role, cfg.device, cfg.peer_timeout, cfg.transport, cuda_dev, cfg.orphan_timeout,
                         health.cuda || atomic_load(&health.fault_after) ? dev_status : NULL, &health,
-                        dev_thread_init, 0, !health.cuda};
+                        dev_thread_init, 0, !health.cuda, 0};
     /* tests: TC_FAULT_SYNC_ERRORS=N fails this worker's first N Syncs
      * (tests/e2e/test_poison.py: a sync that keeps failing ends the
-     * generation with the error) */
-    const char *fse = getenv("TC_FAULT_SYNC_ERRORS");
-    if (fse && *fse) {
-        char *end;
-        const long n = strtol(fse, &end, 10);
-        if (*end || n < 0 || n > 1000000) {
-            fprintf(stderr, "tconst-worker: error: TC_FAULT_SYNC_ERRORS '%s': expected a count 0..1000000\n", fse);
-            goto out;
-        }
-        o.fault_sync_errors = (int)n;
-        if (n) TC_LOG(TC_LOG_WARN, "worker", "fault injection armed: the first %ld Syncs fail", n);
+     * generation with the error); TC_FAULT_STEP_SYNC_AT=N fails a Step's
+     * inline sync of a session N tokens long, that session alone (the
+     * rest of its batch steps on) */
+    int64_t fse, fsa;
+    if (tc_fault_env_count("TC_FAULT_SYNC_ERRORS", 1000000, &fse) != TC_OK ||
+        tc_fault_env_count("TC_FAULT_STEP_SYNC_AT", INT64_MAX, &fsa) != TC_OK) {
+        fprintf(stderr, "tconst-worker: error: %s\n", tc_error_get());
+        goto out;
     }
+    o.fault_sync_errors = (int)fse;
+    o.fault_step_sync_at = fsa;
+    if (fse) TC_LOG(TC_LOG_WARN, "worker", "fault injection armed: the first %lld Syncs fail", (long long)fse);
+    if (fsa)
+        TC_LOG(TC_LOG_WARN, "worker", "fault injection armed: a Step's inline sync at %lld tokens fails", (long long)fsa);
     if (tc_worker_new(&w, m, tp, config_json, &o) != TC_OK) {
         fprintf(stderr, "tconst-worker: error: %s\n", tc_error_get());
         goto out;

@@ -504,7 +504,9 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     tc_draw *dr = NULL;      /* draws [B] when the backend samples the full rows on its device */
     int32_t *tk = NULL;      /* the tokens it drew [B] */
     uint64_t *rng2 = NULL;   /* the RNGs after those draws [B, 4], kept once the step stands */
-    int K = 0, dense = 0, draw = 0;
+    tc_row_status *rows = NULL; /* [B]: the sessions left out (their inline sync or rebuild failed) */
+    Tconst__Worker__V1__StepError *se = NULL, **sep = NULL;
+    int K = 0, dense = 0, draw = 0, n_bad = 0;
     tc_status st;
     if (rq->n_tokens != rq->n_sids || (rq->n_samplers && rq->n_samplers != rq->n_sids)) {
         fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: sids, tokens and samplers must have one entry per session%s", "");
@@ -569,7 +571,8 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     off = calloc((size_t)B + 1, 8), nt = calloc((size_t)B + 1, 8), sb = calloc((size_t)B + 1, 8);
     so = calloc((size_t)B + 1, sizeof *so), sop = calloc((size_t)B + 1, sizeof *sop);
     rng = calloc((size_t)B * 4 + 1, 8);
-    if (!ss || !as || (K > 0 ? !cid || !cval : draw ? !dr || !tk || !rng2 : !lg) || !next || !out || !feed || !cnt || !act || !off || !nt || !sb ||
+    rows = calloc((size_t)B + 1, sizeof *rows);
+    if (!rows || !as || (K > 0 ? !cid || !cval : draw ? !dr || !tk || !rng2 : !lg) || !next || !out || !feed || !cnt || !act || !off || !nt || !sb ||
         !so || !sop || !rng) {
         fail(c, TC_GRPC_RESOURCE_EXHAUSTED, "Step: out of memory%s", "");
         goto out;
@@ -582,10 +585,25 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
             goto out;
         }
     }
-    int nact = B;
+    /* each session's inline sync (or window rebuild) first, apart: one
+     * that fails is left out of the batch, the others step without it */
+    for (int i = 0; i < B; i++)
+        if (w->o.fault_step_sync_at > 0 && ss[i]->n_tokens == w->o.fault_step_sync_at && tc_session_sync_due(ss[i])) {
+            rows[i].st = TC_ERR_INTERNAL;
+            snprintf(rows[i].msg, sizeof rows[i].msg, "inline sync at %lld tokens: injected fault (TC_FAULT_STEP_SYNC_AT)",
+                     (long long)ss[i]->n_tokens);
+        }
+    n_bad = tc_step_ready(ss, B, rows);
+    for (int i = 0; i < B && n_bad; i++)
+        if (rows[i].st != TC_OK) {
+            TC_LOG(TC_LOG_WARN, "worker", "Step: %d of %d sessions left out of the batch (first: %s)", n_bad, B,
+                   rows[i].msg);
+            break;
+        }
+    int nact = 0;
     int64_t o = 0;
     for (int i = 0; i < B; i++) {
-        act[i] = i;
+        if (rows[i].st == TC_OK) act[nact++] = i;
         feed[i] = rq->tokens[i];
         off[i] = o;
         o += rq->n_samplers && rq->samplers[i]->max_steps > 1 ? rq->samplers[i]->max_steps : 1;
@@ -635,6 +653,13 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
         if (it == 0 && rq->want_logits) break; /* lg holds this step's logits */
         nact = keep;
     }
+    if (rq->want_logits && n_bad) { /* lg rows are the stepped sessions': each to its own row */
+        for (int i = B - 1, k = B - n_bad - 1; i >= 0; i--) {
+            float *row = lg + (size_t)i * V;
+            if (rows[i].st != TC_OK) memset(row, 0, (size_t)V * 4);
+            else if (k-- != i) memmove(row, lg + (size_t)(k + 1) * V, (size_t)V * 4);
+        }
+    }
     Tconst__Worker__V1__StepResponse r = TCONST__WORKER__V1__STEP_RESPONSE__INIT;
     size_t n_out = 0;
     for (int i = 0; i < B; i++) {
@@ -648,7 +673,24 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
         sop[i] = &so[i];
     }
     if (rq->n_samplers) r.next = out, r.n_next = n_out, r.samplers = sop, r.n_samplers = (size_t)B;
-    if (multi) r.counts = cnt, r.n_counts = (size_t)B;
+    if (multi || n_bad) r.counts = cnt, r.n_counts = (size_t)B;
+    if (n_bad) {
+        se = calloc((size_t)n_bad, sizeof *se), sep = calloc((size_t)n_bad, sizeof *sep);
+        if (!se || !sep) {
+            fail(c, TC_GRPC_RESOURCE_EXHAUSTED, "Step: out of memory%s", "");
+            goto out;
+        }
+        for (int i = 0; i < B; i++)
+            if (rows[i].st != TC_OK) {
+                tconst__worker__v1__step_error__init(&se[r.n_errors]);
+                se[r.n_errors].index = (uint32_t)i;
+                se[r.n_errors].code = code_of(rows[i].st);
+                se[r.n_errors].message = rows[i].msg;
+                sep[r.n_errors] = &se[r.n_errors];
+                r.n_errors++;
+            }
+        r.errors = sep;
+    }
     if (rq->want_logits) r.logits = lg, r.n_logits = (size_t)B * V;
     r.n_tokens = nt, r.n_n_tokens = (size_t)B;
     r.state_bytes = sb, r.n_state_bytes = (size_t)B;
@@ -658,7 +700,7 @@ out:
         if (ss[i]) sess_put(w, rq->sids[i]);
     free(cid), free(cval), free(dr), free(tk), free(rng2);
     free(ss), free(as), free(lg), free(next), free(out), free(feed), free(cnt), free(act), free(off), free(nt);
-    free(sb), free(so), free(sop), free(rng);
+    free(sb), free(so), free(sop), free(rng), free(rows), free(se), free(sep);
     tconst__worker__v1__step_request__free_unpacked(rq, NULL);
 }
 

@@ -36,6 +36,10 @@ typedef struct {
      * sessions' boundary Syncs on the context thread; 0: Appends on the
      * context thread (a device with one lane for context work) */
     int prefill_thread;
+    /* tests: a Step's inline sync of a session whose history holds exactly
+     * this many tokens fails, that session alone (TC_FAULT_STEP_SYNC_AT,
+     * worker/main.c); 0 in production */
+    int64_t fault_step_sync_at;
 } tc_worker_opts;
 
 typedef struct tc_worker tc_worker;

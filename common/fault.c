@@ -1,0 +1,18 @@
+/* fault.c — test-only fault injection knobs from the environment. */
+#include "fault.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+tc_status tc_fault_env_count(const char *name, int64_t max, int64_t *out) {
+    *out = 0;
+    const char *v = getenv(name);
+    if (!v || !*v) return TC_OK;
+    char *end;
+    errno = 0;
+    const long long n = strtoll(v, &end, 10);
+    if (*end || errno || n < 0 || n > max)
+        return TC_FAIL(TC_ERR_INVALID, "%s '%s': expected a count 0..%lld", name, v, (long long)max);
+    *out = n;
+    return TC_OK;
+}
