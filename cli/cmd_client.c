@@ -122,9 +122,10 @@ static int on_gen(void *ud, const uint8_t *m, size_t len) {
     if (!r) { fprintf(stderr, "tconst client: malformed response\n"); return 1; }
     print_gen(g, r);
     if (r->finish_reason != TCONST__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED && getenv("TCONST_CLIENT_VERBOSE") && r->timings)
-        fprintf(stderr, "\n[finish %d, %lld tokens, ttft %.4f s, total %.4f s, sync %.4f s]\n", r->finish_reason,
-                (long long)(r->usage ? r->usage->completion_tokens : 0), r->timings->time_to_first_token_seconds,
-                r->timings->total_seconds, r->timings->sync_seconds);
+        fprintf(stderr, "\n[finish %d, %lld tokens, ttft %.4f s, total %.4f s, sync %.4f s, seed %llu]\n",
+                r->finish_reason, (long long)(r->usage ? r->usage->completion_tokens : 0),
+                r->timings->time_to_first_token_seconds, r->timings->total_seconds, r->timings->sync_seconds,
+                (unsigned long long)r->seed);
     tconst__v1__generate_response__free_unpacked(r, NULL);
     return 0;
 }

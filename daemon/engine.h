@@ -31,6 +31,7 @@ typedef struct {
 typedef struct {
     int64_t prompt_tokens, completion_tokens, session_tokens;
     double queue_s, prefill_s, sync_s, ttft_s, total_s;
+    uint64_t seed; /* the sampler's */
 } tc_job_stats;
 
 typedef enum {

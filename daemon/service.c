@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "../common/clock.h"
@@ -199,6 +200,7 @@ static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, s
         t.sync_seconds = st->sync_s;
         t.time_to_first_token_seconds = st->ttft_s;
         t.total_seconds = st->total_s;
+        r.seed = st->seed;
         r.usage = &u;
         r.timings = &t;
     }
@@ -278,11 +280,24 @@ static void finishf(tc_call *call, int code, const char *fmt, ...) {
     tc_call_finish(call, code, m);
 }
 
+/* A request that sets no seed samples from a fresh one (as vLLM and the
+ * OpenAI API do: asking twice gives two samples), reported on its last
+ * message so the output can be reproduced. */
+static uint64_t random_seed(void) {
+    uint64_t x;
+    if (getrandom(&x, sizeof x, GRND_NONBLOCK) == (ssize_t)sizeof x) return x;
+    static _Atomic uint64_t ctr;
+    x = (uint64_t)(tc_now_s() * 1e9) ^ (atomic_fetch_add(&ctr, 1) * 0x9e3779b97f4a7c15ull); /* splitmix64 */
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
 static int sampling_from(const Tconst__V1__SamplingParams *p, tc_job_spec *sp) {
     sp->sp.temperature = 0.f;
     sp->sp.top_k = 0;
     sp->sp.top_p = 1.f;
-    sp->sp.seed = 0;
+    sp->sp.seed = random_seed();
     sp->max_tokens = 0;
     sp->max_tokens_unset = 1; /* the engine resolves it against --max-tokens */
     if (!p) return 0;

@@ -572,7 +572,7 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     so = calloc((size_t)B + 1, sizeof *so), sop = calloc((size_t)B + 1, sizeof *sop);
     rng = calloc((size_t)B * 4 + 1, 8);
     rows = calloc((size_t)B + 1, sizeof *rows);
-    if (!rows || !as || (K > 0 ? !cid || !cval : draw ? !dr || !tk || !rng2 : !lg) || !next || !out || !feed || !cnt || !act || !off || !nt || !sb ||
+    if (!ss || !rows || !as || (K > 0 ? !cid || !cval : draw ? !dr || !tk || !rng2 : !lg) || !next || !out || !feed || !cnt || !act || !off || !nt || !sb ||
         !so || !sop || !rng) {
         fail(c, TC_GRPC_RESOURCE_EXHAUSTED, "Step: out of memory%s", "");
         goto out;
@@ -633,7 +633,10 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
             TC_LOG(TC_LOG_WARN, "worker", "step loop ended after %d steps: %s", it, tc_error_get());
             break;
         }
-        if (!rq->n_samplers) break;
+        if (!rq->n_samplers) { /* logits only: one step, each session stepped counts 1 */
+            for (int k = 0; k < nact; k++) cnt[act[k]] = 1;
+            break;
+        }
         int more_time = rq->max_seconds <= 0 || tc_now_s() - t0 < rq->max_seconds, keep = 0;
         for (int k = 0; k < nact; k++) {
             const int i = act[k];

@@ -15,10 +15,11 @@ uninterrupted run. The worker's pid must change (a new process) and
 tconst_worker_restarts_total must count each restart.
 
 Then tconstd itself is kill -9ed (with --data-dir) in the middle of a
-seeded generation inside a session: its workers die with it; after a
-restart the same request (same request_id) resumes from the journal, and
-its stream — the journaled tokens re-sent, then the rest — equals the
-uninterrupted run, all 400 tokens. (tests/test_journal.py covers greedy
+sampled generation inside a session that set no seed (the server drew
+one): its workers die with it; after a restart the same request (same
+request_id, again without a seed) resumes from the journal with the drawn
+seed, and its stream — the journaled tokens re-sent, then the rest —
+equals the uninterrupted run with the seed it reports, all 400 tokens. (tests/test_journal.py covers greedy
 sessions across restarts.)
 
 Streams are paused by backpressure while the fault is injected: each
@@ -137,8 +138,10 @@ def coordinator_kill(env, ck):
     model = env.model("tconstformer", seed=5)
     data = os.path.join(env.tmp, "journal-data")
     prompt = [(i * 29) % 500 + 2 for i in range(70)]
-    samp = dict(max_tokens=N_TOK, ignore_eos=True, seed=77, **SAMPLED)
-    want = env.generate(model, prompt, N_TOK, ignore_eos=True, seed=77, **SAMPLED)
+    # no seed: the server draws one, journals it with the generation, and
+    # the resumed run reports it -- the resend (also unseeded) must not draw
+    # another
+    samp = dict(max_tokens=N_TOK, ignore_eos=True, **SAMPLED)
     req = pb.GenerateInSessionRequest(session_id="cut", request_id="gen-1", sampling=env.sampling(**samp))
     with Daemon(env, "--data-dir", data, "--stream-queue", "8", "--sync-inline-max", "0", model=model) as d:
         s = d.stub()
@@ -151,14 +154,18 @@ def coordinator_kill(env, ck):
                 break  # stop reading: the generation stops at --stream-queue unread messages
         d.proc.kill()
         d.proc.wait()
-    ck.equal(seen, want[:len(seen)], "kill-tconstd: the tokens streamed before the kill match the reference")
     ck.check(kids and wait_for(lambda: all(gone(p) for p in kids.values()), 30, "workers gone"),
              "kill-tconstd: its workers died with it")
     with Daemon(env, "--data-dir", data, "--sync-inline-max", "0", model=model) as d:
         s = d.stub()
-        got = []
+        got, last = [], None
         for r in s.GenerateInSession(req, timeout=120):
             got += r.token_ids
+            last = r
+        seed = last.seed if last else 0
+        want = env.generate(model, prompt, N_TOK, ignore_eos=True, seed=seed, **SAMPLED)
+        ck.equal(seen, want[:len(seen)], f"kill-tconstd: the tokens streamed before the kill == tconst generate with "
+                                         f"the seed the resumed run reports ({seed})")
         ck.equal(got, want, f"kill-tconstd: the same request_id resumes; its stream (journaled tokens re-sent, then "
                             f"the rest) == the uninterrupted run, {N_TOK} tokens")
         info = s.GetSession(pb.GetSessionRequest(session_id="cut"), timeout=30)

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """test_parity.py — streamed Generate over gRPC == `tconst generate` for the
-same model, prompt and sampling parameters: greedy and seeded sampling, on
+same model, prompt and sampling parameters: greedy and seeded sampling (and
+unseeded: the server draws a seed and reports it on the last message), on
 tiny tconstformer, tlinformer and transformer models, 100 tokens (several
 generate windows of 32) with ignore_eos; plus the default eos stop, the
 finish reasons, usage, and the built-in model. Worker layouts step
@@ -72,9 +73,20 @@ def body(env, ck):
             stub.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=30)
             # the same request twice gives the same ids (seeded sampling is
             # a function of the seed, not of the server's history)
-            again, _ = d.generate_ids(stub, PROMPT, env.sampling(max_tokens=N, ignore_eos=True, **SAMPLED))
+            again, last_again = d.generate_ids(stub, PROMPT, env.sampling(max_tokens=N, ignore_eos=True, **SAMPLED))
             ck.equal(again, env.generate(model, PROMPT, N, ignore_eos=True, **SAMPLED),
                      f"{arch}: a repeated seeded request gives the same ids")
+            ck.equal(last_again.seed, SAMPLED["seed"], f"{arch}: the last message reports the request's seed")
+            # no seed: the server draws one per request and reports it;
+            # sending it back (here: tconst generate --seed) gives the same ids
+            unseeded = dict(temperature=0.9, top_k=40)
+            drawn = []
+            for k in range(2):
+                got, last = d.generate_ids(stub, PROMPT, env.sampling(max_tokens=N, ignore_eos=True, **unseeded))
+                drawn.append(last.seed)
+                ck.equal(got, env.generate(model, PROMPT, N, ignore_eos=True, seed=last.seed, **unseeded),
+                         f"{arch}: unseeded request {k}: ids == tconst generate --seed {last.seed} (the reported seed)")
+            ck.check(drawn[0] != drawn[1], f"{arch}: two unseeded requests drew two seeds", f"{drawn}")
             # without ignore_eos both stop at the eos id: find seeds whose
             # reference stops early (T=3 makes eos likely), compare those
             eos = d.stub().ModelInfo(pb.ModelInfoRequest(), timeout=30).eos_token_id

@@ -1,0 +1,206 @@
+/* engine_int.h — the engine's internals, shared by its three files (not
+ * an interface: only engine.h is). engine.c: the session table, job
+ * lifecycle and token emission, start/stop, the session API and the
+ * journal restore; engine_submit.c: admission (tc_engine_prepare,
+ * tc_engine_submit*); engine_threads.c: the threads that drive the
+ * workers (starts, syncs, batched hit steps). One mutex (mu) guards the
+ * table and the job lists; "_locked" functions are called with it held. */
+#ifndef TC_DAEMON_ENGINE_INT_H
+#define TC_DAEMON_ENGINE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../scheduler/sched.h"
+#include "../tokenizer/bpe.h"
+#include "engine.h"
+#include "journal.h"
+
+/* QUEUED: admitted; STARTING: a start thread runs its append/prefill
+ * and first token; RUNNING: in its pair's generation thread's batches. */
+enum { J_QUEUED = 0, J_STARTING, J_RUNNING, J_DONE };
+
+/* a generation whose client has not read for this long gives up its slot
+ * of --max-batch (a shorter stall keeps it) */
+#define TC_SLOT_RELEASE_S 1.0
+
+/* syncs of one session failing in a row before its generation ends with
+ * the error (engine_ctx_thread) */
+#define TC_SYNC_TRIES 3
+
+typedef struct dsess {
+    char id[TC_ID_MAX];
+    tc_wc_session *ws;
+    _Atomic int32_t pending; /* sampled but not yet fed, or -1 (set by the job's threads, read by GetSession under mu) */
+    float *logits;   /* [V] after the last fed token */
+    int has_logits;
+    uint64_t busy_job;
+    int ephemeral, close_when_idle;
+    int pins;         /* open Streams on it: no idle expiry meanwhile */
+    int keep_journal; /* closed live, but the journal keeps it (unappend without truncate) */
+    int64_t created_ms, last_used_ms;
+    tc_wc_session_stats st;
+    int32_t *restore; /* journaled history not yet fed (after a restart) */
+    int64_t n_restore;
+    int syncing;      /* at a window boundary: queued for or in a sync on the
+                         context thread; out of the batch meanwhile */
+    int sync_failures; /* in a row: past TC_SYNC_TRIES its generation ends with an error */
+    double boundary_t0;
+    uint64_t qid; /* its id in the scheduler */
+    /* a generation a crash cut, journaled: the same request_id resumes it
+     * while the session is as the journal left it (length resume_len) */
+    tc_journal_gen resume;
+    int has_resume;
+    int64_t resume_len;
+} dsess;
+
+typedef struct job {
+    uint64_t id;
+    char request_id[TC_ID_MAX];
+    dsess *s;
+    int32_t *tokens;
+    int64_t n_tokens;
+    int64_t n_copied; /* of n_tokens, the copy_from history in front (error messages) */
+    int generate;
+    int final_sent; /* its last message (finish_reason set) went to the sink */
+    tc_sampler smp;
+    int max_tokens, ignore_eos;
+    int32_t *stop_ids;
+    int n_stop_ids;
+    char **stop;
+    int n_stop;
+    void *user;
+    int phase, cancel, cancel_code; /* cancel_code 13: ends with FINISH_ERROR and err */
+    int claimed; /* in a generation thread's step, or being ended by one (mu): no other thread touches it */
+    /* backpressure (mu): since when its client has not kept up (0: it
+     * does); slotless: paused past TC_SLOT_RELEASE_S, it gave up its slot
+     * of --max-batch; wants_slot: its client reads again, no slot free yet */
+    double behind_since;
+    int slotless, wants_slot;
+    atomic_int ended;               /* finish_job began: its request_id is free */
+    char err[256];
+    int resume;    /* continues a journaled generation (see dsess.resume) */
+    int replaying; /* re-sending journaled tokens: not journaled again */
+    int32_t next_tok;
+    int64_t generated, prompt_tokens;
+    double t_arrive, t_start, t_prefill, t_first, t_last, sync_s;
+    tc_bpe_stream bs;
+    int created; /* this job opened its session (OpenSession): it goes again if the job fails before its append */
+    char *piece; /* [piece_cap]: one token's decoded text */
+    char *held;
+    size_t held_len, held_cap;
+    struct job *next;
+} job;
+
+/* a worker-side session copy to give back (reaper_thread) */
+typedef struct reap_node {
+    tc_wc_session *ws;
+    struct reap_node *next;
+} reap_node;
+
+struct tc_engine {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* wakes the engine's threads (broadcast) */
+    /* the reaper: frees worker session copies outside mu -- a remote free
+     * is a blocking Close RPC that waits behind the worker's running sync
+     * (seconds), and mu is held where sessions end (the RPC thread's
+     * CloseSession, a job's retirement) */
+    pthread_cond_t reap_cv;
+    pthread_t reaper;
+    reap_node *reap;
+    int reaper_on, reap_stop;
+    int restoring; /* tc_engine_attach_journal loading (mu) */
+    pthread_cond_t idle_cv; /* signalled when a job retires, and when its done callback has returned */
+    int n_finishing;        /* retired jobs whose done callback is still running (tc_engine_quiesce waits) */
+    /* generation threads (hit steps): one a worker pair, each stepping
+     * the sessions of its pair, so a pair that stops answering holds up
+     * only its own sessions' tokens */
+    struct gen_arg {
+        struct tc_engine *e;
+        int pair;
+        double busy_s, busy_t0, ratio; /* its busy fraction (ratio: last second or so, mu) */
+        pthread_t th;
+    } *gen;
+    int n_gen;
+    double next_idle_check, next_trim; /* housekeeping, done by whichever generation thread finds it due (mu) */
+    /* context threads (syncs, prefills): in-process one for both; with
+     * worker processes one for starts and one per worker pair for syncs */
+    struct ctx_arg {
+        struct tc_engine *e;
+        int kind; /* 0 syncs and starts, 1 syncs of `pair`, 2 starts */
+        int pair;
+        pthread_t th;
+    } *ctx;
+    int n_ctx;
+    int stop, draining;
+    /* sessions waiting for their sync: the scheduler's EDF queue, deadline
+     * = arrival at the boundary + the sync's expected cost (its history
+     * length x the measured seconds per token), so a short context's sync
+     * is not stuck behind a long one's and mean boundary stall is low */
+    tc_sched *sched;
+    uint64_t next_qid;
+    double sync_s_per_tok;
+    int n_sync_queued, n_sync_running, n_starting;
+    int n_slotless, n_wanting; /* running jobs without a slot of --max-batch; those of them waiting for one */
+    int n_pairs; /* worker pairs: a sync queue and context thread each */
+    tc_worker_client *wc;
+    struct tc_bpe *bpe;
+    tc_engine_limits lim;
+    tc_engine_sink sink;
+    tc_journal *journal; /* NULL: sessions do not outlive the process */
+    dsess **sess;
+    int n_sess, cap_sess;
+    job *jobs; /* all live jobs, queued and running */
+    int n_queued, n_running;
+    uint64_t next_job_id, next_sess_id;
+    int V;
+    size_t piece_cap; /* a job's piece buffer: the longest token's text */
+};
+
+
+/* ---- engine.c: sessions (mu held where _locked) ---- */
+dsess *tc_eng_sess_find(tc_engine *e, const char *id);
+job *tc_eng_job_find(tc_engine *e, uint64_t id);
+void tc_eng_sess_info(tc_engine *e, const dsess *s, tc_session_info *o);
+/* a copy of an idle session's whole history (room for `extra` more ids
+ * after it): 0, or a gRPC code with msg */
+int tc_eng_history_locked(tc_engine *e, dsess *s, int64_t extra, int32_t **tokens, int64_t *n, char *msg,
+                          size_t msglen);
+void tc_eng_gauges_locked(tc_engine *e);
+/* the reaper frees worker session copies outside mu */
+void *tc_eng_reaper_thread(void *arg);
+void tc_eng_reaper_stop(tc_engine *e);
+/* forget: its journal record goes too */
+void tc_eng_sess_remove_locked(tc_engine *e, dsess *s, int forget);
+unsigned long long tc_eng_id_nonce(void);
+dsess *tc_eng_sess_add_locked(tc_engine *e, const char *id);
+/* ---- engine.c: jobs ---- */
+void tc_eng_job_free(job *j);
+void tc_eng_stats_of(const job *j, tc_job_stats *st, int64_t session_len);
+/* the tokens of a step to the client (text, stop strings, journal): the
+ * finish they reached (TC_FINISH_NONE: go on), *used of them kept */
+tc_finish tc_eng_emit_tokens(tc_engine *e, job *j, const int32_t *toks, int n, int *used);
+tc_finish tc_eng_emit_token(tc_engine *e, job *j, int32_t tok);
+/* its last message to the sink, then retired */
+void tc_eng_job_finish(tc_engine *e, job *j, tc_finish fin, const char *err);
+void tc_eng_stats_refresh(tc_engine *e, dsess *s);
+/* a job that failed before it ran: its session goes if it opened it */
+void tc_eng_start_failed(tc_engine *e, job *j, int code, const char *msg);
+void tc_eng_journal_refused(tc_engine *e, job *j);
+/* tc_cancelled predicate of a job's prefill (ud: a job_ref): cancelled or
+ * its client left */
+typedef struct {
+    tc_engine *e;
+    job *j;
+} job_ref;
+int tc_eng_job_gone(void *ud);
+
+/* ---- engine_threads.c: thread entry points (tc_engine_start) ---- */
+/* arg: struct ctx_arg; starts (prefill, first token) and syncs */
+void *tc_eng_context_thread(void *arg);
+/* arg: struct gen_arg; batched hit steps of one worker pair */
+void *tc_eng_generation_thread(void *arg);
+
+#endif

@@ -1,0 +1,333 @@
+/* engine_submit.c — admission: a request checked and turned into a job
+ * (tc_engine_prepare tokenizes outside the lock; tc_engine_submit_prepared
+ * takes the session, checks the limits and queues it), or refused with a
+ * gRPC code and a message naming what is wrong. Not the running of it:
+ * engine_threads.c. */
+#include "engine.h"
+
+#include <malloc.h>
+#include <math.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "../common/clock.h"
+#include "../common/log.h"
+#include "../tokenizer/bpe.h"
+#include "../scheduler/sched.h"
+#include "engine_int.h"
+#include "journal.h"
+#include "metrics.h"
+
+static int refuse(char *msg, size_t n, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int refuse(char *msg, size_t n, int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, n, fmt, ap);
+    va_end(ap);
+    /* refused at admission (invalid, unknown or busy session, overloaded,
+     * draining) is "rejected"; only an internal failure is an "error" */
+    tc_metric_inc(code == 13 ? TC_M_requests_total_error : TC_M_requests_total_rejected, 1);
+    return code;
+}
+
+int tc_engine_prepare(tc_engine *e, const tc_job_spec *sp, int32_t **toks_out, size_t *nt_out, char *msg,
+                      size_t msglen) {
+    const tc_model_config *c = e->wc->cfg;
+    int32_t *toks = NULL;
+    size_t nt = 0;
+    *toks_out = NULL, *nt_out = 0;
+    if (sp->n_tokens > 0 && sp->text_len > 0)
+        return refuse(msg, msglen, 3, "prompt: set text or token_ids, not both");
+    if (sp->text_len > 0) {
+        if (!e->bpe) return refuse(msg, msglen, 3, "text: this model has no tokenizer; send token_ids");
+        if (tc_bpe_encode(e->bpe, sp->text, sp->text_len, &toks, &nt) != TC_OK)
+            return refuse(msg, msglen, 3, "text: %s", tc_error_get() ? tc_error_get() : "cannot tokenize");
+        for (size_t i = 0; i < nt; i++)
+            if (toks[i] >= c->vocab_size) {
+                int r = refuse(msg, msglen, 3, "text: token %d of the tokenizer is outside the model's vocab_size %d",
+                               toks[i], c->vocab_size);
+                free(toks);
+                return r;
+            }
+    } else if (sp->n_tokens > 0) {
+        for (int64_t i = 0; i < sp->n_tokens; i++)
+            if (sp->tokens[i] < 0 || sp->tokens[i] >= c->vocab_size)
+                return refuse(msg, msglen, 3, "token_ids[%lld]: %d is outside the vocabulary [0, %d)", (long long)i,
+                              sp->tokens[i], c->vocab_size);
+        toks = malloc((size_t)sp->n_tokens * 4);
+        if (!toks) return refuse(msg, msglen, 13, "out of memory");
+        memcpy(toks, sp->tokens, (size_t)sp->n_tokens * 4);
+        nt = (size_t)sp->n_tokens;
+    }
+    if ((int64_t)nt > e->lim.max_session_tokens) { /* too long for any session: refused before it queues */
+        free(toks);
+        return refuse(msg, msglen, 3, "prompt: %zu tokens, over --max-session-tokens %lld", nt,
+                      (long long)e->lim.max_session_tokens);
+    }
+    *toks_out = toks, *nt_out = nt;
+    return 0;
+}
+
+int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char *rid_out, char *msg, size_t msglen) {
+    int32_t *toks;
+    size_t nt;
+    const int code = tc_engine_prepare(e, sp, &toks, &nt, msg, msglen);
+    return code ? code : tc_engine_submit_prepared(e, sp, toks, nt, job_id, rid_out, msg, msglen);
+}
+
+int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks, size_t nt, uint64_t *job_id,
+                              char *rid_out, char *msg, size_t msglen) {
+    const tc_model_config *c = e->wc->cfg;
+    job *j = calloc(1, sizeof *j);
+    if (!j) {
+        free(toks);
+        return refuse(msg, msglen, 13, "out of memory");
+    }
+    j->tokens = toks;
+    j->n_tokens = (int64_t)nt;
+    j->prompt_tokens = (int64_t)nt;
+    j->generate = sp->generate;
+    j->user = sp->user;
+    j->ignore_eos = sp->ignore_eos;
+    j->t_arrive = tc_now_s();
+    int code = 0;
+    if (sp->generate) {
+        if (tc_sampling_validate(&sp->sp) != TC_OK) {
+            const char *m = tc_error_get();
+            code = refuse(msg, msglen, 3, "sampling.%s", m ? m : "invalid");
+            goto reject;
+        }
+        const int max_tokens = sp->max_tokens_unset ? (TC_MAX_TOKENS_DEFAULT < e->lim.max_tokens ? TC_MAX_TOKENS_DEFAULT
+                                                                                                 : e->lim.max_tokens)
+                                                    : sp->max_tokens;
+        if (max_tokens < 0 || max_tokens > e->lim.max_tokens) {
+            code = refuse(msg, msglen, 3, "sampling.max_tokens: %d out of range [0, %d]", sp->max_tokens,
+                          e->lim.max_tokens);
+            goto reject;
+        }
+        if (sp->n_stop > 0 && !e->bpe) {
+            code = refuse(msg, msglen, 3, "sampling.stop: stop strings need a tokenizer; use stop_token_ids");
+            goto reject;
+        }
+        if (sp->n_stop_ids > TC_MAX_STOP_IDS) {
+            code = refuse(msg, msglen, 3, "sampling.stop_token_ids: %d ids, at most %d", sp->n_stop_ids, TC_MAX_STOP_IDS);
+            goto reject;
+        }
+        for (int k = 0; k < sp->n_stop_ids; k++)
+            if (sp->stop_ids[k] < 0 || sp->stop_ids[k] >= c->vocab_size) {
+                code = refuse(msg, msglen, 3, "sampling.stop_token_ids[%d]: %d out of range [0, %d)", k,
+                              (int)sp->stop_ids[k], c->vocab_size);
+                goto reject;
+            }
+        if (sp->n_stop > TC_MAX_STOP_STRINGS) {
+            code = refuse(msg, msglen, 3, "sampling.stop: %d strings, at most %d", sp->n_stop, TC_MAX_STOP_STRINGS);
+            goto reject;
+        }
+        for (int k = 0; k < sp->n_stop; k++)
+            if (!sp->stop[k][0] || strlen(sp->stop[k]) > 256) {
+                code = refuse(msg, msglen, 3, "sampling.stop[%d]: must be 1..256 bytes", k);
+                goto reject;
+            }
+        j->max_tokens = max_tokens;
+        if (tc_sampler_init(&j->smp, &sp->sp, c->vocab_size) != TC_OK) {
+            code = refuse(msg, msglen, 13, "out of memory");
+            goto reject;
+        }
+        /* the stop ids, then EOS: what ends a multi-step run on the worker */
+        j->stop_ids = malloc((size_t)(sp->n_stop_ids + 1) * 4);
+        if (!j->stop_ids) { code = refuse(msg, msglen, 13, "out of memory"); goto reject; }
+        if (sp->n_stop_ids) memcpy(j->stop_ids, sp->stop_ids, (size_t)sp->n_stop_ids * 4);
+        j->n_stop_ids = sp->n_stop_ids;
+        j->stop_ids[j->n_stop_ids] = c->eos_token_id;
+        if (sp->n_stop) {
+            j->stop = calloc((size_t)sp->n_stop, sizeof *j->stop);
+            if (!j->stop) { code = refuse(msg, msglen, 13, "out of memory"); goto reject; }
+            for (int k = 0; k < sp->n_stop; k++) j->stop[k] = strdup(sp->stop[k]);
+            j->n_stop = sp->n_stop;
+        }
+        if (e->bpe) {
+            tc_bpe_stream_init(&j->bs, e->bpe);
+            /* the job's own: its tokens are decoded on its pair's generation
+             * thread and (first token, resumed replays) on a start thread */
+            if (!(j->piece = malloc(e->piece_cap))) { code = refuse(msg, msglen, 13, "out of memory"); goto reject; }
+        }
+    }
+    /* ids go into log lines and the journal: no control characters (a
+     * newline in an id would forge a log line), C1 (U+0080..U+009F, NEL
+     * among them) included */
+    for (int k = 0; k < 2; k++) {
+        const char *id = k ? sp->request_id : sp->session_id;
+        for (size_t i = 0; id && id[i]; i++) {
+            const unsigned char ch = (unsigned char)id[i];
+            const int c1 = ch == 0xc2 && (unsigned char)id[i + 1] >= 0x80 && (unsigned char)id[i + 1] <= 0x9f;
+            if (ch < 0x20 || ch == 0x7f || c1) {
+                code = c1 ? refuse(msg, msglen, 3, "%s: a control character (U+%04X) at byte %zu",
+                                   k ? "request_id" : "session_id", (unsigned char)id[i + 1], i)
+                          : refuse(msg, msglen, 3, "%s: a control character (0x%02x) at byte %zu",
+                                   k ? "request_id" : "session_id", ch, i);
+                goto reject;
+            }
+        }
+    }
+    pthread_mutex_lock(&e->mu);
+    if (e->draining) {
+        pthread_mutex_unlock(&e->mu);
+        code = refuse(msg, msglen, 14, "server is draining; retry on another replica");
+        goto reject;
+    }
+    if (e->n_queued >= e->lim.max_queued) {
+        pthread_mutex_unlock(&e->mu);
+        code = refuse(msg, msglen, 8, "too many queued requests (max_queued_requests %d)", e->lim.max_queued);
+        goto reject;
+    }
+    if (e->lim.max_state_bytes > 0) { /* DESIGN §5: admission on state memory; new work waits for room */
+        int64_t held = 0;
+        for (int i = 0; i < e->n_sess; i++) held += e->sess[i]->st.state_bytes;
+        if (held >= e->lim.max_state_bytes) {
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 8,
+                          "sessions hold %lld bytes of state, --max-state-bytes %lld: close sessions or retry later",
+                          (long long)held, (long long)e->lim.max_state_bytes);
+            goto reject;
+        }
+    }
+    dsess *s = NULL;
+    const char *sid = sp->session_id ? sp->session_id : "";
+    if (strlen(sid) >= TC_ID_MAX) {
+        pthread_mutex_unlock(&e->mu);
+        code = refuse(msg, msglen, 3, "session_id: longer than %d bytes", TC_ID_MAX - 1);
+        goto reject;
+    }
+    if (sp->request_id && strlen(sp->request_id) >= TC_ID_MAX) { /* journaled whole: a cut id never resumes */
+        pthread_mutex_unlock(&e->mu);
+        code = refuse(msg, msglen, 3, "request_id: longer than %d bytes", TC_ID_MAX - 1);
+        goto reject;
+    }
+    /* a request_id names one live request: Abort cancels by it, so a
+     * second one under the same id could be cancelled by the first's
+     * client (a retry gets it once the first has ended) */
+    if (sp->request_id && *sp->request_id)
+        for (job *o = e->jobs; o; o = o->next)
+            if (!atomic_load(&o->ended) && !o->cancel && !strcmp(o->request_id, sp->request_id)) {
+                pthread_mutex_unlock(&e->mu);
+                code = refuse(msg, msglen, 6, "request_id: '%s' names a request still running", sp->request_id);
+                goto reject;
+            }
+    if (sp->create || (sp->ephemeral && !*sid)) {
+        if (*sid && tc_eng_sess_find(e, sid)) {
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 6, "session_id: '%s' already exists", sid);
+            goto reject;
+        }
+        if (e->n_sess >= e->lim.max_sessions) {
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 8, "too many sessions (max_sessions %d)", e->lim.max_sessions);
+            goto reject;
+        }
+        if (sp->copy_from && *sp->copy_from) { /* a fork: its history first, then the request's tokens */
+            dsess *from = tc_eng_sess_find(e, sp->copy_from);
+            int32_t *all = NULL;
+            int64_t nh = 0;
+            char m[300];
+            const int hc = from ? tc_eng_history_locked(e, from, j->n_tokens, &all, &nh, m, sizeof m) : 5;
+            if (hc) {
+                pthread_mutex_unlock(&e->mu);
+                if (!from) code = refuse(msg, msglen, 5, "copy_from: no open session '%s'", sp->copy_from);
+                else code = refuse(msg, msglen, hc, "copy_from: %s", m);
+                goto reject;
+            }
+            from->last_used_ms = tc_wall_ms(); /* a source of forks is in use: not idle */
+            if (j->n_tokens) memcpy(all + nh, j->tokens, (size_t)j->n_tokens * 4);
+            free(j->tokens);
+            j->tokens = all;
+            j->n_tokens += nh;
+            j->n_copied = nh;
+            j->prompt_tokens = j->n_tokens;
+        }
+        s = tc_eng_sess_add_locked(e, sid);
+        if (!s) {
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 13, "out of memory");
+            goto reject;
+        }
+        s->ephemeral = sp->ephemeral;
+        j->created = 1;
+        if (e->journal && !s->ephemeral && tc_journal_session_open(e->journal, s->id, s->created_ms) != TC_OK) {
+            char m[600];
+            snprintf(m, sizeof m, "%s", tc_error_get());
+            tc_eng_sess_remove_locked(e, s, 0);
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 13, "%s", m);
+            goto reject;
+        }
+    } else {
+        s = tc_eng_sess_find(e, sid);
+        if (!s) {
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 5, "session_id: no open session '%s'", sid);
+            goto reject;
+        }
+        if (s->busy_job) {
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 9, "session_id: session '%s' is busy with another request", sid);
+            goto reject;
+        }
+        if (s->close_when_idle) {
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 5, "session_id: session '%s' is closing", sid);
+            goto reject;
+        }
+    }
+    /* the same request again after a crash cut it: resume, don't restart */
+    if (sp->generate && s->has_resume && sp->request_id && !strcmp(sp->request_id, s->resume.request_id) &&
+        s->st.length == s->resume_len) {
+        int64_t k = s->resume_len - s->resume.start_len;
+        tc_sampler_free(&j->smp);
+        if (k < 0 || tc_sampler_init(&j->smp, &s->resume.sp, c->vocab_size) != TC_OK) {
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 13, "cannot resume request '%s'", sp->request_id);
+            goto reject;
+        }
+        if (s->resume.sp.temperature > 0) /* one draw per sampled token */
+            for (int64_t i = 0; i < k; i++) tc_rng_uniform(j->smp.rng);
+        j->resume = 1;
+        j->max_tokens = s->resume.max_tokens;
+        j->ignore_eos = s->resume.ignore_eos;
+        free(j->tokens);
+        j->tokens = NULL;
+        j->n_tokens = j->prompt_tokens = 0;
+    }
+    j->s = s;
+    j->id = ++e->next_job_id;
+    s->busy_job = j->id;
+    if (sp->request_id && *sp->request_id) snprintf(j->request_id, sizeof j->request_id, "%s", sp->request_id);
+    else { /* unique among the live requests, ids clients chose included */
+        int taken;
+        do {
+            snprintf(j->request_id, sizeof j->request_id, "r-%llu-%012llx", (unsigned long long)j->id, tc_eng_id_nonce());
+            taken = 0;
+            for (job *o = e->jobs; o && !taken; o = o->next) taken = !strcmp(o->request_id, j->request_id);
+        } while (taken);
+    }
+    j->phase = J_QUEUED;
+    j->next = e->jobs;
+    e->jobs = j;
+    e->n_queued++;
+    tc_eng_gauges_locked(e);
+    *job_id = j->id;
+    if (rid_out) snprintf(rid_out, TC_ID_MAX, "%s", j->request_id);
+    if (sp->session_id_out) snprintf(sp->session_id_out, TC_ID_MAX, "%s", s->id);
+    s->pins += sp->pin != 0;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    return 0;
+reject:
+    tc_eng_job_free(j);
+    return code;
+}
