@@ -670,10 +670,10 @@ int tc_engine_session_snapshot(tc_engine *e, const char *id, tc_session_info *in
     return code;
 }
 
-void tc_engine_session_unpin(tc_engine *e, const char *id) {
+void tc_engine_session_unpin(tc_engine *e, const char *id, uint64_t key) {
     pthread_mutex_lock(&e->mu);
     dsess *s = tc_eng_sess_find(e, id);
-    if (s && s->pins > 0) {
+    if (s && s->qid == key && s->pins > 0) {
         s->pins--;
         s->last_used_ms = tc_wall_ms(); /* its idle time starts when its stream ends */
     }

@@ -95,6 +95,7 @@ typedef struct {
     const char *request_id;  /* "" = assign */
     char *session_id_out;    /* [TC_ID_MAX] or NULL: the session's id */
     int pin;                 /* accepted: the session does not expire idle until tc_engine_session_unpin (a Stream's) */
+    uint64_t *pin_key_out;   /* with pin, accepted: the pinned session's key, for tc_engine_session_unpin */
     void *user;
 } tc_job_spec;
 
@@ -148,8 +149,10 @@ int tc_engine_session_snapshot(tc_engine *e, const char *id, tc_session_info *in
 /* Closes now, or when its running job ends (that job is cancelled). */
 int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out);
 /* Undoes a tc_job_spec.pin: the session may expire idle again (its
- * Stream ended). A session gone meanwhile is no error. */
-void tc_engine_session_unpin(tc_engine *e, const char *id);
+ * Stream ended). key: what pin_key_out got -- a session of that id closed
+ * and opened again meanwhile is another session, and keeps its pins. A
+ * session gone meanwhile is no error. */
+void tc_engine_session_unpin(tc_engine *e, const char *id, uint64_t key);
 
 void tc_engine_counts(tc_engine *e, int *sessions, int *running, int *queued);
 /* Waits until no job is queued or running, up to timeout_s: 1 if idle. */

@@ -324,6 +324,7 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
     if (rid_out) snprintf(rid_out, TC_ID_MAX, "%s", j->request_id);
     if (sp->session_id_out) snprintf(sp->session_id_out, TC_ID_MAX, "%s", s->id);
     s->pins += sp->pin != 0;
+    if (sp->pin && sp->pin_key_out) *sp->pin_key_out = s->qid;
     pthread_cond_broadcast(&e->cv);
     pthread_mutex_unlock(&e->mu);
     return 0;

@@ -40,6 +40,7 @@ typedef struct ctx {
     char request_id[TC_ID_MAX];
     char session_id[TC_ID_MAX]; /* streams: their session */
     int owns_session, pinned, half_closed, failed, rpc_done;
+    uint64_t pin_key; /* the pinned session's (tc_engine_session_unpin) */
     int recv_deferred; /* the next receive waits for the client to read (recv_or_defer) */
     /* a job's final status, held until the engine lets go of the job
      * (sk_done): by then its session is no longer busy, so a client may
@@ -350,7 +351,7 @@ static int submit(ctx *c, tc_job_spec *spec) {
     }
     code = tc_engine_submit_prepared(c->svc->e, spec, toks, nt, &jid, c->request_id, msg, sizeof msg);
     if (code == 0) c->job_id = jid;
-    if (code == 0 && spec->pin) c->pinned = 1; /* before on_done can look */
+    if (code == 0 && spec->pin) c->pinned = 1; /* before on_done can look (pin_key set by the submit) */
     pthread_mutex_unlock(&c->mu);
     if (code != 0) {
         atomic_fetch_sub(&c->refs, 1);
@@ -501,6 +502,7 @@ static void stream_msg(ctx *c, const uint8_t *m, size_t len) {
     set_prompt(&sp, sp.session_id, rq->token_ids, rq->n_token_ids, rq->text);
     sp.generate = rq->generate;
     sp.pin = first; /* its session does not expire idle while the stream is open */
+    sp.pin_key_out = &c->pin_key;
     sampling_from(rq->sampling, &sp);
     if (submit(c, &sp) != 0 && first) {
         pthread_mutex_lock(&c->mu);
@@ -1204,6 +1206,7 @@ static void on_done(void *ud, tc_call *call, int cancelled) {
     const int unpin = c->kind == K_STREAM && c->pinned && c->session_id[0];
     char sid[TC_ID_MAX];
     memcpy(sid, c->session_id, sizeof sid);
+    const uint64_t pin_key = c->pin_key;
     pthread_mutex_unlock(&c->mu);
     /* A client whose deadline passes cancels the call itself (its RST
      * arrives a few ms before the server's own deadline, which was set on
@@ -1211,7 +1214,7 @@ static void on_done(void *ud, tc_call *call, int cancelled) {
      * is counted so, not as a client going away. */
     if (jid && cancelled)
         tc_engine_cancel(s->e, jid, tc_call_deadline_left(call) <= TC_DEADLINE_SLACK_S ? 4 : 1);
-    if (unpin) tc_engine_session_unpin(s->e, sid);
+    if (unpin) tc_engine_session_unpin(s->e, sid, pin_key);
     if (close_session) {
         tc_session_info si;
         tc_engine_session_close(s->e, sid, &si);

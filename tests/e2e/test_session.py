@@ -213,6 +213,37 @@ def idle_expiry(env, ck):
                 pass
         ck.check(gone(att), "once its Stream ended, the attached session expires idle again")
         ck.check(not_found(s, pb, own), "the session a Stream opened closes with it")
+        # a Stream's pin belongs to the session it pinned, not to its id:
+        # stream A on "reused", the session closed and opened again under
+        # the same id, stream B on the new one; A ending must not unpin B's
+        s.OpenSession(pb.OpenSessionRequest(session_id="reused", token_ids=[7]), timeout=30)
+        open_streams = []
+        for label in ("A", "B"):
+            if label == "B":
+                s.CloseSession(pb.CloseSessionRequest(session_id="reused"), timeout=30)
+                s.OpenSession(pb.OpenSessionRequest(session_id="reused", token_ids=[8, 9]), timeout=30)
+            q = queue.Queue()
+            q.put(pb.StreamRequest(session_id="reused", token_ids=[10]))
+            call = s.Stream(iter(q.get, None), timeout=120)
+            ev = next(call)
+            ck.equal(ev.appended.session_id, "reused", f"stream {label} attached to 'reused'")
+            open_streams.append((q, call))
+        q, call = open_streams[0]
+        q.put(None)  # A ends
+        try:
+            for _ in call:
+                pass
+        except grpc.RpcError:
+            pass
+        other2 = s.OpenSession(pb.OpenSessionRequest(token_ids=[5]), timeout=30).session_id
+        ck.check(gone(other2), "an idle session opened after stream A ended expires")
+        ck.check(not not_found(s, pb, "reused"),
+                 "the re-opened 'reused' stays while stream B is open (A's end did not unpin it)")
+        q, call = open_streams[1]
+        q.put(None)
+        for _ in call:
+            pass
+        ck.check(gone("reused"), "once stream B ended, 'reused' expires idle")
 
 
 def not_found(s, pb, sid):
