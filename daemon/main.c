@@ -39,7 +39,7 @@
 
 typedef struct {
     char *listen, *http_listen, *model, *data_dir, *log_level, *log_format;
-    char *workers, *worker_mode, *worker_binary, *device, *context_device;
+    char *workers, *worker_mode, *worker_binary, *device, *context_device, *weight_dtype;
     double worker_timeout, worker_start_timeout;
     int64_t context_nice;
     int64_t max_sessions, max_queued, max_batch, max_tokens, max_session_tokens, max_state_bytes, stream_queue, max_message_bytes,
@@ -61,6 +61,7 @@ static const tc_knob KNOBS[] = {
     K("worker-binary", TC_KNOB_STR, "", 0, 0, "tconst-worker to spawn (empty: next to tconstd)", worker_binary),
     K("device", TC_KNOB_STR, "auto", 0, 0, "device of spawned workers: auto (the GPUs the worker binary sees: none, cpu; one, cuda:0 for both workers; two or more with --worker-mode split, generation on cuda:0 and context on cuda:1), cpu or cuda:N", device),
     K("context-device", TC_KNOB_STR, "", 0, 0, "device of the spawned context worker with --worker-mode split (empty: --device), e.g. cuda:1 beside a generation worker on cuda:0", context_device),
+    K("weight-dtype", TC_KNOB_STR, "", 0, 0, "format of the weight matrices of spawned CUDA workers: f32 (exact against the file), bf16 or f16 (half the bytes); empty: the workers' default (TC_CUDA_WEIGHTS, else f32). Attached workers take tconst-worker --weight-dtype", weight_dtype),
     K("context-nice", TC_KNOB_INT, "0", 0, 19, "niceness of spawned context workers: where both workers share CPU cores, syncs yield to generation (longer boundary stalls, steadier token rate)", context_nice),
     K("worker-timeout", TC_KNOB_DOUBLE, "10", 0.5, 3600, "seconds a worker may leave pings unanswered before it is killed and restarted (spawned) or marked down (attached)", worker_timeout),
     K("worker-start-timeout", TC_KNOB_DOUBLE, "120", 1, 86400, "seconds a starting worker gets to load its model", worker_start_timeout),
@@ -229,6 +230,18 @@ static int check_device(const dcfg *c) {
         return -1;
     }
     if (check_one_device(c, "--device", c->device) != 0) return -1;
+    if (c->weight_dtype[0]) {
+        if (strcmp(c->weight_dtype, "f32") && strcmp(c->weight_dtype, "bf16") && strcmp(c->weight_dtype, "f16")) {
+            fprintf(stderr, "tconstd: error: --weight-dtype '%s': expected f32, bf16 or f16\n", c->weight_dtype);
+            return -1;
+        }
+        if (c->workers[0] || !strcmp(c->worker_mode, "inprocess")) {
+            fprintf(stderr, "tconstd: error: --weight-dtype %s: only spawned workers take it (attached ones: "
+                            "tconst-worker --weight-dtype; the in-process worker computes in fp32)\n",
+                    c->weight_dtype);
+            return -1;
+        }
+    }
     if (!c->context_device[0]) return 0;
     if (strcmp(c->worker_mode, "split") != 0 || c->workers[0]) {
         fprintf(stderr, "tconstd: error: --context-device %s: only spawned workers in --worker-mode split have a "
@@ -393,7 +406,7 @@ int main(int argc, char **argv) {
         if (!cfg.workers[0]) resolve_device(&cfg, bin, dev, sizeof dev, ctxdev, sizeof ctxdev);
         tc_remote_opts ro = {cfg.workers, cfg.worker_mode, bin, dir, dev, ctxdev, cfg.log_level, cfg.log_format,
                              (int)cfg.threads, cfg.worker_timeout, cfg.worker_start_timeout, 3600,
-                             (int)cfg.context_nice, (int)cfg.max_sessions};
+                             (int)cfg.context_nice, (int)cfg.max_sessions, cfg.weight_dtype};
         TC_LOG(TC_LOG_INFO, "main", "model %s on %s", dir, cfg.workers[0] ? cfg.workers : "spawned workers");
         if (tc_worker_remote_open(&wc, &ro) != TC_OK) {
             fprintf(stderr, "tconstd: error: %s\n", tc_error_get());

@@ -589,6 +589,9 @@ static tc_status spawn_args(remote *R, wproc *p, const char *role, int idx) {
     int k = 0;
     for (int i = 0; args[i]; i++)
         if (add_arg(p, &k, args[i]) != 0) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    if (R->o.weight_dtype && R->o.weight_dtype[0] &&
+        (add_arg(p, &k, "--weight-dtype") != 0 || add_arg(p, &k, R->o.weight_dtype) != 0))
+        return TC_FAIL(TC_ERR_NOMEM, "out of memory");
     p->spawned = 1;
     return TC_OK;
 }

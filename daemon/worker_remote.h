@@ -19,6 +19,7 @@ typedef struct {
     double compute_timeout_s; /* deadline of one sync or prefill call */
     int context_nice;         /* --nice of spawned context workers */
     int max_sessions;         /* sessions placed at most (the engine's limit) */
+    const char *weight_dtype; /* spawned workers' --weight-dtype ("" or NULL: theirs) */
 } tc_remote_opts;
 
 tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o);

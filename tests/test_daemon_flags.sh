@@ -2,8 +2,8 @@
 # test_daemon_flags.sh TCONSTD — flags tconstd must refuse before serving,
 # each with an error naming the flag: a malformed --device, a GPU asked of
 # the in-process worker (CPU only) or of attached workers (they choose
-# their own), an unknown --worker-mode, an unknown flag, a listen address
-# out of range. Label: unit.
+# their own), an unknown --worker-mode or --weight-dtype, an unknown flag,
+# a listen address out of range. Label: unit.
 set -uo pipefail
 D=$1
 tmp=$(mktemp -d)
@@ -69,6 +69,16 @@ auto "cuda-devices 2" "2 GPU(s): generation worker on cuda:0, context worker on 
 auto "cuda-devices 8" "context worker on cuda:3" "--role context .*--device cuda:3" --context-device cuda:3
 auto "cuda-devices 2" "2 GPU(s): both roles' workers on cuda:0" "--role both .*--device cuda:0" --worker-mode both
 auto "no idea" "cannot count GPUs .*unexpected answer.*on the CPU" "--device cpu"
+# --weight-dtype: checked, then handed to the spawned workers
+refuse "--weight-dtype 'fp8': expected f32, bf16 or f16" --weight-dtype fp8
+refuse "--weight-dtype bf16: only spawned workers take it" --weight-dtype bf16 --worker-mode inprocess
+refuse "--weight-dtype bf16: only spawned workers take it" --weight-dtype bf16 --workers 127.0.0.1:1,127.0.0.1:2
+auto "cuda-devices 1" "generation worker on cuda:0" "--device cuda:0 .*--weight-dtype bf16" --weight-dtype bf16
+timeout 60 "$W" --weight-dtype half --device cpu >"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ $rc -eq 2 ] && grep -q -- "--weight-dtype 'half': expected f32, bf16 or f16" "$tmp/err" ||
+    fail "tconst-worker --weight-dtype half: exit $rc: $(tail -2 "$tmp/err")"
+echo "ok   tconst-worker --weight-dtype half: refused (exit 2)"
 # the logging variables every binary reads: a bad value is named, not ignored
 TC_LOG_LEVEL=bogus refuse "TC_LOG_LEVEL 'bogus'"
 TC_LOG_FORMAT=yaml refuse "TC_LOG_FORMAT 'yaml'"

@@ -29,7 +29,7 @@
 #endif
 
 typedef struct {
-    char *role, *device, *listen, *data_listen, *transport, *model, *log_level, *log_format;
+    char *role, *device, *listen, *data_listen, *transport, *model, *log_level, *log_format, *weight_dtype;
     int64_t threads, max_message_bytes, nice;
     double peer_timeout, orphan_timeout;
 } wcfg;
@@ -118,6 +118,7 @@ static const tc_knob KNOBS[] = {
     K("transport", TC_KNOB_STR, "host", 0, 0, "data plane: host (TCP) or nccl (GPU workers, when built with NCCL)", transport),
     K("model", TC_KNOB_STR, "", 0, 0, "model directory (empty: the built-in tiny tconstformer)", model),
     K("threads", TC_KNOB_INT, "0", 0, 1024, "BLAS threads (0: OpenBLAS default)", threads),
+    K("weight-dtype", TC_KNOB_STR, "", 0, 0, "format of the weight matrices on a CUDA device: f32 (exact against the file), bf16 or f16 (half the bytes; inputs rounded to match, fp32 accumulation); empty: TC_CUDA_WEIGHTS, else f32. The CPU computes in fp32 whatever this says", weight_dtype),
     K("max-message-bytes", TC_KNOB_INT, "268435456", 1024, 4294967295.0, "largest control or data-plane message", max_message_bytes),
     K("orphan-timeout", TC_KNOB_DOUBLE, "30", 0.5, 86400, "seconds the coordinator this worker serves may stay silent before another coordinator may take the worker over (its session copies are then dropped: a coordinator that died leaves none behind); until then another is refused", orphan_timeout),
     K("peer-timeout", TC_KNOB_DOUBLE, "30", 0.1, 86400, "seconds a data-plane send or an Import waits for the peer", peer_timeout),
@@ -188,6 +189,16 @@ int main(int argc, char **argv) {
         fprintf(stderr, "tconst-worker: error: --device '%s': expected cpu or cuda:N\n", cfg.device);
         goto done;
     }
+    if (cfg.weight_dtype[0] && strcmp(cfg.weight_dtype, "f32") && strcmp(cfg.weight_dtype, "bf16") &&
+        strcmp(cfg.weight_dtype, "f16")) {
+        fprintf(stderr, "tconst-worker: error: --weight-dtype '%s': expected f32, bf16 or f16\n", cfg.weight_dtype);
+        goto done;
+    }
+    /* the CUDA backend reads its format at init: one parser for the flag
+     * and the variable */
+    if (cfg.weight_dtype[0] && cuda_dev >= 0) setenv("TC_CUDA_WEIGHTS", cfg.weight_dtype, 1);
+    else if (cfg.weight_dtype[0] && strcmp(cfg.weight_dtype, "f32"))
+        TC_LOG(TC_LOG_WARN, "worker", "--weight-dtype %s: the CPU keeps its weights in fp32", cfg.weight_dtype);
     if (tc_listen_addr_check("--listen", cfg.listen, 1) != TC_OK ||
         tc_listen_addr_check("--data-listen", cfg.data_listen, 0) != TC_OK) { /* the data plane: HOST:PORT */
         fprintf(stderr, "tconst-worker: error: %s\n", tc_error_get());
