@@ -2,7 +2,8 @@
  * callback server of rpc.h. Each call gets a context (ctx) shared by the
  * RPC side and, while a job runs, the engine; it is freed when both let
  * go. Unknown methods get UNIMPLEMENTED, undecodable messages
- * INVALID_ARGUMENT naming the message type. */
+ * INVALID_ARGUMENT naming the message type. Health and reflection are in
+ * service_health.c. */
 #include "service.h"
 
 #include <math.h>
@@ -25,63 +26,10 @@
 #include "health.pb-c.h"
 #include "reflection.pb-c.h"
 #include "tconst.pb-c.h"
-
-#define SVC "/tconst.v1.TConst/"
-
-enum { K_UNARY = 0, K_GENERATE, K_STREAM, K_APPEND, K_OPEN, K_WATCH, K_REFLECT, K_SNAPSHOT };
-
-typedef struct ctx {
-    tc_service *svc;
-    tc_call *call;
-    atomic_int refs;
-    int kind;
-    pthread_mutex_t mu;
-    uint64_t job_id;   /* 0 when no job runs */
-    char request_id[TC_ID_MAX];
-    char session_id[TC_ID_MAX]; /* streams: their session */
-    int owns_session, pinned, half_closed, failed, rpc_done;
-    uint64_t pin_key; /* the pinned session's (tc_engine_session_unpin) */
-    int recv_deferred; /* the next receive waits for the client to read (recv_or_defer) */
-    /* a job's final status, held until the engine lets go of the job
-     * (sk_done): by then its session is no longer busy, so a client may
-     * use the session again as soon as its call has ended */
-    int end_set, end_code;
-    char end_msg[600];
-    struct ctx *next_watch;
-    /* SnapshotSession: the copy being sent, a few chunks ahead of the
-     * client (the RPC thread's handlers only: no lock) */
-    int32_t *snap;
-    int64_t snap_n, snap_off;
-    int snap_chunk;
-    tc_session_info snap_info;
-} ctx;
-
-struct tc_service {
-    tc_engine *e;
-    tc_worker_client *wc;
-    struct tc_bpe *bpe;
-    tc_service_info info;
-    pthread_mutex_t mu;
-    int serving, draining;
-    int workers_down; /* no worker pair up (tc_service_set_workers_up) */
-    ctx *watchers;
-    double t_start;
-    /* requests over TC_INLINE_MAX bytes (their text is tokenized, their
-     * ids copied and checked: work that grows with the request) run here,
-     * not on the RPC thread, which every other call waits for; at most
-     * TC_BIG_QUEUED_BYTES of them wait (more: RESOURCE_EXHAUSTED) */
-    tc_workq *bigq;
-    atomic_llong big_bytes;
-};
-
-/* the largest request message a handler takes on the RPC thread */
-#define TC_INLINE_MAX 16384
-/* large requests queued or running at once, in bytes: each is a copy of
- * its message, and tokenizing takes ~100 B of scratch a byte of text */
-#define TC_BIG_QUEUED_BYTES (64ll << 20)
+#include "service_int.h"
 
 
-static void ctx_unref(ctx *c) {
+void tc_svc_ctx_unref(ctx *c) {
     if (atomic_fetch_sub(&c->refs, 1) == 1) {
         tc_call_unref(c->call);
         pthread_mutex_destroy(&c->mu);
@@ -91,7 +39,7 @@ static void ctx_unref(ctx *c) {
 }
 
 /* pack any protobuf-c message and queue it; 0 when it could not be */
-static int send_msg(tc_call *call, const ProtobufCMessage *m) {
+int tc_svc_send_msg(tc_call *call, const ProtobufCMessage *m) {
     size_t n = protobuf_c_message_get_packed_size(m);
     uint8_t stackbuf[1024];
     uint8_t *buf = n <= sizeof stackbuf ? stackbuf : malloc(n);
@@ -102,8 +50,8 @@ static int send_msg(tc_call *call, const ProtobufCMessage *m) {
     return ok;
 }
 
-static void reply(tc_call *call, const ProtobufCMessage *m) {
-    send_msg(call, m);
+void tc_svc_reply(tc_call *call, const ProtobufCMessage *m) {
+    tc_svc_send_msg(call, m);
     tc_call_finish(call, TC_GRPC_OK, "");
 }
 
@@ -121,7 +69,7 @@ static void session_info_pb(const tc_session_info *si, Tconst__V1__SessionInfo *
 
 /* ---- engine sink (engine thread) ---- */
 
-/* the call's status, sent by sk_done (first one wins) */
+/* the call's status, sent by tc_svc_sk_done (first one wins) */
 static void end_later(ctx *c, int code, const char *msg) {
     pthread_mutex_lock(&c->mu);
     if (!c->end_set) {
@@ -140,16 +88,16 @@ static void sk_appended(void *user, const tc_session_info *si, int64_t n) {
         Tconst__V1__AppendResponse r = TCONST__V1__APPEND_RESPONSE__INIT;
         r.session = &pi;
         r.appended_tokens = n;
-        send_msg(c->call, &r.base);
+        tc_svc_send_msg(c->call, &r.base);
         end_later(c, TC_GRPC_OK, "");
     } else if (c->kind == K_OPEN) {
-        send_msg(c->call, &pi.base);
+        tc_svc_send_msg(c->call, &pi.base);
         end_later(c, TC_GRPC_OK, "");
     } else if (c->kind == K_STREAM) {
         Tconst__V1__StreamResponse r = TCONST__V1__STREAM_RESPONSE__INIT;
         r.event_case = TCONST__V1__STREAM_RESPONSE__EVENT_APPENDED;
         r.appended = &pi;
-        send_msg(c->call, &r.base);
+        tc_svc_send_msg(c->call, &r.base);
     }
 }
 
@@ -209,9 +157,9 @@ static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, s
         Tconst__V1__StreamResponse sr = TCONST__V1__STREAM_RESPONSE__INIT;
         sr.event_case = TCONST__V1__STREAM_RESPONSE__EVENT_GENERATION;
         sr.generation = &r;
-        send_msg(c->call, &sr.base);
+        tc_svc_send_msg(c->call, &sr.base);
     } else {
-        send_msg(c->call, &r.base);
+        tc_svc_send_msg(c->call, &r.base);
         if (fin != TC_FINISH_NONE) {
             if (fin == TC_FINISH_CANCELLED) {
                 int code = error && strstr(error, "shutting down") ? TC_GRPC_UNAVAILABLE
@@ -241,7 +189,7 @@ static void sk_failed(void *user, int code, const char *msg) {
  * TC_RECV_AHEAD replies wait, else when on_sent sees the queue drained
  * to half of that. Generations have their own bound (--stream-queue). */
 #define TC_RECV_AHEAD 32
-static void recv_or_defer(ctx *c) {
+void tc_svc_recv_or_defer(ctx *c) {
     pthread_mutex_lock(&c->mu);
     const int go = tc_call_pending(c->call) < TC_RECV_AHEAD;
     c->recv_deferred = !go;
@@ -249,7 +197,7 @@ static void recv_or_defer(ctx *c) {
     if (go) tc_call_recv_next(c->call);
 }
 
-static void sk_done(void *user) {
+void tc_svc_sk_done(void *user) {
     ctx *c = user;
     pthread_mutex_lock(&c->mu);
     c->job_id = 0;
@@ -259,20 +207,20 @@ static void sk_done(void *user) {
     pthread_mutex_unlock(&c->mu);
     if (end) tc_call_finish(c->call, c->end_code, c->end_msg);
     else if (fin) tc_call_finish(c->call, TC_GRPC_OK, "");
-    else if (next) recv_or_defer(c);
-    ctx_unref(c);
+    else if (next) tc_svc_recv_or_defer(c);
+    tc_svc_ctx_unref(c);
 }
 
 static size_t sk_backlog(void *user) { return tc_call_pending(((ctx *)user)->call); }
 static double sk_deadline(void *user) { return tc_call_deadline_left(((ctx *)user)->call); }
 
-static const tc_engine_sink SINK = {sk_appended, sk_tokens, sk_failed, sk_done, sk_backlog, sk_deadline};
+static const tc_engine_sink SINK = {sk_appended, sk_tokens, sk_failed, tc_svc_sk_done, sk_backlog, sk_deadline};
 const tc_engine_sink *tc_service_sink(void) { return &SINK; }
 
 /* ---- request handling (RPC thread) ---- */
 
-static void finishf(tc_call *call, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void finishf(tc_call *call, int code, const char *fmt, ...) {
+void tc_svc_finishf(tc_call *call, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void tc_svc_finishf(tc_call *call, int code, const char *fmt, ...) {
     char m[600];
     va_list ap;
     va_start(ap, fmt);
@@ -342,7 +290,7 @@ static int submit(ctx *c, tc_job_spec *spec) {
         return -1;
     }
     atomic_fetch_add(&c->refs, 1);
-    pthread_mutex_lock(&c->mu); /* sk_done may not run before job_id is set */
+    pthread_mutex_lock(&c->mu); /* tc_svc_sk_done may not run before job_id is set */
     if (c->rpc_done) { /* a large request's handler (bigq) ran after the client left: nothing to start */
         pthread_mutex_unlock(&c->mu);
         atomic_fetch_sub(&c->refs, 1);
@@ -368,7 +316,7 @@ static int submit(ctx *c, tc_job_spec *spec) {
  * proto3 strings must be (an id echoed back ill-formed fails the client's
  * decoder). The walk trusts the framing only as far as unpack already
  * checked it (it runs after a successful unpack). */
-static const char *bad_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *m, size_t len, int depth,
+const char *tc_svc_bad_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *m, size_t len, int depth,
                                     int *nul, size_t *at) {
     size_t i = 0;
     while (i < len && depth < 32) {
@@ -395,7 +343,7 @@ static const char *bad_string_field(const ProtobufCMessageDescriptor *d, const u
                 if ((*at = tc_utf8_first_invalid(m + i, (size_t)n)) < n) return *nul = 0, f->name;
             }
             if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
-                const char *in = bad_string_field(f->descriptor, m + i, (size_t)n, depth + 1, nul, at);
+                const char *in = tc_svc_bad_string_field(f->descriptor, m + i, (size_t)n, depth + 1, nul, at);
                 if (in) return in;
             }
             i += (size_t)n;
@@ -403,27 +351,6 @@ static const char *bad_string_field(const ProtobufCMessageDescriptor *d, const u
     }
     return NULL;
 }
-
-#define DECODE(type, fn, var, m, len)                                                                  \
-    type *var = fn##__unpack(NULL, len, m);                                                            \
-    if (!var) {                                                                                        \
-        finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "malformed request: cannot decode %s", #type);       \
-        return;                                                                                        \
-    }                                                                                                  \
-    {                                                                                                  \
-        int nul_ = 0;                                                                                  \
-        size_t at_ = 0;                                                                                \
-        const char *bad_ = bad_string_field(var->base.descriptor, m, len, 0, &nul_, &at_);             \
-        if (bad_) {                                                                                    \
-            if (nul_)                                                                                  \
-                finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "%s: a NUL character (U+0000) is not accepted", \
-                        bad_);                                                                         \
-            else                                                                                       \
-                finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "%s: not valid UTF-8 (at byte %zu)", bad_, at_); \
-            fn##__free_unpacked(var, NULL);                                                            \
-            return;                                                                                    \
-        }                                                                                              \
-    }
 
 static void h_generate(ctx *c, const uint8_t *m, size_t len, int in_session) {
     tc_job_spec sp = {0};
@@ -434,7 +361,7 @@ static void h_generate(ctx *c, const uint8_t *m, size_t len, int in_session) {
         sp.request_id = rq->request_id;
         sampling_from(rq->sampling, &sp);
         if (!sp.n_tokens && !sp.text_len && sp.ephemeral)
-            finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "prompt: empty (set text or token_ids)");
+            tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "prompt: empty (set text or token_ids)");
         else {
             sp.generate = 1;
             submit(c, &sp);
@@ -442,7 +369,7 @@ static void h_generate(ctx *c, const uint8_t *m, size_t len, int in_session) {
         tconst__v1__generate_request__free_unpacked(rq, NULL);
     } else {
         DECODE(Tconst__V1__GenerateInSessionRequest, tconst__v1__generate_in_session_request, rq, m, len);
-        if (!rq->session_id[0]) finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
+        if (!rq->session_id[0]) tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
         else {
             set_prompt(&sp, rq->session_id, rq->token_ids, rq->n_token_ids, rq->text);
             sp.request_id = rq->request_id;
@@ -466,9 +393,9 @@ static void h_open(ctx *c, const uint8_t *m, size_t len) {
 
 static void h_append(ctx *c, const uint8_t *m, size_t len) {
     DECODE(Tconst__V1__AppendRequest, tconst__v1__append_request, rq, m, len);
-    if (!rq->session_id[0]) finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
+    if (!rq->session_id[0]) tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
     else if (!rq->n_token_ids && !rq->text[0])
-        finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "append: empty (set text or token_ids)");
+        tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "append: empty (set text or token_ids)");
     else {
         tc_job_spec sp = {0};
         set_prompt(&sp, rq->session_id, rq->token_ids, rq->n_token_ids, rq->text);
@@ -493,7 +420,7 @@ static void stream_msg(ctx *c, const uint8_t *m, size_t len) {
         sp.session_id_out = c->session_id;
     } else {
         if (rq->session_id[0] && strcmp(rq->session_id, c->session_id) != 0) {
-            finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: a stream stays in session '%s'", c->session_id);
+            tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: a stream stays in session '%s'", c->session_id);
             tconst__v1__stream_request__free_unpacked(rq, NULL);
             return;
         }
@@ -517,12 +444,12 @@ static void h_get(ctx *c, const uint8_t *m, size_t len, int close) {
     tc_session_info si;
     int ok = close ? tc_engine_session_close(c->svc->e, rq->session_id, &si)
                    : tc_engine_session_get(c->svc->e, rq->session_id, &si);
-    if (!rq->session_id[0]) finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
-    else if (!ok) finishf(c->call, TC_GRPC_NOT_FOUND, "session_id: no open session '%s'", rq->session_id);
+    if (!rq->session_id[0]) tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
+    else if (!ok) tc_svc_finishf(c->call, TC_GRPC_NOT_FOUND, "session_id: no open session '%s'", rq->session_id);
     else {
         Tconst__V1__SessionInfo pi;
         session_info_pb(&si, &pi);
-        reply(c->call, &pi.base);
+        tc_svc_reply(c->call, &pi.base);
     }
     tconst__v1__get_session_request__free_unpacked(rq, NULL);
 }
@@ -544,7 +471,7 @@ static void snapshot_pump(ctx *c) {
         }
         r.offset = c->snap_off;
         r.token_ids = c->snap + c->snap_off, r.n_token_ids = (size_t)k;
-        const int sent = send_msg(c->call, &r.base);
+        const int sent = tc_svc_send_msg(c->call, &r.base);
         c->snap_off += k;
         if (!sent || c->snap_off >= c->snap_n) { /* a chunk not sent ends it: never a history with a hole */
             free(c->snap);
@@ -560,13 +487,13 @@ static void h_snapshot(ctx *c, const uint8_t *m, size_t len) {
     const int chunk = rq->chunk_tokens ? rq->chunk_tokens : SNAPSHOT_CHUNK;
     char msg[300];
     int code;
-    if (!rq->session_id[0]) finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
+    if (!rq->session_id[0]) tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
     else if (chunk < 1 || chunk > SNAPSHOT_CHUNK_MAX)
-        finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "chunk_tokens: %d out of range [1, %d] (0: %d)", rq->chunk_tokens,
+        tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "chunk_tokens: %d out of range [1, %d] (0: %d)", rq->chunk_tokens,
                 SNAPSHOT_CHUNK_MAX, SNAPSHOT_CHUNK);
     else if ((code = tc_engine_session_snapshot(c->svc->e, rq->session_id, &c->snap_info, &c->snap, &c->snap_n, msg,
                                                 sizeof msg)))
-        finishf(c->call, code, "%s", msg);
+        tc_svc_finishf(c->call, code, "%s", msg);
     else {
         c->kind = K_SNAPSHOT;
         c->snap_chunk = chunk;
@@ -577,11 +504,11 @@ static void h_snapshot(ctx *c, const uint8_t *m, size_t len) {
 
 static void h_abort(ctx *c, const uint8_t *m, size_t len) {
     DECODE(Tconst__V1__AbortRequest, tconst__v1__abort_request, rq, m, len);
-    if (!rq->request_id[0]) finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "request_id: required");
+    if (!rq->request_id[0]) tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "request_id: required");
     else {
         Tconst__V1__AbortResponse r = TCONST__V1__ABORT_RESPONSE__INIT;
         r.found = tc_engine_abort(c->svc->e, rq->request_id);
-        reply(c->call, &r.base);
+        tc_svc_reply(c->call, &r.base);
     }
     tconst__v1__abort_request__free_unpacked(rq, NULL);
 }
@@ -590,14 +517,14 @@ static void h_tokenize(ctx *c, const uint8_t *m, size_t len) {
     DECODE(Tconst__V1__TokenizeRequest, tconst__v1__tokenize_request, rq, m, len);
     int32_t *ids = NULL;
     size_t n = 0;
-    if (!c->svc->bpe) finishf(c->call, TC_GRPC_FAILED_PRECONDITION, "text: this model has no tokenizer");
+    if (!c->svc->bpe) tc_svc_finishf(c->call, TC_GRPC_FAILED_PRECONDITION, "text: this model has no tokenizer");
     else if (tc_bpe_encode(c->svc->bpe, rq->text, strlen(rq->text), &ids, &n) != TC_OK)
-        finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "text: %s", tc_error_get() ? tc_error_get() : "cannot tokenize");
+        tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "text: %s", tc_error_get() ? tc_error_get() : "cannot tokenize");
     else {
         Tconst__V1__TokenizeResponse r = TCONST__V1__TOKENIZE_RESPONSE__INIT;
         r.token_ids = ids;
         r.n_token_ids = n;
-        reply(c->call, &r.base);
+        tc_svc_reply(c->call, &r.base);
     }
     free(ids);
     tconst__v1__tokenize_request__free_unpacked(rq, NULL);
@@ -654,19 +581,19 @@ static void h_detokenize(ctx *c, const uint8_t *m, size_t len) {
     char *out = NULL, err[160];
     size_t n = 0;
     int code;
-    if (!c->svc->bpe) finishf(c->call, TC_GRPC_FAILED_PRECONDITION, "token_ids: this model has no tokenizer");
+    if (!c->svc->bpe) tc_svc_finishf(c->call, TC_GRPC_FAILED_PRECONDITION, "token_ids: this model has no tokenizer");
     else if ((code = detokenize(c->svc->bpe, c->svc->wc->cfg->vocab_size, rq->token_ids, rq->n_token_ids, &out, &n,
                                 err, sizeof err)))
-        finishf(c->call, code, "%s", err);
+        tc_svc_finishf(c->call, code, "%s", err);
     else {
         /* valid UTF-8 already (the stream decoder's output); a NUL is U+FFFD */
         char *txt = malloc(text_out_len(out, n) + 1);
-        if (!txt) finishf(c->call, TC_GRPC_RESOURCE_EXHAUSTED, "out of memory for %zu bytes of text", n);
+        if (!txt) tc_svc_finishf(c->call, TC_GRPC_RESOURCE_EXHAUSTED, "out of memory for %zu bytes of text", n);
         else {
             text_out(txt, out, n);
             Tconst__V1__DetokenizeResponse r = TCONST__V1__DETOKENIZE_RESPONSE__INIT;
             r.text = txt;
-            reply(c->call, &r.base);
+            tc_svc_reply(c->call, &r.base);
         }
         free(txt);
     }
@@ -698,7 +625,7 @@ static void h_model_info(ctx *c) {
                                         : nl * 2 * mc->generate_window * d * 4 +
                                               (int64_t)mc->n_block * (mc->inner_depth - 1) * 2 * mc->history_window * d * 4;
     r.model_path = (char *)c->svc->info.model_path;
-    reply(c->call, &r.base);
+    tc_svc_reply(c->call, &r.base);
 }
 
 static void h_server_info(ctx *c) {
@@ -758,276 +685,16 @@ static void h_server_info(ctx *c) {
     pthread_mutex_lock(&s->mu);
     r.draining = s->draining;
     pthread_mutex_unlock(&s->mu);
-    reply(c->call, &r.base);
+    tc_svc_reply(c->call, &r.base);
 }
 
 /* ---- health ---- */
-
-static Grpc__Health__V1__HealthCheckResponse__ServingStatus health_of(tc_service *s, const char *svc) {
-    if (svc[0] && strcmp(svc, "tconst.v1.TConst") != 0)
-        return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
-    const int ok = tc_service_serving(s);
-    return ok ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
-              : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
-}
-
-static void h_health(ctx *c, const uint8_t *m, size_t len, int watch) {
-    DECODE(Grpc__Health__V1__HealthCheckRequest, grpc__health__v1__health_check_request, rq, m, len);
-    Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-    r.status = health_of(c->svc, rq->service);
-    if (!watch) {
-        if (r.status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN)
-            finishf(c->call, TC_GRPC_NOT_FOUND, "service: unknown service '%s'", rq->service);
-        else reply(c->call, &r.base);
-    } else {
-        c->kind = K_WATCH;
-        snprintf(c->session_id, sizeof c->session_id, "%s", rq->service); /* the watched service */
-        send_msg(c->call, &r.base);
-        pthread_mutex_lock(&c->svc->mu);
-        atomic_fetch_add(&c->refs, 1);
-        c->next_watch = c->svc->watchers;
-        c->svc->watchers = c;
-        pthread_mutex_unlock(&c->svc->mu);
-    }
-    grpc__health__v1__health_check_request__free_unpacked(rq, NULL);
-}
-
-/* The watchers are copied (and referenced) under the lock: an unwatch on
- * the RPC thread may relink the list meanwhile, and a walk of next_watch
- * outside the lock could skip a watcher it had referenced (its call then
- * never released at shutdown). */
-static void notify_watchers(tc_service *s) {
-    ctx *stack[16], **ws = stack;
-    size_t n = 0, cap = sizeof stack / sizeof *stack;
-    pthread_mutex_lock(&s->mu);
-    for (ctx *w = s->watchers; w; w = w->next_watch) {
-        if (n == cap) {
-            ctx **g = malloc(2 * cap * sizeof *g);
-            if (!g) break; /* out of memory: the rest hear at their next change */
-            memcpy(g, ws, n * sizeof *g);
-            if (ws != stack) free(ws);
-            ws = g, cap *= 2;
-        }
-        atomic_fetch_add(&w->refs, 1);
-        ws[n++] = w;
-    }
-    pthread_mutex_unlock(&s->mu);
-    for (size_t i = 0; i < n; i++) {
-        Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-        r.status = health_of(s, ws[i]->session_id);
-        send_msg(ws[i]->call, &r.base);
-        ctx_unref(ws[i]);
-    }
-    if (ws != stack) free(ws);
-}
-
-static void unwatch(tc_service *s, ctx *c) {
-    pthread_mutex_lock(&s->mu);
-    int found = 0;
-    for (ctx **pp = &s->watchers; *pp; pp = &(*pp)->next_watch)
-        if (*pp == c) {
-            *pp = c->next_watch;
-            found = 1;
-            break;
-        }
-    pthread_mutex_unlock(&s->mu);
-    if (found) ctx_unref(c);
-}
-
-void tc_service_end_watchers(tc_service *s) {
-    pthread_mutex_lock(&s->mu);
-    ctx *list = s->watchers;
-    s->watchers = NULL;
-    pthread_mutex_unlock(&s->mu);
-    while (list) {
-        ctx *nx = list->next_watch;
-        tc_call_finish(list->call, TC_GRPC_UNAVAILABLE, "server shutting down");
-        ctx_unref(list);
-        list = nx;
-    }
-}
-
-void tc_service_set_serving(tc_service *s, int serving, int draining) {
-    pthread_mutex_lock(&s->mu);
-    int changed = s->serving != serving || s->draining != draining;
-    s->serving = serving;
-    s->draining = draining;
-    pthread_mutex_unlock(&s->mu);
-    if (changed) notify_watchers(s);
-}
-
-int tc_service_serving(tc_service *s) {
-    pthread_mutex_lock(&s->mu);
-    int r = s->serving && !s->draining && !s->workers_down;
-    pthread_mutex_unlock(&s->mu);
-    return r;
-}
-
-void tc_service_set_workers_up(tc_service *s, int up) {
-    pthread_mutex_lock(&s->mu);
-    const int changed = s->workers_down != !up;
-    s->workers_down = !up;
-    pthread_mutex_unlock(&s->mu);
-    if (changed) notify_watchers(s);
-}
-
-/* ---- reflection ---- */
-
-/* A minimal protobuf wire reader over a serialized FileDescriptorProto,
- * enough to tell whether it declares a symbol: messages (nested too),
- * enums, services and their methods. */
-static int pb_field(const uint8_t **p, const uint8_t *end, int *field, const uint8_t **val, size_t *len) {
-    uint64_t key = 0, v = 0;
-    int sh = 0;
-    while (*p < end && sh < 64) {
-        uint8_t b = *(*p)++;
-        key |= (uint64_t)(b & 0x7f) << sh;
-        sh += 7;
-        if (!(b & 0x80)) break;
-    }
-    if (sh == 0 || sh >= 64) return 0;
-    *field = (int)(key >> 3);
-    int wt = (int)(key & 7);
-    *val = NULL;
-    *len = 0;
-    if (wt == 0) {
-        while (*p < end && (*(*p)++ & 0x80)) {
-        }
-    } else if (wt == 1 || wt == 5) {
-        size_t n = wt == 1 ? 8 : 4;
-        if ((size_t)(end - *p) < n) return 0;
-        *p += n;
-    } else if (wt == 2) {
-        sh = 0;
-        while (*p < end && sh < 64) {
-            uint8_t b = *(*p)++;
-            v |= (uint64_t)(b & 0x7f) << sh;
-            sh += 7;
-            if (!(b & 0x80)) break;
-        }
-        if (v > (uint64_t)(end - *p)) return 0;
-        *val = *p;
-        *len = (size_t)v;
-        *p += v;
-    } else return 0;
-    return 1;
-}
-
-/* field 1 (name) of a message */
-static size_t pb_name(const uint8_t *m, size_t n, const uint8_t **name) {
-    const uint8_t *p = m, *end = m + n, *v;
-    size_t l;
-    int f;
-    while (pb_field(&p, end, &f, &v, &l))
-        if (f == 1 && v) {
-            *name = v;
-            return l;
-        }
-    *name = (const uint8_t *)"";
-    return 0;
-}
-
-/* rel: the symbol without the package; kids: field numbers of nested
- * messages / enums inside a DescriptorProto (3, 4) or a file (4, 5) */
-static int pb_declares(const uint8_t *m, size_t n, const char *rel, int msg_f, int enum_f, int svc_f) {
-    const uint8_t *p = m, *end = m + n, *v;
-    size_t l;
-    int f;
-    while (pb_field(&p, end, &f, &v, &l)) {
-        if (!v || (f != msg_f && f != enum_f && f != svc_f)) continue;
-        const uint8_t *nm;
-        size_t nl = pb_name(v, l, &nm);
-        if (nl == 0 || strncmp(rel, (const char *)nm, nl) != 0) continue;
-        if (rel[nl] == 0) return 1;
-        if (rel[nl] != '.') continue;
-        if (f == msg_f && pb_declares(v, l, rel + nl + 1, 3, 4, -1)) return 1;
-        if (f == svc_f) { /* Service.Method */
-            const uint8_t *q = v, *qe = v + l, *mv;
-            size_t ml;
-            int mf;
-            while (pb_field(&q, qe, &mf, &mv, &ml)) {
-                const uint8_t *mn;
-                size_t mnl = mv && mf == 2 ? pb_name(mv, ml, &mn) : 0;
-                if (mnl && strlen(rel + nl + 1) == mnl && !strncmp(rel + nl + 1, (const char *)mn, mnl)) return 1;
-            }
-        }
-    }
-    return 0;
-}
-
-static const tc_descriptor *descriptor_for_symbol(const char *sym) {
-    const tc_descriptor *d = tc_descriptor_by_symbol(sym);
-    if (!d) return NULL;
-    const char *rel = sym + strlen(d->package) + 1;
-    return pb_declares(d->data, d->len, rel, 4, 5, 6) ? d : NULL;
-}
-
-static void h_reflect(ctx *c, const uint8_t *m, size_t len) {
-    DECODE(Grpc__Reflection__V1alpha__ServerReflectionRequest, grpc__reflection__v1alpha__server_reflection_request,
-           rq, m, len);
-    Grpc__Reflection__V1alpha__ServerReflectionResponse r = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__INIT;
-    Grpc__Reflection__V1alpha__ListServiceResponse ls = GRPC__REFLECTION__V1ALPHA__LIST_SERVICE_RESPONSE__INIT;
-    Grpc__Reflection__V1alpha__ServiceResponse sv[3];
-    Grpc__Reflection__V1alpha__ServiceResponse *svp[3];
-    Grpc__Reflection__V1alpha__FileDescriptorResponse fd = GRPC__REFLECTION__V1ALPHA__FILE_DESCRIPTOR_RESPONSE__INIT;
-    Grpc__Reflection__V1alpha__ErrorResponse er = GRPC__REFLECTION__V1ALPHA__ERROR_RESPONSE__INIT;
-    ProtobufCBinaryData blob;
-    const char *names[3] = {"tconst.v1.TConst", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"};
-    r.valid_host = rq->host;
-    r.original_request = rq;
-    const tc_descriptor *d = NULL;
-    switch (rq->message_request_case) {
-    case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES:
-        for (int i = 0; i < 3; i++) {
-            grpc__reflection__v1alpha__service_response__init(&sv[i]);
-            sv[i].name = (char *)names[i];
-            svp[i] = &sv[i];
-        }
-        ls.service = svp;
-        ls.n_service = 3;
-        r.message_response_case = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE;
-        r.list_services_response = &ls;
-        break;
-    case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME:
-        d = tc_descriptor_by_file(rq->file_by_filename);
-        break;
-    case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL:
-        d = descriptor_for_symbol(rq->file_containing_symbol);
-        break;
-    default:
-        break;
-    }
-    if (rq->message_request_case != GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES) {
-        if (d) {
-            blob.data = (uint8_t *)d->data;
-            blob.len = d->len;
-            fd.file_descriptor_proto = &blob;
-            fd.n_file_descriptor_proto = 1;
-            r.message_response_case =
-                GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE;
-            r.file_descriptor_response = &fd;
-        } else {
-            er.error_code = TC_GRPC_NOT_FOUND;
-            er.error_message = rq->message_request_case ==
-                                       GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME ||
-                                       rq->message_request_case ==
-                                           GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL
-                                   ? "not found"
-                                   : "unsupported request";
-            r.message_response_case = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE;
-            r.error_response = &er;
-        }
-    }
-    send_msg(c->call, &r.base);
-    grpc__reflection__v1alpha__server_reflection_request__free_unpacked(rq, NULL);
-    recv_or_defer(c);
-}
 
 /* ---- rpc handlers ---- */
 
 /* The handlers whose work grows with the request, run on the RPC thread
  * up to TC_INLINE_MAX bytes of request and on bigq past that. A Stream
- * takes its next message only after the job of this one ended (sk_done),
+ * takes its next message only after the job of this one ended (tc_svc_sk_done),
  * so its messages stay in order either way. */
 enum { B_GENERATE, B_GENERATE_IN, B_OPEN, B_APPEND, B_TOKENIZE, B_DETOKENIZE, B_STREAM };
 static void run_handler(ctx *c, int which, const uint8_t *m, size_t n) {
@@ -1059,7 +726,7 @@ static void big_run(void *arg, int cancelled) {
     else if (!gone) run_handler(c, it->which, it->m, it->len);
     atomic_fetch_sub(&c->svc->big_bytes, (long long)it->len);
     tc_metric_add(TC_G_large_requests, -1);
-    ctx_unref(c);
+    tc_svc_ctx_unref(c);
     free(it);
 }
 
@@ -1071,7 +738,7 @@ static void run_or_queue(ctx *c, int which, const uint8_t *m, size_t n) {
     tc_service *s = c->svc;
     if (atomic_fetch_add(&s->big_bytes, (long long)n) + (long long)n > TC_BIG_QUEUED_BYTES) {
         atomic_fetch_sub(&s->big_bytes, (long long)n);
-        finishf(c->call, TC_GRPC_RESOURCE_EXHAUSTED,
+        tc_svc_finishf(c->call, TC_GRPC_RESOURCE_EXHAUSTED,
                 "too many large requests at once (over %lld MiB of requests over 16 KiB wait); retry later",
                 TC_BIG_QUEUED_BYTES >> 20);
         return;
@@ -1092,7 +759,7 @@ static void run_or_queue(ctx *c, int which, const uint8_t *m, size_t n) {
         else tc_call_finish(c->call, TC_GRPC_UNAVAILABLE, "server shutting down");
         atomic_fetch_sub(&s->big_bytes, (long long)n);
         tc_metric_add(TC_G_large_requests, -1);
-        ctx_unref(c);
+        tc_svc_ctx_unref(c);
         free(it);
     }
 }
@@ -1135,11 +802,11 @@ static void on_start(void *ud, tc_call *call, const char *method, const uint8_t 
     /* an unknown method is UNIMPLEMENTED whether or not a message came (a
      * bidi client may wait for the server before it sends) */
     if (!is_known) {
-        finishf(call, TC_GRPC_UNIMPLEMENTED, "unknown method %s", method);
+        tc_svc_finishf(call, TC_GRPC_UNIMPLEMENTED, "unknown method %s", method);
         return;
     }
     if (!m && !is_stream && !is_reflect) {
-        finishf(call, TC_GRPC_INVALID_ARGUMENT, "missing request message");
+        tc_svc_finishf(call, TC_GRPC_INVALID_ARGUMENT, "missing request message");
         return;
     }
     if (!strncmp(method, SVC, strlen(SVC))) {
@@ -1160,14 +827,14 @@ static void on_start(void *ud, tc_call *call, const char *method, const uint8_t 
         else if (!strcmp(r, "Abort")) h_abort(c, msg, n);
         else if (!strcmp(r, "ModelInfo")) h_model_info(c);
         else if (!strcmp(r, "ServerInfo")) h_server_info(c);
-        else finishf(call, TC_GRPC_UNIMPLEMENTED, "unknown method %s", method);
-    } else if (!strcmp(method, "/grpc.health.v1.Health/Check")) h_health(c, msg, n, 0);
-    else if (!strcmp(method, "/grpc.health.v1.Health/Watch")) h_health(c, msg, n, 1);
+        else tc_svc_finishf(call, TC_GRPC_UNIMPLEMENTED, "unknown method %s", method);
+    } else if (!strcmp(method, "/grpc.health.v1.Health/Check")) tc_svc_health(c, msg, n, 0);
+    else if (!strcmp(method, "/grpc.health.v1.Health/Watch")) tc_svc_health(c, msg, n, 1);
     else if (is_reflect) {
         c->kind = K_REFLECT;
-        if (m) h_reflect(c, msg, n);
+        if (m) tc_svc_reflect(c, msg, n);
         else tc_call_finish(call, TC_GRPC_OK, "");
-    } else finishf(call, TC_GRPC_UNIMPLEMENTED, "unknown method %s", method);
+    } else tc_svc_finishf(call, TC_GRPC_UNIMPLEMENTED, "unknown method %s", method);
 }
 
 static void on_message(void *ud, tc_call *call, const uint8_t *m, size_t len) {
@@ -1175,7 +842,7 @@ static void on_message(void *ud, tc_call *call, const uint8_t *m, size_t len) {
     ctx *c = tc_call_user(call);
     if (!c) return;
     if (c->kind == K_REFLECT) {
-        if (m) h_reflect(c, m, len);
+        if (m) tc_svc_reflect(c, m, len);
         else tc_call_finish(call, TC_GRPC_OK, "");
         return;
     }
@@ -1219,13 +886,13 @@ static void on_done(void *ud, tc_call *call, int cancelled) {
         tc_session_info si;
         tc_engine_session_close(s->e, sid, &si);
     }
-    if (c->kind == K_WATCH) unwatch(s, c);
+    if (c->kind == K_WATCH) tc_svc_unwatch(s, c);
     /* a receive still queued behind the close (a client that cancels with
      * a message in flight) reaches on_message after this: it must find no
      * context, not this one freed (ASan saw exactly that under load). The
      * RPC thread runs the handlers one at a time, so this is ordered. */
     tc_call_set_user(call, NULL);
-    ctx_unref(c);
+    tc_svc_ctx_unref(c);
 }
 
 static void on_sent(void *ud, tc_call *call) {
