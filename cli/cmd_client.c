@@ -20,7 +20,7 @@ typedef struct {
     int64_t n, top_k;
     uint64_t seed;
     double temp, top_p, timeout;
-    int ignore_eos, have_temp, have_top_k, have_top_p, have_seed;
+    int ignore_eos, have_n, have_temp, have_top_k, have_top_p, have_seed;
     int32_t *ids;
     int64_t n_ids;
 } opts;
@@ -50,7 +50,10 @@ static void usage(void) {
            "  info                       ModelInfo and ServerInfo\n"
            "  health                     grpc.health.v1 Check\n"
            "sampling: --temperature T --top-k K --top-p P --seed S --ignore-eos; --timeout SECONDS (deadline)\n"
-           "generate prints ids on one line (text instead when the prompt was --text).\n");
+           "-n: tokens to generate (default: the server's, min(16, its --max-tokens)).\n"
+           "generate prints ids on one line (text instead when the prompt was --text); a sampled generation\n"
+           "without --seed prints the seed the server drew on stderr (\"[seed N]\"; --seed N repeats it); a\n"
+           "generation that fails is said on stderr and makes the exit status 1 (stream: after the rest).\n");
 }
 
 static int parse(int argc, char **argv, int start, opts *o) {
@@ -66,7 +69,7 @@ static int parse(int argc, char **argv, int start, opts *o) {
         else if (!strcmp(a, "--text")) o->text = v, i++;
         else if (!strcmp(a, "--id") || !strcmp(a, "--session")) o->id = v, i++;
         else if (!strcmp(a, "--copy-from")) o->copy_from = v, i++;
-        else if (!strcmp(a, "-n")) st = tc_cli_int("-n", v, 0, INT32_MAX, &o->n), i++;
+        else if (!strcmp(a, "-n")) st = tc_cli_int("-n", v, 0, INT32_MAX, &o->n), o->have_n = 1, i++;
         else if (!strcmp(a, "--temperature")) st = tc_cli_float(a, v, 0, 1e6, &o->temp), o->have_temp = 1, i++;
         else if (!strcmp(a, "--top-k")) st = tc_cli_int(a, v, 0, INT32_MAX, &o->top_k), o->have_top_k = 1, i++;
         else if (!strcmp(a, "--top-p")) st = tc_cli_float(a, v, -1e9, 1e9, &o->top_p), o->have_top_p = 1, i++;
@@ -93,8 +96,8 @@ static void fill_sampling(const opts *o, Tconst__V1__SamplingParams *s) {
     if (o->have_top_k) s->_top_k_case = TCONST__V1__SAMPLING_PARAMS___TOP_K_TOP_K, s->top_k = (int32_t)o->top_k;
     if (o->have_top_p) s->_top_p_case = TCONST__V1__SAMPLING_PARAMS___TOP_P_TOP_P, s->top_p = (float)o->top_p;
     if (o->have_seed) s->_seed_case = TCONST__V1__SAMPLING_PARAMS___SEED_SEED, s->seed = o->seed;
-    s->_max_tokens_case = TCONST__V1__SAMPLING_PARAMS___MAX_TOKENS_MAX_TOKENS;
-    s->max_tokens = (int32_t)o->n;
+    if (o->have_n) /* else the server's default: min(16, its --max-tokens) */
+        s->_max_tokens_case = TCONST__V1__SAMPLING_PARAMS___MAX_TOKENS_MAX_TOKENS, s->max_tokens = (int32_t)o->n;
     s->ignore_eos = o->ignore_eos;
 }
 
@@ -107,7 +110,26 @@ static uint8_t *pack(const ProtobufCMessage *m, size_t *len) {
 
 typedef struct {
     int text, count;
+    int show_seed; /* sampled without --seed: the seed the server drew goes to stderr */
+    int failed;    /* a generation ended with ERROR */
+    int in_stream; /* a Stream's generation: its ERROR is not the call's status, so it is said here */
 } gen_state;
+
+/* sampling that draws (temperature > 0) from a seed the server picked */
+static int drawn_seed(const opts *o) { return o->have_temp && o->temp > 0 && !o->have_seed; }
+
+/* the last message of a generation: its error (ERROR) or the drawn seed
+ * on stderr */
+static void gen_end(gen_state *g, const Tconst__V1__GenerateResponse *r) {
+    if (r->finish_reason == TCONST__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED) return;
+    if (r->finish_reason == TCONST__V1__FINISH_REASON__FINISH_REASON_ERROR) {
+        if (g->in_stream)
+            fprintf(stderr, "tconst client: error: the generation failed: %s\n",
+                    r->error && r->error[0] ? r->error : "(no message)");
+        g->failed = 1;
+    } else if (g->show_seed)
+        fprintf(stderr, "[seed %llu]\n", (unsigned long long)r->seed);
+}
 
 static void print_gen(gen_state *g, const Tconst__V1__GenerateResponse *r) {
     if (g->text) fputs(r->text, stdout);
@@ -121,6 +143,7 @@ static int on_gen(void *ud, const uint8_t *m, size_t len) {
     Tconst__V1__GenerateResponse *r = tconst__v1__generate_response__unpack(NULL, len, m);
     if (!r) { fprintf(stderr, "tconst client: malformed response\n"); return 1; }
     print_gen(g, r);
+    gen_end(g, r);
     if (r->finish_reason != TCONST__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED && getenv("TCONST_CLIENT_VERBOSE") && r->timings)
         fprintf(stderr, "\n[finish %d, %lld tokens, ttft %.4f s, total %.4f s, sync %.4f s, seed %llu]\n",
                 r->finish_reason, (long long)(r->usage ? r->usage->completion_tokens : 0),
@@ -173,12 +196,12 @@ static int do_generate(tc_rpc_client *cl, const opts *o, int in_session) {
         r.sampling = &sp;
         req = pack(&r.base, &len);
     }
-    gen_state g = {o->text != NULL, 0};
+    gen_state g = {o->text != NULL, 0, drawn_seed(o), 0, 0};
     tc_rpc_result res;
     tc_rpc_client_stream(cl, in_session ? M "GenerateInSession" : M "Generate", req, len, on_gen, &g, o->timeout, &res);
     free(req);
     printf("\n");
-    return res.code ? rpc_fail(&res) : 0;
+    return res.code ? rpc_fail(&res) : g.failed;
 }
 
 static int unary(tc_rpc_client *cl, const char *method, const ProtobufCMessage *rq, const ProtobufCMessageDescriptor *rd,
@@ -279,6 +302,7 @@ static int do_stream(tc_rpc_client *cl, const opts *o) {
     Tconst__V1__SamplingParams sp;
     fill_sampling(o, &sp);
     int rc = 0, skipped = 0; /* lines that could not be sent: said, skipped, and the exit status 1 */
+    int failed = 0;          /* generations that ended with ERROR: said, the stream goes on, exit status 1 */
     while ((got = getline(&line, &line_cap, stdin)) >= 0) {
         size_t l = (size_t)got;
         if (l && line[l - 1] == '\n') line[--l] = 0;
@@ -299,7 +323,7 @@ static int do_stream(tc_rpc_client *cl, const opts *o) {
         r.token_ids = ids;
         r.n_token_ids = (size_t)n;
         r.text = is_ids ? "" : line;
-        r.generate = o->n > 0;
+        r.generate = !o->have_n || o->n > 0;
         r.sampling = &sp;
         size_t len;
         uint8_t *req = pack(&r.base, &len);
@@ -308,7 +332,7 @@ static int do_stream(tc_rpc_client *cl, const opts *o) {
         free(ids);
         if (st != TC_OK) { rc = -1; break; } /* the stream's status below says why */
         /* read the ack, then the generation up to its finish */
-        gen_state g = {!is_ids, 0};
+        gen_state g = {!is_ids, 0, drawn_seed(o), 0, 1};
         for (;;) {
             uint8_t *m;
             size_t ml;
@@ -326,6 +350,7 @@ static int do_stream(tc_rpc_client *cl, const opts *o) {
                 if (!r.generate) end = 1;
             } else if (sr->event_case == TCONST__V1__STREAM_RESPONSE__EVENT_GENERATION) {
                 print_gen(&g, sr->generation);
+                gen_end(&g, sr->generation);
                 end = sr->generation->finish_reason != TCONST__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED;
             }
             tconst__v1__stream_response__free_unpacked(sr, NULL);
@@ -333,6 +358,7 @@ static int do_stream(tc_rpc_client *cl, const opts *o) {
         }
         printf("\n");
         fflush(stdout);
+        failed += g.failed;
         if (rc) break;
     }
     tc_rpc_bidi_close_send(b);
@@ -354,6 +380,10 @@ static int do_stream(tc_rpc_client *cl, const opts *o) {
     if (!rc && skipped) {
         fprintf(stderr, "tconst client: %d line%s of standard input could not be sent (said above)\n", skipped,
                 skipped == 1 ? "" : "s");
+        return 1;
+    }
+    if (!rc && failed) {
+        fprintf(stderr, "tconst client: %d generation%s failed (said above)\n", failed, failed == 1 ? "" : "s");
         return 1;
     }
     return rc;
