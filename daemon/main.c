@@ -103,6 +103,7 @@ static _Atomic(tc_service *) g_svc;
 static pthread_mutex_t g_sig_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_sig_cv = PTHREAD_COND_INITIALIZER;
 static int g_sig;              /* the first signal (g_sig_mu) */
+static tc_engine *g_drain_eng; /* while draining (g_sig_mu): a second signal cancels what still runs */
 static atomic_int g_starting = 1; /* cleared just before ready */
 static int g_sig_pipe[2] = {-1, -1};
 
@@ -116,14 +117,26 @@ static void on_signal(int sig) {
 
 static void *sig_main(void *arg) {
     pthread_sigmask(SIG_UNBLOCK, (sigset_t *)arg, NULL);
-    unsigned char b = 0;
-    while (read(g_sig_pipe[0], &b, 1) != 1) {}
-    pthread_mutex_lock(&g_sig_mu);
-    g_sig = b;
-    pthread_cond_broadcast(&g_sig_cv);
-    pthread_mutex_unlock(&g_sig_mu);
-    if (atomic_load(&g_starting)) tc_spawn_cancel(); /* the waits for workers give up */
-    return NULL;
+    for (;;) {
+        unsigned char b = 0;
+        const ssize_t r = read(g_sig_pipe[0], &b, 1);
+        if (r == 0) return NULL; /* the pipe closed: no more signals */
+        if (r != 1) continue;    /* EINTR */
+        pthread_mutex_lock(&g_sig_mu);
+        const int first = !g_sig;
+        if (first) {
+            g_sig = b;
+            pthread_cond_broadcast(&g_sig_cv);
+        } else if (g_drain_eng) {
+            /* a second signal while draining: the operator does not want to
+             * wait -- what still runs ends now (UNAVAILABLE, resumable) */
+            TC_LOG(TC_LOG_WARN, "main", "signal %d (%s) during the drain: cancelling what still runs", b,
+                   strsignal(b));
+            tc_engine_cancel_all(g_drain_eng);
+        }
+        pthread_mutex_unlock(&g_sig_mu);
+        if (first && atomic_load(&g_starting)) tc_spawn_cancel(); /* the waits for workers give up */
+    }
 }
 static int sig_seen(void) {
     pthread_mutex_lock(&g_sig_mu);
@@ -497,6 +510,9 @@ int main(int argc, char **argv) {
     tc_metric_set(TC_G_ready, 0);
     tc_metric_set(TC_G_draining, 1);
     tc_engine_drain(eng);
+    pthread_mutex_lock(&g_sig_mu);
+    g_drain_eng = eng;
+    pthread_mutex_unlock(&g_sig_mu);
     double drain_end = tc_now_s() + cfg.drain_timeout;
     if (!tc_engine_wait_idle(eng, cfg.drain_timeout))
         TC_LOG(TC_LOG_WARN, "main", "drain timeout: cancelling what still runs (UNAVAILABLE)");
@@ -509,6 +525,9 @@ out:
         TC_LOG(TC_LOG_INFO, "main", "signal %d during the start-up: stopping", sig_seen());
         rc = 0;
     }
+    pthread_mutex_lock(&g_sig_mu);
+    g_drain_eng = NULL; /* stopped below */
+    pthread_mutex_unlock(&g_sig_mu);
     if (svc) tc_service_end_watchers(svc);
     /* cancels the rest with UNAVAILABLE; the engine stays allocated while
      * the RPC thread may still reach it (a send completing calls on_sent,
@@ -519,6 +538,9 @@ out:
      * back gives up now instead of holding the exit for minutes */
     if (wc && wc->abandon_waits) wc->abandon_waits(wc);
     if (eng) tc_engine_quiesce(eng);
+    /* the work is done (or cut): a Stream waiting for its client's next
+     * request would hold the exit for the rest of the grace */
+    if (svc) tc_service_end_idle_streams(svc);
     if (rpc) tc_rpc_server_stop(rpc, rpc_grace);
     tc_service_stop_queue(svc);
     if (eng) tc_engine_stop(eng);

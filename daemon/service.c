@@ -819,6 +819,15 @@ static void on_start(void *ud, tc_call *call, const char *method, const uint8_t 
         else if (!strcmp(r, "Tokenize")) big = B_TOKENIZE;
         else if (!strcmp(r, "Detokenize")) big = B_DETOKENIZE;
         else if (!strcmp(r, "Stream")) c->kind = K_STREAM, big = m ? B_STREAM : -1;
+        if (c->kind == K_STREAM && m) { /* on the open streams' list (a reference of its own) */
+            atomic_fetch_add(&c->refs, 1);
+            pthread_mutex_lock(&s->mu);
+            c->st_next = s->streams;
+            if (s->streams) s->streams->st_prev = c;
+            s->streams = c;
+            c->st_linked = 1;
+            pthread_mutex_unlock(&s->mu);
+        }
         if (big >= 0) run_or_queue(c, big, msg, n);
         else if (!strcmp(r, "Stream")) tc_call_finish(call, TC_GRPC_OK, "");
         else if (!strcmp(r, "GetSession")) h_get(c, msg, n, 0);
@@ -862,6 +871,40 @@ static void on_message(void *ud, tc_call *call, const uint8_t *m, size_t len) {
 /* how close to its deadline a cancelled call counts as one that expired:
  * the client's clock fires first, by about a one-way latency */
 #define TC_DEADLINE_SLACK_S 0.25
+/* c off the open streams' list: 1 when it was on it (its reference is the
+ * caller's to let go) */
+static int stream_unlink(tc_service *s, ctx *c) {
+    pthread_mutex_lock(&s->mu);
+    const int was = c->st_linked;
+    if (was) {
+        if (c->st_prev) c->st_prev->st_next = c->st_next;
+        else s->streams = c->st_next;
+        if (c->st_next) c->st_next->st_prev = c->st_prev;
+        c->st_prev = c->st_next = NULL;
+        c->st_linked = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return was;
+}
+
+void tc_service_end_idle_streams(tc_service *s) {
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        ctx *c = s->streams;
+        pthread_mutex_unlock(&s->mu);
+        if (!c || !stream_unlink(s, c)) {
+            if (!c) return;
+            continue; /* on_done took it meanwhile */
+        }
+        pthread_mutex_lock(&c->mu);
+        const int idle = !c->job_id && !c->rpc_done; /* a job still running ends it itself */
+        if (idle) c->failed = 1;                      /* no next request is taken */
+        pthread_mutex_unlock(&c->mu);
+        if (idle) tc_call_finish(c->call, TC_GRPC_UNAVAILABLE, "server shutting down");
+        tc_svc_ctx_unref(c);
+    }
+}
+
 static void on_done(void *ud, tc_call *call, int cancelled) {
     tc_service *s = ud;
     ctx *c = tc_call_user(call);
@@ -887,6 +930,7 @@ static void on_done(void *ud, tc_call *call, int cancelled) {
         tc_engine_session_close(s->e, sid, &si);
     }
     if (c->kind == K_WATCH) tc_svc_unwatch(s, c);
+    if (c->kind == K_STREAM && stream_unlink(s, c)) tc_svc_ctx_unref(c);
     /* a receive still queued behind the close (a client that cancels with
      * a message in flight) reaches on_message after this: it must find no
      * context, not this one freed (ASan saw exactly that under load). The

@@ -38,5 +38,9 @@ void tc_service_set_workers_up(tc_service *s, int up);
 int tc_service_serving(tc_service *s);
 /* Ends every Health.Watch stream (shutdown). */
 void tc_service_end_watchers(tc_service *s);
+/* Ends every Stream that runs no job -- waiting for its client's next
+ * request -- with UNAVAILABLE (the end of a drain: otherwise it holds the
+ * exit for the rest of the grace); a session it opened closes with it. */
+void tc_service_end_idle_streams(tc_service *s);
 
 #endif

@@ -39,6 +39,10 @@ typedef struct ctx {
     int end_set, end_code;
     char end_msg[600];
     struct ctx *next_watch;
+    /* open Streams (tc_service.streams, under its mu; the list holds a
+     * reference): a drain's end finishes those waiting for their client */
+    struct ctx *st_prev, *st_next;
+    int st_linked;
     /* SnapshotSession: the copy being sent, a few chunks ahead of the
      * client (the RPC thread's handlers only: no lock) */
     int32_t *snap;
@@ -56,6 +60,7 @@ struct tc_service {
     int serving, draining;
     int workers_down; /* no worker pair up (tc_service_set_workers_up) */
     ctx *watchers;
+    ctx *streams; /* open Streams (ctx.st_*) */
     double t_start;
     /* requests over TC_INLINE_MAX bytes (their text is tokenized, their
      * ids copied and checked: work that grows with the request) run here,

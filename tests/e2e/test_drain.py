@@ -11,6 +11,10 @@
 2. --drain-timeout 1, SIGHUP: a generation of max_tokens 1000000 cannot finish; once
    the drain timeout expires it ends with UNAVAILABLE (the ids it got are
    right), so does a paused one, and the daemon exits 0.
+3. --drain-timeout 600: an idle Stream (waiting for its client) ends with
+   UNAVAILABLE "server shutting down" as soon as nothing runs, and a second
+   SIGTERM during a drain cancels a running generation: either way the
+   daemon exits 0 without waiting out the timeout.
 """
 import queue
 import signal
@@ -178,9 +182,65 @@ def drain_timeout(env, ck):
         print(f"     ({details!r})")
 
 
+def drain_idle_and_second_signal(env, ck):
+    """--drain-timeout 600 (far past the harness's wait for an exit): a
+    Stream waiting for its client's next request does not hold the exit
+    once the running work is done -- it ends with tconstd's UNAVAILABLE
+    "server shutting down", not gRPC's at the end of the grace; and a second
+    signal during a drain cancels what still runs (a generation of 1M
+    tokens: UNAVAILABLE, right ids), so the daemon exits 0 at once."""
+    pb = env.pb
+    model = env.model("tconstformer", seed=71)
+    with Daemon(env, "--drain-timeout", "600", model=model) as d:
+        s = d.stub()
+        q = queue.Queue()
+        q.put(pb.StreamRequest(token_ids=[1, 2, 3]))
+        st = s.Stream(iter(q.get, None), timeout=300)
+        ck.equal(next(st).appended.length, 3, "an idle Stream: its append answered, no generation")
+        d.signal(signal.SIGTERM)
+        status, details = "OK", ""
+        try:
+            for _ in st:
+                pass
+        except grpc.RpcError as e:
+            status, details = e.code(), e.details()
+        ck.equal((status, details), (grpc.StatusCode.UNAVAILABLE, "server shutting down"),
+                 "the idle Stream ends with tconstd's UNAVAILABLE once the drain has nothing left to run")
+        ck.equal(d.wait_exit(), 0, "the daemon exits 0 without waiting out --drain-timeout 600")
+        q.put(None)
+    with Daemon(env, "--drain-timeout", "600", model=model) as d:
+        s = d.stub()
+        call = s.Generate(pb.GenerateRequest(token_ids=[1, 2, 3], sampling=env.sampling(
+            max_tokens=1000000, ignore_eos=True)), timeout=300)
+        ids, err = list(next(call).token_ids), [None]
+
+        def reader():
+            try:
+                for r in call:
+                    ids.extend(r.token_ids)
+            except grpc.RpcError as e:
+                err[0] = e
+
+        th = threading.Thread(target=reader, daemon=True)
+        th.start()
+        d.signal(signal.SIGTERM)
+        log = lambda: open(d.log_path, errors="replace").read()
+        ck.check(wait_for(lambda: "draining" in log() or None, 60, "the drain's log line"), "the first SIGTERM drains")
+        d.signal(signal.SIGTERM)
+        th.join(120)
+        ck.check(not th.is_alive() and err[0] is not None and err[0].code() == grpc.StatusCode.UNAVAILABLE,
+                 "a second SIGTERM during the drain ends the running generation with UNAVAILABLE", repr(err[0]))
+        n = min(len(ids), 300)
+        ck.check(0 < len(ids) < 1000000 and ids[:n] == env.generate(model, [1, 2, 3], n, ignore_eos=True),
+                 f"its ids were right ({len(ids)})")
+        ck.equal(d.wait_exit(), 0, "the daemon exits 0 without waiting out --drain-timeout 600")
+        ck.check("during the drain: cancelling what still runs" in log(), "the log says why")
+
+
 def body(env, ck):
     drain_completes(env, ck)
     drain_timeout(env, ck)
+    drain_idle_and_second_signal(env, ck)
 
 
 if __name__ == "__main__":
