@@ -442,11 +442,12 @@ void *tc_eng_generation_thread(void *arg) {
     /* each session's outcome: one whose own part failed (its inline sync)
      * ends alone, the rest of the batch steps on */
     tc_row_status *brow = calloc((size_t)cap, sizeof *brow);
+    char *binl = calloc((size_t)cap, 1); /* the row's step syncs it inline: counted once it stood */
     /* cancelled jobs ended per pass (more wait for the next pass: running
      * jobs can outnumber --max-batch, paused ones holding no slot) */
     const int dcap = e->lim.max_batch + e->lim.max_queued + 1;
     job **dead = calloc((size_t)dcap, sizeof *dead);
-    TC_ASSERT(batch && bs && bt && bsmp && bnext && bb && bcnt && brow && dead, "engine: out of memory");
+    TC_ASSERT(batch && bs && bt && bsmp && bnext && bb && bcnt && brow && binl && dead, "engine: out of memory");
     if (e->wc->bind_thread) e->wc->bind_thread(e->wc, 0);
     ga->busy_t0 = tc_now_s();
     pthread_mutex_lock(&e->mu);
@@ -535,6 +536,7 @@ void *tc_eng_generation_thread(void *arg) {
                     tc_sched_sync_enqueue(e->sched, s->qid, now, now + e->sync_s_per_tok * (double)st.length) != TC_OK) {
                     TC_LOG(TC_LOG_ERROR, "engine", "scheduler: %s; syncing %s inline", tc_error_get(), s->id);
                     j->claimed = 1;
+                    binl[B] = 1;
                     batch[B++] = j;
                     continue;
                 }
@@ -545,11 +547,8 @@ void *tc_eng_generation_thread(void *arg) {
                 pthread_cond_broadcast(&e->cv);
                 continue;
             }
-            if (st.sync_due) { /* --no-overlap-syncs: the step syncs it inline */
-                tc_metric_inc(TC_M_syncs_total, 1);
-                tc_metric_observe(TC_H_boundary_stall_seconds, 0);
-            }
             j->claimed = 1;
+            binl[B] = st.sync_due != 0; /* short, or --no-overlap-syncs: the step syncs it inline */
             batch[B++] = j;
         }
         double tnow = tc_now_s();
@@ -605,6 +604,10 @@ void *tc_eng_generation_thread(void *arg) {
                 job *j = batch[i];
                 batch[i] = NULL;
                 const tc_status sti = st != TC_OK ? st : brow[i].st; /* the call's, or this session's own */
+                if (sti == TC_OK && binl[i]) { /* its inline sync ran (a failed one is no sync) */
+                    tc_metric_inc(TC_M_syncs_total, 1);
+                    tc_metric_observe(TC_H_boundary_stall_seconds, 0);
+                }
                 if (sti != TC_OK) {
                     j->s->pending = j->next_tok;
                     pthread_mutex_lock(&e->mu);
@@ -665,6 +668,7 @@ void *tc_eng_generation_thread(void *arg) {
     free(bb);
     free(bcnt);
     free(brow);
+    free(binl);
     free(dead);
     return NULL;
 }

@@ -23,7 +23,8 @@ worker with both roles, in-process):
   - the worker's log says the failed session was left out of a batch of 2
     or more sessions (so B really was in A's batch), and the engine's that
     the rest of the batch stepped;
-  - a request after it runs clean.
+  - a request after it runs clean, and tconst_syncs_total does not count
+    the failed inline sync.
 """
 import json
 import os
@@ -110,6 +111,18 @@ def body(env, ck):
                                       timeout=120)
             ck.equal(again, env.generate(model, prompt_b[:W + 2], W, ignore_eos=True),
                      f"{layout}: the next request runs clean")
+            # a failed inline sync is no sync: A again adds to
+            # tconst_syncs_total what a request with its prompt that stops
+            # before the boundary adds (its prefill's)
+            m0 = d.metric("tconst_syncs_total")
+            d.generate_ids(s, prompt_a, env.sampling(max_tokens=2, ignore_eos=True), timeout=120)
+            m1 = d.metric("tconst_syncs_total")
+            try:
+                d.generate_ids(s, prompt_a, env.sampling(max_tokens=N_A, ignore_eos=True), timeout=120)
+            except grpc.RpcError:
+                pass
+            m2 = d.metric("tconst_syncs_total")
+            ck.equal(m2 - m1, m1 - m0, f"{layout}: tconst_syncs_total does not count the failed inline sync")
 
 
 if __name__ == "__main__":
