@@ -311,14 +311,16 @@ static int submit(ctx *c, tc_job_spec *spec) {
 
 /* The first string field (at any depth) of wire message m whose bytes
  * hold a NUL (*nul 1) or are not well-formed UTF-8 (*nul 0, *at the byte
- * offset), else NULL: protobuf-c hands strings over NUL-terminated, so
- * "a\0b" would silently read as "a", and it does not check UTF-8, which
- * proto3 strings must be (an id echoed back ill-formed fails the client's
- * decoder). The walk trusts the framing only as far as unpack already
- * checked it (it runs after a successful unpack). */
-const char *tc_svc_bad_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *m, size_t len, int depth,
-                                    int *nul, size_t *at) {
+ * offset): 1 and its path in path ("sampling.stop[1]"), else 0.
+ * protobuf-c hands strings over NUL-terminated, so "a\0b" would silently
+ * read as "a", and it does not check UTF-8, which proto3 strings must be
+ * (an id echoed back ill-formed fails the client's decoder). The walk
+ * trusts the framing only as far as unpack already checked it (it runs
+ * after a successful unpack). */
+int tc_svc_bad_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *m, size_t len, int depth, int *nul,
+                            size_t *at, char *path, size_t pathlen) {
     size_t i = 0;
+    unsigned seen[64] = {0}; /* occurrences of each field number so far: a repeated field's index */
     while (i < len && depth < 32) {
         uint64_t key = 0;
         for (int sh = 0; i < len && sh < 64; sh += 7) {
@@ -337,19 +339,26 @@ const char *tc_svc_bad_string_field(const ProtobufCMessageDescriptor *d, const u
                 n |= (uint64_t)(m[i] & 0x7f) << sh;
                 if (!(m[i++] & 0x80)) break;
             }
-            if (n > len - i) return NULL;
+            if (n > len - i) return 0;
+            const unsigned num = (unsigned)(key >> 3), k = num < 64 ? seen[num]++ : 0;
+            char here[96] = "";
+            if (f && f->label == PROTOBUF_C_LABEL_REPEATED) snprintf(here, sizeof here, "%s[%u]", f->name, k);
+            else if (f) snprintf(here, sizeof here, "%s", f->name);
             if (f && f->type == PROTOBUF_C_TYPE_STRING) {
-                if (memchr(m + i, 0, (size_t)n)) return *nul = 1, f->name;
-                if ((*at = tc_utf8_first_invalid(m + i, (size_t)n)) < n) return *nul = 0, f->name;
+                int bad = 0;
+                if (memchr(m + i, 0, (size_t)n)) bad = 1, *nul = 1;
+                else if ((*at = tc_utf8_first_invalid(m + i, (size_t)n)) < n) bad = 1, *nul = 0;
+                if (bad) return snprintf(path, pathlen, "%s", here), 1;
             }
             if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
-                const char *in = tc_svc_bad_string_field(f->descriptor, m + i, (size_t)n, depth + 1, nul, at);
-                if (in) return in;
+                char in[160];
+                if (tc_svc_bad_string_field(f->descriptor, m + i, (size_t)n, depth + 1, nul, at, in, sizeof in))
+                    return snprintf(path, pathlen, "%s.%s", here, in), 1;
             }
             i += (size_t)n;
-        } else return NULL; /* groups: not in proto3 */
+        } else return 0; /* groups: not in proto3 */
     }
-    return NULL;
+    return 0;
 }
 
 static void h_generate(ctx *c, const uint8_t *m, size_t len, int in_session) {

@@ -92,9 +92,10 @@ void tc_svc_sk_done(void *user);
 void tc_svc_finishf(tc_call *call, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* the first string field of wire message m (after its unpack) holding a
- * NUL (*nul 1) or ill-formed UTF-8 (*nul 0, *at its byte), else NULL */
-const char *tc_svc_bad_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *m, size_t len, int depth,
-                                    int *nul, size_t *at);
+ * NUL (*nul 1) or ill-formed UTF-8 (*nul 0, *at its byte): 1 and its path
+ * ("sampling.stop[1]"), else 0 */
+int tc_svc_bad_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *m, size_t len, int depth, int *nul,
+                            size_t *at, char *path, size_t pathlen);
 /* var = the request of type decoded from m, or the call ends with
  * INVALID_ARGUMENT naming the type or the bad string field (in a handler
  * with `ctx *c`, returning void) */
@@ -107,8 +108,8 @@ const char *tc_svc_bad_string_field(const ProtobufCMessageDescriptor *d, const u
     {                                                                                               \
         int nul_ = 0;                                                                               \
         size_t at_ = 0;                                                                             \
-        const char *bad_ = tc_svc_bad_string_field(var->base.descriptor, m, len, 0, &nul_, &at_);   \
-        if (bad_) {                                                                                 \
+        char bad_[200];                                                                             \
+        if (tc_svc_bad_string_field(var->base.descriptor, m, len, 0, &nul_, &at_, bad_, sizeof bad_)) { \
             if (nul_)                                                                               \
                 tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "%s: a NUL character (U+0000) is not accepted", \
                         bad_);                                                                      \

@@ -111,9 +111,9 @@ def body(env, ck):
                      "text: a NUL character")
         ck.rpc_error(gen(text="hi\x00there"), IA, "a text prompt with a NUL", "text: a NUL character")
         nul_stop = env.sampling()
-        nul_stop.stop.append("ab\x00")
+        nul_stop.stop.extend(["fine", "ab\x00"])
         ck.rpc_error(lambda: s.Generate(pb.GenerateRequest(token_ids=[5], sampling=nul_stop), timeout=30), IA,
-                     "a stop string with a NUL", "stop: a NUL character")
+                     "a stop string with a NUL (its path and index)", "sampling.stop[1]: a NUL character")
         ck.rpc_error(lambda: s.OpenSession(pb.OpenSessionRequest(session_id="x\x00y"), timeout=30), IA,
                      "a session_id with a NUL", "session_id: a NUL character")
         ck.rpc_error(lambda: s.OpenSession(pb.OpenSessionRequest(session_id="x\n2026-01-01T00:00:00Z error forged"),
@@ -142,7 +142,7 @@ def body(env, ck):
         stop_msg = pb.GenerateRequest(token_ids=[5], sampling=env.sampling())
         stop_msg.sampling.stop.append("stXY")
         ck.rpc_error(raw("Generate", stop_msg, b"stXY", b"st\xe2\x82"), IA, "a stop string cut inside a character",
-                     "stop: not valid UTF-8 (at byte 2)")
+                     "sampling.stop[0]: not valid UTF-8 (at byte 2)")
         serves()
 
         # sampling
