@@ -691,6 +691,13 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
     }
     int have_cfg = 0;
     for (int i = 0; i < R->n_procs && st == TC_OK; i++) st = first_contact(R, R->procs[i], &have_cfg);
+    /* one process named twice (the same address, or two spellings of it)
+     * would make two "pairs" of one worker: its boot id gives it away */
+    for (int i = 0; i < R->n_procs && st == TC_OK; i++)
+        for (int k = 0; k < i && st == TC_OK; k++)
+            if (R->procs[i]->boot && R->procs[i]->boot == R->procs[k]->boot)
+                st = TC_FAIL(TC_ERR_INVALID, "--workers: %s and %s are the same worker process (boot id %016llx)",
+                             R->procs[k]->addr, R->procs[i]->addr, (unsigned long long)R->procs[i]->boot);
     /* pairs: both-role workers alone; context and generation workers
      * matched in the order given */
     wproc *ctxq[MAX_PROCS], *genq[MAX_PROCS];

@@ -403,6 +403,10 @@ def body(env, ck):
             ("127.0.0.1:1", "does not answer"),
             (ctx_only.addr, "1 context and 0 generation"),
             (f"{ctx_only.addr},{gen_ok.addr},{both_other.addr}", "different model"),
+            # one process named twice: as given, and spelled another way
+            (f"{ctx_only.addr},{gen_ok.addr},{ctx_only.addr},{gen_ok.addr}", "are the same worker process"),
+            (f"{gen_ok.addr},{ctx_only.addr},localhost:{gen_ok.addr.rsplit(':', 1)[1]},{ctx_only.addr}",
+             "are the same worker process"),
         ]
         for workers, needle in cases:
             r = subprocess.run([env.tconstd, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
