@@ -680,9 +680,11 @@ void tc_engine_session_unpin(tc_engine *e, const char *id, uint64_t key) {
     pthread_mutex_unlock(&e->mu);
 }
 
-int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out) {
+/* key 0: whichever session holds id */
+static int session_close(tc_engine *e, const char *id, uint64_t key, tc_session_info *out) {
     pthread_mutex_lock(&e->mu);
     dsess *s = tc_eng_sess_find(e, id);
+    if (s && key && s->qid != key) s = NULL; /* another session under the same id */
     if (s) {
         tc_eng_sess_info(e, s, out);
         if (s->busy_job) {
@@ -704,6 +706,14 @@ int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out) 
     }
     pthread_mutex_unlock(&e->mu);
     return s != NULL;
+}
+
+int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out) {
+    return session_close(e, id, 0, out);
+}
+
+int tc_engine_session_close_key(tc_engine *e, const char *id, uint64_t key, tc_session_info *out) {
+    return key ? session_close(e, id, key, out) : 0;
 }
 
 void tc_engine_counts(tc_engine *e, int *sessions, int *running, int *queued) {

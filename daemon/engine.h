@@ -148,6 +148,9 @@ int tc_engine_session_snapshot(tc_engine *e, const char *id, tc_session_info *in
                                char *msg, size_t msglen);
 /* Closes now, or when its running job ends (that job is cancelled). */
 int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out);
+/* The same, only while the session under id is the one whose key (a
+ * tc_job_spec.pin_key_out) is given: 0 (and nothing closed) otherwise. */
+int tc_engine_session_close_key(tc_engine *e, const char *id, uint64_t key, tc_session_info *out);
 /* Undoes a tc_job_spec.pin: the session may expire idle again (its
  * Stream ended). key: what pin_key_out got -- a session of that id closed
  * and opened again meanwhile is another session, and keeps its pins. A

@@ -104,6 +104,7 @@ static pthread_mutex_t g_sig_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_sig_cv = PTHREAD_COND_INITIALIZER;
 static int g_sig;              /* the first signal (g_sig_mu) */
 static tc_engine *g_drain_eng; /* while draining (g_sig_mu): a second signal cancels what still runs */
+static int g_n_sig;            /* signals taken (g_sig_mu) */
 static atomic_int g_starting = 1; /* cleared just before ready */
 static int g_sig_pipe[2] = {-1, -1};
 
@@ -124,6 +125,7 @@ static void *sig_main(void *arg) {
         if (r != 1) continue;    /* EINTR */
         pthread_mutex_lock(&g_sig_mu);
         const int first = !g_sig;
+        g_n_sig++;
         if (first) {
             g_sig = b;
             pthread_cond_broadcast(&g_sig_cv);
@@ -504,15 +506,16 @@ int main(int argc, char **argv) {
     pthread_mutex_lock(&g_sig_mu);
     while (!g_sig) pthread_cond_wait(&g_sig_cv, &g_sig_mu);
     const int sig = g_sig;
+    /* from here a second signal cancels what runs; one that came already
+     * (before this thread woke) does it now */
+    g_drain_eng = eng;
+    tc_engine_drain(eng);
+    if (g_n_sig > 1) tc_engine_cancel_all(eng);
     pthread_mutex_unlock(&g_sig_mu);
     TC_LOG(TC_LOG_INFO, "main", "signal %d (%s): draining (up to %.1f s)", sig, strsignal(sig), cfg.drain_timeout);
     tc_service_set_serving(svc, 1, 1);
     tc_metric_set(TC_G_ready, 0);
     tc_metric_set(TC_G_draining, 1);
-    tc_engine_drain(eng);
-    pthread_mutex_lock(&g_sig_mu);
-    g_drain_eng = eng;
-    pthread_mutex_unlock(&g_sig_mu);
     double drain_end = tc_now_s() + cfg.drain_timeout;
     if (!tc_engine_wait_idle(eng, cfg.drain_timeout))
         TC_LOG(TC_LOG_WARN, "main", "drain timeout: cancelling what still runs (UNAVAILABLE)");

@@ -51,6 +51,11 @@ struct tc_call {
     msg_node *q_head, *q_tail;
     size_t q_len;
     int close_cancelled;
+    /* on the server's list of calls whose first message has not come
+     * (srv->list_mu): nothing was handed to a handler, so a shutdown
+     * cancels them at once instead of waiting out its grace for them */
+    struct tc_call *un_prev, *un_next;
+    int un_linked;
 };
 
 struct tc_rpc_server {
@@ -74,7 +79,23 @@ struct tc_rpc_server {
     pthread_mutex_t stop_mu;
     pthread_cond_t stop_cv;
     int shutdown_seen; /* the server's shutdown tag arrived: no call left */
+    pthread_mutex_t list_mu;
+    tc_call *unstarted; /* calls waiting for their first message (tc_call.un_*) */
 };
+
+/* c off the list of calls waiting for their first message */
+static void unstarted_unlink(tc_call *c) {
+    tc_rpc_server *s = c->srv;
+    pthread_mutex_lock(&s->list_mu);
+    if (c->un_linked) {
+        if (c->un_prev) c->un_prev->un_next = c->un_next;
+        else s->unstarted = c->un_next;
+        if (c->un_next) c->un_next->un_prev = c->un_prev;
+        c->un_prev = c->un_next = NULL;
+        c->un_linked = 0;
+    }
+    pthread_mutex_unlock(&s->list_mu);
+}
 
 static void post_request(tc_rpc_server *s) {
     grpc_call_details_init(&s->details);
@@ -102,12 +123,14 @@ static void maybe_release_locked(tc_call *c, int *release) {
 
 static void server_unref(tc_rpc_server *s) {
     if (atomic_fetch_sub(&s->refs, 1) != 1) return;
+    pthread_mutex_destroy(&s->list_mu);
     free(s);
     grpc_shutdown();
 }
 
 static void call_destroy(tc_call *c) {
     tc_rpc_server *srv = c->srv;
+    unstarted_unlink(c); /* before the grpc_call goes: a shutdown may be cancelling it */
     msg_node *n = c->q_head;
     while (n) {
         msg_node *x = n->next;
@@ -215,6 +238,12 @@ static void handle_new(tc_rpc_server *s, int ok) {
     c->t_close = (rpc_tag){TAG_CLOSE, c};
     atomic_fetch_add(&s->live_calls, 1);
     atomic_fetch_add(&s->refs, 1);
+    pthread_mutex_lock(&s->list_mu);
+    c->un_next = s->unstarted;
+    if (s->unstarted) s->unstarted->un_prev = c;
+    s->unstarted = c;
+    c->un_linked = 1;
+    pthread_mutex_unlock(&s->list_mu);
     grpc_call_details_destroy(&s->details);
     grpc_metadata_array_destroy(&s->md);
     if (!s->shutting_down) post_request(s); /* keep the catch-all posted */
@@ -253,6 +282,7 @@ static void handle_call_event(tc_rpc_server *s, rpc_tag *t, int ok) {
         c->recv_inflight = 0;
         int first = !c->got_first;
         c->got_first = 1;
+        if (first) unstarted_unlink(c);
         if (ok && c->recv_buf) {
             read_bb(c->recv_buf, &msg, &len);
             grpc_byte_buffer_destroy(c->recv_buf);
@@ -337,6 +367,7 @@ tc_status tc_rpc_server_start(tc_rpc_server **out, const char *addr, int max_mes
     atomic_init(&s->live_calls, 0);
     atomic_init(&s->refs, 1);
     pthread_mutex_init(&s->stop_mu, NULL);
+    pthread_mutex_init(&s->list_mu, NULL);
     pthread_cond_init(&s->stop_cv, NULL);
     /* the clients' keepalive pings (every 10 s, tc_rpc_client_open) are
      * welcome during a long call with no data on the wire -- a minutes-long
@@ -406,6 +437,15 @@ void tc_rpc_server_stop(tc_rpc_server *s, double grace_s) {
     /* no new calls; the running ones may still write what they queued
      * (a finished generation's last messages and status) for grace_s */
     grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
+    /* a call whose first message has not come (a client that opened a
+     * stream and has not written yet) has nothing to finish: cancelled now,
+     * it does not hold the exit for the grace */
+    pthread_mutex_lock(&s->list_mu);
+    int n_un = 0;
+    for (tc_call *c = s->unstarted; c; c = c->un_next, n_un++)
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_UNAVAILABLE, "server shutting down", NULL);
+    pthread_mutex_unlock(&s->list_mu);
+    if (n_un) TC_LOG(TC_LOG_INFO, "rpc", "%d calls that sent no request yet: cancelled (UNAVAILABLE)", n_un);
     if (!wait_shutdown_tag(s, grace_s, 1)) {
         if (atomic_load(&s->live_calls) > 0)
             TC_LOG(TC_LOG_WARN, "rpc", "%d calls still open after %.1f s: cancelling them",

@@ -773,6 +773,58 @@ static void run_or_queue(ctx *c, int which, const uint8_t *m, size_t n) {
     }
 }
 
+/* c on the list of open client streams (Stream, reflection), with a
+ * reference of the list's: the end of a drain finishes the idle ones */
+static void stream_link(tc_service *s, ctx *c) {
+    atomic_fetch_add(&c->refs, 1);
+    pthread_mutex_lock(&s->mu);
+    c->st_next = s->streams;
+    if (s->streams) s->streams->st_prev = c;
+    s->streams = c;
+    c->st_linked = 1;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* c off the open streams' list: 1 when it was on it (its reference is the
+ * caller's to let go) */
+static int stream_unlink(tc_service *s, ctx *c) {
+    pthread_mutex_lock(&s->mu);
+    const int was = c->st_linked;
+    if (was) {
+        if (c->st_prev) c->st_prev->st_next = c->st_next;
+        else s->streams = c->st_next;
+        if (c->st_next) c->st_next->st_prev = c->st_prev;
+        c->st_prev = c->st_next = NULL;
+        c->st_linked = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return was;
+}
+
+void tc_service_end_idle_streams(tc_service *s) {
+    for (;;) {
+        /* off the list in the same locked section: on_done may otherwise
+         * unlink and free it between a look and the unlink */
+        pthread_mutex_lock(&s->mu);
+        ctx *c = s->streams;
+        if (c) {
+            s->streams = c->st_next;
+            if (c->st_next) c->st_next->st_prev = NULL;
+            c->st_prev = c->st_next = NULL;
+            c->st_linked = 0;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (!c) return;
+        pthread_mutex_lock(&c->mu);
+        /* a job still running ends it itself; a later request of an ended
+         * one is refused by the draining engine */
+        const int idle = !c->job_id && !c->rpc_done;
+        pthread_mutex_unlock(&c->mu);
+        if (idle) tc_call_finish(c->call, TC_GRPC_UNAVAILABLE, "server shutting down");
+        tc_svc_ctx_unref(c); /* the list's reference */
+    }
+}
+
 static void on_start(void *ud, tc_call *call, const char *method, const uint8_t *m, size_t len) {
     tc_service *s = ud;
     /* over before its first message (an oversized message, a client gone
@@ -828,15 +880,7 @@ static void on_start(void *ud, tc_call *call, const char *method, const uint8_t 
         else if (!strcmp(r, "Tokenize")) big = B_TOKENIZE;
         else if (!strcmp(r, "Detokenize")) big = B_DETOKENIZE;
         else if (!strcmp(r, "Stream")) c->kind = K_STREAM, big = m ? B_STREAM : -1;
-        if (c->kind == K_STREAM && m) { /* on the open streams' list (a reference of its own) */
-            atomic_fetch_add(&c->refs, 1);
-            pthread_mutex_lock(&s->mu);
-            c->st_next = s->streams;
-            if (s->streams) s->streams->st_prev = c;
-            s->streams = c;
-            c->st_linked = 1;
-            pthread_mutex_unlock(&s->mu);
-        }
+        if (c->kind == K_STREAM && m) stream_link(s, c);
         if (big >= 0) run_or_queue(c, big, msg, n);
         else if (!strcmp(r, "Stream")) tc_call_finish(call, TC_GRPC_OK, "");
         else if (!strcmp(r, "GetSession")) h_get(c, msg, n, 0);
@@ -850,6 +894,7 @@ static void on_start(void *ud, tc_call *call, const char *method, const uint8_t 
     else if (!strcmp(method, "/grpc.health.v1.Health/Watch")) tc_svc_health(c, msg, n, 1);
     else if (is_reflect) {
         c->kind = K_REFLECT;
+        if (m) stream_link(s, c);
         if (m) tc_svc_reflect(c, msg, n);
         else tc_call_finish(call, TC_GRPC_OK, "");
     } else tc_svc_finishf(call, TC_GRPC_UNIMPLEMENTED, "unknown method %s", method);
@@ -880,40 +925,6 @@ static void on_message(void *ud, tc_call *call, const uint8_t *m, size_t len) {
 /* how close to its deadline a cancelled call counts as one that expired:
  * the client's clock fires first, by about a one-way latency */
 #define TC_DEADLINE_SLACK_S 0.25
-/* c off the open streams' list: 1 when it was on it (its reference is the
- * caller's to let go) */
-static int stream_unlink(tc_service *s, ctx *c) {
-    pthread_mutex_lock(&s->mu);
-    const int was = c->st_linked;
-    if (was) {
-        if (c->st_prev) c->st_prev->st_next = c->st_next;
-        else s->streams = c->st_next;
-        if (c->st_next) c->st_next->st_prev = c->st_prev;
-        c->st_prev = c->st_next = NULL;
-        c->st_linked = 0;
-    }
-    pthread_mutex_unlock(&s->mu);
-    return was;
-}
-
-void tc_service_end_idle_streams(tc_service *s) {
-    for (;;) {
-        pthread_mutex_lock(&s->mu);
-        ctx *c = s->streams;
-        pthread_mutex_unlock(&s->mu);
-        if (!c || !stream_unlink(s, c)) {
-            if (!c) return;
-            continue; /* on_done took it meanwhile */
-        }
-        pthread_mutex_lock(&c->mu);
-        const int idle = !c->job_id && !c->rpc_done; /* a job still running ends it itself */
-        if (idle) c->failed = 1;                      /* no next request is taken */
-        pthread_mutex_unlock(&c->mu);
-        if (idle) tc_call_finish(c->call, TC_GRPC_UNAVAILABLE, "server shutting down");
-        tc_svc_ctx_unref(c);
-    }
-}
-
 static void on_done(void *ud, tc_call *call, int cancelled) {
     tc_service *s = ud;
     ctx *c = tc_call_user(call);
@@ -934,12 +945,12 @@ static void on_done(void *ud, tc_call *call, int cancelled) {
     if (jid && cancelled)
         tc_engine_cancel(s->e, jid, tc_call_deadline_left(call) <= TC_DEADLINE_SLACK_S ? 4 : 1);
     if (unpin) tc_engine_session_unpin(s->e, sid, pin_key);
-    if (close_session) {
+    if (close_session) { /* the session it opened: not one opened again under its id meanwhile */
         tc_session_info si;
-        tc_engine_session_close(s->e, sid, &si);
+        tc_engine_session_close_key(s->e, sid, pin_key, &si);
     }
     if (c->kind == K_WATCH) tc_svc_unwatch(s, c);
-    if (c->kind == K_STREAM && stream_unlink(s, c)) tc_svc_ctx_unref(c);
+    if ((c->kind == K_STREAM || c->kind == K_REFLECT) && stream_unlink(s, c)) tc_svc_ctx_unref(c);
     /* a receive still queued behind the close (a client that cancels with
      * a message in flight) reaches on_message after this: it must find no
      * context, not this one freed (ASan saw exactly that under load). The

@@ -21,6 +21,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/random.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -974,7 +975,12 @@ tc_status tc_worker_new(tc_worker **out, tc_model *m, tc_transport *tp, const ch
     w->m = m;
     w->tp = tp;
     w->config_json = strdup(config_json);
-    uint64_t seed = (uint64_t)getpid() ^ ((uint64_t)tc_wall_ms() << 20) ^ (uint64_t)(uintptr_t)w;
+    /* random: the coordinator tells processes apart by it (a restart, one
+     * worker named twice in --workers); pid and time alone collide between
+     * identical containers started together */
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed)
+        seed = (uint64_t)getpid() ^ ((uint64_t)tc_wall_ms() << 20) ^ (uint64_t)(uintptr_t)w;
     w->boot_id = seed ? seed : 1;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);

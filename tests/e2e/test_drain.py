@@ -197,6 +197,11 @@ def drain_idle_and_second_signal(env, ck):
         q.put(pb.StreamRequest(token_ids=[1, 2, 3]))
         st = s.Stream(iter(q.get, None), timeout=300)
         ck.equal(next(st).appended.length, 3, "an idle Stream: its append answered, no generation")
+        q2 = queue.Queue()  # and one that has sent nothing yet
+        silent = s.Stream(iter(q2.get, None), timeout=300)
+        # a call after it on the same connection: the silent one's headers
+        # came first, so the server holds it once this one is answered
+        s.ModelInfo(pb.ModelInfoRequest(), timeout=30)
         d.signal(signal.SIGTERM)
         status, details = "OK", ""
         try:
@@ -206,8 +211,18 @@ def drain_idle_and_second_signal(env, ck):
             status, details = e.code(), e.details()
         ck.equal((status, details), (grpc.StatusCode.UNAVAILABLE, "server shutting down"),
                  "the idle Stream ends with tconstd's UNAVAILABLE once the drain has nothing left to run")
+        status2 = "OK"
+        try:
+            for _ in silent:
+                pass
+        except grpc.RpcError as e:
+            status2 = e.code()
+        ck.equal(status2, grpc.StatusCode.UNAVAILABLE, "the Stream that sent nothing ends with UNAVAILABLE")
         ck.equal(d.wait_exit(), 0, "the daemon exits 0 without waiting out --drain-timeout 600")
+        ck.check("1 calls that sent no request yet: cancelled" in open(d.log_path, errors="replace").read(),
+                 "... cancelled at the shutdown (the log counts it), not waited for")
         q.put(None)
+        q2.put(None)
     with Daemon(env, "--drain-timeout", "600", model=model) as d:
         s = d.stub()
         call = s.Generate(pb.GenerateRequest(token_ids=[1, 2, 3], sampling=env.sampling(

@@ -244,6 +244,22 @@ def idle_expiry(env, ck):
         for _ in call:
             pass
         ck.check(gone("reused"), "once stream B ended, 'reused' expires idle")
+        # the session a Stream opened closes with it -- not another session
+        # opened under its id after the first was closed
+        q = queue.Queue()
+        q.put(pb.StreamRequest(token_ids=[1]))
+        call = s.Stream(iter(q.get, None), timeout=120)
+        owned = next(call).appended.session_id
+        s.CloseSession(pb.CloseSessionRequest(session_id=owned), timeout=30)
+        s.OpenSession(pb.OpenSessionRequest(session_id=owned, token_ids=[2, 3]), timeout=30)
+        q.put(None)
+        try:
+            for _ in call:
+                pass
+        except grpc.RpcError:
+            pass
+        ck.equal(s.GetSession(pb.GetSessionRequest(session_id=owned), timeout=30).length, 2,
+                 "a session re-opened under the id of a Stream's own session outlives that Stream")
 
 
 def not_found(s, pb, sid):
