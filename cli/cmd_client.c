@@ -377,16 +377,12 @@ static int do_stream(tc_rpc_client *cl, const opts *o) {
         fprintf(stderr, "tconst client: the stream ended before the reply to a line was complete\n");
         return 1;
     }
-    if (!rc && skipped) {
+    if (!rc && skipped)
         fprintf(stderr, "tconst client: %d line%s of standard input could not be sent (said above)\n", skipped,
                 skipped == 1 ? "" : "s");
-        return 1;
-    }
-    if (!rc && failed) {
+    if (!rc && failed)
         fprintf(stderr, "tconst client: %d generation%s failed (said above)\n", failed, failed == 1 ? "" : "s");
-        return 1;
-    }
-    return rc;
+    return rc ? rc : skipped || failed;
 }
 
 static int do_info(tc_rpc_client *cl, const opts *o) {
