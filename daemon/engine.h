@@ -96,6 +96,7 @@ typedef struct {
     char *session_id_out;    /* [TC_ID_MAX] or NULL: the session's id */
     int pin;                 /* accepted: the session does not expire idle until tc_engine_session_unpin (a Stream's) */
     uint64_t *pin_key_out;   /* with pin, accepted: the pinned session's key, for tc_engine_session_unpin */
+    uint64_t expect_key;     /* not 0: the session must be the one of this key (a Stream's later requests) */
     void *user;
 } tc_job_spec;
 

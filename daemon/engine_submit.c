@@ -273,6 +273,11 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
             code = refuse(msg, msglen, 5, "session_id: no open session '%s'", sid);
             goto reject;
         }
+        if (sp->expect_key && s->qid != sp->expect_key) { /* closed, and another opened under its id */
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 5, "session '%s' was closed (the one open under its id now is another)", sid);
+            goto reject;
+        }
         if (s->busy_job) {
             pthread_mutex_unlock(&e->mu);
             code = refuse(msg, msglen, 9, "session_id: session '%s' is busy with another request", sid);

@@ -434,6 +434,9 @@ static void stream_msg(ctx *c, const uint8_t *m, size_t len) {
             return;
         }
         sp.session_id = c->session_id;
+        pthread_mutex_lock(&c->mu);
+        sp.expect_key = c->pin_key; /* the stream's session, not another opened under its id since */
+        pthread_mutex_unlock(&c->mu);
     }
     set_prompt(&sp, sp.session_id, rq->token_ids, rq->n_token_ids, rq->text);
     sp.generate = rq->generate;

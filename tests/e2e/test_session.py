@@ -252,14 +252,18 @@ def idle_expiry(env, ck):
         owned = next(call).appended.session_id
         s.CloseSession(pb.CloseSessionRequest(session_id=owned), timeout=30)
         s.OpenSession(pb.OpenSessionRequest(session_id=owned, token_ids=[2, 3]), timeout=30)
-        q.put(None)
+        q.put(pb.StreamRequest(token_ids=[4]))  # the stream's session is gone: not appended to the new one
+        err = None
         try:
             for _ in call:
                 pass
-        except grpc.RpcError:
-            pass
+        except grpc.RpcError as e:
+            err = e
+        ck.check(err is not None and err.code() == grpc.StatusCode.NOT_FOUND and "was closed" in err.details(),
+                 "a Stream whose session was closed (and another opened under its id) gets NOT_FOUND", repr(err))
+        q.put(None)
         ck.equal(s.GetSession(pb.GetSessionRequest(session_id=owned), timeout=30).length, 2,
-                 "a session re-opened under the id of a Stream's own session outlives that Stream")
+                 "the session re-opened under that id is untouched, and outlives the Stream")
 
 
 def not_found(s, pb, sid):
