@@ -376,9 +376,14 @@ tc_finish tc_eng_emit_token(tc_engine *e, job *j, int32_t tok) {
 
 void tc_eng_job_finish(tc_engine *e, job *j, tc_finish fin, const char *err) {
     atomic_store(&j->ended, 1); /* its client may hear the end before it is unlinked */
+    /* a cancel may still come (the RPC thread's tc_engine_cancel, under mu)
+     * until the job is retired below: read once, under mu */
+    pthread_mutex_lock(&e->mu);
+    const int cancel = j->cancel, cancel_code = j->cancel_code;
+    pthread_mutex_unlock(&e->mu);
     /* a generation cut by a shutdown stays resumable; any other end is final */
     if (j->generate && j->s && e->journal && !j->s->ephemeral && j->t_prefill > 0 &&
-        !(fin == TC_FINISH_CANCELLED && j->cancel_code == 14) && tc_journal_gen_end(e->journal, j->s->id) != TC_OK)
+        !(fin == TC_FINISH_CANCELLED && cancel_code == 14) && tc_journal_gen_end(e->journal, j->s->id) != TC_OK)
         TC_LOG(TC_LOG_ERROR, "engine", "%s", tc_error_get());
     if ((fin == TC_FINISH_CANCELLED || fin == TC_FINISH_ERROR) && !j->final_sent) {
         tc_job_stats st;
@@ -386,8 +391,8 @@ void tc_eng_job_finish(tc_engine *e, job *j, tc_finish fin, const char *err) {
         e->sink.tokens(j->user, NULL, 0, "", 0, fin, &st, err);
     }
     tc_metric_inc(fin == TC_FINISH_ERROR            ? TC_M_requests_total_error
-                  : j->cancel && j->cancel_code == 4 ? TC_M_requests_total_deadline
-                  : j->cancel                         ? TC_M_requests_total_cancelled
+                  : cancel && cancel_code == 4 ? TC_M_requests_total_deadline
+                  : cancel                         ? TC_M_requests_total_cancelled
                                                       : TC_M_requests_total_ok,
                   1);
     tc_metric_observe(TC_H_request_duration_seconds, tc_now_s() - j->t_arrive);
