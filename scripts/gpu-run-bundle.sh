@@ -20,7 +20,10 @@
 # $W/wrap): the script's tools and Python keep the machine's own; the
 # machine's CUDA libraries come before the bundled cudart.
 # STAGES picks and orders stages (default: all, in the order below):
-#   ops parity sanitize floor64k batch batch0 e2e flat batchg floor1m floor256k floor64kg e2eg itl
+#   ops parity sanitize floor64k batch batch0 e2e e2ex flat batchg floor1m floor256k floor64kg e2eg itl
+# (e2ex: the split-only e2e tests, E2E_EXTRA, default "step_isolation
+# weight_dtype attach poison faults"; each e2e stage under E2E_STAGE_LIMIT,
+# default 120 s)
 # (sanitize: the op tests under compute-sanitizer memcheck) and, only when
 # named:
 # batchbf16 floor64kbf16 (TC_CUDA_WEIGHTS=bf16), prof profbf16 (floor at
@@ -58,7 +61,7 @@ mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
 T0=$(date +%s)
 BUDGET=${BUDGET:-420}
-STAGES=${STAGES:-ops parity sanitize floor64k batch batch0 e2e flat batchg floor1m floor256k floor64kg e2eg itl}
+STAGES=${STAGES:-ops parity sanitize floor64k batch batch0 e2e e2ex flat batchg floor1m floor256k floor64kg e2eg itl}
 DEV=${DEV:-cuda:0}
 W=${W:-${TMPDIR:-/tmp}/tc-gpu-bundle}
 B=$W/build-gpu
@@ -85,8 +88,13 @@ if [ "${1:-}" = __e2e ]; then
     # a GPU worker keeps its prefills on the context lane (docs/workers.md)
     tests=$(for t in $tests; do case " ${E2E_SKIP-cancel_prefill prefill_overlap} " in *" $t "*) ;; *) echo "$t" ;; esac; done)
     {
-        for t in $tests; do echo "split $t"; done
-        for t in ${E2E_BOTH:-parity session stream concurrency}; do echo "both $t"; done
+        if [ "$2" = extra ]; then
+            # the split-only tests (their own layouts or daemons)
+            for t in ${E2E_EXTRA:-step_isolation weight_dtype attach poison faults}; do echo "split $t"; done
+        else
+            for t in $tests; do echo "split $t"; done
+            for t in ${E2E_BOTH:-parity session stream concurrency}; do echo "both $t"; done
+        fi
     } | xargs -P 8 -L 1 bash -c '
         args=""; [ "$0" = both ] && args="--worker-mode both --sync-inline-max 0"
         log=$E2E_DIR/$0_$1.log
@@ -185,7 +193,7 @@ bench() { # bench NAME LIMIT ARGS...
 }
 e2e_stage() { # e2e_stage NAME TAG: the suite; then the tail of each test that never finished
     local f n
-    run_stage "$1" 120 "$OUTDIR/e2e.log" bash "$SRC/scripts/gpu-run-bundle.sh" __e2e "$2"
+    run_stage "$1" "${E2E_STAGE_LIMIT:-120}" "$OUTDIR/e2e.log" bash "$SRC/scripts/gpu-run-bundle.sh" __e2e "$2"
     [ $last_rc = 0 ] && return
     for f in "$W/e2e-$2"/*.log; do
         [ -f "$f" ] && [ ! -f "${f%.log}.rc" ] || continue
@@ -254,6 +262,7 @@ for st in $STAGES; do
     e2e0) TC_CUDA_GRAPHS=0 e2e_stage e2e-nographs nographs ;;
     batch0) TC_CUDA_GRAPHS=0 bench batch-nographs 45 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
     e2e) e2e_stage e2e plain ;;
+    e2ex) e2e_stage e2e-extra extra ;;
     e2eg) TC_CUDA_GRAPHS=1 e2e_stage e2e-graphs graphs ;;
     *) echo "unknown stage $st" | tee -a "$S"; fail=1 ;;
     esac

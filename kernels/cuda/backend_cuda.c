@@ -9,134 +9,24 @@
  * y as column-major [m,n] (ld ldy). No copies, no transposes in memory.
  * Nothing here allocates after init except alloc itself (model/ grows its
  * workspace through it, never on a steady-state step). */
-#include "backend_cuda.h"
+#include "backend_cuda_int.h"
 
-#include <cublas_v2.h>
-#include <cuda_runtime_api.h>
 #include <math.h>
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "../../common/log.h"
 #include "../../common/safetensors.h"
 #include "kernels_cuda.h"
 
-/* cuBLAS's own scratch, given to it once so it never allocates on the step
- * path (and so the stream stays capturable as a graph later): 32 MiB is
- * NVIDIA's recommendation for Hopper, ample for Ampere. */
-#define TC_CUBLAS_WS_BYTES ((size_t)32 << 20)
-
-/* One lane per computing thread (backend_cuda.h): its own stream, cuBLAS
- * handle (a handle is bound to one stream) and workspace, and the graph it
- * replays its hit steps with. */
-#define TC_CUDA_KEPT 4 /* replayable step graphs a lane keeps (TC_CUDA_GRAPHS=2) */
-
-typedef struct {
-    cudaStream_t stream;
-    cublasHandle_t blas;
-    void *blas_ws;
-    cudaGraphExec_t exec; /* the last captured step, updated in place */
-    void *xconv; /* 16-bit weights: activations rounded for the GEMM, TC_CUDA_CONV_ROWS x widest k (fewer rows
-                  * when the device was short of memory at load: the GEMM then goes in more chunks) */
-    size_t xconv_elems;
-    size_t xconv_k; /* the widest k it was sized for */
-    /* held by a memory op (alloc, free, upload, download) from its check of
-     * the stream's capture status to its last call on the stream, and by
-     * capture_begin around cudaStreamBeginCapture (mem_stream) */
-    pthread_mutex_t mem_mu;
-    struct tc_prof *prof; /* TC_CUDA_PROFILE=1: GPU time per op class (NULL: off) */
-    unsigned long long *am_part; /* argmax over several blocks a row (tc_cuda_topk k = 1) */
-    unsigned *am_count;
-    float *pair_part; /* the hit step's two softmaxes in two blocks (tc_cuda_attention_pairs) */
-    unsigned *pair_count;
-    float *att_part; /* split-key attention partials (tc_cuda_attention_splits), grown on demand */
-    size_t att_part_floats;
-    long n_launch, n_instantiate; /* graph launches, instantiations (the rest were updates / replays) */
-    /* TC_CUDA_GRAPHS=2 (replay; see capture_begin): the step's batch items
-     * staged in pinned host memory, copied to stage_d by the graph's first
-     * node; a hash of the pass's launches; the graph kept while it matches */
-    void *stage_h, *stage_d;
-    size_t stage_cap, stage_used;
-    int stage_failed; /* the staging could not be allocated: not tried again, every step runs as called */
-    int stage_overflow, direct_pass, next;
-    uint64_t hash, probe_hash;
-    size_t probe_used;
-    struct { /* kept graphs (TC_CUDA_GRAPHS=2), least recently used replaced:
-              * a worker's step shapes come and go (batch 3, 4, 3 as sessions
-              * join and leave; full logits or top-k) */
-        cudaGraphExec_t exec;
-        uint64_t hash;
-        size_t used;
-        long last;
-    } kept[TC_CUDA_KEPT];
-    long n_probe;
-} tc_cuda_lane;
-
-typedef struct {
-    int device;
-    int graphs; /* hit steps as graphs: 1 captured each step, 2 replayed (TC_CUDA_GRAPHS / tc_backend_cuda_set_graphs) */
-    int pooled; /* allocations from the device's stream-ordered pool (cudaMallocAsync) */
-    int sms;    /* multiprocessors: how far the sync's attention splits its keys */
-    int batch_items; /* at most this many items a batched launch (TC_CUDA_BATCH_ITEMS; 0: the kernels' capacity) */
-    int fuse;   /* 1: linear_pre and qkv_rope fused, 2: linear_pre only (TC_CUDA_FUSE; 0: neither is installed) */
-    int pairs;  /* the hit step's softmax pairs in two blocks at once: 1 where the device would idle, 2 always, 0
-                 * never (TC_CUDA_PAIRS / tc_backend_cuda_set_pairs) */
-    int sample; /* the sample op (TC_CUDA_SAMPLE / tc_backend_cuda_set_sample): 0 off, 1 (default) every step, 2
-                 * steps of 2 rows or more (H200, session 21: with walk 2 a lone row draws in ~0.2 ms on the device,
-                 * ~0.6 ms after its download on the host; with walk 0 it was ~1 ms on the device) */
-    tc_cuda_lane lane[TC_CUDA_LANES];
-    /* never captured: the memory ops of a thread whose lane another thread
-     * is capturing (mem_stream) */
-    cudaStream_t side;
-    atomic_long n_side; /* memory ops that went there (tc_backend_cuda_side_ops) */
-    atomic_int poisoned; /* first failure latched: every later op is a no-op (read by any thread) */
-    atomic_int claimed;    /* the thread that writes first_error (two lanes may fail at once) */
-    char first_error[256]; /* its message, written once before poisoned is set */
-} tc_cuda_ctx;
-
-/* the model's row tile on this backend (backend.h's row_tile): a sync's
- * restore pass and FFN in 8192-row GEMMs and attention launches (at 512,
- * the CPU's tile, paper-41m's sync spent 43% of its device time in GEMMs
- * averaging 30 us); workspace ~130 MB on paper-41m */
-#define TC_CUDA_ROW_TILE 8192
-/* rows of activations a lane rounds to 16 bits per GEMM (more rows are
- * done in chunks) */
-#define TC_CUDA_CONV_ROWS TC_CUDA_ROW_TILE
-
-static _Thread_local int t_lane; /* the calling thread's lane (tc_backend_cuda_bind_lane) */
-/* this thread is between capture_begin and capture_end: it must not
- * allocate, free or transfer. Thread-local capture mode only restricts the
- * API calls of the capturing thread; it does not protect its stream: work
- * any thread enqueues on a stream under capture joins the capture (a
- * stream-ordered free there needs a graph allocation and fails, and the
- * capture is invalidated). A thread bound to no lane -- the worker's RPC
- * thread, freeing the sessions of a coordinator that left -- shares lane 0
- * with the generation thread, which captures its hit steps there; so every
- * memory op picks its stream with mem_stream, never a lane under capture. */
-static _Thread_local int t_capturing;
-/* what this thread's ops do between capture_begin and capture_end:
- * M_DIRECT launch; M_PROBE only hash the launches they would make (and
- * stage their items); M_CAPTURE hash, stage and launch into a stream
- * capture (replay mode); M_LEGACY launch into a stream capture
- * (TC_CUDA_GRAPHS=1) */
-enum { M_DIRECT, M_PROBE, M_CAPTURE, M_LEGACY };
-static _Thread_local int t_mode;
-
-static tc_cuda_ctx *ctx_of(tc_backend *be) { return (tc_cuda_ctx *)be->ctx; }
-static tc_cuda_lane *lane_of(tc_cuda_ctx *c) { return &c->lane[t_lane]; }
-
 void tc_backend_cuda_bind_lane(int lane) {
     TC_ASSERT(lane >= 0 && lane < TC_CUDA_LANES, "cuda lane %d out of range", lane);
-    t_lane = lane;
+    tc_cuda_t_lane = lane;
 }
 
 /* Latches the first failure; logs it with the call site so the log reads
  * as a backtrace. */
-static void cuda_fail(tc_cuda_ctx *c, const char *what, const char *detail, const char *file, int line) {
+void tc_cuda_fail(tc_cuda_ctx *c, const char *what, const char *detail, const char *file, int line) {
     if (atomic_exchange(&c->claimed, 1)) return; /* another thread is latching its failure */
     snprintf(c->first_error, sizeof c->first_error, "cuda device %d: %s failed: %s", c->device, what, detail);
     atomic_store(&c->poisoned, 1);
@@ -144,69 +34,15 @@ static void cuda_fail(tc_cuda_ctx *c, const char *what, const char *detail, cons
     TC_LOG(TC_LOG_ERROR, "cuda", "%s:%d: %s failed: %s (device %d poisoned; ops disabled)", file, line, what, detail,
            c->device);
 }
-static int cu_ok(tc_cuda_ctx *c, cudaError_t e, const char *what, const char *file, int line) {
+int tc_cuda_cu_ok(tc_cuda_ctx *c, cudaError_t e, const char *what, const char *file, int line) {
     if (e == cudaSuccess) return 1;
-    cuda_fail(c, what, cudaGetErrorString(e), file, line);
+    tc_cuda_fail(c, what, cudaGetErrorString(e), file, line);
     return 0;
 }
-static int blas_ok(tc_cuda_ctx *c, cublasStatus_t e, const char *what, const char *file, int line) {
+int tc_cuda_blas_ok(tc_cuda_ctx *c, cublasStatus_t e, const char *what, const char *file, int line) {
     if (e == CUBLAS_STATUS_SUCCESS) return 1;
-    cuda_fail(c, what, cublasGetStatusString(e), file, line);
+    tc_cuda_fail(c, what, cublasGetStatusString(e), file, line);
     return 0;
-}
-/* 1 when the call succeeded; else latches, logs and gives 0 */
-#define CU_OK(c, call) cu_ok((c), (call), #call, __FILE__, __LINE__)
-#define BLAS_OK(c, call) blas_ok((c), (call), #call, __FILE__, __LINE__)
-
-/* ---- replay mode: the launch hash and the item staging ---- */
-#define TC_CUDA_STAGE_BYTES ((size_t)4 << 20) /* a batch of 1024 sessions needs ~1.7 MB */
-enum { OP_COPY2D = 1, OP_EMBED, OP_LN, OP_LINEAR, OP_ROPE, OP_ROPE_KV, OP_ATT, OP_ATT_ROWS, OP_ATT_PAIRS, OP_SWIGLU, OP_LINEAR_PRE,
-       OP_TOPK, OP_QKV_ROPE, OP_SAMPLE };
-static void hash_mix(tc_cuda_lane *L, const void *p, size_t n) { /* FNV-1a */
-    const unsigned char *b = p;
-    uint64_t h = L->hash;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
-    L->hash = h;
-}
-static uint64_t fbits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-#define P64(p) ((uint64_t)(uintptr_t)(p))
-/* In a probe or replay-capture pass: mixes the launch's arguments into the
- * lane's hash; 1 when the op must stop there (probe: nothing is launched). */
-static int replay_mix(tc_cuda_lane *L, const uint64_t *a, size_t bytes) {
-    if (t_mode != M_PROBE && t_mode != M_CAPTURE) return 0;
-    hash_mix(L, a, bytes);
-    return t_mode == M_PROBE;
-}
-#define REPLAY_MIX(L, ...) replay_mix((L), (const uint64_t[]){__VA_ARGS__}, sizeof((const uint64_t[]){__VA_ARGS__}))
-/* A launch's items, copied into the lane's staging (probe and capture
- * passes: the same offsets in both, the content of this step): their
- * device address once the graph's first node has copied the staging. NULL
- * outside those passes, or when the staging is full (the step then runs
- * without a graph). The offset joins the hash. */
-static const void *stage_items(tc_cuda_lane *L, const void *items, size_t bytes) {
-    if (t_mode != M_PROBE && t_mode != M_CAPTURE) return NULL;
-    const size_t off = (L->stage_used + 15) & ~(size_t)15;
-    if (!L->stage_h || off + bytes > L->stage_cap) {
-        L->stage_overflow = 1;
-        return NULL;
-    }
-    memcpy((char *)L->stage_h + off, items, bytes);
-    L->stage_used = off + bytes;
-    const uint64_t o = off;
-    hash_mix(L, &o, sizeof o);
-    return (const char *)L->stage_d + off;
-}
-
-/* Makes the backend's device current for this thread (one model belongs to
- * one thread, but not necessarily the one that called init). 0 when the
- * op must not run. */
-static int cuda_enter(tc_cuda_ctx *c) {
-    if (c->poisoned) return 0;
-    return CU_OK(c, cudaSetDevice(c->device));
 }
 
 /* The stream of a memory op (alloc, free, upload, download) of the calling
@@ -243,7 +79,7 @@ static void mem_done(tc_cuda_lane *L) { pthread_mutex_unlock(&L->mem_mu); }
  * is returned, so any lane may use it at once. */
 static void *cuda_alloc(tc_backend *be, size_t bytes) {
     tc_cuda_ctx *c = ctx_of(be);
-    TC_ASSERT(!t_capturing, "cuda: alloc inside a captured step");
+    TC_ASSERT(!tc_cuda_t_capturing, "cuda: alloc inside a captured step");
     if (!cuda_enter(c)) return NULL;
     void *p = NULL;
     const size_t n = bytes ? bytes : 256; /* a NULL result reads as out of memory in model/ */
@@ -270,7 +106,7 @@ static void *cuda_alloc(tc_backend *be, size_t bytes) {
 static void cuda_free(tc_backend *be, void *p) {
     tc_cuda_ctx *c = ctx_of(be);
     if (!p) return;
-    TC_ASSERT(!t_capturing, "cuda: free inside a captured step");
+    TC_ASSERT(!tc_cuda_t_capturing, "cuda: free inside a captured step");
     /* freeing is still attempted on a poisoned device: it may succeed and
      * there is nothing better to do with the memory. Stream-ordered: after
      * the lane's queued work (mem_stream: never on a lane another thread is
@@ -293,7 +129,7 @@ static void cuda_free(tc_backend *be, void *p) {
  * after the previous step's download. */
 static void cuda_upload(tc_backend *be, void *dst, const void *src, size_t bytes) {
     tc_cuda_ctx *c = ctx_of(be);
-    TC_ASSERT(!t_capturing, "cuda: upload inside a captured step");
+    TC_ASSERT(!tc_cuda_t_capturing, "cuda: upload inside a captured step");
     if (!bytes || !cuda_enter(c)) return;
     tc_cuda_lane *L = lane_of(c);
     cudaStream_t st = mem_stream(c, L);
@@ -303,7 +139,7 @@ static void cuda_upload(tc_backend *be, void *dst, const void *src, size_t bytes
 
 static void cuda_download(tc_backend *be, void *dst, const void *src, size_t bytes) {
     tc_cuda_ctx *c = ctx_of(be);
-    TC_ASSERT(!t_capturing, "cuda: download inside a captured step");
+    TC_ASSERT(!tc_cuda_t_capturing, "cuda: download inside a captured step");
     if (!bytes) return;
     if (cuda_enter(c)) {
         tc_cuda_lane *L = lane_of(c);
@@ -365,7 +201,7 @@ static void cuda_linear(tc_backend *be, float *y, int ldy, const float *x, int l
     if (L->xconv_elems < (size_t)k) { /* no weight that wide uploaded, or no device memory for it at load */
         char why[96];
         snprintf(why, sizeof why, "no buffer for %d-wide 16-bit activations (out of device memory at load)", k);
-        cuda_fail(c, "linear", why, __FILE__, __LINE__);
+        tc_cuda_fail(c, "linear", why, __FILE__, __LINE__);
         return;
     }
     const cudaDataType_t dt = be->wtype == TC_WT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
@@ -458,7 +294,7 @@ static void cuda_rope_kv_batch(tc_backend *be, const tc_rope_kv_item *it, int n,
     for (int i = 0; i < n; i += cap) {
         const int cnt = n - i < cap ? n - i : cap;
         /* replay: the items from device memory; the grid (most rows) is the launch's own */
-        const tc_rope_kv_item *dev = stage_items(L, it + i, (size_t)cnt * sizeof *it);
+        const tc_rope_kv_item *dev = tc_cuda_stage_items(L, it + i, (size_t)cnt * sizeof *it);
         int most = 0;
         for (int j = 0; j < cnt; j++)
             if (it[i + j].n > most) most = it[i + j].n;
@@ -479,7 +315,7 @@ static cudaError_t att_call(tc_cuda_ctx *c, float *out, int ldo, const float *q,
     if (REPLAY_MIX(L, OP_ATT, P64(out), ldo, P64(q), ldq, P64(k), ldk, P64(v), ldv, nq, nk, n_head, head_dim,
                    (uint64_t)qpos0, (uint64_t)kpos0, causal, fbits(beta), (uint64_t)tc_cuda_attention_mma_on()))
         return cudaSuccess;
-    int splits = t_capturing ? 1 : tc_cuda_attention_splits(nq, nk, n_head, c->sms);
+    int splits = tc_cuda_t_capturing ? 1 : tc_cuda_attention_splits(nq, nk, n_head, c->sms);
     if (splits > 1) {
         const size_t need = TC_CUDA_ATT_PART_FLOATS(splits, nq, n_head, head_dim);
         if (L->att_part_floats < need) {
@@ -510,7 +346,7 @@ static void cuda_attention(tc_backend *be, float *out, int ldo, const float *q, 
 /* one launch of the row kernel (or, replaying, its hash and staged items) */
 static cudaError_t att_rows_call(tc_cuda_ctx *c, const tc_att_item *rows, int nr, int n_head, int head_dim) {
     tc_cuda_lane *L = lane_of(c);
-    const tc_att_item *dev = stage_items(L, rows, (size_t)nr * sizeof *rows);
+    const tc_att_item *dev = tc_cuda_stage_items(L, rows, (size_t)nr * sizeof *rows);
     int mq = 1;
     for (int i = 0; i < nr; i++)
         if (rows[i].nq > mq) mq = rows[i].nq;
@@ -522,8 +358,8 @@ static cudaError_t att_rows_call(tc_cuda_ctx *c, const tc_att_item *rows, int nr
 static cudaError_t att_pairs_call(tc_cuda_ctx *c, const tc_att_item *w, const tc_att_item *z, int np, int n_head,
                                   int head_dim) {
     tc_cuda_lane *L = lane_of(c);
-    const tc_att_item *dw = stage_items(L, w, (size_t)np * sizeof *w);
-    const tc_att_item *dz = stage_items(L, z, (size_t)np * sizeof *z);
+    const tc_att_item *dw = tc_cuda_stage_items(L, w, (size_t)np * sizeof *w);
+    const tc_att_item *dz = tc_cuda_stage_items(L, z, (size_t)np * sizeof *z);
     int mq = 1;
     for (int i = 0; i < np; i++)
         if (w[i].nq > mq) mq = w[i].nq;
@@ -658,7 +494,7 @@ static void cuda_qkv_rope(tc_backend *be, const tc_rope_kv_item *it, int n, floa
     }
     tc_cuda_lane *L = lane_of(c);
     /* replay: the rows from device memory; everything else is the launch's own */
-    const tc_rope_row *dev = stage_items(L, rr, (size_t)rows * sizeof *rr);
+    const tc_rope_row *dev = tc_cuda_stage_items(L, rr, (size_t)rows * sizeof *rr);
     if (REPLAY_MIX(L, OP_QKV_ROPE, P64(qkv), ldq, P64(x), P64(W), P64(bias), rows, P64(ln_w), P64(ln_b), fbits(eps),
                    n_head, head_dim, fbits(base)))
         return;
@@ -688,270 +524,18 @@ static void cuda_sample(tc_backend *be, int32_t *tokens, const float *x, int n, 
     tc_cuda_ctx *c = ctx_of(be);
     if (n <= 0 || !cuda_enter(c)) return;
     tc_cuda_lane *L = lane_of(c);
-    const tc_draw *dev = stage_items(L, draws, (size_t)n * sizeof *draws);
+    const tc_draw *dev = tc_cuda_stage_items(L, draws, (size_t)n * sizeof *draws);
     if (REPLAY_MIX(L, OP_SAMPLE, P64(tokens), P64(x), n, V)) return;
     (void)CU_OK(c, tc_cuda_sample(L->stream, tokens, x, n, V, draws, dev));
 }
 
-/* ---- CUDA graphs ---------------------------------------------------------
- * model/ brackets a hit step's ops (after the token upload, before the
- * download) with capture_begin / capture_end, and issues them again while
- * capture_end says 0.
- *
- * TC_CUDA_GRAPHS=1 (capture): the lane's stream records the ops; capture_end
- * turns the recording into the lane's executable graph -- updated in place
- * when the launch sequence has the last step's shape, instantiated anew
- * when not -- and launches it. Recording costs about what launching does.
- *
- * TC_CUDA_GRAPHS=2 (replay): a first pass only *probes*: each op hashes the
- * launches it would make (kernel, grid, every pointer and scalar) and
- * copies the per-session items of the batched kernels (rope_kv, attention
- * rows and pairs: positions, lengths, window pointers -- what changes from
- * step to step) into the lane's pinned staging; nothing is launched. If
- * the hash is that of the lane's kept graph, capture_end launches that
- * graph as is: its first node copies the staging to the device, where the
- * batched kernels read their items. The host cost of a step is then the
- * model's own bookkeeping plus one launch. Otherwise capture_end says 0,
- * and the second pass captures the step (the staging copy first, then the
- * kernels reading their items from device memory), keeps the graph under
- * this hash and launches it. Thread-local capture mode: another thread may
- * allocate or synchronize meanwhile (the mode restricts only the capturing
- * thread's calls); what it enqueues goes on a stream no one is capturing
- * (mem_stream), for anything enqueued on this lane's stream now would join
- * the capture. */
-/* cudaStreamBeginCapture on the lane's stream, mem_mu held: a memory op of
- * another thread (mem_stream) is enqueued either before the capture begins
- * or, seeing it, on the side stream */
-static cudaError_t begin_capture(tc_cuda_lane *L) {
-    pthread_mutex_lock(&L->mem_mu);
-    cudaError_t e = cudaStreamBeginCapture(L->stream, cudaStreamCaptureModeThreadLocal);
-    pthread_mutex_unlock(&L->mem_mu);
-    return e;
-}
-static void cuda_capture_begin(tc_backend *be) {
-    tc_cuda_ctx *c = ctx_of(be);
-    tc_cuda_lane *L = lane_of(c);
-    TC_ASSERT(!t_capturing, "cuda: capture_begin inside a capture");
-    if (!c->graphs || !cuda_enter(c)) return;
-    if (c->graphs == 1) {
-        if (CU_OK(c, begin_capture(L))) {
-            t_capturing = 1;
-            t_mode = M_LEGACY;
-        }
-        return;
-    }
-    if (!L->stage_h && !L->stage_failed) { /* once per lane, before any capture */
-        void *h = NULL, *d = NULL;
-        if (cudaHostAlloc(&h, TC_CUDA_STAGE_BYTES, cudaHostAllocDefault) == cudaSuccess &&
-            cudaMalloc(&d, TC_CUDA_STAGE_BYTES) == cudaSuccess) {
-            L->stage_h = h, L->stage_d = d, L->stage_cap = TC_CUDA_STAGE_BYTES;
-        } else {
-            /* no staging: every step runs as called, and the allocations
-             * (the device one synchronizes the device) are not retried */
-            (void)cudaGetLastError();
-            if (h) (void)cudaFreeHost(h);
-            L->stage_cap = 0;
-            L->stage_failed = 1;
-            TC_LOG(TC_LOG_WARN, "cuda", "device %d: no memory for the replay staging (%zu bytes): hit steps run "
-                   "without graphs on this lane", c->device, TC_CUDA_STAGE_BYTES);
-        }
-    }
-    L->hash = 1469598103934665603ull; /* FNV offset basis */
-    {
-        /* a graph captured with programmatic launches is not the one without */
-        const uint64_t pdl = (uint64_t)tc_cuda_pdl_on();
-        hash_mix(L, &pdl, sizeof pdl);
-    }
-    L->stage_used = 0;
-    L->stage_overflow = 0;
-    if (L->next == M_DIRECT || !L->stage_h) { /* the staging overflowed last pass: run as called */
-        L->direct_pass = 1;
-        return;
-    }
-    if (L->next == M_CAPTURE) {
-        if (!CU_OK(c, begin_capture(L))) return;
-        /* the graph's first node: this step's items, staged by the ops below */
-        if (L->probe_used &&
-            !CU_OK(c, cudaMemcpyAsync(L->stage_d, L->stage_h, L->probe_used, cudaMemcpyHostToDevice, L->stream))) {
-            cudaGraph_t g = NULL;
-            (void)cudaStreamEndCapture(L->stream, &g);
-            if (g) (void)cudaGraphDestroy(g);
-            return;
-        }
-        t_mode = M_CAPTURE;
-    } else {
-        t_mode = M_PROBE;
-    }
-    t_capturing = 1;
-}
-
-/* TC_CUDA_GRAPHS=1: the recording into the lane's graph, launched */
-static void legacy_end(tc_cuda_ctx *c, tc_cuda_lane *L) {
-    cudaGraph_t g = NULL;
-    /* ended even on a poisoned device, so the stream leaves capture mode */
-    cudaError_t e = cudaStreamEndCapture(L->stream, &g);
-    if (!CU_OK(c, e) || atomic_load(&c->poisoned)) {
-        if (g) (void)cudaGraphDestroy(g);
-        return;
-    }
-    if (L->exec) {
-        cudaGraphExecUpdateResultInfo info;
-        if (cudaGraphExecUpdate(L->exec, g, &info) != cudaSuccess) {
-            (void)cudaGetLastError(); /* a topology change is not an error: instantiate */
-            (void)cudaGraphExecDestroy(L->exec);
-            L->exec = NULL;
-        }
-    }
-    if (!L->exec) {
-        if (!CU_OK(c, cudaGraphInstantiate(&L->exec, g, 0))) {
-            L->exec = NULL;
-            (void)cudaGraphDestroy(g);
-            return;
-        }
-        L->n_instantiate++;
-    }
-    if (CU_OK(c, cudaGraphLaunch(L->exec, L->stream))) L->n_launch++;
-    (void)cudaGraphDestroy(g); /* the exec keeps what it needs */
-}
-
-/* 1: the step's ops ran (or were launched as a graph); 0: issue them again */
-static int cuda_capture_end(tc_backend *be) {
-    tc_cuda_ctx *c = ctx_of(be);
-    tc_cuda_lane *L = lane_of(c);
-    if (L->direct_pass) {
-        L->direct_pass = 0;
-        L->next = M_PROBE;
-        return 1;
-    }
-    if (!t_capturing) return 1;
-    const int mode = t_mode;
-    t_capturing = 0;
-    t_mode = M_DIRECT;
-    if (mode == M_LEGACY) {
-        legacy_end(c, L);
-        return 1;
-    }
-    if (mode == M_PROBE) {
-        if (atomic_load(&c->poisoned)) return 1; /* nothing more will run */
-        if (L->stage_overflow) {
-            L->next = M_DIRECT;
-            return 0;
-        }
-        L->n_probe++;
-        for (int i = 0; i < TC_CUDA_KEPT; i++)
-            if (L->kept[i].exec && L->hash == L->kept[i].hash && L->stage_used == L->kept[i].used) {
-                L->kept[i].last = L->n_probe;
-                if (CU_OK(c, cudaGraphLaunch(L->kept[i].exec, L->stream))) L->n_launch++;
-                return 1;
-            }
-        L->probe_hash = L->hash, L->probe_used = L->stage_used;
-        L->next = M_CAPTURE;
-        return 0;
-    }
-    /* M_CAPTURE: keep the graph under the probe's hash, launch it */
-    L->next = M_PROBE;
-    cudaGraph_t g = NULL;
-    cudaError_t e = cudaStreamEndCapture(L->stream, &g);
-    if (!CU_OK(c, e) || atomic_load(&c->poisoned)) {
-        if (g) (void)cudaGraphDestroy(g);
-        return 1;
-    }
-    cudaGraphExec_t x = NULL;
-    if (!CU_OK(c, cudaGraphInstantiate(&x, g, 0))) {
-        (void)cudaGraphDestroy(g);
-        return 1;
-    }
-    (void)cudaGraphDestroy(g);
-    L->n_instantiate++;
-    if (CU_OK(c, cudaGraphLaunch(x, L->stream))) L->n_launch++;
-    /* kept only if this pass made the launches the probe hashed, all
-     * reading staged items (else a replay would use this step's values);
-     * in the slot of the least recently used graph */
-    if (L->hash == L->probe_hash && L->stage_used == L->probe_used && !L->stage_overflow) {
-        int v = 0;
-        for (int i = 1; i < TC_CUDA_KEPT; i++)
-            if (!L->kept[i].exec ? L->kept[v].exec != NULL : L->kept[v].exec && L->kept[i].last < L->kept[v].last)
-                v = i;
-        if (L->kept[v].exec) (void)cudaGraphExecDestroy(L->kept[v].exec);
-        L->kept[v].exec = x, L->kept[v].hash = L->hash, L->kept[v].used = L->stage_used;
-        L->kept[v].last = L->n_probe;
-    } else {
-        TC_LOG(TC_LOG_DEBUG, "cuda", "lane step graph not kept: the capture pass differed from its probe");
-        (void)cudaGraphExecDestroy(x); /* after the launch: the launch keeps what it needs */
-    }
-    return 1;
-}
-
-/* ---- TC_CUDA_PROFILE=1: where the GPU time goes, per op class ----
- * A pair of CUDA events around every op a lane runs outside a captured
- * graph; tc_backend_cuda_profile reads them back. Events serialize nothing
- * on the device but cost host time (two records an op), so this is a
- * measuring mode, off by default. With 1 the interval includes the host's
- * launch of the op when the stream is idle (a host-bound step shows every
- * small op at the launch cost); with 2 a 40 us spin kernel goes ahead of
- * each op, so the interval is the op's device time alone (the step then
- * runs ~40 us an op slower: per-op figures only). */
-enum {
-    P_EMBED, P_COPY, P_LAYERNORM, P_SKINNY, P_PRE, P_GEMM, P_ROPE, P_ATT_QK, P_ATT_KQ, P_ATT_STEP, P_SWIGLU, P_TOPK,
-    P_QKV_ROPE, P_SAMPLE, P_N
-};
-static const char *const prof_name[P_N] = {
-    "embed", "copy2d", "layernorm", "linear, <= 8 rows", "LN/SwiGLU + linear", "linear, GEMM", "rope (+ K/V append)",
-    "attention, queries>=keys", "attention, keys>queries", "attention, step rows", "swiglu", "topk",
-    "LN + QKV + rope (+ K/V)", "sample",
-};
-#define TC_PROF_CAP 2048
-typedef struct tc_prof {
-    cudaEvent_t a[TC_PROF_CAP], b[TC_PROF_CAP];
-    unsigned char op[TC_PROF_CAP];
-    int n, exact; /* exact (TC_CUDA_PROFILE=2): a spin ahead of each op, see prof_begin */
-    double ms[P_N];
-    long cnt[P_N];
-} tc_prof;
-
-static void prof_drain(tc_prof *P) {
-    if (!P->n) return;
-    if (cudaEventSynchronize(P->b[P->n - 1]) == cudaSuccess)
-        for (int i = 0; i < P->n; i++) {
-            float ms;
-            if (cudaEventElapsedTime(&ms, P->a[i], P->b[i]) == cudaSuccess) P->ms[P->op[i]] += ms, P->cnt[P->op[i]]++;
-        }
-    (void)cudaGetLastError(); /* a failed read-back loses a sample, nothing else */
-    P->n = 0;
-}
-static int prof_begin(tc_cuda_ctx *c) {
-    tc_cuda_lane *L = lane_of(c);
-    tc_prof *P = L->prof;
-    if (!P || t_capturing || atomic_load(&c->poisoned)) return -1;
-    if (P->n == TC_PROF_CAP) prof_drain(P);
-    /* exact: 40 us of spinning first, longer than the host takes to queue
-     * the event and the op's launches, so they start together after it */
-    if (P->exact && tc_cuda_spin(L->stream, 40000) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return -1;
-    }
-    if (cudaEventRecord(P->a[P->n], L->stream) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return -1;
-    }
-    return P->n;
-}
-static void prof_end(tc_cuda_ctx *c, int i, int op) {
-    if (i < 0) return;
-    tc_cuda_lane *L = lane_of(c);
-    if (cudaEventRecord(L->prof->b[i], L->stream) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return;
-    }
-    L->prof->op[i] = (unsigned char)op;
-    L->prof->n = i + 1;
-}
+/* ---- TC_CUDA_PROFILE: each op timed (backend_cuda_graph.c keeps the timer) ---- */
 #define PROF_OP(fn, OP, PARAMS, ARGS)                                                                                   \
     static void fn##_prof PARAMS {                                                                                      \
         tc_cuda_ctx *c_ = ctx_of(be);                                                                                   \
-        int i_ = prof_begin(c_);                                                                                        \
+        int i_ = tc_cuda_prof_begin(c_);                                                                                        \
         fn ARGS;                                                                                                        \
-        prof_end(c_, i_, (OP));                                                                                         \
+        tc_cuda_prof_end(c_, i_, (OP));                                                                                         \
     }
 PROF_OP(cuda_copy2d, P_COPY, (tc_backend *be, float *dst, int ldd, const float *src, int lds, int rows, int cols),
         (be, dst, ldd, src, lds, rows, cols))
@@ -1011,46 +595,6 @@ static void prof_install(tc_backend *be) {
     be->swiglu = cuda_swiglu_prof;
     be->topk = cuda_topk_prof;
     if (be->sample) be->sample = cuda_sample_prof;
-}
-
-static void prof_free(tc_prof *P) {
-    if (!P) return;
-    for (int i = 0; i < TC_PROF_CAP; i++) {
-        if (P->a[i]) (void)cudaEventDestroy(P->a[i]);
-        if (P->b[i]) (void)cudaEventDestroy(P->b[i]);
-    }
-    free(P);
-}
-
-int tc_backend_cuda_profile(tc_backend *be, const char *title, FILE *out) {
-    tc_cuda_ctx *c = ctx_of(be);
-    tc_prof *P = c ? lane_of(c)->prof : NULL;
-    if (!P) return 0;
-    (void)cudaSetDevice(c->device);
-    prof_drain(P);
-    double total = 0;
-    for (int i = 0; i < P_N; i++) total += P->ms[i];
-    if (out && total > 0) {
-        int ord[P_N];
-        for (int i = 0; i < P_N; i++) ord[i] = i;
-        for (int i = 1; i < P_N; i++) /* by time, largest first */
-            for (int j = i; j > 0 && P->ms[ord[j]] > P->ms[ord[j - 1]]; j--) {
-                int t = ord[j];
-                ord[j] = ord[j - 1], ord[j - 1] = t;
-            }
-        fprintf(out, "# GPU time by op (TC_CUDA_PROFILE=%d%s, lane %d): %s: %.3f ms in all\n", P->exact ? 2 : 1,
-                P->exact ? ", device time alone" : ", with launch", t_lane, title, total);
-        fprintf(out, "#   %-26s %10s %6s %8s %10s\n", "op", "ms", "%", "calls", "us/call");
-        for (int i = 0; i < P_N; i++) {
-            int o = ord[i];
-            if (!P->cnt[o]) continue;
-            fprintf(out, "#   %-26s %10.3f %5.1f%% %8ld %10.2f\n", prof_name[o], P->ms[o], 100.0 * P->ms[o] / total,
-                    P->cnt[o], 1000.0 * P->ms[o] / (double)P->cnt[o]);
-        }
-    }
-    memset(P->ms, 0, sizeof P->ms);
-    memset(P->cnt, 0, sizeof P->cnt);
-    return 1;
 }
 
 int tc_backend_cuda_device_count(void) {
@@ -1220,23 +764,14 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     be->topk = cuda_topk;
     if (c->sample) be->sample = cuda_sample;
     be->sample_min_rows = c->sample == 2 ? 2 : 1;
-    be->capture_begin = cuda_capture_begin;
-    be->capture_end = cuda_capture_end;
+    be->capture_begin = tc_cuda_capture_begin;
+    be->capture_end = tc_cuda_capture_end;
     be->row_tile = TC_CUDA_ROW_TILE;
     if (profile) {
         for (int l = 0; l < TC_CUDA_LANES; l++) {
-            tc_prof *P = calloc(1, sizeof *P);
-            if (!P) {
-                st = TC_FAIL(TC_ERR_NOMEM, "out of memory");
+            if (!(c->lane[l].prof = tc_cuda_prof_new(c, profile == 2))) {
+                st = c->poisoned ? TC_ERR_INTERNAL : TC_ERR_NOMEM;
                 goto fail;
-            }
-            c->lane[l].prof = P;
-            P->exact = profile == 2;
-            for (int i = 0; i < TC_PROF_CAP; i++) {
-                if (!CU_OK(c, cudaEventCreate(&P->a[i])) || !CU_OK(c, cudaEventCreate(&P->b[i]))) {
-                    st = TC_ERR_INTERNAL;
-                    goto fail;
-                }
             }
         }
         prof_install(be);
@@ -1245,8 +780,9 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
         struct cudaDeviceProp prop;
         if (cudaGetDeviceProperties(&prop, device) == cudaSuccess) c->sms = prop.multiProcessorCount;
         if (c->sms > 0)
-            TC_LOG(TC_LOG_INFO, "cuda", "device %d: %s, sm_%d%d, %.1f GiB", device, prop.name, prop.major,
-                   prop.minor, (double)prop.totalGlobalMem / (double)(1u << 30));
+            TC_LOG(TC_LOG_INFO, "cuda", "device %d: %s, sm_%d%d, %.1f GiB, weights %s", device, prop.name,
+                   prop.major, prop.minor, (double)prop.totalGlobalMem / (double)(1u << 30),
+                   wtype == TC_WT_BF16 ? "bf16" : wtype == TC_WT_F16 ? "f16" : "f32");
     }
     return TC_OK;
 fail:
@@ -1272,7 +808,7 @@ void tc_backend_cuda_free(tc_backend *be) {
             if (L->am_count) (void)cudaFree(L->am_count);
             if (L->pair_part) (void)cudaFree(L->pair_part);
             if (L->pair_count) (void)cudaFree(L->pair_count);
-            prof_free(L->prof);
+            tc_cuda_prof_free(L->prof);
             if (L->blas) (void)cublasDestroy(L->blas);
             if (L->blas_ws) (void)cudaFree(L->blas_ws);
             if (L->stream) (void)cudaStreamDestroy(L->stream);
