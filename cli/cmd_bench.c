@@ -692,8 +692,13 @@ static int bench_floor(const bench_opts *o) {
     free(lg);
     if (st != TC_OK) { bench_free(o, &be, m); return tc_cli_fail("bench", st); }
     char nb[32];
-    printf("floors and model figures side by side, %d repetitions (threads %d; %.1f MB of fp32 weights per hit "
-           "step; sync over %s tokens = %.1f GFLOP)\n", reps, nt, wb / 1e6, fmt_n(n, nb, sizeof nb), fl / 1e9);
+    /* 16-bit weights (TC_CUDA_WEIGHTS): the hit step's bytes are theirs, and
+     * so is the GEMM floor (the backend's linear, a bf16 / f16 GEMM), while
+     * a sync's attentions stay fp32: its share of that rate is lower */
+    const char *wname = be.wtype == TC_WT_BF16 ? "bf16" : be.wtype == TC_WT_F16 ? "f16" : "fp32";
+    printf("floors and model figures side by side, %d repetitions (threads %d; %.1f MB of %s weights per hit "
+           "step; sync over %s tokens = %.1f GFLOP; GEMM floor in %s)\n", reps, nt, wb / 1e6, wname,
+           fmt_n(n, nb, sizeof nb), fl / 1e9, wname);
     printf("%4s %12s %10s %12s %12s %12s %10s %12s\n", "rep", o->cuda >= 0 ? "copy_GB/s" : "triad_GB/s", "hit_ms",
            "hit/floor", o->cuda >= 0 ? "cuBLAS_GF/s" : "SGEMM_GF/s", "sync_s", "sync_GF/s", "sync/SGEMM");
     for (int r = 0; r < reps; r++)
@@ -704,7 +709,8 @@ static int bench_floor(const bench_opts *o) {
     double mrh = quantile(tmp, reps, 0.5);
     memcpy(tmp, rs, sizeof(double) * (size_t)reps);
     double mrs = quantile(tmp, reps, 0.5);
-    printf("median: hit step, batch 1 = %.2f x the bandwidth floor; sync = %.0f%% of the SGEMM rate\n", mrh, 100 * mrs);
+    printf("median: hit step, batch 1 = %.2f x the bandwidth floor; sync = %.0f%% of the %s GEMM rate\n", mrh,
+           100 * mrs, wname);
     if (o->csv) {
         const char *label = o->model ? o->model : o->preset;
         fprintf(o->csv, "preset,rep,triad_gbs,hit_ms,hit_over_floor,sgemm_gflops,sync_s,sync_gflops,sync_over_sgemm\n");

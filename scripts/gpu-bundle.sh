@@ -18,10 +18,16 @@
 #                untracked files (gpu-run-bundle.sh prints it in summary.txt)
 # Only the targets gpu-run-bundle.sh runs are built ($targets below).
 # Then `bash scripts/gpu-run-bundle.sh` there (carry .gpu-bundle).
-# Knobs: BUILD (default build-gpu), CUDA_ARCH (default "80;90"), JOBS.
+# Knobs: BUILD (default build-gpu), CUDA_ARCH (default "80;90"), JOBS,
+# BUNDLE (default .gpu-bundle/bundle.tar.xz; another name under .gpu-bundle/
+# keeps the first: e.g. BUILD=build-gpu80 CUDA_ARCH=80-virtual
+# BUNDLE=.gpu-bundle/sm80.tar.xz, the sm_80 code as PTX that an sm_90
+# device JIT-compiles, so its sm_80 paths run there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-gpu}
+BUNDLE=${BUNDLE:-.gpu-bundle/bundle.tar.xz}
+case $BUNDLE in .gpu-bundle/*.tar.xz) ;; *) echo "gpu-bundle.sh: BUNDLE '$BUNDLE': expected .gpu-bundle/NAME.tar.xz" >&2; exit 2 ;; esac
 CUDA_ARCH=${CUDA_ARCH:-80;90}
 D=$(mktemp -d)/bundle
 trap 'rm -rf "$(dirname "$D")"' EXIT
@@ -59,6 +65,6 @@ if [ "$label" != "${label%-dirty}" ] || [ "$untracked" != 0 ]; then
 fi
 echo "$label" >"$D/commit"
 echo "bundle of $label"
-rm -rf .gpu-bundle && mkdir -p .gpu-bundle
-tar -C "$D" -cJf .gpu-bundle/bundle.tar.xz .
-du -sh "$D" .gpu-bundle/bundle.tar.xz
+mkdir -p .gpu-bundle && rm -f "$BUNDLE"
+tar -C "$D" -cJf "$BUNDLE" .
+du -sh "$D" "$BUNDLE"

@@ -48,6 +48,8 @@
 # steps at batch 1, where the machine has Nsight Systems), persist (the
 # persistent hit-step probe, bench/persist: one kernel a phase against one
 # co-resident kernel with grid barriers, same arithmetic, checked bitwise)
+# BUNDLE picks another bundle of scripts/gpu-bundle.sh (default
+# .gpu-bundle/bundle.tar.xz); give it its own W (e.g. /tmp/tc-gpu-sm80).
 # A library that cannot be found stops the run at once (exit 3), before any
 # device time is spent on tests. Exit status: 0 when every stage ran and
 # passed; 1 when one failed; 4 when none failed but some were skipped
@@ -111,7 +113,7 @@ left() { echo $((T0 + BUDGET - $(date +%s))); }
 
 rm -rf "$W"
 mkdir -p "$W/csv"
-tar -C "$W" -xJf .gpu-bundle/bundle.tar.xz || { echo "no bundle: run scripts/gpu-bundle.sh first" | tee -a "$S"; exit 2; }
+tar -C "$W" -xJf "${BUNDLE:-.gpu-bundle/bundle.tar.xz}" || { echo "no bundle: run scripts/gpu-bundle.sh first" | tee -a "$S"; exit 2; }
 echo "bundle: $(cat "$W/commit")" | tee -a "$S"
 {
     echo "date: $(date -u +%FT%TZ)  bundle of $(cat "$W/commit")"
@@ -141,6 +143,10 @@ for b in tconstd tconst tconst-cuda tests/gpu/test_backend_ops_gpu tests/gpu/tes
     printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$LIBPATH" "$B/$b" >"$W/wrap/${b##*/}"
     chmod +x "$W/wrap/${b##*/}"
 done
+# beside tconstd's wrapper, as in the build tree: e2e_attach starts workers itself
+mkdir -p "$W/wrap/worker"
+printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$LIBPATH" "$B/worker/tconst-worker" >"$W/wrap/worker/tconst-worker"
+chmod +x "$W/wrap/worker/tconst-worker"
 missing=$(for b in "$B"/tconst* "$B"/worker/tconst-worker "$B"/tests/gpu/* "$B"/bench/*; do
     LD_LIBRARY_PATH=$LIBPATH ldd "$b" | grep 'not found' | sed "s|^|$(basename "$b"): |"; done)
 if [ -n "$missing" ]; then
