@@ -43,7 +43,7 @@ typedef struct {
     double worker_timeout, worker_start_timeout;
     int64_t context_nice;
     int64_t max_sessions, max_queued, max_batch, max_tokens, max_session_tokens, max_state_bytes, stream_queue, max_message_bytes,
-        threads, warmup_tokens;
+        large_request_budget, threads, warmup_tokens;
     int overlap_syncs;
     int64_t sync_inline_max, multi_step;
     double multi_step_ms;
@@ -73,6 +73,7 @@ static const tc_knob KNOBS[] = {
     K("max-session-tokens", TC_KNOB_INT, "0", 0, 2147479551.0, "tokens a session may hold, prompt and generated (0: 2^31 - 4097, the sync's limit); a generation reaching it ends with finish_reason length", max_session_tokens),
     K("stream-queue", TC_KNOB_INT, "64", 1, 1e6, "unread messages per stream before its generation pauses", stream_queue),
     K("max-message-bytes", TC_KNOB_INT, "4194304", 1024, 1073741824.0, "largest request message (larger: RESOURCE_EXHAUSTED)", max_message_bytes),
+    K("large-request-budget", TC_KNOB_INT, "0", 0, 1e15, "bytes of large requests (messages over 16 KiB, handled on threads of their own) queued or running at once; past it a large request gets RESOURCE_EXHAUSTED, smaller ones still run. Each holds a copy of its message, and tokenizing text takes ~100 B of scratch per byte. 0: the larger of 64 MiB and --max-message-bytes; else at least --max-message-bytes", large_request_budget),
     K("overlap-syncs", TC_KNOB_BOOL, "true", 0, 0, "run syncs on the context thread, overlapping other sessions' steps (false: inline in the batch)", overlap_syncs),
     K("sync-inline-max", TC_KNOB_INT, "512", 0, 1e9, "a sync over at most this many history tokens runs inline in the generation batch instead of on the context worker (short syncs cost less than the hand-off and never wait behind a long one; 0: all go to the context worker)", sync_inline_max),
     K("multi-step", TC_KNOB_INT, "8", 1, 1024, "tokens a generation worker makes per session in one Step call, feeding back what it samples (its own step loop: one round trip per run, not per token; tokens reach the stream in runs). 1: a call per token. Requests with stop strings, and in-process workers, step one token at a time", multi_step),
@@ -236,6 +237,15 @@ static int check_one_device(const dcfg *c, const char *flag, const char *d) {
     }
     return 0;
 }
+static int check_limits(const dcfg *c) {
+    if (c->large_request_budget && c->large_request_budget < c->max_message_bytes) {
+        fprintf(stderr, "tconstd: error: --large-request-budget %lld is below --max-message-bytes %lld: a request of "
+                        "the largest size allowed could never run\n", (long long)c->large_request_budget,
+                (long long)c->max_message_bytes);
+        return -1;
+    }
+    return 0;
+}
 static int check_device(const dcfg *c) {
     /* before anything starts, with or without --workers (where the mode
      * does not apply, a typo is still a typo) */
@@ -340,7 +350,7 @@ int main(int argc, char **argv) {
         tc_knobs_free(KNOBS, N_KNOBS, &cfg);
         return 2;
     }
-    if (check_device(&cfg) != 0) {
+    if (check_device(&cfg) != 0 || check_limits(&cfg) != 0) {
         tc_knobs_free(KNOBS, N_KNOBS, &cfg);
         return 2;
     }
@@ -443,7 +453,9 @@ int main(int argc, char **argv) {
         TC_LOG(TC_LOG_WARN, "main", "the model's vocab_size %d exceeds the tokenizer's %d: generated ids %d..%d "
                "stream as U+FFFD in text (their ids are sent as they are)", wc->cfg->vocab_size,
                tc_bpe_vocab_size(bpe), tc_bpe_vocab_size(bpe), wc->cfg->vocab_size - 1);
-    tc_service_info info = {dir, TC_VERSION, (int)cfg.max_message_bytes};
+    long long big_budget = cfg.large_request_budget;
+    if (!big_budget) big_budget = cfg.max_message_bytes > (64ll << 20) ? cfg.max_message_bytes : 64ll << 20;
+    tc_service_info info = {dir, TC_VERSION, (int)cfg.max_message_bytes, big_budget};
     if (tc_service_init(&svc, NULL, wc, bpe, &info) != TC_OK) {
         fprintf(stderr, "tconstd: error: %s\n", tc_error_get() ? tc_error_get() : "cannot start the service");
         goto out;

@@ -748,11 +748,13 @@ static void run_or_queue(ctx *c, int which, const uint8_t *m, size_t n) {
         return;
     }
     tc_service *s = c->svc;
-    if (atomic_fetch_add(&s->big_bytes, (long long)n) + (long long)n > TC_BIG_QUEUED_BYTES) {
+    const long long budget = s->info.large_request_budget > 0 ? s->info.large_request_budget : TC_BIG_QUEUED_BYTES;
+    const long long held = atomic_fetch_add(&s->big_bytes, (long long)n);
+    if (held + (long long)n > budget) {
         atomic_fetch_sub(&s->big_bytes, (long long)n);
         tc_svc_finishf(c->call, TC_GRPC_RESOURCE_EXHAUSTED,
-                "too many large requests at once (over %lld MiB of requests over 16 KiB wait); retry later",
-                TC_BIG_QUEUED_BYTES >> 20);
+                "too many large requests at once: this one (%zu bytes) and the %lld bytes of requests over 16 KiB "
+                "queued or running exceed --large-request-budget %lld; retry later", n, held, budget);
         return;
     }
     big_item *it = malloc(sizeof *it + n);

@@ -14,6 +14,7 @@ typedef struct {
     const char *model_path;
     const char *version;
     int max_message_bytes;
+    long long large_request_budget; /* bytes of requests over 16 KiB queued or running at once (0: 64 MiB) */
 } tc_service_info;
 
 tc_status tc_service_init(tc_service **out, tc_engine *e, tc_worker_client *wc, struct tc_bpe *bpe,

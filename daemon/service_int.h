@@ -72,8 +72,9 @@ struct tc_service {
 
 /* the largest request message a handler takes on the RPC thread */
 #define TC_INLINE_MAX 16384
-/* large requests queued or running at once, in bytes: each is a copy of
- * its message, and tokenizing takes ~100 B of scratch a byte of text */
+/* large requests queued or running at once, in bytes, by default
+ * (tconstd --large-request-budget): each is a copy of its message, and
+ * tokenizing takes ~100 B of scratch a byte of text */
 #define TC_BIG_QUEUED_BYTES (64ll << 20)
 
 /* ---- service.c ---- */

@@ -280,7 +280,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     if (tc_config_preset(&g_cfg, "tiny", TC_ARCH_TCONST) != TC_OK) abort();
     g_bpe = mini_bpe();
     if (tc_bpe_vocab_size(g_bpe) != g_cfg.vocab_size) abort();
-    tc_service_info info = {"fuzz", "0.1.0", 1 << 22};
+    tc_service_info info = {"fuzz", "0.1.0", 1 << 22, 0};
     if (tc_service_init(&g_svc, NULL, &g_wc, g_bpe, &info) != TC_OK) abort();
     tc_service_set_serving(g_svc, 1, 0);
     g_sink = *tc_service_sink();

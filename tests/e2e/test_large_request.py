@@ -104,6 +104,31 @@ def body(env, ck):
         ck.check(all(e in ("OK", "UNAVAILABLE", "CANCELLED") for e in ends), "each ends OK or UNAVAILABLE",
                  str(ends))
 
+    # --large-request-budget: bytes of large requests at once. At 6 MiB,
+    # while a 4 MiB Tokenize runs, a second one is refused with
+    # RESOURCE_EXHAUSTED naming the knob (the first still running before
+    # and after it: the gauge reads 1), a 40 KB one still fits and runs,
+    # and once the first is done the second runs
+    with Daemon(env, "--max-message-bytes", str(5 << 20), "--large-request-budget", str(6 << 20), model=model) as d:
+        s = d.stub(d.channel(**{"grpc.max_receive_message_length": 64 << 20}))
+        first = s.Tokenize.future(pb.TokenizeRequest(text="a" * BIG), timeout=280)
+        ck.check(wait_for(lambda: d.metric("tconst_large_requests") == 1, 60, "the first big Tokenize"),
+                 "budget: the first 4 MiB Tokenize runs (tconst_large_requests 1)")
+        ck.rpc_error(lambda: s.Tokenize(pb.TokenizeRequest(text="a" * BIG), timeout=60),
+                     grpc.StatusCode.RESOURCE_EXHAUSTED, "budget: a second 4 MiB Tokenize over the 6 MiB budget",
+                     "--large-request-budget")
+        got = list(s.Tokenize(pb.TokenizeRequest(text=text), timeout=60).token_ids)
+        during = d.metric("tconst_large_requests")
+        ck.equal((got, during), (want, 1.0), "budget: a 40 KB Tokenize fits beside it and runs, the first still running")
+        n1 = len(first.result().token_ids)
+        n2 = len(s.Tokenize(pb.TokenizeRequest(text="a" * BIG), timeout=280).token_ids)
+        ck.check(n1 > 0 and n2 == n1, "budget: after the first, the second 4 MiB Tokenize runs", f"{n1} {n2}")
+    # below --max-message-bytes: a start-up error naming both
+    r = subprocess.run([env.tconstd, "--model", model, "--max-message-bytes", str(5 << 20),
+                        "--large-request-budget", str(1 << 20)], capture_output=True, text=True, timeout=60)
+    ck.check(r.returncode == 2 and "--large-request-budget" in r.stderr and "--max-message-bytes" in r.stderr,
+             "a budget below --max-message-bytes: tconstd refuses to start, naming both", f"rc {r.returncode} {r.stderr[-200:]}")
+
 
 if __name__ == "__main__":
     run("e2e large requests", body)
