@@ -11,6 +11,11 @@
 /* Prints "tconst <cmd>: <last error>" on one line and returns 1. */
 int tc_cli_fail(const char *cmd, tc_status st);
 
+/* The same for a usage error -- a flag's value that is not one it takes --
+ * and returns 2: every tconst command exits 2 on a bad command line (an
+ * unknown flag, a missing or bad value) and 1 when the work itself fails. */
+int tc_cli_usage_fail(const char *cmd, tc_status st);
+
 /* Prints "tconst <cmd>: error: <flag> needs a value" and returns 2 (usage). */
 int tc_cli_missing_value(const char *cmd, const char *flag);
 

@@ -886,7 +886,7 @@ int tc_cli_bench(int argc, char **argv) {
         else { fprintf(stderr, "tconst bench: error: unknown flag '%s' (or missing value)\n", a); return 2; }
         i += used;
     }
-    if (st != TC_OK) return tc_cli_fail("bench", st);
+    if (st != TC_OK) return tc_cli_usage_fail("bench", st); /* a flag's bad value */
     if (!strcmp(sub, "floor") && !ctx_given) { o.ctx[0] = 65536; o.n_ctx = 1; }
     if (o.model) o.arch_mask = 1; /* the directory's own architecture */
     if (csv && !(o.csv = fopen(csv, "w"))) return tc_cli_fail("bench", TC_FAIL(TC_ERR_IO, "%s: cannot write", csv));

@@ -28,17 +28,23 @@
         if (i + 1 >= argc) return tc_cli_missing_value(cmd, argv[i]);  \
         (dst) = argv[++i];                                              \
     } while (0)
+/* a bad value is a usage error too (exit 2) */
+#define CHECK_VALUE(cmd, call)                                          \
+    do {                                                                \
+        tc_status sv_ = (call);                                         \
+        if (sv_ != TC_OK) return tc_cli_usage_fail(cmd, sv_);           \
+    } while (0)
 #define TAKE_INT(cmd, lo, hi, dst)                                      \
     do {                                                                \
         const char *v_;                                                 \
         TAKE(cmd, v_);                                                  \
-        CHECK_CLI(cmd, tc_cli_int(argv[i - 1], v_, lo, hi, dst));       \
+        CHECK_VALUE(cmd, tc_cli_int(argv[i - 1], v_, lo, hi, dst));     \
     } while (0)
 #define TAKE_FLOAT(cmd, lo, hi, dst)                                    \
     do {                                                                \
         const char *v_;                                                 \
         TAKE(cmd, v_);                                                  \
-        CHECK_CLI(cmd, tc_cli_float(argv[i - 1], v_, lo, hi, dst));     \
+        CHECK_VALUE(cmd, tc_cli_float(argv[i - 1], v_, lo, hi, dst));   \
     } while (0)
 
 /* The tokenizer file pairs, in tc_bpe_load's order of preference. */
@@ -167,10 +173,14 @@ int tc_cli_init_model(int argc, char **argv) {
         }
     }
     if (!out) { fprintf(stderr, "tconst init-model: error: --out DIR is required\n"); return 2; }
+    if (strcmp(dtype, "f32") && strcmp(dtype, "f16") && strcmp(dtype, "bf16")) {
+        fprintf(stderr, "tconst init-model: error: --dtype '%s': expected f32, f16 or bf16\n", dtype);
+        return 2;
+    }
     tc_arch a;
     tc_model_config c;
-    CHECK_CLI("init-model", tc_arch_parse(arch, &a));
-    CHECK_CLI("init-model", tc_config_preset(&c, preset, a));
+    CHECK_VALUE("init-model", tc_arch_parse(arch, &a));
+    CHECK_VALUE("init-model", tc_config_preset(&c, preset, a));
     if (ov[0].val > 0) c.vocab_size = (int)ov[0].val;
     if (ov[1].val > 0) c.n_embd = (int)ov[1].val;
     if (ov[2].val > 0) c.n_head = (int)ov[2].val;
@@ -367,7 +377,7 @@ int tc_cli_generate(int argc, char **argv) {
         else if (ARG_IS("--seed")) {
             const char *v_ = NULL;
             TAKE("generate", v_);
-            CHECK_CLI("generate", tc_cli_u64("--seed", v_, &seed));
+            CHECK_VALUE("generate", tc_cli_u64("--seed", v_, &seed));
         }
         else if (ARG_IS("--ignore-eos")) ignore_eos = 1;
         else if (ARG_IS("--help") || ARG_IS("-h")) {
@@ -386,7 +396,10 @@ int tc_cli_generate(int argc, char **argv) {
     }
     char dir[4096];
     CHECK_CLI("generate", tc_cli_model_dir(model, dir, sizeof dir));
-    if (toks) CHECK_CLI("generate", tc_parse_ids(toks, "--tokens", &ids, &np));
+    if (toks) {
+        tc_status ps = tc_parse_ids(toks, "--tokens", &ids, &np);
+        if (ps != TC_OK) { rc = tc_cli_usage_fail("generate", ps); goto done; } /* the flag's value */
+    }
     else {
         tc_status bs = tc_bpe_load(&bpe, dir);
         if (bs == TC_ERR_UNSUPPORTED) {

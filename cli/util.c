@@ -16,6 +16,11 @@ int tc_cli_fail(const char *cmd, tc_status st) {
     return 1;
 }
 
+int tc_cli_usage_fail(const char *cmd, tc_status st) {
+    (void)tc_cli_fail(cmd, st);
+    return 2;
+}
+
 int tc_cli_missing_value(const char *cmd, const char *flag) {
     fprintf(stderr, "tconst %s: error: %s needs a value\n", cmd, flag);
     return 2;

@@ -166,20 +166,32 @@ check(code == 0 and out == b"abab", "detokenize 97 0098,256 -> abab", repr(out))
 for raw in (b"97\x00 98", b"97\x0098", b"+97", b"-0", b"\x0b97", b"97 -98"):
     expect(["detokenize", "--model", m1], 1, "is not a token id", f"detokenize {raw!r}: error", stdin=raw)
 for toks in ("1 +2", "1 -0", "1 \v2"):
-    expect(["generate", "--tokens", toks, "-n", "1"], 1, "is not a non-negative 32-bit integer",
+    expect(["generate", "--tokens", toks, "-n", "1"], 2, "is not a non-negative 32-bit integer",
            f"generate --tokens {toks!r}: error")
 for val, needle in ((" 5", "is not an integer"), ("+5", "is not an integer"),
                     ("99999999999999999999", "out of range")):
-    expect(["generate", "--tokens", "1", "-n", val], 1, "-n: " + (f"'{val}' " if "integer" in needle else val + " ") +
+    expect(["generate", "--tokens", "1", "-n", val], 2, "-n: " + (f"'{val}' " if "integer" in needle else val + " ") +
            needle, f"generate -n {val!r}: error")
 # --seed takes every seed the API takes (uint64), nothing else
 code, out, err = tc("generate", "--tokens", "1 2", "-n", "3", "--temperature", "1", "--seed", "18446744073709551615")
 check(code == 0 and len(out.split()) == 3, "generate --seed 2^64-1 (the API's largest seed)", f"exit {code}: {err!r}")
 for val, needle in (("18446744073709551616", "out of range"), ("-1", "is not an integer"), ("+1", "is not an integer")):
-    expect(["generate", "--tokens", "1", "--seed", val], 1, "--seed: " + ("" if "range" in needle else f"'{val}' ")
+    expect(["generate", "--tokens", "1", "--seed", val], 2, "--seed: " + ("" if "range" in needle else f"'{val}' ")
            + (val + " " if "range" in needle else "") + needle, f"generate --seed {val}: error")
-expect(["generate", "--tokens", "1", "--temperature", "1e-400"], 1, "--temperature: 1e-400 out of range",
+expect(["generate", "--tokens", "1", "--temperature", "1e-400"], 2, "--temperature: 1e-400 out of range",
        "generate --temperature 1e-400: out of range, not 'not a number'")
+
+# a bad command line exits 2 in every command (unknown flag, missing or bad
+# value); 1 is for work that failed
+for args in (["init-model", "--arch", "foo", "--out", os.path.join(tmp, "m-x")],
+             ["init-model", "--preset", "huge", "--out", os.path.join(tmp, "m-x")],
+             ["init-model", "--dtype", "f8", "--out", os.path.join(tmp, "m-x")],
+             ["init-model", "--seed", "x", "--out", os.path.join(tmp, "m-x")],
+             ["generate", "--tokens", "1", "--top-p", "2"],
+             ["generate", "--tokens", "1", "--bogus"],
+             ["bench", "batch", "--preset", "tiny", "--reps", "0"]):
+    expect(args, 2, "error", f"tconst {' '.join(args[:3])}: a usage error, exit 2")
+check(not os.path.exists(os.path.join(tmp, "m-x")), "a refused init-model writes nothing")
 
 # ---- logits --tokens DIR ------------------------------------------------------
 expect(["logits", "--tokens", tmp, "--out", os.path.join(tmp, "x.f32")], 1, tmp + ": is a directory",
@@ -188,9 +200,9 @@ expect(["logits", "--tokens", tmp, "--out", os.path.join(tmp, "x.f32")], 1, tmp 
 # ---- bench --ctx / --batch past int64 ----------------------------------------
 for flag, val in (("--ctx", "18014398509481984K"), ("--ctx", "99999999999999999999"), ("--ctx", "1048577M"),
                   ("--batch", "9223372036854775807")):
-    expect(["bench", "state" if flag == "--ctx" else "batch", "--preset", "tiny", flag, val], 1,
+    expect(["bench", "state" if flag == "--ctx" else "batch", "--preset", "tiny", flag, val], 2,
            f"{flag}: '{val}' in '{val}' is out of range", f"bench {flag} {val}: error")
-expect(["bench", "state", "--preset", "tiny", "--ctx", "+5"], 1, "not a list of positive counts", "bench --ctx +5")
+expect(["bench", "state", "--preset", "tiny", "--ctx", "+5"], 2, "not a list of positive counts", "bench --ctx +5")
 
 # ---- client: against a stand-in server (raw protobuf bytes) ------------------
 def varint(b, i):
