@@ -180,8 +180,9 @@ static void cuda_linear(tc_backend *be, float *y, int ldy, const float *x, int l
     tc_cuda_ctx *c = ctx_of(be);
     if (n <= 0 || m <= 0 || !cuda_enter(c)) return;
     tc_cuda_lane *L = lane_of(c);
-    if (REPLAY_MIX(L, OP_LINEAR, P64(y), ldy, P64(x), ldx, P64(W), P64(bias), n, m, k, fbits(beta))) return;
-    if (n <= TC_CUDA_SKINNY_MAX) {
+    const int skinny = n <= c->skinny_rows;
+    if (REPLAY_MIX(L, OP_LINEAR, P64(y), ldy, P64(x), ldx, P64(W), P64(bias), n, m, k, fbits(beta), skinny)) return;
+    if (skinny) {
         /* few rows (the hit step): one kernel, bias folded in */
         (void)CU_OK(c, tc_cuda_linear_skinny(L->stream, y, ldy, x, ldx, W, bias, be->wtype, n, m, k, beta));
         return;
@@ -435,16 +436,16 @@ static void cuda_attention_pairs(tc_backend *be, const tc_att_item *w, const tc_
     if (np) (void)CU_OK(c, att_pairs_call(c, pw, pz, np, n_head, head_dim));
 }
 
-/* backend.h linear_pre: up to TC_CUDA_SKINNY_MAX rows whose transformed
- * input fits the kernel's shared memory in one launch (the hit step), more
- * as the two ops through tmp */
+/* backend.h linear_pre: up to skinny_rows rows whose transformed input
+ * (a group of 8) fits the kernel's shared memory in one launch (the hit
+ * step), more as the two ops through tmp */
 static void cuda_swiglu(tc_backend *be, float *out, int ldo, const float *h, int ldh, int n, int F);
 static void cuda_linear_pre(tc_backend *be, int pre, float *y, int ldy, const float *x, int ldx, float *tmp,
                             const void *W, const float *bias, int n, int m, int k, float beta, const float *ln_w,
                             const float *ln_b, float eps) {
     tc_cuda_ctx *c = ctx_of(be);
     if (n <= 0 || m <= 0 || !cuda_enter(c)) return;
-    if (n > TC_CUDA_SKINNY_MAX || tc_cuda_linear_pre_smem(n, k) > TC_CUDA_PRE_SMEM) {
+    if (n > c->skinny_rows || tc_cuda_linear_pre_smem(n, k) > TC_CUDA_PRE_SMEM) {
         if (pre == TC_PRE_LN) cuda_layernorm(be, tmp, x, ln_w, ln_b, n, k, eps);
         else cuda_swiglu(be, tmp, k, x, ldx, n, k);
         cuda_linear(be, y, ldy, tmp, k, W, bias, n, m, k, beta);
@@ -458,7 +459,7 @@ static void cuda_linear_pre(tc_backend *be, int pre, float *y, int ldy, const fl
                                       eps));
 }
 
-/* backend.h qkv_rope: up to TC_CUDA_SKINNY_MAX rows in one launch (the
+/* backend.h qkv_rope: up to skinny_rows rows in one launch (the
  * hit step: the projection, its rotation and the window appends), the
  * rows' positions and window pointers staged like rope_kv_batch's items;
  * more rows, items not in row order, or TC_CUDA_FUSE=2: the ops it stands
@@ -469,8 +470,8 @@ static void cuda_qkv_rope(tc_backend *be, const tc_rope_kv_item *it, int n, floa
     tc_cuda_ctx *c = ctx_of(be);
     if (rows <= 0 || !cuda_enter(c)) return;
     const int d = n_head * head_dim;
-    tc_rope_row rr[TC_CUDA_SKINNY_MAX];
-    int ok = c->fuse == 1 && rows <= TC_CUDA_SKINNY_MAX && head_dim >= 2 && head_dim % 2 == 0 &&
+    tc_rope_row rr[TC_CUDA_SKINNY_ROWS];
+    int ok = c->fuse == 1 && rows <= c->skinny_rows && head_dim >= 2 && head_dim % 2 == 0 &&
              tc_cuda_qkv_rope_smem(rows, d) <= TC_CUDA_PRE_SMEM, r = 0;
     for (int i = 0; ok && i < n; i++) {
         if (it[i].n <= 0) continue; /* no rows, nothing to rotate (as rope_kv_batch) */
@@ -544,11 +545,11 @@ PROF_OP(cuda_embed, P_EMBED, (tc_backend *be, float *out, const void *E, const i
 PROF_OP(cuda_layernorm, P_LAYERNORM,
         (tc_backend *be, float *out, const float *x, const float *w, const float *b, int n, int d, float eps),
         (be, out, x, w, b, n, d, eps))
-PROF_OP(cuda_linear, n <= TC_CUDA_SKINNY_MAX ? P_SKINNY : P_GEMM,
+PROF_OP(cuda_linear, n <= ctx_of(be)->skinny_rows ? P_SKINNY : P_GEMM,
         (tc_backend *be, float *y, int ldy, const float *x, int ldx, const void *W, const float *bias, int n, int m,
          int k, float beta),
         (be, y, ldy, x, ldx, W, bias, n, m, k, beta))
-PROF_OP(cuda_linear_pre, n <= TC_CUDA_SKINNY_MAX ? P_PRE : P_GEMM,
+PROF_OP(cuda_linear_pre, n <= ctx_of(be)->skinny_rows ? P_PRE : P_GEMM,
         (tc_backend *be, int pre, float *y, int ldy, const float *x, int ldx, float *tmp, const void *W,
          const float *bias, int n, int m, int k, float beta, const float *ln_w, const float *ln_b, float eps),
         (be, pre, y, ldy, x, ldx, tmp, W, bias, n, m, k, beta, ln_w, ln_b, eps))
@@ -567,7 +568,7 @@ PROF_OP(cuda_attention_batch, P_ATT_STEP, (tc_backend *be, const tc_att_item *it
 PROF_OP(cuda_attention_pairs, P_ATT_STEP,
         (tc_backend *be, const tc_att_item *w, const tc_att_item *z, int n, int n_head, int head_dim),
         (be, w, z, n, n_head, head_dim))
-PROF_OP(cuda_qkv_rope, rows <= TC_CUDA_SKINNY_MAX ? P_QKV_ROPE : P_GEMM,
+PROF_OP(cuda_qkv_rope, rows <= ctx_of(be)->skinny_rows ? P_QKV_ROPE : P_GEMM,
         (tc_backend *be, const tc_rope_kv_item *it, int n, float *qkv, int ldq, const float *x, float *tmp,
          const void *W, const float *bias, int rows, const float *ln_w, const float *ln_b, float eps, int n_head,
          int head_dim, float base),
@@ -614,8 +615,16 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     const char *w = getenv("TC_CUDA_WEIGHTS"), *g = getenv("TC_CUDA_GRAPHS"), *pr = getenv("TC_CUDA_PROFILE");
     const char *am = getenv("TC_CUDA_ATT_MMA"), *fu = getenv("TC_CUDA_FUSE"), *pd = getenv("TC_CUDA_PDL");
     const char *pp = getenv("TC_CUDA_PAIRS"), *sw = getenv("TC_CUDA_SKINNY_WARPS"), *bi = getenv("TC_CUDA_BATCH_ITEMS");
-    const char *sm = getenv("TC_CUDA_SAMPLE"), *sk = getenv("TC_CUDA_SAMPLE_KERNEL");
-    int sample_kernel = 2;
+    const char *sm = getenv("TC_CUDA_SAMPLE"), *sk = getenv("TC_CUDA_SAMPLE_KERNEL"), *sr = getenv("TC_CUDA_SKINNY_ROWS");
+    int sample_kernel = 2, skinny_rows = TC_CUDA_SKINNY_ROWS_DEFAULT;
+    if (sr && *sr) {
+        char *end = NULL;
+        const long v = strtol(sr, &end, 10);
+        if (*end || v < TC_CUDA_SKINNY_MAX || v > TC_CUDA_SKINNY_ROWS)
+            return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_SKINNY_ROWS '%s': expected %d to %d", sr, TC_CUDA_SKINNY_MAX,
+                           TC_CUDA_SKINNY_ROWS);
+        skinny_rows = (int)v;
+    }
     if (sk && *sk) {
         if (strlen(sk) != 1 || sk[0] < '0' || sk[0] > '2')
             return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_SAMPLE_KERNEL '%s': expected 0, 1 or 2", sk);
@@ -737,6 +746,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     c->pairs = pairs;
     c->fuse = fuse;
     c->batch_items = batch_items;
+    c->skinny_rows = skinny_rows;
     c->sample = sample;
     (void)tc_cuda_sample_set_kernel(sample_kernel);
     be->wtype = wtype;
@@ -860,6 +870,13 @@ int tc_backend_cuda_set_pdl(int on) { return tc_cuda_pdl_set(on); }
 int tc_backend_cuda_pdl_on(void) { return tc_cuda_pdl_on(); }
 
 int tc_backend_cuda_set_skinny_warps(int warps) { return tc_cuda_linear_set_warps(warps); }
+
+int tc_backend_cuda_set_skinny_rows(tc_backend *be, int rows) {
+    if (rows < TC_CUDA_SKINNY_MAX || rows > TC_CUDA_SKINNY_ROWS) return -1;
+    const int was = ctx_of(be)->skinny_rows;
+    ctx_of(be)->skinny_rows = rows;
+    return was;
+}
 
 void tc_backend_cuda_set_fuse(tc_backend *be, int mode) {
     tc_cuda_ctx *c = ctx_of(be);

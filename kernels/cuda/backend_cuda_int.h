@@ -74,6 +74,8 @@ typedef struct {
     int sms;    /* multiprocessors: how far the sync's attention splits its keys */
     int batch_items; /* at most this many items a batched launch (TC_CUDA_BATCH_ITEMS; 0: the kernels' capacity) */
     int fuse;   /* 1: linear_pre and qkv_rope fused, 2: linear_pre only (TC_CUDA_FUSE; 0: neither is installed) */
+    int skinny_rows; /* linears of up to this many rows on the skinny kernels, in groups of 8; more on cuBLAS
+                      * (TC_CUDA_SKINNY_ROWS / tc_backend_cuda_set_skinny_rows) */
     int pairs;  /* the hit step's softmax pairs in two blocks at once: 1 where the device would idle, 2 always, 0
                  * never (TC_CUDA_PAIRS / tc_backend_cuda_set_pairs) */
     int sample; /* the sample op (TC_CUDA_SAMPLE / tc_backend_cuda_set_sample): 0 off, 1 (default) every step, 2
@@ -97,6 +99,9 @@ typedef struct {
 /* rows of activations a lane rounds to 16 bits per GEMM (more rows are
  * done in chunks) */
 #define TC_CUDA_CONV_ROWS TC_CUDA_ROW_TILE
+/* linears of up to this many rows on the skinny kernels (TC_CUDA_SKINNY_ROWS
+ * overrides it: TC_CUDA_SKINNY_MAX, one group, to TC_CUDA_SKINNY_ROWS) */
+#define TC_CUDA_SKINNY_ROWS_DEFAULT TC_CUDA_SKINNY_MAX
 
 extern _Thread_local int tc_cuda_t_lane; /* the calling thread's lane (tc_backend_cuda_bind_lane) */
 /* this thread is between capture_begin and capture_end: it must not

@@ -34,18 +34,21 @@ cudaError_t tc_cuda_layernorm(cudaStream_t st, float *out, const float *x, const
  * n rows). The GEMM itself is cuBLAS, in backend_cuda.c.  y [n, m] (ldy) */
 cudaError_t tc_cuda_bias(cudaStream_t st, float *y, int ldy, const float *bias, int n, int m, float beta);
 /* linear.cu, any wtype: y = beta*y + bias (NULL: none) + x W^T for
- * n <= TC_CUDA_SKINNY_MAX rows, the bias folded in (one launch), x rounded
+ * n <= TC_CUDA_SKINNY_ROWS rows (in groups of TC_CUDA_SKINNY_MAX, one
+ * launch; a row's bits do not depend on its group), the bias folded in, x rounded
  * to wtype, fp32 accumulation; and (16-bit wtypes) dst [n, k] = x rounded
  * to wtype, the GEMM's input for larger n.
  *                                   y [n, m] (ldy), x [n, k] (ldx), W [m, k] */
 #define TC_CUDA_SKINNY_MAX 8
+#define TC_CUDA_SKINNY_ROWS 32
 cudaError_t tc_cuda_linear_skinny(cudaStream_t st, float *y, int ldy, const float *x, int ldx, const void *W,
                                   const float *bias, int wtype, int n, int m, int k, float beta);
 /* tc_cuda_linear_skinny of a transformed input (backend.h linear_pre):
  * pre TC_PRE_LN, x [n, k] layer-normalized with (lw, lb, eps); TC_PRE_SWIGLU,
  * x [n, 2k] gated; bit for bit tc_cuda_layernorm / tc_cuda_swiglu then
- * tc_cuda_linear_skinny. n <= TC_CUDA_SKINNY_MAX and
- * n * k * 4 <= TC_CUDA_PRE_SMEM (the transformed rows in shared memory). */
+ * tc_cuda_linear_skinny. n <= TC_CUDA_SKINNY_ROWS and
+ * tc_cuda_linear_pre_smem(n, k) <= TC_CUDA_PRE_SMEM (a group's transformed
+ * rows in shared memory). */
 #define TC_CUDA_PRE_SMEM (48 * 1024 - 256) /* the default dynamic limit, less room for the kernel's static red[] */
 cudaError_t tc_cuda_linear_pre(cudaStream_t st, int pre, float *y, int ldy, const float *x, int ldx, const void *W,
                                const float *bias, int wtype, int n, int m, int k, float beta, const float *lw,
@@ -55,7 +58,7 @@ size_t tc_cuda_linear_pre_smem(int n, int k);
  * the LN / SwiGLU prologue kernel takes at least 4. -1 for another value.
  * Process-wide; the results do not depend on it. */
 int tc_cuda_linear_set_warps(int warps);
-/* backend.h qkv_rope for n <= TC_CUDA_SKINNY_MAX rows: y [n, 3d] (ldy) =
+/* backend.h qkv_rope for n <= TC_CUDA_SKINNY_ROWS rows: y [n, 3d] (ldy) =
  * LN(x [n, d]) W^T + bias as tc_cuda_linear_pre (TC_PRE_LN) computes it,
  * then row i's Q|K pairs rotated at rows[i].pos and its K, V columns
  * copied to rows[i].k_dst / v_dst, as tc_cuda_rope_kv does: the same bits

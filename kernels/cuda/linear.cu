@@ -3,7 +3,11 @@
  *  - the skinny product for n <= TC_CUDA_SKINNY_MAX rows (the hit step:
  *    memory-bound, so it reads the weights once, one warp per output
  *    column, bias folded in: one launch where cuBLAS took a bias kernel and
- *    a GEMV with its host-side heuristics);
+ *    a GEMV with its host-side heuristics); up to TC_CUDA_SKINNY_ROWS rows
+ *    in groups of TC_CUDA_SKINNY_MAX, a group a grid row (blockIdx.y): the
+ *    groups' blocks run side by side, each reading the weights (the second
+ *    and later from L2), and a row's result is the same bits whatever
+ *    group it is in;
  *  - with 16-bit weights, the rounding of activations to 16 bits for the
  *    tensor-core GEMM of larger n. The skinny kernel rounds them the same
  *    way and accumulates in fp32, so the two differ only in summation
@@ -173,14 +177,21 @@ __device__ __forceinline__ void skinny_body(float *y, int ldy, const float *x, i
 
 /* Both kernels load their weights first, then wait for the previous kernel
  * (common.cuh, PDL): with programmatic launch the loads overlap its tail. */
+/* the calling block's group of rows: its first row, and how many */
+__device__ __forceinline__ int group_rows(int n, int &r0) {
+    r0 = (int)blockIdx.y * TC_CUDA_SKINNY_MAX;
+    return n - r0 < TC_CUDA_SKINNY_MAX ? n - r0 : TC_CUDA_SKINNY_MAX;
+}
 template <typename T>
 __global__ __launch_bounds__(256) static void skinny_kernel(float *y, int ldy, const float *x, int ldx, const T *W,
                                                             const float *bias, int n, int m, int k, float beta) {
+    int r0;
+    const int nr = group_rows(n, r0);
     uint4 raw[SKINNY_UNROLL];
     skinny_prefetch<T>(raw, W, m, k);
     tc_pdl_wait();
     tc_pdl_trigger();
-    skinny_body<T>(y, ldy, x, ldx, W, bias, n, m, k, beta, raw);
+    skinny_body<T>(y + (size_t)r0 * ldy, ldy, x + (size_t)r0 * ldx, ldx, W, bias, nr, m, k, beta, raw);
 }
 
 /* The transformed input of the prologue kernels, every block's own copy
@@ -257,9 +268,11 @@ __global__ __launch_bounds__(256) static void skinny_pre_kernel(float *y, int ld
                                                                 const float *lb, float eps) {
     extern __shared__ float xs[];
     __shared__ float red[TC_LN_THREADS / 32];
+    int r0;
+    const int nr = group_rows(n, r0);
     uint4 raw[SKINNY_UNROLL];
-    pre_start<T>(raw, xs, red, W, m, k, x, ldx, n, pre, lw, lb, eps);
-    skinny_body<T>(y, ldy, xs, k, W, bias, n, m, k, beta, raw);
+    pre_start<T>(raw, xs, red, W, m, k, x + (size_t)r0 * ldx, ldx, nr, pre, lw, lb, eps);
+    skinny_body<T>(y + (size_t)r0 * ldy, ldy, xs, k, W, bias, nr, m, k, beta, raw);
 }
 
 /* The window pass's projection and rotation in one (backend.h qkv_rope):
@@ -268,10 +281,10 @@ __global__ __launch_bounds__(256) static void skinny_pre_kernel(float *y, int ld
  * even column), each row's Q|K pairs rotated at its position and its K and
  * V columns copied to its window rows, as rope_kv_kernel does: the same
  * bits as the three ops. Rows from the parameters, or (drows: a replayed
- * graph) device memory. Dynamic shared memory: xs [n, d], then the block's
- * sums [warps][TC_CUDA_SKINNY_MAX]. */
+ * graph) device memory. Dynamic shared memory: xs [g, d] (g = the rows of
+ * a group), then the block's sums [warps][TC_CUDA_SKINNY_MAX]. */
 struct qkv_rope_rows {
-    tc_rope_row r[TC_CUDA_SKINNY_MAX];
+    tc_rope_row r[TC_CUDA_SKINNY_ROWS];
 };
 template <typename T>
 __global__ __launch_bounds__(256) static void skinny_rope_kernel(float *y, int ldy, const float *x, int ldx,
@@ -283,9 +296,11 @@ __global__ __launch_bounds__(256) static void skinny_rope_kernel(float *y, int l
     __shared__ float red[TC_LN_THREADS / 32];
     const int m = 3 * d, nw = blockDim.x >> 5, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const int j0 = blockIdx.x * nw, j = j0 + w;
-    float *res = xs + (size_t)n * d;
+    float *res = xs + (size_t)(n < TC_CUDA_SKINNY_MAX ? n : TC_CUDA_SKINNY_MAX) * d;
+    int r0;
+    n = group_rows(n, r0); /* from here the group's rows, i the row in the group */
     uint4 raw[SKINNY_UNROLL];
-    pre_start<T>(raw, xs, red, W, m, d, x, ldx, n, TC_PRE_LN, lw, lb, eps);
+    pre_start<T>(raw, xs, red, W, m, d, x + (size_t)r0 * ldx, ldx, n, TC_PRE_LN, lw, lb, eps);
     if (j < m) {
         float acc[TC_CUDA_SKINNY_MAX];
 #pragma unroll
@@ -302,26 +317,29 @@ __global__ __launch_bounds__(256) static void skinny_rope_kernel(float *y, int l
         const int i = t / np, q = t % np, c = j0 + 2 * q; /* the pair's first column */
         if (c >= m) continue;
         float a = res[2 * q * TC_CUDA_SKINNY_MAX + i], b = res[(2 * q + 1) * TC_CUDA_SKINNY_MAX + i];
-        const tc_rope_row r = drows ? drows[i] : rows.r[i];
+        const tc_rope_row r = drows ? drows[r0 + i] : rows.r[r0 + i];
         if (c < 2 * d) { /* Q|K: pair p = c / 2 of 2 * n_head heads */
             tc_rope_rot(a, b, r.pos, tc_rope_theta((c / 2) % half, head_dim, base));
             if (c >= d) r.k_dst[c - d] = a, r.k_dst[c - d + 1] = b;
         } else {
             r.v_dst[c - 2 * d] = a, r.v_dst[c - 2 * d + 1] = b;
         }
-        float *yy = y + (size_t)i * ldy + c;
+        float *yy = y + (size_t)(r0 + i) * ldy + c;
         yy[0] = a, yy[1] = b;
     }
 }
 
-extern "C" size_t tc_cuda_linear_pre_smem(int n, int k) { return (size_t)n * (size_t)k * sizeof(float); }
+/* a block's copy of its group's rows */
+static size_t group_max(int n) { return (size_t)(n < TC_CUDA_SKINNY_MAX ? n : TC_CUDA_SKINNY_MAX); }
+extern "C" size_t tc_cuda_linear_pre_smem(int n, int k) { return group_max(n) * (size_t)k * sizeof(float); }
 
 extern "C" cudaError_t tc_cuda_linear_skinny(cudaStream_t st, float *y, int ldy, const float *x, int ldx,
                                              const void *W, const float *bias, int wtype, int n, int m, int k,
                                              float beta) {
     if (n <= 0 || m <= 0) return cudaSuccess;
-    if (n > TC_CUDA_SKINNY_MAX) return cudaErrorInvalidValue;
-    const unsigned wb = (unsigned)g_skinny_warps, th = 32 * wb, b = (unsigned)((m + wb - 1) / wb);
+    if (n > TC_CUDA_SKINNY_ROWS) return cudaErrorInvalidValue;
+    const unsigned wb = (unsigned)g_skinny_warps, th = 32 * wb;
+    const dim3 b((unsigned)((m + wb - 1) / wb), (unsigned)((n + TC_CUDA_SKINNY_MAX - 1) / TC_CUDA_SKINNY_MAX));
     switch (wtype) {
     case TC_WT_BF16:
         return tc_launch(skinny_kernel<__nv_bfloat16>, b, th, 0, st, y, ldy, x, ldx, (const __nv_bfloat16 *)W, bias, n,
@@ -339,11 +357,12 @@ extern "C" cudaError_t tc_cuda_linear_pre(cudaStream_t st, int pre, float *y, in
                                           float beta, const float *lw, const float *lb, float eps) {
     if (n <= 0 || m <= 0) return cudaSuccess;
     const size_t smem = tc_cuda_linear_pre_smem(n, k);
-    if (n > TC_CUDA_SKINNY_MAX || smem > TC_CUDA_PRE_SMEM || k <= 0 || (pre != TC_PRE_LN && pre != TC_PRE_SWIGLU))
+    if (n > TC_CUDA_SKINNY_ROWS || smem > TC_CUDA_PRE_SMEM || k <= 0 || (pre != TC_PRE_LN && pre != TC_PRE_SWIGLU))
         return cudaErrorInvalidValue;
     /* the prologue's statistics take TC_LN_THREADS threads */
     const unsigned wb = (unsigned)(g_skinny_warps < TC_LN_THREADS / 32 ? TC_LN_THREADS / 32 : g_skinny_warps);
-    const unsigned th = 32 * wb, b = (unsigned)((m + wb - 1) / wb);
+    const unsigned th = 32 * wb;
+    const dim3 b((unsigned)((m + wb - 1) / wb), (unsigned)((n + TC_CUDA_SKINNY_MAX - 1) / TC_CUDA_SKINNY_MAX));
     switch (wtype) {
     case TC_WT_BF16:
         return tc_launch(skinny_pre_kernel<__nv_bfloat16>, b, th, smem, st, y, ldy, x, ldx, (const __nv_bfloat16 *)W,
@@ -359,7 +378,7 @@ extern "C" cudaError_t tc_cuda_linear_pre(cudaStream_t st, int pre, float *y, in
 }
 
 extern "C" size_t tc_cuda_qkv_rope_smem(int n, int d) {
-    return ((size_t)n * (size_t)d + 8 * TC_CUDA_SKINNY_MAX) * sizeof(float);
+    return (group_max(n) * (size_t)d + 8 * TC_CUDA_SKINNY_MAX) * sizeof(float);
 }
 
 extern "C" cudaError_t tc_cuda_qkv_rope(cudaStream_t st, float *y, int ldy, const float *x, int ldx, const void *W,
@@ -369,7 +388,7 @@ extern "C" cudaError_t tc_cuda_qkv_rope(cudaStream_t st, float *y, int ldy, cons
     if (n <= 0) return cudaSuccess;
     const int d = n_head * head_dim;
     const size_t smem = tc_cuda_qkv_rope_smem(n, d);
-    if (n > TC_CUDA_SKINNY_MAX || n_head <= 0 || head_dim < 2 || head_dim % 2 || smem > TC_CUDA_PRE_SMEM)
+    if (n > TC_CUDA_SKINNY_ROWS || n_head <= 0 || head_dim < 2 || head_dim % 2 || smem > TC_CUDA_PRE_SMEM)
         return cudaErrorInvalidValue;
     qkv_rope_rows rr;
     memset(&rr, 0, sizeof rr);
@@ -377,7 +396,8 @@ extern "C" cudaError_t tc_cuda_qkv_rope(cudaStream_t st, float *y, int ldy, cons
     /* whole pairs a block: an even number of warps, at least the
      * prologue's 4 */
     const unsigned wb = (unsigned)(g_skinny_warps < TC_LN_THREADS / 32 ? TC_LN_THREADS / 32 : g_skinny_warps);
-    const unsigned th = 32 * wb, b = (unsigned)((3 * d + (int)wb - 1) / (int)wb);
+    const unsigned th = 32 * wb;
+    const dim3 b((unsigned)((3 * d + (int)wb - 1) / (int)wb), (unsigned)((n + TC_CUDA_SKINNY_MAX - 1) / TC_CUDA_SKINNY_MAX));
     switch (wtype) {
     case TC_WT_BF16:
         return tc_launch(skinny_rope_kernel<__nv_bfloat16>, b, th, smem, st, y, ldy, x, ldx,

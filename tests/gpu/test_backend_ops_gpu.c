@@ -117,6 +117,45 @@ static void compare(const char *op, const char *shape, const float *gpu, const f
            mx, pad_bad ? "  PADDING WRITTEN" : "");
 }
 
+/* the skinny kernels' row limit in force (tc_backend_cuda_set_skinny_rows) */
+static int g_skinny_rows;
+
+/* Rows in groups of 8 (skinny_rows past 8): each row of an n-row linear,
+ * LN + linear, SwiGLU + linear is bit for bit that row alone -- a batch of
+ * up to skinny_rows sessions steps each as it would alone. */
+static void test_skinny_groups(void) {
+    static const int ns[] = {9, 16, 19, 32};
+    const int m = 1297, k = 432;
+    char sh[128];
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (int pre = -1; pre <= TC_PRE_SWIGLU; pre++) {
+            if (pre == 0) continue; /* -1: plain linear; TC_PRE_LN (1), TC_PRE_SWIGLU (2) */
+            const int n = ns[a], xw = pre == TC_PRE_SWIGLU ? 2 * k : k, ldy = m + 3;
+            float *x = rnd((size_t)n * xw, 2), *W = rnd((size_t)m * k, 1), *bias = rnd(m, 1), *lw = rnd(k, 1),
+                  *lb = rnd(k, 1), *y0 = nans((size_t)n * ldy), *t0 = nans((size_t)n * k);
+            float *dx = dev(x, (size_t)n * xw), *dW = dev(W, (size_t)m * k), *db = dev(bias, m), *dlw = dev(lw, k),
+                  *dlb = dev(lb, k), *dy = dev(y0, (size_t)n * ldy), *dy1 = dev(y0, (size_t)n * ldy),
+                  *dt = dev(t0, (size_t)n * k);
+            for (int r = -1; r < n; r++) { /* -1: all n rows at once; r: row r alone */
+                float *yy = r < 0 ? dy : dy1 + (size_t)r * ldy;
+                const float *xx = r < 0 ? dx : dx + (size_t)r * xw;
+                const int nr = r < 0 ? n : 1;
+                if (pre < 0) g_gpu.linear(&g_gpu, yy, ldy, xx, xw, dW, db, nr, m, k, 0.f);
+                else g_gpu.linear_pre(&g_gpu, pre, yy, ldy, xx, xw, dt, dW, db, nr, m, k, 0.f, dlw, dlb, 1e-5f);
+            }
+            float *ya = host(dy, (size_t)n * ldy), *yb = host(dy1, (size_t)n * ldy);
+            const int same = !memcmp(ya, yb, (size_t)n * ldy * 4);
+            snprintf(sh, sizeof sh, "%s n=%d m=%d k=%d, skinny rows %d", pre < 0 ? "linear" : pre == TC_PRE_LN ?
+                     "LN + linear" : "SwiGLU + linear", n, m, k, g_skinny_rows);
+            g_n++;
+            if (!same) g_fail++;
+            printf("%-5s groups     %-48s == each row alone, bitwise\n", same ? "ok" : "FAIL", sh);
+            g_gpu.free(&g_gpu, dx), g_gpu.free(&g_gpu, dW), g_gpu.free(&g_gpu, db), g_gpu.free(&g_gpu, dlw);
+            g_gpu.free(&g_gpu, dlb), g_gpu.free(&g_gpu, dt);
+            free(x), free(W), free(bias), free(lw), free(lb), free(y0), free(t0), free(ya), free(yb);
+        }
+}
+
 static void test_linear(void) {
     const int odd[] = {1, 7, 19, 111};
     char sh[128];
@@ -611,6 +650,8 @@ static void test_qkv_rope(void) {
     static const struct { int nh, hd, ni, n[6]; int reverse; } cs[] = {
         {12, 36, 1, {1}, 0},          {12, 36, 4, {2, 0, 1, 2}, 0}, {12, 36, 6, {1, 1, 2, 1, 2, 1}, 0},
         {4, 16, 3, {3, 3, 3}, 0},     {4, 16, 2, {1, 2}, 1},        {2, 64, 2, {4, 4}, 0},
+        /* more than 8 rows: in groups of 8 with skinny_rows >= 20, else the two ops */
+        {12, 36, 5, {4, 4, 4, 4, 4}, 0}, {4, 16, 6, {3, 1, 2, 3, 1, 3}, 0},
     };
     char sh[160];
     for (size_t t = 0; t < sizeof cs / sizeof cs[0]; t++) {
@@ -644,7 +685,7 @@ static void test_qkv_rope(void) {
         /* and the window's spare rows are as they were */
         same = same && !memcmp(k1, w0, (size_t)d * 4) && !memcmp(v1 + (size_t)(wrows - 1) * d, w0 + (size_t)(wrows - 1) * d, (size_t)d * 4);
         snprintf(sh, sizeof sh, "%d items, %d rows, nh=%d hd=%d%s", ni, rows, nh, hd,
-                 cs[t].reverse ? ", out of row order" : rows > 8 ? ", two-op path" : "");
+                 cs[t].reverse ? ", out of row order" : rows > g_skinny_rows ? ", two-op path" : rows > 8 ? ", groups of 8" : "");
         g_n++;
         if (!same) g_fail++;
         printf("%-5s qkv_rope   %-48s == linear_pre + rope_kv_batch, bitwise\n", same ? "ok" : "FAIL", sh);
@@ -796,6 +837,8 @@ int main(void) {
         return 1;
     }
     tc_backend_cpu_init(&g_cpu, 0);
+    g_skinny_rows = tc_backend_cuda_set_skinny_rows(&g_gpu, TC_CUDA_SKINNY_MAX); /* read (TC_CUDA_SKINNY_ROWS) */
+    (void)tc_backend_cuda_set_skinny_rows(&g_gpu, g_skinny_rows);
     /* TC_GPU_OPS_ONLY=NAME runs one group (for the slower sanitizer tools:
      * gpu-run-bundle's racecheck stage) */
     const char *only = getenv("TC_GPU_OPS_ONLY");
@@ -814,6 +857,17 @@ int main(void) {
             test_qkv_rope();
         }
         tc_backend_cuda_set_skinny_warps(8);
+        /* up to 32 rows on the skinny kernels, in groups of 8 */
+        printf("--    skinny linears of up to %d rows\n", TC_CUDA_SKINNY_ROWS);
+        const int rows_was = tc_backend_cuda_set_skinny_rows(&g_gpu, TC_CUDA_SKINNY_ROWS);
+        TC_ASSERT(rows_was >= 0, "skinny rows");
+        g_skinny_rows = TC_CUDA_SKINNY_ROWS;
+        test_linear();
+        test_linear_pre();
+        test_qkv_rope();
+        test_skinny_groups();
+        (void)tc_backend_cuda_set_skinny_rows(&g_gpu, rows_was);
+        g_skinny_rows = rows_was;
         test_rope();
         test_rope_kv_batch();
         test_qkv_rope();

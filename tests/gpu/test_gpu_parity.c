@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "../../kernels/cuda/backend_cuda.h"
+#include "../../kernels/cuda/kernels_cuda.h" /* TC_CUDA_SKINNY_MAX / _ROWS */
 #include "../../model/sampler.h"
 #include "../../model/session.h"
 
@@ -271,6 +272,72 @@ static void run_all(const char *name, int bits) {
     run_pass(&ps);
 }
 
+/* A batch of 12 sessions (different prompts and lengths) stepped
+ * together, against a twin of each stepped alone, over 3 windows of
+ * steps: with the skinny kernels taking 12 rows (skinny_rows >= 12, in
+ * groups of 8) each row's logits must equal its twin's bit for bit -- a
+ * session's tokens do not depend on who shares its batch; with cuBLAS
+ * for the batch (skinny_rows 8) they are within the parity bound, and
+ * the bits are reported. The replayed graphs on. */
+static void batch_invariance(int skinny_rows) {
+    enum { NB = 12 };
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/tc_gpu_parity_%d_batch", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+             (int)getpid());
+    tc_model_config c;
+    tc_config_preset(&c, "tiny", TC_ARCH_TCONST);
+    c.history_window = 24, c.generate_window = 8;
+    const int V = c.vocab_size, steps = 3 * c.generate_window + 1;
+    tc_model *m = NULL;
+    tc_session *sb[NB] = {0}, *s1[NB] = {0};
+    int32_t tok[NB], prompt[40];
+    float *lb = malloc((size_t)NB * V * 4), *l1 = malloc((size_t)V * 4);
+    int bits_same = 1;
+    double worst = 0;
+    const int was = tc_backend_cuda_set_skinny_rows(g_gpu, skinny_rows);
+    TC_ASSERT(was >= 0, "skinny rows %d", skinny_rows);
+    if (!lb || !l1 || tc_model_init_random(&c, 9, "f32", dir) != TC_OK || tc_model_load(&m, dir, g_gpu) != TC_OK) {
+        EXPECT(0, "batch invariance: set-up: %s", tc_error_get());
+        goto done;
+    }
+    for (int b = 0; b < NB; b++) {
+        const int np = 3 + 3 * b; /* 3 .. 36 tokens: the sessions sit at different points of their windows */
+        for (int i = 0; i < np; i++) prompt[i] = (int32_t)((i * 37 + b * 101 + 5) % V);
+        EXPECT(tc_session_new(m, &sb[b]) == TC_OK && tc_session_new(m, &s1[b]) == TC_OK, "sessions");
+        EXPECT(tc_session_append(sb[b], prompt, np, l1) == TC_OK, "prefill %d", b);
+        EXPECT(tc_session_append(s1[b], prompt, np, NULL) == TC_OK, "prefill %d (twin)", b);
+        tok[b] = argmax(l1, V);
+    }
+    for (int st = 0; st < steps; st++) {
+        EXPECT(tc_step_batch(sb, tok, NB, lb) == TC_OK, "batch step %d: %s", st, tc_error_get());
+        for (int b = 0; b < NB; b++) {
+            tc_session *one = s1[b];
+            EXPECT(tc_step_batch(&one, &tok[b], 1, l1) == TC_OK, "step %d of session %d alone", st, b);
+            if (memcmp(l1, lb + (size_t)b * V, (size_t)V * 4)) bits_same = 0;
+            const double e = rel_err(lb + (size_t)b * V, l1, V);
+            if (!(e <= worst)) worst = e;
+        }
+        for (int b = 0; b < NB; b++) tok[b] = argmax(lb + (size_t)b * V, V);
+    }
+    EXPECT(tc_backend_cuda_sync(g_gpu) == TC_OK, "cuda backend error: %s", tc_error_get());
+    if (skinny_rows >= NB)
+        EXPECT(bits_same, "batch of %d, skinny rows %d: a row's logits differ from its session's alone", NB,
+               skinny_rows);
+    EXPECT(worst <= 1e-3, "batch of %d: rel %.3e from the sessions alone", NB, worst);
+    printf("%-5s [batch] %d sessions stepped together %d times (skinny rows %d): logits %s each session's alone%s, "
+           "worst rel err %.2e\n", (skinny_rows < NB || bits_same) && worst <= 1e-3 ? "ok" : "FAIL", NB, steps,
+           skinny_rows, bits_same ? "equal to" : "DIFFER from", skinny_rows >= NB ? " bit for bit (required)" :
+           " (reported)", worst);
+done:
+    for (int b = 0; b < NB; b++) tc_session_free(sb[b]), tc_session_free(s1[b]);
+    tc_model_free(m);
+    free(lb), free(l1);
+    (void)tc_backend_cuda_set_skinny_rows(g_gpu, was); /* as it was (TC_CUDA_SKINNY_ROWS) */
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);
+}
+
 /* the worker's RPC thread: bound to no lane (so lane 0, the generation
  * thread's), freeing session memory while the generation thread captures
  * its hit steps there. Each round: alloc (sizes vary), upload a pattern,
@@ -352,6 +419,8 @@ int main(void) {
      * graph's is that graph, launched as is with the step's items */
     tc_backend_cuda_set_graphs(&gpu, 2);
     run_all("replay", BITS_REPORT);
+    batch_invariance(TC_CUDA_SKINNY_MAX);
+    batch_invariance(TC_CUDA_SKINNY_ROWS);
     long launches2, inst2;
     tc_backend_cuda_graph_stats(&gpu, &launches2, &inst2);
     launches2 -= launches, inst2 -= inst;
