@@ -36,10 +36,10 @@
 # SwiGLU as their own launches), batchnp floor64knp (TC_CUDA_PDL=0: no
 # programmatic dependent launch, the A/B of PDL), batchnpr floor64knpr
 # (TC_CUDA_PAIRS=0: a session's two hit-step softmaxes in one block),
-# batchw2 batchw4 floor64kw4 (TC_CUDA_SKINNY_WARPS=2 / 4), batchsr8
-# batchsr16 batchsr24 batchsr32 batchsr8bf16 batchsr32bf16 (TC_CUDA_SKINNY_ROWS:
-# batches of 1-32 with the skinny kernels taking up to that many rows),
-# e2esr paritysr (the e2e suite and gpu_parity with TC_CUDA_SKINNY_ROWS=32), batchf2
+# batchw2 batchw4 floor64kw4 (TC_CUDA_SKINNY_WARPS=2 / 4),
+# batchsrN batchsrNbf16 (TC_CUDA_SKINNY_ROWS=N, 1-32: batches SR_BATCH, default
+# 1,2,3,4,6,8,9,16, with the skinny kernels taking up to N rows), e2esrN
+# paritysrN (the e2e suite and gpu_parity with TC_CUDA_SKINNY_ROWS=N), batchf2
 # floor64kf2 (TC_CUDA_FUSE=2: RoPE not fused into the QKV linear),
 # batchi16 (TC_CUDA_BATCH_ITEMS=16: batched launches of 16 items, the
 # A/B of the large parameter structs), batchtp batchtp1 (batch steps
@@ -230,12 +230,12 @@ for st in $STAGES; do
     prof) TC_CUDA_PROFILE=1 bench floor-64k-profile 30 floor --preset paper-41m --ctx 64K --reps 1 ;;
     profbf16) TC_CUDA_PROFILE=1 TC_CUDA_WEIGHTS=bf16 bench floor-64k-profile-bf16 30 floor --preset paper-41m --ctx 64K --reps 1 ;;
     batchbf16) TC_CUDA_WEIGHTS=bf16 bench batch-bf16 45 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
-    batchsr8|batchsr16|batchsr24|batchsr32) # the skinny kernels' row limit (TC_CUDA_SKINNY_ROWS), batches around it
-        TC_CUDA_SKINNY_ROWS=${st#batchsr} bench "batch-rows${st#batchsr}" 45 batch --preset paper-41m --batch 1,8,9,12,16,24,32 --reps 2 ;;
-    batchsr8bf16|batchsr32bf16) r=${st#batchsr}; r=${r%bf16}
-        TC_CUDA_WEIGHTS=bf16 TC_CUDA_SKINNY_ROWS=$r bench "batch-rows$r-bf16" 45 batch --preset paper-41m --batch 1,8,9,12,16,24,32 --reps 2 ;;
-    e2esr) TC_CUDA_SKINNY_ROWS=32 e2e_stage e2e-rows32 rows32 ;;
-    paritysr) TC_CUDA_SKINNY_ROWS=32 run_stage parity-rows32 45 "$OUTDIR/gpu.log" "$W/wrap/test_gpu_parity" ;;
+    batchsr[0-9]*bf16) r=${st#batchsr}; r=${r%bf16} # the skinny kernels' row limit (TC_CUDA_SKINNY_ROWS), bf16 weights
+        TC_CUDA_WEIGHTS=bf16 TC_CUDA_SKINNY_ROWS=$r bench "batch-rows$r-bf16" 45 batch --preset paper-41m --batch ${SR_BATCH:-1,2,3,4,6,8,9,16} --reps 2 ;;
+    batchsr[0-9]*) # the skinny kernels' row limit (TC_CUDA_SKINNY_ROWS), batches around it (SR_BATCH)
+        TC_CUDA_SKINNY_ROWS=${st#batchsr} bench "batch-rows${st#batchsr}" 45 batch --preset paper-41m --batch ${SR_BATCH:-1,2,3,4,6,8,9,16} --reps 2 ;;
+    e2esr[0-9]*) TC_CUDA_SKINNY_ROWS=${st#e2esr} e2e_stage "e2e-rows${st#e2esr}" "rows${st#e2esr}" ;;
+    paritysr[0-9]*) TC_CUDA_SKINNY_ROWS=${st#paritysr} run_stage "parity-rows${st#paritysr}" 45 "$OUTDIR/gpu.log" "$W/wrap/test_gpu_parity" ;;
     floor64kbf16) TC_CUDA_WEIGHTS=bf16 bench floor-64k-bf16 30 floor --preset paper-41m --ctx 64K --reps 3 ;;
     floor64k) bench floor-64k 30 floor --preset paper-41m --ctx 64K --reps 3 ;;
     floor64knp) TC_CUDA_PDL=0 bench floor-64k-nopdl 30 floor --preset paper-41m --ctx 64K --reps 3 ;;

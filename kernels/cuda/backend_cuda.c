@@ -620,9 +620,8 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     if (sr && *sr) {
         char *end = NULL;
         const long v = strtol(sr, &end, 10);
-        if (*end || v < TC_CUDA_SKINNY_MAX || v > TC_CUDA_SKINNY_ROWS)
-            return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_SKINNY_ROWS '%s': expected %d to %d", sr, TC_CUDA_SKINNY_MAX,
-                           TC_CUDA_SKINNY_ROWS);
+        if (*end || v < 1 || v > TC_CUDA_SKINNY_ROWS)
+            return TC_FAIL(TC_ERR_INVALID, "TC_CUDA_SKINNY_ROWS '%s': expected 1 to %d", sr, TC_CUDA_SKINNY_ROWS);
         skinny_rows = (int)v;
     }
     if (sk && *sk) {
@@ -872,7 +871,7 @@ int tc_backend_cuda_pdl_on(void) { return tc_cuda_pdl_on(); }
 int tc_backend_cuda_set_skinny_warps(int warps) { return tc_cuda_linear_set_warps(warps); }
 
 int tc_backend_cuda_set_skinny_rows(tc_backend *be, int rows) {
-    if (rows < TC_CUDA_SKINNY_MAX || rows > TC_CUDA_SKINNY_ROWS) return -1;
+    if (rows < 1 || rows > TC_CUDA_SKINNY_ROWS) return -1;
     const int was = ctx_of(be)->skinny_rows;
     ctx_of(be)->skinny_rows = rows;
     return was;

@@ -116,11 +116,12 @@ void tc_backend_cuda_set_sample(tc_backend *be, int mode);
 int tc_backend_cuda_set_skinny_warps(int warps);
 
 /* Linears (and the fused LN / SwiGLU / QKV + RoPE ones) of up to `rows`
- * rows on the skinny kernels, in groups of 8 side by side, more on cuBLAS:
- * 8 (one group) to 32 (TC_CUDA_SKINNY_ROWS at init). A row's result is the
- * same bits in any group, so a batch of up to `rows` sessions steps each
- * as it would alone. Between steps. The value before; -1 for another
- * value (nothing changed). */
+ * rows on the skinny kernels, in groups of 8 side by side, more on cuBLAS
+ * (and the LN, SwiGLU, RoPE as ops of their own): 1 to 32
+ * (TC_CUDA_SKINNY_ROWS at init). A row's result is the same bits in any
+ * group, so a batch of up to `rows` sessions steps each as it would alone
+ * (batch invariance; slower past 8 rows, docs/gpu.md). Between steps. The
+ * value before; -1 for another value (nothing changed). */
 int tc_backend_cuda_set_skinny_rows(tc_backend *be, int rows);
 
 /* The hit step's fusions (TC_CUDA_FUSE at init): 1 LN / SwiGLU into the

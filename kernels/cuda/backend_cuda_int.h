@@ -100,7 +100,7 @@ typedef struct {
  * done in chunks) */
 #define TC_CUDA_CONV_ROWS TC_CUDA_ROW_TILE
 /* linears of up to this many rows on the skinny kernels (TC_CUDA_SKINNY_ROWS
- * overrides it: TC_CUDA_SKINNY_MAX, one group, to TC_CUDA_SKINNY_ROWS) */
+ * overrides it: 1 to TC_CUDA_SKINNY_ROWS, in groups of TC_CUDA_SKINNY_MAX) */
 #define TC_CUDA_SKINNY_ROWS_DEFAULT TC_CUDA_SKINNY_MAX
 
 extern _Thread_local int tc_cuda_t_lane; /* the calling thread's lane (tc_backend_cuda_bind_lane) */

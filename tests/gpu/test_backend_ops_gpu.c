@@ -686,6 +686,7 @@ static void test_qkv_rope(void) {
         same = same && !memcmp(k1, w0, (size_t)d * 4) && !memcmp(v1 + (size_t)(wrows - 1) * d, w0 + (size_t)(wrows - 1) * d, (size_t)d * 4);
         snprintf(sh, sizeof sh, "%d items, %d rows, nh=%d hd=%d%s", ni, rows, nh, hd,
                  cs[t].reverse ? ", out of row order" : rows > g_skinny_rows ? ", two-op path" : rows > 8 ? ", groups of 8" : "");
+        /* (with skinny rows 1 and one row, the fused kernel; else the two ops) */
         g_n++;
         if (!same) g_fail++;
         printf("%-5s qkv_rope   %-48s == linear_pre + rope_kv_batch, bitwise\n", same ? "ok" : "FAIL", sh);
@@ -857,15 +858,19 @@ int main(void) {
             test_qkv_rope();
         }
         tc_backend_cuda_set_skinny_warps(8);
-        /* up to 32 rows on the skinny kernels, in groups of 8 */
-        printf("--    skinny linears of up to %d rows\n", TC_CUDA_SKINNY_ROWS);
+        /* up to 32 rows on the skinny kernels, in groups of 8; and only
+         * 1 (every batch on cuBLAS and the unfused ops) */
         const int rows_was = tc_backend_cuda_set_skinny_rows(&g_gpu, TC_CUDA_SKINNY_ROWS);
         TC_ASSERT(rows_was >= 0, "skinny rows");
-        g_skinny_rows = TC_CUDA_SKINNY_ROWS;
-        test_linear();
-        test_linear_pre();
-        test_qkv_rope();
-        test_skinny_groups();
+        for (int sr = TC_CUDA_SKINNY_ROWS; sr >= 1; sr = sr > 1 ? 1 : 0) {
+            printf("--    skinny linears of up to %d rows\n", sr);
+            (void)tc_backend_cuda_set_skinny_rows(&g_gpu, sr);
+            g_skinny_rows = sr;
+            test_linear();
+            test_linear_pre();
+            test_qkv_rope();
+            if (sr > TC_CUDA_SKINNY_MAX) test_skinny_groups();
+        }
         (void)tc_backend_cuda_set_skinny_rows(&g_gpu, rows_was);
         g_skinny_rows = rows_was;
         test_rope();
