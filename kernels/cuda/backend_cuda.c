@@ -616,7 +616,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     const char *am = getenv("TC_CUDA_ATT_MMA"), *fu = getenv("TC_CUDA_FUSE"), *pd = getenv("TC_CUDA_PDL");
     const char *pp = getenv("TC_CUDA_PAIRS"), *sw = getenv("TC_CUDA_SKINNY_WARPS"), *bi = getenv("TC_CUDA_BATCH_ITEMS");
     const char *sm = getenv("TC_CUDA_SAMPLE"), *sk = getenv("TC_CUDA_SAMPLE_KERNEL"), *sr = getenv("TC_CUDA_SKINNY_ROWS");
-    int sample_kernel = 2, skinny_rows = TC_CUDA_SKINNY_ROWS_DEFAULT;
+    int sample_kernel = 2, skinny_rows = 0; /* 0: by the weights' format, below */
     if (sr && *sr) {
         char *end = NULL;
         const long v = strtol(sr, &end, 10);
@@ -745,7 +745,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     c->pairs = pairs;
     c->fuse = fuse;
     c->batch_items = batch_items;
-    c->skinny_rows = skinny_rows;
+    c->skinny_rows = skinny_rows ? skinny_rows : wtype == TC_WT_F32 ? TC_CUDA_SKINNY_ROWS_F32 : TC_CUDA_SKINNY_ROWS_W16;
     c->sample = sample;
     (void)tc_cuda_sample_set_kernel(sample_kernel);
     be->wtype = wtype;

@@ -99,9 +99,16 @@ typedef struct {
 /* rows of activations a lane rounds to 16 bits per GEMM (more rows are
  * done in chunks) */
 #define TC_CUDA_CONV_ROWS TC_CUDA_ROW_TILE
-/* linears of up to this many rows on the skinny kernels (TC_CUDA_SKINNY_ROWS
- * overrides it: 1 to TC_CUDA_SKINNY_ROWS, in groups of TC_CUDA_SKINNY_MAX) */
-#define TC_CUDA_SKINNY_ROWS_DEFAULT TC_CUDA_SKINNY_MAX
+/* linears of up to this many rows on the skinny kernels, more on cuBLAS
+ * (TC_CUDA_SKINNY_ROWS overrides it: 1 to TC_CUDA_SKINNY_ROWS, in groups of
+ * TC_CUDA_SKINNY_MAX). Measured on the H200 (session 26, paper-41m, ms a
+ * step, skinny / cuBLAS): fp32 weights B 2 0.384 / 0.517, B 3 0.486 /
+ * 0.550, B 4 0.574 / 0.515, B 8 0.892 / 0.767; bf16 B 2 0.442 / 0.448,
+ * B 3 0.535 / 0.462, B 8 1.077 / 0.499. The skinny kernel re-reads a row
+ * of x for every column, so its cost grows with the rows while cuBLAS's
+ * tensor cores (16-bit) or tiles (fp32) do not. Until session 26 it was 8. */
+#define TC_CUDA_SKINNY_ROWS_F32 3
+#define TC_CUDA_SKINNY_ROWS_W16 2
 
 extern _Thread_local int tc_cuda_t_lane; /* the calling thread's lane (tc_backend_cuda_bind_lane) */
 /* this thread is between capture_begin and capture_end: it must not
