@@ -1,12 +1,14 @@
 /* log.c — the TC_LOG sink: text or JSON lines on stderr. */
 #include "log.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 int tc_log_level_cur = TC_LOG_WARN;
 static int tc_log_json = 0;
@@ -28,12 +30,24 @@ void tc_log_init(void) {
     tc_log_json = fmt && strcasecmp(fmt, "json") == 0;
 }
 
-static void json_escape(FILE *f, const char *s) {
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
+/* Appends to b[*k] (cap n, room for a NUL kept), never past the end. */
+static void put(char *b, size_t n, size_t *k, const char *s, size_t len) {
+    if (*k + len >= n) len = *k + 1 < n ? n - 1 - *k : 0;
+    memcpy(b + *k, s, len);
+    *k += len;
+}
+
+/* The record as one write(2): stderr is shared by tconstd and the workers
+ * it spawns, and a record written in pieces (fprintf, then a character at
+ * a time) interleaves with another process's, which a JSON log pipeline
+ * cannot parse. One write of up to PIPE_BUF bytes to a pipe is atomic;
+ * a record longer than that is still one call. */
+static void emit(const char *b, size_t n) {
+    while (n > 0) {
+        const ssize_t w = write(STDERR_FILENO, b, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return; /* nowhere to report it */
+        b += w, n -= (size_t)w;
     }
 }
 
@@ -51,23 +65,35 @@ void tc_log_write(tc_log_level l, const char *subsys, const char *file, int line
     strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%S", &tm);
     const char *base = strrchr(file, '/');
     base = base ? base + 1 : file;
-    if (tc_log_json) {
-        fprintf(stderr, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"subsys\":\"%s\",\"src\":\"%s:%d\",\"msg\":\"",
-                tbuf, ts.tv_nsec / 1000000, tc_level_names[l], subsys, base, line);
-        json_escape(stderr, msg);
-        fputs("\"}\n", stderr);
-    } else {
-        /* one record a line: a control character a client put into an id
-         * (a session_id with a newline) must not forge a line of its own */
-        char esc[4 * sizeof msg];
-        size_t k = 0;
-        for (const unsigned char *p = (const unsigned char *)msg; *p; p++)
-            if (*p < 0x20 || *p == 0x7f) k += (size_t)snprintf(esc + k, sizeof esc - k, "\\x%02x", *p);
-            else esc[k++] = (char)*p;
-        esc[k] = 0;
-        fprintf(stderr, "%s.%03ldZ %-5s [%s] %s (%s:%d)\n", tbuf, ts.tv_nsec / 1000000, tc_level_names[l],
-                subsys, esc, base, line);
+    /* the message escaped: JSON's escapes, or (text) \xNN for a control
+     * character, so that a client's id with a newline cannot forge a line */
+    char esc[6 * sizeof msg + 1];
+    size_t k = 0;
+    for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
+        if (tc_log_json && (*p == '"' || *p == '\\')) esc[k++] = '\\', esc[k++] = (char)*p;
+        else if (tc_log_json && *p < 0x20) k += (size_t)snprintf(esc + k, sizeof esc - k, "\\u%04x", *p);
+        else if (!tc_log_json && (*p < 0x20 || *p == 0x7f)) k += (size_t)snprintf(esc + k, sizeof esc - k, "\\x%02x", *p);
+        else esc[k++] = (char)*p;
     }
+    esc[k] = 0;
+    char rec[sizeof esc + 256];
+    int h;
+    if (tc_log_json)
+        h = snprintf(rec, sizeof rec, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"subsys\":\"%s\",\"src\":\"%s:%d\",\"msg\":\"",
+                     tbuf, ts.tv_nsec / 1000000, tc_level_names[l], subsys, base, line);
+    else
+        h = snprintf(rec, sizeof rec, "%s.%03ldZ %-5s [%s] ", tbuf, ts.tv_nsec / 1000000, tc_level_names[l], subsys);
+    size_t n = h < 0 ? 0 : (size_t)h < sizeof rec ? (size_t)h : sizeof rec - 1;
+    put(rec, sizeof rec, &n, esc, k);
+    char tail[160];
+    const int t = tc_log_json ? snprintf(tail, sizeof tail, "\"}\n") : snprintf(tail, sizeof tail, " (%s:%d)\n", base, line);
+    if (t > 0) {
+        /* the end of the record always fits: the message gives way */
+        const size_t tl = (size_t)t < sizeof tail ? (size_t)t : sizeof tail - 1;
+        if (n + tl >= sizeof rec) n = sizeof rec - 1 - tl;
+        put(rec, sizeof rec, &n, tail, tl);
+    }
+    emit(rec, n);
 }
 
 /* Precedence: the knob (default < config < TCONST_LOG_* < flag) when it
