@@ -385,7 +385,8 @@ int tc_cli_generate(int argc, char **argv) {
                    "                       [--top-k K] [--top-p P] [--seed S] [--ignore-eos]\n"
                    "Prints the generated ids on one line as they are produced (greedy when T = 0); with --text the\n"
                    "prompt is tokenized with the model's GPT-2 vocabulary and the output is text. Stops after N\n"
-                   "tokens or at the model's eos_token_id. Without --model: the built-in tiny model.\n");
+                   "tokens or at the model's eos_token_id (printed as an id; with --text its text is left out).\n"
+                   "Without --model: the built-in tiny model.\n");
             return 0;
         } else { fprintf(stderr, "tconst generate: error: unknown flag '%s'\n", argv[i]); return 2; }
     }
@@ -429,6 +430,8 @@ int tc_cli_generate(int argc, char **argv) {
     if (bpe) tc_bpe_stream_init(&bst, bpe);
     for (int64_t k = 0; k < n; k++) {
         int32_t t = tc_sampler_sample(&smp, lg);
+        const int eos = !ignore_eos && t == m->cfg.eos_token_id;
+        if (bpe && eos) break; /* the eos that ends it is not text (as tconstd streams it) */
         if (bpe) {
             size_t pn = 0;
             if (tc_bpe_stream_push(&bst, t, piece, tc_bpe_stream_max_out(bpe) + 8, &pn) != TC_OK) {
@@ -443,7 +446,7 @@ int tc_cli_generate(int argc, char **argv) {
         } else if (printf(k ? " %d" : "%d", t) < 0)
             CHECK_CLI("generate", TC_FAIL(TC_ERR_IO, "writing standard output: %s", strerror(errno)));
         CHECK_CLI("generate", tc_cli_stdout_flush()); /* each token as it comes; stop once nobody reads */
-        if (!ignore_eos && t == m->cfg.eos_token_id) break;
+        if (eos) break;
         if (k + 1 == n) break;
         tc_session *one = s;
         CHECK_CLI("generate", tc_step_batch(&one, &t, 1, lg));

@@ -313,7 +313,10 @@ tc_finish tc_eng_emit_tokens(tc_engine *e, job *j, const int32_t *toks, int n, i
         if (!j->ignore_eos && tok == e->wc->cfg->eos_token_id) fin = TC_FINISH_EOS;
         for (int k = 0; k < j->n_stop_ids && fin == TC_FINISH_NONE; k++)
             if (tok == j->stop_ids[k]) fin = TC_FINISH_STOP;
-        if (e->bpe) {
+        /* the eos token that ends the generation is not text (GPT-2's
+         * "<|endoftext|>"; vLLM leaves special tokens out too): token_ids
+         * still carry it */
+        if (e->bpe && fin != TC_FINISH_EOS) {
             size_t np = 0;
             if (tc_bpe_stream_push(&j->bs, tok, j->piece, e->piece_cap, &np) == TC_OK) held_push(j, j->piece, np);
             else { /* an id past the tokenizer's vocabulary (a padded head): U+FFFD in the
