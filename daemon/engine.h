@@ -69,6 +69,7 @@ typedef struct {
     double multi_step_s;  /* ... and seconds one such call may compute */
     int64_t max_session_tokens; /* tokens a session may hold, prompt and generated (<= 0: TC_SESSION_TOKENS_MAX) */
     int64_t max_state_bytes;    /* sessions' state on the workers, summed: at or past it new work is refused (0: no limit) */
+    int max_queued_syncs;       /* syncs waiting for a context worker: at or past it new work is refused (0: no limit) */
 } tc_engine_limits;
 
 /* the most tokens a session can hold: a sync takes histories below 2^31 - 4096 */

@@ -186,6 +186,15 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
         code = refuse(msg, msglen, 8, "too many queued requests (max_queued_requests %d)", e->lim.max_queued);
         goto reject;
     }
+    if (e->lim.max_queued_syncs > 0 && e->n_sync_queued >= e->lim.max_queued_syncs) {
+        /* DESIGN §5: backpressure on queued syncs -- the context workers are
+         * behind, and new work would only stall at its first boundary */
+        const int q = e->n_sync_queued;
+        pthread_mutex_unlock(&e->mu);
+        code = refuse(msg, msglen, 8, "%d syncs wait for a context worker, --max-queued-syncs %d: retry later or "
+                      "on another replica", q, e->lim.max_queued_syncs);
+        goto reject;
+    }
     if (e->lim.max_state_bytes > 0) { /* DESIGN §5: admission on state memory; new work waits for room */
         int64_t held = 0;
         for (int i = 0; i < e->n_sess; i++) held += e->sess[i]->st.state_bytes;

@@ -42,7 +42,7 @@ typedef struct {
     char *workers, *worker_mode, *worker_binary, *device, *context_device, *weight_dtype;
     double worker_timeout, worker_start_timeout;
     int64_t context_nice;
-    int64_t max_sessions, max_queued, max_batch, max_tokens, max_session_tokens, max_state_bytes, stream_queue, max_message_bytes,
+    int64_t max_sessions, max_queued, max_queued_syncs, max_batch, max_tokens, max_session_tokens, max_state_bytes, stream_queue, max_message_bytes,
         large_request_budget, threads, warmup_tokens;
     int overlap_syncs;
     int64_t sync_inline_max, multi_step;
@@ -67,6 +67,7 @@ static const tc_knob KNOBS[] = {
     K("worker-start-timeout", TC_KNOB_DOUBLE, "120", 1, 86400, "seconds a starting worker gets to load its model", worker_start_timeout),
     K("max-sessions", TC_KNOB_INT, "256", 1, 1e6, "open sessions at most (more: RESOURCE_EXHAUSTED)", max_sessions),
     K("max-queued-requests", TC_KNOB_INT, "256", 1, 1e6, "requests waiting to start at most (more: RESOURCE_EXHAUSTED)", max_queued),
+    K("max-queued-syncs", TC_KNOB_INT, "0", 0, 1e6, "syncs waiting for a context worker (tconst_sync_queue_depth) at which new requests get RESOURCE_EXHAUSTED: the context workers are behind and new work would stall at its first boundary; running generations go on (0: no limit)", max_queued_syncs),
     K("max-batch", TC_KNOB_INT, "64", 1, 4096, "generations stepped together in one batched hit step", max_batch),
     K("max-tokens", TC_KNOB_INT, "1000000", 1, 2147483647.0, "largest max_tokens a request may ask for", max_tokens),
     K("max-state-bytes", TC_KNOB_INT, "0", 0, 1e18, "bytes of session state (K/V windows, zips, histories on the workers; tconst_state_bytes) the sessions may hold together: at or past it new requests get RESOURCE_EXHAUSTED until sessions close (0: no limit)", max_state_bytes),
@@ -465,7 +466,7 @@ int main(int argc, char **argv) {
     tc_engine_limits lim = {(int)cfg.max_sessions, (int)cfg.max_queued, (int)cfg.max_batch, (int)cfg.max_tokens,
                             (int)cfg.stream_queue, cfg.idle_timeout, cfg.overlap_syncs, cfg.sync_inline_max,
                             (int)cfg.multi_step, cfg.multi_step_ms / 1000.0, cfg.max_session_tokens,
-                            cfg.max_state_bytes};
+                            cfg.max_state_bytes, (int)cfg.max_queued_syncs};
     if (tc_engine_start(&eng, wc, bpe, &lim, tc_service_sink()) != TC_OK) {
         fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
         goto out;
