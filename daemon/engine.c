@@ -7,6 +7,8 @@
  * GetSession and admit work while a step or a sync runs. */
 #include "engine.h"
 
+#include "../common/fault.h"
+
 #include <malloc.h>
 #include <math.h>
 #include <stdarg.h>
@@ -506,6 +508,11 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
                           const tc_engine_sink *sink) {
     tc_engine *e = calloc(1, sizeof *e);
     if (!e) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    if (tc_fault_env_count("TC_FAULT_ENGINE_WEDGE", 1, &e->fault_wedge) != TC_OK) {
+        const tc_status st = TC_FAIL(TC_ERR_INVALID, "%s", tc_error_get());
+        free(e);
+        return st;
+    }
     pthread_mutex_init(&e->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -835,4 +842,15 @@ tc_status tc_engine_attach_journal(tc_engine *e, tc_journal *j, int *n_restored)
     pthread_mutex_unlock(&e->mu);
     if (n_restored) *n_restored = rc.n;
     return st;
+}
+
+int tc_engine_lock_probe(tc_engine *e, double wait_s) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    const double t = (double)ts.tv_nsec / 1e9 + wait_s;
+    ts.tv_sec += (time_t)t;
+    ts.tv_nsec = (long)((t - (double)(time_t)t) * 1e9);
+    if (pthread_mutex_timedlock(&e->mu, &ts) != 0) return 0;
+    pthread_mutex_unlock(&e->mu);
+    return 1;
 }

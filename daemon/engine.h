@@ -117,6 +117,11 @@ tc_status tc_engine_attach_journal(tc_engine *e, struct tc_journal *j, int *n_re
  * for everything but new work: the RPC thread may still call it while the
  * gRPC server winds down. */
 void tc_engine_quiesce(tc_engine *e);
+/* 1 when the engine's lock could be taken within wait_s seconds (and was
+ * let go at once); 0 when it stayed held: every engine thread and call
+ * takes it for short moments only, so a lock held for seconds is a wedged
+ * engine. For tconstd's liveness watchdog. */
+int tc_engine_lock_probe(tc_engine *e, double wait_s);
 /* tc_engine_quiesce, then joins the threads and frees. Nothing may call
  * the engine after (stop the RPC server first). */
 void tc_engine_stop(tc_engine *e);

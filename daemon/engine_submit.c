@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "../common/clock.h"
@@ -176,6 +177,10 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
         }
     }
     pthread_mutex_lock(&e->mu);
+    if (e->fault_wedge && sp->request_id && !strcmp(sp->request_id, "wedge")) { /* test-only: a deadlock */
+        TC_LOG(TC_LOG_WARN, "engine", "TC_FAULT_ENGINE_WEDGE: holding the engine's lock for ever");
+        for (;;) pause();
+    }
     if (e->draining) {
         pthread_mutex_unlock(&e->mu);
         code = refuse(msg, msglen, 14, "server is draining; retry on another replica");

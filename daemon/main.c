@@ -40,7 +40,7 @@
 typedef struct {
     char *listen, *http_listen, *model, *data_dir, *log_level, *log_format;
     char *workers, *worker_mode, *worker_binary, *device, *context_device, *weight_dtype;
-    double worker_timeout, worker_start_timeout;
+    double worker_timeout, worker_start_timeout, liveness_timeout;
     int64_t context_nice;
     int64_t max_sessions, max_queued, max_queued_syncs, max_batch, max_tokens, max_session_tokens, max_state_bytes, stream_queue, max_message_bytes,
         large_request_budget, threads, warmup_tokens;
@@ -81,6 +81,7 @@ static const tc_knob KNOBS[] = {
     K("multi-step-ms", TC_KNOB_DOUBLE, "10", 0, 60000, "milliseconds one multi-step call may compute before it returns what it has (bounds the delay of cancels and of new sessions joining the batch; 0: no limit)", multi_step_ms),
     K("idle-timeout", TC_KNOB_DOUBLE, "3600", 0, 1e9, "seconds before an idle session is closed (0: never)", idle_timeout),
     K("drain-timeout", TC_KNOB_DOUBLE, "30", 0, 86400, "seconds running streams get to finish after SIGTERM", drain_timeout),
+    K("liveness-timeout", TC_KNOB_DOUBLE, "30", 0, 86400, "seconds the engine's lock may stay held, or the gRPC thread stay inside one event, before /healthz answers 503 (a wedged daemon: the liveness probe restarts it); both are held for moments only in normal work (0: /healthz always 200)", liveness_timeout),
     K("threads", TC_KNOB_INT, "0", 0, 1024, "BLAS threads (0: OpenBLAS default)", threads),
     K("warmup-tokens", TC_KNOB_INT, "0", 0, 1e8, "history tokens synced once before readiness (0: one window)", warmup_tokens),
     K("log-level", TC_KNOB_STR, "", 0, 0, "error, warn, info, debug or trace (empty: TC_LOG_LEVEL, else info)", log_level),
@@ -91,6 +92,41 @@ static const tc_knob KNOBS[] = {
 /* read by the HTTP hooks (the ops server thread): loaded once per call;
  * cleared before the ops server stops, and the service freed after */
 static _Atomic(tc_service *) g_svc;
+
+/* Liveness (/healthz): a watchdog thread takes the engine's lock every
+ * second (waiting up to a second) and notes when it last could; the hook
+ * reads that and how long the RPC thread has been inside one event. The
+ * hook itself never blocks: the ops server answers at once. */
+static _Atomic(tc_engine *) g_live_eng;
+static _Atomic(tc_rpc_server *) g_live_rpc;
+static _Atomic double g_live_ok;     /* tc_now_s() of the watchdog's last lock */
+static double g_live_timeout;        /* --liveness-timeout, set before the ops server starts */
+static atomic_int g_live_reported;   /* the first 503's reason logged */
+static pthread_mutex_t g_wd_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_wd_cv = PTHREAD_COND_INITIALIZER;
+static int g_wd_stop; /* g_wd_mu */
+
+static void *watchdog_main(void *arg) {
+    tc_engine *e = arg;
+    int held = 0; /* probes in a row that found the lock held */
+    pthread_mutex_lock(&g_wd_mu);
+    while (!g_wd_stop) {
+        pthread_mutex_unlock(&g_wd_mu);
+        if (tc_engine_lock_probe(e, 1.0)) {
+            atomic_store(&g_live_ok, tc_now_s());
+            held = 0;
+        } else if (!held++) {
+            TC_LOG(TC_LOG_WARN, "main", "the engine's lock has been held for over a second");
+        }
+        pthread_mutex_lock(&g_wd_mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        if (!g_wd_stop) pthread_cond_timedwait(&g_wd_cv, &g_wd_mu, &ts);
+    }
+    pthread_mutex_unlock(&g_wd_mu);
+    return NULL;
+}
 
 /* SIGTERM / SIGINT: taken by one thread from the moment they are blocked,
  * so a signal during the start-up (workers loading, a journal restore)
@@ -163,7 +199,16 @@ static int hook_ready(void *ud) {
 }
 static int hook_alive(void *ud) {
     (void)ud;
-    return 1;
+    if (g_live_timeout <= 0) return 1;
+    tc_engine *e = atomic_load(&g_live_eng);
+    tc_rpc_server *r = atomic_load(&g_live_rpc);
+    const double eng_stuck = e ? tc_now_s() - atomic_load(&g_live_ok) : 0, rpc_busy = r ? tc_rpc_server_busy_s(r) : 0;
+    if (eng_stuck < g_live_timeout && rpc_busy < g_live_timeout) return 1;
+    if (!atomic_exchange(&g_live_reported, 1))
+        TC_LOG(TC_LOG_ERROR, "main", "not alive: %s %.1f s (--liveness-timeout %.1f): /healthz answers 503",
+               eng_stuck >= g_live_timeout ? "the engine's lock not free for" : "the gRPC thread inside one event for",
+               eng_stuck >= g_live_timeout ? eng_stuck : rpc_busy, g_live_timeout);
+    return 0;
 }
 
 static tc_status warm_up(tc_worker_client *wc, int64_t n) {
@@ -405,7 +450,10 @@ int main(int argc, char **argv) {
     tc_service *svc = NULL;
     tc_journal *journal = NULL;
     double rpc_grace = 0;
+    pthread_t wd;
+    int wd_on = 0; /* the liveness watchdog runs */
     tc_metric_set(TC_G_ready, 0);
+    g_live_timeout = cfg.liveness_timeout;
     tc_http_hooks hooks = {hook_ready, hook_alive, NULL};
     if (tc_http_start(&http, cfg.http_listen, &hooks) != TC_OK) {
         fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
@@ -485,6 +533,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
         goto out;
     }
+    atomic_store(&g_live_ok, tc_now_s());
+    if (cfg.liveness_timeout > 0 && pthread_create(&wd, NULL, watchdog_main, eng) == 0) {
+        wd_on = 1;
+        atomic_store(&g_live_eng, eng);
+    }
+    atomic_store(&g_live_rpc, rpc);
     /* warm-up: first touch of weights, BLAS threads, one sync */
     double tw = tc_now_s();
     if (!sig_seen() && warm_up(wc, cfg.warmup_tokens) != TC_OK) { /* not begun after a signal */
@@ -553,6 +607,15 @@ out:
     /* the drain is over: a job still waiting for a dead worker to come
      * back gives up now instead of holding the exit for minutes */
     if (wc && wc->abandon_waits) wc->abandon_waits(wc);
+    atomic_store(&g_live_rpc, NULL); /* stopped below */
+    atomic_store(&g_live_eng, NULL);
+    if (wd_on) {
+        pthread_mutex_lock(&g_wd_mu);
+        g_wd_stop = 1;
+        pthread_cond_signal(&g_wd_cv);
+        pthread_mutex_unlock(&g_wd_mu);
+        pthread_join(wd, NULL);
+    }
     if (eng) tc_engine_quiesce(eng);
     /* the work is done (or cut): a Stream waiting for its client's next
      * request would hold the exit for the rest of the grace */

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../common/clock.h"
 #include "../common/log.h"
 
 enum { TAG_NEW = 1, TAG_RECV, TAG_SEND, TAG_STATUS, TAG_CLOSE, TAG_SHUTDOWN };
@@ -71,6 +72,7 @@ struct tc_rpc_server {
     grpc_metadata_array md;
     rpc_tag t_new, t_shutdown;
     atomic_int live_calls;
+    _Atomic double busy_since; /* tc_now_s() when the RPC thread took its current event; 0 while it waits */
     /* 1 for the owner until tc_rpc_server_stop, plus one per live call:
      * a call a compute thread still holds after the stop (a worker's
      * running Append) is destroyed later, and must find the server (and
@@ -343,6 +345,7 @@ static void *rpc_thread(void *arg) {
         grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
         if (ev.type != GRPC_OP_COMPLETE) continue;
+        atomic_store(&s->busy_since, tc_now_s());
         rpc_tag *t = ev.tag;
         if (t->kind == TAG_NEW) handle_new(s, ev.success);
         else if (t->kind == TAG_SHUTDOWN) {
@@ -351,8 +354,14 @@ static void *rpc_thread(void *arg) {
             pthread_cond_broadcast(&s->stop_cv);
             pthread_mutex_unlock(&s->stop_mu);
         } else handle_call_event(s, t, ev.success);
+        atomic_store(&s->busy_since, 0.0);
     }
     return NULL;
+}
+
+double tc_rpc_server_busy_s(const tc_rpc_server *s) {
+    const double t = atomic_load(&((tc_rpc_server *)s)->busy_since);
+    return t > 0 ? tc_now_s() - t : 0;
 }
 
 tc_status tc_rpc_server_start(tc_rpc_server **out, const char *addr, int max_message_bytes,

@@ -44,6 +44,10 @@ typedef struct {
 tc_status tc_rpc_server_start(tc_rpc_server **out, const char *addr, int max_message_bytes,
                               const tc_rpc_handlers *h, void *ud);
 int tc_rpc_server_port(const tc_rpc_server *s);
+/* Seconds the RPC thread has spent on the event it is handling now (0
+ * while it waits for the next): a handler that never returns (a deadlock)
+ * shows as a number that only grows. Any thread; for /healthz. */
+double tc_rpc_server_busy_s(const tc_rpc_server *s);
 /* Stops accepting calls, lets running calls finish for up to grace_s
  * seconds (their queued messages and status go out), cancels the rest,
  * waits for the RPC thread and frees everything. */
