@@ -30,13 +30,6 @@ void tc_log_init(void) {
     tc_log_json = fmt && strcasecmp(fmt, "json") == 0;
 }
 
-/* Appends to b[*k] (cap n, room for a NUL kept), never past the end. */
-static void put(char *b, size_t n, size_t *k, const char *s, size_t len) {
-    if (*k + len >= n) len = *k + 1 < n ? n - 1 - *k : 0;
-    memcpy(b + *k, s, len);
-    *k += len;
-}
-
 /* The record as one write(2): stderr is shared by tconstd and the workers
  * it spawns, and a record written in pieces (fprintf, then a character at
  * a time) interleaves with another process's, which a JSON log pipeline
@@ -65,34 +58,32 @@ void tc_log_write(tc_log_level l, const char *subsys, const char *file, int line
     strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%S", &tm);
     const char *base = strrchr(file, '/');
     base = base ? base + 1 : file;
-    /* the message escaped: JSON's escapes, or (text) \xNN for a control
-     * character, so that a client's id with a newline cannot forge a line */
-    char esc[6 * sizeof msg + 1];
-    size_t k = 0;
-    for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
-        if (tc_log_json && (*p == '"' || *p == '\\')) esc[k++] = '\\', esc[k++] = (char)*p;
-        else if (tc_log_json && *p < 0x20) k += (size_t)snprintf(esc + k, sizeof esc - k, "\\u%04x", *p);
-        else if (!tc_log_json && (*p < 0x20 || *p == 0x7f)) k += (size_t)snprintf(esc + k, sizeof esc - k, "\\x%02x", *p);
-        else esc[k++] = (char)*p;
-    }
-    esc[k] = 0;
-    char rec[sizeof esc + 256];
-    int h;
-    if (tc_log_json)
-        h = snprintf(rec, sizeof rec, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"subsys\":\"%s\",\"src\":\"%s:%d\",\"msg\":\"",
-                     tbuf, ts.tv_nsec / 1000000, tc_level_names[l], subsys, base, line);
-    else
-        h = snprintf(rec, sizeof rec, "%s.%03ldZ %-5s [%s] ", tbuf, ts.tv_nsec / 1000000, tc_level_names[l], subsys);
-    size_t n = h < 0 ? 0 : (size_t)h < sizeof rec ? (size_t)h : sizeof rec - 1;
-    put(rec, sizeof rec, &n, esc, k);
-    char tail[160];
+    /* the record: header, the message escaped -- JSON's escapes, or (text)
+     * \xNN for a control character, so that a client's id with a newline
+     * cannot forge a line -- and the tail. A message too long for the
+     * buffer loses its end at an escape's boundary, never the tail: a
+     * record is always one whole line (JSON: one whole object) */
+    char rec[6 * sizeof msg + 512], tail[160];
+    const int h = tc_log_json
+        ? snprintf(rec, sizeof rec, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"subsys\":\"%s\",\"src\":\"%s:%d\",\"msg\":\"",
+                   tbuf, ts.tv_nsec / 1000000, tc_level_names[l], subsys, base, line)
+        : snprintf(rec, sizeof rec, "%s.%03ldZ %-5s [%s] ", tbuf, ts.tv_nsec / 1000000, tc_level_names[l], subsys);
     const int t = tc_log_json ? snprintf(tail, sizeof tail, "\"}\n") : snprintf(tail, sizeof tail, " (%s:%d)\n", base, line);
-    if (t > 0) {
-        /* the end of the record always fits: the message gives way */
-        const size_t tl = (size_t)t < sizeof tail ? (size_t)t : sizeof tail - 1;
-        if (n + tl >= sizeof rec) n = sizeof rec - 1 - tl;
-        put(rec, sizeof rec, &n, tail, tl);
+    const size_t tl = t < 0 ? 0 : (size_t)t < sizeof tail ? (size_t)t : sizeof tail - 1;
+    size_t n = h < 0 ? 0 : (size_t)h < sizeof rec - tl - 1 ? (size_t)h : sizeof rec - tl - 1;
+    for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
+        char e[8];
+        size_t el = 1;
+        e[0] = (char)*p;
+        if (tc_log_json && (*p == '"' || *p == '\\')) e[0] = '\\', e[1] = (char)*p, el = 2;
+        else if (tc_log_json && *p < 0x20) el = (size_t)snprintf(e, sizeof e, "\\u%04x", *p);
+        else if (!tc_log_json && (*p < 0x20 || *p == 0x7f)) el = (size_t)snprintf(e, sizeof e, "\\x%02x", *p);
+        if (n + el + tl >= sizeof rec) break;
+        memcpy(rec + n, e, el);
+        n += el;
     }
+    memcpy(rec + n, tail, tl);
+    n += tl;
     emit(rec, n);
 }
 

@@ -846,11 +846,11 @@ tc_status tc_engine_attach_journal(tc_engine *e, tc_journal *j, int *n_restored)
 
 int tc_engine_lock_probe(tc_engine *e, double wait_s) {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* a wall-clock step is no wedge */
     const double t = (double)ts.tv_nsec / 1e9 + wait_s;
     ts.tv_sec += (time_t)t;
     ts.tv_nsec = (long)((t - (double)(time_t)t) * 1e9);
-    if (pthread_mutex_timedlock(&e->mu, &ts) != 0) return 0;
+    if (pthread_mutex_clocklock(&e->mu, CLOCK_MONOTONIC, &ts) != 0) return 0;
     pthread_mutex_unlock(&e->mu);
     return 1;
 }

@@ -143,7 +143,8 @@ struct tc_engine {
     uint64_t next_qid;
     double sync_s_per_tok;
     int n_sync_queued, n_sync_running, n_starting;
-    int64_t fault_wedge; /* TC_FAULT_ENGINE_WEDGE=1 (test-only): a request with request_id "wedge" holds mu for ever */
+    int64_t fault_wedge; /* TC_FAULT_ENGINE_WEDGE=1 (test-only): request_id "wedge-lock" makes a thread hold mu for
+                          * ever, "wedge-rpc" stops the gRPC thread for ever */
     int n_slotless, n_wanting; /* running jobs without a slot of --max-batch; those of them waiting for one */
     int n_pairs; /* worker pairs: a sync queue and context thread each */
     tc_worker_client *wc;

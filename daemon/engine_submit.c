@@ -25,6 +25,16 @@
 #include "journal.h"
 #include "metrics.h"
 
+/* TC_FAULT_ENGINE_WEDGE's "wedge-lock": a thread that holds the engine's
+ * lock for ever, as a deadlock would */
+static void *wedge_main(void *arg) {
+    tc_engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    TC_LOG(TC_LOG_WARN, "engine", "TC_FAULT_ENGINE_WEDGE: holding the engine's lock for ever");
+    for (;;) pause();
+    return NULL;
+}
+
 static int refuse(char *msg, size_t n, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static int refuse(char *msg, size_t n, int code, const char *fmt, ...) {
     va_list ap;
@@ -177,9 +187,19 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
         }
     }
     pthread_mutex_lock(&e->mu);
-    if (e->fault_wedge && sp->request_id && !strcmp(sp->request_id, "wedge")) { /* test-only: a deadlock */
-        TC_LOG(TC_LOG_WARN, "engine", "TC_FAULT_ENGINE_WEDGE: holding the engine's lock for ever");
-        for (;;) pause();
+    if (e->fault_wedge && sp->request_id && !strncmp(sp->request_id, "wedge-", 6)) { /* test-only: a deadlock */
+        pthread_t t;
+        if (!strcmp(sp->request_id, "wedge-rpc")) { /* the gRPC thread stuck, the engine free */
+            pthread_mutex_unlock(&e->mu);
+            TC_LOG(TC_LOG_WARN, "engine", "TC_FAULT_ENGINE_WEDGE: the gRPC thread stops here for ever");
+            for (;;) pause();
+        }
+        if (!strcmp(sp->request_id, "wedge-lock") && pthread_create(&t, NULL, wedge_main, e) == 0) {
+            pthread_detach(t); /* it takes the lock once this call lets it go, and keeps it */
+            pthread_mutex_unlock(&e->mu);
+            code = refuse(msg, msglen, 13, "TC_FAULT_ENGINE_WEDGE: the engine's lock is taken for ever");
+            goto reject;
+        }
     }
     if (e->draining) {
         pthread_mutex_unlock(&e->mu);

@@ -74,14 +74,14 @@ static const tc_knob KNOBS[] = {
     K("max-session-tokens", TC_KNOB_INT, "0", 0, 2147479551.0, "tokens a session may hold, prompt and generated (0: 2^31 - 4097, the sync's limit); a generation reaching it ends with finish_reason length", max_session_tokens),
     K("stream-queue", TC_KNOB_INT, "64", 1, 1e6, "unread messages per stream before its generation pauses", stream_queue),
     K("max-message-bytes", TC_KNOB_INT, "4194304", 1024, 1073741824.0, "largest request message (larger: RESOURCE_EXHAUSTED)", max_message_bytes),
-    K("large-request-budget", TC_KNOB_INT, "0", 0, 1e15, "bytes of large requests (messages over 16 KiB, handled on threads of their own) queued or running at once; past it a large request gets RESOURCE_EXHAUSTED, smaller ones still run. Each holds a copy of its message, and tokenizing text takes ~100 B of scratch per byte. 0: the larger of 64 MiB and --max-message-bytes; else at least --max-message-bytes", large_request_budget),
+    K("large-request-budget", TC_KNOB_INT, "67108864", 16384, 1e15, "bytes of large requests (messages over 16 KiB, handled on threads of their own) queued or running at once; past it a large request gets RESOURCE_EXHAUSTED, smaller ones still run. Each holds a copy of its message, and tokenizing text takes ~100 B of scratch per byte: size it to the memory tconstd may use for them. At least --max-message-bytes", large_request_budget),
     K("overlap-syncs", TC_KNOB_BOOL, "true", 0, 0, "run syncs on the context thread, overlapping other sessions' steps (false: inline in the batch)", overlap_syncs),
     K("sync-inline-max", TC_KNOB_INT, "512", 0, 1e9, "a sync over at most this many history tokens runs inline in the generation batch instead of on the context worker (short syncs cost less than the hand-off and never wait behind a long one; 0: all go to the context worker)", sync_inline_max),
     K("multi-step", TC_KNOB_INT, "8", 1, 1024, "tokens a generation worker makes per session in one Step call, feeding back what it samples (its own step loop: one round trip per run, not per token; tokens reach the stream in runs). 1: a call per token. Requests with stop strings, and in-process workers, step one token at a time", multi_step),
     K("multi-step-ms", TC_KNOB_DOUBLE, "10", 0, 60000, "milliseconds one multi-step call may compute before it returns what it has (bounds the delay of cancels and of new sessions joining the batch; 0: no limit)", multi_step_ms),
     K("idle-timeout", TC_KNOB_DOUBLE, "3600", 0, 1e9, "seconds before an idle session is closed (0: never)", idle_timeout),
     K("drain-timeout", TC_KNOB_DOUBLE, "30", 0, 86400, "seconds running streams get to finish after SIGTERM", drain_timeout),
-    K("liveness-timeout", TC_KNOB_DOUBLE, "30", 0, 86400, "seconds the engine's lock may stay held, or the gRPC thread stay inside one event, before /healthz answers 503 (a wedged daemon: the liveness probe restarts it); both are held for moments only in normal work (0: /healthz always 200)", liveness_timeout),
+    K("liveness-timeout", TC_KNOB_DOUBLE, "30", 0, 86400, "seconds the engine's lock may stay held, or the gRPC thread stay inside one event, before /healthz answers 503 (a wedged daemon: the liveness probe restarts it); both are held for moments only in normal work. At least 2 (the watchdog looks every second); 0: /healthz always 200", liveness_timeout),
     K("threads", TC_KNOB_INT, "0", 0, 1024, "BLAS threads (0: OpenBLAS default)", threads),
     K("warmup-tokens", TC_KNOB_INT, "0", 0, 1e8, "history tokens synced once before readiness (0: one window)", warmup_tokens),
     K("log-level", TC_KNOB_STR, "", 0, 0, "error, warn, info, debug or trace (empty: TC_LOG_LEVEL, else info)", log_level),
@@ -97,13 +97,15 @@ static _Atomic(tc_service *) g_svc;
  * second (waiting up to a second) and notes when it last could; the hook
  * reads that and how long the RPC thread has been inside one event. The
  * hook itself never blocks: the ops server answers at once. */
-static _Atomic(tc_engine *) g_live_eng;
-static _Atomic(tc_rpc_server *) g_live_rpc;
-static _Atomic double g_live_ok;     /* tc_now_s() of the watchdog's last lock */
+static pthread_mutex_t g_live_mu = PTHREAD_MUTEX_INITIALIZER; /* the two below: the hook reads them under it, and
+                                                                 * main clears them under it before freeing */
+static tc_engine *g_live_eng;
+static tc_rpc_server *g_live_rpc;
+static _Atomic double g_live_ok;     /* tc_now_s() (monotonic) of the watchdog's last lock */
 static double g_live_timeout;        /* --liveness-timeout, set before the ops server starts */
 static atomic_int g_live_reported;   /* the first 503's reason logged */
 static pthread_mutex_t g_wd_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t g_wd_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t g_wd_cv; /* on CLOCK_MONOTONIC (main, before the thread): a wall-clock step is no stall */
 static int g_wd_stop; /* g_wd_mu */
 
 static void *watchdog_main(void *arg) {
@@ -120,7 +122,7 @@ static void *watchdog_main(void *arg) {
         }
         pthread_mutex_lock(&g_wd_mu);
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
+        clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_sec += 1;
         if (!g_wd_stop) pthread_cond_timedwait(&g_wd_cv, &g_wd_mu, &ts);
     }
@@ -200,9 +202,10 @@ static int hook_ready(void *ud) {
 static int hook_alive(void *ud) {
     (void)ud;
     if (g_live_timeout <= 0) return 1;
-    tc_engine *e = atomic_load(&g_live_eng);
-    tc_rpc_server *r = atomic_load(&g_live_rpc);
-    const double eng_stuck = e ? tc_now_s() - atomic_load(&g_live_ok) : 0, rpc_busy = r ? tc_rpc_server_busy_s(r) : 0;
+    pthread_mutex_lock(&g_live_mu);
+    const double eng_stuck = g_live_eng ? tc_now_s() - atomic_load(&g_live_ok) : 0,
+                 rpc_busy = g_live_rpc ? tc_rpc_server_busy_s(g_live_rpc) : 0;
+    pthread_mutex_unlock(&g_live_mu);
     if (eng_stuck < g_live_timeout && rpc_busy < g_live_timeout) return 1;
     if (!atomic_exchange(&g_live_reported, 1))
         TC_LOG(TC_LOG_ERROR, "main", "not alive: %s %.1f s (--liveness-timeout %.1f): /healthz answers 503",
@@ -284,9 +287,15 @@ static int check_one_device(const dcfg *c, const char *flag, const char *d) {
     return 0;
 }
 static int check_limits(const dcfg *c) {
-    if (c->large_request_budget && c->large_request_budget < c->max_message_bytes) {
+    if (c->liveness_timeout > 0 && c->liveness_timeout < 2) {
+        fprintf(stderr, "tconstd: error: --liveness-timeout %g: at least 2 seconds (the watchdog looks every "
+                        "second), or 0 to turn the check off\n", c->liveness_timeout);
+        return -1;
+    }
+    if (c->large_request_budget < c->max_message_bytes) {
         fprintf(stderr, "tconstd: error: --large-request-budget %lld is below --max-message-bytes %lld: a request of "
-                        "the largest size allowed could never run\n", (long long)c->large_request_budget,
+                        "the largest size allowed could never run; raise the budget (its tokenizing takes ~100 B "
+                        "of memory a byte) or lower the message size\n", (long long)c->large_request_budget,
                 (long long)c->max_message_bytes);
         return -1;
     }
@@ -502,9 +511,7 @@ int main(int argc, char **argv) {
         TC_LOG(TC_LOG_WARN, "main", "the model's vocab_size %d exceeds the tokenizer's %d: generated ids %d..%d "
                "stream as U+FFFD in text (their ids are sent as they are)", wc->cfg->vocab_size,
                tc_bpe_vocab_size(bpe), tc_bpe_vocab_size(bpe), wc->cfg->vocab_size - 1);
-    long long big_budget = cfg.large_request_budget;
-    if (!big_budget) big_budget = cfg.max_message_bytes > (64ll << 20) ? cfg.max_message_bytes : 64ll << 20;
-    tc_service_info info = {dir, TC_VERSION, (int)cfg.max_message_bytes, big_budget};
+    tc_service_info info = {dir, TC_VERSION, (int)cfg.max_message_bytes, (long long)cfg.large_request_budget};
     if (tc_service_init(&svc, NULL, wc, bpe, &info) != TC_OK) {
         fprintf(stderr, "tconstd: error: %s\n", tc_error_get() ? tc_error_get() : "cannot start the service");
         goto out;
@@ -534,11 +541,19 @@ int main(int argc, char **argv) {
         goto out;
     }
     atomic_store(&g_live_ok, tc_now_s());
-    if (cfg.liveness_timeout > 0 && pthread_create(&wd, NULL, watchdog_main, eng) == 0) {
-        wd_on = 1;
-        atomic_store(&g_live_eng, eng);
+    if (cfg.liveness_timeout > 0) {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&g_wd_cv, &ca);
+        pthread_condattr_destroy(&ca);
+        if (pthread_create(&wd, NULL, watchdog_main, eng) == 0) wd_on = 1;
+        else TC_LOG(TC_LOG_WARN, "main", "no liveness watchdog thread: /healthz checks only the gRPC thread");
     }
-    atomic_store(&g_live_rpc, rpc);
+    pthread_mutex_lock(&g_live_mu);
+    if (wd_on) g_live_eng = eng;
+    g_live_rpc = rpc;
+    pthread_mutex_unlock(&g_live_mu);
     /* warm-up: first touch of weights, BLAS threads, one sync */
     double tw = tc_now_s();
     if (!sig_seen() && warm_up(wc, cfg.warmup_tokens) != TC_OK) { /* not begun after a signal */
@@ -607,8 +622,10 @@ out:
     /* the drain is over: a job still waiting for a dead worker to come
      * back gives up now instead of holding the exit for minutes */
     if (wc && wc->abandon_waits) wc->abandon_waits(wc);
-    atomic_store(&g_live_rpc, NULL); /* stopped below */
-    atomic_store(&g_live_eng, NULL);
+    pthread_mutex_lock(&g_live_mu); /* both freed below: no hook reads them after this */
+    g_live_rpc = NULL;
+    g_live_eng = NULL;
+    pthread_mutex_unlock(&g_live_mu);
     if (wd_on) {
         pthread_mutex_lock(&g_wd_mu);
         g_wd_stop = 1;

@@ -95,6 +95,43 @@ static void check(const char *format, const char *head, const char *msg_head, co
     free(all);
 }
 
+/* The longest message (2047 control characters, each six bytes escaped
+ * in JSON) fits a record whole: one JSON object on one line, every escape
+ * complete. (A record's buffer holds the worst case; were a header ever
+ * too long, the message would lose its end at an escape's boundary, never
+ * the tail.) */
+static void check_long(void) {
+    int p[2];
+    if (pipe(p) != 0) {
+        EXPECT(0, "pipe: %s", strerror(errno));
+        return;
+    }
+    const int saved = dup(STDERR_FILENO);
+    dup2(p[1], STDERR_FILENO);
+    close(p[1]);
+    char m[2048];
+    memset(m, 1, sizeof m - 1);
+    m[sizeof m - 1] = 0;
+    (void)tc_log_configure("test_log", "info", "json");
+    TC_LOG(TC_LOG_INFO, "test", "%s", m);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    static char buf[65536];
+    ssize_t n = read(p[0], buf, sizeof buf - 1);
+    close(p[0]);
+    buf[n > 0 ? n : 0] = 0;
+    const char *msg = strstr(buf, "\"msg\":\"");
+    int whole = msg && n > 8 && !strcmp(buf + n - 3, "\"}\n") && strchr(buf, '\n') == buf + n - 1;
+    /* between the msg's quote and the tail: whole escapes only */
+    size_t esc = 0;
+    for (const char *q = msg ? msg + 7 : buf; whole && q < buf + n - 3; q += 6, esc++)
+        if (strncmp(q, "\\u0001", 6)) whole = 0;
+    EXPECT(whole && esc == 2047, "a 2047-character message: %zu whole escapes, the record closed: %.80s ... %s", esc,
+           buf, n > 40 ? buf + n - 40 : buf);
+    printf("%-5s json: the longest message, all control characters: %zu of 2047 escapes whole, the object closed\n",
+           whole && esc == 2047 ? "ok" : "FAIL", esc);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     /* JSON: one object a line, the message's quote, backslash and control
@@ -102,5 +139,6 @@ int main(void) {
     check("json", "{\"ts\":\"", "\"msg\":\"child ", "quote \\\" backslash \\\\ newline \\u000a tab \\u0009 end\"}", "\"}");
     /* text: the control characters as \xNN, the source at the end */
     check("text", "", "info  [test] child ", "newline \\x0a tab \\x09 end (test_log.c:", ")");
+    check_long();
     return g_fail ? 1 : 0;
 }

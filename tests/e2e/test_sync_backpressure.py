@@ -10,8 +10,8 @@ drain. The test makes the backlog certain rather than likely: with
 --sync-inline-max 0 every sync goes to the context worker, which the test
 stops (SIGSTOP; --worker-timeout long enough that it is not taken for
 dead). Two streams reach boundaries: one sync is in flight on the stopped
-worker, the other waits (tconst_sync_queue_depth 1 = --max-queued-syncs
-1). Then:
+worker (tconst_syncs_running 1), the other waits (tconst_sync_queue_depth
+1 = --max-queued-syncs 1); neither can change until SIGCONT. Then:
   - a new Generate gets RESOURCE_EXHAUSTED naming --max-queued-syncs;
   - after SIGCONT the queue drains, both streams go on, their ids equal
     `tconst generate`'s (nothing was lost);
@@ -63,8 +63,12 @@ def body(env, ck):
             ck.check(cv.wait_for(lambda: all(got), 60), "both streams generate")
         os.kill(kids["context"], signal.SIGSTOP)
         try:
-            depth = wait_for(lambda: d.metric("tconst_sync_queue_depth") >= 1, 60, "a sync waiting")
-            ck.check(depth, "with the context worker stopped, a sync waits (tconst_sync_queue_depth >= 1)")
+            # one sync in flight on the stopped worker and one waiting: a
+            # state that cannot change until SIGCONT (the context thread is
+            # inside the in-flight call, so nothing takes the waiting one)
+            depth = wait_for(lambda: d.metric("tconst_syncs_running") >= 1 and
+                             d.metric("tconst_sync_queue_depth") >= 1, 60, "a sync in flight and one waiting")
+            ck.check(depth, "with the context worker stopped, a sync is in flight and one waits")
             ck.rpc_error(lambda: d.generate_ids(s, [5, 6, 7], env.sampling(max_tokens=4, ignore_eos=True), timeout=60),
                          grpc.StatusCode.RESOURCE_EXHAUSTED, "a new Generate while 1 sync waits",
                          "--max-queued-syncs 1")
