@@ -845,12 +845,17 @@ tc_status tc_engine_attach_journal(tc_engine *e, tc_journal *j, int *n_restored)
 }
 
 int tc_engine_lock_probe(tc_engine *e, double wait_s) {
+    /* timedlock's deadline is on the wall clock: a step of it only makes
+     * this one wait longer or shorter -- the lock is taken the moment it
+     * is free either way, and the caller measures ages on the monotonic
+     * clock. (pthread_mutex_clocklock would say CLOCK_MONOTONIC, but
+     * ThreadSanitizer does not see it take the lock.) */
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts); /* a wall-clock step is no wedge */
+    clock_gettime(CLOCK_REALTIME, &ts);
     const double t = (double)ts.tv_nsec / 1e9 + wait_s;
     ts.tv_sec += (time_t)t;
     ts.tv_nsec = (long)((t - (double)(time_t)t) * 1e9);
-    if (pthread_mutex_clocklock(&e->mu, CLOCK_MONOTONIC, &ts) != 0) return 0;
+    if (pthread_mutex_timedlock(&e->mu, &ts) != 0) return 0;
     pthread_mutex_unlock(&e->mu);
     return 1;
 }
