@@ -29,7 +29,7 @@ test: build
 # suppressions hold third-party frames only, each with its reason.
 # Reports also go to build-asan/san/ (log_path), so one from a daemon a
 # test started counts even when the test itself passed: any file there
-# fails the target.
+# fails the target, and they are shown when a test failed too.
 SAN_DIR = $(CURDIR)/build-asan/san
 SAN_ENV = ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:check_initialization_order=1:strict_string_checks=1:log_path=$(SAN_DIR)/asan \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/hardening/lsan.supp:print_suppressions=0 \
@@ -38,8 +38,9 @@ test-asan: deps
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTC_SANITIZE=ON >/dev/null
 	@cmake --build build-asan -j $(JOBS)
 	@rm -rf $(SAN_DIR) && mkdir -p $(SAN_DIR)
-	@cd build-asan && $(SAN_ENV) ctest --output-on-failure -j $(JOBS) -L 'unit|parity|e2e' --timeout 900
-	@if [ -n "$$(ls -A $(SAN_DIR))" ]; then echo "test-asan: sanitizer reports:"; head -n 60 $(SAN_DIR)/*; exit 1; fi
+	@rc=0; cd build-asan && $(SAN_ENV) ctest --output-on-failure -j $(JOBS) -L 'unit|parity|e2e' --timeout 900 || rc=$$?; \
+	  if [ -n "$$(ls -A $(SAN_DIR))" ]; then echo "test-asan: sanitizer reports:"; head -n 60 $(SAN_DIR)/*; exit 1; fi; \
+	  exit $$rc
 	@echo "test-asan: no sanitizer reports"
 
 # ThreadSanitizer over the e2e tests that drive the engine's threads hardest

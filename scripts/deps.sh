@@ -6,7 +6,7 @@ PKGS=(build-essential cmake pkg-config libopenblas-dev libcjson-dev python3 time
 [ -f "$(dirname "$0")/deps.extra" ] && mapfile -t -O "${#PKGS[@]}" PKGS < <(grep -v '^#' "$(dirname "$0")/deps.extra" | tr ' ' '\n' | grep .)
 missing=()
 for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}"

@@ -70,7 +70,7 @@ fi
     cc --version 2>&1 | head -1
 } >"$OUTDIR/env.txt" 2>&1
 have_gpu=0
-if timeout 20 nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then have_gpu=1; fi
+if grep -q '^GPU ' <<<"$(timeout 20 nvidia-smi -L 2>/dev/null)"; then have_gpu=1; fi
 stage gpu "$([ $have_gpu = 1 ] && echo ok || echo 'none visible (nvidia-smi -L)')"
 
 if cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTC_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH" \

@@ -44,7 +44,7 @@ refuse "--device 'gpu': expected auto, cpu or cuda:N" --device gpu
 # worker answers the count and records how it was started.
 W=$(dirname "$D")/worker/tconst-worker
 [ -x "$W" ] || W=$(dirname "$D")/tconst-worker
-"$W" --count-devices | grep -qx "cuda-devices [0-9]*" || fail "tconst-worker --count-devices: $("$W" --count-devices 2>&1)"
+grep -qx "cuda-devices [0-9]*" <<<"$("$W" --count-devices)" || fail "tconst-worker --count-devices: $("$W" --count-devices 2>&1)"
 echo "ok   tconst-worker --count-devices: $("$W" --count-devices)"
 cat >"$tmp/gpu-worker" <<'EOS'
 #!/bin/sh

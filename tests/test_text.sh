@@ -56,7 +56,7 @@ kill $pid2; wait $pid2 || true
 [ "$oe" = "$te" ] || fail "gRPC text ending at eos '$oe' != CLI's '$te'"
 echo "ok   the eos that ends a generation is not text (id $eos after $((k - 1)) tokens): CLI and gRPC"
 r=$("$T" generate --model "$tmp/m" --text "" -n 3 2>&1) && fail "empty --text accepted"
-echo "$r" | grep -q "empty prompt" || fail "empty --text: $r"
+grep -q "empty prompt" <<<"$r" || fail "empty --text: $r"
 echo "ok   empty --text: $r"
 
 # init-model over a model directory that holds a GPT-2 tokenizer, without
@@ -64,7 +64,7 @@ echo "ok   empty --text: $r"
 # directory left as it was; with --vocab it is replaced
 cp -r "$tmp/m" "$tmp/m2"
 r=$("$T" init-model --arch transformer --preset tiny --seed 6 --out "$tmp/m2" 2>&1) && fail "init-model over a tokenizer: accepted"
-echo "$r" | grep -q "holds a tokenizer (its 50257 tokens) and the new model's vocab_size is 512" || fail "init-model: $r"
+grep -q "holds a tokenizer (its 50257 tokens) and the new model's vocab_size is 512" <<<"$r" || fail "init-model: $r"
 cmp -s "$tmp/m/config.json" "$tmp/m2/config.json" || fail "the refused init-model changed config.json"
 "$T" init-model --arch transformer --preset tiny --seed 6 --vocab "$V" --out "$tmp/m2" >/dev/null
 grep -q '"architecture":\s*"transformer"' "$tmp/m2/config.json" || fail "init-model --vocab over a model: not replaced"
@@ -73,9 +73,9 @@ echo "ok   init-model over another model's tokenizer: refused without --vocab ($
 # a tokenizer larger than the model's vocabulary (copied in by hand) is refused where text is used
 cp "$V/encoder.json" "$V/vocab.bpe" "$tmp/m3/"
 r=$("$T" generate --model "$tmp/m3" --text "hi" -n 2 2>&1) && fail "generate --text with a 50257-token tokenizer on vocab 512"
-echo "$r" | grep -q "the tokenizer has 50257 tokens, more than config.json's vocab_size 512" || fail "generate: $r"
+grep -q "the tokenizer has 50257 tokens, more than config.json's vocab_size 512" <<<"$r" || fail "generate: $r"
 echo "ok   generate --text refuses a tokenizer larger than the model's vocabulary"
 r=$(timeout 120 "$D" --model "$tmp/m3" --device cpu --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 2>&1) &&
     fail "tconstd started with a 50257-token tokenizer on vocab 512"
-echo "$r" | grep -q "the tokenizer has 50257 tokens, more than config.json's vocab_size 512" || fail "tconstd: $(echo "$r" | tail -3)"
+grep -q "the tokenizer has 50257 tokens, more than config.json's vocab_size 512" <<<"$r" || fail "tconstd: $r"
 echo "ok   tconstd refuses it too"
