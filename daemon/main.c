@@ -489,7 +489,8 @@ int main(int argc, char **argv) {
         if (!cfg.workers[0]) resolve_device(&cfg, bin, dev, sizeof dev, ctxdev, sizeof ctxdev);
         tc_remote_opts ro = {cfg.workers, cfg.worker_mode, bin, dir, dev, ctxdev, cfg.log_level, cfg.log_format,
                              (int)cfg.threads, cfg.worker_timeout, cfg.worker_start_timeout, 3600,
-                             (int)cfg.context_nice, (int)cfg.max_sessions, cfg.weight_dtype};
+                             (int)cfg.context_nice, (int)cfg.max_sessions, cfg.weight_dtype,
+                             (long long)cfg.max_session_tokens};
         TC_LOG(TC_LOG_INFO, "main", "model %s on %s", dir, cfg.workers[0] ? cfg.workers : "spawned workers");
         if (tc_worker_remote_open(&wc, &ro) != TC_OK) {
             fprintf(stderr, "tconstd: error: %s\n", tc_error_get());

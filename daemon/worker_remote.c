@@ -592,6 +592,10 @@ static tc_status spawn_args(remote *R, wproc *p, const char *role, int idx) {
     if (R->o.weight_dtype && R->o.weight_dtype[0] &&
         (add_arg(p, &k, "--weight-dtype") != 0 || add_arg(p, &k, R->o.weight_dtype) != 0))
         return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    char mst[32];
+    snprintf(mst, sizeof mst, "%lld", R->o.max_session_tokens);
+    if (R->o.max_session_tokens > 0 && (add_arg(p, &k, "--max-session-tokens") != 0 || add_arg(p, &k, mst) != 0))
+        return TC_FAIL(TC_ERR_NOMEM, "out of memory");
     p->spawned = 1;
     return TC_OK;
 }

@@ -20,6 +20,7 @@ typedef struct {
     int context_nice;         /* --nice of spawned context workers */
     int max_sessions;         /* sessions placed at most (the engine's limit) */
     const char *weight_dtype; /* spawned workers' --weight-dtype ("" or NULL: theirs) */
+    long long max_session_tokens; /* spawned workers' --max-session-tokens (sizes their data plane; 0: theirs) */
 } tc_remote_opts;
 
 tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o);

@@ -108,6 +108,12 @@ enum { TC_STATE_SYNC = 1, TC_STATE_FULL = 2 };
 tc_status tc_session_extend(tc_session *s, const int32_t *tokens, int64_t n);
 tc_status tc_session_export(const tc_session *s, int kind, void **blob, size_t *len);
 tc_status tc_session_import(tc_session *s, const void *blob, size_t len);
+/* The largest blob export makes for a session of up to max_tokens tokens
+ * of this model, either kind (saturates at SIZE_MAX): the data plane's
+ * largest message. The baseline's grows by its K/V rows a token (2 x
+ * layers x d x 4 bytes), TLinFormer's by its compress-layer history, a
+ * TConstFormer's by its 4-byte token alone. */
+size_t tc_state_max_bytes(const tc_model_config *c, int64_t max_tokens);
 
 /* Bytes of device state, the token history excluded. */
 size_t tc_session_state_bytes(const tc_session *s);

@@ -12,6 +12,7 @@
  *   window  f32 [n_layers][2][win_len][d]           (TC_STATE_FULL only)
  * Not here: transport, framing, who sends what when (worker/). */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +38,27 @@ tc_status tc_session_extend(tc_session *s, const int32_t *t, int64_t n) {
     TC_CHECK(tc_session_push_tokens(s, t, n));
     s->win_stale = 1; /* the window rows of these tokens were not computed */
     return TC_OK;
+}
+
+/* a * b + c, saturating at SIZE_MAX */
+static size_t sat_madd(size_t a, size_t b, size_t c) {
+    size_t r;
+    if (__builtin_mul_overflow(a, b, &r) || __builtin_add_overflow(r, c, &r)) return SIZE_MAX;
+    return r;
+}
+
+size_t tc_state_max_bytes(const tc_model_config *c, int64_t max_tokens) {
+    const size_t n = max_tokens > 0 ? (size_t)max_tokens : 0, row = (size_t)c->n_embd * 4;
+    const size_t nl = (size_t)tc_config_n_layers(c);
+    const int base = c->arch == TC_ARCH_TRANSFORMER;
+    const size_t zl = base ? 0 : (size_t)c->n_block * (size_t)(c->inner_depth - 1);
+    const size_t zip = base ? 0 : (size_t)c->history_window;
+    const size_t hist = c->arch == TC_ARCH_TLIN ? n : 0;
+    const size_t win = base || n < (size_t)c->generate_window ? n : (size_t)c->generate_window;
+    size_t b = sat_madd(n, 4, sizeof(tc_state_hdr));                   /* header, tokens (FULL) */
+    b = sat_madd(sat_madd(zl * 2, zip, 0), row, b);                      /* zip */
+    b = sat_madd(sat_madd((size_t)c->n_block * 2, hist, 0), row, b);     /* TLin history */
+    return sat_madd(sat_madd(nl * 2, win, 0), row, b);                   /* window rows */
 }
 
 tc_status tc_session_export(const tc_session *s, int kind, void **out, size_t *len) {

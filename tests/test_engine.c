@@ -5,6 +5,7 @@
  * different positions. Also: bad token ids are rejected and leave the
  * session usable. Label: unit. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,8 @@ static void run_arch(tc_arch arch, int nb, int depth, int woh, int wog, int L) {
         EXPECT(tc_session_append(cx, tok, P, lg) == TC_OK, "split: prefill");
         fed = P;
         EXPECT(tc_session_export(cx, TC_STATE_FULL, &blob, &bl) == TC_OK, "split: export full");
+        EXPECT(bl <= tc_state_max_bytes(&m->cfg, P) && (arch != TC_ARCH_TRANSFORMER || bl == tc_state_max_bytes(&m->cfg, P)),
+               "split: a full state of %d tokens is %zu bytes, its bound %zu", P, bl, tc_state_max_bytes(&m->cfg, P));
         EXPECT(tc_session_import(gn, blob, bl) == TC_OK, "split: import full: %s", tc_error_get());
         free(blob);
         int n_imports = 0;
@@ -173,6 +176,8 @@ static void run_arch(tc_arch arch, int nb, int depth, int woh, int wog, int L) {
                 fed = i;
                 EXPECT(tc_session_sync(cx, i) == TC_OK, "split: sync");
                 EXPECT(tc_session_export(cx, TC_STATE_SYNC, &blob, &bl) == TC_OK, "split: export sync: %s", tc_error_get());
+                EXPECT(bl <= tc_state_max_bytes(&m->cfg, i), "split: a sync state of %d tokens is %zu bytes, over its bound %zu", i, bl,
+                       tc_state_max_bytes(&m->cfg, i));
                 /* a blob for the wrong position is refused, the session untouched */
                 if (n_imports == 0) {
                     tc_session *other;
@@ -192,6 +197,8 @@ static void run_arch(tc_arch arch, int nb, int depth, int woh, int wog, int L) {
                 EXPECT(tc_session_append(cx, tok + i, k, lg) == TC_OK, "split: append via context");
                 fed = i + k;
                 EXPECT(tc_session_export(cx, TC_STATE_FULL, &blob, &bl) == TC_OK, "split: export full 2");
+                EXPECT(bl <= tc_state_max_bytes(&m->cfg, i + k), "split: a full state of %d tokens is %zu bytes, over its bound %zu",
+                       i + k, bl, tc_state_max_bytes(&m->cfg, i + k));
                 EXPECT(tc_session_import(gn, blob, bl) == TC_OK, "split: import full 2");
                 free(blob);
                 double e = rel_err(lg, ref + (size_t)(i + k - 1) * V, V);
@@ -206,6 +213,9 @@ static void run_arch(tc_arch arch, int nb, int depth, int woh, int wog, int L) {
             EXPECT(e < 1e-4, "split: step at %d differs: rel %.3e", i, e);
         }
         if (arch != TC_ARCH_TRANSFORMER) EXPECT(n_imports >= 2, "split: only %d syncs crossed", n_imports);
+        /* the bound saturates (a baseline of 2^62 tokens: no size_t holds it) and grows with the tokens */
+        EXPECT(arch != TC_ARCH_TRANSFORMER || tc_state_max_bytes(&m->cfg, (int64_t)1 << 62) == SIZE_MAX, "state bound wraps");
+        EXPECT(tc_state_max_bytes(&m->cfg, L) > tc_state_max_bytes(&m->cfg, P), "state bound does not grow");
         int32_t bogus[4] = {0};
         EXPECT(tc_session_import(gn, bogus, sizeof bogus) == TC_ERR_INVALID, "split: garbage blob accepted");
         tc_session_free(cx);

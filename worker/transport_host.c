@@ -42,6 +42,9 @@
  * deadline (--peer-timeout) is shorter */
 #define RECV_IDLE_S 120.0
 #define FRAME_S 120.0
+/* ...plus this much a byte for large frames (a multi-GB baseline state
+ * over a slow link): a frame may move as slowly as 64 MiB/s on both ends */
+static double frame_allow_s(uint64_t len) { return (double)len / (64.0 * 1048576.0); }
 
 typedef struct {
     uint32_t magic, version;
@@ -154,7 +157,7 @@ static void *reader_main(void *arg) {
         /* idle: the first byte of the next frame, then the frame's deadline */
         if (io_all(ra.fd, &h, 1, 0, tc_now_s() + RECV_IDLE_S, -1) != 0) break;
         set_active(H, ra.slot);
-        const double fdl = tc_now_s() + FRAME_S;
+        double fdl = tc_now_s() + FRAME_S; /* the header's; the body's grows with its length below */
         if (io_all(ra.fd, (uint8_t *)&h + 1, sizeof h - 1, 0, fdl, -1) != 0) {
             if (errno == ETIMEDOUT) TC_LOG(TC_LOG_WARN, "transport", "data plane: a frame header took over %.0f s; closing", FRAME_S);
             break;
@@ -165,11 +168,13 @@ static void *reader_main(void *arg) {
             break;
         }
         if (h.len > H->max_message) {
-            TC_LOG(TC_LOG_ERROR, "transport", "data plane: frame of %llu bytes exceeds the limit %llu; closing",
+            TC_LOG(TC_LOG_ERROR, "transport", "data plane: frame of %llu bytes exceeds the limit %llu (a state of a "
+                   "session of this worker's --max-session-tokens, at least --max-message-bytes); closing",
                    (unsigned long long)h.len, (unsigned long long)H->max_message);
             refuse(&ra, ACK_TOO_LARGE, fdl);
             return NULL;
         }
+        fdl += frame_allow_s(h.len); /* within the limit: the body's transfer time */
         /* room in the mailbox before any allocation: frames nobody takes
          * (sessions never opened, Imports that gave up) cannot grow the
          * worker without bound */
@@ -373,7 +378,8 @@ static int dial(const char *peer, double deadline, int wakefd, char *why, size_t
 static tc_status h_send(tc_transport *t, uint64_t sid, uint64_t seq, const void *buf, size_t len, double timeout_s) {
     host_tp *H = (host_tp *)t;
     const double t0 = tc_now_s();
-    const double deadline = timeout_s > 0 ? t0 + timeout_s : 0; /* for the whole send, redial included */
+    /* for the whole send, redial included; a large state gets its transfer time on top */
+    const double deadline = timeout_s > 0 ? t0 + timeout_s + frame_allow_s(len) : 0;
     pthread_mutex_lock(&H->send_mu);
     tc_status st = TC_OK;
     char peer_now[sizeof H->peer];
@@ -393,7 +399,8 @@ static tc_status h_send(tc_transport *t, uint64_t sid, uint64_t seq, const void 
     }
     if (len > H->max_message) { /* the peers share the setting: it would refuse it */
         st = TC_FAIL(TC_ERR_EXHAUSTED,
-                     "data plane: a state of %zu bytes exceeds --max-message-bytes %llu (raise it on both workers)",
+                     "data plane: a state of %zu bytes exceeds the limit %llu (the largest state of a session of "
+                     "--max-session-tokens tokens, at least --max-message-bytes: raise them on both workers)",
                      len, (unsigned long long)H->max_message);
         goto out;
     }

@@ -541,6 +541,10 @@ def check_release(case, docs, values, bins, notes):
             else:
                 check(rq is None and lm is None and a.get("device") == "cpu", "%s: CPU worker with GPUs or not --device cpu" % wc)
             check(a.get("transport") == wv["transport"], "%s: --transport" % wc)
+            ccfg = values["coordinator"].get("config") or {}
+            mst = ccfg.get("max_session_tokens", ccfg.get("max-session-tokens"))
+            check(a.get("max-session-tokens") == (str(int(mst)) if mst else None),
+                  "%s: --max-session-tokens %r, the coordinator's %r (it sizes the data plane)" % (wc, a.get("max-session-tokens"), mst))
             check(a.get("model") == model_path, "%s: --model %r, expected %r" % (wc, a.get("model"), model_path))
             if model_path:
                 check(under_mount(model_path, ctr), "%s: model not mounted" % wc)
@@ -788,6 +792,7 @@ def main():
         ("defaults", []),
         ("values-all", [a.values_all]),
         ("pair layout, model PVC, 3 pairs", [nest({"workers.layout": "pair", "workers.pairs": 3, "model.source": "pvc",
+                                                    "coordinator.config": {"max_session_tokens": 1000000},
                                                     "model.pvc.claimName": "weights-41m", "model.subPath": "p41",
                                                     "workers.nccl.socketIfname": "eth0"})]),
         ("both layout, CPU, hostPath model", [nest(dict(cpu_workers, **{"workers.layout": "both", "workers.pairs": 2,
