@@ -403,12 +403,15 @@ static int do_info(tc_rpc_client *cl, const opts *o) {
     printf("server: tconstd %s (%s), up %.1f s, %d sessions, %d running%s\n", si->version, si->build,
            si->uptime_seconds, si->sessions_active, si->requests_running, si->draining ? ", draining" : "");
     if (si->limits)
-        printf("limits: max_sessions %d, max_queued_requests %d, max_batch %d, max_tokens %d, max_session_tokens "
-               "%lld, max_state_bytes %lld, idle_timeout %d s, max_message %d B, stream_queue %d\n",
-               si->limits->max_sessions, si->limits->max_queued_requests, si->limits->max_batch,
-               si->limits->max_tokens, (long long)si->limits->max_session_tokens,
-               (long long)si->limits->max_state_bytes, si->limits->idle_timeout_seconds,
-               si->limits->max_message_bytes, si->limits->stream_queue_messages);
+        printf("limits: max_sessions %d, max_queued_requests %d, max_queued_syncs %d, max_batch %d, max_tokens %d, "
+               "max_session_tokens %lld, max_state_bytes %lld, idle_timeout %g s, max_message %d B, "
+               "large_request_budget %lld B, stream_queue %d\n",
+               si->limits->max_sessions, si->limits->max_queued_requests, si->limits->max_queued_syncs,
+               si->limits->max_batch, si->limits->max_tokens, (long long)si->limits->max_session_tokens,
+               (long long)si->limits->max_state_bytes,
+               si->limits->idle_timeout > 0 ? si->limits->idle_timeout : (double)si->limits->idle_timeout_seconds,
+               si->limits->max_message_bytes, (long long)si->limits->large_request_budget,
+               si->limits->stream_queue_messages);
     protobuf_c_message_free_unpacked(out, NULL);
     return 0;
 }

@@ -682,12 +682,15 @@ static void h_server_info(ctx *c) {
     l.max_sessions = lim->max_sessions;
     l.max_queued_requests = lim->max_queued;
     l.max_tokens = lim->max_tokens;
-    l.idle_timeout_seconds = (int32_t)lim->idle_timeout_s;
+    l.idle_timeout = lim->idle_timeout_s;
+    l.idle_timeout_seconds = lim->idle_timeout_s >= INT32_MAX ? INT32_MAX : (int32_t)ceil(lim->idle_timeout_s);
     l.max_message_bytes = s->info.max_message_bytes;
     l.stream_queue_messages = lim->stream_queue;
     l.max_session_tokens = lim->max_session_tokens;
     l.max_batch = lim->max_batch;
     l.max_state_bytes = lim->max_state_bytes;
+    l.max_queued_syncs = lim->max_queued_syncs;
+    l.large_request_budget = s->info.large_request_budget > 0 ? s->info.large_request_budget : TC_BIG_QUEUED_BYTES;
     r.limits = &l;
     r.uptime_seconds = tc_now_s() - s->t_start;
     int ns, nr, nq;

@@ -92,6 +92,14 @@ def body(env, ck):
                           == 0, 60, "the streams ended"), "the streams end, no sync waits")
         ids, _ = d.generate_ids(s, [5, 6, 7], env.sampling(max_tokens=4, ignore_eos=True), timeout=60)
         ck.equal(ids, env.generate(model, [5, 6, 7], 4, ignore_eos=True), "a new Generate runs again")
+    # ServerInfo names every admission limit a client can meet (DESIGN §5),
+    # fractional seconds kept (an idle timeout of 0.5 s is not "0: never")
+    with Daemon(env, "--max-queued-syncs", "3", "--idle-timeout", "0.5", "--large-request-budget", "8388608",
+                model=model) as d:
+        lim = d.stub().ServerInfo(env.pb.ServerInfoRequest(), timeout=30).limits
+        ck.equal((lim.max_queued_syncs, lim.large_request_budget, lim.idle_timeout, lim.idle_timeout_seconds),
+                 (3, 8388608, 0.5, 1), "ServerInfo's limits: max_queued_syncs, large_request_budget, idle_timeout "
+                 "(idle_timeout_seconds rounds up: 0 would read as never)")
 
 
 if __name__ == "__main__":
