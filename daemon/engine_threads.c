@@ -577,13 +577,18 @@ void *tc_eng_generation_thread(void *arg) {
             }
             for (int i = 0; i < B; i++) bsmp[i] = &batch[i]->smp;
             /* multi-step: each session's run is cut where the engine would
-             * end it anyway (max_tokens; EOS and stop ids on the worker);
-             * stop strings are matched on text here, so they step singly */
+             * end it anyway (max_tokens; EOS and stop ids on the worker).
+             * Stop strings are matched on text here, after the run: a plain
+             * Generate's session ends with its request, so the tokens of a
+             * run past its stop string are only dropped (never sent, taken
+             * back from a history nobody reads); a named session would keep
+             * them (a rebuild of its copies to take them back), so its
+             * generations with stop strings step singly */
             int multi = 0;
             for (int i = 0; i < B && K > 1; i++) {
                 job *j = batch[i];
                 int64_t left = j->max_tokens - j->generated;
-                bb[i].max_steps = j->n_stop ? 1 : (int)(left < K ? (left > 1 ? left : 1) : K);
+                bb[i].max_steps = j->n_stop && !j->s->ephemeral ? 1 : (int)(left < K ? (left > 1 ? left : 1) : K);
                 bb[i].stop = j->stop_ids;
                 bb[i].n_stop = j->n_stop_ids + !j->ignore_eos;
                 multi |= bb[i].max_steps > 1;

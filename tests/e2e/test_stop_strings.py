@@ -1,0 +1,108 @@
+#!/usr/bin/python3
+"""test_stop_strings.py — `stop` strings end a generation where the text
+first holds one (docs/api.md "Sampling"), in runs of --multi-step tokens
+for a plain Generate (docs/workers.md; session 27: such a request used to
+step one token a call, ~1/8 the rate of its batch).
+
+A tiny tconstformer on the GPT-2 vocabulary (random weights, so random
+text). Its greedy 64-token generation without a stop string is the
+reference (ids and text). Then, in the default split layout and with
+both-roles workers:
+
+  * a stop string taken from the reference text (the text of tokens
+    20-21): the stream's text is the reference text cut before the stop
+    string's first occurrence, its ids a prefix of the reference's ending
+    with the token that completed it, finish_reason STOP; its usage
+    counts those ids. The run that met it went on past it on the worker:
+    the tokens past it are never sent;
+  * a stop string the text never holds: the reference's 64 ids and text,
+    finish_reason LENGTH, in runs (fewer than 32 messages; one a token
+    before the change);
+  * the same in a named session (GenerateInSession): the same text and ids
+    (it steps singly, so its history holds nothing past the stop), and a
+    generation after it in the same session equals the reference's
+    continuation from the stop (a fresh session fed the same tokens).
+
+Needs the GPT-2 vocabulary (TC_GPT2_DIR, the tokenizer.fetch_gpt2 fixture).
+"""
+import os
+import subprocess
+
+from harness import Daemon, run
+
+N = 64
+
+
+def stream(env, calls):
+    """(ids, text, last message, number of messages) of a streaming call."""
+    ids, text, last, n = [], "", None, 0
+    for r in calls:
+        ids += r.token_ids
+        text += r.text
+        last, n = r, n + 1
+    return ids, text, last, n
+
+
+def body(env, ck):
+    pb = env.pb
+    gpt2 = os.environ.get("TC_GPT2_DIR", "")
+    if not os.path.isfile(os.path.join(gpt2, "encoder.json")):
+        raise SystemExit(f"TC_GPT2_DIR={gpt2!r}: no GPT-2 vocabulary (tokenizer.fetch_gpt2 makes it)")
+    model = os.path.join(env.tmp, "model-gpt2")
+    subprocess.run([env.tconst, "init-model", "--arch", "tconstformer", "--preset", "tiny", "--seed", "9",
+                    "--vocab", gpt2, "--out", model], check=True, stdout=subprocess.DEVNULL)
+    prompt = "The stop strings of a streaming server:"
+    for layout in ([], ["--worker-mode", "both"]):
+        name = "both-roles" if layout else "split"
+        with Daemon(env, *layout, "--multi-step-ms", "1000", model=model) as d:
+            s = d.stub()
+
+            def gen(stop=(), n=N, session_id=None):
+                sp = env.sampling(max_tokens=n, ignore_eos=True)
+                sp.stop.extend(stop)
+                if session_id:
+                    return stream(env, s.GenerateInSession(pb.GenerateInSessionRequest(
+                        session_id=session_id, text=prompt, sampling=sp), timeout=120))
+                return stream(env, s.Generate(pb.GenerateRequest(text=prompt, sampling=sp), timeout=120))
+
+            ref_ids, ref_text, last, _ = gen()
+            ck.equal((len(ref_ids), last.finish_reason), (N, pb.FINISH_REASON_LENGTH), f"{name}: the reference")
+            # the stop string: the text of tokens 20-21 of the reference
+            pre = s.Detokenize(pb.DetokenizeRequest(token_ids=ref_ids[:20]), timeout=30).text
+            mid = s.Detokenize(pb.DetokenizeRequest(token_ids=ref_ids[:22]), timeout=30).text
+            stop = mid[len(pre):] if mid.startswith(pre) else ""
+            ck.check(stop.strip() != "", f"{name}: a stop string from the reference text", repr(stop))
+            cut = ref_text.find(stop)
+            ids, text, last, _ = gen([stop])
+            ck.equal(text, ref_text[:cut], f"{name}: Generate's text is cut before the stop string {stop!r}")
+            ck.check(0 < len(ids) <= 22 and ids == ref_ids[:len(ids)] and last.finish_reason == pb.FINISH_REASON_STOP,
+                     f"{name}: its ids are a prefix of the reference's (up to the stop), finish_reason STOP",
+                     f"{len(ids)} ids, finish {last.finish_reason}")
+            whole = s.Detokenize(pb.DetokenizeRequest(token_ids=ids), timeout=30).text
+            ck.check(stop in whole and stop not in s.Detokenize(pb.DetokenizeRequest(token_ids=ids[:-1]),
+                                                                timeout=30).text,
+                     f"{name}: the last id completes the stop string (nothing past it is sent)")
+            ck.equal(last.usage.completion_tokens, len(ids), f"{name}: usage counts the ids sent")
+            ids2, text2, last2, msgs = gen(["\u2603 never in this text \u2603"])
+            ck.equal((ids2, text2, last2.finish_reason), (ref_ids, ref_text, pb.FINISH_REASON_LENGTH),
+                     f"{name}: a stop string never met: the reference's ids and text")
+            ck.check(msgs < N // 2, f"{name}: ... in runs of --multi-step tokens ({msgs} messages for {N} tokens)")
+            # a named session: single steps, the history ends at the stop
+            s.OpenSession(pb.OpenSessionRequest(session_id="named"), timeout=30)
+            ids3, text3, last3, _ = gen([stop], session_id="named")
+            ck.equal((ids3, text3, last3.finish_reason), (ids, text, pb.FINISH_REASON_STOP),
+                     f"{name}: GenerateInSession stops at the same place")
+            ck.equal(last.usage.session_tokens, last3.usage.session_tokens,
+                     f"{name}: usage.session_tokens of the Generate that ran past its stop == the single-stepped one's")
+            after, _, _, _ = gen(n=12, session_id="named")
+            s.OpenSession(pb.OpenSessionRequest(session_id="fresh"), timeout=30)
+            s.Append(pb.AppendRequest(session_id="fresh", text=prompt), timeout=30)
+            s.Append(pb.AppendRequest(session_id="fresh", token_ids=ids3), timeout=30)
+            want, _, _, _ = stream(env, s.GenerateInSession(pb.GenerateInSessionRequest(
+                session_id="fresh", text=prompt, sampling=env.sampling(max_tokens=12, ignore_eos=True)), timeout=120))
+            ck.equal(after, want, f"{name}: the session holds nothing past the stop (its next generation equals "
+                                  "a fresh session fed the same tokens)")
+
+
+if __name__ == "__main__":
+    run("stop_strings", body)
