@@ -165,6 +165,19 @@ class Env:
             self.models[key] = d
         return self.models[key]
 
+    def gpt2_model(self, seed):
+        """A tiny tconstformer on the GPT-2 vocabulary (text in and out):
+        TC_GPT2_DIR names the vocabulary (the tokenizer.fetch_gpt2
+        fixture); the test stops with an error without it."""
+        gpt2 = os.environ.get("TC_GPT2_DIR", "")
+        if not os.path.isfile(os.path.join(gpt2, "encoder.json")):
+            raise SystemExit(f"TC_GPT2_DIR={gpt2!r}: no GPT-2 vocabulary (tokenizer.fetch_gpt2 makes it)")
+        d = os.path.join(self.tmp, f"model-gpt2-{seed}")
+        if not os.path.isdir(d):
+            subprocess.run([self.tconst, "init-model", "--arch", "tconstformer", "--preset", "tiny", "--seed", str(seed),
+                            "--vocab", gpt2, "--out", d], check=True, stdout=subprocess.DEVNULL)
+        return d
+
     def generate(self, model, tokens, n, temperature=None, top_k=None, top_p=None, seed=None, ignore_eos=False):
         """`tconst generate`: the reference ids."""
         cmd = [self.tconst, "generate", "--model", model, "--tokens", " ".join(map(str, tokens)), "-n", str(n)]

@@ -10,7 +10,6 @@ with large requests running and queued exits 0.
 
 Needs the GPT-2 vocabulary (TC_GPT2_DIR, the tokenizer.fetch_gpt2 fixture).
 """
-import os
 import subprocess
 import threading
 
@@ -22,12 +21,7 @@ BIG = 4 << 20  # 4 MiB of "a": one word, a second or more of BPE merges (and ~30
 
 def body(env, ck):
     pb = env.pb
-    gpt2 = os.environ.get("TC_GPT2_DIR", "")
-    if not os.path.isfile(os.path.join(gpt2, "encoder.json")):
-        raise SystemExit(f"TC_GPT2_DIR={gpt2!r}: no GPT-2 vocabulary (tokenizer.fetch_gpt2 makes it)")
-    model = os.path.join(env.tmp, "model-gpt2")
-    subprocess.run([env.tconst, "init-model", "--arch", "tconstformer", "--preset", "tiny", "--seed", "5",
-                    "--vocab", gpt2, "--out", model], check=True, stdout=subprocess.DEVNULL)
+    model = env.gpt2_model(5)
     # 40 KB of varied text: over the 16 KiB line, so it takes the other threads
     words = ["tconst", "streams", "ünïcode", "42", " ", "\n", "déjà-vu", "🙂", "don't", "A.B"]
     text = "".join(words[(i * 7 + i // 3) % len(words)] + (" " if i % 3 else "") for i in range(8000))

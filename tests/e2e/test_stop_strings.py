@@ -25,8 +25,6 @@ both-roles workers:
 
 Needs the GPT-2 vocabulary (TC_GPT2_DIR, the tokenizer.fetch_gpt2 fixture).
 """
-import os
-import subprocess
 
 from harness import Daemon, run
 
@@ -45,12 +43,7 @@ def stream(env, calls):
 
 def body(env, ck):
     pb = env.pb
-    gpt2 = os.environ.get("TC_GPT2_DIR", "")
-    if not os.path.isfile(os.path.join(gpt2, "encoder.json")):
-        raise SystemExit(f"TC_GPT2_DIR={gpt2!r}: no GPT-2 vocabulary (tokenizer.fetch_gpt2 makes it)")
-    model = os.path.join(env.tmp, "model-gpt2")
-    subprocess.run([env.tconst, "init-model", "--arch", "tconstformer", "--preset", "tiny", "--seed", "9",
-                    "--vocab", gpt2, "--out", model], check=True, stdout=subprocess.DEVNULL)
+    model = env.gpt2_model(9)
     prompt = "The stop strings of a streaming server:"
     for layout in ([], ["--worker-mode", "both"]):
         name = "both-roles" if layout else "split"
