@@ -22,12 +22,42 @@ int tc_log_parse_level(const char *s, tc_log_level *out) {
 
 void tc_log_set_level(tc_log_level l) { tc_log_level_cur = (int)l; }
 
+/* TC_LOG_SUBSYS (NCCL_DEBUG_SUBSYS's habit): the subsystems whose debug
+ * and trace records are written, comma-separated ("engine,workers"); a
+ * leading ^ writes all but those ("^rpc,http"). Unset or empty: all.
+ * Errors, warnings and info always pass: the filter thins a debug log,
+ * it never hides a problem. */
+static char tc_subsys[256];
+static int tc_subsys_not;
+
+void tc_log_set_subsys(const char *list) {
+    tc_subsys_not = list && list[0] == '^';
+    snprintf(tc_subsys, sizeof tc_subsys, "%s", list ? list + tc_subsys_not : "");
+}
+
+static int subsys_listed(const char *subsys) {
+    const size_t n = strlen(subsys);
+    for (const char *p = tc_subsys; *p;) {
+        const char *e = strchr(p, ',');
+        const size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !strncasecmp(p, subsys, n)) return 1;
+        p += len + (e != NULL);
+    }
+    return 0;
+}
+
+int tc_log_subsys_on(tc_log_level l, const char *subsys) {
+    if (l < TC_LOG_DEBUG || !tc_subsys[0]) return 1;
+    return subsys_listed(subsys) != tc_subsys_not;
+}
+
 void tc_log_init(void) {
     const char *lv = getenv("TC_LOG_LEVEL");
     tc_log_level l;
     if (lv && tc_log_parse_level(lv, &l) == 0) tc_log_level_cur = (int)l;
     const char *fmt = getenv("TC_LOG_FORMAT");
     tc_log_json = fmt && strcasecmp(fmt, "json") == 0;
+    tc_log_set_subsys(getenv("TC_LOG_SUBSYS"));
 }
 
 /* The record as one write(2): stderr is shared by tconstd and the workers
@@ -45,6 +75,7 @@ static void emit(const char *b, size_t n) {
 }
 
 void tc_log_write(tc_log_level l, const char *subsys, const char *file, int line, const char *fmt, ...) {
+    if (!tc_log_subsys_on(l, subsys)) return; /* before any formatting */
     char msg[2048];
     va_list ap;
     va_start(ap, fmt);

@@ -132,8 +132,48 @@ static void check_long(void) {
            whole && esc == 2047 ? "ok" : "FAIL", esc);
 }
 
+/* TC_LOG_SUBSYS: debug and trace of the listed subsystems only (^: all
+ * but them), case-insensitive, whole names; errors, warnings and info of
+ * every subsystem always */
+static void check_subsys(void) {
+    tc_log_set_subsys("engine,Workers");
+    EXPECT(tc_log_subsys_on(TC_LOG_DEBUG, "engine") && tc_log_subsys_on(TC_LOG_TRACE, "workers"), "listed: off");
+    EXPECT(!tc_log_subsys_on(TC_LOG_DEBUG, "rpc") && !tc_log_subsys_on(TC_LOG_DEBUG, "engin") &&
+               !tc_log_subsys_on(TC_LOG_DEBUG, "engines"),
+           "a subsystem not listed (or a part of a name) writes debug");
+    EXPECT(tc_log_subsys_on(TC_LOG_INFO, "rpc") && tc_log_subsys_on(TC_LOG_ERROR, "rpc") &&
+               tc_log_subsys_on(TC_LOG_WARN, "http"),
+           "the filter hid an error, warning or info record");
+    tc_log_set_subsys("^rpc,http");
+    EXPECT(!tc_log_subsys_on(TC_LOG_DEBUG, "rpc") && !tc_log_subsys_on(TC_LOG_TRACE, "http") &&
+               tc_log_subsys_on(TC_LOG_DEBUG, "engine"),
+           "^rpc,http: wrong");
+    tc_log_set_subsys("");
+    EXPECT(tc_log_subsys_on(TC_LOG_TRACE, "rpc"), "an empty filter hides debug");
+    /* end to end: a filtered record is not written at all */
+    int p[2];
+    EXPECT(pipe(p) == 0, "pipe");
+    const int saved = dup(STDERR_FILENO);
+    dup2(p[1], STDERR_FILENO);
+    tc_log_set_level(TC_LOG_DEBUG);
+    tc_log_set_subsys("engine");
+    TC_LOG(TC_LOG_DEBUG, "rpc", "hidden");
+    TC_LOG(TC_LOG_DEBUG, "engine", "shown");
+    TC_LOG(TC_LOG_WARN, "rpc", "warned");
+    tc_log_set_subsys(NULL);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    close(p[1]);
+    char buf[4096];
+    ssize_t n = read(p[0], buf, sizeof buf - 1);
+    close(p[0]);
+    buf[n > 0 ? n : 0] = 0;
+    EXPECT(!strstr(buf, "hidden") && strstr(buf, "shown") && strstr(buf, "warned"), "written: '%s'", buf);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    check_subsys();
     /* JSON: one object a line, the message's quote, backslash and control
      * characters escaped (so the newline does not end the line) */
     check("json", "{\"ts\":\"", "\"msg\":\"child ", "quote \\\" backslash \\\\ newline \\u000a tab \\u0009 end\"}", "\"}");
