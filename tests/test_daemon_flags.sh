@@ -92,7 +92,15 @@ chmod +x "$tmp/slow-worker"
 "$D" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --worker-binary "$tmp/slow-worker" --device cpu \
     --worker-start-timeout 600 >"$tmp/out" 2>"$tmp/err" &
 pid=$!
-for _ in $(seq 1 100); do grep -q "model .* on spawned workers" "$tmp/err" && break; sleep 0.1; done
+# the signal must come during the start-up: wait (bounded: 60 s) for the
+# line that says the workers are being started
+for _ in $(seq 1 600); do
+    grep -q "model .* on spawned workers" "$tmp/err" && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.1
+done
+grep -q "model .* on spawned workers" "$tmp/err" ||
+    fail "SIGTERM during the start-up: no 'model ... on spawned workers' line within 60 s: $(tail -3 "$tmp/err")"
 kill -TERM $pid
 timeout 60 tail --pid=$pid -f /dev/null || fail "SIGTERM during the start-up: tconstd still runs after 60 s"
 wait $pid
@@ -185,7 +193,7 @@ done
 kill -TERM $wpid
 wait $wpid
 for r in $real; do
-    for _ in $(seq 100); do kill -0 "$r" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 600); do kill -0 "$r" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$r" 2>/dev/null && { kill -KILL "$r"; fail "worker $r, started by a wrapper, outlived tconstd"; }
 done
 echo "ok   spawned workers have process groups of their own; a wrapper's children stop with tconstd"
@@ -217,7 +225,7 @@ timeout 60 tail --pid=$hpid -f /dev/null || fail "SIGTERM during a worker restar
 wait $hpid
 rc=$?
 [ $rc -eq 0 ] || fail "SIGTERM during a worker restart: exit $rc: $(tail -3 "$tmp/h.err")"
-for _ in $(seq 100); do kill -0 "$hung" 2>/dev/null || break; sleep 0.1; done
+for _ in $(seq 600); do kill -0 "$hung" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$hung" 2>/dev/null && { kill -KILL "$hung"; fail "the abandoned restart's process outlived tconstd"; }
 echo "ok   SIGTERM during a worker restart: the restart is abandoned, exit 0"
 # the ready line names an abstract unix socket as it is (no port)

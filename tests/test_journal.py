@@ -32,12 +32,18 @@ class Daemon:
         self.extra = list(extra)
 
     def __enter__(self):
-        self.p = subprocess.Popen([TCONSTD, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-                                   "--data-dir", data, "--log-level", "warn", "--device", "cpu"] + self.extra,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # stderr to a file, not a pipe nobody reads while tconstd runs (a
+        # full pipe would block its logging); read back with stderr()
+        self.err_path = os.path.join(tmp, f"tconstd-{time.monotonic_ns()}.err")
+        with open(self.err_path, "wb") as err:
+            self.p = subprocess.Popen([TCONSTD, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+                                       "--data-dir", data, "--log-level", "warn", "--device", "cpu"] + self.extra,
+                                      stdout=subprocess.PIPE, stderr=err, text=True)
         line = self.p.stdout.readline()  # the ready line (or EOF if it died)
         if " ready: " not in line:
-            raise SystemExit("tconstd did not start: " + line + self.p.stderr.read())
+            self.p.kill()  # (if it still runs)
+            self.p.wait()
+            raise SystemExit("tconstd did not start: " + line + self.stderr())
         self.addr = line.split(" grpc ")[1].split()[0]
         return self
 
@@ -47,6 +53,10 @@ class Daemon:
         if check_rc and r.returncode != 0:
             raise SystemExit(f"tconst client {' '.join(args)}: rc {r.returncode}: {r.stderr}")
         return r
+
+    def stderr(self):
+        with open(self.err_path, errors="replace") as f:
+            return f.read()
 
     def kill9(self):
         self.p.send_signal(signal.SIGKILL)
@@ -146,7 +156,8 @@ with Daemon("--max-sessions", "1") as d:
     r = d.client("session", "open", "--id", "s3", "--tokens", "5", check_rc=False)
     check(r.returncode == 0, "... and accepted once they are closed")
     d.p.send_signal(signal.SIGTERM)
-    err = d.p.communicate(timeout=60)[1]
+    d.p.wait(timeout=60)
+    err = d.stderr()
     check("scheduler:" not in err, "no scheduler error in the log" + (": " + err[-300:] if "scheduler:" in err else ""))
 
 # 3c. a session closed while it generates is forgotten before CloseSession

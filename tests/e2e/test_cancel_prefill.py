@@ -243,8 +243,11 @@ def body(env, ck):
         # do not queue)
         if not INPROCESS:
             # B's cancel must reach the engine before A's sync ends (else
-            # B's own sync starts, and is stopped: counted): when A's
-            # ended first, the case did not happen and runs again
+            # B's own sync starts, and is stopped: counted), and A must
+            # still be busy when checked after B is free (else A's sync
+            # ended meanwhile and "B did not wait behind it" is not shown):
+            # when A's ended first, the case did not happen and runs again
+            # (a B that really waited behind A fails on the last attempt)
             for attempt in range(3):
                 a = stub.OpenSession(pb.OpenSessionRequest(token_ids=q_prompt), timeout=120).session_id
                 b = stub.OpenSession(pb.OpenSessionRequest(token_ids=q_prompt), timeout=120).session_id
@@ -269,6 +272,10 @@ def body(env, ck):
                     stub.CloseSession(pb.CloseSessionRequest(session_id=x), timeout=30)
                 if b_free and not a_busy and b_ran == 1 and attempt < 2:
                     print(f"     A's sync ended before B's cancel came (B's sync started); again ({attempt + 1})")
+                    continue
+                if b_free and not a_busy and b_ran == 0 and attempt < 2:
+                    print(f"     A's generation ended before its busy check (B's sync never ran); again "
+                          f"({attempt + 1})")
                     continue
                 ck.check(b_free, "the cancelled B is free again")
                 ck.check(a_busy, "... while A's sync still runs (B did not wait behind it)")

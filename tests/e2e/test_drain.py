@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """test_drain.py — SIGTERM with streams in flight.
 
-1. --drain-timeout 60: a stream whose client has stopped reading (so it is
+1. --drain-timeout 300: a stream whose client has stopped reading (so it is
    paused by backpressure and cannot finish) keeps the daemon draining.
    Meanwhile: a Health Watch receives NOT_SERVING, Check says NOT_SERVING,
    /readyz is 503 (/healthz still 200), new Generate / OpenSession get
@@ -31,13 +31,20 @@ N_READING = 1000
 def drain_completes(env, ck):
     pb, hpb = env.pb, env.health_pb
     model = env.model("tconstformer", seed=71)
-    with Daemon(env, "--drain-timeout", "60", "--stream-queue", "16", model=model) as d:
+    # the references first: run after SIGTERM they would eat into the drain
+    # (under ASan, minutes); the daemon is not involved in them
+    want_reading = env.generate(model, [4, 5, 6], N_READING, ignore_eos=True)
+    want_paused = env.generate(model, [1, 2, 3], N_PAUSED, ignore_eos=True)
+    # --drain-timeout is a hard deadline on everything after SIGTERM (the
+    # rest of the reading stream, then all of the paused one): generous, as
+    # are the calls' deadlines, which count from before the SIGTERM
+    with Daemon(env, "--drain-timeout", "300", "--stream-queue", "16", model=model) as d:
         ch = d.channel()
         s, h = d.stub(ch), d.health(ch)
         sid = s.OpenSession(pb.OpenSessionRequest(token_ids=[7, 7, 7]), timeout=30).session_id
 
         watch_ev = queue.Queue()
-        watch = h.Watch(hpb.HealthCheckRequest(), timeout=120)
+        watch = h.Watch(hpb.HealthCheckRequest(), timeout=300)
 
         def watcher():
             try:
@@ -57,7 +64,7 @@ def drain_completes(env, ck):
         pch = d.channel(**{"grpc.http2.lookahead_bytes": 4096, "grpc.http2.bdp_probe": 0})
         paused = d.stub(pch).Generate(pb.GenerateRequest(token_ids=[1, 2, 3], request_id="paused-" + "x" * 40,
                                                          sampling=env.sampling(max_tokens=N_PAUSED, ignore_eos=True)),
-                                      timeout=120)
+                                      timeout=300)
         first = next(paused)
         # stream 2: read throughout, in a thread
         reading_res = {}
@@ -67,7 +74,7 @@ def drain_completes(env, ck):
             ids = []
             try:
                 for r in s.Generate(pb.GenerateRequest(token_ids=[4, 5, 6], sampling=env.sampling(
-                        max_tokens=N_READING, ignore_eos=True)), timeout=120):
+                        max_tokens=N_READING, ignore_eos=True)), timeout=300):
                     ids += r.token_ids
                     reading_started.set()
                     reading_res["last"] = r
@@ -101,9 +108,9 @@ def drain_completes(env, ck):
         m = d.metrics()
         ck.equal((m.get(("tconst_draining", ())), m.get(("tconst_ready", ()))), (1.0, 0.0),
                  "metrics: tconst_draining 1, tconst_ready 0")
-        rt.join(120)
+        rt.join(300)
         ck.equal(reading_res.get("status"), "OK", "the reading stream ends OK")
-        ck.equal(reading_res.get("ids"), env.generate(model, [4, 5, 6], N_READING, ignore_eos=True),
+        ck.equal(reading_res.get("ids"), want_reading,
                  f"it delivered all {N_READING} ids (== tconst generate)")
         info = s.ServerInfo(pb.ServerInfoRequest(), timeout=30)
         ck.check(d.proc.poll() is None and info.requests_running == 1,
@@ -120,8 +127,7 @@ def drain_completes(env, ck):
         except grpc.RpcError as e:
             status = e.code()
         ck.equal(status, "OK", "the paused stream ends OK after SIGTERM")
-        want = env.generate(model, [1, 2, 3], N_PAUSED, ignore_eos=True)
-        ck.equal(ids, want, f"it delivered all {N_PAUSED} ids (== tconst generate)")
+        ck.equal(ids, want_paused, f"it delivered all {N_PAUSED} ids (== tconst generate)")
         ck.equal(last.finish_reason, pb.FINISH_REASON_LENGTH, "its finish_reason is LENGTH")
         rc = d.wait_exit()
         ck.equal(rc, 0, "the daemon exits 0 once the streams are done")

@@ -6,7 +6,8 @@ tconstd's watchdog takes the engine's lock every second; /healthz answers
 503 once the lock has not been free for --liveness-timeout seconds, or the
 gRPC thread has been inside one event that long. The wedges are injected
 (TC_FAULT_ENGINE_WEDGE=1, test-only), one detector at a time, each in a
-daemon of its own with --liveness-timeout 2:
+daemon of its own with --liveness-timeout 5 (not the minimum, 2: /healthz
+must still be 200 after a generation on a loaded machine, under ASan too):
   - request_id "wedge-lock": the request is refused and a thread takes
     the engine's lock for ever (the gRPC thread stays free): /healthz
     turns 503 and the log names the engine's lock;
@@ -32,7 +33,7 @@ from harness import Daemon, run, wait_for
 def wedged(env, ck, model, kind, reason):
     os.environ["TC_FAULT_ENGINE_WEDGE"] = "1"
     try:
-        d = Daemon(env, "--liveness-timeout", "2", model=model)
+        d = Daemon(env, "--liveness-timeout", "5", model=model)
         d.start()
     finally:
         del os.environ["TC_FAULT_ENGINE_WEDGE"]
@@ -50,10 +51,11 @@ def wedged(env, ck, model, kind, reason):
                 except grpc.RpcError:
                     pass  # it never answers: DEADLINE_EXCEEDED
             threading.Thread(target=call, daemon=True).start()
-        ck.check(wait_for(lambda: d.http("/healthz", timeout=5)[0] == 503, 30, "healthz 503"),
+        # the wedge lasts for ever: the wait only bounds a failure
+        ck.check(wait_for(lambda: d.http("/healthz", timeout=5)[0] == 503, 60, "healthz 503"),
                  f"{kind}: the wedged daemon: /healthz 503")
         log = open(d.log_path, "rb").read().decode(errors="replace")
-        ck.check("not alive: " + reason in log and "--liveness-timeout 2.0" in log,
+        ck.check("not alive: " + reason in log and "--liveness-timeout 5.0" in log,
                  f"{kind}: the log says why: {reason}", log[-400:])
     finally:
         d.proc.send_signal(signal.SIGKILL)  # wedged: no drain

@@ -182,12 +182,17 @@ def body(env, ck):
 
 
 def idle_expiry(env, ck):
-    """--idle-timeout 2: an idle session closes; one a Stream opened or
+    """--idle-timeout 8: an idle session closes; one a Stream opened or
     attached to stays while the stream is open, however long it is idle
     (checked by state: a session opened after it expires meanwhile), and
     expires once the stream ended."""
     pb = env.pb
-    with Daemon(env, "--idle-timeout", "2", model=env.model("tconstformer", seed=31)) as d:
+    # 8 s, not less: several steps below (open "attached", then attach a
+    # second Stream to it; re-open "reused", then attach stream B; re-open
+    # owned, then GetSession) must land within the idle timeout of the
+    # session's last use, on a loaded machine under ASan too; expiry itself
+    # is awaited (gone: up to 60 s), so a longer timeout only costs time
+    with Daemon(env, "--idle-timeout", "8", model=env.model("tconstformer", seed=31)) as d:
         s = d.stub()
         gone = lambda sid: wait_for(lambda: not_found(s, pb, sid), 60, f"{sid} expired")
         att = s.OpenSession(pb.OpenSessionRequest(session_id="attached", token_ids=[3]), timeout=30).session_id
@@ -201,7 +206,7 @@ def idle_expiry(env, ck):
         own, att_sid = streams[0][2], streams[1][2]
         ck.equal(att_sid, att, "a Stream attached to an open session")
         other = s.OpenSession(pb.OpenSessionRequest(token_ids=[5]), timeout=30).session_id
-        ck.check(gone(other), "--idle-timeout 2: an idle session (opened after the streams' ones) expires")
+        ck.check(gone(other), "--idle-timeout 8: an idle session (opened after the streams' ones) expires")
         alive = [not not_found(s, pb, x) for x in (own, att)]
         ck.equal(alive, [True, True], "the sessions of open Streams stay, as idle as they are")
         q, call, _ = streams[0]
@@ -212,7 +217,9 @@ def idle_expiry(env, ck):
             for _ in call:
                 pass
         ck.check(gone(att), "once its Stream ended, the attached session expires idle again")
-        ck.check(not_found(s, pb, own), "the session a Stream opened closes with it")
+        # the server closes a Stream's own session after it sent the status
+        ck.check(wait_for(lambda: not_found(s, pb, own), 30, f"{own} closed"),
+                 "the session a Stream opened closes with it")
         # a Stream's pin belongs to the session it pinned, not to its id:
         # stream A on "reused", the session closed and opened again under
         # the same id, stream B on the new one; A ending must not unpin B's

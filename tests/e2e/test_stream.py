@@ -119,6 +119,9 @@ def body(env, ck):
             ck.equal(info.length, len(history), f"{arch}: GetSession sees the stream's session while it is open")
             st.close()
             ck.equal(st.rest(), [], f"{arch}: half-close ends the stream with OK and no more events")
+            # the server closes the stream's session after it sent the status:
+            # wait for that, then check how GetSession answers
+            wait_for(lambda: _closed(s, pb, stream_sid), 30, f"session {stream_sid} closed")
             ck.rpc_error(lambda: s.GetSession(pb.GetSessionRequest(session_id=stream_sid), timeout=30),
                          grpc.StatusCode.NOT_FOUND, f"{arch}: the stream's session is closed with the stream",
                          "session_id")

@@ -22,6 +22,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 
 import grpc
@@ -41,13 +42,20 @@ def sampler():
 def main():
     worker = sys.argv[1]
     ck = Checker("worker_race")
+    # stderr to a file, not a pipe nobody reads while the worker runs (a
+    # full pipe would block its logging); its tail is printed on a failure
+    errf = tempfile.NamedTemporaryFile(prefix="worker_race_", suffix=".err")
     p = subprocess.Popen([worker, "--role", "both", "--listen", "127.0.0.1:0", "--log-level", "warn"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=errf, text=True)
+
+    def err_tail():
+        with open(errf.name, errors="replace") as f:
+            return f.read()[-2000:]
     try:
         line = p.stdout.readline()
         m = re.search(r"control (\S+) data", line)
         if not m:
-            ck.check(False, f"worker ready line (got {line!r}; {p.stderr.read()[-2000:]})")
+            ck.check(False, f"worker ready line (got {line!r}; {err_tail()})")
             return ck.done()
         ch = grpc.insecure_channel(m.group(1))
 
@@ -124,7 +132,7 @@ def main():
                 rc = "hung"
             ck.check(rc == 0, f"the worker exits 0 on SIGTERM (got {rc})")
         else:
-            print(p.stderr.read()[-2000:])
+            print(err_tail())
     return ck.done()
 
 
