@@ -440,6 +440,7 @@ static void stream_msg(ctx *c, const uint8_t *m, size_t len) {
     }
     set_prompt(&sp, sp.session_id, rq->token_ids, rq->n_token_ids, rq->text);
     sp.generate = rq->generate;
+    sp.request_id = rq->request_id;
     sp.pin = first; /* its session does not expire idle while the stream is open */
     sp.pin_key_out = &c->pin_key;
     sampling_from(rq->sampling, &sp);

@@ -141,6 +141,26 @@ def body(env, ck):
             ck.equal(info.length, len(c[0]) + len(c[1]) + 20,
                      f"{arch}: an attached session outlives the stream, with its history")
 
+            # a request of a stream named by its request_id: the id comes
+            # back on its generation, Abort ends that generation alone and
+            # the stream (and its session) go on
+            st = BidiStream(s)
+            ack, _, _ = st.request(pb.StreamRequest(token_ids=c[0]), True, False)
+            st.send(pb.StreamRequest(generate=True, request_id=f"stream-{arch}",
+                                     sampling=env.sampling(max_tokens=100000, ignore_eos=True)))
+            ev = st.next()
+            ck.equal((ev.WhichOneof("event"), ev.generation.request_id), ("generation", f"stream-{arch}"),
+                     f"{arch}: a Stream request's request_id comes back on its generation")
+            ck.check(s.Abort(pb.AbortRequest(request_id=f"stream-{arch}"), timeout=30).found,
+                     f"{arch}: Abort finds the Stream's generation by its request_id")
+            while not ev.generation.finish_reason:
+                ev = st.next()
+            ck.equal(ev.generation.finish_reason, pb.FINISH_REASON_CANCELLED, f"{arch}: ... and ends it (CANCELLED)")
+            ack2, _, _ = st.request(pb.StreamRequest(token_ids=c[1]), True, False)
+            ck.equal(ack2.session_id, ack.session_id, f"{arch}: the stream goes on in its session after the Abort")
+            st.close()
+            ck.equal(st.rest(), [], f"{arch}: ... and ends with OK")
+
             # a bad request ends the stream with INVALID_ARGUMENT
             st = BidiStream(s)
             st.request(pb.StreamRequest(token_ids=[4, 5]), True, False)
