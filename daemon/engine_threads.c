@@ -613,6 +613,20 @@ void *tc_eng_generation_thread(void *arg) {
                     tc_metric_inc(TC_M_syncs_total, 1);
                     tc_metric_observe(TC_H_boundary_stall_seconds, 0);
                 }
+                if (sti == TC_ERR_IO && e->wc->failover) {
+                    /* its pair stayed down past its recovery budget: on
+                     * another pair (rebuilt there from the history) the
+                     * step is taken again -- nothing of it was fed, its
+                     * token and sampler are as before the call, so the
+                     * stream goes on exactly */
+                    pthread_mutex_lock(&e->mu);
+                    const int draining = e->draining;
+                    pthread_mutex_unlock(&e->mu);
+                    if (!draining && e->wc->failover(e->wc, j->s->ws) == TC_OK) {
+                        batch[n_kept++] = j;
+                        continue;
+                    }
+                }
                 if (sti != TC_OK) {
                     j->s->pending = j->next_tok;
                     pthread_mutex_lock(&e->mu);

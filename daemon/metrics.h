@@ -28,7 +28,8 @@
     X(cancelled_prefills_total, "Prefills stopped part way because the request was cancelled or past its deadline") \
     X(cancelled_syncs_total, "Syncs at a window boundary stopped part way because the generation waiting for them was cancelled or past its deadline") \
     X(worker_restarts_total, "Worker processes restarted by tconstd after they exited or stopped answering") \
-    X(worker_rebuilds_total, "Session copies rebuilt from the journaled history on a restarted worker")
+    X(worker_rebuilds_total, "Session copies rebuilt from the journaled history on a restarted worker") \
+    X(session_failovers_total, "Sessions moved to another worker pair after theirs stayed down past its recovery budget")
 
 /* Labelled counters: X(name, label, VALUES, help), where VALUES(V, name)
  * expands V(name, value) once per allowed label value. Each (name, value)

@@ -94,6 +94,12 @@ struct tc_worker_client {
      * multi-step run went past where the engine stopped); the worker
      * copies are rebuilt from what is kept on next use */
     tc_status (*truncate)(tc_worker_client *w, tc_wc_session *s, int64_t n_keep);
+    /* optional: s's worker pair is down past its recovery budget: move s
+     * to the least loaded live pair (its copies are rebuilt there from
+     * the history at next use, DESIGN §9). TC_OK when moved: what failed
+     * can be tried again there; TC_ERR_IO when s's pair is up (nothing to
+     * move away from) or no other pair is live */
+    tc_status (*failover)(tc_worker_client *w, tc_wc_session *s);
     void (*stats)(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_stats *out);
     /* the tokens s's history holds (what it was fed), copied into out when
      * it has room for all; returns how many there are */

@@ -755,6 +755,7 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
     w->step = tc_wr_step;
     w->step_multi = tc_wr_step_multi;
     w->truncate = tc_wr_truncate;
+    w->failover = tc_wr_failover;
     w->stats = tc_wr_stats;
     w->history = tc_wr_history;
     w->bind_thread = r_bind;

@@ -56,6 +56,11 @@ struct tc_wc_session {
     uint64_t gen_opened, ctx_opened;
     int64_t synced_at, syncs, state_bytes;
     uint64_t seq;
+    /* after a fail-over: the pair it left and the boot ids its copies there
+     * were opened on (closed with the session if those workers come back
+     * as the same processes; -1: none) */
+    int left_pair;
+    uint64_t left_gen, left_ctx;
 };
 
 typedef struct {
@@ -121,6 +126,7 @@ tc_status tc_wr_step_multi(tc_worker_client *w, tc_wc_session **ss, const int32_
                            const tc_wc_burst *b, double max_s, int32_t *next, int kstride, int *n_out,
                            tc_row_status *rows);
 tc_status tc_wr_truncate(tc_worker_client *w, tc_wc_session *s, int64_t n_keep);
+tc_status tc_wr_failover(tc_worker_client *w, tc_wc_session *s);
 void tc_wr_stats(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_stats *o);
 int64_t tc_wr_history(tc_worker_client *w, const tc_wc_session *s, int32_t *out, int64_t max);
 

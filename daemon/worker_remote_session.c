@@ -203,8 +203,55 @@ static int sync_due(remote *R, const tc_wc_session *s) {
     return R->cfg.arch != TC_ARCH_TRANSFORMER && s->n > 0 && s->n % W == 0 && s->synced_at != s->n;
 }
 
+/* Fail-over (DESIGN §9: a session resumes by re-syncing from its
+ * history): s's pair stayed down past its recovery budget, so s moves to
+ * the least loaded live pair. The coordinator holds the whole history, so
+ * nothing is lost: its copies there are built from it at next use, as
+ * after a worker restart (a prefill through the new context worker), and
+ * the engine moves its queued sync with it (engine_threads.c). TC_OK: s
+ * can be tried again (moved, or its pair is live again); TC_ERR_IO: no
+ * live pair. */
+static tc_status failover(remote *R, tc_wc_session *s) {
+    char why[512]; /* what failed (the worker not back): kept in the error when s cannot move */
+    snprintf(why, sizeof why, "%s", tc_error_get() ? tc_error_get() : "its worker pair is down");
+    pthread_mutex_lock(&R->mu);
+    const int from = s->pair;
+    int to = -1, best = 0;
+    if (!tc_sched_pair_live(R->sched, from))
+        for (int p = 0; p < R->n_pairs; p++) {
+            const int n = p != from && tc_sched_pair_live(R->sched, p) ? tc_sched_pair_sessions(R->sched, p, NULL, 0) : -1;
+            if (n >= 0 && (to < 0 || n < best)) to = p, best = n;
+        }
+    else to = from; /* back meanwhile: try it again */
+    tc_status st = to < 0 ? TC_FAIL(TC_ERR_IO, "%s (and no other worker pair is live to move the session to)", why)
+                 : to == from ? TC_OK
+                              : tc_sched_move(R->sched, s->sid, to);
+    if (st == TC_OK && to != from) {
+        s->left_pair = from, s->left_gen = s->gen_opened, s->left_ctx = s->ctx_opened;
+        __atomic_store_n(&s->pair, to, __ATOMIC_RELAXED); /* tc_wr_stats reads it from other threads */
+        s->gen_boot = s->ctx_boot = s->gen_opened = s->ctx_opened = 0;
+        s->ctx_len = 0;
+    }
+    pthread_mutex_unlock(&R->mu);
+    if (st == TC_OK && to != from) {
+        tc_metric_inc(TC_M_session_failovers_total, 1);
+        TC_LOG(TC_LOG_WARN, "workers", "session %llu: worker pair %d is down; moved to pair %d (rebuilt there from its "
+               "%lld-token history)", (unsigned long long)s->sid, from, to, (long long)s->n);
+    }
+    return st;
+}
+
+tc_status tc_wr_failover(tc_worker_client *w, tc_wc_session *s) {
+    const int from = s->pair;
+    TC_CHECK(failover(w->impl, s));
+    /* its pair is up again: the call failed for another reason, which a
+     * retry on the same pair would meet again */
+    return s->pair != from ? TC_OK : TC_FAIL(TC_ERR_IO, "worker pair %d is up: nothing to fail over", from);
+}
+
 /* Runs op until it succeeds, fails for a reason other than a worker, or
- * the worker does not come back. */
+ * the worker does not come back and no other pair is live (then it moves
+ * there and runs op on it). */
 #define RETRY(R, s, expr)                                                   \
     do {                                                                        \
         tc_status st_;                                                          \
@@ -219,7 +266,10 @@ static int sync_due(remote *R, const tc_wc_session *s) {
             for (int k_ = 0; k_ < 2; k_++) {                                    \
                 wproc *w_ = k_ ? R->pairs[(s)->pair].ctx : R->pairs[(s)->pair].gen; \
                 tc_status wst_ = tc_wr_wait_up(R, w_, t_);                             \
-                if (wst_ != TC_OK) return wst_ == TC_ERR_CANCELLED ? wst_ : TC_ERR_IO; \
+                if (wst_ == TC_ERR_CANCELLED) return wst_;                      \
+                /* not back: on another pair, from the history */             \
+                if (wst_ != TC_OK && failover(R, (s)) != TC_OK) return TC_ERR_IO; \
+                if (wst_ != TC_OK) break;                                       \
             }                                                                   \
         }                                                                       \
         if (st_ != TC_OK) return st_;                                           \
@@ -259,6 +309,7 @@ tc_status tc_wr_session_new(tc_worker_client *w, tc_wc_session **out) {
     remote *R = w->impl;
     tc_wc_session *s = calloc(1, sizeof *s);
     if (!s) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
+    s->left_pair = -1;
     pthread_mutex_lock(&R->mu);
     s->sid = R->next_sid++;
     tc_sched_stats ss;
@@ -276,31 +327,39 @@ tc_status tc_wr_session_new(tc_worker_client *w, tc_wc_session **out) {
     return TC_OK;
 }
 
+/* Closes sid's copies on pair pi's workers: a valid copy (boot ids
+ * gen / ctx), or one a failed or cancelled call left unknown (opened on
+ * gen_op / ctx_op), on the worker's current process (a cancelled
+ * prefill's copy otherwise stayed there until the coordinator changed) */
+static void close_copies(remote *R, int pi, uint64_t sid, const uint64_t copy[2], const uint64_t opened[2]) {
+    Tconst__Worker__V1__SessionRef rq = TCONST__WORKER__V1__SESSION_REF__INIT;
+    rq.sid = sid;
+    wpair *pr = &R->pairs[pi];
+    for (int k = 0; k < 2; k++) {
+        wproc *p = k ? pr->ctx : pr->gen;
+        const uint64_t b = tc_wr_boot_of(R, p);
+        if (k && pr->ctx == pr->gen) break;
+        if (!b || (copy[k] != b && opened[k] != b)) continue; /* nothing there */
+        ProtobufCMessage *r;
+        if (tc_wr_call(R, p, tc_wr_t_role, M("Close"), &rq.base, &tconst__worker__v1__session_reply__descriptor, &r, 5.0) == TC_OK)
+            protobuf_c_message_free_unpacked(r, NULL);
+    }
+}
+
 void tc_wr_session_free(tc_worker_client *w, tc_wc_session *s) {
     remote *R = w->impl;
     if (!s) return;
-    Tconst__Worker__V1__SessionRef rq = TCONST__WORKER__V1__SESSION_REF__INIT;
-    rq.sid = s->sid;
-    wpair *pr = &R->pairs[s->pair];
     /* its place first: the engine counts the session gone now, and the
      * Closes below may wait behind a running sync (the engine's reaper
      * thread runs them) -- a new session must not be refused meanwhile */
     pthread_mutex_lock(&R->mu);
     tc_sched_close(R->sched, s->sid);
     pthread_mutex_unlock(&R->mu);
-    for (int k = 0; k < 2; k++) {
-        wproc *p = k ? pr->ctx : pr->gen;
-        const uint64_t copy = k ? s->ctx_boot : s->gen_boot, opened = k ? s->ctx_opened : s->gen_opened;
-        const uint64_t b = tc_wr_boot_of(R, p);
-        if (k && pr->ctx == pr->gen) break;
-        /* a valid copy, or one a failed or cancelled call left unknown,
-         * on the worker's current process (a cancelled prefill's copy
-         * otherwise stayed there until the coordinator changed) */
-        if (!b || (copy != b && opened != b)) continue; /* nothing there */
-        ProtobufCMessage *r;
-        if (tc_wr_call(R, p, tc_wr_t_role, M("Close"), &rq.base, &tconst__worker__v1__session_reply__descriptor, &r, 5.0) == TC_OK)
-            protobuf_c_message_free_unpacked(r, NULL);
-    }
+    const uint64_t copy[2] = {s->gen_boot, s->ctx_boot}, opened[2] = {s->gen_opened, s->ctx_opened};
+    close_copies(R, s->pair, s->sid, copy, opened);
+    /* the copies a fail-over left behind, if those processes came back */
+    const uint64_t none[2] = {0, 0}, left[2] = {s->left_gen, s->left_ctx};
+    if (s->left_pair >= 0 && s->left_pair != s->pair) close_copies(R, s->left_pair, s->sid, none, left);
     free(s->hist);
     free(s);
 }
@@ -568,7 +627,7 @@ static void *pair_step_run(void *arg) {
 /* A batched step (b == NULL: one token each) or a multi-step call
  * (step_multi): the sessions of each pair in one message, the pairs'
  * messages at the same time, one thread per extra pair (a session's pair
- * never changes). */
+ * changes only in a fail-over, on the thread that steps it). */
 static tc_status step_any(remote *R, tc_wc_session **ss, const int32_t *t, int B, tc_sampler **smp, int32_t *next,
                           float *logits, const tc_wc_burst *b, double max_s, int kstride, int *n_out,
                           tc_row_status *rows) {
@@ -709,7 +768,7 @@ void tc_wr_stats(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_stat
     o->syncs = s->syncs;
     o->state_bytes = s->state_bytes;
     o->sync_due = sync_due(R, s);
-    o->pair = s->pair;
+    o->pair = __atomic_load_n(&s->pair, __ATOMIC_RELAXED); /* a fail-over may move it (failover) */
 }
 
 int64_t tc_wr_history(tc_worker_client *w, const tc_wc_session *s, int32_t *out, int64_t max) {
