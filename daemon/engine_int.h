@@ -74,6 +74,7 @@ typedef struct job {
     void *user;
     int phase, cancel, cancel_code; /* cancel_code 13: ends with FINISH_ERROR and err */
     int claimed; /* in a generation thread's step, or being ended by one (mu): no other thread touches it */
+    int io_retries; /* steps taken again after a fail-over (worker_client.failover), at most 3 */
     /* backpressure (mu): since when its client has not kept up (0: it
      * does); slotless: paused past TC_SLOT_RELEASE_S, it gave up its slot
      * of --max-batch; wants_slot: its client reads again, no slot free yet */

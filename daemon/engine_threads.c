@@ -442,7 +442,7 @@ void *tc_eng_generation_thread(void *arg) {
     /* each session's outcome: one whose own part failed (its inline sync)
      * ends alone, the rest of the batch steps on */
     tc_row_status *brow = calloc((size_t)cap, sizeof *brow);
-    char *binl = calloc((size_t)cap, 1); /* the row's step syncs it inline: counted once it stood */
+    char *binl = calloc((size_t)cap, 1); /* bit 1: the row's step syncs it inline (counted once it stood); bit 2: its session is a plain Generate's */
     /* cancelled jobs ended per pass (more wait for the next pass: running
      * jobs can outnumber --max-batch, paused ones holding no slot) */
     const int dcap = e->lim.max_batch + e->lim.max_queued + 1;
@@ -567,6 +567,7 @@ void *tc_eng_generation_thread(void *arg) {
             pthread_cond_timedwait(&e->cv, &e->mu, &ts);
             continue;
         }
+        for (int i = 0; i < B; i++) binl[i] |= batch[i]->s->ephemeral ? 2 : 0; /* under mu: a close sets it */
         pthread_mutex_unlock(&e->mu);
         int n_kept = 0; /* jobs of the batch still running after it: unclaimed below */
         if (B > 0) {
@@ -588,7 +589,7 @@ void *tc_eng_generation_thread(void *arg) {
             for (int i = 0; i < B && K > 1; i++) {
                 job *j = batch[i];
                 int64_t left = j->max_tokens - j->generated;
-                bb[i].max_steps = j->n_stop && !j->s->ephemeral ? 1 : (int)(left < K ? (left > 1 ? left : 1) : K);
+                bb[i].max_steps = j->n_stop && !(binl[i] & 2) ? 1 : (int)(left < K ? (left > 1 ? left : 1) : K);
                 bb[i].stop = j->stop_ids;
                 bb[i].n_stop = j->n_stop_ids + !j->ignore_eos;
                 multi |= bb[i].max_steps > 1;
@@ -609,7 +610,7 @@ void *tc_eng_generation_thread(void *arg) {
                 job *j = batch[i];
                 batch[i] = NULL;
                 const tc_status sti = st != TC_OK ? st : brow[i].st; /* the call's, or this session's own */
-                if (sti == TC_OK && binl[i]) { /* its inline sync ran (a failed one is no sync) */
+                if (sti == TC_OK && (binl[i] & 1)) { /* its inline sync ran (a failed one is no sync) */
                     tc_metric_inc(TC_M_syncs_total, 1);
                     tc_metric_observe(TC_H_boundary_stall_seconds, 0);
                 }
@@ -622,8 +623,31 @@ void *tc_eng_generation_thread(void *arg) {
                     pthread_mutex_lock(&e->mu);
                     const int draining = e->draining;
                     pthread_mutex_unlock(&e->mu);
-                    if (!draining && e->wc->failover(e->wc, j->s->ws) == TC_OK) {
-                        batch[n_kept++] = j;
+                    if (!draining && j->io_retries < 3 && e->wc->failover(e->wc, j->s->ws) == TC_OK) {
+                        j->io_retries++;
+                        /* its copies are rebuilt here, on this thread (its
+                         * old pair's, idle now), not by the first step of
+                         * the new pair's thread: that pair's streams would
+                         * wait for a prefill of the whole history */
+                        job_ref ref = {e, j};
+                        tc_cancel_hook prev = tc_cancel_arm(e->wc->cancellable ? tc_eng_job_gone : NULL, &ref);
+                        const tc_status pst = e->wc->prepare ? e->wc->prepare(e->wc, j->s->ws) : TC_OK;
+                        tc_cancel_restore(prev);
+                        if (pst == TC_OK || pst == TC_ERR_CANCELLED) { /* cancelled: the pass below ends it */
+                            if (pst == TC_ERR_CANCELLED) {
+                                tc_metric_inc(TC_M_cancelled_prefills_total, 1);
+                                pthread_mutex_lock(&e->mu);
+                                if (!j->cancel) j->cancel = 1, j->cancel_code = 4; /* the deadline */
+                                pthread_mutex_unlock(&e->mu);
+                            }
+                            batch[n_kept++] = j;
+                            continue;
+                        }
+                        char msg[700];
+                        snprintf(msg, sizeof msg, "rebuilding the session on another worker pair: %s",
+                                 tc_error_get() ? tc_error_get() : tc_status_str(pst));
+                        j->s->pending = j->next_tok;
+                        tc_eng_job_finish(e, j, TC_FINISH_ERROR, msg);
                         continue;
                     }
                 }

@@ -52,15 +52,18 @@ static tc_status ensure_ctx(remote *R, tc_wc_session *s) {
 
 /* Installs what the context worker shipped under s->seq on the generation
  * worker; shipped_s: the sending side's share of the transfer time. */
-static tc_status import_on_gen(remote *R, tc_wc_session *s, double shipped_s) {
+static tc_status import_on_gen(remote *R, tc_wc_session *s, double shipped_s, uint64_t bytes) {
     Tconst__Worker__V1__ImportRequest iq = TCONST__WORKER__V1__IMPORT_REQUEST__INIT;
     iq.sid = s->sid;
     iq.seq = s->seq;
-    iq.timeout_s = R->o.timeout_s;
+    /* a large state (a baseline's K/V cache) takes its time to check and
+     * install: 1 s per 64 MiB on top, as the data plane allows its frame */
+    const double allow = (double)bytes / (64.0 * 1048576.0);
+    iq.timeout_s = R->o.timeout_s + allow;
     ProtobufCMessage *r;
     double t0 = tc_now_s();
     tc_status st = tc_wr_call(R, R->pairs[s->pair].gen, tc_wr_t_role, M("Import"), &iq.base,
-                        &tconst__worker__v1__session_reply__descriptor, &r, R->o.timeout_s + 5);
+                        &tconst__worker__v1__session_reply__descriptor, &r, R->o.timeout_s + 5 + allow);
     if (st != TC_OK) {
         s->gen_boot = 0;
         return st;
@@ -105,6 +108,7 @@ static tc_status append_via_ctx(remote *R, tc_wc_session *s, const int32_t *t, i
     if (logits && ar->n_logits == (size_t)R->cfg.vocab_size) memcpy(logits, ar->logits, ar->n_logits * 4);
     else if (logits) st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: append returned %zu logits", pr->ctx->name, ar->n_logits);
     tc_metric_inc(TC_M_data_plane_bytes_total, (double)ar->sent_bytes);
+    const uint64_t sent = ar->sent_bytes;
     tconst__worker__v1__append_response__free_unpacked(ar, NULL);
     if (st != TC_OK) { /* the context copy took the tokens; the history did not */
         s->ctx_boot = 0;
@@ -112,7 +116,7 @@ static tc_status append_via_ctx(remote *R, tc_wc_session *s, const int32_t *t, i
         return st;
     }
     s->ctx_len = s->n + n;
-    st = import_on_gen(R, s, tc_now_s() - t0);
+    st = import_on_gen(R, s, tc_now_s() - t0, sent);
     /* the context copy now holds tokens the history gets only when the
      * whole append succeeds: a retry must start that copy over (it read
      * hist past its end: a crash when the generation worker died between
@@ -215,6 +219,10 @@ static tc_status failover(remote *R, tc_wc_session *s) {
     char why[512]; /* what failed (the worker not back): kept in the error when s cannot move */
     snprintf(why, sizeof why, "%s", tc_error_get() ? tc_error_get() : "its worker pair is down");
     pthread_mutex_lock(&R->mu);
+    if (R->stop || R->giveup) { /* shutting down: the request ends, it does not move */
+        pthread_mutex_unlock(&R->mu);
+        return TC_FAIL(TC_ERR_IO, "%s", why);
+    }
     const int from = s->pair;
     int to = -1, best = 0;
     if (!tc_sched_pair_live(R->sched, from))
@@ -241,13 +249,7 @@ static tc_status failover(remote *R, tc_wc_session *s) {
     return st;
 }
 
-tc_status tc_wr_failover(tc_worker_client *w, tc_wc_session *s) {
-    const int from = s->pair;
-    TC_CHECK(failover(w->impl, s));
-    /* its pair is up again: the call failed for another reason, which a
-     * retry on the same pair would meet again */
-    return s->pair != from ? TC_OK : TC_FAIL(TC_ERR_IO, "worker pair %d is up: nothing to fail over", from);
-}
+tc_status tc_wr_failover(tc_worker_client *w, tc_wc_session *s) { return failover(w->impl, s); }
 
 /* Runs op until it succeeds, fails for a reason other than a worker, or
  * the worker does not come back and no other pair is live (then it moves
@@ -331,7 +333,7 @@ tc_status tc_wr_session_new(tc_worker_client *w, tc_wc_session **out) {
  * gen / ctx), or one a failed or cancelled call left unknown (opened on
  * gen_op / ctx_op), on the worker's current process (a cancelled
  * prefill's copy otherwise stayed there until the coordinator changed) */
-static void close_copies(remote *R, int pi, uint64_t sid, const uint64_t copy[2], const uint64_t opened[2]) {
+static void close_copies(remote *R, int pi, uint64_t sid, const uint64_t copy[2], const uint64_t opened[2], int only_up) {
     Tconst__Worker__V1__SessionRef rq = TCONST__WORKER__V1__SESSION_REF__INIT;
     rq.sid = sid;
     wpair *pr = &R->pairs[pi];
@@ -340,6 +342,10 @@ static void close_copies(remote *R, int pi, uint64_t sid, const uint64_t copy[2]
         const uint64_t b = tc_wr_boot_of(R, p);
         if (k && pr->ctx == pr->gen) break;
         if (!b || (copy[k] != b && opened[k] != b)) continue; /* nothing there */
+        pthread_mutex_lock(&R->mu);
+        const int up = p->up;
+        pthread_mutex_unlock(&R->mu);
+        if (only_up && !up) continue; /* a lost pair's: no 5 s wait on the reaper thread for each */
         ProtobufCMessage *r;
         if (tc_wr_call(R, p, tc_wr_t_role, M("Close"), &rq.base, &tconst__worker__v1__session_reply__descriptor, &r, 5.0) == TC_OK)
             protobuf_c_message_free_unpacked(r, NULL);
@@ -356,10 +362,10 @@ void tc_wr_session_free(tc_worker_client *w, tc_wc_session *s) {
     tc_sched_close(R->sched, s->sid);
     pthread_mutex_unlock(&R->mu);
     const uint64_t copy[2] = {s->gen_boot, s->ctx_boot}, opened[2] = {s->gen_opened, s->ctx_opened};
-    close_copies(R, s->pair, s->sid, copy, opened);
+    close_copies(R, s->pair, s->sid, copy, opened, 0);
     /* the copies a fail-over left behind, if those processes came back */
     const uint64_t none[2] = {0, 0}, left[2] = {s->left_gen, s->left_ctx};
-    if (s->left_pair >= 0 && s->left_pair != s->pair) close_copies(R, s->left_pair, s->sid, none, left);
+    if (s->left_pair >= 0 && s->left_pair != s->pair) close_copies(R, s->left_pair, s->sid, none, left, 1);
     free(s->hist);
     free(s);
 }
@@ -422,11 +428,12 @@ static tc_status do_sync(remote *R, tc_wc_session *s) {
     Tconst__Worker__V1__SyncResponse *sr = (Tconst__Worker__V1__SyncResponse *)r;
     double sync_s = sr->compute_s;
     tc_metric_inc(TC_M_data_plane_bytes_total, (double)sr->sent_bytes);
+    const uint64_t sent = sr->sent_bytes;
     if (sr->s) s->state_bytes = sr->s->state_bytes;
     tconst__worker__v1__sync_response__free_unpacked(sr, NULL);
     if (!is_both(R, s)) {
         s->ctx_len = s->n;
-        TC_CHECK(import_on_gen(R, s, tc_now_s() - t0 - sync_s));
+        TC_CHECK(import_on_gen(R, s, tc_now_s() - t0 - sync_s, sent));
     }
     s->synced_at = s->n;
     s->syncs++;

@@ -120,7 +120,7 @@ static const tc_knob KNOBS[] = {
     K("threads", TC_KNOB_INT, "0", 0, 1024, "BLAS threads (0: OpenBLAS default)", threads),
     K("weight-dtype", TC_KNOB_STR, "", 0, 0, "format of the weight matrices on a CUDA device: f32 (exact against the file), bf16 or f16 (half the bytes; inputs rounded to match, fp32 accumulation); empty: TC_CUDA_WEIGHTS, else f32. The CPU computes in fp32 whatever this says", weight_dtype),
     K("max-message-bytes", TC_KNOB_INT, "268435456", 1024, 4294967295.0, "largest control or data-plane message", max_message_bytes),
-    K("max-session-tokens", TC_KNOB_INT, "2147479551", 1, 2147479551.0, "tokens a session may hold (tconstd passes its --max-session-tokens to the workers it starts): the data plane takes a session's state up to that size whatever --max-message-bytes says (a baseline session's K/V cache grows 2 x layers x d x 4 bytes a token; set it on workers you start yourself to bound their memory)", max_session_tokens),
+    K("max-session-tokens", TC_KNOB_INT, "2147479551", 1, 2147479551.0, "tokens a session may hold (tconstd passes its --max-session-tokens to the workers it starts): the data plane takes a session's state up to that size whatever --max-message-bytes says (a baseline session's K/V cache grows 2 x layers x d x 4 bytes a token; set it on workers you start yourself to bound what a peer may send them: the default admits any state)", max_session_tokens),
     K("orphan-timeout", TC_KNOB_DOUBLE, "30", 0.5, 86400, "seconds the coordinator this worker serves may stay silent before another coordinator may take the worker over (its session copies are then dropped: a coordinator that died leaves none behind); until then another is refused", orphan_timeout),
     K("peer-timeout", TC_KNOB_DOUBLE, "30", 0.1, 86400, "seconds a data-plane send or an Import waits for the peer", peer_timeout),
     K("nice", TC_KNOB_INT, "0", 0, 19, "CPU scheduling niceness of this worker (a context worker sharing cores with its generation peer yields to it)", nice),
@@ -280,7 +280,10 @@ int main(int argc, char **argv) {
         TC_LOG(TC_LOG_INFO, "worker", "data plane: states up to %.3g MB (a session of %lld tokens)", (double)data_max / 1e6,
                (long long)cfg.max_session_tokens);
     if (strcmp(cfg.role, "both") != 0 && strcmp(cfg.transport, "host") == 0 &&
-        tc_transport_host_open(&tp, !strcmp(cfg.role, "generation") ? cfg.data_listen : "", data_max, 0) != TC_OK) {
+        tc_transport_host_open(&tp, !strcmp(cfg.role, "generation") ? cfg.data_listen : "", data_max,
+                               /* the mailbox: one largest state beside what the fixed limit allowed before */
+                               data_max > UINT64_MAX - 4 * (uint64_t)cfg.max_message_bytes
+                                   ? UINT64_MAX : data_max + 4 * (uint64_t)cfg.max_message_bytes) != TC_OK) {
         fprintf(stderr, "tconst-worker: error: --data-listen %s: %s\n", cfg.data_listen, tc_error_get());
         goto out;
     }

@@ -434,7 +434,7 @@ static tc_status h_send(tc_transport *t, uint64_t sid, uint64_t seq, const void 
         H->sfd = -1;
         if (ack == ACK_TOO_LARGE) {
             st = TC_FAIL(TC_ERR_EXHAUSTED,
-                         "data plane: %s refused a state of %zu bytes: over its --max-message-bytes (raise it on "
+                         "data plane: %s refused a state of %zu bytes: over its limit (its --max-session-tokens, at least --max-message-bytes: raise it on "
                          "both workers)", peer_now, len);
             break;
         }

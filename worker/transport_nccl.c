@@ -158,7 +158,7 @@ static tc_status n_send(tc_transport *t, uint64_t sid, uint64_t seq, const void 
         st = TC_FAIL(TC_ERR_IO, "nccl transport: the transport is closing");
     } else if (len > N->max_message) { /* the receiver would stop on it */
         st = TC_FAIL(TC_ERR_EXHAUSTED,
-                     "data plane: a state of %zu bytes exceeds --max-message-bytes %llu (raise it on both workers)", len,
+                     "data plane: a state of %zu bytes exceeds the limit %llu (the largest state of a session of --max-session-tokens tokens, at least --max-message-bytes: raise them on both workers)", len,
                      (unsigned long long)N->max_message);
     } else {
         nccl_hdr h = {NCCL_MAGIC, sid, seq, len};
@@ -191,7 +191,7 @@ static void *rx_main(void *arg) {
         if (st == TC_OK && h.magic != NCCL_MAGIC)
             st = TC_FAIL(TC_ERR_IO, "nccl transport: bad header (the two sides are out of step)");
         else if (st == TC_OK && h.len > N->max_message) /* a sender with a larger setting */
-            st = TC_FAIL(TC_ERR_IO, "nccl transport: a message of %llu bytes exceeds --max-message-bytes %llu",
+            st = TC_FAIL(TC_ERR_IO, "nccl transport: a message of %llu bytes exceeds the limit %llu (--max-session-tokens, at least --max-message-bytes)",
                          (unsigned long long)h.len, (unsigned long long)N->max_message);
         /* no room in the mailbox (messages nobody imports): received, to
          * stay in step, and discarded -- its Import fails */
