@@ -569,7 +569,7 @@ void *tc_eng_generation_thread(void *arg) {
         }
         for (int i = 0; i < B; i++) binl[i] |= batch[i]->s->ephemeral ? 2 : 0; /* under mu: a close sets it */
         pthread_mutex_unlock(&e->mu);
-        int n_kept = 0; /* jobs of the batch still running after it: unclaimed below */
+        int n_kept = 0, n_moved = 0; /* jobs of the batch still running after it: unclaimed below; moved to another pair */
         if (B > 0) {
             double tb0 = tc_now_s();
             for (int i = 0; i < B; i++) {
@@ -633,6 +633,7 @@ void *tc_eng_generation_thread(void *arg) {
                         tc_cancel_hook prev = tc_cancel_arm(e->wc->cancellable ? tc_eng_job_gone : NULL, &ref);
                         const tc_status pst = e->wc->prepare ? e->wc->prepare(e->wc, j->s->ws) : TC_OK;
                         tc_cancel_restore(prev);
+                        n_moved++;
                         if (pst == TC_OK || pst == TC_ERR_CANCELLED) { /* cancelled: the pass below ends it */
                             if (pst == TC_ERR_CANCELLED) {
                                 tc_metric_inc(TC_M_cancelled_prefills_total, 1);
@@ -701,6 +702,7 @@ void *tc_eng_generation_thread(void *arg) {
         }
         pthread_mutex_lock(&e->mu);
         for (int i = 0; i < n_kept; i++) batch[i]->claimed = 0; /* cancelled meanwhile: ended by the pass below */
+        if (n_moved) pthread_cond_broadcast(&e->cv); /* their new pair's thread may be waiting for work */
     }
     pthread_mutex_unlock(&e->mu);
     free(batch);
