@@ -569,7 +569,7 @@ void *tc_eng_generation_thread(void *arg) {
         }
         for (int i = 0; i < B; i++) binl[i] |= batch[i]->s->ephemeral ? 2 : 0; /* under mu: a close sets it */
         pthread_mutex_unlock(&e->mu);
-        int n_kept = 0, n_moved = 0; /* jobs of the batch still running after it: unclaimed below; moved to another pair */
+        int n_kept = 0; /* jobs of the batch still running after it: unclaimed below */
         if (B > 0) {
             double tb0 = tc_now_s();
             for (int i = 0; i < B; i++) {
@@ -631,17 +631,21 @@ void *tc_eng_generation_thread(void *arg) {
                          * wait for a prefill of the whole history */
                         job_ref ref = {e, j};
                         tc_cancel_hook prev = tc_cancel_arm(e->wc->cancellable ? tc_eng_job_gone : NULL, &ref);
+                        /* on the prefill clients (a start thread's role): the
+                         * generation ones of the new pair carry its steps */
+                        if (e->wc->bind_thread) e->wc->bind_thread(e->wc, 2);
                         const tc_status pst = e->wc->prepare ? e->wc->prepare(e->wc, j->s->ws) : TC_OK;
+                        if (e->wc->bind_thread) e->wc->bind_thread(e->wc, 0);
                         tc_cancel_restore(prev);
-                        n_moved++;
                         if (pst == TC_OK || pst == TC_ERR_CANCELLED) { /* cancelled: the pass below ends it */
-                            if (pst == TC_ERR_CANCELLED) {
-                                tc_metric_inc(TC_M_cancelled_prefills_total, 1);
-                                pthread_mutex_lock(&e->mu);
-                                if (!j->cancel) j->cancel = 1, j->cancel_code = 4; /* the deadline */
-                                pthread_mutex_unlock(&e->mu);
-                            }
-                            batch[n_kept++] = j;
+                            if (pst == TC_ERR_CANCELLED) tc_metric_inc(TC_M_cancelled_prefills_total, 1);
+                            /* released now, not after the rest of the batch's
+                             * rebuilds: its new pair's thread takes it */
+                            pthread_mutex_lock(&e->mu);
+                            if (pst == TC_ERR_CANCELLED && !j->cancel) j->cancel = 1, j->cancel_code = 4; /* the deadline */
+                            j->claimed = 0;
+                            pthread_cond_broadcast(&e->cv);
+                            pthread_mutex_unlock(&e->mu);
                             continue;
                         }
                         char msg[700];
@@ -702,7 +706,6 @@ void *tc_eng_generation_thread(void *arg) {
         }
         pthread_mutex_lock(&e->mu);
         for (int i = 0; i < n_kept; i++) batch[i]->claimed = 0; /* cancelled meanwhile: ended by the pass below */
-        if (n_moved) pthread_cond_broadcast(&e->cv); /* their new pair's thread may be waiting for work */
     }
     pthread_mutex_unlock(&e->mu);
     free(batch);

@@ -96,9 +96,9 @@ struct tc_worker_client {
     tc_status (*truncate)(tc_worker_client *w, tc_wc_session *s, int64_t n_keep);
     /* optional: s's worker pair is down past its recovery budget: move s
      * to the least loaded live pair (its copies are rebuilt there from
-     * the history at next use, DESIGN §9). TC_OK when what failed can be
-     * tried again (moved, or its pair is back meanwhile; the caller bounds
-     * its tries); TC_ERR_IO when no other pair is live or at shutdown */
+     * the history at next use, DESIGN §9). TC_OK when moved (what failed
+     * can be tried again there; the caller bounds its tries); TC_ERR_IO
+     * when its pair is up, no other pair is live, or at shutdown */
     tc_status (*failover)(tc_worker_client *w, tc_wc_session *s);
     void (*stats)(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_stats *out);
     /* the tokens s's history holds (what it was fed), copied into out when

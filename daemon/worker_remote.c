@@ -448,10 +448,12 @@ tc_status tc_wr_wait_up(remote *R, wproc *p, double since) {
     double end = tc_now_s() + budget;
     int cancelled = 0;
     pthread_mutex_lock(&R->mu);
-    /* down since its last answer: the budget counts from then, so the
-     * sessions of a lost pair each wait out what is left of one budget
-     * (then fail over), not a whole one after another */
-    if (!p->up && p->last_ok > 0 && p->last_ok + budget < end) end = p->last_ok + budget;
+    /* an attached worker down since its last answer: the budget counts
+     * from then, so the sessions of a lost pair each wait out what is left
+     * of one budget (then fail over), not a whole one after another. A
+     * spawned one is being restarted (backoff, model load, both workers of
+     * a pair in turn): each caller gets its whole budget */
+    if (!p->spawned && !p->up && p->last_ok > 0 && p->last_ok + budget < end) end = p->last_ok + budget;
     while (!R->stop && !R->giveup && !tc_spawn_cancelled() && tc_now_s() < end && !(p->up && p->last_ok > since)) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -249,7 +249,13 @@ static tc_status failover(remote *R, tc_wc_session *s) {
     return st;
 }
 
-tc_status tc_wr_failover(tc_worker_client *w, tc_wc_session *s) { return failover(w->impl, s); }
+tc_status tc_wr_failover(tc_worker_client *w, tc_wc_session *s) {
+    const int from = s->pair;
+    TC_CHECK(failover(w->impl, s));
+    /* its pair is up: the step failed for another reason (a timeout, a
+     * refusal), which a rebuild and a retry there would meet again */
+    return s->pair != from ? TC_OK : TC_FAIL(TC_ERR_IO, "worker pair %d is up: the step is not moved", from);
+}
 
 /* Runs op until it succeeds, fails for a reason other than a worker, or
  * the worker does not come back and no other pair is live (then it moves
