@@ -105,15 +105,30 @@ def body(env, ck):
     # and once the first is done the second runs
     with Daemon(env, "--max-message-bytes", str(5 << 20), "--large-request-budget", str(6 << 20), model=model) as d:
         s = d.stub(d.channel(**{"grpc.max_receive_message_length": 64 << 20}))
-        first = s.Tokenize.future(pb.TokenizeRequest(text="a" * BIG), timeout=280)
-        ck.check(wait_for(lambda: d.metric("tconst_large_requests") == 1, 60, "the first big Tokenize"),
-                 "budget: the first 4 MiB Tokenize runs (tconst_large_requests 1)")
-        ck.rpc_error(lambda: s.Tokenize(pb.TokenizeRequest(text="a" * BIG), timeout=60),
-                     grpc.StatusCode.RESOURCE_EXHAUSTED, "budget: a second 4 MiB Tokenize over the 6 MiB budget",
-                     "--large-request-budget")
-        got = list(s.Tokenize(pb.TokenizeRequest(text=text), timeout=60).token_ids)
-        during = d.metric("tconst_large_requests")
-        ck.equal((got, during), (want, 1.0), "budget: a 40 KB Tokenize fits beside it and runs, the first still running")
+        # both checks need the first still running when the others come:
+        # on a loaded machine (ASan, 2 cores) it may end first -- then the
+        # case did not happen and runs again (a budget that refuses the
+        # 40 KB one or admits the second fails every attempt)
+        for attempt in range(3):
+            first = s.Tokenize.future(pb.TokenizeRequest(text="a" * BIG), timeout=280)
+            ck.check(wait_for(lambda: d.metric("tconst_large_requests") == 1, 60, "the first big Tokenize"),
+                     "budget: the first 4 MiB Tokenize runs (tconst_large_requests 1)")
+            try:
+                s.Tokenize(pb.TokenizeRequest(text="a" * BIG), timeout=280)
+                second = "OK"
+            except grpc.RpcError as e:
+                second = f"{e.code().name}: {e.details()}"
+            got = list(s.Tokenize(pb.TokenizeRequest(text=text), timeout=60).token_ids)
+            during = d.metric("tconst_large_requests")
+            if during != 1.0 and not first.running() and attempt < 2:
+                print(f"     the first 4 MiB Tokenize ended before the checks ({second[:60]}); again ({attempt + 1})")
+                first.result()
+                continue
+            ck.check(second.startswith("RESOURCE_EXHAUSTED") and "--large-request-budget" in second,
+                     "budget: a second 4 MiB Tokenize over the 6 MiB budget: RESOURCE_EXHAUSTED naming the knob",
+                     second[:200])
+            ck.equal((got, during), (want, 1.0), "budget: a 40 KB Tokenize fits beside it and runs, the first still running")
+            break
         n1 = len(first.result().token_ids)
         n2 = len(s.Tokenize(pb.TokenizeRequest(text="a" * BIG), timeout=280).token_ids)
         ck.check(n1 > 0 and n2 == n1, "budget: after the first, the second 4 MiB Tokenize runs", f"{n1} {n2}")
