@@ -59,24 +59,31 @@ def body(env, ck):
         ck.equal((lengths, len(gen)), ([len(want), len(want) + 1], 2),
                  "a Stream whose first message is over 16 KiB, then a small one: appended in order, then generated")
 
-        # a big Tokenize runs; meanwhile the RPC thread answers
-        res = {}
+        # a big Tokenize runs; meanwhile the RPC thread answers (the big one
+        # must still run when they are done: when it ended first, on a
+        # loaded machine, the case did not happen and runs again)
+        for attempt in range(3):
+            res = {}
 
-        def big():
-            try:
-                res["n"] = len(s.Tokenize(pb.TokenizeRequest(text="a" * BIG), timeout=280).token_ids)
-            except grpc.RpcError as e:
-                res["err"] = f"{e.code().name}: {e.details()}"
-        th = threading.Thread(target=big)
-        th.start()
-        ck.check(wait_for(lambda: d.metric("tconst_large_requests") == 1, 60, "the big Tokenize on its thread"),
-                 f"a {BIG >> 20} MiB Tokenize is handled off the RPC thread (tconst_large_requests 1)")
-        hc = d.health().Check(env.health_pb.HealthCheckRequest(service=""), timeout=60).status
-        mi = s.ModelInfo(pb.ModelInfoRequest(), timeout=60)
-        ids, _ = d.generate_ids(s, [5, 6, 7], env.sampling(max_tokens=4, ignore_eos=True), timeout=60)
-        during = d.metric("tconst_large_requests")
-        ck.equal((hc, mi.vocab_size, len(ids), during), (env.health_pb.HealthCheckResponse.SERVING, 50257, 4, 1.0),
-                 "meanwhile Health, ModelInfo and a generation are answered, the big Tokenize still running")
+            def big():
+                try:
+                    res["n"] = len(s.Tokenize(pb.TokenizeRequest(text="a" * BIG), timeout=280).token_ids)
+                except grpc.RpcError as e:
+                    res["err"] = f"{e.code().name}: {e.details()}"
+            th = threading.Thread(target=big)
+            th.start()
+            ck.check(wait_for(lambda: d.metric("tconst_large_requests") == 1, 60, "the big Tokenize on its thread"),
+                     f"a {BIG >> 20} MiB Tokenize is handled off the RPC thread (tconst_large_requests 1)")
+            hc = d.health().Check(env.health_pb.HealthCheckRequest(service=""), timeout=60).status
+            mi = s.ModelInfo(pb.ModelInfoRequest(), timeout=60)
+            ids, _ = d.generate_ids(s, [5, 6, 7], env.sampling(max_tokens=4, ignore_eos=True), timeout=60)
+            during = d.metric("tconst_large_requests")
+            if during != 1.0 and not th.is_alive() and attempt < 2:
+                print(f"     the big Tokenize ended before the others were answered; again ({attempt + 1})")
+                continue
+            ck.equal((hc, mi.vocab_size, len(ids), during), (env.health_pb.HealthCheckResponse.SERVING, 50257, 4, 1.0),
+                     "meanwhile Health, ModelInfo and a generation are answered, the big Tokenize still running")
+            break
         th.join(300)
         ck.check(res.get("n", 0) > 0, "the big Tokenize completes", str(res))
 
