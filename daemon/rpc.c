@@ -83,7 +83,23 @@ struct tc_rpc_server {
     int shutdown_seen; /* the server's shutdown tag arrived: no call left */
     pthread_mutex_t list_mu;
     tc_call *unstarted; /* calls waiting for their first message (tc_call.un_*) */
+    /* the gate of every server-side batch: shared while one starts, taken
+     * whole to close it before the completion queue shuts down. gRPC
+     * aborts on a batch started on a shut-down queue, and a call's
+     * handler may still start one then (a cancelled call's receive
+     * completing, its handler sending the status): refused instead */
+    pthread_rwlock_t gate;
+    int cq_closed; /* under gate */
 };
+
+/* grpc_call_start_batch through the gate: GRPC_CALL_ERROR once the
+ * server's completion queue is closing (the caller's failure path runs) */
+static grpc_call_error start_batch(tc_rpc_server *s, grpc_call *call, const grpc_op *ops, size_t n, void *tag) {
+    pthread_rwlock_rdlock(&s->gate);
+    const grpc_call_error e = s->cq_closed ? GRPC_CALL_ERROR : grpc_call_start_batch(call, ops, n, tag, NULL);
+    pthread_rwlock_unlock(&s->gate);
+    return e;
+}
 
 /* c off the list of calls waiting for their first message */
 static void unstarted_unlink(tc_call *c) {
@@ -126,6 +142,7 @@ static void maybe_release_locked(tc_call *c, int *release) {
 static void server_unref(tc_rpc_server *s) {
     if (atomic_fetch_sub(&s->refs, 1) != 1) return;
     pthread_mutex_destroy(&s->list_mu);
+    pthread_rwlock_destroy(&s->gate);
     free(s);
     grpc_shutdown();
 }
@@ -158,7 +175,7 @@ static void start_recv_locked(tc_call *c) {
     ops[n].op = GRPC_OP_RECV_MESSAGE;
     ops[n++].data.recv_message.recv_message = &c->recv_buf;
     c->recv_inflight = 1;
-    if (grpc_call_start_batch(c->call, ops, n, &c->t_recv, NULL) != GRPC_CALL_OK) {
+    if (start_batch(c->srv, c->call, ops, n, &c->t_recv) != GRPC_CALL_OK) {
         c->recv_inflight = 0;
         TC_LOG(TC_LOG_WARN, "rpc", "%s: cannot start receive", c->method);
     }
@@ -189,7 +206,7 @@ static void pump_locked(tc_call *c) {
         op.op = GRPC_OP_SEND_MESSAGE;
         op.data.send_message.send_message = bb;
         c->send_inflight = 1;
-        grpc_call_error e = grpc_call_start_batch(c->call, &op, 1, &c->t_send, NULL);
+        grpc_call_error e = start_batch(c->srv, c->call, &op, 1, &c->t_send);
         grpc_byte_buffer_destroy(bb); /* the batch holds its own reference */
         if (e != GRPC_CALL_OK) {
             c->send_inflight = 0;
@@ -206,7 +223,7 @@ static void pump_locked(tc_call *c) {
         op.data.send_status_from_server.status_details = &details;
         op.data.send_status_from_server.trailing_metadata_count = 0;
         c->status_inflight = 1;
-        grpc_call_error e = grpc_call_start_batch(c->call, &op, 1, &c->t_status, NULL);
+        grpc_call_error e = start_batch(c->srv, c->call, &op, 1, &c->t_status);
         grpc_slice_unref(details);
         if (e != GRPC_CALL_OK) {
             c->status_inflight = 0;
@@ -255,7 +272,7 @@ static void handle_new(tc_rpc_server *s, int ok) {
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     op.data.recv_close_on_server.cancelled = &c->close_cancelled;
-    if (grpc_call_start_batch(gc, &op, 1, &c->t_close, NULL) != GRPC_CALL_OK) c->close_done = 1;
+    if (start_batch(s, gc, &op, 1, &c->t_close) != GRPC_CALL_OK) c->close_done = 1;
     start_recv_locked(c);
     pthread_mutex_unlock(&c->mu);
 }
@@ -376,6 +393,7 @@ tc_status tc_rpc_server_start(tc_rpc_server **out, const char *addr, int max_mes
     atomic_init(&s->live_calls, 0);
     atomic_init(&s->refs, 1);
     pthread_mutex_init(&s->stop_mu, NULL);
+    pthread_rwlock_init(&s->gate, NULL);
     pthread_mutex_init(&s->list_mu, NULL);
     pthread_cond_init(&s->stop_cv, NULL);
     /* the clients' keepalive pings (every 10 s, tc_rpc_client_open) are
@@ -465,6 +483,9 @@ void tc_rpc_server_stop(tc_rpc_server *s, double grace_s) {
     }
     TC_LOG(TC_LOG_INFO, "rpc", "%d calls not yet released at shutdown", atomic_load(&s->live_calls));
     grpc_completion_queue *cq = s->cq;
+    pthread_rwlock_wrlock(&s->gate); /* no batch starts from here on (start_batch) */
+    s->cq_closed = 1;
+    pthread_rwlock_unlock(&s->gate);
     grpc_completion_queue_shutdown(cq);
     pthread_join(s->thread, NULL);
     grpc_server_destroy(s->server);
