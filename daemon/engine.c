@@ -203,6 +203,7 @@ dsess *tc_eng_sess_add_locked(tc_engine *e, const char *id) {
 void tc_eng_job_free(job *j) {
     free(j->tokens);
     free(j->stop_ids);
+    free(j->run_stop);
     for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
     free(j->stop);
     free(j->held);

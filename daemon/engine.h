@@ -104,6 +104,7 @@ typedef struct {
 #define TC_MAX_TOKENS_DEFAULT 16 /* max_tokens of a request that leaves it out */
 #define TC_MAX_STOP_IDS 1024     /* stop_token_ids a request may give (each is checked every token) */
 #define TC_MAX_STOP_STRINGS 64   /* stop strings a request may give, each 1..256 bytes */
+#define TC_STOP_CANDIDATES_MAX 2048 /* tokens that may complete a stop string, past which a named session's generation steps singly */
 
 tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *bpe, const tc_engine_limits *lim,
                           const tc_engine_sink *sink);

@@ -71,6 +71,8 @@ typedef struct job {
     int n_stop_ids;
     char **stop;
     int n_stop;
+    int32_t *run_stop; /* a named session's runs end on these: stop ids, EOS, the tokens that can complete a stop string */
+    int n_run_stop;    /* -1: none (its generation steps singly) */
     void *user;
     int phase, cancel, cancel_code; /* cancel_code 13: ends with FINISH_ERROR and err */
     int claimed; /* in a generation thread's step, or being ended by one (mu): no other thread touches it */

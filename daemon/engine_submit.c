@@ -159,8 +159,26 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
         if (sp->n_stop) {
             j->stop = calloc((size_t)sp->n_stop, sizeof *j->stop);
             if (!j->stop) { code = refuse(msg, msglen, 13, "out of memory"); goto reject; }
-            for (int k = 0; k < sp->n_stop; k++) j->stop[k] = strdup(sp->stop[k]);
-            j->n_stop = sp->n_stop;
+            j->n_stop = sp->n_stop; /* before the copies: a reject frees those made */
+            for (int k = 0; k < sp->n_stop; k++)
+                if (!(j->stop[k] = strdup(sp->stop[k]))) { code = refuse(msg, msglen, 13, "out of memory"); goto reject; }
+        }
+        /* stop strings: a multi-step run of a named session ends after any
+         * token that can complete one (tc_bpe_stop_candidates), so it never
+         * steps past the stop -- nothing to take back from the history; with
+         * no such set (too many candidates, a stop that is not UTF-8) it
+         * steps singly (n_run_stop -1). A plain Generate's runs may pass
+         * the stop (its session ends with it): none computed */
+        j->n_run_stop = -1;
+        if (sp->n_stop && !sp->ephemeral && e->wc->step_multi && e->lim.multi_step > 1) {
+            const int head = j->n_stop_ids + !j->ignore_eos;
+            int32_t *rs = malloc((size_t)(head + TC_STOP_CANDIDATES_MAX) * 4);
+            if (!rs) { code = refuse(msg, msglen, 13, "out of memory"); goto reject; }
+            memcpy(rs, j->stop_ids, (size_t)head * 4);
+            const int n = tc_bpe_stop_candidates(e->bpe, (const char *const *)j->stop, j->n_stop, rs + head,
+                                                 TC_STOP_CANDIDATES_MAX);
+            if (n >= 0) j->run_stop = rs, j->n_run_stop = head + n;
+            else free(rs);
         }
         if (e->bpe) {
             tc_bpe_stream_init(&j->bs, e->bpe);

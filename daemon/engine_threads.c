@@ -583,15 +583,17 @@ void *tc_eng_generation_thread(void *arg) {
              * Generate's session ends with its request, so the tokens of a
              * run past its stop string are only dropped (never sent, taken
              * back from a history nobody reads); a named session would keep
-             * them (a rebuild of its copies to take them back), so its
-             * generations with stop strings step singly */
+             * them, so its runs also end after every token that can complete
+             * one of its stop strings (j->run_stop): never past the stop.
+             * Without that set (over TC_STOP_CANDIDATES_MAX) it steps singly */
             int multi = 0;
             for (int i = 0; i < B && K > 1; i++) {
                 job *j = batch[i];
                 int64_t left = j->max_tokens - j->generated;
-                bb[i].max_steps = j->n_stop && !(binl[i] & 2) ? 1 : (int)(left < K ? (left > 1 ? left : 1) : K);
-                bb[i].stop = j->stop_ids;
-                bb[i].n_stop = j->n_stop_ids + !j->ignore_eos;
+                const int named = j->n_stop && !(binl[i] & 2) && j->n_run_stop >= 0; /* runs end on candidates */
+                bb[i].max_steps = j->n_stop && !(binl[i] & 2) && !named ? 1 : (int)(left < K ? (left > 1 ? left : 1) : K);
+                bb[i].stop = named ? j->run_stop : j->stop_ids;
+                bb[i].n_stop = named ? j->n_run_stop : j->n_stop_ids + !j->ignore_eos;
                 multi |= bb[i].max_steps > 1;
             }
             tc_status st;

@@ -67,6 +67,18 @@ size_t tc_bpe_stream_max_out(const tc_bpe *bpe);
  * id out of range or cap below tc_bpe_stream_max_out; the stream is then
  * unchanged. */
 tc_status tc_bpe_stream_push(tc_bpe_stream *s, int32_t id, char *out, size_t cap, size_t *n_out);
+/* The tokens after which text streamed through tc_bpe_stream can first
+ * hold one of the stop strings stop[0..n_stop): token t is one when, for
+ * some byte of t equal to a stop string's last byte, t's bytes up to it and
+ * that stop string are one a suffix of the other (the occurrence ends in t,
+ * begun in t or before). A necessary condition, so a generation that stops
+ * sampling after any candidate never passes the token that completes a
+ * stop string; ids past the vocabulary (text U+FFFD) are never one. Sound
+ * only for stop strings that are well-formed UTF-8 without U+FFFD (the
+ * stream copies such text verbatim): for any other, returns -1. Writes the
+ * ids ascending to out and returns their number, or -2 when there are more
+ * than cap. */
+int tc_bpe_stop_candidates(const tc_bpe *bpe, const char *const *stop, int n_stop, int32_t *out, int cap);
 /* End of text: writes U+FFFD (3 bytes) if a character was left incomplete,
  * returns the bytes written, resets the stream. out has room for 3. */
 size_t tc_bpe_stream_flush(tc_bpe_stream *s, char *out);

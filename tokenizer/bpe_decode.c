@@ -48,3 +48,36 @@ tc_status tc_bpe_stream_push(tc_bpe_stream *s, int32_t id, char *out, size_t cap
 }
 
 size_t tc_bpe_stream_flush(tc_bpe_stream *s, char *out) { return tc_utf8_stream_flush(&s->utf8, (uint8_t *)out); }
+
+/* Does a stop string whose last byte is at t[p] end in token t? */
+static int ends_in(const uint8_t *t, size_t p, const uint8_t *s, size_t S) {
+    const size_t m = p + 1;
+    return m <= S ? !memcmp(t, s + S - m, m) : !memcmp(t + m - S, s, S);
+}
+
+int tc_bpe_stop_candidates(const tc_bpe *bpe, const char *const *stop, int n_stop, int32_t *out, int cap) {
+    size_t len[64], *S = n_stop <= 64 ? len : malloc((size_t)n_stop * sizeof *S);
+    if (!S) return -2; /* out of memory: as if too many (the caller steps singly) */
+    int n = 0;
+    for (int k = 0; k < n_stop && n >= 0; k++) {
+        S[k] = strlen(stop[k]);
+        if (S[k] == 0 || tc_utf8_first_invalid((const uint8_t *)stop[k], S[k]) != S[k] ||
+            memmem(stop[k], S[k], "\xEF\xBF\xBD", 3))
+            n = -1;
+    }
+    for (int32_t id = 0; id < bpe->n_vocab && n >= 0; id++) {
+        const uint8_t *t = bpe->tok_bytes + bpe->tok_off[id];
+        const size_t L = bpe->tok_len[id];
+        int hit = 0;
+        for (int k = 0; k < n_stop && !hit; k++) {
+            const uint8_t *s = (const uint8_t *)stop[k], z = s[S[k] - 1];
+            for (const uint8_t *q = memchr(t, z, L); q && !hit; q = memchr(q + 1, z, L - (size_t)(q + 1 - t)))
+                hit = ends_in(t, (size_t)(q - t), s, S[k]);
+        }
+        if (!hit) continue;
+        if (n == cap) n = -2;
+        else out[n++] = id;
+    }
+    if (S != len) free(S);
+    return n;
+}

@@ -475,6 +475,11 @@ static void do_import(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) 
     tconst__worker__v1__import_request__free_unpacked(rq, NULL);
 }
 
+static int cmp_i32(const void *a, const void *b) {
+    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
 /* Step: one batched hit step, or the worker's own step loop when a
  * session asks for more than one token (Sampler.max_steps): each session
  * is fed what it just sampled and stepped again, in one batch with the
@@ -536,6 +541,12 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
             fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: sampler max_steps must be within 0..65536%s", "");
             goto out;
         }
+        if (in->n_stop > 65536) {
+            fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: a sampler's stop list holds at most 65536 ids%s", "");
+            goto out;
+        }
+        /* a long list (a stop string's candidate tokens): searched, not scanned */
+        if (in->n_stop > 16) qsort(in->stop, in->n_stop, sizeof *in->stop, cmp_i32);
         multi |= in->max_steps > 1;
         tot += in->max_steps > 1 ? in->max_steps : 1;
         int need = tc_sampler_topk_need(&p, V);
@@ -650,7 +661,9 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
             memcpy(rng + 4 * i, draw ? rng2 + 4 * k : w->smp.rng, 32);
             next[off[i] + cnt[i]++] = tok;
             int go = more_time && cnt[i] < in->max_steps && !tc_session_sync_due(ss[i]);
-            for (size_t q = 0; go && q < in->n_stop; q++) go = tok != in->stop[q];
+            if (in->n_stop > 16) go = go && !bsearch(&tok, in->stop, in->n_stop, sizeof *in->stop, cmp_i32);
+            else
+                for (size_t q = 0; go && q < in->n_stop; q++) go = tok != in->stop[q];
             feed[i] = tok;
             if (go) act[keep++] = i;
         }

@@ -19,9 +19,12 @@ both-roles workers:
     finish_reason LENGTH, in runs (fewer than 32 messages; one a token
     before the change);
   * the same in a named session (GenerateInSession): the same text and ids
-    (it steps singly, so its history holds nothing past the stop), and a
-    generation after it in the same session equals the reference's
-    continuation from the stop (a fresh session fed the same tokens).
+    (its runs end after any token that can complete a stop string, so its
+    history holds nothing past the stop), and a generation after it in the
+    same session equals the reference's continuation from the stop (a fresh
+    session fed the same tokens);
+  * a named session's stop string never met: the reference's ids and text,
+    in runs too (session 28; it used to step one token a call).
 
 Needs the GPT-2 vocabulary (TC_GPT2_DIR, the tokenizer.fetch_gpt2 fixture).
 """
@@ -80,14 +83,23 @@ def body(env, ck):
             ck.equal((ids2, text2, last2.finish_reason), (ref_ids, ref_text, pb.FINISH_REASON_LENGTH),
                      f"{name}: a stop string never met: the reference's ids and text")
             ck.check(msgs < N // 2, f"{name}: ... in runs of --multi-step tokens ({msgs} messages for {N} tokens)")
-            # a named session: single steps, the history ends at the stop
+            # a named session: runs that end on the stop's candidate tokens
+            s.OpenSession(pb.OpenSessionRequest(session_id="runs"), timeout=30)
+            ids4, text4, last4, msgs4 = gen(["\u2603 never in this text \u2603"], session_id="runs")
+            ck.equal((ids4, text4, last4.finish_reason), (ref_ids, ref_text, pb.FINISH_REASON_LENGTH),
+                     f"{name}: a named session's stop string never met: the reference's ids and text")
+            ck.check(msgs4 < N // 2, f"{name}: ... in runs of --multi-step tokens ({msgs4} messages for {N} tokens)")
+            # a named session: the history ends at the stop
             s.OpenSession(pb.OpenSessionRequest(session_id="named"), timeout=30)
+            rebuilt = d.metric("tconst_worker_rebuilds_total")
             ids3, text3, last3, _ = gen([stop], session_id="named")
             ck.equal((ids3, text3, last3.finish_reason), (ids, text, pb.FINISH_REASON_STOP),
                      f"{name}: GenerateInSession stops at the same place")
             ck.equal(last.usage.session_tokens, last3.usage.session_tokens,
                      f"{name}: usage.session_tokens of the Generate that ran past its stop == the single-stepped one's")
             after, _, _, _ = gen(n=12, session_id="named")
+            ck.equal(d.metric("tconst_worker_rebuilds_total"), rebuilt,
+                     f"{name}: no copy of the named session was rebuilt (its run never went past the stop)")
             s.OpenSession(pb.OpenSessionRequest(session_id="fresh"), timeout=30)
             s.Append(pb.AppendRequest(session_id="fresh", text=prompt), timeout=30)
             s.Append(pb.AppendRequest(session_id="fresh", token_ids=ids3), timeout=30)

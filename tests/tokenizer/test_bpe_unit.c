@@ -283,6 +283,106 @@ static void test_synthetic(void) {
     tc_bpe_free(bpe);
 }
 
+/* ---- stop-string candidates ---------------------------------------------- */
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static uint32_t rndn(uint32_t n) { return rnd() % n; }
+
+/* Soundness of tc_bpe_stop_candidates: on a vocabulary of random tokens
+ * built from pieces that split characters (a lone lead byte, a lone
+ * continuation, bytes that are never UTF-8), random generations streamed
+ * the way the engine streams them (tc_bpe_stream; an id past the
+ * vocabulary as U+FFFD) first hold a stop string only after a candidate;
+ * and the set is not everything. */
+static void test_stop_candidates(void) {
+    static const char *piece[] = {"a", "b", "c", " ", "\xC3\xA9", "\xC3", "\xA9", "\xE2\x82\xAC", "\xE2", "\x82\xAC",
+                                  "\x80", "\xFF", "\xEF\xBF\xBD"};
+    static const char *sp[] = {"a", "b", "c", " ", "\xC3\xA9", "\xE2\x82\xAC"}; /* well-formed pieces of stops */
+    enum { NP = sizeof piece / sizeof piece[0], NT = 400 };
+    static char keys[NT][64], raw[NT][32];
+    const char *extra[NT];
+    int n_extra = 0;
+    while (n_extra < NT) {
+        char r[32] = "", *k = keys[n_extra];
+        int parts = 2 + (int)rndn(4);
+        for (int i = 0; i < parts; i++) strcat(r, piece[rndn(NP)]);
+        int dup = strlen(r) == 1;
+        for (int i = 0; i < n_extra && !dup; i++) dup = !strcmp(raw[i], r);
+        if (dup) continue;
+        k[0] = 0;
+        for (const char *c = r; *c; c++) byte_char((uint8_t)*c, k + strlen(k));
+        strcpy(raw[n_extra], r);
+        extra[n_extra] = k;
+        n_extra++;
+    }
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/stopcand", work);
+    write_file(dir, "vocab.json", vocab_json(extra, NT, ""));
+    write_file(dir, "merges.txt", "#version: 0.2\n");
+    tc_bpe *bpe;
+    tc_status st = tc_bpe_load(&bpe, dir);
+    EXPECT(st == TC_OK, "load the stop-candidate vocabulary: %s", tc_error_get());
+    if (st != TC_OK) return;
+    const int V = tc_bpe_vocab_size(bpe);
+    int32_t *cand = malloc((size_t)V * sizeof *cand);
+    /* refused: not UTF-8, U+FFFD inside; more than cap */
+    const char *bad1[] = {"ab\xC3"}, *bad2[] = {"x\xEF\xBF\xBDy"}, *bad3[] = {"ok", ""}, *one[] = {"b"};
+    EXPECT(tc_bpe_stop_candidates(bpe, bad1, 1, cand, V) == -1, "a stop that is not UTF-8: -1");
+    EXPECT(tc_bpe_stop_candidates(bpe, bad2, 1, cand, V) == -1, "a stop holding U+FFFD: -1");
+    EXPECT(tc_bpe_stop_candidates(bpe, bad3, 2, cand, V) == -1, "an empty stop: -1");
+    EXPECT(tc_bpe_stop_candidates(bpe, one, 1, cand, 1) == -2, "more candidates than cap: -2");
+    int nb = tc_bpe_stop_candidates(bpe, one, 1, cand, V);
+    int has_b = 0, has_a = 0, every_b = nb > 0;
+    for (int i = 0; i < nb; i++) {
+        has_b |= cand[i] == 'b', has_a |= cand[i] == 'a';
+        size_t L;
+        const uint8_t *t = tc_bpe_token_bytes(bpe, cand[i], &L);
+        every_b &= memchr(t, 'b', L) != NULL;
+        if (i) every_b &= cand[i] > cand[i - 1];
+    }
+    EXPECT(has_b && !has_a && every_b && nb < V / 2, "stop \"b\": %d candidates, ascending, each holding a b", nb);
+    int hits = 0, runs = 0;
+    char piece_out[256], text[8192];
+    for (int round = 0; round < 3000; round++) {
+        char stops[2][32] = {"", ""};
+        const char *sv[2] = {stops[0], stops[1]};
+        const int ns = 1 + (int)rndn(2);
+        for (int k = 0; k < ns; k++) {
+            const int parts = 1 + (int)rndn(3);
+            for (int i = 0; i < parts; i++) strcat(stops[k], sp[rndn(6)]);
+        }
+        const int n = tc_bpe_stop_candidates(bpe, sv, ns, cand, V);
+        if (n < 0) { EXPECT(0, "round %d: well-formed stops refused (%d)", round, n); break; }
+        tc_bpe_stream bs;
+        tc_bpe_stream_init(&bs, bpe);
+        size_t tl = 0;
+        for (int step = 0; step < 60 && tl < sizeof text - 512; step++) {
+            const int32_t id = rndn(50) == 0 ? V : (int32_t)(rndn(3) ? 256 + rndn(NT) : rndn(256));
+            size_t np = 0;
+            if (tc_bpe_stream_push(&bs, id, piece_out, sizeof piece_out, &np) != TC_OK) {
+                np = tc_bpe_stream_flush(&bs, piece_out); /* as the engine: U+FFFD for an id past the vocabulary */
+                memcpy(piece_out + np, "\xEF\xBF\xBD", 3), np += 3;
+            }
+            memcpy(text + tl, piece_out, np), tl += np;
+            int found = 0;
+            for (int k = 0; k < ns; k++) found |= memmem(text, tl, sv[k], strlen(sv[k])) != NULL;
+            if (!found) continue;
+            hits++;
+            EXPECT(id < V && bsearch(&id, cand, (size_t)n, sizeof *cand, cmp_i32),
+                   "round %d step %d: token %d completed a stop string and is no candidate", round, step, id);
+            break;
+        }
+        runs++;
+    }
+    EXPECT(hits > 1000, "stop strings met in %d of %d generations", hits, runs);
+    free(cand);
+    tc_bpe_free(bpe);
+}
+
 /* ---- the word cache under threads -------------------------------------- */
 
 typedef struct {
@@ -501,6 +601,7 @@ int main(int argc, char **argv) {
     test_utf8_random();
     test_pretok();
     test_synthetic();
+    test_stop_candidates();
     test_threads();
     test_malformed();
     test_file_limit();
