@@ -31,6 +31,8 @@
 # with TC_CUDA_PROFILE=2: device time alone, without the host's launches),
 # batchr floor64kr flatr e2er (TC_CUDA_GRAPHS=2: replayed graphs, the
 # default since session 16, named), e2e0 (TC_CUDA_GRAPHS=0: no graphs),
+# e2epl e2explx (the e2e suite and the split-only tests with
+# TC_CUDA_PREFILL_LANE=1: the workers' Appends on a third thread and lane),
 # floor64kx profx (TC_CUDA_ATT_MMA=0: attention on the CUDA cores, the A/B
 # of the tensor-core path), floor64knf (TC_CUDA_FUSE=0: LayerNorm and
 # SwiGLU as their own launches), batchnp floor64knp (TC_CUDA_PDL=0: no
@@ -90,10 +92,11 @@ if [ "${1:-}" = __e2e ]; then
     # E2E_SKIP: cancel_prefill needs prefills that outlast a cancel (seconds
     # on 2 CPU cores; a fraction of a second on a GPU, where its "stopped
     # part way" checks could not hold); prefill_overlap needs the same, and
-    # a GPU worker keeps its prefills on the context lane (docs/workers.md)
+    # a GPU worker keeps its prefills on the context lane unless
+    # TC_CUDA_PREFILL_LANE=1 (docs/workers.md)
     tests=$(for t in $tests; do case " ${E2E_SKIP-cancel_prefill prefill_overlap} " in *" $t "*) ;; *) echo "$t" ;; esac; done)
     {
-        if [ "$2" = extra ]; then
+        if [ "${2#extra}" != "$2" ]; then
             # the split-only tests (their own layouts or daemons)
             for t in ${E2E_EXTRA:-step_isolation weight_dtype attach poison faults log_json sync_backpressure liveness large_state failover}; do echo "split $t"; done
         else
@@ -227,6 +230,8 @@ for st in $STAGES; do
     floor64kr) TC_CUDA_GRAPHS=2 bench floor-64k-replay 30 floor --preset paper-41m --ctx 64K --reps 3 ;;
     flatr) TC_CUDA_GRAPHS=2 bench flat-replay 30 flat --preset paper-41m --ctx 1K,1M --reps 2 ;;
     e2er) TC_CUDA_GRAPHS=2 e2e_stage e2e-replay replay ;;
+    e2epl) TC_CUDA_PREFILL_LANE=1 e2e_stage e2e-prefill-lane prefilllane ;;
+    e2explx) TC_CUDA_PREFILL_LANE=1 e2e_stage e2e-prefill-lane-extra extrapl ;;
     prof) TC_CUDA_PROFILE=1 bench floor-64k-profile 30 floor --preset paper-41m --ctx 64K --reps 1 ;;
     profbf16) TC_CUDA_PROFILE=1 TC_CUDA_WEIGHTS=bf16 bench floor-64k-profile-bf16 30 floor --preset paper-41m --ctx 64K --reps 1 ;;
     batchbf16) TC_CUDA_WEIGHTS=bf16 bench batch-bf16 45 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;

@@ -79,6 +79,11 @@ rc=$?
 [ $rc -eq 2 ] && grep -q -- "--weight-dtype 'half': expected f32, bf16 or f16" "$tmp/err" ||
     fail "tconst-worker --weight-dtype half: exit $rc: $(tail -2 "$tmp/err")"
 echo "ok   tconst-worker --weight-dtype half: refused (exit 2)"
+TC_CUDA_PREFILL_LANE=yes timeout 60 "$W" --device cpu >"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ $rc -eq 2 ] && grep -q -- "TC_CUDA_PREFILL_LANE 'yes': expected 0 or 1" "$tmp/err" ||
+    fail "tconst-worker with TC_CUDA_PREFILL_LANE=yes: exit $rc: $(tail -2 "$tmp/err")"
+echo "ok   tconst-worker with TC_CUDA_PREFILL_LANE=yes: refused (exit 2)"
 # the logging variables every binary reads: a bad value is named, not ignored
 TC_LOG_LEVEL=bogus refuse "TC_LOG_LEVEL 'bogus'"
 TC_LOG_FORMAT=yaml refuse "TC_LOG_FORMAT 'yaml'"

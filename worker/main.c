@@ -220,6 +220,25 @@ int main(int argc, char **argv) {
         goto done;
 #endif
     }
+    /* Appends on a thread of their own: always on the CPU; on a GPU with
+     * TC_CUDA_PREFILL_LANE=1 (lane 2; off until measured on a GPU), never
+     * with NCCL, whose sends must come from one thread in the order the
+     * peer receives them */
+    int prefill_thread = cuda_dev < 0;
+    const char *pl = getenv("TC_CUDA_PREFILL_LANE");
+    if (pl && *pl && strcmp(pl, "0") && strcmp(pl, "1")) {
+        fprintf(stderr, "tconst-worker: error: TC_CUDA_PREFILL_LANE '%s': expected 0 or 1\n", pl);
+        goto done;
+    }
+    if (cuda_dev >= 0 && pl && !strcmp(pl, "1")) {
+        if (!strcmp(cfg.transport, "nccl")) {
+            fprintf(stderr, "tconst-worker: error: TC_CUDA_PREFILL_LANE=1 needs --transport host (NCCL sends come "
+                            "from one thread)\n");
+            goto done;
+        }
+        prefill_thread = 1;
+        TC_LOG(TC_LOG_INFO, "worker", "prefills on a thread and CUDA lane of their own (TC_CUDA_PREFILL_LANE=1)");
+    }
 
     if (cfg.nice > 0 && setpriority(PRIO_PROCESS, 0, (int)cfg.nice) != 0)
         TC_LOG(TC_LOG_WARN, "worker", "--nice %d: %s", (int)cfg.nice, strerror(errno));
@@ -296,7 +315,7 @@ int main(int argc, char **argv) {
     if (dev_fault_parse(&health, cfg.role) != 0) goto out;
     tc_worker_opts o = {cfg.role, cfg.device, cfg.peer_timeout, cfg.transport, cuda_dev, cfg.orphan_timeout,
                         health.cuda || atomic_load(&health.fault_after) ? dev_status : NULL, &health,
-                        dev_thread_init, 0, !health.cuda, 0};
+                        dev_thread_init, 0, prefill_thread, 0};
     /* tests: TC_FAULT_SYNC_ERRORS=N fails this worker's first N Syncs
      * (tests/e2e/test_poison.py: a sync that keeps failing ends the
      * generation with the error); TC_FAULT_STEP_SYNC_AT=N fails a Step's

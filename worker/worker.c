@@ -4,7 +4,8 @@
  *   generation thread  Step (batched hit steps, sampled here)
  *   context thread     Sync, Import, Open, Close (and Append without
  *                      a prefill thread)
- *   prefill thread     Append (opts.prefill_thread: the CPU), so a long
+ *   prefill thread     Append (opts.prefill_thread: the CPU; a GPU with
+ *                      TC_CUDA_PREFILL_LANE=1, lane 2), so a long
  *                      prefill does not hold up other sessions' Syncs
  *
  * The RPC thread decodes and queues; Info and Ping are answered on it at

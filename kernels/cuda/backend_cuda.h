@@ -7,7 +7,8 @@
  * Lanes: the backend owns TC_CUDA_LANES non-blocking streams, each with
  * its own cuBLAS handle and workspace. A thread's ops run in order on its
  * lane (tc_backend_cuda_bind_lane; lane 0 unless bound), so a worker's
- * context thread (syncs, lane 1) and generation thread (hit steps, lane 0)
+ * context thread (syncs, lane 1), generation thread (hit steps, lane 0)
+ * and, with TC_CUDA_PREFILL_LANE=1, prefill thread (Appends, lane 2)
  * overlap on one GPU. Work of two lanes is not ordered: a thread hands a
  * session to another only after tc_backend_cuda_sync (the worker does so
  * before every reply). Upload and download are synchronous on the lane
@@ -61,8 +62,10 @@ tc_status tc_backend_cuda_sync(tc_backend *be);
 void *tc_backend_cuda_stream(tc_backend *be);
 
 /* Lanes (see the top): 0 for the generation thread and anything unbound,
- * 1 for the context thread. Per thread, for every CUDA backend. */
-#define TC_CUDA_LANES 2
+ * 1 for the context thread, 2 for the prefill thread (a worker started
+ * with TC_CUDA_PREFILL_LANE=1; else idle: a stream, a cuBLAS handle and
+ * its 32 MiB workspace). Per thread, for every CUDA backend. */
+#define TC_CUDA_LANES 3
 void tc_backend_cuda_bind_lane(int lane);
 /* Memory ops (alloc, free, upload, download) never go on a lane's stream
  * while another thread captures it (anything enqueued there would join

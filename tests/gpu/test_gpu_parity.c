@@ -13,8 +13,8 @@
  * defaults: must give the first pass's logits bit for bit -- the same
  * arithmetic, launched overlapping, split over two blocks, fused); hit steps captured as CUDA graphs; replayed graphs
  * (TC_CUDA_GRAPHS=2), both compared bit for bit with the first pass and
- * the result reported; graphs with two
- * threads at once on the backend's two lanes (the worker's layout);
+ * the result reported; graphs with three
+ * threads at once on the backend's three lanes (the worker's layout);
  * graphs captured on lane 0 while a thread bound to no lane (as the
  * worker's RPC thread, which frees a departed coordinator's sessions)
  * allocates, uploads, downloads and frees on the same lane: nothing may
@@ -373,11 +373,16 @@ static void *foreign_main(void *arg) {
     return NULL;
 }
 
-static void *lane1_main(void *arg) {
-    (void)arg;
-    tc_backend_cuda_bind_lane(1);
-    tc_model_bind_workspace(1);
-    run_all("lane1", BITS_REPORT);
+/* a worker's other compute threads: the context thread (lane 1) and the
+ * prefill thread (lane 2, TC_CUDA_PREFILL_LANE=1), each in its own
+ * workspace */
+static void *lane_main(void *arg) {
+    const int lane = (int)(intptr_t)arg;
+    char name[16];
+    snprintf(name, sizeof name, "lane%d", lane);
+    tc_backend_cuda_bind_lane(lane);
+    tc_model_bind_workspace(lane);
+    run_all(name, BITS_REPORT);
     return NULL;
 }
 
@@ -450,15 +455,17 @@ int main(void) {
                    f.rounds, tc_backend_cuda_side_ops(&gpu) - side0);
         }
     }
-    /* lanes: a second thread on lane 1 (the worker's context thread)
-     * while this one runs lane 0, both capturing */
-    pthread_t th;
-    if (pthread_create(&th, NULL, lane1_main, NULL) != 0) {
-        EXPECT(0, "pthread_create");
-    } else {
-        run_all("lane0", BITS_REPORT);
-        pthread_join(th, NULL);
-    }
+    /* lanes: a thread on each other lane (the worker's context and
+     * prefill threads) while this one runs lane 0, all capturing */
+    pthread_t th[TC_CUDA_LANES];
+    int started = 0;
+    for (int l = 1; l < TC_CUDA_LANES; l++, started++)
+        if (pthread_create(&th[l], NULL, lane_main, (void *)(intptr_t)l) != 0) {
+            EXPECT(0, "pthread_create");
+            break;
+        }
+    run_all("lane0", BITS_REPORT);
+    for (int l = 1; l <= started; l++) pthread_join(th[l], NULL);
     /* 16-bit weights: the model stored in bf16 / f16, the reference the
      * naive backend holding the same 16-bit matrices and rounding linear
      * inputs as the GPU does (double accumulation); a first-guess bound of
