@@ -23,6 +23,10 @@ typedef struct {
     int ignore_eos, have_n, have_temp, have_top_k, have_top_p, have_seed;
     int32_t *ids;
     int64_t n_ids;
+    char *stop[64]; /* --stop, in order (the server takes at most 64) */
+    int n_stop;
+    int32_t *stop_ids; /* --stop-ids */
+    int64_t n_stop_ids;
 } opts;
 
 static const char *STATUS[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
@@ -50,6 +54,8 @@ static void usage(void) {
            "  info                       ModelInfo and ServerInfo\n"
            "  health                     grpc.health.v1 Check\n"
            "sampling: --temperature T --top-k K --top-p P --seed S --ignore-eos; --timeout SECONDS (deadline)\n"
+           "  --stop S (repeatable, up to 64: the text ends before S; in bash $'\\n' gives a newline)\n"
+           "  --stop-ids \"ids\" (a generation ends after any of these tokens)\n"
            "-n: tokens to generate (default: the server's, min(16, its --max-tokens)).\n"
            "generate prints ids on one line (text instead when the prompt was --text); a sampled generation\n"
            "without --seed prints the seed the server drew on stderr (\"[seed N]\"; --seed N repeats it); a\n"
@@ -76,11 +82,24 @@ static int parse(int argc, char **argv, int start, opts *o) {
         else if (!strcmp(a, "--seed")) st = tc_cli_u64(a, v, &o->seed), o->have_seed = 1, i++;
         else if (!strcmp(a, "--timeout")) st = tc_cli_float(a, v, 0, 1e9, &o->timeout), i++;
         else if (!strcmp(a, "--ignore-eos")) o->ignore_eos = 1;
+        else if (!strcmp(a, "--stop") && v && o->n_stop == 64) {
+            fprintf(stderr, "tconst client: error: --stop: at most 64 stop strings\n");
+            return 2;
+        } else if (!strcmp(a, "--stop")) {
+            if (v) o->stop[o->n_stop++] = (char *)v;
+            i++;
+        } else if (!strcmp(a, "--stop-ids")) {
+            free(o->stop_ids), o->stop_ids = NULL, o->n_stop_ids = 0; /* the last --stop-ids counts */
+            if (v && tc_parse_ids(v, "--stop-ids", &o->stop_ids, &o->n_stop_ids) != TC_OK)
+                return tc_cli_fail("client", TC_ERR_INVALID) + 1;
+            i++;
+        }
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(); exit(0); }
         else { fprintf(stderr, "tconst client: error: unknown flag '%s'\n", a); return 2; }
         if (st != TC_OK) return tc_cli_fail("client", st) + 1;
         if ((!strcmp(a, "--server") || !strcmp(a, "--tokens") || !strcmp(a, "--text") || !strcmp(a, "--id") ||
-             !strcmp(a, "--session") || !strcmp(a, "--copy-from")) && !v) {
+             !strcmp(a, "--session") || !strcmp(a, "--copy-from") || !strcmp(a, "--stop") || !strcmp(a, "--stop-ids")) &&
+            !v) {
             fprintf(stderr, "tconst client: error: %s needs a value\n", a);
             return 2;
         }
@@ -99,6 +118,8 @@ static void fill_sampling(const opts *o, Tconst__V1__SamplingParams *s) {
     if (o->have_n) /* else the server's default: min(16, its --max-tokens) */
         s->_max_tokens_case = TCONST__V1__SAMPLING_PARAMS___MAX_TOKENS_MAX_TOKENS, s->max_tokens = (int32_t)o->n;
     s->ignore_eos = o->ignore_eos;
+    s->stop = (char **)o->stop, s->n_stop = (size_t)o->n_stop;
+    s->stop_token_ids = o->stop_ids, s->n_stop_token_ids = (size_t)o->n_stop_ids;
 }
 
 static uint8_t *pack(const ProtobufCMessage *m, size_t *len) {
@@ -458,5 +479,6 @@ int tc_cli_client(int argc, char **argv) {
     }
     tc_rpc_client_close(cl);
     free(o.ids);
+    free(o.stop_ids);
     return rc;
 }

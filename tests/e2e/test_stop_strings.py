@@ -29,6 +29,8 @@ both-roles workers:
 Needs the GPT-2 vocabulary (TC_GPT2_DIR, the tokenizer.fetch_gpt2 fixture).
 """
 
+import subprocess
+
 from harness import Daemon, run
 
 N = 64
@@ -107,6 +109,23 @@ def body(env, ck):
                 session_id="fresh", text=prompt, sampling=env.sampling(max_tokens=12, ignore_eos=True)), timeout=120))
             ck.equal(after, want, f"{name}: the session holds nothing past the stop (its next generation equals "
                                   "a fresh session fed the same tokens)")
+            if layout:
+                continue
+            # the CLI: `tconst client ... --stop S --stop-ids "ids"` sends them
+            def cli(*args):
+                r = subprocess.run([env.tconst, "client", "generate", "--server", d.grpc_addr, "-n", str(N),
+                                    "--ignore-eos", "--timeout", "120", *args], capture_output=True, text=True,
+                                   timeout=180)
+                return r.returncode, r.stdout, r.stderr
+            rc, out, err = cli("--text", prompt, "--stop", "\u2603 never \u2603", "--stop", stop)
+            ck.check(rc == 0 and out.rstrip("\n") == ref_text[:cut],
+                     "tconst client --stop: the text cut before the stop string", f"rc {rc} {out!r} {err!r}")
+            # token_ids of the prompt: the CLI prints ids
+            p_ids = list(s.Tokenize(pb.TokenizeRequest(text=prompt), timeout=30).token_ids)
+            rc, out, err = cli("--tokens", " ".join(map(str, p_ids)), "--stop-ids", f"{ref_ids[30]} {ref_ids[40]}")
+            first = min(ref_ids.index(ref_ids[30]), ref_ids.index(ref_ids[40]))
+            ck.check(rc == 0 and out.split() == [str(t) for t in ref_ids[:first + 1]],
+                     "tconst client --stop-ids: the ids up to the first stop id", f"rc {rc} {out!r} {err!r}")
 
 
 if __name__ == "__main__":
