@@ -15,6 +15,9 @@ render/main.go (Go text/template + sprig + helm's built-ins) and checked:
     tconstd knob in coordinator.config, takes exactly the type and range
     `--help` states (probed at and just beyond the bounds); the keys the
     chart renders itself are refused in coordinator.config.
+  * monitoring: alerts (PrometheusRule) and the Grafana dashboard query
+    only metrics daemon/metrics.h exports, with the selector and the
+    values' thresholds; the dashboard shows every metric family.
   * manifests: YAML parses; kinds, names, labels and selectors; ports;
     probes; GPU requests; NCCL env; /dev/shm; drain timing; the journal
     and model volumes; --workers lists exactly the StatefulSets' pods by
@@ -327,6 +330,8 @@ def check_release(case, docs, values, bins, notes):
               "%s: %s %s lacks the standard labels" % (w, kind, name))
         for k, v in labels.items():
             check(isinstance(v, str) and len(v) <= 63, "%s: label %s=%r" % (w, k, v))
+        if kind == "ConfigMap" and "tconst.json" in (d.get("data") or {}):
+            kind = "ConfigMap (dashboard)"
         by_kind.setdefault(kind, []).append(d)
 
     c, wv, pers = values["coordinator"], values["workers"], values["persistence"]
@@ -342,6 +347,8 @@ def check_release(case, docs, values, bins, notes):
     want["PodDisruptionBudget"] = int(c["podDisruptionBudget"]["enabled"]) + int(workers_on and wv["podDisruptionBudget"]["enabled"])
     want["HorizontalPodAutoscaler"] = int(c["autoscaling"]["enabled"])
     want["ServiceMonitor"] = int(values["metrics"]["serviceMonitor"]["enabled"])
+    want["PrometheusRule"] = int(values["metrics"]["prometheusRule"]["enabled"])
+    want["ConfigMap (dashboard)"] = int(values["metrics"]["grafanaDashboard"]["enabled"])
     want["ServiceAccount"] = int(values["serviceAccount"]["create"])
     for kind, n in want.items():
         check(len(by_kind.get(kind, [])) == n, "%s: %d %s rendered, expected %d" % (case, len(by_kind.get(kind, [])), kind, n))
@@ -704,6 +711,109 @@ def check_schema_knobs(validator, defaults, dflags, wflags, owned):
     return len(probes)
 
 
+# ---- monitoring: alerts and dashboard ---------------------------------------
+
+METRIC = re.compile(r"\btconst_[a-z0-9_]+")
+
+
+def read_metric_families(repo):
+    """{family: type} of what tconstd exports, from daemon/metrics.h's X-macros."""
+    with open(os.path.join(repo, "daemon", "metrics.h")) as f:
+        text = f.read()
+    fams = {}
+    for macro, typ in (("TC_METRICS_COUNTERS", "counter"), ("TC_METRICS_LABELED_COUNTERS", "counter"),
+                       ("TC_METRICS_GAUGES", "gauge"), ("TC_METRICS_HISTOGRAMS", "histogram")):
+        m = re.search(r"#define %s\(X\)(.*?)\n\n" % macro, text, re.S)
+        if not check(m is not None, "daemon/metrics.h: no %s" % macro):
+            continue
+        for name in re.findall(r"\bX\((\w+),", m.group(1)):
+            fams["tconst_" + name] = typ
+    check(len(fams) >= 20, "daemon/metrics.h: only %d metric families read" % len(fams))
+    return fams
+
+
+def metric_family(name):
+    for suf in ("_bucket", "_sum", "_count"):
+        if name.endswith(suf) and not name.endswith("_total"):
+            return name[: -len(suf)]
+    return name
+
+
+def check_expr(where, expr, fams, selector=None):
+    """PromQL as far as a test without Prometheus can: brackets balance, every
+    metric is one tconstd exports (a histogram's as _bucket), each carries
+    the selector when given."""
+    depth = {"(": 0, "{": 0, "[": 0}
+    close = {")": "(", "}": "{", "]": "["}
+    ok = True
+    for ch in expr:
+        if ch in depth:
+            depth[ch] += 1
+        elif ch in close:
+            depth[close[ch]] -= 1
+            ok &= depth[close[ch]] >= 0
+    check(ok and not any(depth.values()), "%s: brackets do not balance: %s" % (where, expr))
+    names = METRIC.findall(expr)
+    check(names, "%s: no tconst metric in %s" % (where, expr))
+    for n in names:
+        fam = metric_family(n)
+        check(fam in fams, "%s: %s is not a metric tconstd exports" % (where, n))
+        if fams.get(fam) == "histogram":
+            check(n.endswith("_bucket"), "%s: histogram %s used without _bucket" % (where, n))
+        if selector is not None:
+            check(re.search(re.escape(n) + r"\{" + re.escape(selector) + r"[,}]", expr) is not None,
+                  "%s: %s without the selector {%s}" % (where, n, selector))
+
+
+def check_monitoring(case, docs, values, fams, dashboard):
+    mv = values["metrics"]
+    pr = mv["prometheusRule"]
+    for _, d in docs:
+        if d["kind"] == "PrometheusRule":
+            w = "%s: PrometheusRule" % case
+            check(d["apiVersion"] == "monitoring.coreos.com/v1", "%s: apiVersion" % w)
+            for k, v in pr["labels"].items():
+                check(d["metadata"]["labels"].get(k) == v, "%s: lacks its label %s" % (w, k))
+            sel = pr["selector"] or 'namespace="inference"'
+            rules = [r for g in d["spec"]["groups"] for r in g["rules"]]
+            names = [r.get("alert") for r in rules]
+            check(len(rules) >= 6 and len(set(names)) == len(names) and all(names), "%s: alert names %s" % (w, names))
+            for r in rules:
+                wr = "%s %s" % (w, r.get("alert"))
+                check_expr(wr, r["expr"], fams, sel)
+                check(r.get("labels", {}).get("severity") in ("critical", "warning", "info"), "%s: severity" % wr)
+                check(r.get("annotations", {}).get("summary"), "%s: no summary" % wr)
+                if "for" in r:
+                    check(re.fullmatch(r"[0-9]+[smh]", r["for"]) is not None, "%s: for %r" % (wr, r["for"]))
+            thresholds = {"TconstRequestErrors": pr["errorRatio"], "TconstOverloaded": pr["rejectedRatio"],
+                          "TconstBoundaryStallHigh": pr["boundaryStallSeconds"],
+                          "TconstSyncBacklog": pr["syncQueueDepth"], "TconstWorkerRestarts": pr["workerRestarts"]}
+            for r in rules:
+                if r["alert"] in thresholds:
+                    m = re.search(r">\s*([0-9.e+-]+)\s*$", r["expr"])
+                    check(m is not None and float(m.group(1)) == float(thresholds[r["alert"]]),
+                          "%s %s: threshold %s, values say %s" % (w, r["alert"], m and m.group(1), thresholds[r["alert"]]))
+        if d["kind"] == "ConfigMap" and "tconst.json" in (d.get("data") or {}):
+            w = "%s: dashboard ConfigMap" % case
+            gd = mv["grafanaDashboard"]
+            for k, v in gd["labels"].items():
+                check(d["metadata"]["labels"].get(k) == v, "%s: lacks its label %s" % (w, k))
+            for k, v in gd["annotations"].items():
+                check((d["metadata"].get("annotations") or {}).get(k) == v, "%s: lacks its annotation %s" % (w, k))
+            try:
+                got = json.loads(d["data"]["tconst.json"])
+            except ValueError as e:
+                check(False, "%s: tconst.json does not parse: %s" % (w, e))
+                continue
+            check(got == dashboard, "%s: tconst.json is not dashboards/tconst.json" % w)
+            ids = [p["id"] for p in got["panels"]]
+            check(len(set(ids)) == len(ids), "%s: panel ids repeat" % w)
+            for p in got["panels"]:
+                for t in p.get("targets", []):
+                    check_expr("%s panel %r" % (w, p["title"]), t["expr"], fams)
+                    check('namespace="$namespace"' in t["expr"], "%s panel %r: not filtered by $namespace" % (w, p["title"]))
+
+
 # ---- cases --------------------------------------------------------------------
 
 def leaves(d, prefix=""):
@@ -754,6 +864,17 @@ def main():
     a.values_all = os.path.abspath(a.values_all)
 
     bins = (read_help(a.tconstd), read_help(a.worker))
+    metric_families = read_metric_families(a.repo)
+    with open(os.path.join(a.chart, "dashboards", "tconst.json")) as f:
+        dashboard = json.load(f)
+    # the dashboard shows every metric family tconstd exports
+    shown = set()
+    for p in dashboard["panels"]:
+        for t in p.get("targets", []):
+            shown |= {metric_family(m) for m in METRIC.findall(t["expr"])}
+    check(shown == set(metric_families),
+          "dashboards/tconst.json: metrics not shown %s, unknown %s" % (sorted(set(metric_families) - shown),
+                                                                        sorted(shown - set(metric_families))))
     dflags, wflags = bins[0][0], bins[1][0]
     print("tconstd --help: %d flags; tconst-worker --help: %d flags" % (len(dflags), len(wflags)))
 
@@ -814,6 +935,8 @@ def main():
         ("embedded, 2 GPUs explicit", [nest({"workers.enabled": False, "coordinator.embedded.gpus": 2,
                                              "coordinator.embedded.device": "cuda:1", "coordinator.embedded.contextDevice": "cuda:0",
                                              "coordinator.startupProbe.failureThreshold": 60})]),
+        ("alerts and dashboard, default selector", [nest({"metrics.prometheusRule.enabled": True,
+                                                          "metrics.grafanaDashboard.enabled": True})]),
         ("slow worker start, IPv6 pairs", [nest({"workers.layout": "pair", "ipFamily": "IPv6",
                                                  "workers.startupProbe.periodSeconds": 20, "workers.startupProbe.failureThreshold": 270})]),
     ]
@@ -832,8 +955,9 @@ def main():
         rendered_sources |= {s for s, _ in docs}
         n0 = len(FAILS)
         check_release(case, docs, merged, bins, notes)
+        check_monitoring(case, docs, merged, metric_families, dashboard)
         for _, d in docs:
-            if d["kind"] == "ConfigMap":
+            if d["kind"] == "ConfigMap" and "tconstd.json" in d["data"]:
                 raw = d["data"]["tconstd.json"]
                 owned |= set(json.loads(raw)) - set(merged["coordinator"]["config"])
                 rc, err, ok = preflight_tconstd(a.tconstd, raw, case, tmp)
@@ -906,6 +1030,8 @@ def main():
         ("3 embedded GPUs (2 workers at most)", {"coordinator": {"embedded": {"gpus": 3}}}),
         ("context device pattern", {"coordinator": {"embedded": {"contextDevice": "gpu1"}}}),
         ("ip family", {"ipFamily": "DualStack"}),
+        ("alert selector unquoted", {"metrics": {"prometheusRule": {"selector": "namespace=ml"}}}),
+        ("alert error ratio over 1", {"metrics": {"prometheusRule": {"errorRatio": 1.5}}}),
     ]
     for case, vals in invalid:
         rc, out, err, merged, notes = R.run([vals], values_only=True)

@@ -10,9 +10,12 @@
 // APIVersions.Has), .Template; include, tpl, required, toYaml, fromYaml,
 // toJson, fromJson, lookup (always empty, as in `helm template`); sprig
 // without env/expandenv (helm removes them); Chart.yaml's kubeVersion
-// constraint; strict missing-key errors (as `helm lint --strict`).
-// What it is not: a full helm. No subcharts, hooks, .Files, CRD handling or
-// install ordering; output is in template-file order.
+// constraint; strict missing-key errors (as `helm lint --strict`);
+// .Files.Get of a file in the chart outside templates/ (a missing one is an
+// error here, where helm gives ""; no .helmignore).
+// What it is not: a full helm. No subcharts, hooks, the other .Files
+// methods, CRD handling or install ordering; output is in template-file
+// order.
 //
 // Build (offline, Debian's packages; GOPATH mode):
 //
@@ -243,6 +246,23 @@ var defaultAPIVersions = []string{
 
 // ---- rendering --------------------------------------------------------------
 
+// chartFiles is .Files: Get reads a file of the chart (not under templates/,
+// not outside the chart). helm answers "" for a file it does not have; a
+// chart test is better served by an error naming it.
+type chartFiles struct{ dir string }
+
+func (f chartFiles) Get(name string) (string, error) {
+	clean := filepath.ToSlash(filepath.Clean(name))
+	if filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") || strings.HasPrefix(clean, "templates/") {
+		return "", fmt.Errorf(".Files.Get %q: not a file of the chart outside templates/", name)
+	}
+	b, err := os.ReadFile(filepath.Join(f.dir, clean))
+	if err != nil {
+		return "", fmt.Errorf(".Files.Get %q: %v", name, err)
+	}
+	return string(b), nil
+}
+
 func fail(format string, a ...interface{}) {
 	fmt.Fprintf(os.Stderr, "helm-render: "+format+"\n", a...)
 	os.Exit(1)
@@ -363,7 +383,7 @@ func main() {
 			"IsInstall": true, "IsUpgrade": false, "Revision": 1,
 		},
 		"Capabilities": caps,
-		"Files":        map[string]interface{}{},
+		"Files":        chartFiles{*chartDir},
 	}
 
 	// One template set for every file, as helm builds it, so that every
