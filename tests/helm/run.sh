@@ -26,5 +26,25 @@ if [ ! -x "$bin" ] || [ "$(cat "$bin.sha256" 2>/dev/null)" != "$sum" ]; then
   mv "$bin.tmp" "$bin"
   echo "$sum" >"$bin.sha256"
 fi
-exec /usr/bin/python3 "$here/test_chart.py" --renderer "$bin" --chart "$here/../../helm/tconst" \
+# promtool (Prometheus' rule checker and alert unit tester): the machine's,
+# else taken out of Debian's prometheus package once into CACHE_DIR (only
+# the one binary: installing the package would start a Prometheus server)
+promtool=$(command -v promtool || true)
+if [ -z "$promtool" ]; then
+  promtool=$cache/promtool
+  if [ ! -x "$promtool" ]; then
+    d=$(mktemp -d "$cache/prometheus.XXXXXX")
+    if ! (cd "$d" && apt-get download prometheus >"$d/log" 2>&1 && dpkg-deb -x prometheus_*.deb x >>"$d/log" 2>&1 &&
+          [ -x x/usr/bin/promtool ]); then
+      echo "FAIL: promtool: not installed, and taking it from Debian's prometheus package failed:"
+      tail -5 "$d/log"
+      echo "(run apt-get update, or install promtool)"
+      rm -rf "$d"
+      exit 1
+    fi
+    mv "$d/x/usr/bin/promtool" "$promtool"
+    rm -rf "$d"
+  fi
+fi
+exec /usr/bin/python3 "$here/test_chart.py" --promtool "$promtool" --renderer "$bin" --chart "$here/../../helm/tconst" \
   --tconstd "$tconstd" --worker "$worker" --values-all "$here/values-all.yaml" --repo "$here/../.."

@@ -17,7 +17,9 @@ render/main.go (Go text/template + sprig + helm's built-ins) and checked:
     chart renders itself are refused in coordinator.config.
   * monitoring: alerts (PrometheusRule) and the Grafana dashboard query
     only metrics daemon/metrics.h exports, with the selector and the
-    values' thresholds; the dashboard shows every metric family.
+    values' thresholds; the dashboard shows every metric family; promtool
+    parses the rules and the queries, and unit-tests every alert on
+    synthetic series (fires past its threshold after its `for` only).
   * manifests: YAML parses; kinds, names, labels and selectors; ports;
     probes; GPU requests; NCCL env; /dev/shm; drain timing; the journal
     and model volumes; --workers lists exactly the StatefulSets' pods by
@@ -37,7 +39,7 @@ What it is not: a Kubernetes API-server validation (no OpenAPI schemas of
 the kinds) and not a deployment; see docs/kubernetes.md.
 
 Usage: test_chart.py --renderer BIN --chart DIR --tconstd BIN --worker BIN
-                     --values-all FILE --repo DIR
+                     --values-all FILE --repo DIR --promtool BIN
 """
 import argparse
 import copy
@@ -765,7 +767,98 @@ def check_expr(where, expr, fams, selector=None):
                   "%s: %s without the selector {%s}" % (where, n, selector))
 
 
-def check_monitoring(case, docs, values, fams, dashboard):
+def run_promtool(tool, args):
+    r = subprocess.run([tool] + args, capture_output=True, text=True, timeout=120)
+    return r.returncode, (r.stdout + r.stderr).strip()
+
+
+def promtool_rules(where, groups, tool, tmp, name):
+    """promtool check rules on groups (PromQL parsed, templates checked)."""
+    path = os.path.join(tmp, name)
+    with open(path, "w") as f:
+        yaml.safe_dump({"groups": groups}, f)
+    rc, out = run_promtool(tool, ["check", "rules", path])
+    check(rc == 0, "%s: promtool check rules: %s" % (where, out[-800:]))
+    return path
+
+
+def alert_unit_tests(pr, ns):
+    """promtool test rules cases for the chart's alerts at thresholds pr:
+    each fires on series past its threshold (after its `for`), not before,
+    not below the threshold, not for another namespace (the selector)."""
+    def s(metric, labels, values):
+        return {"series": "%s{%s}" % (metric, labels), "values": values}
+    me, other = 'namespace="%s"' % ns, 'namespace="other"'
+
+    def ratio_case(alert, status, thr, for_m):
+        fire = min(0.9, 2 * thr)
+        calm = thr / 2
+        series = []
+        for nsl, x in ((me, fire), (other, fire)):
+            series += [s("tconst_requests_total", nsl + ',status="ok"', "0+100x60"),
+                       s("tconst_requests_total", nsl + ',status="%s"' % status, "0+%gx60" % (100 * x / (1 - x)))]
+        calm_series = [s("tconst_requests_total", me + ',status="ok"', "0+100x60"),
+                       s("tconst_requests_total", me + ',status="%s"' % status, "0+%gx60" % (100 * calm / (1 - calm)))]
+        lab = {"severity": "warning", "namespace": ns}
+        return [{"interval": "1m", "input_series": series, "alert_rule_test": [
+                    {"eval_time": "%dm" % (for_m - 1), "alertname": alert, "exp_alerts": []},
+                    {"eval_time": "%dm" % (for_m + 3), "alertname": alert, "exp_alerts": [{"exp_labels": lab}]}]},
+                {"interval": "1m", "input_series": calm_series, "alert_rule_test": [
+                    {"eval_time": "%dm" % (for_m + 3), "alertname": alert, "exp_alerts": []}]}]
+
+    tests = [{"interval": "1m", "input_series": [
+        s("tconst_ready", me + ',pod="a"', "0x20"), s("tconst_draining", me + ',pod="a"', "0x20"),
+        s("tconst_ready", me + ',pod="b"', "0x20"), s("tconst_draining", me + ',pod="b"', "1x20"),
+        s("tconst_ready", me + ',pod="c"', "1x20"), s("tconst_draining", me + ',pod="c"', "0x20"),
+        s("tconst_ready", other + ',pod="d"', "0x20"), s("tconst_draining", other + ',pod="d"', "0x20")],
+        "alert_rule_test": [
+            {"eval_time": "4m", "alertname": "TconstNotReady", "exp_alerts": []},
+            {"eval_time": "6m", "alertname": "TconstNotReady",
+             "exp_alerts": [{"exp_labels": {"severity": "critical", "namespace": ns, "pod": "a"}}]}]}]
+    tests += ratio_case("TconstRequestErrors", "error", pr["errorRatio"], 10)
+    tests += ratio_case("TconstOverloaded", "rejected", pr["rejectedRatio"], 15)
+    thr = pr["boundaryStallSeconds"]
+    lo, hi = "%g" % (thr / 2), "%g" % (thr * 4)
+
+    def stall(nsl, slow):
+        b = "tconst_boundary_stall_seconds_bucket"
+        return [s(b, nsl + ',le="%s"' % lo, "0x40" if slow else "0+1x40"),
+                s(b, nsl + ',le="%s"' % hi, "0+1x40"), s(b, nsl + ',le="+Inf"', "0+1x40")]
+    tests += [{"interval": "1m", "input_series": stall(me, True) + stall(other, True), "alert_rule_test": [
+                  {"eval_time": "14m", "alertname": "TconstBoundaryStallHigh", "exp_alerts": []},
+                  {"eval_time": "18m", "alertname": "TconstBoundaryStallHigh",
+                   "exp_alerts": [{"exp_labels": {"severity": "warning", "namespace": ns}}]}]},
+              {"interval": "1m", "input_series": stall(me, False), "alert_rule_test": [
+                  {"eval_time": "18m", "alertname": "TconstBoundaryStallHigh", "exp_alerts": []}]}]
+    q = pr["syncQueueDepth"]
+    tests += [{"interval": "1m", "input_series": [s("tconst_sync_queue_depth", me + ',pod="a"', "%dx30" % (q + 1)),
+                                                  s("tconst_sync_queue_depth", other + ',pod="d"', "%dx30" % (q + 1)),
+                                                  s("tconst_sync_queue_depth", 'namespace="calm",pod="e"', "%dx30" % q)],
+               "alert_rule_test": [
+                   {"eval_time": "14m", "alertname": "TconstSyncBacklog", "exp_alerts": []},
+                   {"eval_time": "16m", "alertname": "TconstSyncBacklog",
+                    "exp_alerts": [{"exp_labels": {"severity": "warning", "namespace": ns}}]}]}]
+    r = pr["workerRestarts"]
+    tests += [{"interval": "1m", "input_series": [s("tconst_worker_restarts_total", me + ',pod="a"', "0+%gx30" % (r / 7.0 + 1)),
+                                                  s("tconst_worker_restarts_total", me + ',pod="b"', "0x30"),
+                                                  s("tconst_worker_restarts_total", other + ',pod="d"', "0+%gx30" % (r / 7.0 + 1))],
+               "alert_rule_test": [{"eval_time": "16m", "alertname": "TconstWorkerRestarts",
+                                    "exp_alerts": [{"exp_labels": {"severity": "warning", "namespace": ns, "pod": "a"}}]}]}]
+    tests += [{"interval": "1m", "input_series": [s("tconst_session_failovers_total", me + ',pod="a"', "0 0 0 1x20"),
+                                                  s("tconst_session_failovers_total", other + ',pod="d"', "0 0 0 1x20")],
+               "alert_rule_test": [{"eval_time": "2m", "alertname": "TconstSessionFailovers", "exp_alerts": []},
+                                   {"eval_time": "5m", "alertname": "TconstSessionFailovers",
+                                    "exp_alerts": [{"exp_labels": {"severity": "info", "namespace": ns}}]}]}]
+    tests += [{"interval": "1m", "input_series": [s("tconst_generation_worker_busy_ratio", me + ',pod="a"', "0.99x40"),
+                                                  s("tconst_generation_worker_busy_ratio", me + ',pod="b"', "0.97x40"),
+                                                  s("tconst_generation_worker_busy_ratio", 'namespace="calm",pod="e"', "0.5x40")],
+               "alert_rule_test": [{"eval_time": "29m", "alertname": "TconstGenerationSaturated", "exp_alerts": []},
+                                   {"eval_time": "32m", "alertname": "TconstGenerationSaturated",
+                                    "exp_alerts": [{"exp_labels": {"severity": "info", "namespace": ns}}]}]}]
+    return tests
+
+
+def check_monitoring(case, docs, values, fams, dashboard, tool, tmp):
     mv = values["metrics"]
     pr = mv["prometheusRule"]
     for _, d in docs:
@@ -785,6 +878,24 @@ def check_monitoring(case, docs, values, fams, dashboard):
                 check(r.get("annotations", {}).get("summary"), "%s: no summary" % wr)
                 if "for" in r:
                     check(re.fullmatch(r"[0-9]+[smh]", r["for"]) is not None, "%s: for %r" % (wr, r["for"]))
+            # the rules as Prometheus reads them, then (default selector: the
+            # release namespace) each alert against series that should and
+            # should not fire it, annotations left out (their templates are
+            # checked above, not their text)
+            path = promtool_rules(w, d["spec"]["groups"], tool, tmp, "rules.yaml")
+            if not pr["selector"]:
+                bare = [{"name": g["name"], "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]]}
+                        for g in d["spec"]["groups"]]
+                bare_path = promtool_rules(w, bare, tool, tmp, "rules-bare.yaml")
+                tests = alert_unit_tests(pr, "inference")
+                tpath = os.path.join(tmp, "alert-tests.yaml")
+                with open(tpath, "w") as f:
+                    yaml.safe_dump({"rule_files": [os.path.basename(bare_path)], "evaluation_interval": "1m",
+                                    "tests": tests}, f)
+                tested = {t["alertname"] for c in tests for t in c["alert_rule_test"]}
+                check(tested == set(names), "%s: alerts without a unit test: %s" % (w, sorted(set(names) - tested)))
+                rc, out = run_promtool(tool, ["test", "rules", tpath])
+                check(rc == 0, "%s: promtool test rules (%d cases): %s" % (w, len(tests), out[-1500:]))
             thresholds = {"TconstRequestErrors": pr["errorRatio"], "TconstOverloaded": pr["rejectedRatio"],
                           "TconstBoundaryStallHigh": pr["boundaryStallSeconds"],
                           "TconstSyncBacklog": pr["syncQueueDepth"], "TconstWorkerRestarts": pr["workerRestarts"]}
@@ -806,6 +917,18 @@ def check_monitoring(case, docs, values, fams, dashboard):
                 check(False, "%s: tconst.json does not parse: %s" % (w, e))
                 continue
             check(got == dashboard, "%s: tconst.json is not dashboards/tconst.json" % w)
+            # every query as Prometheus parses it: Grafana's variables given values
+            subst = {"$__rate_interval": "5m", "$__range": "1h", "$namespace": "inference", "$pod": ".*"}
+            rec = []
+            for i, p in enumerate(got["panels"]):
+                for j, t in enumerate(p.get("targets", [])):
+                    e = t["expr"]
+                    for k, v in subst.items():
+                        e = e.replace(k, v)
+                    check("$" not in e, "%s panel %r: a variable left in %s" % (w, p["title"], e))
+                    rec.append({"record": "tconst_dashboard:panel%d_%d" % (i, j), "expr": e})
+            promtool_rules(w + " (queries as recording rules)", [{"name": "dashboard", "rules": rec}], tool, tmp,
+                           "dashboard-rules.yaml")
             ids = [p["id"] for p in got["panels"]]
             check(len(set(ids)) == len(ids), "%s: panel ids repeat" % w)
             for p in got["panels"]:
@@ -858,7 +981,7 @@ def emb(**kw):
 
 def main():
     ap = argparse.ArgumentParser()
-    for k in ("renderer", "chart", "tconstd", "worker", "values-all", "repo"):
+    for k in ("renderer", "chart", "tconstd", "worker", "values-all", "repo", "promtool"):
         ap.add_argument("--" + k, required=True)
     a = ap.parse_args()
     a.values_all = os.path.abspath(a.values_all)
@@ -955,7 +1078,7 @@ def main():
         rendered_sources |= {s for s, _ in docs}
         n0 = len(FAILS)
         check_release(case, docs, merged, bins, notes)
-        check_monitoring(case, docs, merged, metric_families, dashboard)
+        check_monitoring(case, docs, merged, metric_families, dashboard, a.promtool, tmp)
         for _, d in docs:
             if d["kind"] == "ConfigMap" and "tconstd.json" in d["data"]:
                 raw = d["data"]["tconstd.json"]
