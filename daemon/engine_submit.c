@@ -41,9 +41,14 @@ static int refuse(char *msg, size_t n, int code, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, n, fmt, ap);
     va_end(ap);
-    /* refused at admission (invalid, unknown or busy session, overloaded,
-     * draining) is "rejected"; only an internal failure is an "error" */
-    tc_metric_inc(code == 13 ? TC_M_requests_total_error : TC_M_requests_total_rejected, 1);
+    /* refused at admission: "overloaded" at a limit (RESOURCE_EXHAUSTED:
+     * sessions, queued requests or syncs, memory), "rejected" otherwise
+     * (invalid, unknown or busy session, draining); only an internal
+     * failure is an "error" */
+    tc_metric_inc(code == 13 ? TC_M_requests_total_error
+                  : code == 8 ? TC_M_requests_total_overloaded
+                              : TC_M_requests_total_rejected,
+                  1);
     return code;
 }
 

@@ -462,6 +462,7 @@ int main(int argc, char **argv) {
     pthread_t wd;
     int wd_on = 0; /* the liveness watchdog runs */
     tc_metric_set(TC_G_ready, 0);
+    tc_metric_set(TC_G_start_time_seconds, (double)tc_wall_ms() / 1000.0);
     g_live_timeout = cfg.liveness_timeout;
     tc_http_hooks hooks = {hook_ready, hook_alive, NULL};
     if (tc_http_start(&http, cfg.http_listen, &hooks) != TC_OK) {

@@ -36,7 +36,7 @@
  * pair is its own counter TC_M_<name>_<value>, exported as
  * tconst_<name>{<label>="<value>"}. */
 #define TC_METRICS_REQUEST_STATUSES(V, name) \
-    V(name, ok) V(name, cancelled) V(name, deadline) V(name, error) V(name, rejected)
+    V(name, ok) V(name, cancelled) V(name, deadline) V(name, error) V(name, rejected) V(name, overloaded)
 
 #define TC_METRICS_LABELED_COUNTERS(X) \
     X(requests_total, status, TC_METRICS_REQUEST_STATUSES, "Finished requests by outcome")
@@ -55,7 +55,8 @@
     X(ready, "1 when the server accepts new requests, else 0")                                \
     X(draining, "1 while draining after SIGTERM, else 0")                                     \
     X(generation_worker_busy_ratio, "Fraction of recent wall time the generation threads spent executing steps (mean)") \
-    X(workers_up, "Worker processes answering their supervisor (0 with in-process workers)")
+    X(workers_up, "Worker processes answering their supervisor (0 with in-process workers)")       \
+    X(start_time_seconds, "Unix time the coordinator process started, in seconds")
 
 /* X(name, help) — histograms, all in seconds, buckets TC_METRICS_BUCKETS. */
 #define TC_METRICS_HISTOGRAMS(X)                                                              \

@@ -46,7 +46,7 @@ panel("Tokens / s", [(f"sum({rate('tconst_generated_tokens_total')})", "generate
                      (f"sum({rate('tconst_prompt_tokens_total')})", "prompt")], "short",
       "Tokens generated and prompt tokens accepted per second, all coordinators of the selection.")
 panel("Requests / s by outcome", [(f"sum by (status) ({rate('tconst_requests_total')})", "{{status}}")], "reqps",
-      "Finished requests per second: ok, cancelled, deadline, error, rejected (RESOURCE_EXHAUSTED at admission).")
+      "Finished requests per second: ok, cancelled, deadline, error; refused at admission: overloaded (RESOURCE_EXHAUSTED at a limit) and rejected (invalid, unknown or busy session, draining).")
 panel("Requests in flight", [(f"sum({sel('tconst_requests_running')})", "running"),
                              (f"sum({sel('tconst_requests_queued')})", "queued"),
                              (f"sum({sel('tconst_requests_paused')})", "paused (client not reading)"),
@@ -67,40 +67,47 @@ quantiles("Request queue time", "tconst_request_queue_seconds",
 quantiles("Request duration", "tconst_request_duration_seconds",
           "Arrival to last response.")
 quantiles("Prefill duration", "tconst_prefill_duration_seconds",
-          "One window prefill (a prompt appended).")
+          "One request's append or prefill, of any length.")
 endrow()
 row("Syncs and workers")
-panel("Syncs", [(f"sum({rate('tconst_syncs_total')})", "syncs / s"),
-                (q("0.5", "tconst_sync_duration_seconds"), "duration p50"),
-                (q("0.99", "tconst_sync_duration_seconds"), "duration p99")], "short",
-      "Global synchronizations per second and their duration on the context workers (linear in the session's history).")
+panel("Syncs / s", [(f"sum({rate('tconst_syncs_total')})", "syncs / s")], "short",
+      "Global synchronizations completed per second (on the context workers, or inline in the batch when short).")
+quantiles("Sync duration", "tconst_sync_duration_seconds",
+          "One sync on a context worker: linear in the session's history.")
 panel("Sync queue", [(f"sum({sel('tconst_sync_queue_depth')})", "waiting"),
                      (f"sum({sel('tconst_syncs_running')})", "running")], "short",
       "Syncs waiting for a context worker (earliest deadline first) and running now. A queue that keeps growing: add context workers.")
-panel("Generation", [(f"avg({sel('tconst_generation_worker_busy_ratio')})", "busy ratio"),
-                     (f"sum({rate('tconst_steps_total')}) / 1000", "k steps / s")], "short",
-      "Fraction of recent wall time the generation threads spent in steps (near 1: the generation workers are the bottleneck), and batched hit steps per second in thousands.")
 endrow()
+panel("Generation busy", [(f"avg({sel('tconst_generation_worker_busy_ratio')})", "mean"),
+                          (f"max({sel('tconst_generation_worker_busy_ratio')})", "busiest coordinator")], "percentunit",
+      "Fraction of recent wall time the generation threads spent in steps. Near 1: the generation workers are the bottleneck.")
+panel("Steps / s", [(f"sum({rate('tconst_steps_total')})", "batched hit steps / s")], "short",
+      "Generation steps executed (one batched hit step each; a multi-step call counts its longest run).")
 panel("Workers", [(f"sum({sel('tconst_workers_up')})", "up"),
-                  (f"sum(increase({sel('tconst_worker_restarts_total')}[$__range]))", "restarts in range"),
-                  (f"sum(increase({sel('tconst_worker_rebuilds_total')}[$__range]))", "session copies rebuilt in range"),
-                  (f"sum(increase({sel('tconst_session_failovers_total')}[$__range]))", "session fail-overs in range")], "short",
-      "Worker processes answering their supervisor (0 with in-process workers), restarts, session copies rebuilt from their history, and sessions moved to another pair.")
-panel("Data plane", [(f"sum({rate('tconst_data_plane_bytes_total')})", "bytes / s"),
-                     (q("0.99", "tconst_data_plane_transfer_seconds"), "transfer p99 (s)")], "short",
-      "Session state shipped from context to generation workers, and the time of one transfer.")
-panel("Sessions and state", [(f"sum({sel('tconst_sessions_active')})", "sessions"),
-                             (f"sum({sel('tconst_state_bytes')}) / 1e6", "state MB"),
-                             (f"sum(increase({sel('tconst_sessions_opened_total')}[$__range]))", "opened in range"),
-                             (f"sum(increase({sel('tconst_sessions_closed_total')}[$__range]))", "closed in range")], "short",
-      "Open sessions, the session state held (constant per TConstFormer session whatever its length), and sessions opened and closed.")
+                  (f"sum(increase({sel('tconst_worker_restarts_total')}[1h]))", "restarts, last hour"),
+                  (f"sum(increase({sel('tconst_worker_rebuilds_total')}[1h]))", "session copies rebuilt, last hour"),
+                  (f"sum(increase({sel('tconst_session_failovers_total')}[1h]))", "session fail-overs, last hour")], "short",
+      "Worker processes answering their supervisor (0 with in-process workers); restarts, session copies rebuilt from their history and sessions moved to another pair, each over the hour before the point.")
 endrow()
-panel("Ready", [(f"min({sel('tconst_ready')})", "ready (min)"), (f"max({sel('tconst_draining')})", "draining (max)")], "short",
-      "1 when every selected coordinator accepts requests; draining after SIGTERM.", kind="stat", w=8, h=5)
+panel("Data plane", [(f"sum({rate('tconst_data_plane_bytes_total')})", "bytes / s")], "Bps",
+      "Session state shipped from context to generation workers.")
+quantiles("Data plane transfer", "tconst_data_plane_transfer_seconds",
+          "Time to ship one session state to its generation peer and install it.")
+panel("Sessions", [(f"sum({sel('tconst_sessions_active')})", "open"),
+                   (f"sum({rate('tconst_sessions_opened_total')}) * 60", "opened / min"),
+                   (f"sum({rate('tconst_sessions_closed_total')}) * 60", "closed / min")], "short",
+      "Open sessions, and sessions opened and closed per minute (by clients, idle expiry or the end of a plain Generate).")
+endrow()
+panel("Session state", [(f"sum({sel('tconst_state_bytes')})", "state")], "bytes",
+      "Bytes of session state held: constant per TConstFormer session whatever its length.", w=8)
 panel("Cancelled work", [(f"sum({rate('tconst_cancelled_steps_total')})", "steps"),
                          (f"sum({rate('tconst_cancelled_prefills_total')})", "prefills"),
                          (f"sum({rate('tconst_cancelled_syncs_total')})", "syncs")], "short",
-      "Work stopped because its request was cancelled or past its deadline, per second.", w=16, h=5)
+      "Work stopped because its request was cancelled or past its deadline, per second.", w=8)
+panel("Ready", [(f"min({sel('tconst_ready')})", "ready (min)"), (f"max({sel('tconst_draining')})", "draining (max)")], "short",
+      "1 when every selected coordinator accepts requests; draining after SIGTERM.", kind="stat", w=4)
+panel("Uptime", [(f"min(time() - {sel('tconst_start_time_seconds')})", "youngest coordinator")], "s",
+      "Since the most recent coordinator start.", kind="stat", w=4)
 dash = {
     "uid": "tconst-overview", "title": "tconst", "tags": ["tconst"], "editable": True, "schemaVersion": 39, "version": 1,
     "time": {"from": "now-1h", "to": "now"}, "refresh": "30s", "graphTooltip": 1,

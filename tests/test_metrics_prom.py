@@ -16,7 +16,8 @@ COUNTERS = ["generated_tokens", "prompt_tokens", "syncs", "requests", "sessions_
             "sessions_closed", "data_plane_bytes", "steps", "cancelled_steps", "cancelled_prefills", "cancelled_syncs", "worker_restarts",
             "worker_rebuilds", "session_failovers"]
 GAUGES = ["sessions_active", "requests_running", "requests_paused", "requests_resuming", "requests_queued", "large_requests", "state_bytes",
-          "sync_queue_depth", "syncs_running", "ready", "draining", "generation_worker_busy_ratio", "workers_up"]
+          "sync_queue_depth", "syncs_running", "ready", "draining", "generation_worker_busy_ratio", "workers_up",
+          "start_time_seconds"]
 HISTOGRAMS = ["time_to_first_token_seconds", "inter_token_latency_seconds", "request_queue_seconds",
               "sync_duration_seconds", "request_duration_seconds", "prefill_duration_seconds",
               "boundary_stall_seconds", "data_plane_transfer_seconds"]
@@ -59,9 +60,9 @@ def main():
     check(val("tconst_syncs_total") == 3, "syncs_total")
     check(val("tconst_data_plane_bytes_total") == 2.5e6, "data_plane_bytes_total")
     check(val("tconst_steps_total") == 0, "steps_total")
-    for status, v in {"ok": 3, "cancelled": 1, "deadline": 0, "error": 0, "rejected": 2}.items():
+    for status, v in {"ok": 3, "cancelled": 1, "deadline": 0, "error": 0, "rejected": 2, "overloaded": 0}.items():
         check(val("tconst_requests_total", status=status) == v, f"requests_total{{status={status}}}")
-    check(len(fams["tconst_requests"].samples) == 5, "requests_total has exactly 5 status series")
+    check(len(fams["tconst_requests"].samples) == 6, "requests_total has exactly 6 status series")
     check(val("tconst_sessions_active") == 3, "sessions_active")
     check(val("tconst_state_bytes") == 123456789, "state_bytes")
     check(val("tconst_ready") == 1, "ready")

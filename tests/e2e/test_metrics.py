@@ -41,8 +41,8 @@ def body(env, ck):
             ck.check(fams.get("tconst_" + c) is not None and fams["tconst_" + c].type == "counter",
                      f"tconst_{c}_total is a counter")
         statuses = {smp.labels.get("status") for smp in fams["tconst_requests"].samples}
-        ck.equal(statuses, {"ok", "cancelled", "deadline", "error", "rejected"},
-                 "requests_total has its five status series")
+        ck.equal(statuses, {"ok", "cancelled", "deadline", "error", "rejected", "overloaded"},
+                 "requests_total has its six status series")
 
         m0 = d.metrics()
 
@@ -150,6 +150,22 @@ def body(env, ck):
             vals = [v for _, v in sorted(buckets)]
             ck.check(len(buckets) >= 2 and buckets[-1][0] == float("inf") and vals == sorted(vals)
                      and vals[-1] == count, f"tconst_{h}: cumulative buckets, +Inf == count ({count:.0f})")
+
+    # a limit reached is "overloaded", not "rejected"
+    with Daemon(env, "--max-sessions", "1", model=model) as d:
+        s = d.stub()
+        m0 = d.metrics()
+        s.OpenSession(pb.OpenSessionRequest(session_id="one"), timeout=30)
+        code = None
+        try:
+            s.OpenSession(pb.OpenSessionRequest(session_id="two"), timeout=30)
+        except grpc.RpcError as e:
+            code = e.code()
+        m1 = d.metrics()
+        ck.equal((code, *(m1[("tconst_requests_total", (("status", st),))] - m0[("tconst_requests_total", (("status", st),))]
+                          for st in ("overloaded", "rejected"))),
+                 (grpc.StatusCode.RESOURCE_EXHAUSTED, 1, 0),
+                 "a session past --max-sessions: RESOURCE_EXHAUSTED, overloaded += 1, rejected += 0")
 
 
 if __name__ == "__main__":

@@ -782,10 +782,12 @@ def promtool_rules(where, groups, tool, tmp, name):
     return path
 
 
-def alert_unit_tests(pr, ns):
+def alert_unit_tests(pr, ns, startup):
     """promtool test rules cases for the chart's alerts at thresholds pr:
     each fires on series past its threshold (after its `for`), not before,
-    not below the threshold, not for another namespace (the selector)."""
+    not at or below the threshold (same namespace), not for another
+    namespace (the selector); TconstNotReady not within `startup` seconds
+    of the process start."""
     def s(metric, labels, values):
         return {"series": "%s{%s}" % (metric, labels), "values": values}
     me, other = 'namespace="%s"' % ns, 'namespace="other"'
@@ -806,17 +808,22 @@ def alert_unit_tests(pr, ns):
                 {"interval": "1m", "input_series": calm_series, "alert_rule_test": [
                     {"eval_time": "%dm" % (for_m + 3), "alertname": alert, "exp_alerts": []}]}]
 
-    tests = [{"interval": "1m", "input_series": [
-        s("tconst_ready", me + ',pod="a"', "0x20"), s("tconst_draining", me + ',pod="a"', "0x20"),
-        s("tconst_ready", me + ',pod="b"', "0x20"), s("tconst_draining", me + ',pod="b"', "1x20"),
-        s("tconst_ready", me + ',pod="c"', "1x20"), s("tconst_draining", me + ',pod="c"', "0x20"),
-        s("tconst_ready", other + ',pod="d"', "0x20"), s("tconst_draining", other + ',pod="d"', "0x20")],
-        "alert_rule_test": [
-            {"eval_time": "4m", "alertname": "TconstNotReady", "exp_alerts": []},
-            {"eval_time": "6m", "alertname": "TconstNotReady",
-             "exp_alerts": [{"exp_labels": {"severity": "critical", "namespace": ns, "pod": "a"}}]}]}]
+    # a: not ready, long started; b: draining; c: ready; d: another
+    # namespace; e: not ready but still inside its startup budget
+    long_ago = "%dx20" % -(startup + 600)
+
+    def coord(nsl, pod, ready, draining, start):
+        return [s("tconst_ready", nsl + ',pod="%s"' % pod, ready), s("tconst_draining", nsl + ',pod="%s"' % pod, draining),
+                s("tconst_start_time_seconds", nsl + ',pod="%s"' % pod, start)]
+    tests = [{"interval": "1m", "input_series": coord(me, "a", "0x20", "0x20", long_ago) + coord(me, "b", "0x20", "1x20", long_ago)
+              + coord(me, "c", "1x20", "0x20", long_ago) + coord(other, "d", "0x20", "0x20", long_ago)
+              + coord(me, "e", "0x20", "0x20", "%dx20" % -(startup - 900)),
+              "alert_rule_test": [
+                  {"eval_time": "4m", "alertname": "TconstNotReady", "exp_alerts": []},
+                  {"eval_time": "6m", "alertname": "TconstNotReady",
+                   "exp_alerts": [{"exp_labels": {"severity": "critical", "namespace": ns, "pod": "a"}}]}]}]
     tests += ratio_case("TconstRequestErrors", "error", pr["errorRatio"], 10)
-    tests += ratio_case("TconstOverloaded", "rejected", pr["rejectedRatio"], 15)
+    tests += ratio_case("TconstOverloaded", "overloaded", pr["overloadedRatio"], 15)
     thr = pr["boundaryStallSeconds"]
     lo, hi = "%g" % (thr / 2), "%g" % (thr * 4)
 
@@ -831,30 +838,39 @@ def alert_unit_tests(pr, ns):
               {"interval": "1m", "input_series": stall(me, False), "alert_rule_test": [
                   {"eval_time": "18m", "alertname": "TconstBoundaryStallHigh", "exp_alerts": []}]}]
     q = pr["syncQueueDepth"]
-    tests += [{"interval": "1m", "input_series": [s("tconst_sync_queue_depth", me + ',pod="a"', "%dx30" % (q + 1)),
-                                                  s("tconst_sync_queue_depth", other + ',pod="d"', "%dx30" % (q + 1)),
-                                                  s("tconst_sync_queue_depth", 'namespace="calm",pod="e"', "%dx30" % q)],
-               "alert_rule_test": [
-                   {"eval_time": "14m", "alertname": "TconstSyncBacklog", "exp_alerts": []},
-                   {"eval_time": "16m", "alertname": "TconstSyncBacklog",
-                    "exp_alerts": [{"exp_labels": {"severity": "warning", "namespace": ns}}]}]}]
+    def fires(alert, sev, series, calm, early, late, labels=None):
+        """series fire alert at `late` (labels: namespace ns, plus labels),
+        not at `early`; calm (same namespace) never does"""
+        lab = dict({"severity": sev, "namespace": ns}, **(labels or {}))
+        return [{"interval": "1m", "input_series": series, "alert_rule_test": [
+                    {"eval_time": early, "alertname": alert, "exp_alerts": []},
+                    {"eval_time": late, "alertname": alert, "exp_alerts": [{"exp_labels": lab}]}]},
+                {"interval": "1m", "input_series": calm, "alert_rule_test": [
+                    {"eval_time": late, "alertname": alert, "exp_alerts": []}]}]
+    q = pr["syncQueueDepth"]
+    tests += fires("TconstSyncBacklog", "warning",
+                   [s("tconst_sync_queue_depth", me + ',pod="a"', "%dx30" % (q + 1)),
+                    s("tconst_sync_queue_depth", other + ',pod="d"', "%dx30" % (q + 1))],
+                   [s("tconst_sync_queue_depth", me + ',pod="a"', "%dx30" % q)], "14m", "16m")
+    # restarts: counted in whole restarts (increase extrapolates): exactly
+    # the threshold in the window is calm, one more fires
     r = pr["workerRestarts"]
-    tests += [{"interval": "1m", "input_series": [s("tconst_worker_restarts_total", me + ',pod="a"', "0+%gx30" % (r / 7.0 + 1)),
-                                                  s("tconst_worker_restarts_total", me + ',pod="b"', "0x30"),
-                                                  s("tconst_worker_restarts_total", other + ',pod="d"', "0+%gx30" % (r / 7.0 + 1))],
-               "alert_rule_test": [{"eval_time": "16m", "alertname": "TconstWorkerRestarts",
-                                    "exp_alerts": [{"exp_labels": {"severity": "warning", "namespace": ns, "pod": "a"}}]}]}]
-    tests += [{"interval": "1m", "input_series": [s("tconst_session_failovers_total", me + ',pod="a"', "0 0 0 1x20"),
-                                                  s("tconst_session_failovers_total", other + ',pod="d"', "0 0 0 1x20")],
-               "alert_rule_test": [{"eval_time": "2m", "alertname": "TconstSessionFailovers", "exp_alerts": []},
-                                   {"eval_time": "5m", "alertname": "TconstSessionFailovers",
-                                    "exp_alerts": [{"exp_labels": {"severity": "info", "namespace": ns}}]}]}]
-    tests += [{"interval": "1m", "input_series": [s("tconst_generation_worker_busy_ratio", me + ',pod="a"', "0.99x40"),
-                                                  s("tconst_generation_worker_busy_ratio", me + ',pod="b"', "0.97x40"),
-                                                  s("tconst_generation_worker_busy_ratio", 'namespace="calm",pod="e"', "0.5x40")],
-               "alert_rule_test": [{"eval_time": "29m", "alertname": "TconstGenerationSaturated", "exp_alerts": []},
-                                   {"eval_time": "32m", "alertname": "TconstGenerationSaturated",
-                                    "exp_alerts": [{"exp_labels": {"severity": "info", "namespace": ns}}]}]}]
+
+    def restarts(nsl, pod, n):  # n restarts spread over minutes 2..(n+1), then none
+        return s("tconst_worker_restarts_total", nsl + ',pod="%s"' % pod,
+                 " ".join(["0", "0"] + [str(i + 1) for i in range(n)] + ["%dx30" % n]))
+    tests += fires("TconstWorkerRestarts", "warning", [restarts(me, "a", r + 1), restarts(other, "d", r + 1)],
+                   [restarts(me, "a", r)], "1m", "%dm" % (r + 3), {"pod": "a"})
+    tests += fires("TconstSessionFailovers", "info",
+                   [s("tconst_session_failovers_total", me + ',pod="a"', "0 0 0 1x20"),
+                    s("tconst_session_failovers_total", other + ',pod="d"', "0 0 0 1x20")],
+                   [s("tconst_session_failovers_total", me + ',pod="a"', "3x20")], "2m", "5m")
+    b = pr["busyRatio"]
+    tests += fires("TconstGenerationSaturated", "info",
+                   [s("tconst_generation_worker_busy_ratio", me + ',pod="a"', "%gx40" % min(1.0, b + 0.04)),
+                    s("tconst_generation_worker_busy_ratio", me + ',pod="b"', "%gx40" % min(1.0, b + 0.02))],
+                   [s("tconst_generation_worker_busy_ratio", me + ',pod="a"', "%gx40" % min(1.0, b + 0.04)),
+                    s("tconst_generation_worker_busy_ratio", me + ',pod="b"', "%gx40" % (b - 0.1))], "29m", "32m")
     return tests
 
 
@@ -887,7 +903,8 @@ def check_monitoring(case, docs, values, fams, dashboard, tool, tmp):
                 bare = [{"name": g["name"], "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]]}
                         for g in d["spec"]["groups"]]
                 bare_path = promtool_rules(w, bare, tool, tmp, "rules-bare.yaml")
-                tests = alert_unit_tests(pr, "inference")
+                sp = values["coordinator"]["startupProbe"]
+                tests = alert_unit_tests(pr, "inference", sp["periodSeconds"] * sp["failureThreshold"])
                 tpath = os.path.join(tmp, "alert-tests.yaml")
                 with open(tpath, "w") as f:
                     yaml.safe_dump({"rule_files": [os.path.basename(bare_path)], "evaluation_interval": "1m",
@@ -896,9 +913,10 @@ def check_monitoring(case, docs, values, fams, dashboard, tool, tmp):
                 check(tested == set(names), "%s: alerts without a unit test: %s" % (w, sorted(set(names) - tested)))
                 rc, out = run_promtool(tool, ["test", "rules", tpath])
                 check(rc == 0, "%s: promtool test rules (%d cases): %s" % (w, len(tests), out[-1500:]))
-            thresholds = {"TconstRequestErrors": pr["errorRatio"], "TconstOverloaded": pr["rejectedRatio"],
+            thresholds = {"TconstRequestErrors": pr["errorRatio"], "TconstOverloaded": pr["overloadedRatio"],
                           "TconstBoundaryStallHigh": pr["boundaryStallSeconds"],
-                          "TconstSyncBacklog": pr["syncQueueDepth"], "TconstWorkerRestarts": pr["workerRestarts"]}
+                          "TconstSyncBacklog": pr["syncQueueDepth"], "TconstWorkerRestarts": pr["workerRestarts"],
+                          "TconstGenerationSaturated": pr["busyRatio"]}
             for r in rules:
                 if r["alert"] in thresholds:
                     m = re.search(r">\s*([0-9.e+-]+)\s*$", r["expr"])
@@ -1154,6 +1172,8 @@ def main():
         ("context device pattern", {"coordinator": {"embedded": {"contextDevice": "gpu1"}}}),
         ("ip family", {"ipFamily": "DualStack"}),
         ("alert selector unquoted", {"metrics": {"prometheusRule": {"selector": "namespace=ml"}}}),
+        ("alert selector leading comma", {"metrics": {"prometheusRule": {"selector": ',namespace="ml"'}}}),
+        ("boundary stall past the last bucket", {"metrics": {"prometheusRule": {"boundaryStallSeconds": 60}}}),
         ("alert error ratio over 1", {"metrics": {"prometheusRule": {"errorRatio": 1.5}}}),
     ]
     for case, vals in invalid:
