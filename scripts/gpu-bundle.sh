@@ -55,6 +55,11 @@ while read -r name path; do
     esac
 done
 strip --strip-unneeded "$D"/lib/*.so* "$D"/cudart/*.so* 2>/dev/null || true
+# the GPT-2 vocabulary for the e2e tests that need text (stage e2egpt2)
+gpt2=$BUILD/tokenizer/gpt2
+[ -f "$gpt2/encoder.json" ] || (cd "$BUILD" && ctest -R tokenizer.fetch_gpt2 >/dev/null 2>&1) || true
+if [ -f "$gpt2/encoder.json" ]; then mkdir -p "$D/gpt2" && cp "$gpt2"/encoder.json "$gpt2"/vocab.bpe "$D/gpt2/"
+else echo "gpu-bundle.sh: no GPT-2 vocabulary in $gpt2 (ctest -R tokenizer.fetch_gpt2 makes it): stage e2egpt2 will fail" >&2; fi
 protoc --python_out="$D/stubs" --grpc_python_out="$D/stubs" \
     --plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin -I proto proto/*.proto
 label=$(git describe --always --dirty)

@@ -31,6 +31,8 @@
 # with TC_CUDA_PROFILE=2: device time alone, without the host's launches),
 # batchr floor64kr flatr e2er (TC_CUDA_GRAPHS=2: replayed graphs, the
 # default since session 16, named), e2e0 (TC_CUDA_GRAPHS=0: no graphs),
+# e2egpt2 (the e2e tests that need the GPT-2 vocabulary the bundle
+# carries, E2E_GPT2, default "stop_strings large_request"),
 # e2epl e2explx (the e2e suite and the split-only tests with
 # TC_CUDA_PREFILL_LANE=1: the workers' Appends on a third thread and lane),
 # floor64kx profx (TC_CUDA_ATT_MMA=0: attention on the CUDA cores, the A/B
@@ -86,7 +88,7 @@ if [ "${1:-}" = __e2e ]; then
     mkdir -p "$d"
     lim=${E2E_LIMIT:-$((${STAGE_LIMIT:-120} - 15))}
     [ "$lim" -ge 10 ] || lim=10
-    export TC_E2E_STUBS=$W/stubs TC_E2E_DEVICE=$DEV PYTHONDONTWRITEBYTECODE=1 E2E_DIR=$d E2E_LIMIT=$lim
+    export TC_E2E_STUBS=$W/stubs TC_E2E_DEVICE=$DEV PYTHONDONTWRITEBYTECODE=1 E2E_DIR=$d E2E_LIMIT=$lim TC_GPT2_DIR=$W/gpt2
     tests=$(e2e_tests)
     [ -n "$tests" ] || { echo "no TC_E2E_TESTS in $SRC/tests/e2e/CMakeLists.txt"; exit 1; }
     # E2E_SKIP: cancel_prefill needs prefills that outlast a cancel (seconds
@@ -96,7 +98,10 @@ if [ "${1:-}" = __e2e ]; then
     # way (with TC_CUDA_PREFILL_LANE=1 too; docs/workers.md)
     tests=$(for t in $tests; do case " ${E2E_SKIP-cancel_prefill prefill_overlap} " in *" $t "*) ;; *) echo "$t" ;; esac; done)
     {
-        if [ "${2#extra}" != "$2" ]; then
+        if [ "$2" = gpt2 ]; then
+            # the tests that need text: the GPT-2 vocabulary the bundle carries
+            for t in ${E2E_GPT2:-stop_strings large_request}; do echo "split $t"; done
+        elif [ "${2#extra}" != "$2" ]; then
             # the split-only tests (their own layouts or daemons)
             for t in ${E2E_EXTRA:-step_isolation weight_dtype attach poison faults log_json sync_backpressure liveness large_state failover}; do echo "split $t"; done
         else
@@ -231,6 +236,7 @@ for st in $STAGES; do
     flatr) TC_CUDA_GRAPHS=2 bench flat-replay 30 flat --preset paper-41m --ctx 1K,1M --reps 2 ;;
     e2er) TC_CUDA_GRAPHS=2 e2e_stage e2e-replay replay ;;
     e2epl) TC_CUDA_PREFILL_LANE=1 e2e_stage e2e-prefill-lane prefilllane ;;
+    e2egpt2) e2e_stage e2e-gpt2 gpt2 ;;
     e2explx) TC_CUDA_PREFILL_LANE=1 e2e_stage e2e-prefill-lane-extra extrapl ;;
     prof) TC_CUDA_PROFILE=1 bench floor-64k-profile 30 floor --preset paper-41m --ctx 64K --reps 1 ;;
     profbf16) TC_CUDA_PROFILE=1 TC_CUDA_WEIGHTS=bf16 bench floor-64k-profile-bf16 30 floor --preset paper-41m --ctx 64K --reps 1 ;;
