@@ -56,28 +56,33 @@ static int ends_in(const uint8_t *t, size_t p, const uint8_t *s, size_t S) {
 }
 
 int tc_bpe_stop_candidates(const tc_bpe *bpe, const char *const *stop, int n_stop, int32_t *out, int cap) {
+    /* the stops by last byte (first[z], then next[k]): each token is read
+     * once, and only the stops ending in one of its bytes are tried */
+    int first[256], nx[64], *next = n_stop <= 64 ? nx : malloc((size_t)n_stop * sizeof *next);
     size_t len[64], *S = n_stop <= 64 ? len : malloc((size_t)n_stop * sizeof *S);
-    if (!S) return -2; /* out of memory: as if too many (the caller steps singly) */
-    int n = 0;
-    for (int k = 0; k < n_stop && n >= 0; k++) {
+    int n = S && next ? 0 : -2; /* out of memory: as if too many (the caller steps singly) */
+    for (int z = 0; z < 256; z++) first[z] = -1;
+    for (int k = n_stop - 1; k >= 0 && n >= 0; k--) {
         S[k] = strlen(stop[k]);
         if (S[k] == 0 || tc_utf8_first_invalid((const uint8_t *)stop[k], S[k]) != S[k] ||
-            memmem(stop[k], S[k], "\xEF\xBF\xBD", 3))
+            memmem(stop[k], S[k], "\xEF\xBF\xBD", 3)) {
             n = -1;
+            break;
+        }
+        const uint8_t z = (uint8_t)stop[k][S[k] - 1];
+        next[k] = first[z], first[z] = k;
     }
     for (int32_t id = 0; id < bpe->n_vocab && n >= 0; id++) {
         const uint8_t *t = bpe->tok_bytes + bpe->tok_off[id];
         const size_t L = bpe->tok_len[id];
         int hit = 0;
-        for (int k = 0; k < n_stop && !hit; k++) {
-            const uint8_t *s = (const uint8_t *)stop[k], z = s[S[k] - 1];
-            for (const uint8_t *q = memchr(t, z, L); q && !hit; q = memchr(q + 1, z, L - (size_t)(q + 1 - t)))
-                hit = ends_in(t, (size_t)(q - t), s, S[k]);
-        }
+        for (size_t p = 0; p < L && !hit; p++)
+            for (int k = first[t[p]]; k >= 0 && !hit; k = next[k]) hit = ends_in(t, p, (const uint8_t *)stop[k], S[k]);
         if (!hit) continue;
         if (n == cap) n = -2;
         else out[n++] = id;
     }
     if (S != len) free(S);
+    if (next != nx) free(next);
     return n;
 }
