@@ -220,13 +220,29 @@ const tc_engine_sink *tc_service_sink(void) { return &SINK; }
 /* ---- request handling (RPC thread) ---- */
 
 void tc_svc_finishf(tc_call *call, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void tc_svc_finishf(tc_call *call, int code, const char *fmt, ...) {
+static void vfinish(tc_call *call, int code, const char *fmt, va_list ap) {
     char m[600];
+    vsnprintf(m, sizeof m, fmt, ap);
+    tc_call_finish(call, code, m);
+}
+
+void tc_svc_finishf(tc_call *call, int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(m, sizeof m, fmt, ap);
+    vfinish(call, code, fmt, ap);
     va_end(ap);
-    tc_call_finish(call, code, m);
+}
+
+void tc_svc_refuse(ctx *c, int code, const char *fmt, ...) {
+    if (c->counted)
+        tc_metric_inc(code == TC_GRPC_INTERNAL             ? TC_M_requests_total_error
+                      : code == TC_GRPC_RESOURCE_EXHAUSTED ? TC_M_requests_total_overloaded
+                                                           : TC_M_requests_total_rejected,
+                      1);
+    va_list ap;
+    va_start(ap, fmt);
+    vfinish(c->call, code, fmt, ap);
+    va_end(ap);
 }
 
 /* A request that sets no seed samples from a fresh one (as vLLM and the
@@ -285,7 +301,7 @@ static int submit(ctx *c, tc_job_spec *spec) {
     int32_t *toks;
     size_t nt;
     int code = tc_engine_prepare(c->svc->e, spec, &toks, &nt, msg, sizeof msg);
-    if (code != 0) {
+    if (code != 0) { /* counted by the engine */
         tc_call_finish(c->call, code, msg);
         return -1;
     }
@@ -370,7 +386,7 @@ static void h_generate(ctx *c, const uint8_t *m, size_t len, int in_session) {
         sp.request_id = rq->request_id;
         sampling_from(rq->sampling, &sp);
         if (!sp.n_tokens && !sp.text_len && sp.ephemeral)
-            tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "prompt: empty (set text or token_ids)");
+            tc_svc_refuse(c, TC_GRPC_INVALID_ARGUMENT, "prompt: empty (set text or token_ids)");
         else {
             sp.generate = 1;
             submit(c, &sp);
@@ -378,7 +394,7 @@ static void h_generate(ctx *c, const uint8_t *m, size_t len, int in_session) {
         tconst__v1__generate_request__free_unpacked(rq, NULL);
     } else {
         DECODE(Tconst__V1__GenerateInSessionRequest, tconst__v1__generate_in_session_request, rq, m, len);
-        if (!rq->session_id[0]) tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
+        if (!rq->session_id[0]) tc_svc_refuse(c, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
         else {
             set_prompt(&sp, rq->session_id, rq->token_ids, rq->n_token_ids, rq->text);
             sp.request_id = rq->request_id;
@@ -402,9 +418,9 @@ static void h_open(ctx *c, const uint8_t *m, size_t len) {
 
 static void h_append(ctx *c, const uint8_t *m, size_t len) {
     DECODE(Tconst__V1__AppendRequest, tconst__v1__append_request, rq, m, len);
-    if (!rq->session_id[0]) tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
+    if (!rq->session_id[0]) tc_svc_refuse(c, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
     else if (!rq->n_token_ids && !rq->text[0])
-        tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "append: empty (set text or token_ids)");
+        tc_svc_refuse(c, TC_GRPC_INVALID_ARGUMENT, "append: empty (set text or token_ids)");
     else {
         tc_job_spec sp = {0};
         set_prompt(&sp, rq->session_id, rq->token_ids, rq->n_token_ids, rq->text);
@@ -429,7 +445,7 @@ static void stream_msg(ctx *c, const uint8_t *m, size_t len) {
         sp.session_id_out = c->session_id;
     } else {
         if (rq->session_id[0] && strcmp(rq->session_id, c->session_id) != 0) {
-            tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: a stream stays in session '%s'", c->session_id);
+            tc_svc_refuse(c, TC_GRPC_INVALID_ARGUMENT, "session_id: a stream stays in session '%s'", c->session_id);
             tconst__v1__stream_request__free_unpacked(rq, NULL);
             return;
         }
@@ -738,7 +754,7 @@ static void big_run(void *arg, int cancelled) {
     pthread_mutex_lock(&c->mu);
     const int gone = c->rpc_done; /* the client left while it waited: no work for nobody */
     pthread_mutex_unlock(&c->mu);
-    if (cancelled) tc_call_finish(c->call, TC_GRPC_UNAVAILABLE, "server shutting down");
+    if (cancelled) tc_svc_refuse(c, TC_GRPC_UNAVAILABLE, "server shutting down");
     else if (!gone) run_handler(c, it->which, it->m, it->len);
     atomic_fetch_sub(&c->svc->big_bytes, (long long)it->len);
     tc_metric_add(TC_G_large_requests, -1);
@@ -747,6 +763,7 @@ static void big_run(void *arg, int cancelled) {
 }
 
 static void run_or_queue(ctx *c, int which, const uint8_t *m, size_t n) {
+    c->counted = which != B_TOKENIZE && which != B_DETOKENIZE;
     if (n <= TC_INLINE_MAX || !c->svc->bigq) {
         run_handler(c, which, m, n);
         return;
@@ -756,7 +773,7 @@ static void run_or_queue(ctx *c, int which, const uint8_t *m, size_t n) {
     const long long held = atomic_fetch_add(&s->big_bytes, (long long)n);
     if (held + (long long)n > budget) {
         atomic_fetch_sub(&s->big_bytes, (long long)n);
-        tc_svc_finishf(c->call, TC_GRPC_RESOURCE_EXHAUSTED,
+        tc_svc_refuse(c, TC_GRPC_RESOURCE_EXHAUSTED,
                 "too many large requests at once: this one (%zu bytes) and the %lld bytes of requests over 16 KiB "
                 "queued or running exceed --large-request-budget %lld; retry later", n, held, budget);
         return;
@@ -764,7 +781,7 @@ static void run_or_queue(ctx *c, int which, const uint8_t *m, size_t n) {
     big_item *it = malloc(sizeof *it + n);
     if (!it) {
         atomic_fetch_sub(&s->big_bytes, (long long)n);
-        tc_call_finish(c->call, TC_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        tc_svc_refuse(c, TC_GRPC_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     it->c = c, it->which = which, it->len = n;
@@ -773,8 +790,8 @@ static void run_or_queue(ctx *c, int which, const uint8_t *m, size_t n) {
     tc_metric_add(TC_G_large_requests, 1);
     const tc_status pst = tc_workq_post(s->bigq, big_run, it);
     if (pst != TC_OK) { /* stopped (shutting down), or out of memory */
-        if (pst == TC_ERR_NOMEM) tc_call_finish(c->call, TC_GRPC_RESOURCE_EXHAUSTED, "out of memory");
-        else tc_call_finish(c->call, TC_GRPC_UNAVAILABLE, "server shutting down");
+        if (pst == TC_ERR_NOMEM) tc_svc_refuse(c, TC_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        else tc_svc_refuse(c, TC_GRPC_UNAVAILABLE, "server shutting down");
         atomic_fetch_sub(&s->big_bytes, (long long)n);
         tc_metric_add(TC_G_large_requests, -1);
         tc_svc_ctx_unref(c);

@@ -31,6 +31,8 @@ typedef struct ctx {
     char request_id[TC_ID_MAX];
     char session_id[TC_ID_MAX]; /* streams: their session */
     int owns_session, pinned, half_closed, failed, rpc_done;
+    int counted; /* a generation request (Generate, GenerateInSession, OpenSession, Append, Stream): a
+                  * refusal before the engine saw it counts in requests_total (tc_svc_refuse) */
     uint64_t pin_key; /* the pinned session's (tc_engine_session_unpin) */
     int recv_deferred; /* the next receive waits for the client to read (recv_or_defer) */
     /* a job's final status, held until the engine lets go of the job
@@ -92,6 +94,12 @@ void tc_svc_sk_done(void *user);
 /* the call ends with code and a formatted message */
 void tc_svc_finishf(tc_call *call, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* c's call ends with code and a formatted message; when c is a generation
+ * request (c->counted) refused before the engine saw it, it counts in
+ * requests_total as the engine's refusals do (RESOURCE_EXHAUSTED:
+ * overloaded, INTERNAL: error, else rejected) */
+void tc_svc_refuse(ctx *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* the first string field of wire message m (after its unpack) holding a
  * NUL (*nul 1) or ill-formed UTF-8 (*nul 0, *at its byte): 1 and its path
  * ("sampling.stop[1]"), else 0 */
@@ -103,7 +111,7 @@ int tc_svc_bad_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *
 #define DECODE(type, fn, var, m, len)                                                               \
     type *var = fn##__unpack(NULL, len, m);                                                         \
     if (!var) {                                                                                     \
-        tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "malformed request: cannot decode %s", #type); \
+        tc_svc_refuse(c, TC_GRPC_INVALID_ARGUMENT, "malformed request: cannot decode %s", #type); \
         return;                                                                                     \
     }                                                                                               \
     {                                                                                               \
@@ -112,10 +120,10 @@ int tc_svc_bad_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *
         char bad_[200];                                                                             \
         if (tc_svc_bad_string_field(var->base.descriptor, m, len, 0, &nul_, &at_, bad_, sizeof bad_)) { \
             if (nul_)                                                                               \
-                tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "%s: a NUL character (U+0000) is not accepted", \
+                tc_svc_refuse(c, TC_GRPC_INVALID_ARGUMENT, "%s: a NUL character (U+0000) is not accepted", \
                         bad_);                                                                      \
             else                                                                                    \
-                tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "%s: not valid UTF-8 (at byte %zu)", bad_, at_); \
+                tc_svc_refuse(c, TC_GRPC_INVALID_ARGUMENT, "%s: not valid UTF-8 (at byte %zu)", bad_, at_); \
             fn##__free_unpacked(var, NULL);                                                         \
             return;                                                                                 \
         }                                                                                           \

@@ -125,6 +125,17 @@ def body(env, ck):
                 second = "OK"
             except grpc.RpcError as e:
                 second = f"{e.code().name}: {e.details()}"
+            # a generation request over the budget counts in requests_total
+            # as overloaded (a Tokenize does not count there). Its 1.2M ids
+            # (3.6 MB) are out of the vocabulary: should it get past the
+            # budget (the first ended), the engine rejects it at once
+            over0 = d.metric("tconst_requests_total", status="overloaded")
+            try:
+                list(s.Generate(pb.GenerateRequest(token_ids=[10 ** 6] * 1200000), timeout=120))
+                gen = "OK"
+            except grpc.RpcError as e:
+                gen = f"{e.code().name}: {e.details()}"
+            over1 = d.metric("tconst_requests_total", status="overloaded")
             got = list(s.Tokenize(pb.TokenizeRequest(text=text), timeout=60).token_ids)
             during = d.metric("tconst_large_requests")
             if during != 1.0 and not first.running() and attempt < 2:
@@ -134,8 +145,21 @@ def body(env, ck):
             ck.check(second.startswith("RESOURCE_EXHAUSTED") and "--large-request-budget" in second,
                      "budget: a second 4 MiB Tokenize over the 6 MiB budget: RESOURCE_EXHAUSTED naming the knob",
                      second[:200])
+            ck.check(gen.startswith("RESOURCE_EXHAUSTED") and "--large-request-budget" in gen,
+                     "budget: a 3.6 MB Generate over it: RESOURCE_EXHAUSTED naming the knob", gen[:200])
+            ck.equal(over1 - over0, 1.0, "budget: the refused Generate counts once in "
+                     "tconst_requests_total{status=\"overloaded\"}, the refused Tokenize not at all")
             ck.equal((got, during), (want, 1.0), "budget: a 40 KB Tokenize fits beside it and runs, the first still running")
             break
+        rej0 = d.metric("tconst_requests_total", status="rejected")
+        for call, rq in ((s.Generate, pb.GenerateRequest()), (s.Append, pb.AppendRequest(session_id="x"))):
+            try:
+                list(call(rq, timeout=60)) if call is s.Generate else call(rq, timeout=60)
+                ck.check(False, f"an empty {type(rq).__name__} is refused")
+            except grpc.RpcError as e:
+                ck.equal(e.code(), grpc.StatusCode.INVALID_ARGUMENT, f"an empty {type(rq).__name__}: INVALID_ARGUMENT")
+        ck.equal(d.metric("tconst_requests_total", status="rejected") - rej0, 2.0,
+                 "the two refused before the engine count in tconst_requests_total{status=\"rejected\"}")
         n1 = len(first.result().token_ids)
         n2 = len(s.Tokenize(pb.TokenizeRequest(text="a" * BIG), timeout=280).token_ids)
         ck.check(n1 > 0 and n2 == n1, "budget: after the first, the second 4 MiB Tokenize runs", f"{n1} {n2}")
