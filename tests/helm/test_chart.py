@@ -782,12 +782,13 @@ def promtool_rules(where, groups, tool, tmp, name):
     return path
 
 
-def alert_unit_tests(pr, ns, startup):
+def alert_unit_tests(pr, ns, startup, job=None):
     """promtool test rules cases for the chart's alerts at thresholds pr:
     each fires on series past its threshold (after its `for`), not before,
     not at or below the threshold (same namespace), not for another
     namespace (the selector); TconstNotReady not within `startup` seconds
-    of the process start."""
+    of the process start; with job (the ServiceMonitor's), TconstScrapeDown
+    for a coordinator whose scrapes fail and for no target at all."""
     def s(metric, labels, values):
         return {"series": "%s{%s}" % (metric, labels), "values": values}
     me, other = 'namespace="%s"' % ns, 'namespace="other"'
@@ -871,6 +872,23 @@ def alert_unit_tests(pr, ns, startup):
                     s("tconst_generation_worker_busy_ratio", me + ',pod="b"', "%gx40" % min(1.0, b + 0.02))],
                    [s("tconst_generation_worker_busy_ratio", me + ',pod="a"', "%gx40" % min(1.0, b + 0.04)),
                     s("tconst_generation_worker_busy_ratio", me + ',pod="b"', "%gx40" % (b - 0.1))], "29m", "32m")
+    if job:
+        def up(jb, nsl, pod, values):
+            return s("up", 'job="%s",%s,pod="%s",instance="10.0.0.%s:9090"' % (jb, nsl, pod, pod[-1]), values)
+        down = {"severity": "critical", "job": job, "namespace": ns, "pod": "p1", "instance": "10.0.0.1:9090"}
+        tests += [  # p1 fails its scrapes from minute 2; p2 and another namespace's job stay up
+                  {"interval": "1m", "input_series": [up(job, me, "p1", "1 1 0x20"), up(job, me, "p2", "1x22"),
+                                                      up(job, other, "p3", "0x22")],
+                   "alert_rule_test": [{"eval_time": "5m", "alertname": "TconstScrapeDown", "exp_alerts": []},
+                                       {"eval_time": "9m", "alertname": "TconstScrapeDown", "exp_alerts": [{"exp_labels": down}]}]},
+                  # every coordinator answers: calm
+                  {"interval": "1m", "input_series": [up(job, me, "p1", "1x22"), up(job, me, "p2", "1x22")],
+                   "alert_rule_test": [{"eval_time": "9m", "alertname": "TconstScrapeDown", "exp_alerts": []}]},
+                  # no target of this job in this namespace at all (another job's is up)
+                  {"interval": "1m", "input_series": [up("other", me, "p4", "1x22"), up(job, other, "p3", "1x22")],
+                   "alert_rule_test": [{"eval_time": "4m", "alertname": "TconstScrapeDown", "exp_alerts": []},
+                                       {"eval_time": "7m", "alertname": "TconstScrapeDown",
+                                        "exp_alerts": [{"exp_labels": {"severity": "critical", "job": job, "namespace": ns}}]}]}]
     return tests
 
 
@@ -887,9 +905,18 @@ def check_monitoring(case, docs, values, fams, dashboard, tool, tmp):
             rules = [r for g in d["spec"]["groups"] for r in g["rules"]]
             names = [r.get("alert") for r in rules]
             check(len(rules) >= 6 and len(set(names)) == len(names) and all(names), "%s: alert names %s" % (w, names))
+            # the scrape alert: on upSelector, else on the ServiceMonitor's job (the Service's name)
+            sm = [x for _, x in docs if x["kind"] == "ServiceMonitor"]
+            job = sm[0]["metadata"]["name"] if sm else None
+            upsel = pr["upSelector"] or (job and 'job="%s",namespace="inference"' % job)
+            check(("TconstScrapeDown" in names) == bool(upsel),
+                  "%s: TconstScrapeDown %s, upSelector %r, ServiceMonitor %s" % (w, "TconstScrapeDown" in names, pr["upSelector"], job))
             for r in rules:
                 wr = "%s %s" % (w, r.get("alert"))
-                check_expr(wr, r["expr"], fams, sel)
+                if r.get("alert") == "TconstScrapeDown":
+                    check(r["expr"].strip() == "(up{%s} == 0) or absent(up{%s})" % (upsel, upsel), "%s: %s" % (wr, r["expr"]))
+                else:
+                    check_expr(wr, r["expr"], fams, sel)
                 check(r.get("labels", {}).get("severity") in ("critical", "warning", "info"), "%s: severity" % wr)
                 check(r.get("annotations", {}).get("summary"), "%s: no summary" % wr)
                 if "for" in r:
@@ -904,7 +931,8 @@ def check_monitoring(case, docs, values, fams, dashboard, tool, tmp):
                         for g in d["spec"]["groups"]]
                 bare_path = promtool_rules(w, bare, tool, tmp, "rules-bare.yaml")
                 sp = values["coordinator"]["startupProbe"]
-                tests = alert_unit_tests(pr, "inference", sp["periodSeconds"] * sp["failureThreshold"])
+                tests = alert_unit_tests(pr, "inference", sp["periodSeconds"] * sp["failureThreshold"],
+                                         None if pr["upSelector"] else job)
                 tpath = os.path.join(tmp, "alert-tests.yaml")
                 with open(tpath, "w") as f:
                     yaml.safe_dump({"rule_files": [os.path.basename(bare_path)], "evaluation_interval": "1m",
@@ -1078,6 +1106,8 @@ def main():
                                              "coordinator.startupProbe.failureThreshold": 60})]),
         ("alerts and dashboard, default selector", [nest({"metrics.prometheusRule.enabled": True,
                                                           "metrics.grafanaDashboard.enabled": True})]),
+        ("alerts scraped by the ServiceMonitor", [nest({"metrics.prometheusRule.enabled": True,
+                                                        "metrics.serviceMonitor.enabled": True})]),
         ("slow worker start, IPv6 pairs", [nest({"workers.layout": "pair", "ipFamily": "IPv6",
                                                  "workers.startupProbe.periodSeconds": 20, "workers.startupProbe.failureThreshold": 270})]),
     ]
@@ -1173,6 +1203,7 @@ def main():
         ("ip family", {"ipFamily": "DualStack"}),
         ("alert selector unquoted", {"metrics": {"prometheusRule": {"selector": "namespace=ml"}}}),
         ("alert selector leading comma", {"metrics": {"prometheusRule": {"selector": ',namespace="ml"'}}}),
+        ("up selector unquoted", {"metrics": {"prometheusRule": {"upSelector": "job=tconst"}}}),
         ("boundary stall past the last bucket", {"metrics": {"prometheusRule": {"boundaryStallSeconds": 60}}}),
         ("alert error ratio over 1", {"metrics": {"prometheusRule": {"errorRatio": 1.5}}}),
     ]
