@@ -365,7 +365,7 @@ tc_finish tc_eng_emit_tokens(tc_engine *e, job *j, const int32_t *toks, int n, i
     }
     tc_job_stats st;
     if (fin != TC_FINISH_NONE) tc_eng_stats_of(j, &st, j->s->st.length + 1 - (n - m));
-    e->sink.tokens(j->user, toks, m, out, out_len, fin, fin != TC_FINISH_NONE ? &st : NULL, jerr);
+    j->sink->tokens(j->user, toks, m, out, out_len, fin, fin != TC_FINISH_NONE ? &st : NULL, jerr);
     if (fin != TC_FINISH_NONE) j->final_sent = 1; /* tc_eng_job_finish sends no second last message */
     if (e->bpe && out_len) {
         memmove(j->held, j->held + out_len, j->held_len - out_len);
@@ -394,7 +394,7 @@ void tc_eng_job_finish(tc_engine *e, job *j, tc_finish fin, const char *err) {
     if ((fin == TC_FINISH_CANCELLED || fin == TC_FINISH_ERROR) && !j->final_sent) {
         tc_job_stats st;
         tc_eng_stats_of(j, &st, j->s ? j->s->st.length + (j->s->pending >= 0) : 0);
-        e->sink.tokens(j->user, NULL, 0, "", 0, fin, &st, err);
+        j->sink->tokens(j->user, NULL, 0, "", 0, fin, &st, err);
     }
     tc_metric_inc(fin == TC_FINISH_ERROR            ? TC_M_requests_total_error
                   : cancel && cancel_code == 4 ? TC_M_requests_total_deadline
@@ -403,10 +403,11 @@ void tc_eng_job_finish(tc_engine *e, job *j, tc_finish fin, const char *err) {
                   1);
     tc_metric_observe(TC_H_request_duration_seconds, tc_now_s() - j->t_arrive);
     pthread_mutex_lock(&e->mu);
+    const tc_engine_sink *sk = j->sink;
     void *u = job_retire_locked(e, j);
     e->n_finishing++;
     pthread_mutex_unlock(&e->mu);
-    e->sink.done(u);
+    sk->done(u);
     pthread_mutex_lock(&e->mu);
     e->n_finishing--;
     pthread_cond_broadcast(&e->idle_cv);
@@ -459,7 +460,7 @@ void tc_eng_start_failed(tc_engine *e, job *j, int code, const char *msg) {
         j->s->close_when_idle = 1;
         pthread_mutex_unlock(&e->mu);
     }
-    e->sink.failed(j->user, code, msg);
+    j->sink->failed(j->user, code, msg);
     tc_eng_job_finish(e, j, TC_FINISH_NONE, NULL);
 }
 
@@ -485,7 +486,7 @@ int tc_eng_job_gone(void *ud) {
         c = x->j->cancel;
         pthread_mutex_unlock(&x->e->mu);
     }
-    return c || x->e->sink.deadline_left(x->j->user) <= 0;
+    return c || x->j->sink->deadline_left(x->j->user) <= 0;
 }
 
 

@@ -99,6 +99,7 @@ typedef struct {
     uint64_t *pin_key_out;   /* with pin, accepted: the pinned session's key, for tc_engine_session_unpin */
     uint64_t expect_key;     /* not 0: the session must be the one of this key (a Stream's later requests) */
     void *user;
+    const tc_engine_sink *sink; /* this job's callbacks (user is theirs); NULL: the engine's (tc_engine_start) */
 } tc_job_spec;
 
 #define TC_MAX_TOKENS_DEFAULT 16 /* max_tokens of a request that leaves it out */

@@ -74,6 +74,7 @@ typedef struct job {
     int32_t *run_stop; /* a named session's runs end on these: stop ids, EOS, the tokens that can complete a stop string */
     int n_run_stop;    /* -1: none (its generation steps singly) */
     void *user;
+    const tc_engine_sink *sink; /* the spec's, else the engine's */
     int phase, cancel, cancel_code; /* cancel_code 13: ends with FINISH_ERROR and err */
     int claimed; /* in a generation thread's step, or being ended by one (mu): no other thread touches it */
     int io_retries; /* steps taken again after a fail-over (worker_client.failover), at most 3 */

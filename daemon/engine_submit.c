@@ -110,6 +110,7 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
     j->prompt_tokens = (int64_t)nt;
     j->generate = sp->generate;
     j->user = sp->user;
+    j->sink = sp->sink ? sp->sink : &e->sink;
     j->ignore_eos = sp->ignore_eos;
     j->t_arrive = tc_now_s();
     int code = 0;

@@ -205,7 +205,7 @@ static void start_job(tc_engine *e, job *j) {
         tc_eng_sess_info(e, s, &si);
         pthread_mutex_unlock(&e->mu);
         si.busy = j->generate; /* an append-only job ends here */
-        e->sink.appended(j->user, &si, j->n_tokens);
+        j->sink->appended(j->user, &si, j->n_tokens);
     }
     if (!j->generate) {
         tc_eng_job_finish(e, j, TC_FINISH_NONE, NULL);
@@ -213,7 +213,7 @@ static void start_job(tc_engine *e, job *j) {
     }
     if (!s->has_logits) {
         free(replay);
-        e->sink.failed(j->user, 3, "prompt: empty (give text or token_ids; the session has no tokens yet)");
+        j->sink->failed(j->user, 3, "prompt: empty (give text or token_ids; the session has no tokens yet)");
         tc_eng_job_finish(e, j, TC_FINISH_NONE, NULL);
         return;
     }
@@ -239,7 +239,7 @@ static void start_job(tc_engine *e, job *j) {
     if (j->max_tokens <= j->generated) {
         tc_job_stats st;
         tc_eng_stats_of(j, &st, s->st.length);
-        e->sink.tokens(j->user, NULL, 0, "", 0, TC_FINISH_LENGTH, &st, NULL);
+        j->sink->tokens(j->user, NULL, 0, "", 0, TC_FINISH_LENGTH, &st, NULL);
         tc_eng_job_finish(e, j, TC_FINISH_NONE, NULL);
         return;
     }
@@ -310,7 +310,7 @@ void *tc_eng_context_thread(void *arg) {
             e->n_sync_queued--;
             tc_metric_set(TC_G_sync_queue_depth, e->n_sync_queued);
             job *j = tc_eng_job_find(e, s->busy_job);
-            if (j && (j->cancel || e->sink.deadline_left(j->user) <= 0)) {
+            if (j && (j->cancel || j->sink->deadline_left(j->user) <= 0)) {
                 /* its generation was cancelled (or expired) before the
                  * sync thread took the sync out of the queue: not
                  * started at all, the session left due (as that drop) */
@@ -395,7 +395,7 @@ void *tc_eng_context_thread(void *arg) {
  * reads again but no slot is free (it goes before new requests). */
 static int keeps_slot_locked(tc_engine *e, job *j) {
     const double now = tc_now_s();
-    if (e->sink.backlog(j->user) >= (size_t)e->lim.stream_queue) {
+    if (j->sink->backlog(j->user) >= (size_t)e->lim.stream_queue) {
         if (j->wants_slot) { /* the slot it waited for may go to a start */
             j->wants_slot = 0;
             e->n_wanting--;
@@ -472,7 +472,7 @@ void *tc_eng_generation_thread(void *arg) {
         /* cancelled jobs and expired deadlines end first */
         int nd = 0;
         for (job *j = e->jobs; j && nd < dcap; j = j->next) {
-            if (!j->cancel && !j->claimed && e->sink.deadline_left(j->user) <= 0) {
+            if (!j->cancel && !j->claimed && j->sink->deadline_left(j->user) <= 0) {
                 j->cancel = 1;
                 j->cancel_code = 4;
             }

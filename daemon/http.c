@@ -41,11 +41,12 @@ struct tc_http_server {
  * is set for the bracketed form, which must not go to DNS. */
 /* HOST:PORT through the common parser (common/hostport.h), its error
  * prefixed with what the address is for */
-static tc_status split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap, int *literal) {
+static tc_status split_addr(const char *what, const char *addr, char *host, size_t hcap, char *port, size_t pcap,
+                            int *literal) {
     if (tc_hostport_split(addr, host, hcap, port, pcap, literal) == TC_OK) return TC_OK;
     char msg[600];
     snprintf(msg, sizeof msg, "%s", tc_error_get());
-    return TC_FAIL(TC_ERR_INVALID, "http listen %s", msg);
+    return TC_FAIL(TC_ERR_INVALID, "%s listen %s", what, msg);
 }
 
 static const char *bind_reason(int e) {
@@ -57,10 +58,10 @@ static const char *bind_reason(int e) {
     }
 }
 
-static tc_status bind_listen(const char *listen_addr, int *fd_out, int *port_out) {
+tc_status tc_http_bind(const char *what, const char *listen_addr, int *fd_out, int *port_out) {
     char host[256], port[8];
     int literal = 0;
-    TC_CHECK(split_addr(listen_addr, host, sizeof host, port, sizeof port, &literal));
+    TC_CHECK(split_addr(what, listen_addr, host, sizeof host, port, sizeof port, &literal));
 
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_family = AF_UNSPEC;
@@ -69,7 +70,7 @@ static tc_status bind_listen(const char *listen_addr, int *fd_out, int *port_out
     if (literal) hints.ai_family = AF_INET6;
     int rc = getaddrinfo(*host ? host : "0.0.0.0", port, &hints, &res);
     if (rc != 0)
-        return TC_FAIL(TC_ERR_INVALID, "http listen address \"%s\": cannot resolve \"%s\": %s", listen_addr, host,
+        return TC_FAIL(TC_ERR_INVALID, "%s listen address \"%s\": cannot resolve \"%s\": %s", what, listen_addr, host,
                        gai_strerror(rc));
 
     int fd = -1, err = 0;
@@ -85,14 +86,14 @@ static tc_status bind_listen(const char *listen_addr, int *fd_out, int *port_out
     }
     freeaddrinfo(res);
     if (fd < 0)
-        return TC_FAIL(TC_ERR_IO, "http listen address \"%s\": cannot listen: %s", listen_addr, bind_reason(err));
+        return TC_FAIL(TC_ERR_IO, "%s listen address \"%s\": cannot listen: %s", what, listen_addr, bind_reason(err));
 
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
         int e = errno;
         close(fd);
-        return TC_FAIL(TC_ERR_IO, "http listen address \"%s\": getsockname: %s", listen_addr, strerror(e));
+        return TC_FAIL(TC_ERR_IO, "%s listen address \"%s\": getsockname: %s", what, listen_addr, strerror(e));
     }
     *port_out = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
                                          : ntohs(((struct sockaddr_in *)&ss)->sin_port);
@@ -151,13 +152,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     return reply(c, MHD_HTTP_NOT_FOUND, "not found (try /metrics, /healthz, /readyz)\n");
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap) {
-    (void)cls;
+void tc_http_mhd_log(void *cls, const char *fmt, va_list ap) {
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
-    TC_LOG(TC_LOG_WARN, "http", "libmicrohttpd: %s", msg);
+    TC_LOG(TC_LOG_WARN, cls ? (const char *)cls : "http", "libmicrohttpd: %s", msg);
 }
 
 /* ---- lifecycle ------------------------------------------------------- */
@@ -168,11 +168,11 @@ tc_status tc_http_start(tc_http_server **out, const char *listen_addr, const tc_
     if (!s) return TC_FAIL(TC_ERR_NOMEM, "http: out of memory");
     if (hooks) s->hooks = *hooks;
     int fd = -1;
-    tc_status st = bind_listen(listen_addr, &fd, &s->port);
+    tc_status st = tc_http_bind("http", listen_addr, &fd, &s->port);
     if (st != TC_OK) { free(s); return st; }
 
     s->mhd = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL, NULL, handle,
-                              s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
+                              s, MHD_OPTION_EXTERNAL_LOGGER, tc_http_mhd_log, (void *)"http", MHD_OPTION_LISTEN_SOCKET, fd,
                               MHD_OPTION_CONNECTION_LIMIT, TC_HTTP_MAX_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
                               TC_HTTP_MAX_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT, TC_HTTP_TIMEOUT_S, MHD_OPTION_END);
     if (!s->mhd) {

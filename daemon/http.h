@@ -31,6 +31,16 @@ typedef struct tc_http_server tc_http_server;
  * names the address. */
 tc_status tc_http_start(tc_http_server **out, const char *listen_addr, const tc_http_hooks *hooks);
 
+/* The listening socket tc_http_start binds (also the OpenAI API's,
+ * openai.h): non-blocking, close-on-exec, listening; *port_out its port.
+ * Errors as tc_http_start's, prefixed "<what> listen address". */
+tc_status tc_http_bind(const char *what, const char *listen_addr, int *fd_out, int *port_out);
+
+/* libmicrohttpd's error log into ours (MHD_OPTION_EXTERNAL_LOGGER), cls
+ * the subsystem's name */
+#include <stdarg.h>
+void tc_http_mhd_log(void *cls, const char *fmt, va_list ap);
+
 /* The bound port. */
 int tc_http_port(const tc_http_server *s);
 

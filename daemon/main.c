@@ -34,16 +34,17 @@
 #include "metrics.h"
 #include "service.h"
 #include "spawn.h"
+#include "openai.h"
 
 #define TC_VERSION "0.1.0"
 
 typedef struct {
-    char *listen, *http_listen, *model, *data_dir, *log_level, *log_format;
+    char *listen, *http_listen, *openai_listen, *served_model_name, *model, *data_dir, *log_level, *log_format;
     char *workers, *worker_mode, *worker_binary, *device, *context_device, *weight_dtype;
     double worker_timeout, worker_start_timeout, liveness_timeout;
     int64_t context_nice;
     int64_t max_sessions, max_queued, max_queued_syncs, max_batch, max_tokens, max_session_tokens, max_state_bytes, stream_queue, max_message_bytes,
-        large_request_budget, threads, warmup_tokens;
+        large_request_budget, threads, warmup_tokens, openai_max_connections;
     int overlap_syncs;
     int64_t sync_inline_max, multi_step;
     double multi_step_ms;
@@ -54,6 +55,9 @@ typedef struct {
 static const tc_knob KNOBS[] = {
     K("listen", TC_KNOB_STR, "127.0.0.1:50051", 0, 0, "gRPC address (host:port; port 0 picks one)", listen),
     K("http-listen", TC_KNOB_STR, "127.0.0.1:9180", 0, 0, "ops HTTP address for /metrics /healthz /readyz", http_listen),
+    K("openai-listen", TC_KNOB_STR, "", 0, 0, "address of the OpenAI-compatible HTTP API (POST /v1/completions, GET /v1/models; host:port, port 0 picks one); empty: off. No TLS or auth: a private address, or a proxy in front", openai_listen),
+    K("served-model-name", TC_KNOB_STR, "", 0, 0, "the model's name in the OpenAI API (\"model\" in requests, /v1/models); empty: the model directory's last component (tconst-tiny for the built-in model)", served_model_name),
+    K("openai-max-connections", TC_KNOB_INT, "256", 1, 65536, "OpenAI API connections at once (a thread each; a generation holds its connection); more wait in the listen queue", openai_max_connections),
     K("model", TC_KNOB_STR, "", 0, 0, "model directory (empty: the built-in tiny tconstformer)", model),
     K("data-dir", TC_KNOB_STR, "", 0, 0, "data directory: the SQLite session journal (empty: sessions do not survive a restart)", data_dir),
     K("worker-mode", TC_KNOB_STR, "split", 0, 0, "without --workers: split (spawn a context and a generation worker), both (one worker, both roles) or inprocess (no worker processes)", worker_mode),
@@ -400,7 +404,8 @@ int main(int argc, char **argv) {
     /* addresses before anything loads: a bad port is a flag error (2),
      * not something found after the workers and the journal started */
     if (tc_listen_addr_check("--listen", cfg.listen, 1) != TC_OK ||
-        tc_listen_addr_check("--http-listen", cfg.http_listen, 0) != TC_OK) { /* HTTP: HOST:PORT only */
+        tc_listen_addr_check("--http-listen", cfg.http_listen, 0) != TC_OK || /* HTTP: HOST:PORT only */
+        (cfg.openai_listen[0] && tc_listen_addr_check("--openai-listen", cfg.openai_listen, 0) != TC_OK)) {
         fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
         tc_knobs_free(KNOBS, N_KNOBS, &cfg);
         return 2;
@@ -452,6 +457,7 @@ int main(int argc, char **argv) {
 
     int rc = 1;
     tc_http_server *http = NULL;
+    tc_openai *oai = NULL;
     tc_worker_client *wc = NULL;
     tc_bpe *bpe = NULL;
     tc_engine *eng = NULL;
@@ -542,6 +548,25 @@ int main(int argc, char **argv) {
         fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
         goto out;
     }
+    if (cfg.openai_listen[0]) {
+        char name[256];
+        if (cfg.served_model_name[0]) snprintf(name, sizeof name, "%s", cfg.served_model_name);
+        else if (!cfg.model[0]) snprintf(name, sizeof name, "tconst-tiny");
+        else {
+            char d[4096];
+            snprintf(d, sizeof d, "%s", dir);
+            size_t n = strlen(d);
+            while (n > 1 && d[n - 1] == '/') d[--n] = 0;
+            const char *b = strrchr(d, '/');
+            snprintf(name, sizeof name, "%s", b && b[1] ? b + 1 : d);
+        }
+        tc_openai_config oc = {eng, name, bpe != NULL, cfg.max_message_bytes, (int)cfg.openai_max_connections,
+                               hook_ready, NULL};
+        if (tc_openai_start(&oai, cfg.openai_listen, &oc) != TC_OK) {
+            fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
+            goto out;
+        }
+    }
     atomic_store(&g_live_ok, tc_now_s());
     if (cfg.liveness_timeout > 0) {
         pthread_condattr_t ca;
@@ -583,8 +608,14 @@ int main(int argc, char **argv) {
         snprintf(hh, sizeof hh, "%s", cfg.http_listen);
         colon = strrchr(hh, ':');
         if (colon) snprintf(colon, sizeof hh - (size_t)(colon - hh), ":%d", tc_http_port(http));
-        printf("tconstd %s ready: grpc %s http %s model %s (%s, %s)\n", TC_VERSION, host, hh, dir,
-               tc_arch_name(wc->cfg->arch), bpe ? "text+ids" : "ids only");
+        char oa[320] = "";
+        if (oai) {
+            snprintf(oa, sizeof oa, " openai %s", cfg.openai_listen);
+            colon = strrchr(oa, ':');
+            if (colon) snprintf(colon, sizeof oa - (size_t)(colon - oa), ":%d", tc_openai_port(oai));
+        }
+        printf("tconstd %s ready: grpc %s http %s model %s (%s, %s)%s\n", TC_VERSION, host, hh, dir,
+               tc_arch_name(wc->cfg->arch), bpe ? "text+ids" : "ids only", oa);
         fflush(stdout);
     }
     pthread_mutex_lock(&g_sig_mu);
@@ -641,6 +672,8 @@ out:
     if (svc) tc_service_end_idle_streams(svc);
     if (rpc) tc_rpc_server_stop(rpc, rpc_grace);
     tc_service_stop_queue(svc);
+    if (eng) tc_engine_quiesce(eng); /* the API's jobs end: its connection threads can be joined */
+    tc_openai_stop(oai);
     if (eng) tc_engine_stop(eng);
     eng = NULL;
     if (svc) tc_service_bind_engine(svc, NULL);

@@ -1,0 +1,792 @@
+/* openai.c — the OpenAI-compatible HTTP API (openai.h) on libmicrohttpd
+ * and cJSON. A request's body is read whole (up to max_body_bytes), parsed
+ * and checked here (fields named as OpenAI names them), then goes to the
+ * engine as a Generate would, with a sink of its own (oreq below). The
+ * connection's thread waits for the engine's first answer (so a refusal
+ * or an early failure is an HTTP error, not a broken stream), then either
+ * streams server-sent events from a content reader or waits for the end
+ * and sends one JSON object. While it waits it polls the client's socket:
+ * a client that hung up cancels its generation. */
+#include "openai.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <microhttpd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/clock.h"
+#include "daemon/engine.h"
+#include "daemon/http.h"
+#include "daemon/metrics.h"
+
+#define POLL_MS 200           /* how often a waiting thread looks at its client's socket */
+#define IDLE_TIMEOUT_S 60u    /* a keep-alive connection with no request for this long is closed */
+#define THREAD_STACK (512u << 10)
+
+struct tc_openai {
+    struct MHD_Daemon *mhd;
+    tc_openai_config cfg;
+    char model_id[256];
+    int port;
+    long long started;
+};
+
+typedef struct {
+    tc_openai *srv;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs; /* MHD's (until completed) and the engine's (until done) */
+    struct MHD_Connection *conn;
+    /* the body */
+    char *body;
+    size_t blen, bcap;
+    int too_big;
+    /* the request */
+    int stream, include_usage;
+    char rid[TC_ID_MAX], id[TC_ID_MAX + 8];
+    long long created;
+    /* the job, under mu */
+    uint64_t job_id;
+    int submitted, answered, finished, done, cancelled;
+    char *out; /* stream: SSE bytes not yet read; else the whole text */
+    size_t olen, ocap, ooff;
+    int32_t *ids; /* not streamed: every generated id */
+    size_t nids, idcap;
+    atomic_size_t unread; /* stream: events not yet read (the engine's backpressure; read under its lock, so not under mu) */
+    tc_finish fin;
+    int err_code; /* failed before generating: a gRPC code */
+    char err[600];
+    tc_job_stats st;
+} oreq;
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static void req_unref(oreq *r) {
+    pthread_mutex_lock(&r->mu);
+    const int last = --r->refs == 0;
+    pthread_mutex_unlock(&r->mu);
+    if (!last) return;
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r->body);
+    free(r->out);
+    free(r->ids);
+    free(r);
+}
+
+/* appends n bytes to r->out (mu held): 0, or -1 out of memory */
+static int out_put(oreq *r, const char *s, size_t n) {
+    if (r->olen + n + 1 > r->ocap) {
+        size_t cap = r->ocap ? r->ocap : 1024;
+        while (cap < r->olen + n + 1) cap *= 2;
+        char *p = realloc(r->out, cap);
+        if (!p) return -1;
+        r->out = p, r->ocap = cap;
+    }
+    memcpy(r->out + r->olen, s, n);
+    r->olen += n;
+    r->out[r->olen] = 0;
+    return 0;
+}
+
+/* text as a C string for cJSON: a generated U+0000 would end it, so it
+ * goes out as U+FFFD (as over gRPC) */
+static char *text_dup(const char *t, size_t n) {
+    size_t z = 0;
+    for (size_t i = 0; i < n; i++) z += t[i] == 0;
+    char *d = malloc(n + 2 * z + 1), *p = d;
+    if (!d) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (t[i]) *p++ = t[i];
+        else *p++ = (char)0xef, *p++ = (char)0xbf, *p++ = (char)0xbd;
+    }
+    *p = 0;
+    return d;
+}
+
+static int http_status_of(int grpc) {
+    switch (grpc) {
+    case 3: return MHD_HTTP_BAD_REQUEST;         /* INVALID_ARGUMENT */
+    case 5: return MHD_HTTP_NOT_FOUND;           /* NOT_FOUND (a session) */
+    case 6: case 9: case 10: return MHD_HTTP_CONFLICT; /* ALREADY_EXISTS, FAILED_PRECONDITION (busy), ABORTED */
+    case 8: return MHD_HTTP_TOO_MANY_REQUESTS;   /* RESOURCE_EXHAUSTED: a limit */
+    case 4: return MHD_HTTP_GATEWAY_TIMEOUT;     /* DEADLINE_EXCEEDED */
+    case 14: return MHD_HTTP_SERVICE_UNAVAILABLE; /* UNAVAILABLE: draining, no worker */
+    case 12: return MHD_HTTP_NOT_IMPLEMENTED;
+    default: return MHD_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+/* {"error": {"message", "type", "param", "code"}} as OpenAI sends it */
+static char *error_json(int status, const char *param, const char *msg) {
+    cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(e, "message", msg);
+    cJSON_AddStringToObject(e, "type", status == MHD_HTTP_TOO_MANY_REQUESTS ? "rate_limit_error"
+                                      : status >= 500                       ? "server_error"
+                                                                            : "invalid_request_error");
+    if (param) cJSON_AddStringToObject(e, "param", param);
+    else cJSON_AddNullToObject(e, "param");
+    if (status == MHD_HTTP_NOT_FOUND && param && strcmp(param, "model") == 0)
+        cJSON_AddStringToObject(e, "code", "model_not_found");
+    else cJSON_AddNullToObject(e, "code");
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, char *json /* freed */) {
+    if (!json) return MHD_NO;
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
+    if (!r) { free(json); return MHD_NO; }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, POST");
+    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *param, const char *fmt, ...) {
+    char msg[700];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return send_json(c, status, error_json((int)status, param, msg));
+}
+
+/* An engine message "field: why" names its field as the gRPC API does
+ * (sampling.max_tokens, token_ids[3]): for the common ones, msg is
+ * rewritten to OpenAI's name (max_tokens, prompt[3]) and that name goes
+ * to *param (else NULL). */
+static void openai_names(char *msg, size_t cap, const char **param) {
+    static const char *const map[][2] = {
+        {"sampling.max_tokens", "max_tokens"}, {"sampling.temperature", "temperature"}, {"sampling.top_p", "top_p"},
+        {"sampling.top_k", "top_k"},           {"sampling.stop_token_ids", "stop_token_ids"}, {"sampling.stop", "stop"},
+        {"token_ids", "prompt"},               {"text", "prompt"},                      {"prompt", "prompt"},
+        {"session_id", "session_id"},          {"request_id", "X-Request-Id"},
+    };
+    *param = NULL;
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        const size_t k = strlen(map[i][0]);
+        if (strncmp(msg, map[i][0], k) != 0 || (msg[k] != ':' && msg[k] != '[')) continue;
+        char rest[700];
+        snprintf(rest, sizeof rest, "%s", msg + k);
+        const size_t m = strlen(map[i][1]);
+        if (m + strlen(rest) + 1 > cap) return; /* as it was: never cut a message */
+        memcpy(msg, map[i][1], m);
+        memcpy(msg + m, rest, strlen(rest) + 1);
+        *param = map[i][1];
+        return;
+    }
+}
+
+static const char *finish_name(tc_finish f) { return f == TC_FINISH_LENGTH ? "length" : "stop"; }
+
+static cJSON *usage_json(const tc_job_stats *st) {
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddNumberToObject(u, "prompt_tokens", (double)st->prompt_tokens);
+    cJSON_AddNumberToObject(u, "completion_tokens", (double)st->completion_tokens);
+    cJSON_AddNumberToObject(u, "total_tokens", (double)(st->prompt_tokens + st->completion_tokens));
+    return u;
+}
+
+/* a completion object: choices[0] with text and its token ids (tconst's
+ * extension; text NULL: no choices, the usage chunk of a stream), finish
+ * (NULL: null), usage (NULL: left out) */
+static char *completion_json(const oreq *r, const char *text, const int32_t *ids, int n, const char *finish,
+                             const tc_job_stats *usage) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", r->id);
+    cJSON_AddStringToObject(o, "object", "text_completion");
+    cJSON_AddNumberToObject(o, "created", (double)r->created);
+    cJSON_AddStringToObject(o, "model", r->srv->model_id);
+    cJSON *ch = cJSON_AddArrayToObject(o, "choices");
+    if (text) {
+        cJSON *c0 = cJSON_CreateObject();
+        cJSON_AddNumberToObject(c0, "index", 0);
+        cJSON_AddStringToObject(c0, "text", text);
+        cJSON *ia = cJSON_AddArrayToObject(c0, "token_ids");
+        for (int i = 0; i < n; i++) cJSON_AddItemToArray(ia, cJSON_CreateNumber(ids[i]));
+        cJSON_AddNullToObject(c0, "logprobs");
+        if (finish) cJSON_AddStringToObject(c0, "finish_reason", finish);
+        else cJSON_AddNullToObject(c0, "finish_reason");
+        cJSON_AddItemToArray(ch, c0);
+    }
+    if (usage) cJSON_AddItemToObject(o, "usage", usage_json(usage));
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+static int sse_put(oreq *r, char *json /* freed */) {
+    if (!json) return -1;
+    int rc = out_put(r, "data: ", 6) | out_put(r, json, strlen(json)) | out_put(r, "\n\n", 2);
+    free(json);
+    r->unread++;
+    return rc;
+}
+
+/* ---- the engine's sink (engine thread; never blocks) ------------------- */
+
+static void sk_appended(void *user, const tc_session_info *si, int64_t n) {
+    (void)user, (void)si, (void)n; /* a completion always generates: its end comes as tokens */
+}
+
+static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, size_t tlen, tc_finish fin,
+                      const tc_job_stats *st, const char *error) {
+    oreq *r = user;
+    char *t = text_dup(text, tlen);
+    pthread_mutex_lock(&r->mu);
+    int oom = !t;
+    if (t && r->stream) {
+        const int ok_end = fin == TC_FINISH_LENGTH || fin == TC_FINISH_EOS || fin == TC_FINISH_STOP;
+        if (n > 0 || tlen > 0 || ok_end)
+            oom |= sse_put(r, completion_json(r, t, ids, n, ok_end ? finish_name(fin) : NULL, NULL));
+        if (ok_end && r->include_usage && st) oom |= sse_put(r, completion_json(r, NULL, NULL, 0, NULL, st));
+        if (fin == TC_FINISH_CANCELLED || fin == TC_FINISH_ERROR) {
+            const int code = fin == TC_FINISH_ERROR ? (error && strstr(error, "unavailable") ? 14 : 13)
+                             : error && strstr(error, "shutting down") ? 14
+                                                                       : 1;
+            oom |= sse_put(r, error_json(http_status_of(code), NULL, error ? error : "cancelled"));
+        }
+        if (fin != TC_FINISH_NONE) {
+            oom |= out_put(r, "data: [DONE]\n\n", 14);
+            r->unread++;
+        }
+    } else if (t) {
+        oom |= out_put(r, t, strlen(t));
+        if (r->nids + (size_t)n > r->idcap) {
+            size_t cap = r->idcap ? r->idcap : 64;
+            while (cap < r->nids + (size_t)n) cap *= 2;
+            int32_t *p = realloc(r->ids, cap * sizeof *p);
+            if (p) r->ids = p, r->idcap = cap;
+            else oom = 1;
+        }
+        if (!oom && n > 0) memcpy(r->ids + r->nids, ids, (size_t)n * sizeof *ids), r->nids += (size_t)n;
+    }
+    if (oom && fin == TC_FINISH_NONE && r->job_id) /* cannot keep the text: end it rather than lose some silently */
+        tc_engine_cancel(r->srv->cfg.engine, r->job_id, 13);
+    if (fin != TC_FINISH_NONE) {
+        r->finished = 1;
+        r->fin = oom ? TC_FINISH_ERROR : fin;
+        if (st) r->st = *st;
+        if (fin == TC_FINISH_ERROR || fin == TC_FINISH_CANCELLED || oom)
+            snprintf(r->err, sizeof r->err, "%s", oom ? "out of memory" : error ? error : "cancelled");
+    }
+    r->answered = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    free(t);
+}
+
+static void sk_failed(void *user, int code, const char *msg) {
+    oreq *r = user;
+    pthread_mutex_lock(&r->mu);
+    r->err_code = code ? code : 13;
+    snprintf(r->err, sizeof r->err, "%s", msg ? msg : "failed");
+    r->finished = r->answered = 1;
+    r->fin = TC_FINISH_ERROR;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void sk_done(void *user) {
+    oreq *r = user;
+    pthread_mutex_lock(&r->mu);
+    r->done = r->answered = r->finished = 1;
+    r->job_id = 0;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    req_unref(r);
+}
+
+static size_t sk_backlog(void *user) { return atomic_load(&((oreq *)user)->unread); }
+
+static double sk_deadline(void *user) {
+    (void)user;
+    return INFINITY;
+}
+
+static const tc_engine_sink SINK = {sk_appended, sk_tokens, sk_failed, sk_done, sk_backlog, sk_deadline};
+
+/* ---- waiting ------------------------------------------------------------ */
+
+/* 1 when the client has hung up (its socket reads end-of-stream or an error) */
+static int client_gone(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return 0;
+    struct pollfd p = {ci->connect_fd, POLLRDHUP, 0};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+/* waits (mu held) until cond(r) or the client hangs up (then cancels the
+ * job, once): 1 when cond holds */
+static int wait_until(oreq *r, int (*cond)(const oreq *)) {
+    while (!cond(r)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += POLL_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+        /* after every wake, not only a timeout: a JSON completion's tokens
+         * wake it every run, more often than POLL_MS */
+        if (!cond(r) && client_gone(r->conn)) {
+            if (!r->cancelled && r->job_id) tc_engine_cancel(r->srv->cfg.engine, r->job_id, 1);
+            r->cancelled = 1;
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int is_answered(const oreq *r) { return r->answered; }
+static int is_finished(const oreq *r) { return r->finished; }
+static int has_output(const oreq *r) { return r->ooff < r->olen || (r->finished && r->done); }
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    oreq *r = cls;
+    pthread_mutex_lock(&r->mu);
+    if (!wait_until(r, has_output)) {
+        pthread_mutex_unlock(&r->mu);
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    if (r->ooff == r->olen) { /* all sent, and the engine let go */
+        pthread_mutex_unlock(&r->mu);
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    size_t n = r->olen - r->ooff;
+    if (n > max) n = max;
+    memcpy(buf, r->out + r->ooff, n);
+    r->ooff += n;
+    int wake = 0;
+    if (r->ooff == r->olen) { /* every event read: the engine may step this stream again */
+        wake = r->unread >= (size_t)tc_engine_get_limits(r->srv->cfg.engine)->stream_queue;
+        r->ooff = r->olen = 0;
+        r->unread = 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (wake) tc_engine_wake(r->srv->cfg.engine);
+    return (ssize_t)n;
+}
+
+/* ---- the request -------------------------------------------------------- */
+
+typedef struct {
+    tc_job_spec sp;
+    int32_t *ids;
+    const char **stop;
+    int32_t *stop_ids;
+    char session_id[TC_ID_MAX];
+    char *text;
+} parsed;
+
+static void parsed_free(parsed *p) {
+    free(p->ids);
+    free(p->stop);
+    free(p->stop_ids);
+    free(p->text);
+}
+
+/* a JSON integer in [lo, hi] into *out: 0, or -1 */
+static int json_int(const cJSON *v, double lo, double hi, long long *out) {
+    if (!cJSON_IsNumber(v)) return -1;
+    const double d = v->valuedouble;
+    if (!isfinite(d) || d != floor(d) || d < lo || d > hi) return -1;
+    *out = (long long)d;
+    return 0;
+}
+
+static int ids_of(const cJSON *a, int32_t **out, int *n, const char *what, char *err, size_t en) {
+    const int k = cJSON_GetArraySize(a);
+    *out = malloc(sizeof(int32_t) * (size_t)(k ? k : 1));
+    if (!*out) return snprintf(err, en, "out of memory"), -1;
+    int i = 0;
+    for (const cJSON *v = a->child; v; v = v->next, i++) {
+        long long x;
+        if (json_int(v, 0, 2147483647.0, &x) != 0)
+            return snprintf(err, en, "%s[%d]: not a token id (an integer in [0, 2^31))", what, i), -1;
+        (*out)[i] = (int32_t)x;
+    }
+    *n = k;
+    return 0;
+}
+
+#define BAD(field, ...) (snprintf(err, en, __VA_ARGS__), *param = (field), -1)
+
+/* the request body into p->sp: 0, or -1 with err (and *param: the field) */
+static int parse_request(oreq *r, const cJSON *o, parsed *p, const char **param, char *err, size_t en) {
+    tc_job_spec *sp = &p->sp;
+    const tc_openai *s = r->srv;
+    *param = NULL;
+    if (!cJSON_IsObject(o)) return BAD(NULL, "the body must be a JSON object");
+    const cJSON *v;
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "model")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsString(v)) return BAD("model", "model: must be a string");
+        if (strcmp(v->valuestring, s->model_id) != 0)
+            return snprintf(err, en, "The model `%s` does not exist: this server serves `%s` (GET /v1/models)",
+                            v->valuestring, s->model_id),
+                   *param = "model", -2;
+    }
+    /* prompt: a string, token ids, or a batch of one of either */
+    v = cJSON_GetObjectItemCaseSensitive(o, "prompt");
+    if (!v || cJSON_IsNull(v)) return BAD("prompt", "prompt: required (a string or an array of token ids)");
+    if (cJSON_IsArray(v) && cJSON_GetArraySize(v) >= 1 && (cJSON_IsString(v->child) || cJSON_IsArray(v->child))) {
+        if (cJSON_GetArraySize(v) > 1)
+            return BAD("prompt", "prompt: a batch of %d prompts; this server takes one prompt a request",
+                       cJSON_GetArraySize(v));
+        v = v->child;
+    }
+    int n_ids = 0;
+    if (cJSON_IsString(v)) {
+        if (!s->cfg.has_tokenizer)
+            return BAD("prompt", "prompt: this model has no tokenizer; send an array of token ids");
+        if (!(p->text = strdup(v->valuestring))) return BAD(NULL, "out of memory");
+        sp->text = p->text;
+        sp->text_len = strlen(p->text);
+    } else if (cJSON_IsArray(v)) {
+        if (ids_of(v, &p->ids, &n_ids, "prompt", err, en) != 0) return *param = "prompt", -1;
+        sp->tokens = p->ids;
+        sp->n_tokens = n_ids;
+    } else return BAD("prompt", "prompt: must be a string or an array of token ids");
+    /* sampling: OpenAI's defaults (temperature 1) */
+    sp->sp.temperature = 1.f;
+    sp->sp.top_p = 1.f;
+    sp->sp.top_k = 0;
+    sp->max_tokens_unset = 1;
+    uint64_t seed;
+    FILE *ur = fopen("/dev/urandom", "rb");
+    if (!ur || fread(&seed, sizeof seed, 1, ur) != 1) seed = (uint64_t)(tc_now_s() * 1e9) ^ (uint64_t)(uintptr_t)r;
+    if (ur) fclose(ur);
+    sp->sp.seed = seed;
+    long long x;
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "max_tokens")) && !cJSON_IsNull(v)) {
+        if (json_int(v, 0, 2147483647.0, &x) != 0) return BAD("max_tokens", "max_tokens: must be an integer >= 0");
+        sp->max_tokens = (int)x, sp->max_tokens_unset = 0;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "temperature")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < 0)
+            return BAD("temperature", "temperature: must be a number >= 0 (0: greedy)");
+        sp->sp.temperature = (float)v->valuedouble;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "top_p")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsNumber(v) || !(v->valuedouble > 0 && v->valuedouble <= 1))
+            return BAD("top_p", "top_p: must be a number in (0, 1]");
+        sp->sp.top_p = (float)v->valuedouble;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "top_k")) && !cJSON_IsNull(v)) {
+        if (json_int(v, -1, 2147483647.0, &x) != 0) return BAD("top_k", "top_k: must be an integer >= -1 (-1 or 0: off)");
+        sp->sp.top_k = x < 0 ? 0 : (int)x;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "seed")) && !cJSON_IsNull(v)) {
+        if (json_int(v, 0, 9007199254740992.0, &x) != 0)
+            return BAD("seed", "seed: must be an integer in [0, 2^53] (larger ones are not exact in JSON)");
+        sp->sp.seed = (uint64_t)x;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "stop")) && !cJSON_IsNull(v)) {
+        if (cJSON_IsString(v)) {
+            if (!(p->stop = malloc(sizeof *p->stop))) return BAD(NULL, "out of memory");
+            p->stop[0] = v->valuestring;
+            sp->n_stop = 1;
+        } else if (cJSON_IsArray(v)) {
+            const int k = cJSON_GetArraySize(v);
+            if (!(p->stop = malloc(sizeof *p->stop * (size_t)(k ? k : 1)))) return BAD(NULL, "out of memory");
+            int i = 0;
+            for (const cJSON *e = v->child; e; e = e->next, i++) {
+                if (!cJSON_IsString(e)) return BAD("stop", "stop[%d]: must be a string", i);
+                p->stop[i] = e->valuestring;
+            }
+            sp->n_stop = k;
+        } else return BAD("stop", "stop: must be a string or an array of strings");
+        sp->stop = p->stop;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "stop_token_ids")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsArray(v)) return BAD("stop_token_ids", "stop_token_ids: must be an array of token ids");
+        if (ids_of(v, &p->stop_ids, &sp->n_stop_ids, "stop_token_ids", err, en) != 0) return *param = "stop_token_ids", -1;
+        sp->stop_ids = p->stop_ids;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "ignore_eos")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsBool(v)) return BAD("ignore_eos", "ignore_eos: must be true or false");
+        sp->ignore_eos = cJSON_IsTrue(v);
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "stream")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsBool(v)) return BAD("stream", "stream: must be true or false");
+        r->stream = cJSON_IsTrue(v);
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "stream_options")) && !cJSON_IsNull(v)) {
+        const cJSON *iu = cJSON_GetObjectItemCaseSensitive(v, "include_usage");
+        if (!cJSON_IsObject(v) || (iu && !cJSON_IsBool(iu) && !cJSON_IsNull(iu)))
+            return BAD("stream_options", "stream_options: must be an object {\"include_usage\": bool}");
+        r->include_usage = cJSON_IsTrue(iu);
+    }
+    /* tconst: generate within a named session (its history first) */
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "session_id")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsString(v) || strlen(v->valuestring) >= TC_ID_MAX)
+            return BAD("session_id", "session_id: must be a string of at most %d bytes", TC_ID_MAX - 1);
+        snprintf(p->session_id, sizeof p->session_id, "%s", v->valuestring);
+    }
+    /* what this server does not do: refused by name rather than ignored */
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "n")) && !cJSON_IsNull(v) && !(json_int(v, 1, 1, &x) == 0))
+        return BAD("n", "n: only 1 completion a request is supported");
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "best_of")) && !cJSON_IsNull(v) && !(json_int(v, 1, 1, &x) == 0))
+        return BAD("best_of", "best_of: only 1 is supported");
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "echo")) && cJSON_IsTrue(v))
+        return BAD("echo", "echo: not supported (the prompt is not sent back)");
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "logprobs")) && !cJSON_IsNull(v) && !cJSON_IsFalse(v) &&
+        !(cJSON_IsNumber(v) && v->valuedouble == 0))
+        return BAD("logprobs", "logprobs: not supported");
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "suffix")) && !cJSON_IsNull(v) &&
+        !(cJSON_IsString(v) && !v->valuestring[0]))
+        return BAD("suffix", "suffix: not supported");
+    static const char *const zero[] = {"presence_penalty", "frequency_penalty", "repetition_penalty"};
+    for (size_t i = 0; i < sizeof zero / sizeof zero[0]; i++)
+        if ((v = cJSON_GetObjectItemCaseSensitive(o, zero[i])) && !cJSON_IsNull(v) &&
+            !(cJSON_IsNumber(v) && v->valuedouble == (i == 2 ? 1.0 : 0.0)))
+            return BAD(zero[i], "%s: not supported (only its neutral value %s)", zero[i], i == 2 ? "1" : "0");
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "logit_bias")) && !cJSON_IsNull(v) &&
+        !(cJSON_IsObject(v) && !v->child))
+        return BAD("logit_bias", "logit_bias: not supported");
+    sp->generate = 1;
+    sp->ephemeral = !p->session_id[0];
+    sp->session_id = p->session_id[0] ? p->session_id : NULL;
+    sp->request_id = r->rid;
+    return 0;
+}
+
+static enum MHD_Result completions(tc_openai *s, struct MHD_Connection *c, oreq *r) {
+    if (r->too_big) {
+        tc_metric_inc(TC_M_requests_total_rejected, 1);
+        return send_error(c, 413, NULL,
+                          "the request body is over %lld bytes (tconstd --max-message-bytes)", s->cfg.max_body_bytes);
+    }
+    const char *at = NULL;
+    cJSON *o = cJSON_ParseWithLengthOpts(r->body ? r->body : "", r->blen, &at, 0);
+    if (!o) {
+        tc_metric_inc(TC_M_requests_total_rejected, 1);
+        return send_error(c, MHD_HTTP_BAD_REQUEST, NULL, "the body is not valid JSON (at byte %ld)",
+                          at && r->body ? (long)(at - r->body) : 0L);
+    }
+    const char *hrid = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
+    if (hrid && strlen(hrid) >= TC_ID_MAX) {
+        tc_metric_inc(TC_M_requests_total_rejected, 1);
+        cJSON_Delete(o);
+        return send_error(c, MHD_HTTP_BAD_REQUEST, "X-Request-Id", "X-Request-Id: longer than %d bytes", TC_ID_MAX - 1);
+    }
+    snprintf(r->rid, sizeof r->rid, "%s", hrid ? hrid : "");
+    parsed p = {0};
+    char err[600];
+    const char *param = NULL;
+    const int pr = parse_request(r, o, &p, &param, err, sizeof err);
+    if (pr != 0) {
+        /* refused before the engine saw it: counted as the engine counts its refusals */
+        tc_metric_inc(TC_M_requests_total_rejected, 1);
+        enum MHD_Result ret = send_error(c, pr == -2 ? MHD_HTTP_NOT_FOUND : MHD_HTTP_BAD_REQUEST, param, "%s", err);
+        parsed_free(&p);
+        cJSON_Delete(o);
+        return ret;
+    }
+    p.sp.sink = &SINK;
+    p.sp.user = r;
+    int32_t *toks = NULL;
+    size_t nt = 0;
+    int code = tc_engine_prepare(s->cfg.engine, &p.sp, &toks, &nt, err, sizeof err);
+    if (code == 0) {
+        pthread_mutex_lock(&r->mu); /* the sink may not see r before job_id is set */
+        r->refs++;              /* the engine's */
+        code = tc_engine_submit_prepared(s->cfg.engine, &p.sp, toks, nt, &r->job_id, r->rid, err, sizeof err);
+        if (code != 0) r->refs--;
+        else r->submitted = 1;
+        pthread_mutex_unlock(&r->mu);
+    }
+    parsed_free(&p);
+    cJSON_Delete(o);
+    if (code != 0) {
+        openai_names(err, sizeof err, &param);
+        return send_error(c, (unsigned)http_status_of(code), param, "%s", err);
+    }
+    snprintf(r->id, sizeof r->id, "cmpl-%s", r->rid);
+    /* the first answer: a refusal or failure is still an HTTP status */
+    pthread_mutex_lock(&r->mu);
+    if (!wait_until(r, r->stream ? is_answered : is_finished)) {
+        pthread_mutex_unlock(&r->mu);
+        return MHD_NO; /* the client is gone: close */
+    }
+    if (r->err_code) {
+        const int st = http_status_of(r->err_code);
+        snprintf(err, sizeof err, "%s", r->err);
+        pthread_mutex_unlock(&r->mu);
+        openai_names(err, sizeof err, &param);
+        return send_error(c, (unsigned)st, param, "%s", err);
+    }
+    if (r->stream) {
+        pthread_mutex_unlock(&r->mu);
+        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, r, NULL);
+        if (!resp) return MHD_NO;
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        MHD_add_response_header(resp, "X-Request-Id", r->rid);
+        enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
+    /* the whole completion */
+    char *body = NULL;
+    int st = MHD_HTTP_OK;
+    if (r->fin == TC_FINISH_ERROR || r->fin == TC_FINISH_CANCELLED) {
+        const int gc = r->fin == TC_FINISH_ERROR ? (strstr(r->err, "unavailable") ? 14 : 13)
+                       : strstr(r->err, "shutting down") ? 14
+                                                         : 1;
+        st = gc == 1 ? MHD_HTTP_SERVICE_UNAVAILABLE : http_status_of(gc);
+        body = error_json(st, NULL, r->err);
+    } else body = completion_json(r, r->out ? r->out : "", r->ids, (int)r->nids, finish_name(r->fin), &r->st);
+    pthread_mutex_unlock(&r->mu);
+    struct MHD_Response *resp = NULL;
+    if (body && (resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE))) {
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+        MHD_add_response_header(resp, "X-Request-Id", r->rid);
+        enum MHD_Result ret = MHD_queue_response(c, (unsigned)st, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
+    free(body);
+    return MHD_NO;
+}
+
+static enum MHD_Result models(tc_openai *s, struct MHD_Connection *c) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", s->model_id);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)s->started);
+    cJSON_AddStringToObject(m, "owned_by", "tconst");
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "data"), m);
+    char *j = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return send_json(c, MHD_HTTP_OK, j);
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                              const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls) {
+    (void)version;
+    tc_openai *s = cls;
+    const int get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    const int post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+    if (strcmp(url, "/v1/completions") != 0) {
+        if (strcmp(url, "/v1/models") == 0 && get) return models(s, c);
+        if (strcmp(url, "/health") == 0 && get) {
+            const int ok = !s->cfg.ready || s->cfg.ready(s->cfg.ud) == 1;
+            return send_json(c, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
+                             strdup(ok ? "{\"status\":\"ok\"}" : "{\"status\":\"unavailable\"}"));
+        }
+        if (strcmp(url, "/v1/models") == 0 || strcmp(url, "/health") == 0)
+            return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, NULL, "%s takes GET", url);
+        if (strcmp(url, "/v1/chat/completions") == 0)
+            return send_error(c, MHD_HTTP_NOT_FOUND, NULL,
+                              "/v1/chat/completions: this model has no chat template; use /v1/completions");
+        return send_error(c, MHD_HTTP_NOT_FOUND, NULL, "%s: not found (POST /v1/completions, GET /v1/models)", url);
+    }
+    if (!post) return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, NULL, "/v1/completions takes POST");
+    oreq *r = *con_cls;
+    if (!r) { /* the headers: a request object, held by MHD until completed() */
+        r = calloc(1, sizeof *r);
+        if (!r) return MHD_NO;
+        r->srv = s;
+        r->conn = c;
+        r->refs = 1;
+        r->created = (long long)time(NULL);
+        pthread_mutex_init(&r->mu, NULL);
+        pthread_cond_init(&r->cv, NULL);
+        *con_cls = r;
+        return MHD_YES;
+    }
+    if (*upload_data_size) { /* a piece of the body */
+        const size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->too_big || r->blen + n > (size_t)s->cfg.max_body_bytes) {
+            r->too_big = 1;
+            return MHD_YES;
+        }
+        if (r->blen + n > r->bcap) {
+            size_t cap = r->bcap ? r->bcap : 4096;
+            while (cap < r->blen + n) cap *= 2;
+            char *b = realloc(r->body, cap);
+            if (!b) { r->too_big = 1; return MHD_YES; }
+            r->body = b, r->bcap = cap;
+        }
+        memcpy(r->body + r->blen, upload_data, n);
+        r->blen += n;
+        return MHD_YES;
+    }
+    return completions(s, c, r);
+}
+
+/* the request is over (answered, or the client left): a job still running
+ * is cancelled; MHD's reference goes */
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    (void)c, (void)toe;
+    tc_openai *s = cls;
+    oreq *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    pthread_mutex_lock(&r->mu);
+    if (r->job_id && !r->finished && !r->cancelled) {
+        r->cancelled = 1;
+        tc_engine_cancel(s->cfg.engine, r->job_id, 1);
+    }
+    pthread_mutex_unlock(&r->mu);
+    req_unref(r);
+}
+
+tc_status tc_openai_start(tc_openai **out, const char *listen_addr, const tc_openai_config *cfg) {
+    *out = NULL;
+    tc_openai *s = calloc(1, sizeof *s);
+    if (!s) return TC_FAIL(TC_ERR_NOMEM, "openai: out of memory");
+    s->cfg = *cfg;
+    snprintf(s->model_id, sizeof s->model_id, "%s", cfg->model_id ? cfg->model_id : "tconst");
+    s->cfg.model_id = s->model_id;
+    s->started = (long long)time(NULL);
+    int fd = -1;
+    tc_status st = tc_http_bind("openai", listen_addr, &fd, &s->port);
+    if (st != TC_OK) { free(s); return st; }
+    /* blocking accept()s are MHD's: the thread-per-connection mode wants a
+     * blocking listening socket */
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    s->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0,
+                              NULL, NULL, handle, s, MHD_OPTION_EXTERNAL_LOGGER, tc_http_mhd_log, (void *)"openai",
+                              MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
+                              (unsigned)(cfg->max_connections > 0 ? cfg->max_connections : 256),
+                              MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S, MHD_OPTION_THREAD_STACK_SIZE,
+                              (size_t)THREAD_STACK, MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_END);
+    if (!s->mhd) {
+        if (fcntl(fd, F_GETFD) != -1) close(fd);
+        free(s);
+        return TC_FAIL(TC_ERR_IO, "openai listen address \"%s\": libmicrohttpd failed to start", listen_addr);
+    }
+    TC_LOG(TC_LOG_INFO, "openai", "OpenAI-compatible API on %s (port %d): POST /v1/completions, GET /v1/models",
+           listen_addr, s->port);
+    *out = s;
+    return TC_OK;
+}
+
+int tc_openai_port(const tc_openai *s) { return s ? s->port : 0; }
+
+void tc_openai_stop(tc_openai *s) {
+    if (!s) return;
+    MHD_stop_daemon(s->mhd);
+    free(s);
+}

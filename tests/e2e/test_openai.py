@@ -1,0 +1,210 @@
+#!/usr/bin/python3
+"""test_openai.py — the OpenAI-compatible HTTP API (tconstd --openai-listen,
+docs/api.md "OpenAI-compatible HTTP API") against the gRPC API of the same
+daemon, on a tiny tconstformer with the GPT-2 vocabulary:
+
+  * GET /v1/models names the model (the directory's name, or
+    --served-model-name); /health is 200 while ready;
+  * a greedy completion (JSON) gives the ids and text of the same gRPC
+    Generate, its usage counts the same prompt; streamed (server-sent
+    events) the chunks add up to the same ids and text, the last chunk has
+    finish_reason "length", the usage chunk (stream_options.include_usage)
+    the same usage, and the stream ends with "data: [DONE]";
+  * a seeded temperature/top-p/top-k completion equals the gRPC one with
+    the same seed; a stop string cuts the text as gRPC does
+    (finish_reason "stop");
+  * session_id generates within a named session (its length grows by the
+    prompt and the completion);
+  * bad requests get an OpenAI error object with the right HTTP status
+    naming the field (and count as rejected in tconst_requests_total);
+    a body over --max-message-bytes is 413;
+  * a client that hangs up in the middle of a stream cancels its
+    generation (tconst_requests_total{status="cancelled"} + 1, nothing
+    left running);
+  * a model without a tokenizer takes token ids and says so for text.
+
+Needs the GPT-2 vocabulary (TC_GPT2_DIR, the tokenizer.fetch_gpt2 fixture).
+"""
+import http.client
+import json
+import os
+
+from harness import Daemon, run, wait_for
+
+
+def oai_port(d):
+    w = d.ready_line.split()
+    return int(w[w.index("openai") + 1].rsplit(":", 1)[1])
+
+
+def call(port, method, path, body=None, raw=None, headers=None):
+    """(status, parsed JSON or text, headers) of one request on a fresh connection."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        c.request(method, path, body=data, headers=dict({"Content-Type": "application/json"}, **(headers or {})))
+        r = c.getresponse()
+        text = r.read().decode()
+        try:
+            return r.status, json.loads(text), dict(r.getheaders())
+        except ValueError:
+            return r.status, text, dict(r.getheaders())
+    finally:
+        c.close()
+
+
+def sse(port, body):
+    """the events of a streamed completion: [parsed JSON or "[DONE]"]"""
+    st, text, _ = call(port, "POST", "/v1/completions", body)
+    assert st == 200, (st, text)
+    events = []
+    for block in text.split("\n\n"):
+        if not block.strip():
+            continue
+        assert block.startswith("data: "), block
+        payload = block[len("data: "):]
+        events.append(payload if payload == "[DONE]" else json.loads(payload))
+    return events
+
+
+def grpc_gen(env, stub, prompt, sp, **kw):
+    ids, text, last = [], "", None
+    for r in stub.Generate(env.pb.GenerateRequest(text=prompt, sampling=sp, **kw), timeout=120):
+        ids += r.token_ids
+        text += r.text
+        last = r
+    return ids, text, last
+
+
+def body(env, ck):
+    pb = env.pb
+    model = env.gpt2_model(21)
+    prompt = "An OpenAI client streams from tconst:"
+    N = 24
+    with Daemon(env, "--openai-listen", "127.0.0.1:0", "--max-message-bytes", str(64 << 10), model=model) as d:
+        port = oai_port(d)
+        s = d.stub()
+        name = os.path.basename(model.rstrip("/"))
+        st, m, _ = call(port, "GET", "/v1/models")
+        ck.equal((st, [x["id"] for x in m["data"]]), (200, [name]), "GET /v1/models names the model directory")
+        ck.equal(call(port, "GET", "/health")[0], 200, "/health 200 while ready")
+
+        # greedy: JSON and stream against gRPC
+        want_ids, want_text, want_last = grpc_gen(env, s, prompt, env.sampling(temperature=0, max_tokens=N, ignore_eos=True))
+        req = {"model": name, "prompt": prompt, "max_tokens": N, "temperature": 0, "ignore_eos": True}
+        st, r, hdr = call(port, "POST", "/v1/completions", req)
+        ck.check(st == 200, "a greedy completion: 200", r)
+        if st == 200:
+            c0 = r["choices"][0]
+            ck.equal((c0["token_ids"], c0["text"], c0["finish_reason"]), (want_ids, want_text, "length"),
+                     "a greedy completion: the gRPC Generate's ids and text, finish_reason length")
+            ck.equal(r["usage"], {"prompt_tokens": want_last.usage.prompt_tokens, "completion_tokens": N,
+                                  "total_tokens": want_last.usage.prompt_tokens + N}, "its usage")
+            ck.check(r["object"] == "text_completion" and r["id"].startswith("cmpl-") and r["model"] == name,
+                     "object text_completion, id cmpl-..., model", r)
+        ev = sse(port, dict(req, stream=True, stream_options={"include_usage": True}))
+        chunks = [e for e in ev if isinstance(e, dict) and e["choices"]]
+        ck.equal(ev[-1], "[DONE]", "a stream ends with data: [DONE]")
+        ck.equal(("".join(c["choices"][0]["text"] for c in chunks), sum((c["choices"][0]["token_ids"] for c in chunks), [])),
+                 (want_text, want_ids), f"the stream's {len(chunks)} chunks add up to the same text and ids")
+        ck.equal([c["choices"][0]["finish_reason"] for c in chunks][-2:], [None, "length"] if len(chunks) > 1 else ["length"],
+                 "finish_reason null until the last chunk, then length")
+        usage = [e for e in ev if isinstance(e, dict) and not e["choices"]]
+        ck.equal([u.get("usage", {}).get("completion_tokens") for u in usage], [N],
+                 "include_usage: one chunk without choices carrying the usage")
+
+        # seeded sampling and a stop string, against gRPC
+        sp = env.sampling(temperature=0.9, top_p=0.95, top_k=40, seed=1234, max_tokens=N, ignore_eos=True)
+        g_ids, g_text, _ = grpc_gen(env, s, prompt, sp)
+        st, r, _ = call(port, "POST", "/v1/completions", dict(req, temperature=0.9, top_p=0.95, top_k=40, seed=1234))
+        ck.equal((st, r["choices"][0]["token_ids"] if st == 200 else r), (200, g_ids),
+                 "seed 1234, temperature 0.9, top_p 0.95, top_k 40: the gRPC ids")
+        stop = want_text[len(want_text) // 2:len(want_text) // 2 + 3]
+        sp = env.sampling(temperature=0, max_tokens=N, ignore_eos=True)
+        sp.stop.append(stop)
+        g_ids, g_text, g_last = grpc_gen(env, s, prompt, sp)
+        st, r, _ = call(port, "POST", "/v1/completions", dict(req, stop=[stop]))
+        ck.equal((r["choices"][0]["text"], r["choices"][0]["finish_reason"]) if st == 200 else r,
+                 (g_text, "stop"), f"stop {stop!r}: the gRPC text, cut before it; finish_reason stop")
+        ck.check(stop not in g_text and want_text.startswith(g_text), "(the gRPC text is the greedy text cut at the stop)")
+
+        # a named session
+        sid = s.OpenSession(pb.OpenSessionRequest(text="Once upon a time"), timeout=60).session_id
+        n0 = s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=60).length
+        st, r, _ = call(port, "POST", "/v1/completions", dict(req, prompt=" there", max_tokens=5, session_id=sid))
+        n1 = s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=60).length
+        ck.equal((st, n1 - n0), (200, r["usage"]["prompt_tokens"] + 5 if st == 200 else None),
+                 "session_id: the session grows by the prompt and the 5 tokens")
+
+        # bad requests: status, error object naming the field, counted as rejected
+        rej0 = d.metric("tconst_requests_total", status="rejected")
+        bad = [
+            ({"prompt": prompt, "n": 2}, 400, "n"),
+            ({"prompt": prompt, "max_tokens": -1}, 400, "max_tokens"),
+            ({"prompt": prompt, "max_tokens": 10 ** 9}, 400, "max_tokens"),
+            ({"prompt": prompt, "temperature": "hot"}, 400, "temperature"),
+            ({"prompt": prompt, "top_p": 0}, 400, "top_p"),
+            ({"prompt": prompt, "logprobs": 3}, 400, "logprobs"),
+            ({"prompt": prompt, "echo": True}, 400, "echo"),
+            ({"prompt": prompt, "presence_penalty": 0.5}, 400, "presence_penalty"),
+            ({"prompt": [prompt, prompt]}, 400, "prompt"),
+            ({"prompt": [1, -2]}, 400, "prompt"),
+            ({"prompt": [10 ** 6]}, 400, "prompt"),
+            ({"max_tokens": 3}, 400, "prompt"),
+            ({"prompt": prompt, "stop": [1]}, 400, "stop"),
+            ({"prompt": prompt, "model": "gpt-4"}, 404, "model"),
+            ({"prompt": prompt, "session_id": "no-such-session"}, 404, "session_id"),
+        ]
+        for rq, want_st, field in bad:
+            st, r, _ = call(port, "POST", "/v1/completions", rq)
+            err = r.get("error", {}) if isinstance(r, dict) else {}
+            ck.check(st == want_st and err.get("param") == field and err.get("message", "").startswith(field)
+                     if field != "model" else st == want_st and err.get("code") == "model_not_found",
+                     f"{json.dumps(rq)[:70]}: HTTP {want_st}, error naming {field}", f"{st} {r}")
+        st, r, _ = call(port, "POST", "/v1/completions", raw=b'{"prompt": "x"')
+        ck.check(st == 400 and "not valid JSON" in r["error"]["message"], "a body that is not JSON: 400", f"{st} {r}")
+        st, r, _ = call(port, "POST", "/v1/completions", raw=json.dumps({"prompt": "a" * (80 << 10)}).encode())
+        ck.check(st == 413 and "--max-message-bytes" in r["error"]["message"], "a body over --max-message-bytes: 413",
+                 f"{st} {r}")
+        ck.equal(d.metric("tconst_requests_total", status="rejected") - rej0, float(len(bad) + 2),
+                 "each refused completion counts once as rejected")
+        ck.equal(call(port, "GET", "/v1/completions")[0], 405, "GET /v1/completions: 405")
+        ck.equal(call(port, "POST", "/v1/chat/completions", {"messages": []})[0], 404, "/v1/chat/completions: 404 (no chat template)")
+        ck.equal(call(port, "GET", "/nope")[0], 404, "an unknown path: 404")
+
+        # a client that hangs up cancels its generation: a stream (after
+        # its first event), and a whole (JSON) completion, to which nothing
+        # is written before the end, so its socket is what tells
+        can0 = d.metric("tconst_requests_total", status="cancelled")
+        for k, stream in enumerate((True, False)):
+            what = "a stream" if stream else "a JSON completion"
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            c.request("POST", "/v1/completions", body=json.dumps(dict(req, max_tokens=100000, stream=stream)),
+                      headers={"Content-Type": "application/json"})
+            if stream:
+                first = c.getresponse().fp.readline()
+                ck.check(first.startswith(b"data: ") or first.strip().isalnum(), "a long stream starts", first[:80])
+            ck.check(wait_for(lambda: d.metric("tconst_requests_running") == 1, 60, "running"), f"{what} runs")
+            c.sock.close()
+            c.close()
+            ck.check(wait_for(lambda: d.metric("tconst_requests_total", status="cancelled") == can0 + k + 1, 60,
+                              "cancelled"), f"{what}: its client hung up, it is cancelled (requests_total cancelled + 1)")
+            ck.check(wait_for(lambda: d.metric("tconst_requests_running") == 0, 60, "none running"), "nothing left running")
+
+    # --served-model-name; a model without a tokenizer
+    tiny = env.model()
+    with Daemon(env, "--openai-listen", "127.0.0.1:0", "--served-model-name", "my/tiny", model=tiny) as d:
+        port = oai_port(d)
+        st, m, _ = call(port, "GET", "/v1/models")
+        ck.equal([x["id"] for x in m["data"]], ["my/tiny"], "--served-model-name names the model")
+        want = env.generate(tiny, [5, 6, 7], 6, ignore_eos=True)
+        st, r, _ = call(port, "POST", "/v1/completions",
+                        {"model": "my/tiny", "prompt": [5, 6, 7], "max_tokens": 6, "temperature": 0, "ignore_eos": True})
+        ck.equal(r["choices"][0]["token_ids"] if st == 200 else r, want, "token ids in: `tconst generate`'s ids out")
+        st, r, _ = call(port, "POST", "/v1/completions", {"prompt": "text"})
+        ck.check(st == 400 and r["error"]["param"] == "prompt" and "no tokenizer" in r["error"]["message"],
+                 "text to a model without a tokenizer: 400 naming prompt", f"{st} {r}")
+
+
+if __name__ == "__main__":
+    run("e2e OpenAI-compatible API", body)
