@@ -935,7 +935,12 @@ static void on_start(void *ud, tc_call *c, const char *method, const uint8_t *ms
         tc_call_unref(c);
         return;
     }
-    int role = !strcmp(m, "Step") ? 0 : !strcmp(m, "Append") && w->n_thr == 3 ? 2 : 1;
+    /* an Open goes with the Appends: a new session's copy is opened and then
+     * prefilled, and neither may wait behind another session's Sync (a long
+     * context's takes seconds to minutes) on the context thread. The
+     * coordinator waits for the Open's reply before it sends that session
+     * anything else, so the two queues never reorder one session's calls */
+    int role = !strcmp(m, "Step") ? 0 : (!strcmp(m, "Append") || !strcmp(m, "Open")) && w->n_thr == 3 ? 2 : 1;
     if (role == 1 && strcmp(m, "Sync") && strcmp(m, "Append") && strcmp(m, "Import") && strcmp(m, "Open") &&
         strcmp(m, "Close") && strcmp(m, "Connect")) {
         fail(c, TC_GRPC_UNIMPLEMENTED, "unknown method %s", method);

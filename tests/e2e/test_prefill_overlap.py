@@ -68,6 +68,41 @@ def body(env, ck):
         ck.check(len(b_ids) == 1 and b_ids == alone, "B's first token equals the same request run alone",
                  f"{b_ids} vs {alone}")
 
+        # The other way round: a new session whose prompt crosses a window
+        # boundary needs a copy on the context worker (an Open, then its
+        # prefill) while session L's boundary sync of P history tokens runs
+        # there: its first token comes while that sync still runs. L's 16
+        # tokens from a history of 24 mod 32 cross exactly one boundary, so
+        # L is still unfinished exactly while that one sync runs.
+        # (Session 29: the Open queued behind the sync on the context
+        # thread; the new request's token came ~20 s later, with L's.)
+        n_l = P - P % 32 + 24
+        lid = stub.OpenSession(pb.OpenSessionRequest(token_ids=(b_prompt * 2)[:n_l]),
+                               timeout=600).session_id
+        l_done = threading.Event()
+
+        def l_run():
+            for _ in stub.GenerateInSession(pb.GenerateInSessionRequest(
+                    session_id=lid, sampling=env.sampling(max_tokens=16, ignore_eos=True)), timeout=600):
+                pass
+            l_done.set()
+
+        lt = threading.Thread(target=l_run)
+        lt.start()
+        ck.check(wait_for(lambda: (d.metric("tconst_syncs_running") or 0) >= 1 or l_done.is_set(), 120,
+                          "L's sync running"), "L's boundary sync runs on the context worker")
+        c_prompt = [(i * 13) % 300 + 11 for i in range(40)]  # 40 > W_og 32: a prefill through the context worker
+        c_ids, _ = d.generate_ids(stub, c_prompt, env.sampling(max_tokens=1, ignore_eos=True), timeout=600)
+        # L's sync is the only one that can be running now (the new request
+        # is done, L crosses one boundary): still running means the new
+        # request did not wait for it (when it did, it ended within ms of
+        # L's sync, after the gauge went back to 0)
+        still = (d.metric("tconst_syncs_running") or 0) >= 1 and not l_done.is_set()
+        ck.check(still, f"a new 40-token request's first token came while L's sync of ~{n_l} history tokens "
+                        "still ran", "L's sync had ended: the new session's Open or prefill waited behind it")
+        lt.join(600)
+        ck.equal(c_ids, env.generate(model, c_prompt, 1, ignore_eos=True), "its token equals tconst generate")
+
 
 if __name__ == "__main__":
     run("e2e prefill_overlap", body)
