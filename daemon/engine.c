@@ -138,6 +138,20 @@ void tc_eng_reaper_stop(tc_engine *e) {
     if (on) pthread_join(e->reaper, NULL);
 }
 
+/* caller holds mu; the session must be idle: closed (or expired) for
+ * good -- dropped from the journal first, and kept open when the journal
+ * cannot drop it (a full disk): a session a client was told is closed
+ * must not come back at the next start. TC_OK, or the journal's error
+ * (tc_error_get names it) */
+tc_status tc_eng_sess_forget_locked(tc_engine *e, dsess *s) {
+    if (e->journal && !s->ephemeral) {
+        tc_status st = tc_journal_session_delete(e->journal, s->id);
+        if (st != TC_OK) return st;
+    }
+    tc_eng_sess_remove_locked(e, s, 0);
+    return TC_OK;
+}
+
 /* caller holds mu; the session must be idle. forget: also drop it from
  * the journal (closed or expired, not a shutdown) */
 void tc_eng_sess_remove_locked(tc_engine *e, dsess *s, int forget) {
@@ -389,8 +403,10 @@ void tc_eng_job_finish(tc_engine *e, job *j, tc_finish fin, const char *err) {
     pthread_mutex_unlock(&e->mu);
     /* a generation cut by a shutdown stays resumable; any other end is final */
     if (j->generate && j->s && e->journal && !j->s->ephemeral && j->t_prefill > 0 &&
-        !(fin == TC_FINISH_CANCELLED && cancel_code == 14) && tc_journal_gen_end(e->journal, j->s->id) != TC_OK)
+        !(fin == TC_FINISH_CANCELLED && cancel_code == 14) && tc_journal_gen_end(e->journal, j->s->id) != TC_OK) {
         TC_LOG(TC_LOG_ERROR, "engine", "%s", tc_error_get());
+        j->s->gen_stale = 1; /* dropped before the session's next job, or that job fails */
+    }
     if ((fin == TC_FINISH_CANCELLED || fin == TC_FINISH_ERROR) && !j->final_sent) {
         tc_job_stats st;
         tc_eng_stats_of(j, &st, j->s ? j->s->st.length + (j->s->pending >= 0) : 0);
@@ -697,21 +713,26 @@ void tc_engine_session_unpin(tc_engine *e, const char *id, uint64_t key) {
     pthread_mutex_unlock(&e->mu);
 }
 
-/* key 0: whichever session holds id */
-static int session_close(tc_engine *e, const char *id, uint64_t key, tc_session_info *out) {
+/* key 0: whichever session holds id. 1 closed, 0 no such session, -1 the
+ * journal could not forget it (err; the session stays open as it was) */
+static int session_close(tc_engine *e, const char *id, uint64_t key, tc_session_info *out, char *err, size_t errlen) {
     pthread_mutex_lock(&e->mu);
     dsess *s = tc_eng_sess_find(e, id);
     if (s && key && s->qid != key) s = NULL; /* another session under the same id */
+    int rc = s != NULL;
     if (s) {
         tc_eng_sess_info(e, s, out);
         if (s->busy_job) {
-            s->close_when_idle = 1;
             /* forgotten by the journal now, before the reply: a crash
              * before the generation retires must not bring back a session
              * its client closed; what the generation still emits is not
              * journaled (as a Generate's own session) */
-            if (e->journal && !s->ephemeral && tc_journal_session_delete(e->journal, s->id) != TC_OK)
-                TC_LOG(TC_LOG_ERROR, "engine", "%s", tc_error_get());
+            if (e->journal && !s->ephemeral && tc_journal_session_delete(e->journal, s->id) != TC_OK) {
+                snprintf(err, errlen, "%s", tc_error_get());
+                pthread_mutex_unlock(&e->mu);
+                return -1;
+            }
+            s->close_when_idle = 1;
             s->ephemeral = 1;
             job *j = tc_eng_job_find(e, s->busy_job);
             if (j) {
@@ -719,18 +740,25 @@ static int session_close(tc_engine *e, const char *id, uint64_t key, tc_session_
                 j->cancel_code = 1;
             }
             pthread_cond_broadcast(&e->cv);
-        } else tc_eng_sess_remove_locked(e, s, 1);
+        } else if (tc_eng_sess_forget_locked(e, s) != TC_OK) {
+            snprintf(err, errlen, "%s", tc_error_get());
+            rc = -1;
+        }
     }
     pthread_mutex_unlock(&e->mu);
-    return s != NULL;
+    return rc;
 }
 
-int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out) {
-    return session_close(e, id, 0, out);
+int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out, char *err, size_t errlen) {
+    return session_close(e, id, 0, out, err, errlen);
 }
 
 int tc_engine_session_close_key(tc_engine *e, const char *id, uint64_t key, tc_session_info *out) {
-    return key ? session_close(e, id, key, out) : 0;
+    char err[300];
+    const int rc = key ? session_close(e, id, key, out, err, sizeof err) : 0;
+    if (rc < 0) /* a Stream's own session at its end: it stays, and expires (or closes) later */
+        TC_LOG(TC_LOG_ERROR, "engine", "closing session %s at the end of its stream: %s", id, err);
+    return rc;
 }
 
 void tc_engine_counts(tc_engine *e, int *sessions, int *running, int *queued) {
@@ -777,7 +805,12 @@ static tc_status restore_one(void *ud, const char *id, int64_t created_ms, const
             return TC_FAIL(TC_ERR_INVALID, "journal: session '%s' holds token %d outside this model's vocabulary (%d);"
                                            " was the journal written by another model?", id, tokens[i], e->V);
     pthread_mutex_lock(&e->mu);
-    dsess *s = tc_eng_sess_find(e, id) ? NULL : tc_eng_sess_add_locked(e, id);
+    const int dup = tc_eng_sess_find(e, id) != NULL;
+    dsess *s = dup ? NULL : tc_eng_sess_add_locked(e, id);
+    if (!dup && !s) { /* skipping it would let an OpenSession of that id erase its history */
+        pthread_mutex_unlock(&e->mu);
+        return TC_FAIL(TC_ERR_NOMEM, "out of memory restoring session '%s'", id);
+    }
     if (s) {
         s->created_ms = created_ms;
         if (n > 0) {

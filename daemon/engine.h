@@ -155,8 +155,10 @@ int tc_engine_session_get(tc_engine *e, const char *id, tc_session_info *out);
  * with msg: NOT_FOUND, FAILED_PRECONDITION (busy), RESOURCE_EXHAUSTED. */
 int tc_engine_session_snapshot(tc_engine *e, const char *id, tc_session_info *info, int32_t **tokens, int64_t *n,
                                char *msg, size_t msglen);
-/* Closes now, or when its running job ends (that job is cancelled). */
-int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out);
+/* Closes now, or when its running job ends (that job is cancelled): 1;
+ * 0 no such session; -1 the journal could not drop it (a full disk: err
+ * names it), and the session stays open as it was. */
+int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out, char *err, size_t errlen);
 /* The same, only while the session under id is the one whose key (a
  * tc_job_spec.pin_key_out) is given: 0 (and nothing closed) otherwise. */
 int tc_engine_session_close_key(tc_engine *e, const char *id, uint64_t key, tc_session_info *out);

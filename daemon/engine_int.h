@@ -53,6 +53,7 @@ typedef struct dsess {
      * while the session is as the journal left it (length resume_len) */
     tc_journal_gen resume;
     int has_resume;
+    int gen_stale; /* the journal still holds a generation record that ended (its delete failed): dropped before the next job */
     int64_t resume_len;
 } dsess;
 
@@ -180,6 +181,7 @@ void *tc_eng_reaper_thread(void *arg);
 void tc_eng_reaper_stop(tc_engine *e);
 /* forget: its journal record goes too */
 void tc_eng_sess_remove_locked(tc_engine *e, dsess *s, int forget);
+tc_status tc_eng_sess_forget_locked(tc_engine *e, dsess *s);
 unsigned long long tc_eng_id_nonce(void);
 dsess *tc_eng_sess_add_locked(tc_engine *e, const char *id);
 /* ---- engine.c: jobs ---- */

@@ -50,13 +50,24 @@ static void start_job(tc_engine *e, job *j) {
     int64_t n_replay = 0;
     if (j->resume && s->n_restore >= s->resume_len && s->resume.start_len <= s->resume_len) {
         n_replay = s->resume_len - s->resume.start_len;
-        replay = malloc((size_t)(n_replay ? n_replay : 1) * 4);
-        if (replay && n_replay) memcpy(replay, s->restore + s->resume.start_len, (size_t)n_replay * 4);
+        if (!(replay = malloc((size_t)(n_replay ? n_replay : 1) * 4))) { /* still resumable */
+            tc_eng_start_failed(e, j, 13, "out of memory for the tokens to resend");
+            return;
+        }
+        if (n_replay) memcpy(replay, s->restore + s->resume.start_len, (size_t)n_replay * 4);
     }
-    if (!j->resume && s->has_resume) { /* another request: the cut generation is abandoned */
-        s->has_resume = 0;
-        if (e->journal && tc_journal_gen_end(e->journal, s->id) != TC_OK)
-            TC_LOG(TC_LOG_ERROR, "engine", "%s", tc_error_get());
+    /* another request: the cut generation is abandoned; or a generation's
+     * record the journal could not drop when it ended. Either must go
+     * before the history grows: left beside a longer history it would make
+     * a retry of that request_id "resume" over the new tokens */
+    if (!j->resume && (s->has_resume || s->gen_stale)) {
+        if (e->journal && tc_journal_gen_end(e->journal, s->id) != TC_OK) {
+            char msg[600];
+            snprintf(msg, sizeof msg, "journal: cannot drop the session's last generation record: %s", tc_error_get());
+            tc_eng_start_failed(e, j, 13, msg);
+            return;
+        }
+        s->has_resume = s->gen_stale = 0;
     }
     /* what the worker has not seen: a restored history, the pending
      * (sampled, journaled, not yet fed) token, then the new tokens */
@@ -465,8 +476,12 @@ void *tc_eng_generation_thread(void *arg) {
             int64_t lim_ms = tc_wall_ms() - (int64_t)(e->lim.idle_timeout_s * 1000);
             for (int i = e->n_sess - 1; i >= 0; i--)
                 if (!e->sess[i]->busy_job && !e->sess[i]->pins && e->sess[i]->last_used_ms < lim_ms) {
-                    TC_LOG(TC_LOG_INFO, "engine", "session %s idle, closed", e->sess[i]->id);
-                    tc_eng_sess_remove_locked(e, e->sess[i], 1);
+                    char id[TC_ID_MAX];
+                    snprintf(id, sizeof id, "%s", e->sess[i]->id);
+                    if (tc_eng_sess_forget_locked(e, e->sess[i]) == TC_OK)
+                        TC_LOG(TC_LOG_INFO, "engine", "session %s idle, closed", id);
+                    else /* the journal keeps it: open until a later check can drop it */
+                        TC_LOG(TC_LOG_ERROR, "engine", "session %s idle, not closed: %s", id, tc_error_get());
                 }
         }
         /* cancelled jobs and expired deadlines end first */
@@ -662,7 +677,7 @@ void *tc_eng_generation_thread(void *arg) {
                     j->s->pending = j->next_tok;
                     pthread_mutex_lock(&e->mu);
                     const int draining = e->draining;
-                    if (draining && sti == TC_ERR_IO) j->cancel_code = 14;
+                    if (draining && sti == TC_ERR_IO) j->cancel = 1, j->cancel_code = 14; /* counted as cancelled */
                     pthread_mutex_unlock(&e->mu);
                     if (draining && sti == TC_ERR_IO) {
                         /* a worker gone at shutdown (its waits abandoned): cut

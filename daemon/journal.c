@@ -174,7 +174,12 @@ tc_status tc_journal_load(tc_journal *j, tc_journal_visit visit, void *ud) {
     int rc;
     while ((rc = sqlite3_step(ss)) == SQLITE_ROW) {
         char id[256];
-        snprintf(id, sizeof id, "%s", (const char *)sqlite3_column_text(ss, 0));
+        const unsigned char *idt = sqlite3_column_text(ss, 0);
+        if (!idt || !idt[0]) {
+            st = TC_FAIL(TC_ERR_INVALID, "journal: a session row without an id (corrupt)");
+            goto done;
+        }
+        snprintf(id, sizeof id, "%s", (const char *)idt);
         int64_t created = sqlite3_column_int64(ss, 1);
         size_t n = 0;
         sqlite3_bind_text(cs, 1, id, -1, SQLITE_TRANSIENT);

@@ -471,9 +471,13 @@ static void stream_msg(ctx *c, const uint8_t *m, size_t len) {
 static void h_get(ctx *c, const uint8_t *m, size_t len, int close) {
     DECODE(Tconst__V1__GetSessionRequest, tconst__v1__get_session_request, rq, m, len);
     tc_session_info si;
-    int ok = close ? tc_engine_session_close(c->svc->e, rq->session_id, &si)
+    char err[300];
+    int ok = close ? tc_engine_session_close(c->svc->e, rq->session_id, &si, err, sizeof err)
                    : tc_engine_session_get(c->svc->e, rq->session_id, &si);
     if (!rq->session_id[0]) tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "session_id: required");
+    else if (ok < 0)
+        tc_svc_finishf(c->call, TC_GRPC_INTERNAL, "session '%s' is not closed (it stays open as it was): the journal "
+                       "cannot drop it: %s", rq->session_id, err);
     else if (!ok) tc_svc_finishf(c->call, TC_GRPC_NOT_FOUND, "session_id: no open session '%s'", rq->session_id);
     else {
         Tconst__V1__SessionInfo pi;

@@ -205,6 +205,17 @@ with Daemon("--max-session-tokens", "60") as d:
     g = d.client("session", "generate", "--id", "lim", "-n", "20", "--ignore-eos").stdout.split()
     check(len(g) == 5, f"... and a generation of 20 ends at the limit after 5: {len(g)}")
 
+# 3e. a session row without an id (a hand-edited or damaged journal) stops
+# the start naming the journal (it was restored as a session "(null)")
+with sqlite3.connect(os.path.join(data, "journal.db")) as db:
+    db.execute("INSERT INTO sessions (id, created_ms) VALUES (NULL, 5)")
+r = subprocess.run([TCONSTD, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir", data],
+                   capture_output=True, text=True, timeout=60)
+check(r.returncode > 0 and "a session row without an id" in r.stderr,
+      f"a session row without an id: exit {r.returncode}, {r.stderr.strip().splitlines()[-1:]}")
+with sqlite3.connect(os.path.join(data, "journal.db")) as db:
+    db.execute("DELETE FROM sessions WHERE id IS NULL")
+
 # 4. a corrupt journal is a clear error, not a crash
 with open(os.path.join(data, "journal.db"), "r+b") as f:
     f.seek(0)

@@ -726,7 +726,10 @@ static void do_connect(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len)
 
 static void run_job(tc_worker *w, wjob *j) {
     const char *m = j->method;
-    const int compute = !strcmp(m, "Step") || !strcmp(m, "Sync") || !strcmp(m, "Append") || !strcmp(m, "Import");
+    /* (a Connect too: a stale NCCL one would wait in ncclCommInitRank for a
+     * peer that is not coming, holding the context thread for ever) */
+    const int compute = !strcmp(m, "Step") || !strcmp(m, "Sync") || !strcmp(m, "Append") || !strcmp(m, "Import") ||
+                        !strcmp(m, "Connect");
     if (compute && (tc_call_is_done(j->call) || tc_call_deadline_left(j->call) <= 0)) {
         /* queued past its deadline (or cancelled): the coordinator has
          * given up on it and may be rebuilding these sessions -- running it

@@ -3,7 +3,8 @@
 the generation that could not be journaled ends with one last message,
 finish_reason ERROR naming the journal (it used to get a second, empty
 ERROR message after it), the call ends INTERNAL naming it, and the
-daemon goes on serving what it does not journal. The full disk is tconstd's file
+daemon goes on serving what it does not journal. A CloseSession the
+journal cannot record fails INTERNAL and leaves the session open. The full disk is tconstd's file
 size limit (RLIMIT_FSIZE, SIGXFSZ ignored: writes past it fail with
 EFBIG), so nothing outside the test is filled.
 """
@@ -86,6 +87,46 @@ def body(env, ck):
     ck.check(outcome is not None and outcome[0] == "tokens",
              f"the journal refused a generation's tokens (in {len(LIMITS)} tries with other size limits)",
              str(outcome))
+
+    # CloseSession while the journal cannot drop the session: INTERNAL
+    # naming the journal, and the session stays open, live and at the next
+    # start alike (session 29: it answered OK and the session came back at
+    # the next start); once the disk has room, it closes for good
+    closed = None
+    for k, limit in enumerate(LIMITS):
+        data = os.path.join(env.tmp, f"data-close-{k}")
+        os.makedirs(data)
+        with Daemon(env, "--data-dir", data, "--multi-step", "1", model=model, preexec=limit_files(limit)) as d:
+            s = d.stub()
+            s.OpenSession(pb.OpenSessionRequest(session_id="victim", token_ids=[7, 8, 9]), timeout=30)
+            fill(env, d, pb, samp, want)
+            try:
+                s.CloseSession(pb.CloseSessionRequest(session_id="victim"), timeout=30)
+                closed = "OK"
+            except grpc.RpcError as e:
+                closed = f"{e.code().name}: {e.details()}"
+            print(f"     (file size limit {limit}: CloseSession {closed[:90]})")
+            if closed == "OK":  # the journal found room for the delete: not the case under test
+                continue
+            ck.check(closed.startswith("INTERNAL") and "journal" in closed and "not closed" in closed,
+                     "CloseSession the journal cannot record: INTERNAL naming the journal, not closed", closed)
+            ck.equal(s.GetSession(pb.GetSessionRequest(session_id="victim"), timeout=30).length, 3,
+                     "... and the session is still open")
+        with Daemon(env, "--data-dir", data, model=model) as d:
+            s = d.stub()
+            ck.equal(s.GetSession(pb.GetSessionRequest(session_id="victim"), timeout=30).length, 3,
+                     "after a restart with room on the disk: the session is there, as its client was told")
+            s.CloseSession(pb.CloseSessionRequest(session_id="victim"), timeout=30)
+        with Daemon(env, "--data-dir", data, model=model) as d:
+            try:
+                d.stub().GetSession(pb.GetSessionRequest(session_id="victim"), timeout=30)
+                gone = "still there"
+            except grpc.RpcError as e:
+                gone = e.code().name
+            ck.equal(gone, "NOT_FOUND", "closed with room on the disk: gone after the next restart")
+        break
+    ck.check(closed is not None and closed != "OK",
+             f"a CloseSession met a full journal (in {len(LIMITS)} tries with other size limits)", str(closed))
 
 
 if __name__ == "__main__":
