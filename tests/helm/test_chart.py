@@ -398,7 +398,11 @@ def check_release(case, docs, values, bins, notes):
         check("prometheus.io/scrape" not in ann, "%s: prometheus.io annotations while metrics.podAnnotations is false" % w)
     v6 = values.get("ipFamily", "IPv4") == "IPv6"
     any_host, pod_host = ("[::]", "[$(POD_IP)]") if v6 else ("0.0.0.0", "$(POD_IP)")
-    for key, pname in (("listen", "grpc"), ("http_listen", "http")):
+    oai = values["coordinator"]["ports"]["openai"]
+    check(("openai" in ports) == bool(oai) and ("openai_listen" in cfg) == bool(oai),
+          "%s: coordinator.ports.openai %s, container port %s, openai_listen %r" % (w, oai, ports.get("openai"),
+                                                                                 cfg.get("openai_listen")))
+    for key, pname in (("listen", "grpc"), ("http_listen", "http")) + ((("openai_listen", "openai"),) if oai else ()):
         addr = cfg.get(key, "")
         if check(addr != "", "%s: config sets no %s" % (w, key)):
             check(port_of(addr) == ports.get(pname), "%s: %s %s vs containerPort %s=%s" % (w, key, addr, pname, ports.get(pname)))
@@ -470,7 +474,9 @@ def check_release(case, docs, values, bins, notes):
         s = svc[0]
         check(labels_match(s["spec"]["selector"], plabels), "%s: Service selects no coordinator pod" % case)
         sp = {p["name"]: p for p in s["spec"]["ports"]}
-        check(set(sp) == {"grpc", "http"}, "%s: Service ports %s" % (case, sorted(sp)))
+        check(set(sp) == {"grpc", "http"} | ({"openai"} if ports.get("openai") else set()),
+              "%s: Service ports %s" % (case, sorted(sp)))
+        check("openai" not in sp or sp["openai"]["port"] == c["service"]["openaiPort"], "%s: Service openai port" % case)
         for n, p in sp.items():
             check(p["targetPort"] in (n, ports.get(n)), "%s: Service port %s targets %r" % (case, n, p["targetPort"]))
         check(sp["grpc"]["port"] == c["service"]["grpcPort"] and sp["http"]["port"] == c["service"]["httpPort"],
@@ -1219,6 +1225,7 @@ def main():
     # cluster older than Chart.yaml's kubeVersion
     refused = [
         ("grpc port == http port", [{"coordinator": {"ports": {"http": 50051}}}], [], "must differ"),
+        ("openai port == http port", [{"coordinator": {"ports": {"openai": 9180}}}], [], "must differ"),
         ("worker ports collide", [{"workers": {"ports": {"generation": {"control": 50061}}}}], [], "must differ"),
         ("pvc model without a claim", [{"model": {"source": "pvc"}}], [], "model.pvc.claimName is required"),
         ("embedded cuda device without GPUs", [emb(device="cuda:0")], [], "the pod requests 0 GPU(s)"),

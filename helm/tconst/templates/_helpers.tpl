@@ -306,6 +306,9 @@ over coordinator.config. Keys are tconstd knob names (docs/config.md).
 {{- with include "tconst.modelPath" . }}
 {{- $_ := set $cfg "model" . -}}
 {{- end }}
+{{- if $c.ports.openai }}
+{{- $_ := set $cfg "openai_listen" (printf "%s:%d" $any (int $c.ports.openai)) -}}
+{{- end }}
 {{- if .Values.persistence.enabled }}
 {{- $_ := set $cfg "data_dir" .Values.persistence.mountPath -}}
 {{- end }}
@@ -362,6 +365,9 @@ over coordinator.config. Keys are tconstd knob names (docs/config.md).
 {{- $c := .Values.coordinator -}}
 {{- if eq (int $c.ports.grpc) (int $c.ports.http) -}}
 {{- fail "coordinator.ports.grpc and coordinator.ports.http must differ" -}}
+{{- end -}}
+{{- if and $c.ports.openai (or (eq (int $c.ports.openai) (int $c.ports.grpc)) (eq (int $c.ports.openai) (int $c.ports.http))) -}}
+{{- fail "coordinator.ports.openai must differ from coordinator.ports.grpc and coordinator.ports.http" -}}
 {{- end -}}
 {{- if .Values.workers.enabled -}}
 {{- $p := .Values.workers.ports -}}
