@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,10 +30,12 @@
 #include "daemon/engine.h"
 #include "daemon/http.h"
 #include "daemon/metrics.h"
+#include "tokenizer/utf8.h"
 
 #define POLL_MS 200           /* how often a waiting thread looks at its client's socket */
 #define IDLE_TIMEOUT_S 60u    /* a keep-alive connection with no request for this long is closed */
 #define THREAD_STACK (512u << 10)
+#define BODY_DEADLINE_S 60.0 /* a request body must arrive within this (a trickle holds a thread) */
 
 struct tc_openai {
     struct MHD_Daemon *mhd;
@@ -52,6 +55,7 @@ typedef struct {
     char *body;
     size_t blen, bcap;
     int too_big;
+    double t_headers;
     /* the request */
     int stream, include_usage;
     char rid[TC_ID_MAX], id[TC_ID_MAX + 8];
@@ -65,6 +69,7 @@ typedef struct {
     size_t nids, idcap;
     atomic_size_t unread; /* stream: events not yet read (the engine's backpressure; read under its lock, so not under mu) */
     tc_finish fin;
+    int64_t n_gen; /* ids generated (sent or not) */
     int err_code; /* failed before generating: a gRPC code */
     char err[600];
     tc_job_stats st;
@@ -157,15 +162,61 @@ static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, char
     return ret;
 }
 
+static enum MHD_Result vsend_error(struct MHD_Connection *c, unsigned status, const char *param, const char *fmt,
+                                   va_list ap) {
+    char msg[700];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    return send_json(c, status, error_json((int)status, param, msg));
+}
+
 static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *param, const char *fmt, ...) {
-    char msg[700];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    enum MHD_Result ret = vsend_error(c, status, param, fmt, ap);
     va_end(ap);
-    return send_json(c, status, error_json((int)status, param, msg));
+    return ret;
+}
+
+/* a completion refused before the engine saw it: counted as the engine
+ * counts its own refusals (rejected), then the error */
+static enum MHD_Result reject(struct MHD_Connection *c, unsigned status, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static enum MHD_Result reject(struct MHD_Connection *c, unsigned status, const char *param, const char *fmt, ...) {
+    tc_metric_inc(TC_M_requests_total_rejected, 1);
+    va_list ap;
+    va_start(ap, fmt);
+    enum MHD_Result ret = vsend_error(c, status, param, fmt, ap);
+    va_end(ap);
+    return ret;
+}
+
+/* Where the JSON text b[0..n) holds the escape \u0000 inside a string
+ * (cJSON would cut the string there), or -1. */
+static long nul_escape_at(const char *b, size_t n) {
+    int in = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!in) {
+            in = b[i] == '"';
+            continue;
+        }
+        if (b[i] == '"') in = 0;
+        else if (b[i] == '\\' && i + 1 < n) {
+            if (b[i + 1] == 'u' && i + 5 < n && memcmp(b + i + 2, "0000", 4) == 0) return (long)i;
+            i++; /* the escaped character */
+        }
+    }
+    return -1;
+}
+
+/* the first key of object o given twice (JSON parsers disagree on which
+ * one counts), or NULL */
+static const char *dup_key(const cJSON *o) {
+    for (const cJSON *a = o ? o->child : NULL; a; a = a->next)
+        for (const cJSON *b = a->next; b; b = b->next)
+            if (a->string && b->string && strcmp(a->string, b->string) == 0) return a->string;
+    return NULL;
 }
 
 /* An engine message "field: why" names its field as the gRPC API does
@@ -194,7 +245,26 @@ static void openai_names(char *msg, size_t cap, const char **param) {
     }
 }
 
-static const char *finish_name(tc_finish f) { return f == TC_FINISH_LENGTH ? "length" : "stop"; }
+/* How a job's end reads in the API: a finish_reason ("length", "stop" for
+ * EOS and stop strings or ids, "abort" for an Abort or a client that hung
+ * up, as vLLM says), or NULL and *status, the HTTP status of an error (a
+ * shutdown or a lost worker 503, else 500). Streams and JSON alike. */
+static const char *end_of(tc_finish fin, const char *err, int *status) {
+    switch (fin) {
+    case TC_FINISH_LENGTH: return "length";
+    case TC_FINISH_EOS:
+    case TC_FINISH_STOP: return "stop";
+    case TC_FINISH_CANCELLED:
+        if (err && strstr(err, "shutting down")) break;
+        return "abort";
+    default:
+        if (err && strstr(err, "unavailable")) break;
+        *status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
+    }
+    *status = MHD_HTTP_SERVICE_UNAVAILABLE;
+    return NULL;
+}
 
 static cJSON *usage_json(const tc_job_stats *st) {
     cJSON *u = cJSON_CreateObject();
@@ -252,17 +322,14 @@ static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, s
     char *t = text_dup(text, tlen);
     pthread_mutex_lock(&r->mu);
     int oom = !t;
+    r->n_gen += n;
     if (t && r->stream) {
-        const int ok_end = fin == TC_FINISH_LENGTH || fin == TC_FINISH_EOS || fin == TC_FINISH_STOP;
-        if (n > 0 || tlen > 0 || ok_end)
-            oom |= sse_put(r, completion_json(r, t, ids, n, ok_end ? finish_name(fin) : NULL, NULL));
+        int hs = 0;
+        const char *why = fin != TC_FINISH_NONE ? end_of(fin, error, &hs) : NULL;
+        const int ok_end = fin != TC_FINISH_NONE && why;
+        if (n > 0 || tlen > 0 || ok_end) oom |= sse_put(r, completion_json(r, t, ids, n, ok_end ? why : NULL, NULL));
         if (ok_end && r->include_usage && st) oom |= sse_put(r, completion_json(r, NULL, NULL, 0, NULL, st));
-        if (fin == TC_FINISH_CANCELLED || fin == TC_FINISH_ERROR) {
-            const int code = fin == TC_FINISH_ERROR ? (error && strstr(error, "unavailable") ? 14 : 13)
-                             : error && strstr(error, "shutting down") ? 14
-                                                                       : 1;
-            oom |= sse_put(r, error_json(http_status_of(code), NULL, error ? error : "cancelled"));
-        }
+        if (fin != TC_FINISH_NONE && !why) oom |= sse_put(r, error_json(hs, NULL, error ? error : "failed"));
         if (fin != TC_FINISH_NONE) {
             oom |= out_put(r, "data: [DONE]\n\n", 14);
             r->unread++;
@@ -532,6 +599,7 @@ static int parse_request(oreq *r, const cJSON *o, parsed *p, const char **param,
         if (!cJSON_IsObject(v) || (iu && !cJSON_IsBool(iu) && !cJSON_IsNull(iu)))
             return BAD("stream_options", "stream_options: must be an object {\"include_usage\": bool}");
         r->include_usage = cJSON_IsTrue(iu);
+        if (!r->stream) return BAD("stream_options", "stream_options: only with \"stream\": true");
     }
     /* tconst: generate within a named session (its history first) */
     if ((v = cJSON_GetObjectItemCaseSensitive(o, "session_id")) && !cJSON_IsNull(v)) {
@@ -568,23 +636,34 @@ static int parse_request(oreq *r, const cJSON *o, parsed *p, const char **param,
 }
 
 static enum MHD_Result completions(tc_openai *s, struct MHD_Connection *c, oreq *r) {
-    if (r->too_big) {
-        tc_metric_inc(TC_M_requests_total_rejected, 1);
-        return send_error(c, 413, NULL,
-                          "the request body is over %lld bytes (tconstd --max-message-bytes)", s->cfg.max_body_bytes);
-    }
+    const char *b = r->body ? r->body : "";
+    const size_t bad = tc_utf8_first_invalid((const uint8_t *)b, r->blen);
+    if (bad != r->blen) return reject(c, MHD_HTTP_BAD_REQUEST, NULL, "the body is not valid UTF-8 (at byte %zu)", bad);
+    const long nul = nul_escape_at(b, r->blen);
+    if (nul >= 0)
+        return reject(c, MHD_HTTP_BAD_REQUEST, NULL, "a NUL character (\\u0000) in a string at byte %ld is not accepted", nul);
     const char *at = NULL;
-    cJSON *o = cJSON_ParseWithLengthOpts(r->body ? r->body : "", r->blen, &at, 0);
-    if (!o) {
-        tc_metric_inc(TC_M_requests_total_rejected, 1);
-        return send_error(c, MHD_HTTP_BAD_REQUEST, NULL, "the body is not valid JSON (at byte %ld)",
-                          at && r->body ? (long)(at - r->body) : 0L);
+    cJSON *o = cJSON_ParseWithLengthOpts(b, r->blen, &at, 0);
+    if (!o)
+        return reject(c, MHD_HTTP_BAD_REQUEST, NULL, "the body is not valid JSON (at byte %ld)", at ? (long)(at - b) : 0L);
+    for (const char *q = at; q && q < b + r->blen; q++)
+        if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r') {
+            cJSON_Delete(o);
+            return reject(c, MHD_HTTP_BAD_REQUEST, NULL, "the body holds more than one JSON value (at byte %ld)",
+                          (long)(q - b));
+        }
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(o, "stream_options");
+    const char *dup = cJSON_IsObject(o) ? dup_key(o) : NULL;
+    if (!dup && cJSON_IsObject(so)) dup = dup_key(so);
+    if (dup) {
+        enum MHD_Result ret = reject(c, MHD_HTTP_BAD_REQUEST, dup, "%s: given twice", dup);
+        cJSON_Delete(o);
+        return ret;
     }
     const char *hrid = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
     if (hrid && strlen(hrid) >= TC_ID_MAX) {
-        tc_metric_inc(TC_M_requests_total_rejected, 1);
         cJSON_Delete(o);
-        return send_error(c, MHD_HTTP_BAD_REQUEST, "X-Request-Id", "X-Request-Id: longer than %d bytes", TC_ID_MAX - 1);
+        return reject(c, MHD_HTTP_BAD_REQUEST, "X-Request-Id", "X-Request-Id: longer than %d bytes", TC_ID_MAX - 1);
     }
     snprintf(r->rid, sizeof r->rid, "%s", hrid ? hrid : "");
     parsed p = {0};
@@ -592,9 +671,7 @@ static enum MHD_Result completions(tc_openai *s, struct MHD_Connection *c, oreq 
     const char *param = NULL;
     const int pr = parse_request(r, o, &p, &param, err, sizeof err);
     if (pr != 0) {
-        /* refused before the engine saw it: counted as the engine counts its refusals */
-        tc_metric_inc(TC_M_requests_total_rejected, 1);
-        enum MHD_Result ret = send_error(c, pr == -2 ? MHD_HTTP_NOT_FOUND : MHD_HTTP_BAD_REQUEST, param, "%s", err);
+        enum MHD_Result ret = reject(c, pr == -2 ? MHD_HTTP_NOT_FOUND : MHD_HTTP_BAD_REQUEST, param, "%s", err);
         parsed_free(&p);
         cJSON_Delete(o);
         return ret;
@@ -610,6 +687,7 @@ static enum MHD_Result completions(tc_openai *s, struct MHD_Connection *c, oreq 
         code = tc_engine_submit_prepared(s->cfg.engine, &p.sp, toks, nt, &r->job_id, r->rid, err, sizeof err);
         if (code != 0) r->refs--;
         else r->submitted = 1;
+        snprintf(r->id, sizeof r->id, "cmpl-%s", r->rid); /* before the sink's first chunk can read it */
         pthread_mutex_unlock(&r->mu);
     }
     parsed_free(&p);
@@ -618,15 +696,17 @@ static enum MHD_Result completions(tc_openai *s, struct MHD_Connection *c, oreq 
         openai_names(err, sizeof err, &param);
         return send_error(c, (unsigned)http_status_of(code), param, "%s", err);
     }
-    snprintf(r->id, sizeof r->id, "cmpl-%s", r->rid);
     /* the first answer: a refusal or failure is still an HTTP status */
     pthread_mutex_lock(&r->mu);
     if (!wait_until(r, r->stream ? is_answered : is_finished)) {
         pthread_mutex_unlock(&r->mu);
         return MHD_NO; /* the client is gone: close */
     }
-    if (r->err_code) {
-        const int st = http_status_of(r->err_code);
+    int est = 0;
+    if (r->err_code || (r->finished && !r->n_gen && !end_of(r->fin, r->err, &est))) {
+        /* refused or failed before a first token (a stream too: its
+         * status line is not out yet) */
+        const int st = r->err_code ? http_status_of(r->err_code) : est;
         snprintf(err, sizeof err, "%s", r->err);
         pthread_mutex_unlock(&r->mu);
         openai_names(err, sizeof err, &param);
@@ -644,15 +724,10 @@ static enum MHD_Result completions(tc_openai *s, struct MHD_Connection *c, oreq 
         return ret;
     }
     /* the whole completion */
-    char *body = NULL;
     int st = MHD_HTTP_OK;
-    if (r->fin == TC_FINISH_ERROR || r->fin == TC_FINISH_CANCELLED) {
-        const int gc = r->fin == TC_FINISH_ERROR ? (strstr(r->err, "unavailable") ? 14 : 13)
-                       : strstr(r->err, "shutting down") ? 14
-                                                         : 1;
-        st = gc == 1 ? MHD_HTTP_SERVICE_UNAVAILABLE : http_status_of(gc);
-        body = error_json(st, NULL, r->err);
-    } else body = completion_json(r, r->out ? r->out : "", r->ids, (int)r->nids, finish_name(r->fin), &r->st);
+    const char *why = end_of(r->fin, r->err, &st);
+    char *body = why ? completion_json(r, r->out ? r->out : "", r->ids, (int)r->nids, why, &r->st)
+                     : error_json(st, NULL, r->err);
     pthread_mutex_unlock(&r->mu);
     struct MHD_Response *resp = NULL;
     if (body && (resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE))) {
@@ -703,12 +778,24 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (!post) return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, NULL, "/v1/completions takes POST");
     oreq *r = *con_cls;
     if (!r) { /* the headers: a request object, held by MHD until completed() */
+        /* a client that waits for "100 Continue" before its body hears
+         * 413 instead, and sends nothing. One that sends at once is read
+         * to the end first (bounded by BODY_DEADLINE_S): an answer while it
+         * still sends would be lost to the reset that closing on unread
+         * data causes */
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *ex = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+        if (cl && ex && strcasecmp(ex, "100-continue") == 0 &&
+            strtoull(cl, NULL, 10) > (unsigned long long)s->cfg.max_body_bytes)
+            return reject(c, 413, NULL, "the request body (Content-Length %s) is over %lld bytes (tconstd "
+                          "--max-message-bytes)", cl, s->cfg.max_body_bytes);
         r = calloc(1, sizeof *r);
         if (!r) return MHD_NO;
         r->srv = s;
         r->conn = c;
         r->refs = 1;
         r->created = (long long)time(NULL);
+        r->t_headers = tc_now_s();
         pthread_mutex_init(&r->mu, NULL);
         pthread_cond_init(&r->cv, NULL);
         *con_cls = r;
@@ -717,7 +804,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (*upload_data_size) { /* a piece of the body */
         const size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (r->too_big || r->blen + n > (size_t)s->cfg.max_body_bytes) {
+        if (tc_now_s() - r->t_headers > BODY_DEADLINE_S) { /* a trickle (or an endless body) holds a thread */
+            TC_LOG(TC_LOG_WARN, "openai", "a request body took over %.0f s to arrive: connection closed",
+                   BODY_DEADLINE_S);
+            return MHD_NO;
+        }
+        if (r->too_big) return MHD_YES; /* read and dropped: 413 at its end */
+        if (r->blen + n > (size_t)s->cfg.max_body_bytes) {
             r->too_big = 1;
             return MHD_YES;
         }
@@ -732,6 +825,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         r->blen += n;
         return MHD_YES;
     }
+    if (r->too_big)
+        return reject(c, 413, NULL, "the request body is over %lld bytes (tconstd --max-message-bytes)",
+                      s->cfg.max_body_bytes);
     return completions(s, c, r);
 }
 

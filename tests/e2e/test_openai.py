@@ -28,6 +28,7 @@ Needs the GPT-2 vocabulary (TC_GPT2_DIR, the tokenizer.fetch_gpt2 fixture).
 import http.client
 import json
 import os
+import threading
 
 from harness import Daemon, run, wait_for
 
@@ -161,16 +162,45 @@ def body(env, ck):
             ck.check(st == want_st and err.get("param") == field and err.get("message", "").startswith(field)
                      if field != "model" else st == want_st and err.get("code") == "model_not_found",
                      f"{json.dumps(rq)[:70]}: HTTP {want_st}, error naming {field}", f"{st} {r}")
-        st, r, _ = call(port, "POST", "/v1/completions", raw=b'{"prompt": "x"')
-        ck.check(st == 400 and "not valid JSON" in r["error"]["message"], "a body that is not JSON: 400", f"{st} {r}")
+        raws = [(b'{"prompt": "x"', "not valid JSON"),
+                (b'{"prompt": [1], "max_tokens": 1} {"prompt": [2]}', "more than one JSON value"),
+                (b'{"prompt": [1], "max_tokens": 1, "max_tokens": "x"}', "max_tokens: given twice"),
+                (b'{"prompt": "a\\u0000b"}', "NUL character"),
+                (b'{"prompt": "a", "model": "\xff\xfe"}', "not valid UTF-8"),
+                (b'{"prompt": "a", "stream_options": {"include_usage": true}}', "only with"),
+                (b'[1, 2]', "must be a JSON object")]
+        for raw, why in raws:
+            st, r, _ = call(port, "POST", "/v1/completions", raw=raw)
+            ck.check(st == 400 and why in r["error"]["message"], f"a body {raw[:40]!r}: 400, {why}", f"{st} {r}")
         st, r, _ = call(port, "POST", "/v1/completions", raw=json.dumps({"prompt": "a" * (80 << 10)}).encode())
         ck.check(st == 413 and "--max-message-bytes" in r["error"]["message"], "a body over --max-message-bytes: 413",
                  f"{st} {r}")
-        ck.equal(d.metric("tconst_requests_total", status="rejected") - rej0, float(len(bad) + 2),
+        ck.equal(d.metric("tconst_requests_total", status="rejected") - rej0, float(len(bad) + len(raws) + 1),
                  "each refused completion counts once as rejected")
         ck.equal(call(port, "GET", "/v1/completions")[0], 405, "GET /v1/completions: 405")
         ck.equal(call(port, "POST", "/v1/chat/completions", {"messages": []})[0], 404, "/v1/chat/completions: 404 (no chat template)")
         ck.equal(call(port, "GET", "/nope")[0], 404, "an unknown path: 404")
+
+        # a stream that fails before its first token is an HTTP error, not
+        # 200 and an error event: a session with no tokens and no prompt
+        empty = s.OpenSession(pb.OpenSessionRequest(), timeout=60).session_id
+        st, r, _ = call(port, "POST", "/v1/completions", dict(req, prompt=[], session_id=empty, stream=True))
+        ck.check(st == 400 and isinstance(r, dict) and r["error"]["param"] == "prompt",
+                 "a stream that fails before its first token: HTTP 400 naming prompt", f"{st} {r}")
+        # X-Request-Id names the request: gRPC Abort ends it, finish_reason abort
+        out = {}
+        def aborted():
+            out["r"] = call(port, "POST", "/v1/completions", dict(req, max_tokens=100000),
+                            headers={"X-Request-Id": "oa-abort-1"})
+        th = threading.Thread(target=aborted)
+        th.start()
+        ck.check(wait_for(lambda: d.metric("tconst_requests_running") == 1, 60, "running"), "a long JSON completion runs")
+        ck.check(s.Abort(pb.AbortRequest(request_id="oa-abort-1"), timeout=30).found, "gRPC Abort finds it by X-Request-Id")
+        th.join(120)
+        st, r, hdr = out.get("r", (None, None, {}))
+        ck.check(st == 200 and r["id"] == "cmpl-oa-abort-1" and r["choices"][0]["finish_reason"] == "abort" and
+                 hdr.get("X-Request-Id") == "oa-abort-1", "... and it answers 200, id cmpl-oa-abort-1, finish_reason abort",
+                 f"{st} {str(r)[:200]}")
 
         # a client that hangs up cancels its generation: a stream (after
         # its first event), and a whole (JSON) completion, to which nothing
