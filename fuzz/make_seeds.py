@@ -247,3 +247,15 @@ put("worker", "bad", wsel("both", "tlin") + wcall("Open", sref(2)) + wcall("Appe
     wcall("Step", step([2, 2], [1, 1])) + wcall("Step", step([2], [1], [sampler(float("nan"), rng=(1, 2, 3))])) +
     wcall("Append", b"\x0a\x80") + wcall("Import", imp(2, 1), blob=b"TST1") + wcall("Connect", fs(1, "a:1")) +
     wcall("Sync", sync(2, extend=T(5))))
+
+# ---- openai: completion request bodies (daemon/openai_parse.c) ----
+put("openai", "greedy", '{"model": "fuzz-model", "prompt": "Hello", "max_tokens": 16, "temperature": 0}')
+put("openai", "ids_stream", '{"prompt": [1, 2, 3], "stream": true, "stream_options": {"include_usage": true}, '
+                            '"top_p": 0.9, "top_k": 40, "seed": 7, "stop": ["\\n", "User:"], "stop_token_ids": [0]}')
+put("openai", "batch_of_one", '{"prompt": [[5, 6]], "ignore_eos": true, "session_id": "s1", "n": 1, "best_of": 1, '
+                              '"echo": false, "logprobs": null, "presence_penalty": 0, "logit_bias": {}}')
+put("openai", "refusals", '{"prompt": ["a", "b"], "n": 2, "max_tokens": -1, "temperature": "hot", "model": "other"}')
+put("openai", "edges", '{"prompt": "a\\u00e9\\ud83d\\ude00", "max_tokens": 1e400, "seed": 9007199254740993, '
+                       '"stop": "x", "suffix": "", "repetition_penalty": 1} ')
+put("openai", "dup_nul", '{"prompt": "\\u0000", "prompt": [1]}')
+put("openai", "not_object", '[{"prompt": [1]}] trailing')

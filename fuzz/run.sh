@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 secs=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors config bpe request worker)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors config bpe request worker openai)
 B=build-fuzz
 command -v clang >/dev/null || { echo "fuzz: clang not installed (scripts/deps.sh)"; exit 1; }
 CC=clang cmake -S . -B $B -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTC_FUZZ=ON -DTC_WERROR=OFF >/dev/null
