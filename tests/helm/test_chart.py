@@ -1140,6 +1140,10 @@ def main():
                 rc, err, ok = preflight_tconstd(a.tconstd, raw, case, tmp)
                 check(ok, "%s: tconstd refuses the rendered ConfigMap (rc %s): %s" % (case, rc, err))
         check("tc" in notes and str(merged["coordinator"]["service"]["grpcPort"]) in notes, "%s: NOTES.txt" % case)
+        oai = merged["coordinator"]["ports"]["openai"]
+        check(("/v1/completions" in notes) == bool(oai) and
+              (not oai or ":%d/v1" % merged["coordinator"]["service"]["openaiPort"] in notes),
+              "%s: NOTES.txt names the OpenAI API's address exactly when coordinator.ports.openai is set" % case)
         kinds = sorted({d["kind"] for _, d in docs})
         print("%-34s %s  %2d docs: %s" % (case, "ok  " if len(FAILS) == n0 else "FAIL", len(docs), ", ".join(kinds)))
         if case == "defaults" and os.environ.get("TC_HELM_DUMP"):
