@@ -480,8 +480,13 @@ void *tc_eng_generation_thread(void *arg) {
                     snprintf(id, sizeof id, "%s", e->sess[i]->id);
                     if (tc_eng_sess_forget_locked(e, e->sess[i]) == TC_OK)
                         TC_LOG(TC_LOG_INFO, "engine", "session %s idle, closed", id);
-                    else /* the journal keeps it: open until a later check can drop it */
-                        TC_LOG(TC_LOG_ERROR, "engine", "session %s idle, not closed: %s", id, tc_error_get());
+                    else { /* the journal keeps it (a full disk): open, and no more tries for 30 s (each
+                            * one a failing write under this lock, and a log line) */
+                        TC_LOG(TC_LOG_ERROR, "engine", "session %s idle, not closed (the next tries in 30 s): %s",
+                               id, tc_error_get());
+                        e->next_idle_check = tc_now_s() + 30.0;
+                        break;
+                    }
                 }
         }
         /* cancelled jobs and expired deadlines end first */

@@ -20,9 +20,11 @@
 /* ---- session copies ---- */
 static int is_both(remote *R, const tc_wc_session *s) { return R->pairs[s->pair].ctx == R->pairs[s->pair].gen; }
 
-static tc_status open_on(remote *R, wproc *p, uint64_t sid) {
+/* prefill: an Append of the session comes next (SessionRef.prefill) */
+static tc_status open_on(remote *R, wproc *p, uint64_t sid, int prefill) {
     Tconst__Worker__V1__SessionRef rq = TCONST__WORKER__V1__SESSION_REF__INIT;
     rq.sid = sid;
+    rq.prefill = prefill != 0;
     ProtobufCMessage *r;
     TC_CHECK(tc_wr_call(R, p, tc_wr_t_role, M("Open"), &rq.base, &tconst__worker__v1__session_reply__descriptor, &r, R->o.timeout_s));
     protobuf_c_message_free_unpacked(r, NULL);
@@ -37,14 +39,14 @@ uint64_t tc_wr_boot_of(remote *R, wproc *p) {
 }
 
 /* The context copy exists on the context worker's current process. */
-static tc_status ensure_ctx(remote *R, tc_wc_session *s) {
+static tc_status ensure_ctx(remote *R, tc_wc_session *s, int prefill) {
     wproc *c = R->pairs[s->pair].ctx;
     uint64_t b = tc_wr_boot_of(R, c);
     /* a copy ahead of the history (an append that failed after the context
      * worker took it) is unknown: start it over, never send hist past n */
     if (s->ctx_len > s->n) s->ctx_boot = 0;
     if (s->ctx_boot == b && b) return TC_OK;
-    TC_CHECK(open_on(R, c, s->sid));
+    TC_CHECK(open_on(R, c, s->sid, prefill));
     s->ctx_boot = s->ctx_opened = b;
     s->ctx_len = 0;
     return TC_OK;
@@ -78,11 +80,11 @@ static tc_status import_on_gen(remote *R, tc_wc_session *s, double shipped_s, ui
  * generation worker; logits of the last token when asked. */
 static tc_status append_via_ctx(remote *R, tc_wc_session *s, const int32_t *t, int64_t n, float *logits) {
     wpair *pr = &R->pairs[s->pair];
-    TC_CHECK(ensure_ctx(R, s));
+    TC_CHECK(ensure_ctx(R, s, 1));
     uint64_t gb = tc_wr_boot_of(R, pr->gen);
     int opened = 0;
     if (s->gen_boot != gb || !gb) { /* an empty copy to import into */
-        TC_CHECK(open_on(R, pr->gen, s->sid));
+        TC_CHECK(open_on(R, pr->gen, s->sid, 0)); /* an Import comes next */
         s->gen_boot = s->gen_opened = gb;
         opened = 1;
     }
@@ -162,14 +164,14 @@ static tc_status ensure_gen(remote *R, tc_wc_session *s) {
     if (s->n > 0 && !is_both(R, s)) {
         /* rebuild through a fresh context copy: a prefill of the history */
         s->ctx_boot = 0;
-        TC_CHECK(ensure_ctx(R, s));
+        TC_CHECK(ensure_ctx(R, s, 1));
         int64_t n = s->n;
         s->n = 0; /* append_via_ctx appends hist[0:n] as new tokens */
         tc_status st = append_via_ctx(R, s, s->hist, n, NULL);
         s->n = n;
         TC_CHECK(st);
     } else {
-        TC_CHECK(open_on(R, g, s->sid));
+        TC_CHECK(open_on(R, g, s->sid, 1)); /* the history's prefill comes next (or the first Append) */
         s->gen_boot = s->gen_opened = b;
         if (s->n > 0) {
             tc_status st = append_on_gen(R, s, s->hist, s->n, NULL);
@@ -416,7 +418,7 @@ static tc_status do_sync(remote *R, tc_wc_session *s) {
     rq.sid = s->sid;
     wproc *c = pr->ctx;
     if (!is_both(R, s)) {
-        TC_CHECK(ensure_ctx(R, s));
+        TC_CHECK(ensure_ctx(R, s, 0)); /* the Sync comes next: not behind other sessions' prefills */
         rq.extend = s->hist + s->ctx_len;
         rq.n_extend = (size_t)(s->n - s->ctx_len);
         rq.send_seq = ++s->seq;

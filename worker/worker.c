@@ -726,10 +726,12 @@ static void do_connect(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len)
 
 static void run_job(tc_worker *w, wjob *j) {
     const char *m = j->method;
-    /* (a Connect too: a stale NCCL one would wait in ncclCommInitRank for a
-     * peer that is not coming, holding the context thread for ever) */
+    /* (an Open too: the coordinator takes one that timed out for failed
+     * and opens again before it sends that session anything else. Not a
+     * Connect: dropping a late NCCL one would leave its peer in
+     * ncclCommInitRank for ever) */
     const int compute = !strcmp(m, "Step") || !strcmp(m, "Sync") || !strcmp(m, "Append") || !strcmp(m, "Import") ||
-                        !strcmp(m, "Connect");
+                        !strcmp(m, "Open");
     if (compute && (tc_call_is_done(j->call) || tc_call_deadline_left(j->call) <= 0)) {
         /* queued past its deadline (or cancelled): the coordinator has
          * given up on it and may be rebuilding these sessions -- running it
@@ -938,12 +940,20 @@ static void on_start(void *ud, tc_call *c, const char *method, const uint8_t *ms
         tc_call_unref(c);
         return;
     }
-    /* an Open goes with the Appends: a new session's copy is opened and then
-     * prefilled, and neither may wait behind another session's Sync (a long
-     * context's takes seconds to minutes) on the context thread. The
-     * coordinator waits for the Open's reply before it sends that session
-     * anything else, so the two queues never reorder one session's calls */
-    int role = !strcmp(m, "Step") ? 0 : (!strcmp(m, "Append") || !strcmp(m, "Open")) && w->n_thr == 3 ? 2 : 1;
+    /* an Open before a prefill (SessionRef.prefill) goes with the Appends:
+     * a new session's copy is opened and then prefilled, and neither may
+     * wait behind another session's Sync (a long context's takes seconds
+     * to minutes) on the context thread; an Open for a Sync's or an
+     * Import's copy stays there, not behind another session's long
+     * prefill. The coordinator waits for the Open's reply before it sends
+     * that session anything else, so the two queues never reorder one
+     * session's calls */
+    int role = !strcmp(m, "Step") ? 0 : !strcmp(m, "Append") && w->n_thr == 3 ? 2 : 1;
+    if (!strcmp(m, "Open") && w->n_thr == 3) {
+        Tconst__Worker__V1__SessionRef *sr = tconst__worker__v1__session_ref__unpack(NULL, len, msg);
+        if (sr && sr->prefill) role = 2;
+        if (sr) tconst__worker__v1__session_ref__free_unpacked(sr, NULL);
+    }
     if (role == 1 && strcmp(m, "Sync") && strcmp(m, "Append") && strcmp(m, "Import") && strcmp(m, "Open") &&
         strcmp(m, "Close") && strcmp(m, "Connect")) {
         fail(c, TC_GRPC_UNIMPLEMENTED, "unknown method %s", method);
