@@ -214,24 +214,26 @@ static void *connect_main(void *arg) {
     return NULL;
 }
 
-/* Points the context worker of p's pair at its generation peer (after
- * either restarted): the host transport's address, or a new NCCL
- * communicator — a fresh id from the context worker's Info, then Connect
- * on both at once (each blocks until the other joins). Supervisor thread. */
-static void connect_pair(remote *R, wproc *p) {
-    for (int i = 0; i < R->n_pairs; i++) {
-        wpair *pr = &R->pairs[i];
-        if (pr->ctx == pr->gen || (pr->ctx != p && pr->gen != p)) continue;
-        if (!pr->ctx->up || !pr->gen->up) continue;
-        Tconst__Worker__V1__ConnectRequest rq = TCONST__WORKER__V1__CONNECT_REQUEST__INIT;
-        tc_status st;
-        if (!strcmp(pr->ctx->transport, "nccl")) {
-            Tconst__Worker__V1__InfoResponse *ir = NULL;
-            if (refresh_info(R, pr->ctx, &ir) != TC_OK || ir->nccl_id.len != 128) {
-                TC_LOG(TC_LOG_WARN, "workers", "%s: no NCCL id to connect with", pr->ctx->name);
-                if (ir) tconst__worker__v1__info_response__free_unpacked(ir, NULL);
-                continue;
-            }
+/* a pair is live with both workers up and its data plane connected
+ * (R->mu held) */
+static int pair_live(const wpair *pr) { return pr->ctx->up && pr->gen->up && pr->linked; }
+
+static void set_gauges(remote *R);
+
+/* Connects the data plane of pair pr (both workers up): the host
+ * transport's address, or a new NCCL communicator -- a fresh id from the
+ * context worker's Info, then Connect on both at once (each blocks until
+ * the other joins, the worker's init gives up at the call's deadline). A
+ * failure leaves the pair unlinked (not live); the supervisor tries again,
+ * backing off. Supervisor thread (and tc_worker_remote_open before it). */
+static void connect_one(remote *R, wpair *pr) {
+    Tconst__Worker__V1__ConnectRequest rq = TCONST__WORKER__V1__CONNECT_REQUEST__INIT;
+    tc_status st;
+    if (!strcmp(pr->ctx->transport, "nccl")) {
+        Tconst__Worker__V1__InfoResponse *ir = NULL;
+        if ((st = refresh_info(R, pr->ctx, &ir)) == TC_OK && ir->nccl_id.len != 128)
+            st = TC_FAIL(TC_ERR_IO, "%s: its Info carries no NCCL id", pr->ctx->name);
+        if (st == TC_OK) {
             Tconst__Worker__V1__ConnectRequest rg = TCONST__WORKER__V1__CONNECT_REQUEST__INIT;
             rq.nccl_id = rg.nccl_id = ir->nccl_id;
             rq.nccl_rank = 0, rg.nccl_rank = 1;
@@ -241,26 +243,57 @@ static void connect_pair(remote *R, wproc *p) {
             connect_arg ca = {R, pr->ctx, &rq, TC_OK};
             connect_main(&ca);
             if (started) pthread_join(th, NULL);
-            tconst__worker__v1__info_response__free_unpacked(ir, NULL);
-            st = ca.st != TC_OK ? ca.st : started ? ga.st : TC_ERR_INTERNAL;
-        } else {
-            if (!pr->gen->data_addr[0]) continue;
-            rq.peer_data_address = pr->gen->data_addr;
-            connect_arg ca = {R, pr->ctx, &rq, TC_OK};
-            connect_main(&ca);
-            st = ca.st;
+            st = ca.st != TC_OK ? ca.st : started ? ga.st : TC_FAIL(TC_ERR_INTERNAL, "cannot start a thread");
         }
-        if (st == TC_OK)
-            TC_LOG(TC_LOG_INFO, "workers", "%s sends to %s (%s)", pr->ctx->name, pr->gen->name,
-                   !strcmp(pr->ctx->transport, "nccl") ? "nccl" : pr->gen->data_addr);
-        else TC_LOG(TC_LOG_WARN, "workers", "cannot connect %s to %s: %s", pr->ctx->name, pr->gen->name, tc_error_get());
+        if (ir) tconst__worker__v1__info_response__free_unpacked(ir, NULL);
+    } else if (!pr->gen->data_addr[0]) {
+        st = TC_FAIL(TC_ERR_IO, "%s reported no data-plane address", pr->gen->name);
+    } else {
+        rq.peer_data_address = pr->gen->data_addr;
+        connect_arg ca = {R, pr->ctx, &rq, TC_OK};
+        connect_main(&ca);
+        st = ca.st;
+    }
+    pthread_mutex_lock(&R->mu);
+    if (st == TC_OK) {
+        pr->linked = 1;
+        pr->link_backoff = 0;
+        if (R->sched && pair_live(pr)) tc_sched_pair_set_live(R->sched, (int)(pr - R->pairs), 1);
+        set_gauges(R);
+        pthread_cond_broadcast(&R->cv); /* tc_wr_wait_up waits for it */
+    } else {
+        snprintf(pr->link_err, sizeof pr->link_err, "%s", tc_error_get() ? tc_error_get() : tc_status_str(st));
+        pr->link_backoff = pr->link_backoff > 0 ? fmin(pr->link_backoff * 2, 10.0) : 0.5;
+        pr->next_link = tc_now_s() + pr->link_backoff;
+    }
+    pthread_mutex_unlock(&R->mu);
+    if (st == TC_OK)
+        TC_LOG(TC_LOG_INFO, "workers", "%s sends to %s (%s)", pr->ctx->name, pr->gen->name,
+               !strcmp(pr->ctx->transport, "nccl") ? "nccl" : pr->gen->data_addr);
+    else
+        TC_LOG(TC_LOG_WARN, "workers", "cannot connect %s to %s: %s; trying again in %.1f s", pr->ctx->name,
+               pr->gen->name, tc_error_get(), pr->link_backoff);
+}
+
+/* the pairs that p belongs to, and that are up, connected now (after p
+ * restarted, or came up); or those whose last Connect failed, when their
+ * retry is due (p NULL) */
+static void connect_pairs(remote *R, wproc *p) {
+    for (int i = 0; i < R->n_pairs; i++) {
+        wpair *pr = &R->pairs[i];
+        if (pr->ctx == pr->gen) continue;
+        pthread_mutex_lock(&R->mu);
+        const int due = pr->ctx->up && pr->gen->up &&
+                        (p ? pr->ctx == p || pr->gen == p : !pr->linked && tc_now_s() >= pr->next_link);
+        pthread_mutex_unlock(&R->mu);
+        if (due) connect_one(R, pr);
     }
 }
 
 static void set_gauges(remote *R) {
     int up = 0, live = 0;
     for (int i = 0; i < R->n_procs; i++) up += R->procs[i]->up;
-    for (int i = 0; i < R->n_pairs; i++) live += R->pairs[i].ctx->up && R->pairs[i].gen->up;
+    for (int i = 0; i < R->n_pairs; i++) live += pair_live(&R->pairs[i]);
     R->live = live;
     tc_metric_set(TC_G_workers_up, up);
 }
@@ -382,11 +415,15 @@ static void supervise_one(remote *R, wproc *p) {
         }
         p->up = 1;
         p->last_ok = now;
-        for (int i = 0; i < R->n_pairs; i++)
-            if (R->pairs[i].ctx->up && R->pairs[i].gen->up) tc_sched_pair_set_live(R->sched, i, 1);
+        for (int i = 0; i < R->n_pairs; i++) {
+            wpair *pr = &R->pairs[i];
+            /* a new process (or one back up) has no data plane yet */
+            if (fresh && pr->ctx != pr->gen && (pr->ctx == p || pr->gen == p)) pr->linked = 0;
+            if (pair_live(pr)) tc_sched_pair_set_live(R->sched, i, 1);
+        }
         set_gauges(R);
         pthread_mutex_unlock(&R->mu);
-        if (fresh) connect_pair(R, p);
+        if (fresh) connect_pairs(R, p);
         pthread_mutex_lock(&R->mu);
         pthread_cond_broadcast(&R->cv);
         pthread_mutex_unlock(&R->mu);
@@ -423,6 +460,7 @@ static void *supervisor_main(void *arg) {
     while (!R->stop) {
         pthread_mutex_unlock(&R->mu);
         for (int i = 0; i < R->n_procs; i++) supervise_one(R, R->procs[i]);
+        connect_pairs(R, NULL); /* Connects that failed, when due again */
         report_live(R);
         pthread_mutex_lock(&R->mu);
         if (R->stop) break;
@@ -436,6 +474,15 @@ static void *supervisor_main(void *arg) {
     pthread_mutex_unlock(&R->mu);
     stop_spawned(R); /* before this thread ends: the workers it restarted die with it (PR_SET_PDEATHSIG) */
     return NULL;
+}
+
+/* p answered after `since` and its pairs' data planes are connected
+ * (R->mu held) */
+static int back_up(remote *R, const wproc *p, double since) {
+    if (!p->up || p->last_ok <= since) return 0;
+    for (int i = 0; i < R->n_pairs; i++)
+        if ((R->pairs[i].ctx == p || R->pairs[i].gen == p) && !R->pairs[i].linked) return 0;
+    return 1;
 }
 
 /* After a failed call on p: waits until p answers again (a restart, or
@@ -454,7 +501,7 @@ tc_status tc_wr_wait_up(remote *R, wproc *p, double since) {
      * spawned one is being restarted (backoff, model load, both workers of
      * a pair in turn): each caller gets its whole budget */
     if (!p->spawned && !p->up && p->last_ok > 0 && p->last_ok + budget < end) end = p->last_ok + budget;
-    while (!R->stop && !R->giveup && !tc_spawn_cancelled() && tc_now_s() < end && !(p->up && p->last_ok > since)) {
+    while (!R->stop && !R->giveup && !tc_spawn_cancelled() && tc_now_s() < end && !back_up(R, p, since)) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += 100 * 1000 * 1000;
@@ -465,7 +512,7 @@ tc_status tc_wr_wait_up(remote *R, wproc *p, double since) {
         pthread_mutex_lock(&R->mu);
         if (cancelled) break;
     }
-    int ok = p->up && p->last_ok > since && !R->stop && !R->giveup;
+    int ok = back_up(R, p, since) && !R->stop && !R->giveup;
     const int gave_up = R->giveup;
     pthread_mutex_unlock(&R->mu);
     if (!ok && cancelled) return TC_FAIL(TC_ERR_CANCELLED, "worker %s is unavailable; its request was cancelled", p->name);
@@ -648,6 +695,44 @@ static tc_status first_contact(remote *R, wproc *p, int *have_cfg) {
     return TC_OK;
 }
 
+/* The start: waits, at most --start-timeout, for every pair's data plane
+ * (a failed Connect is tried again by the supervisor). Some pair live
+ * then: the start goes on without the others (they join when they
+ * connect); none: it fails with the last Connect's error. */
+static tc_status wait_linked(remote *R) {
+    const double end = tc_now_s() + R->o.start_timeout_s;
+    pthread_mutex_lock(&R->mu);
+    for (;;) {
+        int unlinked = 0, live = 0;
+        for (int i = 0; i < R->n_pairs; i++) unlinked += !R->pairs[i].linked, live += pair_live(&R->pairs[i]);
+        if (R->stop || tc_spawn_cancelled()) {
+            pthread_mutex_unlock(&R->mu);
+            return TC_FAIL(TC_ERR_CANCELLED, "the start-up was interrupted");
+        }
+        if (!unlinked || tc_now_s() >= end) {
+            tc_status st = TC_OK;
+            for (int i = 0; i < R->n_pairs; i++) {
+                const wpair *pr = &R->pairs[i];
+                if (pr->linked) continue;
+                if (live)
+                    TC_LOG(TC_LOG_WARN, "workers", "starting without %s -> %s (not connected within %.0f s: %s)",
+                           pr->ctx->name, pr->gen->name, R->o.start_timeout_s, pr->link_err);
+                else if (st == TC_OK)
+                    st = TC_FAIL(TC_ERR_IO, "cannot connect the data plane of %s to %s (within --worker-start-timeout %.0f s): %s",
+                                 pr->ctx->name, pr->gen->name, R->o.start_timeout_s,
+                                 pr->link_err[0] ? pr->link_err : "a worker is down");
+            }
+            pthread_mutex_unlock(&R->mu);
+            return st;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 100 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&R->cv, &R->mu, &ts);
+    }
+}
+
 tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o) {
     *out = NULL;
     remote *R = calloc(1, sizeof *R);
@@ -715,7 +800,8 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
     for (int i = 0; i < R->n_procs && st == TC_OK; i++) {
         wproc *p = R->procs[i];
         snprintf(p->name, sizeof p->name, "%s-%d", p->role, i);
-        if (!strcmp(p->role, "both")) R->pairs[R->n_pairs].ctx = R->pairs[R->n_pairs].gen = p, R->n_pairs++;
+        if (!strcmp(p->role, "both"))
+            R->pairs[R->n_pairs].ctx = R->pairs[R->n_pairs].gen = p, R->pairs[R->n_pairs].linked = 1, R->n_pairs++;
         else if (!strcmp(p->role, "context")) ctxq[nc++] = p;
         else if (!strcmp(p->role, "generation")) genq[ng++] = p;
         else st = TC_FAIL(TC_ERR_INVALID, "worker at %s reports an unknown role '%s'", p->addr, p->role);
@@ -725,7 +811,7 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
     for (int i = 0; i < nc && st == TC_OK; i++) {
         R->pairs[R->n_pairs].ctx = ctxq[i], R->pairs[R->n_pairs].gen = genq[i], R->n_pairs++;
         ctxq[i]->peer = genq[i];
-        connect_pair(R, ctxq[i]);
+        connect_one(R, &R->pairs[R->n_pairs - 1]); /* retried by the supervisor when it fails */
     }
     if (st == TC_OK) {
         /* placement only; the scheduler preallocates for max_sessions */
@@ -733,10 +819,12 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
         tc_sched_limits lim = {ms, 1, 0, 1, 0, R->n_pairs};
         st = tc_sched_new(&R->sched, &lim);
         R->sched_cap = ms; /* grown when full (tc_wr_sched_grow_locked) */
+        for (int i = 0; st == TC_OK && i < R->n_pairs; i++) tc_sched_pair_set_live(R->sched, i, pair_live(&R->pairs[i]));
     }
     if (st == TC_OK && pthread_create(&R->sup, NULL, supervisor_main, R) != 0)
         st = TC_FAIL(TC_ERR_INTERNAL, "cannot start the supervisor thread");
     else if (st == TC_OK) R->sup_started = 1;
+    if (st == TC_OK) st = wait_linked(R);
     if (st != TC_OK) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", tc_error_get() ? tc_error_get() : tc_status_str(st));

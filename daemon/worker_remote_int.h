@@ -42,6 +42,13 @@ typedef struct wproc {
 
 typedef struct {
     wproc *ctx, *gen; /* same pointer for a both-roles worker */
+    /* the data plane between them is connected (always for a both-roles
+     * worker): a pair is live only with both workers up and linked. A
+     * failed Connect is tried again by the supervisor at next_link,
+     * backing off (link_backoff) from 0.5 s to 10 s. Under R->mu */
+    int linked;
+    double next_link, link_backoff;
+    char link_err[256]; /* why the last Connect failed */
 } wpair;
 
 struct tc_wc_session {

@@ -34,11 +34,11 @@ trap 'rm -rf "$(dirname "$D")"' EXIT
 if [ ! -f "$BUILD/CMakeCache.txt" ]; then
     cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTC_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH" >/dev/null
 fi
-targets="tconstd tconst tconst-cuda tconst-worker test_backend_ops_gpu test_gpu_parity bench_persist"
+targets="tconstd tconst tconst-cuda tconst-worker test_backend_ops_gpu test_gpu_parity bench_persist test_nccl_init_timeout test_nccl_transport"
 # shellcheck disable=SC2086
 cmake --build "$BUILD" -j "${JOBS:-$(nproc)}" --target $targets >/dev/null
 mkdir -p "$D/build-gpu/worker" "$D/build-gpu/tests/gpu" "$D/build-gpu/bench" "$D/lib" "$D/cudart" "$D/stubs"
-bins="tconstd tconst tconst-cuda worker/tconst-worker tests/gpu/test_backend_ops_gpu tests/gpu/test_gpu_parity bench/bench_persist"
+bins="tconstd tconst tconst-cuda worker/tconst-worker tests/gpu/test_backend_ops_gpu tests/gpu/test_gpu_parity bench/bench_persist worker/test_nccl_init_timeout worker/test_nccl_transport"
 for b in $bins; do
     [ -x "$BUILD/$b" ] || { echo "gpu-bundle.sh: $BUILD/$b missing (built with TC_CUDA=ON?)" >&2; exit 1; }
     cp "$BUILD/$b" "$D/build-gpu/$b"

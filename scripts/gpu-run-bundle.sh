@@ -54,7 +54,10 @@
 # compute-sanitizer's racecheck), e2es (the e2e suite with TC_CUDA_SAMPLE=1), nsys (per-kernel device time of replayed hit
 # steps at batch 1, where the machine has Nsight Systems), persist (the
 # persistent hit-step probe, bench/persist: one kernel a phase against one
-# co-resident kernel with grid barriers, same arithmetic, checked bitwise)
+# co-resident kernel with grid barriers, same arithmetic, checked bitwise),
+# nccl (tests/gpu/test_nccl_init_timeout: an NCCL init whose peer never
+# joins is aborted at its deadline; then test_nccl_transport, SKIPPED
+# without two GPUs)
 # BUNDLE picks another bundle of scripts/gpu-bundle.sh (default
 # .gpu-bundle/bundle.tar.xz); give it its own W (e.g. /tmp/tc-gpu-sm80).
 # A library that cannot be found stops the run at once (exit 3), before any
@@ -103,7 +106,7 @@ if [ "${1:-}" = __e2e ]; then
             for t in ${E2E_GPT2:-stop_strings large_request openai}; do echo "split $t"; done
         elif [ "${2#extra}" != "$2" ]; then
             # the split-only tests (their own layouts or daemons)
-            for t in ${E2E_EXTRA:-step_isolation weight_dtype attach poison faults log_json sync_backpressure liveness large_state failover}; do echo "split $t"; done
+            for t in ${E2E_EXTRA:-step_isolation weight_dtype attach poison faults log_json sync_backpressure liveness large_state failover connect_retry}; do echo "split $t"; done
         else
             for t in $tests; do echo "split $t"; done
             for t in ${E2E_BOTH:-parity session stream concurrency}; do echo "both $t"; done
@@ -150,7 +153,8 @@ done
 LIBPATH="$W/lib$libdirs:$W/cudart${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 echo "LD_LIBRARY_PATH of the bundled binaries: $LIBPATH" >>"$OUTDIR/env.txt"
 mkdir -p "$W/wrap"
-for b in tconstd tconst tconst-cuda tests/gpu/test_backend_ops_gpu tests/gpu/test_gpu_parity bench/bench_persist; do
+for b in tconstd tconst tconst-cuda tests/gpu/test_backend_ops_gpu tests/gpu/test_gpu_parity bench/bench_persist \
+    worker/test_nccl_init_timeout worker/test_nccl_transport; do
     printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$LIBPATH" "$B/$b" >"$W/wrap/${b##*/}"
     chmod +x "$W/wrap/${b##*/}"
 done
@@ -198,8 +202,8 @@ run_stage() { # run_stage NAME LIMIT LOG CMD...
     local rc=$?
     sess_kill $sid
     printf '%-10s rc=%d %3ds%s\n' "$name" "$rc" $(($(date +%s) - t)) \
-        "$(case $rc in 124|137) echo ' (timed out)' ;; esac)" | tee -a "$S"
-    [ $rc = 0 ] || fail=1
+        "$(case $rc in 124|137) echo ' (timed out)' ;; 77) echo ' (SKIPPED: not on this machine)' ;; esac)" | tee -a "$S"
+    if [ $rc = 77 ]; then skipped=$((skipped + 1)); else [ $rc = 0 ] || fail=1; fi
     last_rc=$rc
 }
 bench() { # bench NAME LIMIT ARGS...
@@ -259,6 +263,9 @@ for st in $STAGES; do
     floor64knpr) TC_CUDA_PAIRS=0 bench floor-64k-nopairs 30 floor --preset paper-41m --ctx 64K --reps 3 ;;
     batchnpr) TC_CUDA_PAIRS=0 bench batch-nopairs 45 batch --preset paper-41m --batch 1,16,256 --reps 2 ;;
     persist) run_stage persist 45 "$OUTDIR/bench.log" "$W/wrap/bench_persist" --device "$DEV" ;;
+    nccl) # NCCL: an init whose peer never joins gives up at its deadline (one GPU); the two-rank transport (two GPUs, else SKIPPED)
+        run_stage nccl-init-timeout 30 "$OUTDIR/gpu.log" "$W/wrap/test_nccl_init_timeout"
+        run_stage nccl-transport 60 "$OUTDIR/gpu.log" "$W/wrap/test_nccl_transport" ;;
     batchtp) TC_CUDA_SAMPLE=0 bench batch-topp-host 45 batch --preset paper-41m --batch 1,2,4,16,256 --reps 2 --sampling top-p ;;
     batchtp1) TC_CUDA_SAMPLE=1 bench batch-topp-device 45 batch --preset paper-41m --batch 1,2,4,16,256 --reps 2 --sampling top-p ;;
     batchtpa) TC_CUDA_SAMPLE=2 bench batch-topp-auto 45 batch --preset paper-41m --batch 1,2,4,16,256 --reps 2 --sampling top-p ;;

@@ -69,7 +69,10 @@ tc_status tc_transport_nccl_id(uint8_t id[128]);
  * the receiver; received messages not yet taken are bounded by 4 x
  * max_message. Default 256 MiB. */
 void tc_transport_nccl_limits(uint64_t max_message);
-tc_status tc_transport_nccl_open(tc_transport **out, const uint8_t id[128], int rank, int device);
+/* Joins the communicator as rank on cuda:device; fails (TC_ERR_IO) when
+ * the peer has not joined within timeout_s (over an hour, INFINITY
+ * included: 120 s; <= 0: at once), the half-made communicator aborted. */
+tc_status tc_transport_nccl_open(tc_transport **out, const uint8_t id[128], int rank, int device, double timeout_s);
 #endif
 
 /* Splits "host:port" (IPv4 name or address; "[v6]:port" too). */

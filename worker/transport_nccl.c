@@ -23,7 +23,13 @@
  * never comes, out of step. Limits (tc_transport_nccl_limits): a message
  * over --max-message-bytes is refused by the sender; the receiver, which
  * cannot refuse (NCCL has no way back), stops on a larger header and
- * discards a message its mailbox (4 x the limit) has no room for. */
+ * discards a message its mailbox (4 x the limit) has no room for.
+ * The communicator is non-blocking (ncclConfig_t.blocking 0) so that
+ * nothing waits on NCCL without a way out: its init is polled until the
+ * open's deadline and aborted then (a peer that never joins -- its
+ * Connect was late or lost -- fails the Connect instead of holding this
+ * worker's thread for ever), and an operation that returns ncclInProgress
+ * is polled until NCCL has put it on the stream. */
 #include <cuda_runtime.h>
 #include <nccl.h>
 #include <pthread.h>
@@ -68,11 +74,6 @@ typedef struct {
 } nccl_hdr;
 #define NCCL_MAGIC 0x4c43434e50444354ull
 
-#define NCCLCHK(x)                                                                                     \
-    do {                                                                                               \
-        ncclResult_t r_ = (x);                                                                         \
-        if (r_ != ncclSuccess) return TC_FAIL(TC_ERR_IO, "nccl: %s: %s", #x, ncclGetErrorString(r_)); \
-    } while (0)
 #define CUDACHK(x)                                                                                      \
     do {                                                                                                \
         cudaError_t e_ = (x);                                                                           \
@@ -86,6 +87,34 @@ static tc_status reserve(nccl_tp *N, size_t n) {
     N->dcap = 0;
     CUDACHK(cudaMalloc(&N->dbuf, n));
     N->dcap = n;
+    return TC_OK;
+}
+
+/* a poll loop's wait: yields for its first `spins` rounds, then sleeps ns */
+static void poll_pause(unsigned spin, unsigned spins, long ns) {
+    if (spin < spins) {
+        sched_yield();
+    } else {
+        const struct timespec ts = {0, ns};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* After an NCCL call on the non-blocking communicator: ncclInProgress
+ * polls its state until it settles (the operation is then on the stream;
+ * an init is done), at most until deadline (0: none) or until the
+ * transport stops. *abort_it: the communicator must be aborted. */
+static tc_status settle(nccl_tp *N, ncclResult_t r, double deadline, const char *what, int *abort_it) {
+    for (unsigned spin = 0; r == ncclInProgress; spin++) {
+        if (ncclCommGetAsyncError(N->comm, &r) != ncclSuccess) r = ncclInternalError;
+        if (r != ncclInProgress) break;
+        if (N->stopping) return *abort_it = 1, TC_FAIL(TC_ERR_IO, "nccl transport: %s: the transport is closing", what);
+        if (deadline > 0 && tc_now_s() > deadline)
+            return *abort_it = 1, TC_FAIL(TC_ERR_IO, "nccl transport: %s: not done in time (the peer did not join?)", what);
+        poll_pause(spin, 1024, 100000);
+    }
+    if (r != ncclSuccess)
+        return *abort_it = 1, TC_FAIL(TC_ERR_IO, "nccl transport: %s: %s", what, ncclGetErrorString(r));
     return TC_OK;
 }
 
@@ -113,12 +142,7 @@ static tc_status wait_stream(nccl_tp *N, double deadline, const char *what, int 
         if (N->stopping) return TC_FAIL(TC_ERR_IO, "nccl transport: %s: the transport is closing", what);
         if (deadline > 0 && tc_now_s() > deadline)
             return *abort_it = 1, TC_FAIL(TC_ERR_IO, "nccl transport: %s: the peer did not receive in time", what);
-        if (spin < 4096) {
-            sched_yield();
-        } else {
-            const struct timespec ts = {0, 20000};
-            nanosleep(&ts, NULL);
-        }
+        poll_pause(spin, 4096, 20000);
     }
 }
 
@@ -135,11 +159,13 @@ static tc_status xfer(nccl_tp *N, void *host, size_t n, int send, double deadlin
     if (send) {
         CUDACHK(cudaMemcpyAsync(N->dbuf, host, n, cudaMemcpyHostToDevice, N->stream));
         *posted = 1;
-        NCCLCHK(ncclSend(N->dbuf, n, ncclUint8, 1 - N->rank, N->comm, N->stream));
+        TC_CHECK(settle(N, ncclSend(N->dbuf, n, ncclUint8, 1 - N->rank, N->comm, N->stream), deadline, "ncclSend",
+                        abort_it));
         return wait_stream(N, deadline, "send", abort_it);
     }
     *posted = 1;
-    NCCLCHK(ncclRecv(N->dbuf, n, ncclUint8, 1 - N->rank, N->comm, N->stream));
+    TC_CHECK(settle(N, ncclRecv(N->dbuf, n, ncclUint8, 1 - N->rank, N->comm, N->stream), deadline, "ncclRecv",
+                    abort_it));
     TC_CHECK(wait_stream(N, deadline, "receive", abort_it));
     if (host) CUDACHK(cudaMemcpyAsync(host, N->dbuf, n, cudaMemcpyDeviceToHost, N->stream)); /* returns when copied */
     return TC_OK;
@@ -247,10 +273,10 @@ static void n_free(tc_transport *t) {
     /* the receiver sees stopping at its next poll and returns (its receive
      * may stay posted); an operation still posted -- that receive, or a
      * send a stop interrupted -- is torn down by an abort (a destroy would
-     * wait for it) */
+     * wait for it, and a non-blocking one would want a finalize first):
+     * the communicator is always aborted, which frees it as well */
     if (N->rx_started) pthread_join(N->rx, NULL);
-    if (N->comm && (N->rx_started || cudaStreamQuery(N->stream) != cudaSuccess)) ncclCommAbort(N->comm);
-    else if (N->comm) ncclCommDestroy(N->comm);
+    if (N->comm) ncclCommAbort(N->comm);
     N->comm = NULL;
     tc_mailbox_free(N->mb);
     if (N->dbuf) cudaFree(N->dbuf);
@@ -276,9 +302,10 @@ tc_status tc_transport_nccl_id(uint8_t id[128]) {
     return TC_OK;
 }
 
-tc_status tc_transport_nccl_open(tc_transport **out, const uint8_t id[128], int rank, int device) {
+tc_status tc_transport_nccl_open(tc_transport **out, const uint8_t id[128], int rank, int device, double timeout_s) {
     *out = NULL;
     if (rank != 0 && rank != 1) return TC_FAIL(TC_ERR_INVALID, "nccl transport: rank %d (expected 0 or 1)", rank);
+    if (!(timeout_s > 0)) return TC_FAIL(TC_ERR_IO, "nccl transport: no time left to join the communicator");
     nccl_tp *N = calloc(1, sizeof *N);
     if (!N) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&N->mu, NULL);
@@ -303,8 +330,16 @@ tc_status tc_transport_nccl_open(tc_transport **out, const uint8_t id[128], int 
     if (cudaSetDevice(device) != cudaSuccess || cudaStreamCreateWithFlags(&N->stream, cudaStreamNonBlocking) != cudaSuccess)
         st = TC_FAIL(TC_ERR_IO, "nccl transport: cannot use cuda:%d", device);
     else {
-        ncclResult_t r = ncclCommInitRank(&N->comm, 2, u, rank);
-        if (r != ncclSuccess) st = TC_FAIL(TC_ERR_IO, "nccl: ncclCommInitRank: %s", ncclGetErrorString(r)), N->comm = NULL;
+        ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+        cfg.blocking = 0;
+        int abort_it = 0;
+        const ncclResult_t r = ncclCommInitRankConfig(&N->comm, 2, u, rank, &cfg);
+        if (r != ncclSuccess && r != ncclInProgress)
+            st = TC_FAIL(TC_ERR_IO, "nccl: ncclCommInitRankConfig: %s", ncclGetErrorString(r));
+        else
+            st = settle(N, r, tc_now_s() + (timeout_s > 3600 ? 120 : timeout_s), "ncclCommInitRankConfig", &abort_it);
+        /* a failed or timed-out init: n_free aborts what there is */
+        if (st != TC_OK && r != ncclSuccess && r != ncclInProgress) N->comm = NULL;
     }
     if (st == TC_OK && rank == 1) {
         const uint64_t cap = N->max_message > UINT64_MAX / 4 ? UINT64_MAX : 4 * N->max_message;

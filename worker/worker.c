@@ -58,7 +58,8 @@ typedef struct {
 
 struct tc_worker {
     tc_worker_opts o;
-    atomic_int fault_syncs; /* o.fault_sync_errors still to inject */
+    atomic_int fault_syncs;    /* o.fault_sync_errors still to inject */
+    atomic_int fault_connects; /* o.fault_connect_errors still to inject */
     tc_model *m;
     tc_transport *tp;
     int tp_owned; /* made by Connect (nccl) */
@@ -727,11 +728,11 @@ static void do_connect(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len)
 static void run_job(tc_worker *w, wjob *j) {
     const char *m = j->method;
     /* (an Open too: the coordinator takes one that timed out for failed
-     * and opens again before it sends that session anything else. Not a
-     * Connect: dropping a late NCCL one would leave its peer in
-     * ncclCommInitRank for ever) */
+     * and opens again before it sends that session anything else. A
+     * Connect too: the coordinator tries again; a late NCCL one's peer
+     * gives up its init at the same deadline) */
     const int compute = !strcmp(m, "Step") || !strcmp(m, "Sync") || !strcmp(m, "Append") || !strcmp(m, "Import") ||
-                        !strcmp(m, "Open");
+                        !strcmp(m, "Open") || !strcmp(m, "Connect");
     if (compute && (tc_call_is_done(j->call) || tc_call_deadline_left(j->call) <= 0)) {
         /* queued past its deadline (or cancelled): the coordinator has
          * given up on it and may be rebuilding these sessions -- running it
@@ -866,13 +867,16 @@ static void do_connect(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len)
     Tconst__Worker__V1__ConnectRequest *rq = tconst__worker__v1__connect_request__unpack(NULL, len, msg);
     if (!rq) return fail(c, TC_GRPC_INVALID_ARGUMENT, "ConnectRequest: cannot decode the request", NULL);
     tc_status st;
-    if (!strcmp(w->o.transport, "nccl") && strcmp(w->o.role, "both") != 0) {
+    if (atomic_load(&w->fault_connects) > 0 && atomic_fetch_sub(&w->fault_connects, 1) > 0) {
+        fail(c, TC_GRPC_INTERNAL, "Connect: injected fault (TC_FAULT_CONNECT_ERRORS)%s", "");
+    } else if (!strcmp(w->o.transport, "nccl") && strcmp(w->o.role, "both") != 0) {
 #ifdef TC_HAVE_NCCL
         tc_transport *tp = NULL;
         if (rq->nccl_id.len != 128 || (rq->nccl_rank != 0 && rq->nccl_rank != 1) ||
             rq->nccl_rank != (strcmp(w->o.role, "context") == 0 ? 0 : 1))
             fail(c, TC_GRPC_INVALID_ARGUMENT, "Connect: nccl_id must be 128 bytes and nccl_rank 0 (context) or 1 (generation)%s", "");
-        else if ((st = tc_transport_nccl_open(&tp, rq->nccl_id.data, rq->nccl_rank, w->o.cuda_device)) != TC_OK)
+        else if ((st = tc_transport_nccl_open(&tp, rq->nccl_id.data, rq->nccl_rank, w->o.cuda_device,
+                                                 tc_call_deadline_left(c))) != TC_OK)
             fail_st(c, st, "Connect");
         else {
             /* the RPC thread (Info, Close, drop_all) may hold the old
@@ -1003,6 +1007,7 @@ tc_status tc_worker_new(tc_worker **out, tc_model *m, tc_transport *tp, const ch
     if (!w) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
     w->o = *o;
     atomic_init(&w->fault_syncs, o->fault_sync_errors);
+    atomic_init(&w->fault_connects, o->fault_connect_errors);
     if (w->o.orphan_timeout_s <= 0) w->o.orphan_timeout_s = 30;
     w->m = m;
     w->tp = tp;

@@ -40,6 +40,9 @@ typedef struct {
      * this many tokens fails, that session alone (TC_FAULT_STEP_SYNC_AT,
      * worker/main.c); 0 in production */
     int64_t fault_step_sync_at;
+    /* tests: the first fault_connect_errors Connect calls fail with
+     * INTERNAL (TC_FAULT_CONNECT_ERRORS, worker/main.c); 0 in production */
+    int fault_connect_errors;
 } tc_worker_opts;
 
 typedef struct tc_worker tc_worker;

@@ -210,6 +210,49 @@ class Env:
         return sp
 
 
+class Streams:
+    """Generate calls on `stub`, one thread each (`reqs`: GenerateRequests).
+    With pause_at, each stream stops reading after that many tokens until
+    resume() (wait_paused() tells when all got there; a stream that ends
+    before counts as there). got[k]: the token ids; errors[k]: the
+    exception a stream ended with, or None."""
+
+    def __init__(self, stub, reqs, pause_at=None, timeout=240):
+        self.got = [[] for _ in reqs]
+        self.errors = [None] * len(reqs)
+        self.paused = [threading.Event() for _ in reqs]
+        self.go = threading.Event()
+        if pause_at is None:
+            self.go.set()
+
+        def reader(k):
+            try:
+                for r in stub.Generate(reqs[k], timeout=timeout):
+                    self.got[k] += r.token_ids
+                    if len(self.got[k]) >= (pause_at or 0) and not self.go.is_set():
+                        self.paused[k].set()
+                        self.go.wait(120)
+            except Exception as e:  # grpc.RpcError: the caller checks errors
+                self.errors[k] = e
+            self.paused[k].set()
+
+        self.threads = [threading.Thread(target=reader, args=(k,), daemon=True) for k in range(len(reqs))]
+        for t in self.threads:
+            t.start()
+
+    def wait_paused(self, timeout=120):
+        return all(p.wait(timeout) for p in self.paused)
+
+    def resume(self):
+        self.go.set()
+
+    def join(self, timeout=300):
+        """True when every stream ended."""
+        for t in self.threads:
+            t.join(timeout)
+        return not any(t.is_alive() for t in self.threads)
+
+
 class Daemon:
     """tconstd as a context manager. By default listens on port 0 and reads
     the ports from its ready line. `wait_ready=False` returns right after

@@ -28,10 +28,9 @@ reader stops reading after 30 tokens, so its generation stops at
 """
 import os
 import signal
-import threading
 import time
 
-from harness import Daemon, run, wait_for
+from harness import Daemon, Streams, run, wait_for
 
 N_TOK = 400
 SAMPLED = dict(temperature=0.9, top_k=50, top_p=0.95)
@@ -77,35 +76,14 @@ def body(env, ck):
                             "both workers running")
             if not ck.check(kids is not None, f"{fault}: tconstd has a context and a generation worker"):
                 return
-            got = [[] for _ in prompts]
-            errors = [None] * len(prompts)
-            paused = [threading.Event() for _ in prompts]
-            go = threading.Event()
-
-            def reader(k):
-                try:
-                    req = pb.GenerateRequest(token_ids=prompts[k], sampling=env.sampling(
-                        max_tokens=N_TOK, ignore_eos=True, seed=100 + k, **SAMPLED))
-                    for r in s.Generate(req, timeout=240):
-                        got[k] += r.token_ids
-                        if len(got[k]) >= 30 and not go.is_set():
-                            paused[k].set()
-                            go.wait(120)
-                except Exception as e:  # grpc.RpcError: reported below
-                    errors[k] = e
-                paused[k].set()
-
-            th = [threading.Thread(target=reader, args=(k,), daemon=True) for k in range(len(prompts))]
-            for t in th:
-                t.start()
-            ok = all(p.wait(120) for p in paused)
-            ck.check(ok, f"{fault}: every stream reached 30 tokens and paused")
+            st = Streams(s, [pb.GenerateRequest(token_ids=p, sampling=env.sampling(
+                max_tokens=N_TOK, ignore_eos=True, seed=100 + k, **SAMPLED)) for k, p in enumerate(prompts)], pause_at=30)
+            got, errors = st.got, st.errors
+            ck.check(st.wait_paused(), f"{fault}: every stream reached 30 tokens and paused")
             victim = kids[role]
             os.kill(victim, signal.SIGKILL if kind == "kill" else signal.SIGSTOP)
-            go.set()
-            for t in th:
-                t.join(300)
-            ck.check(not any(t.is_alive() for t in th), f"{fault}: every stream ended (no hang)")
+            st.resume()
+            ck.check(st.join(), f"{fault}: every stream ended (no hang)")
             ck.equal([repr(e) if e else None for e in errors], [None] * len(prompts),
                      f"{fault}: no stream saw an error")
             for k in range(len(prompts)):

@@ -19,7 +19,7 @@ static size_t SIZES[] = {0, 1, 4096, 3u << 20};
 static void *rank_main(void *arg) {
     int rank = (int)(intptr_t)arg;
     tc_transport *t;
-    if (tc_transport_nccl_open(&t, g_id, rank, rank) != TC_OK) {
+    if (tc_transport_nccl_open(&t, g_id, rank, rank, 60) != TC_OK) {
         printf("FAIL rank %d open: %s\n", rank, tc_error_get());
         g_fail++;
         return NULL;
