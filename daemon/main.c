@@ -291,6 +291,10 @@ static int check_one_device(const dcfg *c, const char *flag, const char *d) {
     return 0;
 }
 static int check_limits(const dcfg *c) {
+    if (strlen(c->served_model_name) > 255) { /* the OpenAI API's name buffer */
+        fprintf(stderr, "tconstd: error: --served-model-name: %zu bytes (at most 255)\n", strlen(c->served_model_name));
+        return -1;
+    }
     if (c->liveness_timeout > 0 && c->liveness_timeout < 2) {
         fprintf(stderr, "tconstd: error: --liveness-timeout %g: at least 2 seconds (the watchdog looks every "
                         "second), or 0 to turn the check off\n", c->liveness_timeout);
@@ -558,7 +562,7 @@ int main(int argc, char **argv) {
             size_t n = strlen(d);
             while (n > 1 && d[n - 1] == '/') d[--n] = 0;
             const char *b = strrchr(d, '/');
-            snprintf(name, sizeof name, "%s", b && b[1] ? b + 1 : d);
+            snprintf(name, sizeof name, "%.255s", b && b[1] ? b + 1 : d); /* a file name: 255 bytes at most */
         }
         tc_openai_config oc = {eng, name, bpe != NULL, cfg.max_message_bytes, (int)cfg.openai_max_connections,
                                hook_ready, NULL};

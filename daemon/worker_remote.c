@@ -178,18 +178,46 @@ static void fix_data_addr(const wproc *p, const char *given, char *out, size_t n
     }
 }
 
-/* Info on a worker that just answered: boot id, role, data address. */
+/* the model a worker's Info describes is the one this coordinator serves:
+ * the same config (R->cfg) and the same weights file (its digest; 0 from
+ * a worker that does not send one is not checked) */
+static tc_status same_model(remote *R, const wproc *p, const Tconst__Worker__V1__InfoResponse *ir) {
+    tc_model_config c2;
+    TC_CHECK(tc_config_from_json(&c2, ir->config_json, p->name));
+    if (memcmp(&c2, &R->cfg, sizeof c2) != 0)
+        return TC_FAIL(TC_ERR_INVALID, "worker %s serves a different model than the first worker (its config.json)", p->name);
+    if (R->weights_digest && ir->weights_digest && ir->weights_digest != R->weights_digest)
+        return TC_FAIL(TC_ERR_INVALID, "worker %s serves different weights than the first worker (model.safetensors "
+                       "fingerprint %016llx, expected %016llx)", p->name, (unsigned long long)ir->weights_digest,
+                       (unsigned long long)R->weights_digest);
+    return TC_OK;
+}
+
+/* Info on a worker that just answered: boot id, role, data address. A
+ * process known before that comes back (a new boot id) must serve the
+ * same model in the same role -- sessions are rebuilt on it from their
+ * history, and another model would go on generating them without an
+ * error: TC_ERR_INVALID naming the difference, p unchanged. */
 static tc_status refresh_info(remote *R, wproc *p, Tconst__Worker__V1__InfoResponse **keep) {
     Tconst__Worker__V1__InfoRequest rq = TCONST__WORKER__V1__INFO_REQUEST__INIT;
     rq.coordinator = R->instance;
     ProtobufCMessage *r;
     TC_CHECK(tc_wr_call(R, p, 2, M("Info"), &rq.base, &tconst__worker__v1__info_response__descriptor, &r, 10.0));
     Tconst__Worker__V1__InfoResponse *ir = (Tconst__Worker__V1__InfoResponse *)r;
+    if (p->boot && ir->boot_id != p->boot) {
+        tc_status st = strcmp(ir->role, p->role) != 0
+                           ? TC_FAIL(TC_ERR_INVALID, "worker %s came back as a %s worker (was %s)", p->name, ir->role, p->role)
+                           : same_model(R, p, ir);
+        if (st != TC_OK) {
+            tconst__worker__v1__info_response__free_unpacked(ir, NULL);
+            return st;
+        }
+    }
+    pthread_mutex_lock(&R->mu); /* r_workers reads them under the lock */
     snprintf(p->role, sizeof p->role, "%s", ir->role);
     snprintf(p->transport, sizeof p->transport, "%s", ir->transport);
     fix_data_addr(p, ir->data_address, p->data_addr, sizeof p->data_addr);
-    pthread_mutex_lock(&R->mu); /* boot_of reads it under the lock from other threads */
-    p->boot = ir->boot_id;
+    p->boot = ir->boot_id; /* boot_of reads it under the lock from other threads */
     snprintf(p->device, sizeof p->device, "%s", ir->device);
     pthread_mutex_unlock(&R->mu);
     if (keep) *keep = ir;
@@ -406,8 +434,20 @@ static void supervise_one(remote *R, wproc *p) {
     if (tc_wr_call(R, p, 2, M("Ping"), &rq.base, &tconst__worker__v1__ping_response__descriptor, &r, dl) == TC_OK) {
         uint64_t boot = ((Tconst__Worker__V1__PingResponse *)r)->boot_id;
         protobuf_c_message_free_unpacked(r, NULL);
+        if (boot == p->refused_boot) { /* said once: kept down */
+            mark_down(R, p, "it serves another model or role");
+            return;
+        }
         int fresh = boot != p->boot || !p->up;
-        if (boot != p->boot && refresh_info(R, p, NULL) != TC_OK) return;
+        tc_status rs;
+        if (boot != p->boot && (rs = refresh_info(R, p, NULL)) != TC_OK) {
+            if (rs == TC_ERR_INVALID) {
+                TC_LOG(TC_LOG_ERROR, "workers", "%s: not taken back: %s", p->name, tc_error_get());
+                p->refused_boot = boot;
+                mark_down(R, p, "it serves another model or role");
+            }
+            return;
+        }
         pthread_mutex_lock(&R->mu);
         if (!p->up) {
             TC_LOG(TC_LOG_INFO, "workers", "%s up (boot %016llx)", p->name, (unsigned long long)p->boot);
@@ -677,11 +717,9 @@ static tc_status first_contact(remote *R, wproc *p, int *have_cfg) {
         snprintf(R->dtype, sizeof R->dtype, "%s", ir->dtype);
         snprintf(R->device, sizeof R->device, "%s", ir->device);
         *have_cfg = st == TC_OK;
+        R->weights_digest = ir->weights_digest;
     } else {
-        tc_model_config c2;
-        st = tc_config_from_json(&c2, ir->config_json, p->name);
-        if (st == TC_OK && memcmp(&c2, &R->cfg, sizeof c2) != 0)
-            st = TC_FAIL(TC_ERR_INVALID, "worker %s serves a different model than the first worker", p->name);
+        st = same_model(R, p, ir);
     }
     /* the device ModelInfo shows: the generation side's (the hit steps), not a
      * context worker's own (--context-device) */

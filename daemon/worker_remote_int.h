@@ -27,6 +27,7 @@ typedef struct wproc {
     pid_t pid;
     char *argv[MAX_ARGS];
     uint64_t boot;  /* of the process we last talked to; 0: never up */
+    uint64_t refused_boot; /* a process that came back with another model or role: kept down (supervisor) */
     int up;
     double last_ok, next_restart, backoff, up_since;
     int restarts;
@@ -86,6 +87,7 @@ typedef struct {
     int giveup; /* abandon_waits: waits for a restart fail at once (shutdown) */
     uint64_t next_sid;
     uint64_t instance; /* sent in Info and Ping: the worker's owner */
+    uint64_t weights_digest; /* the first worker's (Info.weights_digest): every other, and every restart, must match */
     tc_sched *sched;
     char sockdir[256]; /* spawned workers' control sockets: a private mkdtemp directory */
     int live;           /* pairs with both workers up (set_gauges, under mu) */

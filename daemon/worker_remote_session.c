@@ -151,6 +151,7 @@ static tc_status append_on_gen(remote *R, tc_wc_session *s, const int32_t *t, in
     else if (logits) st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: append returned %zu logits", g->name, ar->n_logits);
     if (ar->s) s->state_bytes = ar->s->state_bytes;
     tconst__worker__v1__append_response__free_unpacked(ar, NULL);
+    if (st != TC_OK) s->gen_boot = 0; /* the copy took the tokens, the history does not: rebuilt on next use */
     return st;
 }
 
@@ -536,9 +537,15 @@ static tc_status do_step(remote *R, tc_wc_session **ss, const int32_t *t, int B,
         if (smp) rq.samplers = smpp, rq.n_samplers = (size_t)n;
         rq.want_logits = logits != NULL;
         if (ba) rq.max_seconds = ba->max_s;
-        st = tc_wr_call(R, g, tc_wr_t_role, M("Step"), &rq.base, &tconst__worker__v1__step_response__descriptor, &r, R->o.timeout_s);
-        if (st == TC_ERR_IO)
-            for (int k = 0; k < n; k++) ss[ix[k]]->gen_boot = 0; /* did the step happen? rebuild to be sure */
+        /* a step's own time: --worker-timeout; one that syncs a session
+         * inline runs an O(N) sync first (the compute budget, as a sync
+         * on the context worker); a multi-step call runs up to max_s */
+        double tmo = R->o.timeout_s + (ba && ba->max_s > 0 ? ba->max_s : 0);
+        for (int k = 0; k < n; k++)
+            if (inline_sync[ix[k]] && R->o.compute_timeout_s > tmo) tmo = R->o.compute_timeout_s;
+        st = tc_wr_call(R, g, tc_wr_t_role, M("Step"), &rq.base, &tconst__worker__v1__step_response__descriptor, &r, tmo);
+        if (st != TC_OK) /* did the step happen (a worker gone, a reply lost or refused)? rebuild to be sure */
+            for (int k = 0; k < n; k++) ss[ix[k]]->gen_boot = 0;
     }
     if (st == TC_OK && n > 0) {
         Tconst__Worker__V1__StepResponse *sr = (Tconst__Worker__V1__StepResponse *)r;
@@ -575,6 +582,12 @@ static tc_status do_step(remote *R, tc_wc_session **ss, const int32_t *t, int B,
                 break;
             }
         }
+        /* a sampled id outside the vocabulary would reach the client, the
+         * journal (which then refuses to restore) and the next step */
+        for (size_t q = 0; smp && q < sr->n_next && st == TC_OK; q++)
+            if (sr->next[q] < 0 || sr->next[q] >= V)
+                st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: sampled token id %d outside the vocabulary [0, %d)", g->name,
+                             sr->next[q], V);
         if (st != TC_OK) /* what the worker did is unknown: rebuilt on next use */
             for (int k = 0; k < n; k++) ss[ix[k]]->gen_boot = 0;
         for (size_t e = 0; e < sr->n_errors && st == TC_OK; e++) {

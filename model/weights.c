@@ -151,6 +151,24 @@ static void *take(char **cur, size_t bytes) {
     return p;
 }
 
+/* model.safetensors' fingerprint (tc_model.weights_digest): FNV-1a 64
+ * over its size, its first 64 KiB and 64 blocks of 4 KiB spread evenly
+ * over it -- two checkpoints of one architecture differ in all of them;
+ * reading the whole file again would cost seconds for a large model */
+static uint64_t file_digest(const void *map, size_t size) {
+    const uint8_t *b = map;
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < 8; i++) h = (h ^ (uint8_t)(size >> (8 * i))) * 1099511628211ull;
+    const size_t head = size < 65536 ? size : 65536;
+    for (size_t i = 0; i < head; i++) h = (h ^ b[i]) * 1099511628211ull;
+    if (size > 65536 + 4096)
+        for (size_t k = 0; k < 64; k++) {
+            const size_t at = 65536 + k * (size - 65536 - 4096) / 63;
+            for (size_t i = 0; i < 4096; i++) h = (h ^ b[at + i]) * 1099511628211ull;
+        }
+    return h;
+}
+
 tc_status tc_model_load(tc_model **out, const char *dir, tc_backend *be) {
     tc_status st = TC_OK;
     tc_st_file f = {0};
@@ -169,6 +187,7 @@ tc_status tc_model_load(tc_model **out, const char *dir, tc_backend *be) {
     const tc_model_config *c = &m->cfg;
     snprintf(stpath, sizeof stpath, "%s/model.safetensors", dir);
     TC_CHECK_GOTO(tc_st_open(&f, stpath));
+    m->weights_digest = file_digest(f.map, f.map_size);
 
     int64_t d = c->n_embd, F = c->ffn_hidden, V = c->vocab_size;
     int nl = tc_config_n_layers(c);

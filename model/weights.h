@@ -35,6 +35,11 @@ typedef struct tc_model {
     void *blob;             /* one backend allocation holding everything */
     size_t blob_bytes;
     int64_t n_params;
+    /* a fingerprint of model.safetensors (its size, its first 64 KiB --
+     * the header -- and 64 blocks of 4 KiB spread over the rest, FNV-1a):
+     * the coordinator checks that every worker, and every restart of one,
+     * serves the same weights */
+    uint64_t weights_digest;
     struct tc_workspace *ws; /* [TC_WS_THREADS] scratch (model/forward.c) */
 } tc_model;
 

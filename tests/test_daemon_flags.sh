@@ -36,6 +36,7 @@ refuse "--http-listen: address" --http-listen 127.0.0.1:65536
 refuse "--http-listen: address \"unix:/tmp/x\"" --http-listen unix:/tmp/x
 refuse "--context-device 'gpu1': expected cpu or cuda:N" --context-device gpu1
 refuse "only spawned workers in --worker-mode split" --context-device cuda:1 --worker-mode both
+refuse "--served-model-name: 256 bytes (at most 255)" --served-model-name "$(printf 'm%.0s' $(seq 256))"
 refuse "--context-device 'auto': expected cpu or cuda:N" --context-device auto
 refuse "--device 'gpu': expected auto, cpu or cuda:N" --device gpu
 

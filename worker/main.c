@@ -315,24 +315,33 @@ int main(int argc, char **argv) {
     if (dev_fault_parse(&health, cfg.role) != 0) goto out;
     tc_worker_opts o = {cfg.role, cfg.device, cfg.peer_timeout, cfg.transport, cuda_dev, cfg.orphan_timeout,
                         health.cuda || atomic_load(&health.fault_after) ? dev_status : NULL, &health,
-                        dev_thread_init, 0, prefill_thread, 0, 0};
+                        dev_thread_init, 0, prefill_thread, 0, 0, 0, 0};
     /* tests: TC_FAULT_SYNC_ERRORS=N fails this worker's first N Syncs
      * (tests/e2e/test_poison.py: a sync that keeps failing ends the
      * generation with the error); TC_FAULT_STEP_SYNC_AT=N fails a Step's
      * inline sync of a session N tokens long, that session alone (the
      * rest of its batch steps on); TC_FAULT_CONNECT_ERRORS=N fails its
      * first N Connects (tests/e2e/test_connect_retry.py: the coordinator
-     * tries again, the pair is not live meanwhile) */
-    int64_t fse, fsa, fce;
+     * tries again, the pair is not live meanwhile); TC_FAULT_APPEND_REPLY_AT
+     * and TC_FAULT_STEP_REPLY_AT=N send the N-th Append (with logits) or
+     * Step reply malformed (tests/e2e/test_poison.py: the coordinator
+     * refuses it and rebuilds the copy, which took what the history did not) */
+    int64_t fse, fsa, fce, far, fsr;
     if (tc_fault_env_count("TC_FAULT_SYNC_ERRORS", 1000000, &fse) != TC_OK ||
         tc_fault_env_count("TC_FAULT_STEP_SYNC_AT", INT64_MAX, &fsa) != TC_OK ||
-        tc_fault_env_count("TC_FAULT_CONNECT_ERRORS", 1000000, &fce) != TC_OK) {
+        tc_fault_env_count("TC_FAULT_CONNECT_ERRORS", 1000000, &fce) != TC_OK ||
+        tc_fault_env_count("TC_FAULT_APPEND_REPLY_AT", INT64_MAX, &far) != TC_OK ||
+        tc_fault_env_count("TC_FAULT_STEP_REPLY_AT", INT64_MAX, &fsr) != TC_OK) {
         fprintf(stderr, "tconst-worker: error: %s\n", tc_error_get());
         goto out;
     }
     o.fault_sync_errors = (int)fse;
     o.fault_step_sync_at = fsa;
     o.fault_connect_errors = (int)fce;
+    o.fault_append_reply_at = far, o.fault_step_reply_at = fsr;
+    if (far || fsr)
+        TC_LOG(TC_LOG_WARN, "worker", "fault injection armed: Append reply %lld, Step reply %lld go out malformed",
+               (long long)far, (long long)fsr);
     if (fce) TC_LOG(TC_LOG_WARN, "worker", "fault injection armed: the first %lld Connects fail", (long long)fce);
     if (fse) TC_LOG(TC_LOG_WARN, "worker", "fault injection armed: the first %lld Syncs fail", (long long)fse);
     if (fsa)

@@ -178,6 +178,11 @@ static void test_mailbox_bounds(void) {
                strstr(tc_error_get(), "stayed full"),
            "a frame past the mailbox's bound, nobody taking: %s", tc_error_get());
     EXPECT(tx->full_waits == 1, "full_waits %llu after one refused send", (unsigned long long)tx->full_waits);
+    /* the two seqs the refusal acks use: refused at once (a refusal of
+     * such a frame would read as its ack, a lost frame as delivered) */
+    for (uint64_t q = UINT64_MAX - 1; q != 0; q++)
+        EXPECT(tx->send(tx, 104, q, p, n, 10) == TC_ERR_INVALID && strstr(tc_error_get(), "reserved"),
+               "a frame with seq %llx into the full mailbox: %s", (unsigned long long)q, tc_error_get());
     EXPECT(tx->send(tx, 101, 1, p, n, 10) == TC_OK, "a resend of the same frame: %s", tc_error_get());
     /* a send into the full mailbox waits for room: the take below comes
      * only once the sender has been refused, and the send then lands */

@@ -377,6 +377,8 @@ static int dial(const char *peer, double deadline, int wakefd, char *why, size_t
 
 static tc_status h_send(tc_transport *t, uint64_t sid, uint64_t seq, const void *buf, size_t len, double timeout_s) {
     host_tp *H = (host_tp *)t;
+    if (seq >= ACK_FULL) /* an ack of this seq would read as a refusal, a refusal as its ack */
+        return TC_FAIL(TC_ERR_INVALID, "data plane: seq %llu is reserved (at most 2^64-3)", (unsigned long long)seq);
     const double t0 = tc_now_s();
     /* for the whole send, redial included; a large state gets its transfer time on top */
     const double deadline = timeout_s > 0 ? t0 + timeout_s + frame_allow_s(len) : 0;

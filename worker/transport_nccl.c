@@ -1,8 +1,9 @@
 /* transport_nccl.c — the GPU data plane: a two-rank NCCL communicator,
  * rank 0 the context worker (sends), rank 1 its generation peer
- * (receives). Each message is two NCCL operations in a fixed order — a
+ * (receives). Each message is NCCL operations in a fixed order — a
  * 32-byte header (sid, seq, length), then the payload — through a device
- * staging buffer, on the transport's own stream. NCCL matches operations
+ * staging buffer (at most 16 MiB: a payload goes in pieces), on the
+ * transport's own stream. NCCL matches operations
  * by order only: rank 1 keeps a receive posted at all times (a thread
  * that receives header, then payload, into the mailbox), so a send never
  * waits for the generation worker's Import and both sides stay in step
@@ -72,7 +73,12 @@ static uint8_t g_id[128];
 typedef struct {
     uint64_t magic, sid, seq, len;
 } nccl_hdr;
-#define NCCL_MAGIC 0x4c43434e50444354ull
+/* (the second version: payloads in CHUNK pieces; a peer of the first
+ * version stops on the header instead of going out of step) */
+#define NCCL_MAGIC 0x4c43434e50444355ull
+/* a payload goes through the device in pieces of at most this size, so
+ * the staging buffer stays small whatever the state's size */
+#define CHUNK ((size_t)16 << 20)
 
 #define CUDACHK(x)                                                                                      \
     do {                                                                                                \
@@ -171,6 +177,14 @@ static tc_status xfer(nccl_tp *N, void *host, size_t n, int send, double deadlin
     return TC_OK;
 }
 
+/* a payload of n bytes, in CHUNK pieces (both sides cut it alike: NCCL
+ * matches operations by order and size) */
+static tc_status xfer_all(nccl_tp *N, uint8_t *host, size_t n, int send, double deadline, int *abort_it, int *posted) {
+    for (size_t off = 0; off < n; off += CHUNK)
+        TC_CHECK(xfer(N, host ? host + off : NULL, n - off < CHUNK ? n - off : CHUNK, send, deadline, abort_it, posted));
+    return TC_OK;
+}
+
 static tc_status n_send(tc_transport *t, uint64_t sid, uint64_t seq, const void *buf, size_t len, double timeout_s) {
     nccl_tp *N = (nccl_tp *)t;
     if (N->rank != 0) return TC_FAIL(TC_ERR_INVALID, "nccl transport: rank %d does not send", N->rank);
@@ -189,8 +203,11 @@ static tc_status n_send(tc_transport *t, uint64_t sid, uint64_t seq, const void 
     } else {
         nccl_hdr h = {NCCL_MAGIC, sid, seq, len};
         int abort_it = 0, posted = 0;
-        st = xfer(N, &h, sizeof h, 1, deadline, &abort_it, &posted);
-        if (st == TC_OK && len) st = xfer(N, (void *)buf, len, 1, deadline, &abort_it, &posted);
+        /* the staging buffer first: a device out of memory fails this
+         * send alone, before anything is posted */
+        st = reserve(N, len < sizeof h ? sizeof h : len < CHUNK ? len : CHUNK);
+        if (st == TC_OK) st = xfer(N, &h, sizeof h, 1, deadline, &abort_it, &posted);
+        if (st == TC_OK && len) st = xfer_all(N, (uint8_t *)buf, len, 1, deadline, &abort_it, &posted);
         if (st != TC_OK && (abort_it || posted)) {
             /* the receiver is gone, or out of step (a header went through,
              * its payload did not: it waits for one that never comes):
@@ -232,7 +249,7 @@ static void *rx_main(void *arg) {
             TC_LOG(TC_LOG_ERROR, "transport", "data plane: out of memory for %llu bytes; discarded", (unsigned long long)h.len);
             keep = 0;
         }
-        if (st == TC_OK && h.len) st = xfer(N, b, h.len, 0, 0, &abort_it, &posted);
+        if (st == TC_OK && h.len) st = xfer_all(N, b, h.len, 0, 0, &abort_it, &posted);
         if (st != TC_OK) {
             if (b) tc_mailbox_unreserve(N->mb, (size_t)h.len);
             free(b);
@@ -243,6 +260,13 @@ static void *rx_main(void *arg) {
         if (keep) tc_mailbox_put(N->mb, h.sid, h.seq, b, h.len);
     }
     tc_mailbox_close(N->mb); /* Imports fail now instead of waiting */
+    /* its receive may still be posted on the device (a stop, a failure):
+     * aborted now, not at exit -- a posted NCCL kernel that never ends
+     * would hold every later device-wide call (cudaFree in a newer
+     * transport's reserve, its init) for ever. Only this thread uses a
+     * rank-1 communicator */
+    ncclCommAbort(N->comm);
+    N->comm = NULL;
     return NULL;
 }
 
@@ -275,7 +299,7 @@ static void n_free(tc_transport *t) {
      * send a stop interrupted -- is torn down by an abort (a destroy would
      * wait for it, and a non-blocking one would want a finalize first):
      * the communicator is always aborted, which frees it as well */
-    if (N->rx_started) pthread_join(N->rx, NULL);
+    if (N->rx_started) pthread_join(N->rx, NULL); /* it aborted its communicator */
     if (N->comm) ncclCommAbort(N->comm);
     N->comm = NULL;
     tc_mailbox_free(N->mb);

@@ -60,6 +60,7 @@ struct tc_worker {
     tc_worker_opts o;
     atomic_int fault_syncs;    /* o.fault_sync_errors still to inject */
     atomic_int fault_connects; /* o.fault_connect_errors still to inject */
+    atomic_llong fault_appends, fault_steps; /* replies counted for o.fault_append_reply_at, o.fault_step_reply_at */
     tc_model *m;
     tc_transport *tp;
     int tp_owned; /* made by Connect (nccl) */
@@ -272,6 +273,8 @@ static void send_msg(tc_worker *w, tc_call *c, const ProtobufCMessage *m) {
     }
     protobuf_c_message_pack(m, b);
     if (tc_call_send(c, b, n) == TC_OK) tc_call_finish(c, TC_GRPC_OK, "");
+    else /* no memory for the copy (a Step's logits can be tens of MB), or the call is over: a status, not silence */
+        tc_call_finish(c, TC_GRPC_RESOURCE_EXHAUSTED, "worker: cannot send the reply (out of memory)");
     free(b);
 }
 
@@ -292,6 +295,11 @@ static void fail(tc_call *c, int code, const char *fmt, const char *arg) {
     if (t_compute && t_worker) (void)device_bad(t_worker), release_held(t_worker); /* as send_msg */
     tc_call_finish(c, code, m);
 }
+/* tests: counts a reply of one kind while armed (at > 0); true for the
+ * at-th, which then goes out malformed (TC_FAULT_*_REPLY_AT,
+ * worker/main.c) */
+static int fault_due(atomic_llong *seen, int64_t at) { return at > 0 && atomic_fetch_add(seen, 1) + 1 == at; }
+
 static void fail_st(tc_call *c, tc_status st, const char *what) {
     char m[700];
     snprintf(m, sizeof m, "%s: %s", what, tc_error_get() ? tc_error_get() : tc_status_str(st));
@@ -303,6 +311,8 @@ static void fail_st(tc_call *c, tc_status st, const char *what) {
 static tc_status ship(tc_worker *w, uint64_t sid, uint64_t seq, const tc_session *s, int kind, int64_t *bytes,
                       double *secs) {
     if (!w->tp) return TC_FAIL(TC_ERR_INVALID, "this worker has no data plane (role both): send_seq must be 0");
+    if (seq >= UINT64_MAX - 1) /* the host transport's refusal acks are those two values */
+        return TC_FAIL(TC_ERR_INVALID, "send_seq %llu is out of range (at most 2^64-3)", (unsigned long long)seq);
     if (device_bad(w)) return TC_FAIL(TC_ERR_IO, "%s", POISONED_MSG); /* no garbage state to the peer */
     void *blob;
     size_t len;
@@ -393,6 +403,7 @@ static void do_append(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) 
             goto out;
         }
         if (lg) r.logits = lg, r.n_logits = (size_t)w->m->cfg.vocab_size;
+        if (lg && fault_due(&w->fault_appends, w->o.fault_append_reply_at)) r.n_logits--; /* tests: a malformed reply */
     }
     r.compute_s = tc_now_s() - t0;
     if (rq->send_seq && (st = ship(w, rq->sid, rq->send_seq, s, TC_STATE_FULL, &r.sent_bytes, &r.send_s)) != TC_OK) {
@@ -692,6 +703,7 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
         sop[i] = &so[i];
     }
     if (rq->n_samplers) r.next = out, r.n_next = n_out, r.samplers = sop, r.n_samplers = (size_t)B;
+    if (n_out > 0 && fault_due(&w->fault_steps, w->o.fault_step_reply_at)) out[0] = V; /* tests: an id past the vocabulary */
     if (multi || n_bad) r.counts = cnt, r.n_counts = (size_t)B;
     if (n_bad) {
         se = calloc((size_t)n_bad, sizeof *se), sep = calloc((size_t)n_bad, sizeof *sep);
@@ -829,6 +841,7 @@ static void do_info(tc_worker *w, tc_call *c, int ping, const uint8_t *msg, size
     r.role = role, r.device = device, r.dtype = dtype, r.data_address = addr, r.version = ver;
     r.config_json = w->config_json;
     r.n_params = w->m->n_params;
+    r.weights_digest = w->m->weights_digest;
     r.pid = (int32_t)getpid();
     r.boot_id = w->boot_id;
     r.transport = !strcmp(w->o.transport, "nccl") ? (char *)"nccl" : tp ? (char *)tp->kind : (char *)"none";
@@ -863,6 +876,18 @@ static void do_cancel(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) 
 /* Context thread: (re)points the data plane — the host transport's peer
  * address, or a new NCCL communicator (blocks until the peer joins with
  * the same id; the coordinator calls both workers at once). */
+#ifdef TC_HAVE_NCCL
+/* Before a new NCCL communicator: the old one stops (it is retired, freed
+ * at exit, once the new one is up). Its receiver returns and aborts its
+ * communicator -- a receive left posted on the device would hold the new
+ * one's device calls -- and its later sends fail. */
+static void retire_nccl(tc_worker *w) {
+    pthread_mutex_lock(&w->mu);
+    if (w->tp && w->tp_owned) w->tp->close(w->tp);
+    pthread_mutex_unlock(&w->mu);
+}
+#endif
+
 static void do_connect(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     Tconst__Worker__V1__ConnectRequest *rq = tconst__worker__v1__connect_request__unpack(NULL, len, msg);
     if (!rq) return fail(c, TC_GRPC_INVALID_ARGUMENT, "ConnectRequest: cannot decode the request", NULL);
@@ -875,8 +900,8 @@ static void do_connect(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len)
         if (rq->nccl_id.len != 128 || (rq->nccl_rank != 0 && rq->nccl_rank != 1) ||
             rq->nccl_rank != (strcmp(w->o.role, "context") == 0 ? 0 : 1))
             fail(c, TC_GRPC_INVALID_ARGUMENT, "Connect: nccl_id must be 128 bytes and nccl_rank 0 (context) or 1 (generation)%s", "");
-        else if ((st = tc_transport_nccl_open(&tp, rq->nccl_id.data, rq->nccl_rank, w->o.cuda_device,
-                                                 tc_call_deadline_left(c))) != TC_OK)
+        else if ((st = (retire_nccl(w), tc_transport_nccl_open(&tp, rq->nccl_id.data, rq->nccl_rank, w->o.cuda_device,
+                                                 tc_call_deadline_left(c)))) != TC_OK)
             fail_st(c, st, "Connect");
         else {
             /* the RPC thread (Info, Close, drop_all) may hold the old

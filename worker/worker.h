@@ -43,6 +43,11 @@ typedef struct {
     /* tests: the first fault_connect_errors Connect calls fail with
      * INTERNAL (TC_FAULT_CONNECT_ERRORS, worker/main.c); 0 in production */
     int fault_connect_errors;
+    /* tests: the reply to this worker's at-th Append that returns logits
+     * lacks one logit; the at-th Step reply with sampled ids carries one
+     * outside the vocabulary (TC_FAULT_APPEND_REPLY_AT,
+     * TC_FAULT_STEP_REPLY_AT, worker/main.c); 0 in production */
+    int64_t fault_append_reply_at, fault_step_reply_at;
 } tc_worker_opts;
 
 typedef struct tc_worker tc_worker;

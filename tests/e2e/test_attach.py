@@ -22,13 +22,16 @@
     finishes, exact;
   - a generation worker replaced on the same address (kill -9, a new
     process): the session's copy is rebuilt and its generation is exact;
+    replaced by one serving other weights of the same architecture, it is
+    not taken back (down, the log names the weights) until the right model
+    is back on the address, and then the session is exact;
   - one coordinator per worker: a second live coordinator is refused
     ("is not free"); one killed with -9 leaves session copies behind, which
     the next coordinator drops when it takes over (after --orphan-timeout
     of silence); a clean exit releases the workers at once;
   - bad worker lists are start-up errors naming the problem: an address
     nobody answers on, an unpaired context worker, a worker serving another
-    model.
+    model, or other weights of the same architecture.
 """
 import os
 import signal
@@ -73,6 +76,7 @@ def body(env, ck):
     pb = env.pb
     model = env.model("tconstformer", seed=8)
     other = env.model("tlinformer", seed=8)
+    reseeded = env.model("tconstformer", seed=9)  # the same config.json, other weights
     prompt = [(i * 13) % 500 + 2 for i in range(45)]
     samp = dict(temperature=0.7, top_k=20, seed=42)
     want = env.generate(model, prompt, 150, ignore_eos=True, **samp)
@@ -133,6 +137,33 @@ def body(env, ck):
                 ck.equal(ids, want, f"generation worker replaced on its address ({trial + 1}/3): the session is "
                                     "rebuilt, its generation == tconst generate")
                 s.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=30)
+            # replaced by a worker serving other weights of the same
+            # architecture (a botched rolling upgrade): not taken back --
+            # the sessions rebuilt on it would go on with another model,
+            # without an error -- until the right model is back
+            sid = s.OpenSession(pb.OpenSessionRequest(token_ids=prompt), timeout=30).session_id
+            ws[1].p.kill()
+            ws[1].p.wait(30)
+            ws[1] = Worker(env, "generation", reseeded, listen=ws[1].addr)
+            refused = wait_for(lambda: "not taken back" in open(d.log_path, "rb").read().decode(errors="replace"),
+                               30, "the refusal in tconstd's log")
+            log = open(d.log_path, "rb").read().decode(errors="replace")
+            ck.check(refused and "different weights" in log, "a worker back with other weights: not taken back, "
+                     "the log names the weights", [l for l in log.splitlines() if "not taken back" in l][-1:])
+            ck.check(wait_for(lambda: d.metric("tconst_workers_up") == 1.0, 30, "the worker down"),
+                     "a worker back with other weights: it counts as down")
+            ck.equal(info(), sorted([("context", ws[0].addr, True), ("generation", ws[1].addr, False)]),
+                     "a worker back with other weights: ServerInfo shows it not ready")
+            ck.rpc_error(gen, grpc.StatusCode.UNAVAILABLE, "a worker back with other weights: a new request",
+                         needle="no worker to place")
+            ws[1].p.kill()
+            ws[1].p.wait(30)
+            ws[1] = Worker(env, "generation", model, listen=ws[1].addr)
+            ck.check(wait_for(lambda: d.metric("tconst_workers_up") == 2.0, 30, "the right worker back"),
+                     "the right model back on the address: the worker is up again")
+            ids = stream_ids(pb, s, sid, env.sampling(max_tokens=150, ignore_eos=True, **samp), 120)
+            ck.equal(ids, want, "the right model back: the session opened before is rebuilt, its generation == "
+                                "tconst generate")
     finally:
         for w in ws:
             w.stop()
@@ -396,6 +427,7 @@ def body(env, ck):
 
     # bad worker lists: clear start-up errors
     both_other = Worker(env, "both", other)
+    both_reseeded = Worker(env, "both", reseeded)
     ctx_only = Worker(env, "context", model)
     gen_ok = Worker(env, "generation", model)
     try:
@@ -403,6 +435,8 @@ def body(env, ck):
             ("127.0.0.1:1", "does not answer"),
             (ctx_only.addr, "1 context and 0 generation"),
             (f"{ctx_only.addr},{gen_ok.addr},{both_other.addr}", "different model"),
+            # the same architecture, another checkpoint: the weights' fingerprint
+            (f"{ctx_only.addr},{gen_ok.addr},{both_reseeded.addr}", "different weights"),
             # one process named twice: as given, and spelled another way
             (f"{ctx_only.addr},{gen_ok.addr},{ctx_only.addr},{gen_ok.addr}", "are the same worker process"),
             (f"{gen_ok.addr},{ctx_only.addr},localhost:{gen_ok.addr.rsplit(':', 1)[1]},{ctx_only.addr}",
@@ -418,7 +452,7 @@ def body(env, ck):
             ck.check(any(needle in l for l in err), f"--workers {workers}: the message names '{needle}'",
                      err[-1] if err else r.stderr[-300:])
     finally:
-        for w in (both_other, ctx_only, gen_ok):
+        for w in (both_other, both_reseeded, ctx_only, gen_ok):
             w.stop()
 
 

@@ -19,7 +19,15 @@ every sync goes through the context worker). Checked:
     place, and tconst_worker_restarts_total counts it.
 Then a context worker whose first 3 Syncs fail with an error
 (TC_FAULT_SYNC_ERRORS=3): the generation ends with INTERNAL naming it, not retried forever, and the next request runs clean.
+Last, worker replies the coordinator refuses as malformed, after the
+worker did the work (TC_FAULT_APPEND_REPLY_AT / TC_FAULT_STEP_REPLY_AT=N:
+the N-th such reply goes out a logit short / with a sampled id past the
+vocabulary): the call fails INTERNAL naming it, no bad id reaches the
+client, and the session's copy is rebuilt from the history -- it then
+generates exactly what `tconst generate` does from the history the client
+saw (before the fix it held a failed Append's tokens twice).
 """
+import json
 import os
 import re
 import threading
@@ -117,6 +125,76 @@ def body(env, ck):
         again, _ = d.generate_ids(s, prompts[0], env.sampling(max_tokens=N_TOK, ignore_eos=True), timeout=120)
         ck.equal(again, env.generate(model, prompts[0], N_TOK, ignore_eos=True),
                  "the next request syncs fine and equals tconst generate")
+
+
+    # a worker reply the coordinator refuses as malformed -- the worker did
+    # the work, so its copy holds what the history does not: the copy is
+    # rebuilt, never used as it is. An Append reply a logit short (both
+    # roles: every Append goes to that worker): the Append fails INTERNAL,
+    # its retry succeeds, and the session then generates from exactly the
+    # history the client built (it used to hold the failed Append's tokens
+    # twice)
+    V = json.load(open(os.path.join(model, "config.json")))["vocab_size"]
+    base = [(i * 17) % 500 + 2 for i in range(20)]
+    parts = [[7, 8, 9], [10, 11], [12, 13, 14, 15]]
+    for kind, env_var in (("append", "TC_FAULT_APPEND_REPLY_AT"), ("step", "TC_FAULT_STEP_REPLY_AT")):
+        os.environ[env_var] = "3"
+        try:
+            d = Daemon(env, "--worker-mode", "both" if kind == "append" else "split", model=model)
+            d.start()
+        finally:
+            del os.environ[env_var]
+        with d:
+            s = d.stub()
+            if kind == "append":
+                sid, failed, hist = None, [], list(base)
+                for attempt in range(3):  # the warm-up and the open may be the replies counted first
+                    try:
+                        sid = s.OpenSession(pb.OpenSessionRequest(token_ids=base), timeout=60).session_id
+                        break
+                    except grpc.RpcError as e:
+                        failed.append(("open", e.code(), e.details()))
+                for part in parts:
+                    for attempt in range(2):
+                        try:
+                            s.Append(pb.AppendRequest(session_id=sid, token_ids=part), timeout=60)
+                            hist += part
+                            break
+                        except grpc.RpcError as e:
+                            failed.append(("append", e.code(), e.details()))
+                ck.check(len(failed) == 1 and failed[0][1] == grpc.StatusCode.INTERNAL and "logits" in failed[0][2],
+                         "append: the malformed reply failed its call once, INTERNAL naming the logits", repr(failed))
+                got = []
+                for r in s.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid, sampling=env.sampling(
+                        max_tokens=40, ignore_eos=True)), timeout=120):
+                    got += r.token_ids
+                ck.equal(got, env.generate(model, hist, 40, ignore_eos=True),
+                         "append: after the retry the session generates from the client's history exactly")
+            else:
+                # the third Step reply carries an id past the vocabulary: it
+                # must not reach the client (nor the history, the journal,
+                # the next step)
+                sid = s.OpenSession(pb.OpenSessionRequest(token_ids=base), timeout=60).session_id
+                got, err = [], None
+                try:
+                    for r in s.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid, sampling=env.sampling(
+                            max_tokens=20, ignore_eos=True)), timeout=120):
+                        got += r.token_ids
+                except grpc.RpcError as e:
+                    err = e
+                ck.check(err is not None and err.code() == grpc.StatusCode.INTERNAL and
+                         "outside the vocabulary" in err.details(),
+                         "step: the malformed reply ends the generation INTERNAL naming the id", repr(err))
+                ck.check(all(0 <= t < V for t in got), "step: no id outside the vocabulary reached the client", got)
+                more = []
+                for r in s.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid, sampling=env.sampling(
+                        max_tokens=20, ignore_eos=True)), timeout=120):
+                    more += r.token_ids
+                ck.check(len(more) == 20 and all(0 <= t < V for t in more),
+                         "step: the session goes on (20 more tokens, all in the vocabulary)", more)
+                ck.equal(more, env.generate(model, base + got, 20, ignore_eos=True),
+                         "step: and generates from exactly the history the client saw (the failed step's token "
+                         "not consumed)")
 
 
 if __name__ == "__main__":
