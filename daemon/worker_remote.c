@@ -501,6 +501,7 @@ static void *supervisor_main(void *arg) {
         pthread_mutex_unlock(&R->mu);
         for (int i = 0; i < R->n_procs; i++) supervise_one(R, R->procs[i]);
         connect_pairs(R, NULL); /* Connects that failed, when due again */
+        tc_wr_close_pending(R); /* copies a fail-over left on workers that were down */
         report_live(R);
         pthread_mutex_lock(&R->mu);
         if (R->stop) break;
@@ -600,6 +601,7 @@ static void r_free(tc_worker_client *w) {
     }
     if (R->sockdir[0]) sockdir_remove(R->sockdir); /* the workers are gone */
     tc_sched_free(R->sched);
+    free(R->pend);
     free(R);
     free(w);
 }

@@ -71,6 +71,15 @@ struct tc_wc_session {
     uint64_t left_gen, left_ctx;
 };
 
+/* a session copy left on a worker that was down when it had to go (a
+ * fail-over moved the session away, and it closed, or moved again):
+ * closed by the supervisor once that worker answers as the same process
+ * (a new process lost it anyway) */
+typedef struct {
+    uint64_t sid, boot;
+    struct wproc *p;
+} wclose;
+
 typedef struct {
     tc_remote_opts o;
     tc_model_config cfg;
@@ -96,6 +105,8 @@ typedef struct {
     void (*live_cb)(void *ud, int live_pairs); /* tc_worker_remote_on_live, under cb_mu */
     void *live_ud;
     pthread_mutex_t cb_mu; /* held across a call of live_cb: unsetting it waits for one in flight */
+    wclose *pend; /* under mu */
+    int n_pend, cap_pend;
 } remote;
 
 /* the calling thread's client (bind_thread: 0 generation, 1 syncs, 5
@@ -137,6 +148,9 @@ tc_status tc_wr_step_multi(tc_worker_client *w, tc_wc_session **ss, const int32_
 tc_status tc_wr_truncate(tc_worker_client *w, tc_wc_session *s, int64_t n_keep);
 tc_status tc_wr_failover(tc_worker_client *w, tc_wc_session *s);
 void tc_wr_stats(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_stats *o);
+/* the supervisor, each round: closes the left copies (R->pend) whose
+ * workers answer again */
+void tc_wr_close_pending(remote *R);
 int64_t tc_wr_history(tc_worker_client *w, const tc_wc_session *s, int32_t *out, int64_t max);
 
 #endif

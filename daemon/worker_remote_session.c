@@ -18,6 +18,8 @@
 #include "worker_remote_int.h"
 
 /* ---- session copies ---- */
+static void pend_locked(remote *R, uint64_t sid, int pi, uint64_t gen, uint64_t ctx);
+
 static int is_both(remote *R, const tc_wc_session *s) { return R->pairs[s->pair].ctx == R->pairs[s->pair].gen; }
 
 /* prefill: an Append of the session comes next (SessionRef.prefill) */
@@ -238,6 +240,10 @@ static tc_status failover(remote *R, tc_wc_session *s) {
                  : to == from ? TC_OK
                               : tc_sched_move(R->sched, s->sid, to);
     if (st == TC_OK && to != from) {
+        /* a second move: the copies the first one left are the
+         * supervisor's to close (left_pair holds one pair's) */
+        if (s->left_pair >= 0 && s->left_pair != from && s->left_pair != to)
+            pend_locked(R, s->sid, s->left_pair, s->left_gen, s->left_ctx);
         s->left_pair = from, s->left_gen = s->gen_opened, s->left_ctx = s->ctx_opened;
         __atomic_store_n(&s->pair, to, __ATOMIC_RELAXED); /* tc_wr_stats reads it from other threads */
         s->gen_boot = s->ctx_boot = s->gen_opened = s->ctx_opened = 0;
@@ -250,6 +256,34 @@ static tc_status failover(remote *R, tc_wc_session *s) {
                "%lld-token history)", (unsigned long long)s->sid, from, to, (long long)s->n);
     }
     return st;
+}
+
+/* Queues sid's copies on pair pi (on its processes gen / ctx; 0: none
+ * there) for the supervisor to close when those workers answer again
+ * (mu held). Bounded: past 65536 the oldest is dropped, with a warning
+ * (its copy stays until that worker restarts or changes coordinator). */
+static void pend_locked(remote *R, uint64_t sid, int pi, uint64_t gen, uint64_t ctx) {
+    const wpair *pr = &R->pairs[pi];
+    for (int k = 0; k < 2; k++) {
+        const uint64_t boot = k ? ctx : gen;
+        if (!boot || (k && pr->ctx == pr->gen)) continue;
+        if (R->n_pend == 65536) {
+            TC_LOG(TC_LOG_WARN, "workers", "too many session copies wait to be closed on down workers: session "
+                   "%llu's on %s is forgotten (it stays until that worker restarts)", (unsigned long long)R->pend[0].sid,
+                   R->pend[0].p->name);
+            memmove(R->pend, R->pend + 1, (size_t)--R->n_pend * sizeof *R->pend);
+        }
+        if (R->n_pend == R->cap_pend) {
+            const int cap = R->cap_pend ? R->cap_pend * 2 : 16;
+            wclose *np = realloc(R->pend, (size_t)cap * sizeof *np);
+            if (!np) {
+                TC_LOG(TC_LOG_WARN, "workers", "out of memory: session %llu's copy is not closed", (unsigned long long)sid);
+                return;
+            }
+            R->pend = np, R->cap_pend = cap;
+        }
+        R->pend[R->n_pend++] = (wclose){sid, boot, k ? pr->ctx : pr->gen};
+    }
 }
 
 tc_status tc_wr_failover(tc_worker_client *w, tc_wc_session *s) {
@@ -372,11 +406,55 @@ void tc_wr_session_free(tc_worker_client *w, tc_wc_session *s) {
     pthread_mutex_unlock(&R->mu);
     const uint64_t copy[2] = {s->gen_boot, s->ctx_boot}, opened[2] = {s->gen_opened, s->ctx_opened};
     close_copies(R, s->pair, s->sid, copy, opened, 0);
-    /* the copies a fail-over left behind, if those processes came back */
-    const uint64_t none[2] = {0, 0}, left[2] = {s->left_gen, s->left_ctx};
-    if (s->left_pair >= 0 && s->left_pair != s->pair) close_copies(R, s->left_pair, s->sid, none, left, 1);
+    /* the copies a fail-over left behind: closed now where those processes
+     * are up, else by the supervisor when they answer again */
+    if (s->left_pair >= 0 && s->left_pair != s->pair) {
+        const uint64_t none[2] = {0, 0}, left[2] = {s->left_gen, s->left_ctx};
+        close_copies(R, s->left_pair, s->sid, none, left, 1);
+        pthread_mutex_lock(&R->mu);
+        const wpair *lp = &R->pairs[s->left_pair];
+        const int n0 = R->n_pend;
+        pend_locked(R, s->sid, s->left_pair, lp->gen->up ? 0 : s->left_gen, lp->ctx->up || lp->ctx == lp->gen ? 0 : s->left_ctx);
+        const int queued = R->n_pend - n0;
+        pthread_mutex_unlock(&R->mu);
+        if (queued > 0)
+            TC_LOG(TC_LOG_INFO, "workers", "session %llu closed: its %d cop%s on pair %d (down) will be closed when "
+                   "that pair answers again", (unsigned long long)s->sid, queued, queued > 1 ? "ies" : "y", s->left_pair);
+    }
     free(s->hist);
     free(s);
+}
+
+void tc_wr_close_pending(remote *R) {
+    pthread_mutex_lock(&R->mu);
+    /* the copies whose worker is up: taken out (another process: gone
+     * with the old one, nothing to close) */
+    wclose *todo = R->n_pend ? malloc((size_t)R->n_pend * sizeof *todo) : NULL;
+    int m = 0, keep = 0;
+    for (int i = 0; i < R->n_pend; i++) {
+        const wclose e = R->pend[i];
+        const int at = tc_sched_pair_of(R->sched, e.sid); /* back on that worker: the copy is its own again */
+        if (at >= 0 && (R->pairs[at].gen == e.p || R->pairs[at].ctx == e.p)) continue;
+        if (!e.p->up || !todo) R->pend[keep++] = e;
+        else if (e.p->boot == e.boot) todo[m++] = e;
+    }
+    R->n_pend = keep;
+    pthread_mutex_unlock(&R->mu);
+    for (int i = 0; i < m; i++) {
+        Tconst__Worker__V1__SessionRef rq = TCONST__WORKER__V1__SESSION_REF__INIT;
+        rq.sid = todo[i].sid;
+        ProtobufCMessage *r;
+        if (tc_wr_call(R, todo[i].p, 2, M("Close"), &rq.base, &tconst__worker__v1__session_reply__descriptor, &r, 5.0) ==
+            TC_OK) {
+            protobuf_c_message_free_unpacked(r, NULL);
+            TC_LOG(TC_LOG_INFO, "workers", "%s: closed session %llu's copy left by a fail-over", todo[i].p->name,
+                   (unsigned long long)todo[i].sid);
+        } else { /* once: it went down again, or the copy is gone already */
+            TC_LOG(TC_LOG_WARN, "workers", "%s: cannot close session %llu's copy left by a fail-over: %s", todo[i].p->name,
+                   (unsigned long long)todo[i].sid, tc_error_get());
+        }
+    }
+    free(todo);
 }
 
 static tc_status do_append(remote *R, tc_wc_session *s, const int32_t *t, int64_t n, float *logits) {

@@ -17,6 +17,10 @@ exactly. Then: tconst_session_failovers_total is 2, pair 1's
 generation worker holds all three sessions, A answers GetSession and
 CloseSession promptly, and a new session opens (on pair 1) and generates
 exactly. Before fail-over, A's request ended UNAVAILABLE.
+Then, with pair 0's workers stopped (SIGSTOP) instead of killed: session X
+moves to pair 1 and is closed there while pair 0 is still stopped; once
+pair 0 answers again, X's copies left on both its workers are closed (they
+used to stay there for good).
 """
 import os
 import signal
@@ -108,6 +112,45 @@ def body(env, ck):
             pd = [(i * 5) % 500 + 2 for i in range(40)]
             ids, _ = d.generate_ids(s, pd, env.sampling(max_tokens=40, ignore_eos=True), timeout=120)
             ck.equal(ids, env.generate(model, pd, 40, ignore_eos=True), "a new request runs on the live pair")
+    finally:
+        for w in pairs:
+            w.stop()
+
+    # copies left on a pair that is down (stopped, not dead) when their
+    # session goes: closed once those same processes answer again, not
+    # kept on them for good
+    pairs = [Worker(env, r, model) for r in ("context", "generation", "context", "generation")]
+    try:
+        with Daemon(env, "--workers", ",".join(w.addr for w in pairs), "--worker-timeout", "1",
+                    model=model) as d:
+            s = d.stub()
+            px = [(i * 7) % 500 + 2 for i in range(40)]  # past one window: a copy on the context worker too
+            sx = s.OpenSession(pb.OpenSessionRequest(token_ids=px), timeout=60).session_id
+            sy = s.OpenSession(pb.OpenSessionRequest(token_ids=px[:5]), timeout=60).session_id
+            ck.equal((gen_sessions(0), gen_sessions(1), gen_sessions(3)), (1, 1, 1),
+                     "left copies: X on pair 0 (both workers), Y on pair 1")
+            for w in pairs[:2]:
+                os.kill(w.p.pid, signal.SIGSTOP)
+            try:
+                ids = []
+                for r in s.GenerateInSession(pb.GenerateInSessionRequest(session_id=sx, sampling=env.sampling(
+                        max_tokens=20, ignore_eos=True)), timeout=120):
+                    ids += r.token_ids
+                ck.equal(ids, env.generate(model, px, 20, ignore_eos=True),
+                         "left copies: X, its pair stopped, moves to pair 1 and generates exactly")
+                s.CloseSession(pb.CloseSessionRequest(session_id=sx), timeout=30)
+                # the coordinator lets go of X (its reaper thread) while pair 0 is still stopped
+                ck.check(wait_for(lambda: "copies on pair 0 (down) will be closed when that pair answers again" in
+                                  open(d.log_path, errors="replace").read(), 30, "X let go"),
+                         "left copies: X's 2 copies on stopped pair 0 wait for it (the log says so)")
+            finally:
+                for w in pairs[:2]:
+                    os.kill(w.p.pid, signal.SIGCONT)
+            ck.check(wait_for(lambda: d.metric("tconst_workers_up") == 4.0, 30, "pair 0 back"), "pair 0 answers again")
+            ck.check(wait_for(lambda: (gen_sessions(0), gen_sessions(1)) == (0, 0), 30, "X's old copies closed"),
+                     "X closed while pair 0 was stopped: its copies there are closed once pair 0 answers again",
+                     (gen_sessions(0), gen_sessions(1)))
+            ck.equal(gen_sessions(3), 1, "pair 1 holds Y alone")
     finally:
         for w in pairs:
             w.stop()
