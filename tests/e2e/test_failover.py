@@ -29,7 +29,7 @@ import threading
 import grpc
 
 from harness import Daemon, run, wait_for
-from test_attach import Worker
+from test_attach import Worker, stream_ids
 
 
 N = 1500  # A's generation: seconds of syncs, so pair 0 dies under it (else the move is not counted: a failure)
@@ -132,10 +132,7 @@ def body(env, ck):
             for w in pairs[:2]:
                 os.kill(w.p.pid, signal.SIGSTOP)
             try:
-                ids = []
-                for r in s.GenerateInSession(pb.GenerateInSessionRequest(session_id=sx, sampling=env.sampling(
-                        max_tokens=20, ignore_eos=True)), timeout=120):
-                    ids += r.token_ids
+                ids = stream_ids(pb, s, sx, env.sampling(max_tokens=20, ignore_eos=True), 120)
                 ck.equal(ids, env.generate(model, px, 20, ignore_eos=True),
                          "left copies: X, its pair stopped, moves to pair 1 and generates exactly")
                 s.CloseSession(pb.CloseSessionRequest(session_id=sx), timeout=30)
