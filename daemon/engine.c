@@ -162,6 +162,7 @@ void tc_eng_sess_remove_locked(tc_engine *e, dsess *s, int forget) {
         }
     if (forget && e->journal && !s->ephemeral && tc_journal_session_delete(e->journal, s->id) != TC_OK)
         TC_LOG(TC_LOG_ERROR, "engine", "%s", tc_error_get());
+    if (s->close_retry) e->n_close_retry--;
     if (s->ws) reap_push_locked(e, s->ws);
     tc_sched_close(e->sched, s->qid);
     free(s->restore);
@@ -743,6 +744,11 @@ static int session_close(tc_engine *e, const char *id, uint64_t key, tc_session_
         } else if (tc_eng_sess_forget_locked(e, s) != TC_OK) {
             snprintf(err, errlen, "%s", tc_error_get());
             rc = -1;
+            if (key && !s->close_retry) { /* a Stream's own: nobody else can close it; the idle pass retries */
+                s->close_retry = 1;
+                e->n_close_retry++;
+                e->next_idle_check = tc_now_s() + 1.0;
+            }
         }
     }
     pthread_mutex_unlock(&e->mu);
@@ -756,8 +762,9 @@ int tc_engine_session_close(tc_engine *e, const char *id, tc_session_info *out, 
 int tc_engine_session_close_key(tc_engine *e, const char *id, uint64_t key, tc_session_info *out) {
     char err[300];
     const int rc = key ? session_close(e, id, key, out, err, sizeof err) : 0;
-    if (rc < 0) /* a Stream's own session at its end: it stays, and expires (or closes) later */
-        TC_LOG(TC_LOG_ERROR, "engine", "closing session %s at the end of its stream: %s", id, err);
+    if (rc < 0) /* a Stream's own session at its end: it stays, and the idle pass closes it when the journal lets it */
+        TC_LOG(TC_LOG_ERROR, "engine", "closing session %s at the end of its stream: %s (tried again in 1 s, then "
+               "every 30 s)", id, err);
     return rc;
 }
 

@@ -38,6 +38,10 @@ typedef struct dsess {
     int has_logits;
     uint64_t busy_job;
     int ephemeral, close_when_idle;
+    /* a Stream's own session whose close at the stream's end the journal
+     * refused: closed by the idle pass as soon as the journal lets it
+     * (e->n_close_retry counts them) */
+    int close_retry;
     int pins;         /* open Streams on it: no idle expiry meanwhile */
     int keep_journal; /* closed live, but the journal keeps it (unappend without truncate) */
     int64_t created_ms, last_used_ms;
@@ -130,6 +134,7 @@ struct tc_engine {
     } *gen;
     int n_gen;
     double next_idle_check, next_trim; /* housekeeping, done by whichever generation thread finds it due (mu) */
+    int n_close_retry;                 /* sessions with close_retry set (mu) */
     /* context threads (syncs, prefills): in-process one for both; with
      * worker processes one for starts and one per worker pair for syncs */
     struct ctx_arg {

@@ -471,19 +471,21 @@ void *tc_eng_generation_thread(void *arg) {
             pthread_mutex_lock(&e->mu);
             continue;
         }
-        if (e->lim.idle_timeout_s > 0 && tc_now_s() >= e->next_idle_check) {
+        if ((e->lim.idle_timeout_s > 0 || e->n_close_retry > 0) && tc_now_s() >= e->next_idle_check) {
             e->next_idle_check = tc_now_s() + 1.0;
-            int64_t lim_ms = tc_wall_ms() - (int64_t)(e->lim.idle_timeout_s * 1000);
+            int64_t lim_ms = e->lim.idle_timeout_s > 0 ? tc_wall_ms() - (int64_t)(e->lim.idle_timeout_s * 1000) : INT64_MIN;
             for (int i = e->n_sess - 1; i >= 0; i--)
-                if (!e->sess[i]->busy_job && !e->sess[i]->pins && e->sess[i]->last_used_ms < lim_ms) {
+                if (!e->sess[i]->busy_job && !e->sess[i]->pins &&
+                    (e->sess[i]->last_used_ms < lim_ms || e->sess[i]->close_retry)) {
                     char id[TC_ID_MAX];
                     snprintf(id, sizeof id, "%s", e->sess[i]->id);
+                    const char *why = e->sess[i]->close_retry ? "its stream ended earlier" : "idle";
                     if (tc_eng_sess_forget_locked(e, e->sess[i]) == TC_OK)
-                        TC_LOG(TC_LOG_INFO, "engine", "session %s idle, closed", id);
+                        TC_LOG(TC_LOG_INFO, "engine", "session %s %s, closed", id, why);
                     else { /* the journal keeps it (a full disk): open, and no more tries for 30 s (each
                             * one a failing write under this lock, and a log line) */
-                        TC_LOG(TC_LOG_ERROR, "engine", "session %s idle, not closed (the next tries in 30 s): %s",
-                               id, tc_error_get());
+                        TC_LOG(TC_LOG_ERROR, "engine", "session %s %s, not closed (the next tries in 30 s): %s",
+                               id, why, tc_error_get());
                         e->next_idle_check = tc_now_s() + 30.0;
                         break;
                     }

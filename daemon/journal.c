@@ -7,18 +7,21 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <sys/file.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/fault.h"
 #include "../common/log.h"
 
 struct tc_journal {
     int lock_fd; /* <data-dir>/LOCK, flock()ed for the process's life: one tconstd a directory */
     sqlite3 *db;
     sqlite3_stmt *ins_sess, *del_sess, *del_chunks, *ins_chunk, *ins_gen, *del_gen;
+    _Atomic int64_t fault_deletes; /* tests: TC_FAULT_JOURNAL_DELETE_ERRORS, the session deletes still to fail */
 };
 
 static tc_status db_fail(tc_journal *j, const char *what) {
@@ -31,6 +34,10 @@ tc_status tc_journal_open(tc_journal **out, const char *data_dir) {
     j->lock_fd = -1;
     char path[4200];
     tc_status st = TC_OK;
+    int64_t fd = 0; /* tests: the first N session deletes fail (tests/e2e/test_journal_full.py) */
+    if ((st = tc_fault_env_count("TC_FAULT_JOURNAL_DELETE_ERRORS", 1000000, &fd)) != TC_OK) goto fail;
+    j->fault_deletes = fd;
+    if (fd) TC_LOG(TC_LOG_WARN, "journal", "fault injection armed: the first %lld session deletes fail", (long long)fd);
     /* two daemons on one journal would merge their sessions under the same
      * ids and expire each other's: the second is refused */
     snprintf(path, sizeof path, "%s/LOCK", data_dir);
@@ -149,7 +156,11 @@ tc_status tc_journal_session_open(tc_journal *j, const char *id, int64_t created
     return reset_session(j, id, 1, created_ms);
 }
 
-tc_status tc_journal_session_delete(tc_journal *j, const char *id) { return reset_session(j, id, 0, 0); }
+tc_status tc_journal_session_delete(tc_journal *j, const char *id) {
+    if (j->fault_deletes > 0 && atomic_fetch_sub(&j->fault_deletes, 1) > 0)
+        return TC_FAIL(TC_ERR_IO, "journal: delete session %s: injected fault (TC_FAULT_JOURNAL_DELETE_ERRORS)", id);
+    return reset_session(j, id, 0, 0);
+}
 
 tc_status tc_journal_append(tc_journal *j, const char *id, const int32_t *tokens, int64_t n) {
     if (n <= 0) return TC_OK;

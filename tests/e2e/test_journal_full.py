@@ -14,7 +14,7 @@ import signal
 
 import grpc
 
-from harness import Daemon, run
+from harness import Daemon, run, wait_for
 
 LIMITS = [200_000 + 7919 * k for k in range(6)]  # bytes a file of the daemon may reach
 
@@ -127,6 +127,35 @@ def body(env, ck):
         break
     ck.check(closed is not None and closed != "OK",
              f"a CloseSession met a full journal (in {len(LIMITS)} tries with other size limits)", str(closed))
+
+    # a Stream's own session whose close the journal refuses at the
+    # stream's end (TC_FAULT_JOURNAL_DELETE_ERRORS=1: the first session
+    # delete fails): nobody else can close it, so the daemon does, as soon
+    # as the journal lets it (it used to stay open until a restart with
+    # --idle-timeout 0, and come back after it)
+    data = os.path.join(env.tmp, "data-stream-close")
+    os.makedirs(data)
+    os.environ["TC_FAULT_JOURNAL_DELETE_ERRORS"] = "1"
+    try:
+        d = Daemon(env, "--data-dir", data, "--idle-timeout", "0", model=model)
+        d.start()
+    finally:
+        del os.environ["TC_FAULT_JOURNAL_DELETE_ERRORS"]
+    with d:
+        s = d.stub()
+        ids = []
+        for m in s.Stream(iter([pb.StreamRequest(token_ids=[1, 2, 3, 4], generate=True, sampling=samp)]), timeout=60):
+            if m.HasField("generation"):
+                ids += m.generation.token_ids
+        ck.equal(ids, want, "stream: its generation == tconst generate")
+        log = lambda: open(d.log_path, errors="replace").read()
+        ck.check(wait_for(lambda: "at the end of its stream" in log() and "injected fault" in log(), 30,
+                          "the refused close"), "stream: closing its own session at its end was refused (injected)")
+        ck.check(wait_for(lambda: d.metric("tconst_sessions_active") == 0.0, 30, "the session closed"),
+                 "stream: its session is closed once the journal lets it", d.metric("tconst_sessions_active"))
+        ck.check("its stream ended earlier, closed" in log(), "stream: the log says it was closed later")
+    with Daemon(env, "--data-dir", data, model=model) as d:
+        ck.equal(d.metric("tconst_sessions_active"), 0.0, "stream: after a restart it does not come back")
 
 
 if __name__ == "__main__":
