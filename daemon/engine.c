@@ -28,10 +28,25 @@
 #include "journal.h"
 #include "metrics.h"
 
+/* A session closing (close_when_idle: closed while its last job runs,
+ * or its start failed) is gone for clients: GetSession answers NOT_FOUND
+ * and its id is free for a new OpenSession at once -- a CloseSession's OK
+ * followed by an OpenSession of the same id used to meet ALREADY_EXISTS
+ * until the old job retired. The closing one lives on until then, found
+ * by its job's pointer, and never touches the journal under that id
+ * again (ephemeral, or keep_journal). */
 dsess *tc_eng_sess_find(tc_engine *e, const char *id) {
     for (int i = 0; i < e->n_sess; i++)
-        if (!strcmp(e->sess[i]->id, id)) return e->sess[i];
+        if (!e->sess[i]->close_when_idle && !strcmp(e->sess[i]->id, id)) return e->sess[i];
     return NULL;
+}
+
+/* any session holding id, closing ones included (ids the server makes
+ * stay unique among all it holds) */
+static int id_held(tc_engine *e, const char *id) {
+    for (int i = 0; i < e->n_sess; i++)
+        if (!strcmp(e->sess[i]->id, id)) return 1;
+    return 0;
 }
 
 job *tc_eng_job_find(tc_engine *e, uint64_t id) {
@@ -201,7 +216,7 @@ dsess *tc_eng_sess_add_locked(tc_engine *e, const char *id) {
     if (id && *id) snprintf(s->id, sizeof s->id, "%s", id);
     else /* unique among the sessions held, ids clients chose included */
         do snprintf(s->id, sizeof s->id, "s-%llu-%012llx", (unsigned long long)++e->next_sess_id, tc_eng_id_nonce());
-        while (tc_eng_sess_find(e, s->id));
+        while (id_held(e, s->id));
     s->pending = -1;
     s->created_ms = s->last_used_ms = tc_wall_ms();
     s->qid = ++e->next_qid;
@@ -474,6 +489,12 @@ void tc_eng_start_failed(tc_engine *e, job *j, int code, const char *msg) {
     atomic_store(&j->ended, 1); /* a retry under its request_id may come as soon as the client hears */
     if (j->created) {
         pthread_mutex_lock(&e->mu);
+        /* forgotten by the journal now, not when the job retires: a
+         * retried OpenSession may open its id again before that */
+        if (e->journal && !j->s->ephemeral && !j->s->keep_journal &&
+            tc_journal_session_delete(e->journal, j->s->id) != TC_OK)
+            TC_LOG(TC_LOG_ERROR, "engine", "session %s (its start failed): %s", j->s->id, tc_error_get());
+        j->s->ephemeral = 1;
         j->s->close_when_idle = 1;
         pthread_mutex_unlock(&e->mu);
     }

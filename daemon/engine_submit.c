@@ -341,11 +341,6 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
             code = refuse(msg, msglen, 9, "session_id: session '%s' is busy with another request", sid);
             goto reject;
         }
-        if (s->close_when_idle) {
-            pthread_mutex_unlock(&e->mu);
-            code = refuse(msg, msglen, 5, "session_id: session '%s' is closing", sid);
-            goto reject;
-        }
     }
     /* the same request again after a crash cut it: resume, don't restart */
     if (sp->generate && s->has_resume && sp->request_id && !strcmp(sp->request_id, s->resume.request_id) &&

@@ -177,6 +177,22 @@ def body(env, ck):
                 session_id="user-42", sampling=env.sampling(max_tokens=8, ignore_eos=True)), timeout=30)
                    for t in r.token_ids]
             ck.equal(ids, env.generate(model, [5, 6], 8, ignore_eos=True), f"{arch}: generation in the named session")
+            # closed while it generates (a stream held open, unread): the id is
+            # free at once -- the OK of CloseSession means closed
+            held = s.GenerateInSession(pb.GenerateInSessionRequest(session_id="user-42", sampling=env.sampling(
+                max_tokens=1000000, ignore_eos=True)), timeout=60)
+            next(held)
+            s.CloseSession(pb.CloseSessionRequest(session_id="user-42"), timeout=30)
+            again = s.OpenSession(pb.OpenSessionRequest(session_id="user-42", token_ids=[9, 10, 11]), timeout=30)
+            ck.equal((again.session_id, again.length), ("user-42", 3),
+                     f"{arch}: a session closed while it generates: its id opens again at once (not ALREADY_EXISTS)")
+            held.cancel()
+            ids = [t for r in s.GenerateInSession(pb.GenerateInSessionRequest(
+                session_id="user-42", sampling=env.sampling(max_tokens=8, ignore_eos=True)), timeout=30)
+                   for t in r.token_ids]
+            ck.equal(ids, env.generate(model, [9, 10, 11], 8, ignore_eos=True),
+                     f"{arch}: ... the new session is its own (== tconst generate over its 3 tokens)")
+            s.CloseSession(pb.CloseSessionRequest(session_id="user-42"), timeout=30)
 
     idle_expiry(env, ck)
 
