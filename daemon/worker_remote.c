@@ -198,11 +198,11 @@ static tc_status same_model(remote *R, const wproc *p, const Tconst__Worker__V1_
  * same model in the same role -- sessions are rebuilt on it from their
  * history, and another model would go on generating them without an
  * error: TC_ERR_INVALID naming the difference, p unchanged. */
-static tc_status refresh_info(remote *R, wproc *p, Tconst__Worker__V1__InfoResponse **keep) {
+static tc_status refresh_info(remote *R, wproc *p, int role, Tconst__Worker__V1__InfoResponse **keep) {
     Tconst__Worker__V1__InfoRequest rq = TCONST__WORKER__V1__INFO_REQUEST__INIT;
     rq.coordinator = R->instance;
     ProtobufCMessage *r;
-    TC_CHECK(tc_wr_call(R, p, 2, M("Info"), &rq.base, &tconst__worker__v1__info_response__descriptor, &r, 10.0));
+    TC_CHECK(tc_wr_call(R, p, role, M("Info"), &rq.base, &tconst__worker__v1__info_response__descriptor, &r, 10.0));
     Tconst__Worker__V1__InfoResponse *ir = (Tconst__Worker__V1__InfoResponse *)r;
     if (p->boot && ir->boot_id != p->boot) {
         tc_status st = strcmp(ir->role, p->role) != 0
@@ -237,7 +237,7 @@ typedef struct {
 static void *connect_main(void *arg) {
     connect_arg *a = arg;
     ProtobufCMessage *r;
-    a->st = tc_wr_call(a->R, a->p, 2, M("Connect"), &a->rq->base, &tconst__worker__v1__connect_response__descriptor, &r, 120.0);
+    a->st = tc_wr_call(a->R, a->p, 6, M("Connect"), &a->rq->base, &tconst__worker__v1__connect_response__descriptor, &r, 120.0);
     if (a->st == TC_OK) protobuf_c_message_free_unpacked(r, NULL);
     return NULL;
 }
@@ -252,14 +252,17 @@ static void set_gauges(remote *R);
  * transport's address, or a new NCCL communicator -- a fresh id from the
  * context worker's Info, then Connect on both at once (each blocks until
  * the other joins, the worker's init gives up at the call's deadline). A
- * failure leaves the pair unlinked (not live); the supervisor tries again,
- * backing off. Supervisor thread (and tc_worker_remote_open before it). */
+ * failure leaves the pair unlinked (not live); the linker thread tries again,
+ * backing off. The linker thread (and tc_worker_remote_open before it). */
 static void connect_one(remote *R, wpair *pr) {
+    pthread_mutex_lock(&R->mu); /* the processes this connects: one that restarts meanwhile is connected again */
+    const uint64_t b_ctx = pr->ctx->boot, b_gen = pr->gen->boot;
+    pthread_mutex_unlock(&R->mu);
     Tconst__Worker__V1__ConnectRequest rq = TCONST__WORKER__V1__CONNECT_REQUEST__INIT;
     tc_status st;
     if (!strcmp(pr->ctx->transport, "nccl")) {
         Tconst__Worker__V1__InfoResponse *ir = NULL;
-        if ((st = refresh_info(R, pr->ctx, &ir)) == TC_OK && ir->nccl_id.len != 128)
+        if ((st = refresh_info(R, pr->ctx, 6, &ir)) == TC_OK && ir->nccl_id.len != 128)
             st = TC_FAIL(TC_ERR_IO, "%s: its Info carries no NCCL id", pr->ctx->name);
         if (st == TC_OK) {
             Tconst__Worker__V1__ConnectRequest rg = TCONST__WORKER__V1__CONNECT_REQUEST__INIT;
@@ -283,7 +286,10 @@ static void connect_one(remote *R, wpair *pr) {
         st = ca.st;
     }
     pthread_mutex_lock(&R->mu);
-    if (st == TC_OK) {
+    if (st == TC_OK && (pr->ctx->boot != b_ctx || pr->gen->boot != b_gen)) {
+        st = TC_FAIL(TC_ERR_IO, "a worker of the pair restarted meanwhile");
+        pr->next_link = 0; /* at once, the new process */
+    } else if (st == TC_OK) {
         pr->linked = 1;
         pr->link_backoff = 0;
         if (R->sched && pair_live(pr)) tc_sched_pair_set_live(R->sched, (int)(pr - R->pairs), 1);
@@ -303,19 +309,31 @@ static void connect_one(remote *R, wpair *pr) {
                pr->gen->name, tc_error_get(), pr->link_backoff);
 }
 
-/* the pairs that p belongs to, and that are up, connected now (after p
- * restarted, or came up); or those whose last Connect failed, when their
- * retry is due (p NULL) */
-static void connect_pairs(remote *R, wproc *p) {
-    for (int i = 0; i < R->n_pairs; i++) {
-        wpair *pr = &R->pairs[i];
-        if (pr->ctx == pr->gen) continue;
-        pthread_mutex_lock(&R->mu);
-        const int due = pr->ctx->up && pr->gen->up &&
-                        (p ? pr->ctx == p || pr->gen == p : !pr->linked && tc_now_s() >= pr->next_link);
-        pthread_mutex_unlock(&R->mu);
-        if (due) connect_one(R, pr);
+/* The linker thread: connects the pairs that are up but not linked (a
+ * worker restarted or came back: at once; a Connect failed: when its
+ * retry is due), woken by the supervisor or every 0.2 s. Its own thread:
+ * an NCCL Connect waits for its peer (up to its deadline), and pings and
+ * restarts must go on meanwhile. */
+static void *linker_main(void *arg) {
+    remote *R = arg;
+    pthread_mutex_lock(&R->mu);
+    while (!R->stop) {
+        for (int i = 0; i < R->n_pairs && !R->stop; i++) {
+            wpair *pr = &R->pairs[i];
+            if (pr->ctx == pr->gen || pr->linked || !pr->ctx->up || !pr->gen->up || tc_now_s() < pr->next_link) continue;
+            pthread_mutex_unlock(&R->mu);
+            connect_one(R, pr);
+            pthread_mutex_lock(&R->mu);
+        }
+        if (R->stop) break;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 200 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&R->cv, &R->mu, &ts);
     }
+    pthread_mutex_unlock(&R->mu);
+    return NULL;
 }
 
 static void set_gauges(remote *R) {
@@ -440,7 +458,7 @@ static void supervise_one(remote *R, wproc *p) {
         }
         int fresh = boot != p->boot || !p->up;
         tc_status rs;
-        if (boot != p->boot && (rs = refresh_info(R, p, NULL)) != TC_OK) {
+        if (boot != p->boot && (rs = refresh_info(R, p, 2, NULL)) != TC_OK) {
             if (rs == TC_ERR_INVALID) {
                 TC_LOG(TC_LOG_ERROR, "workers", "%s: not taken back: %s", p->name, tc_error_get());
                 p->refused_boot = boot;
@@ -458,14 +476,12 @@ static void supervise_one(remote *R, wproc *p) {
         for (int i = 0; i < R->n_pairs; i++) {
             wpair *pr = &R->pairs[i];
             /* a new process (or one back up) has no data plane yet */
-            if (fresh && pr->ctx != pr->gen && (pr->ctx == p || pr->gen == p)) pr->linked = 0;
+            if (fresh && pr->ctx != pr->gen && (pr->ctx == p || pr->gen == p))
+                pr->linked = 0, pr->next_link = 0, pr->link_backoff = 0; /* the linker connects it now */
             if (pair_live(pr)) tc_sched_pair_set_live(R->sched, i, 1);
         }
         set_gauges(R);
-        pthread_mutex_unlock(&R->mu);
-        if (fresh) connect_pairs(R, p);
-        pthread_mutex_lock(&R->mu);
-        pthread_cond_broadcast(&R->cv);
+        pthread_cond_broadcast(&R->cv); /* the linker, and tc_wr_wait_up */
         pthread_mutex_unlock(&R->mu);
         if (now - p->up_since > 30) p->backoff = 0;
         return;
@@ -500,7 +516,6 @@ static void *supervisor_main(void *arg) {
     while (!R->stop) {
         pthread_mutex_unlock(&R->mu);
         for (int i = 0; i < R->n_procs; i++) supervise_one(R, R->procs[i]);
-        connect_pairs(R, NULL); /* Connects that failed, when due again */
         tc_wr_close_pending(R); /* copies a fail-over left on workers that were down */
         report_live(R);
         pthread_mutex_lock(&R->mu);
@@ -577,13 +592,12 @@ static void r_abandon(tc_worker_client *w) {
 
 static void r_free(tc_worker_client *w) {
     remote *R = w->impl;
-    if (R->sup_started) {
-        pthread_mutex_lock(&R->mu);
-        R->stop = 1;
-        pthread_cond_broadcast(&R->cv);
-        pthread_mutex_unlock(&R->mu);
-        pthread_join(R->sup, NULL); /* it stopped the spawned workers */
-    }
+    pthread_mutex_lock(&R->mu);
+    R->stop = 1;
+    pthread_cond_broadcast(&R->cv);
+    pthread_mutex_unlock(&R->mu);
+    if (R->sup_started) pthread_join(R->sup, NULL); /* it stopped the spawned workers */
+    if (R->linker_started) pthread_join(R->linker, NULL); /* its Connect ends with its workers, or at its deadline */
     stop_spawned(R); /* (without a supervisor: a start-up that failed) */
     for (int i = 0; i < R->n_procs; i++) {
         wproc *p = R->procs[i];
@@ -595,7 +609,7 @@ static void r_free(tc_worker_client *w) {
             if (tc_wr_call(R, p, 2, M("Ping"), &rq.base, &tconst__worker__v1__ping_response__descriptor, &r, 2.0) == TC_OK)
                 protobuf_c_message_free_unpacked(r, NULL);
         }
-        for (int k = 0; k < 6; k++) tc_rpc_client_close(p->cli[k]), pthread_mutex_destroy(&p->cli_mu[k]);
+        for (int k = 0; k < TC_WR_CLIENTS; k++) tc_rpc_client_close(p->cli[k]), pthread_mutex_destroy(&p->cli_mu[k]);
         for (int k = 0; k < MAX_ARGS && p->argv[k]; k++) free(p->argv[k]);
         free(p);
     }
@@ -640,7 +654,7 @@ static wproc *new_proc(remote *R, const char *name, const char *role) {
     snprintf(p->name, sizeof p->name, "%s", name);
     snprintf(p->role, sizeof p->role, "%s", role);
     p->pid = -1;
-    for (int k = 0; k < 6; k++) pthread_mutex_init(&p->cli_mu[k], NULL);
+    for (int k = 0; k < TC_WR_CLIENTS; k++) pthread_mutex_init(&p->cli_mu[k], NULL);
     R->procs[R->n_procs++] = p;
     return p;
 }
@@ -701,7 +715,7 @@ static tc_status first_contact(remote *R, wproc *p, int *have_cfg) {
     Tconst__Worker__V1__InfoResponse *ir = NULL;
     tc_status st;
     int said = 0;
-    while (((st = refresh_info(R, p, &ir)) == TC_ERR_IO || st == TC_ERR_EXHAUSTED) && tc_now_s() < end &&
+    while (((st = refresh_info(R, p, 2, &ir)) == TC_ERR_IO || st == TC_ERR_EXHAUSTED) && tc_now_s() < end &&
            !tc_spawn_cancelled()) {
         if (st == TC_ERR_EXHAUSTED && !said++) /* a coordinator before us: it takes the worker when silent */
             TC_LOG(TC_LOG_WARN, "workers", "waiting for %s: %s", p->name, tc_error_get());
@@ -736,7 +750,7 @@ static tc_status first_contact(remote *R, wproc *p, int *have_cfg) {
 }
 
 /* The start: waits, at most --start-timeout, for every pair's data plane
- * (a failed Connect is tried again by the supervisor). Some pair live
+ * (a failed Connect is tried again by the linker thread). Some pair live
  * then: the start goes on without the others (they join when they
  * connect); none: it fails with the last Connect's error. */
 static tc_status wait_linked(remote *R) {
@@ -851,7 +865,7 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
     for (int i = 0; i < nc && st == TC_OK; i++) {
         R->pairs[R->n_pairs].ctx = ctxq[i], R->pairs[R->n_pairs].gen = genq[i], R->n_pairs++;
         ctxq[i]->peer = genq[i];
-        connect_one(R, &R->pairs[R->n_pairs - 1]); /* retried by the supervisor when it fails */
+        connect_one(R, &R->pairs[R->n_pairs - 1]); /* retried by the linker when it fails */
     }
     if (st == TC_OK) {
         /* placement only; the scheduler preallocates for max_sessions */
@@ -864,6 +878,9 @@ tc_status tc_worker_remote_open(tc_worker_client **out, const tc_remote_opts *o)
     if (st == TC_OK && pthread_create(&R->sup, NULL, supervisor_main, R) != 0)
         st = TC_FAIL(TC_ERR_INTERNAL, "cannot start the supervisor thread");
     else if (st == TC_OK) R->sup_started = 1;
+    if (st == TC_OK && pthread_create(&R->linker, NULL, linker_main, R) != 0)
+        st = TC_FAIL(TC_ERR_INTERNAL, "cannot start the data-plane linker thread");
+    else if (st == TC_OK) R->linker_started = 1;
     if (st == TC_OK) st = wait_linked(R);
     if (st != TC_OK) {
         char msg[1024];

@@ -18,6 +18,7 @@
 
 #define MAX_PROCS 32
 #define MAX_ARGS 32
+#define TC_WR_CLIENTS 7
 #define M(x) "/tconst.worker.v1.Worker/" x
 
 typedef struct wproc {
@@ -34,10 +35,12 @@ typedef struct wproc {
     /* one client per calling thread kind: 0 generation thread, 1 context
      * thread (syncs), 2 supervisor, 3 any other thread, 4 Cancel (sent
      * while a context thread's client waits on the call it stops), 5 the
-     * start thread (prefills: beside a sync, not behind it); each used
-     * under its lock (a client runs one call at a time) */
-    tc_rpc_client *cli[6];
-    pthread_mutex_t cli_mu[6];
+     * start thread (prefills: beside a sync, not behind it), 6 the
+     * linker (Connects: an NCCL one may wait long for its peer, never in
+     * the way of pings); each used under its lock (a client runs one call
+     * at a time) */
+    tc_rpc_client *cli[TC_WR_CLIENTS];
+    pthread_mutex_t cli_mu[TC_WR_CLIENTS];
     struct wproc *peer;    /* context worker: its generation peer */
 } wproc;
 
@@ -91,8 +94,8 @@ typedef struct {
     int n_pairs;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    pthread_t sup;
-    int sup_started, stop;
+    pthread_t sup, linker; /* the supervisor; the linker connects pairs' data planes (connect_one) */
+    int sup_started, linker_started, stop;
     int giveup; /* abandon_waits: waits for a restart fail at once (shutdown) */
     uint64_t next_sid;
     uint64_t instance; /* sent in Info and Ping: the worker's owner */
