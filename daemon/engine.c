@@ -428,10 +428,16 @@ void tc_eng_job_finish(tc_engine *e, job *j, tc_finish fin, const char *err) {
         tc_eng_stats_of(j, &st, j->s ? j->s->st.length + (j->s->pending >= 0) : 0);
         j->sink->tokens(j->user, NULL, 0, "", 0, fin, &st, err);
     }
-    tc_metric_inc(fin == TC_FINISH_ERROR            ? TC_M_requests_total_error
-                  : cancel && cancel_code == 4 ? TC_M_requests_total_deadline
-                  : cancel                         ? TC_M_requests_total_cancelled
-                                                      : TC_M_requests_total_ok,
+    const int fc = j->fail_code; /* a start that failed: counted by its status, not as "ok" */
+    tc_metric_inc(fc ? (fc == 1    ? TC_M_requests_total_cancelled
+                        : fc == 4  ? TC_M_requests_total_deadline
+                        : fc == 8  ? TC_M_requests_total_overloaded
+                        : fc == 13 || fc == 14 ? TC_M_requests_total_error
+                                   : TC_M_requests_total_rejected)
+                     : fin == TC_FINISH_ERROR      ? TC_M_requests_total_error
+                     : cancel && cancel_code == 4 ? TC_M_requests_total_deadline
+                     : cancel                     ? TC_M_requests_total_cancelled
+                                                  : TC_M_requests_total_ok,
                   1);
     tc_metric_observe(TC_H_request_duration_seconds, tc_now_s() - j->t_arrive);
     pthread_mutex_lock(&e->mu);
@@ -487,8 +493,10 @@ static void unappend(tc_engine *e, job *j) {
  * counting against max_sessions. */
 void tc_eng_start_failed(tc_engine *e, job *j, int code, const char *msg) {
     atomic_store(&j->ended, 1); /* a retry under its request_id may come as soon as the client hears */
-    if (j->created) {
-        pthread_mutex_lock(&e->mu);
+    pthread_mutex_lock(&e->mu);
+    /* a Stream's own session (pinned by it) stays: the stream goes on
+     * after a request aborted before it started (its end closes it) */
+    if (j->created && !j->s->pins) {
         /* forgotten by the journal now, not when the job retires: a
          * retried OpenSession may open its id again before that */
         if (e->journal && !j->s->ephemeral && !j->s->keep_journal &&
@@ -496,8 +504,9 @@ void tc_eng_start_failed(tc_engine *e, job *j, int code, const char *msg) {
             TC_LOG(TC_LOG_ERROR, "engine", "session %s (its start failed): %s", j->s->id, tc_error_get());
         j->s->ephemeral = 1;
         j->s->close_when_idle = 1;
-        pthread_mutex_unlock(&e->mu);
     }
+    pthread_mutex_unlock(&e->mu);
+    j->fail_code = code ? code : 2;
     j->sink->failed(j->user, code, msg);
     tc_eng_job_finish(e, j, TC_FINISH_NONE, NULL);
 }
@@ -735,6 +744,16 @@ void tc_engine_session_unpin(tc_engine *e, const char *id, uint64_t key) {
     pthread_mutex_unlock(&e->mu);
 }
 
+/* a Stream's own session the journal would not let go at the stream's
+ * end: the idle pass closes it once it is idle and the journal agrees
+ * (mu held) */
+static void mark_close_retry(tc_engine *e, dsess *s) {
+    if (s->close_retry) return;
+    s->close_retry = 1;
+    e->n_close_retry++;
+    e->next_idle_check = tc_now_s() + 1.0;
+}
+
 /* key 0: whichever session holds id. 1 closed, 0 no such session, -1 the
  * journal could not forget it (err; the session stays open as it was) */
 static int session_close(tc_engine *e, const char *id, uint64_t key, tc_session_info *out, char *err, size_t errlen) {
@@ -751,6 +770,12 @@ static int session_close(tc_engine *e, const char *id, uint64_t key, tc_session_
              * journaled (as a Generate's own session) */
             if (e->journal && !s->ephemeral && tc_journal_session_delete(e->journal, s->id) != TC_OK) {
                 snprintf(err, errlen, "%s", tc_error_get());
+                if (key) { /* a Stream's own at its end: its request stops; the idle pass closes it after */
+                    mark_close_retry(e, s);
+                    job *j = tc_eng_job_find(e, s->busy_job);
+                    if (j) j->cancel = 1, j->cancel_code = 1;
+                    pthread_cond_broadcast(&e->cv);
+                }
                 pthread_mutex_unlock(&e->mu);
                 return -1;
             }
@@ -765,11 +790,7 @@ static int session_close(tc_engine *e, const char *id, uint64_t key, tc_session_
         } else if (tc_eng_sess_forget_locked(e, s) != TC_OK) {
             snprintf(err, errlen, "%s", tc_error_get());
             rc = -1;
-            if (key && !s->close_retry) { /* a Stream's own: nobody else can close it; the idle pass retries */
-                s->close_retry = 1;
-                e->n_close_retry++;
-                e->next_idle_check = tc_now_s() + 1.0;
-            }
+            if (key) mark_close_retry(e, s); /* a Stream's own: nobody else can close it */
         }
     }
     pthread_mutex_unlock(&e->mu);

@@ -224,6 +224,7 @@ static void start_job(tc_engine *e, job *j) {
     }
     if (!s->has_logits) {
         free(replay);
+        j->fail_code = 3; /* counted rejected, not ok */
         j->sink->failed(j->user, 3, "prompt: empty (give text or token_ids; the session has no tokens yet)");
         tc_eng_job_finish(e, j, TC_FINISH_NONE, NULL);
         return;

@@ -178,9 +178,25 @@ static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, s
 static void sk_failed(void *user, int code, const char *msg) {
     ctx *c = user;
     pthread_mutex_lock(&c->mu);
-    c->failed = 1;
+    /* In a Stream, a request that ends before it generated -- aborted
+     * while queued or prefilling, or refused by a limit that will pass
+     * (RESOURCE_EXHAUSTED) -- ends alone, as a generating one does: one
+     * generation event (CANCELLED, or ERROR naming the limit), and the
+     * stream takes the next request; its session stays. Anything else
+     * (an invalid request, a drain, a worker gone) ends the stream. A
+     * client gone has rpc_done set before its job is cancelled. */
+    const int soft = c->kind == K_STREAM && !c->rpc_done &&
+                     (code == TC_GRPC_CANCELLED || code == TC_GRPC_RESOURCE_EXHAUSTED);
+    if (!soft) c->failed = 1;
     pthread_mutex_unlock(&c->mu);
-    end_later(c, code, msg);
+    if (!soft) {
+        end_later(c, code, msg);
+        return;
+    }
+    char m[640];
+    if (code == TC_GRPC_RESOURCE_EXHAUSTED) snprintf(m, sizeof m, "RESOURCE_EXHAUSTED: %s", msg ? msg : "");
+    sk_tokens(c, NULL, 0, "", 0, code == TC_GRPC_CANCELLED ? TC_FINISH_CANCELLED : TC_FINISH_ERROR, NULL,
+              code == TC_GRPC_CANCELLED ? (msg ? msg : "cancelled") : m);
 }
 
 /* A client that sends without reading must not grow the server's send

@@ -9,6 +9,7 @@ size limit (RLIMIT_FSIZE, SIGXFSZ ignored: writes past it fail with
 EFBIG), so nothing outside the test is filled.
 """
 import os
+import queue
 import resource
 import signal
 
@@ -133,30 +134,45 @@ def body(env, ck):
     # delete fails): nobody else can close it, so the daemon does, as soon
     # as the journal lets it (it used to stay open until a restart with
     # --idle-timeout 0, and come back after it)
-    data = os.path.join(env.tmp, "data-stream-close")
-    os.makedirs(data)
-    os.environ["TC_FAULT_JOURNAL_DELETE_ERRORS"] = "1"
-    try:
-        d = Daemon(env, "--data-dir", data, "--idle-timeout", "0", model=model)
-        d.start()
-    finally:
-        del os.environ["TC_FAULT_JOURNAL_DELETE_ERRORS"]
-    with d:
-        s = d.stub()
-        ids = []
-        for m in s.Stream(iter([pb.StreamRequest(token_ids=[1, 2, 3, 4], generate=True, sampling=samp)]), timeout=60):
-            if m.HasField("generation"):
-                ids += m.generation.token_ids
-        ck.equal(ids, want, "stream: its generation == tconst generate")
-        log = lambda: open(d.log_path, errors="replace").read()
-        ck.check(wait_for(lambda: "at the end of its stream" in log() and "injected fault" in log(), 30,
-                          "the refused close"), "stream: closing its own session at its end was refused (injected)")
-        ck.check(wait_for(lambda: d.metric("tconst_sessions_active") == 0.0, 30, "the session closed"),
-                 "stream: its session is closed once the journal lets it", d.metric("tconst_sessions_active"))
-        ck.check("its stream ended earlier, closed" in log(), "stream: the log says it was closed later")
-    with Daemon(env, "--data-dir", data, model=model) as d:
-        ck.equal(d.metric("tconst_sessions_active"), 0.0, "stream: after a restart it does not come back")
-
+    for when in ("idle", "busy"):  # the stream ends after its generation, or cancelled in the middle of one
+        data = os.path.join(env.tmp, f"data-stream-close-{when}")
+        os.makedirs(data)
+        os.environ["TC_FAULT_JOURNAL_DELETE_ERRORS"] = "1"
+        try:
+            d = Daemon(env, "--data-dir", data, "--idle-timeout", "0", model=model)
+            d.start()
+        finally:
+            del os.environ["TC_FAULT_JOURNAL_DELETE_ERRORS"]
+        with d:
+            s = d.stub()
+            ids = []
+            if when == "idle":
+                for m in s.Stream(iter([pb.StreamRequest(token_ids=[1, 2, 3, 4], generate=True, sampling=samp)]),
+                                  timeout=60):
+                    if m.HasField("generation"):
+                        ids += m.generation.token_ids
+                ck.equal(ids, want, "stream: its generation == tconst generate")
+            else:
+                q = queue.Queue()
+                q.put(pb.StreamRequest(token_ids=[1, 2, 3, 4], generate=True,
+                                       sampling=env.sampling(max_tokens=1000000, ignore_eos=True)))
+                call = s.Stream(iter(q.get, None), timeout=60)
+                for m in call:
+                    if m.HasField("generation") and m.generation.token_ids:
+                        break
+                call.cancel()  # in the middle of its generation
+            log = lambda: open(d.log_path, errors="replace").read()
+            ck.check(wait_for(lambda: "at the end of its stream" in log() and "injected fault" in log(), 30,
+                              "the refused close"),
+                     f"stream ({when} at its end): closing its own session was refused (injected)")
+            ck.check(wait_for(lambda: d.metric("tconst_sessions_active") == 0.0, 30, "the session closed"),
+                     f"stream ({when} at its end): its session is closed once the journal lets it",
+                     d.metric("tconst_sessions_active"))
+            ck.check("its stream ended earlier, closed" in log(),
+                     f"stream ({when} at its end): the log says it was closed later")
+        with Daemon(env, "--data-dir", data, model=model) as d:
+            ck.equal(d.metric("tconst_sessions_active"), 0.0,
+                     f"stream ({when} at its end): after a restart it does not come back")
 
 if __name__ == "__main__":
     run("e2e journal_full", body)

@@ -5,14 +5,15 @@ appended acks (length, windows, syncs) and the same generated ids as the
 equivalent OpenSession / Append / GenerateInSession calls, and as
 `tconst generate` over the history. The stream's own session lives as long
 as the stream; a stream can also attach to an open session; a bad request
-ends the stream with INVALID_ARGUMENT.
+ends the stream with INVALID_ARGUMENT; a request aborted while it waits
+in the queue ends alone, and the stream goes on.
 """
 import queue
 import random
 
 import grpc
 
-from harness import Daemon, run, wait_for
+from harness import Daemon, Streams, run, wait_for
 
 SAMPLED = dict(temperature=0.8, top_k=40, top_p=0.9, seed=7)
 
@@ -187,6 +188,60 @@ def body(env, ck):
             ck.equal(gone, len(sids), f"{arch}: 40 streams cancelled with requests in flight: every session closed")
             ck.check(s.ServerInfo(pb.ServerInfoRequest(), timeout=30) is not None,
                      f"{arch}: the daemon answers after the cancels")
+    queued_abort(env, ck)
+
+
+def queued_abort(env, ck):
+    """--max-batch 1, the slot held by another generation: a Stream request
+    aborted while it waits in the queue ends alone (a CANCELLED generation
+    event with its request_id), not the stream; the stream's own session
+    stays, the next request generates from it exactly, and the aborted one
+    counts as cancelled, not ok (it used to end the whole stream and close
+    its session)."""
+    pb = env.pb
+    model = env.model("tconstformer", seed=41)
+    with Daemon(env, "--max-batch", "1", model=model) as d:
+        s = d.stub()
+        # the slot's holder is read as it comes (a paused one gives its slot up)
+        holder = Streams(s, [pb.GenerateRequest(token_ids=[5, 6, 7], request_id="holder",
+                                                sampling=env.sampling(max_tokens=1000000, ignore_eos=True))])
+        ck.check(wait_for(lambda: len(holder.got[0]) > 0, 60, "the holder runs"), "queued abort: a generation holds the slot")
+        st = BidiStream(s)
+        first = [(i * 7) % 500 + 2 for i in range(20)]
+        ack, _, _ = st.request(pb.StreamRequest(token_ids=first), True, False)
+        cancelled0 = d.metric("tconst_requests_total", status="cancelled") or 0
+        ok0 = d.metric("tconst_requests_total", status="ok") or 0
+        st.send(pb.StreamRequest(generate=True, request_id="sq", sampling=env.sampling(max_tokens=10, ignore_eos=True)))
+        ck.check(wait_for(lambda: d.metric("tconst_requests_queued") == 1.0, 30, "sq queued"),
+                 "queued abort: the stream's generation waits in the queue")
+        ck.check(s.Abort(pb.AbortRequest(request_id="sq"), timeout=30).found, "queued abort: Abort finds it")
+        ev = st.next()
+        ck.equal((ev.WhichOneof("event"), ev.generation.request_id, ev.generation.finish_reason, list(ev.generation.token_ids)),
+                 ("generation", "sq", pb.FINISH_REASON_CANCELLED, []),
+                 "queued abort: one CANCELLED generation event with its request_id, no ids")
+        ck.check(s.Abort(pb.AbortRequest(request_id="holder"), timeout=30).found, "queued abort: the holder aborted")
+        holder.join(60)
+        _, ids, last = st.request(pb.StreamRequest(generate=True, sampling=env.sampling(max_tokens=10, ignore_eos=True)),
+                                  False, True)
+        ck.equal(ids, env.generate(model, first, 10, ignore_eos=True),
+                 "queued abort: the stream goes on in its session (the next generation == tconst generate)")
+        ck.equal(s.GetSession(pb.GetSessionRequest(session_id=ack.session_id), timeout=30).length, len(first) + 10,
+                 "queued abort: the session holds its whole history")
+        ck.equal((d.metric("tconst_requests_total", status="cancelled") - cancelled0 >= 1,
+                  d.metric("tconst_requests_total", status="ok") - ok0),
+                 (True, 1.0), "queued abort: it counts as cancelled; only the next generation as ok")
+        st.close()
+        ck.equal(st.rest(), [], "queued abort: the stream ends with OK")
+        # a request refused when it starts (not at admission) counts by its
+        # status too: INVALID_ARGUMENT is "rejected", not "ok"
+        empty = s.OpenSession(pb.OpenSessionRequest(), timeout=30).session_id
+        ok0, rej0 = (d.metric("tconst_requests_total", status=k) or 0 for k in ("ok", "rejected"))
+        ck.rpc_error(lambda: list(s.GenerateInSession(pb.GenerateInSessionRequest(
+            session_id=empty, sampling=env.sampling(max_tokens=5)), timeout=30)),
+                     grpc.StatusCode.INVALID_ARGUMENT, "a generation in an empty session", "prompt")
+        ck.equal((d.metric("tconst_requests_total", status="ok") - ok0,
+                  d.metric("tconst_requests_total", status="rejected") - rej0), (0.0, 1.0),
+                 "... counts as rejected, not ok")
 
 
 def _closed(s, pb, sid):
