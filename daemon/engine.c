@@ -378,7 +378,11 @@ tc_finish tc_eng_emit_tokens(tc_engine *e, job *j, const int32_t *toks, int n, i
     }
     /* journal before the tokens go out: the client may rely on them */
     const char *jerr = NULL;
-    if (e->journal && !j->s->ephemeral && !j->replaying && tc_journal_append(e->journal, j->s->id, toks, m) != TC_OK) {
+    if (e->journal) tc_journal_lock(e->journal); /* a close of the session meanwhile: before or after, not inside */
+    const int jfail = e->journal && !j->s->ephemeral && !j->replaying &&
+                      tc_journal_append(e->journal, j->s->id, toks, m) != TC_OK;
+    if (e->journal) tc_journal_unlock(e->journal);
+    if (jfail) {
         jerr = tc_error_get();
         TC_LOG(TC_LOG_ERROR, "engine", "session %s: %s: its generation ends, the session closes until a restart "
                "restores it from the journal", j->s->id, jerr);
@@ -418,11 +422,13 @@ void tc_eng_job_finish(tc_engine *e, job *j, tc_finish fin, const char *err) {
     const int cancel = j->cancel, cancel_code = j->cancel_code;
     pthread_mutex_unlock(&e->mu);
     /* a generation cut by a shutdown stays resumable; any other end is final */
+    if (e->journal) tc_journal_lock(e->journal);
     if (j->generate && j->s && e->journal && !j->s->ephemeral && j->t_prefill > 0 &&
         !(fin == TC_FINISH_CANCELLED && cancel_code == 14) && tc_journal_gen_end(e->journal, j->s->id) != TC_OK) {
         TC_LOG(TC_LOG_ERROR, "engine", "%s", tc_error_get());
         j->s->gen_stale = 1; /* dropped before the session's next job, or that job fails */
     }
+    if (e->journal) tc_journal_unlock(e->journal);
     if ((fin == TC_FINISH_CANCELLED || fin == TC_FINISH_ERROR) && !j->final_sent) {
         tc_job_stats st;
         tc_eng_stats_of(j, &st, j->s ? j->s->st.length + (j->s->pending >= 0) : 0);
@@ -499,10 +505,12 @@ void tc_eng_start_failed(tc_engine *e, job *j, int code, const char *msg) {
     if (j->created && !j->s->pins) {
         /* forgotten by the journal now, not when the job retires: a
          * retried OpenSession may open its id again before that */
+        if (e->journal) tc_journal_lock(e->journal);
         if (e->journal && !j->s->ephemeral && !j->s->keep_journal &&
             tc_journal_session_delete(e->journal, j->s->id) != TC_OK)
             TC_LOG(TC_LOG_ERROR, "engine", "session %s (its start failed): %s", j->s->id, tc_error_get());
         j->s->ephemeral = 1;
+        if (e->journal) tc_journal_unlock(e->journal);
         j->s->close_when_idle = 1;
     }
     pthread_mutex_unlock(&e->mu);
@@ -768,8 +776,10 @@ static int session_close(tc_engine *e, const char *id, uint64_t key, tc_session_
              * before the generation retires must not bring back a session
              * its client closed; what the generation still emits is not
              * journaled (as a Generate's own session) */
+            if (e->journal) tc_journal_lock(e->journal); /* no write of its job in between (tc_journal_lock) */
             if (e->journal && !s->ephemeral && tc_journal_session_delete(e->journal, s->id) != TC_OK) {
                 snprintf(err, errlen, "%s", tc_error_get());
+                tc_journal_unlock(e->journal);
                 if (key) { /* a Stream's own at its end: its request stops; the idle pass closes it after */
                     mark_close_retry(e, s);
                     job *j = tc_eng_job_find(e, s->busy_job);
@@ -781,6 +791,7 @@ static int session_close(tc_engine *e, const char *id, uint64_t key, tc_session_
             }
             s->close_when_idle = 1;
             s->ephemeral = 1;
+            if (e->journal) tc_journal_unlock(e->journal);
             job *j = tc_eng_job_find(e, s->busy_job);
             if (j) {
                 j->cancel = 1;

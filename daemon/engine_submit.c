@@ -24,6 +24,7 @@
 #include "engine_int.h"
 #include "journal.h"
 #include "metrics.h"
+#include "../tokenizer/utf8.h"
 
 /* TC_FAULT_ENGINE_WEDGE's "wedge-lock": a thread that holds the engine's
  * lock for ever, as a deadlock would */
@@ -198,6 +199,13 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
      * among them) included */
     for (int k = 0; k < 2; k++) {
         const char *id = k ? sp->request_id : sp->session_id;
+        /* and UTF-8: they come back in protobuf strings and JSON, which a
+         * client refuses to decode otherwise (an X-Request-Id header) */
+        const size_t idn = id ? strlen(id) : 0, bad = id ? tc_utf8_first_invalid((const uint8_t *)id, idn) : 0;
+        if (id && bad != idn) {
+            code = refuse(msg, msglen, 3, "%s: not valid UTF-8 (at byte %zu)", k ? "request_id" : "session_id", bad);
+            goto reject;
+        }
         for (size_t i = 0; id && id[i]; i++) {
             const unsigned char ch = (unsigned char)id[i];
             const int c1 = ch == 0xc2 && (unsigned char)id[i + 1] >= 0x80 && (unsigned char)id[i + 1] <= 0x9f;

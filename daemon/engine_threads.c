@@ -151,8 +151,11 @@ static void start_job(tc_engine *e, job *j) {
          * generation journals its prompt with its record, below, in one
          * transaction; everything else here, before any reply */
         const int with_gen = j->generate && !j->resume && s->has_logits;
-        if (e->journal && !s->ephemeral && j->n_tokens > 0 && !with_gen &&
-            tc_journal_append(e->journal, s->id, j->tokens, j->n_tokens) != TC_OK) {
+        if (e->journal) tc_journal_lock(e->journal); /* a close meanwhile: before or after, not inside */
+        const int jfail = e->journal && !s->ephemeral && j->n_tokens > 0 && !with_gen &&
+                          tc_journal_append(e->journal, s->id, j->tokens, j->n_tokens) != TC_OK;
+        if (e->journal) tc_journal_unlock(e->journal);
+        if (jfail) {
             free(replay);
             tc_eng_journal_refused(e, j);
             return;
@@ -195,6 +198,8 @@ static void start_job(tc_engine *e, job *j) {
     s->has_resume = 0;
     /* a new generation: its prompt and its record, in one transaction,
      * before anything is acknowledged (the appended event below) */
+    if (e->journal) tc_journal_lock(e->journal);
+    int jfail = 0;
     if (j->generate && !j->resume && s->has_logits && e->journal && !s->ephemeral) {
         tc_journal_gen g;
         memset(&g, 0, sizeof g);
@@ -203,11 +208,13 @@ static void start_job(tc_engine *e, job *j) {
         g.sp = j->smp.p;
         g.max_tokens = j->max_tokens;
         g.ignore_eos = j->ignore_eos;
-        if (tc_journal_append_gen(e->journal, s->id, j->tokens, j->n_tokens, &g) != TC_OK) {
-            free(replay);
-            tc_eng_journal_refused(e, j);
-            return;
-        }
+        jfail = tc_journal_append_gen(e->journal, s->id, j->tokens, j->n_tokens, &g) != TC_OK;
+    }
+    if (e->journal) tc_journal_unlock(e->journal);
+    if (jfail) {
+        free(replay);
+        tc_eng_journal_refused(e, j);
+        return;
     }
     j->t_prefill = tc_now_s();
     if (j->n_tokens > 0 || !j->generate) {

@@ -72,6 +72,16 @@ tc_status tc_journal_open(tc_journal **out, const char *data_dir) {
         sqlite3_free(err);
         goto fail;
     }
+    { /* WAL is asked for, not guaranteed (a file system without shared memory keeps the rollback journal) */
+        sqlite3_stmt *q = NULL;
+        const unsigned char *mode = NULL;
+        if (sqlite3_prepare_v2(j->db, "PRAGMA journal_mode", -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+            mode = sqlite3_column_text(q, 0);
+        if (!mode || strcmp((const char *)mode, "wal") != 0)
+            TC_LOG(TC_LOG_WARN, "journal", "%s: journal_mode is %s, not WAL: writes are slower (and block reads)", path,
+                   mode ? (const char *)mode : "unknown");
+        sqlite3_finalize(q);
+    }
     /* appends to a session the journal no longer holds (closed while its
      * last tokens were on their way) write nothing: no orphan rows */
     if (sqlite3_prepare_v2(j->db, "INSERT OR REPLACE INTO sessions(id, created_ms) VALUES(?, ?)", -1, &j->ins_sess, NULL) ||
@@ -85,7 +95,7 @@ tc_status tc_journal_open(tc_journal **out, const char *data_dir) {
         st = db_fail(j, "prepare");
         goto fail;
     }
-    TC_LOG(TC_LOG_INFO, "journal", "journal at %s (WAL)", path);
+    TC_LOG(TC_LOG_INFO, "journal", "journal at %s", path);
     *out = j;
     return TC_OK;
 fail:
@@ -155,6 +165,9 @@ static tc_status reset_session(tc_journal *j, const char *id, int reopen, int64_
 tc_status tc_journal_session_open(tc_journal *j, const char *id, int64_t created_ms) {
     return reset_session(j, id, 1, created_ms);
 }
+
+void tc_journal_lock(tc_journal *j) { sqlite3_mutex_enter(sqlite3_db_mutex(j->db)); }
+void tc_journal_unlock(tc_journal *j) { sqlite3_mutex_leave(sqlite3_db_mutex(j->db)); }
 
 tc_status tc_journal_session_delete(tc_journal *j, const char *id) {
     if (j->fault_deletes > 0 && atomic_fetch_sub(&j->fault_deletes, 1) > 0)
@@ -275,10 +288,11 @@ tc_status tc_journal_load_gens(tc_journal *j, tc_journal_gen_visit visit, void *
         snprintf(g.request_id, sizeof g.request_id, "%s", rid ? rid : "");
         g.start_len = sqlite3_column_int64(q, 2);
         g.sp.temperature = (float)sqlite3_column_double(q, 3);
-        g.sp.top_k = (int)sqlite3_column_int64(q, 4);
+        const int64_t top_k = sqlite3_column_int64(q, 4), max_tokens = sqlite3_column_int64(q, 7);
+        g.sp.top_k = top_k < INT32_MIN || top_k > INT32_MAX ? -1 : (int)top_k; /* out of range: refused by the visitor's checks */
         g.sp.top_p = (float)sqlite3_column_double(q, 5);
         g.sp.seed = (uint64_t)sqlite3_column_int64(q, 6);
-        g.max_tokens = (int)sqlite3_column_int64(q, 7);
+        g.max_tokens = max_tokens < 0 || max_tokens > INT32_MAX ? -1 : (int)max_tokens;
         g.ignore_eos = (int)sqlite3_column_int64(q, 8);
         st = visit(ud, sid ? sid : "", &g);
     }

@@ -25,6 +25,13 @@ typedef struct tc_journal tc_journal;
 
 tc_status tc_journal_open(tc_journal **out, const char *data_dir);
 void tc_journal_close(tc_journal *j);
+/* Holds the journal (recursively; the calls below take it too) across a
+ * check and a write: a session closed -- its rows deleted and it marked
+ * not to be journaled -- under the hold is never written to by a job that
+ * checked before, so its id can be opened again at once without an old
+ * write landing in the new session's history. */
+void tc_journal_lock(tc_journal *j);
+void tc_journal_unlock(tc_journal *j);
 
 tc_status tc_journal_session_open(tc_journal *j, const char *id, int64_t created_ms);
 tc_status tc_journal_session_delete(tc_journal *j, const char *id);

@@ -202,6 +202,12 @@ def body(env, ck):
                  hdr.get("X-Request-Id") == "oa-abort-1", "... and it answers 200, id cmpl-oa-abort-1, finish_reason abort",
                  f"{st} {str(r)[:200]}")
 
+        # an X-Request-Id that is not UTF-8 (it would come back in the JSON
+        # body, which a client could then not decode): 400 naming it
+        st, r, _ = call(port, "POST", "/v1/completions", req, headers={"X-Request-Id": "caf\xe9"})
+        ck.check(st == 400 and isinstance(r, dict) and "UTF-8" in r["error"]["message"],
+                 "an X-Request-Id that is not UTF-8: 400, a JSON error naming it", f"{st} {str(r)[:200]}")
+
         # a client that hangs up cancels its generation: a stream (after
         # its first event), and a whole (JSON) completion, to which nothing
         # is written before the end, so its socket is what tells
