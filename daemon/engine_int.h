@@ -82,6 +82,7 @@ typedef struct job {
     const tc_engine_sink *sink; /* the spec's, else the engine's */
     int phase, cancel, cancel_code; /* cancel_code 13: ends with FINISH_ERROR and err */
     int fail_code; /* tc_eng_start_failed's gRPC code: the request counted by it (0: by how it finished) */
+    int jopen;     /* the session it created is not in the journal yet: its first write makes its row (tc_journal_create) */
     int claimed; /* in a generation thread's step, or being ended by one (mu): no other thread touches it */
     int io_retries; /* steps taken again after a fail-over (worker_client.failover), at most 3 */
     /* backpressure (mu): since when its client has not kept up (0: it

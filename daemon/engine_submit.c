@@ -324,14 +324,9 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
         }
         s->ephemeral = sp->ephemeral;
         j->created = 1;
-        if (e->journal && !s->ephemeral && tc_journal_session_open(e->journal, s->id, s->created_ms) != TC_OK) {
-            char m[600];
-            snprintf(m, sizeof m, "%s", tc_error_get());
-            tc_eng_sess_remove_locked(e, s, 0);
-            pthread_mutex_unlock(&e->mu);
-            code = refuse(msg, msglen, 13, "%s", m);
-            goto reject;
-        }
+        /* journaled when its workers have its prompt, with it (start_job):
+         * a crash during the prefill leaves no empty session behind */
+        j->jopen = e->journal && !s->ephemeral;
     } else {
         s = tc_eng_sess_find(e, sid);
         if (!s) {

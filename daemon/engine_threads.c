@@ -152,8 +152,10 @@ static void start_job(tc_engine *e, job *j) {
          * transaction; everything else here, before any reply */
         const int with_gen = j->generate && !j->resume && s->has_logits;
         if (e->journal) tc_journal_lock(e->journal); /* a close meanwhile: before or after, not inside */
-        const int jfail = e->journal && !s->ephemeral && j->n_tokens > 0 && !with_gen &&
-                          tc_journal_append(e->journal, s->id, j->tokens, j->n_tokens) != TC_OK;
+        const int jwrite = e->journal && !s->ephemeral && (j->n_tokens > 0 || j->jopen) && !with_gen;
+        const int jfail = jwrite && tc_journal_create(e->journal, s->id, j->jopen ? s->created_ms : -1, j->tokens,
+                                                      j->n_tokens, NULL) != TC_OK;
+        if (jwrite && !jfail) j->jopen = 0;
         if (e->journal) tc_journal_unlock(e->journal);
         if (jfail) {
             free(replay);
@@ -208,7 +210,13 @@ static void start_job(tc_engine *e, job *j) {
         g.sp = j->smp.p;
         g.max_tokens = j->max_tokens;
         g.ignore_eos = j->ignore_eos;
-        jfail = tc_journal_append_gen(e->journal, s->id, j->tokens, j->n_tokens, &g) != TC_OK;
+        jfail = tc_journal_create(e->journal, s->id, j->jopen ? s->created_ms : -1, j->tokens, j->n_tokens, &g) != TC_OK;
+        if (!jfail) j->jopen = 0;
+    }
+    /* a session created without tokens (an empty OpenSession): its row alone */
+    if (!jfail && j->jopen && e->journal && !s->ephemeral) {
+        jfail = tc_journal_create(e->journal, s->id, s->created_ms, NULL, 0, NULL) != TC_OK;
+        if (!jfail) j->jopen = 0;
     }
     if (e->journal) tc_journal_unlock(e->journal);
     if (jfail) {

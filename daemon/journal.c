@@ -252,6 +252,11 @@ tc_status tc_journal_gen_begin(tc_journal *j, const char *id, const tc_journal_g
 
 tc_status tc_journal_append_gen(tc_journal *j, const char *id, const int32_t *tokens, int64_t n,
                                 const tc_journal_gen *g) {
+    return tc_journal_create(j, id, -1, tokens, n, g);
+}
+
+tc_status tc_journal_create(tc_journal *j, const char *id, int64_t created_ms, const int32_t *tokens, int64_t n,
+                            const tc_journal_gen *g) {
     sqlite3_mutex *mx = sqlite3_db_mutex(j->db); /* recursive: the calls below take it again */
     sqlite3_mutex_enter(mx);
     if (sqlite3_exec(j->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
@@ -259,8 +264,18 @@ tc_status tc_journal_append_gen(tc_journal *j, const char *id, const int32_t *to
         sqlite3_mutex_leave(mx);
         return st;
     }
-    tc_status st = tc_journal_append(j, id, tokens, n);
-    if (st == TC_OK) st = tc_journal_gen_begin(j, id, g);
+    tc_status st = TC_OK;
+    if (created_ms >= 0) { /* the session's row, over whatever an older session of that id left */
+        sqlite3_bind_text(j->del_chunks, 1, id, -1, SQLITE_TRANSIENT);
+        st = run(j, j->del_chunks, "open session (history)");
+        sqlite3_bind_text(j->del_gen, 1, id, -1, SQLITE_TRANSIENT);
+        if (st == TC_OK) st = run(j, j->del_gen, "open session (generation)");
+        sqlite3_bind_text(j->ins_sess, 1, id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(j->ins_sess, 2, created_ms);
+        if (st == TC_OK) st = run(j, j->ins_sess, "open session");
+    }
+    if (st == TC_OK) st = tc_journal_append(j, id, tokens, n);
+    if (st == TC_OK && g) st = tc_journal_gen_begin(j, id, g);
     if (st == TC_OK && sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
         st = db_fail(j, "prompt and generation (commit)");
     if (st != TC_OK) sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);

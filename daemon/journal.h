@@ -51,6 +51,13 @@ typedef struct {
     int max_tokens, ignore_eos;
 } tc_journal_gen;
 tc_status tc_journal_gen_begin(tc_journal *j, const char *id, const tc_journal_gen *g);
+/* A session's first write, in one transaction: its row (created_ms >= 0;
+ * -1: it exists), its first n tokens, and a generation's record (g, or
+ * NULL). A session is journaled only from here -- once its workers took
+ * its prompt -- so a crash during that prefill leaves no empty session
+ * behind that its client never heard of. */
+tc_status tc_journal_create(tc_journal *j, const char *id, int64_t created_ms, const int32_t *tokens, int64_t n,
+                            const tc_journal_gen *g);
 /* A request's prompt tokens (n may be 0) and its generation, in one
  * transaction: a crash leaves both or neither, so the same request_id
  * either resumes or starts over, never appends its prompt twice. */

@@ -288,6 +288,36 @@ def body(env, ck):
         ids, _ = d.generate_ids(stub, short + [7, 8], samp)
         ck.equal(ids, want, "a Generate after the cancels equals tconst generate")
 
+    # kill -9 in the middle of an OpenSession's prefill: its session was
+    # never acknowledged, so it must not come back after the restart (it
+    # used to: empty, and the retried OpenSession met ALREADY_EXISTS)
+    data = os.path.join(env.tmp, "data-killed-open")
+    os.makedirs(data)
+    with Daemon(env, "--data-dir", data, model=model) as d:
+        stub = d.stub()
+        res = {}
+
+        def open_long():
+            try:
+                stub.OpenSession(pb.OpenSessionRequest(session_id="fresh", token_ids=long_prompt), timeout=600)
+                res["code"] = "OK"
+            except grpc.RpcError as e:
+                res["code"] = e.code().name
+        t = threading.Thread(target=open_long)
+        t.start()
+        ck.check(wait_for(lambda: started(d, 1), 60, "the long OpenSession's start"), "killed open: its prefill runs")
+        d.proc.kill()
+        d.proc.wait(30)
+        t.join(60)
+        ck.check(res.get("code") not in (None, "OK"), "killed open: its client got an error, no session", str(res))
+    with Daemon(env, "--data-dir", data, model=model) as d:
+        stub = d.stub()
+        ck.equal(stub.ServerInfo(pb.ServerInfoRequest(), timeout=30).sessions_active, 0,
+                 "killed open: after the restart no session came back")
+        info = stub.OpenSession(pb.OpenSessionRequest(session_id="fresh", token_ids=short), timeout=60)
+        ck.equal((info.session_id, info.length), ("fresh", len(short)),
+                 "killed open: the retried OpenSession opens it (not ALREADY_EXISTS)")
+
 
 if __name__ == "__main__":
     run("cancel_prefill", body)
