@@ -308,6 +308,25 @@ static void set_prompt(tc_job_spec *sp, const char *session_id, const int32_t *i
 
 /* Submits spec for ctx c; on refusal finishes the call. The engine holds
  * one ctx reference while the job lives. */
+/* A Stream's request refused at admission by a limit that will pass
+ * (RESOURCE_EXHAUSTED: --max-queued-requests, ...), once the stream is in
+ * its session (a first request refused ends the stream), ends alone, as one refused after admission does (sk_failed): an ERROR
+ * generation event naming the limit, and the stream takes the next
+ * request. 1 when handled so; 0: the caller ends the call. */
+static int stream_refused_softly(ctx *c, const tc_job_spec *spec, int code, const char *msg) {
+    if (c->kind != K_STREAM || code != TC_GRPC_RESOURCE_EXHAUSTED) return 0;
+    pthread_mutex_lock(&c->mu);
+    const int gone = c->rpc_done || !c->session_id[0]; /* its first request: no session to go on in, it ends */
+    if (!gone) snprintf(c->request_id, sizeof c->request_id, "%s", spec->request_id ? spec->request_id : "");
+    pthread_mutex_unlock(&c->mu);
+    if (gone) return 0;
+    char m[700];
+    snprintf(m, sizeof m, "RESOURCE_EXHAUSTED: %s", msg);
+    sk_tokens(c, NULL, 0, "", 0, TC_FINISH_ERROR, NULL, m);
+    tc_svc_recv_or_defer(c); /* its next request (or its half-close) */
+    return 1;
+}
+
 static int submit(ctx *c, tc_job_spec *spec) {
     char msg[600];
     uint64_t jid = 0;
@@ -318,7 +337,7 @@ static int submit(ctx *c, tc_job_spec *spec) {
     size_t nt;
     int code = tc_engine_prepare(c->svc->e, spec, &toks, &nt, msg, sizeof msg);
     if (code != 0) { /* counted by the engine */
-        tc_call_finish(c->call, code, msg);
+        if (!stream_refused_softly(c, spec, code, msg)) tc_call_finish(c->call, code, msg);
         return -1;
     }
     atomic_fetch_add(&c->refs, 1);
@@ -335,7 +354,7 @@ static int submit(ctx *c, tc_job_spec *spec) {
     pthread_mutex_unlock(&c->mu);
     if (code != 0) {
         atomic_fetch_sub(&c->refs, 1);
-        tc_call_finish(c->call, code, msg);
+        if (!stream_refused_softly(c, spec, code, msg)) tc_call_finish(c->call, code, msg);
         return -1;
     }
     return 0;

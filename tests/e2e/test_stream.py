@@ -192,7 +192,9 @@ def body(env, ck):
 
 
 def queued_abort(env, ck):
-    """--max-batch 1, the slot held by another generation: a Stream request
+    """--max-batch 1 and --max-queued-requests 1, the slot held by another
+    generation: a second stream's request is refused at admission and ends
+    alone (an ERROR event naming RESOURCE_EXHAUSTED); a Stream request
     aborted while it waits in the queue ends alone (a CANCELLED generation
     event with its request_id), not the stream; the stream's own session
     stays, the next request generates from it exactly, and the aborted one
@@ -200,7 +202,7 @@ def queued_abort(env, ck):
     its session)."""
     pb = env.pb
     model = env.model("tconstformer", seed=41)
-    with Daemon(env, "--max-batch", "1", model=model) as d:
+    with Daemon(env, "--max-batch", "1", "--max-queued-requests", "1", model=model) as d:
         s = d.stub()
         # the slot's holder is read as it comes (a paused one gives its slot up)
         holder = Streams(s, [pb.GenerateRequest(token_ids=[5, 6, 7], request_id="holder",
@@ -209,11 +211,22 @@ def queued_abort(env, ck):
         st = BidiStream(s)
         first = [(i * 7) % 500 + 2 for i in range(20)]
         ack, _, _ = st.request(pb.StreamRequest(token_ids=first), True, False)
+        st2 = BidiStream(s)  # a second stream in its session before the queue fills
+        st2.request(pb.StreamRequest(token_ids=first), True, False)
         cancelled0 = d.metric("tconst_requests_total", status="cancelled") or 0
         ok0 = d.metric("tconst_requests_total", status="ok") or 0
         st.send(pb.StreamRequest(generate=True, request_id="sq", sampling=env.sampling(max_tokens=10, ignore_eos=True)))
         ck.check(wait_for(lambda: d.metric("tconst_requests_queued") == 1.0, 30, "sq queued"),
                  "queued abort: the stream's generation waits in the queue")
+        # the queue is full (--max-queued-requests 1): another stream's request
+        # is refused at admission, alone -- an ERROR event naming the limit
+        st2.send(pb.StreamRequest(generate=True, request_id="over",
+                                  sampling=env.sampling(max_tokens=10, ignore_eos=True)))
+        ev = st2.next()
+        ck.check(ev.WhichOneof("event") == "generation" and ev.generation.request_id == "over" and
+                 ev.generation.finish_reason == pb.FINISH_REASON_ERROR and
+                 "RESOURCE_EXHAUSTED" in ev.generation.error, "queue full: a stream's request refused at admission "
+                 "gets an ERROR event naming the limit, its request_id", str(ev))
         ck.check(s.Abort(pb.AbortRequest(request_id="sq"), timeout=30).found, "queued abort: Abort finds it")
         ev = st.next()
         ck.equal((ev.WhichOneof("event"), ev.generation.request_id, ev.generation.finish_reason, list(ev.generation.token_ids)),
@@ -232,6 +245,12 @@ def queued_abort(env, ck):
                  (True, 1.0), "queued abort: it counts as cancelled; only the next generation as ok")
         st.close()
         ck.equal(st.rest(), [], "queued abort: the stream ends with OK")
+        _, ids, _ = st2.request(pb.StreamRequest(generate=True, sampling=env.sampling(max_tokens=10, ignore_eos=True)),
+                                False, True)
+        ck.equal(ids, env.generate(model, first, 10, ignore_eos=True),
+                 "queue full: that stream goes on in its session (its next request generates exactly)")
+        st2.close()
+        ck.equal(st2.rest(), [], "queue full: ... and ends with OK")
         # a request refused when it starts (not at admission) counts by its
         # status too: INVALID_ARGUMENT is "rejected", not "ok"
         empty = s.OpenSession(pb.OpenSessionRequest(), timeout=30).session_id
