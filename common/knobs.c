@@ -437,12 +437,12 @@ void tc_knobs_help(const tc_knob *t, int n, FILE *f, const char *prog, const cha
     fprintf(f, "  -h, --help\n      print this help and exit\n");
     for (int i = 0; i < n; i++) {
         const tc_knob *k = &t[i];
-        char env[128], range[96] = "";
+        char env[128], range[112] = "";
         tc_knobs_env_name(k->name, env, sizeof env);
         if (k->type == TC_KNOB_BOOL) fprintf(f, "  --[no-]%s\n", k->name);
         else fprintf(f, "  --%s %s\n", k->name, k->type == TC_KNOB_STR ? "STR" : k->type == TC_KNOB_INT ? "INT" : "NUM");
         if (has_range(k)) {
-            char r[80];
+            char r[96]; /* "[a, b]": two 40-byte bounds */
             fmt_range(r, sizeof r, k);
             snprintf(range, sizeof range, "; range %s", r);
         }

@@ -322,13 +322,10 @@ static size_t held_releasable(const job *j, int *hit) {
     return cut;
 }
 
-/* Emits tokens toks[0..n) of job j in one message (the thread that holds
- * it: its pair's generation thread, or a start thread for the first; mu not
- * held), up to the first that ends it; *used says how many went out.
- * Returns the finish reason (NONE: keep generating). A token that is
- * fed already but not used (a multi-step run went past the end) is the
- * caller's to take back from the history. */
-tc_finish tc_eng_emit_tokens(tc_engine *e, job *j, const int32_t *toks, int n, int *used) {
+/* Decides what a message of job j carries: tokens toks[0..n) up to the
+ * first that ends it (p->m of them), its finish reason and its text.
+ * Nothing goes out yet: the journal takes the tokens first. */
+static void emit_decide(tc_engine *e, job *j, const int32_t *toks, int n, tc_emit_plan *p) {
     tc_finish fin = TC_FINISH_NONE;
     double t = tc_now_s();
     /* inter-token latency: the time since the stream's last message, shared
@@ -376,14 +373,25 @@ tc_finish tc_eng_emit_tokens(tc_engine *e, job *j, const int32_t *toks, int n, i
         }
         out = j->held;
     }
-    /* journal before the tokens go out: the client may rely on them */
-    const char *jerr = NULL;
-    if (e->journal) tc_journal_lock(e->journal); /* a close of the session meanwhile: before or after, not inside */
-    const int jfail = e->journal && !j->s->ephemeral && !j->replaying &&
-                      tc_journal_append(e->journal, j->s->id, toks, m) != TC_OK;
-    if (e->journal) tc_journal_unlock(e->journal);
-    if (jfail) {
-        jerr = tc_error_get();
+    p->n = n, p->m = m, p->fin = fin, p->out_len = out_len, p->out = out;
+}
+
+/* does the message's history go to the journal? (under tc_journal_lock:
+ * a close sets ephemeral under it) */
+static int emit_journaled(const tc_engine *e, const job *j, const tc_emit_plan *p) {
+    return e->journal && !j->s->ephemeral && !j->replaying && p->m > 0;
+}
+
+/* Sends the message decided in p, or, when the journal refused its tokens
+ * (jerr: why), ends the generation with none of them and closes the live
+ * session (the journal keeps it as it was). */
+static tc_finish emit_send(tc_engine *e, job *j, const int32_t *toks, const tc_emit_plan *p, const char *jerr,
+                           int *used) {
+    tc_finish fin = p->fin;
+    int m = p->m;
+    const int n = p->n;
+    size_t out_len = p->out_len;
+    if (jerr) {
         TC_LOG(TC_LOG_ERROR, "engine", "session %s: %s: its generation ends, the session closes until a restart "
                "restores it from the journal", j->s->id, jerr);
         fin = TC_FINISH_ERROR;
@@ -399,7 +407,7 @@ tc_finish tc_eng_emit_tokens(tc_engine *e, job *j, const int32_t *toks, int n, i
     }
     tc_job_stats st;
     if (fin != TC_FINISH_NONE) tc_eng_stats_of(j, &st, j->s->st.length + 1 - (n - m));
-    j->sink->tokens(j->user, toks, m, out, out_len, fin, fin != TC_FINISH_NONE ? &st : NULL, jerr);
+    j->sink->tokens(j->user, toks, m, p->out, out_len, fin, fin != TC_FINISH_NONE ? &st : NULL, jerr);
     if (fin != TC_FINISH_NONE) j->final_sent = 1; /* tc_eng_job_finish sends no second last message */
     if (e->bpe && out_len) {
         memmove(j->held, j->held + out_len, j->held_len - out_len);
@@ -407,6 +415,49 @@ tc_finish tc_eng_emit_tokens(tc_engine *e, job *j, const int32_t *toks, int n, i
     }
     *used = m;
     return fin;
+}
+
+/* Emits tokens toks[0..n) of job j in one message (the thread that holds
+ * it: its pair's generation thread, or a start thread for the first; mu not
+ * held), up to the first that ends it; *used says how many went out.
+ * Returns the finish reason (NONE: keep generating). A token that is
+ * fed already but not used (a multi-step run went past the end) is the
+ * caller's to take back from the history. */
+tc_finish tc_eng_emit_tokens(tc_engine *e, job *j, const int32_t *toks, int n, int *used) {
+    tc_emit_plan p;
+    emit_decide(e, j, toks, n, &p);
+    /* journal before the tokens go out: the client may rely on them */
+    char jerr[1024] = "";
+    if (e->journal) tc_journal_lock(e->journal); /* a close of the session meanwhile: before or after, not inside */
+    if (emit_journaled(e, j, &p) && tc_journal_append(e->journal, j->s->id, toks, p.m) != TC_OK)
+        snprintf(jerr, sizeof jerr, "%s", tc_error_get() ? tc_error_get() : "journal write failed");
+    if (e->journal) tc_journal_unlock(e->journal);
+    return emit_send(e, j, toks, &p, jerr[0] ? jerr : NULL, used);
+}
+
+/* tc_eng_emit_tokens for the cnt jobs of one batched step, their tokens
+ * journaled in one transaction (one commit a step, not one a session:
+ * each commit costs ~35 us, so at batch 256 the commits alone took ~9 ms
+ * a step, more than the GPU's step). A failed transaction fails every
+ * job's message in it, as each one's own failed write would. */
+void tc_eng_emit_batch(tc_engine *e, job **jobs, const int32_t *const *toks, const int *n, int cnt, tc_emit_plan *plans,
+                       tc_journal_row *rows, tc_finish *fin, int *used) {
+    int nr = 0;
+    if (cnt <= 0) return;
+    for (int i = 0; i < cnt; i++) emit_decide(e, jobs[i], toks[i], n[i], &plans[i]), plans[i].journaled = 0;
+    char jerr[1024] = "";
+    if (e->journal) {
+        tc_journal_lock(e->journal);
+        for (int i = 0; i < cnt; i++)
+            if ((plans[i].journaled = emit_journaled(e, jobs[i], &plans[i])))
+                rows[nr].id = jobs[i]->s->id, rows[nr].tokens = toks[i], rows[nr].n = plans[i].m, nr++;
+        if (nr && tc_journal_append_rows(e->journal, rows, nr) != TC_OK)
+            snprintf(jerr, sizeof jerr, "%s", tc_error_get() ? tc_error_get() : "journal write failed");
+        tc_journal_unlock(e->journal);
+    }
+    for (int i = 0; i < cnt; i++)
+        fin[i] = emit_send(e, jobs[i], toks[i], &plans[i], jerr[0] && plans[i].journaled ? jerr : NULL,
+                           &used[i]);
 }
 
 tc_finish tc_eng_emit_token(tc_engine *e, job *j, int32_t tok) {
@@ -476,8 +527,20 @@ void tc_eng_stats_refresh(tc_engine *e, dsess *s) {
 static void unappend(tc_engine *e, job *j) {
     dsess *s = j->s;
     if (j->n_tokens <= 0) return;
-    if (e->wc->truncate && e->wc->truncate(e->wc, s->ws, s->st.length - j->n_tokens) == TC_OK) {
-        s->has_logits = 0; /* the logits were the dropped tokens' */
+    /* the logits were the dropped tokens': the last token kept goes back
+     * to pending (it is journaled; the next request feeds it again and has
+     * logits), or a request without a prompt would find no logits and be
+     * refused "prompt: empty" with tokens in the session */
+    int64_t keep = s->st.length - j->n_tokens;
+    int32_t last = -1;
+    if (keep > 0 && e->wc->history) {
+        int32_t *h = malloc((size_t)s->st.length * 4);
+        if (h && e->wc->history(e->wc, s->ws, h, s->st.length) == s->st.length) last = h[keep - 1], keep--;
+        free(h);
+    }
+    if (e->wc->truncate && e->wc->truncate(e->wc, s->ws, keep) == TC_OK) {
+        s->has_logits = 0;
+        if (last >= 0) s->pending = last;
         tc_eng_stats_refresh(e, s);
         return;
     }
@@ -565,11 +628,14 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
                           const tc_engine_sink *sink) {
     tc_engine *e = calloc(1, sizeof *e);
     if (!e) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
-    if (tc_fault_env_count("TC_FAULT_ENGINE_WEDGE", 1, &e->fault_wedge) != TC_OK) {
+    int64_t fco = 0;
+    if (tc_fault_env_count("TC_FAULT_ENGINE_WEDGE", 1, &e->fault_wedge) != TC_OK ||
+        tc_fault_env_count("TC_FAULT_CANCEL_AFTER_PREFILL", 1000000, &fco) != TC_OK) {
         const tc_status st = TC_FAIL(TC_ERR_INVALID, "%s", tc_error_get());
         free(e);
         return st;
     }
+    e->fault_cancel_open = fco;
     pthread_mutex_init(&e->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

@@ -155,6 +155,9 @@ struct tc_engine {
     uint64_t next_qid;
     double sync_s_per_tok;
     int n_sync_queued, n_sync_running, n_starting;
+    _Atomic int64_t fault_cancel_open; /* TC_FAULT_CANCEL_AFTER_PREFILL=N (test-only): the first N new sessions'
+                                        * OpenSession/Append jobs are cancelled right after their workers took the
+                                        * prompt, as a client's cancel arriving then */
     int64_t fault_wedge; /* TC_FAULT_ENGINE_WEDGE=1 (test-only): request_id "wedge-lock" makes a thread hold mu for
                           * ever, "wedge-rpc" stops the gRPC thread for ever */
     int n_slotless, n_wanting; /* running jobs without a slot of --max-batch; those of them waiting for one */
@@ -197,6 +200,18 @@ void tc_eng_stats_of(const job *j, tc_job_stats *st, int64_t session_len);
 /* the tokens of a step to the client (text, stop strings, journal): the
  * finish they reached (TC_FINISH_NONE: go on), *used of them kept */
 tc_finish tc_eng_emit_tokens(tc_engine *e, job *j, const int32_t *toks, int n, int *used);
+/* what a message carries, decided before its tokens are journaled */
+typedef struct {
+    int n, m; /* tokens given, taken */
+    tc_finish fin;
+    size_t out_len;
+    const char *out;
+    int journaled;
+} tc_emit_plan;
+/* tc_eng_emit_tokens for the cnt jobs of a batched step, journaled in one
+ * transaction; plans and rows: scratch of cnt each */
+void tc_eng_emit_batch(tc_engine *e, job **jobs, const int32_t *const *toks, const int *n, int cnt, tc_emit_plan *plans,
+                       tc_journal_row *rows, tc_finish *fin, int *used);
 tc_finish tc_eng_emit_token(tc_engine *e, job *j, int32_t tok);
 /* its last message to the sink, then retired */
 void tc_eng_job_finish(tc_engine *e, job *j, tc_finish fin, const char *err);

@@ -224,6 +224,31 @@ static void start_job(tc_engine *e, job *j) {
         tc_eng_journal_refused(e, j);
         return;
     }
+    /* A new session's OpenSession cancelled (or past its deadline) while
+     * its workers took the prompt: the client will not hear of it, so it
+     * is not left behind (counting against --max-sessions until an idle
+     * expiry, its id taken: a retry met ALREADY_EXISTS) but closed and
+     * dropped from the journal, as a start that failed. A cancel later
+     * than this, while the reply is on its way, is the RPC's own race. */
+    if (j->created && !j->generate) {
+        if (e->fault_cancel_open > 0 && atomic_fetch_sub(&e->fault_cancel_open, 1) > 0) {
+            pthread_mutex_lock(&e->mu);
+            if (!j->cancel) j->cancel = 1, j->cancel_code = 1;
+            pthread_mutex_unlock(&e->mu);
+        }
+        pthread_mutex_lock(&e->mu);
+        if (!j->cancel && j->sink->deadline_left(j->user) <= 0) j->cancel = 1, j->cancel_code = 4;
+        const int cancel = j->cancel, code = j->cancel_code;
+        pthread_mutex_unlock(&e->mu);
+        if (cancel) {
+            free(replay);
+            TC_LOG(TC_LOG_INFO, "engine", "request %s: session %s not opened: its request was %s after its prefill",
+                   j->request_id, s->id, code == 4 ? "past its deadline" : "cancelled");
+            tc_eng_start_failed(e, j, code == 13 ? 1 : code,
+                                code == 4 ? "deadline exceeded" : code == 14 ? "server shutting down" : "cancelled");
+            return;
+        }
+    }
     j->t_prefill = tc_now_s();
     if (j->n_tokens > 0 || !j->generate) {
         tc_session_info si;
@@ -474,7 +499,16 @@ void *tc_eng_generation_thread(void *arg) {
      * jobs can outnumber --max-batch, paused ones holding no slot) */
     const int dcap = e->lim.max_batch + e->lim.max_queued + 1;
     job **dead = calloc((size_t)dcap, sizeof *dead);
-    TC_ASSERT(batch && bs && bt && bsmp && bnext && bb && bcnt && brow && binl && dead, "engine: out of memory");
+    /* the batch's stepped jobs, their messages decided, journaled and sent together (tc_eng_emit_batch) */
+    job **okj = calloc((size_t)cap, sizeof *okj);
+    const int32_t **okt = calloc((size_t)cap, sizeof *okt);
+    int *okn = calloc((size_t)cap, sizeof *okn), *oused = calloc((size_t)cap, sizeof *oused);
+    tc_emit_plan *oplan = calloc((size_t)cap, sizeof *oplan);
+    tc_journal_row *orow = calloc((size_t)cap, sizeof *orow);
+    tc_finish *ofin = calloc((size_t)cap, sizeof *ofin);
+    TC_ASSERT(batch && bs && bt && bsmp && bnext && bb && bcnt && brow && binl && dead && okj && okt && okn && oused &&
+                  oplan && orow && ofin,
+              "engine: out of memory");
     if (e->wc->bind_thread) e->wc->bind_thread(e->wc, 0);
     ga->busy_t0 = tc_now_s();
     pthread_mutex_lock(&e->mu);
@@ -607,7 +641,7 @@ void *tc_eng_generation_thread(void *arg) {
         }
         for (int i = 0; i < B; i++) binl[i] |= batch[i]->s->ephemeral ? 2 : 0; /* under mu: a close sets it */
         pthread_mutex_unlock(&e->mu);
-        int n_kept = 0; /* jobs of the batch still running after it: unclaimed below */
+        int n_kept = 0, nok = 0; /* jobs of the batch still running after it: unclaimed below */
         if (B > 0) {
             double tb0 = tc_now_s();
             for (int i = 0; i < B; i++) {
@@ -646,14 +680,56 @@ void *tc_eng_generation_thread(void *arg) {
             tc_metric_inc(TC_M_steps_total, n_steps);
             char why[1024]; /* the call's error, kept before finishing jobs logs others */
             snprintf(why, sizeof why, "%s", st == TC_OK ? "" : tc_error_get() ? tc_error_get() : "step failed");
+            /* the jobs whose step stood first: their tokens journaled in one
+             * transaction and sent before any failed job's rebuild (a
+             * prefill of its whole history) */
             for (int i = 0; i < B; i++) {
                 job *j = batch[i];
-                batch[i] = NULL;
                 const tc_status sti = st != TC_OK ? st : brow[i].st; /* the call's, or this session's own */
-                if (sti == TC_OK && (binl[i] & 1)) { /* its inline sync ran (a failed one is no sync) */
+                if (sti != TC_OK) continue; /* the pass after the messages */
+                batch[i] = NULL;
+                if (binl[i] & 1) { /* its inline sync ran (a failed one is no sync) */
                     tc_metric_inc(TC_M_syncs_total, 1);
                     tc_metric_observe(TC_H_boundary_stall_seconds, 0);
                 }
+                tc_eng_stats_refresh(e, j->s);
+                okj[nok] = j, okt[nok] = bnext + (size_t)i * K, okn[nok] = bcnt[i], nok++;
+            }
+            tc_eng_emit_batch(e, okj, okt, okn, nok, oplan, orow, ofin, oused);
+            for (int o = 0; o < nok; o++) {
+                job *j = okj[o];
+                const int32_t *toks = okt[o];
+                const int used = oused[o], cnt = okn[o];
+                const tc_finish fin = ofin[o];
+                if (fin != TC_FINISH_NONE && used == 0) { /* the journal refused them: the session closes */
+                    tc_eng_job_finish(e, j, fin, NULL);
+                } else if (fin != TC_FINISH_NONE) {
+                    j->s->pending = toks[used - 1];
+                    if (used < cnt) { /* the run went past the end: those tokens were never sent */
+                        tc_status tst = e->wc->truncate ? e->wc->truncate(e->wc, j->s->ws, j->s->st.length - (cnt - used))
+                                                        : TC_FAIL(TC_ERR_INTERNAL, "worker cannot take tokens back");
+                        if (tst != TC_OK) { /* the workers hold tokens nobody saw: closed, the journal keeps it */
+                            TC_LOG(TC_LOG_ERROR, "engine",
+                                   "session %s: %s: closed until a restart restores it from the journal", j->s->id,
+                                   tc_error_get());
+                            pthread_mutex_lock(&e->mu);
+                            j->s->close_when_idle = 1;
+                            j->s->keep_journal = 1;
+                            pthread_mutex_unlock(&e->mu);
+                        }
+                        tc_eng_stats_refresh(e, j->s);
+                    }
+                    tc_eng_job_finish(e, j, fin, NULL);
+                } else {
+                    j->next_tok = toks[cnt - 1];
+                    okj[n_kept++] = j; /* the others ended: freed (okj[o] read before: n_kept <= o) */
+                }
+            }
+            for (int i = 0; i < B; i++) {
+                job *j = batch[i];
+                if (!j) continue; /* stood: handled above */
+                batch[i] = NULL;
+                const tc_status sti = st != TC_OK ? st : brow[i].st;
                 if (sti == TC_ERR_IO && e->wc->failover) {
                     /* its pair stayed down past its recovery budget: on
                      * another pair (rebuilt there from the history) the
@@ -714,34 +790,8 @@ void *tc_eng_generation_thread(void *arg) {
                     }
                     continue;
                 }
-                tc_eng_stats_refresh(e, j->s);
-                const int32_t *toks = bnext + (size_t)i * K;
-                int used = 0;
-                tc_finish fin = tc_eng_emit_tokens(e, j, toks, bcnt[i], &used);
-                if (fin != TC_FINISH_NONE && used == 0) { /* the journal refused them: the session closes */
-                    tc_eng_job_finish(e, j, fin, NULL);
-                } else if (fin != TC_FINISH_NONE) {
-                    j->s->pending = toks[used - 1];
-                    if (used < bcnt[i]) { /* the run went past the end: those tokens were never sent */
-                        tc_status tst = e->wc->truncate ? e->wc->truncate(e->wc, j->s->ws, j->s->st.length - (bcnt[i] - used))
-                                                        : TC_FAIL(TC_ERR_INTERNAL, "worker cannot take tokens back");
-                        if (tst != TC_OK) { /* the workers hold tokens nobody saw: closed, the journal keeps it */
-                            TC_LOG(TC_LOG_ERROR, "engine",
-                                   "session %s: %s: closed until a restart restores it from the journal", j->s->id,
-                                   tc_error_get());
-                            pthread_mutex_lock(&e->mu);
-                            j->s->close_when_idle = 1;
-                            j->s->keep_journal = 1;
-                            pthread_mutex_unlock(&e->mu);
-                        }
-                        tc_eng_stats_refresh(e, j->s);
-                    }
-                    tc_eng_job_finish(e, j, fin, NULL);
-                } else {
-                    j->next_tok = toks[bcnt[i] - 1];
-                    batch[n_kept++] = j; /* the others ended: freed */
-                }
             }
+            for (int k = 0; k < n_kept; k++) batch[k] = okj[k];
             ga->busy_s += tc_now_s() - tb0;
         }
         pthread_mutex_lock(&e->mu);
@@ -758,5 +808,12 @@ void *tc_eng_generation_thread(void *arg) {
     free(brow);
     free(binl);
     free(dead);
+    free(okj);
+    free(okt);
+    free(okn);
+    free(oused);
+    free(oplan);
+    free(orow);
+    free(ofin);
     return NULL;
 }

@@ -1,11 +1,31 @@
 /* journal.c — SQLite journal of session histories (see journal.h).
- * Schema: sessions(id, created_ms); chunks(session, tokens BLOB of
- * little-endian int32) in rowid order. A session's history is the
- * concatenation of its chunks. */
+ *
+ * Schema 2 (PRAGMA user_version 2):
+ *   sessions(id TEXT PRIMARY KEY, created_ms, sk)  sk: the session's key,
+ *            new for every session ever opened under any id (never reused)
+ *   hist(sk, tokens BLOB of little-endian int32)   a session's history is
+ *            the concatenation of its rows in rowid order
+ *   gens(session, ...)                              a running generation
+ * Schema 1 (chunks(session TEXT, tokens), no sk) is migrated at open.
+ *
+ * Closing a session deletes its sessions row (and gens row): three rows,
+ * however long its history. Its hist rows are deleted after, by the
+ * janitor thread, in batches of PURGE_BATCH rows each its own transaction,
+ * so a close under the engine's lock no longer stalls every stream while
+ * SQLite deletes a million rows. Rows whose key no session holds are
+ * never read (a new session under the same id has a new key); those a
+ * crash left behind are found and purged at the next open.
+ *
+ * The janitor also merges small rows: one row per message means one row
+ * per token for a stream generating one token a step. After COMPACT_ROWS
+ * rows of at most SMALL_TOKENS tokens each, a session's rows since its
+ * last merge are rewritten as one row in one transaction (at the first
+ * row's rowid, so the order holds). */
 #include "journal.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -17,27 +37,303 @@
 #include "../common/fault.h"
 #include "../common/log.h"
 
+#define SCHEMA_VERSION 2
+#define PURGE_BATCH 2048   /* hist rows a purge transaction deletes */
+#define COMPACT_ROWS 1024  /* small rows that start a merge */
+#define SMALL_TOKENS 256   /* a row of more tokens is left as it is (a merged row is at most 1 MiB) */
+
+/* the janitor's work: purge a dead key's rows, or merge rows [from, to] of a live one */
+typedef struct {
+    int64_t sk, from, to; /* from < 0: purge */
+} jitem;
+
+/* a live session's rows since its last merge (keyed by sk; under the db mutex) */
+typedef struct {
+    int64_t sk; /* 0: empty slot */
+    int64_t first, last, rows;
+} jtail;
+
 struct tc_journal {
     int lock_fd; /* <data-dir>/LOCK, flock()ed for the process's life: one tconstd a directory */
     sqlite3 *db;
-    sqlite3_stmt *ins_sess, *del_sess, *del_chunks, *ins_chunk, *ins_gen, *del_gen;
+    sqlite3_stmt *ins_sess, *get_sk, *del_sess, *ins_chunk, *ins_gen, *del_gen, *purge;
     _Atomic int64_t fault_deletes; /* tests: TC_FAULT_JOURNAL_DELETE_ERRORS, the session deletes still to fail */
+    _Atomic int64_t fault_write_at; /* tests: TC_FAULT_JOURNAL_WRITE_FAIL_AT=K, the K-th prompt write fails (once) */
+    int64_t next_sk;               /* under the db mutex */
+    jtail *tails;                  /* open addressing, linear probing; under the db mutex */
+    size_t n_tails, cap_tails;
+    /* the janitor */
+    pthread_t jt;
+    int jt_on;
+    pthread_mutex_t jm;
+    pthread_cond_t jcv;
+    jitem *q;
+    size_t q_head, q_len, q_cap;
+    int j_busy, j_stop;
+    _Atomic int64_t purged_rows, merged_rows; /* for tests and the log */
 };
 
 static tc_status db_fail(tc_journal *j, const char *what) {
     return TC_FAIL(TC_ERR_IO, "journal: %s: %s", what, j->db ? sqlite3_errmsg(j->db) : "no database");
 }
 
+/* ---- the tails map (sk -> rows since the last merge) ---- */
+
+static size_t tail_slot(const tc_journal *j, int64_t sk) {
+    uint64_t h = (uint64_t)sk * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 20) & (j->cap_tails - 1);
+}
+
+static jtail *tail_find(tc_journal *j, int64_t sk) {
+    if (!j->cap_tails) return NULL;
+    for (size_t i = tail_slot(j, sk);; i = (i + 1) & (j->cap_tails - 1)) {
+        if (j->tails[i].sk == sk) return &j->tails[i];
+        if (!j->tails[i].sk) return NULL;
+    }
+}
+
+/* NULL when out of memory (the session's rows are then not merged) */
+static jtail *tail_add(tc_journal *j, int64_t sk) {
+    if ((j->n_tails + 1) * 2 > j->cap_tails) {
+        size_t nc = j->cap_tails ? j->cap_tails * 2 : 64;
+        jtail *nt = calloc(nc, sizeof *nt), *old = j->tails;
+        if (!nt) return NULL;
+        size_t oc = j->cap_tails;
+        j->tails = nt, j->cap_tails = nc;
+        for (size_t i = 0; i < oc; i++)
+            if (old[i].sk) {
+                size_t k = tail_slot(j, old[i].sk);
+                while (nt[k].sk) k = (k + 1) & (nc - 1);
+                nt[k] = old[i];
+            }
+        free(old);
+    }
+    size_t i = tail_slot(j, sk);
+    while (j->tails[i].sk) i = (i + 1) & (j->cap_tails - 1);
+    memset(&j->tails[i], 0, sizeof j->tails[i]);
+    j->tails[i].sk = sk;
+    j->n_tails++;
+    return &j->tails[i];
+}
+
+static void tail_del(tc_journal *j, int64_t sk) {
+    jtail *t = tail_find(j, sk);
+    if (!t) return;
+    size_t m = j->cap_tails - 1, i = (size_t)(t - j->tails);
+    j->tails[i].sk = 0;
+    j->n_tails--;
+    /* backward shift: the entries after it that probed past i move up */
+    for (size_t k = (i + 1) & m; j->tails[k].sk; k = (k + 1) & m) {
+        size_t home = tail_slot(j, j->tails[k].sk);
+        if (((k - home) & m) >= ((k - i) & m)) {
+            j->tails[i] = j->tails[k];
+            j->tails[k].sk = 0;
+            i = k;
+        }
+    }
+}
+
+/* ---- the janitor ---- */
+
+/* false when out of memory: a purge then waits for the next open, a merge never happens */
+static int jqueue(tc_journal *j, jitem it) {
+    pthread_mutex_lock(&j->jm);
+    int ok = 1;
+    if (!j->jt_on) {
+        ok = 0;
+    } else {
+        if (j->q_len == j->q_cap) {
+            size_t nc = j->q_cap ? j->q_cap * 2 : 64;
+            jitem *nq = malloc(nc * sizeof *nq);
+            if (!nq) {
+                ok = 0;
+                goto out;
+            }
+            for (size_t i = 0; i < j->q_len; i++) nq[i] = j->q[(j->q_head + i) % j->q_cap];
+            free(j->q);
+            j->q = nq, j->q_cap = nc, j->q_head = 0;
+        }
+        j->q[(j->q_head + j->q_len) % j->q_cap] = it;
+        j->q_len++;
+        pthread_cond_broadcast(&j->jcv);
+    }
+out:
+    pthread_mutex_unlock(&j->jm);
+    return ok;
+}
+
+/* the dead key's rows, PURGE_BATCH at a time, the db mutex released between */
+static void purge(tc_journal *j, int64_t sk) {
+    for (;;) {
+        sqlite3_mutex *mx = sqlite3_db_mutex(j->db);
+        sqlite3_mutex_enter(mx);
+        sqlite3_bind_int64(j->purge, 1, sk);
+        sqlite3_bind_int64(j->purge, 2, PURGE_BATCH);
+        const int rc = sqlite3_step(j->purge);
+        const int n = rc == SQLITE_DONE ? sqlite3_changes(j->db) : -1;
+        if (n < 0)
+            TC_LOG(TC_LOG_WARN, "journal", "deleting a closed session's history (key %lld): %s; it is tried again at the next start",
+                   (long long)sk, sqlite3_errmsg(j->db));
+        sqlite3_reset(j->purge);
+        sqlite3_clear_bindings(j->purge);
+        sqlite3_mutex_leave(mx);
+        if (n > 0) atomic_fetch_add(&j->purged_rows, n);
+        if (n < PURGE_BATCH) return;
+    }
+}
+
+/* rows [from, to] of a live key into one, in one transaction */
+static void merge(tc_journal *j, int64_t sk, int64_t from, int64_t to) {
+    sqlite3_mutex *mx = sqlite3_db_mutex(j->db);
+    sqlite3_mutex_enter(mx);
+    sqlite3_stmt *sel = NULL, *del = NULL, *ins = NULL;
+    unsigned char *buf = NULL;
+    size_t len = 0, cap = 0;
+    int64_t rows = 0, first = -1;
+    const char *err = NULL;
+    if (!tail_find(j, sk)) goto done; /* closed meanwhile: its rows are purged */
+    if (sqlite3_prepare_v2(j->db, "SELECT rowid, tokens FROM hist WHERE sk = ?1 AND rowid BETWEEN ?2 AND ?3 ORDER BY rowid",
+                           -1, &sel, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(j->db, "DELETE FROM hist WHERE sk = ?1 AND rowid BETWEEN ?2 AND ?3", -1, &del, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(j->db, "INSERT INTO hist(rowid, sk, tokens) VALUES(?1, ?2, ?3)", -1, &ins, NULL) != SQLITE_OK) {
+        err = "prepare";
+        goto done;
+    }
+    if (sqlite3_exec(j->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+        err = "begin";
+        goto done;
+    }
+    sqlite3_bind_int64(sel, 1, sk), sqlite3_bind_int64(sel, 2, from), sqlite3_bind_int64(sel, 3, to);
+    int rc;
+    while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
+        const size_t b = (size_t)sqlite3_column_bytes(sel, 1);
+        if (first < 0) first = sqlite3_column_int64(sel, 0);
+        if (len + b > cap) {
+            size_t nc = (len + b) * 2;
+            unsigned char *nb = realloc(buf, nc);
+            if (!nb) {
+                err = "out of memory";
+                break;
+            }
+            buf = nb, cap = nc;
+        }
+        if (b) memcpy(buf + len, sqlite3_column_blob(sel, 1), b);
+        len += b, rows++;
+    }
+    if (!err && rc != SQLITE_DONE) err = "read";
+    if (!err && rows >= 2) {
+        sqlite3_bind_int64(del, 1, sk), sqlite3_bind_int64(del, 2, from), sqlite3_bind_int64(del, 3, to);
+        sqlite3_bind_int64(ins, 1, first), sqlite3_bind_int64(ins, 2, sk);
+        sqlite3_bind_blob64(ins, 3, buf ? (const void *)buf : (const void *)"", (sqlite3_uint64)len, SQLITE_STATIC);
+        if (sqlite3_step(del) != SQLITE_DONE || sqlite3_changes(j->db) != rows || sqlite3_step(ins) != SQLITE_DONE)
+            err = "rewrite";
+    }
+    if (!err && sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) err = "commit";
+    if (err) sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+    else if (rows >= 2) atomic_fetch_add(&j->merged_rows, rows);
+done:
+    if (err) /* nothing lost: the rows stay as they were */
+        TC_LOG(TC_LOG_WARN, "journal", "merging a session's history rows (key %lld): %s: %s", (long long)sk, err,
+               sqlite3_errmsg(j->db));
+    sqlite3_finalize(sel);
+    sqlite3_finalize(del);
+    sqlite3_finalize(ins);
+    sqlite3_mutex_leave(mx);
+    free(buf);
+}
+
+static void *janitor_main(void *arg) {
+    tc_journal *j = arg;
+    pthread_mutex_lock(&j->jm);
+    for (;;) {
+        while (!j->q_len && !j->j_stop) pthread_cond_wait(&j->jcv, &j->jm);
+        if (!j->q_len) break; /* stopping, nothing left */
+        jitem it = j->q[j->q_head];
+        j->q_head = (j->q_head + 1) % j->q_cap, j->q_len--;
+        if (j->j_stop && it.from >= 0) continue; /* at close: purges done, merges dropped */
+        j->j_busy = 1;
+        pthread_mutex_unlock(&j->jm);
+        if (it.from < 0) purge(j, it.sk);
+        else merge(j, it.sk, it.from, it.to);
+        pthread_mutex_lock(&j->jm);
+        j->j_busy = 0;
+        pthread_cond_broadcast(&j->jcv);
+    }
+    pthread_mutex_unlock(&j->jm);
+    return NULL;
+}
+
+void tc_journal_settle(tc_journal *j, int64_t *purged_rows, int64_t *merged_rows) {
+    pthread_mutex_lock(&j->jm);
+    while (j->jt_on && (j->q_len || j->j_busy)) pthread_cond_wait(&j->jcv, &j->jm);
+    pthread_mutex_unlock(&j->jm);
+    if (purged_rows) *purged_rows = atomic_load(&j->purged_rows);
+    if (merged_rows) *merged_rows = atomic_load(&j->merged_rows);
+}
+
+/* ---- open ---- */
+
+static int has_table(tc_journal *j, const char *name) {
+    sqlite3_stmt *q = NULL;
+    int yes = 0;
+    if (sqlite3_prepare_v2(j->db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", -1, &q, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+        yes = sqlite3_step(q) == SQLITE_ROW;
+    }
+    sqlite3_finalize(q);
+    return yes;
+}
+
+static int64_t one_int(tc_journal *j, const char *sql, int *ok) {
+    sqlite3_stmt *q = NULL;
+    int64_t v = 0;
+    *ok = sqlite3_prepare_v2(j->db, sql, -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW;
+    if (*ok) v = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    return v;
+}
+
+/* schema 1 (chunks keyed by the session's id) to 2, in one transaction */
+static tc_status migrate_v1(tc_journal *j, const char *path) {
+    char *err = NULL;
+    sqlite3_stmt *q = NULL;
+    const int has_sk = sqlite3_prepare_v2(j->db, "SELECT sk FROM sessions LIMIT 0", -1, &q, NULL) == SQLITE_OK;
+    sqlite3_finalize(q);
+    int ok = 1;
+    const int64_t n = one_int(j, "SELECT count(*) FROM chunks", &ok);
+    if (sqlite3_exec(j->db, "BEGIN IMMEDIATE", NULL, NULL, &err) != SQLITE_OK ||
+        (!has_sk && sqlite3_exec(j->db, "ALTER TABLE sessions ADD COLUMN sk INTEGER NOT NULL DEFAULT 0;"
+                                        "UPDATE sessions SET sk = rowid;", NULL, NULL, &err) != SQLITE_OK) ||
+        sqlite3_exec(j->db,
+                     "CREATE TABLE IF NOT EXISTS hist(sk INTEGER NOT NULL, tokens BLOB NOT NULL);"
+                     "INSERT INTO hist(sk, tokens) SELECT s.sk, c.tokens FROM chunks c JOIN sessions s"
+                     " ON s.id = c.session ORDER BY c.rowid;"
+                     "DROP TABLE chunks; PRAGMA user_version = 2; COMMIT;",
+                     NULL, NULL, &err) != SQLITE_OK) {
+        tc_status st = TC_FAIL(TC_ERR_IO, "journal %s: moving it to schema 2: %s", path, err ? err : sqlite3_errmsg(j->db));
+        sqlite3_free(err);
+        sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+        return st;
+    }
+    TC_LOG(TC_LOG_INFO, "journal", "%s: moved from schema 1 to 2 (%lld history rows)", path, (long long)n);
+    return TC_OK;
+}
+
 tc_status tc_journal_open(tc_journal **out, const char *data_dir) {
     tc_journal *j = calloc(1, sizeof *j);
     if (!j) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
     j->lock_fd = -1;
+    pthread_mutex_init(&j->jm, NULL);
+    pthread_cond_init(&j->jcv, NULL);
     char path[4200];
     tc_status st = TC_OK;
     int64_t fd = 0; /* tests: the first N session deletes fail (tests/e2e/test_journal_full.py) */
     if ((st = tc_fault_env_count("TC_FAULT_JOURNAL_DELETE_ERRORS", 1000000, &fd)) != TC_OK) goto fail;
     j->fault_deletes = fd;
     if (fd) TC_LOG(TC_LOG_WARN, "journal", "fault injection armed: the first %lld session deletes fail", (long long)fd);
+    if ((st = tc_fault_env_count("TC_FAULT_JOURNAL_WRITE_FAIL_AT", 1000000, &fd)) != TC_OK) goto fail;
+    j->fault_write_at = fd;
+    if (fd) TC_LOG(TC_LOG_WARN, "journal", "fault injection armed: prompt write %lld fails", (long long)fd);
     /* two daemons on one journal would merge their sessions under the same
      * ids and expire each other's: the second is refused */
     snprintf(path, sizeof path, "%s/LOCK", data_dir);
@@ -58,15 +354,33 @@ tc_status tc_journal_open(tc_journal **out, const char *data_dir) {
     }
     sqlite3_busy_timeout(j->db, 5000);
     char *err = NULL;
+    if (sqlite3_exec(j->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, &err) != SQLITE_OK) {
+        st = TC_FAIL(TC_ERR_IO, "journal %s: %s (is it a tconst journal?)", path, err ? err : "pragmas");
+        sqlite3_free(err);
+        goto fail;
+    }
+    int ok = 1;
+    const int64_t version = one_int(j, "PRAGMA user_version", &ok);
+    if (!ok) {
+        st = TC_FAIL(TC_ERR_IO, "journal %s: %s (is it a tconst journal?)", path, sqlite3_errmsg(j->db));
+        goto fail;
+    }
+    if (version > SCHEMA_VERSION) {
+        st = TC_FAIL(TC_ERR_INVALID, "journal %s: schema %lld, written by a newer tconstd (this one reads up to %d)", path,
+                     (long long)version, SCHEMA_VERSION);
+        goto fail;
+    }
+    if (has_table(j, "chunks") && (st = migrate_v1(j, path)) != TC_OK) goto fail;
     if (sqlite3_exec(j->db,
-                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                     "CREATE TABLE IF NOT EXISTS sessions(id TEXT PRIMARY KEY, created_ms INTEGER NOT NULL);"
-                     "CREATE TABLE IF NOT EXISTS chunks(session TEXT NOT NULL, tokens BLOB NOT NULL);"
+                     "CREATE TABLE IF NOT EXISTS sessions(id TEXT PRIMARY KEY, created_ms INTEGER NOT NULL,"
+                     " sk INTEGER NOT NULL DEFAULT 0);"
+                     "CREATE TABLE IF NOT EXISTS hist(sk INTEGER NOT NULL, tokens BLOB NOT NULL);"
                      "CREATE TABLE IF NOT EXISTS gens(session TEXT PRIMARY KEY, request_id TEXT NOT NULL,"
                      " start_len INTEGER NOT NULL, temperature REAL NOT NULL, top_k INTEGER NOT NULL,"
                      " top_p REAL NOT NULL, seed INTEGER NOT NULL, max_tokens INTEGER NOT NULL,"
                      " ignore_eos INTEGER NOT NULL);"
-                     "CREATE INDEX IF NOT EXISTS chunks_by_session ON chunks(session);",
+                     "CREATE INDEX IF NOT EXISTS hist_by_sk ON hist(sk);"
+                     "PRAGMA user_version = 2;",
                      NULL, NULL, &err) != SQLITE_OK) {
         st = TC_FAIL(TC_ERR_IO, "journal %s: %s (is it a tconst journal?)", path, err ? err : "schema");
         sqlite3_free(err);
@@ -82,18 +396,47 @@ tc_status tc_journal_open(tc_journal **out, const char *data_dir) {
                    mode ? (const char *)mode : "unknown");
         sqlite3_finalize(q);
     }
+    /* keys are never reused: rows of a closed session not yet purged must not join a new one */
+    j->next_sk = one_int(j, "SELECT max(coalesce((SELECT max(sk) FROM sessions), 0),"
+                            " coalesce((SELECT max(sk) FROM hist), 0)) + 1", &ok);
+    if (!ok) {
+        st = db_fail(j, "keys");
+        goto fail;
+    }
     /* appends to a session the journal no longer holds (closed while its
      * last tokens were on their way) write nothing: no orphan rows */
-    if (sqlite3_prepare_v2(j->db, "INSERT OR REPLACE INTO sessions(id, created_ms) VALUES(?, ?)", -1, &j->ins_sess, NULL) ||
+    if (sqlite3_prepare_v2(j->db, "INSERT INTO sessions(id, created_ms, sk) VALUES(?, ?, ?)", -1, &j->ins_sess, NULL) ||
+        sqlite3_prepare_v2(j->db, "SELECT sk FROM sessions WHERE id = ?", -1, &j->get_sk, NULL) ||
         sqlite3_prepare_v2(j->db, "DELETE FROM sessions WHERE id = ?", -1, &j->del_sess, NULL) ||
-        sqlite3_prepare_v2(j->db, "DELETE FROM chunks WHERE session = ?", -1, &j->del_chunks, NULL) ||
-        sqlite3_prepare_v2(j->db, "INSERT INTO chunks(session, tokens) SELECT ?1, ?2"
-                                  " WHERE EXISTS(SELECT 1 FROM sessions WHERE id = ?1)", -1, &j->ins_chunk, NULL) ||
+        sqlite3_prepare_v2(j->db, "INSERT INTO hist(sk, tokens) SELECT sk, ?2 FROM sessions WHERE id = ?1 RETURNING sk, rowid",
+                           -1, &j->ins_chunk, NULL) ||
         sqlite3_prepare_v2(j->db, "INSERT OR REPLACE INTO gens SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9"
                                   " WHERE EXISTS(SELECT 1 FROM sessions WHERE id = ?1)", -1, &j->ins_gen, NULL) ||
-        sqlite3_prepare_v2(j->db, "DELETE FROM gens WHERE session = ?", -1, &j->del_gen, NULL)) {
+        sqlite3_prepare_v2(j->db, "DELETE FROM gens WHERE session = ?", -1, &j->del_gen, NULL) ||
+        sqlite3_prepare_v2(j->db, "DELETE FROM hist WHERE rowid IN (SELECT rowid FROM hist WHERE sk = ?1 LIMIT ?2)", -1,
+                           &j->purge, NULL)) {
         st = db_fail(j, "prepare");
         goto fail;
+    }
+    if (pthread_create(&j->jt, NULL, janitor_main, j) != 0) {
+        st = TC_FAIL(TC_ERR_NOMEM, "journal: cannot start its thread");
+        goto fail;
+    }
+    j->jt_on = 1;
+    { /* what a crash left: history rows no session holds */
+        sqlite3_stmt *q = NULL;
+        int64_t n = 0;
+        if (sqlite3_prepare_v2(j->db, "SELECT DISTINCT sk FROM hist WHERE sk NOT IN (SELECT sk FROM sessions)", -1, &q,
+                               NULL) != SQLITE_OK) {
+            st = db_fail(j, "orphans");
+            goto fail;
+        }
+        while (sqlite3_step(q) == SQLITE_ROW) {
+            jitem it = {sqlite3_column_int64(q, 0), -1, -1};
+            n += jqueue(j, it);
+        }
+        sqlite3_finalize(q);
+        if (n) TC_LOG(TC_LOG_INFO, "journal", "deleting the history of %lld sessions closed before the last stop", (long long)n);
     }
     TC_LOG(TC_LOG_INFO, "journal", "journal at %s", path);
     *out = j;
@@ -105,14 +448,27 @@ fail:
 
 void tc_journal_close(tc_journal *j) {
     if (!j) return;
+    if (j->jt_on) { /* queued purges finish (a crash would leave them to the next open), merges are dropped */
+        pthread_mutex_lock(&j->jm);
+        j->j_stop = 1;
+        pthread_cond_broadcast(&j->jcv);
+        pthread_mutex_unlock(&j->jm);
+        pthread_join(j->jt, NULL);
+        j->jt_on = 0;
+    }
     sqlite3_finalize(j->ins_sess);
+    sqlite3_finalize(j->get_sk);
     sqlite3_finalize(j->del_sess);
-    sqlite3_finalize(j->del_chunks);
     sqlite3_finalize(j->ins_chunk);
     sqlite3_finalize(j->ins_gen);
     sqlite3_finalize(j->del_gen);
+    sqlite3_finalize(j->purge);
     if (j->db) sqlite3_close(j->db);
     if (j->lock_fd >= 0) close(j->lock_fd); /* releases the lock */
+    free(j->tails);
+    free(j->q);
+    pthread_mutex_destroy(&j->jm);
+    pthread_cond_destroy(&j->jcv);
     free(j);
 }
 
@@ -128,11 +484,48 @@ static tc_status run(tc_journal *j, sqlite3_stmt *s, const char *what) {
     return st;
 }
 
+/* caller holds the db mutex, in a transaction: the session's rows (its
+ * row, its generation's) gone; *old its key (0: none), its history rows
+ * to purge once the transaction commits */
+static tc_status drop_locked(tc_journal *j, const char *id, int64_t *old) {
+    *old = 0;
+    sqlite3_bind_text(j->get_sk, 1, id, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(j->get_sk);
+    if (rc == SQLITE_ROW) *old = sqlite3_column_int64(j->get_sk, 0);
+    sqlite3_reset(j->get_sk);
+    sqlite3_clear_bindings(j->get_sk);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_fail(j, "find session");
+    sqlite3_bind_text(j->del_sess, 1, id, -1, SQLITE_TRANSIENT);
+    tc_status st = run(j, j->del_sess, "delete session");
+    sqlite3_bind_text(j->del_gen, 1, id, -1, SQLITE_TRANSIENT);
+    if (st == TC_OK) st = run(j, j->del_gen, "delete generation");
+    return st;
+}
+
+/* after the commit: the old key's rows go to the janitor */
+static void dropped(tc_journal *j, int64_t old) {
+    if (!old) return;
+    tail_del(j, old);
+    jitem it = {old, -1, -1};
+    if (!jqueue(j, it))
+        TC_LOG(TC_LOG_WARN, "journal", "a closed session's history (key %lld) is deleted at the next start", (long long)old);
+}
+
+/* caller holds the db mutex, in a transaction */
+static tc_status insert_locked(tc_journal *j, const char *id, int64_t created_ms) {
+    sqlite3_bind_text(j->ins_sess, 1, id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(j->ins_sess, 2, created_ms);
+    sqlite3_bind_int64(j->ins_sess, 3, j->next_sk);
+    tc_status st = run(j, j->ins_sess, "open session");
+    if (st == TC_OK) j->next_sk++;
+    return st;
+}
+
 /* One transaction: the session's rows gone (history, generation record),
- * then, when reopen, its row written afresh. A reopen clears what an
- * earlier session under the same id may have left (a delete that failed:
- * only logged, the session closed live): a new session never starts with
- * an old one's tokens after a restart. */
+ * then, when reopen, its row written afresh under a new key. A reopen
+ * drops what an earlier session under the same id may have left (a
+ * delete that failed: only logged, the session closed live): a new
+ * session never starts with an old one's tokens after a restart. */
 static tc_status reset_session(tc_journal *j, const char *id, int reopen, int64_t created_ms) {
     sqlite3_mutex *mx = sqlite3_db_mutex(j->db);
     sqlite3_mutex_enter(mx);
@@ -141,23 +534,13 @@ static tc_status reset_session(tc_journal *j, const char *id, int reopen, int64_
         sqlite3_mutex_leave(mx);
         return st;
     }
-    tc_status st = TC_OK;
-    if (!reopen) {
-        sqlite3_bind_text(j->del_sess, 1, id, -1, SQLITE_TRANSIENT);
-        st = run(j, j->del_sess, "delete session");
-    }
-    sqlite3_bind_text(j->del_chunks, 1, id, -1, SQLITE_TRANSIENT);
-    if (st == TC_OK) st = run(j, j->del_chunks, "delete history");
-    sqlite3_bind_text(j->del_gen, 1, id, -1, SQLITE_TRANSIENT);
-    if (st == TC_OK) st = run(j, j->del_gen, "delete generation");
-    if (st == TC_OK && reopen) {
-        sqlite3_bind_text(j->ins_sess, 1, id, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(j->ins_sess, 2, created_ms);
-        st = run(j, j->ins_sess, "open session");
-    }
+    int64_t old = 0;
+    tc_status st = drop_locked(j, id, &old);
+    if (st == TC_OK && reopen) st = insert_locked(j, id, created_ms);
     if (st == TC_OK && sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
         st = db_fail(j, reopen ? "open session (commit)" : "delete (commit)");
     if (st != TC_OK) sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+    else dropped(j, old);
     sqlite3_mutex_leave(mx);
     return st;
 }
@@ -177,11 +560,54 @@ tc_status tc_journal_session_delete(tc_journal *j, const char *id) {
 
 tc_status tc_journal_append(tc_journal *j, const char *id, const int32_t *tokens, int64_t n) {
     if (n <= 0) return TC_OK;
-    sqlite3_mutex_enter(sqlite3_db_mutex(j->db));
+    sqlite3_mutex *mx = sqlite3_db_mutex(j->db);
+    sqlite3_mutex_enter(mx);
     sqlite3_bind_text(j->ins_chunk, 1, id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_blob64(j->ins_chunk, 2, tokens, (sqlite3_uint64)n * 4, SQLITE_TRANSIENT);
-    tc_status st = run(j, j->ins_chunk, "append tokens");
-    sqlite3_mutex_leave(sqlite3_db_mutex(j->db));
+    int64_t sk = 0, rowid = 0;
+    int rc = sqlite3_step(j->ins_chunk);
+    if (rc == SQLITE_ROW) { /* written (no row: the session is no longer journaled) */
+        sk = sqlite3_column_int64(j->ins_chunk, 0), rowid = sqlite3_column_int64(j->ins_chunk, 1);
+        rc = sqlite3_step(j->ins_chunk);
+    }
+    sqlite3_reset(j->ins_chunk);
+    sqlite3_clear_bindings(j->ins_chunk);
+    tc_status st = rc == SQLITE_DONE ? TC_OK : db_fail(j, "append tokens");
+    /* in a transaction that may yet roll back, the row is counted all the
+     * same: a merge of rows that are not there merges fewer, or none */
+    if (st == TC_OK && sk) {
+        jtail *t = tail_find(j, sk);
+        if (!t) t = tail_add(j, sk);
+        if (t && n > SMALL_TOKENS) { /* a large row stays as it is; the small ones before it merge now */
+            if (t->rows >= 2) jqueue(j, (jitem){sk, t->first, t->last});
+            t->rows = 0;
+        } else if (t) {
+            if (!t->rows) t->first = rowid;
+            t->last = rowid;
+            if (++t->rows >= COMPACT_ROWS) {
+                jqueue(j, (jitem){sk, t->first, t->last});
+                t->rows = 0;
+            }
+        }
+    }
+    sqlite3_mutex_leave(mx);
+    return st;
+}
+
+tc_status tc_journal_append_rows(tc_journal *j, const tc_journal_row *rows, int n) {
+    if (n == 1) return tc_journal_append(j, rows[0].id, rows[0].tokens, rows[0].n);
+    sqlite3_mutex *mx = sqlite3_db_mutex(j->db);
+    sqlite3_mutex_enter(mx);
+    if (sqlite3_exec(j->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+        tc_status st = db_fail(j, "append tokens (begin)");
+        sqlite3_mutex_leave(mx);
+        return st;
+    }
+    tc_status st = TC_OK;
+    for (int i = 0; i < n && st == TC_OK; i++) st = tc_journal_append(j, rows[i].id, rows[i].tokens, rows[i].n);
+    if (st == TC_OK && sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) st = db_fail(j, "append tokens (commit)");
+    if (st != TC_OK) sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_mutex_leave(mx);
     return st;
 }
 
@@ -190,8 +616,8 @@ tc_status tc_journal_load(tc_journal *j, tc_journal_visit visit, void *ud) {
     tc_status st = TC_OK;
     int32_t *buf = NULL;
     size_t cap = 0;
-    if (sqlite3_prepare_v2(j->db, "SELECT id, created_ms FROM sessions ORDER BY created_ms", -1, &ss, NULL) ||
-        sqlite3_prepare_v2(j->db, "SELECT tokens FROM chunks WHERE session = ? ORDER BY rowid", -1, &cs, NULL)) {
+    if (sqlite3_prepare_v2(j->db, "SELECT id, created_ms, sk FROM sessions ORDER BY created_ms", -1, &ss, NULL) ||
+        sqlite3_prepare_v2(j->db, "SELECT tokens FROM hist WHERE sk = ? ORDER BY rowid", -1, &cs, NULL)) {
         st = db_fail(j, "load");
         goto done;
     }
@@ -204,9 +630,13 @@ tc_status tc_journal_load(tc_journal *j, tc_journal_visit visit, void *ud) {
             goto done;
         }
         snprintf(id, sizeof id, "%s", (const char *)idt);
-        int64_t created = sqlite3_column_int64(ss, 1);
+        int64_t created = sqlite3_column_int64(ss, 1), sk = sqlite3_column_int64(ss, 2);
+        if (sk <= 0) {
+            st = TC_FAIL(TC_ERR_INVALID, "journal: session '%s' has no key (corrupt)", id);
+            goto done;
+        }
         size_t n = 0;
-        sqlite3_bind_text(cs, 1, id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(cs, 1, sk);
         while ((rc = sqlite3_step(cs)) == SQLITE_ROW) {
             size_t b = (size_t)sqlite3_column_bytes(cs, 0);
             if (b % 4) {
@@ -257,6 +687,8 @@ tc_status tc_journal_append_gen(tc_journal *j, const char *id, const int32_t *to
 
 tc_status tc_journal_create(tc_journal *j, const char *id, int64_t created_ms, const int32_t *tokens, int64_t n,
                             const tc_journal_gen *g) {
+    if (j->fault_write_at > 0 && atomic_fetch_sub(&j->fault_write_at, 1) == 1)
+        return TC_FAIL(TC_ERR_IO, "journal: write for session %s: injected fault (TC_FAULT_JOURNAL_WRITE_FAIL_AT)", id);
     sqlite3_mutex *mx = sqlite3_db_mutex(j->db); /* recursive: the calls below take it again */
     sqlite3_mutex_enter(mx);
     if (sqlite3_exec(j->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
@@ -265,20 +697,22 @@ tc_status tc_journal_create(tc_journal *j, const char *id, int64_t created_ms, c
         return st;
     }
     tc_status st = TC_OK;
+    int64_t old = 0, fresh = 0;
     if (created_ms >= 0) { /* the session's row, over whatever an older session of that id left */
-        sqlite3_bind_text(j->del_chunks, 1, id, -1, SQLITE_TRANSIENT);
-        st = run(j, j->del_chunks, "open session (history)");
-        sqlite3_bind_text(j->del_gen, 1, id, -1, SQLITE_TRANSIENT);
-        if (st == TC_OK) st = run(j, j->del_gen, "open session (generation)");
-        sqlite3_bind_text(j->ins_sess, 1, id, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(j->ins_sess, 2, created_ms);
-        if (st == TC_OK) st = run(j, j->ins_sess, "open session");
+        st = drop_locked(j, id, &old);
+        fresh = j->next_sk;
+        if (st == TC_OK) st = insert_locked(j, id, created_ms);
     }
     if (st == TC_OK) st = tc_journal_append(j, id, tokens, n);
     if (st == TC_OK && g) st = tc_journal_gen_begin(j, id, g);
     if (st == TC_OK && sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
         st = db_fail(j, "prompt and generation (commit)");
-    if (st != TC_OK) sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+    if (st != TC_OK) {
+        sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+        if (fresh) tail_del(j, fresh); /* its rows were counted; it never was */
+    } else {
+        dropped(j, old);
+    }
     sqlite3_mutex_leave(mx);
     return st;
 }

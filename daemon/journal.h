@@ -12,7 +12,12 @@
  * parameters and starting length are recorded too, so after a crash the
  * same request (same request_id) resumes it exactly: the sampler's RNG
  * takes one draw per sampled token, so its state is the seed advanced by
- * the number of tokens journaled since the start. */
+ * the number of tokens journaled since the start.
+ *
+ * A close deletes a session's rows at once but its history in the
+ * background (journal.c): closing a session of a million rows does not
+ * hold the journal, or the engine's lock around it, while SQLite deletes
+ * them. */
 #ifndef TC_DAEMON_JOURNAL_H
 #define TC_DAEMON_JOURNAL_H
 
@@ -37,6 +42,14 @@ tc_status tc_journal_session_open(tc_journal *j, const char *id, int64_t created
 tc_status tc_journal_session_delete(tc_journal *j, const char *id);
 /* Appends tokens to a session's history, in order. */
 tc_status tc_journal_append(tc_journal *j, const char *id, const int32_t *tokens, int64_t n);
+/* Several sessions' appends in one transaction (one commit: a batched
+ * step's tokens); all or none. A session no longer journaled is skipped. */
+typedef struct {
+    const char *id;
+    const int32_t *tokens;
+    int64_t n;
+} tc_journal_row;
+tc_status tc_journal_append_rows(tc_journal *j, const tc_journal_row *rows, int n);
 
 /* Calls visit once per journaled session with its whole history (tokens
  * valid during the call). */
@@ -63,6 +76,10 @@ tc_status tc_journal_create(tc_journal *j, const char *id, int64_t created_ms, c
  * either resumes or starts over, never appends its prompt twice. */
 tc_status tc_journal_append_gen(tc_journal *j, const char *id, const int32_t *tokens, int64_t n,
                                 const tc_journal_gen *g);
+/* Waits until the journal's thread has nothing left to do (the history
+ * of closed sessions deleted, small rows merged), and says how many
+ * history rows it deleted and merged since the open (tests, benchmarks). */
+void tc_journal_settle(tc_journal *j, int64_t *purged_rows, int64_t *merged_rows);
 tc_status tc_journal_gen_end(tc_journal *j, const char *id);
 typedef tc_status (*tc_journal_gen_visit)(void *ud, const char *id, const tc_journal_gen *g);
 tc_status tc_journal_load_gens(tc_journal *j, tc_journal_gen_visit visit, void *ud);

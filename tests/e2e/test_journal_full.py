@@ -174,5 +174,48 @@ def body(env, ck):
             ck.equal(d.metric("tconst_sessions_active"), 0.0,
                      f"stream ({when} at its end): after a restart it does not come back")
 
+    # an Append, or a generation's prompt, whose journal write is refused
+    # (TC_FAULT_JOURNAL_WRITE_FAIL_AT=K: the K-th prompt write, once) ends
+    # INTERNAL and takes its tokens back from the workers; the session
+    # then generates without a prompt as if the request never came (it was
+    # refused "prompt: empty" with 5 tokens in it: the logits went with
+    # the tokens taken back, and no token was left to feed again)
+    base = [1, 2, 3, 4, 5]
+    want8 = env.generate(model, base, 8, ignore_eos=True)
+    for what, k in (("Append", 2), ("GenerateInSession's prompt", 2)):
+        data = os.path.join(env.tmp, f"data-write-fail-{k}-{what[:3]}")
+        os.makedirs(data)
+        os.environ["TC_FAULT_JOURNAL_WRITE_FAIL_AT"] = str(k)
+        try:
+            d = Daemon(env, "--data-dir", data, model=model)
+            d.start()
+        finally:
+            del os.environ["TC_FAULT_JOURNAL_WRITE_FAIL_AT"]
+        with d:
+            s = d.stub()
+            s.OpenSession(pb.OpenSessionRequest(session_id="u", token_ids=base), timeout=60)  # write 1
+            try:
+                if what == "Append":
+                    s.Append(pb.AppendRequest(session_id="u", token_ids=[6, 7]), timeout=60)
+                else:
+                    list(s.GenerateInSession(pb.GenerateInSessionRequest(
+                        session_id="u", token_ids=[6, 7], sampling=env.sampling(max_tokens=3)), timeout=60))
+                code = "OK"
+            except grpc.RpcError as e:
+                code = f"{e.code().name}: {e.details()}"
+            ck.check(code.startswith("INTERNAL") and "injected fault" in code, f"{what} refused by the journal: {code}")
+            info = s.GetSession(pb.GetSessionRequest(session_id="u"), timeout=30)
+            ck.equal(info.length, len(base), f"{what} refused: the session holds what it held")
+            ids = []
+            try:
+                for m in s.GenerateInSession(pb.GenerateInSessionRequest(
+                        session_id="u", sampling=env.sampling(max_tokens=8, ignore_eos=True)), timeout=60):
+                    ids += m.token_ids
+                code = "OK"
+            except grpc.RpcError as e:
+                code = f"{e.code().name}: {e.details()}"
+            ck.equal((code, ids), ("OK", want8),
+                     f"{what} refused: a generation without a prompt goes on from the kept history")
+
 if __name__ == "__main__":
     run("e2e journal_full", body)
