@@ -849,7 +849,7 @@ static int session_close(tc_engine *e, const char *id, uint64_t key, tc_session_
                 if (key) { /* a Stream's own at its end: its request stops; the idle pass closes it after */
                     mark_close_retry(e, s);
                     job *j = tc_eng_job_find(e, s->busy_job);
-                    if (j) j->cancel = 1, j->cancel_code = 1;
+                    if (j && !j->cancel) j->cancel = 1, j->cancel_code = 1; /* an earlier reason stays */
                     pthread_cond_broadcast(&e->cv);
                 }
                 pthread_mutex_unlock(&e->mu);
@@ -859,7 +859,7 @@ static int session_close(tc_engine *e, const char *id, uint64_t key, tc_session_
             s->ephemeral = 1;
             if (e->journal) tc_journal_unlock(e->journal);
             job *j = tc_eng_job_find(e, s->busy_job);
-            if (j) {
+            if (j && !j->cancel) { /* an earlier reason (a deadline, a sync that failed for good) stays */
                 j->cancel = 1;
                 j->cancel_code = 1;
             }

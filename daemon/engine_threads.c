@@ -345,9 +345,20 @@ void *tc_eng_context_thread(void *arg) {
          * Append without generation never waits for one */
         if (do_starts) {
             const int room = slots_used_locked(e) + e->n_wanting < e->lim.max_batch;
-            for (job *j = e->jobs; j; j = j->next)
+            int expired = 0;
+            for (job *j = e->jobs; j; j = j->next) {
+                if (j->phase == J_QUEUED && !j->cancel && j->sink->deadline_left(j->user) <= 0) {
+                    /* past its deadline while it queued: never started (an
+                     * OpenSession's session would be opened for a client
+                     * that already gave up); the pass that ends cancelled
+                     * jobs ends it */
+                    j->cancel = 1, j->cancel_code = 4, expired = 1;
+                    continue;
+                }
                 if (j->phase == J_QUEUED && !j->cancel && (room || !j->generate))
                     start = j; /* the list is LIFO: last = oldest */
+            }
+            if (expired) pthread_cond_broadcast(&e->cv);
         }
         /* syncs and starts alternate when both wait: a stream of syncs
          * (long contexts at their boundaries) must not starve admission */
@@ -396,17 +407,19 @@ void *tc_eng_context_thread(void *arg) {
                 pthread_cond_broadcast(&e->cv);
                 continue;
             }
-            if (st != TC_OK) {
+            if (st != TC_OK) { /* not a sync: counted apart, and not in the cost estimate */
                 snprintf(why, sizeof why, "%s", tc_error_get() ? tc_error_get() : tc_status_str(st));
                 TC_LOG(TC_LOG_ERROR, "engine", "sync of %s failed: %s", s->id, why);
+                tc_metric_inc(TC_M_failed_syncs_total, 1);
+            } else {
+                tc_metric_observe(TC_H_sync_duration_seconds, t1 - t0);
+                tc_metric_observe(TC_H_boundary_stall_seconds, t1 - s->boundary_t0);
+                tc_metric_inc(TC_M_syncs_total, 1);
             }
-            tc_metric_observe(TC_H_sync_duration_seconds, t1 - t0);
-            tc_metric_observe(TC_H_boundary_stall_seconds, t1 - s->boundary_t0);
-            tc_metric_inc(TC_M_syncs_total, 1);
             tc_eng_stats_refresh(e, s);
             pthread_mutex_lock(&e->mu);
             if (j) j->sync_s += t1 - t0;
-            if (s->st.length > 0) /* seconds per history token, smoothed: the next deadlines */
+            if (st == TC_OK && s->st.length > 0) /* seconds per history token, smoothed: the next deadlines */
                 e->sync_s_per_tok = 0.8 * e->sync_s_per_tok + 0.2 * (t1 - t0) / (double)s->st.length;
             tc_sched_sync_done(e->sched, s->qid, t1);
             s->syncing = 0;

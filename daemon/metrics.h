@@ -27,6 +27,7 @@
     X(cancelled_steps_total, "Steps whose result was dropped because the request was cancelled or past its deadline") \
     X(cancelled_prefills_total, "Prefills stopped part way because the request was cancelled or past its deadline") \
     X(cancelled_syncs_total, "Syncs at a window boundary stopped part way because the generation waiting for them was cancelled or past its deadline") \
+    X(failed_syncs_total, "Syncs at a window boundary that failed with an error (tried again; a generation ends after 3 in a row)") \
     X(worker_restarts_total, "Worker processes restarted by tconstd after they exited or stopped answering") \
     X(worker_rebuilds_total, "Session copies rebuilt from the journaled history on a restarted worker") \
     X(session_failovers_total, "Sessions moved to another worker pair after theirs stayed down past its recovery budget")

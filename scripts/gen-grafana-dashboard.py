@@ -102,8 +102,9 @@ panel("Session state", [(f"sum({sel('tconst_state_bytes')})", "state")], "bytes"
       "Bytes of session state held: constant per TConstFormer session whatever its length.", w=8)
 panel("Cancelled work", [(f"sum({rate('tconst_cancelled_steps_total')})", "steps"),
                          (f"sum({rate('tconst_cancelled_prefills_total')})", "prefills"),
-                         (f"sum({rate('tconst_cancelled_syncs_total')})", "syncs")], "short",
-      "Work stopped because its request was cancelled or past its deadline, per second.", w=8)
+                         (f"sum({rate('tconst_cancelled_syncs_total')})", "syncs"),
+                         (f"sum({rate('tconst_failed_syncs_total')})", "failed syncs")], "short",
+      "Work stopped because its request was cancelled or past its deadline, and syncs that failed with an error, per second.", w=8)
 panel("Ready", [(f"min({sel('tconst_ready')})", "ready (min)"), (f"max({sel('tconst_draining')})", "draining (max)")], "short",
       "1 when every selected coordinator accepts requests; draining after SIGTERM.", kind="stat", w=4)
 panel("Uptime", [(f"min(time() - {sel('tconst_start_time_seconds')})", "youngest coordinator")], "s",

@@ -122,6 +122,8 @@ def body(env, ck):
                  and "injected" in err.details(), "3 failed syncs in a row: the generation ends with INTERNAL naming "
                  "the sync's error", repr(err))
         ck.check(0 < len(ids) < N_TOK, f"it ended at the window boundary ({len(ids)} of {N_TOK} tokens)")
+        ck.equal((d.metric("tconst_failed_syncs_total"), d.metric("tconst_syncs_total") or 0.0), (3.0, 0.0),
+                 "the 3 failures count in failed_syncs_total, not as syncs")
         again, _ = d.generate_ids(s, prompts[0], env.sampling(max_tokens=N_TOK, ignore_eos=True), timeout=120)
         ck.equal(again, env.generate(model, prompts[0], N_TOK, ignore_eos=True),
                  "the next request syncs fine and equals tconst generate")
