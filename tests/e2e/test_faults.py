@@ -160,9 +160,60 @@ def coordinator_kill(env, ck):
         ck.equal(more, want2, "kill-tconstd: a finished request id does not replay; it generates anew")
 
 
+def coordinator_kill_batch(env, ck):
+    """Several sessions generating at once share each step, and the step's
+    tokens go to the journal in one transaction: after a kill -9 every
+    session resumes under its request_id to exactly its uninterrupted run,
+    and no session holds another's tokens."""
+    import threading
+    pb = env.pb
+    model = env.model("tconstformer", seed=5)
+    data = os.path.join(env.tmp, "journal-batch")
+    K = 6
+    prompts = [[(i * 31 + k * 7) % 500 + 2 for i in range(20 + 3 * k)] for k in range(K)]
+    reqs = [pb.GenerateInSessionRequest(session_id=f"b{k}", request_id=f"bg-{k}",
+                                        sampling=env.sampling(max_tokens=N_TOK, ignore_eos=True)) for k in range(K)]
+    seen = [[] for _ in range(K)]
+    with Daemon(env, "--data-dir", data, "--stream-queue", "8", model=model) as d:
+        s = d.stub()
+        for k in range(K):
+            s.OpenSession(pb.OpenSessionRequest(session_id=f"b{k}", token_ids=prompts[k]), timeout=30)
+        calls = [s.GenerateInSession(reqs[k], timeout=120) for k in range(K)]
+
+        def read(k):
+            for r in calls[k]:
+                seen[k] += r.token_ids
+                if len(seen[k]) >= 40:
+                    return  # stop reading: it pauses at --stream-queue unread messages
+
+        ts = [threading.Thread(target=read, args=(k,)) for k in range(K)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(120)
+        ck.check(wait_for(lambda: (d.metric("tconst_requests_running") or 0) >= K, 30, "all generations running"),
+                 f"batch kill: {K} generations run at once")
+        d.proc.kill()
+        d.proc.wait()
+        for c in calls:
+            c.cancel()
+    with Daemon(env, "--data-dir", data, model=model) as d:
+        s = d.stub()
+        for k in range(K):
+            want = env.generate(model, prompts[k], N_TOK, ignore_eos=True)
+            got = []
+            for r in s.GenerateInSession(reqs[k], timeout=120):
+                got += r.token_ids
+            ck.equal(seen[k], want[:len(seen[k])], f"batch kill: session {k}: what streamed before the kill is its run")
+            ck.equal(got, want, f"batch kill: session {k} resumes to exactly its uninterrupted run")
+            info = s.GetSession(pb.GetSessionRequest(session_id=f"b{k}"), timeout=30)
+            ck.equal(info.length, len(prompts[k]) + N_TOK, f"batch kill: session {k} holds its prompt and run")
+
+
 def all_faults(env, ck):
     body(env, ck)
     coordinator_kill(env, ck)
+    coordinator_kill_batch(env, ck)
 
 
 if __name__ == "__main__":
