@@ -153,6 +153,17 @@ void tc_eng_reaper_stop(tc_engine *e) {
     if (on) pthread_join(e->reaper, NULL);
 }
 
+int tc_eng_sessions_open_locked(const tc_engine *e) {
+    int n = 0;
+    for (int i = 0; i < e->n_sess; i++) n += !e->sess[i]->close_when_idle;
+    return n;
+}
+
+int tc_eng_session_cap(const tc_engine *e) {
+    const int64_t m = e->lim.max_sessions > 0 ? e->lim.max_sessions : 1;
+    return (int)(2 * m < (1 << 24) ? 2 * m : (1 << 24));
+}
+
 /* caller holds mu; the session must be idle: closed (or expired) for
  * good -- dropped from the journal first, and kept open when the journal
  * cannot drop it (a full disk): a session a client was told is closed
@@ -654,8 +665,11 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
     e->sync_s_per_tok = 5e-6;
     /* the scheduler preallocates for its limits: the engine's own */
     e->n_pairs = wc->n_pairs > 1 ? wc->n_pairs : 1;
-    tc_sched_limits sl = {e->lim.max_sessions > 0 ? e->lim.max_sessions : 1,
-                          e->lim.max_sessions > 0 ? e->lim.max_sessions : 1, 0, 1, 0, e->n_pairs};
+    /* twice --max-sessions: sessions closed while a request ran in them
+     * stay until it stops, and do not count against the limit meanwhile
+     * (tc_eng_sessions_open_locked) */
+    const int sched_cap = tc_eng_session_cap(e);
+    tc_sched_limits sl = {sched_cap, sched_cap, 0, 1, 0, e->n_pairs};
     if (tc_sched_new(&e->sched, &sl) != TC_OK) {
         free(e);
         return TC_FAIL(TC_ERR_NOMEM, "out of memory");

@@ -199,6 +199,10 @@ void tc_eng_job_free(job *j);
 void tc_eng_stats_of(const job *j, tc_job_stats *st, int64_t session_len);
 /* the tokens of a step to the client (text, stop strings, journal): the
  * finish they reached (TC_FINISH_NONE: go on), *used of them kept */
+/* sessions that count against --max-sessions: open, not closing (mu held) */
+int tc_eng_sessions_open_locked(const tc_engine *e);
+/* sessions the engine holds at most, closing ones included: 2 x --max-sessions */
+int tc_eng_session_cap(const tc_engine *e);
 tc_finish tc_eng_emit_tokens(tc_engine *e, job *j, const int32_t *toks, int n, int *used);
 /* what a message carries, decided before its tokens are journaled */
 typedef struct {

@@ -291,7 +291,10 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
             code = refuse(msg, msglen, 6, "session_id: '%s' already exists", sid);
             goto reject;
         }
-        if (e->n_sess >= e->lim.max_sessions) {
+        /* a closed session whose request is still stopping does not count
+         * (its id is free at once), but all of them together stay under
+         * twice the limit */
+        if (tc_eng_sessions_open_locked(e) >= e->lim.max_sessions || e->n_sess >= tc_eng_session_cap(e)) {
             pthread_mutex_unlock(&e->mu);
             code = refuse(msg, msglen, 8, "too many sessions (max_sessions %d)", e->lim.max_sessions);
             goto reject;

@@ -386,6 +386,62 @@ def body(env, ck):
         for w in pairs:
             w.stop()
 
+    # a session closed while its request is stuck on a stopped worker is
+    # gone for clients at once: under --max-sessions its id opens again
+    # right away (it counted against the limit until the stuck request
+    # stopped: RESOURCE_EXHAUSTED), while the limit still holds for others
+    pairs = [Worker(env, r, model) for r in ("context", "generation", "context", "generation")]
+    try:
+        with Daemon(env, "--workers", ",".join(w.addr for w in pairs), "--worker-timeout", "120",
+                    "--max-sessions", "2", model=model) as d:
+            s = d.stub()
+            s.OpenSession(pb.OpenSessionRequest(session_id="ca", token_ids=prompt[:40]), timeout=60)
+            s.OpenSession(pb.OpenSessionRequest(session_id="cb", token_ids=prompt[:50]), timeout=60)
+            ck.equal(gen_sessions(), [1, 1], "sessions ca and cb are on pairs 0 and 1")
+            two, done, errs = threading.Event(), threading.Event(), []
+
+            def run_ca():
+                n = 0
+                try:
+                    for r in s.GenerateInSession(pb.GenerateInSessionRequest(session_id="ca", sampling=env.sampling(
+                            max_tokens=5000, ignore_eos=True)), timeout=300):
+                        n += len(r.token_ids)
+                        if n >= 2 and not two.is_set():
+                            os.kill(pairs[1].p.pid, signal.SIGSTOP)  # ca's step is stuck on it
+                            two.set()
+                except grpc.RpcError as e:
+                    errs.append(e.code().name)
+                finally:
+                    two.set()
+                    done.set()
+            t = threading.Thread(target=run_ca)
+            t.start()
+            ck.check(two.wait(60) and not done.is_set(), "ca generates, then its generation worker stops")
+            s.CloseSession(pb.CloseSessionRequest(session_id="ca"), timeout=30)
+
+            def open_code(sid):
+                try:
+                    s.OpenSession(pb.OpenSessionRequest(session_id=sid), timeout=30)
+                    return "OK"
+                except grpc.RpcError as e:
+                    return e.code().name
+            ck.equal(open_code("ca"), "OK", "closed while its request is stuck: its id opens again at once under "
+                                            "--max-sessions 2")
+            ck.equal(open_code("cc"), "RESOURCE_EXHAUSTED", "... and a third session is still refused")
+            os.kill(pairs[1].p.pid, signal.SIGCONT)
+            t.join(240)
+            ck.equal(errs, ["CANCELLED"], "the closed session's generation ends CANCELLED once its worker runs")
+            ck.check(wait_for(lambda: d.metric("tconst_sessions_active") == 2.0, 30, "the closed one removed"),
+                     "then two sessions: cb and the new ca", d.metric("tconst_sessions_active"))
+            ck.equal(open_code("cc"), "RESOURCE_EXHAUSTED", "the limit holds after it")
+    finally:
+        for w in pairs:
+            try:
+                os.kill(w.p.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            w.stop()
+
     # one coordinator per worker; orphans of a dead one are dropped
     pairs = [Worker(env, r, model, "--orphan-timeout", "2") for r in ("context", "generation")]
 
