@@ -39,8 +39,8 @@
 
 #define SCHEMA_VERSION 2
 #define PURGE_BATCH 2048   /* hist rows a purge transaction deletes */
-#define COMPACT_ROWS 1024  /* small rows that start a merge */
-#define SMALL_TOKENS 256   /* a row of more tokens is left as it is (a merged row is at most 1 MiB) */
+#define COMPACT_ROWS TC_JOURNAL_MERGE_ROWS
+#define SMALL_TOKENS TC_JOURNAL_SMALL_TOKENS
 
 /* the janitor's work: purge a dead key's rows, or merge rows [from, to] of a live one */
 typedef struct {

@@ -28,6 +28,13 @@
 
 typedef struct tc_journal tc_journal;
 
+/* Small rows are merged in the background: TC_JOURNAL_MERGE_ROWS rows of
+ * at most TC_JOURNAL_SMALL_TOKENS tokens each become one (one transaction
+ * holding the journal ~0.4 ms on the development machine; 1,024 rows held
+ * it ~1.5 ms, a stall of every stream's next message). */
+#define TC_JOURNAL_MERGE_ROWS 256
+#define TC_JOURNAL_SMALL_TOKENS 256
+
 tc_status tc_journal_open(tc_journal **out, const char *data_dir);
 void tc_journal_close(tc_journal *j);
 /* Holds the journal (recursively; the calls below take it too) across a

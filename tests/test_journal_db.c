@@ -125,11 +125,14 @@ static void test_merge_and_close(void) {
     EXPECT(same(&l, want, n), "a's history exact through the merges (%lld tokens, want %lld)", (long long)l.n,
            (long long)n);
     const int64_t r = rows_of("a");
-    /* 1024 rows merge (the create's row and 1023 appends); the large row
-     * merges the 477 small ones before it and stays; 3 x 1024 of the 3500
-     * after it merge, 428 are left: 5 merged rows + the large + 428 */
-    EXPECT(merged == 1024 + 477 + 3072 && r == 5 + 1 + 428, "small rows merged: %lld written, %lld merged, %lld left",
-           (long long)rows_written, (long long)merged, (long long)r);
+    /* the create's row and the 1500 small appends before the large one:
+     * full merges of MERGE_ROWS, then the rest merged by the large row
+     * (which stays); the 3500 after it: full merges, the rest left */
+    const int64_t M = TC_JOURNAL_MERGE_ROWS, before = 1501, after = 3500;
+    const int64_t want_merged = before + (after / M) * M;
+    const int64_t want_rows = before / M + (before % M >= 2) + 1 + after / M + after % M;
+    EXPECT(merged == want_merged && r == want_rows, "small rows merged: %lld written, %lld merged (want %lld), %lld left (want %lld)",
+           (long long)rows_written, (long long)merged, (long long)want_merged, (long long)r, (long long)want_rows);
     free(l.toks);
 
     /* close: the session is gone at once; its rows go in the background */
