@@ -44,7 +44,9 @@ typedef struct {
     double worker_timeout, worker_start_timeout, liveness_timeout;
     int64_t context_nice;
     int64_t max_sessions, max_queued, max_queued_syncs, max_batch, max_tokens, max_session_tokens, max_state_bytes, stream_queue, max_message_bytes,
-        large_request_budget, threads, warmup_tokens, openai_max_connections;
+        large_request_budget, threads, warmup_tokens, openai_max_connections, grpc_max_streams, grpc_max_pending_calls,
+        grpc_memory_quota;
+    double grpc_keepalive, grpc_keepalive_timeout;
     int overlap_syncs;
     int64_t sync_inline_max, multi_step;
     double multi_step_ms;
@@ -78,6 +80,11 @@ static const tc_knob KNOBS[] = {
     K("max-session-tokens", TC_KNOB_INT, "0", 0, 2147479551.0, "tokens a session may hold, prompt and generated (0: 2^31 - 4097, the sync's limit); a generation reaching it ends with finish_reason length", max_session_tokens),
     K("stream-queue", TC_KNOB_INT, "64", 1, 1e6, "unread messages per stream before its generation pauses", stream_queue),
     K("max-message-bytes", TC_KNOB_INT, "4194304", 1024, 1073741824.0, "largest request message (larger: RESOURCE_EXHAUSTED)", max_message_bytes),
+    K("grpc-keepalive", TC_KNOB_DOUBLE, "30", 1, 86400, "seconds between the server's pings on a connection with nothing to send: a client that vanished without closing its connection (a dead host, a partition, a frozen process) is seen after this plus --grpc-keepalive-timeout, and its calls end (a Stream's session is no longer held open by it)", grpc_keepalive),
+    K("grpc-keepalive-timeout", TC_KNOB_DOUBLE, "10", 1, 3600, "seconds a client gets to answer the server's ping before its connection is closed", grpc_keepalive_timeout),
+    K("grpc-max-streams", TC_KNOB_INT, "1024", 1, 1e6, "calls at once on one client connection (HTTP/2 streams; a client's further calls wait on its side)", grpc_max_streams),
+    K("grpc-max-pending-calls", TC_KNOB_INT, "1024", 1, 1e6, "calls, over all connections, that have not sent their first message yet; past it a new call gets RESOURCE_EXHAUSTED at once (each holds a stream's buffers)", grpc_max_pending_calls),
+    K("grpc-memory-quota", TC_KNOB_INT, "4294967296", 0, 1e15, "bytes gRPC may use for its connections' buffers, all together (messages on their way in included); 0: no quota. At least 4 x --max-message-bytes", grpc_memory_quota),
     K("large-request-budget", TC_KNOB_INT, "67108864", 16384, 1e15, "bytes of large requests (messages over 16 KiB, handled on threads of their own) queued or running at once; past it a large request gets RESOURCE_EXHAUSTED, smaller ones still run. Each holds a copy of its message, and tokenizing text takes ~100 B of scratch per byte: size it to the memory tconstd may use for them. At least --max-message-bytes", large_request_budget),
     K("overlap-syncs", TC_KNOB_BOOL, "true", 0, 0, "run syncs on the context thread, overlapping other sessions' steps (false: inline in the batch)", overlap_syncs),
     K("sync-inline-max", TC_KNOB_INT, "512", 0, 1e9, "a sync over at most this many history tokens runs inline in the generation batch instead of on the context worker (short syncs cost less than the hand-off and never wait behind a long one; 0: all go to the context worker)", sync_inline_max),
@@ -548,7 +555,10 @@ int main(int argc, char **argv) {
         TC_LOG(TC_LOG_INFO, "main", "restored %d sessions from %s", n, cfg.data_dir);
     }
     atomic_store(&g_svc, svc);
-    if (tc_rpc_server_start(&rpc, cfg.listen, (int)cfg.max_message_bytes, tc_service_handlers(), svc) != TC_OK) {
+    const tc_rpc_server_opts ro = {(int)cfg.max_message_bytes, (int)(cfg.grpc_keepalive * 1000),
+                                   (int)(cfg.grpc_keepalive_timeout * 1000), (int)cfg.grpc_max_streams,
+                                   (int)cfg.grpc_max_pending_calls, cfg.grpc_memory_quota};
+    if (tc_rpc_server_start(&rpc, cfg.listen, &ro, tc_service_handlers(), svc) != TC_OK) {
         fprintf(stderr, "tconstd: error: %s\n", tc_error_get());
         goto out;
     }

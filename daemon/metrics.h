@@ -29,7 +29,7 @@
     X(cancelled_syncs_total, "Syncs at a window boundary stopped part way because the generation waiting for them was cancelled or past its deadline") \
     X(failed_syncs_total, "Syncs at a window boundary that failed with an error (tried again; a generation ends after 3 in a row)") \
     X(worker_restarts_total, "Worker processes restarted by tconstd after they exited or stopped answering") \
-    X(worker_rebuilds_total, "Session copies rebuilt from the journaled history on a restarted worker") \
+    X(worker_rebuilds_total, "Session copies rebuilt on a worker from the coordinator's token history (after a restart, or a failed or cancelled call on a both-roles worker)") \
     X(session_failovers_total, "Sessions moved to another worker pair after theirs stayed down past its recovery budget")
 
 /* Labelled counters: X(name, label, VALUES, help), where VALUES(V, name)
@@ -66,7 +66,7 @@
     X(request_queue_seconds, "Time a request waited between admission and its first step")    \
     X(sync_duration_seconds, "Duration of one sync on the context worker")                    \
     X(request_duration_seconds, "Time from request arrival to its last response")             \
-    X(prefill_duration_seconds, "Duration of one window prefill")                             \
+    X(prefill_duration_seconds, "Duration of a request's prefill: its tokens appended on the workers")                             \
     X(boundary_stall_seconds, "Time a generating session waited at a window boundary for its sync") \
     X(data_plane_transfer_seconds, "Time to ship one session state from a context worker to its generation peer and install it")
 

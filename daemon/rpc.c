@@ -13,8 +13,10 @@
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +85,9 @@ struct tc_rpc_server {
     int shutdown_seen; /* the server's shutdown tag arrived: no call left */
     pthread_mutex_t list_mu;
     tc_call *unstarted; /* calls waiting for their first message (tc_call.un_*) */
+    int n_unstarted, max_unstarted; /* under list_mu; past the cap a new call is refused at once */
+    int thread_started;
+    grpc_resource_quota *quota; /* NULL: none */
     /* the gate of every server-side batch: shared while one starts, taken
      * whole to close it before the completion queue shuts down. gRPC
      * aborts on a batch started on a shut-down queue, and a call's
@@ -111,6 +116,7 @@ static void unstarted_unlink(tc_call *c) {
         if (c->un_next) c->un_next->un_prev = c->un_prev;
         c->un_prev = c->un_next = NULL;
         c->un_linked = 0;
+        s->n_unstarted--;
     }
     pthread_mutex_unlock(&s->list_mu);
 }
@@ -257,11 +263,28 @@ static void handle_new(tc_rpc_server *s, int ok) {
     c->t_close = (rpc_tag){TAG_CLOSE, c};
     atomic_fetch_add(&s->live_calls, 1);
     atomic_fetch_add(&s->refs, 1);
+    /* refused before its first message: an unknown method (a client that
+     * waits for the server before it sends would otherwise wait for
+     * ever), or past the cap of calls that sent nothing yet (each holds
+     * a stream's buffers: a flood of them is memory without bound) */
+    char why[300] = "";
+    int code = 0;
+    if (s->h.is_known && !s->h.is_known(s->ud, c->method)) {
+        code = TC_GRPC_UNIMPLEMENTED;
+        snprintf(why, sizeof why, "unknown method %s", c->method);
+    }
     pthread_mutex_lock(&s->list_mu);
-    c->un_next = s->unstarted;
-    if (s->unstarted) s->unstarted->un_prev = c;
-    s->unstarted = c;
-    c->un_linked = 1;
+    if (!code && s->max_unstarted > 0 && s->n_unstarted >= s->max_unstarted) {
+        code = TC_GRPC_RESOURCE_EXHAUSTED;
+        snprintf(why, sizeof why, "too many calls (%d) that have not sent their first message yet", s->n_unstarted);
+    }
+    if (!code) {
+        c->un_next = s->unstarted;
+        if (s->unstarted) s->unstarted->un_prev = c;
+        s->unstarted = c;
+        c->un_linked = 1;
+        s->n_unstarted++;
+    }
     pthread_mutex_unlock(&s->list_mu);
     grpc_call_details_destroy(&s->details);
     grpc_metadata_array_destroy(&s->md);
@@ -273,8 +296,16 @@ static void handle_new(tc_rpc_server *s, int ok) {
     op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     op.data.recv_close_on_server.cancelled = &c->close_cancelled;
     if (start_batch(s, gc, &op, 1, &c->t_close) != GRPC_CALL_OK) c->close_done = 1;
-    start_recv_locked(c);
+    start_recv_locked(c); /* (with the initial metadata, which the status needs before it) */
+    if (code) {
+        c->got_first = 1; /* the answer goes at once; what the receive brings goes to on_message, which finds no user */
+        atomic_fetch_add(&c->refs, 1);
+    }
     pthread_mutex_unlock(&c->mu);
+    if (code) {
+        tc_call_finish(c, code, why);
+        tc_call_unref(c);
+    }
 }
 
 static void read_bb(grpc_byte_buffer *bb, uint8_t **out, size_t *len) {
@@ -381,7 +412,7 @@ double tc_rpc_server_busy_s(const tc_rpc_server *s) {
     return t > 0 ? tc_now_s() - t : 0;
 }
 
-tc_status tc_rpc_server_start(tc_rpc_server **out, const char *addr, int max_message_bytes,
+tc_status tc_rpc_server_start(tc_rpc_server **out, const char *addr, const tc_rpc_server_opts *o,
                               const tc_rpc_handlers *h, void *ud) {
     if (tc_unix_socket_live(addr)) /* gRPC would unlink it and steal that server's clients */
         return TC_FAIL(TC_ERR_INVALID, "--listen %s: another process is serving on this socket", addr);
@@ -396,16 +427,35 @@ tc_status tc_rpc_server_start(tc_rpc_server **out, const char *addr, int max_mes
     pthread_rwlock_init(&s->gate, NULL);
     pthread_mutex_init(&s->list_mu, NULL);
     pthread_cond_init(&s->stop_cv, NULL);
+    s->max_unstarted = o->max_unstarted;
     /* the clients' keepalive pings (every 10 s, tc_rpc_client_open) are
      * welcome during a long call with no data on the wire -- a minutes-long
-     * prefill -- instead of counted as abuse and answered with GOAWAY */
-    grpc_arg args[4];
+     * prefill -- instead of counted as abuse and answered with GOAWAY.
+     * The server pings too (keepalive_ms): a client that vanished without
+     * closing its connection (a dead host, a partition, a frozen process)
+     * is seen within keepalive + its timeout, not gRPC's default 2 hours,
+     * and its calls end (a Stream's session is no longer pinned by it). */
+    enum { NI = 7 };
+    grpc_arg args[NI + 1];
     memset(args, 0, sizeof args);
-    const char *keys[4] = {GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, GRPC_ARG_ALLOW_REUSEPORT,
-                           GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, GRPC_ARG_HTTP2_MAX_PING_STRIKES};
-    const int vals[4] = {max_message_bytes, 0, 5000, 0};
-    for (int i = 0; i < 4; i++) args[i].type = GRPC_ARG_INTEGER, args[i].key = (char *)keys[i], args[i].value.integer = vals[i];
-    grpc_channel_args ca = {4, args};
+    const char *keys[NI] = {GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, GRPC_ARG_ALLOW_REUSEPORT,
+                            GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, GRPC_ARG_HTTP2_MAX_PING_STRIKES,
+                            GRPC_ARG_KEEPALIVE_TIME_MS, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, GRPC_ARG_MAX_CONCURRENT_STREAMS};
+    const int vals[NI] = {o->max_message_bytes, 0, 5000, 0, o->keepalive_ms > 0 ? o->keepalive_ms : INT_MAX,
+                          o->keepalive_timeout_ms > 0 ? o->keepalive_timeout_ms : 20000,
+                          o->max_streams > 0 ? o->max_streams : INT_MAX};
+    for (int i = 0; i < NI; i++) args[i].type = GRPC_ARG_INTEGER, args[i].key = (char *)keys[i], args[i].value.integer = vals[i];
+    int na = NI;
+    if (o->memory_quota_bytes > 0) { /* every connection's buffers together */
+        s->quota = grpc_resource_quota_create("tconst");
+        grpc_resource_quota_resize(s->quota, (size_t)o->memory_quota_bytes);
+        args[na].type = GRPC_ARG_POINTER;
+        args[na].key = (char *)GRPC_ARG_RESOURCE_QUOTA;
+        args[na].value.pointer.p = s->quota;
+        args[na].value.pointer.vtable = grpc_resource_quota_arg_vtable();
+        na++;
+    }
+    grpc_channel_args ca = {(size_t)na, args};
     s->server = grpc_server_create(&ca, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
@@ -418,6 +468,11 @@ tc_status tc_rpc_server_start(tc_rpc_server **out, const char *addr, int max_mes
         while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {
         }
         grpc_completion_queue_destroy(s->cq);
+        if (s->quota) grpc_resource_quota_unref(s->quota);
+        pthread_mutex_destroy(&s->stop_mu);
+        pthread_rwlock_destroy(&s->gate);
+        pthread_mutex_destroy(&s->list_mu);
+        pthread_cond_destroy(&s->stop_cv);
         free(s);
         grpc_shutdown();
         return TC_FAIL(TC_ERR_INVALID, "--listen %s: cannot bind (bad address or port in use)", addr);
@@ -425,9 +480,10 @@ tc_status tc_rpc_server_start(tc_rpc_server **out, const char *addr, int max_mes
     grpc_server_start(s->server);
     post_request(s);
     if (pthread_create(&s->thread, NULL, rpc_thread, s) != 0) {
-        tc_rpc_server_stop(s, 0);
+        tc_rpc_server_stop(s, 0); /* no thread to join: it skips the waits */
         return TC_FAIL(TC_ERR_INTERNAL, "cannot start the RPC thread");
     }
+    s->thread_started = 1;
     *out = s;
     return TC_OK;
 }
@@ -473,7 +529,9 @@ void tc_rpc_server_stop(tc_rpc_server *s, double grace_s) {
         grpc_call_cancel_with_status(c->call, GRPC_STATUS_UNAVAILABLE, "server shutting down", NULL);
     pthread_mutex_unlock(&s->list_mu);
     if (n_un) TC_LOG(TC_LOG_INFO, "rpc", "%d calls that sent no request yet: cancelled (UNAVAILABLE)", n_un);
-    if (!wait_shutdown_tag(s, grace_s, 1)) {
+    if (!s->thread_started) { /* nothing reads the queue: nothing to wait for */
+        grpc_server_cancel_all_calls(s->server);
+    } else if (!wait_shutdown_tag(s, grace_s, 1)) {
         if (atomic_load(&s->live_calls) > 0)
             TC_LOG(TC_LOG_WARN, "rpc", "%d calls still open after %.1f s: cancelling them",
                    atomic_load(&s->live_calls), grace_s);
@@ -487,9 +545,14 @@ void tc_rpc_server_stop(tc_rpc_server *s, double grace_s) {
     s->cq_closed = 1;
     pthread_rwlock_unlock(&s->gate);
     grpc_completion_queue_shutdown(cq);
-    pthread_join(s->thread, NULL);
+    if (s->thread_started) pthread_join(s->thread, NULL);
+    else
+        while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {
+        }
     grpc_server_destroy(s->server);
     grpc_completion_queue_destroy(cq);
+    if (s->quota) grpc_resource_quota_unref(s->quota);
+    s->quota = NULL;
     pthread_mutex_destroy(&s->stop_mu);
     pthread_cond_destroy(&s->stop_cv);
     server_unref(s); /* freed now, or by the last call a compute thread still holds */

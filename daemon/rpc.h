@@ -39,9 +39,22 @@ typedef struct {
     void (*on_done)(void *ud, tc_call *c, int cancelled);
     /* A queued message was written: room in the send queue again. */
     void (*on_sent)(void *ud, tc_call *c);
+    /* optional: 0 for a method the server does not serve, answered
+     * UNIMPLEMENTED at once, before any message (NULL: every method goes
+     * to on_start) */
+    int (*is_known)(void *ud, const char *method);
 } tc_rpc_handlers;
 
-tc_status tc_rpc_server_start(tc_rpc_server **out, const char *addr, int max_message_bytes,
+typedef struct {
+    int max_message_bytes;    /* a request message at most */
+    int keepalive_ms;         /* the server pings an idle connection this often (0: gRPC's default, 2 h) */
+    int keepalive_timeout_ms; /* ... and closes it when the ping is not answered within this */
+    int max_streams;          /* concurrent calls a connection (0: unlimited) */
+    int max_unstarted;        /* calls that have not sent their first message, all connections (0: unlimited) */
+    int64_t memory_quota_bytes; /* gRPC's buffers, all connections together (0: no quota) */
+} tc_rpc_server_opts;
+
+tc_status tc_rpc_server_start(tc_rpc_server **out, const char *addr, const tc_rpc_server_opts *o,
                               const tc_rpc_handlers *h, void *ud);
 int tc_rpc_server_port(const tc_rpc_server *s);
 /* Seconds the RPC thread has spent on the event it is handling now (0

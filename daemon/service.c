@@ -890,6 +890,20 @@ void tc_service_end_idle_streams(tc_service *s) {
     }
 }
 
+static const char *const KNOWN[] = {"Generate", "GenerateInSession", "OpenSession", "Append", "Stream",
+                                    "GetSession", "SnapshotSession", "CloseSession", "Abort", "Tokenize", "Detokenize",
+                                    "ModelInfo", "ServerInfo"};
+
+/* the methods served; any other is UNIMPLEMENTED, answered by rpc.c before any message */
+static int svc_is_known(void *ud, const char *method) {
+    (void)ud;
+    int is_known = !strcmp(method, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo") ||
+                   !strcmp(method, "/grpc.health.v1.Health/Check") || !strcmp(method, "/grpc.health.v1.Health/Watch");
+    for (size_t i = 0; !is_known && i < sizeof KNOWN / sizeof *KNOWN; i++)
+        is_known = !strncmp(method, SVC, strlen(SVC)) && !strcmp(method + strlen(SVC), KNOWN[i]);
+    return is_known;
+}
+
 static void on_start(void *ud, tc_call *call, const char *method, const uint8_t *m, size_t len) {
     tc_service *s = ud;
     /* over before its first message (an oversized message, a client gone
@@ -918,16 +932,8 @@ static void on_start(void *ud, tc_call *call, const char *method, const uint8_t 
     size_t n = m ? len : 0;
     int is_stream = !strcmp(method, SVC "Stream");
     int is_reflect = !strcmp(method, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo");
-    static const char *const known[] = {"Generate", "GenerateInSession", "OpenSession", "Append", "Stream",
-                                        "GetSession", "SnapshotSession", "CloseSession", "Abort", "Tokenize", "Detokenize",
-                                        "ModelInfo", "ServerInfo"};
-    int is_known = is_reflect || !strcmp(method, "/grpc.health.v1.Health/Check") ||
-                   !strcmp(method, "/grpc.health.v1.Health/Watch");
-    for (size_t i = 0; !is_known && i < sizeof known / sizeof *known; i++)
-        is_known = !strncmp(method, SVC, strlen(SVC)) && !strcmp(method + strlen(SVC), known[i]);
-    /* an unknown method is UNIMPLEMENTED whether or not a message came (a
-     * bidi client may wait for the server before it sends) */
-    if (!is_known) {
+    /* rpc.c answers unknown methods before any message; kept for a caller without the hook */
+    if (!svc_is_known(ud, method)) {
         tc_svc_finishf(call, TC_GRPC_UNIMPLEMENTED, "unknown method %s", method);
         return;
     }
@@ -1041,7 +1047,7 @@ static void on_sent(void *ud, tc_call *call) {
     if (s->e) tc_engine_wake(s->e);
 }
 
-static const tc_rpc_handlers HANDLERS = {on_start, on_message, on_done, on_sent};
+static const tc_rpc_handlers HANDLERS = {on_start, on_message, on_done, on_sent, svc_is_known};
 const tc_rpc_handlers *tc_service_handlers(void) { return &HANDLERS; }
 
 tc_status tc_service_init(tc_service **out, tc_engine *e, tc_worker_client *wc, struct tc_bpe *bpe,

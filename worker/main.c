@@ -351,7 +351,10 @@ int main(int argc, char **argv) {
         goto out;
     }
     int mm = cfg.max_message_bytes > 2147483647 ? 2147483647 : (int)cfg.max_message_bytes;
-    if (tc_rpc_server_start(&rpc, cfg.listen, mm, tc_worker_handlers(), w) != TC_OK) {
+    /* the coordinator's calls only: pings find a vanished coordinator's
+     * connection (its orphans are then dropped by --orphan-timeout) */
+    const tc_rpc_server_opts ro = {mm, 30000, 10000, 0, 0, 0};
+    if (tc_rpc_server_start(&rpc, cfg.listen, &ro, tc_worker_handlers(), w) != TC_OK) {
         const char *why = tc_error_get() ? tc_error_get() : "cannot start";
         if (strstr(why, "--listen")) fprintf(stderr, "tconst-worker: error: %s\n", why);
         else fprintf(stderr, "tconst-worker: error: --listen %s: %s\n", cfg.listen, why);

@@ -1023,7 +1023,7 @@ static void on_message(void *ud, tc_call *c, const uint8_t *msg, size_t len) { (
 static void on_done(void *ud, tc_call *c, int cancelled) { (void)ud, (void)c, (void)cancelled; }
 static void on_sent(void *ud, tc_call *c) { (void)ud, (void)c; }
 
-static const tc_rpc_handlers HANDLERS = {on_start, on_message, on_done, on_sent};
+static const tc_rpc_handlers HANDLERS = {on_start, on_message, on_done, on_sent, NULL};
 const tc_rpc_handlers *tc_worker_handlers(void) { return &HANDLERS; }
 
 tc_status tc_worker_new(tc_worker **out, tc_model *m, tc_transport *tp, const char *config_json,
