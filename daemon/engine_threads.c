@@ -27,6 +27,32 @@
 #include "journal.h"
 #include "metrics.h"
 
+/* A new session's OpenSession cancelled (or past its deadline) while
+ * its workers took the prompt: the client will not hear of it, so it is
+ * not left behind (counting against --max-sessions until an idle expiry,
+ * its id taken: a retry met ALREADY_EXISTS) but closed as a start that
+ * failed, before the journal has any of it (nothing to take back after a
+ * crash). A cancel later than this, while the reply is on its way, is the
+ * RPC's own race. 1: ended here. */
+static int open_abandoned(tc_engine *e, job *j) {
+    if (!j->created || j->generate) return 0;
+    if (e->fault_cancel_open > 0 && atomic_fetch_sub(&e->fault_cancel_open, 1) > 0) {
+        pthread_mutex_lock(&e->mu);
+        if (!j->cancel) j->cancel = 1, j->cancel_code = 1;
+        pthread_mutex_unlock(&e->mu);
+    }
+    pthread_mutex_lock(&e->mu);
+    if (!j->cancel && j->sink->deadline_left(j->user) <= 0) j->cancel = 1, j->cancel_code = 4;
+    const int cancel = j->cancel, code = j->cancel_code;
+    pthread_mutex_unlock(&e->mu);
+    if (!cancel) return 0;
+    TC_LOG(TC_LOG_INFO, "engine", "request %s: session %s not opened: its request was %s after its prefill",
+           j->request_id, j->s->id, code == 4 ? "past its deadline" : "cancelled");
+    tc_eng_start_failed(e, j, code == 13 ? 1 : code,
+                        code == 4 ? "deadline exceeded" : code == 14 ? "server shutting down" : "cancelled");
+    return 1;
+}
+
 static void start_job(tc_engine *e, job *j) {
     dsess *s = j->s;
     j->t_start = tc_now_s();
@@ -146,6 +172,10 @@ static void start_job(tc_engine *e, job *j) {
         s->restore = NULL;
         s->n_restore = 0;
         tc_eng_stats_refresh(e, s);
+        if (open_abandoned(e, j)) {
+            free(replay);
+            return;
+        }
         /* the journal takes the tokens once the workers have: a failed
          * prefill leaves nothing behind to resurface after a restart. A new
          * generation journals its prompt with its record, below, in one
@@ -198,6 +228,10 @@ static void start_job(tc_engine *e, job *j) {
      * the client's retry under the same request_id resumes it rather than
      * journaling its prompt a second time */
     s->has_resume = 0;
+    if (open_abandoned(e, j)) { /* (an empty OpenSession: no prefill above) */
+        free(replay);
+        return;
+    }
     /* a new generation: its prompt and its record, in one transaction,
      * before anything is acknowledged (the appended event below) */
     if (e->journal) tc_journal_lock(e->journal);
@@ -223,31 +257,6 @@ static void start_job(tc_engine *e, job *j) {
         free(replay);
         tc_eng_journal_refused(e, j);
         return;
-    }
-    /* A new session's OpenSession cancelled (or past its deadline) while
-     * its workers took the prompt: the client will not hear of it, so it
-     * is not left behind (counting against --max-sessions until an idle
-     * expiry, its id taken: a retry met ALREADY_EXISTS) but closed and
-     * dropped from the journal, as a start that failed. A cancel later
-     * than this, while the reply is on its way, is the RPC's own race. */
-    if (j->created && !j->generate) {
-        if (e->fault_cancel_open > 0 && atomic_fetch_sub(&e->fault_cancel_open, 1) > 0) {
-            pthread_mutex_lock(&e->mu);
-            if (!j->cancel) j->cancel = 1, j->cancel_code = 1;
-            pthread_mutex_unlock(&e->mu);
-        }
-        pthread_mutex_lock(&e->mu);
-        if (!j->cancel && j->sink->deadline_left(j->user) <= 0) j->cancel = 1, j->cancel_code = 4;
-        const int cancel = j->cancel, code = j->cancel_code;
-        pthread_mutex_unlock(&e->mu);
-        if (cancel) {
-            free(replay);
-            TC_LOG(TC_LOG_INFO, "engine", "request %s: session %s not opened: its request was %s after its prefill",
-                   j->request_id, s->id, code == 4 ? "past its deadline" : "cancelled");
-            tc_eng_start_failed(e, j, code == 13 ? 1 : code,
-                                code == 4 ? "deadline exceeded" : code == 14 ? "server shutting down" : "cancelled");
-            return;
-        }
     }
     j->t_prefill = tc_now_s();
     if (j->n_tokens > 0 || !j->generate) {

@@ -16,11 +16,11 @@
  * never read (a new session under the same id has a new key); those a
  * crash left behind are found and purged at the next open.
  *
- * The janitor also merges small rows: one row per message means one row
- * per token for a stream generating one token a step. After COMPACT_ROWS
- * rows of at most SMALL_TOKENS tokens each, a session's rows since its
- * last merge are rewritten as one row in one transaction (at the first
- * row's rowid, so the order holds). */
+ * Each message is one row (one per token for a stream stepping one at a
+ * time). Merging them in the background was tried and taken out: a merge
+ * of a session's rows holds the connection for milliseconds, and streams
+ * of one batch reach the threshold together, so the merges came back to
+ * back and locked the engine's writes out for up to seconds. */
 #include "journal.h"
 
 #include <errno.h>
@@ -33,25 +33,20 @@
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "../common/clock.h"
 #include "../common/fault.h"
 #include "../common/log.h"
 
 #define SCHEMA_VERSION 2
-#define PURGE_BATCH 2048   /* hist rows a purge transaction deletes */
-#define COMPACT_ROWS TC_JOURNAL_MERGE_ROWS
-#define SMALL_TOKENS TC_JOURNAL_SMALL_TOKENS
+#define PURGE_BATCH 512    /* hist rows a purge transaction deletes (~1 ms holding the connection) */
 
-/* the janitor's work: purge a dead key's rows, or merge rows [from, to] of a live one */
+/* the janitor's work: purge a dead key's rows */
 typedef struct {
-    int64_t sk, from, to; /* from < 0: purge */
+    int64_t sk;
 } jitem;
 
-/* a live session's rows since its last merge (keyed by sk; under the db mutex) */
-typedef struct {
-    int64_t sk; /* 0: empty slot */
-    int64_t first, last, rows;
-} jtail;
 
 struct tc_journal {
     int lock_fd; /* <data-dir>/LOCK, flock()ed for the process's life: one tconstd a directory */
@@ -60,8 +55,6 @@ struct tc_journal {
     _Atomic int64_t fault_deletes; /* tests: TC_FAULT_JOURNAL_DELETE_ERRORS, the session deletes still to fail */
     _Atomic int64_t fault_write_at; /* tests: TC_FAULT_JOURNAL_WRITE_FAIL_AT=K, the K-th prompt write fails (once) */
     int64_t next_sk;               /* under the db mutex */
-    jtail *tails;                  /* open addressing, linear probing; under the db mutex */
-    size_t n_tails, cap_tails;
     /* the janitor */
     pthread_t jt;
     int jt_on;
@@ -70,72 +63,16 @@ struct tc_journal {
     jitem *q;
     size_t q_head, q_len, q_cap;
     int j_busy, j_stop;
-    _Atomic int64_t purged_rows, merged_rows; /* for tests and the log */
+    _Atomic int64_t purged_rows; /* for tests and the log */
 };
 
 static tc_status db_fail(tc_journal *j, const char *what) {
     return TC_FAIL(TC_ERR_IO, "journal: %s: %s", what, j->db ? sqlite3_errmsg(j->db) : "no database");
 }
 
-/* ---- the tails map (sk -> rows since the last merge) ---- */
-
-static size_t tail_slot(const tc_journal *j, int64_t sk) {
-    uint64_t h = (uint64_t)sk * 0x9E3779B97F4A7C15ull;
-    return (size_t)(h >> 20) & (j->cap_tails - 1);
-}
-
-static jtail *tail_find(tc_journal *j, int64_t sk) {
-    if (!j->cap_tails) return NULL;
-    for (size_t i = tail_slot(j, sk);; i = (i + 1) & (j->cap_tails - 1)) {
-        if (j->tails[i].sk == sk) return &j->tails[i];
-        if (!j->tails[i].sk) return NULL;
-    }
-}
-
-/* NULL when out of memory (the session's rows are then not merged) */
-static jtail *tail_add(tc_journal *j, int64_t sk) {
-    if ((j->n_tails + 1) * 2 > j->cap_tails) {
-        size_t nc = j->cap_tails ? j->cap_tails * 2 : 64;
-        jtail *nt = calloc(nc, sizeof *nt), *old = j->tails;
-        if (!nt) return NULL;
-        size_t oc = j->cap_tails;
-        j->tails = nt, j->cap_tails = nc;
-        for (size_t i = 0; i < oc; i++)
-            if (old[i].sk) {
-                size_t k = tail_slot(j, old[i].sk);
-                while (nt[k].sk) k = (k + 1) & (nc - 1);
-                nt[k] = old[i];
-            }
-        free(old);
-    }
-    size_t i = tail_slot(j, sk);
-    while (j->tails[i].sk) i = (i + 1) & (j->cap_tails - 1);
-    memset(&j->tails[i], 0, sizeof j->tails[i]);
-    j->tails[i].sk = sk;
-    j->n_tails++;
-    return &j->tails[i];
-}
-
-static void tail_del(tc_journal *j, int64_t sk) {
-    jtail *t = tail_find(j, sk);
-    if (!t) return;
-    size_t m = j->cap_tails - 1, i = (size_t)(t - j->tails);
-    j->tails[i].sk = 0;
-    j->n_tails--;
-    /* backward shift: the entries after it that probed past i move up */
-    for (size_t k = (i + 1) & m; j->tails[k].sk; k = (k + 1) & m) {
-        size_t home = tail_slot(j, j->tails[k].sk);
-        if (((k - home) & m) >= ((k - i) & m)) {
-            j->tails[i] = j->tails[k];
-            j->tails[k].sk = 0;
-            i = k;
-        }
-    }
-}
-
 /* ---- the janitor ---- */
 
-/* false when out of memory: a purge then waits for the next open, a merge never happens */
+/* false when out of memory: the purge then waits for the next open */
 static int jqueue(tc_journal *j, jitem it) {
     pthread_mutex_lock(&j->jm);
     int ok = 1;
@@ -167,6 +104,7 @@ static void purge(tc_journal *j, int64_t sk) {
     for (;;) {
         sqlite3_mutex *mx = sqlite3_db_mutex(j->db);
         sqlite3_mutex_enter(mx);
+        const double t0 = tc_now_s();
         sqlite3_bind_int64(j->purge, 1, sk);
         sqlite3_bind_int64(j->purge, 2, PURGE_BATCH);
         const int rc = sqlite3_step(j->purge);
@@ -179,67 +117,13 @@ static void purge(tc_journal *j, int64_t sk) {
         sqlite3_mutex_leave(mx);
         if (n > 0) atomic_fetch_add(&j->purged_rows, n);
         if (n < PURGE_BATCH) return;
+        /* paced: as long again off the connection as the batch held it,
+         * so the engine's writes (every stream's next tokens) always get
+         * in between (the mutex is not fair) */
+        const double held = tc_now_s() - t0;
+        struct timespec ts = {0, (long)(1e9 * (held < 0.01 ? held : 0.01))};
+        nanosleep(&ts, NULL);
     }
-}
-
-/* rows [from, to] of a live key into one, in one transaction */
-static void merge(tc_journal *j, int64_t sk, int64_t from, int64_t to) {
-    sqlite3_mutex *mx = sqlite3_db_mutex(j->db);
-    sqlite3_mutex_enter(mx);
-    sqlite3_stmt *sel = NULL, *del = NULL, *ins = NULL;
-    unsigned char *buf = NULL;
-    size_t len = 0, cap = 0;
-    int64_t rows = 0, first = -1;
-    const char *err = NULL;
-    if (!tail_find(j, sk)) goto done; /* closed meanwhile: its rows are purged */
-    if (sqlite3_prepare_v2(j->db, "SELECT rowid, tokens FROM hist WHERE sk = ?1 AND rowid BETWEEN ?2 AND ?3 ORDER BY rowid",
-                           -1, &sel, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(j->db, "DELETE FROM hist WHERE sk = ?1 AND rowid BETWEEN ?2 AND ?3", -1, &del, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(j->db, "INSERT INTO hist(rowid, sk, tokens) VALUES(?1, ?2, ?3)", -1, &ins, NULL) != SQLITE_OK) {
-        err = "prepare";
-        goto done;
-    }
-    if (sqlite3_exec(j->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
-        err = "begin";
-        goto done;
-    }
-    sqlite3_bind_int64(sel, 1, sk), sqlite3_bind_int64(sel, 2, from), sqlite3_bind_int64(sel, 3, to);
-    int rc;
-    while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
-        const size_t b = (size_t)sqlite3_column_bytes(sel, 1);
-        if (first < 0) first = sqlite3_column_int64(sel, 0);
-        if (len + b > cap) {
-            size_t nc = (len + b) * 2;
-            unsigned char *nb = realloc(buf, nc);
-            if (!nb) {
-                err = "out of memory";
-                break;
-            }
-            buf = nb, cap = nc;
-        }
-        if (b) memcpy(buf + len, sqlite3_column_blob(sel, 1), b);
-        len += b, rows++;
-    }
-    if (!err && rc != SQLITE_DONE) err = "read";
-    if (!err && rows >= 2) {
-        sqlite3_bind_int64(del, 1, sk), sqlite3_bind_int64(del, 2, from), sqlite3_bind_int64(del, 3, to);
-        sqlite3_bind_int64(ins, 1, first), sqlite3_bind_int64(ins, 2, sk);
-        sqlite3_bind_blob64(ins, 3, buf ? (const void *)buf : (const void *)"", (sqlite3_uint64)len, SQLITE_STATIC);
-        if (sqlite3_step(del) != SQLITE_DONE || sqlite3_changes(j->db) != rows || sqlite3_step(ins) != SQLITE_DONE)
-            err = "rewrite";
-    }
-    if (!err && sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) err = "commit";
-    if (err) sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
-    else if (rows >= 2) atomic_fetch_add(&j->merged_rows, rows);
-done:
-    if (err) /* nothing lost: the rows stay as they were */
-        TC_LOG(TC_LOG_WARN, "journal", "merging a session's history rows (key %lld): %s: %s", (long long)sk, err,
-               sqlite3_errmsg(j->db));
-    sqlite3_finalize(sel);
-    sqlite3_finalize(del);
-    sqlite3_finalize(ins);
-    sqlite3_mutex_leave(mx);
-    free(buf);
 }
 
 static void *janitor_main(void *arg) {
@@ -250,11 +134,9 @@ static void *janitor_main(void *arg) {
         if (!j->q_len) break; /* stopping, nothing left */
         jitem it = j->q[j->q_head];
         j->q_head = (j->q_head + 1) % j->q_cap, j->q_len--;
-        if (j->j_stop && it.from >= 0) continue; /* at close: purges done, merges dropped */
         j->j_busy = 1;
         pthread_mutex_unlock(&j->jm);
-        if (it.from < 0) purge(j, it.sk);
-        else merge(j, it.sk, it.from, it.to);
+        purge(j, it.sk);
         pthread_mutex_lock(&j->jm);
         j->j_busy = 0;
         pthread_cond_broadcast(&j->jcv);
@@ -263,12 +145,11 @@ static void *janitor_main(void *arg) {
     return NULL;
 }
 
-void tc_journal_settle(tc_journal *j, int64_t *purged_rows, int64_t *merged_rows) {
+void tc_journal_settle(tc_journal *j, int64_t *purged_rows) {
     pthread_mutex_lock(&j->jm);
     while (j->jt_on && (j->q_len || j->j_busy)) pthread_cond_wait(&j->jcv, &j->jm);
     pthread_mutex_unlock(&j->jm);
     if (purged_rows) *purged_rows = atomic_load(&j->purged_rows);
-    if (merged_rows) *merged_rows = atomic_load(&j->merged_rows);
 }
 
 /* ---- open ---- */
@@ -301,11 +182,17 @@ static tc_status migrate_v1(tc_journal *j, const char *path) {
     sqlite3_finalize(q);
     int ok = 1;
     const int64_t n = one_int(j, "SELECT count(*) FROM chunks", &ok);
+    /* sessions without a key get new ones past every key in use (a journal
+     * a schema-1 tconstd wrote to after a schema-2 one: its new sessions
+     * have sk 0) */
     if (sqlite3_exec(j->db, "BEGIN IMMEDIATE", NULL, NULL, &err) != SQLITE_OK ||
-        (!has_sk && sqlite3_exec(j->db, "ALTER TABLE sessions ADD COLUMN sk INTEGER NOT NULL DEFAULT 0;"
-                                        "UPDATE sessions SET sk = rowid;", NULL, NULL, &err) != SQLITE_OK) ||
+        sqlite3_exec(j->db, "CREATE TABLE IF NOT EXISTS hist(sk INTEGER NOT NULL, tokens BLOB NOT NULL);", NULL, NULL,
+                     &err) != SQLITE_OK ||
+        (!has_sk && sqlite3_exec(j->db, "ALTER TABLE sessions ADD COLUMN sk INTEGER NOT NULL DEFAULT 0;", NULL, NULL,
+                                 &err) != SQLITE_OK) ||
         sqlite3_exec(j->db,
-                     "CREATE TABLE IF NOT EXISTS hist(sk INTEGER NOT NULL, tokens BLOB NOT NULL);"
+                     "UPDATE sessions SET sk = rowid + (SELECT max(coalesce((SELECT max(sk) FROM sessions), 0),"
+                     " coalesce((SELECT max(sk) FROM hist), 0))) WHERE sk <= 0;"
                      "INSERT INTO hist(sk, tokens) SELECT s.sk, c.tokens FROM chunks c JOIN sessions s"
                      " ON s.id = c.session ORDER BY c.rowid;"
                      "DROP TABLE chunks; PRAGMA user_version = 2; COMMIT;",
@@ -380,6 +267,12 @@ tc_status tc_journal_open(tc_journal **out, const char *data_dir) {
                      " top_p REAL NOT NULL, seed INTEGER NOT NULL, max_tokens INTEGER NOT NULL,"
                      " ignore_eos INTEGER NOT NULL);"
                      "CREATE INDEX IF NOT EXISTS hist_by_sk ON hist(sk);"
+                     /* a tconstd of schema 1 (it reads no user_version) must not
+                      * use this journal: it would read every session empty and
+                      * write where schema 2 does not look. Its start-up creates
+                      * an index on chunks, which a view refuses: it stops with
+                      * "views may not be indexed" */
+                     "CREATE VIEW IF NOT EXISTS chunks AS SELECT '' AS session, x'' AS tokens WHERE 0;"
                      "PRAGMA user_version = 2;",
                      NULL, NULL, &err) != SQLITE_OK) {
         st = TC_FAIL(TC_ERR_IO, "journal %s: %s (is it a tconst journal?)", path, err ? err : "schema");
@@ -408,8 +301,8 @@ tc_status tc_journal_open(tc_journal **out, const char *data_dir) {
     if (sqlite3_prepare_v2(j->db, "INSERT INTO sessions(id, created_ms, sk) VALUES(?, ?, ?)", -1, &j->ins_sess, NULL) ||
         sqlite3_prepare_v2(j->db, "SELECT sk FROM sessions WHERE id = ?", -1, &j->get_sk, NULL) ||
         sqlite3_prepare_v2(j->db, "DELETE FROM sessions WHERE id = ?", -1, &j->del_sess, NULL) ||
-        sqlite3_prepare_v2(j->db, "INSERT INTO hist(sk, tokens) SELECT sk, ?2 FROM sessions WHERE id = ?1 RETURNING sk, rowid",
-                           -1, &j->ins_chunk, NULL) ||
+        sqlite3_prepare_v2(j->db, "INSERT INTO hist(sk, tokens) SELECT sk, ?2 FROM sessions WHERE id = ?1", -1,
+                           &j->ins_chunk, NULL) ||
         sqlite3_prepare_v2(j->db, "INSERT OR REPLACE INTO gens SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9"
                                   " WHERE EXISTS(SELECT 1 FROM sessions WHERE id = ?1)", -1, &j->ins_gen, NULL) ||
         sqlite3_prepare_v2(j->db, "DELETE FROM gens WHERE session = ?", -1, &j->del_gen, NULL) ||
@@ -432,7 +325,7 @@ tc_status tc_journal_open(tc_journal **out, const char *data_dir) {
             goto fail;
         }
         while (sqlite3_step(q) == SQLITE_ROW) {
-            jitem it = {sqlite3_column_int64(q, 0), -1, -1};
+            jitem it = {sqlite3_column_int64(q, 0)};
             n += jqueue(j, it);
         }
         sqlite3_finalize(q);
@@ -448,7 +341,7 @@ fail:
 
 void tc_journal_close(tc_journal *j) {
     if (!j) return;
-    if (j->jt_on) { /* queued purges finish (a crash would leave them to the next open), merges are dropped */
+    if (j->jt_on) { /* queued purges finish (a crash would leave them to the next open) */
         pthread_mutex_lock(&j->jm);
         j->j_stop = 1;
         pthread_cond_broadcast(&j->jcv);
@@ -465,7 +358,6 @@ void tc_journal_close(tc_journal *j) {
     sqlite3_finalize(j->purge);
     if (j->db) sqlite3_close(j->db);
     if (j->lock_fd >= 0) close(j->lock_fd); /* releases the lock */
-    free(j->tails);
     free(j->q);
     pthread_mutex_destroy(&j->jm);
     pthread_cond_destroy(&j->jcv);
@@ -505,8 +397,7 @@ static tc_status drop_locked(tc_journal *j, const char *id, int64_t *old) {
 /* after the commit: the old key's rows go to the janitor */
 static void dropped(tc_journal *j, int64_t old) {
     if (!old) return;
-    tail_del(j, old);
-    jitem it = {old, -1, -1};
+    jitem it = {old};
     if (!jqueue(j, it))
         TC_LOG(TC_LOG_WARN, "journal", "a closed session's history (key %lld) is deleted at the next start", (long long)old);
 }
@@ -564,32 +455,7 @@ tc_status tc_journal_append(tc_journal *j, const char *id, const int32_t *tokens
     sqlite3_mutex_enter(mx);
     sqlite3_bind_text(j->ins_chunk, 1, id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_blob64(j->ins_chunk, 2, tokens, (sqlite3_uint64)n * 4, SQLITE_TRANSIENT);
-    int64_t sk = 0, rowid = 0;
-    int rc = sqlite3_step(j->ins_chunk);
-    if (rc == SQLITE_ROW) { /* written (no row: the session is no longer journaled) */
-        sk = sqlite3_column_int64(j->ins_chunk, 0), rowid = sqlite3_column_int64(j->ins_chunk, 1);
-        rc = sqlite3_step(j->ins_chunk);
-    }
-    sqlite3_reset(j->ins_chunk);
-    sqlite3_clear_bindings(j->ins_chunk);
-    tc_status st = rc == SQLITE_DONE ? TC_OK : db_fail(j, "append tokens");
-    /* in a transaction that may yet roll back, the row is counted all the
-     * same: a merge of rows that are not there merges fewer, or none */
-    if (st == TC_OK && sk) {
-        jtail *t = tail_find(j, sk);
-        if (!t) t = tail_add(j, sk);
-        if (t && n > SMALL_TOKENS) { /* a large row stays as it is; the small ones before it merge now */
-            if (t->rows >= 2) jqueue(j, (jitem){sk, t->first, t->last});
-            t->rows = 0;
-        } else if (t) {
-            if (!t->rows) t->first = rowid;
-            t->last = rowid;
-            if (++t->rows >= COMPACT_ROWS) {
-                jqueue(j, (jitem){sk, t->first, t->last});
-                t->rows = 0;
-            }
-        }
-    }
+    tc_status st = run(j, j->ins_chunk, "append tokens"); /* no row: the session is no longer journaled */
     sqlite3_mutex_leave(mx);
     return st;
 }
@@ -697,22 +563,17 @@ tc_status tc_journal_create(tc_journal *j, const char *id, int64_t created_ms, c
         return st;
     }
     tc_status st = TC_OK;
-    int64_t old = 0, fresh = 0;
+    int64_t old = 0;
     if (created_ms >= 0) { /* the session's row, over whatever an older session of that id left */
         st = drop_locked(j, id, &old);
-        fresh = j->next_sk;
         if (st == TC_OK) st = insert_locked(j, id, created_ms);
     }
     if (st == TC_OK) st = tc_journal_append(j, id, tokens, n);
     if (st == TC_OK && g) st = tc_journal_gen_begin(j, id, g);
     if (st == TC_OK && sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
         st = db_fail(j, "prompt and generation (commit)");
-    if (st != TC_OK) {
-        sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
-        if (fresh) tail_del(j, fresh); /* its rows were counted; it never was */
-    } else {
-        dropped(j, old);
-    }
+    if (st != TC_OK) sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+    else dropped(j, old);
     sqlite3_mutex_leave(mx);
     return st;
 }

@@ -28,12 +28,6 @@
 
 typedef struct tc_journal tc_journal;
 
-/* Small rows are merged in the background: TC_JOURNAL_MERGE_ROWS rows of
- * at most TC_JOURNAL_SMALL_TOKENS tokens each become one (one transaction
- * holding the journal ~0.4 ms on the development machine; 1,024 rows held
- * it ~1.5 ms, a stall of every stream's next message). */
-#define TC_JOURNAL_MERGE_ROWS 256
-#define TC_JOURNAL_SMALL_TOKENS 256
 
 tc_status tc_journal_open(tc_journal **out, const char *data_dir);
 void tc_journal_close(tc_journal *j);
@@ -84,9 +78,9 @@ tc_status tc_journal_create(tc_journal *j, const char *id, int64_t created_ms, c
 tc_status tc_journal_append_gen(tc_journal *j, const char *id, const int32_t *tokens, int64_t n,
                                 const tc_journal_gen *g);
 /* Waits until the journal's thread has nothing left to do (the history
- * of closed sessions deleted, small rows merged), and says how many
- * history rows it deleted and merged since the open (tests, benchmarks). */
-void tc_journal_settle(tc_journal *j, int64_t *purged_rows, int64_t *merged_rows);
+ * of closed sessions deleted), and says how many history rows it deleted
+ * since the open (tests, benchmarks). */
+void tc_journal_settle(tc_journal *j, int64_t *purged_rows);
 tc_status tc_journal_gen_end(tc_journal *j, const char *id);
 typedef tc_status (*tc_journal_gen_visit)(void *ud, const char *id, const tc_journal_gen *g);
 tc_status tc_journal_load_gens(tc_journal *j, tc_journal_gen_visit visit, void *ud);

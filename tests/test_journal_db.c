@@ -1,5 +1,5 @@
 /* test_journal_db.c — the session journal's storage (daemon/journal.c)
- * without a daemon: histories exact through merges of small rows, a
+ * without a daemon: histories exact (one row a message), a
  * close that leaves its history to the background purge (a new session
  * under the same id never sees the old tokens), rows a crash left behind
  * purged at the next open, keys never reused, schema 1 journals moved to
@@ -99,7 +99,7 @@ static int64_t rows_of(const char *id) {
     return q1(sql);
 }
 
-static void test_merge_and_close(void) {
+static void test_history_and_close(void) {
     wipe();
     tc_journal *j = open_j();
     if (!j) return;
@@ -110,7 +110,7 @@ static void test_merge_and_close(void) {
     EXPECT(tc_journal_create(j, "a", 1, want, 5, NULL) == TC_OK, "create a: %s", tc_error_get());
     int64_t rows_written = 1;
     for (int i = 0; i < N; i++) {
-        if (i == 1500) { /* a large message among the small ones: its own row, never merged */
+        if (i == 1500) { /* a large message among the small ones */
             for (int k = 0; k < 300; k++) want[n + k] = 7000 + k;
             EXPECT(tc_journal_append(j, "a", want + n, 300) == TC_OK, "append 300");
             n += 300, rows_written++;
@@ -119,20 +119,13 @@ static void test_merge_and_close(void) {
         EXPECT(tc_journal_append(j, "a", want + n, 1) == TC_OK, "append %d: %s", i, tc_error_get());
         n++, rows_written++;
     }
-    int64_t purged = -1, merged = -1;
-    tc_journal_settle(j, &purged, &merged);
+    int64_t purged = -1;
+    tc_journal_settle(j, &purged);
     loaded l = load(j, "a");
-    EXPECT(same(&l, want, n), "a's history exact through the merges (%lld tokens, want %lld)", (long long)l.n,
+    EXPECT(same(&l, want, n), "a's history exact (%lld tokens, want %lld)", (long long)l.n,
            (long long)n);
     const int64_t r = rows_of("a");
-    /* the create's row and the 1500 small appends before the large one:
-     * full merges of MERGE_ROWS, then the rest merged by the large row
-     * (which stays); the 3500 after it: full merges, the rest left */
-    const int64_t M = TC_JOURNAL_MERGE_ROWS, before = 1501, after = 3500;
-    const int64_t want_merged = before + (after / M) * M;
-    const int64_t want_rows = before / M + (before % M >= 2) + 1 + after / M + after % M;
-    EXPECT(merged == want_merged && r == want_rows, "small rows merged: %lld written, %lld merged (want %lld), %lld left (want %lld)",
-           (long long)rows_written, (long long)merged, (long long)want_merged, (long long)r, (long long)want_rows);
+    EXPECT(r == rows_written, "one row a message: %lld rows for %lld messages", (long long)r, (long long)rows_written);
     free(l.toks);
 
     /* close: the session is gone at once; its rows go in the background */
@@ -146,19 +139,19 @@ static void test_merge_and_close(void) {
     EXPECT(same(&l, fresh, 2), "the new 'a' holds only its own 2 tokens, not the old %lld (got %lld)", (long long)n,
            (long long)l.n);
     free(l.toks);
-    tc_journal_settle(j, &purged, NULL);
+    tc_journal_settle(j, &purged);
     EXPECT(purged == total, "the old history's %lld rows purged (%lld)", (long long)total, (long long)purged);
     EXPECT(q1("SELECT count(*) FROM hist") == 1, "one row left: the new a's");
     /* appends to a closed session write nothing */
     EXPECT(tc_journal_session_delete(j, "a") == TC_OK, "delete a again");
     EXPECT(tc_journal_append(j, "a", fresh, 2) == TC_OK, "append to a closed session");
-    tc_journal_settle(j, NULL, NULL);
+    tc_journal_settle(j, NULL);
     EXPECT(q1("SELECT count(*) FROM hist") == 0, "no row written for a closed session");
     tc_journal_close(j);
     free(want);
 }
 
-/* large rows (never merged) purged in several batches; a crash's leftovers purged at the next open */
+/* rows purged in several batches; a crash's leftovers purged at the next open */
 static void test_purge_batches_and_orphans(void) {
     wipe();
     tc_journal *j = open_j();
@@ -167,10 +160,10 @@ static void test_purge_batches_and_orphans(void) {
     for (int k = 0; k < 300; k++) big[k] = k;
     EXPECT(tc_journal_create(j, "b", 1, big, 300, NULL) == TC_OK, "create b");
     for (int i = 0; i < 4999; i++) EXPECT(tc_journal_append(j, "b", big, 300) == TC_OK, "append b %d", i);
-    EXPECT(rows_of("b") == 5000, "5000 large rows, none merged (%lld)", (long long)rows_of("b"));
+    EXPECT(rows_of("b") == 5000, "5000 rows (%lld)", (long long)rows_of("b"));
     EXPECT(tc_journal_session_delete(j, "b") == TC_OK, "delete b");
     int64_t purged = 0;
-    tc_journal_settle(j, &purged, NULL);
+    tc_journal_settle(j, &purged);
     EXPECT(purged == 5000 && q1("SELECT count(*) FROM hist") == 0, "5000 rows purged in batches (%lld)", (long long)purged);
     EXPECT(tc_journal_create(j, "c", 3, big, 3, NULL) == TC_OK, "create c");
     const int64_t c_sk = q1("SELECT sk FROM sessions WHERE id = 'c'");
@@ -190,7 +183,7 @@ static void test_purge_batches_and_orphans(void) {
     loaded l = load(j, "d");
     EXPECT(same(&l, t1, 1), "d holds its own token only");
     free(l.toks);
-    tc_journal_settle(j, &purged, NULL);
+    tc_journal_settle(j, &purged);
     EXPECT(purged == 2, "the 2 leftover rows purged at the open (%lld)", (long long)purged);
     l = load(j, "c");
     EXPECT(same(&l, big, 3) && l.sessions == 2, "c restored as it was, 2 sessions (%d)", l.sessions);
@@ -229,7 +222,7 @@ static void test_migrate_v1(void) {
     free(l.toks);
     int g = 0;
     EXPECT(tc_journal_load_gens(j, visit_gen, &g) == TC_OK && g == 1, "s1's generation record kept");
-    EXPECT(q1("SELECT count(*) FROM sqlite_master WHERE name = 'chunks'") == 0, "the old table is gone");
+    EXPECT(q1("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'chunks'") == 0, "the old table is gone");
     EXPECT(q1("PRAGMA user_version") == 2, "schema 2");
     EXPECT(q1("SELECT count(*) FROM hist") == 5, "5 rows moved, the one of no session dropped");
     /* and it works as a schema 2 journal: appends, a new session */
@@ -244,6 +237,33 @@ static void test_migrate_v1(void) {
     l = load(j, "s1");
     EXPECT(same(&l, w1b, 5) && l.sessions == 3, "s1 + its append after a reopen, 3 sessions");
     free(l.toks);
+    tc_journal_close(j);
+
+    /* a tconstd of schema 1 cannot use it: its start-up's index on chunks fails */
+    sqlite3 *db = NULL;
+    char *err = NULL;
+    int rc = sqlite3_open_v2(g_db, &db, SQLITE_OPEN_READWRITE, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "CREATE TABLE IF NOT EXISTS chunks(session TEXT NOT NULL, tokens BLOB NOT NULL);"
+                              "CREATE INDEX IF NOT EXISTS chunks_by_session ON chunks(session);", NULL, NULL, &err);
+    EXPECT(rc != SQLITE_OK, "schema 1's start-up fails on a schema 2 journal (%s)", err ? err : "it succeeded");
+    sqlite3_free(err);
+    sqlite3_close(db);
+    /* one that wrote to it anyway (an intermediate build without the guard):
+     * its sessions, sk 0, get keys of their own at the next open */
+    exec("DROP VIEW chunks; CREATE TABLE chunks(session TEXT NOT NULL, tokens BLOB NOT NULL);"
+         "INSERT INTO sessions(id, created_ms) VALUES('z1', 40), ('z2', 41);"
+         "INSERT INTO chunks VALUES('z1', x'07000000'), ('z2', x'0800000009000000');");
+    j = open_j();
+    if (!j) return;
+    const int32_t wz1[1] = {7}, wz2[2] = {8, 9};
+    l = load(j, "z1");
+    EXPECT(same(&l, wz1, 1) && l.sessions == 5, "z1 restored with its token, 5 sessions (%d)", l.sessions);
+    free(l.toks);
+    l = load(j, "z2");
+    EXPECT(same(&l, wz2, 2), "z2 restored with its tokens");
+    free(l.toks);
+    EXPECT(q1("SELECT count(DISTINCT sk) FROM sessions WHERE sk > 0") == 5, "five distinct keys");
     tc_journal_close(j);
 }
 
@@ -266,7 +286,7 @@ static void test_append_rows(void) {
     l = load(j, "y");
     EXPECT(same(&l, wy, 2), "y took its 1");
     free(l.toks);
-    tc_journal_settle(j, NULL, NULL);
+    tc_journal_settle(j, NULL);
     EXPECT(q1("SELECT count(*) FROM hist") == 4, "closed z wrote nothing (%lld rows)", (long long)q1("SELECT count(*) FROM hist"));
     tc_journal_close(j);
 }
@@ -285,7 +305,7 @@ int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/tc_journal_db_XXXXXX");
     if (!mkdtemp(g_dir)) return perror("mkdtemp"), 1;
     snprintf(g_db, sizeof g_db, "%s/journal.db", g_dir);
-    test_merge_and_close();
+    test_history_and_close();
     test_purge_batches_and_orphans();
     test_migrate_v1();
     test_append_rows();

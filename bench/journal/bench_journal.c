@@ -34,7 +34,7 @@ static tc_status count(void *ud, const char *id, int64_t created_ms, const int32
 #ifdef TC_BENCH_NO_SETTLE
 #define SETTLE(j) ((void)0)
 #else
-#define SETTLE(j) tc_journal_settle((j), NULL, NULL)
+#define SETTLE(j) tc_journal_settle((j), NULL)
 #endif
 
 int main(int argc, char **argv) {
@@ -71,7 +71,7 @@ int main(int argc, char **argv) {
     t0 = now_s();
     SETTLE(j);
     const double purge = now_s() - t0;
-    printf("rows %ld x %ld tokens: append %.2f us a row (%.2f s, merges included), load %.1f ms (%lld tokens), "
+    printf("rows %ld x %ld tokens: append %.2f us a row (%.2f s), load %.1f ms (%lld tokens), "
            "close holds the journal %.3f ms, background purge %.1f ms\n",
            rows, toks, 1e6 * append / (double)rows, append, 1e3 * load, (long long)n, 1e3 * del, 1e3 * purge);
     tc_journal_close(j);
