@@ -119,7 +119,9 @@ static void purge(tc_journal *j, int64_t sk) {
         if (n < PURGE_BATCH) return;
         /* paced: as long again off the connection as the batch held it,
          * so the engine's writes (every stream's next tokens) always get
-         * in between (the mutex is not fair) */
+         * in between (the mutex is not fair); not at close, when nothing
+         * else writes */
+        if (__atomic_load_n(&j->j_stop, __ATOMIC_RELAXED)) continue;
         const double held = tc_now_s() - t0;
         struct timespec ts = {0, (long)(1e9 * (held < 0.01 ? held : 0.01))};
         nanosleep(&ts, NULL);
@@ -343,7 +345,7 @@ void tc_journal_close(tc_journal *j) {
     if (!j) return;
     if (j->jt_on) { /* queued purges finish (a crash would leave them to the next open) */
         pthread_mutex_lock(&j->jm);
-        j->j_stop = 1;
+        __atomic_store_n(&j->j_stop, 1, __ATOMIC_RELAXED); /* (read unlocked by purge's pacing) */
         pthread_cond_broadcast(&j->jcv);
         pthread_mutex_unlock(&j->jm);
         pthread_join(j->jt, NULL);
