@@ -8,7 +8,7 @@
  *   gens(session, ...)                              a running generation
  * Schema 1 (chunks(session TEXT, tokens), no sk) is migrated at open.
  *
- * Closing a session deletes its sessions row (and gens row): three rows,
+ * Closing a session deletes its sessions row (and gens row): two rows,
  * however long its history. Its hist rows are deleted after, by the
  * janitor thread, in batches of PURGE_BATCH rows each its own transaction,
  * so a close under the engine's lock no longer stalls every stream while
