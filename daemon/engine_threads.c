@@ -385,8 +385,9 @@ void *tc_eng_context_thread(void *arg) {
             if (j && (j->cancel || j->sink->deadline_left(j->user) <= 0)) {
                 /* its generation was cancelled (or expired) before the
                  * sync thread took the sync out of the queue: not
-                 * started at all, the session left due (as that drop) */
-                tc_sched_sync_done(e->sched, s->qid, tc_now_s());
+                 * started at all, the session left due (as that drop;
+                 * no sync recorded, no stall) */
+                (void)tc_sched_transition(e->sched, s->qid, TC_SS_GENERATING);
                 s->syncing = 0;
                 pthread_cond_broadcast(&e->cv);
                 continue;
@@ -410,7 +411,7 @@ void *tc_eng_context_thread(void *arg) {
                 TC_LOG(TC_LOG_INFO, "engine", "sync of %s stopped: %s", s->id, tc_error_get() ? tc_error_get() : "cancelled");
                 tc_metric_inc(TC_M_cancelled_syncs_total, 1);
                 pthread_mutex_lock(&e->mu);
-                tc_sched_sync_done(e->sched, s->qid, t1);
+                (void)tc_sched_transition(e->sched, s->qid, TC_SS_GENERATING); /* not a sync: no stall recorded */
                 s->syncing = 0;
                 if (j && !j->cancel) j->cancel = 1, j->cancel_code = 4; /* the predicate saw the deadline */
                 pthread_cond_broadcast(&e->cv);
@@ -430,7 +431,8 @@ void *tc_eng_context_thread(void *arg) {
             if (j) j->sync_s += t1 - t0;
             if (st == TC_OK && s->st.length > 0) /* seconds per history token, smoothed: the next deadlines */
                 e->sync_s_per_tok = 0.8 * e->sync_s_per_tok + 0.2 * (t1 - t0) / (double)s->st.length;
-            tc_sched_sync_done(e->sched, s->qid, t1);
+            if (st == TC_OK) tc_sched_sync_done(e->sched, s->qid, t1);
+            else (void)tc_sched_transition(e->sched, s->qid, TC_SS_GENERATING); /* a failure: no sync, no stall recorded */
             s->syncing = 0;
             /* a sync that keeps failing (a worker that answers with an
              * error, not one that is gone: those calls wait for its
