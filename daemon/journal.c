@@ -16,11 +16,17 @@
  * never read (a new session under the same id has a new key); those a
  * crash left behind are found and purged at the next open.
  *
- * Each message is one row (one per token for a stream stepping one at a
- * time). Merging them in the background was tried and taken out: a merge
- * of a session's rows holds the connection for milliseconds, and streams
- * of one batch reach the threshold together, so the merges came back to
- * back and locked the engine's writes out for up to seconds. */
+ * A session's last row is its tail: a message of fewer than TAIL_TOKENS
+ * tokens is added to the tail in place (an UPDATE of at most 1 KiB) while
+ * the tail has room, else it starts a new row. A stream stepping one token
+ * at a time writes a row every TAIL_TOKENS tokens, not every token: a
+ * 1M-token history is ~4K rows, so its reload and its purge after a close
+ * are quick and the file is ~4 B a token. Merging rows in the background
+ * was tried first and taken out: a merge of a session's rows holds the
+ * connection for milliseconds, and streams of one batch reach the
+ * threshold together, so the merges came back to back and locked the
+ * engine's writes out for up to seconds; growing the tail costs each
+ * write the same small amount, in the write's own transaction. */
 #include "journal.h"
 
 #include <errno.h>
@@ -41,6 +47,7 @@
 
 #define SCHEMA_VERSION 2
 #define PURGE_BATCH 512    /* hist rows a purge transaction deletes (~1 ms holding the connection) */
+#define TAIL_TOKENS 256    /* a tail row grows in place up to this many tokens (1 KiB) */
 
 /* the janitor's work: purge a dead key's rows */
 typedef struct {
@@ -51,7 +58,7 @@ typedef struct {
 struct tc_journal {
     int lock_fd; /* <data-dir>/LOCK, flock()ed for the process's life: one tconstd a directory */
     sqlite3 *db;
-    sqlite3_stmt *ins_sess, *get_sk, *del_sess, *ins_chunk, *ins_gen, *del_gen, *purge;
+    sqlite3_stmt *ins_sess, *get_sk, *del_sess, *ins_chunk, *ins_gen, *del_gen, *purge, *get_tail, *grow_tail;
     _Atomic int64_t fault_deletes; /* tests: TC_FAULT_JOURNAL_DELETE_ERRORS, the session deletes still to fail */
     _Atomic int64_t fault_write_at; /* tests: TC_FAULT_JOURNAL_WRITE_FAIL_AT=K, the K-th prompt write fails (once) */
     int64_t next_sk;               /* under the db mutex */
@@ -309,7 +316,11 @@ tc_status tc_journal_open(tc_journal **out, const char *data_dir) {
                                   " WHERE EXISTS(SELECT 1 FROM sessions WHERE id = ?1)", -1, &j->ins_gen, NULL) ||
         sqlite3_prepare_v2(j->db, "DELETE FROM gens WHERE session = ?", -1, &j->del_gen, NULL) ||
         sqlite3_prepare_v2(j->db, "DELETE FROM hist WHERE rowid IN (SELECT rowid FROM hist WHERE sk = ?1 LIMIT ?2)", -1,
-                           &j->purge, NULL)) {
+                           &j->purge, NULL) ||
+        /* the session's tail: its last row (through hist_by_sk, which holds rowid) */
+        sqlite3_prepare_v2(j->db, "SELECT h.rowid, h.tokens FROM hist h WHERE h.sk = (SELECT sk FROM sessions WHERE id = ?1)"
+                                  " ORDER BY h.rowid DESC LIMIT 1", -1, &j->get_tail, NULL) ||
+        sqlite3_prepare_v2(j->db, "UPDATE hist SET tokens = ?2 WHERE rowid = ?1", -1, &j->grow_tail, NULL)) {
         st = db_fail(j, "prepare");
         goto fail;
     }
@@ -358,6 +369,8 @@ void tc_journal_close(tc_journal *j) {
     sqlite3_finalize(j->ins_gen);
     sqlite3_finalize(j->del_gen);
     sqlite3_finalize(j->purge);
+    sqlite3_finalize(j->get_tail);
+    sqlite3_finalize(j->grow_tail);
     if (j->db) sqlite3_close(j->db);
     if (j->lock_fd >= 0) close(j->lock_fd); /* releases the lock */
     free(j->q);
@@ -451,10 +464,49 @@ tc_status tc_journal_session_delete(tc_journal *j, const char *id) {
     return reset_session(j, id, 0, 0);
 }
 
+/* caller holds the db mutex: adds a short message to the session's tail
+ * row when it has room; *done 0 when it has not (or there is none, or the
+ * session is not journaled: the INSERT then writes nothing) */
+static tc_status grow_tail_locked(tc_journal *j, const char *id, const int32_t *tokens, int64_t n, int *done) {
+    *done = 0;
+    if (n >= TAIL_TOKENS) return TC_OK;
+    sqlite3_bind_text(j->get_tail, 1, id, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(j->get_tail);
+    int64_t rowid = 0;
+    int have = 0;
+    int32_t buf[TAIL_TOKENS];
+    if (rc == SQLITE_ROW) {
+        rowid = sqlite3_column_int64(j->get_tail, 0);
+        const int b = sqlite3_column_bytes(j->get_tail, 1);
+        /* a tail of a size no tconstd writes (a corrupt row) is left as it
+         * is for the load to report; the message goes to a new row */
+        if (b >= 0 && b % 4 == 0 && b / 4 + n <= TAIL_TOKENS) {
+            if (b) memcpy(buf, sqlite3_column_blob(j->get_tail, 1), (size_t)b);
+            memcpy(buf + b / 4, tokens, (size_t)n * 4);
+            have = b / 4 + (int)n;
+        }
+    }
+    sqlite3_reset(j->get_tail);
+    sqlite3_clear_bindings(j->get_tail);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_fail(j, "append tokens (find the tail)");
+    if (!have) return TC_OK;
+    sqlite3_bind_int64(j->grow_tail, 1, rowid);
+    sqlite3_bind_blob(j->grow_tail, 2, buf, have * 4, SQLITE_STATIC);
+    tc_status st = run(j, j->grow_tail, "append tokens (grow the tail)");
+    if (st == TC_OK) *done = 1;
+    return st;
+}
+
 tc_status tc_journal_append(tc_journal *j, const char *id, const int32_t *tokens, int64_t n) {
     if (n <= 0) return TC_OK;
     sqlite3_mutex *mx = sqlite3_db_mutex(j->db);
     sqlite3_mutex_enter(mx);
+    int done = 0;
+    tc_status st0 = grow_tail_locked(j, id, tokens, n, &done);
+    if (st0 != TC_OK || done) {
+        sqlite3_mutex_leave(mx);
+        return st0;
+    }
     sqlite3_bind_text(j->ins_chunk, 1, id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_blob64(j->ins_chunk, 2, tokens, (sqlite3_uint64)n * 4, SQLITE_TRANSIENT);
     tc_status st = run(j, j->ins_chunk, "append tokens"); /* no row: the session is no longer journaled */

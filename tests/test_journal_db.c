@@ -1,5 +1,6 @@
 /* test_journal_db.c — the session journal's storage (daemon/journal.c)
- * without a daemon: histories exact (one row a message), a
+ * without a daemon: histories exact (short messages grow the session's
+ * last row up to 256 tokens, longer ones are rows of their own), a
  * close that leaves its history to the background purge (a new session
  * under the same id never sees the old tokens), rows a crash left behind
  * purged at the next open, keys never reused, schema 1 journals moved to
@@ -108,24 +109,35 @@ static void test_history_and_close(void) {
     int64_t n = 0;
     for (int i = 0; i < 5; i++) want[n++] = 100 + i;
     EXPECT(tc_journal_create(j, "a", 1, want, 5, NULL) == TC_OK, "create a: %s", tc_error_get());
-    int64_t rows_written = 1;
+    /* the rows the tail rule makes: a message of < 256 tokens joins the
+     * last row while that stays <= 256 tokens, else it is a new row */
+    int64_t rows_written = 1, tail = 5;
+#define WROTE(m) (((m) < 256 && tail + (m) <= 256) ? (void)(tail += (m)) : (void)(rows_written++, tail = (m)))
     for (int i = 0; i < N; i++) {
-        if (i == 1500) { /* a large message among the small ones */
-            for (int k = 0; k < 300; k++) want[n + k] = 7000 + k;
-            EXPECT(tc_journal_append(j, "a", want + n, 300) == TC_OK, "append 300");
-            n += 300, rows_written++;
+        if (i == 1500 || i == 3000) { /* large messages among the small ones */
+            const int m = i == 1500 ? 300 : 200;
+            for (int k = 0; k < m; k++) want[n + k] = 7000 + k;
+            EXPECT(tc_journal_append(j, "a", want + n, m) == TC_OK, "append %d", m);
+            n += m;
+            WROTE(m);
         }
         want[n] = (i * 7919) % 50000;
         EXPECT(tc_journal_append(j, "a", want + n, 1) == TC_OK, "append %d: %s", i, tc_error_get());
-        n++, rows_written++;
+        n++;
+        WROTE(1);
     }
+#undef WROTE
     int64_t purged = -1;
     tc_journal_settle(j, &purged);
     loaded l = load(j, "a");
     EXPECT(same(&l, want, n), "a's history exact (%lld tokens, want %lld)", (long long)l.n,
            (long long)n);
     const int64_t r = rows_of("a");
-    EXPECT(r == rows_written, "one row a message: %lld rows for %lld messages", (long long)r, (long long)rows_written);
+    EXPECT(r == rows_written && r < n / 200, "short messages share rows: %lld rows (want %lld) for %lld tokens",
+           (long long)r, (long long)rows_written, (long long)n);
+    EXPECT(q1("SELECT max(length(tokens)) FROM hist") == 300 * 4, "no row past 256 tokens but the 300-token message's");
+    EXPECT(q1("SELECT count(*) FROM hist WHERE length(tokens) = 1024") >= 15, "rows fill up to exactly 256 tokens (%lld full)",
+           (long long)q1("SELECT count(*) FROM hist WHERE length(tokens) = 1024"));
     free(l.toks);
 
     /* close: the session is gone at once; its rows go in the background */
@@ -287,7 +299,17 @@ static void test_append_rows(void) {
     EXPECT(same(&l, wy, 2), "y took its 1");
     free(l.toks);
     tc_journal_settle(j, NULL);
-    EXPECT(q1("SELECT count(*) FROM hist") == 4, "closed z wrote nothing (%lld rows)", (long long)q1("SELECT count(*) FROM hist"));
+    EXPECT(q1("SELECT count(*) FROM hist") == 2, "x and y grew their rows, closed z wrote nothing (%lld rows)",
+           (long long)q1("SELECT count(*) FROM hist"));
+    /* a tail of a size no tconstd writes is left alone (the load reports it), not grown */
+    exec("UPDATE hist SET tokens = x'010203' WHERE sk = (SELECT sk FROM sessions WHERE id = 'y')");
+    EXPECT(tc_journal_append(j, "y", a, 1) == TC_OK, "append after a corrupt tail: %s", tc_error_get());
+    EXPECT(rows_of("y") == 2 && q1("SELECT count(*) FROM hist WHERE tokens = x'010203'") == 1,
+           "the corrupt row untouched, the token in a row of its own");
+    loaded bad = {"y", NULL, 0, 0, 0};
+    EXPECT(tc_journal_load(j, visit, &bad) != TC_OK && strstr(tc_error_get(), "corrupt"), "the load names the corrupt row: %s",
+           tc_error_get());
+    free(bad.toks);
     tc_journal_close(j);
 }
 
