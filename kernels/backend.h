@@ -65,6 +65,10 @@ struct tc_backend {
      * attention launches, at O(tile x ffn) of workspace. 0: the model's
      * default (TC_ROW_TILE_DEFAULT, what OpenBLAS likes). */
     int row_tile;
+    /* The largest head_dim this backend's attention takes (0: any). A
+     * model whose heads are wider is refused at load (tc_model_load), not
+     * at its first step. */
+    int max_head_dim;
     /* n = rows * cols weights from fp32 host memory into dst in wtype
      * (rounded to nearest even). NULL when wtype is TC_WT_F32 (upload). */
     void (*upload_weight)(tc_backend *be, void *dst, const float *src, size_t rows, size_t cols);

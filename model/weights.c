@@ -185,6 +185,12 @@ tc_status tc_model_load(tc_model **out, const char *dir, tc_backend *be) {
     m->be = be;
     TC_CHECK_GOTO(tc_config_load(&m->cfg, path));
     const tc_model_config *c = &m->cfg;
+    if (be->max_head_dim > 0 && c->head_dim > be->max_head_dim) {
+        st = TC_FAIL(TC_ERR_UNSUPPORTED,
+                     "%s: head_dim n_embd/n_head = %d/%d = %d is more than the %s backend's attention takes (%d)", path,
+                     c->n_embd, c->n_head, c->head_dim, be->name ? be->name : "this", be->max_head_dim);
+        goto fail;
+    }
     snprintf(stpath, sizeof stpath, "%s/model.safetensors", dir);
     TC_CHECK_GOTO(tc_st_open(&f, stpath));
     m->weights_digest = file_digest(f.map, f.map_size);

@@ -880,7 +880,33 @@ static void run_failures(tc_arch arch) {
     if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);
 }
 
+/* a backend whose attention takes heads up to max_head_dim refuses a
+ * model with wider ones at load, naming it (the CUDA backend: 256) */
+static void run_head_dim_limit(void) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/tc_test_engine_hd_%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+    tc_model_config c;
+    tc_config_preset(&c, "tiny", TC_ARCH_TCONST);
+    c.vocab_size = 53; c.n_embd = 24; c.n_head = 3; c.head_dim = 8; c.ffn_hidden = 40;
+    c.n_block = 1; c.inner_depth = 3; c.history_window = 4; c.generate_window = 4;
+    if (tc_model_init_random(&c, 5, "f32", dir) != TC_OK) { printf("FAIL init: %s\n", tc_error_get()); g_fail++; return; }
+    tc_backend be;
+    tc_backend_cpu_init(&be, 1);
+    tc_model *m = NULL;
+    be.max_head_dim = 6;
+    EXPECT(tc_model_load(&m, dir, &be) == TC_ERR_UNSUPPORTED && strstr(tc_error_get(), "head_dim") &&
+               strstr(tc_error_get(), "(6)"),
+           "head_dim 8 refused by a backend taking 6: %s", tc_error_get());
+    be.max_head_dim = 8;
+    EXPECT(tc_model_load(&m, dir, &be) == TC_OK, "head_dim 8 loads on a backend taking 8: %s", tc_error_get());
+    tc_model_free(m);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) printf("note: could not remove %s\n", dir);
+}
+
 int main(void) {
+    run_head_dim_limit();
     run_failures(TC_ARCH_TCONST);
     run_failures(TC_ARCH_TLIN);
     run_failures(TC_ARCH_TRANSFORMER);

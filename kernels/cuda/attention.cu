@@ -838,11 +838,17 @@ static cudaError_t att_launch(cudaStream_t st, float *out, int ldo, const float 
             /* the tile does not fit this device's shared memory (head_dim
              * 256 on sm_86 / sm_89: 99 KiB a block, the tile 137 KiB): the
              * row kernel, one block a query row (the same result up to
-             * summation order; slower), never split */
-            if (nq > 65535) return cudaErrorInvalidValue;
-            att_row_kernel<NC><<<dim3((unsigned)n_head, (unsigned)nq), ROW_WARPS * 32, att_row_smem(hd), st>>>(
-                out, ldo, q, ldq, k, ldk, v, ldv, nk, hd, qpos0, kpos0, causal, beta, scale);
-            return cudaGetLastError();
+             * summation order; slower), never split; at most 65535 rows
+             * a launch (grid.y), so longer ones go in chunks */
+            for (int r0 = 0; r0 < nq; r0 += 65535) {
+                const int m = nq - r0 < 65535 ? nq - r0 : 65535;
+                att_row_kernel<NC><<<dim3((unsigned)n_head, (unsigned)m), ROW_WARPS * 32, att_row_smem(hd), st>>>(
+                    out + (size_t)r0 * (size_t)ldo, ldo, q + (size_t)r0 * (size_t)ldq, ldq, k, ldk, v, ldv, nk, hd,
+                    qpos0 + r0, kpos0, causal, beta, scale);
+                const cudaError_t e = cudaGetLastError();
+                if (e != cudaSuccess) return e;
+            }
+            return cudaSuccess;
         }
         if (splits > 1)
             att_combine_kernel<<<dim3((unsigned)nq, (unsigned)n_head), 64, 0, st>>>(out, ldo, part, nq, hd, splits,

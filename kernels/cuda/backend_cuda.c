@@ -416,8 +416,10 @@ static void cuda_attention_pairs(tc_backend *be, const tc_att_item *w, const tc_
     const int cap = batch_cap(c, c->pairs == 2 ? TC_CUDA_PAIR_SPLIT_MAX : TC_CUDA_ATT_PAIRS);
     int np = 0;
     for (int i = 0; i < n; i++) {
-        if (w[i].nq <= 0) continue;
-        if (w[i].nq > TC_CUDA_ATT_ROW_MAX) {
+        if (w[i].nq <= 0 && z[i].nq <= 0) continue;
+        /* no window rows but zip rows (backend.h still runs z), or a
+         * prefill's window: one attention at a time */
+        if (w[i].nq <= 0 || w[i].nq > TC_CUDA_ATT_ROW_MAX) {
             for (int r = 0; r < 2; r++) {
                 const tc_att_item *t = r ? &z[i] : &w[i];
                 if (t->nq > 0 &&
@@ -446,6 +448,7 @@ static void cuda_linear_pre(tc_backend *be, int pre, float *y, int ldy, const fl
     tc_cuda_ctx *c = ctx_of(be);
     if (n <= 0 || m <= 0 || !cuda_enter(c)) return;
     if (n > c->skinny_rows || tc_cuda_linear_pre_smem(n, k) > TC_CUDA_PRE_SMEM) {
+        TC_ASSERT(pre != TC_PRE_LN || ldx == k, "cuda linear_pre: layernorm rows of stride %d, not %d", ldx, k);
         if (pre == TC_PRE_LN) cuda_layernorm(be, tmp, x, ln_w, ln_b, n, k, eps);
         else cuda_swiglu(be, tmp, k, x, ldx, n, k);
         cuda_linear(be, y, ldy, tmp, k, W, bias, n, m, k, beta);
@@ -776,6 +779,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     be->capture_begin = tc_cuda_capture_begin;
     be->capture_end = tc_cuda_capture_end;
     be->row_tile = TC_CUDA_ROW_TILE;
+    be->max_head_dim = TC_CUDA_ATT_MAX_HD;
     if (profile) {
         for (int l = 0; l < TC_CUDA_LANES; l++) {
             if (!(c->lane[l].prof = tc_cuda_prof_new(c, profile == 2))) {

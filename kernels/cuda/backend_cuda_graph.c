@@ -211,11 +211,21 @@ int tc_cuda_capture_end(tc_backend *be) {
     }
     (void)cudaGraphDestroy(g);
     L->n_instantiate++;
-    if (CU_OK(c, cudaGraphLaunch(x, L->stream))) L->n_launch++;
     /* kept only if this pass made the launches the probe hashed, all
      * reading staged items (else a replay would use this step's values);
      * in the slot of the least recently used graph */
-    if (L->hash == L->probe_hash && L->stage_used == L->probe_used && !L->stage_overflow) {
+    const int same = L->hash == L->probe_hash && L->stage_used == L->probe_used && !L->stage_overflow;
+    /* a pass that differed from its probe (a knob changed between them)
+     * may have staged more than the graph's first node copies: this
+     * pass's items go up first (the node then copies a prefix of the same
+     * bytes), so its one launch reads no stale item */
+    if (!same && L->stage_used &&
+        !CU_OK(c, cudaMemcpyAsync(L->stage_d, L->stage_h, L->stage_used, cudaMemcpyHostToDevice, L->stream))) {
+        (void)cudaGraphExecDestroy(x);
+        return 1;
+    }
+    if (CU_OK(c, cudaGraphLaunch(x, L->stream))) L->n_launch++;
+    if (same) {
         int v = 0;
         for (int i = 1; i < TC_CUDA_KEPT; i++)
             if (!L->kept[i].exec ? L->kept[v].exec != NULL : L->kept[v].exec && L->kept[i].last < L->kept[v].last)
