@@ -804,7 +804,7 @@ static tc_status parse_list(const char *flag, const char *v, int64_t *out, int *
         e += shift > 0;
         if (*n >= MAX_CTX) return TC_FAIL(TC_ERR_INVALID, "%s: at most %d values", flag, MAX_CTX);
         out[(*n)++] = x;
-        if (*e == ',') e++;
+        if (*e == ',' && e[1]) e++;
         else if (*e) return TC_FAIL(TC_ERR_INVALID, "%s: unexpected '%c' in '%s'", flag, *e, v);
         p = e;
     }

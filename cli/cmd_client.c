@@ -297,7 +297,13 @@ static int do_session(tc_rpc_client *cl, const char *sub, const opts *o) {
             r.n_token_ids = (size_t)o->n_ids;
             r.text = o->text ? (char *)o->text : "";
             if ((rc = unary(cl, M "Append", &r.base, &tconst__v1__append_response__descriptor, o->timeout, &out))) return rc;
-            print_session(((Tconst__V1__AppendResponse *)out)->session);
+            const Tconst__V1__AppendResponse *ar = (const Tconst__V1__AppendResponse *)out;
+            if (!ar->session) {
+                fprintf(stderr, "tconst client: error: malformed response: an AppendResponse without its session\n");
+                protobuf_c_message_free_unpacked(out, NULL);
+                return 1;
+            }
+            print_session(ar->session);
         } else if (!strcmp(sub, "get") || !strcmp(sub, "close")) {
             Tconst__V1__GetSessionRequest r = TCONST__V1__GET_SESSION_REQUEST__INIT;
             r.session_id = (char *)o->id;

@@ -62,6 +62,7 @@ static int tok_parse(int argc, char **argv, tok_args *a, int allow_stream) {
             if (i + 1 >= argc) { fprintf(stderr, "tconst %s: %s needs a value\n", cmd, o); return 2; }
             v = argv[++i];
         }
+        if (!*v) { fprintf(stderr, "tconst %s: error: %.*s: empty value\n", cmd, (int)ol, o); return 2; }
         *dst = v;
     }
     if (!a->model) {
@@ -111,7 +112,7 @@ static tc_status out_flush(void) {
 
 static int tok_fail(const char *cmd, tc_status st) {
     const char *m = tc_error_get();
-    fprintf(stderr, "tconst %s: %s\n", cmd, m ? m : tc_status_str(st));
+    fprintf(stderr, "tconst %s: error: %s\n", cmd, m ? m : tc_status_str(st));
     return 1;
 }
 

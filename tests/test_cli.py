@@ -203,6 +203,8 @@ for flag, val in (("--ctx", "18014398509481984K"), ("--ctx", "999999999999999999
     expect(["bench", "state" if flag == "--ctx" else "batch", "--preset", "tiny", flag, val], 2,
            f"{flag}: '{val}' in '{val}' is out of range", f"bench {flag} {val}: error")
 expect(["bench", "state", "--preset", "tiny", "--ctx", "+5"], 2, "not a list of positive counts", "bench --ctx +5")
+expect(["bench", "state", "--preset", "tiny", "--ctx", "1K,"], 2, "unexpected ',' in '1K,'", "bench --ctx 1K, (a trailing comma)")
+expect(["tokenize", "--model="], 2, "--model: empty value", "tokenize --model= (empty)")
 
 # ---- client: against a stand-in server (raw protobuf bytes) ------------------
 def varint(b, i):
@@ -256,9 +258,14 @@ def stream(requests, context):
             return
 
 
+def append(request, context):
+    return b""  # an AppendResponse with no session in it, status OK
+
+
 server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
 server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-    "tconst.v1.TConst", {"Stream": grpc.stream_stream_rpc_method_handler(stream)}),))
+    "tconst.v1.TConst", {"Stream": grpc.stream_stream_rpc_method_handler(stream),
+                         "Append": grpc.unary_unary_rpc_method_handler(append)}),))
 port = server.add_insecure_port("127.0.0.1:0")
 server.start()
 addr = f"127.0.0.1:{port}"
@@ -283,6 +290,8 @@ for m, needle in (("garbage", "malformed response"), ("cut", "stream ended befor
     got.clear()
     expect(["client", "stream", "-n", "0", "--timeout", "120", "--server", addr], 1, needle,
            f"client stream, a {m} reply with status OK: exit 1", stdin=b"ids: 1 2\nids: 3\n")
+expect(["client", "session", "append", "--id", "s", "--tokens", "1", "--server", addr], 1,
+       "malformed response: an AppendResponse without its session", "client session append: a reply without its session")
 server.stop(None)
 expect(["client", "session", "foo", "--server", addr], 2, "unknown session command 'foo'",
        "client session foo: unknown command (not '--id is required')")

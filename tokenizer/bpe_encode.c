@@ -121,6 +121,8 @@ static tc_status out_reserve(enc_ctx *c, size_t more) {
 static tc_status bpe_word(enc_ctx *c, const uint8_t *w, size_t n) {
     const tc_bpe *bpe = c->bpe;
     scratch *sc = &c->sc;
+    if (n > (size_t)INT32_MAX - 1) /* symbol positions are int32 */
+        return TC_FAIL(TC_ERR_INVALID, "tokenize: a word of %zu bytes without a break (at most %d)", n, INT32_MAX - 1);
     TC_CHECK(scratch_reserve(sc, n));
     for (size_t i = 0; i < n; i++) {
         sc->sym[i] = bpe->byte_id[w[i]];
@@ -173,7 +175,7 @@ static tc_status encode_word(void *ctx, const uint8_t *w, size_t n) {
     tc_bpe_cache_slot *slot = NULL;
     uint64_t h = 0;
     if (n <= TC_BPE_CACHE_WORD) {
-        h = tc_bpe_hash(w, n);
+        h = tc_bpe_hash(bpe->hash_seed, w, n);
         slot = &bpe->cache[h & (TC_BPE_CACHE_SLOTS - 1)];
         /* a busy cache is skipped, never waited for */
         if (pthread_mutex_trylock(&bpe->cache_mu) == 0) {

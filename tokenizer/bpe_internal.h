@@ -40,6 +40,8 @@ struct tc_bpe {
     uint32_t tok_index_mask;
     int32_t byte_id[256]; /* id of each single-byte token */
 
+    uint64_t hash_seed; /* per load, random: a crafted vocabulary cannot aim its tokens at one bucket */
+
     tc_bpe_pair *pairs;
     uint32_t pairs_mask;
     int32_t n_merges;
@@ -50,7 +52,7 @@ struct tc_bpe {
     tc_bpe_cache_slot *cache;
 };
 
-uint64_t tc_bpe_hash(const uint8_t *s, size_t n);
+uint64_t tc_bpe_hash(uint64_t seed, const uint8_t *s, size_t n);
 int32_t tc_bpe_lookup(const tc_bpe *bpe, const uint8_t *s, size_t n);
 
 static inline const tc_bpe_pair *tc_bpe_pair_find(const tc_bpe *bpe, int32_t a, int32_t b) {

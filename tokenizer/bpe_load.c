@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 
 /* GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves,
  * the other 68 bytes for U+0100.. in byte order, so every token is a
@@ -25,8 +27,8 @@ static void byte_alphabet(uint32_t byte_cp[256], int16_t cp_byte[0x144]) {
     }
 }
 
-uint64_t tc_bpe_hash(const uint8_t *s, size_t n) {
-    uint64_t h = 0x243F6A8885A308D3ull ^ (n * 0x9E3779B97F4A7C15ull);
+uint64_t tc_bpe_hash(uint64_t seed, const uint8_t *s, size_t n) {
+    uint64_t h = (0x243F6A8885A308D3ull ^ seed) ^ (n * 0x9E3779B97F4A7C15ull);
     while (n >= 8) {
         uint64_t v;
         memcpy(&v, s, 8);
@@ -43,7 +45,7 @@ uint64_t tc_bpe_hash(const uint8_t *s, size_t n) {
 }
 
 int32_t tc_bpe_lookup(const tc_bpe *bpe, const uint8_t *s, size_t n) {
-    for (uint32_t i = (uint32_t)tc_bpe_hash(s, n) & bpe->tok_index_mask;; i = (i + 1) & bpe->tok_index_mask) {
+    for (uint32_t i = (uint32_t)tc_bpe_hash(bpe->hash_seed, s, n) & bpe->tok_index_mask;; i = (i + 1) & bpe->tok_index_mask) {
         int32_t id = bpe->tok_index[i];
         if (id < 0) return -1;
         if (bpe->tok_len[id] == n && memcmp(bpe->tok_bytes + bpe->tok_off[id], s, n) == 0) return id;
@@ -54,7 +56,7 @@ int32_t tc_bpe_lookup(const tc_bpe *bpe, const uint8_t *s, size_t n) {
 static int32_t index_insert(tc_bpe *bpe, int32_t id) {
     const uint8_t *s = bpe->tok_bytes + bpe->tok_off[id];
     size_t n = bpe->tok_len[id];
-    for (uint32_t i = (uint32_t)tc_bpe_hash(s, n) & bpe->tok_index_mask;; i = (i + 1) & bpe->tok_index_mask) {
+    for (uint32_t i = (uint32_t)tc_bpe_hash(bpe->hash_seed, s, n) & bpe->tok_index_mask;; i = (i + 1) & bpe->tok_index_mask) {
         int32_t o = bpe->tok_index[i];
         if (o < 0) { bpe->tok_index[i] = id; return -1; }
         if (bpe->tok_len[o] == n && memcmp(bpe->tok_bytes + bpe->tok_off[o], s, n) == 0) return o;
@@ -336,7 +338,14 @@ static tc_status pair_raise(tc_bpe *bpe, int32_t a, int32_t b, int32_t rank, int
  * wins. Reproduced here: every comma of every key is tried as the split. A
  * split whose concatenation is no token is skipped (node would emit an
  * undefined id). */
-static tc_status add_comma_aliases(tc_bpe *bpe, const int32_t *ma, const int32_t *mb, int32_t n_merges) {
+static tc_status add_comma_aliases(tc_bpe *bpe, const char *path, const int32_t *ma, const int32_t *mb,
+                                   const int32_t *line_of, int32_t n_merges) {
+    /* each split tried hashes its key: bytes hashed, bounded so that a
+     * crafted file (merges of long comma runs: commas x length per merge)
+     * is refused in well under a second rather than loading for hours.
+     * GPT-2's merges need ~10^5 of the 2^28 */
+    uint64_t work = 0;
+    const uint64_t budget = (uint64_t)1 << 28;
     uint8_t *key = malloc(2 * bpe->max_tok_len + 1);
     uint8_t *cat = malloc(2 * bpe->max_tok_len);
     if (!key || !cat) { free(key); free(cat); return TC_FAIL(TC_ERR_NOMEM, "merges: out of memory"); }
@@ -348,6 +357,14 @@ static tc_status add_comma_aliases(tc_bpe *bpe, const int32_t *ma, const int32_t
         size_t kl = la + 1 + lb;
         for (size_t p = 1; p + 1 < kl; p++) {
             if (key[p] != ',' || p == la) continue;
+            if ((work += kl) > budget) {
+                free(key);
+                free(cat);
+                return TC_FAIL(TC_ERR_INVALID,
+                               "%s:%d: merges of tokens with this many commas (this one %zu bytes) are more than the "
+                               "loader aliases (2^28 bytes looked up in all); not a GPT-2 style merges file?",
+                               path, line_of[r], kl);
+            }
             int32_t x = tc_bpe_lookup(bpe, key, p), y = tc_bpe_lookup(bpe, key + p + 1, kl - p - 1);
             if (x < 0 || y < 0) continue;
             memcpy(cat, key, p);
@@ -456,7 +473,7 @@ static tc_status parse_merges(tc_bpe *bpe, const char *path, char *text, size_t 
         p = next;
     }
     bpe->n_merges = n;
-    TC_CHECK_GOTO(add_comma_aliases(bpe, ma, mb, n));
+    TC_CHECK_GOTO(add_comma_aliases(bpe, path, ma, mb, line_of, n));
 fail:
     free(ma);
     free(mb);
@@ -475,6 +492,8 @@ tc_status tc_bpe_load_files(tc_bpe **out, const char *vocab_path, const char *me
     tc_bpe *bpe = calloc(1, sizeof *bpe);
     if (!bpe) return TC_FAIL(TC_ERR_NOMEM, "tokenizer: out of memory");
     pthread_mutex_init(&bpe->cache_mu, NULL);
+    if (getrandom(&bpe->hash_seed, sizeof bpe->hash_seed, GRND_NONBLOCK) != (ssize_t)sizeof bpe->hash_seed)
+        bpe->hash_seed = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)bpe; /* no entropy yet */
     byte_alphabet(byte_cp, cp_byte);
     TC_CHECK_GOTO(read_file(vocab_path, &vtext, &vlen));
     TC_CHECK_GOTO(parse_vocab(bpe, vocab_path, vtext, vlen, cp_byte));

@@ -17,6 +17,7 @@
 
 #include "tests/tokenizer/ref_utf8.h"
 #include "tokenizer/bpe.h"
+#include "tokenizer/bpe_internal.h"
 #include "tokenizer/pretok.h"
 
 static int n_pass, n_fail;
@@ -588,6 +589,48 @@ static void test_malformed(void) {
     tc_bpe_free(bpe);
 }
 
+/* Files crafted to make loading slow: merges of long comma runs (each
+ * comma a split the loader aliases, gpt-3-encoder's "a,b" keys) are
+ * refused naming the line; the token index's hash is seeded per load, so
+ * no file can aim its tokens at one bucket (the seeds of two loads
+ * differ). */
+static void test_adversarial(void) {
+    enum { L = 20000 };
+    char *v = malloc(1 << 17), *m = malloc(3 * L + 64);
+    char *base = vocab_json(NULL, 0, "");
+    size_t o = strlen(base) - 1; /* without its closing brace */
+    memcpy(v, base, o);
+    const int lens[2] = {L, 2 * L};
+    for (int t = 0; t < 2; t++) {
+        v[o++] = ',', v[o++] = '"';
+        memset(v + o, ',', (size_t)lens[t]);
+        o += (size_t)lens[t];
+        o += (size_t)sprintf(v + o, "\": %d", 256 + t);
+    }
+    v[o++] = '}';
+    size_t mo = (size_t)sprintf(m, "#version: 0.2\n");
+    memset(m + mo, ',', L), mo += L, m[mo++] = ' ';
+    memset(m + mo, ',', L), mo += L, m[mo++] = '\n', m[mo] = 0;
+    expect_load_error_n("vocab.json", v, o, "merges.txt", m, TC_ERR_INVALID, "merges.txt:2:", "commas");
+    free(v);
+    free(m);
+
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/seeded", work);
+    write_file(dir, "vocab.json", vocab_json(syn_tokens, (int)(sizeof syn_tokens / sizeof *syn_tokens), ""));
+    write_file(dir, "merges.txt", syn_merges);
+    tc_bpe *a = NULL, *b = NULL;
+    EXPECT(tc_bpe_load(&a, dir) == TC_OK && tc_bpe_load(&b, dir) == TC_OK, "load twice: %s", tc_error_get());
+    if (a && b) {
+        EXPECT(a->hash_seed != b->hash_seed, "two loads hash with different seeds (%llx)", (unsigned long long)a->hash_seed);
+        const int32_t want[1] = {256};
+        expect_encode(a, "aa", want, 1);
+        expect_encode(b, "aa", want, 1);
+    }
+    tc_bpe_free(a);
+    tc_bpe_free(b);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s WORKDIR\n", argv[0]);
@@ -605,6 +648,7 @@ int main(int argc, char **argv) {
     test_threads();
     test_malformed();
     test_file_limit();
+    test_adversarial();
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }
