@@ -133,6 +133,33 @@ static void att_run(tc_backend *be, const tc_att_item *it, int n, int n_head, in
                       it[i].nk, n_head, head_dim, it[i].qpos0, it[i].kpos0, it[i].causal, it[i].beta);
 }
 
+/* A long prefill's attentions (the baseline's whole prompt: O(P^2) a
+ * layer, minutes at 100K tokens on a CPU) in chunks of query rows, with a
+ * cancel point between two, so a cancelled prefill stops within a chunk
+ * rather than a layer. Rows are independent (the same keys, the causal
+ * ones cut to those a chunk's last row sees). Each item's chunks in
+ * order; all of it[] before the caller's next call, so a second softmax
+ * (beta 1) still follows the first. 1: cancelled. */
+#define ATT_CANCEL_ROWS 4096
+static int att_run_chunked(tc_backend *be, const tc_att_item *it, int n, int n_head, int head_dim) {
+    for (int i = 0; i < n; i++) {
+        for (int r0 = 0; r0 < it[i].nq; r0 += ATT_CANCEL_ROWS) {
+            if (tc_cancelled()) return 1;
+            tc_att_item c = it[i];
+            c.nq = it[i].nq - r0 < ATT_CANCEL_ROWS ? it[i].nq - r0 : ATT_CANCEL_ROWS;
+            c.out += (size_t)r0 * (size_t)c.ldo;
+            c.q += (size_t)r0 * (size_t)c.ldq;
+            c.qpos0 += r0;
+            if (c.causal) {
+                const int64_t seen = c.qpos0 + c.nq - c.kpos0; /* keys at positions <= the chunk's last row */
+                if (seen < c.nk) c.nk = seen > 0 ? (int)seen : 0;
+            }
+            att_run(be, &c, 1, n_head, head_dim);
+        }
+    }
+    return 0;
+}
+
 /* the sessions' RoPE + window appends: one dispatch when the backend has it */
 static void rope_kv_run(tc_backend *be, const tc_rope_kv_item *it, int n, int ldq, int n_head, int head_dim,
                         float base) {
@@ -215,7 +242,28 @@ static tc_status head_fetch(tc_model *m, int B, const tc_fwd_out *out, const hea
     return st;
 }
 
+static tc_status window_run(tc_session **ss, const int64_t *cnt, int B, const tc_fwd_out *out);
+
+/* A long prefill's buffers (the baseline's whole prompt: O(M d)) go back
+ * after the pass, as the sync's do -- after every pass, a cancelled or
+ * failed one too (else a cancelled 1M-token prompt kept ~10 GB mapped on
+ * its thread); a hit step (M == B, perhaps a captured graph's buffers)
+ * never reaches the threshold. */
 tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd_out *out) {
+    tc_status st = window_run(ss, cnt, B, out);
+    tc_model *m = ss[0]->m;
+    int64_t M = 0;
+    for (int i = 0; i < B; i++) M += cnt[i];
+    if (M != B && (size_t)M * 3 * (size_t)m->cfg.n_embd > TC_WS_KEEP_FLOATS) {
+        tc_ws_release_above(m, TC_WS_X, TC_WS_KEEP_FLOATS);
+        tc_ws_release_above(m, TC_WS_QKV, TC_WS_KEEP_FLOATS);
+        tc_ws_release_above(m, TC_WS_A, TC_WS_KEEP_FLOATS);
+        tc_ws_release_above(m, TC_WS_IDS, TC_WS_KEEP_FLOATS);
+    }
+    return st;
+}
+
+static tc_status window_run(tc_session **ss, const int64_t *cnt, int B, const tc_fwd_out *out) {
     tc_model *m = ss[0]->m;
     tc_backend *be = m->be;
     const tc_model_config *c = &m->cfg;
@@ -275,6 +323,9 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
      * (one row a session), whose shape repeats step after step; a prefill
      * runs as called */
     const int capture = M == B && be->capture_begin && be->capture_end;
+    int64_t most = 0; /* a session's rows, at most: a prefill this long attends in chunks */
+    for (int i = 0; i < B; i++) most = cnt[i] > most ? cnt[i] : most;
+    const int chunked = !capture && most > ATT_CANCEL_ROWS;
     /* a replaying backend may only look at the first pass (capture_end 0)
      * and ask for the same ops again: nothing here changes host state */
     for (int pass = 0;; pass++) {
@@ -345,7 +396,15 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
                     }
                     rope_kv_run(be, RK, B, 3 * d, c->n_head, c->head_dim, c->rope_base);
                 }
-                if (be->attention_pairs && nz > 0) { /* both softmaxes of every session, one dispatch */
+                if (chunked) { /* AZ aligned with AW (nq 0: none) or compact: nq > 0 items either way */
+                    if (att_run_chunked(be, AW, nw, c->n_head, c->head_dim) ||
+                        att_run_chunked(be, AZ, be->attention_pairs ? nw : nz, c->n_head, c->head_dim)) {
+                        if (AW != aw_stack) free(AW);
+                        if (AZ != az_stack) free(AZ);
+                        if (RK != rk_stack) free(RK);
+                        return TC_FAIL(TC_ERR_CANCELLED, "prefill of %lld rows cancelled", (long long)M);
+                    }
+                } else if (be->attention_pairs && nz > 0) { /* both softmaxes of every session, one dispatch */
                     be->attention_pairs(be, AW, AZ, nw, c->n_head, c->head_dim);
                 } else { /* AZ is compact here, or empty */
                     att_run(be, AW, nw, c->n_head, c->head_dim);
@@ -378,14 +437,5 @@ tc_status tc_fwd_window(tc_session **ss, const int64_t *cnt, int B, const tc_fwd
      * win_len are overwritten by the next step) */
     if (want_head) TC_CHECK(head_fetch(m, B, out, &hb));
     for (int i = 0; i < B; i++) ss[i]->win_len += cnt[i];
-    /* a long prefill's buffers (the baseline's whole prompt: O(M d)) go
-     * back, as the sync's do; a hit step (M == B, perhaps a captured
-     * graph's buffers) never reaches the threshold */
-    if (!capture && (size_t)M * 3 * d > TC_WS_KEEP_FLOATS) {
-        tc_ws_release_above(m, TC_WS_X, TC_WS_KEEP_FLOATS);
-        tc_ws_release_above(m, TC_WS_QKV, TC_WS_KEEP_FLOATS);
-        tc_ws_release_above(m, TC_WS_A, TC_WS_KEEP_FLOATS);
-        tc_ws_release_above(m, TC_WS_IDS, TC_WS_KEEP_FLOATS);
-    }
     return TC_OK;
 }

@@ -70,7 +70,8 @@ tc_status tc_session_export(const tc_session *s, int kind, void **out, size_t *l
     if (kind != TC_STATE_SYNC && kind != TC_STATE_FULL) return TC_FAIL(TC_ERR_INVALID, "export: unknown kind %d", kind);
     if (kind == TC_STATE_SYNC && c->arch == TC_ARCH_TRANSFORMER)
         return TC_FAIL(TC_ERR_INVALID, "export: the transformer has no sync state");
-    if (kind == TC_STATE_FULL && s->win_stale)
+    /* (win_start < 0: a sync stopped half way, the zip half written) */
+    if (kind == TC_STATE_FULL && (s->win_stale || s->win_start < 0))
         return TC_FAIL(TC_ERR_INVALID, "export: the window rows of this session were not computed");
     if (kind == TC_STATE_SYNC && (s->win_len != 0 || s->win_start != s->n_tokens))
         return TC_FAIL(TC_ERR_INVALID, "export: sync state asked for, but the session is not right after a sync");

@@ -47,21 +47,22 @@ tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx) {
      * leaves the session as it was, still due */
     float *C = NULL, *QKVC = NULL, *Z = NULL, *QKVZ = NULL, *AT = NULL, *LN = NULL, *H = NULL, *G = NULL;
     int32_t *ids = NULL;
-    if (n_ctx > 0) {
-        TC_CHECK(tc_ws_get(m, TC_WS_C, (size_t)n_ctx * d, &C));
-        TC_CHECK(tc_ws_get(m, TC_WS_QKVC, (size_t)n_ctx * 3 * d, &QKVC));
-        TC_CHECK(tc_ws_get(m, TC_WS_Z, (size_t)Wz * d, &Z));
-        TC_CHECK(tc_ws_get(m, TC_WS_QKVZ, (size_t)Wz * 3 * d, &QKVZ));
-        TC_CHECK(tc_ws_get(m, TC_WS_AT, (size_t)(Wz > tc_row_tile(m) ? Wz : tc_row_tile(m)) * d, &AT));
-        TC_CHECK(tc_ws_get(m, TC_WS_LN, (size_t)tc_row_tile(m) * d, &LN));
-        TC_CHECK(tc_ws_get(m, TC_WS_H, (size_t)tc_row_tile(m) * 2 * F, &H));
-        TC_CHECK(tc_ws_get(m, TC_WS_G, (size_t)tc_row_tile(m) * F, &G));
-        TC_CHECK(tc_ws_get(m, TC_WS_IDS, (size_t)(n_ctx < 65536 ? n_ctx : 65536), (float **)&ids));
-    }
+    tc_status st = TC_OK;
+    if (n_ctx > 0 &&
+        ((st = tc_ws_get(m, TC_WS_C, (size_t)n_ctx * d, &C)) != TC_OK ||
+         (st = tc_ws_get(m, TC_WS_QKVC, (size_t)n_ctx * 3 * d, &QKVC)) != TC_OK ||
+         (st = tc_ws_get(m, TC_WS_Z, (size_t)Wz * d, &Z)) != TC_OK ||
+         (st = tc_ws_get(m, TC_WS_QKVZ, (size_t)Wz * 3 * d, &QKVZ)) != TC_OK ||
+         (st = tc_ws_get(m, TC_WS_AT, (size_t)(Wz > tc_row_tile(m) ? Wz : tc_row_tile(m)) * d, &AT)) != TC_OK ||
+         (st = tc_ws_get(m, TC_WS_LN, (size_t)tc_row_tile(m) * d, &LN)) != TC_OK ||
+         (st = tc_ws_get(m, TC_WS_H, (size_t)tc_row_tile(m) * 2 * F, &H)) != TC_OK ||
+         (st = tc_ws_get(m, TC_WS_G, (size_t)tc_row_tile(m) * F, &G)) != TC_OK ||
+         (st = tc_ws_get(m, TC_WS_IDS, (size_t)(n_ctx < 65536 ? n_ctx : 65536), (float **)&ids)) != TC_OK))
+        goto refused;
     /* last: growing the TLin history drops its rows (the sync recomputes
      * them), so nothing may fail after it -- a refused workspace above
      * left the history a step still reads intact */
-    if (c->arch == TC_ARCH_TLIN) TC_CHECK(tc_session_hist_reserve(s, n_ctx));
+    if (c->arch == TC_ARCH_TLIN && (st = tc_session_hist_reserve(s, n_ctx)) != TC_OK) goto refused;
     s->win_len = 0;
     s->win_start = n_ctx;
     s->zip_len = Wz;
@@ -136,4 +137,8 @@ tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx) {
     tc_ws_release_above(m, TC_WS_C, TC_WS_KEEP_FLOATS);
     tc_ws_release_above(m, TC_WS_QKVC, TC_WS_KEEP_FLOATS);
     return TC_OK;
+refused: /* for memory, the session as it was: what grew before the refusal goes back too */
+    tc_ws_release_above(m, TC_WS_C, TC_WS_KEEP_FLOATS);
+    tc_ws_release_above(m, TC_WS_QKVC, TC_WS_KEEP_FLOATS);
+    return st;
 }

@@ -821,6 +821,41 @@ static void run_failures(tc_arch arch) {
         tc_session_free(s), tc_session_free(r);
         m->be->row_tile = 0;
     }
+    /* (e2) the baseline's long prefill attends in chunks of 4096 query
+     * rows with a cancel point before each: 9000 rows are 3 chunks a
+     * layer (+ the layer's own point), the logits as a twin fed in
+     * pieces no larger than a chunk; cancelled inside a layer's
+     * attention, the session is as it was and appends again */
+    if (arch == TC_ARCH_TRANSFORMER) {
+        enum { P = 9000 };
+        int32_t *h = malloc(P * 4);
+        float *la = malloc((size_t)V * 4), *lb = malloc((size_t)V * 4);
+        for (int i = 0; i < P; i++) h[i] = (int32_t)((i * 31 + 7) % V);
+        tc_session_new(m, &s), tc_session_new(m, &r);
+        g_cancel_at = 1 << 30, g_cancel_seen = 0;
+        tc_cancel_hook prev = tc_cancel_arm(cancel_kth, NULL);
+        EXPECT(tc_session_append(s, h, P, la) == TC_OK, "a %d-token prefill: %s", P, tc_error_get());
+        tc_cancel_restore(prev);
+        const int points = g_cancel_seen;
+        EXPECT(points >= c.n_block * 4, "a %d-row prefill asks %d times whether to stop (want >= %d: 3 chunks and "
+               "the layer, %d layers)", P, points, c.n_block * 4, c.n_block);
+        EXPECT(tc_session_append(r, h, 4000, NULL) == TC_OK && tc_session_append(r, h + 4000, 4000, NULL) == TC_OK &&
+                   tc_session_append(r, h + 8000, P - 8000, lb) == TC_OK,
+               "the twin in pieces: %s", tc_error_get());
+        EXPECT(rel_err(la, lb, V) < 1e-5, "chunked prefill vs the twin: rel err %g", rel_err(la, lb, V));
+        tc_session_free(s);
+        tc_session_new(m, &s);
+        g_cancel_at = 3, g_cancel_seen = 0; /* layer 0's second chunk */
+        prev = tc_cancel_arm(cancel_kth, NULL);
+        st = tc_session_append(s, h, P, NULL);
+        tc_cancel_restore(prev);
+        EXPECT(st == TC_ERR_CANCELLED && s->n_tokens == 0, "cancelled in layer 0's attention: st %d, %lld tokens", st,
+               (long long)s->n_tokens);
+        EXPECT(tc_session_append(s, h, P, la) == TC_OK && rel_err(la, lb, V) < 1e-5,
+               "the same prefill after the cancel: %s", tc_error_get());
+        tc_session_free(s), tc_session_free(r);
+        free(h), free(la), free(lb);
+    }
     /* (f) a batched step's rows readied apart (tc_step_ready): the
      * session whose sync is refused memory (1000 tokens, past every
      * workspace so far) fails alone, as it was; the other steps as its
