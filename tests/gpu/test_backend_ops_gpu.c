@@ -460,7 +460,8 @@ static void test_embed_copy2d(void) {
  * TC_CUDA_PAIR_SPLIT_MAX), a
  * causal window softmax each and, for most, a second non-causal one over a
  * zip added into the same output; one session with 3 query rows, one with
- * 7 (the one-by-one path). Must equal, bit for bit, the window batch
+ * 7 (the one-by-one path), one with no window rows but a zip (run alone,
+ * as backend.h says). Must equal, bit for bit, the window batch
  * followed by the zip batch (what the model ran before), and the CPU
  * within the attention bound. split: the two softmaxes in two blocks at
  * once (tc_backend_cuda_set_pairs 2: every launch), else one block after
@@ -486,16 +487,21 @@ static void test_attention_pairs(int split) {
         w2[i] = w[i], w2[i].out = d2[i];
         z[i] = zl ? (tc_att_item){d1[i], dq[i], dzk[i], dzv[i], ldo, ldq, d, d, nq, zl, qp, 0, 0, 1.f}
                   : (tc_att_item){0};
+        const int zonly = i == 6; /* no window rows, a zip: backend.h still runs z (here with beta 0) */
+        if (zonly) w[i].nq = w2[i].nq = 0, z[i].beta = 0.f;
         if (zl) zc[nz] = z[i], zc[nz++].out = d2[i];
-        g_cpu.attention(&g_cpu, ho[i], ldo, hq[i], ldq, hk[i], d, hv[i], d, nq, nk, nh, hd, qp, kp, 1, 0.f);
-        if (zl) g_cpu.attention(&g_cpu, ho[i], ldo, hq[i], ldq, hzk[i], d, hzv[i], d, nq, zl, nh, hd, qp, 0, 0, 1.f);
+        if (!zonly)
+            g_cpu.attention(&g_cpu, ho[i], ldo, hq[i], ldq, hk[i], d, hv[i], d, nq, nk, nh, hd, qp, kp, 1, 0.f);
+        if (zl)
+            g_cpu.attention(&g_cpu, ho[i], ldo, hq[i], ldq, hzk[i], d, hzv[i], d, nq, zl, nh, hd, qp, 0, 0,
+                            zonly ? 0.f : 1.f);
     }
     g_gpu.attention_pairs(&g_gpu, w, z, N, nh, hd);
     g_gpu.attention_batch(&g_gpu, w2, N, nh, hd);
     g_gpu.attention_batch(&g_gpu, zc, nz, nh, hd);
     int bitwise = 1;
     for (int i = 0; i < N; i++) {
-        const int nq = w[i].nq;
+        const int nq = w[i].nq ? w[i].nq : z[i].nq;
         float *o1 = host(d1[i], (size_t)nq * ldo), *o2 = host(d2[i], (size_t)nq * ldo);
         if (memcmp(o1, o2, (size_t)nq * ldo * 4) != 0) bitwise = 0;
         char sh[160];
