@@ -16,7 +16,7 @@ static const struct {
     {"logits", tc_cli_logits, "stream token ids through the engine, write per-step logits"},
     {"generate", tc_cli_generate, "generate token ids from a prompt"},
     {"sync-bench", tc_cli_sync_bench, "time one global synchronization over N history tokens"},
-    {"bench", tc_cli_bench, "engine benchmarks: itl, state, prefill, batch, floor (tables + CSV)"},
+    {"bench", tc_cli_bench, "engine benchmarks: itl, state, prefill, batch, floor, flat (tables + CSV)"},
     {"client", tc_cli_client, "talk to tconstd over gRPC (generate, session, stream, info, health)"},
 #ifdef TC_HAVE_TOKENIZER
     {"tokenize", tc_cli_tokenize, "text -> token ids (GPT-2 BPE of the model directory)"},

@@ -84,8 +84,8 @@ static const tc_knob KNOBS[] = {
     K("grpc-keepalive-timeout", TC_KNOB_DOUBLE, "10", 1, 3600, "seconds a client gets to answer the server's ping before its connection is closed", grpc_keepalive_timeout),
     K("grpc-max-streams", TC_KNOB_INT, "1024", 1, 1e6, "calls at once on one client connection (HTTP/2 streams; a client's further calls wait on its side)", grpc_max_streams),
     K("grpc-max-pending-calls", TC_KNOB_INT, "1024", 1, 1e6, "calls, over all connections, that have not sent their first message yet; past it a new call gets RESOURCE_EXHAUSTED at once (each holds a stream's buffers)", grpc_max_pending_calls),
-    K("grpc-memory-quota", TC_KNOB_INT, "4294967296", 0, 1e15, "bytes gRPC may use for its connections' buffers, all together (messages on their way in included); 0: no quota. At least 4 x --max-message-bytes", grpc_memory_quota),
-    K("large-request-budget", TC_KNOB_INT, "67108864", 16384, 1e15, "bytes of large requests (messages over 16 KiB, handled on threads of their own) queued or running at once; past it a large request gets RESOURCE_EXHAUSTED, smaller ones still run. Each holds a copy of its message, and tokenizing text takes ~100 B of scratch per byte: size it to the memory tconstd may use for them. At least --max-message-bytes", large_request_budget),
+    K("grpc-memory-quota", TC_KNOB_INT, "4294967296", 0, 1e15, "bytes gRPC may use for its connections' buffers, all together (messages on their way in included); 0: no quota. At least 4 x --max-message-bytes (else refused at start)", grpc_memory_quota),
+    K("large-request-budget", TC_KNOB_INT, "67108864", 16384, 1e15, "bytes of large requests (messages over 16 KiB, handled on threads of their own) queued or running at once; past it a large request gets RESOURCE_EXHAUSTED, smaller ones still run. Each holds a copy of its message, and tokenizing text takes ~100 B of scratch per byte: size it to the memory tconstd may use for them. At least --max-message-bytes (else refused at start)", large_request_budget),
     K("overlap-syncs", TC_KNOB_BOOL, "true", 0, 0, "run syncs on the context thread, overlapping other sessions' steps (false: inline in the batch)", overlap_syncs),
     K("sync-inline-max", TC_KNOB_INT, "512", 0, 1e9, "a sync over at most this many history tokens runs inline in the generation batch instead of on the context worker (short syncs cost less than the hand-off and never wait behind a long one; 0: all go to the context worker)", sync_inline_max),
     K("multi-step", TC_KNOB_INT, "8", 1, 1024, "tokens a generation worker makes per session in one Step call, feeding back what it samples (its own step loop: one round trip per run, not per token; tokens reach the stream in runs). 1: a call per token. In-process workers step one token at a time; so does a generation in a named session (GenerateInSession, Stream, a Generate with session_id) whose stop strings more than 2048 tokens could complete (its runs end after each token that can complete one)", multi_step),
@@ -312,6 +312,13 @@ static int check_limits(const dcfg *c) {
                         "the largest size allowed could never run; raise the budget (its tokenizing takes ~100 B "
                         "of memory a byte) or lower the message size\n", (long long)c->large_request_budget,
                 (long long)c->max_message_bytes);
+        return -1;
+    }
+    if (c->grpc_memory_quota > 0 && c->grpc_memory_quota < 4 * c->max_message_bytes) {
+        fprintf(stderr, "tconstd: error: --grpc-memory-quota %lld is below 4 x --max-message-bytes %lld: messages "
+                        "of the largest size allowed would be refused by gRPC for memory, not by the size limit "
+                        "with its message; raise the quota (0: none) or lower the message size\n",
+                (long long)c->grpc_memory_quota, (long long)c->max_message_bytes);
         return -1;
     }
     return 0;

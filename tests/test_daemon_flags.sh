@@ -39,6 +39,8 @@ refuse "only spawned workers in --worker-mode split" --context-device cuda:1 --w
 refuse "--served-model-name: 256 bytes (at most 255)" --served-model-name "$(printf 'm%.0s' $(seq 256))"
 refuse "--context-device 'auto': expected cpu or cuda:N" --context-device auto
 refuse "--device 'gpu': expected auto, cpu or cuda:N" --device gpu
+refuse "--grpc-memory-quota 1000000 is below 4 x --max-message-bytes" --grpc-memory-quota 1000000
+refuse "--large-request-budget 20000 is below --max-message-bytes" --large-request-budget 20000
 
 # --device auto (the default): the spawned workers' devices from the GPUs
 # the worker binary counts (tconst-worker --count-devices). A stand-in
