@@ -822,7 +822,7 @@ static void usage(FILE *f) {
             "  --batch LIST    batch sizes for `batch`, timed side by side (default 1,4,16,64); --batch-ctx N (default 1K)\n"
             "  --reps R        windows timed per context / repetitions (default 2)\n"
             "  --budget S      skip a context whose predicted time exceeds S seconds (default 120)\n"
-            "  --threads T     OpenBLAS threads (default: OpenBLAS's own, i.e. all cores)\n"
+            "  --threads T     compute threads of the CPU backend (default: the online CPUs, at most 8)\n"
             "  --device D      cpu (default) or cuda:N (tconst-cuda only; floor: device copy\n"
             "                  bandwidth and cuBLAS SGEMM instead of the triad and OpenBLAS)\n"
             "  --sampling S    greedy (default: the top 1 on the backend) or top-p (T 0.8, top_p 0.95:\n"

@@ -93,7 +93,7 @@ static const tc_knob KNOBS[] = {
     K("idle-timeout", TC_KNOB_DOUBLE, "3600", 0, 1e9, "seconds before an idle session is closed (0: never)", idle_timeout),
     K("drain-timeout", TC_KNOB_DOUBLE, "30", 0, 86400, "seconds running streams get to finish after SIGTERM", drain_timeout),
     K("liveness-timeout", TC_KNOB_DOUBLE, "30", 0, 86400, "seconds the engine's lock may stay held, or the gRPC thread stay inside one event, before /healthz answers 503 (a wedged daemon: the liveness probe restarts it); both are held for moments only in normal work. At least 2 (the watchdog looks every second); 0: /healthz always 200", liveness_timeout),
-    K("threads", TC_KNOB_INT, "0", 0, 1024, "BLAS threads (0: OpenBLAS default)", threads),
+    K("threads", TC_KNOB_INT, "0", 0, 1024, "compute threads of the CPU backend, at most 8 and the online CPUs (0: all of those; OpenBLAS itself runs single-threaded under it)", threads),
     K("warmup-tokens", TC_KNOB_INT, "0", 0, 1e8, "history tokens synced once before readiness (0: one window)", warmup_tokens),
     K("log-level", TC_KNOB_STR, "", 0, 0, "error, warn, info, debug or trace (empty: TC_LOG_LEVEL, else info)", log_level),
     K("log-format", TC_KNOB_STR, "", 0, 0, "text or json (empty: TC_LOG_FORMAT, else text)", log_format),

@@ -117,7 +117,7 @@ static const tc_knob KNOBS[] = {
     K("data-listen", TC_KNOB_STR, "127.0.0.1:0", 0, 0, "data-plane (host transport) address a context peer sends to", data_listen),
     K("transport", TC_KNOB_STR, "host", 0, 0, "data plane: host (TCP) or nccl (GPU workers, when built with NCCL)", transport),
     K("model", TC_KNOB_STR, "", 0, 0, "model directory (empty: the built-in tiny tconstformer)", model),
-    K("threads", TC_KNOB_INT, "0", 0, 1024, "BLAS threads (0: OpenBLAS default)", threads),
+    K("threads", TC_KNOB_INT, "0", 0, 1024, "compute threads of the CPU backend, at most 8 and the online CPUs (0: all of those; OpenBLAS itself runs single-threaded under it)", threads),
     K("weight-dtype", TC_KNOB_STR, "", 0, 0, "format of the weight matrices on a CUDA device: f32 (exact against the file), bf16 or f16 (half the bytes; inputs rounded to match, fp32 accumulation); empty: TC_CUDA_WEIGHTS, else f32. The CPU computes in fp32 whatever this says", weight_dtype),
     K("max-message-bytes", TC_KNOB_INT, "268435456", 1024, 4294967295.0, "largest control or data-plane message", max_message_bytes),
     K("max-session-tokens", TC_KNOB_INT, "2147479551", 1, 2147479551.0, "tokens a session may hold (tconstd passes its --max-session-tokens to the workers it starts): the data plane takes a session's state up to that size whatever --max-message-bytes says (a baseline session's K/V cache grows 2 x layers x d x 4 bytes a token; set it on workers you start yourself to bound what a peer may send them: the default admits any state)", max_session_tokens),

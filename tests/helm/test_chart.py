@@ -458,6 +458,10 @@ def check_release(case, docs, values, bins, notes):
                   "%s: PVC spec" % case)
     else:
         check("data_dir" not in cfg, "%s: data_dir without persistence" % w)
+    st = dep["spec"]["strategy"]
+    if st["type"] == "RollingUpdate" and int(values["coordinator"]["embedded"]["gpus"]) > 0:
+        check(st["rollingUpdate"]["maxSurge"] == 0,
+              "%s: a coordinator holding GPUs rolls with a surge pod (it would wait for GPUs a full pool lacks)" % w)
     check(cfg.get("model") == model_path, "%s: config model %r, expected %r" % (w, cfg.get("model"), model_path))
     if model_path:
         check(under_mount(model_path, ctr), "%s: model %s is not mounted" % (w, model_path))
@@ -1216,6 +1220,8 @@ def main():
         ("up selector unquoted", {"metrics": {"prometheusRule": {"upSelector": "job=tconst"}}}),
         ("boundary stall past the last bucket", {"metrics": {"prometheusRule": {"boundaryStallSeconds": 60}}}),
         ("alert error ratio over 1", {"metrics": {"prometheusRule": {"errorRatio": 1.5}}}),
+        ("liveness timeout 1 (0 or at least 2)", {"coordinator": {"config": {"liveness_timeout": 1}}}),
+        ("served model name over 255 bytes", {"coordinator": {"config": {"served_model_name": "m" * 256}}}),
     ]
     for case, vals in invalid:
         rc, out, err, merged, notes = R.run([vals], values_only=True)
@@ -1241,6 +1247,17 @@ def main():
         ("embedded context device, mode both", [emb(gpus=1, workerMode="both", contextDevice="cuda:0")], [], "needs workerMode split"),
         ("embedded in-process with a GPU", [emb(gpus=1, workerMode="inprocess")], [], "inprocess runs on the CPU"),
         ("Kubernetes 1.22", [], ["--kube-version", "v1.22.0"], "kubeVersion"),
+        ("17 split pairs (34 workers)", [{"workers": {"pairs": 17}}], [], "tconstd attaches at most 32"),
+        ("33 both workers", [{"workers": {"pairs": 33, "layout": "both"}}], [], "tconstd attaches at most 32"),
+        ("2 GPUs a worker", [{"workers": {"gpusPerWorker": 2}}], [], "a worker runs on one device"),
+        ("weight_dtype with attached workers", [{"coordinator": {"config": {"weight_dtype": "bf16"}}}], [],
+         "set workers.weightDtype"),
+        ("message size over the budget", [{"coordinator": {"config": {"max_message_bytes": 134217728}}}], [],
+         "large_request_budget 67108864 is below max_message_bytes"),
+        ("memory quota under 4 messages", [{"coordinator": {"config": {"grpc_memory_quota": 1000000}}}], [],
+         "grpc_memory_quota 1000000 is below 4 x max_message_bytes"),
+        ("scrape timeout over the interval", [{"metrics": {"serviceMonitor": {"enabled": True, "interval": "5s"}}}], [],
+         "scrapeTimeout 10s is longer than its interval 5s"),
     ]
     check(len(refused) >= 12, "refused cases lost")
     for case, vals, extra, msg in refused:

@@ -382,6 +382,51 @@ over coordinator.config. Keys are tconstd knob names (docs/config.md).
 {{- if not .Values.workers.enabled -}}
 {{- include "tconst.validateEmbedded" . -}}
 {{- end -}}
+{{- include "tconst.validateLimits" . -}}
+{{- end -}}
+
+{{/* What tconstd itself would refuse at start (exit 1 or 2, a crash
+loop while the worker pods hold their GPUs), said at install instead. */}}
+{{- define "tconst.validateLimits" -}}
+{{- $w := .Values.workers -}}
+{{- $cfg := .Values.coordinator.config | default dict -}}
+{{- if $w.enabled -}}
+{{- $n := int $w.pairs -}}
+{{- if ne $w.layout "both" -}}{{- $n = mul $n 2 -}}{{- end -}}
+{{- if gt (int $n) 32 -}}
+{{- fail (printf "workers.pairs %d with layout %s makes %d worker processes; tconstd attaches at most 32" (int $w.pairs) $w.layout (int $n)) -}}
+{{- end -}}
+{{- if and (eq $w.device "cuda") (gt (int $w.gpusPerWorker) 1) -}}
+{{- fail (printf "workers.gpusPerWorker %d: a worker runs on one device (--device cuda:0); the other GPUs would be held for nothing" (int $w.gpusPerWorker)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (get $cfg "weight_dtype") (or $w.enabled (eq .Values.coordinator.embedded.workerMode "inprocess")) -}}
+{{- fail "coordinator.config.weight_dtype is for workers tconstd spawns on a GPU; with workers.enabled set workers.weightDtype (in-process workers run on the CPU)" -}}
+{{- end -}}
+{{- $mmb := int64 (get $cfg "max_message_bytes" | default 4194304) -}}
+{{- $budget := int64 (get $cfg "large_request_budget" | default 67108864) -}}
+{{- if lt $budget $mmb -}}
+{{- fail (printf "coordinator.config.large_request_budget %d is below max_message_bytes %d (tconstd refuses it: a request of the largest size could never run)" $budget $mmb) -}}
+{{- end -}}
+{{- if hasKey $cfg "grpc_memory_quota" -}}
+{{- $q := int64 (get $cfg "grpc_memory_quota") -}}
+{{- if and (gt $q 0) (lt $q (mul $mmb 4)) -}}
+{{- fail (printf "coordinator.config.grpc_memory_quota %d is below 4 x max_message_bytes %d (tconstd refuses it); 0 means no quota" $q $mmb) -}}
+{{- end -}}
+{{- else if gt (mul $mmb 4) 4294967296 -}}
+{{- fail (printf "coordinator.config.max_message_bytes %d needs grpc_memory_quota of at least 4 x that (the default quota is 4 GiB)" $mmb) -}}
+{{- end -}}
+{{- $sm := .Values.metrics.serviceMonitor -}}
+{{- if and $sm.enabled (gt (include "tconst.durationMs" $sm.scrapeTimeout | int64) (include "tconst.durationMs" $sm.interval | int64)) -}}
+{{- fail (printf "metrics.serviceMonitor.scrapeTimeout %s is longer than its interval %s (the Prometheus Operator drops such a ServiceMonitor)" $sm.scrapeTimeout $sm.interval) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A duration of one unit (the schema's ^[0-9]+(ms|s|m|h)$) in milliseconds. */}}
+{{- define "tconst.durationMs" -}}
+{{- $n := regexFind "^[0-9]+" . | int64 -}}
+{{- $u := regexFind "(ms|s|m|h)$" . -}}
+{{- if eq $u "ms" -}}{{ $n }}{{- else if eq $u "s" -}}{{ mul $n 1000 }}{{- else if eq $u "m" -}}{{ mul $n 60000 }}{{- else -}}{{ mul $n 3600000 }}{{- end -}}
 {{- end -}}
 
 {{/* Spawned workers' devices against the pod's GPUs: tconstd refuses
