@@ -40,7 +40,7 @@ struct tc_bpe {
     uint32_t tok_index_mask;
     int32_t byte_id[256]; /* id of each single-byte token */
 
-    uint64_t hash_seed; /* per load, random: a crafted vocabulary cannot aim its tokens at one bucket */
+    uint64_t hash_seed; /* per load, random: a crafted vocabulary or merges file cannot aim its tokens or pairs at one bucket */
 
     tc_bpe_pair *pairs;
     uint32_t pairs_mask;
@@ -55,10 +55,26 @@ struct tc_bpe {
 uint64_t tc_bpe_hash(uint64_t seed, const uint8_t *s, size_t n);
 int32_t tc_bpe_lookup(const tc_bpe *bpe, const uint8_t *s, size_t n);
 
+/* MurmurHash3's 64-bit finaliser: a bijection whose every output bit
+ * depends on every input bit. */
+static inline uint64_t tc_bpe_fmix64(uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDull;
+    h ^= h >> 33;
+    h *= 0xC4CEB9FE1A85EC53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+/* First slot of pair key (a << 32 | b), seeded like the token index: a
+ * merges file cannot pick ids whose pairs share a slot. */
+static inline uint32_t tc_bpe_pair_slot(const tc_bpe *bpe, uint64_t key) {
+    return (uint32_t)tc_bpe_fmix64(key ^ bpe->hash_seed) & bpe->pairs_mask;
+}
+
 static inline const tc_bpe_pair *tc_bpe_pair_find(const tc_bpe *bpe, int32_t a, int32_t b) {
     uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-    uint64_t h = key * 0x9E3779B97F4A7C15ull;
-    for (uint32_t i = (uint32_t)(h >> 32) & bpe->pairs_mask;; i = (i + 1) & bpe->pairs_mask) {
+    for (uint32_t i = tc_bpe_pair_slot(bpe, key);; i = (i + 1) & bpe->pairs_mask) {
         const tc_bpe_pair *p = &bpe->pairs[i];
         if (p->key == key) return p;
         if (p->key == UINT64_MAX) return NULL;

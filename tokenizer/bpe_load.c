@@ -27,6 +27,10 @@ static void byte_alphabet(uint32_t byte_cp[256], int16_t cp_byte[0x144]) {
     }
 }
 
+/* Keyed by the load's seed and ended with a full finaliser (fmix64): every
+ * input bit reaches every bucket bit, so which strings share a bucket
+ * depends on the seed. Without the finaliser, strings under 8 bytes that
+ * agree in their low bytes landed in one bucket whatever the seed. */
 uint64_t tc_bpe_hash(uint64_t seed, const uint8_t *s, size_t n) {
     uint64_t h = (0x243F6A8885A308D3ull ^ seed) ^ (n * 0x9E3779B97F4A7C15ull);
     while (n >= 8) {
@@ -39,8 +43,7 @@ uint64_t tc_bpe_hash(uint64_t seed, const uint8_t *s, size_t n) {
     }
     uint64_t v = 0;
     memcpy(&v, s, n);
-    h = (h ^ v) * 0xC4CEB9FE1A85EC53ull;
-    h ^= h >> 29;
+    h = tc_bpe_fmix64((h ^ v) * 0xC4CEB9FE1A85EC53ull ^ seed);
     return h ? h : 1;
 }
 
@@ -315,8 +318,7 @@ fail:
 /* Sets the rank of pair (a, b) to at least `rank`. */
 static tc_status pair_raise(tc_bpe *bpe, int32_t a, int32_t b, int32_t rank, int32_t result, int *existed) {
     uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-    uint64_t h = key * 0x9E3779B97F4A7C15ull;
-    for (uint32_t i = (uint32_t)(h >> 32) & bpe->pairs_mask;; i = (i + 1) & bpe->pairs_mask) {
+    for (uint32_t i = tc_bpe_pair_slot(bpe, key);; i = (i + 1) & bpe->pairs_mask) {
         tc_bpe_pair *p = &bpe->pairs[i];
         if (p->key == key) {
             if (rank > p->rank) p->rank = rank;

@@ -629,6 +629,32 @@ static void test_adversarial(void) {
     }
     tc_bpe_free(a);
     tc_bpe_free(b);
+
+    /* 2048 seven-byte strings equal in their low 42 bits: before the hash
+     * ended with a full finaliser they all shared one bucket of a 4096-slot
+     * index whatever the seed. Now no bucket may hold more than 16 (a
+     * random spread's largest holds about 5), under either seed. */
+    enum { NS = 2048, MASK = 4095 };
+    static uint16_t load[MASK + 1];
+    const uint64_t seeds[2] = {1, 0x5DEECE66Dull};
+    for (int si = 0; si < 2; si++) {
+        memset(load, 0, sizeof load);
+        int worst = 0;
+        for (int i = 0; i < NS; i++) {
+            uint8_t w[7] = {'a', 'b', 'c', 'd', 'e', (uint8_t)(1 | (i >> 8) << 2), (uint8_t)i};
+            uint32_t slot = (uint32_t)tc_bpe_hash(seeds[si], w, sizeof w) & MASK;
+            if (++load[slot] > worst) worst = load[slot];
+        }
+        EXPECT(worst <= 16, "seed %llx: 2048 crafted 7-byte tokens, fullest bucket %d (<= 16)", (unsigned long long)seeds[si], worst);
+    }
+    /* The merges' pair table is seeded too: most keys move with the seed. */
+    tc_bpe s1 = {.pairs_mask = MASK, .hash_seed = seeds[0]}, s2 = {.pairs_mask = MASK, .hash_seed = seeds[1]};
+    int same = 0;
+    for (int i = 0; i < NS; i++) {
+        uint64_t key = (uint64_t)(uint32_t)(i << 4) << 32 | (uint32_t)(NS - i);
+        same += tc_bpe_pair_slot(&s1, key) == tc_bpe_pair_slot(&s2, key);
+    }
+    EXPECT(same < NS / 64, "pair slots depend on the seed (%d of %d keys in the same slot under two seeds)", same, NS);
 }
 
 int main(int argc, char **argv) {
