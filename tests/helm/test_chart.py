@@ -391,11 +391,12 @@ def check_release(case, docs, values, bins, notes):
             value_ok("--" + flag, dflags[flag], v, w + " config", json_typed=True)
     ports = {p["name"]: p["containerPort"] for p in ctr["ports"]}
     ann = dep["spec"]["template"]["metadata"].get("annotations") or {}
-    if values["metrics"]["podAnnotations"]:
+    if values["metrics"]["podAnnotations"] and not values["metrics"]["serviceMonitor"]["enabled"]:
         check(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == str(ports.get("http")) and
               ann.get("prometheus.io/path") == "/metrics", "%s: prometheus.io annotations" % w)
     else:
-        check("prometheus.io/scrape" not in ann, "%s: prometheus.io annotations while metrics.podAnnotations is false" % w)
+        check("prometheus.io/scrape" not in ann,
+              "%s: prometheus.io annotations while metrics.podAnnotations is false or a ServiceMonitor scrapes" % w)
     v6 = values.get("ipFamily", "IPv4") == "IPv6"
     any_host, pod_host = ("[::]", "[$(POD_IP)]") if v6 else ("0.0.0.0", "$(POD_IP)")
     oai = values["coordinator"]["ports"]["openai"]
@@ -499,6 +500,10 @@ def check_release(case, docs, values, bins, notes):
     want_gpu = 0 if workers_on else c["embedded"]["gpus"]
     rq, lm = gpu_of(ctr, res)
     check((rq or 0) == want_gpu and (lm or 0) == want_gpu, "%s: %s requests/limits %s/%s, expected %d" % (w, res, rq, lm, want_gpu))
+    # a pod that asks for GPUs tolerates the GPU nodes' taint unless told otherwise
+    tol = dep["spec"]["template"]["spec"].get("tolerations") or []
+    want_tol = c["tolerations"] or (wv["tolerations"] if want_gpu else [])
+    check(tol == want_tol, "%s: tolerations %s, expected %s (coordinator.embedded.gpus %d)" % (w, tol, want_tol, want_gpu))
     if not workers_on:
         check(cfg.get("worker_mode") == c["embedded"]["workerMode"] and "workers" not in cfg, "%s: embedded worker mode" % w)
         wb = cfg.get("worker_binary")
@@ -567,6 +572,10 @@ def check_release(case, docs, values, bins, notes):
             check(a.get("model") == model_path, "%s: --model %r, expected %r" % (wc, a.get("model"), model_path))
             if model_path:
                 check(under_mount(model_path, ctr), "%s: model not mounted" % wc)
+            caps = (ctr.get("securityContext") or {}).get("capabilities") or {}
+            check(caps.get("drop") == values["securityContext"]["capabilities"]["drop"] and
+                  ("IPC_LOCK" in (caps.get("add") or [])) == bool(wv["nccl"]["ipcLock"]),
+                  "%s: capabilities %s with workers.nccl.ipcLock %s" % (wc, caps, wv["nccl"]["ipcLock"]))
             env = env_of(ctr)
             n = wv["nccl"]
             nccl_on = wv["transport"] == "nccl"
@@ -1109,6 +1118,9 @@ def main():
         ("embedded, 1 GPU, both, IPv6", [nest({"workers.enabled": False, "persistence.enabled": False, "ipFamily": "IPv6",
                                               "coordinator.embedded.gpus": 1, "coordinator.embedded.workerMode": "both"})]),
         ("embedded, 1 GPU shared by split", [nest({"workers.enabled": False, "coordinator.embedded.gpus": 1})]),
+        ("embedded, 1 GPU, own tolerations", [nest({"workers.enabled": False, "coordinator.embedded.gpus": 1,
+                                                   "coordinator.tolerations": [{"key": "pool", "operator": "Equal",
+                                                                                "value": "a100", "effect": "NoSchedule"}]})]),
         ("embedded, 2 GPUs swapped", [nest({"workers.enabled": False, "coordinator.embedded.gpus": 2,
                                             "coordinator.embedded.device": "cuda:1"})]),
         ("embedded, 2 GPUs explicit", [nest({"workers.enabled": False, "coordinator.embedded.gpus": 2,
