@@ -519,7 +519,7 @@ static void cuda_topk(tc_backend *be, int32_t *ids, float *vals, const float *x,
     if (!cuda_enter(c)) return;
     if (REPLAY_MIX(lane_of(c), OP_TOPK, P64(ids), P64(vals), P64(x), n, V, k)) return;
     tc_cuda_lane *L = lane_of(c);
-    (void)CU_OK(c, tc_cuda_topk(L->stream, ids, vals, x, n, V, k, L->am_part, L->am_count));
+    (void)CU_OK(c, tc_cuda_topk(L->stream, ids, vals, x, n, V, k, L->am_part, L->am_count, c->sms));
 }
 
 /* the rows' draws are items (they change every step: the random bits),

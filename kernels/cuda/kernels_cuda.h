@@ -114,12 +114,13 @@ int tc_cuda_sample_set_kernel(int kind);
 /* topk.cu: per row of x [n, V], the k largest as backend.h's topk (the
  * order of tc_topk_rows, bit for bit).        ids, vals [n, k]; k <= TC_TOPK_MAX */
 cudaError_t tc_cuda_topk(cudaStream_t st, int32_t *ids, float *vals, const float *x, int n, int V, int k,
-                         unsigned long long *am_part, unsigned *am_count);
+                         unsigned long long *am_part, unsigned *am_count, int sms);
 /* k = 1 with am_part (TC_CUDA_ARGMAX_ROWS x TC_CUDA_ARGMAX_SPLIT) and
  * am_count (TC_CUDA_ARGMAX_ROWS, zero before the first call; every call
  * leaves it zero) for n <= TC_CUDA_ARGMAX_ROWS: each row's argmax over
- * several blocks. A stream's calls must not share the scratch with another
- * stream's. */
+ * several blocks, about two per multiprocessor (sms: the device's count;
+ * 0: 132, an H100's). A stream's calls must not share the scratch with
+ * another stream's. */
 #define TC_CUDA_ARGMAX_ROWS 1024
 #define TC_CUDA_ARGMAX_SPLIT 16
 

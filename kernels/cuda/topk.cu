@@ -206,11 +206,11 @@ __global__ __launch_bounds__(AM_THREADS) static void argmax_kernel(int32_t *ids,
 }
 
 extern "C" cudaError_t tc_cuda_topk(cudaStream_t st, int32_t *ids, float *vals, const float *x, int n, int V, int k,
-                                    unsigned long long *am_part, unsigned *am_count) {
+                                    unsigned long long *am_part, unsigned *am_count, int sms) {
     if (n <= 0) return cudaSuccess;
     if (k < 1 || k > V || k > TC_TOPK_MAX) return cudaErrorInvalidValue;
     if (k == 1 && am_part && am_count && n <= TC_CUDA_ARGMAX_ROWS) {
-        int G = 2 * 132 / n; /* about two blocks an SM of an H100 / H200 */
+        int G = 2 * (sms > 0 ? sms : 132) / n; /* about two blocks an SM (132 SMs: an H100 / H200) */
         if (G > TC_CUDA_ARGMAX_SPLIT) G = TC_CUDA_ARGMAX_SPLIT;
         if (G < 1) G = 1;
         return tc_launch(argmax_kernel, dim3((unsigned)G, (unsigned)n), dim3(AM_THREADS), 0, st, ids, vals, x, V, am_part,
