@@ -161,7 +161,21 @@ struct tc_backend {
      * first checks whether its kept graph is that sequence). */
     void (*capture_begin)(tc_backend *be);
     int (*capture_end)(tc_backend *be);
+    /* Optional (NULL: ops have run when they return): returns once the ops
+     * this thread issued have run. Never called while capturing. Long
+     * passes call it at their cancel points (tc_backend_cancelled), so a
+     * cancelled pass on an asynchronous backend stops within one chunk of
+     * work, not after everything the host had already queued. */
+    void (*drain)(tc_backend *be);
 };
+
+/* A cancel point of a long pass: tc_cancelled() once the work issued so
+ * far has run (be->drain), so the answer comes no earlier than the device
+ * got there. */
+static inline int tc_backend_cancelled(tc_backend *be) {
+    if (be->drain) be->drain(be);
+    return tc_cancelled();
+}
 
 /* linear_pre's transforms */
 #define TC_PRE_LN 1

@@ -136,15 +136,16 @@ static void att_run(tc_backend *be, const tc_att_item *it, int n, int n_head, in
 /* A long prefill's attentions (the baseline's whole prompt: O(P^2) a
  * layer, minutes at 100K tokens on a CPU) in chunks of query rows, with a
  * cancel point between two, so a cancelled prefill stops within a chunk
- * rather than a layer. Rows are independent (the same keys, the causal
- * ones cut to those a chunk's last row sees). Each item's chunks in
- * order; all of it[] before the caller's next call, so a second softmax
- * (beta 1) still follows the first. 1: cancelled. */
+ * rather than a layer (on an asynchronous backend too: the cancel point
+ * waits for the chunk before it). Rows are independent (the same keys,
+ * the causal ones cut to those a chunk's last row sees). Each item's
+ * chunks in order; all of it[] before the caller's next call, so a second
+ * softmax (beta 1) still follows the first. 1: cancelled. */
 #define ATT_CANCEL_ROWS 4096
 static int att_run_chunked(tc_backend *be, const tc_att_item *it, int n, int n_head, int head_dim) {
     for (int i = 0; i < n; i++) {
         for (int r0 = 0; r0 < it[i].nq; r0 += ATT_CANCEL_ROWS) {
-            if (tc_cancelled()) return 1;
+            if (tc_backend_cancelled(be)) return 1;
             tc_att_item c = it[i];
             c.nq = it[i].nq - r0 < ATT_CANCEL_ROWS ? it[i].nq - r0 : ATT_CANCEL_ROWS;
             c.out += (size_t)r0 * (size_t)c.ldo;
@@ -326,6 +327,10 @@ static tc_status window_run(tc_session **ss, const int64_t *cnt, int B, const tc
     int64_t most = 0; /* a session's rows, at most: a prefill this long attends in chunks */
     for (int i = 0; i < B; i++) most = cnt[i] > most ? cnt[i] : most;
     const int chunked = !capture && most > ATT_CANCEL_ROWS;
+    /* a pass of this many rows waits for the device at its layer cancel
+     * points (tc_backend_cancelled); a hit step's do not, so an
+     * asynchronous backend keeps its queue full */
+    const int drain_layers = !capture && M >= ATT_CANCEL_ROWS;
     /* a replaying backend may only look at the first pass (capture_end 0)
      * and ask for the same ops again: nothing here changes host state */
     for (int pass = 0;; pass++) {
@@ -339,7 +344,7 @@ static tc_status window_run(tc_session **ss, const int64_t *cnt, int B, const tc
                  * when its caller gave up: the windows are as they were
                  * (win_len moves last), so the caller's roll back of the
                  * history is the whole roll back */
-                if (!capture && tc_cancelled()) {
+                if (!capture && (drain_layers ? tc_backend_cancelled(be) : tc_cancelled())) {
                     if (AW != aw_stack) free(AW);
                     if (AZ != az_stack) free(AZ);
                     if (RK != rk_stack) free(RK);

@@ -624,8 +624,17 @@ static float step_diff(tc_session *a, tc_session *b, int32_t t, int V, tc_status
     return md;
 }
 static int g_cancel_at, g_cancel_seen; /* the g_cancel_at-th cancel point says yes */
+/* backend.h drain, counted: with g_drain_check set, every cancel point
+ * must come after a drain (the point waits for the device's work) */
+static int g_drains, g_drain_check, g_undrained;
+static void count_drain(tc_backend *be) {
+    (void)be;
+    g_drains++;
+}
 static int cancel_kth(void *ud) {
     (void)ud;
+    if (g_drain_check && g_drains == 0) g_undrained++;
+    g_drains = 0;
     return ++g_cancel_seen >= g_cancel_at;
 }
 static void run_failures(tc_arch arch) {
@@ -806,9 +815,13 @@ static void run_failures(tc_arch arch) {
                "append");
         EXPECT(tc_session_extend(s, h + n - 1, 1) == TC_OK && tc_session_extend(r, h + n - 1, 1) == TC_OK, "extend");
         g_cancel_at = 2, g_cancel_seen = 0;
+        m->be->drain = count_drain, g_drain_check = 1, g_drains = 0, g_undrained = 0;
         tc_cancel_hook prev = tc_cancel_arm(cancel_kth, NULL);
         st = tc_session_sync(s, n);
         tc_cancel_restore(prev);
+        EXPECT(g_undrained == 0 && g_cancel_seen == 2, "a sync's cancel points: %d of %d before a drain",
+               g_undrained, g_cancel_seen);
+        m->be->drain = NULL, g_drain_check = 0;
         EXPECT(st == TC_ERR_CANCELLED && tc_session_sync_due(s), "%s: a cancelled Sync: st %d, due %d",
                tc_arch_name(arch), st, tc_session_sync_due(s));
         EXPECT(tc_session_sync(s, n) == TC_OK && tc_session_sync(r, n) == TC_OK, "the syncs again: %s",
@@ -833,12 +846,20 @@ static void run_failures(tc_arch arch) {
         for (int i = 0; i < P; i++) h[i] = (int32_t)((i * 31 + 7) % V);
         tc_session_new(m, &s), tc_session_new(m, &r);
         g_cancel_at = 1 << 30, g_cancel_seen = 0;
+        m->be->drain = count_drain, g_drain_check = 1, g_drains = 0, g_undrained = 0;
         tc_cancel_hook prev = tc_cancel_arm(cancel_kth, NULL);
         EXPECT(tc_session_append(s, h, P, la) == TC_OK, "a %d-token prefill: %s", P, tc_error_get());
         tc_cancel_restore(prev);
         const int points = g_cancel_seen;
         EXPECT(points >= c.n_block * 4, "a %d-row prefill asks %d times whether to stop (want >= %d: 3 chunks and "
                "the layer, %d layers)", P, points, c.n_block * 4, c.n_block);
+        EXPECT(g_undrained == 0, "%d of the prefill's %d cancel points asked before the backend drained", g_undrained,
+               points);
+        /* a hit step (one row a session) never waits for the device */
+        g_drains = 0;
+        EXPECT(tc_step_batch(&s, h, 1, NULL) == TC_OK && g_drains == 0, "a hit step drained the backend %d times: %s",
+               g_drains, tc_error_get());
+        m->be->drain = NULL, g_drain_check = 0;
         EXPECT(tc_session_append(r, h, 4000, NULL) == TC_OK && tc_session_append(r, h + 4000, 4000, NULL) == TC_OK &&
                    tc_session_append(r, h + 8000, P - 8000, lb) == TC_OK,
                "the twin in pieces: %s", tc_error_get());

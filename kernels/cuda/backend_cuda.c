@@ -137,6 +137,15 @@ static void cuda_upload(tc_backend *be, void *dst, const void *src, size_t bytes
     mem_done(L);
 }
 
+/* backend.h drain: a long pass's cancel point waits for its lane, so a
+ * cancelled prefill or sync stops after the chunk in flight, not after
+ * every launch the host had queued ahead */
+static void cuda_drain(tc_backend *be) {
+    tc_cuda_ctx *c = ctx_of(be);
+    TC_ASSERT(!tc_cuda_t_capturing, "cuda: drain inside a captured step");
+    if (cuda_enter(c)) (void)CU_OK(c, cudaStreamSynchronize(lane_of(c)->stream));
+}
+
 static void cuda_download(tc_backend *be, void *dst, const void *src, size_t bytes) {
     tc_cuda_ctx *c = ctx_of(be);
     TC_ASSERT(!tc_cuda_t_capturing, "cuda: download inside a captured step");
@@ -778,6 +787,7 @@ tc_status tc_backend_cuda_init(tc_backend *be, int device) {
     be->sample_min_rows = c->sample == 2 ? 2 : 1;
     be->capture_begin = tc_cuda_capture_begin;
     be->capture_end = tc_cuda_capture_end;
+    be->drain = cuda_drain;
     be->row_tile = TC_CUDA_ROW_TILE;
     be->max_head_dim = TC_CUDA_ATT_MAX_HD;
     if (profile) {
