@@ -219,6 +219,7 @@ static tc_status refresh_info(remote *R, wproc *p, int role, Tconst__Worker__V1_
     fix_data_addr(p, ir->data_address, p->data_addr, sizeof p->data_addr);
     p->boot = ir->boot_id; /* boot_of reads it under the lock from other threads */
     snprintf(p->device, sizeof p->device, "%s", ir->device);
+    p->max_msg = ir->max_message_bytes;
     pthread_mutex_unlock(&R->mu);
     if (keep) *keep = ir;
     else tconst__worker__v1__info_response__free_unpacked(ir, NULL);

@@ -24,6 +24,7 @@
 typedef struct wproc {
     char name[48], role[16], addr[512], data_addr[320], transport[16];
     char device[32]; /* from its Info, under R->mu */
+    int64_t max_msg; /* its --max-message-bytes, from its Info (0: not said) */
     int spawned;
     pid_t pid;
     char *argv[MAX_ARGS];

@@ -40,6 +40,54 @@ uint64_t tc_wr_boot_of(remote *R, wproc *p) {
     return b;
 }
 
+/* Tokens of history one message to p may carry besides its other
+ * fields: its --max-message-bytes (256 MiB when it did not say) less 1 KiB,
+ * at 5 bytes a token (a packed int32's largest varint), at least 64. */
+static int64_t msg_tokens(remote *R, wproc *p) {
+    pthread_mutex_lock(&R->mu);
+    int64_t mm = p->max_msg > 0 ? p->max_msg : (int64_t)256 << 20;
+    pthread_mutex_unlock(&R->mu);
+    int64_t t = (mm - 1024) / 5;
+    return t < 64 ? 64 : t;
+}
+
+/* Tokens of new history a prefill message (an Append of tokens) to the
+ * session's pair carries at most: half of what both workers take, so its
+ * extend (caught up to at most the other half) fits beside it. */
+static int64_t prefill_tokens(remote *R, const tc_wc_session *s) {
+    const wpair *pr = &R->pairs[s->pair];
+    int64_t a = msg_tokens(R, pr->ctx), b = msg_tokens(R, pr->gen);
+    return (a < b ? a : b) / 2;
+}
+
+/* The context copy stored history the session has and it lacks (an extend)
+ * in messages that fit the context worker, until at most `room` tokens of
+ * it are left for the caller's own message to carry. Without this, a copy
+ * started over (a restarted context worker) was sent the whole history in
+ * one message, which a worker refuses past its --max-message-bytes. */
+static tc_status ctx_catch_up(remote *R, tc_wc_session *s, int64_t room) {
+    wproc *c = R->pairs[s->pair].ctx;
+    const int64_t most = msg_tokens(R, c);
+    while (s->n - s->ctx_len > room) {
+        int64_t k = s->n - s->ctx_len;
+        if (k > most) k = most;
+        Tconst__Worker__V1__AppendRequest rq = TCONST__WORKER__V1__APPEND_REQUEST__INIT;
+        rq.sid = s->sid;
+        rq.extend = s->hist + s->ctx_len;
+        rq.n_extend = (size_t)k;
+        ProtobufCMessage *r;
+        tc_status st = tc_wr_call(R, c, tc_wr_t_role, M("Append"), &rq.base,
+                                  &tconst__worker__v1__append_response__descriptor, &r, R->o.timeout_s);
+        if (st != TC_OK) {
+            s->ctx_boot = 0; /* its copy is unknown now */
+            return st;
+        }
+        protobuf_c_message_free_unpacked(r, NULL);
+        s->ctx_len += k;
+    }
+    return TC_OK;
+}
+
 /* The context copy exists on the context worker's current process. */
 static tc_status ensure_ctx(remote *R, tc_wc_session *s, int prefill) {
     wproc *c = R->pairs[s->pair].ctx;
@@ -83,6 +131,8 @@ static tc_status import_on_gen(remote *R, tc_wc_session *s, double shipped_s, ui
 static tc_status append_via_ctx(remote *R, tc_wc_session *s, const int32_t *t, int64_t n, float *logits) {
     wpair *pr = &R->pairs[s->pair];
     TC_CHECK(ensure_ctx(R, s, 1));
+    const int64_t most = msg_tokens(R, pr->ctx);
+    TC_CHECK(ctx_catch_up(R, s, most > n ? most - n : 0));
     uint64_t gb = tc_wr_boot_of(R, pr->gen);
     int opened = 0;
     if (s->gen_boot != gb || !gb) { /* an empty copy to import into */
@@ -164,20 +214,27 @@ static tc_status ensure_gen(remote *R, tc_wc_session *s) {
     uint64_t b = tc_wr_boot_of(R, g);
     if (s->gen_boot == b && b) return TC_OK;
     if (s->n > 0) tc_metric_inc(TC_M_worker_rebuilds_total, 1);
-    if (s->n > 0 && !is_both(R, s)) {
+    /* the history's prefill, in messages the workers take
+     * (prefill_tokens): each piece's boundaries sync on the whole history
+     * before it, so the copy ends as one prefill would leave it */
+    const int64_t piece = prefill_tokens(R, s), n = s->n;
+    if (n > 0 && !is_both(R, s)) {
         /* rebuild through a fresh context copy: a prefill of the history */
         s->ctx_boot = 0;
         TC_CHECK(ensure_ctx(R, s, 1));
-        int64_t n = s->n;
-        s->n = 0; /* append_via_ctx appends hist[0:n] as new tokens */
-        tc_status st = append_via_ctx(R, s, s->hist, n, NULL);
+        tc_status st = TC_OK;
+        for (int64_t done = 0; done < n && st == TC_OK; done += piece) {
+            s->n = done; /* append_via_ctx appends hist[done:done+k] as new tokens */
+            st = append_via_ctx(R, s, s->hist + done, n - done < piece ? n - done : piece, NULL);
+        }
         s->n = n;
+        if (st != TC_OK) s->gen_boot = 0; /* it may hold part of the history: started over next time */
         TC_CHECK(st);
     } else {
         TC_CHECK(open_on(R, g, s->sid, 1)); /* the history's prefill comes next (or the first Append) */
         s->gen_boot = s->gen_opened = b;
-        if (s->n > 0) {
-            tc_status st = append_on_gen(R, s, s->hist, s->n, NULL);
+        for (int64_t done = 0; done < n; done += piece) {
+            tc_status st = append_on_gen(R, s, s->hist + done, n - done < piece ? n - done : piece, NULL);
             if (st != TC_OK) s->gen_boot = 0;
             TC_CHECK(st);
         }
@@ -498,6 +555,7 @@ static tc_status do_sync(remote *R, tc_wc_session *s) {
     wproc *c = pr->ctx;
     if (!is_both(R, s)) {
         TC_CHECK(ensure_ctx(R, s, 0)); /* the Sync comes next: not behind other sessions' prefills */
+        TC_CHECK(ctx_catch_up(R, s, msg_tokens(R, c)));
         rq.extend = s->hist + s->ctx_len;
         rq.n_extend = (size_t)(s->n - s->ctx_len);
         rq.send_seq = ++s->seq;

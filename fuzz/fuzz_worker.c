@@ -274,7 +274,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
             abort();
         }
         for (int r = 0; r < 3; r++) {
-            tc_worker_opts o = {ROLES[r], "cpu", 1.0, "host", -1, 0.5, NULL, NULL, NULL, 0, 1, 0, 0, 0, 0};
+            tc_worker_opts o = {ROLES[r], "cpu", 1.0, "host", -1, 0.5, NULL, NULL, NULL, 0, 1, 0, 0, 0, 0, 0};
             if (tc_model_load(&g_model[a][r], g_dir[a], r == 2 ? &g_be_s : &g_be) != TC_OK ||
                 tc_worker_new(&g_w[a][r], g_model[a][r], r ? &g_tp.t : NULL, json, &o) != TC_OK) {
                 fprintf(stderr, "fuzz_worker: worker %s: %s\n", ROLES[r], tc_error_get());

@@ -315,7 +315,7 @@ int main(int argc, char **argv) {
     if (dev_fault_parse(&health, cfg.role) != 0) goto out;
     tc_worker_opts o = {cfg.role, cfg.device, cfg.peer_timeout, cfg.transport, cuda_dev, cfg.orphan_timeout,
                         health.cuda || atomic_load(&health.fault_after) ? dev_status : NULL, &health,
-                        dev_thread_init, 0, prefill_thread, 0, 0, 0, 0};
+                        dev_thread_init, 0, prefill_thread, 0, 0, 0, 0, cfg.max_message_bytes};
     /* tests: TC_FAULT_SYNC_ERRORS=N fails this worker's first N Syncs
      * (tests/e2e/test_poison.py: a sync that keeps failing ends the
      * generation with the error); TC_FAULT_STEP_SYNC_AT=N fails a Step's

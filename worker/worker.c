@@ -842,6 +842,7 @@ static void do_info(tc_worker *w, tc_call *c, int ping, const uint8_t *msg, size
     r.config_json = w->config_json;
     r.n_params = w->m->n_params;
     r.weights_digest = w->m->weights_digest;
+    r.max_message_bytes = w->o.max_message_bytes;
     r.pid = (int32_t)getpid();
     r.boot_id = w->boot_id;
     r.transport = !strcmp(w->o.transport, "nccl") ? (char *)"nccl" : tp ? (char *)tp->kind : (char *)"none";

@@ -48,6 +48,8 @@ typedef struct {
      * outside the vocabulary (TC_FAULT_APPEND_REPLY_AT,
      * TC_FAULT_STEP_REPLY_AT, worker/main.c); 0 in production */
     int64_t fault_append_reply_at, fault_step_reply_at;
+    /* --max-message-bytes, told to the coordinator in Info (0: not said) */
+    int64_t max_message_bytes;
 } tc_worker_opts;
 
 typedef struct tc_worker tc_worker;
