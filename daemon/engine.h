@@ -94,6 +94,8 @@ typedef struct {
     const char *const *stop; /* stop strings */
     int n_stop;
     const char *request_id;  /* "" = assign */
+    uint64_t request_group;  /* not 0: live jobs of one group may share request_id (an OpenAI completion's n
+                              * choices: Abort of the id ends them all) */
     char *session_id_out;    /* [TC_ID_MAX] or NULL: the session's id */
     int pin;                 /* accepted: the session does not expire idle until tc_engine_session_unpin (a Stream's) */
     uint64_t *pin_key_out;   /* with pin, accepted: the pinned session's key, for tc_engine_session_unpin */

@@ -64,6 +64,7 @@ typedef struct dsess {
 typedef struct job {
     uint64_t id;
     char request_id[TC_ID_MAX];
+    uint64_t request_group; /* tc_job_spec's: jobs of one group share request_id */
     dsess *s;
     int32_t *tokens;
     int64_t n_tokens;

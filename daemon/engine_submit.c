@@ -280,7 +280,8 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
      * client (a retry gets it once the first has ended) */
     if (sp->request_id && *sp->request_id)
         for (job *o = e->jobs; o; o = o->next)
-            if (!atomic_load(&o->ended) && !o->cancel && !strcmp(o->request_id, sp->request_id)) {
+            if (!atomic_load(&o->ended) && !o->cancel && !strcmp(o->request_id, sp->request_id) &&
+                !(sp->request_group && o->request_group == sp->request_group)) {
                 pthread_mutex_unlock(&e->mu);
                 code = refuse(msg, msglen, 6, "request_id: '%s' names a request still running", sp->request_id);
                 goto reject;
@@ -370,6 +371,7 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
     j->s = s;
     j->id = ++e->next_job_id;
     s->busy_job = j->id;
+    j->request_group = sp->request_group;
     if (sp->request_id && *sp->request_id) snprintf(j->request_id, sizeof j->request_id, "%s", sp->request_id);
     else { /* unique among the live requests, ids clients chose included */
         int taken;

@@ -45,11 +45,32 @@ struct tc_openai {
     long long started;
 };
 
+typedef struct oreq oreq;
+
+/* One choice of a completion: a job of the engine (its sink's user), under
+ * its request's mu. A request of n choices runs n jobs, choice i sampled
+ * with seed + i, all under the request's id (one group: Abort ends all). */
 typedef struct {
+    oreq *r;
+    int index;
+    uint64_t job_id; /* 0 once the engine let go */
+    int submitted, answered, finished, done;
+    char *text; /* not streamed: the whole text */
+    size_t tlen, tcap;
+    int32_t *ids; /* not streamed: every generated id */
+    size_t nids, idcap;
+    tc_finish fin;
+    int64_t n_gen; /* ids generated (sent or not) */
+    int err_code;  /* failed before generating: a gRPC code */
+    char err[600];
+    tc_job_stats st;
+} ochoice;
+
+struct oreq {
     tc_openai *srv;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int refs; /* MHD's (until completed) and the engine's (until done) */
+    int refs; /* MHD's (until completed) and each submitted choice's engine job (until done) */
     struct MHD_Connection *conn;
     /* the body */
     char *body;
@@ -60,20 +81,15 @@ typedef struct {
     int stream, include_usage;
     char rid[TC_ID_MAX], id[TC_ID_MAX + 8];
     long long created;
-    /* the job, under mu */
-    uint64_t job_id;
-    int submitted, answered, finished, done, cancelled;
-    char *out; /* stream: SSE bytes not yet read; else the whole text */
+    /* the jobs, under mu */
+    int n; /* choices */
+    ochoice ch[TC_OAI_MAX_N];
+    int n_finished, failed, cancelled;
+    tc_job_stats usage; /* stream: the finished choices', summed */
+    char *out; /* stream: SSE bytes not yet read */
     size_t olen, ocap, ooff;
-    int32_t *ids; /* not streamed: every generated id */
-    size_t nids, idcap;
     atomic_size_t unread; /* stream: events not yet read (the engine's backpressure; read under its lock, so not under mu) */
-    tc_finish fin;
-    int64_t n_gen; /* ids generated (sent or not) */
-    int err_code; /* failed before generating: a gRPC code */
-    char err[600];
-    tc_job_stats st;
-} oreq;
+};
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -86,23 +102,30 @@ static void req_unref(oreq *r) {
     pthread_cond_destroy(&r->cv);
     free(r->body);
     free(r->out);
-    free(r->ids);
+    for (int i = 0; i < TC_OAI_MAX_N; i++) free(r->ch[i].text), free(r->ch[i].ids);
     free(r);
 }
 
-/* appends n bytes to r->out (mu held): 0, or -1 out of memory */
-static int out_put(oreq *r, const char *s, size_t n) {
-    if (r->olen + n + 1 > r->ocap) {
-        size_t cap = r->ocap ? r->ocap : 1024;
-        while (cap < r->olen + n + 1) cap *= 2;
-        char *p = realloc(r->out, cap);
+/* appends n bytes to *buf (len, cap; mu held): 0, or -1 out of memory */
+static int buf_put(char **buf, size_t *len, size_t *cap, const char *s, size_t n) {
+    if (*len + n + 1 > *cap) {
+        size_t c = *cap ? *cap : 1024;
+        while (c < *len + n + 1) c *= 2;
+        char *p = realloc(*buf, c);
         if (!p) return -1;
-        r->out = p, r->ocap = cap;
+        *buf = p, *cap = c;
     }
-    memcpy(r->out + r->olen, s, n);
-    r->olen += n;
-    r->out[r->olen] = 0;
+    memcpy(*buf + *len, s, n);
+    *len += n;
+    (*buf)[*len] = 0;
     return 0;
+}
+static int out_put(oreq *r, const char *s, size_t n) { return buf_put(&r->out, &r->olen, &r->ocap, s, n); }
+
+/* the engine jobs of r's choices that are still running end (mu held) */
+static void cancel_all(oreq *r, int code) {
+    for (int i = 0; i < r->n; i++)
+        if (r->ch[i].job_id && !r->ch[i].finished) tc_engine_cancel(r->srv->cfg.engine, r->ch[i].job_id, code);
 }
 
 /* text as a C string for cJSON: a generated U+0000 would end it, so it
@@ -247,32 +270,42 @@ static cJSON *usage_json(const tc_job_stats *st) {
     return u;
 }
 
-/* a completion object: choices[0] with text and its token ids (tconst's
- * extension; text NULL: no choices, the usage chunk of a stream), finish
- * (NULL: null), usage (NULL: left out) */
-static char *completion_json(const oreq *r, const char *text, const int32_t *ids, int n, const char *finish,
-                             const tc_job_stats *usage) {
+/* one choice: its text and token ids (tconst's extension), finish (NULL: null) */
+static cJSON *choice_json(int index, const char *text, const int32_t *ids, int n, const char *finish) {
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddNumberToObject(c, "index", index);
+    cJSON_AddStringToObject(c, "text", text);
+    cJSON *ia = cJSON_AddArrayToObject(c, "token_ids");
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(ia, cJSON_CreateNumber(ids[i]));
+    cJSON_AddNullToObject(c, "logprobs");
+    if (finish) cJSON_AddStringToObject(c, "finish_reason", finish);
+    else cJSON_AddNullToObject(c, "finish_reason");
+    return c;
+}
+
+/* a completion object with these choices (taken: an array, one choice, or
+ * NULL: none, the usage chunk of a stream), usage (NULL: left out) */
+static char *completion_json(const oreq *r, cJSON *choices, const tc_job_stats *usage) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", r->id);
     cJSON_AddStringToObject(o, "object", "text_completion");
     cJSON_AddNumberToObject(o, "created", (double)r->created);
     cJSON_AddStringToObject(o, "model", r->srv->model_id);
-    cJSON *ch = cJSON_AddArrayToObject(o, "choices");
-    if (text) {
-        cJSON *c0 = cJSON_CreateObject();
-        cJSON_AddNumberToObject(c0, "index", 0);
-        cJSON_AddStringToObject(c0, "text", text);
-        cJSON *ia = cJSON_AddArrayToObject(c0, "token_ids");
-        for (int i = 0; i < n; i++) cJSON_AddItemToArray(ia, cJSON_CreateNumber(ids[i]));
-        cJSON_AddNullToObject(c0, "logprobs");
-        if (finish) cJSON_AddStringToObject(c0, "finish_reason", finish);
-        else cJSON_AddNullToObject(c0, "finish_reason");
-        cJSON_AddItemToArray(ch, c0);
+    if (choices && cJSON_IsArray(choices)) cJSON_AddItemToObject(o, "choices", choices);
+    else {
+        cJSON *ch = cJSON_AddArrayToObject(o, "choices");
+        if (choices) cJSON_AddItemToArray(ch, choices);
     }
     if (usage) cJSON_AddItemToObject(o, "usage", usage_json(usage));
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
+}
+
+/* the usage of a request: the prompt once, every choice's completion */
+static void usage_add(tc_job_stats *u, const tc_job_stats *st) {
+    if (st->prompt_tokens > u->prompt_tokens) u->prompt_tokens = st->prompt_tokens;
+    u->completion_tokens += st->completion_tokens;
 }
 
 static int sse_put(oreq *r, char *json /* freed */) {
@@ -289,72 +322,95 @@ static void sk_appended(void *user, const tc_session_info *si, int64_t n) {
     (void)user, (void)si, (void)n; /* a completion always generates: its end comes as tokens */
 }
 
+/* a choice ended (mu held): counted once; one that failed ends its
+ * siblings (the request as a whole fails); after the last a stream gets
+ * its usage chunk (asked for, nothing failed) and [DONE]. 0, or -1 when
+ * those did not fit in memory. */
+static int choice_end(ochoice *c, int failed) {
+    oreq *r = c->r;
+    if (c->finished) return 0;
+    c->finished = 1;
+    r->n_finished++;
+    if (failed && !r->failed) {
+        r->failed = 1;
+        if (r->n > 1) cancel_all(r, 1);
+    }
+    int oom = 0;
+    if (r->stream && r->n_finished == r->n) {
+        if (!r->failed && r->include_usage) oom |= sse_put(r, completion_json(r, NULL, &r->usage));
+        oom |= out_put(r, "data: [DONE]\n\n", 14);
+        r->unread++;
+    }
+    return oom;
+}
+
 static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, size_t tlen, tc_finish fin,
                       const tc_job_stats *st, const char *error) {
-    oreq *r = user;
+    ochoice *c = user;
+    oreq *r = c->r;
     char *t = text_dup(text, tlen);
     pthread_mutex_lock(&r->mu);
-    int oom = !t;
-    r->n_gen += n;
+    int oom = !t, hs = 0;
+    const char *why = fin != TC_FINISH_NONE ? end_of(fin, error, &hs) : NULL;
+    c->n_gen += n;
     if (t && r->stream) {
-        int hs = 0;
-        const char *why = fin != TC_FINISH_NONE ? end_of(fin, error, &hs) : NULL;
         const int ok_end = fin != TC_FINISH_NONE && why;
-        if (n > 0 || tlen > 0 || ok_end) oom |= sse_put(r, completion_json(r, t, ids, n, ok_end ? why : NULL, NULL));
-        if (ok_end && r->include_usage && st) oom |= sse_put(r, completion_json(r, NULL, NULL, 0, NULL, st));
+        if (n > 0 || tlen > 0 || ok_end)
+            oom |= sse_put(r, completion_json(r, choice_json(c->index, t, ids, n, ok_end ? why : NULL), NULL));
         if (fin != TC_FINISH_NONE && !why) oom |= sse_put(r, error_json(hs, NULL, error ? error : "failed"));
-        if (fin != TC_FINISH_NONE) {
-            oom |= out_put(r, "data: [DONE]\n\n", 14);
-            r->unread++;
-        }
+        if (fin != TC_FINISH_NONE && st) usage_add(&r->usage, st);
     } else if (t) {
-        oom |= out_put(r, t, strlen(t));
-        if (r->nids + (size_t)n > r->idcap) {
-            size_t cap = r->idcap ? r->idcap : 64;
-            while (cap < r->nids + (size_t)n) cap *= 2;
-            int32_t *p = realloc(r->ids, cap * sizeof *p);
-            if (p) r->ids = p, r->idcap = cap;
+        oom |= buf_put(&c->text, &c->tlen, &c->tcap, t, strlen(t));
+        if (c->nids + (size_t)n > c->idcap) {
+            size_t cap = c->idcap ? c->idcap : 64;
+            while (cap < c->nids + (size_t)n) cap *= 2;
+            int32_t *p = realloc(c->ids, cap * sizeof *p);
+            if (p) c->ids = p, c->idcap = cap;
             else oom = 1;
         }
-        if (!oom && n > 0) memcpy(r->ids + r->nids, ids, (size_t)n * sizeof *ids), r->nids += (size_t)n;
+        if (!oom && n > 0) memcpy(c->ids + c->nids, ids, (size_t)n * sizeof *ids), c->nids += (size_t)n;
     }
-    if (oom && fin == TC_FINISH_NONE && r->job_id) /* cannot keep the text: end it rather than lose some silently */
-        tc_engine_cancel(r->srv->cfg.engine, r->job_id, 13);
+    if (oom && fin == TC_FINISH_NONE && c->job_id) /* cannot keep the text: end it rather than lose some silently */
+        tc_engine_cancel(r->srv->cfg.engine, c->job_id, 13);
     if (fin != TC_FINISH_NONE) {
-        r->finished = 1;
-        r->fin = oom ? TC_FINISH_ERROR : fin;
-        if (st) r->st = *st;
+        c->fin = oom ? TC_FINISH_ERROR : fin;
+        if (st) c->st = *st;
         if (fin == TC_FINISH_ERROR || fin == TC_FINISH_CANCELLED || oom)
-            snprintf(r->err, sizeof r->err, "%s", oom ? "out of memory" : error ? error : "cancelled");
+            snprintf(c->err, sizeof c->err, "%s", oom ? "out of memory" : error ? error : "cancelled");
+        if (choice_end(c, oom || !why)) c->fin = TC_FINISH_ERROR;
     }
-    r->answered = 1;
+    c->answered = 1;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     free(t);
 }
 
 static void sk_failed(void *user, int code, const char *msg) {
-    oreq *r = user;
+    ochoice *c = user;
+    oreq *r = c->r;
     pthread_mutex_lock(&r->mu);
-    r->err_code = code ? code : 13;
-    snprintf(r->err, sizeof r->err, "%s", msg ? msg : "failed");
-    r->finished = r->answered = 1;
-    r->fin = TC_FINISH_ERROR;
+    c->err_code = code ? code : 13;
+    snprintf(c->err, sizeof c->err, "%s", msg ? msg : "failed");
+    c->answered = 1;
+    c->fin = TC_FINISH_ERROR;
+    (void)choice_end(c, 1);
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
 }
 
 static void sk_done(void *user) {
-    oreq *r = user;
+    ochoice *c = user;
+    oreq *r = c->r;
     pthread_mutex_lock(&r->mu);
-    r->done = r->answered = r->finished = 1;
-    r->job_id = 0;
+    c->done = c->answered = 1;
+    (void)choice_end(c, 0);
+    c->job_id = 0;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     req_unref(r);
 }
 
-static size_t sk_backlog(void *user) { return atomic_load(&((oreq *)user)->unread); }
+static size_t sk_backlog(void *user) { return atomic_load(&((ochoice *)user)->r->unread); }
 
 static double sk_deadline(void *user) {
     (void)user;
@@ -385,7 +441,7 @@ static int wait_until(oreq *r, int (*cond)(const oreq *)) {
         /* after every wake, not only a timeout: a JSON completion's tokens
          * wake it every run, more often than POLL_MS */
         if (!cond(r) && client_gone(r->conn)) {
-            if (!r->cancelled && r->job_id) tc_engine_cancel(r->srv->cfg.engine, r->job_id, 1);
+            if (!r->cancelled) cancel_all(r, 1);
             r->cancelled = 1;
             return 0;
         }
@@ -393,9 +449,23 @@ static int wait_until(oreq *r, int (*cond)(const oreq *)) {
     return 1;
 }
 
-static int is_answered(const oreq *r) { return r->answered; }
-static int is_finished(const oreq *r) { return r->finished; }
-static int has_output(const oreq *r) { return r->ooff < r->olen || (r->finished && r->done); }
+/* every submitted choice has its first answer / has finished / and the engine let go of it */
+static int is_answered(const oreq *r) {
+    for (int i = 0; i < r->n; i++)
+        if (r->ch[i].submitted && !r->ch[i].answered) return 0;
+    return 1;
+}
+static int is_finished(const oreq *r) {
+    for (int i = 0; i < r->n; i++)
+        if (r->ch[i].submitted && !r->ch[i].finished) return 0;
+    return 1;
+}
+static int is_done(const oreq *r) {
+    for (int i = 0; i < r->n; i++)
+        if (r->ch[i].submitted && !r->ch[i].done) return 0;
+    return 1;
+}
+static int has_output(const oreq *r) { return r->ooff < r->olen || (is_finished(r) && is_done(r)); }
 
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
@@ -451,42 +521,71 @@ static enum MHD_Result completions(tc_openai *s, struct MHD_Connection *c, oreq 
         return ret;
     }
     r->stream = p.stream, r->include_usage = p.include_usage;
+    r->n = p.n;
     if (!p.seed_given) p.sp.sp.seed = fresh_seed(r);
+    const uint64_t seed0 = p.sp.sp.seed;
+    static _Atomic uint64_t groups;
     p.sp.request_id = r->rid;
+    p.sp.request_group = r->n > 1 ? atomic_fetch_add(&groups, 1) + 1 : 0;
     p.sp.sink = &SINK;
-    p.sp.user = r;
     int32_t *toks = NULL;
     size_t nt = 0;
     int code = tc_engine_prepare(s->cfg.engine, &p.sp, &toks, &nt, err, sizeof err);
     if (code == 0) {
-        pthread_mutex_lock(&r->mu); /* the sink may not see r before job_id is set */
-        r->refs++;              /* the engine's */
-        code = tc_engine_submit_prepared(s->cfg.engine, &p.sp, toks, nt, &r->job_id, r->rid, err, sizeof err);
-        if (code != 0) r->refs--;
-        else r->submitted = 1;
+        pthread_mutex_lock(&r->mu); /* the sinks may not see r before the job ids are set */
+        for (int i = 0; i < r->n && code == 0; i++) {
+            ochoice *oc = &r->ch[i];
+            oc->r = r, oc->index = i;
+            /* submit_prepared owns the tokens it is given: every choice but
+             * the last gets a copy */
+            int32_t *ti = toks;
+            if (i + 1 < r->n && !(ti = malloc((nt ? nt : 1) * sizeof *ti))) {
+                code = 8;
+                snprintf(err, sizeof err, "out of memory for %d choices of %zu prompt tokens", r->n, nt);
+                break;
+            }
+            if (ti != toks) memcpy(ti, toks, nt * sizeof *ti);
+            else toks = NULL;
+            p.sp.sp.seed = seed0 + (uint64_t)i; /* choice i: seed + i */
+            p.sp.user = oc;
+            r->refs++; /* the engine's */
+            code = tc_engine_submit_prepared(s->cfg.engine, &p.sp, ti, nt, &oc->job_id, r->rid, err, sizeof err);
+            if (code != 0) r->refs--;
+            else oc->submitted = 1;
+        }
+        if (code != 0) { /* the choices already running end: the request fails as a whole */
+            r->failed = r->cancelled = 1;
+            cancel_all(r, 1);
+        }
         snprintf(r->id, sizeof r->id, "cmpl-%s", r->rid); /* before the sink's first chunk can read it */
         pthread_mutex_unlock(&r->mu);
     }
+    free(toks);
     tc_oai_request_free(&p);
     if (code != 0) {
         openai_names(err, sizeof err, &param);
         return send_error(c, (unsigned)http_status_of(code), param, "%s", err);
     }
-    /* the first answer: a refusal or failure is still an HTTP status */
+    /* the first answers: a refusal or failure is still an HTTP status */
     pthread_mutex_lock(&r->mu);
     if (!wait_until(r, r->stream ? is_answered : is_finished)) {
         pthread_mutex_unlock(&r->mu);
         return MHD_NO; /* the client is gone: close */
     }
-    int est = 0;
-    if (r->err_code || (r->finished && !r->n_gen && !end_of(r->fin, r->err, &est))) {
-        /* refused or failed before a first token (a stream too: its
-         * status line is not out yet) */
-        const int st = r->err_code ? http_status_of(r->err_code) : est;
-        snprintf(err, sizeof err, "%s", r->err);
-        pthread_mutex_unlock(&r->mu);
-        openai_names(err, sizeof err, &param);
-        return send_error(c, (unsigned)st, param, "%s", err);
+    for (int i = 0; i < r->n; i++) {
+        const ochoice *ci = &r->ch[i];
+        int est = 0;
+        if (ci->err_code || (ci->finished && !ci->n_gen && !end_of(ci->fin, ci->err, &est))) {
+            /* refused or failed before a first token (a stream too: its
+             * status line is not out yet); the other choices end */
+            const int st = ci->err_code ? http_status_of(ci->err_code) : est;
+            snprintf(err, sizeof err, "%s", ci->err);
+            r->failed = r->cancelled = 1;
+            cancel_all(r, 1);
+            pthread_mutex_unlock(&r->mu);
+            openai_names(err, sizeof err, &param);
+            return send_error(c, (unsigned)st, param, "%s", err);
+        }
     }
     if (r->stream) {
         pthread_mutex_unlock(&r->mu);
@@ -499,11 +598,24 @@ static enum MHD_Result completions(tc_openai *s, struct MHD_Connection *c, oreq 
         MHD_destroy_response(resp);
         return ret;
     }
-    /* the whole completion */
+    /* the whole completion: every choice, or the first error */
     int st = MHD_HTTP_OK;
-    const char *why = end_of(r->fin, r->err, &st);
-    char *body = why ? completion_json(r, r->out ? r->out : "", r->ids, (int)r->nids, why, &r->st)
-                     : error_json(st, NULL, r->err);
+    char *body = NULL;
+    cJSON *choices = cJSON_CreateArray();
+    tc_job_stats usage = {0};
+    for (int i = 0; i < r->n && choices; i++) {
+        const ochoice *ci = &r->ch[i];
+        const char *why = end_of(ci->fin, ci->err, &st);
+        if (!why) {
+            body = error_json(st, NULL, ci->err);
+            cJSON_Delete(choices);
+            choices = NULL;
+            break;
+        }
+        cJSON_AddItemToArray(choices, choice_json(i, ci->text ? ci->text : "", ci->ids, (int)ci->nids, why));
+        usage_add(&usage, &ci->st);
+    }
+    if (choices) body = completion_json(r, choices, &usage);
     pthread_mutex_unlock(&r->mu);
     struct MHD_Response *resp = NULL;
     if (body && (resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE))) {
@@ -615,10 +727,11 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
     oreq *r = *con_cls;
     if (!r) return;
     *con_cls = NULL;
+    (void)s;
     pthread_mutex_lock(&r->mu);
-    if (r->job_id && !r->finished && !r->cancelled) {
+    if (!r->cancelled) {
         r->cancelled = 1;
-        tc_engine_cancel(s->cfg.engine, r->job_id, 1);
+        cancel_all(r, 1);
     }
     pthread_mutex_unlock(&r->mu);
     req_unref(r);

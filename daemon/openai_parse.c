@@ -184,10 +184,17 @@ static int fields(tc_oai_request *p, const cJSON *o, const char *model_id, int h
         snprintf(p->session_id, sizeof p->session_id, "%s", v->valuestring);
     }
     /* what this server does not do: refused by name rather than ignored */
-    if ((v = cJSON_GetObjectItemCaseSensitive(o, "n")) && !cJSON_IsNull(v) && !(json_int(v, 1, 1, &x) == 0))
-        return BAD("n", "n: only 1 completion a request is supported");
-    if ((v = cJSON_GetObjectItemCaseSensitive(o, "best_of")) && !cJSON_IsNull(v) && !(json_int(v, 1, 1, &x) == 0))
-        return BAD("best_of", "best_of: only 1 is supported");
+    p->n = 1;
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "n")) && !cJSON_IsNull(v)) {
+        if (json_int(v, 1, TC_OAI_MAX_N, &x) != 0)
+            return BAD("n", "n: must be an integer in [1, %d] (completions of the prompt)", TC_OAI_MAX_N);
+        p->n = (int)x;
+        if (p->n > 1 && p->session_id[0])
+            return BAD("n", "n: a completion in a session (session_id) has one choice; n %d asks for more", p->n);
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "best_of")) && !cJSON_IsNull(v) &&
+        !(json_int(v, 1, TC_OAI_MAX_N, &x) == 0 && x == p->n))
+        return BAD("best_of", "best_of: only equal to n (%d) is supported: choices are not ranked", p->n);
     if ((v = cJSON_GetObjectItemCaseSensitive(o, "echo")) && cJSON_IsTrue(v))
         return BAD("echo", "echo: not supported (the prompt is not sent back)");
     if ((v = cJSON_GetObjectItemCaseSensitive(o, "logprobs")) && !cJSON_IsNull(v) && !cJSON_IsFalse(v) &&

@@ -9,10 +9,14 @@
 
 struct cJSON;
 
+/* choices a completion request may ask for (n) */
+#define TC_OAI_MAX_N 16
+
 typedef struct {
     tc_job_spec sp; /* prompt, sampling, stops, session: for tc_engine_prepare (request_id, sink, user unset) */
     int stream, include_usage;
     int seed_given; /* else sp.sp.seed is 0: the caller draws one */
+    int n;          /* choices, 1..TC_OAI_MAX_N: choice i samples with seed + i */
     /* what sp points into */
     int32_t *ids;
     const char **stop;

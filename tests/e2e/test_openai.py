@@ -129,6 +129,43 @@ def body(env, ck):
                  (g_text, "stop"), f"stop {stop!r}: the gRPC text, cut before it; finish_reason stop")
         ck.check(stop not in g_text and want_text.startswith(g_text), "(the gRPC text is the greedy text cut at the stop)")
 
+        # n choices: choice i samples with seed + i (a request of its own
+        # with that seed gives its ids), in JSON and in a stream whose
+        # chunks carry their choice's index; usage counts the prompt once
+        SEED, NCH = 77, 3
+        sampled = dict(req, temperature=0.9, top_k=40)
+        singles = []
+        for i in range(NCH):
+            st, r, _ = call(port, "POST", "/v1/completions", dict(sampled, seed=SEED + i))
+            singles.append((r["choices"][0]["token_ids"], r["choices"][0]["text"]) if st == 200 else (st, r))
+        ck.check(len({tuple(x[0]) for x in singles}) == NCH, f"seeds {SEED}..{SEED + NCH - 1} sample {NCH} different "
+                 "completions (else the check below proves little)", singles)
+        st, r, _ = call(port, "POST", "/v1/completions", dict(sampled, seed=SEED, n=NCH, best_of=NCH))
+        ok = st == 200 and len(r["choices"]) == NCH
+        ck.check(ok, f"n {NCH}, best_of {NCH}: 200 with {NCH} choices", f"{st} {str(r)[:300]}")
+        if ok:
+            ck.equal([c["index"] for c in r["choices"]], list(range(NCH)), "choices indexed 0..n-1 in order")
+            ck.equal([(c["token_ids"], c["text"]) for c in r["choices"]], singles,
+                     f"choice i == a request of its own with seed {SEED} + i")
+            ck.equal(r["usage"], {"prompt_tokens": want_last.usage.prompt_tokens, "completion_tokens": NCH * N,
+                                  "total_tokens": want_last.usage.prompt_tokens + NCH * N},
+                     "usage: the prompt once, every choice's completion tokens")
+        ev = sse(port, dict(sampled, seed=SEED, n=NCH, stream=True, stream_options={"include_usage": True}))
+        chunks = [e for e in ev if isinstance(e, dict) and e["choices"]]
+        per = {i: ([], "", []) for i in range(NCH)}
+        for c in chunks:
+            ck.check(len(c["choices"]) == 1, "a stream chunk carries one choice", c)
+            c0 = c["choices"][0]
+            ids_i, text_i, fin_i = per[c0["index"]]
+            per[c0["index"]] = (ids_i + c0["token_ids"], text_i + c0["text"], fin_i + [c0["finish_reason"]])
+        ck.equal([(per[i][0], per[i][1]) for i in range(NCH)], singles,
+                 f"n {NCH} streamed: each index's chunks add up to that choice's ids and text")
+        ck.equal([[f for f in per[i][2] if f] for i in range(NCH)], [["length"]] * NCH,
+                 "each choice's last chunk (only) says finish_reason length")
+        usage = [e for e in ev if isinstance(e, dict) and not e["choices"]]
+        ck.equal(([u["usage"]["completion_tokens"] for u in usage], ev.count("[DONE]"), ev[-1]),
+                 ([NCH * N], 1, "[DONE]"), "one usage chunk for all choices, then one [DONE], last")
+
         # a named session
         sid = s.OpenSession(pb.OpenSessionRequest(text="Once upon a time"), timeout=60).session_id
         n0 = s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=60).length
@@ -140,7 +177,11 @@ def body(env, ck):
         # bad requests: status, error object naming the field, counted as rejected
         rej0 = d.metric("tconst_requests_total", status="rejected")
         bad = [
-            ({"prompt": prompt, "n": 2}, 400, "n"),
+            ({"prompt": prompt, "n": 0}, 400, "n"),
+            ({"prompt": prompt, "n": 17}, 400, "n"),
+            ({"prompt": prompt, "n": 1.5}, 400, "n"),
+            ({"prompt": prompt, "n": 2, "session_id": "s"}, 400, "n"),
+            ({"prompt": prompt, "n": 2, "best_of": 3}, 400, "best_of"),
             ({"prompt": prompt, "max_tokens": -1}, 400, "max_tokens"),
             ({"prompt": prompt, "max_tokens": 10 ** 9}, 400, "max_tokens"),
             ({"prompt": prompt, "temperature": "hot"}, 400, "temperature"),
@@ -201,6 +242,20 @@ def body(env, ck):
         ck.check(st == 200 and r["id"] == "cmpl-oa-abort-1" and r["choices"][0]["finish_reason"] == "abort" and
                  hdr.get("X-Request-Id") == "oa-abort-1", "... and it answers 200, id cmpl-oa-abort-1, finish_reason abort",
                  f"{st} {str(r)[:200]}")
+
+        # ... all n choices of one: they share its id
+        def aborted2():
+            out["r2"] = call(port, "POST", "/v1/completions", dict(req, max_tokens=100000, n=2),
+                             headers={"X-Request-Id": "oa-abort-2"})
+        th = threading.Thread(target=aborted2)
+        th.start()
+        ck.check(wait_for(lambda: d.metric("tconst_requests_running") == 2, 60, "running"),
+                 "a long JSON completion with n 2 runs as two requests")
+        ck.check(s.Abort(pb.AbortRequest(request_id="oa-abort-2"), timeout=30).found, "gRPC Abort finds them")
+        th.join(120)
+        st, r, hdr = out.get("r2", (None, None, {}))
+        ck.check(st == 200 and r["id"] == "cmpl-oa-abort-2" and [c["finish_reason"] for c in r["choices"]] ==
+                 ["abort", "abort"], "... and both choices end finish_reason abort", f"{st} {str(r)[:200]}")
 
         # an X-Request-Id that is not UTF-8 (it would come back in the JSON
         # body, which a client could then not decode): 400 naming it
