@@ -163,7 +163,7 @@ static void start_job(tc_engine *e, job *j) {
             snprintf(msg, sizeof msg, "append failed: %s", tc_error_get() ? tc_error_get() : tc_status_str(st));
             free(replay);
             /* TC_ERR_IO: a worker that did not come back — UNAVAILABLE, retryable */
-            tc_eng_start_failed(e, j, st == TC_ERR_INVALID ? 3 : st == TC_ERR_IO ? 14 : 13, msg);
+            tc_eng_start_failed(e, j, st == TC_ERR_INVALID ? 3 : st == TC_ERR_IO ? 14 : st == TC_ERR_EXHAUSTED ? 8 : 13, msg);
             return;
         }
         s->pending = -1;

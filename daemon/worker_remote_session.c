@@ -51,13 +51,11 @@ static int64_t msg_tokens(remote *R, wproc *p) {
     return t < 64 ? 64 : t;
 }
 
-/* Tokens of new history a prefill message (an Append of tokens) to the
- * session's pair carries at most: half of what both workers take, so its
- * extend (caught up to at most the other half) fits beside it. */
-static int64_t prefill_tokens(remote *R, const tc_wc_session *s) {
+/* Tokens one message to either worker of the session's pair carries. */
+static int64_t pair_tokens(remote *R, const tc_wc_session *s) {
     const wpair *pr = &R->pairs[s->pair];
     int64_t a = msg_tokens(R, pr->ctx), b = msg_tokens(R, pr->gen);
-    return (a < b ? a : b) / 2;
+    return a < b ? a : b;
 }
 
 /* The context copy stored history the session has and it lacks (an extend)
@@ -215,9 +213,9 @@ static tc_status ensure_gen(remote *R, tc_wc_session *s) {
     if (s->gen_boot == b && b) return TC_OK;
     if (s->n > 0) tc_metric_inc(TC_M_worker_rebuilds_total, 1);
     /* the history's prefill, in messages the workers take
-     * (prefill_tokens): each piece's boundaries sync on the whole history
+     * (pair_tokens / 2): each piece's boundaries sync on the whole history
      * before it, so the copy ends as one prefill would leave it */
-    const int64_t piece = prefill_tokens(R, s), n = s->n;
+    const int64_t piece = pair_tokens(R, s) / 2, n = s->n; /* an extend of up to the other half beside it */
     if (n > 0 && !is_both(R, s)) {
         /* rebuild through a fresh context copy: a prefill of the history */
         s->ctx_boot = 0;
@@ -533,6 +531,13 @@ tc_status tc_wr_append(tc_worker_client *w, tc_wc_session *s, const int32_t *t, 
         if (t[i] < 0 || t[i] >= R->cfg.vocab_size)
             return TC_FAIL(TC_ERR_INVALID, "token id %d at index %lld is outside the vocabulary [0, %d)", t[i],
                            (long long)i, R->cfg.vocab_size);
+    /* one message carries them (a rebuild splits the history, but a
+     * request's tokens go in at once): more than a worker takes is a
+     * tconstd --max-message-bytes above the workers' */
+    const int64_t most = pair_tokens(R, s);
+    if (n > most)
+        return TC_FAIL(TC_ERR_EXHAUSTED, "an append of %lld tokens is more than one message to the workers carries "
+                       "(%lld at their --max-message-bytes; tconstd's is higher)", (long long)n, (long long)most);
     /* the room first: once the workers hold the tokens, the history must
      * take them (a retry would apply them twice) */
     TC_CHECK(hist_reserve(s, n));

@@ -14,6 +14,9 @@ coordinator learns each worker's limit from its Info and splits.
 Workers at --max-message-bytes 16 KiB (about 3,000 tokens a message) and
 a TConstFormer session of 10,000 tokens, appended 1,000 at a time:
 
+  * an Append of 4,000 tokens (more than one message to these workers
+    carries) is refused with RESOURCE_EXHAUSTED naming the flag, and the
+    session keeps its length;
   * the context worker is restarted (SIGTERM, then a new process on the
     same address), and the next Append crosses a window boundary: the
     new context copy is sent the 9,000 tokens it lacks in pieces before
@@ -58,6 +61,19 @@ def body(env, ck):
                 ws[k] = Worker(env, role, model, *flags, listen=addr)
                 up = wait_for(lambda: d.metric("tconst_workers_up") == 2.0, 60, f"the {role} worker back up")
                 ck.check(up, f"the restarted {role} worker is marked up")
+
+            # a request's tokens go in one message: more than the workers
+            # take (tconstd's own limit is higher) is refused, naming it,
+            # and leaves the session as it was
+            try:
+                s.Append(pb.AppendRequest(session_id=sid, token_ids=more * 4), timeout=60)
+                ck.check(False, f"an Append of {4 * CHUNK} tokens to workers at {LIMIT} bytes was refused")
+            except grpc.RpcError as e:
+                ck.check(e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-message-bytes" in e.details(),
+                         f"an Append of {4 * CHUNK} tokens (over what one message to the workers carries): "
+                         "RESOURCE_EXHAUSTED naming --max-message-bytes", f"{e.code().name}: {e.details()}")
+            ck.equal(s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30).length, N,
+                     "... and the session keeps its length")
 
             # a fresh context copy lacks the whole history: sent in pieces
             restart(0, "context")
