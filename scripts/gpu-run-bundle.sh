@@ -22,7 +22,7 @@
 # STAGES picks and orders stages (default: all, in the order below):
 #   ops parity sanitize floor64k batch batch0 e2e e2ex flat batchg floor1m floor256k floor64kg e2eg itl
 # (e2ex: the split-only e2e tests, E2E_EXTRA, default "step_isolation
-# weight_dtype attach poison faults log_json sync_backpressure liveness large_state failover"; each e2e stage under E2E_STAGE_LIMIT,
+# weight_dtype attach poison faults log_json sync_backpressure liveness large_state failover connect_retry long_history"; each e2e stage under E2E_STAGE_LIMIT,
 # default 120 s)
 # (sanitize: the op tests under compute-sanitizer memcheck) and, only when
 # named:
@@ -106,7 +106,7 @@ if [ "${1:-}" = __e2e ]; then
             for t in ${E2E_GPT2:-stop_strings large_request openai}; do echo "split $t"; done
         elif [ "${2#extra}" != "$2" ]; then
             # the split-only tests (their own layouts or daemons)
-            for t in ${E2E_EXTRA:-step_isolation weight_dtype attach poison faults log_json sync_backpressure liveness large_state failover connect_retry}; do echo "split $t"; done
+            for t in ${E2E_EXTRA:-step_isolation weight_dtype attach poison faults log_json sync_backpressure liveness large_state failover connect_retry long_history}; do echo "split $t"; done
         else
             for t in $tests; do echo "split $t"; done
             for t in ${E2E_BOTH:-parity session stream concurrency}; do echo "both $t"; done
