@@ -82,7 +82,7 @@ def body(env, ck):
     want = env.generate(model, prompt, 150, ignore_eos=True, **samp)
     ws = [Worker(env, "context", model), Worker(env, "generation", model)]
     try:
-        with Daemon(env, "--workers", f"{ws[0].addr},{ws[1].addr}", "--worker-timeout", "3", model=model) as d:
+        with Daemon(env, "--workers", f"{ws[0].addr},{ws[1].addr}", "--worker-timeout", "5", model=model) as d:
             s = d.stub()
 
             def gen():

@@ -81,10 +81,15 @@ def body(env, ck):
         ck.equal([repr(e) if e else None for e in errors], [None] * len(prompts), "kill: no stream saw an error")
         for k in range(len(prompts)):
             ck.equal(got[k], want[k], f"kill: stream {k} == uninterrupted tconst generate, {N_TOK} tokens")
-        log = log_of(d)
-        ck.equal(len(re.findall(fail_re, log)) - n_before, 3, "kill: the new context worker's first 3 Connects failed")
-        ck.check(log.count(" sends to generation-") >= 2, "kill: and a later one connected it")
-        ck.equal(d.metric("tconst_workers_up"), 2.0, "kill: both workers are up at the end")
+        # the streams may have ended before the kill (nothing then waits
+        # for the new worker): its Connects are awaited, not read once
+        fails_after = wait_for(lambda: (lambda k: k if k >= 3 else None)(len(re.findall(fail_re, log_of(d))) - n_before),
+                               120, "the new context worker's 3 failed Connects")
+        ck.equal(fails_after, 3, "kill: the new context worker's first 3 Connects failed")
+        ck.check(wait_for(lambda: log_of(d).count(" sends to generation-") >= 2, 120, "a later Connect"),
+                 "kill: and a later one connected it")
+        ck.check(wait_for(lambda: d.metric("tconst_workers_up") == 2.0, 120, "both workers up"),
+                 "kill: both workers are up at the end")
 
     # 3. Connects that never succeed: no start, a clear error
     os.environ["TC_FAULT_CONNECT_ERRORS"] = "1000"

@@ -4,7 +4,7 @@ pair and its generation goes on, token for token (docs/workers.md
 "Failures"; DESIGN §9: a session resumes by re-syncing from its history).
 
 Two attached pairs (--workers, as on Kubernetes: tconstd does not restart
-them), --worker-timeout 3. Session A (on pair 0) streams a seeded sampled
+them), --worker-timeout 5. Session A (on pair 0) streams a seeded sampled
 generation of 1500 tokens across many syncs (seconds of work); after its
 first 10 ids both of pair 0's workers are killed (SIGKILL: a node gone). Past pair 0's
 recovery budget (2 x --worker-timeout) A moves to pair 1, is rebuilt
@@ -51,9 +51,13 @@ def body(env, ck):
     want_a = env.generate(model, pa, N, ignore_eos=True, **samp)
     want_b = env.generate(model, pb_, N, ignore_eos=True, **samp)
     try:
-        with Daemon(env, "--workers", ",".join(w.addr for w in pairs), "--worker-timeout", "3",
+        with Daemon(env, "--workers", ",".join(w.addr for w in pairs), "--worker-timeout", "5", "--stream-queue", "8",
                     model=model) as d:
             s = d.stub()
+            # the two streams on a channel that does not buffer ahead (a 4 KB
+            # window that never grows; A's 48-byte request id rides in every
+            # message), so A cannot end unread before pair 0 is killed
+            slow = d.stub(d.channel(**{"grpc.http2.lookahead_bytes": 4096, "grpc.http2.bdp_probe": 0}))
             sa = s.OpenSession(pb.OpenSessionRequest(token_ids=pa), timeout=60).session_id
             sb = s.OpenSession(pb.OpenSessionRequest(token_ids=pb_), timeout=60).session_id
             pc = [(i * 13) % 500 + 2 for i in range(50)]
@@ -62,13 +66,22 @@ def body(env, ck):
             got = {"a": [], "b": []}
             errs = {}
             ten = threading.Event()
+            killed_at = []
 
             def stream(key, sid):
                 try:
-                    for r in s.GenerateInSession(pb.GenerateInSessionRequest(session_id=sid, sampling=env.sampling(
-                            max_tokens=N, ignore_eos=True, **samp)), timeout=300):
+                    for r in slow.GenerateInSession(pb.GenerateInSessionRequest(
+                            session_id=sid, request_id=f"failover-{key}-" + "x" * 38, sampling=env.sampling(
+                                max_tokens=N, ignore_eos=True, **samp)), timeout=300):
                         got[key] += r.token_ids
-                        if key == "a" and len(got[key]) >= 10:
+                        if key == "a" and len(got[key]) >= 10 and not ten.is_set():
+                            # killed from the reader, before it takes more:
+                            # A's generation cannot have ended meanwhile
+                            # (its 1500 ids take well under a second)
+                            for w in pairs[:2]:
+                                os.kill(w.p.pid, signal.SIGKILL)
+                                w.p.wait(30)
+                            killed_at.append(len(got[key]))
                             ten.set()
                 except grpc.RpcError as e:
                     errs[key] = f"{e.code().name}: {e.details()}"
@@ -77,11 +90,9 @@ def body(env, ck):
             ths = [threading.Thread(target=stream, args=("a", sa)), threading.Thread(target=stream, args=("b", sb))]
             for t in ths:
                 t.start()
-            ck.check(ten.wait(60) and len(got["a"]) < N, "A streams its first ids", f"{len(got['a'])} ids")
-            for w in pairs[:2]:
-                os.kill(w.p.pid, signal.SIGKILL)
-                w.p.wait(30)
-            print(f"     pair 0 killed with {len(got['a'])} of A's ids read")
+            ck.check(ten.wait(60) and killed_at and killed_at[0] < N, "A streams its first ids, then pair 0 is killed",
+                     f"{killed_at} ids")
+            print(f"     pair 0 killed with {killed_at} of A's ids read")
             for t in ths:
                 t.join(300)
             ck.check(not any(t.is_alive() for t in ths), "both streams end")
@@ -121,7 +132,7 @@ def body(env, ck):
     # kept on them for good
     pairs = [Worker(env, r, model) for r in ("context", "generation", "context", "generation")]
     try:
-        with Daemon(env, "--workers", ",".join(w.addr for w in pairs), "--worker-timeout", "1",
+        with Daemon(env, "--workers", ",".join(w.addr for w in pairs), "--worker-timeout", "3",
                     model=model) as d:
             s = d.stub()
             px = [(i * 7) % 500 + 2 for i in range(40)]  # past one window: a copy on the context worker too

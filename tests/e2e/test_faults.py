@@ -170,15 +170,21 @@ def coordinator_kill_batch(env, ck):
     model = env.model("tconstformer", seed=5)
     data = os.path.join(env.tmp, "journal-batch")
     K = 6
+    # long enough that the generations cannot end while their clients do
+    # not read: a 4 KB stream window that never grows and 48-byte request
+    # ids (echoed in every message), as test_drain pauses a stream; a
+    # default channel buffers whole 400-token runs, which then ended before
+    # the kill on a loaded machine
+    N_B = 1500
     prompts = [[(i * 31 + k * 7) % 500 + 2 for i in range(20 + 3 * k)] for k in range(K)]
-    reqs = [pb.GenerateInSessionRequest(session_id=f"b{k}", request_id=f"bg-{k}",
-                                        sampling=env.sampling(max_tokens=N_TOK, ignore_eos=True)) for k in range(K)]
+    reqs = [pb.GenerateInSessionRequest(session_id=f"b{k}", request_id=f"bg-{k}-" + "x" * 40,
+                                        sampling=env.sampling(max_tokens=N_B, ignore_eos=True)) for k in range(K)]
     seen = [[] for _ in range(K)]
     with Daemon(env, "--data-dir", data, "--stream-queue", "8", model=model) as d:
-        s = d.stub()
+        s = d.stub(d.channel(**{"grpc.http2.lookahead_bytes": 4096, "grpc.http2.bdp_probe": 0}))
         for k in range(K):
             s.OpenSession(pb.OpenSessionRequest(session_id=f"b{k}", token_ids=prompts[k]), timeout=30)
-        calls = [s.GenerateInSession(reqs[k], timeout=120) for k in range(K)]
+        calls = [s.GenerateInSession(reqs[k], timeout=300) for k in range(K)]
 
         def read(k):
             for r in calls[k]:
@@ -191,8 +197,10 @@ def coordinator_kill_batch(env, ck):
             t.start()
         for t in ts:
             t.join(120)
-        ck.check(wait_for(lambda: (d.metric("tconst_requests_running") or 0) >= K, 30, "all generations running"),
+        ck.check(wait_for(lambda: (d.metric("tconst_requests_running") or 0) >= K, 60, "all generations running"),
                  f"batch kill: {K} generations run at once")
+        ck.check(wait_for(lambda: (d.metric("tconst_requests_paused") or 0) >= K, 60, "all generations paused"),
+                 f"batch kill: the {K} generations pause, unread, before the kill")
         d.proc.kill()
         d.proc.wait()
         for c in calls:
@@ -200,14 +208,14 @@ def coordinator_kill_batch(env, ck):
     with Daemon(env, "--data-dir", data, model=model) as d:
         s = d.stub()
         for k in range(K):
-            want = env.generate(model, prompts[k], N_TOK, ignore_eos=True)
+            want = env.generate(model, prompts[k], N_B, ignore_eos=True)
             got = []
-            for r in s.GenerateInSession(reqs[k], timeout=120):
+            for r in s.GenerateInSession(reqs[k], timeout=300):
                 got += r.token_ids
             ck.equal(seen[k], want[:len(seen[k])], f"batch kill: session {k}: what streamed before the kill is its run")
             ck.equal(got, want, f"batch kill: session {k} resumes to exactly its uninterrupted run")
             info = s.GetSession(pb.GetSessionRequest(session_id=f"b{k}"), timeout=30)
-            ck.equal(info.length, len(prompts[k]) + N_TOK, f"batch kill: session {k} holds its prompt and run")
+            ck.equal(info.length, len(prompts[k]) + N_B, f"batch kill: session {k} holds its prompt and run")
 
 
 def all_faults(env, ck):

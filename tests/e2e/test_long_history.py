@@ -46,7 +46,7 @@ def body(env, ck):
     flags = ("--max-message-bytes", str(LIMIT))
     ws = [Worker(env, "context", model, *flags), Worker(env, "generation", model, *flags)]
     try:
-        with Daemon(env, "--workers", f"{ws[0].addr},{ws[1].addr}", "--worker-timeout", "3", model=model) as d:
+        with Daemon(env, "--workers", f"{ws[0].addr},{ws[1].addr}", "--worker-timeout", "5", model=model) as d:
             s = d.stub()
             si = s.OpenSession(pb.OpenSessionRequest(token_ids=history[:CHUNK]), timeout=60)
             sid = si.session_id

@@ -26,7 +26,7 @@ from harness import Daemon, run, wait_for
 def body(env, ck):
     pb = env.pb
     model = env.model("tconstformer", seed=5)
-    with Daemon(env, "--grpc-max-pending-calls", "3", "--grpc-keepalive", "1", "--grpc-keepalive-timeout", "1",
+    with Daemon(env, "--grpc-max-pending-calls", "3", "--grpc-keepalive", "1", "--grpc-keepalive-timeout", "5",
                 model=model) as d:
         ch = d.channel()
         # 1. unknown method, server-first client: UNIMPLEMENTED before it sends anything
