@@ -39,6 +39,7 @@ tc_cancel_hook tc_cancel_arm(tc_cancel_fn fn, void *ud) {
     return prev;
 }
 void tc_cancel_restore(tc_cancel_hook prev) { tc_cancel_cur = prev; }
+int tc_cancel_armed(void) { return tc_cancel_cur.fn != NULL; }
 int tc_cancelled(void) { return tc_cancel_cur.fn && tc_cancel_cur.fn(tc_cancel_cur.ud); }
 
 const char *tc_error_get(void) { return tc_err_buf[0] ? tc_err_buf : NULL; }

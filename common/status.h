@@ -50,6 +50,8 @@ typedef struct {
 tc_cancel_hook tc_cancel_arm(tc_cancel_fn fn, void *ud);
 void tc_cancel_restore(tc_cancel_hook prev);
 int tc_cancelled(void);
+/* A predicate is armed on this thread (else tc_cancelled() is always 0). */
+int tc_cancel_armed(void);
 
 /* Set the message and return the code: `return TC_FAIL(TC_ERR_INVALID, "..." )`. */
 #define TC_FAIL(code, ...) (tc_error_set(__VA_ARGS__), (code))

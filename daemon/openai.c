@@ -572,20 +572,25 @@ static enum MHD_Result completions(tc_openai *s, struct MHD_Connection *c, oreq 
         pthread_mutex_unlock(&r->mu);
         return MHD_NO; /* the client is gone: close */
     }
+    /* refused or failed before a first token (a stream too: its status
+     * line is not out yet): the choice whose own failure it was, not a
+     * sibling it cancelled on the way (code 1), answers */
+    int pick = -1, pick_st = 0;
     for (int i = 0; i < r->n; i++) {
         const ochoice *ci = &r->ch[i];
         int est = 0;
         if (ci->err_code || (ci->finished && !ci->n_gen && !end_of(ci->fin, ci->err, &est))) {
-            /* refused or failed before a first token (a stream too: its
-             * status line is not out yet); the other choices end */
-            const int st = ci->err_code ? http_status_of(ci->err_code) : est;
-            snprintf(err, sizeof err, "%s", ci->err);
-            r->failed = r->cancelled = 1;
-            cancel_all(r, 1);
-            pthread_mutex_unlock(&r->mu);
-            openai_names(err, sizeof err, &param);
-            return send_error(c, (unsigned)st, param, "%s", err);
+            if (pick < 0 || (r->ch[pick].err_code == 1 && ci->err_code != 1))
+                pick = i, pick_st = ci->err_code ? http_status_of(ci->err_code) : est;
         }
+    }
+    if (pick >= 0) { /* the other choices end */
+        snprintf(err, sizeof err, "%s", r->ch[pick].err);
+        r->failed = r->cancelled = 1;
+        cancel_all(r, 1);
+        pthread_mutex_unlock(&r->mu);
+        openai_names(err, sizeof err, &param);
+        return send_error(c, (unsigned)pick_st, param, "%s", err);
     }
     if (r->stream) {
         pthread_mutex_unlock(&r->mu);

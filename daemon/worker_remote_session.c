@@ -75,7 +75,7 @@ static tc_status ctx_catch_up(remote *R, tc_wc_session *s, int64_t room) {
         rq.n_extend = (size_t)k;
         ProtobufCMessage *r;
         tc_status st = tc_wr_call(R, c, tc_wr_t_role, M("Append"), &rq.base,
-                                  &tconst__worker__v1__append_response__descriptor, &r, R->o.timeout_s);
+                                  &tconst__worker__v1__append_response__descriptor, &r, R->o.compute_timeout_s);
         if (st != TC_OK) {
             s->ctx_boot = 0; /* its copy is unknown now */
             return st;

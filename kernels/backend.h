@@ -171,8 +171,10 @@ struct tc_backend {
 
 /* A cancel point of a long pass: tc_cancelled() once the work issued so
  * far has run (be->drain), so the answer comes no earlier than the device
- * got there. */
+ * got there. A pass nothing can cancel (no predicate armed on this thread:
+ * a sync inside a batched hit step) never waits. */
 static inline int tc_backend_cancelled(tc_backend *be) {
+    if (!tc_cancel_armed()) return 0;
     if (be->drain) be->drain(be);
     return tc_cancelled();
 }

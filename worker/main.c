@@ -346,11 +346,13 @@ int main(int argc, char **argv) {
     if (fse) TC_LOG(TC_LOG_WARN, "worker", "fault injection armed: the first %lld Syncs fail", (long long)fse);
     if (fsa)
         TC_LOG(TC_LOG_WARN, "worker", "fault injection armed: a Step's inline sync at %lld tokens fails", (long long)fsa);
+    /* gRPC takes an int: the limit the server enforces is the one Info tells */
+    const int mm = cfg.max_message_bytes > 2147483647 ? 2147483647 : (int)cfg.max_message_bytes;
+    o.max_message_bytes = mm;
     if (tc_worker_new(&w, m, tp, config_json, &o) != TC_OK) {
         fprintf(stderr, "tconst-worker: error: %s\n", tc_error_get());
         goto out;
     }
-    int mm = cfg.max_message_bytes > 2147483647 ? 2147483647 : (int)cfg.max_message_bytes;
     /* the coordinator's calls only: pings find a vanished coordinator's
      * connection (its orphans are then dropped by --orphan-timeout) */
     const tc_rpc_server_opts ro = {mm, 30000, 10000, 0, 0, 0};
