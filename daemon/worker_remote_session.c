@@ -217,12 +217,20 @@ static tc_status ensure_gen(remote *R, tc_wc_session *s) {
      * before it, so the copy ends as one prefill would leave it */
     const int64_t piece = pair_tokens(R, s) / 2, n = s->n; /* an extend of up to the other half beside it */
     if (n > 0 && !is_both(R, s)) {
-        /* rebuild through a fresh context copy: a prefill of the history */
+        /* rebuild through a fresh context copy: a prefill of the history.
+         * A TConstFormer's or TLinFormer's state is a sync over the whole
+         * history plus the last window, so all but the last piece go as
+         * extends (ctx_catch_up, no compute) and one Append syncs once and
+         * ships the state once -- a prefill piece by piece synced and
+         * shipped at every piece, quadratic in the pieces. The baseline's
+         * K/V of an extend would be computed in one pass over the whole
+         * history: it goes piece by piece. */
         s->ctx_boot = 0;
         TC_CHECK(ensure_ctx(R, s, 1));
         tc_status st = TC_OK;
-        for (int64_t done = 0; done < n && st == TC_OK; done += piece) {
-            s->n = done; /* append_via_ctx appends hist[done:done+k] as new tokens */
+        const int64_t from = R->cfg.arch == TC_ARCH_TRANSFORMER ? 0 : ((n - 1) / piece) * piece;
+        for (int64_t done = from; done < n && st == TC_OK; done += piece) {
+            s->n = done; /* append_via_ctx appends hist[done:done+k] as new tokens, after hist[ctx_len:done] */
             st = append_via_ctx(R, s, s->hist + done, n - done < piece ? n - done : piece, NULL);
         }
         s->n = n;
@@ -524,6 +532,54 @@ static tc_status do_append(remote *R, tc_wc_session *s, const int32_t *t, int64_
     return append_on_gen(R, s, t, n, logits);
 }
 
+/* The history takes n appended tokens (reserved): the window a sync
+ * left is the one of the last token. */
+static void hist_took(remote *R, tc_wc_session *s, const int32_t *t, int64_t n) {
+    (void)hist_push(s, t, n); /* reserved: cannot fail */
+    if (R->cfg.arch != TC_ARCH_TRANSFORMER) {
+        int64_t W = R->cfg.generate_window, w1 = ((s->n - 1) / W) * W;
+        if (w1 != s->synced_at) s->syncs++;
+        s->synced_at = w1;
+    }
+}
+
+/* The history back at n0 tokens after an append that took only part of
+ * its tokens (its leading pieces): the copies hold them, so they are
+ * started over from the history on next use. */
+static void hist_undo(tc_wc_session *s, int64_t n0, int64_t synced0, int64_t syncs0) {
+    if (s->n == n0) return;
+    s->n = n0, s->synced_at = synced0, s->syncs = syncs0;
+    s->gen_boot = 0; /* ensure_ctx starts the context copy over itself (ctx_len > n) */
+}
+
+typedef struct {
+    int64_t n0, synced0, syncs0;
+} hist_mark;
+
+/* n tokens in pieces one message to the session's pair carries: each
+ * leading piece is an append of its own without logits (the history takes
+ * it at once, as separate requests' tokens), the last one asks for them
+ * and is the caller's to keep. Run again by a retry (a worker restarted,
+ * the session moved), it starts over from the history at the mark: no
+ * token goes to a copy twice. */
+static tc_status do_append_pieces(remote *R, tc_wc_session *s, const hist_mark *m, const int32_t *t, int64_t n,
+                                  float *logits) {
+    hist_undo(s, m->n0, m->synced0, m->syncs0);
+    const int64_t most = pair_tokens(R, s); /* the pair's: it may have moved */
+    int64_t done = 0;
+    for (; n - done > most; done += most) {
+        TC_CHECK(do_append(R, s, t + done, most, NULL));
+        hist_took(R, s, t + done, most);
+    }
+    return do_append(R, s, t + done, n - done, logits);
+}
+
+static tc_status append_retried(remote *R, tc_wc_session *s, const hist_mark *m, const int32_t *t, int64_t n,
+                                float *logits) {
+    RETRY(R, s, do_append_pieces(R, s, m, t, n, logits));
+    return TC_OK;
+}
+
 tc_status tc_wr_append(tc_worker_client *w, tc_wc_session *s, const int32_t *t, int64_t n, float *logits) {
     remote *R = w->impl;
     if (n <= 0) return TC_FAIL(TC_ERR_INVALID, "append: no tokens");
@@ -531,23 +587,21 @@ tc_status tc_wr_append(tc_worker_client *w, tc_wc_session *s, const int32_t *t, 
         if (t[i] < 0 || t[i] >= R->cfg.vocab_size)
             return TC_FAIL(TC_ERR_INVALID, "token id %d at index %lld is outside the vocabulary [0, %d)", t[i],
                            (long long)i, R->cfg.vocab_size);
-    /* one message carries them (a rebuild splits the history, but a
-     * request's tokens go in at once): more than a worker takes is a
-     * tconstd --max-message-bytes above the workers' */
-    const int64_t most = pair_tokens(R, s);
-    if (n > most)
-        return TC_FAIL(TC_ERR_EXHAUSTED, "an append of %lld tokens is more than one message to the workers carries "
-                       "(%lld at their --max-message-bytes; tconstd's is higher)", (long long)n, (long long)most);
     /* the room first: once the workers hold the tokens, the history must
      * take them (a retry would apply them twice) */
     TC_CHECK(hist_reserve(s, n));
-    RETRY(R, s, do_append(R, s, t, n, logits));
-    (void)hist_push(s, t, n); /* reserved: cannot fail */
-    if (R->cfg.arch != TC_ARCH_TRANSFORMER) {
-        int64_t W = R->cfg.generate_window, w1 = ((s->n - 1) / W) * W;
-        if (w1 != s->synced_at) s->syncs++;
-        s->synced_at = w1;
+    /* more than one message to the workers carries (a journal-restored
+     * or forked history, a request over the workers' --max-message-bytes)
+     * goes in pieces; one that fails part way leaves the history as it
+     * was, as a failed append of one message does */
+    const hist_mark m = {s->n, s->synced_at, s->syncs};
+    tc_status st = append_retried(R, s, &m, t, n, logits);
+    if (st != TC_OK) {
+        hist_undo(s, m.n0, m.synced0, m.syncs0);
+        return st;
     }
+    const int64_t took = s->n - m.n0; /* the leading pieces the history has */
+    hist_took(R, s, t + took, n - took);
     return TC_OK;
 }
 
