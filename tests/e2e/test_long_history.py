@@ -31,6 +31,7 @@ a TConstFormer session of 10,000 tokens, appended 1,000 at a time:
     sent in pieces; both greedy generations equal `tconst generate` over
     that history.
 """
+import os
 import tempfile
 
 import grpc
@@ -130,6 +131,39 @@ def body(env, ck):
                 ck.check(False, f"OpenSession copy_from the restored session: {e.code().name}: {e.details()}")
             ck.equal(generate(s, sid, "restored"), want2, "the journal-restored session: greedy ids == tconst "
                      f"generate over its {len(full) + 24}-token history")
+    finally:
+        for w in ws:
+            w.stop()
+
+    # an append in pieces that fails part way (the context worker's reply
+    # to its third Append with logits is malformed, a test fault: after
+    # tconstd's warm-up and the OpenSession, the last piece's, once its
+    # leading pieces went in) leaves the session
+    # as it was; the same Append again is taken whole, and the generation
+    # sees each token once
+    want0 = env.generate(model, history, 24, ignore_eos=True)
+    os.environ["TC_FAULT_APPEND_REPLY_AT"] = "3"
+    try:
+        ws = [Worker(env, "context", model, *flags)]
+    finally:
+        del os.environ["TC_FAULT_APPEND_REPLY_AT"]
+    ws.append(Worker(env, "generation", model, *flags))
+    try:
+        with Daemon(env, "--workers", f"{ws[0].addr},{ws[1].addr}", "--worker-timeout", "5", model=model) as d:
+            s = d.stub()
+            sid = s.OpenSession(pb.OpenSessionRequest(token_ids=history[:CHUNK]), timeout=60).session_id
+            ck.rpc_error(lambda: s.Append(pb.AppendRequest(session_id=sid, token_ids=history[CHUNK:]), timeout=120),
+                         grpc.StatusCode.INTERNAL, f"an Append of {N - CHUNK} tokens whose last piece fails",
+                         "append returned")
+            ck.equal(s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=30).length, CHUNK,
+                     "... leaves the session at its length (its leading pieces taken back)")
+            try:
+                r = s.Append(pb.AppendRequest(session_id=sid, token_ids=history[CHUNK:]), timeout=120)
+                ck.equal(r.session.length, N, "the same Append again is taken whole")
+            except grpc.RpcError as e:
+                ck.check(False, f"the same Append again: {e.code().name}: {e.details()}")
+            ck.equal(generate(s, sid, "generation"), want0, "then greedy ids == tconst generate over the "
+                     f"{N}-token history (no piece went to a copy twice)")
     finally:
         for w in ws:
             w.stop()
