@@ -58,6 +58,21 @@ static int64_t pair_tokens(remote *R, const tc_wc_session *s) {
     return a < b ? a : b;
 }
 
+/* One extend-only Append: k tokens of history pushed onto sid's copy on
+ * p, no compute (the next Append with tokens, or Sync, computes what they
+ * change). */
+static tc_status send_extend(remote *R, wproc *p, uint64_t sid, const int32_t *t, int64_t k) {
+    Tconst__Worker__V1__AppendRequest rq = TCONST__WORKER__V1__APPEND_REQUEST__INIT;
+    rq.sid = sid;
+    rq.extend = (int32_t *)t;
+    rq.n_extend = (size_t)k;
+    ProtobufCMessage *r;
+    TC_CHECK(tc_wr_call(R, p, tc_wr_t_role, M("Append"), &rq.base, &tconst__worker__v1__append_response__descriptor,
+                        &r, R->o.compute_timeout_s));
+    protobuf_c_message_free_unpacked(r, NULL);
+    return TC_OK;
+}
+
 /* The context copy stored history the session has and it lacks (an extend)
  * in messages that fit the context worker, until at most `room` tokens of
  * it are left for the caller's own message to carry. Without this, a copy
@@ -69,18 +84,11 @@ static tc_status ctx_catch_up(remote *R, tc_wc_session *s, int64_t room) {
     while (s->n - s->ctx_len > room) {
         int64_t k = s->n - s->ctx_len;
         if (k > most) k = most;
-        Tconst__Worker__V1__AppendRequest rq = TCONST__WORKER__V1__APPEND_REQUEST__INIT;
-        rq.sid = s->sid;
-        rq.extend = s->hist + s->ctx_len;
-        rq.n_extend = (size_t)k;
-        ProtobufCMessage *r;
-        tc_status st = tc_wr_call(R, c, tc_wr_t_role, M("Append"), &rq.base,
-                                  &tconst__worker__v1__append_response__descriptor, &r, R->o.compute_timeout_s);
+        tc_status st = send_extend(R, c, s->sid, s->hist + s->ctx_len, k);
         if (st != TC_OK) {
             s->ctx_boot = 0; /* its copy is unknown now */
             return st;
         }
-        protobuf_c_message_free_unpacked(r, NULL);
         s->ctx_len += k;
     }
     return TC_OK;
@@ -98,6 +106,17 @@ static tc_status ensure_ctx(remote *R, tc_wc_session *s, int prefill) {
     s->ctx_boot = s->ctx_opened = b;
     s->ctx_len = 0;
     return TC_OK;
+}
+
+/* The copy on p holds `want` tokens after a call (the history, and what
+ * the call appended), as its reply says: a copy that disagrees with the
+ * history (a piece lost or applied twice) must not generate. INTERNAL, and
+ * the caller starts that copy over. */
+static tc_status copy_holds(const wproc *p, const tc_wc_session *s, const Tconst__Worker__V1__SessionReply *r,
+                            int64_t want) {
+    if (!r || r->n_tokens == want) return TC_OK;
+    return TC_FAIL(TC_ERR_INTERNAL, "worker %s: session %llu's copy holds %lld tokens, the history %lld", p->name,
+                   (unsigned long long)s->sid, (long long)r->n_tokens, (long long)want);
 }
 
 /* Installs what the context worker shipped under s->seq on the generation
@@ -118,8 +137,14 @@ static tc_status import_on_gen(remote *R, tc_wc_session *s, double shipped_s, ui
         s->gen_boot = 0;
         return st;
     }
-    s->state_bytes = ((Tconst__Worker__V1__SessionReply *)r)->state_bytes;
+    const Tconst__Worker__V1__SessionReply *sr = (Tconst__Worker__V1__SessionReply *)r;
+    s->state_bytes = sr->state_bytes;
+    st = copy_holds(R->pairs[s->pair].gen, s, sr, s->ctx_len); /* the context copy's, shipped */
     protobuf_c_message_free_unpacked(r, NULL);
+    if (st != TC_OK) {
+        s->gen_boot = 0;
+        return st;
+    }
     tc_metric_observe(TC_H_data_plane_transfer_seconds, shipped_s + (tc_now_s() - t0));
     return TC_OK;
 }
@@ -159,6 +184,7 @@ static tc_status append_via_ctx(remote *R, tc_wc_session *s, const int32_t *t, i
     Tconst__Worker__V1__AppendResponse *ar = (Tconst__Worker__V1__AppendResponse *)r;
     if (logits && ar->n_logits == (size_t)R->cfg.vocab_size) memcpy(logits, ar->logits, ar->n_logits * 4);
     else if (logits) st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: append returned %zu logits", pr->ctx->name, ar->n_logits);
+    if (st == TC_OK) st = copy_holds(pr->ctx, s, ar->s, s->n + n);
     tc_metric_inc(TC_M_data_plane_bytes_total, (double)ar->sent_bytes);
     const uint64_t sent = ar->sent_bytes;
     tconst__worker__v1__append_response__free_unpacked(ar, NULL);
@@ -186,9 +212,11 @@ static tc_status append_on_gen(remote *R, tc_wc_session *s, const int32_t *t, in
     rq.tokens = (int32_t *)t;
     rq.n_tokens = (size_t)n;
     rq.want_logits = logits != NULL;
-    /* a both-roles worker prefills here; in a split pair these are a few
-     * rows inside a window, not worth a rebuild of the copy */
-    if (is_both(R, s)) rq.cancel_id = ++tc_wr_cancel_ids;
+    /* a both-roles worker prefills here, and a split pair's generation
+     * worker the baseline's prompts (past its first) and rebuild pieces;
+     * else these are a few rows inside a window, not worth a rebuild of
+     * the copy */
+    if (is_both(R, s) || n > R->cfg.generate_window) rq.cancel_id = ++tc_wr_cancel_ids;
     ProtobufCMessage *r;
     tc_status st = tc_wr_call_cancellable(R, g, M("Append"), &rq.base, rq.cancel_id,
                                     &tconst__worker__v1__append_response__descriptor, &r, R->o.compute_timeout_s);
@@ -199,6 +227,7 @@ static tc_status append_on_gen(remote *R, tc_wc_session *s, const int32_t *t, in
     Tconst__Worker__V1__AppendResponse *ar = (Tconst__Worker__V1__AppendResponse *)r;
     if (logits && ar->n_logits == (size_t)R->cfg.vocab_size) memcpy(logits, ar->logits, ar->n_logits * 4);
     else if (logits) st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: append returned %zu logits", g->name, ar->n_logits);
+    if (st == TC_OK) st = copy_holds(g, s, ar->s, s->n + n);
     if (ar->s) s->state_bytes = ar->s->state_bytes;
     tconst__worker__v1__append_response__free_unpacked(ar, NULL);
     if (st != TC_OK) s->gen_boot = 0; /* the copy took the tokens, the history does not: rebuilt on next use */
@@ -212,39 +241,46 @@ static tc_status ensure_gen(remote *R, tc_wc_session *s) {
     uint64_t b = tc_wr_boot_of(R, g);
     if (s->gen_boot == b && b) return TC_OK;
     if (s->n > 0) tc_metric_inc(TC_M_worker_rebuilds_total, 1);
-    /* the history's prefill, in messages the workers take
-     * (pair_tokens / 2): each piece's boundaries sync on the whole history
-     * before it, so the copy ends as one prefill would leave it */
-    const int64_t piece = pair_tokens(R, s) / 2, n = s->n; /* an extend of up to the other half beside it */
+    /* the history's prefill, in messages the workers take (pieces of
+     * pair_tokens / 2: an extend of up to the other half beside one), so
+     * the copy ends as one prefill would leave it. A TConstFormer's or
+     * TLinFormer's state is a sync over the whole history plus the last
+     * window: all but the last piece go as extends (no compute) and one
+     * Append syncs once and (a split pair) ships the state once -- a
+     * prefill piece by piece synced (and shipped) at every piece,
+     * quadratic in the pieces. The baseline's K/V would be computed in
+     * one pass over an extended history: its pieces are prefilled one by
+     * one, on the generation worker after the first (where its appends
+     * go), so its cache is not shipped again at each piece. */
+    const int64_t piece = pair_tokens(R, s) / 2, n = s->n;
+    const int base = R->cfg.arch == TC_ARCH_TRANSFORMER;
+    const int64_t from = base || n == 0 ? 0 : ((n - 1) / piece) * piece; /* the last piece's start */
+    tc_status st = TC_OK;
     if (n > 0 && !is_both(R, s)) {
-        /* rebuild through a fresh context copy: a prefill of the history.
-         * A TConstFormer's or TLinFormer's state is a sync over the whole
-         * history plus the last window, so all but the last piece go as
-         * extends (ctx_catch_up, no compute) and one Append syncs once and
-         * ships the state once -- a prefill piece by piece synced and
-         * shipped at every piece, quadratic in the pieces. The baseline's
-         * K/V of an extend would be computed in one pass over the whole
-         * history: it goes piece by piece. */
+        /* through a fresh context copy, which ships the state */
         s->ctx_boot = 0;
         TC_CHECK(ensure_ctx(R, s, 1));
-        tc_status st = TC_OK;
-        const int64_t from = R->cfg.arch == TC_ARCH_TRANSFORMER ? 0 : ((n - 1) / piece) * piece;
-        for (int64_t done = from; done < n && st == TC_OK; done += piece) {
-            s->n = done; /* append_via_ctx appends hist[done:done+k] as new tokens, after hist[ctx_len:done] */
-            st = append_via_ctx(R, s, s->hist + done, n - done < piece ? n - done : piece, NULL);
+        s->n = from; /* append_via_ctx appends hist[from:from+k] as new tokens, after hist[ctx_len:from] */
+        st = append_via_ctx(R, s, s->hist + from, n - from < piece ? n - from : piece, NULL);
+        for (int64_t done = from + piece; done < n && st == TC_OK; done += piece) { /* the baseline's */
+            s->n = done;
+            st = append_on_gen(R, s, s->hist + done, n - done < piece ? n - done : piece, NULL);
         }
         s->n = n;
-        if (st != TC_OK) s->gen_boot = 0; /* it may hold part of the history: started over next time */
-        TC_CHECK(st);
     } else {
         TC_CHECK(open_on(R, g, s->sid, 1)); /* the history's prefill comes next (or the first Append) */
         s->gen_boot = s->gen_opened = b;
-        for (int64_t done = 0; done < n; done += piece) {
-            tc_status st = append_on_gen(R, s, s->hist + done, n - done < piece ? n - done : piece, NULL);
-            if (st != TC_OK) s->gen_boot = 0;
-            TC_CHECK(st);
+        const int64_t most = msg_tokens(R, g);
+        for (int64_t done = 0; done < from && st == TC_OK; done += most)
+            st = send_extend(R, g, s->sid, s->hist + done, from - done < most ? from - done : most);
+        for (int64_t done = from; done < n && st == TC_OK; done += piece) {
+            s->n = done; /* the copy holds hist[0:done] */
+            st = append_on_gen(R, s, s->hist + done, n - done < piece ? n - done : piece, NULL);
         }
+        s->n = n;
     }
+    if (st != TC_OK) s->gen_boot = 0; /* it may hold part of the history: started over next time */
+    TC_CHECK(st);
     /* a prefill of n tokens leaves the window of token n-1: a sync at a
      * boundary is due again */
     if (s->n > 0 && R->cfg.arch != TC_ARCH_TRANSFORMER)

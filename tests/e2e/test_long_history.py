@@ -168,6 +168,42 @@ def body(env, ck):
         for w in ws:
             w.stop()
 
+    # the rebuild in the other layouts: a --role both worker (a
+    # TConstFormer: extends, then one Append) and a split pair serving the
+    # baseline (its first piece through the context worker, the rest
+    # prefilled on the generation worker); each worker restarted, then a
+    # generation equal to `tconst generate`
+    base = env.model("transformer", seed=21)
+    cases = [("both", model, ["both"], want0),
+             ("baseline", base, ["context", "generation"], env.generate(base, history, 24, ignore_eos=True))]
+    for name, m, roles, want_ids in cases:
+        ck.equal(len(want_ids), 24, f"{name}: tconst generate gave 24 ids")
+        ws = [Worker(env, r, m, *flags) for r in roles]
+        try:
+            with Daemon(env, "--workers", ",".join(w.addr for w in ws), "--worker-timeout", "5", model=m) as d:
+                s = d.stub()
+                sid = s.OpenSession(pb.OpenSessionRequest(token_ids=history[:CHUNK]), timeout=60).session_id
+                for i in range(CHUNK, N, CHUNK):
+                    s.Append(pb.AppendRequest(session_id=sid, token_ids=history[i:i + CHUNK]), timeout=60)
+                before = d.metric("tconst_worker_rebuilds_total") or 0.0
+                for k, role in enumerate(roles):
+                    addr = ws[k].addr
+                    ws[k].stop()
+                    ck.check(wait_for(lambda: d.metric("tconst_workers_up") == len(roles) - 1.0, 60,
+                                      f"{name}: the {role} worker marked down"),
+                             f"{name}: the stopped {role} worker is marked down")
+                    ws[k] = Worker(env, role, m, *flags, listen=addr)
+                    ck.check(wait_for(lambda: d.metric("tconst_workers_up") == float(len(roles)), 60,
+                                      f"{name}: the {role} worker back up"),
+                             f"{name}: the restarted {role} worker is marked up")
+                ck.equal(generate(s, sid, name), want_ids, f"{name}: after its workers' restarts, greedy ids == "
+                         f"tconst generate over the {N}-token history (rebuilt in pieces under {LIMIT} bytes)")
+                ck.check((d.metric("tconst_worker_rebuilds_total") or 0.0) > before,
+                         f"{name}: tconst_worker_rebuilds_total counted the rebuild")
+        finally:
+            for w in ws:
+                w.stop()
+
 
 if __name__ == "__main__":
     run("long_history", body)
