@@ -216,7 +216,8 @@ static tc_status append_on_gen(remote *R, tc_wc_session *s, const int32_t *t, in
      * worker the baseline's prompts (past its first) and rebuild pieces;
      * else these are a few rows inside a window, not worth a rebuild of
      * the copy */
-    if (is_both(R, s) || n > R->cfg.generate_window) rq.cancel_id = ++tc_wr_cancel_ids;
+    const int64_t rows = R->cfg.generate_window > 0 ? R->cfg.generate_window : 256; /* the baseline: 0 */
+    if (is_both(R, s) || n > rows) rq.cancel_id = ++tc_wr_cancel_ids;
     ProtobufCMessage *r;
     tc_status st = tc_wr_call_cancellable(R, g, M("Append"), &rq.base, rq.cancel_id,
                                     &tconst__worker__v1__append_response__descriptor, &r, R->o.compute_timeout_s);
@@ -592,22 +593,49 @@ typedef struct {
     int64_t n0, synced0, syncs0;
 } hist_mark;
 
-/* n tokens in pieces one message to the session's pair carries: each
- * leading piece is an append of its own without logits (the history takes
- * it at once, as separate requests' tokens), the last one asks for them
- * and is the caller's to keep. Run again by a retry (a worker restarted,
- * the session moved), it starts over from the history at the mark: no
- * token goes to a copy twice. */
+/* n tokens in pieces one message to the session's pair carries; the
+ * last piece asks for the logits, and its tokens are the caller's to put
+ * in the history (the leading pieces' are there when it returns). A
+ * TConstFormer's or TLinFormer's leading pieces go as extends (no
+ * compute), which the history takes at once: a split pair's context copy
+ * catches up on them inside the last piece's Append (append_via_ctx), which
+ * then syncs once and ships the state that replaces the generation copy;
+ * a --role both worker is sent them before its Append. As separate
+ * appends each piece would sync over the whole history (quadratic in the
+ * pieces). The baseline's go as appends of their own without logits (an
+ * extend would compute its K/V in one pass). Run again by a retry (a
+ * worker restarted, the session moved), it starts over from the history
+ * at the mark: no token goes to a copy twice. */
 static tc_status do_append_pieces(remote *R, tc_wc_session *s, const hist_mark *m, const int32_t *t, int64_t n,
                                   float *logits) {
     hist_undo(s, m->n0, m->synced0, m->syncs0);
     const int64_t most = pair_tokens(R, s); /* the pair's: it may have moved */
-    int64_t done = 0;
-    for (; n - done > most; done += most) {
+    if (n <= most) return do_append(R, s, t, n, logits);
+    const int64_t lead = ((n - 1) / most) * most; /* the last piece: [lead, n), 1 to most tokens */
+    if (R->cfg.arch != TC_ARCH_TRANSFORMER && is_both(R, s)) {
+        TC_CHECK(ensure_gen(R, s));
+        wproc *g = R->pairs[s->pair].gen;
+        const int64_t mg = msg_tokens(R, g);
+        for (int64_t done = 0; done < lead; done += mg) {
+            const int64_t k = lead - done < mg ? lead - done : mg;
+            tc_status st = send_extend(R, g, s->sid, t + done, k);
+            if (st != TC_OK) {
+                s->gen_boot = 0; /* it holds part of them */
+                return st;
+            }
+            (void)hist_push(s, t + done, k); /* reserved: cannot fail; the sync is the last piece's */
+        }
+        return append_on_gen(R, s, t + lead, n - lead, logits);
+    }
+    if (R->cfg.arch != TC_ARCH_TRANSFORMER) {
+        (void)hist_push(s, t, lead); /* the context copy's extend, in catch-up messages */
+        return append_via_ctx(R, s, t + lead, n - lead, logits);
+    }
+    for (int64_t done = 0; done < lead; done += most) {
         TC_CHECK(do_append(R, s, t + done, most, NULL));
         hist_took(R, s, t + done, most);
     }
-    return do_append(R, s, t + done, n - done, logits);
+    return do_append(R, s, t + lead, n - lead, logits);
 }
 
 static tc_status append_retried(remote *R, tc_wc_session *s, const hist_mark *m, const int32_t *t, int64_t n,
@@ -1011,16 +1039,23 @@ tc_status tc_wr_step_multi(tc_worker_client *w, tc_wc_session **ss, const int32_
 }
 
 tc_status tc_wr_truncate(tc_worker_client *w, tc_wc_session *s, int64_t n_keep) {
-    (void)w;
+    remote *R = w->impl;
     if (n_keep < 0 || n_keep > s->n)
         return TC_FAIL(TC_ERR_INVALID, "truncate: %lld tokens kept of %lld", (long long)n_keep, (long long)s->n);
     if (n_keep == s->n) return TC_OK;
     s->n = n_keep;
     if (s->ctx_len > n_keep) s->ctx_len = n_keep;
     s->gen_boot = s->ctx_boot = 0; /* both copies are ahead: rebuilt from the history on next use */
+    /* the window of the last token kept, as a rebuild leaves it: the next
+     * append's route (through the context worker when it crosses) reads it */
+    const int64_t W = R->cfg.generate_window;
+    if (R->cfg.arch != TC_ARCH_TRANSFORMER) s->synced_at = n_keep > 0 ? ((n_keep - 1) / W) * W : 0;
     return TC_OK;
 }
 
+/* Read unlocked: not while the session's append, sync or rebuild runs (its
+ * n moves then: the pieces of an append, a rebuild's prefill). The engine
+ * reads a session that is idle or its job's own, on its thread. */
 void tc_wr_stats(tc_worker_client *w, const tc_wc_session *s, tc_wc_session_stats *o) {
     remote *R = w->impl;
     o->length = s->n;
