@@ -141,7 +141,7 @@ static void att_run(tc_backend *be, const tc_att_item *it, int n, int n_head, in
  * the causal ones cut to those a chunk's last row sees). Each item's
  * chunks in order; all of it[] before the caller's next call, so a second
  * softmax (beta 1) still follows the first. 1: cancelled. */
-#define ATT_CANCEL_ROWS 4096
+#define ATT_CANCEL_ROWS TC_DRAIN_ROWS
 static int att_run_chunked(tc_backend *be, const tc_att_item *it, int n, int n_head, int head_dim) {
     for (int i = 0; i < n; i++) {
         for (int r0 = 0; r0 < it[i].nq; r0 += ATT_CANCEL_ROWS) {
@@ -330,7 +330,7 @@ static tc_status window_run(tc_session **ss, const int64_t *cnt, int B, const tc
     /* a pass of this many rows waits for the device at its layer cancel
      * points (tc_backend_cancelled); a hit step's do not, so an
      * asynchronous backend keeps its queue full */
-    const int drain_layers = !capture && M >= ATT_CANCEL_ROWS;
+    const int drain_layers = !capture && M >= TC_DRAIN_ROWS;
     /* a replaying backend may only look at the first pass (capture_end 0)
      * and ask for the same ops again: nothing here changes host state */
     for (int pass = 0;; pass++) {

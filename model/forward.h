@@ -33,6 +33,16 @@ enum {
 /* the backend's row tile (backend.h's row_tile), else the default */
 #define tc_row_tile(m) ((m)->be->row_tile > 0 ? (m)->be->row_tile : TC_ROW_TILE_DEFAULT)
 
+/* A pass of this many rows (a sync over this many history tokens, a
+ * prefill's window pass) waits for the device at its cancel points
+ * (tc_backend_cancelled: a cancelled pass stops after the work in flight);
+ * a shorter one only reads the flag (it runs a few ms at most, and an
+ * asynchronous backend keeps its queue full). */
+#define TC_DRAIN_ROWS 4096
+static inline int tc_cancel_point(tc_backend *be, int drain) {
+    return drain ? tc_backend_cancelled(be) : tc_cancelled();
+}
+
 typedef struct tc_workspace {
     void *buf[TC_WS_N];
     size_t cap[TC_WS_N];

@@ -71,6 +71,7 @@ tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx) {
     if (c->arch == TC_ARCH_TLIN) s->hist_len = n_ctx;
     if (n_ctx == 0) return TC_OK;
 
+    const int drain = n_ctx >= TC_DRAIN_ROWS; /* waits for the device at its cancel points */
     /* block 1 input: E[tokens[0:N_ctx]], gathered in chunks of ids */
     for (int64_t r0 = 0; r0 < n_ctx; r0 += 65536) {
         int64_t t = n_ctx - r0 < 65536 ? n_ctx - r0 : 65536;
@@ -79,14 +80,14 @@ tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx) {
     }
 
     for (int b = 0; b < c->n_block; b++) {
-        if (tc_backend_cancelled(be)) return cancelled(s, n_ctx);
+        if (tc_cancel_point(be, drain)) return cancelled(s, n_ctx);
         const tc_layer_weights *Lc = &m->layers[b * depth];
         /* compress: (Qc, Kc, Vc) = proj(C) at positions 0.., in chunks of
          * PROJ_TILES row tiles with a cancel point between two (the same
          * tiles as one call: the same bits; paper-41m at 1M tokens is ~1
          * TFLOP a block, tens of seconds on a few cores) */
         for (int64_t r0 = 0; r0 < n_ctx; r0 += PROJ_TILES * (int64_t)tc_row_tile(m)) {
-            if (r0 && tc_backend_cancelled(be)) return cancelled(s, n_ctx);
+            if (r0 && tc_cancel_point(be, drain)) return cancelled(s, n_ctx);
             const int64_t t = n_ctx - r0 < PROJ_TILES * (int64_t)tc_row_tile(m) ? n_ctx - r0
                                                                                 : PROJ_TILES * (int64_t)tc_row_tile(m);
             tc_fwd_proj(m, Lc, C + (size_t)r0 * d, t, QKVC + (size_t)r0 * 3 * d, r0, LN);
@@ -101,7 +102,7 @@ tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx) {
         be->attention(be, AT, d, QKVC + (size_t)hs * 3 * d, 3 * d, QKVC + d, 3 * d, QKVC + 2 * d, 3 * d, (int)Wz,
                       (int)n_ctx, c->n_head, c->head_dim, hs, 0, 0, 0.f);
         tc_fwd_post(m, Lc, Z, AT, Wz, LN, H, G);
-        if (tc_backend_cancelled(be)) return cancelled(s, n_ctx);
+        if (tc_cancel_point(be, drain)) return cancelled(s, n_ctx);
         /* hidden layers, then the restore layer's K/V: the zip of each
          * layer's input Z is what the window attends to */
         for (int l = 1; l < depth; l++) {
@@ -122,7 +123,7 @@ tc_status tc_fwd_sync(tc_session *s, int64_t n_ctx) {
         const float *zk = s->zip + ((size_t)b * (depth - 1) + (depth - 2)) * 2 * (size_t)Woh * d;
         const float *zv = zk + (size_t)Woh * d;
         for (int64_t r0 = 0; r0 < n_ctx; r0 += tc_row_tile(m)) {
-            if (tc_backend_cancelled(be)) return cancelled(s, n_ctx);
+            if (tc_cancel_point(be, drain)) return cancelled(s, n_ctx);
             int t = (int)(n_ctx - r0 < tc_row_tile(m) ? n_ctx - r0 : tc_row_tile(m));
             be->attention(be, AT, d, QKVC + (size_t)r0 * 3 * d, 3 * d, zk, d, zv, d, t, (int)Wz, c->n_head,
                           c->head_dim, r0, hs, 0, 0.f);

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include "../model/forward.h" /* TC_DRAIN_ROWS */
 #include "../model/sampler.h"
 #include "../model/session.h"
 
@@ -804,11 +805,15 @@ static void run_failures(tc_arch arch) {
            tc_arch_name(arch), cut);
     /* a Sync job cancelled half way: still due, and a sync then rebuilds it;
      * with 4-row tiles the second cancel point is inside the compress
-     * projection (its chunks of 16 tiles), with the default after it */
+     * projection (its chunks of 16 tiles), with the default after it. The
+     * default's sync is over TC_DRAIN_ROWS tokens or more: each cancel
+     * point waits for the device's work (drains); the 4-row tiles' is
+     * shorter: none does */
     for (int rt = 0; rt <= 4 && arch != TC_ARCH_TRANSFORMER; rt += 4) {
         m->be->row_tile = rt;
         tc_session_new(m, &s), tc_session_new(m, &r);
-        const int64_t W = c.generate_window, n = 60 * W;
+        const int64_t W = c.generate_window, n = rt ? 60 * W : (TC_DRAIN_ROWS + W - 1) / W * W;
+        const int drains = n >= TC_DRAIN_ROWS;
         int32_t *h = malloc((size_t)n * 4);
         for (int64_t i = 0; i < n; i++) h[i] = (int32_t)((i * 13 + 1) % V);
         EXPECT(tc_session_append(s, h, n - 1, NULL) == TC_OK && tc_session_append(r, h, n - 1, NULL) == TC_OK,
@@ -819,8 +824,13 @@ static void run_failures(tc_arch arch) {
         tc_cancel_hook prev = tc_cancel_arm(cancel_kth, NULL);
         st = tc_session_sync(s, n);
         tc_cancel_restore(prev);
-        EXPECT(g_undrained == 0 && g_cancel_seen == 2, "a sync's cancel points: %d of %d before a drain",
-               g_undrained, g_cancel_seen);
+        if (drains)
+            EXPECT(g_undrained == 0 && g_cancel_seen == 2, "a sync of %lld tokens' cancel points: %d of %d not "
+                   "after a drain", (long long)n, g_undrained, g_cancel_seen);
+        else
+            EXPECT(g_undrained == g_cancel_seen && g_cancel_seen == 2, "a sync of %lld tokens' cancel points: "
+                   "%d of %d drained (under %d rows none waits)", (long long)n, g_cancel_seen - g_undrained,
+                   g_cancel_seen, TC_DRAIN_ROWS);
         g_drain_check = 0;
         EXPECT(st == TC_ERR_CANCELLED && tc_session_sync_due(s), "%s: a cancelled Sync: st %d, due %d",
                tc_arch_name(arch), st, tc_session_sync_due(s));
@@ -882,12 +892,13 @@ static void run_failures(tc_arch arch) {
         free(h), free(la), free(lb);
     }
     /* (f) a batched step's rows readied apart (tc_step_ready): the
-     * session whose sync is refused memory (1000 tokens, past every
-     * workspace so far) fails alone, as it was; the other steps as its
-     * clean twin does; a row failed on entry is skipped; the failed one
-     * steps exactly once memory is back */
+     * session whose sync is refused memory (2 x TC_DRAIN_ROWS tokens,
+     * past every workspace so far: the largest, the drained sync's, is
+     * 1.25 x its TC_DRAIN_ROWS-odd rows) fails alone, as it was; the other
+     * steps as its clean twin does; a row failed on entry is skipped; the
+     * failed one steps exactly once memory is back */
     {
-        const int64_t n = 1000;
+        const int64_t n = 2 * TC_DRAIN_ROWS;
         int32_t *h = malloc((size_t)n * 4);
         for (int64_t i = 0; i < n; i++) h[i] = (int32_t)((i * 17 + 2) % V);
         tc_session *q, *q2;
