@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -396,6 +397,30 @@ static int emit_journaled(const tc_engine *e, const job *j, const tc_emit_plan *
 /* Sends the message decided in p, or, when the journal refused its tokens
  * (jerr: why), ends the generation with none of them and closes the live
  * session (the journal keeps it as it was). */
+/* A generation's end, before its last message goes out: the last token
+ * sent becomes the session's pending one, and tokens a multi-step run fed
+ * past the end (over, never sent) are taken back from the workers. Done
+ * before the client hears the end, so a GetSession it sends on hearing it
+ * reads the length the end left (the job retires later). */
+static void end_settle(tc_engine *e, job *j, int32_t last, int over) {
+    dsess *s = j->s;
+    pthread_mutex_lock(&e->mu);
+    s->pending = last;
+    pthread_mutex_unlock(&e->mu);
+    if (over <= 0) return;
+    const tc_status tst = e->wc->truncate ? e->wc->truncate(e->wc, s->ws, s->st.length - over)
+                                          : TC_FAIL(TC_ERR_INTERNAL, "worker cannot take tokens back");
+    if (tst != TC_OK) { /* the workers hold tokens nobody saw: closed, the journal keeps it */
+        TC_LOG(TC_LOG_ERROR, "engine", "session %s: %s: closed until a restart restores it from the journal", s->id,
+               tc_error_get());
+        pthread_mutex_lock(&e->mu);
+        s->close_when_idle = 1;
+        s->keep_journal = 1;
+        pthread_mutex_unlock(&e->mu);
+    }
+    tc_eng_stats_refresh(e, s);
+}
+
 static tc_finish emit_send(tc_engine *e, job *j, const int32_t *toks, const tc_emit_plan *p, const char *jerr,
                            int *used) {
     tc_finish fin = p->fin;
@@ -418,8 +443,13 @@ static tc_finish emit_send(tc_engine *e, job *j, const int32_t *toks, const tc_e
     }
     tc_job_stats st;
     if (fin != TC_FINISH_NONE) tc_eng_stats_of(j, &st, j->s->st.length + 1 - (n - m));
+    if (fin != TC_FINISH_NONE && m > 0 && !j->replaying) end_settle(e, j, toks[m - 1], n - m);
     j->sink->tokens(j->user, toks, m, p->out, out_len, fin, fin != TC_FINISH_NONE ? &st : NULL, jerr);
     if (fin != TC_FINISH_NONE) j->final_sent = 1; /* tc_eng_job_finish sends no second last message */
+    if (fin != TC_FINISH_NONE && e->fault_retire_ms > 0) {
+        const struct timespec ts = {e->fault_retire_ms / 1000, (long)(e->fault_retire_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     if (e->bpe && out_len) {
         memmove(j->held, j->held + out_len, j->held_len - out_len);
         j->held_len -= out_len;
@@ -641,7 +671,8 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
     if (!e) return TC_FAIL(TC_ERR_NOMEM, "out of memory");
     int64_t fco = 0;
     if (tc_fault_env_count("TC_FAULT_ENGINE_WEDGE", 1, &e->fault_wedge) != TC_OK ||
-        tc_fault_env_count("TC_FAULT_CANCEL_AFTER_PREFILL", 1000000, &fco) != TC_OK) {
+        tc_fault_env_count("TC_FAULT_CANCEL_AFTER_PREFILL", 1000000, &fco) != TC_OK ||
+        tc_fault_env_count("TC_FAULT_RETIRE_DELAY_MS", 10000, &e->fault_retire_ms) != TC_OK) {
         const tc_status st = TC_FAIL(TC_ERR_INVALID, "%s", tc_error_get());
         free(e);
         return st;

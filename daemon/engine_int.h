@@ -159,6 +159,9 @@ struct tc_engine {
     _Atomic int64_t fault_cancel_open; /* TC_FAULT_CANCEL_AFTER_PREFILL=N (test-only): the first N new sessions'
                                         * OpenSession/Append jobs are cancelled right after their workers took the
                                         * prompt, as a client's cancel arriving then */
+    int64_t fault_retire_ms; /* TC_FAULT_RETIRE_DELAY_MS=N (test-only): a generation's thread waits N ms after
+                              * its last message, before the job retires (widens the window a client's next
+                              * call may fall in) */
     int64_t fault_wedge; /* TC_FAULT_ENGINE_WEDGE=1 (test-only): request_id "wedge-lock" makes a thread hold mu for
                           * ever, "wedge-rpc" stops the gRPC thread for ever */
     int n_slotless, n_wanting; /* running jobs without a slot of --max-batch; those of them waiting for one */

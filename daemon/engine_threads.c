@@ -307,8 +307,7 @@ static void start_job(tc_engine *e, job *j) {
     int32_t tok = tc_sampler_sample(&j->smp, s->logits);
     s->has_logits = 0;
     tc_finish fin = tc_eng_emit_token(e, j, tok);
-    if (fin != TC_FINISH_NONE) {
-        s->pending = tok;
+    if (fin != TC_FINISH_NONE) { /* tok is pending: end_settle */
         tc_eng_job_finish(e, j, fin, NULL);
         return;
     }
@@ -723,26 +722,12 @@ void *tc_eng_generation_thread(void *arg) {
             for (int o = 0; o < nok; o++) {
                 job *j = okj[o];
                 const int32_t *toks = okt[o];
-                const int used = oused[o], cnt = okn[o];
+                const int cnt = okn[o];
                 const tc_finish fin = ofin[o];
-                if (fin != TC_FINISH_NONE && used == 0) { /* the journal refused them: the session closes */
-                    tc_eng_job_finish(e, j, fin, NULL);
-                } else if (fin != TC_FINISH_NONE) {
-                    j->s->pending = toks[used - 1];
-                    if (used < cnt) { /* the run went past the end: those tokens were never sent */
-                        tc_status tst = e->wc->truncate ? e->wc->truncate(e->wc, j->s->ws, j->s->st.length - (cnt - used))
-                                                        : TC_FAIL(TC_ERR_INTERNAL, "worker cannot take tokens back");
-                        if (tst != TC_OK) { /* the workers hold tokens nobody saw: closed, the journal keeps it */
-                            TC_LOG(TC_LOG_ERROR, "engine",
-                                   "session %s: %s: closed until a restart restores it from the journal", j->s->id,
-                                   tc_error_get());
-                            pthread_mutex_lock(&e->mu);
-                            j->s->close_when_idle = 1;
-                            j->s->keep_journal = 1;
-                            pthread_mutex_unlock(&e->mu);
-                        }
-                        tc_eng_stats_refresh(e, j->s);
-                    }
+                if (fin != TC_FINISH_NONE) {
+                    /* ended: its pending token set and the run's excess taken
+                     * back before the last message (end_settle), or, none
+                     * sent, the journal refused them and the session closes */
                     tc_eng_job_finish(e, j, fin, NULL);
                 } else {
                     j->next_tok = toks[cnt - 1];

@@ -84,7 +84,7 @@ struct oreq {
     /* the jobs, under mu */
     int n; /* choices */
     ochoice ch[TC_OAI_MAX_N];
-    int n_finished, failed, cancelled;
+    int n_finished, failed, cancelled, tail_sent;
     tc_job_stats usage; /* stream: the finished choices', summed */
     char *out; /* stream: SSE bytes not yet read */
     size_t olen, ocap, ooff;
@@ -322,10 +322,28 @@ static void sk_appended(void *user, const tc_session_info *si, int64_t n) {
     (void)user, (void)si, (void)n; /* a completion always generates: its end comes as tokens */
 }
 
+static int is_done(const oreq *r);
+
+/* A stream's tail (mu held): once every choice has ended and the engine let
+ * go of each (its session free for the next request, its length final), the
+ * usage chunk (asked for, nothing failed) and [DONE]. A client acting on
+ * [DONE] (a GetSession, the session's next request) finds the session as
+ * the completion left it. 0, or -1 when they did not fit in memory. */
+static int stream_tail(oreq *r) {
+    int oom = 0;
+    if (r->stream && !r->tail_sent && r->n_finished == r->n && is_done(r)) {
+        r->tail_sent = 1;
+        if (!r->failed && r->include_usage) oom |= sse_put(r, completion_json(r, NULL, &r->usage));
+        oom |= out_put(r, "data: [DONE]\n\n", 14);
+        r->unread++;
+    }
+    return oom;
+}
+
 /* a choice ended (mu held): counted once; one that failed ends its
- * siblings (the request as a whole fails); after the last a stream gets
- * its usage chunk (asked for, nothing failed) and [DONE]. 0, or -1 when
- * those did not fit in memory. */
+ * siblings (the request as a whole fails); the stream's tail follows
+ * the last (stream_tail, once the engine let go of every choice). 0, or
+ * -1 when it did not fit in memory. */
 static int choice_end(ochoice *c, int failed) {
     oreq *r = c->r;
     if (c->finished) return 0;
@@ -335,13 +353,7 @@ static int choice_end(ochoice *c, int failed) {
         r->failed = 1;
         if (r->n > 1) cancel_all(r, 1);
     }
-    int oom = 0;
-    if (r->stream && r->n_finished == r->n) {
-        if (!r->failed && r->include_usage) oom |= sse_put(r, completion_json(r, NULL, &r->usage));
-        oom |= out_put(r, "data: [DONE]\n\n", 14);
-        r->unread++;
-    }
-    return oom;
+    return stream_tail(r);
 }
 
 static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, size_t tlen, tc_finish fin,
@@ -404,6 +416,7 @@ static void sk_done(void *user) {
     pthread_mutex_lock(&r->mu);
     c->done = c->answered = 1;
     (void)choice_end(c, 0);
+    (void)stream_tail(r); /* this was the last one the engine held */
     c->job_id = 0;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
@@ -465,6 +478,10 @@ static int is_done(const oreq *r) {
         if (r->ch[i].submitted && !r->ch[i].done) return 0;
     return 1;
 }
+/* a JSON completion answers once its choices ended and the engine let go
+ * of them: a client acting on the response (a GetSession, the session's
+ * next request) finds the session as the completion left it */
+static int is_settled(const oreq *r) { return is_finished(r) && is_done(r); }
 static int has_output(const oreq *r) { return r->ooff < r->olen || (is_finished(r) && is_done(r)); }
 
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -568,7 +585,7 @@ static enum MHD_Result completions(tc_openai *s, struct MHD_Connection *c, oreq 
     }
     /* the first answers: a refusal or failure is still an HTTP status */
     pthread_mutex_lock(&r->mu);
-    if (!wait_until(r, r->stream ? is_answered : is_finished)) {
+    if (!wait_until(r, r->stream ? is_answered : is_settled)) {
         pthread_mutex_unlock(&r->mu);
         return MHD_NO; /* the client is gone: close */
     }

@@ -21,13 +21,16 @@ daemon, on a tiny tconstformer with the GPT-2 vocabulary:
   * a client that hangs up in the middle of a stream cancels its
     generation (tconst_requests_total{status="cancelled"} + 1, nothing
     left running);
-  * a model without a tokenizer takes token ids and says so for text.
+  * a model without a tokenizer takes token ids and says so for text;
+  * GetSession sent as soon as a generation's last message arrives counts
+    all of it (the job's retirement delayed, TC_FAULT_RETIRE_DELAY_MS).
 
 Needs the GPT-2 vocabulary (TC_GPT2_DIR, the tokenizer.fetch_gpt2 fixture).
 """
 import http.client
 import json
 import os
+import queue
 import threading
 
 from harness import Daemon, run, wait_for
@@ -295,6 +298,70 @@ def body(env, ck):
         st, r, _ = call(port, "POST", "/v1/completions", {"prompt": "text"})
         ck.check(st == 400 and r["error"]["param"] == "prompt" and "no tokenizer" in r["error"]["message"],
                  "text to a model without a tokenizer: 400 naming prompt", f"{st} {r}")
+
+    # the length a generation's end leaves is there when its client hears
+    # the end: the job's retirement held back 300 ms after its last message
+    # (test-only TC_FAULT_RETIRE_DELAY_MS), GetSession asked at once
+    os.environ["TC_FAULT_RETIRE_DELAY_MS"] = "300"
+    try:
+        d = Daemon(env, "--openai-listen", "127.0.0.1:0", model=tiny)
+        d.start()
+    finally:
+        del os.environ["TC_FAULT_RETIRE_DELAY_MS"]
+    with d:
+        port, s = oai_port(d), d.stub()
+        sid = s.OpenSession(pb.OpenSessionRequest(token_ids=[5, 6, 7]), timeout=60).session_id
+        st, r, _ = call(port, "POST", "/v1/completions", {"prompt": [8], "max_tokens": 5, "temperature": 0,
+                                                           "ignore_eos": True, "session_id": sid})
+        a = r["choices"][0]["token_ids"] if st == 200 else (st, r)
+        n1 = s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=60).length
+        ck.equal((a, n1), (env.generate(tiny, [5, 6, 7, 8], 5, ignore_eos=True), 3 + 1 + 5),
+                 "OpenAI completion in a session: `tconst generate`'s ids; GetSession right after its response "
+                 "counts the prompt and all 5 tokens")
+        b = [t for m in s.Generate(pb.GenerateRequest(token_ids=[9], session_id=sid,
+                                                      sampling=env.sampling(temperature=0, max_tokens=4,
+                                                                            ignore_eos=True)), timeout=60)
+             for t in m.token_ids]
+        n2 = s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=60).length
+        ck.equal((b, n2), (env.generate(tiny, [5, 6, 7, 8] + a + [9], 4, ignore_eos=True), n1 + 1 + 4),
+                 "gRPC Generate next in the session: continues from the whole history; GetSession right after "
+                 "its last message counts it")
+        # streamed: read up to [DONE], then GetSession (the connection still open)
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        c.request("POST", "/v1/completions", json.dumps({"prompt": [10], "max_tokens": 3, "temperature": 0,
+                                                         "ignore_eos": True, "session_id": sid, "stream": True}),
+                  {"Content-Type": "application/json"})
+        resp, ids3, done = c.getresponse(), [], False
+        while not done:
+            line = resp.readline()
+            if not line:
+                break
+            line = line.strip()
+            done = line == b"data: [DONE]"
+            if line.startswith(b"data: {"):
+                ids3 += json.loads(line[6:])["choices"][0]["token_ids"]
+        n3 = s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=60).length
+        c.close()
+        h3 = [5, 6, 7, 8] + a + [9] + b + [10]
+        ck.equal((done, ids3, n3), (True, env.generate(tiny, h3, 3, ignore_eos=True), n2 + 1 + 3),
+                 "streamed completion in the session: GetSession right after [DONE] counts all of it")
+        # a Stream's generation: GetSession right after its last message, the stream still open
+        q = queue.Queue()
+        replies = s.Stream(iter(q.get, None), timeout=60)
+        q.put(pb.StreamRequest(session_id=sid, token_ids=[11], generate=True,
+                               sampling=env.sampling(temperature=0, max_tokens=2, ignore_eos=True)))
+        ids4 = []
+        for m in replies:
+            if m.HasField("generation"):
+                ids4 += m.generation.token_ids
+                if m.generation.finish_reason:
+                    break
+        n4 = s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=60).length
+        q.put(None)
+        for m in replies:
+            pass
+        ck.equal((ids4, n4), (env.generate(tiny, h3 + ids3 + [11], 2, ignore_eos=True), n3 + 1 + 2),
+                 "a Stream's generation: GetSession right after its last message (the stream open) counts all of it")
 
 
 if __name__ == "__main__":
