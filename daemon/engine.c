@@ -444,6 +444,7 @@ static tc_finish emit_send(tc_engine *e, job *j, const int32_t *toks, const tc_e
     tc_job_stats st;
     if (fin != TC_FINISH_NONE) tc_eng_stats_of(j, &st, j->s->st.length + 1 - (n - m));
     if (fin != TC_FINISH_NONE && m > 0 && !j->replaying) end_settle(e, j, toks[m - 1], n - m);
+    if (fin != TC_FINISH_NONE) atomic_store(&j->ended, 1); /* its client hears the end: await_retiring */
     j->sink->tokens(j->user, toks, m, p->out, out_len, fin, fin != TC_FINISH_NONE ? &st : NULL, jerr);
     if (fin != TC_FINISH_NONE) j->final_sent = 1; /* tc_eng_job_finish sends no second last message */
     if (fin != TC_FINISH_NONE && e->fault_retire_ms > 0) {

@@ -29,6 +29,9 @@ enum { J_QUEUED = 0, J_STARTING, J_RUNNING, J_DONE };
 /* syncs of one session failing in a row before its generation ends with
  * the error (engine_ctx_thread) */
 #define TC_SYNC_TRIES 3
+/* how long a request waits for its session's last request, already ended
+ * as its client sees it, to let go of the session (await_retiring) */
+#define TC_RETIRE_WAIT_S 10
 
 typedef struct dsess {
     char id[TC_ID_MAX];
@@ -91,7 +94,8 @@ typedef struct job {
      * of --max-batch; wants_slot: its client reads again, no slot free yet */
     double behind_since;
     int slotless, wants_slot;
-    atomic_int ended;               /* finish_job began: its request_id is free */
+    atomic_int ended; /* its last message goes out or finish_job began: its request_id is free, a next request on
+                       * its session waits for it to retire (await_retiring) */
     char err[256];
     int resume;    /* continues a journaled generation (see dsess.resume) */
     int replaying; /* re-sending journaled tokens: not journaled again */

@@ -33,6 +33,7 @@ import os
 import queue
 import threading
 
+import grpc
 from harness import Daemon, run, wait_for
 
 
@@ -326,6 +327,26 @@ def body(env, ck):
         ck.equal((b, n2), (env.generate(tiny, [5, 6, 7, 8] + a + [9], 4, ignore_eos=True), n1 + 1 + 4),
                  "gRPC Generate next in the session: continues from the whole history; GetSession right after "
                  "its last message counts it")
+        # a gRPC client that leaves its read loop at finish_reason (before the
+        # call's status) and sends the session's next request at once
+        sp2 = env.sampling(temperature=0, max_tokens=2, ignore_eos=True)
+        c1 = []
+        for m in s.Generate(pb.GenerateRequest(token_ids=[12], session_id=sid, sampling=sp2), timeout=60):
+            c1 += m.token_ids
+            if m.finish_reason:
+                break
+        try:
+            c2 = [t for m in s.Generate(pb.GenerateRequest(token_ids=[13], session_id=sid, sampling=sp2), timeout=60)
+                  for t in m.token_ids]
+        except grpc.RpcError as ex:
+            c2 = f"{ex.code()}: {ex.details()}"
+        h2 = [5, 6, 7, 8] + a + [9] + b + [12]
+        ck.equal((c1, c2), (env.generate(tiny, h2, 2, ignore_eos=True),
+                            env.generate(tiny, h2 + c1 + [13], 2, ignore_eos=True)),
+                 "the session's next Generate sent as soon as the last one's finish_reason came (before its status): "
+                 "it waits for the session (not FAILED_PRECONDITION busy) and continues from the whole history")
+        n2 = s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=60).length
+        b = b + [12] + c1 + [13] + c2
         # streamed: read up to [DONE], then GetSession (the connection still open)
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         c.request("POST", "/v1/completions", json.dumps({"prompt": [10], "max_tokens": 3, "temperature": 0,
