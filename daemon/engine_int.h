@@ -31,7 +31,7 @@ enum { J_QUEUED = 0, J_STARTING, J_RUNNING, J_DONE };
 #define TC_SYNC_TRIES 3
 /* how long a request waits for its session's last request, already ended
  * as its client sees it, to let go of the session (await_retiring) */
-#define TC_RETIRE_WAIT_S 10
+#define TC_RETIRE_WAIT_S 3
 
 typedef struct dsess {
     char id[TC_ID_MAX];

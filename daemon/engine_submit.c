@@ -104,10 +104,12 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
  * session, which it does within one engine step: a client that sends the
  * session's next request as soon as it hears the end (a gRPC client that
  * leaves its read loop at finish_reason, before the call's status) waits
- * for that here rather than meeting "busy". Bounded (TC_RETIRE_WAIT_S): a
- * retirement held up longer (the step's other jobs' worker calls, up to a
- * worker's timeout) leaves the session busy, refused as before. mu held;
- * released while waiting. */
+ * for that here rather than meeting "busy". It takes moments (the
+ * journal's end record, the step's other ends); the caller's thread (the
+ * gRPC thread, an OpenAI connection's) waits at most TC_RETIRE_WAIT_S, well
+ * under --liveness-timeout: a retirement held up longer (another job's
+ * worker call, up to a worker's timeout) leaves the session busy, refused
+ * as before. mu held; released while waiting. */
 static void await_retiring(tc_engine *e, const char *sid) {
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl); /* idle_cv's clock */
