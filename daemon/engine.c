@@ -9,6 +9,7 @@
 
 #include "../common/fault.h"
 
+#include <errno.h>
 #include <malloc.h>
 #include <math.h>
 #include <stdarg.h>
@@ -17,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -394,9 +394,6 @@ static int emit_journaled(const tc_engine *e, const job *j, const tc_emit_plan *
     return e->journal && !j->s->ephemeral && !j->replaying && p->m > 0;
 }
 
-/* Sends the message decided in p, or, when the journal refused its tokens
- * (jerr: why), ends the generation with none of them and closes the live
- * session (the journal keeps it as it was). */
 /* A generation's end, before its last message goes out: the last token
  * sent becomes the session's pending one, and tokens a multi-step run fed
  * past the end (over, never sent) are taken back from the workers. Done
@@ -404,9 +401,7 @@ static int emit_journaled(const tc_engine *e, const job *j, const tc_emit_plan *
  * reads the length the end left (the job retires later). */
 static void end_settle(tc_engine *e, job *j, int32_t last, int over) {
     dsess *s = j->s;
-    pthread_mutex_lock(&e->mu);
-    s->pending = last;
-    pthread_mutex_unlock(&e->mu);
+    tc_eng_set_pending(e, s, last);
     if (over <= 0) return;
     const tc_status tst = e->wc->truncate ? e->wc->truncate(e->wc, s->ws, s->st.length - over)
                                           : TC_FAIL(TC_ERR_INTERNAL, "worker cannot take tokens back");
@@ -421,6 +416,9 @@ static void end_settle(tc_engine *e, job *j, int32_t last, int over) {
     tc_eng_stats_refresh(e, s);
 }
 
+/* Sends the message decided in p, or, when the journal refused its tokens
+ * (jerr: why), ends the generation with none of them and closes the live
+ * session (the journal keeps it as it was). */
 static tc_finish emit_send(tc_engine *e, job *j, const int32_t *toks, const tc_emit_plan *p, const char *jerr,
                            int *used) {
     tc_finish fin = p->fin;
@@ -551,6 +549,40 @@ void tc_eng_job_finish(tc_engine *e, job *j, tc_finish fin, const char *err) {
     pthread_mutex_unlock(&e->mu);
 }
 
+/* The session's running request may have ended as its client sees it
+ * (ended: its last message went out) and only not yet let go of the
+ * session, which it does within one engine step: a client that sends the
+ * session's next request (or a fork of it, a snapshot) as soon as it
+ * hears the end -- a gRPC client that leaves its read loop at
+ * finish_reason, before the call's status -- waits for that here rather
+ * than meeting "busy". It takes moments (the journal's end record, the
+ * step's other ends); the caller's thread (the gRPC thread, an OpenAI
+ * connection's) waits at most TC_RETIRE_WAIT_MS, under the least
+ * --liveness-timeout (2 s): a retirement held up longer (another job's
+ * worker call, up to a worker's timeout) leaves the session busy, refused
+ * as before. mu held; released while waiting. */
+void tc_eng_await_retiring(tc_engine *e, const char *sid) {
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl); /* idle_cv's clock */
+    dl.tv_nsec += (long)(TC_RETIRE_WAIT_MS % 1000) * 1000000L;
+    dl.tv_sec += TC_RETIRE_WAIT_MS / 1000 + dl.tv_nsec / 1000000000L;
+    dl.tv_nsec %= 1000000000L;
+    for (;;) {
+        const dsess *s = tc_eng_sess_find(e, sid);
+        const job *b = s && s->busy_job ? tc_eng_job_find(e, s->busy_job) : NULL;
+        if (!b || !atomic_load(&b->ended)) return;
+        if (pthread_cond_timedwait(&e->idle_cv, &e->mu, &dl) == ETIMEDOUT) return;
+    }
+}
+
+/* the session's pending token, set by the thread that holds its job (read
+ * under mu by GetSession) */
+void tc_eng_set_pending(tc_engine *e, dsess *s, int32_t tok) {
+    pthread_mutex_lock(&e->mu);
+    s->pending = tok;
+    pthread_mutex_unlock(&e->mu);
+}
+
 void tc_eng_stats_refresh(tc_engine *e, dsess *s) {
     tc_wc_session_stats st = {0};
     e->wc->stats(e->wc, s->ws, &st);
@@ -582,7 +614,7 @@ static void unappend(tc_engine *e, job *j) {
     }
     if (e->wc->truncate && e->wc->truncate(e->wc, s->ws, keep) == TC_OK) {
         s->has_logits = 0;
-        if (last >= 0) s->pending = last;
+        if (last >= 0) tc_eng_set_pending(e, s, last);
         tc_eng_stats_refresh(e, s);
         return;
     }
@@ -838,6 +870,7 @@ int tc_engine_session_snapshot(tc_engine *e, const char *id, tc_session_info *in
     *tokens = NULL;
     *n = 0;
     pthread_mutex_lock(&e->mu);
+    tc_eng_await_retiring(e, id);
     dsess *s = tc_eng_sess_find(e, id);
     int code;
     if (!s) code = 5, snprintf(msg, msglen, "session_id: no open session '%s'", id);

@@ -30,8 +30,9 @@ enum { J_QUEUED = 0, J_STARTING, J_RUNNING, J_DONE };
  * the error (engine_ctx_thread) */
 #define TC_SYNC_TRIES 3
 /* how long a request waits for its session's last request, already ended
- * as its client sees it, to let go of the session (await_retiring) */
-#define TC_RETIRE_WAIT_S 3
+ * as its client sees it, to let go of the session (tc_eng_await_retiring):
+ * under the least --liveness-timeout, 2 s (it holds the gRPC thread) */
+#define TC_RETIRE_WAIT_MS 1000
 
 typedef struct dsess {
     char id[TC_ID_MAX];
@@ -95,7 +96,7 @@ typedef struct job {
     double behind_since;
     int slotless, wants_slot;
     atomic_int ended; /* its last message goes out or finish_job began: its request_id is free, a next request on
-                       * its session waits for it to retire (await_retiring) */
+                       * its session waits for it to retire (tc_eng_await_retiring) */
     char err[256];
     int resume;    /* continues a journaled generation (see dsess.resume) */
     int replaying; /* re-sending journaled tokens: not journaled again */
@@ -228,6 +229,8 @@ tc_finish tc_eng_emit_token(tc_engine *e, job *j, int32_t tok);
 /* its last message to the sink, then retired */
 void tc_eng_job_finish(tc_engine *e, job *j, tc_finish fin, const char *err);
 void tc_eng_stats_refresh(tc_engine *e, dsess *s);
+void tc_eng_set_pending(tc_engine *e, dsess *s, int32_t tok); /* mu not held */
+void tc_eng_await_retiring(tc_engine *e, const char *sid);   /* mu held */
 /* a job that failed before it ran: its session goes if it opened it */
 void tc_eng_start_failed(tc_engine *e, job *j, int code, const char *msg);
 void tc_eng_journal_refused(tc_engine *e, job *j);

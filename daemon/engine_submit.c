@@ -5,7 +5,6 @@
  * engine_threads.c. */
 #include "engine.h"
 
-#include <errno.h>
 #include <malloc.h>
 #include <math.h>
 #include <stdarg.h>
@@ -97,29 +96,6 @@ int tc_engine_submit(tc_engine *e, const tc_job_spec *sp, uint64_t *job_id, char
     size_t nt;
     const int code = tc_engine_prepare(e, sp, &toks, &nt, msg, msglen);
     return code ? code : tc_engine_submit_prepared(e, sp, toks, nt, job_id, rid_out, msg, msglen);
-}
-
-/* The session's running request may have ended as its client sees it
- * (ended: its last message went out) and only not yet let go of the
- * session, which it does within one engine step: a client that sends the
- * session's next request as soon as it hears the end (a gRPC client that
- * leaves its read loop at finish_reason, before the call's status) waits
- * for that here rather than meeting "busy". It takes moments (the
- * journal's end record, the step's other ends); the caller's thread (the
- * gRPC thread, an OpenAI connection's) waits at most TC_RETIRE_WAIT_S, well
- * under --liveness-timeout: a retirement held up longer (another job's
- * worker call, up to a worker's timeout) leaves the session busy, refused
- * as before. mu held; released while waiting. */
-static void await_retiring(tc_engine *e, const char *sid) {
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl); /* idle_cv's clock */
-    dl.tv_sec += TC_RETIRE_WAIT_S;
-    for (;;) {
-        const dsess *s = tc_eng_sess_find(e, sid);
-        const job *b = s && s->busy_job ? tc_eng_job_find(e, s->busy_job) : NULL;
-        if (!b || !atomic_load(&b->ended)) return;
-        if (pthread_cond_timedwait(&e->idle_cv, &e->mu, &dl) == ETIMEDOUT) return;
-    }
 }
 
 int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks, size_t nt, uint64_t *job_id,
@@ -243,7 +219,10 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
         }
     }
     pthread_mutex_lock(&e->mu);
-    if (sp->session_id && *sp->session_id && !sp->create) await_retiring(e, sp->session_id);
+    /* the session (or a fork's source) may be in the moment between its last
+     * request's end and that request letting go of it */
+    if (sp->session_id && *sp->session_id && !sp->create) tc_eng_await_retiring(e, sp->session_id);
+    if (sp->create && sp->copy_from && *sp->copy_from) tc_eng_await_retiring(e, sp->copy_from);
     if (e->fault_wedge && sp->request_id && !strncmp(sp->request_id, "wedge-", 6)) { /* test-only: a deadlock */
         pthread_t t;
         if (!strcmp(sp->request_id, "wedge-rpc")) { /* the gRPC thread stuck, the engine free */

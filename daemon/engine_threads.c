@@ -166,7 +166,7 @@ static void start_job(tc_engine *e, job *j) {
             tc_eng_start_failed(e, j, st == TC_ERR_INVALID ? 3 : st == TC_ERR_IO ? 14 : st == TC_ERR_EXHAUSTED ? 8 : 13, msg);
             return;
         }
-        s->pending = -1;
+        tc_eng_set_pending(e, s, -1);
         s->has_logits = 1;
         free(s->restore);
         s->restore = NULL;
@@ -300,6 +300,7 @@ static void start_job(tc_engine *e, job *j) {
     if (j->max_tokens <= j->generated) {
         tc_job_stats st;
         tc_eng_stats_of(j, &st, s->st.length);
+        atomic_store(&j->ended, 1); /* its client hears the end: tc_eng_await_retiring */
         j->sink->tokens(j->user, NULL, 0, "", 0, TC_FINISH_LENGTH, &st, NULL);
         tc_eng_job_finish(e, j, TC_FINISH_NONE, NULL);
         return;
@@ -596,10 +597,10 @@ void *tc_eng_generation_thread(void *arg) {
                     tc_eng_start_failed(e, j, j->cancel_code, j->cancel_code == 14 ? "server shutting down"
                                                        : j->cancel_code == 4 ? "deadline exceeded" : "cancelled");
                 } else if (j->cancel_code == 13) { /* a failure, not a cancel (the syncs above) */
-                    if (j->s) j->s->pending = j->next_tok;
+                    if (j->s) tc_eng_set_pending(e, j->s, j->next_tok);
                     tc_eng_job_finish(e, j, TC_FINISH_ERROR, j->err);
                 } else {
-                    if (j->s) j->s->pending = j->next_tok; /* keep what the client saw */
+                    if (j->s) tc_eng_set_pending(e, j->s, j->next_tok); /* keep what the client saw */
                     tc_metric_inc(TC_M_cancelled_steps_total, 1);
                     tc_eng_job_finish(e, j, TC_FINISH_CANCELLED,
                                j->cancel_code == 4 ? "deadline exceeded"
@@ -776,13 +777,13 @@ void *tc_eng_generation_thread(void *arg) {
                         char msg[700];
                         snprintf(msg, sizeof msg, "rebuilding the session on another worker pair: %s",
                                  tc_error_get() ? tc_error_get() : tc_status_str(pst));
-                        j->s->pending = j->next_tok;
+                        tc_eng_set_pending(e, j->s, j->next_tok);
                         tc_eng_job_finish(e, j, TC_FINISH_ERROR, msg);
                         continue;
                     }
                 }
                 if (sti != TC_OK) {
-                    j->s->pending = j->next_tok;
+                    tc_eng_set_pending(e, j->s, j->next_tok);
                     pthread_mutex_lock(&e->mu);
                     const int draining = e->draining;
                     if (draining && sti == TC_ERR_IO) j->cancel = 1, j->cancel_code = 14; /* counted as cancelled */

@@ -22,8 +22,11 @@ daemon, on a tiny tconstformer with the GPT-2 vocabulary:
     generation (tconst_requests_total{status="cancelled"} + 1, nothing
     left running);
   * a model without a tokenizer takes token ids and says so for text;
-  * GetSession sent as soon as a generation's last message arrives counts
-    all of it (the job's retirement delayed, TC_FAULT_RETIRE_DELAY_MS).
+  * a session's end as the client hears it is settled (each generation's
+    thread held 300 ms after its last message, TC_FAULT_RETIRE_DELAY_MS):
+    GetSession right after an OpenAI response, [DONE], a Generate's or a
+    Stream's last message counts all of it; the next Generate, a fork
+    (copy_from) and a SnapshotSession sent at once are not refused busy.
 
 Needs the GPT-2 vocabulary (TC_GPT2_DIR, the tokenizer.fetch_gpt2 fixture).
 """
@@ -345,8 +348,35 @@ def body(env, ck):
                             env.generate(tiny, h2 + c1 + [13], 2, ignore_eos=True)),
                  "the session's next Generate sent as soon as the last one's finish_reason came (before its status): "
                  "it waits for the session (not FAILED_PRECONDITION busy) and continues from the whole history")
+        # the same for a fork of the session and a snapshot of the fork
+        def gen_to_finish(session, tok):
+            ids = []
+            for m in s.Generate(pb.GenerateRequest(token_ids=[tok], session_id=session, sampling=sp2), timeout=60):
+                ids += m.token_ids
+                if m.finish_reason:
+                    return ids
+            return ids
+        h2 = h2 + c1 + [13] + c2
+        c3 = gen_to_finish(sid, 14)
+        try:
+            fork = s.OpenSession(pb.OpenSessionRequest(copy_from=sid), timeout=60)
+            fork = (fork.session_id, fork.length)
+        except grpc.RpcError as ex:
+            fork = (None, f"{ex.code()}: {ex.details()}")
+        ck.equal(fork[1], len(h2) + 1 + len(c3),
+                 "a fork (OpenSession copy_from) sent as soon as the source's Generate said finish_reason: not busy, "
+                 "the whole history")
+        if fork[0]:
+            c4 = gen_to_finish(fork[0], 15)
+            try:
+                snap = [t for m in s.SnapshotSession(pb.SnapshotSessionRequest(session_id=fork[0]), timeout=60)
+                        for t in m.token_ids]
+            except grpc.RpcError as ex:
+                snap = f"{ex.code()}: {ex.details()}"
+            ck.equal(snap, h2 + [14] + c3 + [15] + c4,
+                     "SnapshotSession sent as soon as the fork's Generate said finish_reason: not busy, every token")
         n2 = s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=60).length
-        b = b + [12] + c1 + [13] + c2
+        b = b + [12] + c1 + [13] + c2 + [14] + c3
         # streamed: read up to [DONE], then GetSession (the connection still open)
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         c.request("POST", "/v1/completions", json.dumps({"prompt": [10], "max_tokens": 3, "temperature": 0,
