@@ -260,8 +260,10 @@ class Daemon:
 
     READY = "tconstd "
 
-    def __init__(self, env, *args, model=None, grpc_port=0, http_port=0, wait_ready=True, preexec=None):
+    def __init__(self, env, *args, model=None, grpc_port=0, http_port=0, wait_ready=True, preexec=None,
+                 env_vars=None):
         self.env = env
+        self.env_vars = dict(env_vars or {})  # set in tconstd's environment (test-only TC_FAULT_* knobs)
         self.preexec = preexec  # run in the child before exec (resource limits)
         self.args = list(args)
         if model:
@@ -311,7 +313,7 @@ class Daemon:
             extra += ["--device", os.environ.get("TC_E2E_DEVICE") or "cpu"]
         cmd = [self.env.tconstd, "--listen", f"127.0.0.1:{self.grpc_port}",
                "--http-listen", f"127.0.0.1:{self.http_port}"] + extra + self.args
-        envv = dict(os.environ, TMPDIR=self.env.tmp)
+        envv = dict(os.environ, TMPDIR=self.env.tmp, **self.env_vars)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=envv, preexec_fn=self.preexec)
         threading.Thread(target=self._read_stdout, daemon=True).start()
         if self.wait_ready:
@@ -404,6 +406,11 @@ class Daemon:
 
     def metric(self, name, **labels):
         return self.metrics().get((name, tuple(sorted(labels.items()))))
+
+    def openai_port(self):
+        """The port of --openai-listen, from the ready line."""
+        w = self.ready_line.split()
+        return int(w[w.index("openai") + 1].rsplit(":", 1)[1])
 
     # ---- convenience ----
     def generate_ids(self, stub, tokens, sampling, timeout=RPC_TIMEOUT, **kw):

@@ -306,13 +306,7 @@ def body(env, ck):
     # the length a generation's end leaves is there when its client hears
     # the end: the job's retirement held back 300 ms after its last message
     # (test-only TC_FAULT_RETIRE_DELAY_MS), GetSession asked at once
-    os.environ["TC_FAULT_RETIRE_DELAY_MS"] = "300"
-    try:
-        d = Daemon(env, "--openai-listen", "127.0.0.1:0", model=tiny)
-        d.start()
-    finally:
-        del os.environ["TC_FAULT_RETIRE_DELAY_MS"]
-    with d:
+    with Daemon(env, "--openai-listen", "127.0.0.1:0", model=tiny, env_vars={"TC_FAULT_RETIRE_DELAY_MS": "300"}) as d:
         port, s = oai_port(d), d.stub()
         sid = s.OpenSession(pb.OpenSessionRequest(token_ids=[5, 6, 7]), timeout=60).session_id
         st, r, _ = call(port, "POST", "/v1/completions", {"prompt": [8], "max_tokens": 5, "temperature": 0,
