@@ -56,7 +56,7 @@ job *tc_eng_job_find(tc_engine *e, uint64_t id) {
     return NULL;
 }
 
-void tc_eng_sess_info(tc_engine *e, const dsess *s, tc_session_info *o) {
+void tc_eng_sess_info(tc_engine *e, const dsess *s, tc_session_info *o) { /* mu held */
     memset(o, 0, sizeof *o);
     snprintf(o->id, sizeof o->id, "%s", s->id);
     o->length = s->st.length + (s->pending >= 0);
@@ -65,7 +65,11 @@ void tc_eng_sess_info(tc_engine *e, const dsess *s, tc_session_info *o) {
     o->windows = e->wc->cfg->arch == TC_ARCH_TRANSFORMER ? 0 : o->length / e->wc->cfg->generate_window;
     o->created_ms = s->created_ms;
     o->last_used_ms = s->last_used_ms;
-    o->busy = s->busy_job != 0;
+    /* a request that has ended as its client sees it (its last message
+     * out) no longer counts: the next one may be sent (it waits the moment
+     * until the session is let go of, tc_eng_await_retiring) */
+    const job *b = s->busy_job ? tc_eng_job_find(e, s->busy_job) : NULL;
+    o->busy = b && !atomic_load(&b->ended);
 }
 
 /* A copy of idle session s's whole history (fed, restored from the

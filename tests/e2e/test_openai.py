@@ -332,6 +332,9 @@ def body(env, ck):
             c1 += m.token_ids
             if m.finish_reason:
                 break
+        g1 = s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=60)
+        ck.equal((g1.busy, g1.length), (False, n2 + 1 + len(c1)),
+                 "GetSession right after a Generate's finish_reason (before its status): not busy, all of it counted")
         try:
             c2 = [t for m in s.Generate(pb.GenerateRequest(token_ids=[13], session_id=sid, sampling=sp2), timeout=60)
                   for t in m.token_ids]
