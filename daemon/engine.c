@@ -710,9 +710,8 @@ tc_status tc_engine_start(tc_engine **out, tc_worker_client *wc, struct tc_bpe *
     if (tc_fault_env_count("TC_FAULT_ENGINE_WEDGE", 1, &e->fault_wedge) != TC_OK ||
         tc_fault_env_count("TC_FAULT_CANCEL_AFTER_PREFILL", 1000000, &fco) != TC_OK ||
         tc_fault_env_count("TC_FAULT_RETIRE_DELAY_MS", 10000, &e->fault_retire_ms) != TC_OK) {
-        const tc_status st = TC_FAIL(TC_ERR_INVALID, "%s", tc_error_get());
-        free(e);
-        return st;
+        free(e); /* the message is tc_fault_env_count's, naming the variable */
+        return TC_ERR_INVALID;
     }
     e->fault_cancel_open = fco;
     pthread_mutex_init(&e->mu, NULL);

@@ -226,10 +226,8 @@ tc_status tc_journal_open(tc_journal **out, const char *data_dir) {
     int64_t fd = 0; /* tests: the first N session deletes fail (tests/e2e/test_journal_full.py) */
     if ((st = tc_fault_env_count("TC_FAULT_JOURNAL_DELETE_ERRORS", 1000000, &fd)) != TC_OK) goto fail;
     j->fault_deletes = fd;
-    if (fd) TC_LOG(TC_LOG_WARN, "journal", "fault injection armed: the first %lld session deletes fail", (long long)fd);
     if ((st = tc_fault_env_count("TC_FAULT_JOURNAL_WRITE_FAIL_AT", 1000000, &fd)) != TC_OK) goto fail;
     j->fault_write_at = fd;
-    if (fd) TC_LOG(TC_LOG_WARN, "journal", "fault injection armed: prompt write %lld fails", (long long)fd);
     /* two daemons on one journal would merge their sessions under the same
      * ids and expire each other's: the second is refused */
     snprintf(path, sizeof path, "%s/LOCK", data_dir);

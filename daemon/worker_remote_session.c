@@ -404,8 +404,11 @@ tc_status tc_wr_failover(tc_worker_client *w, tc_wc_session *s) {
             double t_ = tc_now_s();                                             \
             st_ = (expr);                                                       \
             if (st_ != TC_ERR_IO || attempt_ == 3) break;                       \
-            if (tc_cancelled()) /* its request is gone: no wait for a restart */ \
-                return TC_FAIL(TC_ERR_CANCELLED, "%s (its request was cancelled)", tc_error_get()); \
+            if (tc_cancelled()) { /* its request is gone: no wait for a restart */ \
+                char why_[512]; /* tc_error_get() is the buffer TC_FAIL writes */ \
+                snprintf(why_, sizeof why_, "%s", tc_error_get() ? tc_error_get() : "worker unreachable"); \
+                return TC_FAIL(TC_ERR_CANCELLED, "%s (its request was cancelled)", why_); \
+            }                                                                   \
             TC_LOG(TC_LOG_WARN, "workers", "session %llu: %s; recovering",      \
                    (unsigned long long)(s)->sid, tc_error_get());               \
             for (int k_ = 0; k_ < 2; k_++) {                                    \

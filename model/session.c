@@ -246,7 +246,11 @@ tc_status tc_step_batch_draw(tc_session **ss, const int32_t *tokens, int B, cons
     if (B <= 0) return TC_OK;
     for (int i = 0; i < B; i++) {
         const tc_sampling_params p = {draws[i].temperature, draws[i].top_k, draws[i].top_p, 0};
-        if (tc_sampling_validate(&p) != TC_OK) return TC_FAIL(TC_ERR_INVALID, "step: draw %d: %s", i, tc_error_get());
+        if (tc_sampling_validate(&p) != TC_OK) {
+            char why[256]; /* tc_error_get() is the buffer TC_FAIL writes */
+            snprintf(why, sizeof why, "%s", tc_error_get() ? tc_error_get() : "invalid");
+            return TC_FAIL(TC_ERR_INVALID, "step: draw %d: %s", i, why);
+        }
         if (draws[i].r >> 53) return TC_FAIL(TC_ERR_INVALID, "step: draw %d: random bits past 53", i);
     }
     tc_fwd_out out = {.draws = draws, .tokens = next};

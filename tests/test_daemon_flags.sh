@@ -91,6 +91,10 @@ echo "ok   tconst-worker with TC_CUDA_PREFILL_LANE=yes: refused (exit 2)"
 TC_LOG_LEVEL=bogus refuse "TC_LOG_LEVEL 'bogus'"
 TC_LOG_FORMAT=yaml refuse "TC_LOG_FORMAT 'yaml'"
 refuse "--log-level 'loud'" --log-level loud
+# the test-only fault knobs (docs/operations.md): a value that is not a
+# count in range is named, not ignored (the engine's were printed "(null)")
+TC_FAULT_RETIRE_DELAY_MS=abc refuse "TC_FAULT_RETIRE_DELAY_MS 'abc': expected a count 0..10000"
+TC_FAULT_ENGINE_WEDGE=2 refuse "TC_FAULT_ENGINE_WEDGE '2': expected a count 0..1"
 
 # SIGTERM during the start-up (a worker that never reports ready, a start
 # budget of 10 minutes): taken at once, a clean exit, never "ready". The
