@@ -69,7 +69,7 @@ void tc_eng_sess_info(tc_engine *e, const dsess *s, tc_session_info *o) { /* mu 
      * out) no longer counts: the next one may be sent (it waits the moment
      * until the session is let go of, tc_eng_await_retiring) */
     const job *b = s->busy_job ? tc_eng_job_find(e, s->busy_job) : NULL;
-    o->busy = b && !atomic_load(&b->ended);
+    o->busy = (b && !atomic_load(&b->ended)) || s->next_job;
 }
 
 /* A copy of idle session s's whole history (fed, restored from the
@@ -272,9 +272,17 @@ static void *job_retire_locked(tc_engine *e, job *j) {
     j->phase = J_DONE;
     dsess *s = j->s;
     if (s) {
-        s->busy_job = 0;
+        if (s->busy_job == j->id) { /* the request queued behind it (next_job) takes the session */
+            s->busy_job = s->next_job;
+            s->next_job = 0;
+            job *w = s->busy_job ? tc_eng_job_find(e, s->busy_job) : NULL;
+            if (w && (s->ephemeral || s->close_when_idle) && !w->cancel) /* the session closes: it never starts */
+                w->cancel = 1, w->cancel_code = 5;
+        } else if (s->next_job == j->id) /* a queued one that never started (cancelled) */
+            s->next_job = 0;
         s->last_used_ms = tc_wall_ms();
-        if (s->ephemeral || s->close_when_idle) tc_eng_sess_remove_locked(e, s, !s->keep_journal);
+        /* one that closes goes when no request holds it any more */
+        if (!s->busy_job && (s->ephemeral || s->close_when_idle)) tc_eng_sess_remove_locked(e, s, !s->keep_journal);
     }
     tc_eng_gauges_locked(e);
     pthread_cond_broadcast(&e->idle_cv);
@@ -555,16 +563,15 @@ void tc_eng_job_finish(tc_engine *e, job *j, tc_finish fin, const char *err) {
 
 /* The session's running request may have ended as its client sees it
  * (ended: its last message went out) and only not yet let go of the
- * session, which it does within one engine step: a client that sends the
- * session's next request (or a fork of it, a snapshot) as soon as it
- * hears the end -- a gRPC client that leaves its read loop at
- * finish_reason, before the call's status -- waits for that here rather
- * than meeting "busy". It takes moments (the journal's end record, the
- * step's other ends); the caller's thread (the gRPC thread, an OpenAI
- * connection's) waits at most TC_RETIRE_WAIT_MS, under the least
- * --liveness-timeout (2 s): a retirement held up longer (another job's
- * worker call, up to a worker's timeout) leaves the session busy, refused
- * as before. mu held; released while waiting. */
+ * session, which it does within one engine step: a fork of it or a
+ * snapshot sent as soon as the client hears the end waits for that here
+ * rather than meeting "busy" (the session's own next request queues behind
+ * it instead, next_job, holding no thread). It takes moments (the
+ * journal's end record, the step's other ends); the caller's thread (the
+ * gRPC thread, an OpenAI connection's) waits at most TC_RETIRE_WAIT_MS,
+ * under the least --liveness-timeout (2 s): a retirement held up longer
+ * (another job's worker call, up to a worker's timeout) leaves the session
+ * busy, refused as before. mu held; released while waiting. */
 void tc_eng_await_retiring(tc_engine *e, const char *sid) {
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl); /* idle_cv's clock */
@@ -945,6 +952,8 @@ static int session_close(tc_engine *e, const char *id, uint64_t key, tc_session_
                 j->cancel = 1;
                 j->cancel_code = 1;
             }
+            job *w = s->next_job ? tc_eng_job_find(e, s->next_job) : NULL; /* queued behind it: never starts */
+            if (w && !w->cancel) w->cancel = 1, w->cancel_code = 5;
             pthread_cond_broadcast(&e->cv);
         } else if (tc_eng_sess_forget_locked(e, s) != TC_OK) {
             snprintf(err, errlen, "%s", tc_error_get());

@@ -29,7 +29,7 @@ enum { J_QUEUED = 0, J_STARTING, J_RUNNING, J_DONE };
 /* syncs of one session failing in a row before its generation ends with
  * the error (engine_ctx_thread) */
 #define TC_SYNC_TRIES 3
-/* how long a request waits for its session's last request, already ended
+/* how long a fork or snapshot waits for its session's last request, already ended
  * as its client sees it, to let go of the session (tc_eng_await_retiring):
  * under the least --liveness-timeout, 2 s (it holds the gRPC thread) */
 #define TC_RETIRE_WAIT_MS 1000
@@ -41,6 +41,11 @@ typedef struct dsess {
     float *logits;   /* [V] after the last fed token */
     int has_logits;
     uint64_t busy_job;
+    /* the session's next request, sent once busy_job had ended as its
+     * client sees it (its last message out) but before it let go of the
+     * session: queued behind it, it takes the session when busy_job
+     * retires (job_retire_locked); one at most, and only while busy_job */
+    uint64_t next_job;
     int ephemeral, close_when_idle;
     /* a Stream's own session whose close at the stream's end the journal
      * refused: closed by the idle pass as soon as the journal lets it
@@ -96,7 +101,8 @@ typedef struct job {
     double behind_since;
     int slotless, wants_slot;
     atomic_int ended; /* its last message goes out or finish_job began: its request_id is free, a next request on
-                       * its session waits for it to retire (tc_eng_await_retiring) */
+                       * its session queues behind it (next_job), a fork or snapshot of the session waits for
+                       * it to retire (tc_eng_await_retiring) */
     char err[256];
     int resume;    /* continues a journaled generation (see dsess.resume) */
     int replaying; /* re-sending journaled tokens: not journaled again */

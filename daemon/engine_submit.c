@@ -219,9 +219,9 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
         }
     }
     pthread_mutex_lock(&e->mu);
-    /* the session (or a fork's source) may be in the moment between its last
-     * request's end and that request letting go of it */
-    if (sp->session_id && *sp->session_id && !sp->create) tc_eng_await_retiring(e, sp->session_id);
+    /* a fork's source may be in the moment between its last request's end
+     * and that request letting go of it (the session's own next request
+     * queues behind it instead: next_job below) */
     if (sp->create && sp->copy_from && *sp->copy_from) tc_eng_await_retiring(e, sp->copy_from);
     if (e->fault_wedge && sp->request_id && !strncmp(sp->request_id, "wedge-", 6)) { /* test-only: a deadlock */
         pthread_t t;
@@ -268,6 +268,7 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
         }
     }
     dsess *s = NULL;
+    int behind = 0; /* queued behind the session's last request (next_job) */
     const char *sid = sp->session_id ? sp->session_id : "";
     if (strlen(sid) >= TC_ID_MAX) {
         pthread_mutex_unlock(&e->mu);
@@ -348,13 +349,21 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
             goto reject;
         }
         if (s->busy_job) {
-            pthread_mutex_unlock(&e->mu);
-            code = refuse(msg, msglen, 9, "session_id: session '%s' is busy with another request", sid);
-            goto reject;
+            /* its request has ended as its client sees it (its last
+             * message out) and only not yet let go of the session: this
+             * one queues behind it, without holding this thread (a client
+             * that sends the next turn as soon as it hears finish_reason) */
+            const job *b = tc_eng_job_find(e, s->busy_job);
+            if (!b || !atomic_load(&b->ended) || s->next_job || s->ephemeral) {
+                pthread_mutex_unlock(&e->mu);
+                code = refuse(msg, msglen, 9, "session_id: session '%s' is busy with another request", sid);
+                goto reject;
+            }
+            behind = 1;
         }
     }
     /* the same request again after a crash cut it: resume, don't restart */
-    if (sp->generate && s->has_resume && sp->request_id && !strcmp(sp->request_id, s->resume.request_id) &&
+    if (!behind && sp->generate && s->has_resume && sp->request_id && !strcmp(sp->request_id, s->resume.request_id) &&
         s->st.length == s->resume_len) {
         int64_t k = s->resume_len - s->resume.start_len;
         tc_sampler_free(&j->smp);
@@ -374,7 +383,8 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
     }
     j->s = s;
     j->id = ++e->next_job_id;
-    s->busy_job = j->id;
+    if (behind) s->next_job = j->id;
+    else s->busy_job = j->id;
     j->request_group = sp->request_group;
     if (sp->request_id && *sp->request_id) snprintf(j->request_id, sizeof j->request_id, "%s", sp->request_id);
     else { /* unique among the live requests, ids clients chose included */

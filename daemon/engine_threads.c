@@ -364,7 +364,9 @@ void *tc_eng_context_thread(void *arg) {
                     j->cancel = 1, j->cancel_code = 4, expired = 1;
                     continue;
                 }
-                if (j->phase == J_QUEUED && !j->cancel && (room || !j->generate))
+                /* one queued behind its session's last request
+                 * (next_job) starts once that let go of the session */
+                if (j->phase == J_QUEUED && !j->cancel && (room || !j->generate) && j->s->busy_job == j->id)
                     start = j; /* the list is LIFO: last = oldest */
             }
             if (expired) pthread_cond_broadcast(&e->cv);
@@ -575,7 +577,7 @@ void *tc_eng_generation_thread(void *arg) {
             /* a cancelled job whose sync still waits in the queue (not
              * popped, so no thread runs it): out of the queue, the session
              * left due -- it no longer waits behind other sessions' syncs */
-            if (j->cancel && j->s && j->s->syncing && tc_sched_state(e->sched, j->s->qid) == TC_SS_AT_BOUNDARY &&
+            if (j->cancel && j->s && j->s->busy_job == j->id && j->s->syncing && tc_sched_state(e->sched, j->s->qid) == TC_SS_AT_BOUNDARY &&
                 tc_sched_transition(e->sched, j->s->qid, TC_SS_SYNCING) == TC_OK &&
                 tc_sched_transition(e->sched, j->s->qid, TC_SS_GENERATING) == TC_OK) {
                 j->s->syncing = 0;
@@ -594,8 +596,13 @@ void *tc_eng_generation_thread(void *arg) {
             for (int i = 0; i < nd; i++) {
                 job *j = dead[i];
                 if (j->phase == J_QUEUED) { /* never started: a session it opened goes with it */
+                    char m[TC_ID_MAX + 80];
+                    if (j->cancel_code == 5) /* queued behind the session's last request, and the session closed */
+                        snprintf(m, sizeof m, "session_id: session '%s' was closed before this request started",
+                                 j->s->id);
                     tc_eng_start_failed(e, j, j->cancel_code, j->cancel_code == 14 ? "server shutting down"
-                                                       : j->cancel_code == 4 ? "deadline exceeded" : "cancelled");
+                                                       : j->cancel_code == 4 ? "deadline exceeded"
+                                                       : j->cancel_code == 5 ? m : "cancelled");
                 } else if (j->cancel_code == 13) { /* a failure, not a cancel (the syncs above) */
                     if (j->s) tc_eng_set_pending(e, j->s, j->next_tok);
                     tc_eng_job_finish(e, j, TC_FINISH_ERROR, j->err);

@@ -14,6 +14,15 @@ the next turn lands in the moment before its session is let go of.
     SnapshotSession's ids, and a greedy generation after it equal to
     `tconst generate` over that history.
 
+Then with each generation's thread held 3 s after its last message (well
+past the 1 s a request used to wait on the gRPC thread), a turn sent at once
+queues behind the last one (next_job) instead of holding the RPC thread:
+  * GetSession answers while it waits, busy; a third request is refused busy;
+  * it runs once the last one lets go: == `tconst generate`;
+  * CloseSession while one waits: it fails NOT_FOUND naming the close, and
+    the session is gone; Abort of one that waits: CANCELLED, the session
+    goes on with the history its client saw.
+
 Runs in each worker layout (TC_E2E_DAEMON_ARGS).
 """
 import http.client
@@ -21,7 +30,7 @@ import json
 import threading
 
 import grpc
-from harness import Daemon, run
+from harness import Daemon, run, wait_for
 
 SESSIONS, TURNS, MAX_TOK = 4, 6, 12
 STOP = list(range(7, 512, 11))  # 46 of the tiny model's 512 ids: about 1 sampled token in 11 ends a run
@@ -98,6 +107,79 @@ def body(env, ck):
             got, _ = d.generate_ids(s, [1], env.sampling(max_tokens=4, ignore_eos=True), session_id=sids[k])
             ck.equal(got, env.generate(model, hist[k] + [1], 4, ignore_eos=True),
                      f"session {k}: a greedy generation after it == tconst generate over that history")
+
+    queued(env, ck, model)
+
+
+def queued(env, ck, model):
+    pb = env.pb
+    with Daemon(env, model=model, env_vars={"TC_FAULT_RETIRE_DELAY_MS": "3000"}) as d:
+        s = d.stub()
+        greedy = env.sampling(max_tokens=5, ignore_eos=True)
+        hist = [5, 9, 14, 3, 7, 11, 2]
+        sid = s.OpenSession(pb.OpenSessionRequest(token_ids=hist), timeout=60).session_id
+        other = s.OpenSession(pb.OpenSessionRequest(token_ids=[4, 4]), timeout=60).session_id
+
+        def left_at_finish(tok):  # a turn whose client leaves at finish_reason, before the call's status
+            ids = []
+            for m in s.Generate(pb.GenerateRequest(token_ids=[tok], session_id=sid, sampling=greedy), timeout=120):
+                ids += m.token_ids
+                if m.finish_reason:
+                    break
+            hist.extend([tok] + ids)
+
+        def start_next(tok, out, **kw):
+            def go():
+                try:
+                    out["ids"] = d.generate_ids(s, [tok], greedy, session_id=sid, timeout=120, **kw)[0]
+                except grpc.RpcError as ex:
+                    out["err"] = (ex.code(), ex.details() or "")
+            th = threading.Thread(target=go)
+            th.start()
+            return th
+
+        def busy():
+            return s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=60).busy
+
+        left_at_finish(21)
+        out = {}
+        th = start_next(33, out)
+        ck.check(wait_for(busy, 60, "the next turn to queue"),
+                 "the next turn, sent at once, queues behind the last one: GetSession answers, busy")
+        ck.equal(s.GetSession(pb.GetSessionRequest(session_id=other), timeout=60).busy, False,
+                 "another session's GetSession answers while it waits (the RPC thread is not held)")
+        ck.rpc_error(lambda: s.Generate(pb.GenerateRequest(token_ids=[1], session_id=sid, sampling=greedy),
+                                        timeout=60),
+                     grpc.StatusCode.FAILED_PRECONDITION, "a third request while one waits", "busy")
+        th.join(300)
+        ck.equal(out.get("ids", out.get("err")), env.generate(model, hist + [33], 5, ignore_eos=True),
+                 "the queued turn ran once the last one let go (no busy): == tconst generate")
+        hist += [33] + out.get("ids", [])
+
+        left_at_finish(40)
+        out = {}
+        th = start_next(41, out, request_id="queued-abort")
+        wait_for(busy, 60, "the next turn to queue")
+        ck.equal(s.Abort(pb.AbortRequest(request_id="queued-abort"), timeout=60).found, True,
+                 "Abort finds the request that waits")
+        th.join(300)
+        ck.equal(out.get("err", (None,))[0], grpc.StatusCode.CANCELLED, "the aborted one that waited: CANCELLED")
+        got, _ = d.generate_ids(s, [42], greedy, session_id=sid, timeout=120)
+        ck.equal(got, env.generate(model, hist + [42], 5, ignore_eos=True),
+                 "the session goes on with the history its client saw (the aborted one took nothing)")
+        hist += [42] + got
+
+        left_at_finish(50)
+        out = {}
+        th = start_next(51, out)
+        wait_for(busy, 60, "the next turn to queue")
+        s.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=60)
+        th.join(300)
+        err = out.get("err", (None, ""))
+        ck.check(err[0] == grpc.StatusCode.NOT_FOUND and "closed before this request started" in err[1],
+                 "CloseSession while a turn waits: it fails NOT_FOUND naming the close", out)
+        ck.rpc_error(lambda: s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=60),
+                     grpc.StatusCode.NOT_FOUND, "the closed session")
 
 
 if __name__ == "__main__":
