@@ -49,7 +49,8 @@ test-asan: deps
 # tools/tsan_report.py keeps those in tconst's own code and fails on any.
 # exitcode=0: a daemon with reports (gRPC's) still exits 0, as tests check.
 TSAN_DIR = $(CURDIR)/build-tsan/tsan
-TSAN_TESTS ?= attach bad_input concurrency session stream cancel_prefill slow_reader large_request step_isolation
+TSAN_TESTS ?= attach bad_input concurrency session stream cancel_prefill slow_reader large_request step_isolation \
+              back_to_back mixed_ops
 export TC_GPT2_DIR ?= $(CURDIR)/build/tokenizer/gpt2
 test-tsan: deps
 	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTC_TSAN=ON >/dev/null

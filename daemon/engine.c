@@ -258,6 +258,15 @@ void tc_eng_job_free(job *j) {
     free(j);
 }
 
+/* queued behind session s's last request (next_job) when s closed: it
+ * never starts (the start thread's pass ends it NOT_FOUND). mu held. */
+void tc_eng_fail_queued(job *w, const dsess *s) {
+    if (!w || w->cancel) return;
+    w->cancel = 1;
+    w->cancel_code = 5;
+    snprintf(w->err, sizeof w->err, "session_id: session '%.*s' was closed before this request started", 180, s->id);
+}
+
 /* Unlinks a finished job, releases its session; caller holds mu. Returns
  * the user pointer for the done callback. */
 static void *job_retire_locked(tc_engine *e, job *j) {
@@ -276,8 +285,7 @@ static void *job_retire_locked(tc_engine *e, job *j) {
             s->busy_job = s->next_job;
             s->next_job = 0;
             job *w = s->busy_job ? tc_eng_job_find(e, s->busy_job) : NULL;
-            if (w && (s->ephemeral || s->close_when_idle) && !w->cancel) /* the session closes: it never starts */
-                w->cancel = 1, w->cancel_code = 5;
+            if (w && (s->ephemeral || s->close_when_idle)) tc_eng_fail_queued(w, s); /* it never starts */
         } else if (s->next_job == j->id) /* a queued one that never started (cancelled) */
             s->next_job = 0;
         s->last_used_ms = tc_wall_ms();
@@ -563,10 +571,11 @@ void tc_eng_job_finish(tc_engine *e, job *j, tc_finish fin, const char *err) {
 
 /* The session's running request may have ended as its client sees it
  * (ended: its last message went out) and only not yet let go of the
- * session, which it does within one engine step: a fork of it or a
- * snapshot sent as soon as the client hears the end waits for that here
- * rather than meeting "busy" (the session's own next request queues behind
- * it instead, next_job, holding no thread). It takes moments (the
+ * session, which it does within one engine step: a snapshot sent as soon
+ * as the client hears the end waits for that here rather than meeting
+ * "busy" (the session's own next request queues behind it instead,
+ * next_job, and a fork of it takes its copy later, copy_after: neither
+ * holds a thread). It takes moments (the
  * journal's end record, the step's other ends); the caller's thread (the
  * gRPC thread, an OpenAI connection's) waits at most TC_RETIRE_WAIT_MS,
  * under the least --liveness-timeout (2 s): a retirement held up longer
@@ -584,6 +593,38 @@ void tc_eng_await_retiring(tc_engine *e, const char *sid) {
         if (!b || !atomic_load(&b->ended)) return;
         if (pthread_cond_timedwait(&e->idle_cv, &e->mu, &dl) == ETIMEDOUT) return;
     }
+}
+
+/* Takes fork j's copy of its source's history (copy_src) in front of its
+ * own tokens; 0, or a gRPC code with msg (the source closed, or busy with
+ * another request). At its submission, or, when that came while the
+ * source's request was ending, by a start thread once that request let go
+ * of the source (copy_after). mu held. */
+int tc_eng_fork_copy_locked(tc_engine *e, job *j, char *msg, size_t msglen) {
+    dsess *from = NULL;
+    for (int i = 0; i < e->n_sess && !from; i++)
+        if (e->sess[i]->qid == j->copy_src && !e->sess[i]->close_when_idle) from = e->sess[i];
+    j->copy_after = 0;
+    if (!from) {
+        snprintf(msg, msglen, "copy_from: the session was closed before the copy");
+        return 5;
+    }
+    int32_t *all = NULL;
+    int64_t nh = 0;
+    char m[300];
+    const int hc = tc_eng_history_locked(e, from, j->n_tokens, &all, &nh, m, sizeof m);
+    if (hc) {
+        snprintf(msg, msglen, "copy_from: %s", m);
+        return hc;
+    }
+    from->last_used_ms = tc_wall_ms(); /* a source of forks is in use: not idle */
+    if (j->n_tokens) memcpy(all + nh, j->tokens, (size_t)j->n_tokens * 4);
+    free(j->tokens);
+    j->tokens = all;
+    j->n_tokens += nh;
+    j->n_copied = nh;
+    j->prompt_tokens = j->n_tokens;
+    return 0;
 }
 
 /* the session's pending token, set by the thread that holds its job (read
@@ -952,8 +993,7 @@ static int session_close(tc_engine *e, const char *id, uint64_t key, tc_session_
                 j->cancel = 1;
                 j->cancel_code = 1;
             }
-            job *w = s->next_job ? tc_eng_job_find(e, s->next_job) : NULL; /* queued behind it: never starts */
-            if (w && !w->cancel) w->cancel = 1, w->cancel_code = 5;
+            if (s->next_job) tc_eng_fail_queued(tc_eng_job_find(e, s->next_job), s); /* queued behind it */
             pthread_cond_broadcast(&e->cv);
         } else if (tc_eng_sess_forget_locked(e, s) != TC_OK) {
             snprintf(err, errlen, "%s", tc_error_get());

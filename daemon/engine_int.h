@@ -29,7 +29,7 @@ enum { J_QUEUED = 0, J_STARTING, J_RUNNING, J_DONE };
 /* syncs of one session failing in a row before its generation ends with
  * the error (engine_ctx_thread) */
 #define TC_SYNC_TRIES 3
-/* how long a fork or snapshot waits for its session's last request, already ended
+/* how long a snapshot waits for its session's last request, already ended
  * as its client sees it, to let go of the session (tc_eng_await_retiring):
  * under the least --liveness-timeout, 2 s (it holds the gRPC thread) */
 #define TC_RETIRE_WAIT_MS 1000
@@ -78,6 +78,10 @@ typedef struct job {
     int32_t *tokens;
     int64_t n_tokens;
     int64_t n_copied; /* of n_tokens, the copy_from history in front (error messages) */
+    /* a fork sent while its source's request was ending (ended, not yet
+     * retired): the source (its qid) and that request; the copy is taken
+     * when that request lets go of the source (tc_eng_fork_copy_locked) */
+    uint64_t copy_src, copy_after;
     int generate;
     int final_sent; /* its last message (finish_reason set) went to the sink */
     tc_sampler smp;
@@ -101,8 +105,8 @@ typedef struct job {
     double behind_since;
     int slotless, wants_slot;
     atomic_int ended; /* its last message goes out or finish_job began: its request_id is free, a next request on
-                       * its session queues behind it (next_job), a fork or snapshot of the session waits for
-                       * it to retire (tc_eng_await_retiring) */
+                       * its session queues behind it (next_job), a fork copies the session after it
+                       * (copy_after), a snapshot waits for it to retire (tc_eng_await_retiring) */
     char err[256];
     int resume;    /* continues a journaled generation (see dsess.resume) */
     int replaying; /* re-sending journaled tokens: not journaled again */
@@ -237,6 +241,8 @@ void tc_eng_job_finish(tc_engine *e, job *j, tc_finish fin, const char *err);
 void tc_eng_stats_refresh(tc_engine *e, dsess *s);
 void tc_eng_set_pending(tc_engine *e, dsess *s, int32_t tok); /* mu not held */
 void tc_eng_await_retiring(tc_engine *e, const char *sid);   /* mu held */
+int tc_eng_fork_copy_locked(tc_engine *e, job *j, char *msg, size_t msglen);
+void tc_eng_fail_queued(job *w, const dsess *s); /* mu held */
 /* a job that failed before it ran: its session goes if it opened it */
 void tc_eng_start_failed(tc_engine *e, job *j, int code, const char *msg);
 void tc_eng_journal_refused(tc_engine *e, job *j);

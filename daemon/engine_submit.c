@@ -219,10 +219,6 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
         }
     }
     pthread_mutex_lock(&e->mu);
-    /* a fork's source may be in the moment between its last request's end
-     * and that request letting go of it (the session's own next request
-     * queues behind it instead: next_job below) */
-    if (sp->create && sp->copy_from && *sp->copy_from) tc_eng_await_retiring(e, sp->copy_from);
     if (e->fault_wedge && sp->request_id && !strncmp(sp->request_id, "wedge-", 6)) { /* test-only: a deadlock */
         pthread_t t;
         if (!strcmp(sp->request_id, "wedge-rpc")) { /* the gRPC thread stuck, the engine free */
@@ -307,23 +303,21 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
         }
         if (sp->copy_from && *sp->copy_from) { /* a fork: its history first, then the request's tokens */
             dsess *from = tc_eng_sess_find(e, sp->copy_from);
-            int32_t *all = NULL;
-            int64_t nh = 0;
-            char m[300];
-            const int hc = from ? tc_eng_history_locked(e, from, j->n_tokens, &all, &nh, m, sizeof m) : 5;
-            if (hc) {
+            if (!from) {
                 pthread_mutex_unlock(&e->mu);
-                if (!from) code = refuse(msg, msglen, 5, "copy_from: no open session '%s'", sp->copy_from);
-                else code = refuse(msg, msglen, hc, "copy_from: %s", m);
+                code = refuse(msg, msglen, 5, "copy_from: no open session '%s'", sp->copy_from);
                 goto reject;
             }
-            from->last_used_ms = tc_wall_ms(); /* a source of forks is in use: not idle */
-            if (j->n_tokens) memcpy(all + nh, j->tokens, (size_t)j->n_tokens * 4);
-            free(j->tokens);
-            j->tokens = all;
-            j->n_tokens += nh;
-            j->n_copied = nh;
-            j->prompt_tokens = j->n_tokens;
+            j->copy_src = from->qid;
+            /* its source's request has ended as its client sees it and only
+             * not yet let go of it: the copy waits for that (the start
+             * thread takes it), holding no thread here */
+            const job *fb = from->busy_job ? tc_eng_job_find(e, from->busy_job) : NULL;
+            if (fb && atomic_load(&fb->ended) && !from->next_job) j->copy_after = from->busy_job;
+            else if ((code = tc_eng_fork_copy_locked(e, j, msg, msglen)) != 0) {
+                pthread_mutex_unlock(&e->mu);
+                goto reject;
+            }
         }
         s = tc_eng_sess_add_locked(e, sid);
         if (!s) {

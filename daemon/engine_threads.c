@@ -364,6 +364,20 @@ void *tc_eng_context_thread(void *arg) {
                     j->cancel = 1, j->cancel_code = 4, expired = 1;
                     continue;
                 }
+                if (j->phase == J_QUEUED && !j->cancel && j->copy_after) {
+                    /* a fork whose source's request was ending: its copy
+                     * once that request let go of the source */
+                    const dsess *src = NULL;
+                    for (int i = 0; i < e->n_sess && !src; i++)
+                        if (e->sess[i]->qid == j->copy_src) src = e->sess[i];
+                    if (src && src->busy_job == j->copy_after) continue;
+                    const int fc = tc_eng_fork_copy_locked(e, j, j->err, sizeof j->err);
+                    if (fc) {
+                        j->cancel = 1, j->cancel_code = fc, expired = 1; /* the pass that ends cancelled jobs ends it */
+                        continue;
+                    }
+                    j->err[0] = 0;
+                }
                 /* one queued behind its session's last request
                  * (next_job) starts once that let go of the session */
                 if (j->phase == J_QUEUED && !j->cancel && (room || !j->generate) && j->s->busy_job == j->id)
@@ -596,13 +610,10 @@ void *tc_eng_generation_thread(void *arg) {
             for (int i = 0; i < nd; i++) {
                 job *j = dead[i];
                 if (j->phase == J_QUEUED) { /* never started: a session it opened goes with it */
-                    char m[TC_ID_MAX + 80];
-                    if (j->cancel_code == 5) /* queued behind the session's last request, and the session closed */
-                        snprintf(m, sizeof m, "session_id: session '%s' was closed before this request started",
-                                 j->s->id);
-                    tc_eng_start_failed(e, j, j->cancel_code, j->cancel_code == 14 ? "server shutting down"
-                                                       : j->cancel_code == 4 ? "deadline exceeded"
-                                                       : j->cancel_code == 5 ? m : "cancelled");
+                    /* err: why it could not start (tc_eng_fail_queued, a fork's copy) */
+                    tc_eng_start_failed(e, j, j->cancel_code, j->err[0] ? j->err
+                                                       : j->cancel_code == 14 ? "server shutting down"
+                                                       : j->cancel_code == 4 ? "deadline exceeded" : "cancelled");
                 } else if (j->cancel_code == 13) { /* a failure, not a cancel (the syncs above) */
                     if (j->s) tc_eng_set_pending(e, j->s, j->next_tok);
                     tc_eng_job_finish(e, j, TC_FINISH_ERROR, j->err);

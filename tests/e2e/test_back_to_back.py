@@ -21,7 +21,10 @@ queues behind the last one (next_job) instead of holding the RPC thread:
   * it runs once the last one lets go: == `tconst generate`;
   * CloseSession while one waits: it fails NOT_FOUND naming the close, and
     the session is gone; Abort of one that waits: CANCELLED, the session
-    goes on with the history its client saw.
+    goes on with the history its client saw;
+  * a fork (copy_from) sent at once copies the whole history once the last
+    one let go; one whose source closes while it waits fails NOT_FOUND and
+    leaves no session.
 
 Runs in each worker layout (TC_E2E_DAEMON_ARGS).
 """
@@ -111,6 +114,15 @@ def body(env, ck):
     queued(env, ck, model)
 
 
+def busy_if_open(s, pb, sid):
+    try:
+        return s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=60).busy
+    except grpc.RpcError as ex:
+        if ex.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        return False
+
+
 def queued(env, ck, model):
     pb = env.pb
     with Daemon(env, model=model, env_vars={"TC_FAULT_RETIRE_DELAY_MS": "3000"}) as d:
@@ -168,6 +180,38 @@ def queued(env, ck, model):
         ck.equal(got, env.generate(model, hist + [42], 5, ignore_eos=True),
                  "the session goes on with the history its client saw (the aborted one took nothing)")
         hist += [42] + got
+
+        # a fork sent at once queues too: it copies the history once the last one let go
+        left_at_finish(43)
+        f = s.OpenSession(pb.OpenSessionRequest(copy_from=sid, token_ids=[44]), timeout=120)
+        fsnap = [t for m in s.SnapshotSession(pb.SnapshotSessionRequest(session_id=f.session_id), timeout=60)
+                 for t in m.token_ids]
+        ck.equal((f.length, fsnap), (len(hist) + 1, hist + [44]),
+                 "a fork sent at once (copy_from) copies the whole history once the last one let go")
+        # ... and fails NOT_FOUND when its source closes first
+        left_at_finish(45)
+        fout = {}
+
+        def fork_named():
+            try:
+                fout["info"] = s.OpenSession(pb.OpenSessionRequest(session_id="fork-q", copy_from=sid, token_ids=[46]),
+                                             timeout=120)
+            except grpc.RpcError as ex:
+                fout["err"] = (ex.code(), ex.details() or "")
+        fth = threading.Thread(target=fork_named)
+        fth.start()
+        ck.check(wait_for(lambda: busy_if_open(s, pb, "fork-q"), 60, "the fork to queue"), "the fork waits, busy")
+        closed = s.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=60)
+        fth.join(300)
+        err = fout.get("err", (None, ""))
+        ck.check(err[0] == grpc.StatusCode.NOT_FOUND and "closed before the copy" in err[1],
+                 "its source closed while the fork waited: it fails NOT_FOUND naming the close", fout)
+        ck.rpc_error(lambda: s.GetSession(pb.GetSessionRequest(session_id="fork-q"), timeout=60),
+                     grpc.StatusCode.NOT_FOUND, "the fork that failed is not left open")
+        # the session again (under a new id) for the last case
+        ck.equal(closed.length, len(hist), "CloseSession's length: the history its client saw")
+        hist = [6, 8, 10, 12]
+        sid = s.OpenSession(pb.OpenSessionRequest(token_ids=hist), timeout=60).session_id
 
         left_at_finish(50)
         out = {}
