@@ -282,6 +282,16 @@ static void *job_retire_locked(tc_engine *e, job *j) {
     dsess *s = j->s;
     if (s) {
         if (s->busy_job == j->id) { /* the request queued behind it (next_job) takes the session */
+            /* first the forks that waited for this request to let go of s
+             * take their copies (a request sent after them must not have
+             * s first) */
+            s->busy_job = 0;
+            for (job *f = e->jobs; f; f = f->next)
+                if (f->copy_after == j->id && f->phase == J_QUEUED && !f->cancel) {
+                    const int fc = tc_eng_fork_copy_locked(e, f, f->err, sizeof f->err);
+                    if (fc) f->cancel = 1, f->cancel_code = fc; /* the pass that ends cancelled jobs ends it */
+                    else f->err[0] = 0;
+                }
             s->busy_job = s->next_job;
             s->next_job = 0;
             job *w = s->busy_job ? tc_eng_job_find(e, s->busy_job) : NULL;
@@ -979,7 +989,9 @@ static int session_close(tc_engine *e, const char *id, uint64_t key, tc_session_
                 if (key) { /* a Stream's own at its end: its request stops; the idle pass closes it after */
                     mark_close_retry(e, s);
                     job *j = tc_eng_job_find(e, s->busy_job);
-                    if (j && !j->cancel) j->cancel = 1, j->cancel_code = 1; /* an earlier reason stays */
+                    if (j && j->queued_behind && j->phase == J_QUEUED) tc_eng_fail_queued(j, s);
+                    else if (j && !j->cancel) j->cancel = 1, j->cancel_code = 1; /* an earlier reason stays */
+                    if (s->next_job) tc_eng_fail_queued(tc_eng_job_find(e, s->next_job), s);
                     pthread_cond_broadcast(&e->cv);
                 }
                 pthread_mutex_unlock(&e->mu);
@@ -989,7 +1001,10 @@ static int session_close(tc_engine *e, const char *id, uint64_t key, tc_session_
             s->ephemeral = 1;
             if (e->journal) tc_journal_unlock(e->journal);
             job *j = tc_eng_job_find(e, s->busy_job);
-            if (j && !j->cancel) { /* an earlier reason (a deadline, a sync that failed for good) stays */
+            /* one that queued behind the last request and has the session
+             * now, not started yet, ends as one still queued would */
+            if (j && j->queued_behind && j->phase == J_QUEUED) tc_eng_fail_queued(j, s);
+            else if (j && !j->cancel) { /* an earlier reason (a deadline, a sync that failed for good) stays */
                 j->cancel = 1;
                 j->cancel_code = 1;
             }

@@ -82,6 +82,7 @@ typedef struct job {
      * retired): the source (its qid) and that request; the copy is taken
      * when that request lets go of the source (tc_eng_fork_copy_locked) */
     uint64_t copy_src, copy_after;
+    int queued_behind; /* admitted as its session's next_job */
     int generate;
     int final_sent; /* its last message (finish_reason set) went to the sink */
     tc_sampler smp;

@@ -313,9 +313,12 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
              * not yet let go of it: the copy waits for that (the start
              * thread takes it), holding no thread here */
             const job *fb = from->busy_job ? tc_eng_job_find(e, from->busy_job) : NULL;
+            char m[300];
+            int fc = 0;
             if (fb && atomic_load(&fb->ended) && !from->next_job) j->copy_after = from->busy_job;
-            else if ((code = tc_eng_fork_copy_locked(e, j, msg, msglen)) != 0) {
+            else if ((fc = tc_eng_fork_copy_locked(e, j, m, sizeof m)) != 0) {
                 pthread_mutex_unlock(&e->mu);
+                code = refuse(msg, msglen, fc, "%s", m);
                 goto reject;
             }
         }
@@ -341,6 +344,25 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
             pthread_mutex_unlock(&e->mu);
             code = refuse(msg, msglen, 5, "session '%s' was closed (the one open under its id now is another)", sid);
             goto reject;
+        }
+        if (s->busy_job && sp->generate && s->has_resume && sp->request_id &&
+            !strcmp(sp->request_id, s->resume.request_id)) {
+            /* the retry of a cut generation (its resume decided below, on
+             * the session as its last request leaves it): waits for that
+             * request here, as before, rather than queue behind it */
+            const uint64_t key = s->qid;
+            tc_eng_await_retiring(e, sid);
+            s = tc_eng_sess_find(e, sid);
+            if (!s || s->qid != key) {
+                pthread_mutex_unlock(&e->mu);
+                code = refuse(msg, msglen, 5, "session_id: no open session '%s'", sid);
+                goto reject;
+            }
+            if (s->busy_job) {
+                pthread_mutex_unlock(&e->mu);
+                code = refuse(msg, msglen, 9, "session_id: session '%s' is busy with another request", sid);
+                goto reject;
+            }
         }
         if (s->busy_job) {
             /* its request has ended as its client sees it (its last
@@ -379,6 +401,8 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
     j->id = ++e->next_job_id;
     if (behind) s->next_job = j->id;
     else s->busy_job = j->id;
+    j->queued_behind = behind;
+    if (behind || j->copy_after) tc_metric_inc(TC_M_queued_behind_total, 1);
     j->request_group = sp->request_group;
     if (sp->request_id && *sp->request_id) snprintf(j->request_id, sizeof j->request_id, "%s", sp->request_id);
     else { /* unique among the live requests, ids clients chose included */

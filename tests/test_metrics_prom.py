@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 # The metric set of DESIGN/STYLE: adding or renaming one must be deliberate.
 COUNTERS = ["generated_tokens", "prompt_tokens", "syncs", "requests", "sessions_opened",
             "sessions_closed", "data_plane_bytes", "steps", "cancelled_steps", "cancelled_prefills", "cancelled_syncs", "failed_syncs", "worker_restarts",
-            "worker_rebuilds", "session_failovers"]
+            "worker_rebuilds", "session_failovers", "queued_behind"]
 GAUGES = ["sessions_active", "requests_running", "requests_paused", "requests_resuming", "requests_queued", "large_requests", "state_bytes",
           "sync_queue_depth", "syncs_running", "ready", "draining", "generation_worker_busy_ratio", "workers_up",
           "start_time_seconds"]

@@ -150,6 +150,19 @@ def queued(env, ck, model):
             th.start()
             return th
 
+        def fork_in_thread(name, tok):  # OpenSession(copy_from=sid) named `name`, on a thread of its own
+            fout = {}
+
+            def go():
+                try:
+                    fout["info"] = s.OpenSession(pb.OpenSessionRequest(session_id=name, copy_from=sid, token_ids=[tok]),
+                                                 timeout=120)
+                except grpc.RpcError as ex:
+                    fout["err"] = (ex.code(), ex.details() or "")
+            th = threading.Thread(target=go)
+            th.start()
+            return th, fout
+
         def busy():
             return s.GetSession(pb.GetSessionRequest(session_id=sid), timeout=60).busy
 
@@ -188,18 +201,29 @@ def queued(env, ck, model):
                  for t in m.token_ids]
         ck.equal((f.length, fsnap), (len(hist) + 1, hist + [44]),
                  "a fork sent at once (copy_from) copies the whole history once the last one let go")
+        # a fork that waits, then the session's next turn sent before the fork's reply (it queues
+        # behind too): the fork copies first, the turn runs after -- neither refused busy
+        left_at_finish(60)
+        fth, fout = fork_in_thread("fork-r", 61)
+        wait_for(lambda: busy_if_open(s, pb, "fork-r"), 60, "the fork to queue")
+        out = {}
+        th = start_next(62, out)
+        fth.join(300)
+        th.join(300)
+        forked = hist + [61]
+        fsnap = [t for m in s.SnapshotSession(pb.SnapshotSessionRequest(session_id="fork-r"), timeout=60)
+                 for t in m.token_ids] if "info" in fout else fout.get("err")
+        ck.equal(fsnap, forked, "a fork, then the source's next turn before the fork's reply: the fork copies the "
+                                "history as it was")
+        ck.equal(out.get("ids", out.get("err")), env.generate(model, hist + [62], 5, ignore_eos=True),
+                 "... and the turn runs after it (no busy): == tconst generate")
+        hist += [62] + out.get("ids", [])
+        ck.check(d.metric("tconst_queued_behind_total") >= 4, "tconst_queued_behind_total counts the requests and "
+                 "forks that waited", d.metric("tconst_queued_behind_total"))
+
         # ... and fails NOT_FOUND when its source closes first
         left_at_finish(45)
-        fout = {}
-
-        def fork_named():
-            try:
-                fout["info"] = s.OpenSession(pb.OpenSessionRequest(session_id="fork-q", copy_from=sid, token_ids=[46]),
-                                             timeout=120)
-            except grpc.RpcError as ex:
-                fout["err"] = (ex.code(), ex.details() or "")
-        fth = threading.Thread(target=fork_named)
-        fth.start()
+        fth, fout = fork_in_thread("fork-q", 46)
         ck.check(wait_for(lambda: busy_if_open(s, pb, "fork-q"), 60, "the fork to queue"), "the fork waits, busy")
         closed = s.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=60)
         fth.join(300)

@@ -19,7 +19,9 @@ a hang-up, what the server sent, of which the ids the client read first).
     checked after random operations and for every session at the end;
   * at the end a greedy generation in each session equals `tconst
     generate` over its history;
-  * the daemon still answers and counts no error.
+  * the daemon still answers and counts no error;
+  * some operations did land in that moment (tconst_queued_behind_total:
+    a dozen or more a run).
 
 Runs in each worker layout (TC_E2E_DAEMON_ARGS). The seed is printed;
 TC_MIXED_SEED=N reruns one sequence.
@@ -252,6 +254,9 @@ def body(env, ck):
         ck.check(n > 0, f"all {n} sessions at the end: GetSession's length and SnapshotSession's ids are the history "
                         "its client saw, and a greedy generation after it == tconst generate")
         ck.equal(d.metric("tconst_requests_total", status="error") or 0.0, 0.0, "no request counted as an error")
+        qb = d.metric("tconst_queued_behind_total")
+        ck.check(qb is not None and qb >= 1, "some operations came while their session's last request was ending "
+                 "and queued behind it (tconst_queued_behind_total)", qb)
 
 
 if __name__ == "__main__":
