@@ -269,6 +269,8 @@ void tc_eng_fail_queued(job *w, const dsess *s) {
 
 /* Unlinks a finished job, releases its session; caller holds mu. Returns
  * the user pointer for the done callback. */
+static void snapshots_take_locked(tc_engine *e, dsess *s, uint64_t id);
+
 static void *job_retire_locked(tc_engine *e, job *j) {
     job **pp = &e->jobs;
     while (*pp && *pp != j) pp = &(*pp)->next;
@@ -286,6 +288,7 @@ static void *job_retire_locked(tc_engine *e, job *j) {
              * take their copies (a request sent after them must not have
              * s first) */
             s->busy_job = 0;
+            if (e->snap_waits) snapshots_take_locked(e, s, j->id);
             for (job *f = e->jobs; f; f = f->next)
                 if (f->copy_after == j->id && f->phase == J_QUEUED && !f->cancel) {
                     const int fc = tc_eng_fork_copy_locked(e, f, f->err, sizeof f->err);
@@ -570,8 +573,16 @@ void tc_eng_job_finish(tc_engine *e, job *j, tc_finish fin, const char *err) {
     pthread_mutex_lock(&e->mu);
     const tc_engine_sink *sk = j->sink;
     void *u = job_retire_locked(e, j);
+    snap_wait *ready = e->snap_ready;
+    e->snap_ready = NULL;
     e->n_finishing++;
     pthread_mutex_unlock(&e->mu);
+    while (ready) { /* snapshots that waited for it: theirs now */
+        snap_wait *w = ready;
+        ready = w->next;
+        w->cb(w->ud, w->code, w->msg, &w->info, w->tokens, w->n);
+        free(w);
+    }
     sk->done(u);
     pthread_mutex_lock(&e->mu);
     e->n_finishing--;
@@ -581,11 +592,13 @@ void tc_eng_job_finish(tc_engine *e, job *j, tc_finish fin, const char *err) {
 
 /* The session's running request may have ended as its client sees it
  * (ended: its last message went out) and only not yet let go of the
- * session, which it does within one engine step: a snapshot sent as soon
- * as the client hears the end waits for that here rather than meeting
- * "busy" (the session's own next request queues behind it instead,
- * next_job, and a fork of it takes its copy later, copy_after: neither
- * holds a thread). It takes moments (the
+ * session, which it does within one engine step: the retry of a cut
+ * generation (a resume, decided on the session as that request leaves
+ * it), or a snapshot asked for without a callback, sent as soon as the
+ * client hears the end, waits for that here rather than meeting "busy"
+ * (the session's own next request queues behind it instead, next_job, a
+ * fork takes its copy later, copy_after, and SnapshotSession's copy is
+ * handed over later, snap_wait: none holds a thread). It takes moments (the
  * journal's end record, the step's other ends); the caller's thread (the
  * gRPC thread, an OpenAI connection's) waits at most TC_RETIRE_WAIT_MS,
  * under the least --liveness-timeout (2 s): a retirement held up longer
@@ -926,26 +939,67 @@ int tc_engine_session_get(tc_engine *e, const char *id, tc_session_info *out) {
     return s != NULL;
 }
 
+/* session s's copy and info for a snapshot (s NULL: closed), mu held */
+static int snapshot_locked(tc_engine *e, dsess *s, const char *id, tc_session_info *info, int32_t **tokens,
+                           int64_t *n, char *msg, size_t msglen) {
+    if (!s) {
+        snprintf(msg, msglen, "session_id: no open session '%s'", id);
+        return 5;
+    }
+    char m[300];
+    const int code = tc_eng_history_locked(e, s, 0, tokens, n, m, sizeof m);
+    if (code) snprintf(msg, msglen, "session_id: %s", m);
+    else {
+        tc_eng_sess_info(e, s, info);
+        s->last_used_ms = tc_wall_ms();
+    }
+    return code;
+}
+
 int tc_engine_session_snapshot(tc_engine *e, const char *id, tc_session_info *info, int32_t **tokens, int64_t *n,
-                               char *msg, size_t msglen) {
+                               char *msg, size_t msglen, tc_engine_snapshot_cb later, void *ud) {
     *tokens = NULL;
     *n = 0;
     pthread_mutex_lock(&e->mu);
-    tc_eng_await_retiring(e, id);
     dsess *s = tc_eng_sess_find(e, id);
-    int code;
-    if (!s) code = 5, snprintf(msg, msglen, "session_id: no open session '%s'", id);
-    else {
-        char m[300];
-        code = tc_eng_history_locked(e, s, 0, tokens, n, m, sizeof m);
-        if (code) snprintf(msg, msglen, "session_id: %s", m);
-        else {
-            tc_eng_sess_info(e, s, info);
-            s->last_used_ms = tc_wall_ms();
+    const job *b = s && s->busy_job ? tc_eng_job_find(e, s->busy_job) : NULL;
+    if (later && b && atomic_load(&b->ended) && !s->next_job) { /* taken when b lets go of s */
+        snap_wait *w = calloc(1, sizeof *w);
+        if (w) {
+            w->qid = s->qid, w->after = b->id, w->cb = later, w->ud = ud;
+            snprintf(w->id, sizeof w->id, "%s", id);
+            w->next = e->snap_waits;
+            e->snap_waits = w;
+            tc_metric_inc(TC_M_queued_behind_total, 1);
+            pthread_mutex_unlock(&e->mu);
+            return TC_SNAPSHOT_LATER;
         }
     }
+    if (!later) {
+        tc_eng_await_retiring(e, id);
+        s = tc_eng_sess_find(e, id);
+    }
+    const int code = snapshot_locked(e, s, id, info, tokens, n, msg, msglen);
     pthread_mutex_unlock(&e->mu);
     return code;
+}
+
+/* the snapshots waiting for job id to let go of its session s (busy_job 0
+ * for now): their copies, onto snap_ready for tc_eng_job_finish to hand
+ * over outside mu. mu held. */
+static void snapshots_take_locked(tc_engine *e, dsess *s, uint64_t id) {
+    for (snap_wait **pp = &e->snap_waits; *pp;) {
+        snap_wait *w = *pp;
+        if (w->after != id) {
+            pp = &w->next;
+            continue;
+        }
+        *pp = w->next;
+        w->code = snapshot_locked(e, s->qid == w->qid && !s->close_when_idle ? s : NULL, w->id, &w->info, &w->tokens,
+                                  &w->n, w->msg, sizeof w->msg);
+        w->next = e->snap_ready;
+        e->snap_ready = w;
+    }
 }
 
 void tc_engine_session_unpin(tc_engine *e, const char *id, uint64_t key) {

@@ -154,9 +154,18 @@ int tc_engine_session_get(tc_engine *e, const char *id, tc_session_info *out);
 /* A copy of session id's history (every token it holds: fed, restored
  * from the journal and not yet fed, the pending sampled one) into
  * *tokens (malloc'd, *n of them) and its info. Returns 0, or a gRPC code
- * with msg: NOT_FOUND, FAILED_PRECONDITION (busy), RESOURCE_EXHAUSTED. */
+ * with msg: NOT_FOUND, FAILED_PRECONDITION (busy), RESOURCE_EXHAUSTED.
+ * When the session's last request has ended as its client sees it (its
+ * last message out) and not yet let go of the session: with later, the
+ * copy is taken once it has, and later(ud, ...) gets it, once, on the
+ * engine thread that let go (no engine lock held; tokens are later's to
+ * free): TC_SNAPSHOT_LATER is returned and nothing is set; without, this
+ * call waits for that (at most 1 s, then busy). */
+#define TC_SNAPSHOT_LATER (-1)
+typedef void (*tc_engine_snapshot_cb)(void *ud, int code, const char *msg, const tc_session_info *info,
+                                      int32_t *tokens, int64_t n);
 int tc_engine_session_snapshot(tc_engine *e, const char *id, tc_session_info *info, int32_t **tokens, int64_t *n,
-                               char *msg, size_t msglen);
+                               char *msg, size_t msglen, tc_engine_snapshot_cb later, void *ud);
 /* Closes now, or when its running job ends (that job is cancelled): 1;
  * 0 no such session; -1 the journal could not drop it (a full disk: err
  * names it), and the session stays open as it was. */

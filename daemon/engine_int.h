@@ -29,7 +29,7 @@ enum { J_QUEUED = 0, J_STARTING, J_RUNNING, J_DONE };
 /* syncs of one session failing in a row before its generation ends with
  * the error (engine_ctx_thread) */
 #define TC_SYNC_TRIES 3
-/* how long a snapshot waits for its session's last request, already ended
+/* how long a resume retry waits for its session's last request, already ended
  * as its client sees it, to let go of the session (tc_eng_await_retiring):
  * under the least --liveness-timeout, 2 s (it holds the gRPC thread) */
 #define TC_RETIRE_WAIT_MS 1000
@@ -107,7 +107,7 @@ typedef struct job {
     int slotless, wants_slot;
     atomic_int ended; /* its last message goes out or finish_job began: its request_id is free, a next request on
                        * its session queues behind it (next_job), a fork copies the session after it
-                       * (copy_after), a snapshot waits for it to retire (tc_eng_await_retiring) */
+                       * (copy_after), a snapshot's copy is taken after it (snap_wait) */
     char err[256];
     int resume;    /* continues a journaled generation (see dsess.resume) */
     int replaying; /* re-sending journaled tokens: not journaled again */
@@ -128,8 +128,25 @@ typedef struct reap_node {
     struct reap_node *next;
 } reap_node;
 
+/* a snapshot that waits for its session's ending request (after) to let go
+ * of it (tc_engine_session_snapshot's later); taken at that request's
+ * retirement, then handed to cb outside mu */
+typedef struct snap_wait {
+    struct snap_wait *next;
+    uint64_t qid, after;
+    char id[TC_ID_MAX];
+    tc_engine_snapshot_cb cb;
+    void *ud;
+    int code;
+    char msg[320];
+    tc_session_info info;
+    int32_t *tokens;
+    int64_t n;
+} snap_wait;
+
 struct tc_engine {
     pthread_mutex_t mu;
+    snap_wait *snap_waits, *snap_ready; /* mu */
     pthread_cond_t cv;      /* wakes the engine's threads (broadcast) */
     /* the reaper: frees worker session copies outside mu -- a remote free
      * is a blocking Close RPC that waits behind the worker's running sync

@@ -31,7 +31,7 @@
     X(worker_restarts_total, "Worker processes restarted by tconstd after they exited or stopped answering") \
     X(worker_rebuilds_total, "Session copies rebuilt on a worker from the coordinator's token history (after a restart, or a failed or cancelled call on a both-roles worker)") \
     X(session_failovers_total, "Sessions moved to another worker pair after theirs stayed down past its recovery budget") \
-    X(queued_behind_total, "Requests and forks that came while their session's last request was ending and waited for it to let go of the session")
+    X(queued_behind_total, "Requests, forks and snapshots that came while their session's last request was ending and waited for it to let go of the session")
 
 /* Labelled counters: X(name, label, VALUES, help), where VALUES(V, name)
  * expands V(name, value) once per allowed label value. Each (name, value)

@@ -398,6 +398,10 @@ static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, s
 }
 
 static void sk_failed(void *user, int code, const char *msg) {
+    if (code == 1) { /* cancelled before its first token (an Abort while it queued or prefilled): an end, as vLLM */
+        sk_tokens(user, NULL, 0, "", 0, TC_FINISH_CANCELLED, NULL, msg);
+        return;
+    }
     ochoice *c = user;
     oreq *r = c->r;
     pthread_mutex_lock(&r->mu);

@@ -528,7 +528,7 @@ static void h_get(ctx *c, const uint8_t *m, size_t len, int close) {
 #define SNAPSHOT_CHUNK 65536
 #define SNAPSHOT_CHUNK_MAX 262144
 #define SNAPSHOT_AHEAD 4
-static void snapshot_pump(ctx *c) {
+static void snapshot_pump(ctx *c) { /* c->mu held */
     while (c->snap && tc_call_pending(c->call) < SNAPSHOT_AHEAD) {
         Tconst__V1__SnapshotSessionResponse r = TCONST__V1__SNAPSHOT_SESSION_RESPONSE__INIT;
         Tconst__V1__SessionInfo pi;
@@ -550,6 +550,26 @@ static void snapshot_pump(ctx *c) {
     }
 }
 
+/* the copy of a snapshot that waited for the session's last request to
+ * let go of it (tc_engine_session_snapshot's later): an engine thread */
+static void snapshot_later(void *ud, int code, const char *msg, const tc_session_info *info, int32_t *tokens,
+                           int64_t n) {
+    ctx *c = ud;
+    pthread_mutex_lock(&c->mu);
+    if (code) {
+        free(tokens);
+        tc_svc_finishf(c->call, code, "%s", msg);
+    } else if (tc_call_is_done(c->call)) /* its client went away meanwhile */
+        free(tokens);
+    else {
+        c->snap_info = *info;
+        c->snap = tokens, c->snap_n = n, c->snap_off = 0;
+        snapshot_pump(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+    tc_svc_ctx_unref(c); /* the engine's reference */
+}
+
 static void h_snapshot(ctx *c, const uint8_t *m, size_t len) {
     DECODE(Tconst__V1__SnapshotSessionRequest, tconst__v1__snapshot_session_request, rq, m, len);
     const int chunk = rq->chunk_tokens ? rq->chunk_tokens : SNAPSHOT_CHUNK;
@@ -559,13 +579,26 @@ static void h_snapshot(ctx *c, const uint8_t *m, size_t len) {
     else if (chunk < 1 || chunk > SNAPSHOT_CHUNK_MAX)
         tc_svc_finishf(c->call, TC_GRPC_INVALID_ARGUMENT, "chunk_tokens: %d out of range [1, %d] (0: %d)", rq->chunk_tokens,
                 SNAPSHOT_CHUNK_MAX, SNAPSHOT_CHUNK);
-    else if ((code = tc_engine_session_snapshot(c->svc->e, rq->session_id, &c->snap_info, &c->snap, &c->snap_n, msg,
-                                                sizeof msg)))
-        tc_svc_finishf(c->call, code, "%s", msg);
     else {
+        /* set before the engine may hand a later copy to another thread */
         c->kind = K_SNAPSHOT;
         c->snap_chunk = chunk;
-        snapshot_pump(c);
+        atomic_fetch_add(&c->refs, 1); /* the engine's, while a copy waits (snapshot_later lets go) */
+        int32_t *t = NULL;
+        int64_t n = 0;
+        tc_session_info info;
+        code = tc_engine_session_snapshot(c->svc->e, rq->session_id, &info, &t, &n, msg, sizeof msg, snapshot_later, c);
+        if (code != TC_SNAPSHOT_LATER) {
+            tc_svc_ctx_unref(c); /* not kept: the RPC side's reference stays */
+            if (code) tc_svc_finishf(c->call, code, "%s", msg);
+            else {
+                pthread_mutex_lock(&c->mu);
+                c->snap_info = info;
+                c->snap = t, c->snap_n = n, c->snap_off = 0;
+                snapshot_pump(c);
+                pthread_mutex_unlock(&c->mu);
+            }
+        }
     }
     tconst__v1__snapshot_session_request__free_unpacked(rq, NULL);
 }
@@ -1034,7 +1067,9 @@ static void on_sent(void *ud, tc_call *call) {
     tc_service *s = ud;
     ctx *c = tc_call_user(call);
     if (c && c->kind == K_SNAPSHOT) {
+        pthread_mutex_lock(&c->mu);
         snapshot_pump(c);
+        pthread_mutex_unlock(&c->mu);
         return;
     }
     if (c) { /* a receive deferred for a client that did not read: resumed once it has read half */

@@ -46,7 +46,8 @@ typedef struct ctx {
     struct ctx *st_prev, *st_next;
     int st_linked;
     /* SnapshotSession: the copy being sent, a few chunks ahead of the
-     * client (the RPC thread's handlers only: no lock) */
+     * client (under mu: the RPC thread's on_sent, and the engine thread
+     * that hands over a copy that waited, snapshot_later) */
     int32_t *snap;
     int64_t snap_n, snap_off;
     int snap_chunk;

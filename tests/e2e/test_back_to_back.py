@@ -21,10 +21,13 @@ queues behind the last one (next_job) instead of holding the RPC thread:
   * it runs once the last one lets go: == `tconst generate`;
   * CloseSession while one waits: it fails NOT_FOUND naming the close, and
     the session is gone; Abort of one that waits: CANCELLED, the session
-    goes on with the history its client saw;
+    goes on with the history its client saw; an OpenAI completion that
+    waits, aborted by its X-Request-Id: 200, finish_reason abort, no text;
   * a fork (copy_from) sent at once copies the whole history once the last
-    one let go; one whose source closes while it waits fails NOT_FOUND and
-    leaves no session.
+    one let go, before the session's next turn sent after it; one whose
+    source closes while it waits fails NOT_FOUND and leaves no session;
+  * a SnapshotSession sent at once gets the whole history once the last
+    one let go.
 
 Runs in each worker layout (TC_E2E_DAEMON_ARGS).
 """
@@ -125,8 +128,9 @@ def busy_if_open(s, pb, sid):
 
 def queued(env, ck, model):
     pb = env.pb
-    with Daemon(env, model=model, env_vars={"TC_FAULT_RETIRE_DELAY_MS": "3000"}) as d:
-        s = d.stub()
+    with Daemon(env, "--openai-listen", "127.0.0.1:0", model=model,
+                env_vars={"TC_FAULT_RETIRE_DELAY_MS": "3000"}) as d:
+        s, port = d.stub(), d.openai_port()
         greedy = env.sampling(max_tokens=5, ignore_eos=True)
         hist = [5, 9, 14, 3, 7, 11, 2]
         sid = s.OpenSession(pb.OpenSessionRequest(token_ids=hist), timeout=60).session_id
@@ -194,6 +198,35 @@ def queued(env, ck, model):
                  "the session goes on with the history its client saw (the aborted one took nothing)")
         hist += [42] + got
 
+        # an OpenAI completion that waits, aborted by its X-Request-Id before its first token:
+        # an end (200, finish_reason abort, no text), not a server error
+        left_at_finish(70)
+        oout = {}
+
+        def oa_queued():
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            try:
+                c.request("POST", "/v1/completions", json.dumps({"prompt": [71], "session_id": sid, "max_tokens": 5}),
+                          {"Content-Type": "application/json", "X-Request-Id": "oa-queued"})
+                r = c.getresponse()
+                oout["r"] = (r.status, json.loads(r.read()))
+            finally:
+                c.close()
+        th = threading.Thread(target=oa_queued)
+        th.start()
+        wait_for(busy, 60, "the completion to queue")
+        ck.equal(s.Abort(pb.AbortRequest(request_id="oa-queued"), timeout=60).found, True,
+                 "Abort finds the OpenAI completion that waits (X-Request-Id)")
+        th.join(300)
+        st, body = oout.get("r", (None, {}))
+        ch = (body.get("choices") or [{}])[0]
+        ck.equal((st, ch.get("finish_reason"), ch.get("text"), ch.get("token_ids")), (200, "abort", "", []),
+                 "... it answers 200, finish_reason abort, no text (aborted before its first token)")
+        got, _ = d.generate_ids(s, [72], greedy, session_id=sid, timeout=120)
+        ck.equal(got, env.generate(model, hist + [72], 5, ignore_eos=True),
+                 "the session goes on with the history its client saw (the aborted completion took nothing)")
+        hist += [72] + got
+
         # a fork sent at once queues too: it copies the history once the last one let go
         left_at_finish(43)
         f = s.OpenSession(pb.OpenSessionRequest(copy_from=sid, token_ids=[44]), timeout=120)
@@ -220,6 +253,24 @@ def queued(env, ck, model):
         hist += [62] + out.get("ids", [])
         ck.check(d.metric("tconst_queued_behind_total") >= 4, "tconst_queued_behind_total counts the requests and "
                  "forks that waited", d.metric("tconst_queued_behind_total"))
+
+        # a SnapshotSession sent at once waits too, holding no thread
+        left_at_finish(48)
+        out = {}
+
+        def snap_at_once():
+            try:
+                out["ids"] = [t for m in s.SnapshotSession(pb.SnapshotSessionRequest(session_id=sid, chunk_tokens=7),
+                                                           timeout=120) for t in m.token_ids]
+            except grpc.RpcError as ex:
+                out["err"] = (ex.code(), ex.details() or "")
+        th = threading.Thread(target=snap_at_once)
+        th.start()
+        ck.equal(s.GetSession(pb.GetSessionRequest(session_id=other), timeout=60).busy, False,
+                 "another session's GetSession answers while a snapshot waits")
+        th.join(300)
+        ck.equal(out.get("ids", out.get("err")), hist, "a SnapshotSession sent at once: the whole history, once the "
+                                                       "last one let go (no busy)")
 
         # ... and fails NOT_FOUND when its source closes first
         left_at_finish(45)
