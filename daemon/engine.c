@@ -258,6 +258,13 @@ void tc_eng_job_free(job *j) {
     free(j);
 }
 
+const char *tc_eng_cancel_why(int code) {
+    return code == 4    ? "deadline exceeded"
+           : code == 14 ? "server shutting down"
+           : code == 13 ? "stopped by an internal failure (the server log says which)"
+                        : "cancelled";
+}
+
 /* queued behind session s's last request (next_job) when s closed: it
  * never starts (the start thread's pass ends it NOT_FOUND). mu held. */
 void tc_eng_fail_queued(job *w, const dsess *s) {
@@ -879,7 +886,18 @@ void tc_engine_stop(tc_engine *e) {
     while (e->jobs) pthread_cond_wait(&e->idle_cv, &e->mu); /* none can start: draining */
     e->stop = 1;
     pthread_cond_broadcast(&e->cv);
+    /* a snapshot waits only for a job, and every job has retired: none is
+     * left; were one, its call is answered rather than left hanging */
+    snap_wait *left = e->snap_waits;
+    e->snap_waits = NULL;
     pthread_mutex_unlock(&e->mu);
+    while (left) {
+        snap_wait *w = left;
+        left = w->next;
+        TC_LOG(TC_LOG_ERROR, "engine", "a snapshot of %s still waited at shutdown (a bug): answered UNAVAILABLE", w->id);
+        w->cb(w->ud, 14, "server shutting down", NULL, NULL, 0);
+        free(w);
+    }
     for (int i = 0; i < e->n_gen; i++) pthread_join(e->gen[i].th, NULL);
     for (int i = 0; i < e->n_ctx; i++) pthread_join(e->ctx[i].th, NULL);
     free(e->ctx);
@@ -965,7 +983,12 @@ int tc_engine_session_snapshot(tc_engine *e, const char *id, tc_session_info *in
     const job *b = s && s->busy_job ? tc_eng_job_find(e, s->busy_job) : NULL;
     if (later && b && atomic_load(&b->ended) && !s->next_job) { /* taken when b lets go of s */
         snap_wait *w = calloc(1, sizeof *w);
-        if (w) {
+        if (!w) {
+            pthread_mutex_unlock(&e->mu);
+            snprintf(msg, msglen, "out of memory");
+            return 8;
+        }
+        {
             w->qid = s->qid, w->after = b->id, w->cb = later, w->ud = ud;
             snprintf(w->id, sizeof w->id, "%s", id);
             w->next = e->snap_waits;

@@ -261,6 +261,8 @@ void tc_eng_set_pending(tc_engine *e, dsess *s, int32_t tok); /* mu not held */
 void tc_eng_await_retiring(tc_engine *e, const char *sid);   /* mu held */
 int tc_eng_fork_copy_locked(tc_engine *e, job *j, char *msg, size_t msglen);
 void tc_eng_fail_queued(job *w, const dsess *s); /* mu held */
+/* a job's cancel_code as its client reads it, for a job that had not started */
+const char *tc_eng_cancel_why(int code);
 /* a job that failed before it ran: its session goes if it opened it */
 void tc_eng_start_failed(tc_engine *e, job *j, int code, const char *msg);
 void tc_eng_journal_refused(tc_engine *e, job *j);

@@ -48,8 +48,7 @@ static int open_abandoned(tc_engine *e, job *j) {
     if (!cancel) return 0;
     TC_LOG(TC_LOG_INFO, "engine", "request %s: session %s not opened: its request was %s after its prefill",
            j->request_id, j->s->id, code == 4 ? "past its deadline" : "cancelled");
-    tc_eng_start_failed(e, j, code == 13 ? 1 : code,
-                        code == 4 ? "deadline exceeded" : code == 14 ? "server shutting down" : "cancelled");
+    tc_eng_start_failed(e, j, code, tc_eng_cancel_why(code));
     return 1;
 }
 
@@ -154,8 +153,7 @@ static void start_job(tc_engine *e, job *j) {
             pthread_mutex_unlock(&e->mu);
             TC_LOG(TC_LOG_INFO, "engine", "request %s: prefill of %lld tokens stopped: %s", j->request_id,
                    (long long)n, tc_error_get() ? tc_error_get() : "cancelled");
-            tc_eng_start_failed(e, j, code == 13 ? 1 : code,
-                         code == 4 ? "deadline exceeded" : code == 14 ? "server shutting down" : "cancelled");
+            tc_eng_start_failed(e, j, code, tc_eng_cancel_why(code));
             return;
         }
         if (st != TC_OK) {
@@ -213,8 +211,7 @@ static void start_job(tc_engine *e, job *j) {
             const int code = j->cancel_code;
             pthread_mutex_unlock(&e->mu);
             if (st == TC_ERR_CANCELLED)
-                tc_eng_start_failed(e, j, code == 13 ? 1 : code,
-                             code == 4 ? "deadline exceeded" : code == 14 ? "server shutting down" : "cancelled");
+                tc_eng_start_failed(e, j, code, tc_eng_cancel_why(code));
             else {
                 snprintf(msg, sizeof msg, "rebuilding the session's worker copy failed: %s",
                          tc_error_get() ? tc_error_get() : tc_status_str(st));
@@ -611,9 +608,7 @@ void *tc_eng_generation_thread(void *arg) {
                 job *j = dead[i];
                 if (j->phase == J_QUEUED) { /* never started: a session it opened goes with it */
                     /* err: why it could not start (tc_eng_fail_queued, a fork's copy) */
-                    tc_eng_start_failed(e, j, j->cancel_code, j->err[0] ? j->err
-                                                       : j->cancel_code == 14 ? "server shutting down"
-                                                       : j->cancel_code == 4 ? "deadline exceeded" : "cancelled");
+                    tc_eng_start_failed(e, j, j->cancel_code, j->err[0] ? j->err : tc_eng_cancel_why(j->cancel_code));
                 } else if (j->cancel_code == 13) { /* a failure, not a cancel (the syncs above) */
                     if (j->s) tc_eng_set_pending(e, j->s, j->next_tok);
                     tc_eng_job_finish(e, j, TC_FINISH_ERROR, j->err);

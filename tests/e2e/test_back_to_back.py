@@ -257,6 +257,7 @@ def queued(env, ck, model):
         # a SnapshotSession sent at once waits too, holding no thread
         left_at_finish(48)
         out = {}
+        qb0 = d.metric("tconst_queued_behind_total")
 
         def snap_at_once():
             try:
@@ -266,8 +267,10 @@ def queued(env, ck, model):
                 out["err"] = (ex.code(), ex.details() or "")
         th = threading.Thread(target=snap_at_once)
         th.start()
+        ck.check(wait_for(lambda: d.metric("tconst_queued_behind_total") > qb0, 60, "the snapshot to wait"),
+                 "the snapshot waits (tconst_queued_behind_total grew) ...")
         ck.equal(s.GetSession(pb.GetSessionRequest(session_id=other), timeout=60).busy, False,
-                 "another session's GetSession answers while a snapshot waits")
+                 "... and another session's GetSession answers meanwhile (no thread held)")
         th.join(300)
         ck.equal(out.get("ids", out.get("err")), hist, "a SnapshotSession sent at once: the whole history, once the "
                                                        "last one let go (no busy)")
