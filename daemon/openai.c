@@ -68,6 +68,7 @@ typedef struct {
 
 struct oreq {
     tc_openai *srv;
+    int64_t prompt_n; /* the prompt's ids (usage of a choice that ended before it started) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int refs; /* MHD's (until completed) and each submitted choice's engine job (until done) */
@@ -399,7 +400,9 @@ static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, s
 
 static void sk_failed(void *user, int code, const char *msg) {
     if (code == 1) { /* cancelled before its first token (an Abort while it queued or prefilled): an end, as vLLM */
-        sk_tokens(user, NULL, 0, "", 0, TC_FINISH_CANCELLED, NULL, msg);
+        tc_job_stats st = {0};
+        st.prompt_tokens = ((ochoice *)user)->r->prompt_n;
+        sk_tokens(user, NULL, 0, "", 0, TC_FINISH_CANCELLED, &st, msg);
         return;
     }
     ochoice *c = user;
@@ -552,6 +555,7 @@ static enum MHD_Result completions(tc_openai *s, struct MHD_Connection *c, oreq 
     int32_t *toks = NULL;
     size_t nt = 0;
     int code = tc_engine_prepare(s->cfg.engine, &p.sp, &toks, &nt, err, sizeof err);
+    r->prompt_n = (int64_t)nt;
     if (code == 0) {
         pthread_mutex_lock(&r->mu); /* the sinks may not see r before the job ids are set */
         for (int i = 0; i < r->n && code == 0; i++) {

@@ -220,8 +220,9 @@ def queued(env, ck, model):
         th.join(300)
         st, body = oout.get("r", (None, {}))
         ch = (body.get("choices") or [{}])[0]
-        ck.equal((st, ch.get("finish_reason"), ch.get("text"), ch.get("token_ids")), (200, "abort", "", []),
-                 "... it answers 200, finish_reason abort, no text (aborted before its first token)")
+        ck.equal((st, ch.get("finish_reason"), ch.get("text"), ch.get("token_ids"), body.get("usage")),
+                 (200, "abort", "", [], {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}),
+                 "... it answers 200, finish_reason abort, no text, usage its prompt (aborted before its first token)")
         got, _ = d.generate_ids(s, [72], greedy, session_id=sid, timeout=120)
         ck.equal(got, env.generate(model, hist + [72], 5, ignore_eos=True),
                  "the session goes on with the history its client saw (the aborted completion took nothing)")
