@@ -255,7 +255,16 @@ void tc_eng_job_free(job *j) {
     free(j->held);
     free(j->piece);
     tc_sampler_free(&j->smp);
+    free(j->lp);
     free(j);
+}
+
+void tc_eng_lp_attach(job *j) {
+    j->smp.lp_on = j->logprobs >= 0;
+    j->smp.lp_top = j->logprobs;
+    j->smp.lp = j->lp;
+    j->smp.lp_cap = j->lp_cap;
+    j->smp.lp_n = 0;
 }
 
 const char *tc_eng_cancel_why(int code) {
@@ -483,7 +492,12 @@ static tc_finish emit_send(tc_engine *e, job *j, const int32_t *toks, const tc_e
     if (fin != TC_FINISH_NONE) tc_eng_stats_of(j, &st, j->s->st.length + 1 - (n - m));
     if (fin != TC_FINISH_NONE && m > 0 && !j->replaying) end_settle(e, j, toks[m - 1], n - m);
     if (fin != TC_FINISH_NONE) atomic_store(&j->ended, 1); /* its client hears the end: await_retiring */
-    j->sink->tokens(j->user, toks, m, p->out, out_len, fin, fin != TC_FINISH_NONE ? &st : NULL, jerr);
+    /* the step's records, one per token it sampled (none re-sent) */
+    const tc_logprob *lp = j->smp.lp_on && !j->replaying && m > 0 && j->smp.lp_n >= m ? j->smp.lp : NULL;
+    if (j->smp.lp_on && !j->replaying && m > 0 && !lp)
+        TC_LOG(TC_LOG_ERROR, "engine", "request %s: %d logprobs recorded for %d tokens: sent without", j->request_id,
+               j->smp.lp_n, m);
+    j->sink->tokens(j->user, toks, lp, m, p->out, out_len, fin, fin != TC_FINISH_NONE ? &st : NULL, jerr);
     if (fin != TC_FINISH_NONE) j->final_sent = 1; /* tc_eng_job_finish sends no second last message */
     if (fin != TC_FINISH_NONE && e->fault_retire_ms > 0) {
         const struct timespec ts = {e->fault_retire_ms / 1000, (long)(e->fault_retire_ms % 1000) * 1000000L};
@@ -563,7 +577,7 @@ void tc_eng_job_finish(tc_engine *e, job *j, tc_finish fin, const char *err) {
     if ((fin == TC_FINISH_CANCELLED || fin == TC_FINISH_ERROR) && !j->final_sent) {
         tc_job_stats st;
         tc_eng_stats_of(j, &st, j->s ? j->s->st.length + (j->s->pending >= 0) : 0);
-        j->sink->tokens(j->user, NULL, 0, "", 0, fin, &st, err);
+        j->sink->tokens(j->user, NULL, NULL, 0, "", 0, fin, &st, err);
     }
     const int fc = j->fail_code; /* a start that failed: counted by its status, not as "ok" */
     tc_metric_inc(fc ? (fc == 1    ? TC_M_requests_total_cancelled

@@ -41,9 +41,11 @@ typedef enum {
 typedef struct {
     /* the append part is done; for a job without generation, the end */
     void (*appended)(void *user, const tc_session_info *si, int64_t n_appended);
-    /* generated tokens and their text; fin != NONE on the last message */
-    void (*tokens)(void *user, const int32_t *ids, int n, const char *text, size_t tlen, tc_finish fin,
-                   const tc_job_stats *st, const char *error);
+    /* generated tokens and their text; fin != NONE on the last message.
+     * lp: with the spec's logprobs, one per id (NULL without, and for the
+     * ids a resumed generation re-sends: their logprobs are not kept) */
+    void (*tokens)(void *user, const int32_t *ids, const tc_logprob *lp, int n, const char *text, size_t tlen,
+                   tc_finish fin, const tc_job_stats *st, const char *error);
     /* failed before generating anything: a gRPC status */
     void (*failed)(void *user, int grpc_code, const char *msg);
     /* the job is gone; `user` will not be used again */
@@ -89,6 +91,8 @@ typedef struct {
     int max_tokens;
     int max_tokens_unset;   /* the client left max_tokens out: TC_MAX_TOKENS_DEFAULT, or --max-tokens when lower */
     int ignore_eos;
+    int logprobs;           /* 1: each generated token's log-probability (tc_logprob) goes to the sink ... */
+    int top_logprobs;       /* ... with this many most likely tokens' (0 ..= TC_LOGPROBS_MAX) */
     const int32_t *stop_ids;
     int n_stop_ids;
     const char *const *stop; /* stop strings */

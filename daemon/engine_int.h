@@ -86,6 +86,10 @@ typedef struct job {
     int generate;
     int final_sent; /* its last message (finish_reason set) went to the sink */
     tc_sampler smp;
+    /* logprobs: the spec's (-1: none) and the records of the tokens of one
+     * step call, smp.lp (a multi-step call's run: up to lim.multi_step) */
+    int logprobs, lp_cap;
+    tc_logprob *lp;
     int max_tokens, ignore_eos;
     int32_t *stop_ids;
     int n_stop_ids;
@@ -263,6 +267,8 @@ int tc_eng_fork_copy_locked(tc_engine *e, job *j, char *msg, size_t msglen);
 void tc_eng_fail_queued(job *w, const dsess *s); /* mu held */
 /* a job's cancel_code as its client reads it, for a job that had not started */
 const char *tc_eng_cancel_why(int code);
+/* j's logprobs settings and records onto its sampler (after a (re)init) */
+void tc_eng_lp_attach(job *j);
 /* a job that failed before it ran: its session goes if it opened it */
 void tc_eng_start_failed(tc_engine *e, job *j, int code, const char *msg);
 void tc_eng_journal_refused(tc_engine *e, job *j);

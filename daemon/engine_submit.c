@@ -157,6 +157,21 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
             code = refuse(msg, msglen, 13, "out of memory");
             goto reject;
         }
+        j->logprobs = -1;
+        if (sp->logprobs) {
+            if (sp->top_logprobs < 0 || sp->top_logprobs > TC_LOGPROBS_MAX) {
+                code = refuse(msg, msglen, 3, "sampling.logprobs: %d most likely tokens asked; must be within 0..%d",
+                              sp->top_logprobs, TC_LOGPROBS_MAX);
+                goto reject;
+            }
+            j->logprobs = sp->top_logprobs;
+            j->lp_cap = e->lim.multi_step > 1 ? e->lim.multi_step : 1;
+            if (!(j->lp = malloc((size_t)j->lp_cap * sizeof *j->lp))) {
+                code = refuse(msg, msglen, 13, "out of memory");
+                goto reject;
+            }
+            tc_eng_lp_attach(j);
+        }
         /* the stop ids, then EOS: what ends a multi-step run on the worker */
         j->stop_ids = malloc((size_t)(sp->n_stop_ids + 1) * 4);
         if (!j->stop_ids) { code = refuse(msg, msglen, 13, "out of memory"); goto reject; }
@@ -390,6 +405,7 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
         }
         if (s->resume.sp.temperature > 0) /* one draw per sampled token */
             for (int64_t i = 0; i < k; i++) tc_rng_uniform(j->smp.rng);
+        tc_eng_lp_attach(j); /* the retry's logprobs (not journaled): from its tokens on */
         j->resume = 1;
         j->max_tokens = s->resume.max_tokens;
         j->ignore_eos = s->resume.ignore_eos;

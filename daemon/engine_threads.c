@@ -57,7 +57,20 @@ static void start_job(tc_engine *e, job *j) {
     j->t_start = tc_now_s();
     tc_metric_observe(TC_H_request_queue_seconds, j->t_start - j->t_arrive);
     if (!s->ws) {
+        /* every worker down at once (restarts): it waits for a pair to be
+         * back, as long as its client does */
+        job_ref ref = {e, j};
+        tc_cancel_hook prev = tc_cancel_arm(e->wc->cancellable ? tc_eng_job_gone : NULL, &ref);
         const tc_status st = e->wc->session_new(e->wc, &s->ws);
+        tc_cancel_restore(prev);
+        if (st == TC_ERR_CANCELLED) {
+            pthread_mutex_lock(&e->mu);
+            if (!j->cancel) j->cancel = 1, j->cancel_code = 4; /* not cancelled: past its deadline */
+            const int code = j->cancel_code;
+            pthread_mutex_unlock(&e->mu);
+            tc_eng_start_failed(e, j, code, tc_eng_cancel_why(code));
+            return;
+        }
         if (st != TC_OK) {
             /* no live worker to place it on (EXHAUSTED / IO: an outage,
              * retryable, UNAVAILABLE) is not memory; the worker's words go
@@ -298,10 +311,11 @@ static void start_job(tc_engine *e, job *j) {
         tc_job_stats st;
         tc_eng_stats_of(j, &st, s->st.length);
         atomic_store(&j->ended, 1); /* its client hears the end: tc_eng_await_retiring */
-        j->sink->tokens(j->user, NULL, 0, "", 0, TC_FINISH_LENGTH, &st, NULL);
+        j->sink->tokens(j->user, NULL, NULL, 0, "", 0, TC_FINISH_LENGTH, &st, NULL);
         tc_eng_job_finish(e, j, TC_FINISH_NONE, NULL);
         return;
     }
+    j->smp.lp_n = 0;
     int32_t tok = tc_sampler_sample(&j->smp, s->logits);
     s->has_logits = 0;
     tc_finish fin = tc_eng_emit_token(e, j, tok);
@@ -685,7 +699,7 @@ void *tc_eng_generation_thread(void *arg) {
                 bs[i] = batch[i]->s->ws;
                 bt[i] = batch[i]->next_tok;
             }
-            for (int i = 0; i < B; i++) bsmp[i] = &batch[i]->smp;
+            for (int i = 0; i < B; i++) bsmp[i] = &batch[i]->smp, batch[i]->smp.lp_n = 0;
             /* multi-step: each session's run is cut where the engine would
              * end it anyway (max_tokens; EOS and stop ids on the worker).
              * Stop strings are matched on text here, after the run: a plain

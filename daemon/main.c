@@ -581,7 +581,7 @@ int main(int argc, char **argv) {
             const char *b = strrchr(d, '/');
             snprintf(name, sizeof name, "%.255s", b && b[1] ? b + 1 : d); /* a file name: 255 bytes at most */
         }
-        tc_openai_config oc = {eng, name, bpe != NULL, cfg.max_message_bytes, (int)cfg.openai_max_connections,
+        tc_openai_config oc = {eng, name, bpe != NULL, bpe, cfg.max_message_bytes, (int)cfg.openai_max_connections,
                                hook_ready, NULL};
         if (tc_openai_start(&oai, cfg.openai_listen, &oc) != TC_OK) {
             fprintf(stderr, "tconstd: error: %s\n", tc_error_get());

@@ -31,6 +31,8 @@
 #include "daemon/http.h"
 #include "daemon/metrics.h"
 #include "daemon/openai_parse.h"
+#include "tokenizer/bpe.h"
+#include "tokenizer/utf8.h"
 
 #define POLL_MS 200           /* how often a waiting thread looks at its client's socket */
 #define IDLE_TIMEOUT_S 60u    /* a keep-alive connection with no request for this long is closed */
@@ -61,6 +63,8 @@ typedef struct {
     size_t nids, idcap;
     tc_finish fin;
     int64_t n_gen; /* ids generated (sent or not) */
+    cJSON *lp;      /* logprobs, not streamed: the whole choice's (lp_json) */
+    long long lp_off; /* logprobs: the text_offset of the next token */
     int err_code;  /* failed before generating: a gRPC code */
     char err[600];
     tc_job_stats st;
@@ -80,6 +84,7 @@ struct oreq {
     double t_headers;
     /* the request */
     int stream, include_usage;
+    int logprobs; /* asked for */
     char rid[TC_ID_MAX], id[TC_ID_MAX + 8];
     long long created;
     /* the jobs, under mu */
@@ -103,7 +108,7 @@ static void req_unref(oreq *r) {
     pthread_cond_destroy(&r->cv);
     free(r->body);
     free(r->out);
-    for (int i = 0; i < TC_OAI_MAX_N; i++) free(r->ch[i].text), free(r->ch[i].ids);
+    for (int i = 0; i < TC_OAI_MAX_N; i++) free(r->ch[i].text), free(r->ch[i].ids), cJSON_Delete(r->ch[i].lp);
     free(r);
 }
 
@@ -271,14 +276,80 @@ static cJSON *usage_json(const tc_job_stats *st) {
     return u;
 }
 
-/* one choice: its text and token ids (tconst's extension), finish (NULL: null) */
-static cJSON *choice_json(int index, const char *text, const int32_t *ids, int n, const char *finish) {
+/* A token as logprobs name it: its text (bytes that are not whole UTF-8
+ * characters as U+FFFD, as in the completion's text), or "token_id:N"
+ * without a tokenizer or for an id past its vocabulary, as vLLM does.
+ * Into buf [cap]; its length in characters to *chars. */
+static const char *token_str(const struct tc_bpe *bpe, int32_t id, char *buf, size_t cap, long long *chars) {
+    size_t n = 0;
+    const uint8_t *b = bpe && id >= 0 && id < tc_bpe_vocab_size(bpe) ? tc_bpe_token_bytes(bpe, id, &n) : NULL;
+    if (b && 3 * n < cap) {
+        n = tc_utf8_sanitize(b, n, (uint8_t *)buf);
+        buf[n] = 0;
+        for (size_t i = 0; i < n; i++) /* a U+0000 goes out as U+FFFD, as in the text (text_dup) */
+            if (!buf[i]) {
+                if (n + 3 >= cap) break;
+                memmove(buf + i + 3, buf + i + 1, n - i);
+                buf[i] = (char)0xef, buf[i + 1] = (char)0xbf, buf[i + 2] = (char)0xbd;
+                n += 2;
+            }
+    } else snprintf(buf, cap, "token_id:%d", (int)id), n = strlen(buf);
+    long long k = 0;
+    for (size_t i = 0; i < n; i++) k += ((uint8_t)buf[i] & 0xc0) != 0x80;
+    *chars = k;
+    return buf;
+}
+
+/* Appends n tokens' logprobs to an OpenAI logprobs object (created into
+ * *o when NULL): tokens, token_logprobs, top_logprobs (a {token: logprob}
+ * of the most likely, and the sampled one, as OpenAI and vLLM send) and
+ * text_offset (characters into the completion's text, counted from *off,
+ * which advances). -inf goes out as -9999.0, as vLLM clamps it (JSON has
+ * no infinity). 0, or -1 out of memory. */
+static int lp_json(cJSON **o, const struct tc_bpe *bpe, const int32_t *ids, const tc_logprob *lp, int n,
+                   long long *off) {
+    if (!*o) {
+        *o = cJSON_CreateObject();
+        if (!*o || !cJSON_AddArrayToObject(*o, "tokens") || !cJSON_AddArrayToObject(*o, "token_logprobs") ||
+            !cJSON_AddArrayToObject(*o, "top_logprobs") || !cJSON_AddArrayToObject(*o, "text_offset"))
+            return -1;
+    }
+    cJSON *tk = cJSON_GetObjectItemCaseSensitive(*o, "tokens"), *tl = cJSON_GetObjectItemCaseSensitive(*o, "token_logprobs"),
+          *tt = cJSON_GetObjectItemCaseSensitive(*o, "top_logprobs"), *to = cJSON_GetObjectItemCaseSensitive(*o, "text_offset");
+#define LPV(x) ((x) > -9999.f ? (double)(x) : -9999.0)
+    for (int i = 0; i < n; i++) {
+        char buf[1024];
+        long long chars;
+        const char *s = token_str(bpe, ids[i], buf, sizeof buf, &chars);
+        cJSON *top = cJSON_CreateObject();
+        if (!top || !cJSON_AddItemToArray(tk, cJSON_CreateString(s)) ||
+            !cJSON_AddItemToArray(tl, cJSON_CreateNumber(LPV(lp[i].logprob))) || !cJSON_AddItemToArray(tt, top) ||
+            !cJSON_AddItemToArray(to, cJSON_CreateNumber((double)*off)))
+            return -1;
+        *off += chars;
+        for (int k = 0; k < lp[i].n_top; k++) { /* two tokens of one text: the more likely one's */
+            char tb[1024];
+            long long tc;
+            const char *ts = token_str(bpe, lp[i].top_id[k], tb, sizeof tb, &tc);
+            if (!cJSON_GetObjectItemCaseSensitive(top, ts))
+                cJSON_AddNumberToObject(top, ts, LPV(lp[i].top_logprob[k]));
+        }
+        if (!cJSON_GetObjectItemCaseSensitive(top, s)) cJSON_AddNumberToObject(top, s, LPV(lp[i].logprob));
+    }
+#undef LPV
+    return 0;
+}
+
+/* one choice: its text and token ids (tconst's extension), logprobs
+ * (taken; NULL: null), finish (NULL: null) */
+static cJSON *choice_json(int index, const char *text, const int32_t *ids, int n, cJSON *logprobs, const char *finish) {
     cJSON *c = cJSON_CreateObject();
     cJSON_AddNumberToObject(c, "index", index);
     cJSON_AddStringToObject(c, "text", text);
     cJSON *ia = cJSON_AddArrayToObject(c, "token_ids");
     for (int i = 0; i < n; i++) cJSON_AddItemToArray(ia, cJSON_CreateNumber(ids[i]));
-    cJSON_AddNullToObject(c, "logprobs");
+    if (logprobs) cJSON_AddItemToObject(c, "logprobs", logprobs);
+    else cJSON_AddNullToObject(c, "logprobs");
     if (finish) cJSON_AddStringToObject(c, "finish_reason", finish);
     else cJSON_AddNullToObject(c, "finish_reason");
     return c;
@@ -357,8 +428,8 @@ static int choice_end(ochoice *c, int failed) {
     return stream_tail(r);
 }
 
-static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, size_t tlen, tc_finish fin,
-                      const tc_job_stats *st, const char *error) {
+static void sk_tokens(void *user, const int32_t *ids, const tc_logprob *lp, int n, const char *text, size_t tlen,
+                      tc_finish fin, const tc_job_stats *st, const char *error) {
     ochoice *c = user;
     oreq *r = c->r;
     char *t = text_dup(text, tlen);
@@ -366,10 +437,14 @@ static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, s
     int oom = !t, hs = 0;
     const char *why = fin != TC_FINISH_NONE ? end_of(fin, error, &hs) : NULL;
     c->n_gen += n;
+    const struct tc_bpe *bpe = r->srv->cfg.bpe;
     if (t && r->stream) {
         const int ok_end = fin != TC_FINISH_NONE && why;
+        cJSON *lj = NULL; /* this chunk's tokens' (an empty object for none: the field is there while asked) */
+        if (r->logprobs && (n > 0 || tlen > 0 || ok_end)) oom |= lp_json(&lj, bpe, ids, lp, lp ? n : 0, &c->lp_off);
         if (n > 0 || tlen > 0 || ok_end)
-            oom |= sse_put(r, completion_json(r, choice_json(c->index, t, ids, n, ok_end ? why : NULL), NULL));
+            oom |= sse_put(r, completion_json(r, choice_json(c->index, t, ids, n, lj, ok_end ? why : NULL), NULL));
+        else cJSON_Delete(lj);
         if (fin != TC_FINISH_NONE && !why) oom |= sse_put(r, error_json(hs, NULL, error ? error : "failed"));
         if (fin != TC_FINISH_NONE && st) usage_add(&r->usage, st);
     } else if (t) {
@@ -382,6 +457,7 @@ static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, s
             else oom = 1;
         }
         if (!oom && n > 0) memcpy(c->ids + c->nids, ids, (size_t)n * sizeof *ids), c->nids += (size_t)n;
+        if (!oom && r->logprobs) oom |= lp_json(&c->lp, bpe, ids, lp, lp ? n : 0, &c->lp_off);
     }
     if (oom && fin == TC_FINISH_NONE && c->job_id) /* cannot keep the text: end it rather than lose some silently */
         tc_engine_cancel(r->srv->cfg.engine, c->job_id, 13);
@@ -402,7 +478,7 @@ static void sk_failed(void *user, int code, const char *msg) {
     if (code == 1) { /* cancelled before its first token (an Abort while it queued or prefilled): an end, as vLLM */
         tc_job_stats st = {0};
         st.prompt_tokens = ((ochoice *)user)->r->prompt_n;
-        sk_tokens(user, NULL, 0, "", 0, TC_FINISH_CANCELLED, &st, msg);
+        sk_tokens(user, NULL, NULL, 0, "", 0, TC_FINISH_CANCELLED, &st, msg);
         return;
     }
     ochoice *c = user;
@@ -545,6 +621,7 @@ static enum MHD_Result completions(tc_openai *s, struct MHD_Connection *c, oreq 
         return ret;
     }
     r->stream = p.stream, r->include_usage = p.include_usage;
+    r->logprobs = p.sp.logprobs;
     r->n = p.n;
     if (!p.seed_given) p.sp.sp.seed = fresh_seed(r);
     const uint64_t seed0 = p.sp.sp.seed;
@@ -634,7 +711,7 @@ static enum MHD_Result completions(tc_openai *s, struct MHD_Connection *c, oreq 
     cJSON *choices = cJSON_CreateArray();
     tc_job_stats usage = {0};
     for (int i = 0; i < r->n && choices; i++) {
-        const ochoice *ci = &r->ch[i];
+        ochoice *ci = &r->ch[i];
         const char *why = end_of(ci->fin, ci->err, &st);
         if (!why) {
             body = error_json(st, NULL, ci->err);
@@ -642,7 +719,10 @@ static enum MHD_Result completions(tc_openai *s, struct MHD_Connection *c, oreq 
             choices = NULL;
             break;
         }
-        cJSON_AddItemToArray(choices, choice_json(i, ci->text ? ci->text : "", ci->ids, (int)ci->nids, why));
+        if (r->logprobs && !ci->lp) (void)lp_json(&ci->lp, NULL, NULL, NULL, 0, &ci->lp_off); /* none generated */
+        cJSON *lj = ci->lp; /* taken by the choice */
+        ci->lp = NULL;
+        cJSON_AddItemToArray(choices, choice_json(i, ci->text ? ci->text : "", ci->ids, (int)ci->nids, lj, why));
         usage_add(&usage, &ci->st);
     }
     if (choices) body = completion_json(r, choices, &usage);

@@ -12,8 +12,7 @@
  * A completion is the gRPC Generate on the same engine (same admission,
  * limits, metrics, sampling, stop strings); docs/api.md lists the fields
  * taken, the extensions (top_k, ignore_eos, stop_token_ids, session_id)
- * and what is refused (n > 1, logprobs, echo, penalties: 400 naming the
- * field). libmicrohttpd, one thread a connection: a generation blocks its
+ * and what is refused (echo, penalties: 400 naming the field). libmicrohttpd, one thread a connection: a generation blocks its
  * own thread only. A client that hangs up cancels its generation within
  * a step (its socket is polled while it waits). No TLS, no auth: bind it
  * to a private address or put a proxy in front, as for gRPC. */
@@ -23,11 +22,13 @@
 #include "common/status.h"
 
 struct tc_engine;
+struct tc_bpe;
 
 typedef struct {
     struct tc_engine *engine;
     const char *model_id;       /* "model" in requests and /v1/models */
     int has_tokenizer;          /* 0: prompts must be token ids, and the text out is empty */
+    const struct tc_bpe *bpe;   /* the tokenizer (NULL: none): logprobs' token strings */
     long long max_body_bytes;   /* a larger request body: 413 */
     int max_connections;        /* connections (threads) at once */
     int (*ready)(void *ud);     /* 1: serving (not starting or draining); NULL: always */

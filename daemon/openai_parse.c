@@ -197,9 +197,13 @@ static int fields(tc_oai_request *p, const cJSON *o, const char *model_id, int h
         return BAD("best_of", "best_of: only equal to n (%d) is supported: choices are not ranked", p->n);
     if ((v = cJSON_GetObjectItemCaseSensitive(o, "echo")) && cJSON_IsTrue(v))
         return BAD("echo", "echo: not supported (the prompt is not sent back)");
-    if ((v = cJSON_GetObjectItemCaseSensitive(o, "logprobs")) && !cJSON_IsNull(v) && !cJSON_IsFalse(v) &&
-        !(cJSON_IsNumber(v) && v->valuedouble == 0))
-        return BAD("logprobs", "logprobs: not supported");
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "logprobs")) && !cJSON_IsNull(v) && !cJSON_IsFalse(v)) {
+        if (json_int(v, 0, TC_LOGPROBS_MAX, &x) != 0)
+            return BAD("logprobs", "logprobs: must be an integer in [0, %d] (the most likely tokens listed at each "
+                                   "step, beside the sampled one)", TC_LOGPROBS_MAX);
+        sp->logprobs = 1;
+        sp->top_logprobs = (int)x;
+    }
     if ((v = cJSON_GetObjectItemCaseSensitive(o, "suffix")) && !cJSON_IsNull(v) &&
         !(cJSON_IsString(v) && !v->valuestring[0]))
         return BAD("suffix", "suffix: not supported");

@@ -123,9 +123,19 @@ static void text_out(char *dst, const char *t, size_t n) { /* dst: text_out_len 
     *dst = 0;
 }
 
-static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, size_t tlen, tc_finish fin,
-                      const tc_job_stats *st, const char *error) {
+static void sk_tokens(void *user, const int32_t *ids, const tc_logprob *lp, int n, const char *text, size_t tlen,
+                      tc_finish fin, const tc_job_stats *st, const char *error) {
     ctx *c = user;
+    /* logprobs: the messages point into the records (not copied) */
+    Tconst__V1__TokenLogprob lpm_stack[16], *lpm = lpm_stack, *lpp_stack[16], **lpp = lpp_stack;
+    if (lp && n > 16) {
+        lpm = malloc((size_t)n * sizeof *lpm), lpp = malloc((size_t)n * sizeof *lpp);
+        if (!lpm || !lpp) { /* the tokens still go out */
+            TC_LOG(TC_LOG_ERROR, "rpc", "request %s: out of memory for %d logprobs: sent without", c->request_id, n);
+            free(lpm), free(lpp);
+            lpm = lpm_stack, lpp = lpp_stack, lp = NULL;
+        }
+    }
     Tconst__V1__GenerateResponse r = TCONST__V1__GENERATE_RESPONSE__INIT;
     Tconst__V1__Usage u = TCONST__V1__USAGE__INIT;
     Tconst__V1__Timings t = TCONST__V1__TIMINGS__INIT;
@@ -137,6 +147,15 @@ static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, s
     r.request_id = c->request_id;
     r.n_token_ids = (size_t)n;
     r.token_ids = (int32_t *)ids;
+    for (int i = 0; lp && i < n; i++) {
+        tconst__v1__token_logprob__init(&lpm[i]);
+        lpm[i].logprob = lp[i].logprob;
+        lpm[i].n_top_token_ids = lpm[i].n_top_logprobs = (size_t)lp[i].n_top;
+        lpm[i].top_token_ids = (int32_t *)lp[i].top_id;
+        lpm[i].top_logprobs = (float *)lp[i].top_logprob;
+        lpp[i] = &lpm[i];
+    }
+    if (lp) r.n_logprobs = (size_t)n, r.logprobs = lpp;
     r.text = txt;
     r.finish_reason = FIN_PB[fin];
     if (error) r.error = (char *)error;
@@ -173,6 +192,7 @@ static void sk_tokens(void *user, const int32_t *ids, int n, const char *text, s
         }
     }
     if (txt != stackbuf) free(txt);
+    if (lpm != lpm_stack) free(lpm), free(lpp);
 }
 
 static void sk_failed(void *user, int code, const char *msg) {
@@ -195,7 +215,7 @@ static void sk_failed(void *user, int code, const char *msg) {
     }
     char m[640];
     if (code == TC_GRPC_RESOURCE_EXHAUSTED) snprintf(m, sizeof m, "RESOURCE_EXHAUSTED: %s", msg ? msg : "");
-    sk_tokens(c, NULL, 0, "", 0, code == TC_GRPC_CANCELLED ? TC_FINISH_CANCELLED : TC_FINISH_ERROR, NULL,
+    sk_tokens(c, NULL, NULL, 0, "", 0, code == TC_GRPC_CANCELLED ? TC_FINISH_CANCELLED : TC_FINISH_ERROR, NULL,
               code == TC_GRPC_CANCELLED ? (msg ? msg : "cancelled") : m);
 }
 
@@ -293,6 +313,8 @@ static int sampling_from(const Tconst__V1__SamplingParams *p, tc_job_spec *sp) {
     sp->stop = (const char *const *)p->stop;
     sp->n_stop = (int)p->n_stop;
     sp->ignore_eos = p->ignore_eos;
+    if (p->_logprobs_case == TCONST__V1__SAMPLING_PARAMS___LOGPROBS_LOGPROBS)
+        sp->logprobs = 1, sp->top_logprobs = p->logprobs; /* the engine checks the range */
     return 0;
 }
 
@@ -322,7 +344,7 @@ static int stream_refused_softly(ctx *c, const tc_job_spec *spec, int code, cons
     if (gone) return 0;
     char m[700];
     snprintf(m, sizeof m, "RESOURCE_EXHAUSTED: %s", msg);
-    sk_tokens(c, NULL, 0, "", 0, TC_FINISH_ERROR, NULL, m);
+    sk_tokens(c, NULL, NULL, 0, "", 0, TC_FINISH_ERROR, NULL, m);
     tc_svc_recv_or_defer(c); /* its next request (or its half-close) */
     return 1;
 }

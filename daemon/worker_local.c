@@ -65,6 +65,7 @@ static tc_status step_all(tc_worker_client *w, tc_wc_session **s, const int32_t 
      * window rows back first (a no-op for the others) */
     for (int i = 0; i < B; i++) TC_CHECK(tc_session_refresh((tc_session *)s[i]));
     int K = 0, dense = logits != NULL || !smp;
+    for (int i = 0; !dense && i < B; i++) dense = smp[i]->lp_on; /* logprobs: the full rows, on the host */
     for (int i = 0; !dense && i < B; i++) {
         int need = tc_sampler_topk_need(&smp[i]->p, V);
         dense |= need == 0;
@@ -85,7 +86,9 @@ static tc_status step_all(tc_worker_client *w, tc_wc_session **s, const int32_t 
             next[i] = tc_sampler_sample_topk(smp[i], L->cid + (size_t)i * K, L->cval + (size_t)i * K, K);
         return TC_OK;
     }
-    if (!logits && smp && B > 0 && tc_model_draws_on_backend(L->m, B)) {
+    int lp = 0;
+    for (int i = 0; smp && i < B; i++) lp |= smp[i]->lp_on;
+    if (!logits && smp && !lp && B > 0 && tc_model_draws_on_backend(L->m, B)) {
         /* a sampler needs the full rows: the backend draws where they are */
         static atomic_int logged;
         if (!atomic_exchange(&logged, 1))

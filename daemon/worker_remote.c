@@ -542,6 +542,22 @@ static int back_up(remote *R, const wproc *p, double since) {
     return 1;
 }
 
+/* One round of a recovery wait (R->mu held): up to 100 ms for news of
+ * the workers, then asks whether the calling thread's request is
+ * cancelled (tc_cancelled; not under mu: the predicate may take the
+ * engine's locks). 1 when it is. */
+static int wait_round(remote *R) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += 100 * 1000 * 1000;
+    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    pthread_cond_timedwait(&R->cv, &R->mu, &ts);
+    pthread_mutex_unlock(&R->mu);
+    const int cancelled = tc_cancelled();
+    pthread_mutex_lock(&R->mu);
+    return cancelled;
+}
+
 /* After a failed call on p: waits until p answers again (a restart, or
  * the same process back), at most the recovery budget -- or until the
  * calling thread's request is cancelled (tc_cancelled: TC_ERR_CANCELLED). */
@@ -559,15 +575,7 @@ tc_status tc_wr_wait_up(remote *R, wproc *p, double since) {
      * a pair in turn): each caller gets its whole budget */
     if (!p->spawned && !p->up && p->last_ok > 0 && p->last_ok + budget < end) end = p->last_ok + budget;
     while (!R->stop && !R->giveup && !tc_spawn_cancelled() && tc_now_s() < end && !back_up(R, p, since)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 100 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-        pthread_cond_timedwait(&R->cv, &R->mu, &ts);
-        pthread_mutex_unlock(&R->mu); /* the predicate may take the engine's locks: not under mu */
-        cancelled = tc_cancelled();
-        pthread_mutex_lock(&R->mu);
-        if (cancelled) break;
+        if ((cancelled = wait_round(R))) break;
     }
     int ok = back_up(R, p, since) && !R->stop && !R->giveup;
     const int gave_up = R->giveup;
@@ -576,6 +584,31 @@ tc_status tc_wr_wait_up(remote *R, wproc *p, double since) {
     if (!ok && gave_up) return TC_FAIL(TC_ERR_IO, "worker %s is unavailable (shutting down)", p->name);
     if (!ok) return TC_FAIL(TC_ERR_IO, "worker %s is unavailable (not back within %.0f s)", p->name, budget);
     return TC_OK;
+}
+
+/* No worker pair live (every worker down at once: restarts under way):
+ * waits until one is, at most a restart's recovery budget -- or until the
+ * calling thread's request is cancelled (TC_ERR_CANCELLED). A new session
+ * is placed then, as a session already placed waits for its own pair
+ * (tc_wr_wait_up), rather than be refused in the seconds a restart takes. */
+tc_status tc_wr_wait_live(remote *R) {
+    int spawned = 0;
+    for (int i = 0; i < R->n_procs; i++) spawned |= R->procs[i]->spawned;
+    const double budget = spawned ? R->o.timeout_s + R->o.start_timeout_s + 5 : 2 * R->o.timeout_s;
+    const double end = tc_now_s() + budget;
+    int cancelled = 0;
+    pthread_mutex_lock(&R->mu);
+    if (!R->live && !R->stop && !R->giveup)
+        TC_LOG(TC_LOG_INFO, "workers", "no worker pair is up: a new session waits for one (at most %.0f s)", budget);
+    while (!R->live && !R->stop && !R->giveup && !tc_spawn_cancelled() && tc_now_s() < end) {
+        if ((cancelled = wait_round(R))) break;
+    }
+    const int live = R->live;
+    pthread_mutex_unlock(&R->mu);
+    if (live) return TC_OK;
+    if (cancelled) return TC_FAIL(TC_ERR_CANCELLED, "no worker pair is up; the request was cancelled");
+    return TC_FAIL(TC_ERR_IO, "no worker to place the session on: no worker pair is up (none back within %.0f s)",
+                   budget);
 }
 
 static void r_bind(tc_worker_client *w, int role) {

@@ -133,6 +133,9 @@ tc_status tc_wr_call_cancellable(remote *R, wproc *p, const char *method, const 
 /* waits for p to be up again after `since` (a restart), at most the
  * recovery time */
 tc_status tc_wr_wait_up(remote *R, wproc *p, double since);
+/* waits for some worker pair to be live, at most a restart's recovery
+ * time (TC_ERR_CANCELLED when the calling thread's request is) */
+tc_status tc_wr_wait_live(remote *R);
 
 /* ---- worker_remote_session.c: the worker client's table ---- */
 /* the boot id of p's process now (0: down) */

@@ -464,6 +464,16 @@ tc_status tc_wr_session_new(tc_worker_client *w, tc_wc_session **out) {
     tc_sched_get_stats(R->sched, &ss);
     tc_status st = ss.sessions >= R->sched_cap ? tc_wr_sched_grow_locked(R) : TC_OK;
     if (st == TC_OK) st = tc_sched_admit(R->sched, s->sid, 0, &s->pair);
+    if (st != TC_OK && !R->live) { /* every pair down at once: placed when one is back */
+        pthread_mutex_unlock(&R->mu);
+        const tc_status wst = tc_wr_wait_live(R);
+        if (wst != TC_OK) {
+            free(s);
+            return wst;
+        }
+        pthread_mutex_lock(&R->mu);
+        st = tc_sched_admit(R->sched, s->sid, 0, &s->pair);
+    }
     pthread_mutex_unlock(&R->mu);
     if (st != TC_OK) {
         char why[512]; /* tc_error_get() is the buffer TC_FAIL writes */
@@ -782,6 +792,7 @@ static tc_status do_step(remote *R, tc_wc_session **ss, const int32_t *t, int B,
             sm[n].top_p = smp[i]->p.top_p;
             sm[n].rng = smp[i]->rng;
             sm[n].n_rng = 4;
+            sm[n].logprobs = smp[i]->lp_on ? smp[i]->lp_top + 1 : 0;
             if (ba) {
                 sm[n].max_steps = ba->b[i].max_steps;
                 sm[n].stop = (int32_t *)ba->b[i].stop;
@@ -850,6 +861,24 @@ static tc_status do_step(remote *R, tc_wc_session **ss, const int32_t *t, int B,
             if (sr->next[q] < 0 || sr->next[q] >= V)
                 st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: sampled token id %d outside the vocabulary [0, %d)", g->name,
                              sr->next[q], V);
+        /* logprobs: one a token of each row that asked, with its top ones */
+        size_t want_lp = 0, want_top = 0;
+        for (size_t k = 0, o = 0; smp && k < (size_t)n && st == TC_OK; k++) {
+            const tc_sampler *sk = smp[ix[k]];
+            const size_t c = multi ? (size_t)sr->counts[k] : 1;
+            if (sk->lp_on) {
+                const int nt = sk->lp_top < V ? sk->lp_top : V;
+                want_lp += c, want_top += c * (size_t)nt;
+            }
+            o += c;
+        }
+        if (st == TC_OK && smp && (sr->n_logprob != want_lp || sr->n_top_ids != want_top || sr->n_top_logprobs != want_top))
+            st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: malformed step logprobs (%zu and %zu top, want %zu and %zu)", g->name,
+                         sr->n_logprob, sr->n_top_ids, want_lp, want_top);
+        for (size_t q = 0; q < sr->n_top_ids && st == TC_OK; q++)
+            if (sr->top_ids[q] < 0 || sr->top_ids[q] >= V)
+                st = TC_FAIL(TC_ERR_INTERNAL, "worker %s: logprobs: token id %d outside the vocabulary", g->name,
+                             sr->top_ids[q]);
         if (st != TC_OK) /* what the worker did is unknown: rebuilt on next use */
             for (int k = 0; k < n; k++) ss[ix[k]]->gen_boot = 0;
         for (size_t e = 0; e < sr->n_errors && st == TC_OK; e++) {
@@ -861,10 +890,22 @@ static tc_status do_step(remote *R, tc_wc_session **ss, const int32_t *t, int B,
                                : code == TC_GRPC_RESOURCE_EXHAUSTED ? TC_ERR_EXHAUSTED : TC_ERR_INTERNAL,
                      sr->errors[e]->message);
         }
-        for (size_t k = 0, o = 0; k < (size_t)n && st == TC_OK; k++) {
+        for (size_t k = 0, o = 0, ol = 0, ot = 0; k < (size_t)n && st == TC_OK; k++) {
             const size_t i = (size_t)ix[k];
             int c = multi ? sr->counts[k] : 1;
             if (ba) ba->n_out[i] = c;
+            for (int q = 0; smp && smp[i]->lp_on && q < c; q++, ol++) {
+                tc_sampler *sk = smp[i];
+                const int nt = sk->lp_top < V ? sk->lp_top : V;
+                if (sk->lp && sk->lp_n < sk->lp_cap) {
+                    tc_logprob *x = &sk->lp[sk->lp_n++];
+                    x->logprob = sr->logprob[ol];
+                    x->n_top = nt;
+                    memcpy(x->top_id, sr->top_ids + ot, (size_t)nt * 4);
+                    memcpy(x->top_logprob, sr->top_logprobs + ot, (size_t)nt * 4);
+                }
+                ot += (size_t)nt;
+            }
             if (smp && c > 0) {
                 if (ba) {
                     for (int q = 0; q < c; q++) next[i * (size_t)ba->kstride + q] = sr->next[o + q];

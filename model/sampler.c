@@ -121,10 +121,60 @@ int tc_sampler_topk_need(const tc_sampling_params *p, int vocab) {
 /* The full row: the radix walk of kernels/cpu/sample.c (O(V); a GPU's
  * sample op runs the same), on the bits tc_sampler_draw_params takes. */
 int32_t tc_sampler_sample(tc_sampler *s, const float *logits) {
-    if (s->p.temperature == 0.f) return tc_argmax(logits, s->vocab);
-    tc_draw d;
-    tc_sampler_draw_params(s, &d);
-    return tc_sample_row(logits, s->vocab, &d, s->scratch);
+    int32_t tok;
+    if (s->p.temperature == 0.f) tok = tc_argmax(logits, s->vocab);
+    else {
+        tc_draw d;
+        tc_sampler_draw_params(s, &d);
+        tok = tc_sample_row(logits, s->vocab, &d, s->scratch);
+    }
+    if (s->lp_on && s->lp && s->lp_n < s->lp_cap) tc_logprob_of(logits, s->vocab, tok, s->lp_top, &s->lp[s->lp_n++]);
+    return tok;
+}
+
+static uint32_t key_at(const float *x, int i) {
+    uint32_t u;
+    memcpy(&u, &x[i], 4);
+    return tc_topk_key(u);
+}
+
+void tc_logprob_of(const float *logits, int vocab, int32_t tok, int n_top, tc_logprob *out) {
+    if (n_top > TC_LOGPROBS_MAX) n_top = TC_LOGPROBS_MAX;
+    if (n_top > vocab) n_top = vocab;
+    if (n_top < 0) n_top = 0;
+    /* log-sum-exp in double over the finite logits (+inf: that token
+     * holds all the mass; NaN: none) */
+    double mx = -INFINITY;
+    int n_inf = 0;
+    for (int i = 0; i < vocab; i++) {
+        const float x = logits[i];
+        if (x == INFINITY) n_inf++;
+        else if (x > mx) mx = x;
+    }
+    double sum = 0;
+    if (!n_inf && mx > -INFINITY)
+        for (int i = 0; i < vocab; i++)
+            if (logits[i] > -INFINITY) sum += exp((double)logits[i] - mx);
+    const double lse = mx + log(sum);
+#define LP_OF(x) (n_inf ? ((x) == INFINITY ? -log((double)n_inf) : -INFINITY) \
+                        : (isnan(x) || !(sum > 0)) ? -INFINITY : (double)(x) - lse)
+    out->logprob = tok >= 0 && tok < vocab ? (float)LP_OF(logits[tok]) : -INFINITY;
+    /* the n_top largest in the topk order (tc_topk_key: NaN below -inf,
+     * the lower id on ties): an insertion into a short sorted list, which
+     * most logits pass over at one comparison */
+#define KEY(i) key_at(logits, i)
+    int k = 0;
+    for (int i = 0; i < vocab && n_top > 0; i++) {
+        const uint32_t x = KEY(i);
+        if (k == n_top && !(x > KEY(out->top_id[k - 1]))) continue;
+        int at = k < n_top ? k++ : n_top - 1;
+        for (; at > 0 && x > KEY(out->top_id[at - 1]); at--) out->top_id[at] = out->top_id[at - 1];
+        out->top_id[at] = i;
+    }
+#undef KEY
+    out->n_top = k;
+    for (int i = 0; i < k; i++) out->top_logprob[i] = (float)LP_OF(logits[out->top_id[i]]);
+#undef LP_OF
 }
 
 int32_t tc_sampler_sample_topk(tc_sampler *s, const int32_t *ids, const float *vals, int k) {

@@ -25,11 +25,34 @@ typedef struct {
     uint64_t seed;
 } tc_sampling_params;
 
+/* the most likely tokens a logprobs request may ask for at each step
+ * (vLLM's default --max-logprobs) */
+#define TC_LOGPROBS_MAX 20
+
+/* One sampled token's log-probability under the model's distribution --
+ * the raw logits' log-softmax, before temperature, top-k and top-p (as
+ * vLLM reports by default) -- and the n_top most likely tokens' (most
+ * likely first, the lower id on ties). */
+typedef struct {
+    float logprob;
+    int n_top;
+    int32_t top_id[TC_LOGPROBS_MAX];
+    float top_logprob[TC_LOGPROBS_MAX];
+} tc_logprob;
+
 typedef struct {
     tc_sampling_params p;
     uint64_t rng[4];
     void *scratch; /* tc_sample_scratch_bytes(V): weights, candidate lists */
     int vocab;
+    /* logprobs (not part of the draw; tc_sampler_init leaves them off):
+     * with lp_on, each tc_sampler_sample stores the token's tc_logprob,
+     * with lp_top most likely, at lp[lp_n++] while lp_n < lp_cap. The
+     * caller owns lp and zeroes lp_n. Needs the full row: a step for such
+     * a sampler takes the dense path (no top-k candidates, no backend
+     * draw). */
+    int lp_on, lp_top, lp_n, lp_cap;
+    tc_logprob *lp;
 } tc_sampler;
 
 tc_status tc_sampling_validate(const tc_sampling_params *p);
@@ -48,6 +71,10 @@ int32_t tc_sampler_sample_topk(tc_sampler *s, const int32_t *ids, const float *v
  * parameters and the random bits, advancing the RNG exactly as
  * tc_sampler_sample would (by one output; greedy: not at all). */
 void tc_sampler_draw_params(tc_sampler *s, tc_draw *d);
+/* The log-probability of token tok in the row's log-softmax, and the
+ * n_top (<= TC_LOGPROBS_MAX) most likely tokens' (NaN logits count as
+ * -inf; a row without a finite logit gives -inf everywhere). */
+void tc_logprob_of(const float *logits, int vocab, int32_t tok, int n_top, tc_logprob *out);
 /* Index of the largest logit, the first on ties. */
 int32_t tc_argmax(const float *x, int n);
 double tc_rng_uniform(uint64_t st[4]);

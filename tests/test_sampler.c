@@ -19,6 +19,8 @@
  *     written out with a full sort, draws with the RNG bits
  *     tc_sampler_draw_params hands it: every sampling mode, top-k past
  *     TC_TOPK_MAX, rows of ties, NaN, +-inf, several rows at once.
+ * (g) tc_logprob_of: the log-softmax and the most likely tokens against
+ *     the definition; a sampler recording logprobs draws the same tokens.
  * Label: unit. */
 #include <math.h>
 #include <stdio.h>
@@ -461,7 +463,85 @@ static void test_sample_op(void) {
     printf("sample op: %d runs of %d rows draw what the sampler draws\n", runs, R);
 }
 
+/* (g) tc_logprob_of against the definition: the log-softmax in long
+ * double and the first n_top of a full sort in the topk order; a sampler
+ * with lp_on records one per draw, and draws what it draws without. */
+static void test_logprobs(void) {
+    static const int Vs[] = {1, 3, 64, 1000, 50257};
+    const int V_MAX = 50257;
+    float *x = malloc((size_t)V_MAX * 4);
+    int *ord = malloc((size_t)V_MAX * sizeof *ord);
+    int bad = 0, checked = 0;
+    for (size_t vi = 0; vi < sizeof Vs / sizeof Vs[0]; vi++) {
+        const int V = Vs[vi];
+        for (int kind = 0; kind < ROW_N; kind++) {
+            fill_row(x, V, kind);
+            if (kind == ROW_SPECIAL) /* +inf: all the mass on the +inf ones; kept apart below */
+                for (int i = 0; i < V; i++)
+                    if (x[i] == INFINITY) x[i] = 5.f;
+            long double mx = -INFINITY, sum = 0;
+            for (int i = 0; i < V; i++)
+                if (!isnan(x[i]) && x[i] > mx) mx = x[i];
+            for (int i = 0; i < V; i++)
+                if (!isnan(x[i]) && x[i] > -INFINITY) sum += expl((long double)x[i] - mx);
+            g_row = x;
+            for (int i = 0; i < V; i++) ord[i] = i;
+            qsort(ord, (size_t)V, sizeof *ord, by_order);
+            for (int n_top = 0; n_top <= TC_LOGPROBS_MAX; n_top += 5) {
+                const int32_t tok = (int32_t)rnd((uint32_t)V);
+                tc_logprob lp;
+                tc_logprob_of(x, V, tok, n_top, &lp);
+                const int want_n = n_top < V ? n_top : V;
+                int ok = lp.n_top == want_n;
+                for (int i = 0; ok && i < want_n; i++) ok = lp.top_id[i] == ord[i];
+                for (int i = -1; ok && i < want_n; i++) {
+                    const int32_t t = i < 0 ? tok : lp.top_id[i];
+                    const float got = i < 0 ? lp.logprob : lp.top_logprob[i];
+                    const long double want = isnan(x[t]) || x[t] == -INFINITY ? -INFINITY : (long double)x[t] - mx - logl(sum);
+                    ok = isinf(want) ? got == -INFINITY : fabsl((long double)got - want) <= 1e-6L * (1 + fabsl(want));
+                }
+                checked++;
+                if (!ok && bad++ < 3) printf("  logprobs V %d kind %d n_top %d tok %d: got %g (%d top)\n", V, kind, n_top, tok, lp.logprob, lp.n_top);
+            }
+        }
+    }
+    EXPECT(bad == 0, "logprobs: %d of %d rows differ from the log-softmax and the sorted top tokens", bad, checked);
+    /* +inf logits: those share the mass, all others -inf */
+    float y[4] = {1.f, INFINITY, NAN, INFINITY};
+    tc_logprob lp;
+    tc_logprob_of(y, 4, 3, 4, &lp);
+    EXPECT(fabsf(lp.logprob - logf(0.5f)) < 1e-6f && lp.n_top == 4 && lp.top_id[0] == 1 && lp.top_id[1] == 3 &&
+               lp.top_id[2] == 0 && lp.top_id[3] == 2 && lp.top_logprob[2] == -INFINITY && lp.top_logprob[3] == -INFINITY,
+           "logprobs: +inf logits share the mass (got %g, top %d %d %d %d)", lp.logprob, lp.top_id[0], lp.top_id[1],
+           lp.top_id[2], lp.top_id[3]);
+    /* a sampler with logprobs on draws the same tokens and records each */
+    fill_row(x, 1000, ROW_RANDOM);
+    tc_sampling_params p = {0.8f, 0, 0.9f, 77};
+    tc_sampler a, b;
+    tc_logprob rec[8];
+    EXPECT(tc_sampler_init(&a, &p, 1000) == TC_OK && tc_sampler_init(&b, &p, 1000) == TC_OK, "sampler init");
+    b.lp_on = 1, b.lp_top = 3, b.lp = rec, b.lp_cap = 8, b.lp_n = 0;
+    int same = 1;
+    for (int i = 0; i < 10; i++) {
+        const int32_t ta = tc_sampler_sample(&a, x), tb = tc_sampler_sample(&b, x);
+        same &= ta == tb;
+        if (i < 8) {
+            tc_logprob want;
+            tc_logprob_of(x, 1000, tb, 3, &want);
+            same &= want.logprob == rec[i].logprob && want.n_top == 3 && rec[i].n_top == 3 &&
+                    !memcmp(want.top_id, rec[i].top_id, 3 * 4) && !memcmp(want.top_logprob, rec[i].top_logprob, 3 * 4);
+        }
+    }
+    EXPECT(same && b.lp_n == 8, "logprobs: a sampler recording them draws the same tokens, one record a draw up to "
+                                "lp_cap (%d records)", b.lp_n);
+    tc_sampler_free(&a);
+    tc_sampler_free(&b);
+    free(x);
+    free(ord);
+}
+
 int main(void) {
+    test_logprobs();
     test_key();
     test_greedy_order();
     test_draw_exp();

@@ -396,7 +396,9 @@ static tc_status h_send(tc_transport *t, uint64_t sid, uint64_t seq, const void 
         goto out;
     }
     if (!peer_now[0]) {
-        st = TC_FAIL(TC_ERR_INVALID, "data plane: no peer (Connect was not called)");
+        /* a fresh process its coordinator has not linked yet: it will
+         * (I/O, retried once the pair is linked), not a bad request */
+        st = TC_FAIL(TC_ERR_IO, "data plane: no peer yet (no Connect since this worker started)");
         goto out;
     }
     if (len > H->max_message) { /* the peers share the setting: it would refuse it */

@@ -310,7 +310,10 @@ static void fail_st(tc_call *c, tc_status st, const char *what) {
 /* Ships s to the peer under seq; kind TC_STATE_SYNC or TC_STATE_FULL. */
 static tc_status ship(tc_worker *w, uint64_t sid, uint64_t seq, const tc_session *s, int kind, int64_t *bytes,
                       double *secs) {
-    if (!w->tp) return TC_FAIL(TC_ERR_INVALID, "this worker has no data plane (role both): send_seq must be 0");
+    if (!w->tp) /* role both has none; an NCCL one not linked yet by its coordinator: retried once it is */
+        return !strcmp(w->o.role, "both")
+                   ? TC_FAIL(TC_ERR_INVALID, "this worker has no data plane (role both): send_seq must be 0")
+                   : TC_FAIL(TC_ERR_IO, "data plane: no peer yet (no Connect since this worker started)");
     if (seq >= UINT64_MAX - 1) /* the host transport's refusal acks are those two values */
         return TC_FAIL(TC_ERR_INVALID, "send_seq %llu is out of range (at most 2^64-3)", (unsigned long long)seq);
     if (device_bad(w)) return TC_FAIL(TC_ERR_IO, "%s", POISONED_MSG); /* no garbage state to the peer */
@@ -525,7 +528,10 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     uint64_t *rng2 = NULL;   /* the RNGs after those draws [B, 4], kept once the step stands */
     tc_row_status *rows = NULL; /* [B]: the sessions left out (their inline sync or rebuild failed) */
     Tconst__Worker__V1__StepError *se = NULL, **sep = NULL;
-    int K = 0, dense = 0, draw = 0, n_bad = 0;
+    tc_logprob *lpr = NULL;     /* [tot] with logprobs asked: each token's, where next holds it */
+    float *lpo = NULL, *lpto = NULL; /* the reply's logprob and top_logprobs */
+    int32_t *lpti = NULL;            /* and top_ids */
+    int K = 0, dense = 0, draw = 0, n_bad = 0, any_lp = 0;
     tc_status st;
     if (rq->n_tokens != rq->n_sids || (rq->n_samplers && rq->n_samplers != rq->n_sids)) {
         fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: sids, tokens and samplers must have one entry per session%s", "");
@@ -558,6 +564,14 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
             fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: a sampler's stop list holds at most 65536 ids%s", "");
             goto out;
         }
+        if (in->logprobs < 0 || in->logprobs > TC_LOGPROBS_MAX + 1) {
+            char why[64];
+            snprintf(why, sizeof why, "within 0..%d", TC_LOGPROBS_MAX + 1);
+            fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: sampler logprobs must be %s", why);
+            goto out;
+        }
+        any_lp |= in->logprobs > 0;
+        dense |= in->logprobs > 0; /* the full rows, sampled on the host */
         /* a long list (a stop string's candidate tokens): searched, not scanned */
         if (in->n_stop > 16) qsort(in->stop, in->n_stop, sizeof *in->stop, cmp_i32);
         multi |= in->max_steps > 1;
@@ -568,7 +582,7 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     }
     if (dense || rq->want_logits) K = 0; /* some sampler (or the caller) needs the full rows */
     /* ... which a sampling backend (the GPU) draws from where they are */
-    draw = dense && !rq->want_logits && rq->n_samplers && tc_model_draws_on_backend(w->m, B);
+    draw = dense && !any_lp && !rq->want_logits && rq->n_samplers && tc_model_draws_on_backend(w->m, B);
     if (draw && !atomic_exchange(&g_draw_logged, 1))
         TC_LOG(TC_LOG_INFO, "worker", "sampling on the backend (its sample op): steps hand back token ids, not logits");
     if (multi && rq->want_logits) {
@@ -597,6 +611,10 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     so = calloc((size_t)B + 1, sizeof *so), sop = calloc((size_t)B + 1, sizeof *sop);
     rng = calloc((size_t)B * 4 + 1, 8);
     rows = calloc((size_t)B + 1, sizeof *rows);
+    if (any_lp && !(lpr = malloc((size_t)tot * sizeof *lpr))) {
+        fail(c, TC_GRPC_RESOURCE_EXHAUSTED, "Step: out of memory for the logprobs%s", "");
+        goto out;
+    }
     if (!ss || !rows || !as || (K > 0 ? !cid || !cval : draw ? !dr || !tk || !rng2 : !lg) || !next || !out || !feed || !cnt || !act || !off || !nt || !sb ||
         !so || !sop || !rng) {
         fail(c, TC_GRPC_RESOURCE_EXHAUSTED, "Step: out of memory%s", "");
@@ -672,6 +690,7 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
                           : K > 0 ? tc_sampler_sample_topk(&w->smp, cid + (size_t)k * K, cval + (size_t)k * K, K)
                                   : tc_sampler_sample(&w->smp, lg + (size_t)k * V);
             memcpy(rng + 4 * i, draw ? rng2 + 4 * k : w->smp.rng, 32);
+            if (in->logprobs > 0) tc_logprob_of(lg + (size_t)k * V, V, tok, in->logprobs - 1, &lpr[off[i] + cnt[i]]);
             next[off[i] + cnt[i]++] = tok;
             int go = more_time && cnt[i] < in->max_steps && !tc_session_sync_due(ss[i]);
             if (in->n_stop > 16) go = go && !bsearch(&tok, in->stop, in->n_stop, sizeof *in->stop, cmp_i32);
@@ -723,6 +742,27 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
         r.errors = sep;
     }
     if (rq->want_logits) r.logits = lg, r.n_logits = (size_t)B * V;
+    if (any_lp) { /* the records of the rows that asked, in next's order */
+        size_t nl = 0, nt2 = 0;
+        for (int i = 0; i < B; i++)
+            if (rq->samplers[i]->logprobs > 0)
+                for (int q = 0; q < cnt[i]; q++) nl++, nt2 += (size_t)lpr[off[i] + q].n_top;
+        lpo = malloc((nl + 1) * sizeof *lpo), lpto = malloc((nt2 + 1) * sizeof *lpto), lpti = malloc((nt2 + 1) * 4);
+        if (!lpo || !lpto || !lpti) {
+            fail(c, TC_GRPC_RESOURCE_EXHAUSTED, "Step: out of memory%s", "");
+            goto out;
+        }
+        for (int i = 0; i < B; i++)
+            if (rq->samplers[i]->logprobs > 0)
+                for (int q = 0; q < cnt[i]; q++) {
+                    const tc_logprob *x = &lpr[off[i] + q];
+                    lpo[r.n_logprob++] = x->logprob;
+                    memcpy(lpti + r.n_top_ids, x->top_id, (size_t)x->n_top * 4);
+                    memcpy(lpto + r.n_top_logprobs, x->top_logprob, (size_t)x->n_top * 4);
+                    r.n_top_ids += (size_t)x->n_top, r.n_top_logprobs += (size_t)x->n_top;
+                }
+        r.logprob = lpo, r.top_ids = lpti, r.top_logprobs = lpto;
+    }
     r.n_tokens = nt, r.n_n_tokens = (size_t)B;
     r.state_bytes = sb, r.n_state_bytes = (size_t)B;
     send_msg(w, c, &r.base);
@@ -731,7 +771,7 @@ out:
         if (ss[i]) sess_put(w, rq->sids[i]);
     free(cid), free(cval), free(dr), free(tk), free(rng2);
     free(ss), free(as), free(lg), free(next), free(out), free(feed), free(cnt), free(act), free(off), free(nt);
-    free(sb), free(so), free(sop), free(rng), free(rows), free(se), free(sep);
+    free(sb), free(so), free(sop), free(rng), free(rows), free(se), free(sep), free(lpr), free(lpo), free(lpto), free(lpti);
     tconst__worker__v1__step_request__free_unpacked(rq, NULL);
 }
 

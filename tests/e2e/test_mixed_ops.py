@@ -281,6 +281,12 @@ def body(env, ck):
         errs = d.metric("tconst_requests_total", status="error") or 0.0
         if kill:  # one a client had already left (a hang-up) may end in error with its worker: seen, not checked
             print(f"     requests counted as errors: {errs:.0f}", flush=True)
+            if errs:  # what the daemon said of them
+                d.log.flush()
+                with open(d.log_path, "rb") as f:
+                    for line in f.read().decode(errors="replace").splitlines():
+                        if "error" in line.lower() or "warn" in line.lower():
+                            print("     log: " + line[:300], flush=True)
         else:
             ck.equal(errs, 0.0, "no request counted as an error")
         if kill:
