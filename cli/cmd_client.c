@@ -17,10 +17,10 @@
 
 typedef struct {
     const char *server, *tokens, *text, *id, *copy_from;
-    int64_t n, top_k;
+    int64_t n, top_k, logprobs;
     uint64_t seed;
     double temp, top_p, timeout;
-    int ignore_eos, have_n, have_temp, have_top_k, have_top_p, have_seed;
+    int ignore_eos, have_n, have_temp, have_top_k, have_top_p, have_seed, have_logprobs;
     int32_t *ids;
     int64_t n_ids;
     char *stop[64]; /* --stop, in order (the server takes at most 64) */
@@ -54,6 +54,8 @@ static void usage(void) {
            "  info                       ModelInfo and ServerInfo\n"
            "  health                     grpc.health.v1 Check\n"
            "sampling: --temperature T --top-k K --top-p P --seed S --ignore-eos; --timeout SECONDS (deadline)\n"
+           "  --logprobs N (0..20): each token's log-probability and the N most likely on stderr, a line a\n"
+           "  token: \"logprob ID LP ID:LP ...\"\n"
            "  --stop S (repeatable, up to 64: the text ends before S; in bash $'\\n' gives a newline)\n"
            "  --stop-ids \"ids\" (a generation ends after any of these tokens)\n"
            "-n: tokens to generate (default: the server's, min(16, its --max-tokens)).\n"
@@ -80,6 +82,7 @@ static int parse(int argc, char **argv, int start, opts *o) {
         else if (!strcmp(a, "--top-k")) st = tc_cli_int(a, v, 0, INT32_MAX, &o->top_k), o->have_top_k = 1, i++;
         else if (!strcmp(a, "--top-p")) st = tc_cli_float(a, v, -1e9, 1e9, &o->top_p), o->have_top_p = 1, i++;
         else if (!strcmp(a, "--seed")) st = tc_cli_u64(a, v, &o->seed), o->have_seed = 1, i++;
+        else if (!strcmp(a, "--logprobs")) st = tc_cli_int(a, v, 0, 20, &o->logprobs), o->have_logprobs = 1, i++;
         else if (!strcmp(a, "--timeout")) st = tc_cli_float(a, v, 0, 1e9, &o->timeout), i++;
         else if (!strcmp(a, "--ignore-eos")) o->ignore_eos = 1;
         else if (!strcmp(a, "--stop") && v && o->n_stop == 64) {
@@ -118,6 +121,7 @@ static void fill_sampling(const opts *o, Tconst__V1__SamplingParams *s) {
     if (o->have_n) /* else the server's default: min(16, its --max-tokens) */
         s->_max_tokens_case = TCONST__V1__SAMPLING_PARAMS___MAX_TOKENS_MAX_TOKENS, s->max_tokens = (int32_t)o->n;
     s->ignore_eos = o->ignore_eos;
+    if (o->have_logprobs) s->_logprobs_case = TCONST__V1__SAMPLING_PARAMS___LOGPROBS_LOGPROBS, s->logprobs = (int32_t)o->logprobs;
     s->stop = (char **)o->stop, s->n_stop = (size_t)o->n_stop;
     s->stop_token_ids = o->stop_ids, s->n_stop_token_ids = (size_t)o->n_stop_ids;
 }
@@ -157,6 +161,14 @@ static void print_gen(gen_state *g, const Tconst__V1__GenerateResponse *r) {
     else
         for (size_t i = 0; i < r->n_token_ids; i++) printf(g->count++ ? " %d" : "%d", r->token_ids[i]);
     fflush(stdout);
+    /* --logprobs: a line a token on stderr, "logprob ID LP [ID:LP ...]" */
+    for (size_t i = 0; i < r->n_logprobs && i < r->n_token_ids; i++) {
+        const Tconst__V1__TokenLogprob *x = r->logprobs[i];
+        fprintf(stderr, "logprob %d %.6g", r->token_ids[i], x->logprob);
+        for (size_t k = 0; k < x->n_top_token_ids && k < x->n_top_logprobs; k++)
+            fprintf(stderr, " %d:%.6g", x->top_token_ids[k], x->top_logprobs[k]);
+        fputc('\n', stderr);
+    }
 }
 
 static int on_gen(void *ud, const uint8_t *m, size_t len) {

@@ -75,6 +75,18 @@ def body(env, ck):
                      "... and tconst generate with that seed gives its ids")
         r = client("generate", "--tokens", " ".join(map(str, prompt)), "-n", "5", *SAMPLED)
         ck.check("[seed" not in r.stderr, "with --seed nothing is printed about it", r.stderr)
+        # --logprobs 3: a stderr line a token, its id and 3 most likely (greedy: itself first)
+        r = client("generate", "--tokens", " ".join(map(str, prompt)), "-n", "12", "--ignore-eos", "--logprobs", "3")
+        ids = [int(x) for x in r.stdout.split()]
+        lines = [l.split() for l in r.stderr.splitlines() if l.startswith("logprob ")]
+        ck.check(r.returncode == 0 and ids == env.generate(model, prompt, 12, ignore_eos=True) and
+                 [int(l[1]) for l in lines] == ids and all(len(l) == 6 and l[3].split(":")[0] == l[1] and
+                                                          float(l[2]) == float(l[3].split(":")[1]) <= 0 for l in lines),
+                 "tconst client generate --logprobs 3: the ids, and on stderr a line a token: its logprob and the "
+                 "3 most likely, itself first (greedy)", r.stderr[:300])
+        r = client("generate", "--tokens", "1", "--logprobs", "21", ok=False)
+        ck.check(r.returncode == 2 and "--logprobs" in r.stderr, "--logprobs 21: a usage error naming it",
+                 f"exit {r.returncode}: {r.stderr.strip()}")
 
     # -n left out: the server's default (min(16, --max-tokens)), not a 16
     # the server may refuse
