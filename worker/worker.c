@@ -504,6 +504,9 @@ static int cmp_i32(const void *a, const void *b) {
 /* most tokens one Step call may produce (its sessions' max_steps summed):
  * 16M ids, 64 MiB of reply; a coordinator asks for far fewer */
 #define TC_STEP_MAX_TOKENS (1 << 24)
+/* ... and of them, the most with logprobs (a record of 168 bytes each):
+ * 256 sessions x 1024 steps, more than a coordinator asks */
+#define TC_STEP_MAX_LOGPROBS (1 << 18)
 
 static atomic_int g_draw_logged; /* the first step drawn by the backend's sample op is logged */
 
@@ -528,7 +531,8 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     uint64_t *rng2 = NULL;   /* the RNGs after those draws [B, 4], kept once the step stands */
     tc_row_status *rows = NULL; /* [B]: the sessions left out (their inline sync or rebuild failed) */
     Tconst__Worker__V1__StepError *se = NULL, **sep = NULL;
-    tc_logprob *lpr = NULL;     /* [tot] with logprobs asked: each token's, where next holds it */
+    tc_logprob *lpr = NULL;     /* [lp_tot]: the tokens' of the rows asking for logprobs, row i's from lpoff[i] */
+    int64_t lp_tot = 0, *lpoff = NULL;
     float *lpo = NULL, *lpto = NULL; /* the reply's logprob and top_logprobs */
     int32_t *lpti = NULL;            /* and top_ids */
     int K = 0, dense = 0, draw = 0, n_bad = 0, any_lp = 0;
@@ -576,6 +580,7 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
         if (in->n_stop > 16) qsort(in->stop, in->n_stop, sizeof *in->stop, cmp_i32);
         multi |= in->max_steps > 1;
         tot += in->max_steps > 1 ? in->max_steps : 1;
+        if (in->logprobs > 0) lp_tot += in->max_steps > 1 ? in->max_steps : 1;
         int need = tc_sampler_topk_need(&p, V);
         dense |= need == 0;
         if (need > K) K = need;
@@ -590,6 +595,13 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
         goto out;
     }
     if (!rq->n_samplers) tot = B;
+    if (lp_tot > TC_STEP_MAX_LOGPROBS) {
+        char why[128];
+        snprintf(why, sizeof why, "%lld tokens with logprobs asked in one call, at most %d", (long long)lp_tot,
+                 TC_STEP_MAX_LOGPROBS);
+        fail(c, TC_GRPC_INVALID_ARGUMENT, "Step: %s", why);
+        goto out;
+    }
     if (tot > TC_STEP_MAX_TOKENS) { /* B x max_steps: the reply's ids, reserved up front */
         char why[128];
         snprintf(why, sizeof why, "%lld tokens asked in one call (sessions x max_steps), at most %d", (long long)tot,
@@ -611,7 +623,7 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
     so = calloc((size_t)B + 1, sizeof *so), sop = calloc((size_t)B + 1, sizeof *sop);
     rng = calloc((size_t)B * 4 + 1, 8);
     rows = calloc((size_t)B + 1, sizeof *rows);
-    if (any_lp && !(lpr = malloc((size_t)tot * sizeof *lpr))) {
+    if (any_lp && (!(lpr = malloc((size_t)lp_tot * sizeof *lpr)) || !(lpoff = calloc((size_t)B + 1, 8)))) {
         fail(c, TC_GRPC_RESOURCE_EXHAUSTED, "Step: out of memory for the logprobs%s", "");
         goto out;
     }
@@ -650,6 +662,7 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
         feed[i] = rq->tokens[i];
         off[i] = o;
         o += rq->n_samplers && rq->samplers[i]->max_steps > 1 ? rq->samplers[i]->max_steps : 1;
+        if (any_lp) lpoff[i + 1] = lpoff[i] + (rq->samplers[i]->logprobs > 0 ? o - off[i] : 0);
         if (rq->n_samplers) memcpy(rng + 4 * i, rq->samplers[i]->rng, 32);
     }
     const double t0 = tc_now_s();
@@ -690,7 +703,7 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
                           : K > 0 ? tc_sampler_sample_topk(&w->smp, cid + (size_t)k * K, cval + (size_t)k * K, K)
                                   : tc_sampler_sample(&w->smp, lg + (size_t)k * V);
             memcpy(rng + 4 * i, draw ? rng2 + 4 * k : w->smp.rng, 32);
-            if (in->logprobs > 0) tc_logprob_of(lg + (size_t)k * V, V, tok, in->logprobs - 1, &lpr[off[i] + cnt[i]]);
+            if (in->logprobs > 0) tc_logprob_of(lg + (size_t)k * V, V, tok, in->logprobs - 1, &lpr[lpoff[i] + cnt[i]]);
             next[off[i] + cnt[i]++] = tok;
             int go = more_time && cnt[i] < in->max_steps && !tc_session_sync_due(ss[i]);
             if (in->n_stop > 16) go = go && !bsearch(&tok, in->stop, in->n_stop, sizeof *in->stop, cmp_i32);
@@ -746,7 +759,7 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
         size_t nl = 0, nt2 = 0;
         for (int i = 0; i < B; i++)
             if (rq->samplers[i]->logprobs > 0)
-                for (int q = 0; q < cnt[i]; q++) nl++, nt2 += (size_t)lpr[off[i] + q].n_top;
+                for (int q = 0; q < cnt[i]; q++) nl++, nt2 += (size_t)lpr[lpoff[i] + q].n_top;
         lpo = malloc((nl + 1) * sizeof *lpo), lpto = malloc((nt2 + 1) * sizeof *lpto), lpti = malloc((nt2 + 1) * 4);
         if (!lpo || !lpto || !lpti) {
             fail(c, TC_GRPC_RESOURCE_EXHAUSTED, "Step: out of memory%s", "");
@@ -755,7 +768,7 @@ static void do_step(tc_worker *w, tc_call *c, const uint8_t *msg, size_t len) {
         for (int i = 0; i < B; i++)
             if (rq->samplers[i]->logprobs > 0)
                 for (int q = 0; q < cnt[i]; q++) {
-                    const tc_logprob *x = &lpr[off[i] + q];
+                    const tc_logprob *x = &lpr[lpoff[i] + q];
                     lpo[r.n_logprob++] = x->logprob;
                     memcpy(lpti + r.n_top_ids, x->top_id, (size_t)x->n_top * 4);
                     memcpy(lpto + r.n_top_logprobs, x->top_logprob, (size_t)x->n_top * 4);
@@ -771,7 +784,7 @@ out:
         if (ss[i]) sess_put(w, rq->sids[i]);
     free(cid), free(cval), free(dr), free(tk), free(rng2);
     free(ss), free(as), free(lg), free(next), free(out), free(feed), free(cnt), free(act), free(off), free(nt);
-    free(sb), free(so), free(sop), free(rng), free(rows), free(se), free(sep), free(lpr), free(lpo), free(lpto), free(lpti);
+    free(sb), free(so), free(sop), free(rng), free(rows), free(se), free(sep), free(lpr), free(lpoff), free(lpo), free(lpto), free(lpti);
     tconst__worker__v1__step_request__free_unpacked(rq, NULL);
 }
 
