@@ -29,6 +29,11 @@ enum { J_QUEUED = 0, J_STARTING, J_RUNNING, J_DONE };
 /* syncs of one session failing in a row before its generation ends with
  * the error (engine_ctx_thread) */
 #define TC_SYNC_TRIES 3
+/* a multi-step run of a request with logprobs: at most this many tokens,
+ * so a call's records stay within the worker's limit (2^18: 4096 sessions,
+ * --max-batch's most, x 64) */
+#define TC_LP_RUN_MAX 64
+
 /* how long a resume retry waits for its session's last request, already ended
  * as its client sees it, to let go of the session (tc_eng_await_retiring):
  * under the least --liveness-timeout, 2 s (it holds the gRPC thread) */

@@ -165,7 +165,7 @@ int tc_engine_submit_prepared(tc_engine *e, const tc_job_spec *sp, int32_t *toks
                 goto reject;
             }
             j->logprobs = sp->top_logprobs;
-            j->lp_cap = e->lim.multi_step > 1 ? e->lim.multi_step : 1;
+            j->lp_cap = e->lim.multi_step > TC_LP_RUN_MAX ? TC_LP_RUN_MAX : e->lim.multi_step > 1 ? e->lim.multi_step : 1;
             if (!(j->lp = malloc((size_t)j->lp_cap * sizeof *j->lp))) {
                 code = refuse(msg, msglen, 13, "out of memory");
                 goto reject;

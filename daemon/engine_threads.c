@@ -715,6 +715,7 @@ void *tc_eng_generation_thread(void *arg) {
                 int64_t left = j->max_tokens - j->generated;
                 const int named = j->n_stop && !(binl[i] & 2) && j->n_run_stop >= 0; /* runs end on candidates */
                 bb[i].max_steps = j->n_stop && !(binl[i] & 2) && !named ? 1 : (int)(left < K ? (left > 1 ? left : 1) : K);
+                if (j->logprobs >= 0 && bb[i].max_steps > TC_LP_RUN_MAX) bb[i].max_steps = TC_LP_RUN_MAX;
                 bb[i].stop = named ? j->run_stop : j->stop_ids;
                 bb[i].n_stop = named ? j->n_run_stop : j->n_stop_ids + !j->ignore_eos;
                 multi |= bb[i].max_steps > 1;

@@ -300,12 +300,21 @@ static const char *token_str(const struct tc_bpe *bpe, int32_t id, char *buf, si
     return buf;
 }
 
+/* adds item to arr (both may be NULL after an allocation failed): 0, or
+ * -1 with item freed */
+static int put(cJSON *arr, cJSON *item) {
+    if (arr && item && cJSON_AddItemToArray(arr, item)) return 0;
+    cJSON_Delete(item);
+    return -1;
+}
+
 /* Appends n tokens' logprobs to an OpenAI logprobs object (created into
  * *o when NULL): tokens, token_logprobs, top_logprobs (a {token: logprob}
  * of the most likely, and the sampled one, as OpenAI and vLLM send) and
  * text_offset (characters into the completion's text, counted from *off,
- * which advances). -inf goes out as -9999.0, as vLLM clamps it (JSON has
- * no infinity). 0, or -1 out of memory. */
+ * which advances). lp NULL (the tokens a resumed generation re-sends):
+ * the tokens and offsets, null logprobs. -inf goes out as -9999.0, as
+ * vLLM clamps it (JSON has no infinity). 0, or -1 out of memory. */
 static int lp_json(cJSON **o, const struct tc_bpe *bpe, const int32_t *ids, const tc_logprob *lp, int n,
                    long long *off) {
     if (!*o) {
@@ -316,28 +325,26 @@ static int lp_json(cJSON **o, const struct tc_bpe *bpe, const int32_t *ids, cons
     }
     cJSON *tk = cJSON_GetObjectItemCaseSensitive(*o, "tokens"), *tl = cJSON_GetObjectItemCaseSensitive(*o, "token_logprobs"),
           *tt = cJSON_GetObjectItemCaseSensitive(*o, "top_logprobs"), *to = cJSON_GetObjectItemCaseSensitive(*o, "text_offset");
-#define LPV(x) ((x) > -9999.f ? (double)(x) : -9999.0)
+#define LPV(x) cJSON_CreateNumber((x) > -9999.f ? (double)(x) : -9999.0)
+    int bad = 0;
     for (int i = 0; i < n; i++) {
         char buf[1024];
         long long chars;
         const char *s = token_str(bpe, ids[i], buf, sizeof buf, &chars);
-        cJSON *top = cJSON_CreateObject();
-        if (!top || !cJSON_AddItemToArray(tk, cJSON_CreateString(s)) ||
-            !cJSON_AddItemToArray(tl, cJSON_CreateNumber(LPV(lp[i].logprob))) || !cJSON_AddItemToArray(tt, top) ||
-            !cJSON_AddItemToArray(to, cJSON_CreateNumber((double)*off)))
-            return -1;
-        *off += chars;
-        for (int k = 0; k < lp[i].n_top; k++) { /* two tokens of one text: the more likely one's */
+        cJSON *top = lp ? cJSON_CreateObject() : cJSON_CreateNull();
+        for (int k = 0; lp && top && k < lp[i].n_top; k++) { /* two tokens of one text: the more likely one's */
             char tb[1024];
             long long tc;
             const char *ts = token_str(bpe, lp[i].top_id[k], tb, sizeof tb, &tc);
-            if (!cJSON_GetObjectItemCaseSensitive(top, ts))
-                cJSON_AddNumberToObject(top, ts, LPV(lp[i].top_logprob[k]));
+            if (!cJSON_GetObjectItemCaseSensitive(top, ts)) bad |= !cJSON_AddItemToObject(top, ts, LPV(lp[i].top_logprob[k]));
         }
-        if (!cJSON_GetObjectItemCaseSensitive(top, s)) cJSON_AddNumberToObject(top, s, LPV(lp[i].logprob));
+        if (lp && top && !cJSON_GetObjectItemCaseSensitive(top, s)) bad |= !cJSON_AddItemToObject(top, s, LPV(lp[i].logprob));
+        bad |= put(tk, cJSON_CreateString(s)) | put(tl, lp ? LPV(lp[i].logprob) : cJSON_CreateNull()) | put(tt, top) |
+               put(to, cJSON_CreateNumber((double)*off));
+        *off += chars;
     }
 #undef LPV
-    return 0;
+    return bad ? -1 : 0;
 }
 
 /* one choice: its text and token ids (tconst's extension), logprobs
@@ -441,7 +448,7 @@ static void sk_tokens(void *user, const int32_t *ids, const tc_logprob *lp, int 
     if (t && r->stream) {
         const int ok_end = fin != TC_FINISH_NONE && why;
         cJSON *lj = NULL; /* this chunk's tokens' (an empty object for none: the field is there while asked) */
-        if (r->logprobs && (n > 0 || tlen > 0 || ok_end)) oom |= lp_json(&lj, bpe, ids, lp, lp ? n : 0, &c->lp_off);
+        if (r->logprobs && (n > 0 || tlen > 0 || ok_end)) oom |= lp_json(&lj, bpe, ids, lp, n, &c->lp_off);
         if (n > 0 || tlen > 0 || ok_end)
             oom |= sse_put(r, completion_json(r, choice_json(c->index, t, ids, n, lj, ok_end ? why : NULL), NULL));
         else cJSON_Delete(lj);
@@ -457,7 +464,7 @@ static void sk_tokens(void *user, const int32_t *ids, const tc_logprob *lp, int 
             else oom = 1;
         }
         if (!oom && n > 0) memcpy(c->ids + c->nids, ids, (size_t)n * sizeof *ids), c->nids += (size_t)n;
-        if (!oom && r->logprobs) oom |= lp_json(&c->lp, bpe, ids, lp, lp ? n : 0, &c->lp_off);
+        if (!oom && r->logprobs) oom |= lp_json(&c->lp, bpe, ids, lp, n, &c->lp_off);
     }
     if (oom && fin == TC_FINISH_NONE && c->job_id) /* cannot keep the text: end it rather than lose some silently */
         tc_engine_cancel(r->srv->cfg.engine, c->job_id, 13);

@@ -142,7 +142,10 @@ static void sk_tokens(void *user, const int32_t *ids, const tc_logprob *lp, int 
     char stackbuf[512];
     const size_t need = text_out_len(text, tlen);
     char *txt = need < sizeof stackbuf ? stackbuf : malloc(need + 1);
-    if (!txt) return;
+    if (!txt) {
+        if (lpm != lpm_stack) free(lpm), free(lpp);
+        return;
+    }
     text_out(txt, text, tlen);
     r.request_id = c->request_id;
     r.n_token_ids = (size_t)n;

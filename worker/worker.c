@@ -505,7 +505,8 @@ static int cmp_i32(const void *a, const void *b) {
  * 16M ids, 64 MiB of reply; a coordinator asks for far fewer */
 #define TC_STEP_MAX_TOKENS (1 << 24)
 /* ... and of them, the most with logprobs (a record of 168 bytes each):
- * 256 sessions x 1024 steps, more than a coordinator asks */
+ * 4096 sessions (--max-batch's most) x 64 steps (the coordinator's
+ * TC_LP_RUN_MAX for such a run) */
 #define TC_STEP_MAX_LOGPROBS (1 << 18)
 
 static atomic_int g_draw_logged; /* the first step drawn by the backend's sample op is logged */

@@ -188,11 +188,13 @@ def body(env, ck):
                 for t in lp["tokens"][:-1]:
                     offs.append(offs[-1] + len(t))
                 ck.equal(lp["text_offset"], offs, "OpenAI: text_offset: 0, then each token's text length on")
-                good = all(t in top and abs(top[t] - v) <= 1e-6 and len(top) <= 4
+                # (two tokens of one text -- both partial characters, U+FFFD -- keep the more likely one's)
+                good = all(t in top and top[t] >= v - 1e-6 and len(top) <= 4
                            for t, v, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"]))
                 ck.check(good, "OpenAI: each top_logprobs holds the sampled token (its logprob) and at most 3 more")
-                ck.equal("".join(lp["tokens"]) == c["text"] or "\ufffd" in "".join(lp["tokens"]), True,
-                         "OpenAI: the tokens' texts make the completion's text (bar partial characters)")
+                joined = "".join(lp["tokens"])
+                if "\ufffd" not in joined:  # no partial character: the texts add up exactly
+                    ck.equal(joined, c["text"], "OpenAI: the tokens' texts make the completion's text")
                 events = sse(port, dict(req, stream=True))
                 toks, tlps = [], []
                 for e in events:
@@ -201,8 +203,10 @@ def body(env, ck):
                     ch = e["choices"][0]
                     toks += (ch.get("logprobs") or {}).get("tokens", [])
                     tlps += (ch.get("logprobs") or {}).get("token_logprobs", [])
-                ck.equal((toks, tlps), (lp["tokens"], lp["token_logprobs"]),
-                         "OpenAI streamed: the chunks' logprobs together == the JSON completion's")
+                ck.check(toks == lp["tokens"] and len(tlps) == len(lp["token_logprobs"]) and
+                         all(abs(a - b) <= TOL for a, b in zip(tlps, lp["token_logprobs"])),
+                         "OpenAI streamed: the chunks' logprobs together == the JSON completion's",
+                         f"{len(toks)} tokens, {len(tlps)} logprobs")
         st, o, _ = call(port, "POST", "/v1/completions", dict(req, logprobs=21))
         ck.equal((st, (o.get("error") or {}).get("param") if isinstance(o, dict) else o), (400, "logprobs"),
                  "OpenAI logprobs 21: 400 naming logprobs")

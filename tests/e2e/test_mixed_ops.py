@@ -28,10 +28,14 @@ TC_MIXED_SEED=N reruns one sequence. With TC_MIXED_KILL=1 (ctest's
 e2e_mixed_ops_kill) the worker processes are killed (SIGKILL) as a third
 and two thirds of the operations are done -- the generation worker, then
 the context worker (or the one --role both worker twice) -- and the same
-holds: no operation fails, every history is the one its client saw, and
-tconst_worker_restarts_total counts the kills (the error count is only
-printed: in 2 of ~110 runs here one request no client saw fail was counted
-as an error -- probably a hung-up one whose worker died; not explained).
+holds: no operation fails, every history is the one its client saw, no
+request is counted as an error, and tconst_worker_restarts_total counts
+the kills. (Session 38, looping it: the second kill often lands while the
+first worker still reloads, so no pair is live for a moment; a session
+opened then failed UNAVAILABLE -- 2 of ~50 runs, and the "error no client
+saw" of earlier runs was a hung-up one of those -- and a call reaching the
+restarted context worker before its pair was re-linked failed
+INVALID_ARGUMENT "no peer". Both are fixed; 140 runs since were clean.)
 """
 import http.client
 import json
@@ -279,16 +283,12 @@ def body(env, ck):
         ck.check(n > 0, f"all {n} sessions at the end: GetSession's length and SnapshotSession's ids are the history "
                         "its client saw, and a greedy generation after it == tconst generate")
         errs = d.metric("tconst_requests_total", status="error") or 0.0
-        if kill:  # one a client had already left (a hang-up) may end in error with its worker: seen, not checked
-            print(f"     requests counted as errors: {errs:.0f}", flush=True)
-            if errs:  # what the daemon said of them
-                d.log.flush()
-                with open(d.log_path, "rb") as f:
-                    for line in f.read().decode(errors="replace").splitlines():
-                        if "error" in line.lower() or "warn" in line.lower():
-                            print("     log: " + line[:300], flush=True)
-        else:
-            ck.equal(errs, 0.0, "no request counted as an error")
+        if not ck.equal(errs, 0.0, "no request counted as an error"):  # what the daemon said of them
+            d.log.flush()
+            with open(d.log_path, "rb") as f:
+                for line in f.read().decode(errors="replace").splitlines():
+                    if "error" in line.lower() or "warn" in line.lower():
+                        print("     log: " + line[:300], flush=True)
         if kill:
             ck.equal(len(kills), 2, f"two workers killed mid-run ({kills})")
             n = wait_for(lambda: (lambda v: v if v is not None and v >= len(kills) else None)(
