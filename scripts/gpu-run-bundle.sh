@@ -32,7 +32,7 @@
 # batchr floor64kr flatr e2er (TC_CUDA_GRAPHS=2: replayed graphs, the
 # default since session 16, named), e2e0 (TC_CUDA_GRAPHS=0: no graphs),
 # e2egpt2 (the e2e tests that need the GPT-2 vocabulary the bundle
-# carries, E2E_GPT2, default "stop_strings large_request openai"),
+# carries, E2E_GPT2, default "stop_strings large_request openai logprobs"),
 # e2epl e2explx (the e2e suite and the split-only tests with
 # TC_CUDA_PREFILL_LANE=1: the workers' Appends on a third thread and lane),
 # floor64kx profx (TC_CUDA_ATT_MMA=0: attention on the CUDA cores, the A/B
@@ -103,7 +103,7 @@ if [ "${1:-}" = __e2e ]; then
     {
         if [ "$2" = gpt2 ]; then
             # the tests that need text: the GPT-2 vocabulary the bundle carries
-            for t in ${E2E_GPT2:-stop_strings large_request openai}; do echo "split $t"; done
+            for t in ${E2E_GPT2:-stop_strings large_request openai logprobs}; do echo "split $t"; done
         elif [ "${2#extra}" != "$2" ]; then
             # the split-only tests (their own layouts or daemons)
             for t in ${E2E_EXTRA:-step_isolation weight_dtype attach poison faults log_json sync_backpressure liveness large_state failover connect_retry long_history}; do echo "split $t"; done
