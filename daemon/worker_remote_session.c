@@ -901,8 +901,10 @@ static tc_status do_step(remote *R, tc_wc_session **ss, const int32_t *t, int B,
                     tc_logprob *x = &sk->lp[sk->lp_n++];
                     x->logprob = sr->logprob[ol];
                     x->n_top = nt;
-                    memcpy(x->top_id, sr->top_ids + ot, (size_t)nt * 4);
-                    memcpy(x->top_logprob, sr->top_logprobs + ot, (size_t)nt * 4);
+                    if (nt > 0) { /* (none asked: protobuf-c's arrays are NULL) */
+                        memcpy(x->top_id, sr->top_ids + ot, (size_t)nt * 4);
+                        memcpy(x->top_logprob, sr->top_logprobs + ot, (size_t)nt * 4);
+                    }
                 }
                 ot += (size_t)nt;
             }
