@@ -50,7 +50,7 @@ test-asan: deps
 # exitcode=0: a daemon with reports (gRPC's) still exits 0, as tests check.
 TSAN_DIR = $(CURDIR)/build-tsan/tsan
 TSAN_TESTS ?= attach bad_input concurrency session stream cancel_prefill slow_reader large_request step_isolation \
-              back_to_back mixed_ops
+              back_to_back mixed_ops logprobs
 export TC_GPT2_DIR ?= $(CURDIR)/build/tokenizer/gpt2
 test-tsan: deps
 	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTC_TSAN=ON >/dev/null
