@@ -20,7 +20,12 @@ On a tiny GPT-2-vocabulary tconstformer with an 8-token generation window
     token's text), token_logprobs equal to gRPC's for the same seed,
     top_logprobs (the N most likely and the sampled token), text_offset
     (0, then each token's text length on); "logprobs": 21 is a 400
-    naming it.
+    naming it;
+  * a sampled generation with logprobs cut by kill -9 of tconstd (with
+    --data-dir) and resumed under its request_id: its journaled tokens are
+    re-sent first without logprobs, every later message has one record
+    per id, equal to the reference, and the ids are the uninterrupted
+    run's.
 
 Runs in every worker layout (TC_E2E_DAEMON_ARGS) and with TC_CPU_SAMPLE=1
 (the workers' sample op, as a GPU draws: a step asking for logprobs takes
@@ -212,6 +217,43 @@ def body(env, ck):
                  "OpenAI logprobs 21: 400 naming logprobs")
         st, o, _ = call(port, "POST", "/v1/completions", dict(req, logprobs=None))
         ck.equal((st, o["choices"][0]["logprobs"] if st == 200 else o), (200, None), "OpenAI logprobs null: none")
+
+    # a generation with logprobs cut by a crash of tconstd (kill -9, with
+    # --data-dir) and resumed under its request_id: the journaled tokens
+    # are re-sent without logprobs, the rest have theirs, and the ids are
+    # the uninterrupted run's
+    data = os.path.join(env.tmp, "lp-journal")
+    n_cut = 60
+    prompt = [464, 2068, 7586, 21831]
+    sp = env.sampling(max_tokens=n_cut, ignore_eos=True, temperature=1.0, seed=77)
+    sp.logprobs = 2
+    req = pb.GenerateInSessionRequest(session_id="cut", request_id="lp-cut", sampling=sp)
+    with Daemon(env, "--data-dir", data, "--stream-queue", "4", model=model) as d:
+        s = d.stub()
+        s.OpenSession(pb.OpenSessionRequest(session_id="cut", token_ids=prompt), timeout=60)
+        seen = []
+        for m in s.GenerateInSession(req, timeout=120):
+            seen += m.token_ids
+            if len(seen) >= 10:
+                break  # stop reading: the generation stops at --stream-queue unread messages
+        d.proc.kill()
+        d.proc.wait()
+    with Daemon(env, "--data-dir", data, model=model) as d:
+        s = d.stub()
+        ids, recs, resent, late = [], [], 0, 0
+        for m in s.GenerateInSession(req, timeout=120):
+            if not m.logprobs and not recs:
+                resent += len(m.token_ids)
+            elif len(m.logprobs) != len(m.token_ids):
+                late += 1
+            ids += m.token_ids
+            recs += [(x.logprob, list(x.top_token_ids), list(x.top_logprobs)) for x in m.logprobs]
+        ck.equal(ids, env.generate(model, prompt, n_cut, ignore_eos=True, temperature=1.0, seed=77),
+                 "resumed after kill -9: the ids == the uninterrupted run")
+        ck.check(len(seen) <= resent < n_cut and late == 0,
+                 "resumed: the journaled tokens re-sent first without logprobs (at least those read before the "
+                 "kill), every later message one record per id", f"{resent} re-sent, {len(seen)} read, {late} odd")
+        agrees(prompt + ids[:resent], ids[resent:], recs, 2, "resumed: the tokens after the re-sent ones")
 
 
 if __name__ == "__main__":
