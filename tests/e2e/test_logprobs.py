@@ -32,9 +32,11 @@ Runs in every worker layout (TC_E2E_DAEMON_ARGS) and with TC_CPU_SAMPLE=1
 the full rows to the host instead).
 """
 import array
+import http.client
 import json
 import math
 import os
+import socket
 import subprocess
 import threading
 
@@ -223,13 +225,15 @@ def body(env, ck):
     # are re-sent without logprobs, the rest have theirs, and the ids are
     # the uninterrupted run's
     data = os.path.join(env.tmp, "lp-journal")
-    n_cut = 60
+    n_cut = 400  # long enough that what a client's buffers take (it stops reading) cannot hold it all
     prompt = [464, 2068, 7586, 21831]
     sp = env.sampling(max_tokens=n_cut, ignore_eos=True, temperature=1.0, seed=77)
     sp.logprobs = 2
     req = pb.GenerateInSessionRequest(session_id="cut", request_id="lp-cut", sampling=sp)
     with Daemon(env, "--data-dir", data, "--stream-queue", "4", model=model) as d:
-        s = d.stub()
+        # a channel that does not buffer ahead (a 4 KB window that never
+        # grows): the generation pauses soon after the client stops reading
+        s = d.stub(d.channel(**{"grpc.http2.lookahead_bytes": 4096, "grpc.http2.bdp_probe": 0}))
         s.OpenSession(pb.OpenSessionRequest(session_id="cut", token_ids=prompt), timeout=60)
         seen = []
         for m in s.GenerateInSession(req, timeout=120):
@@ -251,9 +255,49 @@ def body(env, ck):
         ck.equal(ids, env.generate(model, prompt, n_cut, ignore_eos=True, temperature=1.0, seed=77),
                  "resumed after kill -9: the ids == the uninterrupted run")
         ck.check(len(seen) <= resent < n_cut and late == 0,
-                 "resumed: the journaled tokens re-sent first without logprobs (at least those read before the "
-                 "kill), every later message one record per id", f"{resent} re-sent, {len(seen)} read, {late} odd")
-        agrees(prompt + ids[:resent], ids[resent:], recs, 2, "resumed: the tokens after the re-sent ones")
+                 f"resumed: the journaled tokens re-sent first without logprobs ({resent}; at least the {len(seen)} "
+                 f"read before the kill), every later message one record per id", f"{late} odd")
+        agrees(prompt + ids[:resent], ids[resent:resent + 40], recs[:40], 2,
+               "resumed: the first 40 tokens after the re-sent ones")
+
+    # the same through OpenAI (a completion in a session, its X-Request-Id
+    # the request id): the re-sent tokens have null logprobs, one entry
+    # per token all the same
+    oreq = {"model": os.path.basename(model), "prompt": [11, 12], "max_tokens": 1500, "ignore_eos": True,
+            "temperature": 1.0, "seed": 78, "logprobs": 2, "session_id": "cut2"}
+    with Daemon(env, "--data-dir", data, "--stream-queue", "4", "--openai-listen", "127.0.0.1:0", model=model) as d:
+        d.stub().OpenSession(pb.OpenSessionRequest(session_id="cut2", token_ids=prompt), timeout=60)
+        c = http.client.HTTPConnection("127.0.0.1", d.openai_port(), timeout=120)
+        c.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window, as above
+        c.sock.settimeout(120)
+        c.sock.connect(("127.0.0.1", d.openai_port()))
+        c.request("POST", "/v1/completions", body=json.dumps(dict(oreq, stream=True)),
+                  headers={"Content-Type": "application/json", "X-Request-Id": "lp-cut2"})
+        r = c.getresponse()
+        got = 0
+        while got < 10:  # then stop reading: the generation pauses at --stream-queue unread events
+            line = r.readline()
+            if not line:
+                break
+            if line.startswith(b"data: {"):
+                got += len(json.loads(line[6:])["choices"][0]["token_ids"])
+        d.proc.kill()
+        d.proc.wait()
+        c.close()
+    with Daemon(env, "--data-dir", data, "--openai-listen", "127.0.0.1:0", model=model) as d:
+        st, o, _ = call(d.openai_port(), "POST", "/v1/completions", oreq, headers={"X-Request-Id": "lp-cut2"})
+        ch = o["choices"][0] if st == 200 else {}
+        lp = ch.get("logprobs") or {}
+        tl = lp.get("token_logprobs", [])
+        k = next((i for i, v in enumerate(tl) if v is not None), len(tl))
+        ck.equal(ch.get("token_ids"), env.generate(model, prompt + [11, 12], 1500, ignore_eos=True, temperature=1.0,
+                                                   seed=78), "OpenAI resumed after kill -9: the ids == the uninterrupted run")
+        ck.check(len(lp.get("tokens", [])) == len(tl) == len(lp.get("top_logprobs", [])) == len(lp.get("text_offset", []))
+                 == len(ch.get("token_ids", [])) and got <= k < len(tl) and all(v is not None for v in tl[k:]) and
+                 all(t is None for t in lp["top_logprobs"][:k]),
+                 f"OpenAI resumed: one logprobs entry per token, null for the re-sent ones ({k} of {len(tl)}; at least "
+                 f"the {got} read before the kill), numbers after")
 
 
 if __name__ == "__main__":
